@@ -1,0 +1,146 @@
+"""The FastAPI application: routers, the guard middleware, error rendering, the worker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from paymux import __version__
+from paymux.api.middleware import GuardMiddleware
+from paymux.api.routers import customers, events, payment_intents, refunds, webhooks
+from paymux.config import Settings
+from paymux.domain.errors import PaymuxError
+from paymux.gateways.sandbox.web import build_sandbox_app
+from paymux.jobs.worker import Worker
+from paymux.services import Paymux
+from paymux.services.accounts import DEFAULT_ACCOUNT
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+
+def _param(loc: tuple[Any, ...]) -> str | None:
+    parts = (
+        [str(p) for p in loc[1:]]
+        if loc and loc[0] in ("body", "query", "path")
+        else [str(p) for p in loc]
+    )
+    if not parts:
+        return None
+    return parts[0] + "".join(f"[{p}]" for p in parts[1:])
+
+
+def _error(request: Request, error: PaymuxError) -> JSONResponse:
+    error.request_id = getattr(request.state, "request_id", None)
+    return JSONResponse({"error": error.to_dict()}, status_code=error.http_status)
+
+
+def create_app(settings: Settings, paymux: Paymux | None = None) -> FastAPI:
+    """The ASGI app. With ``paymux`` given, the caller owns its lifecycle (tests, benchmarks)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = paymux is None
+        core = paymux or Paymux(settings)
+        app.state.paymux = core
+        await core.accounts.ensure_account(DEFAULT_ACCOUNT)
+        if settings.api_key is not None:
+            await core.accounts.register_key(DEFAULT_ACCOUNT, settings.api_key.get_secret_value())
+        worker = Worker(core) if settings.run_worker else None
+        task = asyncio.create_task(worker.run()) if worker else None
+        try:
+            yield
+        finally:
+            if worker and task:
+                worker.stop()
+                await task
+            if owned:
+                await core.close()
+
+    app = FastAPI(
+        title="paymux",
+        version=__version__,
+        description="One API for Stripe, PayPal, Square and the built-in sandbox gateway.",
+        lifespan=lifespan,
+    )
+    for module in (payment_intents, refunds, customers, events, webhooks):
+        app.include_router(module.router)
+
+    if settings.sandbox_enabled:
+        app.mount("/sandbox", _SandboxMount())
+    app.add_middleware(GuardMiddleware)
+
+    @app.get("/health", include_in_schema=False)
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.exception_handler(PaymuxError)
+    async def paymux_error(request: Request, exc: PaymuxError) -> JSONResponse:
+        return _error(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        kind = str(first.get("type", ""))
+        param = _param(tuple(first.get("loc", ())))
+        if kind == "missing":
+            code, message = "parameter_missing", f"Missing required param: {param}."
+        elif kind == "extra_forbidden":
+            code, message = "parameter_unknown", f"Received unknown parameter: {param}."
+        elif kind in ("json_invalid", "model_attributes_type", "dict_type") and param in (
+            None,
+            "body",
+        ):
+            code, message, param = "parameter_invalid", "The body must be a JSON object.", None
+        else:
+            # The pydantic message, without the input value (it is never echoed back).
+            code = "parameter_invalid"
+            message = f"Invalid {param}: {first.get('msg', 'invalid value')}."
+        return _error(request, PaymuxError.of(code, message, param=param))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            return _error(
+                request,
+                PaymuxError.of(
+                    "url_invalid",
+                    f"Unrecognized request URL ({request.method}: {request.url.path}).",
+                ),
+            )
+        error = PaymuxError.of("parameter_invalid", str(exc.detail))
+        error.http_status = exc.status_code
+        return _error(request, error)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return _error(request, PaymuxError.of("api_error"))
+
+    return app
+
+
+class _SandboxMount:
+    """The sandbox's pages, served on its own path prefix like a provider's origin."""
+
+    def __init__(self) -> None:
+        self._app: Any = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self._app is None:
+            gateway = scope["app"].state.paymux.ctx.gateways.sandbox()
+            if gateway is None:
+                response = JSONResponse({"error": {"code": "url_invalid"}}, status_code=404)
+                await response(scope, receive, send)
+                return
+            self._app = build_sandbox_app(gateway)
+        await self._app(scope, receive, send)

@@ -1,0 +1,35 @@
+"""/v1/events"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+
+from paymux.api.deps import CallerDep, ListDep, list_response
+
+router = APIRouter(prefix="/v1/events", tags=["events"])
+
+
+@router.get("")
+async def list_events(
+    c: CallerDep,
+    page: ListDep,
+    type: Annotated[str | None, Query()] = None,
+    object_id: Annotated[str | None, Query()] = None,
+) -> JSONResponse:
+    data, more = await c.app.events.list_page(
+        c.account_id,
+        limit=page.limit,
+        starting_after=page.starting_after,
+        ending_before=page.ending_before,
+        type=type,
+        object_id=object_id,
+    )
+    return list_response("/v1/events", data, more)
+
+
+@router.get("/{event_id}")
+async def retrieve_event(event_id: str, c: CallerDep) -> JSONResponse:
+    return JSONResponse(await c.app.events.retrieve(c.account_id, event_id))

@@ -1,0 +1,91 @@
+"""/v1/payment_intents"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Query
+from fastapi.responses import JSONResponse, Response
+
+from paymux.api.deps import CallerDep, ListDep, idempotent, list_response
+from paymux.api.schemas import (
+    CancelPaymentIntent,
+    CapturePaymentIntent,
+    ConfirmPaymentIntent,
+    CreatePaymentIntent,
+    UpdatePaymentIntent,
+)
+from paymux.services.payments import CreateParams, UpdateParams
+
+router = APIRouter(prefix="/v1/payment_intents", tags=["payment_intents"])
+Optional = Body(default=None)
+
+
+@router.post("")
+async def create_payment_intent(body: CreatePaymentIntent, c: CallerDep) -> Response:
+    params = CreateParams(**body.model_dump())
+    return await idempotent(c, body, lambda: c.app.payments.create(c.account_id, params))
+
+
+@router.get("")
+async def list_payment_intents(
+    c: CallerDep, page: ListDep, customer: Annotated[str | None, Query()] = None
+) -> JSONResponse:
+    data, more = await c.app.payments.list_page(
+        c.account_id,
+        limit=page.limit,
+        starting_after=page.starting_after,
+        ending_before=page.ending_before,
+        customer=customer,
+    )
+    return list_response("/v1/payment_intents", data, more)
+
+
+@router.get("/{pi_id}")
+async def retrieve_payment_intent(pi_id: str, c: CallerDep) -> JSONResponse:
+    return JSONResponse(await c.app.payments.retrieve(c.account_id, pi_id))
+
+
+@router.post("/{pi_id}")
+async def update_payment_intent(pi_id: str, body: UpdatePaymentIntent, c: CallerDep) -> Response:
+    params = UpdateParams(**body.model_dump())
+    return await idempotent(c, body, lambda: c.app.payments.update(c.account_id, pi_id, params))
+
+
+@router.post("/{pi_id}/confirm")
+async def confirm_payment_intent(
+    pi_id: str, c: CallerDep, body: ConfirmPaymentIntent | None = Optional
+) -> Response:
+    b = body or ConfirmPaymentIntent()
+    return await idempotent(
+        c,
+        b,
+        lambda: c.app.payments.confirm(
+            c.account_id,
+            pi_id,
+            payment_method=b.payment_method,
+            off_session=b.off_session,
+            return_url=b.return_url,
+            setup_future_usage=b.setup_future_usage,
+        ),
+    )
+
+
+@router.post("/{pi_id}/capture")
+async def capture_payment_intent(
+    pi_id: str, c: CallerDep, body: CapturePaymentIntent | None = Optional
+) -> Response:
+    b = body or CapturePaymentIntent()
+    return await idempotent(
+        c, b, lambda: c.app.payments.capture(c.account_id, pi_id, b.amount_to_capture)
+    )
+
+
+@router.post("/{pi_id}/cancel")
+async def cancel_payment_intent(
+    pi_id: str, c: CallerDep, body: CancelPaymentIntent | None = Optional
+) -> Response:
+    b = body or CancelPaymentIntent()
+    return await idempotent(
+        c, b, lambda: c.app.payments.cancel(c.account_id, pi_id, b.cancellation_reason)
+    )

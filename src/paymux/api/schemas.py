@@ -1,0 +1,114 @@
+"""Request bodies. Unknown parameters are refused (``extra="forbid"``), so there is no field
+that can carry a card number; amounts are strict integers (a float or a string is a 400)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt
+
+__all__ = [
+    "AttachPaymentMethod",
+    "CancelPaymentIntent",
+    "CapturePaymentIntent",
+    "ConfirmPaymentIntent",
+    "CreateCustomer",
+    "CreatePaymentIntent",
+    "CreateRefund",
+    "UpdateCustomer",
+    "UpdatePaymentIntent",
+]
+
+
+def _check_metadata(value: dict[str, str]) -> dict[str, str]:
+    if len(value) > 50:
+        raise ValueError("metadata can have at most 50 keys")
+    for key, item in value.items():
+        if not key or len(key) > 40:
+            raise ValueError("metadata keys must be 1 to 40 characters")
+        if len(item) > 500:
+            raise ValueError("metadata values must be at most 500 characters")
+    return value
+
+
+Metadata = Annotated[dict[str, str], AfterValidator(_check_metadata)]
+Currency = Annotated[str, Field(min_length=3, max_length=3)]
+Id = Annotated[str, Field(min_length=1, max_length=255)]
+Descriptor = Annotated[str, Field(max_length=22)]
+Text = Annotated[str, Field(max_length=1000)]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class CreatePaymentIntent(Body):
+    amount: StrictInt
+    currency: Currency
+    capture_method: Literal["automatic", "manual"] = "automatic"
+    customer: Id | None = None
+    payment_method: Id | None = None
+    gateway: Id | None = None
+    confirm: StrictBool = False
+    off_session: StrictBool = False
+    setup_future_usage: Literal["on_session", "off_session"] | None = None
+    return_url: Annotated[str, Field(max_length=2048)] | None = None
+    description: Text | None = None
+    statement_descriptor: Descriptor | None = None
+    metadata: Metadata = Field(default_factory=dict)
+
+
+class UpdatePaymentIntent(Body):
+    amount: StrictInt | None = None
+    currency: Currency | None = None
+    customer: Id | None = None
+    payment_method: Id | None = None
+    capture_method: Literal["automatic", "manual"] | None = None
+    setup_future_usage: Literal["on_session", "off_session"] | None = None
+    description: Text | None = None
+    statement_descriptor: Descriptor | None = None
+    metadata: Metadata | None = None
+
+
+class ConfirmPaymentIntent(Body):
+    payment_method: Id | None = None
+    off_session: StrictBool | None = None
+    return_url: Annotated[str, Field(max_length=2048)] | None = None
+    setup_future_usage: Literal["on_session", "off_session"] | None = None
+
+
+class CapturePaymentIntent(Body):
+    amount_to_capture: StrictInt | None = None
+
+
+class CancelPaymentIntent(Body):
+    cancellation_reason: (
+        Literal["duplicate", "fraudulent", "requested_by_customer", "abandoned"] | None
+    ) = None
+
+
+class CreateRefund(Body):
+    payment_intent: Id
+    amount: StrictInt | None = None
+    reason: Literal["duplicate", "fraudulent", "requested_by_customer"] | None = None
+    metadata: Metadata = Field(default_factory=dict)
+
+
+class CreateCustomer(Body):
+    email: Annotated[str, Field(max_length=512)] | None = None
+    name: Annotated[str, Field(max_length=256)] | None = None
+    description: Text | None = None
+    metadata: Metadata = Field(default_factory=dict)
+
+
+class UpdateCustomer(Body):
+    email: Annotated[str, Field(max_length=512)] | None = None
+    name: Annotated[str, Field(max_length=256)] | None = None
+    description: Text | None = None
+    metadata: Metadata | None = None
+    default_payment_method: Id | None = None
+
+
+class AttachPaymentMethod(Body):
+    customer: Id
+    gateway: Id | None = None

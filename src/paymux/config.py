@@ -1,0 +1,60 @@
+"""Settings, read from PAYMUX_* environment variables (pydantic-settings).
+
+Secrets never have a value in code: they come from the environment, or for the
+sandbox gateway, from the sandbox's own store (as a provider's dashboard would show them).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PAYMUX_", extra="ignore")
+
+    database_url: str = "sqlite+aiosqlite:///./paymux.db"
+    api_key: SecretStr | None = Field(
+        default=None, description="A bootstrap API key for the default account (PAYMUX_API_KEY)."
+    )
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str = Field(
+        default="", description="Where gateways reach us; defaults to http://HOST:PORT."
+    )
+    run_worker: bool = True
+    worker_poll_interval: float = 0.2
+    worker_batch_size: int = 20
+    maintenance_interval: float = 5.0
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    authorization_expiry_seconds: int = 7 * 24 * 3600
+    idempotency_ttl_seconds: int = 24 * 3600
+    idempotency_lease_seconds: int = 300
+    attempt_settle_after_seconds: float = 30.0
+
+    gateway_retries: int = 3
+    gateway_retry_base_delay: float = 0.2
+    gateway_retry_max_delay: float = 5.0
+    gateway_max_inline_retry_after: float = 2.0
+    gateway_timeout: float = 30.0
+    default_gateway: str = "sandbox"
+
+    sandbox_enabled: bool = True
+    sandbox_latency: float = 0.0
+    sandbox_db: str = "./paymux-sandbox.db"
+    sandbox_webhook_secret: SecretStr | None = None
+    sandbox_webhook_delay: float = 0.0
+
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,602 @@
+"""One error taxonomy for every API error and every card error on every gateway.
+
+Three tables live here, and nowhere else:
+
+- ``ERRORS``: our error codes. Each has a type, an HTTP status, a developer message, a
+  message safe to show a payer, the advice (``action``) and whether retrying can help.
+- ``DECLINE_CODES``: the reasons behind ``card_declined``, with their own payer message and
+  advice (a lost card must not be retried; a generic decline may be).
+- ``GATEWAY_CODES``: each gateway's own codes mapped onto ours. Connectors add their rows.
+
+``docs/errors.md`` is rendered from these tables (``python -m paymux.domain.errors_doc``) and
+a test fails when the two differ.
+
+Exceptions: ``PaymuxError`` is the one root for errors that reach an API caller; it carries
+the whole error object. Declines from gateways are *data* (``Decline``), turned into a
+``PaymuxError`` only at the edge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+__all__ = [
+    "DECLINE_CODES",
+    "ERRORS",
+    "GATEWAY_CODES",
+    "Action",
+    "DeclineSpec",
+    "ErrorSpec",
+    "ErrorType",
+    "GatewayCode",
+    "PaymuxError",
+    "card_error",
+    "map_gateway_code",
+]
+
+
+class ErrorType(StrEnum):
+    CARD_ERROR = "card_error"
+    INVALID_REQUEST_ERROR = "invalid_request_error"
+    IDEMPOTENCY_ERROR = "idempotency_error"
+    AUTHENTICATION_ERROR = "authentication_error"
+    RATE_LIMIT_ERROR = "rate_limit_error"
+    API_ERROR = "api_error"
+    GATEWAY_ERROR = "gateway_error"
+
+
+class Action(StrEnum):
+    RETRY = "retry"
+    USE_ANOTHER_METHOD = "use_another_method"
+    UPDATE_CARD = "update_card"
+    RETRY_LATER = "retry_later"
+    CONTACT_ISSUER = "contact_issuer"
+    AUTHENTICATE = "authenticate"
+    NONE = "none"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorSpec:
+    code: str
+    type: ErrorType
+    http_status: int
+    message: str
+    user_message: str | None = None
+    action: Action = Action.NONE
+    retryable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DeclineSpec:
+    decline_code: str
+    description: str
+    user_message: str
+    action: Action
+    retryable: bool
+
+
+_GENERIC_CARD_MSG = "Your card was declined. Please try again or use another payment method."
+_INVALID = ErrorType.INVALID_REQUEST_ERROR
+
+_ERROR_LIST = [
+    # Card errors: HTTP 402, shown to payers.
+    ErrorSpec(
+        "card_declined",
+        ErrorType.CARD_ERROR,
+        402,
+        "The card was declined.",
+        _GENERIC_CARD_MSG,
+        Action.RETRY,
+        True,
+    ),
+    ErrorSpec(
+        "insufficient_funds",
+        ErrorType.CARD_ERROR,
+        402,
+        "The card has insufficient funds to complete the purchase.",
+        "Your card has insufficient funds. Please use another payment method.",
+        Action.USE_ANOTHER_METHOD,
+        False,
+    ),
+    ErrorSpec(
+        "expired_card",
+        ErrorType.CARD_ERROR,
+        402,
+        "The card has expired.",
+        "Your card has expired. Please update your card details or use another card.",
+        Action.UPDATE_CARD,
+        False,
+    ),
+    ErrorSpec(
+        "incorrect_cvc",
+        ErrorType.CARD_ERROR,
+        402,
+        "The card's security code is incorrect.",
+        "Your card's security code is incorrect. Please check it and try again.",
+        Action.UPDATE_CARD,
+        False,
+    ),
+    ErrorSpec(
+        "incorrect_number",
+        ErrorType.CARD_ERROR,
+        402,
+        "The card number is incorrect.",
+        "Your card number is incorrect. Please check it and try again.",
+        Action.UPDATE_CARD,
+        False,
+    ),
+    ErrorSpec(
+        "incorrect_zip",
+        ErrorType.CARD_ERROR,
+        402,
+        "The card's postal code failed validation.",
+        "Your postal code does not match your card. Please check it and try again.",
+        Action.UPDATE_CARD,
+        False,
+    ),
+    ErrorSpec(
+        "processing_error",
+        ErrorType.CARD_ERROR,
+        402,
+        "An error occurred while processing the card; paymux retried with the same "
+        "gateway idempotency key and gave up.",
+        "We could not process your card right now. Please try again in a moment.",
+        Action.RETRY,
+        True,
+    ),
+    ErrorSpec(
+        "authentication_required",
+        ErrorType.CARD_ERROR,
+        402,
+        "The card requires authentication (3-D Secure) and the payment was off-session "
+        "or the authentication failed.",
+        "Your bank needs you to confirm this payment. Please authenticate and try again.",
+        Action.AUTHENTICATE,
+        False,
+    ),
+    ErrorSpec(
+        "payment_intent_authentication_failure",
+        ErrorType.CARD_ERROR,
+        402,
+        "3-D Secure authentication failed; the payment method was detached from the "
+        "payment intent.",
+        "We could not verify your card. Please try again or use another payment method.",
+        Action.USE_ANOTHER_METHOD,
+        True,
+    ),
+    # Invalid requests: HTTP 400 (404 for unknown objects).
+    ErrorSpec("parameter_missing", _INVALID, 400, "A required parameter is missing."),
+    ErrorSpec("parameter_invalid", _INVALID, 400, "A parameter has an invalid value."),
+    ErrorSpec("parameter_unknown", _INVALID, 400, "The request has an unknown parameter."),
+    ErrorSpec("parameters_exclusive", _INVALID, 400, "Two parameters cannot be used together."),
+    ErrorSpec(
+        "card_number_not_allowed",
+        _INVALID,
+        400,
+        "A value that looks like a card number was sent. paymux never accepts card "
+        "numbers: tokenize the card in the browser with the gateway's own components "
+        "and send the token.",
+    ),
+    ErrorSpec(
+        "amount_invalid",
+        _INVALID,
+        400,
+        "The amount must be a positive integer in the currency's minor unit.",
+    ),
+    ErrorSpec(
+        "amount_too_small",
+        _INVALID,
+        400,
+        "The amount is below the minimum charge amount for the currency.",
+    ),
+    ErrorSpec(
+        "amount_too_large",
+        _INVALID,
+        400,
+        "The amount is above the maximum charge amount for the currency.",
+    ),
+    ErrorSpec(
+        "amount_too_precise",
+        _INVALID,
+        400,
+        "The decimal amount has more digits than the currency's minor unit allows.",
+    ),
+    ErrorSpec("currency_unknown", _INVALID, 400, "The currency is not an ISO 4217 currency."),
+    ErrorSpec("currency_mismatch", _INVALID, 400, "The amounts are in different currencies."),
+    ErrorSpec(
+        "currency_not_supported", _INVALID, 400, "The gateway does not support this currency."
+    ),
+    ErrorSpec(
+        "payment_intent_unexpected_state",
+        _INVALID,
+        400,
+        "The payment intent is not in a state that allows this operation.",
+    ),
+    ErrorSpec(
+        "amount_to_capture_too_large",
+        _INVALID,
+        400,
+        "The amount to capture is more than the amount capturable.",
+    ),
+    ErrorSpec(
+        "charge_already_refunded", _INVALID, 400, "The payment has already been refunded in full."
+    ),
+    ErrorSpec(
+        "refund_amount_too_large",
+        _INVALID,
+        400,
+        "The refund amount is more than what remains to refund on the payment.",
+    ),
+    ErrorSpec(
+        "payment_method_unexpected_state",
+        _INVALID,
+        400,
+        "The payment method cannot be used this way (e.g. attached to another customer).",
+    ),
+    ErrorSpec(
+        "payment_method_unknown",
+        _INVALID,
+        400,
+        "The gateway does not know this payment method token.",
+    ),
+    ErrorSpec(
+        "customer_required",
+        _INVALID,
+        400,
+        "This operation needs a customer with the payment method attached.",
+    ),
+    ErrorSpec("gateway_unknown", _INVALID, 400, "No such gateway is configured."),
+    ErrorSpec("resource_missing", _INVALID, 404, "No such object."),
+    ErrorSpec("url_invalid", _INVALID, 404, "Unrecognized request URL."),
+    ErrorSpec("request_too_large", _INVALID, 413, "The request body is too large."),
+    # Idempotency.
+    ErrorSpec(
+        "idempotency_key_mismatch",
+        ErrorType.IDEMPOTENCY_ERROR,
+        400,
+        "This Idempotency-Key was used with different parameters; keys are for "
+        "retrying the same request.",
+    ),
+    ErrorSpec(
+        "idempotency_key_in_use",
+        ErrorType.IDEMPOTENCY_ERROR,
+        409,
+        "A request with this Idempotency-Key is still being processed; retry later.",
+        action=Action.RETRY_LATER,
+        retryable=True,
+    ),
+    # Authentication.
+    ErrorSpec(
+        "api_key_missing",
+        ErrorType.AUTHENTICATION_ERROR,
+        401,
+        "No API key provided: send `Authorization: Bearer sk_test_...`.",
+    ),
+    ErrorSpec("api_key_invalid", ErrorType.AUTHENTICATION_ERROR, 401, "Invalid API key."),
+    # Rate limits.
+    ErrorSpec(
+        "rate_limit",
+        ErrorType.RATE_LIMIT_ERROR,
+        429,
+        "Too many requests to the gateway; paymux queued the operation and retries it later.",
+        "Please wait a moment and try again.",
+        Action.RETRY_LATER,
+        True,
+    ),
+    # Gateway and our own failures.
+    ErrorSpec(
+        "gateway_unavailable",
+        ErrorType.GATEWAY_ERROR,
+        502,
+        "The gateway could not be reached or answered with an error; paymux will "
+        "settle the operation when it answers.",
+        "We could not reach the payment processor. Please try again in a moment.",
+        Action.RETRY_LATER,
+        True,
+    ),
+    ErrorSpec(
+        "gateway_invalid_request",
+        ErrorType.GATEWAY_ERROR,
+        502,
+        "The gateway rejected the request paymux sent (a paymux bug or a gateway "
+        "configuration problem).",
+    ),
+    ErrorSpec(
+        "api_error",
+        ErrorType.API_ERROR,
+        500,
+        "An internal error occurred.",
+        action=Action.RETRY_LATER,
+        retryable=True,
+    ),
+]
+ERRORS: dict[str, ErrorSpec] = {spec.code: spec for spec in _ERROR_LIST}
+
+_R, _U, _N, _C = Action.RETRY, Action.USE_ANOTHER_METHOD, Action.UPDATE_CARD, Action.CONTACT_ISSUER
+_DECLINE_LIST = [
+    DeclineSpec(
+        "generic_decline",
+        "The card was declined for an unknown reason.",
+        _GENERIC_CARD_MSG,
+        _R,
+        True,
+    ),
+    DeclineSpec(
+        "do_not_honor", "The issuer declined without giving a reason.", _GENERIC_CARD_MSG, _C, True
+    ),
+    DeclineSpec(
+        "insufficient_funds",
+        "The card has insufficient funds.",
+        "Your card has insufficient funds. Please use another payment method.",
+        _U,
+        True,
+    ),
+    DeclineSpec("lost_card", "The card was reported lost.", _GENERIC_CARD_MSG, _U, False),
+    DeclineSpec("stolen_card", "The card was reported stolen.", _GENERIC_CARD_MSG, _U, False),
+    DeclineSpec(
+        "fraudulent", "The payment was declined as suspected fraud.", _GENERIC_CARD_MSG, _U, False
+    ),
+    DeclineSpec(
+        "pickup_card",
+        "The card cannot be used (the issuer asked to retain it).",
+        _GENERIC_CARD_MSG,
+        _U,
+        False,
+    ),
+    DeclineSpec(
+        "restricted_card", "The card cannot be used for this payment.", _GENERIC_CARD_MSG, _U, False
+    ),
+    DeclineSpec(
+        "security_violation",
+        "The issuer flagged a security violation.",
+        _GENERIC_CARD_MSG,
+        _U,
+        False,
+    ),
+    DeclineSpec(
+        "merchant_blacklist", "The payment matched a block list.", _GENERIC_CARD_MSG, _U, False
+    ),
+    DeclineSpec(
+        "card_velocity_exceeded",
+        "The card's balance or credit limit was exceeded.",
+        "Your card was declined. Please contact your bank or use another card.",
+        _C,
+        True,
+    ),
+    DeclineSpec(
+        "withdrawal_count_limit_exceeded",
+        "The card's transaction limit was reached.",
+        "Your card was declined. Please contact your bank or use another card.",
+        _C,
+        True,
+    ),
+    DeclineSpec(
+        "card_not_supported",
+        "The card does not support this kind of purchase.",
+        "Your card does not support this purchase. Please use another card.",
+        _U,
+        False,
+    ),
+    DeclineSpec(
+        "currency_not_supported",
+        "The card does not support this currency.",
+        "Your card does not support this currency. Please use another card.",
+        _U,
+        False,
+    ),
+    DeclineSpec(
+        "transaction_not_allowed",
+        "The card does not allow this transaction.",
+        "Your card was declined. Please contact your bank or use another card.",
+        _C,
+        False,
+    ),
+    DeclineSpec(
+        "invalid_account",
+        "The card or its account is invalid.",
+        "Your card was declined. Please use another payment method.",
+        _U,
+        False,
+    ),
+    DeclineSpec(
+        "new_account_information_available",
+        "The card has new details.",
+        "Please update your card details and try again.",
+        _N,
+        False,
+    ),
+    DeclineSpec(
+        "try_again_later",
+        "The issuer asked to retry later.",
+        "Please try again in a moment.",
+        Action.RETRY_LATER,
+        True,
+    ),
+    DeclineSpec(
+        "issuer_not_available",
+        "The issuer could not be reached.",
+        "Please try again in a moment.",
+        Action.RETRY_LATER,
+        True,
+    ),
+    DeclineSpec(
+        "expired_card",
+        "The card has expired.",
+        "Your card has expired. Please update your card details or use another card.",
+        _N,
+        False,
+    ),
+    DeclineSpec(
+        "incorrect_cvc",
+        "The security code is incorrect.",
+        "Your card's security code is incorrect. Please check it and try again.",
+        _N,
+        False,
+    ),
+    DeclineSpec(
+        "incorrect_zip",
+        "The postal code is incorrect.",
+        "Your postal code does not match your card. Please check it and try again.",
+        _N,
+        False,
+    ),
+    DeclineSpec(
+        "processing_error",
+        "An error occurred while processing the card.",
+        "We could not process your card right now. Please try again in a moment.",
+        _R,
+        True,
+    ),
+    DeclineSpec(
+        "authentication_required",
+        "The issuer requires 3-D Secure authentication.",
+        "Your bank needs you to confirm this payment. Please authenticate and try again.",
+        Action.AUTHENTICATE,
+        False,
+    ),
+]
+DECLINE_CODES: dict[str, DeclineSpec] = {d.decline_code: d for d in _DECLINE_LIST}
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayCode:
+    """One row of a gateway's code table: the gateway's code onto our code and decline code."""
+
+    gateway: str
+    gateway_code: str
+    code: str
+    decline_code: str | None = None
+
+
+_GATEWAY_LIST = [
+    # The built-in sandbox speaks Stripe's codes, so its rows are one-to-one.
+    GatewayCode("sandbox", "card_declined", "card_declined", "generic_decline"),
+    GatewayCode("sandbox", "generic_decline", "card_declined", "generic_decline"),
+    GatewayCode("sandbox", "do_not_honor", "card_declined", "do_not_honor"),
+    GatewayCode("sandbox", "insufficient_funds", "insufficient_funds", "insufficient_funds"),
+    GatewayCode("sandbox", "lost_card", "card_declined", "lost_card"),
+    GatewayCode("sandbox", "stolen_card", "card_declined", "stolen_card"),
+    GatewayCode("sandbox", "fraudulent", "card_declined", "fraudulent"),
+    GatewayCode("sandbox", "pickup_card", "card_declined", "pickup_card"),
+    GatewayCode("sandbox", "restricted_card", "card_declined", "restricted_card"),
+    GatewayCode("sandbox", "expired_card", "expired_card", "expired_card"),
+    GatewayCode("sandbox", "incorrect_cvc", "incorrect_cvc", "incorrect_cvc"),
+    GatewayCode("sandbox", "incorrect_number", "incorrect_number"),
+    GatewayCode("sandbox", "incorrect_zip", "incorrect_zip", "incorrect_zip"),
+    GatewayCode("sandbox", "processing_error", "processing_error", "processing_error"),
+    GatewayCode(
+        "sandbox", "authentication_required", "authentication_required", "authentication_required"
+    ),
+    GatewayCode("sandbox", "authentication_failed", "payment_intent_authentication_failure"),
+    GatewayCode("sandbox", "rate_limit", "rate_limit"),
+]
+GATEWAY_CODES: dict[tuple[str, str], GatewayCode] = {
+    (row.gateway, row.gateway_code): row for row in _GATEWAY_LIST
+}
+
+
+def map_gateway_code(gateway: str, gateway_code: str) -> GatewayCode:
+    """Our code for a gateway's code; an unmapped code is a generic decline (and says so)."""
+    row = GATEWAY_CODES.get((gateway, gateway_code))
+    if row is not None:
+        return row
+    return GatewayCode(gateway, gateway_code, "card_declined", "generic_decline")
+
+
+@dataclass(slots=True)
+class PaymuxError(Exception):
+    """An error that reaches an API caller, with the whole error object.
+
+    Build it with ``PaymuxError.of(code, ...)``: type, status, advice and the payer's message
+    come from ``ERRORS`` (and ``DECLINE_CODES`` for a decline code).
+    """
+
+    code: str
+    type: ErrorType
+    http_status: int
+    message: str
+    param: str | None = None
+    decline_code: str | None = None
+    user_message: str | None = None
+    action: Action = Action.NONE
+    retryable: bool = False
+    gateway: str | None = None
+    gateway_code: str | None = None
+    request_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        Exception.__init__(self, self.message)
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+    @classmethod
+    def of(
+        cls,
+        code: str,
+        message: str | None = None,
+        *,
+        param: str | None = None,
+        decline_code: str | None = None,
+        gateway: str | None = None,
+        gateway_code: str | None = None,
+        **extra: Any,
+    ) -> PaymuxError:
+        spec = ERRORS[code]
+        user_message, action, retryable = spec.user_message, spec.action, spec.retryable
+        if decline_code is not None and decline_code in DECLINE_CODES:
+            decline = DECLINE_CODES[decline_code]
+            user_message, action, retryable = (
+                decline.user_message,
+                decline.action,
+                decline.retryable,
+            )
+        return cls(
+            code=code,
+            type=spec.type,
+            http_status=spec.http_status,
+            message=message or spec.message,
+            param=param,
+            decline_code=decline_code,
+            user_message=user_message,
+            action=action,
+            retryable=retryable,
+            gateway=gateway,
+            gateway_code=gateway_code,
+            extra=extra,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": str(self.type),
+            "code": self.code,
+            "decline_code": self.decline_code,
+            "param": self.param,
+            "message": self.message,
+            "user_message": self.user_message,
+            "action": str(self.action),
+            "retryable": self.retryable,
+            "gateway": self.gateway,
+            "gateway_code": self.gateway_code,
+            "request_id": self.request_id,
+        }
+        body.update(self.extra)
+        return body
+
+
+def card_error(
+    gateway: str, gateway_code: str, message: str | None = None, *, param: str | None = None
+) -> PaymuxError:
+    """The PaymuxError for a gateway's decline code, through the gateway's code table."""
+    row = map_gateway_code(gateway, gateway_code)
+    return PaymuxError.of(
+        row.code,
+        message,
+        param=param,
+        decline_code=row.decline_code,
+        gateway=gateway,
+        gateway_code=gateway_code,
+    )

@@ -1,0 +1,219 @@
+"""The Gateway Protocol every connector implements (sandbox now; Stripe, PayPal, Square next).
+
+Declines are data: a call that reached the processor and was refused returns a
+``GatewayResult`` whose ``decline`` is set. Outages and bugs are exceptions, one tree::
+
+    GatewayError                      root; carries the provider's request id if any
+      GatewayUnavailable              network error, timeout, 5xx: the outcome is unknown,
+                                      retry with the SAME idempotency key
+      GatewayRateLimited              429; ``retry_after`` seconds when the provider said
+      GatewayInvalidRequest           4xx other than a decline: our bug or configuration
+      WebhookVerificationError        an inbound webhook failed verification (``reason``)
+
+Every mutating call takes an idempotency key derived from our own object id and step, so a
+retry of the same step can never charge twice. Gateways never import storage or api.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol, runtime_checkable
+
+from paymux.money import Money
+
+__all__ = [
+    "AuthorizeRequest",
+    "CardDetails",
+    "Decline",
+    "Gateway",
+    "GatewayError",
+    "GatewayInvalidRequest",
+    "GatewayRateLimited",
+    "GatewayRefund",
+    "GatewayResult",
+    "GatewayStatus",
+    "GatewayUnavailable",
+    "InboundEvent",
+    "PaymentUpdate",
+    "RefundUpdate",
+    "WebhookVerificationError",
+]
+
+
+class GatewayStatus(StrEnum):
+    REQUIRES_ACTION = "requires_action"
+    REQUIRES_CAPTURE = "requires_capture"
+    SUCCEEDED = "succeeded"
+    PROCESSING = "processing"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+@dataclass(frozen=True, slots=True)
+class Decline:
+    """A refusal by the processor or issuer, in the gateway's own words."""
+
+    gateway_code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class CardDetails:
+    """What a gateway tells us about a tokenized card. Never a number or a CVC."""
+
+    token: str
+    type: str = "card"
+    brand: str | None = None
+    last4: str | None = None
+    exp_month: int | None = None
+    exp_year: int | None = None
+    fingerprint: str | None = None
+    country: str | None = None
+    funding: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizeRequest:
+    """Authorize (and, for automatic capture, capture) a payment."""
+
+    amount: Money
+    payment_method_token: str
+    capture: bool
+    reference: str  # our payment intent id, stored in the provider's metadata
+    customer_token: str | None = None
+    off_session: bool = False
+    setup_future_usage: str | None = None
+    return_url: str | None = None
+    statement_descriptor: str | None = None
+    description: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayResult:
+    """The processor's view of a payment after a call or a webhook."""
+
+    status: GatewayStatus
+    reference: str | None
+    amount_authorized: int = 0
+    amount_captured: int = 0
+    decline: Decline | None = None
+    next_action: dict[str, Any] | None = None
+    risk_level: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayRefund:
+    status: str  # pending | succeeded | failed | canceled
+    reference: str | None
+    amount: int
+    failure_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentUpdate:
+    """A webhook's news about a payment: ``reference`` is ours, ``result`` the gateway's view."""
+
+    reference: str
+    result: GatewayResult
+
+
+@dataclass(frozen=True, slots=True)
+class RefundUpdate:
+    refund: GatewayRefund
+
+
+@dataclass(frozen=True, slots=True)
+class InboundEvent:
+    """A verified webhook, parsed just enough to route it."""
+
+    gateway: str
+    event_id: str
+    type: str
+    payload: dict[str, Any]
+
+
+class GatewayError(Exception):
+    def __init__(self, message: str, *, request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+
+
+class GatewayUnavailable(GatewayError):
+    """The outcome is unknown: the call may or may not have happened."""
+
+
+class GatewayRateLimited(GatewayError):
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, request_id: str | None = None
+    ) -> None:
+        super().__init__(message, request_id=request_id)
+        self.retry_after = retry_after
+
+
+class GatewayInvalidRequest(GatewayError):
+    def __init__(
+        self, message: str, *, code: str = "gateway_invalid_request", request_id: str | None = None
+    ) -> None:
+        super().__init__(message, request_id=request_id)
+        self.code = code
+
+
+class WebhookVerificationError(GatewayError):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@runtime_checkable
+class Gateway(Protocol):
+    """What paymux needs from a payment gateway."""
+
+    name: str
+
+    def supports_currency(self, currency: str) -> bool: ...
+
+    def browser_params(self, reference: str) -> dict[str, Any]:
+        """What the gateway's browser component needs to tokenize a card."""
+        ...
+
+    async def describe_payment_method(self, token: str) -> CardDetails | None:
+        """The card behind a token, or None if the gateway does not know the token."""
+        ...
+
+    async def authorize(
+        self, request: AuthorizeRequest, *, idempotency_key: str
+    ) -> GatewayResult: ...
+
+    async def capture(
+        self, reference: str, amount: Money, *, idempotency_key: str
+    ) -> GatewayResult: ...
+
+    async def void(self, reference: str, *, idempotency_key: str) -> GatewayResult: ...
+
+    async def refund(
+        self, reference: str, amount: Money, reason: str | None, *, idempotency_key: str
+    ) -> GatewayRefund: ...
+
+    async def retrieve(self, reference: str) -> GatewayResult: ...
+
+    async def lookup(self, idempotency_key: str) -> GatewayResult | None:
+        """The outcome of an authorization made with this key, or None if it never ran."""
+        ...
+
+    async def create_customer(
+        self, reference: str, email: str | None, *, idempotency_key: str
+    ) -> str: ...
+
+    async def attach_payment_method(
+        self, token: str, customer_token: str, *, idempotency_key: str
+    ) -> CardDetails | Decline: ...
+
+    async def detach_payment_method(self, token: str, *, idempotency_key: str) -> None: ...
+
+    def verify_webhook(self, headers: dict[str, str], body: bytes) -> InboundEvent: ...
+
+    def interpret_event(self, event: InboundEvent) -> PaymentUpdate | RefundUpdate | None:
+        """What a verified event means for our objects; None for types we don't act on."""
+        ...

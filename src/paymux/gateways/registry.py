@@ -1,0 +1,32 @@
+"""Which gateways this deployment has, built from settings."""
+
+from __future__ import annotations
+
+from paymux.config import Settings
+from paymux.gateways.base import Gateway
+from paymux.gateways.sandbox import SandboxGateway, SandboxProcessor
+
+__all__ = ["GatewayRegistry", "build_registry"]
+
+
+class GatewayRegistry(dict[str, Gateway]):
+    default: str = "sandbox"
+
+    def sandbox(self) -> SandboxGateway | None:
+        gateway = self.get("sandbox")
+        return gateway if isinstance(gateway, SandboxGateway) else None
+
+
+def build_registry(settings: Settings) -> GatewayRegistry:
+    registry = GatewayRegistry()
+    if settings.sandbox_enabled:
+        secret = settings.sandbox_webhook_secret
+        processor = SandboxProcessor(settings.sandbox_db, public_url=settings.base_url())
+        registry["sandbox"] = SandboxGateway(
+            processor,
+            latency=settings.sandbox_latency,
+            webhook_secrets=[secret.get_secret_value()] if secret else None,
+            webhook_delay=settings.sandbox_webhook_delay,
+        )
+    registry.default = settings.default_gateway
+    return registry

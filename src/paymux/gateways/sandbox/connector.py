@@ -1,0 +1,209 @@
+"""The sandbox gateway's connector: the Gateway Protocol over the sandbox processor.
+
+The processor runs in-process, so the "wire" is a function call; this module is the seam
+where the knobs act, exactly where a network would fail: latency before the call, a
+timeout / 500 / 429 / connection reset instead of it, or the ambiguous case, a call that was
+processed but whose response never came back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+from paymux.gateways.base import (
+    AuthorizeRequest,
+    CardDetails,
+    Decline,
+    GatewayInvalidRequest,
+    GatewayRateLimited,
+    GatewayRefund,
+    GatewayResult,
+    GatewayUnavailable,
+    InboundEvent,
+    PaymentUpdate,
+    RefundUpdate,
+)
+from paymux.gateways.sandbox import transformers
+from paymux.gateways.sandbox.processor import ProcessorError, SandboxProcessor
+from paymux.gateways.sandbox.webhooks import deliver, verify_signature
+from paymux.money import Money
+
+__all__ = ["FAULT_MODES", "SandboxGateway"]
+
+FAULT_MODES = ("timeout", "server_error", "rate_limit", "connection_reset", "lose_response")
+
+
+class SandboxGateway:
+    name = "sandbox"
+
+    def __init__(
+        self,
+        processor: SandboxProcessor,
+        *,
+        latency: float = 0.0,
+        webhook_secrets: list[str] | None = None,
+        webhook_tolerance: int = 300,
+        webhook_url: str | None = None,
+        webhook_delay: float = 0.0,
+    ) -> None:
+        self.processor = processor
+        self.latency = latency
+        self._webhook_secrets = webhook_secrets
+        self.webhook_tolerance = webhook_tolerance
+        self.webhook_url = webhook_url or f"{processor.public_url}/webhooks/sandbox"
+        self.webhook_delay = webhook_delay
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- the provider's asynchronous side: signed webhooks ---------------------------------
+    def notify(self, event_type: str, obj: dict[str, Any]) -> None:
+        """Send a signed event to paymux's inbound endpoint, in the background, with retries."""
+        event = {
+            "id": f"evt_sbx_{secrets.token_hex(10)}",
+            "object": "event",
+            "type": event_type,
+            "created": int(time.time()),
+            "data": {"object": obj},
+        }
+        task = asyncio.get_running_loop().create_task(
+            deliver(self.webhook_url, self.webhook_secrets[0], event, delay=self.webhook_delay)
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _settle_refund_later(self, refund_id: str) -> None:
+        await asyncio.sleep(max(self.webhook_delay, 0.05))
+        refund = self.processor.settle_refund(refund_id)
+        self.notify("refund.updated", refund)
+
+    async def drain(self) -> None:
+        """Wait for webhooks in flight (used on shutdown and by tests)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    @property
+    def webhook_secrets(self) -> list[str]:
+        return self._webhook_secrets or [self.processor.webhook_secret()]
+
+    # -- the seam ---------------------------------------------------------------------------
+    async def _call(self, operation: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        fault = self.processor.take_fault(operation)
+        mode = fault[0] if fault else None
+        if mode == "timeout":
+            raise GatewayUnavailable(f"sandbox {operation}: timed out")
+        if mode == "server_error":
+            raise GatewayUnavailable(f"sandbox {operation}: HTTP 500")
+        if mode == "connection_reset":
+            raise GatewayUnavailable(f"sandbox {operation}: connection reset by peer")
+        if mode == "rate_limit":
+            retry_after = fault[1] if fault else None
+            raise GatewayRateLimited(f"sandbox {operation}: HTTP 429", retry_after=retry_after)
+        try:
+            response = fn()
+        except ProcessorError as exc:
+            raise GatewayInvalidRequest(str(exc), code=exc.code) from exc
+        if mode == "lose_response":
+            raise GatewayUnavailable(f"sandbox {operation}: connection lost before the response")
+        return response
+
+    # -- Gateway Protocol -------------------------------------------------------------------
+    def supports_currency(self, currency: str) -> bool:
+        return True
+
+    def browser_params(self, reference: str) -> dict[str, Any]:
+        base = self.processor.public_url
+        return {
+            "gateway": self.name,
+            "tokenize_url": f"{base}/sandbox/v1/tokens",
+            "hosted_form_url": f"{base}/sandbox/elements?payment_intent={reference}",
+        }
+
+    async def describe_payment_method(self, token: str) -> CardDetails | None:
+        data = await self._call("describe", lambda: self.processor.describe(token) or {})
+        return transformers.card_details(data) if data else None
+
+    async def authorize(self, request: AuthorizeRequest, *, idempotency_key: str) -> GatewayResult:
+        body = transformers.authorize_body(request)
+        data = await self._call(
+            "authorize", lambda: self.processor.authorize(idempotency_key, body)
+        )
+        return transformers.charge_result(data)
+
+    async def capture(
+        self, reference: str, amount: Money, *, idempotency_key: str
+    ) -> GatewayResult:
+        data = await self._call(
+            "capture", lambda: self.processor.capture(idempotency_key, reference, amount.amount)
+        )
+        return transformers.charge_result(data)
+
+    async def void(self, reference: str, *, idempotency_key: str) -> GatewayResult:
+        data = await self._call("void", lambda: self.processor.void(idempotency_key, reference))
+        return transformers.charge_result(data)
+
+    async def refund(
+        self, reference: str, amount: Money, reason: str | None, *, idempotency_key: str
+    ) -> GatewayRefund:
+        data = await self._call(
+            "refund",
+            lambda: self.processor.refund(idempotency_key, reference, amount.amount, reason),
+        )
+        if data.get("then") and not data.get("idempotent_replay"):
+            task = asyncio.get_running_loop().create_task(self._settle_refund_later(data["id"]))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return transformers.refund_result(data)
+
+    async def retrieve(self, reference: str) -> GatewayResult:
+        data = await self._call("retrieve", lambda: self.processor.retrieve(reference))
+        return transformers.charge_result(data)
+
+    async def lookup(self, idempotency_key: str) -> GatewayResult | None:
+        data = await self._call("lookup", lambda: self.processor.lookup(idempotency_key) or {})
+        return transformers.charge_result(data) if data else None
+
+    async def create_customer(
+        self, reference: str, email: str | None, *, idempotency_key: str
+    ) -> str:
+        data = await self._call(
+            "create_customer",
+            lambda: self.processor.create_customer(idempotency_key, reference, email),
+        )
+        return str(data["id"])
+
+    async def attach_payment_method(
+        self, token: str, customer_token: str, *, idempotency_key: str
+    ) -> CardDetails | Decline:
+        data = await self._call(
+            "attach", lambda: self.processor.attach(idempotency_key, token, customer_token)
+        )
+        if data.get("declined"):
+            return Decline(gateway_code=str(data["decline_code"]), message=str(data["message"]))
+        return transformers.card_details(data)
+
+    async def detach_payment_method(self, token: str, *, idempotency_key: str) -> None:
+        await self._call("detach", lambda: self.processor.detach(idempotency_key, token))
+
+    def verify_webhook(self, headers: dict[str, str], body: bytes) -> InboundEvent:
+        event = verify_signature(
+            body,
+            headers.get("paymux-sandbox-signature"),
+            self.webhook_secrets,
+            tolerance=self.webhook_tolerance,
+        )
+        return InboundEvent(
+            gateway=self.name, event_id=str(event["id"]), type=str(event["type"]), payload=event
+        )
+
+    def interpret_event(self, event: InboundEvent) -> PaymentUpdate | RefundUpdate | None:
+        obj = event.payload.get("data", {}).get("object") or {}
+        if event.type == "charge.updated" and obj.get("object") == "charge":
+            return PaymentUpdate(str(obj["reference"]), transformers.charge_result(obj))
+        if event.type == "refund.updated" and obj.get("object") == "refund":
+            return RefundUpdate(transformers.refund_result(obj))
+        return None

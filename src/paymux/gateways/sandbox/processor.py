@@ -1,0 +1,499 @@
+"""The sandbox processor: the "provider side" of the built-in sandbox gateway.
+
+It behaves like a careful processor: it keeps its own store (a SQLite file of its own, apart
+from paymux's database, as a provider's would be), honours idempotency keys (a replay returns
+the first result; transient processing errors are not stored, as a 5xx is not), authorizes,
+captures (partially too), voids, refunds, holds customers and saved tokens, and runs 3-D
+Secure challenges. It never stores a card number: tokenization keeps the scenario, brand,
+last four digits and a keyed fingerprint.
+
+Objects are JSON documents in one table; ``faults`` holds the failures tests inject.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import sqlite3
+import threading
+import time
+from dataclasses import asdict
+from typing import Any
+
+from paymux.gateways.sandbox.cards import MAGIC_TOKENS, Scenario, TestCard, card_for_number
+
+__all__ = ["ProcessorError", "SandboxProcessor"]
+
+_SCHEMA = """
+create table if not exists objects (
+    id text primary key, kind text not null, reference text, data text not null);
+create index if not exists objects_reference on objects(reference);
+create table if not exists idempotency (
+    key text primary key, operation text not null, request_hash text not null,
+    object_id text, response text not null, created integer not null);
+create table if not exists faults (
+    id integer primary key autoincrement, operation text not null, mode text not null,
+    remaining integer not null, retry_after real);
+create table if not exists settings (name text primary key, value text not null);
+"""
+
+_THREEDS = {Scenario.THREEDS_ALWAYS, Scenario.THREEDS_UNLESS_SETUP, Scenario.THREEDS_THEN_DECLINE}
+_DECLINE_MESSAGES = {
+    "generic_decline": "Your card was declined.",
+    "insufficient_funds": "Your card has insufficient funds.",
+    "lost_card": "Your card was declined.",
+    "stolen_card": "Your card was declined.",
+    "expired_card": "Your card has expired.",
+    "incorrect_cvc": "Your card's security code is incorrect.",
+    "incorrect_zip": "Your card's zip code failed validation.",
+    "processing_error": "An error occurred while processing your card. Try again in a little bit.",
+    "fraudulent": "Your card was declined.",
+    "authentication_required": "Your card was declined. This transaction requires authentication.",
+    "authentication_failed": "The payer failed 3-D Secure authentication.",
+}
+
+
+class ProcessorError(Exception):
+    """A request the processor refuses outright (our bug): unknown object, bad state, reused key."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}_sbx_{secrets.token_hex(10)}"
+
+
+class SandboxProcessor:
+    """Thread-safe; every public method is one short SQLite transaction."""
+
+    def __init__(self, path: str, *, public_url: str = "http://127.0.0.1:8000") -> None:
+        self.path = path
+        self.public_url = public_url.rstrip("/")
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        if path != ":memory:":
+            self._db.execute("pragma journal_mode=wal")
+        self._db.execute("pragma synchronous=normal")
+        self._db.execute("pragma busy_timeout=5000")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- storage helpers ------------------------------------------------------------------
+    def _get(self, object_id: str, kind: str | None = None) -> dict[str, Any]:
+        row = self._db.execute(
+            "select kind, data from objects where id = ?", (object_id,)
+        ).fetchone()
+        if row is None or (kind is not None and row[0] != kind):
+            raise ProcessorError("resource_missing", f"No such {kind or 'object'}: {object_id}")
+        data: dict[str, Any] = json.loads(row[1])
+        return data
+
+    def _put(self, obj: dict[str, Any]) -> None:
+        self._db.execute(
+            "insert into objects(id, kind, reference, data) values (?, ?, ?, ?) "
+            "on conflict(id) do update set data = excluded.data, reference = excluded.reference",
+            (obj["id"], obj["object"], obj.get("reference"), json.dumps(obj)),
+        )
+
+    def _idempotent(
+        self, key: str, operation: str, request: dict[str, Any], run: Any
+    ) -> dict[str, Any]:
+        """Run ``run()`` once per key; replay its stored response afterwards."""
+        request_hash = hashlib.sha256(
+            json.dumps([operation, request], sort_keys=True).encode()
+        ).hexdigest()
+        with self._lock:
+            self._db.execute("begin immediate")
+            try:
+                row = self._db.execute(
+                    "select request_hash, response from idempotency where key = ?", (key,)
+                ).fetchone()
+                if row is not None:
+                    if row[0] != request_hash:
+                        raise ProcessorError(
+                            "idempotency_key_reused",
+                            "Keys for idempotent requests can only be used with the same "
+                            "parameters they were first used with.",
+                        )
+                    self._db.execute("commit")
+                    replay: dict[str, Any] = json.loads(row[1])
+                    replay["idempotent_replay"] = True
+                    return replay
+                response: dict[str, Any] = run()
+                if not response.get("transient"):
+                    self._db.execute(
+                        "insert into idempotency(key, operation, request_hash, object_id, "
+                        "response, created) values (?, ?, ?, ?, ?, ?)",
+                        (
+                            key,
+                            operation,
+                            request_hash,
+                            response.get("id"),
+                            json.dumps(response),
+                            int(time.time()),
+                        ),
+                    )
+                self._db.execute("commit")
+                return response
+            except BaseException:
+                self._db.execute("rollback")
+                raise
+
+    # -- settings and faults ----------------------------------------------------------------
+    def setting(self, name: str, default_factory: Any) -> str:
+        with self._lock:
+            row = self._db.execute("select value from settings where name = ?", (name,)).fetchone()
+            if row is not None:
+                return str(row[0])
+            value = str(default_factory())
+            self._db.execute(
+                "insert or ignore into settings(name, value) values (?, ?)", (name, value)
+            )
+            row = self._db.execute("select value from settings where name = ?", (name,)).fetchone()
+            return str(row[0])
+
+    def webhook_secret(self) -> str:
+        return self.setting("webhook_secret", lambda: "whsec_" + secrets.token_urlsafe(32))
+
+    def add_fault(
+        self, operation: str, mode: str, count: int = 1, retry_after: float | None = None
+    ) -> None:
+        with self._lock:
+            self._db.execute(
+                "insert into faults(operation, mode, remaining, retry_after) values (?, ?, ?, ?)",
+                (operation, mode, count, retry_after),
+            )
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._db.execute("delete from faults")
+
+    def take_fault(self, operation: str) -> tuple[str, float | None] | None:
+        """Consume one injected fault for ``operation`` (or ``*``), oldest first."""
+        with self._lock:
+            row = self._db.execute(
+                "select id, mode, remaining, retry_after from faults "
+                "where operation in (?, '*') and remaining > 0 order by id limit 1",
+                (operation,),
+            ).fetchone()
+            if row is None:
+                return None
+            self._db.execute("update faults set remaining = remaining - 1 where id = ?", (row[0],))
+            return str(row[1]), row[3]
+
+    # -- tokens -----------------------------------------------------------------------------
+    def tokenize(self, number: str, exp_month: int, exp_year: int, postal_code: str | None) -> str:
+        """Exchange card details for a token; the number is dropped right here."""
+        card = card_for_number(number)
+        fingerprint = hmac.new(
+            self.setting("fingerprint_key", lambda: secrets.token_hex(16)).encode(),
+            number.encode(),
+            hashlib.sha256,
+        ).hexdigest()[:16]
+        token = {
+            "id": _new_id("pm"),
+            "object": "token",
+            "card": self._card_json(card, exp_month, exp_year, fingerprint),
+            "postal_code_present": bool(postal_code),
+            "customer": None,
+            "off_session_ready": False,
+        }
+        with self._lock:
+            self._put(token)
+        return str(token["id"])
+
+    @staticmethod
+    def _card_json(
+        card: TestCard, exp_month: int, exp_year: int, fingerprint: str
+    ) -> dict[str, Any]:
+        return {
+            "brand": card.brand,
+            "last4": card.number[-4:],
+            "exp_month": exp_month,
+            "exp_year": exp_year,
+            "fingerprint": fingerprint,
+            "country": card.country,
+            "funding": card.funding,
+            "scenario": str(card.scenario),
+            "decline_code": card.decline_code,
+            "risk_level": card.risk_level,
+        }
+
+    def _token(self, token_id: str) -> dict[str, Any] | None:
+        if token_id in MAGIC_TOKENS:
+            row = self._db.execute("select data from objects where id = ?", (token_id,)).fetchone()
+            if row is not None:
+                data: dict[str, Any] = json.loads(row[0])
+                return data
+            card = card_for_number(MAGIC_TOKENS[token_id])
+            fingerprint = hashlib.sha256(card.number.encode()).hexdigest()[:16]
+            return {
+                "id": token_id,
+                "object": "token",
+                "card": self._card_json(card, 12, time.gmtime().tm_year + 5, fingerprint),
+                "customer": None,
+                "off_session_ready": False,
+            }
+        try:
+            return self._get(token_id, "token")
+        except ProcessorError:
+            return None
+
+    def describe(self, token_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self._token(token_id)
+
+    # -- customers --------------------------------------------------------------------------
+    def create_customer(self, key: str, reference: str, email: str | None) -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            customer = {
+                "id": _new_id("cus"),
+                "object": "customer",
+                "reference": reference,
+                "email": email,
+            }
+            self._put(customer)
+            return customer
+
+        return self._idempotent(key, "create_customer", {"reference": reference}, run)
+
+    def attach(self, key: str, token_id: str, customer_id: str) -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            self._get(customer_id, "customer")
+            token = self._token(token_id)
+            if token is None:
+                raise ProcessorError("resource_missing", f"No such token: {token_id}")
+            if token.get("customer") not in (None, customer_id):
+                raise ProcessorError(
+                    "payment_method_unexpected_state", "The token is attached to another customer."
+                )
+            card = token["card"]
+            if card["scenario"] == Scenario.DECLINE:
+                return {
+                    "id": token_id,
+                    "object": "token",
+                    "declined": True,
+                    "decline_code": card["decline_code"],
+                    "message": _DECLINE_MESSAGES.get(card["decline_code"], "Declined."),
+                }
+            token["customer"] = customer_id
+            self._put(token)
+            return token
+
+        return self._idempotent(key, "attach", {"token": token_id, "customer": customer_id}, run)
+
+    def detach(self, key: str, token_id: str) -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            token = self._token(token_id)
+            if token is None:
+                raise ProcessorError("resource_missing", f"No such token: {token_id}")
+            token["customer"] = None
+            self._put(token)
+            return token
+
+        return self._idempotent(key, "detach", {"token": token_id}, run)
+
+    # -- charges ----------------------------------------------------------------------------
+    def authorize(self, key: str, request: dict[str, Any]) -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            token = self._token(request["token"])
+            if token is None:
+                raise ProcessorError("resource_missing", f"No such token: {request['token']}")
+            card = token["card"]
+            scenario = Scenario(card["scenario"])
+            if scenario is Scenario.PROCESSING_ERROR:
+                return {
+                    "object": "charge",
+                    "status": "failed",
+                    "transient": True,
+                    "decline_code": "processing_error",
+                    "message": _DECLINE_MESSAGES["processing_error"],
+                }
+            charge: dict[str, Any] = {
+                "id": _new_id("ch"),
+                "object": "charge",
+                "reference": request["reference"],
+                "amount": request["amount"],
+                "currency": request["currency"],
+                "capture": request["capture"],
+                "token": request["token"],
+                "customer": request.get("customer"),
+                "setup_future_usage": request.get("setup_future_usage"),
+                "amount_authorized": 0,
+                "amount_captured": 0,
+                "amount_refunded": 0,
+                "risk_level": card["risk_level"],
+                "decline_code": None,
+                "message": None,
+                "next_action": None,
+                "created": int(time.time()),
+            }
+            needs_3ds = scenario in _THREEDS and not (
+                scenario is Scenario.THREEDS_UNLESS_SETUP and token.get("off_session_ready")
+            )
+            if scenario in (Scenario.DECLINE, Scenario.DECLINE_ON_CHARGE, Scenario.BLOCKED):
+                self._fail(charge, card["decline_code"])
+            elif needs_3ds and request.get("off_session"):
+                self._fail(charge, "authentication_required")
+            elif needs_3ds:
+                charge["status"] = "requires_action"
+                url = f"{self.public_url}/sandbox/3ds/{charge['id']}"
+                charge["next_action"] = {
+                    "type": "redirect_to_url",
+                    "redirect_to_url": {"url": url, "return_url": request.get("return_url")},
+                }
+            else:
+                self._approve(charge, token)
+            self._put(charge)
+            return charge
+
+        return self._idempotent(key, "authorize", request, run)
+
+    @staticmethod
+    def _fail(charge: dict[str, Any], decline_code: str) -> None:
+        charge["status"] = "failed"
+        charge["decline_code"] = decline_code
+        charge["message"] = _DECLINE_MESSAGES.get(decline_code, "Your card was declined.")
+        charge["next_action"] = None
+
+    def _approve(self, charge: dict[str, Any], token: dict[str, Any]) -> None:
+        charge["amount_authorized"] = charge["amount"]
+        charge["next_action"] = None
+        if charge["capture"]:
+            charge["status"] = "succeeded"
+            charge["amount_captured"] = charge["amount"]
+        else:
+            charge["status"] = "requires_capture"
+        if charge.get("setup_future_usage") and token["id"] not in MAGIC_TOKENS:
+            token["off_session_ready"] = True
+            self._put(token)
+
+    def complete_3ds(self, charge_id: str, success: bool) -> dict[str, Any]:
+        """The payer's answer on the challenge page."""
+        with self._lock:
+            charge = self._get(charge_id, "charge")
+            if charge["status"] != "requires_action":
+                return charge
+            token = self._token(charge["token"]) or {}
+            if not success:
+                self._fail(charge, "authentication_failed")
+            elif token.get("card", {}).get("scenario") == Scenario.THREEDS_THEN_DECLINE:
+                self._fail(charge, "insufficient_funds")
+            else:
+                self._approve(charge, token)
+            self._put(charge)
+            return charge
+
+    def capture(self, key: str, charge_id: str, amount: int) -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            charge = self._get(charge_id, "charge")
+            if charge["status"] != "requires_capture":
+                raise ProcessorError(
+                    "charge_unexpected_state",
+                    f"Cannot capture a charge that is {charge['status']}.",
+                )
+            if amount > charge["amount_authorized"]:
+                raise ProcessorError("amount_too_large", "Capture exceeds the authorization.")
+            charge["status"] = "succeeded"
+            charge["amount_captured"] = amount
+            self._put(charge)
+            return charge
+
+        return self._idempotent(key, "capture", {"charge": charge_id, "amount": amount}, run)
+
+    def void(self, key: str, charge_id: str) -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            charge = self._get(charge_id, "charge")
+            if charge["status"] not in ("requires_capture", "requires_action"):
+                raise ProcessorError(
+                    "charge_unexpected_state", f"Cannot void a charge that is {charge['status']}."
+                )
+            charge["status"] = "canceled"
+            charge["next_action"] = None
+            self._put(charge)
+            return charge
+
+        return self._idempotent(key, "void", {"charge": charge_id}, run)
+
+    def refund(self, key: str, charge_id: str, amount: int, reason: str | None) -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            charge = self._get(charge_id, "charge")
+            if charge["status"] != "succeeded":
+                raise ProcessorError("charge_unexpected_state", "Only captured charges refund.")
+            if charge["amount_refunded"] + amount > charge["amount_captured"]:
+                raise ProcessorError("amount_too_large", "Refund exceeds the captured amount.")
+            token = self._token(charge["token"]) or {}
+            scenario = token.get("card", {}).get("scenario")
+            status = "pending" if scenario == Scenario.REFUND_PENDING else "succeeded"
+            refund = {
+                "id": _new_id("re"),
+                "object": "refund",
+                "reference": charge["reference"],
+                "charge": charge_id,
+                "amount": amount,
+                "reason": reason,
+                "status": status,
+                "then": {"refund_pending": "succeeded", "refund_fails": "failed"}.get(
+                    str(scenario)
+                ),
+            }
+            charge["amount_refunded"] += amount
+            self._put(charge)
+            self._put(refund)
+            return refund
+
+        request = {"charge": charge_id, "amount": amount, "reason": reason}
+        return self._idempotent(key, "refund", request, run)
+
+    def settle_refund(self, refund_id: str) -> dict[str, Any]:
+        """The asynchronous second half of a refund (pending -> succeeded, or -> failed)."""
+        with self._lock:
+            refund = self._get(refund_id, "refund")
+            if refund.get("then"):
+                refund["status"] = refund.pop("then")
+                if refund["status"] == "failed":
+                    refund["failure_reason"] = "expired_or_canceled_card"
+                    charge = self._get(refund["charge"], "charge")
+                    charge["amount_refunded"] -= refund["amount"]
+                    self._put(charge)
+                self._put(refund)
+            return refund
+
+    def retrieve(self, object_id: str) -> dict[str, Any]:
+        with self._lock:
+            return self._get(object_id)
+
+    def lookup(self, key: str) -> dict[str, Any] | None:
+        """The current state of the object a keyed request created, or None if it never ran."""
+        with self._lock:
+            row = self._db.execute(
+                "select object_id, response from idempotency where key = ?", (key,)
+            ).fetchone()
+            if row is None:
+                return None
+            if row[0]:
+                try:
+                    return self._get(row[0])
+                except ProcessorError:
+                    pass
+            data: dict[str, Any] = json.loads(row[1])
+            return data
+
+    def charges_for(self, reference: str) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute(
+                "select data from objects where kind = 'charge' and reference = ?", (reference,)
+            ).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def card_table(self) -> list[dict[str, Any]]:
+        from paymux.gateways.sandbox.cards import TEST_CARDS
+
+        return [asdict(card) for card in TEST_CARDS.values()]

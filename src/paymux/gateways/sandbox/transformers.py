@@ -1,0 +1,89 @@
+"""Pure mapping between the sandbox processor's JSON and the Gateway Protocol's types."""
+
+from __future__ import annotations
+
+from typing import Any, assert_never
+
+from paymux.gateways.base import (
+    AuthorizeRequest,
+    CardDetails,
+    Decline,
+    GatewayRefund,
+    GatewayResult,
+    GatewayStatus,
+)
+
+__all__ = ["authorize_body", "card_details", "charge_result", "refund_result"]
+
+_STATUSES = {
+    "requires_action": GatewayStatus.REQUIRES_ACTION,
+    "requires_capture": GatewayStatus.REQUIRES_CAPTURE,
+    "succeeded": GatewayStatus.SUCCEEDED,
+    "processing": GatewayStatus.PROCESSING,
+    "failed": GatewayStatus.FAILED,
+    "canceled": GatewayStatus.CANCELED,
+}
+
+
+def authorize_body(request: AuthorizeRequest) -> dict[str, Any]:
+    return {
+        "amount": request.amount.amount,
+        "currency": request.amount.currency.lower(),
+        "token": request.payment_method_token,
+        "capture": request.capture,
+        "reference": request.reference,
+        "customer": request.customer_token,
+        "off_session": request.off_session,
+        "setup_future_usage": request.setup_future_usage,
+        "return_url": request.return_url,
+    }
+
+
+def charge_result(data: dict[str, Any]) -> GatewayResult:
+    status = _STATUSES[str(data["status"])]
+    decline = None
+    if status is GatewayStatus.FAILED:
+        decline = Decline(
+            gateway_code=str(data.get("decline_code") or "generic_decline"),
+            message=str(data.get("message") or "Your card was declined."),
+        )
+    match status:
+        case GatewayStatus.REQUIRES_ACTION | GatewayStatus.FAILED | GatewayStatus.CANCELED:
+            authorized = 0
+        case GatewayStatus.REQUIRES_CAPTURE | GatewayStatus.SUCCEEDED | GatewayStatus.PROCESSING:
+            authorized = int(data.get("amount_authorized") or 0)
+        case _:
+            assert_never(status)
+    return GatewayResult(
+        status=status,
+        reference=data.get("id"),
+        amount_authorized=authorized,
+        amount_captured=int(data.get("amount_captured") or 0),
+        decline=decline,
+        next_action=data.get("next_action"),
+        risk_level=data.get("risk_level"),
+        raw=data,
+    )
+
+
+def refund_result(data: dict[str, Any]) -> GatewayRefund:
+    return GatewayRefund(
+        status=str(data["status"]),
+        reference=data.get("id"),
+        amount=int(data["amount"]),
+        failure_reason=data.get("failure_reason"),
+    )
+
+
+def card_details(data: dict[str, Any]) -> CardDetails:
+    card = data.get("card") or {}
+    return CardDetails(
+        token=str(data["id"]),
+        brand=card.get("brand"),
+        last4=card.get("last4"),
+        exp_month=card.get("exp_month"),
+        exp_year=card.get("exp_year"),
+        fingerprint=card.get("fingerprint"),
+        country=card.get("country"),
+        funding=card.get("funding"),
+    )

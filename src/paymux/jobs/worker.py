@@ -1,0 +1,131 @@
+"""The worker: claims due jobs and runs their handlers; every few seconds it also sweeps for
+work that must happen without a trigger (expired authorizations, interrupted gateway calls,
+old idempotency keys) and enqueues it with dedupe keys, so several workers never double it.
+
+Runs inside ``paymux serve`` by default, or alone as ``paymux worker``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from paymux.jobs import queue
+from paymux.services import Paymux
+from paymux.webhooks.inbound import UnknownObjectYet
+
+__all__ = ["Worker"]
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class Worker:
+    def __init__(self, app: Paymux, *, worker_id: str | None = None) -> None:
+        self.app = app
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.handlers: dict[str, Handler] = {
+            "apply_webhook": lambda p: app.webhooks.apply(p["inbox_id"]),
+            "settle_attempt": lambda p: app.settle_attempt(p["attempt_id"]),
+            "expire_authorization": lambda p: app.payments.expire_authorization(p["pi_id"]),
+            "purge_idempotency_keys": lambda p: self._purge(),
+        }
+        self._stop = asyncio.Event()
+        self._last_sweep = 0.0
+
+    async def _purge(self) -> None:
+        removed = await self.app.idempotency.purge()
+        log.info("purged %d idempotency keys", removed)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run_once(self) -> int:
+        """Claim and run one batch. Returns how many jobs ran."""
+        ctx = self.app.ctx
+        async with ctx.db.write() as s:
+            jobs = await queue.claim(
+                s, self.worker_id, now_us=ctx.now_us(), limit=ctx.settings.worker_batch_size
+            )
+        for job in jobs:
+            await self._run(job)
+        return len(jobs)
+
+    async def _run(self, job: queue.ClaimedJob) -> None:
+        ctx = self.app.ctx
+        handler = self.handlers.get(job.kind)
+        error: str | None = None
+        try:
+            if handler is None:
+                raise LookupError(f"no handler for job kind {job.kind!r}")
+            await handler(job.payload)
+        except UnknownObjectYet as exc:
+            error = f"waiting: {exc}"
+        except Exception as exc:
+            log.exception("job %s (%s) failed", job.id, job.kind)
+            error = f"{type(exc).__name__}: {exc}"
+        async with ctx.db.write() as s:
+            if error is None:
+                await queue.complete(s, job, now_us=ctx.now_us())
+            else:
+                status = await queue.fail(s, job, error, now_us=ctx.now_us())
+                if status == queue.DEAD:
+                    log.error(
+                        "job %s (%s) is dead after %d attempts", job.id, job.kind, job.attempts
+                    )
+
+    async def sweep(self) -> None:
+        """Enqueue periodic work (deduplicated, so concurrent workers don't double it)."""
+        ctx, payments = self.app.ctx, self.app.payments
+        now = ctx.now_us()
+        expired = await payments.expired_authorizations()
+        stale = await payments.stale_attempts()
+        async with ctx.db.write() as s:
+            for pi_id in expired:
+                await queue.enqueue(
+                    s,
+                    "expire_authorization",
+                    {"pi_id": pi_id},
+                    now_us=now,
+                    dedupe_key=f"expire:{pi_id}",
+                )
+            for attempt_id in stale:
+                await queue.enqueue(
+                    s,
+                    "settle_attempt",
+                    {"attempt_id": attempt_id},
+                    now_us=now,
+                    dedupe_key=f"settle:{attempt_id}",
+                    max_attempts=20,
+                )
+            hour = now // 3_600_000_000
+            await queue.enqueue(
+                s, "purge_idempotency_keys", {}, now_us=now, dedupe_key=f"purge:{hour}"
+            )
+
+    async def run(self) -> None:
+        """Loop until ``stop()``: sweep now and then, run due jobs, sleep when idle."""
+        settings = self.app.settings
+        loop = asyncio.get_running_loop()
+        log.info("worker %s started", self.worker_id)
+        while not self._stop.is_set():
+            try:
+                if loop.time() - self._last_sweep >= settings.maintenance_interval:
+                    self._last_sweep = loop.time()
+                    await self.sweep()
+                ran = await self.run_once()
+            except Exception:
+                log.exception("worker loop error; backing off")
+                ran = 0
+                await asyncio.sleep(1.0)
+            if ran == 0:
+                try:
+                    await asyncio.wait_for(self._stop.wait(), settings.worker_poll_interval)
+                except TimeoutError:
+                    pass
+        log.info("worker %s stopped", self.worker_id)

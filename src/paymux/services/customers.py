@@ -1,0 +1,289 @@
+"""Customers and payment methods. A payment method is a gateway token reference, never a card."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+
+from paymux.domain.errors import PaymuxError, card_error
+from paymux.domain.ids import new_id
+from paymux.gateways.base import Decline, GatewayInvalidRequest
+from paymux.services.context import Context, emit, get_owned, paginate, scoped
+from paymux.services.gateway_calls import call_with_retries
+from paymux.services.views import customer_view, payment_method_view
+from paymux.storage.models import Customer, PaymentMethod
+
+__all__ = ["CustomerParams", "CustomersService", "resolve_payment_method"]
+
+
+async def resolve_payment_method(
+    ctx: Context, account_id: str, gateway_name: str, ref: str, *, customer_id: str | None
+) -> PaymentMethod:
+    """Our PaymentMethod for ``ref``: one of ours by id, or a gateway token we record now."""
+    async with ctx.db.read() as s:
+        pm = await s.get(PaymentMethod, ref)
+        if pm is None or pm.account_id != account_id:
+            pm = (
+                await s.execute(
+                    scoped(PaymentMethod, account_id).where(
+                        PaymentMethod.gateway == gateway_name, PaymentMethod.token == ref
+                    )
+                )
+            ).scalar_one_or_none()
+    if pm is not None:
+        if pm.gateway != gateway_name:
+            raise PaymuxError.of(
+                "payment_method_unexpected_state",
+                f"The payment method belongs to the {pm.gateway} gateway, not {gateway_name}.",
+                param="payment_method",
+            )
+        if pm.customer_id is not None and pm.customer_id != customer_id:
+            raise PaymuxError.of(
+                "payment_method_unexpected_state",
+                "The payment method is attached to another customer.",
+                param="payment_method",
+            )
+        return pm
+    gateway = ctx.gateway(gateway_name)
+    try:
+        details = await call_with_retries(
+            ctx.settings, lambda: gateway.describe_payment_method(ref)
+        )
+    except GatewayInvalidRequest:
+        details = None
+    if details is None:
+        raise PaymuxError.of(
+            "resource_missing", f"No such payment_method: '{ref}'", param="payment_method"
+        )
+    now = ctx.now_us()
+    pm = PaymentMethod(
+        id=new_id("pm"),
+        account_id=account_id,
+        customer_id=None,
+        gateway=gateway_name,
+        token=details.token,
+        type=details.type,
+        card_brand=details.brand,
+        card_last4=details.last4,
+        card_exp_month=details.exp_month,
+        card_exp_year=details.exp_year,
+        card_fingerprint=details.fingerprint,
+        card_country=details.country,
+        card_funding=details.funding,
+        metadata_={},
+        created_us=now,
+    )
+    try:
+        async with ctx.db.write() as s:
+            s.add(pm)
+    except IntegrityError:  # another request recorded the same token first
+        async with ctx.db.read() as s:
+            existing: PaymentMethod = (
+                await s.execute(
+                    scoped(PaymentMethod, account_id).where(
+                        PaymentMethod.gateway == gateway_name, PaymentMethod.token == details.token
+                    )
+                )
+            ).scalar_one()
+            return existing
+    return pm
+
+
+@dataclass
+class CustomerParams:
+    email: str | None = None
+    name: str | None = None
+    description: str | None = None
+    metadata: dict[str, str] | None = None
+    default_payment_method: str | None = None
+
+
+class CustomersService:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    async def create(self, account_id: str, p: CustomerParams) -> dict[str, Any]:
+        now = self.ctx.now_us()
+        async with self.ctx.db.write() as s:
+            customer = Customer(
+                id=new_id("cus"),
+                account_id=account_id,
+                email=p.email,
+                name=p.name,
+                description=p.description,
+                metadata_=p.metadata or {},
+                default_payment_method=None,
+                gateway_refs={},
+                deleted=False,
+                created_us=now,
+                updated_us=now,
+            )
+            s.add(customer)
+            await emit(s, account_id, "customer.created", customer_view(customer), now)
+            return customer_view(customer)
+
+    async def retrieve(self, account_id: str, customer_id: str) -> dict[str, Any]:
+        async with self.ctx.db.read() as s:
+            return customer_view(await get_owned(s, Customer, customer_id, account_id))
+
+    async def update(self, account_id: str, customer_id: str, p: CustomerParams) -> dict[str, Any]:
+        now = self.ctx.now_us()
+        async with self.ctx.db.write() as s:
+            c = await get_owned(s, Customer, customer_id, account_id)
+            for name in ("email", "name", "description"):
+                if getattr(p, name) is not None:
+                    setattr(c, name, getattr(p, name))
+            if p.metadata is not None:
+                merged = dict(c.metadata_ or {})
+                merged.update({k: v for k, v in p.metadata.items() if v != ""})
+                for key in [k for k, v in p.metadata.items() if v == ""]:
+                    merged.pop(key, None)
+                c.metadata_ = merged
+            if p.default_payment_method is not None:
+                pm = await get_owned(
+                    s,
+                    PaymentMethod,
+                    p.default_payment_method,
+                    account_id,
+                    param="default_payment_method",
+                )
+                if pm.customer_id != c.id:
+                    raise PaymuxError.of(
+                        "payment_method_unexpected_state",
+                        "The default payment method must be attached to this customer.",
+                        param="default_payment_method",
+                    )
+                c.default_payment_method = pm.id
+            c.updated_us = now
+            await emit(s, account_id, "customer.updated", customer_view(c), now)
+            return customer_view(c)
+
+    async def delete(self, account_id: str, customer_id: str) -> dict[str, Any]:
+        now = self.ctx.now_us()
+        async with self.ctx.db.write() as s:
+            c = await get_owned(s, Customer, customer_id, account_id)
+            c.deleted = True
+            c.updated_us = now
+            await emit(s, account_id, "customer.deleted", customer_view(c), now)
+            return {"id": c.id, "object": "customer", "deleted": True}
+
+    async def list_page(
+        self,
+        account_id: str,
+        *,
+        limit: int,
+        starting_after: str | None,
+        ending_before: str | None,
+        email: str | None = None,
+    ) -> tuple[list[dict[str, Any]], bool]:
+        query = scoped(Customer, account_id).where(Customer.deleted.is_(False))
+        if email:
+            query = query.where(Customer.email == email)
+        async with self.ctx.db.read() as s:
+            rows, more = await paginate(
+                s,
+                Customer,
+                query,
+                account_id,
+                limit=limit,
+                starting_after=starting_after,
+                ending_before=ending_before,
+            )
+            return [customer_view(c) for c in rows], more
+
+    # -- payment methods --------------------------------------------------------------------
+    async def retrieve_payment_method(self, account_id: str, pm_id: str) -> dict[str, Any]:
+        async with self.ctx.db.read() as s:
+            return payment_method_view(await get_owned(s, PaymentMethod, pm_id, account_id))
+
+    async def list_payment_methods(self, account_id: str, customer_id: str) -> list[dict[str, Any]]:
+        async with self.ctx.db.read() as s:
+            await get_owned(s, Customer, customer_id, account_id, param="customer")
+            rows = await s.execute(
+                scoped(PaymentMethod, account_id)
+                .where(PaymentMethod.customer_id == customer_id)
+                .order_by(PaymentMethod.created_us.desc())
+            )
+            return [payment_method_view(pm) for pm in rows.scalars()]
+
+    async def attach(
+        self, account_id: str, ref: str, customer_id: str, gateway_name: str | None = None
+    ) -> dict[str, Any]:
+        async with self.ctx.db.read() as s:
+            customer = await get_owned(s, Customer, customer_id, account_id, param="customer")
+        gateway = self.ctx.gateway(gateway_name)
+        pm = await resolve_payment_method(
+            self.ctx, account_id, gateway.name, ref, customer_id=customer_id
+        )
+        customer_token = await self._gateway_customer(account_id, customer, gateway.name)
+        try:
+            outcome = await call_with_retries(
+                self.ctx.settings,
+                lambda: gateway.attach_payment_method(
+                    pm.token, customer_token, idempotency_key=f"{pm.id}:attach:{customer_id}"
+                ),
+            )
+        except GatewayInvalidRequest as exc:
+            raise PaymuxError.of(
+                "payment_method_unexpected_state", str(exc), param="payment_method"
+            ) from exc
+        if isinstance(outcome, Decline):
+            raise card_error(gateway.name, outcome.gateway_code, outcome.message)
+        now = self.ctx.now_us()
+        async with self.ctx.db.write() as s:
+            row = await get_owned(s, PaymentMethod, pm.id, account_id)
+            if row.customer_id != customer_id:
+                row.customer_id = customer_id
+                await emit(s, account_id, "payment_method.attached", payment_method_view(row), now)
+            return payment_method_view(row)
+
+    async def _gateway_customer(
+        self, account_id: str, customer: Customer, gateway_name: str
+    ) -> str:
+        existing = (customer.gateway_refs or {}).get(gateway_name)
+        if existing:
+            return str(existing)
+        gateway = self.ctx.gateway(gateway_name)
+        token = await call_with_retries(
+            self.ctx.settings,
+            lambda: gateway.create_customer(
+                customer.id,
+                customer.email,
+                idempotency_key=f"{customer.id}:create_customer:{gateway_name}",
+            ),
+        )
+        async with self.ctx.db.write() as s:
+            row = await get_owned(s, Customer, customer.id, account_id)
+            refs = dict(row.gateway_refs or {})
+            refs.setdefault(gateway_name, token)
+            row.gateway_refs = refs
+            return str(refs[gateway_name])
+
+    async def detach(self, account_id: str, pm_id: str) -> dict[str, Any]:
+        async with self.ctx.db.read() as s:
+            pm = await get_owned(s, PaymentMethod, pm_id, account_id)
+            if pm.customer_id is None:
+                raise PaymuxError.of(
+                    "payment_method_unexpected_state",
+                    "The payment method is not attached to a customer.",
+                    param="payment_method",
+                )
+            customer_id = pm.customer_id
+        gateway = self.ctx.gateway(pm.gateway)
+        await call_with_retries(
+            self.ctx.settings,
+            lambda: gateway.detach_payment_method(
+                pm.token, idempotency_key=f"{pm.id}:detach:{customer_id}"
+            ),
+        )
+        now = self.ctx.now_us()
+        async with self.ctx.db.write() as s:
+            row = await get_owned(s, PaymentMethod, pm_id, account_id)
+            row.customer_id = None
+            customer = await s.get(Customer, customer_id)
+            if customer is not None and customer.default_payment_method == pm_id:
+                customer.default_payment_method = None
+            await emit(s, account_id, "payment_method.detached", payment_method_view(row), now)
+            return payment_method_view(row)

@@ -1,0 +1,121 @@
+"""API representations of stored objects (Stripe's shapes). Events snapshot these."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from paymux.storage.models import Customer, Event, PaymentIntent, PaymentMethod, Refund
+
+__all__ = [
+    "customer_view",
+    "event_view",
+    "payment_intent_view",
+    "payment_method_view",
+    "refund_view",
+]
+
+
+def _seconds(us: int | None) -> int | None:
+    return None if us is None else us // 1_000_000
+
+
+def payment_intent_view(pi: PaymentIntent, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "id": pi.id,
+        "object": "payment_intent",
+        "amount": pi.amount,
+        "currency": pi.currency.lower(),
+        "status": pi.status,
+        "amount_capturable": pi.amount_capturable,
+        "amount_received": pi.amount_received,
+        "amount_refunded": pi.amount_refunded,
+        "capture_method": pi.capture_method,
+        "customer": pi.customer_id,
+        "payment_method": pi.payment_method_id,
+        "setup_future_usage": pi.setup_future_usage,
+        "gateway": pi.gateway,
+        "gateway_reference": pi.gateway_reference,
+        "last_payment_error": pi.last_payment_error,
+        "next_action": pi.next_action,
+        "cancellation_reason": pi.cancellation_reason,
+        "canceled_at": _seconds(pi.canceled_us),
+        "description": pi.description,
+        "statement_descriptor": pi.statement_descriptor,
+        "metadata": pi.metadata_ or {},
+        "risk_level": pi.risk_level,
+        "return_url": pi.return_url,
+        "created": _seconds(pi.created_us),
+        "updated": _seconds(pi.updated_us),
+        "livemode": False,
+    }
+    if extra:
+        view.update(extra)
+    return view
+
+
+def payment_method_view(pm: PaymentMethod) -> dict[str, Any]:
+    return {
+        "id": pm.id,
+        "object": "payment_method",
+        "type": pm.type,
+        "gateway": pm.gateway,
+        "gateway_token": pm.token,
+        "customer": pm.customer_id,
+        "card": {
+            "brand": pm.card_brand,
+            "last4": pm.card_last4,
+            "exp_month": pm.card_exp_month,
+            "exp_year": pm.card_exp_year,
+            "fingerprint": pm.card_fingerprint,
+            "country": pm.card_country,
+            "funding": pm.card_funding,
+        },
+        "metadata": pm.metadata_ or {},
+        "created": _seconds(pm.created_us),
+        "livemode": False,
+    }
+
+
+def customer_view(c: Customer) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "id": c.id,
+        "object": "customer",
+        "email": c.email,
+        "name": c.name,
+        "description": c.description,
+        "default_payment_method": c.default_payment_method,
+        "metadata": c.metadata_ or {},
+        "created": _seconds(c.created_us),
+        "livemode": False,
+    }
+    if c.deleted:
+        view["deleted"] = True
+    return view
+
+
+def refund_view(r: Refund) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "object": "refund",
+        "amount": r.amount,
+        "currency": r.currency.lower(),
+        "payment_intent": r.payment_intent_id,
+        "reason": r.reason,
+        "status": r.status,
+        "failure_reason": r.failure_reason,
+        "gateway_reference": r.gateway_reference,
+        "metadata": r.metadata_ or {},
+        "created": _seconds(r.created_us),
+        "livemode": False,
+    }
+
+
+def event_view(e: Event) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "object": "event",
+        "type": e.type,
+        "data": {"object": e.data},
+        "created": _seconds(e.created_us),
+        "livemode": False,
+    }

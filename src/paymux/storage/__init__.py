@@ -1,0 +1,1 @@
+"""Storage: SQLAlchemy models, transactions, Alembic migrations. Imports domain, never services."""

@@ -1,0 +1,1 @@
+"""Inbound gateway webhooks: verify, store in the inbox, answer, apply later in the worker."""

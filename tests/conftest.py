@@ -1,0 +1,221 @@
+"""Shared fixtures: a real paymux server (uvicorn on 127.0.0.1) per database backend.
+
+``server`` is parametrized over SQLite and PostgreSQL. PostgreSQL is a throwaway cluster
+started as the ``postgres`` user (support/pgcluster.py): skipped when its binaries are
+missing, unless PAYMUX_TEST_POSTGRES=required or CI is set, where it must start.
+
+Each test gets its own account and API key (``api``), so tests share a server without
+sharing data, which is also how account isolation is exercised everywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from sqlalchemy import text
+
+from paymux.api.app import create_app
+from paymux.config import Settings
+from paymux.services import Paymux
+from paymux.storage.db import Database
+from paymux.storage.migrate import upgrade
+from support.pgcluster import PgCluster, postgres_available, require_mode
+
+BACKENDS = ["sqlite", "postgres"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_settings(database_url: str, tmp: Path, port: int, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "sandbox_db": str(tmp / "sandbox.db"),
+        "host": "127.0.0.1",
+        "port": port,
+        "public_url": f"http://127.0.0.1:{port}",
+        "attempt_settle_after_seconds": 0.3,
+        "maintenance_interval": 0.2,
+        "worker_poll_interval": 0.05,
+        "gateway_retry_base_delay": 0.01,
+        "gateway_retry_max_delay": 0.05,
+        "log_json": False,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+class RunningServer:
+    """uvicorn serving create_app(settings) in a thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.url = settings.base_url()
+        config = uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=settings.port, log_config=None,
+            lifespan="on", timeout_graceful_shutdown=5,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    def start(self) -> RunningServer:
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("paymux test server did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=30)
+
+    def new_key(self) -> tuple[str, str]:
+        async def make() -> tuple[str, str]:
+            app = Paymux(self.settings)
+            try:
+                new = await app.accounts.create_key()
+                return new.account_id, new.key
+            finally:
+                await app.ctx.db.dispose()
+
+        return asyncio.run(make())
+
+    def sql(self, statement: str, **params: Any) -> list[Any]:
+        async def run() -> list[Any]:
+            db = Database(self.settings.database_url, pool_size=1)
+            try:
+                async with db.read() as s:
+                    return list((await s.execute(text(statement), params)).all())
+            finally:
+                await db.dispose()
+
+        return asyncio.run(run())
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster | None]:
+    mode = require_mode()
+    reason = postgres_available()
+    if mode == "skip" or (reason and mode == "auto"):
+        yield None
+        return
+    if reason:
+        pytest.fail(f"PostgreSQL is required here but cannot start: {reason}")
+    cluster = PgCluster()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def database_url(backend: str, tmp: Path, pg: PgCluster | None, name: str) -> str:
+    if backend == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp / (name + '.db')}"
+    if pg is None:
+        pytest.skip("PostgreSQL binaries not found (set PAYMUX_TEST_POSTGRES=required to fail)")
+    return pg.create_database(name)
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+    pg_cluster: PgCluster | None,
+) -> Iterator[RunningServer]:
+    backend = request.param
+    tmp = tmp_path_factory.mktemp(f"server-{backend}")
+    url = database_url(backend, tmp, pg_cluster, f"paymux_{backend}")
+    upgrade(url)
+    running = RunningServer(make_settings(url, tmp, free_port())).start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+class Api:
+    """An httpx client for one fresh account on a running server."""
+
+    def __init__(self, server: RunningServer) -> None:
+        self.server = server
+        self.account_id, self.key = server.new_key()
+        self.http = httpx.Client(
+            base_url=server.url, headers={"authorization": f"Bearer {self.key}"}, timeout=30
+        )
+
+    def post(self, path: str, json: Any = None, **kw: Any) -> httpx.Response:
+        return self.http.post(path, json=json, **kw)
+
+    def get(self, path: str, **kw: Any) -> httpx.Response:
+        return self.http.get(path, **kw)
+
+    def ok(self, method: str, path: str, json: Any = None, **kw: Any) -> dict[str, Any]:
+        response = self.http.request(method, path, json=json, **kw)
+        assert response.status_code == 200, response.text
+        data: dict[str, Any] = response.json()
+        return data
+
+    def wait_for(self, path: str, field: str, value: Any, timeout: float = 10.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            data = self.ok("GET", path)
+            if data.get(field) == value:
+                return data
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{path}.{field} is {data.get(field)!r}, wanted {value!r}")
+            time.sleep(0.05)
+
+    def sandbox(self, method: str, path: str, json: Any = None) -> dict[str, Any]:
+        response = httpx.request(method, f"{self.server.url}/sandbox{path}", json=json, timeout=10)
+        assert response.status_code == 200, response.text
+        data: dict[str, Any] = response.json()
+        return data
+
+    def charges(self, pi_id: str) -> list[dict[str, Any]]:
+        return list(self.sandbox("GET", f"/_control/charges?reference={pi_id}")["data"])
+
+    def counts(self) -> dict[str, int]:
+        """Rows this account owns, per table: to show a refused request changed nothing."""
+        tables = ["payment_intents", "refunds", "customers", "payment_methods", "events",
+                  "gateway_attempts"]
+        return {
+            t: self.server.sql(f"select count(*) from {t} where account_id = :a",  # noqa: S608
+                               a=self.account_id)[0][0]
+            for t in tables
+        }
+
+    def close(self) -> None:
+        self.http.close()
+
+
+@pytest.fixture
+def api(server: RunningServer) -> Iterator[Api]:
+    client = Api(server)
+    try:
+        yield client
+    finally:
+        httpx.delete(f"{server.url}/sandbox/_control/faults", timeout=10)
+        client.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    os.environ.setdefault("PAYMUX_LOG_JSON", "false")
