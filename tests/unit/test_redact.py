@@ -70,6 +70,7 @@ redact_module = importlib.import_module("paymux.security.redact")
             "[(b'host', b'localhost'), (b'authorization', b'Bearer ***')]",
         ),
         ("Proxy-Authorization: Basic abc", "Proxy-Authorization: Basic ***"),
+        ("[('cvc', '123')]", "[('cvc', '***')]"),
         # Bearer tokens anywhere
         ("retrying with Bearer eyJhbGciOi.payload.sig", "retrying with Bearer ***"),
         ("Bearer sk_test_abc", "Bearer ***"),
@@ -94,6 +95,8 @@ def test_redact_masks_each_kind_of_secret(text: str, expected: str) -> None:
         "pi_3Nabc123 succeeded",
         '{"cvc": null}',
         "tokens: 3, api calls: 4",
+        '{"message": "missing authorization", "request_id": "req_1"}',
+        '{"error": "bad cvc", "code": "incorrect_cvc"}',
         "",
     ],
 )
@@ -371,6 +374,45 @@ def test_json_output_stays_valid_when_extras_hold_secrets_of_any_type(
     assert entry["level"] == "INFO"
     assert entry["extra_level"] == "clashes with a built-in key"
     assert PAN not in stream.getvalue()
+
+
+def test_json_output_keeps_the_next_key_after_a_message_ending_in_a_key_word(
+    json_logged: tuple[logging.Logger, io.StringIO],
+) -> None:
+    logger, stream = json_logged
+    token = request_id_var.set("req_1")
+    try:
+        logger.info("request without authorization")
+    finally:
+        request_id_var.reset(token)
+    entry = json.loads(stream.getvalue())
+    assert entry["message"] == "request without authorization"
+    assert entry["request_id"] == "req_1"
+
+
+@given(
+    st.text(),
+    st.dictionaries(
+        st.sampled_from(["note", "cvc", "card_cvc", "authorization", "data"]),
+        st.recursive(
+            st.one_of(st.text(), st.integers(), st.floats(), st.none(), st.just(int(PAN))),
+            lambda inner: st.one_of(
+                st.lists(inner, max_size=3), st.dictionaries(st.text(), inner, max_size=3)
+            ),
+            max_leaves=6,
+        ),
+        max_size=3,
+    ),
+)
+def test_json_output_is_always_valid_json_without_the_pan(
+    message: str, extra: dict[str, object]
+) -> None:
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, f"{message} | {PAN} |", None, None)
+    record.__dict__.update(extra)
+    line = JsonFormatter().format(record)
+    assert "\n" not in line
+    json.loads(line)
+    assert PAN not in line
 
 
 def test_json_formatter_redacts_even_without_the_filter() -> None:

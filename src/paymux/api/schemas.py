@@ -43,7 +43,12 @@ class Body(BaseModel):
 
 
 class CreatePaymentIntent(Body):
-    amount: StrictInt
+    amount: StrictInt | None = None
+    amount_decimal: Annotated[str, Field(max_length=40)] | None = Field(
+        default=None,
+        description="The amount as a decimal string in major units (e.g. '10.50'); an "
+        "alternative to `amount`. More decimals than the currency has is an error.",
+    )
     currency: Currency
     capture_method: Literal["automatic", "manual"] = "automatic"
     customer: Id | None = None
@@ -79,6 +84,7 @@ class ConfirmPaymentIntent(Body):
 
 class CapturePaymentIntent(Body):
     amount_to_capture: StrictInt | None = None
+    currency: Currency | None = None
 
 
 class CancelPaymentIntent(Body):
@@ -90,6 +96,7 @@ class CancelPaymentIntent(Body):
 class CreateRefund(Body):
     payment_intent: Id
     amount: StrictInt | None = None
+    currency: Currency | None = None
     reason: Literal["duplicate", "fraudulent", "requested_by_customer"] | None = None
     metadata: Metadata = Field(default_factory=dict)
 

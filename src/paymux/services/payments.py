@@ -36,7 +36,14 @@ from paymux.services.gateway_calls import call_with_retries, schedule_settlement
 from paymux.services.views import payment_intent_view
 from paymux.storage.models import Customer, GatewayAttempt, PaymentIntent, PaymentMethod
 
-__all__ = ["CreateParams", "PaymentsService", "UpdateParams", "charge_amount"]
+__all__ = [
+    "CreateParams",
+    "PaymentsService",
+    "UpdateParams",
+    "amount_from",
+    "charge_amount",
+    "check_currency",
+]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +80,36 @@ def charge_amount(amount: int, currency: str) -> Money:
             param="amount",
         )
     return money
+
+
+def amount_from(amount: int | None, amount_decimal: str | None, currency: str) -> int:
+    """Minor units from ``amount`` or ``amount_decimal`` (exactly one), never rounding."""
+    if amount is not None and amount_decimal is not None:
+        raise PaymuxError.of(
+            "parameters_exclusive",
+            "Send amount or amount_decimal, not both.",
+            param="amount_decimal",
+        )
+    if amount_decimal is not None:
+        try:
+            return Money.parse(amount_decimal, currency).amount
+        except MoneyError as exc:
+            param = "currency" if exc.code == "currency_unknown" else "amount_decimal"
+            raise PaymuxError.of(exc.code, str(exc), param=param) from exc
+    if amount is None:
+        raise PaymuxError.of("parameter_missing", "Missing required param: amount.", param="amount")
+    return amount
+
+
+def check_currency(given: str | None, expected: str) -> None:
+    """A currency sent alongside an amount must be the object's own."""
+    if given is not None and given.upper() != expected.upper():
+        raise PaymuxError.of(
+            "currency_mismatch",
+            f"The currency {given.lower()} does not match the payment's currency "
+            f"{expected.lower()}.",
+            param="currency",
+        )
 
 
 @dataclass
@@ -474,12 +511,17 @@ class PaymentsService:
 
     # -- capture / cancel -------------------------------------------------------------------
     async def capture(
-        self, account_id: str, pi_id: str, amount_to_capture: int | None = None
+        self,
+        account_id: str,
+        pi_id: str,
+        amount_to_capture: int | None = None,
+        currency: str | None = None,
     ) -> dict[str, Any]:
         now = self.ctx.now_us()
         async with self.ctx.db.write() as s:
             pi = await get_owned(s, PaymentIntent, pi_id, account_id)
             check_operation("capture", pi.status)
+            check_currency(currency, pi.currency)
             amount = pi.amount_capturable if amount_to_capture is None else amount_to_capture
             if amount <= 0:
                 raise PaymuxError.of("amount_invalid", param="amount_to_capture")

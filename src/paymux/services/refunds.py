@@ -23,6 +23,7 @@ from paymux.gateways.base import (
 from paymux.money import Money
 from paymux.services.context import Context, emit, get_owned, paginate, scoped
 from paymux.services.gateway_calls import call_with_retries, schedule_settlement, start_attempt
+from paymux.services.payments import check_currency
 from paymux.services.views import payment_intent_view, refund_view
 from paymux.storage.models import GatewayAttempt, PaymentIntent, Refund
 
@@ -42,6 +43,8 @@ class RefundsService:
         amount: int | None = None,
         reason: str | None = None,
         metadata: dict[str, str] | None = None,
+        *,
+        currency: str | None = None,
     ) -> dict[str, Any]:
         if reason is not None and reason not in REFUND_REASONS:
             raise PaymuxError.of(
@@ -61,6 +64,7 @@ class RefundsService:
                 s, PaymentIntent, payment_intent, account_id, param="payment_intent"
             )
             check_operation("refund", pi.status)
+            check_currency(currency, pi.currency)
             remaining = pi.amount_received - pi.amount_refunded - pi.amount_refund_pending
             if remaining <= 0:
                 raise PaymuxError.of(

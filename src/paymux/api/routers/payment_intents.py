@@ -15,7 +15,7 @@ from paymux.api.schemas import (
     CreatePaymentIntent,
     UpdatePaymentIntent,
 )
-from paymux.services.payments import CreateParams, UpdateParams
+from paymux.services.payments import CreateParams, UpdateParams, amount_from
 
 router = APIRouter(prefix="/v1/payment_intents", tags=["payment_intents"])
 Optional = Body(default=None)
@@ -23,7 +23,10 @@ Optional = Body(default=None)
 
 @router.post("")
 async def create_payment_intent(body: CreatePaymentIntent, c: CallerDep) -> Response:
-    params = CreateParams(**body.model_dump())
+    fields = body.model_dump()
+    fields["amount"] = amount_from(body.amount, body.amount_decimal, body.currency)
+    del fields["amount_decimal"]
+    params = CreateParams(**fields)
     return await idempotent(c, body, lambda: c.app.payments.create(c.account_id, params))
 
 
@@ -77,7 +80,7 @@ async def capture_payment_intent(
 ) -> Response:
     b = body or CapturePaymentIntent()
     return await idempotent(
-        c, b, lambda: c.app.payments.capture(c.account_id, pi_id, b.amount_to_capture)
+        c, b, lambda: c.app.payments.capture(c.account_id, pi_id, b.amount_to_capture, b.currency)
     )
 
 
