@@ -54,11 +54,9 @@ class GuardMiddleware:
 
         try:
             path: str = scope.get("path", "")
-            if path.startswith(_UNGUARDED_PREFIXES):
-                await self.app(scope, receive, send_with_id)
-                return
+            guarded = not path.startswith(_UNGUARDED_PREFIXES)
             query = scope.get("query_string", b"").decode("latin-1")
-            if query:
+            if guarded and query:
                 param = find_pan_param(dict(parse_qsl(query, keep_blank_values=True)))
                 if param is not None:
                     await self._refuse(send_with_id, request_id, param)
@@ -75,7 +73,7 @@ class GuardMiddleware:
                         err.request_id = request_id
                         await _send_json(send_with_id, 413, error_response_body(err))
                         return
-                param = _body_pan_param(body)
+                param = _body_pan_param(body) if guarded else None
                 if param is not None:
                     await self._refuse(send_with_id, request_id, param)
                     return
