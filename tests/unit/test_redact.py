@@ -415,6 +415,36 @@ def test_json_output_is_always_valid_json_without_the_pan(
     assert PAN not in line
 
 
+def test_a_float_whose_digits_look_like_a_pan_becomes_a_masked_string() -> None:
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "m", None, None)
+    record.__dict__["value"] = 4.42424242424242e18
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["value"] == f"4.{MASKED_PAN}e+18"
+
+
+def test_if_the_final_redaction_pass_breaks_the_json_the_line_is_rewrapped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    logging_module = importlib.import_module("paymux.security.logging")
+    monkeypatch.setattr(logging_module, "redact", lambda text: text[:-1] + ", ***}")
+    record = logging.LogRecord("x", logging.WARNING, __file__, 1, "m", None, None)
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["level"] == "WARNING"
+    assert entry["logger"] == "x"
+    assert entry["message"].endswith('"request_id": null, ***}')
+
+
+def test_json_formatter_never_raises_and_withholds_a_record_it_cannot_format() -> None:
+    class Unprintable:
+        def __str__(self) -> str:
+            raise RuntimeError(PAN)
+
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, Unprintable(), (1,), None)
+    line = JsonFormatter().format(record)
+    assert json.loads(line)["message"].startswith("[log record withheld")
+    assert PAN not in line
+
+
 def test_json_formatter_redacts_even_without_the_filter() -> None:
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "card %s", (PAN,), None)
     record.auth = "Bearer abc"

@@ -95,7 +95,8 @@ def _body_pan_param(body: bytes) -> str | None:
         data: Any = json.loads(body)
     except ValueError:
         text = body.decode("utf-8", "replace")
-        return find_pan_param({"body": text}) and "body"
+        form = find_pan_param(dict(parse_qsl(text, keep_blank_values=True)))
+        return form or (find_pan_param({"body": text}) and "body")
     return find_pan_param(data)
 
 

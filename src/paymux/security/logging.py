@@ -22,7 +22,7 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from paymux.security.redact import RedactingFilter, redact, redact_data
 
@@ -42,6 +42,11 @@ request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 _STANDARD_ATTRS: Final = frozenset(
     logging.LogRecord("", logging.INFO, "", 0, "", None, None).__dict__
 ) | {"message", "asctime", "taskName", "request_id"}
+
+# Keys JsonFormatter writes itself; an ``extra`` with one of these names is renamed.
+_RESERVED_KEYS: Final = frozenset(
+    {"ts", "level", "logger", "message", "request_id", "exc", "stack"}
+)
 
 _UVICORN_LOGGERS: Final = ("uvicorn", "uvicorn.error", "uvicorn.access")
 _TEXT_FORMAT: Final = "%(asctime)s %(levelname)-8s %(name)s [%(request_id)s] %(message)s"
@@ -94,29 +99,45 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         try:
+            return self._format(record)
+        except Exception as exc:
+            # Raising would make the handler print the raw record to stderr.
+            return json.dumps(
+                {
+                    "ts": self._timestamp(record),
+                    "level": record.levelname,
+                    "logger": record.name,
+                    "message": "[log record withheld: formatting failed with "
+                    f"{type(exc).__name__}]",
+                    "request_id": None,
+                }
+            )
+
+    def _format(self, record: logging.LogRecord) -> str:
+        try:
             message = record.getMessage()
         except Exception:
             message = f"{record.msg!s} [could not format arguments: {record.args!r}]"
+        # ts, level and logger are made here and safe; everything else is redacted.
         payload: dict[str, Any] = {
             "ts": self._timestamp(record),
             "level": record.levelname,
             "logger": record.name,
-            "message": message,
-            "request_id": _request_id(record),
         }
+        unsafe: dict[str, Any] = {"message": message, "request_id": _request_id(record)}
         for key, value in record.__dict__.items():
             if key not in _STANDARD_ATTRS:
-                payload[f"extra_{key}" if key in payload else key] = value
-
+                unsafe[f"extra_{key}" if key in _RESERVED_KEYS else key] = value
         if record.exc_info and record.exc_info[0] is not None:
             if not record.exc_text:
                 record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
-            payload["exc"] = record.exc_text
+            unsafe["exc"] = record.exc_text
         if record.stack_info:
-            payload["stack"] = self.formatStack(record.stack_info)
+            unsafe["stack"] = self.formatStack(record.stack_info)
+        payload.update(cast(dict[str, Any], redact_data(unsafe)))
 
-        line = json.dumps(redact_data(payload), default=_json_default, ensure_ascii=False)
+        line = json.dumps(payload, default=_json_default, ensure_ascii=False)
         guarded = redact(line)
         if guarded != line:
             try:

@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Final
 
-from paymux.security.pan import looks_like_pan, mask_pans
+from paymux.security.pan import mask_pans
 
 __all__ = ["RedactingFilter", "redact", "redact_data"]
 
@@ -87,7 +87,6 @@ _PREFIXED_SECRET_RE = re.compile(
 # Cheap pre-checks on the lowercased text: a pattern only runs if the text
 # contains a word it needs. Most log lines contain none.
 _KEY_VALUE_TRIGGER_RE = re.compile(r"cv[cvn]|csc|security|passw|secret|api[_-]?key|token")
-_PREFIXED_TRIGGERS: Final = ("sk_", "pk_", "rk_", "whsec_", "_secret_")
 
 # Mapping keys (and extra attribute names) whose values are masked whatever they are.
 _SENSITIVE_KEY_RE = re.compile(
@@ -120,7 +119,7 @@ def redact(text: str) -> str:
         text = _AUTH_RE.sub(_keep_key, text)
     if "bearer" in lowered:
         text = _BEARER_RE.sub(_keep_key, text)
-    if "EAAA" in text or any(trigger in lowered for trigger in _PREFIXED_TRIGGERS):
+    if "k_" in lowered or "whsec_" in lowered or "_secret_" in lowered or "EAAA" in text:
         text = _PREFIXED_SECRET_RE.sub(_prefixed_secret, text)
     if _KEY_VALUE_TRIGGER_RE.search(lowered) is not None:
         text = _KEY_VALUE_RE.sub(_keep_key, text)
@@ -170,8 +169,11 @@ def redact_data(obj: object, _depth: int = 0) -> object:
     if isinstance(obj, int) and not _INT_LOW <= abs(obj) < _INT_HIGH:
         return obj  # too short or too long to be a PAN; str() of huge ints is slow
     if isinstance(obj, int | float | Decimal):
+        # Use the lenient masking rule, as the final pass over a JSON line does;
+        # a number it would mask must become a string or the JSON breaks.
         text = str(obj)
-        return mask_pans(text) if looks_like_pan(text) else obj
+        masked_text = mask_pans(text)
+        return obj if masked_text == text else masked_text
     if _depth >= _MAX_DEPTH and isinstance(obj, Mapping | list | tuple):
         return "[nested too deep]"
     if isinstance(obj, Mapping):
