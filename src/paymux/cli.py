@@ -19,7 +19,7 @@ __all__ = ["main"]
 cli = typer.Typer(help="paymux: one payments integration for every gateway.", no_args_is_help=True)
 keys_cli = typer.Typer(help="API keys.", no_args_is_help=True)
 cli.add_typer(keys_cli, name="keys")
-console = Console()
+console = Console(soft_wrap=True)
 
 
 def _setup_logging(settings: Settings) -> None:
@@ -159,7 +159,7 @@ def demo() -> None:
 
 async def _demo() -> None:
     from paymux.domain.errors import PaymuxError
-    from paymux.gateways.sandbox.webhooks import sign_header
+    from paymux.gateways.signing import sign_header
     from paymux.jobs.worker import Worker
     from paymux.services import Paymux
     from paymux.services.payments import CreateParams

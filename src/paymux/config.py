@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "get_settings"]
@@ -50,6 +50,24 @@ class Settings(BaseSettings):
     sandbox_db: str = "./paymux-sandbox.db"
     sandbox_webhook_secret: SecretStr | None = None
     sandbox_webhook_delay: float = 0.0
+
+    stripe_secret_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("STRIPE_SECRET_KEY", "PAYMUX_STRIPE_SECRET_KEY")
+    )
+    stripe_publishable_key: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("STRIPE_PUBLISHABLE_KEY", "PAYMUX_STRIPE_PUBLISHABLE_KEY"),
+    )
+    stripe_webhook_secrets: SecretStr | None = Field(
+        default=None,
+        description="Comma-separated, several during a rotation.",
+        validation_alias=AliasChoices("STRIPE_WEBHOOK_SECRETS", "PAYMUX_STRIPE_WEBHOOK_SECRETS"),
+    )
+    stripe_api_base: str | None = None
+    webhook_tolerance_seconds: int = 300
+    admin_key: SecretStr | None = Field(
+        default=None, description="Bearer token for the /v1/admin API (PAYMUX_ADMIN_KEY)."
+    )
 
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")

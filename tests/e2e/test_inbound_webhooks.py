@@ -9,7 +9,7 @@ import httpx
 
 from conftest import Api
 from paymux.gateways.sandbox.processor import SandboxProcessor
-from paymux.gateways.sandbox.webhooks import sign_header
+from paymux.gateways.signing import sign_header
 
 
 def secret(api: Api) -> str:

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from paymux.gateways.base import WebhookVerificationError
-from paymux.gateways.sandbox.webhooks import sign_header, verify_signature
+from paymux.gateways.signing import sign_header, verify_signature
 
 SECRET = "whsec_test_secret"
 BODY = json.dumps({"id": "evt_1", "type": "charge.updated"}).encode()

@@ -96,9 +96,8 @@ def create_app(settings: Settings, paymux: Paymux | None = None) -> FastAPI:
             code, message = "parameter_missing", f"Missing required param: {param}."
         elif kind == "extra_forbidden":
             code, message = "parameter_unknown", f"Received unknown parameter: {param}."
-        elif kind in ("json_invalid", "model_attributes_type", "dict_type") and param in (
-            None,
-            "body",
+        elif kind == "json_invalid" or (
+            kind in ("model_attributes_type", "dict_type") and param in (None, "body")
         ):
             code, message, param = "parameter_invalid", "The body must be a JSON object.", None
         else:

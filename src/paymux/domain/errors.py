@@ -315,6 +315,10 @@ _ERROR_LIST = [
 ERRORS: dict[str, ErrorSpec] = {spec.code: spec for spec in _ERROR_LIST}
 
 _R, _U, _N, _C = Action.RETRY, Action.USE_ANOTHER_METHOD, Action.UPDATE_CARD, Action.CONTACT_ISSUER
+_CALL_BANK_MSG = "Your card was declined. Please contact your bank or use another card."
+_OTHER_METHOD_MSG = "Your card was declined. Please use another payment method."
+_PIN_MSG = "Your card needs its PIN for this payment. Please enter your PIN or use another card."
+_EXPIRY_MSG = "Your card's expiration date is incorrect. Please check it and try again."
 _DECLINE_LIST = [
     DeclineSpec(
         "generic_decline",
@@ -456,6 +460,164 @@ _DECLINE_LIST = [
         Action.AUTHENTICATE,
         False,
     ),
+    # The rest of Stripe's documented decline codes (docs.stripe.com/declines/codes), and
+    # Stripe's card_decline_rate_limit_exceeded error code.
+    DeclineSpec(
+        "approve_with_id",
+        "The issuer could not authorize the payment.",
+        _GENERIC_CARD_MSG,
+        _R,
+        True,
+    ),
+    DeclineSpec(
+        "call_issuer",
+        "The issuer declined for an unknown reason and asks the cardholder to call.",
+        _CALL_BANK_MSG,
+        _C,
+        True,
+    ),
+    DeclineSpec(
+        "no_action_taken",
+        "The issuer declined for an unknown reason.",
+        _CALL_BANK_MSG,
+        _C,
+        True,
+    ),
+    DeclineSpec(
+        "do_not_try_again",
+        "The issuer declined and asks not to retry the card.",
+        _OTHER_METHOD_MSG,
+        _U,
+        False,
+    ),
+    DeclineSpec(
+        "not_permitted",
+        "The issuer does not permit this payment.",
+        _CALL_BANK_MSG,
+        _C,
+        False,
+    ),
+    DeclineSpec(
+        "service_not_allowed",
+        "The issuer does not allow this kind of service on the card.",
+        _CALL_BANK_MSG,
+        _C,
+        False,
+    ),
+    DeclineSpec(
+        "invalid_amount",
+        "The amount is invalid or above what the issuer allows.",
+        _CALL_BANK_MSG,
+        _C,
+        False,
+    ),
+    DeclineSpec(
+        "duplicate_transaction",
+        "An identical payment with the same card was made moments ago.",
+        "This looks like a payment you just made. Please check whether it went through "
+        "before trying again.",
+        Action.RETRY_LATER,
+        False,
+    ),
+    DeclineSpec(
+        "reenter_transaction",
+        "The issuer could not process the payment and asks to send it again.",
+        "Please try again in a moment.",
+        Action.RETRY_LATER,
+        True,
+    ),
+    DeclineSpec(
+        "revocation_of_all_authorizations",
+        "The cardholder revoked every authorization for this merchant.",
+        _OTHER_METHOD_MSG,
+        _U,
+        False,
+    ),
+    DeclineSpec(
+        "revocation_of_authorization",
+        "The cardholder revoked the authorization for this payment.",
+        _OTHER_METHOD_MSG,
+        _U,
+        False,
+    ),
+    DeclineSpec(
+        "stop_payment_order",
+        "The cardholder told the issuer to stop this payment.",
+        _OTHER_METHOD_MSG,
+        _U,
+        False,
+    ),
+    DeclineSpec(
+        "pin_try_exceeded",
+        "Too many incorrect PIN entries.",
+        _OTHER_METHOD_MSG,
+        _U,
+        False,
+    ),
+    DeclineSpec(
+        "incorrect_pin",
+        "The PIN is incorrect (card-present payments).",
+        "The PIN you entered is incorrect. Please try again.",
+        _R,
+        True,
+    ),
+    DeclineSpec(
+        "offline_pin_required",
+        "The card requires its PIN on a card reader (card-present payments).",
+        _PIN_MSG,
+        Action.AUTHENTICATE,
+        False,
+    ),
+    DeclineSpec(
+        "online_or_offline_pin_required",
+        "The card requires its PIN (card-present payments).",
+        _PIN_MSG,
+        Action.AUTHENTICATE,
+        False,
+    ),
+    DeclineSpec(
+        "incorrect_number",
+        "The card number is incorrect.",
+        "Your card number is incorrect. Please check it and try again.",
+        _N,
+        False,
+    ),
+    DeclineSpec(
+        "invalid_expiry_month",
+        "The expiration month is invalid.",
+        _EXPIRY_MSG,
+        _N,
+        False,
+    ),
+    DeclineSpec(
+        "invalid_expiry_year",
+        "The expiration year is invalid.",
+        _EXPIRY_MSG,
+        _N,
+        False,
+    ),
+    DeclineSpec(
+        "incorrect_address",
+        "The billing address does not match the card.",
+        "Your billing address does not match your card. Please check it and try again.",
+        _N,
+        False,
+    ),
+    DeclineSpec(
+        "testmode_decline",
+        "A test card number was used for a live payment.",
+        "This card cannot be used for real payments. Please use another card.",
+        _U,
+        False,
+    ),
+    DeclineSpec(
+        "card_decline_rate_limit_exceeded",
+        "The card was declined too many times in the last 24 hours.",
+        "This card has been declined too many times. Please use another payment method "
+        "or try again tomorrow.",
+        _U,
+        False,
+    ),
 ]
 DECLINE_CODES: dict[str, DeclineSpec] = {d.decline_code: d for d in _DECLINE_LIST}
 
@@ -492,6 +654,67 @@ _GATEWAY_LIST = [
     GatewayCode("sandbox", "authentication_failed", "payment_intent_authentication_failure"),
     GatewayCode("sandbox", "rate_limit", "rate_limit"),
 ]
+# Stripe: every decline code on docs.stripe.com/declines/codes, then the error codes on
+# docs.stripe.com/error-codes that are card errors. A Stripe synonym maps onto our one decline
+# code (invalid_cvc -> incorrect_cvc); the Stripe code itself stays in ``gateway_code``.
+_STRIPE_ROWS: list[tuple[str, str, str | None]] = [
+    ("approve_with_id", "card_declined", "approve_with_id"),
+    ("authentication_not_handled", "authentication_required", "authentication_required"),
+    ("authentication_required", "authentication_required", "authentication_required"),
+    ("call_issuer", "card_declined", "call_issuer"),
+    ("card_not_supported", "card_declined", "card_not_supported"),
+    ("card_velocity_exceeded", "card_declined", "card_velocity_exceeded"),
+    ("currency_not_supported", "card_declined", "currency_not_supported"),
+    ("do_not_honor", "card_declined", "do_not_honor"),
+    ("do_not_try_again", "card_declined", "do_not_try_again"),
+    ("duplicate_transaction", "card_declined", "duplicate_transaction"),
+    ("expired_card", "expired_card", "expired_card"),
+    ("fraudulent", "card_declined", "fraudulent"),
+    ("generic_decline", "card_declined", "generic_decline"),
+    ("incorrect_address", "card_declined", "incorrect_address"),
+    ("incorrect_cvc", "incorrect_cvc", "incorrect_cvc"),
+    ("incorrect_number", "incorrect_number", "incorrect_number"),
+    ("incorrect_pin", "card_declined", "incorrect_pin"),
+    ("incorrect_zip", "incorrect_zip", "incorrect_zip"),
+    ("insufficient_funds", "insufficient_funds", "insufficient_funds"),
+    ("invalid_account", "card_declined", "invalid_account"),
+    ("invalid_amount", "card_declined", "invalid_amount"),
+    ("invalid_cvc", "incorrect_cvc", "incorrect_cvc"),
+    ("invalid_expiry_month", "card_declined", "invalid_expiry_month"),
+    ("invalid_expiry_year", "card_declined", "invalid_expiry_year"),
+    ("invalid_number", "incorrect_number", "incorrect_number"),
+    ("invalid_pin", "card_declined", "incorrect_pin"),
+    ("issuer_not_available", "card_declined", "issuer_not_available"),
+    ("lost_card", "card_declined", "lost_card"),
+    ("merchant_blacklist", "card_declined", "merchant_blacklist"),
+    ("mobile_device_authentication_required", "authentication_required", "authentication_required"),
+    ("new_account_information_available", "card_declined", "new_account_information_available"),
+    ("no_action_taken", "card_declined", "no_action_taken"),
+    ("not_permitted", "card_declined", "not_permitted"),
+    ("offline_pin_required", "card_declined", "offline_pin_required"),
+    ("online_or_offline_pin_required", "card_declined", "online_or_offline_pin_required"),
+    ("pickup_card", "card_declined", "pickup_card"),
+    ("pin_try_exceeded", "card_declined", "pin_try_exceeded"),
+    ("processing_error", "processing_error", "processing_error"),
+    ("reenter_transaction", "card_declined", "reenter_transaction"),
+    ("restricted_card", "card_declined", "restricted_card"),
+    ("revocation_of_all_authorizations", "card_declined", "revocation_of_all_authorizations"),
+    ("revocation_of_authorization", "card_declined", "revocation_of_authorization"),
+    ("security_violation", "card_declined", "security_violation"),
+    ("service_not_allowed", "card_declined", "service_not_allowed"),
+    ("stolen_card", "card_declined", "stolen_card"),
+    ("stop_payment_order", "card_declined", "stop_payment_order"),
+    ("testmode_decline", "card_declined", "testmode_decline"),
+    ("transaction_not_allowed", "card_declined", "transaction_not_allowed"),
+    ("try_again_later", "card_declined", "try_again_later"),
+    ("withdrawal_count_limit_exceeded", "card_declined", "withdrawal_count_limit_exceeded"),
+    # Error codes (error.code) that are not also decline codes.
+    ("card_declined", "card_declined", "generic_decline"),
+    ("card_decline_rate_limit_exceeded", "card_declined", "card_decline_rate_limit_exceeded"),
+    ("payment_intent_authentication_failure", "payment_intent_authentication_failure", None),
+    ("rate_limit", "rate_limit", None),
+]
+_GATEWAY_LIST += [GatewayCode("stripe", g, code, d) for g, code, d in _STRIPE_ROWS]
 GATEWAY_CODES: dict[tuple[str, str], GatewayCode] = {
     (row.gateway, row.gateway_code): row for row in _GATEWAY_LIST
 }

@@ -26,6 +26,7 @@ __all__ = [
     "AuthorizeRequest",
     "CardDetails",
     "Decline",
+    "DisputeUpdate",
     "Gateway",
     "GatewayError",
     "GatewayInvalidRequest",
@@ -109,14 +110,30 @@ class GatewayRefund:
     reference: str | None
     amount: int
     failure_reason: str | None = None
+    payment_reference: str | None = None  # the gateway's payment the refund belongs to
+    our_id: str | None = None  # our refund id, when we created it (from the metadata)
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class PaymentUpdate:
-    """A webhook's news about a payment: ``reference`` is ours, ``result`` the gateway's view."""
+    """A webhook's news about a payment: ``reference`` is our id (from the provider's metadata)
+    when known; ``result.reference`` is the gateway's own id."""
+
+    reference: str | None
+    result: GatewayResult
+
+
+@dataclass(frozen=True, slots=True)
+class DisputeUpdate:
+    """A chargeback opened or changed at the gateway."""
 
     reference: str
-    result: GatewayResult
+    payment_reference: str | None
+    amount: int
+    currency: str
+    reason: str | None
+    status: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +231,8 @@ class Gateway(Protocol):
 
     def verify_webhook(self, headers: dict[str, str], body: bytes) -> InboundEvent: ...
 
-    def interpret_event(self, event: InboundEvent) -> PaymentUpdate | RefundUpdate | None:
+    def interpret_event(
+        self, event: InboundEvent
+    ) -> PaymentUpdate | RefundUpdate | DisputeUpdate | None:
         """What a verified event means for our objects; None for types we don't act on."""
         ...

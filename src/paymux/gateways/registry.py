@@ -5,6 +5,7 @@ from __future__ import annotations
 from paymux.config import Settings
 from paymux.gateways.base import Gateway
 from paymux.gateways.sandbox import SandboxGateway, SandboxProcessor
+from paymux.gateways.stripe import StripeGateway
 
 __all__ = ["GatewayRegistry", "build_registry"]
 
@@ -27,6 +28,19 @@ def build_registry(settings: Settings) -> GatewayRegistry:
             latency=settings.sandbox_latency,
             webhook_secrets=[secret.get_secret_value()] if secret else None,
             webhook_delay=settings.sandbox_webhook_delay,
+        )
+    if settings.stripe_secret_key is not None:
+        secrets = settings.stripe_webhook_secrets
+        registry["stripe"] = StripeGateway(
+            settings.stripe_secret_key.get_secret_value(),
+            publishable_key=settings.stripe_publishable_key,
+            webhook_secrets=[
+                s.strip() for s in (secrets.get_secret_value() if secrets else "").split(",")
+                if s.strip()
+            ],
+            api_base=settings.stripe_api_base,
+            webhook_tolerance=settings.webhook_tolerance_seconds,
+            timeout=settings.gateway_timeout,
         )
     registry.default = settings.default_gateway
     return registry

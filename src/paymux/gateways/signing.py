@@ -1,8 +1,11 @@
-"""Signed webhooks from the sandbox to paymux, in Stripe's signature scheme.
+"""Stripe's webhook signature scheme, shared by the Stripe connector and the sandbox.
 
-Header ``Paymux-Sandbox-Signature: t=<unix seconds>,v1=<hex>[,v1=<hex>...]``; the signed
-bytes are ``"<t>." + raw body``, HMAC-SHA256 with the endpoint secret. Verification accepts
-any v1 under any of several secrets (rotation), in constant time, within a tolerance.
+Header ``t=<unix seconds>,v1=<hex>[,v1=<hex>...]`` (Stripe-Signature for Stripe,
+Paymux-Sandbox-Signature for the sandbox); the signed bytes are ``"<t>." + raw body``,
+HMAC-SHA256 with the endpoint secret, hex. Verification accepts any v1 under any of several
+secrets (rotation), compares in constant time, enforces a timestamp tolerance, and only then
+parses the body. Each refusal has its own reason code. ``deliver`` is the sending side, used
+by the sandbox to post its events.
 """
 
 from __future__ import annotations

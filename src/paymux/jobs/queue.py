@@ -9,6 +9,7 @@ the job is claimed again. Failures back off exponentially with full jitter; afte
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -35,8 +36,12 @@ class ClaimedJob:
 
 
 def backoff_seconds(attempts: int, base: float = 1.0, cap: float = 3600.0) -> float:
-    """Exponential backoff with full jitter: uniform(0, min(cap, base * 2**attempts))."""
-    return random.uniform(0, min(cap, base * 2 ** max(0, attempts - 1)))
+    """Exponential backoff with full jitter: uniform(0, min(cap, base * 2**(attempts - 1)))."""
+    try:
+        ceiling = min(cap, math.ldexp(base, max(0, attempts - 1)))
+    except OverflowError:  # base * 2**n past the float range (n > ~1023): the cap applies
+        ceiling = cap
+    return random.uniform(0, ceiling)
 
 
 async def enqueue(

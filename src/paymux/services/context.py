@@ -60,11 +60,23 @@ async def emit(
 
 
 async def get_owned(
-    session: AsyncSession, model: type[T], object_id: str, account_id: str, *, param: str = "id"
+    session: AsyncSession,
+    model: type[T],
+    object_id: str,
+    account_id: str,
+    *,
+    param: str = "id",
+    include_deleted: bool = False,
 ) -> T:
-    """The object if it exists and belongs to the account; 404 otherwise (never a leak)."""
+    """The object if it exists and belongs to the account; 404 otherwise (never a leak).
+
+    A deleted object (a customer) is found only when asked for with ``include_deleted``."""
     obj = await session.get(model, object_id)
-    if obj is None or getattr(obj, "account_id", None) != account_id:
+    if (
+        obj is None
+        or getattr(obj, "account_id", None) != account_id
+        or (getattr(obj, "deleted", False) and not include_deleted)
+    ):
         kind = model.__name__.replace("PaymentIntent", "payment_intent").lower()
         raise PaymuxError.of("resource_missing", f"No such {kind}: '{object_id}'", param=param)
     return obj

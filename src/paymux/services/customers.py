@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import and_, or_
 from sqlalchemy.exc import IntegrityError
 
 from paymux.domain.errors import PaymuxError, card_error
@@ -23,15 +24,18 @@ async def resolve_payment_method(
 ) -> PaymentMethod:
     """Our PaymentMethod for ``ref``: one of ours by id, or a gateway token we record now."""
     async with ctx.db.read() as s:
-        pm = await s.get(PaymentMethod, ref)
-        if pm is None or pm.account_id != account_id:
-            pm = (
-                await s.execute(
-                    scoped(PaymentMethod, account_id).where(
-                        PaymentMethod.gateway == gateway_name, PaymentMethod.token == ref
+        # One query for both: ours by id (preferred), else the gateway token's record.
+        found = (
+            await s.execute(
+                scoped(PaymentMethod, account_id).where(
+                    or_(
+                        PaymentMethod.id == ref,
+                        and_(PaymentMethod.gateway == gateway_name, PaymentMethod.token == ref),
                     )
                 )
-            ).scalar_one_or_none()
+            )
+        ).scalars().all()
+        pm = next((m for m in found if m.id == ref), found[0] if found else None)
     if pm is not None:
         if pm.gateway != gateway_name:
             raise PaymuxError.of(
@@ -126,7 +130,9 @@ class CustomersService:
 
     async def retrieve(self, account_id: str, customer_id: str) -> dict[str, Any]:
         async with self.ctx.db.read() as s:
-            return customer_view(await get_owned(s, Customer, customer_id, account_id))
+            return customer_view(
+                await get_owned(s, Customer, customer_id, account_id, include_deleted=True)
+            )
 
     async def update(self, account_id: str, customer_id: str, p: CustomerParams) -> dict[str, Any]:
         now = self.ctx.now_us()

@@ -337,15 +337,14 @@ class PaymentsService:
                     PaymentIntent.status.in_([S.REQUIRES_PAYMENT_METHOD, S.REQUIRES_CONFIRMATION]),
                 )
                 .values(**changes)
-                .returning(PaymentIntent.confirm_count)
+                .returning(PaymentIntent)  # the updated row: no second SELECT
             )
-            count = started.scalar_one_or_none()
-            if count is None:
+            pi = started.scalar_one_or_none()
+            if pi is None:
                 current = await get_owned(s, PaymentIntent, pi_id, account_id)
                 check_operation("confirm", current.status)
                 raise PaymuxError.of("payment_intent_unexpected_state", status=current.status)
-            pi = await get_owned(s, PaymentIntent, pi_id, account_id)
-            await s.refresh(pi)
+            count = pi.confirm_count
             customer_token = None
             if pm.customer_id:
                 customer = await s.get(Customer, pm.customer_id)

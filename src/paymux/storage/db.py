@@ -1,8 +1,9 @@
 """Engines and transactions for SQLite (WAL, the embedded default) and PostgreSQL.
 
-``db.write()`` opens a write transaction: on SQLite it starts with ``BEGIN IMMEDIATE`` so
-concurrent writers queue on the busy timeout instead of failing mid-transaction with
-SQLITE_BUSY; ``db.read()`` opens a plain one. On PostgreSQL both are ordinary transactions.
+``db.write()`` opens a write transaction: on SQLite it starts with ``BEGIN IMMEDIATE`` on the
+process's single writer connection, so concurrent writers queue for it (and other processes'
+writers on the busy timeout) instead of failing mid-transaction with SQLITE_BUSY;
+``db.read()`` opens a plain one. On PostgreSQL both are ordinary transactions.
 """
 
 from __future__ import annotations
@@ -49,7 +50,10 @@ class Database:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
-            self.writer = _sqlite_engine(url, "BEGIN IMMEDIATE", max(2, pool_size // 2))
+            # SQLite has one writer at a time: one connection, so this process's writers
+            # queue in the pool (FIFO) instead of sleeping in SQLite's busy handler, which
+            # polls with backoff and made tail latency balloon under concurrency.
+            self.writer = _sqlite_engine(url, "BEGIN IMMEDIATE", 1)
             self.reader = _sqlite_engine(url, "BEGIN", pool_size)
         else:
             self.writer = create_async_engine(

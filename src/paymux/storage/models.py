@@ -27,6 +27,7 @@ __all__ = [
     "ApiKey",
     "Base",
     "Customer",
+    "Dispute",
     "Event",
     "GatewayAttempt",
     "IdempotencyKey",
@@ -148,6 +149,24 @@ class Refund(Base):
     created_us: Mapped[int]
     updated_us: Mapped[int]
     __table_args__ = (Index("ix_refunds_account_created", "account_id", "created_us"),)
+
+
+class Dispute(Base):
+    """A chargeback opened at the gateway, recorded on its payment."""
+
+    __tablename__ = "disputes"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    payment_intent_id: Mapped[str] = mapped_column(ForeignKey("payment_intents.id"), index=True)
+    gateway: Mapped[str] = mapped_column(String(32))
+    gateway_reference: Mapped[str] = mapped_column(String(255))
+    amount: Mapped[int]
+    currency: Mapped[str] = mapped_column(String(3))
+    reason: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(32))
+    created_us: Mapped[int]
+    updated_us: Mapped[int]
+    __table_args__ = (UniqueConstraint("gateway", "gateway_reference"),)
 
 
 class GatewayAttempt(Base):

@@ -15,7 +15,7 @@ from paymux.api.schemas import (
     CreatePaymentIntent,
     UpdatePaymentIntent,
 )
-from paymux.services.payments import CreateParams, UpdateParams, amount_from
+from paymux.services.payments import CreateParams, UpdateParams, amount_from, charge_amount
 
 router = APIRouter(prefix="/v1/payment_intents", tags=["payment_intents"])
 Optional = Body(default=None)
@@ -25,6 +25,7 @@ Optional = Body(default=None)
 async def create_payment_intent(body: CreatePaymentIntent, c: CallerDep) -> Response:
     fields = body.model_dump()
     fields["amount"] = amount_from(body.amount, body.amount_decimal, body.currency)
+    charge_amount(fields["amount"], body.currency)  # request validation: never stored
     del fields["amount_decimal"]
     params = CreateParams(**fields)
     return await idempotent(c, body, lambda: c.app.payments.create(c.account_id, params))

@@ -19,7 +19,12 @@ async def create_refund(body: CreateRefund, c: CallerDep) -> Response:
         c,
         body,
         lambda: c.app.refunds.create(
-            c.account_id, body.payment_intent, body.amount, body.reason, body.metadata
+            c.account_id,
+            body.payment_intent,
+            body.amount,
+            body.reason,
+            body.metadata,
+            currency=body.currency,
         ),
     )
 

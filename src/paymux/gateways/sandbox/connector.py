@@ -29,7 +29,7 @@ from paymux.gateways.base import (
 )
 from paymux.gateways.sandbox import transformers
 from paymux.gateways.sandbox.processor import ProcessorError, SandboxProcessor
-from paymux.gateways.sandbox.webhooks import deliver, verify_signature
+from paymux.gateways.signing import deliver, verify_signature
 from paymux.money import Money
 
 __all__ = ["FAULT_MODES", "SandboxGateway"]

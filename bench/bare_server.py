@@ -1,0 +1,292 @@
+"""The "bare" comparison server for bench/payments.py: the same stack as paymux with no
+payment logic, only the database writes a create + confirm makes.
+
+Stack: FastAPI + uvicorn (started like ``paymux serve``: ``configure_logging`` then
+``uvicorn.run(..., log_config=None, access_log=True)``), ``paymux.storage.db.Database`` with
+its default pool and engine settings (SQLite WAL, ``BEGIN IMMEDIATE`` writers), and the
+paymux tables, written with SQLAlchemy Core statements of the same shape and width.
+
+Per payment, with the sandbox card ``pm_card_visa`` and no Idempotency-Key, paymux commits
+three write transactions and this server commits the same three:
+
+``POST /bare/payments``                 (paymux: create)
+    1. INSERT payment_intents + INSERT events (payment_intent.created)
+``POST /bare/payments/{id}/confirm``    (paymux: confirm)
+    2. UPDATE payment_intents -> processing (conditional, RETURNING) + INSERT gateway_attempts
+    3. UPDATE gateway_attempts -> settled + UPDATE payment_intents -> succeeded
+       + INSERT events (payment_intent.succeeded)
+
+With an ``Idempotency-Key`` header, each POST also commits one transaction that INSERTs an
+``idempotency_keys`` row before the work and one that UPDATEs it with the response after, as
+paymux does. The reads paymux makes (the intent, the payment method) are not made here, nor is
+the sandbox gateway called: that is the payment logic being measured.
+
+Run: ``python bench/bare_server.py --database-url URL --port PORT`` (the schema must exist).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from pydantic import BaseModel
+from sqlalchemy import insert, select, update
+
+from paymux.domain.ids import new_id
+from paymux.security import configure_logging
+from paymux.storage.db import Database
+from paymux.storage.models import (
+    Account,
+    Event,
+    GatewayAttempt,
+    IdempotencyKey,
+    PaymentIntent,
+    PaymentMethod,
+)
+
+ACCOUNT = "acct_bare"
+PAYMENT_METHOD = "pm_bare_visa"
+TOKEN = "pm_card_visa"
+GATEWAY = "sandbox"
+
+PI = PaymentIntent.__table__
+EV = Event.__table__
+ATT = GatewayAttempt.__table__
+IDEM = IdempotencyKey.__table__
+
+
+class CreateBody(BaseModel):
+    amount: int
+    currency: str
+
+
+class ConfirmBody(BaseModel):
+    payment_method: str | None = None
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def view(row: dict[str, Any]) -> dict[str, Any]:
+    """A payment-intent-shaped dict of the same width as paymux's (for events and responses)."""
+    return {
+        "id": row["id"],
+        "object": "payment_intent",
+        "amount": row["amount"],
+        "currency": row["currency"].lower(),
+        "status": row["status"],
+        "amount_capturable": row.get("amount_capturable", 0),
+        "amount_received": row.get("amount_received", 0),
+        "amount_refunded": 0,
+        "capture_method": "automatic",
+        "customer": None,
+        "payment_method": row.get("payment_method_id"),
+        "setup_future_usage": None,
+        "gateway": GATEWAY,
+        "gateway_reference": row.get("gateway_reference"),
+        "last_payment_error": None,
+        "next_action": None,
+        "cancellation_reason": None,
+        "canceled_at": None,
+        "description": None,
+        "statement_descriptor": None,
+        "metadata": {},
+        "risk_level": row.get("risk_level"),
+        "return_url": None,
+        "created": row["created_us"] // 1_000_000,
+        "updated": row["updated_us"] // 1_000_000,
+        "livemode": False,
+    }
+
+
+def create_bare_app(database_url: str) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = Database(database_url)
+        app.state.db = db
+        async with db.write() as s:  # the account and the (already recorded) payment method
+            if (await s.execute(select(Account.id).where(Account.id == ACCOUNT))).first() is None:
+                await s.execute(
+                    insert(Account.__table__).values(id=ACCOUNT, name="bare", created_us=now_us())
+                )
+                await s.execute(
+                    insert(PaymentMethod.__table__).values(
+                        id=PAYMENT_METHOD, account_id=ACCOUNT, customer_id=None, gateway=GATEWAY,
+                        token=TOKEN, type="card", card_brand="visa", card_last4="4242",
+                        card_exp_month=12, card_exp_year=2030, card_fingerprint="0" * 16,
+                        card_country="US", card_funding="credit", metadata={},
+                        created_us=now_us(),
+                    )
+                )
+        try:
+            yield
+        finally:
+            await db.dispose()
+
+    app = FastAPI(title="bare", lifespan=lifespan)
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    async def idempotent(request: Request, payload: BaseModel, work: Any) -> Response:
+        db: Database = request.app.state.db
+        key = request.headers.get("idempotency-key")
+        if key is not None:
+            now = now_us()
+            fingerprint = hashlib.sha256(payload.model_dump_json().encode()).hexdigest()
+            async with db.write() as s:
+                await s.execute(
+                    insert(IDEM).values(
+                        account_id=ACCOUNT, key=key, method=request.method,
+                        path=request.url.path, request_hash=fingerprint, status="in_flight",
+                        response_status=None, response_body=None, locked_us=now, created_us=now,
+                    )
+                )
+        body = json.dumps(await work(db))
+        if key is not None:
+            async with db.write() as s:
+                await s.execute(
+                    update(IDEM)
+                    .where(IDEM.c.account_id == ACCOUNT, IDEM.c.key == key)
+                    .values(status="done", response_status=200, response_body=body)
+                )
+        return Response(body, media_type="application/json")
+
+    @app.post("/bare/payments")
+    async def create(body: CreateBody, request: Request) -> Response:
+        async def work(db: Database) -> dict[str, Any]:
+            now = now_us()
+            row: dict[str, Any] = {
+                "id": new_id("pi"), "account_id": ACCOUNT, "status": "requires_payment_method",
+                "amount": body.amount, "currency": body.currency.upper(),
+                "amount_capturable": 0, "amount_received": 0, "amount_refunded": 0,
+                "amount_refund_pending": 0, "capture_method": "automatic", "customer_id": None,
+                "payment_method_id": None, "setup_future_usage": None, "off_session": False,
+                "gateway": GATEWAY, "gateway_reference": None, "last_payment_error": None,
+                "next_action": None, "return_url": None, "risk_level": None,
+                "cancellation_reason": None, "canceled_us": None, "authorized_us": None,
+                "description": None, "statement_descriptor": None, "metadata": {},
+                "confirm_count": 0, "created_us": now, "updated_us": now,
+            }
+            shown = view(row)
+            async with db.write() as s:
+                await s.execute(insert(PI).values(**row))
+                await s.execute(
+                    insert(EV).values(
+                        id=new_id("evt"), account_id=ACCOUNT, type="payment_intent.created",
+                        object_id=row["id"], data=shown, created_us=now,
+                    )
+                )
+            return shown
+
+        return await idempotent(request, body, work)
+
+    @app.post("/bare/payments/{pi_id}/confirm")
+    async def confirm(pi_id: str, body: ConfirmBody, request: Request) -> Response:
+        async def work(db: Database) -> dict[str, Any]:
+            now = now_us()
+            async with db.write() as s:
+                started = (
+                    await s.execute(
+                        update(PI)
+                        .where(
+                            PI.c.id == pi_id,
+                            PI.c.account_id == ACCOUNT,
+                            PI.c.status.in_(["requires_payment_method", "requires_confirmation"]),
+                        )
+                        .values(
+                            status="processing", payment_method_id=PAYMENT_METHOD,
+                            confirm_count=PI.c.confirm_count + 1, last_payment_error=None,
+                            next_action=None, updated_us=now,
+                        )
+                        .returning(
+                            PI.c.id, PI.c.amount, PI.c.currency, PI.c.confirm_count,
+                            PI.c.created_us,
+                        )
+                    )
+                ).one()
+                attempt_id = new_id("att")
+                await s.execute(
+                    insert(ATT).values(
+                        id=attempt_id, account_id=ACCOUNT, gateway=GATEWAY,
+                        operation="authorize", object_id=pi_id,
+                        idempotency_key=f"{pi_id}:authorize:{started.confirm_count}",
+                        status="pending",
+                        request={"token": body.payment_method or TOKEN, "customer_token": None},
+                        result=None, error=None, created_us=now, updated_us=now,
+                    )
+                )
+            # (paymux calls the gateway here, with no transaction open)
+            reference = f"ch_sbx_{new_id('x', 20)[2:]}"
+            now = now_us()
+            row = {
+                "id": pi_id, "amount": started.amount, "currency": started.currency,
+                "status": "succeeded", "amount_capturable": 0, "amount_received": started.amount,
+                "payment_method_id": PAYMENT_METHOD, "gateway_reference": reference,
+                "risk_level": "normal", "created_us": started.created_us, "updated_us": now,
+            }
+            shown = view(row)
+            async with db.write() as s:
+                await s.execute(
+                    update(ATT)
+                    .where(ATT.c.id == attempt_id)
+                    .values(
+                        status="settled", updated_us=now,
+                        result={
+                            "status": "succeeded", "reference": reference,
+                            "amount_authorized": started.amount,
+                            "amount_captured": started.amount, "decline": None,
+                        },
+                    )
+                )
+                await s.execute(
+                    update(PI)
+                    .where(PI.c.id == pi_id)
+                    .values(
+                        status="succeeded", updated_us=now, gateway_reference=reference,
+                        risk_level="normal", next_action=None, amount_received=started.amount,
+                        amount_capturable=0,
+                    )
+                )
+                await s.execute(
+                    insert(EV).values(
+                        id=new_id("evt"), account_id=ACCOUNT, type="payment_intent.succeeded",
+                        object_id=pi_id, data=shown, created_us=now,
+                    )
+                )
+            return shown
+
+        return await idempotent(request, body, work)
+
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--database-url", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--log-level", default="WARNING")
+    args = parser.parse_args()
+    configure_logging(args.log_level, json_output=True)
+    uvicorn.run(
+        create_bare_app(args.database_url),
+        host=args.host,
+        port=args.port,
+        log_config=None,
+        access_log=True,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,244 @@
+"""The Stripe connector: the Gateway Protocol over the official ``stripe`` SDK (StripeClient).
+
+A thin I/O shell: parameters and answers are mapped by transformers.py. The SDK's own retries
+are off (``max_network_retries=0``): paymux's one retry policy (gateway_calls) retries network
+errors, 409 and 5xx with the same idempotency key and honours Retry-After on 429; this module
+only translates the SDK's exceptions into that policy's terms::
+
+    stripe.CardError                    -> a Decline (data, never retried)
+    stripe.APIConnectionError           -> GatewayUnavailable
+    stripe.APIError (409, 5xx)          -> GatewayUnavailable
+    stripe.RateLimitError (429)         -> GatewayRateLimited(retry_after)
+    any other stripe.StripeError        -> GatewayInvalidRequest (our bug or configuration)
+
+Keys come from the environment (STRIPE_SECRET_KEY, STRIPE_PUBLISHABLE_KEY,
+STRIPE_WEBHOOK_SECRETS); the API base is configurable (PAYMUX_STRIPE_API_BASE) so tests
+point it at localstripe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import stripe
+
+from paymux.gateways.base import (
+    AuthorizeRequest,
+    CardDetails,
+    Decline,
+    DisputeUpdate,
+    GatewayInvalidRequest,
+    GatewayRateLimited,
+    GatewayRefund,
+    GatewayResult,
+    GatewayStatus,
+    GatewayUnavailable,
+    InboundEvent,
+    PaymentUpdate,
+    RefundUpdate,
+)
+from paymux.gateways.signing import verify_signature
+from paymux.gateways.stripe import transformers
+from paymux.money import Money
+
+__all__ = ["StripeGateway"]
+
+T = TypeVar("T")
+
+# Stripe's unsupported-currency list is long and changes; paymux refuses only what Stripe
+# cannot express at all (ISO 4217 funds codes), and lets Stripe answer for the rest.
+_UNSUPPORTED = frozenset({"BOV", "CHE", "CHW", "CLF", "COU", "MXV", "USN", "UYI", "UYW", "XAD"})
+
+
+def _retry_after(exc: stripe.StripeError) -> float | None:
+    headers = exc.headers or {}
+    value = headers.get("retry-after") or headers.get("Retry-After")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    if obj is None:
+        return {}
+    if hasattr(obj, "to_dict"):
+        data: dict[str, Any] = obj.to_dict()
+        return data
+    return dict(obj)
+
+
+class StripeGateway:
+    name = "stripe"
+
+    def __init__(
+        self,
+        secret_key: str,
+        *,
+        publishable_key: str | None = None,
+        webhook_secrets: list[str] | None = None,
+        api_base: str | None = None,
+        webhook_tolerance: int = 300,
+        timeout: float = 30.0,
+    ) -> None:
+        base = {"api": api_base} if api_base else None
+        http_client = stripe.HTTPXClient(timeout=timeout, allow_sync_methods=True)
+        self._client = stripe.StripeClient(
+            secret_key,
+            base_addresses=base,  # type: ignore[arg-type]
+            max_network_retries=0,
+            http_client=http_client,
+        )
+        self._http = http_client
+        self.publishable_key = publishable_key
+        self.webhook_secrets = webhook_secrets or []
+        self.webhook_tolerance = webhook_tolerance
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections (they belong to the event loop that opened them)."""
+        await self._http.close_async()  # type: ignore[no-untyped-call]
+        self._http.close()  # type: ignore[no-untyped-call]
+
+    # -- the seam ---------------------------------------------------------------------------
+    async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await fn()
+        except stripe.CardError:
+            raise
+        except stripe.APIConnectionError as exc:
+            raise GatewayUnavailable(f"stripe: {type(exc).__name__}",
+                                     request_id=exc.request_id) from exc
+        except stripe.RateLimitError as exc:
+            raise GatewayRateLimited("stripe: rate limited", retry_after=_retry_after(exc),
+                                     request_id=exc.request_id) from exc
+        except stripe.APIError as exc:
+            status = exc.http_status or 0
+            if 400 <= status < 500 and status != 409:  # e.g. 405, 413: retrying can't help
+                raise GatewayInvalidRequest(f"stripe: HTTP {status}", code="api_error",
+                                            request_id=exc.request_id) from exc
+            raise GatewayUnavailable(f"stripe: HTTP {exc.http_status}",
+                                     request_id=exc.request_id) from exc
+        except stripe.StripeError as exc:
+            if exc.http_status == 409 or (exc.http_status or 0) >= 500:
+                raise GatewayUnavailable(f"stripe: HTTP {exc.http_status}",
+                                         request_id=exc.request_id) from exc
+            code = getattr(exc, "code", None) or type(exc).__name__
+            raise GatewayInvalidRequest(f"stripe: {exc.user_message or code}",
+                                        code=str(code), request_id=exc.request_id) from exc
+
+    @staticmethod
+    def _options(key: str) -> dict[str, Any]:
+        return {"idempotency_key": key}
+
+    # -- Gateway Protocol -------------------------------------------------------------------
+    def supports_currency(self, currency: str) -> bool:
+        return currency.upper() not in _UNSUPPORTED
+
+    def browser_params(self, reference: str) -> dict[str, Any]:
+        return {"gateway": self.name, "publishable_key": self.publishable_key}
+
+    async def describe_payment_method(self, token: str) -> CardDetails | None:
+        try:
+            pm = await self._call(lambda: self._client.v1.payment_methods.retrieve_async(token))
+        except GatewayInvalidRequest:
+            return None
+        return transformers.card_details(_as_dict(pm))
+
+    async def authorize(self, request: AuthorizeRequest, *, idempotency_key: str) -> GatewayResult:
+        params = transformers.create_params(request, confirm=True)
+        try:
+            pi = await self._call(lambda: self._client.v1.payment_intents.create_async(
+                params=params, options=self._options(idempotency_key)  # type: ignore[arg-type]
+            ))
+        except stripe.CardError as exc:
+            return self._card_error_result(exc)
+        return transformers.payment_result(_as_dict(pi))
+
+    def _card_error_result(self, exc: stripe.CardError) -> GatewayResult:
+        error = _as_dict(exc.error)
+        payment = error.get("payment_intent") or {}
+        return GatewayResult(
+            status=GatewayStatus.FAILED,
+            reference=payment.get("id") if isinstance(payment, dict) else None,
+            decline=transformers.decline_from_error(error),
+            raw={"request_id": exc.request_id},
+        )
+
+    async def capture(self, reference: str, amount: Money, *, idempotency_key: str) -> GatewayResult:
+        try:
+            pi = await self._call(lambda: self._client.v1.payment_intents.capture_async(
+                reference, params={"amount_to_capture": amount.amount},
+                options=self._options(idempotency_key),  # type: ignore[arg-type]
+            ))
+        except stripe.CardError as exc:
+            return self._card_error_result(exc)
+        return transformers.payment_result(_as_dict(pi))
+
+    async def void(self, reference: str, *, idempotency_key: str) -> GatewayResult:
+        pi = await self._call(lambda: self._client.v1.payment_intents.cancel_async(
+            reference, options=self._options(idempotency_key)  # type: ignore[arg-type]
+        ))
+        return transformers.payment_result(_as_dict(pi))
+
+    async def refund(
+        self, reference: str, amount: Money, reason: str | None, *, idempotency_key: str
+    ) -> GatewayRefund:
+        params: dict[str, Any] = {"payment_intent": reference, "amount": amount.amount,
+                                  "metadata": {transformers.METADATA_KEY:
+                                               idempotency_key.split(":")[0]}}
+        if reason:
+            params["reason"] = reason
+        refund = await self._call(lambda: self._client.v1.refunds.create_async(
+            params=params, options=self._options(idempotency_key)  # type: ignore[arg-type]
+        ))
+        return transformers.refund_result(_as_dict(refund))
+
+    async def retrieve(self, reference: str) -> GatewayResult:
+        pi = await self._call(lambda: self._client.v1.payment_intents.retrieve_async(reference))
+        return transformers.payment_result(_as_dict(pi))
+
+    async def lookup(self, idempotency_key: str) -> GatewayResult | None:
+        # Stripe can't be searched by idempotency key; recovery re-sends the same request
+        # with the same key instead, and Stripe replays the first result if there was one.
+        return None
+
+    async def create_customer(
+        self, reference: str, email: str | None, *, idempotency_key: str
+    ) -> str:
+        params: dict[str, Any] = {"metadata": {transformers.METADATA_KEY: reference}}
+        if email:
+            params["email"] = email
+        customer = await self._call(lambda: self._client.v1.customers.create_async(
+            params=params, options=self._options(idempotency_key)  # type: ignore[arg-type]
+        ))
+        return str(customer.id)
+
+    async def attach_payment_method(
+        self, token: str, customer_token: str, *, idempotency_key: str
+    ) -> CardDetails | Decline:
+        try:
+            pm = await self._call(lambda: self._client.v1.payment_methods.attach_async(
+                token, params={"customer": customer_token},
+                options=self._options(idempotency_key),  # type: ignore[arg-type]
+            ))
+        except stripe.CardError as exc:
+            return transformers.decline_from_error(_as_dict(exc.error))
+        return transformers.card_details(_as_dict(pm))
+
+    async def detach_payment_method(self, token: str, *, idempotency_key: str) -> None:
+        await self._call(lambda: self._client.v1.payment_methods.detach_async(
+            token, options=self._options(idempotency_key)  # type: ignore[arg-type]
+        ))
+
+    def verify_webhook(self, headers: dict[str, str], body: bytes) -> InboundEvent:
+        event = verify_signature(body, headers.get("stripe-signature"), self.webhook_secrets,
+                                 tolerance=self.webhook_tolerance)
+        return InboundEvent(self.name, str(event["id"]), str(event["type"]), event)
+
+    def interpret_event(
+        self, event: InboundEvent
+    ) -> PaymentUpdate | RefundUpdate | DisputeUpdate | None:
+        return transformers.interpret_event(event)
+
+

@@ -1,0 +1,196 @@
+"""Pure mapping between Stripe's JSON and the Gateway Protocol's types. No I/O; tested with
+Stripe's own JSON shapes (including what localstripe can't produce)."""
+
+from __future__ import annotations
+
+from typing import Any, assert_never
+
+from paymux.gateways.base import (
+    AuthorizeRequest,
+    CardDetails,
+    Decline,
+    DisputeUpdate,
+    GatewayRefund,
+    GatewayResult,
+    GatewayStatus,
+    InboundEvent,
+    PaymentUpdate,
+    RefundUpdate,
+)
+
+__all__ = [
+    "METADATA_KEY",
+    "card_details",
+    "confirm_params",
+    "create_params",
+    "decline_from_error",
+    "interpret_event",
+    "payment_result",
+    "refund_result",
+]
+
+METADATA_KEY = "paymux_id"
+
+# Every PaymentIntent status Stripe documents, mapped explicitly (no catch-all).
+_STATUS = {
+    "requires_payment_method": GatewayStatus.FAILED,
+    "requires_confirmation": GatewayStatus.PROCESSING,
+    "requires_action": GatewayStatus.REQUIRES_ACTION,
+    "processing": GatewayStatus.PROCESSING,
+    "requires_capture": GatewayStatus.REQUIRES_CAPTURE,
+    "succeeded": GatewayStatus.SUCCEEDED,
+    "canceled": GatewayStatus.CANCELED,
+}
+
+
+def create_params(request: AuthorizeRequest, *, confirm: bool) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "amount": request.amount.amount,
+        "currency": request.amount.currency.lower(),
+        "capture_method": "automatic" if request.capture else "manual",
+        "payment_method_types": ["card"],
+        "metadata": {METADATA_KEY: request.reference},
+    }
+    if request.description:
+        params["description"] = request.description
+    if request.statement_descriptor:
+        params["statement_descriptor_suffix"] = request.statement_descriptor
+    if request.customer_token:
+        params["customer"] = request.customer_token
+    if confirm:
+        params.update(confirm_params(request))
+        params["confirm"] = True
+    return params
+
+
+def confirm_params(request: AuthorizeRequest) -> dict[str, Any]:
+    params: dict[str, Any] = {"payment_method": request.payment_method_token}
+    if request.off_session:
+        params["off_session"] = True
+    elif request.setup_future_usage:
+        params["setup_future_usage"] = request.setup_future_usage
+    if request.return_url:
+        params["return_url"] = request.return_url
+    return params
+
+
+def _decline(error: dict[str, Any] | None) -> Decline:
+    error = error or {}
+    code = error.get("decline_code") or error.get("code") or "card_declined"
+    if code == "card_declined":
+        code = "generic_decline"
+    return Decline(gateway_code=str(code), message=str(error.get("message") or "Declined."))
+
+
+def decline_from_error(error: dict[str, Any]) -> Decline:
+    """The Decline inside a Stripe card error body (``error`` object)."""
+    return _decline(error)
+
+
+def payment_result(pi: dict[str, Any]) -> GatewayResult:
+    status = _STATUS[str(pi["status"])]
+    decline = None
+    match status:
+        case GatewayStatus.FAILED:
+            decline = _decline(pi.get("last_payment_error"))
+            authorized = 0
+        case GatewayStatus.REQUIRES_CAPTURE:
+            authorized = int(pi.get("amount_capturable") or pi.get("amount") or 0)
+        case GatewayStatus.SUCCEEDED:
+            authorized = int(pi.get("amount_received") or pi.get("amount") or 0)
+        case (
+            GatewayStatus.REQUIRES_ACTION | GatewayStatus.PROCESSING | GatewayStatus.CANCELED
+        ):
+            authorized = 0
+        case _:
+            assert_never(status)
+    captured = int(pi.get("amount_received") or 0)
+    if status is GatewayStatus.SUCCEEDED and not captured:
+        captured = int(pi.get("amount") or 0)
+    next_action = pi.get("next_action")
+    if next_action is not None:
+        next_action = dict(next_action)
+        next_action.setdefault("client_secret", pi.get("client_secret"))
+    return GatewayResult(
+        status=status,
+        reference=pi.get("id"),
+        amount_authorized=authorized,
+        amount_captured=captured,
+        decline=decline,
+        next_action=next_action if status is GatewayStatus.REQUIRES_ACTION else None,
+        raw={"id": pi.get("id"), "status": pi.get("status")},
+    )
+
+
+def refund_result(refund: dict[str, Any]) -> GatewayRefund:
+    payment = refund.get("payment_intent")
+    if isinstance(payment, dict):
+        payment = payment.get("id")
+    metadata = refund.get("metadata") or {}
+    return GatewayRefund(
+        status=str(refund.get("status") or "pending").replace("requires_action", "pending"),
+        reference=refund.get("id"),
+        amount=int(refund.get("amount") or 0),
+        failure_reason=refund.get("failure_reason"),
+        payment_reference=payment,
+        our_id=metadata.get(METADATA_KEY),
+        reason=refund.get("reason"),
+    )
+
+
+def card_details(pm: dict[str, Any]) -> CardDetails:
+    card = pm.get("card") or {}
+    return CardDetails(
+        token=str(pm["id"]),
+        type=str(pm.get("type") or "card"),
+        brand=card.get("brand"),
+        last4=card.get("last4"),
+        exp_month=card.get("exp_month"),
+        exp_year=card.get("exp_year"),
+        fingerprint=card.get("fingerprint"),
+        country=card.get("country"),
+        funding=card.get("funding"),
+    )
+
+
+_PAYMENT_EVENTS = frozenset(
+    {
+        "payment_intent.succeeded",
+        "payment_intent.payment_failed",
+        "payment_intent.requires_action",
+        "payment_intent.canceled",
+        "payment_intent.amount_capturable_updated",
+        "payment_intent.processing",
+        "payment_intent.partially_funded",
+    }
+)
+_REFUND_EVENTS = frozenset(
+    {"refund.created", "refund.updated", "refund.failed", "charge.refund.updated"}
+)
+
+
+def interpret_event(event: InboundEvent) -> PaymentUpdate | RefundUpdate | DisputeUpdate | None:
+    obj = (event.payload.get("data") or {}).get("object") or {}
+    if event.type in _PAYMENT_EVENTS and obj.get("object") == "payment_intent":
+        reference = (obj.get("metadata") or {}).get(METADATA_KEY)
+        return PaymentUpdate(reference=reference, result=payment_result(obj))
+    if event.type in _REFUND_EVENTS and obj.get("object") == "refund":
+        return RefundUpdate(refund=refund_result(obj))
+    if event.type == "charge.refunded" and obj.get("object") == "charge":
+        refunds = (obj.get("refunds") or {}).get("data") or []
+        if refunds:
+            newest = max(refunds, key=lambda r: int(r.get("created") or 0))
+            newest = dict(newest, payment_intent=newest.get("payment_intent")
+                          or obj.get("payment_intent"))
+            return RefundUpdate(refund=refund_result(newest))
+        return None
+    if event.type.startswith("charge.dispute.") and obj.get("object") == "dispute":
+        return DisputeUpdate(
+            reference=str(obj["id"]),
+            payment_reference=obj.get("payment_intent"),
+            amount=int(obj.get("amount") or 0),
+            currency=str(obj.get("currency") or ""),
+            reason=obj.get("reason"),
+            status=str(obj.get("status") or "needs_response"),
+        )
+    return None

@@ -1,0 +1,368 @@
+"""No card number, CVC or credential reaches paymux's logs, its database or an error body.
+
+Logging is configured exactly as `paymux serve` does it (``configure_logging``: JSON lines,
+request ids, redaction), at DEBUG, with the handler's stream pointed at a buffer. The test
+server runs in this process (conftest), so everything it logs, from uvicorn's access log to
+SQLAlchemy and the worker, goes through that handler. Records logged by the test's own
+thread (the test's HTTP client) are left out: they are not the server's.
+
+Card numbers are sent in every place a client might put one: JSON fields, metadata values
+and keys, nested lists, numbers, the query string (values and names, with spaces, dashes
+and ``+``/``%20`` encodings), form-encoded, multipart and plain-text bodies, the URL path
+and the ``Idempotency-Key`` header. Each is refused with 400 ``card_number_not_allowed``
+naming the parameter, and the digits appear nowhere. Real payment flows run as well
+(success, decline, 3DS with the sandbox's signed webhook, capture, refund, a customer with
+a card tokenized by the sandbox and attached), then the logs and every byte of the database
+(SQLite file and WAL, or every PostgreSQL table as text) and of the sandbox's own store are
+searched for the numbers, the CVCs, the API key and the webhook secret.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, unquote_plus
+
+import httpx
+import pytest
+from sqlalchemy.engine import make_url
+
+from conftest import Api, RunningServer
+from paymux.gateways.sandbox import SandboxProcessor
+from paymux.security import configure_logging
+
+# Test card numbers (all Luhn-valid), as digits.
+VISA = "4242424242424242"
+MASTERCARD = "5555555555554444"
+AMEX = "378282246310005"
+DISCOVER = "6011111111111117"
+VISA_DEBIT = "4000056655665556"
+DECLINE = "4000000000000002"
+ALL_PANS = (VISA, MASTERCARD, AMEX, DISCOVER, VISA_DEBIT, DECLINE)
+# Distinctive CVCs, only ever sent to the sandbox's tokenization endpoint.
+CVCS = ("9183", "746", "7373")
+
+
+def spaced(pan: str, sep: str = " ") -> str:
+    return sep.join(pan[i:i + 4] for i in range(0, len(pan), 4))
+
+
+def pans_in(text: str) -> set[str]:
+    """The test PANs found in ``text``, raw or URL-encoded, with any separators."""
+    found = set()
+    for variant in {text, unquote(text), unquote_plus(text)}:
+        squeezed = re.sub(r"(?<=\d)[\s+\-.]+(?=\d)", "", variant)
+        found |= {pan for pan in ALL_PANS if pan in squeezed}
+    return found
+
+
+def digit_runs(text: str) -> set[str]:
+    return set(re.findall(r"\d{5,}", re.sub(r"(?<=\d)[\s+\-]+(?=\d)", "", text)))
+
+
+# -- logging, as in production -------------------------------------------------------------
+
+
+class _OtherThreads(logging.Filter):
+    def __init__(self, excluded: int) -> None:
+        super().__init__()
+        self.excluded = excluded
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread != self.excluded
+
+
+@dataclass
+class Logs:
+    stream: io.StringIO
+
+    @property
+    def text(self) -> str:
+        return self.stream.getvalue()
+
+    def records(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.text.splitlines()]
+
+
+@pytest.fixture
+def logs() -> Iterator[Logs]:
+    root = logging.getLogger()
+    saved_level = root.level
+    saved_handlers = {h: list(h.filters) for h in root.handlers}
+    uvicorn = [logging.getLogger(n) for n in ("uvicorn", "uvicorn.error", "uvicorn.access")]
+    saved_uvicorn = [(lg, list(lg.handlers), lg.propagate) for lg in uvicorn]
+
+    configure_logging(level="DEBUG", json_output=True)
+    [handler] = [h for h in root.handlers if h not in saved_handlers]
+    assert isinstance(handler, logging.StreamHandler)
+    stream = io.StringIO()
+    handler.setStream(stream)
+    handler.addFilter(_OtherThreads(threading.get_ident()))
+    try:
+        yield Logs(stream)
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+        root.setLevel(saved_level)
+        for h, filters in saved_handlers.items():
+            h.filters[:] = filters
+        for lg, handlers, propagate in saved_uvicorn:
+            lg.handlers[:] = handlers
+            lg.propagate = propagate
+
+
+# -- what is stored ----------------------------------------------------------------------------
+
+
+def sandbox_store(server: RunningServer) -> bytes:
+    base = Path(server.settings.sandbox_db)
+    return b"".join(p.read_bytes() for p in (base, Path(f"{base}-wal")) if p.exists())
+
+
+def webhook_secret(server: RunningServer) -> str:
+    """The sandbox's webhook signing secret (made on first use and kept in its store)."""
+    processor = SandboxProcessor(server.settings.sandbox_db)
+    try:
+        secret = processor.webhook_secret()
+    finally:
+        processor.close()
+    assert secret.startswith("whsec_")
+    return secret
+
+
+def database_text(server: RunningServer) -> str:
+    """Every byte paymux's database holds: the SQLite file and WAL, or each PG table as text."""
+    url = make_url(server.settings.database_url)
+    if url.get_backend_name() == "sqlite":
+        assert url.database
+        base = Path(url.database)
+        files = [base, Path(f"{base}-wal")]
+        return b"".join(p.read_bytes() for p in files if p.exists()).decode("latin-1")
+    tables = [r[0] for r in server.sql(
+        "select table_name from information_schema.tables where table_schema = 'public' "
+        "and table_type = 'BASE TABLE'"
+    )]
+    assert "payment_intents" in tables and "idempotency_keys" in tables
+    dump = []
+    for table in tables:
+        rows = server.sql(f'select t::text from "{table}" t')
+        dump.append(f"-- {table}\n" + "\n".join(str(r[0]) for r in rows))
+    return "\n".join(dump)
+
+
+def assert_clean(text: str, where: str, *secrets: str) -> None:
+    assert not pans_in(text), f"card numbers {pans_in(text)} in {where}"
+    for secret in secrets:
+        assert secret not in text, f"a secret ({secret[:8]}...) in {where}"
+
+
+def assert_logs_clean(logs: Logs, api: Api) -> None:
+    text = logs.text
+    assert_clean(text, "the logs", api.key, webhook_secret(api.server))
+    assert api.key.removeprefix("sk_test_") not in text
+    assert "Bearer " not in text
+    cvc = re.search(rf"(?i)(cvc|cvv|security.?code)\W{{0,12}}({'|'.join(CVCS)})\b", text)
+    assert cvc is None, f"a CVC in the logs: {cvc.group(0)!r}"
+    for record in logs.records():  # every line is one JSON object
+        assert {"ts", "level", "logger", "message", "request_id"} <= record.keys()
+
+
+# -- card numbers sent to /v1 ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    method: str
+    path: str
+    param: str | None
+    json: Any = None
+    content: bytes | None = None
+    content_type: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    files: dict[str, Any] | None = None
+    form: dict[str, str] | None = None
+
+
+PI = "/v1/payment_intents"
+CASES = [
+    Case("json-description", "POST", PI, "description",
+         json={"amount": 2000, "currency": "usd", "description": VISA}),
+    Case("json-description-spaces-in-text", "POST", PI, "description",
+         json={"amount": 2000, "currency": "usd", "description": f"my card {spaced(VISA)} ok"}),
+    Case("json-metadata-value-dashes", "POST", PI, "metadata[note]",
+         json={"amount": 2000, "currency": "usd", "metadata": {"note": spaced(MASTERCARD, "-")}}),
+    Case("json-metadata-key", "POST", PI, "metadata[************0005]",
+         json={"amount": 2000, "currency": "usd", "metadata": {AMEX: "x"}}),
+    Case("json-nested-list", "POST", PI, "items[1][notes][1]",
+         json={"amount": 2000, "currency": "usd",
+               "items": [{"sku": "a"}, {"notes": ["fine", spaced(DISCOVER)]}]}),
+    Case("json-number", "POST", PI, "amount", json={"amount": int(VISA), "currency": "usd"}),
+    Case("json-confirm-payment-method", "POST", f"{PI}/pi_doesnotexist/confirm", "payment_method",
+         json={"payment_method": VISA}),
+    Case("json-refund-metadata", "POST", "/v1/refunds", "metadata[card]",
+         json={"payment_intent": "pi_x", "metadata": {"card": spaced(VISA_DEBIT)}}),
+    Case("json-customer-email", "POST", "/v1/customers", "email",
+         json={"email": f"{VISA}@example.com", "name": "Jo"}),
+    Case("json-customer-update-description", "POST", "/v1/customers/cus_x", "description",
+         json={"description": spaced(DECLINE, "-")}),
+    Case("query-value", "GET", f"{PI}?starting_after={VISA}", "starting_after"),
+    Case("query-value-dashes", "GET", f"/v1/customers?email={spaced(MASTERCARD, '-')}", "email"),
+    Case("query-value-plus", "GET", f"/v1/events?type=x&object_id={spaced(VISA, '+')}",
+         "object_id"),
+    Case("query-value-percent20", "GET",
+         f"/v1/refunds?payment_intent={spaced(DISCOVER, '%20')}", "payment_intent"),
+    Case("query-name", "GET", f"{PI}?{AMEX}=1", "************0005"),
+    Case("query-on-delete", "DELETE", f"/v1/customers/cus_x?note={VISA}", "note"),
+    Case("form-body", "POST", PI, "description",
+         content=f"amount=2000&currency=usd&description={VISA}".encode(),
+         content_type="application/x-www-form-urlencoded"),
+    Case("form-body-plus", "POST", PI, "description",
+         content=f"amount=2000&currency=usd&description={spaced(VISA, '+')}".encode(),
+         content_type="application/x-www-form-urlencoded"),
+    Case("form-body-percent20", "POST", PI, "description",
+         content=f"amount=2000&description={spaced(MASTERCARD, '%20')}".encode(),
+         content_type="application/x-www-form-urlencoded"),
+    Case("plain-text-body", "POST", PI, "body",
+         content=f"card: {spaced(VISA, '-')} exp 12/30".encode(), content_type="text/plain"),
+    Case("multipart-body", "POST", PI, "body",
+         form={"amount": "2000"}, files={"card": ("card.txt", VISA.encode(), "text/plain")}),
+    Case("path-segment", "GET", f"{PI}/{VISA}", None),
+    Case("path-segment-percent20", "GET", f"{PI}/{spaced(VISA, '%20')}", None),
+    Case("idempotency-key-header", "POST", PI, "Idempotency-Key",
+         json={"amount": 2000, "currency": "usd"}, headers=(("Idempotency-Key", VISA),)),
+]
+
+
+def send(api: Api, case: Case) -> httpx.Response:
+    headers = dict(case.headers)
+    if case.content_type:
+        headers["content-type"] = case.content_type
+    return api.http.request(
+        case.method, case.path, json=case.json, content=case.content, headers=headers,
+        files=case.files, data=case.form,
+    )
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_a_card_number_anywhere_in_a_request_is_refused_and_never_echoed_logged_or_stored(
+    api: Api, logs: Logs, case: Case
+) -> None:
+    before = api.counts()
+    r = send(api, case)
+
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["code"] == "card_number_not_allowed"
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == case.param
+    assert error["request_id"] == r.headers["request-id"]
+    assert not pans_in(r.text), r.text
+    # Nothing longer than a last four survives in the answer (the masked key keeps 4 digits).
+    assert not {run for run in digit_runs(r.text) if len(run) >= 13}, r.text
+    assert api.counts() == before
+
+    assert_logs_clean(logs, api)
+    access = [rec for rec in logs.records() if rec["logger"] == "uvicorn.access"]
+    assert access and access[-1]["request_id"] == r.headers["request-id"]
+    assert '" 400' in access[-1]["message"]
+    assert_clean(database_text(api.server), "paymux's database", api.key)
+
+
+def test_other_headers_are_not_checked_but_neither_stored_nor_logged(
+    api: Api, logs: Logs
+) -> None:
+    pi = api.ok("POST", PI, {"amount": 2000, "currency": "usd"},
+                headers={"X-Card-Note": VISA, "User-Agent": f"shop/1.0 ({spaced(VISA)})"})
+    assert not pans_in(json.dumps(pi))
+    assert_logs_clean(logs, api)
+    assert_clean(database_text(api.server), "paymux's database", api.key)
+
+
+# -- real flows ------------------------------------------------------------------------------
+
+
+def tokenize(api: Api, number: str, cvc: str, *, form: bool = False) -> str:
+    """The browser's part: card details to the sandbox's own endpoint (the provider)."""
+    fields = {"number": number, "exp_month": "12", "exp_year": "2099", "cvc": cvc,
+              "postal_code": "10001"}
+    url = f"{api.server.url}/sandbox/v1/tokens"
+    response = httpx.post(url, data=fields) if form else httpx.post(url, json=fields)
+    assert response.status_code == 200, response.text
+    card = response.json()["card"]
+    assert card["last4"] == number.replace(" ", "")[-4:]
+    assert "number" not in card and "cvc" not in card
+    token: str = response.json()["id"]
+    return token
+
+
+def test_payment_flows_leave_no_card_data_or_secret_in_logs_or_storage(
+    api: Api, logs: Logs
+) -> None:
+    def create(**params: Any) -> dict[str, Any]:
+        return api.ok("POST", PI, {"amount": 2000, "currency": "usd", **params},
+                      headers={"Idempotency-Key": f"order-{uuid.uuid4()}"})
+
+    # Success, with a card typed into the "hosted form" (posted to the sandbox directly).
+    token = tokenize(api, spaced(VISA), CVCS[0])
+    done = api.ok("POST", f"{PI}/{create()['id']}/confirm", {"payment_method": token})
+    assert done["status"] == "succeeded"
+
+    # A decline.
+    pi = create()
+    r = api.post(f"{PI}/{pi['id']}/confirm", {"payment_method": tokenize(api, DECLINE, "123")})
+    assert r.status_code == 402 and r.json()["error"]["code"] == "card_declined"
+
+    # 3-D Secure, approved on the challenge page; the sandbox's signed webhook moves it on.
+    pi = create(confirm=True, payment_method="pm_card_threeDSecure2Required")
+    assert pi["status"] == "requires_action"
+    httpx.post(pi["next_action"]["redirect_to_url"]["url"], data={"outcome": "complete"})
+    api.wait_for(f"{PI}/{pi['id']}", "status", "succeeded")
+
+    # Manual capture of part, then a partial refund.
+    held = create(amount=10000, capture_method="manual", confirm=True,
+                  payment_method=tokenize(api, spaced(MASTERCARD, "-"), CVCS[1], form=True))
+    assert held["status"] == "requires_capture"
+    api.ok("POST", f"{PI}/{held['id']}/capture", {"amount_to_capture": 7500})
+    refund = api.ok("POST", "/v1/refunds", {"payment_intent": held["id"], "amount": 2500},
+                    headers={"Idempotency-Key": f"refund-{held['id']}"})
+    assert refund["status"] == "succeeded"
+
+    # A customer with an attached card, charged.
+    customer = api.ok("POST", "/v1/customers", {"email": "jo@example.com", "name": "Jo"})
+    pm = api.ok("POST", f"/v1/payment_methods/{tokenize(api, AMEX, CVCS[2])}/attach",
+                {"customer": customer["id"]})
+    assert pm["card"]["last4"] == AMEX[-4:]
+    paid = create(customer=customer["id"], payment_method=pm["id"], confirm=True)
+    assert paid["status"] == "succeeded"
+
+    # A forged webhook carrying a card number: refused on its signature, not stored.
+    forged = json.dumps({"id": "evt_forged", "type": "charge.updated",
+                         "data": {"object": {"number": DISCOVER, "cvc": "123"}}})
+    r = httpx.post(f"{api.server.url}/webhooks/sandbox", content=forged,
+                   headers={"paymux-sandbox-signature": "t=1,v1=00"})
+    assert r.status_code == 400 and not pans_in(r.text)
+
+    # Let the worker finish what it queued (webhooks, events) before looking.
+    api.wait_for(f"{PI}/{held['id']}", "amount_refunded", 2500)
+    messages = " ".join(rec["message"] for rec in logs.records())
+    assert "uvicorn.access" in logs.text and "/confirm" in messages
+
+    assert_logs_clean(logs, api)
+    stored = database_text(api.server)
+    assert_clean(stored, "paymux's database", api.key, webhook_secret(api.server))
+    assert customer["id"] in stored and held["id"] in stored  # the dump really has the data
+    assert not re.search(r'(?i)"(cvc|cvv)"', stored), "a CVC field in paymux's database"
+    # The sandbox plays the provider: it may see a number, but keeps only brand and last four.
+    sandbox = sandbox_store(api.server).decode("latin-1")
+    assert_clean(sandbox, "the sandbox's store")
+    for cvc in CVCS:
+        assert f'"cvc": "{cvc}"' not in sandbox and f'"cvc":"{cvc}"' not in sandbox

@@ -1,0 +1,266 @@
+"""The README's walkthrough, run word for word against `paymux serve` started as `make run` does.
+
+`make run` ends with `.venv/bin/paymux migrate` and `.venv/bin/paymux serve` in the checkout,
+with no PAYMUX_* variables set. Here both run in a fresh temp directory (so a fresh SQLite
+file) with only PAYMUX_PORT set to a free port. The key comes from the server's own
+`export PAYMUX_KEY=...` line. The README's walkthrough bash blocks run in order in one bash
+process with `set -euo pipefail`; the only change is the one `BASE=http://127.0.0.1:8000`
+line, pointed at the test server's port. Any README edit that breaks a command fails here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import free_port
+from support.commands import fresh_env, paymux_command
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+START_MARKER = "<!-- walkthrough"
+END_MARKER = "<!-- /walkthrough -->"
+BASE_LINE = "BASE=http://127.0.0.1:8000"
+CARD_NUMBER_FORMS = ("4242424242424242", "4242 4242 4242 4242", "4242-4242-4242-4242")
+
+pytestmark = pytest.mark.slow
+
+
+def walkthrough_blocks(text: str) -> list[str]:
+    assert text.count(START_MARKER) == 1, f"README needs exactly one {START_MARKER!r} marker"
+    assert text.count(END_MARKER) == 1, f"README needs exactly one {END_MARKER!r} marker"
+    start = text.index(START_MARKER)
+    end = text.index(END_MARKER)
+    assert start < end, "the walkthrough end marker comes before its start"
+    blocks = re.findall(r"^```bash\n(.*?)^```", text[start:end], re.DOTALL | re.MULTILINE)
+    assert blocks, "no ```bash blocks between the walkthrough markers"
+    return list(blocks)
+
+
+def walkthrough_script(base: str) -> str:
+    blocks = walkthrough_blocks(README.read_text(encoding="utf-8"))
+    lines = "\n".join(blocks).splitlines()
+    assert lines.count(BASE_LINE) == 1, f"the walkthrough must set {BASE_LINE!r} exactly once"
+    body = "\n".join(f"BASE={base}" if line == BASE_LINE else line for line in lines)
+    return "set -euo pipefail\n" + body + "\n"
+
+
+@dataclass
+class Served:
+    proc: subprocess.Popen[bytes]
+    base: str
+    cwd: Path
+    stdout_path: Path
+    stderr_path: Path
+
+    @property
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(encoding="utf-8", errors="replace")
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(encoding="utf-8", errors="replace")
+
+    @property
+    def key(self) -> str:
+        found = re.search(r"^\s*export PAYMUX_KEY=(\S+)\s*$", self.stdout, re.MULTILINE)
+        assert found, f"no `export PAYMUX_KEY=...` line in the server output:\n{self.stdout}"
+        return found.group(1)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    cwd = tmp_path_factory.mktemp("make-run")
+    port = free_port()
+    env = fresh_env(PAYMUX_PORT=str(port))
+    migrate = subprocess.run(
+        [*paymux_command(), "migrate"], cwd=cwd, env=env, capture_output=True, text=True,
+        timeout=120, stdin=subprocess.DEVNULL,
+    )
+    assert migrate.returncode == 0, migrate.stdout + migrate.stderr
+    assert "database is up to date" in migrate.stdout
+    assert (cwd / "paymux.db").exists(), "paymux migrate did not create ./paymux.db"
+
+    out, err = cwd / "serve.stdout", cwd / "serve.stderr"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [*paymux_command(), "serve"], cwd=cwd, env=env, stdout=stdout, stderr=stderr,
+            stdin=subprocess.DEVNULL,
+        )
+    server = Served(proc, f"http://127.0.0.1:{port}", cwd, out, err)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"paymux serve exited with {proc.returncode}:\n"
+                            f"{server.stdout}\n{server.stderr[-4000:]}")
+            try:
+                if httpx.get(f"{server.base}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"paymux serve did not answer /health:\n{server.stdout}\n"
+                            f"{server.stderr[-4000:]}")
+            time.sleep(0.1)
+        yield server
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # Ctrl+C, as a `make run` user stops it
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+@dataclass
+class Walkthrough:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def line(self, pattern: str) -> re.Match[str]:
+        found = re.search(pattern, self.stdout, re.MULTILINE)
+        assert found, f"no line matching {pattern!r} in the walkthrough output:\n{self.stdout}"
+        return found
+
+
+@pytest.fixture(scope="module")
+def walkthrough(served: Served, tmp_path_factory: pytest.TempPathFactory) -> Walkthrough:
+    script = walkthrough_script(served.base)
+    result = subprocess.run(
+        ["bash", "-c", script], cwd=tmp_path_factory.mktemp("walkthrough"),
+        env=fresh_env(PAYMUX_KEY=served.key), capture_output=True, text=True, timeout=180,
+        stdin=subprocess.DEVNULL,
+    )
+    return Walkthrough(result.returncode, result.stdout, result.stderr)
+
+
+def test_the_walkthrough_runs_word_for_word_and_exits_0(walkthrough: Walkthrough) -> None:
+    assert walkthrough.returncode == 0, (
+        f"the README walkthrough failed ({walkthrough.returncode}):\n"
+        f"--- stdout\n{walkthrough.stdout}\n--- stderr\n{walkthrough.stderr}"
+    )
+
+
+def test_the_walkthrough_shows_each_outcome(walkthrough: Walkthrough) -> None:
+    pi = walkthrough.line(r"^created (pi_\w+)$").group(1)
+    walkthrough.line(r"(?i)^idempotent-replayed: true")
+    walkthrough.line(rf"^{pi} succeeded 2000$")
+    hold = walkthrough.line(r"^(pi_\w+) requires_capture 10000$").group(1)
+    walkthrough.line(rf"^{hold} succeeded 7500 0$")
+    walkthrough.line(r"^re_\w+ refund succeeded 2500$")
+    walkthrough.line(rf"^{hold} succeeded 7500 2500$")
+    walkthrough.line(r"^HTTP/1\.1 402 ")
+    error = json.loads(walkthrough.line(r'^\{"error": .*$').group(0))["error"]
+    assert error["type"] == "card_error"
+    assert error["code"] == "card_declined" and error["decline_code"] == "generic_decline"
+    declined = error["payment_intent"]["id"]
+    walkthrough.line(rf"^{declined} requires_payment_method card_declined$")
+    walkthrough.line(r"'code': 'card_number_not_allowed'.*'param': 'description'")
+    events = walkthrough.line(r"^\[.*'payment_intent\.succeeded'.*\]$").group(0)
+    for kind in ("payment_intent.created", "charge.refunded", "payment_intent.payment_failed"):
+        assert f"'{kind}'" in events
+
+
+def test_the_walkthrough_left_exactly_what_it_describes(
+    served: Served, walkthrough: Walkthrough
+) -> None:
+    assert walkthrough.returncode == 0
+    auth = {"authorization": f"Bearer {served.key}"}
+
+    def get(path: str, **params: object) -> dict:
+        response = httpx.get(f"{served.base}{path}", params=params, headers=auth, timeout=10)
+        assert response.status_code == 200, response.text
+        data: dict = response.json()
+        return data
+
+    paid_id = walkthrough.line(r"^created (pi_\w+)$").group(1)
+    hold_id = walkthrough.line(r"^(pi_\w+) requires_capture").group(1)
+    declined_id = walkthrough.line(r"^(pi_\w+) requires_payment_method").group(1)
+    paid = get(f"/v1/payment_intents/{paid_id}")
+    assert paid["status"] == "succeeded" and paid["amount_received"] == 2000
+    assert paid["description"] == "Order 1001"
+    hold = get(f"/v1/payment_intents/{hold_id}")
+    assert hold["capture_method"] == "manual"
+    assert (hold["status"], hold["amount_received"], hold["amount_capturable"],
+            hold["amount_refunded"]) == ("succeeded", 7500, 0, 2500)
+    refunds = get("/v1/refunds", payment_intent=hold["id"])["data"]
+    assert [(r["amount"], r["status"]) for r in refunds] == [(2500, "succeeded")]
+    declined = get(f"/v1/payment_intents/{declined_id}")
+    assert declined["last_payment_error"]["decline_code"] == "generic_decline"
+    # The replayed create and the refused card number made nothing more.
+    intents = get("/v1/payment_intents", limit=100)["data"]
+    assert sorted(pi["id"] for pi in intents) == sorted([paid["id"], hold["id"], declined["id"]])
+
+
+def test_the_server_logs_hold_no_key_and_no_card_number(
+    served: Served, walkthrough: Walkthrough
+) -> None:
+    assert walkthrough.returncode == 0
+    logs = served.stderr
+    assert "uvicorn.access" in logs, "expected JSON access log lines on stderr"
+    for line in logs.splitlines():
+        json.loads(line)  # production logging: one JSON object per line
+    assert served.key not in logs
+    assert served.key.split("_")[-1] not in logs
+    for form in CARD_NUMBER_FORMS:
+        assert form not in logs
+
+
+def test_the_server_prints_its_key_and_the_docs_url_and_serves_them(served: Served) -> None:
+    out = served.stdout
+    assert re.fullmatch(r"sk_test_[A-Za-z0-9]{20,}", served.key)
+    assert f"paymux on {served.base}" in out
+    assert "Your test API key (shown once, stored hashed)" in out
+    assert f"API docs: {served.base}/docs" in out
+    assert f"OpenAPI: {served.base}/openapi.json" in out
+    assert f"Sandbox card form: {served.base}/sandbox/elements" in out
+
+    docs = httpx.get(f"{served.base}/docs", timeout=10)
+    assert docs.status_code == 200
+    assert "swagger-ui" in docs.text.lower() and "/openapi.json" in docs.text
+    spec = httpx.get(f"{served.base}/openapi.json", timeout=10)
+    assert spec.status_code == 200
+    schema = spec.json()
+    assert schema["info"]["title"] == "paymux"
+    for path in ("/v1/payment_intents", "/v1/payment_intents/{pi_id}/confirm",
+                 "/v1/payment_intents/{pi_id}/capture", "/v1/refunds"):
+        assert path in schema["paths"]
+
+
+def test_the_readme_names_only_real_settings_test_cards_commands_and_files() -> None:
+    from paymux.cli import cli
+    from paymux.config import Settings
+    from paymux.gateways.sandbox.cards import MAGIC_TOKENS
+
+    text = README.read_text(encoding="utf-8")
+    env_names = {f"PAYMUX_{name.upper()}" for name in Settings.model_fields}
+    for variable in set(re.findall(r"`(PAYMUX_[A-Z_*]+)", text)) - {"PAYMUX_KEY"}:
+        pattern = re.compile(variable.replace("*", "[A-Z_]+"))
+        assert any(pattern.fullmatch(name) for name in env_names), f"no setting {variable}"
+
+    rows = re.findall(r"^\| `(pm_card_\w+)` \| ([\d ]+) \|", text, re.MULTILINE)
+    assert len(rows) >= 5
+    for token, number in rows:
+        assert MAGIC_TOKENS.get(token) == number.replace(" ", ""), token
+
+    commands = {c.name or (c.callback.__name__ if c.callback else "") for c in
+                cli.registered_commands} | {g.name for g in cli.registered_groups}
+    for command in re.findall(r"^\| `paymux (\w+)", text, re.MULTILINE):
+        assert command in commands, f"no `paymux {command}` command"
+
+    root = README.parent
+    for link in re.findall(r"\]\(((?:docs|src|tests|bench)/[^)#]+)\)", text):
+        assert (root / link).exists(), f"README links to missing {link}"
+    for path in re.findall(r"`((?:src|tests|bench|docs)/[\w/.]+\.(?:py|md))`", text):
+        assert (root / path).exists(), f"README names missing {path}"

@@ -1,0 +1,102 @@
+"""The gateway sandboxes from ../shared/gateway-sandboxes, started on free loopback ports.
+
+localstripe (GPL) is a separate process from its own venv under $SANDBOX_HOME (installed by
+``start-sandboxes.sh install``, which .ci/run runs); it is never imported or bundled.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+__all__ = ["LocalStripe", "find_shared", "sandbox_home"]
+
+
+def find_shared() -> Path | None:
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        candidate = parent.parent / "shared" / "gateway-sandboxes"
+        if candidate.is_dir():
+            return candidate.parent
+    return None
+
+
+def sandbox_home() -> Path:
+    return Path(os.environ.get("SANDBOX_HOME") or
+                Path(os.environ.get("TMPDIR", "/tmp")) / "gateway-sandboxes")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LocalStripe:
+    """One localstripe server on 127.0.0.1, empty at start."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def unavailable() -> str | None:
+        shared = find_shared()
+        if shared is None:
+            return "../shared/gateway-sandboxes not found"
+        python = sandbox_home() / "venv" / "bin" / "python"
+        if not python.exists():
+            return f"localstripe venv missing at {python} (run start-sandboxes.sh install)"
+        return None
+
+    def start(self) -> LocalStripe:
+        shared = find_shared()
+        assert shared is not None
+        python = sandbox_home() / "venv" / "bin" / "python"
+        launcher = shared / "gateway-sandboxes" / "localstripe_loopback.py"
+        self._log = open(sandbox_home() / f"localstripe-{self.port}.log", "wb")  # noqa: SIM115
+        self._proc = subprocess.Popen(
+            [str(python), str(launcher), "--host", "127.0.0.1", "--port", str(self.port)],
+            stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"{self.url}/v1/customers",
+                          headers={"authorization": "Bearer sk_test_probe"}, timeout=1)
+                return self
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("localstripe did not start")
+
+    def register_webhook(self, url: str, secret: str, name: str = "paymux") -> None:
+        response = httpx.post(f"{self.url}/_config/webhooks/{name}",
+                              data={"url": url, "secret": secret}, timeout=5)
+        response.raise_for_status()
+
+    def authenticate(self, pi_id: str, client_secret: str, success: bool = True) -> dict:
+        response = httpx.post(
+            f"{self.url}/v1/payment_intents/{pi_id}/_authenticate",
+            data={"client_secret": client_secret, "success": "true" if success else "false"},
+            headers={"authorization": "Bearer sk_test_paymux"}, timeout=5,
+        )
+        response.raise_for_status()
+        data: dict = response.json()
+        return data
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+            self._proc = None
+            self._log.close()
