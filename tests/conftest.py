@@ -91,7 +91,7 @@ class RunningServer:
                 new = await app.accounts.create_key()
                 return new.account_id, new.key
             finally:
-                await app.ctx.db.dispose()
+                await app.close()
 
         return asyncio.run(make())
 

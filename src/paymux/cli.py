@@ -19,6 +19,8 @@ __all__ = ["main"]
 cli = typer.Typer(help="paymux: one payments integration for every gateway.", no_args_is_help=True)
 keys_cli = typer.Typer(help="API keys.", no_args_is_help=True)
 cli.add_typer(keys_cli, name="keys")
+webhooks_cli = typer.Typer(help="The inbound webhook inbox: list, replay.", no_args_is_help=True)
+cli.add_typer(webhooks_cli, name="webhooks")
 console = Console(soft_wrap=True)
 
 
@@ -149,6 +151,58 @@ def keys_create(
     account_id, key = asyncio.run(run())
     console.print(f"account {account_id}")
     print(key)
+
+
+@webhooks_cli.command("list")
+def webhooks_list(
+    status: Annotated[str | None, typer.Option(help="received, applied, ignored or dead.")] = None,
+    gateway: Annotated[str | None, typer.Option(help="Only this gateway's events.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many rows.")] = 100,
+) -> None:
+    """List stored gateway events, newest first."""
+    from paymux.services import Paymux
+
+    async def run() -> list[dict[str, Any]]:
+        app = Paymux(get_settings())
+        try:
+            return await app.webhooks.list_page(status=status, gateway=gateway, limit=limit)
+        finally:
+            await app.close()
+
+    rows = asyncio.run(run())
+    table = Table(title=f"webhook events ({len(rows)})", title_justify="left")
+    for col in ("id", "gateway", "event_id", "type", "status", "error"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(row["id"], row["gateway"], row["event_id"], row["type"], row["status"],
+                      (row["error"] or "")[:60])
+    console.print(table)
+
+
+@webhooks_cli.command("replay")
+def webhooks_replay(
+    event_id: Annotated[str | None, typer.Argument(help="Inbox id (we_...) or event id.")] = None,
+    all_dead: Annotated[bool, typer.Option("--all-dead", help="Replay every dead event.")] = False,
+) -> None:
+    """Queue stored events to be applied again (they stay idempotent)."""
+    from paymux.services import Paymux
+
+    if not event_id and not all_dead:
+        raise typer.BadParameter("give an EVENT_ID or --all-dead")
+
+    async def run() -> list[str]:
+        app = Paymux(get_settings())
+        try:
+            return await app.webhooks.replay(event_id=event_id, all_dead=all_dead)
+        finally:
+            await app.close()
+
+    replayed = asyncio.run(run())
+    console.print(f"replayed {len(replayed)} event(s)")
+    for inbox_id in replayed:
+        print(inbox_id)
+    if event_id and not replayed:
+        raise typer.Exit(1)
 
 
 @cli.command()

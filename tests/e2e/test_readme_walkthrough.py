@@ -103,7 +103,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
                 pytest.fail(f"paymux serve exited with {proc.returncode}:\n"
                             f"{server.stdout}\n{server.stderr[-4000:]}")
             try:
-                if httpx.get(f"{server.base}/health", timeout=2).status_code == 200:
+                health = httpx.get(f"{server.base}/health", timeout=2, trust_env=False)
+                if health.status_code == 200:
                     break
             except httpx.TransportError:
                 pass
@@ -179,7 +180,8 @@ def test_the_walkthrough_left_exactly_what_it_describes(
     auth = {"authorization": f"Bearer {served.key}"}
 
     def get(path: str, **params: object) -> dict:
-        response = httpx.get(f"{served.base}{path}", params=params, headers=auth, timeout=10)
+        response = httpx.get(f"{served.base}{path}", params=params, headers=auth, timeout=10,
+                             trust_env=False)
         assert response.status_code == 200, response.text
         data: dict = response.json()
         return data
@@ -226,10 +228,10 @@ def test_the_server_prints_its_key_and_the_docs_url_and_serves_them(served: Serv
     assert f"OpenAPI: {served.base}/openapi.json" in out
     assert f"Sandbox card form: {served.base}/sandbox/elements" in out
 
-    docs = httpx.get(f"{served.base}/docs", timeout=10)
+    docs = httpx.get(f"{served.base}/docs", timeout=10, trust_env=False)
     assert docs.status_code == 200
     assert "swagger-ui" in docs.text.lower() and "/openapi.json" in docs.text
-    spec = httpx.get(f"{served.base}/openapi.json", timeout=10)
+    spec = httpx.get(f"{served.base}/openapi.json", timeout=10, trust_env=False)
     assert spec.status_code == 200
     schema = spec.json()
     assert schema["info"]["title"] == "paymux"

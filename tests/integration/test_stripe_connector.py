@@ -109,28 +109,40 @@ def gw(localstripe: LocalStripe) -> Iterator[Session]:
 @pytest.fixture
 def browser(localstripe: LocalStripe) -> stripe.StripeClient:
     """Stripe.js's part: turning a card number into a PaymentMethod at the provider."""
-    return stripe.StripeClient("sk_test_browser_part", base_addresses={"api": localstripe.url},
-                               max_network_retries=0)
+    return stripe.StripeClient(
+        "sk_test_browser_part", base_addresses={"api": localstripe.url}, max_network_retries=0
+    )
 
 
 def card(browser: stripe.StripeClient, number: str) -> str:
-    pm = browser.v1.payment_methods.create(params={
-        "type": "card",
-        "card": {"number": number, "exp_month": 12, "exp_year": 2034, "cvc": "123"},
-    })
+    pm = browser.v1.payment_methods.create(
+        params={
+            "type": "card",
+            "card": {"number": number, "exp_month": 12, "exp_year": 2034, "cvc": "123"},
+        }
+    )
     return str(pm.id)
 
 
-def request(token: str, *, amount: int = 1000, capture: bool = True, reference: str = "pi_ours_1",
-            **fields: Any) -> AuthorizeRequest:
+def request(
+    token: str,
+    *,
+    amount: int = 1000,
+    capture: bool = True,
+    reference: str = "pi_ours_1",
+    **fields: Any,
+) -> AuthorizeRequest:
     return AuthorizeRequest(Money(amount, "USD"), token, capture, reference, **fields)
 
 
 # -- payments ---------------------------------------------------------------------------------
-def test_a_payment_with_pm_card_visa_succeeds(gw: Session,
-                                              browser: stripe.StripeClient) -> None:
-    result = gw.run(gw.gateway.authorize(request("pm_card_visa", reference="pi_ours_visa"),
-                                           idempotency_key="pi_ours_visa:authorize:1"))
+def test_a_payment_with_pm_card_visa_succeeds(gw: Session, browser: stripe.StripeClient) -> None:
+    result = gw.run(
+        gw.gateway.authorize(
+            request("pm_card_visa", reference="pi_ours_visa"),
+            idempotency_key="pi_ours_visa:authorize:1",
+        )
+    )
     assert result.status is GatewayStatus.SUCCEEDED
     assert result.reference is not None and result.reference.startswith("pi_")
     assert (result.amount_authorized, result.amount_captured) == (1000, 1000)
@@ -143,9 +155,9 @@ def test_a_payment_with_pm_card_visa_succeeds(gw: Session,
 
 
 @pytest.mark.parametrize("how", ["raw number 4000000000000341", "pm_card_chargeCustomerFail"])
-def test_a_decline_at_charge_time_is_a_failed_result(gw: Session,
-                                                     browser: stripe.StripeClient,
-                                                     how: str) -> None:
+def test_a_decline_at_charge_time_is_a_failed_result(
+    gw: Session, browser: stripe.StripeClient, how: str
+) -> None:
     token = card(browser, "4000000000000341") if how.startswith("raw") else how
     result = gw.run(gw.gateway.authorize(request(token), idempotency_key=f"k-decline-{how}"))
     assert result.status is GatewayStatus.FAILED
@@ -157,8 +169,9 @@ def test_a_decline_at_charge_time_is_a_failed_result(gw: Session,
     assert result.reference is None or result.reference.startswith("pi_")
 
 
-def test_3d_secure_required_then_authenticated(gw: Session, localstripe: LocalStripe,
-                                               browser: stripe.StripeClient) -> None:
+def test_3d_secure_required_then_authenticated(
+    gw: Session, localstripe: LocalStripe, browser: stripe.StripeClient
+) -> None:
     token = card(browser, "4000002760003184")
     result = gw.run(gw.gateway.authorize(request(token), idempotency_key="k-3ds-ok"))
     assert result.status is GatewayStatus.REQUIRES_ACTION
@@ -172,8 +185,9 @@ def test_3d_secure_required_then_authenticated(gw: Session, localstripe: LocalSt
     assert after.amount_captured == 1000 and after.next_action is None
 
 
-def test_3d_secure_failed(gw: Session, localstripe: LocalStripe,
-                          browser: stripe.StripeClient) -> None:
+def test_3d_secure_failed(
+    gw: Session, localstripe: LocalStripe, browser: stripe.StripeClient
+) -> None:
     token = card(browser, "4000002760003184")
     result = gw.run(gw.gateway.authorize(request(token), idempotency_key="k-3ds-fail"))
     assert result.status is GatewayStatus.REQUIRES_ACTION and result.next_action is not None
@@ -183,31 +197,40 @@ def test_3d_secure_failed(gw: Session, localstripe: LocalStripe,
     assert after.decline is not None
     assert after.decline.gateway_code == "payment_intent_authentication_failure"
     assert card_error("stripe", after.decline.gateway_code).code == (
-        "payment_intent_authentication_failure")
+        "payment_intent_authentication_failure"
+    )
 
 
 def test_manual_capture(gw: Session) -> None:
-    held = gw.run(gw.gateway.authorize(request("pm_card_visa", capture=False),
-                                         idempotency_key="k-manual-1"))
+    held = gw.run(
+        gw.gateway.authorize(request("pm_card_visa", capture=False), idempotency_key="k-manual-1")
+    )
     assert held.status is GatewayStatus.REQUIRES_CAPTURE
     assert (held.amount_authorized, held.amount_captured) == (1000, 0)
-    captured = gw.run(gw.gateway.capture(str(held.reference), Money(1000, "USD"),
-                                           idempotency_key="k-manual-1-capture"))
+    captured = gw.run(
+        gw.gateway.capture(
+            str(held.reference), Money(1000, "USD"), idempotency_key="k-manual-1-capture"
+        )
+    )
     assert (captured.status, captured.reference) == (GatewayStatus.SUCCEEDED, held.reference)
     assert captured.amount_captured == 1000
 
 
 def test_void_of_an_authorization(gw: Session) -> None:
-    held = gw.run(gw.gateway.authorize(request("pm_card_visa", capture=False),
-                                         idempotency_key="k-void-1"))
+    held = gw.run(
+        gw.gateway.authorize(request("pm_card_visa", capture=False), idempotency_key="k-void-1")
+    )
     voided = gw.run(gw.gateway.void(str(held.reference), idempotency_key="k-void-1-void"))
     assert (voided.status, voided.reference) == (GatewayStatus.CANCELED, held.reference)
 
 
 def test_full_refund(gw: Session) -> None:
     paid = gw.run(gw.gateway.authorize(request("pm_card_visa"), idempotency_key="k-refund-full"))
-    refund = gw.run(gw.gateway.refund(str(paid.reference), Money(1000, "USD"), None,
-                                        idempotency_key="re_ours_full:refund"))
+    refund = gw.run(
+        gw.gateway.refund(
+            str(paid.reference), Money(1000, "USD"), None, idempotency_key="re_ours_full:refund"
+        )
+    )
     assert (refund.status, refund.amount) == ("succeeded", 1000)
     assert refund.reference is not None and refund.reference.startswith("re_")
     assert (refund.payment_reference, refund.our_id) == (paid.reference, "re_ours_full")
@@ -215,39 +238,53 @@ def test_full_refund(gw: Session) -> None:
 
 def test_partial_refunds(gw: Session) -> None:
     paid = gw.run(gw.gateway.authorize(request("pm_card_visa"), idempotency_key="k-refund-part"))
-    first = gw.run(gw.gateway.refund(str(paid.reference), Money(300, "USD"), None,
-                                       idempotency_key="re_ours_a:refund"))
-    second = gw.run(gw.gateway.refund(str(paid.reference), Money(700, "USD"), None,
-                                        idempotency_key="re_ours_b:refund"))
+    first = gw.run(
+        gw.gateway.refund(
+            str(paid.reference), Money(300, "USD"), None, idempotency_key="re_ours_a:refund"
+        )
+    )
+    second = gw.run(
+        gw.gateway.refund(
+            str(paid.reference), Money(700, "USD"), None, idempotency_key="re_ours_b:refund"
+        )
+    )
     assert [(r.status, r.amount, r.our_id) for r in (first, second)] == [
-        ("succeeded", 300, "re_ours_a"), ("succeeded", 700, "re_ours_b")]
+        ("succeeded", 300, "re_ours_a"),
+        ("succeeded", 700, "re_ours_b"),
+    ]
     assert first.reference != second.reference
 
 
 # -- customers and saved cards ----------------------------------------------------------------
-def test_customer_saved_card_and_an_off_session_payment(gw: Session,
-                                                         browser: stripe.StripeClient) -> None:
-    customer = gw.run(gw.gateway.create_customer("cus_ours_1", "payer@example.com",
-                                                   idempotency_key="cus_ours_1:create_customer"))
+def test_customer_saved_card_and_an_off_session_payment(
+    gw: Session, browser: stripe.StripeClient
+) -> None:
+    customer = gw.run(
+        gw.gateway.create_customer(
+            "cus_ours_1", "payer@example.com", idempotency_key="cus_ours_1:create_customer"
+        )
+    )
     assert customer.startswith("cus_")
     assert browser.v1.customers.retrieve(customer).metadata["paymux_id"] == "cus_ours_1"
     token = card(browser, "4242424242424242")
-    details = gw.run(gw.gateway.attach_payment_method(token, customer,
-                                                        idempotency_key="pm_ours_1:attach"))
+    details = gw.run(
+        gw.gateway.attach_payment_method(token, customer, idempotency_key="pm_ours_1:attach")
+    )
     assert isinstance(details, CardDetails)
     assert (details.token, details.brand, details.last4) == (token, "visa", "4242")
     assert (details.exp_month, details.exp_year) == (12, 2034)
-    result = gw.run(gw.gateway.authorize(
-        request(token, customer_token=customer, off_session=True, reference="pi_ours_mit"),
-        idempotency_key="pi_ours_mit:authorize:1",
-    ))
+    result = gw.run(
+        gw.gateway.authorize(
+            request(token, customer_token=customer, off_session=True, reference="pi_ours_mit"),
+            idempotency_key="pi_ours_mit:authorize:1",
+        )
+    )
     assert result.status is GatewayStatus.SUCCEEDED and result.amount_captured == 1000
     assert browser.v1.payment_intents.retrieve(str(result.reference)).customer == customer
     gw.run(gw.gateway.detach_payment_method(token, idempotency_key="pm_ours_1:detach"))
 
 
-def test_attaching_a_declined_card_is_a_decline(gw: Session,
-                                                browser: stripe.StripeClient) -> None:
+def test_attaching_a_declined_card_is_a_decline(gw: Session, browser: stripe.StripeClient) -> None:
     customer = gw.run(gw.gateway.create_customer("cus_ours_2", None, idempotency_key="k-cus-2"))
     token = card(browser, "4000000000000002")
     outcome = gw.run(gw.gateway.attach_payment_method(token, customer, idempotency_key="k-att"))
@@ -281,7 +318,7 @@ class Upstream:
 @contextmanager
 def serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{httpd.server_address[1]}"
@@ -303,7 +340,10 @@ def recording_proxy(upstream_url: str) -> Iterator[tuple[str, list[Recorded]]]:
             headers = {k.lower(): v for k, v in self.headers.items()}
             records.append(Recorded(self.command, self.path, headers, body.decode()))
             response = httpx.request(
-                self.command, upstream_url + self.path, content=body, timeout=10,
+                self.command,
+                upstream_url + self.path,
+                content=body,
+                timeout=10,
                 headers={k: v for k, v in headers.items() if k not in hop},
             )
             self.send_response(response.status_code)
@@ -328,19 +368,24 @@ def test_every_mutating_call_sends_its_idempotency_key_and_no_secret_or_card_dat
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="stripe")
     token = card(browser, "4242424242424242")  # the browser's part, not through the proxy
+    caplog.clear()  # ... and not paymux's log either
     with recording_proxy(localstripe.url) as (url, records), session(url, timeout=10) as proxied:
         gw = proxied.gateway
 
         async def scenario() -> None:
             customer = await gw.create_customer("cus_ours_w", None, idempotency_key="K-customer")
             await gw.attach_payment_method(token, customer, idempotency_key="K-attach")
-            paid = await gw.authorize(request(token, customer_token=customer, capture=False),
-                                      idempotency_key="K-authorize")
+            paid = await gw.authorize(
+                request(token, customer_token=customer, capture=False),
+                idempotency_key="K-authorize",
+            )
             await gw.capture(str(paid.reference), Money(1000, "USD"), idempotency_key="K-capture")
-            await gw.refund(str(paid.reference), Money(250, "USD"), None,
-                            idempotency_key="re_ours_w:refund")
-            held = await gw.authorize(request("pm_card_visa", capture=False),
-                                      idempotency_key="K-authorize-2")
+            await gw.refund(
+                str(paid.reference), Money(250, "USD"), None, idempotency_key="re_ours_w:refund"
+            )
+            held = await gw.authorize(
+                request("pm_card_visa", capture=False), idempotency_key="K-authorize-2"
+            )
             await gw.void(str(held.reference), idempotency_key="K-void")
             await gw.retrieve(str(paid.reference))
             await gw.describe_payment_method(token)
@@ -350,8 +395,16 @@ def test_every_mutating_call_sends_its_idempotency_key_and_no_secret_or_card_dat
 
     posts = [r for r in records if r.method == "POST"]
     keys = [r.headers.get("idempotency-key") for r in posts]
-    assert keys == ["K-customer", "K-attach", "K-authorize", "K-capture", "re_ours_w:refund",
-                    "K-authorize-2", "K-void", "K-detach"]
+    assert keys == [
+        "K-customer",
+        "K-attach",
+        "K-authorize",
+        "K-capture",
+        "re_ours_w:refund",
+        "K-authorize-2",
+        "K-void",
+        "K-detach",
+    ]
     for r in records:
         if r.method == "GET":
             assert "idempotency-key" not in r.headers
@@ -387,8 +440,9 @@ def fake_stripe(answer: Answer) -> Iterator[tuple[str, list[str]]]:
             seen.append(f"{self.command} {self.path}")
             if answer.delay:
                 time.sleep(answer.delay)
-            body = answer.body if isinstance(answer.body, bytes) else json.dumps(answer.body
-                                                                                 ).encode()
+            body = (
+                answer.body if isinstance(answer.body, bytes) else json.dumps(answer.body).encode()
+            )
             self.send_response(answer.status)
             headers = {"content-type": "application/json", "request-id": "req_fake123"}
             headers.update(answer.headers)
@@ -414,8 +468,9 @@ def error_body(type_: str, message: str, **fields: Any) -> dict[str, Any]:
 def authorize_against(answer: Answer, **gateway_options: Any) -> tuple[Any, list[str]]:
     with fake_stripe(answer) as (url, seen), session(url, **gateway_options) as fake:
         try:
-            outcome: Any = fake.run(fake.gateway.authorize(request("pm_card_visa"),
-                                                           idempotency_key="k-fake"))
+            outcome: Any = fake.run(
+                fake.gateway.authorize(request("pm_card_visa"), idempotency_key="k-fake")
+            )
         except Exception as exc:  # the assertion is on the exception itself
             outcome = exc
     return outcome, seen
@@ -427,8 +482,9 @@ def test_a_closed_port_is_unavailable() -> None:
         port = s.getsockname()[1]
     with session(f"http://127.0.0.1:{port}", timeout=5) as closed:
         with pytest.raises(GatewayUnavailable):
-            closed.run(closed.gateway.authorize(request("pm_card_visa"),
-                                                idempotency_key="k-closed"))
+            closed.run(
+                closed.gateway.authorize(request("pm_card_visa"), idempotency_key="k-closed")
+            )
         with pytest.raises(GatewayUnavailable):
             closed.run(closed.gateway.retrieve("pi_123"))
 
@@ -439,10 +495,13 @@ def test_a_timeout_is_unavailable() -> None:
 
 
 def test_429_is_rate_limited_with_retry_after() -> None:
-    outcome, seen = authorize_against(Answer(
-        429, error_body("invalid_request_error", "Too many requests.", code="rate_limit"),
-        {"retry-after": "7"},
-    ))
+    outcome, seen = authorize_against(
+        Answer(
+            429,
+            error_body("invalid_request_error", "Too many requests.", code="rate_limit"),
+            {"retry-after": "7"},
+        )
+    )
     assert isinstance(outcome, GatewayRateLimited)
     assert outcome.retry_after == 7
     assert outcome.request_id == "req_fake123"
@@ -450,8 +509,9 @@ def test_429_is_rate_limited_with_retry_after() -> None:
 
 
 def test_429_without_retry_after() -> None:
-    outcome, _ = authorize_against(Answer(429, error_body("invalid_request_error", "Slow down.",
-                                                          code="lock_timeout")))
+    outcome, _ = authorize_against(
+        Answer(429, error_body("invalid_request_error", "Slow down.", code="lock_timeout"))
+    )
     assert isinstance(outcome, GatewayRateLimited) and outcome.retry_after is None
 
 
@@ -461,10 +521,22 @@ def test_429_without_retry_after() -> None:
         Answer(500, error_body("api_error", "Something went wrong on Stripe's end.")),
         Answer(503, error_body("api_error", "Service unavailable.")),
         Answer(502, b"<html><body>Bad gateway</body></html>", {"content-type": "text/html"}),
-        Answer(409, error_body("invalid_request_error", "There is currently another in-progress "
-                               "request using this Stripe API key.", code="lock_timeout")),
-        Answer(409, error_body("idempotency_error", "A request with this key is in progress.",
-                               code="idempotency_key_in_use")),
+        Answer(
+            409,
+            error_body(
+                "invalid_request_error",
+                "There is currently another in-progress request using this Stripe API key.",
+                code="lock_timeout",
+            ),
+        ),
+        Answer(
+            409,
+            error_body(
+                "idempotency_error",
+                "A request with this key is in progress.",
+                code="idempotency_key_in_use",
+            ),
+        ),
     ],
     ids=["500", "503", "502-html", "409-lock", "409-idempotency-key-in-use"],
 )
@@ -477,20 +549,57 @@ def test_409_and_5xx_are_unavailable_and_not_retried_by_the_sdk(answer: Answer) 
 @pytest.mark.parametrize(
     ("answer", "code"),
     [
-        (Answer(400, error_body("invalid_request_error", "Received unknown parameter: foo",
-                                code="parameter_unknown", param="foo")), "parameter_unknown"),
-        (Answer(400, error_body("idempotency_error", "Keys for idempotent requests can only be "
-                                "used with the same parameters they were first used with.")),
-         "IdempotencyError"),
-        (Answer(401, error_body("invalid_request_error", "Invalid API Key provided: sk_test_***")),
-         "AuthenticationError"),
-        (Answer(403, error_body("invalid_request_error", "The provided key does not have access.")),
-         "PermissionError"),
-        (Answer(404, error_body("invalid_request_error", "No such PaymentMethod: 'pm_x'",
-                                code="resource_missing", param="payment_method")),
-         "resource_missing"),
-        (Answer(413, error_body("invalid_request_error", "Request entity too large.")),
-         "api_error"),
+        (
+            Answer(
+                400,
+                error_body(
+                    "invalid_request_error",
+                    "Received unknown parameter: foo",
+                    code="parameter_unknown",
+                    param="foo",
+                ),
+            ),
+            "parameter_unknown",
+        ),
+        (
+            Answer(
+                400,
+                error_body(
+                    "idempotency_error",
+                    "Keys for idempotent requests can only be "
+                    "used with the same parameters they were first used with.",
+                ),
+            ),
+            "IdempotencyError",
+        ),
+        (
+            Answer(
+                401, error_body("invalid_request_error", "Invalid API Key provided: sk_test_***")
+            ),
+            "AuthenticationError",
+        ),
+        (
+            Answer(
+                403, error_body("invalid_request_error", "The provided key does not have access.")
+            ),
+            "PermissionError",
+        ),
+        (
+            Answer(
+                404,
+                error_body(
+                    "invalid_request_error",
+                    "No such PaymentMethod: 'pm_x'",
+                    code="resource_missing",
+                    param="payment_method",
+                ),
+            ),
+            "resource_missing",
+        ),
+        (
+            Answer(413, error_body("invalid_request_error", "Request entity too large.")),
+            "api_error",
+        ),
     ],
     ids=["400", "400-idempotency", "401", "403", "404", "413"],
 )
@@ -502,12 +611,21 @@ def test_other_4xx_are_invalid_requests(answer: Answer, code: str) -> None:
 
 
 def test_a_402_card_error_keeps_stripe_s_payment_intent_id() -> None:
-    answer = Answer(402, error_body(
-        "card_error", "Your card has insufficient funds.", code="card_declined",
-        decline_code="insufficient_funds",
-        payment_intent={"id": "pi_3Real", "object": "payment_intent",
-                        "status": "requires_payment_method", "amount": 1000},
-    ))
+    answer = Answer(
+        402,
+        error_body(
+            "card_error",
+            "Your card has insufficient funds.",
+            code="card_declined",
+            decline_code="insufficient_funds",
+            payment_intent={
+                "id": "pi_3Real",
+                "object": "payment_intent",
+                "status": "requires_payment_method",
+                "amount": 1000,
+            },
+        ),
+    )
     outcome, _ = authorize_against(answer)
     assert outcome.status is GatewayStatus.FAILED
     assert outcome.reference == "pi_3Real"
@@ -516,8 +634,12 @@ def test_a_402_card_error_keeps_stripe_s_payment_intent_id() -> None:
 
 
 def test_an_unknown_payment_method_is_described_as_none() -> None:
-    answer = Answer(404, error_body("invalid_request_error", "No such PaymentMethod: 'pm_x'",
-                                    code="resource_missing"))
+    answer = Answer(
+        404,
+        error_body(
+            "invalid_request_error", "No such PaymentMethod: 'pm_x'", code="resource_missing"
+        ),
+    )
     with fake_stripe(answer) as (url, _), session(url) as fake:
         assert fake.run(fake.gateway.describe_payment_method("pm_x")) is None
 
@@ -543,17 +665,23 @@ def test_localstripe_s_signed_webhook_verifies_and_is_interpreted(
     with serve(Receiver) as url, session(localstripe.url, webhook_secrets=[whsec]) as ws:
         localstripe.register_webhook(f"{url}/webhooks/stripe", whsec, name="paymux-it")
         gw = ws.gateway
-        paid = ws.run(gw.authorize(request("pm_card_visa", reference="pi_ours_webhook"),
-                                   idempotency_key="pi_ours_webhook:authorize:1"))
+        paid = ws.run(
+            gw.authorize(
+                request("pm_card_visa", reference="pi_ours_webhook"),
+                idempotency_key="pi_ours_webhook:authorize:1",
+            )
+        )
         deadline = time.monotonic() + 15
         update: PaymentUpdate | None = None
         while update is None and time.monotonic() < deadline:
             for headers, body in list(received):
                 event = gw.verify_webhook(headers, body)
                 interpreted = gw.interpret_event(event)
-                if (event.type == "payment_intent.succeeded"
-                        and isinstance(interpreted, PaymentUpdate)
-                        and interpreted.result.reference == paid.reference):
+                if (
+                    event.type == "payment_intent.succeeded"
+                    and isinstance(interpreted, PaymentUpdate)
+                    and interpreted.result.reference == paid.reference
+                ):
                     update = interpreted
             time.sleep(0.1)
     assert update is not None, f"no payment_intent.succeeded among {len(received)} deliveries"

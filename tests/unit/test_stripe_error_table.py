@@ -85,8 +85,9 @@ def test_issuer_unavailable_declines_are_retried_later(code: str) -> None:
     assert error.retryable and error.action is Action.RETRY_LATER
 
 
-@pytest.mark.parametrize("code", ["fraudulent", "lost_card", "stolen_card", "merchant_blacklist",
-                                  "pickup_card"])
+@pytest.mark.parametrize(
+    "code", ["fraudulent", "lost_card", "stolen_card", "merchant_blacklist", "pickup_card"]
+)
 def test_fraud_related_declines_look_generic_to_the_payer(code: str) -> None:
     """Stripe's advice: tell the payer only that the card was declined."""
     message = (card_error("stripe", code).user_message or "").lower()
@@ -100,8 +101,9 @@ def test_the_stripe_rows_are_exactly_the_documented_codes() -> None:
     assert ours == documented
 
 
-@pytest.mark.parametrize("code", sorted(set(stripe_docs.DECLINE_CODES)
-                                        | set(stripe_docs.CARD_ERROR_CODES)))
+@pytest.mark.parametrize(
+    "code", sorted(set(stripe_docs.DECLINE_CODES) | set(stripe_docs.CARD_ERROR_CODES))
+)
 def test_docs_errors_md_has_a_stripe_row_for_each_code(code: str) -> None:
     row = GATEWAY_CODES[("stripe", code)]
     decline = f"`{row.decline_code}`" if row.decline_code else ""

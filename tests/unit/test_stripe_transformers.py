@@ -68,8 +68,11 @@ def payment_intent(status: str, **fields: Any) -> dict[str, Any]:
     return pi
 
 
-def card_error(code: str = "card_declined", decline_code: str | None = None,
-               message: str = "Your card was declined.") -> dict[str, Any]:
+def card_error(
+    code: str = "card_declined",
+    decline_code: str | None = None,
+    message: str = "Your card was declined.",
+) -> dict[str, Any]:
     """An ``error`` object of type card_error (also the shape of ``last_payment_error``)."""
     error: dict[str, Any] = {
         "type": "card_error",
@@ -77,8 +80,12 @@ def card_error(code: str = "card_declined", decline_code: str | None = None,
         "doc_url": f"https://stripe.com/docs/error-codes/{code}",
         "message": message,
         "param": None,
-        "payment_method": {"id": "pm_1OqQ2aLkdIwHu7ixq2a9m8Kx", "object": "payment_method",
-                           "type": "card", "card": {"brand": "visa", "last4": "0002"}},
+        "payment_method": {
+            "id": "pm_1OqQ2aLkdIwHu7ixq2a9m8Kx",
+            "object": "payment_method",
+            "type": "card",
+            "card": {"brand": "visa", "last4": "0002"},
+        },
     }
     if decline_code:
         error["decline_code"] = decline_code
@@ -106,8 +113,9 @@ def refund(status: str = "succeeded", **fields: Any) -> dict[str, Any]:
     return data
 
 
-def event(type_: str, obj: dict[str, Any], event_id: str = "evt_1OqQ2cLkdIwHu7ixrV2kX9aa"
-          ) -> InboundEvent:
+def event(
+    type_: str, obj: dict[str, Any], event_id: str = "evt_1OqQ2cLkdIwHu7ixrV2kX9aa"
+) -> InboundEvent:
     payload = {
         "id": event_id,
         "object": "event",
@@ -125,9 +133,11 @@ def event(type_: str, obj: dict[str, Any], event_id: str = "evt_1OqQ2cLkdIwHu7ix
 # -- payment_result: every PaymentIntent status ------------------------------------------------
 def test_requires_payment_method_after_a_decline_is_failed_with_the_decline_code() -> None:
     pi = payment_intent(
-        "requires_payment_method", payment_method=None,
-        last_payment_error=card_error("card_declined", "insufficient_funds",
-                                      "Your card has insufficient funds."),
+        "requires_payment_method",
+        payment_method=None,
+        last_payment_error=card_error(
+            "card_declined", "insufficient_funds", "Your card has insufficient funds."
+        ),
     )
     result = transformers.payment_result(pi)
     assert result.status is GatewayStatus.FAILED
@@ -146,15 +156,23 @@ def test_requires_payment_method_after_a_decline_is_failed_with_the_decline_code
         (card_error("incorrect_cvc", "incorrect_cvc"), "incorrect_cvc"),
         (card_error("incorrect_number"), "incorrect_number"),
         (card_error("processing_error", "processing_error"), "processing_error"),
-        (card_error("authentication_required", "authentication_required"),
-         "authentication_required"),
-        ({"type": "invalid_request_error", "code": "payment_intent_authentication_failure",
-          "message": "The provided PaymentMethod has failed authentication."},
-         "payment_intent_authentication_failure"),
+        (
+            card_error("authentication_required", "authentication_required"),
+            "authentication_required",
+        ),
+        (
+            {
+                "type": "invalid_request_error",
+                "code": "payment_intent_authentication_failure",
+                "message": "The provided PaymentMethod has failed authentication.",
+            },
+            "payment_intent_authentication_failure",
+        ),
     ],
 )
-def test_last_payment_error_codes_become_the_decline(error: dict[str, Any],
-                                                      gateway_code: str) -> None:
+def test_last_payment_error_codes_become_the_decline(
+    error: dict[str, Any], gateway_code: str
+) -> None:
     result = transformers.payment_result(
         payment_intent("requires_payment_method", last_payment_error=error)
     )
@@ -180,9 +198,13 @@ def test_requires_action_passes_next_action_through_with_the_client_secret() -> 
 
 
 def test_requires_action_with_a_redirect() -> None:
-    redirect = {"type": "redirect_to_url",
-                "redirect_to_url": {"url": "https://hooks.stripe.com/3d_secure_2/hosted?x=1",
-                                    "return_url": "https://shop.example/return"}}
+    redirect = {
+        "type": "redirect_to_url",
+        "redirect_to_url": {
+            "url": "https://hooks.stripe.com/3d_secure_2/hosted?x=1",
+            "return_url": "https://shop.example/return",
+        },
+    }
     result = transformers.payment_result(payment_intent("requires_action", next_action=redirect))
     assert result.next_action is not None
     assert result.next_action["redirect_to_url"]["url"].startswith("https://hooks.stripe.com/")
@@ -190,8 +212,12 @@ def test_requires_action_with_a_redirect() -> None:
 
 
 def test_requires_capture_reports_the_amount_capturable() -> None:
-    pi = payment_intent("requires_capture", capture_method="manual", amount_capturable=1000,
-                        latest_charge="ch_3OqQ2bLkdIwHu7ix0l6c1c2E")
+    pi = payment_intent(
+        "requires_capture",
+        capture_method="manual",
+        amount_capturable=1000,
+        latest_charge="ch_3OqQ2bLkdIwHu7ix0l6c1c2E",
+    )
     result = transformers.payment_result(pi)
     assert result.status is GatewayStatus.REQUIRES_CAPTURE
     assert (result.amount_authorized, result.amount_captured) == (1000, 0)
@@ -204,8 +230,14 @@ def test_requires_capture_of_part_of_the_amount() -> None:
 
 
 def test_succeeded_after_a_partial_capture_reports_what_was_captured() -> None:
-    pi = payment_intent("succeeded", capture_method="manual", amount=1000, amount_received=600,
-                        amount_capturable=0, latest_charge="ch_3OqQ2bLkdIwHu7ix0l6c1c2E")
+    pi = payment_intent(
+        "succeeded",
+        capture_method="manual",
+        amount=1000,
+        amount_received=600,
+        amount_capturable=0,
+        latest_charge="ch_3OqQ2bLkdIwHu7ix0l6c1c2E",
+    )
     result = transformers.payment_result(pi)
     assert result.status is GatewayStatus.SUCCEEDED
     assert result.amount_captured == 600
@@ -220,8 +252,12 @@ def test_succeeded_in_full() -> None:
 
 
 def test_canceled() -> None:
-    pi = payment_intent("canceled", canceled_at=1711000300,
-                        cancellation_reason="requested_by_customer", capture_method="manual")
+    pi = payment_intent(
+        "canceled",
+        canceled_at=1711000300,
+        cancellation_reason="requested_by_customer",
+        capture_method="manual",
+    )
     result = transformers.payment_result(pi)
     assert result.status is GatewayStatus.CANCELED
     assert (result.amount_authorized, result.amount_captured, result.decline) == (0, 0, None)
@@ -239,8 +275,15 @@ def test_requires_confirmation_is_still_in_progress() -> None:
 
 
 def test_every_documented_payment_intent_status_is_mapped() -> None:
-    documented = ["canceled", "processing", "requires_action", "requires_capture",
-                  "requires_confirmation", "requires_payment_method", "succeeded"]
+    documented = [
+        "canceled",
+        "processing",
+        "requires_action",
+        "requires_capture",
+        "requires_confirmation",
+        "requires_payment_method",
+        "succeeded",
+    ]
     for status in documented:
         assert transformers.payment_result(payment_intent(status)).reference == PI_ID
 
@@ -260,8 +303,11 @@ def test_refund_succeeded() -> None:
 
 
 def test_refund_failed_keeps_the_failure_reason() -> None:
-    data = refund("failed", failure_reason="expired_or_canceled_card",
-                  failure_balance_transaction="txn_3OqQ2bLkdIwHu7ix0fail")
+    data = refund(
+        "failed",
+        failure_reason="expired_or_canceled_card",
+        failure_balance_transaction="txn_3OqQ2bLkdIwHu7ix0fail",
+    )
     result = transformers.refund_result(data)
     assert (result.status, result.failure_reason) == ("failed", "expired_or_canceled_card")
 
@@ -275,8 +321,7 @@ def test_refund_canceled() -> None:
 
 
 def test_refund_with_an_expanded_payment_intent_and_no_metadata() -> None:
-    data = refund("succeeded", payment_intent=payment_intent("succeeded"), metadata={},
-                  reason=None)
+    data = refund("succeeded", payment_intent=payment_intent("succeeded"), metadata={}, reason=None)
     result = transformers.refund_result(data)
     assert (result.payment_reference, result.our_id, result.reason) == (PI_ID, None, None)
 
@@ -291,14 +336,16 @@ def _payment_update(type_: str, pi: dict[str, Any]) -> PaymentUpdate:
 
 
 def test_payment_intent_succeeded() -> None:
-    update = _payment_update("payment_intent.succeeded",
-                             payment_intent("succeeded", amount_received=1000))
+    update = _payment_update(
+        "payment_intent.succeeded", payment_intent("succeeded", amount_received=1000)
+    )
     assert (update.result.status, update.result.amount_captured) == (GatewayStatus.SUCCEEDED, 1000)
 
 
 def test_payment_intent_payment_failed() -> None:
-    pi = payment_intent("requires_payment_method",
-                        last_payment_error=card_error("card_declined", "lost_card"))
+    pi = payment_intent(
+        "requires_payment_method", last_payment_error=card_error("card_declined", "lost_card")
+    )
     update = _payment_update("payment_intent.payment_failed", pi)
     assert update.result.status is GatewayStatus.FAILED
     assert update.result.decline is not None
@@ -306,8 +353,13 @@ def test_payment_intent_payment_failed() -> None:
 
 
 def test_payment_intent_requires_action() -> None:
-    pi = payment_intent("requires_action", next_action={"type": "use_stripe_sdk",
-                                                        "use_stripe_sdk": {"type": "three_d_secure_redirect"}})
+    pi = payment_intent(
+        "requires_action",
+        next_action={
+            "type": "use_stripe_sdk",
+            "use_stripe_sdk": {"type": "three_d_secure_redirect"},
+        },
+    )
     update = _payment_update("payment_intent.requires_action", pi)
     assert update.result.status is GatewayStatus.REQUIRES_ACTION
     assert update.result.next_action is not None
@@ -339,16 +391,40 @@ def test_a_payment_intent_paymux_did_not_create_has_no_reference_of_ours() -> No
 
 
 def test_charge_refunded_reports_the_newest_refund() -> None:
-    older = refund("succeeded", id="re_older", amount=100, created=1711000100,
-                   metadata={"paymux_id": "re_ours_old"})
-    newer = refund("pending", id="re_newer", amount=300, created=1711000500,
-                   metadata={"paymux_id": "re_ours_new"}, payment_intent=None)
+    older = refund(
+        "succeeded",
+        id="re_older",
+        amount=100,
+        created=1711000100,
+        metadata={"paymux_id": "re_ours_old"},
+    )
+    newer = refund(
+        "pending",
+        id="re_newer",
+        amount=300,
+        created=1711000500,
+        metadata={"paymux_id": "re_ours_new"},
+        payment_intent=None,
+    )
     charge = {
-        "id": "ch_3OqQ2bLkdIwHu7ix0l6c1c2E", "object": "charge", "amount": 1000,
-        "amount_captured": 1000, "amount_refunded": 400, "captured": True, "currency": "usd",
-        "paid": True, "payment_intent": PI_ID, "refunded": False, "status": "succeeded",
-        "refunds": {"object": "list", "data": [newer, older], "has_more": False,
-                    "total_count": 2, "url": "/v1/charges/ch_3OqQ2bLkdIwHu7ix0l6c1c2E/refunds"},
+        "id": "ch_3OqQ2bLkdIwHu7ix0l6c1c2E",
+        "object": "charge",
+        "amount": 1000,
+        "amount_captured": 1000,
+        "amount_refunded": 400,
+        "captured": True,
+        "currency": "usd",
+        "paid": True,
+        "payment_intent": PI_ID,
+        "refunded": False,
+        "status": "succeeded",
+        "refunds": {
+            "object": "list",
+            "data": [newer, older],
+            "has_more": False,
+            "total_count": 2,
+            "url": "/v1/charges/ch_3OqQ2bLkdIwHu7ix0l6c1c2E/refunds",
+        },
     }
     update = transformers.interpret_event(event("charge.refunded", charge))
     assert isinstance(update, RefundUpdate)
@@ -360,13 +436,21 @@ def test_charge_refunded_reports_the_newest_refund() -> None:
 
 def test_charge_refunded_without_the_refunds_list_is_left_to_the_refund_events() -> None:
     """Since API version 2022-11-15 a Charge no longer embeds ``refunds``: refund.* carry it."""
-    charge = {"id": "ch_1", "object": "charge", "amount": 1000, "amount_refunded": 1000,
-              "payment_intent": PI_ID, "refunded": True, "status": "succeeded"}
+    charge = {
+        "id": "ch_1",
+        "object": "charge",
+        "amount": 1000,
+        "amount_refunded": 1000,
+        "payment_intent": PI_ID,
+        "refunded": True,
+        "status": "succeeded",
+    }
     assert transformers.interpret_event(event("charge.refunded", charge)) is None
 
 
-@pytest.mark.parametrize("type_", ["charge.refund.updated", "refund.created", "refund.updated",
-                                   "refund.failed"])
+@pytest.mark.parametrize(
+    "type_", ["charge.refund.updated", "refund.created", "refund.updated", "refund.failed"]
+)
 def test_refund_events(type_: str) -> None:
     status = "failed" if type_ == "refund.failed" else "succeeded"
     update = transformers.interpret_event(
@@ -379,19 +463,36 @@ def test_refund_events(type_: str) -> None:
 
 def test_charge_dispute_created_is_a_dispute_update() -> None:
     dispute = {
-        "id": "dp_1OqQ2dLkdIwHu7ixw1H1aQ2b", "object": "dispute", "amount": 1000,
-        "balance_transactions": [], "charge": "ch_3OqQ2bLkdIwHu7ix0l6c1c2E", "created": 1711000600,
-        "currency": "usd", "evidence": {}, "evidence_details": {"due_by": 1711800000,
-                                                               "has_evidence": False,
-                                                               "past_due": False,
-                                                               "submission_count": 0},
-        "is_charge_refundable": False, "livemode": False, "metadata": {},
-        "payment_intent": PI_ID, "reason": "fraudulent", "status": "needs_response",
+        "id": "dp_1OqQ2dLkdIwHu7ixw1H1aQ2b",
+        "object": "dispute",
+        "amount": 1000,
+        "balance_transactions": [],
+        "charge": "ch_3OqQ2bLkdIwHu7ix0l6c1c2E",
+        "created": 1711000600,
+        "currency": "usd",
+        "evidence": {},
+        "evidence_details": {
+            "due_by": 1711800000,
+            "has_evidence": False,
+            "past_due": False,
+            "submission_count": 0,
+        },
+        "is_charge_refundable": False,
+        "livemode": False,
+        "metadata": {},
+        "payment_intent": PI_ID,
+        "reason": "fraudulent",
+        "status": "needs_response",
     }
     update = transformers.interpret_event(event("charge.dispute.created", dispute))
-    assert update == DisputeUpdate(reference="dp_1OqQ2dLkdIwHu7ixw1H1aQ2b",
-                                   payment_reference=PI_ID, amount=1000, currency="usd",
-                                   reason="fraudulent", status="needs_response")
+    assert update == DisputeUpdate(
+        reference="dp_1OqQ2dLkdIwHu7ixw1H1aQ2b",
+        payment_reference=PI_ID,
+        amount=1000,
+        currency="usd",
+        reason="fraudulent",
+        status="needs_response",
+    )
     closed = transformers.interpret_event(
         event("charge.dispute.closed", dict(dispute, status="lost"))
     )
@@ -413,8 +514,12 @@ def test_events_we_do_not_act_on_are_none(type_: str, obj: dict[str, Any]) -> No
 
 # -- create_params ----------------------------------------------------------------------------
 def _request(**fields: Any) -> AuthorizeRequest:
-    values: dict[str, Any] = {"amount": Money(1999, "EUR"), "payment_method_token": "pm_card_visa",
-                              "capture": True, "reference": "pi_ours_1"}
+    values: dict[str, Any] = {
+        "amount": Money(1999, "EUR"),
+        "payment_method_token": "pm_card_visa",
+        "capture": True,
+        "reference": "pi_ours_1",
+    }
     values.update(fields)
     return AuthorizeRequest(**values)
 
@@ -457,8 +562,11 @@ def test_create_params_off_session_with_a_customer() -> None:
 
 def test_create_params_on_session_saving_the_card_for_later() -> None:
     params = transformers.create_params(
-        _request(customer_token="cus_PqR2", setup_future_usage="off_session",
-                 return_url="https://shop.example/return"),
+        _request(
+            customer_token="cus_PqR2",
+            setup_future_usage="off_session",
+            return_url="https://shop.example/return",
+        ),
         confirm=True,
     )
     assert params["setup_future_usage"] == "off_session"
@@ -474,7 +582,9 @@ def test_create_params_without_confirming_sends_no_payment_method() -> None:
 # -- decline_from_error -----------------------------------------------------------------------
 @pytest.mark.parametrize("code", stripe_docs.DECLINE_CODES)
 def test_decline_from_error_for_each_documented_decline_code(code: str) -> None:
-    decline = transformers.decline_from_error(card_error("card_declined", code, f"Declined: {code}"))
+    decline = transformers.decline_from_error(
+        card_error("card_declined", code, f"Declined: {code}")
+    )
     assert decline == Decline(code, f"Declined: {code}")
     assert ("stripe", decline.gateway_code) in GATEWAY_CODES
 
@@ -494,8 +604,9 @@ def test_decline_from_an_empty_error_is_generic() -> None:
 # -- webhook signatures (stripe-python's own signing helper) -----------------------------------
 WHSEC = "whsec_4eC39HqLyjWDarjtT1zdp7dc"
 WHSEC_NEW = "whsec_Bq3s9nTf1xR2aLm5Kp8uZw0y"
-BODY = json.dumps(event("payment_intent.succeeded",
-                        payment_intent("succeeded", amount_received=1000)).payload).encode()
+BODY = json.dumps(
+    event("payment_intent.succeeded", payment_intent("succeeded", amount_received=1000)).payload
+).encode()
 
 
 def gateway(secrets: list[str]) -> StripeGateway:

@@ -36,6 +36,7 @@ __all__ = [
     "GatewayStatus",
     "GatewayUnavailable",
     "InboundEvent",
+    "OpenedPayment",
     "PaymentUpdate",
     "RefundUpdate",
     "WebhookVerificationError",
@@ -88,6 +89,15 @@ class AuthorizeRequest:
     return_url: str | None = None
     statement_descriptor: str | None = None
     description: str | None = None
+    gateway_reference: str | None = None  # a payment opened earlier with ``open_payment``
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedPayment:
+    """A provider-side payment created before confirmation, for the browser to confirm."""
+
+    reference: str
+    client: dict[str, Any]  # what the provider's browser SDK needs (e.g. a client secret)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +201,10 @@ class Gateway(Protocol):
 
     def supports_currency(self, currency: str) -> bool: ...
 
+    async def aclose(self) -> None:
+        """Release connections; the gateway is not used afterwards."""
+        ...
+
     def browser_params(self, reference: str) -> dict[str, Any]:
         """What the gateway's browser component needs to tokenize a card."""
         ...
@@ -199,9 +213,19 @@ class Gateway(Protocol):
         """The card behind a token, or None if the gateway does not know the token."""
         ...
 
+    async def open_payment(
+        self, amount: Money, reference: str, capture: bool, *, idempotency_key: str
+    ) -> OpenedPayment | None:
+        """Create the provider's payment object up front when its browser SDK confirms payments
+        (Stripe.js needs a client secret); None for gateways that don't need one."""
+        ...
+
     async def authorize(
         self, request: AuthorizeRequest, *, idempotency_key: str
-    ) -> GatewayResult: ...
+    ) -> GatewayResult:
+        """Confirm a payment with a payment method: the opened one if
+        ``request.gateway_reference`` is set, else a new one."""
+        ...
 
     async def capture(
         self, reference: str, amount: Money, *, idempotency_key: str

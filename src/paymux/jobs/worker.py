@@ -74,6 +74,12 @@ class Worker:
                 await queue.complete(s, job, now_us=ctx.now_us())
             else:
                 status = await queue.fail(s, job, error, now_us=ctx.now_us())
+                if job.kind == "apply_webhook":
+                    inbox_id = str(job.payload["inbox_id"])
+                    if status == queue.DEAD:
+                        await self.app.webhooks.mark_dead(s, inbox_id, error)
+                    else:
+                        await self.app.webhooks.note_failure(s, inbox_id, error)
                 if status == queue.DEAD:
                     log.error(
                         "job %s (%s) is dead after %d attempts", job.id, job.kind, job.attempts

@@ -60,7 +60,6 @@ class Paymux:
             await self.payments.settle_attempt(attempt_id)
 
     async def close(self) -> None:
-        sandbox = self.ctx.gateways.sandbox()
-        if sandbox is not None:
-            await sandbox.drain()
+        for gateway in self.ctx.gateways.values():
+            await gateway.aclose()
         await self.ctx.db.dispose()

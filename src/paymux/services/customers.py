@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import and_, or_
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.domain.errors import PaymuxError, card_error
 from paymux.domain.ids import new_id
@@ -16,26 +17,40 @@ from paymux.services.gateway_calls import call_with_retries
 from paymux.services.views import customer_view, payment_method_view
 from paymux.storage.models import Customer, PaymentMethod
 
-__all__ = ["CustomerParams", "CustomersService", "resolve_payment_method"]
+__all__ = ["CustomerParams", "CustomersService", "find_payment_method", "resolve_payment_method"]
+
+
+async def find_payment_method(
+    s: AsyncSession, account_id: str, gateway_name: str, ref: str
+) -> PaymentMethod | None:
+    """One of ours by id (preferred), else our record of the gateway token ``ref``: one query."""
+    query = scoped(PaymentMethod, account_id).where(
+        or_(
+            PaymentMethod.id == ref,
+            and_(PaymentMethod.gateway == gateway_name, PaymentMethod.token == ref),
+        )
+    )
+    found = (await s.execute(query)).scalars().all()
+    return next((m for m in found if m.id == ref), found[0] if found else None)
 
 
 async def resolve_payment_method(
-    ctx: Context, account_id: str, gateway_name: str, ref: str, *, customer_id: str | None
+    ctx: Context,
+    account_id: str,
+    gateway_name: str,
+    ref: str,
+    *,
+    customer_id: str | None,
+    known: PaymentMethod | None = None,
 ) -> PaymentMethod:
-    """Our PaymentMethod for ``ref``: one of ours by id, or a gateway token we record now."""
-    async with ctx.db.read() as s:
-        # One query for both: ours by id (preferred), else the gateway token's record.
-        found = (
-            await s.execute(
-                scoped(PaymentMethod, account_id).where(
-                    or_(
-                        PaymentMethod.id == ref,
-                        and_(PaymentMethod.gateway == gateway_name, PaymentMethod.token == ref),
-                    )
-                )
-            )
-        ).scalars().all()
-        pm = next((m for m in found if m.id == ref), found[0] if found else None)
+    """Our PaymentMethod for ``ref``: one of ours by id, or a gateway token we record now.
+
+    ``known``: what ``find_payment_method`` already found in the caller's transaction.
+    """
+    pm = known
+    if pm is None:
+        async with ctx.db.read() as s:
+            pm = await find_payment_method(s, account_id, gateway_name, ref)
     if pm is not None:
         if pm.gateway != gateway_name:
             raise PaymuxError.of(

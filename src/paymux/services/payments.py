@@ -31,7 +31,7 @@ from paymux.gateways.base import (
 )
 from paymux.money import Money, MoneyError, max_charge_amount, min_charge_amount
 from paymux.services.context import Context, emit, get_owned, paginate, scoped
-from paymux.services.customers import resolve_payment_method
+from paymux.services.customers import find_payment_method, resolve_payment_method
 from paymux.services.gateway_calls import call_with_retries, schedule_settlement, start_attempt
 from paymux.services.views import payment_intent_view
 from paymux.storage.models import Customer, GatewayAttempt, PaymentIntent, PaymentMethod
@@ -181,7 +181,7 @@ class PaymentsService:
         if pi.status in (S.REQUIRES_PAYMENT_METHOD, S.REQUIRES_CONFIRMATION):
             gateway = self.ctx.gateways.get(pi.gateway)
             if gateway is not None:
-                extra = {"client": gateway.browser_params(pi.id)}
+                extra = {"client": {**gateway.browser_params(pi.id), **(pi.gateway_client or {})}}
         return payment_intent_view(pi, extra)
 
     # -- create / update --------------------------------------------------------------------
@@ -206,12 +206,22 @@ class PaymentsService:
                 self.ctx, account_id, gateway.name, p.payment_method, customer_id=p.customer
             )
             pm_id = pm.id
+        if p.customer:
+            async with self.ctx.db.read() as s:
+                await get_owned(s, Customer, p.customer, account_id, param="customer")
+        pi_id = new_id("pi")
+        opened = None
+        if not p.confirm:
+            # Gateways whose browser SDK confirms (Stripe.js) need their payment now.
+            opened = await call_with_retries(self.ctx.settings, lambda: gateway.open_payment(
+                money, pi_id, p.capture_method == "automatic", idempotency_key=f"{pi_id}:open"
+            ))
         now = self.ctx.now_us()
         async with self.ctx.db.write() as s:
-            if p.customer:
-                await get_owned(s, Customer, p.customer, account_id, param="customer")
             pi = PaymentIntent(
-                id=new_id("pi"),
+                id=pi_id,
+                gateway_reference=opened.reference if opened else None,
+                gateway_client=opened.client if opened else None,
                 account_id=account_id,
                 status=S.REQUIRES_CONFIRMATION if pm_id else S.REQUIRES_PAYMENT_METHOD,
                 amount=money.amount,
@@ -304,6 +314,9 @@ class PaymentsService:
             gateway = self.ctx.gateway(pi.gateway)
             customer_id = pi.customer_id
             pm_ref = payment_method or pi.payment_method_id
+            known = (
+                await find_payment_method(s, account_id, gateway.name, pm_ref) if pm_ref else None
+            )
         if not pm_ref:
             raise PaymuxError.of(
                 "parameter_missing",
@@ -311,7 +324,7 @@ class PaymentsService:
                 param="payment_method",
             )
         pm = await resolve_payment_method(
-            self.ctx, account_id, gateway.name, pm_ref, customer_id=customer_id
+            self.ctx, account_id, gateway.name, pm_ref, customer_id=customer_id, known=known
         )
         now = self.ctx.now_us()
         async with self.ctx.db.write() as s:
@@ -351,18 +364,7 @@ class PaymentsService:
                 customer_token = (
                     (customer.gateway_refs or {}).get(gateway.name) if customer else None
                 )
-            request = AuthorizeRequest(
-                amount=Money(pi.amount, pi.currency),
-                payment_method_token=pm.token,
-                capture=pi.capture_method == "automatic",
-                reference=pi.id,
-                customer_token=customer_token,
-                off_session=pi.off_session,
-                setup_future_usage=pi.setup_future_usage,
-                return_url=pi.return_url,
-                statement_descriptor=pi.statement_descriptor,
-                description=pi.description,
-            )
+            request = _authorize_request(pi, pm.token, customer_token)
             attempt = await start_attempt(
                 s,
                 account_id=account_id,
@@ -409,10 +411,15 @@ class PaymentsService:
     async def settle(self, attempt_id: str, result: GatewayResult) -> dict[str, Any]:
         """Record a call's outcome on its attempt and apply it to the intent (idempotent)."""
         async with self.ctx.db.write() as s:
-            attempt = await s.get(GatewayAttempt, attempt_id)
-            assert attempt is not None
-            pi = await s.get(PaymentIntent, attempt.object_id)
-            assert pi is not None
+            both = (
+                await s.execute(  # the attempt and its intent in one query
+                    select(GatewayAttempt, PaymentIntent)
+                    .join(PaymentIntent, PaymentIntent.id == GatewayAttempt.object_id)
+                    .where(GatewayAttempt.id == attempt_id)
+                )
+            ).one_or_none()
+            assert both is not None
+            attempt, pi = both
             if attempt.status == "pending":
                 attempt.status = "settled"
                 attempt.result = _result_json(result)
@@ -649,16 +656,7 @@ class PaymentsService:
             if pm is None:
                 await self.abandon_attempt(attempt.id, "no payment method to retry with")
                 return
-            request = AuthorizeRequest(
-                amount=Money(pi.amount, pi.currency),
-                payment_method_token=pm.token,
-                capture=pi.capture_method == "automatic",
-                reference=pi.id,
-                customer_token=attempt.request.get("customer_token"),
-                off_session=pi.off_session,
-                setup_future_usage=pi.setup_future_usage,
-                return_url=pi.return_url,
-            )
+            request = _authorize_request(pi, pm.token, attempt.request.get("customer_token"))
             result = await gateway.authorize(request, idempotency_key=key)
         elif attempt.operation == "capture":
             assert pi.gateway_reference is not None
@@ -689,6 +687,25 @@ class PaymentsService:
                 .limit(500)
             )
             return list(rows.scalars())
+
+
+def _authorize_request(
+    pi: PaymentIntent, token: str, customer_token: str | None
+) -> AuthorizeRequest:
+    """The gateway request for confirming ``pi`` (the same on first try and on recovery)."""
+    return AuthorizeRequest(
+        amount=Money(pi.amount, pi.currency),
+        payment_method_token=token,
+        capture=pi.capture_method == "automatic",
+        reference=pi.id,
+        customer_token=customer_token,
+        off_session=pi.off_session,
+        setup_future_usage=pi.setup_future_usage,
+        return_url=pi.return_url,
+        statement_descriptor=pi.statement_descriptor,
+        description=pi.description,
+        gateway_reference=pi.gateway_reference,
+    )
 
 
 _TARGETS: dict[GatewayStatus, tuple[S, str | None]] = {

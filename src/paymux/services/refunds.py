@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.domain.errors import PaymuxError
 from paymux.domain.ids import new_id
@@ -160,8 +161,7 @@ class RefundsService:
     async def apply(
         self, refund_id: str, outcome: GatewayRefund, *, attempt_id: str | None = None
     ) -> dict[str, Any]:
-        """Apply a gateway's word on a refund (sync answer, settlement or webhook). Idempotent."""
-        now = self.ctx.now_us()
+        """Apply a gateway's word on a refund (sync answer or settlement). Idempotent."""
         async with self.ctx.db.write() as s:
             refund = await s.get(Refund, refund_id)
             assert refund is not None
@@ -170,32 +170,56 @@ class RefundsService:
                 if attempt is not None and attempt.status == "pending":
                     attempt.status = "settled"
                     attempt.result = {"status": outcome.status, "reference": outcome.reference}
-                    attempt.updated_us = now
-            if outcome.reference and not refund.gateway_reference:
-                refund.gateway_reference = outcome.reference
-            pi = await s.get(PaymentIntent, refund.payment_intent_id)
-            assert pi is not None
-            old, new = RefundStatus(refund.status), RefundStatus(outcome.status)
-            if old == new:
-                return refund_view(refund)
-            if new not in REFUND_TRANSITIONS[old]:
-                return refund_view(refund)
-            if old is RefundStatus.PENDING:
-                pi.amount_refund_pending -= refund.amount
-            if new is RefundStatus.SUCCEEDED:
-                pi.amount_refunded += refund.amount
-            if old is RefundStatus.SUCCEEDED and new is RefundStatus.FAILED:
-                pi.amount_refunded -= refund.amount
-            refund.status = new
-            refund.failure_reason = outcome.failure_reason
-            refund.updated_us = now
-            pi.updated_us = now
-            await emit(s, refund.account_id, "refund.updated", refund_view(refund), now)
-            if new is RefundStatus.SUCCEEDED:
-                await emit(s, refund.account_id, "charge.refunded", payment_intent_view(pi), now)
-            if new is RefundStatus.FAILED:
-                await emit(s, refund.account_id, "refund.failed", refund_view(refund), now)
+                    attempt.updated_us = self.ctx.now_us()
+            await self.apply_in(s, refund, outcome)
             return refund_view(refund)
+
+    async def apply_in(self, s: AsyncSession, refund: Refund, outcome: GatewayRefund) -> bool:
+        """Move ``refund`` (and its intent's amounts) to the gateway's status, in the caller's
+        transaction, if that is a legal move. True if anything changed."""
+        now = self.ctx.now_us()
+        if outcome.reference and not refund.gateway_reference:
+            refund.gateway_reference = outcome.reference
+        pi = await s.get(PaymentIntent, refund.payment_intent_id, with_for_update=True)
+        assert pi is not None
+        old, new = RefundStatus(refund.status), RefundStatus(outcome.status)
+        if old == new or new not in REFUND_TRANSITIONS[old]:
+            return False
+        if old is RefundStatus.PENDING:
+            pi.amount_refund_pending -= refund.amount
+        if new is RefundStatus.SUCCEEDED:
+            pi.amount_refunded += refund.amount
+        if old is RefundStatus.SUCCEEDED and new is RefundStatus.FAILED:
+            pi.amount_refunded -= refund.amount
+        refund.status = new
+        refund.failure_reason = outcome.failure_reason
+        refund.updated_us = now
+        pi.updated_us = now
+        await emit(s, refund.account_id, "refund.updated", refund_view(refund), now)
+        if new is RefundStatus.SUCCEEDED:
+            await emit(s, refund.account_id, "charge.refunded", payment_intent_view(pi), now)
+        if new is RefundStatus.FAILED:
+            await emit(s, refund.account_id, "refund.failed", refund_view(refund), now)
+        return True
+
+    async def record_external(
+        self, s: AsyncSession, pi: PaymentIntent, outcome: GatewayRefund
+    ) -> Refund:
+        """A refund made outside paymux (e.g. in the gateway's dashboard): record it as ours."""
+        now = self.ctx.now_us()
+        reason = outcome.reason if outcome.reason in REFUND_REASONS else None
+        refund = Refund(
+            id=new_id("re"), account_id=pi.account_id, payment_intent_id=pi.id,
+            amount=outcome.amount, currency=pi.currency, reason=reason,
+            status=RefundStatus.PENDING, failure_reason=None,
+            gateway_reference=outcome.reference, metadata_={}, created_us=now, updated_us=now,
+        )
+        s.add(refund)
+        pi.amount_refund_pending += outcome.amount
+        await s.flush()
+        await emit(s, pi.account_id, "refund.created", refund_view(refund), now)
+        await self.apply_in(s, refund, outcome)
+        return refund
 
     async def settle_attempt(self, attempt: GatewayAttempt) -> None:
         async with self.ctx.db.read() as s:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from paymux.storage.models import Customer, Event, PaymentIntent, PaymentMethod, Refund
+from paymux.storage.models import Customer, Dispute, Event, PaymentIntent, PaymentMethod, Refund
 
 __all__ = [
     "customer_view",
+    "dispute_view",
     "event_view",
     "payment_intent_view",
     "payment_method_view",
@@ -117,5 +118,21 @@ def event_view(e: Event) -> dict[str, Any]:
         "type": e.type,
         "data": {"object": e.data},
         "created": _seconds(e.created_us),
+        "livemode": False,
+    }
+
+
+def dispute_view(d: Dispute) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "object": "dispute",
+        "payment_intent": d.payment_intent_id,
+        "gateway": d.gateway,
+        "gateway_reference": d.gateway_reference,
+        "amount": d.amount,
+        "currency": d.currency.lower(),
+        "reason": d.reason,
+        "status": d.status,
+        "created": _seconds(d.created_us),
         "livemode": False,
     }

@@ -117,6 +117,7 @@ class PaymentIntent(Base):
     gateway_reference: Mapped[str | None] = mapped_column(String(255), index=True)
     last_payment_error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     next_action: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    gateway_client: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     return_url: Mapped[str | None] = mapped_column(String(2048))
     risk_level: Mapped[str | None] = mapped_column(String(16))
     cancellation_reason: Mapped[str | None] = mapped_column(String(64))

@@ -5,28 +5,48 @@ inbox (unique on gateway + provider event id) and an ``apply_webhook`` job in on
 transaction. A duplicate delivery finds the row and is acknowledged without a second job.
 If the database is unavailable the exception propagates and the endpoint answers 5xx, so the
 provider delivers again: we never acknowledge an event we did not store.
+
+``apply`` (the worker's job) applies one event in ONE transaction: the change to our objects,
+the events it emits and the inbox row's ``applied`` mark commit together, so a worker killed
+at any point leaves either nothing or everything, and a re-run finds the row applied. Rows
+are locked (``FOR UPDATE`` on PostgreSQL) so two workers never interleave on one payment.
+Handlers tolerate any order: an outcome that would move an object backwards is ignored; an
+event about an object we don't have yet raises ``UnknownObjectYet`` and is retried with
+backoff, then parked as ``dead`` (never dropped) for ``replay``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.domain.ids import new_id
-from paymux.gateways.base import InboundEvent, PaymentUpdate, RefundUpdate
+from paymux.gateways.base import (
+    DisputeUpdate,
+    InboundEvent,
+    PaymentUpdate,
+    RefundUpdate,
+    WebhookVerificationError,
+)
 from paymux.jobs.queue import enqueue
-from paymux.services.context import Context
+from paymux.services.context import Context, emit
 from paymux.services.payments import PaymentsService
 from paymux.services.refunds import RefundsService
-from paymux.storage.models import GatewayAttempt, PaymentIntent, Refund, WebhookInbox
+from paymux.services.views import dispute_view
+from paymux.storage.models import Dispute, GatewayAttempt, PaymentIntent, Refund, WebhookInbox
 
 __all__ = ["InboundWebhooks", "Received", "UnknownObjectYet"]
 
 log = logging.getLogger(__name__)
+
+MAX_APPLY_ATTEMPTS = 12
 
 
 class UnknownObjectYet(Exception):
@@ -39,15 +59,35 @@ class Received:
     duplicate: bool
 
 
+def inbox_view(row: WebhookInbox) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "object": "webhook_event",
+        "gateway": row.gateway,
+        "event_id": row.event_id,
+        "type": row.type,
+        "status": row.status,
+        "error": row.error,
+        "received": row.received_us // 1_000_000,
+        "applied": None if row.applied_us is None else row.applied_us // 1_000_000,
+    }
+
+
 class InboundWebhooks:
     def __init__(self, ctx: Context, payments: PaymentsService, refunds: RefundsService) -> None:
         self.ctx = ctx
         self.payments = payments
         self.refunds = refunds
+        self.rejected: Counter[tuple[str, str]] = Counter()
 
+    # -- ingress ----------------------------------------------------------------------------
     async def receive(self, gateway_name: str, headers: dict[str, str], body: bytes) -> Received:
         gateway = self.ctx.gateway(gateway_name, param="gateway")
-        event = gateway.verify_webhook(headers, body)  # raises WebhookVerificationError
+        try:
+            event = gateway.verify_webhook(headers, body)
+        except WebhookVerificationError as exc:
+            self.rejected[(gateway_name, exc.reason)] += 1
+            raise
         now = self.ctx.now_us()
         inbox_id = new_id("we")
         try:
@@ -67,7 +107,11 @@ class InboundWebhooks:
                 )
                 await s.flush()
                 await enqueue(
-                    s, "apply_webhook", {"inbox_id": inbox_id}, now_us=now, max_attempts=12
+                    s,
+                    "apply_webhook",
+                    {"inbox_id": inbox_id},
+                    now_us=now,
+                    max_attempts=MAX_APPLY_ATTEMPTS,
                 )
         except IntegrityError:
             async with self.ctx.db.read() as s:
@@ -82,6 +126,7 @@ class InboundWebhooks:
             return Received(existing, duplicate=True)
         return Received(inbox_id, duplicate=False)
 
+    # -- applying ---------------------------------------------------------------------------
     async def apply(self, inbox_id: str) -> None:
         """Apply one stored event (job ``apply_webhook``). Idempotent and order-tolerant."""
         async with self.ctx.db.read() as s:
@@ -91,58 +136,180 @@ class InboundWebhooks:
             gateway_name, body, event_type = row.gateway, row.payload, row.type
         gateway = self.ctx.gateway(gateway_name)
         payload = json.loads(body)
-        update = gateway.interpret_event(
+        change = gateway.interpret_event(
             InboundEvent(gateway_name, str(payload.get("id")), event_type, payload)
         )
-        status = "applied"
-        if isinstance(update, PaymentUpdate):
-            await self._apply_payment(update)
-        elif isinstance(update, RefundUpdate):
-            await self._apply_refund(update)
-        else:
-            status = "ignored"
         async with self.ctx.db.write() as s:
-            row = await s.get(WebhookInbox, inbox_id)
-            assert row is not None
-            row.status = status
+            row = await s.get(WebhookInbox, inbox_id, with_for_update=True)
+            if row is None or row.status != "received":
+                return
+            if isinstance(change, PaymentUpdate):
+                await self._apply_payment(s, gateway_name, change)
+            elif isinstance(change, RefundUpdate):
+                await self._apply_refund(s, gateway_name, change)
+            elif isinstance(change, DisputeUpdate):
+                await self._apply_dispute(s, gateway_name, change)
+            row.status = "ignored" if change is None else "applied"
+            row.error = None
             row.applied_us = self.ctx.now_us()
 
-    async def _apply_payment(self, update: PaymentUpdate) -> None:
-        async with self.ctx.db.write() as s:
-            pi = await s.get(PaymentIntent, update.reference)
-            if pi is None and update.result.reference:
-                pi = (
-                    await s.execute(
-                        select(PaymentIntent).where(
-                            PaymentIntent.gateway_reference == update.result.reference
-                        )
-                    )
-                ).scalar_one_or_none()
-            if pi is None:
-                raise UnknownObjectYet(f"payment {update.reference} is not stored yet")
-            pending = (
-                (
-                    await s.execute(
-                        select(GatewayAttempt).where(
-                            GatewayAttempt.object_id == pi.id, GatewayAttempt.status == "pending"
-                        )
-                    )
-                )
-                .scalars()
-                .all()
-            )
-            for attempt in pending:
-                attempt.status = "settled"
-                attempt.updated_us = self.ctx.now_us()
-            await self.payments.apply_result(s, pi, update.result, operation="webhook")
-
-    async def _apply_refund(self, update: RefundUpdate) -> None:
-        async with self.ctx.db.read() as s:
-            refund = (
+    async def _payment_by_reference(
+        self, s: AsyncSession, gateway: str, ours: str | None, theirs: str | None
+    ) -> PaymentIntent | None:
+        if ours:
+            pi = await s.get(PaymentIntent, ours, with_for_update=True)
+            if pi is not None and pi.gateway == gateway:
+                return pi
+        if theirs:
+            found: PaymentIntent | None = (
                 await s.execute(
-                    select(Refund).where(Refund.gateway_reference == update.refund.reference)
+                    select(PaymentIntent)
+                    .where(
+                        PaymentIntent.gateway == gateway, PaymentIntent.gateway_reference == theirs
+                    )
+                    .with_for_update()
                 )
             ).scalar_one_or_none()
-        if refund is None:
-            raise UnknownObjectYet(f"refund {update.refund.reference} is not stored yet")
-        await self.refunds.apply(refund.id, update.refund)
+            return found
+        return None
+
+    async def _apply_payment(self, s: AsyncSession, gateway: str, change: PaymentUpdate) -> None:
+        pi = await self._payment_by_reference(s, gateway, change.reference, change.result.reference)
+        if pi is None:
+            raise UnknownObjectYet(
+                f"payment {change.reference or change.result.reference} is not stored yet"
+            )
+        pending = (
+            (
+                await s.execute(
+                    select(GatewayAttempt).where(
+                        GatewayAttempt.object_id == pi.id,
+                        GatewayAttempt.status == "pending",
+                        GatewayAttempt.operation == "authorize",
+                    )
+                )
+            )
+            .scalars()
+            .all()
+        )
+        moved = await self.payments.apply_result(s, pi, change.result, operation="webhook")
+        if moved:
+            for attempt in pending:  # the webhook told us the outcome the call was waiting for
+                attempt.status = "settled"
+                attempt.updated_us = self.ctx.now_us()
+
+    async def _apply_refund(self, s: AsyncSession, gateway: str, change: RefundUpdate) -> None:
+        outcome = change.refund
+        refund: Refund | None = None
+        if outcome.reference:
+            refund = (
+                await s.execute(select(Refund).where(Refund.gateway_reference == outcome.reference))
+            ).scalar_one_or_none()
+        if refund is None and outcome.our_id:
+            refund = await s.get(Refund, outcome.our_id)
+        if refund is not None:
+            await self.refunds.apply_in(s, refund, outcome)
+            return
+        pi = await self._payment_by_reference(s, gateway, None, outcome.payment_reference)
+        if pi is None:
+            raise UnknownObjectYet(
+                f"refund {outcome.reference}: payment {outcome.payment_reference} is not stored yet"
+            )
+        await self.refunds.record_external(s, pi, outcome)
+
+    async def _apply_dispute(self, s: AsyncSession, gateway: str, change: DisputeUpdate) -> None:
+        pi = await self._payment_by_reference(s, gateway, None, change.payment_reference)
+        if pi is None:
+            raise UnknownObjectYet(
+                f"dispute {change.reference}: payment {change.payment_reference} is not stored yet"
+            )
+        now = self.ctx.now_us()
+        dispute = (
+            await s.execute(
+                select(Dispute).where(
+                    Dispute.gateway == gateway, Dispute.gateway_reference == change.reference
+                )
+            )
+        ).scalar_one_or_none()
+        if dispute is None:
+            dispute = Dispute(
+                id=new_id("dp"),
+                account_id=pi.account_id,
+                payment_intent_id=pi.id,
+                gateway=gateway,
+                gateway_reference=change.reference,
+                amount=change.amount,
+                currency=(change.currency or pi.currency).upper(),
+                reason=change.reason,
+                status=change.status,
+                created_us=now,
+                updated_us=now,
+            )
+            s.add(dispute)
+            await s.flush()
+            await emit(s, pi.account_id, "charge.dispute.created", dispute_view(dispute), now)
+        elif dispute.status != change.status:
+            dispute.status = change.status
+            dispute.updated_us = now
+            await emit(s, pi.account_id, "charge.dispute.updated", dispute_view(dispute), now)
+
+    # -- operations -------------------------------------------------------------------------
+    async def mark_dead(self, s: AsyncSession, inbox_id: str, error: str) -> None:
+        await s.execute(
+            update(WebhookInbox)
+            .where(WebhookInbox.id == inbox_id)
+            .values(status="dead", error=error[:2000])
+        )
+
+    async def note_failure(self, s: AsyncSession, inbox_id: str, error: str) -> None:
+        await s.execute(
+            update(WebhookInbox).where(WebhookInbox.id == inbox_id).values(error=error[:2000])
+        )
+
+    async def list_page(
+        self, *, status: str | None = None, gateway: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        query = select(WebhookInbox)
+        if status:
+            query = query.where(WebhookInbox.status == status)
+        if gateway:
+            query = query.where(WebhookInbox.gateway == gateway)
+        async with self.ctx.db.read() as s:
+            rows = await s.execute(
+                query.order_by(WebhookInbox.received_us.desc(), WebhookInbox.id).limit(limit)
+            )
+            return [inbox_view(r) for r in rows.scalars()]
+
+    async def replay(self, *, event_id: str | None = None, all_dead: bool = False) -> list[str]:
+        """Put events back in the queue: one (by inbox id or provider event id), or all dead."""
+        now = self.ctx.now_us()
+        async with self.ctx.db.write() as s:
+            query = select(WebhookInbox)
+            if all_dead:
+                query = query.where(WebhookInbox.status == "dead")
+            elif event_id:
+                query = query.where(
+                    (WebhookInbox.id == event_id) | (WebhookInbox.event_id == event_id)
+                )
+            else:
+                return []
+            rows = list((await s.execute(query)).scalars())
+            for row in rows:
+                row.status = "received"
+                row.error = None
+                await enqueue(
+                    s,
+                    "apply_webhook",
+                    {"inbox_id": row.id},
+                    now_us=now,
+                    max_attempts=MAX_APPLY_ATTEMPTS,
+                )
+            return [row.id for row in rows]
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "rejected": [
+                {"gateway": g, "reason": r, "count": n}
+                for (g, r), n in sorted(self.rejected.items())
+            ]
+        }

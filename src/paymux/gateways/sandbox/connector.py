@@ -24,6 +24,7 @@ from paymux.gateways.base import (
     GatewayResult,
     GatewayUnavailable,
     InboundEvent,
+    OpenedPayment,
     PaymentUpdate,
     RefundUpdate,
 )
@@ -79,6 +80,9 @@ class SandboxGateway:
         refund = self.processor.settle_refund(refund_id)
         self.notify("refund.updated", refund)
 
+    async def aclose(self) -> None:
+        await self.drain()
+
     async def drain(self) -> None:
         """Wait for webhooks in flight (used on shutdown and by tests)."""
         while self._tasks:
@@ -126,6 +130,11 @@ class SandboxGateway:
     async def describe_payment_method(self, token: str) -> CardDetails | None:
         data = await self._call("describe", lambda: self.processor.describe(token) or {})
         return transformers.card_details(data) if data else None
+
+    async def open_payment(
+        self, amount: Money, reference: str, capture: bool, *, idempotency_key: str
+    ) -> OpenedPayment | None:
+        return None  # the sandbox's hosted form tokenizes; paymux confirms server-side
 
     async def authorize(self, request: AuthorizeRequest, *, idempotency_key: str) -> GatewayResult:
         body = transformers.authorize_body(request)

@@ -35,6 +35,7 @@ from paymux.gateways.base import (
     GatewayStatus,
     GatewayUnavailable,
     InboundEvent,
+    OpenedPayment,
     PaymentUpdate,
     RefundUpdate,
 )
@@ -84,6 +85,7 @@ class StripeGateway:
     ) -> None:
         base = {"api": api_base} if api_base else None
         http_client = stripe.HTTPXClient(timeout=timeout, allow_sync_methods=True)
+        self._http = http_client
         self._client = stripe.StripeClient(
             secret_key,
             base_addresses=base,  # type: ignore[arg-type]
@@ -99,6 +101,10 @@ class StripeGateway:
         """Close the HTTP connections (they belong to the event loop that opened them)."""
         await self._http.close_async()  # type: ignore[no-untyped-call]
         self._http.close()  # type: ignore[no-untyped-call]
+
+    async def aclose(self) -> None:
+        self._http.close()
+        await self._http.close_async()
 
     # -- the seam ---------------------------------------------------------------------------
     async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
@@ -145,14 +151,44 @@ class StripeGateway:
             return None
         return transformers.card_details(_as_dict(pm))
 
+    async def open_payment(
+        self, amount: Money, reference: str, capture: bool, *, idempotency_key: str
+    ) -> OpenedPayment | None:
+        params = transformers.open_params(amount, reference, capture)
+        pi = await self._call(lambda: self._client.v1.payment_intents.create_async(
+            params=params, options=self._options(idempotency_key)  # type: ignore[arg-type]
+        ))
+        return OpenedPayment(
+            reference=str(pi.id),
+            client={"client_secret": pi.client_secret, "publishable_key": self.publishable_key},
+        )
+
     async def authorize(self, request: AuthorizeRequest, *, idempotency_key: str) -> GatewayResult:
-        params = transformers.create_params(request, confirm=True)
+        reference = request.gateway_reference
         try:
-            pi = await self._call(lambda: self._client.v1.payment_intents.create_async(
-                params=params, options=self._options(idempotency_key)  # type: ignore[arg-type]
-            ))
+            if reference:
+                # Set the method on the opened PaymentIntent, then confirm it: two keyed steps
+                # (Stripe also takes payment_method on confirm; localstripe does not).
+                update, confirm = transformers.update_then_confirm_params(request)
+                await self._call(lambda: self._client.v1.payment_intents.update_async(
+                    reference, params=update,  # type: ignore[arg-type]
+                    options=self._options(f"{idempotency_key}:method"),  # type: ignore[arg-type]
+                ))
+                pi = await self._call(lambda: self._client.v1.payment_intents.confirm_async(
+                    reference, params=confirm,  # type: ignore[arg-type]
+                    options=self._options(idempotency_key),  # type: ignore[arg-type]
+                ))
+            else:
+                params = transformers.create_params(request, confirm=True)
+                pi = await self._call(lambda: self._client.v1.payment_intents.create_async(
+                    params=params, options=self._options(idempotency_key)  # type: ignore[arg-type]
+                ))
         except stripe.CardError as exc:
-            return self._card_error_result(exc)
+            result = self._card_error_result(exc)
+            if result.reference is None and reference:
+                return GatewayResult(status=result.status, reference=reference,
+                                     decline=result.decline, raw=result.raw)
+            return result
         return transformers.payment_result(_as_dict(pi))
 
     def _card_error_result(self, exc: stripe.CardError) -> GatewayResult:
@@ -165,7 +201,9 @@ class StripeGateway:
             raw={"request_id": exc.request_id},
         )
 
-    async def capture(self, reference: str, amount: Money, *, idempotency_key: str) -> GatewayResult:
+    async def capture(
+        self, reference: str, amount: Money, *, idempotency_key: str
+    ) -> GatewayResult:
         try:
             pi = await self._call(lambda: self._client.v1.payment_intents.capture_async(
                 reference, params={"amount_to_capture": amount.amount},

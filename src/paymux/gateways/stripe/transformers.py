@@ -17,6 +17,7 @@ from paymux.gateways.base import (
     PaymentUpdate,
     RefundUpdate,
 )
+from paymux.money import Money
 
 __all__ = [
     "METADATA_KEY",
@@ -25,6 +26,8 @@ __all__ = [
     "create_params",
     "decline_from_error",
     "interpret_event",
+    "open_params",
+    "update_then_confirm_params",
     "payment_result",
     "refund_result",
 ]
@@ -41,6 +44,17 @@ _STATUS = {
     "succeeded": GatewayStatus.SUCCEEDED,
     "canceled": GatewayStatus.CANCELED,
 }
+
+
+def open_params(amount: Money, reference: str, capture: bool) -> dict[str, Any]:
+    """A PaymentIntent opened at our create, for Stripe.js to confirm in the browser."""
+    return {
+        "amount": amount.amount,
+        "currency": amount.currency.lower(),
+        "capture_method": "automatic" if capture else "manual",
+        "payment_method_types": ["card"],
+        "metadata": {METADATA_KEY: reference},
+    }
 
 
 def create_params(request: AuthorizeRequest, *, confirm: bool) -> dict[str, Any]:
@@ -72,6 +86,23 @@ def confirm_params(request: AuthorizeRequest) -> dict[str, Any]:
     if request.return_url:
         params["return_url"] = request.return_url
     return params
+
+
+def update_then_confirm_params(
+    request: AuthorizeRequest,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """For an opened PaymentIntent: what to set first, and what only confirm takes."""
+    update: dict[str, Any] = {"payment_method": request.payment_method_token}
+    if request.customer_token:
+        update["customer"] = request.customer_token
+    confirm: dict[str, Any] = {}
+    if request.off_session:
+        confirm["off_session"] = True
+    elif request.setup_future_usage:
+        update["setup_future_usage"] = request.setup_future_usage
+    if request.return_url:
+        confirm["return_url"] = request.return_url
+    return update, confirm
 
 
 def _decline(error: dict[str, Any] | None) -> Decline:

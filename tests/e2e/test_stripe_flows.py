@@ -1,0 +1,167 @@
+"""Payments through paymux's API with the Stripe connector against localstripe, whose signed
+webhooks arrive at paymux's /webhooks/stripe over real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import Api, RunningServer, database_url, free_port, make_settings
+from paymux.storage.migrate import upgrade
+from support.pgcluster import PgCluster
+from support.sandboxes import LocalStripe
+
+WEBHOOK_SECRET = "whsec_" + secrets.token_hex(16)
+
+
+def _required() -> bool:
+    return os.environ.get("CI") in ("true", "1") or (
+        os.environ.get("PAYMUX_TEST_SANDBOXES") == "required"
+    )
+
+
+@pytest.fixture(scope="module")
+def localstripe() -> Iterator[LocalStripe]:
+    reason = LocalStripe.unavailable()
+    if reason:
+        if _required():
+            pytest.fail(reason)
+        pytest.skip(reason)
+    server = LocalStripe().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def stripe_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+    pg_cluster: PgCluster | None, localstripe: LocalStripe,
+) -> Iterator[RunningServer]:
+    tmp: Path = tmp_path_factory.mktemp(f"stripe-{request.param}")
+    url = database_url(request.param, tmp, pg_cluster, f"stripe_{request.param}")
+    upgrade(url)
+    port = free_port()
+    settings = make_settings(
+        url, tmp, port, stripe_secret_key="sk_test_paymux", stripe_api_base=localstripe.url,
+        stripe_publishable_key="pk_test_paymux", stripe_webhook_secrets=WEBHOOK_SECRET,
+        default_gateway="stripe",
+    )
+    localstripe.register_webhook(f"http://127.0.0.1:{port}/webhooks/stripe", WEBHOOK_SECRET,
+                                 name=f"paymux{port}")
+    running = RunningServer(settings).start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def sapi(stripe_server: RunningServer) -> Iterator[Api]:
+    client = Api(stripe_server)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def create(api: Api, **params: object) -> dict:
+    return api.ok("POST", "/v1/payment_intents",
+                  {"amount": 2000, "currency": "usd", "gateway": "stripe", **params})
+
+
+def test_create_answers_what_stripe_js_needs(sapi: Api) -> None:
+    pi = create(sapi)
+    assert pi["gateway"] == "stripe" and pi["gateway_reference"].startswith("pi_")
+    assert pi["client"]["publishable_key"] == "pk_test_paymux"
+    assert pi["client"]["client_secret"].startswith(pi["gateway_reference"] + "_secret")
+
+
+def test_a_payment_succeeds_and_stripe_s_webhook_is_applied_once(sapi: Api) -> None:
+    pi = create(sapi)
+    done = sapi.ok("POST", f"/v1/payment_intents/{pi['id']}/confirm",
+                   {"payment_method": "pm_card_visa"})
+    assert done["status"] == "succeeded" and done["amount_received"] == 2000
+    pm = sapi.ok("GET", f"/v1/payment_methods/{done['payment_method']}")
+    assert pm["card"]["last4"] == "4242" and pm["gateway"] == "stripe"
+    deadline = time.monotonic() + 10
+    rows: list = []
+    while time.monotonic() < deadline:
+        rows = sapi.server.sql(
+            "select type, status from webhook_inbox where gateway = 'stripe' and payload like :p",
+            p=f"%{pi['gateway_reference']}%")
+        if any(t == "payment_intent.succeeded" for t, _ in rows):
+            break
+        time.sleep(0.1)
+    assert ("payment_intent.succeeded", "applied") in [tuple(r) for r in rows] or (
+        "payment_intent.succeeded", "received") in [tuple(r) for r in rows]
+    time.sleep(0.5)
+    succeeded = sapi.ok("GET", "/v1/events", params={"object_id": pi["id"],
+                                                     "type": "payment_intent.succeeded"})
+    assert len(succeeded["data"]) == 1
+
+
+def test_a_decline_at_charge_time_is_a_402_with_stripe_s_code(sapi: Api) -> None:
+    pi = create(sapi)
+    r = sapi.post(f"/v1/payment_intents/{pi['id']}/confirm",
+                  {"payment_method": "pm_card_chargeCustomerFail"})
+    assert r.status_code == 402
+    error = r.json()["error"]
+    assert error["type"] == "card_error" and error["gateway"] == "stripe"
+    assert error["code"] == "card_declined"
+    after = sapi.ok("GET", f"/v1/payment_intents/{pi['id']}")
+    assert after["status"] == "requires_payment_method"
+
+
+def test_three_d_secure_is_passed_through_and_completed_by_webhook(
+    sapi: Api, localstripe: LocalStripe
+) -> None:
+    import stripe
+
+    client = stripe.StripeClient("sk_test_paymux", base_addresses={"api": localstripe.url})
+    card = client.v1.payment_methods.create(params={
+        "type": "card", "card": {"number": "4000002760003184", "exp_month": 12,
+                                 "exp_year": 2034, "cvc": "123"}})
+    pi = create(sapi)
+    challenged = sapi.ok("POST", f"/v1/payment_intents/{pi['id']}/confirm",
+                         {"payment_method": card.id})
+    assert challenged["status"] == "requires_action"
+    assert challenged["next_action"]["type"] == "use_stripe_sdk"
+    localstripe.authenticate(pi["gateway_reference"], pi["client"]["client_secret"], True)
+    done = sapi.wait_for(f"/v1/payment_intents/{pi['id']}", "status", "succeeded")
+    assert done["amount_received"] == 2000
+
+
+def test_manual_capture_then_partial_and_full_refunds(sapi: Api) -> None:
+    pi = create(sapi, capture_method="manual", amount=5000)
+    held = sapi.ok("POST", f"/v1/payment_intents/{pi['id']}/confirm",
+                   {"payment_method": "pm_card_visa"})
+    assert held["status"] == "requires_capture" and held["amount_capturable"] == 5000
+    done = sapi.ok("POST", f"/v1/payment_intents/{pi['id']}/capture")
+    assert done["status"] == "succeeded"
+    part = sapi.ok("POST", "/v1/refunds", {"payment_intent": pi["id"], "amount": 1500})
+    assert part["status"] == "succeeded" and part["gateway_reference"].startswith("re_")
+    rest = sapi.ok("POST", "/v1/refunds", {"payment_intent": pi["id"]})
+    assert rest["amount"] == 3500
+    after = sapi.wait_for(f"/v1/payment_intents/{pi['id']}", "amount_refunded", 5000)
+    assert after["amount_refunded"] == 5000
+    time.sleep(1.5)  # Stripe's refund webhooks arrive: they must not count the refunds twice
+    assert sapi.ok("GET", f"/v1/payment_intents/{pi['id']}")["amount_refunded"] == 5000
+    refunds = sapi.ok("GET", "/v1/refunds", params={"payment_intent": pi["id"]})["data"]
+    assert sorted(r["amount"] for r in refunds) == [1500, 3500]
+
+
+def test_a_saved_card_is_charged_off_session(sapi: Api) -> None:
+    customer = sapi.ok("POST", "/v1/customers", {"email": "off@example.com"})
+    saved = sapi.ok("POST", "/v1/payment_methods/pm_card_visa/attach",
+                    {"customer": customer["id"], "gateway": "stripe"})
+    pi = sapi.ok("POST", "/v1/payment_intents", {
+        "amount": 1200, "currency": "usd", "gateway": "stripe", "customer": customer["id"],
+        "payment_method": saved["id"], "confirm": True, "off_session": True})
+    assert pi["status"] == "succeeded"
