@@ -99,8 +99,10 @@ class RunningServer:
         async def run() -> list[Any]:
             db = Database(self.settings.database_url, pool_size=1)
             try:
-                async with db.read() as s:
-                    return list((await s.execute(text(statement), params)).all())
+                writes = not statement.lstrip().lower().startswith("select")
+                async with db.write() if writes else db.read() as s:
+                    result = await s.execute(text(statement), params)
+                    return list(result.all()) if result.returns_rows else []
             finally:
                 await db.dispose()
 

@@ -30,6 +30,11 @@ class Settings(BaseSettings):
     worker_poll_interval: float = 0.2
     worker_batch_size: int = 20
     maintenance_interval: float = 5.0
+    job_backoff_base: float = Field(
+        default=1.0, description="Seconds; a failed job waits up to base * 2**(attempts-1)."
+    )
+    job_backoff_cap: float = 3600.0
+    webhook_apply_max_attempts: int = 12
     log_level: str = "INFO"
     log_json: bool = True
 

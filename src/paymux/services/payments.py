@@ -352,11 +352,12 @@ class PaymentsService:
                 .values(**changes)
                 .returning(PaymentIntent)  # the updated row: no second SELECT
             )
-            pi = started.scalar_one_or_none()
-            if pi is None:
+            updated = started.scalar_one_or_none()
+            if updated is None:
                 current = await get_owned(s, PaymentIntent, pi_id, account_id)
                 check_operation("confirm", current.status)
                 raise PaymuxError.of("payment_intent_unexpected_state", status=current.status)
+            pi = updated
             count = pi.confirm_count
             customer_token = None
             if pm.customer_id:

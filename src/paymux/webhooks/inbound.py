@@ -46,7 +46,6 @@ __all__ = ["InboundWebhooks", "Received", "UnknownObjectYet"]
 
 log = logging.getLogger(__name__)
 
-MAX_APPLY_ATTEMPTS = 12
 
 
 class UnknownObjectYet(Exception):
@@ -111,7 +110,7 @@ class InboundWebhooks:
                     "apply_webhook",
                     {"inbox_id": inbox_id},
                     now_us=now,
-                    max_attempts=MAX_APPLY_ATTEMPTS,
+                    max_attempts=self.ctx.settings.webhook_apply_max_attempts,
                 )
         except IntegrityError:
             async with self.ctx.db.read() as s:
@@ -302,7 +301,7 @@ class InboundWebhooks:
                     "apply_webhook",
                     {"inbox_id": row.id},
                     now_us=now,
-                    max_attempts=MAX_APPLY_ATTEMPTS,
+                    max_attempts=self.ctx.settings.webhook_apply_max_attempts,
                 )
             return [row.id for row in rows]
 

@@ -92,7 +92,6 @@ class StripeGateway:
             max_network_retries=0,
             http_client=http_client,
         )
-        self._http = http_client
         self.publishable_key = publishable_key
         self.webhook_secrets = webhook_secrets or []
         self.webhook_tolerance = webhook_tolerance
@@ -101,10 +100,6 @@ class StripeGateway:
         """Close the HTTP connections (they belong to the event loop that opened them)."""
         await self._http.close_async()  # type: ignore[no-untyped-call]
         self._http.close()  # type: ignore[no-untyped-call]
-
-    async def aclose(self) -> None:
-        self._http.close()
-        await self._http.close_async()
 
     # -- the seam ---------------------------------------------------------------------------
     async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
