@@ -120,10 +120,20 @@ def create_bare_app(database_url: str) -> FastAPI:
                 )
                 await s.execute(
                     insert(PaymentMethod.__table__).values(
-                        id=PAYMENT_METHOD, account_id=ACCOUNT, customer_id=None, gateway=GATEWAY,
-                        token=TOKEN, type="card", card_brand="visa", card_last4="4242",
-                        card_exp_month=12, card_exp_year=2030, card_fingerprint="0" * 16,
-                        card_country="US", card_funding="credit", metadata={},
+                        id=PAYMENT_METHOD,
+                        account_id=ACCOUNT,
+                        customer_id=None,
+                        gateway=GATEWAY,
+                        token=TOKEN,
+                        type="card",
+                        card_brand="visa",
+                        card_last4="4242",
+                        card_exp_month=12,
+                        card_exp_year=2030,
+                        card_fingerprint="0" * 16,
+                        card_country="US",
+                        card_funding="credit",
+                        metadata={},
                         created_us=now_us(),
                     )
                 )
@@ -147,9 +157,16 @@ def create_bare_app(database_url: str) -> FastAPI:
             async with db.write() as s:
                 await s.execute(
                     insert(IDEM).values(
-                        account_id=ACCOUNT, key=key, method=request.method,
-                        path=request.url.path, request_hash=fingerprint, status="in_flight",
-                        response_status=None, response_body=None, locked_us=now, created_us=now,
+                        account_id=ACCOUNT,
+                        key=key,
+                        method=request.method,
+                        path=request.url.path,
+                        request_hash=fingerprint,
+                        status="in_flight",
+                        response_status=None,
+                        response_body=None,
+                        locked_us=now,
+                        created_us=now,
                     )
                 )
         body = json.dumps(await work(db))
@@ -167,24 +184,47 @@ def create_bare_app(database_url: str) -> FastAPI:
         async def work(db: Database) -> dict[str, Any]:
             now = now_us()
             row: dict[str, Any] = {
-                "id": new_id("pi"), "account_id": ACCOUNT, "status": "requires_payment_method",
-                "amount": body.amount, "currency": body.currency.upper(),
-                "amount_capturable": 0, "amount_received": 0, "amount_refunded": 0,
-                "amount_refund_pending": 0, "capture_method": "automatic", "customer_id": None,
-                "payment_method_id": None, "setup_future_usage": None, "off_session": False,
-                "gateway": GATEWAY, "gateway_reference": None, "last_payment_error": None,
-                "next_action": None, "return_url": None, "risk_level": None,
-                "cancellation_reason": None, "canceled_us": None, "authorized_us": None,
-                "description": None, "statement_descriptor": None, "metadata": {},
-                "confirm_count": 0, "created_us": now, "updated_us": now,
+                "id": new_id("pi"),
+                "account_id": ACCOUNT,
+                "status": "requires_payment_method",
+                "amount": body.amount,
+                "currency": body.currency.upper(),
+                "amount_capturable": 0,
+                "amount_received": 0,
+                "amount_refunded": 0,
+                "amount_refund_pending": 0,
+                "capture_method": "automatic",
+                "customer_id": None,
+                "payment_method_id": None,
+                "setup_future_usage": None,
+                "off_session": False,
+                "gateway": GATEWAY,
+                "gateway_reference": None,
+                "last_payment_error": None,
+                "next_action": None,
+                "return_url": None,
+                "risk_level": None,
+                "cancellation_reason": None,
+                "canceled_us": None,
+                "authorized_us": None,
+                "description": None,
+                "statement_descriptor": None,
+                "metadata": {},
+                "confirm_count": 0,
+                "created_us": now,
+                "updated_us": now,
             }
             shown = view(row)
             async with db.write() as s:
                 await s.execute(insert(PI).values(**row))
                 await s.execute(
                     insert(EV).values(
-                        id=new_id("evt"), account_id=ACCOUNT, type="payment_intent.created",
-                        object_id=row["id"], data=shown, created_us=now,
+                        id=new_id("evt"),
+                        account_id=ACCOUNT,
+                        type="payment_intent.created",
+                        object_id=row["id"],
+                        data=shown,
+                        created_us=now,
                     )
                 )
             return shown
@@ -205,12 +245,18 @@ def create_bare_app(database_url: str) -> FastAPI:
                             PI.c.status.in_(["requires_payment_method", "requires_confirmation"]),
                         )
                         .values(
-                            status="processing", payment_method_id=PAYMENT_METHOD,
-                            confirm_count=PI.c.confirm_count + 1, last_payment_error=None,
-                            next_action=None, updated_us=now,
+                            status="processing",
+                            payment_method_id=PAYMENT_METHOD,
+                            confirm_count=PI.c.confirm_count + 1,
+                            last_payment_error=None,
+                            next_action=None,
+                            updated_us=now,
                         )
                         .returning(
-                            PI.c.id, PI.c.amount, PI.c.currency, PI.c.confirm_count,
+                            PI.c.id,
+                            PI.c.amount,
+                            PI.c.currency,
+                            PI.c.confirm_count,
                             PI.c.created_us,
                         )
                     )
@@ -218,22 +264,35 @@ def create_bare_app(database_url: str) -> FastAPI:
                 attempt_id = new_id("att")
                 await s.execute(
                     insert(ATT).values(
-                        id=attempt_id, account_id=ACCOUNT, gateway=GATEWAY,
-                        operation="authorize", object_id=pi_id,
+                        id=attempt_id,
+                        account_id=ACCOUNT,
+                        gateway=GATEWAY,
+                        operation="authorize",
+                        object_id=pi_id,
                         idempotency_key=f"{pi_id}:authorize:{started.confirm_count}",
                         status="pending",
                         request={"token": body.payment_method or TOKEN, "customer_token": None},
-                        result=None, error=None, created_us=now, updated_us=now,
+                        result=None,
+                        error=None,
+                        created_us=now,
+                        updated_us=now,
                     )
                 )
             # (paymux calls the gateway here, with no transaction open)
             reference = f"ch_sbx_{new_id('x', 20)[2:]}"
             now = now_us()
             row = {
-                "id": pi_id, "amount": started.amount, "currency": started.currency,
-                "status": "succeeded", "amount_capturable": 0, "amount_received": started.amount,
-                "payment_method_id": PAYMENT_METHOD, "gateway_reference": reference,
-                "risk_level": "normal", "created_us": started.created_us, "updated_us": now,
+                "id": pi_id,
+                "amount": started.amount,
+                "currency": started.currency,
+                "status": "succeeded",
+                "amount_capturable": 0,
+                "amount_received": started.amount,
+                "payment_method_id": PAYMENT_METHOD,
+                "gateway_reference": reference,
+                "risk_level": "normal",
+                "created_us": started.created_us,
+                "updated_us": now,
             }
             shown = view(row)
             async with db.write() as s:
@@ -241,11 +300,14 @@ def create_bare_app(database_url: str) -> FastAPI:
                     update(ATT)
                     .where(ATT.c.id == attempt_id)
                     .values(
-                        status="settled", updated_us=now,
+                        status="settled",
+                        updated_us=now,
                         result={
-                            "status": "succeeded", "reference": reference,
+                            "status": "succeeded",
+                            "reference": reference,
                             "amount_authorized": started.amount,
-                            "amount_captured": started.amount, "decline": None,
+                            "amount_captured": started.amount,
+                            "decline": None,
                         },
                     )
                 )
@@ -253,15 +315,23 @@ def create_bare_app(database_url: str) -> FastAPI:
                     update(PI)
                     .where(PI.c.id == pi_id)
                     .values(
-                        status="succeeded", updated_us=now, gateway_reference=reference,
-                        risk_level="normal", next_action=None, amount_received=started.amount,
+                        status="succeeded",
+                        updated_us=now,
+                        gateway_reference=reference,
+                        risk_level="normal",
+                        next_action=None,
+                        amount_received=started.amount,
                         amount_capturable=0,
                     )
                 )
                 await s.execute(
                     insert(EV).values(
-                        id=new_id("evt"), account_id=ACCOUNT, type="payment_intent.succeeded",
-                        object_id=pi_id, data=shown, created_us=now,
+                        id=new_id("evt"),
+                        account_id=ACCOUNT,
+                        type="payment_intent.succeeded",
+                        object_id=pi_id,
+                        data=shown,
+                        created_us=now,
                     )
                 )
             return shown

@@ -34,7 +34,6 @@ import secrets
 import signal
 import socket
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -83,21 +82,27 @@ class Server:
     def start(self, timeout: float = 60) -> Server:
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
-                self.cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, cwd=self.log.parent,
+                self.cmd,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.log.parent,
             )
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} server exited ({self.proc.returncode}):\n"
-                                   f"{self.tail()}")
+                raise RuntimeError(
+                    f"{self.name} server exited ({self.proc.returncode}):\n{self.tail()}"
+                )
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.url}/health", timeout=2, trust_env=False).status_code == 200:
                     return self
             if time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"{self.name} server did not start in {timeout}s:\n"
-                                   f"{self.tail()}")
+                raise RuntimeError(
+                    f"{self.name} server did not start in {timeout}s:\n{self.tail()}"
+                )
             time.sleep(0.1)
 
     @property
@@ -142,8 +147,16 @@ def paymux_server(db_url: str, tmp: Path) -> Server:
 def bare_server(db_url: str, tmp: Path) -> Server:
     port = free_port()
     env = dict(os.environ, NO_PROXY="127.0.0.1,localhost")
-    cmd = [sys.executable, str(ROOT / "bench" / "bare_server.py"),
-           "--database-url", db_url, "--port", str(port), "--log-level", "WARNING"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "bench" / "bare_server.py"),
+        "--database-url",
+        db_url,
+        "--port",
+        str(port),
+        "--log-level",
+        "WARNING",
+    ]
     return Server("bare", cmd, env, port, tmp / "bare-server.log")
 
 
@@ -177,8 +190,15 @@ class Result:
 class Driver:
     """Runs create + confirm pairs against one server at a fixed concurrency."""
 
-    def __init__(self, server: Server, side: str, *, concurrency: int, idempotency_keys: bool,
-                 key: str | None):
+    def __init__(
+        self,
+        server: Server,
+        side: str,
+        *,
+        concurrency: int,
+        idempotency_keys: bool,
+        key: str | None,
+    ):
         self.server, self.side, self.idem = server, side, idempotency_keys
         self.concurrency = concurrency
         if side == "paymux":
@@ -189,8 +209,9 @@ class Driver:
             self.confirm_path = "/bare/payments/{id}/confirm"
         self.headers = {"authorization": f"Bearer {key}"} if key else {}
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        self.http = httpx.AsyncClient(base_url=server.url, limits=limits, timeout=30,
-                                      trust_env=False)
+        self.http = httpx.AsyncClient(
+            base_url=server.url, limits=limits, timeout=30, trust_env=False
+        )
 
     def _headers(self) -> dict[str, str]:
         if not self.idem:
@@ -198,14 +219,17 @@ class Driver:
         return {**self.headers, "idempotency-key": "bench_" + secrets.token_hex(12)}
 
     async def _pair(self) -> None:
-        created = await self.http.post(self.create_path, json={"amount": 2000, "currency": "usd"},
-                                       headers=self._headers())
+        created = await self.http.post(
+            self.create_path, json={"amount": 2000, "currency": "usd"}, headers=self._headers()
+        )
         if created.status_code != 200:
             raise RuntimeError(f"create: HTTP {created.status_code} {created.text[:300]}")
         pi_id = created.json()["id"]
-        confirmed = await self.http.post(self.confirm_path.format(id=pi_id),
-                                         json={"payment_method": "pm_card_visa"},
-                                         headers=self._headers())
+        confirmed = await self.http.post(
+            self.confirm_path.format(id=pi_id),
+            json={"payment_method": "pm_card_visa"},
+            headers=self._headers(),
+        )
         if confirmed.status_code != 200:
             raise RuntimeError(f"confirm: HTTP {confirmed.status_code} {confirmed.text[:300]}")
         status = confirmed.json().get("status")
@@ -244,8 +268,13 @@ async def drive(servers: list[Server], args: argparse.Namespace) -> list[Result]
     """Warm both servers up, then run them in alternating chunks (A B B A A B ...), so both
     see the same machine: a noisy neighbour slows both sides alike instead of one."""
     drivers = [
-        Driver(server, server.name, concurrency=args.concurrency,
-               idempotency_keys=args.idempotency_keys, key=server.env.get("PAYMUX_API_KEY"))
+        Driver(
+            server,
+            server.name,
+            concurrency=args.concurrency,
+            idempotency_keys=args.idempotency_keys,
+            key=server.env.get("PAYMUX_API_KEY"),
+        )
         for server in servers
     ]
     results = [Result(d.side) for d in drivers]
@@ -254,8 +283,9 @@ async def drive(servers: list[Server], args: argparse.Namespace) -> list[Result]
             warm = Result(d.side)
             await d.run(args.warmup, warm, time.monotonic() + args.max_seconds)
             if warm.errors:
-                raise RuntimeError(f"{d.side} warm-up failed: {warm.first_error}\n"
-                                   f"{d.server.tail()}")
+                raise RuntimeError(
+                    f"{d.side} warm-up failed: {warm.first_error}\n{d.server.tail()}"
+                )
         chunk = max(1, min(args.chunk, args.n))
         deadline = time.monotonic() + args.max_seconds * len(drivers)
         turn = 0
@@ -291,6 +321,11 @@ class BackendRun:
     version: str
     paymux: Result
     bare: Result
+    load: tuple[float, float]
+
+    @property
+    def ratio(self) -> float:
+        return self.paymux.rate / self.bare.rate if self.bare.rate else float("nan")
 
 
 def run_backend(backend: str, args: argparse.Namespace, tmp: Path, pg: Any) -> BackendRun:
@@ -305,6 +340,7 @@ def run_backend(backend: str, args: argparse.Namespace, tmp: Path, pg: Any) -> B
     for url in urls.values():
         upgrade(url)
     servers = [paymux_server(urls["paymux"], work), bare_server(urls["bare"], work)]
+    load_before = loadavg()
     try:
         for server in servers:
             server.start()
@@ -316,7 +352,7 @@ def run_backend(backend: str, args: argparse.Namespace, tmp: Path, pg: Any) -> B
         rows = asyncio.run(count_rows(urls[result.side]))
         total = result.done + args.warmup
         result.rows = {t: rows[t] / total for t in TABLES}
-    return BackendRun(backend, version, paymux, bare)
+    return BackendRun(backend, version, paymux, bare, (load_before, loadavg()))
 
 
 def pg_version(url: str) -> str:
@@ -332,24 +368,51 @@ def pg_version(url: str) -> str:
 
 
 # -- report -------------------------------------------------------------------------------
+def loadavg() -> float:
+    """The 1-minute load average (other work on the machine skews every figure)."""
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
 def report(runs: list[BackendRun], args: argparse.Namespace) -> None:
     print()
-    print(f"N={args.n} payments (create + confirm pm_card_visa), concurrency={args.concurrency}, "
-          f"warm-up={args.warmup}, idempotency keys={'on' if args.idempotency_keys else 'off'}")
-    print(f"{os.cpu_count()} CPUs, Python {platform.python_version()}; "
-          + "; ".join(run.version for run in runs))
+    print(
+        f"N={args.n} payments (create + confirm pm_card_visa), concurrency={args.concurrency}, "
+        f"warm-up={args.warmup}, idempotency keys={'on' if args.idempotency_keys else 'off'}"
+    )
+    print(
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}; "
+        + "; ".join(run.version for run in runs)
+    )
     print()
-    header = (f"{'backend':<9} {'server':<7} {'done':>5} {'err':>4} {'payments/s':>11} "
-              f"{'p50 ms':>8} {'p99 ms':>8} {'srv CPU ms/pay':>15} {'ratio':>6}")
+    header = (
+        f"{'backend':<9} {'server':<7} {'done':>5} {'err':>4} {'payments/s':>11} "
+        f"{'p50 ms':>8} {'p99 ms':>8} {'CPU ms/pay':>11} {'ratio':>6} {'load':>10}"
+    )
     print(header)
     print("-" * len(header))
     for run in runs:
         for res in (run.paymux, run.bare):
-            ratio = f"{run.paymux.rate / run.bare.rate:6.2f}" if res is run.bare and run.bare.rate else ""
-            print(f"{run.backend:<9} {res.side:<7} {res.done:>5} {res.errors:>4} {res.rate:>11.1f} "
-                  f"{res.pct(0.50):>8.1f} {res.pct(0.99):>8.1f} {res.cpu_ms:>15.2f} {ratio:>6}")
+            last = res is run.bare
+            ratio = f"{run.ratio:6.2f}" if last and run.bare.rate else ""
+            load = f"{run.load[0]:.1f}->{run.load[1]:.1f}" if last else ""
+            print(
+                f"{run.backend:<9} {res.side:<7} {res.done:>5} {res.errors:>4} {res.rate:>11.1f} "
+                f"{res.pct(0.50):>8.1f} {res.pct(0.99):>8.1f} {res.cpu_ms:>11.2f} {ratio:>6} "
+                f"{load:>10}"
+            )
     print()
-    print("ratio = paymux payments/s / bare payments/s (the aim is >= 0.5)")
+    print("ratio: paymux payments/s / bare payments/s (the aim is >= 0.5). CPU ms/pay: the server")
+    print("process's CPU per payment (all its threads; not the client, not PostgreSQL).")
+    print("load: the 1-minute load average before -> after the backend's run.")
+    for run in runs:
+        if run.paymux.cpu_ms and run.bare.cpu_ms:
+            print(
+                f"{run.backend}: bare CPU / paymux CPU per payment = "
+                f"{run.bare.cpu_ms / run.paymux.cpu_ms:.2f}"
+            )
     print("rows per payment at the end (warm-up included):")
     for run in runs:
         for res in (run.paymux, run.bare):
@@ -358,25 +421,39 @@ def report(runs: list[BackendRun], args: argparse.Namespace) -> None:
     for run in runs:
         for res in (run.paymux, run.bare):
             if res.errors:
-                print(f"ERROR {run.backend} {res.side}: {res.errors} failed, first: {res.first_error}")
-    mean = [r.paymux.rate / r.bare.rate for r in runs if r.bare.rate]
-    if mean:
-        print(f"mean ratio: {statistics.fmean(mean):.2f}")
+                print(
+                    f"ERROR {run.backend} {res.side}: {res.errors} failed, first: {res.first_error}"
+                )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="paymux payments benchmark (see module docstring)")
     parser.add_argument("--n", type=int, default=2000, help="payments per server (default 2000)")
     parser.add_argument("--concurrency", type=int, default=16, help="clients in flight (16)")
-    parser.add_argument("--backends", default="sqlite,postgres",
-                        help="comma-separated: sqlite, postgres (default both)")
-    parser.add_argument("--idempotency-keys", action=argparse.BooleanOptionalAction,
-                        default=False, help="send an Idempotency-Key with every POST")
+    parser.add_argument(
+        "--backends",
+        default="sqlite,postgres",
+        help="comma-separated: sqlite, postgres (default both)",
+    )
+    parser.add_argument(
+        "--idempotency-keys",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="send an Idempotency-Key with every POST",
+    )
     parser.add_argument("--warmup", type=int, default=200, help="unmeasured payments first (200)")
-    parser.add_argument("--chunk", type=int, default=250,
-                        help="payments per turn when alternating the two servers (250)")
-    parser.add_argument("--max-seconds", type=float, default=40.0,
-                        help="time budget per server and backend; stop early past it (40)")
+    parser.add_argument(
+        "--chunk",
+        type=int,
+        default=250,
+        help="payments per turn when alternating the two servers (250)",
+    )
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=40.0,
+        help="time budget per server and backend; stop early past it (40)",
+    )
     args = parser.parse_args(argv)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     unknown = set(backends) - {"sqlite", "postgres"}

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     gateway_max_inline_retry_after: float = 2.0
     gateway_timeout: float = 30.0
     default_gateway: str = "sandbox"
+    routes: str = Field(
+        default="", description="Gateway per currency, e.g. 'EUR=paypal,GBP=square'."
+    )
 
     sandbox_enabled: bool = True
     sandbox_latency: float = 0.0

@@ -675,7 +675,7 @@ def test_localstripe_s_signed_webhook_verifies_and_is_interpreted(
         update: PaymentUpdate | None = None
         while update is None and time.monotonic() < deadline:
             for headers, body in list(received):
-                event = gw.verify_webhook(headers, body)
+                event = gw.verify(headers, body)
                 interpreted = gw.interpret_event(event)
                 if (
                     event.type == "payment_intent.succeeded"

@@ -621,7 +621,7 @@ def stripe_header(body: bytes, secret: str, timestamp: int | None = None) -> str
 def refusal(gw: StripeGateway, body: bytes, header: str | None) -> str:
     headers = {} if header is None else {"stripe-signature": header}
     with pytest.raises(WebhookVerificationError) as info:
-        gw.verify_webhook(headers, body)
+        gw.verify(headers, body)
     return info.value.reason
 
 
@@ -633,7 +633,7 @@ def test_stripe_python_s_signing_helper_is_the_scheme_we_verify() -> None:
 
 
 def test_a_header_made_by_stripe_python_verifies() -> None:
-    event_ = gateway([WHSEC]).verify_webhook({"stripe-signature": stripe_header(BODY, WHSEC)}, BODY)
+    event_ = gateway([WHSEC]).verify({"stripe-signature": stripe_header(BODY, WHSEC)}, BODY)
     assert (event_.gateway, event_.type) == ("stripe", "payment_intent.succeeded")
     assert event_.event_id == "evt_1OqQ2cLkdIwHu7ixrV2kX9aa"
     update = gateway([WHSEC]).interpret_event(event_)
@@ -660,7 +660,7 @@ def test_an_old_timestamp_is_refused() -> None:
     with pytest.raises(stripe.SignatureVerificationError):  # as stripe-python would
         stripe.WebhookSignature.verify_header(BODY, header, WHSEC, 300)
     recent = stripe_header(BODY, WHSEC, int(time.time()) - 290)
-    assert gateway([WHSEC]).verify_webhook({"stripe-signature": recent}, BODY).type
+    assert gateway([WHSEC]).verify({"stripe-signature": recent}, BODY).type
 
 
 def test_a_missing_header_is_refused() -> None:
@@ -686,13 +686,13 @@ def test_no_secret_configured_verifies_nothing() -> None:
 def test_both_secrets_verify_during_a_rotation() -> None:
     gw = gateway([WHSEC, WHSEC_NEW])
     for secret in (WHSEC, WHSEC_NEW):
-        assert gw.verify_webhook({"stripe-signature": stripe_header(BODY, secret)}, BODY).type
+        assert gw.verify({"stripe-signature": stripe_header(BODY, secret)}, BODY).type
     # While rolling, Stripe signs with both secrets: one v1 per secret in one header.
     t = int(time.time())
     old = stripe_header(BODY, WHSEC, t)
     new_signature = stripe_header(BODY, WHSEC_NEW, t).split("v1=")[1]
     both = f"{old},v1={new_signature}"
-    assert gateway([WHSEC_NEW]).verify_webhook({"stripe-signature": both}, BODY).type
-    assert gateway([WHSEC]).verify_webhook({"stripe-signature": both}, BODY).type
+    assert gateway([WHSEC_NEW]).verify({"stripe-signature": both}, BODY).type
+    assert gateway([WHSEC]).verify({"stripe-signature": both}, BODY).type
     # after the rotation the old secret's signatures are refused
     assert refusal(gateway([WHSEC_NEW]), BODY, old) == "signature_mismatch"

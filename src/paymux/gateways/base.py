@@ -201,6 +201,10 @@ class Gateway(Protocol):
 
     def supports_currency(self, currency: str) -> bool: ...
 
+    def amount_problem(self, amount: Money) -> str | None:
+        """Why this gateway can't take ``amount`` exactly in its own units, or None."""
+        ...
+
     async def aclose(self) -> None:
         """Release connections; the gateway is not used afterwards."""
         ...
@@ -253,7 +257,10 @@ class Gateway(Protocol):
 
     async def detach_payment_method(self, token: str, *, idempotency_key: str) -> None: ...
 
-    def verify_webhook(self, headers: dict[str, str], body: bytes) -> InboundEvent: ...
+    async def verify_webhook(self, headers: dict[str, str], body: bytes) -> InboundEvent:
+        """Verify an inbound webhook on its raw bytes (headers lower-cased) before parsing it;
+        raise WebhookVerificationError with a reason code. May call the provider (PayPal)."""
+        ...
 
     def interpret_event(
         self, event: InboundEvent

@@ -189,6 +189,9 @@ def install_redaction(handler: logging.Handler) -> None:
         handler.addFilter(RedactingFilter())
 
 
+_PARAMETER_LOGGERS = ("aiosqlite", "asyncpg", "sqlalchemy.engine")
+
+
 def configure_logging(level: str = "INFO", json_output: bool = True) -> None:
     """Send all logging to stderr, redacted, as JSON lines (or text).
 
@@ -227,3 +230,7 @@ def configure_logging(level: str = "INFO", json_output: bool = True) -> None:
         for old in list(uvicorn_logger.handlers):
             uvicorn_logger.removeHandler(old)
         uvicorn_logger.propagate = True
+    # Database drivers log every statement with its parameters (emails, names) at DEBUG:
+    # keep them at INFO or above whatever the level asked for.
+    for name in _PARAMETER_LOGGERS:
+        logging.getLogger(name).setLevel(max(levels[level_name], logging.INFO))

@@ -33,6 +33,7 @@ from paymux.money import Money, MoneyError, max_charge_amount, min_charge_amount
 from paymux.services.context import Context, emit, get_owned, paginate, scoped
 from paymux.services.customers import find_payment_method, resolve_payment_method
 from paymux.services.gateway_calls import call_with_retries, schedule_settlement, start_attempt
+from paymux.services.routing import choose_gateway
 from paymux.services.views import payment_intent_view
 from paymux.storage.models import Customer, GatewayAttempt, PaymentIntent, PaymentMethod
 
@@ -187,13 +188,7 @@ class PaymentsService:
     # -- create / update --------------------------------------------------------------------
     async def create(self, account_id: str, p: CreateParams) -> dict[str, Any]:
         money = charge_amount(p.amount, p.currency)
-        gateway = self.ctx.gateway(p.gateway)
-        if not gateway.supports_currency(money.currency):
-            raise PaymuxError.of(
-                "currency_not_supported",
-                f"The {gateway.name} gateway does not support {money.currency}.",
-                param="currency",
-            )
+        gateway = choose_gateway(self.ctx, p.gateway, money)
         if p.off_session and not p.confirm:
             raise PaymuxError.of(
                 "parameter_invalid",

@@ -83,7 +83,7 @@ class InboundWebhooks:
     async def receive(self, gateway_name: str, headers: dict[str, str], body: bytes) -> Received:
         gateway = self.ctx.gateway(gateway_name, param="gateway")
         try:
-            event = gateway.verify_webhook(headers, body)
+            event = await gateway.verify_webhook(headers, body)
         except WebhookVerificationError as exc:
             self.rejected[(gateway_name, exc.reason)] += 1
             raise

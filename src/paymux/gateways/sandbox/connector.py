@@ -119,6 +119,9 @@ class SandboxGateway:
     def supports_currency(self, currency: str) -> bool:
         return True
 
+    def amount_problem(self, amount: Money) -> str | None:
+        return None
+
     def browser_params(self, reference: str) -> dict[str, Any]:
         base = self.processor.public_url
         return {
@@ -198,7 +201,11 @@ class SandboxGateway:
     async def detach_payment_method(self, token: str, *, idempotency_key: str) -> None:
         await self._call("detach", lambda: self.processor.detach(idempotency_key, token))
 
-    def verify_webhook(self, headers: dict[str, str], body: bytes) -> InboundEvent:
+    async def verify_webhook(self, headers: dict[str, str], body: bytes) -> InboundEvent:
+        return self.verify(headers, body)
+
+    def verify(self, headers: dict[str, str], body: bytes) -> InboundEvent:
+        """Verify the raw bytes (no I/O), then parse them."""
         event = verify_signature(
             body,
             headers.get("paymux-sandbox-signature"),

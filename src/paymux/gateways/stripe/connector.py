@@ -108,25 +108,31 @@ class StripeGateway:
         except stripe.CardError:
             raise
         except stripe.APIConnectionError as exc:
-            raise GatewayUnavailable(f"stripe: {type(exc).__name__}",
-                                     request_id=exc.request_id) from exc
+            raise GatewayUnavailable(
+                f"stripe: {type(exc).__name__}", request_id=exc.request_id
+            ) from exc
         except stripe.RateLimitError as exc:
-            raise GatewayRateLimited("stripe: rate limited", retry_after=_retry_after(exc),
-                                     request_id=exc.request_id) from exc
+            raise GatewayRateLimited(
+                "stripe: rate limited", retry_after=_retry_after(exc), request_id=exc.request_id
+            ) from exc
         except stripe.APIError as exc:
             status = exc.http_status or 0
             if 400 <= status < 500 and status != 409:  # e.g. 405, 413: retrying can't help
-                raise GatewayInvalidRequest(f"stripe: HTTP {status}", code="api_error",
-                                            request_id=exc.request_id) from exc
-            raise GatewayUnavailable(f"stripe: HTTP {exc.http_status}",
-                                     request_id=exc.request_id) from exc
+                raise GatewayInvalidRequest(
+                    f"stripe: HTTP {status}", code="api_error", request_id=exc.request_id
+                ) from exc
+            raise GatewayUnavailable(
+                f"stripe: HTTP {exc.http_status}", request_id=exc.request_id
+            ) from exc
         except stripe.StripeError as exc:
             if exc.http_status == 409 or (exc.http_status or 0) >= 500:
-                raise GatewayUnavailable(f"stripe: HTTP {exc.http_status}",
-                                         request_id=exc.request_id) from exc
+                raise GatewayUnavailable(
+                    f"stripe: HTTP {exc.http_status}", request_id=exc.request_id
+                ) from exc
             code = getattr(exc, "code", None) or type(exc).__name__
-            raise GatewayInvalidRequest(f"stripe: {exc.user_message or code}",
-                                        code=str(code), request_id=exc.request_id) from exc
+            raise GatewayInvalidRequest(
+                f"stripe: {exc.user_message or code}", code=str(code), request_id=exc.request_id
+            ) from exc
 
     @staticmethod
     def _options(key: str) -> dict[str, Any]:
@@ -135,6 +141,9 @@ class StripeGateway:
     # -- Gateway Protocol -------------------------------------------------------------------
     def supports_currency(self, currency: str) -> bool:
         return currency.upper() not in _UNSUPPORTED
+
+    def amount_problem(self, amount: Money) -> str | None:
+        return transformers.amount_problem(amount)
 
     def browser_params(self, reference: str) -> dict[str, Any]:
         return {"gateway": self.name, "publishable_key": self.publishable_key}
@@ -150,9 +159,12 @@ class StripeGateway:
         self, amount: Money, reference: str, capture: bool, *, idempotency_key: str
     ) -> OpenedPayment | None:
         params = transformers.open_params(amount, reference, capture)
-        pi = await self._call(lambda: self._client.v1.payment_intents.create_async(
-            params=params, options=self._options(idempotency_key)  # type: ignore[arg-type]
-        ))
+        pi = await self._call(
+            lambda: self._client.v1.payment_intents.create_async(
+                params=params,  # type: ignore[arg-type]
+                options=self._options(idempotency_key),  # type: ignore[arg-type]
+            )
+        )
         return OpenedPayment(
             reference=str(pi.id),
             client={"client_secret": pi.client_secret, "publishable_key": self.publishable_key},
@@ -165,24 +177,37 @@ class StripeGateway:
                 # Set the method on the opened PaymentIntent, then confirm it: two keyed steps
                 # (Stripe also takes payment_method on confirm; localstripe does not).
                 update, confirm = transformers.update_then_confirm_params(request)
-                await self._call(lambda: self._client.v1.payment_intents.update_async(
-                    reference, params=update,  # type: ignore[arg-type]
-                    options=self._options(f"{idempotency_key}:method"),  # type: ignore[arg-type]
-                ))
-                pi = await self._call(lambda: self._client.v1.payment_intents.confirm_async(
-                    reference, params=confirm,  # type: ignore[arg-type]
-                    options=self._options(idempotency_key),  # type: ignore[arg-type]
-                ))
+                await self._call(
+                    lambda: self._client.v1.payment_intents.update_async(
+                        reference,
+                        params=update,  # type: ignore[arg-type]
+                        options=self._options(f"{idempotency_key}:method"),  # type: ignore[arg-type]
+                    )
+                )
+                pi = await self._call(
+                    lambda: self._client.v1.payment_intents.confirm_async(
+                        reference,
+                        params=confirm,  # type: ignore[arg-type]
+                        options=self._options(idempotency_key),  # type: ignore[arg-type]
+                    )
+                )
             else:
                 params = transformers.create_params(request, confirm=True)
-                pi = await self._call(lambda: self._client.v1.payment_intents.create_async(
-                    params=params, options=self._options(idempotency_key)  # type: ignore[arg-type]
-                ))
+                pi = await self._call(
+                    lambda: self._client.v1.payment_intents.create_async(
+                        params=params,  # type: ignore[arg-type]
+                        options=self._options(idempotency_key),  # type: ignore[arg-type]
+                    )
+                )
         except stripe.CardError as exc:
             result = self._card_error_result(exc)
             if result.reference is None and reference:
-                return GatewayResult(status=result.status, reference=reference,
-                                     decline=result.decline, raw=result.raw)
+                return GatewayResult(
+                    status=result.status,
+                    reference=reference,
+                    decline=result.decline,
+                    raw=result.raw,
+                )
             return result
         return transformers.payment_result(_as_dict(pi))
 
@@ -200,31 +225,42 @@ class StripeGateway:
         self, reference: str, amount: Money, *, idempotency_key: str
     ) -> GatewayResult:
         try:
-            pi = await self._call(lambda: self._client.v1.payment_intents.capture_async(
-                reference, params={"amount_to_capture": amount.amount},
-                options=self._options(idempotency_key),  # type: ignore[arg-type]
-            ))
+            pi = await self._call(
+                lambda: self._client.v1.payment_intents.capture_async(
+                    reference,
+                    params={"amount_to_capture": transformers.to_stripe(amount)},
+                    options=self._options(idempotency_key),  # type: ignore[arg-type]
+                )
+            )
         except stripe.CardError as exc:
             return self._card_error_result(exc)
         return transformers.payment_result(_as_dict(pi))
 
     async def void(self, reference: str, *, idempotency_key: str) -> GatewayResult:
-        pi = await self._call(lambda: self._client.v1.payment_intents.cancel_async(
-            reference, options=self._options(idempotency_key)  # type: ignore[arg-type]
-        ))
+        pi = await self._call(
+            lambda: self._client.v1.payment_intents.cancel_async(
+                reference,
+                options=self._options(idempotency_key),  # type: ignore[arg-type]
+            )
+        )
         return transformers.payment_result(_as_dict(pi))
 
     async def refund(
         self, reference: str, amount: Money, reason: str | None, *, idempotency_key: str
     ) -> GatewayRefund:
-        params: dict[str, Any] = {"payment_intent": reference, "amount": amount.amount,
-                                  "metadata": {transformers.METADATA_KEY:
-                                               idempotency_key.split(":")[0]}}
+        params: dict[str, Any] = {
+            "payment_intent": reference,
+            "amount": transformers.to_stripe(amount),
+            "metadata": {transformers.METADATA_KEY: idempotency_key.split(":")[0]},
+        }
         if reason:
             params["reason"] = reason
-        refund = await self._call(lambda: self._client.v1.refunds.create_async(
-            params=params, options=self._options(idempotency_key)  # type: ignore[arg-type]
-        ))
+        refund = await self._call(
+            lambda: self._client.v1.refunds.create_async(
+                params=params,  # type: ignore[arg-type]
+                options=self._options(idempotency_key),  # type: ignore[arg-type]
+            )
+        )
         return transformers.refund_result(_as_dict(refund))
 
     async def retrieve(self, reference: str) -> GatewayResult:
@@ -242,36 +278,51 @@ class StripeGateway:
         params: dict[str, Any] = {"metadata": {transformers.METADATA_KEY: reference}}
         if email:
             params["email"] = email
-        customer = await self._call(lambda: self._client.v1.customers.create_async(
-            params=params, options=self._options(idempotency_key)  # type: ignore[arg-type]
-        ))
+        customer = await self._call(
+            lambda: self._client.v1.customers.create_async(
+                params=params,  # type: ignore[arg-type]
+                options=self._options(idempotency_key),  # type: ignore[arg-type]
+            )
+        )
         return str(customer.id)
 
     async def attach_payment_method(
         self, token: str, customer_token: str, *, idempotency_key: str
     ) -> CardDetails | Decline:
         try:
-            pm = await self._call(lambda: self._client.v1.payment_methods.attach_async(
-                token, params={"customer": customer_token},
-                options=self._options(idempotency_key),  # type: ignore[arg-type]
-            ))
+            pm = await self._call(
+                lambda: self._client.v1.payment_methods.attach_async(
+                    token,
+                    params={"customer": customer_token},
+                    options=self._options(idempotency_key),  # type: ignore[arg-type]
+                )
+            )
         except stripe.CardError as exc:
             return transformers.decline_from_error(_as_dict(exc.error))
         return transformers.card_details(_as_dict(pm))
 
     async def detach_payment_method(self, token: str, *, idempotency_key: str) -> None:
-        await self._call(lambda: self._client.v1.payment_methods.detach_async(
-            token, options=self._options(idempotency_key)  # type: ignore[arg-type]
-        ))
+        await self._call(
+            lambda: self._client.v1.payment_methods.detach_async(
+                token,
+                options=self._options(idempotency_key),  # type: ignore[arg-type]
+            )
+        )
 
-    def verify_webhook(self, headers: dict[str, str], body: bytes) -> InboundEvent:
-        event = verify_signature(body, headers.get("stripe-signature"), self.webhook_secrets,
-                                 tolerance=self.webhook_tolerance)
+    async def verify_webhook(self, headers: dict[str, str], body: bytes) -> InboundEvent:
+        return self.verify(headers, body)
+
+    def verify(self, headers: dict[str, str], body: bytes) -> InboundEvent:
+        """Verify the raw bytes (no I/O), then parse them."""
+        event = verify_signature(
+            body,
+            headers.get("stripe-signature"),
+            self.webhook_secrets,
+            tolerance=self.webhook_tolerance,
+        )
         return InboundEvent(self.name, str(event["id"]), str(event["type"]), event)
 
     def interpret_event(
         self, event: InboundEvent
     ) -> PaymentUpdate | RefundUpdate | DisputeUpdate | None:
         return transformers.interpret_event(event)
-
-

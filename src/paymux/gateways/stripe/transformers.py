@@ -21,15 +21,18 @@ from paymux.money import Money
 
 __all__ = [
     "METADATA_KEY",
+    "amount_problem",
     "card_details",
     "confirm_params",
     "create_params",
     "decline_from_error",
+    "from_stripe",
     "interpret_event",
     "open_params",
-    "update_then_confirm_params",
     "payment_result",
     "refund_result",
+    "to_stripe",
+    "update_then_confirm_params",
 ]
 
 METADATA_KEY = "paymux_id"
@@ -46,10 +49,37 @@ _STATUS = {
 }
 
 
+# Where Stripe's unit differs from ISO 4217's minor unit (docs.stripe.com/currencies):
+# ISK is zero-decimal in ISO but Stripe counts it in hundredths; MGA has two ISO decimals
+# but is zero-decimal at Stripe. Three-decimal currencies must end in 0 at Stripe.
+_STRIPE_SCALE = {"ISK": (100, 1), "MGA": (1, 100)}
+_THREE_DECIMAL = frozenset({"BHD", "JOD", "KWD", "OMR", "TND"})
+
+
+def amount_problem(money: Money) -> str | None:
+    """Why Stripe can't take this amount exactly, or None."""
+    _, down = _STRIPE_SCALE.get(money.currency, (1, 1))
+    if money.amount % down:
+        return f"Stripe takes {money.currency} in whole units; {money.amount} minor units isn't."
+    if money.currency in _THREE_DECIMAL and money.amount % 10:
+        return f"Stripe needs {money.currency} amounts that end in 0 (got {money.amount})."
+    return None
+
+
+def to_stripe(money: Money) -> int:
+    up, down = _STRIPE_SCALE.get(money.currency, (1, 1))
+    return money.amount * up // down
+
+
+def from_stripe(value: Any, currency: str | None) -> int:
+    up, down = _STRIPE_SCALE.get((currency or "").upper(), (1, 1))
+    return int(value or 0) * down // up
+
+
 def open_params(amount: Money, reference: str, capture: bool) -> dict[str, Any]:
     """A PaymentIntent opened at our create, for Stripe.js to confirm in the browser."""
     return {
-        "amount": amount.amount,
+        "amount": to_stripe(amount),
         "currency": amount.currency.lower(),
         "capture_method": "automatic" if capture else "manual",
         "payment_method_types": ["card"],
@@ -59,7 +89,7 @@ def open_params(amount: Money, reference: str, capture: bool) -> dict[str, Any]:
 
 def create_params(request: AuthorizeRequest, *, confirm: bool) -> dict[str, Any]:
     params: dict[str, Any] = {
-        "amount": request.amount.amount,
+        "amount": to_stripe(request.amount),
         "currency": request.amount.currency.lower(),
         "capture_method": "automatic" if request.capture else "manual",
         "payment_method_types": ["card"],
@@ -120,24 +150,23 @@ def decline_from_error(error: dict[str, Any]) -> Decline:
 
 def payment_result(pi: dict[str, Any]) -> GatewayResult:
     status = _STATUS[str(pi["status"])]
+    currency = pi.get("currency")
     decline = None
     match status:
         case GatewayStatus.FAILED:
             decline = _decline(pi.get("last_payment_error"))
             authorized = 0
         case GatewayStatus.REQUIRES_CAPTURE:
-            authorized = int(pi.get("amount_capturable") or pi.get("amount") or 0)
+            authorized = from_stripe(pi.get("amount_capturable") or pi.get("amount"), currency)
         case GatewayStatus.SUCCEEDED:
-            authorized = int(pi.get("amount_received") or pi.get("amount") or 0)
-        case (
-            GatewayStatus.REQUIRES_ACTION | GatewayStatus.PROCESSING | GatewayStatus.CANCELED
-        ):
+            authorized = from_stripe(pi.get("amount_received") or pi.get("amount"), currency)
+        case GatewayStatus.REQUIRES_ACTION | GatewayStatus.PROCESSING | GatewayStatus.CANCELED:
             authorized = 0
         case _:
             assert_never(status)
-    captured = int(pi.get("amount_received") or 0)
+    captured = from_stripe(pi.get("amount_received"), currency)
     if status is GatewayStatus.SUCCEEDED and not captured:
-        captured = int(pi.get("amount") or 0)
+        captured = from_stripe(pi.get("amount"), currency)
     next_action = pi.get("next_action")
     if next_action is not None:
         next_action = dict(next_action)
@@ -161,7 +190,7 @@ def refund_result(refund: dict[str, Any]) -> GatewayRefund:
     return GatewayRefund(
         status=str(refund.get("status") or "pending").replace("requires_action", "pending"),
         reference=refund.get("id"),
-        amount=int(refund.get("amount") or 0),
+        amount=from_stripe(refund.get("amount"), refund.get("currency")),
         failure_reason=refund.get("failure_reason"),
         payment_reference=payment,
         our_id=metadata.get(METADATA_KEY),
@@ -211,15 +240,16 @@ def interpret_event(event: InboundEvent) -> PaymentUpdate | RefundUpdate | Dispu
         refunds = (obj.get("refunds") or {}).get("data") or []
         if refunds:
             newest = max(refunds, key=lambda r: int(r.get("created") or 0))
-            newest = dict(newest, payment_intent=newest.get("payment_intent")
-                          or obj.get("payment_intent"))
+            newest = dict(
+                newest, payment_intent=newest.get("payment_intent") or obj.get("payment_intent")
+            )
             return RefundUpdate(refund=refund_result(newest))
         return None
     if event.type.startswith("charge.dispute.") and obj.get("object") == "dispute":
         return DisputeUpdate(
             reference=str(obj["id"]),
             payment_reference=obj.get("payment_intent"),
-            amount=int(obj.get("amount") or 0),
+            amount=from_stripe(obj.get("amount"), obj.get("currency")),
             currency=str(obj.get("currency") or ""),
             reason=obj.get("reason"),
             status=str(obj.get("status") or "needs_response"),
