@@ -72,6 +72,50 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("STRIPE_WEBHOOK_SECRETS", "PAYMUX_STRIPE_WEBHOOK_SECRETS"),
     )
     stripe_api_base: str | None = None
+
+    paypal_client_id: str | None = Field(
+        default=None, validation_alias=AliasChoices("PAYPAL_CLIENT_ID", "PAYMUX_PAYPAL_CLIENT_ID")
+    )
+    paypal_client_secret: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PAYPAL_CLIENT_SECRET", "PAYMUX_PAYPAL_CLIENT_SECRET"),
+    )
+    paypal_webhook_id: str | None = Field(
+        default=None, validation_alias=AliasChoices("PAYPAL_WEBHOOK_ID", "PAYMUX_PAYPAL_WEBHOOK_ID")
+    )
+    paypal_api_base: str = Field(
+        default="https://api-m.sandbox.paypal.com",
+        validation_alias=AliasChoices("PAYPAL_API_BASE", "PAYMUX_PAYPAL_API_BASE"),
+    )
+    paypal_webhook_verification: str = Field(
+        default="api", description="'api' (verify-webhook-signature) or 'offline' (cert chain)."
+    )
+    paypal_trust_roots: str | None = Field(
+        default=None, description="PEM file of CA roots for offline PayPal webhook verification."
+    )
+
+    square_access_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SQUARE_ACCESS_TOKEN", "PAYMUX_SQUARE_ACCESS_TOKEN"),
+    )
+    square_location_id: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SQUARE_LOCATION_ID", "PAYMUX_SQUARE_LOCATION_ID"),
+    )
+    square_webhook_signature_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "SQUARE_WEBHOOK_SIGNATURE_KEY", "PAYMUX_SQUARE_WEBHOOK_SIGNATURE_KEY"
+        ),
+    )
+    square_webhook_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SQUARE_WEBHOOK_URL", "PAYMUX_SQUARE_WEBHOOK_URL"),
+    )
+    square_api_base: str = Field(
+        default="https://connect.squareupsandbox.com",
+        validation_alias=AliasChoices("SQUARE_API_BASE", "PAYMUX_SQUARE_API_BASE"),
+    )
     webhook_tolerance_seconds: int = 300
     admin_key: SecretStr | None = Field(
         default=None, description="Bearer token for the /v1/admin API (PAYMUX_ADMIN_KEY)."

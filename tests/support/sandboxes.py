@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["LocalStripe", "find_shared", "sandbox_home"]
+__all__ = ["LocalStripe", "Prism", "find_shared", "sandbox_home", "violations"]
 
 
 def find_shared() -> Path | None:
@@ -100,3 +100,65 @@ class LocalStripe:
                 self._proc.kill()
             self._proc = None
             self._log.close()
+
+
+class Prism:
+    """Prism mocking one prepared spec (``paypal`` or ``square``) on a free 127.0.0.1 port.
+
+    Prism validates every request against the provider's official OpenAPI spec: an invalid
+    request gets 422 with the reasons in the ``sl-violations`` header."""
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def unavailable(spec: str) -> str | None:
+        home = sandbox_home()
+        if not (home / "node" / "node_modules" / ".bin" / "prism").exists():
+            return f"prism missing under {home} (run start-sandboxes.sh install)"
+        if not (home / "specs" / f"{spec}.json").exists():
+            return f"prepared spec {spec}.json missing under {home}/specs"
+        return None
+
+    def start(self, timeout: float = 120) -> Prism:
+        home = sandbox_home()
+        self._log = open(home / f"prism-{self.spec}-{self.port}.log", "wb")  # noqa: SIM115
+        self._proc = subprocess.Popen(
+            [str(home / "node" / "node_modules" / ".bin" / "prism"), "mock",
+             str(home / "specs" / f"{self.spec}.json"), "-h", "127.0.0.1", "-p", str(self.port)],
+            stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"prism ({self.spec}) exited; see {self._log.name}")
+            try:
+                httpx.get(f"{self.url}/__health", timeout=1)
+                return self
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"prism ({self.spec}) did not start")
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+            self._proc = None
+            self._log.close()
+
+
+def violations(response: httpx.Response) -> list[dict]:
+    """Prism's request violations for a response (response-side ones are Prism's own)."""
+    import json
+
+    raw = response.headers.get("sl-violations")
+    if not raw:
+        return []
+    return [v for v in json.loads(raw) if str(v.get("location", ["request"])[0]) == "request"]

@@ -42,5 +42,13 @@ def build_registry(settings: Settings) -> GatewayRegistry:
             webhook_tolerance=settings.webhook_tolerance_seconds,
             timeout=settings.gateway_timeout,
         )
+    if settings.paypal_client_id and settings.paypal_client_secret is not None:
+        from paymux.gateways.paypal import PayPalGateway
+
+        registry["paypal"] = PayPalGateway.from_settings(settings)
+    if settings.square_access_token is not None:
+        from paymux.gateways.square import SquareGateway
+
+        registry["square"] = SquareGateway.from_settings(settings)
     registry.default = settings.default_gateway
     return registry
