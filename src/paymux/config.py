@@ -41,7 +41,9 @@ class Settings(BaseSettings):
     authorization_expiry_seconds: int = 7 * 24 * 3600
     idempotency_ttl_seconds: int = 24 * 3600
     idempotency_lease_seconds: int = 300
-    attempt_settle_after_seconds: float = 30.0
+    # Longer than a call with its inline retries can take (4 x gateway_timeout + backoff),
+    # so the settlement job never races a call that is still in flight.
+    attempt_settle_after_seconds: float = 180.0
 
     gateway_retries: int = 3
     gateway_retry_base_delay: float = 0.2

@@ -29,7 +29,7 @@ from paymux.gateways.base import GatewayRateLimited, GatewayResult, GatewayUnava
 from paymux.jobs.queue import enqueue
 from paymux.storage.models import GatewayAttempt
 
-__all__ = ["call_with_retries", "schedule_settlement", "start_attempt"]
+__all__ = ["call_with_retries", "defer_attempt", "schedule_settlement", "start_attempt"]
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
@@ -103,6 +103,28 @@ async def call_with_retries(settings: Settings, call: Callable[[], Awaitable[R]]
             continue
         return result
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def defer_attempt(
+    session: AsyncSession,
+    attempt_id: str,
+    exc: GatewayUnavailable | GatewayRateLimited,
+    settings: Settings,
+    *,
+    now_us: int,
+) -> None:
+    """The outcome is unknown (or the gateway asked us to wait): note why, and have a job ask
+    again, after the gateway's Retry-After when it gave one."""
+    from paymux.storage.models import GatewayAttempt
+
+    row = await session.get(GatewayAttempt, attempt_id)
+    assert row is not None
+    row.error = f"{type(exc).__name__}: {exc}"
+    row.updated_us = now_us
+    delay = settings.attempt_settle_after_seconds
+    if isinstance(exc, GatewayRateLimited) and exc.retry_after is not None:
+        delay = exc.retry_after
+    await schedule_settlement(session, attempt_id, now_us=now_us, delay=delay)
 
 
 async def schedule_settlement(

@@ -32,7 +32,7 @@ from paymux.gateways.base import (
 from paymux.money import Money, MoneyError, max_charge_amount, min_charge_amount
 from paymux.services.context import Context, emit, get_owned, paginate, scoped
 from paymux.services.customers import find_payment_method, resolve_payment_method
-from paymux.services.gateway_calls import call_with_retries, schedule_settlement, start_attempt
+from paymux.services.gateway_calls import call_with_retries, defer_attempt, start_attempt
 from paymux.services.routing import choose_gateway
 from paymux.services.views import payment_intent_view
 from paymux.storage.models import Customer, GatewayAttempt, PaymentIntent, PaymentMethod
@@ -208,9 +208,12 @@ class PaymentsService:
         opened = None
         if not p.confirm:
             # Gateways whose browser SDK confirms (Stripe.js) need their payment now.
-            opened = await call_with_retries(self.ctx.settings, lambda: gateway.open_payment(
-                money, pi_id, p.capture_method == "automatic", idempotency_key=f"{pi_id}:open"
-            ))
+            opened = await call_with_retries(
+                self.ctx.settings,
+                lambda: gateway.open_payment(
+                    money, pi_id, p.capture_method == "automatic", idempotency_key=f"{pi_id}:open"
+                ),
+            )
         now = self.ctx.now_us()
         async with self.ctx.db.write() as s:
             pi = PaymentIntent(
@@ -380,17 +383,8 @@ class PaymentsService:
         try:
             result = await call_with_retries(self.ctx.settings, call)
         except (GatewayUnavailable, GatewayRateLimited) as exc:
-            delay = (
-                exc.retry_after
-                if isinstance(exc, GatewayRateLimited) and exc.retry_after is not None
-                else self.ctx.settings.attempt_settle_after_seconds
-            )
             async with self.ctx.db.write() as s:
-                row = await s.get(GatewayAttempt, attempt.id)
-                assert row is not None
-                row.error = f"{type(exc).__name__}: {exc}"
-                row.updated_us = self.ctx.now_us()
-                await schedule_settlement(s, attempt.id, now_us=self.ctx.now_us(), delay=delay)
+                await defer_attempt(s, attempt.id, exc, self.ctx.settings, now_us=self.ctx.now_us())
                 pi = await s.get(PaymentIntent, attempt.object_id)
                 assert pi is not None
                 return self._view(pi)

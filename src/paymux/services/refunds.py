@@ -23,7 +23,7 @@ from paymux.gateways.base import (
 )
 from paymux.money import Money
 from paymux.services.context import Context, emit, get_owned, paginate, scoped
-from paymux.services.gateway_calls import call_with_retries, schedule_settlement, start_attempt
+from paymux.services.gateway_calls import call_with_retries, defer_attempt, start_attempt
 from paymux.services.payments import check_currency
 from paymux.services.views import payment_intent_view, refund_view
 from paymux.storage.models import GatewayAttempt, PaymentIntent, Refund
@@ -136,15 +136,7 @@ class RefundsService:
             )
         except (GatewayUnavailable, GatewayRateLimited) as exc:
             async with self.ctx.db.write() as s:
-                row = await s.get(GatewayAttempt, attempt.id)
-                assert row is not None
-                row.error = f"{type(exc).__name__}: {exc}"
-                await schedule_settlement(
-                    s,
-                    attempt.id,
-                    now_us=self.ctx.now_us(),
-                    delay=self.ctx.settings.attempt_settle_after_seconds,
-                )
+                await defer_attempt(s, attempt.id, exc, self.ctx.settings, now_us=self.ctx.now_us())
             return refund_view(refund)
         except GatewayInvalidRequest as exc:
             await self.apply(
@@ -209,10 +201,18 @@ class RefundsService:
         now = self.ctx.now_us()
         reason = outcome.reason if outcome.reason in REFUND_REASONS else None
         refund = Refund(
-            id=new_id("re"), account_id=pi.account_id, payment_intent_id=pi.id,
-            amount=outcome.amount, currency=pi.currency, reason=reason,
-            status=RefundStatus.PENDING, failure_reason=None,
-            gateway_reference=outcome.reference, metadata_={}, created_us=now, updated_us=now,
+            id=new_id("re"),
+            account_id=pi.account_id,
+            payment_intent_id=pi.id,
+            amount=outcome.amount,
+            currency=pi.currency,
+            reason=reason,
+            status=RefundStatus.PENDING,
+            failure_reason=None,
+            gateway_reference=outcome.reference,
+            metadata_={},
+            created_us=now,
+            updated_us=now,
         )
         s.add(refund)
         pi.amount_refund_pending += outcome.amount
