@@ -38,7 +38,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 
 from paymux.domain.ids import new_id
 from paymux.security import configure_logging
@@ -53,7 +53,7 @@ from paymux.storage.models import (
 )
 
 ACCOUNT = "acct_bare"
-PAYMENT_METHOD = "pm_bare_visa"
+PAYMENT_METHOD = "pm_" + "barevisa".ljust(24, "0")  # as wide as a paymux id
 TOKEN = "pm_card_visa"
 GATEWAY = "sandbox"
 
@@ -61,6 +61,53 @@ PI = PaymentIntent.__table__
 EV = Event.__table__
 ATT = GatewayAttempt.__table__
 IDEM = IdempotencyKey.__table__
+
+# Statements are built once; each request only binds its values (the cheapest honest way to
+# make these writes through SQLAlchemy).
+INSERT_PI = insert(PI)
+INSERT_EVENT = insert(EV)
+INSERT_ATTEMPT = insert(ATT)
+INSERT_IDEM = insert(IDEM)
+START_CONFIRM = (
+    update(PI)
+    .where(
+        PI.c.id == bindparam("b_id"),
+        PI.c.account_id == bindparam("b_account"),
+        PI.c.status.in_(["requires_payment_method", "requires_confirmation"]),
+    )
+    .values(
+        status="processing",
+        payment_method_id=bindparam("b_pm"),
+        confirm_count=PI.c.confirm_count + 1,
+        last_payment_error=None,
+        next_action=None,
+        updated_us=bindparam("b_now"),
+    )
+    .returning(PI.c.id, PI.c.amount, PI.c.currency, PI.c.confirm_count, PI.c.created_us)
+)
+SETTLE_ATTEMPT = (
+    update(ATT)
+    .where(ATT.c.id == bindparam("b_id"))
+    .values(status="settled", result=bindparam("b_result"), updated_us=bindparam("b_now"))
+)
+SUCCEED_PI = (
+    update(PI)
+    .where(PI.c.id == bindparam("b_id"))
+    .values(
+        status="succeeded",
+        updated_us=bindparam("b_now"),
+        gateway_reference=bindparam("b_reference"),
+        risk_level="normal",
+        next_action=None,
+        amount_received=bindparam("b_amount"),
+        amount_capturable=0,
+    )
+)
+FINISH_IDEM = (
+    update(IDEM)
+    .where(IDEM.c.account_id == bindparam("b_account"), IDEM.c.key == bindparam("b_key"))
+    .values(status="done", response_status=200, response_body=bindparam("b_body"))
+)
 
 
 class CreateBody(BaseModel):
@@ -156,27 +203,24 @@ def create_bare_app(database_url: str) -> FastAPI:
             fingerprint = hashlib.sha256(payload.model_dump_json().encode()).hexdigest()
             async with db.write() as s:
                 await s.execute(
-                    insert(IDEM).values(
-                        account_id=ACCOUNT,
-                        key=key,
-                        method=request.method,
-                        path=request.url.path,
-                        request_hash=fingerprint,
-                        status="in_flight",
-                        response_status=None,
-                        response_body=None,
-                        locked_us=now,
-                        created_us=now,
-                    )
+                    INSERT_IDEM,
+                    {
+                        "account_id": ACCOUNT,
+                        "key": key,
+                        "method": request.method,
+                        "path": request.url.path,
+                        "request_hash": fingerprint,
+                        "status": "in_flight",
+                        "response_status": None,
+                        "response_body": None,
+                        "locked_us": now,
+                        "created_us": now,
+                    },
                 )
         body = json.dumps(await work(db))
         if key is not None:
             async with db.write() as s:
-                await s.execute(
-                    update(IDEM)
-                    .where(IDEM.c.account_id == ACCOUNT, IDEM.c.key == key)
-                    .values(status="done", response_status=200, response_body=body)
-                )
+                await s.execute(FINISH_IDEM, {"b_account": ACCOUNT, "b_key": key, "b_body": body})
         return Response(body, media_type="application/json")
 
     @app.post("/bare/payments")
@@ -215,18 +259,23 @@ def create_bare_app(database_url: str) -> FastAPI:
                 "updated_us": now,
             }
             shown = view(row)
-            async with db.write() as s:
-                await s.execute(insert(PI).values(**row))
-                await s.execute(
-                    insert(EV).values(
-                        id=new_id("evt"),
-                        account_id=ACCOUNT,
-                        type="payment_intent.created",
-                        object_id=row["id"],
-                        data=shown,
-                        created_us=now,
-                    )
-                )
+            base = str(request.base_url).rstrip("/")  # what paymux adds for the browser
+            shown["client"] = {
+                "gateway": GATEWAY,
+                "tokenize_url": f"{base}/sandbox/v1/tokens",
+                "hosted_form_url": f"{base}/sandbox/elements?payment_intent={row['id']}",
+            }
+            event = {
+                "id": new_id("evt"),
+                "account_id": ACCOUNT,
+                "type": "payment_intent.created",
+                "object_id": row["id"],
+                "data": shown,
+                "created_us": now,
+            }
+            async with db.write() as s:  # 1. the intent and its event
+                await s.execute(INSERT_PI, row)
+                await s.execute(INSERT_EVENT, event)
             return shown
 
         return await idempotent(request, body, work)
@@ -235,48 +284,30 @@ def create_bare_app(database_url: str) -> FastAPI:
     async def confirm(pi_id: str, body: ConfirmBody, request: Request) -> Response:
         async def work(db: Database) -> dict[str, Any]:
             now = now_us()
-            async with db.write() as s:
+            async with db.write() as s:  # 2. intent -> processing, the attempt recorded
                 started = (
                     await s.execute(
-                        update(PI)
-                        .where(
-                            PI.c.id == pi_id,
-                            PI.c.account_id == ACCOUNT,
-                            PI.c.status.in_(["requires_payment_method", "requires_confirmation"]),
-                        )
-                        .values(
-                            status="processing",
-                            payment_method_id=PAYMENT_METHOD,
-                            confirm_count=PI.c.confirm_count + 1,
-                            last_payment_error=None,
-                            next_action=None,
-                            updated_us=now,
-                        )
-                        .returning(
-                            PI.c.id,
-                            PI.c.amount,
-                            PI.c.currency,
-                            PI.c.confirm_count,
-                            PI.c.created_us,
-                        )
+                        START_CONFIRM,
+                        {"b_id": pi_id, "b_account": ACCOUNT, "b_pm": PAYMENT_METHOD, "b_now": now},
                     )
                 ).one()
                 attempt_id = new_id("att")
                 await s.execute(
-                    insert(ATT).values(
-                        id=attempt_id,
-                        account_id=ACCOUNT,
-                        gateway=GATEWAY,
-                        operation="authorize",
-                        object_id=pi_id,
-                        idempotency_key=f"{pi_id}:authorize:{started.confirm_count}",
-                        status="pending",
-                        request={"token": body.payment_method or TOKEN, "customer_token": None},
-                        result=None,
-                        error=None,
-                        created_us=now,
-                        updated_us=now,
-                    )
+                    INSERT_ATTEMPT,
+                    {
+                        "id": attempt_id,
+                        "account_id": ACCOUNT,
+                        "gateway": GATEWAY,
+                        "operation": "authorize",
+                        "object_id": pi_id,
+                        "idempotency_key": f"{pi_id}:authorize:{started.confirm_count}",
+                        "status": "pending",
+                        "request": {"token": body.payment_method or TOKEN, "customer_token": None},
+                        "result": None,
+                        "error": None,
+                        "created_us": now,
+                        "updated_us": now,
+                    },
                 )
             # (paymux calls the gateway here, with no transaction open)
             reference = f"ch_sbx_{new_id('x', 20)[2:]}"
@@ -295,45 +326,35 @@ def create_bare_app(database_url: str) -> FastAPI:
                 "updated_us": now,
             }
             shown = view(row)
-            async with db.write() as s:
+            result = {
+                "status": "succeeded",
+                "reference": reference,
+                "amount_authorized": started.amount,
+                "amount_captured": started.amount,
+                "decline": None,
+            }
+            event = {
+                "id": new_id("evt"),
+                "account_id": ACCOUNT,
+                "type": "payment_intent.succeeded",
+                "object_id": pi_id,
+                "data": shown,
+                "created_us": now,
+            }
+            async with db.write() as s:  # 3. attempt settled, intent succeeded, its event
                 await s.execute(
-                    update(ATT)
-                    .where(ATT.c.id == attempt_id)
-                    .values(
-                        status="settled",
-                        updated_us=now,
-                        result={
-                            "status": "succeeded",
-                            "reference": reference,
-                            "amount_authorized": started.amount,
-                            "amount_captured": started.amount,
-                            "decline": None,
-                        },
-                    )
+                    SETTLE_ATTEMPT, {"b_id": attempt_id, "b_result": result, "b_now": now}
                 )
                 await s.execute(
-                    update(PI)
-                    .where(PI.c.id == pi_id)
-                    .values(
-                        status="succeeded",
-                        updated_us=now,
-                        gateway_reference=reference,
-                        risk_level="normal",
-                        next_action=None,
-                        amount_received=started.amount,
-                        amount_capturable=0,
-                    )
+                    SUCCEED_PI,
+                    {
+                        "b_id": pi_id,
+                        "b_now": now,
+                        "b_reference": reference,
+                        "b_amount": started.amount,
+                    },
                 )
-                await s.execute(
-                    insert(EV).values(
-                        id=new_id("evt"),
-                        account_id=ACCOUNT,
-                        type="payment_intent.succeeded",
-                        object_id=pi_id,
-                        data=shown,
-                        created_us=now,
-                    )
-                )
+                await s.execute(INSERT_EVENT, event)
             return shown
 
         return await idempotent(request, body, work)

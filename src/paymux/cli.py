@@ -65,15 +65,22 @@ async def _bootstrap_key(settings: Settings) -> str | None:
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
     port: Annotated[int | None, typer.Option(help="Port.")] = None,
-    worker: Annotated[bool, typer.Option(help="Run the job worker in this process.")] = True,
+    worker: Annotated[
+        bool | None,
+        typer.Option(
+            "--worker/--no-worker",
+            help="Run the job worker in this process (default: PAYMUX_RUN_WORKER, else true).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Run the API server (with its worker, unless --no-worker)."""
+    """Run the API server (with its worker, unless --no-worker or PAYMUX_RUN_WORKER=false)."""
     import uvicorn
 
     from paymux.api.app import create_app
     from paymux.storage.migrate import upgrade
 
-    overrides: dict[str, Any] = {"run_worker": worker}
+    overrides: dict[str, Any] = {} if worker is None else {"run_worker": worker}
     if host:
         overrides["host"] = host
     if port:

@@ -118,6 +118,11 @@ class Settings(BaseSettings):
         default="https://connect.squareupsandbox.com",
         validation_alias=AliasChoices("SQUARE_API_BASE", "PAYMUX_SQUARE_API_BASE"),
     )
+    square_application_id: str | None = Field(
+        default=None,
+        description="For the Web Payments SDK in the browser (sandbox-sq0idb-... / sq0idp-...).",
+        validation_alias=AliasChoices("SQUARE_APPLICATION_ID", "PAYMUX_SQUARE_APPLICATION_ID"),
+    )
     webhook_tolerance_seconds: int = 300
     admin_key: SecretStr | None = Field(
         default=None, description="Bearer token for the /v1/admin API (PAYMUX_ADMIN_KEY)."

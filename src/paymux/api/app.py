@@ -11,6 +11,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from paymux import __version__
@@ -26,6 +28,27 @@ from paymux.services.accounts import DEFAULT_ACCOUNT
 __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = 5
+# SQLSTATEs of a database that is not there right now: connection exceptions (class 08),
+# shutting down or starting up (57P01-57P03), too many connections (53300).
+_UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
+
+
+def _database_unavailable(exc: Exception) -> bool:
+    """The database is unreachable or went away mid-request: transient, worth a retry.
+
+    SQLAlchemy passes a refused connect through unwrapped, as an OSError (ConnectionError
+    covers refused, reset and aborted); a full pool is its own TimeoutError.
+    """
+    if isinstance(exc, (ConnectionError, PoolTimeoutError, OperationalError, InterfaceError)):
+        return True
+    if isinstance(exc, DBAPIError):
+        state = getattr(exc.orig, "sqlstate", None)
+        return exc.connection_invalidated or (
+            isinstance(state, str) and state.startswith(_UNAVAILABLE_SQLSTATES)
+        )
+    return False
 
 
 def _param(loc: tuple[Any, ...]) -> str | None:
@@ -124,6 +147,18 @@ def create_app(settings: Settings, paymux: Paymux | None = None) -> FastAPI:
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
         return _error(request, PaymuxError.of("api_error"))
+
+    async def database_error(request: Request, exc: Exception) -> JSONResponse:
+        """503 + Retry-After, never a 2xx: a refused webhook is delivered again by its provider."""
+        if not _database_unavailable(exc):
+            return await unexpected(request, exc)
+        log.warning("database unavailable (%s: %s)", type(exc).__name__, exc)
+        response = _error(request, PaymuxError.of("service_unavailable"))
+        response.headers["retry-after"] = str(RETRY_AFTER_SECONDS)
+        return response
+
+    for exc_class in (DBAPIError, PoolTimeoutError, ConnectionError):
+        app.add_exception_handler(exc_class, database_error)
 
     return app
 

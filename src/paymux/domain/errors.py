@@ -311,6 +311,16 @@ _ERROR_LIST = [
         action=Action.RETRY_LATER,
         retryable=True,
     ),
+    ErrorSpec(
+        "service_unavailable",
+        ErrorType.API_ERROR,
+        503,
+        "paymux cannot reach its database right now; the request may not have been "
+        "processed. Retry after the Retry-After seconds (webhook deliveries are refused "
+        "so the provider delivers them again).",
+        action=Action.RETRY_LATER,
+        retryable=True,
+    ),
 ]
 ERRORS: dict[str, ErrorSpec] = {spec.code: spec for spec in _ERROR_LIST}
 
@@ -618,6 +628,15 @@ _DECLINE_LIST = [
         _U,
         False,
     ),
+    # Square reports a bad expiration date without saying which part (INVALID_EXPIRATION,
+    # BAD_EXPIRATION, EXPIRATION_FAILURE).
+    DeclineSpec(
+        "invalid_expiry_date",
+        "The expiration date is invalid, missing or in the past.",
+        _EXPIRY_MSG,
+        _N,
+        False,
+    ),
 ]
 DECLINE_CODES: dict[str, DeclineSpec] = {d.decline_code: d for d in _DECLINE_LIST}
 
@@ -715,6 +734,114 @@ _STRIPE_ROWS: list[tuple[str, str, str | None]] = [
     ("rate_limit", "rate_limit", None),
 ]
 _GATEWAY_LIST += [GatewayCode("stripe", g, code, d) for g, code, d in _STRIPE_ROWS]
+# Square: the codes of the ErrorCode enum in Square's api.json that CreatePayment and CreateCard
+# answer with (developer.squareup.com/docs/payments-api/error-codes), card-present ones
+# included. The Square code itself stays in ``gateway_code``. Square reports expired or reused
+# Web Payments SDK tokens as errors too: the payer fixes them by entering the card again, so
+# they are a retryable generic decline. TEMPORARY_ERROR and RATE_LIMITED arrive as 5xx/429 and
+# are retried by paymux; their rows only name them when Square reports them on a payment.
+_SQUARE_ROWS: list[tuple[str, str, str | None]] = [
+    ("GENERIC_DECLINE", "card_declined", "generic_decline"),
+    ("CARD_DECLINED", "card_declined", "generic_decline"),
+    ("READER_DECLINED", "card_declined", "generic_decline"),
+    ("BUYER_REFUSED_PAYMENT", "card_declined", "generic_decline"),
+    ("INVALID_FEES", "card_declined", "generic_decline"),
+    ("INVALID_ENCRYPTED_CARD", "card_declined", "generic_decline"),
+    ("CARD_TOKEN_EXPIRED", "card_declined", "generic_decline"),
+    ("CARD_TOKEN_USED", "card_declined", "generic_decline"),
+    ("SOURCE_EXPIRED", "card_declined", "generic_decline"),
+    ("SOURCE_USED", "card_declined", "generic_decline"),
+    ("CVV_FAILURE", "incorrect_cvc", "incorrect_cvc"),
+    ("VERIFY_CVV_FAILURE", "incorrect_cvc", "incorrect_cvc"),
+    ("ADDRESS_VERIFICATION_FAILURE", "incorrect_zip", "incorrect_zip"),
+    ("VERIFY_AVS_FAILURE", "incorrect_zip", "incorrect_zip"),
+    ("INVALID_POSTAL_CODE", "incorrect_zip", "incorrect_zip"),
+    ("INVALID_EXPIRATION", "card_declined", "invalid_expiry_date"),
+    ("INVALID_EXPIRATION_DATE", "card_declined", "invalid_expiry_date"),
+    ("INVALID_EXPIRATION_YEAR", "card_declined", "invalid_expiry_year"),
+    ("BAD_EXPIRATION", "card_declined", "invalid_expiry_date"),
+    ("EXPIRATION_FAILURE", "card_declined", "invalid_expiry_date"),
+    ("CARD_EXPIRED", "expired_card", "expired_card"),
+    ("INSUFFICIENT_FUNDS", "insufficient_funds", "insufficient_funds"),
+    ("GIFT_CARD_AVAILABLE_AMOUNT", "insufficient_funds", "insufficient_funds"),
+    ("TRANSACTION_LIMIT", "card_declined", "card_velocity_exceeded"),
+    ("CARD_DECLINED_VERIFICATION_REQUIRED", "authentication_required", "authentication_required"),
+    ("CARD_DECLINED_CALL_ISSUER", "card_declined", "call_issuer"),
+    ("VOICE_FAILURE", "card_declined", "call_issuer"),
+    ("INVALID_ACCOUNT", "card_declined", "invalid_account"),
+    ("ACCOUNT_UNUSABLE", "card_declined", "invalid_account"),
+    ("INVALID_CARD", "card_declined", "invalid_account"),
+    ("INVALID_CARD_DATA", "incorrect_number", "incorrect_number"),
+    ("PAN_FAILURE", "incorrect_number", "incorrect_number"),
+    ("CARD_NOT_SUPPORTED", "card_declined", "card_not_supported"),
+    ("UNSUPPORTED_CARD_BRAND", "card_declined", "card_not_supported"),
+    ("UNSUPPORTED_ENTRY_METHOD", "card_declined", "card_not_supported"),
+    ("MANUALLY_ENTERED_PAYMENT_NOT_SUPPORTED", "card_declined", "card_not_supported"),
+    ("CARD_PRESENCE_REQUIRED", "card_declined", "card_not_supported"),
+    ("CHIP_INSERTION_REQUIRED", "card_declined", "card_not_supported"),
+    ("CARDHOLDER_INSUFFICIENT_PERMISSIONS", "card_declined", "restricted_card"),
+    ("CURRENCY_MISMATCH", "card_declined", "currency_not_supported"),
+    ("INVALID_PIN", "card_declined", "incorrect_pin"),
+    ("MISSING_PIN", "card_declined", "online_or_offline_pin_required"),
+    ("APPLE_TTP_PIN_TOKEN", "card_declined", "online_or_offline_pin_required"),
+    ("ALLOWABLE_PIN_TRIES_EXCEEDED", "card_declined", "pin_try_exceeded"),
+    ("PAYMENT_LIMIT_EXCEEDED", "card_declined", "invalid_amount"),
+    ("AMOUNT_TOO_HIGH", "card_declined", "invalid_amount"),
+    ("AMOUNT_TOO_LOW", "card_declined", "invalid_amount"),
+    ("PAYMENT_AMOUNT_MISMATCH", "card_declined", "invalid_amount"),
+    ("INSUFFICIENT_PERMISSIONS", "card_declined", "not_permitted"),
+    ("INVALID_LOCATION", "card_declined", "not_permitted"),
+    ("INVALID_EMAIL_ADDRESS", "parameter_invalid", None),
+    ("INVALID_PHONE_NUMBER", "parameter_invalid", None),
+    ("TEMPORARY_ERROR", "processing_error", "processing_error"),
+    ("RATE_LIMITED", "rate_limit", None),
+]
+_GATEWAY_LIST += [GatewayCode("square", g, code, d) for g, code, d in _SQUARE_ROWS]
+# PayPal: the payer-side issues of Orders v2 / Payments v2 422 answers (details[].issue), a
+# refused capture or authorization (status DECLINED, FAILED, DENIED when PayPal gives no
+# processor code), and the card processor_response.response_code values PayPal documents.
+# Other 4xx issues (AUTHORIZATION_EXPIRED, MAX_CAPTURE_AMOUNT_EXCEEDED, DUPLICATE_INVOICE_ID,
+# PAYEE_ACCOUNT_RESTRICTED, ...) are the merchant's problem, not the payer's: they are
+# answered as gateway_invalid_request with the issue in gateway_code, so they have no row.
+_TOO_MANY_DECLINES = "card_decline_rate_limit_exceeded"
+_PAYPAL_ROWS: list[tuple[str, str, str | None]] = [
+    ("INSTRUMENT_DECLINED", "card_declined", "generic_decline"),
+    ("REDIRECT_PAYER_FOR_ALTERNATE_FUNDING", "card_declined", "generic_decline"),
+    ("TRANSACTION_REFUSED", "card_declined", "generic_decline"),
+    ("PAYER_ACTION_REQUIRED", "authentication_required", "authentication_required"),
+    ("ORDER_NOT_APPROVED", "authentication_required", None),
+    ("PAYER_CANNOT_PAY", "card_declined", "transaction_not_allowed"),
+    ("PAYER_ACCOUNT_RESTRICTED", "card_declined", "restricted_card"),
+    ("PAYER_ACCOUNT_LOCKED_OR_CLOSED", "card_declined", "invalid_account"),
+    ("COMPLIANCE_VIOLATION", "card_declined", "transaction_not_allowed"),
+    ("TRANSACTION_BLOCKED_BY_PAYEE", "card_declined", "merchant_blacklist"),
+    ("TRANSACTION_LIMIT_EXCEEDED", "card_declined", "card_velocity_exceeded"),
+    ("MAX_NUMBER_OF_PAYMENT_ATTEMPTS_EXCEEDED", "card_declined", _TOO_MANY_DECLINES),
+    ("CARD_EXPIRED", "expired_card", "expired_card"),
+    ("CARD_TYPE_NOT_SUPPORTED", "card_declined", "card_not_supported"),
+    ("CURRENCY_NOT_SUPPORTED_FOR_CARD_TYPE", "card_declined", "currency_not_supported"),
+    ("DECLINED", "card_declined", "generic_decline"),
+    ("DENIED", "card_declined", "generic_decline"),
+    ("FAILED", "processing_error", "processing_error"),
+    ("0500", "card_declined", "do_not_honor"),
+    ("5100", "card_declined", "generic_decline"),
+    ("5110", "incorrect_cvc", "incorrect_cvc"),
+    ("00N7", "incorrect_cvc", "incorrect_cvc"),
+    ("5120", "insufficient_funds", "insufficient_funds"),
+    ("5140", "card_declined", "invalid_account"),
+    ("5150", "card_declined", "pickup_card"),
+    ("5170", "incorrect_zip", "incorrect_zip"),
+    ("5180", "card_declined", "restricted_card"),
+    ("5200", "card_declined", "duplicate_transaction"),
+    ("5400", "expired_card", "expired_card"),
+    ("5650", "authentication_required", "authentication_required"),
+    ("5700", "card_declined", "transaction_not_allowed"),
+    ("9100", "card_declined", "try_again_later"),
+    ("9500", "card_declined", "fraudulent"),
+    ("9510", "card_declined", "security_violation"),
+    ("9520", "card_declined", "lost_card"),
+]
+_GATEWAY_LIST += [GatewayCode("paypal", g, code, d) for g, code, d in _PAYPAL_ROWS]
 GATEWAY_CODES: dict[tuple[str, str], GatewayCode] = {
     (row.gateway, row.gateway_code): row for row in _GATEWAY_LIST
 }

@@ -231,6 +231,6 @@ def configure_logging(level: str = "INFO", json_output: bool = True) -> None:
             uvicorn_logger.removeHandler(old)
         uvicorn_logger.propagate = True
     # Database drivers log every statement with its parameters (emails, names) at DEBUG:
-    # keep them at INFO or above whatever the level asked for.
+    # keep them at WARNING or above whatever the level asked for.
     for name in _PARAMETER_LOGGERS:
-        logging.getLogger(name).setLevel(max(levels[level_name], logging.INFO))
+        logging.getLogger(name).setLevel(max(levels[level_name], logging.WARNING))

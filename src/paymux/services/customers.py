@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.domain.errors import PaymuxError, card_error
 from paymux.domain.ids import new_id
-from paymux.gateways.base import Decline, GatewayInvalidRequest
+from paymux.gateways.base import CardDetails, Decline, GatewayInvalidRequest
 from paymux.services.context import Context, emit, get_owned, paginate, scoped
 from paymux.services.gateway_calls import call_with_retries
 from paymux.services.views import customer_view, payment_method_view
@@ -108,6 +108,17 @@ async def resolve_payment_method(
             ).scalar_one()
             return existing
     return pm
+
+
+def _take_card_details(row: PaymentMethod, details: CardDetails) -> None:
+    row.token = details.token
+    row.card_brand = details.brand or row.card_brand
+    row.card_last4 = details.last4 or row.card_last4
+    row.card_exp_month = details.exp_month or row.card_exp_month
+    row.card_exp_year = details.exp_year or row.card_exp_year
+    row.card_fingerprint = details.fingerprint or row.card_fingerprint
+    row.card_country = details.country or row.card_country
+    row.card_funding = details.funding or row.card_funding
 
 
 @dataclass
@@ -255,6 +266,10 @@ class CustomersService:
         now = self.ctx.now_us()
         async with self.ctx.db.write() as s:
             row = await get_owned(s, PaymentMethod, pm.id, account_id)
+            if outcome.token != row.token:
+                # The gateway saved the card under a new token (Square: a card on file
+                # replaces the single-use browser token): charge that one from now on.
+                _take_card_details(row, outcome)
             if row.customer_id != customer_id:
                 row.customer_id = customer_id
                 await emit(s, account_id, "payment_method.attached", payment_method_view(row), now)

@@ -1,0 +1,620 @@
+"""Pure mapping between PayPal's REST JSON (Orders v2, Payments v2, Vault v3, webhooks) and the
+Gateway Protocol's types. No I/O: tested with PayPal's documented shapes and with the
+placeholder bodies Prism builds from PayPal's OpenAPI specs.
+
+Reference rules (what ``GatewayResult.reference`` holds, i.e. what paymux stores as the
+payment's ``gateway_reference`` and hands back to capture/void/refund):
+
+- an order opened at create, or a payment that failed before any money moved: the order id;
+- an authorized payment (intent AUTHORIZE): the authorization id (capture and void use it);
+- a captured payment: the capture id (refund uses it);
+- a void: the authorization id.
+
+Payment method tokens (``AuthorizeRequest.payment_method_token``):
+
+- ``<order id>``: an order the buyer approved with the PayPal JS SDK; confirming captures or
+  authorizes that order;
+- ``<kind>:<vault id>`` (kind ``paypal``, ``card`` or ``venmo``): a Vault v3 payment token,
+  charged with a new order whose ``payment_source.<kind>.vault_id`` is the id. PayPal ids
+  never contain ``:``, so the two forms can't be confused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, TypeVar, assert_never
+
+from paymux.domain.errors import ERRORS, GATEWAY_CODES, ErrorType
+from paymux.gateways.base import (
+    AuthorizeRequest,
+    CardDetails,
+    Decline,
+    GatewayRefund,
+    GatewayResult,
+    GatewayStatus,
+    GatewayUnavailable,
+    InboundEvent,
+    PaymentUpdate,
+    RefundUpdate,
+)
+from paymux.money import Money, MoneyError
+
+__all__ = [
+    "REQUEST_ID_MAX",
+    "SUPPORTED_CURRENCIES",
+    "VAULT_KINDS",
+    "ZERO_DECIMAL",
+    "ApiError",
+    "AuthorizationStatus",
+    "CaptureStatus",
+    "OrderStatus",
+    "RefundStatus",
+    "UnknownStatus",
+    "amount_problem",
+    "api_error",
+    "authorization_result",
+    "capture_request",
+    "capture_result",
+    "card_details_from_order",
+    "card_details_from_vault",
+    "customer_reference",
+    "decline_for",
+    "from_paypal",
+    "interpret_event",
+    "is_decline",
+    "money",
+    "open_request",
+    "order_result",
+    "payment_token_request",
+    "refund_request",
+    "refund_result",
+    "request_id",
+    "split_vault_token",
+    "to_paypal",
+    "vault_order_request",
+    "vault_token",
+]
+
+GATEWAY = "paypal"
+
+# developer.paypal.com/api/rest/reference/currency-codes/
+SUPPORTED_CURRENCIES = frozenset(
+    {
+        "AUD", "BRL", "CAD", "CNY", "CZK", "DKK", "EUR", "HKD", "HUF", "ILS", "JPY", "MYR",
+        "MXN", "TWD", "NZD", "NOK", "PHP", "PLN", "GBP", "SGD", "SEK", "CHF", "THB", "USD",
+    }
+)  # fmt: skip
+# PayPal takes these in whole units ("1050"), whatever ISO 4217 says (HUF and TWD have 2).
+ZERO_DECIMAL = frozenset({"HUF", "JPY", "TWD"})
+VAULT_KINDS = frozenset({"paypal", "card", "venmo"})
+REQUEST_ID_MAX = 108  # PayPal-Request-Id maxLength in the Orders spec
+
+
+class UnknownStatus(GatewayUnavailable):
+    """PayPal answered with a status this connector does not know: the outcome is unknown
+    (so paymux keeps the attempt pending and asks again later)."""
+
+
+class OrderStatus(StrEnum):
+    CREATED = "CREATED"
+    SAVED = "SAVED"
+    APPROVED = "APPROVED"
+    VOIDED = "VOIDED"
+    COMPLETED = "COMPLETED"
+    PAYER_ACTION_REQUIRED = "PAYER_ACTION_REQUIRED"
+
+
+class CaptureStatus(StrEnum):
+    COMPLETED = "COMPLETED"
+    DECLINED = "DECLINED"
+    PARTIALLY_REFUNDED = "PARTIALLY_REFUNDED"
+    PENDING = "PENDING"
+    REFUNDED = "REFUNDED"
+    FAILED = "FAILED"
+
+
+class AuthorizationStatus(StrEnum):
+    CREATED = "CREATED"
+    CAPTURED = "CAPTURED"
+    DENIED = "DENIED"
+    PARTIALLY_CAPTURED = "PARTIALLY_CAPTURED"
+    VOIDED = "VOIDED"
+    PENDING = "PENDING"
+
+
+class RefundStatus(StrEnum):
+    CANCELLED = "CANCELLED"
+    FAILED = "FAILED"
+    PENDING = "PENDING"
+    COMPLETED = "COMPLETED"
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def _status(enum: type[E], value: Any) -> E:
+    try:
+        return enum(str(value))
+    except ValueError:
+        raise UnknownStatus(f"paypal: unknown {enum.__name__} {value!r}") from None
+
+
+# -- amounts -------------------------------------------------------------------------------
+
+
+def amount_problem(amount: Money) -> str | None:
+    """Why PayPal can't take this amount exactly, or None."""
+    if amount.currency not in SUPPORTED_CURRENCIES:
+        return f"PayPal does not support {amount.currency}."
+    exponent = amount.currency_info.exponent
+    if amount.currency in ZERO_DECIMAL and exponent and amount.amount % 10**exponent:
+        return (
+            f"PayPal takes {amount.currency} in whole units; "
+            f"{amount.to_decimal_string()} {amount.currency} isn't."
+        )
+    return None
+
+
+def to_paypal(amount: Money) -> str:
+    """PayPal's decimal string: the ISO decimals, except whole units for HUF, JPY, TWD."""
+    exponent = amount.currency_info.exponent
+    if amount.currency in ZERO_DECIMAL and exponent:
+        return str(amount.amount // 10**exponent)
+    return amount.to_decimal_string()
+
+
+def money(amount: Money) -> dict[str, str]:
+    return {"currency_code": amount.currency, "value": to_paypal(amount)}
+
+
+def from_paypal(value: Any) -> int | None:
+    """Minor units from PayPal's ``{currency_code, value}``; None when it isn't an amount
+    (Prism's placeholders are ``{"currency_code": "str", "value": "string"}``)."""
+    if not isinstance(value, dict):
+        return None
+    try:
+        return Money.parse(str(value.get("value")), str(value.get("currency_code"))).amount
+    except MoneyError:
+        return None
+
+
+# -- requests ------------------------------------------------------------------------------
+
+
+def request_id(idempotency_key: str) -> str:
+    """The PayPal-Request-Id for one of our keys (our object id + step): the key itself when
+    it fits PayPal's 108 characters, else a digest of it (still one per key)."""
+    if len(idempotency_key) <= REQUEST_ID_MAX:
+        return idempotency_key
+    return "pmx-" + hashlib.sha256(idempotency_key.encode()).hexdigest()
+
+
+def _purchase_unit(
+    amount: Money, reference: str, description: str | None, descriptor: str | None
+) -> dict[str, Any]:
+    unit: dict[str, Any] = {"amount": money(amount), "custom_id": reference}
+    if description:
+        unit["description"] = description[:127]
+    if descriptor:
+        unit["soft_descriptor"] = descriptor[:22]
+    return unit
+
+
+def open_request(amount: Money, reference: str, capture: bool) -> dict[str, Any]:
+    """The order created at our create, for the buyer to approve with the PayPal JS SDK."""
+    return {
+        "intent": "CAPTURE" if capture else "AUTHORIZE",
+        "purchase_units": [_purchase_unit(amount, reference, None, None)],
+    }
+
+
+def split_vault_token(token: str) -> tuple[str, str] | None:
+    """``(kind, vault id)`` for a vault token, None for an order id."""
+    kind, sep, vault_id = token.partition(":")
+    if not sep:
+        return None
+    if kind not in VAULT_KINDS or not vault_id:
+        raise ValueError(f"not a PayPal payment method token: {token!r}")
+    return kind, vault_id
+
+
+def vault_token(kind: str, vault_id: str) -> str:
+    return f"{kind}:{vault_id}"
+
+
+def vault_order_request(request: AuthorizeRequest, kind: str, vault_id: str) -> dict[str, Any]:
+    """An order charged at once with a saved (vaulted) payment method."""
+    source: dict[str, Any] = {"vault_id": vault_id}
+    if kind == "card":
+        # A stored card used again: merchant-initiated when off-session.
+        source["stored_credential"] = {
+            "payment_initiator": "MERCHANT" if request.off_session else "CUSTOMER",
+            "payment_type": "UNSCHEDULED",
+            "usage": "SUBSEQUENT",
+        }
+    return {
+        "intent": "CAPTURE" if request.capture else "AUTHORIZE",
+        "purchase_units": [
+            _purchase_unit(
+                request.amount,
+                request.reference,
+                request.description,
+                request.statement_descriptor,
+            )
+        ],
+        "payment_source": {kind: source},
+    }
+
+
+def capture_request(amount: Money) -> dict[str, Any]:
+    """Capture (part of) an authorization; paymux captures once, so it is the final one."""
+    return {"amount": money(amount), "final_capture": True}
+
+
+def refund_request(amount: Money | None, our_id: str | None) -> dict[str, Any]:
+    """A refund of ``amount`` (None: what remains of the capture), tagged with our refund id."""
+    body: dict[str, Any] = {}
+    if amount is not None:
+        body["amount"] = money(amount)
+    if our_id:
+        body["custom_id"] = our_id
+    return body
+
+
+def payment_token_request(setup_token: str) -> dict[str, Any]:
+    """Exchange a setup token the buyer approved for a payment token (Vault v3).
+
+    ``SETUP_TOKEN`` is the type PayPal's API takes today (PayPal's own server SDKs name only
+    it); the 2024-02 OpenAPI snapshot under shared/specs lists only ``BILLING_AGREEMENT``.
+    """
+    return {"payment_source": {"token": {"id": setup_token, "type": "SETUP_TOKEN"}}}
+
+
+def customer_reference(reference: str) -> str:
+    """A PayPal-shaped customer id (``^[0-9a-zA-Z_-]+$``, at most 22) made from our id."""
+    digest = hashlib.sha256(reference.encode()).hexdigest()
+    return f"pmx_{digest[:18]}"
+
+
+# -- errors --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ApiError:
+    """An error answer: HTTP status, PayPal's ``name``, the first ``details[].issue``."""
+
+    status: int
+    name: str
+    issue: str
+    message: str
+    debug_id: str | None
+
+
+def api_error(status: int, body: Any, debug_id: str | None = None) -> ApiError:
+    body = body if isinstance(body, dict) else {}
+    name = str(body.get("name") or body.get("error") or f"HTTP_{status}")
+    details = body.get("details")
+    issue = name
+    message = str(body.get("message") or body.get("error_description") or name)
+    if isinstance(details, list) and details and isinstance(details[0], dict):
+        first = details[0]
+        issue = str(first.get("issue") or name)
+        message = str(first.get("description") or message)
+    return ApiError(status, name, issue, message, debug_id or body.get("debug_id"))
+
+
+def is_decline(issue: str) -> bool:
+    """True when PayPal's issue is a payer-side refusal (a card error in our table)."""
+    row = GATEWAY_CODES.get((GATEWAY, issue))
+    return row is not None and ERRORS[row.code].type is ErrorType.CARD_ERROR
+
+
+def decline_for(error: ApiError) -> Decline | None:
+    if error.status != 422 or not is_decline(error.issue):
+        return None
+    return Decline(gateway_code=error.issue, message=error.message)
+
+
+# -- results -------------------------------------------------------------------------------
+
+
+def _processor_decline(payment: dict[str, Any], fallback: str) -> Decline:
+    response = payment.get("processor_response")
+    code = response.get("response_code") if isinstance(response, dict) else None
+    details = payment.get("status_details")
+    reason = details.get("reason") if isinstance(details, dict) else None
+    gateway_code = str(code) if code and code != "0000" else fallback
+    message = f"PayPal: {fallback.lower()}" + (f" ({reason})" if reason else "")
+    return Decline(gateway_code=gateway_code, message=message)
+
+
+def capture_result(
+    capture: dict[str, Any],
+    *,
+    requested: int | None = None,
+    failed_reference: str | None = None,
+) -> GatewayResult:
+    """A capture (Payments v2 or inside an order): its id is what refunds need. A refused one
+    keeps ``failed_reference`` (the order to approve again, or the authorization)."""
+    status = _status(CaptureStatus, capture.get("status"))
+    amount = from_paypal(capture.get("amount"))
+    if amount is None:
+        amount = requested or 0
+    decline = None
+    match status:
+        case CaptureStatus.COMPLETED | CaptureStatus.PARTIALLY_REFUNDED | CaptureStatus.REFUNDED:
+            gateway_status = GatewayStatus.SUCCEEDED
+        case CaptureStatus.PENDING:
+            gateway_status = GatewayStatus.PROCESSING
+        case CaptureStatus.DECLINED | CaptureStatus.FAILED:
+            gateway_status = GatewayStatus.FAILED
+            decline = _processor_decline(capture, status.value)
+        case _:
+            assert_never(status)
+    failed = gateway_status is GatewayStatus.FAILED
+    return GatewayResult(
+        status=gateway_status,
+        reference=(failed_reference or capture.get("id")) if failed else capture.get("id"),
+        amount_authorized=0 if failed else amount,
+        amount_captured=amount if gateway_status is GatewayStatus.SUCCEEDED else 0,
+        decline=decline,
+        raw={"id": capture.get("id"), "status": status.value, "object": "capture"},
+    )
+
+
+def authorization_result(
+    authorization: dict[str, Any],
+    *,
+    requested: int | None = None,
+    failed_reference: str | None = None,
+) -> GatewayResult:
+    """An authorization: its id is what capture and void need."""
+    status = _status(AuthorizationStatus, authorization.get("status"))
+    amount = from_paypal(authorization.get("amount")) or requested or 0
+    decline = None
+    match status:
+        case AuthorizationStatus.CREATED:
+            gateway_status = GatewayStatus.REQUIRES_CAPTURE
+        case AuthorizationStatus.PENDING:
+            gateway_status = GatewayStatus.PROCESSING
+        case AuthorizationStatus.CAPTURED | AuthorizationStatus.PARTIALLY_CAPTURED:
+            gateway_status = GatewayStatus.SUCCEEDED
+        case AuthorizationStatus.DENIED:
+            gateway_status = GatewayStatus.FAILED
+            decline = _processor_decline(authorization, status.value)
+        case AuthorizationStatus.VOIDED:
+            gateway_status = GatewayStatus.CANCELED
+        case _:
+            assert_never(status)
+    failed = gateway_status is GatewayStatus.FAILED
+    return GatewayResult(
+        status=gateway_status,
+        reference=(failed_reference or authorization.get("id"))
+        if failed
+        else authorization.get("id"),
+        amount_authorized=amount if gateway_status is GatewayStatus.REQUIRES_CAPTURE else 0,
+        amount_captured=0,
+        decline=decline,
+        raw={"id": authorization.get("id"), "status": status.value, "object": "authorization"},
+    )
+
+
+def _payer_action(order: dict[str, Any]) -> dict[str, Any] | None:
+    for link in order.get("links") or []:
+        if isinstance(link, dict) and link.get("rel") in ("payer-action", "approve"):
+            return {"type": "redirect_to_url", "redirect_to_url": {"url": link.get("href")}}
+    return None
+
+
+def _first_unit(order: dict[str, Any]) -> dict[str, Any]:
+    units = order.get("purchase_units")
+    if isinstance(units, list) and units and isinstance(units[0], dict):
+        return units[0]
+    return {}
+
+
+def order_result(
+    order: dict[str, Any], *, capture: bool | None = None, requested: int | None = None
+) -> GatewayResult:
+    """An order after create (with a vault token), capture, authorize or GET.
+
+    The payment inside decides: the newest capture for intent CAPTURE, the newest
+    authorization for AUTHORIZE (``capture`` overrides the order's intent); an order with no
+    payment yet is mapped by its own status.
+    """
+    order_id = order.get("id")
+    wants_capture = capture if capture is not None else order.get("intent") != "AUTHORIZE"
+    payments = _first_unit(order).get("payments") or {}
+    captures = [c for c in payments.get("captures") or [] if isinstance(c, dict)]
+    authorizations = [a for a in payments.get("authorizations") or [] if isinstance(a, dict)]
+    if wants_capture and captures:
+        return capture_result(captures[-1], requested=requested, failed_reference=order_id)
+    if authorizations:
+        return authorization_result(
+            authorizations[-1], requested=requested, failed_reference=order_id
+        )
+    if captures:
+        return capture_result(captures[-1], requested=requested, failed_reference=order_id)
+    status = _status(OrderStatus, order.get("status"))
+    next_action = None
+    match status:
+        case OrderStatus.CREATED | OrderStatus.SAVED | OrderStatus.PAYER_ACTION_REQUIRED:
+            gateway_status = GatewayStatus.REQUIRES_ACTION
+            next_action = _payer_action(order)
+        case OrderStatus.APPROVED:
+            gateway_status = GatewayStatus.PROCESSING  # approved: our capture/authorize is next
+        case OrderStatus.VOIDED:
+            gateway_status = GatewayStatus.CANCELED
+        case OrderStatus.COMPLETED:
+            gateway_status = (
+                GatewayStatus.SUCCEEDED if wants_capture else GatewayStatus.REQUIRES_CAPTURE
+            )
+        case _:
+            assert_never(status)
+    amount = from_paypal(_first_unit(order).get("amount")) or requested or 0
+    return GatewayResult(
+        status=gateway_status,
+        reference=order_id,
+        amount_authorized=amount if gateway_status is GatewayStatus.REQUIRES_CAPTURE else 0,
+        amount_captured=amount if gateway_status is GatewayStatus.SUCCEEDED else 0,
+        next_action=next_action,
+        raw={"id": order_id, "status": status.value, "object": "order"},
+    )
+
+
+_REFUND_STATUS = {
+    RefundStatus.COMPLETED: "succeeded",
+    RefundStatus.PENDING: "pending",
+    RefundStatus.FAILED: "failed",
+    RefundStatus.CANCELLED: "canceled",
+}
+
+
+def _capture_of(refund: dict[str, Any]) -> str | None:
+    """The capture a refund belongs to: its ``up`` link (``.../captures/<id>``)."""
+    for link in refund.get("links") or []:
+        if isinstance(link, dict) and link.get("rel") == "up":
+            href = str(link.get("href") or "")
+            if "/captures/" in href:
+                return href.rstrip("/").rsplit("/", 1)[-1]
+    return None
+
+
+def refund_result(
+    refund: dict[str, Any],
+    *,
+    payment_reference: str | None = None,
+    requested: int | None = None,
+    our_id: str | None = None,
+) -> GatewayRefund:
+    status = _status(RefundStatus, refund.get("status"))
+    amount = from_paypal(refund.get("amount"))
+    custom_id = refund.get("custom_id")
+    details = refund.get("status_details")
+    reason = details.get("reason") if isinstance(details, dict) else None
+    return GatewayRefund(
+        status=_REFUND_STATUS[status],
+        reference=refund.get("id"),
+        amount=amount if amount is not None else (requested or 0),
+        failure_reason=str(reason) if status is RefundStatus.FAILED and reason else None,
+        payment_reference=payment_reference or _capture_of(refund),
+        our_id=our_id or (str(custom_id) if str(custom_id or "").startswith("re_") else None),
+        reason=refund.get("note_to_payer"),
+    )
+
+
+# -- payment methods -----------------------------------------------------------------------
+
+
+def _expiry(value: Any) -> tuple[int | None, int | None]:
+    year, _, month = str(value or "").partition("-")
+    if year.isdigit() and month.isdigit():
+        return int(month), int(year)
+    return None, None
+
+
+def _card(token: str, card: dict[str, Any]) -> CardDetails:
+    month, year = _expiry(card.get("expiry"))
+    last4 = card.get("last_digits")
+    brand = card.get("brand")
+    funding = card.get("type")
+    return CardDetails(
+        token=token,
+        type="card",
+        brand=str(brand).lower() if brand else None,
+        last4=str(last4)[-4:] if last4 and str(last4).isdigit() else None,
+        exp_month=month,
+        exp_year=year,
+        funding=str(funding).lower() if funding else None,
+    )
+
+
+def _source_details(token: str, source: Any) -> CardDetails:
+    source = source if isinstance(source, dict) else {}
+    card = source.get("card")
+    if isinstance(card, dict) and "paypal" not in source:
+        return _card(token, card)
+    if "venmo" in source and "paypal" not in source:
+        return CardDetails(token=token, type="venmo", brand="venmo")
+    return CardDetails(token=token, type="paypal", brand="paypal")
+
+
+def card_details_from_order(order: dict[str, Any]) -> CardDetails:
+    """An approved order used as a one-off payment method: its token is the order id."""
+    return _source_details(str(order["id"]), order.get("payment_source"))
+
+
+def _kind(source: Any) -> str:
+    source = source if isinstance(source, dict) else {}
+    for kind in ("paypal", "venmo", "card"):
+        if kind in source:
+            return kind
+    return "paypal"
+
+
+def card_details_from_vault(vault: dict[str, Any], *, setup: bool = False) -> CardDetails:
+    """A Vault v3 payment token (token ``<kind>:<id>``), or a setup token (its bare id, to be
+    exchanged for a payment token when attached to a customer)."""
+    source = vault.get("payment_source")
+    token = str(vault["id"]) if setup else vault_token(_kind(source), str(vault["id"]))
+    if isinstance(source, dict) and len(source) > 1:
+        source = {_kind(source): source[_kind(source)]}
+    return _source_details(token, source)
+
+
+# -- webhooks ------------------------------------------------------------------------------
+
+
+def _resource(event: InboundEvent) -> dict[str, Any]:
+    resource = event.payload.get("resource")
+    return resource if isinstance(resource, dict) else {}
+
+
+def _custom_id(resource: dict[str, Any]) -> str | None:
+    value = resource.get("custom_id")
+    return str(value) if value else None
+
+
+_CAPTURE_EVENTS = frozenset(
+    {
+        "PAYMENT.CAPTURE.COMPLETED",
+        "PAYMENT.CAPTURE.DENIED",
+        "PAYMENT.CAPTURE.PENDING",
+        "PAYMENT.CAPTURE.DECLINED",
+    }
+)
+_AUTHORIZATION_EVENTS = frozenset({"PAYMENT.AUTHORIZATION.CREATED", "PAYMENT.AUTHORIZATION.VOIDED"})
+_REFUND_EVENTS = frozenset({"PAYMENT.CAPTURE.REFUNDED", "PAYMENT.CAPTURE.REVERSED"})
+_ORDER_EVENTS = frozenset({"CHECKOUT.ORDER.APPROVED", "CHECKOUT.ORDER.COMPLETED"})
+
+
+def interpret_event(event: InboundEvent) -> PaymentUpdate | RefundUpdate | None:
+    """What a verified PayPal event means for our objects.
+
+    Captures and authorizations carry our payment id in ``custom_id`` (copied from the
+    order's purchase unit); ``result.reference`` is the capture or authorization id, which is
+    also what paymux stores, so either lookup finds the payment. PAYMENT.CAPTURE.REFUNDED and
+    .REVERSED carry the refund (our refund id in ``custom_id`` when we made it; the capture in
+    its ``up`` link). CHECKOUT.ORDER.APPROVED moves nothing: the buyer approved, and paymux's
+    confirm (called by the page's ``onApprove``) captures or authorizes the order; an order
+    event that already holds a payment (COMPLETED) is applied like that payment's own event.
+    """
+    resource = _resource(event)
+    if not resource:
+        return None
+    if event.type in _CAPTURE_EVENTS:
+        if event.type == "PAYMENT.CAPTURE.DENIED" and "status" not in resource:
+            resource = {**resource, "status": "DECLINED"}
+        return PaymentUpdate(reference=_custom_id(resource), result=capture_result(resource))
+    if event.type in _AUTHORIZATION_EVENTS:
+        return PaymentUpdate(reference=_custom_id(resource), result=authorization_result(resource))
+    if event.type in _REFUND_EVENTS:
+        return RefundUpdate(refund=refund_result(resource))
+    if event.type in _ORDER_EVENTS:
+        result = order_result(resource)
+        if result.raw.get("object") == "order":
+            return None  # no payment in it yet: nothing moved
+        return PaymentUpdate(reference=_custom_id(_first_unit(resource)), result=result)
+    return None

@@ -1,0 +1,413 @@
+"""The Square connector: the Gateway Protocol over the official ``squareup`` SDK (AsyncSquare).
+
+A thin I/O shell: parameters and answers are mapped by transformers.py, webhook signatures are
+checked by webhooks.py. The SDK's own retries are off (``max_retries=0`` on every call):
+paymux's one retry policy (gateway_calls) retries with the same idempotency key. This module
+translates the SDK's answers into that policy's terms::
+
+    ApiError, PAYMENT_METHOD_ERROR or a declining code   -> a Decline (data, never retried)
+    ApiError, REFUND_ERROR (refund only)                 -> a failed GatewayRefund (data)
+    ApiError 429 / RATE_LIMITED                          -> GatewayRateLimited(retry_after)
+    ApiError 5xx, 408, 409, TEMPORARY_ERROR, non-JSON    -> GatewayUnavailable
+    httpx.TransportError (network, timeout)              -> GatewayUnavailable
+    any other ApiError (4xx)                             -> GatewayInvalidRequest(code=Square's)
+
+Operations (Square API: what paymux calls it):
+
+- authorize: CreatePayment (``source_id`` = a Web Payments SDK token ``cnon:...`` or a card on
+  file ``ccof:...`` with its ``customer_id``; ``autocomplete`` = automatic capture;
+  ``reference_id`` = our payment intent id). Square has nothing to open before the browser
+  tokenizes, so ``open_payment`` returns None.
+- capture: GetPayment, then CompletePayment; a partial capture first lowers the APPROVED
+  amount with UpdatePayment (Square completes only in full). If the payment lacks the
+  EDIT_AMOUNT_DOWN capability the capture is refused with code
+  ``partial_capture_not_supported`` before anything changes.
+- void: CancelPayment. refund: RefundPayment (full or partial). retrieve: GetPayment.
+- customers and cards on file: CreateCustomer (``reference_id`` = our customer id), CreateCard
+  from a token (attach: the card on file ``ccof:...`` replaces the single-use token),
+  DisableCard (detach), RetrieveCard (describe).
+
+CompletePayment and CancelPayment take no idempotency key at Square; they are safe to repeat
+because a repeat finds the payment no longer APPROVED (capture reads it first; void treats
+Square's DELAYED_TRANSACTION_* answers as "already done" and reads the payment).
+
+Settings: SQUARE_ACCESS_TOKEN, SQUARE_LOCATION_ID, SQUARE_APPLICATION_ID (browser),
+SQUARE_WEBHOOK_SIGNATURE_KEY (comma-separated during a rotation), SQUARE_WEBHOOK_URL (exactly
+as registered; default ``<public url>/webhooks/square``), SQUARE_API_BASE (tests point it at
+Prism or a fake).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, assert_never
+from urllib.parse import urlsplit
+
+import httpx
+from square import AsyncSquare
+from square.core.api_error import ApiError
+from square.core.request_options import RequestOptions
+
+from paymux.config import Settings
+from paymux.gateways.base import (
+    AuthorizeRequest,
+    CardDetails,
+    Decline,
+    DisputeUpdate,
+    GatewayInvalidRequest,
+    GatewayRateLimited,
+    GatewayRefund,
+    GatewayResult,
+    GatewayUnavailable,
+    InboundEvent,
+    OpenedPayment,
+    PaymentUpdate,
+    RefundUpdate,
+)
+from paymux.gateways.square import transformers, webhooks
+from paymux.gateways.square.transformers import ErrorKind
+from paymux.money import Money
+
+__all__ = ["SquareGateway"]
+
+T = TypeVar("T")
+
+_NO_RETRIES: RequestOptions = {"max_retries": 0}
+_PRODUCTION_HOST = "connect.squareup.com"
+_WEB_SDK = {
+    "production": "https://web.squarecdn.com/v1/square.js",
+    "sandbox": "https://sandbox.web.squarecdn.com/v1/square.js",
+}
+# Square's answers to completing or canceling a payment that is no longer APPROVED.
+_ALREADY_SETTLED = frozenset(
+    {
+        "DELAYED_TRANSACTION_CANCELED",
+        "DELAYED_TRANSACTION_CAPTURED",
+        "DELAYED_TRANSACTION_EXPIRED",
+        "DELAYED_TRANSACTION_FAILED",
+    }
+)
+
+
+class _Answer(Exception):
+    """An error answer the caller handles as data (a decline, a refused refund)."""
+
+    def __init__(self, kind: ErrorKind, body: Any) -> None:
+        super().__init__(kind.value)
+        self.kind = kind
+        self.body = body
+
+
+def _dump(model: Any) -> dict[str, Any]:
+    """Square's wire JSON for an SDK model (field aliases such as ``last_4`` kept)."""
+    if model is None:
+        return {}
+    data: dict[str, Any] = model.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return data
+
+
+def _retry_after(exc: ApiError) -> float | None:
+    headers = {k.lower(): v for k, v in (exc.headers or {}).items()}
+    try:
+        return float(headers["retry-after"]) if "retry-after" in headers else None
+    except ValueError:
+        return None
+
+
+class SquareGateway:
+    name = "square"
+
+    def __init__(
+        self,
+        access_token: str,
+        *,
+        location_id: str | None = None,
+        application_id: str | None = None,
+        webhook_signature_keys: list[str] | None = None,
+        webhook_url: str | None = None,
+        api_base: str = "https://connect.squareupsandbox.com",
+        timeout: float = 30.0,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self._owns_http = http_client is None
+        self._http = http_client or httpx.AsyncClient(timeout=timeout)
+        self._client = AsyncSquare(
+            base_url=api_base.rstrip("/"),
+            token=access_token,
+            timeout=timeout,
+            httpx_client=self._http,
+        )
+        self.location_id = location_id
+        self.application_id = application_id
+        self.webhook_signature_keys = webhook_signature_keys or []
+        self.webhook_url = webhook_url or ""
+        host = urlsplit(api_base).hostname or ""
+        self.environment = "production" if host == _PRODUCTION_HOST else "sandbox"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SquareGateway:
+        assert settings.square_access_token is not None
+        keys = settings.square_webhook_signature_key
+        return cls(
+            settings.square_access_token.get_secret_value(),
+            location_id=settings.square_location_id,
+            application_id=settings.square_application_id,
+            webhook_signature_keys=[
+                k.strip() for k in (keys.get_secret_value() if keys else "").split(",") if k.strip()
+            ],
+            webhook_url=settings.square_webhook_url or f"{settings.base_url()}/webhooks/square",
+            api_base=settings.square_api_base,
+            timeout=settings.gateway_timeout,
+        )
+
+    def __repr__(self) -> str:  # never the token
+        return f"SquareGateway(environment={self.environment!r}, location={self.location_id!r})"
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()
+
+    # -- the seam ---------------------------------------------------------------------------
+    async def _call(
+        self, fn: Callable[[], Awaitable[T]], *, answers: frozenset[ErrorKind] = frozenset()
+    ) -> T:
+        try:
+            return await fn()
+        except ApiError as exc:
+            kind = transformers.classify_error(exc.status_code, exc.body)
+            if kind in answers:
+                raise _Answer(kind, exc.body) from exc
+            code, message = transformers.error_summary(exc.body)
+            match kind:
+                case ErrorKind.RATE_LIMITED:
+                    raise GatewayRateLimited(
+                        "square: rate limited", retry_after=_retry_after(exc)
+                    ) from exc
+                case ErrorKind.UNAVAILABLE:
+                    raise GatewayUnavailable(f"square: HTTP {exc.status_code} {code}") from exc
+                case ErrorKind.DECLINE | ErrorKind.REFUND_ERROR | ErrorKind.INVALID:
+                    raise GatewayInvalidRequest(f"square: {message}", code=code) from exc
+                case _:
+                    assert_never(kind)
+        except httpx.TransportError as exc:
+            raise GatewayUnavailable(f"square: {type(exc).__name__}") from exc
+
+    # -- Gateway Protocol -------------------------------------------------------------------
+    def supports_currency(self, currency: str) -> bool:
+        return currency.upper() in transformers.SQUARE_CURRENCIES
+
+    def amount_problem(self, amount: Money) -> str | None:
+        return transformers.amount_problem(amount)
+
+    def browser_params(self, reference: str) -> dict[str, Any]:
+        """What the Web Payments SDK needs: ``Square.payments(application_id, location_id)``."""
+        return {
+            "gateway": self.name,
+            "application_id": self.application_id,
+            "location_id": self.location_id,
+            "environment": self.environment,
+            "sdk_url": _WEB_SDK[self.environment],
+        }
+
+    async def describe_payment_method(self, token: str) -> CardDetails | None:
+        if token.startswith("ccof:"):
+            try:
+                response = await self._call(
+                    lambda: self._client.cards.get(token, request_options=_NO_RETRIES)
+                )
+            except GatewayInvalidRequest:
+                return None
+            card = _dump(response.card)
+            if not card or card.get("enabled") is False:
+                return None
+            return transformers.card_details(card)
+        if token.startswith("cnon:"):
+            # A Web Payments SDK token: single use, nothing to look up until it is charged.
+            return CardDetails(token=token, type="card")
+        return None
+
+    async def open_payment(
+        self, amount: Money, reference: str, capture: bool, *, idempotency_key: str
+    ) -> OpenedPayment | None:
+        return None  # the browser tokenizes first; the payment is created at confirm
+
+    async def authorize(self, request: AuthorizeRequest, *, idempotency_key: str) -> GatewayResult:
+        params = transformers.create_payment_params(
+            request, location_id=self.location_id, idempotency_key=idempotency_key
+        )
+        try:
+            response = await self._call(
+                lambda: self._client.payments.create(**params, request_options=_NO_RETRIES),
+                answers=frozenset({ErrorKind.DECLINE}),
+            )
+        except _Answer as answer:
+            return transformers.declined_result(answer.body)
+        return transformers.payment_result(self._payment(response))
+
+    @staticmethod
+    def _payment(response: Any) -> dict[str, Any]:
+        payment = _dump(getattr(response, "payment", None))
+        if not payment.get("id") or not payment.get("status"):
+            # A 2xx without a payment: the outcome is unknown; settle it later, same key.
+            raise GatewayUnavailable("square: the answer has no payment")
+        return payment
+
+    async def _get_payment(self, reference: str) -> dict[str, Any]:
+        response = await self._call(
+            lambda: self._client.payments.get(reference, request_options=_NO_RETRIES)
+        )
+        return self._payment(response)
+
+    async def update_amount(
+        self, payment: dict[str, Any], amount: Money, *, idempotency_key: str
+    ) -> dict[str, Any]:
+        """Lower an APPROVED payment's amount (UpdatePayment), before a partial capture."""
+        params = transformers.update_amount_params(payment, amount, idempotency_key=idempotency_key)
+        response = await self._call(
+            lambda: self._client.payments.update(**params, request_options=_NO_RETRIES)
+        )
+        return self._payment(response)
+
+    async def capture(
+        self, reference: str, amount: Money, *, idempotency_key: str
+    ) -> GatewayResult:
+        payment = await self._get_payment(reference)
+        try:
+            plan = transformers.capture_plan(payment, amount)
+        except ValueError as exc:
+            code = str(exc)
+            raise GatewayInvalidRequest(
+                f"square: can't capture {amount.amount} of {reference} ({code}): Square "
+                "completes a payment in full unless its amount can be lowered first.",
+                code=code,
+            ) from None
+        if plan == "done":
+            return transformers.payment_result(payment)
+        if plan == "update_then_complete":
+            payment = await self.update_amount(payment, amount, idempotency_key=idempotency_key)
+        return await self.complete(payment)
+
+    async def complete(self, payment: dict[str, Any]) -> GatewayResult:
+        """Complete (capture) an APPROVED payment at the version read (CompletePayment)."""
+        reference = str(payment["id"])
+        version = payment.get("version_token")
+        try:
+            response = await self._call(
+                lambda: self._client.payments.complete(
+                    reference, version_token=version, request_options=_NO_RETRIES
+                )
+            )
+        except GatewayInvalidRequest as exc:
+            if exc.code in _ALREADY_SETTLED:
+                return await self.retrieve(reference)
+            raise
+        return transformers.payment_result(self._payment(response))
+
+    async def void(self, reference: str, *, idempotency_key: str) -> GatewayResult:
+        try:
+            response = await self._call(
+                lambda: self._client.payments.cancel(reference, request_options=_NO_RETRIES)
+            )
+        except GatewayInvalidRequest as exc:
+            if exc.code in _ALREADY_SETTLED:
+                return await self.retrieve(reference)
+            raise
+        return transformers.payment_result(self._payment(response))
+
+    async def refund(
+        self, reference: str, amount: Money, reason: str | None, *, idempotency_key: str
+    ) -> GatewayRefund:
+        ours = idempotency_key.split(":")[0]
+        params = transformers.refund_params(
+            reference,
+            amount,
+            reason,
+            idempotency_key=idempotency_key,
+            our_id=ours if ours.startswith("re_") else None,
+        )
+        try:
+            response = await self._call(
+                lambda: self._client.refunds.refund_payment(**params, request_options=_NO_RETRIES),
+                answers=frozenset({ErrorKind.REFUND_ERROR}),
+            )
+        except _Answer as answer:
+            return transformers.refund_error_result(answer.body, amount)
+        refund = _dump(response.refund)
+        if not refund.get("id"):
+            raise GatewayUnavailable("square: the answer has no refund")
+        return transformers.refund_result(refund)
+
+    async def retrieve(self, reference: str) -> GatewayResult:
+        return transformers.payment_result(await self._get_payment(reference))
+
+    async def lookup(self, idempotency_key: str) -> GatewayResult | None:
+        # Square can't be searched by idempotency key; recovery sends the same CreatePayment
+        # with the same key instead, and Square answers with the payment it made the first time.
+        return None
+
+    async def create_customer(
+        self, reference: str, email: str | None, *, idempotency_key: str
+    ) -> str:
+        params = transformers.customer_params(reference, email, idempotency_key=idempotency_key)
+        response = await self._call(
+            lambda: self._client.customers.create(**params, request_options=_NO_RETRIES)
+        )
+        customer = _dump(response.customer)
+        if not customer.get("id"):
+            raise GatewayUnavailable("square: the answer has no customer")
+        return str(customer["id"])
+
+    async def attach_payment_method(
+        self, token: str, customer_token: str, *, idempotency_key: str
+    ) -> CardDetails | Decline:
+        if token.startswith("ccof:"):
+            card = await self._card(token)
+            if card.get("customer_id") != customer_token or card.get("enabled") is False:
+                raise GatewayInvalidRequest(
+                    "square: a card on file belongs to one customer and can't be moved",
+                    code="card_on_file_not_movable",
+                )
+            return transformers.card_details(card)
+        params = transformers.card_params(token, customer_token, idempotency_key=idempotency_key)
+        try:
+            response = await self._call(
+                lambda: self._client.cards.create(**params, request_options=_NO_RETRIES),
+                answers=frozenset({ErrorKind.DECLINE}),
+            )
+        except _Answer as answer:
+            return transformers.declined_result(answer.body).decline or Decline(
+                "GENERIC_DECLINE", "The card was declined."
+            )
+        card = _dump(response.card)
+        if not card.get("id"):
+            raise GatewayUnavailable("square: the answer has no card")
+        return transformers.card_details(card)
+
+    async def _card(self, card_id: str) -> dict[str, Any]:
+        try:
+            response = await self._call(
+                lambda: self._client.cards.get(card_id, request_options=_NO_RETRIES)
+            )
+        except GatewayInvalidRequest:
+            return {}
+        return _dump(response.card)
+
+    async def detach_payment_method(self, token: str, *, idempotency_key: str) -> None:
+        if not token.startswith("ccof:"):
+            return  # a token that was never saved: nothing is stored at Square
+        await self._call(lambda: self._client.cards.disable(token, request_options=_NO_RETRIES))
+
+    async def verify_webhook(self, headers: dict[str, str], body: bytes) -> InboundEvent:
+        return self.verify(headers, body)
+
+    def verify(self, headers: dict[str, str], body: bytes) -> InboundEvent:
+        """Verify the raw bytes (no I/O), then parse them."""
+        event = webhooks.verify(
+            headers, body, keys=self.webhook_signature_keys, url=self.webhook_url
+        )
+        return InboundEvent(self.name, str(event["event_id"]), str(event["type"]), event)
+
+    def interpret_event(
+        self, event: InboundEvent
+    ) -> PaymentUpdate | RefundUpdate | DisputeUpdate | None:
+        return transformers.interpret_event(event)

@@ -1,0 +1,350 @@
+"""Payments through paymux's API with the PayPal connector against a stateful fake PayPal
+(tests/support/paypal_fake.py: PayPal replaced at the HTTP seam, on 127.0.0.1), whose signed
+webhooks arrive at paymux's /webhooks/paypal and are verified through the fake's
+verify-webhook-signature, as PayPal's API would. SQLite and PostgreSQL.
+
+The buyer's approval in PayPal's window is the one step a test can't do through a browser:
+``fake.approve(order_id)`` stands for it, between paymux's create (whose ``client.order_id``
+the PayPal JS SDK's ``createOrder`` returns) and paymux's confirm (called from ``onApprove``
+with ``payment_method`` = the order id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import Api, RunningServer, database_url, free_port, make_settings
+from paymux.gateways.base import AuthorizeRequest, GatewayStatus
+from paymux.gateways.paypal import PayPalGateway
+from paymux.money import Money
+from paymux.security import configure_logging
+from paymux.storage.migrate import upgrade
+from support.paypal_fake import FakePayPal
+from support.pgcluster import PgCluster
+
+CLIENT_ID = "AYfakeclientid"
+CLIENT_SECRET = "EPfake-client-secret-do-not-log-9f3k2"
+WEBHOOK_ID = "4JH86294D6297924G"
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def env(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+    pg_cluster: PgCluster | None,
+) -> Iterator[tuple[FakePayPal, RunningServer]]:
+    tmp: Path = tmp_path_factory.mktemp(f"paypal-{request.param}")
+    url = database_url(request.param, tmp, pg_cluster, f"paypal_{request.param}")
+    upgrade(url)
+    fake = FakePayPal(CLIENT_ID, CLIENT_SECRET, WEBHOOK_ID).start()
+    port = free_port()
+    settings = make_settings(
+        url, tmp, port, paypal_client_id=CLIENT_ID, paypal_client_secret=CLIENT_SECRET,
+        paypal_webhook_id=WEBHOOK_ID, paypal_api_base=fake.url, default_gateway="paypal",
+    )
+    fake.webhook_url = f"http://127.0.0.1:{port}/webhooks/paypal"
+    running = RunningServer(settings).start()
+    try:
+        yield fake, running
+    finally:
+        running.stop()
+        fake.stop()
+
+
+@pytest.fixture
+def fake(env: tuple[FakePayPal, RunningServer]) -> FakePayPal:
+    return env[0]
+
+
+@pytest.fixture
+def papi(env: tuple[FakePayPal, RunningServer]) -> Iterator[Api]:
+    client = Api(env[1])
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def create(api: Api, **params: Any) -> dict[str, Any]:
+    return api.ok("POST", "/v1/payment_intents",
+                  {"amount": 2000, "currency": "usd", "gateway": "paypal", **params})
+
+
+def inbox(api: Api, needle: str) -> list[tuple[str, str, str | None]]:
+    rows = api.server.sql(
+        "select type, status, error from webhook_inbox where gateway = 'paypal' and payload like :p",
+        p=f"%{needle}%")
+    return [tuple(r) for r in rows]
+
+
+def wait_applied(api: Api, needle: str, event_type: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = inbox(api, needle)
+        if any(t == event_type and s in ("applied", "ignored") for t, s, _ in rows):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{event_type} not applied for {needle}: {inbox(api, needle)}")
+
+
+def events(api: Api, object_id: str, event_type: str) -> list[dict[str, Any]]:
+    return list(api.ok("GET", "/v1/events",
+                       params={"object_id": object_id, "type": event_type})["data"])
+
+
+def test_create_answers_what_the_paypal_js_sdk_needs(papi: Api, fake: FakePayPal) -> None:
+    pi = create(papi, currency="eur", capture_method="manual")
+    client = pi["client"]
+    assert client["gateway"] == "paypal" and client["client_id"] == CLIENT_ID
+    assert client["order_id"] == pi["gateway_reference"]
+    assert (client["intent"], client["currency"]) == ("authorize", "EUR")
+    order = fake.orders[client["order_id"]]
+    assert order["intent"] == "AUTHORIZE"
+    assert order["purchase_units"][0]["custom_id"] == pi["id"]
+    assert order["purchase_units"][0]["amount"] == {"currency_code": "EUR", "value": "20.00"}
+
+
+def test_a_paypal_payment_captures_and_the_capture_webhook_finds_the_intent(
+    papi: Api, fake: FakePayPal
+) -> None:
+    pi = create(papi)
+    order_id = pi["client"]["order_id"]
+    fake.approve(order_id)
+    done = papi.ok("POST", f"/v1/payment_intents/{pi['id']}/confirm",
+                   {"payment_method": order_id})
+    assert done["status"] == "succeeded" and done["amount_received"] == 2000
+    [capture] = fake.orders[order_id]["purchase_units"][0]["payments"]["captures"]
+    assert done["gateway_reference"] == capture["id"]
+    pm = papi.ok("GET", f"/v1/payment_methods/{done['payment_method']}")
+    assert (pm["type"], pm["gateway_token"]) == ("paypal", order_id)
+    wait_applied(papi, capture["id"], "PAYMENT.CAPTURE.COMPLETED")
+    assert all(error is None for _, _, error in inbox(papi, pi["id"]))
+    assert len(events(papi, pi["id"], "payment_intent.succeeded")) == 1
+
+
+def test_manual_capture_of_part_then_a_partial_refund_counted_once(
+    papi: Api, fake: FakePayPal
+) -> None:
+    pi = create(papi, amount=5000, capture_method="manual")
+    fake.approve(pi["client"]["order_id"])
+    held = papi.ok("POST", f"/v1/payment_intents/{pi['id']}/confirm",
+                   {"payment_method": pi["client"]["order_id"]})
+    assert held["status"] == "requires_capture" and held["amount_capturable"] == 5000
+    auth_id = held["gateway_reference"]
+    assert fake.authorizations[auth_id]["status"] == "CREATED"
+
+    done = papi.ok("POST", f"/v1/payment_intents/{pi['id']}/capture", {"amount_to_capture": 3000})
+    assert done["status"] == "succeeded" and done["amount_received"] == 3000
+    capture_id = done["gateway_reference"]
+    assert fake.captures[capture_id]["amount"] == {"currency_code": "USD", "value": "30.00"}
+    assert fake.captures[capture_id]["final_capture"] is True
+    assert fake.authorizations[auth_id]["status"] == "PARTIALLY_CAPTURED"
+
+    refund = papi.ok("POST", "/v1/refunds", {"payment_intent": pi["id"], "amount": 1000})
+    assert refund["status"] == "succeeded"
+    [paypal_refund] = [r for r in fake.refunds.values() if r["_capture"] == capture_id]
+    assert refund["gateway_reference"] == paypal_refund["id"]
+    assert paypal_refund["custom_id"] == refund["id"]
+
+    wait_applied(papi, paypal_refund["id"], "PAYMENT.CAPTURE.REFUNDED")
+    after = papi.ok("GET", f"/v1/payment_intents/{pi['id']}")
+    assert after["amount_refunded"] == 1000 and after["status"] == "succeeded"
+    assert len(papi.ok("GET", "/v1/refunds", params={"payment_intent": pi["id"]})["data"]) == 1
+    assert len(events(papi, refund["id"], "refund.updated")) == 1
+    assert len(events(papi, pi["id"], "charge.refunded")) == 1
+    assert len(events(papi, pi["id"], "payment_intent.succeeded")) == 1
+    wait_applied(papi, auth_id, "PAYMENT.AUTHORIZATION.CREATED")
+
+
+def test_canceling_an_authorized_payment_voids_it(papi: Api, fake: FakePayPal) -> None:
+    pi = create(papi, capture_method="manual")
+    fake.approve(pi["client"]["order_id"])
+    held = papi.ok("POST", f"/v1/payment_intents/{pi['id']}/confirm",
+                   {"payment_method": pi["client"]["order_id"]})
+    canceled = papi.ok("POST", f"/v1/payment_intents/{pi['id']}/cancel")
+    assert canceled["status"] == "canceled"
+    assert fake.authorizations[held["gateway_reference"]]["status"] == "VOIDED"
+    wait_applied(papi, held["gateway_reference"], "PAYMENT.AUTHORIZATION.VOIDED")
+    assert papi.ok("GET", f"/v1/payment_intents/{pi['id']}")["status"] == "canceled"
+
+
+@pytest.mark.parametrize(("issue", "code", "decline_code"), [
+    ("INSTRUMENT_DECLINED", "card_declined", "generic_decline"),
+    ("TRANSACTION_REFUSED", "card_declined", "generic_decline"),
+    ("PAYER_ACTION_REQUIRED", "authentication_required", "authentication_required"),
+    ("PAYER_ACCOUNT_RESTRICTED", "card_declined", "restricted_card"),
+    ("ORDER_NOT_APPROVED", "authentication_required", None),
+])
+def test_a_refusal_is_a_402_and_the_buyer_can_approve_again(
+    papi: Api, fake: FakePayPal, issue: str, code: str, decline_code: str | None
+) -> None:
+    pi = create(papi)
+    order_id = pi["client"]["order_id"]
+    if issue != "ORDER_NOT_APPROVED":  # that one: confirm before the buyer approved
+        fake.approve(order_id, decline=issue)
+    r = papi.post(f"/v1/payment_intents/{pi['id']}/confirm", {"payment_method": order_id})
+    assert r.status_code == 402, r.text
+    error = r.json()["error"]
+    assert (error["code"], error["decline_code"]) == (code, decline_code)
+    assert (error["gateway"], error["gateway_code"]) == ("paypal", issue)
+    after = papi.ok("GET", f"/v1/payment_intents/{pi['id']}")
+    assert after["status"] == "requires_payment_method"
+    assert after["gateway_reference"] == order_id
+    # The buyer picks another funding source in PayPal's window; confirm again.
+    fake.approve(order_id)
+    done = papi.ok("POST", f"/v1/payment_intents/{pi['id']}/confirm",
+                   {"payment_method": order_id})
+    assert done["status"] == "succeeded"
+
+
+def test_a_saved_paypal_wallet_is_charged_off_session(papi: Api, fake: FakePayPal) -> None:
+    customer = papi.ok("POST", "/v1/customers", {"email": "saver@example.com"})
+    setup_token = fake.create_setup_token("paypal")
+    saved = papi.ok("POST", f"/v1/payment_methods/{setup_token}/attach",
+                    {"customer": customer["id"], "gateway": "paypal"})
+    vault_id = saved["gateway_token"].removeprefix("paypal:")
+    assert saved["gateway_token"] == f"paypal:{vault_id}" and vault_id in fake.payment_tokens
+    assert saved["customer"] == customer["id"]
+    pi = papi.ok("POST", "/v1/payment_intents", {
+        "amount": 1200, "currency": "usd", "gateway": "paypal", "customer": customer["id"],
+        "payment_method": saved["id"], "confirm": True, "off_session": True})
+    assert pi["status"] == "succeeded" and pi["amount_received"] == 1200
+    [order] = [o for o in fake.orders.values()
+               if o["purchase_units"][0]["custom_id"] == pi["id"]]
+    assert order["status"] == "COMPLETED"
+    detached = papi.ok("POST", f"/v1/payment_methods/{saved['id']}/detach")
+    assert detached["customer"] is None and vault_id not in fake.payment_tokens
+
+
+def test_a_saved_card_is_authorized_off_session_then_captured(papi: Api, fake: FakePayPal) -> None:
+    customer = papi.ok("POST", "/v1/customers", {"email": "card@example.com"})
+    saved = papi.ok("POST", f"/v1/payment_methods/{fake.create_setup_token('card')}/attach",
+                    {"customer": customer["id"], "gateway": "paypal"})
+    assert saved["gateway_token"].startswith("card:")
+    assert (saved["card"]["brand"], saved["card"]["last4"]) == ("visa", "1111")
+    pi = papi.ok("POST", "/v1/payment_intents", {
+        "amount": 700, "currency": "usd", "gateway": "paypal", "customer": customer["id"],
+        "payment_method": saved["id"], "confirm": True, "off_session": True,
+        "capture_method": "manual"})
+    assert pi["status"] == "requires_capture"
+    done = papi.ok("POST", f"/v1/payment_intents/{pi['id']}/capture")
+    assert done["status"] == "succeeded" and done["amount_received"] == 700
+
+
+def test_a_webhook_with_a_forged_signature_is_refused(papi: Api, fake: FakePayPal) -> None:
+    event = {"id": "WH-FORGED", "event_type": "PAYMENT.CAPTURE.COMPLETED",
+             "resource_type": "capture", "resource": {"id": "X", "status": "COMPLETED"}}
+    body, headers = fake.signed(event)
+    forged = body.replace(b"COMPLETED", b"COMPLETED ")
+    r = httpx.post(f"{papi.server.url}/webhooks/paypal", content=forged, headers=headers)
+    assert r.status_code == 400 and r.json()["error"]["reason"] == "signature_mismatch"
+    r = httpx.post(f"{papi.server.url}/webhooks/paypal", content=body,
+                   headers={k: v for k, v in headers.items() if k != "paypal-transmission-sig"})
+    assert r.status_code == 400 and r.json()["error"]["reason"] == "missing_headers"
+    r = httpx.post(f"{papi.server.url}/webhooks/paypal", content=body,
+                   headers={**headers, "paypal-cert-url": "https://evil.example.com/c.pem"})
+    assert r.status_code == 400 and r.json()["error"]["reason"] == "cert_url_not_allowed"
+    r = httpx.post(f"{papi.server.url}/webhooks/paypal", content=body, headers=headers)
+    assert r.status_code == 200  # the genuine delivery
+
+
+class _MockResponse(httpx.AsyncBaseTransport):
+    """Adds PayPal's negative-testing header to every request, as a sandbox test harness would."""
+
+    def __init__(self, code: str) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.header = json.dumps({"mock_application_codes": code})
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        request.headers["paypal-mock-response"] = self.header
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@pytest.mark.parametrize("code", ["INSTRUMENT_DECLINED", "TRANSACTION_REFUSED"])
+def test_paypal_mock_response_declines_a_capture_like_the_sandbox(fake: FakePayPal, code: str) -> None:
+    order_id = fake._create_order({"intent": "CAPTURE", "purchase_units": [
+        {"amount": {"currency_code": "USD", "value": "5.00"}, "custom_id": "pi_mock"}]})[1]["id"]
+    fake.approve(order_id)
+
+    async def run() -> None:
+        gateway = PayPalGateway(CLIENT_ID, CLIENT_SECRET, api_base=fake.url,
+                                transport=_MockResponse(code))
+        try:
+            result = await gateway.authorize(AuthorizeRequest(
+                amount=Money(500, "USD"), payment_method_token=order_id, capture=True,
+                reference="pi_mock", gateway_reference=order_id), idempotency_key="pi_mock:a:1")
+        finally:
+            await gateway.aclose()
+        assert result.status is GatewayStatus.FAILED and result.reference == order_id
+        assert result.decline is not None and result.decline.gateway_code == code
+
+    asyncio.run(run())
+    assert fake.orders[order_id]["status"] == "APPROVED"  # nothing captured
+
+
+# -- no secret in the logs -----------------------------------------------------------------
+
+class _OtherThreads(logging.Filter):
+    def __init__(self, excluded: int) -> None:
+        super().__init__()
+        self.excluded = excluded
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread != self.excluded
+
+
+@pytest.fixture
+def debug_logs() -> Iterator[io.StringIO]:
+    """paymux's own logging setup (as ``paymux serve``) at DEBUG, into a buffer."""
+    root = logging.getLogger()
+    saved_level = root.level
+    saved_handlers = {h: list(h.filters) for h in root.handlers}
+    configure_logging(level="DEBUG", json_output=True)
+    [handler] = [h for h in root.handlers if h not in saved_handlers]
+    assert isinstance(handler, logging.StreamHandler)
+    stream = io.StringIO()
+    handler.setStream(stream)
+    handler.addFilter(_OtherThreads(threading.get_ident()))
+    try:
+        yield stream
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+        root.setLevel(saved_level)
+        for h, filters in saved_handlers.items():
+            h.filters[:] = filters
+
+
+def test_the_debug_transcript_has_no_secret_token_or_authorization_value(
+    papi: Api, fake: FakePayPal, debug_logs: io.StringIO
+) -> None:
+    pi = create(papi, capture_method="manual")
+    fake.approve(pi["client"]["order_id"])
+    papi.ok("POST", f"/v1/payment_intents/{pi['id']}/confirm",
+            {"payment_method": pi["client"]["order_id"]})
+    done = papi.ok("POST", f"/v1/payment_intents/{pi['id']}/capture")
+    papi.ok("POST", "/v1/refunds", {"payment_intent": pi["id"], "amount": 500})
+    wait_applied(papi, done["gateway_reference"], "PAYMENT.CAPTURE.REFUNDED")
+    text = debug_logs.getvalue()
+    assert "paypal POST /v2/checkout/orders" in text  # the connector's DEBUG lines are there
+    assert "/v1/notifications/verify-webhook-signature" in text
+    basic = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+    assert CLIENT_SECRET not in text and basic not in text
+    assert fake.tokens
+    for token in fake.tokens:
+        assert token not in text and token[5:25] not in text
+    assert "Bearer A21AA" not in text and "Basic " + basic[:8] not in text

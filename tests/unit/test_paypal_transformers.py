@@ -1,0 +1,675 @@
+"""The PayPal connector's pure parts: amounts, every status, errors, webhook events, and
+offline signature verification with a CA made here. The connector's HTTP seam is driven
+through httpx.MockTransport (no network)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from paymux.domain.errors import card_error
+from paymux.gateways.base import (
+    AuthorizeRequest,
+    GatewayInvalidRequest,
+    GatewayRateLimited,
+    GatewayStatus,
+    GatewayUnavailable,
+    InboundEvent,
+    PaymentUpdate,
+    RefundUpdate,
+    WebhookVerificationError,
+)
+from paymux.gateways.paypal import PayPalGateway, transformers
+from paymux.gateways.paypal.webhooks import (
+    OfflineVerifier,
+    api_request_body,
+    signed_message,
+    transmission,
+)
+from paymux.money import Money
+from support.paypal import CERT_URL, TestCA, sign_headers
+
+# -- amounts -------------------------------------------------------------------------------
+
+
+def test_usd_amounts_are_sent_with_two_decimals() -> None:
+    assert transformers.money(Money(1050, "USD")) == {"currency_code": "USD", "value": "10.50"}
+    assert transformers.amount_problem(Money(1050, "USD")) is None
+
+
+def test_jpy_amounts_are_whole_yen() -> None:
+    assert transformers.to_paypal(Money(1050, "JPY")) == "1050"
+    assert transformers.amount_problem(Money(1050, "JPY")) is None
+
+
+def test_huf_is_taken_in_whole_forints_only() -> None:
+    assert transformers.to_paypal(Money(105000, "HUF")) == "1050"
+    assert transformers.amount_problem(Money(105000, "HUF")) is None
+    problem = transformers.amount_problem(Money(1050, "HUF"))
+    assert problem is not None and "whole units" in problem
+    assert transformers.amount_problem(Money(1050, "TWD")) is not None
+
+
+def test_kwd_is_not_a_paypal_currency() -> None:
+    gateway = PayPalGateway("id", "secret", api_base="http://127.0.0.1:9")
+    assert not gateway.supports_currency("KWD") and not gateway.supports_currency("kwd")
+    assert gateway.supports_currency("usd") and gateway.supports_currency("HUF")
+    assert "does not support KWD" in (transformers.amount_problem(Money(1000, "KWD")) or "")
+    asyncio.run(gateway.aclose())
+
+
+def test_paypal_amounts_are_read_back_into_minor_units_and_placeholders_are_not_amounts() -> None:
+    assert transformers.from_paypal({"currency_code": "USD", "value": "10.50"}) == 1050
+    assert transformers.from_paypal({"currency_code": "HUF", "value": "1050"}) == 105000
+    assert transformers.from_paypal({"currency_code": "JPY", "value": "1050"}) == 1050
+    assert transformers.from_paypal({"currency_code": "str", "value": "string"}) is None
+    assert transformers.from_paypal(None) is None
+
+
+def test_request_ids_are_our_keys_and_long_keys_are_digested() -> None:
+    assert transformers.request_id("pi_abc:authorize:1") == "pi_abc:authorize:1"
+    long = transformers.request_id("x" * 300)
+    assert len(long) <= 108 and long == transformers.request_id("x" * 300)
+
+
+# -- statuses ------------------------------------------------------------------------------
+
+CAPTURE_STATUS = {
+    "COMPLETED": GatewayStatus.SUCCEEDED,
+    "PARTIALLY_REFUNDED": GatewayStatus.SUCCEEDED,
+    "REFUNDED": GatewayStatus.SUCCEEDED,
+    "PENDING": GatewayStatus.PROCESSING,
+    "DECLINED": GatewayStatus.FAILED,
+    "FAILED": GatewayStatus.FAILED,
+}
+AUTHORIZATION_STATUS = {
+    "CREATED": GatewayStatus.REQUIRES_CAPTURE,
+    "PENDING": GatewayStatus.PROCESSING,
+    "CAPTURED": GatewayStatus.SUCCEEDED,
+    "PARTIALLY_CAPTURED": GatewayStatus.SUCCEEDED,
+    "DENIED": GatewayStatus.FAILED,
+    "VOIDED": GatewayStatus.CANCELED,
+}
+ORDER_STATUS = {
+    "CREATED": GatewayStatus.REQUIRES_ACTION,
+    "SAVED": GatewayStatus.REQUIRES_ACTION,
+    "PAYER_ACTION_REQUIRED": GatewayStatus.REQUIRES_ACTION,
+    "APPROVED": GatewayStatus.PROCESSING,
+    "VOIDED": GatewayStatus.CANCELED,
+    "COMPLETED": GatewayStatus.SUCCEEDED,
+}
+REFUND_STATUS = {
+    "COMPLETED": "succeeded",
+    "PENDING": "pending",
+    "FAILED": "failed",
+    "CANCELLED": "canceled",
+}
+
+
+def test_every_paypal_status_is_in_the_tables() -> None:
+    assert set(CAPTURE_STATUS) == {s.value for s in transformers.CaptureStatus}
+    assert set(AUTHORIZATION_STATUS) == {s.value for s in transformers.AuthorizationStatus}
+    assert set(ORDER_STATUS) == {s.value for s in transformers.OrderStatus}
+    assert set(REFUND_STATUS) == {s.value for s in transformers.RefundStatus}
+
+
+@pytest.mark.parametrize(("status", "expected"), CAPTURE_STATUS.items())
+def test_capture_status_maps(status: str, expected: GatewayStatus) -> None:
+    capture = {"id": "2GG279541U471931P", "status": status,
+               "amount": {"currency_code": "USD", "value": "10.00"}}
+    result = transformers.capture_result(capture, failed_reference="5O190127TN364715T")
+    assert result.status is expected
+    if expected is GatewayStatus.FAILED:
+        assert result.decline is not None and result.decline.gateway_code == status
+        assert result.reference == "5O190127TN364715T"  # the order, to approve again
+    else:
+        assert result.reference == "2GG279541U471931P"
+    assert result.amount_captured == (1000 if expected is GatewayStatus.SUCCEEDED else 0)
+
+
+@pytest.mark.parametrize(("status", "expected"), AUTHORIZATION_STATUS.items())
+def test_authorization_status_maps(status: str, expected: GatewayStatus) -> None:
+    auth = {"id": "0VF52814937998046", "status": status,
+            "amount": {"currency_code": "EUR", "value": "25.00"}}
+    result = transformers.authorization_result(auth)
+    assert result.status is expected
+    assert result.amount_authorized == (2500 if expected is GatewayStatus.REQUIRES_CAPTURE else 0)
+    assert (result.decline is not None) == (expected is GatewayStatus.FAILED)
+
+
+@pytest.mark.parametrize(("status", "expected"), ORDER_STATUS.items())
+def test_order_status_maps_when_the_order_holds_no_payment(
+    status: str, expected: GatewayStatus
+) -> None:
+    order = {"id": "5O190127TN364715T", "status": status, "intent": "CAPTURE",
+             "purchase_units": [{"amount": {"currency_code": "USD", "value": "5.00"}}],
+             "links": [{"rel": "payer-action", "href": "https://www.paypal.com/checkoutnow?token=5O1"}]}
+    result = transformers.order_result(order)
+    assert result.status is expected and result.reference == "5O190127TN364715T"
+    if expected is GatewayStatus.REQUIRES_ACTION:
+        assert result.next_action == {"type": "redirect_to_url", "redirect_to_url": {
+            "url": "https://www.paypal.com/checkoutnow?token=5O1"}}
+
+
+@pytest.mark.parametrize(("status", "expected"), REFUND_STATUS.items())
+def test_refund_status_maps(status: str, expected: str) -> None:
+    refund = {"id": "1JU08902781691411", "status": status, "custom_id": "re_abc",
+              "amount": {"currency_code": "USD", "value": "4.00"},
+              "links": [{"rel": "up", "href": "https://api.paypal.com/v2/payments/captures/2GG279541U471931P"}]}
+    result = transformers.refund_result(refund)
+    assert (result.status, result.amount, result.reference) == (expected, 400, "1JU08902781691411")
+    assert result.payment_reference == "2GG279541U471931P" and result.our_id == "re_abc"
+
+
+def test_an_unknown_status_is_an_unknown_outcome_not_a_crash_later() -> None:
+    with pytest.raises(GatewayUnavailable):
+        transformers.capture_result({"id": "X", "status": "SOMETHING_NEW"})
+
+
+def test_a_captured_order_gives_the_capture_id_and_an_authorized_one_the_authorization_id() -> None:
+    payments = {
+        "captures": [{"id": "CAP1", "status": "COMPLETED",
+                      "amount": {"currency_code": "USD", "value": "10.00"}}],
+        "authorizations": [{"id": "AUTH1", "status": "CREATED",
+                            "amount": {"currency_code": "USD", "value": "10.00"}}],
+    }
+    order = {"id": "ORDER1", "status": "COMPLETED", "purchase_units": [{"payments": payments}]}
+    captured = transformers.order_result(order, capture=True)
+    assert (captured.status, captured.reference, captured.amount_captured) == (
+        GatewayStatus.SUCCEEDED, "CAP1", 1000)
+    held = transformers.order_result(order, capture=False)
+    assert (held.status, held.reference, held.amount_authorized) == (
+        GatewayStatus.REQUIRES_CAPTURE, "AUTH1", 1000)
+
+
+def test_a_declined_card_capture_keeps_the_processor_code() -> None:
+    capture = {"id": "C", "status": "DECLINED", "processor_response": {"response_code": "5120"}}
+    result = transformers.capture_result(capture)
+    assert result.decline is not None and result.decline.gateway_code == "5120"
+    assert card_error("paypal", "5120").code == "insufficient_funds"
+
+
+# -- errors --------------------------------------------------------------------------------
+
+def _error(issue: str, status: int = 422) -> transformers.ApiError:
+    body = {"name": "UNPROCESSABLE_ENTITY", "debug_id": "dbg1",
+            "details": [{"issue": issue, "description": f"{issue} happened"}]}
+    return transformers.api_error(status, body)
+
+
+@pytest.mark.parametrize(("issue", "code", "decline_code"), [
+    ("INSTRUMENT_DECLINED", "card_declined", "generic_decline"),
+    ("TRANSACTION_REFUSED", "card_declined", "generic_decline"),
+    ("PAYER_ACTION_REQUIRED", "authentication_required", "authentication_required"),
+    ("ORDER_NOT_APPROVED", "authentication_required", None),
+    ("PAYER_ACCOUNT_RESTRICTED", "card_declined", "restricted_card"),
+])
+def test_payer_side_issues_are_declines_mapped_through_the_table(
+    issue: str, code: str, decline_code: str | None
+) -> None:
+    decline = transformers.decline_for(_error(issue))
+    assert decline is not None and decline.gateway_code == issue
+    assert decline.message == f"{issue} happened"
+    error = card_error("paypal", issue)
+    assert (error.code, error.decline_code, error.gateway) == (code, decline_code, "paypal")
+
+
+@pytest.mark.parametrize("issue", ["AUTHORIZATION_EXPIRED", "MAX_CAPTURE_AMOUNT_EXCEEDED",
+                                   "DUPLICATE_INVOICE_ID", "PAYEE_ACCOUNT_RESTRICTED",
+                                   "ORDER_ALREADY_CAPTURED"])
+def test_merchant_side_issues_are_not_declines(issue: str) -> None:
+    assert transformers.decline_for(_error(issue)) is None
+
+
+def test_an_error_body_without_details_uses_its_name() -> None:
+    error = transformers.api_error(404, {"name": "RESOURCE_NOT_FOUND", "message": "gone"}, "d1")
+    assert (error.issue, error.message, error.debug_id) == ("RESOURCE_NOT_FOUND", "gone", "d1")
+    assert transformers.decline_for(_error("INSTRUMENT_DECLINED", status=400)) is None
+
+
+# -- the HTTP seam, with httpx.MockTransport -----------------------------------------------
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+def _gateway(handler: Handler, **kw: Any) -> PayPalGateway:
+    return PayPalGateway("client-1", "secret-1", api_base="https://paypal.test",
+                         transport=httpx.MockTransport(handler), **kw)
+
+
+def _token(request: httpx.Request, token: str = "A21AAtoken", expires: int = 32400) -> httpx.Response:
+    assert request.headers["authorization"] == "Basic " + base64.b64encode(
+        b"client-1:secret-1").decode()
+    assert request.content == b"grant_type=client_credentials"
+    return httpx.Response(200, json={"access_token": token, "token_type": "Bearer",
+                                     "expires_in": expires})
+
+
+def _request(capture: bool = True, token: str = "5O190127TN364715T") -> AuthorizeRequest:
+    return AuthorizeRequest(amount=Money(1000, "USD"), payment_method_token=token,
+                            capture=capture, reference="pi_123", gateway_reference=token)
+
+
+def test_the_token_is_cached_and_fetched_again_once_on_a_401() -> None:
+    seen: list[str] = []
+    tokens = iter(["T1", "T2"])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/oauth2/token":
+            return _token(request, next(tokens))
+        seen.append(request.headers["authorization"])
+        if len(seen) == 2:
+            return httpx.Response(401, json={"name": "AUTHENTICATION_FAILURE"})
+        return httpx.Response(200, json={"id": "ORDER", "status": "CREATED"})
+
+    async def run() -> None:
+        gateway = _gateway(handler)
+        await gateway.open_payment(Money(100, "USD"), "pi_1", True, idempotency_key="pi_1:open")
+        await gateway.open_payment(Money(100, "USD"), "pi_2", True, idempotency_key="pi_2:open")
+        await gateway.aclose()
+
+    asyncio.run(run())
+    assert seen == ["Bearer T1", "Bearer T1", "Bearer T2"]
+
+
+def test_every_post_carries_the_paypal_request_id_of_its_step() -> None:
+    sent: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/oauth2/token":
+            return _token(request)
+        sent.append(request)
+        return httpx.Response(201, json={"id": "ORDER", "status": "COMPLETED", "purchase_units": [
+            {"payments": {"captures": [{"id": "CAP", "status": "COMPLETED"}]}}]})
+
+    async def run() -> None:
+        gateway = _gateway(handler)
+        result = await gateway.authorize(_request(), idempotency_key="pi_123:authorize:1")
+        assert result.reference == "CAP" and result.amount_captured == 1000
+        await gateway.aclose()
+
+    asyncio.run(run())
+    [capture] = sent
+    assert capture.url.path == "/v2/checkout/orders/5O190127TN364715T/capture"
+    assert capture.headers["paypal-request-id"] == "pi_123:authorize:1"
+    assert capture.headers["prefer"] == "return=representation"
+
+
+@pytest.mark.parametrize(("response", "raised"), [
+    (httpx.Response(500, json={"name": "INTERNAL_SERVER_ERROR"}), GatewayUnavailable),
+    (httpx.Response(503), GatewayUnavailable),
+    (httpx.Response(409, json={"name": "RESOURCE_CONFLICT"}), GatewayUnavailable),
+    (httpx.Response(429, headers={"retry-after": "7"}), GatewayRateLimited),
+    (httpx.Response(400, json={"name": "INVALID_REQUEST",
+                               "details": [{"issue": "INVALID_PARAMETER_VALUE"}]}),
+     GatewayInvalidRequest),
+    (httpx.Response(422, json={"name": "UNPROCESSABLE_ENTITY",
+                               "details": [{"issue": "AUTHORIZATION_EXPIRED"}]}),
+     GatewayInvalidRequest),
+])
+def test_failures_are_translated_into_the_exception_tree(
+    response: httpx.Response, raised: type[Exception]
+) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return _token(request) if request.url.path == "/v1/oauth2/token" else response
+
+    async def run() -> None:
+        gateway = _gateway(handler)
+        try:
+            await gateway.capture("0VF52814937998046", Money(500, "USD"), idempotency_key="k")
+        finally:
+            await gateway.aclose()
+
+    with pytest.raises(raised) as info:
+        asyncio.run(run())
+    if isinstance(info.value, GatewayRateLimited):
+        assert info.value.retry_after == 7.0
+    if isinstance(info.value, GatewayInvalidRequest) and response.status_code == 422:
+        assert info.value.code == "AUTHORIZATION_EXPIRED"
+
+
+def test_a_network_error_is_unavailable() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    async def run() -> None:
+        gateway = _gateway(handler)
+        try:
+            await gateway.void("0VF52814937998046", idempotency_key="pi:cancel")
+        finally:
+            await gateway.aclose()
+
+    with pytest.raises(GatewayUnavailable):
+        asyncio.run(run())
+
+
+def test_a_declined_instrument_is_a_decline_that_keeps_the_order() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/oauth2/token":
+            return _token(request)
+        return httpx.Response(422, headers={"paypal-debug-id": "dbg"}, json={
+            "name": "UNPROCESSABLE_ENTITY",
+            "details": [{"issue": "INSTRUMENT_DECLINED", "description": "declined"}]})
+
+    async def run() -> None:
+        gateway = _gateway(handler)
+        result = await gateway.authorize(_request(), idempotency_key="pi_123:authorize:1")
+        await gateway.aclose()
+        assert result.status is GatewayStatus.FAILED and result.reference == "5O190127TN364715T"
+        assert result.decline is not None and result.decline.gateway_code == "INSTRUMENT_DECLINED"
+
+    asyncio.run(run())
+
+
+def test_an_order_already_captured_is_read_back_instead_of_failing() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/oauth2/token":
+            return _token(request)
+        if request.method == "POST":
+            return httpx.Response(422, json={"name": "UNPROCESSABLE_ENTITY",
+                                             "details": [{"issue": "ORDER_ALREADY_CAPTURED"}]})
+        return httpx.Response(200, json={"id": "5O190127TN364715T", "status": "COMPLETED",
+                                         "purchase_units": [{"payments": {"captures": [
+                                             {"id": "CAP9", "status": "COMPLETED"}]}}]})
+
+    async def run() -> None:
+        gateway = _gateway(handler)
+        result = await gateway.authorize(_request(), idempotency_key="pi_123:authorize:2")
+        await gateway.aclose()
+        assert (result.status, result.reference) == (GatewayStatus.SUCCEEDED, "CAP9")
+
+    asyncio.run(run())
+
+
+def test_a_reference_that_is_not_a_paypal_id_never_reaches_a_url() -> None:
+    async def run() -> None:
+        gateway = _gateway(lambda r: httpx.Response(500))
+        try:
+            await gateway.capture("../../v1/oauth2/token", Money(1, "USD"), idempotency_key="k")
+        finally:
+            await gateway.aclose()
+
+    with pytest.raises(GatewayInvalidRequest):
+        asyncio.run(run())
+
+
+# -- webhook events ------------------------------------------------------------------------
+
+def _event(event_type: str, resource_type: str, resource: dict[str, Any]) -> InboundEvent:
+    payload = {"id": "WH-58D329510W468432D-8HN650336L201105X", "event_version": "1.0",
+               "create_time": "2019-02-14T21:50:07.940Z", "resource_type": resource_type,
+               "event_type": event_type, "summary": "...", "resource": resource}
+    return InboundEvent("paypal", payload["id"], event_type, payload)
+
+
+CAPTURE = {
+    "id": "27M47624FP291604U", "status": "COMPLETED", "final_capture": True,
+    "amount": {"currency_code": "USD", "value": "2.51"}, "custom_id": "pi_abc",
+    "supplementary_data": {"related_ids": {"order_id": "1AB234567A1234567"}},
+    "links": [{"href": "https://api.paypal.com/v2/payments/captures/27M47624FP291604U",
+               "rel": "self", "method": "GET"},
+              {"href": "https://api.paypal.com/v2/checkout/orders/1AB234567A1234567",
+               "rel": "up", "method": "GET"}],
+}
+
+
+@pytest.mark.parametrize(("event_type", "status", "expected"), [
+    ("PAYMENT.CAPTURE.COMPLETED", "COMPLETED", GatewayStatus.SUCCEEDED),
+    ("PAYMENT.CAPTURE.PENDING", "PENDING", GatewayStatus.PROCESSING),
+    ("PAYMENT.CAPTURE.DENIED", "DECLINED", GatewayStatus.FAILED),
+])
+def test_capture_events_are_payment_updates_found_by_our_id_and_the_capture_id(
+    event_type: str, status: str, expected: GatewayStatus
+) -> None:
+    change = transformers.interpret_event(_event(event_type, "capture", {**CAPTURE, "status": status}))
+    assert isinstance(change, PaymentUpdate)
+    assert change.reference == "pi_abc" and change.result.status is expected
+    if expected is not GatewayStatus.FAILED:
+        assert change.result.reference == "27M47624FP291604U"
+    if expected is GatewayStatus.SUCCEEDED:
+        assert change.result.amount_captured == 251
+
+
+def test_authorization_events_give_the_authorization_id() -> None:
+    auth = {"id": "0VF52814937998046", "status": "CREATED", "custom_id": "pi_abc",
+            "amount": {"currency_code": "USD", "value": "10.99"},
+            "expiration_time": "2017-10-10T23:23:45Z"}
+    created = transformers.interpret_event(_event("PAYMENT.AUTHORIZATION.CREATED", "authorization", auth))
+    assert isinstance(created, PaymentUpdate) and created.reference == "pi_abc"
+    assert created.result.status is GatewayStatus.REQUIRES_CAPTURE
+    assert (created.result.reference, created.result.amount_authorized) == ("0VF52814937998046", 1099)
+    voided = transformers.interpret_event(
+        _event("PAYMENT.AUTHORIZATION.VOIDED", "authorization", {**auth, "status": "VOIDED"}))
+    assert isinstance(voided, PaymentUpdate) and voided.result.status is GatewayStatus.CANCELED
+
+
+@pytest.mark.parametrize("event_type", ["PAYMENT.CAPTURE.REFUNDED", "PAYMENT.CAPTURE.REVERSED"])
+def test_refund_events_are_refund_updates_on_the_capture(event_type: str) -> None:
+    refund = {"id": "1Y107995YT783435V", "status": "COMPLETED", "custom_id": "re_xyz",
+              "amount": {"currency_code": "USD", "value": "1.00"},
+              "links": [{"href": "https://api.paypal.com/v2/payments/refunds/1Y107995YT783435V",
+                         "rel": "self", "method": "GET"},
+                        {"href": "https://api.paypal.com/v2/payments/captures/0KG12345VE123456J",
+                         "rel": "up", "method": "GET"}]}
+    change = transformers.interpret_event(_event(event_type, "refund", refund))
+    assert isinstance(change, RefundUpdate)
+    assert change.refund.reference == "1Y107995YT783435V" and change.refund.amount == 100
+    assert change.refund.payment_reference == "0KG12345VE123456J"
+    assert change.refund.our_id == "re_xyz" and change.refund.status == "succeeded"
+
+
+def test_an_approved_order_moves_nothing_until_paymux_confirms_it() -> None:
+    order = {"id": "5O190127TN364715T", "status": "APPROVED", "intent": "CAPTURE",
+             "purchase_units": [{"custom_id": "pi_abc",
+                                 "amount": {"currency_code": "USD", "value": "10.00"}}]}
+    assert transformers.interpret_event(_event("CHECKOUT.ORDER.APPROVED", "checkout-order", order)) is None
+    done = {**order, "status": "COMPLETED", "purchase_units": [
+        {**order["purchase_units"][0], "payments": {"captures": [CAPTURE]}}]}
+    change = transformers.interpret_event(_event("CHECKOUT.ORDER.COMPLETED", "checkout-order", done))
+    assert isinstance(change, PaymentUpdate) and change.reference == "pi_abc"
+    assert change.result.reference == "27M47624FP291604U"
+
+
+def test_other_events_are_ignored() -> None:
+    assert transformers.interpret_event(_event("CUSTOMER.DISPUTE.CREATED", "dispute", {"id": "PP-D-1"})) is None
+
+
+# -- payment methods -----------------------------------------------------------------------
+
+def test_vault_tokens_carry_their_kind_and_orders_are_bare_ids() -> None:
+    token = {"id": "8kk8451t", "customer": {"id": "customer_4029352050"}, "payment_source": {
+        "card": {"last_digits": "1111", "expiry": "2027-02", "brand": "VISA"}}}
+    card = transformers.card_details_from_vault(token)
+    assert (card.token, card.type, card.brand, card.last4, card.exp_month, card.exp_year) == (
+        "card:8kk8451t", "card", "visa", "1111", 2, 2027)
+    wallet = transformers.card_details_from_vault({"id": "9xy", "payment_source": {
+        "paypal": {"email_address": "b@example.com"}}})
+    assert (wallet.token, wallet.type) == ("paypal:9xy", "paypal")
+    assert transformers.split_vault_token("card:8kk8451t") == ("card", "8kk8451t")
+    assert transformers.split_vault_token("5O190127TN364715T") is None
+    with pytest.raises(ValueError):
+        transformers.split_vault_token("bitcoin:abc")
+    order = transformers.card_details_from_order({"id": "5O190127TN364715T", "payment_source": {
+        "paypal": {"email_address": "buyer@example.com"}}})
+    assert (order.token, order.type) == ("5O190127TN364715T", "paypal")
+    assert "buyer@example.com" not in repr(order)
+
+
+def test_a_saved_method_is_charged_with_its_vault_id() -> None:
+    request = AuthorizeRequest(amount=Money(1200, "USD"), payment_method_token="card:8kk8451t",
+                               capture=True, reference="pi_1", off_session=True)
+    body = transformers.vault_order_request(request, "card", "8kk8451t")
+    assert body["intent"] == "CAPTURE"
+    assert body["purchase_units"] == [{"amount": {"currency_code": "USD", "value": "12.00"},
+                                       "custom_id": "pi_1"}]
+    assert body["payment_source"]["card"]["vault_id"] == "8kk8451t"
+    assert body["payment_source"]["card"]["stored_credential"]["payment_initiator"] == "MERCHANT"
+    assert transformers.payment_token_request("5C991763VB2781612") == {
+        "payment_source": {"token": {"id": "5C991763VB2781612", "type": "SETUP_TOKEN"}}}
+    customer = transformers.customer_reference("cus_" + "a" * 24)
+    assert len(customer) <= 22 and customer == transformers.customer_reference("cus_" + "a" * 24)
+
+
+# -- webhook verification ------------------------------------------------------------------
+
+WEBHOOK_ID = "1JE4291016473214C"
+BODY = json.dumps({"id": "WH-1", "event_type": "PAYMENT.CAPTURE.COMPLETED",
+                   "resource_type": "capture", "resource": CAPTURE}).encode()
+
+
+@pytest.fixture(scope="module")
+def ca() -> TestCA:
+    return TestCA()
+
+
+def _verifier(roots: list[Any], pem: bytes, fetched: list[str] | None = None,
+              now: datetime | None = None) -> OfflineVerifier:
+    async def fetch(url: str) -> bytes:
+        if fetched is not None:
+            fetched.append(url)
+        return pem
+
+    return OfflineVerifier(roots, fetch, now=(lambda: now) if now else lambda: datetime.now(UTC))
+
+
+def _refused(verifier: OfflineVerifier, headers: dict[str, str], body: bytes = BODY) -> str:
+    with pytest.raises(WebhookVerificationError) as info:
+        asyncio.run(verifier.verify(transmission(headers), WEBHOOK_ID, body))
+    return info.value.reason
+
+
+def test_the_signed_message_is_ids_time_webhook_and_unsigned_crc32() -> None:
+    assert signed_message("t1", "2024-01-01T00:00:00Z", "W1", b"hello") == (
+        b"t1|2024-01-01T00:00:00Z|W1|907060870")
+    assert signed_message("t", "x", "w", b"\xff" * 8).split(b"|")[-1].isdigit()  # unsigned
+
+
+def test_a_good_signature_verifies_and_the_certificate_is_fetched_once(ca: TestCA) -> None:
+    leaf = ca.issue()
+    fetched: list[str] = []
+    verifier = _verifier([ca.cert], leaf.pem(), fetched)
+    for _ in range(2):
+        asyncio.run(verifier.verify(transmission(sign_headers(BODY, leaf.key, WEBHOOK_ID)),
+                                    WEBHOOK_ID, BODY))
+    assert fetched == [CERT_URL]
+
+
+def test_a_tampered_body_is_a_signature_mismatch(ca: TestCA) -> None:
+    leaf = ca.issue()
+    headers = sign_headers(BODY, leaf.key, WEBHOOK_ID)
+    assert _refused(_verifier([ca.cert], leaf.pem()), headers,
+                    BODY.replace(b"2.51", b"9.51")) == "signature_mismatch"
+
+
+def test_another_webhook_id_or_transmission_is_a_signature_mismatch(ca: TestCA) -> None:
+    leaf = ca.issue()
+    headers = sign_headers(BODY, leaf.key, "OTHERWEBHOOK")
+    assert _refused(_verifier([ca.cert], leaf.pem()), headers) == "signature_mismatch"
+    good = sign_headers(BODY, leaf.key, WEBHOOK_ID)
+    assert _refused(_verifier([ca.cert], leaf.pem()),
+                    {**good, "paypal-transmission-id": "another"}) == "signature_mismatch"
+
+
+def test_a_signature_by_another_key_is_a_signature_mismatch(ca: TestCA) -> None:
+    leaf, other = ca.issue(), ca.issue()
+    headers = sign_headers(BODY, other.key, WEBHOOK_ID)
+    assert _refused(_verifier([ca.cert], leaf.pem()), headers) == "signature_mismatch"
+
+
+@pytest.mark.parametrize("url", [
+    "https://evil.example.com/cert.pem",
+    "http://api.paypal.com/v1/notifications/certs/CERT-1",
+    "https://paypal.com.evil.example/cert",
+    "https://api.paypal.com.evil.example/cert",
+    "https://user@api.paypal.com/cert",
+    "https://api.paypal.com:8443/cert",
+    "https://notpaypal.com/cert",
+])
+def test_a_certificate_url_off_paypal_com_is_refused_before_any_fetch(ca: TestCA, url: str) -> None:
+    leaf = ca.issue()
+    fetched: list[str] = []
+    headers = sign_headers(BODY, leaf.key, WEBHOOK_ID, cert_url=url)
+    assert _refused(_verifier([ca.cert], leaf.pem(), fetched), headers) == "cert_url_not_allowed"
+    assert fetched == []
+
+
+def test_a_certificate_from_an_untrusted_ca_is_refused(ca: TestCA) -> None:
+    rogue = TestCA("rogue root").issue()
+    headers = sign_headers(BODY, rogue.key, WEBHOOK_ID)
+    assert _refused(_verifier([ca.cert], rogue.pem()), headers) == "certificate_untrusted"
+
+
+def test_an_expired_certificate_is_refused(ca: TestCA) -> None:
+    now = datetime.now(UTC)
+    old = ca.issue(not_before=now - timedelta(days=100), not_after=now - timedelta(days=1))
+    headers = sign_headers(BODY, old.key, WEBHOOK_ID)
+    assert _refused(_verifier([ca.cert], old.pem()), headers) == "certificate_untrusted"
+
+
+def test_a_trusted_certificate_for_another_host_is_refused(ca: TestCA) -> None:
+    stranger = ca.issue("webhooks.example.com")
+    headers = sign_headers(BODY, stranger.key, WEBHOOK_ID)
+    assert _refused(_verifier([ca.cert], stranger.pem()), headers) == "certificate_untrusted"
+
+
+def test_missing_headers_are_named() -> None:
+    with pytest.raises(WebhookVerificationError) as info:
+        transmission({"paypal-transmission-id": "x"})
+    assert info.value.reason == "missing_headers"
+    assert "paypal-cert-url" in str(info.value)
+
+
+def test_the_api_request_embeds_the_event_byte_for_byte() -> None:
+    headers = {"paypal-transmission-id": "t1", "paypal-transmission-time": "2024-01-01T00:00:00Z",
+               "paypal-transmission-sig": "c2ln", "paypal-cert-url": CERT_URL,
+               "paypal-auth-algo": "SHA256withRSA"}
+    body = b'{"id":"WH-1",  "event_type":"X","resource":{"value":"1.10"}}'
+    request = api_request_body(transmission(headers), WEBHOOK_ID, body)
+    assert request.endswith(b'"webhook_event":' + body + b"}")
+    parsed = json.loads(request)
+    assert parsed["webhook_id"] == WEBHOOK_ID and parsed["webhook_event"]["id"] == "WH-1"
+
+
+def test_a_verified_body_that_is_not_an_event_is_an_invalid_payload(ca: TestCA) -> None:
+    leaf = ca.issue()
+    body = b'["not", "an", "event"]'
+    gateway = PayPalGateway("id", "s", api_base="http://127.0.0.1:9", webhook_id=WEBHOOK_ID,
+                            webhook_verification="offline", trust_roots=[ca.cert],
+                            cert_fetcher=lambda url: _pem(leaf.pem()))
+    with pytest.raises(WebhookVerificationError) as info:
+        asyncio.run(gateway.verify_webhook(sign_headers(body, leaf.key, WEBHOOK_ID), body))
+    assert info.value.reason == "invalid_payload"
+    event = asyncio.run(gateway.verify_webhook(sign_headers(BODY, leaf.key, WEBHOOK_ID), BODY))
+    assert (event.event_id, event.type) == ("WH-1", "PAYMENT.CAPTURE.COMPLETED")
+    asyncio.run(gateway.aclose())
+
+
+async def _pem(pem: bytes) -> bytes:
+    return pem
+
+
+def test_settings_choose_the_verification_mode_and_the_trust_roots(
+    ca: TestCA, tmp_path: Any
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    from paymux.config import Settings
+
+    roots = tmp_path / "roots.pem"
+    roots.write_bytes(ca.cert.public_bytes(serialization.Encoding.PEM))
+    settings = Settings(paypal_client_id="id", paypal_client_secret="secret",
+                        paypal_webhook_id=WEBHOOK_ID, paypal_webhook_verification="offline",
+                        paypal_trust_roots=str(roots), paypal_api_base="http://127.0.0.1:9")
+    gateway = PayPalGateway.from_settings(settings)
+    assert gateway.webhook_verification == "offline" and gateway.webhook_id == WEBHOOK_ID
+    assert "secret" not in repr(gateway)
+    asyncio.run(gateway.aclose())
+    with pytest.raises(ValueError):
+        PayPalGateway("id", "secret", webhook_verification="sometimes")
