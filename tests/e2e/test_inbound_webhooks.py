@@ -134,3 +134,36 @@ def test_a_webhook_for_an_unknown_gateway_is_a_400(api: Api) -> None:
 def test_an_oversized_body_is_a_413(api: Api) -> None:
     r = httpx.post(f"{api.server.url}/webhooks/sandbox", content=b"x" * (1024 * 1024 + 1))
     assert r.status_code == 413
+
+
+def test_a_late_decline_of_an_earlier_attempt_does_not_undo_the_attempt_in_flight(
+    api: Api,
+) -> None:
+    import threading
+
+    pi = api.ok("POST", "/v1/payment_intents", {"amount": 3000, "currency": "usd"})
+    declined = api.post(f"/v1/payment_intents/{pi['id']}/confirm",
+                        {"payment_method": "pm_card_chargeDeclined"})
+    assert declined.status_code == 402
+    first_charge = api.charges(pi["id"])[0]
+    assert first_charge["status"] == "failed"
+    api.sandbox("POST", "/_control/latency", {"seconds": 1.0})
+    answers: list[dict] = []
+    try:
+        confirm = threading.Thread(target=lambda: answers.append(api.ok(
+            "POST", f"/v1/payment_intents/{pi['id']}/confirm", {"payment_method": "pm_card_visa"})))
+        confirm.start()
+        api.wait_for(f"/v1/payment_intents/{pi['id']}", "status", "processing")
+        late = post_event(api, {"id": f"evt_old_{pi['id']}", "type": "charge.updated",
+                                "data": {"object": first_charge}})
+        assert late.status_code == 200
+        confirm.join()
+    finally:
+        api.sandbox("POST", "/_control/latency", {"seconds": 0.0})
+    assert answers and answers[0]["status"] == "succeeded"
+    time.sleep(0.5)
+    after = api.ok("GET", f"/v1/payment_intents/{pi['id']}")
+    assert after["status"] == "succeeded" and after["last_payment_error"] is None
+    failed = api.ok("GET", "/v1/events", params={"object_id": pi["id"],
+                                                 "type": "payment_intent.payment_failed"})
+    assert len(failed["data"]) == 1  # the first attempt's, not a second one from the late event

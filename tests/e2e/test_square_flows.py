@@ -18,6 +18,7 @@ import logging
 import re
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,11 +88,12 @@ def create(api: Api, **params: Any) -> dict[str, Any]:
 def settle(square: SquareEnv, api: Api) -> None:
     """Every webhook the fake has sent so far is delivered and applied (or ignored)."""
     square.fake.wait_idle()
+    sent = {d.event["event_id"] for d in square.fake.deliveries}
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         rows = square.server.sql(
-            "select status from webhook_inbox where gateway = 'square' and status = 'received'")
-        if not rows:
+            "select event_id from webhook_inbox where gateway = 'square' and status = 'received'")
+        if not {event_id for (event_id,) in rows} & sent:
             return
         time.sleep(0.05)
     raise AssertionError("square webhooks were not applied")
@@ -270,8 +272,8 @@ def test_a_square_outage_during_capture_is_retried(api: Api, square: SquareEnv) 
 def test_a_webhook_with_a_bad_signature_or_for_another_url_is_refused(
     api: Api, square: SquareEnv
 ) -> None:
-    body = json.dumps({"event_id": "e-forged", "type": "payment.updated",
-                       "data": {"object": {"payment": {"id": "x", "status": "COMPLETED"}}}}).encode()
+    body = json.dumps({"event_id": f"e-{uuid.uuid4()}", "type": "customer.created",
+                       "data": {"type": "customer", "id": "C1", "object": {}}}).encode()
     url = square.webhook_url
     cases = {
         "missing_signature": {"content-type": "application/json"},
@@ -284,6 +286,13 @@ def test_a_webhook_with_a_bad_signature_or_for_another_url_is_refused(
     assert good.status_code == 200 and good.json() == {"received": True, "duplicate": False}
     replay = httpx.post(url, content=body, headers=square.fake.sign(body), timeout=10)
     assert replay.json() == {"received": True, "duplicate": True}
+    deadline = time.monotonic() + 10
+    status = None
+    while time.monotonic() < deadline and status != "ignored":
+        [(status,)] = square.server.sql(
+            "select status from webhook_inbox where event_id = :e", e=json.loads(body)["event_id"])
+        time.sleep(0.05)
+    assert status == "ignored"  # verified, stored once, and not acted on
 
 
 # -- scrubbing ----------------------------------------------------------------------------------------

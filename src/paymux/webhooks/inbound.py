@@ -30,6 +30,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from paymux.domain.ids import new_id
 from paymux.gateways.base import (
     DisputeUpdate,
+    GatewayResult,
+    GatewayStatus,
     InboundEvent,
     PaymentUpdate,
     RefundUpdate,
@@ -45,7 +47,6 @@ from paymux.storage.models import Dispute, GatewayAttempt, PaymentIntent, Refund
 __all__ = ["InboundWebhooks", "Received", "UnknownObjectYet"]
 
 log = logging.getLogger(__name__)
-
 
 
 class UnknownObjectYet(Exception):
@@ -178,24 +179,24 @@ class InboundWebhooks:
             raise UnknownObjectYet(
                 f"payment {change.reference or change.result.reference} is not stored yet"
             )
-        pending = (
+        attempts = list(
             (
                 await s.execute(
-                    select(GatewayAttempt).where(
-                        GatewayAttempt.object_id == pi.id,
-                        GatewayAttempt.status == "pending",
-                        GatewayAttempt.operation == "authorize",
-                    )
+                    select(GatewayAttempt)
+                    .where(GatewayAttempt.object_id == pi.id)
+                    .order_by(GatewayAttempt.created_us)
                 )
-            )
-            .scalars()
-            .all()
+            ).scalars()
         )
+        if _stale(attempts, change.result):
+            log.info("ignoring a late %s about %s", change.result.status, pi.id)
+            return
         moved = await self.payments.apply_result(s, pi, change.result, operation="webhook")
         if moved:
-            for attempt in pending:  # the webhook told us the outcome the call was waiting for
-                attempt.status = "settled"
-                attempt.updated_us = self.ctx.now_us()
+            for attempt in attempts:  # the webhook told us the outcome a call was waiting for
+                if attempt.status == "pending" and attempt.operation == "authorize":
+                    attempt.status = "settled"
+                    attempt.updated_us = self.ctx.now_us()
 
     async def _apply_refund(self, s: AsyncSession, gateway: str, change: RefundUpdate) -> None:
         outcome = change.refund
@@ -312,3 +313,23 @@ class InboundWebhooks:
                 for (g, r), n in sorted(self.rejected.items())
             ]
         }
+
+
+def _stale(attempts: list[GatewayAttempt], result: GatewayResult) -> bool:
+    """Is this outcome older than what we already know?
+
+    - It is about an earlier attempt's provider payment (gateways that make a new payment per
+      attempt, like the sandbox or Square, send a late decline of attempt 1 while attempt 2
+      is in flight); or
+    - a capture or void is in flight and it is not that call's outcome (an APPROVED event
+      that was overtaken by our own capture)."""
+    authorizations = [a for a in attempts if a.operation == "authorize"]
+    if result.reference and len(authorizations) > 1:
+        earlier = {(a.result or {}).get("reference") for a in authorizations[:-1]}
+        latest = (authorizations[-1].result or {}).get("reference")
+        if result.reference in earlier and result.reference != latest:
+            return True
+    in_flight = {a.operation for a in attempts if a.status == "pending"}
+    if "capture" in in_flight and result.status is not GatewayStatus.SUCCEEDED:
+        return True
+    return "cancel" in in_flight and result.status is not GatewayStatus.CANCELED
