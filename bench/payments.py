@@ -1,8 +1,7 @@
 """Payments benchmark: paymux create + confirm over HTTP vs. a bare endpoint that only writes.
 
-For each backend (SQLite, PostgreSQL) this migrates two fresh databases and starts, one after
-the other, two servers as subprocesses on 127.0.0.1 (so the load generator does not share
-their GIL):
+For each backend (SQLite, PostgreSQL) this migrates two fresh databases and starts two servers
+as subprocesses on 127.0.0.1 (so the load generator does not share their GIL):
 
 * paymux itself (``python -m paymux.cli serve``, configured by PAYMUX_* environment
   variables, with its worker, the built-in sandbox gateway at zero latency, log level WARNING);
@@ -10,17 +9,20 @@ their GIL):
   ``Database`` and tables) making only the write transactions and row writes a create +
   confirm makes, and nothing else (see that file for the list).
 
-Each is warmed up, then driven with ``--n`` payments (create, then confirm with
-``pm_card_visa``) by ``--concurrency`` httpx clients; latency is create + confirm, per payment.
-It prints payments/s, p50/p99 latency and the server process's CPU per payment for both, and
-the ratio paymux/bare of payments/s. It exits non-zero only when a request fails or a server
-does not start; figures are reported, never asserted.
+Both are warmed up (``--warmup``), then driven with ``--n`` payments each (create, then
+confirm with ``pm_card_visa``) by ``--concurrency`` httpx clients, in alternating chunks of
+``--chunk`` payments (paymux, bare, bare, paymux, ...) so that other work on the machine
+slows both alike. Latency is create + confirm, per payment. It prints payments/s, p50/p99
+latency and the server process's CPU per payment for both, and the ratio paymux/bare of
+payments/s. A side that runs past ``--max-seconds`` stops early (the ``done`` column says how
+many ran). It exits non-zero only when a request fails or a server does not start; figures
+are reported, never asserted.
 
     .venv/bin/python bench/payments.py [--n 2000] [--concurrency 16]
         [--backends sqlite,postgres] [--idempotency-keys | --no-idempotency-keys]
 
-PostgreSQL is a throwaway cluster (tests/support/pgcluster.py: fsync and synchronous_commit
-off), started as the ``postgres`` OS user when run as root.
+PostgreSQL is a throwaway cluster (tests/support/pgcluster.py: fsync, synchronous_commit and
+full_page_writes off), started as the ``postgres`` OS user when run as root.
 """
 
 from __future__ import annotations
@@ -441,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
         default=False,
         help="send an Idempotency-Key with every POST",
     )
-    parser.add_argument("--warmup", type=int, default=200, help="unmeasured payments first (200)")
+    parser.add_argument("--warmup", type=int, default=100, help="unmeasured payments first (100)")
     parser.add_argument(
         "--chunk",
         type=int,
@@ -451,8 +453,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--max-seconds",
         type=float,
-        default=40.0,
-        help="time budget per server and backend; stop early past it (40)",
+        default=35.0,
+        help="measuring time budget per server and backend; past it, stop early (35)",
     )
     args = parser.parse_args(argv)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]

@@ -34,6 +34,11 @@ class Settings(BaseSettings):
         default=1.0, description="Seconds; a failed job waits up to base * 2**(attempts-1)."
     )
     job_backoff_cap: float = 3600.0
+    job_lease_seconds: float = Field(
+        default=60.0,
+        description="A claimed job is another worker's to take if not finished by then "
+        "(longer than any one job runs).",
+    )
     webhook_apply_max_attempts: int = 12
     log_level: str = "INFO"
     log_json: bool = True

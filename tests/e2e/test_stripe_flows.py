@@ -51,7 +51,7 @@ def stripe_server(
     settings = make_settings(
         url, tmp, port, stripe_secret_key="sk_test_paymux", stripe_api_base=localstripe.url,
         stripe_publishable_key="pk_test_paymux", stripe_webhook_secrets=WEBHOOK_SECRET,
-        default_gateway="stripe",
+        default_gateway="stripe", routes="JPY=sandbox",
     )
     localstripe.register_webhook(f"http://127.0.0.1:{port}/webhooks/stripe", WEBHOOK_SECRET,
                                  name=f"paymux{port}")
@@ -165,3 +165,17 @@ def test_a_saved_card_is_charged_off_session(sapi: Api) -> None:
         "amount": 1200, "currency": "usd", "gateway": "stripe", "customer": customer["id"],
         "payment_method": saved["id"], "confirm": True, "off_session": True})
     assert pi["status"] == "succeeded"
+
+
+def test_routing_picks_the_gateway_by_currency_unless_one_is_named(sapi: Api) -> None:
+    yen = sapi.ok("POST", "/v1/payment_intents", {"amount": 500, "currency": "jpy"})
+    assert yen["gateway"] == "sandbox"
+    dollars = sapi.ok("POST", "/v1/payment_intents", {"amount": 500, "currency": "usd"})
+    assert dollars["gateway"] == "stripe"
+    named = sapi.ok("POST", "/v1/payment_intents",
+                    {"amount": 500, "currency": "jpy", "gateway": "stripe"})
+    assert named["gateway"] == "stripe"
+    r = sapi.post("/v1/payment_intents", {"amount": 500, "currency": "usd", "gateway": "nope"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "gateway_unknown"
+    r = sapi.post("/v1/payment_intents", {"amount": 1001, "currency": "kwd", "gateway": "stripe"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "amount"

@@ -50,7 +50,11 @@ class Worker:
         ctx = self.app.ctx
         async with ctx.db.write() as s:
             jobs = await queue.claim(
-                s, self.worker_id, now_us=ctx.now_us(), limit=ctx.settings.worker_batch_size
+                s,
+                self.worker_id,
+                now_us=ctx.now_us(),
+                limit=ctx.settings.worker_batch_size,
+                lease=ctx.settings.job_lease_seconds,
             )
         for job in jobs:
             await self._run(job)
