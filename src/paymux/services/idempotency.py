@@ -54,22 +54,24 @@ class IdempotencyService:
                 param="Idempotency-Key",
             )
         now = self.ctx.now_us()
+
+        def claimed() -> IdempotencyKey:
+            return IdempotencyKey(
+                account_id=account_id,
+                key=key,
+                method=method,
+                path=path,
+                request_hash=fingerprint,
+                status="in_flight",
+                response_status=None,
+                response_body=None,
+                locked_us=now,
+                created_us=now,
+            )
+
         try:
             async with self.ctx.db.write() as s:
-                s.add(
-                    IdempotencyKey(
-                        account_id=account_id,
-                        key=key,
-                        method=method,
-                        path=path,
-                        request_hash=fingerprint,
-                        status="in_flight",
-                        response_status=None,
-                        response_body=None,
-                        locked_us=now,
-                        created_us=now,
-                    )
-                )
+                s.add(claimed())
             return None
         except IntegrityError:
             pass
@@ -77,20 +79,7 @@ class IdempotencyService:
         async with self.ctx.db.write() as s:
             row = await s.get(IdempotencyKey, (account_id, key))
             if row is None:  # purged between the two statements: treat as new
-                s.add(
-                    IdempotencyKey(
-                        account_id=account_id,
-                        key=key,
-                        method=method,
-                        path=path,
-                        request_hash=fingerprint,
-                        status="in_flight",
-                        response_status=None,
-                        response_body=None,
-                        locked_us=now,
-                        created_us=now,
-                    )
-                )
+                s.add(claimed())
                 return None
             if row.request_hash != fingerprint or row.path != path or row.method != method:
                 raise PaymuxError.of(
