@@ -179,3 +179,70 @@ def test_routing_picks_the_gateway_by_currency_unless_one_is_named(sapi: Api) ->
     assert r.status_code == 400 and r.json()["error"]["code"] == "gateway_unknown"
     r = sapi.post("/v1/payment_intents", {"amount": 1001, "currency": "kwd", "gateway": "stripe"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "amount"
+
+
+def _post_stripe_event(server: RunningServer, event: dict) -> int:
+    import json
+
+    import httpx
+    import stripe
+
+    body = json.dumps(event)
+    t = int(time.time())
+    signature = stripe.WebhookSignature._compute_signature(f"{t}.{body}", WEBHOOK_SECRET)
+    response = httpx.post(f"{server.url}/webhooks/stripe", content=body.encode(),
+                          headers={"stripe-signature": f"t={t},v1={signature}"})
+    return response.status_code
+
+
+def test_a_refund_made_in_stripe_s_dashboard_updates_our_records(
+    sapi: Api, localstripe: LocalStripe
+) -> None:
+    import stripe
+
+    pi = create(sapi, amount=4000)
+    sapi.ok("POST", f"/v1/payment_intents/{pi['id']}/confirm", {"payment_method": "pm_card_visa"})
+    # Nobody here asked for this refund: someone clicked "Refund" at Stripe.
+    client = stripe.StripeClient("sk_test_paymux", base_addresses={"api": localstripe.url})
+    outside = client.v1.refunds.create(params={"payment_intent": pi["gateway_reference"],
+                                               "amount": 1500})
+    event = {"id": f"evt_dash_{outside.id}", "object": "event", "type": "refund.created",
+             "created": int(time.time()), "data": {"object": outside.to_dict()}}
+    assert _post_stripe_event(sapi.server, event) == 200
+    after = sapi.wait_for(f"/v1/payment_intents/{pi['id']}", "amount_refunded", 1500)
+    refunds = sapi.ok("GET", "/v1/refunds", params={"payment_intent": pi["id"]})["data"]
+    assert [(r["amount"], r["status"], r["gateway_reference"]) for r in refunds] == [
+        (1500, "succeeded", outside.id)]
+    assert after["status"] == "succeeded"
+    assert _post_stripe_event(sapi.server, event) == 200  # redelivered: counted once
+    time.sleep(0.5)
+    assert sapi.ok("GET", f"/v1/payment_intents/{pi['id']}")["amount_refunded"] == 1500
+
+
+def test_a_dispute_opened_at_stripe_is_recorded_on_the_payment(sapi: Api) -> None:
+    pi = create(sapi, amount=2500)
+    sapi.ok("POST", f"/v1/payment_intents/{pi['id']}/confirm", {"payment_method": "pm_card_visa"})
+    dispute = {"id": f"dp_{pi['id']}", "object": "dispute", "amount": 2500, "currency": "usd",
+               "payment_intent": pi["gateway_reference"], "reason": "fraudulent",
+               "status": "needs_response", "charge": "ch_x", "created": int(time.time())}
+    created = {"id": f"evt_dp_{pi['id']}", "object": "event", "type": "charge.dispute.created",
+               "created": int(time.time()), "data": {"object": dispute}}
+    assert _post_stripe_event(sapi.server, created) == 200
+    deadline = time.monotonic() + 10
+    while not (found := sapi.ok("GET", "/v1/disputes",
+                                params={"payment_intent": pi["id"]})["data"]):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert (found[0]["amount"], found[0]["reason"], found[0]["status"]) == (
+        2500, "fraudulent", "needs_response")
+    closed = dict(created, id=f"evt_dpc_{pi['id']}", type="charge.dispute.closed",
+                  data={"object": dict(dispute, status="lost")})
+    assert _post_stripe_event(sapi.server, closed) == 200
+    deadline = time.monotonic() + 10
+    while sapi.ok("GET", "/v1/disputes", params={"payment_intent": pi["id"]})["data"][0][
+            "status"] != "lost":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    types = [e["type"] for e in sapi.ok("GET", "/v1/events",
+                                         params={"object_id": found[0]["id"]})["data"]]
+    assert sorted(types) == ["charge.dispute.created", "charge.dispute.updated"]

@@ -17,7 +17,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from paymux import __version__
 from paymux.api.middleware import GuardMiddleware
-from paymux.api.routers import admin, customers, events, payment_intents, refunds, webhooks
+from paymux.api.routers import (
+    admin,
+    customers,
+    disputes,
+    events,
+    payment_intents,
+    refunds,
+    webhooks,
+)
 from paymux.config import Settings
 from paymux.domain.errors import PaymuxError
 from paymux.gateways.sandbox.web import build_sandbox_app
@@ -95,7 +103,7 @@ def create_app(settings: Settings, paymux: Paymux | None = None) -> FastAPI:
         description="One API for Stripe, PayPal, Square and the built-in sandbox gateway.",
         lifespan=lifespan,
     )
-    for module in (payment_intents, refunds, customers, events, webhooks, admin):
+    for module in (payment_intents, refunds, customers, events, disputes, webhooks, admin):
         app.include_router(module.router)
 
     if settings.sandbox_enabled:

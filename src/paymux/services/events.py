@@ -1,12 +1,13 @@
-"""Reading the events every state change wrote (outbound webhooks will deliver them)."""
+"""Reading what the gateways and our own state changes recorded: events (outbound webhooks
+will deliver them) and disputes."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from paymux.services.context import Context, get_owned, paginate, scoped
-from paymux.services.views import event_view
-from paymux.storage.models import Event
+from paymux.services.views import dispute_view, event_view
+from paymux.storage.models import Dispute, Event
 
 __all__ = ["EventsService"]
 
@@ -45,3 +46,27 @@ class EventsService:
                 ending_before=ending_before,
             )
             return [event_view(e) for e in rows], more
+
+    async def list_disputes(
+        self,
+        account_id: str,
+        *,
+        limit: int,
+        starting_after: str | None,
+        ending_before: str | None,
+        payment_intent: str | None = None,
+    ) -> tuple[list[dict[str, Any]], bool]:
+        query = scoped(Dispute, account_id)
+        if payment_intent:
+            query = query.where(Dispute.payment_intent_id == payment_intent)
+        async with self.ctx.db.read() as s:
+            rows, more = await paginate(
+                s,
+                Dispute,
+                query,
+                account_id,
+                limit=limit,
+                starting_after=starting_after,
+                ending_before=ending_before,
+            )
+            return [dispute_view(d) for d in rows], more
