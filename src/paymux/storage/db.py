@@ -52,7 +52,8 @@ class Database:
         if self.is_sqlite:
             # SQLite has one writer at a time: one connection, so this process's writers
             # queue in the pool (FIFO) instead of sleeping in SQLite's busy handler, which
-            # polls with backoff and made tail latency balloon under concurrency.
+            # polls with backoff and made tail latency balloon under concurrency. So never
+            # open a write transaction inside another: it would wait for the one it holds.
             self.writer = _sqlite_engine(url, "BEGIN IMMEDIATE", 1)
             self.reader = _sqlite_engine(url, "BEGIN", pool_size)
         else:

@@ -1,0 +1,844 @@
+"""Inbound-webhook benchmark: signed Stripe-format events posted to paymux over HTTP, then the
+backlog drained by ``paymux worker``; compared with a bare endpoint that only stores the body.
+
+For each backend (SQLite WAL, PostgreSQL) it:
+
+1. migrates fresh databases and seeds the payment intents the events are about, straight into
+   the tables with SQLAlchemy Core (``--n`` + ``--warmup`` intents of the ``stripe`` gateway in
+   ``requires_action``, each with its settled 3-D Secure ``authorize`` attempt, as a Stripe
+   payment that waits for the payer leaves them): making thousands over the API would take
+   minutes and is not what is measured;
+2. starts two servers as subprocesses on 127.0.0.1 (so the load generator does not share their
+   GIL), each on its own database:
+
+   * paymux (``python -m paymux.cli serve --no-worker``; the Stripe connector registered with
+     STRIPE_SECRET_KEY=sk_test_bench, STRIPE_WEBHOOK_SECRETS=whsec_..., its API base
+     http://127.0.0.1:9, which is never called; log level WARNING), driven at
+     ``POST /webhooks/stripe``: verify Stripe-Signature (HMAC-SHA256 over ``t.body``), parse,
+     INSERT the inbox row + INSERT the ``apply_webhook`` job, one commit;
+   * the bare server (this file with ``--serve-bare``): the same stack (FastAPI, uvicorn started
+     like ``paymux serve``, paymux's ``Database`` with its default engine settings: SQLite WAL
+     with ``BEGIN IMMEDIATE`` writers, the asyncpg pool on PostgreSQL), whose
+     ``POST /bare/webhooks/stripe`` makes ONE INSERT of the raw body into ``webhook_inbox``
+     (the same table, the same indexes) and one commit: no signature, no parsing, no job;
+
+3. posts the same Stripe ``payment_intent.succeeded`` events (``data.object`` a payment_intent
+   whose ``id`` is the intent's gateway reference and ``metadata.paymux_id`` our id), each
+   signed when sent, ``--warmup`` first (unmeasured), then ``--n`` with ``--concurrency``
+   requests in flight (one httpx.AsyncClient, that many connections), in alternating chunks
+   (paymux, bare, bare, paymux, ...) so that other work on the machine slows both alike;
+4. stops the servers and drains paymux's backlog (``--n`` + ``--warmup`` stored events) with
+   one ``paymux worker`` subprocess, and on PostgreSQL also with two workers on a second,
+   identical backlog (a ``CREATE DATABASE ... TEMPLATE`` copy made before the first drain).
+
+It prints, per backend, accepted events/s and p50/p99 latency of both endpoints and their
+ratio (the aim is >= 0.5), and events applied/s of the drains (the aim is >= 1,000/s on
+PostgreSQL). The drain rate is (backlog - 1) / (last applied_us - first applied_us), read
+from the inbox rows, so the workers' process start-up (imports, connecting) is excluded; the
+wall time from spawning the workers to the last event applied is printed beside it. Exits
+non-zero only on an error (a request refused, a server or worker that fails, an event not
+applied); figures are reported, never asserted.
+
+    .venv/bin/python bench/webhooks.py [--n 3000] [--concurrency 16]
+        [--backends sqlite,postgres] [--warmup 100] [--chunk 500]
+
+PostgreSQL is a throwaway cluster (tests/support/pgcluster.py: fsync, synchronous_commit and
+full_page_writes off), started as the ``postgres`` OS user when run as root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import secrets
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import insert, text
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # support.pgcluster
+
+from paymux.domain.ids import new_id  # noqa: E402
+from paymux.gateways.signing import sign_header  # noqa: E402
+from paymux.security import configure_logging  # noqa: E402
+from paymux.storage.db import Database  # noqa: E402
+from paymux.storage.migrate import upgrade  # noqa: E402
+from paymux.storage.models import (  # noqa: E402
+    Account,
+    GatewayAttempt,
+    PaymentIntent,
+    WebhookInbox,
+)
+
+HOST = "127.0.0.1"
+ACCOUNT = "acct_bench"
+WEBHOOK_SECRET = "whsec_bench" + secrets.token_hex(16)
+
+
+# -- servers and workers (the same approach as bench/payments.py) ----------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc (0.0 where there is no /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def paymux_env(db_url: str, tmp: Path, **extra: str) -> dict[str, str]:
+    """Only PAYMUX_* (and the Stripe connector's) variables configure a paymux subprocess."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PAYMUX_", "STRIPE_")) and "proxy" not in k.lower()
+    }
+    env.update(
+        NO_PROXY="127.0.0.1,localhost",
+        PAYMUX_DATABASE_URL=db_url,
+        PAYMUX_SANDBOX_DB=str(tmp / "sandbox.db"),
+        PAYMUX_LOG_LEVEL="WARNING",
+        STRIPE_SECRET_KEY="sk_test_bench",
+        STRIPE_WEBHOOK_SECRETS=WEBHOOK_SECRET,
+        PAYMUX_STRIPE_API_BASE="http://127.0.0.1:9",  # never called
+    )
+    env.update(extra)
+    return env
+
+
+class Proc:
+    """A subprocess whose output goes to a log file."""
+
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str], log: Path) -> None:
+        self.name, self.cmd, self.env, self.log = name, cmd, env, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def spawn(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                self.cmd,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.log.parent,
+            )
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+class Server(Proc):
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str], port: int, log: Path):
+        super().__init__(name, cmd, env, log)
+        self.port = port
+        self.url = f"http://{HOST}:{port}"
+
+    def start(self, timeout: float = 60) -> Server:
+        self.spawn()
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self.alive():
+                raise RuntimeError(f"{self.name} server exited:\n{self.tail()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/health", timeout=2, trust_env=False).status_code == 200:
+                    return self
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{self.name} server did not start in {timeout}s:\n{self.tail()}")
+            time.sleep(0.1)
+
+
+def paymux_server(db_url: str, tmp: Path) -> Server:
+    port = free_port()
+    env = paymux_env(
+        db_url,
+        tmp,
+        PAYMUX_HOST=HOST,
+        PAYMUX_PORT=str(port),
+        PAYMUX_RUN_WORKER="false",
+        PAYMUX_API_KEY="sk_test_bench" + secrets.token_hex(12),
+    )
+    cmd = [sys.executable, "-m", "paymux.cli", "serve", "--no-worker"]
+    return Server("paymux", cmd, env, port, tmp / "paymux-server.log")
+
+
+def bare_server(db_url: str, tmp: Path) -> Server:
+    port = free_port()
+    env = dict(os.environ, NO_PROXY="127.0.0.1,localhost")
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--serve-bare",
+        "--database-url",
+        db_url,
+        "--port",
+        str(port),
+    ]
+    return Server("bare", cmd, env, port, tmp / "bare-server.log")
+
+
+# -- the bare server ---------------------------------------------------------------------------
+def serve_bare(database_url: str, port: int, log_level: str = "WARNING") -> None:
+    """The same stack as paymux with one INSERT of the raw body per request, one commit."""
+    inbox = insert(WebhookInbox.__table__)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.db = Database(database_url)
+        try:
+            yield
+        finally:
+            await app.state.db.dispose()
+
+    app = FastAPI(title="bare webhooks", lifespan=lifespan)
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/bare/webhooks/{gateway}")
+    async def receive(gateway: str, request: Request) -> JSONResponse:
+        body = await request.body()
+        db: Database = request.app.state.db
+        async with db.write() as s:
+            await s.execute(
+                inbox,
+                {
+                    "id": new_id("we"),
+                    "gateway": gateway,
+                    "event_id": new_id("evt"),  # the body is not parsed
+                    "type": "unparsed",
+                    "payload": body.decode(),
+                    "status": "received",
+                    "error": None,
+                    "received_us": time.time_ns() // 1000,
+                    "applied_us": None,
+                },
+            )
+        return JSONResponse({"received": True, "duplicate": False})
+
+    configure_logging(log_level, json_output=True)  # as `paymux serve` does
+    uvicorn.run(app, host=HOST, port=port, log_config=None, access_log=True)
+
+
+# -- the data ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Intent:
+    pi_id: str
+    reference: str  # Stripe's payment_intent id
+    amount: int
+
+
+def token(n: int = 24) -> str:
+    return new_id("x", n)[2:]
+
+
+async def _seed(url: str, count: int) -> list[Intent]:
+    """Intents waiting for 3-D Secure at Stripe, each with its settled authorize attempt."""
+    now = time.time_ns() // 1000
+    intents = [Intent(new_id("pi"), "pi_3" + token(23), 1000 + i) for i in range(count)]
+    pis, attempts = [], []
+    for intent in intents:
+        next_action = {
+            "type": "use_stripe_sdk",
+            "use_stripe_sdk": {"type": "three_d_secure_redirect", "stripe_js": ""},
+            "client_secret": f"{intent.reference}_secret_{token(25)}",
+        }
+        pis.append(
+            {
+                "id": intent.pi_id,
+                "account_id": ACCOUNT,
+                "status": "requires_action",
+                "amount": intent.amount,
+                "currency": "USD",
+                "amount_capturable": 0,
+                "amount_received": 0,
+                "amount_refunded": 0,
+                "amount_refund_pending": 0,
+                "capture_method": "automatic",
+                "customer_id": None,
+                "payment_method_id": None,
+                "setup_future_usage": None,
+                "off_session": False,
+                "gateway": "stripe",
+                "gateway_reference": intent.reference,
+                "last_payment_error": None,
+                "next_action": next_action,
+                "gateway_client": None,
+                "return_url": "https://shop.example/return",
+                "risk_level": "normal",
+                "cancellation_reason": None,
+                "canceled_us": None,
+                "authorized_us": None,
+                "description": None,
+                "statement_descriptor": None,
+                "metadata": {"order": token(8)},
+                "confirm_count": 1,
+                "created_us": now,
+                "updated_us": now,
+            }
+        )
+        attempts.append(
+            {
+                "id": new_id("att"),
+                "account_id": ACCOUNT,
+                "gateway": "stripe",
+                "operation": "authorize",
+                "object_id": intent.pi_id,
+                "idempotency_key": f"{intent.pi_id}:authorize:1",
+                "status": "settled",
+                "request": {"token": "pm_1" + token(23), "customer_token": None},
+                "result": {
+                    "status": "requires_action",
+                    "reference": intent.reference,
+                    "amount_authorized": 0,
+                    "amount_captured": 0,
+                    "decline": None,
+                },
+                "error": None,
+                "created_us": now,
+                "updated_us": now,
+            }
+        )
+    db = Database(url, pool_size=1)
+    try:
+        async with db.write() as s:
+            await s.execute(insert(Account.__table__), [{"id": ACCOUNT, "name": "bench",
+                                                         "created_us": now}])
+            for start in range(0, count, 1000):
+                await s.execute(insert(PaymentIntent.__table__), pis[start : start + 1000])
+                await s.execute(insert(GatewayAttempt.__table__), attempts[start : start + 1000])
+    finally:
+        await db.dispose()
+    return intents
+
+
+def stripe_event(intent: Intent) -> bytes:
+    """A payment_intent.succeeded event as Stripe sends it (API version 2024-06-20)."""
+    created = int(time.time())
+    charge = "ch_3" + token(23)
+    pm = "pm_1" + token(23)
+    obj = {
+        "id": intent.reference,
+        "object": "payment_intent",
+        "amount": intent.amount,
+        "amount_capturable": 0,
+        "amount_details": {"tip": {}},
+        "amount_received": intent.amount,
+        "application": None,
+        "application_fee_amount": None,
+        "automatic_payment_methods": None,
+        "canceled_at": None,
+        "cancellation_reason": None,
+        "capture_method": "automatic",
+        "client_secret": f"{intent.reference}_secret_{token(25)}",
+        "confirmation_method": "automatic",
+        "created": created - 30,
+        "currency": "usd",
+        "customer": None,
+        "description": None,
+        "invoice": None,
+        "last_payment_error": None,
+        "latest_charge": charge,
+        "livemode": False,
+        "metadata": {"paymux_id": intent.pi_id},
+        "next_action": None,
+        "on_behalf_of": None,
+        "payment_method": pm,
+        "payment_method_configuration_details": None,
+        "payment_method_options": {
+            "card": {
+                "installments": None,
+                "mandate_options": None,
+                "network": None,
+                "request_three_d_secure": "automatic",
+            }
+        },
+        "payment_method_types": ["card"],
+        "processing": None,
+        "receipt_email": None,
+        "review": None,
+        "setup_future_usage": None,
+        "shipping": None,
+        "source": None,
+        "statement_descriptor": None,
+        "statement_descriptor_suffix": None,
+        "status": "succeeded",
+        "transfer_data": None,
+        "transfer_group": None,
+    }
+    event = {
+        "id": "evt_3" + token(23),
+        "object": "event",
+        "api_version": "2024-06-20",
+        "created": created,
+        "data": {"object": obj},
+        "livemode": False,
+        "pending_webhooks": 1,
+        "request": {"id": None, "idempotency_key": None},
+        "type": "payment_intent.succeeded",
+    }
+    return json.dumps(event).encode()
+
+
+# -- load --------------------------------------------------------------------------------------
+@dataclass
+class Result:
+    side: str
+    done: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    server_cpu: float = 0.0
+    client_cpu: float = 0.0
+    first_error: str | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.done / self.seconds if self.seconds else 0.0
+
+    def pct(self, q: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1000
+
+    def per_event_ms(self, cpu: float) -> float:
+        return cpu / self.done * 1000 if self.done else float("nan")
+
+
+class Driver:
+    """Posts events to one server, each signed when sent, ``concurrency`` in flight."""
+
+    def __init__(self, server: Server, path: str, bodies: list[bytes], concurrency: int) -> None:
+        self.server, self.path, self.concurrency = server, path, concurrency
+        self.bodies = bodies
+        self.next = 0
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        self.http = httpx.AsyncClient(
+            base_url=server.url, limits=limits, timeout=30, trust_env=False
+        )
+
+    async def _post(self, body: bytes) -> None:
+        headers = {
+            "content-type": "application/json",
+            "stripe-signature": sign_header(body, WEBHOOK_SECRET),
+        }
+        r = await self.http.post(self.path, content=body, headers=headers)
+        if r.status_code != 200:
+            raise RuntimeError(f"HTTP {r.status_code} {r.text[:300]}")
+        if r.json().get("duplicate") is not False:
+            raise RuntimeError(f"not stored as new: {r.text[:300]}")
+
+    async def run(self, n: int, result: Result) -> None:
+        """Post the next ``n`` bodies, adding to ``result``."""
+        bodies = self.bodies[self.next : self.next + n]
+        self.next += len(bodies)
+        it = iter(bodies)
+
+        async def worker() -> None:
+            for body in it:
+                began = time.perf_counter()
+                try:
+                    await self._post(body)
+                except (httpx.HTTPError, RuntimeError, ValueError) as exc:
+                    result.errors += 1
+                    result.first_error = result.first_error or f"{type(exc).__name__}: {exc}"
+                    continue
+                result.latencies.append(time.perf_counter() - began)
+                result.done += 1
+
+        cpu, own = cpu_seconds(self.server.pid), time.process_time()
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(self.concurrency)))
+        result.seconds += time.perf_counter() - began
+        result.server_cpu += cpu_seconds(self.server.pid) - cpu
+        result.client_cpu += time.process_time() - own
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+
+async def drive(
+    paymux: Server, bare: Server, bodies: list[bytes], args: argparse.Namespace
+) -> tuple[Result, Result]:
+    drivers = [
+        Driver(paymux, "/webhooks/stripe", bodies, args.concurrency),
+        Driver(bare, "/bare/webhooks/stripe", bodies, args.concurrency),
+    ]
+    results = [Result("paymux"), Result("bare")]
+    try:
+        for d, r in zip(drivers, results, strict=True):
+            warm = Result(r.side)
+            await d.run(args.warmup, warm)
+            if warm.errors:
+                raise RuntimeError(f"{r.side} warm-up failed: {warm.first_error}\n{d.server.tail()}")
+        chunk = max(1, min(args.chunk, args.n))
+        turn = 0
+        while any(r.done + r.errors < args.n for r in results):
+            order = list(zip(drivers, results, strict=True))
+            for d, r in order if turn % 2 == 0 else reversed(order):
+                todo = min(chunk, args.n - r.done - r.errors)
+                if todo > 0:
+                    await d.run(todo, r)
+            turn += 1
+    finally:
+        for d in drivers:
+            await d.close()
+    return results[0], results[1]
+
+
+# -- draining ----------------------------------------------------------------------------------
+@dataclass
+class Drain:
+    workers: int
+    backlog: int
+    applied: int = 0
+    span: float = 0.0  # first -> last applied_us, seconds
+    wall: float = 0.0  # spawn -> all applied, seconds
+    worker_cpu: float = 0.0
+    error: str | None = None
+
+    @property
+    def rate(self) -> float:
+        return (self.applied - 1) / self.span if self.span > 0 else float("nan")
+
+
+async def _progress(db: Database) -> tuple[int, int, int]:
+    """(inbox rows applied, rows not yet applied or ignored, apply jobs queued or running)."""
+    async with db.read() as s:
+        row = (
+            await s.execute(
+                text(
+                    "select (select count(*) from webhook_inbox where status = 'applied'), "
+                    "(select count(*) from webhook_inbox where status not in "
+                    "('applied', 'ignored')), "
+                    "(select count(*) from jobs where kind = 'apply_webhook' "
+                    "and status in ('queued', 'running'))"
+                )
+            )
+        ).one()
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+async def drain(url: str, tmp: Path, workers: int, give_up_after: float) -> Drain:
+    db = Database(url, pool_size=1)
+    try:
+        applied, left, pending = await _progress(db)
+        result = Drain(workers, backlog=left)
+        if applied or not left or pending != left:
+            raise RuntimeError(f"unexpected backlog: {applied} applied, {left} left, {pending} jobs")
+        procs = [
+            Proc(
+                f"worker-{i}",
+                [sys.executable, "-m", "paymux.cli", "worker"],
+                paymux_env(url, tmp),
+                tmp / f"worker-{workers}-{i}.log",
+            )
+            for i in range(workers)
+        ]
+        began = time.perf_counter()
+        for p in procs:
+            p.spawn()
+        try:
+            deadline = time.monotonic() + give_up_after
+            while True:
+                await asyncio.sleep(0.05)
+                for p in procs:
+                    if not p.alive():
+                        raise RuntimeError(f"{p.name} exited:\n{p.tail()}")
+                applied, left, pending = await _progress(db)
+                if not left and not pending:
+                    result.wall = time.perf_counter() - began
+                    break
+                if time.monotonic() > deadline:
+                    result.error = (
+                        f"{workers} worker(s): {applied}/{result.backlog} applied after "
+                        f"{give_up_after:.0f}s, {pending} jobs pending"
+                    )
+                    break
+            result.worker_cpu = sum(cpu_seconds(p.pid) for p in procs)
+        finally:
+            for p in procs:
+                p.stop()
+        async with db.read() as s:
+            first, last, count = (
+                await s.execute(
+                    text(
+                        "select min(applied_us), max(applied_us), count(*) from webhook_inbox "
+                        "where status = 'applied'"
+                    )
+                )
+            ).one()
+            attempts = (
+                await s.execute(
+                    text("select max(attempts) from jobs where kind = 'apply_webhook'")
+                )
+            ).scalar_one()
+        result.applied = int(count)
+        if count > 1:
+            result.span = (last - first) / 1e6
+        if result.error is None and (count != result.backlog or attempts != 1):
+            result.error = f"{count}/{result.backlog} applied, max attempts {attempts}"
+        return result
+    finally:
+        await db.dispose()
+
+
+# -- backends ----------------------------------------------------------------------------------
+@dataclass
+class BackendRun:
+    backend: str
+    version: str
+    paymux: Result
+    bare: Result
+    drains: list[Drain]
+    load: tuple[float, float]
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float:
+        return self.paymux.rate / self.bare.rate if self.bare.rate else float("nan")
+
+
+async def _scalar(url: str, statement: str) -> Any:
+    db = Database(url, pool_size=1)
+    try:
+        async with db.read() as s:
+            return (await s.execute(text(statement))).scalar_one()
+    finally:
+        await db.dispose()
+
+
+def run_backend(backend: str, args: argparse.Namespace, tmp: Path, pg: Any) -> BackendRun:
+    work = tmp / backend
+    work.mkdir()
+    sides = ("paymux", "bare")
+    if backend == "sqlite":
+        urls = {side: f"sqlite+aiosqlite:///{work / (side + '.db')}" for side in sides}
+        version = f"SQLite {sqlite3.sqlite_version}"
+    else:
+        urls = {side: pg.create_database(f"wh_{side}") for side in sides}
+        version = "PostgreSQL " + str(asyncio.run(_scalar(urls["paymux"], "show server_version")))
+    for url in urls.values():
+        upgrade(url)
+    total = args.n + args.warmup
+    intents = asyncio.run(_seed(urls["paymux"], total))
+    bodies = [stripe_event(i) for i in intents]
+
+    servers = [paymux_server(urls["paymux"], work), bare_server(urls["bare"], work)]
+    load_before = loadavg()
+    try:
+        for server in servers:
+            server.start()
+        paymux, bare = asyncio.run(drive(servers[0], servers[1], bodies, args))
+    finally:
+        for server in servers:
+            server.stop()
+    errors = [
+        f"{r.side}: {r.errors} failed, first: {r.first_error}" for r in (paymux, bare) if r.errors
+    ]
+    for side in sides:
+        stored = asyncio.run(_scalar(urls[side], "select count(*) from webhook_inbox"))
+        if stored != total:
+            errors.append(f"{side}: {stored} inbox rows, expected {total}")
+
+    backlogs = [(1, urls["paymux"])]
+    if backend == "postgres":  # a second identical backlog, for two workers
+        copy = "wh_paymux_copy"
+        _create_from_template(pg, copy, "wh_paymux")
+        backlogs.append((2, pg.url(copy)))
+    drains = []
+    for workers, url in backlogs:
+        print(f"  draining with {workers} worker(s) ...", file=sys.stderr, flush=True)
+        drained = asyncio.run(drain(url, work, workers, args.drain_timeout))
+        if drained.error:
+            errors.append(f"drain: {drained.error}")
+        drains.append(drained)
+    return BackendRun(backend, version, paymux, bare, drains, (load_before, loadavg()), errors)
+
+
+def _create_from_template(pg: Any, name: str, template: str) -> None:
+    import asyncpg
+
+    async def create() -> None:
+        conn = await asyncpg.connect(pg.dsn())
+        try:
+            await conn.execute(f'create database "{name}" template "{template}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+
+
+# -- report ------------------------------------------------------------------------------------
+def loadavg() -> float:
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory = ""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        kb = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0])
+        memory = f", {kb / 1024 / 1024:.0f} GiB RAM"
+    return f"{os.cpu_count()} CPUs ({cpu}){memory}, Python {platform.python_version()}"
+
+
+def report(runs: list[BackendRun], args: argparse.Namespace) -> None:
+    print()
+    print(
+        f"N={args.n} Stripe payment_intent.succeeded events per server, concurrency="
+        f"{args.concurrency}, warm-up={args.warmup}, chunk={args.chunk}"
+    )
+    print(machine() + "; " + "; ".join(run.version for run in runs))
+    print()
+    header = (
+        f"{'backend':<9} {'endpoint':<8} {'done':>5} {'err':>4} {'events/s':>9} {'p50 ms':>7} "
+        f"{'p99 ms':>7} {'srv CPU ms/ev':>13} {'cli CPU ms/ev':>13} {'ratio':>6} {'load':>10}"
+    )
+    print("ingest (POST /webhooks/stripe vs. the bare INSERT)")
+    print(header)
+    print("-" * len(header))
+    for run in runs:
+        for res in (run.paymux, run.bare):
+            last = res is run.bare
+            ratio = f"{run.ratio:6.2f}" if last and run.bare.rate else ""
+            load = f"{run.load[0]:.1f}->{run.load[1]:.1f}" if last else ""
+            print(
+                f"{run.backend:<9} {res.side:<8} {res.done:>5} {res.errors:>4} {res.rate:>9.1f} "
+                f"{res.pct(0.50):>7.1f} {res.pct(0.99):>7.1f} "
+                f"{res.per_event_ms(res.server_cpu):>13.2f} "
+                f"{res.per_event_ms(res.client_cpu):>13.2f} {ratio:>6} {load:>10}"
+            )
+    print()
+    print("drain (paymux worker processes applying the stored backlog)")
+    header = (
+        f"{'backend':<9} {'workers':>7} {'backlog':>7} {'applied':>7} {'applied/s':>10} "
+        f"{'span s':>7} {'wall s':>7} {'worker CPU ms/ev':>16}"
+    )
+    print(header)
+    print("-" * len(header))
+    for run in runs:
+        for d in run.drains:
+            cpu = d.worker_cpu / d.applied * 1000 if d.applied else float("nan")
+            print(
+                f"{run.backend:<9} {d.workers:>7} {d.backlog:>7} {d.applied:>7} {d.rate:>10.1f} "
+                f"{d.span:>7.2f} {d.wall:>7.2f} {cpu:>16.2f}"
+            )
+    print()
+    print("ratio: paymux events/s / bare events/s (aim >= 0.5). CPU ms/ev: the server process's")
+    print("(srv) and this load generator's (cli) CPU per event. applied/s: (applied - 1) / span,")
+    print("span = first -> last applied_us (worker start-up excluded); wall: spawning the")
+    print("worker(s) -> all applied, start-up included (aim: >= 1,000 applied/s on PostgreSQL).")
+    for run in runs:
+        for error in run.errors:
+            print(f"ERROR {run.backend}: {error}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="paymux inbound-webhook benchmark (see docstring)")
+    parser.add_argument("--n", type=int, default=3000, help="events per server (default 3000)")
+    parser.add_argument("--concurrency", type=int, default=16, help="requests in flight (16)")
+    parser.add_argument(
+        "--backends", default="sqlite,postgres", help="comma-separated: sqlite, postgres (both)"
+    )
+    parser.add_argument("--warmup", type=int, default=100, help="unmeasured events first (100)")
+    parser.add_argument(
+        "--chunk", type=int, default=500, help="events per turn when alternating servers (500)"
+    )
+    parser.add_argument(
+        "--drain-timeout", type=float, default=120.0, help="give up a drain after this (120 s)"
+    )
+    parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--database-url", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve_bare:
+        if not args.database_url or not args.port:
+            parser.error("--serve-bare needs --database-url and --port")
+        serve_bare(args.database_url, args.port)
+        return 0
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = set(backends) - {"sqlite", "postgres"}
+    if unknown or not backends:
+        parser.error(f"unknown backend(s): {', '.join(sorted(unknown)) or '(none)'}")
+    if args.n < 1 or args.concurrency < 1 or args.warmup < 0:
+        parser.error("--n and --concurrency must be positive")
+
+    runs: list[BackendRun] = []
+    with tempfile.TemporaryDirectory(prefix="paymux-bench-wh-") as name:
+        tmp = Path(name)
+        pg = None
+        try:
+            if "postgres" in backends:
+                from support.pgcluster import PgCluster
+
+                pg = PgCluster()
+                pg.start()
+            for backend in backends:
+                print(f"running {backend} ...", file=sys.stderr, flush=True)
+                runs.append(run_backend(backend, args, tmp, pg))
+        finally:
+            if pg is not None:
+                pg.stop()
+    report(runs, args)
+    return 1 if any(run.errors for run in runs) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
