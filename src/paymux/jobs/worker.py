@@ -14,15 +14,24 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from paymux.jobs import queue
 from paymux.services import Paymux
-from paymux.webhooks.inbound import UnknownObjectYet
+from paymux.webhooks.inbound import Finish, UnknownObjectYet
 
 __all__ = ["Worker"]
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[dict[str, Any]], Awaitable[None]]
+# A handler gets the job's payload and ``finish``: a handler that calls it, in its last
+# transaction, commits the job's completion with its own work (else the worker marks the job
+# done afterwards, in a transaction of its own).
+Handler = Callable[[dict[str, Any], Finish], Awaitable[None]]
+
+# apply_webhook jobs of one claimed batch applied at the same time (each in its own
+# transaction, on its own pooled connection).
+APPLY_CONCURRENCY = 8
 
 
 class Worker:
@@ -30,10 +39,11 @@ class Worker:
         self.app = app
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.handlers: dict[str, Handler] = {
-            "apply_webhook": lambda p: app.webhooks.apply(p["inbox_id"]),
-            "settle_attempt": lambda p: app.settle_attempt(p["attempt_id"]),
-            "expire_authorization": lambda p: app.payments.expire_authorization(p["pi_id"]),
-            "purge_idempotency_keys": lambda p: self._purge(),
+            # apply_webhook marks its job done in its own transaction (``finish``).
+            "apply_webhook": lambda p, finish: app.webhooks.apply(p["inbox_id"], finish=finish),
+            "settle_attempt": lambda p, _: app.settle_attempt(p["attempt_id"]),
+            "expire_authorization": lambda p, _: app.payments.expire_authorization(p["pi_id"]),
+            "purge_idempotency_keys": lambda p, _: self._purge(),
         }
         self._stop = asyncio.Event()
         self._last_sweep = 0.0
@@ -56,23 +66,47 @@ class Worker:
                 limit=ctx.settings.worker_batch_size,
                 lease=ctx.settings.job_lease_seconds,
             )
-        for job in jobs:
-            await self._run(job)
+        # Webhook events are applied several at a time: each apply locks its own rows (the
+        # inbox row, then the objects it changes) and is idempotent, as with several workers.
+        # Other jobs (gateway calls) run one after another, as before.
+        applies = [job for job in jobs if job.kind == "apply_webhook"]
+        others = [job for job in jobs if job.kind != "apply_webhook"]
+        limit = asyncio.Semaphore(APPLY_CONCURRENCY)
+
+        async def bounded(job: queue.ClaimedJob) -> None:
+            async with limit:
+                await self._run(job)
+
+        async def in_turn() -> None:
+            for job in others:
+                await self._run(job)
+
+        await asyncio.gather(in_turn(), *(bounded(job) for job in applies))
         return len(jobs)
 
     async def _run(self, job: queue.ClaimedJob) -> None:
         ctx = self.app.ctx
         handler = self.handlers.get(job.kind)
         error: str | None = None
+        done = False
+
+        async def finish(s: AsyncSession) -> None:
+            """Mark the job done in the handler's own transaction."""
+            nonlocal done
+            await queue.complete(s, job, now_us=ctx.now_us())
+            done = True
+
         try:
             if handler is None:
                 raise LookupError(f"no handler for job kind {job.kind!r}")
-            await handler(job.payload)
+            await handler(job.payload, finish)
         except UnknownObjectYet as exc:
             error = f"waiting: {exc}"
         except Exception as exc:
             log.exception("job %s (%s) failed", job.id, job.kind)
             error = f"{type(exc).__name__}: {exc}"
+        if error is None and done:
+            return  # committed with the handler's work
         async with ctx.db.write() as s:
             if error is None:
                 await queue.complete(s, job, now_us=ctx.now_us())

@@ -401,15 +401,7 @@ class PaymentsService:
     async def settle(self, attempt_id: str, result: GatewayResult) -> dict[str, Any]:
         """Record a call's outcome on its attempt and apply it to the intent (idempotent)."""
         async with self.ctx.db.write() as s:
-            both = (
-                await s.execute(  # the attempt and its intent in one query
-                    select(GatewayAttempt, PaymentIntent)
-                    .join(PaymentIntent, PaymentIntent.id == GatewayAttempt.object_id)
-                    .where(GatewayAttempt.id == attempt_id)
-                )
-            ).one_or_none()
-            assert both is not None
-            attempt, pi = both
+            attempt, pi = await _lock_attempt_and_intent(s, attempt_id)
             if attempt.status == "pending":
                 attempt.status = "settled"
                 attempt.result = _result_json(result)
@@ -436,14 +428,13 @@ class PaymentsService:
     async def abandon_attempt(self, attempt_id: str, reason: str) -> None:
         """The call is known not to have happened: put the intent back where it was."""
         async with self.ctx.db.write() as s:
-            attempt = await s.get(GatewayAttempt, attempt_id)
-            if attempt is None or attempt.status != "pending":
+            attempt, pi = await _lock_attempt_and_intent(s, attempt_id)
+            if attempt.status != "pending":
                 return
             attempt.status = "abandoned"
             attempt.error = reason
             attempt.updated_us = self.ctx.now_us()
-            pi = await s.get(PaymentIntent, attempt.object_id)
-            if pi is None or pi.status != S.PROCESSING:
+            if pi.status != S.PROCESSING:
                 return
             if attempt.operation == "authorize":
                 error = PaymuxError.of(
@@ -677,6 +668,20 @@ class PaymentsService:
                 .limit(500)
             )
             return list(rows.scalars())
+
+
+async def _lock_attempt_and_intent(
+    s: AsyncSession, attempt_id: str
+) -> tuple[GatewayAttempt, PaymentIntent]:
+    """Lock the intent, then read its attempt: the same order as the webhook path, so a
+    webhook and a returning gateway call can't both apply one outcome (or deadlock)."""
+    object_id = (
+        await s.execute(select(GatewayAttempt.object_id).where(GatewayAttempt.id == attempt_id))
+    ).scalar_one()
+    pi = await s.get(PaymentIntent, object_id, with_for_update=True, populate_existing=True)
+    attempt = await s.get(GatewayAttempt, attempt_id, with_for_update=True, populate_existing=True)
+    assert pi is not None and attempt is not None
+    return attempt, pi
 
 
 def _authorize_request(

@@ -170,10 +170,15 @@ class RefundsService:
         """Move ``refund`` (and its intent's amounts) to the gateway's status, in the caller's
         transaction, if that is a legal move. True if anything changed."""
         now = self.ctx.now_us()
+        await s.flush()
+        pi = await s.get(
+            PaymentIntent, refund.payment_intent_id, with_for_update=True, populate_existing=True
+        )
+        assert pi is not None
+        # Read the refund again under the intent's lock: a webhook may just have moved it.
+        await s.refresh(refund, with_for_update=True)
         if outcome.reference and not refund.gateway_reference:
             refund.gateway_reference = outcome.reference
-        pi = await s.get(PaymentIntent, refund.payment_intent_id, with_for_update=True)
-        assert pi is not None
         old, new = RefundStatus(refund.status), RefundStatus(outcome.status)
         if old == new or new not in REFUND_TRANSITIONS[old]:
             return False

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,9 +45,11 @@ from paymux.services.refunds import RefundsService
 from paymux.services.views import dispute_view
 from paymux.storage.models import Dispute, GatewayAttempt, PaymentIntent, Refund, WebhookInbox
 
-__all__ = ["InboundWebhooks", "Received", "UnknownObjectYet"]
+__all__ = ["Finish", "InboundWebhooks", "Received", "UnknownObjectYet"]
 
 log = logging.getLogger(__name__)
+
+Finish = Callable[[AsyncSession], Awaitable[None]]
 
 
 class UnknownObjectYet(Exception):
@@ -127,31 +130,34 @@ class InboundWebhooks:
         return Received(inbox_id, duplicate=False)
 
     # -- applying ---------------------------------------------------------------------------
-    async def apply(self, inbox_id: str) -> None:
-        """Apply one stored event (job ``apply_webhook``). Idempotent and order-tolerant."""
-        async with self.ctx.db.read() as s:
-            row = await s.get(WebhookInbox, inbox_id)
-            if row is None or row.status != "received":
-                return
-            gateway_name, body, event_type = row.gateway, row.payload, row.type
-        gateway = self.ctx.gateway(gateway_name)
-        payload = json.loads(body)
-        change = gateway.interpret_event(
-            InboundEvent(gateway_name, str(payload.get("id")), event_type, payload)
-        )
+    async def apply(self, inbox_id: str, *, finish: Finish | None = None) -> None:
+        """Apply one stored event (job ``apply_webhook``). Idempotent and order-tolerant.
+
+        ``finish`` runs last in the same transaction, whether the event was applied now or
+        had been already (the worker marks its job done there: one commit, not two)."""
         async with self.ctx.db.write() as s:
             row = await s.get(WebhookInbox, inbox_id, with_for_update=True)
-            if row is None or row.status != "received":
-                return
-            if isinstance(change, PaymentUpdate):
-                await self._apply_payment(s, gateway_name, change)
-            elif isinstance(change, RefundUpdate):
-                await self._apply_refund(s, gateway_name, change)
-            elif isinstance(change, DisputeUpdate):
-                await self._apply_dispute(s, gateway_name, change)
-            row.status = "ignored" if change is None else "applied"
-            row.error = None
-            row.applied_us = self.ctx.now_us()
+            if row is not None and row.status == "received":
+                await self._apply_row(s, row)
+            if finish is not None:
+                await finish(s)
+
+    async def _apply_row(self, s: AsyncSession, row: WebhookInbox) -> None:
+        gateway_name = row.gateway
+        gateway = self.ctx.gateway(gateway_name)
+        payload = json.loads(row.payload)
+        change = gateway.interpret_event(
+            InboundEvent(gateway_name, str(payload.get("id")), row.type, payload)
+        )
+        if isinstance(change, PaymentUpdate):
+            await self._apply_payment(s, gateway_name, change)
+        elif isinstance(change, RefundUpdate):
+            await self._apply_refund(s, gateway_name, change)
+        elif isinstance(change, DisputeUpdate):
+            await self._apply_dispute(s, gateway_name, change)
+        row.status = "ignored" if change is None else "applied"
+        row.error = None
+        row.applied_us = self.ctx.now_us()
 
     async def _payment_by_reference(
         self, s: AsyncSession, gateway: str, ours: str | None, theirs: str | None
