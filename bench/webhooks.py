@@ -567,7 +567,9 @@ async def _progress(db: Database) -> tuple[int, int, int]:
     return int(row[0]), int(row[1]), int(row[2])
 
 
-async def drain(url: str, tmp: Path, workers: int, give_up_after: float) -> Drain:
+async def drain(
+    url: str, tmp: Path, workers: int, give_up_after: float, batch_size: int | None
+) -> Drain:
     db = Database(url, pool_size=1)
     try:
         applied, left, pending = await _progress(db)
@@ -578,7 +580,11 @@ async def drain(url: str, tmp: Path, workers: int, give_up_after: float) -> Drai
             Proc(
                 f"worker-{i}",
                 [sys.executable, "-m", "paymux.cli", "worker"],
-                paymux_env(url, tmp),
+                paymux_env(
+                    url,
+                    tmp,
+                    **({"PAYMUX_WORKER_BATCH_SIZE": str(batch_size)} if batch_size else {}),
+                ),
                 tmp / f"worker-{workers}-{i}.log",
             )
             for i in range(workers)
@@ -697,7 +703,9 @@ def run_backend(backend: str, args: argparse.Namespace, tmp: Path, pg: Any) -> B
     drains = []
     for workers, url in backlogs:
         print(f"  draining with {workers} worker(s) ...", file=sys.stderr, flush=True)
-        drained = asyncio.run(drain(url, work, workers, args.drain_timeout))
+        drained = asyncio.run(
+            drain(url, work, workers, args.drain_timeout, args.worker_batch_size)
+        )
         if drained.error:
             errors.append(f"drain: {drained.error}")
         drains.append(drained)
@@ -803,6 +811,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--drain-timeout", type=float, default=120.0, help="give up a drain after this (120 s)"
+    )
+    parser.add_argument(
+        "--worker-batch-size",
+        type=int,
+        default=None,
+        help="PAYMUX_WORKER_BATCH_SIZE for the draining workers (default: paymux's, 20)",
     )
     parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--database-url", help=argparse.SUPPRESS)

@@ -29,8 +29,8 @@ log = logging.getLogger(__name__)
 # done afterwards, in a transaction of its own).
 Handler = Callable[[dict[str, Any], Finish], Awaitable[None]]
 
-# apply_webhook jobs of one claimed batch applied at the same time (each in its own
-# transaction, on its own pooled connection).
+# apply_webhook jobs of one claimed batch applied at the same time on PostgreSQL (each in its
+# own transaction, on its own pooled connection: keep it below the pool size, 10).
 APPLY_CONCURRENCY = 8
 
 
@@ -66,12 +66,13 @@ class Worker:
                 limit=ctx.settings.worker_batch_size,
                 lease=ctx.settings.job_lease_seconds,
             )
-        # Webhook events are applied several at a time: each apply locks its own rows (the
-        # inbox row, then the objects it changes) and is idempotent, as with several workers.
-        # Other jobs (gateway calls) run one after another, as before.
+        # On PostgreSQL webhook events are applied several at a time: each apply locks its
+        # inbox row, then the intent it changes, and reads what it decides on under that lock
+        # (as with several workers). SQLite has one writer: there they run one at a time, as
+        # do other jobs (gateway calls) everywhere.
         applies = [job for job in jobs if job.kind == "apply_webhook"]
         others = [job for job in jobs if job.kind != "apply_webhook"]
-        limit = asyncio.Semaphore(APPLY_CONCURRENCY)
+        limit = asyncio.Semaphore(1 if ctx.db.is_sqlite else APPLY_CONCURRENCY)
 
         async def bounded(job: queue.ClaimedJob) -> None:
             async with limit:

@@ -7,9 +7,10 @@ If the database is unavailable the exception propagates and the endpoint answers
 provider delivers again: we never acknowledge an event we did not store.
 
 ``apply`` (the worker's job) applies one event in ONE transaction: the change to our objects,
-the events it emits and the inbox row's ``applied`` mark commit together, so a worker killed
-at any point leaves either nothing or everything, and a re-run finds the row applied. Rows
-are locked (``FOR UPDATE`` on PostgreSQL) so two workers never interleave on one payment.
+the events it emits, the inbox row's ``applied`` mark and the job's ``done`` commit together,
+so a worker killed at any point leaves either nothing or everything, and a re-run finds the
+row applied. Rows are locked (``FOR UPDATE`` on PostgreSQL) so two applies (two workers, or
+one worker's concurrent applies) never interleave on one payment.
 Handlers tolerate any order: an outcome that would move an object backwards is ignored; an
 event about an object we don't have yet raises ``UnknownObjectYet`` and is retried with
 backoff, then parked as ``dead`` (never dropped) for ``replay``.
@@ -31,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from paymux.domain.ids import new_id
 from paymux.gateways.base import (
     DisputeUpdate,
+    GatewayRefund,
     GatewayResult,
     GatewayStatus,
     InboundEvent,
@@ -206,6 +208,23 @@ class InboundWebhooks:
 
     async def _apply_refund(self, s: AsyncSession, gateway: str, change: RefundUpdate) -> None:
         outcome = change.refund
+        refund = await self._find_refund(s, outcome)
+        if refund is None:
+            pi = await self._payment_by_reference(s, gateway, None, outcome.payment_reference)
+            if pi is None:
+                raise UnknownObjectYet(
+                    f"refund {outcome.reference}: payment {outcome.payment_reference} is not "
+                    "stored yet"
+                )
+            # Another event about the same refund (refund.created, charge.refunded, ...) may
+            # have recorded it while we waited for the intent's lock: look again, under it.
+            refund = await self._find_refund(s, outcome)
+            if refund is None:
+                await self.refunds.record_external(s, pi, outcome)
+                return
+        await self.refunds.apply_in(s, refund, outcome)
+
+    async def _find_refund(self, s: AsyncSession, outcome: GatewayRefund) -> Refund | None:
         refund: Refund | None = None
         if outcome.reference:
             refund = (
@@ -213,15 +232,7 @@ class InboundWebhooks:
             ).scalar_one_or_none()
         if refund is None and outcome.our_id:
             refund = await s.get(Refund, outcome.our_id)
-        if refund is not None:
-            await self.refunds.apply_in(s, refund, outcome)
-            return
-        pi = await self._payment_by_reference(s, gateway, None, outcome.payment_reference)
-        if pi is None:
-            raise UnknownObjectYet(
-                f"refund {outcome.reference}: payment {outcome.payment_reference} is not stored yet"
-            )
-        await self.refunds.record_external(s, pi, outcome)
+        return refund
 
     async def _apply_dispute(self, s: AsyncSession, gateway: str, change: DisputeUpdate) -> None:
         pi = await self._payment_by_reference(s, gateway, None, change.payment_reference)
