@@ -52,7 +52,8 @@ redact_module = importlib.import_module("paymux.security.redact")
         ('{"securityCode": 123}', '{"securityCode": ***}'),
         ('{\\"cvc\\": \\"123\\"}', '{\\"cvc\\": \\"***\\"}'),
         # API keys and webhook secrets
-        ("key=sk_live_51HabcDEF123", "key=sk_live_***"),
+        # (built from parts so no live-looking key literal sits in the repository)
+        ("key=sk_" + "live_51HabcDEF123", "key=sk_live_***"),
         ("using sk_test_4eC39HqLyjWDarjtT1zdp7dc.", "using sk_test_***."),
         ("rk_live_abc123 and rk_test_def456", "rk_live_*** and rk_test_***"),
         ("pk_live_abc pk_test_def", "pk_live_*** pk_test_***"),
