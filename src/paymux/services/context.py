@@ -3,6 +3,7 @@ shared by all of them (events, lookups scoped to an account, cursor pagination).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -18,7 +19,7 @@ from paymux.gateways.registry import GatewayRegistry
 from paymux.storage.db import Database
 from paymux.storage.models import Event
 
-__all__ = ["Context", "emit", "get_owned", "paginate"]
+__all__ = ["Context", "emit", "get_owned", "page_of", "paginate", "scoped"]
 
 T = TypeVar("T")
 
@@ -117,6 +118,32 @@ async def paginate(
         ).scalars()
     )
     return rows[:limit], len(rows) > limit
+
+
+async def page_of(
+    ctx: Context,
+    model: Any,
+    account_id: str,
+    view: Callable[[Any], dict[str, Any]],
+    *filters: Any,
+    limit: int,
+    starting_after: str | None,
+    ending_before: str | None,
+) -> tuple[list[dict[str, Any]], bool]:
+    """One page of an account's objects, newest first, as API views. ``filters`` are SQL
+    clauses; None entries (an absent query parameter) are skipped."""
+    query = scoped(model, account_id).where(*(f for f in filters if f is not None))
+    async with ctx.db.read() as s:
+        rows, more = await paginate(
+            s,
+            model,
+            query,
+            account_id,
+            limit=limit,
+            starting_after=starting_after,
+            ending_before=ending_before,
+        )
+        return [view(row) for row in rows], more
 
 
 def scoped(model: Any, account_id: str) -> Select[Any]:

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from paymux.domain.errors import PaymuxError, card_error
 from paymux.domain.ids import new_id
 from paymux.gateways.base import CardDetails, Decline, GatewayInvalidRequest
-from paymux.services.context import Context, emit, get_owned, paginate, scoped
+from paymux.services.context import Context, emit, get_owned, page_of, scoped
 from paymux.services.gateway_calls import call_with_retries
 from paymux.services.views import customer_view, payment_method_view
 from paymux.storage.models import Customer, PaymentMethod
@@ -210,20 +210,17 @@ class CustomersService:
         ending_before: str | None,
         email: str | None = None,
     ) -> tuple[list[dict[str, Any]], bool]:
-        query = scoped(Customer, account_id).where(Customer.deleted.is_(False))
-        if email:
-            query = query.where(Customer.email == email)
-        async with self.ctx.db.read() as s:
-            rows, more = await paginate(
-                s,
-                Customer,
-                query,
-                account_id,
-                limit=limit,
-                starting_after=starting_after,
-                ending_before=ending_before,
-            )
-            return [customer_view(c) for c in rows], more
+        return await page_of(
+            self.ctx,
+            Customer,
+            account_id,
+            customer_view,
+            Customer.deleted.is_(False),
+            Customer.email == email if email else None,
+            limit=limit,
+            starting_after=starting_after,
+            ending_before=ending_before,
+        )
 
     # -- payment methods --------------------------------------------------------------------
     async def retrieve_payment_method(self, account_id: str, pm_id: str) -> dict[str, Any]:

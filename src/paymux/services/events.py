@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from paymux.services.context import Context, get_owned, paginate, scoped
+from paymux.services.context import Context, get_owned, page_of
 from paymux.services.views import dispute_view, event_view
 from paymux.storage.models import Dispute, Event
 
@@ -30,22 +30,17 @@ class EventsService:
         type: str | None = None,
         object_id: str | None = None,
     ) -> tuple[list[dict[str, Any]], bool]:
-        query = scoped(Event, account_id)
-        if type:
-            query = query.where(Event.type == type)
-        if object_id:
-            query = query.where(Event.object_id == object_id)
-        async with self.ctx.db.read() as s:
-            rows, more = await paginate(
-                s,
-                Event,
-                query,
-                account_id,
-                limit=limit,
-                starting_after=starting_after,
-                ending_before=ending_before,
-            )
-            return [event_view(e) for e in rows], more
+        return await page_of(
+            self.ctx,
+            Event,
+            account_id,
+            event_view,
+            Event.type == type if type else None,
+            Event.object_id == object_id if object_id else None,
+            limit=limit,
+            starting_after=starting_after,
+            ending_before=ending_before,
+        )
 
     async def list_disputes(
         self,
@@ -56,17 +51,13 @@ class EventsService:
         ending_before: str | None,
         payment_intent: str | None = None,
     ) -> tuple[list[dict[str, Any]], bool]:
-        query = scoped(Dispute, account_id)
-        if payment_intent:
-            query = query.where(Dispute.payment_intent_id == payment_intent)
-        async with self.ctx.db.read() as s:
-            rows, more = await paginate(
-                s,
-                Dispute,
-                query,
-                account_id,
-                limit=limit,
-                starting_after=starting_after,
-                ending_before=ending_before,
-            )
-            return [dispute_view(d) for d in rows], more
+        return await page_of(
+            self.ctx,
+            Dispute,
+            account_id,
+            dispute_view,
+            Dispute.payment_intent_id == payment_intent if payment_intent else None,
+            limit=limit,
+            starting_after=starting_after,
+            ending_before=ending_before,
+        )

@@ -30,7 +30,7 @@ from paymux.gateways.base import (
     GatewayUnavailable,
 )
 from paymux.money import Money, MoneyError, max_charge_amount, min_charge_amount
-from paymux.services.context import Context, emit, get_owned, paginate, scoped
+from paymux.services.context import Context, emit, get_owned, page_of
 from paymux.services.customers import find_payment_method, resolve_payment_method
 from paymux.services.gateway_calls import call_with_retries, defer_attempt, start_attempt
 from paymux.services.routing import choose_gateway
@@ -162,20 +162,16 @@ class PaymentsService:
         ending_before: str | None = None,
         customer: str | None = None,
     ) -> tuple[list[dict[str, Any]], bool]:
-        query = scoped(PaymentIntent, account_id)
-        if customer:
-            query = query.where(PaymentIntent.customer_id == customer)
-        async with self.ctx.db.read() as s:
-            rows, more = await paginate(
-                s,
-                PaymentIntent,
-                query,
-                account_id,
-                limit=limit,
-                starting_after=starting_after,
-                ending_before=ending_before,
-            )
-            return [self._view(pi) for pi in rows], more
+        return await page_of(
+            self.ctx,
+            PaymentIntent,
+            account_id,
+            self._view,
+            PaymentIntent.customer_id == customer if customer else None,
+            limit=limit,
+            starting_after=starting_after,
+            ending_before=ending_before,
+        )
 
     def _view(self, pi: PaymentIntent) -> dict[str, Any]:
         extra = None

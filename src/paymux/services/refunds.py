@@ -22,7 +22,7 @@ from paymux.gateways.base import (
     GatewayUnavailable,
 )
 from paymux.money import Money
-from paymux.services.context import Context, emit, get_owned, paginate, scoped
+from paymux.services.context import Context, emit, get_owned, page_of
 from paymux.services.gateway_calls import call_with_retries, defer_attempt, start_attempt
 from paymux.services.payments import check_currency
 from paymux.services.views import payment_intent_view, refund_view
@@ -254,17 +254,13 @@ class RefundsService:
         ending_before: str | None,
         payment_intent: str | None = None,
     ) -> tuple[list[dict[str, Any]], bool]:
-        query = scoped(Refund, account_id)
-        if payment_intent:
-            query = query.where(Refund.payment_intent_id == payment_intent)
-        async with self.ctx.db.read() as s:
-            rows, more = await paginate(
-                s,
-                Refund,
-                query,
-                account_id,
-                limit=limit,
-                starting_after=starting_after,
-                ending_before=ending_before,
-            )
-            return [refund_view(r) for r in rows], more
+        return await page_of(
+            self.ctx,
+            Refund,
+            account_id,
+            refund_view,
+            Refund.payment_intent_id == payment_intent if payment_intent else None,
+            limit=limit,
+            starting_after=starting_after,
+            ending_before=ending_before,
+        )
