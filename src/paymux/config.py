@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     # Longer than a call with its inline retries can take (4 x gateway_timeout + backoff),
     # so the settlement job never races a call that is still in flight.
     attempt_settle_after_seconds: float = 180.0
+    # The reconciler asks the provider about an intent left in processing or requires_action
+    # (or a refund left pending) with no call of ours in flight, once it is this old.
+    reconcile_after_seconds: float = 3600.0
+    # Money that lands on a canceled intent (a race with the payer's browser) is given back:
+    # an authorization is voided, a capture refunded. Off: only the event tells an operator.
+    refund_late_payments: bool = True
 
     gateway_retries: int = 3
     gateway_retry_base_delay: float = 0.2

@@ -269,9 +269,15 @@ def test_processing() -> None:
     assert (result.amount_authorized, result.amount_captured, result.decline) == (0, 0, None)
 
 
-def test_requires_confirmation_is_still_in_progress() -> None:
+def test_requires_confirmation_is_open_never_tried() -> None:
     result = transformers.payment_result(payment_intent("requires_confirmation"))
-    assert result.status is GatewayStatus.PROCESSING
+    assert result.status is GatewayStatus.OPEN
+
+
+def test_requires_payment_method_without_an_error_is_open_never_tried() -> None:
+    # An opened PaymentIntent nobody confirmed: recovery may confirm it, it is no decline.
+    result = transformers.payment_result(payment_intent("requires_payment_method"))
+    assert result.status is GatewayStatus.OPEN and result.decline is None
 
 
 def test_every_documented_payment_intent_status_is_mapped() -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -13,9 +15,11 @@ from pydantic import BaseModel
 
 from paymux.domain.errors import PaymuxError
 from paymux.services import Paymux
-from paymux.services.idempotency import request_fingerprint
+from paymux.services.idempotency import Replay, current_claim, request_fingerprint
 
 __all__ = ["Caller", "ListParams", "caller", "idempotent", "list_response"]
+
+log = logging.getLogger(__name__)
 
 
 def get_app(request: Request) -> Paymux:
@@ -61,7 +65,11 @@ async def idempotent(
     params: BaseModel | dict[str, Any] | None,
     operation: Callable[[], Awaitable[dict[str, Any]]],
 ) -> Response:
-    """Run a POST under its Idempotency-Key (if any): replay, refuse, or run and store."""
+    """Run a POST under its Idempotency-Key (if any): replay, refuse, or run and store.
+
+    Only a final answer is stored: a success whose object is no longer in flight, or a 4xx.
+    Anything else (an outage, a cancelled request, an outcome still unknown) releases the key,
+    so the next retry resumes from the recovery point the request recorded."""
     key = c.request.headers.get("idempotency-key")
     if key is None:
         return await _run(c, operation)
@@ -71,22 +79,39 @@ async def idempotent(
         else params
     )
     fingerprint = request_fingerprint(c.request.method, c.request.url.path, payload)
-    replay = await c.app.idempotency.begin(
+    claim = await c.app.idempotency.begin(
         c.account_id, key, c.request.method, c.request.url.path, fingerprint
     )
-    if replay is not None:
-        return _json(replay.status, replay.body, replayed=True)
+    if isinstance(claim, Replay):
+        return _json(claim.status, claim.body, replayed=True)
+    token = current_claim.set(claim)
     try:
         response = await _run(c, operation)
-    except BaseException:
-        # An unexpected crash: store the 500 like Stripe does, so a retry sees the same answer.
-        status, body = error_json(PaymuxError.of("api_error"), c.request)
-        await c.app.idempotency.finish(c.account_id, key, status, body)
-        raise
-    await c.app.idempotency.finish(
-        c.account_id, key, response.status_code, bytes(response.body).decode()
-    )
+    except BaseException as exc:
+        # Cancelled, or the database (or our code) failed: not an answer to keep.
+        await asyncio.shield(c.app.idempotency.release(c.account_id, key))
+        if not isinstance(exc, Exception):
+            raise
+        log.warning("request under Idempotency-Key failed (%s); key released", type(exc).__name__)
+        status, body = error_json(PaymuxError.of("service_unavailable"), c.request)
+        return _json(status, body)
+    finally:
+        current_claim.reset(token)
+    body = bytes(response.body).decode()
+    if _final(response.status_code, body):
+        await c.app.idempotency.finish(c.account_id, key, response.status_code, body)
+    else:
+        await c.app.idempotency.release(c.account_id, key)
     return response
+
+
+def _final(status: int, body: str) -> bool:
+    """A 4xx, or a 2xx whose object is not still waiting for a gateway's answer."""
+    if status >= 500:
+        return False
+    if status >= 300:
+        return True
+    return '"status": "processing"' not in body or json.loads(body).get("status") != "processing"
 
 
 async def _run(c: Caller, operation: Callable[[], Awaitable[dict[str, Any]]]) -> Response:

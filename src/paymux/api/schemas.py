@@ -80,6 +80,8 @@ class ConfirmPaymentIntent(Body):
     off_session: StrictBool | None = None
     return_url: Annotated[str, Field(max_length=2048)] | None = None
     setup_future_usage: Literal["on_session", "off_session"] | None = None
+    # Square's verifyBuyer token (SCA), passed to the gateway as it is.
+    verification_token: Annotated[str, Field(max_length=2048)] | None = None
 
 
 class CapturePaymentIntent(Body):
@@ -88,9 +90,8 @@ class CapturePaymentIntent(Body):
 
 
 class CancelPaymentIntent(Body):
-    cancellation_reason: (
-        Literal["duplicate", "fraudulent", "requested_by_customer", "abandoned"] | None
-    ) = None
+    # Checked by the service against the one list, domain.attempts.CANCELLATION_REASONS.
+    cancellation_reason: str | None = None
 
 
 class CreateRefund(Body):

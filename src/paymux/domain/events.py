@@ -13,6 +13,10 @@ EVENT_TYPES = frozenset(
         "payment_intent.succeeded",
         "payment_intent.payment_failed",
         "payment_intent.canceled",
+        # Money moved at the provider after we canceled (a race with the payer's browser):
+        # an operator sees it, and paymux voids or refunds it (refund_late_payments).
+        "payment_intent.authorized_after_cancel",
+        "payment_intent.captured_after_cancel",
         "charge.refunded",
         "refund.created",
         "refund.updated",

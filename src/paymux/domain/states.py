@@ -40,9 +40,15 @@ class RefundStatus(StrEnum):
 
 S = PaymentIntentStatus
 
+# The provider's word wins: a payment confirmed in the payer's browser (Stripe.js) reaches us
+# by webhook while our intent still awaits a payment method, so every open state can move
+# straight to any outcome.
+_OUTCOMES = frozenset(
+    {S.REQUIRES_ACTION, S.PROCESSING, S.REQUIRES_CAPTURE, S.SUCCEEDED, S.CANCELED}
+)
 TRANSITIONS: dict[PaymentIntentStatus, frozenset[PaymentIntentStatus]] = {
-    S.REQUIRES_PAYMENT_METHOD: frozenset({S.REQUIRES_CONFIRMATION, S.PROCESSING, S.CANCELED}),
-    S.REQUIRES_CONFIRMATION: frozenset({S.REQUIRES_PAYMENT_METHOD, S.PROCESSING, S.CANCELED}),
+    S.REQUIRES_PAYMENT_METHOD: _OUTCOMES | {S.REQUIRES_CONFIRMATION},
+    S.REQUIRES_CONFIRMATION: _OUTCOMES | {S.REQUIRES_PAYMENT_METHOD},
     # While a gateway call is in flight the intent is `processing`; the call's outcome
     # decides where it goes next.
     S.PROCESSING: frozenset(

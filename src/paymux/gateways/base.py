@@ -17,9 +17,9 @@ retry of the same step can never charge twice. Gateways never import storage or 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
+from paymux.domain.attempts import ProviderStatus
 from paymux.money import Money
 
 __all__ = [
@@ -43,13 +43,8 @@ __all__ = [
 ]
 
 
-class GatewayStatus(StrEnum):
-    REQUIRES_ACTION = "requires_action"
-    REQUIRES_CAPTURE = "requires_capture"
-    SUCCEEDED = "succeeded"
-    PROCESSING = "processing"
-    FAILED = "failed"
-    CANCELED = "canceled"
+# The statuses every connector maps its provider's to: the domain's own enum.
+GatewayStatus = ProviderStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +85,8 @@ class AuthorizeRequest:
     statement_descriptor: str | None = None
     description: str | None = None
     gateway_reference: str | None = None  # a payment opened earlier with ``open_payment``
+    # A buyer-verification (SCA) token from the provider's browser SDK (Square verifyBuyer).
+    verification_token: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +195,10 @@ class Gateway(Protocol):
     """What paymux needs from a payment gateway."""
 
     name: str
+    # How long the provider remembers an idempotency key (seconds). Past it, re-sending a
+    # request with the same key could make a second payment: recovery only asks (retrieve,
+    # lookup) and never re-sends.
+    idempotency_retention_seconds: float
 
     def supports_currency(self, currency: str) -> bool: ...
 
@@ -241,10 +242,30 @@ class Gateway(Protocol):
         self, reference: str, amount: Money, reason: str | None, *, idempotency_key: str
     ) -> GatewayRefund: ...
 
-    async def retrieve(self, reference: str) -> GatewayResult: ...
+    async def retrieve(self, reference: str) -> GatewayResult:
+        """The provider's current view of the payment ``reference`` names (read-only)."""
+        ...
 
-    async def lookup(self, idempotency_key: str) -> GatewayResult | None:
-        """The outcome of an authorization made with this key, or None if it never ran."""
+    async def lookup(self, our_reference: str, idempotency_key: str) -> GatewayResult | None:
+        """The provider payment made for our intent ``our_reference`` when no reference came
+        back (a lost response): found by the provider's record of our id (metadata,
+        reference_id, custom_id) or of the key. None if the provider has no such payment.
+        Read-only: it never creates or changes anything."""
+        ...
+
+    async def retrieve_refund(
+        self, reference: str | None, *, our_id: str, payment_reference: str
+    ) -> GatewayRefund | None:
+        """The provider's view of a refund: by its own ``reference`` when we have it, else by
+        our refund id among the refunds of ``payment_reference``. None if there is none."""
+        ...
+
+    async def update_payment(
+        self, reference: str, amount: Money, capture: bool, *, idempotency_key: str
+    ) -> None:
+        """Change the amount, currency or capture method of a payment opened with
+        ``open_payment`` and not yet confirmed. Raises ``GatewayInvalidRequest`` (code
+        ``update_unsupported``) where the provider can't change it."""
         ...
 
     async def create_customer(

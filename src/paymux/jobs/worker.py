@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.jobs import queue
 from paymux.services import Paymux
+from paymux.services.gateway_calls import schedule_settlement
 from paymux.webhooks.inbound import Finish, UnknownObjectYet
 
 __all__ = ["Worker"]
@@ -42,11 +43,20 @@ class Worker:
             # apply_webhook marks its job done in its own transaction (``finish``).
             "apply_webhook": lambda p, finish: app.webhooks.apply(p["inbox_id"], finish=finish),
             "settle_attempt": lambda p, _: app.settle_attempt(p["attempt_id"]),
+            "refresh_intent": lambda p, _: self._refresh_intent(p["pi_id"]),
+            "refresh_refund": lambda p, _: self._refresh_refund(p["refund_id"]),
+            "return_late_payment": lambda p, _: app.return_late_payment(p["pi_id"]),
             "expire_authorization": lambda p, _: app.payments.expire_authorization(p["pi_id"]),
             "purge_idempotency_keys": lambda p, _: self._purge(),
         }
         self._stop = asyncio.Event()
         self._last_sweep = 0.0
+
+    async def _refresh_intent(self, pi_id: str) -> None:
+        await self.app.engine.refresh_intent(pi_id)
+
+    async def _refresh_refund(self, refund_id: str) -> None:
+        await self.app.engine.refresh_refund(refund_id)
 
     async def _purge(self) -> None:
         removed = await self.app.idempotency.purge()
@@ -128,11 +138,15 @@ class Worker:
                     )
 
     async def sweep(self) -> None:
-        """Enqueue periodic work (deduplicated, so concurrent workers don't double it)."""
+        """Enqueue periodic work (deduplicated while queued, so concurrent workers don't double
+        it). Each sweep is ordered (oldest first) and bounded; what it finds is moved to the
+        back of its queue when handled, so stuck rows can't starve the rest."""
         ctx, payments = self.app.ctx, self.app.payments
         now = ctx.now_us()
         expired = await payments.expired_authorizations()
         stale = await payments.stale_attempts()
+        stuck = await payments.stuck_intents()
+        refunds = await self.app.refunds.pending_refunds()
         async with ctx.db.write() as s:
             for pi_id in expired:
                 await queue.enqueue(
@@ -143,13 +157,18 @@ class Worker:
                     dedupe_key=f"expire:{pi_id}",
                 )
             for attempt_id in stale:
+                await schedule_settlement(s, attempt_id, now_us=now, delay=0)
+            for pi_id in stuck:
+                await queue.enqueue(
+                    s, "refresh_intent", {"pi_id": pi_id}, now_us=now, dedupe_key=f"refresh:{pi_id}"
+                )
+            for refund_id in refunds:
                 await queue.enqueue(
                     s,
-                    "settle_attempt",
-                    {"attempt_id": attempt_id},
+                    "refresh_refund",
+                    {"refund_id": refund_id},
                     now_us=now,
-                    dedupe_key=f"settle:{attempt_id}",
-                    max_attempts=20,
+                    dedupe_key=f"refresh:{refund_id}",
                 )
             hour = now // 3_600_000_000
             await queue.enqueue(

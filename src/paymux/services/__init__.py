@@ -4,20 +4,28 @@ HTTP API is a thin shell over."""
 
 from __future__ import annotations
 
+import logging
+
 from paymux.config import Settings
+from paymux.domain.attempts import ProviderStatus, refundable
 from paymux.domain.clock import Clock, SystemClock
+from paymux.domain.states import PaymentIntentStatus as S
 from paymux.gateways.registry import GatewayRegistry, build_registry
 from paymux.services.accounts import AccountsService
+from paymux.services.attempts import AttemptEngine, state_of
 from paymux.services.context import Context
 from paymux.services.customers import CustomersService
 from paymux.services.events import EventsService
+from paymux.services.gateway_calls import call_with_retries
 from paymux.services.idempotency import IdempotencyService
 from paymux.services.payments import PaymentsService
 from paymux.services.refunds import RefundsService
 from paymux.storage.db import Database
-from paymux.storage.models import GatewayAttempt
+from paymux.storage.models import PaymentIntent
 
 __all__ = ["Paymux"]
+
+log = logging.getLogger(__name__)
 
 
 class Paymux:
@@ -39,8 +47,9 @@ class Paymux:
             clock=clock or SystemClock(),
         )
         self.accounts = AccountsService(self.ctx)
-        self.payments = PaymentsService(self.ctx)
-        self.refunds = RefundsService(self.ctx)
+        self.engine = AttemptEngine(self.ctx)
+        self.payments = PaymentsService(self.ctx, self.engine)
+        self.refunds = RefundsService(self.ctx, self.engine)
         self.customers = CustomersService(self.ctx)
         self.events = EventsService(self.ctx)
         self.idempotency = IdempotencyService(self.ctx)
@@ -49,15 +58,42 @@ class Paymux:
         self.webhooks = InboundWebhooks(self.ctx, self.payments, self.refunds)
 
     async def settle_attempt(self, attempt_id: str) -> None:
-        """Settle an interrupted gateway call, whatever its object (job ``settle_attempt``)."""
+        """Settle an interrupted gateway call by asking the provider (job ``settle_attempt``)."""
+        await self.engine.recover(attempt_id)
+
+    async def return_late_payment(self, pi_id: str) -> None:
+        """Give back money that landed on a canceled intent (job ``return_late_payment``):
+        void an authorization still held, refund what was captured. Asks the provider first."""
         async with self.ctx.db.read() as s:
-            attempt = await s.get(GatewayAttempt, attempt_id)
-        if attempt is None or attempt.status != "pending":
+            pi = await s.get(PaymentIntent, pi_id)
+            if pi is None or pi.status != S.CANCELED or pi.gateway_reference is None:
+                return
+            reference, account_id = pi.gateway_reference, pi.account_id
+        gateway = self.ctx.gateway(pi.gateway)
+        settings = self.ctx.settings
+        found = await call_with_retries(settings, lambda: gateway.retrieve(reference))
+        if found.status is ProviderStatus.REQUIRES_CAPTURE:
+            await call_with_retries(
+                settings, lambda: gateway.void(reference, idempotency_key=f"{pi_id}:late_void")
+            )
+            log.warning("voided an authorization that landed on canceled %s", pi_id)
             return
-        if attempt.operation == "refund":
-            await self.refunds.settle_attempt(attempt)
-        else:
-            await self.payments.settle_attempt(attempt_id)
+        if found.status is ProviderStatus.SUCCEEDED:
+            async with self.ctx.db.write() as s:
+                locked = await s.get(PaymentIntent, pi_id, with_for_update=True)
+                assert locked is not None
+                await self.engine.apply_payment_report(s, locked, found)
+                due = refundable(state_of(locked))
+            if due > 0:
+                await self.refunds.create(
+                    account_id,
+                    pi_id,
+                    due,
+                    "duplicate",
+                    {"paymux_reason": "paid_after_cancel"},
+                    late_payment=True,
+                )
+                log.warning("refunding %s received on canceled %s", due, pi_id)
 
     async def close(self) -> None:
         for gateway in self.ctx.gateways.values():

@@ -1,11 +1,20 @@
-"""Idempotency keys with Stripe's semantics (brandur.org/idempotency-keys).
+"""Idempotency keys with Stripe's semantics and brandur's recovery points
+("Implementing Stripe-like Idempotency Keys in Postgres").
 
-The first request with a key inserts a row ``in_flight`` and commits; its final status and
-body (5xx included) are stored when it ends, and replayed for every retry with the same key
+The first request with a key inserts a row ``in_flight`` and commits. Its *final* answer
+(a success or a 4xx) is stored when it ends and replayed for every retry with the same key
 and parameters. Different parameters: 400 ``idempotency_key_mismatch``. A retry while the
-first is still running: 409 ``idempotency_key_in_use``, nothing saved. A row left
-``in_flight`` by a process that died is taken over once its lease expires (the operation
-itself is safe to re-run: gateway calls carry their own idempotency keys). Keys are kept 24 h
+first is still running: 409 ``idempotency_key_in_use``, nothing saved.
+
+While it runs, the request records how far it got on the key row, in the same transaction as
+the work itself (``record_recovery_point``): the object it created, and the attempt it
+started before any gateway call. A row left ``in_flight`` by a process that died is taken
+over once its lease expires, and the retry *resumes* from that point (``KeyClaim``): it
+never creates a second object, and answers with the object's real state.
+
+An answer that is not final (a cancelled request, a database or gateway outage, an outcome
+still unknown) is not stored: the key is released at once (its lease ended, its recovery
+point kept), so the next retry runs again, from where this one stopped. Keys are kept 24 h
 and then purged by a job. Auth and request validation run before this layer.
 """
 
@@ -13,17 +22,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.domain.errors import PaymuxError
 from paymux.services.context import Context
 from paymux.storage.models import IdempotencyKey
 
-__all__ = ["IdempotencyService", "Replay", "request_fingerprint"]
+__all__ = [
+    "IdempotencyService",
+    "KeyClaim",
+    "Replay",
+    "current_claim",
+    "record_recovery_point",
+    "request_fingerprint",
+]
 
 MAX_KEY_LENGTH = 255
 
@@ -32,6 +50,38 @@ MAX_KEY_LENGTH = 255
 class Replay:
     status: int
     body: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeyClaim:
+    """This request owns the key. ``object_id``/``recovery_point``: where an earlier request
+    with the same key stopped (None on a first run)."""
+
+    account_id: str
+    key: str
+    recovery_point: str | None = None
+    object_id: str | None = None
+
+    @property
+    def resumed(self) -> bool:
+        return self.object_id is not None
+
+
+# The key the running request holds, if any: services record their recovery points on it.
+current_claim: ContextVar[KeyClaim | None] = ContextVar("paymux_idempotency_claim", default=None)
+
+
+async def record_recovery_point(session: AsyncSession, point: str, object_id: str) -> None:
+    """Note on the running request's key, in the caller's transaction, that it got to
+    ``point`` with ``object_id``. No-op for a request without a key."""
+    claim = current_claim.get()
+    if claim is None:
+        return
+    await session.execute(
+        update(IdempotencyKey)
+        .where(IdempotencyKey.account_id == claim.account_id, IdempotencyKey.key == claim.key)
+        .values(recovery_point=point, object_id=object_id)
+    )
 
 
 def request_fingerprint(method: str, path: str, params: Any) -> str:
@@ -45,8 +95,9 @@ class IdempotencyService:
 
     async def begin(
         self, account_id: str, key: str, method: str, path: str, fingerprint: str
-    ) -> Replay | None:
-        """None: this request owns the key and must call ``finish``. A Replay: answer with it."""
+    ) -> Replay | KeyClaim:
+        """A KeyClaim: this request owns the key and must ``finish`` or ``release`` it.
+        A Replay: answer with it."""
         if not key or len(key) > MAX_KEY_LENGTH:
             raise PaymuxError.of(
                 "parameter_invalid",
@@ -72,7 +123,7 @@ class IdempotencyService:
         try:
             async with self.ctx.db.write() as s:
                 s.add(claimed())
-            return None
+            return KeyClaim(account_id, key)
         except IntegrityError:
             pass
         lease_cutoff = now - self.ctx.settings.idempotency_lease_seconds * 1_000_000
@@ -80,7 +131,7 @@ class IdempotencyService:
             row = await s.get(IdempotencyKey, (account_id, key))
             if row is None:  # purged between the two statements: treat as new
                 s.add(claimed())
-                return None
+                return KeyClaim(account_id, key)
             if row.request_hash != fingerprint or row.path != path or row.method != method:
                 raise PaymuxError.of(
                     "idempotency_key_mismatch",
@@ -102,7 +153,7 @@ class IdempotencyService:
                 .values(locked_us=now)
             )
             if getattr(taken, "rowcount", 0) == 1:
-                return None
+                return KeyClaim(account_id, key, row.recovery_point, row.object_id)
         raise PaymuxError.of("idempotency_key_in_use")
 
     async def finish(self, account_id: str, key: str, status: int, body: str) -> None:
@@ -114,14 +165,17 @@ class IdempotencyService:
             )
 
     async def release(self, account_id: str, key: str) -> None:
-        """Forget a key whose request ended before doing anything (nothing to replay)."""
+        """End the lease of a request whose answer was not final: the next retry takes the key
+        over at once and resumes from its recovery point."""
         async with self.ctx.db.write() as s:
             await s.execute(
-                delete(IdempotencyKey).where(
+                update(IdempotencyKey)
+                .where(
                     IdempotencyKey.account_id == account_id,
                     IdempotencyKey.key == key,
                     IdempotencyKey.status == "in_flight",
                 )
+                .values(locked_us=0)
             )
 
     async def purge(self) -> int:

@@ -1,11 +1,14 @@
-"""Payment intents: create, confirm, capture, cancel, expire; and applying gateway outcomes.
+"""Payment intents: create, update, confirm, capture, cancel, expire.
 
-Each gateway call follows gateway_calls: the intent moves to ``processing`` and the attempt is
-recorded in one committed transaction (a conditional UPDATE, so two concurrent confirms can't
-both start), the call runs with no transaction open, and its outcome is applied in another.
-``apply_result`` is the one place a gateway outcome changes an intent: the synchronous path,
-the settlement job and inbound webhooks all go through it, and it ignores outcomes that would
-move the intent backwards (a late webhook), so applying one twice changes nothing.
+Every gateway call that moves money goes through the attempt engine (services/attempts.py):
+the intent moves to ``processing`` and the attempt is recorded in one committed transaction,
+the call runs with no transaction open, and its outcome is applied in another, by the same
+pure rule the webhooks, recovery jobs and the reconciler use.
+
+Requests under an Idempotency-Key record recovery points (services/idempotency.py): the
+intent's id before anything is opened at a provider, and each attempt as it starts. A retry
+after a crash resumes there: it never creates a second intent, and answers with the intent's
+real state once the provider has been asked.
 """
 
 from __future__ import annotations
@@ -14,28 +17,23 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from paymux.domain.errors import PaymuxError, card_error
+from paymux.domain.errors import PaymuxError
 from paymux.domain.ids import new_id
 from paymux.domain.states import PaymentIntentStatus as S
-from paymux.domain.states import check_operation, check_transition
-from paymux.gateways.base import (
-    AuthorizeRequest,
-    GatewayInvalidRequest,
-    GatewayRateLimited,
-    GatewayResult,
-    GatewayStatus,
-    GatewayUnavailable,
-)
+from paymux.domain.attempts import CANCELLATION_REASONS, Operation
+from paymux.domain.states import check_operation
+from paymux.gateways.base import GatewayInvalidRequest
 from paymux.money import Money, MoneyError, max_charge_amount, min_charge_amount
 from paymux.services.context import Context, emit, get_owned, page_of
+from paymux.services.attempts import AttemptEngine, customer_token_for, intent_view
 from paymux.services.customers import find_payment_method, resolve_payment_method
-from paymux.services.gateway_calls import call_with_retries, defer_attempt, start_attempt
+from paymux.services.gateway_calls import call_with_retries
+from paymux.services.idempotency import current_claim, record_recovery_point
 from paymux.services.routing import choose_gateway
-from paymux.services.views import payment_intent_view
-from paymux.storage.models import Customer, GatewayAttempt, PaymentIntent, PaymentMethod
+from paymux.storage.models import Customer, GatewayAttempt, PaymentIntent
 
 __all__ = [
     "CreateParams",
@@ -47,10 +45,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-CANCELLATION_REASONS = frozenset(
-    {"duplicate", "fraudulent", "requested_by_customer", "abandoned", "automatic"}
-)
 
 
 def charge_amount(amount: int, currency: str) -> Money:
@@ -144,8 +138,9 @@ class UpdateParams:
 
 
 class PaymentsService:
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, engine: AttemptEngine | None = None) -> None:
         self.ctx = ctx
+        self.engine = engine or AttemptEngine(ctx)
 
     # -- reads ------------------------------------------------------------------------------
     async def retrieve(self, account_id: str, pi_id: str) -> dict[str, Any]:
@@ -174,12 +169,7 @@ class PaymentsService:
         )
 
     def _view(self, pi: PaymentIntent) -> dict[str, Any]:
-        extra = None
-        if pi.status in (S.REQUIRES_PAYMENT_METHOD, S.REQUIRES_CONFIRMATION):
-            gateway = self.ctx.gateways.get(pi.gateway)
-            if gateway is not None:
-                extra = {"client": {**gateway.browser_params(pi.id), **(pi.gateway_client or {})}}
-        return payment_intent_view(pi, extra)
+        return intent_view(self.ctx, pi)
 
     # -- create / update --------------------------------------------------------------------
     async def create(self, account_id: str, p: CreateParams) -> dict[str, Any]:
@@ -191,6 +181,13 @@ class PaymentsService:
                 "off_session is only allowed together with confirm=true.",
                 param="off_session",
             )
+        claim = current_claim.get()
+        pi_id = claim.object_id if claim is not None and claim.object_id else new_id("pi")
+        if claim is not None and claim.resumed:
+            async with self.ctx.db.read() as s:
+                made = await s.get(PaymentIntent, pi_id)
+            if made is not None:
+                return await self._resume_create(account_id, made.id, p)
         pm_id: str | None = None
         if p.payment_method:
             pm = await resolve_payment_method(
@@ -200,9 +197,12 @@ class PaymentsService:
         if p.customer:
             async with self.ctx.db.read() as s:
                 await get_owned(s, Customer, p.customer, account_id, param="customer")
-        pi_id = new_id("pi")
         opened = None
         if not p.confirm:
+            if claim is not None and not claim.resumed:
+                # The id is ours before the provider hears of it: a retry opens the same one.
+                async with self.ctx.db.write() as s:
+                    await record_recovery_point(s, "id_reserved", pi_id)
             # Gateways whose browser SDK confirms (Stripe.js) need their payment now.
             opened = await call_with_retries(
                 self.ctx.settings,
@@ -240,10 +240,73 @@ class PaymentsService:
             )
             s.add(pi)
             await s.flush()
+            await record_recovery_point(s, "created", pi_id)
             await emit(s, account_id, "payment_intent.created", self._view(pi), now)
         if p.confirm:
             return await self.confirm(account_id, pi.id, off_session=p.off_session)
         return self._view(pi)
+
+    async def _resume_create(self, account_id: str, pi_id: str, p: CreateParams) -> dict[str, Any]:
+        """A retry of a create whose first run made ``pi_id``: finish what it started."""
+        async with self.ctx.db.read() as s:
+            pi = await get_owned(s, PaymentIntent, pi_id, account_id)
+            unconfirmed = pi.confirm_count == 0 and pi.status in (
+                S.REQUIRES_PAYMENT_METHOD,
+                S.REQUIRES_CONFIRMATION,
+            )
+        if p.confirm and unconfirmed:
+            return await self.confirm(account_id, pi_id, off_session=p.off_session)
+        return await self.outcome(account_id, pi_id)
+
+    async def outcome(self, account_id: str, pi_id: str) -> dict[str, Any]:
+        """The intent's real state, once any call of ours still in flight has been settled by
+        asking the provider; a decline is answered as the first request answered it."""
+        async with self.ctx.db.read() as s:
+            await get_owned(s, PaymentIntent, pi_id, account_id)
+            pending = list(
+                (
+                    await s.execute(
+                        select(GatewayAttempt.id).where(
+                            GatewayAttempt.object_id == pi_id, GatewayAttempt.status == "pending"
+                        )
+                    )
+                ).scalars()
+            )
+        for attempt_id in pending:
+            await self.engine.recover(attempt_id)
+        async with self.ctx.db.read() as s:
+            pi = await get_owned(s, PaymentIntent, pi_id, account_id)
+            latest = (
+                await s.execute(
+                    select(GatewayAttempt)
+                    .where(GatewayAttempt.object_id == pi_id)
+                    .order_by(GatewayAttempt.created_us.desc(), GatewayAttempt.id.desc())
+                    .limit(1)
+                )
+            ).scalar_one_or_none()
+            self._raise_if_declined(pi, latest)
+            return self._view(pi)
+
+    def _raise_if_declined(self, pi: PaymentIntent, attempt: GatewayAttempt | None) -> None:
+        """An authorization that ended in a decline is answered with the card error (402),
+        carrying the intent, as Stripe does."""
+        if (
+            attempt is None
+            or attempt.operation != Operation.AUTHORIZE
+            or pi.status != S.REQUIRES_PAYMENT_METHOD
+            or not pi.last_payment_error
+        ):
+            return
+        last = pi.last_payment_error
+        error = PaymuxError.of(
+            last["code"],
+            last["message"],
+            decline_code=last.get("decline_code"),
+            gateway=last.get("gateway"),
+            gateway_code=last.get("gateway_code"),
+        )
+        error.extra = {"payment_intent": self._view(pi)}
+        raise error
 
     async def update(self, account_id: str, pi_id: str, p: UpdateParams) -> dict[str, Any]:
         async with self.ctx.db.read() as s:
@@ -251,6 +314,31 @@ class PaymentsService:
             check_operation("update", pi.status)
             gateway_name = pi.gateway
             customer = p.customer or pi.customer_id
+            money = charge_amount(
+                p.amount if p.amount is not None else pi.amount, p.currency or pi.currency
+            )
+            capture = (p.capture_method or pi.capture_method) == "automatic"
+            provider_change = (
+                money.amount != pi.amount
+                or money.currency != pi.currency
+                or capture != (pi.capture_method == "automatic")
+            )
+            reference = pi.gateway_reference
+        if money.currency != pi.currency:
+            # A new currency is routed again, and must be one the gateway takes.
+            routed = choose_gateway(self.ctx, None, money)
+            if routed.name != gateway_name and reference is not None:
+                raise PaymuxError.of(
+                    "payment_intent_update_unsupported",
+                    f"A payment in {money.currency} goes to the {routed.name} gateway, but this "
+                    f"PaymentIntent is already open at {gateway_name}. Cancel it and create a "
+                    "new one.",
+                    param="currency",
+                )
+            gateway_name = routed.name
+        choose_gateway(self.ctx, gateway_name, money)
+        if provider_change and reference is not None:
+            await self._update_at_provider(gateway_name, pi_id, reference, money, capture, p)
         pm_id = None
         if p.payment_method:
             pm = await resolve_payment_method(
@@ -260,11 +348,7 @@ class PaymentsService:
         async with self.ctx.db.write() as s:
             pi = await get_owned(s, PaymentIntent, pi_id, account_id)
             check_operation("update", pi.status)
-            if p.amount is not None or p.currency is not None:
-                money = charge_amount(
-                    p.amount if p.amount is not None else pi.amount, p.currency or pi.currency
-                )
-                pi.amount, pi.currency = money.amount, money.currency
+            pi.amount, pi.currency, pi.gateway = money.amount, money.currency, gateway_name
             if p.customer is not None:
                 await get_owned(s, Customer, p.customer, account_id, param="customer")
                 pi.customer_id = p.customer
@@ -291,6 +375,38 @@ class PaymentsService:
             pi.updated_us = self.ctx.now_us()
             return self._view(pi)
 
+    async def _update_at_provider(
+        self,
+        gateway_name: str,
+        pi_id: str,
+        reference: str,
+        money: Money,
+        capture: bool,
+        p: UpdateParams,
+    ) -> None:
+        """Send a new amount, currency or capture method to the provider's open payment (so
+        what the payer confirms is what we record), or refuse the update."""
+        gateway = self.ctx.gateway(gateway_name)
+        key = f"{pi_id}:update:{money.amount}:{money.currency}:{int(capture)}"
+        try:
+            await call_with_retries(
+                self.ctx.settings,
+                lambda: gateway.update_payment(reference, money, capture, idempotency_key=key),
+            )
+        except GatewayInvalidRequest as exc:
+            param = (
+                "capture_method"
+                if p.capture_method is not None and p.amount is None and p.currency is None
+                else ("currency" if p.currency is not None else "amount")
+            )
+            raise PaymuxError.of(
+                "payment_intent_update_unsupported",
+                f"The {gateway_name} gateway can't change this payment: {exc}",
+                param=param,
+                gateway=gateway_name,
+                gateway_code=exc.code,
+            ) from exc
+
     # -- confirm ----------------------------------------------------------------------------
     async def confirm(
         self,
@@ -301,7 +417,15 @@ class PaymentsService:
         off_session: bool | None = None,
         return_url: str | None = None,
         setup_future_usage: str | None = None,
+        verification_token: str | None = None,
     ) -> dict[str, Any]:
+        claim = current_claim.get()
+        if (
+            claim is not None
+            and claim.object_id == pi_id
+            and claim.recovery_point == f"{Operation.AUTHORIZE}_started"
+        ):
+            return await self.outcome(account_id, pi_id)  # this key's confirm already ran
         async with self.ctx.db.read() as s:
             pi = await get_owned(s, PaymentIntent, pi_id, account_id)
             check_operation("confirm", pi.status)
@@ -320,177 +444,46 @@ class PaymentsService:
         pm = await resolve_payment_method(
             self.ctx, account_id, gateway.name, pm_ref, customer_id=customer_id, known=known
         )
-        now = self.ctx.now_us()
+        changes: dict[str, Any] = {
+            "payment_method_id": pm.id,
+            "confirm_count": PaymentIntent.confirm_count + 1,
+            "last_payment_error": None,
+            "next_action": None,
+        }
+        if off_session is not None:
+            changes["off_session"] = off_session
+        if return_url is not None:
+            changes["return_url"] = return_url
+        if setup_future_usage is not None:
+            changes["setup_future_usage"] = setup_future_usage
         async with self.ctx.db.write() as s:
-            changes: dict[str, Any] = {
-                "status": S.PROCESSING,
-                "payment_method_id": pm.id,
-                "confirm_count": PaymentIntent.confirm_count + 1,
-                "last_payment_error": None,
-                "next_action": None,
-                "updated_us": now,
-            }
-            if off_session is not None:
-                changes["off_session"] = off_session
-            if return_url is not None:
-                changes["return_url"] = return_url
-            if setup_future_usage is not None:
-                changes["setup_future_usage"] = setup_future_usage
-            started = await s.execute(
-                update(PaymentIntent)
-                .where(
-                    PaymentIntent.id == pi_id,
-                    PaymentIntent.account_id == account_id,
-                    PaymentIntent.status.in_([S.REQUIRES_PAYMENT_METHOD, S.REQUIRES_CONFIRMATION]),
-                )
-                .values(**changes)
-                .returning(PaymentIntent)  # the updated row: no second SELECT
-            )
-            updated = started.scalar_one_or_none()
-            if updated is None:
-                current = await get_owned(s, PaymentIntent, pi_id, account_id)
-                check_operation("confirm", current.status)
-                raise PaymuxError.of("payment_intent_unexpected_state", status=current.status)
-            pi = updated
-            count = pi.confirm_count
-            customer_token = None
-            if pm.customer_id:
-                customer = await s.get(Customer, pm.customer_id)
-                customer_token = (
-                    (customer.gateway_refs or {}).get(gateway.name) if customer else None
-                )
-            request = _authorize_request(pi, pm.token, customer_token)
-            attempt = await start_attempt(
+            pi = await get_owned(s, PaymentIntent, pi_id, account_id)
+            customer_token = await customer_token_for(s, pm, gateway.name)
+            pi, attempt = await self.engine.start_on_intent(
                 s,
-                account_id=account_id,
-                gateway=gateway.name,
-                operation="authorize",
-                object_id=pi.id,
-                idempotency_key=f"{pi.id}:authorize:{count}",
-                request={"token": pm.token, "customer_token": customer_token},
-                now_us=now,
+                pi,
+                Operation.AUTHORIZE,
+                allowed_from=(S.REQUIRES_PAYMENT_METHOD, S.REQUIRES_CONFIRMATION),
+                idempotency_key=f"{pi.id}:authorize:{pi.confirm_count + 1}",
+                request={
+                    "token": pm.token,
+                    "customer_token": customer_token,
+                    "verification_token": verification_token,
+                },
+                changes=changes,
+                check="confirm",
             )
-        return await self._run_attempt(
-            attempt, lambda: gateway.authorize(request, idempotency_key=attempt.idempotency_key)
+            request = await self.engine.authorize_request(s, pi, attempt)
+            assert request is not None
+        key = attempt.idempotency_key
+        result = await self.engine.execute(
+            attempt, lambda: gateway.authorize(request, idempotency_key=key)
         )
-
-    async def _run_attempt(self, attempt: GatewayAttempt, call: Any) -> dict[str, Any]:
-        """Make the call (no transaction open) and record what came back."""
-        try:
-            result = await call_with_retries(self.ctx.settings, call)
-        except (GatewayUnavailable, GatewayRateLimited) as exc:
-            async with self.ctx.db.write() as s:
-                await defer_attempt(s, attempt.id, exc, self.ctx.settings, now_us=self.ctx.now_us())
-                pi = await s.get(PaymentIntent, attempt.object_id)
-                assert pi is not None
-                return self._view(pi)
-        except GatewayInvalidRequest as exc:
-            await self.abandon_attempt(attempt.id, f"{exc.code}: {exc}")
-            raise PaymuxError.of(
-                "gateway_invalid_request",
-                f"The gateway refused the request: {exc}",
-                gateway=attempt.gateway,
-                gateway_code=exc.code,
-            ) from exc
-        return await self.settle(attempt.id, result)
-
-    async def settle(self, attempt_id: str, result: GatewayResult) -> dict[str, Any]:
-        """Record a call's outcome on its attempt and apply it to the intent (idempotent)."""
-        async with self.ctx.db.write() as s:
-            attempt, pi = await _lock_attempt_and_intent(s, attempt_id)
-            if attempt.status == "pending":
-                attempt.status = "settled"
-                attempt.result = _result_json(result)
-                attempt.updated_us = self.ctx.now_us()
-                await self.apply_result(s, pi, result, operation=attempt.operation)
-            view = self._view(pi)
-        if (
-            pi.status == S.REQUIRES_PAYMENT_METHOD
-            and pi.last_payment_error
-            and (attempt.operation == "authorize")
-        ):
-            last = pi.last_payment_error
-            error = PaymuxError.of(
-                last["code"],
-                last["message"],
-                decline_code=last.get("decline_code"),
-                gateway=last.get("gateway"),
-                gateway_code=last.get("gateway_code"),
-            )
-            error.extra = {"payment_intent": view}
-            raise error
-        return view
-
-    async def abandon_attempt(self, attempt_id: str, reason: str) -> None:
-        """The call is known not to have happened: put the intent back where it was."""
-        async with self.ctx.db.write() as s:
-            attempt, pi = await _lock_attempt_and_intent(s, attempt_id)
-            if attempt.status != "pending":
-                return
-            attempt.status = "abandoned"
-            attempt.error = reason
-            attempt.updated_us = self.ctx.now_us()
-            if pi.status != S.PROCESSING:
-                return
-            if attempt.operation == "authorize":
-                error = PaymuxError.of(
-                    "gateway_unavailable",
-                    "The payment could not be processed; no charge was made.",
-                    gateway=attempt.gateway,
-                )
-                pi.status = S.REQUIRES_PAYMENT_METHOD
-                pi.last_payment_error = error.to_dict()
-                pi.payment_method_id = None
-                await emit(
-                    s,
-                    pi.account_id,
-                    "payment_intent.payment_failed",
-                    self._view(pi),
-                    self.ctx.now_us(),
-                )
-            else:
-                pi.status = S.REQUIRES_CAPTURE
-            pi.updated_us = self.ctx.now_us()
-
-    async def apply_result(
-        self, s: AsyncSession, pi: PaymentIntent, result: GatewayResult, *, operation: str
-    ) -> bool:
-        """Move the intent to what the gateway says, if that is a legal move. True if it moved."""
-        now = self.ctx.now_us()
-        target, event = _TARGETS[result.status]
-        if result.status is GatewayStatus.FAILED and operation in ("capture", "void"):
-            target, event = S.REQUIRES_CAPTURE, None
-        if pi.status == target or not check_transition(pi.status, target):
-            log.info("ignoring %s outcome for %s in %s", result.status, pi.id, pi.status)
-            return False
-        pi.status = target
-        pi.updated_us = now
-        if result.reference:
-            pi.gateway_reference = result.reference
-        if result.risk_level:
-            pi.risk_level = result.risk_level
-        pi.next_action = None
-        if target == S.REQUIRES_ACTION:
-            pi.next_action = result.next_action
-        elif target == S.REQUIRES_CAPTURE:
-            pi.amount_capturable = result.amount_authorized or pi.amount
-            pi.authorized_us = pi.authorized_us or now
-        elif target == S.SUCCEEDED:
-            pi.amount_received = result.amount_captured or pi.amount
-            pi.amount_capturable = 0
-        elif target == S.CANCELED:
-            pi.amount_capturable = 0
-            pi.canceled_us = now
-            pi.cancellation_reason = pi.cancellation_reason or "requested_by_customer"
-        elif target == S.REQUIRES_PAYMENT_METHOD and result.decline is not None:
-            error = card_error(pi.gateway, result.decline.gateway_code, result.decline.message)
-            error_dict = error.to_dict()
-            error_dict["payment_method"] = pi.payment_method_id
-            pi.last_payment_error = error_dict
-            pi.payment_method_id = None
-        if event:
-            await emit(s, pi.account_id, event, self._view(pi), now)
-        return True
+        if result is None:
+            return await self.retrieve(account_id, pi_id)
+        pi = await self.engine.settle_payment(attempt.id, result)
+        self._raise_if_declined(pi, attempt)
+        return self._view(pi)
 
     # -- capture / cancel -------------------------------------------------------------------
     async def capture(
@@ -500,7 +493,8 @@ class PaymentsService:
         amount_to_capture: int | None = None,
         currency: str | None = None,
     ) -> dict[str, Any]:
-        now = self.ctx.now_us()
+        if self._resuming(pi_id, Operation.CAPTURE):
+            return await self.outcome(account_id, pi_id)
         async with self.ctx.db.write() as s:
             pi = await get_owned(s, PaymentIntent, pi_id, account_id)
             check_operation("capture", pi.status)
@@ -515,76 +509,114 @@ class PaymentsService:
                     f"({pi.amount_capturable}).",
                     param="amount_to_capture",
                 )
-            attempt = await self._begin(
-                s, pi, "capture", S.REQUIRES_CAPTURE, now, {"amount": amount}
+            key = await self._step_key(s, pi.id, Operation.CAPTURE)
+            pi, attempt = await self.engine.start_on_intent(
+                s,
+                pi,
+                Operation.CAPTURE,
+                allowed_from=(S.REQUIRES_CAPTURE,),
+                idempotency_key=key,
+                request={"amount": amount},
             )
-            reference, currency = pi.gateway_reference, pi.currency
+            reference, money = pi.gateway_reference, Money(amount, pi.currency)
         gateway = self.ctx.gateway(pi.gateway)
         assert reference is not None
-        return await self._run_attempt(
+        return await self._run(
+            account_id,
             attempt,
-            lambda: gateway.capture(
-                reference, Money(amount, currency), idempotency_key=attempt.idempotency_key
-            ),
+            lambda: gateway.capture(reference, money, idempotency_key=key),
         )
 
-    async def _begin(
-        self,
-        s: AsyncSession,
-        pi: PaymentIntent,
-        operation: str,
-        from_status: str,
-        now: int,
-        request: dict[str, Any],
-    ) -> GatewayAttempt:
-        moved = await s.execute(
-            update(PaymentIntent)
-            .where(PaymentIntent.id == pi.id, PaymentIntent.status == from_status)
-            .values(status=S.PROCESSING, updated_us=now)
+    def _resuming(self, pi_id: str, operation: Operation) -> bool:
+        claim = current_claim.get()
+        return (
+            claim is not None
+            and claim.object_id == pi_id
+            and claim.recovery_point == f"{operation}_started"
         )
-        if getattr(moved, "rowcount", 1) != 1:
-            await s.refresh(pi)
-            check_operation(operation, pi.status)
-            raise PaymuxError.of("payment_intent_unexpected_state", status=pi.status)
-        return await start_attempt(
-            s,
-            account_id=pi.account_id,
-            gateway=pi.gateway,
-            operation=operation,
-            object_id=pi.id,
-            idempotency_key=f"{pi.id}:{operation}",
-            request=request,
-            now_us=now,
-        )
+
+    async def _step_key(self, s: AsyncSession, pi_id: str, operation: Operation) -> str:
+        """``pi:capture``, then ``pi:capture:2`` for a second capture after a refused one."""
+        earlier = (
+            await s.execute(
+                select(GatewayAttempt.id).where(
+                    GatewayAttempt.object_id == pi_id, GatewayAttempt.operation == operation
+                )
+            )
+        ).all()
+        return f"{pi_id}:{operation}" + (f":{len(earlier) + 1}" if earlier else "")
+
+    async def _run(self, account_id: str, attempt: GatewayAttempt, call: Any) -> dict[str, Any]:
+        result = await self.engine.execute(attempt, call)
+        if result is None:
+            return await self.retrieve(account_id, attempt.object_id)
+        return self._view(await self.engine.settle_payment(attempt.id, result))
 
     async def cancel(
         self, account_id: str, pi_id: str, cancellation_reason: str | None = None
     ) -> dict[str, Any]:
-        if cancellation_reason is not None and cancellation_reason not in CANCELLATION_REASONS:
+        """Cancel at the provider first (void the authorization, cancel the opened payment),
+        then record it. If the provider says the payment already succeeded, the intent shows
+        that and the cancel fails."""
+        if cancellation_reason is not None and cancellation_reason not in (
+            *CANCELLATION_REASONS,
+            "automatic",
+        ):
             raise PaymuxError.of(
                 "parameter_invalid",
-                f"cancellation_reason must be one of {', '.join(sorted(CANCELLATION_REASONS))}.",
+                f"cancellation_reason must be one of {', '.join(CANCELLATION_REASONS)}.",
                 param="cancellation_reason",
             )
+        if self._resuming(pi_id, Operation.CANCEL):
+            return await self._cancel_outcome(account_id, pi_id)
         now = self.ctx.now_us()
+        reason = cancellation_reason or "requested_by_customer"
         async with self.ctx.db.write() as s:
             pi = await get_owned(s, PaymentIntent, pi_id, account_id)
             check_operation("cancel", pi.status)
-            pi.cancellation_reason = cancellation_reason or "requested_by_customer"
-            if pi.status in (S.REQUIRES_PAYMENT_METHOD, S.REQUIRES_CONFIRMATION) or (
-                pi.gateway_reference is None
-            ):
+            if pi.gateway_reference is None:
+                # Nothing exists at any provider: a local cancel is the whole truth.
                 pi.status = S.CANCELED
+                pi.cancellation_reason = reason
                 pi.canceled_us = now
                 pi.updated_us = now
                 await emit(s, account_id, "payment_intent.canceled", self._view(pi), now)
                 return self._view(pi)
-            attempt = await self._begin(s, pi, "cancel", pi.status, now, {})
+            key = await self._step_key(s, pi.id, Operation.CANCEL)
+            pi, attempt = await self.engine.start_on_intent(
+                s,
+                pi,
+                Operation.CANCEL,
+                allowed_from=(
+                    S.REQUIRES_PAYMENT_METHOD,
+                    S.REQUIRES_CONFIRMATION,
+                    S.REQUIRES_ACTION,
+                    S.REQUIRES_CAPTURE,
+                ),
+                idempotency_key=key,
+                request={"reason": reason},
+                changes={"cancellation_reason": reason},
+            )
             reference = pi.gateway_reference
         gateway = self.ctx.gateway(pi.gateway)
-        return await self._run_attempt(
-            attempt, lambda: gateway.void(reference, idempotency_key=attempt.idempotency_key)
+        assert reference is not None
+        await self._run(
+            account_id, attempt, lambda: gateway.void(reference, idempotency_key=key)
         )
+        return await self._cancel_outcome(account_id, pi_id)
+
+    async def _cancel_outcome(self, account_id: str, pi_id: str) -> dict[str, Any]:
+        view = await self.outcome(account_id, pi_id)
+        if view["status"] == S.SUCCEEDED:
+            error = PaymuxError.of(
+                "payment_intent_unexpected_state",
+                "This PaymentIntent was paid at the provider before it could be canceled. "
+                "Refund it instead.",
+                status=S.SUCCEEDED,
+            )
+            error.extra = {"payment_intent": view}
+            raise error
+        return view
 
     async def expire_authorization(self, pi_id: str) -> None:
         """Cancel an authorization nobody captured in time (job ``expire_authorization``)."""
@@ -608,120 +640,37 @@ class PaymentsService:
                     PaymentIntent.status == S.REQUIRES_CAPTURE,
                     PaymentIntent.authorized_us < cutoff,
                 )
+                .order_by(PaymentIntent.authorized_us)
                 .limit(500)
             )
             return list(rows.scalars())
 
     # -- recovery ---------------------------------------------------------------------------
-    async def settle_attempt(self, attempt_id: str) -> None:
-        """Ask the gateway about a pending attempt, by its idempotency key, and settle it."""
-        async with self.ctx.db.read() as s:
-            attempt = await s.get(GatewayAttempt, attempt_id)
-            if attempt is None or attempt.status != "pending":
-                return
-            pi = await s.get(PaymentIntent, attempt.object_id)
-            if pi is None:
-                return
-            pm = await s.get(PaymentMethod, pi.payment_method_id) if pi.payment_method_id else None
-        gateway = self.ctx.gateway(attempt.gateway)
-        key = attempt.idempotency_key
-        if attempt.operation == "authorize":
-            found = await gateway.lookup(key)
-            if found is not None:
-                await self._settle_quietly(attempt.id, found)
-                return
-            if pm is None:
-                await self.abandon_attempt(attempt.id, "no payment method to retry with")
-                return
-            request = _authorize_request(pi, pm.token, attempt.request.get("customer_token"))
-            result = await gateway.authorize(request, idempotency_key=key)
-        elif attempt.operation == "capture":
-            assert pi.gateway_reference is not None
-            result = await gateway.capture(
-                pi.gateway_reference,
-                Money(int(attempt.request["amount"]), pi.currency),
-                idempotency_key=key,
-            )
-        elif attempt.operation == "cancel":
-            assert pi.gateway_reference is not None
-            result = await gateway.void(pi.gateway_reference, idempotency_key=key)
-        else:
-            raise ValueError(f"unknown attempt operation {attempt.operation}")
-        await self._settle_quietly(attempt.id, result)
-
-    async def _settle_quietly(self, attempt_id: str, result: GatewayResult) -> None:
-        try:
-            await self.settle(attempt_id, result)
-        except PaymuxError:
-            pass  # a decline is an outcome, already recorded on the intent
-
-    async def stale_attempts(self) -> list[str]:
+    async def stale_attempts(self, limit: int = 500) -> list[str]:
+        """Pending attempts nobody has heard about for a while, the longest-waiting first
+        (each recovery moves its attempt to the back)."""
         cutoff = self.ctx.now_us() - int(self.ctx.settings.attempt_settle_after_seconds * 1e6)
         async with self.ctx.db.read() as s:
             rows = await s.execute(
                 select(GatewayAttempt.id)
                 .where(GatewayAttempt.status == "pending", GatewayAttempt.updated_us < cutoff)
-                .limit(500)
+                .order_by(GatewayAttempt.updated_us, GatewayAttempt.id)
+                .limit(limit)
             )
             return list(rows.scalars())
 
-
-async def _lock_attempt_and_intent(
-    s: AsyncSession, attempt_id: str
-) -> tuple[GatewayAttempt, PaymentIntent]:
-    """Lock the intent, then read its attempt: the same order as the webhook path, so a
-    webhook and a returning gateway call can't both apply one outcome (or deadlock)."""
-    object_id = (
-        await s.execute(select(GatewayAttempt.object_id).where(GatewayAttempt.id == attempt_id))
-    ).scalar_one()
-    pi = await s.get(PaymentIntent, object_id, with_for_update=True, populate_existing=True)
-    attempt = await s.get(GatewayAttempt, attempt_id, with_for_update=True, populate_existing=True)
-    assert pi is not None and attempt is not None
-    return attempt, pi
-
-
-def _authorize_request(
-    pi: PaymentIntent, token: str, customer_token: str | None
-) -> AuthorizeRequest:
-    """The gateway request for confirming ``pi`` (the same on first try and on recovery)."""
-    return AuthorizeRequest(
-        amount=Money(pi.amount, pi.currency),
-        payment_method_token=token,
-        capture=pi.capture_method == "automatic",
-        reference=pi.id,
-        customer_token=customer_token,
-        off_session=pi.off_session,
-        setup_future_usage=pi.setup_future_usage,
-        return_url=pi.return_url,
-        statement_descriptor=pi.statement_descriptor,
-        description=pi.description,
-        gateway_reference=pi.gateway_reference,
-    )
-
-
-_TARGETS: dict[GatewayStatus, tuple[S, str | None]] = {
-    GatewayStatus.REQUIRES_ACTION: (S.REQUIRES_ACTION, "payment_intent.requires_action"),
-    GatewayStatus.REQUIRES_CAPTURE: (
-        S.REQUIRES_CAPTURE,
-        "payment_intent.amount_capturable_updated",
-    ),
-    GatewayStatus.SUCCEEDED: (S.SUCCEEDED, "payment_intent.succeeded"),
-    GatewayStatus.PROCESSING: (S.PROCESSING, "payment_intent.processing"),
-    GatewayStatus.FAILED: (S.REQUIRES_PAYMENT_METHOD, "payment_intent.payment_failed"),
-    GatewayStatus.CANCELED: (S.CANCELED, "payment_intent.canceled"),
-}
-
-
-def _result_json(result: GatewayResult) -> dict[str, Any]:
-    return {
-        "status": str(result.status),
-        "reference": result.reference,
-        "amount_authorized": result.amount_authorized,
-        "amount_captured": result.amount_captured,
-        "decline": None
-        if result.decline is None
-        else {
-            "gateway_code": result.decline.gateway_code,
-            "message": result.decline.message,
-        },
-    }
+    async def stuck_intents(self, limit: int = 500) -> list[str]:
+        """Intents in processing or requires_action, unchanged for reconcile_after_seconds
+        (a lost webhook, or a payer who never came back): oldest first."""
+        cutoff = self.ctx.now_us() - int(self.ctx.settings.reconcile_after_seconds * 1e6)
+        async with self.ctx.db.read() as s:
+            rows = await s.execute(
+                select(PaymentIntent.id)
+                .where(
+                    PaymentIntent.status.in_([S.PROCESSING, S.REQUIRES_ACTION]),
+                    PaymentIntent.updated_us < cutoff,
+                )
+                .order_by(PaymentIntent.updated_us, PaymentIntent.id)
+                .limit(limit)
+            )
+            return list(rows.scalars())

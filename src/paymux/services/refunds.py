@@ -9,23 +9,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.domain.errors import PaymuxError
 from paymux.domain.ids import new_id
-from paymux.domain.states import REFUND_TRANSITIONS, RefundStatus, check_operation
-from paymux.gateways.base import (
-    GatewayInvalidRequest,
-    GatewayRateLimited,
-    GatewayRefund,
-    GatewayUnavailable,
-)
+from paymux.domain.attempts import refundable
+from paymux.domain.states import PaymentIntentStatus, RefundStatus, check_operation
+from paymux.gateways.base import GatewayRefund
 from paymux.money import Money
 from paymux.services.context import Context, emit, get_owned, page_of
-from paymux.services.gateway_calls import call_with_retries, defer_attempt, start_attempt
+from paymux.services.attempts import AttemptEngine, state_of
+from paymux.services.idempotency import current_claim, record_recovery_point
 from paymux.services.payments import check_currency
-from paymux.services.views import payment_intent_view, refund_view
+from paymux.services.views import refund_view
 from paymux.storage.models import GatewayAttempt, PaymentIntent, Refund
 
 __all__ = ["REFUND_REASONS", "RefundsService"]
@@ -34,8 +31,9 @@ REFUND_REASONS = frozenset({"duplicate", "fraudulent", "requested_by_customer"})
 
 
 class RefundsService:
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, engine: AttemptEngine | None = None) -> None:
         self.ctx = ctx
+        self.engine = engine or AttemptEngine(ctx)
 
     async def create(
         self,
@@ -46,7 +44,10 @@ class RefundsService:
         metadata: dict[str, str] | None = None,
         *,
         currency: str | None = None,
+        late_payment: bool = False,
     ) -> dict[str, Any]:
+        """Refund ``amount`` (all that is left by default). ``late_payment``: give back money
+        that landed on a canceled intent (the reconciler's and the late-payment job's path)."""
         if reason is not None and reason not in REFUND_REASONS:
             raise PaymuxError.of(
                 "parameter_invalid",
@@ -59,14 +60,18 @@ class RefundsService:
                 "The refund amount must be a positive integer in minor units.",
                 param="amount",
             )
+        claim = current_claim.get()
+        if claim is not None and claim.recovery_point == "refund_started" and claim.object_id:
+            return await self.outcome(account_id, claim.object_id)
         now = self.ctx.now_us()
         async with self.ctx.db.write() as s:
             pi = await get_owned(
                 s, PaymentIntent, payment_intent, account_id, param="payment_intent"
             )
-            check_operation("refund", pi.status)
+            if not (late_payment and pi.status == PaymentIntentStatus.CANCELED):
+                check_operation("refund", pi.status)
             check_currency(currency, pi.currency)
-            remaining = pi.amount_received - pi.amount_refunded - pi.amount_refund_pending
+            remaining = refundable(state_of(pi))
             if remaining <= 0:
                 raise PaymuxError.of(
                     "charge_already_refunded",
@@ -111,93 +116,41 @@ class RefundsService:
             )
             s.add(refund)
             await emit(s, account_id, "refund.created", refund_view(refund), now)
-            attempt = await start_attempt(
-                s,
-                account_id=account_id,
-                gateway=pi.gateway,
-                operation="refund",
-                object_id=refund.id,
-                idempotency_key=f"{refund.id}:refund",
-                request={"amount": value, "reason": reason},
-                now_us=now,
-            )
+            attempt = self.engine.start_refund(s, refund, pi.gateway, {"amount": value})
+            await record_recovery_point(s, "refund_started", refund.id)
             reference, currency, gateway_name = pi.gateway_reference, pi.currency, pi.gateway
         assert reference is not None
         gateway = self.ctx.gateway(gateway_name)
-        try:
-            outcome = await call_with_retries(
-                self.ctx.settings,
-                lambda: gateway.refund(
-                    reference,
-                    Money(value, currency),
-                    reason,
-                    idempotency_key=attempt.idempotency_key,
-                ),
-            )
-        except (GatewayUnavailable, GatewayRateLimited) as exc:
-            async with self.ctx.db.write() as s:
-                await defer_attempt(s, attempt.id, exc, self.ctx.settings, now_us=self.ctx.now_us())
+        key = attempt.idempotency_key
+        outcome = await self.engine.execute(
+            attempt,
+            lambda: gateway.refund(reference, Money(value, currency), reason, idempotency_key=key),
+        )
+        if outcome is None:
             return refund_view(refund)
-        except GatewayInvalidRequest as exc:
-            await self.apply(
-                refund.id, GatewayRefund("failed", None, value, exc.code), attempt_id=attempt.id
-            )
-            raise PaymuxError.of(
-                "gateway_invalid_request",
-                f"The gateway refused the refund: {exc}",
-                gateway=gateway_name,
-                gateway_code=exc.code,
-            ) from exc
-        return await self.apply(refund.id, outcome, attempt_id=attempt.id)
+        return refund_view(await self.engine.settle_refund(attempt.id, outcome))
 
-    async def apply(
-        self, refund_id: str, outcome: GatewayRefund, *, attempt_id: str | None = None
-    ) -> dict[str, Any]:
-        """Apply a gateway's word on a refund (sync answer or settlement). Idempotent."""
-        async with self.ctx.db.write() as s:
-            refund = await s.get(Refund, refund_id)
-            assert refund is not None
-            if attempt_id is not None:
-                attempt = await s.get(GatewayAttempt, attempt_id)
-                if attempt is not None and attempt.status == "pending":
-                    attempt.status = "settled"
-                    attempt.result = {"status": outcome.status, "reference": outcome.reference}
-                    attempt.updated_us = self.ctx.now_us()
-            await self.apply_in(s, refund, outcome)
-            return refund_view(refund)
+    async def outcome(self, account_id: str, refund_id: str) -> dict[str, Any]:
+        """A refund's real state, once a call of ours still in flight has been settled."""
+        async with self.ctx.db.read() as s:
+            await get_owned(s, Refund, refund_id, account_id)
+            pending = list(
+                (
+                    await s.execute(
+                        select(GatewayAttempt.id).where(
+                            GatewayAttempt.object_id == refund_id,
+                            GatewayAttempt.status == "pending",
+                        )
+                    )
+                ).scalars()
+            )
+        for attempt_id in pending:
+            await self.engine.recover(attempt_id)
+        return await self.retrieve(account_id, refund_id)
 
     async def apply_in(self, s: AsyncSession, refund: Refund, outcome: GatewayRefund) -> bool:
-        """Move ``refund`` (and its intent's amounts) to the gateway's status, in the caller's
-        transaction, if that is a legal move. True if anything changed."""
-        now = self.ctx.now_us()
-        await s.flush()
-        pi = await s.get(
-            PaymentIntent, refund.payment_intent_id, with_for_update=True, populate_existing=True
-        )
-        assert pi is not None
-        # Read the refund again under the intent's lock: a webhook may just have moved it.
-        await s.refresh(refund, with_for_update=True)
-        if outcome.reference and not refund.gateway_reference:
-            refund.gateway_reference = outcome.reference
-        old, new = RefundStatus(refund.status), RefundStatus(outcome.status)
-        if old == new or new not in REFUND_TRANSITIONS[old]:
-            return False
-        if old is RefundStatus.PENDING:
-            pi.amount_refund_pending -= refund.amount
-        if new is RefundStatus.SUCCEEDED:
-            pi.amount_refunded += refund.amount
-        if old is RefundStatus.SUCCEEDED and new is RefundStatus.FAILED:
-            pi.amount_refunded -= refund.amount
-        refund.status = new
-        refund.failure_reason = outcome.failure_reason
-        refund.updated_us = now
-        pi.updated_us = now
-        await emit(s, refund.account_id, "refund.updated", refund_view(refund), now)
-        if new is RefundStatus.SUCCEEDED:
-            await emit(s, refund.account_id, "charge.refunded", payment_intent_view(pi), now)
-        if new is RefundStatus.FAILED:
-            await emit(s, refund.account_id, "refund.failed", refund_view(refund), now)
-        return True
+        """Apply a provider's word on ``refund`` in the caller's transaction (the engine's)."""
+        return await self.engine.apply_refund_report(s, refund, outcome)
 
     async def record_external(
         self, s: AsyncSession, pi: PaymentIntent, outcome: GatewayRefund
@@ -226,20 +179,17 @@ class RefundsService:
         await self.apply_in(s, refund, outcome)
         return refund
 
-    async def settle_attempt(self, attempt: GatewayAttempt) -> None:
+    async def pending_refunds(self, limit: int = 500) -> list[str]:
+        """Refunds still pending after reconcile_after_seconds, oldest first."""
+        cutoff = self.ctx.now_us() - int(self.ctx.settings.reconcile_after_seconds * 1e6)
         async with self.ctx.db.read() as s:
-            refund = await s.get(Refund, attempt.object_id)
-            assert refund is not None
-            pi = await s.get(PaymentIntent, refund.payment_intent_id)
-            assert pi is not None and pi.gateway_reference is not None
-        gateway = self.ctx.gateway(attempt.gateway)
-        outcome = await gateway.refund(
-            pi.gateway_reference,
-            Money(refund.amount, refund.currency),
-            refund.reason,
-            idempotency_key=attempt.idempotency_key,
-        )
-        await self.apply(refund.id, outcome, attempt_id=attempt.id)
+            rows = await s.execute(
+                select(Refund.id)
+                .where(Refund.status == RefundStatus.PENDING, Refund.updated_us < cutoff)
+                .order_by(Refund.updated_us, Refund.id)
+                .limit(limit)
+            )
+            return list(rows.scalars())
 
     async def retrieve(self, account_id: str, refund_id: str) -> dict[str, Any]:
         async with self.ctx.db.read() as s:

@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -185,6 +186,8 @@ class GatewayAttempt(Base):
     object_id: Mapped[str] = mapped_column(String(40), index=True)
     idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
     status: Mapped[str] = mapped_column(String(16))  # pending | settled | abandoned
+    # The intent's status when the attempt started: where an abandoned attempt puts it back.
+    from_status: Mapped[str | None] = mapped_column(String(32))
     request: Mapped[dict[str, Any]] = mapped_column(JSON)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
@@ -214,18 +217,29 @@ class IdempotencyKey(Base):
     status: Mapped[str] = mapped_column(String(16))  # in_flight | done
     response_status: Mapped[int | None] = mapped_column(Integer)
     response_body: Mapped[str | None] = mapped_column(Text)
+    # brandur's recovery point: how far the first request got, and the object it made, so a
+    # retry after the lease resumes there instead of making a second object.
+    recovery_point: Mapped[str | None] = mapped_column(String(32))
+    object_id: Mapped[str | None] = mapped_column(String(40))
     locked_us: Mapped[int]
     created_us: Mapped[int] = mapped_column(index=True)
 
 
+# The jobs that hold their dedupe key: the predicate of the partial unique index (see Job).
+_JOB_LIVE = text("status IN ('queued', 'running')")
+
+
 class Job(Base):
+    """A durable job. ``dedupe_key`` is unique only among live jobs (queued or running): a job
+    that is done or dead no longer holds its key, so the same work can be queued again."""
+
     __tablename__ = "jobs"
     id: Mapped[int] = mapped_column(
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
     )
     kind: Mapped[str] = mapped_column(String(64))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
-    dedupe_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    dedupe_key: Mapped[str | None] = mapped_column(String(255))
     status: Mapped[str] = mapped_column(String(16))  # queued | running | done | dead
     run_at_us: Mapped[int]
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -235,7 +249,16 @@ class Job(Base):
     locked_until_us: Mapped[int | None]
     created_us: Mapped[int]
     updated_us: Mapped[int]
-    __table_args__ = (Index("ix_jobs_status_run_at", "status", "run_at_us"),)
+    __table_args__ = (
+        Index("ix_jobs_status_run_at", "status", "run_at_us"),
+        Index(
+            "ux_jobs_dedupe_key_live",
+            "dedupe_key",
+            unique=True,
+            sqlite_where=_JOB_LIVE,
+            postgresql_where=_JOB_LIVE,
+        ),
+    )
 
 
 class WebhookInbox(Base):

@@ -29,6 +29,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from paymux.domain.attempts import Operation
 from paymux.domain.ids import new_id
 from paymux.gateways.base import (
     DisputeUpdate,
@@ -41,6 +42,7 @@ from paymux.gateways.base import (
     WebhookVerificationError,
 )
 from paymux.jobs.queue import enqueue
+from paymux.services.attempts import result_json
 from paymux.services.context import Context, emit
 from paymux.services.payments import PaymentsService
 from paymux.services.refunds import RefundsService
@@ -151,14 +153,16 @@ class InboundWebhooks:
         change = gateway.interpret_event(
             InboundEvent(gateway_name, str(payload.get("id")), row.type, payload)
         )
+        stale = None
         if isinstance(change, PaymentUpdate):
-            await self._apply_payment(s, gateway_name, change)
+            stale = await self._apply_payment(s, gateway_name, change)
         elif isinstance(change, RefundUpdate):
             await self._apply_refund(s, gateway_name, change)
         elif isinstance(change, DisputeUpdate):
             await self._apply_dispute(s, gateway_name, change)
-        row.status = "ignored" if change is None else "applied"
-        row.error = None
+        # "stale": verified and kept, but older than what we know, so it changed nothing.
+        row.status = "ignored" if change is None else ("stale" if stale else "applied")
+        row.error = stale
         row.applied_us = self.ctx.now_us()
 
     async def _payment_by_reference(
@@ -181,7 +185,10 @@ class InboundWebhooks:
             return found
         return None
 
-    async def _apply_payment(self, s: AsyncSession, gateway: str, change: PaymentUpdate) -> None:
+    async def _apply_payment(
+        self, s: AsyncSession, gateway: str, change: PaymentUpdate
+    ) -> str | None:
+        """Apply the provider's word. Returns why it was stale, or None when applied."""
         pi = await self._payment_by_reference(s, gateway, change.reference, change.result.reference)
         if pi is None:
             raise UnknownObjectYet(
@@ -196,15 +203,18 @@ class InboundWebhooks:
                 )
             ).scalars()
         )
-        if _stale(attempts, change.result):
-            log.info("ignoring a late %s about %s", change.result.status, pi.id)
-            return
-        moved = await self.payments.apply_result(s, pi, change.result, operation="webhook")
-        if moved:
+        stale = _stale(attempts, change.result)
+        if stale:
+            log.info("ignoring a late %s about %s: %s", change.result.status, pi.id, stale)
+            return stale
+        moved = await self.payments.engine.apply_payment_report(s, pi, change.result)
+        if moved.moved and pi.status != "processing":
             for attempt in attempts:  # the webhook told us the outcome a call was waiting for
-                if attempt.status == "pending" and attempt.operation == "authorize":
+                if attempt.status == "pending" and attempt.operation != Operation.REFUND:
                     attempt.status = "settled"
+                    attempt.result = result_json(change.result)
                     attempt.updated_us = self.ctx.now_us()
+        return None
 
     async def _apply_refund(self, s: AsyncSession, gateway: str, change: RefundUpdate) -> None:
         outcome = change.refund
@@ -332,21 +342,26 @@ class InboundWebhooks:
         }
 
 
-def _stale(attempts: list[GatewayAttempt], result: GatewayResult) -> bool:
-    """Is this outcome older than what we already know?
+def _stale(attempts: list[GatewayAttempt], result: GatewayResult) -> str | None:
+    """Why this outcome is older than what we already know, or None if it is news.
 
     - It is about an earlier attempt's provider payment (gateways that make a new payment per
       attempt, like the sandbox or Square, send a late decline of attempt 1 while attempt 2
       is in flight); or
-    - a capture or void is in flight and it is not that call's outcome (an APPROVED event
-      that was overtaken by our own capture)."""
-    authorizations = [a for a in attempts if a.operation == "authorize"]
+    - a capture or void of ours is in flight and this is not where it can lead (an APPROVED
+      event overtaken by our own capture). A success always counts: money moved."""
+    authorizations = [a for a in attempts if a.operation == Operation.AUTHORIZE]
     if result.reference and len(authorizations) > 1:
         earlier = {(a.result or {}).get("reference") for a in authorizations[:-1]}
         latest = (authorizations[-1].result or {}).get("reference")
         if result.reference in earlier and result.reference != latest:
-            return True
+            return "about an earlier attempt's payment"
     in_flight = {a.operation for a in attempts if a.status == "pending"}
-    if "capture" in in_flight and result.status is not GatewayStatus.SUCCEEDED:
-        return True
-    return "cancel" in in_flight and result.status is not GatewayStatus.CANCELED
+    if Operation.CAPTURE in in_flight and result.status is not GatewayStatus.SUCCEEDED:
+        return "overtaken by a capture in flight"
+    if Operation.CANCEL in in_flight and result.status not in (
+        GatewayStatus.CANCELED,
+        GatewayStatus.SUCCEEDED,
+    ):
+        return "overtaken by a cancel in flight"
+    return None

@@ -71,6 +71,7 @@ async def confirm_payment_intent(
             off_session=b.off_session,
             return_url=b.return_url,
             setup_future_usage=b.setup_future_usage,
+            verification_token=b.verification_token,
         ),
     )
 

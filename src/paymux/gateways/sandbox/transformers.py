@@ -48,7 +48,12 @@ def charge_result(data: dict[str, Any]) -> GatewayResult:
             message=str(data.get("message") or "Your card was declined."),
         )
     match status:
-        case GatewayStatus.REQUIRES_ACTION | GatewayStatus.FAILED | GatewayStatus.CANCELED:
+        case (
+            GatewayStatus.REQUIRES_ACTION
+            | GatewayStatus.FAILED
+            | GatewayStatus.CANCELED
+            | GatewayStatus.OPEN
+        ):
             authorized = 0
         case GatewayStatus.REQUIRES_CAPTURE | GatewayStatus.SUCCEEDED | GatewayStatus.PROCESSING:
             authorized = int(data.get("amount_authorized") or 0)
@@ -72,6 +77,9 @@ def refund_result(data: dict[str, Any]) -> GatewayRefund:
         reference=data.get("id"),
         amount=int(data["amount"]),
         failure_reason=data.get("failure_reason"),
+        payment_reference=data.get("charge"),
+        our_id=data.get("our_id"),
+        reason=data.get("reason"),
     )
 
 

@@ -295,7 +295,12 @@ def payment_result(payment: dict[str, Any]) -> GatewayResult:
         case GatewayStatus.FAILED:
             card = payment.get("card_details") or {}
             decline = decline_from_errors(_errors(card))
-        case GatewayStatus.PROCESSING | GatewayStatus.CANCELED | GatewayStatus.REQUIRES_ACTION:
+        case (
+            GatewayStatus.PROCESSING
+            | GatewayStatus.CANCELED
+            | GatewayStatus.REQUIRES_ACTION
+            | GatewayStatus.OPEN
+        ):
             pass
         case _:
             assert_never(status)

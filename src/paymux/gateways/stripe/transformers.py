@@ -3,6 +3,7 @@ Stripe's own JSON shapes (including what localstripe can't produce)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, assert_never
 
 from paymux.gateways.base import (
@@ -20,6 +21,7 @@ from paymux.gateways.base import (
 from paymux.money import Money
 
 __all__ = [
+    "ATTEMPT_KEY",
     "METADATA_KEY",
     "amount_problem",
     "card_details",
@@ -30,17 +32,25 @@ __all__ = [
     "interpret_event",
     "open_params",
     "payment_result",
+    "pick_lookup",
+    "pick_refund",
     "refund_result",
+    "search_query",
     "to_stripe",
+    "update_params",
     "update_then_confirm_params",
 ]
 
 METADATA_KEY = "paymux_id"
+# The idempotency key of the call that made (or last confirmed) a PaymentIntent: ``lookup``
+# tells this attempt's PaymentIntent from an earlier attempt's for the same intent of ours.
+ATTEMPT_KEY = "paymux_key"
 
 # Every PaymentIntent status Stripe documents, mapped explicitly (no catch-all).
 _STATUS = {
     "requires_payment_method": GatewayStatus.FAILED,
-    "requires_confirmation": GatewayStatus.PROCESSING,
+    # Opened, or given a method, but never confirmed: nothing was tried on it yet.
+    "requires_confirmation": GatewayStatus.OPEN,
     "requires_action": GatewayStatus.REQUIRES_ACTION,
     "processing": GatewayStatus.PROCESSING,
     "requires_capture": GatewayStatus.REQUIRES_CAPTURE,
@@ -76,24 +86,44 @@ def from_stripe(value: Any, currency: str | None) -> int:
     return int(value or 0) * down // up
 
 
-def open_params(amount: Money, reference: str, capture: bool) -> dict[str, Any]:
+def _metadata(reference: str, idempotency_key: str | None) -> dict[str, str]:
+    metadata = {METADATA_KEY: reference}
+    if idempotency_key:
+        metadata[ATTEMPT_KEY] = idempotency_key
+    return metadata
+
+
+def open_params(
+    amount: Money, reference: str, capture: bool, idempotency_key: str | None = None
+) -> dict[str, Any]:
     """A PaymentIntent opened at our create, for Stripe.js to confirm in the browser."""
     return {
         "amount": to_stripe(amount),
         "currency": amount.currency.lower(),
         "capture_method": "automatic" if capture else "manual",
         "payment_method_types": ["card"],
-        "metadata": {METADATA_KEY: reference},
+        "metadata": _metadata(reference, idempotency_key),
     }
 
 
-def create_params(request: AuthorizeRequest, *, confirm: bool) -> dict[str, Any]:
+def update_params(amount: Money, capture: bool) -> dict[str, Any]:
+    """A change of an opened, unconfirmed PaymentIntent: amount, currency, capture method."""
+    return {
+        "amount": to_stripe(amount),
+        "currency": amount.currency.lower(),
+        "capture_method": "automatic" if capture else "manual",
+    }
+
+
+def create_params(
+    request: AuthorizeRequest, *, confirm: bool, idempotency_key: str | None = None
+) -> dict[str, Any]:
     params: dict[str, Any] = {
         "amount": to_stripe(request.amount),
         "currency": request.amount.currency.lower(),
         "capture_method": "automatic" if request.capture else "manual",
         "payment_method_types": ["card"],
-        "metadata": {METADATA_KEY: request.reference},
+        "metadata": _metadata(request.reference, idempotency_key),
     }
     if request.description:
         params["description"] = request.description
@@ -119,10 +149,13 @@ def confirm_params(request: AuthorizeRequest) -> dict[str, Any]:
 
 
 def update_then_confirm_params(
-    request: AuthorizeRequest,
+    request: AuthorizeRequest, idempotency_key: str | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """For an opened PaymentIntent: what to set first, and what only confirm takes."""
+    """For an opened PaymentIntent: what to set first, and what only confirm takes. The
+    update records the confirming attempt's key in the metadata (see ``pick_lookup``)."""
     update: dict[str, Any] = {"payment_method": request.payment_method_token}
+    if idempotency_key:
+        update["metadata"] = {ATTEMPT_KEY: idempotency_key}
     if request.customer_token:
         update["customer"] = request.customer_token
     confirm: dict[str, Any] = {}
@@ -150,6 +183,8 @@ def decline_from_error(error: dict[str, Any]) -> Decline:
 
 def payment_result(pi: dict[str, Any]) -> GatewayResult:
     status = _STATUS[str(pi["status"])]
+    if status is GatewayStatus.FAILED and not pi.get("last_payment_error"):
+        status = GatewayStatus.OPEN  # requires_payment_method with no failure: never tried
     currency = pi.get("currency")
     decline = None
     match status:
@@ -160,7 +195,12 @@ def payment_result(pi: dict[str, Any]) -> GatewayResult:
             authorized = from_stripe(pi.get("amount_capturable") or pi.get("amount"), currency)
         case GatewayStatus.SUCCEEDED:
             authorized = from_stripe(pi.get("amount_received") or pi.get("amount"), currency)
-        case GatewayStatus.REQUIRES_ACTION | GatewayStatus.PROCESSING | GatewayStatus.CANCELED:
+        case (
+            GatewayStatus.REQUIRES_ACTION
+            | GatewayStatus.PROCESSING
+            | GatewayStatus.CANCELED
+            | GatewayStatus.OPEN
+        ):
             authorized = 0
         case _:
             assert_never(status)
@@ -196,6 +236,45 @@ def refund_result(refund: dict[str, Any]) -> GatewayRefund:
         our_id=metadata.get(METADATA_KEY),
         reason=refund.get("reason"),
     )
+
+
+def search_query(our_reference: str) -> str:
+    """The Search API query for the PaymentIntents carrying our intent id in their metadata
+    (docs.stripe.com/search: a string value in single quotes, ``\\`` escaping a quote)."""
+    value = our_reference.replace("\\", "\\\\").replace("'", "\\'")
+    return f"metadata['{METADATA_KEY}']:'{value}'"
+
+
+def pick_lookup(
+    candidates: Iterable[dict[str, Any]], our_reference: str, idempotency_key: str
+) -> dict[str, Any] | None:
+    """The PaymentIntent a lost call with ``idempotency_key`` made for our intent, among
+    ``candidates`` (search or list results, duplicates allowed).
+
+    One that recorded this very key wins. One that recorded another key belongs to another
+    attempt (or another step) and is never taken. A PaymentIntent made before paymux recorded
+    keys has none: the newest of those is taken (the caller drops one an earlier attempt of
+    its own already holds)."""
+    ours = [
+        pi
+        for pi in candidates
+        if (pi.get("metadata") or {}).get(METADATA_KEY) == our_reference and pi.get("id")
+    ]
+    exact = [pi for pi in ours if (pi.get("metadata") or {}).get(ATTEMPT_KEY) == idempotency_key]
+    keyless = [pi for pi in ours if not (pi.get("metadata") or {}).get(ATTEMPT_KEY)]
+    for group in (exact, keyless):
+        if group:
+            return max(group, key=lambda pi: (int(pi.get("created") or 0), str(pi["id"])))
+    return None
+
+
+def pick_refund(refunds: Iterable[dict[str, Any]], our_id: str) -> dict[str, Any] | None:
+    """Our refund (its metadata names ``our_id``) among a payment's refunds; the newest if a
+    mistake made several."""
+    mine = [r for r in refunds if (r.get("metadata") or {}).get(METADATA_KEY) == our_id]
+    if not mine:
+        return None
+    return max(mine, key=lambda r: (int(r.get("created") or 0), str(r.get("id"))))
 
 
 def card_details(pm: dict[str, Any]) -> CardDetails:

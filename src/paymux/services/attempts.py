@@ -1,0 +1,622 @@
+"""The attempt engine: every gateway call that moves money, on every path, goes through here.
+
+The synchronous API path, the recovery jobs, the reconciler and inbound webhooks share it:
+one retry policy, one way to record an outcome, one way to abandon a call, one release of
+reservations. The rules themselves are pure (domain/attempts.py); this module reads rows,
+applies the rules under the intent's lock, and writes the result with its events.
+
+1. ``start_*`` (in the caller's transaction, committed before the call): the intent moves to
+   ``processing`` by a conditional UPDATE (two concurrent requests can't both start) and the
+   attempt is written with the state it started from and the request's recovery point.
+2. ``execute``: the call, with no transaction open, under ``call_with_retries``. A decline is
+   an outcome; an outage leaves the attempt pending and schedules ``recover``; a refusal
+   (4xx) abandons it.
+3. ``settle_payment`` / ``settle_refund``: the outcome, applied under the intent's lock.
+
+``recover`` settles a pending attempt by *asking* the provider (retrieve, lookup,
+retrieve_refund). It sends the operation again only when the provider's answer shows it never
+happened, and an authorization or refund only while the provider still remembers its
+idempotency key; past that it abandons the attempt rather than risk a second charge.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from paymux.domain import attempts as rules
+from paymux.domain.attempts import IntentState, Operation, ProviderStatus, Report
+from paymux.domain.errors import PaymuxError, card_error
+from paymux.domain.ids import new_id
+from paymux.domain.states import PaymentIntentStatus as S
+from paymux.domain.states import RefundStatus, check_operation
+from paymux.gateways.base import (
+    AuthorizeRequest,
+    Gateway,
+    GatewayInvalidRequest,
+    GatewayRateLimited,
+    GatewayRefund,
+    GatewayResult,
+    GatewayUnavailable,
+)
+from paymux.jobs.queue import enqueue
+from paymux.money import Money
+from paymux.services.context import Context, emit
+from paymux.services.gateway_calls import call_with_retries, schedule_settlement
+from paymux.services.idempotency import record_recovery_point
+from paymux.services.views import payment_intent_view, refund_view
+from paymux.storage.models import Customer, GatewayAttempt, PaymentIntent, PaymentMethod, Refund
+
+__all__ = ["AttemptEngine", "intent_view", "state_of"]
+
+log = logging.getLogger(__name__)
+R = TypeVar("R")
+
+PENDING, SETTLED, ABANDONED = "pending", "settled", "abandoned"
+
+
+def state_of(pi: PaymentIntent) -> IntentState:
+    return IntentState(
+        status=S(pi.status),
+        amount=pi.amount,
+        amount_capturable=pi.amount_capturable,
+        amount_received=pi.amount_received,
+        amount_refunded=pi.amount_refunded,
+        amount_refund_pending=pi.amount_refund_pending,
+    )
+
+
+def _put_state(pi: PaymentIntent, state: IntentState) -> None:
+    pi.status = state.status
+    pi.amount_capturable = state.amount_capturable
+    pi.amount_received = state.amount_received
+    pi.amount_refunded = state.amount_refunded
+    pi.amount_refund_pending = state.amount_refund_pending
+
+
+def intent_view(ctx: Context, pi: PaymentIntent) -> dict[str, Any]:
+    """The API view, with what the browser needs while the intent awaits a payment method."""
+    extra = None
+    if pi.status in (S.REQUIRES_PAYMENT_METHOD, S.REQUIRES_CONFIRMATION):
+        gateway = ctx.gateways.get(pi.gateway)
+        if gateway is not None:
+            extra = {"client": {**gateway.browser_params(pi.id), **(pi.gateway_client or {})}}
+    return payment_intent_view(pi, extra)
+
+
+def report_of(result: GatewayResult) -> Report:
+    return Report(result.status, result.amount_authorized, result.amount_captured)
+
+
+def result_json(result: GatewayResult) -> dict[str, Any]:
+    return {
+        "status": str(result.status),
+        "reference": result.reference,
+        "amount_authorized": result.amount_authorized,
+        "amount_captured": result.amount_captured,
+        "decline": None
+        if result.decline is None
+        else {"gateway_code": result.decline.gateway_code, "message": result.decline.message},
+    }
+
+
+class AttemptEngine:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    # -- 1. start ---------------------------------------------------------------------------
+    async def start_on_intent(
+        self,
+        s: AsyncSession,
+        pi: PaymentIntent,
+        operation: Operation,
+        *,
+        allowed_from: tuple[str, ...],
+        idempotency_key: str,
+        request: dict[str, Any],
+        changes: dict[str, Any] | None = None,
+        check: str | None = None,
+    ) -> tuple[PaymentIntent, GatewayAttempt]:
+        """Move ``pi`` to ``processing`` from one of ``allowed_from`` (one conditional UPDATE,
+        so concurrent requests can't both start) and record the attempt."""
+        now = self.ctx.now_us()
+        from_status = pi.status
+        started = await s.execute(
+            update(PaymentIntent)
+            .where(
+                PaymentIntent.id == pi.id,
+                PaymentIntent.account_id == pi.account_id,
+                PaymentIntent.status.in_(allowed_from),
+            )
+            .values(status=S.PROCESSING, updated_us=now, **(changes or {}))
+            .returning(PaymentIntent.status)
+        )
+        if started.scalar_one_or_none() is None:
+            await s.refresh(pi)
+            check_operation(check or operation.value, pi.status)
+            raise PaymuxError.of("payment_intent_unexpected_state", status=pi.status)
+        await s.refresh(pi)
+        attempt = self._attempt(pi.account_id, pi.gateway, operation, pi.id, idempotency_key)
+        attempt.from_status = from_status
+        attempt.request = request
+        s.add(attempt)
+        await record_recovery_point(s, f"{operation.value}_started", pi.id)
+        return pi, attempt
+
+    def _attempt(
+        self, account_id: str, gateway: str, operation: Operation, object_id: str, key: str
+    ) -> GatewayAttempt:
+        now = self.ctx.now_us()
+        return GatewayAttempt(
+            id=new_id("att"),
+            account_id=account_id,
+            gateway=gateway,
+            operation=operation.value,
+            object_id=object_id,
+            idempotency_key=key,
+            status=PENDING,
+            request={},
+            result=None,
+            error=None,
+            created_us=now,
+            updated_us=now,
+        )
+
+    def start_refund(
+        self, s: AsyncSession, refund: Refund, gateway: str, request: dict[str, Any]
+    ) -> GatewayAttempt:
+        attempt = self._attempt(
+            refund.account_id, gateway, Operation.REFUND, refund.id, f"{refund.id}:refund"
+        )
+        attempt.request = request
+        s.add(attempt)
+        return attempt
+
+    # -- 2. execute -------------------------------------------------------------------------
+    async def execute(self, attempt: GatewayAttempt, call: Callable[[], Awaitable[R]]) -> R | None:
+        """Make the call. None: the outcome is unknown and ``recover`` will find it."""
+        try:
+            return await call_with_retries(self.ctx.settings, call)
+        except (GatewayUnavailable, GatewayRateLimited) as exc:
+            await self.defer(attempt.id, exc)
+            return None
+        except GatewayInvalidRequest as exc:
+            await self.abandon(attempt.id, f"{exc.code}: {exc}")
+            raise PaymuxError.of(
+                "gateway_invalid_request",
+                f"The gateway refused the request: {exc}",
+                gateway=attempt.gateway,
+                gateway_code=exc.code,
+            ) from exc
+
+    async def defer(self, attempt_id: str, exc: GatewayUnavailable | GatewayRateLimited) -> None:
+        """The outcome is unknown (or the gateway asked us to wait): have a job ask later."""
+        now = self.ctx.now_us()
+        delay = self.ctx.settings.attempt_settle_after_seconds
+        if isinstance(exc, GatewayRateLimited) and exc.retry_after is not None:
+            delay = exc.retry_after
+        async with self.ctx.db.write() as s:
+            await s.execute(
+                update(GatewayAttempt)
+                .where(GatewayAttempt.id == attempt_id)
+                .values(error=f"{type(exc).__name__}: {exc}"[:2000], updated_us=now)
+            )
+            await schedule_settlement(s, attempt_id, now_us=now, delay=delay)
+
+    # -- 3. settle --------------------------------------------------------------------------
+    async def settle_payment(self, attempt_id: str, result: GatewayResult) -> PaymentIntent:
+        """Record a call's outcome on its attempt and apply it to the intent (idempotent)."""
+        async with self.ctx.db.write() as s:
+            attempt, pi = await self._lock(s, attempt_id)
+            if attempt.status == PENDING:
+                attempt.status = SETTLED
+                attempt.result = result_json(result)
+                attempt.updated_us = self.ctx.now_us()
+                await self.apply_payment_report(s, pi, result, attempt=attempt)
+            return pi
+
+    async def settle_refund(self, attempt_id: str, outcome: GatewayRefund) -> Refund:
+        async with self.ctx.db.write() as s:
+            attempt = await s.get(GatewayAttempt, attempt_id, with_for_update=True)
+            assert attempt is not None
+            refund = await s.get(Refund, attempt.object_id)
+            assert refund is not None
+            if attempt.status == PENDING:
+                attempt.status = SETTLED
+                attempt.result = {"status": outcome.status, "reference": outcome.reference}
+                attempt.updated_us = self.ctx.now_us()
+            await self.apply_refund_report(s, refund, outcome)
+            return refund
+
+    async def abandon(self, attempt_id: str, reason: str) -> None:
+        """The call is known not to have happened: put things back where they were."""
+        async with self.ctx.db.write() as s:
+            attempt = await s.get(GatewayAttempt, attempt_id)
+            assert attempt is not None
+            if attempt.operation == Operation.REFUND:
+                attempt = await s.get(
+                    GatewayAttempt, attempt_id, with_for_update=True, populate_existing=True
+                )
+                assert attempt is not None
+                if attempt.status != PENDING:
+                    return
+                self._close(attempt, ABANDONED, reason)
+                refund = await s.get(Refund, attempt.object_id)
+                assert refund is not None
+                await self.apply_refund_report(
+                    s, refund, GatewayRefund("failed", None, refund.amount, reason[:64])
+                )
+                return
+            attempt, pi = await self._lock(s, attempt_id)
+            if attempt.status != PENDING:
+                return
+            self._close(attempt, ABANDONED, reason)
+            from_status = S(attempt.from_status) if attempt.from_status else None
+            change = rules.abandon(state_of(pi), Operation(attempt.operation), from_status)
+            if change.declined:
+                error = PaymuxError.of(
+                    "gateway_unavailable",
+                    "The payment could not be processed; no charge was made.",
+                    gateway=attempt.gateway,
+                )
+                pi.last_payment_error = error.to_dict()
+                pi.payment_method_id = None
+            await self._write(s, pi, change)
+
+    def _close(self, attempt: GatewayAttempt, status: str, error: str | None) -> None:
+        attempt.status = status
+        attempt.error = error
+        attempt.updated_us = self.ctx.now_us()
+
+    async def _lock(self, s: AsyncSession, attempt_id: str) -> tuple[GatewayAttempt, PaymentIntent]:
+        """Lock the intent, then read its attempt: the same order as the webhook path, so a
+        webhook and a returning call can't both apply one outcome (or deadlock)."""
+        object_id = (
+            await s.execute(
+                select(GatewayAttempt.object_id).where(GatewayAttempt.id == attempt_id)
+            )
+        ).scalar_one()
+        pi = await s.get(PaymentIntent, object_id, with_for_update=True, populate_existing=True)
+        attempt = await s.get(
+            GatewayAttempt, attempt_id, with_for_update=True, populate_existing=True
+        )
+        assert pi is not None and attempt is not None
+        return attempt, pi
+
+    # -- the one place a provider's word changes an intent ---------------------------------
+    async def apply_payment_report(
+        self,
+        s: AsyncSession,
+        pi: PaymentIntent,
+        result: GatewayResult,
+        *,
+        attempt: GatewayAttempt | None = None,
+    ) -> rules.Change:
+        """Apply ``result`` to ``pi`` (locked by the caller). ``attempt``: the call of ours it
+        answers, if any. Returns the change (``moved`` False: nothing to do)."""
+        operation = Operation(attempt.operation) if attempt is not None else None
+        from_status = (
+            S(attempt.from_status) if attempt is not None and attempt.from_status else None
+        )
+        change = rules.apply_report(
+            state_of(pi), report_of(result), operation=operation, from_status=from_status
+        )
+        if not change.moved:
+            log.info("no change from %s for %s in %s", result.status, pi.id, pi.status)
+            return change
+        if result.reference and (
+            pi.gateway_reference is None or operation is Operation.AUTHORIZE or attempt is None
+        ):
+            pi.gateway_reference = result.reference
+        if result.risk_level:
+            pi.risk_level = result.risk_level
+        now = self.ctx.now_us()
+        new = change.state.status
+        if new != pi.status:
+            pi.next_action = result.next_action if new is S.REQUIRES_ACTION else None
+        if new is S.REQUIRES_CAPTURE and pi.status != S.REQUIRES_CAPTURE:
+            pi.authorized_us = pi.authorized_us or now
+        if new is S.CANCELED and pi.status != S.CANCELED:
+            pi.canceled_us = now
+            pi.cancellation_reason = pi.cancellation_reason or "requested_by_customer"
+        if change.declined:
+            code = result.decline.gateway_code if result.decline else "generic_decline"
+            message = result.decline.message if result.decline else "The payment failed."
+            error = card_error(pi.gateway, code, message).to_dict()
+            error["payment_method"] = pi.payment_method_id
+            pi.last_payment_error = error
+            pi.payment_method_id = None
+        if (change.late_capture or change.late_authorization) and (
+            self.ctx.settings.refund_late_payments
+        ):
+            await enqueue(
+                s,
+                "return_late_payment",
+                {"pi_id": pi.id},
+                now_us=now,
+                dedupe_key=f"late:{pi.id}",
+            )
+        await self._write(s, pi, change)
+        return change
+
+    async def _write(self, s: AsyncSession, pi: PaymentIntent, change: rules.Change) -> None:
+        now = self.ctx.now_us()
+        _put_state(pi, change.state)
+        pi.updated_us = now
+        view = intent_view(self.ctx, pi)
+        for event in change.events:
+            await emit(s, pi.account_id, event, view, now)
+
+    async def apply_refund_report(
+        self, s: AsyncSession, refund: Refund, outcome: GatewayRefund
+    ) -> bool:
+        """Move ``refund`` and its intent's amounts to the provider's word, in the caller's
+        transaction. True if anything changed."""
+        now = self.ctx.now_us()
+        await s.flush()
+        pi = await s.get(
+            PaymentIntent, refund.payment_intent_id, with_for_update=True, populate_existing=True
+        )
+        assert pi is not None
+        # Read the refund again under the intent's lock: a webhook may just have moved it.
+        await s.refresh(refund, with_for_update=True)
+        if outcome.reference and not refund.gateway_reference:
+            refund.gateway_reference = outcome.reference
+        old, new = RefundStatus(refund.status), RefundStatus(outcome.status)
+        state = rules.apply_refund(state_of(pi), old, new, refund.amount)
+        if state is None:
+            return False
+        _put_state(pi, state)
+        refund.status = new
+        refund.failure_reason = outcome.failure_reason
+        refund.updated_us = now
+        pi.updated_us = now
+        await emit(s, refund.account_id, "refund.updated", refund_view(refund), now)
+        if new is RefundStatus.SUCCEEDED:
+            await emit(s, refund.account_id, "charge.refunded", intent_view(self.ctx, pi), now)
+        if new is RefundStatus.FAILED:
+            await emit(s, refund.account_id, "refund.failed", refund_view(refund), now)
+        return True
+
+    # -- recovery: ask, never re-send blindly ----------------------------------------------
+    async def recover(self, attempt_id: str) -> None:
+        """Settle a pending attempt by asking the provider (job ``settle_attempt``, a retry
+        with the same Idempotency-Key, the reconciler)."""
+        async with self.ctx.db.read() as s:
+            attempt = await s.get(GatewayAttempt, attempt_id)
+            if attempt is None or attempt.status != PENDING:
+                return
+        gateway = self.ctx.gateway(attempt.gateway)
+        retained = (
+            self.ctx.now_us() - attempt.created_us
+            < gateway.idempotency_retention_seconds * 1_000_000
+        )
+        try:
+            if attempt.operation == Operation.REFUND:
+                await self._recover_refund(gateway, attempt, retained)
+            else:
+                await self._recover_payment(gateway, attempt, retained)
+        except (GatewayUnavailable, GatewayRateLimited) as exc:
+            await self.defer(attempt.id, exc)
+        except GatewayInvalidRequest as exc:
+            await self.abandon(attempt.id, f"{exc.code}: {exc}")
+
+    async def _recover_payment(
+        self, gateway: Gateway, attempt: GatewayAttempt, retained: bool
+    ) -> None:
+        async with self.ctx.db.read() as s:
+            pi = await s.get(PaymentIntent, attempt.object_id)
+            assert pi is not None
+            earlier = {
+                (a.result or {}).get("reference")
+                for a in (
+                    await s.execute(
+                        select(GatewayAttempt).where(
+                            GatewayAttempt.object_id == pi.id,
+                            GatewayAttempt.operation == Operation.AUTHORIZE,
+                            GatewayAttempt.id != attempt.id,
+                        )
+                    )
+                ).scalars()
+            }
+            request = None
+            if attempt.operation == Operation.AUTHORIZE:
+                request = await self.authorize_request(s, pi, attempt)
+        key = attempt.idempotency_key
+        reference = pi.gateway_reference
+        settings = self.ctx.settings
+        op = Operation(attempt.operation)
+        if op is Operation.AUTHORIZE:
+            if reference:
+                found: GatewayResult | None = await call_with_retries(
+                    settings, lambda: gateway.retrieve(reference)
+                )
+            else:
+                found = await call_with_retries(settings, lambda: gateway.lookup(pi.id, key))
+            if found is not None and found.reference in earlier - {None, reference}:
+                found = None  # an earlier attempt's payment, not this one's
+            if found is not None and found.status is not ProviderStatus.OPEN:
+                await self.settle_payment(attempt.id, found)
+                return
+            if not retained or request is None:
+                await self.abandon(
+                    attempt.id,
+                    "no payment at the provider and its idempotency key is past retention"
+                    if request is not None
+                    else "no payment method to retry with",
+                )
+                return
+            # The provider has no payment for this attempt: send it again, same key.
+            result = await call_with_retries(
+                settings, lambda: gateway.authorize(request, idempotency_key=key)
+            )
+            await self.settle_payment(attempt.id, result)
+            return
+        if reference is None:
+            await self.abandon(attempt.id, "no provider payment to act on")
+            return
+        found = await call_with_retries(settings, lambda: gateway.retrieve(reference))
+        done = ProviderStatus.SUCCEEDED if op is Operation.CAPTURE else ProviderStatus.CANCELED
+        if found.status in (done, ProviderStatus.SUCCEEDED, ProviderStatus.CANCELED):
+            await self.settle_payment(attempt.id, found)
+            return
+        if found.status in (ProviderStatus.REQUIRES_CAPTURE, ProviderStatus.OPEN):
+            # The provider shows it did not happen: send it again (an informed re-send).
+            if op is Operation.CAPTURE:
+                amount = Money(int(attempt.request["amount"]), pi.currency)
+                result = await call_with_retries(
+                    settings, lambda: gateway.capture(reference, amount, idempotency_key=key)
+                )
+            else:
+                result = await call_with_retries(
+                    settings, lambda: gateway.void(reference, idempotency_key=key)
+                )
+            await self.settle_payment(attempt.id, result)
+            return
+        await self.settle_payment(attempt.id, found)
+
+    async def _recover_refund(
+        self, gateway: Gateway, attempt: GatewayAttempt, retained: bool
+    ) -> None:
+        async with self.ctx.db.read() as s:
+            refund = await s.get(Refund, attempt.object_id)
+            assert refund is not None
+            pi = await s.get(PaymentIntent, refund.payment_intent_id)
+            assert pi is not None and pi.gateway_reference is not None
+        reference, settings = pi.gateway_reference, self.ctx.settings
+        found = await call_with_retries(
+            settings,
+            lambda: gateway.retrieve_refund(
+                refund.gateway_reference, our_id=refund.id, payment_reference=reference
+            ),
+        )
+        if found is None:
+            if not retained:
+                await self.abandon(
+                    attempt.id, "no refund at the provider and its key is past retention"
+                )
+                return
+            amount = Money(refund.amount, refund.currency)
+            found = await call_with_retries(
+                settings,
+                lambda: gateway.refund(
+                    reference, amount, refund.reason, idempotency_key=attempt.idempotency_key
+                ),
+            )
+        await self.settle_refund(attempt.id, found)
+
+    async def authorize_request(
+        self, s: AsyncSession, pi: PaymentIntent, attempt: GatewayAttempt
+    ) -> AuthorizeRequest | None:
+        """The gateway request of an authorize attempt: the same on first try and on
+        recovery (the token and customer token the attempt recorded)."""
+        token = attempt.request.get("token")
+        if token is None and pi.payment_method_id:
+            pm = await s.get(PaymentMethod, pi.payment_method_id)
+            token = pm.token if pm else None
+        if token is None:
+            return None
+        return authorize_request(
+            pi,
+            str(token),
+            attempt.request.get("customer_token"),
+            attempt.request.get("verification_token"),
+        )
+
+    # -- intents nobody is waiting on -------------------------------------------------------
+    async def refresh_intent(self, pi_id: str) -> bool:
+        """Ask the provider about an intent stuck without a call of ours in flight (a lost
+        webhook) and apply its word. True if the intent changed."""
+        async with self.ctx.db.read() as s:
+            pi = await s.get(PaymentIntent, pi_id)
+            if pi is None or pi.gateway_reference is None:
+                return False
+            pending = (
+                await s.execute(
+                    select(GatewayAttempt.id).where(
+                        GatewayAttempt.object_id == pi_id, GatewayAttempt.status == PENDING
+                    )
+                )
+            ).first()
+            reference, gateway_name = pi.gateway_reference, pi.gateway
+        if pending is not None:
+            await self.recover(str(pending[0]))
+            return True
+        gateway = self.ctx.gateway(gateway_name)
+        found = await call_with_retries(self.ctx.settings, lambda: gateway.retrieve(reference))
+        async with self.ctx.db.write() as s:
+            locked = await s.get(PaymentIntent, pi_id, with_for_update=True, populate_existing=True)
+            assert locked is not None
+            change = await self.apply_payment_report(s, locked, found)
+            if not change.moved:
+                locked.updated_us = self.ctx.now_us()  # checked now: to the back of the queue
+            return change.moved
+
+    async def refresh_refund(self, refund_id: str) -> bool:
+        async with self.ctx.db.read() as s:
+            refund = await s.get(Refund, refund_id)
+            if refund is None or refund.status != RefundStatus.PENDING:
+                return False
+            pi = await s.get(PaymentIntent, refund.payment_intent_id)
+            assert pi is not None
+            pending = (
+                await s.execute(
+                    select(GatewayAttempt.id).where(
+                        GatewayAttempt.object_id == refund_id, GatewayAttempt.status == PENDING
+                    )
+                )
+            ).first()
+        if pending is not None:
+            await self.recover(str(pending[0]))
+            return True
+        if pi.gateway_reference is None:
+            return False
+        gateway = self.ctx.gateway(pi.gateway)
+        reference = pi.gateway_reference
+        found = await call_with_retries(
+            self.ctx.settings,
+            lambda: gateway.retrieve_refund(
+                refund.gateway_reference, our_id=refund.id, payment_reference=reference
+            ),
+        )
+        async with self.ctx.db.write() as s:
+            row = await s.get(Refund, refund_id)
+            assert row is not None
+            if found is None:
+                row.updated_us = self.ctx.now_us()
+                return False
+            return await self.apply_refund_report(s, row, found)
+
+
+def authorize_request(
+    pi: PaymentIntent,
+    token: str,
+    customer_token: str | None,
+    verification_token: str | None = None,
+) -> AuthorizeRequest:
+    """The gateway request for confirming ``pi``."""
+    return AuthorizeRequest(
+        amount=Money(pi.amount, pi.currency),
+        payment_method_token=token,
+        capture=pi.capture_method == "automatic",
+        reference=pi.id,
+        customer_token=customer_token,
+        off_session=pi.off_session,
+        setup_future_usage=pi.setup_future_usage,
+        return_url=pi.return_url,
+        statement_descriptor=pi.statement_descriptor,
+        description=pi.description,
+        gateway_reference=pi.gateway_reference,
+        verification_token=verification_token,
+    )
+
+
+async def customer_token_for(s: AsyncSession, pm: PaymentMethod, gateway: str) -> str | None:
+    if not pm.customer_id:
+        return None
+    customer = await s.get(Customer, pm.customer_id)
+    return (customer.gateway_refs or {}).get(gateway) if customer else None
