@@ -29,14 +29,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import platform
 import secrets
 import signal
-import socket
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,107 +45,41 @@ import httpx
 from sqlalchemy import text
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # support.pgcluster
+sys.path.insert(0, str(ROOT / "tests"))  # support.pgcluster, support.processes
 
 from paymux.storage.db import Database  # noqa: E402
 from paymux.storage.migrate import upgrade  # noqa: E402
+from support.processes import (  # noqa: E402
+    ServeProcess,
+    ServerProcess,
+    cpu_seconds,
+    free_port,
+)
 
-HOST = "127.0.0.1"
 TABLES = ("payment_intents", "events", "gateway_attempts", "payment_methods", "idempotency_keys")
 
 
 # -- servers ------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, from /proc (0.0 where there is no /proc)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-class Server:
-    """A server subprocess on 127.0.0.1:port; its output goes to a log file."""
-
-    def __init__(self, name: str, cmd: list[str], env: dict[str, str], port: int, log: Path):
-        self.name, self.cmd, self.env, self.port, self.log = name, cmd, env, port, log
-        self.url = f"http://{HOST}:{port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 60) -> Server:
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                self.cmd,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=self.log.parent,
-            )
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"{self.name} server exited ({self.proc.returncode}):\n{self.tail()}"
-                )
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/health", timeout=2, trust_env=False).status_code == 200:
-                    return self
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(
-                    f"{self.name} server did not start in {timeout}s:\n{self.tail()}"
-                )
-            time.sleep(0.1)
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-
-def paymux_server(db_url: str, tmp: Path) -> Server:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PAYMUX_")}
-    env.update(
-        PAYMUX_DATABASE_URL=db_url,
-        PAYMUX_SANDBOX_DB=str(tmp / "sandbox.db"),
-        PAYMUX_HOST=HOST,
-        PAYMUX_PORT=str(port),
-        PAYMUX_API_KEY="sk_test_bench" + secrets.token_hex(12),
-        PAYMUX_LOG_LEVEL="WARNING",
+def paymux_server(db_url: str, tmp: Path) -> ServeProcess:
+    return ServeProcess(
+        tmp,
+        db_url,
+        "sk_test_bench" + secrets.token_hex(12),
+        command=[sys.executable, "-m", "paymux.cli", "serve"],
+        settings={"PAYMUX_LOG_LEVEL": "WARNING"},
+        log=tmp / "paymux-server.log",
+        cwd=tmp,
+        start=False,
+        timeout=60,
+        name="paymux",
+        stop_signal=signal.SIGINT,
+        stop_timeout=20,
         PAYMUX_RUN_WORKER="true",
-        NO_PROXY="127.0.0.1,localhost",
     )
-    cmd = [sys.executable, "-m", "paymux.cli", "serve"]
-    return Server("paymux", cmd, env, port, tmp / "paymux-server.log")
 
 
-def bare_server(db_url: str, tmp: Path) -> Server:
+def bare_server(db_url: str, tmp: Path) -> ServerProcess:
     port = free_port()
-    env = dict(os.environ, NO_PROXY="127.0.0.1,localhost")
     cmd = [
         sys.executable,
         str(ROOT / "bench" / "bare_server.py"),
@@ -159,7 +90,16 @@ def bare_server(db_url: str, tmp: Path) -> Server:
         "--log-level",
         "WARNING",
     ]
-    return Server("bare", cmd, env, port, tmp / "bare-server.log")
+    return ServerProcess(
+        "bare",
+        cmd,
+        port=port,
+        log=tmp / "bare-server.log",
+        env=dict(os.environ, NO_PROXY="127.0.0.1,localhost"),
+        cwd=tmp,
+        stop_signal=signal.SIGINT,
+        stop_timeout=20,
+    )
 
 
 # -- load ---------------------------------------------------------------------------------
@@ -194,7 +134,7 @@ class Driver:
 
     def __init__(
         self,
-        server: Server,
+        server: ServerProcess,
         side: str,
         *,
         concurrency: int,
@@ -266,7 +206,7 @@ class Driver:
         await self.http.aclose()
 
 
-async def drive(servers: list[Server], args: argparse.Namespace) -> list[Result]:
+async def drive(servers: list[ServerProcess], args: argparse.Namespace) -> list[Result]:
     """Warm both servers up, then run them in alternating chunks (A B B A A B ...), so both
     see the same machine: a noisy neighbour slows both sides alike instead of one."""
     drivers = [
@@ -341,7 +281,10 @@ def run_backend(backend: str, args: argparse.Namespace, tmp: Path, pg: Any) -> B
         version = pg_version(urls["paymux"])
     for url in urls.values():
         upgrade(url)
-    servers = [paymux_server(urls["paymux"], work), bare_server(urls["bare"], work)]
+    servers: list[ServerProcess] = [
+        paymux_server(urls["paymux"], work),
+        bare_server(urls["bare"], work),
+    ]
     load_before = loadavg()
     try:
         for server in servers:

@@ -56,9 +56,7 @@ import os
 import platform
 import secrets
 import signal
-import socket
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -75,7 +73,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import insert, text
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # support.pgcluster
+sys.path.insert(0, str(ROOT / "tests"))  # support.pgcluster, support.processes
 
 from paymux.domain.ids import new_id  # noqa: E402
 from paymux.gateways.signing import sign_header  # noqa: E402
@@ -88,113 +86,35 @@ from paymux.storage.models import (  # noqa: E402
     PaymentIntent,
     WebhookInbox,
 )
+from support import processes  # noqa: E402
+from support.processes import (  # noqa: E402
+    HOST,
+    LoggedProcess,
+    ServerProcess,
+    cpu_seconds,
+    free_port,
+)
 
-HOST = "127.0.0.1"
+# Output appended to a log beside the databases; stopped with SIGINT (as Ctrl-C), killed
+# after 20 s.
+_BENCH_PROCESS: dict[str, Any] = {"append": True, "stop_signal": signal.SIGINT, "stop_timeout": 20}
 ACCOUNT = "acct_bench"
 WEBHOOK_SECRET = "whsec_bench" + secrets.token_hex(16)
 
 
-# -- servers and workers (the same approach as bench/payments.py) ----------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, from /proc (0.0 where there is no /proc)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
+# -- servers and workers (support/processes.py, as bench/payments.py) ---------------------------
 def paymux_env(db_url: str, tmp: Path, **extra: str) -> dict[str, str]:
     """Only PAYMUX_* (and the Stripe connector's) variables configure a paymux subprocess."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("PAYMUX_", "STRIPE_")) and "proxy" not in k.lower()
+    settings = {
+        "PAYMUX_LOG_LEVEL": "WARNING",
+        "STRIPE_SECRET_KEY": "sk_test_bench",
+        "STRIPE_WEBHOOK_SECRETS": WEBHOOK_SECRET,
+        "PAYMUX_STRIPE_API_BASE": "http://127.0.0.1:9",  # never called
     }
-    env.update(
-        NO_PROXY="127.0.0.1,localhost",
-        PAYMUX_DATABASE_URL=db_url,
-        PAYMUX_SANDBOX_DB=str(tmp / "sandbox.db"),
-        PAYMUX_LOG_LEVEL="WARNING",
-        STRIPE_SECRET_KEY="sk_test_bench",
-        STRIPE_WEBHOOK_SECRETS=WEBHOOK_SECRET,
-        PAYMUX_STRIPE_API_BASE="http://127.0.0.1:9",  # never called
-    )
-    env.update(extra)
-    return env
+    return processes.paymux_env(db_url, tmp, **{**settings, **extra})
 
 
-class Proc:
-    """A subprocess whose output goes to a log file."""
-
-    def __init__(self, name: str, cmd: list[str], env: dict[str, str], log: Path) -> None:
-        self.name, self.cmd, self.env, self.log = name, cmd, env, log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def spawn(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                self.cmd,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=self.log.parent,
-            )
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-
-class Server(Proc):
-    def __init__(self, name: str, cmd: list[str], env: dict[str, str], port: int, log: Path):
-        super().__init__(name, cmd, env, log)
-        self.port = port
-        self.url = f"http://{HOST}:{port}"
-
-    def start(self, timeout: float = 60) -> Server:
-        self.spawn()
-        deadline = time.monotonic() + timeout
-        while True:
-            if not self.alive():
-                raise RuntimeError(f"{self.name} server exited:\n{self.tail()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/health", timeout=2, trust_env=False).status_code == 200:
-                    return self
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"{self.name} server did not start in {timeout}s:\n{self.tail()}")
-            time.sleep(0.1)
-
-
-def paymux_server(db_url: str, tmp: Path) -> Server:
+def paymux_server(db_url: str, tmp: Path) -> ServerProcess:
     port = free_port()
     env = paymux_env(
         db_url,
@@ -205,10 +125,11 @@ def paymux_server(db_url: str, tmp: Path) -> Server:
         PAYMUX_API_KEY="sk_test_bench" + secrets.token_hex(12),
     )
     cmd = [sys.executable, "-m", "paymux.cli", "serve", "--no-worker"]
-    return Server("paymux", cmd, env, port, tmp / "paymux-server.log")
+    log = tmp / "paymux-server.log"
+    return ServerProcess("paymux", cmd, port=port, env=env, log=log, cwd=tmp, **_BENCH_PROCESS)
 
 
-def bare_server(db_url: str, tmp: Path) -> Server:
+def bare_server(db_url: str, tmp: Path) -> ServerProcess:
     port = free_port()
     env = dict(os.environ, NO_PROXY="127.0.0.1,localhost")
     cmd = [
@@ -220,7 +141,13 @@ def bare_server(db_url: str, tmp: Path) -> Server:
         "--port",
         str(port),
     ]
-    return Server("bare", cmd, env, port, tmp / "bare-server.log")
+    log = tmp / "bare-server.log"
+    return ServerProcess("bare", cmd, port=port, env=env, log=log, cwd=tmp, **_BENCH_PROCESS)
+
+
+def worker_process(name: str, env: dict[str, str], log: Path) -> LoggedProcess:
+    cmd = [sys.executable, "-m", "paymux.cli", "worker"]
+    return LoggedProcess(name, cmd, env=env, log=log, cwd=log.parent, **_BENCH_PROCESS)
 
 
 # -- the bare server ---------------------------------------------------------------------------
@@ -456,7 +383,7 @@ class Result:
 class Driver:
     """Posts events to one server, each signed when sent, ``concurrency`` in flight."""
 
-    def __init__(self, server: Server, path: str, bodies: list[bytes], concurrency: int) -> None:
+    def __init__(self, server: ServerProcess, path: str, bodies: list[bytes], concurrency: int) -> None:
         self.server, self.path, self.concurrency = server, path, concurrency
         self.bodies = bodies
         self.next = 0
@@ -506,7 +433,7 @@ class Driver:
 
 
 async def drive(
-    paymux: Server, bare: Server, bodies: list[bytes], args: argparse.Namespace
+    paymux: ServerProcess, bare: ServerProcess, bodies: list[bytes], args: argparse.Namespace
 ) -> tuple[Result, Result]:
     drivers = [
         Driver(paymux, "/webhooks/stripe", bodies, args.concurrency),
@@ -577,9 +504,8 @@ async def drain(
         if applied or not left or pending != left:
             raise RuntimeError(f"unexpected backlog: {applied} applied, {left} left, {pending} jobs")
         procs = [
-            Proc(
+            worker_process(
                 f"worker-{i}",
-                [sys.executable, "-m", "paymux.cli", "worker"],
                 paymux_env(
                     url,
                     tmp,

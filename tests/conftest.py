@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -30,14 +29,9 @@ from paymux.services import Paymux
 from paymux.storage.db import Database
 from paymux.storage.migrate import upgrade
 from support.pgcluster import PgCluster, postgres_available, require_mode
+from support.processes import free_port  # also imported from here by tests
 
 BACKENDS = ["sqlite", "postgres"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def make_settings(database_url: str, tmp: Path, port: int, **overrides: Any) -> Settings:

@@ -15,16 +15,12 @@ Two crash points:
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
-import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +28,10 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from conftest import database_url, free_port
+from conftest import database_url
 from paymux.storage.db import Database
 from support.pgcluster import PgCluster
-
-PAYMUX = Path(sys.executable).with_name("paymux")
+from support.processes import PAYMUX, ServeProcess, wait_until
 
 
 def query(url: str, statement: str, **params: Any) -> list[tuple[Any, ...]]:
@@ -65,87 +60,8 @@ def sandbox_charges(path: Path, reference: str) -> list[str]:
         db.close()
 
 
-def wait_until(what: str, check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-class Serve:
-    """``paymux serve`` in a subprocess, configured only through PAYMUX_* variables."""
-
-    def __init__(self, tmp: Path, db_url: str, api_key: str, **env: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = tmp / f"serve-{self.port}.log"
-        base = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("PAYMUX_", "STRIPE_")) and "proxy" not in k.lower()
-        }
-        base.update(
-            NO_PROXY="127.0.0.1,localhost",
-            PAYMUX_DATABASE_URL=db_url,
-            PAYMUX_SANDBOX_DB=str(tmp / "sandbox.db"),
-            PAYMUX_HOST="127.0.0.1",
-            PAYMUX_PORT=str(self.port),
-            PAYMUX_API_KEY=api_key,
-            PAYMUX_MAINTENANCE_INTERVAL="0.2",
-            PAYMUX_WORKER_POLL_INTERVAL="0.05",
-            PAYMUX_LOG_JSON="false",
-            PAYMUX_LOG_LEVEL="WARNING",
-        )
-        base.update(env)
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [str(PAYMUX), "serve"],
-                env=base,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        self.http = httpx.Client(
-            base_url=self.url, headers={"authorization": f"Bearer {api_key}"}, timeout=30
-        )
-        try:
-            wait_until("paymux serve to answer", self._healthy, timeout=30)
-        except BaseException:
-            self.stop()
-            raise
-
-    def _healthy(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"paymux serve exited early:\n{self.output()}")
-        try:
-            return self.http.get("/health").status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-    def ok(self, method: str, path: str, json: Any = None) -> dict[str, Any]:
-        r = self.http.request(method, path, json=json)
-        assert r.status_code == 200, r.text
-        data: dict[str, Any] = r.json()
-        return data
-
-    def kill9(self) -> None:
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
-        self.http.close()
-
-    def stop(self) -> None:
-        self.http.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+# The name test_webhook_crash_and_concurrency.py imports.
+Serve = ServeProcess
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -158,7 +74,7 @@ def setup(
     yield tmp_path, url, "sk_test_" + secrets.token_hex(16)
 
 
-def start_confirm(server: Serve, pi_id: str) -> threading.Thread:
+def start_confirm(server: ServeProcess, pi_id: str) -> threading.Thread:
     """POST confirm in the background; its connection dies with the server."""
 
     def run() -> None:
@@ -183,9 +99,12 @@ def attempt_rows(url: str, pi_id: str) -> list[tuple[Any, ...]]:
     )
 
 
-def recover_and_check(tmp: Path, url: str, key: str, pi_id: str) -> None:
-    """Restart without faults or latency: the intent ends succeeded with one charge."""
-    server = Serve(tmp, url, key, PAYMUX_ATTEMPT_SETTLE_AFTER_SECONDS="0.5")
+def recover_and_check(
+    server: ServeProcess, tmp: Path, url: str, pi_id: str, **env: str | None
+) -> None:
+    """Restart the killed server (the same database and sandbox, ``env`` changed) without
+    faults or latency: the intent ends succeeded with one charge."""
+    server.restart(**env)
     try:
         wait_until(
             "the intent to succeed after the restart",
@@ -217,7 +136,7 @@ def test_kill_9_before_the_charge_then_restart_charges_once(
     setup: tuple[Path, str, str],
 ) -> None:
     tmp, url, key = setup
-    server = Serve(tmp, url, key, PAYMUX_ATTEMPT_SETTLE_AFTER_SECONDS="0.5")
+    server = ServeProcess(tmp, url, key, PAYMUX_ATTEMPT_SETTLE_AFTER_SECONDS="0.5")
     try:
         # The card is recorded now, while the sandbox is fast; then the sandbox turns slow
         # (as PAYMUX_SANDBOX_LATENCY would, minus the wait on the card lookup), so the
@@ -246,7 +165,7 @@ def test_kill_9_before_the_charge_then_restart_charges_once(
     assert status == "processing"
     assert attempt_rows(url, pi["id"]) == [("authorize", "pending")]
     assert sandbox_charges(tmp / "sandbox.db", pi["id"]) == []
-    recover_and_check(tmp, url, key, pi["id"])
+    recover_and_check(server, tmp, url, pi["id"])
 
 
 def test_kill_9_after_the_charge_then_restart_records_it_without_charging_again(
@@ -255,7 +174,7 @@ def test_kill_9_after_the_charge_then_restart_records_it_without_charging_again(
     tmp, url, key = setup
     # The first response is lost; the inline retry then waits 15-30 s (never reached), and
     # no settle job runs before the crash.
-    server = Serve(
+    server = ServeProcess(
         tmp,
         url,
         key,
@@ -286,4 +205,12 @@ def test_kill_9_after_the_charge_then_restart_records_it_without_charging_again(
     assert status == "processing"
     assert attempt_rows(url, pi["id"]) == [("authorize", "pending")]
     assert sandbox_charges(tmp / "sandbox.db", pi["id"]) == ["succeeded"]
-    recover_and_check(tmp, url, key, pi["id"])
+    recover_and_check(
+        server,
+        tmp,
+        url,
+        pi["id"],
+        PAYMUX_ATTEMPT_SETTLE_AFTER_SECONDS="0.5",
+        PAYMUX_GATEWAY_RETRY_BASE_DELAY=None,
+        PAYMUX_GATEWAY_RETRY_MAX_DELAY=None,
+    )

@@ -25,12 +25,13 @@ import os
 import pwd
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+
+from support.processes import free_port, run_as
 
 __all__ = [
     "PgCluster",
@@ -152,12 +153,6 @@ def postgres_available(bindir: str | os.PathLike[str] | None = None) -> str | No
     return None
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
 def _clean_env() -> dict[str, str]:
     # Stray PGDATA/PGPORT/PGHOST/... from the caller must not redirect our tools.
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
@@ -231,10 +226,8 @@ class PgCluster:
     # -- running the server programs ----------------------------------------------
 
     def _server_cmd(self, program: str, *args: str) -> list[str]:
-        cmd = [str(self.bindir / program), *args]
-        if _running_as_root():
-            cmd = ["runuser", "-u", PG_OS_USER, "--", *cmd]
-        return cmd
+        # PostgreSQL refuses to run as root: as root, drop to the postgres OS user.
+        return run_as(PG_OS_USER, [str(self.bindir / program), *args])
 
     def _run(self, cmd: list[str], what: str, timeout: float = 120) -> None:
         try:
@@ -307,7 +300,7 @@ class PgCluster:
     def _start_server(self, attempts: int = 3) -> None:
         # The free port can be taken between probing and binding; retry with a new one.
         for attempt in range(1, attempts + 1):
-            port = _free_port()
+            port = free_port(HOST)
             options = " ".join((f"-h {HOST}", f"-p {port}", f"-k {self.tmpdir}", *_SERVER_SETTINGS))
             try:
                 self._run(

@@ -24,8 +24,8 @@ from enum import StrEnum
 from paymux.domain.states import PaymentIntentStatus, RefundStatus
 
 __all__ = [
-    "CANCELLATION_REASONS",
     "ABANDONED_TARGET",
+    "CANCELLATION_REASONS",
     "Change",
     "IntentState",
     "Operation",
@@ -161,7 +161,9 @@ def apply_report(
                 ("payment_intent.amount_capturable_updated",),
             )
         if status is S.CANCELED:
-            return Change(state, ("payment_intent.authorized_after_cancel",), late_authorization=True)
+            return Change(
+                state, ("payment_intent.authorized_after_cancel",), late_authorization=True
+            )
         return unchanged
     if report.status is ProviderStatus.SUCCEEDED:
         if status in _UNPAID or status is S.REQUIRES_CAPTURE:

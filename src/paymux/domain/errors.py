@@ -215,6 +215,13 @@ _ERROR_LIST = [
         "The payment intent is not in a state that allows this operation.",
     ),
     ErrorSpec(
+        "payment_intent_update_unsupported",
+        _INVALID,
+        400,
+        "The gateway cannot change this of a payment it has already opened; cancel the "
+        "PaymentIntent and create a new one.",
+    ),
+    ErrorSpec(
         "amount_to_capture_too_large",
         _INVALID,
         400,
@@ -248,6 +255,27 @@ _ERROR_LIST = [
         "This operation needs a customer with the payment method attached.",
     ),
     ErrorSpec("gateway_unknown", _INVALID, 400, "No such gateway is configured."),
+    ErrorSpec(
+        "job_unexpected_state",
+        _INVALID,
+        400,
+        "The job is not in a state that allows this operation (only a dead job can be "
+        "retried).",
+    ),
+    ErrorSpec(
+        "job_not_retryable",
+        _INVALID,
+        400,
+        "Jobs of this kind are not retried as jobs; the message says what to do instead "
+        "(a dead apply_webhook job: replay its webhook event).",
+    ),
+    ErrorSpec(
+        "job_dedupe_conflict",
+        _INVALID,
+        409,
+        "Another job with the same dedupe key is queued or running and does this work; "
+        "the dead job was left as it is.",
+    ),
     ErrorSpec("resource_missing", _INVALID, 404, "No such object."),
     ErrorSpec("url_invalid", _INVALID, 404, "Unrecognized request URL."),
     ErrorSpec("request_too_large", _INVALID, 413, "The request body is too large."),

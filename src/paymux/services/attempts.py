@@ -302,10 +302,11 @@ class AttemptEngine:
         from_status = (
             S(attempt.from_status) if attempt is not None and attempt.from_status else None
         )
+        before = state_of(pi)
         change = rules.apply_report(
-            state_of(pi), report_of(result), operation=operation, from_status=from_status
+            before, report_of(result), operation=operation, from_status=from_status
         )
-        if not change.moved:
+        if change.state == before and not change.moved:
             log.info("no change from %s for %s in %s", result.status, pi.id, pi.status)
             return change
         if result.reference and (
@@ -431,13 +432,14 @@ class AttemptEngine:
         settings = self.ctx.settings
         op = Operation(attempt.operation)
         if op is Operation.AUTHORIZE:
-            if reference:
+            opened = opened_reference(pi)
+            if opened:
                 found: GatewayResult | None = await call_with_retries(
-                    settings, lambda: gateway.retrieve(reference)
+                    settings, lambda: gateway.retrieve(opened)
                 )
             else:
                 found = await call_with_retries(settings, lambda: gateway.lookup(pi.id, key))
-            if found is not None and found.reference in earlier - {None, reference}:
+            if found is not None and found.reference in earlier - {None, opened}:
                 found = None  # an earlier attempt's payment, not this one's
             if found is not None and found.status is not ProviderStatus.OPEN:
                 await self.settle_payment(attempt.id, found)
@@ -610,9 +612,15 @@ def authorize_request(
         return_url=pi.return_url,
         statement_descriptor=pi.statement_descriptor,
         description=pi.description,
-        gateway_reference=pi.gateway_reference,
+        gateway_reference=opened_reference(pi),
         verification_token=verification_token,
     )
+
+
+def opened_reference(pi: PaymentIntent) -> str | None:
+    """The provider payment opened for the browser at create (Stripe.js confirms it), which
+    every confirmation reuses; None where each confirmation makes a payment of its own."""
+    return pi.gateway_reference if pi.gateway_client is not None else None
 
 
 async def customer_token_for(s: AsyncSession, pm: PaymentMethod, gateway: str) -> str | None:

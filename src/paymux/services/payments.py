@@ -20,15 +20,15 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from paymux.domain.attempts import CANCELLATION_REASONS, Operation
 from paymux.domain.errors import PaymuxError
 from paymux.domain.ids import new_id
 from paymux.domain.states import PaymentIntentStatus as S
-from paymux.domain.attempts import CANCELLATION_REASONS, Operation
 from paymux.domain.states import check_operation
 from paymux.gateways.base import GatewayInvalidRequest
 from paymux.money import Money, MoneyError, max_charge_amount, min_charge_amount
-from paymux.services.context import Context, emit, get_owned, page_of
 from paymux.services.attempts import AttemptEngine, customer_token_for, intent_view
+from paymux.services.context import Context, emit, get_owned, page_of
 from paymux.services.customers import find_payment_method, resolve_payment_method
 from paymux.services.gateway_calls import call_with_retries
 from paymux.services.idempotency import current_claim, record_recovery_point

@@ -12,14 +12,14 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from paymux.domain.attempts import refundable
 from paymux.domain.errors import PaymuxError
 from paymux.domain.ids import new_id
-from paymux.domain.attempts import refundable
 from paymux.domain.states import PaymentIntentStatus, RefundStatus, check_operation
 from paymux.gateways.base import GatewayRefund
 from paymux.money import Money
-from paymux.services.context import Context, emit, get_owned, page_of
 from paymux.services.attempts import AttemptEngine, state_of
+from paymux.services.context import Context, emit, get_owned, page_of
 from paymux.services.idempotency import current_claim, record_recovery_point
 from paymux.services.payments import check_currency
 from paymux.services.views import refund_view
