@@ -1,18 +1,26 @@
-"""The ``paymux`` command: serve, worker, migrate, keys create, demo."""
+"""The ``paymux`` command: serve, worker, migrate, keys create, webhooks, jobs, reconcile,
+demo."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import tempfile
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from paymux.config import Settings, get_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from paymux.services.reconcile import ReconcileReport
 
 __all__ = ["main"]
 
@@ -21,7 +29,11 @@ keys_cli = typer.Typer(help="API keys.", no_args_is_help=True)
 cli.add_typer(keys_cli, name="keys")
 webhooks_cli = typer.Typer(help="The inbound webhook inbox: list, replay.", no_args_is_help=True)
 cli.add_typer(webhooks_cli, name="webhooks")
+jobs_cli = typer.Typer(help="The job queue: list jobs, retry dead ones.", no_args_is_help=True)
+cli.add_typer(jobs_cli, name="jobs")
 console = Console(soft_wrap=True)
+errors = Console(stderr=True, soft_wrap=True)
+T = TypeVar("T")
 
 
 def _setup_logging(settings: Settings) -> None:
@@ -210,6 +222,184 @@ def webhooks_replay(
         print(inbox_id)
     if event_id and not replayed:
         raise typer.Exit(1)
+
+
+def _in_transaction(write: bool, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Run ``work`` in one transaction on the configured database; a PaymuxError it raises
+    is printed (code and message) and exits 2 for a bad parameter, else 1."""
+    from paymux.domain.errors import PaymuxError
+    from paymux.storage.db import Database
+
+    async def run() -> T:
+        db = Database(get_settings().database_url, pool_size=1)
+        try:
+            async with db.write() if write else db.read() as s:
+                return await work(s)
+        finally:
+            await db.dispose()
+
+    try:
+        return asyncio.run(run())
+    except PaymuxError as exc:
+        errors.print(f"[red]error[/red] ({exc.code}): {exc.message}", markup=True)
+        raise typer.Exit(2 if exc.code == "parameter_invalid" else 1) from None
+
+
+def _when(seconds: int | None) -> str:
+    if seconds is None:
+        return ""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _first_line(text: str | None, width: int = 60) -> str:
+    line = " ".join((text or "").split())
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+@jobs_cli.command("list")
+def jobs_list(
+    dead: Annotated[bool, typer.Option("--dead", help="Only dead jobs (--status dead).")] = False,
+    status: Annotated[
+        str | None, typer.Option(help="queued, running, done or dead.", show_default=False)
+    ] = None,
+    kind: Annotated[str | None, typer.Option(help="Only jobs of this kind.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many rows.")] = 50,
+) -> None:
+    """List jobs, most recently changed first (UTC times)."""
+    from paymux.jobs import queue
+
+    if dead and status not in (None, queue.DEAD):
+        raise typer.BadParameter(f"--dead and --status {status} contradict each other")
+    wanted = queue.DEAD if dead else status
+    rows = _in_transaction(
+        False, lambda s: queue.list_jobs(s, status=wanted, kind=kind, limit=limit)
+    )
+    title = f"{wanted or 'all'} jobs" + (f" of kind {kind}" if kind else "")
+    table = Table(title=f"{title} ({len(rows)})", title_justify="left")
+    # One line per job: last_error gets what the terminal has left (the other columns are
+    # short), cut with an ellipsis.
+    widths = {
+        "id": max((len(str(row["id"])) for row in rows), default=2),
+        "kind": max((len(row["kind"]) for row in rows), default=4),
+        "status": 7,
+        "attempts": 8,
+        "updated": 19,
+    }
+    rest = console.width - sum(widths.values()) - (3 * 6 + 1)  # 6 columns: bars and padding
+    for col in ("id", "kind", "status", "attempts", "last_error", "updated"):
+        table.add_column(col, no_wrap=True, overflow="ellipsis",
+                         max_width=max(8, rest) if col == "last_error" else None)
+    for row in rows:
+        table.add_row(
+            str(row["id"]),
+            row["kind"],
+            row["status"],
+            f"{row['attempts']}/{row['max_attempts']}",
+            _first_line(row["last_error"]),
+            _when(row["updated"]),
+        )
+    console.print(table)
+
+
+@jobs_cli.command("retry")
+def jobs_retry(
+    job_id: Annotated[int, typer.Argument(metavar="ID", help="The dead job's id.")],
+) -> None:
+    """Put a dead job back in the queue: due now, attempts reset to 0."""
+    from paymux.domain.clock import SystemClock
+    from paymux.jobs import queue
+
+    now = SystemClock().now_us()
+    job = _in_transaction(True, lambda s: queue.retry_job(s, job_id, now_us=now))
+    console.print(
+        f"job {job['id']} ({job['kind']}) queued again: attempts reset to 0, due now; "
+        f"its last error: {_first_line(job['last_error']) or '(none recorded)'}"
+    )
+
+
+@cli.command()
+def reconcile(
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="Only objects created since: an age (24h, 30m, 7d), a date (2026-11-30, "
+            "UTC) or an ISO 8601 time. Default: everything.",
+            show_default=False,
+        ),
+    ] = None,
+    gateway: Annotated[str | None, typer.Option(help="Only this gateway's objects.")] = None,
+    account: Annotated[str | None, typer.Option(help="Only this account's objects.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Compare only; change nothing.")] = (
+        False
+    ),
+) -> None:
+    """Compare payment intents and refunds with the providers' records; apply the provider's
+    word where the rules allow it.
+
+    Exit status: 0 nothing needs a person; 1 something needs attention; 2 bad usage;
+    3 a provider could not be asked about something (the check is incomplete)."""
+    from paymux.domain.clock import SystemClock
+    from paymux.services import Paymux
+    from paymux.services.reconcile import Reconciler, parse_since
+
+    try:
+        since_us = None if since is None else parse_since(since, SystemClock().now_us())
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--since") from None
+    settings = get_settings()
+    _setup_logging(settings)
+
+    async def run() -> ReconcileReport | None:
+        app = Paymux(settings)
+        try:
+            if gateway is not None and gateway not in app.ctx.gateways:
+                return None
+            return await Reconciler(app.ctx, app.engine).run(
+                since_us=since_us, gateway=gateway, apply=not dry_run, account_id=account
+            )
+        finally:
+            await app.close()
+
+    report = asyncio.run(run())
+    if report is None:
+        raise typer.BadParameter(
+            f"no gateway named {gateway!r} is configured", param_hint="--gateway"
+        )
+    for line in _reconcile_lines(report):
+        typer.echo(line)
+    raise typer.Exit(report.exit_code)
+
+
+def _reconcile_lines(report: ReconcileReport) -> list[str]:
+    """The differences as an aligned text table, then the summary line."""
+    from paymux.services.reconcile import Resolution
+
+    lines: list[str] = []
+    rows = [
+        (d.object_id, d.gateway, str(d.ours), "?" if d.theirs is None else str(d.theirs),
+         str(d.resolution), d.note)
+        for d in report.rows
+    ]
+    if rows:
+        header = ("id", "gateway", "ours", "theirs", "resolution", "note")
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
+        for r in [header, *rows]:
+            cells = [cell.ljust(width) for cell, width in zip(r, widths, strict=False)]
+            lines.append("  ".join([*cells, r[-1]]).rstrip())
+    applied = (
+        f"would apply {report.count(Resolution.WOULD_APPLY)}"
+        if report.dry_run
+        else f"applied {report.count(Resolution.APPLIED)}"
+    )
+    summary = (
+        f"checked {report.checked}, differences {len(report.differences)}, {applied}, "
+        f"needs attention {report.count(Resolution.NEEDS_ATTENTION)}, "
+        f"errors {report.count(Resolution.ERROR)}"
+    )
+    if report.skipped:
+        summary += f", in flight (skipped) {report.skipped}"
+    lines.append(summary + (" (dry run: nothing changed)" if report.dry_run else ""))
+    return lines
 
 
 @cli.command()

@@ -25,7 +25,7 @@ from conftest import Api, RunningServer, database_url
 from paymux.config import Settings
 from paymux.domain.clock import FrozenClock
 from paymux.services import Paymux
-from paymux.services.idempotency import request_fingerprint
+from paymux.services.idempotency import Replay, request_fingerprint
 from paymux.services.payments import CreateParams
 from paymux.storage.migrate import upgrade
 from support.pgcluster import PgCluster
@@ -375,7 +375,7 @@ def test_keys_are_purged_after_24_hours_and_then_run_fresh(
 
             async def run_request() -> tuple[int, str, bool]:
                 replay = await app.idempotency.begin(account, k, "POST", path, fp)
-                if replay is not None:
+                if isinstance(replay, Replay):
                     return replay.status, replay.body, True
                 body = json.dumps(
                     await app.payments.create(account, CreateParams(amount=2000, currency="usd"))

@@ -51,7 +51,13 @@ from paymux.gateways.base import (
     GatewayUnavailable,
 )
 from paymux.jobs.queue import enqueue
-from paymux.services.attempts import PENDING, AttemptEngine, report_of, state_of
+from paymux.services.attempts import (
+    PENDING,
+    AttemptEngine,
+    opened_reference,
+    report_of,
+    state_of,
+)
 from paymux.services.context import Context
 from paymux.services.gateway_calls import call_with_retries
 from paymux.storage.models import GatewayAttempt, PaymentIntent, Refund
@@ -426,7 +432,7 @@ class Reconciler:
             query = query.where(tuple_(Refund.created_us, Refund.id) > tuple_(*after))
         query = query.order_by(Refund.created_us, Refund.id).limit(self.page_size)
         async with self.ctx.db.read() as s:
-            rows = [(r, p) for r, p in (await s.execute(query)).tuples()]
+            rows = [(r, p) for r, p in (await s.execute(query)).all()]
             if not rows:
                 return []
             pending: dict[str, GatewayAttempt] = {}
@@ -579,9 +585,14 @@ class Reconciler:
                 f"{header}: {note}",
             )
 
+        # What ``recover`` asks: an authorize call made its own payment unless it confirmed
+        # one opened at create (the reference on the intent may be an earlier, failed one).
+        if op is Operation.AUTHORIZE:
+            reference = opened_reference(pi)
         try:
             if reference is not None:
-                found: GatewayResult | None = await self._ask(lambda: gateway.retrieve(reference))
+                asked = reference
+                found: GatewayResult | None = await self._ask(lambda: gateway.retrieve(asked))
             elif op is Operation.AUTHORIZE:
                 found = await self._ask(lambda: gateway.lookup(pi.id, key))
             else:
