@@ -309,9 +309,7 @@ class AttemptEngine:
         if change.state == before and not change.moved:
             log.info("no change from %s for %s in %s", result.status, pi.id, pi.status)
             return change
-        if result.reference and (
-            pi.gateway_reference is None or operation is Operation.AUTHORIZE or attempt is None
-        ):
+        if result.reference:  # the provider's latest object: PayPal's capture after its order
             pi.gateway_reference = result.reference
         if result.risk_level:
             pi.risk_level = result.risk_level
