@@ -36,6 +36,7 @@ __all__ = [
     "apply_report",
     "inconsistencies",
     "refundable",
+    "target_of",
 ]
 
 S = PaymentIntentStatus
@@ -206,6 +207,18 @@ def abandon(
             declined=True,
         )
     return Change(replace(state, status=back))
+
+
+def target_of(operation: Operation, *, capture: bool = True) -> str:
+    """What a successful attempt of ``operation`` leads to: an intent status, or for a
+    refund the refund's status."""
+    if operation is Operation.AUTHORIZE:
+        return S.SUCCEEDED if capture else S.REQUIRES_CAPTURE
+    if operation is Operation.CAPTURE:
+        return S.SUCCEEDED
+    if operation is Operation.CANCEL:
+        return S.CANCELED
+    return RefundStatus.SUCCEEDED
 
 
 def refundable(state: IntentState) -> int:

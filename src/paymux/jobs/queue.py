@@ -4,7 +4,15 @@ Claiming uses ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so any number of workers
 table; on SQLite the claim is one ``UPDATE ... RETURNING`` under the write lock. A claimed job
 carries a lease (``locked_until_us``): a worker that died leaves a lease that expires, and
 the job is claimed again. Failures back off exponentially with full jitter; after
-``max_attempts`` the job is ``dead`` and stays for an operator to replay.
+``max_attempts`` the job is ``dead`` and stays for an operator to retry (``list_jobs``,
+``retry_job``: ``paymux jobs list --dead``, ``paymux jobs retry ID`` and the admin API).
+
+A ``dedupe_key`` is unique among live jobs only (``queued`` or ``running``; a partial unique
+index): enqueueing a key a live job holds is a no-op, while a key whose job is ``done`` or
+``dead`` can be queued again.
+
+Every query that selects jobs is ordered and limited, and served by an index whatever the
+backlog: a claim is two index range scans of at most ``limit`` rows each (see ``claim``).
 """
 
 from __future__ import annotations
@@ -14,16 +22,52 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import literal, select, text, union_all, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from paymux.domain.errors import PaymuxError
 from paymux.storage.models import Job
 
-__all__ = ["ClaimedJob", "backoff_seconds", "claim", "complete", "enqueue", "fail"]
+__all__ = [
+    "DEAD",
+    "DONE",
+    "LIVE",
+    "MAX_LIST",
+    "QUEUED",
+    "RUNNING",
+    "STATUSES",
+    "ClaimedJob",
+    "backoff_seconds",
+    "claim",
+    "complete",
+    "enqueue",
+    "fail",
+    "job_view",
+    "list_jobs",
+    "list_jobs_page",
+    "retry_job",
+]
 
 QUEUED, RUNNING, DONE, DEAD = "queued", "running", "done", "dead"
+STATUSES = (QUEUED, RUNNING, DONE, DEAD)
+# The jobs that hold their dedupe key: the predicate of ux_jobs_dedupe_key_live (models.Job).
+LIVE = (QUEUED, RUNNING)
+_LIVE_SQL = text("status IN ('queued', 'running')")
+MAX_LIST = 1000
+_MAX_ID = 2**63 - 1  # BIGINT (and SQLite's INTEGER): a larger id names no job
+
+# Kinds whose dead jobs are not retried as jobs: what put them there has state of its own
+# that a retry would not reset. An apply_webhook job would find its inbox row ``dead`` and
+# finish without applying anything; replaying the event resets the row and queues a job.
+_RETRY_ELSEWHERE = {
+    "apply_webhook": (
+        "replay its event instead: `paymux webhooks replay {inbox_id}` or "
+        "POST /v1/admin/webhooks/{inbox_id}/replay"
+    ),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +97,12 @@ async def enqueue(
     delay: float = 0.0,
     dedupe_key: str | None = None,
     max_attempts: int = 10,
-) -> None:
-    """Add a job in the caller's transaction. With ``dedupe_key``, a second enqueue is a no-op."""
+) -> int | None:
+    """Add a job in the caller's transaction; returns its id.
+
+    With ``dedupe_key``, it is a no-op (returning None) while a job with that key is queued or
+    running; once that job is done or dead, the key can be queued again.
+    """
     values = {
         "kind": kind,
         "payload": payload,
@@ -70,28 +118,61 @@ async def enqueue(
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     stmt = insert(Job).values(**values)
     if dedupe_key is not None:
-        stmt = stmt.on_conflict_do_nothing(index_elements=["dedupe_key"])
-    await session.execute(stmt)
+        # Names the partial unique index by its predicate, as literal SQL: with bound values
+        # PostgreSQL cannot match it once a prepared statement goes to a generic plan (from
+        # its sixth run), and fails with "no unique or exclusion constraint matching".
+        stmt = stmt.on_conflict_do_nothing(index_elements=["dedupe_key"], index_where=_LIVE_SQL)
+    new_id: int | None = (await session.execute(stmt.returning(Job.id))).scalar_one_or_none()
+    return new_id
 
 
 async def claim(
     session: AsyncSession, worker_id: str, *, now_us: int, limit: int, lease: float = 60.0
 ) -> list[ClaimedJob]:
-    """Claim up to ``limit`` due jobs (and jobs whose worker's lease ran out)."""
-    due = or_(
-        and_(Job.status == QUEUED, Job.run_at_us <= now_us),
-        and_(Job.status == RUNNING, Job.locked_until_us < now_us),
-    )
-    candidates = select(Job.id).where(due).order_by(Job.run_at_us).limit(limit)
+    """Claim up to ``limit`` due jobs (and jobs whose worker's lease ran out).
+
+    Jobs whose lease ran out come first, then queued jobs in ``run_at_us`` order. Each is one
+    range scan of ix_jobs_status_run_at (``status = 'running'``, then ``status = 'queued'
+    AND run_at_us <= now``) that stops after ``limit`` rows. One query with the two
+    conditions OR-ed, as before, had to collect and sort every due job first, so its cost
+    grew with the backlog (bench/jobs.py).
+    """
+    if limit <= 0:
+        return []
+    expired = (Job.status == RUNNING, Job.locked_until_us < now_us)
+    due = (Job.status == QUEUED, Job.run_at_us <= now_us)
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
     if dialect == "postgresql":
-        candidates = candidates.with_for_update(skip_locked=True)
-        ids = list((await session.execute(candidates)).scalars())
+        # FOR UPDATE cannot lock through a UNION: one locking query per condition.
+        ids: list[int] = []
+        for condition in (expired, due):
+            query = (
+                select(Job.id)
+                .where(*condition)
+                .order_by(Job.run_at_us)
+                .limit(limit - len(ids))
+                .with_for_update(skip_locked=True)
+            )
+            ids += (await session.execute(query)).scalars()
+            if len(ids) >= limit:
+                break
         if not ids:
             return []
         where = Job.id.in_(ids)
     else:
-        where = Job.id.in_(candidates.scalar_subquery())
+        # SQLite: one UPDATE under the write lock; each branch reads at most ``limit`` rows.
+        branches = [
+            select(Job.id, literal(rank).label("rank"), Job.run_at_us)
+            .where(*condition)
+            .order_by(Job.run_at_us)
+            .limit(limit)
+            .subquery()
+            .select()
+            for rank, condition in enumerate((expired, due))
+        ]
+        both = union_all(*branches).subquery()
+        first = select(both.c.id).order_by(both.c.rank, both.c.run_at_us).limit(limit)
+        where = Job.id.in_(first.scalar_subquery())
     rows = await session.execute(
         update(Job)
         .where(where)
@@ -139,3 +220,151 @@ async def fail(
         )
     )
     return status
+
+
+# -- operating the queue: list, retry -----------------------------------------------------
+
+
+def _seconds(us: int | None) -> int | None:
+    return None if us is None else us // 1_000_000
+
+
+def job_view(job: Any) -> dict[str, Any]:
+    """A job as the admin API and the CLI show it (a Job row or a row of its columns)."""
+    return {
+        "id": job.id,
+        "object": "job",
+        "kind": job.kind,
+        "status": job.status,
+        "payload": job.payload,
+        "dedupe_key": job.dedupe_key,
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+        "last_error": job.last_error,
+        "locked_by": job.locked_by,
+        "run_at": _seconds(job.run_at_us),
+        "locked_until": _seconds(job.locked_until_us),
+        "created": _seconds(job.created_us),
+        "updated": _seconds(job.updated_us),
+    }
+
+
+async def list_jobs(
+    session: AsyncSession,
+    *,
+    status: str | None = None,
+    kind: str | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """Jobs, most recently changed first (``updated_us``, then id), at most ``limit``.
+
+    ``status`` must be one of STATUSES; ``limit`` is 1 to 1000 (else ``parameter_invalid``).
+    """
+    jobs, _ = await list_jobs_page(session, status=status, kind=kind, limit=limit)
+    return jobs
+
+
+async def list_jobs_page(
+    session: AsyncSession,
+    *,
+    status: str | None = None,
+    kind: str | None = None,
+    limit: int = 100,
+) -> tuple[list[dict[str, Any]], bool]:
+    """``list_jobs``, and whether more jobs match than ``limit``."""
+    if status is not None and status not in STATUSES:
+        raise PaymuxError.of(
+            "parameter_invalid",
+            f"Invalid status: {status!r}; use one of {', '.join(STATUSES)}.",
+            param="status",
+        )
+    if not 1 <= limit <= MAX_LIST:
+        raise PaymuxError.of(
+            "parameter_invalid", f"Invalid limit: use 1 to {MAX_LIST}.", param="limit"
+        )
+    query = select(Job)
+    if status is not None:
+        query = query.where(Job.status == status)
+    if kind:
+        query = query.where(Job.kind == kind)
+    query = query.order_by(Job.updated_us.desc(), Job.id.desc()).limit(limit + 1)
+    rows = list((await session.execute(query)).scalars())
+    return [job_view(job) for job in rows[:limit]], len(rows) > limit
+
+
+def _missing(job_id: object) -> PaymuxError:
+    return PaymuxError.of("resource_missing", f"No such job: {job_id}", param="id")
+
+
+async def retry_job(session: AsyncSession, job_id: int, *, now_us: int) -> dict[str, Any]:
+    """Put a dead job back in the queue, due now, with its attempts reset; returns it.
+
+    Refused (PaymuxError): an unknown id (``resource_missing``), a job that is not dead
+    (``job_unexpected_state``), a kind retried another way (``job_not_retryable``), a job
+    whose dedupe key a live job holds now (``job_dedupe_conflict``: that job does the work).
+    ``last_error`` is kept until the next attempt replaces it.
+    """
+    if not 1 <= job_id <= _MAX_ID:
+        raise _missing(job_id)
+    current = (
+        await session.execute(
+            select(Job.id, Job.kind, Job.status, Job.payload, Job.dedupe_key).where(
+                Job.id == job_id
+            )
+        )
+    ).one_or_none()
+    if current is None:
+        raise _missing(job_id)
+    if current.status != DEAD:
+        raise PaymuxError.of(
+            "job_unexpected_state",
+            f"Job {job_id} is {current.status}, not dead: only dead jobs can be retried.",
+            param="id",
+        )
+    hint = _RETRY_ELSEWHERE.get(current.kind)
+    if hint is not None:
+        payload = current.payload if isinstance(current.payload, dict) else {}
+        raise PaymuxError.of(
+            "job_not_retryable",
+            f"Job {job_id} ({current.kind}) is not retried as a job: "
+            + hint.format(**{k: payload.get(k, "...") for k in ("inbox_id",)}),
+            param="id",
+        )
+    revive = (
+        update(Job)
+        .where(Job.id == job_id, Job.status == DEAD)  # a concurrent retry wins once
+        .values(
+            status=QUEUED,
+            attempts=0,
+            run_at_us=now_us,
+            locked_by=None,
+            locked_until_us=None,
+            updated_us=now_us,
+        )
+        .returning(*Job.__table__.columns)
+    )
+    try:
+        async with session.begin_nested():
+            row = (await session.execute(revive)).one_or_none()
+    except IntegrityError:  # ux_jobs_dedupe_key_live: a live job holds the key
+        holder = await session.scalar(
+            select(Job.id)
+            .where(Job.dedupe_key == current.dedupe_key, Job.status.in_(LIVE))
+            .order_by(Job.id)
+            .limit(1)
+        )
+        raise PaymuxError.of(
+            "job_dedupe_conflict",
+            f"Job {job_id} was not retried: job {holder if holder is not None else '?'} with "
+            f"the same dedupe key ({current.dedupe_key}) is queued or running and does "
+            "this work.",
+            param="id",
+        ) from None
+    if row is None:  # retried (or changed) between the read and the update
+        status = await session.scalar(select(Job.status).where(Job.id == job_id))
+        raise PaymuxError.of(
+            "job_unexpected_state",
+            f"Job {job_id} is {status}, not dead: only dead jobs can be retried.",
+            param="id",
+        )
+    return job_view(row)

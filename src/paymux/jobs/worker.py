@@ -170,9 +170,15 @@ class Worker:
                     now_us=now,
                     dedupe_key=f"refresh:{refund_id}",
                 )
-            hour = now // 3_600_000_000
+            # One purge always waits for the next hour (the key is unique while it waits).
+            next_hour = (now // 3_600_000_000 + 1) * 3_600_000_000
             await queue.enqueue(
-                s, "purge_idempotency_keys", {}, now_us=now, dedupe_key=f"purge:{hour}"
+                s,
+                "purge_idempotency_keys",
+                {},
+                now_us=now,
+                delay=(next_hour - now) / 1_000_000,
+                dedupe_key="purge",
             )
 
     async def run(self) -> None:

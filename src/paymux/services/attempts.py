@@ -142,6 +142,7 @@ class AttemptEngine:
         await s.refresh(pi)
         attempt = self._attempt(pi.account_id, pi.gateway, operation, pi.id, idempotency_key)
         attempt.from_status = from_status
+        attempt.target = rules.target_of(operation, capture=pi.capture_method == "automatic")
         attempt.request = request
         s.add(attempt)
         await record_recovery_point(s, f"{operation.value}_started", pi.id)
@@ -172,6 +173,7 @@ class AttemptEngine:
         attempt = self._attempt(
             refund.account_id, gateway, Operation.REFUND, refund.id, f"{refund.id}:refund"
         )
+        attempt.target = rules.target_of(Operation.REFUND)
         attempt.request = request
         s.add(attempt)
         return attempt

@@ -188,6 +188,8 @@ class GatewayAttempt(Base):
     status: Mapped[str] = mapped_column(String(16))  # pending | settled | abandoned
     # The intent's status when the attempt started: where an abandoned attempt puts it back.
     from_status: Mapped[str | None] = mapped_column(String(32))
+    # The status a success leads to (domain.attempts.target_of).
+    target: Mapped[str | None] = mapped_column(String(32))
     request: Mapped[dict[str, Any]] = mapped_column(JSON)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)

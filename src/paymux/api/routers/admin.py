@@ -1,19 +1,21 @@
-"""/v1/admin: operating the inbound webhook pipeline (dead letters, replay, counters).
+"""/v1/admin: operating the inbound webhook pipeline (dead letters, replay, counters) and the
+job queue (list jobs, retry a dead one).
 
 Authenticated with PAYMUX_ADMIN_KEY (``Authorization: Bearer ...``), not an account's key:
-the inbox belongs to the deployment, not to one merchant account.
+the inbox and the jobs belong to the deployment, not to one merchant account.
 """
 
 from __future__ import annotations
 
 import hmac
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 
 from paymux.api.deps import get_app
 from paymux.domain.errors import PaymuxError
+from paymux.jobs import queue
 from paymux.services import Paymux
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
@@ -66,3 +68,25 @@ async def replay_one(event_id: str, app: AdminDep) -> dict[str, Any]:
 @router.get("/webhooks/stats")
 async def webhook_stats(app: AdminDep) -> dict[str, Any]:
     return app.webhooks.stats()
+
+
+@router.get("/jobs")
+async def list_jobs(
+    app: AdminDep,
+    status: Annotated[Literal["queued", "running", "done", "dead"] | None, Query()] = None,
+    kind: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=queue.MAX_LIST)] = 100,
+) -> JSONResponse:
+    """Jobs, most recently changed first; ``status=dead`` lists the ones waiting for you."""
+    async with app.ctx.db.read() as s:
+        data, more = await queue.list_jobs_page(s, status=status, kind=kind or None, limit=limit)
+    return JSONResponse({"object": "list", "data": data, "has_more": more})
+
+
+@router.post("/jobs/{job_id}/retry")
+async def retry_job(job_id: str, app: AdminDep) -> dict[str, Any]:
+    """Put a dead job back in the queue, due now, with its attempts reset."""
+    if not (job_id.isascii() and job_id.isdigit() and len(job_id) <= 19):  # BIGINT at most
+        raise PaymuxError.of("resource_missing", f"No such job: '{job_id[:40]}'", param="id")
+    async with app.ctx.db.write() as s:
+        return await queue.retry_job(s, int(job_id), now_us=app.ctx.now_us())

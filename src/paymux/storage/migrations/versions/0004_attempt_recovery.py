@@ -1,4 +1,4 @@
-"""attempts remember the state they started from; idempotency keys record a recovery point
+"""attempts remember the state they started from and the one they aim at; idempotency keys record a recovery point
 
 Revision ID: 0004
 Revises: 0003
@@ -19,6 +19,7 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("gateway_attempts", schema=None) as batch_op:
         batch_op.add_column(sa.Column("from_status", sa.String(length=32), nullable=True))
+        batch_op.add_column(sa.Column("target", sa.String(length=32), nullable=True))
     with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:
         batch_op.add_column(sa.Column("recovery_point", sa.String(length=32), nullable=True))
         batch_op.add_column(sa.Column("object_id", sa.String(length=40), nullable=True))
@@ -29,4 +30,5 @@ def downgrade() -> None:
         batch_op.drop_column("object_id")
         batch_op.drop_column("recovery_point")
     with op.batch_alter_table("gateway_attempts", schema=None) as batch_op:
+        batch_op.drop_column("target")
         batch_op.drop_column("from_status")
