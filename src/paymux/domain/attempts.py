@@ -129,6 +129,20 @@ def apply_report(
     status = state.status
     unchanged = Change(state)
     if report.status is ProviderStatus.OPEN:
+        return unchanged  # nothing was tried: not an answer to any call
+    waiting = (
+        ProviderStatus.FAILED,
+        ProviderStatus.PROCESSING,
+        ProviderStatus.REQUIRES_ACTION,
+    )
+    if state.amount_capturable > 0 and report.status in waiting:
+        # An authorization is held (requires_capture, or our capture or void in flight): a
+        # failure, or an earlier stage of the payment, can't undo it. Our own capture or void
+        # answered this way did not happen: back to where it started.
+        if operation in (Operation.CAPTURE, Operation.CANCEL) and status is S.PROCESSING and (
+            report.status is not ProviderStatus.PROCESSING
+        ):
+            return Change(replace(state, status=from_status or ABANDONED_TARGET[operation]))
         return unchanged
     if report.status is ProviderStatus.FAILED:
         if operation in (Operation.CAPTURE, Operation.CANCEL):
@@ -269,7 +283,9 @@ def inconsistencies(state: IntentState) -> list[str]:
         state.amount_capturable <= 0 or state.amount_received != 0
     ):
         problems.append("requires_capture without a held amount, or with money received")
-    if state.status not in (S.REQUIRES_CAPTURE,) and state.amount_capturable != 0:
+    # A held authorization shows on requires_capture, and on processing while our capture or
+    # void of it is in flight.
+    if state.status not in (S.REQUIRES_CAPTURE, S.PROCESSING) and state.amount_capturable != 0:
         problems.append(f"{state.status} with an amount capturable")
     if state.status not in (S.SUCCEEDED, S.CANCELED) and state.amount_received != 0:
         problems.append(f"{state.status} with money received")
