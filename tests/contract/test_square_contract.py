@@ -22,7 +22,12 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from paymux.gateways.base import AuthorizeRequest, CardDetails, GatewayStatus
+from paymux.gateways.base import (
+    AuthorizeRequest,
+    CardDetails,
+    GatewayStatus,
+    GatewayUnavailable,
+)
 from paymux.gateways.square import SquareGateway
 from paymux.money import Money
 from support.sandboxes import Prism, violations
@@ -219,3 +224,63 @@ def test_disable_card_is_valid(prism: Prism) -> None:
     _, seen = drive(prism, lambda g: g.detach_payment_method(
         "ccof:uIbfJXhXETSP197M3GB", idempotency_key="pm_1:detach:cus_1"))
     valid(seen, ("POST", "/v2/cards/ccof:uIbfJXhXETSP197M3GB/disable"))
+
+
+def test_create_payment_with_a_buyer_verification_token_is_valid(prism: Prism) -> None:
+    _, seen = drive(prism, lambda g: g.authorize(
+        authorize_request(verification_token="verf:CA4SEK2NCXhvJTdoSRWfqmBm0y8gAQ"),
+        idempotency_key=f"{PI}:authorize:3"))
+    [body] = valid(seen, ("POST", "/v2/payments"))
+    assert body["verification_token"] == "verf:CA4SEK2NCXhvJTdoSRWfqmBm0y8gAQ"
+
+
+def test_list_payments_for_a_lookup_is_valid(prism: Prism) -> None:
+    found, seen = drive(prism, lambda g: g.lookup(PI, f"{PI}:authorize:1"))
+    [_] = valid(seen, ("GET", "/v2/payments"))
+    params = dict(seen[0].request.url.params)
+    assert (params["sort_order"], params["location_id"], params["limit"]) == (
+        "DESC", LOCATION, "100")
+    assert params["begin_time"].endswith("Z")
+    assert found is None  # the spec's example payments carry no reference_id of ours
+
+
+def test_get_and_list_payment_refunds_are_valid(prism: Prism) -> None:
+    refund_id = f"{PAYMENT_ID}_KlWP8IC1557ddwc9QWTKrCVU6m0JXDz15R2Qym5eQfR"
+    by_id, seen = drive(prism, lambda g: g.retrieve_refund(
+        refund_id, our_id="re_contract", payment_reference=PAYMENT_ID))
+    valid(seen, ("GET", f"/v2/refunds/{refund_id}"))
+    assert by_id is not None and by_id.reference is not None
+
+    async def by_ours(g: SquareGateway) -> Any:
+        try:
+            return await g.retrieve_refund(None, our_id="re_contract",
+                                           payment_reference=PAYMENT_ID)
+        except GatewayUnavailable as exc:
+            return exc
+
+    outcome, seen = drive(prism, by_ours)
+    calls = [(r.request.method, r.request.url.path) for r in seen]
+    assert calls[0] == ("GET", f"/v2/payments/{PAYMENT_ID}")
+    assert calls[-2:] == [("GET", "/v2/refunds"), ("GET", "/v2/refunds")]
+    valid(seen, *calls)
+    # The examples' refunds are not ours, and Prism's example list always has a cursor (the
+    # same one): the second page repeats it, so the answer is "unknown", never "none".
+    assert isinstance(outcome, GatewayUnavailable)
+    first, second = (dict(r.request.url.params) for r in seen[-2:])
+    assert "cursor" not in first and second["cursor"]
+
+
+def test_putting_an_amount_back_is_a_valid_update_payment(prism: Prism) -> None:
+    lowered = {"id": "1QjqpBVyrI9S4H9sTGDWU9JeiWdZY", "status": "APPROVED",
+               "amount_money": {"amount": 700, "currency": "USD"},
+               "version_token": "rDrXnqiS7fJgexccgdpzmwqTiXui1aIKCp9EchZ7trE6o"}
+    original = {**lowered, "amount_money": {"amount": 1000, "currency": "USD"}}
+
+    async def restore(g: SquareGateway) -> None:
+        await g._restore_amount(lowered, original, f"{PI}:capture")
+
+    _, seen = drive(prism, restore)
+    [body] = valid(seen, ("PUT", "/v2/payments/1QjqpBVyrI9S4H9sTGDWU9JeiWdZY"))
+    assert body["payment"] == {"amount_money": {"amount": 1000, "currency": "USD"},
+                               "version_token": "rDrXnqiS7fJgexccgdpzmwqTiXui1aIKCp9EchZ7trE6o"}
+    assert len(body["idempotency_key"]) <= 45

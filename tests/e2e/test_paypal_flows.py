@@ -26,7 +26,12 @@ import httpx
 import pytest
 
 from conftest import Api, RunningServer, database_url, free_port, make_settings
-from paymux.gateways.base import AuthorizeRequest, GatewayStatus
+from paymux.gateways.base import (
+    AuthorizeRequest,
+    DisputeUpdate,
+    GatewayInvalidRequest,
+    GatewayStatus,
+)
 from paymux.gateways.paypal import PayPalGateway
 from paymux.money import Money
 from paymux.security import configure_logging
@@ -92,7 +97,8 @@ def wait_applied(api: Api, needle: str, event_type: str, timeout: float = 10) ->
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         rows = inbox(api, needle)
-        if any(t == event_type and s in ("applied", "ignored") for t, s, _ in rows):
+        # "stale": processed, and older than what paymux knew (e.g. overtaken by a capture)
+        if any(t == event_type and s in ("applied", "ignored", "stale") for t, s, _ in rows):
             return
         time.sleep(0.05)
     raise AssertionError(f"{event_type} not applied for {needle}: {inbox(api, needle)}")
@@ -348,3 +354,259 @@ def test_the_debug_transcript_has_no_secret_token_or_authorization_value(
     for token in fake.tokens:
         assert token not in text and token[5:25] not in text
     assert "Bearer A21AA" not in text and "Basic " + basic[:8] not in text
+
+
+# -- the connector itself against the fake (no paymux server): what the engine relies on ------
+class RecoveringPayPal(FakePayPal):
+    """The fake, plus: order PATCH, GET of a refund, refunds listed in their order (as PayPal's
+    order shows them), and saved-method orders that wait for the payer (PAYER_ACTION_REQUIRED,
+    as PayPal answers when 3-D Secure or the payer's approval is needed)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.payer_action = False
+        self.server.RequestHandlerClass.do_PATCH = (  # type: ignore[attr-defined]
+            lambda handler: handler._handle("PATCH"))
+
+    def _route(self, method: str, path: str, headers: dict[str, str],
+               body: Any) -> tuple[int, dict[str, Any] | None]:
+        parts = path.strip("/").split("/")
+        match method, parts:
+            case "PATCH", ["v2", "checkout", "orders", order_id]:
+                return self._patch(order_id, body)
+            case "GET", ["v2", "payments", "refunds", refund_id]:
+                refund = self.refunds.get(refund_id)
+                if refund is None:
+                    return 404, {"name": "RESOURCE_NOT_FOUND", "details": [
+                        {"issue": "INVALID_RESOURCE_ID", "description": "Not found."}]}
+                return 200, {k: v for k, v in refund.items() if not k.startswith("_")}
+        return super()._route(method, path, headers, body)
+
+    def _patch(self, order_id: str, patch: list[dict[str, Any]]) -> tuple[int, dict[str, Any] | None]:
+        order = self.orders.get(order_id)
+        if order is None:
+            return 404, {"name": "RESOURCE_NOT_FOUND", "details": [{"issue": "INVALID_RESOURCE_ID"}]}
+        if order["status"] not in ("CREATED", "APPROVED"):
+            return 422, {"name": "UNPROCESSABLE_ENTITY",
+                         "details": [{"issue": "ORDER_ALREADY_COMPLETED"}]}
+        for op in patch:
+            assert op["op"] == "replace"
+            assert op["path"] == "/purchase_units/@reference_id=='default'/amount"
+            order["purchase_units"][0]["amount"] = op["value"]
+        return 204, None
+
+    def _refund(self, capture_id: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        status, view = super()._refund(capture_id, body)
+        if status == 201:
+            order_id = self.captures[capture_id]["supplementary_data"]["related_ids"]["order_id"]
+            payments = self.orders[order_id]["purchase_units"][0]["payments"]
+            payments.setdefault("refunds", []).append(view)
+        return status, view
+
+    def _create_order(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        source = body.get("payment_source") or {}
+        if not (self.payer_action and source):
+            return super()._create_order(body)
+        _, order = super()._create_order({k: v for k, v in body.items()
+                                          if k != "payment_source"})
+        stored = self.orders[order["id"]]
+        [details] = source.values()
+        stored["status"] = "PAYER_ACTION_REQUIRED"
+        stored["payment_source"] = self.payment_tokens[details["vault_id"]]["payment_source"]
+        stored["links"] = [{"rel": "payer-action", "method": "GET",
+                            "href": f"https://www.sandbox.paypal.com/webapps/helios?action=verify&flow=3ds&cart_id={order['id']}"}]
+        return 200, self._order_view(stored)
+
+
+@pytest.fixture(scope="module")
+def bare() -> Iterator[RecoveringPayPal]:
+    fake = RecoveringPayPal(CLIENT_ID, CLIENT_SECRET, WEBHOOK_ID).start()  # no webhook URL
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+def connector_run(fake: FakePayPal, call: Any) -> Any:
+    async def go() -> Any:
+        gateway = PayPalGateway(CLIENT_ID, CLIENT_SECRET, api_base=fake.url,
+                                webhook_id=WEBHOOK_ID, timeout=5)
+        try:
+            return await call(gateway)
+        finally:
+            await gateway.aclose()
+
+    return asyncio.run(go())
+
+
+def opened_order(fake: FakePayPal, pi_id: str, capture: bool = True, amount: int = 2000) -> str:
+    opened = connector_run(fake, lambda g: g.open_payment(
+        Money(amount, "USD"), pi_id, capture, idempotency_key=f"{pi_id}:open"))
+    assert opened is not None
+    return str(opened.reference)
+
+
+def confirm(fake: FakePayPal, pi_id: str, token: str, key: str, *, capture: bool = True,
+            gateway_reference: str | None = None, amount: int = 2000) -> Any:
+    request = AuthorizeRequest(amount=Money(amount, "USD"), payment_method_token=token,
+                               capture=capture, reference=pi_id,
+                               gateway_reference=gateway_reference)
+    return connector_run(fake, lambda g: g.authorize(request, idempotency_key=key))
+
+
+def test_a_saved_method_payment_waiting_for_the_payer_completes_once_they_act(
+    bare: RecoveringPayPal,
+) -> None:
+    saved = connector_run(bare, lambda g: g.attach_payment_method(
+        bare.create_setup_token("card"), "pmx_c", idempotency_key="pm_pp_3ds:attach"))
+    bare.payer_action = True
+    try:
+        first = confirm(bare, "pi_pp_3ds", saved.token, "pi_pp_3ds:authorize:1")
+    finally:
+        bare.payer_action = False
+    order_id = str(first.reference)
+    assert first.status is GatewayStatus.REQUIRES_ACTION
+    assert first.next_action is not None
+    assert "helios" in first.next_action["redirect_to_url"]["url"]
+    # Confirming again before the payer acted: still waiting, nothing charged or created.
+    orders_before = len(bare.orders)
+    waiting = confirm(bare, "pi_pp_3ds", saved.token, "pi_pp_3ds:authorize:1",
+                      gateway_reference=order_id)
+    assert (waiting.status, waiting.reference) == (GatewayStatus.REQUIRES_ACTION, order_id)
+    assert len(bare.orders) == orders_before
+    assert not bare.orders[order_id]["purchase_units"][0]["payments"].get("captures")
+
+    bare.approve(order_id)  # the payer passed 3-D Secure
+    assert connector_run(bare, lambda g: g.retrieve(order_id)).status is GatewayStatus.OPEN
+    done = confirm(bare, "pi_pp_3ds", saved.token, "pi_pp_3ds:authorize:1",
+                   gateway_reference=order_id)
+    [capture] = bare.orders[order_id]["purchase_units"][0]["payments"]["captures"]
+    assert (done.status, done.reference, done.amount_captured) == (
+        GatewayStatus.SUCCEEDED, capture["id"], 2000)
+    assert len(bare.orders) == orders_before, "the waiting order was completed, no new one"
+    [headers] = [h for _, path, h in bare.requests
+                 if path == f"/v2/checkout/orders/{order_id}/capture"]
+    assert headers["paypal-request-id"] == "pi_pp_3ds:authorize:1:complete"
+    # Asked again (a lost answer): the capture is read back, not made twice.
+    again = confirm(bare, "pi_pp_3ds", saved.token, "pi_pp_3ds:authorize:1",
+                    gateway_reference=order_id)
+    assert (again.status, again.reference) == (GatewayStatus.SUCCEEDED, capture["id"])
+    assert len(bare.orders[order_id]["purchase_units"][0]["payments"]["captures"]) == 1
+
+
+def test_canceling_an_order_nobody_approved_needs_nothing_at_paypal(
+    bare: RecoveringPayPal,
+) -> None:
+    order_id = opened_order(bare, "pi_pp_cancel_open")
+    result = connector_run(bare, lambda g: g.void(order_id, idempotency_key="pi_pp_cancel_open:cancel"))
+    assert (result.status, result.reference) == (GatewayStatus.CANCELED, order_id)
+    assert bare.orders[order_id]["status"] == "CREATED"  # left to expire
+
+
+def test_canceling_an_authorized_order_voids_its_authorization(bare: RecoveringPayPal) -> None:
+    order_id = opened_order(bare, "pi_pp_cancel_auth", capture=False)
+    bare.approve(order_id)
+    held = confirm(bare, "pi_pp_cancel_auth", order_id, "pi_pp_cancel_auth:authorize:1",
+                   capture=False, gateway_reference=order_id)
+    assert held.status is GatewayStatus.REQUIRES_CAPTURE
+    result = connector_run(bare, lambda g: g.void(order_id, idempotency_key="pi_pp_cancel_auth:cancel"))
+    assert (result.status, result.reference) == (GatewayStatus.CANCELED, held.reference)
+    assert bare.authorizations[str(held.reference)]["status"] == "VOIDED"
+    # Again (a lost answer): still canceled, nothing more to void.
+    again = connector_run(bare, lambda g: g.void(order_id, idempotency_key="pi_pp_cancel_auth:cancel"))
+    assert again.status is GatewayStatus.CANCELED
+
+
+def test_canceling_an_order_already_captured_reports_the_capture(bare: RecoveringPayPal) -> None:
+    order_id = opened_order(bare, "pi_pp_cancel_paid")
+    bare.approve(order_id)
+    paid = confirm(bare, "pi_pp_cancel_paid", order_id, "pi_pp_cancel_paid:authorize:1",
+                   gateway_reference=order_id)
+    for reference in (order_id, str(paid.reference)):
+        result = connector_run(bare, lambda g, r=reference: g.void(
+            r, idempotency_key="pi_pp_cancel_paid:cancel"))
+        assert (result.status, result.reference, result.amount_captured) == (
+            GatewayStatus.SUCCEEDED, paid.reference, 2000)
+
+
+def test_canceling_an_authorization_captured_meanwhile_reports_the_capture(
+    bare: RecoveringPayPal,
+) -> None:
+    order_id = opened_order(bare, "pi_pp_cancel_late", capture=False)
+    bare.approve(order_id)
+    held = confirm(bare, "pi_pp_cancel_late", order_id, "pi_pp_cancel_late:authorize:1",
+                   capture=False, gateway_reference=order_id)
+    captured = connector_run(bare, lambda g: g.capture(
+        str(held.reference), Money(1500, "USD"), idempotency_key="pi_pp_cancel_late:capture"))
+    bare.orders[order_id]["purchase_units"][0]["payments"]["captures"] = [
+        bare.captures[str(captured.reference)]]  # PayPal's order lists its captures
+    result = connector_run(bare, lambda g: g.void(
+        str(held.reference), idempotency_key="pi_pp_cancel_late:cancel"))
+    assert (result.status, result.reference, result.amount_captured) == (
+        GatewayStatus.SUCCEEDED, captured.reference, 1500)
+
+
+def test_an_opened_order_s_amount_is_updated_and_an_intent_change_refused(
+    bare: RecoveringPayPal,
+) -> None:
+    order_id = opened_order(bare, "pi_pp_update")
+    connector_run(bare, lambda g: g.update_payment(
+        order_id, Money(3550, "USD"), True, idempotency_key="pi_pp_update:update:3550:USD:1"))
+    assert bare.orders[order_id]["purchase_units"][0]["amount"] == {
+        "currency_code": "USD", "value": "35.50"}
+    with pytest.raises(GatewayInvalidRequest) as info:
+        connector_run(bare, lambda g: g.update_payment(
+            order_id, Money(3550, "USD"), False, idempotency_key="k"))
+    assert info.value.code == "update_unsupported"
+    bare.approve(order_id)
+    done = confirm(bare, "pi_pp_update", order_id, "pi_pp_update:authorize:1",
+                   gateway_reference=order_id, amount=3550)
+    assert (done.status, done.amount_captured) == (GatewayStatus.SUCCEEDED, 3550)
+    with pytest.raises(GatewayInvalidRequest) as info:
+        connector_run(bare, lambda g: g.update_payment(
+            order_id, Money(100, "USD"), True, idempotency_key="k2"))
+    assert info.value.code == "ORDER_ALREADY_COMPLETED"
+
+
+def test_a_refund_is_found_by_its_id_or_by_ours(bare: RecoveringPayPal) -> None:
+    order_id = opened_order(bare, "pi_pp_refund")
+    bare.approve(order_id)
+    paid = confirm(bare, "pi_pp_refund", order_id, "pi_pp_refund:authorize:1",
+                   gateway_reference=order_id)
+    capture_id = str(paid.reference)
+    made = connector_run(bare, lambda g: g.refund(
+        capture_id, Money(500, "USD"), None, idempotency_key="re_pprefund1:refund"))
+    by_ours = connector_run(bare, lambda g: g.retrieve_refund(
+        None, our_id="re_pprefund1", payment_reference=capture_id))
+    assert by_ours is not None
+    assert (by_ours.reference, by_ours.status, by_ours.amount, by_ours.our_id) == (
+        made.reference, "succeeded", 500, "re_pprefund1")
+    by_id = connector_run(bare, lambda g: g.retrieve_refund(
+        made.reference, our_id="re_pprefund1", payment_reference=capture_id))
+    assert by_id is not None and (by_id.reference, by_id.payment_reference) == (
+        made.reference, capture_id)
+    assert connector_run(bare, lambda g: g.retrieve_refund(
+        None, our_id="re_ppnever", payment_reference=capture_id)) is None
+
+
+def test_a_verified_dispute_webhook_is_a_dispute_on_the_capture(bare: RecoveringPayPal) -> None:
+    event = {"id": "WH-4M0448861G563140B-9EX36365822141321", "event_version": "1.0",
+             "create_time": "2018-06-21T13:36:33.000Z", "resource_type": "dispute",
+             "event_type": "CUSTOMER.DISPUTE.CREATED",
+             "summary": "A new dispute opened with Case # PP-000-042-663-135",
+             "resource": {"dispute_id": "PP-000-042-663-135",
+                          "disputed_transactions": [{"seller_transaction_id": "6T496768GW863311H",
+                                                     "seller_protection_eligible": True}],
+                          "reason": "MERCHANDISE_OR_SERVICE_NOT_RECEIVED", "status": "OPEN",
+                          "dispute_amount": {"currency_code": "USD", "value": "3.00"},
+                          "dispute_life_cycle_stage": "CHARGEBACK"}}
+    body, headers = bare.signed(event)
+
+    async def verify_and_interpret(g: PayPalGateway) -> Any:
+        return g.interpret_event(await g.verify_webhook(headers, body))
+
+    change = connector_run(bare, verify_and_interpret)
+    assert isinstance(change, DisputeUpdate)
+    assert (change.reference, change.payment_reference, change.amount, change.currency,
+            change.status) == ("PP-000-042-663-135", "6T496768GW863311H", 300, "USD",
+                               "needs_response")

@@ -12,12 +12,14 @@ using Square's sandbox nonces directly.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
 import re
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +30,14 @@ import httpx
 import pytest
 
 from conftest import Api, RunningServer, database_url, free_port, make_settings
+from paymux.gateways.base import (
+    AuthorizeRequest,
+    GatewayInvalidRequest,
+    GatewayStatus,
+    GatewayUnavailable,
+)
+from paymux.gateways.square import SquareGateway
+from paymux.money import Money
 from paymux.security import configure_logging
 from paymux.storage.migrate import upgrade
 from support.fake_square import SANDBOX_NONCES, FakeSquare
@@ -372,3 +382,245 @@ def test_debug_logs_and_stored_rows_hold_no_square_credential(
     stored += square.server.sql("select payload from webhook_inbox where gateway = 'square'")
     dump = json.dumps([[str(v) for v in row] for row in stored])
     assert ACCESS_TOKEN not in dump and SIGNATURE_KEY not in dump
+
+
+# -- the connector itself against the fake (no paymux server): what the engine relies on ------
+class RecoveringSquare(FakeSquare):
+    """The fake, plus what recovery reads (ListPayments, GetPaymentRefund, ListPaymentRefunds,
+    with their query strings) and a way to make Square refuse CompletePayment."""
+
+    _ROUTES = [
+        ("GET", r"/v2/payments", "list_payments"),
+        ("GET", r"/v2/refunds", "list_refunds"),
+        ("GET", r"/v2/refunds/(?P<id>[^/]+)", "get_refund"),
+        *FakeSquare._ROUTES,
+    ]
+    _query = threading.local()
+
+    def __init__(self, **kw: Any) -> None:
+        self.refuse_completion: dict[str, tuple[int, dict[str, Any]]] = {}
+        self.queries: list[tuple[str, dict[str, str]]] = []
+        self.held_refunds: list[str] | None = None  # a list: refunds stay PENDING until released
+        super().__init__(**kw)
+
+    def _complete_refund(self, refund_id: str) -> None:
+        if self.held_refunds is not None:
+            self.held_refunds.append(refund_id)
+            return
+        super()._complete_refund(refund_id)
+
+    def release_refunds(self) -> None:
+        held, self.held_refunds = self.held_refunds or [], None
+        for refund_id in held:
+            super()._complete_refund(refund_id)
+
+    def _handler_class(self) -> type[Any]:
+        base = super()._handler_class()
+        fake = self
+
+        class Handler(base):  # type: ignore[misc, valid-type]
+            def _serve(self) -> None:
+                path, _, query = self.path.partition("?")
+                params = dict(urllib.parse.parse_qsl(query))
+                fake._query.params = params
+                if query:
+                    fake.queries.append((path, params))
+                base._serve(self)
+
+            do_GET = do_POST = do_PUT = _serve
+
+        return Handler
+
+    def _page(self, items: list[dict[str, Any]], key: str) -> tuple[int, dict[str, Any]]:
+        params = getattr(self._query, "params", {})
+        items = sorted(items, key=lambda o: o["created_at"],
+                       reverse=params.get("sort_order", "DESC") == "DESC")
+        start = int(params.get("cursor") or 0)
+        limit = int(params.get("limit") or 100)
+        answer: dict[str, Any] = {key: items[start:start + limit]} if items[start:] else {}
+        if start + limit < len(items):
+            answer["cursor"] = str(start + limit)
+        return 200, answer
+
+    def _list_payments(self, call: Any) -> tuple[int, dict[str, Any]]:
+        return self._page(list(self.state.payments.values()), "payments")
+
+    def _list_refunds(self, call: Any) -> tuple[int, dict[str, Any]]:
+        return self._page(list(self.state.refunds.values()), "refunds")
+
+    def _get_refund(self, call: Any, id: str) -> tuple[int, dict[str, Any]]:
+        refund = self.state.refunds.get(id)
+        if refund is None:
+            return 404, {"errors": [{"category": "INVALID_REQUEST_ERROR", "code": "NOT_FOUND",
+                                     "detail": f"Could not find refund {id}"}]}
+        return 200, {"refund": refund}
+
+    def _complete_payment(self, call: Any, id: str) -> tuple[int, dict[str, Any]]:
+        if id in self.refuse_completion:
+            return self.refuse_completion[id]
+        return super()._complete_payment(call, id)
+
+
+@pytest.fixture(scope="module")
+def bare() -> Iterator[RecoveringSquare]:
+    nobody = f"http://127.0.0.1:{free_port()}/webhooks/square"  # webhooks go nowhere
+    fake = RecoveringSquare(access_token=ACCESS_TOKEN, signature_key=SIGNATURE_KEY,
+                            webhook_url=nobody, refund_delay=0.2).start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+def connector_run(fake: FakeSquare, call: Any) -> Any:
+    async def go() -> Any:
+        gateway = SquareGateway(ACCESS_TOKEN, location_id=fake.location_id, api_base=fake.url,
+                                timeout=5)
+        try:
+            return await call(gateway)
+        finally:
+            await gateway.aclose()
+
+    return asyncio.run(go())
+
+
+def held_payment(fake: FakeSquare, pi_id: str, amount: int = 3000) -> str:
+    request = AuthorizeRequest(Money(amount, "USD"), OK, False, pi_id)
+    held = connector_run(fake, lambda g: g.authorize(request, idempotency_key=f"{pi_id}:authorize:1"))
+    assert held.status is GatewayStatus.REQUIRES_CAPTURE
+    return str(held.reference)
+
+
+DECLINED_COMPLETION = (400, {"errors": [{"category": "PAYMENT_METHOD_ERROR",
+                                         "code": "CARD_DECLINED", "detail": "Card declined."}]})
+
+
+def test_a_refused_partial_capture_puts_the_amount_back(bare: RecoveringSquare) -> None:
+    payment_id = held_payment(bare, "pi_sq_refused")
+    bare.refuse_completion[payment_id] = DECLINED_COMPLETION
+    result = connector_run(bare, lambda g: g.capture(
+        payment_id, Money(1200, "USD"), idempotency_key="pi_sq_refused:capture"))
+    assert (result.status, result.reference) == (GatewayStatus.FAILED, payment_id)
+    assert result.decline is not None and result.decline.gateway_code == "CARD_DECLINED"
+    payment = bare.state.payments[payment_id]
+    assert payment["status"] == "APPROVED"
+    assert payment["amount_money"] == {"amount": 3000, "currency": "USD"}  # as authorized
+    lower, restore = bare.calls_to("PUT", f"/v2/payments/{payment_id}")
+    assert lower.body["payment"]["amount_money"]["amount"] == 1200
+    assert restore.body["payment"]["amount_money"]["amount"] == 3000
+    assert restore.body["idempotency_key"] != lower.body["idempotency_key"]
+    assert [c.status for c in (lower, restore)] == [200, 200]
+
+    # Square accepts it later: the same capture (same key) lowers again and completes.
+    del bare.refuse_completion[payment_id]
+    done = connector_run(bare, lambda g: g.capture(
+        payment_id, Money(1200, "USD"), idempotency_key="pi_sq_refused:capture"))
+    assert (done.status, done.amount_captured) == (GatewayStatus.SUCCEEDED, 1200)
+    assert bare.state.payments[payment_id]["amount_money"]["amount"] == 1200
+
+
+def test_a_partial_capture_refused_as_invalid_is_raised_after_the_amount_is_put_back(
+    bare: RecoveringSquare,
+) -> None:
+    payment_id = held_payment(bare, "pi_sq_invalid")
+    bare.refuse_completion[payment_id] = (400, {"errors": [{
+        "category": "INVALID_REQUEST_ERROR", "code": "BAD_REQUEST",
+        "detail": "The payment can't be completed."}]})
+    with pytest.raises(GatewayInvalidRequest) as info:
+        connector_run(bare, lambda g: g.capture(
+            payment_id, Money(1000, "USD"), idempotency_key="pi_sq_invalid:capture"))
+    assert info.value.code == "BAD_REQUEST"
+    assert bare.state.payments[payment_id]["amount_money"]["amount"] == 3000
+    assert bare.state.payments[payment_id]["status"] == "APPROVED"
+
+
+def test_an_outage_completing_a_partial_capture_leaves_it_for_the_retry(
+    bare: RecoveringSquare,
+) -> None:
+    payment_id = held_payment(bare, "pi_sq_outage")
+    bare.fail_next(f"POST /v2/payments/{payment_id}/complete", "500")
+    with pytest.raises(GatewayUnavailable):
+        connector_run(bare, lambda g: g.capture(
+            payment_id, Money(1000, "USD"), idempotency_key="pi_sq_outage:capture"))
+    # Unknown outcome: nothing is put back; the retry (same key) completes what was lowered.
+    assert len(bare.calls_to("PUT", f"/v2/payments/{payment_id}")) == 1
+    assert bare.state.payments[payment_id]["amount_money"]["amount"] == 1000
+    done = connector_run(bare, lambda g: g.capture(
+        payment_id, Money(1000, "USD"), idempotency_key="pi_sq_outage:capture"))
+    assert (done.status, done.amount_captured) == (GatewayStatus.SUCCEEDED, 1000)
+    assert len(bare.calls_to("PUT", f"/v2/payments/{payment_id}")) == 1
+
+
+def test_lookup_finds_the_payment_whose_answer_was_lost(bare: RecoveringSquare) -> None:
+    request = AuthorizeRequest(Money(2100, "USD"), OK, True, "pi_sq_lost",
+                               verification_token="verf:CA4SEK2NCXhvJTdoSRWfqmBm0y8gAQ")
+    bare.fail_next("POST /v2/payments", "drop")  # Square charged; the answer never came
+    with pytest.raises(GatewayUnavailable):
+        connector_run(bare, lambda g: g.authorize(request, idempotency_key="pi_sq_lost:authorize:1"))
+    [made] = [p for p in bare.state.payments.values() if p.get("reference_id") == "pi_sq_lost"]
+    sent = bare.calls_to("POST", "/v2/payments")[-1]
+    assert sent.body["verification_token"] == "verf:CA4SEK2NCXhvJTdoSRWfqmBm0y8gAQ"
+    found = connector_run(bare, lambda g: g.lookup("pi_sq_lost", "pi_sq_lost:authorize:1"))
+    assert found is not None
+    assert (found.status, found.reference, found.amount_captured) == (
+        GatewayStatus.SUCCEEDED, made["id"], 2100)
+    path, params = bare.queries[-1]
+    assert path == "/v2/payments" and params["sort_order"] == "DESC"
+    assert params["location_id"] == bare.location_id
+    assert connector_run(bare, lambda g: g.lookup("pi_sq_never", "pi_sq_never:authorize:1")) is None
+
+
+def test_lookup_reads_page_after_page(bare: RecoveringSquare) -> None:
+    first = held_payment(bare, "pi_sq_oldest", amount=700)
+    for n in range(3):  # newer payments of other intents, ahead of ours newest-first
+        time.sleep(0.01)  # distinct created_at milliseconds
+        held_payment(bare, f"pi_sq_filler_{n}", amount=100)
+    limit = SquareGateway._list_page
+    before = len(bare.queries)
+
+    async def small_pages(self: SquareGateway, method: Any, since: str, cursor: str | None) -> Any:
+        return await self._call(lambda: method(begin_time=since, sort_order="DESC", cursor=cursor,
+                                               location_id=self.location_id, limit=2,
+                                               request_options={"max_retries": 0}))
+
+    SquareGateway._list_page = small_pages  # type: ignore[method-assign]
+    try:
+        found = connector_run(bare, lambda g: g.lookup("pi_sq_oldest", "pi_sq_oldest:authorize:1"))
+    finally:
+        SquareGateway._list_page = limit  # type: ignore[method-assign]
+    assert found is not None and found.reference == first
+    # Two per page, newest first: the three newer ones fill page one and half of page two.
+    assert [p.get("cursor") for _, p in bare.queries[before:]] == [None, "2"]
+
+
+def test_a_refund_is_found_by_its_id_or_by_ours_pending_or_completed(
+    bare: RecoveringSquare,
+) -> None:
+    request = AuthorizeRequest(Money(4000, "USD"), OK, True, "pi_sq_refund")
+    paid = connector_run(bare, lambda g: g.authorize(request, idempotency_key="pi_sq_refund:authorize:1"))
+    payment_id = str(paid.reference)
+    bare.held_refunds = []
+    made = connector_run(bare, lambda g: g.refund(
+        payment_id, Money(1500, "USD"), "requested_by_customer",
+        idempotency_key="re_sqrefund1:refund"))
+    assert made.status == "pending"
+    # Pending: not on the payment yet; found among the location's recent refunds.
+    pending = connector_run(bare, lambda g: g.retrieve_refund(
+        None, our_id="re_sqrefund1", payment_reference=payment_id))
+    assert pending is not None
+    assert (pending.reference, pending.status, pending.amount, pending.our_id) == (
+        made.reference, "pending", 1500, "re_sqrefund1")
+    deadline = time.monotonic() + 10
+    while bare.held_refunds != [made.reference]:  # Square's completion, due, held back
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    bare.release_refunds()  # Square completes it, and lists it on the payment
+    assert bare.state.payments[payment_id]["refund_ids"] == [made.reference]
+    by_ours = connector_run(bare, lambda g: g.retrieve_refund(
+        None, our_id="re_sqrefund1", payment_reference=payment_id))
+    assert by_ours is not None and (by_ours.reference, by_ours.status) == (made.reference, "succeeded")
+    by_id = connector_run(bare, lambda g: g.retrieve_refund(
+        made.reference, our_id="re_sqrefund1", payment_reference=payment_id))
+    assert by_id is not None and by_id.status == "succeeded"
+    assert connector_run(bare, lambda g: g.retrieve_refund(
+        None, our_id="re_sqnever", payment_reference=payment_id)) is None

@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
+from urllib.parse import parse_qs
 
 import httpx
 import pytest
@@ -298,6 +299,145 @@ def test_describe_payment_method(gw: Session) -> None:
     assert (details.type, details.brand, details.last4) == ("card", "visa", "4242")
     assert details.token.startswith("pm_")
     assert gw.run(gw.gateway.describe_payment_method("pm_unknown_to_stripe")) is None
+
+
+# -- recovery, cancel and update of an opened payment (localstripe) -----------------------------
+def test_stripe_keeps_idempotency_keys_24_hours() -> None:
+    assert StripeGateway.idempotency_retention_seconds == 86400
+
+
+def test_lookup_finds_the_payment_intent_a_lost_call_made(
+    gw: Session, browser: stripe.StripeClient
+) -> None:
+    """localstripe has no Search API (it answers 404): the scan of recent PaymentIntents
+    finds it, by our id and the key recorded in the metadata."""
+    made = gw.run(
+        gw.gateway.authorize(
+            request("pm_card_visa", capture=False, reference="pi_ours_lost"),
+            idempotency_key="pi_ours_lost:authorize:1",
+        )
+    )
+    stored = browser.v1.payment_intents.retrieve(str(made.reference))
+    assert stored.metadata["paymux_key"] == "pi_ours_lost:authorize:1"
+    found = gw.run(gw.gateway.lookup("pi_ours_lost", "pi_ours_lost:authorize:1"))
+    assert found is not None
+    assert (found.status, found.reference, found.amount_authorized) == (
+        GatewayStatus.REQUIRES_CAPTURE,
+        made.reference,
+        1000,
+    )
+    # Another attempt's key, or an intent of ours Stripe never saw: nothing.
+    assert gw.run(gw.gateway.lookup("pi_ours_lost", "pi_ours_lost:authorize:2")) is None
+    assert gw.run(gw.gateway.lookup("pi_ours_never_sent", "pi_ours_never_sent:authorize:1")) is None
+
+
+def test_lookup_of_a_declined_attempt_reports_the_decline(
+    gw: Session, browser: stripe.StripeClient
+) -> None:
+    token = card(browser, "4000000000000341")
+    declined = gw.run(
+        gw.gateway.authorize(
+            request(token, reference="pi_ours_lost_decline"),
+            idempotency_key="pi_ours_lost_decline:authorize:1",
+        )
+    )
+    assert declined.status is GatewayStatus.FAILED
+    found = gw.run(
+        gw.gateway.lookup("pi_ours_lost_decline", "pi_ours_lost_decline:authorize:1")
+    )
+    assert found is not None and found.status is GatewayStatus.FAILED
+    assert found.decline is not None and found.decline.gateway_code == "generic_decline"
+
+
+def test_an_opened_payment_is_updated_then_confirmed_for_the_new_amount(
+    gw: Session, browser: stripe.StripeClient
+) -> None:
+    opened = gw.run(
+        gw.gateway.open_payment(
+            Money(1000, "USD"), "pi_ours_upd", True, idempotency_key="pi_ours_upd:open"
+        )
+    )
+    assert opened is not None
+    gw.run(
+        gw.gateway.update_payment(
+            opened.reference,
+            Money(2500, "EUR"),
+            False,
+            idempotency_key="pi_ours_upd:update:2500:EUR:0",
+        )
+    )
+    stored = browser.v1.payment_intents.retrieve(opened.reference)
+    assert (int(stored.amount), stored.currency, stored.capture_method) == (2500, "eur", "manual")
+    held = gw.run(
+        gw.gateway.authorize(
+            AuthorizeRequest(
+                Money(2500, "EUR"), "pm_card_visa", False, "pi_ours_upd",
+                gateway_reference=opened.reference,
+            ),
+            idempotency_key="pi_ours_upd:authorize:1",
+        )
+    )
+    assert (held.status, held.reference, held.amount_authorized) == (
+        GatewayStatus.REQUIRES_CAPTURE,
+        opened.reference,
+        2500,
+    )
+    # The confirming attempt's key is recorded on the PaymentIntent it confirmed.
+    assert browser.v1.payment_intents.retrieve(opened.reference).metadata.to_dict() == {
+        "paymux_id": "pi_ours_upd",
+        "paymux_key": "pi_ours_upd:authorize:1",
+    }
+
+
+def test_voiding_an_opened_payment_nobody_confirmed_cancels_it(
+    gw: Session, browser: stripe.StripeClient
+) -> None:
+    opened = gw.run(
+        gw.gateway.open_payment(
+            Money(1000, "USD"), "pi_ours_void_open", True, idempotency_key="pi_ours_void_open:open"
+        )
+    )
+    assert opened is not None
+    before = gw.run(gw.gateway.retrieve(opened.reference))
+    assert before.status is GatewayStatus.OPEN
+    voided = gw.run(gw.gateway.void(opened.reference, idempotency_key="pi_ours_void_open:cancel"))
+    assert (voided.status, voided.reference) == (GatewayStatus.CANCELED, opened.reference)
+    assert browser.v1.payment_intents.retrieve(opened.reference).status == "canceled"
+
+
+def test_voiding_a_payment_that_succeeded_reports_the_money_instead_of_failing(
+    gw: Session,
+) -> None:
+    paid = gw.run(gw.gateway.authorize(request("pm_card_visa"), idempotency_key="k-void-paid"))
+    truth = gw.run(gw.gateway.void(str(paid.reference), idempotency_key="k-void-paid:cancel"))
+    assert (truth.status, truth.reference, truth.amount_captured) == (
+        GatewayStatus.SUCCEEDED,
+        paid.reference,
+        1000,
+    )
+
+
+def test_a_refund_is_found_by_its_id_or_by_ours(gw: Session) -> None:
+    paid = gw.run(gw.gateway.authorize(request("pm_card_visa"), idempotency_key="k-rr"))
+    pi = str(paid.reference)
+    for our_id, amount in (("re_ours_rr_a", 300), ("re_ours_rr_b", 200)):
+        gw.run(
+            gw.gateway.refund(pi, Money(amount, "USD"), None, idempotency_key=f"{our_id}:refund")
+        )
+    by_ours = gw.run(gw.gateway.retrieve_refund(None, our_id="re_ours_rr_b", payment_reference=pi))
+    assert by_ours is not None
+    assert (by_ours.amount, by_ours.our_id, by_ours.payment_reference) == (200, "re_ours_rr_b", pi)
+    assert by_ours.reference is not None and by_ours.reference.startswith("re_")
+    by_id = gw.run(
+        gw.gateway.retrieve_refund(by_ours.reference, our_id="re_ours_rr_b", payment_reference=pi)
+    )
+    assert by_id is not None and (by_id.reference, by_id.amount) == (by_ours.reference, 200)
+    unknown_id = gw.run(
+        gw.gateway.retrieve_refund("re_unknown", our_id="re_ours_rr_a", payment_reference=pi)
+    )
+    assert unknown_id is not None and unknown_id.amount == 300  # found by ours instead
+    none = gw.run(gw.gateway.retrieve_refund(None, our_id="re_ours_never", payment_reference=pi))
+    assert none is None
 
 
 # -- what goes on the wire --------------------------------------------------------------------
@@ -642,6 +782,180 @@ def test_an_unknown_payment_method_is_described_as_none() -> None:
     )
     with fake_stripe(answer) as (url, _), session(url) as fake:
         assert fake.run(fake.gateway.describe_payment_method("pm_x")) is None
+
+
+# -- Search, and Stripe's refusals, answered by a fake Stripe at the HTTP seam ----------------
+def _search_pi(pi_id: str, key: str, status: str = "succeeded") -> dict[str, Any]:
+    """A PaymentIntent as Stripe's Search API returns it (trimmed to what lookup reads)."""
+    return {
+        "id": pi_id,
+        "object": "payment_intent",
+        "amount": 1000,
+        "amount_capturable": 0,
+        "amount_received": 1000 if status == "succeeded" else 0,
+        "created": 1711000000,
+        "currency": "usd",
+        "last_payment_error": None,
+        "metadata": {"paymux_id": "pi_ours_s", "paymux_key": key},
+        "status": status,
+    }
+
+
+def _listing(*items: dict[str, Any], url: str, search: bool = False) -> dict[str, Any]:
+    page: dict[str, Any] = {
+        "object": "search_result" if search else "list",
+        "data": list(items),
+        "has_more": False,
+        "url": url,
+    }
+    if search:
+        page["next_page"] = None
+    return page
+
+
+@contextmanager
+def routed_stripe(routes: dict[str, Answer]) -> Iterator[tuple[str, list[str]]]:
+    """A fake Stripe answering ``"METHOD /path"`` from ``routes`` (404 otherwise); records
+    each request as ``"METHOD /path?query"``."""
+    seen: list[str] = []
+    missing = Answer(404, error_body("invalid_request_error", "Unrecognized request URL."))
+
+    class Fake(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            seen.append(f"{self.command} {self.path}")
+            answer = routes.get(f"{self.command} {self.path.split('?')[0]}", missing)
+            body = json.dumps(answer.body).encode()
+            self.send_response(answer.status)
+            self.send_header("content-type", "application/json")
+            self.send_header("request-id", "req_routed")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_DELETE = _answer
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    with serve(Fake) as url:
+        yield url, seen
+
+
+def test_lookup_asks_the_search_api_and_stops_when_it_has_this_key() -> None:
+    search = _listing(
+        _search_pi("pi_3Older", "pi_ours_s:authorize:1", "requires_payment_method"),
+        _search_pi("pi_3Mine", "pi_ours_s:authorize:2"),
+        url="/v1/payment_intents/search",
+        search=True,
+    )
+    with routed_stripe({"GET /v1/payment_intents/search": Answer(200, search)}) as (url, seen):
+        with session(url) as fake:
+            found = fake.run(fake.gateway.lookup("pi_ours_s", "pi_ours_s:authorize:2"))
+    assert found is not None
+    assert (found.status, found.reference, found.amount_captured) == (
+        GatewayStatus.SUCCEEDED,
+        "pi_3Mine",
+        1000,
+    )
+    [only] = seen
+    path, _, query = only.partition("?")
+    assert path == "GET /v1/payment_intents/search"
+    assert parse_qs(query) == {"query": ["metadata['paymux_id']:'pi_ours_s'"], "limit": ["100"]}
+
+
+def test_lookup_scans_recent_payment_intents_when_search_has_not_indexed_it_yet() -> None:
+    empty = _listing(url="/v1/payment_intents/search", search=True)
+    recent = _listing(
+        _search_pi("pi_3Fresh", "pi_ours_s:authorize:1", "requires_capture")
+        | {"amount_capturable": 1000},
+        url="/v1/payment_intents",
+    )
+    routes = {
+        "GET /v1/payment_intents/search": Answer(200, empty),
+        "GET /v1/payment_intents": Answer(200, recent),
+    }
+    with routed_stripe(routes) as (url, seen), session(url) as fake:
+        found = fake.run(fake.gateway.lookup("pi_ours_s", "pi_ours_s:authorize:1"))
+    assert found is not None
+    assert (found.status, found.reference, found.amount_authorized) == (
+        GatewayStatus.REQUIRES_CAPTURE,
+        "pi_3Fresh",
+        1000,
+    )
+    assert [s.split("?")[0] for s in seen] == [
+        "GET /v1/payment_intents/search",
+        "GET /v1/payment_intents",
+    ]
+
+
+def test_lookup_through_an_outage_is_unavailable_not_none() -> None:
+    routes = {
+        "GET /v1/payment_intents/search": Answer(
+            503, error_body("api_error", "Service unavailable.")
+        )
+    }
+    with routed_stripe(routes) as (url, _), session(url) as fake:
+        with pytest.raises(GatewayUnavailable):
+            fake.run(fake.gateway.lookup("pi_ours_s", "pi_ours_s:authorize:1"))
+
+
+def test_stripe_refusing_to_update_a_confirmed_payment_is_an_invalid_request() -> None:
+    refused = Answer(
+        400,
+        error_body(
+            "invalid_request_error",
+            "This PaymentIntent's amount could not be updated because it has a status of "
+            "succeeded. You may only update the amount of a PaymentIntent with one of the "
+            "following statuses: requires_payment_method, requires_confirmation, "
+            "requires_action.",
+            code="payment_intent_unexpected_state",
+        ),
+    )
+    routes = {"POST /v1/payment_intents/pi_3Paid": refused}
+    with routed_stripe(routes) as (url, seen), session(url) as fake:
+        with pytest.raises(GatewayInvalidRequest) as info:
+            fake.run(
+                fake.gateway.update_payment(
+                    "pi_3Paid", Money(500, "USD"), True, idempotency_key="pi_x:update:500:USD:1"
+                )
+            )
+    assert info.value.code == "payment_intent_unexpected_state"
+    assert seen == ["POST /v1/payment_intents/pi_3Paid"]
+
+
+def test_a_cancel_stripe_refuses_on_a_succeeded_payment_reports_it_as_succeeded() -> None:
+    refused = Answer(
+        400,
+        error_body(
+            "invalid_request_error",
+            "You cannot cancel this PaymentIntent because it has a status of succeeded.",
+            code="payment_intent_unexpected_state",
+        ),
+    )
+    paid = _search_pi("pi_3Paid", "pi_x:authorize:1")
+    routes = {
+        "POST /v1/payment_intents/pi_3Paid/cancel": refused,
+        "GET /v1/payment_intents/pi_3Paid": Answer(200, paid),
+    }
+    with routed_stripe(routes) as (url, _), session(url) as fake:
+        truth = fake.run(fake.gateway.void("pi_3Paid", idempotency_key="pi_x:cancel"))
+    assert (truth.status, truth.amount_captured) == (GatewayStatus.SUCCEEDED, 1000)
+
+
+def test_a_cancel_refused_for_a_payment_still_held_stays_refused() -> None:
+    refused = Answer(
+        400, error_body("invalid_request_error", "Something else.", code="parameter_invalid")
+    )
+    held = _search_pi("pi_3Held", "pi_x:authorize:1", "requires_capture")
+    routes = {
+        "POST /v1/payment_intents/pi_3Held/cancel": refused,
+        "GET /v1/payment_intents/pi_3Held": Answer(200, held),
+    }
+    with routed_stripe(routes) as (url, _), session(url) as fake:
+        with pytest.raises(GatewayInvalidRequest) as info:
+            fake.run(fake.gateway.void("pi_3Held", idempotency_key="pi_x:cancel"))
+    assert info.value.code == "parameter_invalid"
 
 
 # -- localstripe's own signed webhooks (kept last: the registration lasts for the module) -------

@@ -76,12 +76,14 @@ class Harness:
         new = await app.accounts.create_key()
         harness = cls(app, gateway, clock, new.key)
         harness.account = new.account_id
-        async with harness._asgi.router.lifespan_context(harness._asgi):
-            try:
-                yield harness
-            finally:
-                await harness.http.aclose()
-        await app.close()
+        try:
+            async with harness._asgi.router.lifespan_context(harness._asgi):
+                try:
+                    yield harness
+                finally:
+                    await harness.http.aclose()
+        finally:
+            await app.close()
 
     # -- HTTP -------------------------------------------------------------------------------
     async def post(

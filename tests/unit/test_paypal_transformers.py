@@ -17,6 +17,7 @@ import pytest
 from paymux.domain.errors import card_error
 from paymux.gateways.base import (
     AuthorizeRequest,
+    DisputeUpdate,
     GatewayInvalidRequest,
     GatewayRateLimited,
     GatewayStatus,
@@ -98,10 +99,12 @@ AUTHORIZATION_STATUS = {
     "VOIDED": GatewayStatus.CANCELED,
 }
 ORDER_STATUS = {
-    "CREATED": GatewayStatus.REQUIRES_ACTION,
-    "SAVED": GatewayStatus.REQUIRES_ACTION,
+    # Nothing tried on it by us yet: opened for the buyer, or approved and waiting for our
+    # capture/authorize (which confirming again sends).
+    "CREATED": GatewayStatus.OPEN,
+    "SAVED": GatewayStatus.OPEN,
+    "APPROVED": GatewayStatus.OPEN,
     "PAYER_ACTION_REQUIRED": GatewayStatus.REQUIRES_ACTION,
-    "APPROVED": GatewayStatus.PROCESSING,
     "VOIDED": GatewayStatus.CANCELED,
     "COMPLETED": GatewayStatus.SUCCEEDED,
 }
@@ -477,8 +480,10 @@ def test_an_approved_order_moves_nothing_until_paymux_confirms_it() -> None:
     assert change.result.reference == "27M47624FP291604U"
 
 
-def test_other_events_are_ignored() -> None:
-    assert transformers.interpret_event(_event("CUSTOMER.DISPUTE.CREATED", "dispute", {"id": "PP-D-1"})) is None
+@pytest.mark.parametrize("event_type", ["BILLING.SUBSCRIPTION.CREATED", "PAYMENT.SALE.COMPLETED",
+                                        "MERCHANT.PARTNER-CONSENT.REVOKED"])
+def test_other_events_are_ignored(event_type: str) -> None:
+    assert transformers.interpret_event(_event(event_type, "other", {"id": "I-1"})) is None
 
 
 # -- payment methods -----------------------------------------------------------------------
@@ -673,3 +678,361 @@ def test_settings_choose_the_verification_mode_and_the_trust_roots(
     asyncio.run(gateway.aclose())
     with pytest.raises(ValueError):
         PayPalGateway("id", "secret", webhook_verification="sometimes")
+
+
+# -- disputes (CUSTOMER.DISPUTE.*) ---------------------------------------------------------
+
+# The resource of PayPal's documented CUSTOMER.DISPUTE.CREATED sample (webhook event names,
+# disputes): an inquiry about a capture, opened by the buyer.
+DISPUTE = {
+    "dispute_id": "PP-000-042-663-135", "create_time": "2018-06-21T13:35:44.000Z",
+    "update_time": "2018-06-21T13:35:44.000Z",
+    "disputed_transactions": [{"seller_transaction_id": "6T496768GW863311H",
+                               "seller": {"merchant_id": "RD465XN5VS364", "name": "Test Store"},
+                               "items": [], "seller_protection_eligible": True}],
+    "reason": "MERCHANDISE_OR_SERVICE_NOT_RECEIVED", "status": "OPEN",
+    "dispute_amount": {"currency_code": "USD", "value": "3.00"},
+    "dispute_life_cycle_stage": "INQUIRY", "dispute_channel": "INTERNAL",
+    "messages": [{"posted_by": "BUYER", "time_posted": "2018-06-21T13:35:52.000Z",
+                  "content": "qwqwqwq"}],
+    "links": [{"href": "https://api.paypal.com/v1/customer/disputes/PP-000-042-663-135",
+               "rel": "self", "method": "GET"}],
+}
+
+
+def test_a_dispute_created_event_is_a_dispute_on_the_capture() -> None:
+    change = transformers.interpret_event(_event("CUSTOMER.DISPUTE.CREATED", "dispute", DISPUTE))
+    assert change == DisputeUpdate(
+        reference="PP-000-042-663-135", payment_reference="6T496768GW863311H", amount=300,
+        currency="USD", reason="merchandise_or_service_not_received",
+        status="warning_needs_response")
+
+
+@pytest.mark.parametrize(("stage", "status", "outcome", "expected"), [
+    ("INQUIRY", "WAITING_FOR_SELLER_RESPONSE", None, "warning_needs_response"),
+    ("INQUIRY", "WAITING_FOR_BUYER_RESPONSE", None, "warning_under_review"),
+    ("INQUIRY", "UNDER_REVIEW", None, "warning_under_review"),
+    ("CHARGEBACK", "OPEN", None, "needs_response"),
+    ("CHARGEBACK", "WAITING_FOR_SELLER_RESPONSE", None, "needs_response"),
+    ("CHARGEBACK", "UNDER_REVIEW", None, "under_review"),
+    ("PRE_ARBITRATION", "WAITING_FOR_BUYER_RESPONSE", None, "under_review"),
+    ("ARBITRATION", "OTHER", None, "needs_response"),
+    ("CHARGEBACK", "RESOLVED", "RESOLVED_SELLER_FAVOUR", "won"),
+    ("CHARGEBACK", "RESOLVED", "RESOLVED_WITH_PAYOUT", "won"),
+    ("CHARGEBACK", "RESOLVED", "CANCELED_BY_BUYER", "won"),
+    ("CHARGEBACK", "RESOLVED", "DENIED", "won"),
+    ("CHARGEBACK", "RESOLVED", "RESOLVED_BUYER_FAVOUR", "lost"),
+    ("CHARGEBACK", "RESOLVED", "ACCEPTED", "lost"),
+    ("INQUIRY", "RESOLVED", "CANCELED_BY_BUYER", "warning_closed"),
+    ("INQUIRY", "RESOLVED", "RESOLVED_SELLER_FAVOUR", "warning_closed"),
+    ("INQUIRY", "RESOLVED", "ACCEPTED", "lost"),
+])
+def test_dispute_statuses_become_stripe_s(
+    stage: str, status: str, outcome: str | None, expected: str
+) -> None:
+    dispute = {**DISPUTE, "dispute_life_cycle_stage": stage, "status": status}
+    if outcome:
+        dispute["dispute_outcome"] = {"outcome_code": outcome,
+                                      "amount_refunded": {"currency_code": "USD", "value": "3.00"}}
+    event_type = "CUSTOMER.DISPUTE.RESOLVED" if status == "RESOLVED" else "CUSTOMER.DISPUTE.UPDATED"
+    change = transformers.interpret_event(_event(event_type, "dispute", dispute))
+    assert isinstance(change, DisputeUpdate) and change.status == expected
+    assert (change.reference, change.payment_reference) == ("PP-000-042-663-135",
+                                                            "6T496768GW863311H")
+
+
+@pytest.mark.parametrize("dispute", [
+    {**DISPUTE, "status": "SOMETHING_NEW"},
+    {**DISPUTE, "status": "RESOLVED", "dispute_outcome": {"outcome_code": "NONE"}},
+    {**DISPUTE, "status": "RESOLVED"},
+], ids=["unknown status", "resolved without outcome", "resolved, no outcome object"])
+def test_a_dispute_status_this_connector_does_not_know_is_not_guessed(
+    dispute: dict[str, Any]
+) -> None:
+    with pytest.raises(transformers.UnknownStatus):
+        transformers.interpret_event(_event("CUSTOMER.DISPUTE.UPDATED", "dispute", dispute))
+
+
+# -- the connector's recovery, cancel and update (httpx.MockTransport) ---------------------
+
+class Seam:
+    """Answers by "METHOD path" from a table; records every request (after the token)."""
+
+    def __init__(self, routes: dict[str, httpx.Response | list[httpx.Response]]) -> None:
+        self.routes = routes
+        self.sent: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/oauth2/token":
+            return _token(request)
+        self.sent.append(request)
+        answer = self.routes.get(f"{request.method} {request.url.path}")
+        if isinstance(answer, list):
+            answer = answer.pop(0)
+        if answer is None:
+            return httpx.Response(404, json={"name": "RESOURCE_NOT_FOUND", "details": [
+                {"issue": "INVALID_RESOURCE_ID", "description": "Specified resource ID does not exist."}]})
+        return answer
+
+    def calls(self) -> list[str]:
+        return [f"{r.method} {r.url.path}" for r in self.sent]
+
+
+def _run(seam: Seam, call: Callable[[PayPalGateway], Any]) -> Any:
+    async def go() -> Any:
+        gateway = _gateway(seam)
+        try:
+            return await call(gateway)
+        finally:
+            await gateway.aclose()
+
+    return asyncio.run(go())
+
+
+ORDER = "5O190127TN364715T"
+AUTH = "0VF52814937998046"
+CAP = "27M47624FP291604U"
+
+
+def _order(status: str, intent: str = "CAPTURE", payments: dict[str, Any] | None = None,
+           **extra: Any) -> dict[str, Any]:
+    unit: dict[str, Any] = {"reference_id": "default", "custom_id": "pi_123",
+                            "amount": {"currency_code": "USD", "value": "10.00"}}
+    if payments is not None:
+        unit["payments"] = payments
+    return {"id": ORDER, "intent": intent, "status": status, "purchase_units": [unit], **extra}
+
+
+def _unprocessable(issue: str) -> httpx.Response:
+    return httpx.Response(422, json={"name": "UNPROCESSABLE_ENTITY",
+                                     "details": [{"issue": issue, "description": issue}]})
+
+
+def test_paypal_keeps_a_request_id_six_hours_and_lookup_asks_nothing() -> None:
+    seam = Seam({})
+    assert _run(seam, lambda g: g.lookup("pi_123", "pi_123:authorize:1")) is None
+    assert seam.sent == []
+    assert PayPalGateway.idempotency_retention_seconds == 6 * 3600
+
+
+def test_payer_action_required_at_capture_of_an_order_token_stays_a_decline() -> None:
+    """The buyer approves again in PayPal's window and the page confirms again (a new
+    attempt); the order is kept as the reference."""
+    seam = Seam({f"POST /v2/checkout/orders/{ORDER}/capture": _unprocessable("PAYER_ACTION_REQUIRED")})
+    result = _run(seam, lambda g: g.authorize(_request(), idempotency_key="pi_123:authorize:1"))
+    assert (result.status, result.reference) == (GatewayStatus.FAILED, ORDER)
+    assert result.decline is not None and result.decline.gateway_code == "PAYER_ACTION_REQUIRED"
+    assert seam.calls() == [f"POST /v2/checkout/orders/{ORDER}/capture"]
+
+
+def _vault_request(gateway_reference: str | None, capture: bool = True) -> AuthorizeRequest:
+    return AuthorizeRequest(amount=Money(1000, "USD"), payment_method_token="card:8kk8451t",
+                            capture=capture, reference="pi_123",
+                            gateway_reference=gateway_reference)
+
+
+def test_a_saved_method_charge_the_payer_approved_is_completed_not_charged_again() -> None:
+    captured = _order("COMPLETED", payments={"captures": [
+        {"id": CAP, "status": "COMPLETED", "amount": {"currency_code": "USD", "value": "10.00"}}]})
+    seam = Seam({f"GET /v2/checkout/orders/{ORDER}": httpx.Response(200, json=_order("APPROVED")),
+                 f"POST /v2/checkout/orders/{ORDER}/capture": httpx.Response(201, json=captured)})
+    result = _run(seam, lambda g: g.authorize(_vault_request(ORDER),
+                                             idempotency_key="pi_123:authorize:1"))
+    assert (result.status, result.reference, result.amount_captured) == (
+        GatewayStatus.SUCCEEDED, CAP, 1000)
+    assert seam.calls() == [f"GET /v2/checkout/orders/{ORDER}",
+                            f"POST /v2/checkout/orders/{ORDER}/capture"]
+    assert seam.sent[1].headers["paypal-request-id"] == "pi_123:authorize:1:complete"
+
+
+def test_a_saved_method_charge_still_waiting_for_the_payer_is_reported_as_such() -> None:
+    link = {"rel": "payer-action", "href": "https://www.paypal.com/webapps/helios?action=verify"}
+    seam = Seam({f"GET /v2/checkout/orders/{ORDER}": httpx.Response(
+        200, json=_order("PAYER_ACTION_REQUIRED", links=[link]))})
+    result = _run(seam, lambda g: g.authorize(_vault_request(ORDER),
+                                             idempotency_key="pi_123:authorize:1"))
+    assert (result.status, result.reference) == (GatewayStatus.REQUIRES_ACTION, ORDER)
+    assert result.next_action is not None
+    assert seam.calls() == [f"GET /v2/checkout/orders/{ORDER}"]  # nothing sent
+
+
+def test_a_saved_method_on_an_order_opened_for_the_js_sdk_makes_a_new_order() -> None:
+    new_order = {**_order("COMPLETED", payments={"captures": [
+        {"id": CAP, "status": "COMPLETED", "amount": {"currency_code": "USD", "value": "10.00"}}]}),
+        "id": "8AB12345CD6789012"}
+    seam = Seam({f"GET /v2/checkout/orders/{ORDER}": httpx.Response(200, json=_order("CREATED")),
+                 "POST /v2/checkout/orders": httpx.Response(201, json=new_order)})
+    result = _run(seam, lambda g: g.authorize(_vault_request(ORDER),
+                                             idempotency_key="pi_123:authorize:1"))
+    assert (result.status, result.reference) == (GatewayStatus.SUCCEEDED, CAP)
+    assert seam.calls() == [f"GET /v2/checkout/orders/{ORDER}", "POST /v2/checkout/orders"]
+    assert json.loads(seam.sent[1].content)["payment_source"]["card"]["vault_id"] == "8kk8451t"
+
+
+def test_an_approved_order_is_open_for_the_engine_to_confirm_again() -> None:
+    seam = Seam({f"GET /v2/checkout/orders/{ORDER}": httpx.Response(200, json=_order("APPROVED"))})
+    result = _run(seam, lambda g: g.retrieve(ORDER))
+    assert (result.status, result.reference) == (GatewayStatus.OPEN, ORDER)
+    assert (result.amount_authorized, result.amount_captured) == (0, 0)
+
+
+# void ------------------------------------------------------------------------------------
+
+def test_voiding_an_order_nobody_approved_changes_nothing_at_paypal() -> None:
+    seam = Seam({f"GET /v2/checkout/orders/{ORDER}": httpx.Response(200, json=_order("CREATED"))})
+    result = _run(seam, lambda g: g.void(ORDER, idempotency_key="pi_123:cancel"))
+    assert (result.status, result.reference) == (GatewayStatus.CANCELED, ORDER)
+    assert seam.calls() == [f"POST /v2/payments/authorizations/{ORDER}/void",  # 404: not one
+                            f"GET /v2/payments/authorizations/{ORDER}",
+                            f"GET /v2/checkout/orders/{ORDER}"]
+
+
+def test_an_order_id_refused_as_unprocessable_by_the_void_is_still_canceled_as_an_order() -> None:
+    seam = Seam({f"POST /v2/payments/authorizations/{ORDER}/void": _unprocessable("INVALID_RESOURCE_ID"),
+                 f"GET /v2/checkout/orders/{ORDER}": httpx.Response(200, json=_order("APPROVED"))})
+    result = _run(seam, lambda g: g.void(ORDER, idempotency_key="pi_123:cancel"))
+    assert (result.status, result.reference) == (GatewayStatus.CANCELED, ORDER)
+
+
+@pytest.mark.parametrize("status", ["APPROVED", "PAYER_ACTION_REQUIRED", "VOIDED"])
+def test_voiding_an_order_never_authorized_or_captured_is_canceled(status: str) -> None:
+    seam = Seam({f"GET /v2/checkout/orders/{ORDER}": httpx.Response(200, json=_order(status))})
+    result = _run(seam, lambda g: g.void(ORDER, idempotency_key="pi_123:cancel"))
+    assert (result.status, result.amount_captured) == (GatewayStatus.CANCELED, 0)
+    assert [c for c in seam.calls() if c.startswith("POST")] == [
+        f"POST /v2/payments/authorizations/{ORDER}/void"]
+
+
+def test_voiding_an_authorized_order_voids_its_authorization() -> None:
+    authorized = _order("COMPLETED", intent="AUTHORIZE", payments={"authorizations": [
+        {"id": AUTH, "status": "CREATED", "amount": {"currency_code": "USD", "value": "10.00"}}]})
+    seam = Seam({f"GET /v2/checkout/orders/{ORDER}": httpx.Response(200, json=authorized),
+                 f"POST /v2/payments/authorizations/{AUTH}/void": httpx.Response(204)})
+    result = _run(seam, lambda g: g.void(ORDER, idempotency_key="pi_123:cancel"))
+    assert (result.status, result.reference) == (GatewayStatus.CANCELED, AUTH)
+    void = seam.sent[-1]
+    assert f"{void.method} {void.url.path}" == f"POST /v2/payments/authorizations/{AUTH}/void"
+    assert void.headers["paypal-request-id"] == "pi_123:cancel:authorization"
+
+
+def test_voiding_an_order_already_captured_reports_the_capture() -> None:
+    captured = _order("COMPLETED", payments={"captures": [
+        {"id": CAP, "status": "COMPLETED", "amount": {"currency_code": "USD", "value": "10.00"}}]})
+    seam = Seam({f"GET /v2/checkout/orders/{ORDER}": httpx.Response(200, json=captured)})
+    result = _run(seam, lambda g: g.void(ORDER, idempotency_key="pi_123:cancel"))
+    assert (result.status, result.reference, result.amount_captured) == (
+        GatewayStatus.SUCCEEDED, CAP, 1000)
+
+
+def test_voiding_an_authorization_captured_meanwhile_reports_the_capture() -> None:
+    authorization = {"id": AUTH, "status": "CAPTURED",
+                     "amount": {"currency_code": "USD", "value": "10.00"},
+                     "supplementary_data": {"related_ids": {"order_id": ORDER}}}
+    order = _order("COMPLETED", intent="AUTHORIZE", payments={
+        "authorizations": [authorization],
+        "captures": [{"id": CAP, "status": "COMPLETED",
+                      "amount": {"currency_code": "USD", "value": "7.00"}}]})
+    seam = Seam({f"POST /v2/payments/authorizations/{AUTH}/void": _unprocessable("PREVIOUSLY_CAPTURED"),
+                 f"GET /v2/payments/authorizations/{AUTH}": httpx.Response(200, json=authorization),
+                 f"GET /v2/checkout/orders/{ORDER}": httpx.Response(200, json=order)})
+    result = _run(seam, lambda g: g.void(AUTH, idempotency_key="pi_123:cancel"))
+    assert (result.status, result.reference, result.amount_captured) == (
+        GatewayStatus.SUCCEEDED, CAP, 700)
+
+
+def test_a_void_refused_while_the_authorization_is_still_held_stays_refused() -> None:
+    authorization = {"id": AUTH, "status": "CREATED",
+                     "amount": {"currency_code": "USD", "value": "10.00"}}
+    seam = Seam({f"POST /v2/payments/authorizations/{AUTH}/void": _unprocessable("AUTHORIZATION_NOT_VOIDABLE"),
+                 f"GET /v2/payments/authorizations/{AUTH}": httpx.Response(200, json=authorization)})
+    with pytest.raises(GatewayInvalidRequest) as info:
+        _run(seam, lambda g: g.void(AUTH, idempotency_key="pi_123:cancel"))
+    assert info.value.code == "AUTHORIZATION_NOT_VOIDABLE"
+
+
+def test_voiding_a_capture_id_reports_the_capture_and_an_unknown_id_is_refused() -> None:
+    capture = {"id": CAP, "status": "COMPLETED", "amount": {"currency_code": "USD", "value": "10.00"}}
+    seam = Seam({f"GET /v2/payments/captures/{CAP}": httpx.Response(200, json=capture)})
+    result = _run(seam, lambda g: g.void(CAP, idempotency_key="pi_123:cancel"))
+    assert (result.status, result.amount_captured) == (GatewayStatus.SUCCEEDED, 1000)
+    with pytest.raises(GatewayInvalidRequest) as info:
+        _run(Seam({}), lambda g: g.void("UNKNOWN0000000001", idempotency_key="pi_123:cancel"))
+    assert info.value.code == "INVALID_RESOURCE_ID"
+
+
+# retrieve_refund -------------------------------------------------------------------------
+
+REFUND = {"id": "1JU08902781691411", "status": "COMPLETED", "custom_id": "re_ours",
+          "amount": {"currency_code": "USD", "value": "4.00"},
+          "links": [{"rel": "up", "href": f"https://api.paypal.com/v2/payments/captures/{CAP}"}]}
+
+
+def test_a_refund_is_read_by_its_id() -> None:
+    seam = Seam({"GET /v2/payments/refunds/1JU08902781691411": httpx.Response(200, json=REFUND)})
+    refund = _run(seam, lambda g: g.retrieve_refund("1JU08902781691411", our_id="re_ours",
+                                                    payment_reference=CAP))
+    assert (refund.status, refund.reference, refund.amount, refund.our_id,
+            refund.payment_reference) == ("succeeded", "1JU08902781691411", 400, "re_ours", CAP)
+
+
+def test_a_refund_without_its_id_is_found_by_ours_in_the_capture_s_order() -> None:
+    capture = {"id": CAP, "status": "PARTIALLY_REFUNDED",
+               "amount": {"currency_code": "USD", "value": "10.00"},
+               "supplementary_data": {"related_ids": {"order_id": ORDER}}}
+    other = {**REFUND, "id": "2KV19013892702522", "custom_id": "re_other"}
+    order = _order("COMPLETED", payments={"captures": [capture], "refunds": [other, REFUND]})
+    seam = Seam({f"GET /v2/payments/captures/{CAP}": httpx.Response(200, json=capture),
+                 f"GET /v2/checkout/orders/{ORDER}": httpx.Response(200, json=order)})
+    refund = _run(seam, lambda g: g.retrieve_refund(None, our_id="re_ours", payment_reference=CAP))
+    assert (refund.reference, refund.our_id, refund.amount) == ("1JU08902781691411", "re_ours", 400)
+    none = _run(seam, lambda g: g.retrieve_refund(None, our_id="re_never", payment_reference=CAP))
+    assert none is None
+
+
+def test_a_refund_id_paypal_does_not_know_falls_back_to_ours_and_then_none() -> None:
+    capture = {"id": CAP, "status": "COMPLETED", "amount": {"currency_code": "USD", "value": "10.00"},
+               "supplementary_data": {"related_ids": {"order_id": ORDER}}}
+    seam = Seam({f"GET /v2/payments/captures/{CAP}": httpx.Response(200, json=capture),
+                 f"GET /v2/checkout/orders/{ORDER}": httpx.Response(200, json=_order("COMPLETED"))})
+    assert _run(seam, lambda g: g.retrieve_refund("9ZZ99999999999999", our_id="re_ours",
+                                                  payment_reference=CAP)) is None
+    assert seam.calls() == ["GET /v2/payments/refunds/9ZZ99999999999999",
+                            f"GET /v2/payments/captures/{CAP}", f"GET /v2/checkout/orders/{ORDER}"]
+    assert _run(Seam({}), lambda g: g.retrieve_refund(None, our_id="re_ours",
+                                                      payment_reference=CAP)) is None
+
+
+# update_payment --------------------------------------------------------------------------
+
+def test_an_opened_order_s_amount_is_replaced_with_a_json_patch() -> None:
+    seam = Seam({f"GET /v2/checkout/orders/{ORDER}": httpx.Response(200, json=_order("CREATED")),
+                 f"PATCH /v2/checkout/orders/{ORDER}": httpx.Response(204)})
+    _run(seam, lambda g: g.update_payment(ORDER, Money(2550, "USD"), True,
+                                          idempotency_key="pi_123:update:2550:USD:1"))
+    patch = seam.sent[-1]
+    assert f"{patch.method} {patch.url.path}" == f"PATCH /v2/checkout/orders/{ORDER}"
+    assert json.loads(patch.content) == [{
+        "op": "replace", "path": "/purchase_units/@reference_id=='default'/amount",
+        "value": {"currency_code": "USD", "value": "25.50"}}]
+    assert patch.headers["content-type"] == "application/json"
+
+
+@pytest.mark.parametrize(("amount", "capture"), [(Money(1000, "USD"), False),
+                                                 (Money(1000, "EUR"), True)],
+                         ids=["capture to authorize", "USD to EUR"])
+def test_an_intent_or_currency_change_is_refused_before_anything_is_sent(
+    amount: Money, capture: bool
+) -> None:
+    seam = Seam({f"GET /v2/checkout/orders/{ORDER}": httpx.Response(200, json=_order("CREATED"))})
+    with pytest.raises(GatewayInvalidRequest) as info:
+        _run(seam, lambda g: g.update_payment(ORDER, amount, capture, idempotency_key="k"))
+    assert info.value.code == "update_unsupported"
+    assert seam.calls() == [f"GET /v2/checkout/orders/{ORDER}"]
+
+
+def test_paypal_refusing_the_patch_is_an_invalid_request() -> None:
+    seam = Seam({f"GET /v2/checkout/orders/{ORDER}": httpx.Response(200, json=_order("COMPLETED")),
+                 f"PATCH /v2/checkout/orders/{ORDER}": _unprocessable("ORDER_ALREADY_COMPLETED")})
+    with pytest.raises(GatewayInvalidRequest) as info:
+        _run(seam, lambda g: g.update_payment(ORDER, Money(500, "USD"), True, idempotency_key="k"))
+    assert info.value.code == "ORDER_ALREADY_COMPLETED"

@@ -9,6 +9,7 @@ import asyncio
 import copy
 import json
 import typing
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -22,8 +23,11 @@ from paymux.domain.errors import ERRORS, GATEWAY_CODES, ErrorType, card_error
 from paymux.gateways.base import (
     AuthorizeRequest,
     CardDetails,
+    Decline,
     DisputeUpdate,
+    GatewayInvalidRequest,
     GatewayStatus,
+    GatewayUnavailable,
     InboundEvent,
     PaymentUpdate,
     RefundUpdate,
@@ -381,6 +385,16 @@ def test_a_card_on_file_is_charged_with_its_customer() -> None:
     assert params["autocomplete"] is True and "location_id" not in params
 
 
+def test_a_buyer_verification_token_is_sent_as_square_s_verification_token() -> None:
+    params = transformers.create_payment_params(
+        request(verification_token="verf:CA4SEK2NCXhvJTdoSRWfqmBm0y8gAQ"),
+        location_id="L88917AVBK2S5", idempotency_key=f"{PI}:authorize:1")
+    assert params["verification_token"] == "verf:CA4SEK2NCXhvJTdoSRWfqmBm0y8gAQ"
+    without = transformers.create_payment_params(
+        request(), location_id="L88917AVBK2S5", idempotency_key=f"{PI}:authorize:1")
+    assert "verification_token" not in without
+
+
 def test_refunds_carry_our_refund_id_in_the_reason_and_it_comes_back() -> None:
     params = transformers.refund_params(
         "R2B3Z8WMVt3EAmzYWLZvz7Y69EbZY", Money(1500, "USD"), "requested_by_customer",
@@ -411,6 +425,62 @@ def test_a_full_capture_completes_and_a_partial_one_lowers_the_amount_first() ->
     assert params["payment"] == {"amount_money": {"amount": 300, "currency": "USD"},
                                  "version_token": approved["version_token"]}
     assert params["idempotency_key"] != transformers.square_idempotency_key(f"{PI}:capture")
+
+
+def test_amount_changes_are_keyed_by_step_and_by_the_version_they_change() -> None:
+    approved = payment("APPROVED")
+    lower = transformers.update_amount_params(approved, Money(300, "USD"),
+                                              idempotency_key=f"{PI}:capture")
+    again = transformers.update_amount_params(payment("APPROVED"), Money(300, "USD"),
+                                              idempotency_key=f"{PI}:capture")
+    assert lower == again  # the same state: the same request, replayed by Square
+    after_restore = transformers.update_amount_params(
+        payment("APPROVED", version_token="Rk7ZmsCq9PDiPh1O5Fq6a3S1dYkgg2Fa7L0OhdG7lmV2o"),
+        Money(300, "USD"), idempotency_key=f"{PI}:capture")
+    assert after_restore["idempotency_key"] != lower["idempotency_key"]
+    lowered = payment("APPROVED", amount_money={"amount": 300, "currency": "USD"},
+                      version_token="q3OqL8i3aHUZyLl3KzR6ULrhxTBrhtTLlTcvVZKCtDV6o")
+    restore = transformers.restore_amount_params(lowered, Money(555, "USD"),
+                                                 idempotency_key=f"{PI}:capture")
+    assert restore["payment_id"] == "bP9mAsEMYPUGjjGNaNO5ZDVyLhSZY"
+    assert restore["payment"] == {"amount_money": {"amount": 555, "currency": "USD"},
+                                  "version_token": "q3OqL8i3aHUZyLl3KzR6ULrhxTBrhtTLlTcvVZKCtDV6o"}
+    keys = {lower["idempotency_key"], after_restore["idempotency_key"],
+            restore["idempotency_key"], transformers.square_idempotency_key(f"{PI}:capture")}
+    assert len(keys) == 4 and all(len(k) <= 45 for k in keys)
+
+
+def test_a_refused_completion_is_a_failed_capture_of_a_payment_still_held() -> None:
+    body = {"errors": [{"category": "PAYMENT_METHOD_ERROR", "code": "CARD_DECLINED",
+                        "detail": "Card declined."}]}
+    result = transformers.refused_capture_result("bP9mAsEMYPUGjjGNaNO5ZDVyLhSZY", body)
+    assert (result.status, result.reference) == (GatewayStatus.FAILED,
+                                                 "bP9mAsEMYPUGjjGNaNO5ZDVyLhSZY")
+    assert result.decline == Decline("CARD_DECLINED", "Card declined.")
+    assert result.raw["status"] == "APPROVED"
+
+
+def test_lookup_takes_the_newest_payment_with_our_reference_id() -> None:
+    long_ref = "pi_" + "x" * 45  # Square keeps 40 characters of reference_id
+    old = payment("FAILED", id="OLD", created_at="2024-05-01T10:00:00.000Z")
+    new = payment("APPROVED", id="NEW", created_at="2024-05-01T10:05:00.000Z")
+    other = payment("COMPLETED", id="OTHER", reference_id="pi_someone_else",
+                    created_at="2024-05-01T10:09:00.000Z")
+    picked = transformers.pick_lookup([old, other, new], PI)
+    assert picked is not None and picked["id"] == "NEW"
+    cut = payment("COMPLETED", id="CUT", reference_id=long_ref[:40])
+    found = transformers.pick_lookup([cut], long_ref)
+    assert found is not None and found["id"] == "CUT"
+    assert transformers.pick_lookup([other], PI) is None
+
+
+def test_our_refund_is_picked_by_the_mark_in_its_reason() -> None:
+    ours = refund("PENDING", id="R1", reason="duplicate [paymux re_abc123]")
+    seller = refund("COMPLETED", id="R2", reason="Broken on arrival")
+    other = refund("COMPLETED", id="R3", reason="x [paymux re_zzz999]")
+    picked = transformers.pick_refund([seller, ours, other], "re_abc123")
+    assert picked is not None and picked["id"] == "R1"
+    assert transformers.pick_refund([seller, other], "re_abc123") is None
 
 
 def test_a_partial_capture_square_cannot_do_is_refused_with_a_clear_code() -> None:
@@ -671,10 +741,157 @@ def test_a_web_payments_token_is_described_without_calling_square() -> None:
         assert await gateway.describe_payment_method("pm_card_visa") is None
         assert await gateway.open_payment(Money(100, "USD"), PI, True,
                                           idempotency_key="k") is None
-        assert await gateway.lookup("k") is None
         await gateway.detach_payment_method("cnon:card-nonce-ok", idempotency_key="k")
 
     asyncio.run(run())
+
+
+def test_square_publishes_no_key_retention_so_an_hour_is_assumed() -> None:
+    assert SquareGateway.idempotency_retention_seconds == 3600
+
+
+def test_nothing_is_opened_at_square_so_nothing_can_be_updated() -> None:
+    async def run() -> None:
+        gateway = SquareGateway("EAAAtest", http_client=_offline())
+        with pytest.raises(GatewayInvalidRequest) as info:
+            await gateway.update_payment("bP9mAsEMYPUGjjGNaNO5ZDVyLhSZY", Money(100, "USD"),
+                                         True, idempotency_key="k")
+        assert info.value.code == "update_unsupported"
+
+    asyncio.run(run())
+
+
+class SquareSeam:
+    """Square at the HTTP seam: answers by "METHOD path" (a list answers in turn)."""
+
+    def __init__(self, routes: dict[str, Any]) -> None:
+        self.routes = routes
+        self.sent: list[httpx.Request] = []
+
+    def __call__(self, req: httpx.Request) -> httpx.Response:
+        self.sent.append(req)
+        answer = self.routes.get(f"{req.method} {req.url.path}")
+        if isinstance(answer, list):
+            answer = answer.pop(0)
+        if answer is None:
+            return httpx.Response(404, json={"errors": [{"category": "INVALID_REQUEST_ERROR",
+                                                         "code": "NOT_FOUND", "detail": "Not found"}]})
+        return httpx.Response(200, json=answer)
+
+    def gateway(self) -> SquareGateway:
+        client = httpx.AsyncClient(transport=httpx.MockTransport(self))
+        return SquareGateway("EAAAtest", location_id="L88917AVBK2S5",
+                             api_base="https://square.test", http_client=client)
+
+
+def _drive(seam: SquareSeam, call: Any) -> Any:
+    async def go() -> Any:
+        gateway = seam.gateway()
+        try:
+            return await call(gateway)
+        finally:
+            await gateway._http.aclose()
+
+    return asyncio.run(go())
+
+
+def test_lookup_lists_recent_payments_newest_first_and_pages_until_ours() -> None:
+    foreign = payment("COMPLETED", id="FOREIGN", reference_id="pi_other")
+    ours = payment("APPROVED", id="OURS", created_at="2024-05-01T10:05:00.000Z")
+    seam = SquareSeam({"GET /v2/payments": [
+        {"payments": [foreign], "cursor": "page-2"},
+        {"payments": [ours]},
+    ]})
+    found = _drive(seam, lambda g: g.lookup(PI, f"{PI}:authorize:1"))
+    assert found is not None
+    assert (found.status, found.reference, found.amount_authorized) == (
+        GatewayStatus.REQUIRES_CAPTURE, "OURS", 555)
+    first, second = (dict(r.url.params) for r in seam.sent)
+    assert (first["sort_order"], first["location_id"], first["limit"]) == (
+        "DESC", "L88917AVBK2S5", "100")
+    assert "cursor" not in first and second["cursor"] == "page-2"
+    begin = datetime.fromisoformat(first["begin_time"].replace("Z", "+00:00"))
+    assert timedelta(days=6, hours=23) < datetime.now(UTC) - begin < timedelta(days=7, hours=1)
+
+
+def test_lookup_of_a_payment_square_never_made_is_none() -> None:
+    seam = SquareSeam({"GET /v2/payments": [{"payments": [payment(reference_id="pi_x")]}]})
+    assert _drive(seam, lambda g: g.lookup(PI, f"{PI}:authorize:1")) is None
+    empty = SquareSeam({"GET /v2/payments": [{}]})
+    assert _drive(empty, lambda g: g.lookup(PI, f"{PI}:authorize:1")) is None
+
+
+def test_a_list_that_repeats_its_cursor_is_unknown_not_none() -> None:
+    foreign = payment("COMPLETED", id="FOREIGN", reference_id="pi_other")
+    page = {"payments": [foreign], "cursor": "the-same"}
+    seam = SquareSeam({"GET /v2/payments": [page, page, page]})
+    with pytest.raises(GatewayUnavailable):
+        _drive(seam, lambda g: g.lookup(PI, f"{PI}:authorize:1"))
+    assert [r.url.params.get("cursor") for r in seam.sent] == [None, "the-same"]
+
+
+def test_lookup_through_an_outage_is_unavailable() -> None:
+    def down(req: httpx.Request) -> httpx.Response:
+        return httpx.Response(503, json={"errors": [{"category": "API_ERROR",
+                                                     "code": "SERVICE_UNAVAILABLE"}]})
+
+    async def run() -> None:
+        client = httpx.AsyncClient(transport=httpx.MockTransport(down))
+        gateway = SquareGateway("EAAAtest", api_base="https://square.test", http_client=client)
+        try:
+            await gateway.lookup(PI, f"{PI}:authorize:1")
+        finally:
+            await client.aclose()
+
+    with pytest.raises(GatewayUnavailable):
+        asyncio.run(run())
+
+
+REFUND_ID = "R2B3Z8WMVt3EAmzYWLZvz7Y69EbZY_KlWP8IC1557ddwc9QWTKrCVU6m0JXDz15R2Qym5eQfR"
+PAYMENT_ID = "R2B3Z8WMVt3EAmzYWLZvz7Y69EbZY"
+
+
+def test_a_refund_is_read_by_its_id() -> None:
+    seam = SquareSeam({f"GET /v2/refunds/{REFUND_ID}": {"refund": refund(
+        "COMPLETED", reason="requested_by_customer [paymux re_abc123]")}})
+    found = _drive(seam, lambda g: g.retrieve_refund(REFUND_ID, our_id="re_abc123",
+                                                    payment_reference=PAYMENT_ID))
+    assert (found.status, found.reference, found.amount, found.our_id) == (
+        "succeeded", REFUND_ID, 1000, "re_abc123")
+    assert [f"{r.method} {r.url.path}" for r in seam.sent] == [f"GET /v2/refunds/{REFUND_ID}"]
+
+
+def test_a_refund_without_its_id_is_found_among_the_payment_s_refunds() -> None:
+    mine = refund("PENDING", id="R-MINE", reason="duplicate [paymux re_abc123]")
+    seller = refund("COMPLETED", id="R-SELLER", reason="Broken")
+    seam = SquareSeam({
+        f"GET /v2/payments/{PAYMENT_ID}": {"payment": payment(
+            "COMPLETED", id=PAYMENT_ID, refund_ids=["R-SELLER", "R-MINE"])},
+        "GET /v2/refunds/R-SELLER": {"refund": seller},
+        "GET /v2/refunds/R-MINE": {"refund": mine},
+    })
+    found = _drive(seam, lambda g: g.retrieve_refund(None, our_id="re_abc123",
+                                                    payment_reference=PAYMENT_ID))
+    assert (found.reference, found.status, found.our_id) == ("R-MINE", "pending", "re_abc123")
+
+
+def test_a_refund_not_yet_on_the_payment_is_found_in_the_recent_refunds_else_none() -> None:
+    mine = refund("PENDING", id="R-MINE", reason="duplicate [paymux re_abc123]")
+    elsewhere = refund("PENDING", id="R-ELSE", payment_id="OTHER",
+                       reason="duplicate [paymux re_abc123]")
+    routes = {f"GET /v2/payments/{PAYMENT_ID}": {"payment": payment("COMPLETED", id=PAYMENT_ID)},
+              "GET /v2/refunds": [{"refunds": [elsewhere], "cursor": "c2"}, {"refunds": [mine]}]}
+    seam = SquareSeam(routes)
+    found = _drive(seam, lambda g: g.retrieve_refund(None, our_id="re_abc123",
+                                                    payment_reference=PAYMENT_ID))
+    assert found is not None and found.reference == "R-MINE"
+    listed = [dict(r.url.params) for r in seam.sent if r.url.path == "/v2/refunds"]
+    assert [p.get("cursor") for p in listed] == [None, "c2"]
+    assert listed[0]["sort_order"] == "DESC" and listed[0]["location_id"] == "L88917AVBK2S5"
+    nothing = SquareSeam({f"GET /v2/payments/{PAYMENT_ID}": {"payment": payment(
+        "COMPLETED", id=PAYMENT_ID)}, "GET /v2/refunds": [{}]})
+    assert _drive(nothing, lambda g: g.retrieve_refund(None, our_id="re_abc123",
+                                                      payment_reference=PAYMENT_ID)) is None
 
 
 def test_the_gateway_verifies_a_webhook_against_its_notification_url() -> None:

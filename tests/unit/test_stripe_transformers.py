@@ -585,6 +585,76 @@ def test_create_params_without_confirming_sends_no_payment_method() -> None:
     assert not {"payment_method", "confirm", "off_session", "return_url"} & set(params)
 
 
+def test_the_call_s_idempotency_key_is_recorded_next_to_our_id() -> None:
+    params = transformers.create_params(
+        _request(), confirm=True, idempotency_key="pi_ours_1:authorize:2"
+    )
+    assert params["metadata"] == {"paymux_id": "pi_ours_1", "paymux_key": "pi_ours_1:authorize:2"}
+    opened = transformers.open_params(Money(1999, "EUR"), "pi_ours_1", False, "pi_ours_1:open")
+    assert opened["metadata"] == {"paymux_id": "pi_ours_1", "paymux_key": "pi_ours_1:open"}
+    update, confirm = transformers.update_then_confirm_params(_request(), "pi_ours_1:authorize:1")
+    assert update == {
+        "payment_method": "pm_card_visa",
+        "metadata": {"paymux_key": "pi_ours_1:authorize:1"},  # merged: paymux_id stays
+    }
+    assert "metadata" not in confirm
+
+
+def test_update_params_change_amount_currency_and_capture_method() -> None:
+    assert transformers.update_params(Money(2500, "ISK"), False) == {
+        "amount": 250000,  # Stripe counts ISK in hundredths
+        "currency": "isk",
+        "capture_method": "manual",
+    }
+    assert transformers.update_params(Money(700, "USD"), True)["capture_method"] == "automatic"
+
+
+# -- lookup: which PaymentIntent a lost call made -----------------------------------------------
+def test_the_search_query_names_our_id_in_the_metadata_and_escapes_quotes() -> None:
+    assert transformers.search_query("pi_ours_1") == "metadata['paymux_id']:'pi_ours_1'"
+    assert transformers.search_query("it's\\") == "metadata['paymux_id']:'it\\'s\\\\'"
+
+
+def _pi(pi_id: str, created: int, **metadata: str) -> dict[str, Any]:
+    return payment_intent("succeeded", id=pi_id, created=created, metadata=metadata)
+
+
+def test_the_payment_intent_that_recorded_this_key_is_the_one() -> None:
+    earlier = _pi("pi_A", 100, paymux_id="pi_ours_1", paymux_key="pi_ours_1:authorize:1")
+    ours = _pi("pi_B", 200, paymux_id="pi_ours_1", paymux_key="pi_ours_1:authorize:2")
+    later = _pi("pi_C", 300, paymux_id="pi_ours_1", paymux_key="pi_ours_1:authorize:3")
+    other = _pi("pi_D", 400, paymux_id="pi_other", paymux_key="pi_ours_1:authorize:2")
+    found = transformers.pick_lookup(
+        [later, earlier, ours, other, ours], "pi_ours_1", "pi_ours_1:authorize:2"
+    )
+    assert found is not None and found["id"] == "pi_B"
+
+
+def test_another_attempt_s_payment_intent_is_never_taken_for_this_one() -> None:
+    earlier = _pi("pi_A", 100, paymux_id="pi_ours_1", paymux_key="pi_ours_1:authorize:1")
+    assert transformers.pick_lookup([earlier], "pi_ours_1", "pi_ours_1:authorize:2") is None
+    assert transformers.pick_lookup([], "pi_ours_1", "pi_ours_1:authorize:2") is None
+
+
+def test_a_payment_intent_made_before_keys_were_recorded_is_taken_newest_first() -> None:
+    old = _pi("pi_A", 100, paymux_id="pi_ours_1")
+    newer = _pi("pi_B", 200, paymux_id="pi_ours_1")
+    keyed_elsewhere = _pi("pi_C", 300, paymux_id="pi_ours_1", paymux_key="pi_ours_1:open")
+    found = transformers.pick_lookup(
+        [old, keyed_elsewhere, newer], "pi_ours_1", "pi_ours_1:authorize:1"
+    )
+    assert found is not None and found["id"] == "pi_B"
+
+
+def test_our_refund_is_picked_by_its_metadata() -> None:
+    first = refund("succeeded", id="re_1", created=10, metadata={"paymux_id": "re_ours_a"})
+    second = refund("pending", id="re_2", created=20, metadata={"paymux_id": "re_ours_b"})
+    foreign = refund("succeeded", id="re_3", created=30, metadata={})
+    picked = transformers.pick_refund([first, second, foreign], "re_ours_b")
+    assert picked is not None and picked["id"] == "re_2"
+    assert transformers.pick_refund([first, foreign], "re_ours_b") is None
+
+
 # -- decline_from_error -----------------------------------------------------------------------
 @pytest.mark.parametrize("code", stripe_docs.DECLINE_CODES)
 def test_decline_from_error_for_each_documented_decline_code(code: str) -> None:

@@ -304,6 +304,10 @@ class AttemptEngine:
         from_status = (
             S(attempt.from_status) if attempt is not None and attempt.from_status else None
         )
+        if result.reference and operation is Operation.AUTHORIZE:
+            # Which provider payment this confirmation made, even when its answer changes
+            # nothing yet (processing): the next question to the provider is about it.
+            pi.gateway_reference = result.reference
         before = state_of(pi)
         change = rules.apply_report(
             before, report_of(result), operation=operation, from_status=from_status

@@ -27,7 +27,12 @@ from paymux.domain.states import PaymentIntentStatus as S
 from paymux.domain.states import check_operation
 from paymux.gateways.base import GatewayInvalidRequest
 from paymux.money import Money, MoneyError, max_charge_amount, min_charge_amount
-from paymux.services.attempts import AttemptEngine, customer_token_for, intent_view
+from paymux.services.attempts import (
+    AttemptEngine,
+    customer_token_for,
+    intent_view,
+    opened_reference,
+)
 from paymux.services.context import Context, emit, get_owned, page_of
 from paymux.services.customers import find_payment_method, resolve_payment_method
 from paymux.services.gateway_calls import call_with_retries
@@ -324,6 +329,7 @@ class PaymentsService:
                 or capture != (pi.capture_method == "automatic")
             )
             reference = pi.gateway_reference
+            version = pi.updated_us  # one key per state updated from: A->B->A->B sends each
         if money.currency != pi.currency:
             # A new currency is routed again, and must be one the gateway takes.
             routed = choose_gateway(self.ctx, None, money)
@@ -338,7 +344,8 @@ class PaymentsService:
             gateway_name = routed.name
         choose_gateway(self.ctx, gateway_name, money)
         if provider_change and reference is not None:
-            await self._update_at_provider(gateway_name, pi_id, reference, money, capture, p)
+            key = f"{pi_id}:update:{version}"
+            await self._update_at_provider(gateway_name, key, reference, money, capture, p)
         pm_id = None
         if p.payment_method:
             pm = await resolve_payment_method(
@@ -378,7 +385,7 @@ class PaymentsService:
     async def _update_at_provider(
         self,
         gateway_name: str,
-        pi_id: str,
+        key: str,
         reference: str,
         money: Money,
         capture: bool,
@@ -387,7 +394,6 @@ class PaymentsService:
         """Send a new amount, currency or capture method to the provider's open payment (so
         what the payer confirms is what we record), or refuse the update."""
         gateway = self.ctx.gateway(gateway_name)
-        key = f"{pi_id}:update:{money.amount}:{money.currency}:{int(capture)}"
         try:
             await call_with_retries(
                 self.ctx.settings,
@@ -574,8 +580,12 @@ class PaymentsService:
         async with self.ctx.db.write() as s:
             pi = await get_owned(s, PaymentIntent, pi_id, account_id)
             check_operation("cancel", pi.status)
-            if pi.gateway_reference is None:
-                # Nothing exists at any provider: a local cancel is the whole truth.
+            if opened_reference(pi) is None and pi.status in (
+                S.REQUIRES_PAYMENT_METHOD,
+                S.REQUIRES_CONFIRMATION,
+            ):
+                # Nothing live at any provider (no payment opened for the browser; at most a
+                # declined one): a local cancel is the whole truth.
                 pi.status = S.CANCELED
                 pi.cancellation_reason = reason
                 pi.canceled_us = now

@@ -32,6 +32,20 @@ How paymux's payment flow maps onto PayPal (see docs/gateways/paypal.md):
    ``payment_method`` = the order id.
 3. confirm captures (or authorizes) that order. A saved method (``<kind>:<vault id>``, from a
    Vault v3 setup token attached to a customer) is charged with a new order instead.
+4. A saved method PayPal wants the payer for (the new order is PAYER_ACTION_REQUIRED: 3-D
+   Secure, or approval) answers ``requires_action`` with the order and its payer-action
+   link. Once the payer has acted (the order is APPROVED, which ``retrieve`` reports as
+   ``open``), authorize again with the same request (``gateway_reference`` = that order)
+   captures or authorizes that order instead of making another. (A capture of an order token
+   PayPal refuses with PAYER_ACTION_REQUIRED stays a decline, ``authentication_required``:
+   the buyer approves again in PayPal's window and the page confirms again.)
+
+Recovery is read-only: ``retrieve`` reads an order, authorization or capture; ``lookup``
+can't find anything (PayPal has no search of orders by ``custom_id``, and re-sending the
+create with the same PayPal-Request-Id would not be read-only), so a lost create is settled by
+re-sending it with the same PayPal-Request-Id while PayPal keeps it (Orders v2: 6 hours).
+``void`` of an order (opened, never confirmed) voids its authorization if it has one;
+an order never authorized or captured needs nothing (PayPal lets it expire).
 """
 
 from __future__ import annotations
@@ -83,6 +97,15 @@ _ID = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 # A capture or authorize that PayPal already did (a retry whose first answer was lost).
 _ALREADY_DONE = frozenset({"ORDER_ALREADY_CAPTURED", "ORDER_ALREADY_AUTHORIZED"})
 _VERIFICATION_MODES = ("api", "offline")
+# How long PayPal keeps a PayPal-Request-Id: Orders v2 (create, capture, authorize) "stores
+# keys for 6 hours" (72 on request to PayPal), Payments v2 (capture of an authorization,
+# refund) for 45 days, Vault v3 payment tokens for 3 hours -- the PayPal-Request-Id parameters
+# of PayPal's OpenAPI specs (paypal/paypal-rest-api-specifications: checkout_orders_v2.json,
+# payments_payment_v2.json, vault_payment_tokens_v3.json) and
+# https://developer.paypal.com/api/orders/v2/orders-create . The shortest one that guards a
+# payment (an order's) is the gateway's.
+IDEMPOTENCY_RETENTION_SECONDS = 6 * 3600.0
+_NOT_THERE = (400, 404, 422)  # a GET of an id PayPal knows under another kind of object
 
 
 class PayPalApiError(GatewayInvalidRequest):
@@ -126,6 +149,7 @@ def _body(response: httpx.Response) -> dict[str, Any]:
 
 class PayPalGateway:
     name = "paypal"
+    idempotency_retention_seconds = IDEMPOTENCY_RETENTION_SECONDS
 
     def __init__(
         self,
@@ -369,6 +393,10 @@ class PayPalGateway:
                 _path_id(token), request.capture, idempotency_key, request.amount.amount
             )
         kind, vault_id = vault
+        if request.gateway_reference:
+            resumed = await self._resume_order(request, idempotency_key)
+            if resumed is not None:
+                return resumed
         try:
             order = await self._call(
                 "POST",
@@ -393,6 +421,40 @@ class PayPalGateway:
                 request.amount.amount,
             )
         return result
+
+    async def _get_order(self, order_id: str) -> dict[str, Any] | None:
+        """The order, or None when PayPal knows no order by this id."""
+        try:
+            return await self._call("GET", f"/v2/checkout/orders/{_path_id(order_id)}")
+        except PayPalApiError as exc:
+            if exc.error.status in _NOT_THERE:
+                return None
+            raise
+
+    async def _resume_order(
+        self, request: AuthorizeRequest, idempotency_key: str
+    ) -> GatewayResult | None:
+        """Confirming again a saved-method charge whose order waited for the payer
+        (PAYER_ACTION_REQUIRED): complete the order once the payer approved it, or report where
+        it stands. None when ``gateway_reference`` is no such order (e.g. an order opened for
+        the JS SDK that nobody approved): a new order is then made."""
+        assert request.gateway_reference is not None
+        order = await self._get_order(request.gateway_reference)
+        if order is None or not order.get("id"):
+            return None
+        status = transformers.order_status(order)
+        if status is transformers.OrderStatus.CREATED:
+            return None
+        if status is transformers.OrderStatus.APPROVED:
+            return await self._complete_order(
+                _path_id(str(order["id"])),
+                request.capture,
+                f"{idempotency_key}:complete",
+                request.amount.amount,
+            )
+        return transformers.order_result(
+            order, capture=request.capture, requested=request.amount.amount
+        )
 
     async def _complete_order(
         self, order_id: str, capture: bool, key: str, requested: int
@@ -442,14 +504,95 @@ class PayPalGateway:
         )
 
     async def void(self, reference: str, *, idempotency_key: str) -> GatewayResult:
-        await self._call(
-            "POST",
-            f"/v2/payments/authorizations/{_path_id(reference)}/void",
-            key=idempotency_key,
-        )
+        """Void an authorization; for an order (opened and never confirmed), void its
+        authorization if it has one, else nothing (the order expires). A payment already
+        captured is reported as it is (SUCCEEDED, with the capture), never an error."""
+        ref = _path_id(reference)
+        try:
+            await self._void_authorization(ref, idempotency_key)
+        except PayPalApiError as exc:
+            if exc.error.status not in (404, 422):
+                raise
+            authorization = await self._get_authorization(ref)
+            if authorization is None:  # not an authorization: an order, or a capture
+                return await self._void_other(ref, idempotency_key, exc)
+            settled = await self._authorization_settled(authorization)
+            if settled is not None:
+                return settled
+            raise
         # A 2xx means voided (the body is the authorization, or nothing with 204).
         return GatewayResult(
             status=GatewayStatus.CANCELED, reference=reference, raw={"object": "authorization"}
+        )
+
+    async def _void_authorization(self, authorization_id: str, key: str) -> None:
+        await self._call(
+            "POST", f"/v2/payments/authorizations/{authorization_id}/void", key=key
+        )
+
+    async def _get_authorization(self, authorization_id: str) -> dict[str, Any] | None:
+        """The authorization, or None when PayPal knows no authorization by this id."""
+        try:
+            return await self._call("GET", f"/v2/payments/authorizations/{authorization_id}")
+        except PayPalApiError as exc:
+            if exc.error.status in _NOT_THERE:
+                return None
+            raise
+
+    async def _authorization_settled(
+        self, authorization: dict[str, Any]
+    ) -> GatewayResult | None:
+        """An authorization PayPal would not void: its outcome if it is settled (captured,
+        voided, denied), None if it is still held (the refusal stands)."""
+        authorization_id = str(authorization.get("id") or "")
+        try:
+            status = transformers.AuthorizationStatus(str(authorization.get("status")))
+        except ValueError:
+            return None  # a status this connector does not know: the refusal stands
+        if status in (
+            transformers.AuthorizationStatus.CREATED,
+            transformers.AuthorizationStatus.PENDING,
+        ):
+            return None
+        if status in (
+            transformers.AuthorizationStatus.VOIDED,
+            transformers.AuthorizationStatus.DENIED,
+        ):
+            return transformers.canceled_result(
+                authorization_id, authorization, "authorization"
+            )
+        order_id = transformers.related_order_id(authorization)
+        order = await self._get_order(order_id) if order_id else None
+        plan = transformers.order_cancel_plan(order) if order else None
+        if isinstance(plan, GatewayResult) and plan.status is not GatewayStatus.CANCELED:
+            return plan  # the capture, with its id and amount
+        return transformers.captured_authorization_result(authorization)
+
+    async def _void_other(
+        self, reference: str, key: str, not_an_authorization: PayPalApiError
+    ) -> GatewayResult:
+        order = await self._get_order(reference)
+        if order is None:
+            try:
+                capture = await self._call("GET", f"/v2/payments/captures/{reference}")
+            except PayPalApiError as exc:
+                if exc.error.status in _NOT_THERE:
+                    raise not_an_authorization from None
+                raise
+            return transformers.capture_result(capture)  # paid already: say so
+        plan = transformers.order_cancel_plan(order)
+        if isinstance(plan, GatewayResult):
+            return plan
+        try:
+            await self._void_authorization(_path_id(plan), f"{key}:authorization")
+        except PayPalApiError as exc:
+            authorization = await self._get_authorization(plan) if exc.error.status == 422 else None
+            settled = await self._authorization_settled(authorization) if authorization else None
+            if settled is not None:
+                return settled
+            raise
+        return GatewayResult(
+            status=GatewayStatus.CANCELED, reference=plan, raw={"object": "authorization"}
         )
 
     async def refund(
@@ -487,10 +630,76 @@ class PayPalGateway:
             "paypal: no order, authorization or capture with this id", code="RESOURCE_NOT_FOUND"
         )
 
-    async def lookup(self, idempotency_key: str) -> GatewayResult | None:
-        # PayPal can't be searched by PayPal-Request-Id; recovery sends the same request with
-        # the same id again and PayPal answers with the first result.
+    async def lookup(self, our_reference: str, idempotency_key: str) -> GatewayResult | None:
+        """Always None: PayPal offers no search of orders (or captures) by ``custom_id`` or
+        by PayPal-Request-Id, and the one call that would find the order a lost create made,
+        the same create with the same PayPal-Request-Id, is not read-only. A lost create is
+        settled by sending it again with its PayPal-Request-Id within
+        ``idempotency_retention_seconds`` (PayPal then answers with the first order); an order
+        opened at create, or one that waited for the payer, is known by its id and read with
+        ``retrieve``. (Transaction Search, GET /v1/reporting/transactions, lists captures with
+        their ``custom_field`` but needs its own app permission and shows a transaction only
+        up to 3 hours after it happened: not used.)"""
         return None
+
+    async def retrieve_refund(
+        self, reference: str | None, *, our_id: str, payment_reference: str
+    ) -> GatewayRefund | None:
+        """A refund by its id; else ours (``custom_id`` = our refund id) among the refunds of
+        the order the capture ``payment_reference`` belongs to (PayPal lists a capture's
+        refunds nowhere else). None when there is none."""
+        if reference:
+            try:
+                refund = await self._call("GET", f"/v2/payments/refunds/{_path_id(reference)}")
+            except PayPalApiError as exc:
+                if exc.error.status not in _NOT_THERE:
+                    raise
+            else:
+                return transformers.refund_result(refund, payment_reference=payment_reference)
+        try:
+            capture = await self._call(
+                "GET", f"/v2/payments/captures/{_path_id(payment_reference)}"
+            )
+        except PayPalApiError as exc:
+            if exc.error.status in _NOT_THERE:
+                return None
+            raise
+        order_id = transformers.related_order_id(capture)
+        order = await self._get_order(order_id) if order_id else None
+        chosen = transformers.order_refund(order, our_id) if order else None
+        if chosen is None:
+            return None
+        return transformers.refund_result(chosen, payment_reference=payment_reference)
+
+    async def update_payment(
+        self, reference: str, amount: Money, capture: bool, *, idempotency_key: str
+    ) -> None:
+        """Replace the amount of an order opened at create (Orders v2 PATCH, while it is
+        CREATED or APPROVED). A change of intent or of currency is refused
+        (``update_unsupported``): PayPal's PATCH could replace the intent, but the PayPal JS
+        SDK on the payer's page was loaded with the order's intent and currency (the
+        ``client`` of ``open_payment``), which an update can't give anew; a new order can."""
+        order = await self._get_order(reference)
+        if order is None:
+            raise GatewayInvalidRequest(
+                "paypal: no order with this id", code="RESOURCE_NOT_FOUND"
+            )
+        if transformers.order_wants_capture(order) != capture:
+            raise GatewayInvalidRequest(
+                "paypal: an order's intent (capture or authorize) can't change once the "
+                "payer's page has it; cancel and create the payment again",
+                code="update_unsupported",
+            )
+        if transformers.order_currency(order) not in (None, amount.currency):
+            raise GatewayInvalidRequest(
+                "paypal: an order's currency can't change once the payer's page has it; "
+                "cancel and create the payment again",
+                code="update_unsupported",
+            )
+        patch = json.dumps(transformers.update_order_patch(amount), separators=(",", ":"))
+        await self._call(
+            "PATCH", f"/v2/checkout/orders/{_path_id(reference)}", content=patch.encode()
+        )
 
     async def create_customer(
         self, reference: str, email: str | None, *, idempotency_key: str

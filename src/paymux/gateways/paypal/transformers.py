@@ -31,6 +31,7 @@ from paymux.gateways.base import (
     AuthorizeRequest,
     CardDetails,
     Decline,
+    DisputeUpdate,
     GatewayRefund,
     GatewayResult,
     GatewayStatus,
@@ -49,30 +50,42 @@ __all__ = [
     "ApiError",
     "AuthorizationStatus",
     "CaptureStatus",
+    "DisputeOutcome",
+    "DisputeStatus",
     "OrderStatus",
     "RefundStatus",
     "UnknownStatus",
     "amount_problem",
     "api_error",
     "authorization_result",
+    "canceled_result",
     "capture_request",
     "capture_result",
+    "captured_authorization_result",
     "card_details_from_order",
     "card_details_from_vault",
     "customer_reference",
     "decline_for",
+    "dispute_update",
     "from_paypal",
     "interpret_event",
     "is_decline",
     "money",
     "open_request",
+    "order_cancel_plan",
+    "order_currency",
+    "order_refund",
     "order_result",
+    "order_status",
+    "order_wants_capture",
     "payment_token_request",
     "refund_request",
     "refund_result",
+    "related_order_id",
     "request_id",
     "split_vault_token",
     "to_paypal",
+    "update_order_patch",
     "vault_order_request",
     "vault_token",
 ]
@@ -440,11 +453,14 @@ def order_result(
     status = _status(OrderStatus, order.get("status"))
     next_action = None
     match status:
-        case OrderStatus.CREATED | OrderStatus.SAVED | OrderStatus.PAYER_ACTION_REQUIRED:
-            gateway_status = GatewayStatus.REQUIRES_ACTION
+        case OrderStatus.PAYER_ACTION_REQUIRED:
+            gateway_status = GatewayStatus.REQUIRES_ACTION  # 3-D Secure, or approval again
             next_action = _payer_action(order)
-        case OrderStatus.APPROVED:
-            gateway_status = GatewayStatus.PROCESSING  # approved: our capture/authorize is next
+        case OrderStatus.CREATED | OrderStatus.SAVED | OrderStatus.APPROVED:
+            # Nothing tried on it by us yet: opened for the buyer (CREATED), or approved and
+            # waiting for our capture/authorize (APPROVED), which ``authorize`` sends when
+            # called again for this order.
+            gateway_status = GatewayStatus.OPEN
         case OrderStatus.VOIDED:
             gateway_status = GatewayStatus.CANCELED
         case OrderStatus.COMPLETED:
@@ -461,6 +477,115 @@ def order_result(
         amount_captured=amount if gateway_status is GatewayStatus.SUCCEEDED else 0,
         next_action=next_action,
         raw={"id": order_id, "status": status.value, "object": "order"},
+    )
+
+
+def order_status(order: dict[str, Any]) -> OrderStatus:
+    """An order's status; an unknown one raises UnknownStatus (the outcome is unknown)."""
+    return _status(OrderStatus, order.get("status"))
+
+
+def order_wants_capture(order: dict[str, Any]) -> bool:
+    return order.get("intent") != "AUTHORIZE"
+
+
+def order_currency(order: dict[str, Any]) -> str | None:
+    amount = _first_unit(order).get("amount")
+    currency = amount.get("currency_code") if isinstance(amount, dict) else None
+    return str(currency) if currency else None
+
+
+def update_order_patch(amount: Money) -> list[dict[str, Any]]:
+    """The JSON Patch that replaces an order's amount (Orders v2 PATCH; an order created
+    without a ``reference_id`` has PayPal's ``default`` one)."""
+    return [
+        {
+            "op": "replace",
+            "path": "/purchase_units/@reference_id=='default'/amount",
+            "value": money(amount),
+        }
+    ]
+
+
+def related_order_id(payment: dict[str, Any]) -> str | None:
+    """The order an authorization or capture belongs to (``supplementary_data``)."""
+    data = payment.get("supplementary_data")
+    related = data.get("related_ids") if isinstance(data, dict) else None
+    order_id = related.get("order_id") if isinstance(related, dict) else None
+    return str(order_id) if order_id else None
+
+
+def order_refund(order: dict[str, Any], our_id: str) -> dict[str, Any] | None:
+    """Our refund (``custom_id`` = our refund id) among an order's refunds; the newest if a
+    mistake made several."""
+    found: dict[str, Any] | None = None
+    for unit in order.get("purchase_units") or []:
+        payments = unit.get("payments") if isinstance(unit, dict) else None
+        refunds = payments.get("refunds") if isinstance(payments, dict) else None
+        for refund in refunds or []:
+            if isinstance(refund, dict) and refund.get("custom_id") == our_id:
+                found = refund
+    return found
+
+
+_HELD = frozenset({AuthorizationStatus.CREATED, AuthorizationStatus.PENDING})
+_MOVED = frozenset(
+    {
+        CaptureStatus.COMPLETED,
+        CaptureStatus.PARTIALLY_REFUNDED,
+        CaptureStatus.REFUNDED,
+        CaptureStatus.PENDING,
+    }
+)
+
+
+def canceled_result(reference: str | None, payment: dict[str, Any], kind: str) -> GatewayResult:
+    return GatewayResult(
+        status=GatewayStatus.CANCELED,
+        reference=reference,
+        raw={"id": payment.get("id"), "status": payment.get("status"), "object": kind},
+    )
+
+
+def order_cancel_plan(order: dict[str, Any]) -> str | GatewayResult:
+    """What canceling an order takes: the id of its authorization to void, or the outcome
+    already (an order can't be voided; one never authorized or captured just expires).
+
+    - a capture that moved money (or may: PENDING): that capture, SUCCEEDED or PROCESSING;
+    - a held authorization (CREATED, PENDING): its id, to void;
+    - a captured authorization without its capture in the order: SUCCEEDED, its amount;
+    - otherwise (no payment, a voided or denied authorization, refused captures): CANCELED.
+    """
+    payments = _first_unit(order).get("payments") or {}
+    captures = [c for c in payments.get("captures") or [] if isinstance(c, dict)]
+    moved = [c for c in captures if _status(CaptureStatus, c.get("status")) in _MOVED]
+    if moved:
+        return capture_result(moved[-1])
+    authorizations = [a for a in payments.get("authorizations") or [] if isinstance(a, dict)]
+    if authorizations:
+        newest = authorizations[-1]
+        status = _status(AuthorizationStatus, newest.get("status"))
+        if status in _HELD:
+            return str(newest["id"])
+        if status in (AuthorizationStatus.CAPTURED, AuthorizationStatus.PARTIALLY_CAPTURED):
+            return captured_authorization_result(newest)
+        return canceled_result(newest.get("id"), newest, "authorization")
+    return canceled_result(order.get("id"), order, "order")
+
+
+def captured_authorization_result(authorization: dict[str, Any]) -> GatewayResult:
+    """An authorization captured already, when its capture itself can't be read."""
+    amount = from_paypal(authorization.get("amount")) or 0
+    return GatewayResult(
+        status=GatewayStatus.SUCCEEDED,
+        reference=authorization.get("id"),
+        amount_authorized=amount,
+        amount_captured=amount,
+        raw={
+            "id": authorization.get("id"),
+            "status": authorization.get("status"),
+            "object": "authorization",
+        },
     )
 
 
@@ -588,18 +713,110 @@ _CAPTURE_EVENTS = frozenset(
 _AUTHORIZATION_EVENTS = frozenset({"PAYMENT.AUTHORIZATION.CREATED", "PAYMENT.AUTHORIZATION.VOIDED"})
 _REFUND_EVENTS = frozenset({"PAYMENT.CAPTURE.REFUNDED", "PAYMENT.CAPTURE.REVERSED"})
 _ORDER_EVENTS = frozenset({"CHECKOUT.ORDER.APPROVED", "CHECKOUT.ORDER.COMPLETED"})
+_DISPUTE_EVENTS = frozenset(
+    {"CUSTOMER.DISPUTE.CREATED", "CUSTOMER.DISPUTE.UPDATED", "CUSTOMER.DISPUTE.RESOLVED"}
+)
 
 
-def interpret_event(event: InboundEvent) -> PaymentUpdate | RefundUpdate | None:
+class DisputeStatus(StrEnum):
+    """Customer Disputes v1 ``dispute.status``."""
+
+    OPEN = "OPEN"
+    WAITING_FOR_BUYER_RESPONSE = "WAITING_FOR_BUYER_RESPONSE"
+    WAITING_FOR_SELLER_RESPONSE = "WAITING_FOR_SELLER_RESPONSE"
+    UNDER_REVIEW = "UNDER_REVIEW"
+    RESOLVED = "RESOLVED"
+    OTHER = "OTHER"
+
+
+class DisputeOutcome(StrEnum):
+    """Customer Disputes v1 ``dispute_outcome.outcome_code`` of a RESOLVED dispute."""
+
+    RESOLVED_BUYER_FAVOUR = "RESOLVED_BUYER_FAVOUR"
+    RESOLVED_SELLER_FAVOUR = "RESOLVED_SELLER_FAVOUR"
+    RESOLVED_WITH_PAYOUT = "RESOLVED_WITH_PAYOUT"
+    CANCELED_BY_BUYER = "CANCELED_BY_BUYER"
+    ACCEPTED = "ACCEPTED"
+    DENIED = "DENIED"
+    NONE = "NONE"
+
+
+def _dispute_status(dispute: dict[str, Any]) -> str:
+    """PayPal's dispute status in Stripe's dispute statuses. An INQUIRY (the buyer asked the
+    seller first, no money withdrawn) is Stripe's ``warning_*``; a chargeback or a claim
+    (CHARGEBACK, PRE_ARBITRATION, ARBITRATION) is a dispute proper. A resolved one is won
+    when the seller keeps the money (seller's favour, canceled by the buyer, denied, or PayPal
+    paid the buyer itself: RESOLVED_WITH_PAYOUT), lost when the buyer got it back; an
+    inquiry closed in the seller's favour is ``warning_closed``. An unknown status or
+    outcome raises UnknownStatus (applied again later) rather than guessing."""
+    status = _status(DisputeStatus, dispute.get("status"))
+    inquiry = dispute.get("dispute_life_cycle_stage") == "INQUIRY"
+    prefix = "warning_" if inquiry else ""
+    match status:
+        case (
+            DisputeStatus.OPEN | DisputeStatus.WAITING_FOR_SELLER_RESPONSE | DisputeStatus.OTHER
+        ):
+            return f"{prefix}needs_response"
+        case DisputeStatus.WAITING_FOR_BUYER_RESPONSE | DisputeStatus.UNDER_REVIEW:
+            return f"{prefix}under_review"
+        case DisputeStatus.RESOLVED:
+            outcome_data = dispute.get("dispute_outcome")
+            code = outcome_data.get("outcome_code") if isinstance(outcome_data, dict) else None
+            outcome = _status(DisputeOutcome, code)
+            match outcome:
+                case DisputeOutcome.RESOLVED_BUYER_FAVOUR | DisputeOutcome.ACCEPTED:
+                    return "lost"
+                case (
+                    DisputeOutcome.RESOLVED_SELLER_FAVOUR
+                    | DisputeOutcome.RESOLVED_WITH_PAYOUT
+                    | DisputeOutcome.CANCELED_BY_BUYER
+                    | DisputeOutcome.DENIED
+                ):
+                    return "warning_closed" if inquiry else "won"
+                case DisputeOutcome.NONE:
+                    raise UnknownStatus("paypal: a resolved dispute without an outcome")
+                case _:
+                    assert_never(outcome)
+        case _:
+            assert_never(status)
+
+
+def dispute_update(dispute: dict[str, Any]) -> DisputeUpdate:
+    """A Customer Disputes v1 dispute (the resource of CUSTOMER.DISPUTE.* events). The payment
+    it names is the capture (``disputed_transactions[].seller_transaction_id``), which is what
+    paymux stores for a captured PayPal payment."""
+    transactions = [t for t in dispute.get("disputed_transactions") or [] if isinstance(t, dict)]
+    capture = next(
+        (str(t["seller_transaction_id"]) for t in transactions if t.get("seller_transaction_id")),
+        None,
+    )
+    amount = dispute.get("dispute_amount")
+    currency = amount.get("currency_code") if isinstance(amount, dict) else None
+    reason = dispute.get("reason")
+    return DisputeUpdate(
+        reference=str(dispute.get("dispute_id") or dispute.get("id")),
+        payment_reference=capture,
+        amount=from_paypal(amount) or 0,
+        currency=str(currency or ""),
+        reason=str(reason).lower() if reason else None,
+        status=_dispute_status(dispute),
+    )
+
+
+def interpret_event(
+    event: InboundEvent,
+) -> PaymentUpdate | RefundUpdate | DisputeUpdate | None:
     """What a verified PayPal event means for our objects.
 
     Captures and authorizations carry our payment id in ``custom_id`` (copied from the
     order's purchase unit); ``result.reference`` is the capture or authorization id, which is
     also what paymux stores, so either lookup finds the payment. PAYMENT.CAPTURE.REFUNDED and
     .REVERSED carry the refund (our refund id in ``custom_id`` when we made it; the capture in
-    its ``up`` link). CHECKOUT.ORDER.APPROVED moves nothing: the buyer approved, and paymux's
-    confirm (called by the page's ``onApprove``) captures or authorizes the order; an order
-    event that already holds a payment (COMPLETED) is applied like that payment's own event.
+    its ``up`` link). CUSTOMER.DISPUTE.CREATED, .UPDATED and .RESOLVED carry the dispute
+    (see ``dispute_update``). CHECKOUT.ORDER.APPROVED moves nothing: the buyer approved, and
+    paymux's confirm (called by the page's ``onApprove``) captures or authorizes the order; an
+    order event that already holds a payment (COMPLETED) is applied like that payment's own
+    event.
     """
     resource = _resource(event)
     if not resource:
@@ -617,4 +834,6 @@ def interpret_event(event: InboundEvent) -> PaymentUpdate | RefundUpdate | None:
         if result.raw.get("object") == "order":
             return None  # no payment in it yet: nothing moved
         return PaymentUpdate(reference=_custom_id(_first_unit(resource)), result=result)
+    if event.type in _DISPUTE_EVENTS:
+        return dispute_update(resource)
     return None

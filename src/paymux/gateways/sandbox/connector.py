@@ -22,6 +22,7 @@ from paymux.gateways.base import (
     GatewayRateLimited,
     GatewayRefund,
     GatewayResult,
+    GatewayStatus,
     GatewayUnavailable,
     InboundEvent,
     OpenedPayment,
@@ -40,6 +41,9 @@ FAULT_MODES = ("timeout", "server_error", "rate_limit", "connection_reset", "los
 
 class SandboxGateway:
     name = "sandbox"
+    # The sandbox processor keeps every key in its own database: ten years, in effect forever
+    # (a finite number, so it can be stored, compared and printed like the others).
+    idempotency_retention_seconds = 10 * 365 * 24 * 3600.0
 
     def __init__(
         self,
@@ -155,15 +159,31 @@ class SandboxGateway:
         return transformers.charge_result(data)
 
     async def void(self, reference: str, *, idempotency_key: str) -> GatewayResult:
-        data = await self._call("void", lambda: self.processor.void(idempotency_key, reference))
+        """Void a held charge. One the processor won't void because it is settled (captured
+        or canceled already) is reported as it is, so the caller sees money that moved."""
+        try:
+            data = await self._call(
+                "void", lambda: self.processor.void(idempotency_key, reference)
+            )
+        except GatewayInvalidRequest as exc:
+            if exc.code != "charge_unexpected_state":
+                raise
+            found = await self.retrieve(reference)
+            if found.status in (GatewayStatus.SUCCEEDED, GatewayStatus.CANCELED):
+                return found
+            raise
         return transformers.charge_result(data)
 
     async def refund(
         self, reference: str, amount: Money, reason: str | None, *, idempotency_key: str
     ) -> GatewayRefund:
+        ours = idempotency_key.split(":")[0]
+        our_id = ours if ours.startswith("re_") else None
         data = await self._call(
             "refund",
-            lambda: self.processor.refund(idempotency_key, reference, amount.amount, reason),
+            lambda: self.processor.refund(
+                idempotency_key, reference, amount.amount, reason, our_id
+            ),
         )
         if data.get("then") and not data.get("idempotent_replay"):
             task = asyncio.get_running_loop().create_task(self._settle_refund_later(data["id"]))
@@ -175,9 +195,55 @@ class SandboxGateway:
         data = await self._call("retrieve", lambda: self.processor.retrieve(reference))
         return transformers.charge_result(data)
 
-    async def lookup(self, idempotency_key: str) -> GatewayResult | None:
-        data = await self._call("lookup", lambda: self.processor.lookup(idempotency_key) or {})
+    async def lookup(self, our_reference: str, idempotency_key: str) -> GatewayResult | None:
+        """The charge a keyed authorize made (the processor keeps every key), else the newest
+        charge for ``our_reference`` that no other authorize key claims; None if neither."""
+
+        def find() -> dict[str, Any]:
+            data = self.processor.lookup(idempotency_key)
+            if data is None or data.get("object") != "charge" or not data.get("id"):
+                data = self.processor.lookup_reference(our_reference, idempotency_key)
+            return data or {}
+
+        data = await self._call("lookup", find)
         return transformers.charge_result(data) if data else None
+
+    async def retrieve_refund(
+        self, reference: str | None, *, our_id: str, payment_reference: str
+    ) -> GatewayRefund | None:
+        """A refund by its id; else ours among the charge's refunds (the processor keeps our
+        refund id on it, as a provider keeps metadata), else the one the key
+        ``<our id>:refund`` made. None when there is none."""
+
+        def find() -> dict[str, Any]:
+            if reference:
+                try:
+                    return self.processor.retrieve(reference)
+                except ProcessorError:
+                    pass
+            mine = [
+                r
+                for r in self.processor.refunds_for(payment_reference)
+                if r.get("our_id") == our_id
+            ]
+            if mine:
+                return mine[-1]
+            return self.processor.lookup(f"{our_id}:refund") or {}
+
+        data = await self._call("retrieve_refund", find)
+        if data.get("object") != "refund" or not data.get("id"):
+            return None
+        return transformers.refund_result(data)
+
+    async def update_payment(
+        self, reference: str, amount: Money, capture: bool, *, idempotency_key: str
+    ) -> None:
+        """The sandbox opens no payment before confirmation (``open_payment`` is None), so
+        there is never one to update: refused, as a caller's mistake."""
+        raise GatewayInvalidRequest(
+            "sandbox: payments are made at confirmation, there is none open to change",
+            code="update_unsupported",
+        )
 
     async def create_customer(
         self, reference: str, email: str | None, *, idempotency_key: str

@@ -424,7 +424,18 @@ class SandboxProcessor:
 
         return self._idempotent(key, "void", {"charge": charge_id}, run)
 
-    def refund(self, key: str, charge_id: str, amount: int, reason: str | None) -> dict[str, Any]:
+    def refund(
+        self,
+        key: str,
+        charge_id: str,
+        amount: int,
+        reason: str | None,
+        our_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Refund part or all of a captured charge. ``our_id`` (the caller's refund id) is kept
+        on the refund, as a provider keeps metadata; it is not part of the keyed request (it
+        comes from the key), so a retry made before it was sent still matches."""
+
         def run() -> dict[str, Any]:
             charge = self._get(charge_id, "charge")
             if charge["status"] != "succeeded":
@@ -445,6 +456,7 @@ class SandboxProcessor:
                 "then": {"refund_pending": "succeeded", "refund_fails": "failed"}.get(
                     str(scenario)
                 ),
+                "our_id": our_id,
             }
             charge["amount_refunded"] += amount
             self._put(charge)
@@ -487,6 +499,31 @@ class SandboxProcessor:
                     pass
             data: dict[str, Any] = json.loads(row[1])
             return data
+
+    def lookup_reference(self, reference: str, key: str) -> dict[str, Any] | None:
+        """The newest charge made for ``reference`` that no other authorize key claims: the
+        charge a call with ``key`` made, when the key itself is not (or no longer) stored."""
+        with self._lock:
+            rows = self._db.execute(
+                "select o.data from objects o where o.kind = 'charge' and o.reference = ? "
+                "and not exists (select 1 from idempotency i where i.object_id = o.id "
+                "and i.operation = 'authorize' and i.key <> ?) order by o.rowid desc limit 1",
+                (reference, key),
+            ).fetchone()
+        if rows is None:
+            return None
+        data: dict[str, Any] = json.loads(rows[0])
+        return data
+
+    def refunds_for(self, charge_id: str) -> list[dict[str, Any]]:
+        """A charge's refunds, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "select data from objects where kind = 'refund' "
+                "and json_extract(data, '$.charge') = ? order by rowid",
+                (charge_id,),
+            ).fetchall()
+        return [json.loads(r[0]) for r in rows]
 
     def charges_for(self, reference: str) -> list[dict[str, Any]]:
         with self._lock:

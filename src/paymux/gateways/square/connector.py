@@ -21,8 +21,18 @@ Operations (Square API: what paymux calls it):
 - capture: GetPayment, then CompletePayment; a partial capture first lowers the APPROVED
   amount with UpdatePayment (Square completes only in full). If the payment lacks the
   EDIT_AMOUNT_DOWN capability the capture is refused with code
-  ``partial_capture_not_supported`` before anything changes.
+  ``partial_capture_not_supported`` before anything changes. If Square then refuses to
+  complete it (a decline, or an invalid request) the amount is put back with a second
+  UpdatePayment (its own key, derived from the capture's) so the authorization is left as it
+  was; an outage leaves it lowered, which the retry (same key) then completes. A decline of
+  CompletePayment is data (a FAILED result with the Decline), as for CreatePayment.
 - void: CancelPayment. refund: RefundPayment (full or partial). retrieve: GetPayment.
+- lookup (a lost CreatePayment): ListPayments, newest first over the last days, for the
+  payment whose ``reference_id`` is our intent id. retrieve_refund: GetPaymentRefund, else
+  ours (by the ``[paymux re_...]`` mark in its reason) among the payment's ``refund_ids``
+  and then ListPaymentRefunds. Both lists are eventually consistent at Square (seconds).
+- update_payment: Square has nothing opened before confirmation, so it is refused
+  (``update_unsupported``).
 - customers and cards on file: CreateCustomer (``reference_id`` = our customer id), CreateCard
   from a token (attach: the card on file ``ccof:...`` replaces the single-use token),
   DisableCard (detach), RetrieveCard (describe).
@@ -39,7 +49,9 @@ Prism or a fake).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, assert_never
 from urllib.parse import urlsplit
 
@@ -54,6 +66,7 @@ from paymux.gateways.base import (
     CardDetails,
     Decline,
     DisputeUpdate,
+    GatewayError,
     GatewayInvalidRequest,
     GatewayRateLimited,
     GatewayRefund,
@@ -71,6 +84,20 @@ from paymux.money import Money
 __all__ = ["SquareGateway"]
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+# Square publishes no retention period for idempotency keys (its idempotency guide names
+# none: https://developer.squareup.com/docs/build-basics/common-api-patterns/idempotency ;
+# asked on its forum, Square staff answered "We do not publish a retention period for
+# CreatePayment idempotency keys": https://developer.squareup.com/forums/t/28303 ). So a
+# conservative hour: past it recovery never re-sends, it asks (lookup finds Square's payment
+# by our reference_id, which needs no key).
+IDEMPOTENCY_RETENTION_SECONDS = 3600.0
+# lookup and retrieve_refund: how far back the lists go, newest first, and how many pages
+# (100 each) before giving up with "unknown" rather than claiming there is nothing.
+_LIST_WINDOW = timedelta(days=7)
+_LIST_PAGES = 50
 
 _NO_RETRIES: RequestOptions = {"max_retries": 0}
 _PRODUCTION_HOST = "connect.squareup.com"
@@ -116,6 +143,7 @@ def _retry_after(exc: ApiError) -> float | None:
 
 class SquareGateway:
     name = "square"
+    idempotency_retention_seconds = IDEMPOTENCY_RETENTION_SECONDS
 
     def __init__(
         self,
@@ -283,20 +311,56 @@ class SquareGateway:
             ) from None
         if plan == "done":
             return transformers.payment_result(payment)
-        if plan == "update_then_complete":
-            payment = await self.update_amount(payment, amount, idempotency_key=idempotency_key)
-        return await self.complete(payment)
+        if plan == "complete":
+            return await self.complete(payment)
+        lowered = await self.update_amount(payment, amount, idempotency_key=idempotency_key)
+        try:
+            result = await self.complete(lowered)
+        except GatewayInvalidRequest:
+            await self._restore_amount(lowered, payment, idempotency_key)
+            raise
+        if result.raw.get("refused") == "complete":
+            await self._restore_amount(lowered, payment, idempotency_key)
+        return result
+
+    async def _restore_amount(
+        self, lowered: dict[str, Any], original: dict[str, Any], idempotency_key: str
+    ) -> None:
+        """Put back the amount a refused partial capture lowered. If that fails too, the
+        refusal is still the answer; the payment stays lowered (a capture retry completes
+        the lowered amount; a void releases it all)."""
+        money = original.get("amount_money") or {}
+        amount = Money(int(money.get("amount") or 0), str(money.get("currency") or ""))
+        params = transformers.restore_amount_params(
+            lowered, amount, idempotency_key=idempotency_key
+        )
+        try:
+            await self._call(
+                lambda: self._client.payments.update(**params, request_options=_NO_RETRIES)
+            )
+        except GatewayError as exc:
+            log.warning(
+                "square: completing %s was refused and its amount could not be put back to %s"
+                " (%s); it stays lowered",
+                lowered.get("id"),
+                amount.amount,
+                type(exc).__name__,
+            )
 
     async def complete(self, payment: dict[str, Any]) -> GatewayResult:
-        """Complete (capture) an APPROVED payment at the version read (CompletePayment)."""
+        """Complete (capture) an APPROVED payment at the version read (CompletePayment). A
+        decline is a FAILED result (the payment stays APPROVED)."""
         reference = str(payment["id"])
         version = payment.get("version_token")
         try:
             response = await self._call(
                 lambda: self._client.payments.complete(
                     reference, version_token=version, request_options=_NO_RETRIES
-                )
+                ),
+                answers=frozenset({ErrorKind.DECLINE}),
             )
+        except _Answer as answer:
+            return transformers.refused_capture_result(reference, answer.body)
         except GatewayInvalidRequest as exc:
             if exc.code in _ALREADY_SETTLED:
                 return await self.retrieve(reference)
@@ -340,10 +404,113 @@ class SquareGateway:
     async def retrieve(self, reference: str) -> GatewayResult:
         return transformers.payment_result(await self._get_payment(reference))
 
-    async def lookup(self, idempotency_key: str) -> GatewayResult | None:
-        # Square can't be searched by idempotency key; recovery sends the same CreatePayment
-        # with the same key instead, and Square answers with the payment it made the first time.
-        return None
+    async def _list_page(
+        self, method: Callable[..., Awaitable[Any]], since: str, cursor: str | None
+    ) -> Any:
+        """One page (100, newest first) of ListPayments or ListPaymentRefunds."""
+        return await self._call(
+            lambda: method(
+                begin_time=since,
+                sort_order="DESC",
+                cursor=cursor,
+                location_id=self.location_id,
+                limit=100,
+                request_options=_NO_RETRIES,
+            )
+        )
+
+    @staticmethod
+    def _since() -> str:
+        begin = datetime.now(UTC) - _LIST_WINDOW
+        return begin.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    @staticmethod
+    def _next_cursor(page: Any, items: list[dict[str, Any]], seen: set[str]) -> str | None:
+        """The cursor of the next page; None at the end. A cursor Square already gave would
+        go round forever: the answer is then unknown (GatewayUnavailable), not "none"."""
+        cursor = getattr(page.response, "cursor", None)
+        if not cursor or not items:
+            return None
+        if cursor in seen:
+            raise GatewayUnavailable("square: the list gave the same cursor twice")
+        seen.add(cursor)
+        return str(cursor)
+
+    async def lookup(self, our_reference: str, idempotency_key: str) -> GatewayResult | None:
+        """The newest payment whose ``reference_id`` is our intent id (ListPayments, newest
+        first, over the last 7 days at this location), or None. Square payments don't record
+        the idempotency key; an earlier attempt's payment (older) is told apart by the caller.
+        Scanning the whole window without reaching its start raises GatewayUnavailable: the
+        answer is then unknown, not "none"."""
+        cursor: str | None = None
+        seen: set[str] = set()
+        since = self._since()
+        for _ in range(_LIST_PAGES):
+            page = await self._list_page(self._client.payments.list, since, cursor)
+            payments = [_dump(p) for p in page.items or []]
+            chosen = transformers.pick_lookup(payments, our_reference)
+            if chosen is not None:
+                return transformers.payment_result(chosen)
+            cursor = self._next_cursor(page, payments, seen)
+            if cursor is None:
+                return None
+        raise GatewayUnavailable(
+            f"square: lookup read {_LIST_PAGES} pages of payments without reaching the window"
+        )
+
+    async def retrieve_refund(
+        self, reference: str | None, *, our_id: str, payment_reference: str
+    ) -> GatewayRefund | None:
+        if reference:
+            refund = await self._refund(reference)
+            if refund:
+                return transformers.refund_result(refund)
+        try:
+            payment = await self._get_payment(payment_reference)
+        except GatewayInvalidRequest:
+            return None
+        listed = [r for r in [await self._refund(i) for i in payment.get("refund_ids") or []] if r]
+        chosen = transformers.pick_refund(listed, our_id)
+        if chosen is None:  # a refund not yet on the payment: the location's recent refunds
+            chosen = transformers.pick_refund(
+                await self._recent_refunds(payment_reference), our_id
+            )
+        return transformers.refund_result(chosen) if chosen is not None else None
+
+    async def _refund(self, refund_id: str) -> dict[str, Any]:
+        try:
+            response = await self._call(
+                lambda: self._client.refunds.get(refund_id, request_options=_NO_RETRIES)
+            )
+        except GatewayInvalidRequest:
+            return {}
+        return _dump(response.refund)
+
+    async def _recent_refunds(self, payment_id: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        cursor: str | None = None
+        seen: set[str] = set()
+        since = self._since()
+        for _ in range(_LIST_PAGES):
+            page = await self._list_page(self._client.refunds.list, since, cursor)
+            refunds = [_dump(r) for r in page.items or []]
+            found += [r for r in refunds if r.get("payment_id") == payment_id]
+            cursor = self._next_cursor(page, refunds, seen)
+            if cursor is None:
+                return found
+        raise GatewayUnavailable(
+            f"square: read {_LIST_PAGES} pages of refunds without reaching the window"
+        )
+
+    async def update_payment(
+        self, reference: str, amount: Money, capture: bool, *, idempotency_key: str
+    ) -> None:
+        """Square creates the payment at confirmation (``open_payment`` is None): there is
+        never one open to change, so this is refused, as a caller's mistake."""
+        raise GatewayInvalidRequest(
+            "square: payments are made at confirmation, there is none open to change",
+            code="update_unsupported",
+        )
 
     async def create_customer(
         self, reference: str, email: str | None, *, idempotency_key: str

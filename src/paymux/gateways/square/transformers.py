@@ -53,9 +53,13 @@ __all__ = [
     "from_square",
     "interpret_event",
     "payment_result",
+    "pick_lookup",
+    "pick_refund",
     "refund_error_result",
     "refund_params",
     "refund_result",
+    "refused_capture_result",
+    "restore_amount_params",
     "square_idempotency_key",
     "to_square",
     "update_amount_params",
@@ -169,21 +173,44 @@ def create_payment_params(
         params["note"] = request.description[:500]
     if request.statement_descriptor:
         params["statement_description_identifier"] = request.statement_descriptor[:20]
+    if request.verification_token:
+        # The Web Payments SDK's verifyBuyer() token (SCA / 3-D Secure for the buyer).
+        params["verification_token"] = request.verification_token
     return params
+
+
+def _amount_change(
+    payment: dict[str, Any], amount: Money, idempotency_key: str, step: str
+) -> dict[str, Any]:
+    """UpdatePayment of an approved payment's amount, at the version read. The key names the
+    step and that version: sent again in the same state it is the same request (Square
+    replays it); from another state (after a restore, say) it is a new one."""
+    update: dict[str, Any] = {"amount_money": to_square(amount)}
+    version = payment.get("version_token")
+    if version:
+        update["version_token"] = version
+    return {
+        "payment_id": str(payment["id"]),
+        "idempotency_key": square_idempotency_key(
+            idempotency_key, f"{step}:{version}" if version else step
+        ),
+        "payment": update,
+    }
 
 
 def update_amount_params(
     payment: dict[str, Any], amount: Money, *, idempotency_key: str
 ) -> dict[str, Any]:
     """Keyword arguments for ``payments.update`` lowering an approved payment's amount."""
-    update: dict[str, Any] = {"amount_money": to_square(amount)}
-    if payment.get("version_token"):
-        update["version_token"] = payment["version_token"]
-    return {
-        "payment_id": str(payment["id"]),
-        "idempotency_key": square_idempotency_key(idempotency_key, "amount"),
-        "payment": update,
-    }
+    return _amount_change(payment, amount, idempotency_key, "amount")
+
+
+def restore_amount_params(
+    lowered: dict[str, Any], original: Money, *, idempotency_key: str
+) -> dict[str, Any]:
+    """Keyword arguments for ``payments.update`` putting back the amount a partial capture
+    lowered, when Square then refused to complete the payment."""
+    return _amount_change(lowered, original, idempotency_key, "restore")
 
 
 REFUND_REASON_MARK = re.compile(r"\s*\[paymux (?P<id>re_[A-Za-z0-9]+)\]\s*$")
@@ -327,6 +354,39 @@ def declined_result(body: Any) -> GatewayResult:
         decline=decline_from_errors(_errors(body)),
         raw={"id": reference, "status": "FAILED"},
     )
+
+
+def refused_capture_result(payment_id: str, body: Any) -> GatewayResult:
+    """CompletePayment refused with a decline: the payment is still APPROVED (held), the
+    capture failed."""
+    return GatewayResult(
+        status=GatewayStatus.FAILED,
+        reference=payment_id,
+        decline=decline_from_errors(_errors(body)),
+        raw={"id": payment_id, "status": "APPROVED", "refused": "complete"},
+    )
+
+
+def pick_lookup(payments: list[dict[str, Any]], our_reference: str) -> dict[str, Any] | None:
+    """The newest payment made for our intent (``reference_id``, cut to Square's 40
+    characters as ``create_payment_params`` sends it)."""
+    reference = our_reference[:40]
+    mine = [p for p in payments if p.get("reference_id") == reference and p.get("id")]
+    if not mine:
+        return None
+    return max(mine, key=lambda p: (str(p.get("created_at") or ""), str(p["id"])))
+
+
+def pick_refund(refunds: list[dict[str, Any]], our_id: str) -> dict[str, Any] | None:
+    """Our refund (its reason carries ``[paymux <our id>]``) among a payment's refunds."""
+    def ours(refund: dict[str, Any]) -> bool:
+        mark = REFUND_REASON_MARK.search(str(refund.get("reason") or ""))
+        return mark is not None and mark.group("id") == our_id
+
+    mine = [r for r in refunds if ours(r)]
+    if not mine:
+        return None
+    return max(mine, key=lambda r: (str(r.get("created_at") or ""), str(r.get("id"))))
 
 
 def capture_plan(payment: dict[str, Any], amount: Money) -> str:

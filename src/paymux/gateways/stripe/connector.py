@@ -14,10 +14,17 @@ only translates the SDK's exceptions into that policy's terms::
 Keys come from the environment (STRIPE_SECRET_KEY, STRIPE_PUBLISHABLE_KEY,
 STRIPE_WEBHOOK_SECRETS); the API base is configurable (PAYMUX_STRIPE_API_BASE) so tests
 point it at localstripe.
+
+Recovery (read-only): ``lookup`` finds the PaymentIntent a lost create+confirm made by our
+intent id in its metadata (Search API, then a bounded scan of the newest PaymentIntents, which
+is also what covers Search's indexing delay and accounts without Search), and tells attempts
+apart by the idempotency key recorded next to it (``paymux_key``). ``retrieve_refund`` reads a
+refund by id, else finds ours by its metadata among the payment's refunds.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -47,6 +54,18 @@ __all__ = ["StripeGateway"]
 
 T = TypeVar("T")
 
+log = logging.getLogger(__name__)
+
+# docs.stripe.com/idempotency: "You can remove keys from the system automatically after
+# they're at least 24 hours old." Stripe documents 24 h as the least it keeps a key.
+IDEMPOTENCY_RETENTION_SECONDS = 24 * 3600.0
+# lookup: Search pages (100 results each) and pages of the newest PaymentIntents scanned.
+_SEARCH_PAGES = 3
+_LIST_PAGES = 5
+_PAGE = 100
+# A cancel refused because the PaymentIntent is past cancelling: these are the truth to report.
+_SETTLED = frozenset({GatewayStatus.SUCCEEDED, GatewayStatus.CANCELED, GatewayStatus.PROCESSING})
+
 # Stripe's unsupported-currency list is long and changes; paymux refuses only what Stripe
 # cannot express at all (ISO 4217 funds codes), and lets Stripe answer for the rest.
 _UNSUPPORTED = frozenset({"BOV", "CHE", "CHW", "CLF", "COU", "MXV", "USN", "UYI", "UYW", "XAD"})
@@ -72,6 +91,7 @@ def _as_dict(obj: Any) -> dict[str, Any]:
 
 class StripeGateway:
     name = "stripe"
+    idempotency_retention_seconds = IDEMPOTENCY_RETENTION_SECONDS
 
     def __init__(
         self,
@@ -138,6 +158,13 @@ class StripeGateway:
     def _options(key: str) -> dict[str, Any]:
         return {"idempotency_key": key}
 
+    async def _page(
+        self, method: Callable[..., Awaitable[Any]], params: dict[str, Any]
+    ) -> dict[str, Any]:
+        """One page of a list or search call, as plain JSON."""
+        sent = dict(params)
+        return _as_dict(await self._call(lambda: method(params=sent)))
+
     # -- Gateway Protocol -------------------------------------------------------------------
     def supports_currency(self, currency: str) -> bool:
         return currency.upper() not in _UNSUPPORTED
@@ -158,7 +185,7 @@ class StripeGateway:
     async def open_payment(
         self, amount: Money, reference: str, capture: bool, *, idempotency_key: str
     ) -> OpenedPayment | None:
-        params = transformers.open_params(amount, reference, capture)
+        params = transformers.open_params(amount, reference, capture, idempotency_key)
         pi = await self._call(
             lambda: self._client.v1.payment_intents.create_async(
                 params=params,  # type: ignore[arg-type]
@@ -176,7 +203,9 @@ class StripeGateway:
             if reference:
                 # Set the method on the opened PaymentIntent, then confirm it: two keyed steps
                 # (Stripe also takes payment_method on confirm; localstripe does not).
-                update, confirm = transformers.update_then_confirm_params(request)
+                update, confirm = transformers.update_then_confirm_params(
+                    request, idempotency_key
+                )
                 await self._call(
                     lambda: self._client.v1.payment_intents.update_async(
                         reference,
@@ -192,7 +221,9 @@ class StripeGateway:
                     )
                 )
             else:
-                params = transformers.create_params(request, confirm=True)
+                params = transformers.create_params(
+                    request, confirm=True, idempotency_key=idempotency_key
+                )
                 pi = await self._call(
                     lambda: self._client.v1.payment_intents.create_async(
                         params=params,  # type: ignore[arg-type]
@@ -237,12 +268,24 @@ class StripeGateway:
         return transformers.payment_result(_as_dict(pi))
 
     async def void(self, reference: str, *, idempotency_key: str) -> GatewayResult:
-        pi = await self._call(
-            lambda: self._client.v1.payment_intents.cancel_async(
-                reference,
-                options=self._options(idempotency_key),  # type: ignore[arg-type]
+        """Cancel an authorization, or a PaymentIntent opened and never confirmed. One Stripe
+        won't cancel any more (it succeeded, is processing or is already canceled) is read back
+        and reported as it is, so the caller sees money that moved."""
+        try:
+            pi = await self._call(
+                lambda: self._client.v1.payment_intents.cancel_async(
+                    reference,
+                    options=self._options(idempotency_key),  # type: ignore[arg-type]
+                )
             )
-        )
+        except GatewayInvalidRequest as refused:
+            try:
+                found = await self.retrieve(reference)
+            except GatewayInvalidRequest:
+                raise refused from None
+            if found.status in _SETTLED:
+                return found
+            raise
         return transformers.payment_result(_as_dict(pi))
 
     async def refund(
@@ -267,10 +310,86 @@ class StripeGateway:
         pi = await self._call(lambda: self._client.v1.payment_intents.retrieve_async(reference))
         return transformers.payment_result(_as_dict(pi))
 
-    async def lookup(self, idempotency_key: str) -> GatewayResult | None:
-        # Stripe can't be searched by idempotency key; recovery re-sends the same request
-        # with the same key instead, and Stripe replays the first result if there was one.
-        return None
+    async def lookup(self, our_reference: str, idempotency_key: str) -> GatewayResult | None:
+        """The PaymentIntent a lost call made for our intent, or None (read-only).
+
+        Search (``metadata['paymux_id']:'<our id>'``) first; Search is eventually consistent
+        (new objects can take up to a minute to appear) and unavailable to some accounts, so
+        when it finds nothing for this key the newest PaymentIntents are scanned too."""
+        found: list[dict[str, Any]] = []
+        try:
+            found += await self._search(our_reference)
+        except GatewayInvalidRequest as exc:  # no Search here (localstripe answers 404)
+            log.info("stripe: search unavailable (%s); scanning recent PaymentIntents", exc.code)
+        chosen = transformers.pick_lookup(found, our_reference, idempotency_key)
+        if chosen is None or chosen["metadata"].get(transformers.ATTEMPT_KEY) != idempotency_key:
+            found += await self._recent_payment_intents()
+            chosen = transformers.pick_lookup(found, our_reference, idempotency_key)
+        return transformers.payment_result(chosen) if chosen is not None else None
+
+    async def _search(self, our_reference: str) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {
+            "query": transformers.search_query(our_reference),
+            "limit": _PAGE,
+        }
+        results: list[dict[str, Any]] = []
+        for _ in range(_SEARCH_PAGES):
+            data = await self._page(self._client.v1.payment_intents.search_async, params)
+            results += [d for d in data.get("data") or [] if isinstance(d, dict)]
+            if not data.get("has_more") or not data.get("next_page"):
+                break
+            params["page"] = data["next_page"]
+        return results
+
+    async def _recent_payment_intents(self) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": _PAGE}
+        results: list[dict[str, Any]] = []
+        for _ in range(_LIST_PAGES):
+            page = await self._page(self._client.v1.payment_intents.list_async, params)
+            data = [d for d in page.get("data") or [] if isinstance(d, dict)]
+            results += data
+            if not page.get("has_more") or not data:
+                break
+            params["starting_after"] = data[-1]["id"]
+        return results
+
+    async def retrieve_refund(
+        self, reference: str | None, *, our_id: str, payment_reference: str
+    ) -> GatewayRefund | None:
+        if reference:
+            try:
+                refund = await self._call(
+                    lambda: self._client.v1.refunds.retrieve_async(reference)
+                )
+            except GatewayInvalidRequest:
+                pass  # not (or no longer) known by this id: look for ours below
+            else:
+                return transformers.refund_result(_as_dict(refund))
+        params: dict[str, Any] = {"payment_intent": payment_reference, "limit": _PAGE}
+        refunds: list[dict[str, Any]] = []
+        for _ in range(_LIST_PAGES):
+            page = await self._page(self._client.v1.refunds.list_async, params)
+            data = [d for d in page.get("data") or [] if isinstance(d, dict)]
+            refunds += data
+            if not page.get("has_more") or not data:
+                break
+            params["starting_after"] = data[-1]["id"]
+        chosen = transformers.pick_refund(refunds, our_id)
+        return transformers.refund_result(chosen) if chosen is not None else None
+
+    async def update_payment(
+        self, reference: str, amount: Money, capture: bool, *, idempotency_key: str
+    ) -> None:
+        """PaymentIntent update of amount, currency and capture method; Stripe refuses it once
+        the PaymentIntent is confirmed (GatewayInvalidRequest)."""
+        params = transformers.update_params(amount, capture)
+        await self._call(
+            lambda: self._client.v1.payment_intents.update_async(
+                reference,
+                params=params,  # type: ignore[arg-type]
+                options=self._options(idempotency_key),  # type: ignore[arg-type]
+            )
+        )
 
     async def create_customer(
         self, reference: str, email: str | None, *, idempotency_key: str
