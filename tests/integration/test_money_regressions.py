@@ -21,7 +21,7 @@ from paymux.domain.states import PaymentIntentStatus as S
 from paymux.gateways.base import AuthorizeRequest, GatewayResult, GatewayStatus
 from paymux.money import Money
 from paymux.storage.migrate import upgrade
-from support.fake_gateway import Outcome, ScriptedGateway
+from support.fake_gateway import REQUIRES_PAYMENT_METHOD, Outcome, ScriptedGateway
 from support.harness import Harness
 from support.pgcluster import PgCluster
 
@@ -464,3 +464,31 @@ def test_8_a_currency_change_runs_the_currency_checks(db: str, tmp_path: Path) -
         assert (got["currency"], got["amount"], got["status"]) == ("usd", 2000, S.REQUIRES_PAYMENT_METHOD)
 
     run(db, tmp_path, test, gw=ScriptedGateway(currencies=["USD", "EUR"]))
+
+
+# -- item 6 of the issue: a payer action the provider waits on is completed ---------------------
+def test_a_payment_approved_by_the_payer_is_completed_by_paymux(db: str, tmp_path: Path) -> None:
+    """PayPal's PAYER_ACTION_REQUIRED: the provider waits for the payer, then (the order
+    APPROVED, read as ``open``) for the merchant to charge it. paymux charges that same
+    payment (never a new one) when the reconciler finds it approved."""
+
+    async def test(h: Harness) -> None:
+        pi = await create(h)
+        h.gw.script("authorize", Outcome.requires_action())
+        r = await h.post(f"/v1/payment_intents/{pi['id']}/confirm", {"payment_method": "tok_visa"})
+        assert h.body(r)["status"] == "requires_action"
+        [waiting] = h.gw.payments_for(pi["id"])
+        # The payer approved: the provider's payment waits for the merchant to charge it.
+        waiting.status, waiting.next_action = REQUIRES_PAYMENT_METHOD, None
+        h.advance(h.app.settings.reconcile_after_seconds + 1)
+        await h.drain()
+        got = await h.get(f"/v1/payment_intents/{pi['id']}")
+        assert (got["status"], got["amount_received"]) == ("succeeded", 2000)
+        assert [p.id for p in h.gw.payments_for(pi["id"])] == [waiting.id]
+        assert h.gw.money_captured(pi["id"]) == 2000
+        rows = await h.sql(
+            "select operation, status from gateway_attempts where object_id = :o "
+            "order by created_us, id", o=pi["id"])
+        assert [tuple(r) for r in rows] == [("authorize", "settled"), ("authorize", "settled")]
+
+    run(db, tmp_path, test)

@@ -468,11 +468,18 @@ def test_refund_events_are_refund_updates_on_the_capture(event_type: str) -> Non
     assert change.refund.our_id == "re_xyz" and change.refund.status == "succeeded"
 
 
-def test_an_approved_order_moves_nothing_until_paymux_confirms_it() -> None:
+def test_an_approved_order_reads_open_until_paymux_charges_it() -> None:
     order = {"id": "5O190127TN364715T", "status": "APPROVED", "intent": "CAPTURE",
              "purchase_units": [{"custom_id": "pi_abc",
                                  "amount": {"currency_code": "USD", "value": "10.00"}}]}
-    assert transformers.interpret_event(_event("CHECKOUT.ORDER.APPROVED", "checkout-order", order)) is None
+    approved = transformers.interpret_event(_event("CHECKOUT.ORDER.APPROVED", "checkout-order", order))
+    assert isinstance(approved, PaymentUpdate) and approved.reference == "pi_abc"
+    assert approved.result.status is GatewayStatus.OPEN
+    assert approved.result.reference == "5O190127TN364715T"
+    assert (approved.result.amount_authorized, approved.result.amount_captured) == (0, 0)
+    not_ours = {**order, "purchase_units": [{"amount": order["purchase_units"][0]["amount"]}]}
+    assert transformers.interpret_event(
+        _event("CHECKOUT.ORDER.APPROVED", "checkout-order", not_ours)) is None
     done = {**order, "status": "COMPLETED", "purchase_units": [
         {**order["purchase_units"][0], "payments": {"captures": [CAPTURE]}}]}
     change = transformers.interpret_event(_event("CHECKOUT.ORDER.COMPLETED", "checkout-order", done))

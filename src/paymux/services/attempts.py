@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from sqlalchemy import select, update
@@ -526,12 +527,16 @@ class AttemptEngine:
             token = pm.token if pm else None
         if token is None:
             return None
-        return authorize_request(
+        request = authorize_request(
             pi,
             str(token),
             attempt.request.get("customer_token"),
             attempt.request.get("verification_token"),
         )
+        completes = attempt.request.get("completes")
+        if completes:  # completing a payment that waited for the payer: that one, no other
+            request = replace(request, gateway_reference=str(completes))
+        return request
 
     # -- intents nobody is waiting on -------------------------------------------------------
     async def refresh_intent(self, pi_id: str) -> bool:
@@ -554,6 +559,11 @@ class AttemptEngine:
             return True
         gateway = self.ctx.gateway(gateway_name)
         found = await call_with_retries(self.ctx.settings, lambda: gateway.retrieve(reference))
+        if found.status is ProviderStatus.OPEN and pi.status == S.REQUIRES_ACTION:
+            # The payer did what the provider asked (PayPal: approved the order), and the
+            # provider waits for us to charge it: finish the confirmation.
+            await self.complete_action(pi_id, reference)
+            return True
         async with self.ctx.db.write() as s:
             locked = await s.get(PaymentIntent, pi_id, with_for_update=True, populate_existing=True)
             assert locked is not None
@@ -561,6 +571,48 @@ class AttemptEngine:
             if not change.moved:
                 locked.updated_us = self.ctx.now_us()  # checked now: to the back of the queue
             return change.moved
+
+    async def complete_action(self, pi_id: str, reference: str) -> None:
+        """Charge the provider payment ``reference`` that waited for the payer, as a new
+        authorize attempt from requires_action (the same request as the confirmation)."""
+        async with self.ctx.db.write() as s:
+            pi = await s.get(PaymentIntent, pi_id, with_for_update=True, populate_existing=True)
+            assert pi is not None
+            if pi.status != S.REQUIRES_ACTION:
+                return
+            last = (
+                await s.execute(
+                    select(GatewayAttempt)
+                    .where(
+                        GatewayAttempt.object_id == pi_id,
+                        GatewayAttempt.operation == Operation.AUTHORIZE,
+                    )
+                    .order_by(GatewayAttempt.created_us.desc(), GatewayAttempt.id.desc())
+                    .limit(1)
+                )
+            ).scalar_one_or_none()
+            if last is None:
+                return
+            pi, attempt = await self.start_on_intent(
+                s,
+                pi,
+                Operation.AUTHORIZE,
+                allowed_from=(S.REQUIRES_ACTION,),
+                idempotency_key=f"{last.idempotency_key}:complete",
+                request={**last.request, "completes": reference},
+                check="confirm",
+            )
+            request = await self.authorize_request(s, pi, attempt)
+            gateway = self.ctx.gateway(pi.gateway)
+        if request is None:
+            await self.abandon(attempt.id, "no payment method to complete with")
+            return
+        key = attempt.idempotency_key
+        result = await self.execute(
+            attempt, lambda: gateway.authorize(request, idempotency_key=key)
+        )
+        if result is not None:
+            await self.settle_payment(attempt.id, result)
 
     async def refresh_refund(self, refund_id: str) -> bool:
         async with self.ctx.db.read() as s:

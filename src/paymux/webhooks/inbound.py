@@ -207,6 +207,17 @@ class InboundWebhooks:
         if stale:
             log.info("ignoring a late %s about %s: %s", change.result.status, pi.id, stale)
             return stale
+        if change.result.status is GatewayStatus.OPEN and pi.status == "requires_action":
+            # The payer acted and the provider waits for us (PayPal's CHECKOUT.ORDER.APPROVED
+            # after PAYER_ACTION_REQUIRED): have the worker complete it now.
+            await enqueue(
+                s,
+                "refresh_intent",
+                {"pi_id": pi.id},
+                now_us=self.ctx.now_us(),
+                dedupe_key=f"refresh:{pi.id}",
+            )
+            return None
         moved = await self.payments.engine.apply_payment_report(s, pi, change.result)
         if moved.moved and pi.status != "processing":
             for attempt in attempts:  # the webhook told us the outcome a call was waiting for

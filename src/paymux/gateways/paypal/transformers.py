@@ -813,8 +813,9 @@ def interpret_event(
     also what paymux stores, so either lookup finds the payment. PAYMENT.CAPTURE.REFUNDED and
     .REVERSED carry the refund (our refund id in ``custom_id`` when we made it; the capture in
     its ``up`` link). CUSTOMER.DISPUTE.CREATED, .UPDATED and .RESOLVED carry the dispute
-    (see ``dispute_update``). CHECKOUT.ORDER.APPROVED moves nothing: the buyer approved, and
-    paymux's confirm (called by the page's ``onApprove``) captures or authorizes the order; an
+    (see ``dispute_update``). CHECKOUT.ORDER.APPROVED of an order of ours reads ``open``: for an
+    intent waiting for the payer paymux completes the order; otherwise paymux's confirm
+    (called by the page's ``onApprove``) captures or authorizes it; an
     order event that already holds a payment (COMPLETED) is applied like that payment's own
     event.
     """
@@ -831,9 +832,14 @@ def interpret_event(
         return RefundUpdate(refund=refund_result(resource))
     if event.type in _ORDER_EVENTS:
         result = order_result(resource)
-        if result.raw.get("object") == "order":
+        ours = _custom_id(_first_unit(resource))
+        if result.raw.get("object") == "order" and not (
+            event.type == "CHECKOUT.ORDER.APPROVED" and ours
+        ):
             return None  # no payment in it yet: nothing moved
-        return PaymentUpdate(reference=_custom_id(_first_unit(resource)), result=result)
+        # An approved order of ours with no payment yet reads ``open``: paymux completes it
+        # if its intent was waiting for the payer (PAYER_ACTION_REQUIRED), else nothing moves.
+        return PaymentUpdate(reference=ours, result=result)
     if event.type in _DISPUTE_EVENTS:
         return dispute_update(resource)
     return None
