@@ -18,7 +18,13 @@ from sqlalchemy import text
 
 from conftest import database_url
 from paymux.domain.states import PaymentIntentStatus as S
-from paymux.gateways.base import AuthorizeRequest, GatewayResult, GatewayStatus
+from paymux.gateways.base import (
+    AuthorizeRequest,
+    GatewayResult,
+    GatewayStatus,
+    InboundEvent,
+    PaymentUpdate,
+)
 from paymux.money import Money
 from paymux.storage.migrate import upgrade
 from support.fake_gateway import REQUIRES_PAYMENT_METHOD, Outcome, ScriptedGateway
@@ -492,3 +498,32 @@ def test_a_payment_approved_by_the_payer_is_completed_by_paymux(db: str, tmp_pat
         assert [tuple(r) for r in rows] == [("authorize", "settled"), ("authorize", "settled")]
 
     run(db, tmp_path, test)
+
+
+class ApprovalGateway(ScriptedGateway):
+    """Like PayPal: a payment waiting for the merchant after the payer's approval is
+    announced by a webhook (CHECKOUT.ORDER.APPROVED), read as ``open``."""
+
+    def interpret_event(self, event: InboundEvent) -> Any:
+        obj = (event.payload.get("data") or {}).get("object") or {}
+        if obj.get("object") == "payment" and obj.get("status") == REQUIRES_PAYMENT_METHOD:
+            return PaymentUpdate(obj.get("reference"), GatewayResult(GatewayStatus.OPEN, obj["id"]))
+        return super().interpret_event(event)
+
+
+def test_the_approval_webhook_completes_the_payment_at_once(db: str, tmp_path: Path) -> None:
+    async def test(h: Harness) -> None:
+        pi = await create(h)
+        h.gw.script("authorize", Outcome.requires_action())
+        await h.post(f"/v1/payment_intents/{pi['id']}/confirm", {"payment_method": "tok_visa"})
+        h.gw.take_webhooks()
+        [waiting] = h.gw.payments_for(pi["id"])
+        waiting.status, waiting.next_action = REQUIRES_PAYMENT_METHOD, None
+        h.gw.emit(waiting)
+        await h.deliver_all()
+        await h.drain()  # no time passes: the webhook queued the completion
+        got = await h.get(f"/v1/payment_intents/{pi['id']}")
+        assert (got["status"], got["amount_received"]) == ("succeeded", 2000)
+        assert [p.id for p in h.gw.payments_for(pi["id"])] == [waiting.id]
+
+    run(db, tmp_path, test, gw=ApprovalGateway())
