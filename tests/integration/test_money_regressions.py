@@ -237,8 +237,10 @@ def test_3_an_outage_is_not_stored_the_retry_runs_again(db: str, tmp_path: Path)
         h.gw.script("describe_payment_method", *[Outcome.fail_before()] * 4)
         body = {"amount": 2000, "currency": "usd", "payment_method": "tok_visa", "confirm": True}
         first = await h.post("/v1/payment_intents", body, key="order-2")
-        assert first.status_code >= 500
-        assert h.body(first)["error"]["retryable"] is True
+        assert first.status_code == 503
+        error = h.body(first)["error"]
+        assert (error["code"], error["retryable"]) == ("gateway_unavailable", True)
+        assert first.headers.get("request-id", "").startswith("req_")
         retry = await h.post("/v1/payment_intents", body, key="order-2")
         assert retry.status_code == 200, retry.text
         assert retry.headers.get("idempotent-replayed") is None

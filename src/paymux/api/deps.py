@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from paymux.domain.errors import PaymuxError
+from paymux.gateways.base import GatewayRateLimited, GatewayUnavailable
 from paymux.services import Paymux
 from paymux.services.idempotency import Replay, current_claim, request_fingerprint
 
@@ -119,6 +120,12 @@ async def _run(c: Caller, operation: Callable[[], Awaitable[dict[str, Any]]]) ->
         result = await operation()
     except PaymuxError as exc:
         status, body = error_json(exc, c.request)
+        return _json(status, body)
+    except (GatewayUnavailable, GatewayRateLimited) as exc:
+        # A gateway outage before anything was recorded (describing a new payment method,
+        # opening a payment): retryable, and nothing is kept for the Idempotency-Key.
+        log.warning("gateway unavailable: %s", type(exc).__name__)
+        status, body = error_json(PaymuxError.of("gateway_unavailable"), c.request)
         return _json(status, body)
     return _json(200, json.dumps(result))
 

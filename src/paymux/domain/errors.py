@@ -317,9 +317,10 @@ _ERROR_LIST = [
     ErrorSpec(
         "gateway_unavailable",
         ErrorType.GATEWAY_ERROR,
-        502,
+        503,
         "The gateway could not be reached or answered with an error; paymux will "
-        "settle the operation when it answers.",
+        "settle the operation when it answers. Nothing is kept for the Idempotency-Key: "
+        "retry with the same key.",
         "We could not reach the payment processor. Please try again in a moment.",
         Action.RETRY_LATER,
         True,
