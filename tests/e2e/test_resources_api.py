@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import Api
+from conftest import Api, RunningServer
 
 PI = "/v1/payment_intents"
 
@@ -349,5 +349,50 @@ def test_two_accounts_can_each_save_the_same_magic_test_token(api: Api) -> None:
         # Detaching in one account leaves the other's saved card alone.
         api.ok("POST", f"/v1/payment_methods/{saved[0]}/detach")
         assert other.ok("GET", f"/v1/payment_methods/{saved[1]}")["customer"] is not None
+    finally:
+        other.close()
+
+
+def test_another_account_cannot_use_a_card_saved_by_this_one(
+    api: Api, server: RunningServer
+) -> None:
+    """A gateway token belongs to the account that first used it: to any other account it
+    is as unknown as a token that never existed (404), by our id or by the token, on
+    session or off, to pay, to attach or to read."""
+    cus = customer(api)
+    card = saved_card(api, cus["id"])
+    paid = api.ok("POST", PI, {"amount": 2000, "currency": "usd", "customer": cus["id"],
+                               "payment_method": card["id"], "confirm": True})
+    assert paid["status"] == "succeeded"
+    other = Api(server)
+    try:
+        theirs = customer(other)
+        before = other.counts()
+        token = card["gateway_token"]
+        for ref in (card["id"], token):
+            attempts = [
+                (PI, {"amount": 2000, "currency": "usd", "customer": theirs["id"],
+                      "payment_method": ref, "confirm": True, "off_session": True}),
+                (PI, {"amount": 2000, "currency": "usd", "payment_method": ref,
+                      "confirm": True}),
+                (f"/v1/payment_methods/{ref}/attach", {"customer": theirs["id"]}),
+            ]
+            for path, body in attempts:
+                error = error_of(other.post(path, body), 404)
+                assert (error["code"], error["param"]) == ("resource_missing", "payment_method"), (
+                    path, ref)
+            opened = other.ok("POST", PI, {"amount": 2000, "currency": "usd"})
+            error = error_of(other.post(f"{PI}/{opened['id']}/confirm", {"payment_method": ref}),
+                             404)
+            assert error["code"] == "resource_missing"
+            assert other.get(f"/v1/payment_methods/{ref}").status_code == 404
+        assert len(api.charges(paid["id"])) == 1
+        after = other.counts()
+        assert after["payment_methods"] == before["payment_methods"]
+        assert after["gateway_attempts"] == before["gateway_attempts"]
+        # The sandbox's published test shortcuts stay usable by every account.
+        shortcut = other.ok("POST", PI, {"amount": 2000, "currency": "usd",
+                                         "payment_method": "pm_card_visa", "confirm": True})
+        assert shortcut["status"] == "succeeded"
     finally:
         other.close()

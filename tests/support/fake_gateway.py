@@ -385,6 +385,7 @@ class ScriptedGateway:
         self.webhook_secret = webhook_secret
         self.webhook_tolerance = webhook_tolerance
         self.latency = latency
+        self.shared_tokens: set[str] = set()  # published test shortcuts, usable by anyone
 
         self.payments: dict[str, ProviderPayment] = {}
         self.customers: dict[str, str] = {}  # customer id -> our reference
@@ -755,6 +756,9 @@ class ScriptedGateway:
     async def aclose(self) -> None:
         # Nothing to release; the provider outlives any one paymux (tests restart paymux).
         self.closed += 1
+
+    def reusable_test_token(self, token: str) -> bool:
+        return token in self.shared_tokens
 
     def browser_params(self, reference: str) -> dict[str, Any]:
         return {"gateway": self.name, "publishable_key": f"pk_{self.name}", "reference": reference}

@@ -214,6 +214,12 @@ class Gateway(Protocol):
         """What the gateway's browser component needs to tokenize a card."""
         ...
 
+    def reusable_test_token(self, token: str) -> bool:
+        """A test shortcut the provider publishes for everyone (Stripe's ``pm_card_visa``,
+        Square's ``cnon:card-nonce-ok``): every account may use it, each use a payment method
+        of its own. Any other token belongs to the account that first used it."""
+        ...
+
     async def describe_payment_method(self, token: str) -> CardDetails | None:
         """The card behind a token, or None if the gateway does not know the token."""
         ...

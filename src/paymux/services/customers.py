@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, or_
+from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -32,6 +32,22 @@ async def find_payment_method(
     )
     found = (await s.execute(query)).scalars().all()
     return next((m for m in found if m.id == ref), found[0] if found else None)
+
+
+async def _owned_elsewhere(ctx: Context, account_id: str, gateway: str, token: str) -> bool:
+    async with ctx.db.read() as s:
+        row = (
+            await s.execute(
+                select(PaymentMethod.id)
+                .where(
+                    PaymentMethod.gateway == gateway,
+                    PaymentMethod.token == token,
+                    PaymentMethod.account_id != account_id,
+                )
+                .limit(1)
+            )
+        ).first()
+    return row is not None
 
 
 async def resolve_payment_method(
@@ -66,6 +82,14 @@ async def resolve_payment_method(
             )
         return pm
     gateway = ctx.gateway(gateway_name)
+    if not gateway.reusable_test_token(ref) and await _owned_elsewhere(
+        ctx, account_id, gateway_name, ref
+    ):
+        # A token belongs to the account that first used it: another account's saved card
+        # is as unknown here as a token that never existed.
+        raise PaymuxError.of(
+            "resource_missing", f"No such payment_method: '{ref}'", param="payment_method"
+        )
     try:
         details = await call_with_retries(
             ctx.settings, lambda: gateway.describe_payment_method(ref)

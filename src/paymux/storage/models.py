@@ -95,7 +95,11 @@ class PaymentMethod(Base):
     card_funding: Mapped[str | None] = mapped_column(String(16))
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     created_us: Mapped[int]
-    __table_args__ = (UniqueConstraint("account_id", "gateway", "token"),)
+    __table_args__ = (
+        UniqueConstraint("account_id", "gateway", "token"),
+        # Who first used a gateway token, whatever the account: a token is its account's.
+        Index("ix_payment_methods_gateway_token", "gateway", "token"),
+    )
 
 
 class PaymentIntent(Base):

@@ -310,6 +310,9 @@ class PayPalGateway:
     def amount_problem(self, amount: Money) -> str | None:
         return transformers.amount_problem(amount)
 
+    def reusable_test_token(self, token: str) -> bool:
+        return False  # PayPal publishes no shared test tokens: orders and vault ids are owned
+
     def browser_params(self, reference: str) -> dict[str, Any]:
         return {"gateway": self.name, "client_id": self.client_id}
 

@@ -30,6 +30,7 @@ from paymux.gateways.base import (
     RefundUpdate,
 )
 from paymux.gateways.sandbox import transformers
+from paymux.gateways.sandbox.cards import MAGIC_TOKENS
 from paymux.gateways.sandbox.processor import ProcessorError, SandboxProcessor
 from paymux.gateways.signing import deliver, verify_signature
 from paymux.money import Money
@@ -125,6 +126,9 @@ class SandboxGateway:
 
     def amount_problem(self, amount: Money) -> str | None:
         return None
+
+    def reusable_test_token(self, token: str) -> bool:
+        return token in MAGIC_TOKENS
 
     def browser_params(self, reference: str) -> dict[str, Any]:
         base = self.processor.public_url

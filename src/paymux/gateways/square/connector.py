@@ -227,6 +227,11 @@ class SquareGateway:
     def amount_problem(self, amount: Money) -> str | None:
         return transformers.amount_problem(amount)
 
+    def reusable_test_token(self, token: str) -> bool:
+        # Square's sandbox test nonces (developer.squareup.com/docs/devtools/sandbox/payments):
+        # cnon:card-nonce-ok and friends; production nonces are single use.
+        return self.environment == "sandbox" and token.startswith("cnon:card-nonce-")
+
     def browser_params(self, reference: str) -> dict[str, Any]:
         """What the Web Payments SDK needs: ``Square.payments(application_id, location_id)``."""
         return {

@@ -25,6 +25,7 @@ refund by id, else finds ours by its metadata among the payment's refunds.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -71,6 +72,9 @@ _SETTLED = frozenset({GatewayStatus.SUCCEEDED, GatewayStatus.CANCELED, GatewaySt
 _UNSUPPORTED = frozenset({"BOV", "CHE", "CHW", "CLF", "COU", "MXV", "USN", "UYI", "UYW", "XAD"})
 
 
+_TEST_SHORTCUT = re.compile(r"(pm_card|tok)_[A-Za-z][A-Za-z_]*")
+
+
 def _retry_after(exc: stripe.StripeError) -> float | None:
     headers = exc.headers or {}
     value = headers.get("retry-after") or headers.get("Retry-After")
@@ -115,6 +119,7 @@ class StripeGateway:
         self.publishable_key = publishable_key
         self.webhook_secrets = webhook_secrets or []
         self.webhook_tolerance = webhook_tolerance
+        self.livemode = secret_key.startswith(("sk_live_", "rk_live_"))
 
     async def aclose(self) -> None:
         """Close the HTTP connections (they belong to the event loop that opened them)."""
@@ -171,6 +176,11 @@ class StripeGateway:
 
     def amount_problem(self, amount: Money) -> str | None:
         return transformers.amount_problem(amount)
+
+    def reusable_test_token(self, token: str) -> bool:
+        # Stripe's test shortcuts (docs.stripe.com/testing): pm_card_visa, tok_visa, ...;
+        # real ids are pm_1..., tok_1..., card_1....
+        return not self.livemode and _TEST_SHORTCUT.fullmatch(token) is not None
 
     def browser_params(self, reference: str) -> dict[str, Any]:
         return {"gateway": self.name, "publishable_key": self.publishable_key}

@@ -1,4 +1,7 @@
-"""attempts remember the state they started from and the one they aim at; idempotency keys record a recovery point
+"""attempt targets and recovery points; payment methods found by gateway token
+
+Attempts remember the state they started from and the one they aim at; idempotency keys
+record a recovery point; payment methods are found by gateway token across accounts.
 
 Revision ID: 0004
 Revises: 0003
@@ -23,9 +26,13 @@ def upgrade() -> None:
     with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:
         batch_op.add_column(sa.Column("recovery_point", sa.String(length=32), nullable=True))
         batch_op.add_column(sa.Column("object_id", sa.String(length=40), nullable=True))
+    op.create_index(
+        "ix_payment_methods_gateway_token", "payment_methods", ["gateway", "token"]
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_payment_methods_gateway_token", table_name="payment_methods")
     with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:
         batch_op.drop_column("object_id")
         batch_op.drop_column("recovery_point")
