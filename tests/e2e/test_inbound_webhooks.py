@@ -167,3 +167,38 @@ def test_a_late_decline_of_an_earlier_attempt_does_not_undo_the_attempt_in_fligh
     failed = api.ok("GET", "/v1/events", params={"object_id": pi["id"],
                                                  "type": "payment_intent.payment_failed"})
     assert len(failed["data"]) == 1  # the first attempt's, not a second one from the late event
+
+
+def _signed_post(api: Api, body: bytes) -> httpx.Response:
+    return httpx.post(f"{api.server.url}/webhooks/sandbox", content=body, timeout=10,
+                      headers={"paymux-sandbox-signature": sign_header(body, secret(api)),
+                               "content-type": "application/json"})
+
+
+def test_signed_bodies_that_are_not_utf8_json_are_refused_not_stored(api: Api) -> None:
+    """A correctly signed body in UTF-16, with a byte-order mark, or nested 1,000 deep is not
+    what any provider sends: a clear 400 invalid_payload, nothing stored, never a 500."""
+    event = {"id": "evt_odd_encoding", "type": "charge.succeeded", "data": {"object": {}}}
+    text = json.dumps(event)
+    before = api.server.sql("select count(*) from webhook_inbox")[0][0]
+    bodies = {
+        "utf-16": text.encode("utf-16"),  # with its BOM
+        "utf-16-le": text.encode("utf-16-le"),
+        "utf-8 bom": b"\xef\xbb\xbf" + text.encode(),
+        "latin-1": json.dumps({**event, "note": "caf\u00e9"}, ensure_ascii=False).encode(
+            "latin-1"),
+        "nested": ("[" * 1000 + "]" * 1000).encode(),
+        "nested in an event": json.dumps(event)[:-1].encode()
+        + b', "deep": ' + b"{\"a\": " * 200 + b"1" + b"}" * 200 + b"}",
+    }
+    for name, body in bodies.items():
+        r = _signed_post(api, body)
+        assert r.status_code == 400, (name, r.status_code, r.text)
+        error = r.json()["error"]
+        refused = (error["code"], error.get("reason"))
+        assert refused in {("webhook_signature_invalid", "invalid_payload"),
+                           ("body_too_deep", None)}, (name, error)
+    after = api.server.sql("select count(*) from webhook_inbox")[0][0]
+    assert after == before
+    # The same event as UTF-8 JSON is stored as usual.
+    assert _signed_post(api, text.encode()).status_code == 200

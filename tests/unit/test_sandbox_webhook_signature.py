@@ -41,3 +41,29 @@ def test_each_failure_has_its_own_reason() -> None:
     old = sign_header(BODY, SECRET, int(time.time()) - 301)
     assert reason(BODY, old, [SECRET], tolerance=300) == "timestamp_outside_tolerance"
     assert reason(b"not json", sign_header(b"not json", SECRET), [SECRET]) == "invalid_payload"
+
+
+# -- the body itself: UTF-8 JSON, bounded in depth ----------------------------------------
+def test_load_event_refuses_what_no_provider_sends() -> None:
+    import pytest as _pytest
+
+    from paymux.gateways.base import WebhookVerificationError
+    from paymux.gateways.payloads import load_event
+
+    good = b'{"id": "evt_1", "type": "x", "data": {"s": "[[[{{{"}}'
+    assert load_event(good) == {"id": "evt_1", "type": "x", "data": {"s": "[[[{{{"}}
+    assert load_event(b'{"a": ' * 64 + b"1" + b"}" * 64) is not None  # exactly the limit
+    refused = {
+        "bom": b'\xef\xbb\xbf{"id": "evt_1"}',
+        "utf-16": '{"id": "evt_1"}'.encode("utf-16"),
+        "utf-16-le": '{"id": "evt_1"}'.encode("utf-16-le"),
+        "latin-1": '{"id": "caf\u00e9"}'.encode("latin-1"),
+        "too deep": b'{"a": ' * 65 + b"1" + b"}" * 65,
+        "deep arrays": b"[" * 5000 + b"]" * 5000,
+        "not an object": b"[1, 2]",
+        "not json": b"id=evt_1",
+    }
+    for name, body in refused.items():
+        with _pytest.raises(WebhookVerificationError) as caught:
+            load_event(body)
+        assert caught.value.reason == "invalid_payload", name

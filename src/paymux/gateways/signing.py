@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from paymux.gateways.base import WebhookVerificationError
+from paymux.gateways.payloads import load_event
 
 __all__ = ["deliver", "sign_header", "verify_signature"]
 
@@ -75,11 +76,8 @@ def verify_signature(
         raise WebhookVerificationError(
             "signature_mismatch", "No signature matches the expected signature for the payload."
         )
-    try:
-        event = json.loads(body)
-    except ValueError:
-        raise WebhookVerificationError("invalid_payload", "The body is not JSON.") from None
-    if not isinstance(event, dict) or "id" not in event or "type" not in event:
+    event = load_event(body)
+    if "id" not in event or "type" not in event:
         raise WebhookVerificationError("invalid_payload", "The event has no id or type.")
     return event
 

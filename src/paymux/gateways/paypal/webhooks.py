@@ -51,6 +51,7 @@ from cryptography.x509.verification import (
 )
 
 from paymux.gateways.base import WebhookVerificationError
+from paymux.gateways.payloads import load_event
 
 __all__ = [
     "CertFetcher",
@@ -131,13 +132,9 @@ def signed_message(
 
 def parse_event(body: bytes) -> dict[str, Any]:
     """The event, once verified (or to send it to PayPal's API for verification)."""
-    try:
-        event = json.loads(body)
-    except ValueError:
-        raise WebhookVerificationError("invalid_payload", "The body is not JSON.") from None
+    event = load_event(body)
     if (
-        not isinstance(event, dict)
-        or not isinstance(event.get("id"), str)
+        not isinstance(event.get("id"), str)
         or not isinstance(event.get("event_type"), str)
     ):
         raise WebhookVerificationError("invalid_payload", "The event has no id or event_type.")

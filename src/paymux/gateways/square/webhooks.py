@@ -19,10 +19,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 from typing import Any
 
 from paymux.gateways.base import WebhookVerificationError
+from paymux.gateways.payloads import load_event
 
 __all__ = ["SIGNATURE_HEADER", "sign", "signed_headers", "verify"]
 
@@ -54,13 +54,9 @@ def verify(headers: dict[str, str], body: bytes, *, keys: list[str], url: str) -
             "signature_mismatch",
             "No signature key gives this signature for the body and the notification URL.",
         )
-    try:
-        event = json.loads(body)
-    except ValueError:
-        raise WebhookVerificationError("invalid_payload", "The body is not JSON.") from None
+    event = load_event(body)
     if (
-        not isinstance(event, dict)
-        or not isinstance(event.get("event_id"), str)
+        not isinstance(event.get("event_id"), str)
         or not isinstance(event.get("type"), str)
     ):
         raise WebhookVerificationError("invalid_payload", "The event has no event_id or type.")
