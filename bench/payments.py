@@ -66,7 +66,7 @@ def paymux_server(db_url: str, tmp: Path) -> ServeProcess:
         db_url,
         "sk_test_bench" + secrets.token_hex(12),
         command=[sys.executable, "-m", "paymux.cli", "serve"],
-        settings={"PAYMUX_LOG_LEVEL": "WARNING"},
+        settings={"PAYMUX_LOG_LEVEL": "WARNING", "PAYMUX_RATE_LIMIT_REQUESTS": "0"},
         log=tmp / "paymux-server.log",
         cwd=tmp,
         start=False,

@@ -107,6 +107,7 @@ def paymux_env(db_url: str, tmp: Path, **extra: str) -> dict[str, str]:
     """Only PAYMUX_* (and the Stripe connector's) variables configure a paymux subprocess."""
     settings = {
         "PAYMUX_LOG_LEVEL": "WARNING",
+        "PAYMUX_RATE_LIMIT_REQUESTS": "0",  # wrk drives one key far past any limit
         "STRIPE_SECRET_KEY": "sk_test_bench",
         "STRIPE_WEBHOOK_SECRETS": WEBHOOK_SECRET,
         "PAYMUX_STRIPE_API_BASE": "http://127.0.0.1:9",  # never called

@@ -6,9 +6,10 @@ sandbox gateway, from the sandbox's own store (as a provider's dashboard would s
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "get_settings"]
@@ -25,6 +26,11 @@ class Settings(BaseSettings):
     port: int = 8000
     public_url: str = Field(
         default="", description="Where gateways reach us; defaults to http://HOST:PORT."
+    )
+    trusted_proxies: str = Field(
+        default="",
+        description="Comma-separated IPs or CIDRs of the reverse proxies whose X-Forwarded-For "
+        "and X-Forwarded-Proto are believed; empty: none are.",
     )
     run_worker: bool = True
     worker_poll_interval: float = 0.2
@@ -55,6 +61,9 @@ class Settings(BaseSettings):
     # Money that lands on a canceled intent (a race with the payer's browser) is given back:
     # an authorization is voided, a capture refunded. Off: only the event tells an operator.
     refund_late_payments: bool = True
+    # Requests per API key per window (0: no limit); past it, 429 rate_limited + Retry-After.
+    rate_limit_requests: int = 100
+    rate_limit_window_seconds: float = 1.0
 
     gateway_retries: int = 3
     gateway_retry_base_delay: float = 0.2
@@ -71,6 +80,11 @@ class Settings(BaseSettings):
     sandbox_db: str = "./paymux-sandbox.db"
     sandbox_webhook_secret: SecretStr | None = None
     sandbox_webhook_delay: float = 0.0
+    sandbox_controls: bool = Field(
+        default=False,
+        description="Serve the sandbox's unauthenticated test knobs under /sandbox/_control "
+        "(faults, latency, charge listing). For test suites only.",
+    )
 
     stripe_secret_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("STRIPE_SECRET_KEY", "PAYMUX_STRIPE_SECRET_KEY")
@@ -138,6 +152,18 @@ class Settings(BaseSettings):
     admin_key: SecretStr | None = Field(
         default=None, description="Bearer token for the /v1/admin API (PAYMUX_ADMIN_KEY)."
     )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_addresses(cls, value: str) -> str:
+        for item in value.split(","):
+            if item.strip():
+                ipaddress.ip_network(item.strip(), strict=False)  # ValueError names it
+        return value
+
+    def trusted_proxy_list(self) -> list[str]:
+        """PAYMUX_TRUSTED_PROXIES as a list (empty: trust no forwarded headers)."""
+        return [item.strip() for item in self.trusted_proxies.split(",") if item.strip()]
 
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from paymux.domain.errors import PaymuxError
 from paymux.gateways.base import GatewayRateLimited, GatewayUnavailable
 from paymux.services import Paymux
+from paymux.services.accounts import hash_key
 from paymux.services.idempotency import Replay, current_claim, request_fingerprint
 
 __all__ = ["Caller", "ListParams", "caller", "idempotent", "list_response"]
@@ -45,6 +46,7 @@ async def caller(request: Request, authorization: Annotated[str | None, Header()
     account_id = await app.accounts.authenticate(key.strip())
     if account_id is None:
         raise PaymuxError.of("api_key_invalid")
+    await app.rate_limiter.check(hash_key(key.strip()))
     return Caller(account_id, app, request)
 
 

@@ -279,6 +279,20 @@ _ERROR_LIST = [
     ErrorSpec("resource_missing", _INVALID, 404, "No such object."),
     ErrorSpec("url_invalid", _INVALID, 404, "Unrecognized request URL."),
     ErrorSpec("request_too_large", _INVALID, 413, "The request body is too large."),
+    ErrorSpec(
+        "body_too_deep",
+        _INVALID,
+        400,
+        "The JSON body nests arrays and objects too deep (32 levels at most).",
+    ),
+    ErrorSpec(
+        "credentials_in_query",
+        _INVALID,
+        400,
+        "A credential (an API key, the admin key, a webhook secret or a bearer token) was "
+        "sent in the query string, where logs and browser history keep it. Send keys only "
+        "in the Authorization header.",
+    ),
     # Idempotency.
     ErrorSpec(
         "idempotency_key_mismatch",
@@ -312,6 +326,15 @@ _ERROR_LIST = [
         "Please wait a moment and try again.",
         Action.RETRY_LATER,
         True,
+    ),
+    ErrorSpec(
+        "rate_limited",
+        ErrorType.RATE_LIMIT_ERROR,
+        429,
+        "Too many requests with this API key; retry after the Retry-After seconds "
+        "(PAYMUX_RATE_LIMIT_REQUESTS per PAYMUX_RATE_LIMIT_WINDOW_SECONDS).",
+        action=Action.RETRY_LATER,
+        retryable=True,
     ),
     # Gateway and our own failures.
     ErrorSpec(

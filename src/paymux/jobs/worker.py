@@ -147,6 +147,7 @@ class Worker:
         stale = await payments.stale_attempts()
         stuck = await payments.stuck_intents()
         refunds = await self.app.refunds.pending_refunds()
+        await self.app.rate_limiter.purge()
         async with ctx.db.write() as s:
             for pi_id in expired:
                 await queue.enqueue(

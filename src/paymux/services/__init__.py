@@ -19,6 +19,7 @@ from paymux.services.events import EventsService
 from paymux.services.gateway_calls import call_with_retries
 from paymux.services.idempotency import IdempotencyService
 from paymux.services.payments import PaymentsService
+from paymux.services.ratelimit import RateLimiter
 from paymux.services.refunds import RefundsService
 from paymux.storage.db import Database
 from paymux.storage.models import PaymentIntent
@@ -53,6 +54,7 @@ class Paymux:
         self.customers = CustomersService(self.ctx)
         self.events = EventsService(self.ctx)
         self.idempotency = IdempotencyService(self.ctx)
+        self.rate_limiter = RateLimiter(self.ctx)
         from paymux.webhooks.inbound import InboundWebhooks
 
         self.webhooks = InboundWebhooks(self.ctx, self.payments, self.refunds)

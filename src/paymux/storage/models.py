@@ -35,6 +35,7 @@ __all__ = [
     "Job",
     "PaymentIntent",
     "PaymentMethod",
+    "RateLimitWindow",
     "Refund",
     "WebhookInbox",
 ]
@@ -279,3 +280,12 @@ class WebhookInbox(Base):
     received_us: Mapped[int]
     applied_us: Mapped[int | None]
     __table_args__ = (UniqueConstraint("gateway", "event_id"),)
+
+
+class RateLimitWindow(Base):
+    """Requests counted per API key (its hash) and window, shared by every API process."""
+
+    __tablename__ = "rate_limit_windows"
+    key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    window_no: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    count: Mapped[int] = mapped_column(default=0)
