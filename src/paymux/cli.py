@@ -125,6 +125,10 @@ def serve(
         port=settings.port,
         log_config=None,
         access_log=True,
+        # X-Forwarded-* are believed only from the proxies the operator names (uvicorn
+        # would otherwise trust them from 127.0.0.1, or FORWARDED_ALLOW_IPS).
+        proxy_headers=bool(settings.trusted_proxy_list()),
+        forwarded_allow_ips=settings.trusted_proxy_list(),
     )
 
 
@@ -170,6 +174,50 @@ def keys_create(
     account_id, key = asyncio.run(run())
     console.print(f"account {account_id}")
     print(key)
+
+
+@keys_cli.command("list")
+def keys_list(
+    account: Annotated[str | None, typer.Option(help="Only this account's keys.")] = None,
+) -> None:
+    """List API keys: id, account, last four characters, created, last used, revoked."""
+    from paymux.services import Paymux
+
+    async def run() -> list[dict[str, Any]]:
+        app = Paymux(get_settings())
+        try:
+            return await app.accounts.list_keys(account)
+        finally:
+            await app.close()
+
+    rows = asyncio.run(run())
+    table = Table(title=f"API keys ({len(rows)})", title_justify="left")
+    for col in ("id", "account", "last4", "created", "last used", "revoked"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(
+            row["id"], row["account"], row["last4"], str(row["created"]),
+            str(row["last_used"] or "-"), "yes" if row["revoked"] else "no",
+        )
+    console.print(table)
+
+
+@keys_cli.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (key_...).")]) -> None:
+    """Revoke a key at once: every API process refuses it within PAYMUX_KEY_CACHE_SECONDS."""
+    from paymux.services import Paymux
+
+    async def run() -> bool:
+        app = Paymux(get_settings())
+        try:
+            return await app.accounts.revoke(key_id)
+        finally:
+            await app.close()
+
+    if not asyncio.run(run()):
+        console.print(f"no API key {key_id}")
+        raise typer.Exit(1)
+    console.print(f"revoked {key_id}")
 
 
 @webhooks_cli.command("list")

@@ -6,6 +6,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import time
 
 import httpx
 
@@ -42,3 +43,40 @@ def test_keys_of_two_accounts_see_only_their_own_objects(server: RunningServer) 
     r = httpx.get(f"{server.url}/v1/payment_intents/{made['id']}",
                   headers={"authorization": f"Bearer {second}"})
     assert r.status_code == 404 and r.json()["error"]["code"] == "resource_missing"
+
+
+def keys_cli(server: RunningServer, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PAYMUX_DATABASE_URL=server.settings.database_url,
+               PAYMUX_SANDBOX_DB=server.settings.sandbox_db, COLUMNS="200")
+    return subprocess.run([sys.executable, "-m", "paymux.cli", "keys", *args],
+                          env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_a_revoked_key_is_refused_by_a_running_server_within_seconds(
+    server: RunningServer,
+) -> None:
+    """The server caches a key's check for PAYMUX_KEY_CACHE_SECONDS (2 s): a key revoked by
+    the CLI, in another process, is refused there within that time, with no restart."""
+    account, key = keys_create(server, "--new-account")
+    auth = {"authorization": f"Bearer {key}"}
+    assert httpx.get(f"{server.url}/v1/payment_intents", headers=auth).status_code == 200
+    listed = keys_cli(server, "list", "--account", account)
+    assert listed.returncode == 0, listed.stderr
+    assert key not in listed.stdout and key[-4:] in listed.stdout
+    [(key_id, last_used)] = server.sql(
+        "select id, last_used_us from api_keys where account_id = :a", a=account)
+    assert key_id in listed.stdout and last_used is not None  # noted on first use
+    done = keys_cli(server, "revoke", key_id)
+    assert done.returncode == 0, done.stderr
+    deadline = time.monotonic() + server.settings.key_cache_seconds + 5
+    while True:
+        r = httpx.get(f"{server.url}/v1/payment_intents", headers=auth)
+        if r.status_code == 401:
+            break
+        assert r.status_code == 200
+        assert time.monotonic() < deadline, "the revoked key still works"
+        time.sleep(0.1)
+    assert r.json()["error"]["code"] == "api_key_invalid"
+    assert "yes" in keys_cli(server, "list", "--account", account).stdout
+    unknown = keys_cli(server, "revoke", "key_doesnotexist")
+    assert unknown.returncode == 1 and "no API key" in unknown.stdout

@@ -6,8 +6,9 @@ import hashlib
 import secrets
 import string
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from paymux.domain.ids import new_id
 from paymux.services.context import Context
@@ -17,6 +18,7 @@ __all__ = ["DEFAULT_ACCOUNT", "AccountsService", "NewKey", "hash_key"]
 
 DEFAULT_ACCOUNT = "acct_default"
 _ALPHABET = string.ascii_letters + string.digits
+_LAST_USED_EVERY_US = 60 * 1_000_000  # last use is noted at most once a minute per process
 
 
 def hash_key(key: str) -> str:
@@ -32,7 +34,9 @@ class NewKey:
 class AccountsService:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self._cache: dict[str, str] = {}
+        # key hash -> (account, when to read it again): a revoked key stops working in every
+        # process within key_cache_seconds, without a database read per request.
+        self._cache: dict[str, tuple[str, int]] = {}
 
     async def ensure_account(self, account_id: str = DEFAULT_ACCOUNT, name: str = "default") -> str:
         async with self.ctx.db.write() as s:
@@ -70,19 +74,54 @@ class AccountsService:
             return (await s.execute(select(ApiKey.id).limit(1))).first() is not None
 
     async def authenticate(self, key: str) -> str | None:
-        """The account of an active key, or None."""
+        """The account of an active key, or None. Known keys are cached for
+        ``key_cache_seconds``; reading one again also notes when it was last used."""
         digest = hash_key(key)
+        now = self.ctx.now_us()
         cached = self._cache.get(digest)
-        if cached is not None:
-            return cached
+        if cached is not None and cached[1] > now:
+            return cached[0]
         async with self.ctx.db.read() as s:
             row = (
                 await s.execute(
-                    select(ApiKey.account_id).where(
+                    select(ApiKey.id, ApiKey.account_id, ApiKey.last_used_us).where(
                         ApiKey.key_hash == digest, ApiKey.revoked.is_(False)
                     )
                 )
-            ).scalar()
-        if row is not None:
-            self._cache[digest] = row
-        return row
+            ).first()
+        if row is None:
+            self._cache.pop(digest, None)
+            return None
+        key_id, account_id, last_used = row
+        if last_used is None or now - last_used >= _LAST_USED_EVERY_US:
+            async with self.ctx.db.write() as s:
+                await s.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_us=now))
+        ttl = int(self.ctx.settings.key_cache_seconds * 1_000_000)
+        self._cache[digest] = (str(account_id), now + ttl)
+        return str(account_id)
+
+    async def list_keys(self, account_id: str | None = None) -> list[dict[str, Any]]:
+        """Keys as an operator may see them: never the key, only its last four."""
+        query = select(ApiKey).order_by(ApiKey.created_us, ApiKey.id)
+        if account_id:
+            query = query.where(ApiKey.account_id == account_id)
+        async with self.ctx.db.read() as s:
+            return [
+                {
+                    "id": k.id,
+                    "account": k.account_id,
+                    "last4": k.last4,
+                    "livemode": k.livemode,
+                    "revoked": k.revoked,
+                    "created": k.created_us // 1_000_000,
+                    "last_used": None if k.last_used_us is None else k.last_used_us // 1_000_000,
+                }
+                for k in (await s.execute(query)).scalars()
+            ]
+
+    async def revoke(self, key_id: str) -> bool:
+        """Revoke a key at once (every process stops taking it within key_cache_seconds).
+        False if there is no such key."""
+        async with self.ctx.db.write() as s:
+            done = await s.execute(update(ApiKey).where(ApiKey.id == key_id).values(revoked=True))
+            return bool(getattr(done, "rowcount", 0))

@@ -61,6 +61,7 @@ class ApiKey(Base):
     livemode: Mapped[bool] = mapped_column(Boolean, default=False)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
     created_us: Mapped[int]
+    last_used_us: Mapped[int | None] = mapped_column(default=None)
 
 
 class Customer(Base):

@@ -1,4 +1,4 @@
-"""requests counted per API key and window, shared by every API process
+"""requests counted per API key and window, shared by every API process; keys' last use
 
 Revision ID: 0005
 Revises: 0004
@@ -24,7 +24,11 @@ def upgrade() -> None:
         sa.Column("count", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("key_hash", "window_no"),
     )
+    with op.batch_alter_table("api_keys", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("last_used_us", sa.BigInteger(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("api_keys", schema=None) as batch_op:
+        batch_op.drop_column("last_used_us")
     op.drop_table("rate_limit_windows")
