@@ -47,6 +47,7 @@ def make_settings(database_url: str, tmp: Path, port: int, **overrides: Any) -> 
         "gateway_retry_base_delay": 0.01,
         "gateway_retry_max_delay": 0.05,
         "log_json": False,
+        "sandbox_controls": True,  # the tests inject faults and latency
     }
     values.update(overrides)
     return Settings(**values)

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     # Requests per API key per window (0: no limit); past it, 429 rate_limited + Retry-After.
     rate_limit_requests: int = 100
     rate_limit_window_seconds: float = 1.0
+    # How long an API process trusts its cached check of a key: a revoked key stops working
+    # everywhere within this many seconds.
+    key_cache_seconds: float = 2.0
 
     gateway_retries: int = 3
     gateway_retry_base_delay: float = 0.2

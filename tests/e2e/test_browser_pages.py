@@ -7,17 +7,22 @@ chromium resolves no host names here: only the test server on 127.0.0.1 is reach
 
 from __future__ import annotations
 
+import http.server
+import json
 import os
 import re
+import threading
 import time
 from collections.abc import Iterator
-from urllib.parse import parse_qs, urlsplit
+from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
 import pytest
 
 from conftest import Api
 from support.cdp import Browser, Page, find_chromium
+from support.processes import free_port
 
 pytestmark = pytest.mark.browser
 
@@ -36,11 +41,25 @@ def browser() -> Iterator[Browser]:
         running.close()
 
 
+def csp_violations(page: Page) -> list[str]:
+    """The Content-Security-Policy refusals chromium logged in this tab so far."""
+    page.evaluate("1")  # collect the events sent meanwhile
+    texts = [
+        str(e.get("params", {}).get("entry", {}).get("text", ""))
+        for e in page.events
+        if e.get("method") == "Log.entryAdded"
+    ]
+    return [t for t in texts if "Content Security Policy" in t]
+
+
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
     tab = browser.page()
+    tab.send("Log.enable")
     try:
         yield tab
+        # Every page here works under its CSP (no inline script or style), unrefused.
+        assert csp_violations(tab) == []
     finally:
         tab.close()
 
@@ -152,3 +171,129 @@ def test_failing_the_3ds_challenge_returns_the_payer_and_asks_for_another_method
     after = api.wait_for(f"/v1/payment_intents/{pi['id']}", "status", "requires_payment_method")
     assert after["last_payment_error"]["code"] == "payment_intent_authentication_failure"
     assert after["amount_received"] == 0
+
+
+# -- the card form inside a merchant's page ----------------------------------------------------
+class MerchantSite:
+    """A merchant page on another origin (another port) that frames the hosted card form and
+    records the messages it receives (``document.body.dataset.messages``)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.origin = f"http://127.0.0.1:{self.port}"
+        self.frame_src = ""
+        site = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = site.html().encode()
+                self.send_response(200)
+                self.send_header("content-type", "text/html; charset=utf-8")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def html(self) -> str:
+        return (
+            "<!doctype html><html><head><title>Shop</title></head><body data-messages='[]'>"
+            f"<iframe id='card' src='{self.frame_src}' width='400' height='600'></iframe>"
+            "<script>window.addEventListener('message', (e) => {"
+            " const seen = JSON.parse(document.body.dataset.messages);"
+            " seen.push({origin: e.origin, data: e.data});"
+            " document.body.dataset.messages = JSON.stringify(seen); });</script>"
+            "</body></html>"
+        )
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def merchant() -> Iterator[MerchantSite]:
+    site = MerchantSite()
+    try:
+        yield site
+    finally:
+        site.close()
+
+
+def child_frame(page: Page) -> dict[str, Any]:
+    tree = page.send("Page.getFrameTree")["frameTree"]
+    children = tree.get("childFrames") or []
+    assert len(children) == 1, tree
+    frame: dict[str, Any] = children[0]["frame"]
+    return frame
+
+
+def in_frame(page: Page, frame_id: str, expression: str) -> Any:
+    """Evaluate ``expression`` in the frame's DOM (an isolated world: the page's own scripts
+    still handle the events it fires)."""
+    context = page.send(
+        "Page.createIsolatedWorld", {"frameId": frame_id, "worldName": "test"}
+    )["executionContextId"]
+    result = page.send("Runtime.evaluate", {
+        "expression": expression, "contextId": context, "returnByValue": True,
+        "awaitPromise": True,
+    })
+    assert "exceptionDetails" not in result, result
+    return result.get("result", {}).get("value")
+
+
+def frame_loaded(page: Page, frame_src: str) -> bool:
+    """Whether the card form in the child frame loaded (a refusal leaves an error page)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        frame = child_frame(page)
+        if frame.get("unreachableUrl") or frame["url"].startswith("chrome-error:"):
+            return False
+        if frame["url"] == frame_src and in_frame(
+            page, frame["id"], "document.readyState === 'complete' && "
+            "document.querySelector('#submit') !== null"
+        ):
+            return True
+        time.sleep(0.05)
+    raise AssertionError(f"the frame neither loaded nor was refused: {child_frame(page)}")
+
+
+def test_the_framed_card_form_posts_its_token_to_the_named_merchant_origin_only(
+    page: Page, api: Api, merchant: MerchantSite
+) -> None:
+    merchant.frame_src = f"{api.server.url}/sandbox/elements?origin={quote(merchant.origin)}"
+    page.navigate(f"{merchant.origin}/checkout")
+    assert frame_loaded(page, merchant.frame_src)
+    frame = child_frame(page)["id"]
+    in_frame(page, frame, """(() => {
+        for (const [f, v] of [['number', '4242424242424242'], ['cvc', '123']])
+            document.getElementById(f).value = v;
+        document.getElementById('card-form').requestSubmit(); return true; })()""")
+    raw = page.wait_for(
+        "document.body.dataset.messages !== '[]' && document.body.dataset.messages"
+    )
+    [message] = json.loads(raw)
+    assert message["origin"] == api.server.url
+    assert message["data"]["type"] == "paymux.sandbox.token"
+    assert message["data"]["token"].startswith("pm_")
+    assert message["data"]["card"]["last4"] == "4242"
+
+
+@pytest.mark.parametrize("declared", ["another", "none"])
+def test_a_merchant_page_it_was_not_issued_for_cannot_frame_the_card_form(
+    page: Page, api: Api, merchant: MerchantSite, declared: str
+) -> None:
+    """With ``'*'`` any page could frame the form and read the token; now only the declared
+    origin frames it, and the message goes to that origin alone."""
+    other = f"http://127.0.0.1:{free_port()}"
+    query = f"?origin={quote(other)}" if declared == "another" else ""
+    merchant.frame_src = f"{api.server.url}/sandbox/elements{query}"
+    page.navigate(f"{merchant.origin}/checkout")
+    assert not frame_loaded(page, merchant.frame_src)
+    assert page.evaluate("document.body.dataset.messages") == "[]"
+    page.events.clear()  # the refusal to frame is itself a CSP message: expected here

@@ -24,12 +24,13 @@ import json
 import logging
 import re
 import threading
+import unicodedata
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, unquote_plus
+from urllib.parse import unquote, unquote_plus, urlencode
 
 import httpx
 import pytest
@@ -38,6 +39,7 @@ from sqlalchemy.engine import make_url
 from conftest import Api, RunningServer
 from paymux.gateways.sandbox import SandboxProcessor
 from paymux.security import configure_logging
+from support.sandbox_pages import answer_challenge
 
 # Test card numbers (all Luhn-valid), as digits.
 VISA = "4242424242424242"
@@ -55,11 +57,40 @@ def spaced(pan: str, sep: str = " ") -> str:
     return sep.join(pan[i:i + 4] for i in range(0, len(pan), 4))
 
 
+def _unicode_digits(text: str) -> str:
+    """NFKC, every Unicode decimal digit as ASCII, format (zero-width) characters dropped."""
+    out = []
+    for ch in unicodedata.normalize("NFKC", text):
+        category = unicodedata.category(ch)
+        if category == "Nd":
+            out.append(str(unicodedata.decimal(ch)))
+        elif category != "Cf":
+            out.append(ch)
+    return "".join(out)
+
+
+def _variants(text: str) -> set[str]:
+    """``text`` as written, URL-decoded (once and twice), with JSON escapes decoded, and
+    with UTF-8 bytes read as latin-1 (SQLite's file, read as latin-1) decoded."""
+    unescaped = re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), text)
+    as_utf8 = text.encode("latin-1", "ignore").decode("utf-8", "ignore")
+    return {
+        _unicode_digits(v)
+        for t in (text, unescaped, as_utf8)
+        for v in (t, unquote(t), unquote_plus(t), unquote(unquote(t)))
+    }
+
+
+# Anything between two digits that is not a letter: separators, JSON escapes, percent escapes.
+_BETWEEN_DIGITS = re.compile(r"(?<=\d)(?:[\W_]|%[0-9A-Fa-f]{2}|\\[tnr]|\\u[0-9a-fA-F]{4})+(?=\d)")
+
+
 def pans_in(text: str) -> set[str]:
-    """The test PANs found in ``text``, raw or URL-encoded, with any separators."""
+    """The test PANs found in ``text``, raw, URL- or JSON-encoded, in any Unicode digits,
+    with any separators or zero-width characters."""
     found = set()
-    for variant in {text, unquote(text), unquote_plus(text)}:
-        squeezed = re.sub(r"(?<=\d)[\s+\-.]+(?=\d)", "", variant)
+    for variant in _variants(text):
+        squeezed = _BETWEEN_DIGITS.sub("", variant)
         found |= {pan for pan in ALL_PANS if pan in squeezed}
     return found
 
@@ -242,6 +273,49 @@ CASES = [
 ]
 
 
+# The forms of the card-number rule (docs/security.md), each sent in a JSON body, a form
+# body, a query string and metadata.
+FULL_WIDTH_VISA = "".join(chr(0xFF10 + int(d)) for d in VISA)
+ARABIC_INDIC_MASTERCARD = "".join(chr(0x0660 + int(d)) for d in MASTERCARD)
+FORMS = {
+    "dots": spaced(VISA, "."),
+    "slashes": spaced(MASTERCARD, "/"),
+    "underscores": spaced(DISCOVER, "_"),
+    "double-spaces": spaced(VISA, "  "),
+    "tabs": spaced(VISA_DEBIT, "\t"),
+    "newlines": spaced(DECLINE, "\n"),
+    "literal-percent20": spaced(VISA, "%20"),
+    "nbsp": spaced(MASTERCARD, "\u00a0"),
+    "em-space": spaced(VISA, "\u2003"),
+    "ideographic-space": spaced(DISCOVER, "\u3000"),
+    "zero-width-space": spaced(VISA, "\u200b"),
+    "zero-width-non-joiner": "\u200c".join(MASTERCARD),
+    "zero-width-joiner": spaced(VISA, "\u200d"),
+    "word-joiner": spaced(DISCOVER, "\u2060"),
+    "bom": "\ufeff" + VISA,
+    "full-width-digits": FULL_WIDTH_VISA,
+    "arabic-indic-digits": ARABIC_INDIC_MASTERCARD,
+    "glued-after-letters": f"ref{VISA}",
+    "glued-before-letters": f"{MASTERCARD}x",
+    "amex-dots": f"{AMEX[:4]}.{AMEX[4:10]}.{AMEX[10:]}",
+}
+FORM_CASES = [
+    case
+    for name, value in FORMS.items()
+    for case in (
+        Case(f"form-{name}-json", "POST", PI, "description",
+             json={"amount": 2000, "currency": "usd", "description": f"note: {value}"}),
+        Case(f"form-{name}-metadata", "POST", PI, "metadata[note]",
+             json={"amount": 2000, "currency": "usd", "metadata": {"note": value}}),
+        Case(f"form-{name}-form-body", "POST", PI, "description",
+             content=urlencode({"amount": "2000", "description": value}).encode(),
+             content_type="application/x-www-form-urlencoded"),
+        Case(f"form-{name}-query", "GET",
+             f"/v1/customers?{urlencode({'email': value, 'limit': '3'})}", "email"),
+    )
+]
+CASES += FORM_CASES
+
 def send(api: Api, case: Case) -> httpx.Response:
     headers = dict(case.headers)
     if case.content_type:
@@ -287,6 +361,48 @@ def test_other_headers_are_not_checked_but_neither_stored_nor_logged(
     assert_clean(database_text(api.server), "paymux's database", api.key)
 
 
+LOOSELY_GROUPED = "424 242 424 242 4242"  # VISA in 3-3-3-3-4: not refused, stored masked
+ORDINARY = {
+    "id": "pi_3NabcDEF4242xyz",
+    "ts_ms": "1700000000004",
+    "date": "2024-01-15",
+    "datetime": "2024-01-15T10:30:00.123456Z",
+    "dates": "2024/01/15 - 2024/02/15",
+    "phone": "+44 20 7946 0958",
+    "uuid": "550e8400-e29b-41d4-a716-446655440000",
+    "not_luhn": "4242.4242.4242.4241",
+    "no_card_prefix": "2000 0000 0000 0008",
+    "amount": "1234567.89",
+}
+
+
+def test_ordinary_values_are_accepted_and_stored_unchanged(api: Api, logs: Logs) -> None:
+    pi = api.ok("POST", PI, {"amount": 2000, "currency": "usd", "metadata": ORDINARY,
+                             "description": "order 2024-01-15 ref 550e8400-e29b-41d4"})
+    assert pi["metadata"] == ORDINARY
+    fetched = api.ok("GET", f"{PI}/{pi['id']}")
+    assert fetched["metadata"] == ORDINARY
+    customer = api.ok("POST", "/v1/customers",
+                      {"email": "jo.20240115@example.com", "name": "Jo 1700000000004"})
+    assert customer["name"] == "Jo 1700000000004"
+
+
+def test_a_loosely_grouped_number_is_accepted_but_stored_and_logged_masked(
+    api: Api, logs: Logs
+) -> None:
+    pi = api.ok("POST", PI, {"amount": 2000, "currency": "usd",
+                             "description": f"ref {LOOSELY_GROUPED}",
+                             "metadata": {"note": LOOSELY_GROUPED}})
+    assert pi["description"] == "ref ************4242"
+    assert pi["metadata"] == {"note": "************4242"}
+    r = api.http.get("/v1/customers", params={"email": LOOSELY_GROUPED})
+    assert r.status_code == 200, r.text
+    assert_logs_clean(logs, api)
+    stored = database_text(api.server)
+    assert pi["id"] in stored
+    assert_clean(stored, "paymux's database", api.key)
+
+
 # -- real flows ------------------------------------------------------------------------------
 
 
@@ -324,7 +440,7 @@ def test_payment_flows_leave_no_card_data_or_secret_in_logs_or_storage(
     # 3-D Secure, approved on the challenge page; the sandbox's signed webhook moves it on.
     pi = create(confirm=True, payment_method="pm_card_threeDSecure2Required")
     assert pi["status"] == "requires_action"
-    httpx.post(pi["next_action"]["redirect_to_url"]["url"], data={"outcome": "complete"})
+    answer_challenge(pi["next_action"]["redirect_to_url"]["url"], "complete")
     api.wait_for(f"{PI}/{pi['id']}", "status", "succeeded")
 
     # Manual capture of part, then a partial refund.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from conftest import Api
+from support.sandbox_pages import answer_challenge
 
 
 def create(api: Api, **params: object) -> dict:
@@ -85,6 +86,6 @@ def test_three_d_secure_challenge_approved_moves_the_intent_on(api: Api) -> None
     url = pi["next_action"]["redirect_to_url"]["url"]
     page = httpx.get(url)
     assert "Complete authentication" in page.text
-    httpx.post(url, data={"outcome": "complete"})
+    answer_challenge(url, "complete")
     done = api.wait_for(f"/v1/payment_intents/{pi['id']}", "status", "succeeded")
     assert done["amount_received"] == 2000

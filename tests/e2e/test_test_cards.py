@@ -17,6 +17,8 @@ import pytest
 
 from conftest import Api, RunningServer
 from paymux.gateways.sandbox.cards import MAGIC_TOKENS, TEST_CARDS, Scenario, TestCard
+from support.sandbox_pages import answer_challenge as submit_challenge
+from support.sandbox_pages import challenge_form
 
 AMOUNT = 2000
 
@@ -107,9 +109,9 @@ def answer_challenge(pi: dict[str, Any], outcome: str) -> None:
     assert pi["next_action"]["type"] == "redirect_to_url"
     url = pi["next_action"]["redirect_to_url"]["url"]
     assert url.startswith("http://127.0.0.1:") and "/sandbox/3ds/" in url
-    page = httpx.get(url, timeout=10)
+    _, _, page = challenge_form(url)
     assert page.status_code == 200 and "Complete authentication" in page.text
-    done = httpx.post(url, data={"outcome": outcome}, timeout=10)
+    done = submit_challenge(url, outcome)
     assert done.status_code == 200
     assert ("Authentication complete" if outcome == "complete" else "Authentication failed") in (
         done.text

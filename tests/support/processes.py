@@ -72,6 +72,8 @@ FAST_TEST_SETTINGS: Mapping[str, str] = {
     "PAYMUX_WORKER_POLL_INTERVAL": "0.05",
     "PAYMUX_LOG_JSON": "false",
     "PAYMUX_LOG_LEVEL": "WARNING",
+    # The tests inject faults and latency through /sandbox/_control.
+    "PAYMUX_SANDBOX_CONTROLS": "true",
 }
 
 

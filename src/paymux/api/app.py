@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from paymux import __version__
 from paymux.api.middleware import GuardMiddleware
+from paymux.api.openapi import install_openapi
 from paymux.api.routers import (
     admin,
     customers,
@@ -30,6 +32,7 @@ from paymux.config import Settings
 from paymux.domain.errors import PaymuxError
 from paymux.gateways.sandbox.web import build_sandbox_app
 from paymux.jobs.worker import Worker
+from paymux.security import register_secret
 from paymux.services import Paymux
 from paymux.services.accounts import DEFAULT_ACCOUNT
 
@@ -70,13 +73,40 @@ def _param(loc: tuple[Any, ...]) -> str | None:
     return parts[0] + "".join(f"[{p}]" for p in parts[1:])
 
 
+def _operations(request: Request) -> dict[str, Any]:
+    """The OpenAPI operations of the path ``request`` names, by method (lowercase)."""
+    spec = request.app.openapi()
+    for template, operations in spec.get("paths", {}).items():
+        pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, request.url.path):
+            return dict(operations)
+    return {}
+
+
+def _required_fields(request: Request) -> list[str]:
+    """The required body fields of the operation ``request`` was routed to (from the
+    OpenAPI document, so it is what the docs say)."""
+    operation = _operations(request).get(request.method.lower(), {})
+    content = operation.get("requestBody", {}).get("content", {})
+    ref = content.get("application/json", {}).get("schema", {}).get("$ref", "")
+    schema = request.app.openapi().get("components", {}).get("schemas", {})
+    return list(schema.get(ref.rsplit("/", 1)[-1], {}).get("required", []))
+
+
 def _error(request: Request, error: PaymuxError) -> JSONResponse:
     error.request_id = getattr(request.state, "request_id", None)
-    return JSONResponse({"error": error.to_dict()}, status_code=error.http_status)
+    retry_after = error.extra.get("retry_after")
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return JSONResponse(
+        {"error": error.to_dict()}, status_code=error.http_status, headers=headers
+    )
 
 
 def create_app(settings: Settings, paymux: Paymux | None = None) -> FastAPI:
     """The ASGI app. With ``paymux`` given, the caller owns its lifecycle (tests, benchmarks)."""
+    for secret in (settings.admin_key, settings.api_key):
+        if secret is not None:  # masked in every log line, whatever its form
+            register_secret(secret.get_secret_value())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -105,6 +135,7 @@ def create_app(settings: Settings, paymux: Paymux | None = None) -> FastAPI:
     )
     for module in (payment_intents, refunds, customers, events, disputes, webhooks, admin):
         app.include_router(module.router)
+    install_openapi(app)
 
     if settings.sandbox_enabled:
         app.mount("/sandbox", _SandboxMount())
@@ -123,7 +154,13 @@ def create_app(settings: Settings, paymux: Paymux | None = None) -> FastAPI:
         first = exc.errors()[0] if exc.errors() else {}
         kind = str(first.get("type", ""))
         param = _param(tuple(first.get("loc", ())))
-        if kind == "missing":
+        if kind == "missing" and param is None:
+            # No body at all: name what the operation needs.
+            needed = _required_fields(request)
+            param = needed[0] if needed else None
+            listed = ", ".join(needed) or "a JSON or form-encoded body"
+            code, message = "parameter_missing", f"Missing required param: {listed}."
+        elif kind == "missing":
             code, message = "parameter_missing", f"Missing required param: {param}."
         elif kind == "extra_forbidden":
             code, message = "parameter_unknown", f"Received unknown parameter: {param}."
@@ -147,19 +184,33 @@ def create_app(settings: Settings, paymux: Paymux | None = None) -> FastAPI:
                     f"Unrecognized request URL ({request.method}: {request.url.path}).",
                 ),
             )
+        if exc.status_code == 405:
+            methods = {m.upper() for m in _operations(request)} or {
+                m.strip() for m in (exc.headers or {}).get("Allow", "").split(",") if m.strip()
+            }
+            allow = ", ".join(sorted(methods))
+            response = _error(
+                request,
+                PaymuxError.of(
+                    "method_not_allowed",
+                    f"{request.method} is not allowed on {request.url.path}; use {allow}.",
+                ),
+            )
+            response.headers["Allow"] = allow
+            return response
         error = PaymuxError.of("parameter_invalid", str(exc.detail))
         error.http_status = exc.status_code
         return _error(request, error)
 
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return _error(request, PaymuxError.of("api_error"))
+    # Any other exception is GuardMiddleware's: it logs it once and answers 500 with the
+    # request id. (An ``Exception`` handler here would run in Starlette's ServerErrorMiddleware,
+    # outside the guard: no Request-Id header, and the error re-raised and logged twice.)
 
     async def database_error(request: Request, exc: Exception) -> JSONResponse:
         """503 + Retry-After, never a 2xx: a refused webhook is delivered again by its provider."""
         if not _database_unavailable(exc):
-            return await unexpected(request, exc)
+            log.error("unhandled error", exc_info=exc)
+            return _error(request, PaymuxError.of("api_error"))
         log.warning("database unavailable (%s: %s)", type(exc).__name__, exc)
         response = _error(request, PaymuxError.of("service_unavailable"))
         response.headers["retry-after"] = str(RETRY_AFTER_SECONDS)
@@ -184,5 +235,7 @@ class _SandboxMount:
                 response = JSONResponse({"error": {"code": "url_invalid"}}, status_code=404)
                 await response(scope, receive, send)
                 return
-            self._app = build_sandbox_app(gateway)
+            self._app = build_sandbox_app(
+                gateway, controls=scope["app"].state.paymux.settings.sandbox_controls
+            )
         await self._app(scope, receive, send)

@@ -9,12 +9,24 @@
   are masked first (percent-encoded separators would defeat the log redaction). The
   sandbox's own tokenization endpoint (``/sandbox``, the "provider's" origin) is the one
   place a number may be sent.
-- A body size limit (413).
+- Credentials in the query string (an API key, the admin key, a webhook secret, a bearer
+  token: by parameter name or by the look of the value) are refused with 400
+  ``credentials_in_query`` naming the parameter, never echoing the value; the query is
+  masked first, as for card numbers, so that uvicorn's access log never prints it.
+- A body size limit (413), and a nesting limit for JSON bodies (400 ``body_too_deep``),
+  checked without recursion on every path (``/sandbox`` and ``/webhooks`` too; a webhook's
+  raw bytes still reach signature verification untouched) before anything parses them:
+  ``json.loads`` itself recurses, and raises RecursionError near 1,000 levels.
+- Unexpected exceptions: logged once, with the request id, and answered 500 ``api_error``
+  carrying the same ``Request-Id`` (unless a response had already started). Starlette's
+  ServerErrorMiddleware, outside this one, would answer without the header and re-raise for
+  the server to log the error a second time.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
@@ -24,15 +36,47 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from paymux.domain.errors import PaymuxError
 from paymux.domain.ids import new_id
 from paymux.security import find_pan_param, looks_like_pan, mask_pans, request_id_var
+from paymux.security.pan import mask_pan_data
 
-__all__ = ["GuardMiddleware", "error_response_body"]
+__all__ = ["MAX_JSON_DEPTH", "GuardMiddleware", "error_response_body", "json_too_deep"]
+
+log = logging.getLogger("paymux.api")
 
 MAX_BODY = 1024 * 1024
+# Deeper than any real request or provider payload, far below json's recursion limit.
+MAX_JSON_DEPTH = 32
+_BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 # Provider origins and signed provider payloads (refusing a webhook would lose it).
 _UNGUARDED_PREFIXES = ("/sandbox/", "/webhooks/")
 # A form field name worth naming in an error; anything else (a text or multipart body
 # parsed as a form) is reported as "body" rather than echoing the body back.
 _FIELD_NAME = re.compile(r"[A-Za-z0-9_.*\[\]-]{1,100}")
+# Query parameter names that carry a credential whatever their value (compared lowercased,
+# without "_" and "-"); and values that look like one whatever their name. Not "token" or
+# "client_secret": single-use values that legitimately ride in URLs (the sandbox's 3-D
+# Secure page, a provider's return URL).
+_CREDENTIAL_NAMES = frozenset(
+    {
+        "apikey",
+        "xapikey",
+        "key",
+        "adminkey",
+        "secretkey",
+        "secret",
+        "authorization",
+        "bearer",
+        "accesstoken",
+        "password",
+        "webhooksecret",
+    }
+)
+_CREDENTIAL_VALUE = re.compile(
+    r"(?<![A-Za-z0-9])(?:(?:sk|pk)_(?:live|test)_|rk_|whsec_)[A-Za-z0-9]"
+    r"|(?<![A-Za-z0-9])bearer\s+\S",
+    re.IGNORECASE,
+)
+# A JSON string (possibly unterminated) or a bracket: what the depth scan looks at.
+_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
 
 
 def error_response_body(error: PaymuxError) -> bytes:
@@ -51,49 +95,119 @@ class GuardMiddleware:
         request_id = new_id("req", 20)
         token = request_id_var.set(request_id)
         scope.setdefault("state", {})["request_id"] = request_id
+        started = False
 
         async def send_with_id(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 headers = list(message.get("headers", []))
                 headers.append((b"request-id", request_id.encode()))
                 message["headers"] = headers
             await send(message)
 
         try:
-            path: str = scope.get("path", "")
-            guarded = not path.startswith(_UNGUARDED_PREFIXES)
-            query = scope.get("query_string", b"").decode("latin-1")
-            if guarded:
-                found = _head_pan_param(path, query, scope.get("headers", []))
-                if found is not None:
-                    _mask_request_line(scope, query)
-                    await self._refuse(send_with_id, request_id, found or None)
-                    return
-            if scope.get("method") in ("POST", "PUT", "PATCH"):
-                body = b""
-                more = True
-                while more:
-                    message = await receive()
-                    body += message.get("body", b"")
-                    more = message.get("more_body", False)
-                    if len(body) > self.max_body:
-                        err = PaymuxError.of("request_too_large")
-                        err.request_id = request_id
-                        await _send_json(send_with_id, 413, error_response_body(err))
-                        return
-                param = _body_pan_param(body) if guarded else None
-                if param is not None:
-                    await self._refuse(send_with_id, request_id, param)
-                    return
-                receive = _replay(body)
-            await self.app(scope, receive, send_with_id)
+            await self._guard(scope, receive, send_with_id, request_id)
+        except Exception:
+            # The one log record of an unexpected error, while the request id is current.
+            log.exception("unhandled error")
+            if not started:
+                await _send_error(send_with_id, request_id, PaymuxError.of("api_error"))
         finally:
             request_id_var.reset(token)
 
+    async def _guard(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        path: str = scope.get("path", "")
+        guarded = not path.startswith(_UNGUARDED_PREFIXES)
+        query = scope.get("query_string", b"").decode("latin-1")
+        credential = _query_credential_param(query)
+        if credential is not None:
+            _mask_request_line(scope, query)
+            err = PaymuxError.of("credentials_in_query", param=credential)
+            await _send_error(send, request_id, err)
+            return
+        if guarded:
+            found = _head_pan_param(path, query, scope.get("headers", []))
+            if found is not None:
+                _mask_request_line(scope, query)
+                await self._refuse(send, request_id, found or None)
+                return
+            if _has_loose_number(path, query):
+                _mask_request_line(scope, query)  # stored and logged masked, not refused
+        if scope.get("method") in _BODY_METHODS:
+            body = b""
+            more = True
+            while more:
+                message = await receive()
+                body += message.get("body", b"")
+                more = message.get("more_body", False)
+                if len(body) > self.max_body:
+                    await _send_error(send, request_id, PaymuxError.of("request_too_large"))
+                    return
+            if json_too_deep(body):
+                await _send_error(send, request_id, PaymuxError.of("body_too_deep"))
+                return
+            param = _body_pan_param(body) if guarded else None
+            if param is not None:
+                await self._refuse(send, request_id, param)
+                return
+            if guarded:
+                body = _mask_loose_numbers(scope, body)
+            receive = _replay(body)
+        await self.app(scope, receive, send)
+
     async def _refuse(self, send: Send, request_id: str, param: str | None) -> None:
-        err = PaymuxError.of("card_number_not_allowed", param=param)
-        err.request_id = request_id
-        await _send_json(send, 400, error_response_body(err))
+        await _send_error(send, request_id, PaymuxError.of("card_number_not_allowed", param=param))
+
+
+def json_too_deep(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether ``body``, read as JSON, nests arrays and objects more than ``limit`` deep.
+
+    A loop over the brackets outside strings, no recursion: safe on any input. Exact for
+    valid JSON; on invalid JSON it may count brackets that ``json.loads`` would never reach
+    (it stops at the first error), never fewer. A body that does not start with ``[`` or
+    ``{`` (a form, text) is not nested JSON and passes.
+    """
+    try:
+        text = body.decode(json.detect_encoding(body), "surrogatepass")
+    except (UnicodeDecodeError, LookupError):
+        return False  # not JSON: json.loads fails before parsing anything
+    text = text.lstrip(" \t\r\n\ufeff")
+    if not text or text[0] not in "[{":
+        return False
+    depth = 0
+    for match in _JSON_TOKEN.finditer(text):
+        char = match.group()[0]
+        if char in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
+
+
+def _query_credential_param(query: str) -> str | None:
+    """The query parameter holding a credential ("query" for an unnameable one), or None."""
+    if not query:
+        return None
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        normalized = name.lower().replace("_", "").replace("-", "")
+        if (value and normalized in _CREDENTIAL_NAMES) or _CREDENTIAL_VALUE.search(
+            f"{name}={value}"
+        ):
+            echo = _FIELD_NAME.fullmatch(name) and not _CREDENTIAL_VALUE.search(name)
+            return name if echo else "query"
+    return None
+
+
+def _masked_pair(name: str, value: str) -> tuple[str, str]:
+    normalized = name.lower().replace("_", "").replace("-", "")
+    if _CREDENTIAL_VALUE.search(name):
+        name = "***"
+    if (value and normalized in _CREDENTIAL_NAMES) or _CREDENTIAL_VALUE.search(value):
+        value = "***"
+    return mask_pans(name), mask_pans(value)
 
 
 def _head_pan_param(path: str, query: str, headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -111,12 +225,13 @@ def _head_pan_param(path: str, query: str, headers: list[tuple[bytes, bytes]]) -
 
 
 def _mask_request_line(scope: Scope, query: str) -> None:
-    """Mask card numbers in the scope's path and query, which uvicorn's access log prints."""
+    """Mask card numbers and credentials in the scope's path and query, which uvicorn's
+    access log prints."""
     path = mask_pans(scope.get("path", ""))
     scope["path"] = path
     scope["raw_path"] = quote(path).encode()
     pairs = parse_qsl(query, keep_blank_values=True)
-    masked = urlencode([(mask_pans(k), mask_pans(v)) for k, v in pairs], safe="*")
+    masked = urlencode([_masked_pair(k, v) for k, v in pairs], safe="*")
     scope["query_string"] = masked.encode()
 
 
@@ -134,6 +249,29 @@ def _body_pan_param(body: bytes) -> str | None:
     return find_pan_param(data)
 
 
+def _has_loose_number(path: str, query: str) -> bool:
+    """Whether the path or query holds a number masked rather than refused (card-number rule)."""
+    values = [path] + [v for pair in parse_qsl(query, keep_blank_values=True) for v in pair]
+    return any(mask_pans(v) != v for v in values)
+
+
+def _mask_loose_numbers(scope: Scope, body: bytes) -> bytes:
+    """A JSON body with loosely grouped numbers masked (the card-number rule: stored masked)."""
+    try:
+        data: Any = json.loads(body)
+    except ValueError:
+        return body  # the API only reads JSON bodies
+    masked = mask_pan_data(data)
+    if masked is data:
+        return body
+    body = json.dumps(masked).encode()
+    scope["headers"] = [
+        (name, str(len(body)).encode() if name.lower() == b"content-length" else value)
+        for name, value in scope.get("headers", [])
+    ]
+    return body
+
+
 def _replay(body: bytes) -> Receive:
     sent = False
 
@@ -145,6 +283,11 @@ def _replay(body: bytes) -> Receive:
         return {"type": "http.disconnect"}
 
     return receive
+
+
+async def _send_error(send: Send, request_id: str, error: PaymuxError) -> None:
+    error.request_id = request_id
+    await _send_json(send, error.http_status, error_response_body(error))
 
 
 async def _send_json(send: Send, status: int, body: bytes) -> None:

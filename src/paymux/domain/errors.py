@@ -328,6 +328,12 @@ _ERROR_LIST = [
         True,
     ),
     ErrorSpec(
+        "method_not_allowed",
+        _INVALID,
+        405,
+        "This HTTP method is not allowed on this URL; the Allow header lists those that are.",
+    ),
+    ErrorSpec(
         "rate_limited",
         ErrorType.RATE_LIMIT_ERROR,
         429,

@@ -17,7 +17,7 @@ from paymux.security.logging import (
     request_id_var,
 )
 from paymux.security.pan import find_pan_param, is_luhn_valid, looks_like_pan, mask_pans
-from paymux.security.redact import RedactingFilter, redact, redact_data
+from paymux.security.redact import RedactingFilter, redact, redact_data, register_secret
 
 __all__ = [
     "JsonFormatter",
@@ -31,5 +31,6 @@ __all__ = [
     "mask_pans",
     "redact",
     "redact_data",
+    "register_secret",
     "request_id_var",
 ]

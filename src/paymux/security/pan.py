@@ -1,67 +1,98 @@
 """Detection and masking of primary account numbers (card numbers, "PANs").
 
 paymux never needs to see a raw card number: card data is tokenised by the
-upstream gateway. These helpers let the API refuse request values that look
-like a PAN (:func:`looks_like_pan`, :func:`find_pan_param`) and let logging
-mask any PAN that slips into a log line (:func:`mask_pans`).
+upstream gateway. These helpers let the API refuse request values that hold a
+card number (:func:`looks_like_pan`, :func:`find_pan_param`), and mask any
+number that may be one in text that is stored or logged (:func:`mask_pans`,
+:func:`mask_pan_data`). docs/security.md, "The card-number rule", explains the
+rule for operators; this is the precise version.
 
-What counts as a PAN
---------------------
-Text is split into *digit groups*: maximal runs of ASCII digits in which a
-single space, dash or plus sign (a space in a form-encoded body) may sit
-between two digits, so ``"4242 4242 4242 4242"``, ``"4242-4242-4242-4242"``
-and ``"4242424242424242"`` are each one group. The separators split a group
-into *chunks* (``"4242"``, ``"4242"``, ...).
+1. Normalization
+----------------
+Before anything is checked, the text is normalized (only for the check; the
+text itself is never rewritten, except where a number is masked):
 
-A group contains a PAN when some run of consecutive whole chunks (possibly
-the whole group, possibly a single chunk)
+* each character goes through Unicode NFKC (full-width digits ``"４"``,
+  superscripts and circled digits become ASCII digits; full-width ``．／＿－``
+  become ``./_-``), and every other Unicode decimal digit (Arabic-Indic,
+  Devanagari, ...: category Nd) becomes its ASCII digit;
+* format characters (category Cf: zero-width space, non-joiner and joiner
+  U+200B..U+200D, word joiner U+2060, BOM U+FEFF, soft hyphen, bidi marks) are
+  dropped, so ``"4242\\u200b4242..."`` is one run of digits;
+* Unicode spaces (U+00A0, U+2000..U+200A, U+3000, ...) become a space and
+  Unicode dashes (category Pd) a hyphen;
+* a run of percent-escapes (``%20``, ``%C2%A0``, ``%EF%BC%94``) is decoded as
+  UTF-8 and its characters normalized likewise: values are checked after the
+  one decode a query string or form body gets, and a literal ``%20`` that is
+  left after it (or sits in a JSON string, or in a raw log line) still counts;
+* UUIDs (8-4-4-4-12 hex) and hexadecimal identifiers of 24 or more characters
+  holding at least one letter a-f (hashes, trace and object ids) are set
+  aside: their digits are never a card number.
+
+2. Digit groups and candidates
+------------------------------
+A *separator* is any run of spaces, tabs, newlines and other whitespace,
+``.``, ``/``, ``_``, ``-`` and ``+`` (a space in a form-encoded body). A
+*digit group* is a maximal sequence of runs of digits (*chunks*) with a
+separator between each two. Letters do not end a group's digits: a number
+glued to letters (``"ref4242424242424242"``, ``"4242424242424242x"``) counts.
+
+A *candidate* is a run of consecutive whole chunks of a group (possibly one
+chunk, possibly all of them) that
 
 * holds 13 to 19 digits,
-* starts with a digit from 2 to 9, and
+* starts with a known card-brand prefix (:data:`CARD_PREFIXES`, two digits),
 * passes the Luhn check.
 
-For :func:`looks_like_pan` and :func:`find_pan_param` the run must also not be
-glued to an ASCII letter (``"card4242424242424242"``, ``"…c1a2345678901234567"``);
-:func:`mask_pans` masks such runs too.
+Whole chunks, not arbitrary windows: a single unbroken run of 20 or more
+digits (an acquirer reference number has 23) holds no candidate, and a PAN
+next to other numbers (``"4242424242424242 123"``: PAN, then CVC) is found.
 
-Why these rules:
+3. Refused, masked
+------------------
+A candidate is *card-shaped* when its chunks are grouped the way card numbers
+are written: one unbroken run; or groups of four with a last group of one to
+four digits (``4-4-4-4``, ``4-4-4-4-3``, ``4-4-4-1``); or ``4-6-5`` (Amex) or
+``4-6-4`` (Diners). Whatever the separators: ``"4242.4242.4242.4242"``,
+``"4242\\t4242\\t4242\\t4242"`` and ``"4242  4242  4242  4242"`` all are.
 
-* Runs of whole chunks, not arbitrary windows, catch a PAN that is joined by
-  a space to neighbouring numbers (``"4242424242424242 123"``: PAN, then CVC)
-  while a single unbroken run of 20 or more digits (an acquirer reference
-  number has 23) is never reported. Checking every 13-19 digit window of a
-  long run would flag almost every long number, and most Luhn-invalid 16
-  digit numbers as well.
-* Every card network paymux's gateways accept (Visa, Mastercard, Amex,
-  Discover, Diners, JCB, UnionPay, ...) issues numbers whose first digit is 2
-  to 9. Rejecting a leading 0 or 1 (ISO/IEC 7812 industry 0, and 1 for
-  airlines (UATP)) keeps millisecond, microsecond and nanosecond Unix
-  timestamps (13, 16 and 19 digits, all starting with ``1`` until the year
-  2286) from being mistaken for card numbers: one number in ten passes Luhn.
-* Hexadecimal identifiers (UUIDs, hashes, trace ids) often hold a run of 13
-  or more decimal digits; about one in 400 random SHA-256 hex digests would
-  be flagged if the letters around the run were ignored. Rejecting an API
-  request for that would be a baffling, data-dependent failure, so the
-  request checks require the run to stand apart from letters. Masking a log
-  line by mistake costs little, so :func:`mask_pans` ignores letters and also
-  catches ``"card%3D4242424242424242"``.
+* :func:`looks_like_pan` and :func:`find_pan_param` (the request guard)
+  report card-shaped candidates: the request is refused.
+* :func:`mask_pans` masks card-shaped candidates and also *loosely grouped*
+  ones: a candidate in which every chunk but the last holds at least three
+  digits (``"424 242 424 242 4242"``, ``"424242 4242424242"``). Such a number
+  can be a card number written oddly, or ordinary numbers side by side (an
+  order number, then a phone number): refusing would fail legitimate input
+  about one time in ten (the Luhn odds), so request text that holds one is
+  stored and logged with the number masked instead
+  (:func:`mask_pan_data`, applied by the request guard).
 
-Prefixed identifiers such as ``pi_3Nabc123`` and 10 digit Unix timestamps are
-never PANs. Everything runs in time linear in the length of the input.
+Chunks of one or two digits only join a candidate as its last chunk, so dates,
+times, versions and IP addresses (``2024-01-15 10.30``, ``1.2.3``,
+``192.168.1.1``) are never joined into one. The card-brand prefixes leave out
+``0``, ``1`` (timestamps in ms, us and ns start with ``1`` until the year
+2286), ``20``, ``21`` (dates: ``20240115103000123``), ``7`` (petroleum) and
+other ranges no card network that paymux's gateways accept issues from.
+
+Everything runs in time linear in the length of the input.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Iterator, Mapping
 from decimal import Decimal
+from functools import lru_cache
 
 __all__ = [
+    "CARD_PREFIXES",
     "MASK",
     "find_pan_param",
     "is_luhn_valid",
     "looks_like_pan",
+    "mask_pan_data",
     "mask_pans",
 ]
 
@@ -72,16 +103,37 @@ MAX_PAN_DIGITS = 19
 #: is fixed so the mask does not reveal how long the number was.
 MASK = "*" * 12
 
-# A digit group holding at least MIN_PAN_DIGITS digits. The match is always a
-# whole maximal group: a group of 13 or more digits matches from its first
-# digit, and no part of a shorter group can match. Every repetition consumes a
+#: The first two digits of every card number paymux treats as one: Mir
+#: (2200-2204) and Mastercard (2221-2720); Diners (30, 36, 38, 39), Amex (34,
+#: 37), JCB (35); Visa (4); Mastercard, Maestro, Verve, Elo (5); Discover,
+#: UnionPay, Maestro, RuPay (6); UnionPay, RuPay, UzCard (81, 82, 86); Troy
+#: and Humo (97, 98).
+CARD_PREFIXES = frozenset(
+    ["22", "23", "24", "25", "26", "27", "30", "34", "35", "36", "37", "38", "39"]
+    + [f"{d}{e}" for d in "456" for e in "0123456789"]
+    + ["81", "82", "86", "97", "98"]
+)
+
+_SEP = r"[\s./_+\-]"
+# A digit group holding at least MIN_PAN_DIGITS digits, in normalized text.
+# Separator runs and digits are disjoint and every repetition consumes a
 # digit, so there is no catastrophic backtracking.
-_GROUP_RE = re.compile(rf"[0-9](?:[ +-]?[0-9]){{{MIN_PAN_DIGITS - 1},}}")
+_GROUP_RE = re.compile(rf"[0-9](?:{_SEP}*[0-9]){{{MIN_PAN_DIGITS - 1},}}")
 _CHUNK_RE = re.compile(r"[0-9]+")
+# Identifiers whose digits are never a card number: UUIDs, and hexadecimal
+# ids (hashes, trace ids) of 24 or more characters with a letter in them.
+_HEX_ID_RE = re.compile(
+    r"(?<![0-9A-Za-z])(?:"
+    r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
+    r"|(?=[0-9]*[A-Fa-f])[0-9A-Fa-f]{24,}"
+    r")(?![0-9A-Za-z])"
+)
+# What the normalization has to look at: non-ASCII characters and runs of
+# percent-escapes.
+_SPECIAL_RE = re.compile(r"[^\x00-\x7f]|(?:%[0-9A-Fa-f]{2})+")
 
 # Luhn: the value of a digit after doubling and summing the digits of the result.
 _DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
-_FIRST_DIGITS = frozenset("23456789")
 
 _INT_LOW = 10 ** (MIN_PAN_DIGITS - 1)
 _INT_HIGH = 10**MAX_PAN_DIGITS
@@ -103,31 +155,110 @@ def is_luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
-def _is_letter(text: str, index: int) -> bool:
-    return 0 <= index < len(text) and text[index].isascii() and text[index].isalpha()
+# --- normalization ----------------------------------------------------------
 
 
-def _pan_spans(text: str, start: int, end: int, strict: bool) -> list[tuple[int, int]]:
-    """Return merged ``(start, end)`` offsets in ``text`` of PANs in the digit group there.
+@lru_cache(maxsize=4096)
+def _normalize_char(ch: str) -> str:
+    """What one character stands for in the text that is checked ("" to drop it)."""
+    if ch.isascii():
+        return ch
+    out = []
+    for c in unicodedata.normalize("NFKC", ch):
+        if c.isascii():
+            out.append(c)
+            continue
+        category = unicodedata.category(c)
+        if category == "Cf":  # zero-width characters, BOM, soft hyphen, bidi marks
+            continue
+        if category == "Nd":
+            out.append(str(unicodedata.decimal(c)))
+        elif c.isspace() or category == "Zs":
+            out.append(" ")
+        elif category == "Pd":
+            out.append("-")
+        else:
+            out.append(c)
+    return "".join(out)
 
-    ``text[start:end]`` is a digit group matched by ``_GROUP_RE``. Overlapping
-    PAN candidates are merged, so every digit of every candidate ends up inside
-    a returned span. With ``strict``, chunks glued to a letter are skipped.
+
+def _decode_escapes(escapes: str) -> str:
+    """``"%C2%A0%34"`` -> ``"\xa04"``; invalid UTF-8 becomes U+FFFD."""
+    return bytes.fromhex(escapes.replace("%", "")).decode("utf-8", "replace")
+
+
+class _Normalized:
+    """Normalized text, with where each of its characters came from in the original."""
+
+    __slots__ = ("ends", "starts", "text")
+
+    def __init__(self, original: str) -> None:
+        self.starts: list[int] | None = None
+        self.ends: list[int] | None = None
+        if original.isascii() and "%" not in original:
+            self.text = original  # the common case: nothing to do
+            return
+        chars: list[str] = []
+        starts: list[int] = []
+        ends: list[int] = []
+        pos = 0
+        for m in _SPECIAL_RE.finditer(original):
+            chars.append(original[pos : m.start()])
+            starts.extend(range(pos, m.start()))
+            ends.extend(range(pos + 1, m.start() + 1))
+            piece = m.group()
+            decoded = _decode_escapes(piece) if piece[0] == "%" else piece
+            for ch in decoded:
+                normalized = _normalize_char(ch)
+                chars.append(normalized)
+                starts.extend([m.start()] * len(normalized))
+                ends.extend([m.end()] * len(normalized))
+            pos = m.end()
+        chars.append(original[pos:])
+        starts.extend(range(pos, len(original)))
+        ends.extend(range(pos + 1, len(original) + 1))
+        self.text = "".join(chars)
+        self.starts = starts
+        self.ends = ends
+
+    def original_span(self, start: int, end: int) -> tuple[int, int]:
+        """The span of the original text that ``self.text[start:end]`` came from."""
+        if self.starts is None or self.ends is None:
+            return start, end
+        return self.starts[start], self.ends[end - 1]
+
+
+def _without_hex_ids(text: str) -> str:
+    """``text`` with UUIDs and long hexadecimal ids blanked out (same length)."""
+    if len(text) < 24:
+        return text
+    return _HEX_ID_RE.sub(lambda m: "x" * len(m.group()), text)
+
+
+# --- finding candidates -----------------------------------------------------
+
+
+def _card_shaped(sizes: list[int]) -> bool:
+    """Whether chunks of these sizes are grouped the way card numbers are written."""
+    if len(sizes) == 1:
+        return True
+    if sizes in ([4, 6, 5], [4, 6, 4]):
+        return True
+    return len(sizes) >= 3 and all(s == 4 for s in sizes[:-1]) and 1 <= sizes[-1] <= 4
+
+
+def _loosely_grouped(sizes: list[int]) -> bool:
+    return all(s >= 3 for s in sizes[:-1])
+
+
+def _group_candidates(text: str, start: int, end: int, strict: bool) -> list[tuple[int, int]]:
+    """Merged ``(start, end)`` offsets in ``text`` of the candidates in a digit group.
+
+    ``text[start:end]`` is a digit group matched by ``_GROUP_RE``. With
+    ``strict`` only card-shaped candidates count, else loosely grouped ones
+    too. Overlapping candidates are merged, so every digit of every candidate
+    ends up inside a returned span.
     """
-    glued_start = strict and _is_letter(text, start - 1)
-    glued_end = strict and _is_letter(text, end)
-    group = text[start:end]
-    if group.isdigit():
-        # The common case: one unbroken run of digits.
-        if (
-            not (glued_start or glued_end)
-            and len(group) <= MAX_PAN_DIGITS
-            and group[0] in _FIRST_DIGITS
-            and is_luhn_valid(group)
-        ):
-            return [(start, end)]
-        return []
-
     chunks = [(m.start(), m.end()) for m in _CHUNK_RE.finditer(text, start, end)]
     digits = "".join(text[s:e] for s, e in chunks)
     n = len(digits)
@@ -153,19 +284,25 @@ def _pan_spans(text: str, start: int, end: int, strict: bool) -> list[tuple[int,
         bounds.append((offset, offset + e - s))
         offset += e - s
 
-    first = 1 if glued_start else 0
-    last = len(bounds) - (2 if glued_end else 1)
     found: list[tuple[int, int]] = []  # (first chunk, last chunk), inclusive
-    for a in range(first, last + 1):
+    for a in range(len(bounds)):
         d_start = bounds[a][0]
-        if digits[d_start] not in _FIRST_DIGITS:
+        if digits[d_start : d_start + 2] not in CARD_PREFIXES:
             continue
-        for b in range(a, last + 1):
+        if bounds[a][1] - d_start <= 4 and text[max(chunks[a][0] - 12, 0) : chunks[a][0]] == MASK:
+            continue  # the last four of a masked number
+        sizes: list[int] = []
+        for b in range(a, len(bounds)):
             d_end = bounds[b][1]
             length = d_end - d_start
             if length > MAX_PAN_DIGITS:
                 break
+            if sizes and sizes[-1] < 3 and not strict:
+                break  # a short chunk only ends a loosely grouped candidate
+            sizes.append(bounds[b][1] - bounds[b][0])
             if length < MIN_PAN_DIGITS:
+                continue
+            if not (_card_shaped(sizes) if strict else _loosely_grouped(sizes)):
                 continue
             sums = sum_last_odd if (d_end - 1) & 1 else sum_last_even
             if (sums[d_end] - sums[d_start]) % 10 == 0:
@@ -181,37 +318,51 @@ def _pan_spans(text: str, start: int, end: int, strict: bool) -> list[tuple[int,
     return [(chunks[a][0], chunks[b][1]) for a, b in merged]
 
 
+def _candidates(text: str, strict: bool) -> Iterator[tuple[int, int, str]]:
+    """``(start, end, last four digits)`` of every candidate in ``text``, in order.
+
+    The offsets are those of the original ``text``.
+    """
+    normalized = _Normalized(text)
+    if _GROUP_RE.search(normalized.text) is None:
+        return
+    checked = _without_hex_ids(normalized.text)
+    for m in _GROUP_RE.finditer(checked):
+        for s, e in _group_candidates(checked, m.start(), m.end(), strict):
+            last4 = "".join(_CHUNK_RE.findall(checked, max(s, e - 24), e))[-4:]
+            yield (*normalized.original_span(s, e), last4)
+
+
 def looks_like_pan(value: str) -> bool:
-    """Return True if ``value`` contains something that looks like a card number.
+    """Return True if ``value`` holds a card-shaped card number: the guard refuses it.
 
     The card number may be embedded in longer text (``"my card is
-    4242424242424242"``). See the module docstring for the exact rules; digits
-    glued to a letter do not count here.
+    4242424242424242"``) or glued to letters. See the module docstring for the
+    exact rules.
     """
     if not isinstance(value, str):
         return False
-    return any(
-        _pan_spans(value, m.start(), m.end(), strict=True) for m in _GROUP_RE.finditer(value)
-    )
+    return next(_candidates(value, strict=True), None) is not None
 
 
 def mask_pans(text: str) -> str:
     """Replace every PAN in ``text`` with ``************`` followed by its last four digits.
 
-    Separators inside the PAN are dropped and the mask has a fixed length, so
-    nothing but the last four digits survives. Text around the PAN, including
-    numbers next to it that are not part of it, is kept. Unlike
-    :func:`looks_like_pan` this also masks digits glued to letters: it masks
-    everything :func:`looks_like_pan` reports, and more. Idempotent.
+    Masks what :func:`looks_like_pan` reports and also loosely grouped
+    candidates (see the module docstring). Separators and anything dropped by
+    the normalization inside the number go with it and the mask has a fixed
+    length, so nothing but the last four digits survives. Text around the
+    number, including numbers next to it that are not part of it, is kept.
+    Idempotent.
     """
     out: list[str] = []
     pos = 0
-    for m in _GROUP_RE.finditer(text):
-        for s, e in _pan_spans(text, m.start(), m.end(), strict=False):
-            last4 = "".join(ch for ch in text[s:e] if ch.isdigit())[-4:]
-            out.append(text[pos:s])
-            out.append(MASK + last4)
-            pos = e
+    for s, e, last4 in _candidates(text, strict=False):
+        if s < pos:  # two candidates from one original character (an escape run)
+            continue
+        out.append(text[pos:s])
+        out.append(MASK + last4)
+        pos = e
     if not out:
         return text
     out.append(text[pos:])
@@ -306,3 +457,27 @@ def find_pan_param(obj: object, prefix: str = "") -> str | None:
         else:
             stack.pop()
     return None
+
+
+def mask_pan_data(obj: object) -> object:
+    """Return JSON-like ``obj`` with :func:`mask_pans` applied to every string and key.
+
+    For request data that passed :func:`find_pan_param`: what is left to mask
+    are loosely grouped numbers in text, which are stored masked rather than
+    refused. Numbers are left alone (a number is one unbroken run of digits:
+    the guard has refused it already if it could be a card number). Returns
+    ``obj`` itself, not a copy, when there is nothing to mask.
+    """
+    if isinstance(obj, str):
+        return mask_pans(obj)
+    if isinstance(obj, Mapping):
+        items = [(mask_pan_data(k), mask_pan_data(v)) for k, v in obj.items()]
+        if all(k is k0 and v is v0 for (k, v), (k0, v0) in zip(items, obj.items(), strict=True)):
+            return obj
+        return dict(items)
+    if isinstance(obj, list | tuple):
+        values = [mask_pan_data(v) for v in obj]
+        if all(v is v0 for v, v0 in zip(values, obj, strict=True)):
+            return obj
+        return values if isinstance(obj, list) else tuple(values)
+    return obj

@@ -15,8 +15,9 @@
   and ASGI-scope form (``(b'authorization', b'Bearer abc')``), keeping the
   scheme: ``Authorization: Bearer ***``;
 * ``Bearer <token>`` anywhere;
-* ``password``, ``client_secret``, ``api_key``, ``access_token`` and
-  ``refresh_token`` key/value pairs.
+* ``password``, ``client_secret``, ``api_key``, ``access_token``,
+  ``refresh_token``, ``admin_key``, ``secret_key`` and ``webhook_secret`` key/value pairs;
+* the values given to :func:`register_secret` (the admin key, whatever its form).
 
 :class:`RedactingFilter` applies this to every part of a log record that a
 formatter may print. Attach it to *handlers* (not loggers) so it sees records
@@ -33,7 +34,7 @@ from typing import Final
 
 from paymux.security.pan import mask_pans
 
-__all__ = ["RedactingFilter", "redact", "redact_data"]
+__all__ = ["RedactingFilter", "redact", "redact_data", "register_secret"]
 
 REDACTED: Final = "***"
 
@@ -54,7 +55,8 @@ _NOT_LITERAL = r"(?!(?:null|none|true|false)(?![A-Za-z0-9_]))"
 
 _CVC_KEYS = r"(?:cvc2?|cvv2?|cvn2?|csc|security[_-]?code)"
 _SECRET_KEYS = (
-    r"(?:password|passwd|client[_-]?secret|api[_-]?key|access[_-]?token|refresh[_-]?token)"
+    r"(?:password|passwd|client[_-]?secret|api[_-]?key|access[_-]?token|refresh[_-]?token"
+    r"|admin[_-]?key|secret[_-]?key|webhook[_-]?secret)"
 )
 _AUTH_KEYS = r"authorization"
 _AUTH_SCHEMES = r"(?:bearer|basic|token|digest|apikey|bot)"
@@ -86,7 +88,9 @@ _PREFIXED_SECRET_RE = re.compile(
 
 # Cheap pre-checks on the lowercased text: a pattern only runs if the text
 # contains a word it needs. Most log lines contain none.
-_KEY_VALUE_TRIGGER_RE = re.compile(r"cv[cvn]|csc|security|passw|secret|api[_-]?key|token")
+_KEY_VALUE_TRIGGER_RE = re.compile(
+    r"cv[cvn]|csc|security|passw|secret|api[_-]?key|admin[_-]?key|token"
+)
 
 # Mapping keys (and extra attribute names) whose values are masked whatever they are.
 _SENSITIVE_KEY_RE = re.compile(
@@ -109,8 +113,24 @@ def _prefixed_secret(m: re.Match[str]) -> str:
     return (m.group("key") or m.group("square")) + REDACTED
 
 
+# Secrets whose value is known but whose form is not (the admin key): masked wherever they
+# appear. Filled by register_secret() at start-up.
+_KNOWN_SECRETS: set[str] = set()
+_MIN_KNOWN_SECRET = 8
+
+
+def register_secret(value: str) -> None:
+    """Mask ``value`` itself wherever it appears in redacted text (values under 8 characters
+    are ignored: masking them would garble ordinary text)."""
+    if len(value) >= _MIN_KNOWN_SECRET:
+        _KNOWN_SECRETS.add(value)
+
+
 def redact(text: str) -> str:
     """Return ``text`` with card numbers and credentials masked. Idempotent."""
+    for secret in _KNOWN_SECRETS:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
     lowered = text.lower()
     # Credentials first: a token may contain digits that PAN masking would
     # otherwise turn into a mask in the middle of the token. Masking only

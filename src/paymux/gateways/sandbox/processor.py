@@ -8,6 +8,11 @@ Secure challenges. It never stores a card number: tokenization keeps the scenari
 last four digits and a keyed fingerprint.
 
 Objects are JSON documents in one table; ``faults`` holds the failures tests inject.
+
+A 3-D Secure challenge URL carries a single-use token (``?token=``). Only its SHA-256 is
+stored (``challenges``); a charge waiting for the payer is stored with the bare URL, and each
+time the processor hands such a charge out (the authorize answer, a replay, a retrieve or a
+lookup) it mints a fresh token for it. Answering the challenge with any of them uses them all.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import threading
 import time
 from dataclasses import asdict
 from typing import Any
+from urllib.parse import urlencode
 
 from paymux.gateways.sandbox.cards import MAGIC_TOKENS, Scenario, TestCard, card_for_number
 
@@ -37,6 +43,10 @@ create table if not exists faults (
     id integer primary key autoincrement, operation text not null, mode text not null,
     remaining integer not null, retry_after real);
 create table if not exists settings (name text primary key, value text not null);
+create table if not exists challenges (
+    token_hash text primary key, charge_id text not null, created integer not null,
+    used integer not null default 0);
+create index if not exists challenges_charge on challenges(charge_id);
 """
 
 _THREEDS = {Scenario.THREEDS_ALWAYS, Scenario.THREEDS_UNLESS_SETUP, Scenario.THREEDS_THEN_DECLINE}
@@ -65,6 +75,10 @@ class ProcessorError(Exception):
 
 def _new_id(prefix: str) -> str:
     return f"{prefix}_sbx_{secrets.token_hex(10)}"
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class SandboxProcessor:
@@ -356,7 +370,74 @@ class SandboxProcessor:
             self._put(charge)
             return charge
 
-        return self._idempotent(key, "authorize", request, run)
+        return self._issue_challenge(self._idempotent(key, "authorize", request, run))
+
+    # -- 3-D Secure challenges ----------------------------------------------------------------
+    def _issue_challenge(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """``obj`` as handed out: a charge waiting for the payer gets a fresh single-use token
+        in its challenge URL (only the token's hash is stored)."""
+        action = obj.get("next_action") or {}
+        redirect = action.get("redirect_to_url") or {}
+        if obj.get("object") != "charge" or not redirect.get("url"):
+            return obj
+        with self._lock:
+            row = self._db.execute(
+                "select data from objects where id = ? and kind = 'charge'", (obj.get("id"),)
+            ).fetchone()
+            if row is None or json.loads(row[0]).get("status") != "requires_action":
+                return obj
+            token = secrets.token_urlsafe(32)
+            self._db.execute(
+                "insert into challenges(token_hash, charge_id, created) values (?, ?, ?)",
+                (_token_hash(token), obj["id"], int(time.time())),
+            )
+        bare = str(redirect["url"]).split("?", 1)[0]
+        issued = dict(obj)
+        issued["next_action"] = {
+            **action,
+            "redirect_to_url": {**redirect, "url": f"{bare}?{urlencode({'token': token})}"},
+        }
+        return issued
+
+    def challenge(self, charge_id: str, token: str) -> dict[str, Any] | None:
+        """The charge whose challenge ``token`` opens, if it is valid, unused and the charge
+        still waits for the payer; else None. Uses nothing up."""
+        with self._lock:
+            return self._open_challenge(charge_id, token)
+
+    def _open_challenge(self, charge_id: str, token: str) -> dict[str, Any] | None:
+        if not token:
+            return None
+        row = self._db.execute(
+            "select charge_id, used from challenges where token_hash = ?", (_token_hash(token),)
+        ).fetchone()
+        if row is None or row[1] or not hmac.compare_digest(str(row[0]), charge_id):
+            return None
+        try:
+            charge = self._get(charge_id, "charge")
+        except ProcessorError:
+            return None
+        return charge if charge["status"] == "requires_action" else None
+
+    def answer_challenge(
+        self, charge_id: str, token: str, success: bool
+    ) -> dict[str, Any] | None:
+        """The payer's answer, once: ``token`` and every other token of the charge are used
+        up. None (and no change) when the token is not valid, used, or the charge moved on."""
+        with self._lock:
+            self._db.execute("begin immediate")
+            try:
+                charge = self._open_challenge(charge_id, token)
+                if charge is None:
+                    self._db.execute("rollback")
+                    return None
+                self._db.execute("update challenges set used = 1 where charge_id = ?", (charge_id,))
+                charge = self._complete_3ds(charge, success)
+                self._db.execute("commit")
+                return charge
+            except BaseException:
+                self._db.execute("rollback")
+                raise
 
     @staticmethod
     def _fail(charge: dict[str, Any], decline_code: str) -> None:
@@ -378,20 +459,24 @@ class SandboxProcessor:
             self._put(token)
 
     def complete_3ds(self, charge_id: str, success: bool) -> dict[str, Any]:
-        """The payer's answer on the challenge page."""
+        """The payer's answer, given directly (tests and the demo; the page checks a token)."""
         with self._lock:
             charge = self._get(charge_id, "charge")
             if charge["status"] != "requires_action":
                 return charge
-            token = self._token(charge["token"]) or {}
-            if not success:
-                self._fail(charge, "authentication_failed")
-            elif token.get("card", {}).get("scenario") == Scenario.THREEDS_THEN_DECLINE:
-                self._fail(charge, "insufficient_funds")
-            else:
-                self._approve(charge, token)
-            self._put(charge)
-            return charge
+            self._db.execute("update challenges set used = 1 where charge_id = ?", (charge_id,))
+            return self._complete_3ds(charge, success)
+
+    def _complete_3ds(self, charge: dict[str, Any], success: bool) -> dict[str, Any]:
+        token = self._token(charge["token"]) or {}
+        if not success:
+            self._fail(charge, "authentication_failed")
+        elif token.get("card", {}).get("scenario") == Scenario.THREEDS_THEN_DECLINE:
+            self._fail(charge, "insufficient_funds")
+        else:
+            self._approve(charge, token)
+        self._put(charge)
+        return charge
 
     def capture(self, key: str, charge_id: str, amount: int) -> dict[str, Any]:
         def run() -> dict[str, Any]:
@@ -482,7 +567,8 @@ class SandboxProcessor:
 
     def retrieve(self, object_id: str) -> dict[str, Any]:
         with self._lock:
-            return self._get(object_id)
+            found = self._get(object_id)
+        return self._issue_challenge(found)
 
     def lookup(self, key: str) -> dict[str, Any] | None:
         """The current state of the object a keyed request created, or None if it never ran."""
@@ -492,13 +578,13 @@ class SandboxProcessor:
             ).fetchone()
             if row is None:
                 return None
+            data: dict[str, Any] = json.loads(row[1])
             if row[0]:
                 try:
-                    return self._get(row[0])
+                    data = self._get(row[0])
                 except ProcessorError:
                     pass
-            data: dict[str, Any] = json.loads(row[1])
-            return data
+        return self._issue_challenge(data)
 
     def lookup_reference(self, reference: str, key: str) -> dict[str, Any] | None:
         """The newest charge made for ``reference`` that no other authorize key claims: the
@@ -513,7 +599,7 @@ class SandboxProcessor:
         if rows is None:
             return None
         data: dict[str, Any] = json.loads(rows[0])
-        return data
+        return self._issue_challenge(data)
 
     def refunds_for(self, charge_id: str) -> list[dict[str, Any]]:
         """A charge's refunds, oldest first."""
@@ -530,7 +616,7 @@ class SandboxProcessor:
             rows = self._db.execute(
                 "select data from objects where kind = 'charge' and reference = ?", (reference,)
             ).fetchall()
-        return [json.loads(r[0]) for r in rows]
+        return [self._issue_challenge(json.loads(r[0])) for r in rows]
 
     def card_table(self) -> list[dict[str, Any]]:
         from paymux.gateways.sandbox.cards import TEST_CARDS

@@ -1,88 +1,139 @@
 """The sandbox's own web pages and endpoints, served under ``/sandbox`` like a provider's origin.
 
-- ``GET  /sandbox/elements``      the hosted card form (embed it in an iframe, as Elements)
+- ``GET  /sandbox/elements``      the hosted card form (embed it in an iframe, as Elements);
+  ``?origin=https://shop.example`` names the page that frames it: the only origin allowed to
+  frame it (besides paymux's own) and the only one its token message is posted to
 - ``POST /sandbox/v1/tokens``     card details -> token (the only place a number is accepted)
-- ``GET  /sandbox/3ds/{charge}``  the 3-D Secure challenge page; ``POST`` answers it
+- ``GET  /sandbox/3ds/{charge}?token=...``  the 3-D Secure challenge page; its form ``POST``
+  answers it, once: the single-use token travels in the form (and only there), so it is the
+  page's CSRF token too
 - ``GET  /sandbox/test-cards``    the test card table
-- ``/sandbox/_control/...``       knobs for tests: injected faults, latency, charge listing
+- ``GET  /sandbox/static/...``    the pages' script and style sheet (no inline script or style)
+- ``/sandbox/_control/...``       knobs for tests: injected faults, latency, charge listing;
+  served only with ``PAYMUX_SANDBOX_CONTROLS=true`` (they take no key), else 404
 
-None of this is paymux's merchant API: paymux's ``/v1`` refuses card numbers outright.
+Every response carries ``X-Content-Type-Options: nosniff`` and ``Referrer-Policy:
+no-referrer`` (and HSTS over TLS); every HTML page a Content-Security-Policy without
+``unsafe-inline``, with ``frame-ancestors``. None of this is paymux's merchant API: paymux's
+``/v1`` refuses card numbers outright.
 """
 
 from __future__ import annotations
 
-import html
 import json
+import math
 import time
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
+from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from paymux.domain.errors import PaymuxError
 from paymux.gateways.sandbox.connector import FAULT_MODES, SandboxGateway
 
-__all__ = ["build_sandbox_app"]
+__all__ = ["CONTROL_OPERATIONS", "PageSecurityHeaders", "build_sandbox_app", "page_headers"]
 
-_FORM = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Sandbox card form</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>body{font-family:system-ui,sans-serif;max-width:24rem;margin:1rem auto}
-label{display:block;margin:.5rem 0}input{width:100%;padding:.4rem;font-size:1rem}
-button{margin-top:1rem;padding:.5rem 1rem;font-size:1rem}#result{margin-top:1rem}</style>
-</head><body>
-<h1>Sandbox card</h1>
-<p>Test mode: use a test card such as 4242 4242 4242 4242. The number goes to the sandbox
-gateway only; the merchant receives a token.</p>
-<form id="card-form" autocomplete="off">
-<label>Card number <input id="number" name="number" inputmode="numeric" required></label>
-<label>Expiry month <input id="exp_month" name="exp_month" value="12" required></label>
-<label>Expiry year <input id="exp_year" name="exp_year" value="__YEAR__" required></label>
-<label>CVC <input id="cvc" name="cvc" inputmode="numeric" required></label>
-<label>Postal code <input id="postal_code" name="postal_code"></label>
-<button id="submit" type="submit">Tokenize</button>
-</form>
-<div id="result" role="status"></div>
-<script>
-document.getElementById('card-form').addEventListener('submit', async (event) => {
-  event.preventDefault();
-  const fields = ['number', 'exp_month', 'exp_year', 'cvc', 'postal_code'];
-  const body = {};
-  for (const f of fields) body[f] = document.getElementById(f).value;
-  const response = await fetch('__TOKENS__', {method: 'POST',
-    headers: {'content-type': 'application/json'}, body: JSON.stringify(body)});
-  const data = await response.json();
-  const out = document.getElementById('result');
-  if (response.ok) {
-    out.textContent = 'token: ' + data.id;
-    out.dataset.token = data.id;
-    if (window.parent !== window) window.parent.postMessage(
-      {type: 'paymux.sandbox.token', token: data.id, card: data.card}, '*');
-  } else {
-    out.textContent = 'error: ' + data.error.code + ': ' + data.error.message;
-    out.dataset.error = data.error.code;
-  }
-  for (const f of ['number', 'cvc']) document.getElementById(f).value = '';
-});
-</script></body></html>"""
+_HERE = Path(__file__).parent
+_TEMPLATES = Environment(
+    loader=FileSystemLoader(_HERE / "templates"),
+    autoescape=select_autoescape(["html"]),
+    auto_reload=False,
+)
+# The only files /sandbox/static serves (read once; no path from the URL reaches the disk).
+_STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+_STATIC = {
+    path.name: (path.read_bytes(), _STATIC_TYPES[path.suffix])
+    for path in sorted((_HERE / "static").iterdir())
+    if path.suffix in _STATIC_TYPES
+}
+STATIC_PREFIX = "/sandbox/static"
 
-_CHALLENGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>3-D Secure test challenge</title></head>
-<body style="font-family:system-ui,sans-serif;max-width:28rem;margin:2rem auto">
-<h1>3-D Secure challenge (sandbox)</h1>
-<p>Payment of <strong>{amount}</strong> to a test merchant. Approve or fail it as the
-payer's bank would.</p>
-<form method="post"><input type="hidden" name="outcome" value="complete">
-<button id="complete" type="submit">Complete authentication</button></form>
-<form method="post"><input type="hidden" name="outcome" value="fail">
-<button id="fail" type="submit">Fail authentication</button></form>
-</body></html>"""
+# The operations the connector asks the processor for (its fault seam), "*" for any.
+CONTROL_OPERATIONS = (
+    "*",
+    "authorize",
+    "capture",
+    "void",
+    "refund",
+    "retrieve",
+    "lookup",
+    "retrieve_refund",
+    "describe",
+    "create_customer",
+    "attach",
+    "detach",
+)
+MAX_LATENCY_SECONDS = 60.0
+MAX_FAULT_COUNT = 1000
 
-_DONE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
-<title>Authentication finished</title></head><body style="font-family:system-ui,sans-serif">
-<h1 id="outcome">{outcome}</h1><p>You can close this window.</p></body></html>"""
+# A page's own resources only: no inline script or style, no plugins, no <base>.
+_CSP_BASE = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; base-uri 'none'"
+)
+_CSP_DEFAULT = f"{_CSP_BASE}; form-action 'self'; frame-ancestors 'none'"
+
+
+def page_headers(scheme: str) -> dict[str, str]:
+    """The headers every response gets (HSTS only when it came over TLS)."""
+    headers = {"x-content-type-options": "nosniff", "referrer-policy": "no-referrer"}
+    if scheme == "https":
+        headers["strict-transport-security"] = "max-age=31536000; includeSubDomains"
+    return headers
+
+
+class PageSecurityHeaders:
+    """ASGI wrapper: ``page_headers`` on every response; an HTML response is never cached,
+    and one that set no CSP of its own gets the strictest (``frame-ancestors 'none'``) with
+    ``X-Frame-Options: DENY``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        extra = page_headers(str(scope.get("scheme", "http")))
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                content_type = next(
+                    (v for n, v in headers if n.lower() == b"content-type"), b""
+                ).lower()
+                added = dict(extra)
+                if content_type.startswith(b"text/html"):
+                    added["cache-control"] = "no-store"
+                    if b"content-security-policy" not in present:
+                        added["content-security-policy"] = _CSP_DEFAULT
+                        added["x-frame-options"] = "DENY"
+                for name, value in added.items():
+                    if name.encode() not in present:
+                        headers.append((name.encode(), value.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _render(
+    name: str, status: int = 200, headers: dict[str, str] | None = None, **values: Any
+) -> HTMLResponse:
+    body = _TEMPLATES.get_template(name).render(static=STATIC_PREFIX, **values)
+    return HTMLResponse(body, status_code=status, headers=headers)
+
+
+def _message(status: int, heading: str, text: str) -> HTMLResponse:
+    return _render("message.html", status, title=heading, heading=heading, text=text)
 
 
 def _error(code: str, message: str, param: str | None = None, status: int = 400) -> JSONResponse:
@@ -99,6 +150,44 @@ def _error(code: str, message: str, param: str | None = None, status: int = 400)
     )
 
 
+def _api_error(
+    request: Request, code: str, message: str | None = None, param: str | None = None
+) -> JSONResponse:
+    """paymux's own error shape (``{"error": {...}}`` with the request id)."""
+    error = PaymuxError.of(code, message, param=param)
+    error.request_id = getattr(request.state, "request_id", None)
+    return JSONResponse({"error": error.to_dict()}, status_code=error.http_status)
+
+
+def parse_origin(value: str) -> str | None:
+    """``scheme://host[:port]`` of an http(s) origin, normalized; None if ``value`` is not
+    exactly an origin (a path, query, fragment or credentials are refused, not dropped)."""
+    if not value or len(value) > 300 or any(ch.isspace() or ord(ch) < 32 for ch in value):
+        return None
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        return None
+    host = parts.hostname
+    if (
+        parts.scheme not in ("http", "https")
+        or not host
+        or parts.username is not None
+        or parts.password is not None
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or "*" in host
+        or not all(ch.isalnum() or ch in ".-[]:" for ch in host)
+    ):
+        return None
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    default = {"http": 80, "https": 443}[parts.scheme]
+    return f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
+
+
 def _luhn(digits: str) -> bool:
     total = 0
     for i, ch in enumerate(reversed(digits)):
@@ -109,20 +198,35 @@ def _luhn(digits: str) -> bool:
     return total % 10 == 0
 
 
-def build_sandbox_app(gateway: SandboxGateway) -> Starlette:
+def build_sandbox_app(gateway: SandboxGateway, *, controls: bool = False) -> ASGIApp:
+    """The sandbox's pages and endpoints; the ``/_control`` knobs only when ``controls``."""
     processor = gateway.processor
 
-    async def elements(request: Request) -> HTMLResponse:
-        page = _FORM.replace("__TOKENS__", "/sandbox/v1/tokens").replace(
-            "__YEAR__", str(time.gmtime().tm_year + 3)
-        )
-        return HTMLResponse(
-            page,
-            headers={
-                "content-security-policy": "default-src 'none'; script-src 'unsafe-inline'; "
-                "style-src 'unsafe-inline'; connect-src 'self'; frame-ancestors *",
-                "cache-control": "no-store",
-            },
+    async def elements(request: Request) -> Response:
+        raw_origin = request.query_params.get("origin")
+        origin = parse_origin(raw_origin) if raw_origin is not None else None
+        if raw_origin is not None and origin is None:
+            return _api_error(
+                request,
+                "parameter_invalid",
+                "origin must be the http(s) origin of the page that frames the form, "
+                "e.g. https://shop.example.",
+                "origin",
+            )
+        ancestors = f"'self' {origin}" if origin else "'self'"
+        headers = {
+            "content-security-policy": f"{_CSP_BASE}; form-action 'self'; "
+            f"frame-ancestors {ancestors}",
+            "cache-control": "no-store",
+        }
+        if origin is None:
+            headers["x-frame-options"] = "SAMEORIGIN"
+        return _render(
+            "elements.html",
+            headers=headers,
+            tokens_url="/sandbox/v1/tokens",
+            parent_origin=origin or "",
+            year=time.gmtime().tm_year + 3,
         )
 
     async def tokens(request: Request) -> JSONResponse:
@@ -169,63 +273,218 @@ def build_sandbox_app(gateway: SandboxGateway) -> Starlette:
 
     async def challenge(request: Request) -> Response:
         charge_id = request.path_params["charge_id"]
-        try:
-            charge = processor.retrieve(charge_id)
-        except Exception:
-            return HTMLResponse("<h1>Unknown challenge</h1>", status_code=404)
         if request.method == "GET":
+            charge = processor.challenge(charge_id, request.query_params.get("token", ""))
+            if charge is None:
+                return _message(
+                    404,
+                    "Unknown challenge",
+                    "This authentication link is not valid, was used already, or the "
+                    "payment no longer waits for it.",
+                )
             amount = f"{charge['amount']} {str(charge['currency']).upper()} (minor units)"
-            return HTMLResponse(_CHALLENGE.format(amount=html.escape(amount)))
+            return _render(
+                "challenge.html",
+                headers={
+                    "content-security-policy": _challenge_csp(charge),
+                    "x-frame-options": "DENY",
+                },
+                amount=amount,
+                action=f"/sandbox/3ds/{quote(charge_id, safe='')}",
+                token=request.query_params.get("token", ""),
+            )
         form = await request.form()
-        success = form.get("outcome") == "complete"
-        updated = processor.complete_3ds(charge_id, success)
+        token, outcome = form.get("token"), form.get("outcome")
+        if outcome not in ("complete", "fail"):
+            return _message(400, "Unknown answer", "Choose to complete or to fail it.")
+        # The token counts only from the form: a link (or a cross-site form without the
+        # token, which only this page has) answers nothing.
+        token = token if isinstance(token, str) else ""
+        waiting = processor.challenge(charge_id, token)
+        updated = (
+            processor.answer_challenge(charge_id, token, outcome == "complete")
+            if waiting is not None
+            else None
+        )
+        if updated is None:
+            return _message(
+                403,
+                "Challenge refused",
+                "This authentication link is not valid, was used already, or the payment "
+                "no longer waits for it.",
+            )
         gateway.notify("charge.updated", updated)
-        return_url = (charge.get("next_action") or {}).get("redirect_to_url", {}).get("return_url")
+        success = outcome == "complete"
+        return_url = _return_url(waiting) if waiting is not None else None
         if return_url:
             sep = "&" if "?" in return_url else "?"
-            query = urlencode({"payment_intent": charge["reference"], "outcome": updated["status"]})
+            query = urlencode(
+                {"payment_intent": updated["reference"], "outcome": updated["status"]}
+            )
             return RedirectResponse(f"{return_url}{sep}{query}", status_code=303)
-        outcome = "Authentication complete" if success else "Authentication failed"
-        return HTMLResponse(_DONE.format(outcome=outcome))
+        outcome_text = "Authentication complete" if success else "Authentication failed"
+        return _message(200, outcome_text, "You can close this window.")
 
     async def test_cards(request: Request) -> JSONResponse:
         return JSONResponse({"data": processor.card_table()})
+
+    async def static(request: Request) -> Response:
+        found = _STATIC.get(request.path_params["name"])
+        if found is None:
+            return _api_error(
+                request, "url_invalid", f"Unrecognized request URL (GET: {request.url.path})."
+            )
+        body, media_type = found
+        return Response(body, media_type=media_type, headers={"cache-control": "no-cache"})
+
+    async def control_body(request: Request) -> dict[str, Any] | JSONResponse:
+        try:
+            body: Any = json.loads(await request.body() or b"{}")
+        except ValueError:
+            return _api_error(request, "parameter_invalid", "The body must be a JSON object.")
+        if not isinstance(body, dict):
+            return _api_error(request, "parameter_invalid", "The body must be a JSON object.")
+        return body
 
     async def faults(request: Request) -> JSONResponse:
         if request.method == "DELETE":
             processor.clear_faults()
             return JSONResponse({"deleted": True})
-        body = await request.json()
+        body = await control_body(request)
+        if isinstance(body, JSONResponse):
+            return body
+        unknown = sorted(set(body) - {"mode", "operation", "count", "retry_after"})
+        if unknown:
+            return _api_error(
+                request,
+                "parameter_unknown",
+                f"Received unknown parameter: {unknown[0]}.",
+                unknown[0],
+            )
         mode = body.get("mode")
-        if mode not in FAULT_MODES:
-            return _error(
-                "parameter_invalid", f"mode must be one of {', '.join(FAULT_MODES)}", "mode"
+        if mode is None:
+            return _api_error(request, "parameter_missing", "Missing required param: mode.", "mode")
+        if not isinstance(mode, str) or mode not in FAULT_MODES:
+            return _api_error(
+                request,
+                "parameter_invalid",
+                f"mode must be one of {', '.join(FAULT_MODES)}.",
+                "mode",
+            )
+        operation = body.get("operation", "*")
+        if not isinstance(operation, str) or operation not in CONTROL_OPERATIONS:
+            return _api_error(
+                request,
+                "parameter_invalid",
+                f"operation must be one of {', '.join(CONTROL_OPERATIONS)}.",
+                "operation",
+            )
+        count = body.get("count", 1)
+        if (
+            isinstance(count, bool)
+            or not isinstance(count, int)
+            or not (1 <= count <= MAX_FAULT_COUNT)
+        ):
+            return _api_error(
+                request,
+                "parameter_invalid",
+                f"count must be an integer from 1 to {MAX_FAULT_COUNT}.",
+                "count",
+            )
+        retry_after = body.get("retry_after")
+        if retry_after is not None and not _seconds(retry_after):
+            return _api_error(
+                request,
+                "parameter_invalid",
+                "retry_after must be a number of seconds, or null.",
+                "retry_after",
             )
         processor.add_fault(
-            str(body.get("operation", "*")),
-            mode,
-            int(body.get("count", 1)),
-            body.get("retry_after"),
+            operation, mode, count, float(retry_after) if retry_after is not None else None
         )
         return JSONResponse({"ok": True})
 
     async def latency(request: Request) -> JSONResponse:
-        body = await request.json()
-        gateway.latency = float(body.get("seconds", 0.0))
+        body = await control_body(request)
+        if isinstance(body, JSONResponse):
+            return body
+        seconds = body.get("seconds", 0.0)
+        if not _seconds(seconds) or float(seconds) > MAX_LATENCY_SECONDS:
+            return _api_error(
+                request,
+                "parameter_invalid",
+                f"seconds must be a number from 0 to {MAX_LATENCY_SECONDS:g}.",
+                "seconds",
+            )
+        gateway.latency = float(seconds)
         return JSONResponse({"latency": gateway.latency})
 
     async def charges(request: Request) -> JSONResponse:
-        reference = request.query_params.get("reference", "")
+        reference = request.query_params.get("reference")
+        if not reference:
+            return _api_error(
+                request, "parameter_missing", "Missing required param: reference.", "reference"
+            )
         return JSONResponse({"data": processor.charges_for(reference)})
 
-    return Starlette(
-        routes=[
-            Route("/elements", elements),
-            Route("/v1/tokens", tokens, methods=["POST"]),
-            Route("/3ds/{charge_id}", challenge, methods=["GET", "POST"]),
-            Route("/test-cards", test_cards),
+    async def not_found(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        if status == 405:
+            error = PaymuxError.of(
+                "parameter_invalid", f"{request.method} is not allowed on {request.url.path}."
+            )
+            error.http_status = 405
+            error.request_id = getattr(request.state, "request_id", None)
+            return JSONResponse({"error": error.to_dict()}, status_code=405)
+        return _api_error(
+            request,
+            "url_invalid",
+            f"Unrecognized request URL ({request.method}: {request.url.path}).",
+        )
+
+    routes = [
+        Route("/elements", elements),
+        Route("/v1/tokens", tokens, methods=["POST"]),
+        Route("/3ds/{charge_id}", challenge, methods=["GET", "POST"]),
+        Route("/test-cards", test_cards),
+        Route("/static/{name}", static),
+    ]
+    if controls:
+        routes += [
             Route("/_control/faults", faults, methods=["POST", "DELETE"]),
             Route("/_control/latency", latency, methods=["POST"]),
             Route("/_control/charges", charges),
         ]
+    app = Starlette(routes=routes, exception_handlers={HTTPException: not_found})
+    return PageSecurityHeaders(app)
+
+
+def _seconds(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0
     )
+
+
+def _return_url(charge: dict[str, Any]) -> str | None:
+    redirect = (charge.get("next_action") or {}).get("redirect_to_url") or {}
+    url = redirect.get("return_url")
+    return str(url) if url else None
+
+
+def _challenge_csp(charge: dict[str, Any]) -> str:
+    """The challenge page: never framed; its forms post here, then (a redirect, which
+    form-action also governs) to the merchant's return URL."""
+    targets = "'self'"
+    return_url = _return_url(charge)
+    if return_url:
+        try:
+            parts = urlsplit(return_url)
+            origin = parse_origin(f"{parts.scheme}://{parts.netloc}")
+        except ValueError:
+            origin = None
+        if origin:
+            targets += f" {origin}"
+    return f"{_CSP_BASE}; form-action {targets}; frame-ancestors 'none'"
