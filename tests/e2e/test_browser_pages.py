@@ -297,3 +297,33 @@ def test_a_merchant_page_it_was_not_issued_for_cannot_frame_the_card_form(
     assert not frame_loaded(page, merchant.frame_src)
     assert page.evaluate("document.body.dataset.messages") == "[]"
     page.events.clear()  # the refusal to frame is itself a CSP message: expected here
+
+
+@pytest.mark.parametrize(("path", "rendered"), [
+    ("/docs", "document.querySelector('.swagger-ui .info .title')?.textContent"),
+    ("/redoc", "document.querySelector('h1')?.textContent"),
+])
+def test_the_api_docs_render_offline_under_a_strict_csp(
+    page: Page, api: Api, path: str, rendered: str
+) -> None:
+    """/docs and /redoc load only paymux's own copies of their assets (the browser here has
+    no network but loopback) and render under a CSP whose scripts are paymux's own files
+    (inline styles are allowed there: both libraries inject them, see api/docs.py)."""
+    r = httpx.get(f"{api.server.url}{path}", timeout=10)
+    csp = r.headers["content-security-policy"]
+    script_src = re.search(r"script-src ([^;]*)", csp)
+    assert script_src is not None and script_src.group(1) == "'self'"  # no inline script
+    assert "unsafe-eval" not in csp
+    assert "frame-ancestors 'none'" in csp and r.headers["x-content-type-options"] == "nosniff"
+    assert not re.search(r"https?://(?!127\.0\.0\.1)", r.text)  # no CDN
+    assert "<script>" not in r.text  # scripts are files, never inline
+    page.navigate(f"{api.server.url}{path}")
+    title = page.wait_for(f"({rendered} || '').includes('paymux') && {rendered}", timeout=20)
+    assert "paymux" in str(title)
+    # The one refusal allowed: ReDoc's "powered by" badge, which it fetches from its CDN,
+    # is blocked (proof that nothing else is fetched from outside); the page does not need it.
+    refused = csp_violations(page)
+    assert all("https://cdn.redoc.ly/" in text and "image" in text for text in refused), refused
+    if path == "/docs":
+        assert refused == []
+    page.events.clear()

@@ -17,6 +17,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from paymux import __version__
+from paymux.api.docs import install_docs
 from paymux.api.middleware import GuardMiddleware
 from paymux.api.openapi import install_openapi
 from paymux.api.routers import (
@@ -132,7 +133,10 @@ def create_app(settings: Settings, paymux: Paymux | None = None) -> FastAPI:
         version=__version__,
         description="One API for Stripe, PayPal, Square and the built-in sandbox gateway.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    install_docs(app)
     for module in (payment_intents, refunds, customers, events, disputes, webhooks, admin):
         app.include_router(module.router)
     install_openapi(app)
