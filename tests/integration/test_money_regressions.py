@@ -529,3 +529,37 @@ def test_the_approval_webhook_completes_the_payment_at_once(db: str, tmp_path: P
         assert [p.id for p in h.gw.payments_for(pi["id"])] == [waiting.id]
 
     run(db, tmp_path, test, gw=ApprovalGateway())
+
+
+def test_a_lost_charge_on_a_provider_without_search_is_left_for_a_person(
+    db: str, tmp_path: Path
+) -> None:
+    """PayPal can't be searched for the payment a lost response made. Past the key's
+    retention, "not found" proves nothing: the intent stays processing (never declared
+    failed, which would invite a second charge) and the attempt says a person must look."""
+
+    async def test(h: Harness) -> None:
+        h.gw.lookup_finds_all = False
+        pi = await create(h)
+        h.gw.script("authorize", *[Outcome.lose_response()] * 4)  # charged; answers lost
+        original = h.gw.lookup
+
+        async def cannot_search(our_reference: str, idempotency_key: str) -> None:
+            await original(our_reference, idempotency_key)  # counted, but finds nothing
+            return None
+
+        h.gw.lookup = cannot_search  # type: ignore[method-assign]
+        await h.post(f"/v1/payment_intents/{pi['id']}/confirm", {"payment_method": "tok_visa"})
+        h.advance(25 * 3600)
+        await h.drain()
+        got = await h.get(f"/v1/payment_intents/{pi['id']}")
+        assert got["status"] == "processing" and got["last_payment_error"] is None
+        [(status, error)] = await h.sql(
+            "select status, error from gateway_attempts where object_id = :o", o=pi["id"])
+        assert status == "pending" and error.startswith("needs attention")
+        assert h.gw.calls["authorize"] == 4 and h.gw.money_captured(pi["id"]) == 2000
+        again = await h.post(
+            f"/v1/payment_intents/{pi['id']}/confirm", {"payment_method": "tok_visa"})
+        assert again.status_code == 400  # no second authorization while it is unknown
+
+    run(db, tmp_path, test)

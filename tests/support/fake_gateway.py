@@ -385,6 +385,7 @@ class ScriptedGateway:
         self.webhook_secret = webhook_secret
         self.webhook_tolerance = webhook_tolerance
         self.latency = latency
+        self.lookup_finds_all = True  # set False to play a provider without search (PayPal)
         self.shared_tokens: set[str] = set()  # published test shortcuts, usable by anyone
 
         self.payments: dict[str, ProviderPayment] = {}

@@ -199,6 +199,10 @@ class Gateway(Protocol):
     # request with the same key could make a second payment: recovery only asks (retrieve,
     # lookup) and never re-sends.
     idempotency_retention_seconds: float
+    # Whether ``lookup`` finds every payment made for one of our intents. Where it can't
+    # (PayPal has no search of orders), "not found" is no proof that nothing was charged:
+    # past the key's retention such an attempt is left for a person, never abandoned.
+    lookup_finds_all: bool
 
     def supports_currency(self, currency: str) -> bool: ...
 

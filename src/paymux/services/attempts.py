@@ -270,6 +270,16 @@ class AttemptEngine:
                 pi.payment_method_id = None
             await self._write(s, pi, change)
 
+    async def _needs_attention(self, attempt_id: str, why: str) -> None:
+        """Leave the attempt pending (the intent stays processing) and say why."""
+        log.error("attempt %s needs a person: %s", attempt_id, why)
+        async with self.ctx.db.write() as s:
+            await s.execute(
+                update(GatewayAttempt)
+                .where(GatewayAttempt.id == attempt_id)
+                .values(error=f"needs attention: {why}", updated_us=self.ctx.now_us())
+            )
+
     def _close(self, attempt: GatewayAttempt, status: str, error: str | None) -> None:
         attempt.status = status
         attempt.error = error
@@ -448,6 +458,14 @@ class AttemptEngine:
                 found = None  # an earlier attempt's payment, not this one's
             if found is not None and found.status is not ProviderStatus.OPEN:
                 await self.settle_payment(attempt.id, found)
+                return
+            if not retained and not gateway.lookup_finds_all:
+                # Not found proves nothing here, and the key is forgotten: a person decides.
+                await self._needs_attention(
+                    attempt.id,
+                    "the provider can't be searched and this key is past its retention: "
+                    "check the provider's dashboard (paymux reconcile lists it)",
+                )
                 return
             if not retained or request is None:
                 await self.abandon(

@@ -150,6 +150,7 @@ def _body(response: httpx.Response) -> dict[str, Any]:
 class PayPalGateway:
     name = "paypal"
     idempotency_retention_seconds = IDEMPOTENCY_RETENTION_SECONDS
+    lookup_finds_all = False  # no search of orders by custom_id
 
     def __init__(
         self,

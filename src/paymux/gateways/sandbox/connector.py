@@ -45,6 +45,7 @@ class SandboxGateway:
     # The sandbox processor keeps every key in its own database: ten years, in effect forever
     # (a finite number, so it can be stored, compared and printed like the others).
     idempotency_retention_seconds = 10 * 365 * 24 * 3600.0
+    lookup_finds_all = True
 
     def __init__(
         self,

@@ -144,6 +144,7 @@ def _retry_after(exc: ApiError) -> float | None:
 class SquareGateway:
     name = "square"
     idempotency_retention_seconds = IDEMPOTENCY_RETENTION_SECONDS
+    lookup_finds_all = True  # ListPayments by reference_id
 
     def __init__(
         self,

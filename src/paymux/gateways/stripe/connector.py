@@ -96,6 +96,7 @@ def _as_dict(obj: Any) -> dict[str, Any]:
 class StripeGateway:
     name = "stripe"
     idempotency_retention_seconds = IDEMPOTENCY_RETENTION_SECONDS
+    lookup_finds_all = True  # the Search API by metadata
 
     def __init__(
         self,
