@@ -376,25 +376,40 @@ CARD_SHAPED_FORMS = [
     ("zero-width between every digit", "\u200b".join("4242424242424242")),
     ("zero-width next to spaces", "4242 \u200b4242\u200b 4242 4242"),
     # other digits
-    ("full-width digits", "\uff14\uff12\uff14\uff12\uff14\uff12\uff14\uff12"
-                          "\uff14\uff12\uff14\uff12\uff14\uff12\uff14\uff12"),
-    ("full-width digits spaced", "\uff14\uff12\uff14\uff12 \uff14\uff12\uff14\uff12 "
-                                 "\uff14\uff12\uff14\uff12 \uff14\uff12\uff14\uff12"),
+    (
+        "full-width digits",
+        "\uff14\uff12\uff14\uff12\uff14\uff12\uff14\uff12"
+        "\uff14\uff12\uff14\uff12\uff14\uff12\uff14\uff12",
+    ),
+    (
+        "full-width digits spaced",
+        "\uff14\uff12\uff14\uff12 \uff14\uff12\uff14\uff12 "
+        "\uff14\uff12\uff14\uff12 \uff14\uff12\uff14\uff12",
+    ),
     ("some full-width digits", "4242\uff14\uff12\uff14\uff1242424242"),
-    ("Arabic-Indic digits", "\u0664\u0662\u0664\u0662\u0664\u0662\u0664\u0662"
-                            "\u0664\u0662\u0664\u0662\u0664\u0662\u0664\u0662"),
-    ("Devanagari digits", "\u096a\u0968\u096a\u0968\u096a\u0968\u096a\u0968"
-                          "\u096a\u0968\u096a\u0968\u096a\u0968\u096a\u0968"),
-    ("mathematical bold digits", "\U0001d7d2\U0001d7d0\U0001d7d2\U0001d7d0"
-                                 "\U0001d7d2\U0001d7d0\U0001d7d2\U0001d7d0"
-                                 "\U0001d7d2\U0001d7d0\U0001d7d2\U0001d7d0"
-                                 "\U0001d7d2\U0001d7d0\U0001d7d2\U0001d7d0"),
+    (
+        "Arabic-Indic digits",
+        "\u0664\u0662\u0664\u0662\u0664\u0662\u0664\u0662"
+        "\u0664\u0662\u0664\u0662\u0664\u0662\u0664\u0662",
+    ),
+    (
+        "Devanagari digits",
+        "\u096a\u0968\u096a\u0968\u096a\u0968\u096a\u0968"
+        "\u096a\u0968\u096a\u0968\u096a\u0968\u096a\u0968",
+    ),
+    (
+        "mathematical bold digits",
+        "\U0001d7d2\U0001d7d0\U0001d7d2\U0001d7d0"
+        "\U0001d7d2\U0001d7d0\U0001d7d2\U0001d7d0"
+        "\U0001d7d2\U0001d7d0\U0001d7d2\U0001d7d0"
+        "\U0001d7d2\U0001d7d0\U0001d7d2\U0001d7d0",
+    ),
     # glued to letters
     ("letters before", "ref4242424242424242"),
     ("letters after", "4242424242424242x"),
     ("letters around", "card4242424242424242exp"),
     ("glued, grouped", "ref4242 4242 4242 4242"),
-    ("glued to non-Latin letters", "карта4242424242424242"),
+    ("glued to non-Latin letters", "\u043a\u0430\u0440\u0442\u04304242424242424242"),
     # in text
     ("in a sentence", "my card is 4242.4242.4242.4242, thanks"),
     ("with a CVC after", "4242 4242 4242 4242 123"),

@@ -39,6 +39,16 @@ redact_module = importlib.import_module("paymux.security.redact")
         # card numbers
         (f"charging {PAN} now", f"charging {MASKED_PAN} now"),
         ("card 4242 4242 4242 4242", f"card {MASKED_PAN}"),
+        ("card 4242.4242.4242.4242", f"card {MASKED_PAN}"),
+        ("card 4242/4242/4242/4242", f"card {MASKED_PAN}"),
+        ("card 4242_4242_4242_4242", f"card {MASKED_PAN}"),
+        ("card 4242  4242\t4242\n4242", f"card {MASKED_PAN}"),
+        ("GET /v1/x?n=4242%204242%204242%204242 HTTP/1.1", f"GET /v1/x?n={MASKED_PAN} HTTP/1.1"),
+        ("card 4242\u00a04242\u20034242\u30004242", f"card {MASKED_PAN}"),
+        ("card 4242\u200b4242\u200d4242\u20604242\ufeff", f"card {MASKED_PAN}\ufeff"),
+        ("card " + "\uff14\uff12" * 8, f"card {MASKED_PAN}"),
+        (f"ref{PAN} and {PAN}x", f"ref{MASKED_PAN} and {MASKED_PAN}x"),
+        ("note 424 242 424 242 4242", f"note {MASKED_PAN}"),
         # card security codes
         ("cvc=123", "cvc=***"),
         ("cvc: 123", "cvc: ***"),
@@ -124,6 +134,11 @@ def test_redacting_a_huge_input_stays_fast() -> None:
 
 
 # --- redact_data -----------------------------------------------------------
+
+
+def test_redact_data_masks_every_form_of_card_number_in_nested_data() -> None:
+    data = {"a": ["4242.4242.4242.4242", {"b": "ref4242424242424242"}], "4242\t4242 4242 4242": 1}
+    assert redact_data(data) == {"a": [MASKED_PAN, {"b": f"ref{MASKED_PAN}"}], MASKED_PAN: 1}
 
 
 def test_redact_data_masks_strings_numbers_and_secret_keys_in_nested_data() -> None:

@@ -36,7 +36,7 @@ _SWAGGER = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>paymux API</title>
 <link rel="stylesheet" href="/_docs/vendor/swagger-ui.css">
 <link rel="icon" href="/_docs/vendor/favicon.png"></head>
-<body><div id="swagger-ui"></div>
+<body><div id="swagger-ui" data-spec="/openapi.json"></div>
 <script src="/_docs/vendor/swagger-ui-bundle.js"></script>
 <script src="/_docs/docs-init.js"></script></body></html>
 """

@@ -132,8 +132,7 @@ class GuardMiddleware:
                 _mask_request_line(scope, query)
                 await self._refuse(send, request_id, found or None)
                 return
-            if _has_loose_number(path, query):
-                _mask_request_line(scope, query)  # stored and logged masked, not refused
+            _mask_loose_head(scope, path, query)
         if scope.get("method") in _BODY_METHODS:
             body = b""
             more = True
@@ -249,10 +248,18 @@ def _body_pan_param(body: bytes) -> str | None:
     return find_pan_param(data)
 
 
-def _has_loose_number(path: str, query: str) -> bool:
-    """Whether the path or query holds a number masked rather than refused (card-number rule)."""
+def _mask_loose_head(scope: Scope, path: str, query: str) -> None:
+    """Mask numbers that are masked rather than refused (the card-number rule) in the path,
+    the query and the Idempotency-Key header, which are stored or logged."""
     values = [path] + [v for pair in parse_qsl(query, keep_blank_values=True) for v in pair]
-    return any(mask_pans(v) != v for v in values)
+    if any(mask_pans(v) != v for v in values):
+        _mask_request_line(scope, query)
+    scope["headers"] = [
+        (name, mask_pans(value.decode("latin-1")).encode("latin-1"))
+        if name.lower() == b"idempotency-key"
+        else (name, value)
+        for name, value in scope.get("headers", [])
+    ]
 
 
 def _mask_loose_numbers(scope: Scope, body: bytes) -> bytes:

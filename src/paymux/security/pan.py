@@ -12,10 +12,11 @@ rule for operators; this is the precise version.
 Before anything is checked, the text is normalized (only for the check; the
 text itself is never rewritten, except where a number is masked):
 
-* each character goes through Unicode NFKC (full-width digits ``"４"``,
-  superscripts and circled digits become ASCII digits; full-width ``．／＿－``
-  become ``./_-``), and every other Unicode decimal digit (Arabic-Indic,
-  Devanagari, ...: category Nd) becomes its ASCII digit;
+* each character goes through Unicode NFKC (full-width digits U+FF10..U+FF19,
+  superscripts and circled digits become ASCII digits; the full-width full
+  stop, solidus, low line and hyphen become ``./_-``), and every other
+  Unicode decimal digit (Arabic-Indic, Devanagari, ...: category Nd) becomes
+  its ASCII digit;
 * format characters (category Cf: zero-width space, non-joiner and joiner
   U+200B..U+200D, word joiner U+2060, BOM U+FEFF, soft hyphen, bidi marks) are
   dropped, so ``"4242\\u200b4242..."`` is one run of digits;
