@@ -57,16 +57,24 @@ def spaced(pan: str, sep: str = " ") -> str:
     return sep.join(pan[i:i + 4] for i in range(0, len(pan), 4))
 
 
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+
+
+def _ascii_digit(match: re.Match[str]) -> str:
+    ch = match.group()
+    category = unicodedata.category(ch)
+    if category == "Nd":
+        return str(unicodedata.decimal(ch))
+    return "" if category == "Cf" else ch
+
+
 def _unicode_digits(text: str) -> str:
-    """NFKC, every Unicode decimal digit as ASCII, format (zero-width) characters dropped."""
-    out = []
-    for ch in unicodedata.normalize("NFKC", text):
-        category = unicodedata.category(ch)
-        if category == "Nd":
-            out.append(str(unicodedata.decimal(ch)))
-        elif category != "Cf":
-            out.append(ch)
-    return "".join(out)
+    """NFKC, every Unicode decimal digit as ASCII, format (zero-width) characters dropped.
+    ASCII text is already all of that; only the non-ASCII characters are looked at (the
+    texts are whole logs and database dumps)."""
+    if text.isascii():
+        return text
+    return _NON_ASCII.sub(_ascii_digit, unicodedata.normalize("NFKC", text))
 
 
 def _variants(text: str) -> set[str]:
@@ -74,11 +82,9 @@ def _variants(text: str) -> set[str]:
     with UTF-8 bytes read as latin-1 (SQLite's file, read as latin-1) decoded."""
     unescaped = re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), text)
     as_utf8 = text.encode("latin-1", "ignore").decode("utf-8", "ignore")
-    return {
-        _unicode_digits(v)
-        for t in (text, unescaped, as_utf8)
-        for v in (t, unquote(t), unquote_plus(t), unquote(unquote(t)))
-    }
+    texts = {text, unescaped, as_utf8}
+    decoded = {v for t in texts for v in (t, unquote(t), unquote_plus(t), unquote(unquote(t)))}
+    return {_unicode_digits(v) for v in decoded}
 
 
 # Anything between two digits that is not a letter: separators, JSON escapes, percent escapes.
