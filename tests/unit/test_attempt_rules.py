@@ -31,6 +31,7 @@ from paymux.domain.attempts import (
     apply_report,
     inconsistencies,
     refundable,
+    target_of,
 )
 from paymux.domain.states import OPERATIONS, PaymentIntentStatus, RefundStatus
 
@@ -761,3 +762,41 @@ def test_random_sequences_keep_every_intent_consistent(amount: int, data: st.Dat
             data.draw(st.sampled_from(KINDS), label="kind"),
             data.draw(st.integers(0, 2**20), label="q"),
         )
+
+
+
+# -- edges that mutation testing (mutmut) showed untested ----------------------------------
+def test_a_hold_of_one_minor_unit_is_a_hold() -> None:
+    one = IntentState(PROC, 1000, amount_capturable=1)
+    failed = apply_report(one, Report(P.FAILED))
+    assert failed.state == one and failed.events == ()
+    assert inconsistencies(IntentState(RCAP, 1000, amount_capturable=1)) == []
+
+
+def test_an_abandoned_authorization_never_keeps_a_hold() -> None:
+    held = IntentState(PROC, 1000, amount_capturable=1000)
+    change = abandon(held, Operation.AUTHORIZE, RPM)
+    assert change.state == IntentState(RPM, 1000, amount_capturable=0)
+    assert change.declined and change.events == ("payment_intent.payment_failed",)
+
+
+@pytest.mark.parametrize(
+    ("state", "problem"),
+    [
+        (IntentState(SUCC, 1000, amount_received=1000, amount_refund_pending=-1),
+         "a negative amount"),
+        (IntentState(CANC, 1000, amount_received=-5), "a negative amount"),
+        (IntentState(SUCC, 1000, amount_received=1000, amount_refunded=-1), "a negative amount"),
+    ],
+)
+def test_each_negative_amount_is_named(state: IntentState, problem: str) -> None:
+    assert problem in inconsistencies(state)
+
+
+def test_what_each_operation_aims_at() -> None:
+    assert target_of(Operation.AUTHORIZE) == "succeeded"
+    assert target_of(Operation.AUTHORIZE, capture=False) == "requires_capture"
+    assert target_of(Operation.CAPTURE) == "succeeded"
+    assert target_of(Operation.CAPTURE, capture=False) == "succeeded"
+    assert target_of(Operation.CANCEL) == "canceled"
+    assert target_of(Operation.REFUND) == "succeeded"  # the refund's own status

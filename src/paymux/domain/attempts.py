@@ -151,9 +151,9 @@ def apply_report(
                 back = from_status or ABANDONED_TARGET[operation]
                 return Change(replace(state, status=back))
             return unchanged
-        if status in _UNPAID:
+        if status in _UNPAID:  # nothing is held here: the guard above returned
             return Change(
-                replace(state, status=S.REQUIRES_PAYMENT_METHOD, amount_capturable=0),
+                replace(state, status=S.REQUIRES_PAYMENT_METHOD),
                 ("payment_intent.payment_failed",),
                 declined=True,
             )
