@@ -19,11 +19,8 @@ searched for the numbers, the CVCs, the API key and the webhook secret.
 
 from __future__ import annotations
 
-import io
 import json
-import logging
 import re
-import threading
 import unicodedata
 import uuid
 from collections.abc import Iterator
@@ -38,8 +35,8 @@ from sqlalchemy.engine import make_url
 
 from conftest import Api, RunningServer
 from paymux.gateways.sandbox import SandboxProcessor
-from paymux.security import configure_logging
 from support.sandbox_pages import answer_challenge
+from support.server_logs import Logs, capture_server_logs
 
 # Test card numbers (all Luhn-valid), as digits.
 VISA = "4242424242424242"
@@ -129,52 +126,10 @@ def digit_runs(text: str) -> set[str]:
 # -- logging, as in production -------------------------------------------------------------
 
 
-class _OtherThreads(logging.Filter):
-    def __init__(self, excluded: int) -> None:
-        super().__init__()
-        self.excluded = excluded
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.thread != self.excluded
-
-
-@dataclass
-class Logs:
-    stream: io.StringIO
-
-    @property
-    def text(self) -> str:
-        return self.stream.getvalue()
-
-    def records(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.text.splitlines()]
-
-
 @pytest.fixture
 def logs() -> Iterator[Logs]:
-    root = logging.getLogger()
-    saved_level = root.level
-    saved_handlers = {h: list(h.filters) for h in root.handlers}
-    uvicorn = [logging.getLogger(n) for n in ("uvicorn", "uvicorn.error", "uvicorn.access")]
-    saved_uvicorn = [(lg, list(lg.handlers), lg.propagate) for lg in uvicorn]
-
-    configure_logging(level="DEBUG", json_output=True)
-    [handler] = [h for h in root.handlers if h not in saved_handlers]
-    assert isinstance(handler, logging.StreamHandler)
-    stream = io.StringIO()
-    handler.setStream(stream)
-    handler.addFilter(_OtherThreads(threading.get_ident()))
-    try:
-        yield Logs(stream)
-    finally:
-        root.removeHandler(handler)
-        handler.close()
-        root.setLevel(saved_level)
-        for h, filters in saved_handlers.items():
-            h.filters[:] = filters
-        for lg, handlers, propagate in saved_uvicorn:
-            lg.handlers[:] = handlers
-            lg.propagate = propagate
+    with capture_server_logs("DEBUG") as captured:
+        yield captured
 
 
 # -- what is stored ----------------------------------------------------------------------------

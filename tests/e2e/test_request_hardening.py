@@ -13,14 +13,9 @@
 
 from __future__ import annotations
 
-import io
-import json
-import logging
 import re
 import secrets
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +25,10 @@ import pytest
 from conftest import BACKENDS, Api, database_url
 from paymux.gateways.sandbox.processor import SandboxProcessor
 from paymux.gateways.signing import sign_header
-from paymux.security import configure_logging
 from paymux.services.events import EventsService
 from support.pgcluster import PgCluster
 from support.processes import ServeProcess
+from support.server_logs import Logs, capture_server_logs
 
 PI = "/v1/payment_intents"
 
@@ -51,54 +46,10 @@ def expect_error(r: httpx.Response, status: int, code: str, param: str | None) -
 # -- logs, as `paymux serve` writes them ------------------------------------------------------
 
 
-class _OtherThreads(logging.Filter):
-    """Keeps only the server thread's records (not the test's own httpx lines)."""
-
-    def __init__(self, excluded: int) -> None:
-        super().__init__()
-        self.excluded = excluded
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.thread != self.excluded
-
-
-@dataclass
-class Logs:
-    stream: io.StringIO
-
-    @property
-    def text(self) -> str:
-        return self.stream.getvalue()
-
-    def records(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.text.splitlines()]
-
-
 @pytest.fixture
 def logs() -> Iterator[Logs]:
-    root = logging.getLogger()
-    saved_level = root.level
-    saved_handlers = {h: list(h.filters) for h in root.handlers}
-    uvicorn = [logging.getLogger(n) for n in ("uvicorn", "uvicorn.error", "uvicorn.access")]
-    saved_uvicorn = [(lg, list(lg.handlers), lg.propagate) for lg in uvicorn]
-
-    configure_logging(level="INFO", json_output=True)
-    [handler] = [h for h in root.handlers if h not in saved_handlers]
-    assert isinstance(handler, logging.StreamHandler)
-    stream = io.StringIO()
-    handler.setStream(stream)
-    handler.addFilter(_OtherThreads(threading.get_ident()))
-    try:
-        yield Logs(stream)
-    finally:
-        root.removeHandler(handler)
-        handler.close()
-        root.setLevel(saved_level)
-        for h, filters in saved_handlers.items():
-            h.filters[:] = filters
-        for lg, handlers, propagate in saved_uvicorn:
-            lg.handlers[:] = handlers
-            lg.propagate = propagate
+    with capture_server_logs("INFO") as captured:
+        yield captured
 
 
 # -- 1. deep JSON -----------------------------------------------------------------------------
