@@ -26,7 +26,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 __all__ = [
     "Account",
     "ApiKey",
+    "AuditEntry",
     "Base",
+    "Connection",
     "Customer",
     "Dispute",
     "Event",
@@ -62,6 +64,55 @@ class ApiKey(Base):
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
     created_us: Mapped[int]
     last_used_us: Mapped[int | None] = mapped_column(default=None)
+    kind: Mapped[str] = mapped_column(String(16), default="secret")  # secret|publishable|restricted
+    name: Mapped[str | None] = mapped_column(String(200), default=None)
+    # A restricted key's grants: {"payment_intents": "write", "refunds": "read", ...}.
+    permissions: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # A rolled key works until then (the grace period the merchant chose); None: no expiry.
+    expires_us: Mapped[int | None] = mapped_column(default=None)
+    rolled_to: Mapped[str | None] = mapped_column(String(40), default=None)
+
+
+class Connection(Base):
+    """An account's link to a gateway: its credentials (envelope-encrypted, write-only), mode
+    and what it takes. ``source`` is ``api`` or ``environment`` (made at start-up from today's
+    PAYMUX_*/STRIPE_*/... variables, whose secrets stay in the environment)."""
+
+    __tablename__ = "connections"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    gateway: Mapped[str] = mapped_column(String(32))
+    livemode: Mapped[bool] = mapped_column(Boolean, default=False)
+    name: Mapped[str | None] = mapped_column(String(200), default=None)
+    source: Mapped[str] = mapped_column(String(16), default="api")
+    credentials: Mapped[str | None] = mapped_column(Text, default=None)
+    credential_hints: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    currencies: Mapped[list[str] | None] = mapped_column(JSON, default=None)
+    payment_method_types: Mapped[list[str] | None] = mapped_column(JSON, default=None)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    failover: Mapped[bool] = mapped_column(Boolean, default=False)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    created_us: Mapped[int]
+    updated_us: Mapped[int]
+    __table_args__ = (Index("ix_connections_account", "account_id", "gateway"),)
+
+
+class AuditEntry(Base):
+    """Who (which key, or the CLI) did what to which object, and when. Append-only."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(40))
+    actor: Mapped[str] = mapped_column(String(64))  # key_... | cli | admin
+    action: Mapped[str] = mapped_column(String(64))  # payment_intent.create, key.roll, ...
+    object_type: Mapped[str | None] = mapped_column(String(64), default=None)
+    object_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    livemode: Mapped[bool] = mapped_column(Boolean, default=False)
+    request_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_us: Mapped[int]
+    __table_args__ = (Index("ix_audit_log_account_created", "account_id", "created_us"),)
 
 
 class Customer(Base):
@@ -75,6 +126,7 @@ class Customer(Base):
     default_payment_method: Mapped[str | None] = mapped_column(String(40))
     gateway_refs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    livemode: Mapped[bool] = mapped_column(Boolean, default=False)
     created_us: Mapped[int]
     updated_us: Mapped[int]
     __table_args__ = (Index("ix_customers_account_created", "account_id", "created_us"),)
@@ -86,6 +138,7 @@ class PaymentMethod(Base):
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
     customer_id: Mapped[str | None] = mapped_column(ForeignKey("customers.id"), index=True)
     gateway: Mapped[str] = mapped_column(String(32))
+    connection_id: Mapped[str | None] = mapped_column(String(40), default=None)
     token: Mapped[str] = mapped_column(String(255))
     type: Mapped[str] = mapped_column(String(32), default="card")
     card_brand: Mapped[str | None] = mapped_column(String(32))
@@ -95,6 +148,7 @@ class PaymentMethod(Base):
     card_fingerprint: Mapped[str | None] = mapped_column(String(64))
     card_country: Mapped[str | None] = mapped_column(String(2))
     card_funding: Mapped[str | None] = mapped_column(String(16))
+    livemode: Mapped[bool] = mapped_column(Boolean, default=False)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     created_us: Mapped[int]
     __table_args__ = (
@@ -121,6 +175,7 @@ class PaymentIntent(Base):
     setup_future_usage: Mapped[str | None] = mapped_column(String(16))
     off_session: Mapped[bool] = mapped_column(Boolean, default=False)
     gateway: Mapped[str] = mapped_column(String(32))
+    connection_id: Mapped[str | None] = mapped_column(String(40), default=None)
     gateway_reference: Mapped[str | None] = mapped_column(String(255), index=True)
     last_payment_error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     next_action: Mapped[dict[str, Any] | None] = mapped_column(JSON)
@@ -134,6 +189,7 @@ class PaymentIntent(Base):
     statement_descriptor: Mapped[str | None] = mapped_column(String(22))
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     confirm_count: Mapped[int] = mapped_column(default=0)
+    livemode: Mapped[bool] = mapped_column(Boolean, default=False)
     created_us: Mapped[int]
     updated_us: Mapped[int]
     __table_args__ = (
@@ -152,6 +208,7 @@ class Refund(Base):
     reason: Mapped[str | None] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16))
     failure_reason: Mapped[str | None] = mapped_column(String(64))
+    livemode: Mapped[bool] = mapped_column(Boolean, default=False)
     gateway_reference: Mapped[str | None] = mapped_column(String(255), index=True)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     created_us: Mapped[int]
@@ -172,6 +229,7 @@ class Dispute(Base):
     currency: Mapped[str] = mapped_column(String(3))
     reason: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(32))
+    livemode: Mapped[bool] = mapped_column(Boolean, default=False)
     created_us: Mapped[int]
     updated_us: Mapped[int]
     __table_args__ = (UniqueConstraint("gateway", "gateway_reference"),)
@@ -188,6 +246,7 @@ class GatewayAttempt(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
     gateway: Mapped[str] = mapped_column(String(32))
+    connection_id: Mapped[str | None] = mapped_column(String(40), default=None)
     operation: Mapped[str] = mapped_column(String(32))
     object_id: Mapped[str] = mapped_column(String(40), index=True)
     idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
@@ -211,6 +270,7 @@ class Event(Base):
     type: Mapped[str] = mapped_column(String(64))
     object_id: Mapped[str] = mapped_column(String(40), index=True)
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    livemode: Mapped[bool] = mapped_column(Boolean, default=False)
     created_us: Mapped[int]
     __table_args__ = (Index("ix_events_account_created", "account_id", "created_us"),)
 
@@ -246,6 +306,7 @@ class Job(Base):
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
     )
     kind: Mapped[str] = mapped_column(String(64))
+    account_id: Mapped[str | None] = mapped_column(String(40), default=None)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     dedupe_key: Mapped[str | None] = mapped_column(String(255))
     status: Mapped[str] = mapped_column(String(16))  # queued | running | done | dead
@@ -273,6 +334,8 @@ class WebhookInbox(Base):
     __tablename__ = "webhook_inbox"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     gateway: Mapped[str] = mapped_column(String(32))
+    account_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    connection_id: Mapped[str | None] = mapped_column(String(40), default=None)
     event_id: Mapped[str] = mapped_column(String(255))
     type: Mapped[str] = mapped_column(String(128))
     payload: Mapped[str] = mapped_column(Text)

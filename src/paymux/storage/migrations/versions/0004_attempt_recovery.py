@@ -26,9 +26,7 @@ def upgrade() -> None:
     with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:
         batch_op.add_column(sa.Column("recovery_point", sa.String(length=32), nullable=True))
         batch_op.add_column(sa.Column("object_id", sa.String(length=40), nullable=True))
-    op.create_index(
-        "ix_payment_methods_gateway_token", "payment_methods", ["gateway", "token"]
-    )
+    op.create_index("ix_payment_methods_gateway_token", "payment_methods", ["gateway", "token"])
 
 
 def downgrade() -> None:
