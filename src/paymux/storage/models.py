@@ -188,6 +188,9 @@ class PaymentIntent(Base):
     description: Mapped[str | None] = mapped_column(String(1000))
     statement_descriptor: Mapped[str | None] = mapped_column(String(22))
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    # What a browser holding a publishable key shows to confirm this intent (Stripe's shape:
+    # ``pi_..._secret_...``).
+    client_secret: Mapped[str | None] = mapped_column(String(100), default=None)
     confirm_count: Mapped[int] = mapped_column(default=0)
     livemode: Mapped[bool] = mapped_column(Boolean, default=False)
     created_us: Mapped[int]

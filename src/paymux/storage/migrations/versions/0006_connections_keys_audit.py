@@ -85,6 +85,8 @@ def upgrade() -> None:
     for table in _CONNECTION_TABLES:
         with op.batch_alter_table(table, schema=None) as batch_op:
             batch_op.add_column(sa.Column("connection_id", sa.String(length=40), nullable=True))
+    with op.batch_alter_table("payment_intents", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("client_secret", sa.String(length=100), nullable=True))
     with op.batch_alter_table("webhook_inbox", schema=None) as batch_op:
         batch_op.add_column(sa.Column("account_id", sa.String(length=40), nullable=True))
         batch_op.add_column(sa.Column("connection_id", sa.String(length=40), nullable=True))
@@ -98,6 +100,8 @@ def downgrade() -> None:
     with op.batch_alter_table("webhook_inbox", schema=None) as batch_op:
         batch_op.drop_column("connection_id")
         batch_op.drop_column("account_id")
+    with op.batch_alter_table("payment_intents", schema=None) as batch_op:
+        batch_op.drop_column("client_secret")
     for table in _CONNECTION_TABLES:
         with op.batch_alter_table(table, schema=None) as batch_op:
             batch_op.drop_column("connection_id")
