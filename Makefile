@@ -30,7 +30,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 docs: $(STAMP)
-	$(BIN)/python -m paymux.domain.errors_doc > docs/errors.md
+	$(BIN)/python -m paymux.gateways.errors_doc > docs/errors.md
 
 bench: $(STAMP)
 	$(BIN)/python bench/payments.py

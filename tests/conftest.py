@@ -31,6 +31,12 @@ from paymux.storage.migrate import upgrade
 from support.pgcluster import PgCluster, postgres_available, require_mode
 from support.processes import free_port  # also imported from here by tests
 
+# Each test makes its own account (above), and most of them pay through the gateways the
+# server's environment configures (localstripe, Prism, the scripted fake): as one merchant
+# with several accounts would, they share them. tests/e2e/test_connections.py runs the
+# default, where environment gateways are the default account's alone.
+os.environ.setdefault("PAYMUX_ENVIRONMENT_CONNECTIONS", "all")
+
 BACKENDS = ["sqlite", "postgres"]
 
 

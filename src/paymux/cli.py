@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from paymux.cli_connections import connections_cli
 from paymux.config import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ webhooks_cli = typer.Typer(help="The inbound webhook inbox: list, replay.", no_a
 cli.add_typer(webhooks_cli, name="webhooks")
 jobs_cli = typer.Typer(help="The job queue: list jobs, retry dead ones.", no_args_is_help=True)
 cli.add_typer(jobs_cli, name="jobs")
+cli.add_typer(connections_cli, name="connections")
 console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
@@ -158,21 +160,60 @@ def worker_command() -> None:
 def keys_create(
     account: Annotated[str | None, typer.Option(help="Account id; default: acct_default.")] = None,
     new_account: Annotated[bool, typer.Option(help="Make a new account for the key.")] = False,
+    type_: Annotated[
+        str,
+        typer.Option(
+            "--type",
+            help="secret (sk_), publishable (pk_, for a checkout page) or restricted (rk_).",
+        ),
+    ] = "secret",
+    live: Annotated[bool, typer.Option("--live", help="A live-mode key (sk_live_...).")] = False,
+    name: Annotated[str | None, typer.Option(help="A name to tell keys apart.")] = None,
+    permission: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--permission",
+            help="A restricted key's grant, resource=read|write (repeatable), e.g. "
+            "--permission payment_intents=write --permission refunds=read.",
+        ),
+    ] = None,
 ) -> None:
-    """Create an API key and print it once."""
+    """Create an API key and print it once (last line)."""
+    from paymux.domain.errors import PaymuxError
     from paymux.services import Paymux
     from paymux.services.accounts import DEFAULT_ACCOUNT
 
-    async def run() -> tuple[str, str]:
+    grants: dict[str, str] = {}
+    for item in permission or []:
+        resource, sep, level = item.partition("=")
+        if not sep:
+            errors.print(f"--permission takes resource=read|write, not {item!r}", markup=False)
+            raise typer.Exit(2)
+        grants[resource.strip()] = level.strip()
+
+    async def run() -> tuple[str, str, str]:
         app = Paymux(get_settings())
         try:
-            new = await app.accounts.create_key(None if new_account else account or DEFAULT_ACCOUNT)
-            return new.account_id, new.key
+            new, _ = await app.keys.create(
+                None if new_account else account or DEFAULT_ACCOUNT,
+                kind=type_,
+                livemode=live,
+                name=name,
+                permissions=grants or None,
+                actor="cli",
+            )
+            return new.account_id, new.key_id, new.key
         finally:
             await app.close()
 
-    account_id, key = asyncio.run(run())
+    try:
+        account_id, key_id, key = asyncio.run(run())
+    except PaymuxError as exc:
+        detail = f" ({exc.param})" if exc.param else ""
+        errors.print(f"{exc.code}: {exc.message}{detail}", markup=False)
+        raise typer.Exit(1) from None
     console.print(f"account {account_id}")
+    console.print(f"id {key_id}")
     print(key)
 
 
@@ -180,26 +221,64 @@ def keys_create(
 def keys_list(
     account: Annotated[str | None, typer.Option(help="Only this account's keys.")] = None,
 ) -> None:
-    """List API keys: id, account, last four characters, created, last used, revoked."""
+    """List API keys: id, account, type, key (redacted), name, created, last used, expires,
+    revoked."""
     from paymux.services import Paymux
 
     async def run() -> list[dict[str, Any]]:
         app = Paymux(get_settings())
         try:
-            return await app.accounts.list_keys(account)
+            return await app.keys.list(account)
         finally:
             await app.close()
 
     rows = asyncio.run(run())
     table = Table(title=f"API keys ({len(rows)})", title_justify="left")
-    for col in ("id", "account", "last4", "created", "last used", "revoked"):
+    for col in (
+        "id", "account", "type", "key", "name", "created", "last used", "expires", "revoked"
+    ):
         table.add_column(col)
     for row in rows:
         table.add_row(
-            row["id"], row["account"], row["last4"], str(row["created"]),
-            str(row["last_used"] or "-"), "yes" if row["revoked"] else "no",
+            row["id"], row["account"], row["type"], row["redacted"], row["name"] or "-",
+            str(row["created"]), str(row["last_used"] or "-"), str(row["expires_at"] or "-"),
+            "yes" if row["revoked"] else "no",
         )
     console.print(table)
+
+
+@keys_cli.command("roll")
+def keys_roll(
+    key_id: Annotated[str, typer.Argument(help="The key's id (key_...).")],
+    expires_in: Annotated[
+        int,
+        typer.Option(
+            "--expires-in",
+            help="Seconds the old key keeps working (0: refused at once; at most 604800, "
+            "7 days).",
+        ),
+    ] = 0,
+) -> None:
+    """Make a new key like this one (printed once, last line); the old one expires."""
+    from paymux.domain.errors import PaymuxError
+    from paymux.services import Paymux
+
+    async def run() -> tuple[str, str, int | None]:
+        app = Paymux(get_settings())
+        try:
+            new, _ = await app.keys.roll(key_id, expires_in, actor="cli")
+            old = await app.keys.retrieve(key_id)
+            return new.key_id, new.key, old["expires_at"]
+        finally:
+            await app.close()
+
+    try:
+        new_id, key, expires_at = asyncio.run(run())
+    except PaymuxError as exc:
+        errors.print(f"{exc.code}: {exc.message}", markup=False)
+        raise typer.Exit(1) from None
+    console.print(f"rolled {key_id} to {new_id}; the old key expires at {expires_at}")
+    print(key)
 
 
 @keys_cli.command("revoke")
@@ -210,7 +289,7 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (key_..
     async def run() -> bool:
         app = Paymux(get_settings())
         try:
-            return await app.accounts.revoke(key_id)
+            return await app.keys.revoke(key_id, actor="cli") is not None
         finally:
             await app.close()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -67,6 +68,18 @@ class Settings(BaseSettings):
     # How long an API process trusts its cached check of a key: a revoked key stops working
     # everywhere within this many seconds.
     key_cache_seconds: float = 2.0
+
+    encryption_keys: SecretStr | None = Field(
+        default=None,
+        description="Keys that seal stored gateway credentials: 'id:base64-32-bytes', comma-"
+        "separated, the first encrypts (docs/security.md, key rotation).",
+    )
+    environment_connections: Literal["default", "all"] = Field(
+        default="default",
+        description="Which accounts may use the gateways configured by environment variables: "
+        "the default account only, or all (one merchant with several accounts). The sandbox "
+        "is every account's in test mode.",
+    )
 
     gateway_retries: int = 3
     gateway_retry_base_delay: float = 0.2

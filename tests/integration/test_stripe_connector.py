@@ -42,9 +42,12 @@ from paymux.gateways.base import (
     GatewayUnavailable,
     PaymentUpdate,
 )
+from paymux.gateways.connectors import connectors
 from paymux.gateways.stripe import StripeGateway
 from paymux.money import Money
 from support.sandboxes import LocalStripe
+
+connectors()  # registers each connector's code rows, as a running paymux has them
 
 T = TypeVar("T")
 

@@ -17,7 +17,10 @@ from paymux.domain.errors import (
     map_gateway_code,
 )
 from paymux.domain.errors_doc import render
+from paymux.gateways.connectors import connectors
 from paymux.gateways.sandbox.cards import TEST_CARDS
+
+connectors()  # registers each connector's code rows, as a running paymux has them
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -27,6 +27,7 @@ from paymux.gateways.base import (
     RefundUpdate,
     WebhookVerificationError,
 )
+from paymux.gateways.connectors import connectors
 from paymux.gateways.paypal import PayPalGateway, transformers
 from paymux.gateways.paypal.webhooks import (
     OfflineVerifier,
@@ -36,6 +37,8 @@ from paymux.gateways.paypal.webhooks import (
 )
 from paymux.money import Money
 from support.paypal import CERT_URL, TestCA, sign_headers
+
+connectors()  # registers each connector's code rows, as a running paymux has them
 
 # -- amounts -------------------------------------------------------------------------------
 

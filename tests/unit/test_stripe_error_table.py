@@ -14,7 +14,10 @@ from paymux.domain.errors import (
     ErrorType,
     card_error,
 )
+from paymux.gateways.connectors import connectors
 from support import stripe_docs
+
+connectors()  # registers each connector's code rows, as a running paymux has them
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = (ROOT / "docs" / "errors.md").read_text()

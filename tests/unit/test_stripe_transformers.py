@@ -23,9 +23,12 @@ from paymux.gateways.base import (
     RefundUpdate,
     WebhookVerificationError,
 )
+from paymux.gateways.connectors import connectors
 from paymux.gateways.stripe import StripeGateway, transformers
 from paymux.money import Money
 from support import stripe_docs
+
+connectors()  # registers each connector's code rows, as a running paymux has them
 
 PI_ID = "pi_3OqQ2bLkdIwHu7ix0y1Zp0Xa"
 SECRET = "pi_3OqQ2bLkdIwHu7ix0y1Zp0Xa_secret_gW2XGqE5bDh9r1NqzR8Lr4xYp"

@@ -22,9 +22,12 @@ from paymux.api.middleware import GuardMiddleware
 from paymux.api.openapi import install_openapi
 from paymux.api.routers import (
     admin,
+    audit_log,
+    connections,
     customers,
     disputes,
     events,
+    keys,
     payment_intents,
     refunds,
     webhooks,
@@ -138,6 +141,8 @@ def create_app(settings: Settings, paymux: Paymux | None = None) -> FastAPI:
     )
     install_docs(app)
     for module in (payment_intents, refunds, customers, events, disputes, webhooks, admin):
+        app.include_router(module.router)
+    for module in (keys, audit_log, connections):
         app.include_router(module.router)
     install_openapi(app)
 

@@ -5,21 +5,31 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
+from paymux.api.access import PUBLISHABLE_CONFIRM_FIELDS, enforce, route_of
 from paymux.domain.errors import PaymuxError
 from paymux.gateways.base import GatewayRateLimited, GatewayUnavailable
 from paymux.services import Paymux
-from paymux.services.accounts import hash_key
+from paymux.services.context import current_livemode
 from paymux.services.idempotency import Replay, current_claim, request_fingerprint
+from paymux.services.keys import Level, Principal
 
-__all__ = ["Caller", "ListParams", "caller", "idempotent", "list_response"]
+__all__ = [
+    "Caller",
+    "ListParams",
+    "caller",
+    "idempotent",
+    "list_response",
+    "require_client_secret",
+    "run",
+]
 
 log = logging.getLogger(__name__)
 
@@ -31,23 +41,80 @@ def get_app(request: Request) -> Paymux:
 
 @dataclass(frozen=True, slots=True)
 class Caller:
+    """The account a request acts for, and the key it came with."""
+
     account_id: str
     app: Paymux
     request: Request
+    key_id: str | None = None
+    kind: str = "secret"  # secret | publishable | restricted
+    livemode: bool = False
+    permissions: Mapping[str, Level] = field(default_factory=dict)
 
 
 async def caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> Caller:
+    """Authenticate the key (hashed once), count it against the rate limit, refuse what its
+    kind may not call, and note its mode for the services (``current_livemode``)."""
     if not authorization:
         raise PaymuxError.of("api_key_missing")
     scheme, _, key = authorization.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise PaymuxError.of("api_key_invalid", "Use `Authorization: Bearer sk_test_...`.")
     app = get_app(request)
-    account_id = await app.accounts.authenticate(key.strip())
-    if account_id is None:
+    found = await app.keys.check(key.strip())
+    if found == "expired":
+        raise PaymuxError.of("api_key_expired")
+    if not isinstance(found, Principal):
         raise PaymuxError.of("api_key_invalid")
-    await app.rate_limiter.check(hash_key(key.strip()))
-    return Caller(account_id, app, request)
+    await app.rate_limiter.check(found.key_hash)
+    enforce(found, request)
+    if found.kind == "publishable" and request.method.upper() == "GET":
+        pi_id = str(request.path_params.get("pi_id", ""))
+        await _check_client_secret(app, found.account_id, pi_id, request.query_params)
+    current_livemode.set(found.livemode)
+    return Caller(
+        found.account_id,
+        app,
+        request,
+        key_id=found.key_id,
+        kind=found.kind,
+        livemode=found.livemode,
+        permissions=found.permissions,
+    )
+
+
+async def _check_client_secret(
+    app: Paymux, account_id: str, pi_id: str, source: Mapping[str, Any]
+) -> None:
+    secret = source.get("client_secret")
+    if not secret:
+        raise PaymuxError.of(
+            "parameter_missing",
+            "A publishable key must send the PaymentIntent's client_secret.",
+            param="client_secret",
+        )
+    if not await app.keys.client_secret_matches(account_id, pi_id, str(secret)):
+        raise PaymuxError.of("payment_intent_invalid_parameter", param="client_secret")
+
+
+async def require_client_secret(c: Caller, pi_id: str, body: BaseModel) -> None:
+    """A publishable key's confirm: only payment_method, return_url and client_secret, and
+    the intent's client secret. A secret or restricted key that sends one must send the
+    right one too."""
+    fields = body.model_dump(exclude_unset=True, exclude_none=True)
+    if c.kind == "publishable":
+        extra = sorted(set(fields) - PUBLISHABLE_CONFIRM_FIELDS)
+        if extra:
+            raise PaymuxError.of(
+                "parameter_not_allowed",
+                f"A publishable key cannot send {extra[0]} when confirming: only "
+                "payment_method, return_url and client_secret. Use a secret key.",
+                param=extra[0],
+            )
+    elif "client_secret" not in fields:
+        return
+    await _check_client_secret(c.app, c.account_id, pi_id, fields)
+    c.request.state.client_secret_checked = pi_id
 
 
 CallerDep = Annotated[Caller, Depends(caller)]
@@ -117,8 +184,16 @@ def _final(status: int, body: str) -> bool:
     return '"status": "processing"' not in body or json.loads(body).get("status") != "processing"
 
 
+async def run(c: Caller, operation: Callable[[], Awaitable[dict[str, Any]]]) -> Response:
+    """Run a mutating operation without an Idempotency-Key (a DELETE): its answer, audited."""
+    return await _run(c, operation)
+
+
 async def _run(c: Caller, operation: Callable[[], Awaitable[dict[str, Any]]]) -> Response:
     try:
+        if c.kind == "publishable" and not getattr(c.request.state, "client_secret_checked", None):
+            # Fail closed: a route that lets a publishable key write must check its secret.
+            raise PaymuxError.of("publishable_key_not_allowed")
         result = await operation()
     except PaymuxError as exc:
         status, body = error_json(exc, c.request)
@@ -129,7 +204,45 @@ async def _run(c: Caller, operation: Callable[[], Awaitable[dict[str, Any]]]) ->
         log.warning("gateway unavailable: %s", type(exc).__name__)
         status, body = error_json(PaymuxError.of("gateway_unavailable"), c.request)
         return _json(status, body)
+    await _audit(c, result)
     return _json(200, json.dumps(result))
+
+
+# Facts about the object an audit entry may keep (never a key, a secret or card data).
+_AUDIT_FIELDS = ("status", "amount", "currency", "amount_received", "amount_refunded")
+
+
+async def _audit(c: Caller, result: dict[str, Any]) -> None:
+    """Note a successful mutating request in the audit log: ``<object>.<verb>``, e.g.
+    ``payment_intent.capture``, ``refund.create``, ``customer.delete``. A failure to write
+    the entry is logged and does not undo the answer (the operation is done)."""
+    request = c.request
+    object_type = str(result.get("object") or "object")
+    segments = [p for p in route_of(request).split("/")[2:] if p]
+    last = segments[-1] if segments else ""
+    if request.method.upper() == "DELETE":
+        verb = "delete"
+    elif last.startswith("{"):
+        verb = "update"
+    elif len(segments) <= 1:
+        verb = "create"
+    else:
+        verb = last
+    details: dict[str, Any] = {"method": request.method.upper(), "path": request.url.path}
+    details.update({k: result[k] for k in _AUDIT_FIELDS if isinstance(result.get(k), str | int)})
+    try:
+        await c.app.audit.record(
+            account_id=c.account_id,
+            actor=c.key_id or "api",
+            action=f"{object_type}.{verb}",
+            object_type=object_type,
+            object_id=str(result["id"]) if result.get("id") is not None else None,
+            livemode=c.livemode,
+            request_id=getattr(request.state, "request_id", None),
+            details=details,
+        )
+    except Exception:
+        log.exception("could not write the audit entry of %s %s", request.method, last)
 
 
 @dataclass(frozen=True, slots=True)

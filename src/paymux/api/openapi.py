@@ -1,6 +1,12 @@
 """The OpenAPI document tells the truth about errors: every operation lists the error
 responses it can really answer, with the one error shape; FastAPI's 422 (never returned:
-validation errors are 400 ``parameter_*``) is removed."""
+validation errors are 400 ``parameter_*``) is removed.
+
+It tells the truth about successes too: the routers answer with plain JSON (the service
+views), so the 200 of each operation below is documented here with the object it returns,
+or a list of them. Only ``id`` and ``object`` are required of an object (a publishable key
+sees fewer fields); the fields it may carry are typed. Operations not named here keep what
+FastAPI derived. tests/e2e/test_schemathesis.py checks every response against this."""
 
 from __future__ import annotations
 
@@ -36,6 +42,208 @@ _ERROR_SCHEMA: dict[str, Any] = {
     },
 }
 
+_STR = {"type": "string"}
+_INT = {"type": "integer"}
+_BOOL = {"type": "boolean"}
+_NSTR = {"type": ["string", "null"]}
+_NINT = {"type": ["integer", "null"]}
+_META = {"type": "object", "additionalProperties": {"type": "string"}}
+
+
+def _object(kind: str, /, **fields: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["id", "object"],
+        "properties": {"id": _STR, "object": {"type": "string", "const": kind}} | fields,
+        "additionalProperties": True,
+    }
+
+
+_OBJECTS: dict[str, dict[str, Any]] = {
+    "PaymentIntent": _object(
+        "payment_intent",
+        amount=_INT,
+        currency=_STR,
+        status=_STR,
+        amount_capturable=_INT,
+        amount_received=_INT,
+        amount_refunded=_INT,
+        capture_method=_STR,
+        customer=_NSTR,
+        payment_method=_NSTR,
+        gateway=_NSTR,
+        description=_NSTR,
+        metadata=_META,
+        created=_INT,
+        livemode=_BOOL,
+    ),
+    "Refund": _object(
+        "refund",
+        amount=_INT,
+        currency=_STR,
+        payment_intent=_STR,
+        reason=_NSTR,
+        status=_STR,
+        failure_reason=_NSTR,
+        metadata=_META,
+        created=_INT,
+        livemode=_BOOL,
+    ),
+    "Customer": _object(
+        "customer",
+        email=_NSTR,
+        name=_NSTR,
+        description=_NSTR,
+        default_payment_method=_NSTR,
+        metadata=_META,
+        created=_INT,
+        livemode=_BOOL,
+        deleted=_BOOL,
+    ),
+    "DeletedCustomer": {
+        "type": "object",
+        "required": ["id", "object", "deleted"],
+        "properties": {
+            "id": _STR,
+            "object": {"type": "string", "const": "customer"},
+            "deleted": {"type": "boolean", "const": True},
+        },
+        "additionalProperties": True,
+    },
+    "PaymentMethod": _object(
+        "payment_method",
+        type=_STR,
+        gateway=_STR,
+        customer=_NSTR,
+        card={"type": ["object", "null"]},
+        metadata=_META,
+        created=_INT,
+        livemode=_BOOL,
+    ),
+    "Event": _object(
+        "event",
+        type=_STR,
+        data={"type": "object", "required": ["object"]},
+        created=_INT,
+        livemode=_BOOL,
+    ),
+    "Dispute": _object(
+        "dispute",
+        payment_intent=_NSTR,
+        gateway=_STR,
+        amount=_NINT,
+        currency=_NSTR,
+        reason=_NSTR,
+        status=_STR,
+        created=_INT,
+        livemode=_BOOL,
+    ),
+    "WebhookEvent": _object(
+        "webhook_event",
+        gateway=_STR,
+        event_id=_STR,
+        type=_NSTR,
+        status=_STR,
+        error=_NSTR,
+        received=_INT,
+        applied=_NINT,
+    ),
+    "Job": _object(
+        "job",
+        id=_INT,  # the queue's BIGINT row id
+        kind=_STR,
+        status=_STR,
+        attempts=_INT,
+        max_attempts=_INT,
+        last_error=_NSTR,
+        run_at=_NINT,
+        created=_NINT,
+        updated=_NINT,
+    ),
+}
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _list(item: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["object", "data", "has_more"],
+        "properties": {
+            "object": {"type": "string", "const": "list"},
+            "url": _STR,
+            "data": {"type": "array", "items": _ref(item)},
+            "has_more": _BOOL,
+        },
+    }
+
+
+_PI = "/v1/payment_intents/{pi_id}"
+_SUCCESS: dict[tuple[str, str], dict[str, Any]] = {
+    ("post", "/v1/payment_intents"): _ref("PaymentIntent"),
+    ("get", "/v1/payment_intents"): _list("PaymentIntent"),
+    ("get", _PI): _ref("PaymentIntent"),
+    ("post", _PI): _ref("PaymentIntent"),
+    ("post", _PI + "/confirm"): _ref("PaymentIntent"),
+    ("post", _PI + "/capture"): _ref("PaymentIntent"),
+    ("post", _PI + "/cancel"): _ref("PaymentIntent"),
+    ("post", "/v1/refunds"): _ref("Refund"),
+    ("get", "/v1/refunds"): _list("Refund"),
+    ("get", "/v1/refunds/{refund_id}"): _ref("Refund"),
+    ("post", "/v1/customers"): _ref("Customer"),
+    ("get", "/v1/customers"): _list("Customer"),
+    ("get", "/v1/customers/{customer_id}"): _ref("Customer"),
+    ("post", "/v1/customers/{customer_id}"): _ref("Customer"),
+    ("delete", "/v1/customers/{customer_id}"): _ref("DeletedCustomer"),
+    ("get", "/v1/customers/{customer_id}/payment_methods"): _list("PaymentMethod"),
+    ("get", "/v1/payment_methods/{pm_id}"): _ref("PaymentMethod"),
+    ("post", "/v1/payment_methods/{pm_id}/attach"): _ref("PaymentMethod"),
+    ("post", "/v1/payment_methods/{pm_id}/detach"): _ref("PaymentMethod"),
+    ("get", "/v1/events"): _list("Event"),
+    ("get", "/v1/events/{event_id}"): _ref("Event"),
+    ("get", "/v1/disputes"): _list("Dispute"),
+    ("get", "/v1/admin/webhooks"): _list("WebhookEvent"),
+    ("post", "/v1/admin/webhooks/replay_dead"): {
+        "type": "object",
+        "required": ["replayed"],
+        "properties": {"replayed": {"type": "array", "items": _STR}},
+    },
+    ("post", "/v1/admin/webhooks/{event_id}/replay"): {
+        "type": "object",
+        "required": ["replayed"],
+        "properties": {"replayed": {"type": "array", "items": _STR}},
+    },
+    ("get", "/v1/admin/webhooks/stats"): {
+        "type": "object",
+        "required": ["rejected"],
+        "properties": {
+            "rejected": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["gateway", "reason", "count"],
+                    "properties": {"gateway": _STR, "reason": _STR, "count": _INT},
+                },
+            }
+        },
+    },
+    ("get", "/v1/admin/jobs"): _list("Job"),
+    ("post", "/v1/admin/jobs/{job_id}/retry"): _ref("Job"),
+}
+
+
+def _webhook_success(path: str) -> dict[str, Any] | None:
+    if not path.startswith("/webhooks/"):
+        return None
+    return {
+        "type": "object",
+        "required": ["received", "duplicate"],
+        "properties": {"received": {"type": "boolean", "const": True}, "duplicate": _BOOL},
+    }
+
+
 _DESCRIPTIONS = {
     "400": "Invalid request: a parameter is missing, unknown or invalid (`param` names it).",
     "401": "No API key, or not a valid one.",
@@ -69,17 +277,26 @@ def install_openapi(app: FastAPI) -> None:
         schema = get_openapi(
             title=app.title, version=app.version, description=app.description, routes=app.routes
         )
-        schema.setdefault("components", {}).setdefault("schemas", {})["Error"] = _ERROR_SCHEMA
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components["Error"] = _ERROR_SCHEMA
+        components.update(_OBJECTS)
         error_ref = {"$ref": "#/components/schemas/Error"}
         for path, operations in schema.get("paths", {}).items():
             for method, operation in operations.items():
                 responses = operation.setdefault("responses", {})
                 responses.pop("422", None)
+                success = _SUCCESS.get((method, path)) or _webhook_success(path)
+                if success is not None:
+                    responses.setdefault("200", {"description": "Successful Response"})
+                    responses["200"]["content"] = {"application/json": {"schema": success}}
                 for code in _codes(path, method, operation):
-                    responses.setdefault(code, {
-                        "description": _DESCRIPTIONS[code],
-                        "content": {"application/json": {"schema": error_ref}},
-                    })
+                    responses.setdefault(
+                        code,
+                        {
+                            "description": _DESCRIPTIONS[code],
+                            "content": {"application/json": {"schema": error_ref}},
+                        },
+                    )
         schemas = schema["components"]["schemas"]
         for unused in ("HTTPValidationError", "ValidationError"):
             schemas.pop(unused, None)

@@ -5,16 +5,28 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    field_validator,
+)
 
 __all__ = [
     "AttachPaymentMethod",
     "CancelPaymentIntent",
     "CapturePaymentIntent",
     "ConfirmPaymentIntent",
+    "CreateConnection",
     "CreateCustomer",
+    "CreateKey",
     "CreatePaymentIntent",
     "CreateRefund",
+    "RollKey",
+    "UpdateConnection",
     "UpdateCustomer",
     "UpdatePaymentIntent",
 ]
@@ -24,6 +36,8 @@ def _check_metadata(value: dict[str, str]) -> dict[str, str]:
     if len(value) > 50:
         raise ValueError("metadata can have at most 50 keys")
     for key, item in value.items():
+        if "\x00" in key or "\x00" in item:
+            raise ValueError("metadata must not contain NUL characters")
         if not key or len(key) > 40:
             raise ValueError("metadata keys must be 1 to 40 characters")
         if len(item) > 500:
@@ -40,6 +54,14 @@ Text = Annotated[str, Field(max_length=1000)]
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: object) -> object:
+        # PostgreSQL text cannot hold U+0000: refused here as a 400, not a 500 from the driver.
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        return value
 
 
 class CreatePaymentIntent(Body):
@@ -82,6 +104,8 @@ class ConfirmPaymentIntent(Body):
     setup_future_usage: Literal["on_session", "off_session"] | None = None
     # Square's verifyBuyer token (SCA), passed to the gateway as it is.
     verification_token: Annotated[str, Field(max_length=2048)] | None = None
+    # The intent's client secret: what a publishable key (a checkout page) confirms with.
+    client_secret: Annotated[str, Field(max_length=100)] | None = None
 
 
 class CapturePaymentIntent(Body):
@@ -120,3 +144,65 @@ class UpdateCustomer(Body):
 class AttachPaymentMethod(Body):
     customer: Id
     gateway: Id | None = None
+
+
+class CreateKey(Body):
+    account: Annotated[str, Field(min_length=1, max_length=40)] | None = Field(
+        default=None, description="The account; a new one when left out."
+    )
+    type: Literal["secret", "publishable", "restricted"] = "secret"
+    livemode: StrictBool = False
+    name: Annotated[str, Field(max_length=200)] | None = None
+    permissions: dict[str, str] | None = Field(
+        default=None,
+        description="A restricted key's grants: {resource: 'read' | 'write'}, resources being "
+        "payment_intents, refunds, customers, payment_methods, events, disputes, connections, "
+        "audit_log.",
+    )
+
+
+class RollKey(Body):
+    expires_in: Annotated[StrictInt, Field(ge=0, le=7 * 24 * 3600)] = Field(
+        default=0,
+        description="Seconds the old key keeps working (0: refused at once; at most 7 days).",
+    )
+
+
+Credentials = Annotated[
+    dict[str, str | list[str] | float | int | bool],
+    Field(
+        description="The gateway's credential fields (see GET /v1/connections/gateways for "
+        "each gateway's): write-only, sealed at rest, never shown again but for a masked hint.",
+        max_length=20,
+    ),
+]
+
+
+class CreateConnection(Body):
+    gateway: Annotated[str, Field(min_length=1, max_length=32)]
+    credentials: Credentials
+    livemode: StrictBool = False
+    name: Annotated[str, Field(max_length=200)] | None = None
+    currencies: list[Currency] | None = Field(
+        default=None, description="ISO 4217 codes it takes; null: every one the gateway takes."
+    )
+    payment_method_types: list[Annotated[str, Field(max_length=32)]] | None = None
+    priority: Annotated[StrictInt, Field(ge=0, le=1000)] = Field(
+        default=0, description="Routing order among the account's connections: lowest first."
+    )
+    failover: StrictBool = False
+    disabled: StrictBool = False
+    metadata: Metadata | None = None
+
+
+class UpdateConnection(Body):
+    credentials: Credentials | None = Field(
+        default=None, description="Fields given replace the stored ones; others are kept."
+    )
+    name: Annotated[str, Field(max_length=200)] | None = None
+    currencies: list[Currency] | None = None
+    payment_method_types: list[Annotated[str, Field(max_length=32)]] | None = None
+    priority: Annotated[StrictInt, Field(ge=0, le=1000)] | None = None
+    failover: StrictBool | None = None
+    disabled: StrictBool | None = None
+    metadata: Metadata | None = None

@@ -1,15 +1,19 @@
 """One error taxonomy for every API error and every card error on every gateway.
 
-Three tables live here, and nowhere else:
+Three tables live here:
 
 - ``ERRORS``: our error codes. Each has a type, an HTTP status, a developer message, a
   message safe to show a payer, the advice (``action``) and whether retrying can help.
 - ``DECLINE_CODES``: the reasons behind ``card_declined``, with their own payer message and
   advice (a lost card must not be retried; a generic decline may be).
-- ``GATEWAY_CODES``: each gateway's own codes mapped onto ours. Connectors add their rows.
+- ``GATEWAY_CODES``: each gateway's own codes mapped onto ours. The rows are the connectors'
+  own (``paymux/gateways/<name>/errors.py``, a plugin's wherever it lives): discovering a
+  connector (``paymux.gateways.connectors.connectors()``, which ``build_registry`` calls)
+  registers them with ``register_gateway_codes``. Until then the table is empty and
+  ``map_gateway_code`` answers every code as a generic decline.
 
-``docs/errors.md`` is rendered from these tables (``python -m paymux.domain.errors_doc``) and
-a test fails when the two differ.
+``docs/errors.md`` is rendered from these tables, with every connector's rows (``make docs``:
+``python -m paymux.gateways.errors_doc``) and a test fails when the two differ.
 
 Exceptions: ``PaymuxError`` is the one root for errors that reach an API caller; it carries
 the whole error object. Declines from gateways are *data* (``Decline``), turned into a
@@ -18,6 +22,7 @@ the whole error object. Declines from gateways are *data* (``Decline``), turned 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -31,9 +36,11 @@ __all__ = [
     "ErrorSpec",
     "ErrorType",
     "GatewayCode",
+    "GatewayCodeRow",
     "PaymuxError",
     "card_error",
     "map_gateway_code",
+    "register_gateway_codes",
 ]
 
 
@@ -256,6 +263,24 @@ _ERROR_LIST = [
     ),
     ErrorSpec("gateway_unknown", _INVALID, 400, "No such gateway is configured."),
     ErrorSpec(
+        "connection_in_use",
+        _INVALID,
+        409,
+        "Payments or payment methods were made through this connection: disable it instead.",
+    ),
+    ErrorSpec(
+        "connection_read_only",
+        _INVALID,
+        400,
+        "This connection comes from the server's environment variables: change them there.",
+    ),
+    ErrorSpec(
+        "encryption_not_configured",
+        ErrorType.API_ERROR,
+        400,
+        "Storing gateway credentials needs PAYMUX_ENCRYPTION_KEYS on the server.",
+    ),
+    ErrorSpec(
         "job_unexpected_state",
         _INVALID,
         400,
@@ -317,6 +342,47 @@ _ERROR_LIST = [
         "No API key provided: send `Authorization: Bearer sk_test_...`.",
     ),
     ErrorSpec("api_key_invalid", ErrorType.AUTHENTICATION_ERROR, 401, "Invalid API key."),
+    ErrorSpec(
+        "api_key_expired",
+        ErrorType.AUTHENTICATION_ERROR,
+        401,
+        "Expired API key: it was rolled and its grace period is over. Use the key it was "
+        "rolled to.",
+    ),
+    ErrorSpec(
+        "publishable_key_not_allowed",
+        ErrorType.AUTHENTICATION_ERROR,
+        401,
+        "This API call cannot be made with a publishable API key: a publishable key only "
+        "retrieves and confirms a PaymentIntent with its client_secret. Use a secret key.",
+    ),
+    ErrorSpec(
+        "api_key_permission_denied",
+        _INVALID,
+        403,
+        "The restricted API key does not have the permission this endpoint needs; the "
+        "message names it (resource and read or write).",
+    ),
+    ErrorSpec(
+        "payment_intent_invalid_parameter",
+        _INVALID,
+        400,
+        "The client_secret provided does not match the client_secret associated with the "
+        "PaymentIntent.",
+    ),
+    ErrorSpec(
+        "parameter_not_allowed",
+        _INVALID,
+        400,
+        "This parameter cannot be sent with this kind of API key (a publishable key "
+        "confirms with payment_method, return_url and client_secret only).",
+    ),
+    ErrorSpec(
+        "api_key_unexpected_state",
+        _INVALID,
+        400,
+        "The API key is revoked, expired or already rolled; roll the key it was rolled to.",
+    ),
     # Rate limits.
     ErrorSpec(
         "rate_limit",
@@ -709,200 +775,35 @@ class GatewayCode:
     decline_code: str | None = None
 
 
-_GATEWAY_LIST = [
-    # The built-in sandbox speaks Stripe's codes, so its rows are one-to-one.
-    GatewayCode("sandbox", "card_declined", "card_declined", "generic_decline"),
-    GatewayCode("sandbox", "generic_decline", "card_declined", "generic_decline"),
-    GatewayCode("sandbox", "do_not_honor", "card_declined", "do_not_honor"),
-    GatewayCode("sandbox", "insufficient_funds", "insufficient_funds", "insufficient_funds"),
-    GatewayCode("sandbox", "lost_card", "card_declined", "lost_card"),
-    GatewayCode("sandbox", "stolen_card", "card_declined", "stolen_card"),
-    GatewayCode("sandbox", "fraudulent", "card_declined", "fraudulent"),
-    GatewayCode("sandbox", "pickup_card", "card_declined", "pickup_card"),
-    GatewayCode("sandbox", "restricted_card", "card_declined", "restricted_card"),
-    GatewayCode("sandbox", "expired_card", "expired_card", "expired_card"),
-    GatewayCode("sandbox", "incorrect_cvc", "incorrect_cvc", "incorrect_cvc"),
-    GatewayCode("sandbox", "incorrect_number", "incorrect_number"),
-    GatewayCode("sandbox", "incorrect_zip", "incorrect_zip", "incorrect_zip"),
-    GatewayCode("sandbox", "processing_error", "processing_error", "processing_error"),
-    GatewayCode(
-        "sandbox", "authentication_required", "authentication_required", "authentication_required"
-    ),
-    GatewayCode("sandbox", "authentication_failed", "payment_intent_authentication_failure"),
-    GatewayCode("sandbox", "rate_limit", "rate_limit"),
-]
-# Stripe: every decline code on docs.stripe.com/declines/codes, then the error codes on
-# docs.stripe.com/error-codes that are card errors. A Stripe synonym maps onto our one decline
-# code (invalid_cvc -> incorrect_cvc); the Stripe code itself stays in ``gateway_code``.
-_STRIPE_ROWS: list[tuple[str, str, str | None]] = [
-    ("approve_with_id", "card_declined", "approve_with_id"),
-    ("authentication_not_handled", "authentication_required", "authentication_required"),
-    ("authentication_required", "authentication_required", "authentication_required"),
-    ("call_issuer", "card_declined", "call_issuer"),
-    ("card_not_supported", "card_declined", "card_not_supported"),
-    ("card_velocity_exceeded", "card_declined", "card_velocity_exceeded"),
-    ("currency_not_supported", "card_declined", "currency_not_supported"),
-    ("do_not_honor", "card_declined", "do_not_honor"),
-    ("do_not_try_again", "card_declined", "do_not_try_again"),
-    ("duplicate_transaction", "card_declined", "duplicate_transaction"),
-    ("expired_card", "expired_card", "expired_card"),
-    ("fraudulent", "card_declined", "fraudulent"),
-    ("generic_decline", "card_declined", "generic_decline"),
-    ("incorrect_address", "card_declined", "incorrect_address"),
-    ("incorrect_cvc", "incorrect_cvc", "incorrect_cvc"),
-    ("incorrect_number", "incorrect_number", "incorrect_number"),
-    ("incorrect_pin", "card_declined", "incorrect_pin"),
-    ("incorrect_zip", "incorrect_zip", "incorrect_zip"),
-    ("insufficient_funds", "insufficient_funds", "insufficient_funds"),
-    ("invalid_account", "card_declined", "invalid_account"),
-    ("invalid_amount", "card_declined", "invalid_amount"),
-    ("invalid_cvc", "incorrect_cvc", "incorrect_cvc"),
-    ("invalid_expiry_month", "card_declined", "invalid_expiry_month"),
-    ("invalid_expiry_year", "card_declined", "invalid_expiry_year"),
-    ("invalid_number", "incorrect_number", "incorrect_number"),
-    ("invalid_pin", "card_declined", "incorrect_pin"),
-    ("issuer_not_available", "card_declined", "issuer_not_available"),
-    ("lost_card", "card_declined", "lost_card"),
-    ("merchant_blacklist", "card_declined", "merchant_blacklist"),
-    ("mobile_device_authentication_required", "authentication_required", "authentication_required"),
-    ("new_account_information_available", "card_declined", "new_account_information_available"),
-    ("no_action_taken", "card_declined", "no_action_taken"),
-    ("not_permitted", "card_declined", "not_permitted"),
-    ("offline_pin_required", "card_declined", "offline_pin_required"),
-    ("online_or_offline_pin_required", "card_declined", "online_or_offline_pin_required"),
-    ("pickup_card", "card_declined", "pickup_card"),
-    ("pin_try_exceeded", "card_declined", "pin_try_exceeded"),
-    ("processing_error", "processing_error", "processing_error"),
-    ("reenter_transaction", "card_declined", "reenter_transaction"),
-    ("restricted_card", "card_declined", "restricted_card"),
-    ("revocation_of_all_authorizations", "card_declined", "revocation_of_all_authorizations"),
-    ("revocation_of_authorization", "card_declined", "revocation_of_authorization"),
-    ("security_violation", "card_declined", "security_violation"),
-    ("service_not_allowed", "card_declined", "service_not_allowed"),
-    ("stolen_card", "card_declined", "stolen_card"),
-    ("stop_payment_order", "card_declined", "stop_payment_order"),
-    ("testmode_decline", "card_declined", "testmode_decline"),
-    ("transaction_not_allowed", "card_declined", "transaction_not_allowed"),
-    ("try_again_later", "card_declined", "try_again_later"),
-    ("withdrawal_count_limit_exceeded", "card_declined", "withdrawal_count_limit_exceeded"),
-    # Error codes (error.code) that are not also decline codes.
-    ("card_declined", "card_declined", "generic_decline"),
-    ("card_decline_rate_limit_exceeded", "card_declined", "card_decline_rate_limit_exceeded"),
-    ("payment_intent_authentication_failure", "payment_intent_authentication_failure", None),
-    ("rate_limit", "rate_limit", None),
-]
-_GATEWAY_LIST += [GatewayCode("stripe", g, code, d) for g, code, d in _STRIPE_ROWS]
-# Square: the codes of the ErrorCode enum in Square's api.json that CreatePayment and CreateCard
-# answer with (developer.squareup.com/docs/payments-api/error-codes), card-present ones
-# included. The Square code itself stays in ``gateway_code``. Square reports expired or reused
-# Web Payments SDK tokens as errors too: the payer fixes them by entering the card again, so
-# they are a retryable generic decline. TEMPORARY_ERROR and RATE_LIMITED arrive as 5xx/429 and
-# are retried by paymux; their rows only name them when Square reports them on a payment.
-_SQUARE_ROWS: list[tuple[str, str, str | None]] = [
-    ("GENERIC_DECLINE", "card_declined", "generic_decline"),
-    ("CARD_DECLINED", "card_declined", "generic_decline"),
-    ("READER_DECLINED", "card_declined", "generic_decline"),
-    ("BUYER_REFUSED_PAYMENT", "card_declined", "generic_decline"),
-    ("INVALID_FEES", "card_declined", "generic_decline"),
-    ("INVALID_ENCRYPTED_CARD", "card_declined", "generic_decline"),
-    ("CARD_TOKEN_EXPIRED", "card_declined", "generic_decline"),
-    ("CARD_TOKEN_USED", "card_declined", "generic_decline"),
-    ("SOURCE_EXPIRED", "card_declined", "generic_decline"),
-    ("SOURCE_USED", "card_declined", "generic_decline"),
-    ("CVV_FAILURE", "incorrect_cvc", "incorrect_cvc"),
-    ("VERIFY_CVV_FAILURE", "incorrect_cvc", "incorrect_cvc"),
-    ("ADDRESS_VERIFICATION_FAILURE", "incorrect_zip", "incorrect_zip"),
-    ("VERIFY_AVS_FAILURE", "incorrect_zip", "incorrect_zip"),
-    ("INVALID_POSTAL_CODE", "incorrect_zip", "incorrect_zip"),
-    ("INVALID_EXPIRATION", "card_declined", "invalid_expiry_date"),
-    ("INVALID_EXPIRATION_DATE", "card_declined", "invalid_expiry_date"),
-    ("INVALID_EXPIRATION_YEAR", "card_declined", "invalid_expiry_year"),
-    ("BAD_EXPIRATION", "card_declined", "invalid_expiry_date"),
-    ("EXPIRATION_FAILURE", "card_declined", "invalid_expiry_date"),
-    ("CARD_EXPIRED", "expired_card", "expired_card"),
-    ("INSUFFICIENT_FUNDS", "insufficient_funds", "insufficient_funds"),
-    ("GIFT_CARD_AVAILABLE_AMOUNT", "insufficient_funds", "insufficient_funds"),
-    ("TRANSACTION_LIMIT", "card_declined", "card_velocity_exceeded"),
-    ("CARD_DECLINED_VERIFICATION_REQUIRED", "authentication_required", "authentication_required"),
-    ("CARD_DECLINED_CALL_ISSUER", "card_declined", "call_issuer"),
-    ("VOICE_FAILURE", "card_declined", "call_issuer"),
-    ("INVALID_ACCOUNT", "card_declined", "invalid_account"),
-    ("ACCOUNT_UNUSABLE", "card_declined", "invalid_account"),
-    ("INVALID_CARD", "card_declined", "invalid_account"),
-    ("INVALID_CARD_DATA", "incorrect_number", "incorrect_number"),
-    ("PAN_FAILURE", "incorrect_number", "incorrect_number"),
-    ("CARD_NOT_SUPPORTED", "card_declined", "card_not_supported"),
-    ("UNSUPPORTED_CARD_BRAND", "card_declined", "card_not_supported"),
-    ("UNSUPPORTED_ENTRY_METHOD", "card_declined", "card_not_supported"),
-    ("MANUALLY_ENTERED_PAYMENT_NOT_SUPPORTED", "card_declined", "card_not_supported"),
-    ("CARD_PRESENCE_REQUIRED", "card_declined", "card_not_supported"),
-    ("CHIP_INSERTION_REQUIRED", "card_declined", "card_not_supported"),
-    ("CARDHOLDER_INSUFFICIENT_PERMISSIONS", "card_declined", "restricted_card"),
-    ("CURRENCY_MISMATCH", "card_declined", "currency_not_supported"),
-    ("INVALID_PIN", "card_declined", "incorrect_pin"),
-    ("MISSING_PIN", "card_declined", "online_or_offline_pin_required"),
-    ("APPLE_TTP_PIN_TOKEN", "card_declined", "online_or_offline_pin_required"),
-    ("ALLOWABLE_PIN_TRIES_EXCEEDED", "card_declined", "pin_try_exceeded"),
-    ("PAYMENT_LIMIT_EXCEEDED", "card_declined", "invalid_amount"),
-    ("AMOUNT_TOO_HIGH", "card_declined", "invalid_amount"),
-    ("AMOUNT_TOO_LOW", "card_declined", "invalid_amount"),
-    ("PAYMENT_AMOUNT_MISMATCH", "card_declined", "invalid_amount"),
-    ("INSUFFICIENT_PERMISSIONS", "card_declined", "not_permitted"),
-    ("INVALID_LOCATION", "card_declined", "not_permitted"),
-    ("INVALID_EMAIL_ADDRESS", "parameter_invalid", None),
-    ("INVALID_PHONE_NUMBER", "parameter_invalid", None),
-    ("TEMPORARY_ERROR", "processing_error", "processing_error"),
-    ("RATE_LIMITED", "rate_limit", None),
-]
-_GATEWAY_LIST += [GatewayCode("square", g, code, d) for g, code, d in _SQUARE_ROWS]
-# PayPal: the payer-side issues of Orders v2 / Payments v2 422 answers (details[].issue), a
-# refused capture or authorization (status DECLINED, FAILED, DENIED when PayPal gives no
-# processor code), and the card processor_response.response_code values PayPal documents.
-# Other 4xx issues (AUTHORIZATION_EXPIRED, MAX_CAPTURE_AMOUNT_EXCEEDED, DUPLICATE_INVOICE_ID,
-# PAYEE_ACCOUNT_RESTRICTED, ...) are the merchant's problem, not the payer's: they are
-# answered as gateway_invalid_request with the issue in gateway_code, so they have no row.
-_TOO_MANY_DECLINES = "card_decline_rate_limit_exceeded"
-_PAYPAL_ROWS: list[tuple[str, str, str | None]] = [
-    ("INSTRUMENT_DECLINED", "card_declined", "generic_decline"),
-    ("REDIRECT_PAYER_FOR_ALTERNATE_FUNDING", "card_declined", "generic_decline"),
-    ("TRANSACTION_REFUSED", "card_declined", "generic_decline"),
-    ("PAYER_ACTION_REQUIRED", "authentication_required", "authentication_required"),
-    ("ORDER_NOT_APPROVED", "authentication_required", None),
-    ("PAYER_CANNOT_PAY", "card_declined", "transaction_not_allowed"),
-    ("PAYER_ACCOUNT_RESTRICTED", "card_declined", "restricted_card"),
-    ("PAYER_ACCOUNT_LOCKED_OR_CLOSED", "card_declined", "invalid_account"),
-    ("COMPLIANCE_VIOLATION", "card_declined", "transaction_not_allowed"),
-    ("TRANSACTION_BLOCKED_BY_PAYEE", "card_declined", "merchant_blacklist"),
-    ("TRANSACTION_LIMIT_EXCEEDED", "card_declined", "card_velocity_exceeded"),
-    ("MAX_NUMBER_OF_PAYMENT_ATTEMPTS_EXCEEDED", "card_declined", _TOO_MANY_DECLINES),
-    ("CARD_EXPIRED", "expired_card", "expired_card"),
-    ("CARD_TYPE_NOT_SUPPORTED", "card_declined", "card_not_supported"),
-    ("CURRENCY_NOT_SUPPORTED_FOR_CARD_TYPE", "card_declined", "currency_not_supported"),
-    ("DECLINED", "card_declined", "generic_decline"),
-    ("DENIED", "card_declined", "generic_decline"),
-    ("FAILED", "processing_error", "processing_error"),
-    ("0500", "card_declined", "do_not_honor"),
-    ("5100", "card_declined", "generic_decline"),
-    ("5110", "incorrect_cvc", "incorrect_cvc"),
-    ("00N7", "incorrect_cvc", "incorrect_cvc"),
-    ("5120", "insufficient_funds", "insufficient_funds"),
-    ("5140", "card_declined", "invalid_account"),
-    ("5150", "card_declined", "pickup_card"),
-    ("5170", "incorrect_zip", "incorrect_zip"),
-    ("5180", "card_declined", "restricted_card"),
-    ("5200", "card_declined", "duplicate_transaction"),
-    ("5400", "expired_card", "expired_card"),
-    ("5650", "authentication_required", "authentication_required"),
-    ("5700", "card_declined", "transaction_not_allowed"),
-    ("9100", "card_declined", "try_again_later"),
-    ("9500", "card_declined", "fraudulent"),
-    ("9510", "card_declined", "security_violation"),
-    ("9520", "card_declined", "lost_card"),
-]
-_GATEWAY_LIST += [GatewayCode("paypal", g, code, d) for g, code, d in _PAYPAL_ROWS]
-GATEWAY_CODES: dict[tuple[str, str], GatewayCode] = {
-    (row.gateway, row.gateway_code): row for row in _GATEWAY_LIST
-}
+# One row of a gateway's code table as a connector declares it: (the gateway's code, our code,
+# our decline code or None).
+GatewayCodeRow = tuple[str, str, str | None]
+
+# Filled by the connectors (paymux.gateways.connectors registers each one's rows when it
+# discovers it); changed in place, so a module that imported it sees every registration.
+GATEWAY_CODES: dict[tuple[str, str], GatewayCode] = {}
+
+
+def register_gateway_codes(gateway: str, rows: Iterable[GatewayCodeRow]) -> None:
+    """Make ``rows`` the code table of ``gateway``, replacing any it had (no rows: remove it).
+
+    Raises ValueError, changing nothing, for a row whose code is not in ``ERRORS``, whose
+    decline code is not in ``DECLINE_CODES``, or whose gateway code another row has already.
+    """
+    table: dict[tuple[str, str], GatewayCode] = {}
+    for gateway_code, code, decline_code in rows:
+        if code not in ERRORS:
+            raise ValueError(f"{gateway} code {gateway_code!r}: {code!r} is not an error code")
+        if decline_code is not None and decline_code not in DECLINE_CODES:
+            raise ValueError(
+                f"{gateway} code {gateway_code!r}: {decline_code!r} is not a decline code"
+            )
+        if (gateway, gateway_code) in table:
+            raise ValueError(f"{gateway} code {gateway_code!r} has two rows")
+        table[(gateway, gateway_code)] = GatewayCode(gateway, gateway_code, code, decline_code)
+    for key in [key for key in GATEWAY_CODES if key[0] == gateway]:
+        del GATEWAY_CODES[key]
+    GATEWAY_CODES.update(table)
 
 
 def map_gateway_code(gateway: str, gateway_code: str) -> GatewayCode:

@@ -1,4 +1,10 @@
-"""Render docs/errors.md from the error tables: ``python -m paymux.domain.errors_doc``."""
+"""Render docs/errors.md from the error tables.
+
+The gateway rows come from the connectors, so the page is made with them all registered:
+``make docs`` runs ``python -m paymux.gateways.errors_doc``, which discovers them and calls
+``render``. Gateways are listed by name, each with its rows in its own order, whatever order
+they were registered in.
+"""
 
 from __future__ import annotations
 
@@ -62,7 +68,7 @@ def render() -> str:
         "| gateway | gateway_code | code | decline_code |",
         "|---|---|---|---|",
     ]
-    for row in GATEWAY_CODES.values():
+    for row in sorted(GATEWAY_CODES.values(), key=lambda row: row.gateway):  # stable
         out.append(
             f"| {row.gateway} | `{row.gateway_code}` | `{row.code}` | "
             f"{'`' + row.decline_code + '`' if row.decline_code else ''} |"
@@ -71,4 +77,6 @@ def render() -> str:
 
 
 if __name__ == "__main__":
-    print(render(), end="")
+    raise SystemExit(
+        "the gateway rows come from the connectors: run `python -m paymux.gateways.errors_doc`"
+    )

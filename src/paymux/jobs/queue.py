@@ -97,14 +97,17 @@ async def enqueue(
     delay: float = 0.0,
     dedupe_key: str | None = None,
     max_attempts: int = 10,
+    account_id: str | None = None,
 ) -> int | None:
-    """Add a job in the caller's transaction; returns its id.
+    """Add a job in the caller's transaction; returns its id. ``account_id``: the account
+    whose object the job works on (None: the deployment's own, such as purges).
 
     With ``dedupe_key``, it is a no-op (returning None) while a job with that key is queued or
     running; once that job is done or dead, the key can be queued again.
     """
     values = {
         "kind": kind,
+        "account_id": account_id,
         "payload": payload,
         "dedupe_key": dedupe_key,
         "status": QUEUED,

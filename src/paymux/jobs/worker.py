@@ -149,27 +149,34 @@ class Worker:
         refunds = await self.app.refunds.pending_refunds()
         await self.app.rate_limiter.purge()
         async with ctx.db.write() as s:
-            for pi_id in expired:
+            for pi_id, account_id in expired:
                 await queue.enqueue(
                     s,
                     "expire_authorization",
                     {"pi_id": pi_id},
                     now_us=now,
                     dedupe_key=f"expire:{pi_id}",
+                    account_id=account_id,
                 )
-            for attempt_id in stale:
-                await schedule_settlement(s, attempt_id, now_us=now, delay=0)
-            for pi_id in stuck:
+            for attempt_id, account_id in stale:
+                await schedule_settlement(s, attempt_id, now_us=now, delay=0, account_id=account_id)
+            for pi_id, account_id in stuck:
                 await queue.enqueue(
-                    s, "refresh_intent", {"pi_id": pi_id}, now_us=now, dedupe_key=f"refresh:{pi_id}"
+                    s,
+                    "refresh_intent",
+                    {"pi_id": pi_id},
+                    now_us=now,
+                    dedupe_key=f"refresh:{pi_id}",
+                    account_id=account_id,
                 )
-            for refund_id in refunds:
+            for refund_id, account_id in refunds:
                 await queue.enqueue(
                     s,
                     "refresh_refund",
                     {"refund_id": refund_id},
                     now_us=now,
                     dedupe_key=f"refresh:{refund_id}",
+                    account_id=account_id,
                 )
             # One purge always waits for the next hour (the key is unique while it waits).
             next_hour = (now // 3_600_000_000 + 1) * 3_600_000_000

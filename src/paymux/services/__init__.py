@@ -10,14 +10,18 @@ from paymux.config import Settings
 from paymux.domain.attempts import ProviderStatus, refundable
 from paymux.domain.clock import Clock, SystemClock
 from paymux.domain.states import PaymentIntentStatus as S
+from paymux.gateways.connectors import connectors
 from paymux.gateways.registry import GatewayRegistry, build_registry
 from paymux.services.accounts import AccountsService
 from paymux.services.attempts import AttemptEngine, state_of
+from paymux.services.audit import AuditLog
+from paymux.services.connections import ConnectionsService
 from paymux.services.context import Context
 from paymux.services.customers import CustomersService
 from paymux.services.events import EventsService
 from paymux.services.gateway_calls import call_with_retries
 from paymux.services.idempotency import IdempotencyService
+from paymux.services.keys import KeysService
 from paymux.services.payments import PaymentsService
 from paymux.services.ratelimit import RateLimiter
 from paymux.services.refunds import RefundsService
@@ -41,13 +45,18 @@ class Paymux:
         database: Database | None = None,
     ) -> None:
         self.settings = settings
+        connectors()  # every connector registered, with its error-code rows
         self.ctx = Context(
             db=database or Database(settings.database_url),
             gateways=gateways if gateways is not None else build_registry(settings),
             settings=settings,
             clock=clock or SystemClock(),
         )
-        self.accounts = AccountsService(self.ctx)
+        self.connections = ConnectionsService(self.ctx, self.ctx.gateways)
+        self.ctx.directory = self.connections
+        self.keys = KeysService(self.ctx)
+        self.accounts = AccountsService(self.ctx, self.keys)
+        self.audit = AuditLog(self.ctx)
         self.engine = AttemptEngine(self.ctx)
         self.payments = PaymentsService(self.ctx, self.engine)
         self.refunds = RefundsService(self.ctx, self.engine)
@@ -57,7 +66,7 @@ class Paymux:
         self.rate_limiter = RateLimiter(self.ctx)
         from paymux.webhooks.inbound import InboundWebhooks
 
-        self.webhooks = InboundWebhooks(self.ctx, self.payments, self.refunds)
+        self.webhooks = InboundWebhooks(self.ctx, self.payments, self.refunds, self.connections)
 
     async def settle_attempt(self, attempt_id: str) -> None:
         """Settle an interrupted gateway call by asking the provider (job ``settle_attempt``)."""
@@ -71,7 +80,7 @@ class Paymux:
             if pi is None or pi.status != S.CANCELED or pi.gateway_reference is None:
                 return
             reference, account_id = pi.gateway_reference, pi.account_id
-        gateway = self.ctx.gateway(pi.gateway)
+        gateway = await self.ctx.gateway_of(pi)
         settings = self.ctx.settings
         found = await call_with_retries(settings, lambda: gateway.retrieve(reference))
         if found.status is ProviderStatus.REQUIRES_CAPTURE:
@@ -100,4 +109,5 @@ class Paymux:
     async def close(self) -> None:
         for gateway in self.ctx.gateways.values():
             await gateway.aclose()
+        await self.connections.aclose()
         await self.ctx.db.dispose()

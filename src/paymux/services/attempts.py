@@ -46,7 +46,7 @@ from paymux.gateways.base import (
 )
 from paymux.jobs.queue import enqueue
 from paymux.money import Money
-from paymux.services.context import Context, emit
+from paymux.services.context import Context, emit, ref_key
 from paymux.services.gateway_calls import call_with_retries, schedule_settlement
 from paymux.services.idempotency import record_recovery_point
 from paymux.services.views import payment_intent_view, refund_view
@@ -83,7 +83,7 @@ def intent_view(ctx: Context, pi: PaymentIntent) -> dict[str, Any]:
     """The API view, with what the browser needs while the intent awaits a payment method."""
     extra = None
     if pi.status in (S.REQUIRES_PAYMENT_METHOD, S.REQUIRES_CONFIRMATION):
-        gateway = ctx.gateways.get(pi.gateway)
+        gateway = ctx.cached_gateway(pi)
         if gateway is not None:
             extra = {"client": {**gateway.browser_params(pi.id), **(pi.gateway_client or {})}}
     return payment_intent_view(pi, extra)
@@ -141,7 +141,9 @@ class AttemptEngine:
             check_operation(check or operation.value, pi.status)
             raise PaymuxError.of("payment_intent_unexpected_state", status=pi.status)
         await s.refresh(pi)
-        attempt = self._attempt(pi.account_id, pi.gateway, operation, pi.id, idempotency_key)
+        attempt = self._attempt(
+            pi.account_id, pi.gateway, operation, pi.id, idempotency_key, pi.connection_id
+        )
         attempt.from_status = from_status
         attempt.target = rules.target_of(operation, capture=pi.capture_method == "automatic")
         attempt.request = request
@@ -150,13 +152,20 @@ class AttemptEngine:
         return pi, attempt
 
     def _attempt(
-        self, account_id: str, gateway: str, operation: Operation, object_id: str, key: str
+        self,
+        account_id: str,
+        gateway: str,
+        operation: Operation,
+        object_id: str,
+        key: str,
+        connection_id: str | None,
     ) -> GatewayAttempt:
         now = self.ctx.now_us()
         return GatewayAttempt(
             id=new_id("att"),
             account_id=account_id,
             gateway=gateway,
+            connection_id=connection_id,
             operation=operation.value,
             object_id=object_id,
             idempotency_key=key,
@@ -169,10 +178,15 @@ class AttemptEngine:
         )
 
     def start_refund(
-        self, s: AsyncSession, refund: Refund, gateway: str, request: dict[str, Any]
+        self, s: AsyncSession, refund: Refund, pi: PaymentIntent, request: dict[str, Any]
     ) -> GatewayAttempt:
         attempt = self._attempt(
-            refund.account_id, gateway, Operation.REFUND, refund.id, f"{refund.id}:refund"
+            refund.account_id,
+            pi.gateway,
+            Operation.REFUND,
+            refund.id,
+            f"{refund.id}:refund",
+            pi.connection_id,
         )
         attempt.target = rules.target_of(Operation.REFUND)
         attempt.request = request
@@ -185,7 +199,7 @@ class AttemptEngine:
         try:
             return await call_with_retries(self.ctx.settings, call)
         except (GatewayUnavailable, GatewayRateLimited) as exc:
-            await self.defer(attempt.id, exc)
+            await self.defer(attempt.id, exc, attempt.account_id)
             return None
         except GatewayInvalidRequest as exc:
             await self.abandon(attempt.id, f"{exc.code}: {exc}")
@@ -196,7 +210,9 @@ class AttemptEngine:
                 gateway_code=exc.code,
             ) from exc
 
-    async def defer(self, attempt_id: str, exc: GatewayUnavailable | GatewayRateLimited) -> None:
+    async def defer(
+        self, attempt_id: str, exc: GatewayUnavailable | GatewayRateLimited, account_id: str
+    ) -> None:
         """The outcome is unknown (or the gateway asked us to wait): have a job ask later."""
         now = self.ctx.now_us()
         delay = self.ctx.settings.attempt_settle_after_seconds
@@ -208,7 +224,7 @@ class AttemptEngine:
                 .where(GatewayAttempt.id == attempt_id)
                 .values(error=f"{type(exc).__name__}: {exc}"[:2000], updated_us=now)
             )
-            await schedule_settlement(s, attempt_id, now_us=now, delay=delay)
+            await schedule_settlement(s, attempt_id, now_us=now, delay=delay, account_id=account_id)
 
     # -- 3. settle --------------------------------------------------------------------------
     async def settle_payment(self, attempt_id: str, result: GatewayResult) -> PaymentIntent:
@@ -289,9 +305,7 @@ class AttemptEngine:
         """Lock the intent, then read its attempt: the same order as the webhook path, so a
         webhook and a returning call can't both apply one outcome (or deadlock)."""
         object_id = (
-            await s.execute(
-                select(GatewayAttempt.object_id).where(GatewayAttempt.id == attempt_id)
-            )
+            await s.execute(select(GatewayAttempt.object_id).where(GatewayAttempt.id == attempt_id))
         ).scalar_one()
         pi = await s.get(PaymentIntent, object_id, with_for_update=True, populate_existing=True)
         attempt = await s.get(
@@ -355,6 +369,7 @@ class AttemptEngine:
                 {"pi_id": pi.id},
                 now_us=now,
                 dedupe_key=f"late:{pi.id}",
+                account_id=pi.account_id,
             )
         await self._write(s, pi, change)
         return change
@@ -406,7 +421,7 @@ class AttemptEngine:
             attempt = await s.get(GatewayAttempt, attempt_id)
             if attempt is None or attempt.status != PENDING:
                 return
-        gateway = self.ctx.gateway(attempt.gateway)
+        gateway = await self.ctx.gateway_of(attempt)
         retained = (
             self.ctx.now_us() - attempt.created_us
             < gateway.idempotency_retention_seconds * 1_000_000
@@ -417,7 +432,7 @@ class AttemptEngine:
             else:
                 await self._recover_payment(gateway, attempt, retained)
         except (GatewayUnavailable, GatewayRateLimited) as exc:
-            await self.defer(attempt.id, exc)
+            await self.defer(attempt.id, exc, attempt.account_id)
         except GatewayInvalidRequest as exc:
             await self.abandon(attempt.id, f"{exc.code}: {exc}")
 
@@ -571,11 +586,11 @@ class AttemptEngine:
                     )
                 )
             ).first()
-            reference, gateway_name = pi.gateway_reference, pi.gateway
+            reference = pi.gateway_reference
         if pending is not None:
             await self.recover(str(pending[0]))
             return True
-        gateway = self.ctx.gateway(gateway_name)
+        gateway = await self.ctx.gateway_of(pi)
         found = await call_with_retries(self.ctx.settings, lambda: gateway.retrieve(reference))
         if found.status is ProviderStatus.OPEN and pi.status == S.REQUIRES_ACTION:
             # The payer did what the provider asked (PayPal: approved the order), and the
@@ -621,7 +636,7 @@ class AttemptEngine:
                 check="confirm",
             )
             request = await self.authorize_request(s, pi, attempt)
-            gateway = self.ctx.gateway(pi.gateway)
+        gateway = await self.ctx.gateway_of(pi)
         if request is None:
             await self.abandon(attempt.id, "no payment method to complete with")
             return
@@ -651,7 +666,7 @@ class AttemptEngine:
             return True
         if pi.gateway_reference is None:
             return False
-        gateway = self.ctx.gateway(pi.gateway)
+        gateway = await self.ctx.gateway_of(pi)
         reference = pi.gateway_reference
         found = await call_with_retries(
             self.ctx.settings,
@@ -697,8 +712,10 @@ def opened_reference(pi: PaymentIntent) -> str | None:
     return pi.gateway_reference if pi.gateway_client is not None else None
 
 
-async def customer_token_for(s: AsyncSession, pm: PaymentMethod, gateway: str) -> str | None:
+async def customer_token_for(s: AsyncSession, pm: PaymentMethod) -> str | None:
+    """The gateway's id of the customer a saved card is attached to, at its connection."""
     if not pm.customer_id:
         return None
     customer = await s.get(Customer, pm.customer_id)
-    return (customer.gateway_refs or {}).get(gateway) if customer else None
+    key = ref_key(pm.gateway, pm.connection_id)
+    return (customer.gateway_refs or {}).get(key) if customer else None

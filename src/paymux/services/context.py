@@ -4,8 +4,9 @@ shared by all of them (events, lookups scoped to an account, cursor pagination).
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Select, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,22 +20,115 @@ from paymux.gateways.registry import GatewayRegistry
 from paymux.storage.db import Database
 from paymux.storage.models import Event
 
-__all__ = ["Context", "emit", "get_owned", "page_of", "paginate", "scoped"]
+__all__ = [
+    "Context",
+    "GatewayDirectory",
+    "Routed",
+    "current_livemode",
+    "emit",
+    "get_owned",
+    "page_of",
+    "paginate",
+    "ref_key",
+    "request_livemode",
+    "scoped",
+]
 
 T = TypeVar("T")
+
+# The mode (test or live) of the key a request came with; set by api/deps.py ``caller``.
+# None outside a request (workers, the CLI, library use): no mode is imposed there, and what
+# they make takes the mode of the object it derives from.
+current_livemode: ContextVar[bool | None] = ContextVar("paymux_livemode", default=None)
+
+
+def request_livemode() -> bool:
+    """The mode new objects of this request get: the key's (test outside a request)."""
+    return bool(current_livemode.get())
+
+
+def _mode_hides(obj: Any) -> bool:
+    """A live object is invisible to a test key and a test object to a live key."""
+    mode = current_livemode.get()
+    return mode is not None and bool(getattr(obj, "livemode", mode)) != mode
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """The gateway a new payment goes to, and the connection it goes through."""
+
+    gateway: Gateway
+    connection_id: str
+
+
+class GatewayDirectory(Protocol):
+    """Which gateway runs an account's objects: services/connections.py."""
+
+    async def gateway(
+        self,
+        name: str | None,
+        *,
+        account_id: str | None = None,
+        connection_id: str | None = None,
+        livemode: bool = False,
+        param: str = "gateway",
+    ) -> Gateway: ...
+
+    def cached(self, name: str, connection_id: str | None) -> Gateway | None: ...
+
+    async def named(
+        self,
+        account_id: str | None,
+        name: str | None,
+        *,
+        livemode: bool = False,
+        param: str = "gateway",
+    ) -> Routed: ...
+
+    async def route(
+        self, account_id: str, requested: str | None, currency: str, *, livemode: bool = False
+    ) -> Routed: ...
+
+
+def ref_key(gateway: str, connection_id: str | None) -> str:
+    """Where a customer's gateway-side id is kept in ``Customer.gateway_refs``: per stored
+    connection (two Stripe accounts know the customer under two ids), else per gateway."""
+    if connection_id and not connection_id.startswith("conn_env_"):
+        return connection_id
+    return gateway
+
+
+class _Routed(Protocol):
+    account_id: str
+    gateway: str
+    connection_id: str | None
 
 
 @dataclass
 class Context:
     db: Database
-    gateways: GatewayRegistry
+    gateways: GatewayRegistry  # the deployment's: environment variables or Paymux(gateways=)
     settings: Settings
     clock: Clock = field(default_factory=SystemClock)
+    directory: GatewayDirectory | None = None
 
     def now_us(self) -> int:
         return self.clock.now_us()
 
-    def gateway(self, name: str | None, *, param: str = "gateway") -> Gateway:
+    async def gateway(
+        self,
+        name: str | None,
+        *,
+        account_id: str | None = None,
+        connection_id: str | None = None,
+        param: str = "gateway",
+    ) -> Gateway:
+        """The gateway by name for an account (its own connection, or the deployment's it may
+        use), or by the connection an object went through."""
+        if self.directory is not None:
+            return await self.directory.gateway(
+                name, account_id=account_id, connection_id=connection_id, param=param
+            )
         key = name or self.gateways.default
         gateway = self.gateways.get(key)
         if gateway is None:
@@ -42,6 +136,27 @@ class Context:
                 "gateway_unknown", f"No gateway named {key!r} is configured.", param=param
             )
         return gateway
+
+    async def gateway_of(self, obj: _Routed) -> Gateway:
+        """The gateway that runs an object: the connection it went through."""
+        return await self.gateway(
+            obj.gateway, account_id=obj.account_id, connection_id=obj.connection_id
+        )
+
+    async def named(self, account_id: str, name: str | None, *, param: str = "gateway") -> Routed:
+        """The connection an account's new object takes for a gateway name."""
+        if self.directory is not None:
+            return await self.directory.named(
+                account_id, name, livemode=request_livemode(), param=param
+            )
+        gateway = await self.gateway(name, param=param)
+        return Routed(gateway, "conn_env_" + gateway.name)
+
+    def cached_gateway(self, obj: _Routed) -> Gateway | None:
+        """The gateway of an object if it is at hand without I/O (for views), else None."""
+        if self.directory is not None:
+            return self.directory.cached(obj.gateway, obj.connection_id)
+        return self.gateways.get(obj.gateway)
 
 
 async def emit(
@@ -53,6 +168,7 @@ async def emit(
         account_id=account_id,
         type=type_,
         object_id=str(obj["id"]),
+        livemode=bool(obj.get("livemode", False)),
         data=obj,
         created_us=now_us,
     )
@@ -76,6 +192,7 @@ async def get_owned(
     if (
         obj is None
         or getattr(obj, "account_id", None) != account_id
+        or _mode_hides(obj)
         or (getattr(obj, "deleted", False) and not include_deleted)
     ):
         kind = model.__name__.replace("PaymentIntent", "payment_intent").lower()
@@ -147,4 +264,9 @@ async def page_of(
 
 
 def scoped(model: Any, account_id: str) -> Select[Any]:
-    return select(model).where(model.account_id == account_id)
+    """The account's objects (of the request key's mode, for models that have one)."""
+    query = select(model).where(model.account_id == account_id)
+    mode = current_livemode.get()
+    if mode is not None and hasattr(model, "livemode"):
+        query = query.where(model.livemode.is_(mode))
+    return query

@@ -11,8 +11,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.domain.errors import PaymuxError, card_error
 from paymux.domain.ids import new_id
-from paymux.gateways.base import CardDetails, Decline, GatewayInvalidRequest
-from paymux.services.context import Context, emit, get_owned, page_of, scoped
+from paymux.gateways.base import CardDetails, Decline, Gateway, GatewayInvalidRequest
+from paymux.services.context import (
+    Context,
+    Routed,
+    emit,
+    get_owned,
+    page_of,
+    ref_key,
+    request_livemode,
+    scoped,
+)
 from paymux.services.gateway_calls import call_with_retries
 from paymux.services.views import customer_view, payment_method_view
 from paymux.storage.models import Customer, PaymentMethod
@@ -58,10 +67,13 @@ async def resolve_payment_method(
     *,
     customer_id: str | None,
     known: PaymentMethod | None = None,
+    connection_id: str | None = None,
 ) -> PaymentMethod:
     """Our PaymentMethod for ``ref``: one of ours by id, or a gateway token we record now.
 
     ``known``: what ``find_payment_method`` already found in the caller's transaction.
+    ``connection_id``: the connection the payment goes through; a new token is described by,
+    and recorded as, that connection's.
     """
     pm = known
     if pm is None:
@@ -74,6 +86,13 @@ async def resolve_payment_method(
                 f"The payment method belongs to the {pm.gateway} gateway, not {gateway_name}.",
                 param="payment_method",
             )
+        if connection_id and pm.connection_id and pm.connection_id != connection_id:
+            raise PaymuxError.of(
+                "payment_method_unexpected_state",
+                f"The payment method was saved through connection {pm.connection_id}, not "
+                f"{connection_id}.",
+                param="payment_method",
+            )
         if pm.customer_id is not None and pm.customer_id != customer_id:
             raise PaymuxError.of(
                 "payment_method_unexpected_state",
@@ -81,7 +100,7 @@ async def resolve_payment_method(
                 param="payment_method",
             )
         return pm
-    gateway = ctx.gateway(gateway_name)
+    gateway = await ctx.gateway(gateway_name, account_id=account_id, connection_id=connection_id)
     if not gateway.reusable_test_token(ref) and await _owned_elsewhere(
         ctx, account_id, gateway_name, ref
     ):
@@ -106,6 +125,8 @@ async def resolve_payment_method(
         account_id=account_id,
         customer_id=None,
         gateway=gateway_name,
+        connection_id=connection_id,
+        livemode=request_livemode(),
         token=details.token,
         type=details.type,
         card_brand=details.brand,
@@ -164,6 +185,7 @@ class CustomersService:
             customer = Customer(
                 id=new_id("cus"),
                 account_id=account_id,
+                livemode=request_livemode(),
                 email=p.email,
                 name=p.name,
                 description=p.description,
@@ -266,11 +288,24 @@ class CustomersService:
     ) -> dict[str, Any]:
         async with self.ctx.db.read() as s:
             customer = await get_owned(s, Customer, customer_id, account_id, param="customer")
-        gateway = self.ctx.gateway(gateway_name)
+            known = await find_payment_method(s, account_id, gateway_name or "", ref)
+        if known is not None:  # a saved card stays with the connection that saved it
+            routed = Routed(await self.ctx.gateway_of(known), known.connection_id or "")
+        else:
+            routed = await self.ctx.named(account_id, gateway_name)
+        gateway = routed.gateway
         pm = await resolve_payment_method(
-            self.ctx, account_id, gateway.name, ref, customer_id=customer_id
+            self.ctx,
+            account_id,
+            gateway.name,
+            ref,
+            customer_id=customer_id,
+            known=known,
+            connection_id=routed.connection_id or None,
         )
-        customer_token = await self._gateway_customer(account_id, customer, gateway.name)
+        customer_token = await self._gateway_customer(
+            account_id, customer, gateway, pm.connection_id
+        )
         try:
             outcome = await call_with_retries(
                 self.ctx.settings,
@@ -297,26 +332,26 @@ class CustomersService:
             return payment_method_view(row)
 
     async def _gateway_customer(
-        self, account_id: str, customer: Customer, gateway_name: str
+        self, account_id: str, customer: Customer, gateway: Gateway, connection_id: str | None
     ) -> str:
-        existing = (customer.gateway_refs or {}).get(gateway_name)
+        key = ref_key(gateway.name, connection_id)
+        existing = (customer.gateway_refs or {}).get(key)
         if existing:
             return str(existing)
-        gateway = self.ctx.gateway(gateway_name)
         token = await call_with_retries(
             self.ctx.settings,
             lambda: gateway.create_customer(
                 customer.id,
                 customer.email,
-                idempotency_key=f"{customer.id}:create_customer:{gateway_name}",
+                idempotency_key=f"{customer.id}:create_customer:{key}",
             ),
         )
         async with self.ctx.db.write() as s:
             row = await get_owned(s, Customer, customer.id, account_id)
             refs = dict(row.gateway_refs or {})
-            refs.setdefault(gateway_name, token)
+            refs.setdefault(key, token)
             row.gateway_refs = refs
-            return str(refs[gateway_name])
+            return str(refs[key])
 
     async def detach(self, account_id: str, pm_id: str) -> dict[str, Any]:
         async with self.ctx.db.read() as s:
@@ -328,7 +363,7 @@ class CustomersService:
                     param="payment_method",
                 )
             customer_id = pm.customer_id
-        gateway = self.ctx.gateway(pm.gateway)
+        gateway = await self.ctx.gateway_of(pm)
         await call_with_retries(
             self.ctx.settings,
             lambda: gateway.detach_payment_method(

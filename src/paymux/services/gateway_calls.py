@@ -72,7 +72,7 @@ async def call_with_retries(settings: Settings, call: Callable[[], Awaitable[R]]
 
 
 async def schedule_settlement(
-    session: AsyncSession, attempt_id: str, *, now_us: int, delay: float
+    session: AsyncSession, attempt_id: str, *, now_us: int, delay: float, account_id: str
 ) -> None:
     await enqueue(
         session,
@@ -82,4 +82,5 @@ async def schedule_settlement(
         delay=delay,
         dedupe_key=f"settle:{attempt_id}",
         max_attempts=20,
+        account_id=account_id,
     )

@@ -25,7 +25,7 @@ from paymux.domain.errors import PaymuxError
 from paymux.domain.ids import new_id
 from paymux.domain.states import PaymentIntentStatus as S
 from paymux.domain.states import check_operation
-from paymux.gateways.base import GatewayInvalidRequest
+from paymux.gateways.base import Gateway, GatewayInvalidRequest
 from paymux.money import Money, MoneyError, max_charge_amount, min_charge_amount
 from paymux.services.attempts import (
     AttemptEngine,
@@ -33,7 +33,7 @@ from paymux.services.attempts import (
     intent_view,
     opened_reference,
 )
-from paymux.services.context import Context, emit, get_owned, page_of
+from paymux.services.context import Context, emit, get_owned, page_of, request_livemode
 from paymux.services.customers import find_payment_method, resolve_payment_method
 from paymux.services.gateway_calls import call_with_retries
 from paymux.services.idempotency import current_claim, record_recovery_point
@@ -179,7 +179,10 @@ class PaymentsService:
     # -- create / update --------------------------------------------------------------------
     async def create(self, account_id: str, p: CreateParams) -> dict[str, Any]:
         money = charge_amount(p.amount, p.currency)
-        gateway = choose_gateway(self.ctx, p.gateway, money)
+        routed = await choose_gateway(
+            self.ctx, account_id, p.gateway, money, livemode=request_livemode()
+        )
+        gateway = routed.gateway
         if p.off_session and not p.confirm:
             raise PaymuxError.of(
                 "parameter_invalid",
@@ -196,7 +199,12 @@ class PaymentsService:
         pm_id: str | None = None
         if p.payment_method:
             pm = await resolve_payment_method(
-                self.ctx, account_id, gateway.name, p.payment_method, customer_id=p.customer
+                self.ctx,
+                account_id,
+                gateway.name,
+                p.payment_method,
+                customer_id=p.customer,
+                connection_id=routed.connection_id,
             )
             pm_id = pm.id
         if p.customer:
@@ -219,6 +227,7 @@ class PaymentsService:
         async with self.ctx.db.write() as s:
             pi = PaymentIntent(
                 id=pi_id,
+                client_secret=new_id(f"{pi_id}_secret", 24),  # {pi_id}_secret_{24 random}
                 gateway_reference=opened.reference if opened else None,
                 gateway_client=opened.client if opened else None,
                 account_id=account_id,
@@ -235,6 +244,8 @@ class PaymentsService:
                 setup_future_usage=p.setup_future_usage,
                 off_session=p.off_session,
                 gateway=gateway.name,
+                connection_id=routed.connection_id,
+                livemode=request_livemode(),
                 return_url=p.return_url,
                 description=p.description,
                 statement_descriptor=p.statement_descriptor,
@@ -317,7 +328,7 @@ class PaymentsService:
         async with self.ctx.db.read() as s:
             pi = await get_owned(s, PaymentIntent, pi_id, account_id)
             check_operation("update", pi.status)
-            gateway_name = pi.gateway
+            gateway_name, connection_id = pi.gateway, pi.connection_id
             customer = p.customer or pi.customer_id
             money = charge_amount(
                 p.amount if p.amount is not None else pi.amount, p.currency or pi.currency
@@ -332,30 +343,48 @@ class PaymentsService:
             version = pi.updated_us  # one key per state updated from: A->B->A->B sends each
         if money.currency != pi.currency:
             # A new currency is routed again, and must be one the gateway takes.
-            routed = choose_gateway(self.ctx, None, money)
-            if routed.name != gateway_name and reference is not None:
+            routed = await choose_gateway(
+                self.ctx, account_id, None, money, livemode=request_livemode()
+            )
+            if routed.connection_id != connection_id and reference is not None:
                 raise PaymuxError.of(
                     "payment_intent_update_unsupported",
-                    f"A payment in {money.currency} goes to the {routed.name} gateway, but this "
+                    f"A payment in {money.currency} goes to the {routed.gateway.name} gateway, "
+                    "but this "
                     f"PaymentIntent is already open at {gateway_name}. Cancel it and create a "
                     "new one.",
                     param="currency",
                 )
-            gateway_name = routed.name
-        choose_gateway(self.ctx, gateway_name, money)
+            gateway_name, connection_id = routed.gateway.name, routed.connection_id
+        await choose_gateway(
+            self.ctx,
+            account_id,
+            connection_id or gateway_name,
+            money,
+            livemode=request_livemode(),
+        )
         if provider_change and reference is not None:
             key = f"{pi_id}:update:{version}"
-            await self._update_at_provider(gateway_name, key, reference, money, capture, p)
+            gateway = await self.ctx.gateway(
+                gateway_name, account_id=account_id, connection_id=connection_id
+            )
+            await self._update_at_provider(gateway, key, reference, money, capture, p)
         pm_id = None
         if p.payment_method:
             pm = await resolve_payment_method(
-                self.ctx, account_id, gateway_name, p.payment_method, customer_id=customer
+                self.ctx,
+                account_id,
+                gateway_name,
+                p.payment_method,
+                customer_id=customer,
+                connection_id=connection_id,
             )
             pm_id = pm.id
         async with self.ctx.db.write() as s:
             pi = await get_owned(s, PaymentIntent, pi_id, account_id)
             check_operation("update", pi.status)
             pi.amount, pi.currency, pi.gateway = money.amount, money.currency, gateway_name
+            pi.connection_id = connection_id
             if p.customer is not None:
                 await get_owned(s, Customer, p.customer, account_id, param="customer")
                 pi.customer_id = p.customer
@@ -384,7 +413,7 @@ class PaymentsService:
 
     async def _update_at_provider(
         self,
-        gateway_name: str,
+        gateway: Gateway,
         key: str,
         reference: str,
         money: Money,
@@ -393,7 +422,7 @@ class PaymentsService:
     ) -> None:
         """Send a new amount, currency or capture method to the provider's open payment (so
         what the payer confirms is what we record), or refuse the update."""
-        gateway = self.ctx.gateway(gateway_name)
+        gateway_name = gateway.name
         try:
             await call_with_retries(
                 self.ctx.settings,
@@ -435,12 +464,10 @@ class PaymentsService:
         async with self.ctx.db.read() as s:
             pi = await get_owned(s, PaymentIntent, pi_id, account_id)
             check_operation("confirm", pi.status)
-            gateway = self.ctx.gateway(pi.gateway)
             customer_id = pi.customer_id
             pm_ref = payment_method or pi.payment_method_id
-            known = (
-                await find_payment_method(s, account_id, gateway.name, pm_ref) if pm_ref else None
-            )
+            known = await find_payment_method(s, account_id, pi.gateway, pm_ref) if pm_ref else None
+        gateway = await self.ctx.gateway_of(pi)
         if not pm_ref:
             raise PaymuxError.of(
                 "parameter_missing",
@@ -448,7 +475,13 @@ class PaymentsService:
                 param="payment_method",
             )
         pm = await resolve_payment_method(
-            self.ctx, account_id, gateway.name, pm_ref, customer_id=customer_id, known=known
+            self.ctx,
+            account_id,
+            gateway.name,
+            pm_ref,
+            customer_id=customer_id,
+            known=known,
+            connection_id=pi.connection_id,
         )
         changes: dict[str, Any] = {
             "payment_method_id": pm.id,
@@ -464,7 +497,7 @@ class PaymentsService:
             changes["setup_future_usage"] = setup_future_usage
         async with self.ctx.db.write() as s:
             pi = await get_owned(s, PaymentIntent, pi_id, account_id)
-            customer_token = await customer_token_for(s, pm, gateway.name)
+            customer_token = await customer_token_for(s, pm)
             pi, attempt = await self.engine.start_on_intent(
                 s,
                 pi,
@@ -525,7 +558,7 @@ class PaymentsService:
                 request={"amount": amount},
             )
             reference, money = pi.gateway_reference, Money(amount, pi.currency)
-        gateway = self.ctx.gateway(pi.gateway)
+        gateway = await self.ctx.gateway_of(pi)
         assert reference is not None
         return await self._run(
             account_id,
@@ -608,11 +641,9 @@ class PaymentsService:
                 changes={"cancellation_reason": reason},
             )
             reference = pi.gateway_reference
-        gateway = self.ctx.gateway(pi.gateway)
+        gateway = await self.ctx.gateway_of(pi)
         assert reference is not None
-        await self._run(
-            account_id, attempt, lambda: gateway.void(reference, idempotency_key=key)
-        )
+        await self._run(account_id, attempt, lambda: gateway.void(reference, idempotency_key=key))
         return await self._cancel_outcome(account_id, pi_id)
 
     async def _cancel_outcome(self, account_id: str, pi_id: str) -> dict[str, Any]:
@@ -641,11 +672,11 @@ class PaymentsService:
             if exc.code != "payment_intent_unexpected_state":
                 raise
 
-    async def expired_authorizations(self) -> list[str]:
+    async def expired_authorizations(self) -> list[tuple[str, str]]:
         cutoff = self.ctx.now_us() - self.ctx.settings.authorization_expiry_seconds * 1_000_000
         async with self.ctx.db.read() as s:
             rows = await s.execute(
-                select(PaymentIntent.id)
+                select(PaymentIntent.id, PaymentIntent.account_id)
                 .where(
                     PaymentIntent.status == S.REQUIRES_CAPTURE,
                     PaymentIntent.authorized_us < cutoff,
@@ -653,29 +684,29 @@ class PaymentsService:
                 .order_by(PaymentIntent.authorized_us)
                 .limit(500)
             )
-            return list(rows.scalars())
+            return [(str(a), str(b)) for a, b in rows.all()]
 
     # -- recovery ---------------------------------------------------------------------------
-    async def stale_attempts(self, limit: int = 500) -> list[str]:
+    async def stale_attempts(self, limit: int = 500) -> list[tuple[str, str]]:
         """Pending attempts nobody has heard about for a while, the longest-waiting first
         (each recovery moves its attempt to the back)."""
         cutoff = self.ctx.now_us() - int(self.ctx.settings.attempt_settle_after_seconds * 1e6)
         async with self.ctx.db.read() as s:
             rows = await s.execute(
-                select(GatewayAttempt.id)
+                select(GatewayAttempt.id, GatewayAttempt.account_id)
                 .where(GatewayAttempt.status == "pending", GatewayAttempt.updated_us < cutoff)
                 .order_by(GatewayAttempt.updated_us, GatewayAttempt.id)
                 .limit(limit)
             )
-            return list(rows.scalars())
+            return [(str(a), str(b)) for a, b in rows.all()]
 
-    async def stuck_intents(self, limit: int = 500) -> list[str]:
+    async def stuck_intents(self, limit: int = 500) -> list[tuple[str, str]]:
         """Intents in processing or requires_action, unchanged for reconcile_after_seconds
         (a lost webhook, or a payer who never came back): oldest first."""
         cutoff = self.ctx.now_us() - int(self.ctx.settings.reconcile_after_seconds * 1e6)
         async with self.ctx.db.read() as s:
             rows = await s.execute(
-                select(PaymentIntent.id)
+                select(PaymentIntent.id, PaymentIntent.account_id)
                 .where(
                     PaymentIntent.status.in_([S.PROCESSING, S.REQUIRES_ACTION]),
                     PaymentIntent.updated_us < cutoff,
@@ -683,4 +714,4 @@ class PaymentsService:
                 .order_by(PaymentIntent.updated_us, PaymentIntent.id)
                 .limit(limit)
             )
-            return list(rows.scalars())
+            return [(str(a), str(b)) for a, b in rows.all()]

@@ -40,6 +40,7 @@ from sqlalchemy import exists, or_, select, tuple_
 
 from paymux.domain import attempts as rules
 from paymux.domain.attempts import IntentState, Operation, ProviderStatus, Report
+from paymux.domain.errors import PaymuxError
 from paymux.domain.states import PaymentIntentStatus as S
 from paymux.domain.states import RefundStatus
 from paymux.gateways.base import (
@@ -458,11 +459,13 @@ class Reconciler:
                 f"the provider could not be asked: {type(exc).__name__}: {exc}"
             ) from exc
 
-    def _gateway(self, name: str) -> Gateway:
-        gateway = self.ctx.gateways.get(name)
-        if gateway is None:
-            raise _Unavailable(f"no gateway named {name!r} is configured here")
-        return gateway
+    async def _gateway(self, obj: PaymentIntent | GatewayAttempt) -> Gateway:
+        try:
+            return await self.ctx.gateway_of(obj)
+        except PaymuxError as exc:
+            raise _Unavailable(
+                f"no gateway {obj.gateway!r} (connection {obj.connection_id}) here: {exc}"
+            ) from exc
 
     def _in_flight(self, attempt: GatewayAttempt) -> bool:
         age = self.ctx.now_us() - attempt.updated_us
@@ -480,7 +483,7 @@ class Reconciler:
         if item.pending is not None:
             return await self._check_pending_payment(item, item.pending, apply, report)
         report.checked += 1
-        gateway = self._gateway(pi.gateway)
+        gateway = await self._gateway(pi)
         state = state_of(pi)
         ours = our_intent_side(state)
         reference = pi.gateway_reference
@@ -552,6 +555,7 @@ class Reconciler:
                     {"pi_id": pi_id},
                     now_us=self.ctx.now_us(),
                     dedupe_key=f"late:{pi_id}",
+                    account_id=pi.account_id,
                 )
                 return Resolution.APPLIED, note
             change = await self.engine.apply_payment_report(s, pi, found)
@@ -569,7 +573,7 @@ class Reconciler:
         report.checked += 1
         pi = item.pi
         ours = our_intent_side(state_of(pi))
-        gateway = self._gateway(attempt.gateway)
+        gateway = await self._gateway(attempt)
         op = Operation(attempt.operation)
         reference, key = pi.gateway_reference, attempt.idempotency_key
         header = f"{op.value} call {attempt.id} pending"
@@ -681,7 +685,7 @@ class Reconciler:
             if old in (RefundStatus.FAILED, RefundStatus.CANCELED) and attempt is None:
                 return None
             return row(None, Resolution.NEEDS_ATTENTION, "its payment has no provider reference")
-        gateway = self._gateway(pi.gateway)
+        gateway = await self._gateway(pi)
         try:
             found: GatewayRefund | None = await self._ask(
                 lambda: gateway.retrieve_refund(

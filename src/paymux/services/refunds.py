@@ -109,6 +109,7 @@ class RefundsService:
                 reason=reason,
                 status=RefundStatus.PENDING,
                 failure_reason=None,
+                livemode=pi.livemode,
                 gateway_reference=None,
                 metadata_=metadata or {},
                 created_us=now,
@@ -116,11 +117,11 @@ class RefundsService:
             )
             s.add(refund)
             await emit(s, account_id, "refund.created", refund_view(refund), now)
-            attempt = self.engine.start_refund(s, refund, pi.gateway, {"amount": value})
+            attempt = self.engine.start_refund(s, refund, pi, {"amount": value})
             await record_recovery_point(s, "refund_started", refund.id)
-            reference, currency, gateway_name = pi.gateway_reference, pi.currency, pi.gateway
+            reference, currency = pi.gateway_reference, pi.currency
         assert reference is not None
-        gateway = self.ctx.gateway(gateway_name)
+        gateway = await self.ctx.gateway_of(pi)
         key = attempt.idempotency_key
         outcome = await self.engine.execute(
             attempt,
@@ -167,6 +168,7 @@ class RefundsService:
             reason=reason,
             status=RefundStatus.PENDING,
             failure_reason=None,
+            livemode=pi.livemode,
             gateway_reference=outcome.reference,
             metadata_={},
             created_us=now,
@@ -179,17 +181,17 @@ class RefundsService:
         await self.apply_in(s, refund, outcome)
         return refund
 
-    async def pending_refunds(self, limit: int = 500) -> list[str]:
+    async def pending_refunds(self, limit: int = 500) -> list[tuple[str, str]]:
         """Refunds still pending after reconcile_after_seconds, oldest first."""
         cutoff = self.ctx.now_us() - int(self.ctx.settings.reconcile_after_seconds * 1e6)
         async with self.ctx.db.read() as s:
             rows = await s.execute(
-                select(Refund.id)
+                select(Refund.id, Refund.account_id)
                 .where(Refund.status == RefundStatus.PENDING, Refund.updated_us < cutoff)
                 .order_by(Refund.updated_us, Refund.id)
                 .limit(limit)
             )
-            return list(rows.scalars())
+            return [(str(a), str(b)) for a, b in rows.all()]
 
     async def retrieve(self, account_id: str, refund_id: str) -> dict[str, Any]:
         async with self.ctx.db.read() as s:

@@ -1,13 +1,13 @@
-"""Which gateway takes a payment: the one named on it, else the route for its currency, else
-the default (PAYMUX_DEFAULT_GATEWAY). Routes come from PAYMUX_ROUTES, e.g.
-``EUR=paypal,GBP=square,USD=stripe``."""
+"""Which connection takes a payment: the gateway or connection named on it, else the route
+for its currency (PAYMUX_ROUTES, e.g. ``EUR=paypal,GBP=square,USD=stripe``), else the
+account's own connections that take the currency, by priority, else the deployment's default
+gateway (PAYMUX_DEFAULT_GATEWAY). services/connections.py decides among connections."""
 
 from __future__ import annotations
 
 from paymux.domain.errors import PaymuxError
-from paymux.gateways.base import Gateway
 from paymux.money import Money
-from paymux.services.context import Context
+from paymux.services.context import Context, Routed
 
 __all__ = ["choose_gateway", "parse_routes"]
 
@@ -24,10 +24,20 @@ def parse_routes(text: str) -> dict[str, str]:
     return routes
 
 
-def choose_gateway(ctx: Context, requested: str | None, amount: Money) -> Gateway:
-    """The gateway for a payment, once it is known to take this currency and amount."""
-    name = requested or parse_routes(ctx.settings.routes).get(amount.currency)
-    gateway = ctx.gateway(name)
+async def choose_gateway(
+    ctx: Context, account_id: str, requested: str | None, amount: Money, *, livemode: bool = False
+) -> Routed:
+    """The connection for a payment, once its gateway is known to take this currency and
+    amount. ``requested`` names a gateway or a connection (``conn_...``)."""
+    if ctx.directory is not None:
+        routed = await ctx.directory.route(
+            account_id, requested, amount.currency, livemode=livemode
+        )
+    else:
+        name = requested or parse_routes(ctx.settings.routes).get(amount.currency)
+        gateway = await ctx.gateway(name)
+        routed = Routed(gateway, "conn_env_" + gateway.name)
+    gateway = routed.gateway
     if not gateway.supports_currency(amount.currency):
         raise PaymuxError.of(
             "currency_not_supported",
@@ -37,4 +47,4 @@ def choose_gateway(ctx: Context, requested: str | None, amount: Money) -> Gatewa
     problem = gateway.amount_problem(amount)
     if problem:
         raise PaymuxError.of("amount_invalid", problem, param="amount")
-    return gateway
+    return routed

@@ -35,6 +35,7 @@ def payment_intent_view(pi: PaymentIntent, extra: dict[str, Any] | None = None) 
         "payment_method": pi.payment_method_id,
         "setup_future_usage": pi.setup_future_usage,
         "gateway": pi.gateway,
+        "connection": pi.connection_id,
         "gateway_reference": pi.gateway_reference,
         "last_payment_error": pi.last_payment_error,
         "next_action": pi.next_action,
@@ -45,9 +46,10 @@ def payment_intent_view(pi: PaymentIntent, extra: dict[str, Any] | None = None) 
         "metadata": pi.metadata_ or {},
         "risk_level": pi.risk_level,
         "return_url": pi.return_url,
+        "client_secret": pi.client_secret,
         "created": _seconds(pi.created_us),
         "updated": _seconds(pi.updated_us),
-        "livemode": False,
+        "livemode": bool(pi.livemode),
     }
     if extra:
         view.update(extra)
@@ -60,6 +62,7 @@ def payment_method_view(pm: PaymentMethod) -> dict[str, Any]:
         "object": "payment_method",
         "type": pm.type,
         "gateway": pm.gateway,
+        "connection": pm.connection_id,
         "gateway_token": pm.token,
         "customer": pm.customer_id,
         "card": {
@@ -73,7 +76,7 @@ def payment_method_view(pm: PaymentMethod) -> dict[str, Any]:
         },
         "metadata": pm.metadata_ or {},
         "created": _seconds(pm.created_us),
-        "livemode": False,
+        "livemode": bool(pm.livemode),
     }
 
 
@@ -87,7 +90,7 @@ def customer_view(c: Customer) -> dict[str, Any]:
         "default_payment_method": c.default_payment_method,
         "metadata": c.metadata_ or {},
         "created": _seconds(c.created_us),
-        "livemode": False,
+        "livemode": bool(c.livemode),
     }
     if c.deleted:
         view["deleted"] = True
@@ -107,7 +110,7 @@ def refund_view(r: Refund) -> dict[str, Any]:
         "gateway_reference": r.gateway_reference,
         "metadata": r.metadata_ or {},
         "created": _seconds(r.created_us),
-        "livemode": False,
+        "livemode": bool(r.livemode),
     }
 
 
@@ -118,7 +121,7 @@ def event_view(e: Event) -> dict[str, Any]:
         "type": e.type,
         "data": {"object": e.data},
         "created": _seconds(e.created_us),
-        "livemode": False,
+        "livemode": bool(e.livemode),
     }
 
 
@@ -134,5 +137,5 @@ def dispute_view(d: Dispute) -> dict[str, Any]:
         "reason": d.reason,
         "status": d.status,
         "created": _seconds(d.created_us),
-        "livemode": False,
+        "livemode": bool(d.livemode),
     }

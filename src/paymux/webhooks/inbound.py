@@ -43,6 +43,7 @@ from paymux.gateways.base import (
 )
 from paymux.jobs.queue import enqueue
 from paymux.services.attempts import result_json
+from paymux.services.connections import ConnectionsService
 from paymux.services.context import Context, emit
 from paymux.services.payments import PaymentsService
 from paymux.services.refunds import RefundsService
@@ -61,6 +62,19 @@ class UnknownObjectYet(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class _Scope:
+    """Where an inbound event may look: its gateway, and the account of the connection it
+    arrived at (None: a deployment gateway, whose events may be about any account's)."""
+
+    gateway: str
+    account_id: str | None
+
+    def holds(self, obj: PaymentIntent | Refund) -> bool:
+        gateway = getattr(obj, "gateway", self.gateway)
+        return gateway == self.gateway and self.account_id in (None, obj.account_id)
+
+
+@dataclass(frozen=True, slots=True)
 class Received:
     inbox_id: str
     duplicate: bool
@@ -71,6 +85,8 @@ def inbox_view(row: WebhookInbox) -> dict[str, Any]:
         "id": row.id,
         "object": "webhook_event",
         "gateway": row.gateway,
+        "account": row.account_id,
+        "connection": row.connection_id,
         "event_id": row.event_id,
         "type": row.type,
         "status": row.status,
@@ -81,15 +97,26 @@ def inbox_view(row: WebhookInbox) -> dict[str, Any]:
 
 
 class InboundWebhooks:
-    def __init__(self, ctx: Context, payments: PaymentsService, refunds: RefundsService) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        payments: PaymentsService,
+        refunds: RefundsService,
+        connections: ConnectionsService,
+    ) -> None:
         self.ctx = ctx
+        self.connections = connections
         self.payments = payments
         self.refunds = refunds
         self.rejected: Counter[tuple[str, str]] = Counter()
 
     # -- ingress ----------------------------------------------------------------------------
-    async def receive(self, gateway_name: str, headers: dict[str, str], body: bytes) -> Received:
-        gateway = self.ctx.gateway(gateway_name, param="gateway")
+    async def receive(self, segment: str, headers: dict[str, str], body: bytes) -> Received:
+        """``segment``: the last part of ``/webhooks/{segment}``, a connection's id (verified
+        with that connection's secret, stored as that account's) or, as before connections,
+        a deployment gateway's name."""
+        gateway, account_id, connection_id = await self.connections.for_webhook(segment)
+        gateway_name = gateway.name
         try:
             event = await gateway.verify_webhook(headers, body)
         except WebhookVerificationError as exc:
@@ -103,6 +130,8 @@ class InboundWebhooks:
                     WebhookInbox(
                         id=inbox_id,
                         gateway=gateway_name,
+                        account_id=account_id,
+                        connection_id=connection_id,
                         event_id=event.event_id,
                         type=event.type,
                         payload=body.decode(),
@@ -119,6 +148,7 @@ class InboundWebhooks:
                     {"inbox_id": inbox_id},
                     now_us=now,
                     max_attempts=self.ctx.settings.webhook_apply_max_attempts,
+                    account_id=account_id,
                 )
         except IntegrityError:
             async with self.ctx.db.read() as s:
@@ -147,49 +177,52 @@ class InboundWebhooks:
                 await finish(s)
 
     async def _apply_row(self, s: AsyncSession, row: WebhookInbox) -> None:
-        gateway_name = row.gateway
-        gateway = self.ctx.gateway(gateway_name)
+        gateway_name, scope = row.gateway, _Scope(row.gateway, row.account_id)
+        gateway = await self.ctx.gateway(
+            gateway_name, account_id=row.account_id, connection_id=row.connection_id
+        )
         payload = json.loads(row.payload)
         change = gateway.interpret_event(
             InboundEvent(gateway_name, str(payload.get("id")), row.type, payload)
         )
         stale = None
         if isinstance(change, PaymentUpdate):
-            stale = await self._apply_payment(s, gateway_name, change)
+            stale = await self._apply_payment(s, scope, change)
         elif isinstance(change, RefundUpdate):
-            await self._apply_refund(s, gateway_name, change)
+            await self._apply_refund(s, scope, change)
         elif isinstance(change, DisputeUpdate):
-            await self._apply_dispute(s, gateway_name, change)
+            await self._apply_dispute(s, scope, change)
         # "stale": verified and kept, but older than what we know, so it changed nothing.
         row.status = "ignored" if change is None else ("stale" if stale else "applied")
         row.error = stale
         row.applied_us = self.ctx.now_us()
 
     async def _payment_by_reference(
-        self, s: AsyncSession, gateway: str, ours: str | None, theirs: str | None
+        self, s: AsyncSession, scope: _Scope, ours: str | None, theirs: str | None
     ) -> PaymentIntent | None:
+        """The payment an event is about, among the receiving connection's account's (any
+        account's, for a deployment gateway shared by several)."""
         if ours:
             pi = await s.get(PaymentIntent, ours, with_for_update=True)
-            if pi is not None and pi.gateway == gateway:
+            if pi is not None and scope.holds(pi):
                 return pi
         if theirs:
+            query = select(PaymentIntent).where(
+                PaymentIntent.gateway == scope.gateway, PaymentIntent.gateway_reference == theirs
+            )
+            if scope.account_id is not None:
+                query = query.where(PaymentIntent.account_id == scope.account_id)
             found: PaymentIntent | None = (
-                await s.execute(
-                    select(PaymentIntent)
-                    .where(
-                        PaymentIntent.gateway == gateway, PaymentIntent.gateway_reference == theirs
-                    )
-                    .with_for_update()
-                )
+                await s.execute(query.with_for_update())
             ).scalar_one_or_none()
             return found
         return None
 
     async def _apply_payment(
-        self, s: AsyncSession, gateway: str, change: PaymentUpdate
+        self, s: AsyncSession, scope: _Scope, change: PaymentUpdate
     ) -> str | None:
         """Apply the provider's word. Returns why it was stale, or None when applied."""
-        pi = await self._payment_by_reference(s, gateway, change.reference, change.result.reference)
+        pi = await self._payment_by_reference(s, scope, change.reference, change.result.reference)
         if pi is None:
             raise UnknownObjectYet(
                 f"payment {change.reference or change.result.reference} is not stored yet"
@@ -216,6 +249,7 @@ class InboundWebhooks:
                 {"pi_id": pi.id},
                 now_us=self.ctx.now_us(),
                 dedupe_key=f"refresh:{pi.id}",
+                account_id=pi.account_id,
             )
             return None
         moved = await self.payments.engine.apply_payment_report(s, pi, change.result)
@@ -227,11 +261,11 @@ class InboundWebhooks:
                     attempt.updated_us = self.ctx.now_us()
         return None
 
-    async def _apply_refund(self, s: AsyncSession, gateway: str, change: RefundUpdate) -> None:
+    async def _apply_refund(self, s: AsyncSession, scope: _Scope, change: RefundUpdate) -> None:
         outcome = change.refund
-        refund = await self._find_refund(s, outcome)
+        refund = await self._find_refund(s, scope, outcome)
         if refund is None:
-            pi = await self._payment_by_reference(s, gateway, None, outcome.payment_reference)
+            pi = await self._payment_by_reference(s, scope, None, outcome.payment_reference)
             if pi is None:
                 raise UnknownObjectYet(
                     f"refund {outcome.reference}: payment {outcome.payment_reference} is not "
@@ -239,24 +273,30 @@ class InboundWebhooks:
                 )
             # Another event about the same refund (refund.created, charge.refunded, ...) may
             # have recorded it while we waited for the intent's lock: look again, under it.
-            refund = await self._find_refund(s, outcome)
+            refund = await self._find_refund(s, scope, outcome)
             if refund is None:
                 await self.refunds.record_external(s, pi, outcome)
                 return
         await self.refunds.apply_in(s, refund, outcome)
 
-    async def _find_refund(self, s: AsyncSession, outcome: GatewayRefund) -> Refund | None:
+    async def _find_refund(
+        self, s: AsyncSession, scope: _Scope, outcome: GatewayRefund
+    ) -> Refund | None:
         refund: Refund | None = None
         if outcome.reference:
-            refund = (
-                await s.execute(select(Refund).where(Refund.gateway_reference == outcome.reference))
-            ).scalar_one_or_none()
+            query = select(Refund).where(Refund.gateway_reference == outcome.reference)
+            if scope.account_id is not None:
+                query = query.where(Refund.account_id == scope.account_id)
+            refund = (await s.execute(query)).scalar_one_or_none()
         if refund is None and outcome.our_id:
             refund = await s.get(Refund, outcome.our_id)
+            if refund is not None and not scope.holds(refund):
+                refund = None
         return refund
 
-    async def _apply_dispute(self, s: AsyncSession, gateway: str, change: DisputeUpdate) -> None:
-        pi = await self._payment_by_reference(s, gateway, None, change.payment_reference)
+    async def _apply_dispute(self, s: AsyncSession, scope: _Scope, change: DisputeUpdate) -> None:
+        gateway = scope.gateway
+        pi = await self._payment_by_reference(s, scope, None, change.payment_reference)
         if pi is None:
             raise UnknownObjectYet(
                 f"dispute {change.reference}: payment {change.payment_reference} is not stored yet"
@@ -280,6 +320,7 @@ class InboundWebhooks:
                 currency=(change.currency or pi.currency).upper(),
                 reason=change.reason,
                 status=change.status,
+                livemode=pi.livemode,
                 created_us=now,
                 updated_us=now,
             )
@@ -341,6 +382,7 @@ class InboundWebhooks:
                     {"inbox_id": row.id},
                     now_us=now,
                     max_attempts=self.ctx.settings.webhook_apply_max_attempts,
+                    account_id=row.account_id,
                 )
             return [row.id for row in rows]
 

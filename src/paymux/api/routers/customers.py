@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 
-from paymux.api.deps import CallerDep, ListDep, idempotent, list_response
+from paymux.api.deps import CallerDep, ListDep, idempotent, list_response, run
 from paymux.api.schemas import AttachPaymentMethod, CreateCustomer, UpdateCustomer
 from paymux.services.customers import CustomerParams
 
@@ -48,8 +48,8 @@ async def update_customer(customer_id: str, body: UpdateCustomer, c: CallerDep) 
 
 
 @router.delete("/v1/customers/{customer_id}")
-async def delete_customer(customer_id: str, c: CallerDep) -> JSONResponse:
-    return JSONResponse(await c.app.customers.delete(c.account_id, customer_id))
+async def delete_customer(customer_id: str, c: CallerDep) -> Response:
+    return await run(c, lambda: c.app.customers.delete(c.account_id, customer_id))
 
 
 @router.get("/v1/customers/{customer_id}/payment_methods")

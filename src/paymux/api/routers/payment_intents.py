@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query
 from fastapi.responses import JSONResponse, Response
 
-from paymux.api.deps import CallerDep, ListDep, idempotent, list_response
+from paymux.api.access import publishable_view
+from paymux.api.deps import CallerDep, ListDep, idempotent, list_response, require_client_secret
 from paymux.api.schemas import (
     CancelPaymentIntent,
     CapturePaymentIntent,
@@ -46,8 +47,12 @@ async def list_payment_intents(
 
 
 @router.get("/{pi_id}")
-async def retrieve_payment_intent(pi_id: str, c: CallerDep) -> JSONResponse:
-    return JSONResponse(await c.app.payments.retrieve(c.account_id, pi_id))
+async def retrieve_payment_intent(
+    pi_id: str, c: CallerDep, client_secret: Annotated[str | None, Query(max_length=100)] = None
+) -> JSONResponse:
+    """With a publishable key, ``client_secret`` is required (checked before this runs)."""
+    view = await c.app.payments.retrieve(c.account_id, pi_id)
+    return JSONResponse(publishable_view(view) if c.kind == "publishable" else view)
 
 
 @router.post("/{pi_id}")
@@ -61,10 +66,10 @@ async def confirm_payment_intent(
     pi_id: str, c: CallerDep, body: ConfirmPaymentIntent | None = Optional
 ) -> Response:
     b = body or ConfirmPaymentIntent()
-    return await idempotent(
-        c,
-        b,
-        lambda: c.app.payments.confirm(
+    await require_client_secret(c, pi_id, b)
+
+    async def confirm() -> dict[str, Any]:
+        view = await c.app.payments.confirm(
             c.account_id,
             pi_id,
             payment_method=b.payment_method,
@@ -72,8 +77,10 @@ async def confirm_payment_intent(
             return_url=b.return_url,
             setup_future_usage=b.setup_future_usage,
             verification_token=b.verification_token,
-        ),
-    )
+        )
+        return publishable_view(view) if c.kind == "publishable" else view
+
+    return await idempotent(c, b, confirm)
 
 
 @router.post("/{pi_id}/capture")

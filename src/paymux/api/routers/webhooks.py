@@ -1,4 +1,9 @@
-"""POST /webhooks/{gateway}: verify the raw bytes, store, answer. Applying happens later."""
+"""POST /webhooks/{connection}: verify the raw bytes, store, answer. Applying happens later.
+
+``{connection}`` is a stored connection's id (``/webhooks/conn_...``, verified with that
+connection's secret and stored as its account's) or, as before connections existed and still
+for the URLs registered at providers, a gateway's name (``/webhooks/stripe``): the connection
+made from the environment variables."""
 
 from __future__ import annotations
 

@@ -15,8 +15,8 @@ signatures are checked by webhooks.py.
 
 Errors, translated at this boundary (``raise ... from``; PayPal's debug id is the request id)::
 
-    422 with a payer-side issue (INSTRUMENT_DECLINED, PAYER_ACTION_REQUIRED, ...; the rows of
-        gateway "paypal" in paymux.domain.errors.GATEWAY_CODES)  -> a Decline (data)
+    422 with a payer-side issue (INSTRUMENT_DECLINED, PAYER_ACTION_REQUIRED, ...; the card
+        error rows of paypal/errors.py)                           -> a Decline (data)
     network error, timeout, 409, 5xx                              -> GatewayUnavailable
     429                                                           -> GatewayRateLimited
     401 after one token refresh, other 4xx                        -> PayPalApiError, a
@@ -81,6 +81,7 @@ from paymux.gateways.base import (
     WebhookVerificationError,
 )
 from paymux.gateways.paypal import transformers, webhooks
+from paymux.gateways.paypal.credentials import PayPalCredentials, from_environment
 from paymux.gateways.paypal.transformers import ApiError
 from paymux.money import Money
 
@@ -187,21 +188,28 @@ class PayPalGateway:
             )
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> PayPalGateway:
-        assert settings.paypal_client_id and settings.paypal_client_secret is not None
-        mode = settings.paypal_webhook_verification
-        roots = (
-            webhooks.load_trust_roots(settings.paypal_trust_roots) if mode == "offline" else None
-        )
+    def from_credentials(
+        cls, credentials: PayPalCredentials, *, timeout: float = 30.0
+    ) -> PayPalGateway:
+        mode = credentials.webhook_verification
+        roots = webhooks.load_trust_roots(credentials.trust_roots) if mode == "offline" else None
         return cls(
-            settings.paypal_client_id,
-            settings.paypal_client_secret.get_secret_value(),
-            api_base=settings.paypal_api_base,
-            webhook_id=settings.paypal_webhook_id,
+            credentials.client_id,
+            credentials.client_secret.get_secret_value(),
+            api_base=credentials.api_base,
+            webhook_id=credentials.webhook_id,
             webhook_verification=mode,
             trust_roots=roots,
-            timeout=settings.gateway_timeout,
+            timeout=timeout,
         )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PayPalGateway:
+        """The gateway of the PAYPAL_* environment variables."""
+        credentials = from_environment(settings)
+        if credentials is None:
+            raise ValueError("paypal: PAYPAL_CLIENT_ID and PAYPAL_CLIENT_SECRET are not set")
+        return cls.from_credentials(credentials, timeout=settings.gateway_timeout)
 
     def __repr__(self) -> str:
         return f"PayPalGateway(client_id={self.client_id!r}, api_base={str(self._http.base_url)!r})"

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar, assert_never
 
-from paymux.domain.errors import ERRORS, GATEWAY_CODES, ErrorType
+from paymux.domain.errors import ERRORS, ErrorType
 from paymux.gateways.base import (
     AuthorizeRequest,
     CardDetails,
@@ -40,6 +40,7 @@ from paymux.gateways.base import (
     PaymentUpdate,
     RefundUpdate,
 )
+from paymux.gateways.paypal.errors import ROWS
 from paymux.money import Money, MoneyError
 
 __all__ = [
@@ -318,10 +319,13 @@ def api_error(status: int, body: Any, debug_id: str | None = None) -> ApiError:
     return ApiError(status, name, issue, message, debug_id or body.get("debug_id"))
 
 
+_OUR_CODE = {issue: code for issue, code, _ in ROWS}
+
+
 def is_decline(issue: str) -> bool:
     """True when PayPal's issue is a payer-side refusal (a card error in our table)."""
-    row = GATEWAY_CODES.get((GATEWAY, issue))
-    return row is not None and ERRORS[row.code].type is ErrorType.CARD_ERROR
+    code = _OUR_CODE.get(issue)
+    return code is not None and ERRORS[code].type is ErrorType.CARD_ERROR
 
 
 def decline_for(error: ApiError) -> Decline | None:

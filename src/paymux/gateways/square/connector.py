@@ -78,6 +78,7 @@ from paymux.gateways.base import (
     RefundUpdate,
 )
 from paymux.gateways.square import transformers, webhooks
+from paymux.gateways.square.credentials import SquareCredentials, from_environment
 from paymux.gateways.square.transformers import ErrorKind
 from paymux.money import Money
 
@@ -174,18 +175,33 @@ class SquareGateway:
         self.environment = "production" if host == _PRODUCTION_HOST else "sandbox"
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> SquareGateway:
-        assert settings.square_access_token is not None
-        keys = settings.square_webhook_signature_key
+    def from_credentials(
+        cls, credentials: SquareCredentials, *, webhook_url: str, timeout: float = 30.0
+    ) -> SquareGateway:
+        """``webhook_url``: where paymux receives this connection's webhooks, the URL Square
+        signs unless the credentials name the one registered at Square."""
+        keys = credentials.webhook_signature_key
         return cls(
-            settings.square_access_token.get_secret_value(),
-            location_id=settings.square_location_id,
-            application_id=settings.square_application_id,
+            credentials.access_token.get_secret_value(),
+            location_id=credentials.location_id,
+            application_id=credentials.application_id,
             webhook_signature_keys=[
                 k.strip() for k in (keys.get_secret_value() if keys else "").split(",") if k.strip()
             ],
-            webhook_url=settings.square_webhook_url or f"{settings.base_url()}/webhooks/square",
-            api_base=settings.square_api_base,
+            webhook_url=credentials.webhook_url or webhook_url,
+            api_base=credentials.api_base,
+            timeout=timeout,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SquareGateway:
+        """The gateway of the SQUARE_* environment variables."""
+        credentials = from_environment(settings)
+        if credentials is None:
+            raise ValueError("square: SQUARE_ACCESS_TOKEN is not set")
+        return cls.from_credentials(
+            credentials,
+            webhook_url=f"{settings.base_url()}/webhooks/square",
             timeout=settings.gateway_timeout,
         )
 

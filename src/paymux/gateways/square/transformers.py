@@ -20,7 +20,7 @@ import re
 from enum import StrEnum
 from typing import Any, assert_never
 
-from paymux.domain.errors import ERRORS, GATEWAY_CODES, ErrorType
+from paymux.domain.errors import ERRORS, ErrorType
 from paymux.gateways.base import (
     AuthorizeRequest,
     CardDetails,
@@ -33,6 +33,7 @@ from paymux.gateways.base import (
     PaymentUpdate,
     RefundUpdate,
 )
+from paymux.gateways.square.errors import ROWS
 from paymux.money import Money, get_currency
 
 __all__ = [
@@ -86,10 +87,8 @@ _KEY_PREFIX = 28  # 28 readable characters + "~" + 16 hex digits of SHA-256 = 45
 # whose code is a card error, except TEMPORARY_ERROR (an outage, retried with the same key).
 DECLINE_CODES: frozenset[str] = frozenset(
     gateway_code
-    for (gateway, gateway_code), row in GATEWAY_CODES.items()
-    if gateway == GATEWAY
-    and ERRORS[row.code].type is ErrorType.CARD_ERROR
-    and gateway_code != "TEMPORARY_ERROR"
+    for gateway_code, code, _ in ROWS
+    if ERRORS[code].type is ErrorType.CARD_ERROR and gateway_code != "TEMPORARY_ERROR"
 )
 _RETRYABLE_CODES = frozenset(
     {

@@ -92,9 +92,51 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("connection_id", sa.String(length=40), nullable=True))
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.add_column(sa.Column("account_id", sa.String(length=40), nullable=True))
+    _audit_log_append_only()
+
+
+# The audit log is append-only: the database itself refuses an UPDATE or a DELETE.
+_AUDIT_TRIGGERS = ("audit_log_no_update", "audit_log_no_delete")
+
+
+def _audit_log_append_only() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(
+            """
+            CREATE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                RAISE EXCEPTION 'audit_log is append-only' USING ERRCODE = 'insufficient_privilege';
+            END;
+            $$
+            """
+        )
+        for name, verb in zip(_AUDIT_TRIGGERS, ("UPDATE", "DELETE"), strict=True):
+            op.execute(
+                f"CREATE TRIGGER {name} BEFORE {verb} ON audit_log "
+                "FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()"
+            )
+        op.execute(
+            "CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log "
+            "FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()"
+        )
+        return
+    for name, verb in zip(_AUDIT_TRIGGERS, ("UPDATE", "DELETE"), strict=True):
+        op.execute(
+            f"CREATE TRIGGER {name} BEFORE {verb} ON audit_log "
+            "BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END"
+        )
+
+
+def _drop_audit_log_triggers() -> None:
+    postgres = op.get_bind().dialect.name == "postgresql"
+    for name in _AUDIT_TRIGGERS + (("audit_log_no_truncate",) if postgres else ()):
+        op.execute(f"DROP TRIGGER IF EXISTS {name}" + (" ON audit_log" if postgres else ""))
+    if postgres:
+        op.execute("DROP FUNCTION IF EXISTS audit_log_append_only()")
 
 
 def downgrade() -> None:
+    _drop_audit_log_triggers()
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.drop_column("account_id")
     with op.batch_alter_table("webhook_inbox", schema=None) as batch_op:

@@ -1,0 +1,66 @@
+"""/v1/connections: the account's gateway connections (credentials write-only)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+
+from paymux.api.deps import CallerDep, idempotent, list_response, run
+from paymux.api.schemas import CreateConnection, UpdateConnection
+from paymux.gateways.connectors import connectors
+from paymux.services.connections import ConnectionParams
+
+router = APIRouter(tags=["connections"])
+
+
+@router.post("/v1/connections")
+async def create_connection(body: CreateConnection, c: CallerDep) -> Response:
+    params = ConnectionParams(**body.model_dump())
+    return await idempotent(c, body, lambda: c.app.connections.create(c.account_id, params))
+
+
+@router.get("/v1/connections")
+async def list_connections(c: CallerDep) -> JSONResponse:
+    return list_response("/v1/connections", await c.app.connections.all(c.account_id), False)
+
+
+@router.get("/v1/connections/gateways")
+async def list_gateways(c: CallerDep) -> JSONResponse:
+    """The gateways this build can connect to: the credential fields each needs (secret ones
+    marked), and what it can do."""
+    data = [
+        {
+            "object": "gateway",
+            "id": name,
+            "credentials": [
+                {
+                    "name": field,
+                    "secret": field in connector.secret_fields(),
+                    "required": info.is_required(),
+                }
+                for field, info in connector.credentials.model_fields.items()
+            ],
+            "capabilities": sorted(connector.capabilities),
+            "livemode": not connector.test_only,
+        }
+        for name, connector in sorted(connectors().items())
+    ]
+    return list_response("/v1/connections/gateways", data, False)
+
+
+@router.get("/v1/connections/{connection_id}")
+async def retrieve_connection(connection_id: str, c: CallerDep) -> JSONResponse:
+    return JSONResponse(await c.app.connections.retrieve(c.account_id, connection_id))
+
+
+@router.post("/v1/connections/{connection_id}")
+async def update_connection(connection_id: str, body: UpdateConnection, c: CallerDep) -> Response:
+    params = ConnectionParams(**body.model_dump(exclude_unset=True))
+    return await idempotent(
+        c, body, lambda: c.app.connections.update(c.account_id, connection_id, params)
+    )
+
+
+@router.delete("/v1/connections/{connection_id}")
+async def delete_connection(connection_id: str, c: CallerDep) -> Response:
+    return await run(c, lambda: c.app.connections.delete(c.account_id, connection_id))

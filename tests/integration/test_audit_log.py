@@ -1,0 +1,271 @@
+"""The audit log and key rolls, in process (services, HTTP app, a clock the test moves) on
+SQLite and PostgreSQL: who did what to which object, per account, append-only in the
+database itself; a rolled key's grace period measured on the app's clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from conftest import database_url
+from paymux.storage.migrate import upgrade
+from support.harness import Harness
+from support.pgcluster import PgCluster
+
+ADMIN = "adm_" + "a" * 24
+_names = itertools.count()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(
+    request: pytest.FixtureRequest, tmp_path: Path, pg_cluster: PgCluster | None
+) -> Iterator[str]:
+    url = database_url(request.param, tmp_path, pg_cluster, f"audit_{next(_names)}")
+    upgrade(url)
+    yield url
+
+
+def run(db: str, tmp: Path, test: Callable[[Harness], Awaitable[None]]) -> None:
+    async def main() -> None:
+        async with Harness.open(db, tmp, admin_key=ADMIN) as h:
+            await test(h)
+
+    asyncio.run(main())
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}"}
+
+
+async def ok(
+    h: Harness, method: str, path: str, key: str | None = None, **kw: Any
+) -> dict[str, Any]:
+    if key:
+        kw["headers"] = auth(key)
+    r = await h.http.request(method, path, **kw)
+    assert r.status_code == 200, r.text
+    data: dict[str, Any] = r.json()
+    return data
+
+
+async def entries(h: Harness, key: str | None = None, **params: Any) -> list[dict[str, Any]]:
+    page = await ok(h, "GET", "/v1/audit_log", key, params={"limit": 100, **params})
+    return list(page["data"])
+
+
+async def key_id_of(h: Harness, key: str) -> str:
+    found = await h.app.keys.authenticate(key)
+    assert found is not None
+    return found.key_id
+
+
+def test_creates_captures_cancels_and_refunds_are_audited_with_the_key_that_did_them(
+    db: str, tmp_path: Path
+) -> None:
+    async def test(h: Harness) -> None:
+        new, _ = await h.app.keys.create(
+            h.account, kind="restricted", permissions={"refunds": "write"}, actor="cli"
+        )
+        sk_id, rk_id = await key_id_of(h, h.key), new.key_id
+        held = await ok(
+            h,
+            "POST",
+            "/v1/payment_intents",
+            json={
+                "amount": 2000,
+                "currency": "usd",
+                "capture_method": "manual",
+                "payment_method": "tok_visa",
+                "confirm": True,
+            },
+        )
+        r = await h.http.post(f"/v1/payment_intents/{held['id']}/capture", json={})
+        assert r.status_code == 200, r.text
+        capture_request = r.headers["request-id"]
+        opened = await ok(h, "POST", "/v1/payment_intents", json={"amount": 700, "currency": "usd"})
+        await ok(h, "POST", f"/v1/payment_intents/{opened['id']}/cancel", json={})
+        refund = await ok(
+            h, "POST", "/v1/refunds", new.key, json={"payment_intent": held["id"], "amount": 500}
+        )
+        cus = await ok(h, "POST", "/v1/customers", json={"email": "a@example.com"})
+        await ok(h, "DELETE", f"/v1/customers/{cus['id']}")
+
+        log = await entries(h)
+        got = {(e["action"], e["object_id"], e["actor"]) for e in log}
+        assert {
+            ("payment_intent.create", held["id"], sk_id),
+            ("payment_intent.capture", held["id"], sk_id),
+            ("payment_intent.create", opened["id"], sk_id),
+            ("payment_intent.cancel", opened["id"], sk_id),
+            ("refund.create", refund["id"], rk_id),
+            ("customer.create", cus["id"], sk_id),
+            ("customer.delete", cus["id"], sk_id),
+            ("key.create", rk_id, "cli"),
+        } <= got
+        [capture] = [e for e in log if e["action"] == "payment_intent.capture"]
+        assert capture["request_id"] == capture_request
+        assert capture["object_type"] == "payment_intent" and capture["livemode"] is False
+        assert capture["details"]["amount_received"] == 2000
+        assert capture["object"] == "audit_entry" and capture["id"].startswith("aud_")
+        # Filters, and no entry for reads or refused requests.
+        only = await entries(h, object_id=opened["id"])
+        assert {e["action"] for e in only} == {"payment_intent.create", "payment_intent.cancel"}
+        assert {e["object_id"] for e in await entries(h, action="refund.create")} == {refund["id"]}
+        assert {e["actor"] for e in await entries(h, actor=rk_id)} == {rk_id}
+        refused = await h.http.post(
+            "/v1/refunds", json={"payment_intent": held["id"], "amount": 10**9}
+        )
+        assert refused.status_code == 400
+        assert len(await entries(h)) == len(log)
+        # A replayed Idempotency-Key did nothing new: no new entry either.
+        for _ in range(2):
+            r = await h.post("/v1/customers", {"email": "b@example.com"}, key="same-1")
+            assert r.status_code == 200
+        assert len(await entries(h, action="customer.create")) == 2
+
+    run(db, tmp_path, test)
+
+
+def test_key_changes_through_the_admin_api_are_audited_and_never_hold_the_key(
+    db: str, tmp_path: Path
+) -> None:
+    async def test(h: Harness) -> None:
+        made = await ok(
+            h,
+            "POST",
+            "/v1/admin/keys",
+            ADMIN,
+            json={"account": h.account, "type": "publishable", "name": "checkout"},
+        )
+        rolled = await ok(
+            h, "POST", f"/v1/admin/keys/{made['id']}/roll", ADMIN, json={"expires_in": 3600}
+        )
+        await ok(h, "POST", f"/v1/admin/keys/{rolled['id']}/revoke", ADMIN)
+        log = await entries(h)
+        got = {(e["action"], e["object_id"], e["actor"]) for e in log}
+        assert {
+            ("key.create", made["id"], "admin"),
+            ("key.roll", made["id"], "admin"),
+            ("key.revoke", rolled["id"], "admin"),
+        } <= got
+        [roll] = [e for e in log if e["action"] == "key.roll"]
+        assert roll["details"]["rolled_to"] == rolled["id"]
+        assert roll["details"]["expires_in"] == 3600
+        dump = repr(await h.sql("select * from audit_log")) + repr(log)
+        dump += repr(await h.sql("select * from api_keys"))
+        for key in (made["secret"], rolled["secret"]):
+            assert key not in dump
+        listed = await ok(h, "GET", "/v1/admin/keys", ADMIN, params={"account": h.account})
+        assert made["secret"] not in str(listed) and rolled["secret"] not in str(listed)
+
+    run(db, tmp_path, test)
+
+
+def test_one_account_never_sees_another_s_audit_entries(db: str, tmp_path: Path) -> None:
+    async def test(h: Harness) -> None:
+        other, _ = await h.app.keys.create(None, actor="cli")
+        mine = await ok(h, "POST", "/v1/customers", json={"email": "a@example.com"})
+        theirs = await ok(h, "POST", "/v1/customers", other.key, json={"email": "b@x.com"})
+        a_log, b_log = await entries(h), await entries(h, other.key)
+        assert mine["id"] in {e["object_id"] for e in a_log}
+        assert mine["id"] not in {e["object_id"] for e in b_log}
+        assert theirs["id"] in {e["object_id"] for e in b_log}
+        assert {e["id"] for e in a_log}.isdisjoint({e["id"] for e in b_log})
+        assert await entries(h, other.key, object_id=mine["id"]) == []
+        r = await h.http.get(
+            "/v1/audit_log", headers=auth(other.key), params={"starting_after": a_log[0]["id"]}
+        )
+        assert r.status_code == 404 and r.json()["error"]["code"] == "resource_missing"
+
+    run(db, tmp_path, test)
+
+
+def test_the_audit_log_pages_like_every_list(db: str, tmp_path: Path) -> None:
+    async def test(h: Harness) -> None:
+        for i in range(5):
+            await ok(h, "POST", "/v1/customers", json={"email": f"{i}@example.com"})
+            h.advance(1)
+        first = await ok(h, "GET", "/v1/audit_log", params={"limit": 2})
+        assert first["object"] == "list" and first["has_more"] is True
+        second = await ok(
+            h,
+            "GET",
+            "/v1/audit_log",
+            params={"limit": 2, "starting_after": first["data"][-1]["id"]},
+        )
+        created = [e["created"] for e in first["data"] + second["data"]]
+        assert created == sorted(created, reverse=True) and len(set(created)) == 4
+        back = await ok(
+            h, "GET", "/v1/audit_log", params={"limit": 2, "ending_before": second["data"][0]["id"]}
+        )
+        assert [e["id"] for e in back["data"]] == [e["id"] for e in first["data"]]
+
+    run(db, tmp_path, test)
+
+
+def test_the_audit_log_refuses_updates_and_deletes(db: str, tmp_path: Path) -> None:
+    async def test(h: Harness) -> None:
+        await ok(h, "POST", "/v1/customers", json={"email": "a@example.com"})
+        before = await h.sql("select id, action, actor from audit_log order by id")
+        assert before
+        for statement in ("update audit_log set actor = 'someone_else'", "delete from audit_log"):
+            with pytest.raises(DBAPIError, match="append-only"):
+                async with h.app.ctx.db.write() as s:
+                    await s.execute(text(statement))
+        assert await h.sql("select id, action, actor from audit_log order by id") == before
+
+    run(db, tmp_path, test)
+
+
+def test_a_rolled_key_works_through_its_grace_period_on_the_app_s_clock(
+    db: str, tmp_path: Path
+) -> None:
+    async def test(h: Harness) -> None:
+        old_id = await key_id_of(h, h.key)
+        new, view = await h.app.keys.roll(old_id, 3600, actor="cli")
+        assert view["rolled_to"] is None and new.key.startswith("sk_test_")
+        for key in (h.key, new.key):
+            await ok(h, "GET", "/v1/customers", key)
+        h.advance(3599)
+        for key in (h.key, new.key):  # the old key is cached: its expiry is still checked
+            await ok(h, "GET", "/v1/customers", key)
+        h.advance(2)
+        r = await h.http.get("/v1/customers")
+        assert r.status_code == 401 and r.json()["error"]["code"] == "api_key_expired"
+        await ok(h, "GET", "/v1/customers", new.key)
+        assert await h.app.keys.authenticate(h.key) is None
+        h.advance(7 * 86400)
+        await ok(h, "GET", "/v1/customers", new.key)  # the new key has no expiry
+
+    run(db, tmp_path, test)
+
+
+def test_a_live_key_acts_in_live_mode(db: str, tmp_path: Path) -> None:
+    async def test(h: Harness) -> None:
+        live, view = await h.app.keys.create(h.account, livemode=True, actor="cli")
+        assert live.key.startswith("sk_live_") and view["livemode"] is True
+        principal = await h.app.keys.authenticate(live.key)
+        assert principal is not None and principal.livemode is True
+        cus = await ok(h, "POST", "/v1/customers", live.key, json={"email": "l@example.com"})
+        test_cus = await ok(h, "POST", "/v1/customers", json={"email": "t@example.com"})
+        [(entry_live,)] = await h.sql(
+            "select livemode from audit_log where object_id = :o", o=cus["id"]
+        )
+        [(entry_test,)] = await h.sql(
+            "select livemode from audit_log where object_id = :o", o=test_cus["id"]
+        )
+        assert (bool(entry_live), bool(entry_test)) == (True, False)
+        # Each mode sees its own entries, as it sees its own objects.
+        [entry] = await entries(h, live.key, object_id=cus["id"])
+        assert entry["livemode"] is True and entry["actor"] == live.key_id
+        assert await entries(h, object_id=cus["id"]) == []
+
+    run(db, tmp_path, test)
