@@ -138,6 +138,33 @@ _OBJECTS: dict[str, dict[str, Any]] = {
         created=_INT,
         livemode=_BOOL,
     ),
+    "Connection": _object(
+        "connection",
+        gateway=_STR,
+        livemode=_BOOL,
+        name=_NSTR,
+        source={"type": "string", "enum": ["api", "environment"]},
+        credentials={"type": "object", "additionalProperties": {"type": "string"}},
+        currencies={"type": ["array", "null"], "items": _STR},
+        priority=_NINT,
+        disabled=_BOOL,
+        webhook_url=_STR,
+    ),
+    "DeletedConnection": _object("connection", deleted={"type": "boolean", "const": True}),
+    "Gateway": _object(
+        "gateway",
+        credentials={"type": "array", "items": {"type": "object"}},
+        capabilities={"type": "array", "items": _STR},
+        livemode=_BOOL,
+    ),
+    "ApiKey": _object(
+        "api_key",
+        type={"type": "string", "enum": ["secret", "publishable", "restricted"]},
+        livemode=_BOOL,
+        redacted=_STR,
+        revoked=_BOOL,
+    ),
+    "AuditEntry": _object("audit_entry", actor=_STR, action=_STR, object_id=_NSTR),
     "WebhookEvent": _object(
         "webhook_event",
         gateway=_STR,
@@ -230,6 +257,18 @@ _SUCCESS: dict[tuple[str, str], dict[str, Any]] = {
         },
     },
     ("get", "/v1/admin/jobs"): _list("Job"),
+    ("post", "/v1/connections"): _ref("Connection"),
+    ("get", "/v1/connections"): _list("Connection"),
+    ("get", "/v1/connections/gateways"): _list("Gateway"),
+    ("get", "/v1/connections/{connection_id}"): _ref("Connection"),
+    ("post", "/v1/connections/{connection_id}"): _ref("Connection"),
+    ("delete", "/v1/connections/{connection_id}"): _ref("DeletedConnection"),
+    ("post", "/v1/admin/keys"): _ref("ApiKey"),
+    ("get", "/v1/admin/keys"): _list("ApiKey"),
+    ("get", "/v1/admin/keys/{key_id}"): _ref("ApiKey"),
+    ("post", "/v1/admin/keys/{key_id}/roll"): _ref("ApiKey"),
+    ("post", "/v1/admin/keys/{key_id}/revoke"): _ref("ApiKey"),
+    ("get", "/v1/audit_log"): _list("AuditEntry"),
     ("post", "/v1/admin/jobs/{job_id}/retry"): _ref("Job"),
 }
 
@@ -246,7 +285,9 @@ def _webhook_success(path: str) -> dict[str, Any] | None:
 
 _DESCRIPTIONS = {
     "400": "Invalid request: a parameter is missing, unknown or invalid (`param` names it).",
-    "401": "No API key, or not a valid one.",
+    "401": "No API key, or not a valid one (or expired, or a publishable key where it may "
+    "not go).",
+    "403": "A restricted key without the grant this needs (`api_key_permission_denied`).",
     "402": "The card was declined (`decline_code`, `user_message`, `action`).",
     "404": "No such object for this account, or no such URL.",
     "409": "A request with this Idempotency-Key is still running.",
@@ -262,6 +303,8 @@ def _codes(path: str, method: str, operation: dict[str, Any]) -> list[str]:
     if path.startswith("/webhooks/"):
         return ["400", "404", "413", "503"]
     codes = ["400", "401", "404", "429", "503"]
+    if not path.startswith("/v1/admin/"):
+        codes.append("403")
     if method in ("post", "delete"):
         codes += ["409", "413"]
     charging = path.endswith(_CHARGING) or (path in ("/v1/payment_intents", "/v1/refunds"))
