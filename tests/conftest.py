@@ -30,6 +30,7 @@ from paymux.storage.db import Database
 from paymux.storage.migrate import upgrade
 from support.pgcluster import PgCluster, postgres_available, require_mode
 from support.processes import free_port  # also imported from here by tests
+from support.sandboxes import LocalStripe
 
 # Each test makes its own account (above), and most of them pay through the gateways the
 # server's environment configures (localstripe, Prism, the scripted fake): as one merchant
@@ -108,6 +109,29 @@ class RunningServer:
                 await db.dispose()
 
         return asyncio.run(run())
+
+
+def sandboxes_required() -> bool:
+    """Whether the gateway sandboxes (localstripe, Prism) must run: in CI, or when
+    PAYMUX_TEST_SANDBOXES=required; otherwise a test that needs a missing one is skipped."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1") or (
+        os.environ.get("PAYMUX_TEST_SANDBOXES", "").strip().lower() == "required"
+    )
+
+
+@pytest.fixture(scope="module")
+def localstripe() -> Iterator[LocalStripe]:
+    """One localstripe per test module (its webhooks go to that module's servers only)."""
+    reason = LocalStripe.unavailable()
+    if reason is not None:
+        if sandboxes_required():
+            pytest.fail(f"localstripe is required here (CI or PAYMUX_TEST_SANDBOXES): {reason}")
+        pytest.skip(reason)
+    server = LocalStripe().start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

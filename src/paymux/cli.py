@@ -46,12 +46,21 @@ def _setup_logging(settings: Settings) -> None:
 
 @cli.command()
 def migrate() -> None:
-    """Create or upgrade the database schema (Alembic)."""
-    from paymux.storage.migrate import upgrade
+    """Create or upgrade the database schema (Alembic), and say which it did."""
+    from paymux.storage.migrate import current_revision, upgrade
 
     settings = get_settings()
-    upgrade(settings.database_url)
-    console.print(f"[green]database is up to date[/green] ({_safe_url(settings.database_url)})")
+    url = settings.database_url
+    before = current_revision(url)
+    upgrade(url)
+    after = current_revision(url)
+    if before is None:
+        done = f"created the schema at revision {after}"
+    elif before != after:
+        done = f"upgraded the schema from revision {before} to {after}"
+    else:
+        done = f"the schema is already at revision {after}"
+    console.print(f"[green]{done}[/green] ({_safe_url(url)})")
 
 
 def _safe_url(url: str) -> str:
@@ -73,6 +82,28 @@ async def _bootstrap_key(settings: Settings) -> str | None:
         return (await app.accounts.create_key(DEFAULT_ACCOUNT)).key
     finally:
         await app.close()
+
+
+def _bind_problem(host: str, port: int) -> str | None:
+    """Why the server could not listen on ``host``:``port`` (bound as uvicorn binds it, then
+    let go at once), or None if it can."""
+    import errno
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        return f"cannot listen on {host}: {exc.strerror or exc}"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return f"port {port} on {host} is in use"
+            return f"cannot listen on port {port} on {host}: {exc.strerror or exc}"
+    return None
 
 
 @cli.command()
@@ -101,6 +132,11 @@ def serve(
         overrides["port"] = port
     settings = get_settings().model_copy(update=overrides)
     _setup_logging(settings)
+    # Before anything is printed (or a key made, shown once): a port taken is a plain error.
+    problem = _bind_problem(settings.host, settings.port)
+    if problem:
+        errors.print(problem, markup=False)
+        raise typer.Exit(1)
     upgrade(settings.database_url)
     key = asyncio.run(_bootstrap_key(settings))
     base = settings.base_url()
@@ -158,8 +194,16 @@ def worker_command() -> None:
 
 @keys_cli.command("create")
 def keys_create(
-    account: Annotated[str | None, typer.Option(help="Account id; default: acct_default.")] = None,
-    new_account: Annotated[bool, typer.Option(help="Make a new account for the key.")] = False,
+    account: Annotated[
+        str | None,
+        typer.Option(help="An existing account's id; default: acct_default."),
+    ] = None,
+    new_account: Annotated[
+        bool,
+        typer.Option(
+            help="Make a new account for the key: with --account ID, that id; alone, a fresh one."
+        ),
+    ] = False,
     type_: Annotated[
         str,
         typer.Option(
@@ -191,11 +235,20 @@ def keys_create(
             raise typer.Exit(2)
         grants[resource.strip()] = level.strip()
 
-    async def run() -> tuple[str, str, str]:
+    async def run() -> tuple[str, str, str] | str:
         app = Paymux(get_settings())
         try:
+            if account and account != DEFAULT_ACCOUNT:
+                exists = await app.accounts.exists(account)
+                if not exists and not new_account:
+                    return (
+                        f"no account {account}: check the id (`paymux keys list` shows "
+                        "accounts), or pass --new-account to create it"
+                    )
+                if exists and new_account:
+                    return f"account {account} exists already: drop --new-account"
             new, _ = await app.keys.create(
-                None if new_account else account or DEFAULT_ACCOUNT,
+                account if account else (None if new_account else DEFAULT_ACCOUNT),
                 kind=type_,
                 livemode=live,
                 name=name,
@@ -207,11 +260,15 @@ def keys_create(
             await app.close()
 
     try:
-        account_id, key_id, key = asyncio.run(run())
+        made = asyncio.run(run())
     except PaymuxError as exc:
         detail = f" ({exc.param})" if exc.param else ""
         errors.print(f"{exc.code}: {exc.message}{detail}", markup=False)
         raise typer.Exit(1) from None
+    if isinstance(made, str):
+        errors.print(made, markup=False)
+        raise typer.Exit(2)
+    account_id, key_id, key = made
     console.print(f"account {account_id}")
     console.print(f"id {key_id}")
     print(key)
@@ -235,13 +292,27 @@ def keys_list(
     rows = asyncio.run(run())
     table = Table(title=f"API keys ({len(rows)})", title_justify="left")
     for col in (
-        "id", "account", "type", "key", "name", "created", "last used", "expires", "revoked"
+        "id",
+        "account",
+        "type",
+        "key",
+        "name",
+        "created",
+        "last used",
+        "expires",
+        "revoked",
     ):
         table.add_column(col)
     for row in rows:
         table.add_row(
-            row["id"], row["account"], row["type"], row["redacted"], row["name"] or "-",
-            str(row["created"]), str(row["last_used"] or "-"), str(row["expires_at"] or "-"),
+            row["id"],
+            row["account"],
+            row["type"],
+            row["redacted"],
+            row["name"] or "-",
+            str(row["created"]),
+            str(row["last_used"] or "-"),
+            str(row["expires_at"] or "-"),
             "yes" if row["revoked"] else "no",
         )
     console.print(table)
@@ -254,8 +325,7 @@ def keys_roll(
         int,
         typer.Option(
             "--expires-in",
-            help="Seconds the old key keeps working (0: refused at once; at most 604800, "
-            "7 days).",
+            help="Seconds the old key keeps working (0: refused at once; at most 604800, 7 days).",
         ),
     ] = 0,
 ) -> None:
@@ -301,12 +371,21 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (key_..
 
 @webhooks_cli.command("list")
 def webhooks_list(
-    status: Annotated[str | None, typer.Option(help="received, applied, ignored or dead.")] = None,
+    status: Annotated[
+        str | None, typer.Option(help="received, applied, ignored, stale or dead.")
+    ] = None,
     gateway: Annotated[str | None, typer.Option(help="Only this gateway's events.")] = None,
     limit: Annotated[int, typer.Option(help="At most this many rows.")] = 100,
 ) -> None:
     """List stored gateway events, newest first."""
     from paymux.services import Paymux
+    from paymux.webhooks.inbound import INBOX_STATUSES
+
+    if status is not None and status not in INBOX_STATUSES:
+        errors.print(
+            f"--status must be one of {', '.join(INBOX_STATUSES)}, not {status!r}", markup=False
+        )
+        raise typer.Exit(2)
 
     async def run() -> list[dict[str, Any]]:
         app = Paymux(get_settings())
@@ -320,8 +399,14 @@ def webhooks_list(
     for col in ("id", "gateway", "event_id", "type", "status", "error"):
         table.add_column(col)
     for row in rows:
-        table.add_row(row["id"], row["gateway"], row["event_id"], row["type"], row["status"],
-                      (row["error"] or "")[:60])
+        table.add_row(
+            row["id"],
+            row["gateway"],
+            row["event_id"],
+            row["type"],
+            row["status"],
+            (row["error"] or "")[:60],
+        )
     console.print(table)
 
 
@@ -344,11 +429,12 @@ def webhooks_replay(
             await app.close()
 
     replayed = asyncio.run(run())
+    if event_id and not replayed:
+        errors.print(f"not found: no stored event {event_id}", markup=False)
+        raise typer.Exit(1)
     console.print(f"replayed {len(replayed)} event(s)")
     for inbox_id in replayed:
         print(inbox_id)
-    if event_id and not replayed:
-        raise typer.Exit(1)
 
 
 def _in_transaction(write: bool, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
@@ -414,8 +500,12 @@ def jobs_list(
     }
     rest = console.width - sum(widths.values()) - (3 * 6 + 1)  # 6 columns: bars and padding
     for col in ("id", "kind", "status", "attempts", "last_error", "updated"):
-        table.add_column(col, no_wrap=True, overflow="ellipsis",
-                         max_width=max(8, rest) if col == "last_error" else None)
+        table.add_column(
+            col,
+            no_wrap=True,
+            overflow="ellipsis",
+            max_width=max(8, rest) if col == "last_error" else None,
+        )
     for row in rows:
         table.add_row(
             str(row["id"]),
@@ -503,8 +593,14 @@ def _reconcile_lines(report: ReconcileReport) -> list[str]:
 
     lines: list[str] = []
     rows = [
-        (d.object_id, d.gateway, str(d.ours), "?" if d.theirs is None else str(d.theirs),
-         str(d.resolution), d.note)
+        (
+            d.object_id,
+            d.gateway,
+            str(d.ours),
+            "?" if d.theirs is None else str(d.theirs),
+            str(d.resolution),
+            d.note,
+        )
         for d in report.rows
     ]
     if rows:

@@ -80,3 +80,26 @@ def test_a_revoked_key_is_refused_by_a_running_server_within_seconds(
     assert "yes" in keys_cli(server, "list", "--account", account).stdout
     unknown = keys_cli(server, "revoke", "key_doesnotexist")
     assert unknown.returncode == 1 and "no API key" in unknown.stdout
+
+
+def test_an_unknown_account_is_refused_unless_new_account_is_asked_for(
+    server: RunningServer,
+) -> None:
+    typo = f"acct_typo{time.time_ns()}"
+    refused = keys_cli(server, "create", "--account", typo)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert f"no account {typo}" in refused.stderr and "--new-account" in refused.stderr
+    assert "sk_test_" not in refused.stdout
+    assert server.sql("select count(*) from accounts where id = :a", a=typo) == [(0,)]
+
+    account, key = keys_create(server, "--account", typo, "--new-account")
+    assert account == typo and key.startswith("sk_test_")
+    assert server.sql("select count(*) from accounts where id = :a", a=typo) == [(1,)]
+    # Now it exists: a second key for it needs no flag, and --new-account is refused.
+    again, second = keys_create(server, "--account", typo)
+    assert again == typo and second != key
+    twice = keys_cli(server, "create", "--account", typo, "--new-account")
+    assert twice.returncode == 2 and "exists already" in twice.stderr
+    # --new-account alone still makes a fresh account.
+    fresh, _ = keys_create(server, "--new-account")
+    assert fresh.startswith("acct_") and fresh != typo

@@ -33,18 +33,6 @@ B_WEBHOOK_SECRET = "whsec_b_" + secrets.token_hex(12) + "Zk3p"
 ENCRYPTION_KEYS = generate_key_entry("k2026")
 
 
-@pytest.fixture(scope="module")
-def localstripe() -> Iterator[LocalStripe]:
-    reason = LocalStripe.unavailable()
-    if reason:
-        pytest.fail(reason)
-    server = LocalStripe().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,

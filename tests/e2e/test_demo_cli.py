@@ -70,7 +70,7 @@ def test_each_scenario_prints_its_table_and_outcome(
     decline = found[TITLES[1]][-1]
     assert decline["status"] == "requires_payment_method" and decline["received"] == "0"
     assert decline["error / next action"] == (
-        "insufficient_funds / insufficient_funds -> use_another_method"
+        "card_declined / insufficient_funds -> use_another_method"
     )
 
     challenged, approved = found[TITLES[2]]

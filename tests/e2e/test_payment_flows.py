@@ -34,14 +34,14 @@ def test_a_declined_card_returns_402_with_the_error_object(api: Api) -> None:
     assert r.status_code == 402
     error = r.json()["error"]
     assert error["type"] == "card_error"
-    assert error["code"] == "insufficient_funds"
+    assert error["code"] == "card_declined"
     assert error["decline_code"] == "insufficient_funds"
     assert error["action"] == "use_another_method"
     assert error["gateway"] == "sandbox" and error["gateway_code"] == "insufficient_funds"
     assert error["user_message"] and error["request_id"] == r.headers["request-id"]
     after = api.ok("GET", f"/v1/payment_intents/{pi['id']}")
     assert after["status"] == "requires_payment_method"
-    assert after["last_payment_error"]["code"] == "insufficient_funds"
+    assert after["last_payment_error"]["code"] == "card_declined"
     retry = api.ok("POST", f"/v1/payment_intents/{pi['id']}/confirm",
                    {"payment_method": "pm_card_visa"})
     assert retry["status"] == "succeeded"

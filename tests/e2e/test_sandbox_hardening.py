@@ -206,11 +206,36 @@ def test_the_challenge_is_answered_only_with_the_token_from_its_form_and_only_on
     done = answer_challenge(url, "complete")
     assert done.status_code == 200 and "Authentication complete" in done.text
     api.wait_for(f"/v1/payment_intents/{pi['id']}", "status", "succeeded")
-    # A replay, and the page itself, are gone.
+    # A replay changes nothing and says how it really ended; the page itself is gone.
     again = httpx.post(bare, data={"outcome": "fail", "token": token}, timeout=10)
-    assert again.status_code == 403
+    assert again.status_code == 409
+    assert "Authentication complete" in again.text and "Authentication failed" not in again.text
     assert httpx.get(url, timeout=10).status_code == 404
     assert api.ok("GET", f"/v1/payment_intents/{pi['id']}")["status"] == "succeeded"
+
+
+def test_a_replayed_complete_on_a_failed_challenge_shows_failed_and_changes_nothing(
+    api: Api,
+) -> None:
+    pi, url = challenge_url(api)
+    action, token, _ = challenge_form(url)
+    failed = httpx.post(action, data={"token": token, "outcome": "fail"}, timeout=10)
+    assert failed.status_code == 200 and "Authentication failed" in failed.text
+    api.wait_for(f"/v1/payment_intents/{pi['id']}", "status", "requires_payment_method")
+    for _ in range(2):
+        replay = httpx.post(action, data={"token": token, "outcome": "complete"}, timeout=10)
+        assert replay.status_code == 409, replay.text
+        assert "Authentication failed" in replay.text
+        assert "Authentication complete" not in replay.text
+        assert "answered already" in replay.text
+    [charge] = api.charges(pi["id"])
+    assert (charge["status"], charge["decline_code"]) == ("failed", "authentication_failed")
+    after = api.ok("GET", f"/v1/payment_intents/{pi['id']}")
+    assert after["status"] == "requires_payment_method"
+    assert after["last_payment_error"]["gateway_code"] == "authentication_failed"
+    # A token that was never issued is still refused outright, telling nothing.
+    forged = httpx.post(action, data={"token": token[::-1], "outcome": "complete"}, timeout=10)
+    assert forged.status_code == 403 and "Authentication" not in forged.text
 
 
 def test_a_retrieve_issues_another_token_and_answering_uses_up_all_of_them(api: Api) -> None:

@@ -3,7 +3,6 @@ webhooks arrive at paymux's /webhooks/stripe over real HTTP on 127.0.0.1."""
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
 from collections.abc import Iterator
@@ -17,26 +16,6 @@ from support.pgcluster import PgCluster
 from support.sandboxes import LocalStripe
 
 WEBHOOK_SECRET = "whsec_" + secrets.token_hex(16)
-
-
-def _required() -> bool:
-    return os.environ.get("CI") in ("true", "1") or (
-        os.environ.get("PAYMUX_TEST_SANDBOXES") == "required"
-    )
-
-
-@pytest.fixture(scope="module")
-def localstripe() -> Iterator[LocalStripe]:
-    reason = LocalStripe.unavailable()
-    if reason:
-        if _required():
-            pytest.fail(reason)
-        pytest.skip(reason)
-    server = LocalStripe().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])

@@ -25,7 +25,7 @@ AMOUNT = 2000
 # code, decline_code, action, retryable: what paymux must answer for each declining card.
 DECLINES: dict[str, tuple[str, str, str, bool]] = {
     "4000000000000002": ("card_declined", "generic_decline", "retry", True),
-    "4000000000009995": ("insufficient_funds", "insufficient_funds", "use_another_method", True),
+    "4000000000009995": ("card_declined", "insufficient_funds", "use_another_method", True),
     "4000000000009987": ("card_declined", "lost_card", "use_another_method", False),
     "4000000000009979": ("card_declined", "stolen_card", "use_another_method", False),
     "4000000000000069": ("expired_card", "expired_card", "update_card", False),
@@ -178,7 +178,7 @@ def check_outcome(api: Api, payment_method: str, card: TestCard, spy: AuthorizeS
         if scenario is Scenario.THREEDS_THEN_DECLINE:
             after = api.wait_for(f"/v1/payment_intents/{pi['id']}", "status",
                                  "requires_payment_method")
-            assert after["last_payment_error"]["code"] == "insufficient_funds"
+            assert after["last_payment_error"]["code"] == "card_declined"
             assert after["last_payment_error"]["decline_code"] == "insufficient_funds"
             assert after["payment_method"] is None and after["amount_received"] == 0
             assert [c["status"] for c in api.charges(pi["id"])] == ["failed"]
@@ -380,3 +380,151 @@ def test_other_malformed_card_details_are_refused_at_tokenization(
     r = tokenize_response(server, **fields)
     assert r.status_code == 402
     assert r.json()["error"]["code"] == code and r.json()["error"]["param"] == param
+
+
+# -- test tokens are Stripe's: tok_*, a fresh payment method per use, one fingerprint --------
+TOK_TWINS = {
+    "tok_visa": "4242424242424242",
+    "tok_visa_debit": "4000056655665556",
+    "tok_mastercard": "5555555555554444",
+    "tok_amex": "378282246310005",
+    "tok_discover": "6011111111111117",
+    "tok_chargeDeclined": "4000000000000002",
+    "tok_chargeDeclinedInsufficientFunds": "4000000000009995",
+    "tok_chargeDeclinedLostCard": "4000000000009987",
+    "tok_chargeDeclinedStolenCard": "4000000000009979",
+    "tok_chargeDeclinedExpiredCard": "4000000000000069",
+    "tok_chargeDeclinedIncorrectCvc": "4000000000000127",
+    "tok_chargeDeclinedProcessingError": "4000000000000119",
+    "tok_chargeDeclinedFraudulent": "4100000000000019",
+    "tok_chargeCustomerFail": "4000000000000341",
+    "tok_radarBlock": "4100000000000019",
+    "tok_riskLevelHighest": "4000000000004954",
+    "tok_riskLevelElevated": "4000000000009235",
+}
+
+
+def test_stripes_documented_tok_tokens_name_the_same_cards_as_their_pm_card_twins() -> None:
+    for token, number in TOK_TWINS.items():
+        assert MAGIC_TOKENS.get(token) == number, token
+        assert MAGIC_TOKENS.get("pm_card_" + token.removeprefix("tok_")) == number, token
+
+
+@pytest.mark.parametrize(
+    ("token", "expected"),
+    [("tok_visa", None), ("tok_chargeDeclined", DECLINES["4000000000000002"]),
+     ("tok_chargeDeclinedInsufficientFunds", DECLINES["4000000000009995"])],
+)
+def test_a_tok_token_confirms_like_its_card(
+    api: Api, token: str, expected: tuple[str, str, str, bool] | None
+) -> None:
+    pi = create(api)
+    r = confirm(api, pi["id"], payment_method=token)
+    if expected is None:
+        assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
+        pm = api.ok("GET", f"/v1/payment_methods/{r.json()['payment_method']}")
+        assert (pm["card"]["brand"], pm["card"]["last4"]) == ("visa", "4242")
+    else:
+        assert_card_error(r, expected, expected[1])
+
+
+def test_a_test_token_saved_to_a_customer_leaves_it_free_for_every_other_payment(
+    api: Api,
+) -> None:
+    first = api.ok("POST", "/v1/customers", {"email": "first@example.com"})
+    saved = api.ok("POST", "/v1/payment_methods/pm_card_visa/attach", {"customer": first["id"]})
+    assert saved["customer"] == first["id"]
+    assert saved["gateway_token"] != "pm_card_visa"  # a payment method of its own
+    for token in ("pm_card_visa", "pm_card_visa", "tok_visa"):
+        r = confirm(api, create(api)["id"], payment_method=token)
+        assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
+        assert r.json()["payment_method"] != saved["id"]
+    second = api.ok("POST", "/v1/customers", {"email": "second@example.com"})
+    other = api.ok("POST", "/v1/payment_methods/pm_card_visa/attach", {"customer": second["id"]})
+    assert other["customer"] == second["id"] and other["id"] != saved["id"]
+    assert api.ok("GET", f"/v1/payment_methods/{saved['id']}")["customer"] == first["id"]
+    # The saved one still charges its customer.
+    r = confirm(api, create(api, customer=first["id"])["id"], payment_method=saved["id"])
+    assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
+
+
+def fingerprint_of(api: Api, payment_method: str) -> str:
+    r = confirm(api, create(api)["id"], payment_method=payment_method)
+    assert r.status_code == 200, r.text
+    pm = api.ok("GET", f"/v1/payment_methods/{r.json()['payment_method']}")
+    fingerprint: str = pm["card"]["fingerprint"]
+    assert fingerprint
+    return fingerprint
+
+
+def test_a_card_number_has_one_fingerprint_per_account_however_it_came_in(
+    server: RunningServer,
+) -> None:
+    a, b = Api(server), Api(server)
+    try:
+        form = fingerprint_of(a, tokenize(server, "4242424242424242"))
+        assert fingerprint_of(a, "pm_card_visa") == form
+        assert fingerprint_of(a, "tok_visa") == form
+        assert fingerprint_of(a, tokenize(server, "4242424242424242")) == form
+        assert fingerprint_of(a, "pm_card_mastercard") != form
+        other_account = fingerprint_of(b, tokenize(server, "4242424242424242"))
+        assert other_account != form
+        assert fingerprint_of(b, "pm_card_visa") == other_account
+    finally:
+        a.close()
+        b.close()
+
+
+# -- setup_future_usage saves the card on success ------------------------------------------
+def attach_jobs(api: Api) -> int:
+    rows = api.server.sql(
+        "select count(*) from jobs where kind = 'attach_payment_method' and account_id = :a",
+        a=api.account_id,
+    )
+    return int(rows[0][0])
+
+
+@pytest.mark.parametrize("usage", ["off_session", "on_session"])
+def test_setup_future_usage_attaches_the_payment_method_to_the_customer_on_success(
+    api: Api, usage: str
+) -> None:
+    customer = api.ok("POST", "/v1/customers", {"email": "saver@example.com"})
+    pi = create(api, customer=customer["id"], setup_future_usage=usage)
+    r = confirm(api, pi["id"], payment_method="pm_card_visa")
+    assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
+    pm_id = r.json()["payment_method"]
+    pm = api.wait_for(f"/v1/payment_methods/{pm_id}", "customer", customer["id"])
+    assert pm["card"]["last4"] == "4242"
+    listed = api.ok("GET", f"/v1/customers/{customer['id']}/payment_methods")["data"]
+    assert [m["id"] for m in listed] == [pm_id]
+    assert "payment_method.attached" in event_types(api, pm_id)
+    # Saved, it pays the customer's next payment, off session too.
+    again = create(api, customer=customer["id"])
+    r = confirm(api, again["id"], payment_method=pm_id, off_session=True)
+    assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
+
+
+def test_setup_future_usage_saves_the_card_when_success_arrives_by_webhook(api: Api) -> None:
+    customer = api.ok("POST", "/v1/customers", {})
+    pi = create(api, customer=customer["id"], setup_future_usage="off_session")
+    r = confirm(api, pi["id"], payment_method="pm_card_threeDSecure2Required")
+    assert r.status_code == 200 and r.json()["status"] == "requires_action", r.text
+    pm_id = r.json()["payment_method"]
+    assert api.ok("GET", f"/v1/payment_methods/{pm_id}")["customer"] is None
+    answer_challenge(r.json(), "complete")
+    api.wait_for(f"/v1/payment_intents/{pi['id']}", "status", "succeeded")
+    api.wait_for(f"/v1/payment_methods/{pm_id}", "customer", customer["id"])
+
+
+def test_a_payment_without_setup_future_usage_or_that_fails_saves_nothing(api: Api) -> None:
+    customer = api.ok("POST", "/v1/customers", {})
+    plain = confirm(api, create(api, customer=customer["id"])["id"], payment_method="pm_card_visa")
+    assert plain.status_code == 200 and plain.json()["status"] == "succeeded"
+    declined = confirm(
+        api,
+        create(api, customer=customer["id"], setup_future_usage="off_session")["id"],
+        payment_method="pm_card_chargeDeclined",
+    )
+    assert declined.status_code == 402
+    assert attach_jobs(api) == 0
+    assert api.ok("GET", f"/v1/customers/{customer['id']}/payment_methods")["data"] == []

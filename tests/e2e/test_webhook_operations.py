@@ -182,6 +182,22 @@ def test_the_cli_lists_and_replays_dead_events(ops: Api) -> None:
     assert again.returncode == 0 and "replayed" in again.stdout
 
 
+def test_the_cli_refuses_an_unknown_status_and_an_unknown_event(ops: Api) -> None:
+    env = dict(os.environ, PAYMUX_DATABASE_URL=ops.server.settings.database_url,
+               PAYMUX_SANDBOX_DB=ops.server.settings.sandbox_db, COLUMNS="200")
+    listed = subprocess.run([sys.executable, "-m", "paymux.cli", "webhooks", "list", "--status",
+                             "bogus"], env=env, capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 2, listed.stdout + listed.stderr
+    for allowed in ("received", "applied", "ignored", "stale", "dead"):
+        assert allowed in listed.stderr
+    assert "'bogus'" in listed.stderr
+    replayed = subprocess.run([sys.executable, "-m", "paymux.cli", "webhooks", "replay",
+                               "we_nope"], env=env, capture_output=True, text=True, timeout=60)
+    assert replayed.returncode == 1, replayed.stdout + replayed.stderr
+    assert "not found" in replayed.stderr and "we_nope" in replayed.stderr
+    assert "replayed" not in replayed.stdout
+
+
 def test_refused_deliveries_are_counted_by_reason(ops: Api) -> None:
     body = b'{"id": "evt_x", "type": "charge.updated"}'
     httpx.post(f"{ops.server.url}/webhooks/sandbox", content=body)

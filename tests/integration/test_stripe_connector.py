@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import socket
 import threading
 import time
@@ -83,25 +82,6 @@ def session(api_base: str, **options: Any) -> Iterator[Session]:
         yield s
     finally:
         s.close()
-
-
-def sandbox_mode() -> str:
-    setting = os.environ.get("PAYMUX_TEST_SANDBOXES", "").strip().lower()
-    if setting == "required" or os.environ.get("CI", "").strip().lower() in ("true", "1"):
-        return "required"
-    return "auto"
-
-
-@pytest.fixture(scope="module")
-def localstripe() -> Iterator[LocalStripe]:
-    reason = LocalStripe.unavailable()
-    if reason is not None:
-        if sandbox_mode() == "required":
-            pytest.fail(f"localstripe is required here (CI or PAYMUX_TEST_SANDBOXES): {reason}")
-        pytest.skip(reason)
-    server = LocalStripe().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -83,7 +83,7 @@ CONNECTOR = Connector(
     from_environment=from_environment,
     capabilities=frozenset({"refunds", "manual_capture"}),
     error_codes=[
-        ("ACME-51", "insufficient_funds", "insufficient_funds"),
+        ("ACME-51", "card_declined", "insufficient_funds"),
         ("ACME-43", "card_declined", "stolen_card"),
     ],
 )
@@ -173,7 +173,8 @@ def test_the_built_in_connectors_bring_their_code_rows() -> None:
     connectors()
     assert map_gateway_code("stripe", "invalid_cvc").decline_code == "incorrect_cvc"
     assert map_gateway_code("square", "CVV_FAILURE").code == "incorrect_cvc"
-    assert map_gateway_code("paypal", "5120").code == "insufficient_funds"
+    assert map_gateway_code("paypal", "5120").code == "card_declined"
+    assert map_gateway_code("paypal", "5120").decline_code == "insufficient_funds"
     assert map_gateway_code("sandbox", "lost_card").decline_code == "lost_card"
     assert {gateway for gateway, _ in GATEWAY_CODES} == set(BUILT_IN)
 
@@ -190,7 +191,7 @@ def test_a_plugin_is_found_through_its_entry_point_and_brings_its_code_rows(
     assert not acme.test_only
 
     row = map_gateway_code("acme", "ACME-51")
-    assert (row.code, row.decline_code) == ("insufficient_funds", "insufficient_funds")
+    assert (row.code, row.decline_code) == ("card_declined", "insufficient_funds")
     error = card_error("acme", "ACME-43")
     assert (error.code, error.decline_code, error.gateway) == (
         "card_declined",

@@ -29,11 +29,20 @@ def test_docs_errors_md_is_rendered_from_the_tables() -> None:
     assert (ROOT / "docs" / "errors.md").read_text() == render(), "run `make docs`"
 
 
-@pytest.mark.parametrize("code", ["card_declined", "insufficient_funds", "expired_card",
+@pytest.mark.parametrize("code", ["card_declined", "expired_card",
                                   "incorrect_cvc", "incorrect_number", "incorrect_zip",
                                   "processing_error", "authentication_required", "rate_limit"])
 def test_the_issue_s_card_codes_are_all_in_the_table(code: str) -> None:
     assert code in ERRORS
+
+
+def test_insufficient_funds_is_a_decline_code_of_card_declined_as_at_stripe() -> None:
+    assert "insufficient_funds" not in ERRORS
+    assert "insufficient_funds" in DECLINE_CODES
+    funds = card_error("sandbox", "insufficient_funds")
+    assert (funds.type, funds.code, funds.decline_code) == (
+        "card_error", "card_declined", "insufficient_funds"
+    )
 
 
 @pytest.mark.parametrize("decline", ["generic_decline", "do_not_honor", "lost_card",

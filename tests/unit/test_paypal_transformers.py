@@ -199,7 +199,8 @@ def test_a_declined_card_capture_keeps_the_processor_code() -> None:
     capture = {"id": "C", "status": "DECLINED", "processor_response": {"response_code": "5120"}}
     result = transformers.capture_result(capture)
     assert result.decline is not None and result.decline.gateway_code == "5120"
-    assert card_error("paypal", "5120").code == "insufficient_funds"
+    assert card_error("paypal", "5120").code == "card_declined"
+    assert card_error("paypal", "5120").decline_code == "insufficient_funds"
 
 
 # -- errors --------------------------------------------------------------------------------

@@ -258,7 +258,7 @@ def test_every_mapped_square_code_gives_a_paymux_error_with_advice(code: str) ->
         ("CVV_FAILURE", "incorrect_cvc", "incorrect_cvc"),
         ("ADDRESS_VERIFICATION_FAILURE", "incorrect_zip", "incorrect_zip"),
         ("INVALID_EXPIRATION", "card_declined", "invalid_expiry_date"),
-        ("INSUFFICIENT_FUNDS", "insufficient_funds", "insufficient_funds"),
+        ("INSUFFICIENT_FUNDS", "card_declined", "insufficient_funds"),
         ("CARD_EXPIRED", "expired_card", "expired_card"),
         ("CARD_DECLINED_VERIFICATION_REQUIRED", "authentication_required",
          "authentication_required"),

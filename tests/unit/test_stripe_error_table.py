@@ -51,7 +51,7 @@ def test_every_card_error_code_maps_to_a_known_code_with_advice(code: str) -> No
     [
         ("card_declined", "card_declined", "generic_decline"),
         ("generic_decline", "card_declined", "generic_decline"),
-        ("insufficient_funds", "insufficient_funds", "insufficient_funds"),
+        ("insufficient_funds", "card_declined", "insufficient_funds"),
         ("expired_card", "expired_card", "expired_card"),
         ("incorrect_cvc", "incorrect_cvc", "incorrect_cvc"),
         ("invalid_cvc", "incorrect_cvc", "incorrect_cvc"),

@@ -24,6 +24,7 @@ __all__ = [
     "PUBLISHABLE_ROUTES",
     "enforce",
     "publishable_view",
+    "redacted_key",
     "required_permission",
     "route_of",
 ]
@@ -76,7 +77,8 @@ def required_permission(method: str, route: str) -> tuple[str, Level]:
     return resource, "read" if method in ("GET", "HEAD") else "write"
 
 
-def _redacted(principal: Principal) -> str:
+def redacted_key(principal: Principal) -> str:
+    """``sk_test_***``: the kind and mode of a key, never any of it."""
     prefix = {"secret": "sk", "publishable": "pk", "restricted": "rk"}[principal.kind]
     return f"{prefix}_{'live' if principal.livemode else 'test'}_***"
 
@@ -100,7 +102,7 @@ def enforce(principal: Principal, request: Request) -> None:
         )
         raise PaymuxError.of(
             "api_key_permission_denied",
-            f"The provided key '{_redacted(principal)}' does not have the required "
+            f"The provided key '{redacted_key(principal)}' does not have the required "
             f"permissions for this endpoint on account '{principal.account_id}'. {hint}",
         )
 

@@ -23,6 +23,7 @@ from paymux.api.openapi import install_openapi
 from paymux.api.routers import (
     admin,
     audit_log,
+    charges,
     connections,
     customers,
     disputes,
@@ -101,9 +102,7 @@ def _error(request: Request, error: PaymuxError) -> JSONResponse:
     error.request_id = getattr(request.state, "request_id", None)
     retry_after = error.extra.get("retry_after")
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    return JSONResponse(
-        {"error": error.to_dict()}, status_code=error.http_status, headers=headers
-    )
+    return JSONResponse({"error": error.to_dict()}, status_code=error.http_status, headers=headers)
 
 
 def create_app(settings: Settings, paymux: Paymux | None = None) -> FastAPI:
@@ -142,7 +141,7 @@ def create_app(settings: Settings, paymux: Paymux | None = None) -> FastAPI:
     install_docs(app)
     for module in (payment_intents, refunds, customers, events, disputes, webhooks, admin):
         app.include_router(module.router)
-    for module in (keys, audit_log, connections):
+    for module in (keys, audit_log, connections, charges):
         app.include_router(module.router)
     install_openapi(app)
 

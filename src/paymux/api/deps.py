@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -13,19 +16,28 @@ from fastapi import Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
-from paymux.api.access import PUBLISHABLE_CONFIRM_FIELDS, enforce, route_of
+from paymux.api.access import PUBLISHABLE_CONFIRM_FIELDS, enforce, redacted_key, route_of
+from paymux.api.schemas import ExpandQuery, ListQuery
+from paymux.api.wire import check_query, wire_query
 from paymux.domain.errors import PaymuxError
 from paymux.gateways.base import GatewayRateLimited, GatewayUnavailable
 from paymux.services import Paymux
-from paymux.services.context import current_livemode
+from paymux.services.context import CreatedRange, current_livemode
+from paymux.services.expand import Expander
 from paymux.services.idempotency import Replay, current_claim, request_fingerprint
-from paymux.services.keys import Level, Principal
+from paymux.services.keys import Level, Principal, permits
 
 __all__ = [
     "Caller",
+    "ExpandDep",
+    "ListDep",
     "ListParams",
+    "api_key_from",
     "caller",
+    "check_expand",
+    "expanded",
     "idempotent",
+    "list_expanded",
     "list_response",
     "require_client_secret",
     "run",
@@ -52,22 +64,49 @@ class Caller:
     permissions: Mapping[str, Level] = field(default_factory=dict)
 
 
+def api_key_from(authorization: str | None) -> str:
+    """The key an Authorization header carries, as Stripe takes it: ``Bearer <key>``, or HTTP
+    Basic with the key as the username and an empty password (``curl -u sk_test_...:``)."""
+    if not authorization or not authorization.strip():
+        raise PaymuxError.of("api_key_missing")
+    scheme, _, credentials = authorization.strip().partition(" ")
+    credentials = credentials.strip()
+    key = ""
+    if scheme.lower() == "bearer":
+        key = credentials
+    elif scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            decoded = ""
+        key = decoded.partition(":")[0].strip()
+    if not key:
+        raise PaymuxError.of(
+            "api_key_invalid",
+            "Invalid Authorization header: use `Authorization: Bearer sk_test_...`, or HTTP "
+            "Basic auth with the key as the username (`curl -u sk_test_...:`).",
+        )
+    return key
+
+
 async def caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> Caller:
     """Authenticate the key (hashed once), count it against the rate limit, refuse what its
-    kind may not call, and note its mode for the services (``current_livemode``)."""
-    if not authorization:
-        raise PaymuxError.of("api_key_missing")
-    scheme, _, key = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
-        raise PaymuxError.of("api_key_invalid", "Use `Authorization: Bearer sk_test_...`.")
+    kind may not call, and note its mode for the services (``current_livemode``).
+
+    A ``Stripe-Account`` header (Stripe Connect) may name the key's own account; paymux has no
+    connected accounts, so any other is refused (403 ``account_invalid``, as Stripe answers a
+    key without access to the account)."""
+    key = api_key_from(authorization)
     app = get_app(request)
-    found = await app.keys.check(key.strip())
+    found = await app.keys.check(key)
     if found == "expired":
         raise PaymuxError.of("api_key_expired")
     if not isinstance(found, Principal):
         raise PaymuxError.of("api_key_invalid")
     await app.rate_limiter.check(found.key_hash)
+    _check_stripe_account(found, request.headers.get("stripe-account"))
     enforce(found, request)
+    check_query(request)  # after the key: a request without one is a 401 first
     if found.kind == "publishable" and request.method.upper() == "GET":
         pi_id = str(request.path_params.get("pi_id", ""))
         await _check_client_secret(app, found.account_id, pi_id, request.query_params)
@@ -80,6 +119,21 @@ async def caller(request: Request, authorization: Annotated[str | None, Header()
         kind=found.kind,
         livemode=found.livemode,
         permissions=found.permissions,
+    )
+
+
+_ACCOUNT_ID = re.compile(r"[A-Za-z0-9_]{1,64}")
+
+
+def _check_stripe_account(principal: Principal, account: str | None) -> None:
+    if account is None or account.strip() == principal.account_id:
+        return
+    shown = account.strip() if _ACCOUNT_ID.fullmatch(account.strip()) else "***"
+    raise PaymuxError.of(
+        "account_invalid",
+        f"The provided key '{redacted_key(principal)}' does not have access to account "
+        f"'{shown}' (or that account does not exist). paymux has no connected accounts: "
+        "send the key's own account id in Stripe-Account, or none.",
     )
 
 
@@ -250,12 +304,15 @@ class ListParams:
     limit: int
     starting_after: str | None
     ending_before: str | None
+    created: CreatedRange | None = None
+    expand: list[str] = field(default_factory=list)
 
 
 def list_params(
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
     starting_after: str | None = None,
     ending_before: str | None = None,
+    q: ListQuery = wire_query(ListQuery),
 ) -> ListParams:
     if starting_after and ending_before:
         raise PaymuxError.of(
@@ -263,11 +320,53 @@ def list_params(
             "Use starting_after or ending_before, not both.",
             param="ending_before",
         )
-    return ListParams(limit, starting_after, ending_before)
+    created = CreatedRange(**q.created.model_dump()) if q.created else None
+    return ListParams(limit, starting_after, ending_before, created, list(q.expand or []))
 
 
 ListDep = Annotated[ListParams, Depends(list_params)]
 
 
+def expand_params(q: ExpandQuery = wire_query(ExpandQuery)) -> list[str]:
+    return list(q.expand or [])
+
+
+ExpandDep = Annotated[list[str], Depends(expand_params)]
+
+
 def list_response(url: str, data: list[dict[str, Any]], has_more: bool) -> JSONResponse:
     return JSONResponse({"object": "list", "url": url, "data": data, "has_more": has_more})
+
+
+async def list_expanded(
+    c: Caller, url: str, kind: str, data: list[dict[str, Any]], has_more: bool, page: ListParams
+) -> JSONResponse:
+    """A Stripe list object, its items expanded as ``expand[]=data.<field>`` asks."""
+    check_expand(kind, page.expand, c, listed=True)
+    data = await c.app.expander.many(c.account_id, kind, data, page.expand)
+    return list_response(url, data, has_more)
+
+
+async def expanded(c: Caller, view: dict[str, Any], paths: list[str] | None) -> dict[str, Any]:
+    """``view`` with the ids ``paths`` name replaced by their objects."""
+    check_expand(str(view.get("object")), paths, c)
+    return await c.app.expander.one(c.account_id, view, list(paths or []))
+
+
+def check_expand(
+    kind: str, paths: list[str] | None, c: Caller | None = None, *, listed: bool = False
+) -> None:
+    """Refuse an expand path before the operation runs (a create is not made for nothing),
+    and, for a restricted key, one that would load objects it may not read."""
+    wanted = list(paths or [])
+    Expander.check(kind, wanted, listed=listed)
+    if c is not None and c.kind == "restricted":
+        for target in Expander.targets(kind, wanted, listed=listed):
+            resource = target + "s"  # customer -> customers, charge -> charges, ...
+            if not permits(c.permissions, resource, "read"):
+                raise PaymuxError.of(
+                    "api_key_permission_denied",
+                    f"This key may not read {resource}, so it can't expand them "
+                    f"(it needs {resource}: read).",
+                    param="expand",
+                )

@@ -1,7 +1,8 @@
 """ASGI middleware that runs before anything else sees a request.
 
 - A request id (``Request-Id`` header, ``req_...``) for every response and every log record.
-- The card-number guard: any value in the query string or JSON body that looks like a card
+- The card-number guard: any value in the query string or in a JSON or form body (every
+  name and value, decoded) that looks like a card
   number (13-19 digits, Luhn-valid, spaces or dashes allowed) is refused with 400
   ``card_number_not_allowed`` naming the parameter; so is one in the URL path (no param)
   or in the ``Idempotency-Key`` header (which is stored). The value is never echoed, logged
@@ -13,7 +14,12 @@
   token: by parameter name or by the look of the value) are refused with 400
   ``credentials_in_query`` naming the parameter, never echoing the value; the query is
   masked first, as for card numbers, so that uvicorn's access log never prints it.
-- A body size limit (413), and a nesting limit for JSON bodies (400 ``body_too_deep``),
+- Stripe-Version: any well-formed Stripe API version (``2025-03-31`` or
+  ``2025-03-31.basil``) is accepted, since paymux has one shape; a malformed one is 400
+  ``api_version_invalid``. Every /v1 response carries a ``Stripe-Version`` header: the
+  version asked for, or ``STRIPE_API_VERSION`` when none was.
+- A body size limit (413), and a nesting limit for JSON bodies (400 ``body_too_deep``; the
+  bracket nesting of form bodies and query strings is limited the same in api/wire.py),
   checked without recursion on every path (``/sandbox`` and ``/webhooks`` too; a webhook's
   raw bytes still reach signature verification untouched) before anything parses them:
   ``json.loads`` itself recurses, and raises RecursionError near 1,000 levels.
@@ -28,6 +34,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from datetime import date
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
@@ -38,11 +45,23 @@ from paymux.domain.ids import new_id
 from paymux.security import find_pan_param, looks_like_pan, mask_pans, request_id_var
 from paymux.security.pan import mask_pan_data
 
-__all__ = ["MAX_JSON_DEPTH", "GuardMiddleware", "error_response_body", "json_too_deep"]
+__all__ = [
+    "MAX_JSON_DEPTH",
+    "STRIPE_API_VERSION",
+    "GuardMiddleware",
+    "error_response_body",
+    "json_too_deep",
+    "valid_stripe_version",
+]
 
 log = logging.getLogger("paymux.api")
 
 MAX_BODY = 1024 * 1024
+# The Stripe API version paymux's one shape is answered as when a request names none: the
+# version of the stripe-python release paymux is tested with.
+STRIPE_API_VERSION = "2026-10-28.endive"
+_STRIPE_VERSION = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})(?:\.[a-z]{1,32})?")
+_ECHOABLE_VERSION = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 # Deeper than any real request or provider payload, far below json's recursion limit.
 MAX_JSON_DEPTH = 32
 _BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
@@ -96,6 +115,8 @@ class GuardMiddleware:
         token = request_id_var.set(request_id)
         scope.setdefault("state", {})["request_id"] = request_id
         started = False
+        version = _header(scope, b"stripe-version")
+        api = str(scope.get("path", "")).startswith("/v1/")
 
         async def send_with_id(message: Message) -> None:
             nonlocal started
@@ -103,6 +124,9 @@ class GuardMiddleware:
                 started = True
                 headers = list(message.get("headers", []))
                 headers.append((b"request-id", request_id.encode()))
+                if api:
+                    answered = version if version and valid_stripe_version(version) else None
+                    headers.append((b"stripe-version", (answered or STRIPE_API_VERSION).encode()))
                 message["headers"] = headers
             await send(message)
 
@@ -153,10 +177,46 @@ class GuardMiddleware:
             if guarded:
                 body = _mask_loose_numbers(scope, body)
             receive = _replay(body)
+        version = _header(scope, b"stripe-version")
+        if path.startswith("/v1/") and version is not None and not valid_stripe_version(version):
+            await _send_error(send, request_id, _version_error(version))
+            return
         await self.app(scope, receive, send)
 
     async def _refuse(self, send: Send, request_id: str, param: str | None) -> None:
         await _send_error(send, request_id, PaymuxError.of("card_number_not_allowed", param=param))
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return bytes(value).decode("latin-1").strip()
+    return None
+
+
+def valid_stripe_version(value: str) -> bool:
+    """Whether ``value`` is a well-formed Stripe API version: a real date, ``YYYY-MM-DD``,
+    with or without a release name (``2025-03-31.basil``)."""
+    match = _STRIPE_VERSION.fullmatch(value)
+    if match is None:
+        return False
+    try:
+        date(int(match.group(1)), int(match.group(2)), int(match.group(3)))
+    except ValueError:
+        return False
+    return True
+
+
+def _version_error(value: str) -> PaymuxError:
+    """Stripe's message, with the value only when it is short, plain and no card number or
+    credential."""
+    echo = (
+        _ECHOABLE_VERSION.fullmatch(value)
+        and not looks_like_pan(value)
+        and not _CREDENTIAL_VALUE.search(value)
+    )
+    message = f"Invalid Stripe API version: {value}" if echo else "Invalid Stripe API version."
+    return PaymuxError.of("api_version_invalid", message)
 
 
 def json_too_deep(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
@@ -241,9 +301,11 @@ def _body_pan_param(body: bytes) -> str | None:
         data: Any = json.loads(body)
     except ValueError:
         text = body.decode("utf-8", "replace")
-        form = find_pan_param(dict(parse_qsl(text, keep_blank_values=True)))
-        if form is not None:
-            return form if _FIELD_NAME.fullmatch(form) else "body"
+        # Every pair, repeated names too (the API reads them all: api/wire.py).
+        for name, value in parse_qsl(text, keep_blank_values=True):
+            form = find_pan_param({name: value})
+            if form is not None:
+                return form if _FIELD_NAME.fullmatch(form) else "body"
         return find_pan_param({"body": text}) and "body"
     return find_pan_param(data)
 
@@ -263,15 +325,24 @@ def _mask_loose_head(scope: Scope, path: str, query: str) -> None:
 
 
 def _mask_loose_numbers(scope: Scope, body: bytes) -> bytes:
-    """A JSON body with loosely grouped numbers masked (the card-number rule: stored masked)."""
+    """A JSON or form body with loosely grouped numbers masked (the card-number rule: stored
+    masked)."""
     try:
         data: Any = json.loads(body)
     except ValueError:
-        return body  # the API only reads JSON bodies
-    masked = mask_pan_data(data)
-    if masked is data:
-        return body
-    body = json.dumps(masked).encode()
+        media = (_header(scope, b"content-type") or "").split(";", 1)[0].strip().lower()
+        if media != "application/x-www-form-urlencoded":
+            return body  # the API reads JSON and form bodies only
+        pairs = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+        masked_pairs = [(mask_pans(k), mask_pans(v)) for k, v in pairs]
+        if masked_pairs == pairs:
+            return body
+        body = urlencode(masked_pairs).encode()
+    else:
+        masked = mask_pan_data(data)
+        if masked is data:
+            return body
+        body = json.dumps(masked).encode()
     scope["headers"] = [
         (name, str(len(body)).encode() if name.lower() == b"content-length" else value)
         for name, value in scope.get("headers", [])

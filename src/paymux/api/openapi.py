@@ -6,14 +6,24 @@ It tells the truth about successes too: the routers answer with plain JSON (the 
 views), so the 200 of each operation below is documented here with the object it returns,
 or a list of them. Only ``id`` and ``object`` are required of an object (a publishable key
 sees fewer fields); the fields it may carry are typed. Operations not named here keep what
-FastAPI derived. tests/e2e/test_schemathesis.py checks every response against this."""
+FastAPI derived. tests/e2e/test_schemathesis.py checks every response against this.
+
+Request bodies are read by api/wire.py (``wire_body``), not by FastAPI, so their documents are
+written here: the model's schema under ``application/json`` and
+``application/x-www-form-urlencoded`` alike (the form in Stripe's bracket notation), and the
+bracket-form query parameters a route takes through ``wire_query``."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.dependencies.models import Dependant
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute, iter_route_contexts
+from pydantic import BaseModel
+
+from paymux.api.wire import FORM, WireBody, WireQuery
 
 __all__ = ["install_openapi"]
 
@@ -47,6 +57,8 @@ _INT = {"type": "integer"}
 _BOOL = {"type": "boolean"}
 _NSTR = {"type": ["string", "null"]}
 _NINT = {"type": ["integer", "null"]}
+# An id, or with expand[] the object it names (services/expand.py), or null.
+_EXPANDABLE = {"type": ["string", "object", "null"]}
 _META = {"type": "object", "additionalProperties": {"type": "string"}}
 
 
@@ -69,8 +81,8 @@ _OBJECTS: dict[str, dict[str, Any]] = {
         amount_received=_INT,
         amount_refunded=_INT,
         capture_method=_STR,
-        customer=_NSTR,
-        payment_method=_NSTR,
+        customer=_EXPANDABLE,
+        payment_method=_EXPANDABLE,
         gateway=_NSTR,
         description=_NSTR,
         metadata=_META,
@@ -81,7 +93,7 @@ _OBJECTS: dict[str, dict[str, Any]] = {
         "refund",
         amount=_INT,
         currency=_STR,
-        payment_intent=_STR,
+        payment_intent=_EXPANDABLE,
         reason=_NSTR,
         status=_STR,
         failure_reason=_NSTR,
@@ -94,7 +106,7 @@ _OBJECTS: dict[str, dict[str, Any]] = {
         email=_NSTR,
         name=_NSTR,
         description=_NSTR,
-        default_payment_method=_NSTR,
+        default_payment_method=_EXPANDABLE,
         metadata=_META,
         created=_INT,
         livemode=_BOOL,
@@ -114,7 +126,7 @@ _OBJECTS: dict[str, dict[str, Any]] = {
         "payment_method",
         type=_STR,
         gateway=_STR,
-        customer=_NSTR,
+        customer=_EXPANDABLE,
         card={"type": ["object", "null"]},
         metadata=_META,
         created=_INT,
@@ -129,7 +141,7 @@ _OBJECTS: dict[str, dict[str, Any]] = {
     ),
     "Dispute": _object(
         "dispute",
-        payment_intent=_NSTR,
+        payment_intent=_EXPANDABLE,
         gateway=_STR,
         amount=_NINT,
         currency=_NSTR,
@@ -137,6 +149,17 @@ _OBJECTS: dict[str, dict[str, Any]] = {
         status=_STR,
         created=_INT,
         livemode=_BOOL,
+    ),
+    "Charge": _object(
+        "charge",
+        amount=_INT,
+        amount_captured=_INT,
+        amount_refunded=_INT,
+        captured=_BOOL,
+        currency=_STR,
+        paid=_BOOL,
+        payment_intent=_EXPANDABLE,
+        status={"type": "string", "enum": ["succeeded", "pending", "failed"]},
     ),
     "Connection": _object(
         "connection",
@@ -231,6 +254,11 @@ _SUCCESS: dict[tuple[str, str], dict[str, Any]] = {
     ("get", "/v1/events"): _list("Event"),
     ("get", "/v1/events/{event_id}"): _ref("Event"),
     ("get", "/v1/disputes"): _list("Dispute"),
+    ("get", "/v1/disputes/{dispute_id}"): _ref("Dispute"),
+    ("get", "/v1/charges"): _list("Charge"),
+    ("get", "/v1/charges/{charge_id}"): _ref("Charge"),
+    ("post", "/v1/refunds/{refund_id}"): _ref("Refund"),
+    ("post", "/v1/payment_methods/{pm_id}"): _ref("PaymentMethod"),
     ("get", "/v1/admin/webhooks"): _list("WebhookEvent"),
     ("post", "/v1/admin/webhooks/replay_dead"): {
         "type": "object",
@@ -285,8 +313,7 @@ def _webhook_success(path: str) -> dict[str, Any] | None:
 
 _DESCRIPTIONS = {
     "400": "Invalid request: a parameter is missing, unknown or invalid (`param` names it).",
-    "401": "No API key, or not a valid one (or expired, or a publishable key where it may "
-    "not go).",
+    "401": "No API key, or not a valid one (or expired, or a publishable key where it may not go).",
     "403": "A restricted key without the grant this needs (`api_key_permission_denied`).",
     "402": "The card was declined (`decline_code`, `user_message`, `action`).",
     "404": "No such object for this account, or no such URL.",
@@ -313,6 +340,70 @@ def _codes(path: str, method: str, operation: dict[str, Any]) -> list[str]:
     return sorted(codes)
 
 
+def _wire_parts(route: APIRoute) -> tuple[WireBody | None, list[WireQuery]]:
+    """The body and bracket-form query models a route declares (api/wire.py)."""
+    body: WireBody | None = None
+    queries: list[WireQuery] = []
+    stack: list[Dependant] = [route.dependant]
+    while stack:
+        dependant = stack.pop()
+        if isinstance(dependant.call, WireBody):
+            body = dependant.call
+        elif isinstance(dependant.call, WireQuery):
+            queries.append(dependant.call)
+        stack.extend(dependant.dependencies)
+    return body, queries
+
+
+def _model_schema(model: type[BaseModel], components: dict[str, Any]) -> dict[str, Any]:
+    """A reference to ``model``'s schema, which (and the models it uses) go in components."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.update(schema.pop("$defs", {}))
+    components[model.__name__] = schema
+    return _ref(model.__name__)
+
+
+def _document_wire(app: FastAPI, schema: dict[str, Any], components: dict[str, Any]) -> None:
+    """Each route's wire body under both content types, and its bracket-form query
+    parameters (``expand[]``: an array in form style; ``created[gte]``: an object in
+    deepObject style)."""
+    for context in iter_route_contexts(app.routes):  # included routers' routes too
+        route = context.original_route
+        if not isinstance(route, APIRoute) or not context.include_in_schema:
+            continue
+        body, queries = _wire_parts(route)
+        operations = schema.get("paths", {}).get(context.path_format, {})
+        for method in context.methods or ():
+            operation = operations.get(method.lower())
+            if operation is None:
+                continue
+            if body is not None:
+                ref = _model_schema(body.model, components)
+                operation["requestBody"] = {
+                    "required": body.required,
+                    "content": {"application/json": {"schema": ref}, FORM: {"schema": ref}},
+                }
+            for query in queries:
+                props = query.model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(props.pop("$defs", {}))
+                parameters = operation.setdefault("parameters", [])
+                for name, prop in props.get("properties", {}).items():
+                    object_like = any(
+                        "$ref" in option or option.get("type") == "object"
+                        for option in [prop, *prop.get("anyOf", [])]
+                    )
+                    parameters.append(
+                        {
+                            "name": name,
+                            "in": "query",
+                            "required": name in props.get("required", []),
+                            "schema": prop,
+                            "style": "deepObject" if object_like else "form",
+                            "explode": True,
+                        }
+                    )
+
+
 def install_openapi(app: FastAPI) -> None:
     def build() -> dict[str, Any]:
         if app.openapi_schema:
@@ -323,6 +414,7 @@ def install_openapi(app: FastAPI) -> None:
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components["Error"] = _ERROR_SCHEMA
         components.update(_OBJECTS)
+        _document_wire(app, schema, components)
         error_ref = {"$ref": "#/components/schemas/Error"}
         for path, operations in schema.get("paths", {}).items():
             for method, operation in operations.items():

@@ -25,9 +25,16 @@ __all__ = [
     "CreateKey",
     "CreatePaymentIntent",
     "CreateRefund",
+    "CreatedFilter",
+    "EventsQuery",
+    "ExpandQuery",
+    "Expandable",
+    "ListQuery",
+    "NoParams",
     "RollKey",
     "UpdateConnection",
     "UpdateCustomer",
+    "UpdateMetadata",
     "UpdatePaymentIntent",
 ]
 
@@ -64,7 +71,66 @@ class Body(BaseModel):
         return value
 
 
-class CreatePaymentIntent(Body):
+Email = Annotated[str, Field(min_length=3, max_length=512, pattern=r"^[^@\s]+@[^@\s]+$")]
+PaymentMethodTypes = Annotated[
+    list[Literal["card", "paypal"]],
+    Field(min_length=1, max_length=5, description="What the payer may pay with (Stripe's)."),
+]
+
+
+class AutomaticPaymentMethods(Body):
+    enabled: StrictBool
+    allow_redirects: Literal["always", "never"] | None = None
+
+
+ExpandPaths = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=200)]],
+    Field(max_length=20, description="Ids to replace by the objects they name (Stripe's)."),
+]
+
+
+class Expandable(Body):
+    """A request whose answer can expand ids into objects (``expand[]=customer``)."""
+
+    expand: ExpandPaths | None = None
+
+
+class CreatedFilter(BaseModel):
+    """``created[gt|gte|lt|lte]``, epoch seconds."""
+
+    model_config = ConfigDict(extra="forbid")
+    gt: StrictInt | None = None
+    gte: StrictInt | None = None
+    lt: StrictInt | None = None
+    lte: StrictInt | None = None
+
+
+class ExpandQuery(BaseModel):
+    """The query of a retrieve: ``expand[]``."""
+
+    model_config = ConfigDict(extra="forbid")
+    expand: ExpandPaths | None = None
+
+
+class ListQuery(ExpandQuery):
+    """The bracket-form query of a list: ``expand[]=data.customer``, ``created[gte]``."""
+
+    created: CreatedFilter | None = None
+
+
+class EventsQuery(BaseModel):
+    """Events also filter by several types at once: ``types[]=a&types[]=b``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    types: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=20)] | None = None
+
+
+class NoParams(Body):
+    """The body of a POST that takes no parameters: any parameter sent is unknown."""
+
+
+class CreatePaymentIntent(Expandable):
     amount: StrictInt | None = None
     amount_decimal: Annotated[str, Field(max_length=40)] | None = Field(
         default=None,
@@ -82,10 +148,14 @@ class CreatePaymentIntent(Body):
     return_url: Annotated[str, Field(max_length=2048)] | None = None
     description: Text | None = None
     statement_descriptor: Descriptor | None = None
+    statement_descriptor_suffix: Descriptor | None = None
+    receipt_email: Email | None = None
+    payment_method_types: PaymentMethodTypes | None = None
+    automatic_payment_methods: AutomaticPaymentMethods | None = None
     metadata: Metadata = Field(default_factory=dict)
 
 
-class UpdatePaymentIntent(Body):
+class UpdatePaymentIntent(Expandable):
     amount: StrictInt | None = None
     currency: Currency | None = None
     customer: Id | None = None
@@ -94,10 +164,13 @@ class UpdatePaymentIntent(Body):
     setup_future_usage: Literal["on_session", "off_session"] | None = None
     description: Text | None = None
     statement_descriptor: Descriptor | None = None
+    statement_descriptor_suffix: Descriptor | None = None
+    receipt_email: Email | None = None
+    payment_method_types: PaymentMethodTypes | None = None
     metadata: Metadata | None = None
 
 
-class ConfirmPaymentIntent(Body):
+class ConfirmPaymentIntent(Expandable):
     payment_method: Id | None = None
     off_session: StrictBool | None = None
     return_url: Annotated[str, Field(max_length=2048)] | None = None
@@ -108,17 +181,17 @@ class ConfirmPaymentIntent(Body):
     client_secret: Annotated[str, Field(max_length=100)] | None = None
 
 
-class CapturePaymentIntent(Body):
+class CapturePaymentIntent(Expandable):
     amount_to_capture: StrictInt | None = None
     currency: Currency | None = None
 
 
-class CancelPaymentIntent(Body):
+class CancelPaymentIntent(Expandable):
     # Checked by the service against the one list, domain.attempts.CANCELLATION_REASONS.
     cancellation_reason: str | None = None
 
 
-class CreateRefund(Body):
+class CreateRefund(Expandable):
     payment_intent: Id
     amount: StrictInt | None = None
     currency: Currency | None = None
@@ -126,14 +199,14 @@ class CreateRefund(Body):
     metadata: Metadata = Field(default_factory=dict)
 
 
-class CreateCustomer(Body):
+class CreateCustomer(Expandable):
     email: Annotated[str, Field(max_length=512)] | None = None
     name: Annotated[str, Field(max_length=256)] | None = None
     description: Text | None = None
     metadata: Metadata = Field(default_factory=dict)
 
 
-class UpdateCustomer(Body):
+class UpdateCustomer(Expandable):
     email: Annotated[str, Field(max_length=512)] | None = None
     name: Annotated[str, Field(max_length=256)] | None = None
     description: Text | None = None
@@ -141,7 +214,7 @@ class UpdateCustomer(Body):
     default_payment_method: Id | None = None
 
 
-class AttachPaymentMethod(Body):
+class AttachPaymentMethod(Expandable):
     customer: Id
     gateway: Id | None = None
 
@@ -205,4 +278,10 @@ class UpdateConnection(Body):
     priority: Annotated[StrictInt, Field(ge=0, le=1000)] | None = None
     failover: StrictBool | None = None
     disabled: StrictBool | None = None
+    metadata: Metadata | None = None
+
+
+class UpdateMetadata(Expandable):
+    """What a refund or a payment method lets change: its metadata."""
+
     metadata: Metadata | None = None

@@ -139,8 +139,10 @@ def apply_report(
         # An authorization is held (requires_capture, or our capture or void in flight): a
         # failure, or an earlier stage of the payment, can't undo it. Our own capture or void
         # answered this way did not happen: back to where it started.
-        if operation in (Operation.CAPTURE, Operation.CANCEL) and status is S.PROCESSING and (
-            report.status is not ProviderStatus.PROCESSING
+        if (
+            operation in (Operation.CAPTURE, Operation.CANCEL)
+            and status is S.PROCESSING
+            and (report.status is not ProviderStatus.PROCESSING)
         ):
             return Change(replace(state, status=from_status or ABANDONED_TARGET[operation]))
         return unchanged
@@ -184,9 +186,7 @@ def apply_report(
         if status in _UNPAID or status is S.REQUIRES_CAPTURE:
             received = report.amount_captured or state.amount_capturable or state.amount
             return Change(
-                replace(
-                    state, status=S.SUCCEEDED, amount_received=received, amount_capturable=0
-                ),
+                replace(state, status=S.SUCCEEDED, amount_received=received, amount_capturable=0),
                 ("payment_intent.succeeded",),
             )
         if status is S.CANCELED and report.amount_captured > state.amount_received:

@@ -99,15 +99,6 @@ _ERROR_LIST = [
         True,
     ),
     ErrorSpec(
-        "insufficient_funds",
-        ErrorType.CARD_ERROR,
-        402,
-        "The card has insufficient funds to complete the purchase.",
-        "Your card has insufficient funds. Please use another payment method.",
-        Action.USE_ANOTHER_METHOD,
-        False,
-    ),
-    ErrorSpec(
         "expired_card",
         ErrorType.CARD_ERROR,
         402,
@@ -284,8 +275,7 @@ _ERROR_LIST = [
         "job_unexpected_state",
         _INVALID,
         400,
-        "The job is not in a state that allows this operation (only a dead job can be "
-        "retried).",
+        "The job is not in a state that allows this operation (only a dead job can be retried).",
     ),
     ErrorSpec(
         "job_not_retryable",
@@ -308,7 +298,16 @@ _ERROR_LIST = [
         "body_too_deep",
         _INVALID,
         400,
-        "The JSON body nests arrays and objects too deep (32 levels at most).",
+        "The JSON body nests arrays and objects too deep, or a form or query parameter's "
+        "name nests brackets too deep (32 levels at most).",
+    ),
+    ErrorSpec(
+        "api_version_invalid",
+        _INVALID,
+        400,
+        "The Stripe-Version header is not a Stripe API version (YYYY-MM-DD, optionally with "
+        "its release name: 2025-03-31.basil). paymux accepts any well-formed version and "
+        "answers in its one shape.",
     ),
     ErrorSpec(
         "credentials_in_query",
@@ -339,7 +338,10 @@ _ERROR_LIST = [
         "api_key_missing",
         ErrorType.AUTHENTICATION_ERROR,
         401,
-        "No API key provided: send `Authorization: Bearer sk_test_...`.",
+        "You did not provide an API key. You need to provide your API key in the "
+        "Authorization header, using Bearer auth (e.g. 'Authorization: Bearer "
+        "YOUR_SECRET_KEY') or HTTP Basic auth with the key as the username and no password "
+        "(e.g. 'curl -u sk_test_...:').",
     ),
     ErrorSpec("api_key_invalid", ErrorType.AUTHENTICATION_ERROR, 401, "Invalid API key."),
     ErrorSpec(
@@ -362,6 +364,13 @@ _ERROR_LIST = [
         403,
         "The restricted API key does not have the permission this endpoint needs; the "
         "message names it (resource and read or write).",
+    ),
+    ErrorSpec(
+        "account_invalid",
+        _INVALID,
+        403,
+        "The Stripe-Account header names an account the key does not belong to. paymux has "
+        "no connected accounts: send the key's own account id, or no Stripe-Account header.",
     ),
     ErrorSpec(
         "payment_intent_invalid_parameter",

@@ -235,9 +235,7 @@ class Gateway(Protocol):
         (Stripe.js needs a client secret); None for gateways that don't need one."""
         ...
 
-    async def authorize(
-        self, request: AuthorizeRequest, *, idempotency_key: str
-    ) -> GatewayResult:
+    async def authorize(self, request: AuthorizeRequest, *, idempotency_key: str) -> GatewayResult:
         """Confirm a payment with a payment method: the opened one if
         ``request.gateway_reference`` is set, else a new one."""
         ...

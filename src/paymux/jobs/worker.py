@@ -46,6 +46,9 @@ class Worker:
             "refresh_intent": lambda p, _: self._refresh_intent(p["pi_id"]),
             "refresh_refund": lambda p, _: self._refresh_refund(p["refund_id"]),
             "return_late_payment": lambda p, _: app.return_late_payment(p["pi_id"]),
+            "attach_payment_method": lambda p, _: app.attach_payment_method(
+                p["account_id"], p["pm_id"], p["customer_id"], p.get("pi_id")
+            ),
             "expire_authorization": lambda p, _: app.payments.expire_authorization(p["pi_id"]),
             "purge_idempotency_keys": lambda p, _: self._purge(),
         }

@@ -9,16 +9,19 @@ import logging
 from paymux.config import Settings
 from paymux.domain.attempts import ProviderStatus, refundable
 from paymux.domain.clock import Clock, SystemClock
+from paymux.domain.errors import PaymuxError
 from paymux.domain.states import PaymentIntentStatus as S
 from paymux.gateways.connectors import connectors
 from paymux.gateways.registry import GatewayRegistry, build_registry
 from paymux.services.accounts import AccountsService
 from paymux.services.attempts import AttemptEngine, state_of
 from paymux.services.audit import AuditLog
+from paymux.services.charges import ChargesService
 from paymux.services.connections import ConnectionsService
 from paymux.services.context import Context
 from paymux.services.customers import CustomersService
 from paymux.services.events import EventsService
+from paymux.services.expand import Expander
 from paymux.services.gateway_calls import call_with_retries
 from paymux.services.idempotency import IdempotencyService
 from paymux.services.keys import KeysService
@@ -26,7 +29,7 @@ from paymux.services.payments import PaymentsService
 from paymux.services.ratelimit import RateLimiter
 from paymux.services.refunds import RefundsService
 from paymux.storage.db import Database
-from paymux.storage.models import PaymentIntent
+from paymux.storage.models import Customer, PaymentIntent, PaymentMethod
 
 __all__ = ["Paymux"]
 
@@ -62,6 +65,8 @@ class Paymux:
         self.refunds = RefundsService(self.ctx, self.engine)
         self.customers = CustomersService(self.ctx)
         self.events = EventsService(self.ctx)
+        self.charges = ChargesService(self.ctx)
+        self.expander = Expander(self.ctx)
         self.idempotency = IdempotencyService(self.ctx)
         self.rate_limiter = RateLimiter(self.ctx)
         from paymux.webhooks.inbound import InboundWebhooks
@@ -71,6 +76,41 @@ class Paymux:
     async def settle_attempt(self, attempt_id: str) -> None:
         """Settle an interrupted gateway call by asking the provider (job ``settle_attempt``)."""
         await self.engine.recover(attempt_id)
+
+    async def attach_payment_method(
+        self, account_id: str, pm_id: str, customer_id: str, pi_id: str | None = None
+    ) -> None:
+        """Attach the payment method of a payment made with ``setup_future_usage`` to its
+        customer (job ``attach_payment_method``, queued when the payment went through). The
+        gateway call carries the key ``<pm id>:attach:<customer id>``; an outage raises, so
+        the job is retried. A refusal is logged and left: the payment itself stands."""
+        async with self.ctx.db.read() as s:
+            pm = await s.get(PaymentMethod, pm_id)
+            customer = await s.get(Customer, customer_id)
+            if pm is None or pm.account_id != account_id or pm.customer_id == customer_id:
+                return
+            if customer is None or customer.account_id != account_id or customer.deleted:
+                return
+            if pm.customer_id is not None:
+                log.warning(
+                    "not saving %s for %s (%s): attached to %s",
+                    pm_id,
+                    customer_id,
+                    pi_id,
+                    pm.customer_id,
+                )
+                return
+        try:
+            await self.customers.attach(account_id, pm_id, customer_id)
+        except PaymuxError as exc:
+            log.warning(
+                "could not save %s for %s after %s: %s %s",
+                pm_id,
+                customer_id,
+                pi_id,
+                exc.code,
+                exc.message,
+            )
 
     async def return_late_payment(self, pi_id: str) -> None:
         """Give back money that landed on a canceled intent (job ``return_late_payment``):

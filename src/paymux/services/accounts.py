@@ -23,6 +23,10 @@ class AccountsService:
                 s.add(Account(id=account_id, name=name, created_us=self.ctx.now_us()))
         return account_id
 
+    async def exists(self, account_id: str) -> bool:
+        async with self.ctx.db.read() as s:
+            return await s.get(Account, account_id) is not None
+
     async def create_key(self, account_id: str | None = None) -> NewKey:
         """A new ``sk_test_`` key; a new account unless one is named."""
         new, _ = await self.keys.create(account_id, actor="cli")

@@ -371,8 +371,40 @@ class AttemptEngine:
                 dedupe_key=f"late:{pi.id}",
                 account_id=pi.account_id,
             )
+        await self._save_for_later_if_asked(s, pi, new, now)
         await self._write(s, pi, change)
         return change
+
+    async def _save_for_later_if_asked(
+        self, s: AsyncSession, pi: PaymentIntent, new: S, now: int
+    ) -> None:
+        """``setup_future_usage`` with a customer: once the payment goes through (authorized
+        or captured), its payment method is attached to the customer, as on Stripe. That is a
+        gateway call, so it is queued (job ``attach_payment_method``) in this transaction and
+        made after it, on every path (API, webhook, recovery) that applies a success here."""
+        if new not in (S.SUCCEEDED, S.REQUIRES_CAPTURE) or pi.status in (
+            S.SUCCEEDED,
+            S.REQUIRES_CAPTURE,
+        ):
+            return
+        if not (pi.setup_future_usage and pi.customer_id and pi.payment_method_id):
+            return
+        pm = await s.get(PaymentMethod, pi.payment_method_id)
+        if pm is None or pm.customer_id is not None:
+            return  # saved already (or to another customer: nothing to do here)
+        await enqueue(
+            s,
+            "attach_payment_method",
+            {
+                "account_id": pi.account_id,
+                "pm_id": pm.id,
+                "customer_id": pi.customer_id,
+                "pi_id": pi.id,
+            },
+            now_us=now,
+            dedupe_key=f"attach:{pm.id}:{pi.customer_id}",
+            account_id=pi.account_id,
+        )
 
     async def _write(self, s: AsyncSession, pi: PaymentIntent, change: rules.Change) -> None:
         now = self.ctx.now_us()

@@ -27,6 +27,7 @@ __all__ = [
     "current_livemode",
     "emit",
     "get_owned",
+    "merge_metadata",
     "page_of",
     "paginate",
     "ref_key",
@@ -184,11 +185,13 @@ async def get_owned(
     *,
     param: str = "id",
     include_deleted: bool = False,
+    lock: bool = False,
 ) -> T:
     """The object if it exists and belongs to the account; 404 otherwise (never a leak).
 
-    A deleted object (a customer) is found only when asked for with ``include_deleted``."""
-    obj = await session.get(model, object_id)
+    A deleted object (a customer) is found only when asked for with ``include_deleted``.
+    ``lock``: FOR UPDATE on PostgreSQL (SQLite's writer holds the database anyway)."""
+    obj = await session.get(model, object_id, with_for_update=lock or None)
     if (
         obj is None
         or getattr(obj, "account_id", None) != account_id
@@ -237,6 +240,30 @@ async def paginate(
     return rows[:limit], len(rows) > limit
 
 
+@dataclass(frozen=True, slots=True)
+class CreatedRange:
+    """Stripe's ``created[gt|gte|lt|lte]`` list filter, in epoch seconds."""
+
+    gt: int | None = None
+    gte: int | None = None
+    lt: int | None = None
+    lte: int | None = None
+
+    def clauses(self, column: Any) -> list[Any]:
+        """SQL clauses on a ``*_us`` column (microseconds): a created time of whole second
+        N covers [N, N+1) seconds, as Stripe's seconds do."""
+        out = []
+        if self.gt is not None:
+            out.append(column >= (self.gt + 1) * 1_000_000)
+        if self.gte is not None:
+            out.append(column >= self.gte * 1_000_000)
+        if self.lt is not None:
+            out.append(column < self.lt * 1_000_000)
+        if self.lte is not None:
+            out.append(column < (self.lte + 1) * 1_000_000)
+        return out
+
+
 async def page_of(
     ctx: Context,
     model: Any,
@@ -246,10 +273,14 @@ async def page_of(
     limit: int,
     starting_after: str | None,
     ending_before: str | None,
+    created: CreatedRange | None = None,
 ) -> tuple[list[dict[str, Any]], bool]:
     """One page of an account's objects, newest first, as API views. ``filters`` are SQL
     clauses; None entries (an absent query parameter) are skipped."""
-    query = scoped(model, account_id).where(*(f for f in filters if f is not None))
+    clauses = [f for f in filters if f is not None]
+    if created is not None:
+        clauses += created.clauses(model.created_us)
+    query = scoped(model, account_id).where(*clauses)
     async with ctx.db.read() as s:
         rows, more = await paginate(
             s,
@@ -261,6 +292,18 @@ async def page_of(
             ending_before=ending_before,
         )
         return [view(row) for row in rows], more
+
+
+def merge_metadata(current: dict[str, Any] | None, update: dict[str, str]) -> dict[str, Any]:
+    """Stripe's metadata update: keys given are set, a key given as "" is removed, others
+    stay."""
+    merged = dict(current or {})
+    for key, value in update.items():
+        if value == "":
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
 
 
 def scoped(model: Any, account_id: str) -> Select[Any]:

@@ -1,7 +1,18 @@
-"""Customers and payment methods. A payment method is a gateway token reference, never a card."""
+"""Customers and payment methods. A payment method is a gateway token reference, never a card.
+
+A gateway's shared test token (the sandbox's and Stripe's ``pm_card_visa``, ``tok_visa``)
+never resolves to a payment method recorded before: each use is a payment method of its own,
+as on Stripe, so attaching one use to a customer leaves the token free for every other use.
+
+A card's ``fingerprint`` is per card number and per account: paymux derives it from the
+gateway's own fingerprint and the account id (``account_fingerprint``), so the same number
+gives one fingerprint in an account, however it was tokenized, and different ones in two
+accounts (the sandbox's processor, shared by every account, knows no accounts).
+"""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,9 +25,11 @@ from paymux.domain.ids import new_id
 from paymux.gateways.base import CardDetails, Decline, Gateway, GatewayInvalidRequest
 from paymux.services.context import (
     Context,
+    CreatedRange,
     Routed,
     emit,
     get_owned,
+    merge_metadata,
     page_of,
     ref_key,
     request_livemode,
@@ -26,7 +39,21 @@ from paymux.services.gateway_calls import call_with_retries
 from paymux.services.views import customer_view, payment_method_view
 from paymux.storage.models import Customer, PaymentMethod
 
-__all__ = ["CustomerParams", "CustomersService", "find_payment_method", "resolve_payment_method"]
+__all__ = [
+    "CustomerParams",
+    "CustomersService",
+    "account_fingerprint",
+    "find_payment_method",
+    "resolve_payment_method",
+]
+
+
+def account_fingerprint(account_id: str, gateway_fingerprint: str | None) -> str | None:
+    """The fingerprint paymux shows for a card: the gateway's (one per card number) made
+    particular to the account, so two accounts can't match their customers' cards."""
+    if not gateway_fingerprint:
+        return None
+    return hashlib.sha256(f"{account_id}:{gateway_fingerprint}".encode()).hexdigest()[:16]
 
 
 async def find_payment_method(
@@ -79,6 +106,13 @@ async def resolve_payment_method(
     if pm is None:
         async with ctx.db.read() as s:
             pm = await find_payment_method(s, account_id, gateway_name, ref)
+    gateway: Gateway | None = None
+    if pm is None or pm.id != ref:
+        gateway = await ctx.gateway(
+            gateway_name, account_id=account_id, connection_id=connection_id
+        )
+        if pm is not None and gateway.reusable_test_token(ref):
+            pm = None  # a shared test token: each use is a payment method of its own
     if pm is not None:
         if pm.gateway != gateway_name:
             raise PaymuxError.of(
@@ -100,7 +134,7 @@ async def resolve_payment_method(
                 param="payment_method",
             )
         return pm
-    gateway = await ctx.gateway(gateway_name, account_id=account_id, connection_id=connection_id)
+    assert gateway is not None
     if not gateway.reusable_test_token(ref) and await _owned_elsewhere(
         ctx, account_id, gateway_name, ref
     ):
@@ -133,7 +167,7 @@ async def resolve_payment_method(
         card_last4=details.last4,
         card_exp_month=details.exp_month,
         card_exp_year=details.exp_year,
-        card_fingerprint=details.fingerprint,
+        card_fingerprint=account_fingerprint(account_id, details.fingerprint),
         card_country=details.country,
         card_funding=details.funding,
         metadata_={},
@@ -161,7 +195,9 @@ def _take_card_details(row: PaymentMethod, details: CardDetails) -> None:
     row.card_last4 = details.last4 or row.card_last4
     row.card_exp_month = details.exp_month or row.card_exp_month
     row.card_exp_year = details.exp_year or row.card_exp_year
-    row.card_fingerprint = details.fingerprint or row.card_fingerprint
+    row.card_fingerprint = (
+        account_fingerprint(row.account_id, details.fingerprint) or row.card_fingerprint
+    )
     row.card_country = details.country or row.card_country
     row.card_funding = details.funding or row.card_funding
 
@@ -214,11 +250,7 @@ class CustomersService:
                 if getattr(p, name) is not None:
                     setattr(c, name, getattr(p, name))
             if p.metadata is not None:
-                merged = dict(c.metadata_ or {})
-                merged.update({k: v for k, v in p.metadata.items() if v != ""})
-                for key in [k for k, v in p.metadata.items() if v == ""]:
-                    merged.pop(key, None)
-                c.metadata_ = merged
+                c.metadata_ = merge_metadata(c.metadata_, p.metadata)
             if p.default_payment_method is not None:
                 pm = await get_owned(
                     s,
@@ -255,6 +287,7 @@ class CustomersService:
         starting_after: str | None,
         ending_before: str | None,
         email: str | None = None,
+        created: CreatedRange | None = None,
     ) -> tuple[list[dict[str, Any]], bool]:
         return await page_of(
             self.ctx,
@@ -266,12 +299,23 @@ class CustomersService:
             limit=limit,
             starting_after=starting_after,
             ending_before=ending_before,
+            created=created,
         )
 
     # -- payment methods --------------------------------------------------------------------
     async def retrieve_payment_method(self, account_id: str, pm_id: str) -> dict[str, Any]:
         async with self.ctx.db.read() as s:
             return payment_method_view(await get_owned(s, PaymentMethod, pm_id, account_id))
+
+    async def update_payment_method(
+        self, account_id: str, pm_id: str, metadata: dict[str, str] | None
+    ) -> dict[str, Any]:
+        """A payment method's metadata (its card details are the gateway's)."""
+        async with self.ctx.db.write() as s:
+            pm = await get_owned(s, PaymentMethod, pm_id, account_id, lock=True)
+            if metadata is not None:
+                pm.metadata_ = merge_metadata(pm.metadata_, metadata)
+            return payment_method_view(pm)
 
     async def list_payment_methods(self, account_id: str, customer_id: str) -> list[dict[str, Any]]:
         async with self.ctx.db.read() as s:

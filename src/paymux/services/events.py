@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from paymux.services.context import Context, get_owned, page_of
+from paymux.services.context import Context, CreatedRange, get_owned, page_of
 from paymux.services.views import dispute_view, event_view
 from paymux.storage.models import Dispute, Event
 
@@ -29,6 +29,8 @@ class EventsService:
         ending_before: str | None,
         type: str | None = None,
         object_id: str | None = None,
+        created: CreatedRange | None = None,
+        types: list[str] | None = None,
     ) -> tuple[list[dict[str, Any]], bool]:
         return await page_of(
             self.ctx,
@@ -36,10 +38,12 @@ class EventsService:
             account_id,
             event_view,
             Event.type == type if type else None,
+            Event.type.in_(types) if types else None,
             Event.object_id == object_id if object_id else None,
             limit=limit,
             starting_after=starting_after,
             ending_before=ending_before,
+            created=created,
         )
 
     async def list_disputes(
@@ -50,6 +54,7 @@ class EventsService:
         starting_after: str | None,
         ending_before: str | None,
         payment_intent: str | None = None,
+        created: CreatedRange | None = None,
     ) -> tuple[list[dict[str, Any]], bool]:
         return await page_of(
             self.ctx,
@@ -60,4 +65,9 @@ class EventsService:
             limit=limit,
             starting_after=starting_after,
             ending_before=ending_before,
+            created=created,
         )
+
+    async def retrieve_dispute(self, account_id: str, dispute_id: str) -> dict[str, Any]:
+        async with self.ctx.db.read() as s:
+            return dispute_view(await get_owned(s, Dispute, dispute_id, account_id))

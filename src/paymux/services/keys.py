@@ -51,6 +51,7 @@ LEVELS: tuple[Level, ...] = get_args(Level)
 # What a restricted key can be granted, one level per resource (write implies read).
 RESOURCES = (
     "payment_intents",
+    "charges",
     "refunds",
     "customers",
     "payment_methods",

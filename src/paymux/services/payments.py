@@ -33,7 +33,15 @@ from paymux.services.attempts import (
     intent_view,
     opened_reference,
 )
-from paymux.services.context import Context, emit, get_owned, page_of, request_livemode
+from paymux.services.context import (
+    Context,
+    CreatedRange,
+    emit,
+    get_owned,
+    merge_metadata,
+    page_of,
+    request_livemode,
+)
 from paymux.services.customers import find_payment_method, resolve_payment_method
 from paymux.services.gateway_calls import call_with_retries
 from paymux.services.idempotency import current_claim, record_recovery_point
@@ -126,6 +134,10 @@ class CreateParams:
     return_url: str | None = None
     description: str | None = None
     statement_descriptor: str | None = None
+    statement_descriptor_suffix: str | None = None
+    receipt_email: str | None = None
+    payment_method_types: list[str] | None = None
+    automatic_payment_methods: dict[str, Any] | None = None
     metadata: dict[str, str] = field(default_factory=dict)
 
 
@@ -137,9 +149,31 @@ class UpdateParams:
     payment_method: str | None = None
     description: str | None = None
     statement_descriptor: str | None = None
+    statement_descriptor_suffix: str | None = None
+    receipt_email: str | None = None
+    payment_method_types: list[str] | None = None
     metadata: dict[str, str] | None = None
     setup_future_usage: str | None = None
     capture_method: str | None = None
+
+    def only_annotations(self) -> bool:
+        """Whether it changes only what Stripe lets change in any state: metadata, the
+        description and where the receipt goes (nothing about the money or the payer)."""
+        return all(getattr(self, name) is None for name in _MONEY_FIELDS)
+
+
+# What an update may change only before the payment is tried.
+_MONEY_FIELDS = (
+    "amount",
+    "currency",
+    "customer",
+    "payment_method",
+    "statement_descriptor",
+    "statement_descriptor_suffix",
+    "payment_method_types",
+    "setup_future_usage",
+    "capture_method",
+)
 
 
 class PaymentsService:
@@ -161,6 +195,7 @@ class PaymentsService:
         starting_after: str | None = None,
         ending_before: str | None = None,
         customer: str | None = None,
+        created: CreatedRange | None = None,
     ) -> tuple[list[dict[str, Any]], bool]:
         return await page_of(
             self.ctx,
@@ -171,6 +206,7 @@ class PaymentsService:
             limit=limit,
             starting_after=starting_after,
             ending_before=ending_before,
+            created=created,
         )
 
     def _view(self, pi: PaymentIntent) -> dict[str, Any]:
@@ -249,6 +285,14 @@ class PaymentsService:
                 return_url=p.return_url,
                 description=p.description,
                 statement_descriptor=p.statement_descriptor,
+                statement_descriptor_suffix=p.statement_descriptor_suffix,
+                receipt_email=p.receipt_email,
+                payment_method_types=_payment_method_types(gateway.name, p.payment_method_types),
+                automatic_payment_methods=(
+                    bool(p.automatic_payment_methods.get("enabled"))
+                    if p.automatic_payment_methods is not None
+                    else None
+                ),
                 metadata_=p.metadata,
                 confirm_count=0,
                 created_us=now,
@@ -325,6 +369,8 @@ class PaymentsService:
         raise error
 
     async def update(self, account_id: str, pi_id: str, p: UpdateParams) -> dict[str, Any]:
+        if p.only_annotations():
+            return await self._annotate(account_id, pi_id, p)
         async with self.ctx.db.read() as s:
             pi = await get_owned(s, PaymentIntent, pi_id, account_id)
             check_operation("update", pi.status)
@@ -391,24 +437,29 @@ class PaymentsService:
             if pm_id is not None:
                 pi.payment_method_id = pm_id
                 pi.status = S.REQUIRES_CONFIRMATION
+            if p.payment_method_types is not None:
+                pi.payment_method_types = _payment_method_types(
+                    gateway_name, p.payment_method_types
+                )
             for name in (
-                "description",
                 "statement_descriptor",
+                "statement_descriptor_suffix",
                 "setup_future_usage",
                 "capture_method",
             ):
                 value = getattr(p, name)
                 if value is not None:
                     setattr(pi, name, value)
-            if p.metadata is not None:
-                merged = dict(pi.metadata_ or {})
-                for key, value in p.metadata.items():
-                    if value == "":
-                        merged.pop(key, None)
-                    else:
-                        merged[key] = value
-                pi.metadata_ = merged
+            _take_annotations(pi, p)
             pi.updated_us = self.ctx.now_us()
+            return self._view(pi)
+
+    async def _annotate(self, account_id: str, pi_id: str, p: UpdateParams) -> dict[str, Any]:
+        """Metadata, description and receipt email change in any state, as on Stripe."""
+        async with self.ctx.db.write() as s:
+            pi = await get_owned(s, PaymentIntent, pi_id, account_id, lock=True)
+            _take_annotations(pi, p)
+            pi.updated_us = max(self.ctx.now_us(), pi.updated_us)
             return self._view(pi)
 
     async def _update_at_provider(
@@ -715,3 +766,31 @@ class PaymentsService:
                 .limit(limit)
             )
             return [(str(a), str(b)) for a, b in rows.all()]
+
+
+def _take_annotations(pi: PaymentIntent, p: UpdateParams) -> None:
+    if p.description is not None:
+        pi.description = p.description or None  # "" clears, as on Stripe
+    if p.receipt_email is not None:
+        pi.receipt_email = p.receipt_email or None
+    if p.metadata is not None:
+        pi.metadata_ = merge_metadata(pi.metadata_, p.metadata)
+
+
+# What each gateway's payments can be paid with (Stripe's payment_method_types).
+_GATEWAY_TYPES = {"paypal": ("card", "paypal")}
+
+
+def _payment_method_types(gateway: str, wanted: list[str] | None) -> list[str] | None:
+    if wanted is None:
+        return None
+    allowed = _GATEWAY_TYPES.get(gateway, ("card",))
+    for kind in wanted:
+        if kind not in allowed:
+            raise PaymuxError.of(
+                "parameter_invalid",
+                f"The {gateway} gateway does not take payment method type {kind!r}; it takes "
+                f"{', '.join(allowed)}.",
+                param="payment_method_types",
+            )
+    return list(dict.fromkeys(wanted))

@@ -19,7 +19,14 @@ from paymux.domain.states import PaymentIntentStatus, RefundStatus, check_operat
 from paymux.gateways.base import GatewayRefund
 from paymux.money import Money
 from paymux.services.attempts import AttemptEngine, state_of
-from paymux.services.context import Context, emit, get_owned, page_of
+from paymux.services.context import (
+    Context,
+    CreatedRange,
+    emit,
+    get_owned,
+    merge_metadata,
+    page_of,
+)
 from paymux.services.idempotency import current_claim, record_recovery_point
 from paymux.services.payments import check_currency
 from paymux.services.views import refund_view
@@ -193,6 +200,17 @@ class RefundsService:
             )
             return [(str(a), str(b)) for a, b in rows.all()]
 
+    async def update(
+        self, account_id: str, refund_id: str, metadata: dict[str, str] | None
+    ) -> dict[str, Any]:
+        """A refund's metadata, in any state (Stripe lets nothing else change)."""
+        async with self.ctx.db.write() as s:
+            refund = await get_owned(s, Refund, refund_id, account_id, lock=True)
+            if metadata is not None:
+                refund.metadata_ = merge_metadata(refund.metadata_, metadata)
+                refund.updated_us = max(self.ctx.now_us(), refund.updated_us)
+            return refund_view(refund)
+
     async def retrieve(self, account_id: str, refund_id: str) -> dict[str, Any]:
         async with self.ctx.db.read() as s:
             return refund_view(await get_owned(s, Refund, refund_id, account_id))
@@ -205,6 +223,7 @@ class RefundsService:
         starting_after: str | None,
         ending_before: str | None,
         payment_intent: str | None = None,
+        created: CreatedRange | None = None,
     ) -> tuple[list[dict[str, Any]], bool]:
         return await page_of(
             self.ctx,
@@ -215,4 +234,5 @@ class RefundsService:
             limit=limit,
             starting_after=starting_after,
             ending_before=ending_before,
+            created=created,
         )

@@ -7,9 +7,11 @@ from typing import Any
 from paymux.storage.models import Customer, Dispute, Event, PaymentIntent, PaymentMethod, Refund
 
 __all__ = [
+    "charge_id",
     "customer_view",
     "dispute_view",
     "event_view",
+    "has_charge",
     "payment_intent_view",
     "payment_method_view",
     "refund_view",
@@ -18,6 +20,17 @@ __all__ = [
 
 def _seconds(us: int | None) -> int | None:
     return None if us is None else us // 1_000_000
+
+
+def charge_id(pi_id: str) -> str:
+    """The id of an intent's charge (services/charges.py): ``pi_ab12`` has ``ch_ab12``."""
+    return "ch_" + pi_id.removeprefix("pi_")
+
+
+def has_charge(pi: PaymentIntent) -> bool:
+    """Whether the intent was confirmed and is not waiting for the payer (3-D Secure): then
+    its gateway was tried, with money held or received, a decline, or an outcome pending."""
+    return pi.confirm_count > 0 and pi.status != "requires_action"
 
 
 def payment_intent_view(pi: PaymentIntent, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -34,6 +47,15 @@ def payment_intent_view(pi: PaymentIntent, extra: dict[str, Any] | None = None) 
         "customer": pi.customer_id,
         "payment_method": pi.payment_method_id,
         "setup_future_usage": pi.setup_future_usage,
+        "latest_charge": charge_id(pi.id) if has_charge(pi) else None,
+        "payment_method_types": list(pi.payment_method_types or ["card"]),
+        "automatic_payment_methods": (
+            None
+            if pi.automatic_payment_methods is None
+            else {"enabled": pi.automatic_payment_methods}
+        ),
+        "receipt_email": pi.receipt_email,
+        "statement_descriptor_suffix": pi.statement_descriptor_suffix,
         "gateway": pi.gateway,
         "connection": pi.connection_id,
         "gateway_reference": pi.gateway_reference,
@@ -104,6 +126,7 @@ def refund_view(r: Refund) -> dict[str, Any]:
         "amount": r.amount,
         "currency": r.currency.lower(),
         "payment_intent": r.payment_intent_id,
+        "charge": charge_id(r.payment_intent_id),
         "reason": r.reason,
         "status": r.status,
         "failure_reason": r.failure_reason,
@@ -130,6 +153,7 @@ def dispute_view(d: Dispute) -> dict[str, Any]:
         "id": d.id,
         "object": "dispute",
         "payment_intent": d.payment_intent_id,
+        "charge": charge_id(d.payment_intent_id),
         "gateway": d.gateway,
         "gateway_reference": d.gateway_reference,
         "amount": d.amount,

@@ -187,6 +187,11 @@ class PaymentIntent(Base):
     authorized_us: Mapped[int | None]
     description: Mapped[str | None] = mapped_column(String(1000))
     statement_descriptor: Mapped[str | None] = mapped_column(String(22))
+    receipt_email: Mapped[str | None] = mapped_column(String(512), default=None)
+    statement_descriptor_suffix: Mapped[str | None] = mapped_column(String(22), default=None)
+    # What the payer may pay with (Stripe's ``payment_method_types``); None: ["card"].
+    payment_method_types: Mapped[list[str] | None] = mapped_column(JSON, default=None)
+    automatic_payment_methods: Mapped[bool | None] = mapped_column(Boolean, default=None)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     # What a browser holding a publishable key shows to confirm this intent (Stripe's shape:
     # ``pi_..._secret_...``).

@@ -23,7 +23,7 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -50,7 +50,19 @@ from paymux.services.refunds import RefundsService
 from paymux.services.views import dispute_view
 from paymux.storage.models import Dispute, GatewayAttempt, PaymentIntent, Refund, WebhookInbox
 
-__all__ = ["Finish", "InboundWebhooks", "Received", "UnknownObjectYet"]
+__all__ = [
+    "INBOX_STATUSES",
+    "Finish",
+    "InboundWebhooks",
+    "InboxStatus",
+    "Received",
+    "UnknownObjectYet",
+]
+
+# A stored event's status: waiting to be applied, applied, nothing to do, older than what we
+# know, or failed its last attempt (waiting for a replay).
+InboxStatus = Literal["received", "applied", "ignored", "stale", "dead"]
+INBOX_STATUSES: tuple[str, ...] = get_args(InboxStatus)
 
 log = logging.getLogger(__name__)
 

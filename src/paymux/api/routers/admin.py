@@ -13,10 +13,13 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 
-from paymux.api.deps import get_app
+from paymux.api.deps import api_key_from, get_app
+from paymux.api.schemas import NoParams
+from paymux.api.wire import check_query, wire_body
 from paymux.domain.errors import PaymuxError
 from paymux.jobs import queue
 from paymux.services import Paymux
+from paymux.webhooks.inbound import InboxStatus
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
@@ -24,15 +27,12 @@ router = APIRouter(prefix="/v1/admin", tags=["admin"])
 async def admin(request: Request, authorization: Annotated[str | None, Header()] = None) -> Paymux:
     app = get_app(request)
     expected = app.settings.admin_key
-    if not authorization:
-        raise PaymuxError.of("api_key_missing")
-    scheme, _, key = authorization.partition(" ")
-    if (
-        expected is None
-        or scheme.lower() != "bearer"
-        or not hmac.compare_digest(key.strip().encode(), expected.get_secret_value().encode())
+    key = api_key_from(authorization)  # Bearer, or Basic with the key as the username
+    if expected is None or not hmac.compare_digest(
+        key.encode(), expected.get_secret_value().encode()
     ):
         raise PaymuxError.of("api_key_invalid", "Use `Authorization: Bearer <PAYMUX_ADMIN_KEY>`.")
+    check_query(request)  # after the key: a request without one is a 401 first
     return app
 
 
@@ -42,7 +42,7 @@ AdminDep = Annotated[Paymux, Depends(admin)]
 @router.get("/webhooks")
 async def list_webhooks(
     app: AdminDep,
-    status: Annotated[str | None, Query()] = None,
+    status: Annotated[InboxStatus | None, Query()] = None,
     gateway: Annotated[str | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> JSONResponse:
@@ -51,12 +51,16 @@ async def list_webhooks(
 
 
 @router.post("/webhooks/replay_dead")
-async def replay_dead(app: AdminDep) -> dict[str, Any]:
+async def replay_dead(
+    app: AdminDep, _: NoParams = wire_body(NoParams, required=False)
+) -> dict[str, Any]:
     return {"replayed": await app.webhooks.replay(all_dead=True)}
 
 
 @router.post("/webhooks/{event_id}/replay")
-async def replay_one(event_id: str, app: AdminDep) -> dict[str, Any]:
+async def replay_one(
+    event_id: str, app: AdminDep, _: NoParams = wire_body(NoParams, required=False)
+) -> dict[str, Any]:
     replayed = await app.webhooks.replay(event_id=event_id)
     if not replayed:
         raise PaymuxError.of(
@@ -84,7 +88,9 @@ async def list_jobs(
 
 
 @router.post("/jobs/{job_id}/retry")
-async def retry_job(job_id: str, app: AdminDep) -> dict[str, Any]:
+async def retry_job(
+    job_id: str, app: AdminDep, _: NoParams = wire_body(NoParams, required=False)
+) -> dict[str, Any]:
     """Put a dead job back in the queue, due now, with its attempts reset."""
     if not (job_id.isascii() and job_id.isdigit() and len(job_id) <= 19):  # BIGINT at most
         raise PaymuxError.of("resource_missing", f"No such job: '{job_id[:40]}'", param="id")

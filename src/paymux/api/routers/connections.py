@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse, Response
 
 from paymux.api.deps import CallerDep, idempotent, list_response, run
 from paymux.api.schemas import CreateConnection, UpdateConnection
+from paymux.api.wire import wire_body
 from paymux.gateways.connectors import connectors
 from paymux.services.connections import ConnectionParams
 
@@ -14,7 +15,9 @@ router = APIRouter(tags=["connections"])
 
 
 @router.post("/v1/connections")
-async def create_connection(body: CreateConnection, c: CallerDep) -> Response:
+async def create_connection(
+    c: CallerDep, body: CreateConnection = wire_body(CreateConnection)
+) -> Response:
     params = ConnectionParams(**body.model_dump())
     return await idempotent(c, body, lambda: c.app.connections.create(c.account_id, params))
 
@@ -54,7 +57,9 @@ async def retrieve_connection(connection_id: str, c: CallerDep) -> JSONResponse:
 
 
 @router.post("/v1/connections/{connection_id}")
-async def update_connection(connection_id: str, body: UpdateConnection, c: CallerDep) -> Response:
+async def update_connection(
+    connection_id: str, c: CallerDep, body: UpdateConnection = wire_body(UpdateConnection)
+) -> Response:
     params = ConnectionParams(**body.model_dump(exclude_unset=True))
     return await idempotent(
         c, body, lambda: c.app.connections.update(c.account_id, connection_id, params)

@@ -2,22 +2,46 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 
-from paymux.api.deps import CallerDep, ListDep, idempotent, list_response, run
-from paymux.api.schemas import AttachPaymentMethod, CreateCustomer, UpdateCustomer
+from paymux.api.deps import (
+    CallerDep,
+    ExpandDep,
+    ListDep,
+    check_expand,
+    expanded,
+    idempotent,
+    list_expanded,
+    run,
+)
+from paymux.api.schemas import (
+    AttachPaymentMethod,
+    CreateCustomer,
+    NoParams,
+    UpdateCustomer,
+    UpdateMetadata,
+)
+from paymux.api.wire import wire_body
 from paymux.services.customers import CustomerParams
 
 router = APIRouter(tags=["customers"])
+CUSTOMER, PAYMENT_METHOD = "customer", "payment_method"
 
 
 @router.post("/v1/customers")
-async def create_customer(body: CreateCustomer, c: CallerDep) -> Response:
-    params = CustomerParams(**body.model_dump())
-    return await idempotent(c, body, lambda: c.app.customers.create(c.account_id, params))
+async def create_customer(
+    c: CallerDep, body: CreateCustomer = wire_body(CreateCustomer)
+) -> Response:
+    check_expand(CUSTOMER, body.expand, c)
+    params = CustomerParams(**body.model_dump(exclude={"expand"}))
+
+    async def create() -> dict[str, Any]:
+        return await expanded(c, await c.app.customers.create(c.account_id, params), body.expand)
+
+    return await idempotent(c, body, create)
 
 
 @router.get("/v1/customers")
@@ -30,21 +54,30 @@ async def list_customers(
         starting_after=page.starting_after,
         ending_before=page.ending_before,
         email=email,
+        created=page.created,
     )
-    return list_response("/v1/customers", data, more)
+    return await list_expanded(c, "/v1/customers", CUSTOMER, data, more, page)
 
 
 @router.get("/v1/customers/{customer_id}")
-async def retrieve_customer(customer_id: str, c: CallerDep) -> JSONResponse:
-    return JSONResponse(await c.app.customers.retrieve(c.account_id, customer_id))
+async def retrieve_customer(customer_id: str, c: CallerDep, expand: ExpandDep) -> JSONResponse:
+    check_expand(CUSTOMER, expand, c)
+    view = await c.app.customers.retrieve(c.account_id, customer_id)
+    return JSONResponse(await expanded(c, view, expand))
 
 
 @router.post("/v1/customers/{customer_id}")
-async def update_customer(customer_id: str, body: UpdateCustomer, c: CallerDep) -> Response:
-    params = CustomerParams(**body.model_dump())
-    return await idempotent(
-        c, body, lambda: c.app.customers.update(c.account_id, customer_id, params)
-    )
+async def update_customer(
+    customer_id: str, c: CallerDep, body: UpdateCustomer = wire_body(UpdateCustomer)
+) -> Response:
+    check_expand(CUSTOMER, body.expand, c)
+    params = CustomerParams(**body.model_dump(exclude={"expand"}))
+
+    async def update() -> dict[str, Any]:
+        view = await c.app.customers.update(c.account_id, customer_id, params)
+        return await expanded(c, view, body.expand)
+
+    return await idempotent(c, body, update)
 
 
 @router.delete("/v1/customers/{customer_id}")
@@ -55,21 +88,52 @@ async def delete_customer(customer_id: str, c: CallerDep) -> Response:
 @router.get("/v1/customers/{customer_id}/payment_methods")
 async def list_customer_payment_methods(customer_id: str, c: CallerDep) -> JSONResponse:
     data = await c.app.customers.list_payment_methods(c.account_id, customer_id)
-    return list_response(f"/v1/customers/{customer_id}/payment_methods", data, False)
-
-
-@router.get("/v1/payment_methods/{pm_id}")
-async def retrieve_payment_method(pm_id: str, c: CallerDep) -> JSONResponse:
-    return JSONResponse(await c.app.customers.retrieve_payment_method(c.account_id, pm_id))
-
-
-@router.post("/v1/payment_methods/{pm_id}/attach")
-async def attach_payment_method(pm_id: str, body: AttachPaymentMethod, c: CallerDep) -> Response:
-    return await idempotent(
-        c, body, lambda: c.app.customers.attach(c.account_id, pm_id, body.customer, body.gateway)
+    return JSONResponse(
+        {
+            "object": "list",
+            "url": f"/v1/customers/{customer_id}/payment_methods",
+            "data": data,
+            "has_more": False,
+        }
     )
 
 
+@router.get("/v1/payment_methods/{pm_id}")
+async def retrieve_payment_method(pm_id: str, c: CallerDep, expand: ExpandDep) -> JSONResponse:
+    check_expand(PAYMENT_METHOD, expand, c)
+    view = await c.app.customers.retrieve_payment_method(c.account_id, pm_id)
+    return JSONResponse(await expanded(c, view, expand))
+
+
+@router.post("/v1/payment_methods/{pm_id}")
+async def update_payment_method(
+    pm_id: str, c: CallerDep, body: UpdateMetadata = wire_body(UpdateMetadata)
+) -> Response:
+    """A payment method's metadata (its card details are the gateway's)."""
+    check_expand(PAYMENT_METHOD, body.expand, c)
+
+    async def update() -> dict[str, Any]:
+        view = await c.app.customers.update_payment_method(c.account_id, pm_id, body.metadata)
+        return await expanded(c, view, body.expand)
+
+    return await idempotent(c, body, update)
+
+
+@router.post("/v1/payment_methods/{pm_id}/attach")
+async def attach_payment_method(
+    pm_id: str, c: CallerDep, body: AttachPaymentMethod = wire_body(AttachPaymentMethod)
+) -> Response:
+    check_expand(PAYMENT_METHOD, body.expand, c)
+
+    async def attach() -> dict[str, Any]:
+        view = await c.app.customers.attach(c.account_id, pm_id, body.customer, body.gateway)
+        return await expanded(c, view, body.expand)
+
+    return await idempotent(c, body, attach)
+
+
 @router.post("/v1/payment_methods/{pm_id}/detach")
-async def detach_payment_method(pm_id: str, c: CallerDep) -> Response:
+async def detach_payment_method(
+    pm_id: str, c: CallerDep, _: NoParams = wire_body(NoParams, required=False)
+) -> Response:
     return await idempotent(c, {}, lambda: c.app.customers.detach(c.account_id, pm_id))

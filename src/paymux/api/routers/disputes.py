@@ -7,9 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
-from paymux.api.deps import CallerDep, ListDep, list_response
+from paymux.api.deps import CallerDep, ExpandDep, ListDep, check_expand, expanded, list_expanded
 
 router = APIRouter(prefix="/v1/disputes", tags=["disputes"])
+KIND = "dispute"
 
 
 @router.get("")
@@ -22,5 +23,13 @@ async def list_disputes(
         starting_after=page.starting_after,
         ending_before=page.ending_before,
         payment_intent=payment_intent,
+        created=page.created,
     )
-    return list_response("/v1/disputes", data, more)
+    return await list_expanded(c, "/v1/disputes", KIND, data, more, page)
+
+
+@router.get("/{dispute_id}")
+async def retrieve_dispute(dispute_id: str, c: CallerDep, expand: ExpandDep) -> JSONResponse:
+    check_expand(KIND, expand, c)
+    view = await c.app.events.retrieve_dispute(c.account_id, dispute_id)
+    return JSONResponse(await expanded(c, view, expand))

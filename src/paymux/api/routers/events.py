@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 
-from paymux.api.deps import CallerDep, ListDep, list_response
+from paymux.api.deps import CallerDep, ListParams, list_params, list_response
+from paymux.api.schemas import EventsQuery
+from paymux.api.wire import wire_query
+from paymux.services.expand import Expander
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 
@@ -15,7 +18,8 @@ router = APIRouter(prefix="/v1/events", tags=["events"])
 @router.get("")
 async def list_events(
     c: CallerDep,
-    page: ListDep,
+    page: Annotated[ListParams, Depends(list_params)],
+    q: EventsQuery = wire_query(EventsQuery),
     type: Annotated[str | None, Query()] = None,
     object_id: Annotated[str | None, Query()] = None,
 ) -> JSONResponse:
@@ -25,8 +29,11 @@ async def list_events(
         starting_after=page.starting_after,
         ending_before=page.ending_before,
         type=type,
+        types=q.types,
         object_id=object_id,
+        created=page.created,
     )
+    Expander.check("event", page.expand, listed=True)  # a snapshot: nothing expands
     return list_response("/v1/events", data, more)
 
 

@@ -13,7 +13,8 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from paymux.api.routers.admin import AdminDep
-from paymux.api.schemas import CreateKey, RollKey
+from paymux.api.schemas import CreateKey, NoParams, RollKey
+from paymux.api.wire import wire_body
 from paymux.domain.errors import PaymuxError
 
 router = APIRouter(prefix="/v1/admin/keys", tags=["admin"])
@@ -24,7 +25,9 @@ def _request_id(request: Request) -> str | None:
 
 
 @router.post("")
-async def create_key(body: CreateKey, app: AdminDep, request: Request) -> dict[str, Any]:
+async def create_key(
+    app: AdminDep, request: Request, body: CreateKey = wire_body(CreateKey)
+) -> dict[str, Any]:
     """A new key of a type and mode (a new account unless ``account`` is given); the answer
     carries the key in ``secret``, the only time it is shown."""
     new, view = await app.keys.create(
@@ -56,10 +59,9 @@ async def retrieve_key(key_id: str, app: AdminDep) -> dict[str, Any]:
 
 @router.post("/{key_id}/roll")
 async def roll_key(
-    key_id: str, app: AdminDep, request: Request, body: RollKey | None = None
+    key_id: str, app: AdminDep, request: Request, b: RollKey = wire_body(RollKey, required=False)
 ) -> dict[str, Any]:
     """A new key like this one; this one keeps working ``expires_in`` seconds (0: none)."""
-    b = body or RollKey()
     new, view = await app.keys.roll(
         key_id, b.expires_in, actor="admin", request_id=_request_id(request)
     )
@@ -67,7 +69,12 @@ async def roll_key(
 
 
 @router.post("/{key_id}/revoke")
-async def revoke_key(key_id: str, app: AdminDep, request: Request) -> dict[str, Any]:
+async def revoke_key(
+    key_id: str,
+    app: AdminDep,
+    request: Request,
+    _: NoParams = wire_body(NoParams, required=False),
+) -> dict[str, Any]:
     """Refuse the key from now on (other API processes: within PAYMUX_KEY_CACHE_SECONDS)."""
     view = await app.keys.revoke(key_id, actor="admin", request_id=_request_id(request))
     if view is None:

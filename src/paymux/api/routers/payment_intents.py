@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 
 from paymux.api.access import publishable_view
-from paymux.api.deps import CallerDep, ListDep, idempotent, list_response, require_client_secret
+from paymux.api.deps import (
+    CallerDep,
+    ExpandDep,
+    ListDep,
+    check_expand,
+    expanded,
+    idempotent,
+    list_expanded,
+    require_client_secret,
+)
 from paymux.api.schemas import (
     CancelPaymentIntent,
     CapturePaymentIntent,
@@ -16,20 +25,28 @@ from paymux.api.schemas import (
     CreatePaymentIntent,
     UpdatePaymentIntent,
 )
+from paymux.api.wire import wire_body
 from paymux.services.payments import CreateParams, UpdateParams, amount_from, charge_amount
 
 router = APIRouter(prefix="/v1/payment_intents", tags=["payment_intents"])
-Optional = Body(default=None)
+KIND = "payment_intent"
 
 
 @router.post("")
-async def create_payment_intent(body: CreatePaymentIntent, c: CallerDep) -> Response:
-    fields = body.model_dump()
+async def create_payment_intent(
+    c: CallerDep, body: CreatePaymentIntent = wire_body(CreatePaymentIntent)
+) -> Response:
+    check_expand(KIND, body.expand, c)
+    fields = body.model_dump(exclude={"expand"})
     fields["amount"] = amount_from(body.amount, body.amount_decimal, body.currency)
     charge_amount(fields["amount"], body.currency)  # request validation: never stored
     del fields["amount_decimal"]
     params = CreateParams(**fields)
-    return await idempotent(c, body, lambda: c.app.payments.create(c.account_id, params))
+
+    async def create() -> dict[str, Any]:
+        return await expanded(c, await c.app.payments.create(c.account_id, params), body.expand)
+
+    return await idempotent(c, body, create)
 
 
 @router.get("")
@@ -42,31 +59,49 @@ async def list_payment_intents(
         starting_after=page.starting_after,
         ending_before=page.ending_before,
         customer=customer,
+        created=page.created,
     )
-    return list_response("/v1/payment_intents", data, more)
+    return await list_expanded(c, "/v1/payment_intents", KIND, data, more, page)
 
 
 @router.get("/{pi_id}")
 async def retrieve_payment_intent(
-    pi_id: str, c: CallerDep, client_secret: Annotated[str | None, Query(max_length=100)] = None
+    pi_id: str,
+    c: CallerDep,
+    expand: ExpandDep,
+    client_secret: Annotated[str | None, Query(max_length=100)] = None,
 ) -> JSONResponse:
-    """With a publishable key, ``client_secret`` is required (checked before this runs)."""
+    """With a publishable key, ``client_secret`` is required (checked before this runs), and
+    nothing is expanded (a checkout page sees only the intent)."""
+    if c.kind == "publishable":
+        return JSONResponse(publishable_view(await c.app.payments.retrieve(c.account_id, pi_id)))
+    check_expand(KIND, expand, c)
     view = await c.app.payments.retrieve(c.account_id, pi_id)
-    return JSONResponse(publishable_view(view) if c.kind == "publishable" else view)
+    return JSONResponse(await expanded(c, view, expand))
 
 
 @router.post("/{pi_id}")
-async def update_payment_intent(pi_id: str, body: UpdatePaymentIntent, c: CallerDep) -> Response:
-    params = UpdateParams(**body.model_dump())
-    return await idempotent(c, body, lambda: c.app.payments.update(c.account_id, pi_id, params))
+async def update_payment_intent(
+    pi_id: str, c: CallerDep, body: UpdatePaymentIntent = wire_body(UpdatePaymentIntent)
+) -> Response:
+    check_expand(KIND, body.expand, c)
+    params = UpdateParams(**body.model_dump(exclude={"expand"}))
+
+    async def update() -> dict[str, Any]:
+        view = await c.app.payments.update(c.account_id, pi_id, params)
+        return await expanded(c, view, body.expand)
+
+    return await idempotent(c, body, update)
 
 
 @router.post("/{pi_id}/confirm")
 async def confirm_payment_intent(
-    pi_id: str, c: CallerDep, body: ConfirmPaymentIntent | None = Optional
+    pi_id: str,
+    c: CallerDep,
+    b: ConfirmPaymentIntent = wire_body(ConfirmPaymentIntent, required=False),
 ) -> Response:
-    b = body or ConfirmPaymentIntent()
     await require_client_secret(c, pi_id, b)
+    check_expand(KIND, b.expand, c)
 
     async def confirm() -> dict[str, Any]:
         view = await c.app.payments.confirm(
@@ -78,26 +113,38 @@ async def confirm_payment_intent(
             setup_future_usage=b.setup_future_usage,
             verification_token=b.verification_token,
         )
-        return publishable_view(view) if c.kind == "publishable" else view
+        if c.kind == "publishable":
+            return publishable_view(view)
+        return await expanded(c, view, b.expand)
 
     return await idempotent(c, b, confirm)
 
 
 @router.post("/{pi_id}/capture")
 async def capture_payment_intent(
-    pi_id: str, c: CallerDep, body: CapturePaymentIntent | None = Optional
+    pi_id: str,
+    c: CallerDep,
+    b: CapturePaymentIntent = wire_body(CapturePaymentIntent, required=False),
 ) -> Response:
-    b = body or CapturePaymentIntent()
-    return await idempotent(
-        c, b, lambda: c.app.payments.capture(c.account_id, pi_id, b.amount_to_capture, b.currency)
-    )
+    check_expand(KIND, b.expand, c)
+
+    async def capture() -> dict[str, Any]:
+        view = await c.app.payments.capture(c.account_id, pi_id, b.amount_to_capture, b.currency)
+        return await expanded(c, view, b.expand)
+
+    return await idempotent(c, b, capture)
 
 
 @router.post("/{pi_id}/cancel")
 async def cancel_payment_intent(
-    pi_id: str, c: CallerDep, body: CancelPaymentIntent | None = Optional
+    pi_id: str,
+    c: CallerDep,
+    b: CancelPaymentIntent = wire_body(CancelPaymentIntent, required=False),
 ) -> Response:
-    b = body or CancelPaymentIntent()
-    return await idempotent(
-        c, b, lambda: c.app.payments.cancel(c.account_id, pi_id, b.cancellation_reason)
-    )
+    check_expand(KIND, b.expand, c)
+
+    async def cancel() -> dict[str, Any]:
+        view = await c.app.payments.cancel(c.account_id, pi_id, b.cancellation_reason)
+        return await expanded(c, view, b.expand)
+
+    return await idempotent(c, b, cancel)

@@ -2,47 +2,83 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 
-from paymux.api.deps import CallerDep, ListDep, idempotent, list_response
-from paymux.api.schemas import CreateRefund
+from paymux.api.deps import (
+    CallerDep,
+    ExpandDep,
+    ListDep,
+    check_expand,
+    expanded,
+    idempotent,
+    list_expanded,
+)
+from paymux.api.schemas import CreateRefund, UpdateMetadata
+from paymux.api.wire import wire_body
+from paymux.services.charges import intent_id
 
 router = APIRouter(prefix="/v1/refunds", tags=["refunds"])
+KIND = "refund"
 
 
 @router.post("")
-async def create_refund(body: CreateRefund, c: CallerDep) -> Response:
-    return await idempotent(
-        c,
-        body,
-        lambda: c.app.refunds.create(
+async def create_refund(c: CallerDep, body: CreateRefund = wire_body(CreateRefund)) -> Response:
+    check_expand(KIND, body.expand, c)
+
+    async def create() -> dict[str, Any]:
+        view = await c.app.refunds.create(
             c.account_id,
             body.payment_intent,
             body.amount,
             body.reason,
             body.metadata,
             currency=body.currency,
-        ),
-    )
+        )
+        return await expanded(c, view, body.expand)
+
+    return await idempotent(c, body, create)
 
 
 @router.get("")
 async def list_refunds(
-    c: CallerDep, page: ListDep, payment_intent: Annotated[str | None, Query()] = None
+    c: CallerDep,
+    page: ListDep,
+    payment_intent: Annotated[str | None, Query()] = None,
+    charge: Annotated[str | None, Query()] = None,
 ) -> JSONResponse:
+    if charge is not None:
+        # A charge is its intent's (services/charges.py): its refunds are the intent's.
+        payment_intent = intent_id(charge) or charge
     data, more = await c.app.refunds.list_page(
         c.account_id,
         limit=page.limit,
         starting_after=page.starting_after,
         ending_before=page.ending_before,
         payment_intent=payment_intent,
+        created=page.created,
     )
-    return list_response("/v1/refunds", data, more)
+    return await list_expanded(c, "/v1/refunds", KIND, data, more, page)
 
 
 @router.get("/{refund_id}")
-async def retrieve_refund(refund_id: str, c: CallerDep) -> JSONResponse:
-    return JSONResponse(await c.app.refunds.retrieve(c.account_id, refund_id))
+async def retrieve_refund(refund_id: str, c: CallerDep, expand: ExpandDep) -> JSONResponse:
+    check_expand(KIND, expand, c)
+    view = await c.app.refunds.retrieve(c.account_id, refund_id)
+    return JSONResponse(await expanded(c, view, expand))
+
+
+@router.post("/{refund_id}")
+async def update_refund(
+    refund_id: str, c: CallerDep, body: UpdateMetadata = wire_body(UpdateMetadata)
+) -> Response:
+    """A refund's metadata, in any state."""
+    check_expand(KIND, body.expand, c)
+
+    async def update() -> dict[str, Any]:
+        view = await c.app.refunds.update(c.account_id, refund_id, body.metadata)
+        return await expanded(c, view, body.expand)
+
+    return await idempotent(c, body, update)

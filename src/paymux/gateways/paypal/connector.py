@@ -538,9 +538,7 @@ class PayPalGateway:
         )
 
     async def _void_authorization(self, authorization_id: str, key: str) -> None:
-        await self._call(
-            "POST", f"/v2/payments/authorizations/{authorization_id}/void", key=key
-        )
+        await self._call("POST", f"/v2/payments/authorizations/{authorization_id}/void", key=key)
 
     async def _get_authorization(self, authorization_id: str) -> dict[str, Any] | None:
         """The authorization, or None when PayPal knows no authorization by this id."""
@@ -551,9 +549,7 @@ class PayPalGateway:
                 return None
             raise
 
-    async def _authorization_settled(
-        self, authorization: dict[str, Any]
-    ) -> GatewayResult | None:
+    async def _authorization_settled(self, authorization: dict[str, Any]) -> GatewayResult | None:
         """An authorization PayPal would not void: its outcome if it is settled (captured,
         voided, denied), None if it is still held (the refusal stands)."""
         authorization_id = str(authorization.get("id") or "")
@@ -570,9 +566,7 @@ class PayPalGateway:
             transformers.AuthorizationStatus.VOIDED,
             transformers.AuthorizationStatus.DENIED,
         ):
-            return transformers.canceled_result(
-                authorization_id, authorization, "authorization"
-            )
+            return transformers.canceled_result(authorization_id, authorization, "authorization")
         order_id = transformers.related_order_id(authorization)
         order = await self._get_order(order_id) if order_id else None
         plan = transformers.order_cancel_plan(order) if order else None
@@ -693,9 +687,7 @@ class PayPalGateway:
         ``client`` of ``open_payment``), which an update can't give anew; a new order can."""
         order = await self._get_order(reference)
         if order is None:
-            raise GatewayInvalidRequest(
-                "paypal: no order with this id", code="RESOURCE_NOT_FOUND"
-            )
+            raise GatewayInvalidRequest("paypal: no order with this id", code="RESOURCE_NOT_FOUND")
         if transformers.order_wants_capture(order) != capture:
             raise GatewayInvalidRequest(
                 "paypal: an order's intent (capture or authorize) can't change once the "

@@ -39,7 +39,7 @@ ROWS: list[tuple[str, str, str | None]] = [
     ("5100", "card_declined", "generic_decline"),
     ("5110", "incorrect_cvc", "incorrect_cvc"),
     ("00N7", "incorrect_cvc", "incorrect_cvc"),
-    ("5120", "insufficient_funds", "insufficient_funds"),
+    ("5120", "card_declined", "insufficient_funds"),
     ("5140", "card_declined", "invalid_account"),
     ("5150", "card_declined", "pickup_card"),
     ("5170", "incorrect_zip", "incorrect_zip"),

@@ -757,9 +757,7 @@ def _dispute_status(dispute: dict[str, Any]) -> str:
     inquiry = dispute.get("dispute_life_cycle_stage") == "INQUIRY"
     prefix = "warning_" if inquiry else ""
     match status:
-        case (
-            DisputeStatus.OPEN | DisputeStatus.WAITING_FOR_SELLER_RESPONSE | DisputeStatus.OTHER
-        ):
+        case DisputeStatus.OPEN | DisputeStatus.WAITING_FOR_SELLER_RESPONSE | DisputeStatus.OTHER:
             return f"{prefix}needs_response"
         case DisputeStatus.WAITING_FOR_BUYER_RESPONSE | DisputeStatus.UNDER_REVIEW:
             return f"{prefix}under_review"

@@ -133,10 +133,7 @@ def signed_message(
 def parse_event(body: bytes) -> dict[str, Any]:
     """The event, once verified (or to send it to PayPal's API for verification)."""
     event = load_event(body)
-    if (
-        not isinstance(event.get("id"), str)
-        or not isinstance(event.get("event_type"), str)
-    ):
+    if not isinstance(event.get("id"), str) or not isinstance(event.get("event_type"), str):
         raise WebhookVerificationError("invalid_payload", "The event has no id or event_type.")
     return event
 

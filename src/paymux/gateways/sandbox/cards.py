@@ -1,4 +1,9 @@
-"""The sandbox's test cards: Stripe's test numbers and ``pm_card_*`` tokens, and what each does.
+"""The sandbox's test cards: Stripe's test numbers, its ``pm_card_*`` and ``tok_*`` test
+tokens, and what each does.
+
+A test token is shared by everyone, as Stripe's are: each use makes a payment method of its
+own (the processor mints a fresh token from it), so attaching one use to a customer leaves
+every other use free.
 
 A number is only ever used here to pick a scenario at tokenization time; the sandbox keeps
 the scenario, brand and last four digits, never the number.
@@ -180,6 +185,7 @@ MAGIC_TOKENS: dict[str, str] = {
     "pm_card_chargeDeclinedIncorrectCvc": "4000000000000127",
     "pm_card_chargeDeclinedIncorrectZip": "4000000000000036",
     "pm_card_chargeDeclinedProcessingError": "4000000000000119",
+    "pm_card_chargeDeclinedFraudulent": "4100000000000019",
     "pm_card_chargeCustomerFail": "4000000000000341",
     "pm_card_authenticationRequiredOnSetup": "4000002500003155",
     "pm_card_threeDSecureRequired": "4000002760003184",
@@ -191,6 +197,24 @@ MAGIC_TOKENS: dict[str, str] = {
     "pm_card_riskLevelElevated": "4000000000009235",
     "pm_card_pendingRefund": "4000000000007726",
     "pm_card_refundFail": "4000000000005126",
+    # Stripe's older token shortcuts (docs.stripe.com/testing, "Tokens"): the same cards.
+    "tok_visa": "4242424242424242",
+    "tok_visa_debit": "4000056655665556",
+    "tok_mastercard": "5555555555554444",
+    "tok_amex": "378282246310005",
+    "tok_discover": "6011111111111117",
+    "tok_chargeDeclined": "4000000000000002",
+    "tok_chargeDeclinedInsufficientFunds": "4000000000009995",
+    "tok_chargeDeclinedLostCard": "4000000000009987",
+    "tok_chargeDeclinedStolenCard": "4000000000009979",
+    "tok_chargeDeclinedExpiredCard": "4000000000000069",
+    "tok_chargeDeclinedIncorrectCvc": "4000000000000127",
+    "tok_chargeDeclinedProcessingError": "4000000000000119",
+    "tok_chargeDeclinedFraudulent": "4100000000000019",
+    "tok_chargeCustomerFail": "4000000000000341",
+    "tok_radarBlock": "4100000000000019",
+    "tok_riskLevelHighest": "4000000000004954",
+    "tok_riskLevelElevated": "4000000000009235",
 }
 
 

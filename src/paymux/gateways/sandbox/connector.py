@@ -140,7 +140,15 @@ class SandboxGateway:
         }
 
     async def describe_payment_method(self, token: str) -> CardDetails | None:
-        data = await self._call("describe", lambda: self.processor.describe(token) or {})
+        """The card behind ``token``; for a shared test token (``pm_card_visa``,
+        ``tok_visa``), a fresh token of its own, as each use of one is a new payment method."""
+
+        def describe() -> dict[str, Any]:
+            if token in MAGIC_TOKENS:
+                return self.processor.mint(token) or {}
+            return self.processor.describe(token) or {}
+
+        data = await self._call("describe", describe)
         return transformers.card_details(data) if data else None
 
     async def open_payment(
@@ -167,9 +175,7 @@ class SandboxGateway:
         """Void a held charge. One the processor won't void because it is settled (captured
         or canceled already) is reported as it is, so the caller sees money that moved."""
         try:
-            data = await self._call(
-                "void", lambda: self.processor.void(idempotency_key, reference)
-            )
+            data = await self._call("void", lambda: self.processor.void(idempotency_key, reference))
         except GatewayInvalidRequest as exc:
             if exc.code != "charge_unexpected_state":
                 raise

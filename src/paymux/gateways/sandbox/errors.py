@@ -14,7 +14,7 @@ ROWS: list[tuple[str, str, str | None]] = [
     ("card_declined", "card_declined", "generic_decline"),
     ("generic_decline", "card_declined", "generic_decline"),
     ("do_not_honor", "card_declined", "do_not_honor"),
-    ("insufficient_funds", "insufficient_funds", "insufficient_funds"),
+    ("insufficient_funds", "card_declined", "insufficient_funds"),
     ("lost_card", "card_declined", "lost_card"),
     ("stolen_card", "card_declined", "stolen_card"),
     ("fraudulent", "card_declined", "fraudulent"),

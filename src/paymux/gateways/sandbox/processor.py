@@ -7,6 +7,15 @@ captures (partially too), voids, refunds, holds customers and saved tokens, and 
 Secure challenges. It never stores a card number: tokenization keeps the scenario, brand,
 last four digits and a keyed fingerprint.
 
+A card's fingerprint is one per card number, however the card arrived (the hosted form, or a
+test token such as ``pm_card_visa``): an HMAC of the number under the processor's own key.
+The processor has no notion of paymux's accounts (every account's sandbox connection talks
+to this one store), so paymux derives the per-account fingerprint it shows from this one
+where it records the payment method (``paymux.services.customers``).
+
+A test token (``pm_card_*``, ``tok_*``) is shared by everyone; ``mint`` turns one into a fresh
+token of its own, as Stripe makes a new PaymentMethod from ``pm_card_visa`` on each use.
+
 Objects are JSON documents in one table; ``faults`` holds the failures tests inject.
 
 A 3-D Secure challenge URL carries a single-use token (``?token=``). Only its SHA-256 is
@@ -100,6 +109,7 @@ class SandboxProcessor:
         self._db.execute("pragma synchronous=normal")
         self._db.execute("pragma busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        self._fingerprint_key = self.setting("fingerprint_key", lambda: secrets.token_hex(16))
 
     def close(self) -> None:
         with self._lock:
@@ -212,11 +222,7 @@ class SandboxProcessor:
     def tokenize(self, number: str, exp_month: int, exp_year: int, postal_code: str | None) -> str:
         """Exchange card details for a token; the number is dropped right here."""
         card = card_for_number(number)
-        fingerprint = hmac.new(
-            self.setting("fingerprint_key", lambda: secrets.token_hex(16)).encode(),
-            number.encode(),
-            hashlib.sha256,
-        ).hexdigest()[:16]
+        fingerprint = self._fingerprint(number)
         token = {
             "id": _new_id("pm"),
             "object": "token",
@@ -228,6 +234,34 @@ class SandboxProcessor:
         with self._lock:
             self._put(token)
         return str(token["id"])
+
+    def _fingerprint(self, number: str) -> str:
+        """The card's fingerprint: one per number, keyed, whichever way the card came in."""
+        return hmac.new(
+            self._fingerprint_key.encode(), number.encode(), hashlib.sha256
+        ).hexdigest()[:16]
+
+    def mint(self, token_id: str) -> dict[str, Any] | None:
+        """A fresh token of its own made from the shared test token ``token_id`` (stored, so
+        it can be attached, set up for off-session use and detached like any other); None
+        for anything else."""
+        if token_id not in MAGIC_TOKENS:
+            return None
+        card = card_for_number(MAGIC_TOKENS[token_id])
+        token = {
+            "id": _new_id("pm"),
+            "object": "token",
+            "card": self._card_json(
+                card, 12, time.gmtime().tm_year + 5, self._fingerprint(card.number)
+            ),
+            "postal_code_present": True,
+            "customer": None,
+            "off_session_ready": False,
+            "test_token": token_id,
+        }
+        with self._lock:
+            self._put(token)
+        return token
 
     @staticmethod
     def _card_json(
@@ -253,7 +287,7 @@ class SandboxProcessor:
                 data: dict[str, Any] = json.loads(row[0])
                 return data
             card = card_for_number(MAGIC_TOKENS[token_id])
-            fingerprint = hashlib.sha256(card.number.encode()).hexdigest()[:16]
+            fingerprint = self._fingerprint(card.number)
             return {
                 "id": token_id,
                 "object": "token",
@@ -425,9 +459,26 @@ class SandboxProcessor:
             return None
         return charge if charge["status"] == "requires_action" else None
 
-    def answer_challenge(
-        self, charge_id: str, token: str, success: bool
-    ) -> dict[str, Any] | None:
+    def answered_challenge(self, charge_id: str, token: str) -> dict[str, Any] | None:
+        """The charge as it stands, when ``token`` is one of its challenge tokens that can no
+        longer answer (the challenge was answered, or the charge moved on); else None. Reads
+        only: what a replayed answer is told."""
+        if not token:
+            return None
+        with self._lock:
+            row = self._db.execute(
+                "select charge_id from challenges where token_hash = ?", (_token_hash(token),)
+            ).fetchone()
+            if row is None or not hmac.compare_digest(str(row[0]), charge_id):
+                return None
+            if self._open_challenge(charge_id, token) is not None:
+                return None  # still open: not a replay
+            try:
+                return self._get(charge_id, "charge")
+            except ProcessorError:
+                return None
+
+    def answer_challenge(self, charge_id: str, token: str, success: bool) -> dict[str, Any] | None:
         """The payer's answer, once: ``token`` and every other token of the charge are used
         up. None (and no change) when the token is not valid, used, or the charge moved on."""
         with self._lock:

@@ -307,6 +307,17 @@ def build_sandbox_app(gateway: SandboxGateway, *, controls: bool = False) -> ASG
             else None
         )
         if updated is None:
+            answered = processor.answered_challenge(charge_id, token)
+            if answered is not None:
+                # A replay (a second click, the back button, a resent form): it changes
+                # nothing, and says how the challenge really ended, whatever it asks for.
+                heading, text = _challenge_state(answered)
+                return _message(
+                    409,
+                    heading,
+                    f"{text} This challenge was answered already; answering "
+                    "it again changes nothing.",
+                )
             return _message(
                 403,
                 "Challenge refused",
@@ -314,7 +325,6 @@ def build_sandbox_app(gateway: SandboxGateway, *, controls: bool = False) -> ASG
                 "no longer waits for it.",
             )
         gateway.notify("charge.updated", updated)
-        success = outcome == "complete"
         return_url = _return_url(waiting) if waiting is not None else None
         if return_url:
             sep = "&" if "?" in return_url else "?"
@@ -322,8 +332,8 @@ def build_sandbox_app(gateway: SandboxGateway, *, controls: bool = False) -> ASG
                 {"payment_intent": updated["reference"], "outcome": updated["status"]}
             )
             return RedirectResponse(f"{return_url}{sep}{query}", status_code=303)
-        outcome_text = "Authentication complete" if success else "Authentication failed"
-        return _message(200, outcome_text, "You can close this window.")
+        heading, text = _challenge_state(updated)
+        return _message(200, heading, f"{text} You can close this window.")
 
     async def test_cards(request: Request) -> JSONResponse:
         return JSONResponse({"data": processor.card_table()})
@@ -466,6 +476,20 @@ def _seconds(value: Any) -> bool:
         and math.isfinite(value)
         and value >= 0
     )
+
+
+def _challenge_state(charge: dict[str, Any]) -> tuple[str, str]:
+    """(heading, text) saying how a charge's challenge ended, from the charge as it stands."""
+    status, code = charge.get("status"), charge.get("decline_code")
+    if status in ("succeeded", "requires_capture"):
+        return "Authentication complete", "The payment went through."
+    if status == "failed" and code == "authentication_failed":
+        return "Authentication failed", "The payment was not made."
+    if status == "failed":
+        return "Authentication complete", f"The card was then declined ({code})."
+    if status == "canceled":
+        return "Payment canceled", "The payment was canceled; no authentication is needed."
+    return "Authentication pending", "The payment still waits for authentication."
 
 
 def _return_url(charge: dict[str, Any]) -> str | None:

@@ -494,9 +494,7 @@ class SquareGateway:
         listed = [r for r in [await self._refund(i) for i in payment.get("refund_ids") or []] if r]
         chosen = transformers.pick_refund(listed, our_id)
         if chosen is None:  # a refund not yet on the payment: the location's recent refunds
-            chosen = transformers.pick_refund(
-                await self._recent_refunds(payment_reference), our_id
-            )
+            chosen = transformers.pick_refund(await self._recent_refunds(payment_reference), our_id)
         return transformers.refund_result(chosen) if chosen is not None else None
 
     async def _refund(self, refund_id: str) -> dict[str, Any]:

@@ -378,6 +378,7 @@ def pick_lookup(payments: list[dict[str, Any]], our_reference: str) -> dict[str,
 
 def pick_refund(refunds: list[dict[str, Any]], our_id: str) -> dict[str, Any] | None:
     """Our refund (its reason carries ``[paymux <our id>]``) among a payment's refunds."""
+
     def ours(refund: dict[str, Any]) -> bool:
         mark = REFUND_REASON_MARK.search(str(refund.get("reason") or ""))
         return mark is not None and mark.group("id") == our_id

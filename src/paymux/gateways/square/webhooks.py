@@ -55,9 +55,6 @@ def verify(headers: dict[str, str], body: bytes, *, keys: list[str], url: str) -
             "No signature key gives this signature for the body and the notification URL.",
         )
     event = load_event(body)
-    if (
-        not isinstance(event.get("event_id"), str)
-        or not isinstance(event.get("type"), str)
-    ):
+    if not isinstance(event.get("event_id"), str) or not isinstance(event.get("type"), str):
         raise WebhookVerificationError("invalid_payload", "The event has no event_id or type.")
     return event

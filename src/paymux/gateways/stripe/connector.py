@@ -214,9 +214,7 @@ class StripeGateway:
             if reference:
                 # Set the method on the opened PaymentIntent, then confirm it: two keyed steps
                 # (Stripe also takes payment_method on confirm; localstripe does not).
-                update, confirm = transformers.update_then_confirm_params(
-                    request, idempotency_key
-                )
+                update, confirm = transformers.update_then_confirm_params(request, idempotency_key)
                 await self._call(
                     lambda: self._client.v1.payment_intents.update_async(
                         reference,
@@ -369,9 +367,7 @@ class StripeGateway:
     ) -> GatewayRefund | None:
         if reference:
             try:
-                refund = await self._call(
-                    lambda: self._client.v1.refunds.retrieve_async(reference)
-                )
+                refund = await self._call(lambda: self._client.v1.refunds.retrieve_async(reference))
             except GatewayInvalidRequest:
                 pass  # not (or no longer) known by this id: look for ours below
             else:

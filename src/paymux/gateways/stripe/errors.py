@@ -31,7 +31,7 @@ ROWS: list[tuple[str, str, str | None]] = [
     ("incorrect_number", "incorrect_number", "incorrect_number"),
     ("incorrect_pin", "card_declined", "incorrect_pin"),
     ("incorrect_zip", "incorrect_zip", "incorrect_zip"),
-    ("insufficient_funds", "insufficient_funds", "insufficient_funds"),
+    ("insufficient_funds", "card_declined", "insufficient_funds"),
     ("invalid_account", "card_declined", "invalid_account"),
     ("invalid_amount", "card_declined", "invalid_amount"),
     ("invalid_cvc", "incorrect_cvc", "incorrect_cvc"),

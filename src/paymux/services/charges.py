@@ -1,0 +1,151 @@
+"""Charges: Stripe's record of one attempt to move a payment's money, read-only here.
+
+paymux keeps the money on the PaymentIntent and its gateway attempts; a Charge is a view of
+the intent's latest authorization (what Stripe's ``latest_charge`` names): its amount,
+capture and refunds, outcome, and the card it ran on. Its id is the intent's with ``ch_``
+for ``pi_`` (``pi_ab12`` has ``ch_ab12``), so it needs no table of its own. One charge per
+intent: an intent confirmed again after a decline shows the latest attempt.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from paymux.domain.errors import PaymuxError
+from paymux.domain.states import PaymentIntentStatus as S
+from paymux.services.context import Context, CreatedRange, get_owned, page_of
+from paymux.services.views import charge_id, has_charge
+from paymux.storage.models import PaymentIntent, PaymentMethod
+
+__all__ = ["ChargesService", "charge_id", "charge_view", "has_charge", "intent_id"]
+
+_CHARGED = frozenset({S.REQUIRES_CAPTURE, S.SUCCEEDED})
+
+
+def intent_id(ch_id: str) -> str | None:
+    return "pi_" + ch_id.removeprefix("ch_") if ch_id.startswith("ch_") else None
+
+
+def _status(pi: PaymentIntent) -> str:
+    if pi.status in _CHARGED or pi.amount_received > 0 or pi.authorized_us is not None:
+        return "succeeded"
+    if pi.status == S.PROCESSING:
+        return "pending"
+    return "failed"
+
+
+def charge_view(pi: PaymentIntent, pm: PaymentMethod | None) -> dict[str, Any]:
+    status = _status(pi)
+    error = pi.last_payment_error if status == "failed" else None
+    captured = pi.amount_received > 0
+    card = None
+    if pm is not None:
+        card = {
+            "brand": pm.card_brand,
+            "last4": pm.card_last4,
+            "exp_month": pm.card_exp_month,
+            "exp_year": pm.card_exp_year,
+            "fingerprint": pm.card_fingerprint,
+            "country": pm.card_country,
+            "funding": pm.card_funding,
+        }
+    return {
+        "id": charge_id(pi.id),
+        "object": "charge",
+        "amount": pi.amount,
+        "amount_captured": pi.amount_received,
+        "amount_refunded": pi.amount_refunded,
+        "captured": captured,
+        "currency": pi.currency.lower(),
+        "customer": pi.customer_id,
+        "description": pi.description,
+        "failure_code": (error or {}).get("code"),
+        "failure_message": (error or {}).get("message"),
+        "gateway": pi.gateway,
+        "livemode": bool(pi.livemode),
+        "metadata": pi.metadata_ or {},
+        "outcome": {
+            "type": "authorized" if status == "succeeded" else "issuer_declined",
+            "reason": (error or {}).get("decline_code"),
+            "seller_message": "Payment complete." if status == "succeeded" else None,
+        }
+        if status != "pending"
+        else None,
+        "paid": status == "succeeded",
+        "payment_intent": pi.id,
+        "payment_method": pi.payment_method_id,
+        "payment_method_details": {"type": "card", "card": card} if card else None,
+        "receipt_email": pi.receipt_email,
+        "refunded": pi.amount_refunded > 0 and pi.amount_refunded >= pi.amount_received,
+        "statement_descriptor": pi.statement_descriptor,
+        "statement_descriptor_suffix": pi.statement_descriptor_suffix,
+        "status": status,
+        "created": (pi.authorized_us or pi.updated_us) // 1_000_000,
+    }
+
+
+async def load_charge(
+    s: AsyncSession, account_id: str, ch_id: str, *, param: str = "id"
+) -> dict[str, Any]:
+    """A charge of the account (404 if there is none, never a leak)."""
+    missing = PaymuxError.of("resource_missing", f"No such charge: '{ch_id}'", param=param)
+    pi_id = intent_id(ch_id)
+    if pi_id is None:
+        raise missing
+    try:
+        pi = await get_owned(s, PaymentIntent, pi_id, account_id, param=param)
+    except PaymuxError:
+        raise missing from None
+    if not has_charge(pi):
+        raise missing
+    pm = await s.get(PaymentMethod, pi.payment_method_id) if pi.payment_method_id else None
+    return charge_view(pi, pm)
+
+
+class ChargesService:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    async def retrieve(self, account_id: str, ch_id: str) -> dict[str, Any]:
+        async with self.ctx.db.read() as s:
+            return await load_charge(s, account_id, ch_id)
+
+    async def list_page(
+        self,
+        account_id: str,
+        *,
+        limit: int,
+        starting_after: str | None,
+        ending_before: str | None,
+        payment_intent: str | None = None,
+        customer: str | None = None,
+        created: CreatedRange | None = None,
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Charges newest first (by their intent's creation), only intents that have one."""
+        tried = (PaymentIntent.confirm_count > 0) & (PaymentIntent.status != S.REQUIRES_ACTION)
+        views, more = await page_of(
+            self.ctx,
+            PaymentIntent,
+            account_id,
+            lambda pi: pi,
+            tried,
+            PaymentIntent.id == payment_intent if payment_intent else None,
+            PaymentIntent.customer_id == customer if customer else None,
+            limit=limit,
+            starting_after=intent_id(starting_after) if starting_after else None,
+            ending_before=intent_id(ending_before) if ending_before else None,
+            created=created,
+        )
+        intents: list[Any] = views
+        async with self.ctx.db.read() as s:
+            out = []
+            for pi in intents:
+                pm = (
+                    await s.get(PaymentMethod, pi.payment_method_id)
+                    if pi.payment_method_id
+                    else None
+                )
+                out.append(charge_view(pi, pm))
+        return out, more
