@@ -174,25 +174,37 @@ def test_a_token_does_not_open_in_another_context(other: str) -> None:
     token = ring_a.seal(SECRET, context=CTX)
     with pytest.raises(EnvelopeError, match="does not open with key A") as excinfo:
         ring_a.open(token, context=other)
+    assert str(excinfo.value) == (
+        "the data key does not open with key A: the token was sealed for another context, "
+        "or it was altered"
+    )
     assert "sk_test" not in str(excinfo.value)
     assert excinfo.value.__cause__ is None
     assert excinfo.value.__suppress_context__
 
 
+EMPTY_CONTEXT = "context must not be empty: name where the secret is stored"
+
+
 def test_an_empty_context_is_refused() -> None:
-    with pytest.raises(ValueError, match="context must not be empty"):
+    with pytest.raises(ValueError) as excinfo:
         ring_a.seal(SECRET, context="")
+    assert str(excinfo.value) == EMPTY_CONTEXT
     token = ring_a.seal(SECRET, context=CTX)
-    with pytest.raises(ValueError, match="context must not be empty"):
+    with pytest.raises(ValueError) as excinfo:
         ring_a.open(token, context="")
+    assert str(excinfo.value) == EMPTY_CONTEXT
 
 
 def test_swapping_the_ciphertext_of_two_tokens_fails() -> None:
     first = ring_a.seal(b"first", context=CTX).split(".")
     second = ring_a.seal(b"second", context=CTX).split(".")
     spliced = ".".join([*first[:3], second[3]])
-    with pytest.raises(EnvelopeError, match="the ciphertext fails authentication"):
+    with pytest.raises(EnvelopeError) as excinfo:
         ring_a.open(spliced, context=CTX)
+    assert str(excinfo.value) == (
+        "the ciphertext fails authentication: the token was altered, or sealed for another context"
+    )
 
 
 # --- tampering -------------------------------------------------------------------------------
@@ -281,10 +293,42 @@ def malformed_variants(token: str) -> dict[str, str]:
     }
 
 
+# Why each variant is refused, as the error message words it.
+MALFORMED_REASONS = {
+    "pmx2": "not a pmx1 token",
+    "PMX1": "not a pmx1 token",
+    "pmx": "not a pmx1 token",
+    "no version": "3 parts instead of 4",
+    "five parts": "5 parts instead of 4",
+    "empty key id": "invalid key id",
+    "bad key id": "invalid key id",
+    "padding": "the ciphertext is not canonical base64url",
+    "std alphabet": "the ciphertext is not canonical base64url",
+    "wrapped short": "the wrapped key is 57 bytes, not 60",
+    "wrapped long": "the wrapped key is 63 bytes, not 60",
+    "wrapped 81 chars": "the wrapped key is not canonical base64url",
+    "wrapped empty": "the wrapped key is not canonical base64url",
+    "ciphertext 27 bytes": "the ciphertext is shorter than 28 bytes",
+    "ciphertext 1 mod 4": "the ciphertext is not canonical base64url",
+    "ciphertext empty": "the ciphertext is not canonical base64url",
+    "whitespace": "not a pmx1 token",
+    "newline": "the ciphertext is not canonical base64url",
+    "empty": "1 parts instead of 4",
+}
+
+
+def test_every_malformed_variant_has_a_stated_reason() -> None:
+    assert set(MALFORMED_REASONS) == set(malformed_variants(ring_a.seal(b"x", context=CTX)))
+
+
 @pytest.mark.parametrize("variant", list(malformed_variants(ring_a.seal(b"x", context=CTX))))
 def test_a_malformed_token_is_refused_without_echoing_it(variant: str) -> None:
     token = ring_a.seal(SECRET, context=CTX)
     bad = malformed_variants(token)[variant]
+    expected = (
+        f"malformed envelope token ({MALFORMED_REASONS[variant]}); "
+        "expected pmx1.<key id>.<wrapped key>.<ciphertext>"
+    )
     for call in (
         lambda: ring_a.open(bad, context=CTX),
         lambda: ring_a.key_id_of(bad),
@@ -294,6 +338,7 @@ def test_a_malformed_token_is_refused_without_echoing_it(variant: str) -> None:
         with pytest.raises(EnvelopeError, match="malformed envelope token") as excinfo:
             call()
         message = str(excinfo.value)
+        assert message == expected
         assert token.split(".")[2] not in message
         assert token.split(".")[3] not in message
         assert "pmx1.<key id>.<wrapped key>.<ciphertext>" in message
@@ -445,8 +490,17 @@ def test_the_first_entry_is_the_primary_key() -> None:
         base64.b64encode(KEY_C).decode().rstrip("="),
         base64.urlsafe_b64encode(KEY_C).decode(),
         base64.urlsafe_b64encode(KEY_C).decode().rstrip("="),
+        base64.b64encode(KEY_C).decode() + "=",
+        base64.urlsafe_b64encode(KEY_C).decode().rstrip("=") + "==",
     ],
-    ids=["standard", "standard unpadded", "urlsafe", "urlsafe unpadded"],
+    ids=[
+        "standard",
+        "standard unpadded",
+        "urlsafe",
+        "urlsafe unpadded",
+        "standard over-padded",
+        "urlsafe over-padded",
+    ],
 )
 def test_standard_and_urlsafe_base64_are_the_same_key(key_text: str) -> None:
     assert "+" in std(KEY_C) and "/" in std(KEY_C)  # the alphabets do differ for this key
@@ -458,6 +512,18 @@ def test_whitespace_around_entries_is_ignored() -> None:
     ring = Keyring.parse(f"  B : {std(KEY_B)} ,\n A:{std(KEY_A)}\n")
     assert ring.key_ids == ("B", "A")
     assert ring.open(ring_a.seal(SECRET, context=CTX), context=CTX) == SECRET
+
+
+def test_a_33_byte_key_ending_in_x_is_not_cut_to_32_bytes() -> None:
+    # 33 bytes are 44 characters without padding; the last one here is "X" (0x17 & 63 = 23).
+    key = KEY_B + b"\x17"
+    assert std(key).endswith("X") and "=" not in std(key)
+    with pytest.raises(ValueError) as excinfo:
+        Keyring.parse(f"B:{std(key)}")
+    assert (
+        str(excinfo.value)
+        == "PAYMUX_ENCRYPTION_KEYS entry 1 (key id 'B'): the key is 33 bytes, not 32"
+    )
 
 
 def test_a_32_character_key_id_is_accepted() -> None:
@@ -490,6 +556,13 @@ BAD_ENTRIES = {
     "dot in id": (f"a.b:{std(KEY_A)}", "entry 1 has an invalid key id"),
     "33-char id": (f"{'k' * 33}:{std(KEY_A)}", "entry 1 has an invalid key id"),
     "key and id swapped": (f"{std(KEY_A)}:A", "entry 1 has an invalid key id"),
+    "second colon in the key": (
+        f"A:B:{std(KEY_B)}",
+        "entry 1 (key id 'A'): the key is not valid base64",
+    ),
+    "4 characters": ("A:AAAA", "entry 1 (key id 'A'): the key is 3 bytes, not 32"),
+    "6 characters": ("A:AAAAAA", "entry 1 (key id 'A'): the key is 4 bytes, not 32"),
+    "5 characters": ("A:AAAAA", "entry 1 (key id 'A'): the key is not valid base64"),
     "urlsafe key as id": (
         f"{base64.urlsafe_b64encode(KEY_A).decode().rstrip('=')}:{std(KEY_B)}",
         "entry 1 has an invalid key id",
@@ -538,14 +611,18 @@ def test_the_keyring_repr_shows_key_ids_only() -> None:
     assert_no_key_material(text, KEY_A, KEY_B)
 
 
+INVALID_KEY_ID = "a key id is 1 to 32 characters among A-Z a-z 0-9 _ -"
+
+
 def test_the_constructor_checks_ids_lengths_and_duplicates() -> None:
     assert Keyring([("A", KEY_A)]).key_ids == ("A",)
     with pytest.raises(ValueError, match=r"key 1 \('A'\) is 16 bytes, not 32"):
         Keyring([("A", KEY_A[:16])])
     with pytest.raises(ValueError, match="key 2: key id 'A' is listed twice"):
         Keyring([("A", KEY_A), ("A", KEY_B)])
-    with pytest.raises(ValueError, match="a key id is 1 to 32 characters"):
+    with pytest.raises(ValueError) as excinfo:
         Keyring([("a.b", KEY_A)])
+    assert str(excinfo.value) == INVALID_KEY_ID
 
 
 # --- generate_key_entry ----------------------------------------------------------------------
@@ -567,5 +644,6 @@ def test_a_generated_entry_is_an_id_and_32_random_bytes_in_base64() -> None:
 
 @pytest.mark.parametrize("key_id", ["", "a.b", "a:b", "a,b", "k" * 33, "é"])
 def test_a_generated_entry_needs_a_valid_key_id(key_id: str) -> None:
-    with pytest.raises(ValueError, match="a key id is 1 to 32 characters"):
+    with pytest.raises(ValueError) as excinfo:
         generate_key_entry(key_id)
+    assert str(excinfo.value) == INVALID_KEY_ID
