@@ -31,11 +31,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import sqlite3
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -45,13 +42,13 @@ from typing import Any
 from sqlalchemy import and_, event, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # support.pgcluster
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import Databases, databases, loadavg, machine
 
-from paymux.jobs import queue  # noqa: E402
-from paymux.storage.db import Database  # noqa: E402
-from paymux.storage.migrate import upgrade  # noqa: E402
-from paymux.storage.models import Job  # noqa: E402
+from paymux.jobs import queue
+from paymux.storage.db import Database
+from paymux.storage.migrate import upgrade
+from paymux.storage.models import Job
 
 SECOND = 1_000_000
 Claim = Callable[..., Awaitable[list[queue.ClaimedJob]]]
@@ -255,15 +252,11 @@ class _Rollback(Exception):
 
 
 # -- the run -------------------------------------------------------------------------------
-def run_backend(backend: str, args: argparse.Namespace, tmp: Path, pg: Any) -> tuple[str, list[Result], list[str]]:
+def run_backend(backend: str, args: argparse.Namespace, dbs: Databases) -> tuple[str, list[Result], list[str]]:
     postgres = backend == "postgres"
-    if postgres:
-        url = pg.create_database("bench_jobs")
-        version = pg_version(url)
-    else:
-        path = tmp / "jobs.db"
-        url = f"sqlite+aiosqlite:///{path}"
-        version = f"SQLite {sqlite3.sqlite_version}"
+    url = dbs.url(backend, "bench_jobs")
+    path = dbs.tmp / "bench_jobs.db"  # SQLite's file
+    version = dbs.version(backend, url)
     upgrade(url)
     results: list[Result] = []
     plan_lines: list[str] = []
@@ -289,31 +282,12 @@ def run_backend(backend: str, args: argparse.Namespace, tmp: Path, pg: Any) -> t
     return version, results, plan_lines
 
 
-def pg_version(url: str) -> str:
-    async def ask() -> str:
-        db = Database(url, pool_size=1)
-        try:
-            async with db.read() as s:
-                return str((await s.execute(text("show server_version"))).scalar_one())
-        finally:
-            await db.dispose()
-
-    return "PostgreSQL " + asyncio.run(ask())
-
-
-def loadavg() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "?"
-
-
 def report(runs: list[tuple[str, str, list[Result], list[str]]], args: argparse.Namespace) -> None:
     print()
     print(
         f"claim batches of {args.batch}, each followed by a transaction completing them; "
         f"{args.batches} batches or {args.seconds:g} s per row, whichever is first; "
-        f"{os.cpu_count()} CPUs, Python {platform.python_version()}"
+        + machine()
     )
     for backend, version, results, plan_lines in runs:
         print()
@@ -331,7 +305,7 @@ def report(runs: list[tuple[str, str, list[Result], list[str]]], args: argparse.
             print(f"claim plans at {max(args.sizes):,} due jobs:")
             print("\n".join(plan_lines))
     print()
-    print(f"load average (1, 5, 15 min) at the end: {loadavg()}")
+    print(f"load average (1 min) at the end: {loadavg()}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -358,21 +332,11 @@ def main(argv: list[str] | None = None) -> int:
 
     runs: list[tuple[str, str, list[Result], list[str]]] = []
     began = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="paymux-bench-jobs-") as name:
-        pg = None
-        try:
-            if "postgres" in backends:
-                from support.pgcluster import PgCluster
-
-                pg = PgCluster()
-                pg.start()
-            for backend in backends:
-                print(f"running {backend} ...", file=sys.stderr, flush=True)
-                version, results, plan_lines = run_backend(backend, args, Path(name), pg)
-                runs.append((backend, version, results, plan_lines))
-        finally:
-            if pg is not None:
-                pg.stop()
+    with databases(backends, prefix="paymux-bench-jobs-") as dbs:
+        for backend in backends:
+            print(f"running {backend} ...", file=sys.stderr, flush=True)
+            version, results, plan_lines = run_backend(backend, args, dbs)
+            runs.append((backend, version, results, plan_lines))
     report(runs, args)
     print(f"total time {time.perf_counter() - began:.0f} s")
     return 0

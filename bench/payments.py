@@ -9,17 +9,26 @@ as subprocesses on 127.0.0.1 (so the load generator does not share their GIL):
   ``Database`` and tables) making only the write transactions and row writes a create +
   confirm makes, and nothing else (see that file for the list).
 
-Both are warmed up (``--warmup``), then driven with ``--n`` payments each (create, then
-confirm with ``pm_card_visa``) by ``--concurrency`` httpx clients, in alternating chunks of
-``--chunk`` payments (paymux, bare, bare, paymux, ...) so that other work on the machine
-slows both alike. Latency is create + confirm, per payment. It prints payments/s, p50/p99
+Both are warmed up (``--warmup`` payments over httpx), then driven with payments (create, then
+confirm with ``pm_card_visa``) at ``--concurrency`` connections, taking turns (paymux, bare,
+bare, paymux, ...) so that other work on the machine slows both alike. The load generator
+(``--load``) is wrk when it is installed (Debian package ``wrk``; a Lua script keeps, per
+thread, a queue of created intents and confirms them, so a "request" is a create or a
+confirm; each side runs ``--seconds`` in turns of ``--chunk-seconds``), else httpx in this
+process (``--n`` payments per side in turns of ``--chunk``; a side that runs past
+``--max-seconds`` stops early). With httpx latency is per payment (create + confirm, the
+client's own time included); with wrk it is per request. It prints payments/s, p50/p99
 latency and the server process's CPU per payment for both, and the ratio paymux/bare of
-payments/s. A side that runs past ``--max-seconds`` stops early (the ``done`` column says how
-many ran). It exits non-zero only when a request fails or a server does not start; figures
-are reported, never asserted.
+payments/s. Then (``--get-seconds``, 0 to skip) it measures ``GET /v1/payment_intents/{id}``
+of one intent on paymux alone: requests/s, latency and CPU per request. It exits non-zero
+only when a request fails or a server does not start; figures are reported, never asserted.
+bench/common.py has the shared helpers (servers, databases, CPU, wrk).
 
-    .venv/bin/python bench/payments.py [--n 2000] [--concurrency 16]
-        [--backends sqlite,postgres] [--idempotency-keys | --no-idempotency-keys]
+    .venv/bin/python bench/payments.py [--load wrk|httpx] [--seconds 20] [--n 2000]
+        [--concurrency 16] [--backends sqlite,postgres] [--idempotency-keys]
+        [--get-seconds 10]
+
+For the sequential figures: ``--concurrency 1 --load httpx --n 500`` (latency per payment).
 
 PostgreSQL is a throwaway cluster (tests/support/pgcluster.py: fsync, synchronous_commit and
 full_page_writes off), started as the ``postgres`` OS user when run as root.
@@ -30,54 +39,97 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
-import secrets
-import signal
-import sqlite3
+import statistics
 import sys
-import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 from sqlalchemy import text
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # support.pgcluster, support.processes
-
-from paymux.storage.db import Database  # noqa: E402
-from paymux.storage.migrate import upgrade  # noqa: E402
-from support.processes import (  # noqa: E402
-    ServeProcess,
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (
+    ROOT,
+    CpuMeter,
+    Databases,
+    LoadResult,
     ServerProcess,
-    cpu_seconds,
+    bench_server,
+    databases,
     free_port,
+    have_wrk,
+    loadavg,
+    machine,
+    paymux_server,
+    rss_mb,
+    run_httpx,
+    run_wrk,
 )
+
+from paymux.storage.db import Database
+from paymux.storage.migrate import upgrade
 
 TABLES = ("payment_intents", "events", "gateway_attempts", "payment_methods", "idempotency_keys")
 
+# Per wrk thread: a queue of created intents; the next request confirms one if any is waiting,
+# else creates one. A "request" is a create or a confirm. args: create path, confirm path
+# (with %s for the id), API key ("" for none), "1" to send an Idempotency-Key.
+PAYMENTS_LUA = r"""
+counters = {"created", "succeeded", "bad"}
+created, succeeded, bad = 0, 0, 0
+local queue, head, tail, n = {}, 1, 0, 0
+local create_path, confirm_path, key, idem
+function init(args)
+  create_path, confirm_path, key, idem = args[1], args[2], args[3], args[4] == "1"
+end
+local function headers()
+  local h = {["Content-Type"] = "application/json"}
+  if key ~= "" then h["Authorization"] = "Bearer " .. key end
+  if idem then
+    n = n + 1
+    h["Idempotency-Key"] = string.format("bench_%d_%d_%d", tid, n, math.random(1, 1e9))
+  end
+  return h
+end
+function request()
+  if head <= tail then
+    local id = queue[head]
+    queue[head] = nil
+    head = head + 1
+    return wrk.format("POST", string.format(confirm_path, id), headers(),
+                      '{"payment_method":"pm_card_visa"}')
+  end
+  return wrk.format("POST", create_path, headers(), '{"amount":2000,"currency":"usd"}')
+end
+function response(status, hdrs, body)
+  if status ~= 200 then bad = bad + 1 return end
+  if body:find('"status":%s*"succeeded"') then succeeded = succeeded + 1 return end
+  local id = body:match('"id":%s*"(pi_[%w_]+)"')
+  if id and body:find('"status":%s*"requires_payment_method"') then
+    created = created + 1
+    tail = tail + 1
+    queue[tail] = id
+  else
+    bad = bad + 1
+  end
+end
+"""
+
+GET_LUA = r"""
+counters = {"bad"}
+bad = 0
+local path, hdrs
+function init(args)
+  path, hdrs = args[1], {["Authorization"] = "Bearer " .. args[2]}
+end
+function request() return wrk.format("GET", path, hdrs) end
+function response(status, headers, body)
+  if status ~= 200 then bad = bad + 1 end
+end
+"""
+
 
 # -- servers ------------------------------------------------------------------------------
-def paymux_server(db_url: str, tmp: Path) -> ServeProcess:
-    return ServeProcess(
-        tmp,
-        db_url,
-        "sk_test_bench" + secrets.token_hex(12),
-        command=[sys.executable, "-m", "paymux.cli", "serve"],
-        settings={"PAYMUX_LOG_LEVEL": "WARNING", "PAYMUX_RATE_LIMIT_REQUESTS": "0"},
-        log=tmp / "paymux-server.log",
-        cwd=tmp,
-        start=False,
-        timeout=60,
-        name="paymux",
-        stop_signal=signal.SIGINT,
-        stop_timeout=20,
-        PAYMUX_RUN_WORKER="true",
-    )
-
-
 def bare_server(db_url: str, tmp: Path) -> ServerProcess:
     port = free_port()
     cmd = [
@@ -90,27 +142,19 @@ def bare_server(db_url: str, tmp: Path) -> ServerProcess:
         "--log-level",
         "WARNING",
     ]
-    return ServerProcess(
-        "bare",
-        cmd,
-        port=port,
-        log=tmp / "bare-server.log",
-        env=dict(os.environ, NO_PROXY="127.0.0.1,localhost"),
-        cwd=tmp,
-        stop_signal=signal.SIGINT,
-        stop_timeout=20,
-    )
+    return bench_server("bare", cmd, tmp, port)
 
 
 # -- load ---------------------------------------------------------------------------------
 @dataclass
 class Result:
     side: str
-    done: int = 0
+    done: int = 0  # payments that succeeded
+    requests: int = 0
     errors: int = 0
     seconds: float = 0.0
-    latencies: list[float] = field(default_factory=list)
     server_cpu: float = 0.0
+    runs: list[LoadResult] = field(default_factory=list)
     rows: dict[str, float] = field(default_factory=dict)
     first_error: str | None = None
 
@@ -118,56 +162,66 @@ class Result:
     def rate(self) -> float:
         return self.done / self.seconds if self.seconds else 0.0
 
-    def pct(self, q: float) -> float:
-        if not self.latencies:
-            return float("nan")
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1000
+    def add(self, load: LoadResult, payments: int, cpu: float) -> None:
+        self.runs.append(load)
+        self.done += payments
+        self.requests += load.requests
+        self.errors += load.errors
+        self.seconds += load.seconds
+        self.server_cpu += cpu
+        self.first_error = self.first_error or load.first_error
+
+    @property
+    def p50(self) -> float:
+        """httpx: of all payments; wrk: the median of the runs' p50s (per request)."""
+        every = [x for r in self.runs for x in r.latencies]
+        if every:
+            return statistics.median(every)
+        return statistics.median(r.p50 for r in self.runs) if self.runs else float("nan")
+
+    @property
+    def p99(self) -> float:
+        """httpx: of all payments; wrk: the largest of the runs' p99s (per request)."""
+        every = sorted(x for r in self.runs for x in r.latencies)
+        if every:
+            return every[min(len(every) - 1, round(0.99 * (len(every) - 1)))]
+        return max(r.p99 for r in self.runs) if self.runs else float("nan")
 
     @property
     def cpu_ms(self) -> float:
         return self.server_cpu / self.done * 1000 if self.done else float("nan")
 
 
-class Driver:
-    """Runs create + confirm pairs against one server at a fixed concurrency."""
+class Side:
+    """One server driven with create + confirm payments."""
 
-    def __init__(
-        self,
-        server: ServerProcess,
-        side: str,
-        *,
-        concurrency: int,
-        idempotency_keys: bool,
-        key: str | None,
-    ):
-        self.server, self.side, self.idem = server, side, idempotency_keys
-        self.concurrency = concurrency
-        if side == "paymux":
+    def __init__(self, server: ServerProcess, args: argparse.Namespace, tmp: Path) -> None:
+        self.server, self.args, self.tmp = server, args, tmp
+        self.name = server.name
+        self.key = server.env.get("PAYMUX_API_KEY", "")
+        if self.name == "paymux":
             self.create_path = "/v1/payment_intents"
             self.confirm_path = "/v1/payment_intents/{id}/confirm"
         else:
             self.create_path = "/bare/payments"
             self.confirm_path = "/bare/payments/{id}/confirm"
-        self.headers = {"authorization": f"Bearer {key}"} if key else {}
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        self.http = httpx.AsyncClient(
-            base_url=server.url, limits=limits, timeout=30, trust_env=False
-        )
+        self.cpu = CpuMeter(server.pid)
+        self.last_id: str | None = None
 
     def _headers(self) -> dict[str, str]:
-        if not self.idem:
-            return self.headers
-        return {**self.headers, "idempotency-key": "bench_" + secrets.token_hex(12)}
+        headers = {"authorization": f"Bearer {self.key}"} if self.key else {}
+        if self.args.idempotency_keys:
+            headers["idempotency-key"] = "bench_" + os.urandom(12).hex()
+        return headers
 
-    async def _pair(self) -> None:
-        created = await self.http.post(
+    async def _pair(self, http: httpx.AsyncClient) -> int:
+        created = await http.post(
             self.create_path, json={"amount": 2000, "currency": "usd"}, headers=self._headers()
         )
         if created.status_code != 200:
             raise RuntimeError(f"create: HTTP {created.status_code} {created.text[:300]}")
         pi_id = created.json()["id"]
-        confirmed = await self.http.post(
+        confirmed = await http.post(
             self.confirm_path.format(id=pi_id),
             json={"payment_method": "pm_card_visa"},
             headers=self._headers(),
@@ -177,71 +231,111 @@ class Driver:
         status = confirmed.json().get("status")
         if status != "succeeded":
             raise RuntimeError(f"confirm: status {status!r}")
+        self.last_id = pi_id
+        return 2
 
-    async def run(self, n: int, result: Result, deadline: float) -> None:
-        """Run ``n`` pairs (fewer if ``deadline`` passes), adding to ``result``."""
-        remaining = n
-
-        async def worker() -> None:
-            nonlocal remaining
-            while remaining > 0 and time.monotonic() < deadline:
-                remaining -= 1
-                began = time.perf_counter()
-                try:
-                    await self._pair()
-                except (httpx.HTTPError, RuntimeError, ValueError, KeyError) as exc:
-                    result.errors += 1
-                    result.first_error = result.first_error or f"{type(exc).__name__}: {exc}"
-                    continue
-                result.latencies.append(time.perf_counter() - began)
-                result.done += 1
-
-        cpu = cpu_seconds(self.server.pid)
-        began = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(self.concurrency)))
-        result.seconds += time.perf_counter() - began
-        result.server_cpu += cpu_seconds(self.server.pid) - cpu
-
-    async def close(self) -> None:
-        await self.http.aclose()
-
-
-async def drive(servers: list[ServerProcess], args: argparse.Namespace) -> list[Result]:
-    """Warm both servers up, then run them in alternating chunks (A B B A A B ...), so both
-    see the same machine: a noisy neighbour slows both sides alike instead of one."""
-    drivers = [
-        Driver(
-            server,
-            server.name,
-            concurrency=args.concurrency,
-            idempotency_keys=args.idempotency_keys,
-            key=server.env.get("PAYMUX_API_KEY"),
+    def httpx_run(self, count: int, result: Result) -> None:
+        self.cpu.lap()
+        load = asyncio.run(
+            run_httpx(
+                self.server.url,
+                self._pair,
+                connections=self.args.concurrency,
+                count=count,
+                seconds=self.args.max_seconds,
+            )
         )
-        for server in servers
-    ]
-    results = [Result(d.side) for d in drivers]
-    try:
-        for d in drivers:
-            warm = Result(d.side)
-            await d.run(args.warmup, warm, time.monotonic() + args.max_seconds)
-            if warm.errors:
-                raise RuntimeError(
-                    f"{d.side} warm-up failed: {warm.first_error}\n{d.server.tail()}"
-                )
-        chunk = max(1, min(args.chunk, args.n))
-        deadline = time.monotonic() + args.max_seconds * len(drivers)
-        turn = 0
-        while any(r.done + r.errors < args.n for r in results) and time.monotonic() < deadline:
-            order = list(zip(drivers, results, strict=True))
-            for d, r in order if turn % 2 == 0 else reversed(order):
-                todo = min(chunk, args.n - r.done - r.errors)
-                if todo > 0:
-                    await d.run(todo, r, time.monotonic() + args.max_seconds)
-            turn += 1
-    finally:
-        for d in drivers:
-            await d.close()
+        result.add(load, load.counters.get("calls", 0), self.cpu.lap())
+
+    def wrk_run(self, seconds: float, result: Result) -> None:
+        self.cpu.lap()
+        load = run_wrk(
+            self.server.url,
+            PAYMENTS_LUA,
+            seconds=seconds,
+            connections=self.args.concurrency,
+            threads=min(2, self.args.concurrency),
+            args=[
+                self.create_path,
+                self.confirm_path.replace("{id}", "%s"),
+                self.key,
+                "1" if self.args.idempotency_keys else "0",
+            ],
+            tmp=self.tmp,
+        )
+        result.add(load, load.counters.get("succeeded", 0), self.cpu.lap())
+
+
+def drive(sides: list[Side], args: argparse.Namespace) -> list[Result]:
+    """Warm both servers up, then run them in turns (A B B A A B ...), so both see the same
+    machine: a noisy neighbour slows both sides alike instead of one."""
+    results = [Result(s.name) for s in sides]
+    for side in sides:
+        warm = Result(side.name)
+        side.httpx_run(args.warmup, warm)
+        if warm.errors:
+            raise RuntimeError(f"{side.name} warm-up failed: {warm.first_error}\n{side.server.tail()}")
+    turn = 0
+    if args.load == "wrk":
+        turns = max(1, round(args.seconds / args.chunk_seconds))
+        for turn in range(turns):
+            order = list(zip(sides, results, strict=True))
+            for side, result in order if turn % 2 == 0 else reversed(order):
+                side.wrk_run(args.seconds / turns, result)
+        return results
+    chunk = max(1, min(args.chunk, args.n))
+    while any(r.done + r.errors < args.n for r in results):
+        order = list(zip(sides, results, strict=True))
+        progressed = False
+        for side, result in order if turn % 2 == 0 else reversed(order):
+            todo = min(chunk, args.n - result.done - result.errors)
+            if todo > 0:
+                before = result.done + result.errors
+                side.httpx_run(todo, result)
+                progressed = progressed or result.done + result.errors > before
+        if not progressed:
+            break
+        turn += 1
     return results
+
+
+@dataclass
+class GetResult:
+    load: LoadResult
+    cpu: float
+
+    @property
+    def cpu_ms(self) -> float:
+        return self.cpu / self.load.requests * 1000 if self.load.requests else float("nan")
+
+
+def measure_get(side: Side, args: argparse.Namespace) -> GetResult:
+    """GET one payment intent, over and over, on paymux."""
+    assert side.last_id is not None
+    path = f"/v1/payment_intents/{side.last_id}"
+    side.cpu.lap()
+    if args.load == "wrk":
+        load = run_wrk(
+            side.server.url,
+            GET_LUA,
+            seconds=args.get_seconds,
+            connections=args.concurrency,
+            threads=min(2, args.concurrency),
+            args=[path, side.key],
+            tmp=side.tmp,
+        )
+    else:
+
+        async def get(http: httpx.AsyncClient) -> int:
+            r = await http.get(path, headers={"authorization": f"Bearer {side.key}"})
+            if r.status_code != 200:
+                raise RuntimeError(f"GET: HTTP {r.status_code}")
+            return 1
+
+        load = asyncio.run(
+            run_httpx(side.server.url, get, connections=args.concurrency, seconds=args.get_seconds)
+        )
+    return GetResult(load, side.cpu.lap())
 
 
 async def count_rows(db_url: str) -> dict[str, int]:
@@ -263,77 +357,60 @@ class BackendRun:
     version: str
     paymux: Result
     bare: Result
+    get: GetResult | None
     load: tuple[float, float]
+    rss: float  # paymux's resident memory at the end, MiB
 
     @property
     def ratio(self) -> float:
         return self.paymux.rate / self.bare.rate if self.bare.rate else float("nan")
 
 
-def run_backend(backend: str, args: argparse.Namespace, tmp: Path, pg: Any) -> BackendRun:
-    work = tmp / backend
+def run_backend(backend: str, args: argparse.Namespace, dbs: Databases) -> BackendRun:
+    work = dbs.tmp / backend
     work.mkdir()
-    if backend == "sqlite":
-        urls = {side: f"sqlite+aiosqlite:///{work / (side + '.db')}" for side in ("paymux", "bare")}
-        version = f"SQLite {sqlite3.sqlite_version}"
-    else:
-        urls = {side: pg.create_database(f"bench_{side}") for side in ("paymux", "bare")}
-        version = pg_version(urls["paymux"])
+    urls = {side: dbs.url(backend, f"bench_{side}") for side in ("paymux", "bare")}
+    version = dbs.version(backend, urls["paymux"])
     for url in urls.values():
         upgrade(url)
     servers: list[ServerProcess] = [
-        paymux_server(urls["paymux"], work),
+        paymux_server(urls["paymux"], work, PAYMUX_RUN_WORKER="true"),
         bare_server(urls["bare"], work),
     ]
     load_before = loadavg()
+    get = None
     try:
         for server in servers:
             server.start()
-        paymux, bare = asyncio.run(drive(servers, args))
+        sides = [Side(server, args, work) for server in servers]
+        paymux, bare = drive(sides, args)
+        if args.get_seconds > 0:
+            get = measure_get(sides[0], args)
+        rss = rss_mb(servers[0].pid)
     finally:
         for server in servers:
             server.stop()
     for result in (paymux, bare):
         rows = asyncio.run(count_rows(urls[result.side]))
-        total = result.done + args.warmup
+        total = rows["events"] / 2 or 1  # two events per succeeded payment
         result.rows = {t: rows[t] / total for t in TABLES}
-    return BackendRun(backend, version, paymux, bare, (load_before, loadavg()))
-
-
-def pg_version(url: str) -> str:
-    async def ask() -> str:
-        db = Database(url, pool_size=1)
-        try:
-            async with db.read() as s:
-                return str((await s.execute(text("show server_version"))).scalar_one())
-        finally:
-            await db.dispose()
-
-    return "PostgreSQL " + asyncio.run(ask())
+    return BackendRun(backend, version, paymux, bare, get, (load_before, loadavg()), rss)
 
 
 # -- report -------------------------------------------------------------------------------
-def loadavg() -> float:
-    """The 1-minute load average (other work on the machine skews every figure)."""
-    try:
-        return float(Path("/proc/loadavg").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return float("nan")
-
-
 def report(runs: list[BackendRun], args: argparse.Namespace) -> None:
     print()
+    amount = f"{args.seconds:.0f} s per server" if args.load == "wrk" else f"N={args.n}"
     print(
-        f"N={args.n} payments (create + confirm pm_card_visa), concurrency={args.concurrency}, "
-        f"warm-up={args.warmup}, idempotency keys={'on' if args.idempotency_keys else 'off'}"
+        f"{amount} of payments (create + confirm pm_card_visa), concurrency={args.concurrency}, "
+        f"warm-up={args.warmup}, idempotency keys={'on' if args.idempotency_keys else 'off'}, "
+        f"load generator: {args.load}"
+        + (" (wrk is not installed: apt-get install wrk)" if args.load == "httpx" and not have_wrk() else "")
     )
-    print(
-        f"{os.cpu_count()} CPUs, Python {platform.python_version()}; "
-        + "; ".join(run.version for run in runs)
-    )
+    print(machine() + "; " + "; ".join(run.version for run in runs))
     print()
     header = (
-        f"{'backend':<9} {'server':<7} {'done':>5} {'err':>4} {'payments/s':>11} "
+        f"{'backend':<9} {'server':<7} {'done':>6} {'err':>4} {'payments/s':>11} "
         f"{'p50 ms':>8} {'p99 ms':>8} {'CPU ms/pay':>11} {'ratio':>6} {'load':>10}"
     )
     print(header)
@@ -344,37 +421,65 @@ def report(runs: list[BackendRun], args: argparse.Namespace) -> None:
             ratio = f"{run.ratio:6.2f}" if last and run.bare.rate else ""
             load = f"{run.load[0]:.1f}->{run.load[1]:.1f}" if last else ""
             print(
-                f"{run.backend:<9} {res.side:<7} {res.done:>5} {res.errors:>4} {res.rate:>11.1f} "
-                f"{res.pct(0.50):>8.1f} {res.pct(0.99):>8.1f} {res.cpu_ms:>11.2f} {ratio:>6} "
-                f"{load:>10}"
+                f"{run.backend:<9} {res.side:<7} {res.done:>6} {res.errors:>4} {res.rate:>11.1f} "
+                f"{res.p50:>8.2f} {res.p99:>8.2f} {res.cpu_ms:>11.2f} {ratio:>6} {load:>10}"
             )
     print()
-    print("ratio: paymux payments/s / bare payments/s (the aim is >= 0.5). CPU ms/pay: the server")
-    print("process's CPU per payment (all its threads; not the client, not PostgreSQL).")
+    if args.load == "wrk":
+        print("p50/p99: per request (a create or a confirm), from wrk: the median of the turns'")
+        print("p50s and the largest of their p99s.")
+    else:
+        print("p50/p99: per payment (create + confirm), seen by the httpx client in this process.")
+    print("ratio: paymux payments/s / bare payments/s. CPU ms/pay: the server process's CPU per")
+    print("payment (all its threads; not the client, not PostgreSQL).")
     print("load: the 1-minute load average before -> after the backend's run.")
-    for run in runs:
-        if run.paymux.cpu_ms and run.bare.cpu_ms:
-            print(
-                f"{run.backend}: bare CPU / paymux CPU per payment = "
-                f"{run.bare.cpu_ms / run.paymux.cpu_ms:.2f}"
-            )
-    print("rows per payment at the end (warm-up included):")
+    print("rows per payment at the end (warm-up included; rows / (events / 2)):")
     for run in runs:
         for res in (run.paymux, run.bare):
             rows = " ".join(f"{t}={v:.2f}" for t, v in res.rows.items())
             print(f"  {run.backend:<9} {res.side:<7} {rows}")
+    for run in runs:
+        total = run.paymux.done + args.warmup
+        print(f"paymux's resident memory at the end, {run.backend}: {run.rss:.0f} MiB "
+              f"(after about {total} payments)")
+    gets = [run for run in runs if run.get is not None]
+    if gets:
+        print()
+        print(f"GET /v1/payment_intents/{{id}} (one intent), paymux, {args.concurrency} connections, {args.load}")
+        header = f"{'backend':<9} {'requests':>9} {'err':>4} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/req':>11}"
+        print(header)
+        print("-" * len(header))
+        for run in gets:
+            g = run.get
+            assert g is not None
+            print(
+                f"{run.backend:<9} {g.load.requests:>9} {g.load.errors:>4} {g.load.rate:>9.1f} "
+                f"{g.load.p50:>8.2f} {g.load.p99:>8.2f} {g.cpu_ms:>11.3f}"
+            )
     for run in runs:
         for res in (run.paymux, run.bare):
             if res.errors:
                 print(
                     f"ERROR {run.backend} {res.side}: {res.errors} failed, first: {res.first_error}"
                 )
+        if run.get is not None and run.get.load.errors:
+            print(f"ERROR {run.backend} GET: {run.get.load.first_error}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="paymux payments benchmark (see module docstring)")
-    parser.add_argument("--n", type=int, default=2000, help="payments per server (default 2000)")
-    parser.add_argument("--concurrency", type=int, default=16, help="clients in flight (16)")
+    parser.add_argument(
+        "--load",
+        choices=("wrk", "httpx"),
+        default="wrk" if have_wrk() else "httpx",
+        help="load generator (default wrk when installed, else httpx)",
+    )
+    parser.add_argument("--seconds", type=float, default=20.0, help="wrk: seconds per server (20)")
+    parser.add_argument(
+        "--chunk-seconds", type=float, default=5.0, help="wrk: seconds per turn (5)"
+    )
+    parser.add_argument("--n", type=int, default=2000, help="httpx: payments per server (2000)")
+    parser.add_argument("--concurrency", type=int, default=16, help="connections (16)")
     parser.add_argument(
         "--backends",
         default="sqlite,postgres",
@@ -388,16 +493,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--warmup", type=int, default=100, help="unmeasured payments first (100)")
     parser.add_argument(
-        "--chunk",
-        type=int,
-        default=250,
-        help="payments per turn when alternating the two servers (250)",
+        "--chunk", type=int, default=250, help="httpx: payments per turn (250)"
     )
     parser.add_argument(
         "--max-seconds",
         type=float,
         default=35.0,
-        help="measuring time budget per server and backend; past it, stop early (35)",
+        help="httpx: time budget per turn; past it, stop early (35)",
+    )
+    parser.add_argument(
+        "--get-seconds", type=float, default=10.0, help="GET one object for this long (10; 0: skip)"
     )
     args = parser.parse_args(argv)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -406,25 +511,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown backend(s): {', '.join(sorted(unknown)) or '(none)'}")
     if args.n < 1 or args.concurrency < 1:
         parser.error("--n and --concurrency must be positive")
+    if args.load == "wrk" and not have_wrk():
+        parser.error("wrk is not installed (apt-get install wrk), use --load httpx")
 
     runs: list[BackendRun] = []
-    with tempfile.TemporaryDirectory(prefix="paymux-bench-") as name:
-        tmp = Path(name)
-        pg = None
-        try:
-            if "postgres" in backends:
-                from support.pgcluster import PgCluster
-
-                pg = PgCluster()
-                pg.start()
-            for backend in backends:
-                print(f"running {backend} ...", file=sys.stderr, flush=True)
-                runs.append(run_backend(backend, args, tmp, pg))
-        finally:
-            if pg is not None:
-                pg.stop()
+    with databases(backends) as dbs:
+        for backend in backends:
+            print(f"running {backend} ...", file=sys.stderr, flush=True)
+            runs.append(run_backend(backend, args, dbs))
     report(runs, args)
-    failed = sum(r.paymux.errors + r.bare.errors for r in runs)
+    failed = sum(r.paymux.errors + r.bare.errors + (r.get.load.errors if r.get else 0) for r in runs)
     return 1 if failed else 0
 
 

@@ -23,11 +23,16 @@ For each backend (SQLite WAL, PostgreSQL) it:
      (the same table, the same indexes) and one commit: no signature, no parsing, no job;
 
 3. posts the same Stripe ``payment_intent.succeeded`` events (``data.object`` a payment_intent
-   whose ``id`` is the intent's gateway reference and ``metadata.paymux_id`` our id), each
-   signed when sent, ``--warmup`` first (unmeasured), then ``--n`` with ``--concurrency``
-   requests in flight (one httpx.AsyncClient, that many connections), in alternating chunks
-   (paymux, bare, bare, paymux, ...) so that other work on the machine slows both alike;
-4. stops the servers and drains paymux's backlog (``--n`` + ``--warmup`` stored events) with
+   whose ``id`` is the intent's gateway reference and ``metadata.paymux_id`` our id),
+   ``--warmup`` first (unmeasured, httpx), then with ``--concurrency`` connections, taking
+   turns (paymux, bare, bare, paymux, ...) so that other work on the machine slows both
+   alike. The load generator (``--load``) is wrk when installed: ``--n`` events are signed
+   beforehand and written to a file that the wrk Lua script reads, each side runs
+   ``--seconds`` in turns of ``--chunk-seconds`` (events already sent are not sent again
+   unless the file runs out: the ``dup`` column counts those answered as duplicates). Without
+   wrk it is httpx in this process (one AsyncClient; ``--n`` events per side, each signed
+   when sent, in turns of ``--chunk``);
+4. stops the servers and drains paymux's backlog (every event it stored) with
    one ``paymux worker`` subprocess, and on PostgreSQL also with two workers on a second,
    identical backlog (a ``CREATE DATABASE ... TEMPLATE`` copy made before the first drain).
 
@@ -39,8 +44,10 @@ wall time from spawning the workers to the last event applied is printed beside 
 non-zero only on an error (a request refused, a server or worker that fails, an event not
 applied); figures are reported, never asserted.
 
-    .venv/bin/python bench/webhooks.py [--n 3000] [--concurrency 16]
-        [--backends sqlite,postgres] [--warmup 100] [--chunk 500]
+    .venv/bin/python bench/webhooks.py [--load wrk|httpx] [--seconds 8] [--n 30000]
+        [--concurrency 16] [--backends sqlite,postgres] [--warmup 100] [--chunk 500]
+
+bench/common.py has the shared helpers (servers, databases, CPU, wrk).
 
 PostgreSQL is a throwaway cluster (tests/support/pgcluster.py: fsync, synchronous_commit and
 full_page_writes off), started as the ``postgres`` OS user when run as root.
@@ -50,15 +57,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import os
-import platform
 import secrets
-import signal
-import sqlite3
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -72,67 +73,87 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import insert, text
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # support.pgcluster, support.processes
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (
+    HOST,
+    CpuMeter,
+    Databases,
+    LoadResult,
+    ServerProcess,
+    bench_server,
+    cpu_seconds,
+    databases,
+    free_port,
+    have_wrk,
+    loadavg,
+    machine,
+    paymux_env,
+    paymux_server,
+    paymux_worker,
+    run_httpx,
+    run_wrk,
+    scalar,
+)
 
-from paymux.domain.ids import new_id  # noqa: E402
-from paymux.gateways.signing import sign_header  # noqa: E402
-from paymux.security import configure_logging  # noqa: E402
-from paymux.storage.db import Database  # noqa: E402
-from paymux.storage.migrate import upgrade  # noqa: E402
-from paymux.storage.models import (  # noqa: E402
+from paymux.domain.ids import new_id
+from paymux.gateways.signing import sign_header
+from paymux.security import configure_logging
+from paymux.storage.db import Database
+from paymux.storage.migrate import upgrade
+from paymux.storage.models import (
     Account,
     GatewayAttempt,
     PaymentIntent,
     WebhookInbox,
 )
-from support import processes  # noqa: E402
-from support.processes import (  # noqa: E402
-    HOST,
-    LoggedProcess,
-    ServerProcess,
-    cpu_seconds,
-    free_port,
-)
 
-# Output appended to a log beside the databases; stopped with SIGINT (as Ctrl-C), killed
-# after 20 s.
-_BENCH_PROCESS: dict[str, Any] = {"append": True, "stop_signal": signal.SIGINT, "stop_timeout": 20}
 ACCOUNT = "acct_bench"
 WEBHOOK_SECRET = "whsec_bench" + secrets.token_hex(16)
+# The Stripe connector, registered for the bench; its API is never called.
+STRIPE_ENV = {
+    "STRIPE_SECRET_KEY": "sk_test_bench",
+    "STRIPE_WEBHOOK_SECRETS": WEBHOOK_SECRET,
+    "PAYMUX_STRIPE_API_BASE": "http://127.0.0.1:9",
+}
+
+# Pre-signed events, one ``signature TAB body`` per line of the file args[2]. Thread t of
+# args[4] sends lines args[3] + t, + nthreads, ... (wrapping around at the end of the file).
+WEBHOOKS_LUA = r"""
+counters = {"new", "dup", "bad", "sent"}
+new, dup, bad, sent = 0, 0, 0, 0
+local path, lines, i, step
+function init(args)
+  path = args[1]
+  lines = {}
+  for line in io.lines(args[2]) do lines[#lines + 1] = line end
+  step = tonumber(args[4])
+  i = tonumber(args[3]) + tid
+end
+function request()
+  local line = lines[(i % #lines) + 1]
+  i = i + step
+  sent = sent + 1
+  local tab = line:find("	", 1, true)
+  return wrk.format("POST", path,
+    {["Content-Type"] = "application/json", ["Stripe-Signature"] = line:sub(1, tab - 1)},
+    line:sub(tab + 1))
+end
+function response(status, headers, body)
+  if status ~= 200 then bad = bad + 1
+  elseif body:find('"duplicate":%s*false') then new = new + 1
+  elseif body:find('"duplicate":%s*true') then dup = dup + 1
+  else bad = bad + 1 end
+end
+"""
 
 
-# -- servers and workers (support/processes.py, as bench/payments.py) ---------------------------
-def paymux_env(db_url: str, tmp: Path, **extra: str) -> dict[str, str]:
-    """Only PAYMUX_* (and the Stripe connector's) variables configure a paymux subprocess."""
-    settings = {
-        "PAYMUX_LOG_LEVEL": "WARNING",
-        "PAYMUX_RATE_LIMIT_REQUESTS": "0",  # wrk drives one key far past any limit
-        "STRIPE_SECRET_KEY": "sk_test_bench",
-        "STRIPE_WEBHOOK_SECRETS": WEBHOOK_SECRET,
-        "PAYMUX_STRIPE_API_BASE": "http://127.0.0.1:9",  # never called
-    }
-    return processes.paymux_env(db_url, tmp, **{**settings, **extra})
-
-
-def paymux_server(db_url: str, tmp: Path) -> ServerProcess:
-    port = free_port()
-    env = paymux_env(
-        db_url,
-        tmp,
-        PAYMUX_HOST=HOST,
-        PAYMUX_PORT=str(port),
-        PAYMUX_RUN_WORKER="false",
-        PAYMUX_API_KEY="sk_test_bench" + secrets.token_hex(12),
-    )
-    cmd = [sys.executable, "-m", "paymux.cli", "serve", "--no-worker"]
-    log = tmp / "paymux-server.log"
-    return ServerProcess("paymux", cmd, port=port, env=env, log=log, cwd=tmp, **_BENCH_PROCESS)
+# -- servers and workers (bench/common.py) -----------------------------------------------------
+def paymux_webhook_server(db_url: str, tmp: Path) -> ServerProcess:
+    return paymux_server(db_url, tmp, args=["--no-worker"], PAYMUX_RUN_WORKER="false", **STRIPE_ENV)
 
 
 def bare_server(db_url: str, tmp: Path) -> ServerProcess:
     port = free_port()
-    env = dict(os.environ, NO_PROXY="127.0.0.1,localhost")
     cmd = [
         sys.executable,
         str(Path(__file__).resolve()),
@@ -142,14 +163,7 @@ def bare_server(db_url: str, tmp: Path) -> ServerProcess:
         "--port",
         str(port),
     ]
-    log = tmp / "bare-server.log"
-    return ServerProcess("bare", cmd, port=port, env=env, log=log, cwd=tmp, **_BENCH_PROCESS)
-
-
-def worker_process(name: str, env: dict[str, str], log: Path) -> LoggedProcess:
-    cmd = [sys.executable, "-m", "paymux.cli", "worker"]
-    return LoggedProcess(name, cmd, env=env, log=log, cwd=log.parent, **_BENCH_PROCESS)
-
+    return bench_server("bare", cmd, tmp, port)
 
 # -- the bare server ---------------------------------------------------------------------------
 def serve_bare(database_url: str, port: int, log_level: str = "WARNING") -> None:
@@ -359,107 +373,139 @@ def stripe_event(intent: Intent) -> bytes:
 @dataclass
 class Result:
     side: str
-    done: int = 0
+    done: int = 0  # events stored as new
+    dup: int = 0  # answered as duplicates (wrk, when the file of events ran out)
     errors: int = 0
     seconds: float = 0.0
-    latencies: list[float] = field(default_factory=list)
     server_cpu: float = 0.0
     client_cpu: float = 0.0
+    runs: list[LoadResult] = field(default_factory=list)
     first_error: str | None = None
 
     @property
     def rate(self) -> float:
-        return self.done / self.seconds if self.seconds else 0.0
+        return (self.done + self.dup) / self.seconds if self.seconds else 0.0
+
+    def add(self, load: LoadResult, new: int, dup: int, cpu: float, client: float) -> None:
+        self.runs.append(load)
+        self.done += new
+        self.dup += dup
+        self.errors += load.errors
+        self.seconds += load.seconds
+        self.server_cpu += cpu
+        self.client_cpu += client
+        self.first_error = self.first_error or load.first_error
 
     def pct(self, q: float) -> float:
-        if not self.latencies:
+        """httpx: of all events; wrk: the median of the turns' p50s / largest p99."""
+        every = sorted(x for r in self.runs for x in r.latencies)
+        if every:
+            return every[min(len(every) - 1, round(q * (len(every) - 1)))]
+        if not self.runs:
             return float("nan")
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1000
+        if q <= 0.5:
+            return sorted(r.p50 for r in self.runs)[len(self.runs) // 2]
+        return max(r.p99 for r in self.runs)
 
     def per_event_ms(self, cpu: float) -> float:
-        return cpu / self.done * 1000 if self.done else float("nan")
+        n = self.done + self.dup
+        return cpu / n * 1000 if n else float("nan")
 
 
 class Driver:
-    """Posts events to one server, each signed when sent, ``concurrency`` in flight."""
+    """Posts events to one server, ``concurrency`` connections."""
 
-    def __init__(self, server: ServerProcess, path: str, bodies: list[bytes], concurrency: int) -> None:
-        self.server, self.path, self.concurrency = server, path, concurrency
-        self.bodies = bodies
+    def __init__(
+        self, server: ServerProcess, path: str, bodies: list[bytes], events_file: Path,
+        args: argparse.Namespace,
+    ) -> None:
+        self.server, self.path, self.args = server, path, args
+        self.bodies, self.events_file = bodies, events_file
         self.next = 0
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        self.http = httpx.AsyncClient(
-            base_url=server.url, limits=limits, timeout=30, trust_env=False
-        )
+        self.cpu = CpuMeter(server.pid)
 
-    async def _post(self, body: bytes) -> None:
+    async def _post(self, http: httpx.AsyncClient, body: bytes) -> None:
         headers = {
             "content-type": "application/json",
             "stripe-signature": sign_header(body, WEBHOOK_SECRET),
         }
-        r = await self.http.post(self.path, content=body, headers=headers)
+        r = await http.post(self.path, content=body, headers=headers)
         if r.status_code != 200:
             raise RuntimeError(f"HTTP {r.status_code} {r.text[:300]}")
         if r.json().get("duplicate") is not False:
             raise RuntimeError(f"not stored as new: {r.text[:300]}")
 
-    async def run(self, n: int, result: Result) -> None:
-        """Post the next ``n`` bodies, adding to ``result``."""
-        bodies = self.bodies[self.next : self.next + n]
-        self.next += len(bodies)
-        it = iter(bodies)
+    def httpx_run(self, n: int, result: Result) -> None:
+        """Post the next ``n`` bodies, each signed when sent."""
+        it = iter(self.bodies[self.next : self.next + n])
+        self.next += n
 
-        async def worker() -> None:
-            for body in it:
-                began = time.perf_counter()
-                try:
-                    await self._post(body)
-                except (httpx.HTTPError, RuntimeError, ValueError) as exc:
-                    result.errors += 1
-                    result.first_error = result.first_error or f"{type(exc).__name__}: {exc}"
-                    continue
-                result.latencies.append(time.perf_counter() - began)
-                result.done += 1
+        async def send(http: httpx.AsyncClient) -> int:
+            body = next(it, None)
+            if body is None:
+                raise RuntimeError("out of events")
+            await self._post(http, body)
+            return 1
 
-        cpu, own = cpu_seconds(self.server.pid), time.process_time()
-        began = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(self.concurrency)))
-        result.seconds += time.perf_counter() - began
-        result.server_cpu += cpu_seconds(self.server.pid) - cpu
-        result.client_cpu += time.process_time() - own
+        self.cpu.lap()
+        own = time.process_time()
+        load = asyncio.run(
+            run_httpx(self.server.url, send, connections=self.args.concurrency, count=n)
+        )
+        calls = load.counters.get("calls", 0)
+        result.add(load, calls, 0, self.cpu.lap(), time.process_time() - own)
 
-    async def close(self) -> None:
-        await self.http.aclose()
+    def wrk_run(self, seconds: float, result: Result) -> None:
+        """Post pre-signed events from the file with wrk for ``seconds``."""
+        threads = min(2, self.args.concurrency)
+        self.cpu.lap()
+        load = run_wrk(
+            self.server.url,
+            WEBHOOKS_LUA,
+            seconds=seconds,
+            connections=self.args.concurrency,
+            threads=threads,
+            args=[self.path, str(self.events_file), str(self.next), str(threads)],
+            tmp=self.events_file.parent,
+        )
+        cpu = self.cpu.lap()
+        self.next += (load.counters.get("sent_max", 0) + 1) * threads
+        c = load.counters
+        result.add(load, c.get("new", 0), c.get("dup", 0), cpu, 0.0)
 
 
-async def drive(
-    paymux: ServerProcess, bare: ServerProcess, bodies: list[bytes], args: argparse.Namespace
-) -> tuple[Result, Result]:
-    drivers = [
-        Driver(paymux, "/webhooks/stripe", bodies, args.concurrency),
-        Driver(bare, "/bare/webhooks/stripe", bodies, args.concurrency),
-    ]
+def drive(drivers: list[Driver], args: argparse.Namespace) -> tuple[Result, Result]:
     results = [Result("paymux"), Result("bare")]
-    try:
-        for d, r in zip(drivers, results, strict=True):
-            warm = Result(r.side)
-            await d.run(args.warmup, warm)
-            if warm.errors:
-                raise RuntimeError(f"{r.side} warm-up failed: {warm.first_error}\n{d.server.tail()}")
-        chunk = max(1, min(args.chunk, args.n))
-        turn = 0
-        while any(r.done + r.errors < args.n for r in results):
+    for d, r in zip(drivers, results, strict=True):
+        warm = Result(r.side)
+        d.httpx_run(args.warmup, warm)
+        if warm.errors:
+            raise RuntimeError(f"{r.side} warm-up failed: {warm.first_error}\n{d.server.tail()}")
+    if args.load == "wrk":
+        turns = max(1, round(args.seconds / args.chunk_seconds))
+        for turn in range(turns):
             order = list(zip(drivers, results, strict=True))
             for d, r in order if turn % 2 == 0 else reversed(order):
-                todo = min(chunk, args.n - r.done - r.errors)
-                if todo > 0:
-                    await d.run(todo, r)
-            turn += 1
-    finally:
-        for d in drivers:
-            await d.close()
+                d.wrk_run(args.seconds / turns, r)
+        return results[0], results[1]
+    chunk = max(1, min(args.chunk, args.n))
+    turn = 0
+    while any(r.done + r.errors < args.n for r in results):
+        order = list(zip(drivers, results, strict=True))
+        for d, r in order if turn % 2 == 0 else reversed(order):
+            todo = min(chunk, args.n - r.done - r.errors)
+            if todo > 0:
+                d.httpx_run(todo, r)
+        turn += 1
     return results[0], results[1]
+
+
+def write_events(bodies: list[bytes], path: Path) -> None:
+    """``signature TAB body`` lines, signed now (Stripe's tolerance is 5 minutes)."""
+    with path.open("wb") as out:
+        for body in bodies:
+            assert b"\n" not in body and b"\t" not in body
+            out.write(sign_header(body, WEBHOOK_SECRET).encode() + b"\t" + body + b"\n")
 
 
 # -- draining ----------------------------------------------------------------------------------
@@ -505,11 +551,12 @@ async def drain(
         if applied or not left or pending != left:
             raise RuntimeError(f"unexpected backlog: {applied} applied, {left} left, {pending} jobs")
         procs = [
-            worker_process(
+            paymux_worker(
                 f"worker-{i}",
                 paymux_env(
                     url,
                     tmp,
+                    **STRIPE_ENV,
                     **({"PAYMUX_WORKER_BATCH_SIZE": str(batch_size)} if batch_size else {}),
                 ),
                 tmp / f"worker-{workers}-{i}.log",
@@ -580,53 +627,51 @@ class BackendRun:
         return self.paymux.rate / self.bare.rate if self.bare.rate else float("nan")
 
 
-async def _scalar(url: str, statement: str) -> Any:
-    db = Database(url, pool_size=1)
-    try:
-        async with db.read() as s:
-            return (await s.execute(text(statement))).scalar_one()
-    finally:
-        await db.dispose()
-
-
-def run_backend(backend: str, args: argparse.Namespace, tmp: Path, pg: Any) -> BackendRun:
-    work = tmp / backend
+def run_backend(backend: str, args: argparse.Namespace, dbs: Databases) -> BackendRun:
+    work = dbs.tmp / backend
     work.mkdir()
     sides = ("paymux", "bare")
-    if backend == "sqlite":
-        urls = {side: f"sqlite+aiosqlite:///{work / (side + '.db')}" for side in sides}
-        version = f"SQLite {sqlite3.sqlite_version}"
-    else:
-        urls = {side: pg.create_database(f"wh_{side}") for side in sides}
-        version = "PostgreSQL " + str(asyncio.run(_scalar(urls["paymux"], "show server_version")))
+    urls = {side: dbs.url(backend, f"wh_{side}") for side in sides}
+    version = dbs.version(backend, urls["paymux"])
     for url in urls.values():
         upgrade(url)
     total = args.n + args.warmup
     intents = asyncio.run(_seed(urls["paymux"], total))
     bodies = [stripe_event(i) for i in intents]
+    warm, measured = bodies[: args.warmup], bodies[args.warmup :]
+    events_file = work / "events.txt"
+    if args.load == "wrk":
+        write_events(measured, events_file)
 
-    servers = [paymux_server(urls["paymux"], work), bare_server(urls["bare"], work)]
+    servers = [paymux_webhook_server(urls["paymux"], work), bare_server(urls["bare"], work)]
     load_before = loadavg()
     try:
         for server in servers:
             server.start()
-        paymux, bare = asyncio.run(drive(servers[0], servers[1], bodies, args))
+        drivers = [
+            Driver(servers[0], "/webhooks/stripe", warm + measured, events_file, args),
+            Driver(servers[1], "/bare/webhooks/stripe", warm + measured, events_file, args),
+        ]
+        paymux, bare = drive(drivers, args)
     finally:
         for server in servers:
             server.stop()
     errors = [
         f"{r.side}: {r.errors} failed, first: {r.first_error}" for r in (paymux, bare) if r.errors
     ]
-    for side in sides:
-        stored = asyncio.run(_scalar(urls[side], "select count(*) from webhook_inbox"))
-        if stored != total:
-            errors.append(f"{side}: {stored} inbox rows, expected {total}")
+    for side, result in zip(sides, (paymux, bare), strict=True):
+        stored = asyncio.run(scalar(urls[side], "select count(*) from webhook_inbox"))
+        expected = result.done + args.warmup
+        # wrk stops with up to one request per connection in flight: stored, never counted.
+        slack = args.concurrency * len(result.runs) if args.load == "wrk" else 0
+        if not expected <= stored <= expected + slack:
+            errors.append(f"{side}: {stored} inbox rows, expected {expected} (+ {slack} in flight)")
 
     backlogs = [(1, urls["paymux"])]
     if backend == "postgres":  # a second identical backlog, for two workers
         copy = "wh_paymux_copy"
-        _create_from_template(pg, copy, "wh_paymux")
-        backlogs.append((2, pg.url(copy)))
+        _create_from_template(dbs.pg, copy, "wh_paymux")
+        backlogs.append((2, dbs.pg.url(copy)))
     drains = []
     for workers, url in backlogs:
         print(f"  draining with {workers} worker(s) ...", file=sys.stderr, flush=True)
@@ -653,37 +698,18 @@ def _create_from_template(pg: Any, name: str, template: str) -> None:
 
 
 # -- report ------------------------------------------------------------------------------------
-def loadavg() -> float:
-    try:
-        return float(Path("/proc/loadavg").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return float("nan")
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    memory = ""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        kb = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0])
-        memory = f", {kb / 1024 / 1024:.0f} GiB RAM"
-    return f"{os.cpu_count()} CPUs ({cpu}){memory}, Python {platform.python_version()}"
-
-
 def report(runs: list[BackendRun], args: argparse.Namespace) -> None:
     print()
+    amount = f"{args.seconds:.0f} s of" if args.load == "wrk" else f"N={args.n}"
     print(
-        f"N={args.n} Stripe payment_intent.succeeded events per server, concurrency="
-        f"{args.concurrency}, warm-up={args.warmup}, chunk={args.chunk}"
+        f"{amount} Stripe payment_intent.succeeded events per server, concurrency="
+        f"{args.concurrency}, warm-up={args.warmup}, load generator: {args.load}"
+        + (" (wrk is not installed: apt-get install wrk)" if args.load == "httpx" and not have_wrk() else "")
     )
     print(machine() + "; " + "; ".join(run.version for run in runs))
     print()
     header = (
-        f"{'backend':<9} {'endpoint':<8} {'done':>5} {'err':>4} {'events/s':>9} {'p50 ms':>7} "
+        f"{'backend':<9} {'endpoint':<8} {'new':>6} {'dup':>5} {'err':>4} {'events/s':>9} {'p50 ms':>7} "
         f"{'p99 ms':>7} {'srv CPU ms/ev':>13} {'cli CPU ms/ev':>13} {'ratio':>6} {'load':>10}"
     )
     print("ingest (POST /webhooks/stripe vs. the bare INSERT)")
@@ -695,10 +721,11 @@ def report(runs: list[BackendRun], args: argparse.Namespace) -> None:
             ratio = f"{run.ratio:6.2f}" if last and run.bare.rate else ""
             load = f"{run.load[0]:.1f}->{run.load[1]:.1f}" if last else ""
             print(
-                f"{run.backend:<9} {res.side:<8} {res.done:>5} {res.errors:>4} {res.rate:>9.1f} "
+                f"{run.backend:<9} {res.side:<8} {res.done:>6} {res.dup:>5} {res.errors:>4} {res.rate:>9.1f} "
                 f"{res.pct(0.50):>7.1f} {res.pct(0.99):>7.1f} "
                 f"{res.per_event_ms(res.server_cpu):>13.2f} "
-                f"{res.per_event_ms(res.client_cpu):>13.2f} {ratio:>6} {load:>10}"
+                f"{res.per_event_ms(res.client_cpu) if args.load == 'httpx' else float('nan'):>13.2f} "
+                f"{ratio:>6} {load:>10}"
             )
     print()
     print("drain (paymux worker processes applying the stored backlog)")
@@ -717,7 +744,9 @@ def report(runs: list[BackendRun], args: argparse.Namespace) -> None:
             )
     print()
     print("ratio: paymux events/s / bare events/s (aim >= 0.5). CPU ms/ev: the server process's")
-    print("(srv) and this load generator's (cli) CPU per event. applied/s: (applied - 1) / span,")
+    print("(srv) and this load generator's (cli; httpx only) CPU per event. Latency: per event;")
+    print("with wrk the median of the turns' p50s and the largest of their p99s.")
+    print("applied/s: (applied - 1) / span,")
     print("span = first -> last applied_us (worker start-up excluded); wall: spawning the")
     print("worker(s) -> all applied, start-up included (aim: >= 1,000 applied/s on PostgreSQL).")
     for run in runs:
@@ -727,7 +756,21 @@ def report(runs: list[BackendRun], args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="paymux inbound-webhook benchmark (see docstring)")
-    parser.add_argument("--n", type=int, default=3000, help="events per server (default 3000)")
+    parser.add_argument(
+        "--load",
+        choices=("wrk", "httpx"),
+        default="wrk" if have_wrk() else "httpx",
+        help="load generator (default wrk when installed, else httpx)",
+    )
+    parser.add_argument("--seconds", type=float, default=8.0, help="wrk: seconds per server (8)")
+    parser.add_argument("--chunk-seconds", type=float, default=4.0, help="wrk: seconds per turn (4)")
+    parser.add_argument(
+        "--n",
+        type=int,
+        default=None,
+        help="events per server: httpx sends them all (default 3000); wrk pre-signs them "
+        "(default 30000)",
+    )
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight (16)")
     parser.add_argument(
         "--backends", default="sqlite,postgres", help="comma-separated: sqlite, postgres (both)"
@@ -761,22 +804,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.n < 1 or args.concurrency < 1 or args.warmup < 0:
         parser.error("--n and --concurrency must be positive")
 
+    if args.n is None:
+        args.n = 30000 if args.load == "wrk" else 3000
+    if args.load == "wrk" and not have_wrk():
+        parser.error("wrk is not installed (apt-get install wrk), use --load httpx")
     runs: list[BackendRun] = []
-    with tempfile.TemporaryDirectory(prefix="paymux-bench-wh-") as name:
-        tmp = Path(name)
-        pg = None
-        try:
-            if "postgres" in backends:
-                from support.pgcluster import PgCluster
-
-                pg = PgCluster()
-                pg.start()
-            for backend in backends:
-                print(f"running {backend} ...", file=sys.stderr, flush=True)
-                runs.append(run_backend(backend, args, tmp, pg))
-        finally:
-            if pg is not None:
-                pg.stop()
+    with databases(backends, prefix="paymux-bench-wh-") as dbs:
+        for backend in backends:
+            print(f"running {backend} ...", file=sys.stderr, flush=True)
+            runs.append(run_backend(backend, args, dbs))
     report(runs, args)
     return 1 if any(run.errors for run in runs) else 0
 

@@ -4,12 +4,14 @@ demo."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
+import logging
 import tempfile
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import typer
 from rich.console import Console
@@ -106,6 +108,18 @@ def _bind_problem(host: str, port: int) -> str | None:
     return None
 
 
+def _event_loop_and_parser() -> tuple[Literal["uvloop", "asyncio"], Literal["httptools", "h11"]]:
+    """uvloop and httptools (dependencies: ``uvicorn[standard]``) where they can be imported
+    (uvloop has no Windows build), else asyncio and h11."""
+    loop: Literal["uvloop", "asyncio"] = "asyncio"
+    http: Literal["httptools", "h11"] = "h11"
+    if importlib.util.find_spec("uvloop") is not None:
+        loop = "uvloop"
+    if importlib.util.find_spec("httptools") is not None:
+        http = "httptools"
+    return loop, http
+
+
 @cli.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
@@ -157,12 +171,17 @@ def serve(
         f"API docs: {base}/docs   OpenAPI: {base}/openapi.json   "
         f"Sandbox card form: {base}/sandbox/elements"
     )
+    loop, http = _event_loop_and_parser()
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
+        loop=loop,
+        http=http,
         log_config=None,
-        access_log=True,
+        # Below INFO uvicorn would still format each request's access-log arguments (client
+        # address, quoted path) for a record that is then dropped.
+        access_log=logging.getLogger("uvicorn.access").isEnabledFor(logging.INFO),
         # X-Forwarded-* are believed only from the proxies the operator names (uvicorn
         # would otherwise trust them from 127.0.0.1, or FORWARDED_ALLOW_IPS).
         proxy_headers=bool(settings.trusted_proxy_list()),

@@ -41,7 +41,6 @@ import os
 import random
 from contextlib import AsyncExitStack
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -524,8 +523,8 @@ class Run:
         # Seeded ids: paymux orders work by (time, id) and the frozen clock makes ties, so
         # random ids would change the order of gateway calls (and of the fault draws) between
         # two runs of one seed. With these, a seed replays the same run.
-        saved = getattr(ids, "secrets")  # noqa: B009
-        setattr(ids, "secrets", SimpleNamespace(choice=random.Random(f"ids-{self.seed}").choice))  # noqa: B010
+        saved = ids.random_bytes
+        ids.random_bytes = random.Random(f"ids-{self.seed}").randbytes
         failure: BaseException | None = None
         try:
             await self.open()
@@ -538,7 +537,7 @@ class Run:
             # then, and a failing run should not leave connections behind for the next test.
             await self.close()
         finally:
-            setattr(ids, "secrets", saved)  # noqa: B010
+            ids.random_bytes = saved
         if failure is not None:
             raise failure
 

@@ -308,7 +308,7 @@ class ListParams:
     expand: list[str] = field(default_factory=list)
 
 
-def list_params(
+async def list_params(
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
     starting_after: str | None = None,
     ending_before: str | None = None,
@@ -327,7 +327,7 @@ def list_params(
 ListDep = Annotated[ListParams, Depends(list_params)]
 
 
-def expand_params(q: ExpandQuery = wire_query(ExpandQuery)) -> list[str]:
+async def expand_params(q: ExpandQuery = wire_query(ExpandQuery)) -> list[str]:
     return list(q.expand or [])
 
 
