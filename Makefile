@@ -4,7 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck install docs bench clean
+NODE_SDK := tests/sdk/node
+
+.PHONY: run test lint typecheck install sdk-node docs bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,11 +16,23 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The official stripe-node SDK that tests/e2e/test_stripe_node.py drives, at the version
+# package-lock.json pins (npm ci: from the npm registry, at install time only). Without npm
+# that test is skipped, or fails in CI.
+$(NODE_SDK)/node_modules/.package-lock.json: $(NODE_SDK)/package-lock.json $(NODE_SDK)/package.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix $(NODE_SDK) --no-audit --no-fund --loglevel=error; \
+	else \
+		echo "npm not found: tests/e2e/test_stripe_node.py will be skipped (and fail in CI)"; \
+	fi
+
+sdk-node: $(NODE_SDK)/node_modules/.package-lock.json
+
 run: $(STAMP)
 	$(BIN)/paymux migrate
 	$(BIN)/paymux serve
 
-test: $(STAMP)
+test: $(STAMP) sdk-node
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest -q $(PYTEST_ARGS)
@@ -36,4 +50,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/payments.py
 
 clean:
-	rm -rf $(VENV) paymux.db paymux.db-* paymux-sandbox.db*
+	rm -rf $(VENV) $(NODE_SDK)/node_modules paymux.db paymux.db-* paymux-sandbox.db*

@@ -14,6 +14,7 @@ import json
 import re
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -346,3 +347,20 @@ def test_no_committed_file_is_ignored_by_gitignore() -> None:
     )
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout == ""
+
+
+def test_the_stripe_python_example_prints_what_the_readme_says(served: Served) -> None:
+    """The README's stripe-python block, saved as pay.py and run as written."""
+    text = README.read_text(encoding="utf-8")
+    section = text.split("<!-- stripe-python:", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    printed = re.search(r"It prints:\n\n```\n(.*?)```", section, re.DOTALL)
+    assert code and printed, "the README's stripe-python example is missing"
+    result = subprocess.run(
+        [sys.executable, "-c", code.group(1)], env=fresh_env(
+            PAYMUX_KEY=served.key, BASE=served.base), capture_output=True, text=True,
+        timeout=60, stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == printed.group(1)
+    assert printed.group(1) == "succeeded 4242\ncard_declined insufficient_funds\n"

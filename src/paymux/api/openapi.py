@@ -249,6 +249,7 @@ _SUCCESS: dict[tuple[str, str], dict[str, Any]] = {
     ("delete", "/v1/customers/{customer_id}"): _ref("DeletedCustomer"),
     ("get", "/v1/customers/{customer_id}/payment_methods"): _list("PaymentMethod"),
     ("get", "/v1/payment_methods/{pm_id}"): _ref("PaymentMethod"),
+    ("get", "/v1/payment_methods"): _list("PaymentMethod"),
     ("post", "/v1/payment_methods/{pm_id}/attach"): _ref("PaymentMethod"),
     ("post", "/v1/payment_methods/{pm_id}/detach"): _ref("PaymentMethod"),
     ("get", "/v1/events"): _list("Event"),

@@ -78,6 +78,11 @@ PaymentMethodTypes = Annotated[
 ]
 
 
+# "automatic_async" (Stripe's default since API version 2024-06-20) captures as "automatic"
+# does here: at once, when the payment is authorized.
+CaptureMethod = Literal["automatic", "automatic_async", "manual"]
+
+
 class AutomaticPaymentMethods(Body):
     enabled: StrictBool
     allow_redirects: Literal["always", "never"] | None = None
@@ -138,7 +143,7 @@ class CreatePaymentIntent(Expandable):
         "alternative to `amount`. More decimals than the currency has is an error.",
     )
     currency: Currency
-    capture_method: Literal["automatic", "manual"] = "automatic"
+    capture_method: CaptureMethod = "automatic"
     customer: Id | None = None
     payment_method: Id | None = None
     gateway: Id | None = None
@@ -160,7 +165,7 @@ class UpdatePaymentIntent(Expandable):
     currency: Currency | None = None
     customer: Id | None = None
     payment_method: Id | None = None
-    capture_method: Literal["automatic", "manual"] | None = None
+    capture_method: CaptureMethod | None = None
     setup_future_usage: Literal["on_session", "off_session"] | None = None
     description: Text | None = None
     statement_descriptor: Descriptor | None = None
@@ -192,7 +197,10 @@ class CancelPaymentIntent(Expandable):
 
 
 class CreateRefund(Expandable):
-    payment_intent: Id
+    payment_intent: Id | None = None
+    charge: Id | None = Field(
+        default=None, description="The charge to refund (its payment intent's): or payment_intent."
+    )
     amount: StrictInt | None = None
     currency: Currency | None = None
     reason: Literal["duplicate", "fraudulent", "requested_by_customer"] | None = None

@@ -28,6 +28,7 @@ from enum import StrEnum
 from typing import Any
 
 __all__ = [
+    "CARD_ERROR_PARAMS",
     "DECLINE_CODES",
     "ERRORS",
     "GATEWAY_CODES",
@@ -905,6 +906,18 @@ class PaymuxError(Exception):
         return body
 
 
+# The card field a card error is about, as Stripe names it in ``param``.
+CARD_ERROR_PARAMS = {
+    "incorrect_cvc": "cvc",
+    "invalid_cvc": "cvc",
+    "expired_card": "exp_month",
+    "invalid_expiry_month": "exp_month",
+    "invalid_expiry_year": "exp_year",
+    "incorrect_number": "number",
+    "invalid_number": "number",
+}
+
+
 def card_error(
     gateway: str, gateway_code: str, message: str | None = None, *, param: str | None = None
 ) -> PaymuxError:
@@ -913,7 +926,7 @@ def card_error(
     return PaymuxError.of(
         row.code,
         message,
-        param=param,
+        param=param or CARD_ERROR_PARAMS.get(row.code),
         decline_code=row.decline_code,
         gateway=gateway,
         gateway_code=gateway_code,

@@ -145,7 +145,7 @@ class AttemptEngine:
             pi.account_id, pi.gateway, operation, pi.id, idempotency_key, pi.connection_id
         )
         attempt.from_status = from_status
-        attempt.target = rules.target_of(operation, capture=pi.capture_method == "automatic")
+        attempt.target = rules.target_of(operation, capture=pi.capture_method != "manual")
         attempt.request = request
         s.add(attempt)
         await record_recovery_point(s, f"{operation.value}_started", pi.id)
@@ -725,7 +725,7 @@ def authorize_request(
     return AuthorizeRequest(
         amount=Money(pi.amount, pi.currency),
         payment_method_token=token,
-        capture=pi.capture_method == "automatic",
+        capture=pi.capture_method != "manual",
         reference=pi.id,
         customer_token=customer_token,
         off_session=pi.off_session,

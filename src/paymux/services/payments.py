@@ -256,7 +256,7 @@ class PaymentsService:
             opened = await call_with_retries(
                 self.ctx.settings,
                 lambda: gateway.open_payment(
-                    money, pi_id, p.capture_method == "automatic", idempotency_key=f"{pi_id}:open"
+                    money, pi_id, p.capture_method != "manual", idempotency_key=f"{pi_id}:open"
                 ),
             )
         now = self.ctx.now_us()
@@ -361,6 +361,7 @@ class PaymentsService:
         error = PaymuxError.of(
             last["code"],
             last["message"],
+            param=last.get("param"),
             decline_code=last.get("decline_code"),
             gateway=last.get("gateway"),
             gateway_code=last.get("gateway_code"),
@@ -379,11 +380,11 @@ class PaymentsService:
             money = charge_amount(
                 p.amount if p.amount is not None else pi.amount, p.currency or pi.currency
             )
-            capture = (p.capture_method or pi.capture_method) == "automatic"
+            capture = (p.capture_method or pi.capture_method) != "manual"
             provider_change = (
                 money.amount != pi.amount
                 or money.currency != pi.currency
-                or capture != (pi.capture_method == "automatic")
+                or capture != (pi.capture_method != "manual")
             )
             reference = pi.gateway_reference
             version = pi.updated_us  # one key per state updated from: A->B->A->B sends each

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
@@ -25,6 +25,7 @@ from paymux.api.schemas import (
     UpdateMetadata,
 )
 from paymux.api.wire import wire_body
+from paymux.domain.errors import PaymuxError
 from paymux.services.customers import CustomerParams
 
 router = APIRouter(tags=["customers"])
@@ -85,17 +86,38 @@ async def delete_customer(customer_id: str, c: CallerDep) -> Response:
     return await run(c, lambda: c.app.customers.delete(c.account_id, customer_id))
 
 
-@router.get("/v1/customers/{customer_id}/payment_methods")
-async def list_customer_payment_methods(customer_id: str, c: CallerDep) -> JSONResponse:
+PaymentMethodType = Literal["card", "paypal"]
+
+
+async def _payment_methods_of(
+    c: CallerDep, customer_id: str, kind: PaymentMethodType | None, url: str
+) -> JSONResponse:
     data = await c.app.customers.list_payment_methods(c.account_id, customer_id)
-    return JSONResponse(
-        {
-            "object": "list",
-            "url": f"/v1/customers/{customer_id}/payment_methods",
-            "data": data,
-            "has_more": False,
-        }
-    )
+    if kind is not None:
+        data = [pm for pm in data if pm["type"] == kind]
+    return JSONResponse({"object": "list", "url": url, "data": data, "has_more": False})
+
+
+@router.get("/v1/customers/{customer_id}/payment_methods")
+async def list_customer_payment_methods(
+    customer_id: str, c: CallerDep, type: Annotated[PaymentMethodType | None, Query()] = None
+) -> JSONResponse:
+    url = f"/v1/customers/{customer_id}/payment_methods"
+    return await _payment_methods_of(c, customer_id, type, url)
+
+
+@router.get("/v1/payment_methods")
+async def list_payment_methods(
+    c: CallerDep,
+    customer: Annotated[str | None, Query(max_length=255)] = None,
+    type: Annotated[PaymentMethodType | None, Query()] = None,
+) -> JSONResponse:
+    """A customer's saved payment methods (Stripe's list needs the customer here too)."""
+    if not customer:
+        raise PaymuxError.of(
+            "parameter_missing", "Missing required param: customer.", param="customer"
+        )
+    return await _payment_methods_of(c, customer, type, "/v1/payment_methods")
 
 
 @router.get("/v1/payment_methods/{pm_id}")

@@ -18,6 +18,7 @@ from paymux.api.deps import (
 )
 from paymux.api.schemas import CreateRefund, UpdateMetadata
 from paymux.api.wire import wire_body
+from paymux.domain.errors import PaymuxError
 from paymux.services.charges import intent_id
 
 router = APIRouter(prefix="/v1/refunds", tags=["refunds"])
@@ -27,11 +28,24 @@ KIND = "refund"
 @router.post("")
 async def create_refund(c: CallerDep, body: CreateRefund = wire_body(CreateRefund)) -> Response:
     check_expand(KIND, body.expand, c)
+    payment_intent = body.payment_intent or (intent_id(body.charge) if body.charge else None)
+    if payment_intent is None:
+        raise PaymuxError.of(
+            "parameter_missing",
+            "Missing required param: payment_intent (or charge).",
+            param="payment_intent",
+        )
+    if body.payment_intent and body.charge and intent_id(body.charge) != body.payment_intent:
+        raise PaymuxError.of(
+            "parameter_invalid",
+            "The charge is not this payment intent's.",
+            param="charge",
+        )
 
     async def create() -> dict[str, Any]:
         view = await c.app.refunds.create(
             c.account_id,
-            body.payment_intent,
+            payment_intent,
             body.amount,
             body.reason,
             body.metadata,

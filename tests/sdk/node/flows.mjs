@@ -1,0 +1,328 @@
+// The official stripe-node SDK driven against paymux, configured by its host, port and
+// protocol only. Run by tests/e2e/test_stripe_node.py:
+//
+//   PAYMUX_URL=http://127.0.0.1:8000 PAYMUX_API_KEY=sk_test_... node tests/sdk/node/flows.mjs
+//
+// Each check prints one JSON line, {"check": name, "ok": true, ...what it saw}; the first
+// failure prints {"check": name, "ok": false, "error": message} and exits 1. Expectations are
+// Stripe's documented behaviour, stated literally. Talks to PAYMUX_URL only (127.0.0.1 in the
+// tests), with no retries, so nothing a retry would hide is hidden.
+
+import Stripe from 'stripe';
+
+const baseUrl = process.env.PAYMUX_URL;
+const apiKey = process.env.PAYMUX_API_KEY;
+if (!baseUrl || !apiKey) {
+  console.error('flows.mjs: set PAYMUX_URL (http://127.0.0.1:PORT) and PAYMUX_API_KEY');
+  process.exit(2);
+}
+const url = new URL(baseUrl);
+
+function client(key) {
+  return new Stripe(key, {
+    host: url.hostname,
+    port: Number(url.port || (url.protocol === 'https:' ? 443 : 80)),
+    protocol: url.protocol.replace(':', ''),
+    maxNetworkRetries: 0,
+    timeout: 20000,
+    telemetry: false,
+  });
+}
+
+const stripe = client(apiKey);
+
+class CheckFailed extends Error {}
+
+function expect(condition, message) {
+  if (!condition) throw new CheckFailed(message);
+}
+
+function expectEqual(actual, expected, what) {
+  expect(
+    actual === expected,
+    `${what}: expected ${JSON.stringify(expected)}, got ${JSON.stringify(actual)}`,
+  );
+}
+
+// The error a call raises (the check fails if it resolves instead).
+async function raised(promise, what) {
+  try {
+    const value = await promise;
+    throw new CheckFailed(`${what}: expected an error, got ${JSON.stringify(value).slice(0, 300)}`);
+  } catch (err) {
+    if (err instanceof CheckFailed) throw err;
+    return err;
+  }
+}
+
+function describeError(err) {
+  if (err instanceof Stripe.errors.StripeError) {
+    const facts = [
+      err.statusCode && `HTTP ${err.statusCode}`,
+      err.code && `code ${err.code}`,
+      err.param && `param ${err.param}`,
+      err.requestId && `request ${err.requestId}`,
+      err.detail && err.detail.message && `detail: ${err.detail.message}`,
+    ].filter(Boolean);
+    return `${err.type} (${facts.join(', ')}): ${err.message}`;
+  }
+  return err && err.stack ? err.stack : String(err);
+}
+
+const checks = [];
+function check(name, fn) {
+  checks.push([name, fn]);
+}
+
+async function paid(amount = 2000, extra = {}) {
+  return stripe.paymentIntents.create({
+    amount, currency: 'usd', payment_method: 'pm_card_visa', confirm: true, ...extra,
+  });
+}
+
+check('create_and_confirm_payment_intent', async () => {
+  const created = await stripe.paymentIntents.create({
+    amount: 2000, currency: 'usd', metadata: { order_id: '1001' },
+  });
+  expectEqual(created.object, 'payment_intent', 'object');
+  expect(created.id.startsWith('pi_'), `id ${created.id} starts with pi_`);
+  expectEqual(created.amount, 2000, 'amount');
+  expectEqual(created.currency, 'usd', 'currency');
+  expectEqual(created.status, 'requires_payment_method', 'status after create');
+  expectEqual(created.metadata.order_id, '1001', 'metadata.order_id');
+  expect(created.lastResponse.requestId, 'lastResponse.requestId is set');
+  const confirmed = await stripe.paymentIntents.confirm(created.id, {
+    payment_method: 'pm_card_visa',
+  });
+  expectEqual(confirmed.id, created.id, 'confirmed id');
+  expectEqual(confirmed.status, 'succeeded', 'status after confirm');
+  expectEqual(confirmed.amount_received, 2000, 'amount_received');
+  expect(
+    typeof confirmed.latest_charge === 'string' && confirmed.latest_charge.startsWith('ch_'),
+    `latest_charge is a ch_ id, got ${JSON.stringify(confirmed.latest_charge)}`,
+  );
+  return { id: confirmed.id, status: confirmed.status, latest_charge: confirmed.latest_charge };
+});
+
+check('retrieve_with_expand_latest_charge', async () => {
+  const intent = await paid(2500);
+  const got = await stripe.paymentIntents.retrieve(intent.id, { expand: ['latest_charge'] });
+  expectEqual(got.id, intent.id, 'id');
+  const charge = got.latest_charge;
+  expect(charge && typeof charge === 'object', `latest_charge expanded to an object, got ${JSON.stringify(charge)}`);
+  expectEqual(charge.object, 'charge', 'latest_charge.object');
+  expectEqual(charge.id, intent.latest_charge, 'latest_charge.id');
+  expectEqual(charge.amount, 2500, 'latest_charge.amount');
+  expectEqual(charge.status, 'succeeded', 'latest_charge.status');
+  expectEqual(charge.paid, true, 'latest_charge.paid');
+  expectEqual(charge.captured, true, 'latest_charge.captured');
+  expectEqual(charge.payment_intent, intent.id, 'latest_charge.payment_intent');
+  return { id: got.id, charge: charge.id, charge_status: charge.status };
+});
+
+check('list_with_auto_paging_over_pages', async () => {
+  const customer = await stripe.customers.create({ name: 'Pager' });
+  const made = [];
+  for (const amount of [1100, 1200, 1300, 1400, 1500]) {
+    made.push((await stripe.paymentIntents.create({ amount, currency: 'usd', customer: customer.id })).id);
+  }
+  const firstPage = await stripe.paymentIntents.list({ customer: customer.id, limit: 2 });
+  expectEqual(firstPage.object, 'list', 'list object');
+  expectEqual(firstPage.data.length, 2, 'first page length');
+  expectEqual(firstPage.has_more, true, 'first page has_more');
+  const seen = [];
+  await stripe.paymentIntents.list({ customer: customer.id, limit: 2 }).autoPagingEach((pi) => {
+    seen.push(pi.id);
+  });
+  // Newest first, every one once, over 3 pages of 2.
+  expectEqual(JSON.stringify(seen), JSON.stringify([...made].reverse()), 'auto-paged ids');
+  const asArray = await stripe.paymentIntents
+    .list({ customer: customer.id, limit: 2 })
+    .autoPagingToArray({ limit: 10 });
+  expectEqual(asArray.length, 5, 'autoPagingToArray length');
+  return { pages_of: 2, seen: seen.length };
+});
+
+check('update_metadata', async () => {
+  const intent = await stripe.paymentIntents.create({
+    amount: 2000, currency: 'usd', metadata: { a: '1', b: '2' },
+  });
+  const updated = await stripe.paymentIntents.update(intent.id, {
+    metadata: { a: '', c: '3' }, description: 'Order 1001',
+  });
+  expectEqual(JSON.stringify(updated.metadata), JSON.stringify({ b: '2', c: '3' }), 'metadata');
+  expectEqual(updated.description, 'Order 1001', 'description');
+  const succeeded = await paid(2000, { metadata: { state: 'new' } });
+  const later = await stripe.paymentIntents.update(succeeded.id, { metadata: { shipped: 'yes' } });
+  expectEqual(later.status, 'succeeded', 'status of an updated succeeded intent');
+  expectEqual(JSON.stringify(later.metadata), JSON.stringify({ state: 'new', shipped: 'yes' }), 'metadata of a succeeded intent');
+  return { id: updated.id, metadata: updated.metadata };
+});
+
+check('manual_capture_partial', async () => {
+  const intent = await stripe.paymentIntents.create({
+    amount: 2000, currency: 'usd', capture_method: 'manual',
+  });
+  expectEqual(intent.capture_method, 'manual', 'capture_method');
+  const confirmed = await stripe.paymentIntents.confirm(intent.id, { payment_method: 'pm_card_visa' });
+  expectEqual(confirmed.status, 'requires_capture', 'status after confirm');
+  expectEqual(confirmed.amount_capturable, 2000, 'amount_capturable');
+  const captured = await stripe.paymentIntents.capture(intent.id, { amount_to_capture: 1500 });
+  expectEqual(captured.status, 'succeeded', 'status after capture');
+  expectEqual(captured.amount_received, 1500, 'amount_received');
+  expectEqual(captured.amount_capturable, 0, 'amount_capturable after capture');
+  return { id: captured.id, status: captured.status, amount_received: captured.amount_received };
+});
+
+check('cancel', async () => {
+  const intent = await stripe.paymentIntents.create({ amount: 2000, currency: 'usd' });
+  const canceled = await stripe.paymentIntents.cancel(intent.id, {
+    cancellation_reason: 'requested_by_customer',
+  });
+  expectEqual(canceled.status, 'canceled', 'status');
+  expectEqual(canceled.cancellation_reason, 'requested_by_customer', 'cancellation_reason');
+  expect(typeof canceled.canceled_at === 'number', `canceled_at is a timestamp, got ${canceled.canceled_at}`);
+  return { id: canceled.id, status: canceled.status };
+});
+
+check('refunds_partial_then_full_and_list_by_payment_intent', async () => {
+  const intent = await paid(2000);
+  const partial = await stripe.refunds.create({ payment_intent: intent.id, amount: 500 });
+  expectEqual(partial.object, 'refund', 'object');
+  expect(partial.id.startsWith('re_'), `refund id ${partial.id} starts with re_`);
+  expectEqual(partial.amount, 500, 'partial amount');
+  expectEqual(partial.payment_intent, intent.id, 'payment_intent');
+  expectEqual(partial.status, 'succeeded', 'partial status');
+  const rest = await stripe.refunds.create({ payment_intent: intent.id });
+  expectEqual(rest.amount, 1500, 'the rest refunded with no amount');
+  expectEqual(rest.status, 'succeeded', 'rest status');
+  const other = await paid(700);
+  const full = await stripe.refunds.create({ payment_intent: other.id, reason: 'requested_by_customer' });
+  expectEqual(full.amount, 700, 'full refund amount');
+  expectEqual(full.reason, 'requested_by_customer', 'reason');
+  const listed = await stripe.refunds.list({ payment_intent: intent.id });
+  expectEqual(JSON.stringify(listed.data.map((r) => r.id)), JSON.stringify([rest.id, partial.id]), 'refunds of the intent, newest first');
+  const over = await raised(stripe.refunds.create({ payment_intent: intent.id, amount: 1 }), 'refunding a fully refunded intent');
+  expect(over instanceof Stripe.errors.StripeInvalidRequestError, `a StripeInvalidRequestError, got ${describeError(over)}`);
+  return { partial: partial.id, rest: rest.id, full: full.id, listed: listed.data.length };
+});
+
+check('customers_create_update_list_delete', async () => {
+  const email = `jo.${Date.now()}@example.com`;
+  const created = await stripe.customers.create({ email, name: 'Jo', metadata: { tier: 'gold' } });
+  expectEqual(created.object, 'customer', 'object');
+  expect(created.id.startsWith('cus_'), `id ${created.id} starts with cus_`);
+  expectEqual(created.email, email, 'email');
+  const updated = await stripe.customers.update(created.id, { name: 'Jo Doe', metadata: { tier: '' } });
+  expectEqual(updated.name, 'Jo Doe', 'name');
+  expectEqual(JSON.stringify(updated.metadata), '{}', 'metadata after unset');
+  const byEmail = await stripe.customers.list({ email, limit: 10 });
+  expectEqual(JSON.stringify(byEmail.data.map((c) => c.id)), JSON.stringify([created.id]), 'list by email');
+  const fetched = await stripe.customers.retrieve(created.id);
+  expectEqual(fetched.name, 'Jo Doe', 'retrieved name');
+  const deleted = await stripe.customers.del(created.id);
+  expectEqual(deleted.id, created.id, 'deleted id');
+  expectEqual(deleted.deleted, true, 'deleted');
+  return { id: created.id, deleted: deleted.deleted };
+});
+
+check('payment_method_attach_detach', async () => {
+  const customer = await stripe.customers.create({ name: 'Card holder' });
+  const attached = await stripe.paymentMethods.attach('pm_card_visa', { customer: customer.id });
+  expectEqual(attached.object, 'payment_method', 'object');
+  expect(attached.id.startsWith('pm_'), `id ${attached.id} starts with pm_`);
+  expectEqual(attached.customer, customer.id, 'customer after attach');
+  expectEqual(attached.type, 'card', 'type');
+  expectEqual(attached.card.brand, 'visa', 'card.brand');
+  expectEqual(attached.card.last4, '4242', 'card.last4');
+  const listed = await stripe.customers.listPaymentMethods(customer.id);
+  expectEqual(JSON.stringify(listed.data.map((pm) => pm.id)), JSON.stringify([attached.id]), 'customer payment methods');
+  const detached = await stripe.paymentMethods.detach(attached.id);
+  expectEqual(detached.id, attached.id, 'detached id');
+  expectEqual(detached.customer, null, 'customer after detach');
+  return { id: attached.id, customer: customer.id };
+});
+
+check('events_list', async () => {
+  const intent = await paid(3100);
+  const events = await stripe.events.list({ type: 'payment_intent.succeeded', limit: 100 });
+  expectEqual(events.object, 'list', 'object');
+  const mine = events.data.filter((e) => e.data.object.id === intent.id);
+  expectEqual(mine.length, 1, 'payment_intent.succeeded events of the intent');
+  expectEqual(mine[0].object, 'event', 'event object');
+  expectEqual(mine[0].type, 'payment_intent.succeeded', 'event type');
+  expectEqual(mine[0].data.object.amount, 3100, 'event data.object.amount');
+  const again = await stripe.events.retrieve(mine[0].id);
+  expectEqual(again.id, mine[0].id, 'retrieved event id');
+  return { event: mine[0].id, type: mine[0].type };
+});
+
+check('idempotency_key_replay', async () => {
+  const key = `node-${Date.now()}-${Math.random().toString(36).slice(2)}`;
+  const params = { amount: 4200, currency: 'usd', metadata: { attempt: '1' } };
+  const first = await stripe.paymentIntents.create(params, { idempotencyKey: key });
+  const second = await stripe.paymentIntents.create(params, { idempotencyKey: key });
+  expectEqual(second.id, first.id, 'replayed id');
+  expectEqual(second.amount, 4200, 'replayed amount');
+  const clash = await raised(
+    stripe.paymentIntents.create({ ...params, amount: 4300 }, { idempotencyKey: key }),
+    'same key, other parameters',
+  );
+  expect(clash instanceof Stripe.errors.StripeIdempotencyError, `a StripeIdempotencyError, got ${describeError(clash)}`);
+  return { id: first.id, replayed: second.id === first.id };
+});
+
+check('declined_card_raises_card_error', async () => {
+  const intent = await stripe.paymentIntents.create({ amount: 2000, currency: 'usd' });
+  const err = await raised(
+    stripe.paymentIntents.confirm(intent.id, { payment_method: 'pm_card_chargeDeclinedInsufficientFunds' }),
+    'confirming with a declined card',
+  );
+  expect(err instanceof Stripe.errors.StripeCardError, `a StripeCardError, got ${describeError(err)}`);
+  expectEqual(err.type, 'StripeCardError', 'type');
+  expectEqual(err.statusCode, 402, 'statusCode');
+  expectEqual(err.code, 'card_declined', 'code');
+  expectEqual(err.decline_code, 'insufficient_funds', 'decline_code');
+  expect(err.requestId, 'requestId is set');
+  const after = await stripe.paymentIntents.retrieve(intent.id);
+  expectEqual(after.status, 'requires_payment_method', 'status after the decline');
+  expectEqual(after.last_payment_error && after.last_payment_error.decline_code, 'insufficient_funds', 'last_payment_error.decline_code');
+  return { code: err.code, decline_code: err.decline_code };
+});
+
+check('unknown_id_raises_invalid_request_404', async () => {
+  const err = await raised(stripe.paymentIntents.retrieve('pi_doesnotexist000000'), 'retrieving an unknown id');
+  expect(err instanceof Stripe.errors.StripeInvalidRequestError, `a StripeInvalidRequestError, got ${describeError(err)}`);
+  expectEqual(err.statusCode, 404, 'statusCode');
+  expectEqual(err.code, 'resource_missing', 'code');
+  return { statusCode: err.statusCode, code: err.code };
+});
+
+check('bad_parameter_raises_invalid_request_with_param', async () => {
+  const err = await raised(stripe.paymentIntents.create({ amount: 2000 }), 'creating without currency');
+  expect(err instanceof Stripe.errors.StripeInvalidRequestError, `a StripeInvalidRequestError, got ${describeError(err)}`);
+  expectEqual(err.statusCode, 400, 'statusCode');
+  expectEqual(err.param, 'currency', 'param');
+  return { statusCode: err.statusCode, param: err.param };
+});
+
+check('bad_key_raises_authentication_error', async () => {
+  const err = await raised(client('sk_test_notarealkey0000000000000000').customers.list(), 'a call with a bad key');
+  expect(err instanceof Stripe.errors.StripeAuthenticationError, `a StripeAuthenticationError, got ${describeError(err)}`);
+  expectEqual(err.statusCode, 401, 'statusCode');
+  return { statusCode: err.statusCode };
+});
+
+for (const [name, fn] of checks) {
+  let details;
+  try {
+    details = await fn();
+  } catch (err) {
+    const message = describeError(err);
+    console.log(JSON.stringify({ check: name, ok: false, error: message }));
+    console.error(`stripe-node check ${name} FAILED: ${message}`);
+    process.exit(1);
+  }
+  console.log(JSON.stringify({ check: name, ok: true, ...details }));
+}
+console.log(JSON.stringify({ done: true, checks: checks.length, stripe_node: Stripe.PACKAGE_VERSION, api_version: Stripe.API_VERSION }));
