@@ -60,7 +60,12 @@ def env(request: pytest.FixtureRequest, tmp_path: Path, pg_cluster: PgCluster | 
     url = database_url(request.param, tmp_path, pg_cluster, f"reconcile_{uuid.uuid4().hex[:12]}")
     upgrade(url)
     # Nobody listens on the port: a webhook the sandbox would send is lost, as in an outage.
-    return Env(tmp_path, url, make_settings(url, tmp_path, free_port(), run_worker=False))
+    # Attempts count as "young" for 30 s, so a slow machine can't age one past it mid-test;
+    # the tests that need an old attempt age it by 60 s in the database.
+    settings = make_settings(
+        url, tmp_path, free_port(), run_worker=False, attempt_settle_after_seconds=30
+    )
+    return Env(tmp_path, url, settings)
 
 
 class World:
