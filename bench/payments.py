@@ -49,6 +49,7 @@ from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
+    PAYMENTS_LUA,
     ROOT,
     CpuMeter,
     Databases,
@@ -70,50 +71,6 @@ from paymux.storage.db import Database
 from paymux.storage.migrate import upgrade
 
 TABLES = ("payment_intents", "events", "gateway_attempts", "payment_methods", "idempotency_keys")
-
-# Per wrk thread: a queue of created intents; the next request confirms one if any is waiting,
-# else creates one. A "request" is a create or a confirm. args: create path, confirm path
-# (with %s for the id), API key ("" for none), "1" to send an Idempotency-Key.
-PAYMENTS_LUA = r"""
-counters = {"created", "succeeded", "bad"}
-created, succeeded, bad = 0, 0, 0
-local queue, head, tail, n = {}, 1, 0, 0
-local create_path, confirm_path, key, idem
-function init(args)
-  create_path, confirm_path, key, idem = args[1], args[2], args[3], args[4] == "1"
-end
-local function headers()
-  local h = {["Content-Type"] = "application/json"}
-  if key ~= "" then h["Authorization"] = "Bearer " .. key end
-  if idem then
-    n = n + 1
-    h["Idempotency-Key"] = string.format("bench_%d_%d_%d", tid, n, math.random(1, 1e9))
-  end
-  return h
-end
-function request()
-  if head <= tail then
-    local id = queue[head]
-    queue[head] = nil
-    head = head + 1
-    return wrk.format("POST", string.format(confirm_path, id), headers(),
-                      '{"payment_method":"pm_card_visa"}')
-  end
-  return wrk.format("POST", create_path, headers(), '{"amount":2000,"currency":"usd"}')
-end
-function response(status, hdrs, body)
-  if status ~= 200 then bad = bad + 1 return end
-  if body:find('"status":%s*"succeeded"') then succeeded = succeeded + 1 return end
-  local id = body:match('"id":%s*"(pi_[%w_]+)"')
-  if id and body:find('"status":%s*"requires_payment_method"') then
-    created = created + 1
-    tail = tail + 1
-    queue[tail] = id
-  else
-    bad = bad + 1
-  end
-end
-"""
 
 GET_LUA = r"""
 counters = {"bad"}

@@ -7,6 +7,7 @@ import asyncio
 import importlib.util
 import json
 import logging
+import os
 import tempfile
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -79,7 +80,12 @@ async def _bootstrap_key(settings: Settings) -> str | None:
     app = Paymux(settings)
     try:
         await app.accounts.ensure_account(DEFAULT_ACCOUNT)
-        if settings.api_key is not None or await app.accounts.has_keys():
+        if settings.api_key is not None:
+            # Here, once, before any API process starts: N processes each taking it at start-up
+            # would race to insert the same row.
+            await app.accounts.register_key(DEFAULT_ACCOUNT, settings.api_key.get_secret_value())
+            return None
+        if await app.accounts.has_keys():
             return None
         return (await app.accounts.create_key(DEFAULT_ACCOUNT)).key
     finally:
@@ -120,6 +126,32 @@ def _event_loop_and_parser() -> tuple[Literal["uvloop", "asyncio"], Literal["htt
     return loop, http
 
 
+def _workers_refusal(workers: int, database_url: str) -> str | None:
+    """Why ``serve --workers N`` cannot run on this database, or None if it can.
+
+    Several API processes are for PostgreSQL. On SQLite each process would count rate limits
+    in its own memory (N times the limit), and one writer at a time leaves nothing to gain."""
+    from sqlalchemy.engine import make_url
+
+    if workers > 1 and make_url(database_url).get_backend_name() == "sqlite":
+        return (
+            f"--workers {workers} needs PostgreSQL (PAYMUX_DATABASE_URL=postgresql+asyncpg://...): "
+            "on SQLite each process would count rate limits on its own, and SQLite takes one "
+            "writer at a time. Run one process (--workers 1) on SQLite."
+        )
+    return None
+
+
+def _flag_environment(overrides: dict[str, Any]) -> dict[str, str]:
+    """The PAYMUX_* variables that say what ``overrides`` (from ``serve``'s flags) say."""
+    env: dict[str, str] = {}
+    for name, value in overrides.items():
+        env[f"PAYMUX_{name.upper()}"] = (
+            ("true" if value else "false") if isinstance(value, bool) else str(value)
+        )
+    return env
+
+
 @cli.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
@@ -132,6 +164,15 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="API processes sharing the port (uvicorn workers); more than 1 needs "
+            "PostgreSQL. Each runs the job worker too unless --no-worker: see docs/operations.md.",
+        ),
+    ] = 1,
 ) -> None:
     """Run the API server (with its worker, unless --no-worker or PAYMUX_RUN_WORKER=false)."""
     import uvicorn
@@ -145,6 +186,10 @@ def serve(
     if port:
         overrides["port"] = port
     settings = get_settings().model_copy(update=overrides)
+    refusal = _workers_refusal(workers, settings.database_url)
+    if refusal:
+        errors.print(refusal, markup=False)
+        raise typer.Exit(2)
     _setup_logging(settings)
     # Before anything is printed (or a key made, shown once): a port taken is a plain error.
     problem = _bind_problem(settings.host, settings.port)
@@ -172,8 +217,19 @@ def serve(
         f"Sandbox card form: {base}/sandbox/elements"
     )
     loop, http = _event_loop_and_parser()
+    if workers > 1:
+        jobs = "each with a job worker" if settings.run_worker else "no job worker"
+        console.print(f"{workers} API processes, {jobs}")
+        # Each process is a fresh interpreter (uvicorn spawns them) that builds its app from
+        # PAYMUX_* variables: the flags reach it there.
+        os.environ.update(_flag_environment(overrides))
     uvicorn.run(
-        create_app(settings),
+        create_app(settings) if workers == 1 else "paymux.api.app:create_app_from_environment",
+        factory=workers > 1,
+        workers=workers if workers > 1 else None,
+        # How long the parent waits for a process to answer its health ping before killing
+        # it as hung (uvicorn's default, 5 s, kills processes still importing on a busy host).
+        timeout_worker_healthcheck=30,
         host=settings.host,
         port=settings.port,
         loop=loop,

@@ -349,9 +349,11 @@ def test_fifty_concurrent_confirms_without_a_key_charge_once(
         assert r.json()["error"]["code"] == "payment_intent_unexpected_state"
     assert len(api.charges(pi["id"])) == 1
     assert api.counts()["gateway_attempts"] == 1
-    # Each use of a test token makes a payment method of its own, as on Stripe (the refused
-    # confirms' included); exactly one of them is the intent's.
-    assert api.counts()["payment_methods"] == CONCURRENT
+    # Each use of a test token makes a payment method of its own, as on Stripe: at most one per
+    # confirm (a confirm refused after resolving its token keeps it; one refused on its first
+    # read, once another confirm has moved the intent on, never resolves it: how many are
+    # which depends on timing). Exactly one of them is the intent's.
+    assert 1 <= api.counts()["payment_methods"] <= CONCURRENT
     charged = api.ok("GET", f"/v1/payment_intents/{pi['id']}")["payment_method"]
     assert charged == ok[0].json()["payment_method"]
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -267,5 +268,103 @@ def test_a_live_key_acts_in_live_mode(db: str, tmp_path: Path) -> None:
         [entry] = await entries(h, live.key, object_id=cus["id"])
         assert entry["livemode"] is True and entry["actor"] == live.key_id
         assert await entries(h, object_id=cus["id"]) == []
+
+    run(db, tmp_path, test)
+
+
+# -- a payment's entries commit with its changes ----------------------------------------------
+
+
+async def refuse(h: Harness, table: str, verb: str, when: str) -> None:
+    """Make the database itself refuse an ``verb`` (INSERT or UPDATE) of ``table`` for rows
+    matching ``when`` (a condition on NEW): a write that fails mid-transaction."""
+    async with h.app.ctx.db.write() as s:
+        if h.app.ctx.db.is_sqlite:
+            await s.execute(
+                text(
+                    f"CREATE TRIGGER audit_fault BEFORE {verb} ON {table} WHEN {when} "
+                    "BEGIN SELECT RAISE(ABORT, 'injected fault'); END"
+                )
+            )
+            return
+        await s.execute(
+            text(
+                "CREATE FUNCTION audit_fault() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                f"IF {when} THEN RAISE EXCEPTION 'injected fault' USING ERRCODE = "
+                "'check_violation'; END IF; RETURN NEW; END $$"
+            )
+        )
+        await s.execute(
+            text(
+                f"CREATE TRIGGER audit_fault BEFORE {verb} ON {table} FOR EACH ROW "
+                "EXECUTE FUNCTION audit_fault()"
+            )
+        )
+
+
+async def heal(h: Harness, table: str) -> None:
+    async with h.app.ctx.db.write() as s:
+        if h.app.ctx.db.is_sqlite:
+            await s.execute(text("DROP TRIGGER audit_fault"))
+        else:
+            await s.execute(text(f"DROP TRIGGER audit_fault ON {table}"))
+            await s.execute(text("DROP FUNCTION audit_fault()"))
+
+
+async def audited(h: Harness, object_id: str) -> list[tuple[str, str]]:
+    """(action, the status the entry recorded) of an object's entries, sorted by action (the
+    test's clock stands still, so their times are equal)."""
+    rows = await h.sql("select action, details from audit_log where object_id = :o", o=object_id)
+    return sorted(
+        (action, json.loads(d)["status"] if isinstance(d, str) else d["status"])
+        for action, d in rows
+    )
+
+
+def test_a_payment_s_entries_commit_with_its_changes_or_not_at_all(db: str, tmp_path: Path) -> None:
+    """The create's entry is written in the create's transaction, the confirm's in the one
+    that records the outcome: a create whose entry can't be written is not made, and a confirm
+    whose outcome can't be recorded leaves no entry (the answer was never given)."""
+
+    async def test(h: Harness) -> None:
+        await refuse(h, "audit_log", "INSERT", "NEW.action = 'payment_intent.create'")
+        r = await h.http.post("/v1/payment_intents", json={"amount": 1500, "currency": "usd"})
+        assert r.status_code >= 500, r.text
+        assert await h.intents() == []  # no intent without its entry
+        assert await h.sql("select id from events") == []
+        await heal(h, "audit_log")
+
+        pi = await ok(h, "POST", "/v1/payment_intents", json={"amount": 1500, "currency": "usd"})
+        assert await audited(h, pi["id"]) == [("payment_intent.create", "requires_payment_method")]
+
+        # The outcome's transaction fails after the entry was added in it: neither stays.
+        await refuse(h, "payment_intents", "UPDATE", "NEW.status = 'succeeded'")
+        r = await h.http.post(
+            f"/v1/payment_intents/{pi['id']}/confirm", json={"payment_method": "tok_visa"}
+        )
+        assert r.status_code >= 500, r.text
+        [intent] = await h.intents()
+        assert intent["status"] == "processing"  # the attempt was committed before the call
+        assert await audited(h, pi["id"]) == [("payment_intent.create", "requires_payment_method")]
+        await heal(h, "payment_intents")
+        h.advance(61)
+        await h.drain()  # recovery settles it; no request was answered, so no new entry
+        [intent] = await h.intents()
+        assert intent["status"] == "succeeded"
+        assert await audited(h, pi["id"]) == [("payment_intent.create", "requires_payment_method")]
+
+        # And a confirm that is answered has its entry, with the answer's facts.
+        other = await ok(h, "POST", "/v1/payment_intents", json={"amount": 900, "currency": "usd"})
+        done = await ok(
+            h,
+            "POST",
+            f"/v1/payment_intents/{other['id']}/confirm",
+            json={"payment_method": "tok_visa"},
+        )
+        assert done["status"] == "succeeded"
+        assert await audited(h, other["id"]) == [
+            ("payment_intent.confirm", "succeeded"),
+            ("payment_intent.create", "requires_payment_method"),
+        ]
 
     run(db, tmp_path, test)

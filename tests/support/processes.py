@@ -21,7 +21,9 @@ benchmarks (bench/*.py) and the PostgreSQL cluster helper (support/pgcluster.py)
   API key, and ``restart()``.
 - ``run_as(user, cmd)``: the command through ``runuser`` when we are root (PostgreSQL
   refuses to run as root); unchanged otherwise.
-- ``cpu_seconds(pid)``: a process's user + system CPU time.
+- ``cpu_seconds(pid)``: a process's user + system CPU time; ``child_pids(pid)``; and
+  ``connection_owners(port, pids)``: which processes hold the server side of established
+  connections on a port (which of several processes accepting on one socket served whom).
 
 Waiting fails with ``WaitTimeout`` and a process that exits while waited for with
 ``ProcessExited`` (its log's tail in the message); both are AssertionErrors, so a test
@@ -51,7 +53,9 @@ __all__ = [
     "ServeProcess",
     "ServerProcess",
     "WaitTimeout",
+    "child_pids",
     "clean_env",
+    "connection_owners",
     "cpu_seconds",
     "free_port",
     "http_ok",
@@ -185,6 +189,45 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def child_pids(pid: int) -> list[int]:
+    """The pids of process ``pid``'s children (from /proc; empty where there is none)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def connection_owners(port: int, pids: Sequence[int]) -> dict[int, int]:
+    """Of ``pids``, which hold established TCP connections on local ``port`` (IPv4), and how
+    many: the server side of a connection belongs to the process that accepted it (with
+    several processes accepting on one socket, the kernel's choice)."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":  # ESTABLISHED
+            inodes.add(f"socket:[{fields[9]}]")
+    owners: dict[int, int] = {}
+    for pid in pids:
+        try:
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                held = os.readlink(fd) in inodes
+            except OSError:
+                continue
+            if held:
+                owners[pid] = owners.get(pid, 0) + 1
+    return owners
 
 
 # -- processes -----------------------------------------------------------------------------

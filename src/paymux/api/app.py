@@ -33,15 +33,15 @@ from paymux.api.routers import (
     refunds,
     webhooks,
 )
-from paymux.config import Settings
+from paymux.config import Settings, get_settings
 from paymux.domain.errors import PaymuxError
 from paymux.gateways.sandbox.web import build_sandbox_app
 from paymux.jobs.worker import Worker
-from paymux.security import register_secret
+from paymux.security import configure_logging, register_secret
 from paymux.services import Paymux
 from paymux.services.accounts import DEFAULT_ACCOUNT
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "create_app_from_environment"]
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +228,15 @@ def create_app(settings: Settings, paymux: Paymux | None = None) -> FastAPI:
         app.add_exception_handler(exc_class, database_error)
 
     return app
+
+
+def create_app_from_environment() -> FastAPI:
+    """The app of one process of ``paymux serve --workers N``: uvicorn starts each in a fresh
+    interpreter and calls this there (``factory=True``), so it reads PAYMUX_* (where
+    ``serve`` put its flags) and sets up logging itself."""
+    settings = get_settings()
+    configure_logging(settings.log_level, json_output=settings.log_json)
+    return create_app(settings)
 
 
 class _SandboxMount:

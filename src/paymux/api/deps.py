@@ -22,6 +22,7 @@ from paymux.api.wire import check_query, wire_query
 from paymux.domain.errors import PaymuxError
 from paymux.gateways.base import GatewayRateLimited, GatewayUnavailable
 from paymux.services import Paymux
+from paymux.services.audit import AuditRequest, pending_audit
 from paymux.services.context import CreatedRange, current_livemode
 from paymux.services.expand import Expander
 from paymux.services.idempotency import Replay, current_claim, request_fingerprint
@@ -244,6 +245,8 @@ async def run(c: Caller, operation: Callable[[], Awaitable[dict[str, Any]]]) -> 
 
 
 async def _run(c: Caller, operation: Callable[[], Awaitable[dict[str, Any]]]) -> Response:
+    note = _audit_request(c)
+    token = pending_audit.set(note)
     try:
         if c.kind == "publishable" and not getattr(c.request.state, "client_secret_checked", None):
             # Fail closed: a route that lets a publishable key write must check its secret.
@@ -258,23 +261,21 @@ async def _run(c: Caller, operation: Callable[[], Awaitable[dict[str, Any]]]) ->
         log.warning("gateway unavailable: %s", type(exc).__name__)
         status, body = error_json(PaymuxError.of("gateway_unavailable"), c.request)
         return _json(status, body)
-    await _audit(c, result)
+    finally:
+        pending_audit.reset(token)
+    if not note.written:
+        await _audit(c, note, result)
     return _json(200, json.dumps(result))
 
 
-# Facts about the object an audit entry may keep (never a key, a secret or card data).
-_AUDIT_FIELDS = ("status", "amount", "currency", "amount_received", "amount_refunded")
-
-
-async def _audit(c: Caller, result: dict[str, Any]) -> None:
-    """Note a successful mutating request in the audit log: ``<object>.<verb>``, e.g.
-    ``payment_intent.capture``, ``refund.create``, ``customer.delete``. A failure to write
-    the entry is logged and does not undo the answer (the operation is done)."""
+def _audit_request(c: Caller) -> AuditRequest:
+    """Who is asking for what, for the audit entry of the request's answer: the services
+    that write the answer's last transaction add it there (services/audit.py)."""
     request = c.request
-    object_type = str(result.get("object") or "object")
+    method = request.method.upper()
     segments = [p for p in route_of(request).split("/")[2:] if p]
     last = segments[-1] if segments else ""
-    if request.method.upper() == "DELETE":
+    if method == "DELETE":
         verb = "delete"
     elif last.startswith("{"):
         verb = "update"
@@ -282,21 +283,26 @@ async def _audit(c: Caller, result: dict[str, Any]) -> None:
         verb = "create"
     else:
         verb = last
-    details: dict[str, Any] = {"method": request.method.upper(), "path": request.url.path}
-    details.update({k: result[k] for k in _AUDIT_FIELDS if isinstance(result.get(k), str | int)})
+    return AuditRequest(
+        account_id=c.account_id,
+        actor=c.key_id or "api",
+        action_verb=verb,
+        method=method,
+        path=request.url.path,
+        livemode=c.livemode,
+        request_id=getattr(request.state, "request_id", None),
+    )
+
+
+async def _audit(c: Caller, note: AuditRequest, result: dict[str, Any]) -> None:
+    """Note a successful mutating request in the audit log (``<object>.<verb>``, e.g.
+    ``payment_intent.capture``, ``refund.create``, ``customer.delete``) when its service did
+    not in its own transaction: here, in a transaction of its own after the answer. A failure
+    to write the entry is logged and does not undo the answer (the operation is done)."""
     try:
-        await c.app.audit.record(
-            account_id=c.account_id,
-            actor=c.key_id or "api",
-            action=f"{object_type}.{verb}",
-            object_type=object_type,
-            object_id=str(result["id"]) if result.get("id") is not None else None,
-            livemode=c.livemode,
-            request_id=getattr(request.state, "request_id", None),
-            details=details,
-        )
+        await c.app.audit.write(note.values(result, c.app.ctx.now_us()))
     except Exception:
-        log.exception("could not write the audit entry of %s %s", request.method, last)
+        log.exception("could not write the audit entry of %s %s", note.method, note.action_verb)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,7 @@ __all__ = [
     "backoff_seconds",
     "claim",
     "complete",
+    "complete_many",
     "enqueue",
     "fail",
     "job_view",
@@ -195,6 +197,17 @@ async def complete(session: AsyncSession, job: ClaimedJob, *, now_us: int) -> No
     await session.execute(
         update(Job)
         .where(Job.id == job.id)
+        .values(status=DONE, locked_by=None, locked_until_us=None, updated_us=now_us)
+    )
+
+
+async def complete_many(session: AsyncSession, job_ids: Sequence[int], *, now_us: int) -> None:
+    """Mark several jobs done in one statement (the worker's batch of applied events)."""
+    if not job_ids:
+        return
+    await session.execute(
+        update(Job)
+        .where(Job.id.in_(sorted(set(job_ids))))
         .values(status=DONE, locked_by=None, locked_until_us=None, updated_us=now_us)
     )
 

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from paymux.jobs import queue
 from paymux.services import Paymux
 from paymux.services.gateway_calls import schedule_settlement
-from paymux.webhooks.inbound import Finish, UnknownObjectYet
+from paymux.webhooks.inbound import BatchEventFailed, Finish, UnknownObjectYet
 
 __all__ = ["Worker"]
 
@@ -30,9 +30,14 @@ log = logging.getLogger(__name__)
 # done afterwards, in a transaction of its own).
 Handler = Callable[[dict[str, Any], Finish], Awaitable[None]]
 
-# apply_webhook jobs of one claimed batch applied at the same time on PostgreSQL (each in its
-# own transaction, on its own pooled connection: keep it below the pool size, 10).
-APPLY_CONCURRENCY = 8
+# apply_webhook jobs are applied in batches: up to APPLY_BATCH events in one transaction
+# (InboundWebhooks.apply_many; a SAVEPOINT per event once one failed: _apply_batch), their
+# jobs marked done in the same commit. On PostgreSQL a claimed batch is split into up to
+# APPLY_CONCURRENCY such transactions run at the same time (each on its own pooled
+# connection: keep it below the pool size, 10), so that our Python and the database work in
+# parallel; SQLite has one writer, so there one transaction at a time.
+APPLY_BATCH = 100
+APPLY_CONCURRENCY = 2
 
 
 class Worker:
@@ -79,24 +84,76 @@ class Worker:
                 limit=ctx.settings.worker_batch_size,
                 lease=ctx.settings.job_lease_seconds,
             )
-        # On PostgreSQL webhook events are applied several at a time: each apply locks its
-        # inbox row, then the intent it changes, and reads what it decides on under that lock
-        # (as with several workers). SQLite has one writer: there they run one at a time, as
-        # do other jobs (gateway calls) everywhere.
-        applies = [job for job in jobs if job.kind == "apply_webhook"]
-        others = [job for job in jobs if job.kind != "apply_webhook"]
-        limit = asyncio.Semaphore(1 if ctx.db.is_sqlite else APPLY_CONCURRENCY)
-
-        async def bounded(job: queue.ClaimedJob) -> None:
-            async with limit:
-                await self._run(job)
+        # Webhook events are applied in batches (``_apply_batch``), beside the other jobs,
+        # which run one at a time (gateway calls, each with transactions of its own).
+        applies = [job for job in jobs if _inbox_id(job) is not None]
+        others = [job for job in jobs if _inbox_id(job) is None]
 
         async def in_turn() -> None:
             for job in others:
                 await self._run(job)
 
-        await asyncio.gather(in_turn(), *(bounded(job) for job in applies))
+        await asyncio.gather(
+            in_turn(), *(self._apply_batch(group) for group in self._groups(applies))
+        )
         return len(jobs)
+
+    def _groups(self, applies: list[queue.ClaimedJob]) -> list[list[queue.ClaimedJob]]:
+        """The claimed apply_webhook jobs cut into batches of consecutive jobs (events about
+        one object, often delivered together, mostly fall in one batch): one on SQLite (one
+        writer), up to APPLY_CONCURRENCY on PostgreSQL; at most APPLY_BATCH jobs each."""
+        if not applies:
+            return []
+        ways = 1 if self.app.ctx.db.is_sqlite else APPLY_CONCURRENCY
+        size = min(APPLY_BATCH, -(-len(applies) // ways))
+        return [applies[i : i + size] for i in range(0, len(applies), size)]
+
+    async def _apply_batch(self, jobs: list[queue.ClaimedJob]) -> None:
+        """Apply the events of ``jobs`` in ONE transaction: the applied events, what they
+        emit, their inbox marks and their jobs' completion commit together (one statement
+        marks the jobs done). So a worker killed mid-batch leaves the whole batch as it was
+        (its jobs are claimed again when their lease runs out).
+
+        First without savepoints (``apply_many(isolate=False)``: most batches apply whole).
+        If an event fails, that transaction is rolled back and the batch applied again with
+        a SAVEPOINT per event: the failed event is rolled back to its savepoint alone, and
+        its job's failure (backoff, or dead) and the note on its inbox row are written in
+        the same transaction as the others' work.
+
+        If the transaction itself fails (a deadlock with another worker's batch, a
+        serialization failure, a lost connection, a failed commit), nothing of it was
+        written: the jobs are run one at a time, each event in its own transaction, as
+        ``_run`` does for any job. Run twice, an event is still applied once: its inbox row,
+        locked, says whether it was."""
+        try:
+            try:
+                await self._apply_together(jobs, isolate=False)
+            except BatchEventFailed as failed:
+                log.info("%s; applying the batch again, one savepoint per event", failed)
+                await self._apply_together(jobs, isolate=True)
+        except Exception:
+            log.warning(
+                "a batch of %d webhook events failed; applying them one at a time",
+                len(jobs),
+                exc_info=True,
+            )
+            for job in jobs:
+                await self._run(job)
+
+    async def _apply_together(self, jobs: list[queue.ClaimedJob], *, isolate: bool) -> None:
+        ctx = self.app.ctx
+        inbox_ids = [_inbox_id(job) or "" for job in jobs]
+        async with ctx.db.write() as s:
+            failed = await self.app.webhooks.apply_many(s, inbox_ids, isolate=isolate)
+            now = ctx.now_us()
+            await queue.complete_many(
+                s,
+                [job.id for job, i in zip(jobs, inbox_ids, strict=True) if i not in failed],
+                now_us=now,
+            )
+            for job, inbox_id in zip(jobs, inbox_ids, strict=True):
+                if inbox_id in failed:
+                    await self._fail(s, job, _error_of(job, failed[inbox_id]), now_us=now)
 
     async def _run(self, job: queue.ClaimedJob) -> None:
         ctx = self.app.ctx
@@ -114,31 +171,34 @@ class Worker:
             if handler is None:
                 raise LookupError(f"no handler for job kind {job.kind!r}")
             await handler(job.payload, finish)
-        except UnknownObjectYet as exc:
-            error = f"waiting: {exc}"
         except Exception as exc:
-            log.exception("job %s (%s) failed", job.id, job.kind)
-            error = f"{type(exc).__name__}: {exc}"
+            error = _error_of(job, exc)
         if error is None and done:
             return  # committed with the handler's work
         async with ctx.db.write() as s:
             if error is None:
                 await queue.complete(s, job, now_us=ctx.now_us())
             else:
-                wait = queue.backoff_seconds(
-                    job.attempts, ctx.settings.job_backoff_base, ctx.settings.job_backoff_cap
-                )
-                status = await queue.fail(s, job, error, now_us=ctx.now_us(), delay=wait)
-                if job.kind == "apply_webhook":
-                    inbox_id = str(job.payload["inbox_id"])
-                    if status == queue.DEAD:
-                        await self.app.webhooks.mark_dead(s, inbox_id, error)
-                    else:
-                        await self.app.webhooks.note_failure(s, inbox_id, error)
-                if status == queue.DEAD:
-                    log.error(
-                        "job %s (%s) is dead after %d attempts", job.id, job.kind, job.attempts
-                    )
+                await self._fail(s, job, error, now_us=ctx.now_us())
+
+    async def _fail(
+        self, s: AsyncSession, job: queue.ClaimedJob, error: str, *, now_us: int
+    ) -> None:
+        """Record a failed run in ``s``: the job backs off (or is dead after its last
+        attempt); an apply_webhook job's inbox row notes the error (or is marked dead)."""
+        ctx = self.app.ctx
+        wait = queue.backoff_seconds(
+            job.attempts, ctx.settings.job_backoff_base, ctx.settings.job_backoff_cap
+        )
+        status = await queue.fail(s, job, error, now_us=now_us, delay=wait)
+        inbox_id = _inbox_id(job)
+        if job.kind == "apply_webhook" and inbox_id is not None:
+            if status == queue.DEAD:
+                await self.app.webhooks.mark_dead(s, inbox_id, error)
+            else:
+                await self.app.webhooks.note_failure(s, inbox_id, error)
+        if status == queue.DEAD:
+            log.error("job %s (%s) is dead after %d attempts", job.id, job.kind, job.attempts)
 
     async def sweep(self) -> None:
         """Enqueue periodic work (deduplicated while queued, so concurrent workers don't double
@@ -213,3 +273,21 @@ class Worker:
                 except TimeoutError:
                     pass
         log.info("worker %s stopped", self.worker_id)
+
+
+def _inbox_id(job: queue.ClaimedJob) -> str | None:
+    """The inbox row an apply_webhook job applies (None: another kind, or a payload without
+    one, which ``_run`` fails as it would any job)."""
+    if job.kind != "apply_webhook":
+        return None
+    inbox_id = job.payload.get("inbox_id") if isinstance(job.payload, dict) else None
+    return inbox_id if isinstance(inbox_id, str) else None
+
+
+def _error_of(job: queue.ClaimedJob, exc: Exception) -> str:
+    """A failed run's error, as the job and its inbox row keep it. An event about an object
+    we don't have yet is expected (it waits, with backoff): no traceback for it."""
+    if isinstance(exc, UnknownObjectYet):
+        return f"waiting: {exc}"
+    log.error("job %s (%s) failed", job.id, job.kind, exc_info=exc)
+    return f"{type(exc).__name__}: {exc}"

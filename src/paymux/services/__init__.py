@@ -147,6 +147,7 @@ class Paymux:
                 log.warning("refunding %s received on canceled %s", due, pi_id)
 
     async def close(self) -> None:
+        await self.webhooks.aclose()  # a group commit in progress answers its waiters first
         for gateway in self.ctx.gateways.values():
             await gateway.aclose()
         await self.connections.aclose()

@@ -24,9 +24,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.domain import attempts as rules
@@ -46,7 +46,7 @@ from paymux.gateways.base import (
 )
 from paymux.jobs.queue import enqueue
 from paymux.money import Money
-from paymux.services.context import Context, emit, ref_key
+from paymux.services.context import Context, columns_of, emit, ref_key, row_of
 from paymux.services.gateway_calls import call_with_retries, schedule_settlement
 from paymux.services.idempotency import record_recovery_point
 from paymux.services.views import payment_intent_view, refund_view
@@ -58,6 +58,10 @@ log = logging.getLogger(__name__)
 R = TypeVar("R")
 
 PENDING, SETTLED, ABANDONED = "pending", "settled", "abandoned"
+
+# An attempt is started by a Core INSERT built once (no unit of work for a new row).
+_ATTEMPT_COLUMNS = columns_of(GatewayAttempt)
+_ATTEMPT_INSERT = insert(cast(Table, GatewayAttempt.__table__))
 
 
 def state_of(pi: PaymentIntent) -> IntentState:
@@ -141,15 +145,65 @@ class AttemptEngine:
             check_operation(check or operation.value, pi.status)
             raise PaymuxError.of("payment_intent_unexpected_state", status=pi.status)
         await s.refresh(pi)
+        attempt = await self._record_start(s, pi, operation, from_status, idempotency_key, request)
+        return pi, attempt
+
+    async def start_if_unchanged(
+        self,
+        s: AsyncSession,
+        pi_id: str,
+        account_id: str,
+        operation: Operation,
+        *,
+        status: str,
+        confirm_count: int,
+        idempotency_key: str,
+        request: dict[str, Any],
+        changes: dict[str, Any] | None = None,
+    ) -> tuple[PaymentIntent, GatewayAttempt] | None:
+        """``start_on_intent`` for an intent read in an earlier transaction: moved to
+        ``processing`` only if it is still in ``status`` at ``confirm_count`` (so the attempt's
+        starting state and key are what that read saw), by one UPDATE that returns the row.
+        None: it moved meanwhile (or is not there); the caller reads it again and uses
+        ``start_on_intent``."""
+        now = self.ctx.now_us()
+        row = (
+            await s.execute(
+                update(PaymentIntent)
+                .where(
+                    PaymentIntent.id == pi_id,
+                    PaymentIntent.account_id == account_id,
+                    PaymentIntent.status == status,
+                    PaymentIntent.confirm_count == confirm_count,
+                )
+                .values(status=S.PROCESSING, updated_us=now, **(changes or {}))
+                .returning(PaymentIntent)
+                .execution_options(synchronize_session=False, populate_existing=True)
+            )
+        ).scalar_one_or_none()
+        if row is None:
+            return None
+        attempt = await self._record_start(s, row, operation, status, idempotency_key, request)
+        return row, attempt
+
+    async def _record_start(
+        self,
+        s: AsyncSession,
+        pi: PaymentIntent,
+        operation: Operation,
+        from_status: str,
+        idempotency_key: str,
+        request: dict[str, Any],
+    ) -> GatewayAttempt:
         attempt = self._attempt(
             pi.account_id, pi.gateway, operation, pi.id, idempotency_key, pi.connection_id
         )
         attempt.from_status = from_status
         attempt.target = rules.target_of(operation, capture=pi.capture_method != "manual")
         attempt.request = request
-        s.add(attempt)
+        await s.execute(_ATTEMPT_INSERT, row_of(attempt, _ATTEMPT_COLUMNS))
         await record_recovery_point(s, f"{operation.value}_started", pi.id)
-        return pi, attempt
+        return attempt
 
     def _attempt(
         self,
@@ -227,15 +281,55 @@ class AttemptEngine:
             await schedule_settlement(s, attempt_id, now_us=now, delay=delay, account_id=account_id)
 
     # -- 3. settle --------------------------------------------------------------------------
-    async def settle_payment(self, attempt_id: str, result: GatewayResult) -> PaymentIntent:
-        """Record a call's outcome on its attempt and apply it to the intent (idempotent)."""
+    async def settle_payment(
+        self,
+        attempt_id: str,
+        result: GatewayResult,
+        *,
+        object_id: str | None = None,
+        then: Callable[[AsyncSession, PaymentIntent], Awaitable[None]] | None = None,
+    ) -> PaymentIntent:
+        """Record a call's outcome on its attempt and apply it to the intent (idempotent).
+        ``object_id``: the attempt's intent, if the caller knows it (one SELECT less);
+        ``then``: more work in the same transaction, after the outcome is applied (the
+        request's answer and its audit entry)."""
         async with self.ctx.db.write() as s:
-            attempt, pi = await self._lock(s, attempt_id)
-            if attempt.status == PENDING:
-                attempt.status = SETTLED
-                attempt.result = result_json(result)
-                attempt.updated_us = self.ctx.now_us()
-                await self.apply_payment_report(s, pi, result, attempt=attempt)
+            if object_id is None:
+                attempt, pi = await self._lock(s, attempt_id)
+                pending: GatewayAttempt | None = attempt if attempt.status == PENDING else None
+                if pending is not None:
+                    pending.status = SETTLED
+                    pending.result = result_json(result)
+                    pending.updated_us = self.ctx.now_us()
+            else:
+                # The intent's lock first (as in ``_lock``), then the attempt is settled by one
+                # conditional UPDATE that returns it: None if it was settled already.
+                locked = await s.get(
+                    PaymentIntent, object_id, with_for_update=True, populate_existing=True
+                )
+                assert locked is not None
+                pi = locked
+                pending = (
+                    await s.execute(
+                        update(GatewayAttempt)
+                        .where(
+                            GatewayAttempt.id == attempt_id,
+                            GatewayAttempt.object_id == object_id,
+                            GatewayAttempt.status == PENDING,
+                        )
+                        .values(
+                            status=SETTLED,
+                            result=result_json(result),
+                            updated_us=self.ctx.now_us(),
+                        )
+                        .returning(GatewayAttempt)
+                        .execution_options(synchronize_session=False, populate_existing=True)
+                    )
+                ).scalar_one_or_none()
+            if pending is not None:
+                await self.apply_payment_report(s, pi, result, attempt=pending)
+            if then is not None:
+                await then(s, pi)
             return pi
 
     async def settle_refund(self, attempt_id: str, outcome: GatewayRefund) -> Refund:

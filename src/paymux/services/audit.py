@@ -3,17 +3,94 @@
 Entries are only ever added: the database refuses an UPDATE or a DELETE of ``audit_log``
 (triggers, migration 0006). ``details`` holds a few plain facts (a status, an amount, a
 key's redacted form), never a key, a secret or card data.
+
+A successful mutating API request is audited in the transaction that makes its answer
+(``audit_in``), so the entry and the change commit together: a change is never left without
+its entry, and a request whose write fails leaves none. The API layer (api/deps.py) notes
+who is asking (``AuditRequest`` in ``pending_audit``); the services that write an answer's
+last transaction themselves (payment intents' create and confirm) add the entry there, and
+for every other request the API layer writes it in a transaction of its own after the answer.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy import Table, insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.domain.ids import new_id
 from paymux.services.context import Context, page_of
 from paymux.storage.models import AuditEntry
 
-__all__ = ["AuditLog", "audit_entry", "audit_view"]
+__all__ = [
+    "AUDIT_FIELDS",
+    "AuditLog",
+    "AuditRequest",
+    "audit_entry",
+    "audit_in",
+    "audit_view",
+    "pending_audit",
+]
+
+# Facts about the object an audit entry may keep (never a key, a secret or card data).
+AUDIT_FIELDS = ("status", "amount", "currency", "amount_received", "amount_refunded")
+
+
+@dataclass(slots=True)
+class AuditRequest:
+    """The request an entry is about (set by the API layer before the operation runs);
+    ``written`` once a service has added its entry in the answer's transaction."""
+
+    account_id: str
+    actor: str
+    action_verb: str  # create | update | delete | <the route's last segment>
+    method: str
+    path: str
+    livemode: bool
+    request_id: str | None
+    written: bool = False
+
+    def details(self, result: dict[str, Any]) -> dict[str, Any]:
+        details: dict[str, Any] = {"method": self.method, "path": self.path}
+        details.update({k: result[k] for k in AUDIT_FIELDS if isinstance(result.get(k), str | int)})
+        return details
+
+    def values(self, result: dict[str, Any], now_us: int) -> dict[str, Any]:
+        """The entry's row for the answer ``result`` (an API object)."""
+        object_type = str(result.get("object") or "object")
+        return {
+            "id": new_id("aud"),
+            "account_id": self.account_id,
+            "actor": self.actor[:64],
+            "action": f"{object_type}.{self.action_verb}"[:64],
+            "object_type": object_type,
+            "object_id": str(result["id"]) if result.get("id") is not None else None,
+            "livemode": self.livemode,
+            "request_id": self.request_id,
+            "details": self.details(result),
+            "created_us": now_us,
+        }
+
+
+# The API request being served, if any (None in workers, the CLI and library use).
+pending_audit: ContextVar[AuditRequest | None] = ContextVar("paymux_audit", default=None)
+
+# A Core statement built once: no unit of work for a row that is only ever inserted.
+_INSERT = insert(cast(Table, AuditEntry.__table__))
+
+
+async def audit_in(session: AsyncSession, result: dict[str, Any], now_us: int) -> None:
+    """Add the running API request's entry for its answer ``result`` in the caller's write
+    transaction (the one that makes the answer); no-op outside an API request, or once
+    written. Call it only where the operation can no longer fail after that transaction."""
+    request = pending_audit.get()
+    if request is None or request.written:
+        return
+    await session.execute(_INSERT, request.values(result, now_us))
+    request.written = True
 
 
 def audit_entry(
@@ -87,6 +164,11 @@ class AuditLog:
         )
         async with self.ctx.db.write() as s:
             s.add(entry)
+
+    async def write(self, values: dict[str, Any]) -> None:
+        """An entry (``AuditRequest.values``) in a transaction of its own."""
+        async with self.ctx.db.write() as s:
+            await s.execute(_INSERT, values)
 
     async def list(
         self,

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
-from sqlalchemy import Select, select, tuple_
+from sqlalchemy import Select, Table, insert, inspect, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.config import Settings
@@ -24,6 +24,7 @@ __all__ = [
     "Context",
     "GatewayDirectory",
     "Routed",
+    "columns_of",
     "current_livemode",
     "emit",
     "get_owned",
@@ -32,6 +33,7 @@ __all__ = [
     "paginate",
     "ref_key",
     "request_livemode",
+    "row_of",
     "scoped",
 ]
 
@@ -160,21 +162,39 @@ class Context:
         return self.gateways.get(obj.gateway)
 
 
+def columns_of(model: Any) -> tuple[tuple[str, str], ...]:
+    """(attribute, column) of a model's columns (``metadata_`` is the column ``metadata``)."""
+    return tuple((attr.key, attr.columns[0].name) for attr in inspect(model).column_attrs)
+
+
+def row_of(obj: Any, columns: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    """A new (transient) object's row for a Core INSERT: the attributes it was given, as the
+    ORM would insert them (the others get their column defaults). No unit of work needed."""
+    given = inspect(obj).dict
+    return {column: given[key] for key, column in columns if key in given}
+
+
+# A Core statement built once: an event is only ever inserted here, so it needs no unit of work.
+_EVENT_INSERT = insert(cast(Table, Event.__table__))
+
+
 async def emit(
     session: AsyncSession, account_id: str, type_: str, obj: dict[str, Any], now_us: int
-) -> Event:
-    """Write an event in the caller's transaction (the outbox)."""
-    event = Event(
-        id=new_id("evt"),
-        account_id=account_id,
-        type=type_,
-        object_id=str(obj["id"]),
-        livemode=bool(obj.get("livemode", False)),
-        data=obj,
-        created_us=now_us,
+) -> None:
+    """Write an event in the caller's transaction (the outbox): inserted at once, with the
+    object as it is now (a snapshot)."""
+    await session.execute(
+        _EVENT_INSERT,
+        {
+            "id": new_id("evt"),
+            "account_id": account_id,
+            "type": type_,
+            "object_id": str(obj["id"]),
+            "livemode": bool(obj.get("livemode", False)),
+            "data": obj,
+            "created_us": now_us,
+        },
     )
-    session.add(event)
-    return event
 
 
 async def get_owned(

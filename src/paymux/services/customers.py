@@ -94,16 +94,22 @@ async def resolve_payment_method(
     *,
     customer_id: str | None,
     known: PaymentMethod | None = None,
+    looked_up: bool = False,
     connection_id: str | None = None,
+    defer_shared: bool = False,
 ) -> PaymentMethod:
     """Our PaymentMethod for ``ref``: one of ours by id, or a gateway token we record now.
 
-    ``known``: what ``find_payment_method`` already found in the caller's transaction.
+    ``known``: what ``find_payment_method`` already found in the caller's transaction
+    (``looked_up``: it looked, and ``known`` None means it found nothing).
     ``connection_id``: the connection the payment goes through; a new token is described by,
     and recorded as, that connection's.
+    ``defer_shared``: a use of a shared test token (a fresh token of its own, which no other
+    request can record) is returned unsaved (transient), for the caller to add in its own
+    write transaction.
     """
     pm = known
-    if pm is None:
+    if pm is None and not looked_up:
         async with ctx.db.read() as s:
             pm = await find_payment_method(s, account_id, gateway_name, ref)
     gateway: Gateway | None = None
@@ -173,6 +179,8 @@ async def resolve_payment_method(
         metadata_={},
         created_us=now,
     )
+    if defer_shared and gateway.reusable_test_token(ref):
+        return pm
     try:
         async with ctx.db.write() as s:
             s.add(pm)

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, insert, inspect, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.domain.attempts import CANCELLATION_REASONS, Operation
@@ -25,7 +26,7 @@ from paymux.domain.errors import PaymuxError
 from paymux.domain.ids import new_id
 from paymux.domain.states import PaymentIntentStatus as S
 from paymux.domain.states import check_operation
-from paymux.gateways.base import Gateway, GatewayInvalidRequest
+from paymux.gateways.base import AuthorizeRequest, Gateway, GatewayInvalidRequest
 from paymux.money import Money, MoneyError, max_charge_amount, min_charge_amount
 from paymux.services.attempts import (
     AttemptEngine,
@@ -33,20 +34,24 @@ from paymux.services.attempts import (
     intent_view,
     opened_reference,
 )
+from paymux.services.audit import audit_in
 from paymux.services.context import (
     Context,
     CreatedRange,
+    columns_of,
+    current_livemode,
     emit,
     get_owned,
     merge_metadata,
     page_of,
     request_livemode,
+    row_of,
 )
 from paymux.services.customers import find_payment_method, resolve_payment_method
 from paymux.services.gateway_calls import call_with_retries
 from paymux.services.idempotency import current_claim, record_recovery_point
 from paymux.services.routing import choose_gateway
-from paymux.storage.models import Customer, GatewayAttempt, PaymentIntent
+from paymux.storage.models import Customer, GatewayAttempt, PaymentIntent, PaymentMethod
 
 __all__ = [
     "CreateParams",
@@ -183,9 +188,18 @@ class PaymentsService:
 
     # -- reads ------------------------------------------------------------------------------
     async def retrieve(self, account_id: str, pi_id: str) -> dict[str, Any]:
-        async with self.ctx.db.read() as s:
-            pi = await get_owned(s, PaymentIntent, pi_id, account_id)
-            return self._view(pi)
+        """One intent by id, of the account (and of the request key's mode): a Core SELECT
+        built once, on a pooled connection (no ORM session, identity map or unit of work),
+        its row viewed as it is. A single SELECT: its own snapshot, nothing to commit."""
+        statement = _OWNED_INTENT[current_livemode.get()]
+        async with self.ctx.db.reader.connect() as conn:
+            params = {"pi_id": pi_id, "account_id": account_id}
+            row = (await conn.execute(statement, params)).first()
+        if row is None:
+            raise PaymuxError.of(
+                "resource_missing", f"No such payment_intent: '{pi_id}'", param="id"
+            )
+        return intent_view(self.ctx, cast(PaymentIntent, row))
 
     async def list_page(
         self,
@@ -298,10 +312,12 @@ class PaymentsService:
                 created_us=now,
                 updated_us=now,
             )
-            s.add(pi)
-            await s.flush()
+            await s.execute(_PI_INSERT, row_of(pi, _PI_COLUMNS))
             await record_recovery_point(s, "created", pi_id)
-            await emit(s, account_id, "payment_intent.created", self._view(pi), now)
+            view = self._view(pi)
+            await emit(s, account_id, "payment_intent.created", view, now)
+            if not p.confirm:  # the answer: audited with it (a confirm audits its own)
+                await audit_in(s, view, now)
         if p.confirm:
             return await self.confirm(account_id, pi.id, off_session=p.off_session)
         return self._view(pi)
@@ -347,17 +363,22 @@ class PaymentsService:
             self._raise_if_declined(pi, latest)
             return self._view(pi)
 
+    @staticmethod
+    def _declined(pi: PaymentIntent, attempt: GatewayAttempt | None) -> bool:
+        return (
+            attempt is not None
+            and attempt.operation == Operation.AUTHORIZE
+            and pi.status == S.REQUIRES_PAYMENT_METHOD
+            and bool(pi.last_payment_error)
+        )
+
     def _raise_if_declined(self, pi: PaymentIntent, attempt: GatewayAttempt | None) -> None:
         """An authorization that ended in a decline is answered with the card error (402),
         carrying the intent, as Stripe does."""
-        if (
-            attempt is None
-            or attempt.operation != Operation.AUTHORIZE
-            or pi.status != S.REQUIRES_PAYMENT_METHOD
-            or not pi.last_payment_error
-        ):
+        if not self._declined(pi, attempt):
             return
         last = pi.last_payment_error
+        assert last is not None
         error = PaymuxError.of(
             last["code"],
             last["message"],
@@ -533,10 +554,11 @@ class PaymentsService:
             pm_ref,
             customer_id=customer_id,
             known=known,
+            looked_up=True,
             connection_id=pi.connection_id,
+            defer_shared=True,
         )
         changes: dict[str, Any] = {
-            "payment_method_id": pm.id,
             "confirm_count": PaymentIntent.confirm_count + 1,
             "last_payment_error": None,
             "next_action": None,
@@ -547,34 +569,95 @@ class PaymentsService:
             changes["return_url"] = return_url
         if setup_future_usage is not None:
             changes["setup_future_usage"] = setup_future_usage
-        async with self.ctx.db.write() as s:
-            pi = await get_owned(s, PaymentIntent, pi_id, account_id)
-            customer_token = await customer_token_for(s, pm)
-            pi, attempt = await self.engine.start_on_intent(
-                s,
-                pi,
-                Operation.AUTHORIZE,
-                allowed_from=(S.REQUIRES_PAYMENT_METHOD, S.REQUIRES_CONFIRMATION),
-                idempotency_key=f"{pi.id}:authorize:{pi.confirm_count + 1}",
-                request={
-                    "token": pm.token,
-                    "customer_token": customer_token,
-                    "verification_token": verification_token,
-                },
-                changes=changes,
-                check="confirm",
+        read_status, read_count = pi.status, pi.confirm_count
+        fresh = inspect(pm).transient  # a use of a shared test token, not recorded yet
+        try:
+            pi, attempt, request = await self._start_authorize(
+                account_id,
+                pi_id,
+                pm,
+                fresh,
+                read_status,
+                read_count,
+                changes,
+                verification_token,
             )
-            request = await self.engine.authorize_request(s, pi, attempt)
-            assert request is not None
+        except PaymuxError:
+            if fresh:  # refused: the use is still a payment method of its own, as before
+                async with self.ctx.db.write() as s:
+                    await _record_payment_method(s, pm, self.ctx.db.is_sqlite)
+            raise
         key = attempt.idempotency_key
         result = await self.engine.execute(
             attempt, lambda: gateway.authorize(request, idempotency_key=key)
         )
         if result is None:
             return await self.retrieve(account_id, pi_id)
-        pi = await self.engine.settle_payment(attempt.id, result)
+        answer: dict[str, Any] = {}
+
+        async def answered(s: AsyncSession, settled: PaymentIntent) -> None:
+            # The answer, and its audit entry in the same transaction, unless it is a decline
+            # (answered with an error, which is not audited).
+            if not self._declined(settled, attempt):
+                answer.update(self._view(settled))
+                await audit_in(s, answer, self.ctx.now_us())
+
+        pi = await self.engine.settle_payment(attempt.id, result, object_id=pi_id, then=answered)
         self._raise_if_declined(pi, attempt)
-        return self._view(pi)
+        return answer or self._view(pi)
+
+    async def _start_authorize(
+        self,
+        account_id: str,
+        pi_id: str,
+        pm: PaymentMethod,
+        fresh: bool,
+        read_status: str,
+        read_count: int,
+        changes: dict[str, Any],
+        verification_token: str | None,
+    ) -> tuple[PaymentIntent, GatewayAttempt, AuthorizeRequest]:
+        """The confirmation's attempt, committed before the call: the intent to
+        ``processing``, the attempt, and a fresh payment method (``fresh``) in one write
+        transaction."""
+        async with self.ctx.db.write() as s:
+            if fresh:
+                pm = await _record_payment_method(s, pm, self.ctx.db.is_sqlite)
+            changes["payment_method_id"] = pm.id
+            customer_token = await customer_token_for(s, pm)
+            call = {
+                "token": pm.token,
+                "customer_token": customer_token,
+                "verification_token": verification_token,
+            }
+            # The intent as the read above saw it, if nobody moved it since: one UPDATE.
+            started = await self.engine.start_if_unchanged(
+                s,
+                pi_id,
+                account_id,
+                Operation.AUTHORIZE,
+                status=read_status,
+                confirm_count=read_count,
+                idempotency_key=f"{pi_id}:authorize:{read_count + 1}",
+                request=call,
+                changes=changes,
+            )
+            if started is None:  # it moved: read it again under the write lock
+                pi = await get_owned(s, PaymentIntent, pi_id, account_id)
+                started = await self.engine.start_on_intent(
+                    s,
+                    pi,
+                    Operation.AUTHORIZE,
+                    allowed_from=(S.REQUIRES_PAYMENT_METHOD, S.REQUIRES_CONFIRMATION),
+                    idempotency_key=f"{pi.id}:authorize:{pi.confirm_count + 1}",
+                    request=call,
+                    changes=changes,
+                    check="confirm",
+                )
+            pi, attempt = started
+            request = await self.engine.authorize_request(s, pi, attempt)
+            assert request is not None
+        return pi, attempt, request
 
     # -- capture / cancel -------------------------------------------------------------------
     async def capture(
@@ -767,6 +850,55 @@ class PaymentsService:
                 .limit(limit)
             )
             return [(str(a), str(b)) for a, b in rows.all()]
+
+
+# An account's intent by id, as a row whose names are PaymentIntent's attributes (so the view
+# reads it as it reads the model), for each request mode (None: any, outside a request).
+_INTENT_ROW = select(
+    *(attr.columns[0].label(attr.key) for attr in inspect(PaymentIntent).column_attrs)
+).where(PaymentIntent.id == bindparam("pi_id"), PaymentIntent.account_id == bindparam("account_id"))
+_OWNED_INTENT = {
+    None: _INTENT_ROW,
+    True: _INTENT_ROW.where(PaymentIntent.livemode.is_(True)),
+    False: _INTENT_ROW.where(PaymentIntent.livemode.is_(False)),
+}
+
+
+_PI_COLUMNS = columns_of(PaymentIntent)
+_PI_INSERT = insert(cast(Table, PaymentIntent.__table__))
+_PM_COLUMNS = columns_of(PaymentMethod)
+_PM_TABLE = cast(Table, PaymentMethod.__table__)
+_PM_UNIQUE = ("account_id", "gateway", "token")
+
+
+async def _record_payment_method(
+    s: AsyncSession, pm: PaymentMethod, is_sqlite: bool
+) -> PaymentMethod:
+    """Insert a new (transient) payment method in the caller's transaction; if the account
+    has the token already (a gateway that answers a shared token with the same token every
+    time), that row, as ``resolve_payment_method`` does. One statement, no savepoint."""
+    dialect_insert = sqlite.insert if is_sqlite else postgresql.insert
+    row = row_of(pm, _PM_COLUMNS)
+    inserted = (
+        await s.execute(
+            dialect_insert(_PM_TABLE)
+            .values(row)
+            .on_conflict_do_nothing(index_elements=list(_PM_UNIQUE))
+            .returning(_PM_TABLE.c.id)
+        )
+    ).scalar_one_or_none()
+    if inserted is not None:
+        return pm
+    existing: PaymentMethod = (
+        await s.execute(
+            select(PaymentMethod).where(
+                PaymentMethod.account_id == pm.account_id,
+                PaymentMethod.gateway == pm.gateway,
+                PaymentMethod.token == pm.token,
+            )
+        )
+    ).scalar_one()
+    return existing
 
 
 def _take_annotations(pi: PaymentIntent, p: UpdateParams) -> None:

@@ -1,9 +1,13 @@
 """Engines and transactions for SQLite (WAL, the embedded default) and PostgreSQL.
 
 ``db.write()`` opens a write transaction: on SQLite it starts with ``BEGIN IMMEDIATE`` on the
-process's single writer connection, so concurrent writers queue for it (and other processes'
-writers on the busy timeout) instead of failing mid-transaction with SQLITE_BUSY;
+process's single writer connection, so concurrent writers queue for it (and wait for other
+processes' writers, see below) instead of failing mid-transaction with SQLITE_BUSY;
 ``db.read()`` opens a plain one. On PostgreSQL both are ordinary transactions.
+
+SQLite runs on the inline driver (``sqlite_inline``: sqlite3 calls on the event loop, no
+thread hop per cursor call); ``sqlite+aiosqlite://`` URLs are mapped to it, and waits for
+another process's lock sleep on the loop instead of in SQLite's busy handler.
 """
 
 from __future__ import annotations
@@ -22,11 +26,28 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from paymux.storage import sqlite_inline
+
 __all__ = ["Database"]
 
 
+_AIOSQLITE = "sqlite+aiosqlite:"
+
+
+def inline_url(url: str) -> str:
+    """The public ``sqlite+aiosqlite://`` URL on the inline driver; other URLs unchanged."""
+    if url.startswith(_AIOSQLITE):
+        return f"sqlite+{sqlite_inline.DRIVER}:" + url[len(_AIOSQLITE) :]
+    return url
+
+
 def _sqlite_engine(url: str, begin: str, pool_size: int) -> AsyncEngine:
+    url = inline_url(url)
+    inline = url.startswith(f"sqlite+{sqlite_inline.DRIVER}:")
     engine = create_async_engine(url, pool_size=pool_size, max_overflow=0, pool_timeout=60)
+    # Inline, SQLite must not sleep in its busy handler (that would block the loop): it
+    # answers SQLITE_BUSY at once and the driver waits on the loop (sqlite_inline).
+    busy_timeout = 0 if inline else 30000
 
     @event.listens_for(engine.sync_engine, "connect")
     def _connect(dbapi_conn: DBAPIConnection, record: ConnectionPoolEntry) -> None:
@@ -34,7 +55,7 @@ def _sqlite_engine(url: str, begin: str, pool_size: int) -> AsyncEngine:
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 

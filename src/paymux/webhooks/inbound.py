@@ -2,7 +2,8 @@
 
 ``receive`` verifies the signature before anything is parsed, then writes the event to the
 inbox (unique on gateway + provider event id) and an ``apply_webhook`` job in one committed
-transaction. A duplicate delivery finds the row and is acknowledged without a second job.
+transaction, shared with the deliveries that arrived alongside (group commit:
+webhooks/ingest.py). A duplicate delivery finds the row and is acknowledged without a second job.
 If the database is unavailable the exception propagates and the endpoint answers 5xx, so the
 provider delivers again: we never acknowledge an event we did not store.
 
@@ -10,7 +11,9 @@ provider delivers again: we never acknowledge an event we did not store.
 the events it emits, the inbox row's ``applied`` mark and the job's ``done`` commit together,
 so a worker killed at any point leaves either nothing or everything, and a re-run finds the
 row applied. Rows are locked (``FOR UPDATE`` on PostgreSQL) so two applies (two workers, or
-one worker's concurrent applies) never interleave on one payment.
+one worker's concurrent applies) never interleave on one payment. ``apply_many`` is the
+worker's batch: several events in the caller's ONE transaction, each in a SAVEPOINT of its
+own, so a failing event is rolled back alone while the others commit with their jobs.
 Handlers tolerate any order: an outcome that would move an object backwards is ignored; an
 event about an object we don't have yet raises ``UnknownObjectYet`` and is retried with
 backoff, then parked as ``dead`` (never dropped) for ``replay``.
@@ -21,12 +24,12 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.domain.attempts import Operation
@@ -49,9 +52,11 @@ from paymux.services.payments import PaymentsService
 from paymux.services.refunds import RefundsService
 from paymux.services.views import dispute_view
 from paymux.storage.models import Dispute, GatewayAttempt, PaymentIntent, Refund, WebhookInbox
+from paymux.webhooks.ingest import Arrival, InboxWriter
 
 __all__ = [
     "INBOX_STATUSES",
+    "BatchEventFailed",
     "Finish",
     "InboundWebhooks",
     "InboxStatus",
@@ -71,6 +76,17 @@ Finish = Callable[[AsyncSession], Awaitable[None]]
 
 class UnknownObjectYet(Exception):
     """The event is about an object we have not stored yet: retry later, never drop."""
+
+
+class BatchEventFailed(Exception):
+    """An event of a batch applied without savepoints failed (``apply_many(isolate=False)``,
+    the exception chained): roll the transaction back and apply the batch with them."""
+
+    def __init__(self, inbox_id: str | None) -> None:
+        super().__init__(
+            f"event {inbox_id} failed in a batch" if inbox_id else "a batch's writes failed"
+        )
+        self.inbox_id = inbox_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,12 +137,17 @@ class InboundWebhooks:
         self.payments = payments
         self.refunds = refunds
         self.rejected: Counter[tuple[str, str]] = Counter()
+        self.inbox = InboxWriter(ctx.db, max_attempts=ctx.settings.webhook_apply_max_attempts)
 
     # -- ingress ----------------------------------------------------------------------------
     async def receive(self, segment: str, headers: dict[str, str], body: bytes) -> Received:
         """``segment``: the last part of ``/webhooks/{segment}``, a connection's id (verified
         with that connection's secret, stored as that account's) or, as before connections,
-        a deployment gateway's name."""
+        a deployment gateway's name.
+
+        The store is group-committed (webhooks/ingest.py): this returns after the commit of
+        the transaction that holds the event (with the deliveries that arrived alongside it);
+        a failed transaction raises here, so the endpoint answers 5xx."""
         gateway, account_id, connection_id = await self.connections.for_webhook(segment)
         gateway_name = gateway.name
         try:
@@ -134,46 +155,22 @@ class InboundWebhooks:
         except WebhookVerificationError as exc:
             self.rejected[(gateway_name, exc.reason)] += 1
             raise
-        now = self.ctx.now_us()
-        inbox_id = new_id("we")
-        try:
-            async with self.ctx.db.write() as s:
-                s.add(
-                    WebhookInbox(
-                        id=inbox_id,
-                        gateway=gateway_name,
-                        account_id=account_id,
-                        connection_id=connection_id,
-                        event_id=event.event_id,
-                        type=event.type,
-                        payload=body.decode(),
-                        status="received",
-                        error=None,
-                        received_us=now,
-                        applied_us=None,
-                    )
-                )
-                await s.flush()
-                await enqueue(
-                    s,
-                    "apply_webhook",
-                    {"inbox_id": inbox_id},
-                    now_us=now,
-                    max_attempts=self.ctx.settings.webhook_apply_max_attempts,
-                    account_id=account_id,
-                )
-        except IntegrityError:
-            async with self.ctx.db.read() as s:
-                existing = (
-                    await s.execute(
-                        select(WebhookInbox.id).where(
-                            WebhookInbox.gateway == gateway_name,
-                            WebhookInbox.event_id == event.event_id,
-                        )
-                    )
-                ).scalar_one()
-            return Received(existing, duplicate=True)
-        return Received(inbox_id, duplicate=False)
+        stored = await self.inbox.store(
+            Arrival(
+                gateway=gateway_name,
+                account_id=account_id,
+                connection_id=connection_id,
+                event_id=event.event_id,
+                type=event.type,
+                payload=body.decode(),
+                received_us=self.ctx.now_us(),
+            )
+        )
+        return Received(stored.inbox_id, stored.duplicate)
+
+    async def aclose(self) -> None:
+        """Wait for a group commit in progress (before the database is disposed)."""
+        await self.inbox.aclose()
 
     # -- applying ---------------------------------------------------------------------------
     async def apply(self, inbox_id: str, *, finish: Finish | None = None) -> None:
@@ -188,34 +185,177 @@ class InboundWebhooks:
             if finish is not None:
                 await finish(s)
 
+    async def apply_many(
+        self, s: AsyncSession, inbox_ids: Sequence[str], *, isolate: bool = True
+    ) -> dict[str, Exception]:
+        """Apply stored events in the caller's transaction (the worker's batch: one commit for
+        all of them and their jobs), each in a SAVEPOINT of its own. Returns the events that
+        failed, by inbox id: each was rolled back to its savepoint alone (nothing of it is
+        written, its row stays ``received``) for the caller to record and retry; the others'
+        changes, emitted events and inbox marks commit with the caller's transaction. Events
+        no longer ``received`` (applied by an earlier run) are left alone, as ``apply`` does.
+
+        ``isolate=False`` is for the common case where every event applies: no savepoints
+        (two round trips an event), the intents that payment events name by our id locked
+        and read with their attempts in two statements for the whole batch (``_Prefetched``,
+        id order), and the writes flushed together at the end. The first event that fails to
+        apply (or a failed flush) raises ``BatchEventFailed`` instead: what was written is
+        then in the transaction, which the caller must roll back, and apply the batch again
+        with ``isolate=True``. Events whose payload cannot be read fail before writing
+        anything: they are returned either way.
+
+        Locks are taken in one order, so that concurrent batches wait for each other rather
+        than deadlock: the inbox rows first, in one statement in id order; then the objects,
+        event by event, sorted by the object each is about (``_lock_order``; arrival order
+        among one object's). With savepoints, each event starts from an empty session (what
+        an earlier one read is not reused), as if in a transaction of its own, except that
+        the locks it takes are held until the batch commits.
+
+        An error that ends the transaction rather than one event (a deadlock, a
+        serialization failure, a lost connection: ``_aborts_batch``) propagates: the caller
+        rolls the whole batch back."""
+        rows = (
+            await s.execute(
+                select(
+                    WebhookInbox.id,
+                    WebhookInbox.gateway,
+                    WebhookInbox.account_id,
+                    WebhookInbox.connection_id,
+                    WebhookInbox.type,
+                    WebhookInbox.payload,
+                    WebhookInbox.received_us,
+                )
+                .where(WebhookInbox.id.in_(sorted(set(inbox_ids))))
+                .where(WebhookInbox.status == "received")
+                .order_by(WebhookInbox.id)
+                .with_for_update()
+            )
+        ).all()
+        failed: dict[str, Exception] = {}
+        marks: list[dict[str, Any]] = []
+        todo: list[tuple[str, int, str, _Scope, _Change]] = []
+        for row in rows:
+            try:
+                change = await self._interpret(
+                    row.gateway, row.account_id, row.connection_id, row.type, row.payload
+                )
+            except Exception as exc:  # a payload its connector cannot read, a connection gone
+                failed[row.id] = exc
+                continue
+            if change is None:
+                marks.append(self._mark(row.id, "ignored", None))
+            else:
+                scope = _Scope(row.gateway, row.account_id)
+                todo.append((_lock_order(change), row.received_us, row.id, scope, change))
+        todo.sort(key=lambda item: item[:3])
+        batch = None
+        if not isolate:
+            ours = [c.reference for *_, c in todo if isinstance(c, PaymentUpdate) and c.reference]
+            batch = await _Prefetched.load(s, ours)
+        for _, _, inbox_id, scope, change in todo:
+            try:
+                if isolate:
+                    async with s.begin_nested():
+                        stale = await self._apply_change(s, scope, change)
+                        await s.flush()
+                else:
+                    stale = await self._apply_change(s, scope, change, batch)
+            except Exception as exc:
+                if _aborts_batch(exc):
+                    raise
+                if not isolate:
+                    raise BatchEventFailed(inbox_id) from exc
+                failed[inbox_id] = exc
+            else:
+                marks.append(self._mark(inbox_id, "stale" if stale else "applied", stale))
+            finally:
+                if isolate:
+                    s.expunge_all()
+        if not isolate:
+            try:  # every event's writes, in as few statements as the unit of work can make
+                await s.flush()
+            except Exception as exc:
+                if _aborts_batch(exc):
+                    raise
+                raise BatchEventFailed(None) from exc
+        if marks:  # the batch's marks in one statement (executemany, on the connection)
+            connection = await s.connection()
+            await connection.execute(
+                update(WebhookInbox)
+                .where(WebhookInbox.id == bindparam("b_id"))
+                .values(
+                    status=bindparam("b_status"),
+                    error=bindparam("b_error"),
+                    applied_us=bindparam("b_applied_us"),
+                ),
+                marks,
+            )
+        return failed
+
+    def _mark(self, inbox_id: str, status: InboxStatus, error: str | None) -> dict[str, Any]:
+        return {
+            "b_id": inbox_id,
+            "b_status": status,
+            "b_error": error,
+            "b_applied_us": self.ctx.now_us(),
+        }
+
     async def _apply_row(self, s: AsyncSession, row: WebhookInbox) -> None:
-        gateway_name, scope = row.gateway, _Scope(row.gateway, row.account_id)
-        gateway = await self.ctx.gateway(
-            gateway_name, account_id=row.account_id, connection_id=row.connection_id
-        )
-        payload = json.loads(row.payload)
-        change = gateway.interpret_event(
-            InboundEvent(gateway_name, str(payload.get("id")), row.type, payload)
+        change = await self._interpret(
+            row.gateway, row.account_id, row.connection_id, row.type, row.payload
         )
         stale = None
-        if isinstance(change, PaymentUpdate):
-            stale = await self._apply_payment(s, scope, change)
-        elif isinstance(change, RefundUpdate):
-            await self._apply_refund(s, scope, change)
-        elif isinstance(change, DisputeUpdate):
-            await self._apply_dispute(s, scope, change)
+        if change is not None:
+            stale = await self._apply_change(s, _Scope(row.gateway, row.account_id), change)
         # "stale": verified and kept, but older than what we know, so it changed nothing.
         row.status = "ignored" if change is None else ("stale" if stale else "applied")
         row.error = stale
         row.applied_us = self.ctx.now_us()
 
+    async def _interpret(
+        self,
+        gateway_name: str,
+        account_id: str | None,
+        connection_id: str | None,
+        type_: str,
+        body: str,
+    ) -> _Change | None:
+        """What a stored event tells us, in its connector's words (None: nothing to do)."""
+        gateway = await self.ctx.gateway(
+            gateway_name, account_id=account_id, connection_id=connection_id
+        )
+        payload = json.loads(body)
+        return gateway.interpret_event(
+            InboundEvent(gateway_name, str(payload.get("id")), type_, payload)
+        )
+
+    async def _apply_change(
+        self, s: AsyncSession, scope: _Scope, change: _Change, batch: _Prefetched | None = None
+    ) -> str | None:
+        """Apply one event's change in ``s``. Returns why it was stale, or None."""
+        if isinstance(change, PaymentUpdate):
+            return await self._apply_payment(s, scope, change, batch)
+        if isinstance(change, RefundUpdate):
+            await self._apply_refund(s, scope, change)
+        else:
+            await self._apply_dispute(s, scope, change)
+        return None
+
     async def _payment_by_reference(
-        self, s: AsyncSession, scope: _Scope, ours: str | None, theirs: str | None
+        self,
+        s: AsyncSession,
+        scope: _Scope,
+        ours: str | None,
+        theirs: str | None,
+        batch: _Prefetched | None = None,
     ) -> PaymentIntent | None:
         """The payment an event is about, among the receiving connection's account's (any
-        account's, for a deployment gateway shared by several)."""
+        account's, for a deployment gateway shared by several). ``batch``: the intents a
+        batch locked already."""
         if ours:
-            pi = await s.get(PaymentIntent, ours, with_for_update=True)
+            pi = batch.intents.get(ours) if batch is not None else None
+            if pi is None:
+                pi = await s.get(PaymentIntent, ours, with_for_update=True)
             if pi is not None and scope.holds(pi):
                 return pi
         if theirs:
@@ -231,23 +371,27 @@ class InboundWebhooks:
         return None
 
     async def _apply_payment(
-        self, s: AsyncSession, scope: _Scope, change: PaymentUpdate
+        self, s: AsyncSession, scope: _Scope, change: PaymentUpdate, batch: _Prefetched | None
     ) -> str | None:
         """Apply the provider's word. Returns why it was stale, or None when applied."""
-        pi = await self._payment_by_reference(s, scope, change.reference, change.result.reference)
+        pi = await self._payment_by_reference(
+            s, scope, change.reference, change.result.reference, batch
+        )
         if pi is None:
             raise UnknownObjectYet(
                 f"payment {change.reference or change.result.reference} is not stored yet"
             )
-        attempts = list(
-            (
-                await s.execute(
-                    select(GatewayAttempt)
-                    .where(GatewayAttempt.object_id == pi.id)
-                    .order_by(GatewayAttempt.created_us)
-                )
-            ).scalars()
-        )
+        attempts = batch.attempts.get(pi.id) if batch is not None else None
+        if attempts is None:
+            attempts = list(
+                (
+                    await s.execute(
+                        select(GatewayAttempt)
+                        .where(GatewayAttempt.object_id == pi.id)
+                        .order_by(GatewayAttempt.created_us)
+                    )
+                ).scalars()
+            )
         stale = _stale(attempts, change.result)
         if stale:
             log.info("ignoring a late %s about %s: %s", change.result.status, pi.id, stale)
@@ -430,3 +574,77 @@ def _stale(attempts: list[GatewayAttempt], result: GatewayResult) -> str | None:
     ):
         return "overtaken by a cancel in flight"
     return None
+
+
+# What an event tells us, as its connector reads it.
+_Change = PaymentUpdate | RefundUpdate | DisputeUpdate
+
+# SQLSTATE classes of errors that end a transaction, not one statement: connection exception,
+# transaction rollback (serialization failure, deadlock), insufficient resources, operator
+# intervention (a cancelled query, the server shutting down), system error.
+_TRANSACTION_ERRORS = frozenset({"08", "40", "53", "57", "58"})
+
+
+def _lock_order(change: _Change) -> str:
+    """The object an event is about, as a sort key: a batch locks objects in this order, so
+    two batches holding some of the same objects take them in the same order.
+
+    The key is the reference the handler looks the intent up by (ours when the event
+    carries it, else the provider's); two events naming one intent differently may still
+    cross, and the database's deadlock detection ends one batch (which is then applied one
+    event at a time)."""
+    if isinstance(change, PaymentUpdate):
+        return change.reference or change.result.reference or ""
+    if isinstance(change, RefundUpdate):
+        return change.refund.payment_reference or ""
+    return change.payment_reference or ""
+
+
+def _aborts_batch(exc: BaseException) -> bool:
+    """True if ``exc`` ends the whole transaction rather than one event's savepoint: a lost
+    connection, a deadlock, a serialization failure (and SQLite's operational errors, such
+    as a locked or unreadable database). The batch is then rolled back as a whole."""
+    if isinstance(exc, OSError | InterfaceError | OperationalError):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return isinstance(code, str) and (code[:2] in _TRANSACTION_ERRORS or code == "55P03")
+
+
+@dataclass(frozen=True, slots=True)
+class _Prefetched:
+    """What a batch applied without savepoints reads up front, in two statements instead of
+    two per event: the intents its payment events name by our id, locked (``FOR UPDATE``,
+    in id order: one order for every batch), and their gateway attempts. Webhooks never add
+    attempts, and nothing else changes these rows while the batch holds their intents'
+    locks, so each event finds them as a query of its own would (with what the events
+    before it in the batch changed)."""
+
+    intents: dict[str, PaymentIntent]
+    attempts: dict[str, list[GatewayAttempt]]
+
+    @classmethod
+    async def load(cls, s: AsyncSession, ours: Sequence[str]) -> _Prefetched:
+        intents: dict[str, PaymentIntent] = {}
+        attempts: dict[str, list[GatewayAttempt]] = {}
+        if ours:
+            found = await s.execute(
+                select(PaymentIntent)
+                .where(PaymentIntent.id.in_(sorted(set(ours))))
+                .order_by(PaymentIntent.id)
+                .with_for_update()
+            )
+            intents = {pi.id: pi for pi in found.scalars()}
+        if intents:
+            attempts = {pi_id: [] for pi_id in intents}
+            rows = await s.execute(
+                select(GatewayAttempt)
+                .where(GatewayAttempt.object_id.in_(sorted(intents)))
+                .order_by(GatewayAttempt.object_id, GatewayAttempt.created_us)
+            )
+            for attempt in rows.scalars():
+                attempts[attempt.object_id].append(attempt)
+        return cls(intents, attempts)

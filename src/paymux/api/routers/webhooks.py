@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from paymux.api.deps import get_app
 from paymux.gateways.base import WebhookVerificationError
@@ -18,12 +18,22 @@ from paymux.gateways.base import WebhookVerificationError
 router = APIRouter(tags=["webhooks"])
 log = logging.getLogger(__name__)
 
+# The two answers (by ``duplicate``), as JSONResponse rendered them, encoded once: hot path.
+_ANSWERS = {
+    False: b'{"received":true,"duplicate":false}',
+    True: b'{"received":true,"duplicate":true}',
+}
+
 
 @router.post("/webhooks/{gateway}")
-async def receive_webhook(gateway: str, request: Request) -> JSONResponse:
+async def receive_webhook(gateway: str, request: Request) -> Response:
     app = get_app(request)
     body = await request.body()
-    headers = {k.lower(): v for k, v in request.headers.items()}
+    # The raw ASGI headers (names arrive lowercased; lowered again for other servers), decoded
+    # as Starlette's Headers would, without building that object.
+    headers = {
+        k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.scope["headers"]
+    }
     try:
         received = await app.webhooks.receive(gateway, headers, body)
     except WebhookVerificationError as exc:
@@ -39,4 +49,4 @@ async def receive_webhook(gateway: str, request: Request) -> JSONResponse:
             },
             status_code=400,
         )
-    return JSONResponse({"received": True, "duplicate": received.duplicate})
+    return Response(_ANSWERS[received.duplicate], media_type="application/json")

@@ -1,0 +1,204 @@
+"""Statements and transactions per payment, counted with SQLAlchemy events.
+
+For each backend this migrates a fresh database, runs paymux in this process (the ASGI app
+over httpx's ASGI transport, no worker, the built-in sandbox gateway at zero latency), warms
+up with a few payments (the first use of everything), then counts, for ``--n`` payments
+(create, then confirm with ``pm_card_visa``) and ``--n`` GETs of one intent, what paymux sends
+to its own database: transactions (BEGIN), statements by kind (SELECT, INSERT, UPDATE, ...),
+COMMITs and ROLLBACKs. The sandbox gateway's own SQLite file is not counted.
+
+It also prints this process's CPU per payment and per GET, one request at a time (the httpx
+client's own work included, the database server's not): a steadier before/after figure on
+a busy machine than a server under load, comparable only with itself (``--cpu-n`` more
+payments and GETs, uncounted).
+
+    .venv/bin/python bench/statements.py [--backends sqlite,postgres] [--n 20]
+        [--idempotency-keys] [--show]
+
+``--show`` prints the statements of one payment (SQL only, never parameters). Figures are
+printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import event
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from common import databases
+
+from paymux.api.app import create_app
+from paymux.config import Settings
+from paymux.services import Paymux
+from paymux.storage.migrate import upgrade
+
+API_KEY = "sk_test_statements" + "0" * 16
+
+
+class Counter:
+    """Every statement and transaction boundary on an engine, as SQL text."""
+
+    def __init__(self) -> None:
+        self.log: list[str] = []
+        self.on = False
+
+    def attach(self, engine: Any) -> None:
+        sync = engine.sync_engine
+
+        @event.listens_for(sync, "begin")
+        def _begin(conn: Any) -> None:
+            if self.on:
+                self.log.append("BEGIN")
+
+        @event.listens_for(sync, "commit")
+        def _commit(conn: Any) -> None:
+            if self.on:
+                self.log.append("COMMIT")
+
+        @event.listens_for(sync, "rollback")
+        def _rollback(conn: Any) -> None:
+            if self.on:
+                self.log.append("ROLLBACK")
+
+        @event.listens_for(sync, "before_cursor_execute")
+        def _execute(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
+            if self.on and not sql.lstrip().upper().startswith("BEGIN"):
+                self.log.append(" ".join(sql.split()))
+
+
+def kind(sql: str) -> str:
+    return sql.split(" ", 1)[0].upper()
+
+
+async def measure(
+    url: str, tmp: Path, n: int, idempotency: bool, show: bool, cpu_n: int, no_pre_ping: bool
+) -> None:
+    settings = Settings(
+        database_url=url,
+        api_key=API_KEY,
+        sandbox_db=str(tmp / f"sandbox-{abs(hash(url))}.db"),
+        run_worker=False,
+        log_level="WARNING",
+        rate_limit_requests=0,
+    )
+    core = Paymux(settings)
+    if no_pre_ping:  # what the PostgreSQL pool's ping per checkout costs (a private knob)
+        core.ctx.db.writer.sync_engine.pool._pre_ping = False
+    counter = Counter()
+    counter.attach(core.ctx.db.writer)
+    if core.ctx.db.reader is not core.ctx.db.writer:
+        counter.attach(core.ctx.db.reader)
+    app = create_app(settings, core)
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    serial = 0
+
+    async def payment(client: httpx.AsyncClient) -> str:
+        nonlocal serial
+        serial += 1
+        extra = {"Idempotency-Key": f"stm-{serial}-c"} if idempotency else {}
+        r = await client.post(
+            "/v1/payment_intents",
+            json={"amount": 2000, "currency": "usd"},
+            headers={**headers, **extra},
+        )
+        r.raise_for_status()
+        pi = r.json()["id"]
+        extra = {"Idempotency-Key": f"stm-{serial}-f"} if idempotency else {}
+        r = await client.post(
+            f"/v1/payment_intents/{pi}/confirm",
+            json={"payment_method": "pm_card_visa"},
+            headers={**headers, **extra},
+        )
+        r.raise_for_status()
+        assert r.json()["status"] == "succeeded", r.text
+        return str(pi)
+
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://paymux") as client:
+            for _ in range(5):
+                pi = await payment(client)
+            counter.on = True
+            for _ in range(n):
+                await payment(client)
+            counter.on = False
+            pay_log, counter.log = counter.log, []
+            counter.on = True
+            for _ in range(n):
+                (await client.get(f"/v1/payment_intents/{pi}", headers=headers)).raise_for_status()
+            counter.on = False
+            get_log = counter.log
+            cpu_pay = cpu_get = 0.0
+            if cpu_n:
+                start = time.process_time()
+                for _ in range(cpu_n):
+                    await payment(client)
+                cpu_pay = (time.process_time() - start) / cpu_n * 1000
+                start = time.process_time()
+                for _ in range(cpu_n):
+                    r = await client.get(f"/v1/payment_intents/{pi}", headers=headers)
+                    r.raise_for_status()
+                cpu_get = (time.process_time() - start) / cpu_n * 1000
+            if show:
+                counter.log, counter.on = [], True
+                await payment(client)
+                counter.on = False
+                print("  one payment:")
+                for sql in counter.log:
+                    print("    " + (sql if len(sql) < 140 else sql[:137] + "..."))
+    await core.ctx.db.dispose()
+    for name, entries in (("payment (create + confirm)", pay_log), ("GET one intent", get_log)):
+        kinds = collections.Counter(kind(s) for s in entries)
+        total = len(entries)
+        print(
+            f"  {name}: {total / n:.1f} statements, {kinds['BEGIN'] / n:.1f} transactions "
+            f"({', '.join(f'{k} {v / n:g}' for k, v in sorted(kinds.items()))})"
+        )
+    if cpu_n:
+        print(
+            f"  CPU of this process (client included), {cpu_n} each: {cpu_pay:.2f} ms per "
+            f"payment, {cpu_get:.2f} ms per GET"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--backends", default="sqlite,postgres")
+    parser.add_argument("--n", type=int, default=20)
+    parser.add_argument("--idempotency-keys", action="store_true")
+    parser.add_argument("--show", action="store_true", help="print one payment's statements")
+    parser.add_argument(
+        "--no-pre-ping", action="store_true", help="PostgreSQL: no ping per pool checkout"
+    )
+    parser.add_argument("--cpu-n", type=int, default=300, help="payments and GETs timed (300)")
+    args = parser.parse_args()
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    with databases(backends, prefix="paymux-statements-") as dbs:
+        for backend in backends:
+            url = dbs.url(backend, "statements")
+            upgrade(url)
+            print(f"{backend}:")
+            asyncio.run(
+                measure(
+                    url,
+                    dbs.tmp,
+                    args.n,
+                    args.idempotency_keys,
+                    args.show,
+                    args.cpu_n,
+                    args.no_pre_ping,
+                )
+            )
+
+
+if __name__ == "__main__":
+    main()
