@@ -84,6 +84,7 @@ __all__ = [
     "rss_mb",
     "run_httpx",
     "run_wrk",
+    "waiting_intent_row",
 ]
 
 # Output appended to a log beside the databases; stopped with SIGINT (as Ctrl-C), killed after
@@ -217,6 +218,52 @@ def databases(backends: Sequence[str], prefix: str = "paymux-bench-") -> Iterato
         finally:
             if pg is not None:
                 pg.stop()
+
+
+def waiting_intent_row(
+    pi_id: str,
+    account_id: str,
+    reference: str,
+    amount: int,
+    now_us: int,
+    *,
+    next_action: dict[str, Any],
+    metadata: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A ``payment_intents`` row at Stripe waiting for 3-D Secure (``requires_action``): what
+    the webhook benches seed for a ``payment_intent.succeeded`` event to apply to."""
+    return {
+        "id": pi_id,
+        "account_id": account_id,
+        "status": "requires_action",
+        "amount": amount,
+        "currency": "USD",
+        "amount_capturable": 0,
+        "amount_received": 0,
+        "amount_refunded": 0,
+        "amount_refund_pending": 0,
+        "capture_method": "automatic",
+        "customer_id": None,
+        "payment_method_id": None,
+        "setup_future_usage": None,
+        "off_session": False,
+        "gateway": "stripe",
+        "gateway_reference": reference,
+        "last_payment_error": None,
+        "next_action": next_action,
+        "gateway_client": None,
+        "return_url": "https://shop.example/return",
+        "risk_level": "normal",
+        "cancellation_reason": None,
+        "canceled_us": None,
+        "authorized_us": None,
+        "description": None,
+        "statement_descriptor": None,
+        "metadata": metadata or {},
+        "confirm_count": 1,
+        "created_us": now_us,
+        "updated_us": now_us,
+    }
 
 
 async def scalar(url: str, statement: str) -> Any:

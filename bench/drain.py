@@ -44,7 +44,15 @@ from typing import Any
 from sqlalchemy import insert, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import cpu_seconds, databases, loadavg, machine, paymux_env, paymux_worker
+from common import (
+    cpu_seconds,
+    databases,
+    loadavg,
+    machine,
+    paymux_env,
+    paymux_worker,
+    waiting_intent_row,
+)
 
 from paymux.domain.ids import new_id
 from paymux.storage.db import Database
@@ -64,38 +72,8 @@ def token(n: int) -> str:
 
 
 def _intent(pi_id: str, reference: str, amount: int, now: int) -> dict[str, Any]:
-    return {
-        "id": pi_id,
-        "account_id": ACCOUNT,
-        "status": "requires_action",
-        "amount": amount,
-        "currency": "USD",
-        "amount_capturable": 0,
-        "amount_received": 0,
-        "amount_refunded": 0,
-        "amount_refund_pending": 0,
-        "capture_method": "automatic",
-        "customer_id": None,
-        "payment_method_id": None,
-        "setup_future_usage": None,
-        "off_session": False,
-        "gateway": "stripe",
-        "gateway_reference": reference,
-        "last_payment_error": None,
-        "next_action": {"type": "use_stripe_sdk", "use_stripe_sdk": {"type": "three_d_secure"}},
-        "gateway_client": None,
-        "return_url": "https://shop.example/return",
-        "risk_level": "normal",
-        "cancellation_reason": None,
-        "canceled_us": None,
-        "authorized_us": None,
-        "description": None,
-        "statement_descriptor": None,
-        "metadata": {},
-        "confirm_count": 1,
-        "created_us": now,
-        "updated_us": now,
-    }
+    next_action = {"type": "use_stripe_sdk", "use_stripe_sdk": {"type": "three_d_secure"}}
+    return waiting_intent_row(pi_id, ACCOUNT, reference, amount, now, next_action=next_action)
 
 
 def _attempt(pi_id: str, reference: str, now: int) -> dict[str, Any]:

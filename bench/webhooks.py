@@ -94,6 +94,7 @@ from common import (
     run_httpx,
     run_wrk,
     scalar,
+    waiting_intent_row,
 )
 
 from paymux.domain.ids import new_id
@@ -234,38 +235,15 @@ async def _seed(url: str, count: int) -> list[Intent]:
             "client_secret": f"{intent.reference}_secret_{token(25)}",
         }
         pis.append(
-            {
-                "id": intent.pi_id,
-                "account_id": ACCOUNT,
-                "status": "requires_action",
-                "amount": intent.amount,
-                "currency": "USD",
-                "amount_capturable": 0,
-                "amount_received": 0,
-                "amount_refunded": 0,
-                "amount_refund_pending": 0,
-                "capture_method": "automatic",
-                "customer_id": None,
-                "payment_method_id": None,
-                "setup_future_usage": None,
-                "off_session": False,
-                "gateway": "stripe",
-                "gateway_reference": intent.reference,
-                "last_payment_error": None,
-                "next_action": next_action,
-                "gateway_client": None,
-                "return_url": "https://shop.example/return",
-                "risk_level": "normal",
-                "cancellation_reason": None,
-                "canceled_us": None,
-                "authorized_us": None,
-                "description": None,
-                "statement_descriptor": None,
-                "metadata": {"order": token(8)},
-                "confirm_count": 1,
-                "created_us": now,
-                "updated_us": now,
-            }
+            waiting_intent_row(
+                intent.pi_id,
+                ACCOUNT,
+                intent.reference,
+                intent.amount,
+                now,
+                next_action=next_action,
+                metadata={"order": token(8)},
+            )
         )
         attempts.append(
             {
