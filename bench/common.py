@@ -84,6 +84,7 @@ __all__ = [
     "rss_mb",
     "run_httpx",
     "run_wrk",
+    "waiting_attempt_row",
     "waiting_intent_row",
 ]
 
@@ -261,6 +262,33 @@ def waiting_intent_row(
         "statement_descriptor": None,
         "metadata": metadata or {},
         "confirm_count": 1,
+        "created_us": now_us,
+        "updated_us": now_us,
+    }
+
+
+def waiting_attempt_row(
+    attempt_id: str, pi_id: str, account_id: str, reference: str, token: str, now_us: int
+) -> dict[str, Any]:
+    """The settled authorize attempt of :func:`waiting_intent_row`'s intent (Stripe answered
+    ``requires_action``), ``token`` the payment method it was called with."""
+    return {
+        "id": attempt_id,
+        "account_id": account_id,
+        "gateway": "stripe",
+        "operation": "authorize",
+        "object_id": pi_id,
+        "idempotency_key": f"{pi_id}:authorize:1",
+        "status": "settled",
+        "request": {"token": token, "customer_token": None},
+        "result": {
+            "status": "requires_action",
+            "reference": reference,
+            "amount_authorized": 0,
+            "amount_captured": 0,
+            "decline": None,
+        },
+        "error": None,
         "created_us": now_us,
         "updated_us": now_us,
     }

@@ -51,6 +51,7 @@ from common import (
     machine,
     paymux_env,
     paymux_worker,
+    waiting_attempt_row,
     waiting_intent_row,
 )
 
@@ -77,26 +78,7 @@ def _intent(pi_id: str, reference: str, amount: int, now: int) -> dict[str, Any]
 
 
 def _attempt(pi_id: str, reference: str, now: int) -> dict[str, Any]:
-    return {
-        "id": new_id("att"),
-        "account_id": ACCOUNT,
-        "gateway": "stripe",
-        "operation": "authorize",
-        "object_id": pi_id,
-        "idempotency_key": f"{pi_id}:authorize:1",
-        "status": "settled",
-        "request": {"token": "pm_1" + token(23), "customer_token": None},
-        "result": {
-            "status": "requires_action",
-            "reference": reference,
-            "amount_authorized": 0,
-            "amount_captured": 0,
-            "decline": None,
-        },
-        "error": None,
-        "created_us": now,
-        "updated_us": now,
-    }
+    return waiting_attempt_row(new_id("att"), pi_id, ACCOUNT, reference, "pm_1" + token(23), now)
 
 
 def _event(pi_id: str, reference: str, amount: int, created: int) -> tuple[str, str]:

@@ -94,6 +94,7 @@ from common import (
     run_httpx,
     run_wrk,
     scalar,
+    waiting_attempt_row,
     waiting_intent_row,
 )
 
@@ -246,26 +247,9 @@ async def _seed(url: str, count: int) -> list[Intent]:
             )
         )
         attempts.append(
-            {
-                "id": new_id("att"),
-                "account_id": ACCOUNT,
-                "gateway": "stripe",
-                "operation": "authorize",
-                "object_id": intent.pi_id,
-                "idempotency_key": f"{intent.pi_id}:authorize:1",
-                "status": "settled",
-                "request": {"token": "pm_1" + token(23), "customer_token": None},
-                "result": {
-                    "status": "requires_action",
-                    "reference": intent.reference,
-                    "amount_authorized": 0,
-                    "amount_captured": 0,
-                    "decline": None,
-                },
-                "error": None,
-                "created_us": now,
-                "updated_us": now,
-            }
+            waiting_attempt_row(
+                new_id("att"), intent.pi_id, ACCOUNT, intent.reference, "pm_1" + token(23), now
+            )
         )
     db = Database(url, pool_size=1)
     try:
