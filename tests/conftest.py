@@ -11,6 +11,7 @@ sharing data, which is also how account isolation is exercised everywhere.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import threading
 import time
@@ -159,6 +160,9 @@ def database_url(backend: str, tmp: Path, pg: PgCluster | None, name: str) -> st
     return pg.create_database(name)
 
 
+_SERVER_SETUPS = itertools.count()
+
+
 @pytest.fixture(scope="session", params=BACKENDS)
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
@@ -166,7 +170,9 @@ def server(
 ) -> Iterator[RunningServer]:
     backend = request.param
     tmp = tmp_path_factory.mktemp(f"server-{backend}")
-    url = database_url(backend, tmp, pg_cluster, f"paymux_{backend}")
+    # A session fixture can be set up again in one session (pytest-xdist's file-by-file order
+    # tears it down between files): each set-up gets a database of its own.
+    url = database_url(backend, tmp, pg_cluster, f"paymux_{backend}_{next(_SERVER_SETUPS)}")
     upgrade(url)
     running = RunningServer(make_settings(url, tmp, free_port())).start()
     try:

@@ -46,6 +46,9 @@ from support.processes import (
 API_PROCESSES = 4
 JOB_WORKERS = 2
 CONNECTIONS = 32
+CONNECTION_LIMITS = httpx.Limits(max_connections=CONNECTIONS,
+                                 max_keepalive_connections=CONNECTIONS)
+SPREAD_TRIES = 20
 LIMIT = 40  # requests per key for the whole module (above what one test sends per key)
 WINDOW_SECONDS = "1000000000"  # one window (until 2033) for every request of the module
 KEY_CACHE_SECONDS = 1.0
@@ -145,22 +148,40 @@ def deployment(
         serve.stop()
 
 
+async def _spread_client(d: Deployment, headers: dict[str, str]) -> httpx.AsyncClient:
+    """A client whose pool holds CONNECTIONS open connections (one cheap request on each, all
+    at once) that the kernel handed to at least two API processes.
+
+    The four processes share one listening socket, and whichever wakes first may accept every
+    waiting connection: on a busy machine one process can take all 32. Then the pool is closed
+    and another opened, up to SPREAD_TRIES times, so that the requests under test, sent next
+    over these kept-alive connections, reach several processes."""
+    for _ in range(SPREAD_TRIES):
+        http = httpx.AsyncClient(base_url=d.url, limits=CONNECTION_LIMITS, timeout=60,
+                                 trust_env=False, headers=headers)
+        await asyncio.gather(*(http.get("/health") for _ in range(CONNECTIONS)))
+        if len(d.connection_owners()) >= 2:
+            return http
+        await http.aclose()
+        await asyncio.sleep(0.2)
+    return http  # not spread: fire() says so
+
+
 async def _fire(
     d: Deployment, requests: list[tuple[str, str, dict[str, Any]]], headers: dict[str, str]
 ) -> tuple[list[httpx.Response], set[int]]:
-    """Send ``requests`` (method, path, kwargs) at once over up to CONNECTIONS fresh
-    connections; the answers, and the API processes seen holding connections meanwhile."""
-    limits = httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS)
-    seen: set[int] = set()
-    async with httpx.AsyncClient(
-        base_url=d.url, limits=limits, timeout=60, trust_env=False, headers=headers
-    ) as http:
+    """Send ``requests`` (method, path, kwargs) at once over CONNECTIONS connections spread over
+    the API processes; the answers, and the API processes seen holding connections meanwhile."""
+    http = await _spread_client(d, headers)
+    try:
+        seen = set(d.connection_owners())
         sent = asyncio.gather(*(http.request(method, path, **kw) for method, path, kw in requests))
         while not sent.done():  # sampled, since uvicorn closes a connection idle for 5 s
             seen |= set(d.connection_owners())
             await asyncio.wait([sent], timeout=0.05)
-        seen |= set(d.connection_owners())
         answers = await sent
+    finally:
+        await http.aclose()
     return list(answers), seen
 
 
