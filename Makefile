@@ -5,6 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 NODE_SDK := tests/sdk/node
+# pytest-xdist: test files run in this many processes, each file whole in one of them (its
+# module fixtures, servers and databases are its own). 2: this machine has two cores.
+TEST_PROCESSES ?= 2
 
 .PHONY: run test lint typecheck install sdk-node docs bench clean
 
@@ -35,7 +38,7 @@ run: $(STAMP)
 test: $(STAMP) sdk-node
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
-	$(BIN)/pytest -q --durations=40 $(PYTEST_ARGS)
+	$(BIN)/pytest -q -n $(TEST_PROCESSES) --dist loadfile --durations=40 $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -163,12 +163,10 @@ def database_url(backend: str, tmp: Path, pg: PgCluster | None, name: str) -> st
 _SERVER_SETUPS = itertools.count()
 
 
-@pytest.fixture(scope="session", params=BACKENDS)
-def server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-    pg_cluster: PgCluster | None,
+def fresh_server(
+    backend: str, tmp_path_factory: pytest.TempPathFactory, pg_cluster: PgCluster | None
 ) -> Iterator[RunningServer]:
-    backend = request.param
+    """A server on a new, empty database of ``backend``, stopped when the generator ends."""
     tmp = tmp_path_factory.mktemp(f"server-{backend}")
     # A session fixture can be set up again in one session (pytest-xdist's file-by-file order
     # tears it down between files): each set-up gets a database of its own.
@@ -179,6 +177,15 @@ def server(
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+    pg_cluster: PgCluster | None,
+) -> Iterator[RunningServer]:
+    """The server most tests share (one per backend), each test with an account of its own."""
+    yield from fresh_server(request.param, tmp_path_factory, pg_cluster)
 
 
 class Api:

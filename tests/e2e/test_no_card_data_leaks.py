@@ -33,8 +33,9 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from conftest import Api, RunningServer
+from conftest import BACKENDS, Api, RunningServer, fresh_server
 from paymux.gateways.sandbox import SandboxProcessor
+from support.pgcluster import PgCluster
 from support.sandbox_pages import answer_challenge
 from support.server_logs import Logs, capture_server_logs
 
@@ -121,6 +122,19 @@ def pans_in(text: str) -> set[str]:
 
 def digit_runs(text: str) -> set[str]:
     return set(re.findall(r"\d{5,}", re.sub(r"(?<=\d)[\s+\-]+(?=\d)", "", text)))
+
+
+# -- a server of this module's own -------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+    pg_cluster: PgCluster | None,
+) -> Iterator[RunningServer]:
+    """This module reads every byte of the database after each case: on a database of its own,
+    it reads what these cases wrote (every one of them), not what the whole session did."""
+    yield from fresh_server(request.param, tmp_path_factory, pg_cluster)
 
 
 # -- logging, as in production -------------------------------------------------------------

@@ -133,8 +133,13 @@ def _alive_check(proc: LoggedProcess | None, check: Callable[[], bool]) -> Calla
     return checked
 
 
+# How long a started process may take to answer: far more than it needs on an idle machine
+# (1-3 s), so a suite running two test processes on two busy cores never times out on it.
+START_TIMEOUT = 120.0
+
+
 def wait_for_port(
-    port: int, host: str = HOST, timeout: float = 30.0, proc: LoggedProcess | None = None
+    port: int, host: str = HOST, timeout: float = START_TIMEOUT, proc: LoggedProcess | None = None
 ) -> None:
     """Until host:port accepts connections; ``ProcessExited`` if ``proc`` dies first."""
     wait_until(
@@ -145,7 +150,7 @@ def wait_for_port(
     )
 
 
-def wait_for_http(url: str, timeout: float = 30.0, proc: LoggedProcess | None = None) -> None:
+def wait_for_http(url: str, timeout: float = START_TIMEOUT, proc: LoggedProcess | None = None) -> None:
     """Until ``GET url`` answers 200; ``ProcessExited`` if ``proc`` dies first."""
     wait_until(f"{url} to answer 200", _alive_check(proc, lambda: http_ok(url)), timeout, 0.05)
 
@@ -370,7 +375,7 @@ class ServeProcess(ServerProcess):
         port: int | None = None,
         log: Path | None = None,
         start: bool = True,
-        timeout: float = 30.0,
+        timeout: float = START_TIMEOUT,
         name: str = "paymux serve",
         stop_signal: signal.Signals = signal.SIGTERM,
         stop_timeout: float = 15.0,
