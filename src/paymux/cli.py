@@ -700,10 +700,28 @@ def _reconcile_lines(report: ReconcileReport) -> list[str]:
     return lines
 
 
-@cli.command()
-def demo() -> None:
-    """A scripted tour against an in-process service: one table per scenario."""
-    asyncio.run(_demo())
+demo_cli = typer.Typer(
+    help="Scripted tours against an in-process service: alone, the payments tour (one table "
+    "per scenario); `paymux demo billing`, a year of a subscription (one table per invoice)."
+)
+cli.add_typer(demo_cli, name="demo")
+
+
+@demo_cli.callback(invoke_without_command=True)
+def demo(ctx: typer.Context) -> None:
+    """A scripted tour against an in-process service: one table per scenario (alone: the
+    payments tour; `paymux demo billing`: a year of a subscription)."""
+    if ctx.invoked_subcommand is None:
+        asyncio.run(_demo())
+
+
+@demo_cli.command("billing")
+def demo_billing() -> None:
+    """A year of a monthly subscription on a test clock: trial, upgrade, metered usage, a
+    failed renewal recovered by dunning; one table per invoice."""
+    from paymux.billing.demo import run_billing_demo
+
+    asyncio.run(run_billing_demo(console))
 
 
 async def _demo() -> None:

@@ -62,6 +62,13 @@ class Settings(BaseSettings):
     # Money that lands on a canceled intent (a race with the payer's browser) is given back:
     # an authorization is voided, a capture refunded. Off: only the event tells an operator.
     refund_late_payments: bool = True
+    # Billing dunning: days after a renewal's first failure to retry it (Stripe's recommended
+    # default: 8 tries within 2 weeks), and what happens when the retries run out.
+    billing_retry_days: str = Field(
+        default="1,2,3,5,7,10,14",
+        description="Comma-separated days after the first failed renewal payment to retry it.",
+    )
+    billing_dunning_end: Literal["cancel", "unpaid", "past_due"] = "cancel"
     # Requests per API key per window (0: no limit); past it, 429 rate_limited + Retry-After.
     rate_limit_requests: int = 100
     rate_limit_window_seconds: float = 1.0

@@ -357,3 +357,35 @@ def test_reading_a_refund_and_a_capture_s_order_for_a_refund_is_valid(prism: Pri
     for request, response in rec.exchanges[:2]:
         assert response.status_code == 200 and request_violations(response) == [], request.url
     assert by_id is not None and by_id.payment_reference == CAPTURE_ID
+
+
+def test_a_setup_token_for_the_payer_s_wallet_is_a_valid_request(prism: Prism) -> None:
+    """SetupIntents on PayPal with no token: a Vault v3 setup token for the PayPal wallet,
+    keyed by the setup's step. Prism answers the spec's example (an APPROVED card setup token),
+    which the connector then exchanges: that second request is the SETUP_TOKEN type the old
+    spec refuses (see above), so it stops there with PayPal's 422 as an invalid request."""
+    from paymux.gateways.base import GatewayInvalidRequest, SetupRequest
+
+    request = SetupRequest(payment_method_token="", customer_token="pmx_customer",
+                           reference="seti_contract", return_url="https://shop.example/saved")
+
+    async def setup(g: PayPalGateway) -> object:
+        try:
+            return await g.setup(request, idempotency_key="seti_contract:setup:1")
+        except GatewayInvalidRequest as exc:
+            return exc
+
+    outcome, rec = run(prism, setup)
+    (create, created), (save, _) = rec.exchanges
+    assert f"{create.method} {create.url.path}" == "POST /v3/vault/setup-tokens"
+    assert created.status_code in (200, 201) and request_violations(created) == []
+    assert create.headers["paypal-request-id"] == "seti_contract:setup:1"
+    assert json.loads(create.content) == {
+        "payment_source": {"paypal": {"usage_type": "MERCHANT", "experience_context": {
+            "return_url": "https://shop.example/saved",
+            "cancel_url": "https://shop.example/saved"}}},
+        "customer": {"id": "pmx_customer"}}
+    assert f"{save.method} {save.url.path}" == "POST /v3/vault/payment-tokens"
+    assert save.headers["paypal-request-id"] == "seti_contract:setup:1:attach"
+    assert json.loads(save.content)["payment_source"]["token"]["id"] == SETUP_TOKEN
+    assert isinstance(outcome, GatewayInvalidRequest)

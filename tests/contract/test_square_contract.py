@@ -299,3 +299,26 @@ def test_putting_an_amount_back_is_a_valid_update_payment(prism: Prism) -> None:
     assert body["payment"] == {"amount_money": {"amount": 1000, "currency": "USD"},
                                "version_token": "rDrXnqiS7fJgexccgdpzmwqTiXui1aIKCp9EchZ7trE6o"}
     assert len(body["idempotency_key"]) <= 45
+
+
+def test_a_setup_saves_a_card_on_file_with_a_valid_create_card(prism: Prism) -> None:
+    """SetupIntents on Square: CreateCard from the token for the customer (keyed by the
+    setup's step); the card on file is what later payments charge."""
+    from paymux.gateways.base import SetupRequest
+
+    request = SetupRequest(payment_method_token="cnon:card-nonce-ok",
+                           customer_token="VDKXEEKPJN48QDG3BGGFAK05P8", reference="seti_sq1")
+    result, seen = drive(prism, lambda g: g.setup(request, idempotency_key="seti_sq1:setup:1"))
+    [body] = valid(seen, ("POST", "/v2/cards"))
+    assert body["source_id"] == "cnon:card-nonce-ok"
+    assert body["idempotency_key"] == "seti_sq1:setup:1"
+    assert body["card"] == {"customer_id": "VDKXEEKPJN48QDG3BGGFAK05P8"}
+    assert result.status is GatewayStatus.SUCCEEDED
+    assert result.card is not None and result.card.token == "ccof:uIbfJXhXETSP197M3GB"
+    assert result.reference == "ccof:uIbfJXhXETSP197M3GB"
+
+    again, seen = drive(prism, lambda g: g.retrieve_setup(
+        "ccof:uIbfJXhXETSP197M3GB", idempotency_key="seti_sq1:attach:1"))
+    valid(seen, ("GET", "/v2/cards/ccof:uIbfJXhXETSP197M3GB"))
+    assert again.status is GatewayStatus.SUCCEEDED
+    assert again.card is not None and again.card.last4 == "1111"

@@ -89,6 +89,8 @@ from paymux.gateways.base import (
     OpenedPayment,
     PaymentUpdate,
     RefundUpdate,
+    SetupRequest,
+    SetupResult,
 )
 from paymux.gateways.registry import GatewayRegistry
 from paymux.gateways.signing import sign_header, verify_signature
@@ -1053,6 +1055,21 @@ class ScriptedGateway:
             "attach_payment_method", idempotency_key, _fingerprint(token, customer_token), act
         )
         return result
+
+    async def setup(self, request: SetupRequest, *, idempotency_key: str) -> SetupResult:
+        """Saving a card without a charge: the provider's attach (no 3-D Secure modelled)."""
+        outcome = await self.attach_payment_method(
+            request.payment_method_token, request.customer_token, idempotency_key=idempotency_key
+        )
+        if isinstance(outcome, Decline):
+            return SetupResult(GatewayStatus.FAILED, None, decline=outcome)
+        return SetupResult(GatewayStatus.SUCCEEDED, outcome.token, card=outcome)
+
+    async def retrieve_setup(self, reference: str, *, idempotency_key: str) -> SetupResult:
+        card = self._card(reference)
+        if card is None or reference not in self.attached:
+            raise GatewayInvalidRequest(f"{self.name}: no such setup", code="resource_missing")
+        return SetupResult(GatewayStatus.SUCCEEDED, reference, card=card)
 
     async def detach_payment_method(self, token: str, *, idempotency_key: str) -> None:
         def act(outcome: Outcome) -> None:

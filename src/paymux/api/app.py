@@ -25,12 +25,26 @@ from paymux.api.routers import (
     audit_log,
     charges,
     connections,
+    coupons,
+    credit_notes,
+    customer_balance,
     customers,
     disputes,
     events,
+    invoice_items,
+    invoices,
     keys,
+    meters,
     payment_intents,
+    prices,
+    products,
+    promotion_codes,
     refunds,
+    setup_intents,
+    subscription_items,
+    subscriptions,
+    tax_rates,
+    test_clocks,
     webhooks,
 )
 from paymux.config import Settings, get_settings
@@ -40,6 +54,7 @@ from paymux.jobs.worker import Worker
 from paymux.security import configure_logging, register_secret
 from paymux.services import Paymux
 from paymux.services.accounts import DEFAULT_ACCOUNT
+from paymux.web import invoices as web_invoices
 
 __all__ = ["create_app", "create_app_from_environment"]
 
@@ -143,6 +158,24 @@ def create_app(settings: Settings, paymux: Paymux | None = None) -> FastAPI:
         app.include_router(module.router)
     for module in (keys, audit_log, connections, charges):
         app.include_router(module.router)
+    for module in (
+        setup_intents,
+        products,
+        prices,
+        coupons,
+        promotion_codes,
+        tax_rates,
+        meters,
+        subscriptions,
+        subscription_items,
+        invoices,
+        invoice_items,
+        credit_notes,
+        test_clocks,
+    ):  # billing
+        app.include_router(module.router)
+    app.include_router(customer_balance.router)
+    app.include_router(web_invoices.router)  # the hosted invoice page and PDF
     install_openapi(app)
 
     if settings.sandbox_enabled:

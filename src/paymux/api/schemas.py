@@ -29,6 +29,7 @@ __all__ = [
     "EventsQuery",
     "ExpandQuery",
     "Expandable",
+    "InvoiceSettings",
     "ListQuery",
     "NoParams",
     "RollKey",
@@ -207,11 +208,19 @@ class CreateRefund(Expandable):
     metadata: Metadata = Field(default_factory=dict)
 
 
+class InvoiceSettings(Body):
+    """Stripe's ``invoice_settings``: the payment method invoices charge ("" unsets it)."""
+
+    default_payment_method: Annotated[str, Field(max_length=255)] | None = None
+
+
 class CreateCustomer(Expandable):
     email: Annotated[str, Field(max_length=512)] | None = None
     name: Annotated[str, Field(max_length=256)] | None = None
     description: Text | None = None
     metadata: Metadata = Field(default_factory=dict)
+    invoice_settings: InvoiceSettings | None = None
+    test_clock: Id | None = None
 
 
 class UpdateCustomer(Expandable):
@@ -220,6 +229,7 @@ class UpdateCustomer(Expandable):
     description: Text | None = None
     metadata: Metadata | None = None
     default_payment_method: Id | None = None
+    invoice_settings: InvoiceSettings | None = None
 
 
 class AttachPaymentMethod(Expandable):

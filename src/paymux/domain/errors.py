@@ -214,6 +214,12 @@ _ERROR_LIST = [
         "The payment intent is not in a state that allows this operation.",
     ),
     ErrorSpec(
+        "setup_intent_unexpected_state",
+        _INVALID,
+        400,
+        "The setup intent is not in a state that allows this operation.",
+    ),
+    ErrorSpec(
         "payment_intent_update_unsupported",
         _INVALID,
         400,
@@ -278,6 +284,20 @@ _ERROR_LIST = [
         400,
         "The job is not in a state that allows this operation (only a dead job can be retried).",
     ),
+    # Billing's state tables (billing/rules/states.py).
+    ErrorSpec(
+        "subscription_unexpected_state",
+        _INVALID,
+        400,
+        "The subscription is not in a status that allows this operation.",
+    ),
+    ErrorSpec(
+        "invoice_unexpected_state",
+        _INVALID,
+        400,
+        "The invoice is not in a status that allows this operation "
+        "(draft -> open -> paid | void | uncollectible).",
+    ),
     ErrorSpec(
         "job_not_retryable",
         _INVALID,
@@ -293,6 +313,33 @@ _ERROR_LIST = [
         "the dead job was left as it is.",
     ),
     ErrorSpec("resource_missing", _INVALID, 404, "No such object."),
+    # The billing catalog (billing/catalog.py).
+    ErrorSpec(
+        "resource_already_exists",
+        _INVALID,
+        400,
+        "An object with this id already exists (a coupon's id is the merchant's own).",
+    ),
+    ErrorSpec(
+        "resource_in_use",
+        _INVALID,
+        400,
+        "Other objects use this one (a product with prices): archive it instead.",
+    ),
+    ErrorSpec(
+        "coupon_expired",
+        _INVALID,
+        400,
+        "The coupon can no longer be redeemed (its redeem_by passed, it reached its "
+        "max_redemptions, or it was deleted).",
+    ),
+    ErrorSpec(
+        "promotion_code_invalid",
+        _INVALID,
+        400,
+        "The promotion code cannot be redeemed (inactive, expired, used up, or restricted "
+        "to another customer).",
+    ),
     ErrorSpec("url_invalid", _INVALID, 404, "Unrecognized request URL."),
     ErrorSpec("request_too_large", _INVALID, 413, "The request body is too large."),
     ErrorSpec(

@@ -39,6 +39,8 @@ __all__ = [
     "OpenedPayment",
     "PaymentUpdate",
     "RefundUpdate",
+    "SetupRequest",
+    "SetupResult",
     "WebhookVerificationError",
 ]
 
@@ -108,6 +110,35 @@ class GatewayResult:
     decline: Decline | None = None
     next_action: dict[str, Any] | None = None
     risk_level: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SetupRequest:
+    """Save a card at the gateway for later payments, without a charge (Stripe's
+    SetupIntent, PayPal's vault setup token, Square's card on file). ``usage`` is
+    ``off_session`` (charged later without the payer: authenticate now if the card needs it)
+    or ``on_session``."""
+
+    payment_method_token: str
+    customer_token: str
+    reference: str  # our setup intent id, stored in the provider's metadata where it can be
+    usage: str = "off_session"
+    return_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SetupResult:
+    """The gateway's view of a setup. ``SUCCEEDED``: the card is saved for the customer and
+    ``card`` is what to charge from now on (its token may differ from the one set up: a vault
+    or card-on-file id); ``REQUIRES_ACTION``: the payer must authenticate (``next_action``);
+    ``FAILED``: refused (``decline``); ``CANCELED``."""
+
+    status: GatewayStatus
+    reference: str | None
+    card: CardDetails | None = None
+    decline: Decline | None = None
+    next_action: dict[str, Any] | None = None
     raw: dict[str, Any] = field(default_factory=dict)
 
 
@@ -285,6 +316,19 @@ class Gateway(Protocol):
     ) -> CardDetails | Decline: ...
 
     async def detach_payment_method(self, token: str, *, idempotency_key: str) -> None: ...
+
+    async def setup(self, request: SetupRequest, *, idempotency_key: str) -> SetupResult:
+        """Save ``request.payment_method_token`` for ``request.customer_token`` for later
+        (off-session) payments without charging it, authenticating the payer first when the
+        card needs it (``REQUIRES_ACTION``). A retry with the same key makes no second entry."""
+        ...
+
+    async def retrieve_setup(self, reference: str, *, idempotency_key: str) -> SetupResult:
+        """The provider's current view of the setup ``reference`` (after the payer came back
+        from authenticating). Where the provider needs a second step to make the saved entry
+        once the payer approved (PayPal's payment token from its setup token), it is made
+        here, under ``idempotency_key``; otherwise this only reads."""
+        ...
 
     async def verify_webhook(self, headers: dict[str, str], body: bytes) -> InboundEvent:
         """Verify an inbound webhook on its raw bytes (headers lower-cased) before parsing it;

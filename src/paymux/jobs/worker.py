@@ -56,6 +56,14 @@ class Worker:
             ),
             "expire_authorization": lambda p, _: app.payments.expire_authorization(p["pi_id"]),
             "purge_idempotency_keys": lambda p, _: self._purge(),
+            "subscription_due": lambda p, _: app.subscriptions.run_due(
+                p["sub_id"], app.ctx.now_us()
+            ),
+            "invoice_pay": lambda p, _: app.invoices.attempt(
+                p["account_id"], p["invoice_id"], from_job=True
+            ),
+            "invoice_retry": lambda p, _: app.invoices.retry(p["account_id"], p["invoice_id"]),
+            "advance_test_clock": lambda p, _: app.clocks.run_advance(p["clock_id"]),
         }
         self._stop = asyncio.Event()
         self._last_sweep = 0.0
@@ -211,6 +219,7 @@ class Worker:
         stuck = await payments.stuck_intents()
         refunds = await self.app.refunds.pending_refunds()
         await self.app.rate_limiter.purge()
+        await self.app.billing_scheduler.sweep()  # renewals and other due subscription work
         async with ctx.db.write() as s:
             for pi_id, account_id in expired:
                 await queue.enqueue(

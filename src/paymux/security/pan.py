@@ -334,6 +334,41 @@ def _candidates(text: str, strict: bool) -> Iterator[tuple[int, int, str]]:
             yield (*normalized.original_span(s, e), last4)
 
 
+def _plainly_clear(text: str) -> bool:
+    """Whether ``text`` cannot hold a candidate, decided without the full scan: ASCII text
+    (normalization never lengthens it) shorter than a card number, or ASCII text without
+    percent-escapes (normalization leaves it as it is) with no digit group long enough. The
+    common case of request values (ids, names, small numbers): what ``_candidates`` would
+    conclude, without its set-up."""
+    if not text.isascii():
+        return False
+    if len(text) < MIN_PAN_DIGITS:
+        return True
+    return "%" not in text and _GROUP_RE.search(text) is None
+
+
+# Outside a JSON body's strings (one without escapes): a number with an exponent, which
+# names an integer its text does not spell out (``4.2e15``).
+_JSON_STRING_RE = re.compile(r'"[^"]*"?')
+_EXPONENT_RE = re.compile(r"[0-9][eE]")
+
+
+def body_plainly_clear(body: bytes) -> bool:
+    """Whether no key or value of a request body (JSON or form-encoded) can hold a
+    candidate, decided on the raw bytes without parsing them: ASCII with no escapes (no
+    backslash, no ``%``), so that every string appears in the body as it is; no digit group
+    of ``MIN_PAN_DIGITS`` digits anywhere in it (a group inside a string, a key or an integer
+    would be one in the body too); and no number with an exponent. Then neither
+    :func:`find_pan_param` nor :func:`mask_pan_data` can find anything, and the request
+    guard skips them: the common case of a large JSON body (a batch of usage events)."""
+    if not body.isascii() or b"\\" in body or b"%" in body:
+        return False
+    text = body.decode("ascii")
+    if _GROUP_RE.search(text) is not None:
+        return False
+    return _EXPONENT_RE.search(_JSON_STRING_RE.sub("", text)) is None
+
+
 def looks_like_pan(value: str) -> bool:
     """Return True if ``value`` holds a card-shaped card number: the guard refuses it.
 
@@ -341,7 +376,7 @@ def looks_like_pan(value: str) -> bool:
     4242424242424242"``) or glued to letters. See the module docstring for the
     exact rules.
     """
-    if not isinstance(value, str):
+    if not isinstance(value, str) or _plainly_clear(value):
         return False
     return next(_candidates(value, strict=True), None) is not None
 
@@ -356,6 +391,8 @@ def mask_pans(text: str) -> str:
     number, including numbers next to it that are not part of it, is kept.
     Idempotent.
     """
+    if _plainly_clear(text):
+        return text
     out: list[str] = []
     pos = 0
     for s, e, last4 in _candidates(text, strict=False):
@@ -405,7 +442,9 @@ def _children(obj: object) -> Iterator[tuple[object, object]] | None:
     A mapping key that looks like a PAN is yielded as a pseudo-child whose
     value is the key itself and whose segment is the key, masked.
     """
-    if isinstance(obj, Mapping):
+    if isinstance(obj, str | int):  # JSON's scalars: before the slower ABC check
+        return None
+    if isinstance(obj, dict) or isinstance(obj, Mapping):  # a dict: the fast check
         return _mapping_children(obj)
     if isinstance(obj, list | tuple):
         return enumerate(obj)
@@ -471,7 +510,9 @@ def mask_pan_data(obj: object) -> object:
     """
     if isinstance(obj, str):
         return mask_pans(obj)
-    if isinstance(obj, Mapping):
+    if isinstance(obj, int):  # JSON's numbers: before the slower ABC check
+        return obj
+    if isinstance(obj, dict) or isinstance(obj, Mapping):  # a dict: the fast check
         items = [(mask_pan_data(k), mask_pan_data(v)) for k, v in obj.items()]
         if all(k is k0 and v is v0 for (k, v), (k0, v0) in zip(items, obj.items(), strict=True)):
             return obj

@@ -28,6 +28,7 @@ from paymux.services.keys import KeysService
 from paymux.services.payments import PaymentsService
 from paymux.services.ratelimit import RateLimiter
 from paymux.services.refunds import RefundsService
+from paymux.services.setup_intents import SetupIntentsService
 from paymux.storage.db import Database
 from paymux.storage.models import Customer, PaymentIntent, PaymentMethod
 
@@ -64,6 +65,38 @@ class Paymux:
         self.payments = PaymentsService(self.ctx, self.engine)
         self.refunds = RefundsService(self.ctx, self.engine)
         self.customers = CustomersService(self.ctx)
+        from paymux.billing.catalog import CatalogService
+
+        self.catalog = CatalogService(self.ctx)
+        self.setup_intents = SetupIntentsService(self.ctx, self.customers)
+        from paymux.billing.balance import BalanceService  # billing imports services
+
+        self.balance = BalanceService(self.ctx)
+        from paymux.billing.invoice_items import InvoiceItemsService
+
+        self.invoice_items = InvoiceItemsService(self.ctx)
+        from paymux.billing.invoice_manual import ManualInvoices
+
+        self.manual_invoices = ManualInvoices(self.ctx, self)
+        from paymux.billing.credit_notes import CreditNotesService
+
+        self.credit_notes = CreditNotesService(self.ctx, self)
+        from paymux.billing.meters import MetersService
+
+        self.meters = MetersService(self.ctx)
+        from paymux.billing.clocks import ClocksService
+        from paymux.billing.invoices import InvoicesService
+        from paymux.billing.scheduler import BillingScheduler
+        from paymux.billing.subscriptions import SubscriptionsService
+
+        self.invoices = InvoicesService(self.ctx, self.payments)
+        self.engine.invoice_hook = self.invoices.on_intent_settled
+        self.subscriptions = SubscriptionsService(self.ctx, self.invoices, self.meters.usage)
+        self.clocks = ClocksService(self.ctx, self.subscriptions, self.invoices)
+        from paymux.billing.subscription_item_api import SubscriptionItemsService
+
+        self.subscription_items = SubscriptionItemsService(self.subscriptions)
+        self.billing_scheduler = BillingScheduler(self.ctx)
         self.events = EventsService(self.ctx)
         self.charges = ChargesService(self.ctx)
         self.expander = Expander(self.ctx)

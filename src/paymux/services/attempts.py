@@ -112,6 +112,10 @@ def result_json(result: GatewayResult) -> dict[str, Any]:
 class AttemptEngine:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        # Set by Paymux: billing's reaction to a settled payment of an invoice.
+        self.invoice_hook: (
+            Callable[[AsyncSession, PaymentIntent, tuple[str, ...]], Awaitable[None]] | None
+        ) = None
 
     # -- 1. start ---------------------------------------------------------------------------
     async def start_on_intent(
@@ -507,6 +511,10 @@ class AttemptEngine:
         view = intent_view(self.ctx, pi)
         for event in change.events:
             await emit(s, pi.account_id, event, view, now)
+        if pi.invoice_id is not None and self.invoice_hook is not None and change.events:
+            # Billing: the invoice this payment pays learns its outcome in this transaction,
+            # whichever path settled it (API, webhook, recovery, the hosted page's 3-D Secure).
+            await self.invoice_hook(s, pi, change.events)
 
     async def apply_refund_report(
         self, s: AsyncSession, refund: Refund, outcome: GatewayRefund

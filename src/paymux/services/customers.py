@@ -45,6 +45,7 @@ __all__ = [
     "account_fingerprint",
     "find_payment_method",
     "resolve_payment_method",
+    "take_card_details",
 ]
 
 
@@ -197,7 +198,8 @@ async def resolve_payment_method(
     return pm
 
 
-def _take_card_details(row: PaymentMethod, details: CardDetails) -> None:
+def take_card_details(row: PaymentMethod, details: CardDetails) -> None:
+    """The card a gateway saved under a token of its own: that token is charged from now on."""
     row.token = details.token
     row.card_brand = details.brand or row.card_brand
     row.card_last4 = details.last4 or row.card_last4
@@ -217,6 +219,16 @@ class CustomerParams:
     description: str | None = None
     metadata: dict[str, str] | None = None
     default_payment_method: str | None = None
+    # Stripe's ``invoice_settings[default_payment_method]`` ("" unsets): the same column as
+    # the top-level ``default_payment_method``, which keeps working.
+    invoice_settings: dict[str, Any] | None = None
+    test_clock: str | None = None  # billing: the test clock the customer lives on (test mode)
+
+    def default_method(self) -> str | None:
+        """The default payment method asked for: the top-level one, else invoice_settings'."""
+        if self.default_payment_method is not None:
+            return self.default_payment_method
+        return (self.invoice_settings or {}).get("default_payment_method")
 
 
 class CustomersService:
@@ -224,8 +236,20 @@ class CustomersService:
         self.ctx = ctx
 
     async def create(self, account_id: str, p: CustomerParams) -> dict[str, Any]:
+        if p.default_method():
+            # A new customer has no payment method attached yet: attach one (or save one with
+            # a SetupIntent), then make it the default with an update.
+            raise PaymuxError.of(
+                "payment_method_unexpected_state",
+                "The default payment method must be attached to this customer.",
+                param="invoice_settings[default_payment_method]",
+            )
         now = self.ctx.now_us()
         async with self.ctx.db.write() as s:
+            if p.test_clock is not None:
+                from paymux.billing.clocks import clock_for_customer
+
+                await clock_for_customer(s, account_id, p.test_clock)
             customer = Customer(
                 id=new_id("cus"),
                 account_id=account_id,
@@ -237,6 +261,7 @@ class CustomersService:
                 default_payment_method=None,
                 gateway_refs={},
                 deleted=False,
+                test_clock_id=p.test_clock,
                 created_us=now,
                 updated_us=now,
             )
@@ -259,20 +284,26 @@ class CustomersService:
                     setattr(c, name, getattr(p, name))
             if p.metadata is not None:
                 c.metadata_ = merge_metadata(c.metadata_, p.metadata)
-            if p.default_payment_method is not None:
-                pm = await get_owned(
-                    s,
-                    PaymentMethod,
-                    p.default_payment_method,
-                    account_id,
-                    param="default_payment_method",
-                )
+            wanted = p.default_method()
+            param = (
+                "default_payment_method"
+                if p.default_payment_method is not None
+                else "invoice_settings[default_payment_method]"
+            )
+            if wanted == "":
+                c.default_payment_method = None
+            elif wanted is not None:
+                pm = await get_owned(s, PaymentMethod, wanted, account_id, param=param)
                 if pm.customer_id != c.id:
                     raise PaymuxError.of(
                         "payment_method_unexpected_state",
                         "The default payment method must be attached to this customer.",
-                        param="default_payment_method",
+                        param=param,
                     )
+                if c.default_payment_method != pm.id:
+                    from paymux.billing.dunning import retry_with_new_method
+
+                    await retry_with_new_method(s, account_id, c.id, now)
                 c.default_payment_method = pm.id
             c.updated_us = now
             await emit(s, account_id, "customer.updated", customer_view(c), now)
@@ -355,7 +386,7 @@ class CustomersService:
             known=known,
             connection_id=routed.connection_id or None,
         )
-        customer_token = await self._gateway_customer(
+        customer_token = await self.gateway_customer(
             account_id, customer, gateway, pm.connection_id
         )
         try:
@@ -377,15 +408,16 @@ class CustomersService:
             if outcome.token != row.token:
                 # The gateway saved the card under a new token (Square: a card on file
                 # replaces the single-use browser token): charge that one from now on.
-                _take_card_details(row, outcome)
+                take_card_details(row, outcome)
             if row.customer_id != customer_id:
                 row.customer_id = customer_id
                 await emit(s, account_id, "payment_method.attached", payment_method_view(row), now)
             return payment_method_view(row)
 
-    async def _gateway_customer(
+    async def gateway_customer(
         self, account_id: str, customer: Customer, gateway: Gateway, connection_id: str | None
     ) -> str:
+        """The customer's id at this gateway connection: made once, then kept on the customer."""
         key = ref_key(gateway.name, connection_id)
         existing = (customer.gateway_refs or {}).get(key)
         if existing:

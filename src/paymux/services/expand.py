@@ -41,6 +41,23 @@ EXPANDABLE: dict[str, dict[str, str]] = {
     "dispute": {"payment_intent": "payment_intent", "charge": "charge"},
     "payment_method": {"customer": "customer"},
     "customer": {"default_payment_method": "payment_method"},
+    # the billing catalog (billing/catalog.py)
+    "price": {"product": "product"},
+    "product": {"default_price": "price"},
+    "promotion_code": {"customer": "customer"},
+    "setup_intent": {"customer": "customer", "payment_method": "payment_method"},
+    # subscriptions and invoices (billing/subscriptions.py, billing/invoices.py)
+    "subscription": {
+        "customer": "customer",
+        "latest_invoice": "invoice",
+        "default_payment_method": "payment_method",
+    },
+    "invoice": {
+        "customer": "customer",
+        "subscription": "subscription",
+        "payment_intent": "payment_intent",
+        "default_payment_method": "payment_method",
+    },
 }
 
 Loader = Callable[[AsyncSession, str, str], Awaitable[dict[str, Any]]]
@@ -60,6 +77,10 @@ class Expander:
             "payment_method": self._payment_method,
             "payment_intent": self._payment_intent,
             "charge": self._charge,
+            "product": self._catalog_row,
+            "price": self._catalog_row,
+            "invoice": self._billing_row,
+            "subscription": self._billing_row,
         }
 
     @staticmethod
@@ -147,3 +168,32 @@ class Expander:
 
     async def _charge(self, s: AsyncSession, account_id: str, object_id: str) -> dict[str, Any]:
         return await load_charge(s, account_id, object_id, param="expand")
+
+    async def _catalog_row(
+        self, s: AsyncSession, account_id: str, object_id: str
+    ) -> dict[str, Any]:
+        """A price's product or a product's default price (billing/catalog_views.py)."""
+        from paymux.billing.catalog_views import price_view, product_view
+        from paymux.storage.models import Price, Product
+
+        if object_id.startswith("price_"):
+            return price_view(await get_owned(s, Price, object_id, account_id, param="expand"))
+        product = await get_owned(
+            s, Product, object_id, account_id, param="expand", include_deleted=True
+        )
+        return product_view(product)
+
+
+    async def _billing_row(
+        self, s: AsyncSession, account_id: str, object_id: str
+    ) -> dict[str, Any]:
+        """A subscription's latest invoice, or an invoice's subscription (billing/)."""
+        from paymux.billing.invoice_core import InvoicesCore
+        from paymux.billing.subscription_views import view_in
+        from paymux.storage.models import Invoice, Subscription
+
+        if object_id.startswith("sub_"):
+            sub = await get_owned(s, Subscription, object_id, account_id, param="expand")
+            return await view_in(s, sub)
+        invoice = await get_owned(s, Invoice, object_id, account_id, param="expand")
+        return await InvoicesCore(self.ctx).view_in(s, invoice)

@@ -59,6 +59,21 @@ RESOURCES = (
     "disputes",
     "connections",
     "audit_log",
+    # billing
+    "setup_intents",
+    "products",
+    "prices",
+    "coupons",
+    "promotion_codes",
+    "tax_rates",
+    "meters",
+    "meter_events",
+    "subscriptions",
+    "subscription_items",
+    "invoices",
+    "invoiceitems",
+    "credit_notes",
+    "test_clocks",
 )
 _PREFIX: dict[KeyKind, str] = {"secret": "sk", "publishable": "pk", "restricted": "rk"}
 MAX_ROLL_GRACE_SECONDS = 7 * 24 * 3600  # Stripe's dashboard offers now, 1 h, 24 h, 3 d, 7 d

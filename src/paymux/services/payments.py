@@ -144,6 +144,10 @@ class CreateParams:
     payment_method_types: list[str] | None = None
     automatic_payment_methods: dict[str, Any] | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    # An id the caller reserved (billing: the n-th payment attempt of an invoice): if an
+    # intent with it exists, the create resumes it instead of making another.
+    id: str | None = None
+    invoice_id: str | None = None  # the invoice this payment pays (Stripe's ``invoice``)
 
 
 @dataclass
@@ -240,8 +244,15 @@ class PaymentsService:
                 param="off_session",
             )
         claim = current_claim.get()
-        pi_id = claim.object_id if claim is not None and claim.object_id else new_id("pi")
-        if claim is not None and claim.resumed:
+        if p.id is not None:
+            async with self.ctx.db.read() as s:
+                reserved = await s.get(PaymentIntent, p.id)
+            if reserved is not None:
+                return await self._resume_create(account_id, reserved.id, p)
+            pi_id = p.id
+        else:
+            pi_id = claim.object_id if claim is not None and claim.object_id else new_id("pi")
+        if p.id is None and claim is not None and claim.resumed:
             async with self.ctx.db.read() as s:
                 made = await s.get(PaymentIntent, pi_id)
             if made is not None:
@@ -309,6 +320,7 @@ class PaymentsService:
                 ),
                 metadata_=p.metadata,
                 confirm_count=0,
+                invoice_id=p.invoice_id,
                 created_us=now,
                 updated_us=now,
             )

@@ -56,6 +56,7 @@ def payment_intent_view(pi: PaymentIntent, extra: dict[str, Any] | None = None) 
         ),
         "receipt_email": pi.receipt_email,
         "statement_descriptor_suffix": pi.statement_descriptor_suffix,
+        "invoice": pi.invoice_id,
         "gateway": pi.gateway,
         "connection": pi.connection_id,
         "gateway_reference": pi.gateway_reference,
@@ -110,9 +111,16 @@ def customer_view(c: Customer) -> dict[str, Any]:
         "name": c.name,
         "description": c.description,
         "default_payment_method": c.default_payment_method,
+        "invoice_settings": {
+            "custom_fields": None,
+            "default_payment_method": c.default_payment_method,
+            "footer": None,
+            "rendering_options": None,
+        },
         "metadata": c.metadata_ or {},
         "created": _seconds(c.created_us),
         "livemode": bool(c.livemode),
+        "test_clock": c.test_clock_id,
     }
     if c.deleted:
         view["deleted"] = True

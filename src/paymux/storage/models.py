@@ -29,16 +29,33 @@ __all__ = [
     "AuditEntry",
     "Base",
     "Connection",
+    "Coupon",
+    "CreditNote",
     "Customer",
+    "CustomerBalanceTransaction",
     "Dispute",
     "Event",
     "GatewayAttempt",
     "IdempotencyKey",
+    "Invoice",
+    "InvoiceItem",
+    "InvoiceLine",
+    "InvoiceSequence",
     "Job",
+    "Meter",
+    "MeterEvent",
     "PaymentIntent",
     "PaymentMethod",
+    "Price",
+    "Product",
+    "PromotionCode",
     "RateLimitWindow",
     "Refund",
+    "SetupIntent",
+    "Subscription",
+    "SubscriptionItem",
+    "TaxRate",
+    "TestClock",
     "WebhookInbox",
 ]
 
@@ -127,6 +144,12 @@ class Customer(Base):
     gateway_refs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
     livemode: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Billing: the credit balance (negative: credit the customer has, applied to the next
+    # invoice; customer_balance_transactions is its history), the currency it is in (set by
+    # the first invoice), and the test clock the customer lives on (test mode only).
+    balance: Mapped[int] = mapped_column(default=0)
+    currency: Mapped[str | None] = mapped_column(String(3), default=None)
+    test_clock_id: Mapped[str | None] = mapped_column(String(40), default=None, index=True)
     created_us: Mapped[int]
     updated_us: Mapped[int]
     __table_args__ = (Index("ix_customers_account_created", "account_id", "created_us"),)
@@ -156,6 +179,39 @@ class PaymentMethod(Base):
         # Who first used a gateway token, whatever the account: a token is its account's.
         Index("ix_payment_methods_gateway_token", "gateway", "token"),
     )
+
+
+class SetupIntent(Base):
+    """Saving a card for later without a charge (Stripe's SetupIntent). ``attempts`` counts
+    the gateway setups tried (each has its own idempotency key, ``<id>:setup:<n>``);
+    ``pending`` is set, and committed, before a setup call and cleared when its outcome is
+    applied, so a retry after a crash asks again with the same key (never a second vault
+    entry)."""
+
+    __tablename__ = "setup_intents"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    status: Mapped[str] = mapped_column(String(32))
+    usage: Mapped[str] = mapped_column(String(16), default="off_session")
+    customer_id: Mapped[str | None] = mapped_column(ForeignKey("customers.id"), index=True)
+    payment_method_id: Mapped[str | None] = mapped_column(ForeignKey("payment_methods.id"))
+    gateway: Mapped[str] = mapped_column(String(32))
+    connection_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    gateway_reference: Mapped[str | None] = mapped_column(String(255), default=None)
+    client_secret: Mapped[str] = mapped_column(String(100))
+    last_setup_error: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    next_action: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    return_url: Mapped[str | None] = mapped_column(String(2048), default=None)
+    payment_method_types: Mapped[list[str] | None] = mapped_column(JSON, default=None)
+    cancellation_reason: Mapped[str | None] = mapped_column(String(64), default=None)
+    canceled_us: Mapped[int | None] = mapped_column(default=None)
+    attempts: Mapped[int] = mapped_column(default=0)
+    pending: Mapped[bool] = mapped_column(Boolean, default=False)
+    livemode: Mapped[bool] = mapped_column(Boolean, default=False)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    created_us: Mapped[int]
+    updated_us: Mapped[int]
+    __table_args__ = (Index("ix_setup_intents_account_created", "account_id", "created_us"),)
 
 
 class PaymentIntent(Base):
@@ -198,6 +254,8 @@ class PaymentIntent(Base):
     client_secret: Mapped[str | None] = mapped_column(String(100), default=None)
     confirm_count: Mapped[int] = mapped_column(default=0)
     livemode: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The invoice this payment pays (Stripe's ``invoice``), set by billing; None otherwise.
+    invoice_id: Mapped[str | None] = mapped_column(String(40), default=None)
     created_us: Mapped[int]
     updated_us: Mapped[int]
     __table_args__ = (
@@ -361,3 +419,409 @@ class RateLimitWindow(Base):
     key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     window_no: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     count: Mapped[int] = mapped_column(default=0)
+
+
+# --- Billing (src/paymux/billing/): catalog, subscriptions, invoices, meters, test clocks. ---
+# Decimal rates (a coupon's percent_off, a tax rate's percentage) are kept as decimal text, so
+# they are exact; money is integer minor units, as everywhere.
+
+
+class Product(Base):
+    __tablename__ = "products"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    livemode: Mapped[bool] = mapped_column(Boolean, default=False)
+    name: Mapped[str] = mapped_column(String(250))
+    description: Mapped[str | None] = mapped_column(String(1000), default=None)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    default_price_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    unit_label: Mapped[str | None] = mapped_column(String(12), default=None)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_us: Mapped[int]
+    updated_us: Mapped[int]
+    __table_args__ = (Index("ix_products_account_created", "account_id", "created_us"),)
+
+
+class Price(Base):
+    """A price of a product, in one currency. ``unit_amount`` for ``per_unit``; ``tiers``
+    ([{up_to: int | None, unit_amount: int | None, flat_amount: int | None}], ascending, the
+    last with up_to None) for ``tiered`` (``tiers_mode`` graduated or volume). Recurring
+    prices have an interval; metered ones (usage_type ``metered``) are billed from a meter's
+    events. An archived price (active false) keeps its subscriptions."""
+
+    __tablename__ = "prices"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    livemode: Mapped[bool] = mapped_column(Boolean, default=False)
+    product_id: Mapped[str] = mapped_column(ForeignKey("products.id"), index=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    currency: Mapped[str] = mapped_column(String(3))
+    type: Mapped[str] = mapped_column(String(16))  # one_time | recurring
+    billing_scheme: Mapped[str] = mapped_column(String(16), default="per_unit")
+    unit_amount: Mapped[int | None] = mapped_column(default=None)
+    tiers_mode: Mapped[str | None] = mapped_column(String(16), default=None)
+    tiers: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
+    recurring_interval: Mapped[str | None] = mapped_column(String(8), default=None)
+    recurring_interval_count: Mapped[int | None] = mapped_column(Integer, default=None)
+    recurring_usage_type: Mapped[str | None] = mapped_column(String(16), default=None)
+    recurring_meter_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    lookup_key: Mapped[str | None] = mapped_column(String(200), default=None)
+    nickname: Mapped[str | None] = mapped_column(String(250), default=None)
+    tax_behavior: Mapped[str] = mapped_column(String(16), default="unspecified")
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    created_us: Mapped[int]
+    updated_us: Mapped[int]
+    __table_args__ = (
+        Index("ix_prices_account_created", "account_id", "created_us"),
+        UniqueConstraint("account_id", "lookup_key"),
+    )
+
+
+class Coupon(Base):
+    """A discount. Its id may be the merchant's own (``SUMMER25``), so it is unique per
+    account: the key is (account_id, id)."""
+
+    __tablename__ = "coupons"
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    livemode: Mapped[bool] = mapped_column(Boolean, default=False)
+    name: Mapped[str | None] = mapped_column(String(40), default=None)
+    percent_off: Mapped[str | None] = mapped_column(String(16), default=None)  # "12.5"
+    amount_off: Mapped[int | None] = mapped_column(default=None)
+    currency: Mapped[str | None] = mapped_column(String(3), default=None)
+    duration: Mapped[str] = mapped_column(String(16))  # once | repeating | forever
+    duration_in_months: Mapped[int | None] = mapped_column(Integer, default=None)
+    max_redemptions: Mapped[int | None] = mapped_column(Integer, default=None)
+    times_redeemed: Mapped[int] = mapped_column(Integer, default=0)
+    redeem_by_us: Mapped[int | None] = mapped_column(default=None)
+    applies_to_products: Mapped[list[str] | None] = mapped_column(JSON, default=None)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_us: Mapped[int]
+
+
+class PromotionCode(Base):
+    """A customer-facing code for a coupon. ``code`` is unique per account among active
+    codes (checked by the service); restrictions: first_time_transaction, minimum_amount and
+    its currency."""
+
+    __tablename__ = "promotion_codes"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    livemode: Mapped[bool] = mapped_column(Boolean, default=False)
+    coupon_id: Mapped[str] = mapped_column(String(100))
+    code: Mapped[str] = mapped_column(String(100))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    customer_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    max_redemptions: Mapped[int | None] = mapped_column(Integer, default=None)
+    times_redeemed: Mapped[int] = mapped_column(Integer, default=0)
+    expires_at_us: Mapped[int | None] = mapped_column(default=None)
+    restrictions: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    created_us: Mapped[int]
+    __table_args__ = (Index("ix_promotion_codes_account_code", "account_id", "code"),)
+
+
+class TaxRate(Base):
+    __tablename__ = "tax_rates"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    livemode: Mapped[bool] = mapped_column(Boolean, default=False)
+    display_name: Mapped[str] = mapped_column(String(50))
+    description: Mapped[str | None] = mapped_column(String(500), default=None)
+    percentage: Mapped[str] = mapped_column(String(16))  # "8.875"
+    inclusive: Mapped[bool] = mapped_column(Boolean)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    country: Mapped[str | None] = mapped_column(String(2), default=None)
+    state: Mapped[str | None] = mapped_column(String(50), default=None)
+    jurisdiction: Mapped[str | None] = mapped_column(String(50), default=None)
+    tax_type: Mapped[str | None] = mapped_column(String(32), default=None)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    created_us: Mapped[int]
+    __table_args__ = (Index("ix_tax_rates_account_created", "account_id", "created_us"),)
+
+
+class TestClock(Base):
+    """Stripe's test clock: the time of the customers (and their subscriptions and invoices)
+    created on it. Test mode only. ``status`` ready | advancing | internal_failure."""
+
+    __tablename__ = "test_clocks"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    name: Mapped[str | None] = mapped_column(String(300), default=None)
+    frozen_time_us: Mapped[int]
+    status: Mapped[str] = mapped_column(String(24), default="ready")
+    # Where an advance is going (status advancing): frozen_time moves to it step by step.
+    advancing_to_us: Mapped[int | None] = mapped_column(default=None)
+    deletes_after_us: Mapped[int]
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_us: Mapped[int]
+
+
+class Subscription(Base):
+    """A customer's subscription. ``next_due_us``: when the scheduler must look at it next
+    (the period end, trial end, cancel_at, incomplete expiry, a pause's end), None when
+    nothing is due; on a test clock it is compared with the clock's time, not the wall's."""
+
+    __tablename__ = "subscriptions"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    livemode: Mapped[bool] = mapped_column(Boolean, default=False)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    status: Mapped[str] = mapped_column(String(24))
+    currency: Mapped[str] = mapped_column(String(3))
+    collection_method: Mapped[str] = mapped_column(String(24), default="charge_automatically")
+    days_until_due: Mapped[int | None] = mapped_column(Integer, default=None)
+    default_payment_method_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    billing_cycle_anchor_us: Mapped[int]
+    start_date_us: Mapped[int]
+    current_period_start_us: Mapped[int]
+    current_period_end_us: Mapped[int]
+    trial_start_us: Mapped[int | None] = mapped_column(default=None)
+    trial_end_us: Mapped[int | None] = mapped_column(default=None)
+    cancel_at_period_end: Mapped[bool] = mapped_column(Boolean, default=False)
+    cancel_at_us: Mapped[int | None] = mapped_column(default=None)
+    canceled_at_us: Mapped[int | None] = mapped_column(default=None)
+    ended_at_us: Mapped[int | None] = mapped_column(default=None)
+    cancellation_details: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # {"behavior": "void" | "keep_as_draft" | "mark_uncollectible", "resumes_at": int | None}
+    pause_collection: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    coupon_id: Mapped[str | None] = mapped_column(String(100), default=None)
+    promotion_code_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    discount_start_us: Mapped[int | None] = mapped_column(default=None)
+    discount_end_us: Mapped[int | None] = mapped_column(default=None)
+    default_tax_rate_ids: Mapped[list[str] | None] = mapped_column(JSON, default=None)
+    latest_invoice_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    # A change that takes effect at the period end (a downgrade): the items it will have.
+    pending_update: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    payment_behavior: Mapped[str | None] = mapped_column(String(32), default=None)
+    # trial_settings.end_behavior.missing_payment_method: create_invoice | pause | cancel.
+    trial_end_behavior: Mapped[str | None] = mapped_column(String(16), default=None)
+    test_clock_id: Mapped[str | None] = mapped_column(String(40), default=None, index=True)
+    next_due_us: Mapped[int | None] = mapped_column(default=None)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    created_us: Mapped[int]
+    updated_us: Mapped[int]
+    __table_args__ = (
+        Index("ix_subscriptions_account_created", "account_id", "created_us"),
+        Index("ix_subscriptions_next_due", "next_due_us"),
+    )
+
+
+class SubscriptionItem(Base):
+    __tablename__ = "subscription_items"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    subscription_id: Mapped[str] = mapped_column(ForeignKey("subscriptions.id"), index=True)
+    price_id: Mapped[str] = mapped_column(ForeignKey("prices.id"))
+    quantity: Mapped[int] = mapped_column(Integer, default=1)
+    tax_rate_ids: Mapped[list[str] | None] = mapped_column(JSON, default=None)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    created_us: Mapped[int]
+
+
+class Invoice(Base):
+    """An invoice: draft -> open -> paid | void | uncollectible. Once finalized (open) its
+    lines and totals never change. ``period_key`` is set on the invoice that bills one period
+    of a subscription (``<sub id>:<period start us>``): unique, so a period is invoiced once
+    whatever crashes or how many workers race. ``number`` is given at finalization, gap-free
+    per account (invoice_sequences)."""
+
+    __tablename__ = "invoices"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    livemode: Mapped[bool] = mapped_column(Boolean, default=False)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    subscription_id: Mapped[str | None] = mapped_column(String(40), default=None, index=True)
+    period_key: Mapped[str | None] = mapped_column(String(80), default=None, unique=True)
+    status: Mapped[str] = mapped_column(String(16))
+    number: Mapped[str | None] = mapped_column(String(40), default=None)
+    currency: Mapped[str] = mapped_column(String(3))
+    collection_method: Mapped[str] = mapped_column(String(24), default="charge_automatically")
+    billing_reason: Mapped[str] = mapped_column(String(32))
+    period_start_us: Mapped[int]
+    period_end_us: Mapped[int]
+    subtotal: Mapped[int] = mapped_column(default=0)
+    total_discount: Mapped[int] = mapped_column(default=0)
+    tax: Mapped[int] = mapped_column(default=0)
+    total: Mapped[int] = mapped_column(default=0)
+    starting_balance: Mapped[int] = mapped_column(default=0)
+    ending_balance: Mapped[int | None] = mapped_column(default=None)
+    amount_due: Mapped[int] = mapped_column(default=0)
+    amount_paid: Mapped[int] = mapped_column(default=0)
+    amount_remaining: Mapped[int] = mapped_column(default=0)
+    # [{"coupon": id, "amount": int}] and [{"tax_rate": id, "amount": int, "inclusive": bool}]
+    discount_amounts: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    tax_amounts: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    coupon_id: Mapped[str | None] = mapped_column(String(100), default=None)
+    default_payment_method_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    payment_intent_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    attempt_count: Mapped[int] = mapped_column(Integer, default=0)
+    next_payment_attempt_us: Mapped[int | None] = mapped_column(default=None)
+    due_date_us: Mapped[int | None] = mapped_column(default=None)
+    auto_advance: Mapped[bool] = mapped_column(Boolean, default=True)
+    # The secret part of hosted_invoice_url and invoice_pdf.
+    hosted_token: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[str | None] = mapped_column(String(1000), default=None)
+    test_clock_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    finalized_at_us: Mapped[int | None] = mapped_column(default=None)
+    paid_at_us: Mapped[int | None] = mapped_column(default=None)
+    voided_at_us: Mapped[int | None] = mapped_column(default=None)
+    marked_uncollectible_at_us: Mapped[int | None] = mapped_column(default=None)
+    paid_out_of_band: Mapped[bool] = mapped_column(Boolean, default=False)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    created_us: Mapped[int]
+    updated_us: Mapped[int]
+    __table_args__ = (
+        Index("ix_invoices_account_created", "account_id", "created_us"),
+        UniqueConstraint("account_id", "number"),
+    )
+
+
+class InvoiceLine(Base):
+    __tablename__ = "invoice_lines"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    invoice_id: Mapped[str] = mapped_column(ForeignKey("invoices.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    type: Mapped[str] = mapped_column(String(16))  # subscription | invoiceitem
+    subscription_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    subscription_item_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    invoice_item_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    price_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    description: Mapped[str | None] = mapped_column(String(500), default=None)
+    quantity: Mapped[int | None] = mapped_column(default=None)
+    amount: Mapped[int]
+    currency: Mapped[str] = mapped_column(String(3))
+    period_start_us: Mapped[int]
+    period_end_us: Mapped[int]
+    proration: Mapped[bool] = mapped_column(Boolean, default=False)
+    discountable: Mapped[bool] = mapped_column(Boolean, default=True)
+    discount_amount: Mapped[int] = mapped_column(default=0)
+    tax_amounts: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+
+
+class InvoiceItem(Base):
+    """A one-off charge or credit (a proration too) waiting for the customer's next invoice
+    (``invoice_id`` None), or on the invoice it was added to."""
+
+    __tablename__ = "invoice_items"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    livemode: Mapped[bool] = mapped_column(Boolean, default=False)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    invoice_id: Mapped[str | None] = mapped_column(String(40), default=None, index=True)
+    subscription_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    subscription_item_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    price_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    amount: Mapped[int]
+    currency: Mapped[str] = mapped_column(String(3))
+    quantity: Mapped[int] = mapped_column(Integer, default=1)
+    unit_amount: Mapped[int | None] = mapped_column(default=None)
+    description: Mapped[str | None] = mapped_column(String(500), default=None)
+    period_start_us: Mapped[int]
+    period_end_us: Mapped[int]
+    proration: Mapped[bool] = mapped_column(Boolean, default=False)
+    discountable: Mapped[bool] = mapped_column(Boolean, default=True)
+    tax_rate_ids: Mapped[list[str] | None] = mapped_column(JSON, default=None)
+    test_clock_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    created_us: Mapped[int]
+
+
+class InvoiceSequence(Base):
+    """The next invoice number of an account: taken under the row's lock in the finalizing
+    transaction, so numbers are gap-free and never shared, whatever runs concurrently."""
+
+    __tablename__ = "invoice_sequences"
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    livemode: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    prefix: Mapped[str] = mapped_column(String(20))
+    next_number: Mapped[int] = mapped_column(default=1)
+
+
+class CreditNote(Base):
+    __tablename__ = "credit_notes"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    livemode: Mapped[bool] = mapped_column(Boolean, default=False)
+    invoice_id: Mapped[str] = mapped_column(ForeignKey("invoices.id"), index=True)
+    customer_id: Mapped[str] = mapped_column(String(40))
+    number: Mapped[str] = mapped_column(String(48))
+    status: Mapped[str] = mapped_column(String(16), default="issued")  # issued | void
+    amount: Mapped[int]
+    currency: Mapped[str] = mapped_column(String(3))
+    refund_amount: Mapped[int] = mapped_column(default=0)
+    credit_amount: Mapped[int] = mapped_column(default=0)  # to the customer's balance
+    out_of_band_amount: Mapped[int] = mapped_column(default=0)
+    refund_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    reason: Mapped[str | None] = mapped_column(String(32), default=None)
+    memo: Mapped[str | None] = mapped_column(String(500), default=None)
+    lines: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    voided_at_us: Mapped[int | None] = mapped_column(default=None)
+    created_us: Mapped[int]
+
+
+class CustomerBalanceTransaction(Base):
+    """A change of a customer's credit balance (negative: credit the customer has), with the
+    balance after it. The customer's ``balance`` column is the last one's ending_balance."""
+
+    __tablename__ = "customer_balance_transactions"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    livemode: Mapped[bool] = mapped_column(Boolean, default=False)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    type: Mapped[str] = mapped_column(String(32))  # adjustment | applied_to_invoice | credit_note
+    amount: Mapped[int]
+    currency: Mapped[str] = mapped_column(String(3))
+    ending_balance: Mapped[int]
+    invoice_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    credit_note_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    description: Mapped[str | None] = mapped_column(String(350), default=None)
+    created_us: Mapped[int]
+
+
+class Meter(Base):
+    __tablename__ = "meters"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    livemode: Mapped[bool] = mapped_column(Boolean, default=False)
+    display_name: Mapped[str] = mapped_column(String(250))
+    event_name: Mapped[str] = mapped_column(String(100))
+    aggregation: Mapped[str] = mapped_column(String(16))  # sum | count | last
+    customer_mapping_key: Mapped[str] = mapped_column(String(100), default="stripe_customer_id")
+    value_key: Mapped[str] = mapped_column(String(100), default="value")
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active | inactive
+    deactivated_us: Mapped[int | None] = mapped_column(default=None)
+    created_us: Mapped[int]
+    updated_us: Mapped[int]
+    __table_args__ = (UniqueConstraint("account_id", "livemode", "event_name"),)
+
+
+class MeterEvent(Base):
+    """One usage report, idempotent by its ``identifier`` (the merchant's, or ours)."""
+
+    __tablename__ = "meter_events"
+    # Identifiers are unique per account and mode (a test event never hides a live one).
+    account_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    livemode: Mapped[bool] = mapped_column(Boolean, primary_key=True, default=False)
+    identifier: Mapped[str] = mapped_column(String(100), primary_key=True)
+    event_name: Mapped[str] = mapped_column(String(100))
+    customer_id: Mapped[str] = mapped_column(String(40))
+    value: Mapped[int]
+    timestamp_us: Mapped[int]
+    created_us: Mapped[int]
+    # billing/meters.py ``usage``: one range scan per (meter, customer, period).
+    __table_args__ = (
+        Index(
+            "ix_meter_events_usage",
+            "account_id",
+            "livemode",
+            "event_name",
+            "customer_id",
+            "timestamp_us",
+        ),
+    )

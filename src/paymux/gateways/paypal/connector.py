@@ -78,6 +78,8 @@ from paymux.gateways.base import (
     OpenedPayment,
     PaymentUpdate,
     RefundUpdate,
+    SetupRequest,
+    SetupResult,
     WebhookVerificationError,
 )
 from paymux.gateways.paypal import transformers, webhooks
@@ -754,6 +756,64 @@ class PayPalGateway:
         except PayPalApiError as exc:
             if exc.error.status != 404:
                 raise
+
+    async def setup(self, request: SetupRequest, *, idempotency_key: str) -> SetupResult:
+        """Vault v3. With no token: a setup token for the payer's PayPal wallet
+        (``POST /v3/vault/setup-tokens``, keyed), which the payer approves at PayPal
+        (``requires_action``). With a setup token (from your page's JS SDK): once approved,
+        exchanged for a payment token (``POST /v3/vault/payment-tokens``, keyed
+        ``<key>:attach``). A payment token already saved (``<kind>:<id>``) is saved."""
+        token = request.payment_method_token
+        if not token:
+            if not request.return_url:
+                raise GatewayInvalidRequest(
+                    "paypal: saving a PayPal wallet needs a return_url for the payer's approval",
+                    code="return_url_required",
+                )
+            created = await self._call(
+                "POST",
+                "/v3/vault/setup-tokens",
+                body=transformers.setup_token_request(request),
+                key=idempotency_key,
+            )
+            return await self._setup_state(created, f"{idempotency_key}:attach")
+        try:
+            vault = transformers.split_vault_token(token)
+        except ValueError as exc:
+            raise GatewayInvalidRequest(str(exc), code="invalid_payment_method") from exc
+        if vault is not None:
+            details = await self._vault_details(vault[1])
+            if details is None:
+                raise GatewayInvalidRequest(
+                    "paypal: no such payment token", code="RESOURCE_NOT_FOUND"
+                )
+            return SetupResult(status=GatewayStatus.SUCCEEDED, reference=vault[1], card=details)
+        return await self.retrieve_setup(token, idempotency_key=f"{idempotency_key}:attach")
+
+    async def retrieve_setup(self, reference: str, *, idempotency_key: str) -> SetupResult:
+        """The setup token; once the payer approved it, its payment token, made here with
+        ``idempotency_key`` (PayPal replays the same payment token for the same key)."""
+        found = await self._call("GET", f"/v3/vault/setup-tokens/{_path_id(reference)}")
+        return await self._setup_state(found, idempotency_key)
+
+    async def _setup_state(self, setup_token: dict[str, Any], attach_key: str) -> SetupResult:
+        status = str(setup_token.get("status") or "")
+        reference = str(setup_token.get("id") or "")
+        if status in transformers.SETUP_READY and reference:
+            outcome = await self.attach_payment_method(
+                reference, "", idempotency_key=attach_key
+            )
+            if isinstance(outcome, Decline):
+                return SetupResult(
+                    status=GatewayStatus.FAILED, reference=reference, decline=outcome
+                )
+            return SetupResult(status=GatewayStatus.SUCCEEDED, reference=reference, card=outcome)
+        if status in transformers.SETUP_WAITING:
+            return transformers.setup_pending_result(setup_token)
+        raise GatewayInvalidRequest(
+            f"paypal: setup token {reference} is {status or 'in no known state'}",
+            code="setup_token_unexpected_state",
+        )
 
     async def verify_webhook(self, headers: dict[str, str], body: bytes) -> InboundEvent:
         t = webhooks.transmission(headers)

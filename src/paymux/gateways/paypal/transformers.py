@@ -39,6 +39,8 @@ from paymux.gateways.base import (
     InboundEvent,
     PaymentUpdate,
     RefundUpdate,
+    SetupRequest,
+    SetupResult,
 )
 from paymux.gateways.paypal.errors import ROWS
 from paymux.money import Money, MoneyError
@@ -84,6 +86,8 @@ __all__ = [
     "refund_result",
     "related_order_id",
     "request_id",
+    "setup_pending_result",
+    "setup_token_request",
     "split_vault_token",
     "to_paypal",
     "update_order_patch",
@@ -845,3 +849,40 @@ def interpret_event(
     if event.type in _DISPUTE_EVENTS:
         return dispute_update(resource)
     return None
+
+
+# -- saving a payment method: Vault v3 setup tokens ---------------------------------------------
+
+# A setup token the payer approved (or one already exchanged, which the same
+# PayPal-Request-Id replays) can become a payment token; these wait for the payer.
+SETUP_READY = frozenset({"APPROVED", "VAULTED"})
+SETUP_WAITING = frozenset({"CREATED", "PAYER_ACTION_REQUIRED"})
+
+
+def setup_token_request(request: SetupRequest) -> dict[str, Any]:
+    """A setup token for the payer's PayPal wallet, for merchant-initiated payments later
+    (``usage_type`` MERCHANT): the payer approves it at PayPal, then comes back to
+    ``return_url`` (PayPal requires it, and ``cancel_url``, for the wallet)."""
+    return_url = request.return_url or ""
+    return {
+        "payment_source": {
+            "paypal": {
+                "usage_type": "MERCHANT",
+                "experience_context": {"return_url": return_url, "cancel_url": return_url},
+            }
+        },
+        "customer": {"id": request.customer_token},
+    }
+
+
+def setup_pending_result(setup_token: dict[str, Any]) -> SetupResult:
+    """A setup token not yet approved: where the payer approves it (its ``approve`` link),
+    or, with no link, still being processed."""
+    action = _payer_action(setup_token)
+    status = GatewayStatus.REQUIRES_ACTION if action else GatewayStatus.PROCESSING
+    return SetupResult(
+        status=status,
+        reference=str(setup_token.get("id") or "") or None,
+        next_action=action,
+        raw={"id": setup_token.get("id"), "status": setup_token.get("status")},
+    )

@@ -28,6 +28,8 @@ from paymux.gateways.base import (
     OpenedPayment,
     PaymentUpdate,
     RefundUpdate,
+    SetupRequest,
+    SetupResult,
 )
 from paymux.gateways.sandbox import transformers
 from paymux.gateways.sandbox.cards import MAGIC_TOKENS
@@ -277,6 +279,24 @@ class SandboxGateway:
 
     async def detach_payment_method(self, token: str, *, idempotency_key: str) -> None:
         await self._call("detach", lambda: self.processor.detach(idempotency_key, token))
+
+    async def setup(self, request: SetupRequest, *, idempotency_key: str) -> SetupResult:
+        body = {
+            "token": request.payment_method_token,
+            "customer": request.customer_token,
+            "reference": request.reference,
+            "usage": request.usage,
+            "return_url": request.return_url,
+        }
+        data = await self._call("setup", lambda: self.processor.setup(idempotency_key, body))
+        return transformers.setup_result(data)
+
+    async def retrieve_setup(self, reference: str, *, idempotency_key: str) -> SetupResult:
+        """Read-only here: the sandbox saves the card when the payer answers the challenge."""
+        data = await self._call("retrieve_setup", lambda: self.processor.retrieve(reference))
+        if data.get("object") != "setup_attempt":
+            raise GatewayInvalidRequest(f"No such setup: {reference}", code="resource_missing")
+        return transformers.setup_result(data)
 
     async def verify_webhook(self, headers: dict[str, str], body: bytes) -> InboundEvent:
         return self.verify(headers, body)

@@ -22,6 +22,14 @@ A 3-D Secure challenge URL carries a single-use token (``?token=``). Only its SH
 stored (``challenges``); a charge waiting for the payer is stored with the bare URL, and each
 time the processor hands such a charge out (the authorize answer, a replay, a retrieve or a
 lookup) it mints a fresh token for it. Answering the challenge with any of them uses them all.
+
+A setup (``setup``: save a card for a customer, no charge, as Stripe's SetupIntent) is a
+``setup_attempt`` object. A card whose scenario asks for 3-D Secure is challenged at setup
+like a charge, through the same pages and tokens; once set up for off-session use, the card
+``pm_card_authenticationRequiredOnSetup`` charges off-session without a challenge, while
+the "always authenticate" cards (``pm_card_authenticationRequired``,
+``pm_card_threeDSecure2Required``) still decline off-session payments with
+``authentication_required``, as on Stripe.
 """
 
 from __future__ import annotations
@@ -60,6 +68,8 @@ create index if not exists challenges_charge on challenges(charge_id);
 """
 
 _THREEDS = {Scenario.THREEDS_ALWAYS, Scenario.THREEDS_UNLESS_SETUP, Scenario.THREEDS_THEN_DECLINE}
+# What a challenge can be answered for: a payment, or the saving of a card.
+_CHALLENGED = ("charge", "setup_attempt")
 _DECLINE_MESSAGES = {
     "generic_decline": "Your card was declined.",
     "insufficient_funds": "Your card has insufficient funds.",
@@ -418,11 +428,12 @@ class SandboxProcessor:
         in its challenge URL (only the token's hash is stored)."""
         action = obj.get("next_action") or {}
         redirect = action.get("redirect_to_url") or {}
-        if obj.get("object") != "charge" or not redirect.get("url"):
+        if obj.get("object") not in _CHALLENGED or not redirect.get("url"):
             return obj
         with self._lock:
             row = self._db.execute(
-                "select data from objects where id = ? and kind = 'charge'", (obj.get("id"),)
+                "select data from objects where id = ? and kind in ('charge', 'setup_attempt')",
+                (obj.get("id"),),
             ).fetchone()
             if row is None or json.loads(row[0]).get("status") != "requires_action":
                 return obj
@@ -454,8 +465,10 @@ class SandboxProcessor:
         if row is None or row[1] or not hmac.compare_digest(str(row[0]), charge_id):
             return None
         try:
-            charge = self._get(charge_id, "charge")
+            charge = self._get(charge_id)
         except ProcessorError:
+            return None
+        if charge.get("object") not in _CHALLENGED:
             return None
         return charge if charge["status"] == "requires_action" else None
 
@@ -474,9 +487,10 @@ class SandboxProcessor:
             if self._open_challenge(charge_id, token) is not None:
                 return None  # still open: not a replay
             try:
-                return self._get(charge_id, "charge")
+                found = self._get(charge_id)
             except ProcessorError:
                 return None
+            return found if found.get("object") in _CHALLENGED else None
 
     def answer_challenge(self, charge_id: str, token: str, success: bool) -> dict[str, Any] | None:
         """The payer's answer, once: ``token`` and every other token of the charge are used
@@ -518,7 +532,9 @@ class SandboxProcessor:
     def complete_3ds(self, charge_id: str, success: bool) -> dict[str, Any]:
         """The payer's answer, given directly (tests and the demo; the page checks a token)."""
         with self._lock:
-            charge = self._get(charge_id, "charge")
+            charge = self._get(charge_id)
+            if charge.get("object") not in _CHALLENGED:
+                raise ProcessorError("resource_missing", f"No such charge: {charge_id}")
             if charge["status"] != "requires_action":
                 return charge
             self._db.execute("update challenges set used = 1 where charge_id = ?", (charge_id,))
@@ -526,6 +542,13 @@ class SandboxProcessor:
 
     def _complete_3ds(self, charge: dict[str, Any], success: bool) -> dict[str, Any]:
         token = self._token(charge["token"]) or {}
+        if charge.get("object") == "setup_attempt":
+            if success:
+                self._setup_done(charge, token)
+            else:
+                self._fail(charge, "authentication_failed")
+            self._put(charge)
+            return charge
         if not success:
             self._fail(charge, "authentication_failed")
         elif token.get("card", {}).get("scenario") == Scenario.THREEDS_THEN_DECLINE:
@@ -534,6 +557,69 @@ class SandboxProcessor:
             self._approve(charge, token)
         self._put(charge)
         return charge
+
+    # -- setups: saving a card without a charge ------------------------------------------------
+    def setup(self, key: str, request: dict[str, Any]) -> dict[str, Any]:
+        """Save the token for the customer (``usage`` off_session: ready for payments without
+        the payer), challenging the payer first when the card asks for 3-D Secure."""
+
+        def run() -> dict[str, Any]:
+            customer_id = request["customer"]
+            self._get(customer_id, "customer")
+            token = self._token(request["token"])
+            if token is None:
+                raise ProcessorError("resource_missing", f"No such token: {request['token']}")
+            if token.get("customer") not in (None, customer_id):
+                raise ProcessorError(
+                    "payment_method_unexpected_state", "The token is attached to another customer."
+                )
+            card = token["card"]
+            scenario = Scenario(card["scenario"])
+            if scenario is Scenario.PROCESSING_ERROR:
+                return {
+                    "object": "setup_attempt",
+                    "status": "failed",
+                    "transient": True,
+                    "decline_code": "processing_error",
+                    "message": _DECLINE_MESSAGES["processing_error"],
+                }
+            setup: dict[str, Any] = {
+                "id": _new_id("seti"),
+                "object": "setup_attempt",
+                "reference": request["reference"],
+                "token": request["token"],
+                "customer": customer_id,
+                "usage": request.get("usage") or "off_session",
+                "card": card,
+                "decline_code": None,
+                "message": None,
+                "next_action": None,
+                "created": int(time.time()),
+            }
+            if scenario in (Scenario.DECLINE, Scenario.BLOCKED):
+                self._fail(setup, card["decline_code"])
+            elif scenario in _THREEDS and not token.get("off_session_ready"):
+                setup["status"] = "requires_action"
+                url = f"{self.public_url}/sandbox/3ds/{setup['id']}"
+                setup["next_action"] = {
+                    "type": "redirect_to_url",
+                    "redirect_to_url": {"url": url, "return_url": request.get("return_url")},
+                }
+            else:
+                self._setup_done(setup, token)
+            self._put(setup)
+            return setup
+
+        return self._issue_challenge(self._idempotent(key, "setup", request, run))
+
+    def _setup_done(self, setup: dict[str, Any], token: dict[str, Any]) -> None:
+        setup["status"] = "succeeded"
+        setup["next_action"] = None
+        if token.get("id") and token["id"] not in MAGIC_TOKENS:  # shared ones are never stored
+            token["customer"] = setup["customer"]
+            if setup.get("usage") == "off_session":
+                token["off_session_ready"] = True
+            self._put(token)
 
     def capture(self, key: str, charge_id: str, amount: int) -> dict[str, Any]:
         def run() -> dict[str, Any]:

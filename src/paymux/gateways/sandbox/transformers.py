@@ -11,9 +11,10 @@ from paymux.gateways.base import (
     GatewayRefund,
     GatewayResult,
     GatewayStatus,
+    SetupResult,
 )
 
-__all__ = ["authorize_body", "card_details", "charge_result", "refund_result"]
+__all__ = ["authorize_body", "card_details", "charge_result", "refund_result", "setup_result"]
 
 _STATUSES = {
     "requires_action": GatewayStatus.REQUIRES_ACTION,
@@ -94,4 +95,35 @@ def card_details(data: dict[str, Any]) -> CardDetails:
         fingerprint=card.get("fingerprint"),
         country=card.get("country"),
         funding=card.get("funding"),
+    )
+
+
+_SETUP_STATUSES = {
+    "requires_action": GatewayStatus.REQUIRES_ACTION,
+    "succeeded": GatewayStatus.SUCCEEDED,
+    "failed": GatewayStatus.FAILED,
+    "canceled": GatewayStatus.CANCELED,
+}
+
+
+def setup_result(data: dict[str, Any]) -> SetupResult:
+    """A ``setup_attempt`` as the Gateway Protocol's SetupResult: the saved card is the token
+    that was set up (the sandbox keeps one token per card)."""
+    status = _SETUP_STATUSES[str(data["status"])]
+    decline = None
+    if status is GatewayStatus.FAILED:
+        decline = Decline(
+            gateway_code=str(data.get("decline_code") or "generic_decline"),
+            message=str(data.get("message") or "Your card was declined."),
+        )
+    card = None
+    if status is GatewayStatus.SUCCEEDED and data.get("token"):
+        card = card_details({"id": data["token"], "card": data.get("card") or {}})
+    return SetupResult(
+        status=status,
+        reference=data.get("id"),
+        card=card,
+        decline=decline,
+        next_action=data.get("next_action") if status is GatewayStatus.REQUIRES_ACTION else None,
+        raw=data,
     )

@@ -69,6 +69,8 @@ CONTROL_OPERATIONS = (
     "create_customer",
     "attach",
     "detach",
+    "setup",
+    "retrieve_setup",
 )
 MAX_LATENCY_SECONDS = 60.0
 MAX_FAULT_COUNT = 1000
@@ -282,7 +284,10 @@ def build_sandbox_app(gateway: SandboxGateway, *, controls: bool = False) -> ASG
                     "This authentication link is not valid, was used already, or the "
                     "payment no longer waits for it.",
                 )
-            amount = f"{charge['amount']} {str(charge['currency']).upper()} (minor units)"
+            if charge.get("object") == "setup_attempt":
+                amount = "0 (saving the card for later payments, no charge)"
+            else:
+                amount = f"{charge['amount']} {str(charge['currency']).upper()} (minor units)"
             return _render(
                 "challenge.html",
                 headers={
@@ -324,12 +329,16 @@ def build_sandbox_app(gateway: SandboxGateway, *, controls: bool = False) -> ASG
                 "This authentication link is not valid, was used already, or the payment "
                 "no longer waits for it.",
             )
-        gateway.notify("charge.updated", updated)
+        is_setup = updated.get("object") == "setup_attempt"
+        gateway.notify("setup_attempt.updated" if is_setup else "charge.updated", updated)
         return_url = _return_url(waiting) if waiting is not None else None
         if return_url:
             sep = "&" if "?" in return_url else "?"
             query = urlencode(
-                {"payment_intent": updated["reference"], "outcome": updated["status"]}
+                {
+                    "setup_intent" if is_setup else "payment_intent": updated["reference"],
+                    "outcome": updated["status"],
+                }
             )
             return RedirectResponse(f"{return_url}{sep}{query}", status_code=303)
         heading, text = _challenge_state(updated)
@@ -481,6 +490,8 @@ def _seconds(value: Any) -> bool:
 def _challenge_state(charge: dict[str, Any]) -> tuple[str, str]:
     """(heading, text) saying how a charge's challenge ended, from the charge as it stands."""
     status, code = charge.get("status"), charge.get("decline_code")
+    if status == "succeeded" and charge.get("object") == "setup_attempt":
+        return "Authentication complete", "The card is saved."
     if status in ("succeeded", "requires_capture"):
         return "Authentication complete", "The payment went through."
     if status == "failed" and code == "authentication_failed":

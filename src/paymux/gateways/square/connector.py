@@ -71,11 +71,14 @@ from paymux.gateways.base import (
     GatewayRateLimited,
     GatewayRefund,
     GatewayResult,
+    GatewayStatus,
     GatewayUnavailable,
     InboundEvent,
     OpenedPayment,
     PaymentUpdate,
     RefundUpdate,
+    SetupRequest,
+    SetupResult,
 )
 from paymux.gateways.square import transformers, webhooks
 from paymux.gateways.square.credentials import SquareCredentials, from_environment
@@ -583,6 +586,28 @@ class SquareGateway:
         if not token.startswith("ccof:"):
             return  # a token that was never saved: nothing is stored at Square
         await self._call(lambda: self._client.cards.disable(token, request_options=_NO_RETRIES))
+
+    async def setup(self, request: SetupRequest, *, idempotency_key: str) -> SetupResult:
+        """Square's card on file: CreateCard from the token for the customer (the same call
+        ``attach`` makes). Square's buyer verification (SCA) for a stored card runs in the
+        browser (``verifyBuyer`` with intent STORE) before the token reaches us, so there is
+        never an action left to take here: saved, or declined."""
+        outcome = await self.attach_payment_method(
+            request.payment_method_token, request.customer_token, idempotency_key=idempotency_key
+        )
+        if isinstance(outcome, Decline):
+            return SetupResult(status=GatewayStatus.FAILED, reference=None, decline=outcome)
+        return SetupResult(status=GatewayStatus.SUCCEEDED, reference=outcome.token, card=outcome)
+
+    async def retrieve_setup(self, reference: str, *, idempotency_key: str) -> SetupResult:
+        """The card on file ``reference`` (RetrieveCard): saved while it is enabled."""
+        card = await self._card(reference)
+        if not card.get("id"):
+            raise GatewayInvalidRequest(f"square: no card {reference}", code="not_found")
+        if card.get("enabled") is False:
+            return SetupResult(status=GatewayStatus.CANCELED, reference=reference)
+        details = transformers.card_details(card)
+        return SetupResult(status=GatewayStatus.SUCCEEDED, reference=reference, card=details)
 
     async def verify_webhook(self, headers: dict[str, str], body: bytes) -> InboundEvent:
         return self.verify(headers, body)

@@ -46,6 +46,8 @@ from paymux.gateways.base import (
     OpenedPayment,
     PaymentUpdate,
     RefundUpdate,
+    SetupRequest,
+    SetupResult,
 )
 from paymux.gateways.signing import verify_signature
 from paymux.gateways.stripe import transformers
@@ -434,6 +436,68 @@ class StripeGateway:
                 options=self._options(idempotency_key),  # type: ignore[arg-type]
             )
         )
+
+    async def setup(self, request: SetupRequest, *, idempotency_key: str) -> SetupResult:
+        """A Stripe SetupIntent for the customer, then its confirmation with the card: two
+        keyed steps (``<key>:create``, ``<key>``), as localstripe takes no payment method at
+        creation. A card that needs 3-D Secure answers ``requires_action`` (Stripe.js, or the
+        return URL, completes it); a decline is Stripe's 402 card error."""
+        create = transformers.setup_create_params(request, idempotency_key)
+        seti = await self._call(
+            lambda: self._client.v1.setup_intents.create_async(
+                params=create,  # type: ignore[arg-type]
+                options=self._options(f"{idempotency_key}:create"),  # type: ignore[arg-type]
+            )
+        )
+        reference = str(seti.id)
+        confirm = transformers.setup_confirm_params(request)
+        try:
+            seti = await self._call(
+                lambda: self._client.v1.setup_intents.confirm_async(
+                    reference,
+                    params=confirm,  # type: ignore[arg-type]
+                    options=self._options(idempotency_key),  # type: ignore[arg-type]
+                )
+            )
+        except stripe.CardError as exc:
+            return SetupResult(
+                status=GatewayStatus.FAILED,
+                reference=reference,
+                decline=transformers.decline_from_error(_as_dict(exc.error)),
+                raw={"request_id": exc.request_id},
+            )
+        return await self._setup_outcome(
+            _as_dict(seti), request.customer_token, f"{idempotency_key}:attach"
+        )
+
+    async def retrieve_setup(self, reference: str, *, idempotency_key: str) -> SetupResult:
+        seti = await self._call(lambda: self._client.v1.setup_intents.retrieve_async(reference))
+        data = _as_dict(seti)
+        return await self._setup_outcome(data, data.get("customer"), idempotency_key)
+
+    async def _setup_outcome(
+        self, seti: dict[str, Any], customer: Any, attach_key: str
+    ) -> SetupResult:
+        """The SetupResult, with the saved card once it succeeded. Stripe attaches the card
+        to the SetupIntent's customer itself; where it is not (localstripe doesn't), it is
+        attached here, keyed, so the card is the customer's either way."""
+        if seti.get("status") != "succeeded" or not seti.get("payment_method"):
+            return transformers.setup_result(seti)
+        pm_id = seti["payment_method"]
+        pm_id = str(pm_id["id"] if isinstance(pm_id, dict) else pm_id)
+        pm = _as_dict(
+            await self._call(lambda: self._client.v1.payment_methods.retrieve_async(pm_id))
+        )
+        if customer and pm.get("customer") != customer:
+            outcome = await self.attach_payment_method(
+                pm_id, str(customer), idempotency_key=attach_key
+            )
+            if isinstance(outcome, Decline):
+                return SetupResult(
+                    status=GatewayStatus.FAILED, reference=seti.get("id"), decline=outcome
+                )
+            return transformers.setup_result(seti, outcome)
+        return transformers.setup_result(seti, transformers.card_details(pm))
 
     async def verify_webhook(self, headers: dict[str, str], body: bytes) -> InboundEvent:
         return self.verify(headers, body)

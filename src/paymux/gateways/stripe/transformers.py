@@ -17,6 +17,8 @@ from paymux.gateways.base import (
     InboundEvent,
     PaymentUpdate,
     RefundUpdate,
+    SetupRequest,
+    SetupResult,
 )
 from paymux.money import Money
 
@@ -36,6 +38,9 @@ __all__ = [
     "pick_refund",
     "refund_result",
     "search_query",
+    "setup_confirm_params",
+    "setup_create_params",
+    "setup_result",
     "to_stripe",
     "update_params",
     "update_then_confirm_params",
@@ -334,3 +339,52 @@ def interpret_event(event: InboundEvent) -> PaymentUpdate | RefundUpdate | Dispu
             status=str(obj.get("status") or "needs_response"),
         )
     return None
+
+
+# Every SetupIntent status Stripe documents, mapped explicitly.
+_SETUP_STATUS = {
+    "requires_payment_method": GatewayStatus.FAILED,  # OPEN when nothing was tried yet
+    "requires_confirmation": GatewayStatus.OPEN,
+    "requires_action": GatewayStatus.REQUIRES_ACTION,
+    "processing": GatewayStatus.PROCESSING,
+    "succeeded": GatewayStatus.SUCCEEDED,
+    "canceled": GatewayStatus.CANCELED,
+}
+
+
+def setup_create_params(request: SetupRequest, idempotency_key: str) -> dict[str, Any]:
+    """A Stripe SetupIntent for the customer (confirmed in a second, keyed step)."""
+    return {
+        "customer": request.customer_token,
+        "usage": request.usage,
+        "payment_method_types": ["card"],
+        "metadata": _metadata(request.reference, idempotency_key),
+    }
+
+
+def setup_confirm_params(request: SetupRequest) -> dict[str, Any]:
+    params: dict[str, Any] = {"payment_method": request.payment_method_token}
+    if request.return_url:
+        params["return_url"] = request.return_url
+    return params
+
+
+def setup_result(seti: dict[str, Any], card: CardDetails | None = None) -> SetupResult:
+    """A Stripe SetupIntent as the Gateway Protocol's SetupResult; ``card``: its payment
+    method, read once it succeeded (Stripe attaches it to the SetupIntent's customer)."""
+    status = _SETUP_STATUS[str(seti["status"])]
+    error = seti.get("last_setup_error")
+    if status is GatewayStatus.FAILED and not error:
+        status = GatewayStatus.OPEN
+    next_action = seti.get("next_action")
+    if next_action is not None:
+        next_action = dict(next_action)
+        next_action.setdefault("client_secret", seti.get("client_secret"))
+    return SetupResult(
+        status=status,
+        reference=seti.get("id"),
+        card=card if status is GatewayStatus.SUCCEEDED else None,
+        decline=_decline(error) if status is GatewayStatus.FAILED else None,
+        next_action=next_action if status is GatewayStatus.REQUIRES_ACTION else None,
+        raw={"id": seti.get("id"), "status": seti.get("status")},
+    )

@@ -1,0 +1,112 @@
+"""/v1/setup_intents: save a card for a customer without a charge (Stripe's SetupIntents)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse, Response
+
+from paymux.api.billing_schemas import (
+    CancelSetupIntent,
+    ConfirmSetupIntent,
+    CreateSetupIntent,
+    UpdateSetupIntent,
+)
+from paymux.api.deps import (
+    CallerDep,
+    ExpandDep,
+    ListDep,
+    check_expand,
+    expanded,
+    idempotent,
+    list_expanded,
+)
+from paymux.api.wire import wire_body
+from paymux.services.setup_intents import SetupParams, UpdateSetupParams
+
+router = APIRouter(prefix="/v1/setup_intents", tags=["setup_intents"])
+KIND = "setup_intent"
+
+
+@router.post("")
+async def create_setup_intent(
+    c: CallerDep, body: CreateSetupIntent = wire_body(CreateSetupIntent, required=False)
+) -> Response:
+    check_expand(KIND, body.expand, c)
+    params = SetupParams(**body.model_dump(exclude={"expand"}))
+
+    async def create() -> dict[str, Any]:
+        view = await c.app.setup_intents.create(c.account_id, params)
+        return await expanded(c, view, body.expand)
+
+    return await idempotent(c, body, create)
+
+
+@router.get("")
+async def list_setup_intents(
+    c: CallerDep, page: ListDep, customer: Annotated[str | None, Query(max_length=255)] = None
+) -> JSONResponse:
+    data, more = await c.app.setup_intents.list_page(
+        c.account_id,
+        limit=page.limit,
+        starting_after=page.starting_after,
+        ending_before=page.ending_before,
+        customer=customer,
+        created=page.created,
+    )
+    return await list_expanded(c, "/v1/setup_intents", KIND, data, more, page)
+
+
+@router.get("/{seti_id}")
+async def retrieve_setup_intent(seti_id: str, c: CallerDep, expand: ExpandDep) -> JSONResponse:
+    """A SetupIntent waiting for the payer is settled here by asking its gateway."""
+    check_expand(KIND, expand, c)
+    view = await c.app.setup_intents.retrieve(c.account_id, seti_id)
+    return JSONResponse(await expanded(c, view, expand))
+
+
+@router.post("/{seti_id}")
+async def update_setup_intent(
+    seti_id: str, c: CallerDep, body: UpdateSetupIntent = wire_body(UpdateSetupIntent)
+) -> Response:
+    check_expand(KIND, body.expand, c)
+    params = UpdateSetupParams(**body.model_dump(exclude={"expand"}))
+
+    async def update() -> dict[str, Any]:
+        view = await c.app.setup_intents.update(c.account_id, seti_id, params)
+        return await expanded(c, view, body.expand)
+
+    return await idempotent(c, body, update)
+
+
+@router.post("/{seti_id}/confirm")
+async def confirm_setup_intent(
+    seti_id: str,
+    c: CallerDep,
+    b: ConfirmSetupIntent = wire_body(ConfirmSetupIntent, required=False),
+) -> Response:
+    check_expand(KIND, b.expand, c)
+
+    async def confirm() -> dict[str, Any]:
+        view = await c.app.setup_intents.confirm(
+            c.account_id, seti_id, payment_method=b.payment_method, return_url=b.return_url
+        )
+        return await expanded(c, view, b.expand)
+
+    return await idempotent(c, b, confirm)
+
+
+@router.post("/{seti_id}/cancel")
+async def cancel_setup_intent(
+    seti_id: str,
+    c: CallerDep,
+    b: CancelSetupIntent = wire_body(CancelSetupIntent, required=False),
+) -> Response:
+    check_expand(KIND, b.expand, c)
+
+    async def cancel() -> dict[str, Any]:
+        view = await c.app.setup_intents.cancel(c.account_id, seti_id, b.cancellation_reason)
+        return await expanded(c, view, b.expand)
+
+    return await idempotent(c, b, cancel)

@@ -1,0 +1,176 @@
+"""Paying an invoice from its hosted page: the payer's card, on-session, with 3-D Secure.
+
+The page hands over a token the gateway's own card form made (today the sandbox's hosted form:
+the card number never reaches paymux's page). The payment is a PaymentIntent on the invoice,
+like every invoice payment, so its outcome reaches the invoice through the invoices core's one
+hook (``InvoicePayments.on_intent_settled``) in the transaction that settles the intent,
+whichever path settles it: this request, the gateway's webhook after the challenge, or the
+refresh the page asks for when the payer comes back from the challenge.
+
+- The invoice's intent waits for a payment method (a declined off-session try): it is
+  confirmed with the payer's card, ``return_url`` the invoice page.
+- Otherwise a new intent is made, its id derived from the invoice and the token (a resent
+  form resumes it, never a second charge), noted on the invoice under its lock BEFORE the
+  payment service hears of it; one that waits for another 3-D Secure is canceled first. An
+  intent in flight (processing) refuses the payment: it may yet succeed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from paymux.domain.errors import PaymuxError
+from paymux.services.context import current_livemode
+from paymux.services.payments import CreateParams
+from paymux.storage.models import Invoice, PaymentIntent
+
+if TYPE_CHECKING:
+    from paymux.services import Paymux
+
+__all__ = [
+    "HOSTED_GATEWAY",
+    "PageOutcome",
+    "hosted_intent_id",
+    "pay_from_page",
+    "refresh_on_return",
+]
+
+log = logging.getLogger(__name__)
+
+# The gateway whose card form the page embeds (the only one with a hosted form today).
+HOSTED_GATEWAY = "sandbox"
+_CONFIRMABLE = ("requires_payment_method", "requires_confirmation")
+_IN_FLIGHT = ("processing", "requires_capture", "succeeded")
+
+
+def hosted_intent_id(invoice_id: str, token: str) -> str:
+    """The intent of paying ``invoice_id`` with ``token`` from the page: the same for a resent
+    form."""
+    digest = hashlib.sha256(f"{invoice_id}:page:{token}".encode()).hexdigest()[:24]
+    return f"pi_{digest}"
+
+
+@dataclass(frozen=True)
+class PageOutcome:
+    status: str  # paid | requires_action | open
+    redirect_url: str | None = None
+
+
+async def invoice_by_token(app: Paymux, token: str) -> Invoice | None:
+    async with app.ctx.db.read() as s:
+        row: Invoice | None = (
+            await s.execute(select(Invoice).where(Invoice.hosted_token == token))
+        ).scalar_one_or_none()
+        return None if row is None or row.status == "draft" else row
+
+
+def _outcome(view: dict[str, Any]) -> PageOutcome:
+    if view.get("status") == "succeeded":
+        return PageOutcome("paid")
+    action = view.get("next_action") or {}
+    url = (action.get("redirect_to_url") or {}).get("url")
+    if view.get("status") == "requires_action" and url:
+        return PageOutcome("requires_action", str(url))
+    return PageOutcome("open")
+
+
+async def pay_from_page(app: Paymux, token: str, card_token: str, return_url: str) -> PageOutcome:
+    """Pay the invoice of hosted ``token`` with ``card_token`` (see the module docstring).
+    A decline raises the card error (the invoice stays open, the try counted)."""
+    invoice = await invoice_by_token(app, token)
+    if invoice is None:
+        raise PaymuxError.of("resource_missing", "No such invoice.", param="invoice")
+    if invoice.status != "open" or invoice.amount_remaining <= 0:
+        raise PaymuxError.of(
+            "invoice_unexpected_state",
+            f"This invoice is {invoice.status}: there is nothing to pay.",
+            param="invoice",
+        )
+    account_id, invoice_id = invoice.account_id, invoice.id
+    mode = current_livemode.set(bool(invoice.livemode))
+    try:
+        async with app.ctx.db.read() as s:
+            pi = (
+                await s.get(PaymentIntent, invoice.payment_intent_id)
+                if invoice.payment_intent_id
+                else None
+            )
+        if pi is not None and pi.status in _IN_FLIGHT:
+            raise PaymuxError.of(
+                "invoice_unexpected_state",
+                "A payment of this invoice is already under way.",
+                param="invoice",
+            )
+        if pi is not None and pi.status in _CONFIRMABLE and pi.gateway == HOSTED_GATEWAY:
+            view = await app.payments.confirm(
+                account_id,
+                pi.id,
+                payment_method=card_token,
+                off_session=False,
+                return_url=return_url,
+            )
+            return _outcome(view)
+        if pi is not None and pi.status == "requires_action":
+            await app.payments.cancel(account_id, pi.id, "abandoned")
+        pi_id = hosted_intent_id(invoice_id, card_token)
+        async with app.ctx.db.write() as s:
+            locked = await s.get(Invoice, invoice_id, with_for_update=True, populate_existing=True)
+            assert locked is not None
+            if locked.status != "open" or locked.amount_remaining <= 0:
+                raise PaymuxError.of(
+                    "invoice_unexpected_state",
+                    f"This invoice is {locked.status}: there is nothing to pay.",
+                    param="invoice",
+                )
+            if locked.payment_intent_id not in (None, pi_id) and (
+                pi is None or locked.payment_intent_id != pi.id
+            ):
+                raise PaymuxError.of(
+                    "invoice_unexpected_state",
+                    "Another payment of this invoice started meanwhile.",
+                    param="invoice",
+                )
+            locked.payment_intent_id = pi_id  # noted before the payment service hears of it
+            amount, currency = locked.amount_remaining, locked.currency
+            customer_id, number = locked.customer_id, locked.number
+        view = await app.payments.create(
+            account_id,
+            CreateParams(
+                id=pi_id,
+                invoice_id=invoice_id,
+                amount=amount,
+                currency=currency,
+                customer=customer_id,
+                payment_method=card_token,
+                gateway=HOSTED_GATEWAY,
+                confirm=True,
+                off_session=False,
+                return_url=return_url,
+                description=f"Invoice {number}" if number else None,
+                metadata={"invoice": invoice_id},
+            ),
+        )
+        return _outcome(view)
+    finally:
+        current_livemode.reset(mode)
+
+
+async def refresh_on_return(app: Paymux, invoice: Invoice, pi_id: str) -> None:
+    """The payer is back from the gateway's challenge for ``pi_id``: if it is the invoice's
+    intent and still waits, ask the gateway now rather than wait for its webhook (the hook
+    then settles the invoice). Only then: a page view never calls a gateway otherwise."""
+    if invoice.status != "open" or pi_id != invoice.payment_intent_id:
+        return
+    async with app.ctx.db.read() as s:
+        pi = await s.get(PaymentIntent, pi_id)
+        if pi is None or pi.status != "requires_action":
+            return
+    try:
+        await app.engine.refresh_intent(pi_id)
+    except Exception as exc:  # the webhook will settle it; the page shows what is known
+        log.warning("could not refresh %s on return: %s", pi_id, type(exc).__name__)

@@ -1,0 +1,530 @@
+"""Invoices, the core: drafts, finalization (totals frozen, a gap-free number), void and
+uncollectible. Paying is in invoice_payments.py (``InvoicesService`` inherits it).
+
+An invoice is a draft while its lines may change; finalizing freezes it (``open``): its totals
+are computed once by ``rules.totals``, the customer's credit balance is applied, and its
+number is taken from the account's ``InvoiceSequence`` row under that row's lock in the same
+transaction: a rolled-back finalization gives its number back, so numbers are gap-free and
+never shared. Only an open invoice is charged. Every status change goes through
+``rules.states.next_invoice_status``.
+
+Exactly once per subscription period: a subscription's period invoice carries
+``period_key`` (unique); ``draft_in`` answers the existing invoice for a key instead of making
+a second one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from paymux.billing.catalog_rows import coupon_terms, tax_terms
+from paymux.billing.clock_time import now_for
+from paymux.billing.invoice_views import invoice_view
+from paymux.billing.rules.states import InvoiceAction, next_invoice_status
+from paymux.billing.rules.totals import LineInput, TaxTerms, invoice_totals
+from paymux.domain.ids import new_id
+from paymux.jobs.queue import enqueue
+from paymux.services.context import (
+    Context,
+    CreatedRange,
+    emit,
+    get_owned,
+    paginate,
+    scoped,
+)
+from paymux.storage.models import (
+    Coupon,
+    Customer,
+    Invoice,
+    InvoiceItem,
+    InvoiceLine,
+    InvoiceSequence,
+    TaxRate,
+)
+
+__all__ = ["DraftLine", "InvoicesCore", "invoice_prefix"]
+
+
+@dataclass(frozen=True)
+class DraftLine:
+    """One line of a new draft: a subscription item's period, a proration, metered usage."""
+
+    type: str  # subscription | invoiceitem
+    amount: int
+    currency: str
+    description: str | None
+    period_start_us: int
+    period_end_us: int
+    quantity: int | None = None
+    price_id: str | None = None
+    subscription_item_id: str | None = None
+    proration: bool = False
+    discountable: bool = True
+    tax_rate_ids: tuple[str, ...] | None = None
+    invoice_item_id: str | None = None
+
+
+def invoice_prefix(account_id: str, livemode: bool) -> str:
+    """An account's invoice number prefix (Stripe's look: ``A1B2C3D4-0001``); test and live
+    numbers run apart."""
+    digest = hashlib.sha256(f"{account_id}:{livemode}".encode()).hexdigest()
+    return digest[:8].upper()
+
+
+class InvoicesCore:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    # -- reads ------------------------------------------------------------------------------
+    async def lines_of(self, s: AsyncSession, invoice_id: str) -> list[InvoiceLine]:
+        rows = await s.execute(
+            select(InvoiceLine)
+            .where(InvoiceLine.invoice_id == invoice_id)
+            .order_by(InvoiceLine.position)
+        )
+        return list(rows.scalars())
+
+    def view(self, invoice: Invoice, lines: list[InvoiceLine]) -> dict[str, Any]:
+        return invoice_view(invoice, lines, self.ctx.settings.base_url())
+
+    async def view_in(self, s: AsyncSession, invoice: Invoice) -> dict[str, Any]:
+        return self.view(invoice, await self.lines_of(s, invoice.id))
+
+    async def retrieve(self, account_id: str, invoice_id: str) -> dict[str, Any]:
+        async with self.ctx.db.read() as s:
+            invoice = await get_owned(s, Invoice, invoice_id, account_id)
+            return await self.view_in(s, invoice)
+
+    async def list_page(
+        self,
+        account_id: str,
+        *,
+        limit: int,
+        starting_after: str | None = None,
+        ending_before: str | None = None,
+        customer: str | None = None,
+        subscription: str | None = None,
+        status: str | None = None,
+        collection_method: str | None = None,
+        created: CreatedRange | None = None,
+    ) -> tuple[list[dict[str, Any]], bool]:
+        query = scoped(Invoice, account_id)
+        for column, value in (
+            (Invoice.customer_id, customer),
+            (Invoice.subscription_id, subscription),
+            (Invoice.status, status),
+            (Invoice.collection_method, collection_method),
+        ):
+            if value is not None:
+                query = query.where(column == value)
+        if created is not None:
+            query = query.where(*created.clauses(Invoice.created_us))
+        async with self.ctx.db.read() as s:
+            rows, more = await paginate(
+                s,
+                Invoice,
+                query,
+                account_id,
+                limit=limit,
+                starting_after=starting_after,
+                ending_before=ending_before,
+            )
+            return [await self.view_in(s, row) for row in rows], more
+
+    # -- drafts -----------------------------------------------------------------------------
+    async def create_draft(
+        self,
+        account_id: str,
+        *,
+        customer_id: str,
+        currency: str,
+        billing_reason: str,
+        period_start_us: int,
+        period_end_us: int,
+        lines: list[DraftLine],
+        subscription_id: str | None = None,
+        period_key: str | None = None,
+        coupon_id: str | None = None,
+        default_tax_rate_ids: list[str] | None = None,
+        collection_method: str = "charge_automatically",
+        days_until_due: int | None = None,
+        default_payment_method_id: str | None = None,
+        auto_advance: bool = True,
+        description: str | None = None,
+        metadata: dict[str, str] | None = None,
+        include_pending_items: bool = True,
+        now_us: int | None = None,
+    ) -> str:
+        """A draft invoice in its own transaction (see ``draft_in``)."""
+        async with self.ctx.db.write() as s:
+            at = (
+                now_us
+                if now_us is not None
+                else await now_for(s, self.ctx, account_id, customer_id)
+            )
+            invoice = await self.draft_in(
+                s,
+                account_id,
+                customer_id=customer_id,
+                currency=currency,
+                billing_reason=billing_reason,
+                period_start_us=period_start_us,
+                period_end_us=period_end_us,
+                lines=lines,
+                subscription_id=subscription_id,
+                period_key=period_key,
+                coupon_id=coupon_id,
+                default_tax_rate_ids=default_tax_rate_ids,
+                collection_method=collection_method,
+                days_until_due=days_until_due,
+                default_payment_method_id=default_payment_method_id,
+                auto_advance=auto_advance,
+                description=description,
+                metadata=metadata,
+                include_pending_items=include_pending_items,
+                now_us=at,
+            )
+            return invoice.id
+
+    async def draft_in(
+        self,
+        s: AsyncSession,
+        account_id: str,
+        *,
+        customer_id: str,
+        currency: str,
+        billing_reason: str,
+        period_start_us: int,
+        period_end_us: int,
+        lines: list[DraftLine],
+        now_us: int,
+        subscription_id: str | None = None,
+        period_key: str | None = None,
+        coupon_id: str | None = None,
+        default_tax_rate_ids: list[str] | None = None,
+        collection_method: str = "charge_automatically",
+        days_until_due: int | None = None,
+        default_payment_method_id: str | None = None,
+        auto_advance: bool = True,
+        description: str | None = None,
+        metadata: dict[str, str] | None = None,
+        include_pending_items: bool = True,
+    ) -> Invoice:
+        """A draft in the caller's transaction; with ``period_key``, the invoice that already
+        bills that period if there is one (never a second). Pending invoice items of the
+        customer (in this currency) are pulled onto it. ``days_until_due`` is kept in the
+        metadata-free column ``due_date_us`` as an offset until finalization sets the date."""
+        if period_key is not None:
+            existing = (
+                await s.execute(select(Invoice).where(Invoice.period_key == period_key))
+            ).scalar_one_or_none()
+            if existing is not None:
+                return existing
+        customer = await get_owned(s, Customer, customer_id, account_id, param="customer")
+        invoice = Invoice(
+            id=new_id("in"),
+            account_id=account_id,
+            livemode=bool(customer.livemode),
+            customer_id=customer_id,
+            subscription_id=subscription_id,
+            period_key=period_key,
+            status="draft",
+            currency=currency.upper(),
+            collection_method=collection_method,
+            billing_reason=billing_reason,
+            period_start_us=period_start_us,
+            period_end_us=period_end_us,
+            coupon_id=coupon_id,
+            default_payment_method_id=default_payment_method_id,
+            auto_advance=auto_advance,
+            hosted_token=new_id("ivt", 40),
+            description=description,
+            test_clock_id=customer.test_clock_id,
+            # Until finalization: the days it will be due after (send_invoice).
+            due_date_us=None if days_until_due is None else days_until_due * 86_400_000_000,
+            metadata_=dict(metadata or {}),
+            discount_amounts=[],
+            tax_amounts=[],
+            attempt_count=0,
+            created_us=now_us,
+            updated_us=now_us,
+        )
+        s.add(invoice)
+        defaults = tuple(default_tax_rate_ids or ())
+        position = 0
+        for line in lines:
+            s.add(self._line(invoice, position, line, defaults, subscription_id))
+            position += 1
+        if include_pending_items:
+            pending = await s.execute(
+                select(InvoiceItem)
+                .where(
+                    InvoiceItem.account_id == account_id,
+                    InvoiceItem.customer_id == customer_id,
+                    InvoiceItem.invoice_id.is_(None),
+                    func.upper(InvoiceItem.currency) == currency.upper(),
+                )
+                .order_by(InvoiceItem.created_us, InvoiceItem.id)
+                .with_for_update()
+            )
+            for item in pending.scalars():
+                item.invoice_id = invoice.id
+                s.add(
+                    self._line(
+                        invoice,
+                        position,
+                        DraftLine(
+                            type="invoiceitem",
+                            amount=item.amount,
+                            currency=item.currency,
+                            description=item.description,
+                            period_start_us=item.period_start_us,
+                            period_end_us=item.period_end_us,
+                            quantity=item.quantity,
+                            price_id=item.price_id,
+                            subscription_item_id=item.subscription_item_id,
+                            proration=bool(item.proration),
+                            discountable=bool(item.discountable),
+                            tax_rate_ids=tuple(item.tax_rate_ids) if item.tax_rate_ids else None,
+                            invoice_item_id=item.id,
+                        ),
+                        defaults,
+                        item.subscription_id,
+                    )
+                )
+                position += 1
+        await s.flush()
+        await emit(s, account_id, "invoice.created", await self.view_in(s, invoice), now_us)
+        return invoice
+
+    @staticmethod
+    def _line(
+        invoice: Invoice,
+        position: int,
+        line: DraftLine,
+        defaults: tuple[str, ...],
+        subscription_id: str | None,
+    ) -> InvoiceLine:
+        return InvoiceLine(
+            id=new_id("il"),
+            account_id=invoice.account_id,
+            invoice_id=invoice.id,
+            position=position,
+            type=line.type,
+            subscription_id=subscription_id,
+            subscription_item_id=line.subscription_item_id,
+            invoice_item_id=line.invoice_item_id,
+            price_id=line.price_id,
+            description=line.description,
+            quantity=line.quantity,
+            amount=line.amount,
+            currency=line.currency.upper(),
+            period_start_us=line.period_start_us,
+            period_end_us=line.period_end_us,
+            proration=line.proration,
+            discountable=line.discountable,
+            discount_amount=0,
+            # A line's own rates, else the invoice's defaults (Stripe's rule).
+            tax_amounts=[
+                {"tax_rate": r, "amount": 0, "inclusive": False}
+                for r in (line.tax_rate_ids if line.tax_rate_ids is not None else defaults)
+            ],
+            metadata_={},
+        )
+
+    # -- finalize ---------------------------------------------------------------------------
+    async def finalize(
+        self, account_id: str, invoice_id: str, *, charge: bool = True
+    ) -> dict[str, Any]:
+        """draft -> open in one transaction (see the module docstring). ``charge``: queue the
+        payment of a charge_automatically invoice (False: the caller pays it at once)."""
+        async with self.ctx.db.write() as s:
+            invoice = await get_owned(s, Invoice, invoice_id, account_id, lock=True)
+            await self.finalize_in(s, invoice, charge=charge)
+            return await self.view_in(s, invoice)
+
+    async def finalize_in(self, s: AsyncSession, invoice: Invoice, *, charge: bool) -> None:
+        new_status = next_invoice_status(invoice.status, InvoiceAction.FINALIZE)
+        now = await now_for(s, self.ctx, invoice.account_id, invoice.customer_id)
+        lines = await self.lines_of(s, invoice.id)
+        customer = await s.get(Customer, invoice.customer_id, with_for_update=True)
+        assert customer is not None
+        totals = invoice_totals(
+            [
+                LineInput(
+                    amount=line.amount,
+                    discountable=bool(line.discountable),
+                    tax_rate_ids=tuple(t["tax_rate"] for t in line.tax_amounts or []),
+                )
+                for line in lines
+            ],
+            await self._coupon(s, invoice),
+            await self._tax_terms(s, invoice.account_id, lines),
+            customer.balance if (customer.currency in (None, invoice.currency)) else 0,
+        )
+        for line, line_totals in zip(lines, totals.lines, strict=True):
+            line.discount_amount = line_totals.discount_amount
+            line.tax_amounts = [
+                {"tax_rate": rate, "amount": amount, "inclusive": inclusive}
+                for rate, amount, inclusive in line_totals.tax_amounts
+            ]
+        invoice.subtotal = totals.subtotal
+        invoice.total_discount = totals.total_discount
+        invoice.tax = totals.tax
+        invoice.total = totals.total
+        invoice.starting_balance = totals.starting_balance
+        invoice.ending_balance = totals.ending_balance
+        invoice.amount_due = totals.amount_due
+        invoice.amount_remaining = totals.amount_due
+        invoice.discount_amounts = (
+            [{"coupon": invoice.coupon_id, "amount": totals.total_discount}]
+            if totals.total_discount
+            else []
+        )
+        invoice.tax_amounts = [
+            {"tax_rate": rate, "amount": amount, "inclusive": inclusive}
+            for rate, amount, inclusive in totals.tax_amounts
+        ]
+        applied = totals.ending_balance - totals.starting_balance
+        if applied:
+            from paymux.billing.balance import adjust_balance
+
+            await adjust_balance(
+                s,
+                invoice.account_id,
+                invoice.customer_id,
+                applied,
+                invoice.currency,
+                "applied_to_invoice",
+                invoice_id=invoice.id,
+                now_us=now,
+            )
+        invoice.number = await self._take_number(s, invoice.account_id, bool(invoice.livemode))
+        invoice.status = new_status
+        invoice.finalized_at_us = now
+        if invoice.collection_method == "send_invoice":
+            days_us = invoice.due_date_us or 0
+            invoice.due_date_us = now + days_us
+        else:
+            invoice.due_date_us = None
+        invoice.updated_us = now
+        await emit(s, invoice.account_id, "invoice.finalized", self.view(invoice, lines), now)
+        if invoice.amount_due == 0:
+            await self.settle_paid(s, invoice, now, amount=0)
+        elif (
+            charge and invoice.collection_method == "charge_automatically" and invoice.auto_advance
+        ):
+            await enqueue(
+                s,
+                "invoice_pay",
+                {"account_id": invoice.account_id, "invoice_id": invoice.id},
+                now_us=self.ctx.now_us(),
+                dedupe_key=f"pay:{invoice.id}:{invoice.attempt_count + 1}",
+                account_id=invoice.account_id,
+            )
+
+    async def _coupon(self, s: AsyncSession, invoice: Invoice) -> Any:
+        if invoice.coupon_id is None:
+            return None
+        coupon = await s.get(Coupon, {"account_id": invoice.account_id, "id": invoice.coupon_id})
+        if coupon is None:
+            return None
+        if coupon.amount_off is not None and (coupon.currency or "").upper() != invoice.currency:
+            return None  # an amount off in another currency does not apply
+        return coupon_terms(coupon)
+
+    async def _tax_terms(
+        self, s: AsyncSession, account_id: str, lines: list[InvoiceLine]
+    ) -> dict[str, TaxTerms]:
+        wanted = {t["tax_rate"] for line in lines for t in (line.tax_amounts or [])}
+        if not wanted:
+            return {}
+        rows = await s.execute(
+            select(TaxRate).where(TaxRate.account_id == account_id, TaxRate.id.in_(wanted))
+        )
+        return {row.id: tax_terms(row) for row in rows.scalars()}
+
+    async def _take_number(self, s: AsyncSession, account_id: str, livemode: bool) -> str:
+        """The next number, under the sequence row's lock, in the caller's transaction: a
+        concurrent finalization waits for this one to commit (or roll back and give the
+        number back)."""
+        table = InvoiceSequence.__table__
+        dialect_insert = sqlite.insert if self.ctx.db.is_sqlite else postgresql.insert
+        await s.execute(
+            dialect_insert(table)  # type: ignore[arg-type]
+            .values(
+                account_id=account_id,
+                livemode=livemode,
+                prefix=invoice_prefix(account_id, livemode),
+                next_number=1,
+            )
+            .on_conflict_do_nothing(index_elements=["account_id", "livemode"])
+        )
+        row = (
+            await s.execute(
+                update(InvoiceSequence)
+                .where(
+                    InvoiceSequence.account_id == account_id,
+                    InvoiceSequence.livemode.is_(livemode),
+                )
+                .values(next_number=InvoiceSequence.next_number + 1)
+                .returning(InvoiceSequence.prefix, InvoiceSequence.next_number)
+                .execution_options(synchronize_session=False)
+            )
+        ).one()
+        prefix, following = str(row[0]), int(row[1])
+        return f"{prefix}-{following - 1:04d}"
+
+    # -- paid, void, uncollectible ----------------------------------------------------------
+    async def settle_paid(
+        self, s: AsyncSession, invoice: Invoice, now: int, *, amount: int, out_of_band: bool = False
+    ) -> None:
+        """open (or uncollectible) -> paid in the caller's transaction, with its events and
+        the subscription's move (``on_invoice_paid``)."""
+        invoice.status = next_invoice_status(invoice.status, InvoiceAction.PAY)
+        invoice.amount_paid += amount
+        invoice.amount_remaining = 0
+        invoice.paid_at_us = now
+        invoice.next_payment_attempt_us = None
+        invoice.paid_out_of_band = out_of_band
+        invoice.updated_us = now
+        view = await self.view_in(s, invoice)
+        await emit(s, invoice.account_id, "invoice.paid", view, now)
+        await emit(s, invoice.account_id, "invoice.payment_succeeded", view, now)
+        if invoice.subscription_id is not None:
+            from paymux.billing.dunning import on_invoice_paid
+
+            await on_invoice_paid(s, self.ctx, invoice, now)
+
+    async def void(self, account_id: str, invoice_id: str) -> dict[str, Any]:
+        async with self.ctx.db.write() as s:
+            invoice = await get_owned(s, Invoice, invoice_id, account_id, lock=True)
+            await self.void_in(s, invoice)
+            return await self.view_in(s, invoice)
+
+    async def void_in(self, s: AsyncSession, invoice: Invoice) -> None:
+        invoice.status = next_invoice_status(invoice.status, InvoiceAction.VOID)
+        now = await now_for(s, self.ctx, invoice.account_id, invoice.customer_id)
+        invoice.voided_at_us = now
+        invoice.next_payment_attempt_us = None
+        invoice.amount_remaining = 0
+        invoice.updated_us = now
+        await emit(s, invoice.account_id, "invoice.voided", await self.view_in(s, invoice), now)
+
+    async def mark_uncollectible(self, account_id: str, invoice_id: str) -> dict[str, Any]:
+        async with self.ctx.db.write() as s:
+            invoice = await get_owned(s, Invoice, invoice_id, account_id, lock=True)
+            invoice.status = next_invoice_status(invoice.status, InvoiceAction.MARK_UNCOLLECTIBLE)
+            now = await now_for(s, self.ctx, account_id, invoice.customer_id)
+            invoice.marked_uncollectible_at_us = now
+            invoice.next_payment_attempt_us = None
+            invoice.updated_us = now
+            view = await self.view_in(s, invoice)
+            await emit(s, account_id, "invoice.marked_uncollectible", view, now)
+            return view

@@ -1,0 +1,585 @@
+"""SetupIntents: save a card for a customer without a charge, to charge it later off-session.
+
+The flow is Stripe's: ``requires_payment_method`` -> ``requires_confirmation`` ->
+(``requires_action``: the payer authenticates, 3-D Secure) -> ``succeeded``, or
+``canceled``. A decline goes back to ``requires_payment_method`` with ``last_setup_error``
+(and the confirm answers 402, as Stripe does).
+
+On every gateway the setup is one operation of the Gateway Protocol (``Gateway.setup``): the
+gateway saves the card in its customer vault (a Stripe customer, a PayPal vault customer, a
+Square customer), authenticating first where the card needs it. paymux then records the
+payment method for the customer, through the same helpers the attach endpoint uses
+(``resolve_payment_method``, the customer's gateway-side id), and emits
+``setup_intent.succeeded`` and ``payment_method.attached``.
+
+Crash safety, as payments have it in proportion: the setup is recorded as ``pending``, with
+its attempt number, in a committed transaction before the gateway call (which runs with no
+transaction open, under the key ``<seti id>:setup:<attempt>``), and its outcome is applied in
+another. A retry of a request that died in between (the same Idempotency-Key resumes it) or
+any later read finds ``pending`` and asks the gateway again with the same key: the
+provider replays its first answer, so there is never a second vault entry. A setup waiting
+for the payer is settled when it is read: paymux asks the gateway (``retrieve_setup``, key
+``<seti id>:attach:<attempt>`` where the provider needs a second step to save the card).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from paymux.domain.errors import PaymuxError, card_error
+from paymux.domain.ids import new_id
+from paymux.gateways.base import (
+    Gateway,
+    GatewayError,
+    GatewayInvalidRequest,
+    GatewayStatus,
+    SetupRequest,
+    SetupResult,
+)
+from paymux.services.context import (
+    Context,
+    CreatedRange,
+    emit,
+    get_owned,
+    merge_metadata,
+    page_of,
+    request_livemode,
+)
+from paymux.services.customers import (
+    CustomersService,
+    account_fingerprint,
+    resolve_payment_method,
+    take_card_details,
+)
+from paymux.services.gateway_calls import call_with_retries
+from paymux.services.idempotency import current_claim, record_recovery_point
+from paymux.services.views import payment_method_view
+from paymux.storage.models import Customer, PaymentMethod, SetupIntent
+
+__all__ = ["SetupIntentsService", "SetupParams", "UpdateSetupParams", "setup_intent_view"]
+
+log = logging.getLogger(__name__)
+
+REQUIRES_PAYMENT_METHOD = "requires_payment_method"
+REQUIRES_CONFIRMATION = "requires_confirmation"
+REQUIRES_ACTION = "requires_action"
+SUCCEEDED = "succeeded"
+CANCELED = "canceled"
+# Where a confirm, an update of the card or customer, and a cancel may start.
+_CONFIRMABLE = (REQUIRES_PAYMENT_METHOD, REQUIRES_CONFIRMATION)
+_CANCELABLE = (REQUIRES_PAYMENT_METHOD, REQUIRES_CONFIRMATION, REQUIRES_ACTION)
+CANCELLATION_REASONS = ("abandoned", "requested_by_customer", "duplicate")
+
+
+def _seconds(us: int | None) -> int | None:
+    return None if us is None else us // 1_000_000
+
+
+def setup_intent_view(si: SetupIntent) -> dict[str, Any]:
+    """Stripe's SetupIntent object, plus the gateway and connection that ran it."""
+    return {
+        "id": si.id,
+        "object": "setup_intent",
+        "application": None,
+        "cancellation_reason": si.cancellation_reason,
+        "canceled_at": _seconds(si.canceled_us),
+        "client_secret": si.client_secret,
+        "created": _seconds(si.created_us),
+        "customer": si.customer_id,
+        "description": None,
+        "last_setup_error": si.last_setup_error,
+        "latest_attempt": None,
+        "livemode": bool(si.livemode),
+        "mandate": None,
+        "metadata": si.metadata_ or {},
+        "next_action": si.next_action,
+        "on_behalf_of": None,
+        "payment_method": si.payment_method_id,
+        "payment_method_options": {},
+        "payment_method_types": list(si.payment_method_types or ["card"]),
+        "return_url": si.return_url,
+        "single_use_mandate": None,
+        "status": si.status,
+        "usage": si.usage,
+        "gateway": si.gateway,
+        "connection": si.connection_id,
+        "gateway_reference": si.gateway_reference,
+    }
+
+
+@dataclass
+class SetupParams:
+    customer: str | None = None
+    payment_method: str | None = None
+    confirm: bool = False
+    usage: str = "off_session"
+    payment_method_types: list[str] | None = None
+    return_url: str | None = None
+    gateway: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class UpdateSetupParams:
+    customer: str | None = None
+    payment_method: str | None = None
+    metadata: dict[str, str] | None = None
+
+
+def _unexpected(si: SetupIntent, action: str) -> PaymuxError:
+    return PaymuxError.of(
+        "setup_intent_unexpected_state",
+        f"You cannot {action} this SetupIntent because it has a status of {si.status}.",
+        status=si.status,
+    )
+
+
+class SetupIntentsService:
+    def __init__(self, ctx: Context, customers: CustomersService | None = None) -> None:
+        self.ctx = ctx
+        self.customers = customers or CustomersService(ctx)
+
+    # -- reads ------------------------------------------------------------------------------
+    async def retrieve(self, account_id: str, seti_id: str) -> dict[str, Any]:
+        """The SetupIntent; one left mid-call or waiting for the payer is settled first by
+        asking its gateway (never inside a transaction)."""
+        async with self.ctx.db.read() as s:
+            si = await get_owned(s, SetupIntent, seti_id, account_id)
+        if si.pending or (si.status == REQUIRES_ACTION and si.gateway_reference):
+            try:
+                view, _ = await self._settle(account_id, si)
+            except GatewayError as exc:
+                # A read answers with what we know when the gateway can't say more now; the
+                # next read (or the confirm's retry) asks again.
+                log.warning("setup %s not settled: %s", si.id, type(exc).__name__)
+                return setup_intent_view(si)
+            return view
+        return setup_intent_view(si)
+
+    async def list_page(
+        self,
+        account_id: str,
+        *,
+        limit: int,
+        starting_after: str | None = None,
+        ending_before: str | None = None,
+        customer: str | None = None,
+        created: CreatedRange | None = None,
+    ) -> tuple[list[dict[str, Any]], bool]:
+        return await page_of(
+            self.ctx,
+            SetupIntent,
+            account_id,
+            setup_intent_view,
+            SetupIntent.customer_id == customer if customer else None,
+            limit=limit,
+            starting_after=starting_after,
+            ending_before=ending_before,
+            created=created,
+        )
+
+    # -- create / update ------------------------------------------------------------------
+    async def create(self, account_id: str, p: SetupParams) -> dict[str, Any]:
+        claim = current_claim.get()
+        if claim is not None and claim.resumed and claim.object_id:
+            async with self.ctx.db.read() as s:
+                made = await s.get(SetupIntent, claim.object_id)
+            if made is not None and made.account_id == account_id:
+                # A retry of a create that died after making it: finish, never a second one.
+                if p.confirm and (made.pending or made.status in _CONFIRMABLE):
+                    return await self.confirm(account_id, made.id)
+                return await self.retrieve(account_id, made.id)
+        routed = await self.ctx.named(account_id, p.gateway)
+        gateway = routed.gateway
+        if p.customer:
+            async with self.ctx.db.read() as s:
+                await get_owned(s, Customer, p.customer, account_id, param="customer")
+        pm_id = None
+        if p.payment_method:
+            pm = await resolve_payment_method(
+                self.ctx,
+                account_id,
+                gateway.name,
+                p.payment_method,
+                customer_id=p.customer,
+                connection_id=routed.connection_id,
+            )
+            pm_id = pm.id
+        seti_id = new_id("seti")
+        now = self.ctx.now_us()
+        async with self.ctx.db.write() as s:
+            si = SetupIntent(
+                id=seti_id,
+                account_id=account_id,
+                status=REQUIRES_CONFIRMATION if pm_id else REQUIRES_PAYMENT_METHOD,
+                usage=p.usage,
+                customer_id=p.customer,
+                payment_method_id=pm_id,
+                gateway=gateway.name,
+                connection_id=routed.connection_id,
+                client_secret=new_id(f"{seti_id}_secret", 24),
+                return_url=p.return_url,
+                payment_method_types=p.payment_method_types,
+                attempts=0,
+                pending=False,
+                livemode=request_livemode(),
+                metadata_=p.metadata,
+                created_us=now,
+                updated_us=now,
+            )
+            s.add(si)
+            await record_recovery_point(s, "created", seti_id)
+            await emit(s, account_id, "setup_intent.created", setup_intent_view(si), now)
+            view = setup_intent_view(si)
+        if p.confirm:
+            return await self.confirm(account_id, seti_id)
+        return view
+
+    async def update(self, account_id: str, seti_id: str, p: UpdateSetupParams) -> dict[str, Any]:
+        """Metadata in any state; the card and the customer only before confirmation."""
+        changes_payer = p.customer is not None or p.payment_method is not None
+        async with self.ctx.db.read() as s:
+            si = await get_owned(s, SetupIntent, seti_id, account_id)
+            if changes_payer and (si.pending or si.status not in _CONFIRMABLE):
+                raise _unexpected(si, "update")
+            if p.customer is not None:
+                await get_owned(s, Customer, p.customer, account_id, param="customer")
+        pm_id = None
+        if p.payment_method is not None:
+            pm = await resolve_payment_method(
+                self.ctx,
+                account_id,
+                si.gateway,
+                p.payment_method,
+                customer_id=p.customer or si.customer_id,
+                connection_id=si.connection_id,
+            )
+            pm_id = pm.id
+        async with self.ctx.db.write() as s:
+            si = await get_owned(s, SetupIntent, seti_id, account_id, lock=True)
+            if changes_payer and (si.pending or si.status not in _CONFIRMABLE):
+                raise _unexpected(si, "update")
+            if p.customer is not None:
+                si.customer_id = p.customer
+            if pm_id is not None:
+                si.payment_method_id = pm_id
+                si.status = REQUIRES_CONFIRMATION
+            if p.metadata is not None:
+                si.metadata_ = merge_metadata(si.metadata_, p.metadata)
+            si.updated_us = max(self.ctx.now_us(), si.updated_us)
+            return setup_intent_view(si)
+
+    async def cancel(self, account_id: str, seti_id: str, reason: str | None) -> dict[str, Any]:
+        if reason is not None and reason not in CANCELLATION_REASONS:
+            raise PaymuxError.of(
+                "parameter_invalid",
+                f"cancellation_reason must be one of {', '.join(CANCELLATION_REASONS)}.",
+                param="cancellation_reason",
+            )
+        now = self.ctx.now_us()
+        async with self.ctx.db.write() as s:
+            si = await get_owned(s, SetupIntent, seti_id, account_id, lock=True)
+            if si.pending or si.status not in _CANCELABLE:
+                raise _unexpected(si, "cancel")
+            si.status = CANCELED
+            si.cancellation_reason = reason
+            si.canceled_us = now
+            si.next_action = None
+            si.updated_us = max(now, si.updated_us)
+            view = setup_intent_view(si)
+            await emit(s, account_id, "setup_intent.canceled", view, now)
+            return view
+
+    # -- confirm ----------------------------------------------------------------------------
+    async def confirm(
+        self,
+        account_id: str,
+        seti_id: str,
+        *,
+        payment_method: str | None = None,
+        return_url: str | None = None,
+    ) -> dict[str, Any]:
+        async with self.ctx.db.read() as s:
+            si = await get_owned(s, SetupIntent, seti_id, account_id)
+        if si.pending:  # a call of ours whose answer never came: ask again, same key
+            view, error = await self._settle(account_id, si)
+            if error is not None:
+                raise error
+            return view
+        if si.status not in _CONFIRMABLE:
+            raise _unexpected(si, "confirm")
+        customer_id = si.customer_id
+        if customer_id is None:
+            raise PaymuxError.of(
+                "parameter_missing",
+                "A SetupIntent saves the card for a customer: set its customer first.",
+                param="customer",
+            )
+        pm_id = si.payment_method_id
+        if payment_method is not None:
+            pm = await resolve_payment_method(
+                self.ctx,
+                account_id,
+                si.gateway,
+                payment_method,
+                customer_id=customer_id,
+                connection_id=si.connection_id,
+            )
+            pm_id = pm.id
+        if pm_id is None and not _gateway_makes_method(si):
+            raise PaymuxError.of(
+                "parameter_missing",
+                "Missing required param: payment_method.",
+                param="payment_method",
+            )
+        async with self.ctx.db.read() as s:
+            customer = await get_owned(s, Customer, customer_id, account_id, param="customer")
+            chosen = (
+                await get_owned(s, PaymentMethod, pm_id, account_id, param="payment_method")
+                if pm_id is not None
+                else None
+            )
+        if chosen is not None and chosen.customer_id not in (None, customer_id):
+            raise PaymuxError.of(
+                "payment_method_unexpected_state",
+                "The payment method is attached to another customer.",
+                param="payment_method",
+            )
+        gateway = await self.ctx.gateway_of(si)
+        # The customer's id at the gateway (made once, kept on the customer): before we
+        # record the call, as it is a call of its own with a key of its own.
+        await self.customers.gateway_customer(account_id, customer, gateway, si.connection_id)
+        now = self.ctx.now_us()
+        async with self.ctx.db.write() as s:
+            si = await get_owned(s, SetupIntent, seti_id, account_id, lock=True)
+            if si.pending or si.status not in _CONFIRMABLE:
+                raise _unexpected(si, "confirm")
+            si.payment_method_id = pm_id
+            if return_url is not None:
+                si.return_url = return_url
+            si.attempts += 1
+            si.pending = True
+            si.last_setup_error = None
+            si.updated_us = max(now, si.updated_us)
+            await record_recovery_point(s, "setup_started", seti_id)
+        view, error = await self._settle(account_id, si)
+        if error is not None:
+            raise error
+        return view
+
+    async def _request(self, account_id: str, si: SetupIntent, gateway: Gateway) -> SetupRequest:
+        """The gateway request of the setup ``si`` records: the same on every retry."""
+        assert si.customer_id is not None
+        async with self.ctx.db.read() as s:
+            customer = await get_owned(s, Customer, si.customer_id, account_id)
+            pm = (
+                await get_owned(s, PaymentMethod, si.payment_method_id, account_id)
+                if si.payment_method_id is not None
+                else None
+            )
+        customer_token = await self.customers.gateway_customer(
+            account_id, customer, gateway, si.connection_id
+        )
+        return SetupRequest(
+            # None: the gateway makes the payment method with the payer (a PayPal wallet).
+            payment_method_token=pm.token if pm is not None else "",
+            customer_token=customer_token,
+            reference=si.id,
+            usage=si.usage,
+            return_url=si.return_url,
+        )
+
+    async def _settle(
+        self, account_id: str, si: SetupIntent
+    ) -> tuple[dict[str, Any], PaymuxError | None]:
+        """Ask the gateway (the setup call of a pending attempt, or how a setup waiting for
+        the payer stands) and apply its answer: (the view, the error a confirm answers)."""
+        gateway = await self.ctx.gateway_of(si)
+        attempt = si.attempts
+        if si.pending:
+            request = await self._request(account_id, si, gateway)
+            key = f"{si.id}:setup:{attempt}"
+            call = lambda: gateway.setup(request, idempotency_key=key)  # noqa: E731
+        else:
+            assert si.gateway_reference is not None
+            reference, key = si.gateway_reference, f"{si.id}:attach:{attempt}"
+            call = lambda: gateway.retrieve_setup(reference, idempotency_key=key)  # noqa: E731
+        try:
+            result = await call_with_retries(self.ctx.settings, call)
+        except GatewayInvalidRequest as exc:
+            if not si.pending:
+                raise
+            return await self._refused(account_id, si.id, attempt, gateway.name, exc)
+        return await self._apply(account_id, si.id, attempt, gateway.name, result)
+
+    async def _refused(
+        self, account_id: str, seti_id: str, attempt: int, gateway_name: str, exc: Exception
+    ) -> tuple[dict[str, Any], PaymuxError | None]:
+        """The gateway refused the request outright (not a decline): the card can't be set
+        up this way; the intent waits for another payment method."""
+        error = PaymuxError.of(
+            "payment_method_unexpected_state",
+            f"The {gateway_name} gateway refused to save the payment method: {exc}",
+            param="payment_method",
+        )
+        async with self.ctx.db.write() as s:
+            si = await get_owned(s, SetupIntent, seti_id, account_id, lock=True)
+            if si.pending and si.attempts == attempt:
+                si.pending = False
+                si.status = REQUIRES_PAYMENT_METHOD
+                si.last_setup_error = {
+                    "type": "invalid_request_error",
+                    "code": error.code,
+                    "message": error.message,
+                    "param": "payment_method",
+                    "payment_method": {"id": si.payment_method_id},
+                }
+                si.payment_method_id = None
+                now = self.ctx.now_us()
+                si.updated_us = max(now, si.updated_us)
+                await emit(s, account_id, "setup_intent.setup_failed", setup_intent_view(si), now)
+            view = setup_intent_view(si)
+        error.extra = {"setup_intent": view}
+        return view, error
+
+    async def _apply(
+        self,
+        account_id: str,
+        seti_id: str,
+        attempt: int,
+        gateway_name: str,
+        result: SetupResult,
+    ) -> tuple[dict[str, Any], PaymuxError | None]:
+        """Apply the gateway's answer for attempt ``attempt``, once (a later attempt's state,
+        or an answer applied already, is left as it is)."""
+        now = self.ctx.now_us()
+        error: PaymuxError | None = None
+        async with self.ctx.db.write() as s:
+            si = await get_owned(s, SetupIntent, seti_id, account_id, lock=True)
+            current = si.attempts == attempt and (si.pending or si.status == REQUIRES_ACTION)
+            if current:
+                si.pending = False
+                si.gateway_reference = result.reference or si.gateway_reference
+                si.updated_us = max(now, si.updated_us)
+                match result.status:
+                    case GatewayStatus.SUCCEEDED:
+                        await self._succeeded(s, si, result, now)
+                    case GatewayStatus.REQUIRES_ACTION:
+                        if si.status != REQUIRES_ACTION:
+                            si.status = REQUIRES_ACTION
+                            si.next_action = _next_action(result, si.return_url)
+                            view = setup_intent_view(si)
+                            await emit(s, account_id, "setup_intent.requires_action", view, now)
+                    case GatewayStatus.FAILED:
+                        error = self._failed(si, result, gateway_name)
+                        view = setup_intent_view(si)
+                        await emit(s, account_id, "setup_intent.setup_failed", view, now)
+                    case GatewayStatus.CANCELED:
+                        si.status = CANCELED
+                        si.next_action = None
+                        si.canceled_us = now
+                        view = setup_intent_view(si)
+                        await emit(s, account_id, "setup_intent.canceled", view, now)
+                    case _:
+                        pass  # still processing at the gateway: asked again on the next read
+            view = setup_intent_view(si)
+        if error is not None:
+            error.extra = {"setup_intent": view}
+        return view, error
+
+    async def _succeeded(
+        self, s: AsyncSession, si: SetupIntent, result: SetupResult, now: int
+    ) -> None:
+        si.status = SUCCEEDED
+        si.next_action = None
+        if si.payment_method_id is None:
+            pm = self._new_method(si, result, now)
+            s.add(pm)
+            await s.flush()
+            si.payment_method_id = pm.id
+        else:
+            pm = await get_owned(s, PaymentMethod, si.payment_method_id, si.account_id, lock=True)
+        if result.card is not None and result.card.token != pm.token:
+            # The gateway saved the card under an id of its own (a vault token, a card on
+            # file): that is what off-session payments charge from now on.
+            take_card_details(pm, result.card)
+        if pm.customer_id != si.customer_id:
+            pm.customer_id = si.customer_id
+            await emit(s, si.account_id, "payment_method.attached", payment_method_view(pm), now)
+        await emit(s, si.account_id, "setup_intent.succeeded", setup_intent_view(si), now)
+
+    @staticmethod
+    def _new_method(si: SetupIntent, result: SetupResult, now: int) -> PaymentMethod:
+        """The payment method a gateway made with the payer (a PayPal wallet saved from a
+        setup token paymux created): recorded now, as the attach endpoint records one."""
+        card = result.card
+        if card is None:
+            raise PaymuxError.of(
+                "gateway_invalid_request", "The gateway saved no payment method.", status=si.status
+            )
+        return PaymentMethod(
+            id=new_id("pm"),
+            account_id=si.account_id,
+            customer_id=None,
+            gateway=si.gateway,
+            connection_id=si.connection_id,
+            livemode=si.livemode,
+            token=card.token,
+            type=card.type,
+            card_brand=card.brand,
+            card_last4=card.last4,
+            card_exp_month=card.exp_month,
+            card_exp_year=card.exp_year,
+            card_fingerprint=account_fingerprint(si.account_id, card.fingerprint),
+            card_country=card.country,
+            card_funding=card.funding,
+            metadata_={},
+            created_us=now,
+        )
+
+    @staticmethod
+    def _failed(si: SetupIntent, result: SetupResult, gateway_name: str) -> PaymuxError:
+        decline = result.decline
+        code, message = (
+            (decline.gateway_code, decline.message)
+            if decline is not None
+            else ("generic_decline", "The card could not be set up.")
+        )
+        error = card_error(gateway_name, code, message)
+        si.status = REQUIRES_PAYMENT_METHOD
+        si.next_action = None
+        si.last_setup_error = {
+            "type": str(error.type),
+            "code": error.code,
+            "decline_code": error.decline_code,
+            "message": error.message,
+            "param": error.param,
+            "gateway": gateway_name,
+            "gateway_code": code,
+            "payment_method": {"id": si.payment_method_id},
+        }
+        si.payment_method_id = None
+        return error
+
+
+def _gateway_makes_method(si: SetupIntent) -> bool:
+    """A SetupIntent for a PayPal wallet only: the gateway makes the payment method with the
+    payer (a setup token the payer approves at PayPal), so none is needed to confirm."""
+    return list(si.payment_method_types or []) == ["paypal"]
+
+
+def _next_action(result: SetupResult, return_url: str | None) -> dict[str, Any]:
+    """Stripe's ``next_action``: where to send the payer, and where they come back to."""
+    action = dict(result.next_action or {})
+    redirect = dict(action.get("redirect_to_url") or {})
+    if redirect:
+        redirect.setdefault("return_url", return_url)
+        if redirect.get("return_url") is None:
+            redirect["return_url"] = return_url
+        return {"type": "redirect_to_url", "redirect_to_url": redirect}
+    action.setdefault("type", "use_stripe_sdk")
+    return action
