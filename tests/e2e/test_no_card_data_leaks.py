@@ -258,6 +258,13 @@ CASES = [
     Case("form-body-percent20", "POST", PI, "description",
          content=f"amount=2000&description={spaced(MASTERCARD, '%20')}".encode(),
          content_type="application/x-www-form-urlencoded"),
+    # JSON in UTF-16 and UTF-32, which json.loads reads: NUL bytes between the digits.
+    *(
+        Case(f"json-{encoding}", "POST", PI, "description",
+             content=json.dumps({"amount": 2000, "currency": "usd", "description": VISA})
+             .encode(encoding), content_type="application/json")
+        for encoding in ("utf-16-le", "utf-16", "utf-32")
+    ),
     Case("plain-text-body", "POST", PI, "body",
          content=f"card: {spaced(VISA, '-')} exp 12/30".encode(), content_type="text/plain"),
     Case("multipart-body", "POST", PI, "body",

@@ -265,6 +265,12 @@ def test_usage_is_one_query_over_the_usage_index(url: str, tmp_path: Path) -> No
         b"note=%34242424242424242",  # a percent-escaped digit
         ('{"note":"' + "\uff14\uff12" * 8 + '"}').encode(),  # full-width digits
         b'{"n":4242424242424242}',
+        # JSON in the other encodings json.loads reads: NUL bytes between the digits.
+        '{"note":"4242424242424242"}'.encode("utf-16-le"),
+        '{"note":"4242424242424242"}'.encode("utf-16-be"),
+        '{"note":"4242424242424242"}'.encode("utf-16"),  # with its byte order mark
+        '{"note":"4242424242424242"}'.encode("utf-32-le"),
+        '{"note":"4242424242424242"}'.encode("utf-32"),
     ],
 )
 def test_the_guards_fast_path_never_clears_a_body_with_a_card_number(body: bytes) -> None:

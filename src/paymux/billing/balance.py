@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from paymux.domain.clock import seconds
 from paymux.domain.errors import PaymuxError
 from paymux.domain.ids import new_id
 from paymux.money.currencies import get_currency
@@ -48,9 +49,6 @@ BALANCE_TRANSACTION_TYPES = frozenset(
 )
 
 
-def _seconds(us: int) -> int:
-    return us // 1_000_000
-
 
 def balance_transaction_view(t: CustomerBalanceTransaction) -> dict[str, Any]:
     return {
@@ -65,7 +63,7 @@ def balance_transaction_view(t: CustomerBalanceTransaction) -> dict[str, Any]:
         "ending_balance": t.ending_balance,
         "type": t.type,
         "metadata": {},
-        "created": _seconds(t.created_us),
+        "created": seconds(t.created_us),
         "livemode": bool(t.livemode),
     }
 

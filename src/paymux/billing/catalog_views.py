@@ -12,6 +12,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from paymux.domain.clock import seconds
 from paymux.storage.models import Coupon, Price, Product, PromotionCode, TaxRate
 
 __all__ = [
@@ -25,9 +26,6 @@ __all__ = [
     "tiers_view",
 ]
 
-
-def _seconds(us: int | None) -> int | None:
-    return None if us is None else us // 1_000_000
 
 
 def decimal_number(text: str | None) -> int | float | None:
@@ -49,7 +47,7 @@ def product_view(p: Product) -> dict[str, Any]:
         "id": p.id,
         "object": "product",
         "active": bool(p.active),
-        "created": _seconds(p.created_us),
+        "created": seconds(p.created_us),
         "default_price": p.default_price_id,
         "description": p.description,
         "images": [],
@@ -63,7 +61,7 @@ def product_view(p: Product) -> dict[str, Any]:
         "tax_code": None,
         "type": "service",
         "unit_label": p.unit_label,
-        "updated": _seconds(p.updated_us),
+        "updated": seconds(p.updated_us),
         "url": None,
     }
 
@@ -102,7 +100,7 @@ def price_view(p: Price) -> dict[str, Any]:
         "object": "price",
         "active": bool(p.active),
         "billing_scheme": p.billing_scheme,
-        "created": _seconds(p.created_us),
+        "created": seconds(p.created_us),
         "currency": p.currency,
         "custom_unit_amount": None,
         "livemode": bool(p.livemode),
@@ -139,7 +137,7 @@ def coupon_view(c: Coupon, now_us: int) -> dict[str, Any]:
         "id": c.id,
         "object": "coupon",
         "amount_off": c.amount_off,
-        "created": _seconds(c.created_us),
+        "created": seconds(c.created_us),
         "currency": c.currency,
         "duration": c.duration,
         "duration_in_months": c.duration_in_months,
@@ -148,7 +146,7 @@ def coupon_view(c: Coupon, now_us: int) -> dict[str, Any]:
         "metadata": c.metadata_ or {},
         "name": c.name,
         "percent_off": decimal_number(c.percent_off),
-        "redeem_by": _seconds(c.redeem_by_us),
+        "redeem_by": seconds(c.redeem_by_us),
         "times_redeemed": c.times_redeemed,
         "valid": coupon_valid(c, now_us),
     }
@@ -167,10 +165,10 @@ def promotion_code_view(p: PromotionCode, coupon: Coupon, now_us: int) -> dict[s
         "active": bool(p.active),
         "code": p.code,
         "coupon": coupon_view(coupon, now_us),
-        "created": _seconds(p.created_us),
+        "created": seconds(p.created_us),
         "customer": p.customer_id,
         "customer_account": None,
-        "expires_at": _seconds(p.expires_at_us),
+        "expires_at": seconds(p.expires_at_us),
         "livemode": bool(p.livemode),
         "max_redemptions": p.max_redemptions,
         "metadata": p.metadata_ or {},
@@ -191,7 +189,7 @@ def tax_rate_view(t: TaxRate) -> dict[str, Any]:
         "object": "tax_rate",
         "active": bool(t.active),
         "country": t.country,
-        "created": _seconds(t.created_us),
+        "created": seconds(t.created_us),
         "description": t.description,
         "display_name": t.display_name,
         "effective_percentage": percentage,

@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from paymux.billing.balance import record_balance_change
 from paymux.billing.clock_time import now_for
 from paymux.billing.rules.proration import round_half_even_div
+from paymux.domain.clock import seconds
 from paymux.domain.errors import PaymuxError
 from paymux.domain.ids import new_id
 from paymux.services.context import (
@@ -77,9 +78,6 @@ _WAITING = ("requires_action", "requires_payment_method", "requires_confirmation
 
 log = logging.getLogger(__name__)
 
-
-def _seconds(us: int | None) -> int | None:
-    return None if us is None else us // 1_000_000
 
 
 def _invalid(message: str, param: str) -> PaymuxError:
@@ -307,13 +305,13 @@ def credit_note_view(note: CreditNote, balance_txn: str | None = None) -> dict[s
         "object": "credit_note",
         "amount": note.amount,
         "amount_shipping": 0,
-        "created": _seconds(note.created_us),
+        "created": seconds(note.created_us),
         "currency": note.currency.lower(),
         "customer": note.customer_id,
         "customer_balance_transaction": balance_txn,
         "discount_amount": 0,
         "discount_amounts": [],
-        "effective_at": _seconds(note.created_us),
+        "effective_at": seconds(note.created_us),
         "invoice": note.invoice_id,
         "lines": {
             "object": "list",
@@ -347,7 +345,7 @@ def credit_note_view(note: CreditNote, balance_txn: str | None = None) -> dict[s
         "total": note.amount,
         "total_excluding_tax": note.amount - exclusive - inclusive_tax,
         "type": "post_payment" if note.amount - pre > 0 else "pre_payment",
-        "voided_at": _seconds(note.voided_at_us),
+        "voided_at": seconds(note.voided_at_us),
     }
 
 

@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from paymux.billing.invoice_payments import live_intent
 from paymux.domain.errors import PaymuxError
 from paymux.services.context import current_livemode
 from paymux.services.payments import CreateParams
@@ -107,6 +109,21 @@ async def pay_from_page(app: Paymux, token: str, card_token: str, return_url: st
                 param="invoice",
             )
         if pi is not None and pi.status in _CONFIRMABLE and pi.gateway == HOSTED_GATEWAY:
+            async with app.ctx.db.write() as s:
+                # Under the invoice's lock, as attempt() reserves: still the invoice's intent,
+                # still waiting, and no other payment (a dunning retry) started meanwhile.
+                locked = await _locked_open(s, invoice_id)
+                current = await s.get(PaymentIntent, pi.id, populate_existing=True)
+                if (
+                    locked.payment_intent_id != pi.id
+                    or current is None
+                    or current.status not in _CONFIRMABLE
+                ):
+                    raise PaymuxError.of(
+                        "invoice_unexpected_state",
+                        "Another payment of this invoice started meanwhile.",
+                        param="invoice",
+                    )
             view = await app.payments.confirm(
                 account_id,
                 pi.id,
@@ -119,17 +136,12 @@ async def pay_from_page(app: Paymux, token: str, card_token: str, return_url: st
             await app.payments.cancel(account_id, pi.id, "abandoned")
         pi_id = hosted_intent_id(invoice_id, card_token)
         async with app.ctx.db.write() as s:
-            locked = await s.get(Invoice, invoice_id, with_for_update=True, populate_existing=True)
-            assert locked is not None
-            if locked.status != "open" or locked.amount_remaining <= 0:
-                raise PaymuxError.of(
-                    "invoice_unexpected_state",
-                    f"This invoice is {locked.status}: there is nothing to pay.",
-                    param="invoice",
-                )
-            if locked.payment_intent_id not in (None, pi_id) and (
-                pi is None or locked.payment_intent_id != pi.id
-            ):
+            locked = await _locked_open(s, invoice_id)
+            live = await live_intent(s, locked)
+            if (
+                locked.payment_intent_id not in (None, pi_id)
+                and (pi is None or locked.payment_intent_id != pi.id)
+            ) or (live is not None and live.id != pi_id):
                 raise PaymuxError.of(
                     "invoice_unexpected_state",
                     "Another payment of this invoice started meanwhile.",
@@ -158,6 +170,19 @@ async def pay_from_page(app: Paymux, token: str, card_token: str, return_url: st
         return _outcome(view)
     finally:
         current_livemode.reset(mode)
+
+
+async def _locked_open(s: AsyncSession, invoice_id: str) -> Invoice:
+    """The invoice under its row lock, if it is still open with something to pay."""
+    locked = await s.get(Invoice, invoice_id, with_for_update=True, populate_existing=True)
+    assert locked is not None
+    if locked.status != "open" or locked.amount_remaining <= 0:
+        raise PaymuxError.of(
+            "invoice_unexpected_state",
+            f"This invoice is {locked.status}: there is nothing to pay.",
+            param="invoice",
+        )
+    return locked
 
 
 async def refresh_on_return(app: Paymux, invoice: Invoice, pi_id: str) -> None:

@@ -26,15 +26,27 @@ from paymux.billing.invoice_core import InvoicesCore
 from paymux.billing.rules.retries import HARD_DECLINES
 from paymux.domain.errors import PaymuxError
 from paymux.money import min_charge_amount
-from paymux.services.context import current_livemode, get_owned
+from paymux.services.context import current_livemode, get_owned, ref_key
 from paymux.services.payments import CreateParams, PaymentsService
 from paymux.storage.models import Customer, Invoice, PaymentIntent, PaymentMethod, Subscription
 
-__all__ = ["InvoicePayments", "attempt_intent_id"]
+__all__ = ["InvoicePayments", "attempt_intent_id", "live_intent"]
 
 log = logging.getLogger(__name__)
 
 _PAYABLE = ("open", "uncollectible")
+# An invoice's intent in one of these is over and failed: a new try may replace it. Any other
+# status (requires_action, requires_confirmation, processing, requires_capture, succeeded) is a
+# payment in flight or done: no second one is made beside it.
+_REPLACEABLE = ("requires_payment_method", "canceled")
+
+
+async def live_intent(s: AsyncSession, invoice: Invoice) -> PaymentIntent | None:
+    """The invoice's current intent if it is in flight or done (not replaceable)."""
+    if not invoice.payment_intent_id:
+        return None
+    pi = await s.get(PaymentIntent, invoice.payment_intent_id, populate_existing=True)
+    return pi if pi is not None and pi.status not in _REPLACEABLE else None
 
 
 def attempt_intent_id(invoice_id: str, n: int) -> str:
@@ -116,9 +128,9 @@ class InvoicePayments(InvoicesCore):
                 pm = await self._payment_method(s, invoice)
                 pm_ref = pm.id if pm is not None else None
             elif pm_ref.startswith("pm_"):
-                pm = await s.get(PaymentMethod, pm_ref)
+                pm = await get_owned(s, PaymentMethod, pm_ref, account_id, param="payment_method")
+            seen_pi_id = invoice.payment_intent_id
             amount, currency = invoice.amount_remaining, invoice.currency
-            customer_id, livemode, number = invoice.customer_id, invoice.livemode, invoice.number
         if previous is not None and previous.status == "requires_action":
             # A try that waits for the payer's 3-D Secure: a new one replaces it (never both).
             try:
@@ -144,14 +156,21 @@ class InvoicePayments(InvoicesCore):
             locked = await get_owned(s, Invoice, invoice_id, account_id, lock=True)
             if locked.status not in _PAYABLE or locked.attempt_count != n - 1:
                 return  # another run got there first
-            locked.payment_intent_id = pi_id  # reserved before the payment service hears of it
-        gateway = None
-        if pm is not None:
-            gateway = (
-                pm.connection_id
-                if pm.connection_id and not pm.connection_id.startswith("conn_env_")
-                else pm.gateway
-            )
+            if locked.payment_intent_id != seen_pi_id:
+                return  # another payment (the hosted page, a retry) started meanwhile
+            if await live_intent(s, locked) is not None:
+                return  # a payment is in flight or done: never a second one beside it
+            # What is charged is what is due now, read under the lock (a credit note may
+            # have lowered it since the first read).
+            amount, currency = locked.amount_remaining, locked.currency
+            customer_id, livemode, number = locked.customer_id, locked.livemode, locked.number
+            too_small = 0 < amount < min_charge_amount(currency)
+            if not too_small:
+                locked.payment_intent_id = pi_id  # reserved before the payment service hears
+        if too_small:
+            await self._too_small(account_id, invoice_id)
+            return
+        gateway = ref_key(pm.gateway, pm.connection_id) if pm is not None else None
         token = current_livemode.set(bool(livemode))
         try:
             await self.payments.create(
@@ -208,10 +227,15 @@ class InvoicePayments(InvoicesCore):
         """The invoice's PaymentIntent, opened and not confirmed (``default_incomplete``):
         the browser confirms it with its client secret, 3-D Secure included; the hook then
         pays the invoice."""
-        pi_id = attempt_intent_id(invoice_id, 1)
         async with self.ctx.db.write() as s:
             invoice = await get_owned(s, Invoice, invoice_id, account_id, lock=True)
             if invoice.status != "open":
+                return
+            # Reserved under the invoice's lock, like attempt(): the next try's id, and never
+            # beside a payment in flight or done (a retry, the hosted page).
+            pi_id = attempt_intent_id(invoice_id, invoice.attempt_count + 1)
+            live = await live_intent(s, invoice)
+            if live is not None and live.id != pi_id:
                 return
             invoice.payment_intent_id = pi_id
             pm = await self._payment_method(s, invoice)

@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.billing.meter_ingest import MeterIngest, RawEvent
+from paymux.domain.clock import seconds
 from paymux.domain.errors import PaymuxError
 from paymux.domain.ids import new_id
 from paymux.services.context import (
@@ -56,16 +57,13 @@ _US = 1_000_000
 _MAX_WINDOWS = 24 * 366
 
 
-def _seconds(us: int | None) -> int | None:
-    return None if us is None else us // _US
-
 
 def meter_view(m: Meter) -> dict[str, Any]:
     """Stripe's ``billing.meter``."""
     return {
         "id": m.id,
         "object": "billing.meter",
-        "created": _seconds(m.created_us),
+        "created": seconds(m.created_us),
         "customer_mapping": {"event_payload_key": m.customer_mapping_key, "type": "by_id"},
         "default_aggregation": {"formula": m.aggregation},
         "display_name": m.display_name,
@@ -73,8 +71,8 @@ def meter_view(m: Meter) -> dict[str, Any]:
         "event_time_window": None,
         "livemode": m.livemode,
         "status": m.status,
-        "status_transitions": {"deactivated_at": _seconds(m.deactivated_us)},
-        "updated": _seconds(m.updated_us),
+        "status_transitions": {"deactivated_at": seconds(m.deactivated_us)},
+        "updated": seconds(m.updated_us),
         "value_settings": {"event_payload_key": m.value_key},
     }
 

@@ -91,9 +91,11 @@ class DueWork:
             at = sub.next_due_us  # the step happens at its own time
             done = await self._do(s, sub, at, now_us)
             nxt = next_due(sub, at + 1)
-            if not done and nxt is not None and nxt <= at:
+            if nxt is not None and nxt <= at:
+                # The step did not move the subscription past ``at`` (say, a renewal of a
+                # subscription left without items): never loop on it.
                 log.warning("subscription %s: nothing to do at %s", sub.id, at)
-                nxt = None  # never loop on a step that cannot be done
+                nxt = None
             sub.next_due_us = nxt
             return done and nxt is not None and nxt <= now_us  # more due: another step
 
@@ -256,6 +258,8 @@ class DueWork:
             account_id, invoice_id, status = sub.account_id, invoice.id, invoice.status
             auto, method = invoice.auto_advance, invoice.collection_method
             sub_status, pause = sub.status, (sub.pause_collection or {}).get("behavior")
+        if sub_status == "incomplete_expired":
+            return  # its first invoice is never charged now (a draft left by a crash included)
         if status == "draft" and auto:
             await self._finalize_quietly(account_id, invoice_id)
         async with self.ctx.db.read() as s:

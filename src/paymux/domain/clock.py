@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from typing import Protocol
+from typing import Protocol, overload
 
-__all__ = ["Clock", "FrozenClock", "SystemClock"]
+__all__ = ["Clock", "FrozenClock", "SystemClock", "seconds"]
 
 
 class Clock(Protocol):
@@ -28,3 +28,12 @@ class FrozenClock:
 
     def advance(self, seconds: float) -> None:
         self._now += int(seconds * 1_000_000)
+
+
+@overload
+def seconds(us: int) -> int: ...
+@overload
+def seconds(us: None) -> None: ...
+def seconds(us: int | None) -> int | None:
+    """Microseconds since the epoch (how times are stored) as the unix seconds the API shows."""
+    return None if us is None else us // 1_000_000

@@ -29,6 +29,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from paymux.domain.clock import seconds
 from paymux.domain.errors import PaymuxError
 from paymux.storage.models import Job
 
@@ -241,9 +242,6 @@ async def fail(
 # -- operating the queue: list, retry -----------------------------------------------------
 
 
-def _seconds(us: int | None) -> int | None:
-    return None if us is None else us // 1_000_000
-
 
 def job_view(job: Any) -> dict[str, Any]:
     """A job as the admin API and the CLI show it (a Job row or a row of its columns)."""
@@ -258,10 +256,10 @@ def job_view(job: Any) -> dict[str, Any]:
         "max_attempts": job.max_attempts,
         "last_error": job.last_error,
         "locked_by": job.locked_by,
-        "run_at": _seconds(job.run_at_us),
-        "locked_until": _seconds(job.locked_until_us),
-        "created": _seconds(job.created_us),
-        "updated": _seconds(job.updated_us),
+        "run_at": seconds(job.run_at_us),
+        "locked_until": seconds(job.locked_until_us),
+        "created": seconds(job.created_us),
+        "updated": seconds(job.updated_us),
     }
 
 

@@ -356,12 +356,15 @@ _EXPONENT_RE = re.compile(r"[0-9][eE]")
 def body_plainly_clear(body: bytes) -> bool:
     """Whether no key or value of a request body (JSON or form-encoded) can hold a
     candidate, decided on the raw bytes without parsing them: ASCII with no escapes (no
-    backslash, no ``%``), so that every string appears in the body as it is; no digit group
-    of ``MIN_PAN_DIGITS`` digits anywhere in it (a group inside a string, a key or an integer
-    would be one in the body too); and no number with an exponent. Then neither
-    :func:`find_pan_param` nor :func:`mask_pan_data` can find anything, and the request
-    guard skips them: the common case of a large JSON body (a batch of usage events)."""
-    if not body.isascii() or b"\\" in body or b"%" in body:
+    backslash, no ``%``) and no NUL byte (UTF-16 or UTF-32 JSON), so that every string
+    appears in the body as it is; no digit group of ``MIN_PAN_DIGITS`` digits anywhere in it
+    (a group inside a string, a key or an integer would be one in the body too); and no
+    number with an exponent. Then neither :func:`find_pan_param` nor :func:`mask_pan_data`
+    can find anything, and the request guard skips them: the common case of a large JSON
+    body (a batch of usage events)."""
+    # A NUL byte: JSON in UTF-16 or UTF-32 (``json.loads`` detects those encodings and reads
+    # them), whose digits are NUL-separated in the raw bytes. Only UTF-8 is read here.
+    if not body.isascii() or b"\\" in body or b"%" in body or b"\x00" in body:
         return False
     text = body.decode("ascii")
     if _GROUP_RE.search(text) is not None:

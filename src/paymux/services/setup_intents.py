@@ -30,6 +30,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from paymux.domain.clock import seconds
 from paymux.domain.errors import PaymuxError, card_error
 from paymux.domain.ids import new_id
 from paymux.gateways.base import (
@@ -40,6 +41,7 @@ from paymux.gateways.base import (
     SetupRequest,
     SetupResult,
 )
+from paymux.security import mask_pans
 from paymux.services.context import (
     Context,
     CreatedRange,
@@ -75,9 +77,6 @@ _CANCELABLE = (REQUIRES_PAYMENT_METHOD, REQUIRES_CONFIRMATION, REQUIRES_ACTION)
 CANCELLATION_REASONS = ("abandoned", "requested_by_customer", "duplicate")
 
 
-def _seconds(us: int | None) -> int | None:
-    return None if us is None else us // 1_000_000
-
 
 def setup_intent_view(si: SetupIntent) -> dict[str, Any]:
     """Stripe's SetupIntent object, plus the gateway and connection that ran it."""
@@ -86,9 +85,9 @@ def setup_intent_view(si: SetupIntent) -> dict[str, Any]:
         "object": "setup_intent",
         "application": None,
         "cancellation_reason": si.cancellation_reason,
-        "canceled_at": _seconds(si.canceled_us),
+        "canceled_at": seconds(si.canceled_us),
         "client_secret": si.client_secret,
-        "created": _seconds(si.created_us),
+        "created": seconds(si.created_us),
         "customer": si.customer_id,
         "description": None,
         "last_setup_error": si.last_setup_error,
@@ -423,7 +422,8 @@ class SetupIntentsService:
         up this way; the intent waits for another payment method."""
         error = PaymuxError.of(
             "payment_method_unexpected_state",
-            f"The {gateway_name} gateway refused to save the payment method: {exc}",
+            # Stored and answered: masked, in case the gateway's text echoes what it was sent.
+            f"The {gateway_name} gateway refused to save the payment method: {mask_pans(str(exc))}",
             param="payment_method",
         )
         async with self.ctx.db.write() as s:

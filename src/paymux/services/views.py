@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from paymux.domain.clock import seconds
 from paymux.storage.models import Customer, Dispute, Event, PaymentIntent, PaymentMethod, Refund
 
 __all__ = [
@@ -17,9 +18,6 @@ __all__ = [
     "refund_view",
 ]
 
-
-def _seconds(us: int | None) -> int | None:
-    return None if us is None else us // 1_000_000
 
 
 def charge_id(pi_id: str) -> str:
@@ -63,15 +61,15 @@ def payment_intent_view(pi: PaymentIntent, extra: dict[str, Any] | None = None) 
         "last_payment_error": pi.last_payment_error,
         "next_action": pi.next_action,
         "cancellation_reason": pi.cancellation_reason,
-        "canceled_at": _seconds(pi.canceled_us),
+        "canceled_at": seconds(pi.canceled_us),
         "description": pi.description,
         "statement_descriptor": pi.statement_descriptor,
         "metadata": pi.metadata_ or {},
         "risk_level": pi.risk_level,
         "return_url": pi.return_url,
         "client_secret": pi.client_secret,
-        "created": _seconds(pi.created_us),
-        "updated": _seconds(pi.updated_us),
+        "created": seconds(pi.created_us),
+        "updated": seconds(pi.updated_us),
         "livemode": bool(pi.livemode),
     }
     if extra:
@@ -98,7 +96,7 @@ def payment_method_view(pm: PaymentMethod) -> dict[str, Any]:
             "funding": pm.card_funding,
         },
         "metadata": pm.metadata_ or {},
-        "created": _seconds(pm.created_us),
+        "created": seconds(pm.created_us),
         "livemode": bool(pm.livemode),
     }
 
@@ -118,7 +116,7 @@ def customer_view(c: Customer) -> dict[str, Any]:
             "rendering_options": None,
         },
         "metadata": c.metadata_ or {},
-        "created": _seconds(c.created_us),
+        "created": seconds(c.created_us),
         "livemode": bool(c.livemode),
         "test_clock": c.test_clock_id,
     }
@@ -140,7 +138,7 @@ def refund_view(r: Refund) -> dict[str, Any]:
         "failure_reason": r.failure_reason,
         "gateway_reference": r.gateway_reference,
         "metadata": r.metadata_ or {},
-        "created": _seconds(r.created_us),
+        "created": seconds(r.created_us),
         "livemode": bool(r.livemode),
     }
 
@@ -151,7 +149,7 @@ def event_view(e: Event) -> dict[str, Any]:
         "object": "event",
         "type": e.type,
         "data": {"object": e.data},
-        "created": _seconds(e.created_us),
+        "created": seconds(e.created_us),
         "livemode": bool(e.livemode),
     }
 
@@ -168,6 +166,6 @@ def dispute_view(d: Dispute) -> dict[str, Any]:
         "currency": d.currency.lower(),
         "reason": d.reason,
         "status": d.status,
-        "created": _seconds(d.created_us),
+        "created": seconds(d.created_us),
         "livemode": bool(d.livemode),
     }
