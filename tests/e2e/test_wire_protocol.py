@@ -28,7 +28,10 @@ def error(response: httpx.Response, status: int) -> dict[str, Any]:
 
 
 def same_fields(obj: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in obj.items() if k not in ("id", "created", "client_secret", "client")}
+    """What two intents made by the same request must share: all but their own id, secret and
+    times (two creates can fall in different seconds)."""
+    own = ("id", "created", "updated", "client_secret", "client")
+    return {k: v for k, v in obj.items() if k not in own}
 
 
 # -- bodies ------------------------------------------------------------------------------------
