@@ -372,7 +372,7 @@ def main() -> int:
             url = copy_database("postgres", template, "renewals_sweep", dbs)
             offered, first, again = asyncio.run(time_sweep(url, work / "sandbox.db"))
             sweep_line = (
-                f"one scheduler sweep: {offered} jobs offered in {first:.1f}s "
+                f"one scheduler sweep: {offered} jobs queued in {first:.1f}s "
                 f"({offered / first:.0f}/s); a second sweep (all already queued): {again:.1f}s"
             )
         for workers in counts:

@@ -56,6 +56,9 @@ def make_settings(database_url: str, tmp: Path, port: int, **overrides: Any) -> 
         "gateway_retry_max_delay": 0.05,
         "log_json": False,
         "sandbox_controls": True,  # the tests inject faults and latency
+        # Connections may point at the test doubles on loopback (localstripe, Prism, fakes);
+        # a deployment allows only each gateway's published hosts (security/gateway_hosts.py).
+        "allowed_gateway_hosts": "127.0.0.1",
     }
     values.update(overrides)
     return Settings(**values)

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from paymux.cli_connections import connections_cli
+from paymux.cli_outbound import add_outbound_commands
 from paymux.config import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ keys_cli = typer.Typer(help="API keys.", no_args_is_help=True)
 cli.add_typer(keys_cli, name="keys")
 webhooks_cli = typer.Typer(help="The inbound webhook inbox: list, replay.", no_args_is_help=True)
 cli.add_typer(webhooks_cli, name="webhooks")
+add_outbound_commands(webhooks_cli)  # paymux webhooks deliver (outbound)
 jobs_cli = typer.Typer(help="The job queue: list jobs, retry dead ones.", no_args_is_help=True)
 cli.add_typer(jobs_cli, name="jobs")
 cli.add_typer(connections_cli, name="connections")

@@ -33,6 +33,13 @@ class Settings(BaseSettings):
         description="Comma-separated IPs or CIDRs of the reverse proxies whose X-Forwarded-For "
         "and X-Forwarded-Proto are believed; empty: none are.",
     )
+    allowed_gateway_hosts: str = Field(
+        default="",
+        description="Comma-separated hosts (names or IPs, exact, any port, http or https) a "
+        "connection's credentials[api_base] may name besides each gateway's published API "
+        "hosts: stripe-mock or localstripe on 127.0.0.1 in tests and development. Empty: "
+        "only the published hosts, over https.",
+    )
     run_worker: bool = True
     worker_poll_interval: float = 0.2
     worker_batch_size: int = 20
@@ -172,6 +179,24 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("SQUARE_APPLICATION_ID", "PAYMUX_SQUARE_APPLICATION_ID"),
     )
     webhook_tolerance_seconds: int = 300
+    # Outbound webhooks to merchants' endpoints (paymux/outbound, docs/webhooks.md).
+    webhook_retry_schedule: str = Field(
+        default="5,300,1800,7200,18000,36000,36000,36000,36000,36000,36000",
+        description="Seconds to wait before each retry of a failed delivery (comma-separated); "
+        "after the last, the delivery is given up (about 3 days in all).",
+    )
+    webhook_retry_jitter: float = 0.1
+    webhook_disable_after_seconds: float = 5 * 24 * 3600
+    webhook_timeout: float = 10.0
+    webhook_connect_timeout: float = 5.0
+    webhook_endpoint_concurrency: int = 4
+    webhook_max_in_flight: int = 64
+    webhook_poll_interval: float = 0.2
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="Let live endpoints reach private, loopback and link-local addresses "
+        "(cloud metadata addresses stay refused).",
+    )
     admin_key: SecretStr | None = Field(
         default=None, description="Bearer token for the /v1/admin API (PAYMUX_ADMIN_KEY)."
     )

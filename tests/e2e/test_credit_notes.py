@@ -42,6 +42,8 @@ def test_balance_adjustments_keep_a_history_whose_last_ending_balance_is_the_bal
     assert api.ok("GET", f"{path}/{first['id']}") == first
     rows = api.server.sql("select balance, currency from customers where id = :c", c=cus)
     assert (rows[0][0], rows[0][1]) == (-1100, "USD")
+    shown = api.ok("GET", f"/v1/customers/{cus}")  # Stripe's customer.balance and currency
+    assert (shown["balance"], shown["currency"]) == (-1100, "usd")
 
 
 def test_a_balance_is_in_one_currency_and_bad_adjustments_are_refused(api: Api) -> None:
@@ -195,22 +197,6 @@ def test_a_credit_note_on_an_open_invoice_lowers_what_is_due_and_voiding_restore
     settled = api.ok("GET", f"/v1/invoices/{opened['id']}")
     assert (settled["status"], settled["amount_remaining"], settled["amount_paid"]) == (
         "paid", 0, 0)
-
-
-def test_crediting_an_invoice_to_zero_cancels_its_waiting_payment(api: Api) -> None:
-    cus = customer(api)
-    r = httpx.post(f"{api.server.url}/sandbox/v1/tokens", timeout=10, json={
-        "number": "4000000000000341", "exp_month": 12, "exp_year": 2040, "cvc": "123"})
-    card = api.ok("POST", f"/v1/payment_methods/{r.json()['id']}/attach", {"customer": cus})
-    opened = invoice_of(api, cus, 1800)
-    api.post(f"/v1/invoices/{opened['id']}/pay", {"payment_method": card["id"]})  # declined
-    tried = api.ok("GET", f"/v1/invoices/{opened['id']}")
-    assert tried["status"] == "open" and tried["payment_intent"] is not None
-    api.ok("POST", "/v1/credit_notes", {"invoice": opened["id"], "amount": 1800})
-    assert api.ok("GET", f"/v1/invoices/{opened['id']}")["status"] == "paid"
-    # The payer can no longer complete the old payment: it is canceled.
-    pi = api.ok("GET", f"/v1/payment_intents/{tried['payment_intent']}")
-    assert pi["status"] == "canceled" and pi["amount_received"] == 0
 
 
 def test_credit_notes_need_a_finalized_invoice_of_the_account(api: Api) -> None:

@@ -217,3 +217,32 @@ def test_remaining_status_moves_through_the_api(api: Api) -> None:
     assert (r.status_code, r.json()["status"]) == (200, "canceled")
     r = api.post(f"/v1/subscriptions/{paused['id']}/resume", json={})
     assert (r.status_code, r.json()["error"]["code"]) == (400, "subscription_unexpected_state")
+
+
+def test_the_payers_own_tries_neither_use_up_retries_nor_move_the_subscription(api: Api) -> None:
+    """Stripe's count: the first try counts, then only automatic ones. Cards tried by hand
+    (POST /pay, as the hosted page's tries) send invoice.payment_failed each, but leave the
+    retry schedule and the subscription where they were; a good card then pays."""
+    start = ts(2026, 10, 1)
+    sub, clock_id, customer = trialing_sub(api, "pm_card_chargeCustomerFail", start)
+    trial_end = start + 7 * DAY
+    advance(api, clock_id, trial_end + 3600)
+    sub, invoice = latest(api, sub["id"])
+    assert (sub["status"], invoice["attempt_count"]) == ("past_due", 1)
+    assert invoice["next_payment_attempt"] == trial_end + 1 * DAY
+    failed_before = event_types(api, invoice["id"]).count("invoice.payment_failed")
+    bad = attach(api, customer, "pm_card_chargeCustomerFail")
+    for _ in range(3):
+        r = api.post(f"/v1/invoices/{invoice['id']}/pay", {"payment_method": bad})
+        assert r.status_code == 402, r.text
+    sub, after = latest(api, sub["id"])
+    assert (sub["status"], after["status"], after["attempt_count"]) == ("past_due", "open", 1)
+    assert after["next_payment_attempt"] == trial_end + 1 * DAY
+    assert event_types(api, invoice["id"]).count("invoice.payment_failed") == failed_before + 3
+    tried = api.server.sql("select count(*) from payment_intents where invoice_id = :i",
+                           i=invoice["id"])[0][0]
+    assert tried == 4  # the renewal's and three of the payer's: each a payment of its own
+    good = attach(api, customer, "pm_card_visa")
+    paid = api.ok("POST", f"/v1/invoices/{invoice['id']}/pay", {"payment_method": good})
+    assert (paid["status"], paid["amount_paid"]) == ("paid", 2500)
+    assert api.ok("GET", f"/v1/subscriptions/{sub['id']}")["status"] == "active"

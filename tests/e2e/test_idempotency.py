@@ -381,13 +381,13 @@ def test_keys_are_purged_after_24_hours_and_then_run_fresh(
             fp = request_fingerprint("POST", path, params)
 
             async def run_request() -> tuple[int, str, bool]:
-                replay = await app.idempotency.begin(account, k, "POST", path, fp)
+                replay = await app.idempotency.begin(account, k, "POST", path, fp, livemode=False)
                 if isinstance(replay, Replay):
                     return replay.status, replay.body, True
                 body = json.dumps(
                     await app.payments.create(account, CreateParams(amount=2000, currency="usd"))
                 )
-                await app.idempotency.finish(account, k, 200, body)
+                await app.idempotency.finish(account, k, 200, body, livemode=False)
                 return 200, body, False
 
             status, first, replayed = await run_request()

@@ -527,3 +527,28 @@ def test_stripe_python_creates_a_meter_records_usage_and_reads_the_summary(
         params={"customer": cus, "start_time": start, "end_time": now_hour + HOUR},
     )
     assert [s.aggregated_value for s in summaries.data] == [42]
+
+
+def test_a_test_clock_customers_events_are_timed_by_its_clock(api: Api) -> None:
+    """Stripe's rule for usage on a test clock: the 35-days-back, 5-minutes-ahead window is
+    counted from the clock's frozen time, and an event sent without a timestamp carries it."""
+    frozen = (int(time.time()) // 3600 + 400 * 24) * 3600  # a year ahead, on the hour
+    clock = api.ok("POST", "/v1/test_helpers/test_clocks", json={"frozen_time": frozen})
+    on_clock = str(api.ok("POST", "/v1/customers", json={"test_clock": clock["id"]})["id"])
+    plain = customer(api)
+    m = meter(api)
+    untimed = api.ok("POST", EVENTS, json={
+        "event_name": m["event_name"], "payload": {"stripe_customer_id": on_clock, "value": "3"}})
+    assert untimed["timestamp"] == frozen
+    day_before = api.ok("POST", EVENTS, json={
+        "event_name": m["event_name"], "timestamp": frozen - 86_400,
+        "payload": {"stripe_customer_id": on_clock, "value": "4"}})
+    assert day_before["timestamp"] == frozen - 86_400
+    assert usage(api, m["id"], on_clock, frozen - 2 * 86_400, frozen + 60) == 7
+    # The clock's future and a past beyond 35 days of it are refused, as is the clock's time
+    # for a customer without a clock (far in the wall clock's future).
+    for cus, ts in ((on_clock, frozen + 3600), (on_clock, frozen - 36 * 86_400),
+                    (plain, frozen)):
+        r = api.post(EVENTS, json={"event_name": m["event_name"], "timestamp": ts,
+                                   "payload": {"stripe_customer_id": cus, "value": "1"}})
+        assert error_of(r) == ("parameter_invalid", "timestamp"), r.text

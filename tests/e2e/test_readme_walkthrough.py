@@ -296,7 +296,10 @@ def test_the_readme_names_only_real_settings_test_cards_commands_and_files() -> 
 @pytest.mark.parametrize(
     ("key", "message"),
     [
-        ("sk_test_NotAKeyOfThisServer0000000", "Invalid API key."),
+        (
+            "sk_test_NotAKeyOfThisServer0000000",
+            "Invalid API Key provided: sk_test_**********************0000",
+        ),
         ("", "Invalid Authorization header"),
     ],
     ids=["wrong-key", "missing-key"],
@@ -311,7 +314,7 @@ def test_with_a_wrong_or_missing_key_step_1_prints_the_apis_401_error(
     )
     assert result.returncode != 0
     assert "Traceback" not in result.stderr and "KeyError" not in result.stderr, result.stderr
-    assert f"error: authentication_error api_key_invalid: {message}" in result.stderr
+    assert f"error: invalid_request_error api_key_invalid: {message}" in result.stderr
     assert "created" not in result.stdout  # it stopped at step 1
 
 
@@ -335,6 +338,22 @@ def test_the_readme_layout_names_every_gateway_package_and_links_operations() ->
                    "errors.py", "spec.py"):
         assert module in layout, module
     assert "(docs/operations.md)" in text
+
+
+def test_the_readme_layout_names_every_package_module_and_doc() -> None:
+    """Every package and top-level module of src/paymux and every page of docs/ is in the
+    Layout section, so a new one cannot land without saying where it sits."""
+    text = README.read_text(encoding="utf-8")
+    layout = text[text.index("## Layout"):text.index("## Benchmarks")]
+    root = README.parent
+    src = root / "src" / "paymux"
+    packages = {f"{p.name}/" for p in src.iterdir() if (p / "__init__.py").exists()}
+    modules = {p.name for p in src.glob("*.py") if p.name != "__init__.py"}
+    docs = {p.name for p in (root / "docs").glob("*.md")}
+    assert {"billing/", "web/", "api/"} <= packages and "cli_connections.py" in modules
+    assert {"billing.md", "stripe-compatibility.md"} <= docs
+    missing = {name for name in packages | modules | docs if name not in layout}
+    assert not missing, f"the README's Layout leaves out {sorted(missing)}"
 
 
 def test_no_committed_file_is_ignored_by_gitignore() -> None:

@@ -1,8 +1,9 @@
 """The official stripe-node SDK (tests/sdk/node, its version pinned in package-lock.json) runs
 tests/sdk/node/flows.mjs against a real paymux server, SQLite and PostgreSQL, pointed at it
 by host, port and protocol only: payment intents (confirm, expand, auto-paging, metadata,
-manual capture, cancel), refunds, customers, payment methods, events, idempotency keys and
-the SDK's error classes. The script prints one JSON line per check and stops at the first
+manual capture, cancel, setup_future_usage), refunds, customers, payment methods, events,
+idempotency keys, SetupIntents, a subscription with its invoices, and the SDK's error
+classes. The script prints one JSON line per check and stops at the first
 failure; this test asserts every check passed and which ones ran.
 
 ``make test`` installs the SDK (``npm ci --prefix tests/sdk/node``) when npm is there. Without
@@ -37,6 +38,9 @@ CHECKS = [
     "payment_method_attach_detach",
     "events_list",
     "idempotency_key_replay",
+    "setup_future_usage_saves_the_card_with_the_payment",
+    "setup_intent_saves_a_card_for_off_session_payments",
+    "subscription_create_update_cancel_and_invoices_auto_paging",
     "declined_card_raises_card_error",
     "unknown_id_raises_invalid_request_404",
     "bad_parameter_raises_invalid_request_with_param",
@@ -102,3 +106,8 @@ def test_stripe_node_drives_paymux_by_its_host_and_port_alone(server: RunningSer
     assert by_check["bad_key_raises_authentication_error"]["statusCode"] == 401
     assert by_check["idempotency_key_replay"]["replayed"] is True
     assert by_check["list_with_auto_paging_over_pages"]["seen"] == 5
+    assert by_check["setup_future_usage_saves_the_card_with_the_payment"]["customer"] is True
+    seti = by_check["setup_intent_saves_a_card_for_off_session_payments"]
+    assert (seti["status"], seti["last4"], seti["declined"]) == ("succeeded", "4242", "card_declined")
+    sub = by_check["subscription_create_update_cancel_and_invoices_auto_paging"]
+    assert (sub["status"], sub["amount_paid"], sub["invoices"]) == ("canceled", 3000, 1)

@@ -7,6 +7,8 @@ Each card number and each magic token is its own test id and must give its docum
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -493,7 +495,9 @@ def test_setup_future_usage_attaches_the_payment_method_to_the_customer_on_succe
     r = confirm(api, pi["id"], payment_method="pm_card_visa")
     assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
     pm_id = r.json()["payment_method"]
-    pm = api.wait_for(f"/v1/payment_methods/{pm_id}", "customer", customer["id"])
+    # Saved with the payment's success, as on Stripe: no wait for a job.
+    pm = api.ok("GET", f"/v1/payment_methods/{pm_id}")
+    assert pm["customer"] == customer["id"]
     assert pm["card"]["last4"] == "4242"
     listed = api.ok("GET", f"/v1/customers/{customer['id']}/payment_methods")["data"]
     assert [m["id"] for m in listed] == [pm_id]
@@ -513,7 +517,107 @@ def test_setup_future_usage_saves_the_card_when_success_arrives_by_webhook(api: 
     assert api.ok("GET", f"/v1/payment_methods/{pm_id}")["customer"] is None
     answer_challenge(r.json(), "complete")
     api.wait_for(f"/v1/payment_intents/{pi['id']}", "status", "succeeded")
-    api.wait_for(f"/v1/payment_methods/{pm_id}", "customer", customer["id"])
+    # The webhook's transaction that settles the payment saves the card too.
+    assert api.ok("GET", f"/v1/payment_methods/{pm_id}")["customer"] == customer["id"]
+
+
+def sandbox_token(server: RunningServer, token: str) -> dict[str, Any]:
+    """The sandbox processor's own record of a token, read straight from its SQLite file."""
+    db = sqlite3.connect(f"file:{server.settings.sandbox_db}?mode=ro", uri=True)
+    try:
+        row = db.execute("select data from objects where id = ?", (token,)).fetchone()
+    finally:
+        db.close()
+    assert row is not None, f"the sandbox has no token {token}"
+    data: dict[str, Any] = json.loads(row[0])
+    return data
+
+
+def test_a_card_saved_with_the_payment_is_the_customers_at_once_even_when_the_gateway_is_down(
+    api: Api,
+) -> None:
+    """The sandbox refuses the attach (5xx) for the first job run: the payment still succeeds,
+    the card is the customer's from the answer on (another customer can't pay with it), and
+    the job retries the gateway's side until the provider holds the card for the customer."""
+    customer = api.ok("POST", "/v1/customers", {"email": "first@example.com"})
+    other = api.ok("POST", "/v1/customers", {"email": "second@example.com"})
+    # Each job run makes the call and its inline retries (gateway_retries = 3): 4 calls fail.
+    fail = {"operation": "attach", "mode": "server_error", "count": 4}
+    assert api.sandbox("POST", "/_control/faults", fail)
+    try:
+        pi = create(api, customer=customer["id"], setup_future_usage="off_session")
+        r = confirm(api, pi["id"], payment_method="pm_card_visa")
+        assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
+        pm_id = r.json()["payment_method"]
+        assert api.ok("GET", f"/v1/payment_methods/{pm_id}")["customer"] == customer["id"]
+        listed = api.ok("GET", f"/v1/customers/{customer['id']}/payment_methods")["data"]
+        assert [m["id"] for m in listed] == [pm_id]
+        stolen = confirm(api, create(api, customer=other["id"])["id"], payment_method=pm_id)
+        assert stolen.status_code == 400, stolen.text
+        assert stolen.json()["error"]["code"] == "payment_method_unexpected_state"
+        # The gateway's side: the job failed once, then went through on its retry.
+        deadline = time.monotonic() + 15
+        while True:
+            rows = api.server.sql(
+                "select status, attempts, last_error from jobs "
+                "where kind = 'attach_payment_method' and account_id = :a",
+                a=api.account_id,
+            )
+            assert len(rows) == 1
+            if rows[0][0] == "done" or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        status, attempts, last_error = rows[0]
+        assert (status, attempts) == ("done", 2), rows
+        assert last_error
+    finally:
+        api.sandbox("DELETE", "/_control/faults")
+    (token,) = api.server.sql("select token from payment_methods where id = :p", p=pm_id)[0]
+    gateway_customer = sandbox_token(api.server, token)["customer"]
+    refs = api.server.sql("select gateway_refs from customers where id = :c", c=customer["id"])
+    assert gateway_customer is not None and gateway_customer in str(refs[0][0])
+    # Exactly one attached event: the job did not announce the card a second time.
+    assert event_types(api, pm_id).count("payment_method.attached") == 1
+    # And the saved card pays the customer's next payment, off session.
+    r = confirm(api, create(api, customer=customer["id"])["id"], payment_method=pm_id,
+                off_session=True)
+    assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
+
+
+def wait_for_attach_job(api: Api) -> tuple[str, int]:
+    deadline = time.monotonic() + 15
+    while True:
+        rows = api.server.sql(
+            "select status, attempts from jobs "
+            "where kind = 'attach_payment_method' and account_id = :a",
+            a=api.account_id,
+        )
+        assert len(rows) == 1
+        if rows[0][0] in ("done", "dead") or time.monotonic() > deadline:
+            return str(rows[0][0]), int(rows[0][1])
+        time.sleep(0.05)
+
+
+def test_a_card_detached_before_the_gateway_side_of_its_saving_is_not_attached_again(
+    api: Api,
+) -> None:
+    customer = api.ok("POST", "/v1/customers", {})
+    fail = {"operation": "attach", "mode": "server_error", "count": 4}
+    assert api.sandbox("POST", "/_control/faults", fail)
+    try:
+        pi = create(api, customer=customer["id"], setup_future_usage="off_session")
+        r = confirm(api, pi["id"], payment_method="pm_card_visa")
+        assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
+        pm_id = r.json()["payment_method"]
+        detached = api.ok("POST", f"/v1/payment_methods/{pm_id}/detach")
+        assert detached["customer"] is None
+    finally:
+        api.sandbox("DELETE", "/_control/faults")
+    assert wait_for_attach_job(api)[0] == "done"
+    assert api.ok("GET", f"/v1/payment_methods/{pm_id}")["customer"] is None
+    (token,) = api.server.sql("select token from payment_methods where id = :p", p=pm_id)[0]
+    assert sandbox_token(api.server, token)["customer"] is None
+    assert event_types(api, pm_id).count("payment_method.attached") == 1
 
 
 def test_a_payment_without_setup_future_usage_or_that_fails_saves_nothing(api: Api) -> None:

@@ -203,8 +203,9 @@ def test_basic_auth_with_the_key_as_username_works(api: Api) -> None:
 def test_a_wrong_basic_key_is_401(api: Api) -> None:
     r = httpx.get(f"{api.server.url}/v1/customers", auth=("sk_test_wrong", ""), timeout=10)
     err = error(r, 401)
-    assert err["type"] == "authentication_error"
+    assert err["type"] == "invalid_request_error"  # Stripe's type for a 401
     assert err["code"] == "api_key_invalid"
+    assert err["message"] == "Invalid API Key provided: sk_test_*****"
     garbled = {"authorization": "Basic !!!not-base64"}
     err = error(httpx.get(f"{api.server.url}/v1/customers", headers=garbled, timeout=10), 401)
     assert err["code"] == "api_key_invalid"
@@ -219,7 +220,7 @@ def test_a_wrong_basic_key_is_401(api: Api) -> None:
 
 def test_no_key_is_401_with_stripes_message(api: Api) -> None:
     err = error(httpx.get(f"{api.server.url}/v1/customers", timeout=10), 401)
-    assert err["type"] == "authentication_error"
+    assert err["type"] == "invalid_request_error"
     assert err["code"] == "api_key_missing"
     assert err["message"].startswith(
         "You did not provide an API key. You need to provide your API key in the "
@@ -251,6 +252,36 @@ def test_a_malformed_stripe_version_is_400(api: Api, version: str) -> None:
     assert err["type"] == "invalid_request_error"
     assert err["code"] == "api_version_invalid"
     assert err["message"] == f"Invalid Stripe API version: {version}"
+
+
+@pytest.mark.parametrize(
+    "version",
+    [
+        "2099-01-01",  # the future
+        "2022-08-02",  # a day after a real version
+        "2024-06-20.acacia",  # a date-only version with a release name
+        "2025-03-31.acacia",  # basil's first version under the wrong name
+        "2025-04-30.endive",  # a release name from later
+        "2026-10-29.endive",  # after the newest version paymux knows (its own)
+    ],
+)
+def test_a_version_stripe_never_released_is_400_as_on_stripe(api: Api, version: str) -> None:
+    r = api.post(PI, {"amount": 2000, "currency": "usd"}, headers={"Stripe-Version": version})
+    err = error(r, 400)
+    assert err["type"] == "invalid_request_error"
+    assert err["code"] == "api_version_invalid"
+    assert err["message"] == f"Invalid Stripe API version: {version}"
+    assert api.counts()["payment_intents"] == 0, "a refused request makes nothing"
+
+
+@pytest.mark.parametrize(
+    "version",
+    ["2011-06-21", "2020-08-27", "2022-11-15", "2024-09-30.acacia", "2025-09-30.clover"],
+)
+def test_real_stripe_versions_old_and_new_are_accepted(api: Api, version: str) -> None:
+    r = api.get("/v1/customers", headers={"Stripe-Version": version})
+    assert r.status_code == 200, r.text
+    assert r.headers["stripe-version"] == version
 
 
 def test_stripe_account_may_name_the_keys_own_account_only(api: Api) -> None:

@@ -17,6 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from conftest import database_url
+from paymux.security.envelope import generate_key_entry
 from paymux.storage.migrate import upgrade
 from support.harness import Harness
 from support.pgcluster import PgCluster
@@ -368,3 +369,150 @@ def test_a_payment_s_entries_commit_with_its_changes_or_not_at_all(db: str, tmp_
         ]
 
     run(db, tmp_path, test)
+
+
+# -- captures, cancels, refunds and connection changes: entries commit with their changes -----
+
+ATOMIC_ACTIONS = (
+    "payment_intent.capture",
+    "payment_intent.cancel",
+    "refund.create",
+    "connection.create",
+    "connection.update",
+    "connection.delete",
+)
+# Takes only yen: the test's dollar payments keep going to the harness's scripted gateway.
+STRIPE_CONNECTION = {
+    "gateway": "stripe",
+    "credentials": {"secret_key": "sk_test_" + "c" * 24},
+    "currencies": ["jpy"],
+}
+
+
+def run_with_connections(db: str, tmp: Path, test: Callable[[Harness], Awaitable[None]]) -> None:
+    async def main() -> None:
+        keys = generate_key_entry("a")
+        async with Harness.open(db, tmp, admin_key=ADMIN, encryption_keys=keys) as h:
+            await test(h)
+
+    asyncio.run(main())
+
+
+async def intent(h: Harness, pi_id: str) -> dict[str, Any]:
+    [found] = [i for i in await h.intents() if i["id"] == pi_id]
+    return found
+
+
+async def actions(h: Harness, object_id: str) -> list[str]:
+    rows = await h.sql("select action from audit_log where object_id = :o", o=object_id)
+    return sorted(r[0] for r in rows)
+
+
+def test_captures_cancels_refunds_and_connection_changes_commit_with_their_entries(
+    db: str, tmp_path: Path
+) -> None:
+    """Each entry is written in the transaction that records what the answer shows: when the
+    entry can't be written, the change's record goes with it and the answer is a 5xx; and the
+    entries never depend on the API layer's after-the-answer write (broken here)."""
+
+    async def test(h: Harness) -> None:
+        manual = {"amount": 2000, "currency": "usd", "capture_method": "manual"}
+        paid_body = {"amount": 1200, "currency": "usd", "payment_method": "tok_visa"}
+
+        async def held() -> dict[str, Any]:
+            return await ok(
+                h,
+                "POST",
+                "/v1/payment_intents",
+                json={**manual, "payment_method": "tok_visa", "confirm": True},
+            )
+
+        async def paid() -> dict[str, Any]:
+            return await ok(h, "POST", "/v1/payment_intents", json={**paid_body, "confirm": True})
+
+        async def opened() -> dict[str, Any]:
+            return await ok(
+                h, "POST", "/v1/payment_intents", json={"amount": 700, "currency": "usd"}
+            )
+
+        # 1. The entry's INSERT fails: no change is recorded either.
+        to_capture, to_void, to_drop, to_refund = (
+            await held(),
+            await held(),
+            await opened(),
+            await paid(),
+        )
+        conn = await ok(h, "POST", "/v1/connections", json=STRIPE_CONNECTION)
+        listed = ", ".join(f"'{a}'" for a in ATOMIC_ACTIONS)
+        before = await h.sql("select id from audit_log order by id")
+        await refuse(h, "audit_log", "INSERT", f"NEW.action IN ({listed})")
+        for method, path, body in (
+            ("POST", f"/v1/payment_intents/{to_capture['id']}/capture", {}),
+            ("POST", f"/v1/payment_intents/{to_void['id']}/cancel", {}),
+            ("POST", f"/v1/payment_intents/{to_drop['id']}/cancel", {}),
+            ("POST", "/v1/refunds", {"payment_intent": to_refund["id"], "amount": 300}),
+            ("POST", "/v1/connections", {**STRIPE_CONNECTION, "name": "never"}),
+            ("POST", f"/v1/connections/{conn['id']}", {"name": "renamed", "disabled": True}),
+            ("DELETE", f"/v1/connections/{conn['id']}", None),
+        ):
+            r = await h.http.request(method, path, json=body)
+            assert r.status_code >= 500, (path, r.status_code, r.text)
+        assert (await intent(h, to_capture["id"]))["received"] == 0
+        assert (await intent(h, to_void["id"]))["status"] != "canceled"
+        assert (await intent(h, to_drop["id"]))["status"] == "requires_payment_method"
+        assert (await intent(h, to_refund["id"]))["refunded"] == 0
+        assert await h.sql("select name, disabled from connections") == [(None, False)]
+        assert await h.sql("select id from audit_log order by id") == before
+        await heal(h, "audit_log")
+
+        # 2. With the after-the-answer write broken, every entry is still there, with its change.
+        async def broken(values: dict[str, Any]) -> None:
+            raise RuntimeError("the after-the-answer audit write is down")
+
+        h.app.audit.write = broken  # type: ignore[method-assign]
+        captured = await held()
+        done = await ok(h, "POST", f"/v1/payment_intents/{captured['id']}/capture", json={})
+        voided = await ok(h, "POST", f"/v1/payment_intents/{(await held())['id']}/cancel", json={})
+        dropped = await ok(
+            h, "POST", f"/v1/payment_intents/{(await opened())['id']}/cancel", json={}
+        )
+        refunded_pi = await paid()
+        refund = await ok(
+            h, "POST", "/v1/refunds", json={"payment_intent": refunded_pi["id"], "amount": 300}
+        )
+        made = await ok(h, "POST", "/v1/connections", json={**STRIPE_CONNECTION, "name": "b"})
+        await ok(h, "POST", f"/v1/connections/{made['id']}", json={"disabled": True})
+        await ok(h, "POST", f"/v1/connections/{conn['id']}", json={"name": "renamed"})
+        await ok(h, "DELETE", f"/v1/connections/{conn['id']}")
+
+        assert done["status"] == "succeeded" and (await intent(h, done["id"]))["received"] == 2000
+        assert (await intent(h, voided["id"]))["status"] == "canceled"
+        assert (await intent(h, dropped["id"]))["status"] == "canceled"
+        assert (await intent(h, refunded_pi["id"]))["refunded"] == 300
+        assert await h.sql("select id, name, disabled from connections") == [
+            (made["id"], "b", True)
+        ]
+
+        log = await entries(h)  # through the API: the connection changes are listed too
+        by = {(e["action"], e["object_id"]): e for e in log}
+        assert by[("payment_intent.capture", done["id"])]["details"]["amount_received"] == 2000
+        assert by[("payment_intent.cancel", voided["id"])]["details"]["status"] == "canceled"
+        assert by[("payment_intent.cancel", dropped["id"])]["details"]["status"] == "canceled"
+        assert by[("refund.create", refund["id"])]["details"]["status"] == refund["status"]
+        assert by[("refund.create", refund["id"])]["details"]["amount"] == 300
+        assert await actions(h, made["id"]) == ["connection.create", "connection.update"]
+        assert by[("connection.update", made["id"])]["details"]["disabled"] is True
+        assert await actions(h, conn["id"]) == [
+            "connection.create",
+            "connection.delete",
+            "connection.update",
+        ]
+        sk_id = await key_id_of(h, h.key)
+        assert {
+            by[("connection.delete", conn["id"])]["actor"],
+            by[("connection.create", made["id"])]["actor"],
+        } == {sk_id}
+        # No credential in an entry.
+        assert "c" * 24 not in repr(await h.sql("select * from audit_log"))
+
+    run_with_connections(db, tmp_path, test)

@@ -13,6 +13,7 @@ idempotency key derives from its id) instead of charging again.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 import uuid
@@ -24,8 +25,12 @@ import pytest
 from test_crash_recovery import query, sandbox_charges
 
 from conftest import database_url
+from paymux.billing.invoice_payments import attempt_intent_id
+from paymux.jobs.worker import Worker
+from paymux.storage.migrate import upgrade
 from support.pgcluster import PgCluster
 from support.processes import PAYMUX, ServeProcess, wait_until
+from support.renewal_crash import FEB_1, HOUR, Crash, billing, dying, starts
 
 N_SUBS = 10
 LATENCY = 0.3  # seconds each sandbox call waits while the renewals run
@@ -42,8 +47,6 @@ def setup(
 
 
 def _execute(url: str, statement: str, **params: object) -> None:
-    import asyncio
-
     from sqlalchemy import text
 
     from paymux.storage.db import Database
@@ -61,7 +64,12 @@ def _execute(url: str, statement: str, **params: object) -> None:
 
 def test_two_workers_and_a_kill9_bill_each_period_once(setup: tuple[Path, str, str]) -> None:
     tmp, url, key = setup
-    env = {"PAYMUX_JOB_LEASE_SECONDS": "1.5", "PAYMUX_ATTEMPT_SETTLE_AFTER_SECONDS": "0.5"}
+    # Small claims (2 jobs), so that both workers hold renewals while they run.
+    env = {
+        "PAYMUX_JOB_LEASE_SECONDS": "1.5",
+        "PAYMUX_ATTEMPT_SETTLE_AFTER_SECONDS": "0.5",
+        "PAYMUX_WORKER_BATCH_SIZE": "2",
+    }
     a = ServeProcess(tmp, url, key, **env)
     b = ServeProcess(tmp, url, key, log=tmp / "serve-b.log", **env)
     try:
@@ -115,8 +123,22 @@ def test_two_workers_and_a_kill9_bill_each_period_once(setup: tuple[Path, str, s
             )
             return int(rows[0][0]) >= 2
 
+        def held_by_a() -> list[tuple[object, ...]]:
+            """The renewal jobs worker a holds (its id: host:pid:...)."""
+            return query(
+                url,
+                "select id from jobs where kind = 'subscription_due' and status = 'running' "
+                "and locked_by like :a",
+                a=f"%:{a.pid}:%",
+            )
+
         wait_until("renewal payments to start", renewals_started, timeout=20)
+        wait_until("worker a to hold renewals", lambda: bool(held_by_a()), timeout=20)
         a.kill9()  # its claimed jobs wait for their lease to run out, then b takes them
+        orphaned = [int(r[0]) for r in held_by_a()]  # a is dead: what it held, it holds
+        # The killed worker had not finished: without this, a kill after a's last renewal
+        # would leave nothing to take over and the test would still pass.
+        assert orphaned, "worker a held no renewal when it was killed"
 
         def all_paid() -> bool:
             rows = query(
@@ -149,6 +171,86 @@ def test_two_workers_and_a_kill9_bill_each_period_once(setup: tuple[Path, str, s
                 p=pi_id,
             )
             assert attempts[0][0] == 1
+        # Taken over: every renewal job a held when it died was run again and finished by
+        # b (claimed twice, once by each worker).
+        taken = query(
+            url,
+            "select id, status, attempts, locked_by from jobs where kind = 'subscription_due'",
+        )
+        finished = {int(r[0]): (r[1], int(r[2]), r[3]) for r in taken}
+        for job_id in orphaned:
+            status, attempts, locked_by = finished[job_id]
+            assert (status, locked_by) == ("done", None), job_id
+            assert attempts >= 2, (job_id, attempts)
     finally:
         a.stop()
         b.stop()
+
+
+# -- a kill between a renewal's commit and its charge (in process) ---------------------------
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def url(request: pytest.FixtureRequest, tmp_path: Path, pg_cluster: PgCluster | None) -> str:
+    db_url = database_url(request.param, tmp_path, pg_cluster, f"renew_{uuid.uuid4().hex[:12]}")
+    upgrade(db_url)
+    return db_url
+
+
+CRASH_POINTS = {
+    # The renewal's draft committed (the period advanced), not finalized.
+    "after_draft": (starts("INSERT INTO INVOICES"), True),
+    # Finalized (numbered, open) and committed, not tried.
+    "after_finalize": (lambda st: "invoice_sequences" in st, True),
+    # The first try's intent id reserved on the invoice, the intent not made yet.
+    "after_reserve": (starts("INSERT INTO PAYMENT_INTENTS"), False),
+}
+
+
+@pytest.mark.parametrize("point", list(CRASH_POINTS))
+def test_a_worker_killed_between_a_renewals_commit_and_its_charge(
+    url: str, tmp_path: Path, point: str
+) -> None:
+    """Worker w1 dies at ``point`` while renewing; once its claim's lease runs out, worker w2
+    takes the job over and the period is billed once: one invoice, paid by one intent (the
+    first try's id), charged once at the sandbox."""
+    when, after_commit = CRASH_POINTS[point]
+
+    async def main() -> None:
+        async with billing(url, tmp_path) as b:
+            sub = await b.subscribe(1200)
+            b.advance_to(FEB_1 + HOUR)
+            w1 = Worker(b.app, worker_id="w1")
+            await w1.sweep()
+            async with dying(b.app, when, after_commit=after_commit):
+                with pytest.raises(Crash):
+                    await w1.run_once()
+            renewals = await b.sql(
+                "select id from invoices where subscription_id = :s "
+                "and billing_reason = 'subscription_cycle'",
+                s=sub["id"],
+            )
+            assert len(renewals) == 1  # the draft's commit happened at every point
+            invoice_id = str(renewals[0][0])
+            assert await b.intents(invoice_id) == []  # and the charge did not
+            jobs = await b.sql(
+                "select id, status, locked_by from jobs where kind = 'subscription_due'"
+            )
+            assert [tuple(r[1:]) for r in jobs] == [("running", "w1")]
+
+            assert await b.drain("w2") == []  # w1's claim holds until its lease runs out
+            b.clock.advance(b.app.settings.job_lease_seconds + 1)
+            assert "subscription_due" in await b.drain("w2")
+            status, attempts, paid, pi_id = await b.invoice(invoice_id)
+            assert (status, attempts, paid) == ("paid", 1, 1200)
+            assert pi_id == attempt_intent_id(invoice_id, 1)
+            assert await b.intents(invoice_id) == [(pi_id, "succeeded")]
+            assert sandbox_charges(tmp_path / "sandbox.db", pi_id) == ["succeeded"]
+            # Taken over: the job w1 claimed was claimed again and finished by w2.
+            assert await b.sql(
+                "select status, attempts, locked_by from jobs where id = :j", j=jobs[0][0]
+            ) == [("done", 2, None)]
+            again = await b.sql(
+                "select count(*) from invoices where subscription_id = :s", s=sub["id"]
+            )
+            assert again[0][0] == 2  # the first invoice and this period's: no other
+
+    asyncio.run(main())

@@ -181,6 +181,31 @@ def test_any_text_that_is_not_a_code_raises_unknown_currency(text: str) -> None:
             get_currency(text)
 
 
+def test_a_non_string_currency_error_names_its_type_and_the_currency_parameter() -> None:
+    with pytest.raises(UnknownCurrencyError) as info:
+        get_currency(840)  # type: ignore[arg-type]
+    assert str(info.value) == (
+        "currency must be a str ISO 4217 alphabetic code such as 'USD', not int"
+    )
+    assert info.value.param == "currency"
+
+
+@pytest.mark.parametrize(
+    ("code", "shown"),
+    [
+        ("A" * 16, "'AAAAAAAAAAAAAAAA'"),  # 16 characters: quoted whole
+        ("A" * 17, "'AAAAAAAAAAAAAAAA...'"),  # 17: cut to 16 and "..."
+    ],
+)
+def test_an_unknown_code_is_quoted_whole_up_to_16_characters(code: str, shown: str) -> None:
+    with pytest.raises(UnknownCurrencyError) as info:
+        get_currency(code)
+    assert str(info.value) == (
+        f"unknown currency {shown}: expected an active ISO 4217 alphabetic code with a "
+        "minor unit, such as 'USD' or 'eur'"
+    )
+
+
 def test_unknown_currency_is_a_money_error_and_a_value_error() -> None:
     with pytest.raises(MoneyError):
         get_currency("XYZ")

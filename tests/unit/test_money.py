@@ -124,6 +124,18 @@ def test_a_bool_amount_is_rejected() -> None:
         Money(True, "USD")
 
 
+def test_an_amount_error_message_suggests_parse_only_for_decimal_like_values() -> None:
+    with pytest.raises(InvalidAmountError) as info:
+        Money(10.5, "USD")  # type: ignore[arg-type]
+    assert str(info.value) == (
+        "amount must be an int number of minor units, not float; "
+        "use Money.parse() for a decimal string"
+    )
+    with pytest.raises(InvalidAmountError) as info:
+        Money(None, "USD")  # type: ignore[arg-type]
+    assert str(info.value) == "amount must be an int number of minor units, not NoneType"
+
+
 def test_an_int_subclass_amount_becomes_a_plain_int() -> None:
     class Cents(enum.IntEnum):
         FIFTY = 50
@@ -194,10 +206,38 @@ def test_parsing_decimals_for_a_currency_without_minor_unit_is_an_error() -> Non
     assert str(info.value) == "JPY has no minor unit; '10.5' has 1 decimal place"
 
 
-@pytest.mark.parametrize(("value", "currency"), [("10.500", "USD"), ("100.0", "JPY")])
-def test_trailing_zeros_beyond_the_exponent_are_an_error_too(value: str, currency: str) -> None:
-    with pytest.raises(AmountPrecisionError, match="trailing zeros count"):
+@pytest.mark.parametrize(
+    ("value", "currency", "message"),
+    [
+        (
+            "10.500",
+            "USD",
+            "USD allows at most 2 decimal places; '10.500' has 3 "
+            "(trailing zeros count: amounts are never rounded or trimmed)",
+        ),
+        (
+            "100.0",
+            "JPY",
+            "JPY has no minor unit; '100.0' has 1 decimal place "
+            "(trailing zeros count: amounts are never rounded or trimmed)",
+        ),
+        (
+            "1.2500000",
+            "KWD",
+            "KWD allows at most 3 decimal places; '1.2500000' has 7 "
+            "(trailing zeros count: amounts are never rounded or trimmed)",
+        ),
+        # A non-zero digit anywhere past the exponent: no note about trailing zeros.
+        ("1.2500001", "KWD", "KWD allows at most 3 decimal places; '1.2500001' has 7"),
+        ("1.2501000", "KWD", "KWD allows at most 3 decimal places; '1.2501000' has 7"),
+    ],
+)
+def test_trailing_zeros_beyond_the_exponent_are_an_error_too(
+    value: str, currency: str, message: str
+) -> None:
+    with pytest.raises(AmountPrecisionError) as info:
         Money.parse(value, currency)
+    assert str(info.value) == message
 
 
 @pytest.mark.parametrize(
@@ -221,6 +261,50 @@ def test_parsing_rejects_anything_but_sign_digits_and_one_dot(value: str) -> Non
 def test_parsing_something_other_than_a_string_is_an_error(value: object) -> None:
     with pytest.raises(InvalidAmountError, match="must be a decimal string"):
         Money.parse(value, "USD")  # type: ignore[arg-type]
+
+
+def test_parsing_a_non_string_names_its_type_and_the_amount_parameter() -> None:
+    with pytest.raises(InvalidAmountError) as info:
+        Money.parse(10.5, "USD")  # type: ignore[arg-type]
+    assert str(info.value) == "amount must be a decimal string such as '10.50', not float"
+    assert info.value.param == "amount"
+
+
+def test_a_malformed_string_error_says_what_is_expected() -> None:
+    with pytest.raises(InvalidAmountError) as info:
+        Money.parse("10,50", "USD")
+    assert str(info.value) == (
+        "amount '10,50' is not a decimal number: expected an optional sign, digits and "
+        "optionally '.' and more digits, such as '10.50' or '-3' "
+        "(no spaces, thousands separators or exponents)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("x" * 32, "'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'"),  # 32 characters: quoted whole
+        ("x" * 33, "'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...'"),  # 33: cut to 32 and "..."
+    ],
+)
+def test_a_rejected_string_is_quoted_whole_up_to_32_characters(value: str, shown: str) -> None:
+    with pytest.raises(InvalidAmountError) as info:
+        Money.parse(value, "USD")
+    assert str(info.value).startswith(f"amount {shown} is not a decimal number: ")
+
+
+def test_a_string_of_exactly_the_maximum_length_is_parsed() -> None:
+    assert MAX_DECIMAL_STRING_LENGTH == 256
+    assert Money.parse("1" * 256, "USD") == Money(int("1" * 256 + "00"), "USD")
+
+
+def test_an_overlong_string_error_names_the_limit_and_the_amount_parameter() -> None:
+    with pytest.raises(InvalidAmountError) as info:
+        Money.parse("1" * 257, "USD")
+    assert str(info.value) == (
+        "amount '11111111111111111111111111111111...' is too long: at most 256 characters"
+    )
+    assert info.value.param == "amount"
 
 
 def test_parsing_an_overlong_string_is_an_error() -> None:
@@ -382,6 +466,22 @@ def test_formatting_never_rounds_a_huge_amount() -> None:
     assert Money(huge, "USD").format("en_US").replace(",", "") == f"${huge // 100}.01"
 
 
+@pytest.mark.parametrize(
+    ("amount", "currency", "text"),
+    [
+        # 41 digits, far past decimal's default 28-digit context: none may be rounded away.
+        (10**40 + 1, "JPY", "¥10,000,000,000,000,000,000,000,000,000,000,000,000,001"),
+        (10**40 + 1, "KWD", "KWD10,000,000,000,000,000,000,000,000,000,000,000,000.001"),
+        (10**40 + 1, "CLF", "CLF1,000,000,000,000,000,000,000,000,000,000,000,000.0001"),
+        (-(10**40) - 1, "JPY", "-¥10,000,000,000,000,000,000,000,000,000,000,000,000,001"),
+    ],
+)
+def test_formatting_shows_every_digit_whatever_the_exponent(
+    amount: int, currency: str, text: str
+) -> None:
+    assert Money(amount, currency).format("en_US") == text
+
+
 @settings(deadline=None)  # the first call loads Babel's locale data
 @given(m=money())
 def test_formatting_shows_every_digit_of_the_amount(m: Money) -> None:
@@ -459,6 +559,35 @@ def test_a_currency_mismatch_message_names_both_amounts() -> None:
     )
 
 
+_MISMATCH_COMPARE = (
+    "cannot compare USD and EUR amounts (10.50 USD and 1.00 EUR): convert to one currency first"
+)
+
+
+@pytest.mark.parametrize(
+    ("operation", "message"),
+    [
+        (
+            lambda a, b: a - b,
+            "cannot subtract USD and EUR amounts (10.50 USD minus 1.00 EUR): "
+            "convert to one currency first",
+        ),
+        (lambda a, b: a < b, _MISMATCH_COMPARE),
+        (lambda a, b: a <= b, _MISMATCH_COMPARE),
+        (lambda a, b: a > b, _MISMATCH_COMPARE),
+        (lambda a, b: a >= b, _MISMATCH_COMPARE),
+    ],
+    ids=["-", "<", "<=", ">", ">="],
+)
+def test_a_currency_mismatch_names_the_operation_and_the_currency_parameter(
+    operation: Callable[[Money, Money], object], message: str
+) -> None:
+    with pytest.raises(CurrencyMismatchError) as info:
+        operation(Money(1050, "USD"), Money(100, "EUR"))
+    assert str(info.value) == message
+    assert info.value.param == "currency"
+
+
 def test_money_and_plain_numbers_do_not_mix() -> None:
     price = Money(1050, "USD")
     with pytest.raises(TypeError):
@@ -469,6 +598,10 @@ def test_money_and_plain_numbers_do_not_mix() -> None:
         price - 1  # type: ignore[operator]
     with pytest.raises(TypeError):
         price < 2000  # type: ignore[operator]  # noqa: B015
+    with pytest.raises(TypeError):
+        price <= 2000  # type: ignore[operator]  # noqa: B015
+    with pytest.raises(TypeError):
+        price > 0  # type: ignore[operator]  # noqa: B015
     with pytest.raises(TypeError):
         price >= 0  # type: ignore[operator]  # noqa: B015
 

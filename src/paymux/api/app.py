@@ -45,6 +45,7 @@ from paymux.api.routers import (
     subscriptions,
     tax_rates,
     test_clocks,
+    webhook_endpoints,
     webhooks,
 )
 from paymux.config import Settings, get_settings
@@ -156,7 +157,7 @@ def create_app(settings: Settings, paymux: Paymux | None = None) -> FastAPI:
     install_docs(app)
     for module in (payment_intents, refunds, customers, events, disputes, webhooks, admin):
         app.include_router(module.router)
-    for module in (keys, audit_log, connections, charges):
+    for module in (keys, audit_log, connections, charges, webhook_endpoints):
         app.include_router(module.router)
     for module in (
         setup_intents,

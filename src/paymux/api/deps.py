@@ -21,6 +21,7 @@ from paymux.api.schemas import ExpandQuery, ListQuery
 from paymux.api.wire import check_query, wire_query
 from paymux.domain.errors import PaymuxError
 from paymux.gateways.base import GatewayRateLimited, GatewayUnavailable
+from paymux.security import looks_like_pan
 from paymux.services import Paymux
 from paymux.services.audit import AuditRequest, pending_audit
 from paymux.services.context import CreatedRange, current_livemode
@@ -65,6 +66,24 @@ class Caller:
     permissions: Mapping[str, Level] = field(default_factory=dict)
 
 
+_KEY_PREFIX = re.compile(r"(?:sk|pk|rk)_(?:test|live)_")
+_SHOWABLE_KEY = re.compile(r"[A-Za-z0-9_\-]{1,255}")
+
+
+def masked_key(key: str) -> str:
+    """A refused key as Stripe shows it in its 401 (``sk_test_****...abcd``): the kind and
+    mode prefix and the last 4 characters, every other character a ``*``, so a caller can
+    tell which of their keys was refused. A value that is not plainly a key (other
+    characters, too long, a card number) is not shown at all."""
+    if not _SHOWABLE_KEY.fullmatch(key) or looks_like_pan(key):
+        return "(not shown)"
+    prefix = _KEY_PREFIX.match(key)
+    head = prefix.group(0) if prefix else ""
+    rest = key[len(head) :]
+    shown = 4 if len(rest) > 8 else 0
+    return head + "*" * (len(rest) - shown) + rest[len(rest) - shown :]
+
+
 def api_key_from(authorization: str | None) -> str:
     """The key an Authorization header carries, as Stripe takes it: ``Bearer <key>``, or HTTP
     Basic with the key as the username and an empty password (``curl -u sk_test_...:``)."""
@@ -101,9 +120,13 @@ async def caller(request: Request, authorization: Annotated[str | None, Header()
     app = get_app(request)
     found = await app.keys.check(key)
     if found == "expired":
-        raise PaymuxError.of("api_key_expired")
+        raise PaymuxError.of(
+            "api_key_expired",
+            f"Expired API Key provided: {masked_key(key)}. It was rolled and its grace "
+            "period is over: use the key it was rolled to.",
+        )
     if not isinstance(found, Principal):
-        raise PaymuxError.of("api_key_invalid")
+        raise PaymuxError.of("api_key_invalid", f"Invalid API Key provided: {masked_key(key)}")
     await app.rate_limiter.check(found.key_hash)
     _check_stripe_account(found, request.headers.get("stripe-account"))
     enforce(found, request)
@@ -205,7 +228,8 @@ async def idempotent(
     )
     fingerprint = request_fingerprint(c.request.method, c.request.url.path, payload)
     claim = await c.app.idempotency.begin(
-        c.account_id, key, c.request.method, c.request.url.path, fingerprint
+        c.account_id, key, c.request.method, c.request.url.path, fingerprint,
+        livemode=c.livemode,
     )
     if isinstance(claim, Replay):
         return _json(claim.status, claim.body, replayed=True)
@@ -214,7 +238,7 @@ async def idempotent(
         response = await _run(c, operation)
     except BaseException as exc:
         # Cancelled, or the database (or our code) failed: not an answer to keep.
-        await asyncio.shield(c.app.idempotency.release(c.account_id, key))
+        await asyncio.shield(c.app.idempotency.release(c.account_id, key, livemode=c.livemode))
         if not isinstance(exc, Exception):
             raise
         log.warning("request under Idempotency-Key failed (%s); key released", type(exc).__name__)
@@ -224,9 +248,11 @@ async def idempotent(
         current_claim.reset(token)
     body = bytes(response.body).decode()
     if _final(response.status_code, body):
-        await c.app.idempotency.finish(c.account_id, key, response.status_code, body)
+        await c.app.idempotency.finish(
+            c.account_id, key, response.status_code, body, livemode=c.livemode
+        )
     else:
-        await c.app.idempotency.release(c.account_id, key)
+        await c.app.idempotency.release(c.account_id, key, livemode=c.livemode)
     return response
 
 
@@ -291,6 +317,7 @@ def _audit_request(c: Caller) -> AuditRequest:
         path=request.url.path,
         livemode=c.livemode,
         request_id=getattr(request.state, "request_id", None),
+        route=tuple(p for p in segments if not p.startswith("{")),
     )
 
 

@@ -14,15 +14,19 @@
   token: by parameter name or by the look of the value) are refused with 400
   ``credentials_in_query`` naming the parameter, never echoing the value; the query is
   masked first, as for card numbers, so that uvicorn's access log never prints it.
-- Stripe-Version: any well-formed Stripe API version (``2025-03-31`` or
-  ``2025-03-31.basil``) is accepted, since paymux has one shape; a malformed one is 400
-  ``api_version_invalid``. Every /v1 response carries a ``Stripe-Version`` header: the
-  version asked for, or ``STRIPE_API_VERSION`` when none was.
+- Stripe-Version: a version Stripe has released (``2024-06-20``, ``2025-03-31.basil``;
+  api/stripe_versions.py) is accepted, since paymux has one shape; a malformed one, or one
+  Stripe never had (``2099-01-01``), is 400 ``api_version_invalid`` with Stripe's message
+  ``Invalid Stripe API version: <value>``. Every /v1 response carries a ``Stripe-Version``
+  header: the version asked for, or ``STRIPE_API_VERSION`` when none was.
 - A body size limit (413), and a nesting limit for JSON bodies (400 ``body_too_deep``; the
   bracket nesting of form bodies and query strings is limited the same in api/wire.py),
   checked without recursion on every path (``/sandbox`` and ``/webhooks`` too; a webhook's
   raw bytes still reach signature verification untouched) before anything parses them:
   ``json.loads`` itself recurses, and raises RecursionError near 1,000 levels.
+- Security headers (security/headers.py): HSTS on every response that came over TLS, and
+  on every page (``/docs``, ``/redoc``, the hosted invoice page and its PDF, ...) nosniff,
+  Referrer-Policy, no caching of HTML, and the strictest CSP for a page that set none.
 - Unexpected exceptions: logged once, with the request id, and answered 500 ``api_error``
   carrying the same ``Request-Id`` (unless a response had already started). Starlette's
   ServerErrorMiddleware, outside this one, would answer without the header and re-raise for
@@ -40,9 +44,11 @@ from urllib.parse import parse_qsl, quote, urlencode
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from paymux.api.stripe_versions import known_stripe_version
 from paymux.domain.errors import PaymuxError
 from paymux.domain.ids import new_id
 from paymux.security import find_pan_param, looks_like_pan, mask_pans, request_id_var
+from paymux.security.headers import secure_headers
 from paymux.security.pan import body_plainly_clear, mask_pan_data
 
 __all__ = [
@@ -60,7 +66,8 @@ MAX_BODY = 1024 * 1024
 # The Stripe API version paymux's one shape is answered as when a request names none: the
 # version of the stripe-python release paymux is tested with.
 STRIPE_API_VERSION = "2026-10-28.endive"
-_STRIPE_VERSION = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})(?:\.[a-z]{1,32})?")
+_STRIPE_VERSION = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})(?:\.([a-z]{1,32}))?")
+_NEWEST = date.fromisoformat(STRIPE_API_VERSION.split(".")[0])
 _ECHOABLE_VERSION = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 # Deeper than any real request or provider payload, far below json's recursion limit.
 MAX_JSON_DEPTH = 32
@@ -118,6 +125,7 @@ class GuardMiddleware:
         started = False
         version = _header(scope, b"stripe-version")
         api = str(scope.get("path", "")).startswith("/v1/")
+        scheme = str(scope.get("scheme", "http"))
 
         async def send_with_id(message: Message) -> None:
             nonlocal started
@@ -128,7 +136,8 @@ class GuardMiddleware:
                 if api:
                     answered = version if version and valid_stripe_version(version) else None
                     headers.append((b"stripe-version", (answered or STRIPE_API_VERSION).encode()))
-                message["headers"] = headers
+                # HSTS over TLS on every answer; a page's headers on everything else.
+                message["headers"] = secure_headers(headers, scheme, page=not api)
             await send(message)
 
         try:
@@ -198,16 +207,17 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 def valid_stripe_version(value: str) -> bool:
-    """Whether ``value`` is a well-formed Stripe API version: a real date, ``YYYY-MM-DD``,
-    with or without a release name (``2025-03-31.basil``)."""
+    """Whether ``value`` is a Stripe API version: a real date, ``YYYY-MM-DD``, with or
+    without a release name (``2025-03-31.basil``), that Stripe has released
+    (``known_stripe_version``)."""
     match = _STRIPE_VERSION.fullmatch(value)
     if match is None:
         return False
     try:
-        date(int(match.group(1)), int(match.group(2)), int(match.group(3)))
+        day = date(int(match.group(1)), int(match.group(2)), int(match.group(3)))
     except ValueError:
         return False
-    return True
+    return known_stripe_version(day, match.group(4), _NEWEST)
 
 
 def _version_error(value: str) -> PaymuxError:

@@ -34,14 +34,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.billing.balance import record_balance_change
 from paymux.billing.clock_time import now_for
+from paymux.billing.invoice_core import queue_release
 from paymux.billing.rules.proration import round_half_even_div
 from paymux.domain.clock import seconds
 from paymux.domain.errors import PaymuxError
 from paymux.domain.ids import new_id
+from paymux.jobs.queue import enqueue
 from paymux.services.context import (
     Context,
     CreatedRange,
-    current_livemode,
     emit,
     get_owned,
     merge_metadata,
@@ -54,6 +55,7 @@ from paymux.storage.models import (
     Invoice,
     InvoiceLine,
     PaymentIntent,
+    Refund,
 )
 
 if TYPE_CHECKING:
@@ -73,11 +75,10 @@ CREDIT_NOTE_REASONS = frozenset(
     {"duplicate", "fraudulent", "order_change", "product_unsatisfactory"}
 )
 _REFUND_REASON = {"duplicate": "duplicate", "fraudulent": "fraudulent"}
-# An intent of the invoice that could still charge if the payer acted.
-_WAITING = ("requires_action", "requires_payment_method", "requires_confirmation")
+# A note still pending this long after its request is finished by a job (finish_pending).
+FINISH_AFTER_SECONDS = 300.0
 
 log = logging.getLogger(__name__)
-
 
 
 def _invalid(message: str, param: str) -> PaymuxError:
@@ -497,8 +498,21 @@ class CreditNotesService:
             note = planned.note
             s.add(note)
             issued = await self._issue(s, note) if note.status == "issued" else None
+            if issued is None:
+                # Should this request die between here and the note's issue, the job
+                # finishes the note from the refund it finds (or drops it if none was made).
+                await enqueue(
+                    s,
+                    "finish_credit_note",
+                    {"account_id": account_id, "note_id": note.id},
+                    now_us=self.ctx.now_us(),
+                    delay=FINISH_AFTER_SECONDS,
+                    dedupe_key=f"finish:{note.id}",
+                    account_id=account_id,
+                )
         if issued is not None:
-            await self._cancel_waiting_intent(account_id, note.invoice_id)
+            if planned.payment_intent_id is not None:
+                await self.app.invoices.release(account_id, planned.payment_intent_id)
             return issued
         assert planned.payment_intent_id is not None
         try:
@@ -522,37 +536,40 @@ class CreditNotesService:
             )
         async with self.ctx.db.write() as s:
             row = await get_owned(s, CreditNote, note.id, account_id, lock=True)
+            if row.status != "pending":  # finished by the job meanwhile
+                return await self._view(s, row)
             row.refund_id = str(refund["id"])
             row.status = "issued"
             return await self._issue(s, row)
 
-    async def _cancel_waiting_intent(self, account_id: str, invoice_id: str) -> None:
-        """An open invoice the note credited down to zero is paid: its intent still waiting
-        for the payer (3-D Secure, a new card) must never charge now. Canceled after the
-        note's transaction (a gateway call); a failure is logged, the hook then refuses to
-        apply a late success to a paid invoice (and warns)."""
-        async with self.ctx.db.read() as s:
-            invoice = await s.get(Invoice, invoice_id)
-            pi = (
-                await s.get(PaymentIntent, invoice.payment_intent_id)
-                if invoice is not None and invoice.payment_intent_id
-                else None
+    async def finish_pending(self, account_id: str, note_id: str) -> None:
+        """Job ``finish_credit_note``: a note still ``pending`` long after its request (which
+        died between writing it and issuing it) is issued with the refund that request made,
+        found by the refund's ``credit_note`` metadata, or dropped when no refund was made or
+        the gateway refused it (the request never answered success: its retry makes a new
+        note). Under the note's lock, like the request's own last step."""
+        async with self.ctx.db.write() as s:
+            row = await s.get(CreditNote, note_id, with_for_update=True, populate_existing=True)
+            if row is None or row.account_id != account_id or row.status != "pending":
+                return
+            invoice = await s.get(Invoice, row.invoice_id)
+            pi_id = invoice.payment_intent_id if invoice is not None else None
+            refunds = (
+                (await s.execute(select(Refund).where(Refund.payment_intent_id == pi_id)))
+                .scalars()
+                .all()
+                if pi_id
+                else []
             )
-            waiting = (
-                invoice is not None
-                and invoice.status == "paid"
-                and pi is not None
-                and pi.status in _WAITING
-            )
-        if not waiting or pi is None:
-            return
-        token = current_livemode.set(bool(pi.livemode))
-        try:
-            await self.app.payments.cancel(account_id, pi.id, "abandoned")
-        except PaymuxError as exc:
-            log.warning("could not cancel %s after crediting %s: %s", pi.id, invoice_id, exc.code)
-        finally:
-            current_livemode.reset(token)
+            made = [r for r in refunds if (r.metadata_ or {}).get("credit_note") == note_id]
+            live = [r for r in made if r.status not in ("failed", "canceled")]
+            if not live:
+                log.warning("dropping credit note %s: its refund was never made", note_id)
+                await s.delete(row)
+                return
+            row.refund_id = live[0].id
+            row.status = "issued"
+            await self._issue(s, row)
 
     async def _drop_pending(self, account_id: str, note_id: str) -> None:
         async with self.ctx.db.write() as s:
@@ -572,6 +589,8 @@ class CreditNotesService:
             invoice.amount_due -= pre
             invoice.updated_us = now
             paid_now = invoice.status == "open" and invoice.amount_remaining == 0
+            if not paid_now:  # paid: settle_paid releases it
+                await queue_release(s, self.ctx, invoice)
         if note.credit_amount:
             await record_balance_change(
                 s,
@@ -630,6 +649,8 @@ class CreditNotesService:
             invoice.amount_remaining += pre
             invoice.amount_due += pre
             invoice.updated_us = now
+            await queue_release(s, self.ctx, invoice)
+            waiting = invoice.payment_intent_id
             if note.credit_amount:  # none on an open invoice today; undone all the same
                 await record_balance_change(
                     s,
@@ -647,7 +668,9 @@ class CreditNotesService:
             note.voided_at_us = now
             view = await self._view(s, note)
             await emit(s, account_id, "credit_note.voided", view, now)
-            return view
+        if waiting is not None:
+            await self.app.invoices.release(account_id, waiting)
+        return view
 
     async def list_page(
         self,

@@ -22,14 +22,15 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from paymux.billing.invoice_payments import live_intent
+from paymux.billing.invoice_payments import live_intent, replaceable
+from paymux.domain.attempts import Operation
 from paymux.domain.errors import PaymuxError
 from paymux.services.context import current_livemode
 from paymux.services.payments import CreateParams
-from paymux.storage.models import Invoice, PaymentIntent
+from paymux.storage.models import GatewayAttempt, Invoice, PaymentIntent
 
 if TYPE_CHECKING:
     from paymux.services import Paymux
@@ -48,6 +49,8 @@ log = logging.getLogger(__name__)
 HOSTED_GATEWAY = "sandbox"
 _CONFIRMABLE = ("requires_payment_method", "requires_confirmation")
 _IN_FLIGHT = ("processing", "requires_capture", "succeeded")
+# Payments one invoice may have made in an hour before its page refuses new cards.
+PAGE_TRIES_PER_HOUR = 10
 
 
 def hosted_intent_id(invoice_id: str, token: str) -> str:
@@ -94,6 +97,7 @@ async def pay_from_page(app: Paymux, token: str, card_token: str, return_url: st
             param="invoice",
         )
     account_id, invoice_id = invoice.account_id, invoice.id
+    await _check_page_tries(app, invoice_id)
     mode = current_livemode.set(bool(invoice.livemode))
     try:
         async with app.ctx.db.read() as s:
@@ -102,13 +106,21 @@ async def pay_from_page(app: Paymux, token: str, card_token: str, return_url: st
                 if invoice.payment_intent_id
                 else None
             )
-        if pi is not None and pi.status in _IN_FLIGHT:
+        if pi is not None and pi.status in _IN_FLIGHT and not replaceable(pi, invoice):
             raise PaymuxError.of(
                 "invoice_unexpected_state",
                 "A payment of this invoice is already under way.",
                 param="invoice",
             )
-        if pi is not None and pi.status in _CONFIRMABLE and pi.gateway == HOSTED_GATEWAY:
+        # An intent made for another amount (a credit note changed what is due) is never
+        # confirmed: it is canceled and a new one made for what is due now.
+        stale = pi is not None and pi.amount != invoice.amount_remaining
+        if (
+            pi is not None
+            and pi.status in _CONFIRMABLE
+            and pi.gateway == HOSTED_GATEWAY
+            and not stale
+        ):
             async with app.ctx.db.write() as s:
                 # Under the invoice's lock, as attempt() reserves: still the invoice's intent,
                 # still waiting, and no other payment (a dunning retry) started meanwhile.
@@ -118,6 +130,7 @@ async def pay_from_page(app: Paymux, token: str, card_token: str, return_url: st
                     locked.payment_intent_id != pi.id
                     or current is None
                     or current.status not in _CONFIRMABLE
+                    or current.amount != locked.amount_remaining
                 ):
                     raise PaymuxError.of(
                         "invoice_unexpected_state",
@@ -132,7 +145,9 @@ async def pay_from_page(app: Paymux, token: str, card_token: str, return_url: st
                 return_url=return_url,
             )
             return _outcome(view)
-        if pi is not None and pi.status == "requires_action":
+        if pi is not None and (
+            pi.status == "requires_action" or (stale and pi.status in _CONFIRMABLE)
+        ):
             await app.payments.cancel(account_id, pi.id, "abandoned")
         pi_id = hosted_intent_id(invoice_id, card_token)
         async with app.ctx.db.write() as s:
@@ -170,6 +185,35 @@ async def pay_from_page(app: Paymux, token: str, card_token: str, return_url: st
         return _outcome(view)
     finally:
         current_livemode.reset(mode)
+
+
+async def _check_page_tries(app: Paymux, invoice_id: str) -> None:
+    """At most ``PAGE_TRIES_PER_HOUR`` cards tried on one invoice in the last hour (the
+    authorizations sent to a gateway for its payments, whoever made them): the page needs no
+    API key, so without this anyone holding its link could test stolen cards through it.
+    Counted from the gateway attempts themselves (found through the invoice's intents, both
+    indexed), so every process agrees."""
+    since = app.ctx.now_us() - 3_600_000_000
+    async with app.ctx.db.read() as s:
+        recent = (
+            await s.execute(
+                select(func.count())
+                .select_from(GatewayAttempt)
+                .join(PaymentIntent, PaymentIntent.id == GatewayAttempt.object_id)
+                .where(
+                    PaymentIntent.invoice_id == invoice_id,
+                    GatewayAttempt.operation == Operation.AUTHORIZE.value,
+                    GatewayAttempt.created_us >= since,
+                )
+            )
+        ).scalar_one()
+    if recent >= PAGE_TRIES_PER_HOUR:
+        raise PaymuxError.of(
+            "rate_limited",
+            "Too many payment tries for this invoice. Try again in an hour, or contact the "
+            "merchant.",
+            retry_after=3600,
+        )
 
 
 async def _locked_open(s: AsyncSession, invoice_id: str) -> Invoice:

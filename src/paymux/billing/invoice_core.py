@@ -48,7 +48,25 @@ from paymux.storage.models import (
     TaxRate,
 )
 
-__all__ = ["DraftLine", "InvoicesCore", "invoice_prefix"]
+__all__ = ["DraftLine", "InvoicesCore", "invoice_prefix", "queue_release"]
+
+
+async def queue_release(s: AsyncSession, ctx: Context, invoice: Invoice) -> None:
+    """In the caller's transaction, which closes ``invoice`` or changes what it asks for: a
+    job (``release_invoice_intent``) that cancels its intent if that still waits for the payer
+    at an amount no longer due (``InvoicePayments.release``). Queued with the change, so a
+    crash right after it can't leave an intent able to charge a closed invoice."""
+    if invoice.payment_intent_id is None:
+        return
+    await enqueue(
+        s,
+        "release_invoice_intent",
+        {"account_id": invoice.account_id, "pi_id": invoice.payment_intent_id},
+        now_us=ctx.now_us(),
+        dedupe_key=f"release:{invoice.payment_intent_id}:{invoice.status}:"
+        f"{invoice.amount_remaining}",
+        account_id=invoice.account_id,
+    )
 
 
 @dataclass(frozen=True)
@@ -483,10 +501,21 @@ class InvoicesCore:
 
     # -- paid, void, uncollectible ----------------------------------------------------------
     async def settle_paid(
-        self, s: AsyncSession, invoice: Invoice, now: int, *, amount: int, out_of_band: bool = False
+        self,
+        s: AsyncSession,
+        invoice: Invoice,
+        now: int,
+        *,
+        amount: int,
+        out_of_band: bool = False,
+        by_intent: str | None = None,
     ) -> None:
         """open (or uncollectible) -> paid in the caller's transaction, with its events and
-        the subscription's move (``on_invoice_paid``)."""
+        the subscription's move (``on_invoice_paid``). Paid other than by its intent
+        (``by_intent``: out of band, by a credit, below the minimum), an intent of it still
+        waiting for the payer must never charge now: ``queue_release``."""
+        if invoice.payment_intent_id is not None and invoice.payment_intent_id != by_intent:
+            await queue_release(s, self.ctx, invoice)
         invoice.status = next_invoice_status(invoice.status, InvoiceAction.PAY)
         invoice.amount_paid += amount
         invoice.amount_remaining = 0
@@ -510,6 +539,7 @@ class InvoicesCore:
 
     async def void_in(self, s: AsyncSession, invoice: Invoice) -> None:
         invoice.status = next_invoice_status(invoice.status, InvoiceAction.VOID)
+        await queue_release(s, self.ctx, invoice)
         now = await now_for(s, self.ctx, invoice.account_id, invoice.customer_id)
         invoice.voided_at_us = now
         invoice.next_payment_attempt_us = None

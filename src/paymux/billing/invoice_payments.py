@@ -18,6 +18,7 @@ import hashlib
 import logging
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.billing.clock_time import clock_now
@@ -25,10 +26,19 @@ from paymux.billing.dunning import exhaust, on_payment_failed
 from paymux.billing.invoice_core import InvoicesCore
 from paymux.billing.rules.retries import HARD_DECLINES
 from paymux.domain.errors import PaymuxError
+from paymux.jobs.queue import enqueue
 from paymux.money import min_charge_amount
-from paymux.services.context import current_livemode, get_owned, ref_key
+from paymux.services.context import current_livemode, emit, get_owned, ref_key
 from paymux.services.payments import CreateParams, PaymentsService
-from paymux.storage.models import Customer, Invoice, PaymentIntent, PaymentMethod, Subscription
+from paymux.services.refunds import RefundsService
+from paymux.storage.models import (
+    Customer,
+    Invoice,
+    PaymentIntent,
+    PaymentMethod,
+    Refund,
+    Subscription,
+)
 
 __all__ = ["InvoicePayments", "attempt_intent_id", "live_intent"]
 
@@ -37,8 +47,23 @@ log = logging.getLogger(__name__)
 _PAYABLE = ("open", "uncollectible")
 # An invoice's intent in one of these is over and failed: a new try may replace it. Any other
 # status (requires_action, requires_confirmation, processing, requires_capture, succeeded) is a
-# payment in flight or done: no second one is made beside it.
+# payment in flight or done: no second one is made beside it. (A succeeded intent of an invoice
+# still open paid part of it, the hook has counted it: see ``replaceable``.)
 _REPLACEABLE = ("requires_payment_method", "canceled")
+# An intent that waits for the payer (a card, a confirmation, 3-D Secure): it can still charge
+# once they act, so an invoice that no longer wants it at that amount cancels it (``release``).
+WAITING = ("requires_payment_method", "requires_confirmation", "requires_action")
+# The metadata key naming who made an invoice's payment: "automatic" (a renewal, a dunning
+# retry, a new default card: jobs) or "manual" (POST /pay, the hosted page). See ``_failed``.
+TRY_KIND = "paymux_try"
+# Why paymux gives back money that reached an invoice it was not needed for (refund metadata).
+RETURNED = "invoice_overpaid"
+
+
+def replaceable(pi: PaymentIntent, invoice: Invoice) -> bool:
+    """Whether a new try of ``invoice`` may replace its intent ``pi``: ``pi`` failed or was
+    canceled, or it succeeded for part of an invoice still payable (the rest is due)."""
+    return pi.status in _REPLACEABLE or (pi.status == "succeeded" and invoice.status in _PAYABLE)
 
 
 async def live_intent(s: AsyncSession, invoice: Invoice) -> PaymentIntent | None:
@@ -46,13 +71,44 @@ async def live_intent(s: AsyncSession, invoice: Invoice) -> PaymentIntent | None
     if not invoice.payment_intent_id:
         return None
     pi = await s.get(PaymentIntent, invoice.payment_intent_id, populate_existing=True)
-    return pi if pi is not None and pi.status not in _REPLACEABLE else None
+    return pi if pi is not None and not replaceable(pi, invoice) else None
 
 
 def attempt_intent_id(invoice_id: str, n: int) -> str:
     """The PaymentIntent id of the n-th try of an invoice: the same for every run of it."""
-    digest = hashlib.sha256(f"{invoice_id}:{n}".encode()).hexdigest()[:24]
-    return f"pi_{digest}"
+    return _intent_id(invoice_id, n, 0)
+
+
+def _intent_id(invoice_id: str, n: int, k: int) -> str:
+    """``k`` > 0 names the k-th new intent of the same try, after the invoice's amount changed
+    under an intent that had not charged (``reservable_id``)."""
+    seed = f"{invoice_id}:{n}" if k == 0 else f"{invoice_id}:{n}:{k}"
+    return f"pi_{hashlib.sha256(seed.encode()).hexdigest()[:24]}"
+
+
+def resumable(pi: PaymentIntent, amount: int) -> bool:
+    """Whether a try at ``amount`` may resume ``pi`` (its reserved id exists): it is for that
+    amount and was neither canceled nor tried and declined (a manual try, which does not move
+    the try count, leaves one behind under the same count)."""
+    tried_and_failed = pi.status == "requires_payment_method" and pi.confirm_count > 0
+    return pi.status != "canceled" and pi.amount == amount and not tried_and_failed
+
+
+async def reservable_id(s: AsyncSession, invoice_id: str, n: int, amount: int) -> str:
+    """Under the invoice's lock: the id for a try at ``amount``. The try's usual id, unless an
+    intent with it exists that can't be resumed for this amount (canceled by ``release``, or
+    for another amount); then the next unused one. The same answer for every re-run of a try
+    whose intent was reserved and never made, or made and resumable."""
+    for k in range(64):
+        pi_id = _intent_id(invoice_id, n, k)
+        existing = await s.get(PaymentIntent, pi_id)
+        if existing is None or resumable(existing, amount):
+            return pi_id
+    raise PaymuxError.of(
+        "invoice_unexpected_state",
+        "This invoice had too many payments in one try; try again later.",
+        param="id",
+    )
 
 
 class InvoicePayments(InvoicesCore):
@@ -79,11 +135,25 @@ class InvoicePayments(InvoicesCore):
                 invoice = await get_owned(s, Invoice, invoice_id, account_id, lock=True)
                 now = await clock_now(s, self.ctx, invoice.test_clock_id)
                 await self.settle_paid(s, invoice, now, amount=0, out_of_band=True)
-                return await self.view_in(s, invoice)
+                view = await self.view_in(s, invoice)
+            await self._release_now(account_id, view)
+            return view
         await self.attempt(
             account_id, invoice_id, payment_method=payment_method, off_session=off_session
         )
         return await self.retrieve(account_id, invoice_id)
+
+    async def void(self, account_id: str, invoice_id: str) -> dict[str, Any]:
+        view = await super().void(account_id, invoice_id)
+        await self._release_now(account_id, view)
+        return view
+
+    async def _release_now(self, account_id: str, view: dict[str, Any]) -> None:
+        """The queued ``release`` of a just-closed invoice's intent, run at once too, so the
+        answer's caller finds it canceled (the job then finds nothing to do)."""
+        pi_id = view.get("payment_intent")
+        if isinstance(pi_id, str):
+            await self.release(account_id, pi_id)
 
     async def _payment_method(self, s: AsyncSession, invoice: Invoice) -> PaymentMethod | None:
         """The invoice's, else its subscription's, else the customer's default."""
@@ -104,10 +174,15 @@ class InvoicePayments(InvoicesCore):
         payment_method: str | None = None,
         off_session: bool = True,
         from_job: bool = False,
+        only_try: int | None = None,
     ) -> None:
-        """One try at charging an open invoice (see the module docstring)."""
+        """One try at charging an open invoice (see the module docstring). ``only_try``: a job
+        queued as the safety net of one inline try (its number) does nothing once the count
+        has moved past it (that try was made, and answered)."""
         async with self.ctx.db.read() as s:
             invoice = await get_owned(s, Invoice, invoice_id, account_id)
+            if only_try is not None and invoice.attempt_count + 1 != only_try:
+                return
             if invoice.status not in _PAYABLE:
                 if from_job:
                     return
@@ -146,7 +221,7 @@ class InvoicePayments(InvoicesCore):
                     "customer's invoice_settings.default_payment_method.",
                     param="payment_method",
                 )
-            await self._failed_without_intent(account_id, invoice_id, n - 1, None)
+            await self._failed_without_intent(account_id, invoice_id, n - 1, None, automatic=True)
             return
         if 0 < amount < min_charge_amount(currency):
             await self._too_small(account_id, invoice_id)
@@ -166,6 +241,7 @@ class InvoicePayments(InvoicesCore):
             customer_id, livemode, number = locked.customer_id, locked.livemode, locked.number
             too_small = 0 < amount < min_charge_amount(currency)
             if not too_small:
+                pi_id = await reservable_id(s, invoice_id, n, amount)
                 locked.payment_intent_id = pi_id  # reserved before the payment service hears
         if too_small:
             await self._too_small(account_id, invoice_id)
@@ -186,14 +262,19 @@ class InvoicePayments(InvoicesCore):
                     confirm=True,
                     off_session=off_session,
                     description=f"Invoice {number}" if number else None,
-                    metadata={"invoice": invoice_id},
+                    metadata={
+                        "invoice": invoice_id,
+                        TRY_KIND: "automatic" if from_job else "manual",
+                    },
                 ),
             )
         except PaymuxError as exc:
             # A decline was applied to the invoice by the hook; anything refused before the
             # payment was tried (a detached card) is a failed try here. Asked through the
             # API (POST /v1/invoices/{id}/pay), the error is the answer, as on Stripe (402).
-            await self._failed_without_intent(account_id, invoice_id, n - 1, exc.decline_code)
+            await self._failed_without_intent(
+                account_id, invoice_id, n - 1, exc.decline_code, automatic=from_job
+            )
             if not from_job:
                 raise
         finally:
@@ -233,13 +314,12 @@ class InvoicePayments(InvoicesCore):
                 return
             # Reserved under the invoice's lock, like attempt(): the next try's id, and never
             # beside a payment in flight or done (a retry, the hosted page).
-            pi_id = attempt_intent_id(invoice_id, invoice.attempt_count + 1)
-            live = await live_intent(s, invoice)
-            if live is not None and live.id != pi_id:
-                return
+            amount, currency = invoice.amount_remaining, invoice.currency
+            if await live_intent(s, invoice) is not None:
+                return  # in flight, done, or waiting (one at another amount is released)
+            pi_id = await reservable_id(s, invoice_id, invoice.attempt_count + 1, amount)
             invoice.payment_intent_id = pi_id
             pm = await self._payment_method(s, invoice)
-            amount, currency = invoice.amount_remaining, invoice.currency
             customer_id, livemode = invoice.customer_id, invoice.livemode
         token = current_livemode.set(bool(livemode))
         try:
@@ -261,10 +341,16 @@ class InvoicePayments(InvoicesCore):
             current_livemode.reset(token)
 
     async def _failed_without_intent(
-        self, account_id: str, invoice_id: str, count: int, decline_code: str | None
+        self,
+        account_id: str,
+        invoice_id: str,
+        count: int,
+        decline_code: str | None,
+        *,
+        automatic: bool,
     ) -> None:
         """Count a try that never reached the gateway (no payment method, a refused one),
-        unless the hook counted it already."""
+        unless the hook counted it already (and as the hook does: ``_failed``)."""
         async with self.ctx.db.write() as s:
             invoice = await get_owned(s, Invoice, invoice_id, account_id, lock=True)
             if invoice.status != "open" or invoice.attempt_count != count:
@@ -280,44 +366,181 @@ class InvoicePayments(InvoicesCore):
                 "canceled",
             ):
                 return  # in flight or settled: the hook answers for it
+            if pi is not None and pi.status == "requires_payment_method" and pi.confirm_count:
+                return  # the gateway declined it: the hook counted it (or, manual, not)
             now = await clock_now(s, self.ctx, invoice.test_clock_id)
-            await on_payment_failed(
-                s, self.ctx, invoice, now, decline_code=decline_code, views=self
-            )
+            await self._failed(s, invoice, now, decline_code, automatic=automatic)
+
+    async def _failed(
+        self, s: AsyncSession, invoice: Invoice, now: int, code: str | None, *, automatic: bool
+    ) -> None:
+        """A failed try, as Stripe counts them: the first try of an invoice counts, and after
+        it only automatic ones (renewals, dunning retries, a new default card). A payer's or
+        merchant's own tries (the hosted page, POST /pay) send ``invoice.payment_failed`` but
+        neither use up the retry schedule nor move the subscription."""
+        if automatic or invoice.attempt_count == 0:
+            await on_payment_failed(s, self.ctx, invoice, now, decline_code=code, views=self)
+            return
+        invoice.updated_us = now
+        view = await self.view_in(s, invoice)
+        await emit(s, invoice.account_id, "invoice.payment_failed", view, now)
+        if code == "authentication_required":
+            await emit(s, invoice.account_id, "invoice.payment_action_required", view, now)
 
     async def on_intent_settled(
         self, s: AsyncSession, pi: PaymentIntent, events: tuple[str, ...]
     ) -> None:
-        """The hook (see the module docstring): in the intent's settling transaction."""
+        """The hook (see the module docstring): in the intent's settling transaction.
+
+        Locks the invoice's subscription before the invoice, the order every renewal step
+        takes them in (the other order can deadlock on PostgreSQL)."""
         assert pi.invoice_id is not None
-        invoice = await s.get(Invoice, pi.invoice_id, with_for_update=True)
-        if invoice is None or invoice.account_id != pi.account_id:
+        peek = await s.get(Invoice, pi.invoice_id)
+        if peek is None or peek.account_id != pi.account_id:
             return
+        if peek.subscription_id is not None:
+            await s.get(Subscription, peek.subscription_id, with_for_update=True)
+        invoice = await s.get(Invoice, pi.invoice_id, with_for_update=True, populate_existing=True)
+        assert invoice is not None
         now = await clock_now(s, self.ctx, invoice.test_clock_id)
         if "payment_intent.succeeded" in events:
-            if invoice.status in _PAYABLE:
-                invoice.attempt_count += 1  # Stripe counts the successful try too
-                invoice.payment_intent_id = pi.id
-                await self.settle_paid(s, invoice, now, amount=pi.amount_received or pi.amount)
-            else:
-                log.warning(
-                    "payment %s succeeded for invoice %s, which is %s",
-                    pi.id,
-                    invoice.id,
-                    invoice.status,
-                )
+            await self._apply_success(s, invoice, pi, now)
             return
         if invoice.status != "open" or pi.id != invoice.payment_intent_id:
             return
+        automatic = (pi.metadata_ or {}).get(TRY_KIND) == "automatic"
         if "payment_intent.payment_failed" in events:
             code = (pi.last_payment_error or {}).get("decline_code") or (
                 pi.last_payment_error or {}
             ).get("code")
-            await on_payment_failed(s, self.ctx, invoice, now, decline_code=code, views=self)
+            await self._failed(s, invoice, now, code, automatic=automatic)
         elif "payment_intent.requires_action" in events:
-            await on_payment_failed(
-                s, self.ctx, invoice, now, decline_code="authentication_required", views=self
+            await self._failed(s, invoice, now, "authentication_required", automatic=automatic)
+
+    async def _apply_success(
+        self, s: AsyncSession, invoice: Invoice, pi: PaymentIntent, now: int
+    ) -> None:
+        """Money received for ``invoice``: it pays what is due, never more. What it was not
+        needed for is given back (``return_payment``): all of it when the invoice was already
+        paid another way or voided, the excess when a credit lowered the amount while the
+        payment was on its way. Less than due (a credit note voided meanwhile) is a part
+        payment: the invoice stays open and its next try charges the rest."""
+        received = pi.amount_received or pi.amount
+        if invoice.status not in _PAYABLE:
+            paid_by_it = (
+                invoice.status == "paid"
+                and invoice.payment_intent_id == pi.id
+                and not invoice.paid_out_of_band
             )
+            if not paid_by_it:
+                await self._queue_return(s, invoice, pi, received, "the invoice is closed")
+            return
+        invoice.attempt_count += 1  # Stripe counts the successful try too
+        invoice.payment_intent_id = pi.id
+        due = invoice.amount_remaining
+        if received >= due:
+            await self.settle_paid(s, invoice, now, amount=due, by_intent=pi.id)
+            if received > due:
+                await self._queue_return(s, invoice, pi, received - due, "more than was due")
+            return
+        invoice.amount_paid += received
+        invoice.amount_remaining = due - received
+        invoice.next_payment_attempt_us = now
+        invoice.updated_us = now
+        await emit(s, invoice.account_id, "invoice.updated", await self.view_in(s, invoice), now)
+        if invoice.collection_method == "charge_automatically":
+            await enqueue(
+                s,
+                "invoice_pay",
+                {"account_id": invoice.account_id, "invoice_id": invoice.id},
+                now_us=self.ctx.now_us(),
+                dedupe_key=f"pay:{invoice.id}:rest:{invoice.attempt_count}",
+                account_id=invoice.account_id,
+            )
+
+    async def _queue_return(
+        self, s: AsyncSession, invoice: Invoice, pi: PaymentIntent, amount: int, why: str
+    ) -> None:
+        log.warning(
+            "payment %s brought %s %s to invoice %s (%s): %s",
+            pi.id,
+            amount,
+            pi.currency,
+            invoice.id,
+            invoice.status,
+            why,
+        )
+        if not self.ctx.settings.refund_late_payments:
+            return  # PAYMUX_REFUND_LATE_PAYMENTS=false: an operator decides
+        await enqueue(
+            s,
+            "return_invoice_payment",
+            {"account_id": pi.account_id, "pi_id": pi.id, "amount": amount},
+            now_us=self.ctx.now_us(),
+            dedupe_key=f"return:{pi.id}",
+            account_id=pi.account_id,
+        )
+
+    async def return_payment(self, account_id: str, pi_id: str, amount: int) -> None:
+        """Give back ``amount`` of ``pi_id`` that its invoice did not need (job
+        ``return_invoice_payment``). At most one such refund per intent: a re-run after a
+        crash finds the first (its row and the reserved amount commit together, before the
+        gateway hears of it; the attempt engine settles it from there)."""
+        async with self.ctx.db.read() as s:
+            pi = await s.get(PaymentIntent, pi_id)
+            if pi is None or pi.account_id != account_id:
+                return
+            refunds = (
+                await s.execute(select(Refund).where(Refund.payment_intent_id == pi_id))
+            ).scalars()
+            if any((r.metadata_ or {}).get("paymux_reason") == RETURNED for r in refunds):
+                return
+            livemode, invoice_id = pi.livemode, pi.invoice_id
+        token = current_livemode.set(bool(livemode))
+        try:
+            await RefundsService(self.ctx, self.payments.engine).create(
+                account_id,
+                pi_id,
+                amount,
+                "duplicate",
+                {"paymux_reason": RETURNED, "invoice": invoice_id or ""},
+            )
+        except PaymuxError as exc:
+            if exc.code not in ("charge_already_refunded", "refund_amount_too_large"):
+                raise
+            log.warning("nothing left to give back on %s: %s", pi_id, exc.code)
+        finally:
+            current_livemode.reset(token)
+
+    async def release(self, account_id: str, pi_id: str) -> None:
+        """Cancel ``pi_id`` if it still waits for the payer and its invoice no longer wants
+        it at its amount: closed (paid another way, void), another intent now, or another
+        amount due (a credit note). Job ``release_invoice_intent``, queued in the transaction
+        that changed the invoice (``queue_release``), and called once at once after it."""
+        async with self.ctx.db.read() as s:
+            pi = await s.get(PaymentIntent, pi_id)
+            if pi is None or pi.account_id != account_id or pi.invoice_id is None:
+                return
+            if pi.status not in WAITING:
+                return  # charged, charging, or over: the hook answers for its money
+            invoice = await s.get(Invoice, pi.invoice_id)
+            wanted = (
+                invoice is not None
+                and invoice.status in _PAYABLE
+                and invoice.payment_intent_id == pi.id
+                and invoice.amount_remaining == pi.amount
+            )
+            if wanted:
+                return
+            livemode = pi.livemode
+        token = current_livemode.set(bool(livemode))
+        try:
+            await self.payments.cancel(account_id, pi_id, "abandoned")
+        except PaymuxError as exc:
+            # It moved on meanwhile (the payer finished): if money came, the hook returns it.
+            log.warning("could not cancel %s, no longer wanted: %s", pi_id, exc.code)
+        finally:
+            current_livemode.reset(token)
 
     async def retry(self, account_id: str, invoice_id: str, *, at_us: int | None = None) -> None:
         """A dunning retry (job ``invoice_retry``, or a test clock's step at ``at_us``)."""

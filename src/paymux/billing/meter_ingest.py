@@ -19,9 +19,9 @@ A product reports usage as fast as it happens, so this path is built for through
   already is accepted and ignored, as are repeats within a batch (the first one counts).
 
 Timestamps must lie within ``MAX_AGE_S`` (35 days) before now and ``MAX_AHEAD_S`` (5 minutes)
-after it, as Stripe requires. ``created_us`` is the time of the request plus the event's
-index in its batch (in microseconds), so a ``last`` meter breaks a tie on ``timestamp``
-by the order events were sent.
+after it, as Stripe requires; "now" is the customer's test clock's frozen time when it has
+one. ``created_us`` is the time of the request plus the event's index in its batch (in
+microseconds), so a ``last`` meter breaks a tie on ``timestamp`` by the order events were sent.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from paymux.domain.errors import PaymuxError
 from paymux.services.audit import audit_in
 from paymux.storage.db import Database
-from paymux.storage.models import Customer, Meter, MeterEvent
+from paymux.storage.models import Customer, Meter, MeterEvent, TestClock
 
 __all__ = [
     "MAX_AGE_S",
@@ -68,6 +68,7 @@ _EVENT_KEYS = frozenset({"event_name", "payload", "identifier", "timestamp"})
 _METERS = cast(Table, Meter.__table__)
 _CUSTOMERS = cast(Table, Customer.__table__)
 _EVENTS = cast(Table, MeterEvent.__table__)
+_CLOCKS = cast(Table, TestClock.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,11 +252,17 @@ def _statements(is_sqlite: bool) -> tuple[Select[Any], Select[Any], Insert]:
         _METERS.c.livemode == bindparam("livemode", type_=Boolean),
         _METERS.c.event_name.in_(bindparam("names", expanding=True)),
     )
-    customers = select(_CUSTOMERS.c.id).where(
-        _CUSTOMERS.c.account_id == bindparam("account_id"),
-        _CUSTOMERS.c.livemode == bindparam("livemode", type_=Boolean),
-        _CUSTOMERS.c.deleted.is_(False),
-        _CUSTOMERS.c.id.in_(bindparam("ids", expanding=True)),
+    # Each customer with the frozen time of its test clock, if it has one: its events are
+    # timed by that clock (one query either way).
+    customers = (
+        select(_CUSTOMERS.c.id, _CLOCKS.c.frozen_time_us)
+        .select_from(_CUSTOMERS.outerjoin(_CLOCKS, _CLOCKS.c.id == _CUSTOMERS.c.test_clock_id))
+        .where(
+            _CUSTOMERS.c.account_id == bindparam("account_id"),
+            _CUSTOMERS.c.livemode == bindparam("livemode", type_=Boolean),
+            _CUSTOMERS.c.deleted.is_(False),
+            _CUSTOMERS.c.id.in_(bindparam("ids", expanding=True)),
+        )
     )
     dialect_insert = sqlite_insert if is_sqlite else pg_insert
     insert = (
@@ -314,19 +321,23 @@ class MeterIngest:
                 break
         # Customers of the events before the first bad one: the earliest bad event wins.
         ids = sorted({row["customer_id"] for row in rows})
-        known: set[str] = set()
+        clock_of: dict[str, int | None] = {}  # customer -> its test clock's time (µs), if any
         if ids:
             found_ids = await s.execute(
                 self._customers, {"account_id": account_id, "livemode": livemode, "ids": ids}
             )
-            known = {row[0] for row in found_ids}
+            clock_of = {row[0]: row[1] for row in found_ids}
         for event, row in zip(events, rows, strict=False):
-            if row["customer_id"] not in known:
+            if row["customer_id"] not in clock_of:
                 rule = rules[event.event_name]
                 raise _invalid(
                     f"No such customer: '{row['customer_id']}'.",
                     event.param("payload", rule.customer_key),
                 )
+            clock_us = clock_of[row["customer_id"]]
+            row["timestamp_us"] = _timed(
+                event, now_s if clock_us is None else clock_us // 1_000_000
+            )
         if first_error is not None:
             raise first_error
         return rows
@@ -401,6 +412,22 @@ def _row(
     else:
         param = event.param("payload", rule.value_key)
         raise _invalid(f'Invalid {param}: must be an integer, as a string ("25").', param)
+    return {
+        "account_id": account_id,
+        "livemode": livemode,
+        "identifier": event.identifier or str(uuid.uuid4()),
+        "event_name": event.event_name,
+        "customer_id": customer,
+        "value": value,
+        "timestamp_us": None,  # set by _timed once the customer's clock is known
+        "created_us": created_us,
+    }
+
+
+def _timed(event: RawEvent, now_s: int) -> int:
+    """The event's time (µs): as sent, or now. ``now_s``: the customer's test clock's frozen
+    time if it has one (as on Stripe: usage reported for a clock's customer is timed by the
+    clock), else the wall clock. At most 35 days before it and 5 minutes after."""
     timestamp_s = now_s if event.timestamp_s is None else event.timestamp_s
     if timestamp_s < now_s - MAX_AGE_S:
         raise _invalid(
@@ -411,13 +438,4 @@ def _row(
             "The event's timestamp is more than 5 minutes in the future.",
             event.param("timestamp"),
         )
-    return {
-        "account_id": account_id,
-        "livemode": livemode,
-        "identifier": event.identifier or str(uuid.uuid4()),
-        "event_name": event.event_name,
-        "customer_id": customer,
-        "value": value,
-        "timestamp_us": timestamp_s * 1_000_000,
-        "created_us": created_us,
-    }
+    return timestamp_s * 1_000_000

@@ -23,7 +23,7 @@ from paymux.billing.clock_time import now_for
 from paymux.billing.rules.periods import boundary
 from paymux.billing.rules.proration import cancel_credit
 from paymux.billing.rules.states import SubscriptionTrigger as T
-from paymux.billing.subscription_due import DueWork, next_due
+from paymux.billing.subscription_due import SAFETY_JOB_DELAY_S, DueWork, next_due
 from paymux.billing.subscription_items import (
     check_tax_rates,
     planned_items,
@@ -37,6 +37,7 @@ from paymux.billing.subscription_lines import (
 from paymux.billing.subscription_views import move, view_in
 from paymux.domain.errors import PaymuxError
 from paymux.domain.ids import new_id
+from paymux.jobs.queue import enqueue
 from paymux.services.context import (
     emit,
     get_owned,
@@ -199,9 +200,10 @@ class SubscriptionChanges(DueWork):
             sub.updated_us = now
             sub.next_due_us = next_due(sub, now)
             await emit(s, account_id, "customer.subscription.updated", await view_in(s, sub), now)
+            if pay_now is not None:  # always_invoice: finalized with its job, in this commit
+                await self._finalize_with_job(s, pay_now)
         if pay_now is not None:
-            await self.invoices.finalize(account_id, pay_now, charge=False)
-            await self.invoices.attempt(account_id, pay_now, from_job=True)
+            await self.pay_inline(account_id, pay_now)
         if retry_invoice is not None:
             await self.invoices.attempt(account_id, retry_invoice, from_job=True)
         if p.trial_end == "now":
@@ -336,6 +338,13 @@ class SubscriptionChanges(DueWork):
         sub.latest_invoice_id = invoice.id
         return invoice.id
 
+    async def _finalize_with_job(self, s: AsyncSession, invoice_id: str) -> None:
+        """Finalize a draft made in this transaction, and queue its first try's job."""
+        invoice = await s.get(Invoice, invoice_id)  # made in this transaction
+        assert invoice is not None
+        await self.invoices.finalize_in(s, invoice, charge=False)
+        await self.queue_first_try(s, invoice)
+
     # -- cancel / resume --------------------------------------------------------------------
     async def cancel(
         self, account_id: str, sub_id: str, *, invoice_now: bool = False, prorate: bool = False
@@ -413,10 +422,9 @@ class SubscriptionChanges(DueWork):
                     )
                     invoice_id = invoice.id
                     sub.latest_invoice_id = invoice.id
+                    await self._finalize_with_job(s, invoice.id)
         if invoice_id is not None:
-            view = await self.invoices.finalize(account_id, invoice_id, charge=False)
-            if view["status"] == "open":
-                await self.invoices.attempt(account_id, invoice_id, from_job=True)
+            await self.pay_inline(account_id, invoice_id)
         return await self.retrieve(account_id, sub_id)
 
     async def resume(self, account_id: str, sub_id: str) -> dict[str, Any]:
@@ -431,5 +439,18 @@ class SubscriptionChanges(DueWork):
             )
             await self._renew(s, sub, now, "subscription_update")
             sub.next_due_us = next_due(sub, now)
+            if sub.test_clock_id is None:
+                # If the process dies before the advance below, this job does it (finalize
+                # and charge the new period's invoice); after it, the job finds nothing left
+                # to do. (On a test clock, the clock's next advance does it.)
+                await enqueue(
+                    s,
+                    "subscription_due",
+                    {"sub_id": sub.id},
+                    now_us=self.ctx.now_us(),
+                    delay=SAFETY_JOB_DELAY_S,
+                    dedupe_key=f"resume:{sub.id}:{now}",
+                    account_id=account_id,
+                )
         await self.advance_invoice(sub_id)
         return await self.retrieve(account_id, sub_id)

@@ -4,10 +4,12 @@ entry point, ``run_due(sub_id, now_us)``.
 Each step is one transaction under the subscription's row lock, at its own time:
 incomplete expiry (23 h), the trial-will-end notice (3 days before), the trial's end, a pause
 that resumes, cancellation at ``cancel_at`` (or the period end), and the renewal. A renewal
-advances the period and makes its invoice in the same transaction; the invoice carries
+advances the period and makes and finalizes its invoice in the same transaction (a draft if
+``pause_collection`` keeps it so); the invoice carries
 ``period_key = <sub id>:<period start>`` (unique), so a period is invoiced once whatever
-crashes or how many workers race. After the steps, the latest invoice is finalized and
-charged (``advance_invoice``): both idempotent, so a job killed anywhere and run again
+crashes or how many workers race. After each step, every invoice of the subscription
+left a draft or never tried (its period invoices, its latest) is finalized and charged
+(``advance_invoice``), oldest first: both idempotent, so a job killed anywhere and run again
 finishes the work without doubling any of it.
 
 ``next_due_us`` is the earliest time anything is due (None: nothing); the sweep looks it up
@@ -17,32 +19,52 @@ through its index, and a test clock compares it with its own time.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.billing.invoices import InvoicesService
 from paymux.billing.rules.states import SubscriptionTrigger as T
 from paymux.billing.subscription_lines import UsageFn, period_after, period_lines
 from paymux.billing.subscription_views import move, view_in
+from paymux.jobs.queue import enqueue
 from paymux.services.context import Context, emit
 from paymux.storage.models import (
     Customer,
     Invoice,
+    Job,
     Price,
     Product,
     Subscription,
     SubscriptionItem,
 )
 
-__all__ = ["INCOMPLETE_EXPIRY_US", "TRIAL_NOTICE_US", "DueWork", "next_due"]
+__all__ = [
+    "INCOMPLETE_EXPIRY_US",
+    "SAFETY_JOB_DELAY_S",
+    "TRIAL_NOTICE_US",
+    "DueWork",
+    "first_try_key",
+    "next_due",
+]
 
 log = logging.getLogger(__name__)
 
 INCOMPLETE_EXPIRY_US = 23 * 3600 * 1_000_000
 TRIAL_NOTICE_US = 3 * 86_400 * 1_000_000
 _RENEWING = ("active", "past_due", "unpaid")
+# The safety-net job behind an inline charge (``queue_first_try``) waits this long: the inline
+# try normally ends well before, and drops it; it runs only if the process died meanwhile.
+SAFETY_JOB_DELAY_S = 60.0
+_LIVE_JOB = text("status IN ('queued', 'running')")
+
+
+def first_try_key(invoice_id: str) -> str:
+    """The dedupe key of the job that makes an invoice's first try: the one
+    ``finalize_in(charge=True)`` uses too, so that the two can never both be queued."""
+    return f"pay:{invoice_id}:1"
 
 
 def next_due(sub: Subscription, now_us: int | None = None) -> int | None:
@@ -68,26 +90,41 @@ def next_due(sub: Subscription, now_us: int | None = None) -> int | None:
     return min(times)
 
 
+@dataclass(frozen=True)
+class _Todo:
+    """A subscription's invoices to advance: (id, status, collection method), in order."""
+
+    account_id: str
+    sub_status: str
+    pause: str | None
+    invoices: list[tuple[str, str, str]]
+
+
 class DueWork:
     ctx: Context
     invoices: InvoicesService
     usage: UsageFn | None
 
     async def run_due(self, sub_id: str, now_us: int) -> None:
-        """Every step due at ``now_us``, in time order, then the latest invoice's advance."""
+        """Every step due at ``now_us``, in time order, each followed by the advance of the
+        invoices it (or a killed earlier run) left to finalize and charge."""
         for _ in range(1000):  # a bound: each step moves next_due_us forward
-            more = await self._step(sub_id, now_us)
+            more, todo = await self._step(sub_id, now_us)
             # Each period's invoice is finalized and tried before the next period is made
             # (a worker that was down for months bills every missed period, in order).
-            await self.advance_invoice(sub_id)
+            await self._advance(todo)
             if not more:
                 break
 
-    async def _step(self, sub_id: str, now_us: int) -> bool:
+    async def _step(self, sub_id: str, now_us: int) -> tuple[bool, _Todo | None]:
+        """One due step in one transaction; (more due?, what is left to advance: read in
+        the same transaction, under the subscription's lock)."""
         async with self.ctx.db.write() as s:
             sub = await s.get(Subscription, sub_id, with_for_update=True, populate_existing=True)
-            if sub is None or sub.next_due_us is None or sub.next_due_us > now_us:
-                return False
+            if sub is None:
+                return False, None
+            if sub.next_due_us is None or sub.next_due_us > now_us:
+                return False, await self._to_advance(s, sub)
             at = sub.next_due_us  # the step happens at its own time
             done = await self._do(s, sub, at, now_us)
             nxt = next_due(sub, at + 1)
@@ -97,7 +134,8 @@ class DueWork:
                 log.warning("subscription %s: nothing to do at %s", sub.id, at)
                 nxt = None
             sub.next_due_us = nxt
-            return done and nxt is not None and nxt <= now_us  # more due: another step
+            more = done and nxt is not None and nxt <= now_us  # more due: another step
+            return more, await self._to_advance(s, sub)
 
     async def _do(self, s: AsyncSession, sub: Subscription, at: int, now_us: int) -> bool:
         """One due step of ``sub`` (locked) at time ``at``. True if it did something."""
@@ -194,16 +232,27 @@ class DueWork:
         sub.pending_update = None
 
     async def _renew(self, s: AsyncSession, sub: Subscription, start: int, reason: str) -> None:
-        """Advance to the period starting at ``start`` and make its invoice (once)."""
+        """Advance to the period starting at ``start`` and make its invoice (once).
+
+        The subscription's row changes (period, latest invoice, next due time) are all made
+        after the draft, so that they reach the database in one UPDATE (with the event's
+        view); its items and their products' names are one query."""
         previous = (sub.current_period_start_us, sub.current_period_end_us)
         await self._apply_pending_update(s, sub, start)
-        items = await self.items_with_prices(s, sub.id)
-        if not items:
+        rows = (
+            await s.execute(
+                select(SubscriptionItem, Price, Product.name)
+                .join(Price, Price.id == SubscriptionItem.price_id)
+                .outerjoin(Product, Product.id == Price.product_id)
+                .where(SubscriptionItem.subscription_id == sub.id)
+                .order_by(SubscriptionItem.created_us, SubscriptionItem.id)
+            )
+        ).all()
+        if not rows:
             return
+        items = [(item, price) for item, price, _ in rows]
+        names = {price.product_id: str(name) for _, price, name in rows if name is not None}
         end = period_after(sub, items[0][1], start)
-        sub.current_period_start_us, sub.current_period_end_us = start, end
-        sub.updated_us = start
-        names = await self.product_names(s, [p for _, p in items])
         was_trial = sub.trial_end_us is not None and previous[1] == sub.trial_end_us
         lines = await period_lines(
             s,
@@ -234,8 +283,17 @@ class DueWork:
             auto_advance=pause.get("behavior") != "keep_as_draft",
             now_us=start,
         )
+        sub.current_period_start_us, sub.current_period_end_us = start, end
+        sub.updated_us = start
         sub.latest_invoice_id = invoice.id
+        # What the caller sets next (``_step``, ``resume``): set now, the same UPDATE.
+        sub.next_due_us = next_due(sub, start + 1)
         await emit(s, sub.account_id, "customer.subscription.updated", await view_in(s, sub), start)
+        if invoice.status == "draft" and invoice.auto_advance:
+            # Finalized in the same transaction (not one of its own after it): its number
+            # and totals commit with the period. Its payment is tried after the commit
+            # (``advance_invoice``), never inside a transaction.
+            await self.invoices.finalize_in(s, invoice, charge=False)
 
     @staticmethod
     def _coupon_at(sub: Subscription, at: int) -> str | None:
@@ -246,28 +304,73 @@ class DueWork:
         return sub.coupon_id
 
     async def advance_invoice(self, sub_id: str) -> None:
-        """Finalize the latest invoice if it is a draft to advance, and try its payment if
-        no try was made yet (an in-flight one is resumed by its reserved intent id)."""
+        """Finalize and try every invoice of the subscription left to advance (``_Todo``)."""
         async with self.ctx.db.read() as s:
             sub = await s.get(Subscription, sub_id, populate_existing=True)
-            if sub is None or sub.latest_invoice_id is None:
-                return
-            invoice = await s.get(Invoice, sub.latest_invoice_id, populate_existing=True)
-            if invoice is None:
-                return
-            account_id, invoice_id, status = sub.account_id, invoice.id, invoice.status
-            auto, method = invoice.auto_advance, invoice.collection_method
-            sub_status, pause = sub.status, (sub.pause_collection or {}).get("behavior")
-        if sub_status == "incomplete_expired":
-            return  # its first invoice is never charged now (a draft left by a crash included)
-        if status == "draft" and auto:
-            await self._finalize_quietly(account_id, invoice_id)
-        async with self.ctx.db.read() as s:
-            invoice = await s.get(Invoice, invoice_id, populate_existing=True)
-            assert invoice is not None
-            ready = invoice.status == "open" and invoice.attempt_count == 0
-        if not ready:
+            todo = None if sub is None else await self._to_advance(s, sub)
+        await self._advance(todo)
+
+    @staticmethod
+    async def _to_advance(s: AsyncSession, sub: Subscription) -> _Todo | None:
+        """The subscription's invoices to finalize and try, oldest period first: its period
+        invoices (``period_key``) and its latest one that are drafts to advance, or open
+        and never tried. Not only the latest: a job killed after a period's draft
+        committed, run again once the next period is due too, makes that next period's
+        draft first; the earlier one is still finalized and charged (each once: a
+        finalized invoice is no draft any more, and a try reserves its intent id)."""
+        if sub.latest_invoice_id is None or sub.status == "incomplete_expired":
+            return None  # its first invoice is never charged now (a draft left by a crash too)
+        rows = (
+            await s.execute(
+                select(Invoice.id, Invoice.status, Invoice.collection_method)
+                .where(
+                    Invoice.subscription_id == sub.id,
+                    or_(Invoice.period_key.is_not(None), Invoice.id == sub.latest_invoice_id),
+                    or_(
+                        and_(Invoice.status == "draft", Invoice.auto_advance.is_(True)),
+                        and_(Invoice.status == "open", Invoice.attempt_count == 0),
+                    ),
+                )
+                .order_by(Invoice.period_start_us, Invoice.created_us, Invoice.id)
+            )
+        ).all()
+        if not rows:
+            return None
+        return _Todo(
+            sub.account_id,
+            sub.status,
+            (sub.pause_collection or {}).get("behavior"),
+            [(str(i), str(st), str(m)) for i, st, m in rows],
+        )
+
+    async def _advance(self, todo: _Todo | None) -> None:
+        if todo is None:
             return
+        for invoice_id, status, method in todo.invoices:
+            await self._advance_one(
+                todo.account_id, invoice_id, status, method, todo.sub_status, todo.pause
+            )
+
+    async def _advance_one(
+        self,
+        account_id: str,
+        invoice_id: str,
+        status: str,
+        method: str,
+        sub_status: str,
+        pause: str | None,
+    ) -> None:
+        """Finalize the invoice if it is a draft, and try its payment if no try was made yet
+        (an in-flight one is resumed by its reserved intent id)."""
+        if status == "draft":
+            view = await self._finalize_quietly(account_id, invoice_id)
+            if view is None:  # finalized by another run meanwhile: as it is now
+                async with self.ctx.db.read() as s:
+                    invoice = await s.get(Invoice, invoice_id, populate_existing=True)
+                    assert invoice is not None
+                    view = {"status": invoice.status, "attempt_count": invoice.attempt_count}
+            if view["status"] != "open" or view["attempt_count"] != 0:
+                return  # paid at finalization (nothing due), or tried already
         if pause == "void":
             await self.invoices.void(account_id, invoice_id)
             return
@@ -276,6 +379,53 @@ class DueWork:
             return
         if method == "charge_automatically" and sub_status != "unpaid":
             await self.invoices.attempt(account_id, invoice_id, from_job=True)
+
+    async def queue_first_try(self, s: AsyncSession, invoice: Invoice) -> None:
+        """In the transaction that finalized ``invoice`` (before the API answers): the
+        ``invoice_pay`` job that makes its first try if the inline try after the commit never
+        happens (the process died in between). Delayed (``SAFETY_JOB_DELAY_S``) so that it
+        does not race the inline try; ``pay_inline`` drops it once that try is over. Run
+        anyway (in flight meanwhile), it finds the invoice paid, or its reserved intent in
+        flight, and makes no second one (``InvoicePayments.attempt``)."""
+        if (
+            invoice.status != "open"
+            or invoice.collection_method != "charge_automatically"
+            or not invoice.auto_advance
+        ):
+            return
+        await enqueue(
+            s,
+            "invoice_pay",
+            # "try": the try this job is for (the handler may skip it once the invoice is
+            # past it; today pay_inline drops the job instead).
+            {"account_id": invoice.account_id, "invoice_id": invoice.id, "try": 1},
+            now_us=self.ctx.now_us(),
+            delay=SAFETY_JOB_DELAY_S,
+            dedupe_key=first_try_key(invoice.id),
+            account_id=invoice.account_id,
+        )
+
+    async def pay_inline(self, account_id: str, invoice_id: str) -> None:
+        """The first try of an invoice, now (its job queued by ``queue_first_try``); once the
+        try is over, paid or declined, its job is dropped: run after a decline, it would make
+        a second try out of the retry schedule."""
+        await self.invoices.attempt(account_id, invoice_id, from_job=True)
+        await self.drop_first_try(invoice_id)
+
+    async def drop_first_try(self, invoice_id: str) -> None:
+        """Mark the invoice's queued first-try job done (a claimed one runs: harmless)."""
+        now = self.ctx.now_us()
+        async with self.ctx.db.write() as s:
+            await s.execute(
+                update(Job)
+                .where(
+                    Job.dedupe_key == first_try_key(invoice_id),
+                    _LIVE_JOB,  # the partial unique index's predicate: served by it
+                    Job.status == "queued",
+                )
+                .values(status="done", updated_us=now)
+                .execution_options(synchronize_session=False)
+            )
 
     async def _finalize_quietly(self, account_id: str, invoice_id: str) -> dict[str, Any] | None:
         from paymux.domain.errors import PaymuxError

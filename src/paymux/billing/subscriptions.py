@@ -283,8 +283,13 @@ class SubscriptionsService(SubscriptionChanges):
             sub.latest_invoice_id = invoice.id
             sub.next_due_us = next_due(sub, now)
             await emit(s, account_id, "customer.subscription.created", await view_in(s, sub), now)
+            # Finalized, and its first try's job queued, in the transaction that creates it:
+            # a process dying before the inline try below leaves the job to make it
+            # (default_incomplete: the payer confirms it in the browser, no job charges it).
+            await self.invoices.finalize_in(s, invoice, charge=False)
+            if p.payment_behavior != "default_incomplete":
+                await self.queue_first_try(s, invoice)
             sub_id, invoice_id = sub.id, invoice.id
-        await self.invoices.finalize(account_id, invoice_id, charge=False)
         await self._first_payment(account_id, sub_id, invoice_id, p)
         return await self.retrieve(account_id, sub_id)
 
@@ -316,7 +321,7 @@ class SubscriptionsService(SubscriptionChanges):
         if p.payment_behavior == "default_incomplete":
             await self.invoices.open_intent(account_id, invoice_id)
             return
-        await self.invoices.attempt(account_id, invoice_id, from_job=True)
+        await self.pay_inline(account_id, invoice_id)
         if p.payment_behavior == "error_if_incomplete":
             async with self.ctx.db.write() as s:
                 sub = await s.get(Subscription, sub_id, with_for_update=True)

@@ -354,8 +354,9 @@ _ERROR_LIST = [
         _INVALID,
         400,
         "The Stripe-Version header is not a Stripe API version (YYYY-MM-DD, optionally with "
-        "its release name: 2025-03-31.basil). paymux accepts any well-formed version and "
-        "answers in its one shape.",
+        "its release name: 2025-03-31.basil), or names one Stripe never released "
+        "(2099-01-01), as Stripe answers. paymux accepts every real version up to its own "
+        "and answers in its one shape.",
     ),
     ErrorSpec(
         "credentials_in_query",
@@ -381,27 +382,36 @@ _ERROR_LIST = [
         action=Action.RETRY_LATER,
         retryable=True,
     ),
-    # Authentication.
+    # Authentication. Stripe answers a missing, unknown or expired key (and a publishable key
+    # where a secret one is needed) 401 ``invalid_request_error``; the SDKs raise
+    # AuthenticationError for the 401 whatever the type. paymux's codes are its own (Stripe
+    # sends none): they stay as they were before the type followed Stripe's.
     ErrorSpec(
         "api_key_missing",
-        ErrorType.AUTHENTICATION_ERROR,
+        _INVALID,
         401,
         "You did not provide an API key. You need to provide your API key in the "
         "Authorization header, using Bearer auth (e.g. 'Authorization: Bearer "
         "YOUR_SECRET_KEY') or HTTP Basic auth with the key as the username and no password "
         "(e.g. 'curl -u sk_test_...:').",
     ),
-    ErrorSpec("api_key_invalid", ErrorType.AUTHENTICATION_ERROR, 401, "Invalid API key."),
+    ErrorSpec(
+        "api_key_invalid",
+        _INVALID,
+        401,
+        "Invalid API Key provided: the key (shown masked, as sk_test_****abcd: its kind, "
+        "mode and last 4 characters) is not one of this server's keys, or was revoked.",
+    ),
     ErrorSpec(
         "api_key_expired",
-        ErrorType.AUTHENTICATION_ERROR,
+        _INVALID,
         401,
-        "Expired API key: it was rolled and its grace period is over. Use the key it was "
-        "rolled to.",
+        "Expired API Key provided: it was rolled and its grace period is over. Use the key "
+        "it was rolled to.",
     ),
     ErrorSpec(
         "publishable_key_not_allowed",
-        ErrorType.AUTHENTICATION_ERROR,
+        _INVALID,
         401,
         "This API call cannot be made with a publishable API key: a publishable key only "
         "retrieves and confirms a PaymentIntent with its client_secret. Use a secret key.",

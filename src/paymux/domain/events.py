@@ -79,5 +79,7 @@ EVENT_TYPES = frozenset(
         "test_helpers.test_clock.advancing",
         "test_helpers.test_clock.ready",
         "test_helpers.test_clock.deleted",
+        "webhook_endpoint.disabled",
+        "webhook_endpoint.test",
     }
 )

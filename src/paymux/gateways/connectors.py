@@ -75,6 +75,9 @@ class Connector:
     capabilities: frozenset[str] = frozenset()  # a subset of CAPABILITIES
     error_codes: Sequence[tuple[str, str, str | None]] = ()  # (theirs, our code, decline code)
     test_only: bool = False  # True for the sandbox: it has no live mode
+    # The provider's published API hosts: the only ones a connection's ``api_base`` may
+    # name (https), unless the operator allows others (paymux.security.gateway_hosts).
+    api_hosts: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.name):

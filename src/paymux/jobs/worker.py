@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.jobs import queue
+from paymux.outbound.delivery import DeliveryRunner
 from paymux.services import Paymux
 from paymux.services.gateway_calls import schedule_settlement
 from paymux.webhooks.inbound import BatchEventFailed, Finish, UnknownObjectYet
@@ -60,9 +61,18 @@ class Worker:
                 p["sub_id"], app.ctx.now_us()
             ),
             "invoice_pay": lambda p, _: app.invoices.attempt(
-                p["account_id"], p["invoice_id"], from_job=True
+                p["account_id"], p["invoice_id"], from_job=True, only_try=p.get("try")
             ),
             "invoice_retry": lambda p, _: app.invoices.retry(p["account_id"], p["invoice_id"]),
+            "finish_credit_note": lambda p, _: app.credit_notes.finish_pending(
+                p["account_id"], p["note_id"]
+            ),
+            "release_invoice_intent": lambda p, _: app.invoices.release(
+                p["account_id"], p["pi_id"]
+            ),
+            "return_invoice_payment": lambda p, _: app.invoices.return_payment(
+                p["account_id"], p["pi_id"], int(p["amount"])
+            ),
             "advance_test_clock": lambda p, _: app.clocks.run_advance(p["clock_id"]),
         }
         self._stop = asyncio.Event()
@@ -266,6 +276,8 @@ class Worker:
         settings = self.app.settings
         loop = asyncio.get_running_loop()
         log.info("worker %s started", self.worker_id)
+        runner = DeliveryRunner(self.app.ctx, self.app.webhook_endpoints)
+        outbound = asyncio.create_task(runner.run(self._stop))  # outbound webhooks
         while not self._stop.is_set():
             try:
                 if loop.time() - self._last_sweep >= settings.maintenance_interval:
@@ -281,6 +293,7 @@ class Worker:
                     await asyncio.wait_for(self._stop.wait(), settings.worker_poll_interval)
                 except TimeoutError:
                     pass
+        await outbound  # the webhook sends in flight finish
         log.info("worker %s stopped", self.worker_id)
 
 

@@ -59,6 +59,9 @@ MAX_DECIMAL_STRING_LENGTH = 256
 _DECIMAL = re.compile(r"(?P<sign>[+-]?)(?P<int>[0-9]+)(?:\.(?P<frac>[0-9]+))?", re.ASCII)
 _MAX_SHOWN = 32  # characters of a rejected value quoted back in an error message
 
+_DEFAULT_LOCALE = "en_US"
+"""The CLDR locale :meth:`Money.format` uses when none is given."""
+
 
 def _shown(value: str) -> str:
     return repr(value if len(value) <= _MAX_SHOWN else value[:_MAX_SHOWN] + "...")
@@ -178,8 +181,8 @@ class Money:
         """The amount in major units as an exact ``Decimal`` (``Decimal("10.50")``)."""
         return Decimal(self.to_decimal_string())  # exact: no context rounding
 
-    def format(self, locale: str = "en_US") -> str:
-        """The amount for people, in ``locale``'s currency format, via Babel.
+    def format(self, locale: str = _DEFAULT_LOCALE) -> str:
+        """The amount for people, in ``locale``'s (default ``en_US``) currency format, via Babel.
 
         Always shows the currency's ISO 4217 number of decimals (JPY none, KWD three),
         whatever CLDR's own preference: ``Money(1050, "USD").format() == "$10.50"``. Babel's
@@ -196,15 +199,18 @@ class Money:
         pattern.frac_prec = (exponent, exponent)
         value = self.to_decimal()
         with decimal.localcontext() as ctx:
-            # Babel quantizes in the current context: give it room for every digit.
-            ctx.prec = max(ctx.prec, len(value.as_tuple().digits) + exponent + 2)
+            # Babel normalizes and quantizes in the current context, so a precision below the
+            # amount's digit count would round or raise. ``value`` already has exactly
+            # ``exponent`` decimals, so quantizing it needs no more digits than it has.
+            ctx.prec = max(ctx.prec, len(value.as_tuple().digits))
             return format_currency(
                 value,
                 self.currency,
                 format=pattern,
                 locale=loc,
-                currency_digits=False,
-                decimal_quantization=True,
+                # False, not CLDR's digits (HUF 0...): keep the ISO frac_prec set above. Babel
+                # only tests it for truth, so a None here would be an equivalent mutant.
+                currency_digits=False,  # pragma: no mutate
             )
 
     def __str__(self) -> str:
@@ -278,6 +284,6 @@ def _precision_message(cur: Currency, value: str, frac: str) -> str:
         head = f"{cur.code} has no minor unit; {_shown(value)} has {_places(extra)}"
     else:
         head = f"{cur.code} allows at most {_places(cur.exponent)}; {_shown(value)} has {extra}"
-    if frac[cur.exponent :].strip("0") == "":
+    if int(frac[cur.exponent :]) == 0:  # only zeros beyond the exponent
         head += " (trailing zeros count: amounts are never rounded or trimmed)"
     return head

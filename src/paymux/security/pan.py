@@ -81,11 +81,13 @@ Everything runs in time linear in the length of the input.
 from __future__ import annotations
 
 import math
+import operator
 import re
 import unicodedata
 from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from functools import lru_cache
+from itertools import accumulate, chain
 
 __all__ = [
     "CARD_PREFIXES",
@@ -136,8 +138,8 @@ _SPECIAL_RE = re.compile(r"[^\x00-\x7f]|(?:%[0-9A-Fa-f]{2})+")
 # Luhn: the value of a digit after doubling and summing the digits of the result.
 _DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
 
-_INT_LOW = 10 ** (MIN_PAN_DIGITS - 1)
-_INT_HIGH = 10**MAX_PAN_DIGITS
+# The integers with MIN_PAN_DIGITS to MAX_PAN_DIGITS digits (``in`` a range of ints is O(1)).
+_PAN_INTS = range(10 ** (MIN_PAN_DIGITS - 1), 10**MAX_PAN_DIGITS)
 
 
 def is_luhn_valid(digits: str) -> bool:
@@ -147,12 +149,10 @@ def is_luhn_valid(digits: str) -> bool:
     """
     if not digits or not (digits.isascii() and digits.isdigit()):
         return False
-    total = 0
-    double = False
-    for ch in reversed(digits):
-        d = ord(ch) - 48
-        total += _DOUBLED[d] if double else d
-        double = not double
+    # Every second digit from the right is doubled: those at odd offsets from the end.
+    total = sum(
+        _DOUBLED[ord(ch) - 48] if i & 1 else ord(ch) - 48 for i, ch in enumerate(reversed(digits))
+    )
     return total % 10 == 0
 
 
@@ -185,20 +185,22 @@ def _normalize_char(ch: str) -> str:
 
 def _decode_escapes(escapes: str) -> str:
     """``"%C2%A0%34"`` -> ``"\xa04"``; invalid UTF-8 becomes U+FFFD."""
-    return bytes.fromhex(escapes.replace("%", "")).decode("utf-8", "replace")
+    return bytes.fromhex(escapes.replace("%", "")).decode(errors="replace")  # UTF-8
 
 
 class _Normalized:
     """Normalized text, with where each of its characters came from in the original."""
 
-    __slots__ = ("ends", "starts", "text")
+    __slots__ = ("ends", "original", "starts", "text")
+    # Set only when ``text`` is not ``original`` itself.
+    starts: list[int]
+    ends: list[int]
 
     def __init__(self, original: str) -> None:
-        self.starts: list[int] | None = None
-        self.ends: list[int] | None = None
+        self.original = original
+        self.text = original
         if original.isascii() and "%" not in original:
-            self.text = original  # the common case: nothing to do
-            return
+            return  # the common case: nothing to do
         chars: list[str] = []
         starts: list[int] = []
         ends: list[int] = []
@@ -216,15 +218,16 @@ class _Normalized:
                 ends.extend([m.end()] * len(normalized))
             pos = m.end()
         chars.append(original[pos:])
-        starts.extend(range(pos, len(original)))
-        ends.extend(range(pos + 1, len(original) + 1))
+        tail = range(pos, len(original))
+        starts.extend(tail)
+        ends.extend(i + 1 for i in tail)
         self.text = "".join(chars)
         self.starts = starts
         self.ends = ends
 
     def original_span(self, start: int, end: int) -> tuple[int, int]:
         """The span of the original text that ``self.text[start:end]`` came from."""
-        if self.starts is None or self.ends is None:
+        if self.text is self.original:  # offsets map to themselves
             return start, end
         return self.starts[start], self.ends[end - 1]
 
@@ -233,7 +236,7 @@ def _without_hex_ids(text: str) -> str:
     """``text`` with UUIDs and long hexadecimal ids blanked out (same length)."""
     if len(text) < 24:
         return text
-    return _HEX_ID_RE.sub(lambda m: "x" * len(m.group()), text)
+    return _HEX_ID_RE.sub(lambda m: "#" * len(m.group()), text)
 
 
 # --- finding candidates -----------------------------------------------------
@@ -246,10 +249,6 @@ def _card_shaped(sizes: list[int]) -> bool:
     if sizes in ([4, 6, 5], [4, 6, 4]):
         return True
     return len(sizes) >= 3 and all(s == 4 for s in sizes[:-1]) and 1 <= sizes[-1] <= 4
-
-
-def _loosely_grouped(sizes: list[int]) -> bool:
-    return all(s >= 3 for s in sizes[:-1])
 
 
 def _group_candidates(text: str, start: int, end: int, strict: bool) -> list[tuple[int, int]]:
@@ -267,16 +266,11 @@ def _group_candidates(text: str, start: int, end: int, strict: bool) -> list[tup
     # (resp. odd) index: Luhn doubles every second digit counting from the
     # right, so which digits are doubled depends only on the parity of the
     # last index. With these, the Luhn sum of any window costs O(1).
-    sum_last_even = [0] * (n + 1)
-    sum_last_odd = [0] * (n + 1)
-    for i, ch in enumerate(digits):
-        d = ord(ch) - 48
-        if i & 1:  # odd index: doubled when the last index is even
-            sum_last_even[i + 1] = sum_last_even[i] + _DOUBLED[d]
-            sum_last_odd[i + 1] = sum_last_odd[i] + d
-        else:
-            sum_last_even[i + 1] = sum_last_even[i] + d
-            sum_last_odd[i + 1] = sum_last_odd[i] + _DOUBLED[d]
+    values = [ord(ch) - 48 for ch in digits]
+    doubled = [_DOUBLED[d] for d in values]
+    # Odd indexes are doubled when the last index is even, even ones when it is odd.
+    sum_last_even = [0, *accumulate(doubled[i] if i & 1 else values[i] for i in range(n))]
+    sum_last_odd = [0, *accumulate(values[i] if i & 1 else doubled[i] for i in range(n))]
 
     # Offsets in ``digits`` of each chunk's start and end.
     bounds: list[tuple[int, int]] = []
@@ -285,35 +279,36 @@ def _group_candidates(text: str, start: int, end: int, strict: bool) -> list[tup
         bounds.append((offset, offset + e - s))
         offset += e - s
 
+    # The first chunk is the last four of a masked number if the mask is right before it (a
+    # mask is no separator, so only the first chunk of a group can follow one).
+    first = 1 if bounds[0][1] <= 4 and text[max(start - 12, 0) : start] == MASK else 0
     found: list[tuple[int, int]] = []  # (first chunk, last chunk), inclusive
-    for a in range(len(bounds)):
+    for a in range(first, len(bounds)):
         d_start = bounds[a][0]
         if digits[d_start : d_start + 2] not in CARD_PREFIXES:
             continue
-        if bounds[a][1] - d_start <= 4 and text[max(chunks[a][0] - 12, 0) : chunks[a][0]] == MASK:
-            continue  # the last four of a masked number
         sizes: list[int] = []
         for b in range(a, len(bounds)):
             d_end = bounds[b][1]
             length = d_end - d_start
             if length > MAX_PAN_DIGITS:
                 break
-            if sizes and sizes[-1] < 3 and not strict:
-                break  # a short chunk only ends a loosely grouped candidate
+            if sizes and sizes[-1] < 3:
+                break  # a short chunk only ends a candidate (so every other has 3 or more)
             sizes.append(bounds[b][1] - bounds[b][0])
             if length < MIN_PAN_DIGITS:
                 continue
-            if not (_card_shaped(sizes) if strict else _loosely_grouped(sizes)):
-                continue
-            sums = sum_last_odd if (d_end - 1) & 1 else sum_last_even
+            if strict and not _card_shaped(sizes):
+                break  # 13+ digits, not card-shaped: no longer run of these chunks is either
+            # The last digit's index is d_end - 1: even exactly when d_end is odd.
+            sums = sum_last_even if d_end & 1 else sum_last_odd
             if (sums[d_end] - sums[d_start]) % 10 == 0:
                 found.append((a, b))
 
     merged: list[tuple[int, int]] = []
     for a, b in found:  # sorted by first chunk
         if merged and a <= merged[-1][1]:
-            if b > merged[-1][1]:
-                merged[-1] = (merged[-1][0], b)
+            merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
         else:
             merged.append((a, b))
     return [(chunks[a][0], chunks[b][1]) for a, b in merged]
@@ -330,20 +325,18 @@ def _candidates(text: str, strict: bool) -> Iterator[tuple[int, int, str]]:
     checked = _without_hex_ids(normalized.text)
     for m in _GROUP_RE.finditer(checked):
         for s, e in _group_candidates(checked, m.start(), m.end(), strict):
-            last4 = "".join(_CHUNK_RE.findall(checked, max(s, e - 24), e))[-4:]
+            # Merged spans are disjoint, so this stays linear in the length of the text.
+            last4 = "".join(_CHUNK_RE.findall(checked, s, e))[-4:]
             yield (*normalized.original_span(s, e), last4)
 
 
 def _plainly_clear(text: str) -> bool:
     """Whether ``text`` cannot hold a candidate, decided without the full scan: ASCII text
-    (normalization never lengthens it) shorter than a card number, or ASCII text without
-    percent-escapes (normalization leaves it as it is) with no digit group long enough. The
+    without percent-escapes (normalization leaves it as it is) with no digit group long enough. The
     common case of request values (ids, names, small numbers): what ``_candidates`` would
     conclude, without its set-up."""
     if not text.isascii():
         return False
-    if len(text) < MIN_PAN_DIGITS:
-        return True
     return "%" not in text and _GROUP_RE.search(text) is None
 
 
@@ -366,7 +359,7 @@ def body_plainly_clear(body: bytes) -> bool:
     # them), whose digits are NUL-separated in the raw bytes. Only UTF-8 is read here.
     if not body.isascii() or b"\\" in body or b"%" in body or b"\x00" in body:
         return False
-    text = body.decode("ascii")
+    text = body.decode()  # ASCII, checked above
     if _GROUP_RE.search(text) is not None:
         return False
     return _EXPONENT_RE.search(_JSON_STRING_RE.sub("", text)) is None
@@ -416,17 +409,14 @@ def _scalar_text(value: object) -> str | None:
         return value
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
-        # Bounds first: str() of a huge int is slow (and may raise).
-        return str(abs(value)) if _INT_LOW <= abs(value) < _INT_HIGH else None
-    if isinstance(value, float):
-        if math.isfinite(value) and _INT_LOW <= abs(value) < _INT_HIGH:
-            return str(int(abs(value)))
+    if isinstance(value, float) and not math.isfinite(value):
         return None
-    if isinstance(value, Decimal):
-        if value.is_finite() and _INT_LOW <= abs(value) < _INT_HIGH:
-            return str(int(abs(value)))
+    if isinstance(value, Decimal) and not value.is_finite():
         return None
+    if isinstance(value, (int, float, Decimal)):
+        # The integer part, bounds first: str() of a huge int is slow (and may raise).
+        number = abs(int(value))
+        return str(number) if number in _PAN_INTS else None
     return None
 
 
@@ -458,7 +448,7 @@ def _mapping_children(obj: Mapping[object, object]) -> Iterator[tuple[object, ob
     for key, value in obj.items():
         if _scalar_looks_like_pan(key):
             # Report the key itself; mask it so the path is safe to echo back.
-            yield mask_pans(_scalar_text(key) or ""), key
+            yield mask_pans(str(_scalar_text(key))), key  # a str: the key looks like a PAN
         else:
             yield key, value
 
@@ -517,12 +507,12 @@ def mask_pan_data(obj: object) -> object:
         return obj
     if isinstance(obj, dict) or isinstance(obj, Mapping):  # a dict: the fast check
         items = [(mask_pan_data(k), mask_pan_data(v)) for k, v in obj.items()]
-        if all(k is k0 and v is v0 for (k, v), (k0, v0) in zip(items, obj.items(), strict=True)):
+        if all(map(operator.is_, chain.from_iterable(items), chain.from_iterable(obj.items()))):
             return obj
         return dict(items)
     if isinstance(obj, list | tuple):
         values = [mask_pan_data(v) for v in obj]
-        if all(v is v0 for v, v0 in zip(values, obj, strict=True)):
+        if all(map(operator.is_, values, obj)):
             return obj
         return values if isinstance(obj, list) else tuple(values)
     return obj

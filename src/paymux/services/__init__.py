@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import logging
 
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from paymux.config import Settings
 from paymux.domain.attempts import ProviderStatus, refundable
 from paymux.domain.clock import Clock, SystemClock
@@ -30,11 +33,21 @@ from paymux.services.ratelimit import RateLimiter
 from paymux.services.refunds import RefundsService
 from paymux.services.setup_intents import SetupIntentsService
 from paymux.storage.db import Database
-from paymux.storage.models import Customer, PaymentIntent, PaymentMethod
+from paymux.storage.models import Customer, Event, PaymentIntent, PaymentMethod
 
 __all__ = ["Paymux"]
 
 log = logging.getLogger(__name__)
+
+
+async def _was_ever_attached(s: AsyncSession, pm_id: str) -> bool:
+    """Whether ``pm_id`` was attached to a customer at some time (its event says so)."""
+    found = await s.execute(
+        select(Event.id)
+        .where(Event.object_id == pm_id, Event.type == "payment_method.attached")
+        .limit(1)
+    )
+    return found.first() is not None
 
 
 class Paymux:
@@ -105,6 +118,9 @@ class Paymux:
         from paymux.webhooks.inbound import InboundWebhooks
 
         self.webhooks = InboundWebhooks(self.ctx, self.payments, self.refunds, self.connections)
+        from paymux.outbound.endpoints import WebhookEndpoints
+
+        self.webhook_endpoints = WebhookEndpoints(self.ctx, self.connections.keyring)
 
     async def settle_attempt(self, attempt_id: str) -> None:
         """Settle an interrupted gateway call by asking the provider (job ``settle_attempt``)."""
@@ -113,24 +129,34 @@ class Paymux:
     async def attach_payment_method(
         self, account_id: str, pm_id: str, customer_id: str, pi_id: str | None = None
     ) -> None:
-        """Attach the payment method of a payment made with ``setup_future_usage`` to its
-        customer (job ``attach_payment_method``, queued when the payment went through). The
-        gateway call carries the key ``<pm id>:attach:<customer id>``; an outage raises, so
-        the job is retried. A refusal is logged and left: the payment itself stands."""
+        """The gateway's side of saving the payment method of a payment made with
+        ``setup_future_usage`` (job ``attach_payment_method``). The payment's success already
+        made it the customer's in paymux, in the same transaction
+        (``AttemptEngine._save_for_later_if_asked``); this makes the provider keep the card
+        for that customer, outside any transaction. The gateway call carries the key
+        ``<pm id>:attach:<customer id>``; an outage raises, so the job is retried and the
+        payment is never touched. A refusal is logged and left: the payment itself stands.
+
+        A payment method the customer no longer holds (detached, or deleted customer) is not
+        attached again. A job queued before ownership was recorded with the payment finds the
+        payment method unowned and never attached: it attaches it, as such jobs always did."""
         async with self.ctx.db.read() as s:
             pm = await s.get(PaymentMethod, pm_id)
             customer = await s.get(Customer, customer_id)
-            if pm is None or pm.account_id != account_id or pm.customer_id == customer_id:
+            if pm is None or pm.account_id != account_id:
                 return
             if customer is None or customer.account_id != account_id or customer.deleted:
                 return
-            if pm.customer_id is not None:
+            # Unowned and never attached: a job queued before ownership came with the payment.
+            if pm.customer_id != customer_id and (
+                pm.customer_id is not None or await _was_ever_attached(s, pm_id)
+            ):
                 log.warning(
-                    "not saving %s for %s (%s): attached to %s",
+                    "not saving %s for %s (%s): %s since",
                     pm_id,
                     customer_id,
                     pi_id,
-                    pm.customer_id,
+                    f"attached to {pm.customer_id}" if pm.customer_id else "detached",
                 )
                 return
         try:

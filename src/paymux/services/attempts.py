@@ -49,7 +49,7 @@ from paymux.money import Money
 from paymux.services.context import Context, columns_of, emit, ref_key, row_of
 from paymux.services.gateway_calls import call_with_retries, schedule_settlement
 from paymux.services.idempotency import record_recovery_point
-from paymux.services.views import payment_intent_view, refund_view
+from paymux.services.views import payment_intent_view, payment_method_view, refund_view
 from paymux.storage.models import Customer, GatewayAttempt, PaymentIntent, PaymentMethod, Refund
 
 __all__ = ["AttemptEngine", "intent_view", "state_of"]
@@ -336,7 +336,15 @@ class AttemptEngine:
                 await then(s, pi)
             return pi
 
-    async def settle_refund(self, attempt_id: str, outcome: GatewayRefund) -> Refund:
+    async def settle_refund(
+        self,
+        attempt_id: str,
+        outcome: GatewayRefund,
+        *,
+        then: Callable[[AsyncSession, Refund], Awaitable[None]] | None = None,
+    ) -> Refund:
+        """Record a refund call's outcome (idempotent); ``then``: more work in the same
+        transaction (the request's answer and its audit entry)."""
         async with self.ctx.db.write() as s:
             attempt = await s.get(GatewayAttempt, attempt_id, with_for_update=True)
             assert attempt is not None
@@ -347,6 +355,8 @@ class AttemptEngine:
                 attempt.result = {"status": outcome.status, "reference": outcome.reference}
                 attempt.updated_us = self.ctx.now_us()
             await self.apply_refund_report(s, refund, outcome)
+            if then is not None:
+                await then(s, refund)
             return refund
 
     async def abandon(self, attempt_id: str, reason: str) -> None:
@@ -477,9 +487,13 @@ class AttemptEngine:
         self, s: AsyncSession, pi: PaymentIntent, new: S, now: int
     ) -> None:
         """``setup_future_usage`` with a customer: once the payment goes through (authorized
-        or captured), its payment method is attached to the customer, as on Stripe. That is a
-        gateway call, so it is queued (job ``attach_payment_method``) in this transaction and
-        made after it, on every path (API, webhook, recovery) that applies a success here."""
+        or captured), its payment method is the customer's, as on Stripe, on every path (API,
+        webhook, recovery) that applies a success here. The ownership is written in this
+        transaction, with the payment's success, so the answer (and every read after it) shows
+        ``customer`` and no other customer of the account can pay with the card meanwhile.
+        The gateway's side of the attach is a gateway call, so it is queued (job
+        ``attach_payment_method``) and made after the commit; an outage there retries the job
+        and never touches the payment."""
         if new not in (S.SUCCEEDED, S.REQUIRES_CAPTURE) or pi.status in (
             S.SUCCEEDED,
             S.REQUIRES_CAPTURE,
@@ -487,9 +501,16 @@ class AttemptEngine:
             return
         if not (pi.setup_future_usage and pi.customer_id and pi.payment_method_id):
             return
-        pm = await s.get(PaymentMethod, pi.payment_method_id)
+        pm = await s.get(
+            PaymentMethod, pi.payment_method_id, with_for_update=True, populate_existing=True
+        )
         if pm is None or pm.customer_id is not None:
             return  # saved already (or to another customer: nothing to do here)
+        customer = await s.get(Customer, pi.customer_id)
+        if customer is None or customer.deleted:
+            return
+        pm.customer_id = pi.customer_id
+        await emit(s, pi.account_id, "payment_method.attached", payment_method_view(pm), now)
         await enqueue(
             s,
             "attach_payment_method",

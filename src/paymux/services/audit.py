@@ -8,8 +8,10 @@ A successful mutating API request is audited in the transaction that makes its a
 (``audit_in``), so the entry and the change commit together: a change is never left without
 its entry, and a request whose write fails leaves none. The API layer (api/deps.py) notes
 who is asking (``AuditRequest`` in ``pending_audit``); the services that write an answer's
-last transaction themselves (payment intents' create and confirm) add the entry there, and
-for every other request the API layer writes it in a transaction of its own after the answer.
+last transaction themselves add the entry there: payment intents' create, confirm, capture
+and cancel, refunds, and connections' create, update (a disable too) and delete. For every
+other request, and for an answer whose gateway outcome is still unknown, the API layer writes
+it in a transaction of its own after the answer.
 """
 
 from __future__ import annotations
@@ -36,7 +38,14 @@ __all__ = [
 ]
 
 # Facts about the object an audit entry may keep (never a key, a secret or card data).
-AUDIT_FIELDS = ("status", "amount", "currency", "amount_received", "amount_refunded")
+AUDIT_FIELDS = (
+    "status",
+    "amount",
+    "currency",
+    "amount_received",
+    "amount_refunded",
+    "disabled",
+)
 
 
 @dataclass(slots=True)
@@ -52,6 +61,16 @@ class AuditRequest:
     livemode: bool
     request_id: str | None
     written: bool = False
+    # The route's fixed segments (``("payment_intents", "capture")``): whose answer it is.
+    route: tuple[str, ...] = ()
+
+    def answers_with(self, result: dict[str, Any]) -> bool:
+        """Is ``result`` the request's own answer, not an object a service made on the way
+        (a credit note's refund, an invoice's payment intent)? Its type names the route:
+        ``refund`` for /v1/refunds, ``billing.meter_event`` for /v2/billing/meter_event_stream.
+        No route known (a library caller): yes."""
+        kind = str(result.get("object") or "").rsplit(".", 1)[-1]
+        return not self.route or any(segment.startswith(kind) for segment in self.route)
 
     def details(self, result: dict[str, Any]) -> dict[str, Any]:
         details: dict[str, Any] = {"method": self.method, "path": self.path}
@@ -84,10 +103,12 @@ _INSERT = insert(cast(Table, AuditEntry.__table__))
 
 async def audit_in(session: AsyncSession, result: dict[str, Any], now_us: int) -> None:
     """Add the running API request's entry for its answer ``result`` in the caller's write
-    transaction (the one that makes the answer); no-op outside an API request, or once
-    written. Call it only where the operation can no longer fail after that transaction."""
+    transaction (the one that makes the answer); no-op outside an API request, once written,
+    or for an object that is not the request's answer (a service called by another's route:
+    that route's entry is the API layer's). Call it only where the operation can no longer
+    fail after that transaction."""
     request = pending_audit.get()
-    if request is None or request.written:
+    if request is None or request.written or not request.answers_with(result):
         return
     await session.execute(_INSERT, request.values(result, now_us))
     request.written = True

@@ -1,4 +1,5 @@
-"""Charges: Stripe's record of one attempt to move a payment's money, read-only here.
+"""Charges: Stripe's record of one attempt to move a payment's money, read-only here but for
+the annotations Stripe lets change in any state (description, metadata, receipt email).
 
 paymux keeps the money on the PaymentIntent and its gateway attempts; a Charge is a view of
 the intent's latest authorization (what Stripe's ``latest_charge`` names): its amount,
@@ -15,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.domain.errors import PaymuxError
 from paymux.domain.states import PaymentIntentStatus as S
-from paymux.services.context import Context, CreatedRange, get_owned, page_of
+from paymux.services.context import Context, CreatedRange, get_owned, merge_metadata, page_of
 from paymux.services.views import charge_id, has_charge
 from paymux.storage.models import PaymentIntent, PaymentMethod
 
@@ -149,3 +150,31 @@ class ChargesService:
                 )
                 out.append(charge_view(pi, pm))
         return out, more
+
+    async def update(
+        self,
+        account_id: str,
+        ch_id: str,
+        *,
+        description: str | None = None,
+        metadata: dict[str, str] | None = None,
+        receipt_email: str | None = None,
+    ) -> dict[str, Any]:
+        """Stripe's charge update, for what it lets change in any state: the description,
+        the metadata (``""`` removes a key) and the receipt email. A charge is a view of its
+        intent's latest attempt, so these are the intent's own fields: the intent shows them
+        too. Nothing about the money changes."""
+        async with self.ctx.db.write() as s:
+            await load_charge(s, account_id, ch_id)  # 404 unless the charge exists
+            pi_id = intent_id(ch_id)
+            assert pi_id is not None
+            pi = await get_owned(s, PaymentIntent, pi_id, account_id, lock=True)
+            if description is not None:
+                pi.description = description or None  # "" clears, as on Stripe
+            if receipt_email is not None:
+                pi.receipt_email = receipt_email or None
+            if metadata is not None:
+                pi.metadata_ = merge_metadata(pi.metadata_, metadata)
+            pi.updated_us = max(self.ctx.now_us(), pi.updated_us)
+            pm = await s.get(PaymentMethod, pi.payment_method_id) if pi.payment_method_id else None
+            return charge_view(pi, pm)

@@ -34,6 +34,8 @@ from paymux.gateways.base import Gateway
 from paymux.gateways.connectors import Connector, ConnectorEnv, connectors
 from paymux.gateways.registry import GatewayRegistry
 from paymux.security.envelope import EnvelopeError, Keyring
+from paymux.security.gateway_hosts import api_base_problem, host_list
+from paymux.services.audit import audit_in
 from paymux.services.context import Context, Routed, current_livemode, get_owned, scoped
 from paymux.services.routing import parse_routes
 from paymux.storage.models import Connection, GatewayAttempt, PaymentIntent, PaymentMethod
@@ -360,6 +362,16 @@ class ConnectionsService:
             )
         plain = self._open(snap.id, sealed)
         credentials = connector.credentials.model_validate(json.loads(plain))
+        problem = self._api_base_problem(connector, credentials)
+        if problem is not None:
+            # Stored before this rule, or the operator has since narrowed the allowed hosts:
+            # no call goes there, and the merchant is told to update the connection.
+            log.warning("connection %s: its api_base is not allowed; not used", snap.id)
+            raise PaymuxError.of(
+                "parameter_invalid",
+                f"Connection {snap.id}: credentials[api_base]: {problem} Update the connection.",
+                param="credentials[api_base]",
+            )
         env = ConnectorEnv(self.ctx.settings, f"{self.ctx.settings.base_url()}/webhooks/{snap.id}")
         gateway: Gateway = connector.build(credentials, env)
         return gateway
@@ -408,7 +420,27 @@ class ConnectionsService:
                 "credentials[api_base]: a live connection's API base must be https://.",
                 param="credentials[api_base]",
             )
+        problem = self._api_base_problem(connector, credentials)
+        if problem is not None:
+            # paymux itself calls api_base: only the provider's hosts, or the operator's.
+            raise PaymuxError.of(
+                "parameter_invalid",
+                f"credentials[api_base]: {problem}",
+                param="credentials[api_base]",
+            )
         return credentials
+
+    def _api_base_problem(self, connector: Connector, credentials: BaseModel) -> str | None:
+        """Why the credentials' ``api_base`` (if any) may not be called from this server
+        (paymux.security.gateway_hosts), or None."""
+        base = getattr(credentials, "api_base", None)
+        if base is None:
+            return None
+        return api_base_problem(
+            str(base),
+            published=host_list(connector.api_hosts),
+            allowed=host_list(self.ctx.settings.allowed_gateway_hosts),
+        )
 
     def _seal(self, connection_id: str, credentials: BaseModel) -> str:
         if not self.keyring.configured:
@@ -455,10 +487,12 @@ class ConnectionsService:
             created_us=now,
             updated_us=now,
         )
+        view = connection_view(row, self.ctx.settings.base_url(), connector)
         async with self.ctx.db.write() as s:
             s.add(row)
+            await audit_in(s, view, now)  # the entry commits with the connection
         self._routes.pop((account_id, livemode), None)
-        return connection_view(row, self.ctx.settings.base_url(), connector)
+        return view
 
     async def update(
         self, account_id: str, connection_id: str, p: ConnectionParams
@@ -505,6 +539,7 @@ class ConnectionsService:
             row.updated_us = max(self.ctx.now_us(), row.updated_us + 1)
             view = connection_view(row, self.ctx.settings.base_url(), connector)
             livemode = row.livemode
+            await audit_in(s, view, self.ctx.now_us())
         self._routes.pop((account_id, livemode), None)
         built = self._built.pop(connection_id, None)
         if built is not None:
@@ -533,11 +568,13 @@ class ConnectionsService:
                     )
             livemode = row.livemode
             await s.delete(row)
+            deleted = {"id": connection_id, "object": "connection", "deleted": True}
+            await audit_in(s, deleted, self.ctx.now_us())
         self._routes.pop((account_id, livemode), None)
         built = self._built.pop(connection_id, None)
         if built is not None:
             await _close_quietly(built[1])
-        return {"id": connection_id, "object": "connection", "deleted": True}
+        return deleted
 
     async def retrieve(self, account_id: str, connection_id: str) -> dict[str, Any]:
         for environment in self._environment_views(account_id):

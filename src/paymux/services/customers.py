@@ -37,7 +37,7 @@ from paymux.services.context import (
 )
 from paymux.services.gateway_calls import call_with_retries
 from paymux.services.views import customer_view, payment_method_view
-from paymux.storage.models import Customer, PaymentMethod
+from paymux.storage.models import Customer, GatewayTokenOwner, PaymentMethod
 
 __all__ = [
     "CustomerParams",
@@ -72,19 +72,42 @@ async def find_payment_method(
 
 
 async def _owned_elsewhere(ctx: Context, account_id: str, gateway: str, token: str) -> bool:
+    """Another account owns the token: it claimed it (``gateway_token_owners``), or it has a
+    payment method with it (a token recorded before owners were, or a vault token a gateway
+    issued to that account). A fast refusal only: the claim itself is ``_claim``."""
+    claimed = select(GatewayTokenOwner.account_id).where(
+        GatewayTokenOwner.gateway == gateway,
+        GatewayTokenOwner.token == token,
+        GatewayTokenOwner.account_id != account_id,
+    )
+    recorded = select(PaymentMethod.account_id).where(
+        PaymentMethod.gateway == gateway,
+        PaymentMethod.token == token,
+        PaymentMethod.account_id != account_id,
+    )
     async with ctx.db.read() as s:
-        row = (
-            await s.execute(
-                select(PaymentMethod.id)
-                .where(
-                    PaymentMethod.gateway == gateway,
-                    PaymentMethod.token == token,
-                    PaymentMethod.account_id != account_id,
-                )
-                .limit(1)
-            )
-        ).first()
+        row = (await s.execute(claimed.union_all(recorded).limit(1))).first()
     return row is not None
+
+
+def _claim(pm: PaymentMethod, now: int) -> GatewayTokenOwner:
+    """The row that makes ``pm``'s account its token's owner: added in the transaction that
+    records ``pm``, so of two accounts racing for one token only the first commits."""
+    return GatewayTokenOwner(
+        gateway=pm.gateway, token=pm.token, account_id=pm.account_id, created_us=now
+    )
+
+
+async def _owner_of(ctx: Context, gateway: str, token: str) -> str | None:
+    async with ctx.db.read() as s:
+        owner: str | None = (
+            await s.execute(
+                select(GatewayTokenOwner.account_id).where(
+                    GatewayTokenOwner.gateway == gateway, GatewayTokenOwner.token == token
+                )
+            )
+        ).scalar_one_or_none()
+    return owner
 
 
 async def resolve_payment_method(
@@ -180,12 +203,21 @@ async def resolve_payment_method(
         metadata_={},
         created_us=now,
     )
-    if defer_shared and gateway.reusable_test_token(ref):
+    shared = gateway.reusable_test_token(ref)
+    if defer_shared and shared:
         return pm
     try:
         async with ctx.db.write() as s:
             s.add(pm)
+            if not shared:
+                s.add(_claim(pm, now))
     except IntegrityError:  # another request recorded the same token first
+        owner = None if shared else await _owner_of(ctx, gateway_name, details.token)
+        if owner is not None and owner != account_id:
+            # Another account won the race for this token: it is theirs, unknown here.
+            raise PaymuxError.of(
+                "resource_missing", f"No such payment_method: '{ref}'", param="payment_method"
+            ) from None
         async with ctx.db.read() as s:
             existing: PaymentMethod = (
                 await s.execute(

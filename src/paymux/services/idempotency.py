@@ -3,7 +3,10 @@
 
 The first request with a key inserts a row ``in_flight`` and commits. Its *final* answer
 (a success or a 4xx) is stored when it ends and replayed for every retry with the same key
-and parameters. Different parameters: 400 ``idempotency_key_mismatch``. A retry while the
+and parameters. Different parameters: 400 ``idempotency_key_mismatch``. Keys are per account
+*and mode*, as on Stripe: a live request never replays (or collides with) a test request's
+key, so a merchant moving from test to live with deterministic keys gets live charges, not
+its test objects back. A retry while the
 first is still running: 409 ``idempotency_key_in_use``, nothing saved.
 
 While it runs, the request records how far it got on the key row, in the same transaction as
@@ -26,7 +29,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, update
+from sqlalchemy import ColumnElement, delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -58,6 +61,7 @@ class KeyClaim:
     with the same key stopped (None on a first run)."""
 
     account_id: str
+    livemode: bool
     key: str
     recovery_point: str | None = None
     object_id: str | None = None
@@ -79,8 +83,17 @@ async def record_recovery_point(session: AsyncSession, point: str, object_id: st
         return
     await session.execute(
         update(IdempotencyKey)
-        .where(IdempotencyKey.account_id == claim.account_id, IdempotencyKey.key == claim.key)
+        .where(*_row_of(claim.account_id, claim.livemode, claim.key))
         .values(recovery_point=point, object_id=object_id)
+    )
+
+
+def _row_of(account_id: str, livemode: bool, key: str) -> tuple[ColumnElement[bool], ...]:
+    """The WHERE clause of one key's row: its account, its mode and the key itself."""
+    return (
+        IdempotencyKey.account_id == account_id,
+        IdempotencyKey.livemode == livemode,
+        IdempotencyKey.key == key,
     )
 
 
@@ -94,10 +107,18 @@ class IdempotencyService:
         self.ctx = ctx
 
     async def begin(
-        self, account_id: str, key: str, method: str, path: str, fingerprint: str
+        self,
+        account_id: str,
+        key: str,
+        method: str,
+        path: str,
+        fingerprint: str,
+        *,
+        livemode: bool,
     ) -> Replay | KeyClaim:
         """A KeyClaim: this request owns the key and must ``finish`` or ``release`` it.
-        A Replay: answer with it."""
+        A Replay: answer with it. ``livemode``: the mode of the request's API key (required,
+        so no caller can forget it and share a key across modes)."""
         if not key or len(key) > MAX_KEY_LENGTH:
             raise PaymuxError.of(
                 "parameter_invalid",
@@ -109,6 +130,7 @@ class IdempotencyService:
         def claimed() -> IdempotencyKey:
             return IdempotencyKey(
                 account_id=account_id,
+                livemode=livemode,
                 key=key,
                 method=method,
                 path=path,
@@ -123,15 +145,15 @@ class IdempotencyService:
         try:
             async with self.ctx.db.write() as s:
                 s.add(claimed())
-            return KeyClaim(account_id, key)
+            return KeyClaim(account_id, livemode, key)
         except IntegrityError:
             pass
         lease_cutoff = now - self.ctx.settings.idempotency_lease_seconds * 1_000_000
         async with self.ctx.db.write() as s:
-            row = await s.get(IdempotencyKey, (account_id, key))
+            row = await s.get(IdempotencyKey, (account_id, livemode, key))
             if row is None:  # purged between the two statements: treat as new
                 s.add(claimed())
-                return KeyClaim(account_id, key)
+                return KeyClaim(account_id, livemode, key)
             if row.request_hash != fingerprint or row.path != path or row.method != method:
                 raise PaymuxError.of(
                     "idempotency_key_mismatch",
@@ -145,36 +167,33 @@ class IdempotencyService:
             taken = await s.execute(
                 update(IdempotencyKey)
                 .where(
-                    IdempotencyKey.account_id == account_id,
-                    IdempotencyKey.key == key,
+                    *_row_of(account_id, livemode, key),
                     IdempotencyKey.status == "in_flight",
                     IdempotencyKey.locked_us < lease_cutoff,
                 )
                 .values(locked_us=now)
             )
             if getattr(taken, "rowcount", 0) == 1:
-                return KeyClaim(account_id, key, row.recovery_point, row.object_id)
+                return KeyClaim(account_id, livemode, key, row.recovery_point, row.object_id)
         raise PaymuxError.of("idempotency_key_in_use")
 
-    async def finish(self, account_id: str, key: str, status: int, body: str) -> None:
+    async def finish(
+        self, account_id: str, key: str, status: int, body: str, *, livemode: bool
+    ) -> None:
         async with self.ctx.db.write() as s:
             await s.execute(
                 update(IdempotencyKey)
-                .where(IdempotencyKey.account_id == account_id, IdempotencyKey.key == key)
+                .where(*_row_of(account_id, livemode, key))
                 .values(status="done", response_status=status, response_body=body)
             )
 
-    async def release(self, account_id: str, key: str) -> None:
+    async def release(self, account_id: str, key: str, *, livemode: bool) -> None:
         """End the lease of a request whose answer was not final: the next retry takes the key
         over at once and resumes from its recovery point."""
         async with self.ctx.db.write() as s:
             await s.execute(
                 update(IdempotencyKey)
-                .where(
-                    IdempotencyKey.account_id == account_id,
-                    IdempotencyKey.key == key,
-                    IdempotencyKey.status == "in_flight",
-                )
+                .where(*_row_of(account_id, livemode, key), IdempotencyKey.status == "in_flight")
                 .values(locked_us=0)
             )
 

@@ -59,6 +59,7 @@ RESOURCES = (
     "disputes",
     "connections",
     "audit_log",
+    "webhook_endpoints",
     # billing
     "setup_intents",
     "products",

@@ -14,6 +14,7 @@ real state once the provider has been asked.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -711,6 +712,7 @@ class PaymentsService:
             account_id,
             attempt,
             lambda: gateway.capture(reference, money, idempotency_key=key),
+            then=self._answered,
         )
 
     def _resuming(self, pi_id: str, operation: Operation) -> bool:
@@ -732,11 +734,31 @@ class PaymentsService:
         ).all()
         return f"{pi_id}:{operation}" + (f":{len(earlier) + 1}" if earlier else "")
 
-    async def _run(self, account_id: str, attempt: GatewayAttempt, call: Any) -> dict[str, Any]:
+    async def _run(
+        self,
+        account_id: str,
+        attempt: GatewayAttempt,
+        call: Any,
+        *,
+        then: Callable[[AsyncSession, PaymentIntent], Awaitable[None]],
+    ) -> dict[str, Any]:
+        """Make a capture's or a cancel's call and settle it; ``then`` adds the answer's audit
+        entry in the settling transaction. An outcome still unknown is answered as it stands
+        (the API layer audits that answer after it)."""
         result = await self.engine.execute(attempt, call)
         if result is None:
             return await self.retrieve(account_id, attempt.object_id)
-        return self._view(await self.engine.settle_payment(attempt.id, result))
+        return self._view(await self.engine.settle_payment(attempt.id, result, then=then))
+
+    async def _answered(self, s: AsyncSession, settled: PaymentIntent) -> None:
+        """The request's audit entry, in the transaction that records what its answer shows."""
+        await audit_in(s, self._view(settled), self.ctx.now_us())
+
+    async def _cancel_answered(self, s: AsyncSession, settled: PaymentIntent) -> None:
+        # Paid at the provider before the void: the cancel is answered with an error, which
+        # is not audited (``_cancel_outcome``).
+        if settled.status != S.SUCCEEDED:
+            await self._answered(s, settled)
 
     async def cancel(
         self, account_id: str, pi_id: str, cancellation_reason: str | None = None
@@ -770,8 +792,10 @@ class PaymentsService:
                 pi.cancellation_reason = reason
                 pi.canceled_us = now
                 pi.updated_us = now
-                await emit(s, account_id, "payment_intent.canceled", self._view(pi), now)
-                return self._view(pi)
+                view = self._view(pi)
+                await emit(s, account_id, "payment_intent.canceled", view, now)
+                await audit_in(s, view, now)
+                return view
             key = await self._step_key(s, pi.id, Operation.CANCEL)
             pi, attempt = await self.engine.start_on_intent(
                 s,
@@ -790,7 +814,12 @@ class PaymentsService:
             reference = pi.gateway_reference
         gateway = await self.ctx.gateway_of(pi)
         assert reference is not None
-        await self._run(account_id, attempt, lambda: gateway.void(reference, idempotency_key=key))
+        await self._run(
+            account_id,
+            attempt,
+            lambda: gateway.void(reference, idempotency_key=key),
+            then=self._cancel_answered,
+        )
         return await self._cancel_outcome(account_id, pi_id)
 
     async def _cancel_outcome(self, account_id: str, pi_id: str) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from paymux.domain.states import PaymentIntentStatus, RefundStatus, check_operat
 from paymux.gateways.base import GatewayRefund
 from paymux.money import Money
 from paymux.services.attempts import AttemptEngine, state_of
+from paymux.services.audit import audit_in
 from paymux.services.context import (
     Context,
     CreatedRange,
@@ -135,8 +136,13 @@ class RefundsService:
             lambda: gateway.refund(reference, Money(value, currency), reason, idempotency_key=key),
         )
         if outcome is None:
-            return refund_view(refund)
-        return refund_view(await self.engine.settle_refund(attempt.id, outcome))
+            return refund_view(refund)  # the API layer audits this answer after it
+
+        async def answered(s: AsyncSession, settled: Refund) -> None:
+            # The request's audit entry, in the transaction that records the outcome.
+            await audit_in(s, refund_view(settled), self.ctx.now_us())
+
+        return refund_view(await self.engine.settle_refund(attempt.id, outcome, then=answered))
 
     async def outcome(self, account_id: str, refund_id: str) -> dict[str, Any]:
         """A refund's real state, once a call of ours still in flight has been settled."""

@@ -119,6 +119,9 @@ def customer_view(c: Customer) -> dict[str, Any]:
         "created": seconds(c.created_us),
         "livemode": bool(c.livemode),
         "test_clock": c.test_clock_id,
+        # Billing's credit balance (negative: credit the customer has) and its currency.
+        "balance": c.balance,
+        "currency": c.currency.lower() if c.currency else None,
     }
     if c.deleted:
         view["deleted"] = True

@@ -36,6 +36,7 @@ __all__ = [
     "Dispute",
     "Event",
     "GatewayAttempt",
+    "GatewayTokenOwner",
     "IdempotencyKey",
     "Invoice",
     "InvoiceItem",
@@ -56,6 +57,9 @@ __all__ = [
     "SubscriptionItem",
     "TaxRate",
     "TestClock",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
     "WebhookInbox",
 ]
 
@@ -181,6 +185,18 @@ class PaymentMethod(Base):
     )
 
 
+class GatewayTokenOwner(Base):
+    """The account a gateway token belongs to: the first that recorded it. Inserted in the
+    transaction that records the payment method, so two accounts racing for one token can't
+    both win (the primary key refuses the second). Shared test tokens have no owner."""
+
+    __tablename__ = "gateway_token_owners"
+    gateway: Mapped[str] = mapped_column(String(32), primary_key=True)
+    token: Mapped[str] = mapped_column(String(255), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    created_us: Mapped[int]
+
+
 class SetupIntent(Base):
     """Saving a card for later without a charge (Stripe's SetupIntent). ``attempts`` counts
     the gateway setups tried (each has its own idempotency key, ``<id>:setup:<n>``);
@@ -255,7 +271,7 @@ class PaymentIntent(Base):
     confirm_count: Mapped[int] = mapped_column(default=0)
     livemode: Mapped[bool] = mapped_column(Boolean, default=False)
     # The invoice this payment pays (Stripe's ``invoice``), set by billing; None otherwise.
-    invoice_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    invoice_id: Mapped[str | None] = mapped_column(String(40), default=None, index=True)
     created_us: Mapped[int]
     updated_us: Mapped[int]
     __table_args__ = (
@@ -329,6 +345,10 @@ class GatewayAttempt(Base):
     __table_args__ = (Index("ix_gateway_attempts_status_updated", "status", "updated_us"),)
 
 
+# The events the outbound dispatcher has yet to see: the predicate of a partial index.
+_UNDISPATCHED = text("dispatched_us IS NULL")
+
+
 class Event(Base):
     __tablename__ = "events"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -338,12 +358,25 @@ class Event(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
     livemode: Mapped[bool] = mapped_column(Boolean, default=False)
     created_us: Mapped[int]
-    __table_args__ = (Index("ix_events_account_created", "account_id", "created_us"),)
+    # The outbox mark: NULL until the outbound dispatcher has made this event's webhook
+    # deliveries (paymux/outbound/dispatch.py); emit never writes it.
+    dispatched_us: Mapped[int | None] = mapped_column(default=None)
+    __table_args__ = (
+        Index("ix_events_account_created", "account_id", "created_us"),
+        Index(
+            "ix_events_undispatched",
+            "created_us",
+            sqlite_where=_UNDISPATCHED,
+            postgresql_where=_UNDISPATCHED,
+        ),
+    )
 
 
 class IdempotencyKey(Base):
     __tablename__ = "idempotency_keys"
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    # Keys are per mode, as on Stripe: a live request never replays a test request's answer.
+    livemode: Mapped[bool] = mapped_column(Boolean, primary_key=True, default=False)
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     method: Mapped[str] = mapped_column(String(8))
     path: Mapped[str] = mapped_column(String(512))
@@ -825,3 +858,77 @@ class MeterEvent(Base):
             "timestamp_us",
         ),
     )
+
+
+# Deliveries still to make: the predicate of the delivery queue's partial index.
+_DELIVERY_PENDING = text("status = 'pending'")
+
+
+class WebhookEndpoint(Base):
+    """A merchant's URL that receives its account's events (Stripe's webhook_endpoint).
+    ``secret`` (and ``old_secret`` during a roll's grace period) are sealed with the
+    envelope keyring, bound to the endpoint id: never stored or logged in clear."""
+
+    __tablename__ = "webhook_endpoints"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    livemode: Mapped[bool] = mapped_column(Boolean, default=False)
+    url: Mapped[str] = mapped_column(String(2048))
+    description: Mapped[str | None] = mapped_column(Text)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    enabled_events: Mapped[list[str]] = mapped_column(JSON)
+    signature_scheme: Mapped[str] = mapped_column(String(16))  # standard | stripe
+    api_version: Mapped[str | None] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(16))  # enabled | disabled
+    disabled_reason: Mapped[str | None] = mapped_column(String(64))
+    secret: Mapped[str] = mapped_column(Text)
+    old_secret: Mapped[str | None] = mapped_column(Text)
+    old_secret_expires_us: Mapped[int | None]
+    failing_since_us: Mapped[int | None]
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_us: Mapped[int]
+
+
+class WebhookDelivery(Base):
+    """One event owed to one endpoint: the delivery queue. ``pending`` until a 2xx
+    (``delivered``) or the retry schedule runs out (``failed``); a claimed delivery is leased
+    until ``lease_until_us``, so one whose worker died is sent again (at least once)."""
+
+    __tablename__ = "webhook_deliveries"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoints.id"), index=True)
+    event_id: Mapped[str] = mapped_column(String(40), index=True)
+    status: Mapped[str] = mapped_column(String(16))  # pending | delivered | failed | canceled
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_us: Mapped[int]
+    lease_until_us: Mapped[int | None]
+    created_us: Mapped[int]
+    __table_args__ = (
+        Index(
+            "ix_webhook_deliveries_due",
+            "next_attempt_us",
+            sqlite_where=_DELIVERY_PENDING,
+            postgresql_where=_DELIVERY_PENDING,
+        ),
+    )
+
+
+class WebhookAttempt(Base):
+    """One HTTP request to an endpoint: its outcome, latency, status code and the start of
+    the response body (truncated), for /v1/webhook_endpoints/{id}/attempts."""
+
+    __tablename__ = "webhook_attempts"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoints.id"))
+    delivery_id: Mapped[str] = mapped_column(String(40))
+    event_id: Mapped[str] = mapped_column(String(40))
+    event_type: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))  # succeeded | failed
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[int] = mapped_column(Integer)
+    response_body: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(String(255))
+    created_us: Mapped[int]
+    __table_args__ = (Index("ix_webhook_attempts_endpoint", "endpoint_id", "created_us"),)

@@ -63,13 +63,9 @@ INVOICE_PAGE_CSP = (
     "connect-src 'self'; frame-src 'self'; base-uri 'none'; form-action 'self'; "
     "frame-ancestors 'none'"
 )
-_PAGE_HEADERS = {
-    "content-security-policy": INVOICE_PAGE_CSP,
-    "x-frame-options": "DENY",
-    "x-content-type-options": "nosniff",
-    "referrer-policy": "no-referrer",
-    "cache-control": "no-store",
-}
+# nosniff, Referrer-Policy, no-store and HSTS over TLS: the guard middleware's
+# (security/headers.py), as on every page.
+_PAGE_HEADERS = {"content-security-policy": INVOICE_PAGE_CSP, "x-frame-options": "DENY"}
 _TOKEN_MAX = 64
 
 router = APIRouter(include_in_schema=False)

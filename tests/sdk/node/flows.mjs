@@ -272,6 +272,75 @@ check('idempotency_key_replay', async () => {
   return { id: first.id, replayed: second.id === first.id };
 });
 
+check('setup_future_usage_saves_the_card_with_the_payment', async () => {
+  const customer = await stripe.customers.create({ email: 'node-saver@example.com' });
+  const intent = await paid(1200, { customer: customer.id, setup_future_usage: 'off_session' });
+  expectEqual(intent.status, 'succeeded', 'status');
+  // Saved before confirm answers, as on Stripe: no waiting.
+  const pm = await stripe.paymentMethods.retrieve(intent.payment_method);
+  expectEqual(pm.customer, customer.id, 'payment_method.customer right after confirm');
+  const again = await stripe.paymentIntents.create({
+    amount: 800, currency: 'usd', customer: customer.id, payment_method: pm.id,
+    off_session: true, confirm: true,
+  });
+  expectEqual(again.status, 'succeeded', 'off-session payment with the saved card');
+  return { customer: pm.customer === customer.id, off_session: again.status };
+});
+
+check('setup_intent_saves_a_card_for_off_session_payments', async () => {
+  const customer = await stripe.customers.create({ email: 'node-seti@example.com' });
+  const seti = await stripe.setupIntents.create({ customer: customer.id, usage: 'off_session', metadata: { plan: 'pro' } });
+  expectEqual(seti.object, 'setup_intent', 'object');
+  expectEqual(seti.status, 'requires_payment_method', 'status after create');
+  expect(seti.client_secret && seti.client_secret.startsWith(`${seti.id}_secret_`), 'client_secret');
+  const confirmed = await stripe.setupIntents.confirm(seti.id, { payment_method: 'pm_card_visa' });
+  expectEqual(confirmed.status, 'succeeded', 'status after confirm');
+  const pm = await stripe.paymentMethods.retrieve(confirmed.payment_method);
+  expectEqual(pm.customer, customer.id, 'payment_method.customer');
+  expectEqual(pm.card.last4, '4242', 'card.last4');
+  const updated = await stripe.customers.update(customer.id, { invoice_settings: { default_payment_method: pm.id } });
+  expectEqual(updated.invoice_settings.default_payment_method, pm.id, 'invoice_settings.default_payment_method');
+  const listed = await stripe.setupIntents.list({ customer: customer.id });
+  expectEqual(listed.data.map((s) => s.id).join(), seti.id, 'setup intents of the customer');
+  const declined = await raised(
+    stripe.setupIntents.confirm(
+      (await stripe.setupIntents.create({ customer: customer.id })).id,
+      { payment_method: 'pm_card_chargeDeclined' },
+    ),
+    'confirming with a declining card',
+  );
+  expect(declined instanceof Stripe.errors.StripeCardError, `a StripeCardError, got ${describeError(declined)}`);
+  return { status: confirmed.status, last4: pm.card.last4, declined: declined.code };
+});
+
+check('subscription_create_update_cancel_and_invoices_auto_paging', async () => {
+  const customer = await stripe.customers.create({ email: 'node-sub@example.com' });
+  const pm = await stripe.paymentMethods.attach('pm_card_visa', { customer: customer.id });
+  const product = await stripe.products.create({ name: 'Node plan' });
+  const price = await stripe.prices.create({
+    product: product.id, unit_amount: 1500, currency: 'usd', recurring: { interval: 'month' },
+  });
+  let sub = await stripe.subscriptions.create({
+    customer: customer.id, items: [{ price: price.id, quantity: 2 }],
+    default_payment_method: pm.id, metadata: { plan: 'team' },
+  });
+  expectEqual(sub.object, 'subscription', 'object');
+  expectEqual(sub.status, 'active', 'status');
+  expectEqual(sub.items.data[0].quantity, 2, 'items[0].quantity');
+  const invoice = await stripe.invoices.retrieve(sub.latest_invoice);
+  expectEqual(invoice.status, 'paid', 'first invoice status');
+  expectEqual(invoice.amount_paid, 3000, 'first invoice amount_paid');
+  sub = await stripe.subscriptions.update(sub.id, { cancel_at_period_end: true, metadata: { plan: 'team2' } });
+  expectEqual(sub.cancel_at_period_end, true, 'cancel_at_period_end');
+  expect(typeof sub.cancel_at === 'number', 'cancel_at is set');
+  expectEqual(sub.metadata.plan, 'team2', 'metadata.plan');
+  const invoices = await stripe.invoices.list({ customer: customer.id, limit: 1 }).autoPagingToArray({ limit: 10 });
+  expectEqual(invoices.map((i) => i.id).join(), invoice.id, 'the customer\'s invoices, auto-paged');
+  const canceled = await stripe.subscriptions.cancel(sub.id);
+  expectEqual(canceled.status, 'canceled', 'status after cancel');
+  return { status: canceled.status, amount_paid: invoice.amount_paid, invoices: invoices.length };
+});
+
 check('declined_card_raises_card_error', async () => {
   const intent = await stripe.paymentIntents.create({ amount: 2000, currency: 'usd' });
   const err = await raised(

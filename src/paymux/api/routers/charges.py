@@ -1,13 +1,24 @@
-"""/v1/charges: read-only, each the latest attempt of a PaymentIntent (services/charges.py)."""
+"""/v1/charges: each the latest attempt of a PaymentIntent (services/charges.py); read-only
+but for Stripe's update of its description, metadata and receipt email."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
-from paymux.api.deps import CallerDep, ExpandDep, ListDep, check_expand, expanded, list_expanded
+from paymux.api.deps import (
+    CallerDep,
+    ExpandDep,
+    ListDep,
+    check_expand,
+    expanded,
+    idempotent,
+    list_expanded,
+)
+from paymux.api.schemas import Email, Expandable, Metadata, Text
+from paymux.api.wire import wire_body
 
 router = APIRouter(prefix="/v1/charges", tags=["charges"])
 KIND = "charge"
@@ -37,3 +48,32 @@ async def retrieve_charge(charge_id: str, c: CallerDep, expand: ExpandDep) -> JS
     check_expand(KIND, expand, c)
     view = await c.app.charges.retrieve(c.account_id, charge_id)
     return JSONResponse(await expanded(c, view, expand))
+
+
+class UpdateCharge(Expandable):
+    """What Stripe lets change on a charge in any state and paymux keeps."""
+
+    description: Text | None = None
+    metadata: Metadata | None = None
+    receipt_email: Email | None = None
+
+
+@router.post("/{charge_id}")
+async def update_charge(
+    charge_id: str, c: CallerDep, body: UpdateCharge = wire_body(UpdateCharge)
+) -> Response:
+    """A charge's description, metadata and receipt email (its intent's: the charge is a view
+    of the intent's latest attempt). The amounts never change here."""
+    check_expand(KIND, body.expand, c)
+
+    async def update() -> dict[str, Any]:
+        view = await c.app.charges.update(
+            c.account_id,
+            charge_id,
+            description=body.description,
+            metadata=body.metadata,
+            receipt_email=body.receipt_email,
+        )
+        return await expanded(c, view, body.expand)
+
+    return await idempotent(c, body, update)

@@ -27,4 +27,8 @@ CONNECTOR = Connector(
         {"partial_capture", "three_d_secure", "vault", "disputes", "refunds", "manual_capture"}
     ),
     error_codes=ROWS,
+    # REST API hosts, live and sandbox (api-m.*; the older api.* names still answer).
+    api_hosts=frozenset(
+        {"api-m.paypal.com", "api-m.sandbox.paypal.com", "api.paypal.com", "api.sandbox.paypal.com"}
+    ),
 )

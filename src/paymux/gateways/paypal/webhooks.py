@@ -155,14 +155,14 @@ def api_request_body(t: Transmission, webhook_id: str, body: bytes) -> bytes:
     return head[:-1].encode() + b',"webhook_event":' + body.strip() + b"}"
 
 
-def load_trust_roots(path: str | None = None) -> list[x509.Certificate]:
-    """CA roots from a PEM file; None: the certifi bundle (PayPal's certificates chain to a
-    public CA)."""
-    if path is None:
+def load_trust_roots(pem: str | None = None) -> list[x509.Certificate]:
+    """CA roots from PEM text (a connection's ``trust_roots``); None: the certifi bundle
+    (PayPal's certificates chain to a public CA)."""
+    if pem is None:
         import certifi
 
-        path = certifi.where()
-    return x509.load_pem_x509_certificates(Path(path).read_bytes())
+        return x509.load_pem_x509_certificates(Path(certifi.where()).read_bytes())
+    return x509.load_pem_x509_certificates(pem.encode())
 
 
 async def fetch_certificate(url: str) -> bytes:

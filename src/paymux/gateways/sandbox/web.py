@@ -33,10 +33,11 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from paymux.domain.errors import PaymuxError
 from paymux.gateways.sandbox.connector import FAULT_MODES, SandboxGateway
+from paymux.security.headers import PAGE_CSP_BASE, PageSecurityHeaders, page_headers
 
 __all__ = ["CONTROL_OPERATIONS", "PageSecurityHeaders", "build_sandbox_app", "page_headers"]
 
@@ -75,56 +76,8 @@ CONTROL_OPERATIONS = (
 MAX_LATENCY_SECONDS = 60.0
 MAX_FAULT_COUNT = 1000
 
-# A page's own resources only: no inline script or style, no plugins, no <base>.
-_CSP_BASE = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-    "connect-src 'self'; base-uri 'none'"
-)
-_CSP_DEFAULT = f"{_CSP_BASE}; form-action 'self'; frame-ancestors 'none'"
-
-
-def page_headers(scheme: str) -> dict[str, str]:
-    """The headers every response gets (HSTS only when it came over TLS)."""
-    headers = {"x-content-type-options": "nosniff", "referrer-policy": "no-referrer"}
-    if scheme == "https":
-        headers["strict-transport-security"] = "max-age=31536000; includeSubDomains"
-    return headers
-
-
-class PageSecurityHeaders:
-    """ASGI wrapper: ``page_headers`` on every response; an HTML response is never cached,
-    and one that set no CSP of its own gets the strictest (``frame-ancestors 'none'``) with
-    ``X-Frame-Options: DENY``."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        extra = page_headers(str(scope.get("scheme", "http")))
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                present = {name.lower() for name, _ in headers}
-                content_type = next(
-                    (v for n, v in headers if n.lower() == b"content-type"), b""
-                ).lower()
-                added = dict(extra)
-                if content_type.startswith(b"text/html"):
-                    added["cache-control"] = "no-store"
-                    if b"content-security-policy" not in present:
-                        added["content-security-policy"] = _CSP_DEFAULT
-                        added["x-frame-options"] = "DENY"
-                for name, value in added.items():
-                    if name.encode() not in present:
-                        headers.append((name.encode(), value.encode()))
-                message["headers"] = headers
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+# A page's own resources only (the one definition: security/headers.py).
+_CSP_BASE = PAGE_CSP_BASE
 
 
 def _render(

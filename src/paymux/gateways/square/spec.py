@@ -31,4 +31,5 @@ CONNECTOR = Connector(
         {"partial_capture", "three_d_secure", "vault", "disputes", "refunds", "manual_capture"}
     ),
     error_codes=ROWS,
+    api_hosts=frozenset({"connect.squareup.com", "connect.squareupsandbox.com"}),  # live, sandbox
 )

@@ -34,4 +34,5 @@ CONNECTOR = Connector(
         {"partial_capture", "three_d_secure", "vault", "disputes", "refunds", "manual_capture"}
     ),
     error_codes=ROWS,
+    api_hosts=frozenset({"api.stripe.com"}),
 )

@@ -1,0 +1,196 @@
+"""Outbound webhook delivery throughput: a ``paymux worker`` subprocess draining a backlog of
+events to fast loopback receivers.
+
+For each backend it migrates a fresh database, registers ``--endpoints`` endpoints (each
+listening to every event, Standard Webhooks signatures) pointing at one receiver
+subprocess (a minimal asyncio HTTP/1.1 server answering 200 at once), writes ``--events``
+events straight into the events table (undispatched, as ``emit`` leaves them), then starts
+one ``paymux worker`` and waits until every delivery is ``delivered``. It prints deliveries/s
+(from the first to the last attempt recorded: start-up excluded), the drain's wall time,
+the worker's CPU per delivery, the receiver's CPU, the worker's peak RSS, and checks that
+every delivery was made exactly once (one succeeded attempt each). Figures are printed,
+never asserted.
+
+    .venv/bin/python bench/outbound.py [--events 2000] [--endpoints 1,50]
+        [--backends postgres,sqlite] [--max-in-flight 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from sqlalchemy import insert, text
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import cpu_seconds, databases, loadavg, machine, paymux_env, paymux_worker, rss_mb
+
+from paymux.config import Settings
+from paymux.domain.ids import new_id
+from paymux.outbound.endpoints import EndpointParams
+from paymux.security.envelope import generate_key_entry
+from paymux.services import Paymux
+from paymux.storage.migrate import upgrade
+from paymux.storage.models import Event
+from support.processes import free_port
+
+RECEIVER = textwrap.dedent(
+    """
+    import asyncio, sys
+
+    class Answer(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.t, self.buf = transport, b""
+        def data_received(self, data):
+            self.buf += data
+            while True:
+                head, sep, rest = self.buf.partition(b"\\r\\n\\r\\n")
+                if not sep:
+                    return
+                length = 0
+                for line in head.split(b"\\r\\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                if len(rest) < length:
+                    return
+                self.buf = rest[length:]
+                self.t.write(b"HTTP/1.1 200 OK\\r\\ncontent-length: 2\\r\\n\\r\\nok")
+
+    async def main():
+        server = await asyncio.get_running_loop().create_server(Answer, "127.0.0.1", int(sys.argv[1]))
+        await server.serve_forever()
+
+    asyncio.run(main())
+    """
+)
+
+
+async def seed(url: str, keys: str, receiver: str, endpoints: int, events: int) -> int:
+    """``endpoints`` endpoints, at most 10 per account (an account may have 16), and
+    ``events`` events in all, shared out evenly over the accounts. Returns the deliveries
+    owed (each event goes to each endpoint of its account)."""
+    settings = Settings(database_url=url, encryption_keys=keys, run_worker=False)
+    app = Paymux(settings)
+    try:
+        accounts = -(-endpoints // 10)
+        owed = 0
+        rows = []
+        now = app.ctx.now_us()
+        for a in range(accounts):
+            new = await app.accounts.create_key()
+            mine = endpoints // accounts + (1 if a < endpoints % accounts else 0)
+            for _ in range(mine):
+                await app.webhook_endpoints.create(
+                    new.account_id, False, EndpointParams(url=receiver, enabled_events=["*"])
+                )
+            share = events // accounts
+            owed += share * mine
+            rows += [
+                {
+                    "id": new_id("evt"),
+                    "account_id": new.account_id,
+                    "type": "customer.created",
+                    "object_id": f"cus_bench{i}",
+                    "livemode": False,
+                    "data": {"id": f"cus_bench{i}", "object": "customer", "email": "a@example.com"},
+                    "created_us": now + len(rows) + i,
+                }
+                for i in range(share)
+            ]
+        async with app.ctx.db.write() as s:
+            for start in range(0, len(rows), 1000):
+                await s.execute(insert(Event), rows[start : start + 1000])
+        return owed
+    finally:
+        await app.close()
+
+
+async def counts(url: str) -> tuple[int, int, int, int]:
+    settings = Settings(database_url=url, run_worker=False)
+    app = Paymux(settings)
+    try:
+        async with app.ctx.db.read() as s:
+            row = (
+                await s.execute(
+                    text(
+                        "select (select count(*) from webhook_deliveries where status = 'delivered'),"
+                        " (select count(*) from webhook_attempts),"
+                        " (select min(created_us) from webhook_attempts),"
+                        " (select max(created_us) from webhook_attempts)"
+                    )
+                )
+            ).one()
+            return int(row[0]), int(row[1]), int(row[2] or 0), int(row[3] or 0)
+    finally:
+        await app.close()
+
+
+def run_one(backend: str, url: str, tmp: Path, endpoints: int, events: int, inflight: int) -> None:
+    keys = generate_key_entry("bench")
+    port = free_port()
+    receiver = subprocess.Popen([sys.executable, "-c", RECEIVER, str(port)])
+    try:
+        total = asyncio.run(seed(url, keys, f"http://127.0.0.1:{port}/hook", endpoints, events))
+        env = paymux_env(
+            url,
+            tmp,
+            PAYMUX_ENCRYPTION_KEYS=keys,
+            PAYMUX_WEBHOOK_MAX_IN_FLIGHT=str(inflight),
+            PAYMUX_WEBHOOK_ENDPOINT_CONCURRENCY=str(max(4, inflight // max(endpoints, 1))),
+            PAYMUX_WEBHOOK_POLL_INTERVAL="0.05",
+        )
+        worker = paymux_worker("worker", env, tmp / f"worker-{backend}-{endpoints}.log").spawn()
+        started = time.monotonic()
+        receiver_cpu0 = cpu_seconds(receiver.pid)
+        peak = 0.0
+        try:
+            while True:
+                time.sleep(0.5)
+                peak = max(peak, rss_mb(worker.pid))
+                delivered, attempts, first, last = asyncio.run(counts(url))
+                if delivered >= total or time.monotonic() - started > 600:
+                    break
+            wall = time.monotonic() - started
+            worker_cpu = cpu_seconds(worker.pid)
+        finally:
+            worker.stop()
+        receiver_cpu = cpu_seconds(receiver.pid) - receiver_cpu0
+        span = max((last - first) / 1e6, 1e-6)
+        ok = "ok" if delivered == total == attempts else f"WRONG ({attempts} attempts)"
+        print(
+            f"{backend:8} endpoints={endpoints:<3} deliveries={delivered}/{total} {ok}  "
+            f"{delivered / span:7.0f} deliveries/s  wall {wall:6.1f} s  "
+            f"worker CPU {1000 * worker_cpu / max(delivered, 1):.2f} ms/delivery  "
+            f"receiver CPU {receiver_cpu:.1f} s  worker peak RSS {peak:.0f} MiB",
+            flush=True,
+        )
+    finally:
+        receiver.kill()
+        receiver.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=2000)
+    parser.add_argument("--endpoints", default="1,50")
+    parser.add_argument("--backends", default="postgres,sqlite")
+    parser.add_argument("--max-in-flight", type=int, default=64)
+    args = parser.parse_args()
+    backends = [b for b in args.backends.split(",") if b]
+    print(f"{machine()}; load average {loadavg():.1f}", flush=True)
+    with databases(backends, prefix="paymux-outbound-") as dbs:
+        for backend in backends:
+            for n in (int(x) for x in args.endpoints.split(",")):
+                url = dbs.url(backend, f"outbound_{n}")
+                upgrade(url)
+                run_one(backend, url, dbs.tmp, n, args.events, args.max_in_flight)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,11 @@
+"""Outbound webhooks: the events an account's state changes record, delivered to the
+endpoints the merchant registers (docs/webhooks.md).
+
+- ``endpoints``: the /v1/webhook_endpoints resource (secrets sealed at rest);
+- ``dispatch``: the events table is the outbox; the dispatcher turns each new event into
+  one delivery per matching endpoint, and marks the event, in one transaction;
+- ``delivery``: sends due deliveries (signed, SSRF-checked, time-limited), records every
+  attempt, retries on the schedule in ``schedule``;
+- ``signing`` (Standard Webhooks or Stripe's scheme), ``ssrf`` (which addresses an endpoint
+  may reach), ``schedule`` (retry delays): pure rules.
+"""
