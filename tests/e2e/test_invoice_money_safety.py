@@ -128,24 +128,48 @@ def test_voiding_a_credit_note_replaces_the_payment_made_for_the_lower_amount(ap
 
 
 # -- the payer got through before the cancel: what was not needed goes back --------------------
-@pytest.mark.parametrize("closed_as", ["void", "paid_out_of_band"])
+@pytest.mark.parametrize("closed_as", ["void", "paid_out_of_band", "credited_to_zero"])
 def test_money_reaching_a_closed_invoice_is_refunded(api: Api, closed_as: str) -> None:
     invoice, pi, _ = waiting_invoice(api, 2000)
-    # The close committed; its cancel has not run yet when the payer finishes the challenge.
+    # The close committed (its row as that transaction leaves it: a paid invoice lets go of
+    # the intent that did not pay it); its cancel has not run yet when the payer finishes.
     if closed_as == "void":
         api.server.sql("update invoices set status = 'void', amount_remaining = 0 "
                        "where id = :i", i=invoice["id"])
+    elif closed_as == "paid_out_of_band":
+        api.server.sql("update invoices set status = 'paid', amount_remaining = 0, "
+                       "paid_out_of_band = true, payment_intent_id = null where id = :i",
+                       i=invoice["id"])
     else:
         api.server.sql("update invoices set status = 'paid', amount_remaining = 0, "
-                       "paid_out_of_band = true where id = :i", i=invoice["id"])
+                       "amount_due = 0, payment_intent_id = null where id = :i", i=invoice["id"])
     answer_challenge(challenge_url(pi), "complete")
     after = settled(api, pi["id"], "amount_refunded", 2000)
     assert (after["status"], after["amount_received"]) == ("succeeded", 2000)
     [refund] = refunds_of(api, pi["id"])
     assert (refund["amount"], refund["metadata"]["paymux_reason"]) == (2000, "invoice_overpaid")
     view = api.ok("GET", f"/v1/invoices/{invoice['id']}")
-    assert (view["status"], view["amount_paid"]) == (closed_as.replace("paid_out_of_band",
-                                                                       "paid"), 0)
+    assert (view["status"], view["amount_paid"]) == ("void" if closed_as == "void" else "paid", 0)
+
+
+def test_a_credit_to_zero_lets_go_of_the_waiting_intent(api: Api) -> None:
+    """What the case above plays by hand: the credit note that pays the invoice leaves it
+    naming no intent, so a late success of the old one is never taken as its payment."""
+    invoice, pi, _ = waiting_invoice(api, 2000)
+    api.ok("POST", "/v1/credit_notes", {"invoice": invoice["id"], "amount": 2000})
+    view = api.ok("GET", f"/v1/invoices/{invoice['id']}")
+    assert (view["status"], view["payment_intent"], view["amount_paid"]) == ("paid", None, 0)
+    assert api.ok("GET", f"/v1/payment_intents/{pi['id']}")["status"] == "canceled"
+
+
+def test_a_partly_paid_invoice_cannot_be_voided(api: Api) -> None:
+    invoice, _, _ = waiting_invoice(api, 2000)
+    api.server.sql("update invoices set amount_paid = 500, amount_remaining = 1500 "
+                   "where id = :i", i=invoice["id"])
+    r = api.post(f"/v1/invoices/{invoice['id']}/void")
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invoice_unexpected_state"
+    assert r.json()["error"]["param"] == "id"
+    assert api.ok("GET", f"/v1/invoices/{invoice['id']}")["status"] == "open"
 
 
 def test_a_payment_above_what_is_now_due_pays_the_invoice_and_the_excess_is_refunded(

@@ -122,3 +122,29 @@ def test_new_secrets_verify_in_both_schemes() -> None:
     two = signed_headers("stripe", "evt_1", now, body, [new_secret(), secret])
     assert two["Stripe-Signature"].count("v1=") == 2
     stripe.Webhook.construct_event(body.decode(), two["Stripe-Signature"], secret)
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "64:ff9b::a00:5",  # NAT64 of 10.0.0.5: behind DNS64 it reaches the private address
+        "::7f00:1",  # IPv4-compatible 127.0.0.1
+        "2002:a00:5::1",  # 6to4 of 10.0.0.5
+        "64:ff9b::a9fe:a9fe",  # NAT64 of the metadata address
+    ],
+)
+def test_ipv6_forms_that_carry_a_private_ipv4_are_judged_by_it(address: str) -> None:
+    ip = ipaddress.ip_address(address)
+    assert address_allowed(ip, livemode=True, allow_private=False) is False
+
+
+@pytest.mark.parametrize("address", ["169.254.170.2", "169.254.170.23", "fd00:ec2::23"])
+def test_container_credential_services_stay_refused_with_private_allowed(address: str) -> None:
+    ip = ipaddress.ip_address(address)
+    assert address_allowed(ip, livemode=True, allow_private=True) is False
+    assert address_allowed(ip, livemode=False, allow_private=True) is False
+
+
+def test_nat64_of_a_public_address_is_public() -> None:
+    ip = ipaddress.ip_address("64:ff9b::808:808")  # 8.8.8.8
+    assert address_allowed(ip, livemode=True, allow_private=False) is True

@@ -162,3 +162,15 @@ def test_the_last_four_of_a_masked_number_never_start_a_new_candidate() -> None:
 def test_only_four_digits_right_after_a_mask_are_taken_for_its_last_four() -> None:
     # Five digits after the twelve asterisks are no masked number's last four.
     assert mask_pans("************42424 24242424242") == "************************4242"
+
+
+def test_a_decimal_with_a_huge_exponent_is_skipped_without_building_it() -> None:
+    """Decimal("1e999999999") is finite: int() of it would build a billion-digit integer.
+    It is far past any card number, so it is skipped at once."""
+    from decimal import Decimal
+
+    from paymux.security.pan import _scalar_text
+
+    assert _scalar_text(Decimal("1e999999999")) is None
+    assert _scalar_text(Decimal("-1e999999999")) is None
+    assert _scalar_text(Decimal("4242424242424242")) == "4242424242424242"

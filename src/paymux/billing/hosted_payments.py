@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from paymux.billing.invoice_payments import live_intent, replaceable
+from paymux.billing.invoice_payments import TRY_KIND, live_intent, replaceable
 from paymux.domain.attempts import Operation
 from paymux.domain.errors import PaymuxError
 from paymux.services.context import current_livemode
@@ -179,7 +179,7 @@ async def pay_from_page(app: Paymux, token: str, card_token: str, return_url: st
                 off_session=False,
                 return_url=return_url,
                 description=f"Invoice {number}" if number else None,
-                metadata={"invoice": invoice_id},
+                metadata={"invoice": invoice_id, TRY_KIND: "manual"},  # the payer's own
             ),
         )
         return _outcome(view)

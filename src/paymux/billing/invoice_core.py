@@ -516,6 +516,9 @@ class InvoicesCore:
         waiting for the payer must never charge now: ``queue_release``."""
         if invoice.payment_intent_id is not None and invoice.payment_intent_id != by_intent:
             await queue_release(s, self.ctx, invoice)
+            # Not paid by that intent: let go of it, so money it still brings is never taken
+            # as this invoice's payment (the hook returns it).
+            invoice.payment_intent_id = None
         invoice.status = next_invoice_status(invoice.status, InvoiceAction.PAY)
         invoice.amount_paid += amount
         invoice.amount_remaining = 0

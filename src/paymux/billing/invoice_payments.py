@@ -133,10 +133,12 @@ class InvoicePayments(InvoicesCore):
         if paid_out_of_band:
             async with self.ctx.db.write() as s:
                 invoice = await get_owned(s, Invoice, invoice_id, account_id, lock=True)
+                waiting = invoice.payment_intent_id  # settle_paid lets go of it
                 now = await clock_now(s, self.ctx, invoice.test_clock_id)
                 await self.settle_paid(s, invoice, now, amount=0, out_of_band=True)
                 view = await self.view_in(s, invoice)
-            await self._release_now(account_id, view)
+            if waiting is not None:
+                await self.release(account_id, waiting)
             return view
         await self.attempt(
             account_id, invoice_id, payment_method=payment_method, off_session=off_session
@@ -144,16 +146,23 @@ class InvoicePayments(InvoicesCore):
         return await self.retrieve(account_id, invoice_id)
 
     async def void(self, account_id: str, invoice_id: str) -> dict[str, Any]:
+        """Stripe's void, refused once part of the invoice was paid (that money would be
+        neither owed nor given back); the queued ``release`` of its waiting intent is run at
+        once too, so the caller finds it canceled (the job then finds nothing to do)."""
+        async with self.ctx.db.read() as s:
+            invoice = await get_owned(s, Invoice, invoice_id, account_id)
+            if invoice.status in _PAYABLE and invoice.amount_paid > 0:
+                raise PaymuxError.of(
+                    "invoice_unexpected_state",
+                    f"{invoice.amount_paid} of this invoice was paid already: it can't be "
+                    "voided. Credit it (POST /v1/credit_notes) instead.",
+                    param="id",
+                )
         view = await super().void(account_id, invoice_id)
-        await self._release_now(account_id, view)
-        return view
-
-    async def _release_now(self, account_id: str, view: dict[str, Any]) -> None:
-        """The queued ``release`` of a just-closed invoice's intent, run at once too, so the
-        answer's caller finds it canceled (the job then finds nothing to do)."""
         pi_id = view.get("payment_intent")
         if isinstance(pi_id, str):
             await self.release(account_id, pi_id)
+        return view
 
     async def _payment_method(self, s: AsyncSession, invoice: Invoice) -> PaymentMethod | None:
         """The invoice's, else its subscription's, else the customer's default."""
@@ -334,7 +343,7 @@ class InvoicePayments(InvoicesCore):
                     payment_method=pm.id if pm is not None else None,
                     gateway=pm.gateway if pm is not None else None,
                     setup_future_usage="off_session",
-                    metadata={"invoice": invoice_id},
+                    metadata={"invoice": invoice_id, TRY_KIND: "manual"},  # the payer's
                 ),
             )
         finally:
@@ -408,7 +417,8 @@ class InvoicePayments(InvoicesCore):
             return
         if invoice.status != "open" or pi.id != invoice.payment_intent_id:
             return
-        automatic = (pi.metadata_ or {}).get(TRY_KIND) == "automatic"
+        # Unmarked (made before the mark existed): automatic, so dunning never stalls.
+        automatic = (pi.metadata_ or {}).get(TRY_KIND, "automatic") == "automatic"
         if "payment_intent.payment_failed" in events:
             code = (pi.last_payment_error or {}).get("decline_code") or (
                 pi.last_payment_error or {}

@@ -328,7 +328,20 @@ class DueWork:
                     or_(Invoice.period_key.is_not(None), Invoice.id == sub.latest_invoice_id),
                     or_(
                         and_(Invoice.status == "draft", Invoice.auto_advance.is_(True)),
-                        and_(Invoice.status == "open", Invoice.attempt_count == 0),
+                        and_(
+                            Invoice.status == "open",
+                            Invoice.attempt_count == 0,
+                            # an older period's open invoice: only one paymux charges by
+                            # itself (a send_invoice or auto_advance=false one waits for its
+                            # payer or merchant, and a pause's void never reaches it)
+                            or_(
+                                Invoice.id == sub.latest_invoice_id,
+                                and_(
+                                    Invoice.collection_method == "charge_automatically",
+                                    Invoice.auto_advance.is_(True),
+                                ),
+                            ),
+                        ),
                     ),
                 )
                 .order_by(Invoice.period_start_us, Invoice.created_us, Invoice.id)

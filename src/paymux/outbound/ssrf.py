@@ -23,10 +23,15 @@ __all__ = ["Blocked", "address_allowed", "check_url", "resolve_allowed"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-# Instance metadata services (AWS/GCP/Azure/OpenStack; AWS's IPv6 one): never reachable.
+# Instance and container metadata/credential services (AWS/GCP/Azure/OpenStack, AWS's IPv6
+# one, ECS task credentials, EKS Pod Identity): never reachable, even with allow_private.
 _METADATA = frozenset(
-    {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
+    ipaddress.ip_address(a)
+    for a in ("169.254.169.254", "fd00:ec2::254", "169.254.170.2", "169.254.170.23", "fd00:ec2::23")
 )
+# IPv6 prefixes that carry an IPv4 address in their last 32 bits (NAT64's well-known prefix,
+# the deprecated IPv4-compatible form): judged by that IPv4 address, as the network routes them.
+_EMBEDDING = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("::/96"))
 MAX_URL_LENGTH = 2048
 
 
@@ -35,9 +40,17 @@ class Blocked(ValueError):
 
 
 def _plain(ip: IPAddress) -> IPAddress:
-    """An IPv4-mapped (::ffff:a.b.c.d) or NAT64-less IPv6 address as the IPv4 it carries."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+    """An IPv6 address that carries an IPv4 one as that IPv4 address: IPv4-mapped
+    (::ffff:a.b.c.d), NAT64 (64:ff9b::a.b.c.d), IPv4-compatible (::a.b.c.d) and 6to4
+    (2002:ab:cd::). :: and ::1 stay themselves."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return ip
+    if ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if any(ip in net for net in _EMBEDDING) and int(ip) > 1:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     return ip
 
 

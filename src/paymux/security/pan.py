@@ -414,7 +414,11 @@ def _scalar_text(value: object) -> str | None:
     if isinstance(value, Decimal) and not value.is_finite():
         return None
     if isinstance(value, (int, float, Decimal)):
-        # The integer part, bounds first: str() of a huge int is slow (and may raise).
+        # A Decimal's size first, from its exponent: int() of Decimal("1e999999999") would
+        # build a billion-digit integer. Then the integer part's bounds: str() of a huge int
+        # is slow (and may raise).
+        if isinstance(value, Decimal) and value.adjusted() >= MAX_PAN_DIGITS:
+            return None
         number = abs(int(value))
         return str(number) if number in _PAN_INTS else None
     return None
