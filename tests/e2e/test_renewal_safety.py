@@ -219,6 +219,11 @@ def test_the_job_makes_no_second_try_after_the_inline_one(
             assert await b.intents(invoice_id) == intents
             if expected[2] is not None:
                 assert intents[0][1] == expected[2]
+            # The job run anyway (the process died between the inline try and dropping the
+            # job): its try number is past, so it does nothing.
+            await b.app.invoices.attempt(b.account, invoice_id, from_job=True, only_try=1)
+            assert await b.invoice(invoice_id) == first
+            assert await b.intents(invoice_id) == intents
 
     asyncio.run(main())
 
