@@ -165,7 +165,7 @@ def paymux_server(
         log=tmp / f"{name}-server.log",
         cwd=tmp,
         start=False,
-        timeout=60,
+        timeout=180,  # start-up on a busy 2-core machine took over 60 s (imports compiled)
         name=name,
         **_STOP,
         **env,

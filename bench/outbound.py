@@ -3,16 +3,18 @@ events to fast loopback receivers.
 
 For each backend it migrates a fresh database, registers ``--endpoints`` endpoints (each
 listening to every event, Standard Webhooks signatures) pointing at one receiver
-subprocess (a minimal asyncio HTTP/1.1 server answering 200 at once), writes ``--events``
-events straight into the events table (undispatched, as ``emit`` leaves them), then starts
-one ``paymux worker`` and waits until every delivery is ``delivered``. It prints deliveries/s
-(from the first to the last attempt recorded: start-up excluded), the drain's wall time,
-the worker's CPU per delivery, the receiver's CPU, the worker's peak RSS, and checks that
-every delivery was made exactly once (one succeeded attempt each). Figures are printed,
-never asserted.
+subprocess (a minimal asyncio HTTP/1.1 server answering 200 at once), writes events straight
+into the events table (undispatched, as ``emit`` leaves them: ``--deliveries`` deliveries
+owed in all, whatever the number of endpoints), then starts one ``paymux worker`` and waits
+until every delivery is ``delivered``. It prints deliveries/s (from the first to the last
+attempt recorded: start-up excluded), the drain's wall time (from the worker's start: it
+includes dispatching the events), the worker's CPU per delivery, the receiver's CPU, the
+worker's peak RSS, and checks that every delivery was made exactly once (one succeeded
+attempt each). ``--backlog N`` adds a run of N events to one endpoint: the time such a
+backlog takes to drain. Figures are printed, never asserted.
 
-    .venv/bin/python bench/outbound.py [--events 2000] [--endpoints 1,50]
-        [--backends postgres,sqlite] [--max-in-flight 64]
+    .venv/bin/python bench/outbound.py [--deliveries 5000] [--endpoints 1,50]
+        [--backlog 100000] [--backends postgres,sqlite] [--max-in-flight 128]
 """
 
 from __future__ import annotations
@@ -71,10 +73,10 @@ RECEIVER = textwrap.dedent(
 )
 
 
-async def seed(url: str, keys: str, receiver: str, endpoints: int, events: int) -> int:
-    """``endpoints`` endpoints, at most 10 per account (an account may have 16), and
-    ``events`` events in all, shared out evenly over the accounts. Returns the deliveries
-    owed (each event goes to each endpoint of its account)."""
+async def seed(url: str, keys: str, receiver: str, endpoints: int, deliveries: int) -> int:
+    """``endpoints`` endpoints, at most 10 per account (an account may have 16), and events
+    enough for about ``deliveries`` deliveries, shared out evenly over the accounts. Returns
+    the deliveries owed (each event goes to each endpoint of its account)."""
     settings = Settings(database_url=url, encryption_keys=keys, run_worker=False)
     app = Paymux(settings)
     try:
@@ -89,7 +91,7 @@ async def seed(url: str, keys: str, receiver: str, endpoints: int, events: int) 
                 await app.webhook_endpoints.create(
                     new.account_id, False, EndpointParams(url=receiver, enabled_events=["*"])
                 )
-            share = events // accounts
+            share = max(1, deliveries // endpoints)  # events of this account
             owed += share * mine
             rows += [
                 {
@@ -131,12 +133,14 @@ async def counts(url: str) -> tuple[int, int, int, int]:
         await app.close()
 
 
-def run_one(backend: str, url: str, tmp: Path, endpoints: int, events: int, inflight: int) -> None:
+def run_one(
+    backend: str, url: str, tmp: Path, endpoints: int, deliveries: int, inflight: int, label: str
+) -> None:
     keys = generate_key_entry("bench")
     port = free_port()
     receiver = subprocess.Popen([sys.executable, "-c", RECEIVER, str(port)])
     try:
-        total = asyncio.run(seed(url, keys, f"http://127.0.0.1:{port}/hook", endpoints, events))
+        total = asyncio.run(seed(url, keys, f"http://127.0.0.1:{port}/hook", endpoints, deliveries))
         env = paymux_env(
             url,
             tmp,
@@ -149,12 +153,15 @@ def run_one(backend: str, url: str, tmp: Path, endpoints: int, events: int, infl
         started = time.monotonic()
         receiver_cpu0 = cpu_seconds(receiver.pid)
         peak = 0.0
+        steady: tuple[float, int] | None = None  # worker CPU and deliveries at the first look
         try:
             while True:
                 time.sleep(0.5)
                 peak = max(peak, rss_mb(worker.pid))
                 delivered, attempts, first, last = asyncio.run(counts(url))
-                if delivered >= total or time.monotonic() - started > 600:
+                if steady is None and delivered > 0:
+                    steady = (cpu_seconds(worker.pid), delivered)
+                if delivered >= total or time.monotonic() - started > 3000:
                     break
             wall = time.monotonic() - started
             worker_cpu = cpu_seconds(worker.pid)
@@ -163,11 +170,15 @@ def run_one(backend: str, url: str, tmp: Path, endpoints: int, events: int, infl
         receiver_cpu = cpu_seconds(receiver.pid) - receiver_cpu0
         span = max((last - first) / 1e6, 1e-6)
         ok = "ok" if delivered == total == attempts else f"WRONG ({attempts} attempts)"
+        # CPU per delivery once delivering (start-up and imports excluded), where measurable.
+        cpu0, done0 = steady or (0.0, 0)
+        per = (worker_cpu - cpu0) / (delivered - done0) if delivered > done0 else worker_cpu
         print(
-            f"{backend:8} endpoints={endpoints:<3} deliveries={delivered}/{total} {ok}  "
+            f"{label}{backend:8} endpoints={endpoints:<3} deliveries={delivered}/{total} {ok}  "
             f"{delivered / span:7.0f} deliveries/s  wall {wall:6.1f} s  "
-            f"worker CPU {1000 * worker_cpu / max(delivered, 1):.2f} ms/delivery  "
-            f"receiver CPU {receiver_cpu:.1f} s  worker peak RSS {peak:.0f} MiB",
+            f"worker CPU {1000 * per:.2f} ms/delivery (all: {worker_cpu:.1f} s)  "
+            f"receiver CPU {receiver_cpu:.1f} s  worker peak RSS {peak:.0f} MiB  "
+            f"load {loadavg():.1f}",
             flush=True,
         )
     finally:
@@ -177,19 +188,24 @@ def run_one(backend: str, url: str, tmp: Path, endpoints: int, events: int, infl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--events", type=int, default=2000)
+    parser.add_argument("--deliveries", "--events", type=int, default=5000)
     parser.add_argument("--endpoints", default="1,50")
+    parser.add_argument("--backlog", type=int, default=0, help="events to 1 endpoint; 0: none")
     parser.add_argument("--backends", default="postgres,sqlite")
-    parser.add_argument("--max-in-flight", type=int, default=64)
+    parser.add_argument("--max-in-flight", type=int, default=128)
     args = parser.parse_args()
     backends = [b for b in args.backends.split(",") if b]
     print(f"{machine()}; load average {loadavg():.1f}", flush=True)
     with databases(backends, prefix="paymux-outbound-") as dbs:
         for backend in backends:
-            for n in (int(x) for x in args.endpoints.split(",")):
+            for n in (int(x) for x in args.endpoints.split(",") if x):
                 url = dbs.url(backend, f"outbound_{n}")
                 upgrade(url)
-                run_one(backend, url, dbs.tmp, n, args.events, args.max_in_flight)
+                run_one(backend, url, dbs.tmp, n, args.deliveries, args.max_in_flight, "")
+            if args.backlog:
+                url = dbs.url(backend, "outbound_backlog")
+                upgrade(url)
+                run_one(backend, url, dbs.tmp, 1, args.backlog, args.max_in_flight, "backlog ")
 
 
 if __name__ == "__main__":

@@ -80,7 +80,7 @@ def kind(sql: str) -> str:
 
 
 async def measure(
-    url: str, tmp: Path, n: int, idempotency: bool, show: bool, cpu_n: int, no_pre_ping: bool
+    url: str, tmp: Path, n: int, idempotency: bool, show: bool, cpu_n: int
 ) -> None:
     settings = Settings(
         database_url=url,
@@ -91,8 +91,6 @@ async def measure(
         rate_limit_requests=0,
     )
     core = Paymux(settings)
-    if no_pre_ping:  # what the PostgreSQL pool's ping per checkout costs (a private knob)
-        core.ctx.db.writer.sync_engine.pool._pre_ping = False
     counter = Counter()
     counter.attach(core.ctx.db.writer)
     if core.ctx.db.reader is not core.ctx.db.writer:
@@ -176,9 +174,6 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=20)
     parser.add_argument("--idempotency-keys", action="store_true")
     parser.add_argument("--show", action="store_true", help="print one payment's statements")
-    parser.add_argument(
-        "--no-pre-ping", action="store_true", help="PostgreSQL: no ping per pool checkout"
-    )
     parser.add_argument("--cpu-n", type=int, default=300, help="payments and GETs timed (300)")
     args = parser.parse_args()
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -195,7 +190,6 @@ def main() -> None:
                     args.idempotency_keys,
                     args.show,
                     args.cpu_n,
-                    args.no_pre_ping,
                 )
             )
 

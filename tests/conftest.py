@@ -15,9 +15,9 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -28,7 +28,7 @@ from paymux.api.app import create_app
 from paymux.config import Settings
 from paymux.services import Paymux
 from paymux.storage.db import Database
-from paymux.storage.migrate import upgrade
+from support.dbtemplate import migrated_pg_database, migrated_sqlite_file
 from support.pgcluster import PgCluster, postgres_available, require_mode
 from support.processes import free_port  # also imported from here by tests
 from support.sandboxes import LocalStripe
@@ -40,6 +40,7 @@ from support.sandboxes import LocalStripe
 os.environ.setdefault("PAYMUX_ENVIRONMENT_CONNECTIONS", "all")
 
 BACKENDS = ["sqlite", "postgres"]
+T = TypeVar("T")
 
 
 def make_settings(database_url: str, tmp: Path, port: int, **overrides: Any) -> Settings:
@@ -64,6 +65,29 @@ def make_settings(database_url: str, tmp: Path, port: int, **overrides: Any) -> 
     return Settings(**values)
 
 
+class _LoopThread:
+    """An event loop running in a daemon thread, for a test's synchronous calls into async code.
+
+    One per server: the ``Paymux`` that makes the test accounts and keys and the ``Database``
+    ``sql()`` reads through are made once and kept (their pools open), instead of built and
+    closed for every key (about 20 ms of CPU and a pool each time, 1,200+ tests). Calls are
+    thread-safe (``run_coroutine_threadsafe``) and work from any thread, one with a running
+    loop included."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 120) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=30)
+        self.loop.close()
+
+
 class RunningServer:
     """uvicorn serving create_app(settings) in a thread."""
 
@@ -76,6 +100,10 @@ class RunningServer:
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._control: _LoopThread | None = None
+        self._control_lock = threading.Lock()
+        self._app: Paymux | None = None
+        self._db: Database | None = None
 
     def start(self) -> RunningServer:
         self._thread.start()
@@ -89,30 +117,50 @@ class RunningServer:
     def stop(self) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=30)
+        with self._control_lock:
+            control, self._control = self._control, None
+            app, self._app = self._app, None
+            db, self._db = self._db, None
+        if control is not None:
+            try:
+                if app is not None:
+                    control.run(app.close(), timeout=30)
+                if db is not None:
+                    control.run(db.dispose(), timeout=30)
+            finally:
+                control.close()
+
+    def _loop(self) -> _LoopThread:
+        with self._control_lock:
+            if self._control is None:
+                self._control = _LoopThread()
+            return self._control
 
     def new_key(self) -> tuple[str, str]:
-        async def make() -> tuple[str, str]:
-            app = Paymux(self.settings)
-            try:
-                new = await app.accounts.create_key()
-                return new.account_id, new.key
-            finally:
-                await app.close()
+        """A new account and its secret key, made through paymux's own services (as
+        ``paymux keys create --new-account`` would), not through the server under test."""
+        control = self._loop()
 
-        return asyncio.run(make())
+        async def make() -> tuple[str, str]:
+            if self._app is None:  # made on the control loop, used only there
+                self._app = Paymux(self.settings)
+            new = await self._app.accounts.create_key()
+            return new.account_id, new.key
+
+        return control.run(make())
 
     def sql(self, statement: str, **params: Any) -> list[Any]:
-        async def run() -> list[Any]:
-            db = Database(self.settings.database_url, pool_size=1)
-            try:
-                writes = not statement.lstrip().lower().startswith("select")
-                async with db.write() if writes else db.read() as s:
-                    result = await s.execute(text(statement), params)
-                    return list(result.all()) if result.returns_rows else []
-            finally:
-                await db.dispose()
+        control = self._loop()
 
-        return asyncio.run(run())
+        async def run() -> list[Any]:
+            if self._db is None:
+                self._db = Database(self.settings.database_url, pool_size=1)
+            writes = not statement.lstrip().lower().startswith("select")
+            async with self._db.write() if writes else self._db.read() as s:
+                result = await s.execute(text(statement), params)
+                return list(result.all()) if result.returns_rows else []
+
+        return control.run(run())
 
 
 def sandboxes_required() -> bool:
@@ -156,11 +204,22 @@ def pg_cluster() -> Iterator[PgCluster | None]:
 
 
 def database_url(backend: str, tmp: Path, pg: PgCluster | None, name: str) -> str:
+    """A new, EMPTY database of ``backend`` (no schema): for tests of the migrations."""
     if backend == "sqlite":
         return f"sqlite+aiosqlite:///{tmp / (name + '.db')}"
     if pg is None:
         pytest.skip("PostgreSQL binaries not found (set PAYMUX_TEST_POSTGRES=required to fail)")
     return pg.create_database(name)
+
+
+def migrated_database_url(backend: str, tmp: Path, pg: PgCluster | None, name: str) -> str:
+    """A new database of ``backend`` at the head revision: what ``database_url`` then
+    ``upgrade`` give, copied from a template migrated once per process (support/dbtemplate.py)."""
+    if backend == "sqlite":
+        return migrated_sqlite_file(tmp / (name + ".db"))
+    if pg is None:
+        pytest.skip("PostgreSQL binaries not found (set PAYMUX_TEST_POSTGRES=required to fail)")
+    return migrated_pg_database(pg, name)
 
 
 _SERVER_SETUPS = itertools.count()
@@ -169,12 +228,13 @@ _SERVER_SETUPS = itertools.count()
 def fresh_server(
     backend: str, tmp_path_factory: pytest.TempPathFactory, pg_cluster: PgCluster | None
 ) -> Iterator[RunningServer]:
-    """A server on a new, empty database of ``backend``, stopped when the generator ends."""
+    """A server on a new migrated database of ``backend`` (no data yet), stopped when the
+    generator ends."""
     tmp = tmp_path_factory.mktemp(f"server-{backend}")
-    # A session fixture can be set up again in one session (pytest-xdist's file-by-file order
-    # tears it down between files): each set-up gets a database of its own.
-    url = database_url(backend, tmp, pg_cluster, f"paymux_{backend}_{next(_SERVER_SETUPS)}")
-    upgrade(url)
+    # Set up again for each module (and backend): each set-up gets a database of its own.
+    url = migrated_database_url(
+        backend, tmp, pg_cluster, f"paymux_{backend}_{next(_SERVER_SETUPS)}"
+    )
     running = RunningServer(make_settings(url, tmp, free_port())).start()
     try:
         yield running
@@ -182,12 +242,17 @@ def fresh_server(
         running.stop()
 
 
-@pytest.fixture(scope="session", params=BACKENDS)
+@pytest.fixture(scope="module", params=BACKENDS)
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
     pg_cluster: PgCluster | None,
 ) -> Iterator[RunningServer]:
-    """The server most tests share (one per backend), each test with an account of its own."""
+    """The server most tests share (one per backend), each test with an account of its own.
+
+    Module scope, not session: under ``pytest -n 2 --dist loadfile`` (make test) each file
+    started both anyway (a session fixture's parameter switching back tears it down), and a
+    session-scoped one outlived its file, idle but its worker polling (about a tenth of a
+    core each) through every later file that did not use it."""
     yield from fresh_server(request.param, tmp_path_factory, pg_cluster)
 
 

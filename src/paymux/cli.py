@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from paymux.cli_connections import connections_cli
-from paymux.cli_outbound import add_outbound_commands
+from paymux.cli_outbound import add_listen_command, add_outbound_commands
 from paymux.config import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -35,6 +35,7 @@ cli.add_typer(keys_cli, name="keys")
 webhooks_cli = typer.Typer(help="The inbound webhook inbox: list, replay.", no_args_is_help=True)
 cli.add_typer(webhooks_cli, name="webhooks")
 add_outbound_commands(webhooks_cli)  # paymux webhooks deliver (outbound)
+add_listen_command(cli)  # paymux listen --forward-to (outbound)
 jobs_cli = typer.Typer(help="The job queue: list jobs, retry dead ones.", no_args_is_help=True)
 cli.add_typer(jobs_cli, name="jobs")
 cli.add_typer(connections_cli, name="connections")

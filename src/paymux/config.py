@@ -54,6 +54,11 @@ class Settings(BaseSettings):
         "(longer than any one job runs).",
     )
     webhook_apply_max_attempts: int = 12
+    job_retention_seconds: float = Field(
+        default=7 * 24 * 3600.0,
+        description="Finished (done) jobs older than this are deleted by the worker, in small "
+        "batches; dead jobs stay for an operator.",
+    )
     log_level: str = "INFO"
     log_json: bool = True
 
@@ -79,6 +84,10 @@ class Settings(BaseSettings):
     # Requests per API key per window (0: no limit); past it, 429 rate_limited + Retry-After.
     rate_limit_requests: int = 100
     rate_limit_window_seconds: float = 1.0
+    # Requests with no key or a key that fails to authenticate, per client address (the
+    # peer, or X-Forwarded-For from PAYMUX_TRUSTED_PROXIES) per window (0: no limit).
+    rate_limit_unauthenticated_requests: int = 100
+    rate_limit_unauthenticated_window_seconds: float = 60.0
     # How long an API process trusts its cached check of a key: a revoked key stops working
     # everywhere within this many seconds.
     key_cache_seconds: float = 2.0

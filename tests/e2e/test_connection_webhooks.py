@@ -32,9 +32,8 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import Api, RunningServer, database_url, free_port, make_settings
+from conftest import Api, RunningServer, free_port, make_settings, migrated_database_url
 from paymux.security.envelope import generate_key_entry
-from paymux.storage.migrate import upgrade
 from support.paypal import CERT_URL, sign_headers
 from support.paypal_fake import FakePayPal
 from support.pgcluster import PgCluster
@@ -73,8 +72,7 @@ def server(
     pg_cluster: PgCluster | None, env_paypal: FakePayPal,
 ) -> Iterator[RunningServer]:
     tmp: Path = tmp_path_factory.mktemp(f"conn-webhooks-{request.param}")
-    url = database_url(request.param, tmp, pg_cluster, f"conn_webhooks_{request.param}")
-    upgrade(url)
+    url = migrated_database_url(request.param, tmp, pg_cluster, f"conn_webhooks_{request.param}")
     settings = make_settings(
         url, tmp, free_port(), encryption_keys=generate_key_entry("k1"),
         stripe_secret_key="sk_test_env_" + secrets.token_hex(8), stripe_api_base=DEAD,

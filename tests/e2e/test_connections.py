@@ -19,11 +19,10 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import Api, RunningServer, database_url, free_port, make_settings
+from conftest import Api, RunningServer, free_port, make_settings, migrated_database_url
 from paymux.gateways.signing import sign_header
 from paymux.security.envelope import generate_key_entry
 from paymux.services import Paymux
-from paymux.storage.migrate import upgrade
 from support.pgcluster import PgCluster
 from support.sandboxes import LocalStripe
 
@@ -39,8 +38,7 @@ def server(
     pg_cluster: PgCluster | None, localstripe: LocalStripe,
 ) -> Iterator[RunningServer]:
     tmp: Path = tmp_path_factory.mktemp(f"connections-{request.param}")
-    url = database_url(request.param, tmp, pg_cluster, f"connections_{request.param}")
-    upgrade(url)
+    url = migrated_database_url(request.param, tmp, pg_cluster, f"connections_{request.param}")
     settings = make_settings(
         url, tmp, free_port(), stripe_secret_key="sk_test_paymux", stripe_api_base=localstripe.url,
         stripe_webhook_secrets=ENV_WEBHOOK_SECRET, encryption_keys=ENCRYPTION_KEYS,

@@ -18,8 +18,8 @@ from conftest import Api, make_settings
 from paymux.billing.subscriptions import SubscriptionParams
 from paymux.services import Paymux
 from paymux.services.customers import CustomerParams
-from paymux.storage.migrate import upgrade
 from support.billing import advance, attach, clock, customer_with_card, event_types, price, ts
+from support.dbtemplate import migrated_sqlite_file
 from support.processes import free_port
 
 DAY = 86_400
@@ -130,8 +130,7 @@ def test_the_configured_end_applies_when_retries_run_out(
     """PAYMUX_BILLING_DUNNING_END=unpaid | past_due, on the library (SQLite; the clock's
     advance job run in place of a worker); an unpaid subscription comes back to active when
     its invoice is paid."""
-    url = f"sqlite+aiosqlite:///{tmp_path / 'dunning.db'}"
-    upgrade(url)
+    url = migrated_sqlite_file(tmp_path / "dunning.db")
     settings = make_settings(
         url, tmp_path, free_port(), billing_dunning_end=end, billing_retry_days="1,2"
     )

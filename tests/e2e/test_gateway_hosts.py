@@ -21,11 +21,10 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import Api, RunningServer, database_url, free_port, make_settings
+from conftest import Api, RunningServer, free_port, make_settings, migrated_database_url
 from paymux.security.envelope import generate_key_entry
 from paymux.services import Paymux
 from paymux.services.connections import ConnectionParams
-from paymux.storage.migrate import upgrade
 from support.pgcluster import PgCluster
 
 ENCRYPTION_KEYS = generate_key_entry("k-hosts")
@@ -66,8 +65,7 @@ def server(
     pg_cluster: PgCluster | None,
 ) -> Iterator[RunningServer]:
     tmp: Path = tmp_path_factory.mktemp(f"hosts-{request.param}")
-    url = database_url(request.param, tmp, pg_cluster, f"gateway_hosts_{request.param}")
-    upgrade(url)
+    url = migrated_database_url(request.param, tmp, pg_cluster, f"gateway_hosts_{request.param}")
     settings = make_settings(url, tmp, free_port(), encryption_keys=ENCRYPTION_KEYS)
     assert settings.allowed_gateway_hosts == "127.0.0.1"
     running = RunningServer(settings).start()

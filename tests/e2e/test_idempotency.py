@@ -21,13 +21,12 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import Api, RunningServer, database_url
+from conftest import Api, RunningServer, migrated_database_url
 from paymux.config import Settings
 from paymux.domain.clock import FrozenClock
 from paymux.services import Paymux
 from paymux.services.idempotency import Replay, request_fingerprint
 from paymux.services.payments import CreateParams
-from paymux.storage.migrate import upgrade
 from support.pgcluster import PgCluster
 
 CONCURRENT = 50
@@ -365,8 +364,7 @@ def test_fifty_concurrent_confirms_without_a_key_charge_once(
 def test_keys_are_purged_after_24_hours_and_then_run_fresh(
     backend: str, tmp_path: Path, pg_cluster: PgCluster | None
 ) -> None:
-    url = database_url(backend, tmp_path, pg_cluster, f"idem_purge_{uuid.uuid4().hex[:12]}")
-    upgrade(url)  # outside any event loop
+    url = migrated_database_url(backend, tmp_path, pg_cluster, f"idem_purge_{uuid.uuid4().hex[:12]}")
     settings = Settings(
         database_url=url, sandbox_db=str(tmp_path / "sandbox.db"), run_worker=False, log_json=False
     )

@@ -22,9 +22,9 @@ from paymux.billing.invoice_payments import attempt_intent_id
 from paymux.billing.subscriptions import SubscriptionParams
 from paymux.services import Paymux
 from paymux.services.customers import CustomerParams
-from paymux.storage.migrate import upgrade
 from paymux.storage.models import Invoice
 from support.billing import attach, customer_with_card, ts
+from support.dbtemplate import migrated_sqlite_file
 from support.processes import free_port
 
 DAY = 86_400
@@ -83,8 +83,7 @@ def test_a_try_charges_the_amount_read_under_the_lock_and_yields_to_a_new_paymen
     """On the library (SQLite): a renewal asked for 3-D Secure off-session and failed; a new try
     with another card. Between its first read and its lock, (1) a credit lowers what is due to 1000: the try charges 1000, not 2500; (2) in a
     second run, another payment takes the invoice meanwhile: the try charges nothing."""
-    url = f"sqlite+aiosqlite:///{tmp_path / 'races.db'}"
-    upgrade(url)
+    url = migrated_sqlite_file(tmp_path / "races.db")
     settings = make_settings(url, tmp_path, free_port())
 
     async def run() -> None:

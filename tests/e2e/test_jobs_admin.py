@@ -21,8 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import RunningServer, database_url, free_port, make_settings
-from paymux.storage.migrate import upgrade
+from conftest import RunningServer, free_port, make_settings, migrated_database_url
 from support.pgcluster import PgCluster
 
 ADMIN = "adm_" + "j" * 24
@@ -35,9 +34,13 @@ def jobs_server(
     pg_cluster: PgCluster | None,
 ) -> Iterator[RunningServer]:
     tmp: Path = tmp_path_factory.mktemp(f"jobs-{request.param}")
-    url = database_url(request.param, tmp, pg_cluster, f"jobs_admin_{request.param}")
-    upgrade(url)
-    running = RunningServer(make_settings(url, tmp, free_port(), admin_key=ADMIN)).start()
+    url = migrated_database_url(request.param, tmp, pg_cluster, f"jobs_admin_{request.param}")
+    # The done jobs inserted here are dated NOW_S (2023): a retention longer than their age
+    # keeps the worker's sweep from pruning them (PAYMUX_JOB_RETENTION_SECONDS).
+    settings = make_settings(
+        url, tmp, free_port(), admin_key=ADMIN, job_retention_seconds=100 * 365 * 86_400.0
+    )
+    running = RunningServer(settings).start()
     try:
         yield running
     finally:

@@ -15,8 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import RunningServer, database_url, free_port, make_settings
-from paymux.storage.migrate import upgrade
+from conftest import RunningServer, free_port, make_settings, migrated_database_url
 from support.pgcluster import PgCluster
 
 ADMIN = "adm_" + "k" * 24
@@ -29,8 +28,7 @@ def keys_server(
     pg_cluster: PgCluster | None,
 ) -> Iterator[RunningServer]:
     tmp: Path = tmp_path_factory.mktemp(f"keys-{request.param}")
-    url = database_url(request.param, tmp, pg_cluster, f"keys_{request.param}")
-    upgrade(url)
+    url = migrated_database_url(request.param, tmp, pg_cluster, f"keys_{request.param}")
     running = RunningServer(make_settings(url, tmp, free_port(), admin_key=ADMIN)).start()
     try:
         yield running

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import Api, RunningServer, database_url, free_port, make_settings
+from conftest import Api, RunningServer, free_port, make_settings, migrated_database_url
 from paymux.gateways.base import (
     AuthorizeRequest,
     DisputeUpdate,
@@ -35,7 +35,6 @@ from paymux.gateways.base import (
 from paymux.gateways.paypal import PayPalGateway
 from paymux.money import Money
 from paymux.security import configure_logging
-from paymux.storage.migrate import upgrade
 from support.paypal_fake import FakePayPal
 from support.pgcluster import PgCluster
 
@@ -50,8 +49,7 @@ def env(
     pg_cluster: PgCluster | None,
 ) -> Iterator[tuple[FakePayPal, RunningServer]]:
     tmp: Path = tmp_path_factory.mktemp(f"paypal-{request.param}")
-    url = database_url(request.param, tmp, pg_cluster, f"paypal_{request.param}")
-    upgrade(url)
+    url = migrated_database_url(request.param, tmp, pg_cluster, f"paypal_{request.param}")
     fake = FakePayPal(CLIENT_ID, CLIENT_SECRET, WEBHOOK_ID).start()
     port = free_port()
     settings = make_settings(

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import pytest
 from sqlalchemy import text
 
-from conftest import database_url, free_port, make_settings
+from conftest import free_port, make_settings, migrated_database_url
 from paymux.config import Settings
 from paymux.domain.attempts import IntentState, ProviderStatus, Report
 from paymux.domain.errors import PaymuxError
@@ -40,7 +40,6 @@ from paymux.services.reconcile import (
     parse_since,
     plan_intent,
 )
-from paymux.storage.migrate import upgrade
 from paymux.storage.models import PaymentIntent
 from support.pgcluster import PgCluster
 from support.processes import PAYMUX, paymux_env
@@ -57,8 +56,7 @@ class Env:
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def env(request: pytest.FixtureRequest, tmp_path: Path, pg_cluster: PgCluster | None) -> Env:
-    url = database_url(request.param, tmp_path, pg_cluster, f"reconcile_{uuid.uuid4().hex[:12]}")
-    upgrade(url)
+    url = migrated_database_url(request.param, tmp_path, pg_cluster, f"reconcile_{uuid.uuid4().hex[:12]}")
     # Nobody listens on the port: a webhook the sandbox would send is lost, as in an outage.
     # Attempts count as "young" for 30 s, so a slow machine can't age one past it mid-test;
     # the tests that need an old attempt age it by 60 s in the database.

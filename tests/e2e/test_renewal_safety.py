@@ -29,13 +29,12 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from conftest import database_url
+from conftest import migrated_database_url
 from paymux.billing.invoice_payments import attempt_intent_id
 from paymux.billing.scheduler import BillingScheduler
 from paymux.billing.subscription_due import SAFETY_JOB_DELAY_S
 from paymux.billing.subscriptions import UpdateParams
 from paymux.jobs.worker import Worker
-from paymux.storage.migrate import upgrade
 from support.pgcluster import PgCluster
 from support.renewal_crash import (
     FEB_1,
@@ -55,8 +54,7 @@ BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 @pytest.fixture(params=BACKENDS)
 def url(request: pytest.FixtureRequest, tmp_path: Path, pg_cluster: PgCluster | None) -> str:
     backend = str(request.param)
-    db_url = database_url(backend, tmp_path, pg_cluster, f"renewsafe_{uuid.uuid4().hex[:12]}")
-    upgrade(db_url)
+    db_url = migrated_database_url(backend, tmp_path, pg_cluster, f"renewsafe_{uuid.uuid4().hex[:12]}")
     return db_url
 
 

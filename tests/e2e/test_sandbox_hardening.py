@@ -22,10 +22,9 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from conftest import BACKENDS, Api, RunningServer, database_url, make_settings
+from conftest import BACKENDS, Api, RunningServer, make_settings, migrated_database_url
 from paymux.config import Settings
 from paymux.gateways.sandbox.web import parse_origin
-from paymux.storage.migrate import upgrade
 from support.pgcluster import PgCluster
 from support.processes import free_port
 from support.sandbox_pages import answer_challenge, challenge_form
@@ -47,8 +46,7 @@ def plain_server(
     """A server with the default for the sandbox's controls (off)."""
     backend = request.param
     tmp = tmp_path_factory.mktemp(f"plain-{backend}")
-    url = database_url(backend, tmp, pg_cluster, f"plain_{backend}_{uuid.uuid4().hex[:8]}")
-    upgrade(url)
+    url = migrated_database_url(backend, tmp, pg_cluster, f"plain_{backend}_{uuid.uuid4().hex[:8]}")
     settings = make_settings(url, tmp, free_port())
     settings = settings.model_copy(update={"sandbox_controls": Settings().sandbox_controls})
     running = RunningServer(settings).start()

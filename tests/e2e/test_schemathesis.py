@@ -33,11 +33,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from conftest import BACKENDS, database_url
+from conftest import BACKENDS, migrated_database_url
 from paymux.api.app import create_app
 from paymux.config import Settings
 from paymux.services import Paymux
-from paymux.storage.migrate import upgrade
 from support.pgcluster import PgCluster
 from support.processes import ServeProcess
 
@@ -127,8 +126,7 @@ def live(
     pg_cluster: PgCluster | None,
 ) -> Iterator[Live]:
     tmp = tmp_path_factory.mktemp(f"schemathesis-{request.param}")
-    url = database_url(request.param, tmp, pg_cluster, f"schemathesis_{request.param}")
-    upgrade(url)
+    url = migrated_database_url(request.param, tmp, pg_cluster, f"schemathesis_{request.param}")
     key = fresh_account_key(url, tmp)
     server = ServeProcess(
         tmp,

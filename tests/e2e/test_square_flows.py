@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import Api, RunningServer, database_url, free_port, make_settings
+from conftest import Api, RunningServer, free_port, make_settings, migrated_database_url
 from paymux.gateways.base import (
     AuthorizeRequest,
     GatewayInvalidRequest,
@@ -39,7 +39,6 @@ from paymux.gateways.base import (
 from paymux.gateways.square import SquareGateway
 from paymux.money import Money
 from paymux.security import configure_logging
-from paymux.storage.migrate import upgrade
 from support.fake_square import SANDBOX_NONCES, FakeSquare
 from support.pgcluster import PgCluster
 
@@ -62,8 +61,7 @@ def square(
     pg_cluster: PgCluster | None,
 ) -> Iterator[SquareEnv]:
     tmp: Path = tmp_path_factory.mktemp(f"square-{request.param}")
-    url = database_url(request.param, tmp, pg_cluster, f"square_{request.param}")
-    upgrade(url)
+    url = migrated_database_url(request.param, tmp, pg_cluster, f"square_{request.param}")
     port = free_port()
     webhook_url = f"http://127.0.0.1:{port}/webhooks/square"
     fake = FakeSquare(access_token=ACCESS_TOKEN, signature_key=SIGNATURE_KEY,

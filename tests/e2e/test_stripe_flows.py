@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Api, RunningServer, database_url, free_port, make_settings
-from paymux.storage.migrate import upgrade
+from conftest import Api, RunningServer, free_port, make_settings, migrated_database_url
 from support.pgcluster import PgCluster
 from support.sandboxes import LocalStripe
 
@@ -24,8 +23,7 @@ def stripe_server(
     pg_cluster: PgCluster | None, localstripe: LocalStripe,
 ) -> Iterator[RunningServer]:
     tmp: Path = tmp_path_factory.mktemp(f"stripe-{request.param}")
-    url = database_url(request.param, tmp, pg_cluster, f"stripe_{request.param}")
-    upgrade(url)
+    url = migrated_database_url(request.param, tmp, pg_cluster, f"stripe_{request.param}")
     port = free_port()
     settings = make_settings(
         url, tmp, port, stripe_secret_key="sk_test_paymux", stripe_api_base=localstripe.url,

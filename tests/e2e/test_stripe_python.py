@@ -11,9 +11,12 @@ payment intent), Events (list, retrieve), Disputes (list), idempotency keys, and
 error classes for declines, bad parameters, unknown ids, bad keys and restricted keys.
 
 Expectations are Stripe's documented behaviour, stated literally. ``max_network_retries=0``
-everywhere, so no retry hides a failure. What paymux does not do yet is the last section:
+everywhere, so no retry hides a failure. What paymux does not do yet goes in the last section:
 Stripe's answer asserted, ``xfail(strict=True)`` with the request and paymux's answer (listed
 in docs/stripe-compatibility.md), so a fix shows up as a strict XPASS until its mark goes.
+(The five there, a payment method from ``card[token]``, ``payment_method_data``, a
+PaymentIntent's ``shipping``, a customer's ``phone``/``address`` and ``payment_method``, are
+supported now and pass plainly; tests/e2e/test_stripe_params.py has their refusals.)
 """
 
 from __future__ import annotations
@@ -767,7 +770,8 @@ def test_idempotency_and_errors_through_the_global_style(classic: Account) -> No
 
 
 # == Stripe behaviour paymux does not have yet ======================================
-# Each test states Stripe's answer; the marks say what paymux answers instead.
+# Each test states Stripe's answer; the marks say what paymux answers instead. (None marked
+# at the moment: those below were, and pass now.)
 def test_payment_methods_are_listed_by_customer_with_the_client(
     sdk: stripe.StripeClient,
 ) -> None:
@@ -777,13 +781,6 @@ def test_payment_methods_are_listed_by_customer_with_the_client(
     assert [pm.id for pm in listed.data] == [attached.id]
 
 
-@pytest.mark.xfail(
-    strict=True, raises=stripe.APIError,
-    reason=(
-        "POST /v1/payment_methods type=card&card[token]=tok_visa is 405 (only GET, the "
-        "customer's list, is there); Stripe makes a pm_ from the token"
-    ),
-)
 def test_a_payment_method_is_created_from_a_card_token_with_the_client(
     sdk: stripe.StripeClient,
 ) -> None:
@@ -805,14 +802,6 @@ def test_a_customers_payment_methods_are_listed_by_type_with_the_client(
     assert [pm.id for pm in listed.data] == [attached.id]
 
 
-@pytest.mark.xfail(
-    strict=True, raises=stripe.InvalidRequestError,
-    reason=(
-        "POST /v1/payment_intents with "
-        "payment_method_data[type]=card&payment_method_data[card][token]=tok_visa&confirm=true "
-        "is 400 parameter_unknown, param 'payment_method_data'"
-    ),
-)
 def test_payment_method_data_with_a_card_token_pays_with_the_client(
     sdk: stripe.StripeClient,
 ) -> None:
@@ -823,13 +812,6 @@ def test_payment_method_data_with_a_card_token_pays_with_the_client(
     assert isinstance(intent.payment_method, str) and intent.payment_method.startswith("pm_")
 
 
-@pytest.mark.xfail(
-    strict=True, raises=stripe.InvalidRequestError,
-    reason=(
-        "POST /v1/payment_intents with shipping[name]=...&shipping[address][...]=... is "
-        "400 parameter_unknown, param 'shipping'"
-    ),
-)
 def test_a_payment_intent_takes_shipping_details_with_the_client(
     sdk: stripe.StripeClient,
 ) -> None:
@@ -851,13 +833,6 @@ def test_capture_method_automatic_async_is_taken_with_the_client(
     assert (intent.capture_method, intent.status) == ("automatic_async", "succeeded")
 
 
-@pytest.mark.xfail(
-    strict=True, raises=stripe.InvalidRequestError,
-    reason=(
-        "POST /v1/customers phone=...&address[...]=... is 400 parameter_unknown, param "
-        "'phone' (address is refused too)"
-    ),
-)
 def test_a_customer_takes_a_phone_and_an_address_with_the_client(
     sdk: stripe.StripeClient,
 ) -> None:
@@ -868,13 +843,6 @@ def test_a_customer_takes_a_phone_and_an_address_with_the_client(
     assert customer.address is not None and customer.address.city == "Springfield"
 
 
-@pytest.mark.xfail(
-    strict=True, raises=stripe.InvalidRequestError,
-    reason=(
-        "POST /v1/customers payment_method=pm_card_visa is 400 parameter_unknown, param "
-        "'payment_method'; Stripe attaches it"
-    ),
-)
 def test_a_customer_is_created_with_a_payment_method_with_the_client(
     sdk: stripe.StripeClient,
 ) -> None:

@@ -18,8 +18,7 @@ import httpx
 import pytest
 import stripe
 
-from conftest import RunningServer, database_url, free_port, make_settings
-from paymux.storage.migrate import upgrade
+from conftest import RunningServer, free_port, make_settings, migrated_database_url
 from support.pgcluster import PgCluster
 from support.sandbox_pages import answer_challenge
 
@@ -41,8 +40,7 @@ def sandbox(server: RunningServer, path: str, body: dict[str, Any] | None = None
 
 @pytest.fixture
 def limited(tmp_path: Path, pg_cluster: PgCluster | None) -> Iterator[RunningServer]:
-    url = database_url("sqlite", tmp_path, pg_cluster, "sdk_rate")
-    upgrade(url)
+    url = migrated_database_url("sqlite", tmp_path, pg_cluster, "sdk_rate")
     settings = make_settings(
         url, tmp_path, free_port(), rate_limit_requests=LIMIT, rate_limit_window_seconds=WINDOW
     )

@@ -15,10 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import Api, RunningServer, database_url, free_port, make_settings
+from conftest import Api, RunningServer, free_port, make_settings, migrated_database_url
 from paymux.gateways.sandbox.processor import SandboxProcessor
 from paymux.gateways.signing import sign_header
-from paymux.storage.migrate import upgrade
 from support.pgcluster import PgCluster
 
 ADMIN = "adm_" + "x" * 24
@@ -30,8 +29,7 @@ def ops_server(
     pg_cluster: PgCluster | None,
 ) -> Iterator[RunningServer]:
     tmp: Path = tmp_path_factory.mktemp(f"ops-{request.param}")
-    url = database_url(request.param, tmp, pg_cluster, f"ops_{request.param}")
-    upgrade(url)
+    url = migrated_database_url(request.param, tmp, pg_cluster, f"ops_{request.param}")
     settings = make_settings(url, tmp, free_port(), job_backoff_base=0.02,
                              webhook_apply_max_attempts=3, admin_key=ADMIN)
     running = RunningServer(settings).start()

@@ -16,9 +16,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from conftest import database_url
+from conftest import migrated_database_url
 from paymux.security.envelope import generate_key_entry
-from paymux.storage.migrate import upgrade
 from support.harness import Harness
 from support.pgcluster import PgCluster
 
@@ -30,8 +29,7 @@ _names = itertools.count()
 def db(
     request: pytest.FixtureRequest, tmp_path: Path, pg_cluster: PgCluster | None
 ) -> Iterator[str]:
-    url = database_url(request.param, tmp_path, pg_cluster, f"audit_{next(_names)}")
-    upgrade(url)
+    url = migrated_database_url(request.param, tmp_path, pg_cluster, f"audit_{next(_names)}")
     yield url
 
 

@@ -32,10 +32,9 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from conftest import database_url
+from conftest import migrated_database_url
 from paymux.jobs.worker import Worker
 from paymux.services import Paymux
-from paymux.storage.migrate import upgrade
 from support.fake_gateway import Outcome, ProviderEvent
 from support.harness import Harness
 from support.pgcluster import PgCluster
@@ -48,8 +47,7 @@ BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 def url(request: pytest.FixtureRequest, tmp_path: Path, pg_cluster: PgCluster | None) -> str:
     backend = str(request.param)
     name = f"batched_{request.node.name.split('[')[0][-20:]}_{backend}".replace("-", "_")
-    db_url = database_url(backend, tmp_path, pg_cluster, name)
-    upgrade(db_url)
+    db_url = migrated_database_url(backend, tmp_path, pg_cluster, name)
     return db_url
 
 
@@ -274,8 +272,7 @@ def test_a_failed_batch_commit_falls_back_to_one_event_at_a_time(url: str, tmp_p
 def test_two_workers_apply_a_shuffled_backlog_exactly_once(
     tmp_path: Path, pg_cluster: PgCluster | None
 ) -> None:
-    db_url = database_url("postgres", tmp_path, pg_cluster, "batched_two_workers")
-    upgrade(db_url)
+    db_url = migrated_database_url("postgres", tmp_path, pg_cluster, "batched_two_workers")
     n = 24
 
     async def main() -> None:

@@ -16,14 +16,13 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from conftest import BACKENDS, database_url
+from conftest import BACKENDS, migrated_database_url
 from paymux.config import Settings
 from paymux.domain.errors import PaymuxError
 from paymux.gateways.stripe import StripeGateway
 from paymux.security.envelope import Keyring, generate_key_entry
 from paymux.services import Paymux
 from paymux.services.connections import ConnectionParams
-from paymux.storage.migrate import upgrade
 from support.pgcluster import PgCluster
 
 KEY_A = generate_key_entry("a")
@@ -36,8 +35,7 @@ ACCOUNT = "acct_conn_keys"
 @pytest.fixture(params=BACKENDS)
 def url(request: pytest.FixtureRequest, tmp_path: Path, pg_cluster: PgCluster | None) -> str:
     name = f"connkeys_{request.param}_{uuid.uuid4().hex[:10]}"
-    made = database_url(request.param, tmp_path, pg_cluster, name)
-    upgrade(made)
+    made = migrated_database_url(request.param, tmp_path, pg_cluster, name)
     return made
 
 

@@ -28,7 +28,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from conftest import database_url
+from conftest import migrated_database_url
 from paymux.storage.db import Database
 from support.pgcluster import PgCluster
 from support.processes import PAYMUX, ServeProcess, wait_until
@@ -70,7 +70,7 @@ def setup(
 ) -> Iterator[tuple[Path, str, str]]:
     if not PAYMUX.exists():
         pytest.fail(f"the paymux console script is missing at {PAYMUX}")
-    url = database_url(request.param, tmp_path, pg_cluster, f"crash_{uuid.uuid4().hex[:12]}")
+    url = migrated_database_url(request.param, tmp_path, pg_cluster, f"crash_{uuid.uuid4().hex[:12]}")
     yield tmp_path, url, "sk_test_" + secrets.token_hex(16)
 
 

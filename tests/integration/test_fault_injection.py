@@ -47,12 +47,11 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from conftest import database_url
+from conftest import migrated_database_url
 from paymux.domain import ids
 from paymux.domain.attempts import IntentState, inconsistencies
 from paymux.domain.states import PaymentIntentStatus as S
 from paymux.gateways.base import GatewayStatus
-from paymux.storage.migrate import upgrade
 from paymux.webhooks.inbound import UnknownObjectYet
 from support.fake_gateway import Outcome, ProviderEvent, ScriptedGateway
 from support.harness import Harness
@@ -546,8 +545,7 @@ class Run:
 def test_random_faults_never_lose_or_double_money(
     backend: str, seed: int, tmp_path: Path, pg_cluster: PgCluster | None
 ) -> None:
-    url = database_url(backend, tmp_path, pg_cluster, f"faults_{backend}_{seed}")
-    upgrade(url)
+    url = migrated_database_url(backend, tmp_path, pg_cluster, f"faults_{backend}_{seed}")
     run = Run(backend, seed, url, tmp_path)
     try:
         asyncio.run(run.main())
@@ -575,8 +573,7 @@ def test_regression_a_processing_retry_after_a_decline_is_reconciled_against_its
     ``failed`` and sends the intent back to requires_payment_method while the new payment is
     still processing at the provider; the next confirm authorizes a second payment: charged
     twice once the first settles."""
-    url = database_url(backend, tmp_path, pg_cluster, f"faults_bug1_{backend}")
-    upgrade(url)
+    url = migrated_database_url(backend, tmp_path, pg_cluster, f"faults_bug1_{backend}")
 
     async def main() -> tuple[str, str, list[str], str, str]:
         async with Harness.open(url, tmp_path) as h:
@@ -618,8 +615,7 @@ def test_regression_cancel_after_a_decline_cancels(
     requires_payment_method (here the cancel even answers 402 card_declined, with
     cancellation_reason set and canceled_at null). Nothing is held at the provider: the
     intent should be ``canceled``."""
-    url = database_url(backend, tmp_path, pg_cluster, f"faults_bug2_{backend}")
-    upgrade(url)
+    url = migrated_database_url(backend, tmp_path, pg_cluster, f"faults_bug2_{backend}")
 
     async def main() -> tuple[int, int, str]:
         async with Harness.open(url, tmp_path) as h:

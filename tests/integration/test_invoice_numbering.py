@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import database_url, make_settings
+from conftest import make_settings, migrated_database_url
 from paymux.billing.invoices import DraftLine, invoice_prefix
 from paymux.services import Paymux
 from paymux.services.customers import CustomerParams
-from paymux.storage.migrate import upgrade
 from paymux.storage.models import Invoice
 from support.pgcluster import PgCluster
 from support.processes import free_port
@@ -30,8 +29,7 @@ class Boom(Exception):
 def test_concurrent_finalizations_number_1_to_20(
     backend: str, tmp_path: Path, pg_cluster: PgCluster | None
 ) -> None:
-    url = database_url(backend, tmp_path, pg_cluster, f"numbers_{uuid.uuid4().hex[:12]}")
-    upgrade(url)
+    url = migrated_database_url(backend, tmp_path, pg_cluster, f"numbers_{uuid.uuid4().hex[:12]}")
     settings = make_settings(url, tmp_path, free_port())
 
     async def run() -> None:

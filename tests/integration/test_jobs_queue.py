@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from sqlalchemy import event, insert, select, text, update
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from conftest import database_url
+from conftest import database_url, migrated_database_url
 from paymux.config import Settings
 from paymux.domain.clock import FrozenClock
 from paymux.domain.errors import PaymuxError
@@ -43,8 +43,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def db_url(backend: str, tmp_path: Path, pg_cluster: PgCluster | None) -> str:
-    url = database_url(backend, tmp_path, pg_cluster, f"jobs_{uuid.uuid4().hex[:12]}")
-    upgrade(url)  # outside any event loop
+    url = migrated_database_url(backend, tmp_path, pg_cluster, f"jobs_{uuid.uuid4().hex[:12]}")
     return url
 
 

@@ -39,7 +39,7 @@ import httpx
 import pytest
 from test_crash_recovery import query, sandbox_charges
 
-from conftest import database_url
+from conftest import migrated_database_url
 from support.pgcluster import PgCluster
 from support.processes import HOST, PAYMUX, ServeProcess, wait_until
 
@@ -84,7 +84,7 @@ def setup(
 ) -> Iterator[tuple[str, Path, str, str]]:
     if not PAYMUX.exists():
         pytest.fail(f"the paymux console script is missing at {PAYMUX}")
-    url = database_url(request.param, tmp_path, pg_cluster, f"burst_{uuid.uuid4().hex[:12]}")
+    url = migrated_database_url(request.param, tmp_path, pg_cluster, f"burst_{uuid.uuid4().hex[:12]}")
     yield request.param, tmp_path, url, "sk_test_" + secrets.token_hex(16)
 
 

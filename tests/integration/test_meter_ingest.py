@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import pytest
 from sqlalchemy import text
 
-from conftest import database_url
+from conftest import migrated_database_url
 from paymux.billing.meter_ingest import RawEvent, parse_stream
 from paymux.billing.meters import MeterParams, usage_query
 from paymux.config import Settings
@@ -35,7 +35,6 @@ from paymux.security.pan import body_plainly_clear, find_pan_param
 from paymux.services import Paymux
 from paymux.services.context import current_livemode
 from paymux.services.customers import CustomerParams
-from paymux.storage.migrate import upgrade
 from support.pgcluster import PgCluster
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -52,8 +51,7 @@ def url(
 ) -> str:
     backend = str(request.param)
     tmp = tmp_path_factory.mktemp(f"meters-{backend}")
-    db_url = database_url(backend, tmp, pg_cluster, f"meter_ingest_{backend}")
-    upgrade(db_url)
+    db_url = migrated_database_url(backend, tmp, pg_cluster, f"meter_ingest_{backend}")
     return db_url
 
 

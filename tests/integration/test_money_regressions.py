@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from conftest import database_url
+from conftest import migrated_database_url
 from paymux.domain.states import PaymentIntentStatus as S
 from paymux.gateways.base import (
     AuthorizeRequest,
@@ -26,7 +26,6 @@ from paymux.gateways.base import (
     PaymentUpdate,
 )
 from paymux.money import Money
-from paymux.storage.migrate import upgrade
 from support.fake_gateway import REQUIRES_PAYMENT_METHOD, Outcome, ScriptedGateway
 from support.harness import Harness
 from support.pgcluster import PgCluster
@@ -36,8 +35,7 @@ _names = itertools.count()
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def db(request: pytest.FixtureRequest, tmp_path: Path, pg_cluster: PgCluster | None) -> Iterator[str]:
-    url = database_url(request.param, tmp_path, pg_cluster, f"money_{next(_names)}")
-    upgrade(url)
+    url = migrated_database_url(request.param, tmp_path, pg_cluster, f"money_{next(_names)}")
     yield url
 
 

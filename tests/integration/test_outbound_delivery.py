@@ -20,10 +20,9 @@ from typing import Any
 import pytest
 import standardwebhooks
 
-from conftest import database_url
+from conftest import migrated_database_url
 from paymux.outbound.delivery import DeliveryRunner
 from paymux.security.envelope import generate_key_entry
-from paymux.storage.migrate import upgrade
 from support.harness import Harness
 from support.pgcluster import PgCluster
 from support.webhook_receiver import Receiver
@@ -35,8 +34,7 @@ DAY = 24 * 3600
 @pytest.fixture(params=["sqlite", "postgres"])
 def db(request: pytest.FixtureRequest, tmp_path: Path, pg_cluster: PgCluster | None) -> str:
     name = f"outbound_{request.param}_{uuid.uuid4().hex[:12]}"
-    url = database_url(request.param, tmp_path, pg_cluster, name)
-    upgrade(url)
+    url = migrated_database_url(request.param, tmp_path, pg_cluster, name)
     return url
 
 

@@ -24,10 +24,9 @@ import httpx
 import pytest
 from test_crash_recovery import query, sandbox_charges
 
-from conftest import database_url
+from conftest import database_url, migrated_database_url
 from paymux.billing.invoice_payments import attempt_intent_id
 from paymux.jobs.worker import Worker
-from paymux.storage.migrate import upgrade
 from support.pgcluster import PgCluster
 from support.processes import PAYMUX, ServeProcess, wait_until
 from support.renewal_crash import FEB_1, HOUR, Crash, billing, dying, starts
@@ -190,8 +189,7 @@ def test_two_workers_and_a_kill9_bill_each_period_once(setup: tuple[Path, str, s
 # -- a kill between a renewal's commit and its charge (in process) ---------------------------
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def url(request: pytest.FixtureRequest, tmp_path: Path, pg_cluster: PgCluster | None) -> str:
-    db_url = database_url(request.param, tmp_path, pg_cluster, f"renew_{uuid.uuid4().hex[:12]}")
-    upgrade(db_url)
+    db_url = migrated_database_url(request.param, tmp_path, pg_cluster, f"renew_{uuid.uuid4().hex[:12]}")
     return db_url
 
 

@@ -47,7 +47,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from test_crash_recovery import PAYMUX, Serve, query, wait_until
 
-from conftest import database_url
+from conftest import migrated_database_url
 from paymux.api.app import create_app
 from paymux.config import Settings
 from paymux.domain.ids import new_id
@@ -346,8 +346,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 def fresh_database(backend: str, tmp: Path, pg: PgCluster | None, prefix: str) -> str:
-    url = database_url(backend, tmp, pg, f"{prefix}_{uuid.uuid4().hex[:10]}")
-    upgrade(url)
+    url = migrated_database_url(backend, tmp, pg, f"{prefix}_{uuid.uuid4().hex[:10]}")
     return url
 
 

@@ -33,14 +33,13 @@ import pytest
 import uvicorn
 from sqlalchemy import text
 
-from conftest import database_url, free_port, make_settings
+from conftest import free_port, make_settings, migrated_database_url
 from paymux.api.app import create_app
 from paymux.config import Settings
 from paymux.gateways.sandbox.processor import SandboxProcessor
 from paymux.gateways.signing import sign_header
 from paymux.services import Paymux
 from paymux.storage.db import Database
-from paymux.storage.migrate import upgrade
 from paymux.webhooks.inbound import Received
 from support.pgcluster import PgCluster
 
@@ -150,8 +149,7 @@ def settings(
     backend: str, tmp_path_factory: pytest.TempPathFactory, pg_cluster: PgCluster | None
 ) -> Settings:
     tmp = tmp_path_factory.mktemp(f"group-commit-{backend}")
-    url = database_url(backend, tmp, pg_cluster, f"group_commit_{uuid.uuid4().hex[:8]}")
-    upgrade(url)
+    url = migrated_database_url(backend, tmp, pg_cluster, f"group_commit_{uuid.uuid4().hex[:8]}")
     return make_settings(url, tmp, free_port(), run_worker=False)
 
 

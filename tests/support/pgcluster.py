@@ -368,10 +368,14 @@ class PgCluster:
 
     # -- databases -------------------------------------------------------------------
 
-    def create_database(self, name: str) -> str:
-        """Create database ``name`` (owned by postgres); returns its asyncpg SQLAlchemy URL."""
-        if not _DB_NAME_RE.fullmatch(name):
-            raise ValueError(f"invalid database name {name!r} (use [A-Za-z_][A-Za-z0-9_]*)")
+    def create_database(self, name: str, template: str | None = None) -> str:
+        """Create database ``name`` (owned by postgres), a copy of database ``template`` if
+        given (nobody may be connected to it); returns its asyncpg SQLAlchemy URL."""
+        for checked in (name, template):
+            if checked is not None and not _DB_NAME_RE.fullmatch(checked):
+                raise ValueError(
+                    f"invalid database name {checked!r} (use [A-Za-z_][A-Za-z0-9_]*)"
+                )
         port = self._require_port()
         createdb = self.bindir / "createdb"
         if not os.access(createdb, os.X_OK):
@@ -381,7 +385,10 @@ class PgCluster:
             createdb = Path(found)
         # createdb is only a client: no need to drop to the postgres OS user (trust auth).
         self._run(
-            [str(createdb), "-h", HOST, "-p", str(port), "-U", DB_SUPERUSER, name],
+            [
+                str(createdb), "-h", HOST, "-p", str(port), "-U", DB_SUPERUSER,
+                *(("-T", template) if template is not None else ()), name,
+            ],
             f"createdb {name}",
             timeout=60,
         )

@@ -35,7 +35,7 @@ from paymux.gateways.base import (
 from paymux.money import Money
 from paymux.services import Paymux
 from paymux.services.payments import CreateParams
-from paymux.storage.migrate import upgrade
+from support.dbtemplate import migrated_sqlite_file
 from support.fake_gateway import Outcome, ScriptedGateway
 
 T = TypeVar("T")
@@ -505,8 +505,7 @@ def test_paymux_drives_it_and_its_events_flow_through_the_real_inbound_pipeline(
 ) -> None:
     """The seam it is for: a GatewayRegistry holding the fake, paymux's own services, its
     webhooks received and applied by InboundWebhooks, late and duplicated."""
-    url = f"sqlite+aiosqlite:///{tmp_path / 'paymux.db'}"
-    upgrade(url)
+    url = migrated_sqlite_file(tmp_path / "paymux.db")
     gw = ScriptedGateway().script("authorize", Outcome.requires_action())
     settings = Settings(database_url=url, sandbox_db=str(tmp_path / "sandbox.db"))
 

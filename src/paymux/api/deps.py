@@ -37,12 +37,14 @@ __all__ = [
     "api_key_from",
     "caller",
     "check_expand",
+    "client_address",
     "expanded",
     "idempotent",
     "list_expanded",
     "list_response",
     "require_client_secret",
     "run",
+    "unauthenticated",
 ]
 
 log = logging.getLogger(__name__)
@@ -116,17 +118,22 @@ async def caller(request: Request, authorization: Annotated[str | None, Header()
     A ``Stripe-Account`` header (Stripe Connect) may name the key's own account; paymux has no
     connected accounts, so any other is refused (403 ``account_invalid``, as Stripe answers a
     key without access to the account)."""
-    key = api_key_from(authorization)
     app = get_app(request)
+    try:
+        key = api_key_from(authorization)
+    except PaymuxError as exc:
+        raise await unauthenticated(request, exc) from None
     found = await app.keys.check(key)
     if found == "expired":
-        raise PaymuxError.of(
+        raise await unauthenticated(request, PaymuxError.of(
             "api_key_expired",
             f"Expired API Key provided: {masked_key(key)}. It was rolled and its grace "
             "period is over: use the key it was rolled to.",
-        )
+        ))
     if not isinstance(found, Principal):
-        raise PaymuxError.of("api_key_invalid", f"Invalid API Key provided: {masked_key(key)}")
+        raise await unauthenticated(request, PaymuxError.of(
+            "api_key_invalid", f"Invalid API Key provided: {masked_key(key)}"
+        ))
     await app.rate_limiter.check(found.key_hash)
     _check_stripe_account(found, request.headers.get("stripe-account"))
     enforce(found, request)
@@ -144,6 +151,22 @@ async def caller(request: Request, authorization: Annotated[str | None, Header()
         livemode=found.livemode,
         permissions=found.permissions,
     )
+
+
+def client_address(request: Request) -> str | None:
+    """The address a request came from: the peer, or the X-Forwarded-For client when the
+    peer is one of PAYMUX_TRUSTED_PROXIES (uvicorn rewrites ``client`` only for those:
+    ``paymux serve`` passes the list as ``forwarded_allow_ips``)."""
+    return request.client.host if request.client else None
+
+
+async def unauthenticated(request: Request, error: PaymuxError) -> PaymuxError:
+    """``error`` (the 401 of a missing or refused key), once the request is counted against
+    its address's limit of such requests: past that limit, raises 429 ``rate_limited`` with
+    ``Retry-After`` instead (services/ratelimit.py). A flood of bad keys is refused early
+    and costs no more than a few database writes."""
+    await get_app(request).rate_limiter.check_unauthenticated(client_address(request))
+    return error
 
 
 _ACCOUNT_ID = re.compile(r"[A-Za-z0-9_]{1,64}")

@@ -1,9 +1,11 @@
 """/docs (Swagger UI) and /redoc served from paymux itself: the assets come from the
 fastapi-offline package (MIT) on this machine, never a CDN, so the pages work offline and
-under a strict Content-Security-Policy (no inline script, nothing from another origin)."""
+under a strict Content-Security-Policy (no inline script or style, nothing from another
+origin)."""
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 import fastapi_offline
@@ -11,20 +13,36 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-__all__ = ["DOCS_CSP", "install_docs"]
+__all__ = ["DOCS_CSP", "REDOC_STATIC_STYLES", "install_docs", "redoc_csp"]
 
 _VENDOR = Path(fastapi_offline.__file__).parent / "static"
 _OURS = Path(__file__).parent / "static"
 
-# Scripts only from paymux's own files. Styles: Swagger UI and ReDoc inject <style> elements
-# from their scripts (ReDoc through styled-components), which no nonce can reach, so these two
-# pages allow inline *styles*; no inline script runs anywhere.
-DOCS_CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data:; "
-    "font-src 'self'; connect-src 'self'; worker-src 'self' blob:; base-uri 'none'; "
-    "form-action 'none'; frame-ancestors 'none'"
+# Scripts and styles only from paymux's own files: Swagger UI needs nothing inline.
+_CSP_REST = (
+    "img-src 'self' data:; font-src 'self'; connect-src 'self'; worker-src 'self' blob:; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
+DOCS_CSP = f"default-src 'none'; script-src 'self'; style-src 'self'; {_CSP_REST}"
+# ReDoc writes its styles into <style> elements at run time (styled-components). Those take
+# the page's one-time nonce (ReDoc's ``nonce`` option, redoc-init.js); the one fixed style
+# sheet its bundle inserts while loading, before any option is read (perfect-scrollbar's CSS,
+# through style-loader), is allowed by its hash, as is an empty <style> element (the hash of
+# ""; nothing in it to apply). Pinned to the vendored bundle: if an upgrade changes the sheet,
+# chromium reports the refusal (tests/e2e/test_docs_csp.py).
+REDOC_STATIC_STYLES = (
+    "'sha256-QMIg+bpjm3JdElJ388KYke01izlUW0UoNOeKjpMxdgc='",
+    "'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU='",  # an empty sheet
+)
+
+
+def redoc_csp(nonce: str) -> str:
+    """The /redoc page's policy: no 'unsafe-inline'; styles from paymux's files, the
+    elements that carry ``nonce``, and ReDoc's one fixed sheet."""
+    styles = " ".join(("'self'", f"'nonce-{nonce}'", *REDOC_STATIC_STYLES))
+    return f"default-src 'none'; script-src 'self'; style-src {styles}; {_CSP_REST}"
+
+
 # nosniff, Referrer-Policy and HSTS over TLS: the guard middleware's (security/headers.py).
 _HEADERS = {"Content-Security-Policy": DOCS_CSP, "X-Frame-Options": "DENY"}
 
@@ -40,8 +58,9 @@ _SWAGGER = """<!doctype html>
 _REDOC = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>paymux API</title>
 <link rel="icon" href="/_docs/vendor/favicon.png"></head>
-<body><redoc spec-url="/openapi.json"></redoc>
-<script src="/_docs/vendor/redoc.standalone.js"></script></body></html>
+<body><div id="redoc" data-spec="/openapi.json" data-nonce="{nonce}"></div>
+<script src="/_docs/vendor/redoc.standalone.js"></script>
+<script src="/_docs/redoc-init.js"></script></body></html>
 """
 
 
@@ -54,10 +73,18 @@ def install_docs(app: FastAPI) -> None:
         body = (_OURS / "docs-init.js").read_text()
         return HTMLResponse(body, media_type="text/javascript", headers=_HEADERS)
 
+    @app.get("/_docs/redoc-init.js", include_in_schema=False)
+    async def redoc_init() -> HTMLResponse:
+        body = (_OURS / "redoc-init.js").read_text()
+        return HTMLResponse(body, media_type="text/javascript", headers=_HEADERS)
+
     @app.get("/docs", include_in_schema=False)
     async def swagger() -> HTMLResponse:
         return HTMLResponse(_SWAGGER, headers=_HEADERS)
 
     @app.get("/redoc", include_in_schema=False)
     async def redoc() -> HTMLResponse:
-        return HTMLResponse(_REDOC, headers=_HEADERS)
+        # A fresh nonce per answer (the page is never cached: security/headers.py).
+        nonce = secrets.token_urlsafe(18)
+        headers = {**_HEADERS, "Content-Security-Policy": redoc_csp(nonce)}
+        return HTMLResponse(_REDOC.replace("{nonce}", nonce), headers=headers)

@@ -60,6 +60,29 @@ _NINT = {"type": ["integer", "null"]}
 # An id, or with expand[] the object it names (services/expand.py), or null.
 _EXPANDABLE = {"type": ["string", "object", "null"]}
 _META = {"type": "object", "additionalProperties": {"type": "string"}}
+_ADDRESS = {
+    "type": "object",
+    "properties": {
+        name: _NSTR for name in ("city", "country", "line1", "line2", "postal_code", "state")
+    },
+}
+_NADDRESS = _ADDRESS | {"type": ["object", "null"]}
+# Stripe's shipping: a customer's (name, phone, address), a PaymentIntent's also carrier and
+# tracking_number; null when there is none.
+_SHIPPING = {
+    "type": ["object", "null"],
+    "properties": {
+        "name": _NSTR,
+        "phone": _NSTR,
+        "address": _ADDRESS,
+        "carrier": _NSTR,
+        "tracking_number": _NSTR,
+    },
+}
+_BILLING_DETAILS = {
+    "type": "object",
+    "properties": {"name": _NSTR, "email": _NSTR, "phone": _NSTR, "address": _ADDRESS},
+}
 
 
 def _object(kind: str, /, **fields: dict[str, Any]) -> dict[str, Any]:
@@ -85,6 +108,7 @@ _OBJECTS: dict[str, dict[str, Any]] = {
         payment_method=_EXPANDABLE,
         gateway=_NSTR,
         description=_NSTR,
+        shipping=_SHIPPING,
         metadata=_META,
         created=_INT,
         livemode=_BOOL,
@@ -107,6 +131,9 @@ _OBJECTS: dict[str, dict[str, Any]] = {
         name=_NSTR,
         description=_NSTR,
         default_payment_method=_EXPANDABLE,
+        phone=_NSTR,
+        address=_NADDRESS,
+        shipping=_SHIPPING,
         metadata=_META,
         created=_INT,
         livemode=_BOOL,
@@ -128,6 +155,7 @@ _OBJECTS: dict[str, dict[str, Any]] = {
         gateway=_STR,
         customer=_EXPANDABLE,
         card={"type": ["object", "null"]},
+        billing_details=_BILLING_DETAILS,
         metadata=_META,
         created=_INT,
         livemode=_BOOL,
@@ -250,6 +278,7 @@ _SUCCESS: dict[tuple[str, str], dict[str, Any]] = {
     ("get", "/v1/customers/{customer_id}/payment_methods"): _list("PaymentMethod"),
     ("get", "/v1/payment_methods/{pm_id}"): _ref("PaymentMethod"),
     ("get", "/v1/payment_methods"): _list("PaymentMethod"),
+    ("post", "/v1/payment_methods"): _ref("PaymentMethod"),
     ("post", "/v1/payment_methods/{pm_id}/attach"): _ref("PaymentMethod"),
     ("post", "/v1/payment_methods/{pm_id}/detach"): _ref("PaymentMethod"),
     ("get", "/v1/events"): _list("Event"),
@@ -323,8 +352,9 @@ _DESCRIPTIONS = {
     "429": "Too many requests with this key; see Retry-After.",
     "503": "A gateway or the database is unavailable; retry (same Idempotency-Key).",
 }
-# Operations that can move money answer a decline with 402.
-_CHARGING = ("/confirm", "/capture")
+# Operations that can move money answer a decline with 402 (and those that save a card at
+# the gateway: attach, and a customer created with a payment_method).
+_CHARGING = ("/confirm", "/capture", "/attach")
 
 
 def _codes(path: str, method: str, operation: dict[str, Any]) -> list[str]:
@@ -335,7 +365,9 @@ def _codes(path: str, method: str, operation: dict[str, Any]) -> list[str]:
         codes.append("403")
     if method in ("post", "delete"):
         codes += ["409", "413"]
-    charging = path.endswith(_CHARGING) or (path in ("/v1/payment_intents", "/v1/refunds"))
+    charging = path.endswith(_CHARGING) or (
+        path in ("/v1/payment_intents", "/v1/refunds", "/v1/customers")
+    )
     if method == "post" and charging:
         codes.append("402")
     return sorted(codes)

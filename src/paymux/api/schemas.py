@@ -16,7 +16,9 @@ from pydantic import (
 )
 
 __all__ = [
+    "Address",
     "AttachPaymentMethod",
+    "BillingDetails",
     "CancelPaymentIntent",
     "CapturePaymentIntent",
     "ConfirmPaymentIntent",
@@ -24,6 +26,7 @@ __all__ = [
     "CreateCustomer",
     "CreateKey",
     "CreatePaymentIntent",
+    "CreatePaymentMethod",
     "CreateRefund",
     "CreatedFilter",
     "EventsQuery",
@@ -32,7 +35,9 @@ __all__ = [
     "InvoiceSettings",
     "ListQuery",
     "NoParams",
+    "PaymentMethodData",
     "RollKey",
+    "Shipping",
     "UpdateConnection",
     "UpdateCustomer",
     "UpdateMetadata",
@@ -136,6 +141,82 @@ class NoParams(Body):
     """The body of a POST that takes no parameters: any parameter sent is unknown."""
 
 
+# -- contact details (Stripe's address, shipping and billing_details) -------------------------
+# Free text, never card data: the card-number guard (api/middleware.py) reads every value of
+# the body, these included, before any model does.
+Line = Annotated[str, Field(max_length=200)]
+Phone = Annotated[str, Field(max_length=40)]
+
+
+class Address(Body):
+    """Stripe's address: every field optional (``country`` is free text, as on Stripe's
+    customer; two letters where a tax or shipping rule needs it)."""
+
+    line1: Line | None = None
+    line2: Line | None = None
+    city: Line | None = None
+    state: Line | None = None
+    postal_code: Annotated[str, Field(max_length=40)] | None = None
+    country: Annotated[str, Field(max_length=64)] | None = None
+
+
+class CustomerShipping(Body):
+    """A customer's shipping details: ``name`` and ``address`` required, as on Stripe."""
+
+    name: Annotated[str, Field(min_length=1, max_length=256)]
+    address: Address
+    phone: Phone | None = None
+
+
+class Shipping(CustomerShipping):
+    """A PaymentIntent's shipping: a customer's, plus who carries it and its tracking number."""
+
+    carrier: Line | None = None
+    tracking_number: Line | None = None
+
+
+class BillingDetails(Body):
+    """Stripe's ``billing_details`` of a payment method (the payer's, not the card's)."""
+
+    name: Annotated[str, Field(max_length=256)] | None = None
+    email: Annotated[str, Field(max_length=512)] | None = None
+    phone: Phone | None = None
+    address: Address | None = None
+
+
+class CardToken(Body):
+    """``card`` when making a payment method: a gateway's token only (``tok_visa``, a token
+    the gateway's browser form made). There is no field for a card number, expiry or CVC:
+    ``card[number]``, ``card[cvc]``, ``card[exp_month]`` are unknown parameters (and a card
+    number anywhere is refused by the guard first). ``token`` is checked as required by the
+    service (``TokenData.of``), so that a body with only ``card[number]`` is answered with
+    that parameter unknown, not with the token missing."""
+
+    token: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+
+
+class PaymentMethodData(Body):
+    """``payment_method_data`` of a PaymentIntent create or confirm: a payment method made
+    from a token, as ``POST /v1/payment_methods`` makes one, and used at once."""
+
+    type: Literal["card"]
+    card: CardToken
+    billing_details: BillingDetails | None = None
+    metadata: Metadata = Field(default_factory=dict)
+
+
+class CreatePaymentMethod(Expandable):
+    """``POST /v1/payment_methods``: a detached payment method from a gateway token."""
+
+    type: Literal["card"]
+    card: CardToken
+    billing_details: BillingDetails | None = None
+    metadata: Metadata = Field(default_factory=dict)
+    gateway: Id | None = Field(
+        default=None, description="paymux's: the gateway (or connection) whose token it is."
+    )
+
+
 class CreatePaymentIntent(Expandable):
     amount: StrictInt | None = None
     amount_decimal: Annotated[str, Field(max_length=40)] | None = Field(
@@ -159,6 +240,8 @@ class CreatePaymentIntent(Expandable):
     payment_method_types: PaymentMethodTypes | None = None
     automatic_payment_methods: AutomaticPaymentMethods | None = None
     metadata: Metadata = Field(default_factory=dict)
+    payment_method_data: PaymentMethodData | None = None
+    shipping: Shipping | None = None
 
 
 class UpdatePaymentIntent(Expandable):
@@ -174,10 +257,13 @@ class UpdatePaymentIntent(Expandable):
     receipt_email: Email | None = None
     payment_method_types: PaymentMethodTypes | None = None
     metadata: Metadata | None = None
+    # "" removes it, as on Stripe.
+    shipping: Shipping | Literal[""] | None = None
 
 
 class ConfirmPaymentIntent(Expandable):
     payment_method: Id | None = None
+    payment_method_data: PaymentMethodData | None = None
     off_session: StrictBool | None = None
     return_url: Annotated[str, Field(max_length=2048)] | None = None
     setup_future_usage: Literal["on_session", "off_session"] | None = None
@@ -221,6 +307,12 @@ class CreateCustomer(Expandable):
     metadata: Metadata = Field(default_factory=dict)
     invoice_settings: InvoiceSettings | None = None
     test_clock: Id | None = None
+    phone: Phone | None = None
+    address: Address | None = None
+    shipping: CustomerShipping | None = None
+    payment_method: Id | None = Field(
+        default=None, description="A payment method (or test token) to attach, as attach does."
+    )
 
 
 class UpdateCustomer(Expandable):
@@ -230,6 +322,10 @@ class UpdateCustomer(Expandable):
     metadata: Metadata | None = None
     default_payment_method: Id | None = None
     invoice_settings: InvoiceSettings | None = None
+    # "" removes each, as on Stripe.
+    phone: Phone | None = None
+    address: Address | Literal[""] | None = None
+    shipping: CustomerShipping | Literal[""] | None = None
 
 
 class AttachPaymentMethod(Expandable):

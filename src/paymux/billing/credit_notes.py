@@ -21,6 +21,13 @@ invoice asks for the amount again.
 A refund is a gateway call, so it never runs inside a transaction: the note is written first as
 ``pending`` (holding its amount and number), the refund is made, then the note is issued with
 the refund's id (or removed if the refund was refused).
+
+A refund can also fail later, after its note was issued (the gateway answered ``pending``,
+or a card refund bounced back days later). The note stays issued, as a credit note is a
+document that only a void changes; the failure is shown, never hidden: the refund is
+``failed`` with its ``failure_reason`` (``refund.failed``), the note's ``refunds`` entry says
+``amount_refunded: 0`` and ``credit_note.updated`` is sent with it, and an error is logged.
+The money is still the merchant's to give back another way (``on_refund_failed``).
 """
 
 from __future__ import annotations
@@ -75,6 +82,7 @@ CREDIT_NOTE_REASONS = frozenset(
     {"duplicate", "fraudulent", "order_change", "product_unsatisfactory"}
 )
 _REFUND_REASON = {"duplicate": "duplicate", "fraudulent": "fraudulent"}
+_REFUND_FAILED = ("failed", "canceled")
 # A note still pending this long after its request is finished by a job (finish_pending).
 FINISH_AFTER_SECONDS = 300.0
 
@@ -290,7 +298,11 @@ def _line_view(note: CreditNote, line: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def credit_note_view(note: CreditNote, balance_txn: str | None = None) -> dict[str, Any]:
+def credit_note_view(
+    note: CreditNote, balance_txn: str | None = None, *, refund_failed: bool = False
+) -> dict[str, Any]:
+    """Stripe's credit note. ``refund_failed``: its refund failed after the note was issued
+    (the refunds entry then shows nothing refunded)."""
     lines = note.lines or []
     pre = note.amount - note.refund_amount - note.credit_amount - note.out_of_band_amount
     taxes: dict[tuple[str, bool], int] = {}
@@ -331,7 +343,12 @@ def credit_note_view(note: CreditNote, balance_txn: str | None = None) -> dict[s
         "reason": note.reason,
         "refund": note.refund_id,
         "refunds": (
-            [{"amount_refunded": note.refund_amount, "refund": note.refund_id}]
+            [
+                {
+                    "amount_refunded": 0 if refund_failed else note.refund_amount,
+                    "refund": note.refund_id,
+                }
+            ]
             if note.refund_id
             else []
         ),
@@ -362,8 +379,9 @@ class CreditNotesService:
         self.ctx = ctx
         self.app = app
 
-    async def _view(self, s: AsyncSession, note: CreditNote) -> dict[str, Any]:
-        txn = (
+    @staticmethod
+    async def _balance_txn(s: AsyncSession, note: CreditNote) -> str | None:
+        txn: str | None = (
             await s.execute(
                 select(CustomerBalanceTransaction.id).where(
                     CustomerBalanceTransaction.credit_note_id == note.id,
@@ -371,7 +389,43 @@ class CreditNotesService:
                 )
             )
         ).scalar_one_or_none()
-        return credit_note_view(note, txn)
+        return txn
+
+    async def _view(self, s: AsyncSession, note: CreditNote) -> dict[str, Any]:
+        txn = await self._balance_txn(s, note)
+        failed = False
+        if note.refund_id is not None:
+            status = (
+                await s.execute(select(Refund.status).where(Refund.id == note.refund_id))
+            ).scalar_one_or_none()
+            failed = status in _REFUND_FAILED
+        return credit_note_view(note, txn, refund_failed=failed)
+
+    async def on_refund_failed(self, s: AsyncSession, refund: Refund) -> None:
+        """The engine's hook, in the transaction that marks ``refund`` failed: if it is the
+        refund of an issued credit note, the note says so (``credit_note.updated``, its
+        refunds entry showing nothing refunded) and an error is logged; the note stays
+        issued (see the module docstring). A note still pending is dropped by its request
+        or its job (``finish_pending``), which see the failure themselves."""
+        note_id = (refund.metadata_ or {}).get("credit_note")
+        if not note_id:
+            return
+        note = await s.get(CreditNote, note_id)
+        if note is None or note.account_id != refund.account_id or note.status != "issued":
+            return
+        if note.refund_id != refund.id:
+            return
+        log.error(
+            "refund %s of credit note %s failed (%s): %s %s was not given back to the "
+            "customer; give it back another way",
+            refund.id,
+            note.id,
+            refund.failure_reason,
+            refund.amount,
+            refund.currency,
+        )
+        view = credit_note_view(note, await self._balance_txn(s, note), refund_failed=True)
+        await emit(s, note.account_id, "credit_note.updated", view, self.ctx.now_us())
 
     async def _plan(
         self, s: AsyncSession, account_id: str, p: CreditNoteParams, *, write: bool
@@ -538,9 +592,27 @@ class CreditNotesService:
             row = await get_owned(s, CreditNote, note.id, account_id, lock=True)
             if row.status != "pending":  # finished by the job meanwhile
                 return await self._view(s, row)
-            row.refund_id = str(refund["id"])
-            row.status = "issued"
-            return await self._issue(s, row)
+            # The refund's state under its intent's lock, the lock the engine takes to fail
+            # it: a failure that lands while we issue finds the note issued (on_refund_failed).
+            await s.get(PaymentIntent, planned.payment_intent_id, with_for_update=True)
+            status = (
+                await s.execute(
+                    select(Refund.status, Refund.failure_reason).where(
+                        Refund.id == str(refund["id"])
+                    )
+                )
+            ).one_or_none()
+            if status is None or status.status not in _REFUND_FAILED:
+                row.refund_id = str(refund["id"])
+                row.status = "issued"
+                return await self._issue(s, row)
+            await s.delete(row)
+            reason = status.failure_reason
+        raise PaymuxError.of(
+            "gateway_invalid_request",
+            f"The gateway refused the refund ({reason}); no credit note was issued.",
+            param="refund_amount",
+        )
 
     async def finish_pending(self, account_id: str, note_id: str) -> None:
         """Job ``finish_credit_note``: a note still ``pending`` long after its request (which
@@ -554,6 +626,8 @@ class CreditNotesService:
                 return
             invoice = await s.get(Invoice, row.invoice_id)
             pi_id = invoice.payment_intent_id if invoice is not None else None
+            if pi_id:  # the refunds' states under the lock the engine takes to change them
+                await s.get(PaymentIntent, pi_id, with_for_update=True)
             refunds = (
                 (await s.execute(select(Refund).where(Refund.payment_intent_id == pi_id)))
                 .scalars()
@@ -562,7 +636,7 @@ class CreditNotesService:
                 else []
             )
             made = [r for r in refunds if (r.metadata_ or {}).get("credit_note") == note_id]
-            live = [r for r in made if r.status not in ("failed", "canceled")]
+            live = [r for r in made if r.status not in _REFUND_FAILED]
             if not live:
                 log.warning("dropping credit note %s: its refund was never made", note_id)
                 await s.delete(row)

@@ -30,7 +30,7 @@ from paymux.jobs.queue import enqueue
 from paymux.money import min_charge_amount
 from paymux.services.context import current_livemode, emit, get_owned, ref_key
 from paymux.services.payments import CreateParams, PaymentsService
-from paymux.services.refunds import RefundsService
+from paymux.services.refunds import RefundsService, derived_refund_id
 from paymux.storage.models import (
     Customer,
     Invoice,
@@ -493,9 +493,17 @@ class InvoicePayments(InvoicesCore):
 
     async def return_payment(self, account_id: str, pi_id: str, amount: int) -> None:
         """Give back ``amount`` of ``pi_id`` that its invoice did not need (job
-        ``return_invoice_payment``). At most one such refund per intent: a re-run after a
-        crash finds the first (its row and the reserved amount commit together, before the
-        gateway hears of it; the attempt engine settles it from there)."""
+        ``return_invoice_payment``). At most one such refund per intent: its id is derived
+        from the intent and this purpose (``derived_refund_id``), and the refunds service
+        looks for it under the intent's row lock, so a second run of the job (its lease ran
+        out mid-run, a crash after the gateway call) finds the first's refund and resumes it
+        (same gateway idempotency key) instead of making another.
+
+        A refund the gateway refuses is recorded ``failed`` (``refund.failed`` is sent to the
+        merchant's webhooks) and logged as an error: the money stays with the merchant until
+        a person refunds it (docs/billing.md). The job then ends: running it again would find
+        that failed refund, and a new gateway answer needs a new refund."""
+        refund_id = derived_refund_id(pi_id, RETURNED)
         async with self.ctx.db.read() as s:
             pi = await s.get(PaymentIntent, pi_id)
             if pi is None or pi.account_id != account_id:
@@ -503,24 +511,43 @@ class InvoicePayments(InvoicesCore):
             refunds = (
                 await s.execute(select(Refund).where(Refund.payment_intent_id == pi_id))
             ).scalars()
-            if any((r.metadata_ or {}).get("paymux_reason") == RETURNED for r in refunds):
-                return
-            livemode, invoice_id = pi.livemode, pi.invoice_id
+            if any(
+                r.id != refund_id and (r.metadata_ or {}).get("paymux_reason") == RETURNED
+                for r in refunds
+            ):
+                return  # made before refund ids were derived
+            livemode, invoice_id, currency = pi.livemode, pi.invoice_id, pi.currency
         token = current_livemode.set(bool(livemode))
         try:
-            await RefundsService(self.ctx, self.payments.engine).create(
+            view = await RefundsService(self.ctx, self.payments.engine).create(
                 account_id,
                 pi_id,
                 amount,
                 "duplicate",
                 {"paymux_reason": RETURNED, "invoice": invoice_id or ""},
+                refund_id=refund_id,
             )
         except PaymuxError as exc:
-            if exc.code not in ("charge_already_refunded", "refund_amount_too_large"):
+            if exc.code == "gateway_invalid_request":
+                view = {"id": refund_id, "status": "failed", "failure_reason": exc.gateway_code}
+            elif exc.code in ("charge_already_refunded", "refund_amount_too_large"):
+                log.warning("nothing left to give back on %s: %s", pi_id, exc.code)
+                return
+            else:
                 raise
-            log.warning("nothing left to give back on %s: %s", pi_id, exc.code)
         finally:
             current_livemode.reset(token)
+        if view.get("status") in ("failed", "canceled"):
+            log.error(
+                "the gateway refused refund %s giving back %s %s of %s to its payer (invoice "
+                "%s, %s): the money stays with the merchant; refund it by hand",
+                view.get("id"),
+                amount,
+                currency,
+                pi_id,
+                invoice_id,
+                view.get("failure_reason"),
+            )
 
     async def release(self, account_id: str, pi_id: str) -> None:
         """Cancel ``pi_id`` if it still waits for the payer and its invoice no longer wants

@@ -261,6 +261,13 @@ _ERROR_LIST = [
     ),
     ErrorSpec("gateway_unknown", _INVALID, 400, "No such gateway is configured."),
     ErrorSpec(
+        "capability_not_supported",
+        _INVALID,
+        400,
+        "The gateway this object goes through does not support this operation (its connector "
+        "does not declare the capability, e.g. partial_capture or manual_capture).",
+    ),
+    ErrorSpec(
         "connection_in_use",
         _INVALID,
         409,
@@ -470,8 +477,9 @@ _ERROR_LIST = [
         "rate_limited",
         ErrorType.RATE_LIMIT_ERROR,
         429,
-        "Too many requests with this API key; retry after the Retry-After seconds "
-        "(PAYMUX_RATE_LIMIT_REQUESTS per PAYMUX_RATE_LIMIT_WINDOW_SECONDS).",
+        "Too many requests with this API key (PAYMUX_RATE_LIMIT_REQUESTS per "
+        "PAYMUX_RATE_LIMIT_WINDOW_SECONDS), or without a valid key from this address "
+        "(PAYMUX_RATE_LIMIT_UNAUTHENTICATED_*); retry after the Retry-After seconds.",
         action=Action.RETRY_LATER,
         retryable=True,
     ),

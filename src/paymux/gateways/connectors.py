@@ -73,6 +73,9 @@ class Connector:
     # Today's environment variables (through Settings) -> credentials; None: not configured.
     from_environment: Callable[[Settings], BaseModel | None]
     capabilities: frozenset[str] = frozenset()  # a subset of CAPABILITIES
+    # What its payments can be paid with (Stripe's payment_method_types): routing sends a
+    # payment only to a connection whose connector takes every type it names.
+    payment_method_types: frozenset[str] = frozenset({"card"})
     error_codes: Sequence[tuple[str, str, str | None]] = ()  # (theirs, our code, decline code)
     test_only: bool = False  # True for the sandbox: it has no live mode
     # The provider's published API hosts: the only ones a connection's ``api_base`` may

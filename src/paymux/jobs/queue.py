@@ -5,7 +5,11 @@ table; on SQLite the claim is one ``UPDATE ... RETURNING`` under the write lock.
 carries a lease (``locked_until_us``): a worker that died leaves a lease that expires, and
 the job is claimed again. Failures back off exponentially with full jitter; after
 ``max_attempts`` the job is ``dead`` and stays for an operator to retry (``list_jobs``,
-``retry_job``: ``paymux jobs list --dead``, ``paymux jobs retry ID`` and the admin API).
+``retry_job``: ``paymux jobs list --dead``, ``paymux jobs retry ID`` and the admin API). A job
+whose lease ran out on its last attempt is claimed once more only to be buried (``spent``:
+the worker does that), never run again, so a job that kills its worker is not claimed forever.
+``done`` jobs are deleted once older than the retention (``prune_done``, by the worker's sweep
+in small batches); dead ones stay until an operator acts.
 
 A ``dedupe_key`` is unique among live jobs only (``queued`` or ``running``; a partial unique
 index): enqueueing a key a live job holds is a no-op, while a key whose job is ``done`` or
@@ -23,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import literal, select, text, union_all, update
+from sqlalchemy import delete, literal, select, text, union_all, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -51,7 +55,10 @@ __all__ = [
     "job_view",
     "list_jobs",
     "list_jobs_page",
+    "prune_done",
     "retry_job",
+    "revive_dead",
+    "spent",
 ]
 
 QUEUED, RUNNING, DONE, DEAD = "queued", "running", "done", "dead"
@@ -64,7 +71,8 @@ _MAX_ID = 2**63 - 1  # BIGINT (and SQLite's INTEGER): a larger id names no job
 
 # Kinds whose dead jobs are not retried as jobs: what put them there has state of its own
 # that a retry would not reset. An apply_webhook job would find its inbox row ``dead`` and
-# finish without applying anything; replaying the event resets the row and queues a job.
+# finish without applying anything; replaying the event resets the row and revives the job
+# (``revive_dead``).
 _RETRY_ELSEWHERE = {
     "apply_webhook": (
         "replay its event instead: `paymux webhooks replay {inbox_id}` or "
@@ -80,6 +88,13 @@ class ClaimedJob:
     payload: dict[str, Any]
     attempts: int
     max_attempts: int
+
+
+def spent(job: ClaimedJob) -> bool:
+    """Whether ``job`` was claimed past its last attempt: its lease ran out while its last
+    attempt ran (the worker died, or the job outran the lease). It is buried, not run again:
+    a job that kills its worker each time would otherwise be claimed again forever."""
+    return job.attempts > job.max_attempts
 
 
 def backoff_seconds(attempts: int, base: float = 1.0, cap: float = 3600.0) -> float:
@@ -239,8 +254,32 @@ async def fail(
     return status
 
 
-# -- operating the queue: list, retry -----------------------------------------------------
+async def prune_done(session: AsyncSession, *, before_us: int, limit: int) -> int:
+    """Delete up to ``limit`` ``done`` jobs finished before ``before_us``; returns how many.
 
+    One range of ix_jobs_status_run_at (``status = 'done'``, oldest ``run_at_us`` first: a
+    job runs after its ``run_at``, so a job finished before the cutoff was due before it),
+    cut at ``limit``, so each call is small whatever the table holds; the caller repeats it
+    in transactions of their own. ``updated_us`` (when it finished) is the rule itself."""
+    if limit <= 0:
+        return 0
+    ids = list(
+        (
+            await session.execute(
+                select(Job.id)
+                .where(Job.status == DONE, Job.run_at_us < before_us, Job.updated_us < before_us)
+                .order_by(Job.run_at_us)
+                .limit(limit)
+            )
+        ).scalars()
+    )
+    if not ids:
+        return 0
+    await session.execute(delete(Job).where(Job.id.in_(ids), Job.status == DONE))
+    return len(ids)
+
+
+# -- operating the queue: list, retry -----------------------------------------------------
 
 
 def job_view(job: Any) -> dict[str, Any]:
@@ -382,3 +421,43 @@ async def retry_job(session: AsyncSession, job_id: int, *, now_us: int) -> dict[
             param="id",
         )
     return job_view(row)
+
+
+async def revive_dead(
+    session: AsyncSession, kind: str, field: str, values: Sequence[str], *, now_us: int
+) -> set[str]:
+    """Put the dead ``kind`` jobs whose ``payload[field]`` is one of ``values`` back in the
+    queue, due now, attempts reset (as ``retry_job``); returns the values whose job was
+    revived. For work retried another way than ``retry_job`` (a replayed webhook event):
+    its dead job comes back to life instead of staying dead beside a new one.
+
+    Reads only dead jobs (the ``status = 'dead'`` range of ix_jobs_status_run_at), a few
+    hundred values per statement."""
+    revived: set[str] = set()
+    wanted = sorted(set(values))
+    key = Job.payload[field].as_string()
+    for i in range(0, len(wanted), 500):
+        chunk = wanted[i : i + 500]
+        rows = (
+            await session.execute(
+                select(Job.id, key.label("value"))
+                .where(Job.status == DEAD, Job.kind == kind, key.in_(chunk))
+                .order_by(Job.run_at_us, Job.id)
+            )
+        ).all()
+        if not rows:
+            continue
+        await session.execute(
+            update(Job)
+            .where(Job.id.in_([r.id for r in rows]), Job.status == DEAD)
+            .values(
+                status=QUEUED,
+                attempts=0,
+                run_at_us=now_us,
+                locked_by=None,
+                locked_until_us=None,
+                updated_us=now_us,
+            )
+        )
+        revived |= {str(r.value) for r in rows}
+    return revived

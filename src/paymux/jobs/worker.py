@@ -39,6 +39,10 @@ Handler = Callable[[dict[str, Any], Finish], Awaitable[None]]
 # parallel; SQLite has one writer, so there one transaction at a time.
 APPLY_BATCH = 100
 APPLY_CONCURRENCY = 2
+# Finished jobs past their retention are deleted by each sweep in batches this small (a short
+# write transaction each), at most PRUNE_BATCHES of them per sweep.
+PRUNE_BATCH = 500
+PRUNE_BATCHES = 10
 
 
 class Worker:
@@ -102,6 +106,10 @@ class Worker:
                 limit=ctx.settings.worker_batch_size,
                 lease=ctx.settings.job_lease_seconds,
             )
+        spent = [job for job in jobs if queue.spent(job)]
+        if spent:
+            await self._bury_spent(spent)
+            jobs = [job for job in jobs if not queue.spent(job)]
         # Webhook events are applied in batches (``_apply_batch``), beside the other jobs,
         # which run one at a time (gateway calls, each with transactions of its own).
         applies = [job for job in jobs if _inbox_id(job) is not None]
@@ -114,7 +122,21 @@ class Worker:
         await asyncio.gather(
             in_turn(), *(self._apply_batch(group) for group in self._groups(applies))
         )
-        return len(jobs)
+        return len(jobs) + len(spent)
+
+    async def _bury_spent(self, jobs: list[queue.ClaimedJob]) -> None:
+        """Jobs claimed again after their last attempt's lease ran out are dead, not run a
+        time more (``queue.spent``): a job that kills its worker (out of memory, a crash in
+        a library) would otherwise come back forever. An apply_webhook job's event is marked
+        dead with it, so it is listed for a replay."""
+        ctx = self.app.ctx
+        error = (
+            "lease expired during the last attempt: the worker running it stopped before it "
+            "finished (killed, or the job ran longer than PAYMUX_JOB_LEASE_SECONDS)"
+        )
+        async with ctx.db.write() as s:
+            for job in jobs:
+                await self._fail(s, job, error, now_us=ctx.now_us())
 
     def _groups(self, applies: list[queue.ClaimedJob]) -> list[list[queue.ClaimedJob]]:
         """The claimed apply_webhook jobs cut into batches of consecutive jobs (events about
@@ -230,6 +252,7 @@ class Worker:
         refunds = await self.app.refunds.pending_refunds()
         await self.app.rate_limiter.purge()
         await self.app.billing_scheduler.sweep()  # renewals and other due subscription work
+        await self.prune_jobs()
         async with ctx.db.write() as s:
             for pi_id, account_id in expired:
                 await queue.enqueue(
@@ -270,6 +293,23 @@ class Worker:
                 delay=(next_hour - now) / 1_000_000,
                 dedupe_key="purge",
             )
+
+    async def prune_jobs(self) -> int:
+        """Delete finished jobs past PAYMUX_JOB_RETENTION_SECONDS: at most PRUNE_BATCHES
+        batches of PRUNE_BATCH per sweep, each its own short transaction, so a large backlog
+        of old jobs goes over a few sweeps without long locks. Returns how many went."""
+        ctx = self.app.ctx
+        cutoff = ctx.now_us() - int(ctx.settings.job_retention_seconds * 1_000_000)
+        removed = 0
+        for _ in range(PRUNE_BATCHES):
+            async with ctx.db.write() as s:
+                n = await queue.prune_done(s, before_us=cutoff, limit=PRUNE_BATCH)
+            removed += n
+            if n < PRUNE_BATCH:
+                break
+        if removed:
+            log.info("pruned %d finished jobs", removed)
+        return removed
 
     async def run(self) -> None:
         """Loop until ``stop()``: sweep now and then, run due jobs, sleep when idle."""

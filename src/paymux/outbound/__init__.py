@@ -6,6 +6,10 @@ endpoints the merchant registers (docs/webhooks.md).
   one delivery per matching endpoint, and marks the event, in one transaction;
 - ``delivery``: sends due deliveries (signed, SSRF-checked, time-limited), records every
   attempt, retries on the schedule in ``schedule``;
+- ``http1``: the lean HTTP/1.1 client deliveries are sent with (kept-alive connections,
+  each opened to an address ``ssrf`` checked then);
+- ``listen``: ``paymux listen --forward-to`` (new events forwarded to a developer's URL);
+- ``prune``: deleting attempts older than the retention;
 - ``signing`` (Standard Webhooks or Stripe's scheme), ``ssrf`` (which addresses an endpoint
   may reach), ``schedule`` (retry delays): pure rules.
 """

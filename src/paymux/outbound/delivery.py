@@ -1,10 +1,16 @@
 """Sending deliveries: claim the due ones, POST each (signed, SSRF-checked, time-limited),
-record the attempt, schedule a retry or give up.
+record the attempts, schedule retries or give up.
 
 At least once: a delivery is leased when claimed (``next_attempt_us`` moved past the longest
-a send can take); its outcome is written after the request. A worker killed in between
-leaves the delivery due again when the lease runs out: it is sent again, with the same event
-id, which is how receivers recognise a duplicate.
+a send and its recording can take); its outcome is written after the request. A worker
+killed in between leaves the delivery due again when the lease runs out: it is sent again,
+with the same event id, which is how receivers recognise a duplicate.
+
+Throughput (bench/outbound.py, docs/benchmarks.md): deliveries are claimed many at once (one
+transaction per claim), sent concurrently on kept-alive connections (``http1``), and their
+outcomes recorded in ONE transaction per batch: the outcomes that finished while the loop
+was busy with the database are recorded together on its next round. A batch that cannot be
+recorded is not lost either: its leases run out and it is sent again.
 
 One slow endpoint never delays another: each send is its own task; at most
 ``webhook_endpoint_concurrency`` per endpoint and ``webhook_max_in_flight`` in all are in
@@ -21,17 +27,17 @@ import logging
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-import httpx
 from sqlalchemy import insert, select, update
 
 from paymux.domain.ids import new_id
 from paymux.outbound.dispatch import dispatch_once
 from paymux.outbound.endpoints import WebhookEndpoints
+from paymux.outbound.http1 import ConnectionPool, ProtocolError, request_target
 from paymux.outbound.schedule import parse_schedule, retry_delay
 from paymux.outbound.signing import signed_headers
-from paymux.outbound.ssrf import Blocked, resolve_allowed
+from paymux.outbound.ssrf import Blocked
 from paymux.outbound.views import endpoint_view, event_payload
 from paymux.services.context import Context, emit
 from paymux.storage.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -43,6 +49,9 @@ log = logging.getLogger(__name__)
 MAX_RESPONSE_BYTES = 64 * 1024
 RESPONSE_BODY_CHARS = 2000
 USER_AGENT = "paymux-webhooks/1"
+SETTLE_SECONDS = 0.02
+CLAIM_OVERSAMPLE = 8
+MAX_CLAIM_ROWS = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,15 +80,15 @@ class Outcome:
 
 
 async def post_signed(
-    client: httpx.AsyncClient,
+    client: ConnectionPool,
     job: Send,
     *,
-    allow_private: bool,
     total_timeout: float,
     now: float | None = None,
 ) -> Outcome:
-    """POST one delivery to the address its host resolves to NOW (checked: ssrf), with the
-    Host header and TLS server name of the URL. Never raises for the endpoint's faults."""
+    """POST one delivery (a new connection goes to the address its host resolves to then,
+    checked: ssrf), with the Host header and TLS server name of the URL. Never raises for
+    the endpoint's faults."""
     started = time.monotonic()
 
     def done(status: int | None, body: str | None, error: str | None) -> Outcome:
@@ -90,52 +99,40 @@ async def post_signed(
     parts = urlsplit(job.url)
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
+    timestamp = int(time.time() if now is None else now)
+    headers = [
+        ("content-type", "application/json; charset=utf-8"),
+        ("user-agent", USER_AGENT),
+        *signed_headers(job.scheme, job.event_id, timestamp, job.body, job.secrets).items(),
+    ]
     try:
         async with asyncio.timeout(total_timeout):
-            ip = await resolve_allowed(
-                host, port, livemode=job.livemode, allow_private=allow_private
+            response = await client.post(
+                parts.scheme,
+                host,
+                port,
+                request_target(parts.path, parts.query),
+                headers,
+                job.body,
+                livemode=job.livemode,
+                max_body=MAX_RESPONSE_BYTES,
             )
     except Blocked as exc:
         return done(None, None, f"blocked: {exc}")
     except TimeoutError:
-        return done(None, None, f"timeout: {host!r} did not resolve in time")
-    target = urlunsplit(
-        (
-            parts.scheme,
-            f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}",
-            parts.path or "/",
-            parts.query,
-            "",
-        )
-    )
-    timestamp = int(time.time() if now is None else now)
-    headers = {
-        "content-type": "application/json; charset=utf-8",
-        "user-agent": USER_AGENT,
-        "host": parts.netloc.rsplit("@", 1)[-1],
-        **signed_headers(job.scheme, job.event_id, timestamp, job.body, job.secrets),
-    }
-    extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
-    try:
-        async with asyncio.timeout(total_timeout):
-            async with client.stream(
-                "POST", target, content=job.body, headers=headers, extensions=extensions
-            ) as response:
-                received = bytearray()
-                async for chunk in response.aiter_raw():
-                    received += chunk
-                    if len(received) >= MAX_RESPONSE_BYTES:
-                        break
-                text = bytes(received[:MAX_RESPONSE_BYTES]).decode("utf-8", "replace")
-                return done(response.status_code, text[:RESPONSE_BODY_CHARS], None)
-    except TimeoutError:
         return done(None, None, f"timeout: no answer within {total_timeout:g} s")
-    except httpx.HTTPError as exc:
+    except ProtocolError as exc:
+        return done(None, None, f"protocol error: {exc}")
+    except (OSError, ValueError) as exc:
         return done(None, None, f"{type(exc).__name__}: could not reach the endpoint")
+    text = response.body.decode("utf-8", "replace")
+    return done(response.status, text[:RESPONSE_BODY_CHARS], None)
 
 
 class DeliveryRunner:
-    """The worker's outbound loop: dispatch new events, claim due deliveries, send them."""
+    """The worker's outbound loop: dispatch new events, record finished sends, claim due
+    deliveries, start their sends; wait for a send to finish (or a poll interval) when
+    there is nothing to do."""
 
     def __init__(self, ctx: Context, endpoints: WebhookEndpoints) -> None:
         self.ctx = ctx
@@ -146,22 +143,29 @@ class DeliveryRunner:
         self.lease_us = int((2 * settings.webhook_timeout + 5.0) * 1_000_000)
         self.in_flight: dict[str, int] = {}
         self.tasks: set[asyncio.Task[None]] = set()
-        self.client = httpx.AsyncClient(
-            follow_redirects=False,
-            trust_env=False,
-            timeout=httpx.Timeout(
-                settings.webhook_timeout, connect=settings.webhook_connect_timeout
-            ),
-            limits=httpx.Limits(
-                max_connections=settings.webhook_max_in_flight,
-                max_keepalive_connections=settings.webhook_max_in_flight,
-            ),
+        self.finished: list[tuple[Send, Outcome]] = []  # sent, not yet recorded
+        self.wake = asyncio.Event()  # a send finished (or stop): the loop has work
+        self.poll = settings.webhook_poll_interval
+        self._looked_at = float("-inf")  # when undispatched events were last looked for
+        self._more_events = True
+        self.client = ConnectionPool(
+            connect_timeout=settings.webhook_connect_timeout,
+            allow_private=settings.webhook_allow_private,
+            # Many endpoints may share a host (one receiver, or a SaaS's): keep as many
+            # connections to one as may be in flight at once.
+            max_idle_per_host=max(1, settings.webhook_max_in_flight),
         )
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Until ``stop``: dispatch, claim, send; wait a poll interval when idle. On stop,
-        the sends in flight finish (their deliveries would be sent again anyway)."""
-        poll = self.ctx.settings.webhook_poll_interval
+        """Until ``stop``: dispatch, record, claim, send; wait when idle. On stop, the sends
+        in flight finish and are recorded (their deliveries would be sent again anyway)."""
+        poll = self.poll
+
+        async def relay() -> None:
+            await stop.wait()
+            self.wake.set()
+
+        relay_task = asyncio.create_task(relay())
         try:
             while not stop.is_set():
                 try:
@@ -170,29 +174,59 @@ class DeliveryRunner:
                     log.exception("outbound webhooks loop error; backing off")
                     busy = False
                     await asyncio.sleep(1.0)
-                if not busy:
+                if busy:
+                    await self._settle()
+                else:
                     try:
-                        await asyncio.wait_for(stop.wait(), poll)
+                        await asyncio.wait_for(self.wake.wait(), poll)
                     except TimeoutError:
-                        pass
+                        self.client.sweep()
         finally:
+            relay_task.cancel()
             if self.tasks:
                 await asyncio.gather(*self.tasks, return_exceptions=True)
-            await self.client.aclose()
+            try:
+                await self.flush()
+            finally:
+                await self.client.aclose()
 
-    async def step(self) -> bool:
-        """One round: dispatch new events, start due sends. Whether anything happened."""
-        dispatched = await dispatch_once(self.ctx)
+    async def _settle(self) -> None:
+        """Between busy rounds, let the sends in flight finish for a moment (until half of
+        them have, or SETTLE_SECONDS): a round's transactions then record and refill many
+        deliveries at once, instead of one or two each (their cost is per round)."""
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while len(self.finished) < (len(self.tasks) + len(self.finished)) // 2:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self.wake.clear()
+            try:
+                await asyncio.wait_for(self.wake.wait(), left)
+            except TimeoutError:
+                return
+
+    async def step(self, *, look: bool = False) -> bool:
+        """One round: dispatch new events, record finished sends, start due sends. Whether
+        anything happened. New events are looked for at most once a poll interval, unless
+        the last look found some (then at once: a backlog drains at full speed)."""
+        self.wake.clear()  # a send finishing from here on wakes the next wait at once
+        dispatched = 0
+        started_at = time.monotonic()
+        if look or self._more_events or started_at - self._looked_at >= self.poll:
+            self._looked_at = started_at
+            dispatched = await dispatch_once(self.ctx)
+            self._more_events = dispatched > 0
+        recorded = await self.flush()
         started = await self.claim_and_start()
-        return bool(dispatched or started)
+        return bool(dispatched or recorded or started)
 
     async def drain(self) -> None:
-        """Run rounds until nothing is due or in flight (tests, the CLI)."""
+        """Run rounds until nothing is due, in flight or unrecorded (tests, the CLI)."""
         while True:
-            busy = await self.step()
+            busy = await self.step(look=True)
             if self.tasks:
                 await asyncio.gather(*list(self.tasks), return_exceptions=True)
-            elif not busy:
+            elif not busy and not self.finished:
                 return
 
     # -- claiming ------------------------------------------------------------------------
@@ -213,40 +247,40 @@ class DeliveryRunner:
         D, E = WebhookDelivery, WebhookEndpoint
         busy = [ep for ep, n in self.in_flight.items() if n >= per_endpoint]
         now = self.ctx.now_us()
+        due_now = (
+            D.status == "pending",
+            D.next_attempt_us <= now,
+            E.status == "enabled",
+            E.deleted.is_(False),
+        )
         async with self.ctx.db.read() as s:  # idle: no write transaction (SQLite's one writer)
-            due = await s.scalar(
-                select(D.id)
-                .join(E, E.id == D.endpoint_id)
-                .where(
-                    D.status == "pending",
-                    D.next_attempt_us <= now,
-                    E.status == "enabled",
-                    E.deleted.is_(False),
-                )
-                .limit(1)
-            )
+            probe = select(D.id).join(E, E.id == D.endpoint_id).where(*due_now)
+            if busy:
+                probe = probe.where(D.endpoint_id.not_in(busy))
+            due = await s.scalar(probe.limit(1))
         if due is None:
             return []
+        # The per-endpoint limit is applied below, on the rows read: when it can bind, read
+        # more rows than there are free slots, or a window full of one endpoint's backlog
+        # would fill one slot per round (each round costs the same transactions).
+        window = free if per_endpoint >= free else min(free * CLAIM_OVERSAMPLE, MAX_CLAIM_ROWS)
         async with self.ctx.db.write() as s:
             query = (
                 select(D.id, D.endpoint_id, D.event_id)
                 .join(E, E.id == D.endpoint_id)
-                .where(
-                    D.status == "pending",
-                    D.next_attempt_us <= now,
-                    E.status == "enabled",
-                    E.deleted.is_(False),
-                )
+                .where(*due_now)
                 .order_by(D.next_attempt_us)
-                .limit(free)
+                .limit(window)
             )
             if busy:
                 query = query.where(D.endpoint_id.not_in(busy))
             if not self.ctx.db.is_sqlite:
                 query = query.with_for_update(skip_locked=True, of=D)
             counts = dict(self.in_flight)
-            chosen = []
+            chosen: list[Any] = []
             for row in (await s.execute(query)).all():
+                if len(chosen) >= free:
+                    break
                 if counts.get(row.endpoint_id, 0) < per_endpoint:
                     counts[row.endpoint_id] = counts.get(row.endpoint_id, 0) + 1
                     chosen.append(row)
@@ -270,14 +304,30 @@ class DeliveryRunner:
                     await s.execute(select(Event).where(Event.id.in_({r.event_id for r in chosen})))
                 ).scalars()
             }
+            secrets: dict[str, list[str]] = {}  # unsealed once per endpoint and batch
+            bodies: dict[tuple[str, str | None], bytes] = {}  # one per event and API version
             jobs = []
             for row in chosen:
                 ep, ev = endpoints[row.endpoint_id], events.get(row.event_id)
                 if ev is None:  # cannot happen (events are never deleted); skip it safely
                     continue
-                payload = event_payload(
-                    ev.id, ev.type, ev.data, ev.created_us, ev.livemode, ep.api_version
-                )
+                if ep.id not in secrets:
+                    secrets[ep.id] = self.endpoints.secrets_of(ep, now)
+                body = bodies.get((ev.id, ep.api_version))
+                if body is None:
+                    payload = event_payload(
+                        ev.id,
+                        ev.type,
+                        ev.data,
+                        ev.created_us,
+                        ev.livemode,
+                        ep.api_version,
+                        request_id=ev.request_id,
+                        idempotency_key=ev.idempotency_key,
+                        previous_attributes=ev.previous_attributes,
+                    )
+                    body = json.dumps(payload, separators=(",", ":")).encode()
+                    bodies[(ev.id, ep.api_version)] = body
                 jobs.append(
                     Send(
                         delivery_id=row.id,
@@ -288,81 +338,132 @@ class DeliveryRunner:
                         url=ep.url,
                         livemode=bool(ep.livemode),
                         scheme=ep.signature_scheme,
-                        secrets=self.endpoints.secrets_of(ep, now),
-                        body=json.dumps(payload, separators=(",", ":")).encode(),
+                        secrets=secrets[ep.id],
+                        body=body,
                     )
                 )
             return jobs
 
     # -- sending and recording -----------------------------------------------------------
     async def _deliver(self, job: Send) -> None:
-        settings = self.ctx.settings
         try:
             outcome = await post_signed(
-                self.client,
-                job,
-                allow_private=settings.webhook_allow_private,
-                total_timeout=settings.webhook_timeout,
+                self.client, job, total_timeout=self.ctx.settings.webhook_timeout
             )
-            await self._record(job, outcome)
+            self.finished.append((job, outcome))
         except Exception:
             # The lease runs out and the delivery is sent again: at least once.
-            log.exception("webhook delivery %s could not be recorded", job.delivery_id)
+            log.exception("webhook delivery %s failed unexpectedly", job.delivery_id)
         finally:
             left = self.in_flight.get(job.endpoint_id, 1) - 1
             if left > 0:
                 self.in_flight[job.endpoint_id] = left
             else:
                 self.in_flight.pop(job.endpoint_id, None)
+            self.wake.set()
 
-    async def _record(self, job: Send, outcome: Outcome) -> None:
+    async def flush(self) -> int:
+        """Record every finished send, in one transaction. How many were recorded (or
+        given up on: a batch that cannot be written is sent again when its leases end)."""
+        if not self.finished:
+            return 0
+        batch, self.finished = self.finished, []
+        try:
+            await self._record(batch)
+        except Exception:
+            log.exception("%d webhook attempts could not be recorded", len(batch))
+        return len(batch)
+
+    async def _record(self, batch: list[tuple[Send, Outcome]]) -> None:
+        """The attempts, the deliveries' new states and the endpoints' failure streaks of a
+        batch of sends, in one transaction, in the order the sends finished."""
         settings = self.ctx.settings
+        D, E = WebhookDelivery, WebhookEndpoint
         now = self.ctx.now_us()
         async with self.ctx.db.write() as s:
-            # The endpoint first: the attempt's foreign key share-locks it, and two records
-            # that both upgraded that lock later would deadlock.
-            ep = await s.get(WebhookEndpoint, job.endpoint_id, with_for_update=True)
-            delivery = await s.get(WebhookDelivery, job.delivery_id, with_for_update=True)
-            if delivery is None or ep is None:
-                return
-            await s.execute(
-                insert(WebhookAttempt),
-                {
-                    "id": new_id("wha"),
-                    "account_id": job.account_id,
-                    "endpoint_id": job.endpoint_id,
-                    "delivery_id": job.delivery_id,
-                    "event_id": job.event_id,
-                    "event_type": job.event_type,
-                    "status": "succeeded" if outcome.ok else "failed",
-                    "http_status": outcome.http_status,
-                    "latency_ms": outcome.latency_ms,
-                    "response_body": outcome.response_body,
-                    "error": (outcome.error or "")[:255] or None,
-                    "created_us": now,
-                },
+            # Endpoints first, then deliveries, each in id order: the attempts' foreign keys
+            # share-lock the endpoints, and two batches that both upgraded that lock later
+            # (or took the rows in another order) would deadlock.
+            ep_query = select(E).where(E.id.in_({j.endpoint_id for j, _ in batch})).order_by(E.id)
+            d_query = (
+                select(D.id, D.status, D.attempts, D.next_attempt_us)
+                .where(D.id.in_({j.delivery_id for j, _ in batch}))
+                .order_by(D.id)
             )
-            delivery.attempts += 1
-            delivery.lease_until_us = None
-            if outcome.ok:
-                if delivery.status == "pending":
-                    delivery.status = "delivered"
-                if ep.failing_since_us is not None:
-                    ep.failing_since_us = None
-                return
-            if ep.failing_since_us is None:
-                ep.failing_since_us = now
-            if outcome.http_status == 410:
-                await self._disable(s, ep, "gone", now)
-            elif now - ep.failing_since_us >= settings.webhook_disable_after_seconds * 1e6:
-                await self._disable(s, ep, "failing", now)
-            if delivery.status != "pending":
-                return
-            delay = retry_delay(delivery.attempts, self.schedule, settings.webhook_retry_jitter)
-            if delay is None or ep.status != "enabled":
-                delivery.status = "failed"
-            else:
-                delivery.next_attempt_us = now + int(delay * 1_000_000)
+            if not self.ctx.db.is_sqlite:
+                ep_query = ep_query.with_for_update()
+                d_query = d_query.with_for_update()
+            endpoints = {ep.id: ep for ep in (await s.execute(ep_query)).scalars()}
+            states: dict[str, dict[str, Any]] = {
+                row.id: {
+                    "d_id": row.id,
+                    "d_status": row.status,
+                    "d_attempts": row.attempts,
+                    "d_next": row.next_attempt_us,
+                }
+                for row in (await s.execute(d_query)).all()
+            }
+            attempts: list[dict[str, Any]] = []
+            changed: dict[str, dict[str, Any]] = {}
+            for job, outcome in batch:
+                ep, state = endpoints.get(job.endpoint_id), states.get(job.delivery_id)
+                if ep is None or state is None:
+                    continue
+                attempts.append(
+                    {
+                        "id": new_id("wha"),
+                        "account_id": job.account_id,
+                        "endpoint_id": job.endpoint_id,
+                        "delivery_id": job.delivery_id,
+                        "event_id": job.event_id,
+                        "event_type": job.event_type,
+                        "status": "succeeded" if outcome.ok else "failed",
+                        "http_status": outcome.http_status,
+                        "latency_ms": outcome.latency_ms,
+                        "response_body": outcome.response_body,
+                        "error": (outcome.error or "")[:255] or None,
+                        "created_us": now,
+                    }
+                )
+                changed[job.delivery_id] = state
+                state["d_attempts"] += 1
+                if outcome.ok:
+                    if state["d_status"] == "pending":
+                        state["d_status"] = "delivered"
+                    if ep.failing_since_us is not None:
+                        ep.failing_since_us = None
+                    continue
+                if ep.failing_since_us is None:
+                    ep.failing_since_us = now
+                if outcome.http_status == 410:
+                    await self._disable(s, ep, "gone", now)
+                elif now - ep.failing_since_us >= settings.webhook_disable_after_seconds * 1e6:
+                    await self._disable(s, ep, "failing", now)
+                if state["d_status"] != "pending":
+                    continue
+                delay = retry_delay(
+                    state["d_attempts"], self.schedule, settings.webhook_retry_jitter
+                )
+                if delay is None or ep.status != "enabled":
+                    state["d_status"] = "failed"
+                else:
+                    state["d_next"] = now + int(delay * 1_000_000)
+            if attempts:
+                await s.execute(insert(WebhookAttempt), attempts)
+            if changed:  # ORM bulk UPDATE by primary key: one executemany
+                await s.execute(
+                    update(D),
+                    [
+                        {
+                            "id": st["d_id"],
+                            "status": st["d_status"],
+                            "attempts": st["d_attempts"],
+                            "next_attempt_us": st["d_next"],
+                            "lease_until_us": None,
+                        }
+                        for st in changed.values()
+                    ],
+                )
 
     async def _disable(self, s: Any, ep: WebhookEndpoint, reason: str, now: int) -> None:
         """Disable an endpoint (410 Gone, or failing without a break for too long), with a

@@ -61,17 +61,25 @@ def event_payload(
     created_us: int,
     livemode: bool,
     api_version: str | None,
+    *,
+    request_id: str | None = None,
+    idempotency_key: str | None = None,
+    previous_attributes: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Stripe's event object as a delivery carries it. paymux does not record which request
-    caused an event, so ``request`` holds nulls (as Stripe's does for automatic changes)."""
+    """Stripe's event object as a delivery carries it: ``request`` is the API request that
+    caused the event (nulls when a worker did, as Stripe's are for automatic changes);
+    ``data.previous_attributes`` (``*.updated`` events) the changed fields' old values."""
+    body: dict[str, Any] = {"object": data}
+    if previous_attributes is not None:
+        body["previous_attributes"] = previous_attributes
     return {
         "id": event_id,
         "object": "event",
         "api_version": api_version or DEFAULT_API_VERSION,
         "created": seconds(created_us),
-        "data": {"object": data},
+        "data": body,
         "livemode": bool(livemode),
         "pending_webhooks": 1,
-        "request": {"id": None, "idempotency_key": None},
+        "request": {"id": request_id, "idempotency_key": idempotency_key},
         "type": type_,
     }

@@ -18,11 +18,11 @@ absolute import and means the standard library module.
 from __future__ import annotations
 
 import contextvars
+import functools
 import json
 import logging
-import sys
 from datetime import UTC, datetime
-from typing import Any, Final, cast
+from typing import Any, Final, TextIO, cast
 
 from paymux.security.redact import RedactingFilter, redact, redact_data
 
@@ -51,8 +51,12 @@ _RESERVED_KEYS: Final = frozenset(
 _UVICORN_LOGGERS: Final = ("uvicorn", "uvicorn.error", "uvicorn.access")
 _TEXT_FORMAT: Final = "%(asctime)s %(levelname)-8s %(name)s [%(request_id)s] %(message)s"
 
-# Marks the handler configure_logging installed, so calling it again replaces it.
-_HANDLER_MARK: Final = "_paymux_handler"
+# JSON lines keep non-ASCII text as it is: readable, and no longer than needed.
+_dumps = functools.partial(json.dumps, ensure_ascii=False)
+
+
+class _RootHandler(logging.StreamHandler[TextIO]):
+    """The handler configure_logging installs; calling it again replaces this one."""
 
 
 def _request_id(record: logging.LogRecord) -> str | None:
@@ -135,15 +139,16 @@ class JsonFormatter(logging.Formatter):
             unsafe["exc"] = record.exc_text
         if record.stack_info:
             unsafe["stack"] = self.formatStack(record.stack_info)
-        payload.update(cast(dict[str, Any], redact_data(unsafe)))
+        # typing.cast does nothing at run time: a mutant of its type argument cannot be seen.
+        payload.update(cast(dict[str, Any], redact_data(unsafe)))  # pragma: no mutate
 
-        line = json.dumps(payload, default=_json_default, ensure_ascii=False)
+        line = _dumps(payload, default=_json_default)
         guarded = redact(line)
         if guarded != line:
             try:
                 json.loads(guarded)
             except ValueError:
-                guarded = json.dumps(
+                guarded = _dumps(
                     {
                         "ts": payload["ts"],
                         "level": record.levelname,
@@ -151,7 +156,6 @@ class JsonFormatter(logging.Formatter):
                         "message": guarded,
                         "request_id": payload["request_id"],
                     },
-                    ensure_ascii=False,
                 )
         return guarded
 
@@ -190,9 +194,10 @@ def install_redaction(handler: logging.Handler) -> None:
 
 
 _PARAMETER_LOGGERS = ("aiosqlite", "asyncpg", "sqlalchemy.engine")
+_DEFAULT_LEVEL: Final = "INFO"
 
 
-def configure_logging(level: str = "INFO", json_output: bool = True) -> None:
+def configure_logging(level: str = _DEFAULT_LEVEL, json_output: bool = True) -> None:
     """Send all logging to stderr, redacted, as JSON lines (or text).
 
     Installs one ``StreamHandler(sys.stderr)`` on the root logger with
@@ -209,15 +214,14 @@ def configure_logging(level: str = "INFO", json_output: bool = True) -> None:
     if level_name not in levels:
         raise ValueError(f"unknown log level {level!r}")
 
-    handler = logging.StreamHandler(sys.stderr)
-    setattr(handler, _HANDLER_MARK, True)
+    handler = _RootHandler()  # writes to sys.stderr (as it is now) by default
     handler.setFormatter(JsonFormatter() if json_output else _TextFormatter(_TEXT_FORMAT))
     handler.addFilter(RequestIdFilter())
     install_redaction(handler)
 
     root = logging.getLogger()
     for old in list(root.handlers):
-        if getattr(old, _HANDLER_MARK, False):
+        if isinstance(old, _RootHandler):
             root.removeHandler(old)
             old.close()
         else:

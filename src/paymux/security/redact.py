@@ -101,8 +101,10 @@ _AUTH_VALUE_RE = re.compile(rf"(?P<key>{_AUTH_SCHEMES}[ \t]+)?\S.*", re.IGNORECA
 
 _MAX_DEPTH = 12
 _NOT_SENSITIVE: Final = object()
-_INT_LOW: Final = 10**12
-_INT_HIGH: Final = 10**19
+# Integers with 13 to 19 digits; only these can be a PAN. ``in range`` is O(1) for ints.
+_PAN_SIZED_INTS: Final = range(10**12, 10**19)
+# Bytes are decoded as latin-1: every byte maps to one character and back.
+_BYTES_ENCODING: Final = "latin-1"
 
 
 def _keep_key(m: re.Match[str]) -> str:
@@ -150,7 +152,7 @@ def _key_name(key: object) -> str | None:
     if isinstance(key, str):
         return key
     if isinstance(key, bytes | bytearray):
-        return bytes(key).decode("latin-1")
+        return bytes(key).decode(_BYTES_ENCODING)
     return None
 
 
@@ -166,7 +168,7 @@ def _redact_sensitive(name: str, value: object) -> object:
             return REDACTED
         m = _AUTH_VALUE_RE.match(text)
         masked = (m.group("key") or "") + REDACTED if m else REDACTED
-        return masked.encode("latin-1") if isinstance(value, bytes) else masked
+        return masked.encode(_BYTES_ENCODING) if isinstance(value, bytes) else masked
     return _NOT_SENSITIVE
 
 
@@ -183,11 +185,10 @@ def redact_data(obj: object, _depth: int = 0) -> object:
     if isinstance(obj, str):
         return redact(obj)
     if isinstance(obj, bytes):
-        return redact(obj.decode("latin-1")).encode("latin-1")
-    if obj is None or isinstance(obj, bool):
+        return redact(obj.decode(_BYTES_ENCODING)).encode(_BYTES_ENCODING)
+    if isinstance(obj, int) and abs(obj) not in _PAN_SIZED_INTS:
+        # Too short or too long to be a PAN (bools land here); str() of huge ints is slow.
         return obj
-    if isinstance(obj, int) and not _INT_LOW <= abs(obj) < _INT_HIGH:
-        return obj  # too short or too long to be a PAN; str() of huge ints is slow
     if isinstance(obj, int | float | Decimal):
         # Use the lenient masking rule, as the final pass over a JSON line does;
         # a number it would mask must become a string or the JSON breaks.

@@ -94,6 +94,7 @@ class Paymux:
         from paymux.billing.credit_notes import CreditNotesService
 
         self.credit_notes = CreditNotesService(self.ctx, self)
+        self.engine.refund_failed_hook = self.credit_notes.on_refund_failed
         from paymux.billing.meters import MetersService
 
         self.meters = MetersService(self.ctx)

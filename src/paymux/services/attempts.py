@@ -26,8 +26,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ClauseElement
 
 from paymux.domain import attempts as rules
 from paymux.domain.attempts import IntentState, Operation, ProviderStatus, Report
@@ -61,7 +62,88 @@ PENDING, SETTLED, ABANDONED = "pending", "settled", "abandoned"
 
 # An attempt is started by a Core INSERT built once (no unit of work for a new row).
 _ATTEMPT_COLUMNS = columns_of(GatewayAttempt)
-_ATTEMPT_INSERT = insert(cast(Table, GatewayAttempt.__table__))
+_ATTEMPT_TABLE = cast(Table, GatewayAttempt.__table__)
+_ATTEMPT_INSERT = insert(_ATTEMPT_TABLE)
+
+# The confirm and settle paths read and write the intent and its attempt with Core statements
+# built once (their cache keys memoized, no ORM load, identity map or unit of work): the row
+# comes back as a ``_Row`` whose attributes are the model's, which the pure rules and the
+# views read as they read the model; what they change is written by one UPDATE (``_store``).
+_PI_TABLE = cast(Table, PaymentIntent.__table__)
+_PI_COLUMN = dict(columns_of(PaymentIntent))  # attribute -> column name
+_PI_LABELLED = tuple(_PI_TABLE.c[column].label(key) for key, column in _PI_COLUMN.items())
+_LOCKED_INTENT = (
+    select(*_PI_LABELLED).where(_PI_TABLE.c.id == bindparam("b_pi_id")).with_for_update()
+)
+_ATTEMPT_LABELLED = tuple(_ATTEMPT_TABLE.c[column].label(key) for key, column in _ATTEMPT_COLUMNS)
+_SETTLE_ATTEMPT = (
+    update(_ATTEMPT_TABLE)
+    .where(
+        _ATTEMPT_TABLE.c.id == bindparam("b_id"),
+        _ATTEMPT_TABLE.c.object_id == bindparam("b_object_id"),
+        _ATTEMPT_TABLE.c.status == PENDING,
+    )
+    .values(
+        status=SETTLED,
+        result=bindparam("b_result", type_=_ATTEMPT_TABLE.c.result.type),
+        updated_us=bindparam("b_now", type_=_ATTEMPT_TABLE.c.updated_us.type),
+    )
+    .returning(*_ATTEMPT_LABELLED)
+)
+# start_if_unchanged's UPDATE ... RETURNING, by the attributes it also changes.
+_START_UNCHANGED: dict[tuple[str, ...], Any] = {}
+
+
+class _Row:
+    """A row as a plain mutable object: its attributes are the model's (``metadata_``), so the
+    rules and views that read a model read it alike. Never added to a session."""
+
+    def __init__(self, mapping: Any) -> None:
+        self.__dict__.update(mapping)
+
+
+def _intent_of(mapping: Any) -> tuple[PaymentIntent, dict[str, Any]]:
+    """The intent of a row (a ``_Row`` typed as the model for the code that reads it) and a
+    copy of its values as read, for ``_store``."""
+    before = dict(mapping)
+    return cast(PaymentIntent, _Row(before)), dict(before)
+
+
+async def _store(s: AsyncSession, pi: PaymentIntent, before: dict[str, Any]) -> None:
+    """Write what changed on a ``_Row`` intent since ``before`` (one UPDATE, none if nothing
+    did), as the ORM's flush would, and take the new values as the next ``before``."""
+    now = vars(pi)
+    changed = {_PI_COLUMN[key]: now[key] for key in _PI_COLUMN if now[key] != before[key]}
+    if not changed:
+        return
+    await s.execute(update(_PI_TABLE).where(_PI_TABLE.c.id == before["id"]).values(changed))
+    before.update({key: now[key] for key in _PI_COLUMN})
+
+
+def _start_unchanged_statement(keys: tuple[str, ...]) -> Any:
+    statement = _START_UNCHANGED.get(keys)
+    if statement is None:
+        c = _PI_TABLE.c
+        statement = (
+            update(_PI_TABLE)
+            .where(
+                c.id == bindparam("b_id"),
+                c.account_id == bindparam("b_account_id"),
+                c.status == bindparam("b_status"),
+                c.confirm_count == bindparam("b_confirm_count"),
+            )
+            .values(
+                status=S.PROCESSING,
+                updated_us=bindparam("b_now", type_=c.updated_us.type),
+                **{
+                    _PI_COLUMN[key]: bindparam(f"v_{key}", type_=c[_PI_COLUMN[key]].type)
+                    for key in keys
+                },
+            )
+            .returning(*_PI_LABELLED)
+        )
+        _START_UNCHANGED[keys] = statement
+    return statement
 
 
 def state_of(pi: PaymentIntent) -> IntentState:
@@ -116,6 +198,8 @@ class AttemptEngine:
         self.invoice_hook: (
             Callable[[AsyncSession, PaymentIntent, tuple[str, ...]], Awaitable[None]] | None
         ) = None
+        # Set by Paymux: billing's reaction to a refund that failed (a credit note's).
+        self.refund_failed_hook: Callable[[AsyncSession, Refund], Awaitable[None]] | None = None
 
     # -- 1. start ---------------------------------------------------------------------------
     async def start_on_intent(
@@ -169,24 +253,26 @@ class AttemptEngine:
         ``processing`` only if it is still in ``status`` at ``confirm_count`` (so the attempt's
         starting state and key are what that read saw), by one UPDATE that returns the row.
         None: it moved meanwhile (or is not there); the caller reads it again and uses
-        ``start_on_intent``."""
+        ``start_on_intent``. ``changes`` are values (``confirm_count`` is known from the
+        condition): the statement is built once per set of changed attributes, and the intent
+        returned is a plain row object, not in the session (nothing to flush)."""
         now = self.ctx.now_us()
-        row = (
-            await s.execute(
-                update(PaymentIntent)
-                .where(
-                    PaymentIntent.id == pi_id,
-                    PaymentIntent.account_id == account_id,
-                    PaymentIntent.status == status,
-                    PaymentIntent.confirm_count == confirm_count,
-                )
-                .values(status=S.PROCESSING, updated_us=now, **(changes or {}))
-                .returning(PaymentIntent)
-                .execution_options(synchronize_session=False, populate_existing=True)
-            )
-        ).scalar_one_or_none()
-        if row is None:
+        changes = changes or {}
+        if any(isinstance(value, ClauseElement) for value in changes.values()):
+            raise TypeError("start_if_unchanged takes values, not SQL expressions")
+        keys = tuple(sorted(changes))
+        params = {f"v_{key}": changes[key] for key in keys}
+        params.update(
+            b_id=pi_id,
+            b_account_id=account_id,
+            b_status=status,
+            b_confirm_count=confirm_count,
+            b_now=now,
+        )
+        found = (await s.execute(_start_unchanged_statement(keys), params)).mappings().first()
+        if found is None:
             return None
+        row, _ = _intent_of(found)
         attempt = await self._record_start(s, row, operation, status, idempotency_key, request)
         return row, attempt
 
@@ -307,29 +393,43 @@ class AttemptEngine:
                     pending.updated_us = self.ctx.now_us()
             else:
                 # The intent's lock first (as in ``_lock``), then the attempt is settled by one
-                # conditional UPDATE that returns it: None if it was settled already.
-                locked = await s.get(
-                    PaymentIntent, object_id, with_for_update=True, populate_existing=True
-                )
-                assert locked is not None
-                pi = locked
-                pending = (
-                    await s.execute(
-                        update(GatewayAttempt)
-                        .where(
-                            GatewayAttempt.id == attempt_id,
-                            GatewayAttempt.object_id == object_id,
-                            GatewayAttempt.status == PENDING,
-                        )
-                        .values(
-                            status=SETTLED,
-                            result=result_json(result),
-                            updated_us=self.ctx.now_us(),
-                        )
-                        .returning(GatewayAttempt)
-                        .execution_options(synchronize_session=False, populate_existing=True)
+                # conditional UPDATE that returns it: None if it was settled already. Both are
+                # Core statements built once; the intent is a plain row object whose changes
+                # ``_store`` writes (an intent of an invoice is loaded by the ORM instead: the
+                # billing hook works on the session's objects).
+                found = (
+                    await s.execute(_LOCKED_INTENT, {"b_pi_id": object_id})
+                ).mappings().first()
+                assert found is not None
+                before: dict[str, Any] | None = None
+                if found["invoice_id"] is None:
+                    pi, before = _intent_of(found)
+                else:
+                    locked = await s.get(
+                        PaymentIntent, object_id, with_for_update=True, populate_existing=True
                     )
-                ).scalar_one_or_none()
+                    assert locked is not None
+                    pi = locked
+                settled = (
+                    await s.execute(
+                        _SETTLE_ATTEMPT,
+                        {
+                            "b_id": attempt_id,
+                            "b_object_id": object_id,
+                            "b_result": result_json(result),
+                            "b_now": self.ctx.now_us(),
+                        },
+                    )
+                ).mappings().first()
+                pending = None if settled is None else cast(GatewayAttempt, _Row(settled))
+                if before is not None:
+                    if pending is not None:
+                        await self.apply_payment_report(s, pi, result, attempt=pending)
+                        await _store(s, pi, before)
+                    if then is not None:
+                        await then(s, pi)
+                        await _store(s, pi, before)
+                    return pi
             if pending is not None:
                 await self.apply_payment_report(s, pi, result, attempt=pending)
             if then is not None:
@@ -566,6 +666,8 @@ class AttemptEngine:
             await emit(s, refund.account_id, "charge.refunded", intent_view(self.ctx, pi), now)
         if new is RefundStatus.FAILED:
             await emit(s, refund.account_id, "refund.failed", refund_view(refund), now)
+            if self.refund_failed_hook is not None:
+                await self.refund_failed_hook(s, refund)
         return True
 
     # -- recovery: ask, never re-send blindly ----------------------------------------------

@@ -3,7 +3,7 @@ shared by all of them (events, lookups scoped to an account, cursor pagination).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, cast
@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from paymux.config import Settings
 from paymux.domain.clock import Clock, SystemClock
 from paymux.domain.errors import PaymuxError
+from paymux.domain.events import EVENT_TYPES
 from paymux.domain.ids import new_id
 from paymux.gateways.base import Gateway
 from paymux.gateways.registry import GatewayRegistry
@@ -89,7 +90,14 @@ class GatewayDirectory(Protocol):
     ) -> Routed: ...
 
     async def route(
-        self, account_id: str, requested: str | None, currency: str, *, livemode: bool = False
+        self,
+        account_id: str,
+        requested: str | None,
+        currency: str,
+        *,
+        livemode: bool = False,
+        payment_method_types: Sequence[str] | None = None,
+        needs: frozenset[str] = frozenset(),
     ) -> Routed: ...
 
 
@@ -182,7 +190,17 @@ async def emit(
     session: AsyncSession, account_id: str, type_: str, obj: dict[str, Any], now_us: int
 ) -> None:
     """Write an event in the caller's transaction (the outbox): inserted at once, with the
-    object as it is now (a snapshot)."""
+    object as it is now (a snapshot). The type must be in the catalog (domain/events.py).
+    Also recorded: the API request that caused it and, on ``*.updated``, the changed
+    fields' previous values (services/events.py)."""
+    if type_ not in EVENT_TYPES:
+        raise ValueError(f"unknown event type {type_!r}: add it to paymux.domain.events")
+    from paymux.services.events import previous_attributes_of, request_of_now  # a cycle
+
+    request_id, idempotency_key = request_of_now()
+    previous = None
+    if type_.endswith(".updated"):
+        previous = await previous_attributes_of(session, account_id, str(obj["id"]), obj)
     await session.execute(
         _EVENT_INSERT,
         {
@@ -193,6 +211,9 @@ async def emit(
             "livemode": bool(obj.get("livemode", False)),
             "data": obj,
             "created_us": now_us,
+            "request_id": request_id,
+            "idempotency_key": idempotency_key,
+            "previous_attributes": previous,
         },
     )
 

@@ -13,6 +13,7 @@ accounts (the sandbox's processor, shared by every account, knows no accounts).
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,17 +37,23 @@ from paymux.services.context import (
     scoped,
 )
 from paymux.services.gateway_calls import call_with_retries
+from paymux.services.token_owners import claim_token
 from paymux.services.views import customer_view, payment_method_view
 from paymux.storage.models import Customer, GatewayTokenOwner, PaymentMethod
 
 __all__ = [
     "CustomerParams",
     "CustomersService",
+    "TokenData",
     "account_fingerprint",
+    "contact",
     "find_payment_method",
+    "payment_method_from_token",
     "resolve_payment_method",
     "take_card_details",
 ]
+
+log = logging.getLogger(__name__)
 
 
 def account_fingerprint(account_id: str, gateway_fingerprint: str | None) -> str | None:
@@ -121,6 +128,8 @@ async def resolve_payment_method(
     looked_up: bool = False,
     connection_id: str | None = None,
     defer_shared: bool = False,
+    billing_details: dict[str, Any] | None = None,
+    metadata: dict[str, str] | None = None,
 ) -> PaymentMethod:
     """Our PaymentMethod for ``ref``: one of ours by id, or a gateway token we record now.
 
@@ -131,6 +140,7 @@ async def resolve_payment_method(
     ``defer_shared``: a use of a shared test token (a fresh token of its own, which no other
     request can record) is returned unsaved (transient), for the caller to add in its own
     write transaction.
+    ``billing_details``, ``metadata``: what a payment method made now starts with.
     """
     pm = known
     if pm is None and not looked_up:
@@ -200,7 +210,8 @@ async def resolve_payment_method(
         card_fingerprint=account_fingerprint(account_id, details.fingerprint),
         card_country=details.country,
         card_funding=details.funding,
-        metadata_={},
+        metadata_=dict(metadata or {}),
+        billing_details=billing_details or None,
         created_us=now,
     )
     shared = gateway.reusable_test_token(ref)
@@ -230,6 +241,96 @@ async def resolve_payment_method(
     return pm
 
 
+def contact(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """An address, shipping or billing_details as stored: the fields given (nested ones too),
+    None when nothing is."""
+    if not value:
+        return None
+    kept: dict[str, Any] = {}
+    for name, item in value.items():
+        item = contact(item) if isinstance(item, dict) else item
+        if item is not None:
+            kept[name] = item
+    return kept or None
+
+
+@dataclass(frozen=True)
+class TokenData:
+    """A payment method to make from a gateway token (``card[token]``), with what Stripe
+    lets it carry: the payer's billing details and metadata. Never card data."""
+
+    token: str
+    billing_details: dict[str, Any] | None = None
+    metadata: dict[str, str] | None = None
+
+    @classmethod
+    def of(cls, data: dict[str, Any], param: str = "") -> TokenData:
+        """From ``payment_method_data`` (``param``: its name) or the body of
+        ``POST /v1/payment_methods``; a 400 without ``card[token]``."""
+        token = (data.get("card") or {}).get("token")
+        if not token:
+            name = f"{param}[card][token]" if param else "card[token]"
+            raise PaymuxError.of(
+                "parameter_missing", f"Missing required param: {name}.", param=name
+            )
+        return cls(
+            token=str(token),
+            billing_details=contact(data.get("billing_details")),
+            metadata=dict(data.get("metadata") or {}),
+        )
+
+
+async def payment_method_from_token(
+    ctx: Context,
+    account_id: str,
+    gateway_name: str,
+    data: TokenData,
+    *,
+    connection_id: str | None,
+    param: str,
+) -> PaymentMethod:
+    """A new, detached payment method of the account from a gateway token, recorded as a
+    ``payment_method`` reference is (``resolve_payment_method``): a shared test token
+    (``tok_visa``) gives a fresh one each time; any other token becomes the account's
+    (``gateway_token_owners``), so another account using it, or the new ``pm_`` id, gets a
+    404. A token that is already one of the account's payment methods, or a ``pm_`` id, is
+    refused: a token makes one payment method, once (Stripe's tokens are single-use too)."""
+    async with ctx.db.read() as s:
+        known = await find_payment_method(s, account_id, gateway_name, data.token)
+    if known is not None and known.id == data.token:
+        raise PaymuxError.of(
+            "parameter_invalid",
+            f"{param} takes a gateway token (such as tok_visa), not a payment method id: "
+            "send payment_method instead.",
+            param=param,
+        )
+    try:
+        pm = await resolve_payment_method(
+            ctx,
+            account_id,
+            gateway_name,
+            data.token,
+            customer_id=None,
+            known=known,
+            looked_up=True,
+            connection_id=connection_id,
+            billing_details=data.billing_details,
+            metadata=data.metadata,
+        )
+    except PaymuxError as exc:
+        if exc.param == "payment_method":  # the token was sent as ``param`` here
+            exc.param = param
+        raise
+    if known is not None and pm.id == known.id:
+        raise PaymuxError.of(
+            "payment_method_unexpected_state",
+            f"This token was already used to make payment method {known.id}: use that as "
+            "payment_method.",
+            param=param,
+        )
+    return pm
+
+
 def take_card_details(row: PaymentMethod, details: CardDetails) -> None:
     """The card a gateway saved under a token of its own: that token is charged from now on."""
     row.token = details.token
@@ -255,6 +356,12 @@ class CustomerParams:
     # the top-level ``default_payment_method``, which keeps working.
     invoice_settings: dict[str, Any] | None = None
     test_clock: str | None = None  # billing: the test clock the customer lives on (test mode)
+    # Stripe's contact fields; on an update "" removes one.
+    phone: str | None = None
+    address: dict[str, Any] | str | None = None
+    shipping: dict[str, Any] | str | None = None
+    # Create only: a payment method (or test token) attached to the new customer, as attach.
+    payment_method: str | None = None
 
     def default_method(self) -> str | None:
         """The default payment method asked for: the top-level one, else invoice_settings'."""
@@ -268,14 +375,62 @@ class CustomersService:
         self.ctx = ctx
 
     async def create(self, account_id: str, p: CustomerParams) -> dict[str, Any]:
-        if p.default_method():
-            # A new customer has no payment method attached yet: attach one (or save one with
-            # a SetupIntent), then make it the default with an update.
+        wanted = p.default_method()
+        if wanted and wanted != p.payment_method:
+            # A new customer has only the payment method it is created with (if any): attach
+            # another (or save one with a SetupIntent), then make it the default with an update.
             raise PaymuxError.of(
                 "payment_method_unexpected_state",
                 "The default payment method must be attached to this customer.",
                 param="invoice_settings[default_payment_method]",
             )
+        if p.payment_method:
+            return await self._create_with_payment_method(account_id, p, default=bool(wanted))
+        return await self._insert(account_id, p)
+
+    async def _create_with_payment_method(
+        self, account_id: str, p: CustomerParams, *, default: bool
+    ) -> dict[str, Any]:
+        """Stripe's ``payment_method`` on create: the customer, with it attached (and its
+        default, with ``invoice_settings[default_payment_method]`` naming the same one).
+
+        The payment method is found (or made, for a test token) before the customer is
+        recorded, so an unknown one, another account's or another customer's is refused as
+        attach refuses it, and no customer is left behind. The gateway's part of attaching
+        runs after, with no transaction open; if the gateway refuses it (a card declined
+        when saved), the new customer is deleted (``customer.deleted`` follows its
+        ``customer.created``) and the error is answered."""
+        assert p.payment_method is not None
+        async with self.ctx.db.read() as s:
+            known = await find_payment_method(s, account_id, "", p.payment_method)
+        if known is not None:
+            routed = Routed(await self.ctx.gateway_of(known), known.connection_id or "")
+        else:
+            routed = await self.ctx.named(account_id, None)
+        pm = await resolve_payment_method(
+            self.ctx,
+            account_id,
+            routed.gateway.name,
+            p.payment_method,
+            customer_id=None,
+            known=known,
+            connection_id=routed.connection_id or None,
+        )
+        view = await self._insert(account_id, p)
+        try:
+            await self.attach(account_id, pm.id, view["id"])
+        except PaymuxError:
+            await self.delete(account_id, view["id"])
+            raise
+        if default:
+            return await self.update(
+                account_id,
+                view["id"],
+                CustomerParams(invoice_settings={"default_payment_method": pm.id}),
+            )
+        return await self.retrieve(account_id, view["id"])
+
+    async def _insert(self, account_id: str, p: CustomerParams) -> dict[str, Any]:
         now = self.ctx.now_us()
         async with self.ctx.db.write() as s:
             if p.test_clock is not None:
@@ -294,6 +449,9 @@ class CustomersService:
                 gateway_refs={},
                 deleted=False,
                 test_clock_id=p.test_clock,
+                phone=p.phone or None,
+                address=contact(p.address) if isinstance(p.address, dict) else None,
+                shipping=contact(p.shipping) if isinstance(p.shipping, dict) else None,
                 created_us=now,
                 updated_us=now,
             )
@@ -316,6 +474,12 @@ class CustomersService:
                     setattr(c, name, getattr(p, name))
             if p.metadata is not None:
                 c.metadata_ = merge_metadata(c.metadata_, p.metadata)
+            if p.phone is not None:
+                c.phone = p.phone or None  # "" removes it
+            if p.address is not None:
+                c.address = contact(p.address) if isinstance(p.address, dict) else None
+            if p.shipping is not None:
+                c.shipping = contact(p.shipping) if isinstance(p.shipping, dict) else None
             wanted = p.default_method()
             param = (
                 "default_payment_method"
@@ -374,6 +538,22 @@ class CustomersService:
         )
 
     # -- payment methods --------------------------------------------------------------------
+    async def create_payment_method(
+        self, account_id: str, data: TokenData, gateway_name: str | None = None
+    ) -> dict[str, Any]:
+        """``POST /v1/payment_methods``: a detached payment method from a gateway token,
+        through the account's connection for ``gateway_name`` (its default one if None)."""
+        routed = await self.ctx.named(account_id, gateway_name)
+        pm = await payment_method_from_token(
+            self.ctx,
+            account_id,
+            routed.gateway.name,
+            data,
+            connection_id=routed.connection_id or None,
+            param="card[token]",
+        )
+        return payment_method_view(pm)
+
     async def retrieve_payment_method(self, account_id: str, pm_id: str) -> dict[str, Any]:
         async with self.ctx.db.read() as s:
             return payment_method_view(await get_owned(s, PaymentMethod, pm_id, account_id))
@@ -401,9 +581,18 @@ class CustomersService:
     async def attach(
         self, account_id: str, ref: str, customer_id: str, gateway_name: str | None = None
     ) -> dict[str, Any]:
+        """Attach a payment method to a customer: at the gateway first (outside any
+        transaction, key ``<pm>:attach:<customer>``), then in paymux.
+
+        A payment method the customer already held when this began (the job that saves a
+        card a payment was made with: job ``attach_payment_method``) and that was detached
+        while the gateway call was in flight stays detached: the detach wins. Checked under
+        the row's lock after the call; the gateway's attach is then undone (key
+        ``<pm>:attach:<customer>:undo``), and nothing is attached in paymux again."""
         async with self.ctx.db.read() as s:
             customer = await get_owned(s, Customer, customer_id, account_id, param="customer")
             known = await find_payment_method(s, account_id, gateway_name or "", ref)
+        held = known is not None and known.customer_id == customer_id
         if known is not None:  # a saved card stays with the connection that saved it
             routed = Routed(await self.ctx.gateway_of(known), known.connection_id or "")
         else:
@@ -436,15 +625,60 @@ class CustomersService:
             raise card_error(gateway.name, outcome.gateway_code, outcome.message)
         now = self.ctx.now_us()
         async with self.ctx.db.write() as s:
-            row = await get_owned(s, PaymentMethod, pm.id, account_id)
-            if outcome.token != row.token:
-                # The gateway saved the card under a new token (Square: a card on file
-                # replaces the single-use browser token): charge that one from now on.
-                take_card_details(row, outcome)
-            if row.customer_id != customer_id:
-                row.customer_id = customer_id
-                await emit(s, account_id, "payment_method.attached", payment_method_view(row), now)
-            return payment_method_view(row)
+            row = await get_owned(s, PaymentMethod, pm.id, account_id, lock=True)
+            moved = held and row.customer_id != customer_id
+            if not moved:
+                return await self._attached(s, row, outcome, account_id, customer_id, now)
+            view, owner_now = payment_method_view(row), row.customer_id
+        # A detach landed while our attach was in flight: it wins. Undone at the gateway only
+        # while the card belongs to nobody: if it went on to another customer, that attach
+        # is theirs, and a detach (which names no customer) would take it from them.
+        if owner_now is None:
+            await self._undo_attach(gateway, outcome.token, pm.id, customer_id)
+        return view
+
+    async def _attached(
+        self,
+        s: AsyncSession,
+        row: PaymentMethod,
+        outcome: CardDetails,
+        account_id: str,
+        customer_id: str,
+        now: int,
+    ) -> dict[str, Any]:
+        """Record in ``s`` the gateway's attach of ``row`` to the customer."""
+        if outcome.token != row.token:
+            # The gateway saved the card under a new token (Square: a card on file
+            # replaces the single-use browser token): charge that one from now on.
+            take_card_details(row, outcome)
+            await claim_token(  # the new token is the account's, as the first was
+                s, gateway=row.gateway, token=row.token, account_id=account_id, now=now
+            )
+        if row.customer_id != customer_id:
+            row.customer_id = customer_id
+            await emit(s, account_id, "payment_method.attached", payment_method_view(row), now)
+        return payment_method_view(row)
+
+    async def _undo_attach(
+        self, gateway: Gateway, token: str, pm_id: str, customer_id: str
+    ) -> None:
+        """Detach at the gateway a card our attach put back after the customer detached it
+        (``attach``). Already detached there (the detach's own call came after ours) is
+        the goal, not an error."""
+        log.warning(
+            "%s was detached from %s while the gateway attached it: detaching it there again",
+            pm_id,
+            customer_id,
+        )
+        try:
+            await call_with_retries(
+                self.ctx.settings,
+                lambda: gateway.detach_payment_method(
+                    token, idempotency_key=f"{pm_id}:attach:{customer_id}:undo"
+                ),
+            )
+        except GatewayInvalidRequest as exc:
+            log.info("%s is not attached at the gateway any more: %s", pm_id, exc.code)
 
     async def gateway_customer(
         self, account_id: str, customer: Customer, gateway: Gateway, connection_id: str | None

@@ -48,10 +48,16 @@ from paymux.services.context import (
     request_livemode,
     row_of,
 )
-from paymux.services.customers import find_payment_method, resolve_payment_method
+from paymux.services.customers import (
+    TokenData,
+    contact,
+    find_payment_method,
+    payment_method_from_token,
+    resolve_payment_method,
+)
 from paymux.services.gateway_calls import call_with_retries
 from paymux.services.idempotency import current_claim, record_recovery_point
-from paymux.services.routing import choose_gateway
+from paymux.services.routing import choose_gateway, connector_types, require_capability
 from paymux.storage.models import Customer, GatewayAttempt, PaymentIntent, PaymentMethod
 
 __all__ = [
@@ -149,6 +155,10 @@ class CreateParams:
     # intent with it exists, the create resumes it instead of making another.
     id: str | None = None
     invoice_id: str | None = None  # the invoice this payment pays (Stripe's ``invoice``)
+    # Stripe's: a payment method made from a token and used (``payment_method_from_token``),
+    # and the shipping details (stored as given).
+    payment_method_data: dict[str, Any] | None = None
+    shipping: dict[str, Any] | None = None
 
 
 @dataclass
@@ -165,6 +175,9 @@ class UpdateParams:
     metadata: dict[str, str] | None = None
     setup_future_usage: str | None = None
     capture_method: str | None = None
+    # Changes in any state, like metadata (a tracking number comes after the payment);
+    # "" removes it.
+    shipping: dict[str, Any] | str | None = None
 
     def only_annotations(self) -> bool:
         """Whether it changes only what Stripe lets change in any state: metadata, the
@@ -197,7 +210,7 @@ class PaymentsService:
         built once, on a pooled connection (no ORM session, identity map or unit of work),
         its row viewed as it is. A single SELECT: its own snapshot, nothing to commit."""
         statement = _OWNED_INTENT[current_livemode.get()]
-        async with self.ctx.db.reader.connect() as conn:
+        async with self.ctx.db.single_reader.connect() as conn:
             params = {"pi_id": pi_id, "account_id": account_id}
             row = (await conn.execute(statement, params)).first()
         if row is None:
@@ -235,7 +248,10 @@ class PaymentsService:
     async def create(self, account_id: str, p: CreateParams) -> dict[str, Any]:
         money = charge_amount(p.amount, p.currency)
         routed = await choose_gateway(
-            self.ctx, account_id, p.gateway, money, livemode=request_livemode()
+            self.ctx, account_id, p.gateway, money, livemode=request_livemode(),
+            # A connection that takes the types and can capture later, if asked (routing.py).
+            payment_method_types=p.payment_method_types,
+            needs=frozenset({"manual_capture"}) if p.capture_method == "manual" else frozenset(),
         )
         gateway = routed.gateway
         if p.off_session and not p.confirm:
@@ -259,7 +275,11 @@ class PaymentsService:
             if made is not None:
                 return await self._resume_create(account_id, made.id, p)
         pm_id: str | None = None
-        if p.payment_method:
+        if p.payment_method_data is not None:
+            pm_id = (
+                await _from_data(self.ctx, account_id, gateway.name, routed.connection_id, p)
+            ).id
+        elif p.payment_method:
             pm = await resolve_payment_method(
                 self.ctx,
                 account_id,
@@ -322,6 +342,7 @@ class PaymentsService:
                 metadata_=p.metadata,
                 confirm_count=0,
                 invoice_id=p.invoice_id,
+                shipping=contact(p.shipping),
                 created_us=now,
                 updated_us=now,
             )
@@ -415,6 +436,7 @@ class PaymentsService:
                 p.amount if p.amount is not None else pi.amount, p.currency or pi.currency
             )
             capture = (p.capture_method or pi.capture_method) != "manual"
+            types = p.payment_method_types or pi.payment_method_types
             provider_change = (
                 money.amount != pi.amount
                 or money.currency != pi.currency
@@ -425,7 +447,10 @@ class PaymentsService:
         if money.currency != pi.currency:
             # A new currency is routed again, and must be one the gateway takes.
             routed = await choose_gateway(
-                self.ctx, account_id, None, money, livemode=request_livemode()
+                self.ctx, account_id, None, money, livemode=request_livemode(),
+                # as at create: a connection that takes its types and can capture later
+                payment_method_types=types,
+                needs=frozenset() if capture else frozenset({"manual_capture"}),
             )
             if routed.connection_id != connection_id and reference is not None:
                 raise PaymuxError.of(
@@ -539,7 +564,10 @@ class PaymentsService:
         return_url: str | None = None,
         setup_future_usage: str | None = None,
         verification_token: str | None = None,
+        payment_method_data: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
+        if payment_method_data is not None and payment_method is not None:
+            raise _both_payment_methods()
         claim = current_claim.get()
         if (
             claim is not None
@@ -548,11 +576,21 @@ class PaymentsService:
         ):
             return await self.outcome(account_id, pi_id)  # this key's confirm already ran
         async with self.ctx.db.read() as s:
-            pi = await get_owned(s, PaymentIntent, pi_id, account_id)
+            pi = await _owned_intent(s, account_id, pi_id)
             check_operation("confirm", pi.status)
             customer_id = pi.customer_id
             pm_ref = payment_method or pi.payment_method_id
             known = await find_payment_method(s, account_id, pi.gateway, pm_ref) if pm_ref else None
+        if payment_method_data is not None:  # a payment method made from a token, used now
+            made = await payment_method_from_token(
+                self.ctx,
+                account_id,
+                pi.gateway,
+                TokenData.of(payment_method_data, "payment_method_data"),
+                connection_id=pi.connection_id,
+                param="payment_method_data[card][token]",
+            )
+            pm_ref, known = made.id, made
         gateway = await self.ctx.gateway_of(pi)
         if not pm_ref:
             raise PaymuxError.of(
@@ -653,7 +691,8 @@ class PaymentsService:
                 confirm_count=read_count,
                 idempotency_key=f"{pi_id}:authorize:{read_count + 1}",
                 request=call,
-                changes=changes,
+                # The count it is moved from is the one read (the UPDATE's condition).
+                changes={**changes, "confirm_count": read_count + 1},
             )
             if started is None:  # it moved: read it again under the write lock
                 pi = await get_owned(s, PaymentIntent, pi_id, account_id)
@@ -696,6 +735,8 @@ class PaymentsService:
                     f"({pi.amount_capturable}).",
                     param="amount_to_capture",
                 )
+            if amount < pi.amount_capturable:  # a 400 here, not the gateway's 500
+                require_capability(pi.gateway, "partial_capture", param="amount_to_capture")
             key = await self._step_key(s, pi.id, Operation.CAPTURE)
             pi, attempt = await self.engine.start_on_intent(
                 s,
@@ -905,6 +946,17 @@ _OWNED_INTENT = {
 }
 
 
+async def _owned_intent(s: AsyncSession, account_id: str, pi_id: str) -> PaymentIntent:
+    """An account's intent as ``retrieve`` reads it (a Core SELECT built once, the request
+    key's mode applied), in the caller's transaction; 404 as ``get_owned`` answers it. A row
+    to read, never to change."""
+    statement = _OWNED_INTENT[current_livemode.get()]
+    row = (await s.execute(statement, {"pi_id": pi_id, "account_id": account_id})).first()
+    if row is None:
+        raise PaymuxError.of("resource_missing", f"No such payment_intent: '{pi_id}'", param="id")
+    return cast(PaymentIntent, row)
+
+
 _PI_COLUMNS = columns_of(PaymentIntent)
 _PI_INSERT = insert(cast(Table, PaymentIntent.__table__))
 _PM_COLUMNS = columns_of(PaymentMethod)
@@ -942,7 +994,35 @@ async def _record_payment_method(
     return existing
 
 
+def _both_payment_methods() -> PaymuxError:
+    return PaymuxError.of(
+        "parameters_exclusive",
+        "Send payment_method or payment_method_data, not both.",
+        param="payment_method_data",
+    )
+
+
+async def _from_data(
+    ctx: Context, account_id: str, gateway: str, connection_id: str | None, p: CreateParams
+) -> PaymentMethod:
+    """``payment_method_data`` of a create: a new payment method of the account, made through
+    the connection the payment was routed to."""
+    assert p.payment_method_data is not None
+    if p.payment_method:
+        raise _both_payment_methods()
+    return await payment_method_from_token(
+        ctx,
+        account_id,
+        gateway,
+        TokenData.of(p.payment_method_data, "payment_method_data"),
+        connection_id=connection_id,
+        param="payment_method_data[card][token]",
+    )
+
+
 def _take_annotations(pi: PaymentIntent, p: UpdateParams) -> None:
+    if p.shipping is not None:
+        pi.shipping = contact(p.shipping) if isinstance(p.shipping, dict) else None
     if p.description is not None:
         pi.description = p.description or None  # "" clears, as on Stripe
     if p.receipt_email is not None:
@@ -951,14 +1031,12 @@ def _take_annotations(pi: PaymentIntent, p: UpdateParams) -> None:
         pi.metadata_ = merge_metadata(pi.metadata_, p.metadata)
 
 
-# What each gateway's payments can be paid with (Stripe's payment_method_types).
-_GATEWAY_TYPES = {"paypal": ("card", "paypal")}
-
-
 def _payment_method_types(gateway: str, wanted: list[str] | None) -> list[str] | None:
+    """What the payment may be paid with (Stripe's payment_method_types): only types its
+    gateway's connector declares (``Connector.payment_method_types``)."""
     if wanted is None:
         return None
-    allowed = _GATEWAY_TYPES.get(gateway, ("card",))
+    allowed = sorted(connector_types(gateway))
     for kind in wanted:
         if kind not in allowed:
             raise PaymuxError.of(

@@ -1,15 +1,29 @@
-"""Requests per API key, per window: 429 ``rate_limited`` with ``Retry-After`` past the limit.
+"""Requests per API key, and failed authentications per client address, per window: 429
+``rate_limited`` with ``Retry-After`` past the limit.
 
-A fixed window (``PAYMUX_RATE_LIMIT_WINDOW_SECONDS``, 1 s by default) counts the requests of
-each key (by its hash; the key itself is never stored). On PostgreSQL the count is one
-``INSERT ... ON CONFLICT DO UPDATE ... RETURNING`` in a table every API process shares, so
-the limit holds for the deployment, not per process. On SQLite (one process) it is counted
-in memory. ``PAYMUX_RATE_LIMIT_REQUESTS=0`` turns it off. Old windows are deleted by the
-worker's sweep.
+A fixed window counts the requests of each key (by its hash; the key itself is never
+stored): ``PAYMUX_RATE_LIMIT_REQUESTS`` every ``PAYMUX_RATE_LIMIT_WINDOW_SECONDS`` (100 a
+second by default). A request with no key or a key that does not authenticate has no key to
+count, so it is counted by the address it came from (the peer, or ``X-Forwarded-For`` when
+the peer is one of ``PAYMUX_TRUSTED_PROXIES``, as uvicorn resolves it):
+``PAYMUX_RATE_LIMIT_UNAUTHENTICATED_REQUESTS`` every
+``PAYMUX_RATE_LIMIT_UNAUTHENTICATED_WINDOW_SECONDS`` (100 a minute). Only the failures count,
+so a valid key sent from a busy address (a NAT, an office) is never refused for another
+client's bad keys; it has its own limit. Either limit at 0 is off.
+
+On PostgreSQL the count is one ``INSERT ... ON CONFLICT DO UPDATE ... RETURNING`` in a table
+every API process shares, so a limit holds for the deployment, not per process. On SQLite
+(one process) it is counted in memory. A row is named by a SHA-256 (of the key, or of the
+address with a prefix, so the two never meet) and the window's start in microseconds, so
+windows of different lengths share the table and the sweep. Once a counter is past its
+limit, the process remembers it until the window ends and refuses further requests of that
+key or address without writing to the database: a flood costs one write per process and
+window, not one per request. Old windows are deleted by the worker's sweep.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 from sqlalchemy import delete
@@ -19,42 +33,78 @@ from paymux.domain.errors import PaymuxError
 from paymux.services.context import Context
 from paymux.storage.models import RateLimitWindow
 
-__all__ = ["RateLimiter"]
+__all__ = ["RateLimiter", "address_hash"]
+
+# Entries kept in memory before the ended windows are dropped (SQLite counts, blocks).
+_MEMORY_PRUNE_AT = 10_000
+
+
+def address_hash(address: str) -> str:
+    """The counter name of a client address: never the address itself, and never equal to
+    a key's hash (a key's is the SHA-256 of the key alone)."""
+    return hashlib.sha256(b"paymux-client-address:" + address.encode()).hexdigest()
 
 
 class RateLimiter:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self._memory: dict[str, tuple[int, int]] = {}  # key hash -> (window, count)
+        # counter name -> (window start us, count): SQLite's counts
+        self._memory: dict[str, tuple[int, int]] = {}
+        # counter name -> end of the window it is refused for (us)
+        self._blocked: dict[str, int] = {}
 
     async def check(self, key_hash: str) -> None:
         """Count one request of the key; raise 429 ``rate_limited`` past the limit."""
         settings = self.ctx.settings
-        limit = settings.rate_limit_requests
+        await self._check(
+            key_hash,
+            settings.rate_limit_requests,
+            settings.rate_limit_window_seconds,
+            "with this API key",
+        )
+
+    async def check_unauthenticated(self, address: str | None) -> None:
+        """Count one request from ``address`` that had no valid key; raise 429
+        ``rate_limited`` past the limit (the caller answers 401 otherwise)."""
+        settings = self.ctx.settings
+        await self._check(
+            address_hash(address or "unknown"),
+            settings.rate_limit_unauthenticated_requests,
+            settings.rate_limit_unauthenticated_window_seconds,
+            "without a valid API key from this address",
+        )
+
+    async def _check(self, name: str, limit: int, seconds: float, what: str) -> None:
         if limit <= 0:
             return
-        window_us = max(1, int(settings.rate_limit_window_seconds * 1_000_000))
+        window_us = max(1, int(seconds * 1_000_000))
         now = self.ctx.now_us()
-        window = now // window_us
-        count = await self._count(key_hash, window)
-        if count > limit:
-            wait = ((window + 1) * window_us - now) / 1_000_000
-            raise PaymuxError.of(
-                "rate_limited",
-                f"Too many requests with this API key: at most {limit} every "
-                f"{settings.rate_limit_window_seconds:g} s. Retry after {math.ceil(wait)} s.",
-                retry_after=max(1, math.ceil(wait)),
-            )
+        start = now - now % window_us
+        end = start + window_us
+        if self._blocked.get(name, 0) <= now:
+            count = await self._count(name, start, now)
+            if count <= limit:
+                return
+            self._prune(now)
+            self._blocked[name] = end
+        wait = max(1, math.ceil((end - now) / 1_000_000))
+        raise PaymuxError.of(
+            "rate_limited",
+            f"Too many requests {what}: at most {limit} every {seconds:g} s. "
+            f"Retry after {wait} s.",
+            retry_after=wait,
+        )
 
-    async def _count(self, key_hash: str, window: int) -> int:
+    async def _count(self, name: str, start: int, now: int) -> int:
         if self.ctx.db.is_sqlite:
-            seen, count = self._memory.get(key_hash, (window, 0))
-            count = count + 1 if seen == window else 1
-            self._memory[key_hash] = (window, count)
+            seen, count = self._memory.get(name, (start, 0))
+            count = count + 1 if seen == start else 1
+            self._prune(now)
+            self._memory[name] = (start, count)
             return count
         counted = (
             pg_insert(RateLimitWindow)
-            .values(key_hash=key_hash, window_no=window, count=1)
+            .values(key_hash=name, window_no=start, count=1)
             .on_conflict_do_update(
                 index_elements=["key_hash", "window_no"],
                 set_={"count": RateLimitWindow.count + 1},
@@ -64,11 +114,28 @@ class RateLimiter:
         async with self.ctx.db.write() as s:
             return int((await s.execute(counted)).scalar_one())
 
+    def _prune(self, now: int) -> None:
+        """Forget the windows that have ended once many are kept: many addresses, each seen
+        once, must not grow a process without bound."""
+        if len(self._memory) >= _MEMORY_PRUNE_AT:
+            longest = self._longest_window_us()
+            self._memory = {n: v for n, v in self._memory.items() if v[0] + longest > now}
+        if len(self._blocked) >= _MEMORY_PRUNE_AT:
+            self._blocked = {n: end for n, end in self._blocked.items() if end > now}
+
+    def _longest_window_us(self) -> int:
+        settings = self.ctx.settings
+        return max(
+            1,
+            int(settings.rate_limit_window_seconds * 1_000_000),
+            int(settings.rate_limit_unauthenticated_window_seconds * 1_000_000),
+        )
+
     async def purge(self) -> None:
-        """Forget windows that have ended (the worker's sweep)."""
+        """Forget windows that have ended (the worker's sweep): every row whose window began
+        more than two of the longest windows ago (rows are named by their start, in us)."""
         if self.ctx.db.is_sqlite:
             return
-        window_us = max(1, int(self.ctx.settings.rate_limit_window_seconds * 1_000_000))
-        current = self.ctx.now_us() // window_us
+        before = self.ctx.now_us() - 2 * self._longest_window_us()
         async with self.ctx.db.write() as s:
-            await s.execute(delete(RateLimitWindow).where(RateLimitWindow.window_no < current - 1))
+            await s.execute(delete(RateLimitWindow).where(RateLimitWindow.window_no < before))

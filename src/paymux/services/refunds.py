@@ -7,6 +7,7 @@ what was received. The outcome moves the reservation into ``amount_refunded`` or
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from sqlalchemy import select, update
@@ -33,9 +34,19 @@ from paymux.services.payments import check_currency
 from paymux.services.views import refund_view
 from paymux.storage.models import GatewayAttempt, PaymentIntent, Refund
 
-__all__ = ["REFUND_REASONS", "RefundsService"]
+__all__ = ["REFUND_REASONS", "RefundsService", "derived_refund_id"]
 
 REFUND_REASONS = frozenset({"duplicate", "fraudulent", "requested_by_customer"})
+
+
+def derived_refund_id(payment_intent_id: str, purpose: str) -> str:
+    """The id of the one refund paymux itself makes of ``payment_intent_id`` for ``purpose``
+    (a job's refund, such as giving back what an invoice did not need): the same for every
+    run of that job, so a second run (a lease that ran out mid-run, a crash) finds the
+    first's refund, and its gateway idempotency key (``<refund id>:refund``), instead of
+    making another."""
+    digest = hashlib.sha256(f"{payment_intent_id}:{purpose}".encode()).hexdigest()
+    return f"re_{digest[:24]}"
 
 
 class RefundsService:
@@ -53,9 +64,15 @@ class RefundsService:
         *,
         currency: str | None = None,
         late_payment: bool = False,
+        refund_id: str | None = None,
     ) -> dict[str, Any]:
         """Refund ``amount`` (all that is left by default). ``late_payment``: give back money
-        that landed on a canceled intent (the reconciler's and the late-payment job's path)."""
+        that landed on a canceled intent (the reconciler's and the late-payment job's path).
+
+        ``refund_id``: the refund's id, derived by a job from its object and step
+        (``derived_refund_id``). If a refund with it exists, nothing new is made: that one is
+        resumed (its call settled by asking the gateway) and returned. It is looked for under
+        the intent's row lock, so two runs at once make one refund."""
         if reason is not None and reason not in REFUND_REASONS:
             raise PaymuxError.of(
                 "parameter_invalid",
@@ -74,66 +91,56 @@ class RefundsService:
         now = self.ctx.now_us()
         async with self.ctx.db.write() as s:
             pi = await get_owned(
-                s, PaymentIntent, payment_intent, account_id, param="payment_intent"
+                s,
+                PaymentIntent,
+                payment_intent,
+                account_id,
+                param="payment_intent",
+                lock=refund_id is not None,
             )
-            if not (late_payment and pi.status == PaymentIntentStatus.CANCELED):
-                check_operation("refund", pi.status)
-            check_currency(currency, pi.currency)
-            remaining = refundable(state_of(pi))
-            if remaining <= 0:
-                raise PaymuxError.of(
-                    "charge_already_refunded",
-                    f"PaymentIntent {pi.id} has already been refunded in full.",
-                    param="payment_intent",
-                )
-            value = remaining if amount is None else amount
-            reserved = await s.execute(
-                update(PaymentIntent)
-                .where(
-                    PaymentIntent.id == pi.id,
-                    PaymentIntent.amount_received
-                    - PaymentIntent.amount_refunded
-                    - PaymentIntent.amount_refund_pending
-                    >= value,
-                )
-                .values(
-                    amount_refund_pending=PaymentIntent.amount_refund_pending + value,
+            made = await s.get(Refund, refund_id) if refund_id is not None else None
+            if made is not None:
+                if made.account_id != account_id or made.payment_intent_id != pi.id:
+                    raise PaymuxError.of(
+                        "parameter_invalid", f"Refund {refund_id} is another payment's.", param="id"
+                    )
+                found: str | None = made.id
+            else:
+                found = None
+                if not (late_payment and pi.status == PaymentIntentStatus.CANCELED):
+                    check_operation("refund", pi.status)
+                check_currency(currency, pi.currency)
+                value = await self._reserve(s, pi, amount, now)
+                refund = Refund(
+                    id=refund_id or new_id("re"),
+                    account_id=account_id,
+                    payment_intent_id=pi.id,
+                    amount=value,
+                    currency=pi.currency,
+                    reason=reason,
+                    status=RefundStatus.PENDING,
+                    failure_reason=None,
+                    livemode=pi.livemode,
+                    gateway_reference=None,
+                    metadata_=metadata or {},
+                    created_us=now,
                     updated_us=now,
                 )
-            )
-            if getattr(reserved, "rowcount", 1) != 1 or value > remaining:
-                raise PaymuxError.of(
-                    "refund_amount_too_large",
-                    f"Refund amount ({value}) is greater than the amount that can still be "
-                    f"refunded ({remaining}).",
-                    param="amount",
-                )
-            refund = Refund(
-                id=new_id("re"),
-                account_id=account_id,
-                payment_intent_id=pi.id,
-                amount=value,
-                currency=pi.currency,
-                reason=reason,
-                status=RefundStatus.PENDING,
-                failure_reason=None,
-                livemode=pi.livemode,
-                gateway_reference=None,
-                metadata_=metadata or {},
-                created_us=now,
-                updated_us=now,
-            )
-            s.add(refund)
-            await emit(s, account_id, "refund.created", refund_view(refund), now)
-            attempt = self.engine.start_refund(s, refund, pi, {"amount": value})
-            await record_recovery_point(s, "refund_started", refund.id)
-            reference, currency = pi.gateway_reference, pi.currency
+                s.add(refund)
+                await emit(s, account_id, "refund.created", refund_view(refund), now)
+                attempt = self.engine.start_refund(s, refund, pi, {"amount": value})
+                await record_recovery_point(s, "refund_started", refund.id)
+                reference, in_currency = pi.gateway_reference, pi.currency
+        if found is not None:
+            return await self.outcome(account_id, found)  # an earlier run made it: resumed
         assert reference is not None
         gateway = await self.ctx.gateway_of(pi)
         key = attempt.idempotency_key
         outcome = await self.engine.execute(
             attempt,
-            lambda: gateway.refund(reference, Money(value, currency), reason, idempotency_key=key),
+            lambda: gateway.refund(
+                reference, Money(value, in_currency), reason, idempotency_key=key
+            ),
         )
         if outcome is None:
             return refund_view(refund)  # the API layer audits this answer after it
@@ -143,6 +150,41 @@ class RefundsService:
             await audit_in(s, refund_view(settled), self.ctx.now_us())
 
         return refund_view(await self.engine.settle_refund(attempt.id, outcome, then=answered))
+
+    @staticmethod
+    async def _reserve(s: AsyncSession, pi: PaymentIntent, amount: int | None, now: int) -> int:
+        """Reserve the refund's amount (all that is left by default) on the intent, by one
+        conditional UPDATE; returns it. Refused when more than is left is asked for."""
+        remaining = refundable(state_of(pi))
+        if remaining <= 0:
+            raise PaymuxError.of(
+                "charge_already_refunded",
+                f"PaymentIntent {pi.id} has already been refunded in full.",
+                param="payment_intent",
+            )
+        value = remaining if amount is None else amount
+        reserved = await s.execute(
+            update(PaymentIntent)
+            .where(
+                PaymentIntent.id == pi.id,
+                PaymentIntent.amount_received
+                - PaymentIntent.amount_refunded
+                - PaymentIntent.amount_refund_pending
+                >= value,
+            )
+            .values(
+                amount_refund_pending=PaymentIntent.amount_refund_pending + value,
+                updated_us=now,
+            )
+        )
+        if getattr(reserved, "rowcount", 1) != 1 or value > remaining:
+            raise PaymuxError.of(
+                "refund_amount_too_large",
+                f"Refund amount ({value}) is greater than the amount that can still be "
+                f"refunded ({remaining}).",
+                param="amount",
+            )
+        return value
 
     async def outcome(self, account_id: str, refund_id: str) -> dict[str, Any]:
         """A refund's real state, once a call of ours still in flight has been settled."""

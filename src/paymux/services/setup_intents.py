@@ -59,6 +59,8 @@ from paymux.services.customers import (
 )
 from paymux.services.gateway_calls import call_with_retries
 from paymux.services.idempotency import current_claim, record_recovery_point
+from paymux.services.routing import require_capability
+from paymux.services.token_owners import claim_token
 from paymux.services.views import payment_method_view
 from paymux.storage.models import Customer, PaymentMethod, SetupIntent
 
@@ -194,6 +196,7 @@ class SetupIntentsService:
                 return await self.retrieve(account_id, made.id)
         routed = await self.ctx.named(account_id, p.gateway)
         gateway = routed.gateway
+        require_capability(gateway.name, "vault", param="gateway")  # saving needs a vault
         if p.customer:
             async with self.ctx.db.read() as s:
                 await get_owned(s, Customer, p.customer, account_id, param="customer")
@@ -501,12 +504,17 @@ class SetupIntentsService:
             s.add(pm)
             await s.flush()
             si.payment_method_id = pm.id
+            # The gateway's new token is the account's, claimed with its payment method.
+            await claim_token(s, gateway=pm.gateway, token=pm.token, account_id=pm.account_id,
+                              now=now)
         else:
             pm = await get_owned(s, PaymentMethod, si.payment_method_id, si.account_id, lock=True)
         if result.card is not None and result.card.token != pm.token:
             # The gateway saved the card under an id of its own (a vault token, a card on
-            # file): that is what off-session payments charge from now on.
+            # file): that is what off-session payments charge from now on, and the account's.
             take_card_details(pm, result.card)
+            await claim_token(s, gateway=pm.gateway, token=pm.token, account_id=pm.account_id,
+                              now=now)
         if pm.customer_id != si.customer_id:
             pm.customer_id = si.customer_id
             await emit(s, si.account_id, "payment_method.attached", payment_method_view(pm), now)

@@ -8,6 +8,8 @@ from paymux.domain.clock import seconds
 from paymux.storage.models import Customer, Dispute, Event, PaymentIntent, PaymentMethod, Refund
 
 __all__ = [
+    "address_view",
+    "billing_details_view",
     "charge_id",
     "customer_view",
     "dispute_view",
@@ -16,8 +18,43 @@ __all__ = [
     "payment_intent_view",
     "payment_method_view",
     "refund_view",
+    "shipping_view",
 ]
 
+_ADDRESS_FIELDS = ("city", "country", "line1", "line2", "postal_code", "state")
+
+
+def address_view(address: dict[str, Any] | None) -> dict[str, Any]:
+    """Stripe's address: every field present, null when not given."""
+    given = address or {}
+    return {name: given.get(name) for name in _ADDRESS_FIELDS}
+
+
+def shipping_view(shipping: dict[str, Any] | None, *, carrier: bool) -> dict[str, Any] | None:
+    """Stripe's shipping (a PaymentIntent's has ``carrier`` and ``tracking_number`` too), or
+    None when there is none."""
+    if not shipping:
+        return None
+    view: dict[str, Any] = {
+        "address": address_view(shipping.get("address")),
+        "name": shipping.get("name"),
+        "phone": shipping.get("phone"),
+    }
+    if carrier:
+        view["carrier"] = shipping.get("carrier")
+        view["tracking_number"] = shipping.get("tracking_number")
+    return view
+
+
+def billing_details_view(details: dict[str, Any] | None) -> dict[str, Any]:
+    """Stripe's ``billing_details``: always there, its fields null when not given."""
+    given = details or {}
+    return {
+        "address": address_view(given.get("address")),
+        "email": given.get("email"),
+        "name": given.get("name"),
+        "phone": given.get("phone"),
+    }
 
 
 def charge_id(pi_id: str) -> str:
@@ -55,6 +92,7 @@ def payment_intent_view(pi: PaymentIntent, extra: dict[str, Any] | None = None) 
         "receipt_email": pi.receipt_email,
         "statement_descriptor_suffix": pi.statement_descriptor_suffix,
         "invoice": pi.invoice_id,
+        "shipping": shipping_view(pi.shipping, carrier=True),
         "gateway": pi.gateway,
         "connection": pi.connection_id,
         "gateway_reference": pi.gateway_reference,
@@ -95,6 +133,7 @@ def payment_method_view(pm: PaymentMethod) -> dict[str, Any]:
             "country": pm.card_country,
             "funding": pm.card_funding,
         },
+        "billing_details": billing_details_view(pm.billing_details),
         "metadata": pm.metadata_ or {},
         "created": seconds(pm.created_us),
         "livemode": bool(pm.livemode),
@@ -108,6 +147,9 @@ def customer_view(c: Customer) -> dict[str, Any]:
         "email": c.email,
         "name": c.name,
         "description": c.description,
+        "phone": c.phone,
+        "address": address_view(c.address) if c.address else None,
+        "shipping": shipping_view(c.shipping, carrier=False),
         "default_payment_method": c.default_payment_method,
         "invoice_settings": {
             "custom_fields": None,

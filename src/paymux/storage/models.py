@@ -154,6 +154,11 @@ class Customer(Base):
     balance: Mapped[int] = mapped_column(default=0)
     currency: Mapped[str | None] = mapped_column(String(3), default=None)
     test_clock_id: Mapped[str | None] = mapped_column(String(40), default=None, index=True)
+    # Stripe's contact fields (migration 0013): ``address`` {line1, line2, city, state,
+    # postal_code, country} and ``shipping`` {name, phone, address}, as JSON; None when unset.
+    phone: Mapped[str | None] = mapped_column(String(64), default=None)
+    address: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    shipping: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     created_us: Mapped[int]
     updated_us: Mapped[int]
     __table_args__ = (Index("ix_customers_account_created", "account_id", "created_us"),)
@@ -177,6 +182,9 @@ class PaymentMethod(Base):
     card_funding: Mapped[str | None] = mapped_column(String(16))
     livemode: Mapped[bool] = mapped_column(Boolean, default=False)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    # Stripe's ``billing_details`` {name, email, phone, address} as given when the payment
+    # method was made (migration 0013); None: none given. Never card data.
+    billing_details: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     created_us: Mapped[int]
     __table_args__ = (
         UniqueConstraint("account_id", "gateway", "token"),
@@ -272,6 +280,9 @@ class PaymentIntent(Base):
     livemode: Mapped[bool] = mapped_column(Boolean, default=False)
     # The invoice this payment pays (Stripe's ``invoice``), set by billing; None otherwise.
     invoice_id: Mapped[str | None] = mapped_column(String(40), default=None, index=True)
+    # Stripe's ``shipping`` {name, phone, address, carrier, tracking_number} (migration
+    # 0013); None when there is none.
+    shipping: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     created_us: Mapped[int]
     updated_us: Mapped[int]
     __table_args__ = (
@@ -361,6 +372,11 @@ class Event(Base):
     # The outbox mark: NULL until the outbound dispatcher has made this event's webhook
     # deliveries (paymux/outbound/dispatch.py); emit never writes it.
     dispatched_us: Mapped[int | None] = mapped_column(default=None)
+    # Stripe's event.request (the API request that caused it; NULL when a worker did) and
+    # data.previous_attributes of *.updated events (migration 0014; services/events.py).
+    request_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), default=None)
+    previous_attributes: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     __table_args__ = (
         Index("ix_events_account_created", "account_id", "created_us"),
         Index(

@@ -38,7 +38,6 @@ from paymux.billing.hosted_payments import (
     refresh_on_return,
 )
 from paymux.billing.invoice_document import InvoiceDocument, invoice_document, pick_locale
-from paymux.billing.pdf import render_pdf
 from paymux.domain.errors import PaymuxError
 from paymux.services import Paymux
 from paymux.storage.models import Account, Customer, Invoice, TaxRate
@@ -166,6 +165,10 @@ async def invoice_pdf_file(token: str, request: Request) -> Response:
     locale = pick_locale(request.query_params.get("locale"), request.headers.get("accept-language"))
     doc = await _document(app, invoice, locale)
     name = f"Invoice-{doc.number}.pdf".replace('"', "")
+    # Imported here: ReportLab (and the PIL it pulls in) is about 6 MiB of every API
+    # process's memory, and only this page draws PDFs.
+    from paymux.billing.pdf import render_pdf
+
     return Response(
         render_pdf(doc),
         media_type="application/pdf",

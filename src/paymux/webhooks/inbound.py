@@ -44,7 +44,7 @@ from paymux.gateways.base import (
     RefundUpdate,
     WebhookVerificationError,
 )
-from paymux.jobs.queue import enqueue
+from paymux.jobs.queue import enqueue, revive_dead
 from paymux.services.attempts import result_json
 from paymux.services.connections import ConnectionsService
 from paymux.services.context import Context, emit
@@ -492,7 +492,10 @@ class InboundWebhooks:
     async def mark_dead(self, s: AsyncSession, inbox_id: str, error: str) -> None:
         await s.execute(
             update(WebhookInbox)
-            .where(WebhookInbox.id == inbox_id)
+            # An event already applied (or found stale, or ignored) keeps that outcome: a job
+            # buried after its lease ran out may have been finished by the worker that was
+            # still running it.
+            .where(WebhookInbox.id == inbox_id, WebhookInbox.status.in_(("received", "dead")))
             .values(status="dead", error=error[:2000])
         )
 
@@ -516,7 +519,12 @@ class InboundWebhooks:
             return [inbox_view(r) for r in rows.scalars()]
 
     async def replay(self, *, event_id: str | None = None, all_dead: bool = False) -> list[str]:
-        """Put events back in the queue: one (by inbox id or provider event id), or all dead."""
+        """Put events back in the queue: one (by inbox id or provider event id), or all dead.
+
+        An event whose apply_webhook job is dead gets that job back (queued, due now, its
+        attempts reset: ``revive_dead``), so the jobs list shows one job per event, which
+        ends done once applied, not a dead job left beside a new one; an event without a
+        dead job (applied, or ignored) gets a new job."""
         now = self.ctx.now_us()
         async with self.ctx.db.write() as s:
             query = select(WebhookInbox)
@@ -529,9 +537,14 @@ class InboundWebhooks:
             else:
                 return []
             rows = list((await s.execute(query)).scalars())
+            revived = await revive_dead(
+                s, "apply_webhook", "inbox_id", [row.id for row in rows], now_us=now
+            )
             for row in rows:
                 row.status = "received"
                 row.error = None
+                if row.id in revived:
+                    continue
                 await enqueue(
                     s,
                     "apply_webhook",

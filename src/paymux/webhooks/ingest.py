@@ -151,7 +151,7 @@ class InboxWriter:
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncConnection]:
         """A write transaction. On PostgreSQL the flusher keeps its connection while the queue
-        is busy (a pre-ping round trip per checkout saved; dropped after any error); on SQLite
+        is busy (a pool checkout per batch saved; dropped after any error); on SQLite
         the one writer connection is taken per batch, so other writers get their turns."""
         if self.db.is_sqlite:
             async with self.db.writer.begin() as conn:

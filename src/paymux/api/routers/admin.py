@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 
-from paymux.api.deps import api_key_from, get_app
+from paymux.api.deps import api_key_from, get_app, unauthenticated
 from paymux.api.schemas import NoParams
 from paymux.api.wire import check_query, wire_body
 from paymux.domain.errors import PaymuxError
@@ -27,11 +27,17 @@ router = APIRouter(prefix="/v1/admin", tags=["admin"])
 async def admin(request: Request, authorization: Annotated[str | None, Header()] = None) -> Paymux:
     app = get_app(request)
     expected = app.settings.admin_key
-    key = api_key_from(authorization)  # Bearer, or Basic with the key as the username
+    try:
+        key = api_key_from(authorization)  # Bearer, or Basic with the key as the username
+    except PaymuxError as exc:
+        raise await unauthenticated(request, exc) from None
     if expected is None or not hmac.compare_digest(
         key.encode(), expected.get_secret_value().encode()
     ):
-        raise PaymuxError.of("api_key_invalid", "Use `Authorization: Bearer <PAYMUX_ADMIN_KEY>`.")
+        # Counted per address like a bad account key: guessing is refused with 429.
+        raise await unauthenticated(request, PaymuxError.of(
+            "api_key_invalid", "Use `Authorization: Bearer <PAYMUX_ADMIN_KEY>`."
+        ))
     check_query(request)  # after the key: a request without one is a 401 first
     return app
 

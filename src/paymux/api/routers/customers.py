@@ -20,13 +20,14 @@ from paymux.api.deps import (
 from paymux.api.schemas import (
     AttachPaymentMethod,
     CreateCustomer,
+    CreatePaymentMethod,
     NoParams,
     UpdateCustomer,
     UpdateMetadata,
 )
 from paymux.api.wire import wire_body
 from paymux.domain.errors import PaymuxError
-from paymux.services.customers import CustomerParams
+from paymux.services.customers import CustomerParams, TokenData
 
 router = APIRouter(tags=["customers"])
 CUSTOMER, PAYMENT_METHOD = "customer", "payment_method"
@@ -118,6 +119,23 @@ async def list_payment_methods(
             "parameter_missing", "Missing required param: customer.", param="customer"
         )
     return await _payment_methods_of(c, customer, type, "/v1/payment_methods")
+
+
+@router.post("/v1/payment_methods")
+async def create_payment_method(
+    c: CallerDep, body: CreatePaymentMethod = wire_body(CreatePaymentMethod)
+) -> Response:
+    """A detached payment method from a gateway token (``card[token]=tok_visa``), as Stripe
+    makes one; attach it to a customer, or pay with it, later. Card data never reaches
+    paymux: there is no ``card[number]`` (nor expiry, nor CVC) to send."""
+    check_expand(PAYMENT_METHOD, body.expand, c)
+    data = TokenData.of(body.model_dump(include={"card", "billing_details", "metadata"}))
+
+    async def create() -> dict[str, Any]:
+        view = await c.app.customers.create_payment_method(c.account_id, data, body.gateway)
+        return await expanded(c, view, body.expand)
+
+    return await idempotent(c, body, create)
 
 
 @router.get("/v1/payment_methods/{pm_id}")

@@ -112,6 +112,9 @@ async def confirm_payment_intent(
             return_url=b.return_url,
             setup_future_usage=b.setup_future_usage,
             verification_token=b.verification_token,
+            payment_method_data=(
+                b.payment_method_data.model_dump() if b.payment_method_data else None
+            ),
         )
         if c.kind == "publishable":
             return publishable_view(view)

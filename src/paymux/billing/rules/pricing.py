@@ -63,7 +63,7 @@ def check_tiers(tiers: list[Tier]) -> str | None:
         if tier.up_to is None:
             if not last:
                 return f"Only the last tier may have up_to 'inf' (tier {index} has it)."
-            continue
+            return None  # the last tier, unbounded: every tier is checked
         if last:
             return "The last tier must have up_to 'inf'."
         if tier.up_to <= previous:

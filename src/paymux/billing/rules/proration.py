@@ -30,7 +30,8 @@ def round_half_even_div(numerator: int, denominator: int) -> int:
     """``numerator / denominator`` rounded to the nearest integer, ties to even. Exact."""
     if denominator == 0:
         raise ZeroDivisionError("round_half_even_div by zero")
-    if denominator < 0:
+    # denominator is not 0 here, so "< 0", "<= 0" and "< 1" are the same test.
+    if denominator < 0:  # pragma: no mutate
         numerator, denominator = -numerator, -denominator
     quotient, remainder = divmod(numerator, denominator)  # 0 <= remainder < denominator
     twice = 2 * remainder

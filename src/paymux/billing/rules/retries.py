@@ -79,21 +79,21 @@ _END_TRIGGER: dict[str, SubscriptionTrigger] = {
 
 
 def _days_us(days: int | float) -> int:
-    """Days as whole microseconds; a float is read as the decimal it prints as (0.1 -> 0.1)."""
-    exact = Fraction(Decimal(str(days))) if isinstance(days, float) else Fraction(days)
-    return round(exact * _US_PER_DAY)
+    """Days as whole microseconds (ties to even); a number is read as the decimal it prints
+    as, so a float means what it says (0.1 -> 0.1, not the binary fraction nearest it)."""
+    return round(Fraction(Decimal(str(days))) * _US_PER_DAY)
 
 
 def check_schedule(schedule: tuple[int | float, ...]) -> str | None:
     """A message when ``schedule`` is not a usable retry schedule, else None: offsets positive,
     finite, strictly increasing; an empty schedule (never retry) is valid."""
-    previous: Fraction = Fraction(0)
+    previous = 0  # microseconds
     for days in schedule:
         if isinstance(days, bool) or not isinstance(days, int | float):
             return "retry offsets must be numbers of days"
         if isinstance(days, float) and not Decimal(str(days)).is_finite():
             return "retry offsets must be finite"
-        current = Fraction(_days_us(days), _US_PER_DAY)
+        current = _days_us(days)
         if current <= previous:
             return "retry offsets must be positive and strictly increasing"
         previous = current

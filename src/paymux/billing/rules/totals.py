@@ -112,7 +112,8 @@ def split_proportionally(total: int, weights: list[int]) -> list[int]:
         if total == 0:
             return [0] * len(weights)
         raise ValueError("cannot split a non-zero total over weights that sum to zero")
-    if weight_sum < 0:
+    # weight_sum is not 0 here, so "< 0", "<= 0" and "< 1" are the same test.
+    if weight_sum < 0:  # pragma: no mutate
         weights = [-w for w in weights]
         weight_sum = -weight_sum
     floors: list[int] = []
@@ -190,14 +191,15 @@ def invoice_totals(
     discounts = [0] * len(lines)
     if total_discount:
         shares = split_proportionally(total_discount, [lines[i].amount for i in discountable])
-        for i, share in zip(discountable, shares, strict=True):
-            discounts[i] = share
+        for k, i in enumerate(discountable):
+            discounts[i] = shares[k]  # one share per discountable line
 
     line_totals: list[LineTotals] = []
     per_rate: dict[str, list[int]] = {}
     inclusive_of: dict[str, bool] = {}
     exclusive_tax = inclusive_tax = 0
-    for line, discount in zip(lines, discounts, strict=True):
+    for i, line in enumerate(lines):
+        discount = discounts[i]
         taxes = _line_taxes(line.amount - discount, line.tax_rate_ids, tax_rates)
         for rate_id, amount, inclusive in taxes:
             per_rate.setdefault(rate_id, []).append(amount)

@@ -27,6 +27,7 @@ CONNECTOR = Connector(
         {"partial_capture", "three_d_secure", "vault", "disputes", "refunds", "manual_capture"}
     ),
     error_codes=ROWS,
+    payment_method_types=frozenset({"card", "paypal"}),  # cards and PayPal wallets
     # REST API hosts, live and sandbox (api-m.*; the older api.* names still answer).
     api_hosts=frozenset(
         {"api-m.paypal.com", "api-m.sandbox.paypal.com", "api.paypal.com", "api.sandbox.paypal.com"}
