@@ -74,6 +74,14 @@ def test_events_carry_their_request_and_an_updates_previous_attributes(
                     # Unchanged fields are not listed. (The customer view's ``balance`` is
                     # null when created and 0 afterwards: that difference is listed too.)
                     assert not {"id", "name", "object", "created"} & set(previous)
+                    # /v1/events shows the same fields as the deliveries.
+                    listed = await h.http.get(f"/v1/events/{updated['id']}")
+                    assert listed.status_code == 200
+                    assert listed.json()["request"] == updated["request"]
+                    assert listed.json()["data"]["previous_attributes"] == previous
+                    first = (await h.http.get(f"/v1/events/{created['id']}")).json()
+                    assert first["request"]["idempotency_key"] == "create-ann-1"
+                    assert "previous_attributes" not in first["data"]
 
                     ep = await h.post(
                         "/v1/webhook_endpoints",

@@ -5,6 +5,7 @@ asyncio StreamReader: the status and keep-alive rule, chunked and sized bodies, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -67,3 +68,90 @@ def test_bad_lengths_are_protocol_errors() -> None:
         body(b"x", {b"content-length": b"-1"}, 10)
     with pytest.raises(ProtocolError):
         body(b"zz\r\n", {b"transfer-encoding": b"chunked"}, 10)
+
+
+@pytest.mark.parametrize("length", [b"+5", b"1_0", b" ", b"5x", b"99999999999999999999"])
+def test_a_content_length_int_would_read_leniently_is_a_protocol_error(length: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        body(b"hello", {b"content-length": length}, 100)
+
+
+@pytest.mark.parametrize("size", [b"-1", b"+a", b"0x10", b"1_0", b""])
+def test_a_chunk_size_int_would_read_leniently_is_a_protocol_error(size: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        body(size + b"\r\n" + b"x" * 16 + b"\r\n0\r\n\r\n",
+             {b"transfer-encoding": b"chunked"}, 100)
+
+
+def test_a_chunk_longer_than_its_size_is_a_protocol_error() -> None:
+    with pytest.raises(ProtocolError):
+        body(b"2\r\nabc\r\n0\r\n\r\n", {b"transfer-encoding": b"chunked"}, 100)
+
+
+# -- the pool, against a real server on loopback ---------------------------------------------
+def _serve_and_post(answers: list[bytes], posts: int) -> tuple[list[int], int, int]:
+    """A loopback server that answers each request it reads with the next of ``answers``
+    (raw bytes, written at once); ``posts`` POSTs through one ConnectionPool. Returns the
+    statuses the pool read, the connections it opened, and the connections the server saw."""
+    from paymux.outbound.http1 import ConnectionPool
+
+    async def main() -> tuple[list[int], int, int]:
+        queue = list(answers)
+        accepted = 0
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal accepted
+            accepted += 1
+            try:
+                while queue:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    length = int(dict(parse_head_lines(head)).get("content-length", "0"))
+                    await reader.readexactly(length)
+                    writer.write(queue.pop(0))
+                    await writer.drain()
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+            finally:
+                writer.close()
+                with contextlib.suppress(ConnectionError):
+                    await writer.wait_closed()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        pool = ConnectionPool(connect_timeout=5, allow_private=True)
+        statuses = []
+        async with server:
+            for _ in range(posts):
+                async with asyncio.timeout(5):
+                    answer = await pool.post(
+                        "http", "127.0.0.1", port, "/hook", [], b"{}",
+                        livemode=False, max_body=1024)
+                statuses.append(answer.status)
+                await asyncio.sleep(0.05)  # whatever else the server sent has arrived
+            await pool.aclose()
+            await asyncio.sleep(0.05)  # the server's side of each connection closes too
+        return statuses, pool.opened, accepted
+
+    return asyncio.run(main())
+
+
+def parse_head_lines(head: bytes) -> list[tuple[str, str]]:
+    lines = head.decode("latin-1").split("\r\n")[1:]
+    return [
+        (name.strip().lower(), value.strip())
+        for name, _, value in (line.partition(":") for line in lines if line)
+    ]
+
+
+def test_the_pool_keeps_a_connection_alive_between_deliveries() -> None:
+    ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+    assert _serve_and_post([ok, ok, ok], 3) == ([200, 200, 200], 1, 1)
+
+
+def test_bytes_past_an_answer_are_never_read_as_the_next_deliverys_answer() -> None:
+    """The endpoint answers the first delivery 500 and sends a whole 200 after it: the next
+    delivery goes over a new connection and gets its own answer (500), not the stray 200."""
+    stray = (b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n"
+             b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+    failed = b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n"
+    assert _serve_and_post([stray, failed], 2) == ([500, 500], 2, 2)

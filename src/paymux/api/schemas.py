@@ -213,7 +213,9 @@ class CreatePaymentMethod(Expandable):
     billing_details: BillingDetails | None = None
     metadata: Metadata = Field(default_factory=dict)
     gateway: Id | None = Field(
-        default=None, description="paymux's: the gateway (or connection) whose token it is."
+        default=None,
+        description="paymux's: the name of the gateway whose token it is (default: the "
+        "deployment's).",
     )
 
 

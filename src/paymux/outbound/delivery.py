@@ -147,6 +147,7 @@ class DeliveryRunner:
         self.wake = asyncio.Event()  # a send finished (or stop): the loop has work
         self.poll = settings.webhook_poll_interval
         self._looked_at = float("-inf")  # when undispatched events were last looked for
+        self._swept_at = time.monotonic()  # when idle connections were last closed
         self._more_events = True
         self.client = ConnectionPool(
             connect_timeout=settings.webhook_connect_timeout,
@@ -216,6 +217,11 @@ class DeliveryRunner:
             self._looked_at = started_at
             dispatched = await dispatch_once(self.ctx)
             self._more_events = dispatched > 0
+        if started_at - self._swept_at >= 1.0:
+            # Idle connections are closed on a clock, busy or not: under a steady backlog the
+            # loop never waits, and hosts not sent to again would keep their sockets open.
+            self._swept_at = started_at
+            self.client.sweep()
         recorded = await self.flush()
         started = await self.claim_and_start()
         return bool(dispatched or recorded or started)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -89,6 +90,16 @@ def request_target(path: str, query: str) -> str:
     return target + ("?" + quote(query, safe=_SAFE_PATH) if query else "")
 
 
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
+_DIGITS = re.compile(rb"[0-9]{1,18}")
+
+
+def _drained(reader: asyncio.StreamReader) -> bool:
+    """Whether nothing the server sent is still waiting to be read. (StreamReader keeps what
+    it received and nobody read in ``_buffer``; it has no public way to ask.)"""
+    return not getattr(reader, "_buffer", b"")
+
+
 class ConnectionPool:
     """Kept-alive connections, per (scheme, host, port, livemode)."""
 
@@ -156,7 +167,11 @@ class ConnectionPool:
         now = time.monotonic()
         while idle:
             conn = idle.pop()
-            if now - conn.used_at < self.idle_seconds and not conn.reader.at_eof():
+            if (
+                now - conn.used_at < self.idle_seconds
+                and not conn.reader.at_eof()
+                and _drained(conn.reader)
+            ):
                 return conn
             conn.close()
         return None
@@ -196,7 +211,9 @@ class ConnectionPool:
                 head = await conn.reader.readuntil(b"\r\n\r\n")
                 status, keep, headers = parse_head(head[:-4])
             body, complete = await _read_body(conn.reader, status, headers, max_body)
-            reusable = keep and complete
+            # Bytes past the answer (a server that sent more than it announced) would be
+            # read as the next request's answer: such a connection is not kept.
+            reusable = keep and complete and _drained(conn.reader)
             return Response(status, body)
         except asyncio.LimitOverrunError:
             raise ProtocolError("a response line is too large") from None
@@ -254,10 +271,9 @@ async def _read_body(
         while True:
             line = await reader.readuntil(b"\r\n")
             size_text = line.split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise ProtocolError("bad chunk size") from None
+            if not _HEX.fullmatch(size_text):  # int() would take "-1", "+a", "0x10", "1_0"
+                raise ProtocolError("bad chunk size")
+            size = int(size_text, 16)
             if size == 0:
                 while (await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers
                     pass
@@ -266,16 +282,14 @@ async def _read_body(
                 received += await reader.readexactly(max_body - len(received))
                 return bytes(received), False
             received += await reader.readexactly(size)
-            await reader.readexactly(2)
+            if await reader.readexactly(2) != b"\r\n":
+                raise ProtocolError("a chunk is longer than its size")
     length_text = headers.get(b"content-length")
     if length_text is None:
         return await _read_to_eof(reader, max_body)
-    try:
-        length = int(length_text)
-    except ValueError:
-        raise ProtocolError("bad content-length") from None
-    if length < 0:
+    if not _DIGITS.fullmatch(length_text.strip()):  # int() would take "+5", "1_0", "-1"
         raise ProtocolError("bad content-length")
+    length = int(length_text)
     if length > max_body:
         return await reader.readexactly(max_body), False
     return await reader.readexactly(length), True

@@ -43,7 +43,7 @@ def forwarded_body(event: dict[str, Any]) -> bytes:
     payload = {
         "api_version": DEFAULT_API_VERSION,
         "pending_webhooks": 1,
-        "request": {"id": None, "idempotency_key": None},
+        "request": {"id": None, "idempotency_key": None},  # /v1/events has it; older did not
         **event,
     }
     return json.dumps(payload, separators=(",", ":")).encode()

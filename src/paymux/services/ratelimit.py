@@ -24,6 +24,7 @@ window, not one per request. Old windows are deleted by the worker's sweep.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import math
 
 from sqlalchemy import delete
@@ -33,16 +34,33 @@ from paymux.domain.errors import PaymuxError
 from paymux.services.context import Context
 from paymux.storage.models import RateLimitWindow
 
-__all__ = ["RateLimiter", "address_hash"]
+__all__ = ["RateLimiter", "address_hash", "client_block"]
 
 # Entries kept in memory before the ended windows are dropped (SQLite counts, blocks).
 _MEMORY_PRUNE_AT = 10_000
 
 
+def client_block(address: str) -> str:
+    """What one client is counted as: an IPv4 address itself, an IPv6 address by its /64
+    (one subscriber's network: a client that draws a new address from it for each request
+    is still one client). An IPv4 address written in IPv6 (``::ffff:a.b.c.d``) is that
+    IPv4 address. Anything else (a Unix socket's name) as given."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
 def address_hash(address: str) -> str:
-    """The counter name of a client address: never the address itself, and never equal to
-    a key's hash (a key's is the SHA-256 of the key alone)."""
-    return hashlib.sha256(b"paymux-client-address:" + address.encode()).hexdigest()
+    """The counter name of a client address (its ``client_block``): never the address
+    itself, and never equal to a key's hash (a key's is the SHA-256 of the key alone)."""
+    block = client_block(address)
+    return hashlib.sha256(b"paymux-client-address:" + block.encode()).hexdigest()
 
 
 class RateLimiter:

@@ -189,13 +189,20 @@ def refund_view(r: Refund) -> dict[str, Any]:
 
 
 def event_view(e: Event) -> dict[str, Any]:
+    """Stripe's event object, as ``/v1/events`` lists it and deliveries carry it
+    (``outbound.views.event_payload``): ``request`` names the API request that caused it
+    (nulls for a worker's change), ``data.previous_attributes`` an update's old values."""
+    data: dict[str, Any] = {"object": e.data}
+    if e.previous_attributes is not None:
+        data["previous_attributes"] = e.previous_attributes
     return {
         "id": e.id,
         "object": "event",
         "type": e.type,
-        "data": {"object": e.data},
+        "data": data,
         "created": seconds(e.created_us),
         "livemode": bool(e.livemode),
+        "request": {"id": e.request_id, "idempotency_key": e.idempotency_key},
     }
 
 

@@ -947,4 +947,8 @@ class WebhookAttempt(Base):
     response_body: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(String(255))
     created_us: Mapped[int]
-    __table_args__ = (Index("ix_webhook_attempts_endpoint", "endpoint_id", "created_us"),)
+    __table_args__ = (
+        Index("ix_webhook_attempts_endpoint", "endpoint_id", "created_us"),
+        # pruning (outbound/prune.py) reads the oldest attempts of every endpoint
+        Index("ix_webhook_attempts_created_us", "created_us"),
+    )

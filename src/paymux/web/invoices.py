@@ -21,6 +21,7 @@ The locale: ``?locale=`` (``de``, ``de-DE``), else the browser's Accept-Language
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -165,12 +166,8 @@ async def invoice_pdf_file(token: str, request: Request) -> Response:
     locale = pick_locale(request.query_params.get("locale"), request.headers.get("accept-language"))
     doc = await _document(app, invoice, locale)
     name = f"Invoice-{doc.number}.pdf".replace('"', "")
-    # Imported here: ReportLab (and the PIL it pulls in) is about 6 MiB of every API
-    # process's memory, and only this page draws PDFs.
-    from paymux.billing.pdf import render_pdf
-
     return Response(
-        render_pdf(doc),
+        await asyncio.to_thread(_draw_pdf, doc),
         media_type="application/pdf",
         headers={
             "content-disposition": f'inline; filename="{name}"',
@@ -179,6 +176,16 @@ async def invoice_pdf_file(token: str, request: Request) -> Response:
             "content-security-policy": "default-src 'none'; frame-ancestors 'none'",
         },
     )
+
+
+def _draw_pdf(doc: InvoiceDocument) -> bytes:
+    """The PDF, drawn in a thread: drawing (and, the first time, importing ReportLab, about
+    0.4 s) would otherwise hold every request of the process. Imported here, not at start:
+    ReportLab and the PIL it pulls in are about 6 MiB of every API process's memory, and
+    only this page draws PDFs."""
+    from paymux.billing.pdf import render_pdf
+
+    return render_pdf(doc)
 
 
 def _refusal(status: int, code: str, message: str) -> JSONResponse:
