@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import re
 import threading
 import time
@@ -21,7 +20,7 @@ import httpx
 import pytest
 
 from conftest import Api
-from support.cdp import Browser, Page, find_chromium
+from support.cdp import Browser, Page, csp_refusals, started_browser
 from support.processes import free_port
 
 pytestmark = pytest.mark.browser
@@ -29,27 +28,9 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    binary = find_chromium()
-    if binary is None:
-        if os.environ.get("CI", "").strip().lower() in ("true", "1"):
-            pytest.fail("chromium is required under CI but /usr/bin/chromium is missing")
-        pytest.skip("chromium not installed (Debian: apt-get install chromium)")
-    running = Browser(binary).start()
-    try:
-        yield running
-    finally:
-        running.close()
+    yield from started_browser()
 
 
-def csp_violations(page: Page) -> list[str]:
-    """The Content-Security-Policy refusals chromium logged in this tab so far."""
-    page.evaluate("1")  # collect the events sent meanwhile
-    texts = [
-        str(e.get("params", {}).get("entry", {}).get("text", ""))
-        for e in page.events
-        if e.get("method") == "Log.entryAdded"
-    ]
-    return [t for t in texts if "Content Security Policy" in t]
 
 
 @pytest.fixture
@@ -59,7 +40,7 @@ def page(browser: Browser) -> Iterator[Page]:
     try:
         yield tab
         # Every page here works under its CSP (no inline script or style), unrefused.
-        assert csp_violations(tab) == []
+        assert csp_refusals(tab) == []
     finally:
         tab.close()
 
@@ -322,7 +303,7 @@ def test_the_api_docs_render_offline_under_a_strict_csp(
     assert "paymux" in str(title)
     # The one refusal allowed: ReDoc's "powered by" badge, which it fetches from its CDN,
     # is blocked (proof that nothing else is fetched from outside); the page does not need it.
-    refused = csp_violations(page)
+    refused = csp_refusals(page)
     assert all("https://cdn.redoc.ly/" in text and "image" in text for text in refused), refused
     if path == "/docs":
         assert refused == []

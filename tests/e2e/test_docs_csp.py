@@ -6,14 +6,13 @@ that nothing is fetched from elsewhere)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from conftest import Api
-from support.cdp import Browser, Page, find_chromium
+from support.cdp import Browser, csp_refusals, started_browser
 
 
 def directives(csp: str) -> dict[str, list[str]]:
@@ -49,26 +48,9 @@ def test_the_docs_pages_allow_no_inline_style_or_script(api: Api, path: str) -> 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    binary = find_chromium()
-    if binary is None:
-        if os.environ.get("CI", "").strip().lower() in ("true", "1"):
-            pytest.fail("chromium is required under CI but /usr/bin/chromium is missing")
-        pytest.skip("chromium not installed (Debian: apt-get install chromium)")
-    running = Browser(binary).start()
-    try:
-        yield running
-    finally:
-        running.close()
+    yield from started_browser()
 
 
-def refusals(page: Page) -> list[str]:
-    page.evaluate("1")  # collect the events sent meanwhile
-    texts = [
-        str(e.get("params", {}).get("entry", {}).get("text", ""))
-        for e in page.events
-        if e.get("method") == "Log.entryAdded"
-    ]
-    return [t for t in texts if "Content Security Policy" in t]
 
 
 @pytest.mark.browser
@@ -91,7 +73,7 @@ def test_the_docs_render_and_are_styled_under_the_policy(
         title = page.wait_for(f"({rendered} || '').includes('paymux') && {rendered}", timeout=30)
         assert "paymux" in str(title)
         assert page.wait_for(styled, timeout=10) is True
-        refused = refusals(page)
+        refused = csp_refusals(page)
         # Only ReDoc's badge image from its CDN; no style, no script.
         assert all("https://cdn.redoc.ly/" in t and "image" in t for t in refused), refused
         if path == "/docs":

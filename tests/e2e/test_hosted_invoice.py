@@ -6,14 +6,13 @@ agrees. Skipped when chromium is missing, except under CI."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from conftest import Api
-from support.cdp import Browser, Page, find_chromium
+from support.cdp import Browser, Page, started_browser
 
 pytestmark = pytest.mark.browser
 
@@ -23,16 +22,7 @@ FRAME = "document.getElementById('card-frame')"
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    binary = find_chromium()
-    if binary is None:
-        if os.environ.get("CI", "").strip().lower() in ("true", "1"):
-            pytest.fail("chromium is required under CI but /usr/bin/chromium is missing")
-        pytest.skip("chromium not installed (Debian: apt-get install chromium)")
-    running = Browser(binary).start()
-    try:
-        yield running
-    finally:
-        running.close()
+    yield from started_browser()
 
 
 def csp_violations(page: Page) -> list[str]:

@@ -23,6 +23,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -278,3 +279,31 @@ class Browser:
         self._log.close()
         Path(self._log.name).unlink(missing_ok=True)
         shutil.rmtree(self.profile, ignore_errors=True)
+
+
+def started_browser() -> Iterator[Browser]:
+    """A module fixture's body: Debian's chromium started for the module's tests, closed
+    after; skipped where chromium is not installed, a failure under CI (which installs it)."""
+    import pytest
+
+    binary = find_chromium()
+    if binary is None:
+        if os.environ.get("CI", "").strip().lower() in ("true", "1"):
+            pytest.fail("chromium is required under CI but /usr/bin/chromium is missing")
+        pytest.skip("chromium not installed (Debian: apt-get install chromium)")
+    running = Browser(binary).start()
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+def csp_refusals(page: Page) -> list[str]:
+    """The Content-Security-Policy refusals chromium logged in this tab so far."""
+    page.evaluate("1")  # collect the events sent meanwhile
+    texts = [
+        str(e.get("params", {}).get("entry", {}).get("text", ""))
+        for e in page.events
+        if e.get("method") == "Log.entryAdded"
+    ]
+    return [t for t in texts if "Content Security Policy" in t]
