@@ -1,9 +1,8 @@
-"""Pooled PostgreSQL connections are checked at checkout without a round trip
-(``paymux.storage.db._check_on_checkout``, instead of ``pool_pre_ping``): a connection the
-server closed while it sat in the pool (what a restart or an administrator's
-``pg_terminate_backend`` does) is replaced before anyone uses it, so the next transaction runs
-on a new server process instead of failing; one idle for longer than ``IDLE_PING_SECONDS`` is
-pinged first. Real PostgreSQL (the session's throwaway cluster), no mocks.
+"""Pooled PostgreSQL connections (``paymux.storage.db``): a connection the server closed
+while it sat in the pool (what a restart or an administrator's ``pg_terminate_backend`` does)
+is replaced before anyone uses it (``pool_pre_ping``), so the next transaction runs on a new
+server process instead of failing; a one-statement read in autocommit leaves the connection
+transactional. Real PostgreSQL (the session's throwaway cluster), no mocks.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from paymux.storage import db as db_module
 from paymux.storage.db import Database
 from support.pgcluster import PgCluster
 
@@ -78,36 +76,6 @@ def test_a_pooled_connection_the_server_closed_is_replaced_before_use(pg_url: st
     assert ended, f"pg_terminate_backend({first}) did not end it"
     assert reused == 0  # never the terminated server process again
     assert rows == 1
-
-
-def test_no_ping_on_a_busy_pool_and_a_ping_after_idling(
-    pg_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The pre-ping's three round trips are gone from a busy pool; an idle connection is still
-    pinged (counted by the dialect's do_ping, which pool_pre_ping also used)."""
-
-    async def scenario(idle: float) -> int:
-        monkeypatch.setattr(db_module, "IDLE_PING_SECONDS", idle)
-        db = Database(pg_url, pool_size=2)
-        pings = 0
-        real = db.writer.dialect.do_ping
-
-        def counting(dbapi_conn: object) -> bool:
-            nonlocal pings
-            pings += 1
-            return bool(real(dbapi_conn))
-
-        db.writer.dialect.do_ping = counting  # type: ignore[method-assign]
-        assert not db.writer.sync_engine.pool._pre_ping  # no pre-ping of the engine's own
-        try:
-            for _ in range(10):
-                await _backend_pid(db)
-        finally:
-            await db.dispose()
-        return pings
-
-    assert asyncio.run(scenario(3600.0)) == 0  # busy: reused within the hour, never pinged
-    assert asyncio.run(scenario(-1.0)) == 9  # every reuse counts as idle: each is pinged
 
 
 def test_a_one_statement_read_in_autocommit_leaves_the_next_transaction_atomic(

@@ -148,6 +148,7 @@ class Paymux:
                 return
             if customer is None or customer.account_id != account_id or customer.deleted:
                 return
+            held = pm.customer_id == customer_id
             # Unowned and never attached: a job queued before ownership came with the payment.
             if pm.customer_id != customer_id and (
                 pm.customer_id is not None or await _was_ever_attached(s, pm_id)
@@ -161,7 +162,7 @@ class Paymux:
                 )
                 return
         try:
-            await self.customers.attach(account_id, pm_id, customer_id)
+            await self.customers.attach(account_id, pm_id, customer_id, held=held)
         except PaymuxError as exc:
             log.warning(
                 "could not save %s for %s after %s: %s %s",

@@ -579,7 +579,13 @@ class CustomersService:
             return [payment_method_view(pm) for pm in rows.scalars()]
 
     async def attach(
-        self, account_id: str, ref: str, customer_id: str, gateway_name: str | None = None
+        self,
+        account_id: str,
+        ref: str,
+        customer_id: str,
+        gateway_name: str | None = None,
+        *,
+        held: bool = False,
     ) -> dict[str, Any]:
         """Attach a payment method to a customer: at the gateway first (outside any
         transaction, key ``<pm>:attach:<customer>``), then in paymux.
@@ -588,11 +594,13 @@ class CustomersService:
         card a payment was made with: job ``attach_payment_method``) and that was detached
         while the gateway call was in flight stays detached: the detach wins. Checked under
         the row's lock after the call; the gateway's attach is then undone (key
-        ``<pm>:attach:<customer>:undo``), and nothing is attached in paymux again."""
+        ``<pm>:attach:<customer>:undo``), and nothing is attached in paymux again. ``held``:
+        the caller saw the customer hold it (the job's own check, which a detach may follow
+        before this reads it again)."""
         async with self.ctx.db.read() as s:
             customer = await get_owned(s, Customer, customer_id, account_id, param="customer")
             known = await find_payment_method(s, account_id, gateway_name or "", ref)
-        held = known is not None and known.customer_id == customer_id
+        held = held or (known is not None and known.customer_id == customer_id)
         if known is not None:  # a saved card stays with the connection that saved it
             routed = Routed(await self.ctx.gateway_of(known), known.connection_id or "")
         else:

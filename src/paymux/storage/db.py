@@ -4,7 +4,7 @@
 process's single writer connection, so concurrent writers queue for it (and wait for other
 processes' writers, see below) instead of failing mid-transaction with SQLITE_BUSY;
 ``db.read()`` opens a plain one. On PostgreSQL both are ordinary transactions, on pooled
-connections checked without a round trip (``_check_on_checkout``: no pre-ping per checkout).
+connections pinged at checkout (``pool_pre_ping``).
 
 SQLite runs on the inline driver (``sqlite_inline``: sqlite3 calls on the event loop, no
 thread hop per cursor call); ``sqlite+aiosqlite://`` URLs are mapped to it, and waits for
@@ -13,14 +13,12 @@ another process's lock sleep on the loop instead of in SQLite's busy handler.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -69,37 +67,6 @@ def _sqlite_engine(url: str, begin: str, pool_size: int) -> AsyncEngine:
     return engine
 
 
-# A pooled connection idle longer than this is pinged before use (see _check_on_checkout).
-IDLE_PING_SECONDS = 10.0
-
-
-def _check_on_checkout(engine: AsyncEngine) -> None:
-    """Instead of ``pool_pre_ping`` (a BEGIN, a SELECT and a ROLLBACK: three round trips on
-    every checkout, about 1.6 ms of CPU per payment), a pooled PostgreSQL connection is
-    checked for free: one whose socket the server closed (a restart sends each connection a
-    FATAL and closes it) is replaced before use, and only one idle for longer than
-    ``IDLE_PING_SECONDS`` (a silently dropped socket is not seen closed) is pinged. A
-    connection that breaks while busy fails its request, which is answered 503 with
-    Retry-After (api/app.py), and SQLAlchemy then drops every pooled connection older than
-    the failure, so one request sees it, not one per pooled connection."""
-
-    @event.listens_for(engine.sync_engine, "checkin")
-    def _checkin(dbapi_conn: DBAPIConnection | None, record: ConnectionPoolEntry) -> None:
-        record.info["idle_since"] = time.monotonic()
-
-    @event.listens_for(engine.sync_engine, "checkout")
-    def _checkout(dbapi_conn: DBAPIConnection, record: ConnectionPoolEntry, proxy: Any) -> None:
-        raw = getattr(dbapi_conn, "_connection", None)  # asyncpg's, under the adapter
-        if raw is not None and raw.is_closed():
-            raise DisconnectionError("the server closed this pooled connection")
-        idle_since = record.info.get("idle_since")
-        if idle_since is not None and time.monotonic() - idle_since > IDLE_PING_SECONDS:
-            try:
-                engine.dialect.do_ping(dbapi_conn)
-            except Exception as exc:
-                raise DisconnectionError(f"a pooled connection failed its ping: {exc}") from exc
-
-
 class Database:
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url
@@ -112,8 +79,14 @@ class Database:
             self.writer = _sqlite_engine(url, "BEGIN IMMEDIATE", 1)
             self.reader = _sqlite_engine(url, "BEGIN", pool_size)
         else:
-            self.writer = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size)
-            _check_on_checkout(self.writer)
+            # pool_pre_ping: a connection the server closed while it sat in the pool (a
+            # restart, pg_terminate_backend) is replaced before use. Checking it for free at
+            # checkout (asyncpg's is_closed) was tried and let one through: the close had not
+            # reached the client yet, and the next BEGIN failed (tests/integration/
+            # test_db_checkout.py); the ping's round trips are the price of never failing there.
+            self.writer = create_async_engine(
+                url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+            )
             self.reader = self.writer
         # One-statement reads (GET of one object): on PostgreSQL in autocommit, so the
         # statement is its own snapshot without a BEGIN before it and a ROLLBACK after it (two
