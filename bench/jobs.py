@@ -82,9 +82,12 @@ async def claim_one_or_query(
             attempts=Job.attempts + 1,
             updated_us=now_us,
         )
-        .returning(Job.id, Job.kind, Job.payload, Job.attempts, Job.max_attempts)
+        .returning(Job.id, Job.kind, Job.payload, Job.attempts, Job.max_attempts, Job.lease_id)
     )
-    return [queue.ClaimedJob(r.id, r.kind, r.payload, r.attempts, r.max_attempts) for r in rows]
+    return [  # the claim as the queue's fencing knows it (lease_id, 0017), not bumped here
+        queue.ClaimedJob(r.id, r.kind, r.payload, r.attempts, r.max_attempts, worker_id, r.lease_id)
+        for r in rows
+    ]
 
 
 CLAIMS: dict[str, Claim] = {
@@ -199,7 +202,8 @@ async def drive(url: str, claim: Claim, args: argparse.Namespace) -> tuple[int, 
             seen |= ids
             async with db.write() as s:
                 for job in claimed:
-                    await queue.complete(s, job, now_us=now)
+                    if not await queue.complete(s, job, now_us=now):
+                        raise RuntimeError(f"job {job.id}: its claim was refused")
             batches += 1
             jobs += len(claimed)
         return batches, jobs, time.perf_counter() - started, claim_ms

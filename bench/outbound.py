@@ -5,22 +5,26 @@ For each backend it migrates a fresh database, registers ``--endpoints`` endpoin
 listening to every event, Standard Webhooks signatures) pointing at one receiver
 subprocess (a minimal asyncio HTTP/1.1 server answering 200 at once), writes events straight
 into the events table (undispatched, as ``emit`` leaves them: ``--deliveries`` deliveries
-owed in all, whatever the number of endpoints), then starts one ``paymux worker`` and waits
-until every delivery is ``delivered``. It prints deliveries/s (from the first to the last
-attempt recorded: start-up excluded), the drain's wall time (from the worker's start: it
-includes dispatching the events), the worker's CPU per delivery, the receiver's CPU, the
-worker's peak RSS, and checks that every delivery was made exactly once (one succeeded
-attempt each). ``--backlog N`` adds a run of N events to one endpoint: the time such a
-backlog takes to drain. Figures are printed, never asserted.
+owed in all, whatever the number of endpoints), then starts ``--workers`` ``paymux worker``
+processes (they share the work) and waits until every delivery is ``delivered``. It prints
+deliveries/s (from the first to the last attempt recorded: start-up excluded), the drain's
+wall time (from the workers' start: it includes dispatching the events), the CPU per
+delivery of the workers, the receiver and PostgreSQL (postmaster and backends; SQLite's is
+in the worker's), counted once deliveries have started (these survive a loaded machine far
+better than the rates), a worker's peak RSS, and checks that every delivery was made
+exactly once (one succeeded attempt each). ``--backlog N`` adds a run of N events to one
+endpoint: the time such a backlog takes to drain. Figures are printed, never asserted.
 
     .venv/bin/python bench/outbound.py [--deliveries 5000] [--endpoints 1,50]
-        [--backlog 100000] [--backends postgres,sqlite] [--max-in-flight 128]
+        [--backlog 100000] [--backends postgres,sqlite] [--max-in-flight 256]
+        [--workers 1] [--endpoint-concurrency 0]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import subprocess
 import sys
 import textwrap
@@ -39,7 +43,7 @@ from paymux.security.envelope import generate_key_entry
 from paymux.services import Paymux
 from paymux.storage.migrate import upgrade
 from paymux.storage.models import Event
-from support.processes import free_port
+from support.processes import child_pids, free_port
 
 RECEIVER = textwrap.dedent(
     """
@@ -71,6 +75,22 @@ RECEIVER = textwrap.dedent(
     asyncio.run(main())
     """
 )
+
+
+def postgres_cpu(datadir: Path | None) -> float:
+    """CPU seconds the PostgreSQL cluster used so far: the postmaster's own and its reaped
+    children's (``cutime``/``cstime``: backends that ended), plus its live children's.
+    0.0 for SQLite (its work is in the worker's own CPU) or where /proc cannot tell."""
+    if datadir is None:
+        return 0.0
+    try:
+        postmaster = int((datadir / "postmaster.pid").read_text().split()[0])
+        fields = Path(f"/proc/{postmaster}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = sum(int(f) for f in fields[11:15]) / ticks  # utime, stime, cutime, cstime
+    return total + sum(cpu_seconds(pid) for pid in child_pids(postmaster))
 
 
 async def seed(url: str, keys: str, receiver: str, endpoints: int, deliveries: int) -> int:
@@ -134,7 +154,16 @@ async def counts(url: str) -> tuple[int, int, int, int]:
 
 
 def run_one(
-    backend: str, url: str, tmp: Path, endpoints: int, deliveries: int, inflight: int, label: str
+    backend: str,
+    url: str,
+    tmp: Path,
+    endpoints: int,
+    deliveries: int,
+    inflight: int,
+    label: str,
+    datadir: Path | None = None,
+    workers: int = 1,
+    per_endpoint: int = 0,
 ) -> None:
     keys = generate_key_entry("bench")
     port = free_port()
@@ -146,39 +175,58 @@ def run_one(
             tmp,
             PAYMUX_ENCRYPTION_KEYS=keys,
             PAYMUX_WEBHOOK_MAX_IN_FLIGHT=str(inflight),
-            PAYMUX_WEBHOOK_ENDPOINT_CONCURRENCY=str(max(4, inflight // max(endpoints, 1))),
+            PAYMUX_WEBHOOK_ENDPOINT_CONCURRENCY=str(
+                per_endpoint or max(4, inflight // max(endpoints, 1))
+            ),
             PAYMUX_WEBHOOK_POLL_INTERVAL="0.05",
         )
-        worker = paymux_worker("worker", env, tmp / f"worker-{backend}-{endpoints}.log").spawn()
+        pool = [
+            paymux_worker(f"worker{i}", env, tmp / f"worker{i}-{backend}-{endpoints}.log").spawn()
+            for i in range(workers)
+        ]
         started = time.monotonic()
         receiver_cpu0 = cpu_seconds(receiver.pid)
         peak = 0.0
-        steady: tuple[float, int] | None = None  # worker CPU and deliveries at the first look
+        # Worker, receiver and database CPU, and deliveries, at the first look that found
+        # deliveries made: the figures per delivery leave start-up and dispatching out.
+        steady: tuple[float, float, float, int] | None = None
         try:
             while True:
                 time.sleep(0.5)
-                peak = max(peak, rss_mb(worker.pid))
+                peak = max(peak, *(rss_mb(w.pid) for w in pool))
                 delivered, attempts, first, last = asyncio.run(counts(url))
                 if steady is None and delivered > 0:
-                    steady = (cpu_seconds(worker.pid), delivered)
+                    steady = (
+                        sum(cpu_seconds(w.pid) for w in pool),
+                        cpu_seconds(receiver.pid),
+                        postgres_cpu(datadir),
+                        delivered,
+                    )
                 if delivered >= total or time.monotonic() - started > 3000:
                     break
             wall = time.monotonic() - started
-            worker_cpu = cpu_seconds(worker.pid)
+            worker_cpu = sum(cpu_seconds(w.pid) for w in pool)
+            receiver_end = cpu_seconds(receiver.pid)
+            db_end = postgres_cpu(datadir)
         finally:
-            worker.stop()
-        receiver_cpu = cpu_seconds(receiver.pid) - receiver_cpu0
+            for w in pool:
+                w.stop()
+        receiver_cpu = receiver_end - receiver_cpu0
         span = max((last - first) / 1e6, 1e-6)
         ok = "ok" if delivered == total == attempts else f"WRONG ({attempts} attempts)"
         # CPU per delivery once delivering (start-up and imports excluded), where measurable.
-        cpu0, done0 = steady or (0.0, 0)
-        per = (worker_cpu - cpu0) / (delivered - done0) if delivered > done0 else worker_cpu
+        cpu0, rcv0, db0, done0 = steady or (0.0, receiver_cpu0, 0.0, 0)
+        n = max(delivered - done0, 1)
+        per = 1000 * (worker_cpu - cpu0) / n
+        rcv_per = 1000 * (receiver_end - rcv0) / n
+        db_per = 1000 * (db_end - db0) / n
+        db_text = f"db {db_per:.2f}" if datadir is not None else "db (in the worker)"
         print(
-            f"{label}{backend:8} endpoints={endpoints:<3} deliveries={delivered}/{total} {ok}  "
+            f"{label}{backend:8} workers={workers} endpoints={endpoints:<3} deliveries={delivered}/{total} {ok}  "
             f"{delivered / span:7.0f} deliveries/s  wall {wall:6.1f} s  "
-            f"worker CPU {1000 * per:.2f} ms/delivery (all: {worker_cpu:.1f} s)  "
-            f"receiver CPU {receiver_cpu:.1f} s  worker peak RSS {peak:.0f} MiB  "
-            f"load {loadavg():.1f}",
+            f"CPU ms/delivery: worker {per:.3f}, receiver {rcv_per:.3f}, {db_text} "
+            f"(worker all: {worker_cpu:.1f} s, receiver all: {receiver_cpu:.1f} s)  "
+            f"peak RSS per worker {peak:.0f} MiB  load {loadavg():.1f}",
             flush=True,
         )
     finally:
@@ -192,20 +240,50 @@ def main() -> None:
     parser.add_argument("--endpoints", default="1,50")
     parser.add_argument("--backlog", type=int, default=0, help="events to 1 endpoint; 0: none")
     parser.add_argument("--backends", default="postgres,sqlite")
-    parser.add_argument("--max-in-flight", type=int, default=128)
+    parser.add_argument("--max-in-flight", type=int, default=256)
+    parser.add_argument("--workers", type=int, default=1, help="paymux worker processes")
+    parser.add_argument(
+        "--endpoint-concurrency",
+        type=int,
+        default=0,
+        help="per endpoint; 0: max(4, max-in-flight / endpoints)",
+    )
     args = parser.parse_args()
     backends = [b for b in args.backends.split(",") if b]
     print(f"{machine()}; load average {loadavg():.1f}", flush=True)
     with databases(backends, prefix="paymux-outbound-") as dbs:
         for backend in backends:
+            datadir = dbs.pg.datadir if backend == "postgres" and dbs.pg is not None else None
             for n in (int(x) for x in args.endpoints.split(",") if x):
                 url = dbs.url(backend, f"outbound_{n}")
                 upgrade(url)
-                run_one(backend, url, dbs.tmp, n, args.deliveries, args.max_in_flight, "")
+                run_one(
+                    backend,
+                    url,
+                    dbs.tmp,
+                    n,
+                    args.deliveries,
+                    args.max_in_flight,
+                    "",
+                    datadir,
+                    args.workers,
+                    args.endpoint_concurrency,
+                )
             if args.backlog:
                 url = dbs.url(backend, "outbound_backlog")
                 upgrade(url)
-                run_one(backend, url, dbs.tmp, 1, args.backlog, args.max_in_flight, "backlog ")
+                run_one(
+                    backend,
+                    url,
+                    dbs.tmp,
+                    1,
+                    args.backlog,
+                    args.max_in_flight,
+                    "backlog ",
+                    datadir,
+                    args.workers,
+                    args.endpoint_concurrency,
+                )
 
 
 if __name__ == "__main__":

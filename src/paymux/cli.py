@@ -8,6 +8,8 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
+import signal
 import tempfile
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -23,8 +25,10 @@ from paymux.cli_outbound import add_listen_command, add_outbound_commands
 from paymux.config import Settings, get_settings
 
 if TYPE_CHECKING:
+    import uvicorn
     from sqlalchemy.ext.asyncio import AsyncSession
 
+    from paymux.services import Paymux
     from paymux.services.reconcile import ReconcileReport
 
 __all__ = ["main"]
@@ -42,6 +46,7 @@ cli.add_typer(connections_cli, name="connections")
 console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
+log = logging.getLogger("paymux.cli")
 
 
 def _setup_logging(settings: Settings) -> None:
@@ -51,13 +56,41 @@ def _setup_logging(settings: Settings) -> None:
 
 
 @cli.command()
-def migrate() -> None:
+def migrate(
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Change nothing: exit 1 if migrations are pending (a deploy pipeline's gate), "
+            "0 if the schema is current.",
+        ),
+    ] = False,
+) -> None:
     """Create or upgrade the database schema (Alembic), and say which it did."""
+    from paymux.observability.health import head_revision, known_revisions
     from paymux.storage.migrate import current_revision, upgrade
 
     settings = get_settings()
     url = settings.database_url
     before = current_revision(url)
+    if check:
+        head = head_revision()
+        if before is not None and before != head and before not in known_revisions():
+            console.print(
+                f"the schema is newer than this release (revision {before}; this release's "
+                f"newest is {head}): nothing pending",
+                markup=False,
+            )
+            return
+        if before != head:
+            errors.print(
+                f"migrations pending: the schema is at revision {before or '(none)'}, this "
+                f"release needs {head}; run `paymux migrate` ({_safe_url(url)})",
+                markup=False,
+            )
+            raise typer.Exit(1)
+        console.print(f"the schema is current (revision {head})")
+        return
     upgrade(url)
     after = current_revision(url)
     if before is None:
@@ -176,11 +209,21 @@ def serve(
             "PostgreSQL. Each runs the job worker too unless --no-worker: see docs/operations.md.",
         ),
     ] = 1,
+    ssl_certfile: Annotated[
+        Path | None,
+        typer.Option(
+            help="Serve TLS with this PEM certificate (chain); with --ssl-keyfile "
+            "(default: PAYMUX_SSL_CERTFILE).",
+        ),
+    ] = None,
+    ssl_keyfile: Annotated[
+        Path | None,
+        typer.Option(help="The certificate's PEM private key (default: PAYMUX_SSL_KEYFILE)."),
+    ] = None,
 ) -> None:
     """Run the API server (with its worker, unless --no-worker or PAYMUX_RUN_WORKER=false)."""
     import uvicorn
 
-    from paymux.api.app import create_app
     from paymux.storage.migrate import upgrade
 
     overrides: dict[str, Any] = {} if worker is None else {"run_worker": worker}
@@ -188,8 +231,12 @@ def serve(
         overrides["host"] = host
     if port:
         overrides["port"] = port
+    if ssl_certfile:
+        overrides["ssl_certfile"] = str(ssl_certfile)
+    if ssl_keyfile:
+        overrides["ssl_keyfile"] = str(ssl_keyfile)
     settings = get_settings().model_copy(update=overrides)
-    refusal = _workers_refusal(workers, settings.database_url)
+    refusal = _workers_refusal(workers, settings.database_url) or _tls_refusal(settings)
     if refusal:
         errors.print(refusal, markup=False)
         raise typer.Exit(2)
@@ -226,6 +273,45 @@ def serve(
         # Each process is a fresh interpreter (uvicorn spawns them) that builds its app from
         # PAYMUX_* variables: the flags reach it there.
         os.environ.update(_flag_environment(overrides))
+    metrics_dir = _multiprocess_metrics(workers)
+    try:
+        _run_uvicorn(uvicorn, settings, workers, loop, http)
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _tls_refusal(settings: Settings) -> str | None:
+    """Why the TLS settings can't serve, or None (both files, or neither)."""
+    cert, key = settings.ssl_certfile, settings.ssl_keyfile
+    if bool(cert) != bool(key):
+        return "--ssl-certfile and --ssl-keyfile go together: give both, or neither"
+    for name, path in (("--ssl-certfile", cert), ("--ssl-keyfile", key)):
+        if path and not Path(path).is_file():
+            return f"{name}: no file at {path}"
+    return None
+
+
+def _multiprocess_metrics(workers: int) -> str | None:
+    """With several API processes, a fresh directory for prometheus-client's multiprocess
+    mode (PROMETHEUS_MULTIPROC_DIR, read by each process as it starts), unless the operator
+    named one; returns the directory made here, to remove at exit."""
+    if workers <= 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return None
+    made = tempfile.mkdtemp(prefix="paymux-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = made
+    return made
+
+
+def _run_uvicorn(
+    uvicorn: Any,
+    settings: Settings,
+    workers: int,
+    loop: Literal["uvloop", "asyncio"],
+    http: Literal["httptools", "h11"],
+) -> None:
+    from paymux.api.app import create_app
+
     uvicorn.run(
         create_app(settings) if workers == 1 else "paymux.api.app:create_app_from_environment",
         factory=workers > 1,
@@ -245,6 +331,11 @@ def serve(
         # would otherwise trust them from 127.0.0.1, or FORWARDED_ALLOW_IPS).
         proxy_headers=bool(settings.trusted_proxy_list()),
         forwarded_allow_ips=settings.trusted_proxy_list(),
+        ssl_certfile=settings.ssl_certfile,
+        ssl_keyfile=settings.ssl_keyfile,
+        # SIGTERM: stop accepting, let requests in flight finish for up to this long; then
+        # the app's shutdown gives its worker as long again (api/app.py).
+        timeout_graceful_shutdown=settings.shutdown_timeout,
     )
 
 
@@ -252,22 +343,81 @@ def serve(
 def worker_command() -> None:
     """Run the job worker alone (several may share one PostgreSQL database)."""
     from paymux.jobs.worker import Worker
+    from paymux.observability.tracing import (
+        configure_tracing,
+        flush_tracing,
+        instrument_database,
+    )
     from paymux.services import Paymux
 
     settings = get_settings()
     _setup_logging(settings)
 
+    configure_tracing()  # on when OTEL_EXPORTER_OTLP_ENDPOINT is set
+
+    metrics_port = settings.worker_metrics_port
+    if metrics_port is not None and (
+        settings.metrics_token is None or not settings.metrics_token.get_secret_value()
+    ):
+        errors.print("PAYMUX_WORKER_METRICS_PORT needs PAYMUX_METRICS_TOKEN", markup=False)
+        raise typer.Exit(2)
+
     async def run() -> None:
         app = Paymux(settings)
-        try:
-            await Worker(app).run()
-        finally:
-            await app.close()
+        instrument_database(app.ctx.db)
+        metrics = await _worker_metrics(app, metrics_port) if metrics_port else None
+        worker = Worker(app)
+        task = asyncio.create_task(worker.run())
+        loop = asyncio.get_running_loop()
 
-    try:
-        asyncio.run(run())
-    except KeyboardInterrupt:
-        pass
+        def stop() -> None:
+            # SIGTERM or SIGINT: the job in hand finishes (the rest are released); past
+            # PAYMUX_SHUTDOWN_TIMEOUT it is cut short (its transaction rolled back).
+            worker.stop()
+            loop.call_later(settings.shutdown_timeout, task.cancel)
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop)
+        try:
+            try:
+                await task
+            except asyncio.CancelledError:
+                log.warning("worker cut short after %gs", settings.shutdown_timeout)
+            await worker.shut_down()
+        finally:
+            if metrics is not None:
+                metrics.should_exit = True
+                await metrics.shutdown()
+            await app.close()
+            flush_tracing()  # the last jobs' spans, before the process goes
+
+    asyncio.run(run())
+
+
+async def _worker_metrics(app: Paymux, port: int) -> uvicorn.Server:
+    """The worker's /metrics server (uvicorn, started and stopped with the worker: not its
+    ``serve()``, which would take over SIGTERM)."""
+    import uvicorn
+
+    from paymux.observability.routes import worker_metrics_app
+
+    settings = app.settings
+    config = uvicorn.Config(
+        worker_metrics_app(
+            app.ctx.db, settings, app.ctx.now_us, app.rate_limiter.check_unauthenticated
+        ),
+        host=settings.host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+    )
+    config.load()
+    server = uvicorn.Server(config)
+    server.lifespan = config.lifespan_class(config)
+    await server.startup()
+    log.info("worker metrics on %s:%d/metrics", settings.host, port)
+    return server
 
 
 @keys_cli.command("create")

@@ -102,6 +102,12 @@ def _show(view: dict[str, Any]) -> None:
         console.print(f"  {name}: {hint}")
 
 
+_FAILOVER_HELP = (
+    "When this connection can't be reached at all (nothing was sent), a new payment that "
+    "names no connection, gateway, payment method or customer goes to the next one."
+)
+
+
 @connections_cli.command("create")
 def create(
     gateway: Annotated[str, typer.Option(help="sandbox, stripe, paypal, square, ...")],
@@ -111,6 +117,7 @@ def create(
     name: Annotated[str | None, typer.Option(help="A name to show.")] = None,
     currency: CurrencyOpt = None,
     priority: Annotated[int, typer.Option(help="Routing order: lowest first.")] = 0,
+    failover: Annotated[bool, typer.Option(help=_FAILOVER_HELP)] = False,
 ) -> None:
     """Create a connection; prints its id and the webhook URL to register at the provider."""
     from paymux.services.connections import ConnectionParams
@@ -122,6 +129,7 @@ def create(
         name=name,
         currencies=currency or None,
         priority=priority,
+        failover=failover,
     )
 
     async def work(app: Any) -> dict[str, Any]:
@@ -177,6 +185,7 @@ def update(
     name: Annotated[str | None, typer.Option()] = None,
     currency: CurrencyOpt = None,
     priority: Annotated[int | None, typer.Option()] = None,
+    failover: Annotated[bool | None, typer.Option(help=_FAILOVER_HELP)] = None,
 ) -> None:
     """Change a connection: the credential fields given replace the stored ones."""
     _show(
@@ -188,6 +197,7 @@ def update(
             name=name,
             currencies=currency or None,
             priority=priority,
+            failover=failover,
         )
     )
 

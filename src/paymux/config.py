@@ -26,7 +26,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     public_url: str = Field(
-        default="", description="Where gateways reach us; defaults to http://HOST:PORT."
+        default="",
+        description="Where gateways reach us; defaults to http://HOST:PORT (https:// with "
+        "PAYMUX_SSL_CERTFILE).",
     )
     trusted_proxies: str = Field(
         default="",
@@ -50,8 +52,8 @@ class Settings(BaseSettings):
     job_backoff_cap: float = 3600.0
     job_lease_seconds: float = Field(
         default=60.0,
-        description="A claimed job is another worker's to take if not finished by then "
-        "(longer than any one job runs).",
+        description="A claimed job is another worker's to take if its lease is not extended "
+        "by then (its worker's heartbeat extends it every third of it while the job runs).",
     )
     webhook_apply_max_attempts: int = 12
     job_retention_seconds: float = Field(
@@ -81,6 +83,9 @@ class Settings(BaseSettings):
         description="Comma-separated days after the first failed renewal payment to retry it.",
     )
     billing_dunning_end: Literal["cancel", "unpaid", "past_due"] = "cancel"
+    # invoice.upcoming: sent this many days before a subscription renews (Stripe's "upcoming
+    # renewal events" setting); 0 sends none.
+    billing_upcoming_invoice_days: int = Field(default=7, ge=0, le=60)
     # Requests per API key per window (0: no limit); past it, 429 rate_limited + Retry-After.
     rate_limit_requests: int = 100
     rate_limit_window_seconds: float = 1.0
@@ -88,6 +93,10 @@ class Settings(BaseSettings):
     # peer, or X-Forwarded-For from PAYMUX_TRUSTED_PROXIES) per window (0: no limit).
     rate_limit_unauthenticated_requests: int = 100
     rate_limit_unauthenticated_window_seconds: float = 60.0
+    # Cards sent by hosted checkout pages (no key) per 10 minutes, counted before their token
+    # resolves: per client address, and per account from every address (0: no limit).
+    checkout_payer_address_limit: int = Field(default=100, ge=0)
+    checkout_payer_account_limit: int = Field(default=1000, ge=0)
     # How long an API process trusts its cached check of a key: a revoked key stops working
     # everywhere within this many seconds.
     key_cache_seconds: float = 2.0
@@ -210,6 +219,95 @@ class Settings(BaseSettings):
         default=None, description="Bearer token for the /v1/admin API (PAYMUX_ADMIN_KEY)."
     )
 
+    # Operations (docs/operations.md): TLS, /metrics, health, shutdown.
+    ssl_certfile: str | None = Field(
+        default=None, description="PEM certificate (chain) for `serve` to speak TLS itself."
+    )
+    ssl_keyfile: str | None = Field(default=None, description="The certificate's PEM key.")
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token for GET /metrics (Prometheus); unset: /metrics answers 404.",
+    )
+    ready_cache_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="How long a process reuses its /health/ready answer.",
+    )
+    metrics_cache_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="How long a process reuses the figures /metrics reads from the database.",
+    )
+    worker_metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Port on which `paymux worker` serves its own /metrics (same token, on "
+        "PAYMUX_HOST); unset: a worker serves none.",
+    )
+    worker_heartbeat_interval: float = Field(
+        default=5.0, description="Seconds between a job worker's heartbeats (/health/ready)."
+    )
+    worker_heartbeat_timeout: float = Field(
+        default=60.0,
+        description="A worker silent this long is not alive: /health/ready fails when no "
+        "worker that ever beat is alive.",
+    )
+    shutdown_timeout: float = Field(
+        default=30.0,
+        description="On SIGTERM: seconds to finish requests in flight and the worker's jobs "
+        "before the process exits (unstarted claimed jobs are released at once).",
+    )
+    # Fraud (issue 13, docs/fraud.md).
+    fraud_enabled: bool = Field(
+        default=True, description="Decide every confirm with the fraud rules (fraud/)."
+    )
+    fraud_defaults: bool = Field(
+        default=True,
+        description="The built-in rules (card-testing defence, block lists); off: only the "
+        "account's own rules.",
+    )
+    fraud_disabled_defaults: str = Field(
+        default="", description="Comma-separated names of built-in rules to turn off."
+    )
+    fraud_usd_rates: str = Field(
+        default="",
+        description="US dollars per one unit of each currency, for :amount_in_usd:, e.g. "
+        "'EUR=1.08,GBP=1.27' (USD is 1). A currency without a rate has no amount_in_usd.",
+    )
+    fraud_rules_file: str = Field(
+        default="",
+        description="A file of deployment-wide fraud rules, one per line ('#' comments), "
+        "run for every account after its own rules.",
+    )
+    fraud_geoip_database: str = Field(
+        default="",
+        description="Path of a MaxMind-format (.mmdb) country database for :ip_country:.",
+    )
+    fraud_velocity_key: SecretStr | None = Field(
+        default=None,
+        description="A secret the velocity counters' keys (IP, email, card, customer) are "
+        "HMAC'd with, so the stored digests can't be matched to guessed values without it. "
+        "Changing it starts the counters afresh.",
+    )
+
+    @field_validator("fraud_usd_rates")
+    @classmethod
+    def _usd_rates_are_code_equals_rate(cls, value: str) -> str:
+        """Each entry CODE=RATE, a positive number (the currency is checked against the
+        catalog when the fraud engine starts: fraud/rules.py)."""
+        for item in value.split(","):
+            if not item.strip():
+                continue
+            code, sep, rate = item.partition("=")
+            try:
+                number = float(rate.strip()) if sep else 0.0
+            except ValueError:
+                number = 0.0
+            if not (len(code.strip()) == 3 and code.strip().isalpha() and 0 < number < 1e12):
+                raise ValueError(f"{item.strip()!r} is not CODE=RATE (e.g. EUR=1.08)")
+        return value
+
     @field_validator("trusted_proxies")
     @classmethod
     def _proxies_are_addresses(cls, value: str) -> str:
@@ -223,7 +321,8 @@ class Settings(BaseSettings):
         return [item.strip() for item in self.trusted_proxies.split(",") if item.strip()]
 
     def base_url(self) -> str:
-        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+        scheme = "https" if self.ssl_certfile else "http"  # serve speaks TLS itself
+        return (self.public_url or f"{scheme}://{self.host}:{self.port}").rstrip("/")
 
 
 @lru_cache(maxsize=1)

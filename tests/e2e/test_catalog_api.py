@@ -11,20 +11,13 @@ import time
 from decimal import Decimal
 from typing import Any
 
-import httpx
-
 from conftest import Api, RunningServer
 from paymux.billing.catalog import coupon_terms, price_terms, tax_terms
 from paymux.billing.rules.pricing import PriceTerms, Tier, amount_for
 from paymux.billing.rules.totals import CouponTerms, TaxTerms
 from paymux.domain.errors import PaymuxError
 from paymux.services import Paymux
-
-
-def error_of(r: httpx.Response, status: int = 400) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    error: dict[str, Any] = r.json()["error"]
-    return error
+from support.errors import error_of
 
 
 def form(api: Api, path: str, fields: dict[str, str]) -> dict[str, Any]:

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from conftest import Api, RunningServer, database_url, free_port, make_settings
@@ -25,6 +24,7 @@ from paymux.gateways.sandbox.credentials import SandboxCredentials
 from paymux.gateways.sandbox.spec import shared_processor
 from paymux.security.envelope import generate_key_entry
 from paymux.storage.migrate import upgrade
+from support.errors import status_code_param as error_of
 from support.pgcluster import PgCluster
 
 
@@ -92,11 +92,6 @@ def api(server: RunningServer) -> Iterator[Api]:
 
 def connection(api: Api, gateway: str, **extra: Any) -> dict[str, Any]:
     return api.ok("POST", "/v1/connections", {"gateway": gateway, "credentials": {}, **extra})
-
-
-def error_of(response: httpx.Response) -> tuple[int, str, str | None]:
-    error = response.json()["error"]
-    return response.status_code, error["code"], error.get("param")
 
 
 def calls_at_sandbox(api: Api, pi_id: str) -> int:

@@ -23,6 +23,7 @@ from conftest import Api, RunningServer, free_port, make_settings, migrated_data
 from paymux.gateways.signing import sign_header
 from paymux.security.envelope import generate_key_entry
 from paymux.services import Paymux
+from support.errors import status_code_param
 from support.pgcluster import PgCluster
 from support.sandboxes import LocalStripe
 
@@ -65,8 +66,10 @@ class Client(Api):
 
         self.server = server
         self.account, self.key = asyncio.run(make())
+        # Live keys over TLS only: through the test server's trusted proxy (127.0.0.1).
+        tls = {"x-forwarded-proto": "https"} if livemode else {}
         self.http = httpx.Client(base_url=server.url, timeout=30,
-                                 headers={"Authorization": f"Bearer {self.key}"})
+                                 headers={"Authorization": f"Bearer {self.key}", **tls})
 
 
 @pytest.fixture
@@ -96,11 +99,6 @@ def pay(api: Api, **params: Any) -> httpx.Response:
         **params})
 
 
-def error_of(response: httpx.Response) -> tuple[int, str, str | None]:
-    error = response.json()["error"]
-    return response.status_code, error["code"], error.get("param")
-
-
 # -- whose gateways ---------------------------------------------------------------------------
 def test_environment_gateways_belong_to_the_default_account_and_the_sandbox_to_all(
     default: Client, b: Client
@@ -110,8 +108,8 @@ def test_environment_gateways_belong_to_the_default_account_and_the_sandbox_to_a
     assert {c["id"] for c in b.ok("GET", "/v1/connections")["data"]} == {"conn_env_sandbox"}
     paid = pay(default, gateway="stripe").json()
     assert paid["status"] == "succeeded" and paid["connection"] == "conn_env_stripe"
-    assert error_of(pay(b, gateway="stripe")) == (400, "gateway_unknown", "gateway")
-    assert error_of(pay(b, gateway="conn_env_stripe")) == (404, "resource_missing", "gateway")
+    assert status_code_param(pay(b, gateway="stripe")) == (400, "gateway_unknown", "gateway")
+    assert status_code_param(pay(b, gateway="conn_env_stripe")) == (404, "resource_missing", "gateway")
     sandbox = pay(b).json()  # the default gateway, the sandbox, is everyone's
     assert sandbox["status"] == "succeeded" and sandbox["connection"] == "conn_env_sandbox"
 
@@ -187,16 +185,16 @@ def test_a_disabled_connection_takes_no_new_payment_but_refunds_its_own(
     paid = pay(b, gateway="stripe").json()
     disabled = b.ok("POST", f"/v1/connections/{conn['id']}", {"disabled": True})
     assert disabled["disabled"] is True
-    assert error_of(pay(b, gateway="stripe")) == (400, "gateway_unknown", "gateway")
-    assert error_of(pay(b, gateway=conn["id"])) == (400, "gateway_unknown", "gateway")
+    assert status_code_param(pay(b, gateway="stripe")) == (400, "gateway_unknown", "gateway")
+    assert status_code_param(pay(b, gateway=conn["id"])) == (400, "gateway_unknown", "gateway")
     assert b.ok("POST", "/v1/refunds", {"payment_intent": paid["id"]})["status"] == "succeeded"
     # It holds payments: it can't be deleted, only disabled.
-    assert error_of(b.http.delete(f"/v1/connections/{conn['id']}")) == (
+    assert status_code_param(b.http.delete(f"/v1/connections/{conn['id']}")) == (
         409, "connection_in_use", "id")
     unused = stripe_connection(b, localstripe.url)
     gone = b.ok("DELETE", f"/v1/connections/{unused['id']}")
     assert gone == {"id": unused["id"], "object": "connection", "deleted": True}
-    assert error_of(b.get(f"/v1/connections/{unused['id']}")) == (404, "resource_missing", "id")
+    assert status_code_param(b.get(f"/v1/connections/{unused['id']}")) == (404, "resource_missing", "id")
 
 
 def test_another_account_can_neither_see_nor_use_nor_change_a_connection(
@@ -205,12 +203,12 @@ def test_another_account_can_neither_see_nor_use_nor_change_a_connection(
     conn = stripe_connection(b, localstripe.url)
     c = Client(server, None)
     try:
-        assert error_of(c.get(f"/v1/connections/{conn['id']}")) == (404, "resource_missing", "id")
-        assert error_of(c.post(f"/v1/connections/{conn['id']}", {"disabled": True})) == (
+        assert status_code_param(c.get(f"/v1/connections/{conn['id']}")) == (404, "resource_missing", "id")
+        assert status_code_param(c.post(f"/v1/connections/{conn['id']}", {"disabled": True})) == (
             404, "resource_missing", "id")
-        assert error_of(c.http.delete(f"/v1/connections/{conn['id']}")) == (
+        assert status_code_param(c.http.delete(f"/v1/connections/{conn['id']}")) == (
             404, "resource_missing", "id")
-        assert error_of(pay(c, gateway=conn["id"])) == (404, "resource_missing", "gateway")
+        assert status_code_param(pay(c, gateway=conn["id"])) == (404, "resource_missing", "gateway")
         assert conn["id"] not in json.dumps(c.ok("GET", "/v1/connections"))
     finally:
         c.close()
@@ -221,9 +219,9 @@ def test_environment_connections_are_read_only(default: Client) -> None:
     env = default.ok("GET", "/v1/connections/conn_env_stripe")
     assert env["source"] == "environment" and env["credentials"] == {}
     assert env["webhook_url"].endswith("/webhooks/stripe")  # the URL registered at Stripe
-    assert error_of(default.post("/v1/connections/conn_env_stripe", {"disabled": True})) == (
+    assert status_code_param(default.post("/v1/connections/conn_env_stripe", {"disabled": True})) == (
         400, "connection_read_only", "id")
-    assert error_of(default.http.delete("/v1/connections/conn_env_stripe")) == (
+    assert status_code_param(default.http.delete("/v1/connections/conn_env_stripe")) == (
         400, "connection_read_only", "id")
 
 
@@ -232,9 +230,12 @@ def test_environment_connections_are_read_only(default: Client) -> None:
     ({"gateway": "stripe", "credentials": {}}, "credentials[secret_key]"),
     ({"gateway": "stripe", "credentials": {"secret_key": "sk_test_x", "colour": "red"}},
      "credentials[colour]"),
+    # A test key can't make a live connection (a live key over https can: test_ops_tls.py).
+    ({"gateway": "stripe", "livemode": True, "credentials": {"secret_key": "sk_live_x"}},
+     "livemode"),
     ({"gateway": "stripe", "livemode": True,
       "credentials": {"secret_key": "sk_live_x", "api_base": "http://10.0.0.1"}},
-     "credentials[api_base]"),
+     "livemode"),
     ({"gateway": "sandbox", "livemode": True, "credentials": {}}, "livemode"),
     ({"gateway": "stripe", "credentials": {"secret_key": "sk_test_x"}, "currencies": ["E1R"]},
      "currencies"),
@@ -332,8 +333,8 @@ def test_a_live_key_uses_only_live_connections_and_sees_only_live_objects(
         assert test_conn["livemode"] is False
         # A live key neither sees nor routes to the test connection, nor the sandbox.
         assert test_conn["id"] not in json.dumps(live_key.ok("GET", "/v1/connections"))
-        assert error_of(pay(live_key, gateway="stripe")) == (400, "gateway_unknown", "gateway")
-        assert error_of(pay(live_key)) == (400, "gateway_unknown", "gateway")
+        assert status_code_param(pay(live_key, gateway="stripe")) == (400, "gateway_unknown", "gateway")
+        assert status_code_param(pay(live_key)) == (400, "gateway_unknown", "gateway")
         live_conn = live_key.ok("POST", "/v1/connections", {
             "gateway": "stripe", "livemode": True,
             "credentials": {"secret_key": "sk_live_" + secrets.token_hex(8)}})
@@ -341,12 +342,12 @@ def test_a_live_key_uses_only_live_connections_and_sees_only_live_objects(
         test_paid = pay(test_key, gateway="stripe").json()
         assert test_paid["livemode"] is False and test_paid["connection"] == test_conn["id"]
         # Each key's objects are invisible to the other mode's key.
-        assert error_of(live_key.get(f"/v1/payment_intents/{test_paid['id']}"))[:2] == (
+        assert status_code_param(live_key.get(f"/v1/payment_intents/{test_paid['id']}"))[:2] == (
             404, "resource_missing")
         assert test_paid["id"] not in json.dumps(live_key.ok("GET", "/v1/payment_intents"))
         customer = live_key.ok("POST", "/v1/customers", {"email": "live@example.com"})
         assert customer["livemode"] is True
-        assert error_of(test_key.get(f"/v1/customers/{customer['id']}"))[:2] == (
+        assert status_code_param(test_key.get(f"/v1/customers/{customer['id']}"))[:2] == (
             404, "resource_missing")
         events = live_key.ok("GET", "/v1/events")["data"]
         assert events and all(e["livemode"] is True for e in events)

@@ -18,22 +18,11 @@ import pytest
 from conftest import Api
 from paymux.billing.credit_notes import CreditNoteParams
 from paymux.services import Paymux
+from support.invoices import paid_invoice
 
 
 class Died(BaseException):
     """The process died here."""
-
-
-def paid_invoice(api: Api, amount: int = 3000) -> dict[str, Any]:
-    cus = api.ok("POST", "/v1/customers", {"email": "payer@example.com"})["id"]
-    pm = api.ok("POST", "/v1/payment_methods/pm_card_visa/attach", {"customer": cus})["id"]
-    invoice = api.ok("POST", "/v1/invoices", {"customer": cus, "currency": "usd"})
-    api.ok("POST", "/v1/invoiceitems", {"customer": cus, "invoice": invoice["id"],
-                                         "amount": amount, "currency": "usd"})
-    api.ok("POST", f"/v1/invoices/{invoice['id']}/finalize")
-    paid = api.ok("POST", f"/v1/invoices/{invoice['id']}/pay", {"payment_method": pm})
-    assert paid["status"] == "paid"
-    return paid
 
 
 def die_in_refund(api: Api, invoice_id: str, *, after_refund: bool) -> str:

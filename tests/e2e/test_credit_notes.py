@@ -10,12 +10,7 @@ import httpx
 import pytest
 
 from conftest import Api
-
-
-def error_of(r: httpx.Response, status: int) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    error: dict[str, Any] = r.json()["error"]
-    return error
+from support.errors import error_of
 
 
 def customer(api: Api) -> str:

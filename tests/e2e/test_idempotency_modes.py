@@ -34,7 +34,9 @@ class LiveKey:
 
         self.http = httpx.Client(
             base_url=api.server.url, timeout=30,
-            headers={"authorization": f"Bearer {asyncio.run(make())}"},
+            # Live keys over TLS only: through the test server's trusted proxy (127.0.0.1).
+            headers={"authorization": f"Bearer {asyncio.run(make())}",
+                     "x-forwarded-proto": "https"},
         )
 
 

@@ -14,14 +14,9 @@ from typing import Any
 import httpx
 
 from conftest import Api
+from support.errors import error_of
 
 NUMBER = re.compile(r"[0-9A-F]{8}-(\d{4})")
-
-
-def error_of(r: httpx.Response, status: int) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    error: dict[str, Any] = r.json()["error"]
-    return error
 
 
 def saved_card(api: Api, customer_id: str, number: str = "4242424242424242") -> str:

@@ -163,7 +163,8 @@ def proxied(
     request: pytest.FixtureRequest, tmp_path: Path, pg_cluster: PgCluster | None
 ) -> Iterator[tuple[RunningServer, RunningServer]]:
     """A server behind a trusted proxy (127.0.0.1) and one that trusts no proxy."""
-    url = database_url(request.param, tmp_path, pg_cluster, f"rate_xff_{request.param}")
+    url = database_url(
+        request.param, tmp_path, pg_cluster, f"rate_xff_{request.param}_{next(_DBS)}")
     upgrade(url)
     behind = start(url, tmp_path / "behind", trusted_proxies="127.0.0.1")
     try:
@@ -189,3 +190,34 @@ def test_the_address_is_the_forwarded_client_only_behind_a_trusted_proxy(
     for n in range(BAD_LIMIT):
         assert bad(direct, forwarded_for=f"198.51.100.{n + 1}").status_code == 401
     assert_rate_limited(bad(direct, forwarded_for="198.51.100.99"))
+
+
+def test_behind_a_trusted_proxy_the_address_it_appended_is_counted_not_the_clients_entries(
+    proxied: tuple[RunningServer, RunningServer],
+) -> None:
+    """A proxy appends the address it saw to the X-Forwarded-For its client sent: in
+    ``spoofed, real`` only the right-hand entry is the proxy's word. A client naming a new
+    left-hand address on every request still uses up its own (right-hand) count, and one
+    naming a victim there puts nothing on the victim's count."""
+    behind, _ = proxied
+    shared = behind.settings.database_url.startswith("postgresql")  # counts in the database
+    client, victim, steering = "203.0.113.50", "203.0.113.60", "203.0.113.70"
+    for n in range(BAD_LIMIT):  # a fresh made-up address in front each time
+        assert bad(behind, forwarded_for=f"198.51.100.{n + 1}, {client}").status_code == 401
+    assert_rate_limited(bad(behind, forwarded_for=f"198.51.100.77, {client}"))
+    assert_rate_limited(bad(behind, forwarded_for=client))  # the same client, plainly
+    if shared:
+        assert stored_count(behind, client) == BAD_LIMIT + 1
+        assert stored_count(behind, "198.51.100.1") == 0
+
+    # Another client naming the victim in front: counted as itself, the victim untouched.
+    for _ in range(BAD_LIMIT):
+        assert bad(behind, forwarded_for=f"{victim}, {steering}").status_code == 401
+    assert_rate_limited(bad(behind, forwarded_for=f"{victim}, {steering}"))
+    assert_rate_limited(bad(behind, forwarded_for=f"{client}, {steering}"))
+    if shared:
+        assert stored_count(behind, victim) == 0
+    # The victim has its whole allowance: BAD_LIMIT answers, then the 429.
+    for _ in range(BAD_LIMIT):
+        assert bad(behind, forwarded_for=victim).status_code == 401
+    assert_rate_limited(bad(behind, forwarded_for=victim))

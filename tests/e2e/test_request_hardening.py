@@ -246,3 +246,21 @@ def test_forwarded_for_is_believed_only_from_trusted_proxies(
     finally:
         server.stop()
         server.http.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "param"),
+    [
+        ("/v1/checkout/sessions?customer=%00cus_1", "customer"),
+        ("/v1/promotion_codes?code=A%00B", "code"),
+        ("/v1/payment_intents?limit=3&customer=x%00", "customer"),
+    ],
+)
+def test_a_nul_in_a_query_parameter_is_a_400_naming_it(api: Api, path: str, param: str) -> None:
+    """PostgreSQL text can't hold U+0000: a list filter carrying it was a 500 from the driver
+    (schemathesis found it on /v1/checkout/sessions). It is refused before any route runs."""
+    r = api.get(path)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert (error["code"], error["param"]) == ("parameter_invalid", param)
+    assert "NUL" in error["message"]

@@ -1,9 +1,13 @@
 """The official stripe-node SDK (tests/sdk/node, its version pinned in package-lock.json) runs
 tests/sdk/node/flows.mjs against a real paymux server, SQLite and PostgreSQL, pointed at it
 by host, port and protocol only: payment intents (confirm, expand, auto-paging, metadata,
-manual capture, cancel, setup_future_usage), refunds, customers, payment methods, events,
-idempotency keys, SetupIntents, a subscription with its invoices, and the SDK's error
-classes. The script prints one JSON line per check and stops at the first
+manual capture, cancel, setup_future_usage, payment_method_data), charges (shipping),
+refunds, disputes, customers, payment methods (from a token), events, idempotency keys,
+SetupIntents, products, prices, coupons, promotion codes, tax rates, a subscription with
+its invoices and items, invoice items, invoices, credit notes, test clocks, meters and meter
+events, customer balance transactions, webhook endpoints (and ``webhooks.constructEvent``),
+Checkout Sessions, Radar value lists,
+an old pinned ``apiVersion`` (``charges`` on a PaymentIntent), and the SDK's error classes. The script prints one JSON line per check and stops at the first
 failure; this test asserts every check passed and which ones ran.
 
 ``make test`` installs the SDK (``npm ci --prefix tests/sdk/node``) when npm is there. Without
@@ -17,12 +21,21 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import RunningServer, sandboxes_required
+from conftest import (
+    RunningServer,
+    free_port,
+    make_settings,
+    migrated_database_url,
+    sandboxes_required,
+)
+from paymux.security.envelope import generate_key_entry
+from support.pgcluster import PgCluster
 
 SDK_DIR = Path(__file__).resolve().parents[1] / "sdk" / "node"
 SCRIPT = SDK_DIR / "flows.mjs"
@@ -41,6 +54,17 @@ CHECKS = [
     "setup_future_usage_saves_the_card_with_the_payment",
     "setup_intent_saves_a_card_for_off_session_payments",
     "subscription_create_update_cancel_and_invoices_auto_paging",
+    "charges_retrieve_list_update_with_shipping",
+    "refunds_retrieve_update_and_disputes_list",
+    "payment_methods_create_from_token_and_update",
+    "setup_intent_retrieve_update_cancel_and_payment_method_data",
+    "catalog_products_prices_coupons_promotion_codes_tax_rates",
+    "invoices_invoice_items_credit_notes_and_subscription_items",
+    "test_clocks_meters_and_customer_balance",
+    "webhook_endpoints_create_retrieve_update_list_delete",
+    "checkout_sessions_create_retrieve_list_line_items_expire",
+    "radar_value_lists_and_items",
+    "old_pinned_version_gets_charges_on_the_intent",
     "declined_card_raises_card_error",
     "unknown_id_raises_invalid_request_404",
     "bad_parameter_raises_invalid_request_with_param",
@@ -85,6 +109,22 @@ def run_flows(node: str, base_url: str, key: str) -> tuple[int, list[dict[str, A
     return done.returncode, lines, done.stderr
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+    pg_cluster: PgCluster | None,
+) -> Iterator[RunningServer]:
+    """A server with an encryption key, which webhook endpoints need for their secrets."""
+    tmp: Path = tmp_path_factory.mktemp(f"node-{request.param}")
+    url = migrated_database_url(request.param, tmp, pg_cluster, f"node_{request.param}")
+    running = RunningServer(make_settings(
+        url, tmp, free_port(), encryption_keys=generate_key_entry("k1"))).start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
 def test_stripe_node_drives_paymux_by_its_host_and_port_alone(server: RunningServer) -> None:
     node = node_or_skip()
     assert server.url.startswith("http://127.0.0.1:")
@@ -109,5 +149,9 @@ def test_stripe_node_drives_paymux_by_its_host_and_port_alone(server: RunningSer
     assert by_check["setup_future_usage_saves_the_card_with_the_payment"]["customer"] is True
     seti = by_check["setup_intent_saves_a_card_for_off_session_payments"]
     assert (seti["status"], seti["last4"], seti["declined"]) == ("succeeded", "4242", "card_declined")
+    assert by_check["old_pinned_version_gets_charges_on_the_intent"]["charges"] == 1
+    assert by_check["webhook_endpoints_create_retrieve_update_list_delete"]["status"] == (
+        "disabled")
+    assert by_check["test_clocks_meters_and_customer_balance"]["balance"] == -400
     sub = by_check["subscription_create_update_cancel_and_invoices_auto_paging"]
     assert (sub["status"], sub["amount_paid"], sub["invoices"]) == ("canceled", 3000, 1)

@@ -208,6 +208,45 @@ def test_a_token_is_the_accounts_that_made_a_payment_method_of_it(
     assert (paid["status"], paid["payment_method"]) == ("succeeded", pm["id"])
 
 
+def test_a_shared_test_token_s_retry_after_a_lost_answer_gets_the_same_payment_method(
+    api: Api,
+) -> None:
+    """``tok_visa`` gives each use a payment method with a fresh token of its own, so only
+    its id (derived from the Idempotency-Key) finds the one a request's first run made:
+    the retry after a lost answer gets it back (before: a 503 on every retry), among other
+    payment methods of the account made from the same shortcut."""
+
+    def lose_answer(key: str) -> None:  # as if the process died before storing it
+        api.server.sql(
+            "update idempotency_keys set status = 'in_flight', response_status = null, "
+            "response_body = null, locked_us = 0 where key = :k and account_id = :a",
+            k=key, a=api.account_id)
+
+    body = {"type": "card", "card[token]": "tok_visa"}
+    others = [ok(form(api, "/v1/payment_methods", body))["id"] for _ in range(2)]
+    keyed = {"idempotency-key": "pm-tv"}
+    first = ok(api.http.post("/v1/payment_methods", data=body, headers=keyed))
+    lose_answer("pm-tv")
+    retry = api.http.post("/v1/payment_methods", data=body, headers=keyed)
+    assert retry.status_code == 200, retry.text
+    assert "idempotent-replayed" not in retry.headers  # it ran again, and resumed
+    assert retry.json()["id"] == first["id"] and first["id"] not in others
+
+    intent = {"amount": "700", "currency": "usd", "payment_method_data[type]": "card",
+              "payment_method_data[card][token]": "tok_visa", "confirm": "true"}
+    keyed = {"idempotency-key": "pi-tv"}
+    paid = ok(api.http.post("/v1/payment_intents", data=intent, headers=keyed))
+    assert paid["status"] == "succeeded"
+    lose_answer("pi-tv")
+    again = api.http.post("/v1/payment_intents", data=intent, headers=keyed)
+    assert again.status_code == 200, again.text
+    assert (again.json()["id"], again.json()["payment_method"], again.json()["status"]) == (
+        paid["id"], paid["payment_method"], "succeeded")
+    rows = api.server.sql("select id from payment_methods where account_id = :a",
+                          a=api.account_id)
+    assert sorted(r[0] for r in rows) == sorted([*others, first["id"], paid["payment_method"]])
+
+
 def test_a_restricted_key_needs_the_payment_methods_write_grant(api: Api) -> None:
     reader = restricted_key(api.server, api.account_id, {"payment_methods": "read"})
     writer = restricted_key(api.server, api.account_id, {"payment_methods": "write"})

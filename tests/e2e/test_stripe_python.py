@@ -7,8 +7,10 @@ Covered: PaymentIntents (create, retrieve, update, list with auto-pagination, th
 and ``created`` filters, expand, confirm, capture of part, cancel), Refunds (create, retrieve,
 list by payment intent, update), Customers (create, retrieve, update, list, delete),
 PaymentMethods (attach, retrieve, detach, a customer's list), Charges (retrieve, list by
-payment intent), Events (list, retrieve), Disputes (list), idempotency keys, and the SDK's
-error classes for declines, bad parameters, unknown ids, bad keys and restricted keys.
+payment intent), Events (list, retrieve), Disputes (list; a dispute's metadata, which needs
+one opened by a gateway, in test_stripe_params_metadata.py), idempotency keys, and the SDK's
+error classes for declines, bad parameters, unknown ids, bad keys and restricted keys. The
+other resources have suites of their own (test_stripe_python_*.py, test_stripe_params_*.py).
 
 Expectations are Stripe's documented behaviour, stated literally. ``max_network_retries=0``
 everywhere, so no retry hides a failure. What paymux does not do yet goes in the last section:
@@ -602,7 +604,9 @@ def test_resources_paymux_does_not_have_yet_raise_invalid_request_error_404_with
     """Not a crash or a 5xx: the SDK's InvalidRequestError, as Stripe answers an unknown URL.
     (docs/stripe-compatibility.md lists them; drop one from here when paymux gains it.)"""
     calls = {
-        "/v1/checkout/sessions": lambda: sdk.v1.checkout.sessions.list(),
+        "/v1/payment_links": lambda: sdk.v1.payment_links.list(),
+        "/v1/quotes": lambda: sdk.v1.quotes.list(),
+        "/v1/subscription_schedules": lambda: sdk.v1.subscription_schedules.list(),
     }
     for path, call in calls.items():
         with pytest.raises(stripe.InvalidRequestError) as caught:

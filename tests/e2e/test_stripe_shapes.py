@@ -12,17 +12,13 @@ import pytest
 
 from conftest import Api, RunningServer
 from paymux.services import Paymux
+from support.errors import status_code_param as error_of
 
 
 def pay(api: Api, **params: Any) -> dict[str, Any]:
     return api.ok("POST", "/v1/payment_intents", {
         "amount": 2500, "currency": "usd", "payment_method": "pm_card_visa", "confirm": True,
         **params})
-
-
-def error_of(r: httpx.Response) -> tuple[int, str, str | None]:
-    e = r.json()["error"]
-    return r.status_code, e["code"], e.get("param")
 
 
 # -- expand -------------------------------------------------------------------------------------

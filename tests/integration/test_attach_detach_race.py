@@ -9,27 +9,18 @@ connector seam plays the gateway, its ``attached`` ledger is what is checked.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from conftest import database_url
-from paymux.storage.migrate import upgrade
+from paymux.services.customers import CustomersService
+from support.databases import migrated_database_fixture
 from support.fake_gateway import Outcome
 from support.harness import Harness
-from support.pgcluster import PgCluster
 
-_names = itertools.count()
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def db(request: pytest.FixtureRequest, tmp_path: Path, pg_cluster: PgCluster | None) -> Iterator[str]:
-    url = database_url(request.param, tmp_path, pg_cluster, f"attach_{next(_names)}")
-    upgrade(url)
-    yield url
+db = migrated_database_fixture("attach")
 
 
 async def saved_by_a_payment(h: Harness) -> tuple[str, str, str]:
@@ -115,6 +106,48 @@ def test_without_a_detach_the_job_attaches_the_card_at_the_gateway(
         assert await attach_jobs(h) == ["done"]
         assert token in h.gw.attached
         assert (await h.get(f"/v1/payment_methods/{pm}"))["customer"] == cus
+
+    async def main() -> None:
+        async with Harness.open(db, tmp_path) as h:
+            await test(h)
+
+    asyncio.run(main())
+
+
+def test_a_detach_between_the_jobs_check_and_the_attach_reading_the_card_wins(
+    db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The window closed by commit 14e61be: the job checked that the customer holds the card,
+    then the merchant detaches it, then ``customers.attach`` reads the card again (unowned
+    now) and makes the gateway call. The job's own check is what counts: the attach is undone
+    at the gateway and the card stays detached in paymux. The detach is run at exactly that
+    point: on the call from the job into ``CustomersService.attach``, before the real one."""
+    real = CustomersService.attach
+    detached: list[int] = []
+
+    async def test(h: Harness) -> None:
+        _, pm, token = await saved_by_a_payment(h)
+        attached_before = (await h.events(pm)).count("payment_method.attached")
+
+        async def attach(self: CustomersService, *args: Any, **kw: Any) -> dict[str, Any]:
+            r = await h.post(f"/v1/payment_methods/{pm}/detach")
+            assert r.status_code == 200, r.text
+            assert h.body(r)["customer"] is None
+            assert token not in h.gw.attached  # the detach reached the provider
+            detached.append(h.gw.calls["attach_payment_method"])
+            return await real(self, *args, **kw)
+
+        monkeypatch.setattr(CustomersService, "attach", attach)
+        await h.drain()
+        assert detached == [0]  # the detach ran once, before the job's gateway call
+        assert h.gw.calls["attach_payment_method"] == 1  # the job did attach at the gateway
+        assert await attach_jobs(h) == ["done"]
+        got = await h.get(f"/v1/payment_methods/{pm}")
+        assert got["customer"] is None
+        assert token not in h.gw.attached, "the card is attached at the gateway again"
+        events = await h.events(pm)
+        assert events.count("payment_method.detached") == 1
+        assert events.count("payment_method.attached") == attached_before  # none after it
 
     async def main() -> None:
         async with Harness.open(db, tmp_path) as h:

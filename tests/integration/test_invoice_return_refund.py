@@ -9,30 +9,20 @@ the connector seam; the provider's ledger is what is counted.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import database_url
 from paymux.jobs import queue
 from paymux.services.refunds import RefundsService
-from paymux.storage.migrate import upgrade
+from support.databases import migrated_database_fixture
 from support.fake_gateway import Outcome
 from support.harness import Harness
-from support.pgcluster import PgCluster
 
-_names = itertools.count()
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def db(request: pytest.FixtureRequest, tmp_path: Path, pg_cluster: PgCluster | None) -> Iterator[str]:
-    url = database_url(request.param, tmp_path, pg_cluster, f"return_{next(_names)}")
-    upgrade(url)
-    yield url
+db = migrated_database_fixture("return")
 
 
 def run(db: str, tmp: Path, test: Callable[[Harness], Awaitable[None]]) -> None:
@@ -160,5 +150,41 @@ def test_a_refund_the_gateway_refuses_is_shown_and_the_job_ends(
         got = await h.get(f"/v1/payment_intents/{pi_id}")
         assert (got["amount_refunded"], got["amount_received"]) == (0, 2000)
         assert h.gw.money_refunded(pi_id) == 0
+
+    run(db, tmp_path, test)
+
+
+@pytest.mark.parametrize("held", ["before_the_provider_acts", "after_the_provider_acts"])
+def test_a_second_run_resumes_the_refund_while_the_first_runs_call_is_in_flight(
+    db: str, tmp_path: Path, held: str
+) -> None:
+    """The first run's refund call hangs (the provider has not acted yet, or it acted and
+    the answer has not come back); its lease runs out and a second run of the job resumes
+    that refund while the call is still in flight; then the first call returns."""
+
+    async def test(h: Harness) -> None:
+        pi_id = await paid_intent(h)
+        gate = h.gw.hold("refund", after=held == "after_the_provider_acts")
+        first = asyncio.create_task(h.app.invoices.return_payment(h.account, pi_id, 700))
+        await gate.wait_reached()
+        [(refund_id, amount, status)] = await returned_refunds(h, pi_id)
+        assert (amount, status) == (700, "pending")
+        await h.app.invoices.return_payment(h.account, pi_id, 700)  # the second run
+        assert not first.done(), "the first run's call is still in flight"
+        # The second run settled that refund by asking the provider (or by making the call
+        # itself, with the same key, if the provider had not acted yet): one refund.
+        assert await returned_refunds(h, pi_id) == [(refund_id, 700, "succeeded")]
+        assert [r.amount for r in h.gw.refunds_for(pi_id)] == [700]
+        gate.release()
+        await first  # its late answer changes nothing
+        await h.drain()
+        assert [r.amount for r in h.gw.refunds_for(pi_id)] == [700]
+        assert h.gw.money_refunded(pi_id) == 700
+        keys = {c.idempotency_key for c in h.gw.log if c.operation == "refund"}
+        assert keys == {f"{refund_id}:refund"}
+        assert await returned_refunds(h, pi_id) == [(refund_id, 700, "succeeded")]
+        [intent] = await h.intents()
+        assert (intent["refunded"], intent["pending"], intent["received"]) == (700, 0, 2000)
+        assert (await h.events(refund_id)).count("refund.created") == 1
 
     run(db, tmp_path, test)

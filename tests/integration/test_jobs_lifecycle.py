@@ -10,29 +10,21 @@ test moves; the gateway is the scripted fake at the connector seam.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import database_url
 from paymux.jobs import queue, worker
-from paymux.storage.migrate import upgrade
+from support.databases import migrated_database_fixture
 from support.harness import Harness
-from support.pgcluster import PgCluster
 
-_names = itertools.count()
 LEASE = 60.0
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def db(request: pytest.FixtureRequest, tmp_path: Path, pg_cluster: PgCluster | None) -> Iterator[str]:
-    url = database_url(request.param, tmp_path, pg_cluster, f"jobs_{next(_names)}")
-    upgrade(url)
-    yield url
+db = migrated_database_fixture("jobs")
 
 
 def run(db: str, tmp: Path, test: Callable[[Harness], Awaitable[None]], **kw: Any) -> None:

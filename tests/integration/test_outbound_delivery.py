@@ -11,31 +11,24 @@ example (5 s, 5 min, 30 min, 2 h, 5 h, then 10 h) with 11 retries, about 3 days.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
 import standardwebhooks
 
-from conftest import migrated_database_url
 from paymux.outbound.delivery import DeliveryRunner
 from paymux.security.envelope import generate_key_entry
+from support.databases import migrated_database_fixture
 from support.harness import Harness
-from support.pgcluster import PgCluster
 from support.webhook_receiver import Receiver
 
 RETRIES = [5, 300, 1800, 7200, 18000, 36000, 36000, 36000, 36000, 36000, 36000]
 DAY = 24 * 3600
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def db(request: pytest.FixtureRequest, tmp_path: Path, pg_cluster: PgCluster | None) -> str:
-    name = f"outbound_{request.param}_{uuid.uuid4().hex[:12]}"
-    url = migrated_database_url(request.param, tmp_path, pg_cluster, name)
-    return url
+db = migrated_database_fixture("outbound")
 
 
 @asynccontextmanager
@@ -244,12 +237,12 @@ def test_live_endpoints_cannot_reach_private_addresses_even_through_dns(
                 new, _ = await h.app.keys.create(h.account, livemode=True)
                 live = {"authorization": f"Bearer {new.key}"}
                 for url in (
-                    f"http://127.0.0.1:{rx.port}/hooks",
-                    "http://10.1.2.3/hooks",
-                    "http://169.254.169.254/latest/meta-data",
-                    f"http://[::ffff:127.0.0.1]:{rx.port}/hooks",
-                    f"http://[::1]:{rx.port}/hooks",
-                    "http://192.168.0.10/hooks",
+                    f"https://127.0.0.1:{rx.port}/hooks",
+                    "https://10.1.2.3/hooks",
+                    "https://169.254.169.254/latest/meta-data",
+                    f"https://[::ffff:127.0.0.1]:{rx.port}/hooks",
+                    f"https://[::1]:{rx.port}/hooks",
+                    "https://192.168.0.10/hooks",
                 ):
                     r = await h.http.post(
                         "/v1/webhook_endpoints",
@@ -264,7 +257,7 @@ def test_live_endpoints_cannot_reach_private_addresses_even_through_dns(
                     assert r.json()["error"]["code"] == "parameter_invalid", url
                 r = await h.http.post(
                     "/v1/webhook_endpoints",
-                    json={"url": f"http://localhost:{rx.port}/hooks", "enabled_events": ["*"]},
+                    json={"url": f"https://localhost:{rx.port}/hooks", "enabled_events": ["*"]},
                     headers=live,
                 )
                 assert r.status_code == 200, r.text

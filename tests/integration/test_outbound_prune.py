@@ -5,26 +5,19 @@ stay; the batches (of 1 here) delete all the old ones, not only the first batch.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from pathlib import Path
 
-import pytest
-
-from conftest import migrated_database_url
 from paymux.outbound.delivery import DeliveryRunner
 from paymux.outbound.prune import prune_attempts
 from paymux.security.envelope import generate_key_entry
+from support.databases import migrated_database_fixture
 from support.harness import Harness
-from support.pgcluster import PgCluster
 from support.webhook_receiver import Receiver
 
 DAY = 24 * 3600
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def db(request: pytest.FixtureRequest, tmp_path: Path, pg_cluster: PgCluster | None) -> str:
-    name = f"outbound_prune_{request.param}_{uuid.uuid4().hex[:12]}"
-    return migrated_database_url(request.param, tmp_path, pg_cluster, name)
+db = migrated_database_fixture("outbound_prune")
 
 
 def test_attempts_older_than_the_retention_are_deleted_and_others_kept(

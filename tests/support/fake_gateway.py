@@ -51,6 +51,11 @@ Scripting
     ``slow``) still apply.
     ``calls`` counts calls per operation (faults included), ``replays`` the idempotent
     replays, and ``log`` lists every call.
+    ``hold(operation, after=False)`` returns a ``Gate`` that stops the next call of that
+    operation, before the provider acts (``after=True``: once it acted, before the answer),
+    until the test calls ``gate.release()`` (optionally with an exception the call raises
+    instead of answering); ``await gate.wait_reached()`` waits for the call to get there. A
+    test runs what it wants at exactly that point (a second run of a job, a detach).
 
 Webhooks
     Every state change is recorded as a provider event (``ProviderEvent``) holding a snapshot
@@ -100,6 +105,7 @@ __all__ = [
     "MUTATING",
     "OPERATIONS",
     "CallRecord",
+    "Gate",
     "Outcome",
     "ProviderEvent",
     "ProviderPayment",
@@ -355,6 +361,34 @@ def _fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, default=str, sort_keys=True).encode()).hexdigest()
 
 
+class Gate:
+    """Holds one call of an operation (``ScriptedGateway.hold``) until the test releases it:
+    before the provider acts, or (``after``) once it acted and before the answer returns."""
+
+    def __init__(self, operation: str, *, after: bool) -> None:
+        self.operation = operation
+        self.after = after
+        self.reached = asyncio.Event()
+        self._released = asyncio.Event()
+        self._error: BaseException | None = None
+
+    def release(self, error: BaseException | None = None) -> None:
+        """Let the held call go on; with ``error`` it raises that instead (the answer lost
+        to a fault the connector does not map: a reset connection, a bug)."""
+        self._error = error
+        self._released.set()
+
+    async def wait_reached(self) -> None:
+        """Wait (10 s at most) until the held call is at the gate."""
+        await asyncio.wait_for(self.reached.wait(), 10.0)
+
+    async def _pass(self) -> None:
+        self.reached.set()
+        await self._released.wait()
+        if self._error is not None:
+            raise self._error
+
+
 class ScriptedGateway:
     """An in-memory provider behind the Gateway Protocol; see the module docstring."""
 
@@ -403,6 +437,7 @@ class ScriptedGateway:
 
         self._keys: dict[str, _Stored] = {}
         self._scripts: dict[str, list[Outcome]] = {}
+        self._gates: dict[str, Gate] = {}
         self._rng: random.Random | None = None
         self._chances: list[tuple[Outcome, float]] = []
         self._chance_ops: frozenset[str] = OPERATIONS
@@ -422,6 +457,15 @@ class ScriptedGateway:
 
     def clear_scripts(self) -> None:
         self._scripts.clear()
+
+    def hold(self, operation: str, *, after: bool = False) -> Gate:
+        """Stop the next call of ``operation`` at a ``Gate`` until the test releases it:
+        before the provider acts, or with ``after`` once it acted (the answer in flight)."""
+        if operation not in OPERATIONS:
+            raise ValueError(f"unknown operation: {operation}")
+        gate = Gate(operation, after=after)
+        self._gates[operation] = gate
+        return gate
 
     def random_mode(
         self,
@@ -485,9 +529,12 @@ class ScriptedGateway:
         """One call: count it, wait, fail before, replay or act, store, lose the answer."""
         self.calls[operation] += 1
         outcome = self._next_outcome(operation)
+        gate = self._gates.pop(operation, None)
         delay = self.latency + outcome.delay
         if delay:
             await asyncio.sleep(delay)
+        if gate is not None and not gate.after:
+            await gate._pass()
         replay = False
         try:
             if outcome.kind == "fail_before":
@@ -516,6 +563,8 @@ class ScriptedGateway:
                     self._keys[key] = _Stored(operation, fingerprint, self.now(), result)
         finally:
             self.log.append(CallRecord(operation, key, outcome.kind, replay, self.now()))
+        if gate is not None and gate.after:
+            await gate._pass()
         if outcome.delay_after:
             await asyncio.sleep(outcome.delay_after)
         if outcome.kind == "lose_response":

@@ -43,7 +43,8 @@ class Harness:
         self._asgi = create_app(app.settings, paymux=app)
         self.http = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=self._asgi),
-            base_url="http://paymux.test",
+            # As a deployment serves it, over TLS (live-mode keys are refused over plain HTTP).
+            base_url="https://paymux.test",
             headers={"authorization": f"Bearer {key}"},
             timeout=30,
         )

@@ -69,7 +69,7 @@ def test_urls_refused_for_a_live_endpoint(url: str) -> None:
 def test_urls_accepted() -> None:
     check_url("https://example.com/hooks?x=1", livemode=True, allow_private=False)
     check_url("http://127.0.0.1:3000/hook", livemode=False, allow_private=False)
-    check_url("http://localhost:3000/hook", livemode=True, allow_private=False)  # DNS: later
+    check_url("https://localhost:3000/hook", livemode=True, allow_private=False)  # DNS: later
 
 
 def test_default_schedule_is_about_three_days() -> None:

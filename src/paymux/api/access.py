@@ -36,7 +36,10 @@ PUBLISHABLE_ROUTES = frozenset(
         ("POST", "/v1/payment_intents/{pi_id}/confirm"),
     }
 )
-PUBLISHABLE_CONFIRM_FIELDS = frozenset({"payment_method", "return_url", "client_secret"})
+# payment_method_data: a token the browser made (Stripe.js's confirmCardPayment sends it).
+PUBLISHABLE_CONFIRM_FIELDS = frozenset(
+    {"payment_method", "payment_method_data", "return_url", "client_secret"}
+)
 # What a publishable key sees of a PaymentIntent (Stripe answers a publishable key with a
 # subset too): what a checkout page needs, not the customer, metadata or references.
 _PUBLISHABLE_INTENT_FIELDS = (
@@ -55,6 +58,10 @@ _PUBLISHABLE_INTENT_FIELDS = (
     "description",
     "return_url",
     "setup_future_usage",
+    "payment_method_types",
+    "automatic_payment_methods",
+    "receipt_email",
+    "shipping",  # Stripe shows a publishable key the shipping (a checkout page shows it)
     "gateway",
     "client",
     "created",

@@ -24,13 +24,16 @@ from paymux.api.routers import (
     admin,
     audit_log,
     charges,
+    checkout_sessions,
     connections,
     coupons,
     credit_notes,
+    csp_reports,
     customer_balance,
     customers,
     disputes,
     events,
+    fraud_rules,
     invoice_items,
     invoices,
     keys,
@@ -39,7 +42,9 @@ from paymux.api.routers import (
     prices,
     products,
     promotion_codes,
+    radar_value_lists,
     refunds,
+    reviews,
     setup_intents,
     subscription_items,
     subscriptions,
@@ -52,9 +57,16 @@ from paymux.config import Settings, get_settings
 from paymux.domain.errors import PaymuxError
 from paymux.gateways.sandbox.web import build_sandbox_app
 from paymux.jobs.worker import Worker
+from paymux.observability import routes as ops_routes
+from paymux.observability.tracing import (
+    configure_tracing,
+    flush_tracing,
+    instrument_database,
+)
 from paymux.security import configure_logging, register_secret
 from paymux.services import Paymux
 from paymux.services.accounts import DEFAULT_ACCOUNT
+from paymux.web import checkout as web_checkout
 from paymux.web import invoices as web_invoices
 
 __all__ = ["create_app", "create_app_from_environment"]
@@ -123,28 +135,36 @@ def _error(request: Request, error: PaymuxError) -> JSONResponse:
 
 def create_app(settings: Settings, paymux: Paymux | None = None) -> FastAPI:
     """The ASGI app. With ``paymux`` given, the caller owns its lifecycle (tests, benchmarks)."""
-    for secret in (settings.admin_key, settings.api_key):
+    for secret in (settings.admin_key, settings.api_key, settings.metrics_token):
         if secret is not None:  # masked in every log line, whatever its form
             register_secret(secret.get_secret_value())
+    configure_tracing()  # on when OTEL_EXPORTER_OTLP_ENDPOINT is set
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = paymux is None
         core = paymux or Paymux(settings)
         app.state.paymux = core
+        instrument_database(core.ctx.db)  # a span per transaction, when tracing is on
         await core.accounts.ensure_account(DEFAULT_ACCOUNT)
         if settings.api_key is not None:
             await core.accounts.register_key(DEFAULT_ACCOUNT, settings.api_key.get_secret_value())
         worker = Worker(core) if settings.run_worker else None
+        app.state.worker_beat = worker.beat if worker else None  # /health/ready
         task = asyncio.create_task(worker.run()) if worker else None
         try:
             yield
         finally:
             if worker and task:
                 worker.stop()
-                await task
+                try:  # the job in hand finishes, or is cut short at the shutdown timeout
+                    await asyncio.wait_for(task, settings.shutdown_timeout)
+                except TimeoutError:
+                    log.warning("worker cut short after %gs", settings.shutdown_timeout)
+                await worker.shut_down()
             if owned:
                 await core.close()
+            flush_tracing()  # the last spans, before the process goes
 
     app = FastAPI(
         title="paymux",
@@ -161,6 +181,8 @@ def create_app(settings: Settings, paymux: Paymux | None = None) -> FastAPI:
         app.include_router(module.router)
     for module in (keys, audit_log, connections, charges, webhook_endpoints):
         app.include_router(module.router)
+    app.include_router(checkout_sessions.router)  # hosted checkout (issue 12)
+    app.include_router(csp_reports.router)  # /v1/admin/csp_reports
     for module in (
         setup_intents,
         products,
@@ -178,7 +200,11 @@ def create_app(settings: Settings, paymux: Paymux | None = None) -> FastAPI:
     ):  # billing
         app.include_router(module.router)
     app.include_router(customer_balance.router)
+    for module in (fraud_rules, radar_value_lists, reviews):  # fraud (issue 13)
+        app.include_router(module.router)
     app.include_router(web_invoices.router)  # the hosted invoice page and PDF
+    app.include_router(web_checkout.router)  # the hosted checkout page (issue 12)
+    app.include_router(ops_routes.router)  # /health/live, /health/ready, /metrics
     install_openapi(app)
 
     if settings.sandbox_enabled:

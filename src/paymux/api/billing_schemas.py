@@ -18,6 +18,7 @@ from paymux.api.schemas import (
     Expandable,
     Id,
     Metadata,
+    PaymentMethodData,
     PaymentMethodTypes,
     Text,
 )
@@ -301,6 +302,7 @@ ReturnUrl = Annotated[str, Field(max_length=2048)]
 class CreateSetupIntent(Expandable):
     customer: Id | None = None
     payment_method: Id | None = None
+    payment_method_data: PaymentMethodData | None = None  # a token only, as on a PaymentIntent
     confirm: StrictBool = False
     usage: Literal["on_session", "off_session"] = "off_session"
     payment_method_types: PaymentMethodTypes | None = None
@@ -317,6 +319,7 @@ class UpdateSetupIntent(Expandable):
 
 class ConfirmSetupIntent(Expandable):
     payment_method: Id | None = None
+    payment_method_data: PaymentMethodData | None = None
     return_url: ReturnUrl | None = None
 
 
@@ -471,6 +474,14 @@ class PayInvoice(Expandable):
 
 class InvoiceAction(Expandable):
     """``/void`` and ``/mark_uncollectible`` take no parameters but ``expand``."""
+
+
+class PreviewInvoice(Expandable):
+    """``POST /v1/invoices/create_preview`` (and the older ``GET /v1/invoices/upcoming``): the
+    invoice a subscription's next renewal will make (its own, or the customer's first)."""
+
+    customer: Id | None = None
+    subscription: Id | None = None
 
 
 # -- credit notes (/v1/credit_notes) (H6) ------------------------------------------------------

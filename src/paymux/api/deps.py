@@ -16,10 +16,17 @@ from fastapi import Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
-from paymux.api.access import PUBLISHABLE_CONFIRM_FIELDS, enforce, redacted_key, route_of
+from paymux.api.access import (
+    PUBLISHABLE_CONFIRM_FIELDS,
+    enforce,
+    publishable_view,
+    redacted_key,
+    route_of,
+)
 from paymux.api.schemas import ExpandQuery, ListQuery
 from paymux.api.wire import check_query, wire_query
 from paymux.domain.errors import PaymuxError
+from paymux.fraud.request import payer_from_headers, payer_request
 from paymux.gateways.base import GatewayRateLimited, GatewayUnavailable
 from paymux.security import looks_like_pan
 from paymux.services import Paymux
@@ -142,6 +149,14 @@ async def caller(request: Request, authorization: Annotated[str | None, Header()
         pi_id = str(request.path_params.get("pi_id", ""))
         await _check_client_secret(app, found.account_id, pi_id, request.query_params)
     current_livemode.set(found.livemode)
+    payer_request.set(  # who pays, for the fraud rules (fraud/request.py)
+        payer_from_headers(
+            request.headers,
+            peer=client_address(request),
+            from_browser=found.kind == "publishable",
+            behind_trusted_proxy=bool(app.settings.trusted_proxy_list()),
+        )
+    )
     return Caller(
         found.account_id,
         app,
@@ -199,8 +214,8 @@ async def _check_client_secret(
 
 
 async def require_client_secret(c: Caller, pi_id: str, body: BaseModel) -> None:
-    """A publishable key's confirm: only payment_method, return_url and client_secret, and
-    the intent's client secret. A secret or restricted key that sends one must send the
+    """A publishable key's confirm: only payment_method(_data), return_url and client_secret,
+    and the intent's client secret. A secret or restricted key that sends one must send the
     right one too."""
     fields = body.model_dump(exclude_unset=True, exclude_none=True)
     if c.kind == "publishable":
@@ -208,8 +223,8 @@ async def require_client_secret(c: Caller, pi_id: str, body: BaseModel) -> None:
         if extra:
             raise PaymuxError.of(
                 "parameter_not_allowed",
-                f"A publishable key cannot send {extra[0]} when confirming: only "
-                "payment_method, return_url and client_secret. Use a secret key.",
+                f"A publishable key cannot send {extra[0]} when confirming: only payment_method, "
+                "payment_method_data, return_url and client_secret. Use a secret key.",
                 param=extra[0],
             )
     elif "client_secret" not in fields:
@@ -249,6 +264,11 @@ async def idempotent(
         if isinstance(params, BaseModel)
         else params
     )
+    if c.kind == "publishable":
+        # A publishable key's request is never the same as a secret key's with the same
+        # key and parameters (a mismatch, as different parameters are): it must not be
+        # answered with what the secret key was shown. Other fingerprints are unchanged.
+        payload = {"publishable_key": payload}
     fingerprint = request_fingerprint(c.request.method, c.request.url.path, payload)
     claim = await c.app.idempotency.begin(
         c.account_id, key, c.request.method, c.request.url.path, fingerprint,
@@ -302,6 +322,11 @@ async def _run(c: Caller, operation: Callable[[], Awaitable[dict[str, Any]]]) ->
             raise PaymuxError.of("publishable_key_not_allowed")
         result = await operation()
     except PaymuxError as exc:
+        intent = exc.extra.get("payment_intent")
+        if c.kind == "publishable" and isinstance(intent, dict):
+            # A decline's intent, as a publishable key sees any intent (never its customer,
+            # metadata or references).
+            exc.extra["payment_intent"] = publishable_view(intent)
         status, body = error_json(exc, c.request)
         return _json(status, body)
     except (GatewayUnavailable, GatewayRateLimited) as exc:

@@ -24,6 +24,17 @@
   checked without recursion on every path (``/sandbox`` and ``/webhooks`` too; a webhook's
   raw bytes still reach signature verification untouched) before anything parses them:
   ``json.loads`` itself recurses, and raises RecursionError near 1,000 levels.
+- Live mode over TLS only: a request whose Authorization header carries a live-mode key
+  (``sk_live_``, ``pk_live_``, ``rk_live_``: told by the prefix alone) that did not arrive
+  over TLS (the scheme uvicorn saw: https itself, or ``X-Forwarded-Proto: https`` from a
+  proxy in ``PAYMUX_TRUSTED_PROXIES``) is refused 403 ``tls_required`` first of all: the key
+  is never looked up, counted against a rate limit or logged. Test keys keep plain HTTP.
+  The operator's API (``/v1/admin/*``: it creates and rolls live keys) is refused the same
+  over plain HTTP unless the peer is this host (loopback: ``make run``, the tests, a proxy on
+  the same host). The request line is masked before the refusal, as for the guard below.
+- Metrics and traces: every request is counted and timed by its route template
+  (observability/metrics.py), once it is answered, in a span of its own when tracing is on
+  (observability/tracing.py).
 - Security headers (security/headers.py): HSTS on every response that came over TLS, and
   on every page (``/docs``, ``/redoc``, the hosted invoice page and its PDF, ...) nosniff,
   Referrer-Policy, no caching of HTML, and the strictest CSP for a page that set none.
@@ -35,18 +46,25 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import ipaddress
 import json
 import logging
 import re
+import time
 from datetime import date
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
+from opentelemetry.trace import SpanKind
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from paymux.api.stripe_versions import known_stripe_version
 from paymux.domain.errors import PaymuxError
 from paymux.domain.ids import new_id
+from paymux.observability.metrics import observe_request
+from paymux.observability.tracing import span
 from paymux.security import find_pan_param, looks_like_pan, mask_pans, request_id_var
 from paymux.security.headers import secure_headers
 from paymux.security.pan import body_plainly_clear, mask_pan_data
@@ -104,6 +122,8 @@ _CREDENTIAL_VALUE = re.compile(
 # A JSON string (possibly unterminated), which the depth scan skips, and a bracket.
 _JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
 _BRACKET = re.compile(r"[\[\]{}]")
+_LIVE_KEY = re.compile(r"(?:sk|pk|rk)_live_")
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def error_response_body(error: PaymuxError) -> bytes:
@@ -123,14 +143,17 @@ class GuardMiddleware:
         token = request_id_var.set(request_id)
         scope.setdefault("state", {})["request_id"] = request_id
         started = False
+        status = 500
+        clock = time.perf_counter()
         version = _header(scope, b"stripe-version")
         api = str(scope.get("path", "")).startswith("/v1/")
         scheme = str(scope.get("scheme", "http"))
 
         async def send_with_id(message: Message) -> None:
-            nonlocal started
+            nonlocal started, status
             if message["type"] == "http.response.start":
                 started = True
+                status = int(message.get("status", 500))
                 headers = list(message.get("headers", []))
                 headers.append((b"request-id", request_id.encode()))
                 if api:
@@ -140,15 +163,32 @@ class GuardMiddleware:
                 message["headers"] = secure_headers(headers, scheme, page=not api)
             await send(message)
 
-        try:
-            await self._guard(scope, receive, send_with_id, request_id)
-        except Exception:
-            # The one log record of an unexpected error, while the request id is current.
-            log.exception("unhandled error")
-            if not started:
-                await _send_error(send_with_id, request_id, PaymuxError.of("api_error"))
-        finally:
-            request_id_var.reset(token)
+        method = str(scope.get("method", ""))
+        # Span names from a fixed set (any other method is OTHER), as the metrics' labels.
+        named = method if method in _METHODS else "OTHER"
+        opened = {"http.request.method": named, "paymux.request_id": request_id}
+        with span(f"HTTP {named}", opened, kind=SpanKind.SERVER) as current:
+            try:
+                refused = _tls_refusal(scope) if scheme != "https" else None
+                if refused is not None:
+                    # The request line masked first: uvicorn's access log prints it.
+                    _mask_request_line(scope, scope.get("query_string", b"").decode("latin-1"))
+                    await _send_error(send_with_id, request_id, refused)
+                    return
+                await self._guard(scope, receive, send_with_id, request_id)
+            except Exception:
+                # The one log record of an unexpected error, while the request id is current.
+                log.exception("unhandled error")
+                if not started:
+                    await _send_error(send_with_id, request_id, PaymuxError.of("api_error"))
+            finally:
+                request_id_var.reset(token)
+                route = _route(scope)
+                observe_request(method, route, status, time.perf_counter() - clock)
+                if current is not None:
+                    current.update_name(f"{named} {route}")
+                    current.set_attribute("http.route", route)
+                    current.set_attribute("http.response.status_code", status)
 
     async def _guard(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         path: str = scope.get("path", "")
@@ -167,6 +207,14 @@ class GuardMiddleware:
                 await self._refuse(send, request_id, found or None)
                 return
             _mask_loose_head(scope, path, query)
+            nul = _nul_query_param(query)
+            if nul is not None:
+                err = PaymuxError.of(
+                    "parameter_invalid", "Query parameters must not contain NUL characters.",
+                    param=nul,
+                )
+                await _send_error(send, request_id, err)
+                return
         if scope.get("method") in _BODY_METHODS:
             body = b""
             more = True
@@ -197,6 +245,76 @@ class GuardMiddleware:
 
     async def _refuse(self, send: Send, request_id: str, param: str | None) -> None:
         await _send_error(send, request_id, PaymuxError.of("card_number_not_allowed", param=param))
+
+
+def _nul_query_param(query: str) -> str | None:
+    """The name of a query parameter whose value holds U+0000 (PostgreSQL text can't hold
+    it: a 400 here, never a 500 from the driver), or None."""
+    if "%00" not in query and "\x00" not in query:
+        return None
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if "\x00" in value or "\x00" in name:
+            return name.replace("\x00", "") or "query"
+    return None
+
+
+def _route(scope: Scope) -> str:
+    """The route template the request was routed to (bounded: never the path itself)."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    if isinstance(path, str):
+        return path
+    if str(scope.get("path", "")).startswith("/sandbox/"):
+        return "/sandbox"
+    return "unmatched"
+
+
+def _live_key_sent(scope: Scope) -> bool:
+    """Whether the Authorization header carries a live-mode key (Bearer, or Basic with the
+    key as the username), by its prefix alone."""
+    authorization = _header(scope, b"authorization")
+    if not authorization:
+        return False
+    kind, _, credentials = authorization.partition(" ")
+    credentials = credentials.strip()
+    if kind.lower() == "basic":
+        try:
+            credentials = base64.b64decode(credentials, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+    elif kind.lower() != "bearer":
+        return False
+    return _LIVE_KEY.match(credentials.strip()) is not None
+
+
+def _tls_refusal(scope: Scope) -> PaymuxError | None:
+    """The ``tls_required`` error for a request that came over plain HTTP, or None."""
+    if _live_key_sent(scope):
+        return PaymuxError.of("tls_required")
+    if _remote_admin(scope):
+        return PaymuxError.of(
+            "tls_required",
+            "The admin API (/v1/admin) must be called over HTTPS (directly, or through a "
+            "proxy named in PAYMUX_TRUSTED_PROXIES that sends X-Forwarded-Proto: https), or "
+            "from this host. The admin key was not checked; if it was sent, treat it as "
+            "exposed and change PAYMUX_ADMIN_KEY.",
+        )
+    return None
+
+
+def _remote_admin(scope: Scope) -> bool:
+    """Whether the request is for the operator's API (``/v1/admin``: it creates and rolls
+    live keys) from a peer that is not this host (the X-Forwarded-For client when the peer is
+    a trusted proxy: uvicorn rewrites ``client`` for those). An unknown peer counts as
+    remote."""
+    path = str(scope.get("path", ""))
+    if path != "/v1/admin" and not path.startswith("/v1/admin/"):
+        return False
+    client = scope.get("client")
+    try:
+        return not ipaddress.ip_address(str(client[0])).is_loopback if client else True
+    except ValueError:
+        return True
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

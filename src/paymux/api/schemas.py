@@ -196,8 +196,8 @@ class CardToken(Body):
 
 
 class PaymentMethodData(Body):
-    """``payment_method_data`` of a PaymentIntent create or confirm: a payment method made
-    from a token, as ``POST /v1/payment_methods`` makes one, and used at once."""
+    """``payment_method_data`` of a PaymentIntent or SetupIntent create or confirm: a payment
+    method made from a token, as ``POST /v1/payment_methods`` makes one, and used at once."""
 
     type: Literal["card"]
     card: CardToken

@@ -78,9 +78,9 @@ async def on_invoice_paid(s: AsyncSession, ctx: Context, invoice: Invoice, now: 
     was_incomplete = sub.status == "incomplete"
     await move(s, sub, T.INVOICE_PAID, now)
     if was_incomplete:
-        from paymux.billing.subscription_due import next_due
+        from paymux.billing.subscription_due import next_due, upcoming_lead_us
 
-        sub.next_due_us = next_due(sub)
+        sub.next_due_us = next_due(sub, upcoming_us=upcoming_lead_us(ctx))
 
 
 async def on_payment_failed(

@@ -26,6 +26,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.billing.invoice_payments import TRY_KIND, live_intent, replaceable
+from paymux.billing.payment_lease import held_by_other, lease_seconds, release_lease, take_lease
 from paymux.domain.attempts import Operation
 from paymux.domain.errors import PaymuxError
 from paymux.services.context import current_livemode
@@ -126,24 +127,32 @@ async def pay_from_page(app: Paymux, token: str, card_token: str, return_url: st
                 # still waiting, and no other payment (a dunning retry) started meanwhile.
                 locked = await _locked_open(s, invoice_id)
                 current = await s.get(PaymentIntent, pi.id, populate_existing=True)
+                wall = app.ctx.now_us()
                 if (
                     locked.payment_intent_id != pi.id
                     or current is None
                     or current.status not in _CONFIRMABLE
                     or current.amount != locked.amount_remaining
+                    or held_by_other(locked, pi.id, wall)
                 ):
                     raise PaymuxError.of(
                         "invoice_unexpected_state",
                         "Another payment of this invoice started meanwhile.",
                         param="invoice",
                     )
-            view = await app.payments.confirm(
-                account_id,
-                pi.id,
-                payment_method=card_token,
-                off_session=False,
-                return_url=return_url,
-            )
+                # Held until the confirm has answered: no dunning try starts beside it.
+                take_lease(locked, pi.id, wall, lease_seconds(app.ctx))
+            try:
+                view = await app.payments.confirm(
+                    account_id,
+                    pi.id,
+                    # A fresh single-use token only, never a stored payment method (H1, r6).
+                    payment_method_data={"card": {"token": card_token}},
+                    off_session=False,
+                    return_url=return_url,
+                )
+            finally:
+                await release_lease(app.ctx, invoice_id, pi.id)
             return _outcome(view)
         if pi is not None and (
             pi.status == "requires_action" or (stale and pi.status in _CONFIRMABLE)
@@ -153,35 +162,46 @@ async def pay_from_page(app: Paymux, token: str, card_token: str, return_url: st
         async with app.ctx.db.write() as s:
             locked = await _locked_open(s, invoice_id)
             live = await live_intent(s, locked)
+            wall = app.ctx.now_us()
+            # A noted intent that was never made (its create refused the card before any
+            # gateway call, e.g. a token that is not a fresh one) holds nothing.
+            noted = locked.payment_intent_id
+            if noted not in (None, pi_id) and await s.get(PaymentIntent, noted) is None:
+                noted = None
             if (
-                locked.payment_intent_id not in (None, pi_id)
-                and (pi is None or locked.payment_intent_id != pi.id)
-            ) or (live is not None and live.id != pi_id):
+                (noted not in (None, pi_id) and (pi is None or noted != pi.id))
+                or (live is not None and live.id != pi_id)
+                or held_by_other(locked, pi_id, wall)
+            ):
                 raise PaymuxError.of(
                     "invoice_unexpected_state",
                     "Another payment of this invoice started meanwhile.",
                     param="invoice",
                 )
             locked.payment_intent_id = pi_id  # noted before the payment service hears of it
+            take_lease(locked, pi_id, wall, lease_seconds(app.ctx))
             amount, currency = locked.amount_remaining, locked.currency
             customer_id, number = locked.customer_id, locked.number
-        view = await app.payments.create(
-            account_id,
-            CreateParams(
-                id=pi_id,
-                invoice_id=invoice_id,
-                amount=amount,
-                currency=currency,
-                customer=customer_id,
-                payment_method=card_token,
-                gateway=HOSTED_GATEWAY,
-                confirm=True,
-                off_session=False,
-                return_url=return_url,
-                description=f"Invoice {number}" if number else None,
-                metadata={"invoice": invoice_id, TRY_KIND: "manual"},  # the payer's own
-            ),
-        )
+        try:
+            view = await app.payments.create(
+                account_id,
+                CreateParams(
+                    id=pi_id,
+                    invoice_id=invoice_id,
+                    amount=amount,
+                    currency=currency,
+                    customer=customer_id,
+                    payment_method_data={"card": {"token": card_token}},
+                    gateway=HOSTED_GATEWAY,
+                    confirm=True,
+                    off_session=False,
+                    return_url=return_url,
+                    description=f"Invoice {number}" if number else None,
+                    metadata={"invoice": invoice_id, TRY_KIND: "manual"},  # the payer's own
+                ),
+            )
+        finally:
+            await release_lease(app.ctx, invoice_id, pi_id)
         return _outcome(view)
     finally:
         current_livemode.reset(mode)

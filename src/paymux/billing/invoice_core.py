@@ -27,7 +27,7 @@ from paymux.billing.catalog_rows import coupon_terms, tax_terms
 from paymux.billing.clock_time import now_for
 from paymux.billing.invoice_views import invoice_view
 from paymux.billing.rules.states import InvoiceAction, next_invoice_status
-from paymux.billing.rules.totals import LineInput, TaxTerms, invoice_totals
+from paymux.billing.rules.totals import LineInput, TaxTerms, Totals, invoice_totals
 from paymux.domain.ids import new_id
 from paymux.jobs.queue import enqueue
 from paymux.services.context import (
@@ -280,46 +280,71 @@ class InvoicesCore:
             s.add(self._line(invoice, position, line, defaults, subscription_id))
             position += 1
         if include_pending_items:
-            pending = await s.execute(
-                select(InvoiceItem)
-                .where(
-                    InvoiceItem.account_id == account_id,
-                    InvoiceItem.customer_id == customer_id,
-                    InvoiceItem.invoice_id.is_(None),
-                    func.upper(InvoiceItem.currency) == currency.upper(),
-                )
-                .order_by(InvoiceItem.created_us, InvoiceItem.id)
-                .with_for_update()
-            )
-            for item in pending.scalars():
+            for item in await _pending_items(s, account_id, customer_id, currency, lock=True):
                 item.invoice_id = invoice.id
                 s.add(
-                    self._line(
-                        invoice,
-                        position,
-                        DraftLine(
-                            type="invoiceitem",
-                            amount=item.amount,
-                            currency=item.currency,
-                            description=item.description,
-                            period_start_us=item.period_start_us,
-                            period_end_us=item.period_end_us,
-                            quantity=item.quantity,
-                            price_id=item.price_id,
-                            subscription_item_id=item.subscription_item_id,
-                            proration=bool(item.proration),
-                            discountable=bool(item.discountable),
-                            tax_rate_ids=tuple(item.tax_rate_ids) if item.tax_rate_ids else None,
-                            invoice_item_id=item.id,
-                        ),
-                        defaults,
-                        item.subscription_id,
-                    )
+                    self._line(invoice, position, _item_line(item), defaults, item.subscription_id)
                 )
                 position += 1
         await s.flush()
         await emit(s, account_id, "invoice.created", await self.view_in(s, invoice), now_us)
         return invoice
+
+    async def preview(
+        self,
+        s: AsyncSession,
+        account_id: str,
+        *,
+        customer_id: str,
+        currency: str,
+        billing_reason: str,
+        period_start_us: int,
+        period_end_us: int,
+        lines: list[DraftLine],
+        created_us: int,
+        subscription_id: str | None = None,
+        coupon_id: str | None = None,
+        default_tax_rate_ids: list[str] | None = None,
+        collection_method: str = "charge_automatically",
+    ) -> dict[str, Any]:
+        """The view of the invoice ``draft_in`` then ``finalize_in`` would make of these lines
+        now (the customer's pending items in this currency, the coupon, taxes and balance
+        applied), computed in memory: nothing is written, locked or numbered (a preview)."""
+        customer = await get_owned(s, Customer, customer_id, account_id, param="customer")
+        invoice = Invoice(
+            id=new_id("in"),
+            account_id=account_id,
+            livemode=bool(customer.livemode),
+            customer_id=customer_id,
+            subscription_id=subscription_id,
+            status="draft",
+            currency=currency.upper(),
+            collection_method=collection_method,
+            billing_reason=billing_reason,
+            period_start_us=period_start_us,
+            period_end_us=period_end_us,
+            coupon_id=coupon_id,
+            auto_advance=True,
+            hosted_token="",
+            test_clock_id=customer.test_clock_id,
+            metadata_={},
+            amount_paid=0,
+            attempt_count=0,
+            paid_out_of_band=False,
+            created_us=created_us,
+            updated_us=created_us,
+        )
+        defaults = tuple(default_tax_rate_ids or ())
+        made = [
+            self._line(invoice, position, line, defaults, subscription_id)
+            for position, line in enumerate(lines)
+        ]
+        for item in await _pending_items(s, account_id, customer_id, currency, lock=False):
+            made.append(
+                self._line(invoice, len(made), _item_line(item), defaults, item.subscription_id)
+            )
+        await self._set_totals(s, invoice, made, customer)
+        return self.view(invoice, made)
 
     @staticmethod
     def _line(
@@ -373,42 +398,7 @@ class InvoicesCore:
         lines = await self.lines_of(s, invoice.id)
         customer = await s.get(Customer, invoice.customer_id, with_for_update=True)
         assert customer is not None
-        totals = invoice_totals(
-            [
-                LineInput(
-                    amount=line.amount,
-                    discountable=bool(line.discountable),
-                    tax_rate_ids=tuple(t["tax_rate"] for t in line.tax_amounts or []),
-                )
-                for line in lines
-            ],
-            await self._coupon(s, invoice),
-            await self._tax_terms(s, invoice.account_id, lines),
-            customer.balance if (customer.currency in (None, invoice.currency)) else 0,
-        )
-        for line, line_totals in zip(lines, totals.lines, strict=True):
-            line.discount_amount = line_totals.discount_amount
-            line.tax_amounts = [
-                {"tax_rate": rate, "amount": amount, "inclusive": inclusive}
-                for rate, amount, inclusive in line_totals.tax_amounts
-            ]
-        invoice.subtotal = totals.subtotal
-        invoice.total_discount = totals.total_discount
-        invoice.tax = totals.tax
-        invoice.total = totals.total
-        invoice.starting_balance = totals.starting_balance
-        invoice.ending_balance = totals.ending_balance
-        invoice.amount_due = totals.amount_due
-        invoice.amount_remaining = totals.amount_due
-        invoice.discount_amounts = (
-            [{"coupon": invoice.coupon_id, "amount": totals.total_discount}]
-            if totals.total_discount
-            else []
-        )
-        invoice.tax_amounts = [
-            {"tax_rate": rate, "amount": amount, "inclusive": inclusive}
-            for rate, amount, inclusive in totals.tax_amounts
-        ]
+        totals = await self._set_totals(s, invoice, lines, customer)
         applied = totals.ending_balance - totals.starting_balance
         if applied:
             from paymux.billing.balance import adjust_balance
@@ -446,6 +436,49 @@ class InvoicesCore:
                 dedupe_key=f"pay:{invoice.id}:{invoice.attempt_count + 1}",
                 account_id=invoice.account_id,
             )
+
+    async def _set_totals(
+        self, s: AsyncSession, invoice: Invoice, lines: list[InvoiceLine], customer: Customer
+    ) -> Totals:
+        """Compute the invoice's totals (its lines', discounts, taxes, the customer's balance
+        applied) and set them on it and its lines; returns them. Writes nothing itself."""
+        totals = invoice_totals(
+            [
+                LineInput(
+                    amount=line.amount,
+                    discountable=bool(line.discountable),
+                    tax_rate_ids=tuple(t["tax_rate"] for t in line.tax_amounts or []),
+                )
+                for line in lines
+            ],
+            await self._coupon(s, invoice),
+            await self._tax_terms(s, invoice.account_id, lines),
+            customer.balance if (customer.currency in (None, invoice.currency)) else 0,
+        )
+        for line, line_totals in zip(lines, totals.lines, strict=True):
+            line.discount_amount = line_totals.discount_amount
+            line.tax_amounts = [
+                {"tax_rate": rate, "amount": amount, "inclusive": inclusive}
+                for rate, amount, inclusive in line_totals.tax_amounts
+            ]
+        invoice.subtotal = totals.subtotal
+        invoice.total_discount = totals.total_discount
+        invoice.tax = totals.tax
+        invoice.total = totals.total
+        invoice.starting_balance = totals.starting_balance
+        invoice.ending_balance = totals.ending_balance
+        invoice.amount_due = totals.amount_due
+        invoice.amount_remaining = totals.amount_due
+        invoice.discount_amounts = (
+            [{"coupon": invoice.coupon_id, "amount": totals.total_discount}]
+            if totals.total_discount
+            else []
+        )
+        invoice.tax_amounts = [
+            {"tax_rate": rate, "amount": amount, "inclusive": inclusive}
+            for rate, amount, inclusive in totals.tax_amounts
+        ]
+        return totals
 
     async def _coupon(self, s: AsyncSession, invoice: Invoice) -> Any:
         if invoice.coupon_id is None:
@@ -561,3 +594,42 @@ class InvoicesCore:
             view = await self.view_in(s, invoice)
             await emit(s, account_id, "invoice.marked_uncollectible", view, now)
             return view
+
+
+async def _pending_items(
+    s: AsyncSession, account_id: str, customer_id: str, currency: str, *, lock: bool
+) -> list[InvoiceItem]:
+    """The customer's pending invoice items in ``currency``, oldest first (``lock``: under
+    their row locks, to be taken onto an invoice)."""
+    query = (
+        select(InvoiceItem)
+        .where(
+            InvoiceItem.account_id == account_id,
+            InvoiceItem.customer_id == customer_id,
+            InvoiceItem.invoice_id.is_(None),
+            func.upper(InvoiceItem.currency) == currency.upper(),
+        )
+        .order_by(InvoiceItem.created_us, InvoiceItem.id)
+    )
+    if lock:
+        query = query.with_for_update()
+    return list((await s.execute(query)).scalars())
+
+
+def _item_line(item: InvoiceItem) -> DraftLine:
+    """A pending invoice item as an invoice's line."""
+    return DraftLine(
+        type="invoiceitem",
+        amount=item.amount,
+        currency=item.currency,
+        description=item.description,
+        period_start_us=item.period_start_us,
+        period_end_us=item.period_end_us,
+        quantity=item.quantity,
+        price_id=item.price_id,
+        subscription_item_id=item.subscription_item_id,
+        proration=bool(item.proration),
+        discountable=bool(item.discountable),
+        tax_rate_ids=tuple(item.tax_rate_ids) if item.tax_rate_ids else None,
+        invoice_item_id=item.id,
+    )

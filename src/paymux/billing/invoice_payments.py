@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from paymux.billing.clock_time import clock_now
 from paymux.billing.dunning import exhaust, on_payment_failed
 from paymux.billing.invoice_core import InvoicesCore
+from paymux.billing.payment_lease import held_by_other, lease_seconds, release_lease, take_lease
 from paymux.billing.rules.retries import HARD_DECLINES
 from paymux.domain.errors import PaymuxError
 from paymux.jobs.queue import enqueue
@@ -251,7 +252,20 @@ class InvoicePayments(InvoicesCore):
             too_small = 0 < amount < min_charge_amount(currency)
             if not too_small:
                 pi_id = await reservable_id(s, invoice_id, n, amount)
+                wall = self.ctx.now_us()
+                if held_by_other(locked, pi_id, wall):
+                    # The hosted page's payment holds the invoice's charge path (payment_lease):
+                    # no second charge beside it; a job's try waits until the lease ends.
+                    if not from_job:
+                        raise PaymuxError.of(
+                            "invoice_unexpected_state",
+                            "A payment of this invoice is already under way.",
+                            param="id",
+                        )
+                    await self._after_lease(s, locked, n, wall)
+                    return
                 locked.payment_intent_id = pi_id  # reserved before the payment service hears
+                take_lease(locked, pi_id, wall, lease_seconds(self.ctx))
         if too_small:
             await self._too_small(account_id, invoice_id)
             return
@@ -281,13 +295,31 @@ class InvoicePayments(InvoicesCore):
             # A decline was applied to the invoice by the hook; anything refused before the
             # payment was tried (a detached card) is a failed try here. Asked through the
             # API (POST /v1/invoices/{id}/pay), the error is the answer, as on Stripe (402).
+            await release_lease(self.ctx, invoice_id, pi_id)
             await self._failed_without_intent(
                 account_id, invoice_id, n - 1, exc.decline_code, automatic=from_job
             )
             if not from_job:
                 raise
+        else:
+            await release_lease(self.ctx, invoice_id, pi_id)
         finally:
             current_livemode.reset(token)
+
+    async def _after_lease(self, s: AsyncSession, invoice: Invoice, n: int, wall: int) -> None:
+        """Put the job's try ``n`` off until the lease on ``invoice`` (locked) ends: the same
+        ``invoice_pay`` job a first try has, due when the lease lapses; it does nothing if the
+        leased payment paid the invoice, or once the try count moved past ``n``."""
+        until = invoice.payment_lease_until_us or wall
+        await enqueue(
+            s,
+            "invoice_pay",
+            {"account_id": invoice.account_id, "invoice_id": invoice.id, "try": n},
+            now_us=wall,
+            delay=(until - wall) / 1_000_000 + 1.0,
+            dedupe_key=f"pay:{invoice.id}:{n}:after:{until}",
+            account_id=invoice.account_id,
+        )
 
     async def _too_small(self, account_id: str, invoice_id: str) -> None:
         """An amount below the currency's minimum charge is not charged: it is carried to

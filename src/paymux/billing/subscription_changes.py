@@ -23,7 +23,12 @@ from paymux.billing.clock_time import now_for
 from paymux.billing.rules.periods import boundary
 from paymux.billing.rules.proration import cancel_credit
 from paymux.billing.rules.states import SubscriptionTrigger as T
-from paymux.billing.subscription_due import SAFETY_JOB_DELAY_S, DueWork, next_due
+from paymux.billing.subscription_due import (
+    SAFETY_JOB_DELAY_S,
+    DueWork,
+    next_due,
+    upcoming_lead_us,
+)
 from paymux.billing.subscription_items import (
     check_tax_rates,
     planned_items,
@@ -72,6 +77,15 @@ class UpdateParams:
     default_tax_rates: list[str] | str | None = None
     payment_behavior: str | None = None
     paymux_apply_at: str = "now"
+
+
+def _metadata_only(p: UpdateParams) -> bool:
+    """An update that sets metadata and changes nothing else (the proration options alone
+    change nothing)."""
+    others = (p.items, p.cancel_at_period_end, p.cancel_at, p.pause_collection,
+              p.default_payment_method, p.coupon, p.promotion_code, p.trial_end,
+              p.collection_method, p.days_until_due, p.default_tax_rates)
+    return p.metadata is not None and all(value is None for value in others)
 
 
 # Times given to billing stay before 2100: period arithmetic on dates far beyond is refused
@@ -138,6 +152,18 @@ class SubscriptionChanges(DueWork):
         pay_now: str | None = None
         async with self.ctx.db.write() as s:
             sub = await get_owned(s, Subscription, sub_id, account_id, lock=True)
+            if sub.status in ("canceled", "incomplete_expired") and _metadata_only(p):
+                # As on Stripe: an ended subscription still takes its metadata (issue 9).
+                assert p.metadata is not None
+                merged = merge_metadata(sub.metadata_, p.metadata)
+                if merged == (sub.metadata_ or {}):
+                    return await view_in(s, sub)  # nothing changed: no event
+                now = await now_for(s, self.ctx, account_id, sub.customer_id)
+                sub.metadata_ = merged
+                sub.updated_us = max(now, sub.updated_us)
+                view = await view_in(s, sub)
+                await emit(s, account_id, "customer.subscription.updated", view, now)
+                return view
             if sub.status in ("canceled", "incomplete_expired"):
                 raise PaymuxError.of(
                     "subscription_unexpected_state",
@@ -198,7 +224,7 @@ class SubscriptionChanges(DueWork):
             if p.items is not None:
                 pay_now = await self._change_items(s, sub, p, now)
             sub.updated_us = now
-            sub.next_due_us = next_due(sub, now)
+            sub.next_due_us = next_due(sub, now, upcoming_us=upcoming_lead_us(self.ctx))
             await emit(s, account_id, "customer.subscription.updated", await view_in(s, sub), now)
             if pay_now is not None:  # always_invoice: finalized with its job, in this commit
                 await self._finalize_with_job(s, pay_now)
@@ -438,7 +464,7 @@ class SubscriptionChanges(DueWork):
                 None if sub.trial_end_us and sub.trial_end_us > now else sub.trial_end_us
             )
             await self._renew(s, sub, now, "subscription_update")
-            sub.next_due_us = next_due(sub, now)
+            sub.next_due_us = next_due(sub, now, upcoming_us=upcoming_lead_us(self.ctx))
             if sub.test_clock_id is None:
                 # If the process dies before the advance below, this job does it (finalize
                 # and charge the new period's invoice); after it, the job finds nothing left

@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from paymux.billing.invoices import InvoicesService
+from paymux.billing.invoices import DraftLine, InvoicesService
 from paymux.billing.rules.states import SubscriptionTrigger as T
 from paymux.billing.subscription_lines import UsageFn, period_after, period_lines
 from paymux.billing.subscription_views import move, view_in
@@ -48,6 +48,8 @@ __all__ = [
     "DueWork",
     "first_try_key",
     "next_due",
+    "upcoming_lead_us",
+    "upcoming_notice",
 ]
 
 log = logging.getLogger(__name__)
@@ -67,8 +69,38 @@ def first_try_key(invoice_id: str) -> str:
     return f"pay:{invoice_id}:1"
 
 
-def next_due(sub: Subscription, now_us: int | None = None) -> int | None:
-    """The earliest time something is due on the subscription (None: nothing ever)."""
+def upcoming_lead_us(ctx: Context) -> int:
+    """How long before a renewal its ``invoice.upcoming`` is sent (0: never)."""
+    return int(ctx.settings.billing_upcoming_invoice_days) * 86_400 * 1_000_000
+
+
+def upcoming_notice(sub: Subscription, lead_us: int) -> tuple[int, int] | None:
+    """(when, the renewal it announces) of the subscription's next ``invoice.upcoming``, or
+    None: none is due (sent already for that renewal, no renewal coming, a subscription
+    not charged automatically, or a period no longer than the lead: the notice would fall
+    before the period began). As Stripe: sent ``lead`` before a renewal that will make an
+    invoice charged automatically, a trial's end included."""
+    if lead_us <= 0 or sub.collection_method != "charge_automatically":
+        return None
+    if sub.status == "trialing" and sub.trial_end_us is not None:
+        renews, start = sub.trial_end_us, sub.trial_start_us or sub.current_period_start_us
+    elif sub.status in _RENEWING:
+        renews, start = sub.current_period_end_us, sub.current_period_start_us
+    else:
+        return None
+    if sub.cancel_at_us is not None and sub.cancel_at_us <= renews:
+        return None  # it ends by then: no renewal, no invoice
+    if sub.upcoming_notice_for_us == renews:
+        return None  # sent for this renewal already
+    notice = renews - lead_us
+    return (notice, renews) if notice > start else None
+
+
+def next_due(
+    sub: Subscription, now_us: int | None = None, *, upcoming_us: int = 0
+) -> int | None:
+    """The earliest time something is due on the subscription (None: nothing ever).
+    ``upcoming_us``: the lead of ``invoice.upcoming`` (``upcoming_lead_us``)."""
     status = sub.status
     if status in ("canceled", "incomplete_expired", "paused"):
         return None
@@ -87,6 +119,9 @@ def next_due(sub: Subscription, now_us: int | None = None) -> int | None:
     resumes = (sub.pause_collection or {}).get("resumes_at")
     if resumes:
         times.append(int(resumes) * 1_000_000)
+    upcoming = upcoming_notice(sub, upcoming_us)
+    if upcoming is not None:
+        times.append(upcoming[0])
     return min(times)
 
 
@@ -127,7 +162,7 @@ class DueWork:
                 return False, await self._to_advance(s, sub)
             at = sub.next_due_us  # the step happens at its own time
             done = await self._do(s, sub, at, now_us)
-            nxt = next_due(sub, at + 1)
+            nxt = next_due(sub, at + 1, upcoming_us=upcoming_lead_us(self.ctx))
             if nxt is not None and nxt <= at:
                 # The step did not move the subscription past ``at`` (say, a renewal of a
                 # subscription left without items): never loop on it.
@@ -157,6 +192,7 @@ class DueWork:
                 }
             await move(s, sub, T.CANCELED, sub.cancel_at_us)
             return True
+        noticed = await self._upcoming(s, sub, at)
         if sub.status == "trialing" and sub.trial_end_us is not None:
             if at < sub.trial_end_us:
                 if at >= sub.trial_end_us - TRIAL_NOTICE_US:
@@ -181,7 +217,66 @@ class DueWork:
         if sub.status in _RENEWING and sub.current_period_end_us <= at:
             await self._renew(s, sub, sub.current_period_end_us, "subscription_cycle")
             return True
-        return False
+        return noticed
+
+    async def _upcoming(self, s: AsyncSession, sub: Subscription, at: int) -> bool:
+        """``invoice.upcoming`` for the coming renewal, if its time has come at ``at``: once
+        per renewal (``upcoming_notice_for_us``, set in the same transaction). Its object is
+        the invoice the renewal would make now (``preview_in``, an id of its own). A notice
+        whose renewal is already due (a worker down for days) is skipped, not sent late."""
+        notice = upcoming_notice(sub, upcoming_lead_us(self.ctx))
+        if notice is None or notice[0] > at:
+            return False
+        renews = notice[1]
+        sub.upcoming_notice_for_us = renews
+        if at >= renews:
+            return False
+        preview = await self.preview_in(s, sub, renews)
+        if preview is None:
+            return False
+        await emit(s, sub.account_id, "invoice.upcoming", preview, at)
+        return True
+
+    async def preview_in(
+        self, s: AsyncSession, sub: Subscription, start: int
+    ) -> dict[str, Any] | None:
+        """The invoice the renewal of ``sub`` at ``start`` would make now, as Stripe's preview
+        shows it (``upcoming_view``): the same lines, pending items, discount, taxes and
+        balance as the renewal computes, in memory (``InvoicesCore.preview``): no invoice,
+        number, lock or balance change is written. A change asked for the period end (a
+        downgrade) is applied inside a SAVEPOINT that is then rolled back. None: the
+        subscription has no items."""
+        nested = None
+        if sub.pending_update:
+            await s.flush()
+            nested = await s.begin_nested()
+        try:
+            if nested is not None:
+                await self._apply_pending_update(s, sub, start)
+            built = await self._period_lines(s, sub, start)
+            if built is None:
+                return None
+            lines, end = built
+            view = await self.invoices.preview(
+                s,
+                sub.account_id,
+                customer_id=sub.customer_id,
+                currency=sub.currency,
+                billing_reason="upcoming",
+                period_start_us=start,
+                period_end_us=end,
+                lines=lines,
+                created_us=start,
+                subscription_id=sub.id,
+                coupon_id=self._coupon_at(sub, start),
+                default_tax_rate_ids=sub.default_tax_rate_ids,
+                collection_method=sub.collection_method,
+            )
+        finally:
+            if nested is not None:
+                await nested.rollback()
+                await s.refresh(sub)  # what the savepoint changed on it is gone: read it again
+        return upcoming_view(view, start)
 
     async def _end_trial(self, s: AsyncSession, sub: Subscription, at: int) -> bool:
         """The trial is over: active (or paused / canceled without a payment method, as
@@ -237,33 +332,11 @@ class DueWork:
         The subscription's row changes (period, latest invoice, next due time) are all made
         after the draft, so that they reach the database in one UPDATE (with the event's
         view); its items and their products' names are one query."""
-        previous = (sub.current_period_start_us, sub.current_period_end_us)
         await self._apply_pending_update(s, sub, start)
-        rows = (
-            await s.execute(
-                select(SubscriptionItem, Price, Product.name)
-                .join(Price, Price.id == SubscriptionItem.price_id)
-                .outerjoin(Product, Product.id == Price.product_id)
-                .where(SubscriptionItem.subscription_id == sub.id)
-                .order_by(SubscriptionItem.created_us, SubscriptionItem.id)
-            )
-        ).all()
-        if not rows:
+        built = await self._period_lines(s, sub, start)
+        if built is None:
             return
-        items = [(item, price) for item, price, _ in rows]
-        names = {price.product_id: str(name) for _, price, name in rows if name is not None}
-        end = period_after(sub, items[0][1], start)
-        was_trial = sub.trial_end_us is not None and previous[1] == sub.trial_end_us
-        lines = await period_lines(
-            s,
-            sub,
-            items,
-            start,
-            end,
-            previous=None if was_trial else previous,
-            usage=self.usage,
-            names=names,
-        )
+        lines, end = built
         pause = sub.pause_collection or {}
         invoice = await self.invoices.draft_in(
             s,
@@ -287,13 +360,47 @@ class DueWork:
         sub.updated_us = start
         sub.latest_invoice_id = invoice.id
         # What the caller sets next (``_step``, ``resume``): set now, the same UPDATE.
-        sub.next_due_us = next_due(sub, start + 1)
+        sub.next_due_us = next_due(sub, start + 1, upcoming_us=upcoming_lead_us(self.ctx))
         await emit(s, sub.account_id, "customer.subscription.updated", await view_in(s, sub), start)
         if invoice.status == "draft" and invoice.auto_advance:
             # Finalized in the same transaction (not one of its own after it): its number
             # and totals commit with the period. Its payment is tried after the commit
             # (``advance_invoice``), never inside a transaction.
             await self.invoices.finalize_in(s, invoice, charge=False)
+
+    async def _period_lines(
+        self, s: AsyncSession, sub: Subscription, start: int
+    ) -> tuple[list[DraftLine], int] | None:
+        """The lines of the period of ``sub`` starting at ``start`` (its items as they are,
+        its metered usage of the period before, a proration's leftovers), and the period's
+        end; None without items. Reads only."""
+        previous = (sub.current_period_start_us, sub.current_period_end_us)
+        rows = (
+            await s.execute(
+                select(SubscriptionItem, Price, Product.name)
+                .join(Price, Price.id == SubscriptionItem.price_id)
+                .outerjoin(Product, Product.id == Price.product_id)
+                .where(SubscriptionItem.subscription_id == sub.id)
+                .order_by(SubscriptionItem.created_us, SubscriptionItem.id)
+            )
+        ).all()
+        if not rows:
+            return None
+        items = [(item, price) for item, price, _ in rows]
+        names = {price.product_id: str(name) for _, price, name in rows if name is not None}
+        end = period_after(sub, items[0][1], start)
+        was_trial = sub.trial_end_us is not None and previous[1] == sub.trial_end_us
+        lines = await period_lines(
+            s,
+            sub,
+            items,
+            start,
+            end,
+            previous=None if was_trial else previous,
+            usage=self.usage,
+            names=names,
+        )
+        return lines, end
 
     @staticmethod
     def _coupon_at(sub: Subscription, at: int) -> str | None:
@@ -449,3 +556,32 @@ class DueWork:
             if exc.code != "invoice_unexpected_state":
                 raise
             return None  # finalized by another run
+
+
+def upcoming_view(view: dict[str, Any], created_us: int) -> dict[str, Any]:
+    """An invoice's view as Stripe's preview shows it: an id of its own that names no stored
+    invoice (``upcoming_in_...``, as ``create_preview`` answers), no number or hosted page,
+    a draft dated when the renewal will make it."""
+    out = dict(view)
+    out.update(
+        id=f"upcoming_{view['id']}",
+        number=None,
+        status="draft",
+        created=created_us // 1_000_000,
+        hosted_invoice_url=None,
+        invoice_pdf=None,
+        effective_at=None,
+        due_date=None,
+        next_payment_attempt=None,
+        payment_intent=None,
+        status_transitions={
+            "finalized_at": None,
+            "marked_uncollectible_at": None,
+            "paid_at": None,
+            "voided_at": None,
+        },
+    )
+    lines = dict(out.get("lines") or {})
+    lines["url"] = "/v1/invoices/upcoming/lines"
+    out["lines"] = lines
+    return out

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from paymux.billing.catalog_rows import price_row, tax_rate_row
 from paymux.domain.errors import PaymuxError
 from paymux.domain.ids import new_id
+from paymux.services.context import merge_metadata
 from paymux.storage.models import Price, Subscription, SubscriptionItem
 
 __all__ = ["check_prices", "planned_items", "replace_items"]
@@ -106,7 +107,7 @@ async def planned_items(
             if change.get(key) is not None:
                 entry[key] = change[key]
         if change.get("metadata"):
-            entry["metadata"].update(change["metadata"])
+            entry["metadata"] = merge_metadata(entry["metadata"], change["metadata"])
     planned = [*current.values(), *added]
     prices = []
     for i, entry in enumerate(planned):

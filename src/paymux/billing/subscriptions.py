@@ -24,7 +24,7 @@ from paymux.billing.subscription_changes import (
     UpdateParams,
     seconds_us,
 )
-from paymux.billing.subscription_due import next_due
+from paymux.billing.subscription_due import next_due, upcoming_lead_us
 from paymux.billing.subscription_items import (
     check_price,
     check_prices,
@@ -281,7 +281,7 @@ class SubscriptionsService(SubscriptionChanges):
                 now_us=now,
             )
             sub.latest_invoice_id = invoice.id
-            sub.next_due_us = next_due(sub, now)
+            sub.next_due_us = next_due(sub, now, upcoming_us=upcoming_lead_us(self.ctx))
             await emit(s, account_id, "customer.subscription.created", await view_in(s, sub), now)
             # Finalized, and its first try's job queued, in the transaction that creates it:
             # a process dying before the inline try below leaves the job to make it
@@ -292,6 +292,65 @@ class SubscriptionsService(SubscriptionChanges):
             sub_id, invoice_id = sub.id, invoice.id
         await self._first_payment(account_id, sub_id, invoice_id, p)
         return await self.retrieve(account_id, sub_id)
+
+    async def upcoming(
+        self, account_id: str, *, customer: str | None, subscription: str | None
+    ) -> dict[str, Any]:
+        """Stripe's upcoming invoice (``create_preview``): the invoice the next renewal of
+        ``subscription`` (else of the customer's subscription renewing first) would make now,
+        with the customer's balance, discounts and pending items (``preview_in``). A 404
+        when nothing renews (no subscription that will invoice again)."""
+        if customer is None and subscription is None:
+            raise PaymuxError.of(
+                "parameter_missing",
+                "Give customer or subscription: the invoice of which renewal to preview.",
+                param="customer",
+            )
+        async with self.ctx.db.write() as s:
+            if subscription is not None:
+                sub = await get_owned(
+                    s, Subscription, subscription, account_id, param="subscription", lock=True
+                )
+                if customer is not None and customer != sub.customer_id:
+                    raise PaymuxError.of(
+                        "parameter_invalid",
+                        "The subscription belongs to another customer.",
+                        param="subscription",
+                    )
+                chosen: Subscription | None = sub
+            else:
+                assert customer is not None
+                await get_owned(s, Customer, customer, account_id, param="customer")
+                chosen = await self._renewing_first(s, account_id, customer)
+            renews = None if chosen is None else _renews_at(chosen)
+            preview = (
+                None
+                if chosen is None or renews is None
+                else await self.preview_in(s, chosen, renews)
+            )
+            if preview is None:
+                raise PaymuxError.of(
+                    "resource_missing",
+                    "No upcoming invoice: no subscription here will invoice again.",
+                    param="subscription" if subscription is not None else "customer",
+                )
+            return preview
+
+    async def _renewing_first(
+        self, s: AsyncSession, account_id: str, customer_id: str
+    ) -> Subscription | None:
+        rows = await s.execute(
+            select(Subscription)
+            .where(
+                Subscription.account_id == account_id,
+                Subscription.customer_id == customer_id,
+                Subscription.status.in_(("trialing", "active", "past_due", "unpaid")),
+            )
+            .order_by(Subscription.id)
+            .with_for_update()
+        )
+        found = [(at, sub.id, sub) for sub in rows.scalars() if (at := _renews_at(sub))]
+        return min(found)[2] if found else None
 
     def _trial_end(self, p: SubscriptionParams, now: int) -> int | None:
         if p.trial_end == "now":
@@ -352,3 +411,17 @@ class SubscriptionsService(SubscriptionChanges):
         )
 
     # -- update -----------------------------------------------------------------------------
+
+
+def _renews_at(sub: Subscription) -> int | None:
+    """When the subscription next makes an invoice by itself (None: it ends first, or is
+    not renewing)."""
+    if sub.status == "trialing" and sub.trial_end_us is not None:
+        at = sub.trial_end_us
+    elif sub.status in ("active", "past_due", "unpaid"):
+        at = sub.current_period_end_us
+    else:
+        return None
+    if sub.cancel_at_us is not None and sub.cancel_at_us <= at:
+        return None
+    return at

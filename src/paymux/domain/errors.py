@@ -299,6 +299,13 @@ _ERROR_LIST = [
         "The subscription is not in a status that allows this operation.",
     ),
     ErrorSpec(
+        "checkout_session_unexpected_state",
+        _INVALID,
+        400,
+        "The checkout session is not in a status that allows this operation "
+        "(open -> complete | expired).",
+    ),
+    ErrorSpec(
         "invoice_unexpected_state",
         _INVALID,
         400,
@@ -436,6 +443,14 @@ _ERROR_LIST = [
         403,
         "The Stripe-Account header names an account the key does not belong to. paymux has "
         "no connected accounts: send the key's own account id, or no Stripe-Account header.",
+    ),
+    ErrorSpec(
+        "tls_required",
+        _INVALID,
+        403,
+        "A live-mode key was sent over plain HTTP: live-mode API requests must be made over "
+        "HTTPS (directly, or through a proxy named in PAYMUX_TRUSTED_PROXIES that sends "
+        "X-Forwarded-Proto: https). The key was not checked; treat it as exposed and roll it.",
     ),
     ErrorSpec(
         "payment_intent_invalid_parameter",

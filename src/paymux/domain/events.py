@@ -81,6 +81,29 @@ EVENT_CATALOG: dict[str, EventType] = {
         _t("setup_intent.succeeded", "setup_intent", "A payment method was set up."),
         _t("setup_intent.setup_failed", "setup_intent", "Setting up a payment method failed."),
         _t("setup_intent.canceled", "setup_intent", "A setup intent was canceled."),
+        # hosted checkout (src/paymux/checkout/)
+        _t(
+            "checkout.session.completed",
+            "checkout.session",
+            "A checkout session's payment succeeded (or was authorized, for manual capture), "
+            "or its card was saved (mode setup).",
+        ),
+        _t(
+            "checkout.session.expired",
+            "checkout.session",
+            "A checkout session expired (at expires_at, or by POST .../expire) unpaid.",
+        ),
+        # fraud reviews (src/paymux/fraud/reviews.py)
+        _t(
+            "review.opened",
+            "review",
+            "A review rule let a payment through as an authorization only, and opened a review.",
+        ),
+        _t(
+            "review.closed",
+            "review",
+            "A review was closed: approved (captured), refunded or canceled.",
+        ),
         # the billing catalog (billing/catalog.py)
         _t("product.created", "product", "A product was created."),
         _t("product.updated", "product", "A product was updated."),

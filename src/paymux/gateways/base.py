@@ -6,6 +6,7 @@ Declines are data: a call that reached the processor and was refused returns a
     GatewayError                      root; carries the provider's request id if any
       GatewayUnavailable              network error, timeout, 5xx: the outcome is unknown,
                                       retry with the SAME idempotency key
+        GatewayUnreachable            the connection was never made: nothing was sent
       GatewayRateLimited              429; ``retry_after`` seconds when the provider said
       GatewayInvalidRequest           4xx other than a decline: our bug or configuration
       WebhookVerificationError        an inbound webhook failed verification (``reason``)
@@ -35,12 +36,14 @@ __all__ = [
     "GatewayResult",
     "GatewayStatus",
     "GatewayUnavailable",
+    "GatewayUnreachable",
     "InboundEvent",
     "OpenedPayment",
     "PaymentUpdate",
     "RefundUpdate",
     "SetupRequest",
     "SetupResult",
+    "SetupUpdate",
     "WebhookVerificationError",
 ]
 
@@ -89,6 +92,9 @@ class AuthorizeRequest:
     gateway_reference: str | None = None  # a payment opened earlier with ``open_payment``
     # A buyer-verification (SCA) token from the provider's browser SDK (Square verifyBuyer).
     verification_token: str | None = None
+    # Ask the issuer for 3-D Secure even where the card doesn't require it (a fraud rule's
+    # request_3ds, fraud/); a gateway that can't ask ignores it.
+    request_three_d_secure: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +186,19 @@ class RefundUpdate:
 
 
 @dataclass(frozen=True, slots=True)
+class SetupUpdate:
+    """A webhook's news that a setup (a SetupIntent) moved at the gateway: ``reference`` is
+    our id (from the provider's metadata) when known, ``gateway_reference`` the gateway's;
+    ``status`` what the event says. Only a signal: paymux then asks the gateway how the setup
+    stands (``retrieve_setup``, which also reads the saved card) and applies that answer, as
+    the payer's return does, so a late or out-of-order event can't move it backwards."""
+
+    reference: str | None
+    gateway_reference: str | None
+    status: GatewayStatus
+
+
+@dataclass(frozen=True, slots=True)
 class InboundEvent:
     """A verified webhook, parsed just enough to route it."""
 
@@ -197,6 +216,11 @@ class GatewayError(Exception):
 
 class GatewayUnavailable(GatewayError):
     """The outcome is unknown: the call may or may not have happened."""
+
+
+class GatewayUnreachable(GatewayUnavailable):
+    """The connection to the provider could not be made (refused, no route): the request was
+    never sent, so nothing happened there. A connector raises it only when it knows that."""
 
 
 class GatewayRateLimited(GatewayError):
@@ -337,6 +361,6 @@ class Gateway(Protocol):
 
     def interpret_event(
         self, event: InboundEvent
-    ) -> PaymentUpdate | RefundUpdate | DisputeUpdate | None:
+    ) -> PaymentUpdate | RefundUpdate | DisputeUpdate | SetupUpdate | None:
         """What a verified event means for our objects; None for types we don't act on."""
         ...

@@ -8,7 +8,7 @@ capabilities and its error-code rows. Two ways to be found:
 - built in: a subpackage of ``paymux.gateways`` with a module ``spec`` that defines
   ``CONNECTOR`` (``paymux/gateways/stripe/spec.py``);
 - a plugin: an installed distribution with an entry point in the group ``paymux.connectors``
-  naming a ``Connector`` object (``acme = "paymux_acme:CONNECTOR"``).
+  naming a ``Connector`` object (``mypay = "paymux_mypay:CONNECTOR"``).
 
 ``connectors()`` discovers them once per process and registers each one's error-code rows
 with ``paymux.domain.errors.register_gateway_codes``. Adding a gateway touches no file here,

@@ -9,7 +9,15 @@ the job is claimed again. Failures back off exponentially with full jitter; afte
 whose lease ran out on its last attempt is claimed once more only to be buried (``spent``:
 the worker does that), never run again, so a job that kills its worker is not claimed forever.
 ``done`` jobs are deleted once older than the retention (``prune_done``, by the worker's sweep
-in small batches); dead ones stay until an operator acts.
+in small batches); dead ones stay until an operator acts. Job ids are never reused (SQLite's
+table is AUTOINCREMENT, migration 0017).
+
+Leases are fenced. Every claim bumps the row's ``lease_id``; the claiming worker's
+``complete``, ``complete_many``, ``fail`` and ``extend`` (its heartbeat, which keeps the lease
+of a job that runs long alive) take effect only while the row is still ``running``, locked by
+that worker, with that ``lease_id``. A worker that lost its lease (it stalled past it, and
+another worker claimed the job) is told so (``complete`` returns False, ``fail`` returns
+None) and changes nothing: the new owner's outcome stands.
 
 A ``dedupe_key`` is unique among live jobs only (``queued`` or ``running``; a partial unique
 index): enqueueing a key a live job holds is a no-op, while a key whose job is ``done`` or
@@ -23,11 +31,11 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, literal, select, text, union_all, update
+from sqlalchemy import delete, literal, select, text, tuple_, union_all, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -35,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.domain.clock import seconds
 from paymux.domain.errors import PaymuxError
+from paymux.observability.tracing import inject
 from paymux.storage.models import Job
 
 __all__ = [
@@ -46,16 +55,19 @@ __all__ = [
     "RUNNING",
     "STATUSES",
     "ClaimedJob",
+    "LeaseLost",
     "backoff_seconds",
     "claim",
     "complete",
     "complete_many",
     "enqueue",
+    "extend",
     "fail",
     "job_view",
     "list_jobs",
     "list_jobs_page",
     "prune_done",
+    "release_held",
     "retry_job",
     "revive_dead",
     "spent",
@@ -88,6 +100,31 @@ class ClaimedJob:
     payload: dict[str, Any]
     attempts: int
     max_attempts: int
+    # The claim: who holds the lease, and its fencing token (the row's lease_id).
+    locked_by: str = ""
+    lease_id: int = 0
+
+
+class LeaseLost(Exception):
+    """A worker's lease on a job ran out and another worker claimed it: what this worker
+    would have written about the job is refused (see ``complete``)."""
+
+    def __init__(self, job: ClaimedJob) -> None:
+        super().__init__(
+            f"job {job.id} ({job.kind}): the lease of {job.locked_by} (claim {job.lease_id}) "
+            "was lost, another worker holds the job now"
+        )
+        self.job = job
+
+
+def _held(job: ClaimedJob) -> tuple[Any, ...]:
+    """The row is still this claim's: running, locked by its worker, with its lease_id."""
+    return (
+        Job.id == job.id,
+        Job.status == RUNNING,
+        Job.locked_by == job.locked_by,
+        Job.lease_id == job.lease_id,
+    )
 
 
 def spent(job: ClaimedJob) -> bool:
@@ -126,7 +163,7 @@ async def enqueue(
     values = {
         "kind": kind,
         "account_id": account_id,
-        "payload": payload,
+        "payload": inject(payload),  # the enqueuer's trace context, when tracing is on
         "dedupe_key": dedupe_key,
         "status": QUEUED,
         "run_at_us": now_us + int(delay * 1_000_000),
@@ -202,30 +239,97 @@ async def claim(
             locked_by=worker_id,
             locked_until_us=now_us + int(lease * 1_000_000),
             attempts=Job.attempts + 1,
+            lease_id=Job.lease_id + 1,
             updated_us=now_us,
         )
-        .returning(Job.id, Job.kind, Job.payload, Job.attempts, Job.max_attempts)
+        .returning(
+            Job.id, Job.kind, Job.payload, Job.attempts, Job.max_attempts, Job.lease_id
+        )
     )
-    return [ClaimedJob(r.id, r.kind, r.payload, r.attempts, r.max_attempts) for r in rows]
+    return [
+        ClaimedJob(r.id, r.kind, r.payload, r.attempts, r.max_attempts, worker_id, r.lease_id)
+        for r in rows
+    ]
 
 
-async def complete(session: AsyncSession, job: ClaimedJob, *, now_us: int) -> None:
-    await session.execute(
+async def extend(
+    session: AsyncSession, jobs: Sequence[ClaimedJob], *, now_us: int, lease: float
+) -> set[int]:
+    """Extend the leases of ``jobs`` to ``now_us + lease`` (the running worker's heartbeat,
+    and its check right before a handler starts), each only if its claim still holds it.
+
+    Returns the ids whose lease was lost: the row is no longer this claim's (another claim
+    bumped its ``lease_id``, or the row is gone). A job this very claim already finished
+    (``complete``, ``fail``: done, queued again or dead, ``lease_id`` unchanged) is not
+    lost: a heartbeat that waited on the handler's own commit must not report it so.
+    Nothing is written for either."""
+    kept = await _fenced(session, jobs, {"locked_until_us": now_us + int(lease * 1_000_000)})
+    if {job.id for job in jobs} <= kept:
+        return set()
+    unwritten = [job for job in jobs if job.id not in kept]
+    finished = (
+        await session.execute(
+            select(Job.id).where(
+                tuple_(Job.id, Job.lease_id).in_(sorted((j.id, j.lease_id) for j in unwritten)),
+                Job.status != RUNNING,
+            )
+        )
+    ).scalars()
+    return {job.id for job in unwritten} - set(finished)
+
+
+async def _fenced(
+    session: AsyncSession, jobs: Sequence[ClaimedJob], values: dict[str, Any]
+) -> set[int]:
+    """Write ``values`` on the rows ``jobs`` still hold (running, locked by the claim's
+    worker, with its ``lease_id``; one statement per worker); returns the ids written."""
+    if not jobs:
+        return set()
+    written: set[int] = set()
+    by_worker: dict[str, set[tuple[int, int]]] = {}
+    for job in jobs:
+        by_worker.setdefault(job.locked_by, set()).add((job.id, job.lease_id))
+    for worker_id, claims in sorted(by_worker.items()):
+        rows = await session.execute(
+            update(Job)
+            .where(
+                tuple_(Job.id, Job.lease_id).in_(sorted(claims)),
+                Job.status == RUNNING,
+                Job.locked_by == worker_id,
+            )
+            .values(**values)
+            .returning(Job.id)
+        )
+        written |= set(rows.scalars())
+    return written
+
+
+async def complete(session: AsyncSession, job: ClaimedJob, *, now_us: int) -> bool:
+    """Mark the job done, if this claim still holds it; False (nothing written) if its lease
+    was lost to another worker."""
+    row = await session.execute(
         update(Job)
-        .where(Job.id == job.id)
+        .where(*_held(job))
         .values(status=DONE, locked_by=None, locked_until_us=None, updated_us=now_us)
+        .returning(Job.id)
     )
+    return row.scalar_one_or_none() is not None
 
 
-async def complete_many(session: AsyncSession, job_ids: Sequence[int], *, now_us: int) -> None:
-    """Mark several jobs done in one statement (the worker's batch of applied events)."""
-    if not job_ids:
-        return
-    await session.execute(
-        update(Job)
-        .where(Job.id.in_(sorted(set(job_ids))))
-        .values(status=DONE, locked_by=None, locked_until_us=None, updated_us=now_us)
+async def complete_many(
+    session: AsyncSession, jobs: Sequence[ClaimedJob], *, now_us: int
+) -> set[int]:
+    """Mark ``jobs`` done in ``session`` (the worker uses it for a batch of applied webhook
+    events, in the transaction that applied them), each only if its claim still holds it.
+    Returns the ids NOT marked done: their row is no longer their claim's (their lease ran
+    out and another worker claimed them, or they were already finished); nothing is written
+    for those, and the caller decides whether the rest of its transaction stands."""
+    written = await _fenced(
+        session,
+        jobs,
+        {"status": DONE, "locked_by": None, "locked_until_us": None, "updated_us": now_us},
     )
+    return {job.id for job in jobs} - written
 
 
 async def fail(
@@ -235,13 +339,15 @@ async def fail(
     *,
     now_us: int,
     delay: float | None = None,
-) -> str:
-    """Record a failure: back off and requeue, or bury the job. Returns the new status."""
+) -> str | None:
+    """Record a failure: back off and requeue, or bury the job. Returns the new status, or
+    None if this claim's lease was lost to another worker (nothing written: the job is the
+    new owner's, whose outcome a late failure must not undo)."""
     status = DEAD if job.attempts >= job.max_attempts else QUEUED
     wait = backoff_seconds(job.attempts) if delay is None else delay
-    await session.execute(
+    row = await session.execute(
         update(Job)
-        .where(Job.id == job.id)
+        .where(*_held(job))
         .values(
             status=status,
             last_error=error[:2000],
@@ -250,8 +356,38 @@ async def fail(
             locked_until_us=None,
             updated_us=now_us,
         )
+        .returning(Job.id)
     )
-    return status
+    return status if row.scalar_one_or_none() is not None else None
+
+
+async def release_held(
+    session: AsyncSession,
+    jobs: Sequence[ClaimedJob],
+    *,
+    now_us: int,
+    started: Collection[int] = (),
+) -> int:
+    """Queue again, due now, the claims ``jobs`` a worker still holds at a graceful shutdown,
+    each only if the claim still holds its row (running, its worker, its ``lease_id``: a job
+    whose lease ran out and that another worker claimed is left to that worker). A job that
+    never started (claimed, not run) gets its claim's attempt back; one in ``started`` (cut
+    short, its transaction rolled back) keeps it, as after a crash. Returns how many were
+    released. (The worker's shutdown hook.)"""
+    released = 0
+    for begun in (False, True):
+        part = [job for job in jobs if (job.id in started) == begun]
+        values: dict[str, Any] = {
+            "status": QUEUED,
+            "locked_by": None,
+            "locked_until_us": None,
+            "run_at_us": now_us,
+            "updated_us": now_us,
+        }
+        if not begun:
+            values["attempts"] = Job.attempts - 1
+        released += len(await _fenced(session, part, values))
+    return released
 
 
 async def prune_done(session: AsyncSession, *, before_us: int, limit: int) -> int:
@@ -345,6 +481,19 @@ async def list_jobs_page(
     return [job_view(job) for job in rows[:limit]], len(rows) > limit
 
 
+def _requeued(now_us: int) -> dict[str, Any]:
+    """What a dead job put back in the queue gets (``retry_job``, ``revive_dead``): due now,
+    attempts reset, no lease."""
+    return {
+        "status": QUEUED,
+        "attempts": 0,
+        "run_at_us": now_us,
+        "locked_by": None,
+        "locked_until_us": None,
+        "updated_us": now_us,
+    }
+
+
 def _missing(job_id: object) -> PaymuxError:
     return PaymuxError.of("resource_missing", f"No such job: {job_id}", param="id")
 
@@ -386,14 +535,7 @@ async def retry_job(session: AsyncSession, job_id: int, *, now_us: int) -> dict[
     revive = (
         update(Job)
         .where(Job.id == job_id, Job.status == DEAD)  # a concurrent retry wins once
-        .values(
-            status=QUEUED,
-            attempts=0,
-            run_at_us=now_us,
-            locked_by=None,
-            locked_until_us=None,
-            updated_us=now_us,
-        )
+        .values(**_requeued(now_us))
         .returning(*Job.__table__.columns)
     )
     try:
@@ -450,14 +592,7 @@ async def revive_dead(
         await session.execute(
             update(Job)
             .where(Job.id.in_([r.id for r in rows]), Job.status == DEAD)
-            .values(
-                status=QUEUED,
-                attempts=0,
-                run_at_us=now_us,
-                locked_by=None,
-                locked_until_us=None,
-                updated_us=now_us,
-            )
+            .values(**_requeued(now_us))
         )
         revived |= {str(r.value) for r in rows}
     return revived

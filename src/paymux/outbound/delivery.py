@@ -26,10 +26,21 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    String,
+    Table,
+    bindparam,
+    column,
+    insert,
+    select,
+    update,
+    values,
+)
 
 from paymux.domain.ids import new_id
 from paymux.outbound.dispatch import dispatch_once
@@ -52,6 +63,8 @@ USER_AGENT = "paymux-webhooks/1"
 SETTLE_SECONDS = 0.02
 CLAIM_OVERSAMPLE = 8
 MAX_CLAIM_ROWS = 2000
+_ATTEMPTS = cast(Table, WebhookAttempt.__table__)
+_DELIVERIES = cast(Table, WebhookDelivery.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +142,42 @@ async def post_signed(
     return done(response.status, text[:RESPONSE_BODY_CHARS], None)
 
 
+def _outcomes_update(states: list[dict[str, Any]]) -> Any:
+    """ONE ``UPDATE ... FROM (VALUES ...)`` for a batch's deliveries (PostgreSQL): one
+    statement the database plans and runs once, not one execution per delivery."""
+    table = _DELIVERIES
+    new = values(
+        column("d_id", String),
+        column("d_status", String),
+        column("d_attempts", Integer),
+        column("d_next", BigInteger),
+        name="outcome",
+    ).data([(st["d_id"], st["d_status"], st["d_attempts"], st["d_next"]) for st in states])
+    return (
+        update(table)
+        .where(table.c.id == new.c.d_id)
+        .values(
+            status=new.c.d_status,
+            attempts=new.c.d_attempts,
+            next_attempt_us=new.c.d_next,
+            lease_until_us=None,
+        )
+    )
+
+
+# SQLite (in-process, no round trips): the same change as an executemany by primary key.
+_OUTCOME_BY_ID = (
+    update(_DELIVERIES)
+    .where(_DELIVERIES.c.id == bindparam("d_id"))
+    .values(
+        status=bindparam("d_status"),
+        attempts=bindparam("d_attempts"),
+        next_attempt_us=bindparam("d_next"),
+        lease_until_us=None,
+    )
+)
+
+
 class DeliveryRunner:
     """The worker's outbound loop: dispatch new events, record finished sends, claim due
     deliveries, start their sends; wait for a send to finish (or a poll interval) when
@@ -149,6 +198,7 @@ class DeliveryRunner:
         self._looked_at = float("-inf")  # when undispatched events were last looked for
         self._swept_at = time.monotonic()  # when idle connections were last closed
         self._more_events = True
+        self._oversample = 2  # rows read per free slot when the per-endpoint limit binds
         self.client = ConnectionPool(
             connect_timeout=settings.webhook_connect_timeout,
             allow_private=settings.webhook_allow_private,
@@ -259,17 +309,23 @@ class DeliveryRunner:
             E.status == "enabled",
             E.deleted.is_(False),
         )
-        async with self.ctx.db.read() as s:  # idle: no write transaction (SQLite's one writer)
-            probe = select(D.id).join(E, E.id == D.endpoint_id).where(*due_now)
-            if busy:
-                probe = probe.where(D.endpoint_id.not_in(busy))
-            due = await s.scalar(probe.limit(1))
-        if due is None:
-            return []
+        if self.ctx.db.is_sqlite:
+            # Idle: no write transaction (SQLite's one writer). PostgreSQL's writers do not
+            # exclude each other: there the window read below is the only look (this probe
+            # scanned the busy endpoints' rows a second time each round).
+            async with self.ctx.db.read() as s:
+                probe = select(D.id).join(E, E.id == D.endpoint_id).where(*due_now)
+                if busy:
+                    probe = probe.where(D.endpoint_id.not_in(busy))
+                if await s.scalar(probe.limit(1)) is None:
+                    return []
         # The per-endpoint limit is applied below, on the rows read: when it can bind, read
         # more rows than there are free slots, or a window full of one endpoint's backlog
-        # would fill one slot per round (each round costs the same transactions).
-        window = free if per_endpoint >= free else min(free * CLAIM_OVERSAMPLE, MAX_CLAIM_ROWS)
+        # would fill one slot per round (each round costs the same transactions). How many
+        # more adapts: doubled (up to CLAIM_OVERSAMPLE) after a full window left slots
+        # empty, halved after one filled them all (reading rows not taken costs both sides).
+        oversample = 1 if per_endpoint >= free else self._oversample
+        window = min(free * oversample, max(free, MAX_CLAIM_ROWS))
         async with self.ctx.db.write() as s:
             query = (
                 select(D.id, D.endpoint_id, D.event_id)
@@ -280,35 +336,79 @@ class DeliveryRunner:
             )
             if busy:
                 query = query.where(D.endpoint_id.not_in(busy))
-            if not self.ctx.db.is_sqlite:
-                query = query.with_for_update(skip_locked=True, of=D)
+            # The window is read without locks: locking every row read (up to MAX_CLAIM_ROWS
+            # for a few free slots) cost PostgreSQL more CPU than the deliveries themselves.
+            # Only the rows chosen are claimed, below.
             counts = dict(self.in_flight)
             chosen: list[Any] = []
-            for row in (await s.execute(query)).all():
+            rows = (await s.execute(query)).all()
+            for row in rows:
                 if len(chosen) >= free:
                     break
                 if counts.get(row.endpoint_id, 0) < per_endpoint:
                     counts[row.endpoint_id] = counts.get(row.endpoint_id, 0) + 1
                     chosen.append(row)
+            if oversample > 1 or per_endpoint < free:
+                if len(chosen) < free and len(rows) == window:
+                    self._oversample = min(self._oversample * 2, CLAIM_OVERSAMPLE)
+                elif len(chosen) == free:
+                    self._oversample = max(self._oversample // 2, 1)
             if not chosen:
                 return []
-            await s.execute(
-                update(D)
-                .where(D.id.in_([r.id for r in chosen]))
-                .values(next_attempt_us=now + self.lease_us, lease_until_us=now + self.lease_us)
-                .execution_options(synchronize_session=False)
-            )
+            lease = {"next_attempt_us": now + self.lease_us, "lease_until_us": now + self.lease_us}
+            ids = [r.id for r in chosen]
+            if self.ctx.db.is_sqlite:  # one writer: the rows read are still due
+                await s.execute(
+                    update(D)
+                    .where(D.id.in_(ids))
+                    .values(**lease)
+                    .execution_options(synchronize_session=False)
+                )
+            else:
+                # Another worker may have claimed some since the read: take only those still
+                # due and not locked by it (SKIP LOCKED: never wait), in one statement.
+                still_due = (
+                    select(D.id)
+                    .where(D.id.in_(ids), D.status == "pending", D.next_attempt_us <= now)
+                    .with_for_update(skip_locked=True)
+                )
+                claimed = set(
+                    (
+                        await s.execute(
+                            update(D)
+                            .where(D.id.in_(still_due))
+                            .values(**lease)
+                            .returning(D.id)
+                            .execution_options(synchronize_session=False)
+                        )
+                    ).scalars()
+                )
+                chosen = [r for r in chosen if r.id in claimed]
+                if not chosen:
+                    return []
             endpoints = {
                 ep.id: ep
                 for ep in (
                     await s.execute(select(E).where(E.id.in_({r.endpoint_id for r in chosen})))
                 ).scalars()
             }
+            event_columns = (
+                Event.id,
+                Event.type,
+                Event.data,
+                Event.created_us,
+                Event.livemode,
+                Event.request_id,
+                Event.idempotency_key,
+                Event.previous_attributes,
+            )  # rows, not ORM objects: nothing here is changed, nothing to track
             events = {
                 ev.id: ev
                 for ev in (
-                    await s.execute(select(Event).where(Event.id.in_({r.event_id for r in chosen})))
-                ).scalars()
+                    await s.execute(
+                        select(*event_columns).where(Event.id.in_({r.event_id for r in chosen}))
+                    )
+                ).all()
             }
             secrets: dict[str, list[str]] = {}  # unsealed once per endpoint and batch
             bodies: dict[tuple[str, str | None], bytes] = {}  # one per event and API version
@@ -454,22 +554,12 @@ class DeliveryRunner:
                     state["d_status"] = "failed"
                 else:
                     state["d_next"] = now + int(delay * 1_000_000)
-            if attempts:
-                await s.execute(insert(WebhookAttempt), attempts)
-            if changed:  # ORM bulk UPDATE by primary key: one executemany
-                await s.execute(
-                    update(D),
-                    [
-                        {
-                            "id": st["d_id"],
-                            "status": st["d_status"],
-                            "attempts": st["d_attempts"],
-                            "next_attempt_us": st["d_next"],
-                            "lease_until_us": None,
-                        }
-                        for st in changed.values()
-                    ],
-                )
+            if attempts:  # Core, not ORM: one multi-row INSERT, no per-row ORM bookkeeping
+                await s.execute(insert(_ATTEMPTS), attempts)
+            if changed and self.ctx.db.is_sqlite:  # its VALUES cannot name columns: executemany
+                await s.execute(_OUTCOME_BY_ID, list(changed.values()))
+            elif changed:
+                await s.execute(_outcomes_update(list(changed.values())))
 
     async def _disable(self, s: Any, ep: WebhookEndpoint, reason: str, now: int) -> None:
         """Disable an endpoint (410 Gone, or failing without a break for too long), with a

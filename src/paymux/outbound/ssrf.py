@@ -6,7 +6,8 @@ name that resolves to a public address at registration and to 127.0.0.1 later (D
 rebinding) is still refused. Registration checks what it can without DNS (scheme, literal
 addresses) to refuse an obviously bad URL early.
 
-- live mode: only globally routable addresses;
+- live mode: only globally routable addresses, over https only (its certificate verified,
+  always: outbound/http1.py);
 - test mode: loopback too (a developer's machine, these tests);
 - ``PAYMUX_WEBHOOK_ALLOW_PRIVATE``: private, loopback and link-local too, in both modes;
   cloud metadata addresses stay refused whatever the setting.
@@ -78,6 +79,8 @@ def check_url(url: str, *, livemode: bool, allow_private: bool) -> None:
         raise Blocked("The URL is not a valid URL.") from None
     if parts.scheme not in ("http", "https"):
         raise Blocked("The URL must use http or https.")
+    if livemode and parts.scheme != "https":
+        raise Blocked("A live endpoint's URL must use https.")
     if not parts.hostname:
         raise Blocked("The URL must name a host.")
     if parts.username is not None or parts.password is not None:

@@ -122,6 +122,23 @@ class Paymux:
         from paymux.outbound.endpoints import WebhookEndpoints
 
         self.webhook_endpoints = WebhookEndpoints(self.ctx, self.connections.keyring)
+        from paymux.checkout.csp_reports import CspReports
+        from paymux.checkout.service import CheckoutService  # checkout imports services
+
+        self.checkout = CheckoutService(
+            self.ctx, self.payments, self.setup_intents, self.customers
+        )
+        self.csp_reports = CspReports(self.ctx)
+        from paymux.fraud.decisions import FraudEngine  # fraud imports services
+        from paymux.fraud.lists import ValueLists
+        from paymux.fraud.reviews import Reviews
+        from paymux.fraud.rules import FraudRules
+
+        self.fraud_rules = FraudRules(self.ctx)
+        self.value_lists = ValueLists(self.ctx, on_change=self.fraud_rules.forget)
+        self.fraud = FraudEngine(self.ctx, self.fraud_rules)
+        self.payments.screen = self.fraud.screen
+        self.reviews = Reviews(self.ctx, self.payments, self.refunds)
 
     async def settle_attempt(self, attempt_id: str) -> None:
         """Settle an interrupted gateway call by asking the provider (job ``settle_attempt``)."""

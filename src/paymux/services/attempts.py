@@ -289,7 +289,7 @@ class AttemptEngine:
             pi.account_id, pi.gateway, operation, pi.id, idempotency_key, pi.connection_id
         )
         attempt.from_status = from_status
-        attempt.target = rules.target_of(operation, capture=pi.capture_method != "manual")
+        attempt.target = rules.target_of(operation, capture=captures_at_once(pi))
         attempt.request = request
         await s.execute(_ATTEMPT_INSERT, row_of(attempt, _ATTEMPT_COLUMNS))
         await record_recovery_point(s, f"{operation.value}_started", pi.id)
@@ -950,7 +950,7 @@ def authorize_request(
     return AuthorizeRequest(
         amount=Money(pi.amount, pi.currency),
         payment_method_token=token,
-        capture=pi.capture_method != "manual",
+        capture=captures_at_once(pi),
         reference=pi.id,
         customer_token=customer_token,
         off_session=pi.off_session,
@@ -960,7 +960,22 @@ def authorize_request(
         description=pi.description,
         gateway_reference=opened_reference(pi),
         verification_token=verification_token,
+        request_three_d_secure=_fraud_asks_3ds(pi),
     )
+
+
+def captures_at_once(pi: PaymentIntent) -> bool:
+    """Capture with the authorization: the merchant's ``capture_method``, unless this
+    confirm's fraud decision holds the money for a review (``hold`` in ``fraud_outcome``,
+    fraud/decisions.py); the merchant's ``capture_method`` itself is never changed."""
+    return pi.capture_method != "manual" and not (pi.fraud_outcome or {}).get("hold")
+
+
+def _fraud_asks_3ds(pi: PaymentIntent) -> bool:
+    """A request_3ds fraud rule matched this confirm (fraud/decisions.py); never off
+    session, where no payer is there to authenticate."""
+    outcome = (pi.fraud_outcome or {}).get("outcome") or {}
+    return outcome.get("request_3ds") is not None and not pi.off_session
 
 
 def opened_reference(pi: PaymentIntent) -> str | None:

@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from paymux.domain.errors import PaymuxError
 from paymux.domain.states import PaymentIntentStatus as S
 from paymux.services.context import Context, CreatedRange, get_owned, merge_metadata, page_of
-from paymux.services.views import charge_id, has_charge
+from paymux.services.customers import contact
+from paymux.services.views import charge_id, has_charge, shipping_view
 from paymux.storage.models import PaymentIntent, PaymentMethod
 
 __all__ = ["ChargesService", "charge_id", "charge_view", "has_charge", "intent_id"]
@@ -35,6 +36,21 @@ def _status(pi: PaymentIntent) -> str:
     if pi.status == S.PROCESSING:
         return "pending"
     return "failed"
+
+
+def _fraud_outcome(pi: PaymentIntent, status: str) -> dict[str, Any]:
+    """The fraud decision's part of ``outcome`` (fraud/decisions.py): risk level, score and
+    rule; a block or a review shows as its own type."""
+    decided = (pi.fraud_outcome or {}).get("outcome")
+    if not decided:
+        return {}
+    fields = {name: decided.get(name) for name in ("risk_level", "risk_score", "rule")}
+    if decided.get("type") == "blocked" or (
+        decided.get("type") == "manual_review" and status == "succeeded"
+    ):
+        for name in ("type", "reason", "network_status", "seller_message"):
+            fields[name] = decided.get(name)
+    return fields
 
 
 def charge_view(pi: PaymentIntent, pm: PaymentMethod | None) -> dict[str, Any]:
@@ -71,6 +87,7 @@ def charge_view(pi: PaymentIntent, pm: PaymentMethod | None) -> dict[str, Any]:
             "type": "authorized" if status == "succeeded" else "issuer_declined",
             "reason": (error or {}).get("decline_code"),
             "seller_message": "Payment complete." if status == "succeeded" else None,
+            **_fraud_outcome(pi, status),
         }
         if status != "pending"
         else None,
@@ -79,6 +96,7 @@ def charge_view(pi: PaymentIntent, pm: PaymentMethod | None) -> dict[str, Any]:
         "payment_method": pi.payment_method_id,
         "payment_method_details": {"type": "card", "card": card} if card else None,
         "receipt_email": pi.receipt_email,
+        "shipping": shipping_view(pi.shipping, carrier=True),  # the intent's, as on Stripe
         "refunded": pi.amount_refunded > 0 and pi.amount_refunded >= pi.amount_received,
         "statement_descriptor": pi.statement_descriptor,
         "statement_descriptor_suffix": pi.statement_descriptor_suffix,
@@ -159,9 +177,11 @@ class ChargesService:
         description: str | None = None,
         metadata: dict[str, str] | None = None,
         receipt_email: str | None = None,
+        shipping: dict[str, Any] | str | None = None,
     ) -> dict[str, Any]:
         """Stripe's charge update, for what it lets change in any state: the description,
-        the metadata (``""`` removes a key) and the receipt email. A charge is a view of its
+        the metadata (``""`` removes a key), the receipt email and the shipping (a tracking
+        number comes after the payment; ``""`` removes it). A charge is a view of its
         intent's latest attempt, so these are the intent's own fields: the intent shows them
         too. Nothing about the money changes."""
         async with self.ctx.db.write() as s:
@@ -175,6 +195,8 @@ class ChargesService:
                 pi.receipt_email = receipt_email or None
             if metadata is not None:
                 pi.metadata_ = merge_metadata(pi.metadata_, metadata)
+            if shipping is not None:
+                pi.shipping = contact(shipping) if isinstance(shipping, dict) else None
             pi.updated_us = max(self.ctx.now_us(), pi.updated_us)
             pm = await s.get(PaymentMethod, pi.payment_method_id) if pi.payment_method_id else None
             return charge_view(pi, pm)

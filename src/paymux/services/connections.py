@@ -76,6 +76,7 @@ class _Snapshot:
     payment_method_types: tuple[str, ...] | None
     priority: int
     updated_us: int
+    failover: bool = False  # unreachable (nothing sent): a new payment may go to the next
 
 
 @dataclass
@@ -152,6 +153,22 @@ _LIVE_API_BASES = {
     "paypal": "https://api-m.paypal.com",
     "square": "https://connect.squareup.com",
 }
+
+
+def _creation_mode(asked: bool | None) -> bool:
+    """A new connection's mode: the caller's key's (a test key can't make a live connection,
+    nor a live key a test one); the body's outside a request (the CLI)."""
+    mode = current_livemode.get()
+    if mode is None:
+        return bool(asked)
+    if asked is not None and asked != mode:
+        raise PaymuxError.of(
+            "parameter_invalid",
+            f"A {'live' if mode else 'test'}-mode key makes {'live' if mode else 'test'} "
+            "connections: leave livemode out, or use a key of the mode you want.",
+            param="livemode",
+        )
+    return mode
 
 
 def environment_livemode(name: str, settings: Settings) -> bool:
@@ -350,6 +367,45 @@ class ConnectionsService:
             )
         return deployed, None, ENVIRONMENT_PREFIX + name
 
+    async def fallback(
+        self,
+        account_id: str,
+        failed: str,
+        currency: str,
+        *,
+        livemode: bool = False,
+        payment_method_types: Sequence[str] | None = None,
+        needs: frozenset[str] = frozenset(),
+        tried: frozenset[str] = frozenset(),
+    ) -> Routed | None:
+        """Where a new payment goes when the connection ``failed`` could not be reached (the
+        request was never sent): the next of the account's own enabled connections, in
+        ``route``'s order, that takes the payment (its currency, the route for it, its types
+        and the capabilities in ``needs``) and is not in ``tried``; None when ``failed`` does
+        not allow failover (its ``failover`` setting, off by default), is not one of the
+        account's stored connections (the environment's have no such setting), or no other
+        connection takes the payment."""
+        snaps = await self._account_connections(account_id, livemode)
+        current = next((s for s in snaps if s.id == failed), None)
+        if current is None or not current.failover:
+            return None
+        wanted = list(payment_method_types or [])
+        name = parse_routes(self.ctx.settings.routes).get(currency)
+        for snap in snaps:
+            if (
+                snap.id == failed
+                or snap.id in tried
+                or snap.disabled
+                or (name is not None and snap.gateway != name)
+                or (snap.currencies is not None and currency not in snap.currencies)
+                or not takes_types(snap.gateway, snap.payment_method_types, wanted)
+                or missing_capabilities(snap.gateway, needs)
+            ):
+                continue
+            stored, gateway = await self._stored(snap.id, account_id, param="gateway")
+            return Routed(gateway, stored.id)
+        return None
+
     async def _account_connections(self, account_id: str, livemode: bool) -> list[_Snapshot]:
         now = self.ctx.now_us()
         cached = self._routes.get((account_id, livemode))
@@ -512,7 +568,7 @@ class ConnectionsService:
                 "parameter_missing", "Missing required param: gateway.", param="gateway"
             )
         connector = self._connector(p.gateway)
-        livemode = bool(p.livemode)
+        livemode = _creation_mode(p.livemode)
         if livemode and connector.test_only:
             raise PaymuxError.of(
                 "parameter_invalid",
@@ -735,6 +791,7 @@ def _snapshot(row: Connection) -> _Snapshot:
         ),
         priority=row.priority,
         updated_us=row.updated_us,
+        failover=row.failover,
     )
 
 

@@ -3,7 +3,8 @@ shared by all of them (events, lookups scoped to an account, cursor pagination).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, cast
@@ -14,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from paymux.config import Settings
 from paymux.domain.clock import Clock, SystemClock
 from paymux.domain.errors import PaymuxError
-from paymux.domain.events import EVENT_TYPES
+from paymux.domain.events import EVENT_TYPES, changed_attributes
 from paymux.domain.ids import new_id
 from paymux.gateways.base import Gateway
 from paymux.gateways.registry import GatewayRegistry
@@ -32,6 +33,7 @@ __all__ = [
     "merge_metadata",
     "page_of",
     "paginate",
+    "react_to",
     "ref_key",
     "request_livemode",
     "row_of",
@@ -99,6 +101,18 @@ class GatewayDirectory(Protocol):
         payment_method_types: Sequence[str] | None = None,
         needs: frozenset[str] = frozenset(),
     ) -> Routed: ...
+
+    async def fallback(
+        self,
+        account_id: str,
+        failed: str,
+        currency: str,
+        *,
+        livemode: bool = False,
+        payment_method_types: Sequence[str] | None = None,
+        needs: frozenset[str] = frozenset(),
+        tried: frozenset[str] = frozenset(),
+    ) -> Routed | None: ...
 
 
 def ref_key(gateway: str, connection_id: str | None) -> str:
@@ -185,22 +199,42 @@ def row_of(obj: Any, columns: tuple[tuple[str, str], ...]) -> dict[str, Any]:
 # A Core statement built once: an event is only ever inserted here, so it needs no unit of work.
 _EVENT_INSERT = insert(cast(Table, Event.__table__))
 
+# What reacts to an event in the transaction that emits it: (session, account id, the
+# event's object, now_us). Registered by the package that reacts (checkout completes its
+# session when the session's intent succeeds, whichever path settled the intent: the API,
+# a webhook, a recovery job), so the reaction commits, or not, with the change itself.
+Reaction = Callable[[AsyncSession, str, dict[str, Any], int], Awaitable[None]]
+_REACTIONS: dict[str, list[Reaction]] = {}
+_log = logging.getLogger(__name__)
+
+
+def react_to(type_: str, reaction: Reaction) -> None:
+    """Run ``reaction`` whenever an event of ``type_`` is emitted (once per function)."""
+    if type_ not in EVENT_TYPES:
+        raise ValueError(f"unknown event type {type_!r}: add it to paymux.domain.events")
+    found = _REACTIONS.setdefault(type_, [])
+    if reaction not in found:
+        found.append(reaction)
+
 
 async def emit(
     session: AsyncSession, account_id: str, type_: str, obj: dict[str, Any], now_us: int
 ) -> None:
     """Write an event in the caller's transaction (the outbox): inserted at once, with the
     object as it is now (a snapshot). The type must be in the catalog (domain/events.py).
-    Also recorded: the API request that caused it and, on ``*.updated``, the changed
-    fields' previous values (services/events.py)."""
+    Also recorded: the API request that caused it, the event's place among its object's
+    events (``object_seq``: the last one's plus 1, read under the object's row lock, which
+    its change took) and, on ``*.updated``, the changed fields' previous values against
+    that last event (services/events.py)."""
     if type_ not in EVENT_TYPES:
         raise ValueError(f"unknown event type {type_!r}: add it to paymux.domain.events")
-    from paymux.services.events import previous_attributes_of, request_of_now  # a cycle
+    from paymux.services.events import last_event_of, request_of_now  # a cycle
 
     request_id, idempotency_key = request_of_now()
+    last, last_seq = await last_event_of(session, account_id, str(obj["id"]))
     previous = None
-    if type_.endswith(".updated"):
-        previous = await previous_attributes_of(session, account_id, str(obj["id"]), obj)
+    if type_.endswith(".updated") and last is not None:
+        previous = changed_attributes(last, obj)
     await session.execute(
         _EVENT_INSERT,
         {
@@ -214,8 +248,18 @@ async def emit(
             "request_id": request_id,
             "idempotency_key": idempotency_key,
             "previous_attributes": previous,
+            "object_seq": last_seq + 1,
         },
     )
+    for reaction in _REACTIONS.get(type_, ()):
+        # Each in a savepoint: a reaction that fails is undone alone and logged, never the
+        # change that emitted the event (a settled payment stays settled; checkout's sweep
+        # repairs a session its reaction left open).
+        try:
+            async with session.begin_nested():
+                await reaction(session, account_id, obj, now_us)
+        except Exception:
+            _log.exception("reaction %s to %s failed", getattr(reaction, "__name__", "?"), type_)
 
 
 async def get_owned(

@@ -37,7 +37,8 @@ from paymux.services.context import (
     scoped,
 )
 from paymux.services.gateway_calls import call_with_retries
-from paymux.services.token_owners import claim_token
+from paymux.services.idempotency import current_claim
+from paymux.services.token_owners import claim_token_or_refuse
 from paymux.services.views import customer_view, payment_method_view
 from paymux.storage.models import Customer, GatewayTokenOwner, PaymentMethod
 
@@ -49,6 +50,7 @@ __all__ = [
     "contact",
     "find_payment_method",
     "payment_method_from_token",
+    "payment_method_id_of_request",
     "resolve_payment_method",
     "take_card_details",
 ]
@@ -130,6 +132,7 @@ async def resolve_payment_method(
     defer_shared: bool = False,
     billing_details: dict[str, Any] | None = None,
     metadata: dict[str, str] | None = None,
+    pm_id: str | None = None,
 ) -> PaymentMethod:
     """Our PaymentMethod for ``ref``: one of ours by id, or a gateway token we record now.
 
@@ -141,6 +144,7 @@ async def resolve_payment_method(
     request can record) is returned unsaved (transient), for the caller to add in its own
     write transaction.
     ``billing_details``, ``metadata``: what a payment method made now starts with.
+    ``pm_id``: the id a payment method made now takes (else a new random one).
     """
     pm = known
     if pm is None and not looked_up:
@@ -194,51 +198,76 @@ async def resolve_payment_method(
             "resource_missing", f"No such payment_method: '{ref}'", param="payment_method"
         )
     now = ctx.now_us()
-    pm = PaymentMethod(
-        id=new_id("pm"),
-        account_id=account_id,
-        customer_id=None,
-        gateway=gateway_name,
-        connection_id=connection_id,
-        livemode=request_livemode(),
-        token=details.token,
-        type=details.type,
-        card_brand=details.brand,
-        card_last4=details.last4,
-        card_exp_month=details.exp_month,
-        card_exp_year=details.exp_year,
-        card_fingerprint=account_fingerprint(account_id, details.fingerprint),
-        card_country=details.country,
-        card_funding=details.funding,
-        metadata_=dict(metadata or {}),
-        billing_details=billing_details or None,
-        created_us=now,
-    )
+
+    def made(pm_id: str) -> PaymentMethod:
+        return PaymentMethod(
+            id=pm_id,
+            account_id=account_id,
+            customer_id=None,
+            gateway=gateway_name,
+            connection_id=connection_id,
+            livemode=request_livemode(),
+            token=details.token,
+            type=details.type,
+            card_brand=details.brand,
+            card_last4=details.last4,
+            card_exp_month=details.exp_month,
+            card_exp_year=details.exp_year,
+            card_fingerprint=account_fingerprint(account_id, details.fingerprint),
+            card_country=details.country,
+            card_funding=details.funding,
+            metadata_=dict(metadata or {}),
+            billing_details=billing_details or None,
+            created_us=now,
+        )
+
+    pm = made(pm_id or new_id("pm"))
     shared = gateway.reusable_test_token(ref)
     if defer_shared and shared:
         return pm
     try:
-        async with ctx.db.write() as s:
-            s.add(pm)
-            if not shared:
-                s.add(_claim(pm, now))
-    except IntegrityError:  # another request recorded the same token first
-        owner = None if shared else await _owner_of(ctx, gateway_name, details.token)
-        if owner is not None and owner != account_id:
-            # Another account won the race for this token: it is theirs, unknown here.
-            raise PaymuxError.of(
-                "resource_missing", f"No such payment_method: '{ref}'", param="payment_method"
-            ) from None
+        await _record(ctx, pm, shared, now)
+        return pm
+    except IntegrityError:  # the id, or the token, was recorded by another request first
+        pass
+    if pm_id is not None:
         async with ctx.db.read() as s:
-            existing: PaymentMethod = (
+            same = await s.get(PaymentMethod, pm_id)
+        if same is not None and same.account_id == account_id and same.token == details.token:
+            return same  # this request's own first run made it
+    owner = None if shared else await _owner_of(ctx, gateway_name, details.token)
+    if owner is not None and owner != account_id:
+        # Another account won the race for this token: it is theirs, unknown here.
+        raise PaymuxError.of(
+            "resource_missing", f"No such payment_method: '{ref}'", param="payment_method"
+        )
+    async with ctx.db.read() as s:
+        existing: PaymentMethod | None = (
+            (
                 await s.execute(
                     scoped(PaymentMethod, account_id).where(
                         PaymentMethod.gateway == gateway_name, PaymentMethod.token == details.token
                     )
                 )
-            ).scalar_one()
-            return existing
+            )
+            .scalars()
+            .first()
+        )
+    if existing is not None:
+        return existing  # another request of the account recorded the token first
+    # Only the id was taken (by something this request did not make): a random one.
+    pm = made(new_id("pm"))
+    await _record(ctx, pm, shared, now)
     return pm
+
+
+async def _record(ctx: Context, pm: PaymentMethod, shared: bool, now: int) -> None:
+    """Write a new payment method and, unless its token is a shared test token, its
+    account's claim on the token (``IntegrityError`` if either is taken)."""
+    async with ctx.db.write() as s:
+        s.add(pm)
+        if not shared:
+            s.add(_claim(pm, now))
 
 
 def contact(value: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -280,6 +309,23 @@ class TokenData:
         )
 
 
+def payment_method_id_of_request(step: str) -> str | None:
+    """The id of the payment method that ``payment_method_data`` makes in this request,
+    derived from its Idempotency-Key (account, mode, key, and when the key's row was made)
+    and ``step`` (which request made it): a retry after a crash or a lost answer finds the
+    payment method its first run made from the same single-use token, and resumes, instead
+    of being refused for the token's second use. The key's row's age is in it because a key
+    used again after the 24 h purge is a new request (Stripe's rule), whose payment method
+    is a new one. None without a key (a request without one is not retried as the same)."""
+    claim = current_claim.get()
+    if claim is None:
+        return None
+    seed = "\x1f".join(
+        (claim.account_id, str(claim.livemode), claim.key, str(claim.created_us), step)
+    )
+    return "pm_" + hashlib.sha256(seed.encode()).hexdigest()[:24]
+
+
 async def payment_method_from_token(
     ctx: Context,
     account_id: str,
@@ -288,15 +334,29 @@ async def payment_method_from_token(
     *,
     connection_id: str | None,
     param: str,
+    made_as: str | None = None,
 ) -> PaymentMethod:
     """A new, detached payment method of the account from a gateway token, recorded as a
     ``payment_method`` reference is (``resolve_payment_method``): a shared test token
     (``tok_visa``) gives a fresh one each time; any other token becomes the account's
     (``gateway_token_owners``), so another account using it, or the new ``pm_`` id, gets a
     404. A token that is already one of the account's payment methods, or a ``pm_`` id, is
-    refused: a token makes one payment method, once (Stripe's tokens are single-use too)."""
+    refused: a token makes one payment method, once (Stripe's tokens are single-use too).
+
+    ``made_as``: the id the payment method takes, derived by the caller from its request's
+    Idempotency-Key; a retry of that request whose first run already made it from this
+    token (and then crashed, or lost its answer) gets that one back and resumes."""
     async with ctx.db.read() as s:
+        mine: PaymentMethod | None = None
+        if made_as is not None:
+            query = scoped(PaymentMethod, account_id).where(PaymentMethod.id == made_as)
+            mine = (await s.execute(query)).scalar_one_or_none()
         known = await find_payment_method(s, account_id, gateway_name, data.token)
+    if mine is not None and mine.gateway == gateway_name:
+        # This request's own first run made it. By its id: a shared test token's payment
+        # method (``tok_visa``) has a fresh token of its own, and a saved card's token is
+        # the gateway's vault token now.
+        return mine
     if known is not None and known.id == data.token:
         raise PaymuxError.of(
             "parameter_invalid",
@@ -316,6 +376,7 @@ async def payment_method_from_token(
             connection_id=connection_id,
             billing_details=data.billing_details,
             metadata=data.metadata,
+            pm_id=made_as,
         )
     except PaymuxError as exc:
         if exc.param == "payment_method":  # the token was sent as ``param`` here
@@ -368,6 +429,10 @@ class CustomerParams:
         if self.default_payment_method is not None:
             return self.default_payment_method
         return (self.invoice_settings or {}).get("default_payment_method")
+
+
+# Gateway answers to a detach meaning the card is not attached there: the detach's goal.
+_ALREADY_DETACHED = frozenset({"payment_method_not_attached", "resource_missing"})
 
 
 class CustomersService:
@@ -551,6 +616,7 @@ class CustomersService:
             data,
             connection_id=routed.connection_id or None,
             param="card[token]",
+            made_as=payment_method_id_of_request("payment_methods.create"),
         )
         return payment_method_view(pm)
 
@@ -658,10 +724,13 @@ class CustomersService:
         if outcome.token != row.token:
             # The gateway saved the card under a new token (Square: a card on file
             # replaces the single-use browser token): charge that one from now on.
-            take_card_details(row, outcome)
-            await claim_token(  # the new token is the account's, as the first was
-                s, gateway=row.gateway, token=row.token, account_id=account_id, now=now
+            # The new token is the account's, as the first was; another account's is a 400
+            # that rolls this back (the row keeps its token and customer) and names only ours.
+            await claim_token_or_refuse(
+                s, gateway=row.gateway, token=outcome.token, account_id=account_id, now=now,
+                named=row.id,
             )
+            take_card_details(row, outcome)
         if row.customer_id != customer_id:
             row.customer_id = customer_id
             await emit(s, account_id, "payment_method.attached", payment_method_view(row), now)
@@ -722,12 +791,25 @@ class CustomersService:
                 )
             customer_id = pm.customer_id
         gateway = await self.ctx.gateway_of(pm)
-        await call_with_retries(
-            self.ctx.settings,
-            lambda: gateway.detach_payment_method(
-                pm.token, idempotency_key=f"{pm.id}:detach:{customer_id}"
-            ),
-        )
+        try:
+            await call_with_retries(
+                self.ctx.settings,
+                lambda: gateway.detach_payment_method(
+                    pm.token, idempotency_key=f"{pm.id}:detach:{customer_id}"
+                ),
+            )
+        except GatewayInvalidRequest as exc:
+            if exc.code not in _ALREADY_DETACHED:
+                raise PaymuxError.of(
+                    "payment_method_unexpected_state",
+                    f"The {gateway.name} gateway refused to detach the payment method: {exc}",
+                    param="payment_method",
+                    gateway=gateway.name,
+                    gateway_code=exc.code,
+                ) from exc
+            # Not attached (or gone) at the gateway: what a detach wants is already true
+            # there, so our record follows.
+            log.info("%s is not attached at the gateway: %s", pm_id, exc.code)
         now = self.ctx.now_us()
         async with self.ctx.db.write() as s:
             row = await get_owned(s, PaymentMethod, pm_id, account_id)

@@ -11,12 +11,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.domain.events import changed_attributes
 from paymux.security.logging import request_id_var
-from paymux.services.context import Context, CreatedRange, get_owned, page_of
+from paymux.services.context import (
+    Context,
+    CreatedRange,
+    emit,
+    get_owned,
+    merge_metadata,
+    page_of,
+)
 from paymux.services.idempotency import current_claim
 from paymux.services.views import dispute_view, event_view
 from paymux.storage.models import Dispute, Event
 
-__all__ = ["EventsService", "previous_attributes_of", "request_of_now"]
+__all__ = ["EventsService", "last_event_of", "previous_attributes_of", "request_of_now"]
 
 
 class EventsService:
@@ -79,6 +86,22 @@ class EventsService:
         async with self.ctx.db.read() as s:
             return dispute_view(await get_owned(s, Dispute, dispute_id, account_id))
 
+    async def update_dispute(
+        self, account_id: str, dispute_id: str, metadata: dict[str, str] | None
+    ) -> dict[str, Any]:
+        """A dispute's metadata, in any state (won and lost too), as Stripe allows; a change
+        emits ``charge.dispute.updated`` with the previous metadata, as Stripe does."""
+        async with self.ctx.db.write() as s:
+            dispute = await get_owned(s, Dispute, dispute_id, account_id, lock=True)
+            if metadata is not None:
+                merged = merge_metadata(dispute.metadata_, metadata)
+                if merged != (dispute.metadata_ or {}):
+                    now = max(self.ctx.now_us(), dispute.updated_us)
+                    dispute.metadata_ = merged
+                    dispute.updated_us = now
+                    await emit(s, account_id, "charge.dispute.updated", dispute_view(dispute), now)
+            return dispute_view(dispute)
+
 
 def request_of_now() -> tuple[str | None, str | None]:
     """Stripe's ``event.request`` for an event emitted now: the id of the API request being
@@ -91,6 +114,30 @@ def request_of_now() -> tuple[str | None, str | None]:
     return request_id, claim.key if claim is not None else None
 
 
+async def last_event_of(
+    session: AsyncSession, account_id: str, object_id: str
+) -> tuple[dict[str, Any] | None, int]:
+    """The object's last event: its snapshot and its ``object_seq`` ((None, 0) if the object
+    has none). Last in the object's own sequence (``emit`` numbers an object's events in
+    their transactions, the object's row locked by its change), not in time: a test clock
+    backdates events and two events can share a microsecond."""
+    row = (
+        await session.execute(
+            select(Event.data, Event.object_seq)
+            .where(
+                Event.object_id == object_id,
+                Event.account_id == account_id,
+                Event.object_seq.is_not(None),
+            )
+            .order_by(Event.object_seq.desc())
+            .limit(1)
+        )
+    ).first()
+    if row is None:
+        return None, 0
+    return (row.data if isinstance(row.data, dict) else None), int(row.object_seq)
+
+
 async def previous_attributes_of(
     session: AsyncSession, account_id: str, object_id: str, obj: dict[str, Any]
 ) -> dict[str, Any] | None:
@@ -98,12 +145,5 @@ async def previous_attributes_of(
     last event (every state change emits one, in its transaction, so the last event's
     snapshot is the object as it was before this change). None if there is no earlier
     event of the object."""
-    last = await session.scalar(
-        select(Event.data)
-        .where(Event.object_id == object_id, Event.account_id == account_id)
-        .order_by(Event.created_us.desc(), Event.id.desc())
-        .limit(1)
-    )
-    if not isinstance(last, dict):
-        return None
-    return changed_attributes(last, obj)
+    last, _ = await last_event_of(session, account_id, object_id)
+    return None if last is None else changed_attributes(last, obj)

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from paymux.config import Settings
 from paymux.gateways.base import GatewayRateLimited, GatewayResult, GatewayUnavailable
 from paymux.jobs.queue import enqueue
+from paymux.observability.metrics import observe_gateway_call
 
 __all__ = ["call_with_retries", "schedule_settlement"]
 
@@ -49,7 +50,7 @@ async def call_with_retries(settings: Settings, call: Callable[[], Awaitable[R]]
     for attempt in range(retries + 1):
         last = attempt == retries
         try:
-            result = await call()
+            result = await observe_gateway_call(call)  # metrics (and a trace span)
         except GatewayUnavailable as exc:
             if last:
                 raise

@@ -65,6 +65,10 @@ class KeyClaim:
     key: str
     recovery_point: str | None = None
     object_id: str | None = None
+    # When the key's row was made: a key used again after the purge (a new request, as on
+    # Stripe) has another, so what a request derives from its key (a payment method's id)
+    # differs from what the key's earlier life derived.
+    created_us: int = 0
 
     @property
     def resumed(self) -> bool:
@@ -145,7 +149,7 @@ class IdempotencyService:
         try:
             async with self.ctx.db.write() as s:
                 s.add(claimed())
-            return KeyClaim(account_id, livemode, key)
+            return KeyClaim(account_id, livemode, key, created_us=now)
         except IntegrityError:
             pass
         lease_cutoff = now - self.ctx.settings.idempotency_lease_seconds * 1_000_000
@@ -153,7 +157,7 @@ class IdempotencyService:
             row = await s.get(IdempotencyKey, (account_id, livemode, key))
             if row is None:  # purged between the two statements: treat as new
                 s.add(claimed())
-                return KeyClaim(account_id, livemode, key)
+                return KeyClaim(account_id, livemode, key, created_us=now)
             if row.request_hash != fingerprint or row.path != path or row.method != method:
                 raise PaymuxError.of(
                     "idempotency_key_mismatch",
@@ -174,7 +178,14 @@ class IdempotencyService:
                 .values(locked_us=now)
             )
             if getattr(taken, "rowcount", 0) == 1:
-                return KeyClaim(account_id, livemode, key, row.recovery_point, row.object_id)
+                return KeyClaim(
+                    account_id,
+                    livemode,
+                    key,
+                    row.recovery_point,
+                    row.object_id,
+                    created_us=row.created_us,
+                )
         raise PaymuxError.of("idempotency_key_in_use")
 
     async def finish(

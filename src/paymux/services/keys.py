@@ -75,6 +75,10 @@ RESOURCES = (
     "invoiceitems",
     "credit_notes",
     "test_clocks",
+    # fraud (fraud/): /v1/fraud/rules, /v1/radar/value_lists and _items, /v1/reviews
+    "fraud",
+    "radar",
+    "reviews",
 )
 _PREFIX: dict[KeyKind, str] = {"secret": "sk", "publishable": "pk", "restricted": "rk"}
 MAX_ROLL_GRACE_SECONDS = 7 * 24 * 3600  # Stripe's dashboard offers now, 1 h, 24 h, 3 d, 7 d

@@ -13,6 +13,7 @@ real state once the provider has been asked.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from paymux.services.audit import audit_in
 from paymux.services.context import (
     Context,
     CreatedRange,
+    Routed,
     columns_of,
     current_livemode,
     emit,
@@ -53,11 +55,17 @@ from paymux.services.customers import (
     contact,
     find_payment_method,
     payment_method_from_token,
+    payment_method_id_of_request,
     resolve_payment_method,
 )
 from paymux.services.gateway_calls import call_with_retries
 from paymux.services.idempotency import current_claim, record_recovery_point
-from paymux.services.routing import choose_gateway, connector_types, require_capability
+from paymux.services.routing import (
+    choose_gateway,
+    connector_types,
+    open_payment,
+    require_capability,
+)
 from paymux.storage.models import Customer, GatewayAttempt, PaymentIntent, PaymentMethod
 
 __all__ = [
@@ -70,6 +78,21 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+Screen = Callable[[str, PaymentIntent, PaymentMethod], Awaitable[dict[str, Any]]]
+
+
+# The recovery point of a create about to open its payment at a connection: ``open:{id}``.
+# A recovery point holds 32 characters: a longer id (an environment gateway's with a long
+# name) is kept as a digest, which only that connection, routed again, matches.
+_OPENING = "open:"
+
+
+def _opening_point(connection_id: str) -> str:
+    point = _OPENING + connection_id
+    if len(point) <= 32:
+        return point
+    return _OPENING + "#" + hashlib.sha256(connection_id.encode()).hexdigest()[:26]
 
 
 def charge_amount(amount: int, currency: str) -> Money:
@@ -203,6 +226,9 @@ class PaymentsService:
     def __init__(self, ctx: Context, engine: AttemptEngine | None = None) -> None:
         self.ctx = ctx
         self.engine = engine or AttemptEngine(ctx)
+        # The fraud decision before any gateway call (fraud/decisions.py, wired by Paymux):
+        # intent changes to commit with the attempt, or it raises a block's card error.
+        self.screen: Screen | None = None
 
     # -- reads ------------------------------------------------------------------------------
     async def retrieve(self, account_id: str, pi_id: str) -> dict[str, Any]:
@@ -274,10 +300,30 @@ class PaymentsService:
                 made = await s.get(PaymentIntent, pi_id)
             if made is not None:
                 return await self._resume_create(account_id, made.id, p)
+        # A retry of a create whose first run was about to open its payment at a connection
+        # (and never recorded the intent): that connection again, whatever routes now.
+        opening = claim.recovery_point if p.id is None and claim is not None else None
+        if (
+            opening is not None
+            and opening.startswith(_OPENING)
+            and opening != _opening_point(routed.connection_id)
+        ):
+            routed = await self._route_again(account_id, opening, money, p)
+            gateway = routed.gateway
+        if p.customer:  # before a payment method is made: bad input writes nothing
+            async with self.ctx.db.read() as s:
+                await get_owned(s, Customer, p.customer, account_id, param="customer")
         pm_id: str | None = None
         if p.payment_method_data is not None:
             pm_id = (
-                await _from_data(self.ctx, account_id, gateway.name, routed.connection_id, p)
+                await _from_data(
+                    self.ctx,
+                    account_id,
+                    gateway.name,
+                    routed.connection_id,
+                    p,
+                    made_as=payment_method_id_of_request("payment_intents.create"),
+                )
             ).id
         elif p.payment_method:
             pm = await resolve_payment_method(
@@ -289,22 +335,34 @@ class PaymentsService:
                 connection_id=routed.connection_id,
             )
             pm_id = pm.id
-        if p.customer:
-            async with self.ctx.db.read() as s:
-                await get_owned(s, Customer, p.customer, account_id, param="customer")
         opened = None
         if not p.confirm:
-            if claim is not None and not claim.resumed:
-                # The id is ours before the provider hears of it: a retry opens the same one.
-                async with self.ctx.db.write() as s:
-                    await record_recovery_point(s, "id_reserved", pi_id)
-            # Gateways whose browser SDK confirms (Stripe.js) need their payment now.
-            opened = await call_with_retries(
-                self.ctx.settings,
-                lambda: gateway.open_payment(
-                    money, pi_id, p.capture_method != "manual", idempotency_key=f"{pi_id}:open"
+
+            async def opening_at(tried: Routed) -> None:
+                """The id is ours, and the connection, before the provider hears of it: a
+                retry opens the same payment at the same connection (a short write)."""
+                if claim is not None:
+                    async with self.ctx.db.write() as s:
+                        await record_recovery_point(
+                            s, _opening_point(tried.connection_id), pi_id
+                        )
+
+            # Gateways whose browser SDK confirms (Stripe.js) need their payment now. One
+            # nothing binds to its connection yet may fail over (routing.open_payment): not
+            # one naming a gateway, a payment method or a customer (whose saved cards are at
+            # its connection), nor a caller's reserved id or a retry (its first run may have
+            # reached the connection it tried).
+            opened, routed = await open_payment(
+                self.ctx, account_id, routed, money, pi_id, p.capture_method != "manual",
+                may_fail_over=(
+                    p.gateway is None and pm_id is None and p.customer is None
+                    and p.id is None and not (claim is not None and claim.resumed)
                 ),
+                livemode=request_livemode(), payment_method_types=p.payment_method_types,
+                needs=frozenset({"manual_capture"} if p.capture_method == "manual" else ()),
+                before_each=opening_at,
             )
+            gateway = routed.gateway
         now = self.ctx.now_us()
         async with self.ctx.db.write() as s:
             pi = PaymentIntent(
@@ -355,6 +413,25 @@ class PaymentsService:
         if p.confirm:
             return await self.confirm(account_id, pi.id, off_session=p.off_session)
         return self._view(pi)
+
+    async def _route_again(
+        self, account_id: str, opening: str, money: Money, p: CreateParams
+    ) -> Routed:
+        """The connection a retried create's first run was opening its payment at (its
+        recovery point ``opening``), checked as any named connection is."""
+        connection_id = opening.removeprefix(_OPENING)
+        if connection_id.startswith("#"):  # a digest: only the connection routed now matches
+            raise PaymuxError.of(
+                "gateway_unknown",
+                "This request's first try went to a connection that no longer takes this "
+                "payment; the payment may exist there. Check that connection before retrying.",
+                param="gateway",
+            )
+        return await choose_gateway(
+            self.ctx, account_id, connection_id, money, livemode=request_livemode(),
+            payment_method_types=p.payment_method_types,
+            needs=frozenset({"manual_capture"}) if p.capture_method == "manual" else frozenset(),
+        )
 
     async def _resume_create(self, account_id: str, pi_id: str, p: CreateParams) -> dict[str, Any]:
         """A retry of a create whose first run made ``pi_id``: finish what it started."""
@@ -589,6 +666,7 @@ class PaymentsService:
                 TokenData.of(payment_method_data, "payment_method_data"),
                 connection_id=pi.connection_id,
                 param="payment_method_data[card][token]",
+                made_as=payment_method_id_of_request(f"payment_intents.confirm:{pi_id}"),
             )
             pm_ref, known = made.id, made
         gateway = await self.ctx.gateway_of(pi)
@@ -623,6 +701,8 @@ class PaymentsService:
         read_status, read_count = pi.status, pi.confirm_count
         fresh = inspect(pm).transient  # a use of a shared test token, not recorded yet
         try:
+            if self.screen is not None:
+                changes.update(await self.screen(account_id, pi, pm))
             pi, attempt, request = await self._start_authorize(
                 account_id,
                 pi_id,
@@ -1003,7 +1083,13 @@ def _both_payment_methods() -> PaymuxError:
 
 
 async def _from_data(
-    ctx: Context, account_id: str, gateway: str, connection_id: str | None, p: CreateParams
+    ctx: Context,
+    account_id: str,
+    gateway: str,
+    connection_id: str | None,
+    p: CreateParams,
+    *,
+    made_as: str | None = None,
 ) -> PaymentMethod:
     """``payment_method_data`` of a create: a new payment method of the account, made through
     the connection the payment was routed to."""
@@ -1017,6 +1103,7 @@ async def _from_data(
         TokenData.of(p.payment_method_data, "payment_method_data"),
         connection_id=connection_id,
         param="payment_method_data[card][token]",
+        made_as=made_as,
     )
 
 

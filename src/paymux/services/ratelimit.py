@@ -36,6 +36,9 @@ from paymux.storage.models import RateLimitWindow
 
 __all__ = ["RateLimiter", "address_hash", "client_block"]
 
+# The window of the payer pages' counts (``check_payer``).
+PAYER_WINDOW_SECONDS = 600
+
 # Entries kept in memory before the ended windows are dropped (SQLite counts, blocks).
 _MEMORY_PRUNE_AT = 10_000
 
@@ -61,6 +64,11 @@ def address_hash(address: str) -> str:
     itself, and never equal to a key's hash (a key's is the SHA-256 of the key alone)."""
     block = client_block(address)
     return hashlib.sha256(b"paymux-client-address:" + block.encode()).hexdigest()
+
+
+def _named(prefix: str, subject: str) -> str:
+    """A counter name (64 hex characters, as the table holds) of ``prefix`` + ``subject``."""
+    return hashlib.sha256((prefix + subject).encode()).hexdigest()
 
 
 class RateLimiter:
@@ -90,6 +98,27 @@ class RateLimiter:
             settings.rate_limit_unauthenticated_requests,
             settings.rate_limit_unauthenticated_window_seconds,
             "without a valid API key from this address",
+        )
+
+    async def check_payer(
+        self, address: str | None, account_id: str, *, per_address: int, per_account: int
+    ) -> None:
+        """Count one card a payer's page (no API key: checkout's) sends, whoever's card and
+        whatever comes of it (a token that does not resolve counts too): at most
+        ``per_address`` every ``PAYER_WINDOW_SECONDS`` from one client address, and
+        ``per_account`` for one account from every address; raise 429 ``rate_limited``
+        past either. Card testers try many cards across many sessions."""
+        await self._check(
+            _named("paymux-payer-address:", client_block(address or "unknown")),
+            per_address,
+            PAYER_WINDOW_SECONDS,
+            "paying from this address",
+        )
+        await self._check(
+            _named("paymux-payer-account:", account_id),
+            per_account,
+            PAYER_WINDOW_SECONDS,
+            "paying this merchant",
         )
 
     async def _check(self, name: str, limit: int, seconds: float, what: str) -> None:
@@ -145,6 +174,7 @@ class RateLimiter:
         settings = self.ctx.settings
         return max(
             1,
+            PAYER_WINDOW_SECONDS * 1_000_000,
             int(settings.rate_limit_window_seconds * 1_000_000),
             int(settings.rate_limit_unauthenticated_window_seconds * 1_000_000),
         )

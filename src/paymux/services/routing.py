@@ -9,27 +9,45 @@ A connection takes a payment method type when its connector does
 ``payment_method_types``; none set: every type of its connector). An operation that needs a
 capability a connector does not declare (``Connector.capabilities``: partial_capture,
 manual_capture, three_d_secure, vault, disputes, refunds) is refused with a clear 400 before
-any gateway call, not left to fail at the gateway."""
+any gateway call, not left to fail at the gateway.
+
+Failover (``open_payment``): a new payment that nothing binds to a connection yet (no
+payment method, customer, connection or gateway named; not a retry of a request that already
+tried a connection) whose connection could not be reached at all (``GatewayUnreachable`` on
+every try: nothing was sent) goes to the account's next connection that takes it, if the
+unreachable connection allows it (its ``failover`` setting, off by default). An error after
+which the request may have reached the provider (a timeout, a 5xx, a 429) never fails over:
+the same payment could then exist at two providers. Each connection is told before it is
+tried (``before_each``: the caller records it on the request's Idempotency-Key), so a retry
+of the request goes back to the connection its first run last tried, and never fails over;
+every connection gets the same key, ``{pi_id}:open``, so a provider account two connections
+share opens the payment once."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 
 from paymux.domain.errors import PaymuxError
+from paymux.gateways.base import Gateway, GatewayUnreachable, OpenedPayment
 from paymux.gateways.connectors import connectors
 from paymux.money import Money
 from paymux.services.context import Context, Routed
+from paymux.services.gateway_calls import call_with_retries
 
 __all__ = [
     "choose_gateway",
     "connector_types",
     "missing_capabilities",
+    "open_payment",
     "param_of",
     "parse_routes",
     "require_capability",
     "takes_types",
     "unactivated",
 ]
+
+log = logging.getLogger(__name__)
 
 # What a capability lets a payment do, for the refusal's message.
 _WHAT = {
@@ -154,3 +172,104 @@ async def choose_gateway(
 def param_of(capability: str) -> str | None:
     """The request parameter that asks for ``capability``, named in its refusal."""
     return {"manual_capture": "capture_method"}.get(capability)
+
+
+class _Tries:
+    """Whether any try of a call may have reached the provider."""
+
+    def __init__(self) -> None:
+        self.reached = False
+
+
+async def _open_once(
+    gateway: Gateway, amount: Money, pi_id: str, capture: bool, key: str, tries: _Tries
+) -> OpenedPayment | None:
+    try:
+        return await gateway.open_payment(amount, pi_id, capture, idempotency_key=key)
+    except GatewayUnreachable:
+        raise
+    except BaseException:
+        tries.reached = True
+        raise
+
+
+async def open_payment(
+    ctx: Context,
+    account_id: str,
+    routed: Routed,
+    amount: Money,
+    pi_id: str,
+    capture: bool,
+    *,
+    may_fail_over: bool,
+    livemode: bool = False,
+    payment_method_types: Sequence[str] | None = None,
+    needs: frozenset[str] = frozenset(),
+    before_each: Callable[[Routed], Awaitable[None]] | None = None,
+) -> tuple[OpenedPayment | None, Routed]:
+    """Open the payment ``pi_id`` at its connection's gateway (``Gateway.open_payment``,
+    under the retry policy), failing over as the module says when ``may_fail_over``. Returns
+    what was opened and the connection that opened it. ``before_each(connection)`` is awaited
+    before each connection is tried (and may raise to stop). Every connection's idempotency
+    key is ``{pi_id}:open``."""
+    key = f"{pi_id}:open"
+    tried = [routed.connection_id]
+    while True:
+        if before_each is not None:
+            await before_each(routed)
+        tries = _Tries()
+        gateway = routed.gateway
+        try:
+            opened = await call_with_retries(
+                ctx.settings,
+                lambda: _open_once(gateway, amount, pi_id, capture, key, tries),  # noqa: B023
+            )
+            return opened, routed
+        except GatewayUnreachable:
+            if tries.reached or not may_fail_over or ctx.directory is None:
+                raise
+            nxt = await _next_taker(
+                ctx, account_id, routed.connection_id, amount, tried,
+                livemode=livemode, payment_method_types=payment_method_types, needs=needs,
+            )
+            if nxt is None:
+                raise
+            log.warning(
+                "connection %s could not be reached (nothing was sent): %s goes through %s",
+                routed.connection_id,
+                pi_id,
+                nxt.connection_id,
+            )
+            routed = nxt
+
+
+async def _next_taker(
+    ctx: Context,
+    account_id: str,
+    failed: str,
+    amount: Money,
+    tried: list[str],
+    *,
+    livemode: bool,
+    payment_method_types: Sequence[str] | None,
+    needs: frozenset[str],
+) -> Routed | None:
+    """The next connection after ``failed`` whose gateway takes ``amount`` (its currency and
+    its size), adding every one asked to ``tried``; None when none is left."""
+    assert ctx.directory is not None
+    while True:
+        nxt = await ctx.directory.fallback(
+            account_id,
+            failed,
+            amount.currency,
+            livemode=livemode,
+            payment_method_types=payment_method_types,
+            needs=needs,
+            tried=frozenset(tried),
+        )
+        if nxt is None:
+            return None
+        tried.append(nxt.connection_id)
+        gateway = nxt.gateway
+        if gateway.supports_currency(amount.currency) and gateway.amount_problem(amount) is None:
+            return nxt

@@ -53,14 +53,17 @@ from paymux.services.context import (
 )
 from paymux.services.customers import (
     CustomersService,
+    TokenData,
     account_fingerprint,
+    payment_method_from_token,
+    payment_method_id_of_request,
     resolve_payment_method,
     take_card_details,
 )
 from paymux.services.gateway_calls import call_with_retries
 from paymux.services.idempotency import current_claim, record_recovery_point
 from paymux.services.routing import require_capability
-from paymux.services.token_owners import claim_token
+from paymux.services.token_owners import claim_token, not_this_accounts
 from paymux.services.views import payment_method_view
 from paymux.storage.models import Customer, PaymentMethod, SetupIntent
 
@@ -122,6 +125,8 @@ class SetupParams:
     return_url: str | None = None
     gateway: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    # A payment method made from a gateway token (``card[token]``), as on a PaymentIntent.
+    payment_method_data: dict[str, Any] | None = None
 
 
 @dataclass
@@ -129,6 +134,14 @@ class UpdateSetupParams:
     customer: str | None = None
     payment_method: str | None = None
     metadata: dict[str, str] | None = None
+
+
+def _no_customer() -> PaymuxError:
+    return PaymuxError.of(
+        "parameter_missing",
+        "A SetupIntent saves the card for a customer: set its customer first.",
+        param="customer",
+    )
 
 
 def _unexpected(si: SetupIntent, action: str) -> PaymuxError:
@@ -160,6 +173,17 @@ class SetupIntentsService:
                 return setup_intent_view(si)
             return view
         return setup_intent_view(si)
+
+    async def settle_waiting(self, account_id: str, seti_id: str) -> None:
+        """Job ``refresh_setup_intent``, queued by the gateway's webhook that the setup ended
+        (the payer authenticated at the gateway, or failed to): settle it as the payer's
+        return does, by asking the gateway (no transaction open). Applied once, whoever
+        comes first (``_apply`` checks the attempt under the row's lock); a gateway error
+        propagates, so the job is retried."""
+        async with self.ctx.db.read() as s:
+            si = await get_owned(s, SetupIntent, seti_id, account_id)
+        if si.pending or (si.status == REQUIRES_ACTION and si.gateway_reference):
+            await self._settle(account_id, si)
 
     async def list_page(
         self,
@@ -197,11 +221,26 @@ class SetupIntentsService:
         routed = await self.ctx.named(account_id, p.gateway)
         gateway = routed.gateway
         require_capability(gateway.name, "vault", param="gateway")  # saving needs a vault
+        # The input is checked before anything is made: a refused create writes nothing
+        # (and leaves a single-use token in payment_method_data unused).
+        if p.confirm and not p.customer:
+            raise _no_customer()
         if p.customer:
             async with self.ctx.db.read() as s:
                 await get_owned(s, Customer, p.customer, account_id, param="customer")
         pm_id = None
-        if p.payment_method:
+        if p.payment_method_data is not None:
+            pm_id = (
+                await self._from_data(
+                    account_id,
+                    gateway.name,
+                    routed.connection_id,
+                    p.payment_method_data,
+                    p.payment_method,
+                    "setup_intents.create",
+                )
+            ).id
+        elif p.payment_method:
             pm = await resolve_payment_method(
                 self.ctx,
                 account_id,
@@ -304,9 +343,18 @@ class SetupIntentsService:
         *,
         payment_method: str | None = None,
         return_url: str | None = None,
+        payment_method_data: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         async with self.ctx.db.read() as s:
             si = await get_owned(s, SetupIntent, seti_id, account_id)
+        claim = current_claim.get()
+        if (
+            claim is not None
+            and claim.object_id == seti_id
+            and claim.recovery_point == "setup_started"
+            and not si.pending
+        ):
+            return _answered(si)  # this key's confirm already ran (its answer was lost)
         if si.pending:  # a call of ours whose answer never came: ask again, same key
             view, error = await self._settle(account_id, si)
             if error is not None:
@@ -316,13 +364,20 @@ class SetupIntentsService:
             raise _unexpected(si, "confirm")
         customer_id = si.customer_id
         if customer_id is None:
-            raise PaymuxError.of(
-                "parameter_missing",
-                "A SetupIntent saves the card for a customer: set its customer first.",
-                param="customer",
-            )
+            raise _no_customer()
         pm_id = si.payment_method_id
-        if payment_method is not None:
+        if payment_method_data is not None:
+            pm_id = (
+                await self._from_data(
+                    account_id,
+                    si.gateway,
+                    si.connection_id,
+                    payment_method_data,
+                    payment_method,
+                    f"setup_intents.confirm:{seti_id}",
+                )
+            ).id
+        elif payment_method is not None:
             pm = await resolve_payment_method(
                 self.ctx,
                 account_id,
@@ -372,6 +427,34 @@ class SetupIntentsService:
         if error is not None:
             raise error
         return view
+
+    async def _from_data(
+        self,
+        account_id: str,
+        gateway_name: str,
+        connection_id: str | None,
+        data: dict[str, Any],
+        payment_method: str | None,
+        step: str,
+    ) -> PaymentMethod:
+        """``payment_method_data``: a new detached payment method from a gateway token, as
+        ``POST /v1/payment_methods`` makes one (a token, never card data), whose id comes
+        from the request's Idempotency-Key so a retry after a crash finds it."""
+        if payment_method is not None:
+            raise PaymuxError.of(
+                "parameters_exclusive",
+                "Send payment_method or payment_method_data, not both.",
+                param="payment_method_data",
+            )
+        return await payment_method_from_token(
+            self.ctx,
+            account_id,
+            gateway_name,
+            TokenData.of(data, "payment_method_data"),
+            connection_id=connection_id,
+            param="payment_method_data[card][token]",
+            made_as=payment_method_id_of_request(step),
+        )
 
     async def _request(self, account_id: str, si: SetupIntent, gateway: Gateway) -> SetupRequest:
         """The gateway request of the setup ``si`` records: the same on every retry."""
@@ -470,7 +553,7 @@ class SetupIntentsService:
                 si.updated_us = max(now, si.updated_us)
                 match result.status:
                     case GatewayStatus.SUCCEEDED:
-                        await self._succeeded(s, si, result, now)
+                        error = await self._succeeded(s, si, result, now)
                     case GatewayStatus.REQUIRES_ACTION:
                         if si.status != REQUIRES_ACTION:
                             si.status = REQUIRES_ACTION
@@ -496,29 +579,61 @@ class SetupIntentsService:
 
     async def _succeeded(
         self, s: AsyncSession, si: SetupIntent, result: SetupResult, now: int
-    ) -> None:
-        si.status = SUCCEEDED
-        si.next_action = None
+    ) -> PaymuxError | None:
+        """Record the saved card; a token the gateway saved it under that another account
+        owns is refused (the intent fails with ``payment_method_unexpected_state``, nothing
+        records the token: ``token_owners.not_this_accounts``)."""
         if si.payment_method_id is None:
             pm = self._new_method(si, result, now)
+            # The gateway's new token is the account's, claimed with its payment method.
+            if not await claim_token(
+                s, gateway=pm.gateway, token=pm.token, account_id=si.account_id, now=now
+            ):
+                return await self._not_ours(s, si, pm.gateway, pm.token, now)
             s.add(pm)
             await s.flush()
             si.payment_method_id = pm.id
-            # The gateway's new token is the account's, claimed with its payment method.
-            await claim_token(s, gateway=pm.gateway, token=pm.token, account_id=pm.account_id,
-                              now=now)
         else:
             pm = await get_owned(s, PaymentMethod, si.payment_method_id, si.account_id, lock=True)
         if result.card is not None and result.card.token != pm.token:
             # The gateway saved the card under an id of its own (a vault token, a card on
             # file): that is what off-session payments charge from now on, and the account's.
+            if not await claim_token(
+                s, gateway=pm.gateway, token=result.card.token, account_id=si.account_id, now=now
+            ):
+                return await self._not_ours(s, si, pm.gateway, result.card.token, now)
             take_card_details(pm, result.card)
-            await claim_token(s, gateway=pm.gateway, token=pm.token, account_id=pm.account_id,
-                              now=now)
+        si.status = SUCCEEDED
+        si.next_action = None
         if pm.customer_id != si.customer_id:
             pm.customer_id = si.customer_id
             await emit(s, si.account_id, "payment_method.attached", payment_method_view(pm), now)
         await emit(s, si.account_id, "setup_intent.succeeded", setup_intent_view(si), now)
+        return None
+
+    @staticmethod
+    async def _not_ours(
+        s: AsyncSession, si: SetupIntent, gateway: str, token: str, now: int
+    ) -> PaymuxError:
+        """The gateway saved the card under ``token``, which another account owns: refused as
+        a gateway's refusal to save is (``_refused``), naming only this account's own payment
+        method. The intent waits for another payment method. A gateway whose setup reference
+        is the saved token (Square's card on file) has it dropped too: it is not ours."""
+        error = not_this_accounts(gateway, si.payment_method_id)
+        if si.gateway_reference == token:
+            si.gateway_reference = None
+        si.status = REQUIRES_PAYMENT_METHOD
+        si.next_action = None
+        si.last_setup_error = {
+            "type": str(error.type),
+            "code": error.code,
+            "message": error.message,
+            "param": error.param,
+            "payment_method": {"id": si.payment_method_id},
+        }
+        si.payment_method_id = None
+        await emit(s, si.account_id, "setup_intent.setup_failed", setup_intent_view(si), now)
+        return error
 
     @staticmethod
     def _new_method(si: SetupIntent, result: SetupResult, now: int) -> PaymentMethod:
@@ -572,6 +687,21 @@ class SetupIntentsService:
         }
         si.payment_method_id = None
         return error
+
+
+def _answered(si: SetupIntent) -> dict[str, Any]:
+    """What the confirm that ran under a key answered, for its retry: the intent, or the
+    refusal its ``last_setup_error`` records (a card error, or the gateway's refusal)."""
+    view = setup_intent_view(si)
+    failed = si.last_setup_error
+    if si.status != REQUIRES_PAYMENT_METHOD or not failed:
+        return view
+    if failed.get("gateway_code"):
+        error = card_error(failed["gateway"], failed["gateway_code"], failed["message"])
+    else:
+        error = PaymuxError.of(failed["code"], failed["message"], param=failed.get("param"))
+    error.extra = {"setup_intent": view}
+    raise error
 
 
 def _gateway_makes_method(si: SetupIntent) -> bool:

@@ -218,6 +218,7 @@ def dispute_view(d: Dispute) -> dict[str, Any]:
         "currency": d.currency.lower(),
         "reason": d.reason,
         "status": d.status,
+        "metadata": dict(d.metadata_ or {}),
         "created": seconds(d.created_us),
         "livemode": bool(d.livemode),
     }

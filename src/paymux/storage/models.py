@@ -28,13 +28,18 @@ __all__ = [
     "ApiKey",
     "AuditEntry",
     "Base",
+    "CheckoutSession",
     "Connection",
     "Coupon",
     "CreditNote",
+    "CspReport",
     "Customer",
     "CustomerBalanceTransaction",
     "Dispute",
     "Event",
+    "FraudRule",
+    "FraudVelocityBucket",
+    "FraudVelocityCard",
     "GatewayAttempt",
     "GatewayTokenOwner",
     "IdempotencyKey",
@@ -50,8 +55,11 @@ __all__ = [
     "Price",
     "Product",
     "PromotionCode",
+    "RadarValueList",
+    "RadarValueListItem",
     "RateLimitWindow",
     "Refund",
+    "Review",
     "SetupIntent",
     "Subscription",
     "SubscriptionItem",
@@ -283,6 +291,9 @@ class PaymentIntent(Base):
     # Stripe's ``shipping`` {name, phone, address, carrier, tracking_number} (migration
     # 0013); None when there is none.
     shipping: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # The fraud decision of the latest confirm (fraud/, migration 0019): Stripe's charge
+    # ``outcome`` fields {type, risk_level, risk_score, rule, reason}; None: none made.
+    fraud_outcome: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     created_us: Mapped[int]
     updated_us: Mapped[int]
     __table_args__ = (
@@ -325,6 +336,8 @@ class Dispute(Base):
     livemode: Mapped[bool] = mapped_column(Boolean, default=False)
     created_us: Mapped[int]
     updated_us: Mapped[int]
+    # migration 0016 (issue 9): settable in any state, as on Stripe
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     __table_args__ = (UniqueConstraint("gateway", "gateway_reference"),)
 
 
@@ -377,8 +390,14 @@ class Event(Base):
     request_id: Mapped[str | None] = mapped_column(String(40), default=None)
     idempotency_key: Mapped[str | None] = mapped_column(String(255), default=None)
     previous_attributes: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # The event's place among its object's events (1, 2, ...), assigned by ``emit`` in the
+    # emitting transaction (migration 0022): the previous event of an object is the one
+    # before it in this order, not in time (test clocks backdate; microseconds tie). NULL
+    # for events not emitted as a state change (a webhook endpoint's test event).
+    object_seq: Mapped[int | None] = mapped_column(default=None)
     __table_args__ = (
         Index("ix_events_account_created", "account_id", "created_us"),
+        Index("ix_events_object_seq", "object_id", "object_seq"),
         Index(
             "ix_events_undispatched",
             "created_us",
@@ -431,6 +450,8 @@ class Job(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     locked_by: Mapped[str | None] = mapped_column(String(64))
     locked_until_us: Mapped[int | None]
+    # Bumped by every claim: the fencing token a worker's finish must still match (0017).
+    lease_id: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
     created_us: Mapped[int]
     updated_us: Mapped[int]
     __table_args__ = (
@@ -442,6 +463,7 @@ class Job(Base):
             sqlite_where=_JOB_LIVE,
             postgresql_where=_JOB_LIVE,
         ),
+        {"sqlite_autoincrement": True},  # ids never reused after pruning (0017)
     )
 
 
@@ -649,6 +671,8 @@ class Subscription(Base):
     trial_end_behavior: Mapped[str | None] = mapped_column(String(16), default=None)
     test_clock_id: Mapped[str | None] = mapped_column(String(40), default=None, index=True)
     next_due_us: Mapped[int | None] = mapped_column(default=None)
+    # The renewal (its time) whose ``invoice.upcoming`` was sent: once per period (0021).
+    upcoming_notice_for_us: Mapped[int | None] = mapped_column(BigInteger, default=None)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     created_us: Mapped[int]
     updated_us: Mapped[int]
@@ -719,6 +743,11 @@ class Invoice(Base):
     voided_at_us: Mapped[int | None] = mapped_column(default=None)
     marked_uncollectible_at_us: Mapped[int | None] = mapped_column(default=None)
     paid_out_of_band: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The payment lease (0021): which intent holds the invoice's one charge path now (a try
+    # of the dunning schedule, the hosted page's), until when (wall-clock time). See
+    # billing/payment_lease.py.
+    payment_lease_holder: Mapped[str | None] = mapped_column(String(40), default=None)
+    payment_lease_until_us: Mapped[int | None] = mapped_column(BigInteger, default=None)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     created_us: Mapped[int]
     updated_us: Mapped[int]
@@ -952,3 +981,216 @@ class WebhookAttempt(Base):
         # pruning (outbound/prune.py) reads the oldest attempts of every endpoint
         Index("ix_webhook_attempts_created_us", "created_us"),
     )
+
+
+# --- disputes and Stripe parameters (issue 9): migration 0016 ---
+# (a column on Dispute above: disputes.metadata)
+
+
+# --- jobs: lease fencing: migration 0017 ---
+
+
+# --- checkout sessions (issue 12): migration 0018 ---
+
+
+class CheckoutSession(Base):
+    """A hosted checkout (Stripe's Checkout Session, src/paymux/checkout/): what the payer is
+    shown (``line_items``, a snapshot taken at creation, each with its price) and the intent
+    it pays with: a PaymentIntent (mode payment, its id derived from the session's, so a
+    retried create never makes a second) or a SetupIntent (mode setup). ``status`` open ->
+    complete | expired; ``expires_us`` when the sweep expires it."""
+
+    __tablename__ = "checkout_sessions"
+    id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    livemode: Mapped[bool] = mapped_column(Boolean, default=False)
+    mode: Mapped[str] = mapped_column(String(16))  # payment | setup
+    status: Mapped[str] = mapped_column(String(16))  # open | complete | expired
+    payment_status: Mapped[str] = mapped_column(String(24))  # paid|unpaid|no_payment_required
+    currency: Mapped[str | None] = mapped_column(String(3), default=None)
+    amount_subtotal: Mapped[int | None] = mapped_column(default=None)
+    amount_total: Mapped[int | None] = mapped_column(default=None)
+    line_items: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    customer_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    customer_email: Mapped[str | None] = mapped_column(String(512), default=None)
+    client_reference_id: Mapped[str | None] = mapped_column(String(200), default=None)
+    success_url: Mapped[str | None] = mapped_column(String(2048), default=None)
+    cancel_url: Mapped[str | None] = mapped_column(String(2048), default=None)
+    locale: Mapped[str | None] = mapped_column(String(16), default=None)
+    capture_method: Mapped[str] = mapped_column(String(16), default="automatic")
+    payment_method_types: Mapped[list[str]] = mapped_column(JSON, default=list)
+    payment_intent_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    setup_intent_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    expires_us: Mapped[int]
+    completed_us: Mapped[int | None] = mapped_column(default=None)
+    created_us: Mapped[int]
+    updated_us: Mapped[int]
+    __table_args__ = (
+        Index("ix_checkout_sessions_account_created", "account_id", "created_us"),
+        Index("ix_checkout_sessions_payment_intent", "payment_intent_id"),
+        Index("ix_checkout_sessions_setup_intent", "setup_intent_id"),
+        # the expiry sweep: open sessions by expires_us
+        Index("ix_checkout_sessions_status_expires", "status", "expires_us"),
+    )
+
+
+class CspReport(Base):
+    """A Content-Security-Policy violation a browser reported from one of paymux's pages
+    (PCI DSS 4.0 6.4.3 / 11.6.1: a change to a payment page's scripts is noticed). The
+    deployment's, listed by the operator (``GET /v1/admin/csp_reports``); ``account_id`` is
+    the checkout session's when the page was one. Paths only: no query, and a checkout
+    page's session id (its secret) is replaced by ``{session}``."""
+
+    __tablename__ = "csp_reports"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    page: Mapped[str] = mapped_column(String(512))
+    directive: Mapped[str] = mapped_column(String(128))
+    blocked: Mapped[str] = mapped_column(String(512))
+    source: Mapped[str | None] = mapped_column(String(512), default=None)
+    line: Mapped[int | None] = mapped_column(default=None)
+    disposition: Mapped[str] = mapped_column(String(16), default="enforce")
+    # One row per aggregate (csp_reports.fingerprint): how many, first (created_us) and last
+    # seen.
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=1)
+    created_us: Mapped[int]
+    last_seen_us: Mapped[int]
+    __table_args__ = (Index("ix_csp_reports_last_seen", "last_seen_us"),)
+
+
+# --- fraud (issue 13): migration 0019 ---
+class FraudRule(Base):
+    """An account's rule (``/v1/fraud/rules``): Radar's syntax, kept as written and parsed
+    again when the rule set is loaded. ``status`` active | disabled."""
+
+    __tablename__ = "fraud_rules"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    livemode: Mapped[bool] = mapped_column(Boolean, default=False)
+    action: Mapped[str] = mapped_column(String(16))
+    predicate: Mapped[str] = mapped_column(Text)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    description: Mapped[str | None] = mapped_column(String(500), default=None)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    created_us: Mapped[int]
+    updated_us: Mapped[int]
+    __table_args__ = (Index("ix_fraud_rules_account_created", "account_id", "created_us"),)
+
+
+class RadarValueList(Base):
+    """Stripe's ``radar.value_list``: a named list a rule names by ``@alias``."""
+
+    __tablename__ = "radar_value_lists"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    livemode: Mapped[bool] = mapped_column(Boolean, default=False)
+    alias: Mapped[str] = mapped_column(String(100))
+    name: Mapped[str] = mapped_column(String(100))
+    item_type: Mapped[str] = mapped_column(String(32))
+    created_by: Mapped[str] = mapped_column(String(100), default="")
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    created_us: Mapped[int]
+    __table_args__ = (
+        UniqueConstraint("account_id", "livemode", "alias", name="uq_radar_value_lists_alias"),
+        Index("ix_radar_value_lists_account_created", "account_id", "created_us"),
+    )
+
+
+class RadarValueListItem(Base):
+    """Stripe's ``radar.value_list_item``; ``value`` as given, matched case-insensitively
+    (but for ``case_sensitive_string`` lists)."""
+
+    __tablename__ = "radar_value_list_items"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    livemode: Mapped[bool] = mapped_column(Boolean, default=False)
+    value_list_id: Mapped[str] = mapped_column(ForeignKey("radar_value_lists.id"))
+    value: Mapped[str] = mapped_column(String(800))
+    # ``value`` as rules compare it (case-folded, but for case_sensitive_string lists): a
+    # payment's facts are looked up in it with one indexed IN query (fraud/lists.py).
+    match_value: Mapped[str] = mapped_column(String(800))
+    created_by: Mapped[str] = mapped_column(String(100), default="")
+    created_us: Mapped[int]
+    __table_args__ = (
+        UniqueConstraint("value_list_id", "value", name="uq_radar_value_list_items_value"),
+        Index("ix_radar_value_list_items_list_created", "value_list_id", "created_us"),
+        Index("ix_radar_value_list_items_match", "value_list_id", "match_value"),
+    )
+
+
+class Review(Base):
+    """Stripe's ``review``: a payment a review rule let through as an authorization only.
+    ``reason`` open: rule | manual; closed: approved | refunded | canceled (Stripe's
+    ``closed_reason``)."""
+
+    __tablename__ = "reviews"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    livemode: Mapped[bool] = mapped_column(Boolean, default=False)
+    payment_intent_id: Mapped[str] = mapped_column(ForeignKey("payment_intents.id"))
+    open: Mapped[bool] = mapped_column(Boolean, default=True)
+    opened_reason: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(32))
+    closed_reason: Mapped[str | None] = mapped_column(String(32), default=None)
+    rule_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    ip_address: Mapped[str | None] = mapped_column(String(64), default=None)
+    ip_country: Mapped[str | None] = mapped_column(String(2), default=None)
+    user_agent: Mapped[str | None] = mapped_column(String(500), default=None)
+    created_us: Mapped[int]
+    closed_us: Mapped[int | None] = mapped_column(default=None)
+    __table_args__ = (
+        Index("ix_reviews_account_created", "account_id", "created_us"),
+        Index("ix_reviews_payment_intent", "payment_intent_id"),
+    )
+
+
+class FraudVelocityBucket(Base):
+    """The velocity counters of one key (``fraud/velocity.py``: a digest of kind and value,
+    never a card number, raw email or raw IP) in one minute: attempts allowed to reach the
+    gateway, those settled, and the issuer declines among them. Rows older than a day are
+    pruned as new attempts for the key come in."""
+
+    __tablename__ = "fraud_velocity_buckets"
+    account_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    livemode: Mapped[bool] = mapped_column(Boolean, primary_key=True, default=False)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    minute: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    declines: Mapped[int] = mapped_column(Integer, default=0)
+    settled: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class FraudVelocityCard(Base):
+    """A distinct card (its fingerprint's digest) tried with a key, and the minute it was
+    last tried: for the ``distinct_cards_*`` counts."""
+
+    __tablename__ = "fraud_velocity_cards"
+    account_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    livemode: Mapped[bool] = mapped_column(Boolean, primary_key=True, default=False)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    card: Mapped[str] = mapped_column(String(64), primary_key=True)
+    minute: Mapped[int] = mapped_column(BigInteger)
+
+
+# --- ops (issue 16): migration 0020 ---
+class WorkerHeartbeat(Base):
+    """A running job worker (jobs/worker.py): its row is written every loop and deleted when
+    it stops cleanly, so /health/ready can tell whether workers run (observability/health.py)."""
+
+    __tablename__ = "worker_heartbeats"
+    worker_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    started_us: Mapped[int]
+    beat_us: Mapped[int]
+
+
+# --- ops (issue 16): migration 0023: the indexes /metrics reads through ---
+Index(
+    "ix_webhook_inbox_status",
+    WebhookInbox.status,
+    WebhookInbox.gateway,
+    WebhookInbox.received_us,
+)
+Index("ix_webhook_deliveries_status", WebhookDelivery.status, WebhookDelivery.created_us)

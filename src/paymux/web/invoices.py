@@ -22,6 +22,8 @@ The locale: ``?locale=`` (``de``, ``de-DE``), else the browser's Accept-Language
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,7 @@ from paymux.billing.hosted_payments import (
 )
 from paymux.billing.invoice_document import InvoiceDocument, invoice_document, pick_locale
 from paymux.domain.errors import PaymuxError
+from paymux.fraud.request import set_browser_payer
 from paymux.services import Paymux
 from paymux.storage.models import Account, Customer, Invoice, TaxRate
 
@@ -58,10 +61,15 @@ _STATIC = {
     if path.suffix in _STATIC_TYPES
 }
 STATIC_PREFIX = "/_invoice"
+# Subresource Integrity of each file (sha384), on the page's script and style sheet tags.
+_INTEGRITY = {
+    name: "sha384-" + base64.b64encode(hashlib.sha384(body).digest()).decode()
+    for name, (body, _) in _STATIC.items()
+}
 INVOICE_PAGE_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "connect-src 'self'; frame-src 'self'; base-uri 'none'; form-action 'self'; "
-    "frame-ancestors 'none'"
+    "frame-ancestors 'none'; report-uri /c/csp-reports"  # web/checkout.py's CSP_REPORT_PATH
 )
 # nosniff, Referrer-Policy, no-store and HSTS over TLS: the guard middleware's
 # (security/headers.py), as on every page.
@@ -153,6 +161,7 @@ async def invoice_page(token: str, request: Request) -> HTMLResponse:
         pay_url=f"/invoices/{quote(token, safe='')}/pay",
         pdf_url=f"/invoices/{quote(token, safe='')}/pdf?locale={quote(locale)}",
         card_form_url="/sandbox/elements",
+        integrity=_INTEGRITY,
     )
     return HTMLResponse(body, headers=_PAGE_HEADERS)
 
@@ -218,6 +227,11 @@ async def invoice_pay(token: str, request: Request) -> JSONResponse:
     doc_payable = invoice.status == "open" and invoice.amount_remaining > 0
     if not doc_payable or invoice.livemode or not app.ctx.settings.sandbox_enabled:
         return _refusal(400, "invoice_unexpected_state", "This invoice cannot be paid here.")
+    set_browser_payer(  # the payer's browser, for the fraud rules (fraud/request.py)
+        request.headers,
+        request.client.host if request.client else None,
+        behind_trusted_proxy=bool(app.ctx.settings.trusted_proxy_list()),
+    )
     try:
         outcome = await pay_from_page(app, token, card, _page_url(app, token))
     except PaymuxError as exc:

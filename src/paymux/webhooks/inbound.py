@@ -42,6 +42,7 @@ from paymux.gateways.base import (
     InboundEvent,
     PaymentUpdate,
     RefundUpdate,
+    SetupUpdate,
     WebhookVerificationError,
 )
 from paymux.jobs.queue import enqueue, revive_dead
@@ -51,7 +52,14 @@ from paymux.services.context import Context, emit
 from paymux.services.payments import PaymentsService
 from paymux.services.refunds import RefundsService
 from paymux.services.views import dispute_view
-from paymux.storage.models import Dispute, GatewayAttempt, PaymentIntent, Refund, WebhookInbox
+from paymux.storage.models import (
+    Dispute,
+    GatewayAttempt,
+    PaymentIntent,
+    Refund,
+    SetupIntent,
+    WebhookInbox,
+)
 from paymux.webhooks.ingest import Arrival, InboxWriter
 
 __all__ = [
@@ -97,7 +105,7 @@ class _Scope:
     gateway: str
     account_id: str | None
 
-    def holds(self, obj: PaymentIntent | Refund) -> bool:
+    def holds(self, obj: PaymentIntent | Refund | SetupIntent) -> bool:
         gateway = getattr(obj, "gateway", self.gateway)
         return gateway == self.gateway and self.account_id in (None, obj.account_id)
 
@@ -335,6 +343,8 @@ class InboundWebhooks:
         """Apply one event's change in ``s``. Returns why it was stale, or None."""
         if isinstance(change, PaymentUpdate):
             return await self._apply_payment(s, scope, change, batch)
+        if isinstance(change, SetupUpdate):
+            return await self._apply_setup(s, scope, change)
         if isinstance(change, RefundUpdate):
             await self._apply_refund(s, scope, change)
         else:
@@ -415,6 +425,49 @@ class InboundWebhooks:
                     attempt.status = "settled"
                     attempt.result = result_json(change.result)
                     attempt.updated_us = self.ctx.now_us()
+        return None
+
+    async def _apply_setup(self, s: AsyncSession, scope: _Scope, change: SetupUpdate) -> str | None:
+        """A SetupIntent ended at the gateway (the payer authenticated, or failed to): have the
+        worker settle it (``refresh_setup_intent``: ``SetupIntentsService.settle_waiting`` asks
+        the gateway, with no transaction open, and applies its answer once, as the payer's
+        return does). Returns why the event was stale, or None."""
+        si = None
+        if change.reference:
+            si = await s.get(SetupIntent, change.reference, with_for_update=True)
+            if si is not None and not scope.holds(si):
+                si = None
+        if si is None and change.gateway_reference:
+            query = select(SetupIntent).where(
+                SetupIntent.gateway == scope.gateway,
+                SetupIntent.gateway_reference == change.gateway_reference,
+            )
+            if scope.account_id is not None:
+                query = query.where(SetupIntent.account_id == scope.account_id)
+            si = (await s.execute(query.with_for_update())).scalar_one_or_none()
+        if si is None:
+            raise UnknownObjectYet(
+                f"setup {change.reference or change.gateway_reference} is not stored yet"
+            )
+        waiting = si.pending or si.status == "requires_action"
+        if not waiting:
+            return f"the setup intent is {si.status} already"
+        if change.status not in (
+            GatewayStatus.SUCCEEDED, GatewayStatus.FAILED, GatewayStatus.CANCELED
+        ):
+            return None  # still under way at the gateway: a later event (or read) ends it
+        # A setup call still in flight applies its own answer: the job waits for it, and
+        # settles the setup only if that call's request died (the same key: no second entry).
+        delay = self.ctx.settings.attempt_settle_after_seconds if si.pending else 0.0
+        await enqueue(
+            s,
+            "refresh_setup_intent",
+            {"account_id": si.account_id, "seti_id": si.id},
+            now_us=self.ctx.now_us(),
+            delay=delay,
+            dedupe_key=f"refresh_setup:{si.id}",
+            account_id=si.account_id,
+        )
         return None
 
     async def _apply_refund(self, s: AsyncSession, scope: _Scope, change: RefundUpdate) -> None:
@@ -590,7 +643,7 @@ def _stale(attempts: list[GatewayAttempt], result: GatewayResult) -> str | None:
 
 
 # What an event tells us, as its connector reads it.
-_Change = PaymentUpdate | RefundUpdate | DisputeUpdate
+_Change = PaymentUpdate | RefundUpdate | DisputeUpdate | SetupUpdate
 
 # SQLSTATE classes of errors that end a transaction, not one statement: connection exception,
 # transaction rollback (serialization failure, deadlock), insufficient resources, operator
@@ -610,6 +663,8 @@ def _lock_order(change: _Change) -> str:
         return change.reference or change.result.reference or ""
     if isinstance(change, RefundUpdate):
         return change.refund.payment_reference or ""
+    if isinstance(change, SetupUpdate):
+        return change.reference or change.gateway_reference or ""
     return change.payment_reference or ""
 
 

@@ -341,6 +341,227 @@ check('subscription_create_update_cancel_and_invoices_auto_paging', async () => 
   return { status: canceled.status, amount_paid: invoice.amount_paid, invoices: invoices.length };
 });
 
+check('charges_retrieve_list_update_with_shipping', async () => {
+  const shipping = { name: 'Jo Node', address: { line1: '1 Main St', city: 'Springfield', postal_code: '62701', country: 'US' } };
+  const intent = await paid(1900, { shipping });
+  const charge = await stripe.charges.retrieve(intent.latest_charge);
+  expectEqual(charge.object, 'charge', 'object');
+  expectEqual(charge.payment_intent, intent.id, 'payment_intent');
+  expectEqual(charge.shipping && charge.shipping.name, 'Jo Node', 'shipping.name (the intent\'s)');
+  const listed = await stripe.charges.list({ payment_intent: intent.id });
+  expectEqual(listed.data.map((c) => c.id).join(), charge.id, 'charges of the intent');
+  const updated = await stripe.charges.update(charge.id, {
+    metadata: { parcel: 'p-1' }, shipping: { ...shipping, tracking_number: '1Z-NODE' },
+  });
+  expectEqual(updated.metadata.parcel, 'p-1', 'metadata.parcel');
+  expectEqual(updated.shipping.tracking_number, '1Z-NODE', 'shipping.tracking_number');
+  return { charge: charge.id, tracking: updated.shipping.tracking_number };
+});
+
+check('refunds_retrieve_update_and_disputes_list', async () => {
+  const intent = await paid(1200);
+  const refund = await stripe.refunds.create({ payment_intent: intent.id, amount: 200 });
+  const got = await stripe.refunds.retrieve(refund.id, { expand: ['payment_intent'] });
+  expectEqual(got.payment_intent.id, intent.id, 'refund.payment_intent expanded');
+  const updated = await stripe.refunds.update(refund.id, { metadata: { reason_code: 'R1' } });
+  expectEqual(updated.metadata.reason_code, 'R1', 'refund metadata');
+  const disputes = await stripe.disputes.list({ limit: 3 });
+  expectEqual(disputes.object, 'list', 'disputes list object');
+  const missing = await raised(stripe.disputes.update('dp_nosuchdispute', { metadata: { a: 'b' } }), 'updating an unknown dispute');
+  expect(missing instanceof Stripe.errors.StripeInvalidRequestError, `a StripeInvalidRequestError, got ${describeError(missing)}`);
+  expectEqual(missing.statusCode, 404, 'unknown dispute statusCode');
+  return { refund: updated.status, disputes: disputes.data.length };
+});
+
+check('payment_methods_create_from_token_and_update', async () => {
+  const pm = await stripe.paymentMethods.create({
+    type: 'card', card: { token: 'tok_visa' }, billing_details: { name: 'Jo Node' },
+  });
+  expectEqual(pm.object, 'payment_method', 'object');
+  expectEqual(pm.customer, null, 'a new payment method is detached');
+  expectEqual(pm.card.last4, '4242', 'card.last4');
+  const customer = await stripe.customers.create({ email: 'node-pm@example.com' });
+  await stripe.paymentMethods.attach(pm.id, { customer: customer.id });
+  const updated = await stripe.paymentMethods.update(pm.id, { metadata: { label: 'work' } });
+  expectEqual(updated.metadata.label, 'work', 'metadata.label');
+  const intent = await stripe.paymentIntents.create({
+    amount: 800, currency: 'usd', confirm: true,
+    payment_method_data: { type: 'card', card: { token: 'tok_mastercard' } },
+  });
+  expectEqual(intent.status, 'succeeded', 'a payment with payment_method_data');
+  return { last4: pm.card.last4, pmd: intent.status };
+});
+
+check('setup_intent_retrieve_update_cancel_and_payment_method_data', async () => {
+  const customer = await stripe.customers.create({ email: 'node-seti2@example.com' });
+  const seti = await stripe.setupIntents.create({
+    customer: customer.id, confirm: true,
+    payment_method_data: { type: 'card', card: { token: 'tok_visa' } },
+  });
+  expectEqual(seti.status, 'succeeded', 'status after create with payment_method_data');
+  const got = await stripe.setupIntents.retrieve(seti.id);
+  expectEqual(got.payment_method, seti.payment_method, 'payment_method');
+  const updated = await stripe.setupIntents.update(seti.id, { metadata: { plan: 'pro' } });
+  expectEqual(updated.metadata.plan, 'pro', 'metadata in any state');
+  const open = await stripe.setupIntents.create({ customer: customer.id });
+  const canceled = await stripe.setupIntents.cancel(open.id, { cancellation_reason: 'abandoned' });
+  expectEqual(canceled.status, 'canceled', 'status after cancel');
+  return { status: seti.status, canceled: canceled.status };
+});
+
+check('catalog_products_prices_coupons_promotion_codes_tax_rates', async () => {
+  const product = await stripe.products.create({ name: 'Node catalog' });
+  expectEqual((await stripe.products.retrieve(product.id)).name, 'Node catalog', 'product name');
+  const price = await stripe.prices.create({ product: product.id, unit_amount: 900, currency: 'usd' });
+  expectEqual((await stripe.prices.update(price.id, { metadata: { tier: 'a' } })).metadata.tier, 'a', 'price metadata');
+  const prices = await stripe.prices.list({ product: product.id }).autoPagingToArray({ limit: 10 });
+  expectEqual(prices.map((p) => p.id).join(), price.id, 'prices of the product');
+  const coupon = await stripe.coupons.create({ percent_off: 25, duration: 'once' });
+  expectEqual((await stripe.coupons.retrieve(coupon.id)).percent_off, 25, 'coupon percent_off');
+  const code = `NODE${Date.now() % 1000000}`;
+  const promo = await stripe.promotionCodes.create({ coupon: coupon.id, code });
+  expectEqual(promo.code, code, 'promotion code');
+  const inactive = await stripe.promotionCodes.update(promo.id, { active: false });
+  expectEqual(inactive.active, false, 'promotion code deactivated');
+  const rate = await stripe.taxRates.create({ display_name: 'VAT', percentage: 20, inclusive: false });
+  expectEqual((await stripe.taxRates.retrieve(rate.id)).percentage, 20, 'tax rate percentage');
+  const deleted = await stripe.coupons.del(coupon.id);
+  expectEqual(deleted.deleted, true, 'coupon deleted');
+  return { product: product.object, price: price.object, promo: promo.object, rate: rate.object };
+});
+
+check('invoices_invoice_items_credit_notes_and_subscription_items', async () => {
+  const customer = await stripe.customers.create({ email: 'node-inv@example.com' });
+  await stripe.paymentMethods.attach('pm_card_visa', { customer: customer.id });
+  const item = await stripe.invoiceItems.create({ customer: customer.id, amount: 1200, currency: 'usd', description: 'setup' });
+  expectEqual((await stripe.invoiceItems.update(item.id, { description: 'set-up' })).description, 'set-up', 'invoice item description');
+  const draft = await stripe.invoices.create({
+    customer: customer.id, pending_invoice_items_behavior: 'include',
+    collection_method: 'send_invoice', days_until_due: 30,
+  });
+  expectEqual(draft.status, 'draft', 'status after create');
+  const open = await stripe.invoices.finalizeInvoice(draft.id);
+  expectEqual(open.status, 'open', 'status after finalize');
+  expectEqual(open.amount_due, 1200, 'amount_due');
+  const note = await stripe.creditNotes.create({ invoice: open.id, amount: 200 });
+  expectEqual(note.status, 'issued', 'credit note status');
+  expectEqual((await stripe.creditNotes.retrieve(note.id)).invoice, open.id, 'credit note invoice');
+  const voidedNote = await stripe.creditNotes.voidCreditNote(note.id);
+  expectEqual(voidedNote.status, 'void', 'credit note voided');
+  const voided = await stripe.invoices.voidInvoice(open.id);
+  expectEqual(voided.status, 'void', 'invoice voided');
+
+  const product = await stripe.products.create({ name: 'Node items' });
+  const base = await stripe.prices.create({ product: product.id, unit_amount: 1000, currency: 'usd', recurring: { interval: 'month' } });
+  const addon = await stripe.prices.create({ product: product.id, unit_amount: 300, currency: 'usd', recurring: { interval: 'month' } });
+  const sub = await stripe.subscriptions.create({ customer: customer.id, items: [{ price: base.id }], default_payment_method: (await stripe.customers.listPaymentMethods(customer.id)).data[0].id });
+  const added = await stripe.subscriptionItems.create({ subscription: sub.id, price: addon.id, proration_behavior: 'none' });
+  expectEqual(added.object, 'subscription_item', 'subscription item object');
+  const items = await stripe.subscriptionItems.list({ subscription: sub.id });
+  expectEqual(items.data.length, 2, 'two items');
+  const removed = await stripe.subscriptionItems.del(added.id, { proration_behavior: 'none' });
+  expectEqual(removed.deleted, true, 'subscription item deleted');
+  return { invoice: voided.status, note: voidedNote.status, items: items.data.length };
+});
+
+check('test_clocks_meters_and_customer_balance', async () => {
+  const now = Math.floor(Date.now() / 1000);
+  const clock = await stripe.testHelpers.testClocks.create({ frozen_time: now, name: 'node' });
+  expectEqual(clock.object, 'test_helpers.test_clock', 'clock object');
+  const clocks = await stripe.testHelpers.testClocks.list().autoPagingToArray({ limit: 20 });
+  expect(clocks.some((c) => c.id === clock.id), 'the clock is listed');
+  expectEqual((await stripe.testHelpers.testClocks.del(clock.id)).deleted, true, 'clock deleted');
+
+  const eventName = `node_calls_${now}`;
+  const meter = await stripe.billing.meters.create({
+    display_name: 'API calls', event_name: eventName, default_aggregation: { formula: 'sum' },
+  });
+  expectEqual(meter.object, 'billing.meter', 'meter object');
+  const customer = await stripe.customers.create({ email: 'node-meter@example.com' });
+  const event = await stripe.billing.meterEvents.create({
+    event_name: eventName, payload: { stripe_customer_id: customer.id, value: '3' },
+  });
+  expectEqual(event.object, 'billing.meter_event', 'meter event object');
+
+  const txn = await stripe.customers.createBalanceTransaction(customer.id, { amount: -400, currency: 'usd' });
+  expectEqual(txn.object, 'customer_balance_transaction', 'balance transaction object');
+  expectEqual(txn.ending_balance, -400, 'ending_balance');
+  const txns = await stripe.customers.listBalanceTransactions(customer.id);
+  expectEqual(txns.data.map((t) => t.id).join(), txn.id, 'balance transactions');
+  const got = await stripe.customers.retrieveBalanceTransaction(customer.id, txn.id);
+  expectEqual(got.amount, -400, 'retrieved amount');
+  return { meter: meter.object, balance: txn.ending_balance };
+});
+
+check('webhook_endpoints_create_retrieve_update_list_delete', async () => {
+  const endpoint = await stripe.webhookEndpoints.create({
+    url: 'http://127.0.0.1:9/hooks', enabled_events: ['payment_intent.succeeded'],
+    metadata: { team: 'node' },
+  });
+  expectEqual(endpoint.object, 'webhook_endpoint', 'object');
+  expect(endpoint.secret && endpoint.secret.startsWith('whsec_'), 'the secret, shown at creation');
+  const got = await stripe.webhookEndpoints.retrieve(endpoint.id);
+  expectEqual(got.url, 'http://127.0.0.1:9/hooks', 'url');
+  const updated = await stripe.webhookEndpoints.update(endpoint.id, { disabled: true });
+  expectEqual(updated.status, 'disabled', 'status after disabling');
+  const all = await stripe.webhookEndpoints.list({ limit: 1 }).autoPagingToArray({ limit: 20 });
+  expect(all.some((e) => e.id === endpoint.id), 'the endpoint is listed');
+  const deleted = await stripe.webhookEndpoints.del(endpoint.id);
+  expectEqual(deleted.deleted, true, 'deleted');
+  // What the merchant's receiver does with a delivery signed the Stripe way.
+  const payload = JSON.stringify({ id: 'evt_node', object: 'event', type: 'payment_intent.succeeded', data: { object: { id: 'pi_x', object: 'payment_intent' } } });
+  const header = stripe.webhooks.generateTestHeaderString({ payload, secret: endpoint.secret });
+  const event = stripe.webhooks.constructEvent(payload, header, endpoint.secret);
+  expectEqual(event.type, 'payment_intent.succeeded', 'constructEvent');
+  return { status: updated.status, deleted: deleted.deleted };
+});
+
+check('checkout_sessions_create_retrieve_list_line_items_expire', async () => {
+  const made = await stripe.checkout.sessions.create({
+    mode: 'payment', success_url: 'https://shop.example/ok', cancel_url: 'https://shop.example/cart',
+    line_items: [{ price_data: { currency: 'eur', unit_amount: 1250, product_data: { name: 'Book' } }, quantity: 2 }],
+    metadata: { order: '42' },
+  });
+  expectEqual(made.object, 'checkout.session', 'object');
+  expectEqual(made.status, 'open', 'status');
+  expectEqual(made.amount_total, 2500, 'amount_total');
+  const got = await stripe.checkout.sessions.retrieve(made.id);
+  expectEqual(got.payment_intent, made.payment_intent, 'payment_intent');
+  const items = await stripe.checkout.sessions.listLineItems(made.id);
+  expectEqual(items.data.length && items.data[0].amount_total, 2500, 'line item amount_total');
+  const listed = await stripe.checkout.sessions.list({ status: 'open', limit: 5 });
+  expect(listed.data.some((s) => s.id === made.id), 'the session is listed');
+  const expired = await stripe.checkout.sessions.expire(made.id);
+  expectEqual(expired.status, 'expired', 'status after expire');
+  return { status: expired.status };
+});
+
+check('radar_value_lists_and_items', async () => {
+  const list = await stripe.radar.valueLists.create({ alias: `node_list_${Date.now() % 100000}`, name: 'Emails', item_type: 'email' });
+  expectEqual(list.object, 'radar.value_list', 'object');
+  const item = await stripe.radar.valueListItems.create({ value_list: list.id, value: 'fraud@example.com' });
+  expectEqual(item.object, 'radar.value_list_item', 'item object');
+  const items = await stripe.radar.valueListItems.list({ value_list: list.id });
+  expectEqual(items.data.map((i) => i.id).join(), item.id, 'items of the list');
+  const deleted = await stripe.radar.valueListItems.del(item.id);
+  expectEqual(deleted.deleted, true, 'item deleted');
+  return { items: items.data.length };
+});
+
+check('old_pinned_version_gets_charges_on_the_intent', async () => {
+  const old = new Stripe(apiKey, {
+    host: url.hostname, port: Number(url.port || 80), protocol: url.protocol.replace(':', ''),
+    maxNetworkRetries: 0, timeout: 20000, telemetry: false, apiVersion: '2022-08-01',
+  });
+  const intent = await old.paymentIntents.create({ amount: 1700, currency: 'usd', payment_method: 'pm_card_visa', confirm: true });
+  expectEqual(intent.charges && intent.charges.object, 'list', 'charges list on 2022-08-01');
+  expectEqual(intent.charges.data[0].id, intent.latest_charge, 'charges.data[0] is the latest charge');
+  expectEqual(intent.charges.data[0].amount_captured, 1700, 'charges.data[0].amount_captured');
+  const today = await stripe.paymentIntents.retrieve(intent.id);
+  expectEqual(today.charges, undefined, 'no charges list on today\'s version');
+  return { charges: intent.charges.data.length };
+});
+
 check('declined_card_raises_card_error', async () => {
   const intent = await stripe.paymentIntents.create({ amount: 2000, currency: 'usd' });
   const err = await raised(

@@ -3,7 +3,7 @@ but for Stripe's update of its description, metadata and receipt email."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
@@ -17,7 +17,8 @@ from paymux.api.deps import (
     idempotent,
     list_expanded,
 )
-from paymux.api.schemas import Email, Expandable, Metadata, Text
+from paymux.api.schemas import Email, Expandable, Metadata, Shipping, Text
+from paymux.api.stripe_shapes import shaped
 from paymux.api.wire import wire_body
 
 router = APIRouter(prefix="/v1/charges", tags=["charges"])
@@ -40,6 +41,7 @@ async def list_charges(
         customer=customer,
         created=page.created,
     )
+    data = [await shaped(c, item) for item in data]
     return await list_expanded(c, "/v1/charges", KIND, data, more, page)
 
 
@@ -47,7 +49,23 @@ async def list_charges(
 async def retrieve_charge(charge_id: str, c: CallerDep, expand: ExpandDep) -> JSONResponse:
     check_expand(KIND, expand, c)
     view = await c.app.charges.retrieve(c.account_id, charge_id)
-    return JSONResponse(await expanded(c, view, expand))
+    return JSONResponse(await shaped(c, await expanded(c, view, expand)))
+
+
+@router.get("/{charge_id}/refunds")
+async def list_charge_refunds(charge_id: str, c: CallerDep, page: ListDep) -> JSONResponse:
+    """The charge's refunds (Stripe's older ``GET /v1/charges/{id}/refunds``, the ``url`` of
+    the ``refunds`` list an old pinned version shows on a charge): its intent's refunds."""
+    charge = await c.app.charges.retrieve(c.account_id, charge_id)  # 404 if not the account's
+    data, more = await c.app.refunds.list_page(
+        c.account_id,
+        limit=page.limit,
+        starting_after=page.starting_after,
+        ending_before=page.ending_before,
+        payment_intent=str(charge["payment_intent"]),
+        created=page.created,
+    )
+    return await list_expanded(c, f"/v1/charges/{charge_id}/refunds", "refund", data, more, page)
 
 
 class UpdateCharge(Expandable):
@@ -56,14 +74,15 @@ class UpdateCharge(Expandable):
     description: Text | None = None
     metadata: Metadata | None = None
     receipt_email: Email | None = None
+    shipping: Shipping | Literal[""] | None = None  # "" removes it
 
 
 @router.post("/{charge_id}")
 async def update_charge(
     charge_id: str, c: CallerDep, body: UpdateCharge = wire_body(UpdateCharge)
 ) -> Response:
-    """A charge's description, metadata and receipt email (its intent's: the charge is a view
-    of the intent's latest attempt). The amounts never change here."""
+    """A charge's description, metadata, receipt email and shipping (its intent's: the charge
+    is a view of the intent's latest attempt). The amounts never change here."""
     check_expand(KIND, body.expand, c)
 
     async def update() -> dict[str, Any]:
@@ -73,7 +92,10 @@ async def update_charge(
             description=body.description,
             metadata=body.metadata,
             receipt_email=body.receipt_email,
+            shipping=(
+                body.shipping.model_dump() if isinstance(body.shipping, Shipping) else body.shipping
+            ),
         )
-        return await expanded(c, view, body.expand)
+        return await shaped(c, await expanded(c, view, body.expand))
 
     return await idempotent(c, body, update)

@@ -18,7 +18,10 @@ router = APIRouter(tags=["connections"])
 async def create_connection(
     c: CallerDep, body: CreateConnection = wire_body(CreateConnection)
 ) -> Response:
-    params = ConnectionParams(**body.model_dump())
+    fields = body.model_dump()
+    if "livemode" not in body.model_fields_set:
+        fields["livemode"] = None  # the key's mode (services/connections.py)
+    params = ConnectionParams(**fields)
     return await idempotent(c, body, lambda: c.app.connections.create(c.account_id, params))
 
 

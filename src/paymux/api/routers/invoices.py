@@ -15,6 +15,7 @@ from paymux.api.billing_schemas import (
     InvoiceAction,
     InvoiceDiscount,
     PayInvoice,
+    PreviewInvoice,
     UpdateInvoice,
 )
 from paymux.api.deps import (
@@ -99,6 +100,33 @@ async def list_invoices(
         created=page.created,
     )
     return await list_expanded(c, "/v1/invoices", KIND, data, more, page)
+
+
+# Before the /{invoice_id} routes: "upcoming" and "create_preview" are not invoice ids.
+@router.post("/create_preview")
+async def create_preview(
+    c: CallerDep, body: PreviewInvoice = wire_body(PreviewInvoice)
+) -> JSONResponse:
+    """Stripe's invoice preview: what the next renewal will invoice (nothing is stored, so
+    no Idempotency-Key is needed)."""
+    check_expand(KIND, body.expand, c)
+    view = await c.app.subscriptions.upcoming(
+        c.account_id, customer=body.customer, subscription=body.subscription
+    )
+    return JSONResponse(await expanded(c, view, body.expand))
+
+
+@router.get("/upcoming")
+async def upcoming_invoice(
+    c: CallerDep, expand: ExpandDep, customer: RefQuery = None, subscription: RefQuery = None
+) -> JSONResponse:
+    """The older form of the preview (API versions before create_preview): the same invoice,
+    without an id, as that endpoint answered."""
+    check_expand(KIND, expand, c)
+    view = await c.app.subscriptions.upcoming(
+        c.account_id, customer=customer, subscription=subscription
+    )
+    return JSONResponse(await expanded(c, {**view, "id": None}, expand))
 
 
 @router.get("/{invoice_id}")

@@ -25,6 +25,7 @@ from paymux.api.schemas import (
     CreatePaymentIntent,
     UpdatePaymentIntent,
 )
+from paymux.api.stripe_shapes import shaped, shaping_errors
 from paymux.api.wire import wire_body
 from paymux.services.payments import CreateParams, UpdateParams, amount_from, charge_amount
 
@@ -44,9 +45,10 @@ async def create_payment_intent(
     params = CreateParams(**fields)
 
     async def create() -> dict[str, Any]:
-        return await expanded(c, await c.app.payments.create(c.account_id, params), body.expand)
+        view = await c.app.payments.create(c.account_id, params)
+        return await shaped(c, await expanded(c, view, body.expand))
 
-    return await idempotent(c, body, create)
+    return await idempotent(c, body, shaping_errors(c, create))
 
 
 @router.get("")
@@ -61,6 +63,7 @@ async def list_payment_intents(
         customer=customer,
         created=page.created,
     )
+    data = [await shaped(c, item) for item in data]
     return await list_expanded(c, "/v1/payment_intents", KIND, data, more, page)
 
 
@@ -77,7 +80,7 @@ async def retrieve_payment_intent(
         return JSONResponse(publishable_view(await c.app.payments.retrieve(c.account_id, pi_id)))
     check_expand(KIND, expand, c)
     view = await c.app.payments.retrieve(c.account_id, pi_id)
-    return JSONResponse(await expanded(c, view, expand))
+    return JSONResponse(await shaped(c, await expanded(c, view, expand)))
 
 
 @router.post("/{pi_id}")
@@ -89,7 +92,7 @@ async def update_payment_intent(
 
     async def update() -> dict[str, Any]:
         view = await c.app.payments.update(c.account_id, pi_id, params)
-        return await expanded(c, view, body.expand)
+        return await shaped(c, await expanded(c, view, body.expand))
 
     return await idempotent(c, body, update)
 
@@ -118,9 +121,9 @@ async def confirm_payment_intent(
         )
         if c.kind == "publishable":
             return publishable_view(view)
-        return await expanded(c, view, b.expand)
+        return await shaped(c, await expanded(c, view, b.expand))
 
-    return await idempotent(c, b, confirm)
+    return await idempotent(c, b, shaping_errors(c, confirm))
 
 
 @router.post("/{pi_id}/capture")
@@ -133,9 +136,9 @@ async def capture_payment_intent(
 
     async def capture() -> dict[str, Any]:
         view = await c.app.payments.capture(c.account_id, pi_id, b.amount_to_capture, b.currency)
-        return await expanded(c, view, b.expand)
+        return await shaped(c, await expanded(c, view, b.expand))
 
-    return await idempotent(c, b, capture)
+    return await idempotent(c, b, shaping_errors(c, capture))
 
 
 @router.post("/{pi_id}/cancel")
@@ -148,6 +151,6 @@ async def cancel_payment_intent(
 
     async def cancel() -> dict[str, Any]:
         view = await c.app.payments.cancel(c.account_id, pi_id, b.cancellation_reason)
-        return await expanded(c, view, b.expand)
+        return await shaped(c, await expanded(c, view, b.expand))
 
-    return await idempotent(c, b, cancel)
+    return await idempotent(c, b, shaping_errors(c, cancel))

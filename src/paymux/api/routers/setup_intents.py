@@ -90,7 +90,13 @@ async def confirm_setup_intent(
 
     async def confirm() -> dict[str, Any]:
         view = await c.app.setup_intents.confirm(
-            c.account_id, seti_id, payment_method=b.payment_method, return_url=b.return_url
+            c.account_id,
+            seti_id,
+            payment_method=b.payment_method,
+            return_url=b.return_url,
+            payment_method_data=(
+                b.payment_method_data.model_dump() if b.payment_method_data else None
+            ),
         )
         return await expanded(c, view, b.expand)
 

@@ -25,6 +25,7 @@ from paymux.api.deps import (
 )
 from paymux.api.wire import wire_body, wire_query
 from paymux.billing.subscriptions import SubscriptionParams, UpdateParams
+from paymux.domain.errors import PaymuxError
 
 router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
 KIND = "subscription"
@@ -44,11 +45,24 @@ Status = Literal[
 ]
 
 
+def _no_description(description: str | None) -> None:
+    """Stripe's ``description`` of a subscription: paymux keeps none yet, so it is refused
+    rather than dropped (a caller would read it back as null)."""
+    if description is not None:
+        raise PaymuxError.of(
+            "parameter_unknown",
+            "paymux does not keep a subscription's description yet: leave description out "
+            "(metadata keeps any text of yours).",
+            param="description",
+        )
+
+
 @router.post("")
 async def create_subscription(
     c: CallerDep, body: CreateSubscription = wire_body(CreateSubscription)
 ) -> Response:
     check_expand(KIND, body.expand, c)
+    _no_description(body.description)
     params = SubscriptionParams(
         customer=body.customer,
         items=[item.model_dump(exclude_none=True) for item in body.items],
@@ -111,6 +125,7 @@ async def update_subscription(
     sub_id: str, c: CallerDep, body: UpdateSubscription = wire_body(UpdateSubscription)
 ) -> Response:
     check_expand(KIND, body.expand, c)
+    _no_description(body.description)
     params = UpdateParams(
         items=(
             None if body.items is None else [i.model_dump(exclude_none=True) for i in body.items]

@@ -109,12 +109,12 @@ def _index_at_or_before(anchor_us: int, interval: Interval, count: int, at_us: i
     a_day, _ = _split(anchor_us)
     t_day, _ = _split(at_us)
     diff = (t_day.year - a_day.year) * 12 + (t_day.month - a_day.month)
-    # An estimate within one period of the answer; then settle it exactly.
+    # Boundary k falls in calendar month a + k*months_per (clamping keeps it in its month), so
+    # boundary(k) sits in ``at``'s month or earlier and boundary(k+1) in a later month: the
+    # answer is k, or k - 1 when boundary(k) is later in that same month than ``at``.
     k = diff // months_per
-    while boundary(anchor_us, interval, count, k) > at_us:
+    if boundary(anchor_us, interval, count, k) > at_us:
         k -= 1
-    while boundary(anchor_us, interval, count, k + 1) <= at_us:
-        k += 1
     return k
 
 

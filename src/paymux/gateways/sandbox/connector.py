@@ -30,6 +30,7 @@ from paymux.gateways.base import (
     RefundUpdate,
     SetupRequest,
     SetupResult,
+    SetupUpdate,
 )
 from paymux.gateways.sandbox import transformers
 from paymux.gateways.sandbox.cards import MAGIC_TOKENS
@@ -313,8 +314,17 @@ class SandboxGateway:
             gateway=self.name, event_id=str(event["id"]), type=str(event["type"]), payload=event
         )
 
-    def interpret_event(self, event: InboundEvent) -> PaymentUpdate | RefundUpdate | None:
+    def interpret_event(
+        self, event: InboundEvent
+    ) -> PaymentUpdate | RefundUpdate | SetupUpdate | None:
         obj = event.payload.get("data", {}).get("object") or {}
+        if event.type == "setup_attempt.updated" and obj.get("object") == "setup_attempt":
+            # Sent when the payer answered the setup's 3-D Secure challenge.
+            return SetupUpdate(
+                reference=str(obj["reference"]),
+                gateway_reference=obj.get("id"),
+                status=transformers.setup_result(obj).status,
+            )
         if event.type == "charge.updated" and obj.get("object") == "charge":
             return PaymentUpdate(str(obj["reference"]), transformers.charge_result(obj))
         if event.type == "refund.updated" and obj.get("object") == "refund":

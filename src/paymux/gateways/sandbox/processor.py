@@ -401,7 +401,9 @@ class SandboxProcessor:
                 "next_action": None,
                 "created": int(time.time()),
             }
-            needs_3ds = scenario in _THREEDS and not (
+            needs_3ds = (
+                scenario in _THREEDS or bool(request.get("request_three_d_secure"))
+            ) and not (
                 scenario is Scenario.THREEDS_UNLESS_SETUP and token.get("off_session_ready")
             )
             if scenario in (Scenario.DECLINE, Scenario.DECLINE_ON_CHARGE, Scenario.BLOCKED):

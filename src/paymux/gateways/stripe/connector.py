@@ -6,7 +6,7 @@ errors, 409 and 5xx with the same idempotency key and honours Retry-After on 429
 only translates the SDK's exceptions into that policy's terms::
 
     stripe.CardError                    -> a Decline (data, never retried)
-    stripe.APIConnectionError           -> GatewayUnavailable
+    stripe.APIConnectionError           -> GatewayUnavailable (GatewayUnreachable: never connected)
     stripe.APIError (409, 5xx)          -> GatewayUnavailable
     stripe.RateLimitError (429)         -> GatewayRateLimited(retry_after)
     any other stripe.StripeError        -> GatewayInvalidRequest (our bug or configuration)
@@ -29,6 +29,7 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import httpx
 import stripe
 
 from paymux.gateways.base import (
@@ -42,12 +43,14 @@ from paymux.gateways.base import (
     GatewayResult,
     GatewayStatus,
     GatewayUnavailable,
+    GatewayUnreachable,
     InboundEvent,
     OpenedPayment,
     PaymentUpdate,
     RefundUpdate,
     SetupRequest,
     SetupResult,
+    SetupUpdate,
 )
 from paymux.gateways.signing import verify_signature
 from paymux.gateways.stripe import transformers
@@ -136,7 +139,9 @@ class StripeGateway:
         except stripe.CardError:
             raise
         except stripe.APIConnectionError as exc:
-            raise GatewayUnavailable(
+            # stripe-python chains httpx's error: ConnectError means no connection was made.
+            unsent = isinstance(exc.__cause__, httpx.ConnectError)
+            raise (GatewayUnreachable if unsent else GatewayUnavailable)(
                 f"stripe: {type(exc).__name__}", request_id=exc.request_id
             ) from exc
         except stripe.RateLimitError as exc:
@@ -514,5 +519,32 @@ class StripeGateway:
 
     def interpret_event(
         self, event: InboundEvent
-    ) -> PaymentUpdate | RefundUpdate | DisputeUpdate | None:
+    ) -> PaymentUpdate | RefundUpdate | DisputeUpdate | SetupUpdate | None:
+        if event.type.startswith("setup_intent."):
+            return setup_update(event)
         return transformers.interpret_event(event)
+
+
+# The SetupIntent events that say a setup ended at Stripe (the payer authenticated, failed
+# to, or it was canceled there); ``setup_intent.created`` and ``.requires_action`` follow our
+# own calls, whose answers we apply already.
+_SETUP_ENDED = frozenset(
+    {"setup_intent.succeeded", "setup_intent.setup_failed", "setup_intent.canceled"}
+)
+
+
+def setup_update(event: InboundEvent) -> SetupUpdate | None:
+    """A ``setup_intent.*`` event about one of ours (named in its metadata; a SetupIntent
+    another integration made on the same Stripe account is not ours and is ignored)."""
+    obj = (event.payload.get("data") or {}).get("object") or {}
+    if event.type not in _SETUP_ENDED or obj.get("object") != "setup_intent":
+        return None
+    ours = (obj.get("metadata") or {}).get(transformers.METADATA_KEY)
+    if not ours:
+        return None
+    status = {
+        "setup_intent.succeeded": GatewayStatus.SUCCEEDED,
+        "setup_intent.setup_failed": GatewayStatus.FAILED,
+        "setup_intent.canceled": GatewayStatus.CANCELED,
+    }[event.type]
+    return SetupUpdate(reference=str(ours), gateway_reference=obj.get("id"), status=status)

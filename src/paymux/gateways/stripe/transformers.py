@@ -71,9 +71,14 @@ _STRIPE_SCALE = {"ISK": (100, 1), "MGA": (1, 100)}
 _THREE_DECIMAL = frozenset({"BHD", "JOD", "KWD", "OMR", "TND"})
 
 
+def _scale(currency: str | None) -> tuple[int, int]:
+    """(up, down): Stripe's amount is ours * up // down, ours is Stripe's * down // up."""
+    return _STRIPE_SCALE.get(str(currency).upper(), (1, 1))
+
+
 def amount_problem(money: Money) -> str | None:
     """Why Stripe can't take this amount exactly, or None."""
-    _, down = _STRIPE_SCALE.get(money.currency, (1, 1))
+    _, down = _scale(money.currency)
     if money.amount % down:
         return f"Stripe takes {money.currency} in whole units; {money.amount} minor units isn't."
     if money.currency in _THREE_DECIMAL and money.amount % 10:
@@ -82,12 +87,12 @@ def amount_problem(money: Money) -> str | None:
 
 
 def to_stripe(money: Money) -> int:
-    up, down = _STRIPE_SCALE.get(money.currency, (1, 1))
+    up, down = _scale(money.currency)
     return money.amount * up // down
 
 
 def from_stripe(value: Any, currency: str | None) -> int:
-    up, down = _STRIPE_SCALE.get((currency or "").upper(), (1, 1))
+    up, down = _scale(currency)
     return int(value or 0) * down // up
 
 
@@ -150,6 +155,8 @@ def confirm_params(request: AuthorizeRequest) -> dict[str, Any]:
         params["setup_future_usage"] = request.setup_future_usage
     if request.return_url:
         params["return_url"] = request.return_url
+    if request.request_three_d_secure:  # a fraud rule's request_3ds
+        params["payment_method_options"] = {"card": {"request_three_d_secure": "any"}}
     return params
 
 
@@ -163,6 +170,10 @@ def update_then_confirm_params(
         update["metadata"] = {ATTEMPT_KEY: idempotency_key}
     if request.customer_token:
         update["customer"] = request.customer_token
+    if not request.capture:
+        # Authorize only: the merchant's manual capture, or a fraud review holding the money
+        # of a PaymentIntent opened for automatic capture (Stripe would capture otherwise).
+        update["capture_method"] = "manual"
     confirm: dict[str, Any] = {}
     if request.off_session:
         confirm["off_session"] = True
@@ -170,6 +181,8 @@ def update_then_confirm_params(
         update["setup_future_usage"] = request.setup_future_usage
     if request.return_url:
         confirm["return_url"] = request.return_url
+    if request.request_three_d_secure:  # a fraud rule's request_3ds
+        confirm["payment_method_options"] = {"card": {"request_three_d_secure": "any"}}
     return update, confirm
 
 
@@ -207,8 +220,8 @@ def payment_result(pi: dict[str, Any]) -> GatewayResult:
             | GatewayStatus.OPEN
         ):
             authorized = 0
-        case _:
-            assert_never(status)
+        case _:  # pragma: no mutate (unreachable: mypy checks the match is exhaustive)
+            assert_never(status)  # pragma: no mutate
     captured = from_stripe(pi.get("amount_received"), currency)
     if status is GatewayStatus.SUCCEEDED and not captured:
         captured = from_stripe(pi.get("amount"), currency)

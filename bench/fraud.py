@@ -1,0 +1,247 @@
+"""Fraud rules: how fast the evaluator decides, and what a decision adds to a payment.
+
+Prints:
+
+1. rule evaluations per second with 50 rules: a payment matching none of them, so every
+   rule is evaluated (``RuleSet.decide``, pure, one process, one core);
+2. the added latency per payment, p50/p99, of the fraud decision as the confirm makes it
+   (``FraudEngine.screen``: the velocity read, the rule set (cached, its version checked),
+   the list look-up, the facts, the score, the rules, and the write transaction that
+   decides again under the keys' lock and counts the attempt) on a SQLite file database
+   with the paymux schema, and of the velocity settle that the payment's settling
+   transaction adds.
+
+Run: ``python bench/fraud.py [--payments 20000] [--rules 50]``. Figures go to
+docs/benchmarks.md; on a shared machine they vary from run to run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert
+
+from paymux.config import Settings
+from paymux.fraud import velocity
+from paymux.fraud.decisions import FraudEngine
+from paymux.fraud.evaluate import RuleSet, compile_rule
+from paymux.fraud.language import parse_rule
+from paymux.fraud.request import PayerRequest, payer_request
+from paymux.fraud.rules import FraudRules
+from paymux.fraud.score import risk_score
+from paymux.services.context import Context
+from paymux.storage.db import Database
+from paymux.storage.migrate import upgrade
+from paymux.storage.models import (
+    Account,
+    FraudRule,
+    FraudVelocityBucket,
+    FraudVelocityCard,
+    PaymentIntent,
+    PaymentMethod,
+)
+
+_TEMPLATES = (
+    "block if :card_country: != :ip_country: and :amount_in_usd: > {n}000",
+    "review if :email_domain: in @disposable_domains and :amount: > {n}00",
+    "block if :declines_per_ip_hourly: > {n} and :distinct_cards_per_ip_hourly: > 3",
+    "request_3ds if :amount_in_usd: > {n}50 and not :card_funding: = 'debit'",
+    "review if :card_brand: in ('amex', 'discover', 'jcb') and :amount: >= {n}0000",
+    "block if is_missing(:email:) and :amount_in_usd: > {n}999",
+    "allow if :customer: = 'cus_vip{n}'",
+    "block if :card_bin: in @blocked_bins_{n}",
+    "review if (:ip_country: = 'ZZ' or :billing_address_country: = 'ZZ') and :amount: > {n}",
+    "block if :payments_per_card_fingerprint_10m: > {n}0",
+)
+
+
+def fifty_rules(count: int) -> list[Any]:
+    return [
+        compile_rule(parse_rule(_TEMPLATES[i % len(_TEMPLATES)].format(n=i + 1)), id=f"r{i}")
+        for i in range(count)
+    ]
+
+
+FACTS: dict[str, Any] = {
+    "amount": 2500,
+    "amount_in_usd": Decimal("25.00"),
+    "currency": "usd",
+    "card_brand": "visa",
+    "card_funding": "credit",
+    "card_country": "US",
+    "ip_country": "US",
+    "card_fingerprint": "fp_bench",
+    "card_bin": "424242",
+    "email": "payer@example.com",
+    "email_domain": "example.com",
+    "customer": "cus_123",
+    "billing_address_country": "US",
+    "declines_per_ip_hourly": 0,
+    "distinct_cards_per_ip_hourly": 1,
+    "payments_per_card_fingerprint_10m": 1,
+}
+LISTS = {"disposable_domains": frozenset({"mailinator.com"})}
+
+
+def bench_evaluator(rules: int, payments: int) -> None:
+    ruleset = RuleSet(fifty_rules(rules))
+    assert ruleset.decide(FACTS, LISTS).rule is None  # nothing matches: every rule runs
+    start = time.perf_counter()
+    for _ in range(payments):
+        ruleset.decide(FACTS, LISTS)
+    elapsed = time.perf_counter() - start
+    print(f"evaluator: {rules} rules, {payments} payments in {elapsed:.3f} s")
+    print(f"  decisions/s:        {payments / elapsed:>12,.0f}")
+    print(f"  rule evaluations/s: {payments * rules / elapsed:>12,.0f}")
+    per_payment = []
+    for _ in range(min(payments, 20000)):
+        t0 = time.perf_counter()
+        facts = dict(FACTS)
+        facts["risk_score"] = risk_score(facts)
+        ruleset.decide(facts, LISTS)
+        per_payment.append((time.perf_counter() - t0) * 1000)
+    print(
+        f"  added CPU per payment (score + {rules} rules): p50 {_pct(per_payment, 50):.3f} ms, "
+        f"p99 {_pct(per_payment, 99):.3f} ms"
+    )
+
+
+def _pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else values[0]
+
+
+async def bench_screen(rules: int, payments: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
+        await asyncio.to_thread(upgrade, url)
+        settings = Settings(database_url=url, fraud_usd_rates="EUR=1.08")
+        db = Database(url)
+        ctx = Context(db=db, gateways=None, settings=settings)  # type: ignore[arg-type]
+        engine = FraudEngine(ctx, FraudRules(ctx))
+        async with db.write() as s:
+            s.add(Account(id="acct_bench", name="bench", created_us=ctx.now_us()))
+            for i in range(rules):  # the account's own rules, as stored
+                text = _TEMPLATES[i % len(_TEMPLATES)].format(n=i + 1)
+                if "@" in text:  # lists would need to exist: use a plain rule instead
+                    text = f"review if :amount: > {i + 1}0000000"
+                s.add(
+                    FraudRule(
+                        id=f"frr_{i}",
+                        account_id="acct_bench",
+                        livemode=False,
+                        action=parse_rule(text).action.value,
+                        predicate=text,
+                        priority=i,
+                        status="active",
+                        metadata_={},
+                        created_us=1,
+                        updated_us=1,
+                    )
+                )
+        pi = PaymentIntent(
+            id="pi_bench",
+            account_id="acct_bench",
+            amount=2500,
+            currency="eur",
+            capture_method="automatic",
+            gateway="sandbox",
+            livemode=False,
+            off_session=False,
+        )
+        screen_ms: list[float] = []
+        write_ms: list[float] = []
+        for i in range(payments):
+            pm = PaymentMethod(
+                id=f"pm_{i}",
+                card_brand="visa",
+                card_country="US",
+                card_funding="credit",
+                card_fingerprint=f"fp_{i % 500}",
+            )
+            payer_request.set(PayerRequest(f"192.0.2.{i % 200}", "US", "bench"))
+            t0 = time.perf_counter()
+            changes = await engine.screen("acct_bench", pi, pm)
+            t1 = time.perf_counter()
+            record = changes["fraud_outcome"]
+            async with db.write() as s:
+                t2 = time.perf_counter()
+                await velocity.settle(
+                    s, "acct_bench", False, record["keys"], record["minute"], declined=False
+                )
+                t3 = time.perf_counter()
+            screen_ms.append((t1 - t0) * 1000)
+            write_ms.append((t3 - t2) * 1000)
+        await db.dispose()
+    print(f"confirm's fraud decision on SQLite ({rules} rules + defaults, {payments} payments)")
+    print(
+        f"  screen (reads + decide + the attempt counted): p50 {_pct(screen_ms, 50):.3f} ms, "
+        f"p99 {_pct(screen_ms, 99):.3f} ms"
+    )
+    print(
+        f"  velocity write (in the settling transaction): p50 {_pct(write_ms, 50):.3f} ms, "
+        f"p99 {_pct(write_ms, 99):.3f} ms"
+    )
+
+
+async def bench_velocity_read(attempts: int) -> None:
+    """The velocity read for one key an attacker has hammered with ``attempts`` attempts
+    over a day, each with a card of its own: a day of minute rows, and the cards."""
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite+aiosqlite:///{Path(tmp) / 'velocity.db'}"
+        await asyncio.to_thread(upgrade, url)
+        db = Database(url)
+        now = 1_800_000_000_000_000
+        minute = velocity.minute_of(now)
+        key = velocity.digest("ip", "198.51.100.7")
+        per_minute = max(1, attempts // 1440)
+        async with db.write() as s:
+            await s.execute(
+                insert(FraudVelocityBucket),
+                [
+                    {"account_id": "a", "livemode": False, "key": key, "minute": minute - m,
+                     "attempts": per_minute, "declines": per_minute // 2,
+                     "settled": per_minute}
+                    for m in range(1440)
+                ],
+            )
+            cards = [
+                {"account_id": "a", "livemode": False, "key": key, "card": f"{i:064x}",
+                 "minute": minute - i % 1440}
+                for i in range(attempts)
+            ]
+            for i in range(0, len(cards), 5000):
+                await s.execute(insert(FraudVelocityCard), cards[i : i + 5000])
+        took = []
+        async with db.read() as s:
+            for _ in range(20):
+                t0 = time.perf_counter()
+                await velocity.counts(s, "a", False, {"ip": key}, now)
+                took.append((time.perf_counter() - t0) * 1000)
+        await db.dispose()
+    print(
+        f"velocity read of one key after {attempts:,} attempts with distinct cards in a day "
+        f"(1,440 minute rows): p50 {_pct(took, 50):.3f} ms"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--payments", type=int, default=20000)
+    parser.add_argument("--rules", type=int, default=50)
+    parser.add_argument("--screen-payments", type=int, default=3000)
+    args = parser.parse_args()
+    bench_evaluator(args.rules, args.payments)
+    asyncio.run(bench_screen(args.rules, args.screen_payments))
+    for attempts in (10_000, 100_000):
+        asyncio.run(bench_velocity_read(attempts))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""The invoice's payment lease: one charge path at a time.
+
+An invoice can be charged by its dunning schedule (a job: ``InvoicePayments.attempt``) and by
+its payer on the hosted page (``hosted_payments.pay_from_page``). Each reserves the intent it
+will charge under the invoice's row lock, then lets the lock go before the payment service
+records the intent's start (a gateway call never runs inside a transaction). Between the two
+there is a window where the invoice shows an intent that does not yet look in flight (not
+made yet, or a declined one being confirmed again); a path arriving then would start a
+second charge beside it (the second payment was refunded automatically, but a customer saw
+two charges).
+
+The lease closes it: under the same lock that reserves the intent, the path takes the lease
+(``payment_lease_holder``: the intent's id; ``payment_lease_until_us``: until when, wall
+clock) and gives it back once the payment service has answered, when the intent's own status
+says whether a payment is in flight. Any other path that finds a live lease held for another
+intent does not charge: the page answers that a payment is under way; a dunning try is put
+off until the lease ends (a job), so it is never lost. A process that dies holding a lease
+lets it lapse: it lasts ``attempt_settle_after_seconds`` (longer than a gateway call with its
+retries), after which the intent's own status (and its settlement job) answer for it.
+
+The rules are pure functions over the invoice row; the caller holds its lock.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from paymux.services.context import Context
+from paymux.storage.models import Invoice
+
+__all__ = ["held_by_other", "lease_seconds", "release_lease", "take_lease"]
+
+log = logging.getLogger(__name__)
+
+
+def lease_seconds(ctx: Context) -> float:
+    """How long a lease lasts: as long as a call in flight may (its settlement waits as long)."""
+    return float(ctx.settings.attempt_settle_after_seconds)
+
+
+def held_by_other(invoice: Invoice, holder: str, now_us: int) -> bool:
+    """Whether a live lease on ``invoice`` is held for another intent than ``holder`` (the
+    same holder is a re-run of the same try: it resumes its own intent)."""
+    other = invoice.payment_lease_holder
+    return other is not None and other != holder and (invoice.payment_lease_until_us or 0) > now_us
+
+
+def take_lease(invoice: Invoice, holder: str, now_us: int, seconds: float) -> None:
+    invoice.payment_lease_holder = holder
+    invoice.payment_lease_until_us = now_us + int(seconds * 1_000_000)
+
+
+async def release_lease(ctx: Context, invoice_id: str, holder: str) -> None:
+    """Give the lease back if ``holder`` still holds it (one short transaction). A failure is
+    logged, not raised: the lease lapses by itself."""
+    try:
+        async with ctx.db.write() as s:
+            invoice = await s.get(Invoice, invoice_id, with_for_update=True, populate_existing=True)
+            if invoice is not None and invoice.payment_lease_holder == holder:
+                invoice.payment_lease_holder = None
+                invoice.payment_lease_until_us = None
+    except Exception as exc:  # the lease ends at its time anyway
+        log.warning("payment lease of %s not released: %s", invoice_id, type(exc).__name__)

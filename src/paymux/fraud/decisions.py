@@ -1,0 +1,303 @@
+"""The decision made for each confirm, before any gateway call (``FraudEngine.screen``).
+
+``screen`` reads (rules, lists, velocity, the customer), evaluates (pure), and then:
+
+- **block**: records the decline on the intent (``last_payment_error`` ``card_declined`` /
+  ``fraudulent``, the ``outcome``) and its ``payment_intent.payment_failed`` event in one
+  transaction, and raises the card error (402). No attempt is made; the gateway is never
+  called.
+- **review**: the confirm goes on as an authorization only (``hold`` in the record, where
+  the gateway can hold funds; the intent's ``capture_method`` is left as the merchant set
+  it, so a later confirm that is allowed captures as usual); a review opens when the
+  authorization lands (``reviews.py``), whichever path (API, webhook, recovery) applies it.
+- **allow**: the confirm goes on.
+
+The decision (Stripe's ``outcome``: type, risk_level, risk_score, rule, reason) and the
+facts it was made on are stored on the intent (``fraud_outcome``) with the attempt; the
+velocity counters learn the payment's outcome when it is applied (``on_settled``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from paymux.domain.errors import PaymuxError
+from paymux.domain.states import PaymentIntentStatus as S
+from paymux.fraud import velocity
+from paymux.fraud.evaluate import Decision, Lists
+from paymux.fraud.geo import country_of_ip
+from paymux.fraud.language import Action
+from paymux.fraud.lists import lists_matching
+from paymux.fraud.request import PayerRequest, payer_request
+from paymux.fraud.rules import FraudRules, LoadedRules
+from paymux.fraud.score import risk_level, risk_score
+from paymux.fraud.signals import facts_of, parse_usd_rates
+from paymux.observability.metrics import count_fraud_decision
+from paymux.services.attempts import intent_view
+from paymux.services.context import Context, emit, get_owned, react_to
+from paymux.services.routing import missing_capabilities
+from paymux.storage.models import Customer, PaymentIntent, PaymentMethod
+
+__all__ = ["ASKS_3DS_ON_REQUEST", "FraudEngine", "on_settled", "outcome_of"]
+
+# The connectors whose authorize asks the issuer for 3-D Secure on a request_3ds rule
+# (AuthorizeRequest.request_three_d_secure).
+ASKS_3DS_ON_REQUEST: Final = frozenset({"stripe", "sandbox"})
+_SNAPSHOT_SKIP: Final = frozenset({"user_agent"})
+_STRIPE_TYPE: Final = {
+    Action.ALLOW: "authorized",
+    Action.REVIEW: "manual_review",
+    Action.BLOCK: "blocked",
+}
+
+
+def outcome_of(decision: Decision, score: int) -> dict[str, Any]:
+    """Stripe's charge ``outcome`` for a decision (before the gateway's answer)."""
+    rule = decision.rule
+    level = risk_level(score)
+    if decision.action is Action.BLOCK:
+        reason = "rule" if rule is not None else "highest_risk_level"
+        seller_message = "Payment blocked by a fraud rule."
+    elif decision.action is Action.REVIEW:
+        reason, seller_message = "rule", "Payment authorized and placed in review."
+    else:
+        reason, seller_message = None, "Payment complete."
+    return {
+        "type": _STRIPE_TYPE[decision.action],
+        "network_status": "not_sent_to_network"
+        if decision.action is Action.BLOCK
+        else "approved_by_network",
+        "reason": reason,
+        "risk_level": level,
+        "risk_score": score,
+        "rule": None
+        if rule is None
+        else {"id": rule.id, "action": rule.action.value, "predicate": rule.predicate},
+        "request_3ds": None if decision.request_3ds is None else decision.request_3ds.id,
+        "seller_message": seller_message,
+    }
+
+
+def _snapshot(facts: dict[str, Any]) -> dict[str, Any]:
+    """The facts as stored for a later dry run: JSON values (decimals as strings)."""
+    out: dict[str, Any] = {}
+    for name, value in facts.items():
+        if name in _SNAPSHOT_SKIP:
+            continue
+        out[name] = value if isinstance(value, (bool, int, str)) else str(value)
+    return out
+
+
+def _fail_closed(decision: Decision, pi: PaymentIntent) -> Decision:
+    """A ``request_3ds`` rule matched, but the payment's gateway can't be asked for 3-D
+    Secure by paymux (PayPal, Square: their browser SDKs decide; a plugin connector): the
+    payment is reviewed instead (held, where the gateway can hold funds) rather than let
+    through unauthenticated. Off session no payer could authenticate: nothing changes."""
+    if (
+        decision.request_3ds is None
+        or decision.action is not Action.ALLOW
+        or pi.gateway in ASKS_3DS_ON_REQUEST
+        or pi.off_session
+    ):
+        return decision
+    return Decision(Action.REVIEW, decision.request_3ds, decision.request_3ds)
+
+
+def _list_candidates(facts: dict[str, Any]) -> frozenset[str]:
+    """The payment's string facts as rules compare them: what a list could hold."""
+    return frozenset(v.casefold() for v in facts.values() if isinstance(v, str) and v)
+
+
+def _keys(facts: dict[str, Any], secret: bytes = b"") -> dict[str, str]:
+    keys = {}
+    for kind, fact in (
+        ("card_fingerprint", "card_fingerprint"),
+        ("ip", "ip_address"),
+        ("email", "email"),
+        ("customer", "customer"),
+    ):
+        value = facts.get(fact)
+        if isinstance(value, str) and value:
+            keys[kind] = velocity.digest(kind, value, secret)
+    return keys
+
+
+class FraudEngine:
+    def __init__(self, ctx: Context, rules: FraudRules) -> None:
+        self.ctx = ctx
+        self.rules = rules
+        for event in (
+            "payment_intent.payment_failed",
+            "payment_intent.succeeded",
+            "payment_intent.amount_capturable_updated",
+        ):
+            react_to(event, on_settled)  # a module function: registered once per process
+
+    async def facts(
+        self, s: AsyncSession, pi: PaymentIntent, pm: PaymentMethod, payer: PayerRequest
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """The facts of confirming ``pi`` with ``pm`` now, and the velocity keys."""
+        settings = self.ctx.settings
+        now = self.ctx.now_us()
+        customer = await s.get(Customer, pi.customer_id) if pi.customer_id else None
+        billing = pm.billing_details or {}
+        email = (customer.email if customer else None) or billing.get("email") or pi.receipt_email
+        ip_country = (
+            country_of_ip(settings.fraud_geoip_database, payer.ip_address)
+            if payer.ip_address and settings.fraud_geoip_database
+            else None
+        )
+        base = facts_of(
+            amount=pi.amount,
+            currency=pi.currency,
+            livemode=bool(pi.livemode),
+            off_session=pi.off_session,
+            card={
+                "brand": pm.card_brand,
+                "funding": pm.card_funding,
+                "country": pm.card_country,
+                "fingerprint": pm.card_fingerprint,
+            },
+            billing_country=(billing.get("address") or {}).get("country"),
+            shipping_country=((pi.shipping or {}).get("address") or {}).get("country"),
+            customer_id=pi.customer_id,
+            customer_email=email,
+            customer_created_us=customer.created_us if customer else None,
+            payer=payer,
+            ip_country=ip_country,
+            velocity={},
+            rates=parse_usd_rates(settings.fraud_usd_rates),
+            gateway_risk_score=None,
+            now_us=now,
+        )
+        secret = settings.fraud_velocity_key
+        keys = _keys(base, secret.get_secret_value().encode() if secret else b"")
+        base.update(await velocity.counts(s, pi.account_id, bool(pi.livemode), keys, now))
+        return base, keys
+
+    async def screen(self, account_id: str, pi: PaymentIntent, pm: PaymentMethod) -> dict[str, Any]:
+        """Decide a confirm; returns the intent changes to commit with its attempt, or
+        raises the card error of a block (recorded first)."""
+        if not self.ctx.settings.fraud_enabled:
+            return {"fraud_outcome": None}  # no earlier confirm's decision (or hold) applies
+        payer = payer_request.get() or PayerRequest()
+        livemode = bool(pi.livemode)
+        async with self.ctx.db.read() as s:
+            facts, keys = await self.facts(s, pi, pm, payer)
+            loaded = await self.rules.loaded(s, account_id, livemode)
+            lists = await lists_matching(
+                s, account_id, livemode, loaded.aliases, _list_candidates(facts)
+            )
+        decision, record = self._decide(pi, loaded, lists, facts, keys, payer)
+        if decision.action is Action.BLOCK:
+            async with self.ctx.db.write() as s:
+                error = await self._block(s, account_id, pi.id, pm.id, record)
+            raise error
+        if keys:
+            # Decided again on the counts as they are now, under the keys' lock, and the
+            # attempt counted in the same transaction: parallel confirms from one address
+            # see each other (an attempt with no answer yet counts as a decline).
+            blocked: PaymuxError | None = None
+            async with self.ctx.db.write() as s:
+                await velocity.lock(s, keys.values(), is_sqlite=self.ctx.db.is_sqlite)
+                now = self.ctx.now_us()
+                fresh = await velocity.counts(s, pi.account_id, livemode, keys, now)
+                if any(facts.get(name) != value for name, value in fresh.items()):
+                    facts.update(fresh)
+                    decision, record = self._decide(pi, loaded, lists, facts, keys, payer)
+                if decision.action is Action.BLOCK:
+                    blocked = await self._block(s, account_id, pi.id, pm.id, record)
+                else:
+                    record["minute"] = await velocity.reserve(
+                        s,
+                        pi.account_id,
+                        livemode,
+                        keys,
+                        record.get("card"),
+                        now_us=now,
+                        is_sqlite=self.ctx.db.is_sqlite,
+                    )
+            if blocked is not None:
+                raise blocked
+        # A review holds the money (authorization only) for this confirm alone: the
+        # attempt's capture is derived from ``hold`` (services/attempts.captures_at_once),
+        # and the merchant's capture_method stays as they set it.
+        record["hold"] = decision.action is Action.REVIEW and not missing_capabilities(
+            pi.gateway, frozenset({"manual_capture"})
+        )
+        count_fraud_decision(decision.action.value)
+        return {"fraud_outcome": record}
+
+    def _decide(
+        self,
+        pi: PaymentIntent,
+        loaded: LoadedRules,
+        lists: Lists,
+        facts: dict[str, Any],
+        keys: dict[str, str],
+        payer: PayerRequest,
+    ) -> tuple[Decision, dict[str, Any]]:
+        score = risk_score(facts)
+        facts["risk_score"], facts["risk_level"] = score, risk_level(score)
+        decision = _fail_closed(loaded.ruleset.decide(facts, lists), pi)
+        record = {
+            "outcome": outcome_of(decision, score),
+            "facts": _snapshot(facts),
+            "keys": keys,
+            "card": keys.get("card_fingerprint"),
+            "minute": None,  # set when the attempt is counted (velocity.reserve)
+            "counted": False,
+            "payer": {"ip_address": payer.ip_address, "user_agent": payer.user_agent},
+        }
+        return decision, record
+
+    async def _block(
+        self, s: AsyncSession, account_id: str, pi_id: str, pm_id: str, record: dict[str, Any]
+    ) -> PaymuxError:
+        """Record a block on the intent (in ``s``) and return its card error. Nothing is
+        counted in the velocity windows: a block is not a decline."""
+        count_fraud_decision(Action.BLOCK.value)
+        error = PaymuxError.of(
+            "card_declined", "Your card was declined.", decline_code="fraudulent"
+        )
+        pi = await get_owned(s, PaymentIntent, pi_id, account_id, lock=True)
+        if pi.status in (S.REQUIRES_PAYMENT_METHOD, S.REQUIRES_CONFIRMATION):
+            last = error.to_dict()
+            last["payment_method"] = pm_id
+            pi.last_payment_error = last
+            pi.fraud_outcome = {**record, "counted": True}
+            pi.status = S.REQUIRES_PAYMENT_METHOD
+            pi.payment_method_id = None
+            pi.next_action = None
+            pi.confirm_count = pi.confirm_count + 1
+            pi.updated_us = max(self.ctx.now_us(), pi.updated_us)
+            await s.flush()
+            view = intent_view(self.ctx, pi)
+            await emit(s, account_id, "payment_intent.payment_failed", view, pi.updated_us)
+            error.extra = {"payment_intent": view}
+        return error
+
+
+async def on_settled(s: AsyncSession, account_id: str, obj: dict[str, Any], now_us: int) -> None:
+    """A decided payment's answer is known (in the transaction applying it): settle its
+    counted attempt, once per confirm; only an issuer's decline (``card_declined``) is a
+    decline (not a block, which counted nothing, nor a failed authentication)."""
+    pi = await s.get(PaymentIntent, str(obj["id"]))
+    record = pi.fraud_outcome if pi is not None else None
+    if pi is None or not record or record.get("counted") or record.get("minute") is None:
+        return
+    error = obj.get("last_payment_error") or {}
+    declined = (
+        obj.get("status") == S.REQUIRES_PAYMENT_METHOD and error.get("code") == "card_declined"
+    )
+    await velocity.settle(
+        s,
+        account_id,
+        bool(pi.livemode),
+        record.get("keys") or {},
+        int(record["minute"]),
+        declined=declined,
+    )
+    pi.fraud_outcome = {**record, "counted": True}

@@ -1,0 +1,259 @@
+"""Velocity counters over sliding windows (10 minutes, an hour, a day), kept in the database
+so every API process on a PostgreSQL database counts the same.
+
+Storage per key: one row per minute (``fraud_velocity_buckets``: attempts, issuer declines,
+attempts settled), at most a day of them however many attempts come, and one row per
+distinct card tried with the key (``fraud_velocity_cards``: the minute it was last tried),
+which grows with the cards until the key is blocked (``card_testing_cards``) and a
+blocked key records nothing more. Reading a key's counts reads those rows, not one row per
+payment (bench/fraud.py prints the read's cost).
+
+- ``reserve``: an attempt allowed to reach the gateway counts at once (``attempts`` + 1), in
+  the write transaction that decided it under a per-key lock (``lock``), so parallel
+  confirms see each other: an attempt whose answer isn't known yet counts as a decline in the
+  ``declines_per_ip_*`` facts for ``PENDING_MINUTES``, which keeps a burst of parallel card
+  tests from one address to the threshold (the first 5 reach the gateway, not 11). Only the
+  address's: a server confirming many payments of one card or customer at once is not
+  declined for answers that have not come yet.
+- ``settle``: the answer is known (``settled`` + 1); an issuer decline adds to ``declines``.
+- A block records nothing: a key stops being recorded past its block, and blocks are not
+  declines (an address blocked once is not kept blocked by its own blocked attempts).
+
+A key is a digest of its kind and value (``digest``): HMAC-SHA-256 under
+``PAYMUX_FRAUD_VELOCITY_KEY`` when set, else plain SHA-256, so the tables hold no card
+number, no raw email and no raw IP.
+Windows are counted in whole minutes (a 10-minute window is the current minute and the 9
+before it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+from sqlalchemy import bindparam, case, delete, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from paymux.fraud.attributes import VELOCITY_WINDOWS
+from paymux.storage.models import FraudVelocityBucket as B
+from paymux.storage.models import FraudVelocityCard as C
+
+__all__ = ["KEY_KINDS", "PENDING_MINUTES", "counts", "digest", "lock", "reserve", "settle"]
+
+KEY_KINDS: Final = ("card_fingerprint", "ip", "email", "customer")
+# How long an attempt with no answer yet counts as a decline (an authorization takes
+# seconds; one that never settles, e.g. its start failed after the reservation, stops
+# counting after this).
+PENDING_MINUTES: Final = 2
+_DAY_MINUTES: Final = 1440
+# The key kinds whose attempts in flight count as declines (``counts``).
+_PENDING_KINDS: Final = frozenset({"ip"})
+
+
+def minute_of(now_us: int) -> int:
+    return now_us // 60_000_000
+
+
+def digest(kind: str, value: str, key: bytes = b"") -> str:
+    """The stored form of a velocity key: HMAC-SHA-256 under the deployment's key (so the
+    digest of a known IP or email can't be looked up without it), SHA-256 without one."""
+    message = f"{kind}:{value.casefold()}".encode()
+    if key:
+        return hmac.new(key, message, hashlib.sha256).hexdigest()
+    return hashlib.sha256(message).hexdigest()
+
+
+async def lock(s: AsyncSession, keys: Iterable[str], *, is_sqlite: bool) -> None:
+    """Serialize deciders of the same keys until the transaction ends: a PostgreSQL
+    transaction-scoped advisory lock per key (in a fixed order: no deadlock); SQLite's write
+    transaction is already the only writer."""
+    if is_sqlite:
+        return
+    for key in sorted(set(keys)):
+        await s.execute(
+            text("SELECT pg_advisory_xact_lock(:k)"), {"k": int(key[:15], 16)}
+        )
+
+
+def _upsert(is_sqlite: bool) -> Any:
+    return sqlite_insert if is_sqlite else pg_insert
+
+
+async def reserve(
+    s: AsyncSession,
+    account_id: str,
+    livemode: bool,
+    keys: Mapping[str, str],
+    card: str | None,
+    *,
+    now_us: int,
+    is_sqlite: bool,
+) -> int:
+    """Count one attempt for each key (kind -> digest) in the current minute, and the card
+    for each key but the card's own; returns the minute (for ``settle``)."""
+    minute = minute_of(now_us)
+    if not keys:
+        return minute
+    insert = _upsert(is_sqlite)
+    # Row locks in one order, the keys' (as ``settle`` takes them): no deadlock between a
+    # decider and a settling transaction sharing keys.
+    for key in sorted(keys.values()):
+        statement = insert(B).values(
+            account_id=account_id,
+            livemode=livemode,
+            key=key,
+            minute=minute,
+            attempts=1,
+            declines=0,
+            settled=0,
+        )
+        await s.execute(
+            statement.on_conflict_do_update(
+                index_elements=["account_id", "livemode", "key", "minute"],
+                set_={"attempts": B.attempts + 1},
+            )
+        )
+    if card:
+        for kind, key in keys.items():
+            if kind == "card_fingerprint":
+                continue
+            statement = insert(C).values(
+                account_id=account_id, livemode=livemode, key=key, card=card, minute=minute
+            )
+            await s.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["account_id", "livemode", "key", "card"],
+                    set_={"minute": minute},
+                )
+            )
+    old = minute - _DAY_MINUTES
+    for model in (B, C):
+        await s.execute(
+            delete(model).where(
+                model.account_id == account_id,
+                model.livemode == livemode,
+                model.key.in_(list(keys.values())),
+                model.minute < old,
+            )
+        )
+    return minute
+
+
+async def settle(
+    s: AsyncSession,
+    account_id: str,
+    livemode: bool,
+    keys: Mapping[str, str],
+    minute: int,
+    *,
+    declined: bool,
+) -> None:
+    """The answer to an attempt reserved in ``minute``: settled, and an issuer decline."""
+    # One row at a time in the keys' order (as ``reserve`` takes them): an UPDATE of several
+    # rows locks them in whatever order its plan reads them, and two settling transactions
+    # sharing keys deadlocked on PostgreSQL.
+    for key in sorted(keys.values()):
+        await s.execute(
+            update(B)
+            .where(
+                B.account_id == account_id,
+                B.livemode == livemode,
+                B.key == key,
+                B.minute == minute,
+            )
+            .values(settled=B.settled + 1, declines=B.declines + (1 if declined else 0))
+        )
+
+
+def _buckets_statement() -> Any:
+    columns = [
+        func.sum(
+            case((B.minute >= bindparam("pending_since"), B.attempts - B.settled), else_=0)
+        ).label("pending")
+    ]
+    for window in VELOCITY_WINDOWS:
+        recent = B.minute >= bindparam(f"since_{window}")
+        columns += [
+            func.sum(case((recent, B.attempts), else_=0)).label(f"payments_{window}"),
+            func.sum(case((recent, B.declines), else_=0)).label(f"declines_{window}"),
+        ]
+    return (
+        select(B.key, *columns)
+        .where(
+            B.account_id == bindparam("account_id"),
+            B.livemode == bindparam("livemode"),
+            B.key.in_(bindparam("keys", expanding=True)),
+            B.minute >= bindparam("since_day"),
+        )
+        .group_by(B.key)
+    )
+
+
+def _cards_statement() -> Any:
+    columns = [
+        func.sum(case((C.minute >= bindparam(f"since_{window}"), 1), else_=0)).label(
+            f"cards_{window}"
+        )
+        for window in VELOCITY_WINDOWS
+    ]
+    return (
+        select(C.key, *columns)
+        .where(
+            C.account_id == bindparam("account_id"),
+            C.livemode == bindparam("livemode"),
+            C.key.in_(bindparam("keys", expanding=True)),
+            C.minute >= bindparam("since_day"),
+        )
+        .group_by(C.key)
+    )
+
+
+_BUCKETS: Final = _buckets_statement()
+_CARDS: Final = _cards_statement()
+
+
+async def counts(
+    s: AsyncSession, account_id: str, livemode: bool, keys: Mapping[str, str], now_us: int
+) -> dict[str, int]:
+    """The velocity facts for ``keys`` (kind -> digest): ``payments_per_ip_hourly`` and so
+    on, 0 where nothing was seen; a kind not in ``keys`` has no facts (missing).
+    ``declines_per_ip_*`` include the address's attempts still waiting for their answer
+    (``PENDING_MINUTES``)."""
+    if not keys:
+        return {}
+    minute = minute_of(now_us)
+    params: dict[str, Any] = {
+        "account_id": account_id,
+        "livemode": livemode,
+        "keys": list(keys.values()),
+        "since_day": minute - _DAY_MINUTES + 1,
+        "pending_since": minute - PENDING_MINUTES + 1,
+    }
+    for window, seconds in VELOCITY_WINDOWS.items():
+        params[f"since_{window}"] = minute - seconds // 60 + 1
+    buckets = {row[0]: row._mapping for row in await s.execute(_BUCKETS, params)}
+    cards = {row[0]: row._mapping for row in await s.execute(_CARDS, params)}
+    facts: dict[str, int] = {}
+    for kind, key in keys.items():
+        row, seen = buckets.get(key), cards.get(key)
+        # Only an address's attempts in flight count as its declines: that holds a burst of
+        # parallel card tests from one address to the threshold, while a merchant's server
+        # confirming many payments of one card, email or customer at once (or one intent
+        # confirmed twice) is never declined for answers that have not come yet.
+        pending = max(0, int(row["pending"] or 0)) if row and kind in _PENDING_KINDS else 0
+        for window in VELOCITY_WINDOWS:
+            facts[f"payments_per_{kind}_{window}"] = (
+                int(row[f"payments_{window}"] or 0) if row else 0
+            )
+            facts[f"declines_per_{kind}_{window}"] = (
+                int(row[f"declines_{window}"] or 0) if row else 0
+            ) + pending
+            if kind != "card_fingerprint":
+                facts[f"distinct_cards_per_{kind}_{window}"] = (
+                    int(seen[f"cards_{window}"] or 0) if seen else 0
+                )
+    return facts

@@ -1,0 +1,408 @@
+"""The hosted checkout page (a Checkout Session's ``url``), on paymux's own origin:
+
+- ``GET  /c/pay/{session_id}``          the order (line items and total in the payer's
+  locale, Babel) and, while the session is open, the routed gateway's card form in a frame
+  (the sandbox's hosted form: the one gateway with one today); back from 3-D Secure
+  (``?payment_intent=`` / ``?setup_intent=``) it asks the gateway at once and, the session
+  complete, sends the payer to ``success_url`` (``{CHECKOUT_SESSION_ID}`` replaced);
+- ``POST /c/pay/{session_id}/confirm``  JSON ``{"payment_method": <token from the card
+  form>}``: the shared card-entry script (static/card-entry.js) pays with it;
+- ``GET  /_checkout/{file}``            the page's script and style sheet.
+
+No API key: the session id in the URL (30 random characters, about 178 bits, after
+``cs_test_``; every id paymux stores fits 40 characters) is the secret, as Stripe's.
+Every page carries a strict Content-Security-Policy: scripts only by a per-response nonce
+(no ``unsafe-inline``, no host allow-list), each script tag with Subresource Integrity, the
+card form the only frame, ``frame-ancestors 'none'``, violations reported to
+``/c/csp-reports`` (csp_reports.py). The confirm endpoint takes JSON only and checks
+``Origin`` when the browser sends it, so another site cannot make a payer's browser post.
+
+The locale: ``?locale=``, else the session's ``locale``, else Accept-Language, else en_US.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from paymux.billing.invoice_document import pick_locale
+from paymux.checkout import rules
+from paymux.checkout.csp_reports import parse_reports
+from paymux.checkout.rules import COMPLETE
+from paymux.checkout.service import PAGE_PREFIX, PageOutcome
+from paymux.config import Settings
+from paymux.domain.errors import PaymuxError
+from paymux.fraud.request import set_browser_payer
+from paymux.money import Money
+from paymux.services import Paymux
+from paymux.storage.models import Account, CheckoutSession, PaymentIntent
+from paymux.web.checkout_text import text_for
+
+__all__ = [
+    "CSP_REPORT_PATH",
+    "PAGE_SCRIPTS",
+    "STATIC_PREFIX",
+    "checkout_csp",
+    "router",
+    "subresource_integrity",
+]
+
+_HERE = Path(__file__).parent
+_TEMPLATES = Environment(
+    loader=FileSystemLoader(_HERE / "templates"),
+    autoescape=select_autoescape(["html"]),
+    auto_reload=False,
+)
+_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+# The only files /_checkout serves (read once; no path from the URL reaches the disk).
+_FILES = ("card-entry.js", "checkout.css")
+_STATIC = {name: (_HERE / "static" / name).read_bytes() for name in _FILES}
+STATIC_PREFIX = "/_checkout"
+CSP_REPORT_PATH = "/c/csp-reports"
+# The scripts the checkout page loads (docs/pci/script-inventory.md lists each, with why).
+PAGE_SCRIPTS = ("card-entry.js",)
+CARD_FORM_PATH = "/sandbox/elements"
+SANDBOX = "sandbox"  # its hosted form, framed from /sandbox/elements
+STRIPE = "stripe"  # Stripe.js's card Element
+
+
+def subresource_integrity(body: bytes) -> str:
+    return "sha384-" + base64.b64encode(hashlib.sha384(body).digest()).decode()
+
+
+_INTEGRITY = {name: subresource_integrity(body) for name, body in _STATIC.items()}
+
+
+def checkout_csp(nonce: str, provider: str | None = None) -> str:
+    """The page's policy: its own style sheet, scripts by nonce only, the gateway's card form
+    the only frame, never framed itself. ``provider``: the origin of the routed gateway's
+    browser SDK (Stripe.js), which the page loads and talks to; None for the sandbox, whose
+    form is served on this origin."""
+    extra = f" {provider}" if provider else ""
+    return (
+        f"default-src 'none'; script-src 'nonce-{nonce}'{extra}; style-src 'self'; "
+        f"img-src 'self'; connect-src 'self'{extra}; frame-src 'self'{extra}; "
+        "form-action 'self'; base-uri 'none'; "
+        f"frame-ancestors 'none'; report-uri {CSP_REPORT_PATH}"
+    )
+
+
+@dataclass(frozen=True)
+class _Component:
+    """The card-entry component the page loads for the session's gateway."""
+
+    gateway: str
+    script: str | None = None  # the provider's SDK (no SRI: the provider versions it)
+    origin: str | None = None  # its origin, named in the CSP
+    publishable_key: str | None = None
+
+
+def _stripe_js(settings: Settings) -> tuple[str, str]:
+    """Stripe.js and its origin: js.stripe.com, or the fake Stripe.js that a Stripe
+    stand-in at ``PAYMUX_STRIPE_API_BASE`` serves at the same path (localstripe)."""
+    base = (settings.stripe_api_base or "").rstrip("/")
+    if not base:
+        # Stripe's CSP guide: Stripe.js and its frames (js.stripe.com and its subdomains),
+        # its API, and hooks.stripe.com (the 3-D Secure challenge's frame).
+        return "https://js.stripe.com/v3/", STRIPE_ORIGINS
+    parts = urlsplit(base)
+    return f"{base}/js.stripe.com/v3/", f"{parts.scheme}://{parts.netloc}"
+
+
+STRIPE_ORIGINS = (
+    "https://js.stripe.com https://*.js.stripe.com https://api.stripe.com https://hooks.stripe.com"
+)
+
+router = APIRouter(include_in_schema=False)
+
+
+def _app(request: Request) -> Paymux:
+    app: Paymux = request.app.state.paymux
+    return app
+
+
+def _headers(nonce: str, provider: str | None = None) -> dict[str, str]:
+    # nosniff, Referrer-Policy, no-store and HSTS over TLS: the guard middleware's.
+    return {
+        "content-security-policy": checkout_csp(nonce, provider),
+        "x-frame-options": "DENY",
+        "cache-control": "no-store",
+    }
+
+
+@dataclass(frozen=True)
+class _Line:
+    description: str
+    quantity: int
+    unit: str
+    amount: str
+
+
+def _render(name: str, status: int, provider: str | None = None, **values: Any) -> HTMLResponse:
+    nonce = secrets.token_urlsafe(18)
+    body = _TEMPLATES.get_template(name).render(
+        static=STATIC_PREFIX, nonce=nonce, integrity=_INTEGRITY, **values
+    )
+    return HTMLResponse(body, status_code=status, headers=_headers(nonce, provider))
+
+
+def _locale(request: Request, row: CheckoutSession | None) -> str:
+    explicit = request.query_params.get("locale") or (row.locale if row else None)
+    return pick_locale(explicit, request.headers.get("accept-language"))
+
+
+def _missing(request: Request) -> HTMLResponse:
+    lang, words = text_for(_locale(request, None))
+    return _render("checkout_message.html", 404, lang=lang, t=words, kind="missing", back=None)
+
+
+def _lines(row: CheckoutSession, locale: str) -> list[_Line]:
+    out = []
+    for item in row.line_items or []:
+        currency = str(item["currency"])
+        unit = (item.get("price") or {}).get("unit_amount") or 0
+        out.append(
+            _Line(
+                str(item.get("description") or ""),
+                int(item["quantity"]),
+                Money(int(unit), currency).format(locale),
+                Money(int(item["amount_total"]), currency).format(locale),
+            )
+        )
+    return out
+
+
+async def _merchant(app: Paymux, row: CheckoutSession) -> str:
+    async with app.ctx.db.read() as s:
+        account = await s.get(Account, row.account_id)
+    return account.name if account is not None and account.name else "the merchant"
+
+
+async def _component(app: Paymux, row: CheckoutSession) -> _Component | None:
+    """The card-entry component for the session's gateway, None where the page has none:
+    the sandbox's hosted form (test mode, on a deployment that serves it), or Stripe.js's
+    card Element for a payment routed to Stripe. (PayPal's and Square's components are not
+    on the page yet: docs/checkout.md.)"""
+    gateway = await app.checkout.gateway_of(row)
+    settings = app.ctx.settings
+    if gateway == SANDBOX and not row.livemode and settings.sandbox_enabled:
+        return _Component(SANDBOX)
+    if gateway == STRIPE and row.mode == "payment" and row.payment_intent_id is not None:
+        async with app.ctx.db.read() as s:
+            pi = await s.get(PaymentIntent, row.payment_intent_id)
+        key = ((pi.gateway_client or {}) if pi is not None else {}).get("publishable_key")
+        if key:
+            script, origin = _stripe_js(settings)
+            return _Component(STRIPE, script, origin, str(key))
+    return None
+
+
+async def _can_pay_here(app: Paymux, row: CheckoutSession) -> bool:
+    return await _component(app, row) is not None
+
+
+@router.get(STATIC_PREFIX + "/{name}")
+async def checkout_static(name: str) -> Response:
+    body = _STATIC.get(name)
+    if body is None:
+        return Response("Not found", status_code=404, media_type="text/plain")
+    return Response(
+        body,
+        media_type=_TYPES[Path(name).suffix],
+        headers={"cache-control": "no-cache", "x-content-type-options": "nosniff"},
+    )
+
+
+@router.get(PAGE_PREFIX + "/{session_id}")
+async def checkout_page(session_id: str, request: Request) -> Response:
+    app = _app(request)
+    row = await app.checkout.page_session(session_id)
+    if row is None:
+        return _missing(request)
+    message = None
+    back_from = request.query_params.get("payment_intent") or request.query_params.get(
+        "setup_intent"
+    )
+    if back_from and back_from in (row.payment_intent_id, row.setup_intent_id):
+        await app.checkout.refresh_on_return(row)
+        row = await app.checkout.page_session(session_id)
+        assert row is not None
+        if row.status == "open" and (
+            request.query_params.get("outcome") == "failed"
+            or await app.checkout.page_state(row.id) == PageOutcome("open")
+        ):
+            message = "auth_failed"  # back, and the intent waits for another card
+    success = app.checkout.success_redirect(row)
+    locale = _locale(request, row)
+    lang, words = text_for(locale)
+    if row.status == "complete" and success is not None:
+        if back_from:
+            # Back from the challenge, whose form's CSP (form-action) governs this response's
+            # redirects too: a page that moves on by itself (a 0 s refresh, no script) with
+            # a link, rather than a redirect the challenge's policy would stop.
+            return _render("checkout_done.html", 200, lang=lang, t=words, success=success)
+        return RedirectResponse(success, status_code=303, headers={"cache-control": "no-store"})
+    merchant = await _merchant(app, row)
+    back = words["back"].format(merchant=merchant) if row.cancel_url else None
+    expired = row.status == "expired" or app.ctx.now_us() >= row.expires_us
+    if row.status != "open" or expired:
+        return _render(
+            "checkout_message.html",
+            410 if expired else 200,
+            lang=lang,
+            t=words,
+            kind="expired" if expired else "complete",
+            back=back,
+            cancel_url=row.cancel_url,
+        )
+    total = (
+        Money(int(row.amount_total), str(row.currency)).format(locale)
+        if row.amount_total is not None and row.currency
+        else None
+    )
+    component = await _component(app, row)
+    return _render(
+        "checkout.html",
+        200,
+        provider=component.origin if component else None,
+        component=component,
+        lang=lang,
+        t=words,
+        row=row,
+        merchant=merchant,
+        lines=_lines(row, locale),
+        total=total,
+        message=words[message] if message else None,
+        pay=component is not None,
+        pay_url=f"{PAGE_PREFIX}/{quote(row.id, safe='')}/confirm",
+        status_url=f"{PAGE_PREFIX}/{quote(row.id, safe='')}/status",
+        card_form_url=CARD_FORM_PATH,
+        back=back,
+        cancel_url=row.cancel_url,
+        scripts=PAGE_SCRIPTS,
+    )
+
+
+def _refusal(status: int, code: str, message: str, action: str | None = None) -> JSONResponse:
+    return JSONResponse(
+        {"status": "failed", "code": code, "message": message, "action": action},
+        status_code=status,
+        headers={"cache-control": "no-store"},
+    )
+
+
+@router.post(PAGE_PREFIX + "/{session_id}/confirm")
+async def checkout_confirm(session_id: str, request: Request) -> JSONResponse:
+    app = _app(request)
+    if not request.headers.get("content-type", "").startswith("application/json"):
+        return _refusal(415, "parameter_invalid", "Send JSON.")
+    origin = request.headers.get("origin")
+    if origin is not None and not rules.same_origin(origin, app.ctx.settings.base_url()):
+        return _refusal(403, "parameter_invalid", "This page pays from its own origin only.")
+    try:
+        raw: Any = json.loads(await request.body())
+    except ValueError:
+        return _refusal(400, "parameter_invalid", "The body is not JSON.")
+    card = raw.get("payment_method") if isinstance(raw, dict) else None
+    if not isinstance(card, str) or not 1 <= len(card) <= 255:
+        return _refusal(400, "parameter_missing", "A payment_method token is required.")
+    row = await app.checkout.page_session(session_id)
+    if row is None:
+        return _refusal(404, "resource_missing", "No such checkout session.")
+    if row.livemode and request.url.scheme != "https":  # proxy-told scheme: uvicorn's
+        return _refusal(403, "tls_required", "A live payment is made over HTTPS only.")
+    if row.status == COMPLETE:  # a lost answer, or a second tab: paid already, say so
+        return _outcome_answer(app.checkout.success_redirect(row), "complete")
+    if not await _can_pay_here(app, row):
+        return _refusal(
+            400, "checkout_session_unexpected_state", "This checkout cannot be paid here."
+        )
+    try:  # card testing across sessions: every card sent counts, whatever comes of it
+        await app.rate_limiter.check_payer(
+            request.client.host if request.client else None,
+            row.account_id,
+            per_address=app.ctx.settings.checkout_payer_address_limit,
+            per_account=app.ctx.settings.checkout_payer_account_limit,
+        )
+    except PaymuxError as exc:
+        return _refusal(
+            exc.http_status, exc.code, text_for(_locale(request, row))[1]["rate_limited"]
+        )
+    set_browser_payer(  # the payer's browser, for the fraud rules (fraud/request.py)
+        request.headers,
+        request.client.host if request.client else None,
+        behind_trusted_proxy=bool(app.ctx.settings.trusted_proxy_list()),
+    )
+    _, words = text_for(_locale(request, row))
+    return_url = app.checkout.page_url(row.id)
+    try:
+        outcome = await app.checkout.pay_from_page(session_id, card, return_url)
+    except PaymuxError as exc:
+        # Another tab paid, or this one's first answer was lost: what stands now, not a
+        # failure shown to a payer who paid.
+        state = await app.checkout.page_state(session_id)
+        if state is not None and state.status in ("complete", "processing"):
+            return _outcome_answer(state.redirect_url, state.status)
+        # Words for the payer only: the taxonomy's user_message, else the page's own (an
+        # API message may name parameters and internals).
+        generic = words["rate_limited" if exc.code == "rate_limited" else "failed"]
+        shown = exc.user_message or generic
+        return _refusal(exc.http_status, exc.code, shown, str(exc.action))
+    if outcome.status == "open":
+        return JSONResponse(
+            {"status": "open", "message": words["failed"], "action": "retry"},
+            headers={"cache-control": "no-store"},
+        )
+    if outcome.status == "requires_action" and outcome.redirect_url is None:
+        # Stripe's 3-D Secure: Stripe.js shows the challenge (confirmCardPayment with the
+        # secret), then the page returns to ``return_url`` (which asks Stripe at once).
+        # Never "retry": the payment waits for the payer's authentication.
+        return JSONResponse(
+            {
+                "status": "requires_action",
+                "client_secret": outcome.client_secret,
+                "return_url": outcome.return_url,
+            },
+            headers={"cache-control": "no-store"},
+        )
+    return _outcome_answer(outcome.redirect_url, outcome.status)
+
+
+def _outcome_answer(redirect_url: str | None, status: str) -> JSONResponse:
+    answer: dict[str, Any] = {"status": status}
+    if redirect_url:
+        answer["redirect_url"] = redirect_url
+    return JSONResponse(answer, headers={"cache-control": "no-store"})
+
+
+@router.get(PAGE_PREFIX + "/{session_id}/status")
+async def checkout_status(session_id: str, request: Request) -> JSONResponse:
+    """Where the page's session stands (the page asks while its payment is processing):
+    ``{"status": complete|processing|requires_action|open|expired, "redirect_url"?}``;
+    never a card, never an amount."""
+    state = await _app(request).checkout.page_state(session_id)
+    if state is None:
+        return _refusal(404, "resource_missing", "No such checkout session.")
+    return _outcome_answer(state.redirect_url, state.status)
+
+
+@router.post(CSP_REPORT_PATH)
+async def csp_report(request: Request) -> Response:
+    """Browsers' CSP violation reports (any of paymux's pages): kept for the operator
+    (``GET /v1/admin/csp_reports``). Always 204: a browser does nothing with the answer."""
+    app = _app(request)
+    body = await request.body()
+    found = parse_reports(body, request.headers.get("content-type", ""))
+    if found:
+        await app.csp_reports.record(found, request.client.host if request.client else None)
+    return Response(status_code=204)

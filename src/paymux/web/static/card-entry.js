@@ -1,0 +1,149 @@
+// The card-entry component of paymux's pages (the hosted invoice page and the hosted
+// checkout page). The card is tokenized by the gateway's own code: the sandbox's hosted form
+// in an iframe (served by paymux under /sandbox like a provider's origin), which posts the
+// token to this page at this page's exact origin; or Stripe.js's card Element
+// (#stripe-card), whose createToken goes to Stripe. This page sends only the token (its
+// card's id, for Stripe) to its own pay URL (the section's data-pay-url), then follows
+// what the answer says:
+// - redirect_url: 3-D Secure (the challenge returns to the page) or, done, the success page;
+// - status "paid": reload to show it paid (the invoice page); "complete": another tab paid;
+// - status "processing": ask the section's data-status-url until the outcome is known;
+// - a decline: the taxonomy's user_message, and its action (retry, use another method,
+//   update the card): the card form is reloaded empty and focused for the next try.
+// Served with Subresource Integrity where the page sets it (checkout); CSP: no inline script.
+'use strict';
+(function () {
+  const section = document.querySelector('[data-pay-url]');
+  if (!section) return;
+  const status = document.getElementById('pay-status');
+  const frame = document.getElementById('card-frame');
+  const text = (name, fallback) => section.dataset[name] || fallback;
+  let busy = false;
+  let stripe = null;  // Stripe.js, where the page pays through Stripe
+  let onFailed = null;  // the Stripe variant clears its Element for another card
+  function failed(message, action) {
+    status.textContent = message;
+    status.dataset.state = 'failed';
+    status.dataset.action = action || '';
+    section.classList.add('has-error');
+    if (frame && action !== 'retry_later') {
+      frame.src = frame.src;  // an empty form for another card
+    }
+    if (onFailed) onFailed();
+    status.focus();
+  }
+  async function pay(token) {
+    if (busy) return;
+    busy = true;
+    section.classList.remove('has-error');
+    status.textContent = text('msgPaying', 'Paying…');
+    status.dataset.state = 'paying';
+    status.dataset.action = '';
+    try {
+      const response = await fetch(section.dataset.payUrl, {
+        method: 'POST', credentials: 'same-origin',
+        headers: {'content-type': 'application/json'},
+        body: JSON.stringify({payment_method: token}),
+      });
+      const answer = await response.json();
+      if (answer.redirect_url) {
+        status.textContent = text('msgRedirecting', 'Redirecting…');
+        status.dataset.state = 'redirecting';
+        window.location.assign(answer.redirect_url);
+        return;
+      }
+      if (response.ok && answer.status === 'requires_action' && answer.return_url) {
+        // Stripe's 3-D Secure: Stripe.js shows the challenge, then back to the page, which
+        // asks Stripe for the outcome (and moves on, or says the authentication failed).
+        status.textContent = text('msgRedirecting', 'Redirecting…');
+        status.dataset.state = 'authenticating';
+        let back = answer.return_url;
+        if (stripe && answer.client_secret) {
+          const result = await stripe.confirmCardPayment(answer.client_secret);
+          if (result.error) back += '&outcome=failed';
+        }
+        window.location.assign(back);
+        return;
+      }
+      if (response.ok && answer.status === 'processing' && section.dataset.statusUrl) {
+        status.textContent = text('msgProcessing', 'Processing…');
+        status.dataset.state = 'processing';
+        watch(0);
+        return;
+      }
+      if (response.ok && answer.status === 'complete') {  // a second tab paid it
+        status.dataset.state = 'paid';
+        window.location.reload();
+        return;
+      }
+      if (response.ok && answer.status === 'paid') {
+        status.dataset.state = 'paid';
+        window.location.reload();
+        return;
+      }
+      failed(answer.message || text('msgFailed', 'The payment did not go through.'),
+        answer.action);
+    } catch (e) {
+      failed(text('msgNetwork', 'The payment could not be sent. Try again.'), 'retry');
+    }
+    busy = false;
+  }
+  // A payment still processing at the gateway: ask where the session stands (every 2 s,
+  // for 2 minutes), then go where it says; the page shows the outcome when it is known.
+  async function watch(round) {
+    try {
+      const response = await fetch(section.dataset.statusUrl, {credentials: 'same-origin'});
+      const answer = await response.json();
+      if (answer.redirect_url) {
+        window.location.assign(answer.redirect_url);
+        return;
+      }
+      if (answer.status === 'complete' || answer.status === 'expired') {
+        window.location.reload();
+        return;
+      }
+      if (answer.status === 'open') {
+        busy = false;
+        failed(text('msgFailed', 'The payment did not go through.'), 'retry');
+        return;
+      }
+    } catch (e) { /* asked again below */ }
+    if (round < 60) {
+      window.setTimeout(() => watch(round + 1), 2000);
+    } else {
+      busy = false;
+      status.textContent = text('msgProcessing', 'Processing…');
+    }
+  }
+  // The sandbox's hosted form (framed from this origin) posts its token here.
+  window.addEventListener('message', (event) => {
+    if (event.origin !== window.location.origin) return;
+    const data = event.data || {};
+    if (data.type !== 'paymux.sandbox.token' || typeof data.token !== 'string') return;
+    pay(data.token);
+  });
+  // Stripe: Stripe.js's card Element tokenizes at Stripe; the token is paid with as above.
+  const stripeCard = document.getElementById('stripe-card');
+  if (stripeCard && typeof window.Stripe === 'function') {
+    stripe = window.Stripe(stripeCard.dataset.publishableKey);
+    let card = stripe.elements().create('card');
+    card.mount(stripeCard);
+    onFailed = () => {
+      card.destroy();
+      card = stripe.elements().create('card');
+      card.mount(stripeCard);
+    };
+    // Stripe.js tokenizes at Stripe; the token's card (card_..., which Stripe takes as a
+    // payment method) is what paymux confirms with, as with the sandbox's token.
+    document.getElementById('stripe-pay').addEventListener('click', async () => {
+      if (busy) return;
+      const result = await stripe.createToken(card);
+      if (result.error || !result.token || !result.token.card) {
+        const error = result.error || {};
+        failed(error.message || text('msgFailed', 'The payment did not go through.'), 'retry');
+        return;
+      }
+      pay(result.token.card.id);
+    });
+  }
+})();

@@ -1,0 +1,274 @@
+"""Graceful shutdown and the deploy gate (issue 16), SQLite and PostgreSQL.
+
+- ``paymux migrate --check`` exits 1 while migrations are pending, 0 once applied.
+- SIGTERM to ``paymux serve`` under load (payments in flight, each gateway call slowed): it
+  stops accepting, finishes what it has, exits 0 within PAYMUX_SHUTDOWN_TIMEOUT, and leaves
+  no job claimed; every payment a client was answered for is there, and a client that lost
+  its answer retries with its Idempotency-Key after the restart: each order is paid once.
+- SIGTERM to ``paymux worker`` with a queue to work through: it exits promptly, no job is
+  left claimed (the unstarted ones are released, not left to their lease), and its heartbeat
+  row is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import re
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from conftest import BACKENDS, database_url
+from support.pgcluster import PgCluster
+from support.processes import (
+    PAYMUX,
+    LoggedProcess,
+    ServeProcess,
+    free_port,
+    paymux_env,
+    wait_until,
+)
+
+_names = itertools.count()
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_db(request: pytest.FixtureRequest, tmp_path: Path, pg_cluster: PgCluster | None) -> str:
+    return database_url(request.param, tmp_path, pg_cluster, f"shutdown_{next(_names)}")
+
+
+def sql(url: str, statement: str, **params: Any) -> list[Any]:
+    """One statement in its own transaction, on an engine of its own."""
+
+    async def run() -> list[Any]:
+        engine = create_async_engine(url)
+        try:
+            async with engine.begin() as conn:
+                result = await conn.execute(text(statement), params)
+                return list(result.all()) if result.returns_rows else []
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def paymux(url: str, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(PAYMUX), *args],
+        env=paymux_env(url, tmp),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_migrate_check_fails_while_migrations_are_pending(empty_db: str, tmp_path: Path) -> None:
+    pending = paymux(empty_db, tmp_path, "migrate", "--check")
+    assert pending.returncode == 1, pending.stdout + pending.stderr
+    assert "migrations pending" in pending.stderr and "paymux migrate" in pending.stderr
+    # --check changed nothing: still no schema.
+    assert paymux(empty_db, tmp_path, "migrate", "--check").returncode == 1
+    assert paymux(empty_db, tmp_path, "migrate").returncode == 0
+    current = paymux(empty_db, tmp_path, "migrate", "--check")
+    assert current.returncode == 0, current.stderr
+    assert "current" in current.stdout
+    # A newer release's revision (rolling upgrade): nothing for this release to run.
+    sql(empty_db, "update alembic_version set version_num = '0099_next_release'")
+    ahead = paymux(empty_db, tmp_path, "migrate", "--check")
+    assert ahead.returncode == 0, ahead.stdout + ahead.stderr
+    assert "newer than this release" in ahead.stdout
+    # A known older revision: pending.
+    sql(empty_db, "update alembic_version set version_num = '0015'")
+    assert paymux(empty_db, tmp_path, "migrate", "--check").returncode == 1
+
+
+def _pay(client: httpx.Client, order: int, results: dict[int, Any]) -> None:
+    try:
+        r = client.post(
+            "/v1/payment_intents",
+            json={
+                "amount": 1000 + order,
+                "currency": "usd",
+                "confirm": True,
+                "payment_method": "pm_card_visa",
+            },
+            headers={"idempotency-key": f"order-{order}"},
+        )
+        results[order] = r.status_code, r.json().get("id")
+    except httpx.HTTPError as exc:  # refused or cut: the client does not know
+        results[order] = type(exc).__name__, None
+
+
+def test_sigterm_under_load_loses_nothing_and_leaves_no_job_claimed(
+    empty_db: str, tmp_path: Path
+) -> None:
+    assert paymux(empty_db, tmp_path, "migrate").returncode == 0
+    server = ServeProcess(
+        tmp_path,
+        empty_db,
+        "sk_test_" + "s" * 32,
+        PAYMUX_SANDBOX_LATENCY="0.4",
+        PAYMUX_SHUTDOWN_TIMEOUT="20",
+        PAYMUX_LOG_LEVEL="INFO",
+    )
+    results: dict[int, Any] = {}
+    orders = 24
+    try:
+        clients = [
+            httpx.Client(
+                base_url=server.url,
+                timeout=60,
+                trust_env=False,
+                headers={"authorization": f"Bearer {server.api_key}"},
+            )
+            for _ in range(6)
+        ]
+        threads = []
+        for order in range(orders):
+            t = threading.Thread(target=_pay, args=(clients[order % 6], order, results))
+            threads.append(t)
+            t.start()
+            time.sleep(0.05)
+            if order == orders // 2:  # half sent, some in flight: the signal
+                assert server.proc is not None
+                signalled = time.monotonic()
+                server.proc.send_signal(signal.SIGTERM)
+        for t in threads:
+            t.join(timeout=60)
+        code = server.proc.wait(timeout=40) if server.proc else None
+        took = time.monotonic() - signalled
+        # uvicorn shuts down, then raises the signal it caught again: the exit status says
+        # SIGTERM, as service managers expect of a process they stopped. The log says the
+        # shutdown ran to its end (the lifespan's: the worker stopped).
+        assert code == -signal.SIGTERM, server.tail()
+        log = server.output(1_000_000)
+        assert "Application shutdown complete" in log and "stopped" in log, server.tail()
+        assert took < 20 + 5, took
+        for c in clients:
+            c.close()
+        # Nothing claimed is left behind, and what was answered 200 is there.
+        assert sql(empty_db, "select count(*) from jobs where status = 'running'") == [(0,)]
+        answered = {o: pi for o, (status, pi) in results.items() if status == 200}
+        assert answered, results  # the ones in flight were finished, not cut
+        for pi in answered.values():
+            assert sql(empty_db, "select status from payment_intents where id = :i", i=pi) == [
+                ("succeeded",)
+            ]
+        # After the restart every order is paid, once: the lost answers are retried.
+        server.start()
+        paid: dict[int, str] = {}
+        for order in range(orders):
+            r = server.http.post(
+                "/v1/payment_intents",
+                json={
+                    "amount": 1000 + order,
+                    "currency": "usd",
+                    "confirm": True,
+                    "payment_method": "pm_card_visa",
+                },
+                headers={"idempotency-key": f"order-{order}"},
+            )
+            assert r.status_code == 200, r.text
+            paid[order] = r.json()["id"]
+            if order in answered:
+                assert paid[order] == answered[order]
+        assert len(set(paid.values())) == orders
+        for order, pi in paid.items():
+            charges = server.http.get(
+                f"{server.url}/sandbox/_control/charges", params={"reference": pi}
+            ).json()["data"]
+            assert len(charges) == 1, (order, charges)
+        rows = sql(
+            empty_db,
+            "select count(*) from payment_intents where amount >= 1000 and amount < :top",
+            top=1000 + orders,
+        )
+        assert rows == [(orders,)]
+    finally:
+        server.stop()
+
+
+def test_sigterm_to_a_worker_releases_its_jobs_and_its_heartbeat(
+    empty_db: str, tmp_path: Path
+) -> None:
+    assert paymux(empty_db, tmp_path, "migrate").returncode == 0
+    metrics_port = free_port()
+    now = int(time.time() * 1_000_000)
+    # Work that takes a while, one job at a time: settlements of attempts that don't exist
+    # (each fails and backs off), plus purges.
+    for n in range(300):
+        kind = "purge_idempotency_keys" if n % 2 else "settle_attempt"
+        sql(
+            empty_db,
+            "insert into jobs (kind, payload, status, run_at_us, attempts, "
+            "max_attempts, created_us, updated_us) values (:k, :p, 'queued', :t, 0, 5, :t, :t)",
+            k=kind,
+            p='{"attempt_id": "att_missing"}',
+            t=now,
+        )
+    worker = LoggedProcess(
+        "paymux worker",
+        [str(PAYMUX), "worker"],
+        log=tmp_path / "worker.log",
+        env=paymux_env(
+            empty_db,
+            tmp_path,
+            PAYMUX_WORKER_HEARTBEAT_INTERVAL="0.2",
+            PAYMUX_SHUTDOWN_TIMEOUT="10",
+            PAYMUX_LOG_JSON="false",
+            PAYMUX_WORKER_BATCH_SIZE="50",
+            PAYMUX_WORKER_METRICS_PORT=str(metrics_port),
+            PAYMUX_METRICS_TOKEN="worker-metrics-token",
+        ),
+    ).spawn()
+    try:
+        wait_until(
+            "the worker's heartbeat",
+            lambda: (
+                worker.check_alive()
+                or bool(sql(empty_db, "select worker_id from worker_heartbeats"))
+            ),
+            timeout=60,
+        )
+        # The worker's own /metrics (PAYMUX_WORKER_METRICS_PORT), with the metrics token.
+        metrics = f"http://127.0.0.1:{metrics_port}/metrics"
+        assert httpx.get(metrics, timeout=10).status_code == 401
+        assert httpx.get(f"http://127.0.0.1:{metrics_port}/v1/customers").status_code == 404
+        scraped = httpx.get(
+            metrics, headers={"authorization": "Bearer worker-metrics-token"}, timeout=10
+        )
+        assert scraped.status_code == 200, scraped.text
+        assert "paymux_workers_alive 1.0" in scraped.text
+        assert "paymux_gateway_call_duration_seconds" in scraped.text  # the process's own
+        # SIGTERM while the worker holds claimed jobs it has not started.
+        wait_until(
+            "the worker to hold a batch",
+            lambda: sql(empty_db, "select count(*) from jobs where status = 'running'")[0][0] > 5,
+            timeout=60,
+            interval=0.005,
+        )
+        assert worker.proc is not None
+        signalled = time.monotonic()
+        worker.proc.send_signal(signal.SIGTERM)
+        assert worker.proc.wait(timeout=30) == 0, worker.tail()
+        assert time.monotonic() - signalled < 10 + 5
+    finally:
+        worker.stop()
+    # It released what it held (not left to the lease), and its metrics port closed.
+    released = re.search(r"released (\d+) unfinished jobs", worker.output(1_000_000))
+    assert released is not None and int(released.group(1)) > 0, worker.tail()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5)
+    assert sql(empty_db, "select count(*) from jobs where status = 'running'") == [(0,)]
+    # Ours are all there, each queued again, done or backing off (the sweep adds its own).
+    assert sql(empty_db, "select count(*) from jobs where created_us = :t", t=now) == [(300,)]
+    assert sql(empty_db, "select count(*) from worker_heartbeats") == [(0,)]

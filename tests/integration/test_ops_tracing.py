@@ -1,0 +1,161 @@
+"""OpenTelemetry tracing (issue 16), read back from the SDK's in-memory exporter: a span per
+request, per database transaction and per gateway call, the worker's job a child of the
+request that enqueued it, attributes without card data or secrets, and log records carrying
+the trace id. paymux in-process (support/harness.py) on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from conftest import migrated_database_url
+from paymux.observability import tracing
+from support.fake_gateway import Outcome
+from support.harness import Harness
+from support.pgcluster import PgCluster
+
+_names = itertools.count()
+PAN = "4242424242424242"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request: pytest.FixtureRequest, tmp_path: Path, pg_cluster: PgCluster | None) -> str:
+    return migrated_database_url(request.param, tmp_path, pg_cluster, f"trace_{next(_names)}")
+
+
+@pytest.fixture
+def exported() -> Iterator[InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.use_provider(provider)
+    try:
+        yield exporter
+    finally:
+        tracing.use_provider(None)
+
+
+def named(spans: tuple[ReadableSpan, ...], prefix: str) -> list[ReadableSpan]:
+    return [s for s in spans if s.name.startswith(prefix)]
+
+
+def test_a_confirm_is_one_trace_down_to_its_gateway_call_and_its_settlement_job(
+    db: str, tmp_path: Path, exported: InMemorySpanExporter, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def main() -> None:
+        async with Harness.open(db, tmp_path) as h:
+            made = await h.post("/v1/payment_intents", {"amount": 2000, "currency": "usd"})
+            pi = h.body(made)["id"]
+            exported.clear()
+            # The answer is lost every time: the confirm leaves a settlement job behind.
+            h.gw.script("authorize", *[Outcome.lose_response()] * 4)
+            with caplog.at_level(logging.WARNING):
+                r = await h.post(
+                    f"/v1/payment_intents/{pi}/confirm",
+                    {"payment_method": "tok_visa"},
+                    key="confirm-trace",
+                )
+            assert r.status_code == 200 and h.body(r)["status"] == "processing"
+            h.advance(3600)
+            await h.drain()
+            assert h.body(await h.http.get(f"/v1/payment_intents/{pi}"))["status"] == "succeeded"
+            spans = exported.get_finished_spans()
+
+            [request] = named(spans, "POST /v1/payment_intents/{")
+            assert request.attributes is not None
+            assert request.attributes["http.route"] == "/v1/payment_intents/{pi_id}/confirm"
+            assert request.attributes["http.response.status_code"] == 200
+            assert str(request.attributes["paymux.request_id"]).startswith("req_")
+            trace_id = request.context.trace_id
+            inside = [s for s in spans if s.context.trace_id == trace_id]
+            # Its gateway calls (4 tries: the retry policy) and its transactions are children.
+            calls = [s for s in named(inside, "gateway authorize")]
+            assert len(calls) == 4
+            for call in calls:
+                assert call.parent is not None and call.parent.span_id == request.context.span_id
+                assert call.attributes is not None
+                assert call.attributes["paymux.gateway"] == h.gw.name
+            transactions = named(inside, "db ")
+            assert transactions and all(t.parent is not None for t in transactions)
+            # The settlement job ran in the worker, in the same trace, under the request.
+            [job] = named(spans, "job settle_attempt")
+            assert job.context.trace_id == trace_id
+            assert job.parent is not None and job.parent.trace_id == trace_id
+            # Ids and codes only: no card number, no key, no amount in any attribute.
+            for s in spans:
+                flat = repr(dict(s.attributes or {}))
+                assert PAN not in flat and h.key not in flat and "2000" not in flat, s.name
+            # The warning the lost answers logged carries the trace id of the request.
+            records = [rec for rec in caplog.records if getattr(rec, "trace_id", None)]
+            assert records, [rec.getMessage() for rec in caplog.records]
+            assert any(rec.trace_id == format(trace_id, "032x") for rec in records)
+            # Requests carrying a card number (body, path, query): refused by the guard, and
+            # their spans (names, attributes, events) hold none of it.
+            exported.clear()
+            r = await h.post("/v1/customers", {"metadata": {"note": PAN}})
+            assert (r.status_code, h.body(r)["error"]["code"]) == (400, "card_number_not_allowed")
+            r = await h.http.get(f"/v1/customers/{PAN}", params={"q": PAN})
+            assert (r.status_code, h.body(r)["error"]["code"]) == (400, "card_number_not_allowed")
+            refused = exported.get_finished_spans()
+            assert len([s for s in refused if s.kind == SpanKind.SERVER]) == 2
+            for s in refused:
+                seen = s.name + repr(dict(s.attributes or {})) + repr(s.events)
+                assert PAN not in seen, seen
+            # Span names come from a fixed set of methods: any other is OTHER.
+            exported.clear()
+            await h.http.request("BREW-" + "x" * 40, "/v1/customers")
+            [made] = [s for s in exported.get_finished_spans() if s.kind == SpanKind.SERVER]
+            assert made.name.startswith("OTHER "), made.name
+            assert (made.attributes or {})["http.request.method"] == "OTHER"
+
+    asyncio.run(main())
+
+
+def test_tracing_is_off_without_an_endpoint(
+    db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    tracing.use_provider(None)
+    assert tracing.configure_tracing() is False and not tracing.enabled()
+    assert tracing.inject({"a": 1}) == {"a": 1}  # jobs carry nothing extra
+
+    async def main() -> None:
+        async with Harness.open(db, tmp_path) as h:
+            h.gw.script("authorize", *[Outcome.lose_response()] * 4)  # leaves a job
+            r = await h.post(
+                "/v1/payment_intents",
+                {"amount": 2000, "currency": "usd", "confirm": True, "payment_method": "tok_visa"},
+            )
+            assert r.status_code == 200, r.text
+            payloads = await h.sql("select payload from jobs where kind = 'settle_attempt'")
+            assert len(payloads) == 1 and "_trace" not in str(payloads[0][0])
+
+    asyncio.run(main())
+
+
+def test_the_batched_spans_are_flushed_when_a_process_stops() -> None:
+    """OTLP export is batched (every few seconds): ``flush_tracing``, which the API's
+    lifespan and ``paymux worker`` call as they stop, sends what is still waiting."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=600_000))
+    tracing.use_provider(provider)
+    try:
+        with tracing.span("job last_one", {"paymux.job": "x"}):
+            pass
+        assert exporter.get_finished_spans() == ()  # batched: not sent yet
+        tracing.flush_tracing()
+        assert [s.name for s in exporter.get_finished_spans()] == ["job last_one"]
+    finally:
+        tracing.use_provider(None)
+        provider.shutdown()
