@@ -24,6 +24,7 @@ from sqlalchemy import text
 
 from conftest import migrated_database_url
 from paymux.billing.hosted_payments import pay_from_page
+from paymux.billing.payment_lease import lease_seconds
 from paymux.domain.errors import PaymuxError
 from support.fake_gateway import Outcome, ScriptedGateway
 from support.harness import Harness
@@ -94,7 +95,7 @@ def test_a_dunning_retry_in_the_pages_window_charges_nothing_beside_it(db: str, 
             assert outcome.status == "paid"
             # The retry was put off, not lost: its job is due once the lease lapses; by then
             # the invoice is paid and it charges nothing.
-            h.advance(h.app.settings.attempt_settle_after_seconds + 5)
+            h.advance(lease_seconds(h.app.ctx) + 5)
             await h.drain()
             rows = await h.sql(
                 "select status, amount_paid, payment_lease_holder from invoices where id = :i",
@@ -145,7 +146,7 @@ def test_a_lease_left_by_a_dead_process_lapses_and_the_retry_then_charges(
             invoice, _ = await declined_invoice(h)
             until = h.app.ctx.now_us() + 60_000_000
             async with h.app.ctx.db.write() as s:
-                        await s.execute(
+                await s.execute(
                     text("update invoices set payment_lease_holder = 'pi_gone', "
                          "payment_lease_until_us = :u where id = :i"),
                     {"u": until, "i": invoice["id"]},
@@ -162,5 +163,34 @@ def test_a_lease_left_by_a_dead_process_lapses_and_the_retry_then_charges(
                                i=invoice["id"])
             assert rows[0] == ("paid", 2000)
             assert captured(h) == [2000]
+
+    asyncio.run(main())
+
+
+def test_a_lease_outlasts_a_slow_page_before_its_payment_starts(db: str, tmp_path: Path) -> None:
+    """Reviewer's scenario: the page's card lookup is slow (a gateway call with its retries)
+    and one call's budget passes before its payment starts; a dunning retry then must still
+    find the lease held, or the customer is charged twice (it was: [2000, 2000])."""
+
+    async def main() -> None:
+        async with Harness.open(db, tmp_path, gw=ScriptedGateway("sandbox")) as h:
+            invoice, token = await declined_invoice(h)
+            gate = h.gw.hold("describe_payment_method")
+            page = asyncio.create_task(
+                pay_from_page(h.app, token, "tok_mastercard", "https://shop.example/back")
+            )
+            await gate.wait_reached()
+            h.advance(h.app.settings.attempt_settle_after_seconds + 1)
+            await h.app.invoices.retry(h.account, invoice["id"])
+            assert captured(h) == []  # the lease still holds: the retry is put off
+            gate.release()
+            outcome = await page
+            assert outcome.status == "paid"
+            h.advance(lease_seconds(h.app.ctx) + 5)
+            await h.drain()
+            assert captured(h) == [2000]
+            rows = await h.sql("select status, amount_paid from invoices where id = :i",
+                               i=invoice["id"])
+            assert rows[0] == ("paid", 2000)
 
     asyncio.run(main())

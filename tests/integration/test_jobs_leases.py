@@ -23,11 +23,14 @@ from sqlalchemy import text
 
 from conftest import database_url
 from paymux.jobs import queue
-from paymux.jobs.worker import Worker
+from paymux.jobs.worker import Worker, outbound_stop_seconds
+from paymux.outbound.delivery import DeliveryRunner
+from paymux.security.envelope import generate_key_entry
 from paymux.storage.db import Database
 from paymux.storage.migrate import upgrade
 from support.databases import migrated_database_fixture
 from support.harness import Harness
+from support.webhook_receiver import Receiver
 
 T0 = 1_700_000_000_000_000
 SECOND = 1_000_000
@@ -512,6 +515,64 @@ def test_a_running_handler_whose_lease_is_lost_is_cancelled(
     assert len(cancelled) == 1, cancelled
 
 
+def test_a_handler_cancelled_after_the_provider_refunded_is_resumed_with_the_same_key(
+    db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As above, but A's refund call reached the provider, which made the refund, and A is
+    cancelled while the answer is in flight (a crash after the provider acted). B, the new
+    owner, runs the job again and resumes the same refund object (whose id the refund's
+    idempotency key is derived from): it finds the refund made at the provider, and exactly
+    one refund exists, at the provider and with us."""
+
+    async def test(h: Harness) -> None:
+        pi_id = await paid_intent(h)
+        job_id = await queue_return(h, pi_id, 700)
+        a = Worker(h.app, worker_id="A", heartbeat_interval=0.02)
+        gate = h.gw.hold("refund", after=True)  # the provider acts; the answer waits here
+        running = asyncio.create_task(a.run_once())
+        await gate.wait_reached()
+        assert [r.amount for r in h.gw.refunds_for(pi_id)] == [700]  # made, answer held
+        async with h.app.ctx.db.write() as s:  # A's lease ran out; B claims the job
+            await s.execute(text("update jobs set locked_until_us = 0 where id = :i"), {"i": job_id})
+            [taken] = await queue.claim(
+                s, "B", now_us=h.app.ctx.now_us(), limit=10, lease=LEASE
+            )
+        assert taken.id == job_id
+        assert await asyncio.wait_for(running, 10) == 1  # A's handler was cancelled
+        assert (await job_row(h, job_id))[:2] == ("running", "B")
+        gate.release()  # nobody waits for that answer any more
+        await Worker(h.app, worker_id="B", heartbeat_interval=0)._run(taken)
+        assert await job_row(h, job_id) == ("done", None, None, 2, None)
+        [[refund_id]] = await h.sql(
+            "select id from refunds where payment_intent_id = :p", p=pi_id
+        )
+        # A's call made the refund under the key of our refund object; B resumed that same
+        # refund (not a new one): it asked the provider about it, found it made, and did
+        # not send it again (it would have, with the same key, had the provider not had it).
+        calls = [(c.operation, c.idempotency_key, c.replay) for c in h.gw.log]
+        assert calls[-2:] == [
+            ("refund", f"{refund_id}:refund", False),
+            ("retrieve_refund", None, False),
+        ]
+        assert h.gw.calls["refund"] == 1
+        assert [r.amount for r in h.gw.refunds_for(pi_id)] == [700]  # exactly one refund
+        assert h.gw.money_refunded(pi_id) == 700
+        rows = await h.sql(
+            "select amount, status from refunds where payment_intent_id = :p", p=pi_id
+        )
+        assert [tuple(r) for r in rows] == [(700, "succeeded")]
+        got = await h.get(f"/v1/payment_intents/{pi_id}")
+        assert (got["amount_refunded"], got["amount_received"]) == (700, 2000)
+        h.advance(3600)
+        assert await h.drain() == 0  # nothing left to run (no second refund job)
+        assert [r.amount for r in h.gw.refunds_for(pi_id)] == [700]
+
+    with caplog.at_level(logging.WARNING, logger="paymux.jobs.worker"):
+        run_harness(db_url, tmp_path, test)
+    cancelled = [r.getMessage() for r in caplog.records if "handler is cancelled" in r.getMessage()]
+    assert len(cancelled) == 1, cancelled
+
+
 def test_no_lost_lease_warning_for_a_job_that_finished_while_a_heartbeat_waited(
     db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -680,3 +741,60 @@ def test_a_worker_cut_short_stops_its_outbound_sender(db_url: str, tmp_path: Pat
         assert outbound_senders() == []
 
     run_harness(db_url, tmp_path, test)
+
+
+def test_the_outbound_stop_grace_outlasts_a_send() -> None:
+    """A send may take PAYMUX_WEBHOOK_TIMEOUT: the grace given at stop is longer (2 s more),
+    never under OUTBOUND_STOP_SECONDS (5 s)."""
+    assert outbound_stop_seconds(10.0) == 12.0
+    assert outbound_stop_seconds(30.0) == 32.0
+    assert outbound_stop_seconds(1.0) == 5.0
+
+
+def test_an_outbound_sender_cut_short_records_the_sends_that_finished(
+    db_url: str, tmp_path: Path
+) -> None:
+    """The sender stops with two sends in flight; one finishes, then the grace runs out and
+    the sender is cancelled (as the worker's wait_for does) while the other still hangs. The
+    finished one is still recorded (else the delivered event would be sent again) and the
+    pool's connections closed. (Before the fix the cancellation skipped both.)"""
+
+    async def main() -> None:
+        with Receiver(hold=True) as fast, Receiver(hold=True) as slow:
+            async with Harness.open(
+                db_url, tmp_path, encryption_keys=generate_key_entry("k1")
+            ) as h:
+                for rx in (fast, slow):
+                    r = await h.post(
+                        "/v1/webhook_endpoints",
+                        {"url": rx.url, "enabled_events": ["customer.created"]},
+                    )
+                    assert r.status_code == 200, r.text
+                r = await h.post("/v1/customers", {"email": "a@example.com"})
+                assert r.status_code == 200, r.text
+                runner = DeliveryRunner(h.app.ctx, h.app.webhook_endpoints)
+                stop = asyncio.Event()
+                sender = asyncio.create_task(runner.run(stop))
+                await wait_for(
+                    lambda: asyncio.sleep(0, bool(fast.requests() and slow.requests())),
+                    "both sends to reach their receivers",
+                )
+                stop.set()  # both sends in flight: the sender waits for them to finish
+                await asyncio.sleep(0.05)
+                fast.release()
+                await wait_for(lambda: asyncio.sleep(0, bool(runner.finished)), "fast's answer")
+                sender.cancel()  # the grace ran out while slow's send still hangs
+                with pytest.raises(asyncio.CancelledError):
+                    await sender
+                rows = await h.sql(
+                    "select e.url, d.status from webhook_deliveries d"
+                    " join webhook_endpoints e on e.id = d.endpoint_id order by e.url"
+                )
+                assert sorted(tuple(r) for r in rows) == sorted(
+                    [(fast.url, "delivered"), (slow.url, "pending")]
+                )
+                assert runner.finished == []
+                assert runner.client._idle == {}  # fast's kept-alive connection closed
+                slow.release()
+
+    asyncio.run(main())

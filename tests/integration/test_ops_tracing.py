@@ -121,6 +121,38 @@ def test_a_confirm_is_one_trace_down_to_its_gateway_call_and_its_settlement_job(
     asyncio.run(main())
 
 
+def test_a_request_carrying_a_traceparent_continues_that_trace(
+    db: str, tmp_path: Path, exported: InMemorySpanExporter
+) -> None:
+    """A caller (or a proxy) that traces sends W3C ``traceparent``: the request's span joins
+    that trace as a child of the caller's span; a malformed header starts a trace of its own."""
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+
+    async def main() -> None:
+        async with Harness.open(db, tmp_path) as h:
+            exported.clear()
+            r = await h.http.post(
+                "/v1/payment_intents",
+                json={"amount": 2000, "currency": "usd"},
+                headers={"traceparent": f"00-{trace_id}-{parent_id}-01"},
+            )
+            assert r.status_code == 200, r.text
+            r = await h.http.post(
+                "/v1/payment_intents",
+                json={"amount": 2000, "currency": "usd"},
+                headers={"traceparent": "00-not-a-trace-01"},
+            )
+            assert r.status_code == 200, r.text
+            continued, fresh = named(exported.get_finished_spans(), "POST /v1/payment_intents")
+            assert f"{continued.context.trace_id:032x}" == trace_id
+            assert continued.parent is not None
+            assert f"{continued.parent.span_id:016x}" == parent_id
+            assert f"{fresh.context.trace_id:032x}" != trace_id
+            assert fresh.parent is None
+
+    asyncio.run(main())
+
+
 def test_tracing_is_off_without_an_endpoint(
     db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -11,6 +11,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import text
+
 from paymux.services.context import emit
 from support.databases import migrated_database_fixture
 from support.harness import Harness
@@ -98,5 +100,51 @@ def test_an_event_stamped_earlier_than_the_last_one_still_follows_it(
             # event (a), the latest by time.
             assert third["object"]["email"] == "c@example.com"
             assert _changed(third["previous_attributes"]) == {"email": "b@example.com"}
+
+    asyncio.run(main())
+
+
+def test_an_event_without_a_number_written_by_the_previous_release_is_the_last_one(
+    db: str, tmp_path: Path
+) -> None:
+    """During a rolling upgrade the previous release still writes events, without
+    ``object_seq`` (NULL). The next change diffs against the newest by time when that one has
+    no number (the previous release's rule), and numbers on after the highest given."""
+
+    async def main() -> None:
+        async with Harness.open(db, tmp_path) as h:
+            made = await h.post("/v1/customers", {"email": "a@example.com"})
+            cus = h.body(made)
+            r = await h.post(f"/v1/customers/{cus['id']}", {"email": "b@example.com"})
+            assert r.status_code == 200
+            h.clock.advance(1)
+            # The previous release changes the email to c and writes its event, unnumbered.
+            async with h.app.ctx.db.write() as s:
+                await s.execute(
+                    text("update customers set email = 'c@example.com' where id = :id"),
+                    {"id": cus["id"]},
+                )
+                await emit(
+                    s,
+                    h.account,
+                    "customer.updated",
+                    {**h.body(r), "email": "c@example.com"},
+                    h.clock.now_us(),
+                )
+                await s.execute(
+                    text("update events set object_seq = null where object_seq = 3")
+                )
+            h.clock.advance(1)
+            r = await h.post(f"/v1/customers/{cus['id']}", {"email": "d@example.com"})
+            assert r.status_code == 200
+            rows = await h.sql(
+                "select object_seq, id from events where object_id = :o order by created_us",
+                o=cus["id"],
+            )
+            assert [seq for seq, _ in rows] == [1, 2, None, 3]
+            last = await h.get(f"/v1/events/{rows[-1][1]}")
+            assert last["data"]["object"]["email"] == "d@example.com"
+            # Against the unnumbered event (c), not the last numbered one (b).
+            assert _changed(last["data"]["previous_attributes"]) == {"email": "c@example.com"}
 
     asyncio.run(main())

@@ -13,13 +13,17 @@ The computed types (tests/unit/test_event_catalog.py lists their call sites, rea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import re
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
 
-from paymux.billing import subscription_views
+from paymux.billing import meters, subscription_views
+from paymux.billing.rules.states import SUBSCRIPTION_TRANSITIONS
 from paymux.domain.attempts import (
     IntentState,
     Operation,
@@ -31,6 +35,7 @@ from paymux.domain.attempts import (
 from paymux.domain.events import EVENT_TYPES
 from paymux.domain.states import PaymentIntentStatus
 from paymux.services.context import emit
+from paymux.storage.models import Meter, Subscription
 
 AMOUNT = 1000
 # The calls an attempt answers (a refund is not a payment attempt: apply_refund, no events).
@@ -78,16 +83,99 @@ def test_every_event_the_payment_rules_compute_is_catalogued() -> None:
     assert sorted(found - EVENT_TYPES) == []
 
 
-def test_every_subscription_move_event_is_catalogued() -> None:
-    computed = set(subscription_views._EVENT_OF.values())
-    assert "customer.subscription.deleted" in computed
-    literals = {"customer.subscription.updated", "customer.subscription.resumed"}
-    assert sorted((computed | literals) - EVENT_TYPES) == []
+class _Recorder:
+    """Stands in for ``emit`` where a module calls it: records the types asked for (the
+    session is not touched), so the test sees what the code computes, not what it lists."""
+
+    def __init__(self) -> None:
+        self.types: list[str] = []
+
+    async def __call__(
+        self, session: Any, account_id: str, type_: str, obj: dict[str, Any], now_us: int
+    ) -> None:
+        self.types.append(type_)
 
 
-@pytest.mark.parametrize("kind", ["reactivated", "deactivated"])
-def test_every_meter_status_event_is_catalogued(kind: str) -> None:
-    assert f"billing.meter.{kind}" in EVENT_TYPES
+def test_every_subscription_move_event_is_catalogued(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``move`` run on every move of the state table (each starting status, each trigger)."""
+    recorder = _Recorder()
+    monkeypatch.setattr(subscription_views, "emit", recorder)
+
+    async def view(s: Any, sub: Subscription) -> dict[str, Any]:
+        return {"id": sub.id, "status": sub.status}
+
+    monkeypatch.setattr(subscription_views, "view_in", view)
+
+    async def run_all() -> int:
+        moved = 0
+        for (status, trigger), after in SUBSCRIPTION_TRANSITIONS.items():
+            sub = Subscription(id="sub_1", account_id="acct_1", status=status.value)
+            changed = await subscription_views.move(cast(Any, None), sub, trigger.value, 1)
+            assert changed == (after != status)
+            moved += changed
+        return moved
+
+    moved = asyncio.run(run_all())
+    assert len(recorder.types) == moved > 0  # one event per move that changed the status
+    found = set(recorder.types)
+    # The run reached every kind of move (stated here, not taken from the module).
+    assert found == {
+        "customer.subscription.updated",
+        "customer.subscription.deleted",
+        "customer.subscription.paused",
+        "customer.subscription.resumed",
+    }
+    assert sorted(found - EVENT_TYPES) == []
+
+
+class _Session:
+    """What ``set_status`` asks of its session besides ``get_owned`` (nothing)."""
+
+
+class _Db:
+    is_sqlite = True  # the ingest's statements are built for a backend (not used here)
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[_Session]:
+        yield _Session()
+
+
+def test_every_meter_status_event_is_catalogued(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``MetersService.set_status`` run both ways: deactivate an active meter, reactivate it."""
+    recorder = _Recorder()
+    monkeypatch.setattr(meters, "emit", recorder)
+    meter = Meter(
+        id="mtr_1",
+        account_id="acct_1",
+        livemode=False,
+        display_name="m",
+        event_name="e",
+        aggregation="sum",
+        customer_mapping_key="stripe_customer_id",
+        value_key="value",
+        status="active",
+        deactivated_us=None,
+        created_us=0,
+        updated_us=0,
+    )
+
+    async def owned(s: Any, model: type, object_id: str, account_id: str, **kw: Any) -> Meter:
+        assert (model, object_id, account_id) == (Meter, "mtr_1", "acct_1")
+        return meter
+
+    monkeypatch.setattr(meters, "get_owned", owned)
+    ctx = SimpleNamespace(db=_Db(), now_us=lambda: 1)
+    service = meters.MetersService(cast(Any, ctx))
+
+    async def both() -> None:
+        await service.set_status("acct_1", "mtr_1", False)
+        assert meter.status == "inactive"
+        await service.set_status("acct_1", "mtr_1", True)
+        assert meter.status == "active"
+
+    asyncio.run(both())
+    assert recorder.types == ["billing.meter.deactivated", "billing.meter.reactivated"]
+    assert sorted(set(recorder.types) - EVENT_TYPES) == []
 
 
 def test_emit_raises_on_an_unknown_computed_type_before_writing() -> None:

@@ -64,7 +64,7 @@ from paymux.api.stripe_versions import known_stripe_version
 from paymux.domain.errors import PaymuxError
 from paymux.domain.ids import new_id
 from paymux.observability.metrics import observe_request
-from paymux.observability.tracing import span
+from paymux.observability.tracing import request_context, span
 from paymux.security import find_pan_param, looks_like_pan, mask_pans, request_id_var
 from paymux.security.headers import secure_headers
 from paymux.security.pan import body_plainly_clear, mask_pan_data
@@ -167,7 +167,8 @@ class GuardMiddleware:
         # Span names from a fixed set (any other method is OTHER), as the metrics' labels.
         named = method if method in _METHODS else "OTHER"
         opened = {"http.request.method": named, "paymux.request_id": request_id}
-        with span(f"HTTP {named}", opened, kind=SpanKind.SERVER) as current:
+        parent = request_context(scope.get("headers", []))
+        with span(f"HTTP {named}", opened, kind=SpanKind.SERVER, parent=parent) as current:
             try:
                 refused = _tls_refusal(scope) if scheme != "https" else None
                 if refused is not None:

@@ -301,10 +301,12 @@ class InvoicePayments(InvoicesCore):
             )
             if not from_job:
                 raise
-        else:
-            await release_lease(self.ctx, invoice_id, pi_id)
         finally:
+            # Given back on every way out (a second release is a no-op): once the start is
+            # recorded the intent's own status guards it; an exception before the start
+            # leaves nothing in flight that would need the lease.
             current_livemode.reset(token)
+            await release_lease(self.ctx, invoice_id, pi_id)
 
     async def _after_lease(self, s: AsyncSession, invoice: Invoice, n: int, wall: int) -> None:
         """Put the job's try ``n`` off until the lease on ``invoice`` (locked) ends: the same

@@ -15,8 +15,9 @@ clock) and gives it back once the payment service has answered, when the intent'
 says whether a payment is in flight. Any other path that finds a live lease held for another
 intent does not charge: the page answers that a payment is under way; a dunning try is put
 off until the lease ends (a job), so it is never lost. A process that dies holding a lease
-lets it lapse: it lasts ``attempt_settle_after_seconds`` (longer than a gateway call with its
-retries), after which the intent's own status (and its settlement job) answer for it.
+lets it lapse: it lasts as long as the gateway calls before a payment's start may take
+(``lease_seconds``), after which the intent's own status (and its settlement job) answer for
+it.
 
 The rules are pure functions over the invoice row; the caller holds its lock.
 """
@@ -33,9 +34,18 @@ __all__ = ["held_by_other", "lease_seconds", "release_lease", "take_lease"]
 log = logging.getLogger(__name__)
 
 
+# Gateway calls a path may make between taking the lease and recording its start, counting
+# that start: describing the card and making it from a token (the hosted page's
+# ``payment_method_data``), then the authorize the start precedes.
+_CALLS_BEFORE_START = 3
+
+
 def lease_seconds(ctx: Context) -> float:
-    """How long a lease lasts: as long as a call in flight may (its settlement waits as long)."""
-    return float(ctx.settings.attempt_settle_after_seconds)
+    """How long a lease lasts: as long as every gateway call before the payment's start may
+    take with its retries (``attempt_settle_after_seconds`` is one call's budget). A lease
+    that lapsed while the page was still describing the card let a dunning try charge beside
+    it (review finding); a dead process's lease holds the invoice's dunning off this long."""
+    return _CALLS_BEFORE_START * float(ctx.settings.attempt_settle_after_seconds)
 
 
 def held_by_other(invoice: Invoice, holder: str, now_us: int) -> bool:

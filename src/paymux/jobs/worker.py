@@ -63,8 +63,16 @@ APPLY_CONCURRENCY = 2
 PRUNE_BATCH = 500
 PRUNE_BATCHES = 10
 # When the worker stops (or is cut short), the outbound webhook sends in flight get this long
-# to finish and be recorded; those cut short are sent again (deliveries are at least once).
+# to finish and be recorded (at least a send's timeout, PAYMUX_WEBHOOK_TIMEOUT, plus
+# OUTBOUND_STOP_MARGIN: a send just started may finish); those cut short are sent again
+# (deliveries are at least once).
 OUTBOUND_STOP_SECONDS = 5.0
+OUTBOUND_STOP_MARGIN = 2.0
+
+
+def outbound_stop_seconds(webhook_timeout: float) -> float:
+    """How long the sends in flight get to finish when the worker stops."""
+    return max(OUTBOUND_STOP_SECONDS, webhook_timeout + OUTBOUND_STOP_MARGIN)
 
 
 class _CutShort(Exception):
@@ -535,14 +543,14 @@ class Worker:
                         pass
         finally:
             # Stopped, or cut short (cancelled): the outbound sender stops with the worker;
-            # the sends in flight get OUTBOUND_STOP_SECONDS to finish and be recorded.
+            # the sends in flight get outbound_stop_seconds() to finish and be recorded.
             self._stop.set()
+            grace = outbound_stop_seconds(settings.webhook_timeout)
             try:
-                await asyncio.wait_for(outbound, OUTBOUND_STOP_SECONDS)
+                await asyncio.wait_for(outbound, grace)
             except TimeoutError:
                 log.warning(
-                    "outbound webhook sends cut short after %gs; they are sent again",
-                    OUTBOUND_STOP_SECONDS,
+                    "outbound webhook sends cut short after %gs; they are sent again", grace
                 )
             except Exception:
                 log.warning("the outbound webhook sender failed", exc_info=True)

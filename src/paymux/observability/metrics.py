@@ -68,9 +68,11 @@ __all__ = [
     "REQUESTS",
     "REQUEST_SECONDS",
     "STATEMENT_TIMEOUT",
+    "WEBHOOK_APPLY_LAG_SECONDS",
     "cached_database_metrics",
     "count_fraud_decision",
     "database_metrics",
+    "observe_apply_lag",
     "observe_gateway_call",
     "observe_request",
     "render",
@@ -115,6 +117,13 @@ FRAUD_DECISIONS = Counter(
     ["outcome"],
 )
 
+WEBHOOK_APPLY_LAG_SECONDS = Histogram(
+    "paymux_webhook_apply_lag_seconds",
+    "Time from an inbound webhook's receipt to its apply, by gateway (connector name).",
+    ["gateway"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0),
+)
+
 # The gateway operations a label may name (the Gateway protocol's calls, gateways/base.py);
 # anything else is "other", so a label never grows with the code that calls.
 GATEWAY_OPERATIONS = frozenset(
@@ -150,6 +159,11 @@ def observe_request(method: str, route: str, status: int, seconds: float) -> Non
     method = method if method in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD") else "OTHER"
     REQUESTS.labels(method, route, str(status)).inc()
     REQUEST_SECONDS.labels(method, route).observe(seconds)
+
+
+def observe_apply_lag(gateway: str, seconds: float) -> None:
+    """One inbound webhook applied ``seconds`` after it was received."""
+    WEBHOOK_APPLY_LAG_SECONDS.labels(_label(gateway, "other")).observe(max(0.0, seconds))
 
 
 def count_fraud_decision(outcome: str) -> None:

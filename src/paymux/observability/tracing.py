@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from typing import Any
 
@@ -47,6 +47,7 @@ __all__ = [
     "inject",
     "instrument_database",
     "job_span",
+    "request_context",
     "span",
     "use_provider",
 ]
@@ -132,6 +133,20 @@ def inject(payload: dict[str, Any]) -> dict[str, Any]:
     carrier: dict[str, str] = {}
     _propagator.inject(carrier)
     return {**payload, TRACE_KEY: carrier} if carrier else payload
+
+
+def request_context(headers: Iterable[tuple[bytes, bytes]]) -> otel_context.Context | None:
+    """The trace a request carries in W3C ``traceparent``/``tracestate`` headers (a caller or a
+    proxy that traces), for its span to continue; None when tracing is off or it carries none
+    (the propagator ignores a malformed header)."""
+    if _provider is None:
+        return None
+    carrier = {
+        name.decode("latin-1").lower(): value.decode("latin-1")
+        for name, value in headers
+        if name.lower() in (b"traceparent", b"tracestate")
+    }
+    return _propagator.extract(carrier) if "traceparent" in carrier else None
 
 
 def job_context(payload: object) -> otel_context.Context | None:

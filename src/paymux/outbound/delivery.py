@@ -63,6 +63,7 @@ USER_AGENT = "paymux-webhooks/1"
 SETTLE_SECONDS = 0.02
 CLAIM_OVERSAMPLE = 8
 MAX_CLAIM_ROWS = 2000
+CLAIM_ROUNDS = 2  # window reads per claim: one more when another worker took rows first
 _ATTEMPTS = cast(Table, WebhookAttempt.__table__)
 _DELIVERIES = cast(Table, WebhookDelivery.__table__)
 
@@ -199,6 +200,7 @@ class DeliveryRunner:
         self._swept_at = time.monotonic()  # when idle connections were last closed
         self._more_events = True
         self._oversample = 2  # rows read per free slot when the per-endpoint limit binds
+        self._saw_due = False  # the last claim's window held due deliveries
         self.client = ConnectionPool(
             connect_timeout=settings.webhook_connect_timeout,
             allow_private=settings.webhook_allow_private,
@@ -234,12 +236,20 @@ class DeliveryRunner:
                         self.client.sweep()
         finally:
             relay_task.cancel()
-            if self.tasks:
-                await asyncio.gather(*self.tasks, return_exceptions=True)
             try:
-                await self.flush()
+                if self.tasks:
+                    await asyncio.gather(*self.tasks, return_exceptions=True)
             finally:
-                await self.client.aclose()
+                # Also when cut short (cancelled while the sends finish): the sends that did
+                # finish are recorded (else delivered ones are sent again) and the sockets
+                # closed. Shielded: a cancellation here leaves them running to the end.
+                await asyncio.shield(self._close())
+
+    async def _close(self) -> None:
+        try:
+            await self.flush()
+        finally:
+            await self.client.aclose()
 
     async def _settle(self) -> None:
         """Between busy rounds, let the sends in flight finish for a moment (until half of
@@ -273,8 +283,11 @@ class DeliveryRunner:
             self._swept_at = started_at
             self.client.sweep()
         recorded = await self.flush()
+        self._saw_due = False
         started = await self.claim_and_start()
-        return bool(dispatched or recorded or started)
+        # Due deliveries all claimed by another worker first are still work: look again at
+        # once rather than wait a poll interval.
+        return bool(dispatched or recorded or started or self._saw_due)
 
     async def drain(self) -> None:
         """Run rounds until nothing is due, in flight or unrecorded (tests, the CLI)."""
@@ -326,47 +339,65 @@ class DeliveryRunner:
         # empty, halved after one filled them all (reading rows not taken costs both sides).
         oversample = 1 if per_endpoint >= free else self._oversample
         window = min(free * oversample, max(free, MAX_CLAIM_ROWS))
+        self._saw_due = False
         async with self.ctx.db.write() as s:
-            query = (
-                select(D.id, D.endpoint_id, D.event_id)
-                .join(E, E.id == D.endpoint_id)
-                .where(*due_now)
-                .order_by(D.next_attempt_us)
-                .limit(window)
-            )
-            if busy:
-                query = query.where(D.endpoint_id.not_in(busy))
-            # The window is read without locks: locking every row read (up to MAX_CLAIM_ROWS
-            # for a few free slots) cost PostgreSQL more CPU than the deliveries themselves.
-            # Only the rows chosen are claimed, below.
             counts = dict(self.in_flight)
             chosen: list[Any] = []
-            rows = (await s.execute(query)).all()
-            for row in rows:
-                if len(chosen) >= free:
-                    break
-                if counts.get(row.endpoint_id, 0) < per_endpoint:
-                    counts[row.endpoint_id] = counts.get(row.endpoint_id, 0) + 1
-                    chosen.append(row)
-            if oversample > 1 or per_endpoint < free:
-                if len(chosen) < free and len(rows) == window:
-                    self._oversample = min(self._oversample * 2, CLAIM_OVERSAMPLE)
-                elif len(chosen) == free:
-                    self._oversample = max(self._oversample // 2, 1)
-            if not chosen:
-                return []
-            lease = {"next_attempt_us": now + self.lease_us, "lease_until_us": now + self.lease_us}
-            ids = [r.id for r in chosen]
-            if self.ctx.db.is_sqlite:  # one writer: the rows read are still due
-                await s.execute(
-                    update(D)
-                    .where(D.id.in_(ids))
-                    .values(**lease)
-                    .execution_options(synchronize_session=False)
+            lost: list[str] = []  # chosen, then claimed by another worker first
+            for claim_round in range(CLAIM_ROUNDS):
+                query = (
+                    select(D.id, D.endpoint_id, D.event_id)
+                    .join(E, E.id == D.endpoint_id)
+                    .where(*due_now)
+                    .order_by(D.next_attempt_us)
+                    .limit(window)
                 )
-            else:
-                # Another worker may have claimed some since the read: take only those still
-                # due and not locked by it (SKIP LOCKED: never wait), in one statement.
+                if busy:
+                    query = query.where(D.endpoint_id.not_in(busy))
+                if lost:
+                    query = query.where(D.id.not_in(lost))
+                # The window is read without locks: locking every row read (up to
+                # MAX_CLAIM_ROWS for a few free slots) cost PostgreSQL more CPU than the
+                # deliveries themselves. Only the rows chosen are claimed, below.
+                rows = (await s.execute(query)).all()
+                if rows:
+                    self._saw_due = True
+                taken = {r.id for r in chosen}
+                picked: list[Any] = []
+                for row in rows:
+                    if len(chosen) + len(picked) >= free:
+                        break
+                    if row.id in taken:
+                        continue
+                    if counts.get(row.endpoint_id, 0) < per_endpoint:
+                        counts[row.endpoint_id] = counts.get(row.endpoint_id, 0) + 1
+                        picked.append(row)
+                if claim_round == 0 and (oversample > 1 or per_endpoint < free):
+                    if len(picked) < free and len(rows) == window:
+                        self._oversample = min(self._oversample * 2, CLAIM_OVERSAMPLE)
+                    elif len(picked) == free:
+                        self._oversample = max(self._oversample // 2, 1)
+                if not picked:
+                    break
+                lease = {
+                    "next_attempt_us": now + self.lease_us,
+                    "lease_until_us": now + self.lease_us,
+                }
+                ids = [r.id for r in picked]
+                if self.ctx.db.is_sqlite:  # one writer: the rows read are still due
+                    await s.execute(
+                        update(D)
+                        .where(D.id.in_(ids))
+                        .values(**lease)
+                        .execution_options(synchronize_session=False)
+                    )
+                    chosen.extend(picked)
+                    break
+                # Another worker may have claimed some since the read (its window read the
+                # same head rows): take only those still due and not locked by it (SKIP
+                # LOCKED: never wait), in one statement. The ones lost are read past once
+                # more (CLAIM_ROUNDS), or a worker racing another would claim nothing
+                # while deliveries are due.
                 still_due = (
                     select(D.id)
                     .where(D.id.in_(ids), D.status == "pending", D.next_attempt_us <= now)
@@ -383,9 +414,16 @@ class DeliveryRunner:
                         )
                     ).scalars()
                 )
-                chosen = [r for r in chosen if r.id in claimed]
-                if not chosen:
-                    return []
+                for row in picked:
+                    if row.id in claimed:
+                        chosen.append(row)
+                    else:
+                        lost.append(row.id)
+                        counts[row.endpoint_id] -= 1
+                if len(claimed) == len(picked) or len(chosen) >= free:
+                    break
+            if not chosen:
+                return []
             endpoints = {
                 ep.id: ep
                 for ep in (

@@ -533,7 +533,9 @@ class CustomersService:
     async def update(self, account_id: str, customer_id: str, p: CustomerParams) -> dict[str, Any]:
         now = self.ctx.now_us()
         async with self.ctx.db.write() as s:
-            c = await get_owned(s, Customer, customer_id, account_id)
+            # Locked: the view (and the event's previous_attributes) is built from this read,
+            # which must come after any concurrent change to the row, not before it.
+            c = await get_owned(s, Customer, customer_id, account_id, lock=True)
             for name in ("email", "name", "description"):
                 if getattr(p, name) is not None:
                     setattr(c, name, getattr(p, name))
@@ -573,7 +575,9 @@ class CustomersService:
     async def delete(self, account_id: str, customer_id: str) -> dict[str, Any]:
         now = self.ctx.now_us()
         async with self.ctx.db.write() as s:
-            c = await get_owned(s, Customer, customer_id, account_id)
+            # Locked: the view (and the event's previous_attributes) is built from this read,
+            # which must come after any concurrent change to the row, not before it.
+            c = await get_owned(s, Customer, customer_id, account_id, lock=True)
             c.deleted = True
             c.updated_us = now
             await emit(s, account_id, "customer.deleted", customer_view(c), now)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.domain.events import changed_attributes
@@ -120,22 +120,33 @@ async def last_event_of(
     """The object's last event: its snapshot and its ``object_seq`` ((None, 0) if the object
     has none). Last in the object's own sequence (``emit`` numbers an object's events in
     their transactions, the object's row locked by its change), not in time: a test clock
-    backdates events and two events can share a microsecond."""
-    row = (
+    backdates events and two events can share a microsecond.
+
+    An event written by the previous release during a rolling upgrade has no ``object_seq``
+    (NULL): when the object's newest event by time (created_us, then id) is one, it is the
+    last event (the old rule), and the sequence goes on from the highest number given."""
+    mine = (Event.object_id == object_id, Event.account_id == account_id)
+    top_seq = select(func.max(Event.object_seq)).where(*mine).scalar_subquery()
+    newest = (
         await session.execute(
-            select(Event.data, Event.object_seq)
-            .where(
-                Event.object_id == object_id,
-                Event.account_id == account_id,
-                Event.object_seq.is_not(None),
-            )
-            .order_by(Event.object_seq.desc())
+            select(Event.data, Event.object_seq, top_seq.label("top_seq"))
+            .where(*mine)
+            .order_by(Event.created_us.desc(), Event.id.desc())
             .limit(1)
         )
     ).first()
-    if row is None:
+    if newest is None:
         return None, 0
-    return (row.data if isinstance(row.data, dict) else None), int(row.object_seq)
+    top = int(newest.top_seq or 0)
+    row = newest
+    if newest.object_seq is not None and newest.object_seq != top:
+        # Not the newest in time (a backdated clock): the one numbered last is.
+        row = (
+            await session.execute(
+                select(Event.data, Event.object_seq).where(*mine, Event.object_seq == top).limit(1)
+            )
+        ).one()
+    return (row.data if isinstance(row.data, dict) else None), top
 
 
 async def previous_attributes_of(

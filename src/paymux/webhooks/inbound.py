@@ -46,6 +46,7 @@ from paymux.gateways.base import (
     WebhookVerificationError,
 )
 from paymux.jobs.queue import enqueue, revive_dead
+from paymux.observability.metrics import observe_apply_lag
 from paymux.services.attempts import result_json
 from paymux.services.connections import ConnectionsService
 from paymux.services.context import Context, emit
@@ -186,12 +187,16 @@ class InboundWebhooks:
 
         ``finish`` runs last in the same transaction, whether the event was applied now or
         had been already (the worker marks its job done there: one commit, not two)."""
+        lag: tuple[str, int] | None = None
         async with self.ctx.db.write() as s:
             row = await s.get(WebhookInbox, inbox_id, with_for_update=True)
             if row is not None and row.status == "received":
                 await self._apply_row(s, row)
+                lag = (row.gateway, (row.applied_us or row.received_us) - row.received_us)
             if finish is not None:
                 await finish(s)
+        if lag is not None:  # committed: counted once
+            observe_apply_lag(lag[0], lag[1] / 1_000_000)
 
     async def apply_many(
         self, s: AsyncSession, inbox_ids: Sequence[str], *, isolate: bool = True
@@ -287,6 +292,12 @@ class InboundWebhooks:
                     raise
                 raise BatchEventFailed(None) from exc
         if marks:  # the batch's marks in one statement (executemany, on the connection)
+            # The lag of each applied event (in the caller's transaction: a batch rolled back
+            # after this and applied again is counted again, which a retry makes rare).
+            received = {inbox_id: (scope.gateway, at) for _, at, inbox_id, scope, _ in todo}
+            for mark in marks:
+                gateway, at = received[mark["b_id"]]
+                observe_apply_lag(gateway, (mark["b_applied_us"] - at) / 1_000_000)
             connection = await s.connection()
             await connection.execute(
                 update(WebhookInbox)
