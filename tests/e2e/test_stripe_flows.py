@@ -6,37 +6,28 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from conftest import Api, RunningServer, free_port, make_settings, migrated_database_url
+from conftest import Api, RunningServer
 from support.pgcluster import PgCluster
 from support.sandboxes import LocalStripe
+from support.stripe_server import localstripe_server
 
 WEBHOOK_SECRET = "whsec_" + secrets.token_hex(16)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def stripe_server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-    pg_cluster: PgCluster | None, localstripe: LocalStripe,
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    pg_cluster: PgCluster | None,
+    localstripe: LocalStripe,
 ) -> Iterator[RunningServer]:
-    tmp: Path = tmp_path_factory.mktemp(f"stripe-{request.param}")
-    url = migrated_database_url(request.param, tmp, pg_cluster, f"stripe_{request.param}")
-    port = free_port()
-    settings = make_settings(
-        url, tmp, port, stripe_secret_key="sk_test_paymux", stripe_api_base=localstripe.url,
-        stripe_publishable_key="pk_test_paymux", stripe_webhook_secrets=WEBHOOK_SECRET,
-        default_gateway="stripe", routes="JPY=sandbox",
+    yield from localstripe_server(
+        request.param, tmp_path_factory, pg_cluster, localstripe,
+        name="stripe", webhook_secret=WEBHOOK_SECRET, default_gateway="stripe", routes="JPY=sandbox",
     )
-    localstripe.register_webhook(f"http://127.0.0.1:{port}/webhooks/stripe", WEBHOOK_SECRET,
-                                 name=f"paymux{port}")
-    running = RunningServer(settings).start()
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture

@@ -16,40 +16,31 @@ import json
 import secrets
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import stripe
 
-from conftest import RunningServer, free_port, make_settings, migrated_database_url
+from conftest import RunningServer
 from support.pgcluster import PgCluster
 from support.sandboxes import LocalStripe
+from support.stripe_server import localstripe_server
 
 WEBHOOK_SECRET = "whsec_" + secrets.token_hex(16)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def stripe_server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-    pg_cluster: PgCluster | None, localstripe: LocalStripe,
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    pg_cluster: PgCluster | None,
+    localstripe: LocalStripe,
 ) -> Iterator[RunningServer]:
-    tmp: Path = tmp_path_factory.mktemp(f"metadata-{request.param}")
-    url = migrated_database_url(request.param, tmp, pg_cluster, f"metadata_{request.param}")
-    port = free_port()
-    settings = make_settings(
-        url, tmp, port, stripe_secret_key="sk_test_paymux", stripe_api_base=localstripe.url,
-        stripe_publishable_key="pk_test_paymux", stripe_webhook_secrets=WEBHOOK_SECRET,
-        default_gateway="sandbox",
+    yield from localstripe_server(
+        request.param, tmp_path_factory, pg_cluster, localstripe,
+        name="metadata", webhook_secret=WEBHOOK_SECRET, default_gateway="sandbox",
     )
-    localstripe.register_webhook(f"http://127.0.0.1:{port}/webhooks/stripe", WEBHOOK_SECRET,
-                                 name=f"paymux-metadata{port}")
-    running = RunningServer(settings).start()
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture

@@ -245,33 +245,26 @@ class InvoicesCore:
             if existing is not None:
                 return existing
         customer = await get_owned(s, Customer, customer_id, account_id, param="customer")
-        invoice = Invoice(
-            id=new_id("in"),
-            account_id=account_id,
-            livemode=bool(customer.livemode),
-            customer_id=customer_id,
-            subscription_id=subscription_id,
-            period_key=period_key,
-            status="draft",
-            currency=currency.upper(),
-            collection_method=collection_method,
+        invoice = _new_draft(
+            customer,
+            currency=currency,
             billing_reason=billing_reason,
             period_start_us=period_start_us,
             period_end_us=period_end_us,
+            subscription_id=subscription_id,
             coupon_id=coupon_id,
+            collection_method=collection_method,
+            now_us=now_us,
+            period_key=period_key,
             default_payment_method_id=default_payment_method_id,
             auto_advance=auto_advance,
             hosted_token=new_id("ivt", 40),
             description=description,
-            test_clock_id=customer.test_clock_id,
             # Until finalization: the days it will be due after (send_invoice).
             due_date_us=None if days_until_due is None else days_until_due * 86_400_000_000,
             metadata_=dict(metadata or {}),
             discount_amounts=[],
             tax_amounts=[],
-            attempt_count=0,
-            created_us=now_us,
-            updated_us=now_us,
         )
         s.add(invoice)
         defaults = tuple(default_tax_rate_ids or ())
@@ -311,28 +304,22 @@ class InvoicesCore:
         now (the customer's pending items in this currency, the coupon, taxes and balance
         applied), computed in memory: nothing is written, locked or numbered (a preview)."""
         customer = await get_owned(s, Customer, customer_id, account_id, param="customer")
-        invoice = Invoice(
-            id=new_id("in"),
-            account_id=account_id,
-            livemode=bool(customer.livemode),
-            customer_id=customer_id,
-            subscription_id=subscription_id,
-            status="draft",
-            currency=currency.upper(),
-            collection_method=collection_method,
+        invoice = _new_draft(
+            customer,
+            currency=currency,
             billing_reason=billing_reason,
             period_start_us=period_start_us,
             period_end_us=period_end_us,
+            subscription_id=subscription_id,
             coupon_id=coupon_id,
+            collection_method=collection_method,
+            now_us=created_us,
             auto_advance=True,
             hosted_token="",
-            test_clock_id=customer.test_clock_id,
             metadata_={},
+            # never flushed: the columns the database would default are set here
             amount_paid=0,
-            attempt_count=0,
             paid_out_of_band=False,
-            created_us=created_us,
-            updated_us=created_us,
         )
         defaults = tuple(default_tax_rate_ids or ())
         made = [
@@ -632,4 +619,42 @@ def _item_line(item: InvoiceItem) -> DraftLine:
         discountable=bool(item.discountable),
         tax_rate_ids=tuple(item.tax_rate_ids) if item.tax_rate_ids else None,
         invoice_item_id=item.id,
+    )
+
+
+def _new_draft(
+    customer: Customer,
+    *,
+    currency: str,
+    billing_reason: str,
+    period_start_us: int,
+    period_end_us: int,
+    subscription_id: str | None,
+    coupon_id: str | None,
+    collection_method: str,
+    now_us: int,
+    **columns: Any,
+) -> Invoice:
+    """A draft invoice of ``customer`` (a new id, its account, mode and test clock), the
+    columns every draft shares set here and the rest (``columns``) by the caller: the one
+    constructor of ``draft_in`` and of the in-memory ``preview``, so a new column can't be
+    set by one and missed by the other."""
+    return Invoice(
+        id=new_id("in"),
+        account_id=customer.account_id,
+        livemode=bool(customer.livemode),
+        customer_id=customer.id,
+        subscription_id=subscription_id,
+        status="draft",
+        currency=currency.upper(),
+        collection_method=collection_method,
+        billing_reason=billing_reason,
+        period_start_us=period_start_us,
+        period_end_us=period_end_us,
+        coupon_id=coupon_id,
+        test_clock_id=customer.test_clock_id,
+        attempt_count=0,
+        created_us=now_us,
+        updated_us=now_us,
+        **columns,
     )
