@@ -15,6 +15,8 @@ the throwaway PostgreSQL cluster is tests/support/pgcluster.py. This module adds
 - ``rss_mb(pid)``: resident memory; ``CpuMeter(pid)``: CPU seconds (user + system, all threads) a process used since the last
   ``lap()``; ``loadavg()``; ``machine()`` (CPUs, model, RAM, Python).
 - ``percentile(values, q)``.
+- ``in_process_paymux(url, tmp, api_key, ...)``: paymux in this process behind an httpx
+  client (ASGI transport, no worker, sandbox gateway); ``paymux_engines(core)``.
 - Load: ``have_wrk()``; ``run_wrk(url, script, ...)`` runs wrk with a Lua script (``LUA_COMMON``
   is prepended: it numbers the threads (global ``tid``, ``nthreads``) and, in ``done``,
   prints one ``WRK key=value ...`` line with requests, errors, latency percentiles and the sum
@@ -40,7 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,9 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # support.pgcluster, support.processes
 
+from paymux.api.app import create_app  # noqa: E402
+from paymux.config import Settings  # noqa: E402
+from paymux.services import Paymux  # noqa: E402
 from support import processes  # noqa: E402
 from support.processes import (  # noqa: E402
     HOST,
@@ -75,8 +80,10 @@ __all__ = [
     "databases",
     "free_port",
     "have_wrk",
+    "in_process_paymux",
     "loadavg",
     "machine",
+    "paymux_engines",
     "paymux_env",
     "paymux_server",
     "paymux_worker",
@@ -219,6 +226,46 @@ def databases(backends: Sequence[str], prefix: str = "paymux-bench-") -> Iterato
         finally:
             if pg is not None:
                 pg.stop()
+
+
+@contextlib.asynccontextmanager
+async def in_process_paymux(
+    url: str, tmp: Path, api_key: str, sandbox_name: str, **settings: Any
+) -> AsyncIterator[tuple[Paymux, httpx.AsyncClient]]:
+    """paymux in this process, on the migrated database ``url``: the ASGI app over httpx's
+    ASGI transport, no worker, the built-in sandbox gateway at zero latency (its file
+    ``sandbox_name`` under ``tmp``), log level WARNING, no rate limit, ``settings`` on top.
+    Yields the ``Paymux`` core (its engines: ``paymux_engines``) and a client that sends
+    ``api_key``; the database is disposed of on exit (bench/statements.py,
+    bench/profile_payment.py)."""
+    config = Settings(
+        database_url=url,
+        api_key=api_key,
+        sandbox_db=str(tmp / sandbox_name),
+        run_worker=False,
+        log_level="WARNING",
+        rate_limit_requests=0,
+        **settings,
+    )
+    core = Paymux(config)
+    app = create_app(config, core)
+    try:
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app),
+                base_url="http://paymux",
+                headers={"Authorization": f"Bearer {api_key}"},
+            ) as client:
+                yield core, client
+    finally:
+        await core.ctx.db.dispose()
+
+
+def paymux_engines(core: Paymux) -> list[Any]:
+    """The database engines of an in-process ``Paymux``: its writer, and its reader if
+    apart (what a statement counter attaches to)."""
+    db = core.ctx.db
+    return [db.writer] if db.reader is db.writer else [db.writer, db.reader]
 
 
 def waiting_intent_row(
@@ -453,12 +500,16 @@ def run_wrk(
         *args,
     ]
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=seconds + 60)
+        done = subprocess.run(
+            cmd, capture_output=True, text=True, check=False, timeout=seconds + 60
+        )
     finally:
         path.unlink(missing_ok=True)
     match = _WRK_LINE.search(done.stdout)
     if done.returncode != 0 or match is None:
-        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout[-2000:]}{done.stderr[-2000:]}")
+        raise RuntimeError(
+            f"wrk failed ({done.returncode}): {done.stdout[-2000:]}{done.stderr[-2000:]}"
+        )
     fields = {k: int(v) for k, v in (kv.split("=", 1) for kv in match.group(1).split())}
     errors = sum(fields[k] for k in ("connect", "read", "write", "status", "timeout"))
     counters = {

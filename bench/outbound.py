@@ -77,6 +77,39 @@ RECEIVER = textwrap.dedent(
 )
 
 
+# ``python -c PROFILED out worker``: paymux's CLI sampled every 2 ms of its CPU time
+# (SIGPROF), each sample's stack counted; written at stop as collapsed stacks ("a;b;c N"
+# lines, leaf last: flame-graph input). Sampling, not cProfile: tracing every call distorts
+# small functions and cannot follow SQLAlchemy's greenlets.
+PROFILED = textwrap.dedent(
+    """
+    import collections, signal, sys
+    from paymux.cli import main
+    out = sys.argv[1]
+    sys.argv = ["paymux", *sys.argv[2:]]
+    stacks = collections.Counter()
+    def sample(signum, frame):
+        names = []
+        while frame is not None:
+            code = frame.f_code
+            names.append(f"{code.co_filename.rsplit('/', 2)[-1]}:{code.co_name}")
+            frame = frame.f_back
+        stacks[";".join(reversed(names))] += 1
+    signal.signal(signal.SIGPROF, sample)
+    signal.setitimer(signal.ITIMER_PROF, 0.002, 0.002)
+    try:
+        main()
+    except SystemExit:
+        pass
+    finally:
+        signal.setitimer(signal.ITIMER_PROF, 0, 0)
+        with open(out, "w") as f:
+            for stack, n in stacks.items():
+                f.write(f"{stack} {n}\\n")
+    """
+)
+
+
 def postgres_cpu(datadir: Path | None) -> float:
     """CPU seconds the PostgreSQL cluster used so far: the postmaster's own and its reaped
     children's (``cutime``/``cstime``: backends that ended), plus its live children's.
@@ -164,6 +197,7 @@ def run_one(
     datadir: Path | None = None,
     workers: int = 1,
     per_endpoint: int = 0,
+    profile: Path | None = None,
 ) -> None:
     keys = generate_key_entry("bench")
     port = free_port()
@@ -181,9 +215,15 @@ def run_one(
             PAYMUX_WEBHOOK_POLL_INTERVAL="0.05",
         )
         pool = [
-            paymux_worker(f"worker{i}", env, tmp / f"worker{i}-{backend}-{endpoints}.log").spawn()
+            paymux_worker(f"worker{i}", env, tmp / f"worker{i}-{backend}-{endpoints}.log")
             for i in range(workers)
         ]
+        if profile is not None:  # each worker sampled (PROFILED), written when it stops
+            for i, w in enumerate(pool):
+                out = profile / f"worker{i}-{backend}-{endpoints}.stacks"
+                w.cmd[1:] = ["-c", PROFILED, str(out), *w.cmd[3:]]
+        for w in pool:
+            w.spawn()
         started = time.monotonic()
         receiver_cpu0 = cpu_seconds(receiver.pid)
         peak = 0.0
@@ -248,6 +288,9 @@ def main() -> None:
         default=0,
         help="per endpoint; 0: max(4, max-in-flight / endpoints)",
     )
+    parser.add_argument(
+        "--profile", type=Path, default=None, help="directory: each worker's sampled stacks"
+    )
     args = parser.parse_args()
     backends = [b for b in args.backends.split(",") if b]
     print(f"{machine()}; load average {loadavg():.1f}", flush=True)
@@ -268,6 +311,7 @@ def main() -> None:
                     datadir,
                     args.workers,
                     args.endpoint_concurrency,
+                    args.profile,
                 )
             if args.backlog:
                 url = dbs.url(backend, "outbound_backlog")
@@ -283,6 +327,7 @@ def main() -> None:
                     datadir,
                     args.workers,
                     args.endpoint_concurrency,
+                    args.profile,
                 )
 
 

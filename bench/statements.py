@@ -34,11 +34,8 @@ from sqlalchemy import event
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from common import databases
+from common import databases, in_process_paymux, paymux_engines
 
-from paymux.api.app import create_app
-from paymux.config import Settings
-from paymux.services import Paymux
 from paymux.storage.migrate import upgrade
 
 API_KEY = "sk_test_statements" + "0" * 16
@@ -79,24 +76,8 @@ def kind(sql: str) -> str:
     return sql.split(" ", 1)[0].upper()
 
 
-async def measure(
-    url: str, tmp: Path, n: int, idempotency: bool, show: bool, cpu_n: int
-) -> None:
-    settings = Settings(
-        database_url=url,
-        api_key=API_KEY,
-        sandbox_db=str(tmp / f"sandbox-{abs(hash(url))}.db"),
-        run_worker=False,
-        log_level="WARNING",
-        rate_limit_requests=0,
-    )
-    core = Paymux(settings)
+async def measure(url: str, tmp: Path, n: int, idempotency: bool, show: bool, cpu_n: int) -> None:
     counter = Counter()
-    counter.attach(core.ctx.db.writer)
-    if core.ctx.db.reader is not core.ctx.db.writer:
-        counter.attach(core.ctx.db.reader)
-    app = create_app(settings, core)
-    headers = {"Authorization": f"Bearer {API_KEY}"}
     serial = 0
 
     async def payment(client: httpx.AsyncClient) -> str:
@@ -104,9 +85,7 @@ async def measure(
         serial += 1
         extra = {"Idempotency-Key": f"stm-{serial}-c"} if idempotency else {}
         r = await client.post(
-            "/v1/payment_intents",
-            json={"amount": 2000, "currency": "usd"},
-            headers={**headers, **extra},
+            "/v1/payment_intents", json={"amount": 2000, "currency": "usd"}, headers=extra
         )
         r.raise_for_status()
         pi = r.json()["id"]
@@ -114,46 +93,45 @@ async def measure(
         r = await client.post(
             f"/v1/payment_intents/{pi}/confirm",
             json={"payment_method": "pm_card_visa"},
-            headers={**headers, **extra},
+            headers=extra,
         )
         r.raise_for_status()
         assert r.json()["status"] == "succeeded", r.text
         return str(pi)
 
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://paymux") as client:
-            for _ in range(5):
-                pi = await payment(client)
-            counter.on = True
-            for _ in range(n):
+    sandbox = f"sandbox-{abs(hash(url))}.db"
+    async with in_process_paymux(url, tmp, API_KEY, sandbox) as (core, client):
+        for engine in paymux_engines(core):
+            counter.attach(engine)
+        for _ in range(5):
+            pi = await payment(client)
+        counter.on = True
+        for _ in range(n):
+            await payment(client)
+        counter.on = False
+        pay_log, counter.log = counter.log, []
+        counter.on = True
+        for _ in range(n):
+            (await client.get(f"/v1/payment_intents/{pi}")).raise_for_status()
+        counter.on = False
+        get_log = counter.log
+        cpu_pay = cpu_get = 0.0
+        if cpu_n:
+            start = time.process_time()
+            for _ in range(cpu_n):
                 await payment(client)
+            cpu_pay = (time.process_time() - start) / cpu_n * 1000
+            start = time.process_time()
+            for _ in range(cpu_n):
+                (await client.get(f"/v1/payment_intents/{pi}")).raise_for_status()
+            cpu_get = (time.process_time() - start) / cpu_n * 1000
+        if show:
+            counter.log, counter.on = [], True
+            await payment(client)
             counter.on = False
-            pay_log, counter.log = counter.log, []
-            counter.on = True
-            for _ in range(n):
-                (await client.get(f"/v1/payment_intents/{pi}", headers=headers)).raise_for_status()
-            counter.on = False
-            get_log = counter.log
-            cpu_pay = cpu_get = 0.0
-            if cpu_n:
-                start = time.process_time()
-                for _ in range(cpu_n):
-                    await payment(client)
-                cpu_pay = (time.process_time() - start) / cpu_n * 1000
-                start = time.process_time()
-                for _ in range(cpu_n):
-                    r = await client.get(f"/v1/payment_intents/{pi}", headers=headers)
-                    r.raise_for_status()
-                cpu_get = (time.process_time() - start) / cpu_n * 1000
-            if show:
-                counter.log, counter.on = [], True
-                await payment(client)
-                counter.on = False
-                print("  one payment:")
-                for sql in counter.log:
-                    print("    " + (sql if len(sql) < 140 else sql[:137] + "..."))
-    await core.ctx.db.dispose()
+            print("  one payment:")
+            for sql in counter.log:
+                print("    " + (sql if len(sql) < 140 else sql[:137] + "..."))
     for name, entries in (("payment (create + confirm)", pay_log), ("GET one intent", get_log)):
         kinds = collections.Counter(kind(s) for s in entries)
         total = len(entries)

@@ -22,6 +22,7 @@ from rich.table import Table
 
 from paymux.cli_connections import connections_cli
 from paymux.cli_outbound import add_listen_command, add_outbound_commands
+from paymux.cli_users import login_hint, users_cli
 from paymux.config import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ add_listen_command(cli)  # paymux listen --forward-to (outbound)
 jobs_cli = typer.Typer(help="The job queue: list jobs, retry dead ones.", no_args_is_help=True)
 cli.add_typer(jobs_cli, name="jobs")
 cli.add_typer(connections_cli, name="connections")
+cli.add_typer(users_cli, name="users")  # dashboard users (issue 15)
 console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
@@ -266,6 +268,7 @@ def serve(
         f"API docs: {base}/docs   OpenAPI: {base}/openapi.json   "
         f"Sandbox card form: {base}/sandbox/elements"
     )
+    console.print(login_hint(settings, base), markup=False)
     loop, http = _event_loop_and_parser()
     if workers > 1:
         jobs = "each with a job worker" if settings.run_worker else "no job worker"

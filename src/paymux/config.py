@@ -196,6 +196,11 @@ class Settings(BaseSettings):
         description="For the Web Payments SDK in the browser (sandbox-sq0idb-... / sq0idp-...).",
         validation_alias=AliasChoices("SQUARE_APPLICATION_ID", "PAYMUX_SQUARE_APPLICATION_ID"),
     )
+    # The providers' browser SDKs the hosted checkout page loads (docs/checkout.md); the page's
+    # CSP names the configured URL's origin. Unset: the providers' own (www.paypal.com/sdk/js;
+    # Square's web.squarecdn.com, sandbox.web.squarecdn.com in its sandbox).
+    paypal_js_url: str | None = None
+    square_js_url: str | None = None
     webhook_tolerance_seconds: int = 300
     # Outbound webhooks to merchants' endpoints (paymux/outbound, docs/webhooks.md).
     webhook_retry_schedule: str = Field(

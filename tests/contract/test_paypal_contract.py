@@ -155,9 +155,16 @@ def test_creating_an_order_in_whole_units_is_valid(prism: Prism) -> None:
     assert json.loads(rec.exchanges[0][0].content)["purchase_units"][0]["amount"]["value"] == "1050"
 
 
+# An approved card order whose 3-D Secure PayPal's table says to continue with (liability
+# POSSIBLE after an authenticated challenge): what the capture or authorize is then sent with.
+_AUTHENTICATED = {"id": ORDER_ID, "status": "APPROVED", "payment_source": {"card": {
+    "authentication_result": {"liability_shift": "POSSIBLE", "three_d_secure": {
+        "enrollment_status": "Y", "authentication_status": "Y"}}}}}
+
+
 def test_capturing_an_approved_order_is_valid_and_its_placeholder_parses(prism: Prism) -> None:
-    result, rec = run(prism, lambda g: g.authorize(
-        _authorize(ORDER_ID, True, ORDER_ID), idempotency_key="pi_contract:authorize:1"))
+    result, rec = run(prism, lambda g: g._complete_order(
+        ORDER_ID, True, "pi_contract:authorize:1", 1000, _AUTHENTICATED))
     rec.assert_all_valid()
     assert rec.calls() == [f"POST /v2/checkout/orders/{ORDER_ID}/capture"]
     # Prism's order holds a COMPLETED capture with id "string" and an unreadable amount.
@@ -166,12 +173,60 @@ def test_capturing_an_approved_order_is_valid_and_its_placeholder_parses(prism: 
 
 
 def test_authorizing_an_approved_order_is_valid(prism: Prism) -> None:
-    result, rec = run(prism, lambda g: g.authorize(
-        _authorize(ORDER_ID, False, ORDER_ID), idempotency_key="pi_contract:authorize:1"))
+    result, rec = run(prism, lambda g: g._complete_order(
+        ORDER_ID, False, "pi_contract:authorize:1", 1000, _AUTHENTICATED))
     rec.assert_all_valid()
     assert rec.calls() == [f"POST /v2/checkout/orders/{ORDER_ID}/authorize"]
     assert (result.status, result.reference) == (GatewayStatus.REQUIRES_CAPTURE, "string")
     assert result.amount_authorized == 1000
+
+
+@pytest.mark.parametrize("capture", [True, False])
+def test_an_approved_order_is_read_first_and_its_3ds_result_decides(
+    prism: Prism, capture: bool
+) -> None:
+    """Confirming with an order reads it first (GET, valid against PayPal's spec).
+    Prism's placeholder card says liability_shift NO after enrollment Y / authentication Y,
+    which PayPal's recommended action says not to continue with, but the placeholder order
+    is not an APPROVED one with no payment (status CREATED, holding payments): the refusal
+    applies only to an approved, unpaid order, so the capture or authorize is sent and
+    PayPal's answer decides (an order already paid is reported as it stands)."""
+    result, rec = run(prism, lambda g: g.authorize(
+        _authorize(ORDER_ID, capture, ORDER_ID), idempotency_key="pi_contract:authorize:1"))
+    rec.assert_all_valid()
+    action = "capture" if capture else "authorize"
+    get = json.loads(rec.exchanges[0][1].content)
+    assert (get["status"], bool(get["purchase_units"][0]["payments"])) == ("CREATED", True)
+    assert rec.calls() == [
+        f"GET /v2/checkout/orders/{ORDER_ID}",
+        f"POST /v2/checkout/orders/{ORDER_ID}/{action}",
+    ]
+    assert result.decline is None
+    assert result.status is (
+        GatewayStatus.SUCCEEDED if capture else GatewayStatus.REQUIRES_CAPTURE
+    )
+
+
+def test_a_saved_card_order_asking_for_3ds_and_a_merchant_initiated_one_are_valid(
+    prism: Prism,
+) -> None:
+    """payment_source.card.attributes.verification.method (SCA_ALWAYS) on session, and
+    stored_credential.previous_network_transaction_reference off session, against the spec."""
+    on = AuthorizeRequest(amount=Money(1000, "USD"), payment_method_token=f"card:{VAULT_ID}",
+                          capture=True, reference="pi_contract", request_three_d_secure="any")
+    off = AuthorizeRequest(amount=Money(1000, "USD"), payment_method_token=f"card:{VAULT_ID}",
+                           capture=True, reference="pi_contract", off_session=True,
+                           network_transaction_id="120242545218431")
+    for request in (on, off):
+        _, rec = run(prism, lambda g, r=request: g.authorize(
+            r, idempotency_key="pi_contract:authorize:1"))
+        rec.assert_all_valid()
+        sent = json.loads(rec.exchanges[0][0].content)["payment_source"]["card"]
+        if request is on:
+            assert sent["attributes"] == {"verification": {"method": "SCA_ALWAYS"}}
+        else:
+            assert sent["stored_credential"]["previous_network_transaction_reference"] == {
+                "id": "120242545218431"}
 
 
 @pytest.mark.parametrize(("token", "kind"), [(f"paypal:{VAULT_ID}", "paypal"),

@@ -249,6 +249,27 @@ def test_create_payment_with_a_buyer_verification_token_is_valid(prism: Prism) -
     assert body["verification_token"] == "verf:CA4SEK2NCXhvJTdoSRWfqmBm0y8gAQ"
 
 
+def test_a_merchant_initiated_payment_is_flagged_as_not_customer_initiated(prism: Prism) -> None:
+    """3-D Secure (issue 12): an off-session charge of a card on file says so with
+    CreatePayment's customer_details, valid against Square's spec."""
+    _, seen = drive(prism, lambda g: g.authorize(
+        authorize_request(payment_method_token="ccof:GaJGNaZa8x4OgDJn4GB",
+                          customer_token="W92WH6P11H4Z77CTET0RNTGFW8", off_session=True),
+        idempotency_key=f"{PI}:authorize:4"))
+    [body] = valid(seen, ("POST", "/v2/payments"))
+    assert body["customer_details"] == {"customer_initiated": False}
+
+
+def test_3ds_asked_without_a_verify_buyer_token_sends_nothing(prism: Prism) -> None:
+    result, seen = drive(prism, lambda g: g.authorize(
+        authorize_request(request_three_d_secure="challenge"),
+        idempotency_key=f"{PI}:authorize:5"))
+    assert seen == []
+    assert result.status is GatewayStatus.FAILED
+    assert result.decline is not None
+    assert result.decline.gateway_code == "CARD_DECLINED_VERIFICATION_REQUIRED"
+
+
 def test_list_payments_for_a_lookup_is_valid(prism: Prism) -> None:
     found, seen = drive(prism, lambda g: g.lookup(PI, f"{PI}:authorize:1"))
     [_] = valid(seen, ("GET", "/v2/payments"))

@@ -404,9 +404,9 @@ def test_a_crash_between_the_payment_and_the_session_row_resumes_the_same_paymen
 
 
 def test_a_session_routed_to_a_gateway_without_a_form_here_takes_no_card(api: Api) -> None:
-    """The page has the sandbox's form and Stripe.js's Element, not PayPal's or Square's
-    yet: a session whose payment went to PayPal (the row moved, as routing would have sent
-    it) shows no card form and refuses the page's confirm."""
+    """A session whose payment was moved to PayPal (the row moved, as routing would have
+    sent it) has no PayPal order for the buttons to approve (nor a PayPal connection here):
+    the page shows no card form and refuses the page's confirm."""
     cs = session(api)
     api.server.sql("update payment_intents set gateway = 'paypal' where id = :i",
                    i=cs["payment_intent"])

@@ -6,19 +6,27 @@ the clock. Each delivery is checked with the official ``standardwebhooks`` verif
 
 The schedule is stated here independently of paymux/outbound/schedule.py: Standard Webhooks'
 example (5 s, 5 min, 30 min, 2 h, 5 h, then 10 h) with 11 retries, about 3 days.
+
+Also: an answer holding a NUL (PostgreSQL's text refuses it) is stored replaced and costs no
+other endpoint its outcome; a batch the database refuses is recorded one outcome at a time;
+a hanging connect is reported as a connect timeout; signing secrets are never logged.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+import logging
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import standardwebhooks
 
-from paymux.outbound.delivery import DeliveryRunner
+from paymux.outbound.delivery import DeliveryRunner, Outcome, Send
+from paymux.outbound.dispatch import dispatch_once
 from paymux.security.envelope import generate_key_entry
 from support.databases import migrated_database_fixture
 from support.harness import Harness
@@ -29,12 +37,18 @@ DAY = 24 * 3600
 
 
 db = migrated_database_fixture("outbound")
+pg = migrated_database_fixture("outbound_pg", ["postgres"])
+sqlite = migrated_database_fixture("outbound_sqlite", ["sqlite"])
+
+REPLACEMENT = "\ufffd"  # what a NUL in an answer is stored as
 
 
 @asynccontextmanager
-async def paymux(url: str, tmp: Path) -> AsyncIterator[tuple[Harness, DeliveryRunner]]:
+async def paymux(
+    url: str, tmp: Path, **settings: Any
+) -> AsyncIterator[tuple[Harness, DeliveryRunner]]:
     async with Harness.open(
-        url, tmp, encryption_keys=generate_key_entry("k1"), webhook_retry_jitter=0.0
+        url, tmp, encryption_keys=generate_key_entry("k1"), webhook_retry_jitter=0.0, **settings
     ) as h:
         runner = DeliveryRunner(h.app.ctx, h.app.webhook_endpoints)
         try:
@@ -114,9 +128,7 @@ def test_a_failing_endpoint_is_retried_on_the_schedule_then_given_up(
     run(main())
 
 
-def test_a_receiver_that_recovers_gets_every_event_each_verified(
-    db: str, tmp_path: Path
-) -> None:
+def test_a_receiver_that_recovers_gets_every_event_each_verified(db: str, tmp_path: Path) -> None:
     """The receiver fails its first 4 requests, then recovers: every event arrives, each
     request verifies with the official Standard Webhooks verifier, the payload is Stripe's
     event object, and an event that arrived twice carries the same id both times."""
@@ -198,7 +210,12 @@ def test_an_endpoint_failing_for_five_days_without_a_break_is_disabled(
     run(main())
 
 
-def test_410_gone_disables_the_endpoint_at_once(db: str, tmp_path: Path) -> None:
+def test_410_gone_disables_the_endpoint_at_once(
+    db: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 410 disables the endpoint: no retry, a webhook_endpoint.disabled event, a log line
+    naming the endpoint and why."""
+
     async def main() -> None:
         with Receiver(always(410, "gone")) as rx:
             async with paymux(db, tmp_path) as (h, runner):
@@ -213,6 +230,8 @@ def test_410_gone_disables_the_endpoint_at_once(db: str, tmp_path: Path) -> None
                 assert (view["status"], view["disabled_reason"]) == ("disabled", "gone")
                 disabled = await event_ids(h, "webhook_endpoint.disabled")
                 assert len(disabled) == 1
+                lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+                assert f"webhook endpoint {ep['id']} disabled (gone)" in lines
                 # Enabled again by the merchant, it receives new events.
                 rx.respond = always(200, "")
                 r = await h.post(f"/v1/webhook_endpoints/{ep['id']}", {"disabled": False})
@@ -263,7 +282,9 @@ def test_live_endpoints_cannot_reach_private_addresses_even_through_dns(
                 assert r.status_code == 200, r.text
                 ep = r.json()
                 assert ep["livemode"] is True
-                r = await h.http.post("/v1/customers", json={"email": "x@example.com"}, headers=live)
+                r = await h.http.post(
+                    "/v1/customers", json={"email": "x@example.com"}, headers=live
+                )
                 assert r.status_code == 200, r.text
                 await runner.drain()
                 assert rx.requests() == []
@@ -275,3 +296,321 @@ def test_live_endpoints_cannot_reach_private_addresses_even_through_dns(
                 assert rows[0][1].startswith("blocked:")
 
     run(main())
+
+
+def test_any_2xx_is_delivered_and_a_redirect_is_a_failure_not_followed(
+    db: str, tmp_path: Path
+) -> None:
+    """202, 204 and 299 each count as delivered (no retry, a day later); a 302 is a failed
+    attempt, its Location never requested (the target receiver sees nothing), retried."""
+
+    async def redirecting(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        await reader.readexactly(length)
+        writer.write(
+            b"HTTP/1.1 302 Found\r\nlocation: " + target.url.encode() + b"\r\n"
+            b"content-length: 0\r\nconnection: close\r\n\r\n"
+        )
+        await writer.drain()
+        writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(redirecting, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        codes = [202, 204, 299]
+        try:
+            with Receiver(lambda n: (codes[n % 3], "")) as rx:
+                async with paymux(db, tmp_path) as (h, runner):
+                    ok = await endpoint(h, rx.url)
+                    moved = await endpoint(h, f"http://127.0.0.1:{port}/hooks")
+                    for i in range(3):
+                        await customer(h, f"r{i}@example.com")
+                    await runner.drain()
+                    h.advance(DAY)
+                    await runner.drain()
+                    assert sorted(q.status for q in rx.requests()) == codes  # none again
+                    assert target.requests() == []
+                    ok_rows = await h.sql(
+                        "select status from webhook_deliveries where endpoint_id = :e",
+                        e=ok["id"],
+                    )
+                    assert [r[0] for r in ok_rows] == ["delivered"] * 3
+                    moved_rows = await h.sql(
+                        "select status, http_status from webhook_attempts where endpoint_id = :e",
+                        e=moved["id"],
+                    )
+                    # 3 events, each tried at once and retried over the day (5 s ... 2 h, 5 h...)
+                    assert len(moved_rows) > 3
+                    assert {tuple(r) for r in moved_rows} == {("failed", 302)}
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    with Receiver() as target:
+        run(main())
+
+
+def test_a_request_past_the_total_timeout_is_a_failed_attempt_retried_on_schedule(
+    db: str, tmp_path: Path
+) -> None:
+    """The endpoint answers after 2 s, the total timeout is 0.5 s: the attempt is failed
+    with a timeout error and no status, and the delivery is due again 5 s later (the first
+    retry), not delivered."""
+
+    async def main() -> None:
+        with Receiver(delay=2.0) as rx:
+            async with paymux(db, tmp_path, webhook_timeout=0.5) as (h, runner):
+                ep = await endpoint(h, rx.url)
+                await customer(h)
+                sent_at = h.clock.now_us()
+                await runner.drain()
+                assert len(rx.requests()) == 1
+                rows = await h.sql(
+                    "select status, http_status, error from webhook_attempts where endpoint_id = :e",
+                    e=ep["id"],
+                )
+                assert len(rows) == 1
+                status, http_status, error = rows[0]
+                assert (status, http_status) == ("failed", None)
+                assert error.startswith("timeout")
+                due = await h.sql(
+                    "select status, next_attempt_us from webhook_deliveries where endpoint_id = :e",
+                    e=ep["id"],
+                )
+                assert [tuple(r) for r in due] == [("pending", sent_at + RETRIES[0] * 1_000_000)]
+
+    run(main())
+
+
+def test_a_time_range_replayed_to_one_endpoint_sends_those_events_again(
+    db: str, tmp_path: Path
+) -> None:
+    """Three events 100 s apart, delivered to two endpoints; a replay of the middle 100 s to
+    the first endpoint sends it the middle event again (same id) and nothing else; the other
+    endpoint gets nothing more."""
+
+    async def main() -> None:
+        with Receiver() as rx1, Receiver() as rx2:
+            async with paymux(db, tmp_path) as (h, runner):
+                ep1 = await endpoint(h, rx1.url, enabled_events=["customer.created"])
+                await endpoint(h, rx2.url, enabled_events=["customer.created"])
+                start = h.clock.now_us() // 1_000_000
+                ids = []
+                for i in range(3):
+                    ids.append(await customer(h, f"t{i}@example.com"))
+                    h.advance(100)
+                await runner.drain()
+                assert len(rx1.requests()) == len(rx2.requests()) == 3
+                r = await h.post(
+                    f"/v1/webhook_endpoints/{ep1['id']}/replay",
+                    {"created_gte": start + 50, "created_lte": start + 150},
+                )
+                assert r.status_code == 200, r.text
+                assert h.body(r)["queued"] == 1
+                await runner.drain()
+                again = rx1.requests()[3:]
+                assert [q.event["data"]["object"]["id"] for q in again] == [ids[1]]
+                first = [q for q in rx1.requests()[:3] if q.event["data"]["object"]["id"] == ids[1]]
+                assert again[0].headers["webhook-id"] == first[0].headers["webhook-id"]
+                assert len(rx2.requests()) == 3
+
+    run(main())
+
+
+# -- what is recorded when an answer or the database misbehaves; what is never logged ----
+
+
+async def deliveries(h: Harness, endpoint_id: str) -> list[tuple[str, int]]:
+    rows = await h.sql(
+        "select status, attempts from webhook_deliveries where endpoint_id = :e", e=endpoint_id
+    )
+    return [(r[0], r[1]) for r in rows]
+
+
+async def attempts(h: Harness, endpoint_id: str) -> list[tuple[Any, ...]]:
+    rows = await h.sql(
+        "select status, http_status, response_body, error from webhook_attempts"
+        " where endpoint_id = :e order by created_us",
+        e=endpoint_id,
+    )
+    return [tuple(r) for r in rows]
+
+
+def test_a_nul_in_one_endpoints_answer_is_stored_replaced_and_loses_no_outcome(
+    db: str, tmp_path: Path
+) -> None:
+    """X answers 200 with a NUL in its body, Y answers 200 'ok', for one event. Both are
+    delivered once, both outcomes recorded; X's body is stored with U+FFFD for the NUL.
+    Nothing is sent again once the leases have run out."""
+
+    async def main() -> None:
+        with Receiver(lambda n: (200, "bad\x00body")) as rx_x, Receiver() as rx_y:
+            async with paymux(db, tmp_path) as (h, runner):
+                x = await endpoint(h, rx_x.url, enabled_events=["customer.created"])
+                y = await endpoint(h, rx_y.url, enabled_events=["customer.created"])
+                await customer(h, "nul@example.com")
+                await runner.drain()
+                h.advance(runner.lease_us / 1e6 + 1)
+                await runner.drain()
+                assert len(rx_x.requests()) == 1
+                assert len(rx_y.requests()) == 1
+                assert await deliveries(h, x["id"]) == [("delivered", 1)]
+                assert await deliveries(h, y["id"]) == [("delivered", 1)]
+                assert await attempts(h, x["id"]) == [
+                    ("succeeded", 200, f"bad{REPLACEMENT}body", None)
+                ]
+                assert await attempts(h, y["id"]) == [("succeeded", 200, "ok", None)]
+
+    asyncio.run(main())
+
+
+def test_a_nul_in_an_error_is_stored_replaced_and_the_retry_scheduled(
+    db: str, tmp_path: Path
+) -> None:
+    """A failed outcome whose error text holds a NUL: the attempt is recorded (NUL
+    replaced) and the delivery's retry scheduled, 5 s later (the schedule's first step)."""
+
+    async def main() -> None:
+        with Receiver() as rx:
+            async with paymux(db, tmp_path) as (h, runner):
+                ep = await endpoint(h, rx.url, enabled_events=["customer.created"])
+                await customer(h, "err@example.com")
+                assert await dispatch_once(h.app.ctx) >= 1
+                [job] = await runner._claim(10, 4)
+                runner.finished.append((job, Outcome(False, None, 3, None, "reset\x00by peer")))
+                sent_at = h.clock.now_us()
+                assert await runner.flush() == 1
+                assert await attempts(h, ep["id"]) == [
+                    ("failed", None, None, f"reset{REPLACEMENT}by peer")
+                ]
+                rows = await h.sql(
+                    "select status, attempts, next_attempt_us from webhook_deliveries"
+                    " where endpoint_id = :e",
+                    e=ep["id"],
+                )
+                assert [tuple(r) for r in rows] == [("pending", 1, sent_at + 5_000_000)]
+
+    asyncio.run(main())
+
+
+def test_a_batch_the_database_refuses_is_recorded_one_outcome_at_a_time(
+    pg: str, tmp_path: Path
+) -> None:
+    """Two sends finish together; one outcome holds a value PostgreSQL refuses (a latency
+    past its integer range). The batch's transaction fails; the other outcome is still
+    recorded (its delivery delivered), and only the refused one's delivery stays leased,
+    to be sent again when its lease runs out."""
+
+    async def main() -> None:
+        with Receiver() as rx_bad, Receiver() as rx_good:
+            async with paymux(pg, tmp_path) as (h, runner):
+                bad = await endpoint(h, rx_bad.url, enabled_events=["customer.created"])
+                good = await endpoint(h, rx_good.url, enabled_events=["customer.created"])
+                await customer(h, "batch@example.com")
+                assert await dispatch_once(h.app.ctx) >= 1
+                jobs: dict[str, Send] = {j.endpoint_id: j for j in await runner._claim(10, 4)}
+                assert set(jobs) == {bad["id"], good["id"]}
+                runner.finished += [
+                    (jobs[bad["id"]], Outcome(True, 200, 2**40, "ok", None)),
+                    (jobs[good["id"]], Outcome(True, 200, 7, "ok", None)),
+                ]
+                assert await runner.flush() == 2
+                assert await deliveries(h, good["id"]) == [("delivered", 1)]
+                assert await attempts(h, good["id"]) == [("succeeded", 200, "ok", None)]
+                assert await deliveries(h, bad["id"]) == [("pending", 0)]
+                assert await attempts(h, bad["id"]) == []
+
+    asyncio.run(main())
+
+
+@contextmanager
+def listener_with_full_backlog() -> Iterator[int]:
+    """A loopback port whose accept queue is full: the kernel drops new SYNs, so a connect
+    to it hangs (no sleeping server needed). Its port."""
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(0)
+    port = int(lsock.getsockname()[1])
+    fillers = []
+    try:
+        for _ in range(3):
+            f = socket.socket()
+            f.setblocking(False)
+            try:
+                f.connect(("127.0.0.1", port))
+            except BlockingIOError:
+                pass
+            fillers.append(f)
+        yield port
+    finally:
+        for f in fillers:
+            f.close()
+        lsock.close()
+
+
+def test_a_hanging_connect_is_reported_as_a_connect_timeout(sqlite: str, tmp_path: Path) -> None:
+    """Connect timeout 0.3 s, total 20 s, an endpoint whose connect hangs: the attempt is a
+    failure saying 'connect timeout after 0.3 s' (not 'no answer within 20 s'), and the
+    retry is scheduled."""
+
+    async def main() -> None:
+        with listener_with_full_backlog() as port:
+            async with paymux(
+                sqlite, tmp_path, webhook_connect_timeout=0.3, webhook_timeout=20
+            ) as (h, runner):
+                ep = await endpoint(
+                    h, f"http://127.0.0.1:{port}/hooks", enabled_events=["customer.created"]
+                )
+                await customer(h, "slow@example.com")
+                await runner.drain()
+                assert await attempts(h, ep["id"]) == [
+                    ("failed", None, None, "connect timeout after 0.3 s")
+                ]
+                assert await deliveries(h, ep["id"]) == [("pending", 1)]
+
+    asyncio.run(main())
+
+
+def test_endpoint_secrets_never_appear_in_logs(
+    db: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Everything logged at DEBUG and up while an endpoint is created, its secret rolled
+    with a grace period, two deliveries answered 500 and a retry answered 410 (the endpoint
+    disabled): no whsec_ secret, nor its base64 body, in any record or traceback."""
+    caplog.set_level(logging.DEBUG)
+
+    async def main() -> list[str]:
+        with Receiver(lambda n: (500, "no") if n < 2 else (410, "gone")) as rx:
+            async with paymux(db, tmp_path) as (h, runner):
+                ep = await endpoint(h, rx.url)
+                secrets = [str(ep["secret"])]
+                r = await h.post(
+                    f"/v1/webhook_endpoints/{ep['id']}/roll_secret", {"grace_period": 600}
+                )
+                assert r.status_code == 200, r.text
+                secrets.append(str(h.body(r)["secret"]))
+                await customer(h, "s1@example.com")
+                await customer(h, "s2@example.com")
+                await runner.drain()
+                h.advance(60)
+                await runner.drain()
+                assert [q.status for q in rx.requests()][:3] == [500, 500, 410]
+                rows = await h.sql("select status from webhook_endpoints where id = :e", e=ep["id"])
+                assert [r[0] for r in rows] == ["disabled"]
+                return secrets
+
+    secrets = asyncio.run(main())
+    assert all(s.startswith("whsec_") for s in secrets) and secrets[0] != secrets[1]
+    # The capture works: the disable's warning is among the records.
+    assert any("disabled (gone)" in rec.getMessage() for rec in caplog.records)
+    text = caplog.text + "\n".join(
+        rec.getMessage() + repr(rec.args) + str(rec.exc_text or "") for rec in caplog.records
+    )
+    for secret in secrets:
+        assert secret not in text
+        assert secret.removeprefix("whsec_") not in text

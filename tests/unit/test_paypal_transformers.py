@@ -303,7 +303,7 @@ def test_every_post_carries_the_paypal_request_id_of_its_step() -> None:
         await gateway.aclose()
 
     asyncio.run(run())
-    [capture] = sent
+    [capture] = [request for request in sent if request.method == "POST"]
     assert capture.url.path == "/v2/checkout/orders/5O190127TN364715T/capture"
     assert capture.headers["paypal-request-id"] == "pi_123:authorize:1"
     assert capture.headers["prefer"] == "return=representation"
@@ -829,11 +829,13 @@ def test_paypal_keeps_a_request_id_six_hours_and_lookup_asks_nothing() -> None:
 def test_payer_action_required_at_capture_of_an_order_token_stays_a_decline() -> None:
     """The buyer approves again in PayPal's window and the page confirms again (a new
     attempt); the order is kept as the reference."""
-    seam = Seam({f"POST /v2/checkout/orders/{ORDER}/capture": _unprocessable("PAYER_ACTION_REQUIRED")})
+    seam = Seam({f"GET /v2/checkout/orders/{ORDER}": httpx.Response(200, json=_order("APPROVED")),
+                 f"POST /v2/checkout/orders/{ORDER}/capture": _unprocessable("PAYER_ACTION_REQUIRED")})
     result = _run(seam, lambda g: g.authorize(_request(), idempotency_key="pi_123:authorize:1"))
     assert (result.status, result.reference) == (GatewayStatus.FAILED, ORDER)
     assert result.decline is not None and result.decline.gateway_code == "PAYER_ACTION_REQUIRED"
-    assert seam.calls() == [f"POST /v2/checkout/orders/{ORDER}/capture"]
+    assert seam.calls() == [f"GET /v2/checkout/orders/{ORDER}",
+                            f"POST /v2/checkout/orders/{ORDER}/capture"]
 
 
 def _vault_request(gateway_reference: str | None, capture: bool = True) -> AuthorizeRequest:

@@ -57,7 +57,8 @@ def test_authorize_body_is_the_whole_request() -> None:
         off_session=True,
         setup_future_usage="off_session",
         return_url="https://shop.example/back",
-        request_three_d_secure=True,
+        request_three_d_secure="challenge",
+        network_transaction_id="ntx_first",
     )
     assert transformers.authorize_body(request) == {
         "amount": 1999,
@@ -69,7 +70,8 @@ def test_authorize_body_is_the_whole_request() -> None:
         "off_session": True,
         "setup_future_usage": "off_session",
         "return_url": "https://shop.example/back",
-        "request_three_d_secure": True,
+        "request_three_d_secure": "challenge",
+        "network_transaction_id": "ntx_first",
     }
 
 

@@ -520,7 +520,7 @@ THREE_DS = {"card": {"request_three_d_secure": "any"}}
 
 def test_confirm_params_ask_for_3ds_when_told() -> None:
     assert transformers.confirm_params(
-        _request(request_three_d_secure=True, return_url="https://shop.example/r")
+        _request(request_three_d_secure="any", return_url="https://shop.example/r")
     ) == {
         "payment_method": "pm_card_visa",
         "return_url": "https://shop.example/r",
@@ -531,7 +531,7 @@ def test_confirm_params_ask_for_3ds_when_told() -> None:
 
 def test_update_then_confirm_holds_an_authorize_only_payment_and_asks_for_3ds() -> None:
     update, confirm = transformers.update_then_confirm_params(
-        _request(capture=False, request_three_d_secure=True)
+        _request(capture=False, request_three_d_secure="any")
     )
     assert update == {"payment_method": "pm_card_visa", "capture_method": "manual"}
     assert confirm == {"payment_method_options": THREE_DS}

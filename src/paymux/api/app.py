@@ -54,6 +54,7 @@ from paymux.api.routers import (
     webhooks,
 )
 from paymux.config import Settings, get_settings
+from paymux.dashboard.app import install as install_dashboard
 from paymux.domain.errors import PaymuxError
 from paymux.gateways.sandbox.web import build_sandbox_app
 from paymux.jobs.worker import Worker
@@ -67,6 +68,7 @@ from paymux.security import configure_logging, register_secret
 from paymux.services import Paymux
 from paymux.services.accounts import DEFAULT_ACCOUNT
 from paymux.web import checkout as web_checkout
+from paymux.web import embed as web_embed
 from paymux.web import invoices as web_invoices
 
 __all__ = ["create_app", "create_app_from_environment"]
@@ -204,12 +206,15 @@ def create_app(settings: Settings, paymux: Paymux | None = None) -> FastAPI:
         app.include_router(module.router)
     app.include_router(web_invoices.router)  # the hosted invoice page and PDF
     app.include_router(web_checkout.router)  # the hosted checkout page (issue 12)
+    app.include_router(web_embed.router)  # /js/paymux.js (issue 12)
     app.include_router(ops_routes.router)  # /health/live, /health/ready, /metrics
+    install_dashboard(app)  # /dashboard (issue 15)
     install_openapi(app)
 
     if settings.sandbox_enabled:
         app.mount("/sandbox", _SandboxMount())
     app.add_middleware(GuardMiddleware)
+    app.add_middleware(web_embed.PublishableCors)  # outside the guard: preflights (issue 12)
 
     @app.get("/health", include_in_schema=False)
     async def health() -> dict[str, str]:

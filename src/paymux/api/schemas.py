@@ -219,6 +219,23 @@ class CreatePaymentMethod(Expandable):
     )
 
 
+class CardPaymentMethodOptions(Body):
+    # Stripe's: automatic (3-D Secure where required), any (ask the issuer), challenge.
+    request_three_d_secure: Literal["automatic", "any", "challenge"] | None = None
+
+    @field_validator("request_three_d_secure", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # As on Stripe, an empty form value (``...[request_three_d_secure]=``) is not given.
+        return None if value == "" else value
+
+
+class PaymentMethodOptions(Body):
+    """Stripe's ``payment_method_options`` (only ``card`` here)."""
+
+    card: CardPaymentMethodOptions | None = None
+
+
 class CreatePaymentIntent(Expandable):
     amount: StrictInt | None = None
     amount_decimal: Annotated[str, Field(max_length=40)] | None = Field(
@@ -244,6 +261,7 @@ class CreatePaymentIntent(Expandable):
     metadata: Metadata = Field(default_factory=dict)
     payment_method_data: PaymentMethodData | None = None
     shipping: Shipping | None = None
+    payment_method_options: PaymentMethodOptions | None = None
 
 
 class UpdatePaymentIntent(Expandable):
@@ -271,6 +289,7 @@ class ConfirmPaymentIntent(Expandable):
     setup_future_usage: Literal["on_session", "off_session"] | None = None
     # Square's verifyBuyer token (SCA), passed to the gateway as it is.
     verification_token: Annotated[str, Field(max_length=2048)] | None = None
+    payment_method_options: PaymentMethodOptions | None = None
     # The intent's client secret: what a publishable key (a checkout page) confirms with.
     client_secret: Annotated[str, Field(max_length=100)] | None = None
 

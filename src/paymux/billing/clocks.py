@@ -8,6 +8,11 @@ due step in time order -- the earliest ``next_due_us`` of its subscriptions or
 ``next_payment_attempt`` of its invoices up to the target -- with the clock's time set to
 that step's time first, so every invoice, payment event and status change carries the time
 it would have had in real time; then the clock is ``ready`` at the target.
+
+A dunning try due while another path holds the invoice's payment lease (a payer on the hosted
+page, on the wall clock) waits for it as it would in real time: the advance stops at that
+try's time, the clock still ``advancing``, and its job runs again shortly (``LEASE_POLL_S``)
+until the lease is over; the try then runs at its own time on the clock.
 """
 
 from __future__ import annotations
@@ -42,6 +47,9 @@ log = logging.getLogger(__name__)
 
 _DELETES_AFTER_US = 30 * 86_400 * 1_000_000
 _MAX_STEPS = 20_000
+# How often a stopped advance looks again whether the lease it waits for is over (seconds):
+# a lease is given back as soon as its payment answered, long before it would lapse.
+LEASE_POLL_S = 2.0
 
 
 def clock_view(clock: TestClock) -> dict[str, Any]:
@@ -231,6 +239,35 @@ class ClocksService:
                 return kind, account_id, object_id, at
         return None
 
+    async def _wait_for_lease(self, clock_id: str, invoice_id: str, at: int, target: int) -> bool:
+        """Whether the invoice's try due at ``at`` waits for a live lease of another path: if
+        so, the advance job is queued again (``LEASE_POLL_S``) and this run stops there."""
+        wall = self.ctx.now_us()
+        async with self.ctx.db.read() as s:
+            invoice = await s.get(Invoice, invoice_id, populate_existing=True)
+            if (
+                invoice is None
+                or invoice.status != "open"
+                or invoice.next_payment_attempt_us is None
+                or invoice.next_payment_attempt_us > at
+                or invoice.payment_lease_holder is None
+                or (invoice.payment_lease_until_us or 0) <= wall
+            ):
+                return False
+            until, account_id = int(invoice.payment_lease_until_us or wall), invoice.account_id
+        async with self.ctx.db.write() as s:
+            await enqueue(
+                s,
+                "advance_test_clock",
+                {"clock_id": clock_id},
+                now_us=wall,
+                delay=min((until - wall) / 1_000_000 + 1.0, LEASE_POLL_S),
+                dedupe_key=f"clock:{clock_id}:{target}:lease:{wall}",
+                account_id=account_id,
+            )
+        log.info("test clock %s waits at %s for the payment lease of %s", clock_id, at, invoice_id)
+        return True
+
     async def run_advance(self, clock_id: str) -> None:
         """The ``advance_test_clock`` job (see the module docstring)."""
         seen: set[tuple[str, str, int]] = set()
@@ -249,10 +286,15 @@ class ClocksService:
                 locked = await s.get(TestClock, clock_id, with_for_update=True)
                 assert locked is not None
                 locked.frozen_time_us = max(locked.frozen_time_us, at)
+            if kind == "inv" and await self._wait_for_lease(clock_id, object_id, at, target):
+                return
             if kind == "sub":
                 await self.subscriptions.run_due(object_id, at)
             else:
                 await self.invoices.retry(account_id, object_id, at_us=at)
+                # Its try put off by a lease (``InvoicePayments._after_lease``): still due.
+                if await self._wait_for_lease(clock_id, object_id, at, target):
+                    return
         else:
             log.error("test clock %s: more than %d steps; stopping here", clock_id, _MAX_STEPS)
         async with self.ctx.db.write() as s:

@@ -151,6 +151,9 @@ async def pay_from_page(app: Paymux, token: str, card_token: str, return_url: st
                     off_session=False,
                     return_url=return_url,
                 )
+            except PaymuxError as exc:
+                await _drop_if_overtaken(app, account_id, pi.id, exc)
+                raise
             finally:
                 await release_lease(app.ctx, invoice_id, pi.id)
             return _outcome(view)
@@ -200,11 +203,22 @@ async def pay_from_page(app: Paymux, token: str, card_token: str, return_url: st
                     metadata={"invoice": invoice_id, TRY_KIND: "manual"},  # the payer's own
                 ),
             )
+        except PaymuxError as exc:
+            await _drop_if_overtaken(app, account_id, pi_id, exc)
+            raise
         finally:
             await release_lease(app.ctx, invoice_id, pi_id)
         return _outcome(view)
     finally:
         current_livemode.reset(mode)
+
+
+async def _drop_if_overtaken(app: Paymux, account_id: str, pi_id: str, exc: PaymuxError) -> None:
+    """The payment's start was refused because another path took the invoice meanwhile (the
+    payment service's ``start_guard``): the intent made for it, never started, is canceled
+    (``release`` cancels only an intent its invoice no longer wants)."""
+    if exc.code == "invoice_unexpected_state":
+        await app.invoices.release(account_id, pi_id)
 
 
 async def _check_page_tries(app: Paymux, invoice_id: str) -> None:

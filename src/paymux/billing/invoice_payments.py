@@ -6,6 +6,9 @@ The PaymentIntent of the n-th try of an invoice has an id derived from the invoi
 own BEFORE the payment service is called. A crash anywhere and a retry of the job computes
 the same id, and the payment service resumes that intent instead of making another (its
 gateway idempotency key derives from the intent id, so the gateway never charges twice).
+The merchant's ``POST /v1/invoices/{id}/pay`` and a dunning try at the same count derive the
+same id too: a try that finds the invoice's payment lease live (any holder) does not charge
+beside it (``payment_lease.lease_live``): the merchant's gets a 400, the job's waits.
 
 The outcome reaches the invoice through ONE hook (``on_intent_settled``), run by the attempt
 engine in the transaction that settles the intent, whichever path settled it: this call, a
@@ -24,7 +27,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from paymux.billing.clock_time import clock_now
 from paymux.billing.dunning import exhaust, on_payment_failed
 from paymux.billing.invoice_core import InvoicesCore
-from paymux.billing.payment_lease import held_by_other, lease_seconds, release_lease, take_lease
+from paymux.billing.payment_lease import (
+    check_start,
+    lease_live,
+    lease_seconds,
+    release_lease,
+    superseded,
+    take_lease,
+)
 from paymux.billing.rules.retries import HARD_DECLINES
 from paymux.domain.errors import PaymuxError
 from paymux.jobs.queue import enqueue
@@ -253,9 +263,11 @@ class InvoicePayments(InvoicesCore):
             if not too_small:
                 pi_id = await reservable_id(s, invoice_id, n, amount)
                 wall = self.ctx.now_us()
-                if held_by_other(locked, pi_id, wall):
-                    # The hosted page's payment holds the invoice's charge path (payment_lease):
-                    # no second charge beside it; a job's try waits until the lease ends.
+                if lease_live(locked, wall):
+                    # Another path holds the invoice's charge path (payment_lease): the hosted
+                    # page's payment, or this very try run by the other of the merchant's
+                    # /pay and the dunning job (the same intent id): no second charge beside
+                    # it; a job's try waits until the lease ends.
                     if not from_job:
                         raise PaymuxError.of(
                             "invoice_unexpected_state",
@@ -296,9 +308,14 @@ class InvoicePayments(InvoicesCore):
             # payment was tried (a detached card) is a failed try here. Asked through the
             # API (POST /v1/invoices/{id}/pay), the error is the answer, as on Stripe (402).
             await release_lease(self.ctx, invoice_id, pi_id)
-            await self._failed_without_intent(
-                account_id, invoice_id, n - 1, exc.decline_code, automatic=from_job
-            )
+            if await self._overtaken(account_id, invoice_id, pi_id, n, from_job=from_job):
+                # Its start was refused (``check_start``): another path took the invoice
+                # while this one was slower than its lease. Not a failed try.
+                await self.release(account_id, pi_id)  # made, never started: canceled
+            else:
+                await self._failed_without_intent(
+                    account_id, invoice_id, n - 1, exc.decline_code, automatic=from_job
+                )
             if not from_job:
                 raise
         finally:
@@ -308,10 +325,39 @@ class InvoicePayments(InvoicesCore):
             current_livemode.reset(token)
             await release_lease(self.ctx, invoice_id, pi_id)
 
+    async def guard_start(self, s: AsyncSession, pi: PaymentIntent) -> None:
+        """The payment service's ``start_guard`` (``payment_lease.check_start``)."""
+        await check_start(s, pi, self.ctx.now_us())
+
+    async def _overtaken(
+        self, account_id: str, invoice_id: str, pi_id: str, n: int, *, from_job: bool
+    ) -> bool:
+        """After ``pi_id``'s payment was refused: whether the invoice was taken by another
+        path (``payment_lease.superseded``), under its lock. A job's try ``n`` is then put off
+        (``_after_lease``), never lost: it does nothing if the other payment paid."""
+        async with self.ctx.db.write() as s:
+            invoice = await get_owned(s, Invoice, invoice_id, account_id, lock=True)
+            wall = self.ctx.now_us()
+            if superseded(invoice, pi_id, wall) is None:
+                return False
+            if from_job and invoice.status in _PAYABLE and invoice.attempt_count == n - 1:
+                await self._after_lease(s, invoice, n, wall)
+            return True
+
     async def _after_lease(self, s: AsyncSession, invoice: Invoice, n: int, wall: int) -> None:
         """Put the job's try ``n`` off until the lease on ``invoice`` (locked) ends: the same
         ``invoice_pay`` job a first try has, due when the lease lapses; it does nothing if the
-        leased payment paid the invoice, or once the try count moved past ``n``."""
+        leased payment paid the invoice, or once the try count moved past ``n``.
+
+        On a test clock the try is a step of the clock instead, due at the clock's time
+        (``next_payment_attempt``, now at the latest): the clock's advance runs it in order,
+        waiting for the lease to end first (``ClocksService.run_advance``); a job on the wall
+        clock would run it after the advance, at whatever time the clock shows then."""
+        if invoice.test_clock_id is not None:
+            now = await clock_now(s, self.ctx, invoice.test_clock_id)
+            due = invoice.next_payment_attempt_us
+            invoice.next_payment_attempt_us = now if due is None else min(due, now)
+            return
         until = invoice.payment_lease_until_us or wall
         await enqueue(
             s,

@@ -11,10 +11,19 @@ A batch is ONE ``INSERT INTO jobs ... SELECT`` from the subscriptions (``ON CONF
 NOTHING`` on the live-dedupe index, ``NOT EXISTS`` skipping what a live job holds already),
 not a statement per subscription: the sweep runs every few seconds on every worker while a
 backlog is due, and used to offer each of those subscriptions again, one round trip each.
+
+A process's first sweep first brings ``next_due_us`` forward to the ``invoice.upcoming``
+notice wherever it is later than that notice (``catch_up_upcoming``): subscriptions made
+before the notice existed (their due time was the renewal, so the notice was skipped), or
+before the lead was raised (``PAYMUX_BILLING_UPCOMING_INVOICE_DAYS``, 0 -> 7). One UPDATE, the
+same rule as ``subscription_due.upcoming_notice``, for renewals still to come (the clock's
+time for a subscription on a test clock); a notice whose time has passed is then sent at
+once (dated at its time, as after workers that were down).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from sqlalchemy import (
@@ -23,21 +32,27 @@ from sqlalchemy import (
     Integer,
     String,
     and_,
+    case,
     cast,
     exists,
     func,
     literal,
+    or_,
     select,
     text,
     tuple_,
+    update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from paymux.billing.subscription_due import RENEWING, upcoming_lead_us
 from paymux.services.context import Context
-from paymux.storage.models import Job, Subscription
+from paymux.storage.models import Job, Subscription, TestClock
 
 __all__ = ["BillingScheduler"]
+
+log = logging.getLogger(__name__)
 
 BATCH = 1000
 _KIND = "subscription_due"
@@ -50,9 +65,59 @@ class BillingScheduler:
         self.ctx = ctx
         self.batch = batch
         self.max_batches = max_batches
+        self._caught_up = False
+
+    async def catch_up_upcoming(self) -> int:
+        """``next_due_us`` brought forward to the subscription's ``invoice.upcoming`` notice
+        where it is later (see the module docstring); returns how many were. The notice as
+        ``upcoming_notice`` computes it: charged automatically, renewing (a trial's end
+        included), not ending by then, not sent for that renewal, after the period's start."""
+        lead = upcoming_lead_us(self.ctx)
+        if lead <= 0:
+            return 0
+        sub = Subscription
+        trialing = sub.status == "trialing"
+        renews = case((trialing, sub.trial_end_us), else_=sub.current_period_end_us)
+        start = case(
+            (trialing, func.coalesce(sub.trial_start_us, sub.current_period_start_us)),
+            else_=sub.current_period_start_us,
+        )
+        notice = renews - lead
+        # The subscription's time: its clock's, else the wall's. A renewal already due is
+        # left alone: its step comes first, and a notice after it would be late.
+        clock_time = (
+            select(TestClock.frozen_time_us)
+            .where(TestClock.id == sub.test_clock_id)
+            .scalar_subquery()
+        )
+        sub_now = func.coalesce(clock_time, self.ctx.now_us())
+        stmt = (
+            update(sub)
+            .where(
+                sub.status.in_(("trialing", *RENEWING)),
+                sub.collection_method == "charge_automatically",
+                renews.is_not(None),
+                renews > sub_now,
+                or_(sub.cancel_at_us.is_(None), sub.cancel_at_us > renews),
+                or_(sub.upcoming_notice_for_us.is_(None), sub.upcoming_notice_for_us != renews),
+                notice > start,
+                sub.next_due_us > notice,
+            )
+            .values(next_due_us=notice)
+            .execution_options(synchronize_session=False)
+        )
+        async with self.ctx.db.write() as s:
+            result = await s.execute(stmt)
+        moved = int(getattr(result, "rowcount", 0) or 0)
+        if moved:
+            log.info("invoice.upcoming: %d subscriptions due earlier for their notice", moved)
+        return moved
 
     async def sweep(self) -> int:
         """Queue the due subscriptions; returns how many jobs were queued (new ones)."""
+        if not self._caught_up:
+            await self.catch_up_upcoming()
+            self._caught_up = True
         now = self.ctx.now_us()
         key = tuple_(Subscription.next_due_us, Subscription.id)
         due = and_(Subscription.next_due_us <= now, Subscription.test_clock_id.is_(None))

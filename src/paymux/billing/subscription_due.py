@@ -29,6 +29,7 @@ from paymux.billing.invoices import DraftLine, InvoicesService
 from paymux.billing.rules.states import SubscriptionTrigger as T
 from paymux.billing.subscription_lines import UsageFn, period_after, period_lines
 from paymux.billing.subscription_views import move, view_in
+from paymux.domain.ids import new_id
 from paymux.jobs.queue import enqueue
 from paymux.services.context import Context, emit
 from paymux.storage.models import (
@@ -43,6 +44,7 @@ from paymux.storage.models import (
 
 __all__ = [
     "INCOMPLETE_EXPIRY_US",
+    "RENEWING",
     "SAFETY_JOB_DELAY_S",
     "TRIAL_NOTICE_US",
     "DueWork",
@@ -56,7 +58,7 @@ log = logging.getLogger(__name__)
 
 INCOMPLETE_EXPIRY_US = 23 * 3600 * 1_000_000
 TRIAL_NOTICE_US = 3 * 86_400 * 1_000_000
-_RENEWING = ("active", "past_due", "unpaid")
+RENEWING = ("active", "past_due", "unpaid")
 # The safety-net job behind an inline charge (``queue_first_try``) waits this long: the inline
 # try normally ends well before, and drops it; it runs only if the process died meanwhile.
 SAFETY_JOB_DELAY_S = 60.0
@@ -84,7 +86,7 @@ def upcoming_notice(sub: Subscription, lead_us: int) -> tuple[int, int] | None:
         return None
     if sub.status == "trialing" and sub.trial_end_us is not None:
         renews, start = sub.trial_end_us, sub.trial_start_us or sub.current_period_start_us
-    elif sub.status in _RENEWING:
+    elif sub.status in RENEWING:
         renews, start = sub.current_period_end_us, sub.current_period_start_us
     else:
         return None
@@ -96,9 +98,7 @@ def upcoming_notice(sub: Subscription, lead_us: int) -> tuple[int, int] | None:
     return (notice, renews) if notice > start else None
 
 
-def next_due(
-    sub: Subscription, now_us: int | None = None, *, upcoming_us: int = 0
-) -> int | None:
+def next_due(sub: Subscription, now_us: int | None = None, *, upcoming_us: int = 0) -> int | None:
     """The earliest time something is due on the subscription (None: nothing ever).
     ``upcoming_us``: the lead of ``invoice.upcoming`` (``upcoming_lead_us``)."""
     status = sub.status
@@ -123,6 +123,10 @@ def next_due(
     if upcoming is not None:
         times.append(upcoming[0])
     return min(times)
+
+
+# A subscription's items as ``_period_lines`` reads them: (item, its price, product name).
+_Rows = list[tuple[SubscriptionItem, Price, str | None]]
 
 
 @dataclass(frozen=True)
@@ -214,7 +218,7 @@ class DueWork:
                 s, sub.account_id, "customer.subscription.updated", await view_in(s, sub), at
             )
             return True
-        if sub.status in _RENEWING and sub.current_period_end_us <= at:
+        if sub.status in RENEWING and sub.current_period_end_us <= at:
             await self._renew(s, sub, sub.current_period_end_us, "subscription_cycle")
             return True
         return noticed
@@ -242,41 +246,80 @@ class DueWork:
     ) -> dict[str, Any] | None:
         """The invoice the renewal of ``sub`` at ``start`` would make now, as Stripe's preview
         shows it (``upcoming_view``): the same lines, pending items, discount, taxes and
-        balance as the renewal computes, in memory (``InvoicesCore.preview``): no invoice,
-        number, lock or balance change is written. A change asked for the period end (a
-        downgrade) is applied inside a SAVEPOINT that is then rolled back. None: the
-        subscription has no items."""
-        nested = None
-        if sub.pending_update:
-            await s.flush()
-            nested = await s.begin_nested()
-        try:
-            if nested is not None:
-                await self._apply_pending_update(s, sub, start)
-            built = await self._period_lines(s, sub, start)
-            if built is None:
-                return None
-            lines, end = built
-            view = await self.invoices.preview(
-                s,
-                sub.account_id,
-                customer_id=sub.customer_id,
-                currency=sub.currency,
-                billing_reason="upcoming",
-                period_start_us=start,
-                period_end_us=end,
-                lines=lines,
-                created_us=start,
-                subscription_id=sub.id,
-                coupon_id=self._coupon_at(sub, start),
-                default_tax_rate_ids=sub.default_tax_rate_ids,
-                collection_method=sub.collection_method,
-            )
-        finally:
-            if nested is not None:
-                await nested.rollback()
-                await s.refresh(sub)  # what the savepoint changed on it is gone: read it again
+        balance as the renewal computes, in memory (``InvoicesCore.preview``). Reads only:
+        no invoice, number, lock or balance change, so it runs in a read transaction (the
+        API's preview) as well as in the scheduler's. A change asked for the period end (a
+        downgrade) is applied to items made in memory (``_planned_rows``), never to the
+        stored ones. None: the subscription has no items."""
+        rows = await self._planned_rows(s, sub, start) if sub.pending_update else None
+        built = await self._period_lines(s, sub, start, rows)
+        if built is None:
+            return None
+        lines, end = built
+        view = await self.invoices.preview(
+            s,
+            sub.account_id,
+            customer_id=sub.customer_id,
+            currency=sub.currency,
+            billing_reason="upcoming",
+            period_start_us=start,
+            period_end_us=end,
+            lines=lines,
+            created_us=start,
+            subscription_id=sub.id,
+            coupon_id=self._coupon_at(sub, start),
+            default_tax_rate_ids=sub.default_tax_rate_ids,
+            collection_method=sub.collection_method,
+        )
         return upcoming_view(view, start)
+
+    async def _planned_rows(self, s: AsyncSession, sub: Subscription, start: int) -> _Rows:
+        """The items ``_apply_pending_update`` would give ``sub`` at ``start``, as the rows
+        ``_period_lines`` reads (item, price, product name): kept items with their new
+        terms, new ones dated ``start`` (``replace_items``'s order), as objects made in
+        memory and never added to the session."""
+        current = await self._item_rows(s, sub.id)
+        wanted = (sub.pending_update or {}).get("items")
+        if not wanted:
+            return current
+        kept = {item.id: item for item, _, _ in current}
+        price_ids = {str(entry["price"]) for entry in wanted}
+        found = await s.execute(
+            select(Price, Product.name)
+            .outerjoin(Product, Product.id == Price.product_id)
+            .where(Price.id.in_(price_ids))
+        )
+        prices = {price.id: (price, name) for price, name in found.all()}
+        rows: _Rows = []
+        for entry in wanted:
+            old = kept.get(entry.get("id") or "")
+            price, name = prices[str(entry["price"])]
+            item = SubscriptionItem(
+                id=old.id if old is not None else new_id("si"),
+                account_id=sub.account_id,
+                subscription_id=sub.id,
+                price_id=price.id,
+                quantity=int(entry["quantity"]),
+                tax_rate_ids=entry.get("tax_rates"),
+                metadata_=entry.get("metadata") or {},
+                created_us=old.created_us if old is not None else start,
+            )
+            rows.append((item, price, name))
+        rows.sort(key=lambda row: (row[0].created_us, row[0].id))
+        return rows
+
+    @staticmethod
+    async def _item_rows(s: AsyncSession, sub_id: str) -> _Rows:
+        """The subscription's items as stored, in order, with their prices and products'
+        names."""
+        found = await s.execute(
+            select(SubscriptionItem, Price, Product.name)
+            .join(Price, Price.id == SubscriptionItem.price_id)
+            .outerjoin(Product, Product.id == Price.product_id)
+            .where(SubscriptionItem.subscription_id == sub_id)
+            .order_by(SubscriptionItem.created_us, SubscriptionItem.id)
+        )
+        return [(item, price, name) for item, price, name in found.all()]
 
     async def _end_trial(self, s: AsyncSession, sub: Subscription, at: int) -> bool:
         """The trial is over: active (or paused / canceled without a payment method, as
@@ -369,21 +412,14 @@ class DueWork:
             await self.invoices.finalize_in(s, invoice, charge=False)
 
     async def _period_lines(
-        self, s: AsyncSession, sub: Subscription, start: int
+        self, s: AsyncSession, sub: Subscription, start: int, rows: _Rows | None = None
     ) -> tuple[list[DraftLine], int] | None:
         """The lines of the period of ``sub`` starting at ``start`` (its items as they are,
-        its metered usage of the period before, a proration's leftovers), and the period's
-        end; None without items. Reads only."""
+        or ``rows``; its metered usage of the period before, a proration's leftovers), and
+        the period's end; None without items. Reads only."""
         previous = (sub.current_period_start_us, sub.current_period_end_us)
-        rows = (
-            await s.execute(
-                select(SubscriptionItem, Price, Product.name)
-                .join(Price, Price.id == SubscriptionItem.price_id)
-                .outerjoin(Product, Product.id == Price.product_id)
-                .where(SubscriptionItem.subscription_id == sub.id)
-                .order_by(SubscriptionItem.created_us, SubscriptionItem.id)
-            )
-        ).all()
+        if rows is None:
+            rows = await self._item_rows(s, sub.id)
         if not rows:
             return None
         items = [(item, price) for item, price, _ in rows]

@@ -299,17 +299,18 @@ class SubscriptionsService(SubscriptionChanges):
         """Stripe's upcoming invoice (``create_preview``): the invoice the next renewal of
         ``subscription`` (else of the customer's subscription renewing first) would make now,
         with the customer's balance, discounts and pending items (``preview_in``). A 404
-        when nothing renews (no subscription that will invoice again)."""
+        when nothing renews (no subscription that will invoice again). A read: nothing is
+        locked or written (on SQLite it never waits for the one writer)."""
         if customer is None and subscription is None:
             raise PaymuxError.of(
                 "parameter_missing",
                 "Give customer or subscription: the invoice of which renewal to preview.",
                 param="customer",
             )
-        async with self.ctx.db.write() as s:
+        async with self.ctx.db.read() as s:
             if subscription is not None:
                 sub = await get_owned(
-                    s, Subscription, subscription, account_id, param="subscription", lock=True
+                    s, Subscription, subscription, account_id, param="subscription"
                 )
                 if customer is not None and customer != sub.customer_id:
                     raise PaymuxError.of(
@@ -347,7 +348,6 @@ class SubscriptionsService(SubscriptionChanges):
                 Subscription.status.in_(("trialing", "active", "past_due", "unpaid")),
             )
             .order_by(Subscription.id)
-            .with_for_update()
         )
         found = [(at, sub.id, sub) for sub in rows.scalars() if (at := _renews_at(sub))]
         return min(found)[2] if found else None

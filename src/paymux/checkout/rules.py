@@ -36,6 +36,7 @@ __all__ = [
     "payment_status_after",
     "redirect_after_success",
     "session_view",
+    "setup_intent_id_for",
 ]
 
 # Stripe's bounds for ``expires_at``: 30 minutes to 24 hours after creation.
@@ -123,6 +124,13 @@ def intent_id_for(session_id: str) -> str:
     so the payment (and its gateway calls' idempotency keys, derived from it) is made once."""
     digest = hashlib.sha256(f"{session_id}:payment_intent".encode()).hexdigest()[:24]
     return f"pi_{digest}"
+
+
+def setup_intent_id_for(session_id: str) -> str:
+    """The SetupIntent of a setup-mode session, likewise the same for every retry of its
+    create: one SetupIntent (and one customer made for it) per session."""
+    digest = hashlib.sha256(f"{session_id}:setup_intent".encode()).hexdigest()[:24]
+    return f"seti_{digest}"
 
 
 def line_item(

@@ -25,9 +25,10 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 from urllib.parse import quote
 
 from sqlalchemy import literal, select
@@ -132,8 +133,10 @@ class CheckoutService:
         self.customers = customers
         # session id -> when this process last asked the gateway for it (monotonic s)
         self._refreshed: dict[str, float] = {}
-        react_to("payment_intent.succeeded", _on_payment_settled)
-        react_to("payment_intent.amount_capturable_updated", _on_payment_settled)
+        react_to("payment_intent.succeeded", _on_payment_settled, when=_may_be_sessions)
+        react_to(
+            "payment_intent.amount_capturable_updated", _on_payment_settled, when=_may_be_sessions
+        )
         react_to("setup_intent.succeeded", _on_setup_succeeded)
 
     # -- views ------------------------------------------------------------------------------
@@ -214,7 +217,14 @@ class CheckoutService:
                     raise
                 pi_id = str(made_pi["id"])
             else:
-                if customer_id is None:
+                seti_id = rules.setup_intent_id_for(session_id)
+                async with self.ctx.db.read() as s:
+                    made_before = await s.get(SetupIntent, seti_id)
+                if made_before is not None and made_before.account_id == account_id:
+                    # A retry of a create that made its SetupIntent (and its customer)
+                    # before it died: that one, never a second one or a second customer.
+                    customer_id = made_before.customer_id
+                elif customer_id is None:
                     # Saving a card needs a customer to save it for: Stripe's setup mode
                     # makes one (customer_creation), with the email given.
                     made_customer = await self.customers.create(
@@ -233,6 +243,7 @@ class CheckoutService:
                         payment_method_types=types,
                         gateway=p.gateway,
                         metadata=p.intent_metadata,
+                        id=seti_id,
                     ),
                 )
                 seti_id = str(made_si["id"])
@@ -560,9 +571,18 @@ class CheckoutService:
             return None
         return rules.redirect_after_success(row.success_url, row.id)
 
-    async def pay_from_page(self, cs_id: str, card_token: str, return_url: str) -> PageOutcome:
-        """Confirm the session's intent with the token the gateway's card form made. A
-        decline raises its card error (the session stays open for another try)."""
+    async def pay_from_page(
+        self,
+        cs_id: str,
+        card_token: str,
+        return_url: str,
+        *,
+        verification_token: str | None = None,
+    ) -> PageOutcome:
+        """Confirm the session's intent with the token the gateway's card form made (for
+        PayPal, the order the payer approved; for Square, with ``verification_token``, the
+        Web Payments SDK's verifyBuyer token). A decline raises its card error (the session
+        stays open for another try)."""
         row = await self.page_session(cs_id)
         if row is None:
             raise PaymuxError.of("resource_missing", "No such checkout session.", param="id")
@@ -576,16 +596,25 @@ class CheckoutService:
         # The sandbox's challenge returns the payer to the page (return_url); Stripe's
         # 3-D Secure is Stripe.js's (next_action use_stripe_sdk), which takes none (and
         # localstripe refuses one).
-        back = return_url if await self.gateway_of(row) == "sandbox" else None
+        gateway = await self.gateway_of(row)
+        back = return_url if gateway == "sandbox" else None
+        # PayPal: the token is the order paymux opened with the payment, approved by the
+        # payer in PayPal's window; only that order, and again after a refusal (the payer
+        # picks another funding source for the same order), never another one.
+        own_order = None
+        if gateway == "paypal" and row.payment_intent_id is not None:
+            own_order = await self._own_order(row.payment_intent_id, card_token)
         mode = current_livemode.set(bool(row.livemode))
         try:
             if row.payment_intent_id is not None:
                 view = await self.payments.confirm(
                     row.account_id,
                     row.payment_intent_id,
-                    payment_method_data=_token_data(card_token),
+                    payment_method=own_order,
+                    payment_method_data=None if own_order else _token_data(card_token),
                     off_session=False,
                     return_url=back,
+                    verification_token=verification_token,
                 )
             else:
                 assert row.setup_intent_id is not None
@@ -612,6 +641,18 @@ class CheckoutService:
             back_to = f"{return_url}?{kind}={view.get('id')}"
             return PageOutcome("requires_action", None, str(secret) if secret else None, back_to)
         return PageOutcome("open")
+
+    async def _own_order(self, pi_id: str, token: str) -> str:
+        async with self.ctx.db.read() as s:
+            pi = await s.get(PaymentIntent, pi_id)
+        order = (pi.gateway_client or {}).get("order_id") if pi is not None else None
+        if not order or token != order:
+            raise PaymuxError.of(
+                "parameter_invalid",
+                "This page pays with its payment's own PayPal order only.",
+                param="payment_method",
+            )
+        return token
 
     async def page_state(self, cs_id: str) -> PageOutcome | None:
         """Where the session of a page stands, for a page that lost its answer, a second
@@ -701,6 +742,17 @@ async def _complete(s: AsyncSession, row: CheckoutSession, intent_status: str, n
     await emit(
         s, row.account_id, "checkout.session.completed", rules.session_view(row, None), now_us
     )
+
+
+# The shape of every session's intent id (``rules.intent_id_for``: "pi_" and 24 hex digits).
+_SESSION_INTENT_ID: Final = re.compile(r"pi_[0-9a-f]{24}")
+
+
+def _may_be_sessions(intent: dict[str, Any], row: Any) -> bool:
+    """``_on_payment_settled``'s gate (``react_to``'s ``when``): a session's intent always has
+    an id of ``rules.intent_id_for``'s shape (its only maker, ``create``), and a random intent
+    id (62 symbols a character) has it once in about 10^14; no query for any other intent."""
+    return _SESSION_INTENT_ID.fullmatch(str(intent.get("id"))) is not None
 
 
 async def _on_payment_settled(

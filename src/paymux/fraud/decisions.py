@@ -1,11 +1,14 @@
-"""The decision made for each confirm, before any gateway call (``FraudEngine.screen``).
+"""The decision made for each confirm, before any gateway call (``FraudEngine.screen_in``,
+in the write transaction that starts the attempt: services/payments.py
+``_start_authorize``).
 
-``screen`` reads (rules, lists, velocity, the customer), evaluates (pure), and then:
+``screen_in`` reads (the customer, velocity and the rules' version in one statement, lists),
+evaluates (pure), and then:
 
 - **block**: records the decline on the intent (``last_payment_error`` ``card_declined`` /
-  ``fraudulent``, the ``outcome``) and its ``payment_intent.payment_failed`` event in one
-  transaction, and raises the card error (402). No attempt is made; the gateway is never
-  called.
+  ``fraudulent``, the ``outcome``) and its ``payment_intent.payment_failed`` event in that
+  transaction, which starts no attempt, and the caller raises the card error (402) after
+  its commit. The gateway is never called.
 - **review**: the confirm goes on as an authorization only (``hold`` in the record, where
   the gateway can hold funds; the intent's ``capture_method`` is left as the merchant set
   it, so a later confirm that is allowed captures as usual); a review opens when the
@@ -133,12 +136,21 @@ class FraudEngine:
             "payment_intent.succeeded",
             "payment_intent.amount_capturable_updated",
         ):
-            react_to(event, on_settled)  # a module function: registered once per process
+            # A module function: registered once per process.
+            react_to(event, on_settled, when=_counted_unsettled)
 
     async def facts(
-        self, s: AsyncSession, pi: PaymentIntent, pm: PaymentMethod, payer: PayerRequest
+        self,
+        s: AsyncSession,
+        pi: PaymentIntent,
+        pm: PaymentMethod,
+        payer: PayerRequest,
+        *,
+        counted: bool = True,
     ) -> tuple[dict[str, Any], dict[str, str]]:
-        """The facts of confirming ``pi`` with ``pm`` now, and the velocity keys."""
+        """The facts of confirming ``pi`` with ``pm`` now, and the velocity keys;
+        ``counted``: with the velocity counts (else the caller reads them, under the keys'
+        lock)."""
         settings = self.ctx.settings
         now = self.ctx.now_us()
         customer = await s.get(Customer, pi.customer_id) if pi.customer_id else None
@@ -174,53 +186,61 @@ class FraudEngine:
         )
         secret = settings.fraud_velocity_key
         keys = _keys(base, secret.get_secret_value().encode() if secret else b"")
-        base.update(await velocity.counts(s, pi.account_id, bool(pi.livemode), keys, now))
+        if counted:
+            base.update(await velocity.counts(s, pi.account_id, bool(pi.livemode), keys, now))
         return base, keys
 
     async def screen(self, account_id: str, pi: PaymentIntent, pm: PaymentMethod) -> dict[str, Any]:
-        """Decide a confirm; returns the intent changes to commit with its attempt, or
-        raises the card error of a block (recorded first)."""
+        """Decide a confirm in a write transaction of its own (``screen_in``); returns the
+        intent changes to commit with its attempt, or raises the card error of a block
+        (recorded first). The payment path decides in its own transaction instead
+        (``PaymentsService._start_authorize``); this is for tools and benchmarks."""
+        async with self.ctx.db.write() as s:
+            changes, blocked = await self.screen_in(s, account_id, pi, pm)
+        if blocked is not None:
+            raise blocked
+        return changes
+
+    async def screen_in(
+        self, s: AsyncSession, account_id: str, pi: PaymentIntent, pm: PaymentMethod
+    ) -> tuple[dict[str, Any], PaymuxError | None]:
+        """Decide a confirm in the caller's write transaction, the one that starts its attempt
+        (no transaction of its own). Returns the intent changes to commit with the attempt,
+        and None; or, for a block, nothing to change and the card error, the block recorded
+        on the intent in ``s`` (the caller commits, starts no attempt, then raises it).
+
+        The velocity keys are locked first (``velocity.lock``), so the counts are read once,
+        as they are under the lock (parallel confirms from one address see each other: an
+        attempt with no answer yet counts as a decline), and an allowed attempt is counted
+        in the same transaction (``velocity.reserve``)."""
         if not self.ctx.settings.fraud_enabled:
-            return {"fraud_outcome": None}  # no earlier confirm's decision (or hold) applies
+            return {"fraud_outcome": None}, None  # no earlier confirm's decision (or hold)
         payer = payer_request.get() or PayerRequest()
         livemode = bool(pi.livemode)
-        async with self.ctx.db.read() as s:
-            facts, keys = await self.facts(s, pi, pm, payer)
-            loaded = await self.rules.loaded(s, account_id, livemode)
-            lists = await lists_matching(
-                s, account_id, livemode, loaded.aliases, _list_candidates(facts)
-            )
+        facts, keys = await self.facts(s, pi, pm, payer, counted=False)
+        now = self.ctx.now_us()
+        if keys:
+            await velocity.lock(s, keys.values(), is_sqlite=self.ctx.db.is_sqlite)
+        # The counts and the rules' version, one statement.
+        counted, version = await velocity.counts_and_version(s, account_id, livemode, keys, now)
+        facts.update(counted)
+        loaded = await self.rules.loaded(s, account_id, livemode, version)
+        lists = await lists_matching(
+            s, account_id, livemode, loaded.aliases, _list_candidates(facts)
+        )
         decision, record = self._decide(pi, loaded, lists, facts, keys, payer)
         if decision.action is Action.BLOCK:
-            async with self.ctx.db.write() as s:
-                error = await self._block(s, account_id, pi.id, pm.id, record)
-            raise error
+            return {}, await self._block(s, account_id, pi.id, pm.id, record)
         if keys:
-            # Decided again on the counts as they are now, under the keys' lock, and the
-            # attempt counted in the same transaction: parallel confirms from one address
-            # see each other (an attempt with no answer yet counts as a decline).
-            blocked: PaymuxError | None = None
-            async with self.ctx.db.write() as s:
-                await velocity.lock(s, keys.values(), is_sqlite=self.ctx.db.is_sqlite)
-                now = self.ctx.now_us()
-                fresh = await velocity.counts(s, pi.account_id, livemode, keys, now)
-                if any(facts.get(name) != value for name, value in fresh.items()):
-                    facts.update(fresh)
-                    decision, record = self._decide(pi, loaded, lists, facts, keys, payer)
-                if decision.action is Action.BLOCK:
-                    blocked = await self._block(s, account_id, pi.id, pm.id, record)
-                else:
-                    record["minute"] = await velocity.reserve(
-                        s,
-                        pi.account_id,
-                        livemode,
-                        keys,
-                        record.get("card"),
-                        now_us=now,
-                        is_sqlite=self.ctx.db.is_sqlite,
-                    )
-            if blocked is not None:
-                raise blocked
+            record["minute"] = await velocity.reserve(
+                s,
+                pi.account_id,
+                livemode,
+                keys,
+                record.get("card"),
+                now_us=now,
+                is_sqlite=self.ctx.db.is_sqlite,
+            )
         # A review holds the money (authorization only) for this confirm alone: the
         # attempt's capture is derived from ``hold`` (services/attempts.captures_at_once),
         # and the merchant's capture_method stays as they set it.
@@ -228,7 +248,7 @@ class FraudEngine:
             pi.gateway, frozenset({"manual_capture"})
         )
         count_fraud_decision(decision.action.value)
-        return {"fraud_outcome": record}
+        return {"fraud_outcome": record}, None
 
     def _decide(
         self,
@@ -275,9 +295,21 @@ class FraudEngine:
             pi.updated_us = max(self.ctx.now_us(), pi.updated_us)
             await s.flush()
             view = intent_view(self.ctx, pi)
-            await emit(s, account_id, "payment_intent.payment_failed", view, pi.updated_us)
+            await emit(
+                s, account_id, "payment_intent.payment_failed", view, pi.updated_us, subject=pi
+            )
             error.extra = {"payment_intent": view}
         return error
+
+
+def _counted_unsettled(obj: dict[str, Any], pi: Any) -> bool:
+    """``on_settled``'s gate (``react_to``'s ``when``): the emitter's intent row carries an
+    attempt counted and not yet settled (what ``on_settled`` itself checks after reading
+    the row; without the emitter's row, it runs and reads it)."""
+    if pi is None:
+        return True
+    record = pi.fraud_outcome
+    return bool(record) and not record.get("counted") and record.get("minute") is not None
 
 
 async def on_settled(s: AsyncSession, account_id: str, obj: dict[str, Any], now_us: int) -> None:

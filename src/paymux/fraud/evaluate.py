@@ -74,16 +74,11 @@ class _Source:
 
     def __init__(self) -> None:
         self.constants: dict[str, Any] = {}
-        self.names = 0
 
     def constant(self, value: Any) -> str:
         name = f"k{len(self.constants)}"
         self.constants[name] = value
         return name
-
-    def temp(self) -> str:
-        self.names += 1
-        return f"_v{self.names}"
 
     def expr(self, expr: Expr) -> str:
         match expr:
@@ -103,7 +98,9 @@ class _Source:
     def operand(self, operand: Operand, checks: list[str], numeric: bool) -> str:
         """The operand's value; a fact adds the checks that it is there (and a number)."""
         if isinstance(operand, Attr):
-            name = self.temp()
+            # The fact's value, named after it (a fact named twice is one value: each
+            # comparison binds what it reads before it compares).
+            name = f"v_{operand.name}"
             checks.append(f"({name} := f.get({operand.name!r})) is not None")
             if numeric:
                 checks.append(f"{name}.__class__ in _NUMBERS")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from enum import StrEnum
 from typing import Final
 
@@ -179,7 +179,8 @@ _UNESCAPE = re.compile(r"\\(.)")
 
 
 def _describe(tok: _Tok) -> str:
-    return "the end of the rule" if tok.kind == "end" else repr(tok.text)
+    # Only the end has no text (each token pattern matches at least one character).
+    return "the end of the rule" if tok.text == "" else repr(tok.text)
 
 
 def _tokens(text: str) -> list[_Tok]:
@@ -188,7 +189,7 @@ def _tokens(text: str) -> list[_Tok]:
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if m is None:
-            if text[pos] in "'\"":
+            if text[pos] in ("'", '"'):
                 raise RuleSyntaxError(pos, "a closing quote", "an unterminated string")
             raise RuleSyntaxError(
                 pos,
@@ -200,12 +201,8 @@ def _tokens(text: str) -> list[_Tok]:
         raw = m.group()
         if kind == "string":
             out.append(_Tok(kind, raw, pos, _UNESCAPE.sub(r"\1", raw[1:-1])))
-        elif kind == "number":
-            try:
-                number = Decimal(raw)
-            except InvalidOperation:  # pragma: no cover - the pattern admits only numbers
-                raise RuleSyntaxError(pos, "a number", repr(raw)) from None
-            out.append(_Tok(kind, raw, pos, int(raw) if "." not in raw else number))
+        elif kind == "number":  # digits, with a fractional part or not: the pattern's
+            out.append(_Tok(kind, raw, pos, int(raw) if "." not in raw else Decimal(raw)))
         elif kind == "word":
             out.append(_Tok(kind, raw.lower(), pos))
         elif kind != "ws":
@@ -345,7 +342,7 @@ class _Parser:
         if tok.kind == "list":
             self.take()
             return ListRef(tok.text[1:])
-        if list_allowed and tok.kind == "punct" and tok.text in "([":
+        if list_allowed and tok.kind == "punct" and tok.text in ("(", "["):
             return self.list_literal()
         value = self.literal()
         if value is None:

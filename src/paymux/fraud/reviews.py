@@ -115,14 +115,26 @@ _ON_CANCELED = _closer("canceled")
 _ON_REFUNDED = _closer("refunded")
 
 
+def _was_reviewed(obj: dict[str, Any], pi: Any) -> bool:
+    """The gate of the intent reactions (``react_to``'s ``when``): a review is opened only
+    for an intent whose decision was ``manual_review`` (``_on_authorized``), and that
+    decision is not replaced while the review can be open (a new confirm, the only writer of
+    ``fraud_outcome`` besides a block, starts only from requires_payment_method /
+    requires_confirmation, before any authorization). Without the emitter's row: run."""
+    if pi is None:
+        return True
+    outcome = (pi.fraud_outcome or {}).get("outcome") or {}
+    return bool(outcome.get("type") == "manual_review")
+
+
 class Reviews:
     def __init__(self, ctx: Context, payments: PaymentsService, refunds: RefundsService) -> None:
         self.ctx = ctx
         self.payments = payments
         self.refunds = refunds
-        react_to("payment_intent.amount_capturable_updated", _on_authorized)
-        react_to("payment_intent.succeeded", _ON_SUCCEEDED)
-        react_to("payment_intent.canceled", _ON_CANCELED)
+        react_to("payment_intent.amount_capturable_updated", _on_authorized, when=_was_reviewed)
+        react_to("payment_intent.succeeded", _ON_SUCCEEDED, when=_was_reviewed)
+        react_to("payment_intent.canceled", _ON_CANCELED, when=_was_reviewed)
         react_to("charge.refunded", _ON_REFUNDED)
 
     async def retrieve(self, account_id: str, review_id: str) -> dict[str, Any]:

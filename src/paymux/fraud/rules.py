@@ -7,20 +7,21 @@ Lower ``priority`` runs first among rules of one action (Radar leaves them unord
 order here only decides which rule is reported when several match).
 
 The rule set an account's payments are decided by is kept compiled, per rule version (id,
-updated); each decision checks the account's rules' version with one small query, so a
-change made through any API process is seen at the next payment.
+updated); each decision checks the account's rules' version (a count and the latest
+change, read in the statement that reads its velocity counts), so a change made through any
+API process is seen at the next payment.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
 
 import maxminddb
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.config import Settings
@@ -135,7 +136,7 @@ async def _check_lists(s: AsyncSession, account_id: str, livemode: bool, rule: R
 
 class LoadedRules:
     """An account's rule set as decided by, the list aliases it names, and the version of
-    its rules it was built from (``_VERSION``)."""
+    its rules it was built from (``rules_version``)."""
 
     __slots__ = ("aliases", "ruleset", "version")
 
@@ -145,11 +146,20 @@ class LoadedRules:
         self.version = version
 
 
-# A change to any rule of an account (create, update, status, delete) changes this pair.
-_VERSION: Final = select(func.count(), func.coalesce(func.max(FraudRule.updated_us), 0)).where(
-    FraudRule.account_id == bindparam("account_id"),
-    FraudRule.livemode == bindparam("livemode"),
-)
+def rules_version(*leading: Any, shape: Callable[[list[Any]], list[Any]] = list) -> Select[Any]:
+    """The statement of an account's rules' version (bound ``account_id``, ``livemode``):
+    how many rules, and the latest change; a change to any rule of the account (create,
+    update, status, delete) changes this pair. ``leading`` columns come first and ``shape``
+    wraps the pair's two columns: velocity.py reads it as a part of its counts' union
+    (``velocity.counts_and_version``), the same statement."""
+    figures = [func.count(), func.coalesce(func.max(FraudRule.updated_us), 0)]
+    return select(*leading, *shape(figures)).where(
+        FraudRule.account_id == bindparam("account_id"),
+        FraudRule.livemode == bindparam("livemode"),
+    )
+
+
+_VERSION: Final = rules_version()
 
 
 def rules_from_file(path: str) -> list[CompiledRule]:
@@ -210,18 +220,27 @@ class FraudRules:
         for key in [k for k in self._cache if k[0] == account_id]:
             self._cache.pop(key, None)
 
-    async def loaded(self, s: AsyncSession, account_id: str, livemode: bool) -> LoadedRules:
+    async def loaded(
+        self,
+        s: AsyncSession,
+        account_id: str,
+        livemode: bool,
+        version: tuple[int, int] | None = None,
+    ) -> LoadedRules:
         """The account's active rules (and the defaults), for a decision: rebuilt only when
         the rules' version (one small aggregate query) changed, each rule compiled once per
         (id, updated) so a change through another API process is seen at the next
         payment. Lists are not loaded: a payment's facts are looked up in them
-        (``lists.lists_matching``)."""
+        (``lists.lists_matching``). ``version``: the version as the caller read it in
+        ``s`` (a decision reads it with its velocity counts, one statement:
+        ``velocity.counts_and_version``), else read here."""
         key = (account_id, livemode)
         found = self._cache.get(key)
-        counted, latest = (
-            await s.execute(_VERSION, {"account_id": account_id, "livemode": livemode})
-        ).one()
-        version = (int(counted), int(latest))
+        if version is None:
+            counted, latest = (
+                await s.execute(_VERSION, {"account_id": account_id, "livemode": livemode})
+            ).one()
+            version = (int(counted), int(latest))
         if found is not None and found.version == version:
             return found
         rows = (

@@ -33,16 +33,37 @@ import hmac
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-from sqlalchemy import bindparam, case, delete, func, select, text, update
+from sqlalchemy import (
+    bindparam,
+    case,
+    delete,
+    func,
+    literal_column,
+    null,
+    select,
+    text,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.fraud.attributes import VELOCITY_WINDOWS
+from paymux.fraud.rules import rules_version
 from paymux.storage.models import FraudVelocityBucket as B
 from paymux.storage.models import FraudVelocityCard as C
 
-__all__ = ["KEY_KINDS", "PENDING_MINUTES", "counts", "digest", "lock", "reserve", "settle"]
+__all__ = [
+    "KEY_KINDS",
+    "PENDING_MINUTES",
+    "counts",
+    "counts_and_version",
+    "digest",
+    "lock",
+    "reserve",
+    "settle",
+]
 
 KEY_KINDS: Final = ("card_fingerprint", "ip", "email", "customer")
 # How long an attempt with no answer yet counts as a decline (an authorization takes
@@ -74,9 +95,7 @@ async def lock(s: AsyncSession, keys: Iterable[str], *, is_sqlite: bool) -> None
     if is_sqlite:
         return
     for key in sorted(set(keys)):
-        await s.execute(
-            text("SELECT pg_advisory_xact_lock(:k)"), {"k": int(key[:15], 16)}
-        )
+        await s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": int(key[:15], 16)})
 
 
 def _upsert(is_sqlite: bool) -> Any:
@@ -169,20 +188,28 @@ async def settle(
         )
 
 
-def _buckets_statement() -> Any:
+_WIDTH: Final = 1 + 2 * len(VELOCITY_WINDOWS)  # the widest part's figures (buckets')
+
+
+def _figures(columns: list[Any]) -> list[Any]:
+    """A part's figures, padded with NULLs to the union's width, labelled ``f0``, ``f1``..."""
+    padded = columns + [null()] * (_WIDTH - len(columns))
+    return [column.label(f"f{i}") for i, column in enumerate(padded)]
+
+
+def _buckets_part() -> Any:
+    """Per key: the attempts in flight (``pending``), then attempts and declines per window."""
     columns = [
-        func.sum(
-            case((B.minute >= bindparam("pending_since"), B.attempts - B.settled), else_=0)
-        ).label("pending")
+        func.sum(case((B.minute >= bindparam("pending_since"), B.attempts - B.settled), else_=0))
     ]
     for window in VELOCITY_WINDOWS:
         recent = B.minute >= bindparam(f"since_{window}")
         columns += [
-            func.sum(case((recent, B.attempts), else_=0)).label(f"payments_{window}"),
-            func.sum(case((recent, B.declines), else_=0)).label(f"declines_{window}"),
+            func.sum(case((recent, B.attempts), else_=0)),
+            func.sum(case((recent, B.declines), else_=0)),
         ]
     return (
-        select(B.key, *columns)
+        select(literal_column("'b'").label("part"), B.key.label("key"), *_figures(columns))
         .where(
             B.account_id == bindparam("account_id"),
             B.livemode == bindparam("livemode"),
@@ -193,15 +220,14 @@ def _buckets_statement() -> Any:
     )
 
 
-def _cards_statement() -> Any:
+def _cards_part() -> Any:
+    """Per key: the distinct cards tried with it per window."""
     columns = [
-        func.sum(case((C.minute >= bindparam(f"since_{window}"), 1), else_=0)).label(
-            f"cards_{window}"
-        )
+        func.sum(case((C.minute >= bindparam(f"since_{window}"), 1), else_=0))
         for window in VELOCITY_WINDOWS
     ]
     return (
-        select(C.key, *columns)
+        select(literal_column("'c'").label("part"), C.key.label("key"), *_figures(columns))
         .where(
             C.account_id == bindparam("account_id"),
             C.livemode == bindparam("livemode"),
@@ -212,19 +238,20 @@ def _cards_statement() -> Any:
     )
 
 
-_BUCKETS: Final = _buckets_statement()
-_CARDS: Final = _cards_statement()
+def _version_part() -> Any:
+    """The account's rules' version (``rules.rules_version``, the statement
+    ``FraudRules.loaded`` checks): how many, the latest change; one row."""
+    return rules_version(literal_column("'v'").label("part"), null().label("key"), shape=_figures)
 
 
-async def counts(
-    s: AsyncSession, account_id: str, livemode: bool, keys: Mapping[str, str], now_us: int
-) -> dict[str, int]:
-    """The velocity facts for ``keys`` (kind -> digest): ``payments_per_ip_hourly`` and so
-    on, 0 where nothing was seen; a kind not in ``keys`` has no facts (missing).
-    ``declines_per_ip_*`` include the address's attempts still waiting for their answer
-    (``PENDING_MINUTES``)."""
-    if not keys:
-        return {}
+# The velocity read, one statement (both parts over the keys' rows); and with the rules'
+# version as a third part, so a decision reads its counts and checks its rules in one round
+# trip (``counts_and_version``). Built once.
+_COUNTS: Final = union_all(_buckets_part(), _cards_part())
+_COUNTS_AND_VERSION: Final = union_all(_buckets_part(), _cards_part(), _version_part())
+
+
+def _params(account_id: str, livemode: bool, keys: Mapping[str, str], now_us: int) -> Any:
     minute = minute_of(now_us)
     params: dict[str, Any] = {
         "account_id": account_id,
@@ -235,8 +262,48 @@ async def counts(
     }
     for window, seconds in VELOCITY_WINDOWS.items():
         params[f"since_{window}"] = minute - seconds // 60 + 1
-    buckets = {row[0]: row._mapping for row in await s.execute(_BUCKETS, params)}
-    cards = {row[0]: row._mapping for row in await s.execute(_CARDS, params)}
+    return params
+
+
+async def counts(
+    s: AsyncSession, account_id: str, livemode: bool, keys: Mapping[str, str], now_us: int
+) -> dict[str, int]:
+    """The velocity facts for ``keys`` (kind -> digest): ``payments_per_ip_hourly`` and so
+    on, 0 where nothing was seen; a kind not in ``keys`` has no facts (missing).
+    ``declines_per_ip_*`` include the address's attempts still waiting for their answer
+    (``PENDING_MINUTES``). One statement."""
+    if not keys:
+        return {}
+    rows = await s.execute(_COUNTS, _params(account_id, livemode, keys, now_us))
+    return _facts(keys, rows)
+
+
+async def counts_and_version(
+    s: AsyncSession, account_id: str, livemode: bool, keys: Mapping[str, str], now_us: int
+) -> tuple[dict[str, int], tuple[int, int]]:
+    """``counts`` and the account's rules' version (``rules.rules_version``), in one
+    statement."""
+    params = _params(account_id, livemode, keys, now_us)
+    rows = list(await s.execute(_COUNTS_AND_VERSION, params))
+    version = next((int(r[2]), int(r[3])) for r in rows if r[0] == "v")
+    return (_facts(keys, rows) if keys else {}), version
+
+
+def _facts(keys: Mapping[str, str], rows: Iterable[Any]) -> dict[str, int]:
+    buckets: dict[str, dict[str, int]] = {}
+    cards: dict[str, dict[str, int]] = {}
+    for row in rows:
+        part, key, figures = row[0], row[1], [int(v or 0) for v in row[2:]]
+        if part == "b":
+            named = {"pending": figures[0]}
+            for i, window in enumerate(VELOCITY_WINDOWS):
+                named[f"payments_{window}"] = figures[1 + 2 * i]
+                named[f"declines_{window}"] = figures[2 + 2 * i]
+            buckets[key] = named
+        elif part == "c":
+            cards[key] = {
+                f"cards_{window}": figures[i] for i, window in enumerate(VELOCITY_WINDOWS)
+            }
     facts: dict[str, int] = {}
     for kind, key in keys.items():
         row, seen = buckets.get(key), cards.get(key)

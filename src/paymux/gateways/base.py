@@ -24,6 +24,7 @@ from paymux.domain.attempts import ProviderStatus
 from paymux.money import Money
 
 __all__ = [
+    "THREE_D_SECURE_OPTIONS",
     "AuthorizeRequest",
     "CardDetails",
     "Decline",
@@ -44,6 +45,8 @@ __all__ = [
     "SetupRequest",
     "SetupResult",
     "SetupUpdate",
+    "ThreeDSecure",
+    "ThreeDSecureOption",
     "WebhookVerificationError",
 ]
 
@@ -75,6 +78,42 @@ class CardDetails:
     funding: str | None = None
 
 
+# ``payment_method_options[card][request_three_d_secure]`` (Stripe's values): ``automatic``
+# (only where the card or the regulation requires it), ``any`` (ask the issuer, which may
+# still let it through frictionless), ``challenge`` (ask for a challenge).
+ThreeDSecureOption = str
+THREE_D_SECURE_OPTIONS = ("automatic", "any", "challenge")
+
+
+@dataclass(frozen=True, slots=True)
+class ThreeDSecure:
+    """A payment's 3-D Secure outcome, in Stripe's words (``payment_method_details.card.
+    three_d_secure``): ``result`` authenticated | attempt_acknowledged | exempted | failed |
+    not_supported | processing_error; ``authentication_flow`` challenge | frictionless;
+    ``result_reason`` abandoned | bypassed | canceled | card_not_enrolled |
+    network_not_supported | protocol_error | rejected. ``liability_shift`` (paymux's field):
+    whether fraud liability moved to the issuer; None where the gateway doesn't say."""
+
+    result: str | None
+    authentication_flow: str | None = None
+    result_reason: str | None = None
+    version: str | None = None
+    electronic_commerce_indicator: str | None = None
+    transaction_id: str | None = None
+    liability_shift: bool | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "authentication_flow": self.authentication_flow,
+            "electronic_commerce_indicator": self.electronic_commerce_indicator,
+            "liability_shift": self.liability_shift,
+            "result": self.result,
+            "result_reason": self.result_reason,
+            "transaction_id": self.transaction_id,
+            "version": self.version,
+        }
+
+
 @dataclass(frozen=True, slots=True)
 class AuthorizeRequest:
     """Authorize (and, for automatic capture, capture) a payment."""
@@ -92,9 +131,14 @@ class AuthorizeRequest:
     gateway_reference: str | None = None  # a payment opened earlier with ``open_payment``
     # A buyer-verification (SCA) token from the provider's browser SDK (Square verifyBuyer).
     verification_token: str | None = None
-    # Ask the issuer for 3-D Secure even where the card doesn't require it (a fraud rule's
-    # request_3ds, fraud/); a gateway that can't ask ignores it.
-    request_three_d_secure: bool = False
+    # ``payment_method_options[card][request_three_d_secure]`` (``ThreeDSecureOption``), or
+    # ``any`` for a fraud rule's request_3ds (fraud/); None: the gateway's default. Never set
+    # off session (no payer is there to authenticate).
+    request_three_d_secure: ThreeDSecureOption | None = None
+    # Off session: the network transaction id of the first (customer-initiated,
+    # authenticated) payment with this card, when the gateway returned one; the
+    # merchant-initiated charge references it (stored credentials).
+    network_transaction_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +161,11 @@ class GatewayResult:
     next_action: dict[str, Any] | None = None
     risk_level: str | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+    # The 3-D Secure outcome when the gateway ran it (None: none ran, or it doesn't say).
+    three_d_secure: ThreeDSecure | None = None
+    # The card network's id of this transaction (Visa's TID, Mastercard's trace id) when the
+    # gateway returns it: later merchant-initiated charges reference it.
+    network_transaction_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

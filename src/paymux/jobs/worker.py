@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.jobs import queue
 from paymux.observability.health import WorkerBeat
-from paymux.observability.tracing import job_span
+from paymux.observability.tracing import batch_job_spans, job_span
 from paymux.outbound.delivery import DeliveryRunner
 from paymux.services import Paymux
 from paymux.services.gateway_calls import schedule_settlement
@@ -261,20 +261,27 @@ class Worker:
     async def _apply_together(self, jobs: list[queue.ClaimedJob], *, isolate: bool) -> None:
         ctx = self.app.ctx
         inbox_ids = [_inbox_id(job) or "" for job in jobs]
-        async with ctx.db.write() as s:
-            failed = await self.app.webhooks.apply_many(s, inbox_ids, isolate=isolate)
-            now = ctx.now_us()
-            lost = await queue.complete_many(
-                s,
-                [job for job, i in zip(jobs, inbox_ids, strict=True) if i not in failed],
-                now_us=now,
-            )
-            for job in jobs:
-                if job.id in lost and job.id not in self._lost:
-                    _log_lost(queue.LeaseLost(job))
-            for job, inbox_id in zip(jobs, inbox_ids, strict=True):
-                if inbox_id in failed:
-                    await self._fail(s, job, _error_of(job, failed[inbox_id]), now_us=now)
+        # A span per job, as ``_run``'s, each linked to the request that delivered its event
+        # (and to the batch's span); a try rolled back marks them all failed.
+        traced = [(job.id, job.payload) for job in jobs]
+        with batch_job_spans("apply_webhook", traced) as span_failed:
+            async with ctx.db.write() as s:
+                failed = await self.app.webhooks.apply_many(s, inbox_ids, isolate=isolate)
+                now = ctx.now_us()
+                lost = await queue.complete_many(
+                    s,
+                    [job for job, i in zip(jobs, inbox_ids, strict=True) if i not in failed],
+                    now_us=now,
+                )
+                for job in jobs:
+                    if job.id in lost:
+                        span_failed(job.id, "LeaseLost")
+                        if job.id not in self._lost:
+                            _log_lost(queue.LeaseLost(job))
+                for job, inbox_id in zip(jobs, inbox_ids, strict=True):
+                    if inbox_id in failed:
+                        span_failed(job.id, type(failed[inbox_id]).__name__)
+                        await self._fail(s, job, _error_of(job, failed[inbox_id]), now_us=now)
         for job in jobs:  # committed: their outcome is written (or was another claim's)
             self._forget(job)
 

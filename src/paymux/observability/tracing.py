@@ -10,7 +10,10 @@ Spans:
   operation, outcome, decline code;
 - one per job the worker runs, a child of the request (or job) that enqueued it: the
   enqueuer's trace context rides in the job's payload under ``_trace`` (``inject``,
-  ``job_context``).
+  ``job_context``). The apply_webhook jobs the webhook ingest's group commit writes carry the
+  context of the request that delivered each event (``carrier``, taken in that request);
+  those the worker applies together in one transaction get a span each all the same
+  (``batch_job_spans``), beside a span of the batch that their spans link to.
 
 Attributes carry ids and codes only: never a card number, a key, a secret, an amount or an
 email (the same rule as the metrics' labels). Log records get ``trace_id`` and ``span_id``
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from typing import Any
 
@@ -32,7 +35,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -41,6 +44,8 @@ from paymux.storage.db import Database
 __all__ = [
     "TRACE_KEY",
     "TraceIdFilter",
+    "batch_job_spans",
+    "carrier",
     "configure_tracing",
     "enabled",
     "flush_tracing",
@@ -125,14 +130,22 @@ def span(
             raise
 
 
+def carrier() -> dict[str, str] | None:
+    """The current trace context as W3C ``traceparent``/``tracestate`` fields, for a job row
+    written later by another task (the webhook ingest's flusher, whose own context is not
+    the request's); None when tracing is off or no span is current."""
+    if _provider is None:
+        return None
+    fields: dict[str, str] = {}
+    _propagator.inject(fields)
+    return fields or None
+
+
 def inject(payload: dict[str, Any]) -> dict[str, Any]:
     """``payload`` with the current trace context under TRACE_KEY (a job's payload, so its run
     is linked to the request that enqueued it); unchanged when tracing is off."""
-    if _provider is None:
-        return payload
-    carrier: dict[str, str] = {}
-    _propagator.inject(carrier)
-    return {**payload, TRACE_KEY: carrier} if carrier else payload
+    fields = carrier()
+    return {**payload, TRACE_KEY: fields} if fields else payload
 
 
 def request_context(headers: Iterable[tuple[bytes, bytes]]) -> otel_context.Context | None:
@@ -150,10 +163,10 @@ def request_context(headers: Iterable[tuple[bytes, bytes]]) -> otel_context.Cont
 
 
 def job_context(payload: object) -> otel_context.Context | None:
-    carrier = payload.get(TRACE_KEY) if isinstance(payload, dict) else None
-    if not isinstance(carrier, dict):
+    fields = payload.get(TRACE_KEY) if isinstance(payload, dict) else None
+    if not isinstance(fields, dict):
         return None
-    return _propagator.extract({str(k): str(v) for k, v in carrier.items()})
+    return _propagator.extract({str(k): str(v) for k, v in fields.items()})
 
 
 @contextmanager
@@ -166,6 +179,66 @@ def job_span(kind: str, job_id: int, payload: object) -> Iterator[Span | None]:
         parent=job_context(payload),
     ) as current:
         yield current
+
+
+@contextmanager
+def batch_job_spans(
+    kind: str, jobs: Sequence[tuple[int, object]]
+) -> Iterator[Callable[[int, str], None]]:
+    """The spans of ``jobs`` (id, payload) run together in ONE transaction (the worker's batch
+    of webhook applies): one per job, named and linked to its enqueuer as ``job_span``'s
+    (so each delivery's trace shows its apply), all covering the whole batch, whose commit is
+    theirs; and one of the batch itself (``job <kind> batch``), current while the block runs
+    (the batch's transaction is its child), which each job's span links to.
+
+    Yields ``failed(job_id, reason)``, which marks one job's span failed (``reason``: an
+    exception's type, a code; never a message that may quote input). An exception out of
+    the block (the batch rolled back) marks every span failed with its type."""
+    tracer = _tracer()
+    if tracer is None or not jobs:
+        yield _no_failure
+        return
+    batch = tracer.start_span(
+        f"job {kind} batch",
+        kind=SpanKind.INTERNAL,
+        attributes={"paymux.job.kind": kind, "paymux.job.count": len(jobs)},
+    )
+    to_batch = [Link(batch.get_span_context())]
+    spans = {
+        job_id: tracer.start_span(
+            f"job {kind}",
+            context=job_context(payload) or trace.set_span_in_context(batch),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "paymux.job.kind": kind,
+                "paymux.job.id": job_id,
+                "paymux.job.batch_size": len(jobs),
+            },
+            links=to_batch,
+        )
+        for job_id, payload in jobs
+    }
+
+    def failed(job_id: int, reason: str) -> None:
+        found = spans.get(job_id)
+        if found is not None:
+            found.set_status(Status(StatusCode.ERROR, reason))
+
+    try:
+        with trace.use_span(batch, record_exception=False, set_status_on_exception=False):
+            yield failed
+    except BaseException as exc:
+        for each in (batch, *spans.values()):
+            each.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+        raise
+    finally:
+        for each in spans.values():
+            each.end()
+        batch.end()
+
+
+def _no_failure(job_id: int, reason: str) -> None:
+    """``batch_job_spans``' ``failed`` when tracing is off."""
 
 
 def instrument_database(db: Database) -> None:

@@ -4,17 +4,28 @@ record the attempts, schedule retries or give up.
 At least once: a delivery is leased when claimed (``next_attempt_us`` moved past the longest
 a send and its recording can take); its outcome is written after the request. A worker
 killed in between leaves the delivery due again when the lease runs out: it is sent again,
-with the same event id, which is how receivers recognise a duplicate.
+with the same event id, which is how receivers recognise a duplicate. An outcome moves its
+delivery on only while the lease is still the one its claim set: a late outcome after the
+lease ran out and another claim took the delivery over is recorded as an attempt; a success
+marks the delivery delivered if it is still pending (one the new holder already failed, say
+on a 410, stays failed: the attempt shows the late success), and a failure leaves the
+delivery to the new holder.
 
 Throughput (bench/outbound.py, docs/benchmarks.md): deliveries are claimed many at once (one
 transaction per claim), sent concurrently on kept-alive connections (``http1``), and their
 outcomes recorded in ONE transaction per batch: the outcomes that finished while the loop
 was busy with the database are recorded together on its next round. A batch that cannot be
-recorded is not lost either: its leases run out and it is sent again.
+recorded is recorded again one outcome per transaction, so one row the database refuses
+never loses the others' outcomes; an outcome that still cannot be recorded is not lost
+either: its lease runs out and it is sent again. What an endpoint answered is stored with
+NUL characters replaced (PostgreSQL's text refuses them).
 
 One slow endpoint never delays another: each send is its own task; at most
-``webhook_endpoint_concurrency`` per endpoint and ``webhook_max_in_flight`` in all are in
-flight, and the claim skips endpoints already at their limit. Each request has a connect
+``webhook_endpoint_concurrency`` per endpoint (across every worker: its leased deliveries)
+and ``webhook_max_in_flight`` per worker are in flight, and a claim takes the oldest few
+due deliveries of each endpoint with room (``claims``), so no endpoint's backlog fills it.
+The outcomes and the dispatcher's deliveries are written with one fixed statement per batch
+(``batches``). Each request has a connect
 timeout and a total timeout; redirects are not followed (a 3xx is a failure); at most
 MAX_RESPONSE_BYTES of the answer are read and RESPONSE_BODY_CHARS kept.
 """
@@ -30,22 +41,16 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 from sqlalchemy import (
-    BigInteger,
-    Integer,
-    String,
     Table,
-    bindparam,
-    column,
-    insert,
     select,
-    update,
-    values,
 )
 
 from paymux.domain.ids import new_id
+from paymux.outbound.batches import insert_rows, update_rows
+from paymux.outbound.claims import Head, claim_postgres, claim_sqlite
 from paymux.outbound.dispatch import dispatch_once
 from paymux.outbound.endpoints import WebhookEndpoints
-from paymux.outbound.http1 import ConnectionPool, ProtocolError, request_target
+from paymux.outbound.http1 import ConnectionPool, ConnectTimeout, ProtocolError, request_target
 from paymux.outbound.schedule import parse_schedule, retry_delay
 from paymux.outbound.signing import signed_headers
 from paymux.outbound.ssrf import Blocked
@@ -53,7 +58,7 @@ from paymux.outbound.views import endpoint_view, event_payload
 from paymux.services.context import Context, emit
 from paymux.storage.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
-__all__ = ["DeliveryRunner", "Outcome", "Send", "post_signed"]
+__all__ = ["DeliveryRunner", "Outcome", "Send", "post_signed", "storable"]
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +66,7 @@ MAX_RESPONSE_BYTES = 64 * 1024
 RESPONSE_BODY_CHARS = 2000
 USER_AGENT = "paymux-webhooks/1"
 SETTLE_SECONDS = 0.02
-CLAIM_OVERSAMPLE = 8
-MAX_CLAIM_ROWS = 2000
-CLAIM_ROUNDS = 2  # window reads per claim: one more when another worker took rows first
+CLAIM_ROUNDS = 2  # claim statements per claim: one more when another worker took rows first
 _ATTEMPTS = cast(Table, WebhookAttempt.__table__)
 _DELIVERIES = cast(Table, WebhookDelivery.__table__)
 
@@ -82,6 +85,15 @@ class Send:
     scheme: str
     secrets: list[str]
     body: bytes
+    # The lease the claim set (``lease_until_us``): the outcome moves the delivery on only if
+    # the lease is still this one (not run out and taken over by another claim since).
+    lease_until: int
+
+
+def storable(text: str) -> str:
+    """Text an endpoint sent, fit for any database column: NUL (which PostgreSQL's text
+    refuses) replaced by U+FFFD, as undecodable bytes are."""
+    return text.replace("\x00", "\ufffd")
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +145,8 @@ async def post_signed(
             )
     except Blocked as exc:
         return done(None, None, f"blocked: {exc}")
+    except ConnectTimeout:
+        return done(None, None, f"connect timeout after {client.connect_timeout:g} s")
     except TimeoutError:
         return done(None, None, f"timeout: no answer within {total_timeout:g} s")
     except ProtocolError as exc:
@@ -141,42 +155,6 @@ async def post_signed(
         return done(None, None, f"{type(exc).__name__}: could not reach the endpoint")
     text = response.body.decode("utf-8", "replace")
     return done(response.status, text[:RESPONSE_BODY_CHARS], None)
-
-
-def _outcomes_update(states: list[dict[str, Any]]) -> Any:
-    """ONE ``UPDATE ... FROM (VALUES ...)`` for a batch's deliveries (PostgreSQL): one
-    statement the database plans and runs once, not one execution per delivery."""
-    table = _DELIVERIES
-    new = values(
-        column("d_id", String),
-        column("d_status", String),
-        column("d_attempts", Integer),
-        column("d_next", BigInteger),
-        name="outcome",
-    ).data([(st["d_id"], st["d_status"], st["d_attempts"], st["d_next"]) for st in states])
-    return (
-        update(table)
-        .where(table.c.id == new.c.d_id)
-        .values(
-            status=new.c.d_status,
-            attempts=new.c.d_attempts,
-            next_attempt_us=new.c.d_next,
-            lease_until_us=None,
-        )
-    )
-
-
-# SQLite (in-process, no round trips): the same change as an executemany by primary key.
-_OUTCOME_BY_ID = (
-    update(_DELIVERIES)
-    .where(_DELIVERIES.c.id == bindparam("d_id"))
-    .values(
-        status=bindparam("d_status"),
-        attempts=bindparam("d_attempts"),
-        next_attempt_us=bindparam("d_next"),
-        lease_until_us=None,
-    )
-)
 
 
 class DeliveryRunner:
@@ -199,7 +177,6 @@ class DeliveryRunner:
         self._looked_at = float("-inf")  # when undispatched events were last looked for
         self._swept_at = time.monotonic()  # when idle connections were last closed
         self._more_events = True
-        self._oversample = 2  # rows read per free slot when the per-endpoint limit binds
         self._saw_due = False  # the last claim's window held due deliveries
         self.client = ConnectionPool(
             connect_timeout=settings.webhook_connect_timeout,
@@ -313,115 +290,64 @@ class DeliveryRunner:
         return len(jobs)
 
     async def _claim(self, free: int, per_endpoint: int) -> list[Send]:
+        """Lease up to ``free`` due deliveries, the oldest few of each endpoint with room
+        (claims.py), and read what their requests need."""
         D, E = WebhookDelivery, WebhookEndpoint
         busy = [ep for ep, n in self.in_flight.items() if n >= per_endpoint]
         now = self.ctx.now_us()
-        due_now = (
-            D.status == "pending",
-            D.next_attempt_us <= now,
-            E.status == "enabled",
-            E.deleted.is_(False),
-        )
+        lease_until = now + self.lease_us
+        self._saw_due = False
         if self.ctx.db.is_sqlite:
             # Idle: no write transaction (SQLite's one writer). PostgreSQL's writers do not
-            # exclude each other: there the window read below is the only look (this probe
-            # scanned the busy endpoints' rows a second time each round).
+            # exclude each other: there the claim's statement is the only look.
             async with self.ctx.db.read() as s:
-                probe = select(D.id).join(E, E.id == D.endpoint_id).where(*due_now)
+                probe = (
+                    select(D.id)
+                    .join(E, E.id == D.endpoint_id)
+                    .where(
+                        D.status == "pending",
+                        D.next_attempt_us <= now,
+                        E.status == "enabled",
+                        E.deleted.is_(False),
+                    )
+                )
                 if busy:
                     probe = probe.where(D.endpoint_id.not_in(busy))
                 if await s.scalar(probe.limit(1)) is None:
                     return []
-        # The per-endpoint limit is applied below, on the rows read: when it can bind, read
-        # more rows than there are free slots, or a window full of one endpoint's backlog
-        # would fill one slot per round (each round costs the same transactions). How many
-        # more adapts: doubled (up to CLAIM_OVERSAMPLE) after a full window left slots
-        # empty, halved after one filled them all (reading rows not taken costs both sides).
-        oversample = 1 if per_endpoint >= free else self._oversample
-        window = min(free * oversample, max(free, MAX_CLAIM_ROWS))
-        self._saw_due = False
         async with self.ctx.db.write() as s:
-            counts = dict(self.in_flight)
-            chosen: list[Any] = []
-            lost: list[str] = []  # chosen, then claimed by another worker first
-            for claim_round in range(CLAIM_ROUNDS):
-                query = (
-                    select(D.id, D.endpoint_id, D.event_id)
-                    .join(E, E.id == D.endpoint_id)
-                    .where(*due_now)
-                    .order_by(D.next_attempt_us)
-                    .limit(window)
+            chosen: list[Head] = []
+            if self.ctx.db.is_sqlite:  # one writer: the rows read are still due
+                chosen = await claim_sqlite(
+                    s,
+                    now=now,
+                    lease_until=lease_until,
+                    free=free,
+                    per_endpoint=per_endpoint,
+                    in_flight=self.in_flight,
                 )
-                if busy:
-                    query = query.where(D.endpoint_id.not_in(busy))
-                if lost:
-                    query = query.where(D.id.not_in(lost))
-                # The window is read without locks: locking every row read (up to
-                # MAX_CLAIM_ROWS for a few free slots) cost PostgreSQL more CPU than the
-                # deliveries themselves. Only the rows chosen are claimed, below.
-                rows = (await s.execute(query)).all()
-                if rows:
-                    self._saw_due = True
-                taken = {r.id for r in chosen}
-                picked: list[Any] = []
-                for row in rows:
-                    if len(chosen) + len(picked) >= free:
-                        break
-                    if row.id in taken:
-                        continue
-                    if counts.get(row.endpoint_id, 0) < per_endpoint:
-                        counts[row.endpoint_id] = counts.get(row.endpoint_id, 0) + 1
-                        picked.append(row)
-                if claim_round == 0 and (oversample > 1 or per_endpoint < free):
-                    if len(picked) < free and len(rows) == window:
-                        self._oversample = min(self._oversample * 2, CLAIM_OVERSAMPLE)
-                    elif len(picked) == free:
-                        self._oversample = max(self._oversample // 2, 1)
-                if not picked:
-                    break
-                lease = {
-                    "next_attempt_us": now + self.lease_us,
-                    "lease_until_us": now + self.lease_us,
-                }
-                ids = [r.id for r in picked]
-                if self.ctx.db.is_sqlite:  # one writer: the rows read are still due
-                    await s.execute(
-                        update(D)
-                        .where(D.id.in_(ids))
-                        .values(**lease)
-                        .execution_options(synchronize_session=False)
+            else:
+                # Rows another worker claimed first (its claim read the same heads) are
+                # lost; the next round claims past them, counting them against their
+                # endpoint's room, or a worker racing another would claim nothing while
+                # deliveries are due.
+                lost: list[Head] = []
+                for _ in range(CLAIM_ROUNDS):
+                    rows = await claim_postgres(
+                        s,
+                        now=now,
+                        lease_until=lease_until,
+                        free=free - len(chosen),
+                        per_endpoint=per_endpoint,
+                        busy=busy,
+                        lost=lost,
                     )
-                    chosen.extend(picked)
-                    break
-                # Another worker may have claimed some since the read (its window read the
-                # same head rows): take only those still due and not locked by it (SKIP
-                # LOCKED: never wait), in one statement. The ones lost are read past once
-                # more (CLAIM_ROUNDS), or a worker racing another would claim nothing
-                # while deliveries are due.
-                still_due = (
-                    select(D.id)
-                    .where(D.id.in_(ids), D.status == "pending", D.next_attempt_us <= now)
-                    .with_for_update(skip_locked=True)
-                )
-                claimed = set(
-                    (
-                        await s.execute(
-                            update(D)
-                            .where(D.id.in_(still_due))
-                            .values(**lease)
-                            .returning(D.id)
-                            .execution_options(synchronize_session=False)
-                        )
-                    ).scalars()
-                )
-                for row in picked:
-                    if row.id in claimed:
-                        chosen.append(row)
-                    else:
-                        lost.append(row.id)
-                        counts[row.endpoint_id] -= 1
-                if len(claimed) == len(picked) or len(chosen) >= free:
-                    break
+                    if rows:
+                        self._saw_due = True
+                    chosen += [r for r in rows if r.won]
+                    lost += [r for r in rows if not r.won]
+                    if all(r.won for r in rows) or len(chosen) >= free:
+                        break
             if not chosen:
                 return []
             endpoints = {
@@ -484,6 +410,7 @@ class DeliveryRunner:
                         scheme=ep.signature_scheme,
                         secrets=secrets[ep.id],
                         body=body,
+                        lease_until=lease_until,
                     )
                 )
             return jobs
@@ -507,15 +434,30 @@ class DeliveryRunner:
             self.wake.set()
 
     async def flush(self) -> int:
-        """Record every finished send, in one transaction. How many were recorded (or
-        given up on: a batch that cannot be written is sent again when its leases end)."""
+        """Record every finished send, in one transaction; if that fails, one per
+        transaction, so one outcome the database refuses loses no other. How many were
+        recorded (or given up on: an outcome that cannot be written is sent again when its
+        lease ends)."""
         if not self.finished:
             return 0
         batch, self.finished = self.finished, []
         try:
             await self._record(batch)
         except Exception:
-            log.exception("%d webhook attempts could not be recorded", len(batch))
+            if len(batch) == 1:
+                log.exception("a webhook attempt could not be recorded")
+                return 1
+            log.exception(
+                "%d webhook attempts could not be recorded together; recording each alone",
+                len(batch),
+            )
+            for one in batch:
+                try:
+                    await self._record([one])
+                except Exception:
+                    log.exception(
+                        "webhook attempt for %s could not be recorded", one[0].delivery_id
+                    )
         return len(batch)
 
     async def _record(self, batch: list[tuple[Send, Outcome]]) -> None:
@@ -530,7 +472,7 @@ class DeliveryRunner:
             # (or took the rows in another order) would deadlock.
             ep_query = select(E).where(E.id.in_({j.endpoint_id for j, _ in batch})).order_by(E.id)
             d_query = (
-                select(D.id, D.status, D.attempts, D.next_attempt_us)
+                select(D.id, D.status, D.attempts, D.next_attempt_us, D.lease_until_us)
                 .where(D.id.in_({j.delivery_id for j, _ in batch}))
                 .order_by(D.id)
             )
@@ -538,15 +480,16 @@ class DeliveryRunner:
                 ep_query = ep_query.with_for_update()
                 d_query = d_query.with_for_update()
             endpoints = {ep.id: ep for ep in (await s.execute(ep_query)).scalars()}
-            states: dict[str, dict[str, Any]] = {
-                row.id: {
-                    "d_id": row.id,
-                    "d_status": row.status,
-                    "d_attempts": row.attempts,
-                    "d_next": row.next_attempt_us,
+            states: dict[str, dict[str, Any]] = {}
+            leases: dict[str, int | None] = {}
+            for row in (await s.execute(d_query)).all():
+                states[row.id] = {
+                    "id": row.id,
+                    "status": row.status,
+                    "attempts": row.attempts,
+                    "next_attempt_us": row.next_attempt_us,
                 }
-                for row in (await s.execute(d_query)).all()
-            }
+                leases[row.id] = row.lease_until_us
             attempts: list[dict[str, Any]] = []
             changed: dict[str, dict[str, Any]] = {}
             for job, outcome in batch:
@@ -564,16 +507,26 @@ class DeliveryRunner:
                         "status": "succeeded" if outcome.ok else "failed",
                         "http_status": outcome.http_status,
                         "latency_ms": outcome.latency_ms,
-                        "response_body": outcome.response_body,
-                        "error": (outcome.error or "")[:255] or None,
+                        "response_body": (
+                            None
+                            if outcome.response_body is None
+                            else storable(outcome.response_body)
+                        ),
+                        "error": storable(outcome.error or "")[:255] or None,
                         "created_us": now,
                     }
                 )
-                changed[job.delivery_id] = state
-                state["d_attempts"] += 1
+                # A send whose lease ran out and was taken over by another claim (the other
+                # worker's request is in flight or recorded): its outcome is history (the
+                # attempt above); a success still marks the event delivered, a failure leaves
+                # the delivery to the lease's holder (no retry scheduled over its lease).
+                lost = state["status"] == "pending" and leases[job.delivery_id] != job.lease_until
+                if outcome.ok or not lost:
+                    changed[job.delivery_id] = state
+                    state["attempts"] += 1
                 if outcome.ok:
-                    if state["d_status"] == "pending":
-                        state["d_status"] = "delivered"
+                    if state["status"] == "pending":
+                        state["status"] = "delivered"
                     if ep.failing_since_us is not None:
                         ep.failing_since_us = None
                     continue
@@ -583,21 +536,18 @@ class DeliveryRunner:
                     await self._disable(s, ep, "gone", now)
                 elif now - ep.failing_since_us >= settings.webhook_disable_after_seconds * 1e6:
                     await self._disable(s, ep, "failing", now)
-                if state["d_status"] != "pending":
+                if state["status"] != "pending" or lost:
                     continue
-                delay = retry_delay(
-                    state["d_attempts"], self.schedule, settings.webhook_retry_jitter
-                )
+                delay = retry_delay(state["attempts"], self.schedule, settings.webhook_retry_jitter)
                 if delay is None or ep.status != "enabled":
-                    state["d_status"] = "failed"
+                    state["status"] = "failed"
                 else:
-                    state["d_next"] = now + int(delay * 1_000_000)
-            if attempts:  # Core, not ORM: one multi-row INSERT, no per-row ORM bookkeeping
-                await s.execute(insert(_ATTEMPTS), attempts)
-            if changed and self.ctx.db.is_sqlite:  # its VALUES cannot name columns: executemany
-                await s.execute(_OUTCOME_BY_ID, list(changed.values()))
-            elif changed:
-                await s.execute(_outcomes_update(list(changed.values())))
+                    state["next_attempt_us"] = now + int(delay * 1_000_000)
+            # Core, not ORM (no per-row bookkeeping); one statement each (batches.py).
+            await insert_rows(s, _ATTEMPTS, attempts)
+            await update_rows(
+                s, _DELIVERIES, "id", list(changed.values()), nulls=["lease_until_us"]
+            )
 
     async def _disable(self, s: Any, ep: WebhookEndpoint, reason: str, now: int) -> None:
         """Disable an endpoint (410 Gone, or failing without a break for too long), with a

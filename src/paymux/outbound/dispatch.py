@@ -17,9 +17,10 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Table, select, update
 
 from paymux.domain.ids import new_id
+from paymux.outbound.batches import insert_rows
 from paymux.outbound.endpoints import matches
 from paymux.services.context import Context
 from paymux.storage.models import Event, WebhookDelivery, WebhookEndpoint
@@ -81,8 +82,7 @@ async def dispatch_once(ctx: Context, limit: int = DISPATCH_BATCH) -> int:
             for endpoint_id, enabled in endpoints.get((e.account_id, bool(e.livemode)), [])
             if matches(enabled, e.type)
         ]
-        if rows:
-            await s.execute(insert(_DELIVERIES), rows)  # Core: no ORM bookkeeping
+        await insert_rows(s, _DELIVERIES, rows)  # Core, one statement (batches.py)
         await s.execute(
             update(Event)
             .where(Event.id.in_([e.id for e in events]))

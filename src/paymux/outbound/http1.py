@@ -26,7 +26,14 @@ from urllib.parse import quote
 
 from paymux.outbound.ssrf import resolve_allowed
 
-__all__ = ["MAX_HEAD_BYTES", "ConnectionPool", "ProtocolError", "Response", "parse_head"]
+__all__ = [
+    "MAX_HEAD_BYTES",
+    "ConnectTimeout",
+    "ConnectionPool",
+    "ProtocolError",
+    "Response",
+    "parse_head",
+]
 
 MAX_HEAD_BYTES = 16 * 1024
 _SAFE_PATH = "/%:@!$&'()*+,;=-._~?"
@@ -34,6 +41,11 @@ _SAFE_PATH = "/%:@!$&'()*+,;=-._~?"
 
 class ProtocolError(Exception):
     """The endpoint answered something that is not an HTTP/1.x response."""
+
+
+class ConnectTimeout(Exception):
+    """No connection (name resolved, TCP and TLS handshakes done) within the connect timeout.
+    Not an OSError (nor a TimeoutError): a caller tells it from the total timeout."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,10 +150,10 @@ class ConnectionPool:
         livemode: bool,
         max_body: int,
     ) -> Response:
-        """POST ``body``; raises ``ssrf.Blocked``, OSError, ProtocolError (the caller sets the
-        total time limit). A kept-alive connection the endpoint closed in the meantime is
-        replaced once, before any answer came (the request may then arrive twice: deliveries
-        are at least once, the event id tells)."""
+        """POST ``body``; raises ``ssrf.Blocked``, ConnectTimeout, OSError, ProtocolError (the
+        caller sets the total time limit). A kept-alive connection the endpoint closed in the
+        meantime is replaced once, before any answer came (the request may then arrive twice:
+        deliveries are at least once, the event id tells)."""
         key = (scheme, host, port, livemode)
         host_header = host if ":" not in host else f"[{host}]"
         if port != (443 if scheme == "https" else 80):
@@ -178,16 +190,22 @@ class ConnectionPool:
 
     async def _open(self, key: tuple[str, str, int, bool]) -> _Conn:
         scheme, host, port, livemode = key
-        async with asyncio.timeout(self.connect_timeout):
-            ip = await resolve_allowed(
-                host, port, livemode=livemode, allow_private=self.allow_private
-            )
-            if scheme == "https":
-                reader, writer = await asyncio.open_connection(
-                    ip, port, ssl=self.tls, server_hostname=host, limit=MAX_HEAD_BYTES
+        limit = asyncio.timeout(self.connect_timeout)
+        try:
+            async with limit:
+                ip = await resolve_allowed(
+                    host, port, livemode=livemode, allow_private=self.allow_private
                 )
-            else:
-                reader, writer = await asyncio.open_connection(ip, port, limit=MAX_HEAD_BYTES)
+                if scheme == "https":
+                    reader, writer = await asyncio.open_connection(
+                        ip, port, ssl=self.tls, server_hostname=host, limit=MAX_HEAD_BYTES
+                    )
+                else:
+                    reader, writer = await asyncio.open_connection(ip, port, limit=MAX_HEAD_BYTES)
+        except TimeoutError:
+            if limit.expired():  # this limit ran out (not a TimeoutError from the socket)
+                raise ConnectTimeout(f"no connection within {self.connect_timeout:g} s") from None
+            raise
         self.opened += 1
         return _Conn(reader, writer)
 

@@ -158,6 +158,7 @@ class Listener:
             scheme=self.scheme,
             secrets=[self.secret],
             body=forwarded_body(event),
+            lease_until=0,  # no delivery row: nothing leased
         )
         outcome = await post_signed(pool, job, total_timeout=10.0)
         when = datetime.fromtimestamp(time.time(), tz=UTC).strftime("%Y-%m-%d %H:%M:%S")

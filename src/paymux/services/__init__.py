@@ -105,6 +105,7 @@ class Paymux:
 
         self.invoices = InvoicesService(self.ctx, self.payments)
         self.engine.invoice_hook = self.invoices.on_intent_settled
+        self.payments.start_guard = self.invoices.guard_start
         self.subscriptions = SubscriptionsService(self.ctx, self.invoices, self.meters.usage)
         self.clocks = ClocksService(self.ctx, self.subscriptions, self.invoices)
         from paymux.billing.subscription_item_api import SubscriptionItemsService
@@ -137,7 +138,7 @@ class Paymux:
         self.fraud_rules = FraudRules(self.ctx)
         self.value_lists = ValueLists(self.ctx, on_change=self.fraud_rules.forget)
         self.fraud = FraudEngine(self.ctx, self.fraud_rules)
-        self.payments.screen = self.fraud.screen
+        self.payments.screen = self.fraud.screen_in
         self.reviews = Reviews(self.ctx, self.payments, self.refunds)
 
     async def settle_attempt(self, attempt_id: str) -> None:

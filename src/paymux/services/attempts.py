@@ -50,6 +50,7 @@ from paymux.money import Money
 from paymux.services.context import Context, columns_of, emit, ref_key, row_of
 from paymux.services.gateway_calls import call_with_retries, schedule_settlement
 from paymux.services.idempotency import record_recovery_point
+from paymux.services.three_d_secure import record_network_reference, requested_option
 from paymux.services.views import payment_intent_view, payment_method_view, refund_view
 from paymux.storage.models import Customer, GatewayAttempt, PaymentIntent, PaymentMethod, Refund
 
@@ -541,6 +542,8 @@ class AttemptEngine:
             # Which provider payment this confirmation made, even when its answer changes
             # nothing yet (processing): the next question to the provider is about it.
             pi.gateway_reference = result.reference
+        if result.three_d_secure is not None:  # this confirmation's 3-D Secure outcome
+            pi.three_d_secure = result.three_d_secure.as_dict()
         before = state_of(pi)
         change = rules.apply_report(
             before, report_of(result), operation=operation, from_status=from_status
@@ -580,6 +583,8 @@ class AttemptEngine:
                 account_id=pi.account_id,
             )
         await self._save_for_later_if_asked(s, pi, new, now)
+        if result.network_transaction_id and pi.setup_future_usage:
+            await record_network_reference(s, pi, new, result.network_transaction_id)
         await self._write(s, pi, change)
         return change
 
@@ -631,7 +636,7 @@ class AttemptEngine:
         pi.updated_us = now
         view = intent_view(self.ctx, pi)
         for event in change.events:
-            await emit(s, pi.account_id, event, view, now)
+            await emit(s, pi.account_id, event, view, now, subject=pi)
         if pi.invoice_id is not None and self.invoice_hook is not None and change.events:
             # Billing: the invoice this payment pays learns its outcome in this transaction,
             # whichever path settled it (API, webhook, recovery, the hosted page's 3-D Secure).
@@ -822,6 +827,7 @@ class AttemptEngine:
             str(token),
             attempt.request.get("customer_token"),
             attempt.request.get("verification_token"),
+            attempt.request.get("network_transaction_id"),
         )
         completes = attempt.request.get("completes")
         if completes:  # completing a payment that waited for the payer: that one, no other
@@ -945,8 +951,10 @@ def authorize_request(
     token: str,
     customer_token: str | None,
     verification_token: str | None = None,
+    network_transaction_id: str | None = None,
 ) -> AuthorizeRequest:
-    """The gateway request for confirming ``pi``."""
+    """The gateway request for confirming ``pi``. ``network_transaction_id``: the card's
+    first authenticated payment, referenced by a merchant-initiated (off-session) charge."""
     return AuthorizeRequest(
         amount=Money(pi.amount, pi.currency),
         payment_method_token=token,
@@ -960,7 +968,8 @@ def authorize_request(
         description=pi.description,
         gateway_reference=opened_reference(pi),
         verification_token=verification_token,
-        request_three_d_secure=_fraud_asks_3ds(pi),
+        request_three_d_secure=requested_option(pi),
+        network_transaction_id=network_transaction_id if pi.off_session else None,
     )
 
 
@@ -969,13 +978,6 @@ def captures_at_once(pi: PaymentIntent) -> bool:
     confirm's fraud decision holds the money for a review (``hold`` in ``fraud_outcome``,
     fraud/decisions.py); the merchant's ``capture_method`` itself is never changed."""
     return pi.capture_method != "manual" and not (pi.fraud_outcome or {}).get("hold")
-
-
-def _fraud_asks_3ds(pi: PaymentIntent) -> bool:
-    """A request_3ds fraud rule matched this confirm (fraud/decisions.py); never off
-    session, where no payer is there to authenticate."""
-    outcome = (pi.fraud_outcome or {}).get("outcome") or {}
-    return outcome.get("request_3ds") is not None and not pi.off_session
 
 
 def opened_reference(pi: PaymentIntent) -> str | None:

@@ -67,6 +67,9 @@ def charge_view(pi: PaymentIntent, pm: PaymentMethod | None) -> dict[str, Any]:
             "fingerprint": pm.card_fingerprint,
             "country": pm.card_country,
             "funding": pm.card_funding,
+            # The confirmation's 3-D Secure outcome (Stripe's shape, plus liability_shift);
+            # None when none ran.
+            "three_d_secure": pi.three_d_secure,
         }
     return {
         "id": charge_id(pi.id),

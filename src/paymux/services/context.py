@@ -204,37 +204,58 @@ _EVENT_INSERT = insert(cast(Table, Event.__table__))
 # session when the session's intent succeeds, whichever path settled the intent: the API,
 # a webhook, a recovery job), so the reaction commits, or not, with the change itself.
 Reaction = Callable[[AsyncSession, str, dict[str, Any], int], Awaitable[None]]
-_REACTIONS: dict[str, list[Reaction]] = {}
+# Whether a reaction has anything to do, from what the emitter already holds (no query):
+# (the event's object, the emitter's row of it or None). A gate must be a necessary
+# condition of the reaction doing anything: it only saves the reaction's own queries.
+Gate = Callable[[dict[str, Any], Any], bool]
+_REACTIONS: dict[str, list[tuple[Reaction, Gate | None]]] = {}
 _log = logging.getLogger(__name__)
 
 
-def react_to(type_: str, reaction: Reaction) -> None:
-    """Run ``reaction`` whenever an event of ``type_`` is emitted (once per function)."""
+def react_to(type_: str, reaction: Reaction, *, when: Gate | None = None) -> None:
+    """Run ``reaction`` whenever an event of ``type_`` is emitted (once per function).
+
+    ``when``: run it only if ``when(obj, subject)`` holds, ``subject`` being the row the
+    emitter passed to ``emit`` (None when it passed none: the gate must then decide from the
+    object alone). A gate that raises is logged and the reaction runs."""
     if type_ not in EVENT_TYPES:
         raise ValueError(f"unknown event type {type_!r}: add it to paymux.domain.events")
     found = _REACTIONS.setdefault(type_, [])
-    if reaction not in found:
-        found.append(reaction)
+    if all(reaction is not known for known, _ in found):
+        found.append((reaction, when))
 
 
 async def emit(
-    session: AsyncSession, account_id: str, type_: str, obj: dict[str, Any], now_us: int
+    session: AsyncSession,
+    account_id: str,
+    type_: str,
+    obj: dict[str, Any],
+    now_us: int,
+    *,
+    subject: Any = None,
 ) -> None:
     """Write an event in the caller's transaction (the outbox): inserted at once, with the
     object as it is now (a snapshot). The type must be in the catalog (domain/events.py).
     Also recorded: the API request that caused it, the event's place among its object's
     events (``object_seq``: the last one's plus 1, read under the object's row lock, which
     its change took) and, on ``*.updated``, the changed fields' previous values against
-    that last event (services/events.py)."""
+    that last event (services/events.py). Only an ``*.updated`` event reads the last
+    event's snapshot; any other reads the sequence's top alone (one indexed aggregate).
+
+    ``subject``: the emitter's row of the object (an intent being settled), for the
+    reactions' gates (``react_to``'s ``when``)."""
     if type_ not in EVENT_TYPES:
         raise ValueError(f"unknown event type {type_!r}: add it to paymux.domain.events")
-    from paymux.services.events import last_event_of, request_of_now  # a cycle
+    from paymux.services.events import last_event_of, last_seq_of, request_of_now  # a cycle
 
     request_id, idempotency_key = request_of_now()
-    last, last_seq = await last_event_of(session, account_id, str(obj["id"]))
     previous = None
-    if type_.endswith(".updated") and last is not None:
-        previous = changed_attributes(last, obj)
+    if type_.endswith(".updated"):
+        last, last_seq = await last_event_of(session, account_id, str(obj["id"]))
+        if last is not None:
+            previous = changed_attributes(last, obj)
+    else:
+        last_seq = await last_seq_of(session, account_id, str(obj["id"]))
     await session.execute(
         _EVENT_INSERT,
         {
@@ -251,7 +272,9 @@ async def emit(
             "object_seq": last_seq + 1,
         },
     )
-    for reaction in _REACTIONS.get(type_, ()):
+    for reaction, when in _REACTIONS.get(type_, ()):
+        if when is not None and not _gate_allows(when, obj, subject, type_):
+            continue  # nothing for it to do (no query, no savepoint)
         # Each in a savepoint: a reaction that fails is undone alone and logged, never the
         # change that emitted the event (a settled payment stays settled; checkout's sweep
         # repairs a session its reaction left open).
@@ -260,6 +283,17 @@ async def emit(
                 await reaction(session, account_id, obj, now_us)
         except Exception:
             _log.exception("reaction %s to %s failed", getattr(reaction, "__name__", "?"), type_)
+
+
+def _gate_allows(when: Gate, obj: dict[str, Any], subject: Any, type_: str) -> bool:
+    """A reaction's gate, which never aborts the emitting transaction: one that raises is
+    logged and the reaction runs (a gate only saves the reaction's own queries; the
+    reaction decides for itself)."""
+    try:
+        return bool(when(obj, subject))
+    except Exception:
+        _log.exception("gate %s of a reaction to %s failed", getattr(when, "__name__", "?"), type_)
+        return True
 
 
 async def get_owned(

@@ -21,6 +21,7 @@ from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, insert, inspect, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.domain.attempts import CANCELLATION_REASONS, Operation
@@ -66,6 +67,7 @@ from paymux.services.routing import (
     open_payment,
     require_capability,
 )
+from paymux.services.three_d_secure import card_options
 from paymux.storage.models import Customer, GatewayAttempt, PaymentIntent, PaymentMethod
 
 __all__ = [
@@ -79,7 +81,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Screen = Callable[[str, PaymentIntent, PaymentMethod], Awaitable[dict[str, Any]]]
+# The fraud decision, in the transaction that starts the attempt (fraud/decisions.py
+# ``FraudEngine.screen_in``): the intent changes to commit with the attempt and None, or a
+# block's card error (the block recorded in the session: commit it, start nothing, raise).
+Screen = Callable[
+    [AsyncSession, str, PaymentIntent, PaymentMethod],
+    Awaitable[tuple[dict[str, Any], PaymuxError | None]],
+]
 
 
 # The recovery point of a create about to open its payment at a connection: ``open:{id}``.
@@ -182,6 +190,7 @@ class CreateParams:
     # and the shipping details (stored as given).
     payment_method_data: dict[str, Any] | None = None
     shipping: dict[str, Any] | None = None
+    payment_method_options: dict[str, Any] | None = None  # 3-D Secure (three_d_secure.py)
 
 
 @dataclass
@@ -229,6 +238,9 @@ class PaymentsService:
         # The fraud decision before any gateway call (fraud/decisions.py, wired by Paymux):
         # intent changes to commit with the attempt, or it raises a block's card error.
         self.screen: Screen | None = None
+        # The invoice's payment lease (billing/payment_lease.py, wired by Paymux): run in the
+        # start's transaction for an intent of an invoice; raises if another path took it.
+        self.start_guard: Callable[[AsyncSession, PaymentIntent], Awaitable[None]] | None = None
 
     # -- reads ------------------------------------------------------------------------------
     async def retrieve(self, account_id: str, pi_id: str) -> dict[str, Any]:
@@ -274,7 +286,11 @@ class PaymentsService:
     async def create(self, account_id: str, p: CreateParams) -> dict[str, Any]:
         money = charge_amount(p.amount, p.currency)
         routed = await choose_gateway(
-            self.ctx, account_id, p.gateway, money, livemode=request_livemode(),
+            self.ctx,
+            account_id,
+            p.gateway,
+            money,
+            livemode=request_livemode(),
             # A connection that takes the types and can capture later, if asked (routing.py).
             payment_method_types=p.payment_method_types,
             needs=frozenset({"manual_capture"}) if p.capture_method == "manual" else frozenset(),
@@ -314,6 +330,7 @@ class PaymentsService:
             async with self.ctx.db.read() as s:
                 await get_owned(s, Customer, p.customer, account_id, param="customer")
         pm_id: str | None = None
+        resolved: PaymentMethod | None = None  # the payment method, for the confirm below
         if p.payment_method_data is not None:
             pm_id = (
                 await _from_data(
@@ -333,8 +350,11 @@ class PaymentsService:
                 p.payment_method,
                 customer_id=p.customer,
                 connection_id=routed.connection_id,
+                # A use of a shared test token is recorded with the intent (below).
+                defer_shared=True,
             )
             pm_id = pm.id
+            resolved = pm
         opened = None
         if not p.confirm:
 
@@ -343,9 +363,7 @@ class PaymentsService:
                 retry opens the same payment at the same connection (a short write)."""
                 if claim is not None:
                     async with self.ctx.db.write() as s:
-                        await record_recovery_point(
-                            s, _opening_point(tried.connection_id), pi_id
-                        )
+                        await record_recovery_point(s, _opening_point(tried.connection_id), pi_id)
 
             # Gateways whose browser SDK confirms (Stripe.js) need their payment now. One
             # nothing binds to its connection yet may fail over (routing.open_payment): not
@@ -353,65 +371,94 @@ class PaymentsService:
             # its connection), nor a caller's reserved id or a retry (its first run may have
             # reached the connection it tried).
             opened, routed = await open_payment(
-                self.ctx, account_id, routed, money, pi_id, p.capture_method != "manual",
+                self.ctx,
+                account_id,
+                routed,
+                money,
+                pi_id,
+                p.capture_method != "manual",
                 may_fail_over=(
-                    p.gateway is None and pm_id is None and p.customer is None
-                    and p.id is None and not (claim is not None and claim.resumed)
+                    p.gateway is None
+                    and pm_id is None
+                    and p.customer is None
+                    and p.id is None
+                    and not (claim is not None and claim.resumed)
                 ),
-                livemode=request_livemode(), payment_method_types=p.payment_method_types,
+                livemode=request_livemode(),
+                payment_method_types=p.payment_method_types,
                 needs=frozenset({"manual_capture"} if p.capture_method == "manual" else ()),
                 before_each=opening_at,
             )
             gateway = routed.gateway
         now = self.ctx.now_us()
-        async with self.ctx.db.write() as s:
-            pi = PaymentIntent(
-                id=pi_id,
-                client_secret=new_id(f"{pi_id}_secret", 24),  # {pi_id}_secret_{24 random}
-                gateway_reference=opened.reference if opened else None,
-                gateway_client=opened.client if opened else None,
-                account_id=account_id,
-                status=S.REQUIRES_CONFIRMATION if pm_id else S.REQUIRES_PAYMENT_METHOD,
-                amount=money.amount,
-                currency=money.currency,
-                amount_capturable=0,
-                amount_received=0,
-                amount_refunded=0,
-                amount_refund_pending=0,
-                capture_method=p.capture_method,
-                customer_id=p.customer,
-                payment_method_id=pm_id,
-                setup_future_usage=p.setup_future_usage,
-                off_session=p.off_session,
-                gateway=gateway.name,
-                connection_id=routed.connection_id,
-                livemode=request_livemode(),
-                return_url=p.return_url,
-                description=p.description,
-                statement_descriptor=p.statement_descriptor,
-                statement_descriptor_suffix=p.statement_descriptor_suffix,
-                receipt_email=p.receipt_email,
-                payment_method_types=_payment_method_types(gateway.name, p.payment_method_types),
-                automatic_payment_methods=(
-                    bool(p.automatic_payment_methods.get("enabled"))
-                    if p.automatic_payment_methods is not None
-                    else None
-                ),
-                metadata_=p.metadata,
-                confirm_count=0,
-                invoice_id=p.invoice_id,
-                shipping=contact(p.shipping),
-                created_us=now,
-                updated_us=now,
-            )
-            await s.execute(_PI_INSERT, row_of(pi, _PI_COLUMNS))
-            await record_recovery_point(s, "created", pi_id)
-            view = self._view(pi)
-            await emit(s, account_id, "payment_intent.created", view, now)
-            if not p.confirm:  # the answer: audited with it (a confirm audits its own)
-                await audit_in(s, view, now)
+        try:
+            async with self.ctx.db.write() as s:
+                if resolved is not None and inspect(resolved).transient:
+                    resolved = await _record_payment_method(s, resolved, self.ctx.db.is_sqlite)
+                    pm_id = resolved.id
+                pi = PaymentIntent(
+                    id=pi_id,
+                    client_secret=new_id(f"{pi_id}_secret", 24),  # {pi_id}_secret_{24 random}
+                    gateway_reference=opened.reference if opened else None,
+                    gateway_client=opened.client if opened else None,
+                    account_id=account_id,
+                    status=S.REQUIRES_CONFIRMATION if pm_id else S.REQUIRES_PAYMENT_METHOD,
+                    amount=money.amount,
+                    currency=money.currency,
+                    amount_capturable=0,
+                    amount_received=0,
+                    amount_refunded=0,
+                    amount_refund_pending=0,
+                    capture_method=p.capture_method,
+                    customer_id=p.customer,
+                    payment_method_id=pm_id,
+                    setup_future_usage=p.setup_future_usage,
+                    off_session=p.off_session,
+                    gateway=gateway.name,
+                    connection_id=routed.connection_id,
+                    livemode=request_livemode(),
+                    return_url=p.return_url,
+                    description=p.description,
+                    statement_descriptor=p.statement_descriptor,
+                    statement_descriptor_suffix=p.statement_descriptor_suffix,
+                    receipt_email=p.receipt_email,
+                    payment_method_types=_payment_method_types(
+                        gateway.name, p.payment_method_types
+                    ),
+                    automatic_payment_methods=(
+                        bool(p.automatic_payment_methods.get("enabled"))
+                        if p.automatic_payment_methods is not None
+                        else None
+                    ),
+                    metadata_=p.metadata,
+                    confirm_count=0,
+                    invoice_id=p.invoice_id,
+                    shipping=contact(p.shipping),
+                    payment_method_options=card_options(p.payment_method_options),
+                    created_us=now,
+                    updated_us=now,
+                )
+                await s.execute(_PI_INSERT, row_of(pi, _PI_COLUMNS))
+                await record_recovery_point(s, "created", pi_id)
+                view = self._view(pi)
+                await emit(s, account_id, "payment_intent.created", view, now)
+                if not p.confirm:  # the answer: audited with it (a confirm audits its own)
+                    await audit_in(s, view, now)
+        except IntegrityError:
+            # A caller's reserved id (an invoice's try) that another request made first,
+            # after the read above: that request's intent, resumed, never a 500. Nothing of
+            # this one was written (the transaction rolled back whole).
+            if p.id is None:
+                raise
+            async with self.ctx.db.read() as s:
+                made = await s.get(PaymentIntent, p.id)
+            if made is None:
+                raise
+            return await self._resume_create(account_id, made.id, p)
         if p.confirm:
-            return await self.confirm(account_id, pi.id, off_session=p.off_session)
+            return await self.confirm(
+                account_id, pi.id, off_session=p.off_session, recorded=resolved
+            )
         return self._view(pi)
 
     async def _route_again(
@@ -428,7 +475,11 @@ class PaymentsService:
                 param="gateway",
             )
         return await choose_gateway(
-            self.ctx, account_id, connection_id, money, livemode=request_livemode(),
+            self.ctx,
+            account_id,
+            connection_id,
+            money,
+            livemode=request_livemode(),
             payment_method_types=p.payment_method_types,
             needs=frozenset({"manual_capture"}) if p.capture_method == "manual" else frozenset(),
         )
@@ -524,7 +575,11 @@ class PaymentsService:
         if money.currency != pi.currency:
             # A new currency is routed again, and must be one the gateway takes.
             routed = await choose_gateway(
-                self.ctx, account_id, None, money, livemode=request_livemode(),
+                self.ctx,
+                account_id,
+                None,
+                money,
+                livemode=request_livemode(),
                 # as at create: a connection that takes its types and can capture later
                 payment_method_types=types,
                 needs=frozenset() if capture else frozenset({"manual_capture"}),
@@ -642,7 +697,11 @@ class PaymentsService:
         setup_future_usage: str | None = None,
         verification_token: str | None = None,
         payment_method_data: dict[str, Any] | None = None,
+        payment_method_options: dict[str, Any] | None = None,
+        recorded: PaymentMethod | None = None,
     ) -> dict[str, Any]:
+        """``recorded``: the payment method this request's create just resolved and recorded
+        (create with ``confirm=true``): not read again."""
         if payment_method_data is not None and payment_method is not None:
             raise _both_payment_methods()
         claim = current_claim.get()
@@ -657,7 +716,12 @@ class PaymentsService:
             check_operation("confirm", pi.status)
             customer_id = pi.customer_id
             pm_ref = payment_method or pi.payment_method_id
-            known = await find_payment_method(s, account_id, pi.gateway, pm_ref) if pm_ref else None
+            if recorded is not None and pm_ref == recorded.id:
+                known: PaymentMethod | None = recorded  # no second read of the same row
+            else:
+                known = (
+                    await find_payment_method(s, account_id, pi.gateway, pm_ref) if pm_ref else None
+                )
         if payment_method_data is not None:  # a payment method made from a token, used now
             made = await payment_method_from_token(
                 self.ctx,
@@ -691,7 +755,10 @@ class PaymentsService:
             "confirm_count": PaymentIntent.confirm_count + 1,
             "last_payment_error": None,
             "next_action": None,
+            "three_d_secure": None,  # this confirmation's, once its gateway answers
         }
+        if payment_method_options is not None:
+            changes["payment_method_options"] = card_options(payment_method_options)
         if off_session is not None:
             changes["off_session"] = off_session
         if return_url is not None:
@@ -699,10 +766,9 @@ class PaymentsService:
         if setup_future_usage is not None:
             changes["setup_future_usage"] = setup_future_usage
         read_status, read_count = pi.status, pi.confirm_count
-        fresh = inspect(pm).transient  # a use of a shared test token, not recorded yet
+        # A use of a shared test token, not recorded yet (the create's, ``recorded``, is).
+        fresh = inspect(pm).transient and pm is not recorded
         try:
-            if self.screen is not None:
-                changes.update(await self.screen(account_id, pi, pm))
             pi, attempt, request = await self._start_authorize(
                 account_id,
                 pi_id,
@@ -712,6 +778,7 @@ class PaymentsService:
                 read_count,
                 changes,
                 verification_token,
+                read=pi,
             )
         except PaymuxError:
             if fresh:  # refused: the use is still a payment method of its own, as before
@@ -747,48 +814,99 @@ class PaymentsService:
         read_count: int,
         changes: dict[str, Any],
         verification_token: str | None,
+        *,
+        read: PaymentIntent,
     ) -> tuple[PaymentIntent, GatewayAttempt, AuthorizeRequest]:
-        """The confirmation's attempt, committed before the call: the intent to
-        ``processing``, the attempt, and a fresh payment method (``fresh``) in one write
-        transaction."""
+        """The confirmation's attempt, committed before the call: the fraud decision
+        (``screen``), the intent to ``processing``, the attempt, and a fresh payment method
+        (``fresh``) in one write transaction. A block commits its record alone (no attempt,
+        no payment method) and raises its card error.
+
+        The decision is made on the intent as it is now, not as ``read`` (an earlier
+        transaction) saw it: the row is read again under its lock first (FOR UPDATE on
+        PostgreSQL; SQLite's writer holds the database), so an amount changed meanwhile is
+        the amount decided on and charged (with screening off nothing is decided on it, and
+        the start's conditional UPDATE alone guards the race). Lock order: the intent row,
+        then the velocity keys' locks and buckets (``screen``)."""
+        blocked: PaymuxError | None = None
         async with self.ctx.db.write() as s:
-            if fresh:
-                pm = await _record_payment_method(s, pm, self.ctx.db.is_sqlite)
-            changes["payment_method_id"] = pm.id
-            customer_token = await customer_token_for(s, pm)
-            call = {
-                "token": pm.token,
-                "customer_token": customer_token,
-                "verification_token": verification_token,
-            }
-            # The intent as the read above saw it, if nobody moved it since: one UPDATE.
-            started = await self.engine.start_if_unchanged(
-                s,
-                pi_id,
-                account_id,
-                Operation.AUTHORIZE,
-                status=read_status,
-                confirm_count=read_count,
-                idempotency_key=f"{pi_id}:authorize:{read_count + 1}",
-                request=call,
-                # The count it is moved from is the one read (the UPDATE's condition).
-                changes={**changes, "confirm_count": read_count + 1},
-            )
-            if started is None:  # it moved: read it again under the write lock
-                pi = await get_owned(s, PaymentIntent, pi_id, account_id)
-                started = await self.engine.start_on_intent(
+            if self.screen is not None:
+                decided_on = read
+                if self.ctx.settings.fraud_enabled:  # (disabled: nothing read from it)
+                    decided_on = await get_owned(s, PaymentIntent, pi_id, account_id, lock=True)
+                    check_operation("confirm", decided_on.status)
+                    read_status, read_count = decided_on.status, decided_on.confirm_count
+                decided, blocked = await self.screen(s, account_id, decided_on, pm)
+                changes.update(decided)
+            if blocked is None:
+                pi, attempt, request = await self._start_in(
                     s,
-                    pi,
-                    Operation.AUTHORIZE,
-                    allowed_from=(S.REQUIRES_PAYMENT_METHOD, S.REQUIRES_CONFIRMATION),
-                    idempotency_key=f"{pi.id}:authorize:{pi.confirm_count + 1}",
-                    request=call,
-                    changes=changes,
-                    check="confirm",
+                    account_id,
+                    pi_id,
+                    pm,
+                    fresh,
+                    read_status,
+                    read_count,
+                    changes,
+                    verification_token,
                 )
-            pi, attempt = started
-            request = await self.engine.authorize_request(s, pi, attempt)
-            assert request is not None
+        if blocked is not None:
+            raise blocked
+        return pi, attempt, request
+
+    async def _start_in(
+        self,
+        s: AsyncSession,
+        account_id: str,
+        pi_id: str,
+        pm: PaymentMethod,
+        fresh: bool,
+        read_status: str,
+        read_count: int,
+        changes: dict[str, Any],
+        verification_token: str | None,
+    ) -> tuple[PaymentIntent, GatewayAttempt, AuthorizeRequest]:
+        """``_start_authorize``'s writes once the decision allows the attempt (in ``s``)."""
+        if fresh:
+            pm = await _record_payment_method(s, pm, self.ctx.db.is_sqlite)
+        changes["payment_method_id"] = pm.id
+        customer_token = await customer_token_for(s, pm)
+        call = {
+            "token": pm.token,
+            "customer_token": customer_token,
+            "verification_token": verification_token,
+            "network_transaction_id": pm.network_transaction_id,
+        }
+        # The intent as the read above saw it, if nobody moved it since: one UPDATE.
+        started = await self.engine.start_if_unchanged(
+            s,
+            pi_id,
+            account_id,
+            Operation.AUTHORIZE,
+            status=read_status,
+            confirm_count=read_count,
+            idempotency_key=f"{pi_id}:authorize:{read_count + 1}",
+            request=call,
+            # The count it is moved from is the one read (the UPDATE's condition).
+            changes={**changes, "confirm_count": read_count + 1},
+        )
+        if started is None:  # it moved: read it again under the write lock
+            pi = await get_owned(s, PaymentIntent, pi_id, account_id)
+            started = await self.engine.start_on_intent(
+                s,
+                pi,
+                Operation.AUTHORIZE,
+                allowed_from=(S.REQUIRES_PAYMENT_METHOD, S.REQUIRES_CONFIRMATION),
+                idempotency_key=f"{pi.id}:authorize:{pi.confirm_count + 1}",
+                request=call,
+                changes=changes,
+                check="confirm",
+            )
+        pi, attempt = started
+        if self.start_guard is not None and pi.invoice_id is not None:
+            await self.start_guard(s, pi)  # billing: this path still holds the invoice
+        request = await self.engine.authorize_request(s, pi, attempt)
+        assert request is not None
         return pi, attempt, request
 
     # -- capture / cancel -------------------------------------------------------------------
@@ -914,7 +1032,7 @@ class PaymentsService:
                 pi.canceled_us = now
                 pi.updated_us = now
                 view = self._view(pi)
-                await emit(s, account_id, "payment_intent.canceled", view, now)
+                await emit(s, account_id, "payment_intent.canceled", view, now, subject=pi)
                 await audit_in(s, view, now)
                 return view
             key = await self._step_key(s, pi.id, Operation.CANCEL)

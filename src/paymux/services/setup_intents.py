@@ -127,6 +127,9 @@ class SetupParams:
     metadata: dict[str, str] = field(default_factory=dict)
     # A payment method made from a gateway token (``card[token]``), as on a PaymentIntent.
     payment_method_data: dict[str, Any] | None = None
+    # The caller's id for it (a Checkout Session's, derived from the session's): a create
+    # with an id already made returns that SetupIntent, never a second one.
+    id: str | None = None
 
 
 @dataclass
@@ -218,6 +221,11 @@ class SetupIntentsService:
                 if p.confirm and (made.pending or made.status in _CONFIRMABLE):
                     return await self.confirm(account_id, made.id)
                 return await self.retrieve(account_id, made.id)
+        if p.id is not None:
+            async with self.ctx.db.read() as s:
+                reserved = await s.get(SetupIntent, p.id)
+            if reserved is not None:
+                return await self.retrieve(account_id, reserved.id)
         routed = await self.ctx.named(account_id, p.gateway)
         gateway = routed.gateway
         require_capability(gateway.name, "vault", param="gateway")  # saving needs a vault
@@ -250,7 +258,7 @@ class SetupIntentsService:
                 connection_id=routed.connection_id,
             )
             pm_id = pm.id
-        seti_id = new_id("seti")
+        seti_id = p.id or new_id("seti")
         now = self.ctx.now_us()
         async with self.ctx.db.write() as s:
             si = SetupIntent(

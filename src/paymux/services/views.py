@@ -98,6 +98,8 @@ def payment_intent_view(pi: PaymentIntent, extra: dict[str, Any] | None = None) 
         "gateway_reference": pi.gateway_reference,
         "last_payment_error": pi.last_payment_error,
         "next_action": pi.next_action,
+        # Stripe's: {"card": {"request_three_d_secure": ...}} as given (3-D Secure).
+        "payment_method_options": pi.payment_method_options or {},
         "cancellation_reason": pi.cancellation_reason,
         "canceled_at": seconds(pi.canceled_us),
         "description": pi.description,

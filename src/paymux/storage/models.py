@@ -193,6 +193,8 @@ class PaymentMethod(Base):
     # Stripe's ``billing_details`` {name, email, phone, address} as given when the payment
     # method was made (migration 0013); None: none given. Never card data.
     billing_details: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # Migration 0026 (see its marker below).
+    network_transaction_id: Mapped[str | None] = mapped_column(String(255), default=None)
     created_us: Mapped[int]
     __table_args__ = (
         UniqueConstraint("account_id", "gateway", "token"),
@@ -294,11 +296,26 @@ class PaymentIntent(Base):
     # The fraud decision of the latest confirm (fraud/, migration 0019): Stripe's charge
     # ``outcome`` fields {type, risk_level, risk_score, rule, reason}; None: none made.
     fraud_outcome: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # 3-D Secure (migration 0026, see its marker below).
+    payment_method_options: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    three_d_secure: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     created_us: Mapped[int]
     updated_us: Mapped[int]
     __table_args__ = (
         Index("ix_payment_intents_account_created", "account_id", "created_us"),
         Index("ix_payment_intents_status_authorized", "status", "authorized_us"),
+        # The dashboard (migration 0029): a customer's payments; the home page's volume (on
+        # PostgreSQL an index-only scan) and its failed payments (partial).
+        Index("ix_payment_intents_customer", "account_id", "customer_id", "created_us"),
+        Index(
+            "ix_payment_intents_volume", "account_id", "livemode", "status", "created_us",
+            postgresql_include=["currency", "amount_received"],
+        ),
+        Index(
+            "ix_payment_intents_failed", "account_id", "livemode", "created_us",
+            postgresql_where=text("last_payment_error IS NOT NULL"),
+            sqlite_where=text("last_payment_error IS NOT NULL"),
+        ),
     )
 
 
@@ -1194,3 +1211,79 @@ Index(
     WebhookInbox.received_us,
 )
 Index("ix_webhook_deliveries_status", WebhookDelivery.status, WebhookDelivery.created_us)
+
+
+# --- issue 10/13 (helper H1): migration 0024 ---
+
+
+# --- issue 11 (helper H2): migration 0025 ---
+
+
+# --- issue 12 section 3 (helper H4): migration 0026 ---
+# payment_intents.payment_method_options: Stripe's {"card": {"request_three_d_secure": ...}}
+# as given on create or confirm; payment_intents.three_d_secure: the latest confirmation's
+# 3-D Secure outcome (gateways/base.py ThreeDSecure.as_dict), shown on the charge;
+# payment_methods.network_transaction_id: the network's id of the card's first
+# customer-initiated payment made to save it, referenced by merchant-initiated charges.
+
+
+# --- issue 14 (helper H6): migration 0027 ---
+# Per-endpoint claims (paymux/outbound/claims.py): an endpoint's oldest due deliveries, and
+# how many it has leased (in flight) across workers.
+Index(
+    "ix_webhook_deliveries_endpoint_due",
+    WebhookDelivery.endpoint_id,
+    WebhookDelivery.next_attempt_us,
+    sqlite_where=_DELIVERY_PENDING,
+    postgresql_where=_DELIVERY_PENDING,
+)
+Index(
+    "ix_webhook_deliveries_endpoint_leased",
+    WebhookDelivery.endpoint_id,
+    WebhookDelivery.lease_until_us,
+    sqlite_where=text("status = 'pending' AND lease_until_us IS NOT NULL"),
+    postgresql_where=text("status = 'pending' AND lease_until_us IS NOT NULL"),
+)
+
+
+# --- issue 15 (helper H7): migration 0028 ---
+
+
+class DashboardUser(Base):
+    """A person who signs in to /dashboard (not an API key): argon2 password hash, TOTP
+    secret sealed with the envelope keyring (context ``dashboard_user:<id>:totp``)."""
+
+    __tablename__ = "dashboard_users"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    totp_secret: Mapped[str] = mapped_column(Text)
+    role: Mapped[str] = mapped_column(String(16))  # admin|developer|support|view_only
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_us: Mapped[int]
+    last_login_us: Mapped[int | None] = mapped_column(default=None)
+    # The last TOTP time step accepted: a code is never accepted twice.
+    last_totp_step: Mapped[int | None] = mapped_column(BigInteger, default=None)
+
+
+class DashboardSession(Base):
+    """A signed-in browser: the cookie holds a random token, this row its SHA-256."""
+
+    __tablename__ = "dashboard_sessions"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("dashboard_users.id"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    livemode: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_us: Mapped[int]
+    seen_us: Mapped[int]
+
+
+class DashboardLoginAttempt(Base):
+    """Failed sign-ins counted per key (``email:<address>`` or ``ip:<address>``)."""
+
+    __tablename__ = "dashboard_login_attempts"
+    key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    window_start_us: Mapped[int]
+    locked_until_us: Mapped[int | None] = mapped_column(default=None)

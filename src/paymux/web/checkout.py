@@ -1,12 +1,16 @@
 """The hosted checkout page (a Checkout Session's ``url``), on paymux's own origin:
 
 - ``GET  /c/pay/{session_id}``          the order (line items and total in the payer's
-  locale, Babel) and, while the session is open, the routed gateway's card form in a frame
-  (the sandbox's hosted form: the one gateway with one today); back from 3-D Secure
+  locale, Babel) and, while the session is open, the routed gateway's own component: the
+  sandbox's hosted form in a frame, Stripe.js's card Element, PayPal's JS SDK buttons, or
+  Square's Web Payments SDK card form (with ``verifyBuyer``); back from 3-D Secure
   (``?payment_intent=`` / ``?setup_intent=``) it asks the gateway at once and, the session
   complete, sends the payer to ``success_url`` (``{CHECKOUT_SESSION_ID}`` replaced);
 - ``POST /c/pay/{session_id}/confirm``  JSON ``{"payment_method": <token from the card
-  form>}``: the shared card-entry script (static/card-entry.js) pays with it;
+  form>, "verification_token"?: <Square's verifyBuyer token>}``: the shared card-entry
+  script (static/card-entry.js) pays with it (for PayPal the token is the approved order);
+- ``POST /c/pay/{session_id}/paypal-order`` the PayPal order the buttons' ``createOrder``
+  hands PayPal (opened with the session's payment; JSON, the page's origin only);
 - ``GET  /_checkout/{file}``            the page's script and style sheet.
 
 No API key: the session id in the URL (30 random characters, about 178 bits, after
@@ -29,7 +33,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -74,6 +78,8 @@ PAGE_SCRIPTS = ("card-entry.js",)
 CARD_FORM_PATH = "/sandbox/elements"
 SANDBOX = "sandbox"  # its hosted form, framed from /sandbox/elements
 STRIPE = "stripe"  # Stripe.js's card Element
+PAYPAL = "paypal"  # the JS SDK's buttons
+SQUARE = "square"  # the Web Payments SDK's card form, with verifyBuyer
 
 
 def subresource_integrity(body: bytes) -> str:
@@ -83,15 +89,19 @@ def subresource_integrity(body: bytes) -> str:
 _INTEGRITY = {name: subresource_integrity(body) for name, body in _STATIC.items()}
 
 
-def checkout_csp(nonce: str, provider: str | None = None) -> str:
+def checkout_csp(nonce: str, provider: str | None = None, *, styled: bool = False) -> str:
     """The page's policy: its own style sheet, scripts by nonce only, the gateway's card form
-    the only frame, never framed itself. ``provider``: the origin of the routed gateway's
-    browser SDK (Stripe.js), which the page loads and talks to; None for the sandbox, whose
-    form is served on this origin."""
+    the only frame, never framed itself. ``provider``: the origins of the routed gateway's
+    browser SDK (Stripe.js, PayPal's, Square's), which the page loads and talks to; None for
+    the sandbox, whose form is served on this origin. ``styled``: the SDK inserts its own
+    style elements, which carry the page's nonce (PayPal's ``data-csp-nonce``), and shows
+    its images (PayPal's buttons)."""
     extra = f" {provider}" if provider else ""
+    style = f" 'nonce-{nonce}'" if styled else ""
+    img = extra if styled else ""
     return (
-        f"default-src 'none'; script-src 'nonce-{nonce}'{extra}; style-src 'self'; "
-        f"img-src 'self'; connect-src 'self'{extra}; frame-src 'self'{extra}; "
+        f"default-src 'none'; script-src 'nonce-{nonce}'{extra}; style-src 'self'{style}; "
+        f"img-src 'self'{img}; connect-src 'self'{extra}; frame-src 'self'{extra}; "
         "form-action 'self'; base-uri 'none'; "
         f"frame-ancestors 'none'; report-uri {CSP_REPORT_PATH}"
     )
@@ -105,6 +115,13 @@ class _Component:
     script: str | None = None  # the provider's SDK (no SRI: the provider versions it)
     origin: str | None = None  # its origin, named in the CSP
     publishable_key: str | None = None
+    # What the provider's SDK is given (data-* attributes of its mount point): Square's
+    # application and location ids, and verifyBuyer's amount and currency.
+    params: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def styled(self) -> bool:
+        return self.gateway == PAYPAL
 
 
 def _stripe_js(settings: Settings) -> tuple[str, str]:
@@ -122,6 +139,52 @@ def _stripe_js(settings: Settings) -> tuple[str, str]:
 STRIPE_ORIGINS = (
     "https://js.stripe.com https://*.js.stripe.com https://api.stripe.com https://hooks.stripe.com"
 )
+# PayPal's CSP guide (developer.paypal.com/sdk/js/best-practices, the nonce variant): the SDK
+# and its frames, calls and images from *.paypal.com and *.paypalobjects.com.
+PAYPAL_JS = "https://www.paypal.com/sdk/js"
+PAYPAL_ORIGINS = "https://www.paypal.com https://*.paypal.com https://*.paypalobjects.com"
+# Square's CSP guide (developer.squareup.com/docs/web-payments/content-security-policy): the
+# SDK and its card frame from web.squarecdn.com, the card sent to pci-connect.
+SQUARE_JS = {
+    "production": "https://web.squarecdn.com/v1/square.js",
+    "sandbox": "https://sandbox.web.squarecdn.com/v1/square.js",
+}
+SQUARE_ORIGINS = {
+    "production": "https://web.squarecdn.com https://pci-connect.squareup.com",
+    "sandbox": "https://sandbox.web.squarecdn.com https://pci-connect.squareupsandbox.com",
+}
+
+
+def _origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _paypal_js(settings: Settings, client: dict[str, Any]) -> tuple[str, str]:
+    """PayPal's JS SDK URL for this payment (client id, currency and intent must match the
+    order's) and the CSP's origins; ``PAYMUX_PAYPAL_JS_URL`` replaces PayPal's (a test's
+    fake SDK on loopback), and its origin alone is named."""
+    base = settings.paypal_js_url or PAYPAL_JS
+    query = urlencode(
+        {
+            "client-id": str(client.get("client_id") or ""),
+            "currency": str(client.get("currency") or "").upper(),
+            "intent": str(client.get("intent") or "capture"),
+            "components": "buttons",
+        }
+    )
+    origins = _origin_of(base) if settings.paypal_js_url else PAYPAL_ORIGINS
+    return f"{base}?{query}", origins
+
+
+def _square_js(settings: Settings, environment: str) -> tuple[str, str]:
+    """Square's Web Payments SDK and the CSP's origins; ``PAYMUX_SQUARE_JS_URL`` replaces
+    Square's, and its origin alone is named."""
+    env = "production" if environment == "production" else "sandbox"
+    if settings.square_js_url:
+        return settings.square_js_url, _origin_of(settings.square_js_url)
+    return SQUARE_JS[env], SQUARE_ORIGINS[env]
+
 
 router = APIRouter(include_in_schema=False)
 
@@ -131,10 +194,10 @@ def _app(request: Request) -> Paymux:
     return app
 
 
-def _headers(nonce: str, provider: str | None = None) -> dict[str, str]:
+def _headers(nonce: str, provider: str | None = None, styled: bool = False) -> dict[str, str]:
     # nosniff, Referrer-Policy, no-store and HSTS over TLS: the guard middleware's.
     return {
-        "content-security-policy": checkout_csp(nonce, provider),
+        "content-security-policy": checkout_csp(nonce, provider, styled=styled),
         "x-frame-options": "DENY",
         "cache-control": "no-store",
     }
@@ -148,12 +211,14 @@ class _Line:
     amount: str
 
 
-def _render(name: str, status: int, provider: str | None = None, **values: Any) -> HTMLResponse:
+def _render(
+    name: str, status: int, provider: str | None = None, styled: bool = False, **values: Any
+) -> HTMLResponse:
     nonce = secrets.token_urlsafe(18)
     body = _TEMPLATES.get_template(name).render(
         static=STATIC_PREFIX, nonce=nonce, integrity=_INTEGRITY, **values
     )
-    return HTMLResponse(body, status_code=status, headers=_headers(nonce, provider))
+    return HTMLResponse(body, status_code=status, headers=_headers(nonce, provider, styled))
 
 
 def _locale(request: Request, row: CheckoutSession | None) -> str:
@@ -190,21 +255,53 @@ async def _merchant(app: Paymux, row: CheckoutSession) -> str:
 
 async def _component(app: Paymux, row: CheckoutSession) -> _Component | None:
     """The card-entry component for the session's gateway, None where the page has none:
-    the sandbox's hosted form (test mode, on a deployment that serves it), or Stripe.js's
-    card Element for a payment routed to Stripe. (PayPal's and Square's components are not
-    on the page yet: docs/checkout.md.)"""
+    the sandbox's hosted form (test mode, on a deployment that serves it); for a payment,
+    Stripe.js's card Element, PayPal's buttons or Square's card form. (Setup mode with
+    Stripe, PayPal or Square is not on the page yet: docs/checkout.md.)"""
     gateway = await app.checkout.gateway_of(row)
     settings = app.ctx.settings
     if gateway == SANDBOX and not row.livemode and settings.sandbox_enabled:
         return _Component(SANDBOX)
-    if gateway == STRIPE and row.mode == "payment" and row.payment_intent_id is not None:
-        async with app.ctx.db.read() as s:
-            pi = await s.get(PaymentIntent, row.payment_intent_id)
-        key = ((pi.gateway_client or {}) if pi is not None else {}).get("publishable_key")
-        if key:
-            script, origin = _stripe_js(settings)
-            return _Component(STRIPE, script, origin, str(key))
-    return None
+    if gateway not in (STRIPE, PAYPAL, SQUARE):
+        return None
+    if row.mode != "payment" or row.payment_intent_id is None:
+        return None
+    async with app.ctx.db.read() as s:
+        pi = await s.get(PaymentIntent, row.payment_intent_id)
+    if pi is None:
+        return None
+    client = dict(pi.gateway_client or {})
+    if gateway == STRIPE:
+        key = client.get("publishable_key")
+        if not key:
+            return None
+        script, origin = _stripe_js(settings)
+        return _Component(STRIPE, script, origin, str(key))
+    try:
+        provider = await app.ctx.gateway_of(pi)
+    except PaymuxError:  # its connection is gone or not configured here: no component
+        return None
+    client = {**provider.browser_params(pi.id), **client}
+    if gateway == PAYPAL:
+        if not client.get("order_id") or not client.get("client_id"):
+            return None  # no order opened: nothing for the buttons to approve
+        script, origin = _paypal_js(settings, client)
+        return _Component(PAYPAL, script, origin)  # the client id is in its URL
+    if not client.get("application_id") or not client.get("location_id"):
+        return None  # Square's SDK needs both (SQUARE_APPLICATION_ID, the location)
+    script, origin = _square_js(settings, str(client.get("environment") or "sandbox"))
+    amount = Money(int(pi.amount), pi.currency)
+    return _Component(
+        SQUARE,
+        script,
+        origin,
+        params=(
+            ("application-id", str(client["application_id"])),
+            ("location-id", str(client["location_id"])),
+            ("amount", amount.to_decimal_string()),
+            ("currency", pi.currency.upper()),
+        ),
+    )
 
 
 async def _can_pay_here(app: Paymux, row: CheckoutSession) -> bool:
@@ -275,6 +372,7 @@ async def checkout_page(session_id: str, request: Request) -> Response:
         "checkout.html",
         200,
         provider=component.origin if component else None,
+        styled=component.styled if component else False,
         component=component,
         lang=lang,
         t=words,
@@ -285,6 +383,7 @@ async def checkout_page(session_id: str, request: Request) -> Response:
         message=words[message] if message else None,
         pay=component is not None,
         pay_url=f"{PAGE_PREFIX}/{quote(row.id, safe='')}/confirm",
+        order_url=f"{PAGE_PREFIX}/{quote(row.id, safe='')}/paypal-order",
         status_url=f"{PAGE_PREFIX}/{quote(row.id, safe='')}/status",
         card_form_url=CARD_FORM_PATH,
         back=back,
@@ -301,14 +400,54 @@ def _refusal(status: int, code: str, message: str, action: str | None = None) ->
     )
 
 
-@router.post(PAGE_PREFIX + "/{session_id}/confirm")
-async def checkout_confirm(session_id: str, request: Request) -> JSONResponse:
-    app = _app(request)
+def _page_post_problem(app: Paymux, request: Request) -> JSONResponse | None:
+    """The page's own posts: JSON (no form a foreign page could send without CORS) from the
+    page's own origin when the browser names one."""
     if not request.headers.get("content-type", "").startswith("application/json"):
         return _refusal(415, "parameter_invalid", "Send JSON.")
     origin = request.headers.get("origin")
     if origin is not None and not rules.same_origin(origin, app.ctx.settings.base_url()):
         return _refusal(403, "parameter_invalid", "This page pays from its own origin only.")
+    return None
+
+
+@router.post(PAGE_PREFIX + "/{session_id}/paypal-order")
+async def checkout_paypal_order(session_id: str, request: Request) -> JSONResponse:
+    """PayPal's buttons' ``createOrder``: the order opened with the session's payment (its
+    ``gateway_reference``; the payer approves it in PayPal's window, then ``onApprove``
+    confirms with its id). No gateway call: the order exists since the session's create."""
+    app = _app(request)
+    problem = _page_post_problem(app, request)
+    if problem is not None:
+        return problem
+    row = await app.checkout.page_session(session_id)
+    if row is None:
+        return _refusal(404, "resource_missing", "No such checkout session.")
+    if row.status != "open" or app.ctx.now_us() >= row.expires_us:
+        return _refusal(
+            400, "checkout_session_unexpected_state", "This checkout session is no longer open."
+        )
+    component = await _component(app, row)
+    if component is None or component.gateway != PAYPAL or row.payment_intent_id is None:
+        return _refusal(
+            400, "checkout_session_unexpected_state", "This checkout is not paid with PayPal."
+        )
+    async with app.ctx.db.read() as s:
+        pi = await s.get(PaymentIntent, row.payment_intent_id)
+    order_id = (pi.gateway_client or {}).get("order_id") if pi is not None else None
+    if not order_id:
+        return _refusal(
+            400, "checkout_session_unexpected_state", "This checkout is not paid with PayPal."
+        )
+    return JSONResponse({"order_id": str(order_id)}, headers={"cache-control": "no-store"})
+
+
+@router.post(PAGE_PREFIX + "/{session_id}/confirm")
+async def checkout_confirm(session_id: str, request: Request) -> JSONResponse:
+    app = _app(request)
+    problem = _page_post_problem(app, request)
+    if problem is not None:
+        return problem
     try:
         raw: Any = json.loads(await request.body())
     except ValueError:
@@ -316,6 +455,11 @@ async def checkout_confirm(session_id: str, request: Request) -> JSONResponse:
     card = raw.get("payment_method") if isinstance(raw, dict) else None
     if not isinstance(card, str) or not 1 <= len(card) <= 255:
         return _refusal(400, "parameter_missing", "A payment_method token is required.")
+    verification = raw.get("verification_token")  # Square's verifyBuyer token, if any
+    if verification is not None and (
+        not isinstance(verification, str) or not 1 <= len(verification) <= 2048
+    ):
+        return _refusal(400, "parameter_invalid", "The verification_token is not valid.")
     row = await app.checkout.page_session(session_id)
     if row is None:
         return _refusal(404, "resource_missing", "No such checkout session.")
@@ -346,7 +490,9 @@ async def checkout_confirm(session_id: str, request: Request) -> JSONResponse:
     _, words = text_for(_locale(request, row))
     return_url = app.checkout.page_url(row.id)
     try:
-        outcome = await app.checkout.pay_from_page(session_id, card, return_url)
+        outcome = await app.checkout.pay_from_page(
+            session_id, card, return_url, verification_token=verification
+        )
     except PaymuxError as exc:
         # Another tab paid, or this one's first answer was lost: what stands now, not a
         # failure shown to a payer who paid.

@@ -47,6 +47,7 @@ from paymux.gateways.base import (
 )
 from paymux.jobs.queue import enqueue, revive_dead
 from paymux.observability.metrics import observe_apply_lag
+from paymux.observability.tracing import carrier
 from paymux.services.attempts import result_json
 from paymux.services.connections import ConnectionsService
 from paymux.services.context import Context, emit
@@ -173,6 +174,7 @@ class InboundWebhooks:
                 type=event.type,
                 payload=body.decode(),
                 received_us=self.ctx.now_us(),
+                trace=carrier(),  # this request's: its apply job's span is linked to it
             )
         )
         return Received(stored.inbox_id, stored.duplicate)

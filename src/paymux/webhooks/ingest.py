@@ -5,8 +5,9 @@ a turn of the single writer connection) cost more than the rest of ``POST /webho
 together. Here ``InboxWriter.store`` queues the verified
 event with a future and waits; one flusher task takes everything queued (at most
 ``batch_size``), writes the inbox rows with one multi-row ``INSERT ... ON CONFLICT (gateway,
-event_id) DO NOTHING RETURNING id`` and an ``apply_webhook`` job for each new row, commits, and
-only then resolves the futures. While it writes, the next deliveries queue up for the next
+event_id) DO NOTHING RETURNING id`` and an ``apply_webhook`` job for each new row (carrying
+the trace context of the request that delivered it, when tracing is on), commits, and only
+then resolves the futures. While it writes, the next deliveries queue up for the next
 batch: no timer, no added latency when traffic is light (a batch of one).
 
 The promise is unchanged: nothing is answered before its commit. A failed transaction fails
@@ -40,6 +41,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paymux.domain.ids import new_id
+from paymux.observability.tracing import TRACE_KEY
 from paymux.storage.db import Database
 from paymux.storage.models import Job, WebhookInbox
 
@@ -64,6 +66,9 @@ class Arrival:
     type: str
     payload: str
     received_us: int
+    # The delivering request's trace context (tracing.carrier(), taken in the request: the
+    # flusher writing the job runs in a task of its own), for the job's payload (``_trace``).
+    trace: dict[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,11 +199,13 @@ class InboxWriter:
         the order of ``arrivals``."""
         first: dict[tuple[str, str], int] = {}  # (gateway, event id) -> its first arrival
         rows: list[dict[str, Any]] = []
+        traces: list[dict[str, str] | None] = []  # each row's first arrival's trace context
         for i, a in enumerate(arrivals):
             key = (a.gateway, a.event_id)
             if key in first:
                 continue
             first[key] = i
+            traces.append(a.trace)
             rows.append(
                 {
                     "id": new_id("we"),
@@ -221,7 +228,7 @@ class InboxWriter:
             ids: dict[tuple[str, str], str] = {}
             jobs: list[dict[str, Any]] = []
             conflicts: dict[str, list[str]] = {}
-            for row in rows:
+            for row, trace in zip(rows, traces, strict=True):
                 key = (row["gateway"], row["event_id"])
                 if row["id"] in new_ids:
                     ids[key] = row["id"]
@@ -230,7 +237,12 @@ class InboxWriter:
                         {
                             "kind": "apply_webhook",
                             "account_id": row["account_id"],
-                            "payload": {"inbox_id": row["id"]},
+                            # Linked to the request that delivered it, as any job.
+                            "payload": (
+                                {"inbox_id": row["id"], TRACE_KEY: trace}
+                                if trace
+                                else {"inbox_id": row["id"]}
+                            ),
                             "dedupe_key": None,
                             "status": "queued",
                             "run_at_us": now,

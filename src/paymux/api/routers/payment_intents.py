@@ -115,6 +115,9 @@ async def confirm_payment_intent(
             return_url=b.return_url,
             setup_future_usage=b.setup_future_usage,
             verification_token=b.verification_token,
+            payment_method_options=(
+                b.payment_method_options.model_dump() if b.payment_method_options else None
+            ),
             payment_method_data=(
                 b.payment_method_data.model_dump() if b.payment_method_data else None
             ),

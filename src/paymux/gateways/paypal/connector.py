@@ -433,6 +433,7 @@ class PayPalGateway:
                 request.capture,
                 f"{idempotency_key}:complete",
                 request.amount.amount,
+                order,
             )
         return result
 
@@ -465,14 +466,35 @@ class PayPalGateway:
                 request.capture,
                 f"{idempotency_key}:complete",
                 request.amount.amount,
+                order,
             )
         return transformers.order_result(
             order, capture=request.capture, requested=request.amount.amount
         )
 
     async def _complete_order(
-        self, order_id: str, capture: bool, key: str, requested: int
+        self,
+        order_id: str,
+        capture: bool,
+        key: str,
+        requested: int,
+        known: dict[str, Any] | None = None,
     ) -> GatewayResult:
+        """Capture or authorize an approved order, once its card's 3-D Secure result (read
+        first: ``known``, the order as just read, or a GET) allows it, as PayPal recommends
+        (transformers.completion_refusal); a refused one stays uncaptured, declined. An order
+        no longer APPROVED-and-unpaid goes on to the call, whose already-done path reports it."""
+        order_read = known if known is not None else await self._get_order(order_id)
+        if order_read is not None:
+            refusal = transformers.completion_refusal(order_read)
+            if refusal is not None:
+                return GatewayResult(
+                    status=GatewayStatus.FAILED,
+                    reference=order_id,
+                    decline=refusal,
+                    raw={"issue": refusal.gateway_code, "object": "order"},
+                    three_d_secure=transformers.three_d_secure(order_read),
+                )
         action = "capture" if capture else "authorize"
         try:
             order = await self._call(
@@ -800,9 +822,7 @@ class PayPalGateway:
         status = str(setup_token.get("status") or "")
         reference = str(setup_token.get("id") or "")
         if status in transformers.SETUP_READY and reference:
-            outcome = await self.attach_payment_method(
-                reference, "", idempotency_key=attach_key
-            )
+            outcome = await self.attach_payment_method(reference, "", idempotency_key=attach_key)
             if isinstance(outcome, Decline):
                 return SetupResult(
                     status=GatewayStatus.FAILED, reference=reference, decline=outcome

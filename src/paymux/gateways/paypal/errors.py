@@ -47,6 +47,9 @@ ROWS: list[tuple[str, str, str | None]] = [
     ("5200", "card_declined", "duplicate_transaction"),
     ("5400", "expired_card", "expired_card"),
     ("5650", "authentication_required", "authentication_required"),
+    # paymux's own: PayPal's 3-D Secure result says not to continue (transformers.py
+    # authentication_refusal), so the order was never captured or authorized.
+    ("PAYMUX_3DS_NOT_AUTHENTICATED", "payment_intent_authentication_failure", None),
     ("5700", "card_declined", "transaction_not_allowed"),
     ("9100", "card_declined", "try_again_later"),
     ("9500", "card_declined", "fraudulent"),

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, TypeVar, assert_never
 
@@ -42,6 +42,7 @@ from paymux.gateways.base import (
     RefundUpdate,
     SetupRequest,
     SetupResult,
+    ThreeDSecure,
 )
 from paymux.gateways.paypal.errors import ROWS
 from paymux.money import Money, MoneyError
@@ -49,6 +50,7 @@ from paymux.money import Money, MoneyError
 __all__ = [
     "REQUEST_ID_MAX",
     "SUPPORTED_CURRENCIES",
+    "THREE_DS_REFUSED",
     "VAULT_KINDS",
     "ZERO_DECIMAL",
     "ApiError",
@@ -61,6 +63,7 @@ __all__ = [
     "UnknownStatus",
     "amount_problem",
     "api_error",
+    "authentication_refusal",
     "authorization_result",
     "canceled_result",
     "capture_request",
@@ -90,10 +93,12 @@ __all__ = [
     "setup_pending_result",
     "setup_token_request",
     "split_vault_token",
+    "three_d_secure",
     "to_paypal",
     "update_order_patch",
     "vault_order_request",
     "vault_token",
+    "verification_method",
 ]
 
 GATEWAY = "paypal"
@@ -243,16 +248,43 @@ def vault_token(kind: str, vault_id: str) -> str:
     return f"{kind}:{vault_id}"
 
 
+# payment_method_options[card][request_three_d_secure] in PayPal's words (Orders v2
+# ``payment_source.card.attributes.verification.method``): SCA_ALWAYS asks for 3-D Secure on
+# every card, SCA_WHEN_REQUIRED only where the region mandates it.
+_VERIFICATION = {"any": "SCA_ALWAYS", "challenge": "SCA_ALWAYS", "automatic": "SCA_WHEN_REQUIRED"}
+# PayPal's network_transaction_reference.id: 9 to 36 characters (checkout_orders_v2 spec).
+_NETWORK_ID_LENGTH = range(9, 37)
+
+
+def verification_method(option: str | None) -> str | None:
+    """The verification method for a 3-D Secure option; None: PayPal's default."""
+    return _VERIFICATION.get(option) if option else None
+
+
 def vault_order_request(request: AuthorizeRequest, kind: str, vault_id: str) -> dict[str, Any]:
     """An order charged at once with a saved (vaulted) payment method."""
     source: dict[str, Any] = {"vault_id": vault_id}
     if kind == "card":
-        # A stored card used again: merchant-initiated when off-session.
-        source["stored_credential"] = {
+        # A stored card used again: merchant-initiated when off-session, referencing the
+        # card's first customer-initiated payment when PayPal returned its network id.
+        stored: dict[str, Any] = {
             "payment_initiator": "MERCHANT" if request.off_session else "CUSTOMER",
             "payment_type": "UNSCHEDULED",
             "usage": "SUBSEQUENT",
         }
+        previous = request.network_transaction_id
+        if request.off_session and previous and len(previous) in _NETWORK_ID_LENGTH:
+            stored["previous_network_transaction_reference"] = {"id": previous}
+        source["stored_credential"] = stored
+        method = verification_method(request.request_three_d_secure)
+        if method and not request.off_session:
+            source["attributes"] = {"verification": {"method": method}}
+            if request.return_url:
+                # Where PayPal sends the payer back after its payer-action (3-D Secure) page.
+                source["experience_context"] = {
+                    "return_url": request.return_url,
+                    "cancel_url": request.return_url,
+                }
     return {
         "intent": "CAPTURE" if request.capture else "AUTHORIZE",
         "purchase_units": [
@@ -422,6 +454,125 @@ def authorization_result(
     )
 
 
+# -- 3-D Secure: the authentication result, read before capture ----------------------------
+# PayPal's recommended action for each (enrollment_status, authentication_status,
+# liability_shift) of ``payment_source.card.authentication_result``, from "3D Secure response
+# parameters" (developer.paypal.com/docs/checkout/advanced/customize/3d-secure/
+# response-parameters/, "Recommended action"): True = continue with authorization
+# (capture or authorize the order), False = do not continue. A combination the table doesn't
+# list falls back to its liability_shift column: POSSIBLE / YES continue, NO / UNKNOWN don't.
+_RECOMMENDED: dict[tuple[str | None, str | None, str | None], bool] = {
+    ("Y", "Y", "POSSIBLE"): True,  # successful authentication
+    ("Y", "N", "NO"): False,  # failed authentication
+    ("Y", "R", "NO"): False,  # rejected authentication
+    ("Y", "A", "POSSIBLE"): True,  # attempted authentication
+    ("Y", "U", "UNKNOWN"): False,  # unable to complete authentication
+    ("Y", "U", "NO"): False,
+    ("Y", "C", "UNKNOWN"): False,  # challenge required, never completed
+    ("Y", None, "NO"): False,  # enrolled, authentication never ran
+    ("N", None, "NO"): True,  # card not enrolled
+    ("U", None, "NO"): True,  # 3-D Secure system unavailable
+    ("U", None, "UNKNOWN"): False,
+    ("B", None, "NO"): True,  # bypassed
+}
+_CONTINUES = {"POSSIBLE": True, "YES": True, "NO": False, "UNKNOWN": False}
+# Stripe's result for PayPal's authentication_status (pares_status); None: not run.
+_RESULT = {
+    "Y": "authenticated",
+    "A": "attempt_acknowledged",
+    "N": "failed",
+    "R": "failed",
+    "U": "processing_error",
+    "C": "failed",  # a challenge was required and never completed
+    "D": "failed",  # decoupled authentication never confirmed
+    "I": "exempted",  # informational only: the requestor's preference acknowledged
+}
+# Stripe's result for a card that ran no authentication, by enrollment_status.
+_NOT_RUN = {"N": "not_supported", "U": "processing_error", "B": "exempted"}
+# Stripe's result_reason: by authentication_status, or by enrollment_status when none ran.
+_REASON = {"R": "rejected", "C": "abandoned"}
+_REASON_NOT_RUN = {"B": "bypassed", "N": "card_not_enrolled"}
+# Our decline for a payment PayPal's table says not to continue (errors.py maps it to
+# payment_intent_authentication_failure): a paymux code, not one of PayPal's.
+THREE_DS_REFUSED = "PAYMUX_3DS_NOT_AUTHENTICATED"
+
+
+def _authentication(order: dict[str, Any]) -> dict[str, Any] | None:
+    source = order.get("payment_source")
+    card = source.get("card") if isinstance(source, dict) else None
+    found = card.get("authentication_result") if isinstance(card, dict) else None
+    return found if isinstance(found, dict) else None
+
+
+def _statuses(found: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
+    three_ds = found.get("three_d_secure")
+    three_ds = three_ds if isinstance(three_ds, dict) else {}
+    return (
+        three_ds.get("enrollment_status"),
+        three_ds.get("authentication_status"),
+        found.get("liability_shift"),
+    )
+
+
+def three_d_secure(order: dict[str, Any]) -> ThreeDSecure | None:
+    """The card's ``authentication_result`` in Stripe's words; None when none is there."""
+    found = _authentication(order)
+    if found is None:
+        return None
+    enrollment, status, shift = _statuses(found)
+    if status:
+        result, reason = _RESULT.get(status), _REASON.get(status)
+    else:
+        result, reason = _NOT_RUN.get(str(enrollment)), _REASON_NOT_RUN.get(str(enrollment))
+    flow = found.get("authentication_flow")
+    return ThreeDSecure(
+        result=result,
+        authentication_flow=str(flow).lower() if flow else None,
+        result_reason=reason,
+        liability_shift=None if shift in (None, "UNKNOWN") else shift in ("POSSIBLE", "YES"),
+    )
+
+
+def authentication_refusal(order: dict[str, Any]) -> Decline | None:
+    """PayPal's recommended action for the order's card authentication (``_RECOMMENDED``):
+    a Decline when it says not to continue, None to go ahead (no card, or no authentication
+    result: nothing was asked)."""
+    found = _authentication(order)
+    if found is None:
+        return None
+    key = _statuses(found)
+    goes_on = _RECOMMENDED.get(key, _CONTINUES.get(str(key[2]), False))
+    if goes_on:
+        return None
+    enrollment, status, shift = key
+    return Decline(
+        gateway_code=THREE_DS_REFUSED,
+        message=(
+            "PayPal: 3-D Secure did not authenticate the card "
+            f"(enrollment {enrollment}, authentication {status}, liability shift {shift})."
+        ),
+    )
+
+
+def completion_refusal(order: dict[str, Any]) -> Decline | None:
+    """The refusal to capture or authorize this order (``authentication_refusal``), only
+    while it is APPROVED with no payment in it: an order already COMPLETED, or holding a
+    capture or an authorization (completed by an earlier try whose answer was lost, before
+    this check existed, or outside paymux) moved money, and is reported as it stands."""
+    if order.get("status") != OrderStatus.APPROVED:
+        return None
+    payments = _first_unit(order).get("payments")
+    if isinstance(payments, dict) and (payments.get("captures") or payments.get("authorizations")):
+        return None
+    return authentication_refusal(order)
+
+
+def _network_id(payment: dict[str, Any]) -> str | None:
+    reference = payment.get("network_transaction_reference")
+    found = reference.get("id") if isinstance(reference, dict) else None
+    return str(found) if found else None
+
+
 def _payer_action(order: dict[str, Any]) -> dict[str, Any] | None:
     for link in order.get("links") or []:
         if isinstance(link, dict) and link.get("rel") in ("payer-action", "approve"):
@@ -450,14 +601,27 @@ def order_result(
     payments = _first_unit(order).get("payments") or {}
     captures = [c for c in payments.get("captures") or [] if isinstance(c, dict)]
     authorizations = [a for a in payments.get("authorizations") or [] if isinstance(a, dict)]
+    authenticated = three_d_secure(order)
     if wants_capture and captures:
-        return capture_result(captures[-1], requested=requested, failed_reference=order_id)
+        return replace(
+            capture_result(captures[-1], requested=requested, failed_reference=order_id),
+            three_d_secure=authenticated,
+            network_transaction_id=_network_id(captures[-1]),
+        )
     if authorizations:
-        return authorization_result(
-            authorizations[-1], requested=requested, failed_reference=order_id
+        return replace(
+            authorization_result(
+                authorizations[-1], requested=requested, failed_reference=order_id
+            ),
+            three_d_secure=authenticated,
+            network_transaction_id=_network_id(authorizations[-1]),
         )
     if captures:
-        return capture_result(captures[-1], requested=requested, failed_reference=order_id)
+        return replace(
+            capture_result(captures[-1], requested=requested, failed_reference=order_id),
+            three_d_secure=authenticated,
+            network_transaction_id=_network_id(captures[-1]),
+        )
     status = _status(OrderStatus, order.get("status"))
     next_action = None
     match status:
@@ -485,6 +649,7 @@ def order_result(
         amount_captured=amount if gateway_status is GatewayStatus.SUCCEEDED else 0,
         next_action=next_action,
         raw={"id": order_id, "status": status.value, "object": "order"},
+        three_d_secure=authenticated,
     )
 
 

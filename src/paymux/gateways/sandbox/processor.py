@@ -68,6 +68,9 @@ create index if not exists challenges_charge on challenges(charge_id);
 """
 
 _THREEDS = {Scenario.THREEDS_ALWAYS, Scenario.THREEDS_UNLESS_SETUP, Scenario.THREEDS_THEN_DECLINE}
+# payment_method_options[card][request_three_d_secure] values that force the challenge page
+# on any card (``automatic`` challenges only the cards that require it).
+_ASKS_3DS = frozenset({"any", "challenge"})
 # What a challenge can be answered for: a payment, or the saving of a card.
 _CHALLENGED = ("charge", "setup_attempt")
 _DECLINE_MESSAGES = {
@@ -399,10 +402,16 @@ class SandboxProcessor:
                 "decline_code": None,
                 "message": None,
                 "next_action": None,
+                # The challenge's outcome (Stripe's payment_method_details.card.three_d_secure)
+                # once answered; the network's id of an approved charge; the earlier one a
+                # merchant-initiated charge referenced.
+                "three_d_secure": None,
+                "network_transaction_id": None,
+                "previous_network_transaction_id": request.get("network_transaction_id"),
                 "created": int(time.time()),
             }
             needs_3ds = (
-                scenario in _THREEDS or bool(request.get("request_three_d_secure"))
+                scenario in _THREEDS or request.get("request_three_d_secure") in _ASKS_3DS
             ) and not (
                 scenario is Scenario.THREEDS_UNLESS_SETUP and token.get("off_session_ready")
             )
@@ -522,6 +531,7 @@ class SandboxProcessor:
     def _approve(self, charge: dict[str, Any], token: dict[str, Any]) -> None:
         charge["amount_authorized"] = charge["amount"]
         charge["next_action"] = None
+        charge["network_transaction_id"] = "ntx_" + str(charge["id"]).removeprefix("ch_")
         if charge["capture"]:
             charge["status"] = "succeeded"
             charge["amount_captured"] = charge["amount"]
@@ -551,6 +561,12 @@ class SandboxProcessor:
                 self._fail(charge, "authentication_failed")
             self._put(charge)
             return charge
+        charge["three_d_secure"] = {
+            "authentication_flow": "challenge",
+            "result": "authenticated" if success else "failed",
+            "result_reason": None if success else "rejected",
+            "version": "2.2.0",
+        }
         if not success:
             self._fail(charge, "authentication_failed")
         elif token.get("card", {}).get("scenario") == Scenario.THREEDS_THEN_DECLINE:

@@ -12,9 +12,17 @@ from paymux.gateways.base import (
     GatewayResult,
     GatewayStatus,
     SetupResult,
+    ThreeDSecure,
 )
 
-__all__ = ["authorize_body", "card_details", "charge_result", "refund_result", "setup_result"]
+__all__ = [
+    "authorize_body",
+    "card_details",
+    "charge_result",
+    "refund_result",
+    "setup_result",
+    "three_d_secure",
+]
 
 _STATUSES = {
     "requires_action": GatewayStatus.REQUIRES_ACTION,
@@ -38,6 +46,7 @@ def authorize_body(request: AuthorizeRequest) -> dict[str, Any]:
         "setup_future_usage": request.setup_future_usage,
         "return_url": request.return_url,
         "request_three_d_secure": request.request_three_d_secure,
+        "network_transaction_id": request.network_transaction_id,
     }
 
 
@@ -70,6 +79,23 @@ def charge_result(data: dict[str, Any]) -> GatewayResult:
         next_action=data.get("next_action"),
         risk_level=data.get("risk_level"),
         raw=data,
+        three_d_secure=three_d_secure(data.get("three_d_secure")),
+        network_transaction_id=data.get("network_transaction_id"),
+    )
+
+
+def three_d_secure(found: Any) -> ThreeDSecure | None:
+    """The sandbox's challenge outcome (Stripe's shape): an authenticated challenge shifts
+    liability to the issuer, a failed one doesn't; None when no challenge ran."""
+    if not isinstance(found, dict):
+        return None
+    result = found.get("result")
+    return ThreeDSecure(
+        result=result,
+        authentication_flow=found.get("authentication_flow"),
+        result_reason=found.get("result_reason"),
+        version=found.get("version"),
+        liability_shift=result == "authenticated",
     )
 
 

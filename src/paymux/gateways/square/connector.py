@@ -285,6 +285,9 @@ class SquareGateway:
         return None  # the browser tokenizes first; the payment is created at confirm
 
     async def authorize(self, request: AuthorizeRequest, *, idempotency_key: str) -> GatewayResult:
+        refused = transformers.verification_missing(request)
+        if refused is not None:
+            return refused
         params = transformers.create_payment_params(
             request, location_id=self.location_id, idempotency_key=idempotency_key
         )
@@ -295,7 +298,8 @@ class SquareGateway:
             )
         except _Answer as answer:
             return transformers.declined_result(answer.body)
-        return transformers.payment_result(self._payment(response))
+        result = transformers.payment_result(self._payment(response))
+        return transformers.with_buyer_verification(request, result)
 
     @staticmethod
     def _payment(response: Any) -> dict[str, Any]:

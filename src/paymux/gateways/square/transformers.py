@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import replace
 from enum import StrEnum
 from typing import Any, assert_never
 
@@ -32,6 +33,7 @@ from paymux.gateways.base import (
     InboundEvent,
     PaymentUpdate,
     RefundUpdate,
+    ThreeDSecure,
 )
 from paymux.gateways.square.errors import ROWS
 from paymux.money import Money, get_currency
@@ -39,6 +41,7 @@ from paymux.money import Money, get_currency
 __all__ = [
     "DECLINE_CODES",
     "SQUARE_CURRENCIES",
+    "VERIFICATION_REQUIRED",
     "ErrorKind",
     "amount_problem",
     "capture_plan",
@@ -64,6 +67,8 @@ __all__ = [
     "square_idempotency_key",
     "to_square",
     "update_amount_params",
+    "verification_missing",
+    "with_buyer_verification",
 ]
 
 GATEWAY = "square"
@@ -175,7 +180,46 @@ def create_payment_params(
     if request.verification_token:
         # The Web Payments SDK's verifyBuyer() token (SCA / 3-D Secure for the buyer).
         params["verification_token"] = request.verification_token
+    if request.off_session:
+        # A merchant-initiated charge of a card on file (CreatePayment's customer_details;
+        # Square takes no network transaction reference: it keeps the card's own).
+        params["customer_details"] = {"customer_initiated": False}
     return params
+
+
+# Square's code for a payment its issuer would refuse without buyer verification (errors.py
+# maps it to authentication_required).
+VERIFICATION_REQUIRED = "CARD_DECLINED_VERIFICATION_REQUIRED"
+_ASKS_VERIFICATION = frozenset({"any", "challenge"})
+
+
+def verification_missing(request: AuthorizeRequest) -> GatewayResult | None:
+    """3-D Secure was asked for (``any`` or ``challenge``) but the confirmation carries no
+    verifyBuyer token: Square can only authenticate the buyer in the browser (its Web Payments
+    SDK), so the payment is refused before any call, as authentication_required (the payer
+    confirms again after verifyBuyer). None: go ahead."""
+    if request.request_three_d_secure not in _ASKS_VERIFICATION or request.verification_token:
+        return None
+    return GatewayResult(
+        status=GatewayStatus.FAILED,
+        reference=None,
+        decline=Decline(
+            gateway_code=VERIFICATION_REQUIRED,
+            message="3-D Secure was requested: confirm with a verifyBuyer verification_token.",
+        ),
+        raw={"id": None, "status": "FAILED"},
+    )
+
+
+def with_buyer_verification(request: AuthorizeRequest, result: GatewayResult) -> GatewayResult:
+    """A payment Square approved with a verifyBuyer token: buyer verification ran, but its
+    outcome stays unknown (``result`` None): a token exists whatever the issuer answered
+    (authenticated, attempted, exempted, or no 3-D Secure at all), and Square's Payment
+    reports neither the result, the flow nor the liability shift."""
+    approved = result.status in (GatewayStatus.REQUIRES_CAPTURE, GatewayStatus.SUCCEEDED)
+    if not (request.verification_token and approved):
+        return result
+    return replace(result, three_d_secure=ThreeDSecure(result=None))
 
 
 def _amount_change(

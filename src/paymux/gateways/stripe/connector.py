@@ -58,6 +58,10 @@ from paymux.money import Money
 
 __all__ = ["StripeGateway"]
 
+# The PaymentIntent's charge, expanded: its payment_method_details.card carries the 3-D
+# Secure outcome and the network transaction id (transformers.payment_result).
+_EXPAND = ["latest_charge"]
+
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
@@ -232,7 +236,7 @@ class StripeGateway:
                 pi = await self._call(
                     lambda: self._client.v1.payment_intents.confirm_async(
                         reference,
-                        params=confirm,  # type: ignore[arg-type]
+                        params={**confirm, "expand": _EXPAND},  # type: ignore[arg-type]
                         options=self._options(idempotency_key),  # type: ignore[arg-type]
                     )
                 )
@@ -240,6 +244,7 @@ class StripeGateway:
                 params = transformers.create_params(
                     request, confirm=True, idempotency_key=idempotency_key
                 )
+                params["expand"] = _EXPAND
                 pi = await self._call(
                     lambda: self._client.v1.payment_intents.create_async(
                         params=params,  # type: ignore[arg-type]
@@ -275,7 +280,10 @@ class StripeGateway:
             pi = await self._call(
                 lambda: self._client.v1.payment_intents.capture_async(
                     reference,
-                    params={"amount_to_capture": transformers.to_stripe(amount)},
+                    params={
+                        "amount_to_capture": transformers.to_stripe(amount),
+                        "expand": _EXPAND,
+                    },
                     options=self._options(idempotency_key),  # type: ignore[arg-type]
                 )
             )
@@ -323,7 +331,12 @@ class StripeGateway:
         return transformers.refund_result(_as_dict(refund))
 
     async def retrieve(self, reference: str) -> GatewayResult:
-        pi = await self._call(lambda: self._client.v1.payment_intents.retrieve_async(reference))
+        pi = await self._call(
+            lambda: self._client.v1.payment_intents.retrieve_async(
+                reference,
+                params={"expand": _EXPAND},
+            )
+        )
         return transformers.payment_result(_as_dict(pi))
 
     async def lookup(self, our_reference: str, idempotency_key: str) -> GatewayResult | None:
@@ -341,7 +354,13 @@ class StripeGateway:
         if chosen is None or chosen["metadata"].get(transformers.ATTEMPT_KEY) != idempotency_key:
             found += await self._recent_payment_intents()
             chosen = transformers.pick_lookup(found, our_reference, idempotency_key)
-        return transformers.payment_result(chosen) if chosen is not None else None
+        if chosen is None:
+            return None
+        if not transformers.charge_is_expanded(chosen):
+            # Search and List answer latest_charge as an id: read the one found again with
+            # its charge expanded, which carries the 3-D Secure result and network id.
+            return await self.retrieve(str(chosen["id"]))
+        return transformers.payment_result(chosen)
 
     async def _search(self, our_reference: str) -> list[dict[str, Any]]:
         params: dict[str, Any] = {

@@ -19,6 +19,7 @@ from paymux.gateways.base import (
     RefundUpdate,
     SetupRequest,
     SetupResult,
+    ThreeDSecure,
 )
 from paymux.money import Money
 
@@ -41,6 +42,7 @@ __all__ = [
     "setup_confirm_params",
     "setup_create_params",
     "setup_result",
+    "three_d_secure",
     "to_stripe",
     "update_params",
     "update_then_confirm_params",
@@ -155,9 +157,14 @@ def confirm_params(request: AuthorizeRequest) -> dict[str, Any]:
         params["setup_future_usage"] = request.setup_future_usage
     if request.return_url:
         params["return_url"] = request.return_url
-    if request.request_three_d_secure:  # a fraud rule's request_3ds
-        params["payment_method_options"] = {"card": {"request_three_d_secure": "any"}}
+    if request.request_three_d_secure:
+        params["payment_method_options"] = _three_d_secure_options(request)
     return params
+
+
+def _three_d_secure_options(request: AuthorizeRequest) -> dict[str, Any]:
+    """Stripe takes automatic | any | challenge as they are."""
+    return {"card": {"request_three_d_secure": request.request_three_d_secure}}
 
 
 def update_then_confirm_params(
@@ -181,8 +188,8 @@ def update_then_confirm_params(
         update["setup_future_usage"] = request.setup_future_usage
     if request.return_url:
         confirm["return_url"] = request.return_url
-    if request.request_three_d_secure:  # a fraud rule's request_3ds
-        confirm["payment_method_options"] = {"card": {"request_three_d_secure": "any"}}
+    if request.request_three_d_secure:
+        confirm["payment_method_options"] = _three_d_secure_options(request)
     return update, confirm
 
 
@@ -197,6 +204,65 @@ def _decline(error: dict[str, Any] | None) -> Decline:
 def decline_from_error(error: dict[str, Any]) -> Decline:
     """The Decline inside a Stripe card error body (``error`` object)."""
     return _decline(error)
+
+
+# Which of Stripe's 3-D Secure results move fraud liability to the issuer: an authenticated
+# payment, and an attempt the issuer acknowledged (the card's scheme rules); an exemption,
+# a failure or no support leaves it with the merchant.
+_LIABILITY_SHIFT = {
+    "authenticated": True,
+    "attempt_acknowledged": True,
+    "exempted": False,
+    "failed": False,
+    "not_supported": False,
+    "processing_error": False,
+}
+
+
+def _card_of_charge(pi: dict[str, Any]) -> dict[str, Any]:
+    """``latest_charge.payment_method_details.card`` when the charge was expanded."""
+    charge = pi.get("latest_charge")
+    if not isinstance(charge, dict):
+        return {}
+    details = charge.get("payment_method_details") or {}
+    return details.get("card") or {}
+
+
+def three_d_secure(card: dict[str, Any]) -> ThreeDSecure | None:
+    """A charge's ``payment_method_details.card.three_d_secure``; None when none ran."""
+    found = card.get("three_d_secure")
+    if not isinstance(found, dict):
+        return None
+    result = found.get("result")
+    return ThreeDSecure(
+        result=result,
+        authentication_flow=found.get("authentication_flow"),
+        result_reason=found.get("result_reason"),
+        version=found.get("version"),
+        electronic_commerce_indicator=found.get("electronic_commerce_indicator"),
+        transaction_id=found.get("transaction_id"),
+        liability_shift=_LIABILITY_SHIFT.get(str(result)),
+    )
+
+
+# Stripe's code for a payment whose 3-D Secure authentication failed (the challenge refused,
+# abandoned or timed out): the PaymentIntent goes back to requires_payment_method, no charge.
+AUTHENTICATION_FAILURE = "payment_intent_authentication_failure"
+
+
+def _failed_authentication(pi: dict[str, Any]) -> ThreeDSecure | None:
+    """``result`` failed for a PaymentIntent whose last error is Stripe's authentication
+    failure (no charge carries a 3-D Secure object then); None otherwise."""
+    error = pi.get("last_payment_error")
+    if isinstance(error, dict) and error.get("code") == AUTHENTICATION_FAILURE:
+        return ThreeDSecure(result="failed", liability_shift=False)
+    return None
+
+
+def charge_is_expanded(pi: dict[str, Any]) -> bool:
+    """Whether ``latest_charge`` is there as an object (or absent): an id alone (Search,
+    List and webhook payloads) carries no 3-D Secure result."""
+    return not isinstance(pi.get("latest_charge"), str)
 
 
 def payment_result(pi: dict[str, Any]) -> GatewayResult:
@@ -229,6 +295,7 @@ def payment_result(pi: dict[str, Any]) -> GatewayResult:
     if next_action is not None:
         next_action = dict(next_action)
         next_action.setdefault("client_secret", pi.get("client_secret"))
+    card = _card_of_charge(pi)
     return GatewayResult(
         status=status,
         reference=pi.get("id"),
@@ -237,6 +304,9 @@ def payment_result(pi: dict[str, Any]) -> GatewayResult:
         decline=decline,
         next_action=next_action if status is GatewayStatus.REQUIRES_ACTION else None,
         raw={"id": pi.get("id"), "status": pi.get("status")},
+        three_d_secure=three_d_secure(card)
+        or (_failed_authentication(pi) if status is GatewayStatus.FAILED else None),
+        network_transaction_id=card.get("network_transaction_id"),
     )
 
 

@@ -2,9 +2,13 @@
 // checkout page). The card is tokenized by the gateway's own code: the sandbox's hosted form
 // in an iframe (served by paymux under /sandbox like a provider's origin), which posts the
 // token to this page at this page's exact origin; or Stripe.js's card Element
-// (#stripe-card), whose createToken goes to Stripe. This page sends only the token (its
-// card's id, for Stripe) to its own pay URL (the section's data-pay-url), then follows
-// what the answer says:
+// (#stripe-card), whose createToken goes to Stripe; or PayPal's JS SDK buttons
+// (#paypal-buttons: createOrder asks this page's data-order-url for the payment's order, the
+// payer approves it in PayPal's window, onApprove pays with the order id); or Square's Web
+// Payments SDK card form (#square-card: tokenize at Square, then verifyBuyer for SCA). This
+// page sends only the token (its card's id, for Stripe; the order id, for PayPal; with
+// Square's verification token) to its own pay URL (the section's data-pay-url), then
+// follows what the answer says:
 // - redirect_url: 3-D Secure (the challenge returns to the page) or, done, the success page;
 // - status "paid": reload to show it paid (the invoice page); "complete": another tab paid;
 // - status "processing": ask the section's data-status-url until the outcome is known;
@@ -32,7 +36,7 @@
     if (onFailed) onFailed();
     status.focus();
   }
-  async function pay(token) {
+  async function pay(token, verification) {
     if (busy) return;
     busy = true;
     section.classList.remove('has-error');
@@ -43,7 +47,9 @@
       const response = await fetch(section.dataset.payUrl, {
         method: 'POST', credentials: 'same-origin',
         headers: {'content-type': 'application/json'},
-        body: JSON.stringify({payment_method: token}),
+        body: JSON.stringify(verification
+          ? {payment_method: token, verification_token: verification}
+          : {payment_method: token}),
       });
       const answer = await response.json();
       if (answer.redirect_url) {
@@ -145,5 +151,69 @@
       }
       pay(result.token.card.id);
     });
+  }
+  // PayPal: the JS SDK's buttons. createOrder hands PayPal the order paymux opened with the
+  // payment; the payer approves it in PayPal's window; onApprove pays with the order's id.
+  const paypalButtons = document.getElementById('paypal-buttons');
+  if (paypalButtons && window.paypal && typeof window.paypal.Buttons === 'function') {
+    window.paypal.Buttons({
+      createOrder: async () => {
+        const response = await fetch(paypalButtons.dataset.orderUrl, {
+          method: 'POST', credentials: 'same-origin',
+          headers: {'content-type': 'application/json'}, body: '{}',
+        });
+        const answer = await response.json();
+        if (!response.ok || !answer.order_id) {
+          failed(answer.message || text('msgFailed', 'The payment did not go through.'),
+            answer.action);
+          throw new Error('no order');
+        }
+        return answer.order_id;
+      },
+      onApprove: (data) => pay(data.orderID),
+      onError: () => {
+        if (!busy) failed(text('msgFailed', 'The payment did not go through.'), 'retry');
+      },
+    }).render(paypalButtons);
+  }
+  // Square: the Web Payments SDK's card form tokenizes at Square; verifyBuyer (SCA, 3-D
+  // Secure where the issuer asks) gives the verification token sent with the card's token.
+  const squareCard = document.getElementById('square-card');
+  if (squareCard && window.Square && typeof window.Square.payments === 'function') {
+    (async () => {
+      const d = squareCard.dataset;
+      const payments = window.Square.payments(d.applicationId, d.locationId);
+      let card = await payments.card();
+      await card.attach('#square-card');
+      onFailed = async () => {
+        await card.destroy();
+        card = await payments.card();
+        await card.attach('#square-card');
+      };
+      document.getElementById('square-pay').addEventListener('click', async () => {
+        if (busy) return;
+        const result = await card.tokenize();
+        if (!result || result.status !== 'OK' || !result.token) {
+          failed(text('msgFailed', 'The payment did not go through.'), 'retry');
+          return;
+        }
+        let verification = null;
+        try {
+          const verified = await payments.verifyBuyer(result.token, {
+            amount: d.amount, currencyCode: d.currency, intent: 'CHARGE',
+            billingContact: {},
+          });
+          verification = verified && verified.token;
+        } catch (e) {
+          failed(text('msgFailed', 'The payment did not go through.'), 'retry');
+          return;
+        }
+        if (!verification) {
+          failed(text('msgFailed', 'The payment did not go through.'), 'retry');
+          return;
+        }
+        pay(result.token, verification);
+      });
+    })();
   }
 })();

@@ -1,0 +1,98 @@
+"""Small fakes of the providers' browser SDKs (PayPal's JS SDK, Square's Web Payments SDK),
+served on a loopback origin of their own, as the providers serve theirs from theirs: the
+checkout page loads them through PAYMUX_PAYPAL_JS_URL / PAYMUX_SQUARE_JS_URL, and its CSP
+names this origin instead of the providers' (the page code is the real one).
+
+The provider's side of the buyer's steps is here too, at this origin (where the card goes):
+- ``POST /paypal/approve``  the buyer approves the order in "PayPal's window" (the fake
+  PayPal API's ``approve``, optionally with the issue the funding source is refused with);
+- ``POST /square/tokenize`` the card's fields -> a card nonce the fake Square API takes
+  (``cnon:card-nonce-declined`` for 4000000000000002, Square's sandbox decline nonce);
+- ``POST /square/verify``   verifyBuyer: a verification token, with the details recorded.
+Every request's body is kept (``received``), to show where the card number went.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from support.paypal_fake import FakePayPal
+
+__all__ = ["ProviderScripts"]
+
+_HERE = Path(__file__).parent / "fake_provider_js"
+_SCRIPTS = {
+    "/sdk/js": (_HERE / "paypal-sdk.js").read_bytes(),
+    "/v1/square.js": (_HERE / "square.js").read_bytes(),
+}
+DECLINED_CARD = "4000000000000002"
+
+
+class ProviderScripts:
+    def __init__(self, paypal: FakePayPal) -> None:
+        self.paypal = paypal
+        self.received: list[tuple[str, bytes]] = []
+        self.verifications: dict[str, dict[str, Any]] = {}  # token -> verifyBuyer's details
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def _send(self, status: int, body: bytes, kind: str) -> None:
+                self.send_response(status)
+                self.send_header("content-type", kind)
+                self.send_header("content-length", str(len(body)))
+                # The page (another loopback origin) calls this one, as it calls the provider.
+                self.send_header("access-control-allow-origin", "*")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                path = self.path.split("?")[0]
+                fake.received.append((f"GET {self.path}", b""))
+                script = _SCRIPTS.get(path)
+                if script is None:
+                    self._send(404, b"not found", "text/plain")
+                else:
+                    self._send(200, script, "text/javascript; charset=utf-8")
+
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+                fake.received.append((f"POST {self.path}", raw))
+                answer = fake.answer(self.path, json.loads(raw or b"{}"))
+                self._send(200, json.dumps(answer).encode(), "application/json")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def answer(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        if path == "/paypal/approve":
+            self.paypal.approve(str(body["order_id"]), decline=body.get("decline"))
+            return {"ok": True}
+        if path == "/square/tokenize":
+            number = "".join(ch for ch in str(body.get("number") or "") if ch.isdigit())
+            if len(number) < 12:
+                return {}
+            if number == DECLINED_CARD:
+                return {"token": "cnon:card-nonce-declined"}
+            return {"token": "cnon:" + secrets.token_hex(12)}
+        if path == "/square/verify":
+            token = "verf:" + secrets.token_hex(12)
+            self.verifications[token] = dict(body.get("details") or {})
+            return {"token": token}
+        return {}
+
+    def start(self) -> ProviderScripts:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,237 @@
+"""/js/paymux.js on a merchant's own page, in a real browser (Playwright, Debian's chromium;
+one browser for the module): the page is served from a second loopback origin (the
+merchant's), loads the script from paymux with the SRI hash docs/checkout.md gives, and
+pays a PaymentIntent with a publishable key and the intent's client secret. The card goes
+into the sandbox's hosted form (the provider's stand-in), framed by the merchant's page;
+paymux.js confirms cross-origin, which the CORS of the publishable key's routes allows.
+And CORS is on those routes only, never with credentials."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from browser_timeouts import timed
+from playwright.sync_api import Browser, Page, expect
+
+from conftest import Api, make_settings, migrated_database_url
+from support.browser import CapturingServer, launched_chromium
+from support.processes import free_port
+
+pytestmark = pytest.mark.browser
+
+ADMIN = "admin-key-for-embed-browser-tests"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "checkout.md"
+DECLINE = "Your card was declined. Please try again or use another payment method."
+CVC = "7391"
+
+
+def documented_integrity() -> str:
+    """The SRI hash docs/checkout.md tells merchants to put on the script tag."""
+    found = re.findall(r'paymux\.js" integrity="(sha384-[A-Za-z0-9+/=]+)"',
+                       DOCS.read_text(encoding="utf-8"))
+    assert len(set(found)) == 1, found
+    return found[0]
+
+
+class MerchantSite:
+    """The merchant's page, on its own loopback origin: paymux.js with the documented SRI
+    hash, mounted for the client secret in the query, with the publishable key."""
+
+    def __init__(self, paymux_url: str) -> None:
+        site = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                query = parse_qs(urlsplit(self.path).query)
+                if "pk" not in query or "secret" not in query:  # the favicon
+                    self.send_error(404)
+                    return
+                body = site.page(query["pk"][0], query["secret"][0]).encode()
+                self.send_response(200)
+                self.send_header("content-type", "text/html; charset=utf-8")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.paymux_url = paymux_url
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def page(self, pk: str, secret: str) -> str:
+        return f"""<!doctype html><html lang="en"><title>Shop</title>
+<script src="{self.paymux_url}/js/paymux.js" integrity="{documented_integrity()}"
+ crossorigin="anonymous"></script>
+<h1>Checkout at the shop</h1><div id="card"></div>
+<p id="result"></p><p id="error" role="alert"></p>
+<script>
+const paymux = Paymux({json.dumps(pk)});
+paymux.mount('#card', {{
+  clientSecret: {json.dumps(secret)},
+  onSuccess: (intent) => {{ document.getElementById('result').textContent = intent.status; }},
+  onError: (error) => {{ document.getElementById('error').textContent = error.message; }},
+}});
+</script></html>"""
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CapturingServer]:
+    tmp = tmp_path_factory.mktemp("checkout-embed-browser")
+    url = migrated_database_url("sqlite", tmp, None, "checkout_embed_browser")
+    running = CapturingServer(make_settings(url, tmp, free_port(), admin_key=ADMIN)).start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def shop(server: CapturingServer) -> Iterator[MerchantSite]:
+    site = MerchantSite(server.url)
+    try:
+        yield site
+    finally:
+        site.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(server: CapturingServer) -> Iterator[Browser]:
+    yield from launched_chromium()
+
+
+@pytest.fixture
+def api(server: CapturingServer) -> Iterator[Api]:
+    client = Api(server)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def tab(browser: Browser) -> Iterator[Page]:
+    context = timed(browser.new_context())
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+def publishable_key(api: Api) -> str:
+    r = httpx.post(f"{api.server.url}/v1/admin/keys", json={
+        "type": "publishable", "account": api.account_id},
+        headers={"authorization": f"Bearer {ADMIN}"}, timeout=10)
+    assert r.status_code == 200, r.text
+    key = str(r.json()["secret"])
+    assert key.startswith("pk_test_")
+    return key
+
+
+def enter_card(tab: Page, number: str) -> None:
+    form = tab.frame_locator("#card iframe")
+    form.locator("#number").fill(number)
+    form.locator("#cvc").fill(CVC)
+    form.locator("#postal_code").fill("75001")
+    form.locator("#submit").click()
+
+
+def open_shop(tab: Page, api: Api, shop: MerchantSite) -> dict[str, Any]:
+    pi = api.ok("POST", "/v1/payment_intents", {"amount": 1500, "currency": "eur"})
+    tab.goto(f"{shop.url}/?pk={publishable_key(api)}&secret={pi['client_secret']}")
+    return pi
+
+
+def test_the_script_is_served_with_the_documented_sri_hash(
+    server: CapturingServer,
+) -> None:
+    r = httpx.get(f"{server.url}/js/paymux.js", timeout=10)
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/javascript")
+    assert r.headers["access-control-allow-origin"] == "*"  # crossorigin + SRI need it
+    digest = base64.b64encode(hashlib.sha384(r.content).digest()).decode()
+    assert documented_integrity() == f"sha384-{digest}"
+
+
+def test_a_merchant_page_pays_an_intent_with_paymux_js(
+    tab: Page, api: Api, shop: MerchantSite, server: CapturingServer
+) -> None:
+    pi = open_shop(tab, api, shop)
+    assert tab.evaluate("window.location.origin") == shop.url != server.url
+    enter_card(tab, "4242424242424242")
+    expect(tab.locator("#result")).to_have_text("succeeded")
+    done = api.ok("GET", f"/v1/payment_intents/{pi['id']}")
+    assert (done["status"], done["amount_received"]) == ("succeeded", 1500)
+    # The confirm came from the merchant's origin, with the publishable key; no request
+    # paymux received held the card number or the CVC.
+    confirms = [r for r in server.capture.requests
+                if r.method == "POST" and r.path == f"/v1/payment_intents/{pi['id']}/confirm"]
+    assert len(confirms) == 1
+    sent = dict(confirms[0].headers)
+    assert sent[b"origin"].decode() == shop.url
+    assert sent[b"authorization"].startswith(b"Bearer pk_test_")
+    for request in server.capture.requests:
+        if request.provider_side:
+            continue
+        assert b"4242424242424242" not in request.raw(), request.path
+        assert CVC.encode() not in request.raw(), request.path
+
+
+def test_a_decline_on_the_merchant_page_shows_the_message_and_another_card_pays(
+    tab: Page, api: Api, shop: MerchantSite
+) -> None:
+    pi = open_shop(tab, api, shop)
+    enter_card(tab, "4000000000000002")
+    expect(tab.locator("#error")).to_have_text(DECLINE)
+    assert api.ok("GET", f"/v1/payment_intents/{pi['id']}")["status"] == \
+        "requires_payment_method"
+    expect(tab.frame_locator("#card iframe").locator("#number")).to_have_value("")
+    enter_card(tab, "4242424242424242")
+    expect(tab.locator("#result")).to_have_text("succeeded")
+
+
+def test_cors_is_on_the_publishable_routes_only_and_never_with_credentials(
+    api: Api, server: CapturingServer
+) -> None:
+    origin = "http://127.0.0.1:9"
+    pi = api.ok("POST", "/v1/payment_intents", {"amount": 1500, "currency": "eur"})
+    for method, path in (("POST", f"/v1/payment_intents/{pi['id']}/confirm"),
+                         ("GET", f"/v1/payment_intents/{pi['id']}")):
+        r = httpx.options(f"{server.url}{path}", headers={
+            "origin": origin, "access-control-request-method": method,
+            "access-control-request-headers": "authorization, content-type"}, timeout=10)
+        assert r.status_code == 204, (path, r.status_code)
+        assert r.headers["access-control-allow-origin"] == "*"
+        assert r.headers["access-control-allow-methods"] == method
+        assert "authorization" in r.headers["access-control-allow-headers"]
+        assert "access-control-allow-credentials" not in r.headers
+    got = api.get(f"/v1/payment_intents/{pi['id']}", headers={"origin": origin})
+    assert got.status_code == 200 and got.headers["access-control-allow-origin"] == "*"
+    assert "access-control-allow-credentials" not in got.headers
+    # Other routes: no preflight answer, no CORS header on the answer.
+    for method, path in (("POST", "/v1/customers"), ("GET", "/v1/payment_intents"),
+                         ("POST", f"/v1/payment_intents/{pi['id']}/capture"),
+                         ("DELETE", f"/v1/payment_intents/{pi['id']}")):
+        r = httpx.options(f"{server.url}{path}", headers={
+            "origin": origin, "access-control-request-method": method}, timeout=10)
+        assert "access-control-allow-origin" not in r.headers, path
+    for path in ("/v1/customers", "/v1/payment_intents", "/v1/events"):
+        r = api.get(path, headers={"origin": origin})
+        assert r.status_code == 200 and "access-control-allow-origin" not in r.headers, path

@@ -1,0 +1,351 @@
+"""The hosted checkout page routed to PayPal and to Square, in a real browser (Playwright,
+Debian's chromium; one browser for the module).
+
+The page loads the provider's browser SDK from the URL PAYMUX_PAYPAL_JS_URL /
+PAYMUX_SQUARE_JS_URL names: here small fakes of PayPal's JS SDK and Square's Web Payments
+SDK with the API surface the page uses, served from a loopback origin of their own
+(provider_js_fakes.py); the CSP names that origin instead of the providers'. The page code
+is the real one. The server side of each payment goes to the provider at the HTTP seam: the
+stateful fakes of PayPal's and Square's APIs (tests/support/paypal_fake.py, fake_square.py).
+
+PayPal: the buttons' createOrder gets the session's order from paymux, the payer approves it
+in "PayPal's window", onApprove confirms with the order id. Square: the card form tokenizes at
+"Square", verifyBuyer gives the verification token, both go to paymux's confirm, and on to
+Square's CreatePayment. Success and decline (the taxonomy's user_message) for each; the
+page's scripts and headers against docs/pci/script-inventory.md; no card number in any
+request paymux received."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from browser_timeouts import timed
+from playwright.sync_api import Browser, Page, expect
+from provider_js_fakes import ProviderScripts
+from test_checkout_browser import inventory_tables, nonce_free
+
+from conftest import Api, make_settings, migrated_database_url
+from support.browser import CapturingServer, launched_chromium
+from support.fake_square import FakeSquare
+from support.paypal_fake import FakePayPal
+from support.processes import free_port
+
+pytestmark = pytest.mark.browser
+
+SHOP = "https://shop.example"
+PAYPAL_CLIENT_ID = "AYfakeclientid"
+PAYPAL_SECRET = "EPfake-client-secret-do-not-log-7c1d"
+PAYPAL_WEBHOOK_ID = "4JH86294D6297924G"
+SQUARE_TOKEN = "EAAAl9fK2xQ7" + "vR3pT8mW1nZ5" * 5
+SQUARE_KEY = "sq-webhook-key-" + "Zm9vYmFy" * 3
+SQUARE_APP = "sandbox-sq0idb-paymuxBrowser"
+DECLINE = "Your card was declined. Please try again or use another payment method."
+GOOD_CARD = "4242424242424242"
+DECLINED_CARD = "4000000000000002"
+DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
+PAYPAL_PAGE = "/c/pay/{session} (checkout, routed to PayPal)"
+SQUARE_PAGE = "/c/pay/{session} (checkout, routed to Square)"
+
+
+@dataclass
+class Env:
+    server: CapturingServer
+    paypal: FakePayPal
+    square: FakeSquare
+    scripts: ProviderScripts
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    tmp = tmp_path_factory.mktemp("checkout-providers-browser")
+    url = migrated_database_url("sqlite", tmp, None, "checkout_providers_browser")
+    port = free_port()
+    paypal = FakePayPal(PAYPAL_CLIENT_ID, PAYPAL_SECRET, PAYPAL_WEBHOOK_ID).start()
+    paypal.webhook_url = f"http://127.0.0.1:{port}/webhooks/paypal"
+    square_hook = f"http://127.0.0.1:{port}/webhooks/square"
+    square = FakeSquare(access_token=SQUARE_TOKEN, signature_key=SQUARE_KEY,
+                        webhook_url=square_hook).start()
+    scripts = ProviderScripts(paypal).start()
+    settings = make_settings(
+        url, tmp, port,
+        paypal_client_id=PAYPAL_CLIENT_ID, paypal_client_secret=PAYPAL_SECRET,
+        paypal_webhook_id=PAYPAL_WEBHOOK_ID, paypal_api_base=paypal.url,
+        square_access_token=SQUARE_TOKEN, square_location_id=square.location_id,
+        square_webhook_signature_key=SQUARE_KEY, square_webhook_url=square_hook,
+        square_api_base=square.url, square_application_id=SQUARE_APP,
+        paypal_js_url=f"{scripts.url}/sdk/js", square_js_url=f"{scripts.url}/v1/square.js",
+    )
+    server = CapturingServer(settings).start()
+    try:
+        yield Env(server, paypal, square, scripts)
+    finally:
+        server.stop()
+        scripts.stop()
+        square.stop()
+        paypal.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(env: Env) -> Iterator[Browser]:
+    yield from launched_chromium()
+
+
+@pytest.fixture
+def api(env: Env) -> Iterator[Api]:
+    client = Api(env.server)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[tuple[Page, list[str]]]:
+    context = timed(browser.new_context())
+    tab = context.new_page()
+    csp: list[str] = []
+    tab.on("console", lambda m: csp.append(m.text) if "Content Security Policy" in m.text
+           else None)
+    tab.route(f"{SHOP}/**", lambda route: route.fulfill(
+        status=200, content_type="text/html", body="<!doctype html><title>Shop</title>"))
+    try:
+        yield tab, csp
+    finally:
+        context.close()
+
+
+def new_session(api: Api, gateway: str) -> dict[str, Any]:
+    return api.ok("POST", "/v1/checkout/sessions", {
+        "mode": "payment", "gateway": gateway,
+        "success_url": f"{SHOP}/thanks?session={{CHECKOUT_SESSION_ID}}",
+        "line_items": [{"price_data": {"currency": "usd", "unit_amount": 2500,
+                                       "product_data": {"name": "Desk lamp"}}}]})
+
+
+def thanks(cs: dict[str, Any]) -> str:
+    return f"{SHOP}/thanks?session={cs['id']}"
+
+
+def check_against_inventory(tab: Page, response: Any, page_name: str, env: Env,
+                            provider_script: str) -> None:
+    """The page's scripts and headers are the inventory's rows for ``page_name``, with the
+    provider's origin (here the fakes') for ``{provider}``."""
+    scripts, headers = inventory_tables()
+    loaded = tab.evaluate("[...document.scripts].map(s => [s.src, s.integrity])")
+    listed = [r["script"] for r in scripts if r["page"] == page_name]
+    assert len(listed) == 2 == len(loaded), (listed, loaded)
+    # The provider's SDK first, from the configured URL (the inventory names it so), no SRI.
+    assert loaded[0][0].split("?")[0] == f"{env.scripts.url}{provider_script}", loaded
+    assert "PAYMUX_" in listed[0] and loaded[0][1] == ""
+    # Then paymux's card-entry.js, with SRI.
+    assert listed[1] == "/_checkout/card-entry.js"
+    assert loaded[1][0] == f"{env.server.url}/_checkout/card-entry.js"
+    assert loaded[1][1].startswith("sha384-")
+    got = {k.lower(): v for k, v in response.all_headers().items()}
+    rows = [r for r in headers if r["page"] == page_name]
+    assert {r["header"] for r in rows} == {"content-security-policy", "x-frame-options"}
+    for row in rows:
+        value = got.get(row["header"], "")
+        if row["header"] == "content-security-policy":
+            value = nonce_free(value).replace(env.scripts.url, "{provider}")
+        assert value == row["value"], (page_name, row["header"], value)
+
+
+# -- PayPal ---------------------------------------------------------------------------------
+def test_paypal_buttons_approve_the_order_and_the_session_completes(
+    page: tuple[Page, list[str]], api: Api, env: Env
+) -> None:
+    tab, csp = page
+    cs = new_session(api, "paypal")
+    response = tab.goto(cs["url"])
+    assert response is not None
+    policy = response.all_headers()["content-security-policy"]
+    origin = env.scripts.url
+    assert re.search(rf"script-src 'nonce-[^']+' {re.escape(origin)};", policy), policy
+    assert "paypal.com" not in policy  # the configured origin replaces PayPal's
+    check_against_inventory(tab, response, PAYPAL_PAGE, env, "/sdk/js")
+    # The SDK's URL says the order's client id, currency and intent, as PayPal requires.
+    src = tab.evaluate("document.scripts[0].src")
+    assert f"client-id={PAYPAL_CLIENT_ID}" in src and "currency=USD" in src
+    assert "intent=capture" in src
+    assert "<iframe" not in tab.content()
+    tab.click("#paypal-button")
+    window = tab.locator("#paypal-window")
+    expect(window).to_be_visible()
+    pi = api.ok("GET", f"/v1/payment_intents/{cs['payment_intent']}")
+    order_id = window.get_attribute("data-order-id")
+    assert order_id == pi["gateway_reference"] == pi["client"]["order_id"]  # paymux's order
+    window.get_by_text("Pay with PayPal").click()
+    tab.wait_for_url(thanks(cs))
+    done = api.ok("GET", f"/v1/checkout/sessions/{cs['id']}")
+    assert (done["status"], done["payment_status"]) == ("complete", "paid")
+    pi = api.ok("GET", f"/v1/payment_intents/{cs['payment_intent']}")
+    assert (pi["gateway"], pi["status"], pi["amount_received"]) == ("paypal", "succeeded", 2500)
+    assert env.paypal.orders[str(order_id)]["status"] == "COMPLETED"  # captured at PayPal
+    assert csp == []  # the SDK's style element carried the nonce (data-csp-nonce)
+
+
+def test_a_paypal_refusal_shows_the_taxonomys_message_and_the_payer_approves_again(
+    page: tuple[Page, list[str]], api: Api
+) -> None:
+    tab, _ = page
+    cs = new_session(api, "paypal")
+    tab.goto(cs["url"])
+    tab.click("#paypal-button")
+    tab.locator("#paypal-window").get_by_text("Pay with a refused card").click()
+    status = tab.locator("#pay-status[data-state=failed]")
+    expect(status).to_have_text(DECLINE)
+    expect(status).to_have_attribute("data-action", "retry")
+    assert api.ok("GET", f"/v1/checkout/sessions/{cs['id']}")["status"] == "open"
+    # Another funding source in PayPal's window: the same order, approved again, pays.
+    tab.click("#paypal-button")
+    tab.locator("#paypal-window").get_by_text("Pay with PayPal").click()
+    tab.wait_for_url(thanks(cs))
+    assert api.ok("GET", f"/v1/checkout/sessions/{cs['id']}")["status"] == "complete"
+
+
+# -- Square ---------------------------------------------------------------------------------
+def enter_square_card(tab: Page, number: str, cvv: str = "739") -> None:
+    card = tab.locator("#square-card")
+    card.locator("input[name=number]").fill(number)
+    card.locator("input[name=expiry]").fill("12/34")
+    card.locator("input[name=cvv]").fill(cvv)
+    card.locator("input[name=postal]").fill("10001")
+    tab.click("#square-pay")
+
+
+def test_square_card_form_and_verify_buyer_complete_the_session(
+    page: tuple[Page, list[str]], api: Api, env: Env
+) -> None:
+    tab, csp = page
+    cs = new_session(api, "square")
+    response = tab.goto(cs["url"])
+    assert response is not None
+    policy = response.all_headers()["content-security-policy"]
+    assert re.search(rf"script-src 'nonce-[^']+' {re.escape(env.scripts.url)};", policy)
+    assert "squarecdn" not in policy
+    check_against_inventory(tab, response, SQUARE_PAGE, env, "/v1/square.js")
+    enter_square_card(tab, GOOD_CARD)
+    tab.wait_for_url(thanks(cs))
+    done = api.ok("GET", f"/v1/checkout/sessions/{cs['id']}")
+    assert (done["status"], done["payment_status"]) == ("complete", "paid")
+    pi = api.ok("GET", f"/v1/payment_intents/{cs['payment_intent']}")
+    assert (pi["gateway"], pi["status"], pi["amount_received"]) == ("square", "succeeded", 2500)
+    # verifyBuyer was asked with the payment's amount, and its token reached Square's
+    # CreatePayment with the card's nonce.
+    sent = [c.body for c in env.square.calls_to("POST", "/v2/payments")
+            if c.body.get("verification_token") in env.scripts.verifications]
+    assert len(sent) == 1, sent
+    details = env.scripts.verifications[sent[0]["verification_token"]]
+    assert (details["amount"], details["currencyCode"], details["intent"]) == (
+        "25.00", "USD", "CHARGE")
+    assert sent[0]["amount_money"] == {"amount": 2500, "currency": "USD"}
+    assert sent[0]["source_id"].startswith("cnon:")
+    assert csp == []
+
+
+def test_a_square_decline_shows_the_taxonomys_message_and_an_empty_form(
+    page: tuple[Page, list[str]], api: Api
+) -> None:
+    tab, _ = page
+    cs = new_session(api, "square")
+    tab.goto(cs["url"])
+    enter_square_card(tab, DECLINED_CARD)
+    status = tab.locator("#pay-status[data-state=failed]")
+    expect(status).to_have_text(DECLINE)
+    expect(status).to_be_focused()
+    assert api.ok("GET", f"/v1/checkout/sessions/{cs['id']}")["status"] == "open"
+    expect(tab.locator("#square-card input[name=number]")).to_have_value("")
+    enter_square_card(tab, GOOD_CARD)
+    tab.wait_for_url(thanks(cs))
+    assert api.ok("GET", f"/v1/checkout/sessions/{cs['id']}")["status"] == "complete"
+
+
+def test_no_request_paymux_received_holds_the_card_number(
+    page: tuple[Page, list[str]], api: Api, env: Env
+) -> None:
+    """The card went to the provider's origin (the fake SDK's tokenize), never to paymux."""
+    tab, _ = page
+    cs = new_session(api, "square")
+    tab.goto(cs["url"])
+    enter_square_card(tab, "4111111111111111", cvv="7391")
+    tab.wait_for_url(thanks(cs))
+    assert any(b"4111111111111111" in body for _, body in env.scripts.received)
+    assert env.server.capture.requests
+    for request in env.server.capture.requests:
+        raw = request.raw()
+        assert b"4111111111111111" not in raw, request.path
+        assert b"7391" not in raw, request.path
+
+
+def test_the_paypal_order_and_confirm_endpoints_refuse_what_the_page_would_not_send(
+    api: Api, env: Env
+) -> None:
+    """No browser: the page's own endpoints, called as another site or with another order."""
+    paypal_cs, square_cs = new_session(api, "paypal"), new_session(api, "square")
+    order_url = f"{paypal_cs['url']}/paypal-order"
+    foreign = httpx.post(order_url, json={}, headers={"origin": "https://evil.example"},
+                         timeout=10)
+    assert foreign.status_code == 403
+    assert httpx.post(order_url, data={"x": "1"}, timeout=10).status_code == 415
+    not_paypal = httpx.post(f"{square_cs['url']}/paypal-order", json={}, timeout=10)
+    assert (not_paypal.status_code, not_paypal.json()["code"]) == (
+        400, "checkout_session_unexpected_state")
+    mine = httpx.post(order_url, json={}, timeout=10)
+    pi = api.ok("GET", f"/v1/payment_intents/{paypal_cs['payment_intent']}")
+    assert mine.json() == {"order_id": pi["gateway_reference"]}
+    # Another order (one of another payment) is refused; nothing was sent to PayPal for it.
+    other = new_session(api, "paypal")
+    other_order = api.ok("GET", f"/v1/payment_intents/{other['payment_intent']}")[
+        "gateway_reference"]
+    env.paypal.approve(other_order)
+    r = httpx.post(f"{paypal_cs['url']}/confirm", json={"payment_method": other_order},
+                   timeout=10)
+    assert (r.status_code, r.json()["code"]) == (400, "parameter_invalid")
+    assert env.paypal.orders[other_order]["status"] == "APPROVED"  # not captured
+    assert api.ok("GET", f"/v1/payment_intents/{pi['id']}")["status"] == \
+        "requires_payment_method"
+    # A verification token must be a string.
+    r = httpx.post(f"{square_cs['url']}/confirm",
+                   json={"payment_method": "cnon:card-nonce-ok", "verification_token": 7},
+                   timeout=10)
+    assert (r.status_code, r.json()["code"]) == (400, "parameter_invalid")
+
+
+def test_screenshots_for_the_docs(browser: Browser, api: Api, tmp_path: Path) -> None:
+    """The PayPal and Square pages (with the fake SDKs' stand-in buttons and fields) and
+    their decline, at desktop width. docs/img is rewritten only with
+    PAYMUX_DOCS_SCREENSHOTS=1, as test_checkout_browser.py's shots."""
+    out = DOCS_IMG if os.environ.get("PAYMUX_DOCS_SCREENSHOTS") == "1" else tmp_path
+    out.mkdir(parents=True, exist_ok=True)
+    api.server.sql("update accounts set name = 'Linen & Co.' where id = :a", a=api.account_id)
+    context = timed(browser.new_context(viewport={"width": 1280, "height": 900}))
+    try:
+        tab = context.new_page()
+        cs = new_session(api, "paypal")
+        tab.goto(cs["url"])
+        expect(tab.locator("#paypal-button")).to_be_visible()
+        tab.screenshot(path=str(out / "checkout-paypal-desktop.png"), full_page=True)
+        tab.click("#paypal-button")
+        tab.locator("#paypal-window").get_by_text("Pay with a refused card").click()
+        expect(tab.locator("#pay-status[data-state=failed]")).to_be_visible()
+        tab.screenshot(path=str(out / "checkout-paypal-desktop-decline.png"), full_page=True)
+        cs = new_session(api, "square")
+        tab.goto(cs["url"])
+        expect(tab.locator("#square-card input[name=number]")).to_be_visible()
+        tab.screenshot(path=str(out / "checkout-square-desktop.png"), full_page=True)
+        enter_square_card(tab, DECLINED_CARD)
+        expect(tab.locator("#pay-status[data-state=failed]")).to_be_visible()
+        tab.screenshot(path=str(out / "checkout-square-desktop-decline.png"), full_page=True)
+    finally:
+        context.close()
+    for name in ("paypal-desktop", "paypal-desktop-decline", "square-desktop",
+                 "square-desktop-decline"):
+        assert (out / f"checkout-{name}.png").stat().st_size > 5000
