@@ -85,6 +85,11 @@ async def live_intent(s: AsyncSession, invoice: Invoice) -> PaymentIntent | None
     return pi if pi is not None and not replaceable(pi, invoice) else None
 
 
+def never_started(pi: PaymentIntent) -> bool:
+    """Whether ``pi`` was made and never confirmed: nothing of it reached a gateway."""
+    return pi.status == "requires_confirmation" and pi.confirm_count == 0
+
+
 def attempt_intent_id(invoice_id: str, n: int) -> str:
     """The PaymentIntent id of the n-th try of an invoice: the same for every run of it."""
     return _intent_id(invoice_id, n, 0)
@@ -253,8 +258,12 @@ class InvoicePayments(InvoicesCore):
                 return  # another run got there first
             if locked.payment_intent_id != seen_pi_id:
                 return  # another payment (the hosted page, a retry) started meanwhile
-            if await live_intent(s, locked) is not None:
+            live = await live_intent(s, locked)
+            if live is not None and not never_started(live):
                 return  # a payment is in flight or done: never a second one beside it
+            # A never-started intent (its run died between making it and confirming it) is
+            # resumed below under the same id: reservable_id names it again, and the create
+            # confirms it (``_resume_create``); while its path's lease is live, a job defers.
             # What is charged is what is due now, read under the lock (a credit note may
             # have lowered it since the first read).
             amount, currency = locked.amount_remaining, locked.currency
