@@ -260,13 +260,20 @@ def test_two_concurrent_claimers_never_claim_a_job_twice(db_url: str) -> None:
     run(db_url, fill)
     claimed: dict[str, list[int]] = {"a": [], "b": []}
     barrier = threading.Barrier(2)
+    # Both claimers hold a first batch before either drains the rest: on SQLite one writer can
+    # otherwise take every batch while the other waits for the lock (CI saw that once).
+    first_batches = threading.Barrier(2, timeout=30)
     errors: list[BaseException] = []
 
     def drain(name: str) -> None:
         async def main(db: Database) -> None:
             barrier.wait()
+            first = True
             while True:
                 batch = await claim(db, T0, name, limit=7)
+                if first:
+                    first = False
+                    first_batches.wait()
                 if not batch:
                     return
                 claimed[name].extend(job.id for job in batch)
