@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import socket
 import threading
 import time
 from collections.abc import Coroutine, Iterator
@@ -30,7 +31,7 @@ from paymux.services import Paymux
 from paymux.storage.db import Database
 from support.dbtemplate import migrated_pg_database, migrated_sqlite_file
 from support.pgcluster import PgCluster, postgres_available, require_mode
-from support.processes import free_port  # also imported from here by tests
+from support.processes import START_TIMEOUT, free_port  # free_port: imported from here too
 from support.sandboxes import LocalStripe
 
 # Each test makes its own account (above), and most of them pay through the gateways the
@@ -89,11 +90,23 @@ class _LoopThread:
 
 
 class RunningServer:
-    """uvicorn serving create_app(settings) in a thread."""
+    """uvicorn serving create_app(settings) in a thread.
+
+    The port (``settings.port``, usually ``free_port()``'s) is bound here, at once, and the
+    bound socket handed to uvicorn: uvicorn would bind it only after the app's start-up, and
+    meanwhile another process (or an outgoing connection's local port) could take it.
+    Subclasses may replace ``_server`` (their own uvicorn config); it serves on that socket."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.url = settings.base_url()
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._socket.bind(("127.0.0.1", settings.port))
+        except OSError:
+            self._socket.close()
+            raise
         config = uvicorn.Config(
             create_app(settings), host="127.0.0.1", port=settings.port, log_config=None,
             lifespan="on", timeout_graceful_shutdown=5,
@@ -105,18 +118,25 @@ class RunningServer:
         self._app: Paymux | None = None
         self._db: Database | None = None
 
+    def _serve(self) -> None:
+        self._server.run(sockets=[self._socket])
+
     def start(self) -> RunningServer:
+        self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + START_TIMEOUT  # generous: two busy cores
         while not self._server.started:
             if time.monotonic() > deadline or not self._thread.is_alive():
+                self.stop()
                 raise RuntimeError("paymux test server did not start")
             time.sleep(0.02)
         return self
 
     def stop(self) -> None:
         self._server.should_exit = True
-        self._thread.join(timeout=30)
+        if self._thread.ident is not None:
+            self._thread.join(timeout=30)
+        self._socket.close()
         with self._control_lock:
             control, self._control = self._control, None
             app, self._app = self._app, None
@@ -278,7 +298,9 @@ class Api:
         data: dict[str, Any] = response.json()
         return data
 
-    def wait_for(self, path: str, field: str, value: Any, timeout: float = 10.0) -> dict[str, Any]:
+    def wait_for(self, path: str, field: str, value: Any, timeout: float = 30.0) -> dict[str, Any]:
+        # 30 s: a background job on two busy cores (CI) can take far longer than on a quiet
+        # machine; a passing wait returns as soon as the value is there.
         deadline = time.monotonic() + timeout
         while True:
             data = self.ok("GET", path)

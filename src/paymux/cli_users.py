@@ -44,10 +44,10 @@ def users_create(
     ] = False,
 ) -> None:
     """Create a dashboard user and print their TOTP provisioning URI once."""
-    from paymux.dashboard.users import DashboardUsers
     from paymux.domain.errors import PaymuxError
     from paymux.services import Paymux
     from paymux.services.accounts import DEFAULT_ACCOUNT
+    from paymux.services.dashboard_users import DashboardUsers
 
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
@@ -90,8 +90,8 @@ def users_create(
 @users_cli.command("list")
 def users_list() -> None:
     """E-mail, role and state of every dashboard user."""
-    from paymux.dashboard.users import DashboardUsers
     from paymux.services import Paymux
+    from paymux.services.dashboard_users import DashboardUsers
 
     async def run() -> list[tuple[str, str, str, bool]]:
         app = Paymux(get_settings())
@@ -107,9 +107,9 @@ def users_list() -> None:
 def _change(email: str, reset: bool) -> str | None:
     """Disable the user of ``email`` (or give them a new TOTP secret: its URI is returned);
     exits 1 with the error when there is no such user."""
-    from paymux.dashboard.users import DashboardUsers
     from paymux.domain.errors import PaymuxError
     from paymux.services import Paymux
+    from paymux.services.dashboard_users import DashboardUsers
 
     async def run() -> str | None:
         app = Paymux(get_settings())
@@ -149,8 +149,8 @@ def users_reset_totp(email: Annotated[str, typer.Argument(help="The user's e-mai
 
 def login_hint(settings: Settings, base: str) -> str:
     """How to sign in to the dashboard (``paymux serve`` prints it)."""
-    from paymux.dashboard.users import DashboardUsers
     from paymux.services import Paymux
+    from paymux.services.dashboard_users import DashboardUsers
 
     async def count() -> int:
         app = Paymux(settings)

@@ -26,9 +26,15 @@ import pytest
 from browser_timeouts import timed
 from playwright.sync_api import Browser, Page, expect
 
-from conftest import Api, make_settings, migrated_database_url
-from support.browser import CARD_RUNS, CapturingServer, axe_source, launched_chromium
-from support.processes import free_port
+from conftest import Api
+from support.browser import (
+    CARD_RUNS,
+    CapturingServer,
+    account_api,
+    axe_source,
+    capturing_server,
+    launched_chromium,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -44,13 +50,7 @@ GENERIC_DECLINE = "Your card was declined. Please try again or use another payme
 def server(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[CapturingServer]:
-    tmp = tmp_path_factory.mktemp("checkout-browser")
-    url = migrated_database_url("sqlite", tmp, None, "checkout_browser")
-    running = CapturingServer(make_settings(url, tmp, free_port(), admin_key=ADMIN)).start()
-    try:
-        yield running
-    finally:
-        running.stop()
+    yield from capturing_server(tmp_path_factory, "checkout-browser", admin_key=ADMIN)
 
 
 @pytest.fixture(scope="module")
@@ -62,11 +62,7 @@ def browser(server: CapturingServer) -> Iterator[Browser]:
 
 @pytest.fixture
 def api(server: CapturingServer) -> Iterator[Api]:
-    client = Api(server)
-    try:
-        yield client
-    finally:
-        client.close()
+    yield from account_api(server)
 
 
 class Tab:

@@ -24,9 +24,8 @@ import pytest
 from browser_timeouts import timed
 from playwright.sync_api import Browser, Page, expect
 
-from conftest import Api, make_settings, migrated_database_url
-from support.browser import CapturingServer, launched_chromium
-from support.processes import free_port
+from conftest import Api
+from support.browser import CapturingServer, account_api, capturing_server, launched_chromium
 
 pytestmark = pytest.mark.browser
 
@@ -94,13 +93,7 @@ paymux.mount('#card', {{
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CapturingServer]:
-    tmp = tmp_path_factory.mktemp("checkout-embed-browser")
-    url = migrated_database_url("sqlite", tmp, None, "checkout_embed_browser")
-    running = CapturingServer(make_settings(url, tmp, free_port(), admin_key=ADMIN)).start()
-    try:
-        yield running
-    finally:
-        running.stop()
+    yield from capturing_server(tmp_path_factory, "checkout-embed-browser", admin_key=ADMIN)
 
 
 @pytest.fixture(scope="module")
@@ -119,11 +112,7 @@ def browser(server: CapturingServer) -> Iterator[Browser]:
 
 @pytest.fixture
 def api(server: CapturingServer) -> Iterator[Api]:
-    client = Api(server)
-    try:
-        yield client
-    finally:
-        client.close()
+    yield from account_api(server)
 
 
 @pytest.fixture

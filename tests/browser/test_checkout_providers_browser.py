@@ -32,7 +32,7 @@ from provider_js_fakes import ProviderScripts
 from test_checkout_browser import inventory_tables, nonce_free
 
 from conftest import Api, make_settings, migrated_database_url
-from support.browser import CapturingServer, launched_chromium
+from support.browser import CapturingServer, account_api, launched_chromium, shop_tab
 from support.fake_square import FakeSquare
 from support.paypal_fake import FakePayPal
 from support.processes import free_port
@@ -99,26 +99,12 @@ def browser(env: Env) -> Iterator[Browser]:
 
 @pytest.fixture
 def api(env: Env) -> Iterator[Api]:
-    client = Api(env.server)
-    try:
-        yield client
-    finally:
-        client.close()
+    yield from account_api(env.server)
 
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[tuple[Page, list[str]]]:
-    context = timed(browser.new_context())
-    tab = context.new_page()
-    csp: list[str] = []
-    tab.on("console", lambda m: csp.append(m.text) if "Content Security Policy" in m.text
-           else None)
-    tab.route(f"{SHOP}/**", lambda route: route.fulfill(
-        status=200, content_type="text/html", body="<!doctype html><title>Shop</title>"))
-    try:
-        yield tab, csp
-    finally:
-        context.close()
+    yield from shop_tab(timed(browser.new_context()), SHOP)
 
 
 def new_session(api: Api, gateway: str) -> dict[str, Any]:

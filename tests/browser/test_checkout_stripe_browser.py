@@ -15,9 +15,14 @@ from browser_timeouts import timed
 from playwright.sync_api import Browser, Page, expect
 from test_checkout_browser import inventory_tables
 
-from conftest import Api, make_settings, migrated_database_url
-from support.browser import CapturingServer, launched_chromium
-from support.processes import free_port
+from conftest import Api
+from support.browser import (
+    CapturingServer,
+    account_api,
+    capturing_server,
+    launched_chromium,
+    shop_tab,
+)
 from support.sandboxes import LocalStripe
 
 pytestmark = pytest.mark.browser
@@ -29,18 +34,11 @@ SHOP = "https://shop.example"
 def server(
     tmp_path_factory: pytest.TempPathFactory, localstripe: LocalStripe
 ) -> Iterator[CapturingServer]:
-    tmp = tmp_path_factory.mktemp("checkout-stripe-browser")
-    url = migrated_database_url("sqlite", tmp, None, "checkout_stripe_browser")
-    settings = make_settings(
-        url, tmp, free_port(), stripe_secret_key="sk_test_paymux",
+    yield from capturing_server(
+        tmp_path_factory, "checkout-stripe-browser", stripe_secret_key="sk_test_paymux",
         stripe_api_base=localstripe.url, stripe_publishable_key="pk_test_paymux",
         default_gateway="stripe",
     )
-    running = CapturingServer(settings).start()
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(scope="module")
@@ -50,26 +48,12 @@ def browser(server: CapturingServer) -> Iterator[Browser]:
 
 @pytest.fixture
 def api(server: CapturingServer) -> Iterator[Api]:
-    client = Api(server)
-    try:
-        yield client
-    finally:
-        client.close()
+    yield from account_api(server)
 
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[tuple[Page, list[str]]]:
-    context = timed(browser.new_context())
-    tab = context.new_page()
-    csp: list[str] = []
-    tab.on("console", lambda m: csp.append(m.text) if "Content Security Policy" in m.text
-           else None)
-    tab.route(f"{SHOP}/**", lambda route: route.fulfill(
-        status=200, content_type="text/html", body="<!doctype html><title>Shop</title>"))
-    try:
-        yield tab, csp
-    finally:
-        context.close()
+    yield from shop_tab(timed(browser.new_context()), SHOP)
 
 
 def new_session(api: Api) -> dict[str, Any]:

@@ -238,7 +238,8 @@ def dashboard_pages(server: RunningServer, seed: Seed) -> dict[str, str]:
         "customer": f"{base}/customers/{seed.customer['id']}",
     }
     for name, path in (("home", ""), ("billing", "/billing"), ("fraud", "/fraud"),
-                       ("webhooks", "/webhooks"), ("keys", "/keys")):
+                       ("webhooks", "/webhooks"), ("keys", "/keys"), ("audit", "/audit"),
+                       ("connections", "/connections")):
         pages[name] = f"{base}{path}"
     return pages
 

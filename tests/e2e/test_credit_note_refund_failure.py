@@ -165,7 +165,7 @@ def test_a_refund_failure_landing_while_the_note_is_issued_is_not_missed(
             event = h.gw.take_webhooks()[-1]  # the refund's failure
             assert (event.type, event.object["status"]) == ("refund.updated", "failed")
             webhook.append(asyncio.create_task(h.gw.deliver_webhook(h.app.webhooks, event)))
-            await asyncio.wait_for(failing.wait(), 10)
+            await asyncio.wait_for(failing.wait(), 30)
 
         real_create = RefundsService.create
 

@@ -1,5 +1,6 @@
 """Operating the job queue: dead jobs listed and retried through the admin API and the
-`paymux jobs` command, against a running server (with its worker) on both backends.
+`paymux jobs` command (run in this process, support/cli.py), against a running server (with
+its worker) on both backends.
 
 Jobs are put in place with SQL, as the worker leaves them after their last attempt; a
 retried ``purge_idempotency_keys`` job (no payload, always succeeds) shows the worker picks
@@ -9,9 +10,7 @@ a retried job up and finishes it.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ import httpx
 import pytest
 
 from conftest import RunningServer, free_port, make_settings, migrated_database_url
+from support.cli import paymux_cli
 from support.pgcluster import PgCluster
 
 ADMIN = "adm_" + "j" * 24
@@ -74,7 +74,7 @@ def job_row(server: RunningServer, job_id: int) -> tuple[str, int, str | None]:
     return status, int(attempts), error
 
 
-def wait_done(server: RunningServer, job_id: int, timeout: float = 15) -> tuple[str, int]:
+def wait_done(server: RunningServer, job_id: int, timeout: float = 30) -> tuple[str, int]:
     deadline = time.monotonic() + timeout
     while True:
         status, attempts, _ = job_row(server, job_id)
@@ -217,11 +217,10 @@ def test_the_admin_jobs_endpoints_need_the_admin_key(jobs_server: RunningServer)
 
 
 def paymux_jobs(server: RunningServer, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PAYMUX_")}
-    env.update(PAYMUX_DATABASE_URL=server.settings.database_url,
-               PAYMUX_SANDBOX_DB=server.settings.sandbox_db, COLUMNS="200")
-    return subprocess.run([sys.executable, "-m", "paymux.cli", "jobs", *args], env=env,
-                          capture_output=True, text=True, timeout=60)
+    """``paymux jobs ...`` run in this process (support/cli.py), no other PAYMUX_* setting."""
+    return paymux_cli("jobs", *args, clean=True, env={
+        "PAYMUX_DATABASE_URL": server.settings.database_url,
+        "PAYMUX_SANDBOX_DB": server.settings.sandbox_db})
 
 
 def test_the_cli_lists_dead_jobs_and_retries_one(jobs_server: RunningServer) -> None:

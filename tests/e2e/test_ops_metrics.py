@@ -150,6 +150,46 @@ def test_payments_and_gateway_calls_are_counted_with_outcome_and_decline_code(
     assert delta("paymux_gateway_call_duration_seconds_count", **paid) == 3
 
 
+def test_gateway_call_errors_are_counted_by_gateway_operation_and_kind(
+    ops: RunningServer,
+) -> None:
+    """Each authorize below fails once at the gateway (a 500, then a 429 with no wait), is
+    retried with the same key and succeeds: one error of each kind, two payments."""
+    _, client = key_of(ops)
+    faults = f"{ops.url}/sandbox/_control/faults"
+    before = scrape(ops)
+    try:
+        with client:
+            for fault in (
+                {"mode": "server_error", "operation": "authorize", "count": 1},
+                {"mode": "rate_limit", "operation": "authorize", "count": 1, "retry_after": 0},
+            ):
+                assert httpx.post(faults, json=fault, timeout=10).status_code == 200
+                r = client.post(
+                    "/v1/payment_intents",
+                    json={"amount": 1000, "currency": "usd", "confirm": True,
+                          "payment_method": "pm_card_visa"},
+                )
+                assert (r.status_code, r.json()["status"]) == (200, "succeeded"), r.text
+    finally:
+        httpx.delete(faults, timeout=10)
+    after = scrape(ops)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    call = {"gateway": "sandbox", "operation": "authorize"}
+    errors = "paymux_gateway_call_errors_total"
+    assert delta(errors, **call, error="unavailable") == 1
+    assert delta(errors, **call, error="rate_limited") == 1
+    assert delta(errors, **call, error="other") == 0
+    # Every call is timed, the failed ones too; the payments are counted once each.
+    assert delta("paymux_gateway_call_duration_seconds_count", **call) == 4
+    assert (
+        delta("paymux_payments_total", **call, outcome="succeeded", decline_code="none") == 2
+    )
+
+
 def test_fraud_decisions_are_counted_by_outcome(ops: RunningServer) -> None:
     _, client = key_of(ops)
     with client:
@@ -401,8 +441,10 @@ def test_metrics_refusals_are_limited_and_figures_cached(tmp_path: Path) -> None
     url = migrated_database_url("sqlite", tmp_path, None, "metricscache")
     settings = make_settings(
         url, tmp_path, free_port(), run_worker=False, metrics_token=TOKEN,
-        metrics_cache_seconds=3,
-        ready_cache_seconds=3,
+        # Long enough that two consecutive requests fall in one period even on a starved
+        # machine (3 s once let the cache expire between them).
+        metrics_cache_seconds=12,
+        ready_cache_seconds=12,
         rate_limit_unauthenticated_requests=3,
     )
     server = RunningServer(settings).start()
@@ -422,7 +464,7 @@ def test_metrics_refusals_are_limited_and_figures_cached(tmp_path: Path) -> None
             t=now,
         )
         assert dead() == 0  # within the period: the first reading
-        wait_until("the next reading", lambda: dead() == 1, timeout=10, interval=0.2)
+        wait_until("the next reading", lambda: dead() == 1, timeout=40, interval=0.2)
         # /health/ready likewise (PAYMUX_READY_CACHE_SECONDS).
         def ready() -> int:
             return httpx.get(f"{server.url}/health/ready").status_code
@@ -432,7 +474,7 @@ def test_metrics_refusals_are_limited_and_figures_cached(tmp_path: Path) -> None
         server.sql("update alembic_version set version_num = '0015'")
         try:
             assert ready() == 200  # the answer of a moment ago
-            wait_until("the next readiness check", lambda: ready() == 503, timeout=10)
+            wait_until("the next readiness check", lambda: ready() == 503, timeout=40)
         finally:
             server.sql("update alembic_version set version_num = :v", v=current)
     finally:

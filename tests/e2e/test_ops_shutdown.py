@@ -8,23 +8,31 @@
 - SIGTERM to ``paymux worker`` with a queue to work through: it exits promptly, no job is
   left claimed (the unstarted ones are released, not left to their lease), and its heartbeat
   row is gone.
+- After SIGTERM, ``paymux serve`` refuses new connections while a request it holds (its body
+  still to come: ``Expect: 100-continue`` proves it in flight) completes with 200.
+- A job longer than PAYMUX_SHUTDOWN_TIMEOUT (waiting for a lock the test holds) is cut short
+  at the timeout, queued again, and the worker exits (PostgreSQL).
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from conftest import BACKENDS, database_url
@@ -108,6 +116,42 @@ def _pay(client: httpx.Client, order: int, results: dict[int, Any]) -> None:
         results[order] = type(exc).__name__, None
 
 
+def _held_request(server: ServeProcess) -> socket.socket:
+    """A POST whose body is not sent yet, on a connection of its own: with ``Expect:
+    100-continue``, the server's "100 Continue" says the app is running it and waits for the
+    body (so it is in flight, whatever the timing), until ``_finish``."""
+    conn = socket.create_connection(("127.0.0.1", server.port), timeout=60)
+    head = (
+        "POST /v1/customers HTTP/1.1\r\n"
+        f"host: 127.0.0.1:{server.port}\r\n"
+        f"authorization: Bearer {server.api_key}\r\n"
+        "content-type: application/json\r\n"
+        f"content-length: {len(HELD_BODY)}\r\n"
+        "expect: 100-continue\r\n\r\n"
+    )
+    conn.sendall(head.encode())
+    seen = b""
+    while b"\r\n\r\n" not in seen:
+        chunk = conn.recv(4096)
+        assert chunk, seen
+        seen += chunk
+    assert seen.startswith(b"HTTP/1.1 100 "), seen
+    return conn
+
+
+def _finish(conn: socket.socket) -> bytes:
+    """Send the held request's body; its whole answer (the server closes the connection)."""
+    with conn:
+        conn.sendall(HELD_BODY)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    return answer
+
+
+HELD_BODY = json.dumps({"email": "held@example.com"}).encode()
+
+
 def test_sigterm_under_load_loses_nothing_and_leaves_no_job_claimed(
     empty_db: str, tmp_path: Path
 ) -> None:
@@ -140,8 +184,21 @@ def test_sigterm_under_load_loses_nothing_and_leaves_no_job_claimed(
             time.sleep(0.05)
             if order == orders // 2:  # half sent, some in flight: the signal
                 assert server.proc is not None
+                gate = _held_request(server)  # in flight until the test sends its body
                 signalled = time.monotonic()
                 server.proc.send_signal(signal.SIGTERM)
+                # The listener is closed before uvicorn waits for the connections in flight
+                # (ours is one): from then on a new connection is refused.
+                wait_until(
+                    "the server to wait for its connections",
+                    lambda: "Waiting for connections to close" in server.output(1_000_000),
+                    timeout=30,
+                )
+                with pytest.raises(httpx.ConnectError):
+                    httpx.get(f"{server.url}/health/live", timeout=10)
+                held = _finish(gate)  # the request in flight still completes
+                assert held.startswith(b"HTTP/1.1 200 "), held[:200]
+                assert b'"object":"customer"' in held.replace(b" ", b"")
         for t in threads:
             t.join(timeout=60)
         code = server.proc.wait(timeout=40) if server.proc else None
@@ -243,6 +300,9 @@ def test_sigterm_to_a_worker_releases_its_jobs_and_its_heartbeat(
         metrics = f"http://127.0.0.1:{metrics_port}/metrics"
         assert httpx.get(metrics, timeout=10).status_code == 401
         assert httpx.get(f"http://127.0.0.1:{metrics_port}/v1/customers").status_code == 404
+        # Its liveness probe (deploy/: the worker Deployment's), no token needed.
+        alive = httpx.get(f"http://127.0.0.1:{metrics_port}/health/live", timeout=10)
+        assert (alive.status_code, alive.json()) == (200, {"status": "live"})
         scraped = httpx.get(
             metrics, headers={"authorization": "Bearer worker-metrics-token"}, timeout=10
         )
@@ -272,3 +332,92 @@ def test_sigterm_to_a_worker_releases_its_jobs_and_its_heartbeat(
     # Ours are all there, each queued again, done or backing off (the sweep adds its own).
     assert sql(empty_db, "select count(*) from jobs where created_us = :t", t=now) == [(300,)]
     assert sql(empty_db, "select count(*) from worker_heartbeats") == [(0,)]
+
+
+class _LockHolder:
+    """A PostgreSQL session of the test's own, on a loop in a thread, holding a lock."""
+
+    def __init__(self, url: str) -> None:
+        self.dsn = make_url(url).set(drivername="postgresql").render_as_string(False)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.conn: Any = None
+
+    def run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(60)
+
+    def lock(self, table: str) -> None:
+        self.conn = self.run(asyncpg.connect(self.dsn))
+        self.run(self.conn.execute("BEGIN"))
+        self.run(self.conn.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+
+    def close(self) -> None:
+        try:
+            if self.conn is not None:
+                self.run(self.conn.close())  # the transaction ends: the lock goes
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=10)
+            self.loop.close()
+
+
+def test_sigterm_cuts_a_job_longer_than_the_shutdown_timeout_short_and_releases_it(
+    tmp_path: Path, pg_cluster: PgCluster | None
+) -> None:
+    """A job that can't finish (its transaction waits for a lock the test holds) while the
+    worker is told to stop, PAYMUX_SHUTDOWN_TIMEOUT=1: the worker cuts it short, queues it
+    again (not left claimed until its lease runs out) and exits. PostgreSQL: a lock wait is
+    what makes the job's length the test's to decide (and visible in pg_stat_activity)."""
+    url = database_url("postgres", tmp_path, pg_cluster, f"shutdown_cut_{next(_names)}")
+    assert paymux(url, tmp_path, "migrate").returncode == 0
+    now = int(time.time() * 1_000_000)
+    sql(
+        url,
+        "insert into jobs (kind, payload, status, run_at_us, attempts, max_attempts, "
+        "created_us, updated_us) values ('purge_idempotency_keys', '{}', 'queued', :t, 0, 5, "
+        ":t, :t)",
+        t=now,
+    )
+    [(job_id,)] = sql(url, "select id from jobs where created_us = :t", t=now)
+    holder = _LockHolder(url)
+    worker: LoggedProcess | None = None
+    try:
+        holder.lock("idempotency_keys")  # the purge's DELETE waits for it
+        worker = LoggedProcess(
+            "paymux worker",
+            [str(PAYMUX), "worker"],
+            log=tmp_path / "worker.log",
+            env=paymux_env(url, tmp_path, PAYMUX_SHUTDOWN_TIMEOUT="1", PAYMUX_LOG_JSON="false"),
+        ).spawn()
+
+        def job_waits_for_the_lock() -> bool:
+            assert worker is not None
+            worker.check_alive()
+            waiting = sql(
+                url,
+                "select count(*) from pg_stat_activity where datname = current_database() "
+                "and wait_event_type = 'Lock' and query ilike '%idempotency_keys%'",
+            )
+            return bool(waiting[0][0])
+
+        wait_until("the job to wait for the lock", job_waits_for_the_lock, timeout=60)
+        assert sql(url, "select status from jobs where id = :i", i=job_id) == [("running",)]
+        assert worker.proc is not None
+        worker.proc.send_signal(signal.SIGTERM)
+        # Generous: a bound on the test, not a timing claim (the log says what happened).
+        assert worker.proc.wait(timeout=60) == 0, worker.tail()
+        log = worker.output(1_000_000)
+        assert "worker cut short after 1s" in log, worker.tail()
+        # (At least ours: the sweep's own hourly purge may have come due too.)
+        assert re.search(r"released [1-9]\d* unfinished jobs", log), worker.tail()
+        assert sql(url, "select count(*) from jobs where status = 'running'") == [(0,)]
+        # Queued again at once, not left claimed; its attempt counted (it was started).
+        assert sql(
+            url, "select status, locked_until_us, attempts from jobs where id = :i", i=job_id
+        ) == [("queued", None, 1)]
+        assert sql(url, "select count(*) from worker_heartbeats") == [(0,)]
+    finally:
+        if worker is not None:
+            worker.stop()
+        holder.close()

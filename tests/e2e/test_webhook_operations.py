@@ -4,9 +4,7 @@ CLI), rejection counters. A server with fast backoff and few attempts, on both b
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +16,7 @@ import pytest
 from conftest import Api, RunningServer, free_port, make_settings, migrated_database_url
 from paymux.gateways.sandbox.processor import SandboxProcessor
 from paymux.gateways.signing import sign_header
+from support.cli import paymux_cli
 from support.pgcluster import PgCluster
 
 ADMIN = "adm_" + "x" * 24
@@ -64,7 +63,7 @@ def inbox_status(server: RunningServer, event_id: str) -> str | None:
     return rows[0][0] if rows else None
 
 
-def wait_status(server: RunningServer, event_id: str, status: str, timeout: float = 10) -> None:
+def wait_status(server: RunningServer, event_id: str, status: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while inbox_status(server, event_id) != status:
         assert time.monotonic() < deadline, (event_id, inbox_status(server, event_id))
@@ -157,40 +156,39 @@ def test_replaying_an_applied_event_changes_nothing(ops: Api) -> None:
     assert len(succeeded["data"]) == 1
 
 
+def webhooks_cli(ops: Api, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``paymux webhooks ...`` run in this process (support/cli.py): what the commands do is
+    the claim; the process's own start-up is tested where a test starts it."""
+    return paymux_cli("webhooks", *args, env={
+        "PAYMUX_DATABASE_URL": ops.server.settings.database_url,
+        "PAYMUX_SANDBOX_DB": ops.server.settings.sandbox_db, **env})
+
+
 def test_the_cli_lists_and_replays_dead_events(ops: Api) -> None:
     event = {"id": f"evt_cli_{time.time_ns()}", "type": "charge.updated",
              "data": {"object": {"id": "ch_sbx_ghost", "object": "charge", "status": "succeeded",
                                  "reference": "pi_ghost", "amount_captured": 1}}}
     assert signed_post(ops.server, event).status_code == 200
     wait_status(ops.server, event["id"], "dead")
-    env = dict(os.environ, PAYMUX_DATABASE_URL=ops.server.settings.database_url,
-               PAYMUX_SANDBOX_DB=ops.server.settings.sandbox_db, COLUMNS="200",
-               PAYMUX_WEBHOOK_APPLY_MAX_ATTEMPTS="3")
-    listed = subprocess.run([sys.executable, "-m", "paymux.cli", "webhooks", "list", "--status",
-                             "dead"], env=env, capture_output=True, text=True, timeout=60)
+    env = {"PAYMUX_WEBHOOK_APPLY_MAX_ATTEMPTS": "3"}
+    listed = webhooks_cli(ops, "list", "--status", "dead", **env)
     assert listed.returncode == 0, listed.stderr
     assert event["id"] in listed.stdout
-    replayed = subprocess.run([sys.executable, "-m", "paymux.cli", "webhooks", "replay",
-                               event["id"]], env=env, capture_output=True, text=True, timeout=60)
+    replayed = webhooks_cli(ops, "replay", event["id"], **env)
     assert replayed.returncode == 0, replayed.stderr
     assert "replayed 1 event" in replayed.stdout
     wait_status(ops.server, event["id"], "dead")
-    again = subprocess.run([sys.executable, "-m", "paymux.cli", "webhooks", "replay",
-                            "--all-dead"], env=env, capture_output=True, text=True, timeout=60)
+    again = webhooks_cli(ops, "replay", "--all-dead", **env)
     assert again.returncode == 0 and "replayed" in again.stdout
 
 
 def test_the_cli_refuses_an_unknown_status_and_an_unknown_event(ops: Api) -> None:
-    env = dict(os.environ, PAYMUX_DATABASE_URL=ops.server.settings.database_url,
-               PAYMUX_SANDBOX_DB=ops.server.settings.sandbox_db, COLUMNS="200")
-    listed = subprocess.run([sys.executable, "-m", "paymux.cli", "webhooks", "list", "--status",
-                             "bogus"], env=env, capture_output=True, text=True, timeout=60)
+    listed = webhooks_cli(ops, "list", "--status", "bogus")
     assert listed.returncode == 2, listed.stdout + listed.stderr
     for allowed in ("received", "applied", "ignored", "stale", "dead"):
         assert allowed in listed.stderr
     assert "'bogus'" in listed.stderr
-    replayed = subprocess.run([sys.executable, "-m", "paymux.cli", "webhooks", "replay",
-                               "we_nope"], env=env, capture_output=True, text=True, timeout=60)
+    replayed = webhooks_cli(ops, "replay", "we_nope")
     assert replayed.returncode == 1, replayed.stdout + replayed.stderr
     assert "not found" in replayed.stderr and "we_nope" in replayed.stderr
     assert "replayed" not in replayed.stdout

@@ -126,7 +126,7 @@ async def race(h: Harness, *, invoice_first: bool) -> list[BaseException | None]
         await h.app.subscriptions.run_due(sub_id, created + INCOMPLETE_EXPIRY_US + 1)
 
     task_a = asyncio.create_task(a())
-    await asyncio.wait_for(interleave.paused.wait(), 10)  # A holds its first lock
+    await asyncio.wait_for(interleave.paused.wait(), 30)  # A holds its first lock
     task_b = asyncio.create_task(b())
     outcomes = await asyncio.gather(task_a, task_b, return_exceptions=True)
     h.outcome_ids = (sub_id, invoice_id)  # type: ignore[attr-defined]

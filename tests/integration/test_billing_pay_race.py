@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_billing_payment_lease import declined_invoice  # the same declined invoice
 
 from conftest import migrated_database_url
 from paymux.services.payments import CreateParams, PaymentsService
+from support.billing_harness import declined_invoice
 from support.fake_gateway import ScriptedGateway
 from support.harness import Harness
 from support.pgcluster import PgCluster

@@ -27,6 +27,7 @@ from paymux.billing.hosted_payments import PageOutcome, pay_from_page
 from paymux.billing.payment_lease import lease_seconds
 from paymux.domain.errors import PaymuxError
 from paymux.services.payments import CreateParams, PaymentsService
+from support.billing_harness import declined_invoice, ok
 from support.fake_gateway import Outcome, ScriptedGateway
 from support.harness import Harness
 from support.pgcluster import PgCluster
@@ -39,42 +40,6 @@ def db(
     request: pytest.FixtureRequest, tmp_path: Path, pg_cluster: PgCluster | None
 ) -> Iterator[str]:
     yield migrated_database_url(request.param, tmp_path, pg_cluster, f"lease_{next(_names)}")
-
-
-async def ok(h: Harness, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    r = await h.post(path, body)
-    assert r.status_code == 200, r.text
-    return h.body(r)
-
-
-async def declined_invoice(h: Harness) -> tuple[dict[str, Any], str]:
-    """An open invoice of 2,000 whose first off-session try was declined (its intent waits
-    for a payment method), the customer's default card now a good one; (invoice, its token)."""
-    cus = await ok(h, "/v1/customers", {"email": "lease@example.com"})
-    pm = await ok(h, "/v1/payment_methods/tok_visa/attach", {"customer": cus["id"]})
-    await ok(
-        h, f"/v1/customers/{cus['id']}", {"invoice_settings": {"default_payment_method": pm["id"]}}
-    )
-    await ok(h, "/v1/invoiceitems", {"customer": cus["id"], "amount": 2000, "currency": "usd"})
-    invoice = await ok(
-        h, "/v1/invoices", {"customer": cus["id"], "pending_invoice_items_behavior": "include"}
-    )
-    await ok(h, f"/v1/invoices/{invoice['id']}/finalize", {})
-    h.gw.script("authorize", Outcome.decline("card_declined"))
-    r = await h.post(f"/v1/invoices/{invoice['id']}/pay", {})
-    assert r.status_code == 402, r.text
-    rows = await h.sql(
-        "select hosted_token, status, amount_remaining from invoices where id = :i", i=invoice["id"]
-    )
-    token, status, remaining = rows[0]
-    assert (status, remaining) == ("open", 2000)
-    # The dunning retry is due now (not advancing the clock: the lease is timed by it too).
-    async with h.app.ctx.db.write() as s:
-        await s.execute(
-            text("update invoices set next_payment_attempt_us = :t where id = :i"),
-            {"t": h.app.ctx.now_us(), "i": invoice["id"]},
-        )
-    return invoice, str(token)
 
 
 def captured(h: Harness) -> list[int]:

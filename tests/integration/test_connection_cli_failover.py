@@ -1,13 +1,11 @@
 """``paymux connections create/update --failover/--no-failover`` (issue 8, failover): the CLI
 sets the connection's ``failover`` as the API does (off by default), on SQLite and
-PostgreSQL, the CLI as a subprocess."""
+PostgreSQL. The commands run in this process (support/cli.py): what they do is the claim,
+not the interpreter's start-up (tested where a test starts the process)."""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from conftest import BACKENDS, migrated_database_url
 from paymux.config import Settings
 from paymux.security.envelope import generate_key_entry
 from paymux.services import Paymux
+from support.cli import paymux_cli
 from support.pgcluster import PgCluster
 
 KEYS = generate_key_entry("clifo")
@@ -49,11 +48,9 @@ def failover_of(url: str, tmp: Path) -> dict[str, bool]:
 
 
 def cli(url: str, tmp: Path, *args: str) -> str:
-    environ = dict(os.environ, PAYMUX_DATABASE_URL=url, PAYMUX_SANDBOX_DB=str(tmp / "s.db"),
-                   PAYMUX_ENCRYPTION_KEYS=KEYS, COLUMNS="200", SECRET=SECRET)
-    done = subprocess.run([sys.executable, "-m", "paymux.cli", "connections", *args,
-                           "--account", ACCOUNT], env=environ, capture_output=True, text=True,
-                          timeout=60)
+    done = paymux_cli("connections", *args, "--account", ACCOUNT, env={
+        "PAYMUX_DATABASE_URL": url, "PAYMUX_SANDBOX_DB": str(tmp / "s.db"),
+        "PAYMUX_ENCRYPTION_KEYS": KEYS, "SECRET": SECRET})
     assert done.returncode == 0, done.stderr
     return done.stdout
 

@@ -1,18 +1,19 @@
 """``paymux connections update`` and ``enable`` (issue 8: connections are created, listed,
 updated, disabled and deleted from the CLI too; test_connection_encryption.py covers create,
-list, disable, rewrap and delete). SQLite and PostgreSQL, the CLI as a subprocess.
+list, disable, rewrap and delete). SQLite and PostgreSQL.
 
 An update replaces only the credential fields it names, the new secret is sealed (never in
 the output or the database in clear) and is what the connection's gateway then uses; other
 settings change as asked; enable undoes disable; each change is audited with actor ``cli``.
+
+The commands run in this process (support/cli.py): what they do is the claim, not the
+interpreter's start-up (tested where a test starts the process).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from paymux.config import Settings
 from paymux.gateways.stripe import StripeGateway
 from paymux.security.envelope import generate_key_entry
 from paymux.services import Paymux
+from support.cli import paymux_cli
 from support.pgcluster import PgCluster
 
 KEYS = generate_key_entry("cli1")
@@ -54,11 +56,9 @@ def app_run(url: str, tmp: Path, work: Any) -> Any:
 
 
 def cli(url: str, tmp: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = dict(os.environ, PAYMUX_DATABASE_URL=url, PAYMUX_SANDBOX_DB=str(tmp / "s.db"),
-                   PAYMUX_ENCRYPTION_KEYS=KEYS, COLUMNS="200", **env)
-    return subprocess.run([sys.executable, "-m", "paymux.cli", "connections", *args,
-                           "--account", ACCOUNT], env=environ, capture_output=True, text=True,
-                          timeout=60)
+    return paymux_cli("connections", *args, "--account", ACCOUNT, env={
+        "PAYMUX_DATABASE_URL": url, "PAYMUX_SANDBOX_DB": str(tmp / "s.db"),
+        "PAYMUX_ENCRYPTION_KEYS": KEYS, **env})
 
 
 def test_the_cli_updates_and_enables_a_connection(url: str, tmp_path: Path) -> None:

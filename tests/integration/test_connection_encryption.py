@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from paymux.gateways.stripe import StripeGateway
 from paymux.security.envelope import Keyring, generate_key_entry
 from paymux.services import Paymux
 from paymux.services.connections import ConnectionParams
+from support.cli import paymux_cli
 from support.pgcluster import PgCluster
 
 KEY_A = generate_key_entry("a")
@@ -160,10 +159,11 @@ def test_a_sealed_value_copied_to_another_connection_does_not_open(
 
 
 def cli(url: str, tmp: Path, keys: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = dict(os.environ, PAYMUX_DATABASE_URL=url, PAYMUX_SANDBOX_DB=str(tmp / "s.db"),
-                   PAYMUX_ENCRYPTION_KEYS=keys, COLUMNS="200", **env)
-    return subprocess.run([sys.executable, "-m", "paymux.cli", "connections", *args],
-                          env=environ, capture_output=True, text=True, timeout=60)
+    """``paymux connections ...`` run in this process (support/cli.py): what the commands do is
+    the claim here; the process's own start-up is tested where a test starts it."""
+    return paymux_cli("connections", *args, env={
+        "PAYMUX_DATABASE_URL": url, "PAYMUX_SANDBOX_DB": str(tmp / "s.db"),
+        "PAYMUX_ENCRYPTION_KEYS": keys, **env})
 
 
 def test_the_cli_creates_lists_disables_rewraps_and_deletes(url: str, tmp_path: Path) -> None:

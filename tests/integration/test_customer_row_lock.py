@@ -37,7 +37,7 @@ async def _racing(h: Harness, cus: str, request: Any) -> httpx.Response:
         await other.execute(text("update customers set name = 'Mid' where id = :id"), {"id": cus})
         task = asyncio.create_task(request)
         await _waiting_on_a_lock(h)
-    return await asyncio.wait_for(task, 10)
+    return await asyncio.wait_for(task, 30)
 
 
 async def _event(h: Harness, cus: str, type_: str) -> tuple[dict[str, Any], Any]:

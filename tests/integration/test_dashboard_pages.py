@@ -17,9 +17,9 @@ import httpx
 import pyotp
 
 from paymux.dashboard.auth import SESSION_COOKIE
-from paymux.dashboard.users import DashboardUsers
 from paymux.outbound.delivery import DeliveryRunner
 from paymux.security.envelope import generate_key_entry
+from paymux.services.dashboard_users import DashboardUsers
 from support.databases import migrated_database_fixture
 from support.fake_gateway import Outcome
 from support.harness import Harness

@@ -314,6 +314,15 @@ def confirm_form(client: httpx.Client, pi_id: str, action: str) -> dict[str, str
     return {"csrf_token": csrf_of(page.text), "idempotency_key": key.group(1)}
 
 
+def refund_form(
+    server: RunningServer, api: Api, amount: str = "44.30"
+) -> tuple[dict[str, Any], httpx.Client, dict[str, str]]:
+    """A paid payment, a signed-in admin's client, and its refund form for ``amount``."""
+    pi = paid(api)
+    client = signed_in(server, user(server, api))
+    return pi, client, {**confirm_form(client, pi["id"], "refund"), "amount": amount}
+
+
 def test_a_refund_form_submitted_twice_refunds_once(server: RunningServer, api: Api) -> None:
     pi = paid(api)
     someone = user(server, api, "support")
@@ -332,9 +341,7 @@ def test_a_refund_form_submitted_twice_refunds_once(server: RunningServer, api: 
 
 
 def test_two_submits_at_once_refund_once(server: RunningServer, api: Api) -> None:
-    pi = paid(api)
-    client = signed_in(server, user(server, api))
-    form = {**confirm_form(client, pi["id"], "refund"), "amount": "44.30"}
+    pi, client, form = refund_form(server, api)
     cookies = dict(client.cookies)
     statuses: list[int] = []
 
@@ -450,17 +457,22 @@ def fault(server: RunningServer, operation: str, mode: str, count: int) -> None:
     assert r.status_code == 200, r.text
 
 
+def refund_in_fault(
+    server: RunningServer, client: httpx.Client, pi_id: str, form: dict[str, str], mode: str
+) -> httpx.Response:
+    """Submit the refund ``form`` while the sandbox's refunds fail in ``mode`` (every retry)."""
+    try:
+        fault(server, "refund", mode, server.settings.gateway_retries + 2)
+        return client.post(f"/dashboard/payments/{pi_id}/refund", data=form)
+    finally:
+        httpx.delete(f"{server.url}/sandbox/_control/faults", timeout=10)
+
+
 def test_a_refund_whose_answer_is_lost_is_settled_once_and_a_resubmit_adds_none(
     server: RunningServer, api: Api
 ) -> None:
-    pi = paid(api)
-    client = signed_in(server, user(server, api))
-    form = {**confirm_form(client, pi["id"], "refund"), "amount": "44.30"}
-    try:
-        fault(server, "refund", "lose_response", server.settings.gateway_retries + 2)
-        first = client.post(f"/dashboard/payments/{pi['id']}/refund", data=form)
-    finally:
-        httpx.delete(f"{server.url}/sandbox/_control/faults", timeout=10)
+    pi, client, form = refund_form(server, api)
+    first = refund_in_fault(server, client, pi["id"], form, "lose_response")
     assert first.status_code == 303
     again = client.post(f"/dashboard/payments/{pi['id']}/refund", data=form)
     assert again.status_code == 303
@@ -474,14 +486,8 @@ def test_a_refund_whose_answer_is_lost_is_settled_once_and_a_resubmit_adds_none(
 def test_a_refund_in_a_gateway_outage_is_left_pending_and_a_resubmit_adds_none(
     server: RunningServer, api: Api
 ) -> None:
-    pi = paid(api)
-    client = signed_in(server, user(server, api))
-    form = {**confirm_form(client, pi["id"], "refund"), "amount": "44.30"}
-    try:
-        fault(server, "refund", "server_error", server.settings.gateway_retries + 2)
-        first = client.post(f"/dashboard/payments/{pi['id']}/refund", data=form)
-    finally:
-        httpx.delete(f"{server.url}/sandbox/_control/faults", timeout=10)
+    pi, client, form = refund_form(server, api)
+    first = refund_in_fault(server, client, pi["id"], form, "server_error")
     # The refund is made and left pending for the job (the gateway's outage is not a
     # refusal): the page says it is done; the same form again replays that answer.
     assert first.status_code == 303, first.text

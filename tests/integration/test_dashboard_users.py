@@ -19,8 +19,12 @@ from typer.testing import CliRunner
 
 from paymux.cli import cli
 from paymux.config import Settings
-from paymux.dashboard import users as users_module
-from paymux.dashboard.users import (
+from paymux.domain.clock import FrozenClock
+from paymux.domain.errors import PaymuxError
+from paymux.security.envelope import Keyring, generate_key_entry
+from paymux.services import Paymux
+from paymux.services import dashboard_users as users_module
+from paymux.services.dashboard_users import (
     ABSOLUTE_US,
     ARGON2_THREADS,
     IDLE_US,
@@ -28,10 +32,6 @@ from paymux.dashboard.users import (
     DashboardUsers,
     LoginRefused,
 )
-from paymux.domain.clock import FrozenClock
-from paymux.domain.errors import PaymuxError
-from paymux.security.envelope import Keyring, generate_key_entry
-from paymux.services import Paymux
 from paymux.storage.models import AuditEntry, DashboardLoginAttempt, DashboardUser
 from support.databases import migrated_database_fixture
 

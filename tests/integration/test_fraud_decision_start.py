@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,9 @@ from support.harness import Harness
 from support.pgcluster import PgCluster
 
 _names = itertools.count()
+# Which of two concurrent confirms a request is, in its own context: the gates hold a role,
+# never "whichever came second" (an order the scheduler picks).
+role: ContextVar[str] = ContextVar("role", default="")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -68,6 +72,12 @@ def test_an_amount_raised_during_the_confirm_is_the_amount_decided_on(
 def test_a_confirm_that_loses_the_race_to_start_counts_nothing(
     db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Two confirms with two cards both read the intent; one starts, the other is a 400.
+    Only the one that started is counted: the loser's decision was in its start's
+    transaction, rolled back with it. A decision made before that transaction (ec47a3e's
+    code, or a mutant of this one that decides in a write transaction of its own) leaves
+    the loser's card counted, an attempt never settled: ``[(1, 1), (1, 0)]``."""
+
     async def main() -> None:
         async with Harness.open(db, tmp_path) as h:
             r = await h.http.post("/v1/payment_intents", json={"amount": 1000, "currency": "usd"})
@@ -77,7 +87,7 @@ def test_a_confirm_that_loses_the_race_to_start_counts_nothing(
 
             async def resolve(*a: Any, **k: Any) -> Any:
                 out = await real(*a, **k)
-                await asyncio.wait_for(barrier.wait(), 10)  # both have read the intent
+                await asyncio.wait_for(barrier.wait(), 30)  # both have read the intent
                 return out
 
             monkeypatch.setattr(payments_module, "resolve_payment_method", resolve)
@@ -105,8 +115,11 @@ def test_a_double_confirm_decided_while_the_first_is_applied_is_refused(
     once the second has reserved them or waits for a lock. The second takes the intent's
     row first (lock order: intent, then velocity keys and buckets): the first's answer
     stands, the second is a 400, each key counted once and settled once, nothing waits on
-    the other for ever (review R1's deadlock scenario; the code before this fix passed it
-    too under this interleaving: its apply locks the intent's row after the settle)."""
+    the other for ever (review R1's deadlock scenario). Which request is held is its role
+    (a context variable of its own), not the order the scheduler let them resolve in. A
+    decision made before the start's transaction (ec47a3e's code, or a mutant of this one
+    deciding in a write transaction of its own) counts the second's attempt on every key
+    before its start is refused: ``(2, 1)`` each."""
     db = migrated_database_url("postgres", tmp_path, pg_cluster, f"fdstart_{next(_names)}")
 
     async def main() -> None:
@@ -117,16 +130,14 @@ def test_a_double_confirm_decided_while_the_first_is_applied_is_refused(
             settling, reserved = asyncio.Event(), asyncio.Event()
             real_resolve, real_reserve = payments_module.resolve_payment_method, velocity.reserve
             real_settle = velocity.settle
-            resolved = reserves = 0
+            reserves = 0
 
             async def resolve(*a: Any, **k: Any) -> Any:
-                nonlocal resolved
                 out = await real_resolve(*a, **k)
-                resolved += 1
-                second = resolved == 2
-                await asyncio.wait_for(barrier.wait(), 10)  # both have read the intent
-                if second:  # the second goes on while the first's answer is applied
-                    await asyncio.wait_for(settling.wait(), 10)
+                assert role.get() in ("first", "second")  # the request's own, not the order
+                await asyncio.wait_for(barrier.wait(), 30)  # both have read the intent
+                if role.get() == "second":  # it goes on while the first's answer is applied
+                    await asyncio.wait_for(settling.wait(), 30)
                 return out
 
             async def reserve(*a: Any, **k: Any) -> int:
@@ -149,21 +160,22 @@ def test_a_double_confirm_decided_while_the_first_is_applied_is_refused(
 
             async def settle(*a: Any, **k: Any) -> None:
                 settling.set()  # in the first's apply: it holds the intent's row
-                await asyncio.wait_for(someone_waits_for_a_lock(), 10)
+                await asyncio.wait_for(someone_waits_for_a_lock(), 30)
                 await real_settle(*a, **k)
 
             monkeypatch.setattr(payments_module, "resolve_payment_method", resolve)
             monkeypatch.setattr(velocity, "reserve", reserve)
             monkeypatch.setattr(velocity, "settle", settle)
 
-            async def confirm() -> Any:
+            async def confirm(name: str) -> Any:
+                role.set(name)  # this request's task (and the app's, which copy its context)
                 return await h.http.post(
                     f"/v1/payment_intents/{pi_id}/confirm",
                     json={"payment_method": "tok_visa"},
                     headers={"Paymux-Payer-Ip": "198.51.100.7"},
                 )
 
-            first, second = await asyncio.gather(confirm(), confirm())
+            first, second = await asyncio.gather(confirm("first"), confirm("second"))
             assert first.status_code == 200, first.text
             assert first.json()["status"] == "succeeded"
             assert second.status_code == 400, second.text

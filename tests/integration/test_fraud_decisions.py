@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import insert
 
 from conftest import migrated_database_url
 from paymux.fraud import velocity
 from paymux.storage.db import Database
+from paymux.storage.models import FraudVelocityBucket, FraudVelocityCard
 from support.fake_gateway import Outcome
 from support.harness import Harness
 from support.pgcluster import PgCluster
@@ -67,8 +69,9 @@ def test_a_block_calls_no_gateway_and_counts_nothing(db: str, tmp_path: Path) ->
             # a block is not a decline and not an attempt: the velocity tables stay empty
             # (an address blocked once is not kept blocked by its own blocked attempts)
             for table in ("fraud_velocity_buckets", "fraud_velocity_cards"):
-                rows = await h.sql(f"select count(*) from {table} where account_id = :a",
-                                   a=h.account)
+                rows = await h.sql(
+                    f"select count(*) from {table} where account_id = :a", a=h.account
+                )
                 assert rows[0][0] == 0, table
             attempts = await h.sql(
                 "select count(*) from gateway_attempts where object_id = :p", p=pi["id"]
@@ -250,5 +253,64 @@ def test_velocity_keys_are_stored_hmac_d_with_the_configured_secret(
             want = hmac.new(b"k-secret", b"ip:198.51.100.21", hashlib.sha256).hexdigest()
             assert want in stored
             assert hashlib.sha256(b"ip:198.51.100.21").hexdigest() not in stored
+
+    asyncio.run(main())
+
+
+def test_a_keys_first_attempt_of_a_minute_prunes_its_rows_older_than_a_day(
+    db: str, tmp_path: Path
+) -> None:
+    """``velocity.reserve`` counts one attempt per key in one statement, and a key's first
+    attempt of a minute deletes that key's bucket and card rows older than a day (the counts
+    ignore them); another key's old rows are left for its own next minute."""
+
+    async def main() -> None:
+        async with Harness.open(db, tmp_path) as h:
+            now = h.clock.now_us()
+            minute = velocity.minute_of(now)
+            ip, other = velocity.digest("ip", "198.51.100.9"), velocity.digest("ip", "192.0.2.1")
+            old = minute - 24 * 60 - 5  # a day and five minutes ago
+            async with h.app.ctx.db.write() as s:
+                for key in (ip, other):
+                    await s.execute(
+                        insert(FraudVelocityBucket).values(
+                            account_id=h.account,
+                            livemode=False,
+                            key=key,
+                            minute=old,
+                            attempts=7,
+                            declines=7,
+                            settled=7,
+                        )
+                    )
+                    await s.execute(
+                        insert(FraudVelocityCard).values(
+                            account_id=h.account,
+                            livemode=False,
+                            key=key,
+                            card="c" * 64,
+                            minute=old,
+                        )
+                    )
+            for _ in range(2):  # two attempts in the same minute: one row, counted twice
+                async with h.app.ctx.db.write() as s:
+                    got = await velocity.reserve(
+                        s,
+                        h.account,
+                        False,
+                        {"ip": ip},
+                        "d" * 64,
+                        now_us=now,
+                        is_sqlite=h.app.ctx.db.is_sqlite,
+                    )
+                assert got == minute
+            buckets = await h.sql(
+                "select key, minute, attempts from fraud_velocity_buckets order by key, minute"
+            )
+            assert sorted(tuple(r) for r in buckets) == sorted([(ip, minute, 2), (other, old, 7)])
+            cards = await h.sql("select key, card, minute from fraud_velocity_cards")
+            assert sorted(tuple(r) for r in cards) == sorted(
+                [(ip, "d" * 64, minute), (other, "c" * 64, old)]
+            )
 
     asyncio.run(main())

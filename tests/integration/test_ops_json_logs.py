@@ -15,17 +15,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
 from conftest import migrated_database_url
-from paymux.observability import tracing
 from paymux.security.logging import JsonFormatter, RequestIdFilter
 from support.fake_gateway import Outcome
 from support.harness import Harness
 from support.pgcluster import PgCluster
+from support.spans import in_memory_spans
 
 _names = itertools.count()
 
@@ -37,14 +35,8 @@ def db(request: pytest.FixtureRequest, tmp_path: Path, pg_cluster: PgCluster | N
 
 @pytest.fixture
 def exported() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.use_provider(provider)
-    try:
+    with in_memory_spans() as exporter:
         yield exporter
-    finally:
-        tracing.use_provider(None)
 
 
 @pytest.fixture

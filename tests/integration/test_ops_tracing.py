@@ -9,12 +9,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
@@ -23,6 +26,7 @@ from paymux.observability import tracing
 from support.fake_gateway import Outcome
 from support.harness import Harness
 from support.pgcluster import PgCluster
+from support.spans import in_memory_spans
 
 _names = itertools.count()
 PAN = "4242424242424242"
@@ -35,14 +39,8 @@ def db(request: pytest.FixtureRequest, tmp_path: Path, pg_cluster: PgCluster | N
 
 @pytest.fixture
 def exported() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.use_provider(provider)
-    try:
+    with in_memory_spans() as exporter:
         yield exporter
-    finally:
-        tracing.use_provider(None)
 
 
 def named(spans: tuple[ReadableSpan, ...], prefix: str) -> list[ReadableSpan]:
@@ -191,3 +189,80 @@ def test_the_batched_spans_are_flushed_when_a_process_stops() -> None:
     finally:
         tracing.use_provider(None)
         provider.shutdown()
+
+
+class _Collector:
+    """An OTLP/HTTP trace collector on 127.0.0.1: records each POST (path, body), answers 200."""
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[str, str, bytes]] = []
+        collector = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                collector.posts.append((self.path, self.headers.get("content-type", ""), body))
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> _Collector:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def test_an_otlp_endpoint_turns_tracing_on_and_the_spans_reach_the_collector(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OTEL_EXPORTER_OTLP_ENDPOINT set: the app turns tracing on as it is made, and the spans
+    of a request are exported over OTLP/HTTP to {endpoint}/v1/traces (batched; flushed when
+    the app stops, and here again)."""
+    url = migrated_database_url("sqlite", tmp_path, None, f"otlp_{next(_names)}")
+    with _Collector() as collector:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url)
+        monkeypatch.setenv("OTEL_SERVICE_NAME", "paymux-ops-test")
+        for name in ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_TRACES_EXPORTER"):
+            monkeypatch.delenv(name, raising=False)
+        tracing.use_provider(None)
+        provider = None
+        try:
+
+            async def main() -> None:
+                async with Harness.open(url, tmp_path) as h:  # create_app configures tracing
+                    assert tracing.enabled()
+                    r = await h.post("/v1/customers", {"email": "otlp@example.com"})
+                    assert r.status_code == 200, r.text
+
+            asyncio.run(main())
+            provider = tracing._provider
+            tracing.flush_tracing(timeout=30)
+        finally:
+            tracing.use_provider(None)
+            if provider is not None:
+                provider.shutdown()
+    assert collector.posts, "no export reached the collector"
+    names: list[str] = []
+    services: set[str] = set()
+    for path, content_type, body in collector.posts:
+        assert (path, content_type) == ("/v1/traces", "application/x-protobuf")
+        request = ExportTraceServiceRequest.FromString(body)
+        for resource_spans in request.resource_spans:
+            for attribute in resource_spans.resource.attributes:
+                if attribute.key == "service.name":
+                    services.add(attribute.value.string_value)
+            for scope in resource_spans.scope_spans:
+                names += [s.name for s in scope.spans]
+    assert services == {"paymux-ops-test"}
+    assert "POST /v1/customers" in names and "db write" in names, names

@@ -26,8 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -36,6 +35,7 @@ from paymux.observability import tracing
 from support.fake_gateway import Outcome, ProviderEvent
 from support.harness import Harness
 from support.pgcluster import PgCluster
+from support.spans import in_memory_spans
 
 _names = itertools.count()
 PAN = "4242424242424242"
@@ -49,14 +49,8 @@ def db(request: pytest.FixtureRequest, tmp_path: Path, pg_cluster: PgCluster | N
 
 @pytest.fixture
 def exported() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.use_provider(provider)
-    try:
+    with in_memory_spans() as exporter:
         yield exporter
-    finally:
-        tracing.use_provider(None)
 
 
 def named(spans: tuple[ReadableSpan, ...], name: str) -> list[ReadableSpan]:

@@ -147,15 +147,26 @@ def test_a_failed_challenge_is_recorded_and_a_plain_payment_has_none(
         assert after["last_payment_error"]["code"] == "payment_intent_authentication_failure"
         charge = await a.ok("GET", f"/v1/charges/{after['latest_charge']}")
         assert charge["status"] == "failed"
-        # The card was taken off the failed intent (as on Stripe): no card details to show.
-        assert charge["payment_method_details"] is None
-        stored = await _stored_3ds(a, pi["id"])
-        assert stored == {
+        failed = {
             **AUTHENTICATED,
             "result": "failed",
             "result_reason": "rejected",
             "liability_shift": False,
         }
+        assert await _stored_3ds(a, pi["id"]) == failed
+        # The card was taken off the failed intent (as on Stripe), not off its charge: the
+        # failed charge shows the card it ran on and the failed authentication, in Stripe's
+        # shape (payment_method_details.card.three_d_secure.result "failed").
+        assert after["payment_method"] is None
+        used = after["last_payment_error"]["payment_method"]
+        used = used["id"] if isinstance(used, dict) else used
+        assert used and charge["payment_method"] == used
+        card = charge["payment_method_details"]["card"]
+        assert card["three_d_secure"] == failed
+        assert card["last4"] == "3220"  # pm_card_threeDSecure2Required: 4000 0000 0000 3220
+        listed = await a.ok("GET", "/v1/charges", params={"payment_intent": pi["id"]})
+        assert [c["payment_method_details"]["card"]["three_d_secure"]["result"]
+                for c in listed["data"]] == ["failed"]
 
         plain = await a.ok(
             "POST",

@@ -3,7 +3,8 @@ never apply one twice. Real processes throughout: ``paymux serve`` (API only) ta
 deliveries, ``paymux worker`` subprocesses apply them.
 
 1. kill -9 of the worker in the middle of a batch (SQLite and PostgreSQL): 200 3-D Secure
-   payments wait in requires_action, their completion events are stored, a worker is killed
+   payments wait in requires_action (one made through the API, the others copies of its
+   row), their completion events are stored, a worker is killed
    with some applied; the jobs it held keep their lease (a restarted worker leaves them
    alone) until it runs out, then they are applied. The end state equals that of an
    undisturbed worker on a copy of the same database taken before the first worker started.
@@ -310,11 +311,39 @@ def create_3ds_intents(server: Serve, amounts: list[int], threads: int = 3) -> l
         return list(pool.map(one, amounts))
 
 
+def waiting_intents(
+    server: Serve, tmp: Path, url: str, count: int, first_amount: int
+) -> tuple[list[tuple[str, int, str]], list[dict[str, Any]]]:
+    """``count`` intents waiting in requires_action and the completion event of each, not
+    delivered: one made through the API (3-D Secure) and passed at the sandbox, then
+    ``count - 1`` copies of its row (clone_intents), each event that charge's with the copy's
+    id, reference and amount. Making them all over HTTP takes ~50-90 ms each, too slow here.
+    Returns (intent id, amount, charge id) per intent, and the events in the same order."""
+    [template] = create_3ds_intents(server, [first_amount])
+    [charge] = approve_3ds(tmp, [template["gateway_reference"]])
+    intents = [(str(template["id"]), first_amount, str(charge["id"]))]
+    intents += clone_intents(url, template["id"], count - 1)
+    events = [
+        charge_event(
+            dict(
+                charge,
+                id=charge_id,
+                reference=pi_id,
+                amount=amount,
+                amount_authorized=amount,
+                amount_captured=amount,
+            )
+        )
+        for pi_id, amount, charge_id in intents
+    ]
+    return intents, events
+
+
 @dataclass
 class Prepared:
     tmp: Path
     url: str
-    intents: list[dict[str, Any]]
+    intents: list[tuple[str, int, str]]
     events: list[dict[str, Any]]
 
 
@@ -322,10 +351,7 @@ def prepare(tmp: Path, url: str, n: int) -> Prepared:
     """n intents in requires_action and their completion events stored, none applied yet."""
     server = Serve(tmp, url, "sk_test_" + secrets.token_hex(16), PAYMUX_RUN_WORKER="false")
     try:
-        intents = create_3ds_intents(server, [1000 + i for i in range(n)])
-        charges = approve_3ds(tmp, [pi["gateway_reference"] for pi in intents])
-        assert [c["reference"] for c in charges] == [pi["id"] for pi in intents]
-        events = [charge_event(c) for c in charges]
+        intents, events = waiting_intents(server, tmp, url, n, 1000)
         answers = deliver_all(server.url, events, sandbox_secret(tmp))
         assert [a.status_code for a in answers] == [200] * n, answers[0].text
         assert not any(a.json()["duplicate"] for a in answers)
@@ -361,7 +387,7 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_applies_nothing_twice(
     url = fresh_database(backend, tmp_path, pg_cluster, "wh_crash")
     began = time.monotonic()
     prepared = prepare(tmp_path, url, N_CRASH)
-    pi_ids = [pi["id"] for pi in prepared.intents]
+    pi_ids = [pi_id for pi_id, _, _ in prepared.intents]
     stored = inbox(url)
     assert {s for _, s, _, _ in stored.values()} == {"received"} and len(stored) == N_CRASH
     jobs = apply_jobs(url)
@@ -439,10 +465,10 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_applies_nothing_twice(
 
     # Every intent succeeded once, with the amount the gateway captured.
     crashed = outcomes(url, pi_ids)
-    for pi in prepared.intents:
-        status, amount, received, capturable, events = crashed[pi["id"]]
-        assert (status, received, capturable) == ("succeeded", amount, 0), pi["id"]
-        assert dict(events)["payment_intent.succeeded"] == 1, (pi["id"], events)
+    for pi_id, amount, _ in prepared.intents:
+        status, stored_amount, received, capturable, events = crashed[pi_id]
+        assert (status, stored_amount, received, capturable) == ("succeeded", amount, amount, 0)
+        assert dict(events)["payment_intent.succeeded"] == 1, (pi_id, events)
     # Every event stored once and applied; every job done; only the held ones ran twice.
     final = inbox(url)
     assert set(final) == {e["id"] for e in prepared.events}
@@ -582,23 +608,7 @@ def test_two_workers_started_together_drain_1000_events_each_job_runs_once(
     # its row: making 1,000 over HTTP takes ~50-90 ms each, too slow here.
     server = Serve(tmp_path, url, "sk_test_" + secrets.token_hex(16), PAYMUX_RUN_WORKER="false")
     try:
-        [template] = create_3ds_intents(server, [1999])
-        [charge] = approve_3ds(tmp_path, [template["gateway_reference"]])
-        intents = [(template["id"], 1999, charge["id"])]
-        intents += clone_intents(url, template["id"], N_DRAIN - 1)
-        events = [
-            charge_event(
-                dict(
-                    charge,
-                    id=charge_id,
-                    reference=pi_id,
-                    amount=amount,
-                    amount_authorized=amount,
-                    amount_captured=amount,
-                )
-            )
-            for pi_id, amount, charge_id in intents
-        ]
+        intents, events = waiting_intents(server, tmp_path, url, N_DRAIN, 1999)
         posting = time.monotonic()
         answers = deliver_all(server.url, events, sandbox_secret(tmp_path))
         posted = time.monotonic() - posting
@@ -780,23 +790,7 @@ def test_deliveries_while_postgres_is_down_are_refused_then_redelivered_none_los
     worker: WorkerProcess | None = None
     sent: list[dict[str, Any]] = []
     try:
-        [template] = create_3ds_intents(server, [4999])
-        [charge] = approve_3ds(tmp_path, [template["gateway_reference"]])
-        intents = [(template["id"], 4999, charge["id"])]
-        intents += clone_intents(url, template["id"], N_STREAM - 1)
-        events = [
-            charge_event(
-                dict(
-                    charge,
-                    id=charge_id,
-                    reference=pi_id,
-                    amount=amount,
-                    amount_authorized=amount,
-                    amount_captured=amount,
-                )
-            )
-            for pi_id, amount, charge_id in intents
-        ]
+        intents, events = waiting_intents(server, tmp_path, url, N_STREAM, 4999)
         secret = sandbox_secret(tmp_path)
 
         # A provider delivering steadily; PostgreSQL stops and starts again underneath.

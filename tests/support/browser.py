@@ -7,7 +7,11 @@ provider: everything under ``/sandbox``, its own path, as a provider's origin wo
   path, query, headers and body of each request, before paymux sees it);
 - ``launched_chromium()``: a module fixture's body: one browser per module;
 - ``axe_source()``: axe-core's script from tests/sdk/node (npm ci installs it);
-- ``CARD_RUNS``: how to find a card number in captured bytes.
+- ``CARD_RUNS``: how to find a card number in captured bytes;
+- the checkout browser modules' shared fixture bodies (``yield from`` them):
+  ``capturing_server()`` (a CapturingServer on a new migrated SQLite database),
+  ``account_api()`` (an ``Api`` for a fresh account), ``shop_tab()`` (a page whose shop
+  URLs are answered, with the console's CSP reports collected).
 """
 
 from __future__ import annotations
@@ -18,24 +22,29 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from conftest import RunningServer
+from conftest import Api, RunningServer, make_settings, migrated_database_url
 from paymux.api.app import create_app
 from paymux.config import Settings
 from support.cdp import find_chromium
+from support.processes import free_port
 
 __all__ = [
     "CARD_RUNS",
     "Capture",
     "CapturedRequest",
     "CapturingServer",
+    "account_api",
     "axe_source",
+    "capturing_server",
     "launched_chromium",
+    "shop_tab",
 ]
 
 _AXE = Path(__file__).parent.parent / "sdk" / "node" / "node_modules" / "axe-core" / "axe.min.js"
@@ -142,3 +151,48 @@ def axe_source() -> str:
             pytest.fail(f"axe-core is required under CI: {_AXE} is missing (npm ci)")
         pytest.skip("axe-core not installed: npm ci --prefix tests/sdk/node")
     return _AXE.read_text()
+
+
+def capturing_server(
+    tmp_path_factory: pytest.TempPathFactory, name: str, **settings: Any
+) -> Iterator[CapturingServer]:
+    """A module fixture's body: a CapturingServer (test settings, then ``settings``) on a new
+    migrated SQLite database in a temporary directory called ``name``; stopped at the end."""
+    tmp = tmp_path_factory.mktemp(name)
+    url = migrated_database_url("sqlite", tmp, None, name.replace("-", "_"))
+    running = CapturingServer(make_settings(url, tmp, free_port(), **settings)).start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def account_api(server: RunningServer) -> Iterator[Api]:
+    """A fixture's body: an ``Api`` client for a fresh account on ``server``, closed after."""
+    client = Api(server)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def shop_tab(context: BrowserContext, shop: str) -> Iterator[tuple[Page, list[str]]]:
+    """A fixture's body: a page of ``context`` whose URLs under ``shop`` (a merchant origin
+    that does not exist) answer a blank shop page, and the list the console's Content
+    Security Policy reports are collected in; the context is closed after."""
+    tab = context.new_page()
+    csp: list[str] = []
+    tab.on(
+        "console",
+        lambda m: csp.append(m.text) if "Content Security Policy" in m.text else None,
+    )
+    tab.route(
+        f"{shop}/**",
+        lambda route: route.fulfill(
+            status=200, content_type="text/html", body="<!doctype html><title>Shop</title>"
+        ),
+    )
+    try:
+        yield tab, csp
+    finally:
+        context.close()

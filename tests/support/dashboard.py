@@ -18,9 +18,9 @@ import pyotp
 
 from conftest import RunningServer, make_settings, migrated_database_url
 from paymux.dashboard.auth import SESSION_COOKIE
-from paymux.dashboard.users import DashboardUsers
 from paymux.security.envelope import Keyring, generate_key_entry
 from paymux.services import Paymux
+from paymux.services.dashboard_users import DashboardUsers
 from support.harness import Harness
 from support.pgcluster import PgCluster
 from support.processes import free_port

@@ -11,7 +11,7 @@ benchmarks (bench/*.py) and the PostgreSQL cluster helper (support/pgcluster.py)
     server.stop()
 
 - ``free_port()``; ``port_open`` / ``wait_for_port``; ``http_ok`` / ``wait_for_http``;
-  ``wait_until(what, check, timeout)``: poll until true, else ``WaitTimeout``.
+  ``wait_until(what, check, timeout=30)``: poll until true, else ``WaitTimeout``.
 - ``LoggedProcess``: a subprocess whose stdout and stderr go to a log file (``output()``,
   ``tail()``), stopped with a signal then killed (``stop()``), or killed at once (``kill9()``).
   ``ServerProcess`` adds a port and waits for ``GET /health`` to answer 200.
@@ -98,7 +98,7 @@ def free_port(host: str = HOST) -> int:
 
 
 def wait_until(
-    what: str, check: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02
+    what: str, check: Callable[[], bool], timeout: float = 30.0, interval: float = 0.02
 ) -> None:
     """Call ``check`` until it returns true; ``WaitTimeout`` naming ``what`` after
     ``timeout`` seconds. Exceptions from ``check`` propagate (a process that died)."""
@@ -382,6 +382,7 @@ class ServeProcess(ServerProcess):
         cwd: Path | None = None,
         **env: str,
     ) -> None:
+        self._port_chosen_here = port is None and "PAYMUX_PUBLIC_URL" not in env
         port = free_port() if port is None else port
         extra = {"PAYMUX_HOST": HOST, "PAYMUX_PORT": str(port), **settings, **env}
         if api_key is not None:
@@ -407,9 +408,34 @@ class ServeProcess(ServerProcess):
         return httpx.Client(base_url=self.url, headers=headers, timeout=30, trust_env=False)
 
     def start(self, timeout: float | None = None) -> Self:
-        if self.http.is_closed:
-            self.http = self._client()
-        return super().start(self.timeout if timeout is None else timeout)
+        """Start and wait until healthy. On the first start, a port chosen here that another
+        process took meanwhile (free_port() only finds one free *now*) is given up for
+        another one, up to three times; a restart keeps its port."""
+        tries = 3 if self._port_chosen_here and self.proc is None else 1
+        for attempt in range(1, tries + 1):
+            if self.http.is_closed:
+                self.http = self._client()
+            try:
+                return super().start(self.timeout if timeout is None else timeout)
+            except ProcessExited:
+                if attempt == tries or not self._lost_its_port():
+                    raise
+                self.note(f"port {self.port} was taken: trying another")
+                self._move_to(free_port())
+        raise AssertionError("unreachable")
+
+    def _lost_its_port(self) -> bool:
+        said = self.output(2000)
+        return f"port {self.port} on {HOST} is in use" in said or (
+            "address already in use" in said.lower()
+        )
+
+    def _move_to(self, port: int) -> None:
+        self.http.close()
+        self.port = port
+        self.url = f"http://{HOST}:{port}"
+        self.env["PAYMUX_PORT"] = str(port)
+        self.http = self._client()
 
     def ok(self, method: str, path: str, json: Any = None) -> dict[str, Any]:
         """The JSON of a request that must answer 200."""

@@ -89,22 +89,6 @@ def test_urls_must_be_absolute_http() -> None:
         assert (caught.value.code, caught.value.param) == ("parameter_invalid", "success_url")
 
 
-def test_the_stripe_pages_policy_names_stripes_csp_origins() -> None:
-    """Stripe's CSP guide: js.stripe.com and *.js.stripe.com (Stripe.js, its frames),
-    api.stripe.com, and hooks.stripe.com (the 3-D Secure challenge's frame)."""
-    from paymux.config import Settings
-    from paymux.web.checkout import _stripe_js, checkout_csp
-
-    script, origins = _stripe_js(Settings(stripe_api_base=None))
-    assert script == "https://js.stripe.com/v3/"
-    policy = checkout_csp("abc", origins)
-    stripe = ("https://js.stripe.com https://*.js.stripe.com https://api.stripe.com "
-              "https://hooks.stripe.com")
-    assert f"script-src 'nonce-abc' {stripe};" in policy
-    assert f"frame-src 'self' {stripe};" in policy
-    assert f"connect-src 'self' {stripe};" in policy
-
-
 def test_the_page_takes_no_stored_objects_id() -> None:
     for ref in ("src_123", "ba_123", "pi_123", "seti_123", "cus_123"):
         with pytest.raises(PaymuxError) as caught:

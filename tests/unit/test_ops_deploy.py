@@ -74,6 +74,7 @@ def test_compose_runs_api_worker_migration_and_postgresql() -> None:
     # The schema before the processes; PostgreSQL healthy before the schema.
     assert services["worker"]["environment"]["PAYMUX_WORKER_METRICS_PORT"] == "9100"
     assert services["worker"]["ports"] == ["127.0.0.1:9100:9100"]
+    assert "127.0.0.1:9100/health/live" in " ".join(services["worker"]["healthcheck"]["test"])
     for name in ("api", "worker"):
         assert services[name]["depends_on"] == {
             "migrate": {"condition": "service_completed_successfully"}
@@ -134,6 +135,10 @@ def test_kubernetes_has_api_and_worker_deployments_a_migration_job_and_a_secret(
     assert worker["containers"][0]["ports"] == [
         {"name": "metrics", "containerPort": int(config["PAYMUX_WORKER_METRICS_PORT"])}
     ]
+    # Probed on that port: /health/live, which `paymux worker` serves there (its e2e test).
+    probe = worker["containers"][0]["livenessProbe"]
+    assert probe["httpGet"] == {"path": "/health/live", "port": "metrics"}
+    assert probe["periodSeconds"] > 0 and probe["failureThreshold"] >= 1
     # X-Forwarded-* believed from a narrow range (no /8), and only the ingress controller
     # and Prometheus may reach the pods.
     trusted = ipaddress.ip_network(config["PAYMUX_TRUSTED_PROXIES"])
@@ -257,3 +262,4 @@ def test_alert_rules_and_dashboard_name_real_metrics() -> None:
     used = set().union(*(_uses(e) for e in exprs))
     assert used <= known, used - known
     assert {"paymux_payments_total", "paymux_webhook_inbox_lag_seconds", "paymux_jobs"} <= used
+    assert "paymux_webhook_deliveries_delivered_total" in used

@@ -36,7 +36,7 @@ from paymux.gateways.sandbox import transformers as sandbox
 from paymux.gateways.square import transformers as square
 from paymux.gateways.stripe import transformers as stripe
 from paymux.money import Money
-from paymux.services.three_d_secure import card_options, requested_option
+from paymux.services.three_d_secure import card_options, needs_charge_read, requested_option
 from paymux.storage.models import PaymentIntent
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "three_d_secure"
@@ -156,6 +156,48 @@ def test_stripe_takes_the_option_as_it_is(option: str) -> None:
     assert confirm["payment_method_options"] == expected
     created = stripe.create_params(request(request_three_d_secure=option), confirm=True)
     assert created["payment_method_options"] == expected
+
+
+@pytest.mark.parametrize(
+    ("unread", "moved", "status", "recorded", "read"),
+    [
+        (True, True, "succeeded", None, True),  # completed by the webhook: read the charge
+        (True, True, "requires_capture", None, True),
+        (True, False, "succeeded", None, False),  # a duplicate, or the confirm's answer came first
+        (True, True, "succeeded", {"result": "authenticated"}, False),  # recorded already
+        (False, True, "succeeded", None, False),  # the event carried the charge
+        # A decline: a retrieve's FAILED answer would count as a second decline (a second
+        # payment_failed event), so the declined charge is not read on the webhook's word.
+        (True, True, "requires_payment_method", None, False),
+        (True, True, "processing", None, False),
+    ],
+)
+def test_a_webhook_has_the_charge_read_only_when_it_completed_the_payment(
+    unread: bool, moved: bool, status: str, recorded: dict[str, Any] | None, read: bool
+) -> None:
+    change = PaymentUpdate(
+        reference="pi_1",
+        result=GatewayResult(status=GatewayStatus.SUCCEEDED, reference="pi_3X"),
+        charge_unread=unread,
+    )
+    pi = PaymentIntent(id="pi_1", gateway="stripe", status=status, three_d_secure=recorded)
+    assert needs_charge_read(change, moved, pi) is read
+
+
+def test_a_stripe_webhook_names_its_charge_by_id_only() -> None:
+    paid = fixture("stripe_payment_intent_challenge_authenticated.json")
+    paid["latest_charge"] = paid["latest_charge"]["id"]
+    paid["metadata"] = {"paymux_id": "pi_ours"}
+    event = InboundEvent("stripe", "evt_1", "payment_intent.succeeded",
+                         {"type": "payment_intent.succeeded", "data": {"object": paid}})
+    update = stripe.interpret_event(event)
+    assert isinstance(update, PaymentUpdate) and update.charge_unread is True
+    assert update.result.three_d_secure is None  # the id carries none
+    failed = fixture("stripe_payment_intent_authentication_failed.json")  # no charge at all
+    event = InboundEvent("stripe", "evt_2", "payment_intent.payment_failed",
+                         {"type": "payment_intent.payment_failed", "data": {"object": failed}})
+    update = stripe.interpret_event(event)
+    assert isinstance(update, PaymentUpdate) and update.charge_unread is False
 
 
 def test_stripe_off_session_is_flagged_and_asks_nothing() -> None:
@@ -798,5 +840,5 @@ def test_sandbox_result_fields() -> None:
         authentication_flow="frictionless",
         result_reason="r",
         version="2.1.0",
-        liability_shift=False,
+        liability_shift=True,  # read as Stripe's: an acknowledged attempt shifts liability
     )

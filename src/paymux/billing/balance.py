@@ -27,11 +27,19 @@ from paymux.storage.models import Customer, CustomerBalanceTransaction
 
 __all__ = [
     "BALANCE_TRANSACTION_TYPES",
+    "CUSTOMER_LOCK",
     "BalanceService",
     "adjust_balance",
     "balance_transaction_view",
     "record_balance_change",
 ]
+
+# How billing locks a customer's row (SQLAlchemy's ``with_for_update`` flags): FOR NO KEY
+# UPDATE on PostgreSQL. It serializes balance changes as FOR UPDATE did, but a foreign key's
+# KEY SHARE (an invoice, an intent or a balance transaction inserted for the customer in an
+# open transaction) does not block it: two renewals of one customer's subscriptions, each
+# holding its new invoice's KEY SHARE, deadlocked upgrading to FOR UPDATE.
+CUSTOMER_LOCK: dict[str, Any] = {"key_share": True}
 
 # Stripe's types that paymux writes: a merchant's adjustment, a balance applied to (or
 # carried from) an invoice, and a credit note's credit.
@@ -47,7 +55,6 @@ BALANCE_TRANSACTION_TYPES = frozenset(
         "unapplied_from_invoice",
     }
 )
-
 
 
 def balance_transaction_view(t: CustomerBalanceTransaction) -> dict[str, Any]:
@@ -128,8 +135,12 @@ async def record_balance_change(
     if type not in BALANCE_TRANSACTION_TYPES:
         raise ValueError(f"unknown customer balance transaction type {type!r}")
     code = _currency(currency)
+    # The row lock first (``CUSTOMER_LOCK``: FOR NO KEY UPDATE, which the KEY SHARE of a
+    # foreign key to the customer, held by whoever inserted an invoice of theirs, never
+    # blocks), then the ownership check on the row it read.
+    await s.get(Customer, customer_id, with_for_update=CUSTOMER_LOCK)
     customer = await get_owned(
-        s, Customer, customer_id, account_id, param="customer", include_deleted=True, lock=True
+        s, Customer, customer_id, account_id, param="customer", include_deleted=True
     )
     held = (customer.currency or "").upper() or None
     if held is None:

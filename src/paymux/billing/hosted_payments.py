@@ -25,8 +25,14 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from paymux.billing.invoice_payments import TRY_KIND, live_intent, replaceable
-from paymux.billing.payment_lease import held_by_other, lease_seconds, release_lease, take_lease
+from paymux.billing.invoice_payments import TRY_KIND, live_intent, never_started, replaceable
+from paymux.billing.payment_lease import (
+    held_by_other,
+    lease_live,
+    lease_seconds,
+    release_lease,
+    take_lease,
+)
 from paymux.domain.attempts import Operation
 from paymux.domain.errors import PaymuxError
 from paymux.services.context import current_livemode
@@ -134,6 +140,9 @@ async def pay_from_page(app: Paymux, token: str, card_token: str, return_url: st
                     or current.status not in _CONFIRMABLE
                     or current.amount != locked.amount_remaining
                     or held_by_other(locked, pi.id, wall)
+                    # A try's intent, made and not yet confirmed by a run that is alive (its
+                    # lease): that run confirms it now, never the page beside it.
+                    or (never_started(current) and lease_live(locked, wall))
                 ):
                     raise PaymuxError.of(
                         "invoice_unexpected_state",
@@ -166,6 +175,12 @@ async def pay_from_page(app: Paymux, token: str, card_token: str, return_url: st
             locked = await _locked_open(s, invoice_id)
             live = await live_intent(s, locked)
             wall = app.ctx.now_us()
+            # A try's intent made and never confirmed, whose run died (its lease lapsed):
+            # nothing of it reached a gateway, it holds nothing. This payment replaces it (its
+            # start is refused from now on: ``payment_lease.check_start``); canceled below.
+            abandoned: str | None = None
+            if live is not None and never_started(live) and not lease_live(locked, wall):
+                abandoned, live = live.id, None
             # A noted intent that was never made (its create refused the card before any
             # gateway call, e.g. a token that is not a fresh one) holds nothing.
             noted = locked.payment_intent_id
@@ -208,6 +223,8 @@ async def pay_from_page(app: Paymux, token: str, card_token: str, return_url: st
             raise
         finally:
             await release_lease(app.ctx, invoice_id, pi_id)
+            if abandoned is not None:
+                await app.invoices.release(account_id, abandoned)  # no longer the invoice's
         return _outcome(view)
     finally:
         current_livemode.reset(mode)

@@ -23,6 +23,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from paymux.billing.balance import CUSTOMER_LOCK
 from paymux.billing.catalog_rows import coupon_terms, tax_terms
 from paymux.billing.clock_time import now_for
 from paymux.billing.invoice_views import invoice_view
@@ -383,7 +384,11 @@ class InvoicesCore:
         new_status = next_invoice_status(invoice.status, InvoiceAction.FINALIZE)
         now = await now_for(s, self.ctx, invoice.account_id, invoice.customer_id)
         lines = await self.lines_of(s, invoice.id)
-        customer = await s.get(Customer, invoice.customer_id, with_for_update=True)
+        # FOR NO KEY UPDATE (``CUSTOMER_LOCK``): the renewal that got here inserted its
+        # invoice first, whose foreign key holds the customer's row in KEY SHARE; FOR UPDATE
+        # would wait for every other renewal's KEY SHARE on it while they wait for this one's
+        # (CI: "deadlock detected" with ten subscriptions of one customer, two workers).
+        customer = await s.get(Customer, invoice.customer_id, with_for_update=CUSTOMER_LOCK)
         assert customer is not None
         totals = await self._set_totals(s, invoice, lines, customer)
         applied = totals.ending_balance - totals.starting_balance

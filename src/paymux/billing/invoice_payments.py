@@ -34,6 +34,7 @@ from paymux.billing.payment_lease import (
     release_lease,
     superseded,
     take_lease,
+    taken_over,
 )
 from paymux.billing.rules.retries import HARD_DECLINES
 from paymux.domain.errors import PaymuxError
@@ -286,7 +287,7 @@ class InvoicePayments(InvoicesCore):
                     await self._after_lease(s, locked, n, wall)
                     return
                 locked.payment_intent_id = pi_id  # reserved before the payment service hears
-                take_lease(locked, pi_id, wall, lease_seconds(self.ctx))
+                mine = take_lease(locked, pi_id, wall, lease_seconds(self.ctx))
         if too_small:
             await self._too_small(account_id, invoice_id)
             return
@@ -316,10 +317,12 @@ class InvoicePayments(InvoicesCore):
             # A decline was applied to the invoice by the hook; anything refused before the
             # payment was tried (a detached card) is a failed try here. Asked through the
             # API (POST /v1/invoices/{id}/pay), the error is the answer, as on Stripe (402).
-            await release_lease(self.ctx, invoice_id, pi_id)
-            if await self._overtaken(account_id, invoice_id, pi_id, n, from_job=from_job):
-                # Its start was refused (``check_start``): another path took the invoice
-                # while this one was slower than its lease. Not a failed try.
+            await release_lease(self.ctx, invoice_id, pi_id, mine)
+            if await self._overtaken(account_id, invoice_id, pi_id, n, mine, from_job=from_job):
+                # Another path took the invoice while this one was slower than its lease: its
+                # start was refused (``check_start``), or another run of this very try (the
+                # job's retry, resuming the same intent) holds the invoice now and answers for
+                # the try. Not a failed try.
                 await self.release(account_id, pi_id)  # made, never started: canceled
             else:
                 await self._failed_without_intent(
@@ -332,22 +335,24 @@ class InvoicePayments(InvoicesCore):
             # recorded the intent's own status guards it; an exception before the start
             # leaves nothing in flight that would need the lease.
             current_livemode.reset(token)
-            await release_lease(self.ctx, invoice_id, pi_id)
+            await release_lease(self.ctx, invoice_id, pi_id, mine)
 
     async def guard_start(self, s: AsyncSession, pi: PaymentIntent) -> None:
         """The payment service's ``start_guard`` (``payment_lease.check_start``)."""
         await check_start(s, pi, self.ctx.now_us())
 
     async def _overtaken(
-        self, account_id: str, invoice_id: str, pi_id: str, n: int, *, from_job: bool
+        self, account_id: str, invoice_id: str, pi_id: str, n: int, mine: int, *, from_job: bool
     ) -> bool:
         """After ``pi_id``'s payment was refused: whether the invoice was taken by another
-        path (``payment_lease.superseded``), under its lock. A job's try ``n`` is then put off
-        (``_after_lease``), never lost: it does nothing if the other payment paid."""
+        path (``payment_lease.superseded``), or by another run of the same try once this
+        one's lease (ending at ``mine``) lapsed (``taken_over``: both confirm one intent, and
+        its conditional start lets one through), under its lock. A job's try ``n`` is then put
+        off (``_after_lease``), never lost: it does nothing if the other payment paid."""
         async with self.ctx.db.write() as s:
             invoice = await get_owned(s, Invoice, invoice_id, account_id, lock=True)
             wall = self.ctx.now_us()
-            if superseded(invoice, pi_id, wall) is None:
+            if superseded(invoice, pi_id, wall) is None and not taken_over(invoice, mine, wall):
                 return False
             if from_job and invoice.status in _PAYABLE and invoice.attempt_count == n - 1:
                 await self._after_lease(s, invoice, n, wall)

@@ -47,6 +47,7 @@ __all__ = [
     "release_lease",
     "superseded",
     "take_lease",
+    "taken_over",
 ]
 
 log = logging.getLogger(__name__)
@@ -114,18 +115,37 @@ async def check_start(s: AsyncSession, pi: PaymentIntent, now_us: int) -> None:
         raise PaymuxError.of("invoice_unexpected_state", why, param="invoice")
 
 
-def take_lease(invoice: Invoice, holder: str, now_us: int, seconds: float) -> None:
+def take_lease(invoice: Invoice, holder: str, now_us: int, seconds: float) -> int:
+    """Lease ``invoice`` to ``holder``; returns the lease's end, which names this taking of it:
+    two runs of one try (the same holder, the second after the first's lease lapsed) hold
+    leases with different ends (``taken_over``)."""
+    until = now_us + int(seconds * 1_000_000)
     invoice.payment_lease_holder = holder
-    invoice.payment_lease_until_us = now_us + int(seconds * 1_000_000)
+    invoice.payment_lease_until_us = until
+    return until
 
 
-async def release_lease(ctx: Context, invoice_id: str, holder: str) -> None:
-    """Give the lease back if ``holder`` still holds it (one short transaction). A failure is
-    logged, not raised: the lease lapses by itself."""
+def taken_over(invoice: Invoice, until: int, now_us: int) -> bool:
+    """Whether a live lease on ``invoice`` is another taking than the one that ended at
+    ``until``: a path slower than its lease finds that another run (of the same try, maybe)
+    holds the invoice now. Its own failure is then not the try's: that run answers for it."""
+    return lease_live(invoice, now_us) and invoice.payment_lease_until_us != until
+
+
+async def release_lease(
+    ctx: Context, invoice_id: str, holder: str, until: int | None = None
+) -> None:
+    """Give the lease back if ``holder`` still holds it (one short transaction); with
+    ``until``, only that taking of it (never the lease another run of the same try took after
+    this one's lapsed). A failure is logged, not raised: the lease lapses by itself."""
     try:
         async with ctx.db.write() as s:
             invoice = await s.get(Invoice, invoice_id, with_for_update=True, populate_existing=True)
-            if invoice is not None and invoice.payment_lease_holder == holder:
+            if (
+                invoice is not None
+                and invoice.payment_lease_holder == holder
+                and (until is None or invoice.payment_lease_until_us == until)
+            ):
                 invoice.payment_lease_holder = None
                 invoice.payment_lease_until_us = None
     except Exception as exc:  # the lease ends at its time anyway

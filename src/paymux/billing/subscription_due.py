@@ -27,9 +27,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.billing.invoices import DraftLine, InvoicesService
 from paymux.billing.rules.states import SubscriptionTrigger as T
+from paymux.billing.subscription_items import planned_item, replace_items
 from paymux.billing.subscription_lines import UsageFn, period_after, period_lines
 from paymux.billing.subscription_views import move, view_in
-from paymux.domain.ids import new_id
 from paymux.jobs.queue import enqueue
 from paymux.services.context import Context, emit
 from paymux.storage.models import (
@@ -196,10 +196,13 @@ class DueWork:
                 }
             await move(s, sub, T.CANCELED, sub.cancel_at_us)
             return True
-        noticed = await self._upcoming(s, sub, at)
+        noticed = await self._upcoming(s, sub, at, now_us)
         if sub.status == "trialing" and sub.trial_end_us is not None:
             if at < sub.trial_end_us:
-                if at >= sub.trial_end_us - TRIAL_NOTICE_US:
+                # The step AT the notice's time (steps run at their own times, ``_step``):
+                # never again at a later step before the trial's end (``invoice.upcoming``'s,
+                # whose lead may be under 3 days).
+                if at == sub.trial_end_us - TRIAL_NOTICE_US:
                     await emit(
                         s,
                         sub.account_id,
@@ -223,18 +226,21 @@ class DueWork:
             return True
         return noticed
 
-    async def _upcoming(self, s: AsyncSession, sub: Subscription, at: int) -> bool:
-        """``invoice.upcoming`` for the coming renewal, if its time has come at ``at``: once
-        per renewal (``upcoming_notice_for_us``, set in the same transaction). Its object is
-        the invoice the renewal would make now (``preview_in``, an id of its own). A notice
-        whose renewal is already due (a worker down for days) is skipped, not sent late."""
+    async def _upcoming(self, s: AsyncSession, sub: Subscription, at: int, now_us: int) -> bool:
+        """``invoice.upcoming`` for the coming renewal, if its time has come at ``at`` (the
+        step's time): once per renewal (``upcoming_notice_for_us``, set in the same
+        transaction). Its object is the invoice the renewal would make now (``preview_in``, an
+        id of its own). A notice whose renewal is already due at ``now_us`` (a worker down for
+        days: the step is dated at the notice's time, but runs now) is skipped, not sent late;
+        True either way (the subscription moved: the renewal's step follows in the same run).
+        A test clock runs each step at its time (``now_us`` is ``at``): never skipped."""
         notice = upcoming_notice(sub, upcoming_lead_us(self.ctx))
         if notice is None or notice[0] > at:
             return False
         renews = notice[1]
         sub.upcoming_notice_for_us = renews
-        if at >= renews:
-            return False
+        if now_us >= renews:
+            return True
         preview = await self.preview_in(s, sub, renews)
         if preview is None:
             return False
@@ -292,18 +298,8 @@ class DueWork:
         prices = {price.id: (price, name) for price, name in found.all()}
         rows: _Rows = []
         for entry in wanted:
-            old = kept.get(entry.get("id") or "")
             price, name = prices[str(entry["price"])]
-            item = SubscriptionItem(
-                id=old.id if old is not None else new_id("si"),
-                account_id=sub.account_id,
-                subscription_id=sub.id,
-                price_id=price.id,
-                quantity=int(entry["quantity"]),
-                tax_rate_ids=entry.get("tax_rates"),
-                metadata_=entry.get("metadata") or {},
-                created_us=old.created_us if old is not None else start,
-            )
+            item = planned_item(sub, entry, kept.get(entry.get("id") or ""), start)
             rows.append((item, price, name))
         rows.sort(key=lambda row: (row[0].created_us, row[0].id))
         return rows
@@ -364,8 +360,6 @@ class DueWork:
         if not wanted:
             sub.pending_update = None
             return
-        from paymux.billing.subscription_items import replace_items
-
         await replace_items(s, sub, wanted, at)
         sub.pending_update = None
 

@@ -15,7 +15,7 @@ from paymux.domain.ids import new_id
 from paymux.services.context import merge_metadata
 from paymux.storage.models import Price, Subscription, SubscriptionItem
 
-__all__ = ["check_prices", "planned_items", "replace_items"]
+__all__ = ["check_prices", "planned_item", "planned_items", "replace_items", "take_terms"]
 
 
 def _invalid(message: str, param: str) -> PaymuxError:
@@ -148,21 +148,32 @@ async def replace_items(
     for entry in planned:
         found = existing.get(entry.get("id") or "")
         if found is None:
-            s.add(
-                SubscriptionItem(
-                    id=new_id("si"),
-                    account_id=sub.account_id,
-                    subscription_id=sub.id,
-                    price_id=entry["price"],
-                    quantity=int(entry["quantity"]),
-                    tax_rate_ids=entry.get("tax_rates"),
-                    metadata_=entry.get("metadata") or {},
-                    created_us=now_us,
-                )
-            )
+            s.add(planned_item(sub, entry, None, now_us))
         else:
-            found.price_id = entry["price"]
-            found.quantity = int(entry["quantity"])
-            found.tax_rate_ids = entry.get("tax_rates")
-            found.metadata_ = entry.get("metadata") or {}
+            take_terms(found, entry)
     await s.flush()
+
+
+def take_terms(item: SubscriptionItem, entry: dict[str, Any]) -> None:
+    """Give ``item`` the terms of ``entry`` (one of ``planned_items``)."""
+    item.price_id = entry["price"]
+    item.quantity = int(entry["quantity"])
+    item.tax_rate_ids = entry.get("tax_rates")
+    item.metadata_ = entry.get("metadata") or {}
+
+
+def planned_item(
+    sub: Subscription, entry: dict[str, Any], kept: SubscriptionItem | None, now_us: int
+) -> SubscriptionItem:
+    """The item ``entry`` makes, as a new object (not in any session): the stored item it
+    keeps (``kept``: its id and creation time) with the entry's terms, or a new item dated
+    ``now_us``. ``replace_items`` adds the new ones; the renewal's preview of a change asked
+    for the period end builds all of them in memory (``SubscriptionDue._planned_rows``)."""
+    item = SubscriptionItem(
+        id=kept.id if kept is not None else new_id("si"),
+        account_id=sub.account_id,
+        subscription_id=sub.id,
+        created_us=kept.created_us if kept is not None else now_us,
+    )
+    take_terms(item, entry)
+    return item

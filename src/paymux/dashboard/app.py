@@ -29,6 +29,8 @@ PAGE_MODULES = (
     "pages_fraud",
     "pages_webhooks",
     "pages_keys",
+    "pages_audit",
+    "pages_connections",
 )
 
 

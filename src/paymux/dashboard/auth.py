@@ -25,9 +25,9 @@ from urllib.parse import urlsplit
 
 from fastapi import Request
 
-from paymux.dashboard.users import ROLES, DashboardUsers, SessionInfo
 from paymux.services import Paymux
 from paymux.services.context import current_livemode
+from paymux.services.dashboard_users import ROLES, DashboardUsers, SessionInfo
 
 __all__ = [
     "ADMIN",

@@ -18,10 +18,10 @@ from urllib.parse import urlencode
 from paymux.domain.states import PaymentIntentStatus
 from paymux.money import Money
 from paymux.money.errors import MoneyError
+from paymux.services.payment_reads import FAILED, PaymentSearch
 
 __all__ = ["FAILED", "GATEWAYS", "STATUSES", "PaymentFilters", "parse_filters"]
 
-FAILED = "failed"
 STATUSES = (FAILED, *(s.value for s in PaymentIntentStatus))
 GATEWAYS = ("sandbox", "stripe", "paypal", "square")
 MAX_AMOUNT = 999_999_999_999  # minor units (as billing's); far inside a database bigint
@@ -41,17 +41,10 @@ FIELDS = (
 
 
 @dataclass(frozen=True)
-class PaymentFilters:
-    status: str | None = None
-    currency: str | None = None  # upper case, as stored
-    gateway: str | None = None
-    customer: str | None = None
-    amount_min: int | None = None  # minor units
-    amount_max: int | None = None
-    created_gte: int | None = None  # epoch seconds
-    created_lte: int | None = None
-    metadata_key: str | None = None
-    metadata_value: str | None = None
+class PaymentFilters(PaymentSearch):
+    """The search (``PaymentSearch``: currency upper case, as stored; amounts minor units;
+    dates epoch seconds), and the form's own state."""
+
     # What the form shows back (the raw values) and what was wrong with them.
     raw: dict[str, str] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)

@@ -33,6 +33,8 @@ NAV = (
     NavEntry("pages_fraud", "/fraud", "Fraud", ANY),
     NavEntry("pages_webhooks", "/webhooks", "Webhooks", ANY),
     NavEntry("pages_keys", "/keys", "Developers", DEVELOPERS),
+    NavEntry("pages_connections", "/connections", "Connections", DEVELOPERS),
+    NavEntry("pages_audit", "/audit", "Audit log", DEVELOPERS),
 )
 
 

@@ -1,6 +1,6 @@
 """Small helpers shared by the home, billing, fraud, webhooks and keys pages: the answer to an
 action (a 303 back to the page, or the error page for a refused one), the answer to a
-``run_action`` result, and reading a form field."""
+``run_action`` result, reading a form field, and a list page's pager cursors."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from paymux.dashboard.auth import CurrentUser
 from paymux.dashboard.render import render
 from paymux.domain.errors import PaymuxError
 
-__all__ = ["answer", "done", "field", "refused"]
+__all__ = ["answer", "done", "field", "pager", "refused"]
 
 
 def done(url: str) -> RedirectResponse:
@@ -54,3 +54,15 @@ def field(form: Any, name: str, default: str = "") -> str:
     """A form field as text (a missing or file field: ``default``), stripped."""
     value = form.get(name)
     return value.strip() if isinstance(value, str) else default
+
+
+def pager(
+    rows: list[dict[str, Any]], more: bool, after: str | None, before: str | None
+) -> tuple[str | None, str | None]:
+    """The cursors of a list page's links, given the page's rows (newest first), whether
+    more follow, and the cursor it was asked with: (older: the last row's id, for
+    ``starting_after``; newer: the first row's id, for ``ending_before``), None when there
+    is no such page."""
+    older = rows[-1]["id"] if rows and (more or before) else None
+    newer = rows[0]["id"] if rows and (after or (before and more)) else None
+    return older, newer

@@ -12,9 +12,10 @@ from fastapi.responses import HTMLResponse
 
 from paymux.dashboard.auth import ANY, CurrentUser, core, require_role
 from paymux.dashboard.filters import parse_filters
-from paymux.dashboard.payment_reads import PaymentReads
+from paymux.dashboard.page_helpers import pager
 from paymux.dashboard.render import render
 from paymux.domain.errors import PaymuxError
+from paymux.services.payment_reads import PaymentReads
 
 __all__ = ["router"]
 
@@ -53,8 +54,7 @@ async def customers(
         )
     except PaymuxError:
         rows, more = [], False
-    older = rows[-1]["id"] if rows and (more or before) else None
-    newer = rows[0]["id"] if rows and (after or (before and more)) else None
+    older, newer = pager(rows, more, after, before)
 
     def link(**cursor: str) -> str:
         return "?" + urlencode({**cursor, **({"email": email} if email else {})})

@@ -1,6 +1,13 @@
 """Developers: the account's API keys of the session's mode, masked (``sk_test_...abcd``:
-never the key), with roll and revoke. Admins and developers only: for support and view-only
-users the page, its actions and its nav entry do not exist (403).
+never the key), with create, roll and revoke. Admins and developers only: for support and
+view-only users the page, its actions and its nav entry do not exist (403).
+
+A new key (secret, publishable, or restricted with its grants per resource, as
+``POST /v1/admin/keys`` takes them) is shown once, on the POST's own answer (``no-store``),
+then only masked. A refused form (an unknown type, a restricted key without grants, an
+unknown level) answers 400 naming the field and makes no key. Each submit makes a key: a
+second submit of the form makes a second key, shown on that answer (the first stays listed,
+masked; revoke it if unused).
 
 A roll answers with the new key once, on the POST's own response (``no-store``): the one
 time it is ever shown, as Stripe's dashboard does; no GET page ever carries it. The same
@@ -19,6 +26,7 @@ from paymux.dashboard.auth import DEVELOPERS, CurrentUser, core, require_role
 from paymux.dashboard.page_helpers import done, field, refused
 from paymux.dashboard.render import PREFIX, render
 from paymux.domain.errors import PaymuxError
+from paymux.services.keys import KINDS, RESOURCES
 
 __all__ = ["GRACE_CHOICES", "router"]
 
@@ -39,7 +47,37 @@ async def keys_page(request: Request, user: Developer) -> Response:
         k for k in await core(request).keys.list(user.account_id) if k["livemode"] == user.livemode
     ]
     keys.sort(key=lambda k: (k["revoked"], -int(k["created"])))
-    return render(request, "dashboard/keys.html", user=user, keys=keys, grace_choices=GRACE_CHOICES)
+    return render(
+        request,
+        "dashboard/keys.html",
+        user=user,
+        keys=keys,
+        grace_choices=GRACE_CHOICES,
+        kinds=KINDS,
+        resources=RESOURCES,
+    )
+
+
+_NAME_MAX = 100
+
+
+@router.post("/keys/new")
+async def create_key(request: Request, user: Developer) -> Response:
+    form = await request.form()
+    grants = {r: level for r in RESOURCES if (level := field(form, f"perm_{r}"))}
+    try:
+        new, view = await core(request).keys.create(
+            user.account_id,
+            kind=field(form, "type")[:20],
+            livemode=user.livemode,
+            name=field(form, "name")[:_NAME_MAX] or None,
+            permissions=grants or None,
+            actor=user.actor,
+            request_id=getattr(request.state, "request_id", None),
+        )
+    except PaymuxError as exc:
+        return refused(request, user, exc)
+    return render(request, "dashboard/key_created.html", user=user, view=view, secret=new.key)
 
 
 def _already_rolled(request: Request, user: CurrentUser, key_id: str, new_id: str) -> Response:

@@ -17,12 +17,13 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from paymux.dashboard.actions import ActionResult, new_action_key, run_action
 from paymux.dashboard.auth import ANY, MONEY, CurrentUser, core, require_role
 from paymux.dashboard.filters import GATEWAYS, STATUSES, parse_filters
-from paymux.dashboard.payment_reads import PaymentReads
+from paymux.dashboard.page_helpers import pager
 from paymux.dashboard.render import PREFIX, render
 from paymux.domain.errors import PaymuxError
 from paymux.money import Money
 from paymux.money.currencies import get_currency
 from paymux.money.errors import MoneyError
+from paymux.services.payment_reads import PaymentReads
 
 __all__ = ["router"]
 
@@ -67,8 +68,7 @@ async def payments(
         )
     except PaymuxError:  # a cursor that is not a payment of this account and mode
         rows, more = [], False
-    older = rows[-1]["id"] if rows and (more or before) else None
-    newer = rows[0]["id"] if rows and (after or (before and more)) else None
+    older, newer = pager(rows, more, after, before)
     return render(
         request,
         "dashboard/payments.html",

@@ -27,7 +27,7 @@ from paymux.dashboard.auth import (
     users_of,
 )
 from paymux.dashboard.render import PREFIX, render
-from paymux.dashboard.users import ABSOLUTE_US, LoginRefused
+from paymux.services.dashboard_users import ABSOLUTE_US, LoginRefused
 
 __all__ = ["router"]
 

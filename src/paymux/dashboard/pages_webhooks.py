@@ -5,12 +5,14 @@ Everyone may look; replay and resend are for admin and developer (``DEVELOPERS``
 shows (and replays) the account's own rows: the events that came in on its connections. An
 event of a deployment gateway (configured by environment variables: its row has no account)
 belongs to the deployment, so to its default account's admins, who see and replay those too.
-Inbox rows carry no mode: they are listed in test and live mode alike."""
+The inbox is read by account, status and cursor in SQL (``services/webhook_inbox_reads.py``).
+Inbox rows carry no mode: they are listed in test and live mode alike (docs/dashboard.md)."""
 
 from __future__ import annotations
 
 import re
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
@@ -21,6 +23,7 @@ from paymux.dashboard.page_helpers import done, field, refused
 from paymux.dashboard.render import PREFIX, render
 from paymux.domain.errors import PaymuxError
 from paymux.services.accounts import DEFAULT_ACCOUNT
+from paymux.services.webhook_inbox_reads import inbox_page
 from paymux.webhooks.inbound import INBOX_STATUSES
 
 __all__ = ["INBOX_STATUSES", "router"]
@@ -30,18 +33,28 @@ Viewer = Annotated[CurrentUser, Depends(require_role(*ANY))]
 Developer = Annotated[CurrentUser, Depends(require_role(*DEVELOPERS))]
 _BACK = f"{PREFIX}/webhooks"
 _EVENT_ID = re.compile(r"evt_[A-Za-z0-9]{1,60}")
-_SCAN = 500  # inbox rows read to find the account's latest
+INBOX_PAGE = 100
 
 
-def _visible(user: CurrentUser, row: dict[str, Any]) -> bool:
-    if row["account"] is None:  # a deployment gateway's
-        return user.account_id == DEFAULT_ACCOUNT and user.role == "admin"
-    return bool(row["account"] == user.account_id)
-
-
-async def _inbox(request: Request, user: CurrentUser, status: str | None) -> list[dict[str, Any]]:
-    rows = await core(request).webhooks.list_page(status=status, limit=_SCAN)
-    return [r for r in rows if _visible(user, r)][:100]
+async def _inbox(
+    request: Request,
+    user: CurrentUser,
+    status: str | None,
+    *,
+    after: str | None = None,
+    inbox_id: str | None = None,
+) -> tuple[list[dict[str, Any]], bool]:
+    """A page of the inbox rows ``user`` may see: the account's own, and a deployment
+    gateway's (no account) for the default account's admins."""
+    return await inbox_page(
+        core(request).ctx,
+        user.account_id,
+        with_deployment=user.account_id == DEFAULT_ACCOUNT and user.role == "admin",
+        status=status,
+        limit=INBOX_PAGE,
+        starting_after=after,
+        inbox_id=inbox_id,
+    )
 
 
 @router.get("/webhooks")
@@ -49,14 +62,22 @@ async def webhooks_page(request: Request, user: Viewer) -> Response:
     status = request.query_params.get("status") or None
     if status not in INBOX_STATUSES:
         status = None
+    after = (request.query_params.get("starting_after") or "")[:40] or None
     endpoints, _ = await core(request).webhook_endpoints.list_page(
         user.account_id, limit=100, starting_after=None, ending_before=None
     )
+    inbox, more = await _inbox(request, user, status, after=after)
+    older = None
+    if inbox and more:
+        older = "?" + urlencode(
+            {**({"status": status} if status else {}), "starting_after": inbox[-1]["id"]}
+        )
     return render(
         request,
         "dashboard/webhooks.html",
         user=user,
-        inbox=await _inbox(request, user, status),
+        inbox=inbox,
+        older=older,
         inbox_status=status,
         statuses=INBOX_STATUSES,
         endpoints=endpoints,
@@ -69,7 +90,8 @@ async def replay_inbound(request: Request, user: Developer) -> Response:
     """Replay one dead event of the account (``inbox_id``), or all of them (none given)."""
     form = await request.form()
     wanted = field(form, "inbox_id")
-    dead = [r["id"] for r in await _inbox(request, user, "dead")]
+    rows, _ = await _inbox(request, user, "dead", inbox_id=wanted or None)
+    dead = [r["id"] for r in rows]
     if wanted and wanted not in dead:
         return refused(
             request,

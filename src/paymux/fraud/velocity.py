@@ -118,47 +118,64 @@ async def reserve(
     if not keys:
         return minute
     insert = _upsert(is_sqlite)
-    # Row locks in one order, the keys' (as ``settle`` takes them): no deadlock between a
-    # decider and a settling transaction sharing keys.
-    for key in sorted(keys.values()):
-        statement = insert(B).values(
-            account_id=account_id,
-            livemode=livemode,
-            key=key,
-            minute=minute,
-            attempts=1,
-            declines=0,
-            settled=0,
+    ordered = sorted(set(keys.values()))  # one row each (a statement upserts a row once)
+    # Row locks in one order, the keys' (as ``settle`` takes them; one statement inserts its
+    # rows in the order listed): no deadlock between a decider and a settling transaction
+    # sharing keys.
+    buckets = insert(B).values(
+        [
+            {
+                "account_id": account_id,
+                "livemode": livemode,
+                "key": key,
+                "minute": minute,
+                "attempts": 1,
+                "declines": 0,
+                "settled": 0,
+            }
+            for key in ordered
+        ]
+    )
+    counted = await s.execute(
+        buckets.on_conflict_do_update(
+            index_elements=["account_id", "livemode", "key", "minute"],
+            set_={"attempts": B.attempts + 1},
+        ).returning(B.key, B.attempts)
+    )
+    # A key's first attempt of a minute prunes its rows older than a day (the counts ignore
+    # them): once a minute per key at most, not on every attempt of a hammered key.
+    new_minute = sorted(key for key, attempts in counted.all() if attempts == 1)
+    seen = [key for kind, key in keys.items() if kind != "card_fingerprint"] if card else []
+    if seen:
+        cards = insert(C).values(
+            [
+                {
+                    "account_id": account_id,
+                    "livemode": livemode,
+                    "key": key,
+                    "card": card,
+                    "minute": minute,
+                }
+                for key in sorted(set(seen))
+            ]
         )
         await s.execute(
-            statement.on_conflict_do_update(
-                index_elements=["account_id", "livemode", "key", "minute"],
-                set_={"attempts": B.attempts + 1},
+            cards.on_conflict_do_update(
+                index_elements=["account_id", "livemode", "key", "card"],
+                set_={"minute": minute},
             )
         )
-    if card:
-        for kind, key in keys.items():
-            if kind == "card_fingerprint":
-                continue
-            statement = insert(C).values(
-                account_id=account_id, livemode=livemode, key=key, card=card, minute=minute
-            )
+    if new_minute:
+        old = minute - _DAY_MINUTES
+        for model in (B, C):
             await s.execute(
-                statement.on_conflict_do_update(
-                    index_elements=["account_id", "livemode", "key", "card"],
-                    set_={"minute": minute},
+                delete(model).where(
+                    model.account_id == account_id,
+                    model.livemode == livemode,
+                    model.key.in_(new_minute),
+                    model.minute < old,
                 )
             )
-    old = minute - _DAY_MINUTES
-    for model in (B, C):
-        await s.execute(
-            delete(model).where(
-                model.account_id == account_id,
-                model.livemode == livemode,
-                model.key.in_(list(keys.values())),
-                model.minute < old,
-            )
-        )
     return minute
 
 

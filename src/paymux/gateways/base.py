@@ -85,6 +85,19 @@ ThreeDSecureOption = str
 THREE_D_SECURE_OPTIONS = ("automatic", "any", "challenge")
 
 
+# Which 3-D Secure results (Stripe's words) move fraud liability to the issuer: an
+# authenticated payment, and an attempt the issuer acknowledged (the card schemes' rules); an
+# exemption, a failure or no support leaves it with the merchant; unknown: None.
+LIABILITY_SHIFT = {
+    "authenticated": True,
+    "attempt_acknowledged": True,
+    "exempted": False,
+    "failed": False,
+    "not_supported": False,
+    "processing_error": False,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class ThreeDSecure:
     """A payment's 3-D Secure outcome, in Stripe's words (``payment_method_details.card.
@@ -101,6 +114,23 @@ class ThreeDSecure:
     electronic_commerce_indicator: str | None = None
     transaction_id: str | None = None
     liability_shift: bool | None = None
+
+    @classmethod
+    def from_stripe_shape(cls, found: Any) -> ThreeDSecure | None:
+        """A ``payment_method_details.card.three_d_secure`` object in Stripe's shape (Stripe's
+        charges, and the sandbox, which answers in it); None when none ran."""
+        if not isinstance(found, dict):
+            return None
+        result = found.get("result")
+        return cls(
+            result=result,
+            authentication_flow=found.get("authentication_flow"),
+            result_reason=found.get("result_reason"),
+            version=found.get("version"),
+            electronic_commerce_indicator=found.get("electronic_commerce_indicator"),
+            transaction_id=found.get("transaction_id"),
+            liability_shift=LIABILITY_SHIFT.get(str(result)),
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -139,6 +169,12 @@ class AuthorizeRequest:
     # authenticated) payment with this card, when the gateway returned one; the
     # merchant-initiated charge references it (stored credentials).
     network_transaction_id: str | None = None
+    # A merchant-initiated charge under a recurring agreement (an invoice charged off
+    # session: billing's renewals and their retries); only with ``off_session``. PayPal
+    # flags it ``stored_credential.payment_type`` RECURRING (other off-session charges:
+    # UNSCHEDULED); Stripe's ``off_session`` and Square's ``customer_initiated: false`` say
+    # merchant-initiated for both (neither takes a recurring flag).
+    recurring: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +251,11 @@ class PaymentUpdate:
 
     reference: str | None
     result: GatewayResult
+    # The event names the payment's charge by id only (Stripe's webhooks: ``latest_charge``
+    # an id), so its 3-D Secure result and network transaction id are not in it: paymux
+    # reads the payment again (``refresh_intent``, a read-only retrieve with the charge
+    # expanded, by the worker, outside any transaction) once the event is applied.
+    charge_unread: bool = False
 
 
 @dataclass(frozen=True, slots=True)

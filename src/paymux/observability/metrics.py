@@ -11,7 +11,12 @@ multiprocess mode, ``PROMETHEUS_MULTIPROC_DIR``, which ``paymux serve`` sets up 
   ``paymux_gateway_call_errors_total{gateway,operation,error}``: each gateway call under the
   retry policy (services/gateway_calls.py, the one seam every call passes);
 - ``paymux_payments_total{gateway,operation,outcome,decline_code}``: the gateway's answers to
-  ``authorize`` and ``capture``;
+  ``authorize`` and ``capture``; the decline code is one of the catalogued decline codes
+  (``paymux.domain.errors.DECLINE_CODES``: the gateway's own code as its connector maps it,
+  or the code itself when the catalogue has it), else ``other``;
+- ``paymux_webhook_deliveries_delivered_total{mode}``: outbound deliveries marked delivered
+  (``live`` or ``test``), counted by the worker's sender (outbound/delivery.py) once the
+  outcome is committed;
 - ``paymux_fraud_decisions_total{outcome}``: each confirm's final fraud decision (``allow``,
   ``review``, ``request_3ds``, ``block``), counted by fraud/decisions.py.
 
@@ -55,6 +60,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import text
 
+from paymux.domain.errors import DECLINE_CODES, GATEWAY_CODES
 from paymux.observability.tracing import span
 from paymux.storage.db import Database
 
@@ -69,9 +75,12 @@ __all__ = [
     "REQUEST_SECONDS",
     "STATEMENT_TIMEOUT",
     "WEBHOOK_APPLY_LAG_SECONDS",
+    "WEBHOOK_DELIVERED",
     "cached_database_metrics",
+    "count_delivered",
     "count_fraud_decision",
     "database_metrics",
+    "decline_label",
     "observe_apply_lag",
     "observe_gateway_call",
     "observe_request",
@@ -108,13 +117,21 @@ GATEWAY_CALL_ERRORS = Counter(
 PAYMENTS = Counter(
     "paymux_payments_total",
     "Gateway answers to authorize and capture calls, by gateway, operation, outcome (the "
-    "gateway status, or declined) and decline code (the gateway's; 'none' when not declined).",
+    "gateway status, or declined) and decline code (a catalogued one, or 'other'; 'none' when "
+    "not declined).",
     ["gateway", "operation", "outcome", "decline_code"],
 )
 FRAUD_DECISIONS = Counter(
     "paymux_fraud_decisions_total",
     "Fraud rule decisions, by outcome (allow, review, block, ...).",
     ["outcome"],
+)
+
+WEBHOOK_DELIVERED = Counter(
+    "paymux_webhook_deliveries_delivered_total",
+    "Outbound webhook deliveries marked delivered (a 2xx from the merchant's endpoint), by "
+    "mode (live, test).",
+    ["mode"],
 )
 
 WEBHOOK_APPLY_LAG_SECONDS = Histogram(
@@ -164,6 +181,23 @@ def observe_request(method: str, route: str, status: int, seconds: float) -> Non
 def observe_apply_lag(gateway: str, seconds: float) -> None:
     """One inbound webhook applied ``seconds`` after it was received."""
     WEBHOOK_APPLY_LAG_SECONDS.labels(_label(gateway, "other")).observe(max(0.0, seconds))
+
+
+def count_delivered(livemode: bool, count: int = 1) -> None:
+    """``count`` outbound deliveries of this mode were marked delivered (committed)."""
+    if count > 0:
+        WEBHOOK_DELIVERED.labels("live" if livemode else "test").inc(count)
+
+
+def decline_label(gateway: str, gateway_code: object) -> str:
+    """The decline code a payment is counted under: one of the catalogued decline codes
+    (``DECLINE_CODES``), never a gateway's free text. The gateway's code as its connector's
+    table maps it; else the code itself if the catalogue has it; else ``other``."""
+    code = str(gateway_code) if gateway_code is not None else ""
+    mapped = GATEWAY_CODES.get((gateway, code))
+    if mapped is not None and mapped.decline_code is not None:
+        return mapped.decline_code
+    return code if code in DECLINE_CODES else "other"
 
 
 def count_fraud_decision(outcome: str) -> None:
@@ -228,7 +262,7 @@ async def observe_gateway_call(call: Callable[[], Awaitable[R]]) -> R:
         status = getattr(result, "status", None)
         decline = getattr(result, "decline", None)
         outcome = "declined" if decline is not None else _label(status, "other")
-        code = _label(getattr(decline, "gateway_code", None), "other") if decline else "none"
+        code = decline_label(gateway, getattr(decline, "gateway_code", None)) if decline else "none"
         if current is not None and status is not None:
             current.set_attribute("paymux.gateway.outcome", outcome)
             current.set_attribute("paymux.decline_code", code)

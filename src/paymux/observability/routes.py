@@ -3,10 +3,11 @@
 ``/metrics`` (Prometheus text) needs ``Authorization: Bearer <PAYMUX_METRICS_TOKEN>``; with no
 token configured it does not exist (404, like any unknown URL), so a deployment never
 publishes its figures by accident. A wrong or missing token is 401 ``api_key_invalid``,
-without echoing what was sent. ``paymux worker`` serves ``/metrics`` alone on a port of its
-own when PAYMUX_WORKER_METRICS_PORT is set (``worker_metrics_app``). The health endpoints
-need no key (probes and load balancers call them) and say nothing secret: which check
-failed, never a URL or an error's text.
+without echoing what was sent. ``paymux worker`` serves ``/metrics`` on a port of its own
+when PAYMUX_WORKER_METRICS_PORT is set (``worker_metrics_app``), beside ``/health/live`` (its
+liveness probe: answered by the worker's own event loop, so a loop that hangs fails it). The
+health endpoints need no key (probes and load balancers call them) and say nothing secret:
+which check failed, never a URL or an error's text.
 """
 
 from __future__ import annotations
@@ -108,9 +109,10 @@ def worker_metrics_app(
     now_us: Callable[[], int],
     count_refusal: Callable[[str | None], Awaitable[None]],
 ) -> Starlette:
-    """``GET /metrics`` alone, for ``paymux worker`` (PAYMUX_WORKER_METRICS_PORT): the
-    worker's own counters (gateway calls, payments, fraud decisions) and the database's
-    figures, with the same token; anything else is 404."""
+    """``GET /metrics`` for ``paymux worker`` (PAYMUX_WORKER_METRICS_PORT): the worker's own
+    counters (gateway calls, payments, fraud decisions, deliveries) and the database's
+    figures, with the same token; and ``GET /health/live`` (no token: a probe's), answered
+    by the loop the jobs run on; anything else is 404."""
 
     async def endpoint(request: Request) -> Response:
         try:
@@ -124,7 +126,13 @@ def worker_metrics_app(
         )
         return JSONResponse({"error": error.to_dict()}, status_code=404)
 
+    async def alive(request: Request) -> Response:
+        return JSONResponse({"status": "live"})
+
     return Starlette(
-        routes=[Route("/metrics", endpoint, methods=["GET"])],
+        routes=[
+            Route("/metrics", endpoint, methods=["GET"]),
+            Route("/health/live", alive, methods=["GET"]),
+        ],
         exception_handlers={404: missing, 405: missing},
     )

@@ -28,6 +28,12 @@ The outcomes and the dispatcher's deliveries are written with one fixed statemen
 (``batches``). Each request has a connect
 timeout and a total timeout; redirects are not followed (a 3xx is a failure); at most
 MAX_RESPONSE_BYTES of the answer are read and RESPONSE_BODY_CHARS kept.
+
+A live endpoint is sent to over https only, checked at send time too (``post_signed``): one
+stored with an ``http://`` URL before registration refused them gets no request; its
+delivery fails at once (``Outcome.final``: no retry can succeed) with a reason that says to
+update the URL. Deliveries marked delivered are counted once their outcome is committed
+(``paymux_webhook_deliveries_delivered_total``, observability/metrics.py).
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from sqlalchemy import (
 )
 
 from paymux.domain.ids import new_id
+from paymux.observability.metrics import count_delivered
 from paymux.outbound.batches import insert_rows, update_rows
 from paymux.outbound.claims import Head, claim_postgres, claim_sqlite
 from paymux.outbound.dispatch import dispatch_once
@@ -58,7 +65,7 @@ from paymux.outbound.views import endpoint_view, event_payload
 from paymux.services.context import Context, emit
 from paymux.storage.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
-__all__ = ["DeliveryRunner", "Outcome", "Send", "post_signed", "storable"]
+__all__ = ["PLAIN_HTTP_REFUSED", "DeliveryRunner", "Outcome", "Send", "post_signed", "storable"]
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +110,14 @@ class Outcome:
     latency_ms: int
     response_body: str | None
     error: str | None
+    # No retry can succeed (a live endpoint's http:// URL): the delivery fails at once.
+    final: bool = False
+
+
+# Why a live endpoint's delivery is refused before any connection (stored before the rule).
+PLAIN_HTTP_REFUSED = (
+    "refused: a live endpoint's URL must use https; nothing was sent. Update the endpoint's URL."
+)
 
 
 async def post_signed(
@@ -123,6 +138,9 @@ async def post_signed(
         return Outcome(ok, status, latency, body, error)
 
     parts = urlsplit(job.url)
+    if job.livemode and parts.scheme != "https":
+        # Registered before live endpoints had to be https: never sent in the clear.
+        return Outcome(False, None, 0, None, PLAIN_HTTP_REFUSED, final=True)
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
     timestamp = int(time.time() if now is None else now)
@@ -466,6 +484,7 @@ class DeliveryRunner:
         settings = self.ctx.settings
         D, E = WebhookDelivery, WebhookEndpoint
         now = self.ctx.now_us()
+        delivered = {True: 0, False: 0}  # by livemode, counted once committed
         async with self.ctx.db.write() as s:
             # Endpoints first, then deliveries, each in id order: the attempts' foreign keys
             # share-lock the endpoints, and two batches that both upgraded that lock later
@@ -527,6 +546,7 @@ class DeliveryRunner:
                 if outcome.ok:
                     if state["status"] == "pending":
                         state["status"] = "delivered"
+                        delivered[job.livemode] += 1
                     if ep.failing_since_us is not None:
                         ep.failing_since_us = None
                     continue
@@ -539,7 +559,7 @@ class DeliveryRunner:
                 if state["status"] != "pending" or lost:
                     continue
                 delay = retry_delay(state["attempts"], self.schedule, settings.webhook_retry_jitter)
-                if delay is None or ep.status != "enabled":
+                if delay is None or ep.status != "enabled" or outcome.final:
                     state["status"] = "failed"
                 else:
                     state["next_attempt_us"] = now + int(delay * 1_000_000)
@@ -548,6 +568,8 @@ class DeliveryRunner:
             await update_rows(
                 s, _DELIVERIES, "id", list(changed.values()), nulls=["lease_until_us"]
             )
+        for livemode, count in delivered.items():
+            count_delivered(livemode, count)
 
     async def _disable(self, s: Any, ep: WebhookEndpoint, reason: str, now: int) -> None:
         """Disable an endpoint (410 Gone, or failing without a break for too long), with a

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-from paymux.outbound.ssrf import resolve_allowed
+from paymux.outbound.ssrf import Blocked, resolve_allowed
 
 __all__ = [
     "MAX_HEAD_BYTES",
@@ -190,6 +190,8 @@ class ConnectionPool:
 
     async def _open(self, key: tuple[str, str, int, bool]) -> _Conn:
         scheme, host, port, livemode = key
+        if livemode and scheme != "https":  # never a live endpoint in the clear
+            raise Blocked("A live endpoint's URL must use https.")
         limit = asyncio.timeout(self.connect_timeout)
         try:
             async with limit:

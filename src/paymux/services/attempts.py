@@ -50,7 +50,11 @@ from paymux.money import Money
 from paymux.services.context import Context, columns_of, emit, ref_key, row_of
 from paymux.services.gateway_calls import call_with_retries, schedule_settlement
 from paymux.services.idempotency import record_recovery_point
-from paymux.services.three_d_secure import record_network_reference, requested_option
+from paymux.services.three_d_secure import (
+    is_recurring,
+    record_network_reference,
+    requested_option,
+)
 from paymux.services.views import payment_intent_view, payment_method_view, refund_view
 from paymux.storage.models import Customer, GatewayAttempt, PaymentIntent, PaymentMethod, Refund
 
@@ -970,6 +974,7 @@ def authorize_request(
         verification_token=verification_token,
         request_three_d_secure=requested_option(pi),
         network_transaction_id=network_transaction_id if pi.off_session else None,
+        recurring=is_recurring(pi),
     )
 
 

@@ -30,6 +30,16 @@ def intent_id(ch_id: str) -> str | None:
     return "pi_" + ch_id.removeprefix("ch_") if ch_id.startswith("ch_") else None
 
 
+def charged_method_id(pi: PaymentIntent) -> str | None:
+    """The payment method the charge ran on: the intent's, or, after a decline took it off
+    the intent (as on Stripe), the one its ``last_payment_error`` names: a failed charge
+    still shows its card and its 3-D Secure result (``failed``)."""
+    if pi.payment_method_id:
+        return pi.payment_method_id
+    failed_with = (pi.last_payment_error or {}).get("payment_method")
+    return failed_with if isinstance(failed_with, str) else None
+
+
 def _status(pi: PaymentIntent) -> str:
     if pi.status in _CHARGED or pi.amount_received > 0 or pi.authorized_us is not None:
         return "succeeded"
@@ -96,7 +106,7 @@ def charge_view(pi: PaymentIntent, pm: PaymentMethod | None) -> dict[str, Any]:
         else None,
         "paid": status == "succeeded",
         "payment_intent": pi.id,
-        "payment_method": pi.payment_method_id,
+        "payment_method": charged_method_id(pi),
         "payment_method_details": {"type": "card", "card": card} if card else None,
         "receipt_email": pi.receipt_email,
         "shipping": shipping_view(pi.shipping, carrier=True),  # the intent's, as on Stripe
@@ -122,8 +132,13 @@ async def load_charge(
         raise missing from None
     if not has_charge(pi):
         raise missing
-    pm = await s.get(PaymentMethod, pi.payment_method_id) if pi.payment_method_id else None
+    pm = await _charged_method(s, pi)
     return charge_view(pi, pm)
+
+
+async def _charged_method(s: AsyncSession, pi: PaymentIntent) -> PaymentMethod | None:
+    found = charged_method_id(pi)
+    return await s.get(PaymentMethod, found) if found else None
 
 
 class ChargesService:
@@ -164,11 +179,7 @@ class ChargesService:
         async with self.ctx.db.read() as s:
             out = []
             for pi in intents:
-                pm = (
-                    await s.get(PaymentMethod, pi.payment_method_id)
-                    if pi.payment_method_id
-                    else None
-                )
+                pm = await _charged_method(s, pi)
                 out.append(charge_view(pi, pm))
         return out, more
 
@@ -201,5 +212,5 @@ class ChargesService:
             if shipping is not None:
                 pi.shipping = contact(shipping) if isinstance(shipping, dict) else None
             pi.updated_us = max(self.ctx.now_us(), pi.updated_us)
-            pm = await s.get(PaymentMethod, pi.payment_method_id) if pi.payment_method_id else None
+            pm = await _charged_method(s, pi)
             return charge_view(pi, pm)

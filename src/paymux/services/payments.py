@@ -16,12 +16,11 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, insert, inspect, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.domain.attempts import CANCELLATION_REASONS, Operation
@@ -231,6 +230,23 @@ _MONEY_FIELDS = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class _Start:
+    """What a confirm starts its authorize attempt with (``_start_authorize``, ``_start_in``):
+    the intent as the confirm read it (its status and count: the start's UPDATE condition),
+    the payment method (``fresh``: a shared test token's use, recorded with the attempt),
+    the intent's changes to commit with the attempt, and the 3-D Secure token."""
+
+    account_id: str
+    pi_id: str
+    pm: PaymentMethod
+    fresh: bool
+    read_status: str
+    read_count: int
+    changes: dict[str, Any]
+    verification_token: str | None
+
+
 class PaymentsService:
     def __init__(self, ctx: Context, engine: AttemptEngine | None = None) -> None:
         self.ctx = ctx
@@ -438,23 +454,22 @@ class PaymentsService:
                     created_us=now,
                     updated_us=now,
                 )
-                await s.execute(_PI_INSERT, row_of(pi, _PI_COLUMNS))
+                row = row_of(pi, _PI_COLUMNS)
+                if p.id is None:
+                    await s.execute(_PI_INSERT, row)
+                elif (await s.execute(_PI_INSERT_NEW[self.ctx.db.is_sqlite], row)).first() is None:
+                    raise _ReservedIdTaken  # nothing of this create is kept (rolled back)
                 await record_recovery_point(s, "created", pi_id)
                 view = self._view(pi)
                 await emit(s, account_id, "payment_intent.created", view, now)
                 if not p.confirm:  # the answer: audited with it (a confirm audits its own)
                     await audit_in(s, view, now)
-        except IntegrityError:
+        except _ReservedIdTaken:
             # A caller's reserved id (an invoice's try) that another request made first,
-            # after the read above: that request's intent, resumed, never a 500. Nothing of
-            # this one was written (the transaction rolled back whole).
-            if p.id is None:
-                raise
-            async with self.ctx.db.read() as s:
-                made = await s.get(PaymentIntent, p.id)
-            if made is None:
-                raise
-            return await self._resume_create(account_id, made.id, p)
+            # after the read above: that request's intent (of this account, else a 404),
+            # resumed, never a 500. Only that id's clash: any other unique violation in the
+            # transaction is raised as it is, never taken for it.
+            return await self._resume_create(account_id, pi_id, p)
         if p.confirm:
             return await self.confirm(
                 account_id, pi.id, off_session=p.off_session, recorded=resolved
@@ -770,14 +785,16 @@ class PaymentsService:
         fresh = inspect(pm).transient and pm is not recorded
         try:
             pi, attempt, request = await self._start_authorize(
-                account_id,
-                pi_id,
-                pm,
-                fresh,
-                read_status,
-                read_count,
-                changes,
-                verification_token,
+                _Start(
+                    account_id,
+                    pi_id,
+                    pm,
+                    fresh,
+                    read_status,
+                    read_count,
+                    changes,
+                    verification_token,
+                ),
                 read=pi,
             )
         except PaymuxError:
@@ -805,17 +822,7 @@ class PaymentsService:
         return answer or self._view(pi)
 
     async def _start_authorize(
-        self,
-        account_id: str,
-        pi_id: str,
-        pm: PaymentMethod,
-        fresh: bool,
-        read_status: str,
-        read_count: int,
-        changes: dict[str, Any],
-        verification_token: str | None,
-        *,
-        read: PaymentIntent,
+        self, start: _Start, *, read: PaymentIntent
     ) -> tuple[PaymentIntent, GatewayAttempt, AuthorizeRequest]:
         """The confirmation's attempt, committed before the call: the fraud decision
         (``screen``), the intent to ``processing``, the attempt, and a fresh payment method
@@ -833,48 +840,37 @@ class PaymentsService:
             if self.screen is not None:
                 decided_on = read
                 if self.ctx.settings.fraud_enabled:  # (disabled: nothing read from it)
-                    decided_on = await get_owned(s, PaymentIntent, pi_id, account_id, lock=True)
+                    decided_on = await get_owned(
+                        s, PaymentIntent, start.pi_id, start.account_id, lock=True
+                    )
                     check_operation("confirm", decided_on.status)
-                    read_status, read_count = decided_on.status, decided_on.confirm_count
-                decided, blocked = await self.screen(s, account_id, decided_on, pm)
-                changes.update(decided)
+                    start = replace(
+                        start,
+                        read_status=decided_on.status,
+                        read_count=decided_on.confirm_count,
+                    )
+                decided, blocked = await self.screen(s, start.account_id, decided_on, start.pm)
+                start.changes.update(decided)
             if blocked is None:
-                pi, attempt, request = await self._start_in(
-                    s,
-                    account_id,
-                    pi_id,
-                    pm,
-                    fresh,
-                    read_status,
-                    read_count,
-                    changes,
-                    verification_token,
-                )
+                pi, attempt, request = await self._start_in(s, start)
         if blocked is not None:
             raise blocked
         return pi, attempt, request
 
     async def _start_in(
-        self,
-        s: AsyncSession,
-        account_id: str,
-        pi_id: str,
-        pm: PaymentMethod,
-        fresh: bool,
-        read_status: str,
-        read_count: int,
-        changes: dict[str, Any],
-        verification_token: str | None,
+        self, s: AsyncSession, start: _Start
     ) -> tuple[PaymentIntent, GatewayAttempt, AuthorizeRequest]:
         """``_start_authorize``'s writes once the decision allows the attempt (in ``s``)."""
-        if fresh:
+        account_id, pi_id, pm, changes = start.account_id, start.pi_id, start.pm, start.changes
+        read_status, read_count = start.read_status, start.read_count
+        if start.fresh:
             pm = await _record_payment_method(s, pm, self.ctx.db.is_sqlite)
         changes["payment_method_id"] = pm.id
         customer_token = await customer_token_for(s, pm)
         call = {
             "token": pm.token,
             "customer_token": customer_token,
-            "verification_token": verification_token,
+            "verification_token": start.verification_token,
             "network_transaction_id": pm.network_transaction_id,
         }
         # The intent as the read above saw it, if nobody moved it since: one UPDATE.
@@ -1156,7 +1152,22 @@ async def _owned_intent(s: AsyncSession, account_id: str, pi_id: str) -> Payment
 
 
 _PI_COLUMNS = columns_of(PaymentIntent)
-_PI_INSERT = insert(cast(Table, PaymentIntent.__table__))
+_PI_TABLE = cast(Table, PaymentIntent.__table__)
+_PI_INSERT = insert(_PI_TABLE)
+# A caller's reserved id (``CreateParams.id``): inserted unless an intent has that id already,
+# then no row comes back (``ON CONFLICT (id) DO NOTHING``; by SQLite or not).
+_PI_INSERT_NEW = {
+    is_sqlite: dialect.insert(_PI_TABLE)
+    .on_conflict_do_nothing(index_elements=[_PI_TABLE.c.id])
+    .returning(_PI_TABLE.c.id)
+    for is_sqlite, dialect in ((True, sqlite), (False, postgresql))
+}
+
+
+class _ReservedIdTaken(Exception):
+    """The create's reserved intent id was taken, after its read, by another request."""
+
+
 _PM_COLUMNS = columns_of(PaymentMethod)
 _PM_TABLE = cast(Table, PaymentMethod.__table__)
 _PM_UNIQUE = ("account_id", "gateway", "token")

@@ -14,9 +14,21 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.domain.states import PaymentIntentStatus as S
+from paymux.gateways.base import PaymentUpdate
 from paymux.storage.models import PaymentIntent, PaymentMethod
 
-__all__ = ["card_options", "record_network_reference", "requested_option"]
+__all__ = [
+    "card_options",
+    "is_recurring",
+    "needs_charge_read",
+    "record_network_reference",
+    "requested_option",
+]
+
+# Where a webhook can leave a payment whose charge is read again: money held or received.
+# (Not a decline: a retrieve's FAILED answer on a failed intent counts as a new decline,
+# domain/attempts.py ``apply_report``, so a declined charge's result waits for the next read.)
+_CHARGED = frozenset({S.SUCCEEDED, S.REQUIRES_CAPTURE})
 
 
 def card_options(options: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -38,6 +50,14 @@ def requested_option(pi: PaymentIntent) -> str | None:
     return str(asked) if asked else None
 
 
+def is_recurring(pi: PaymentIntent) -> bool:
+    """A merchant-initiated charge under the customer's recurring agreement: an invoice
+    charged off session (billing/invoice_payments.py pays renewals, their retries and
+    automatically collected invoices off session, with the invoice named on the intent).
+    A merchant's own off-session charge (no invoice) is unscheduled, not recurring."""
+    return bool(pi.off_session and pi.invoice_id)
+
+
 def _fraud_asks(pi: PaymentIntent) -> bool:
     """A request_3ds rule matched this confirm (fraud/decisions.py ``outcome_of``), and was
     not turned into a review because the gateway can't be asked (``_fail_closed``: the
@@ -48,6 +68,15 @@ def _fraud_asks(pi: PaymentIntent) -> bool:
         return False
     rule = outcome.get("rule") or {}
     return not (outcome.get("type") == "manual_review" and rule.get("id") == rule_3ds)
+
+
+def needs_charge_read(change: PaymentUpdate, moved: bool, pi: PaymentIntent) -> bool:
+    """Whether a webhook just applied leaves ``pi`` to be read again for its charge: the event
+    moved it (its outcome came by webhook, as after the payer's 3-D Secure) to money held or
+    received, named the charge by id only (Stripe's ``latest_charge``), and no 3-D
+    Secure result is recorded. The read (``refresh_intent``) is the worker's: a read-only
+    retrieve with the charge expanded, outside any transaction."""
+    return change.charge_unread and moved and pi.status in _CHARGED and pi.three_d_secure is None
 
 
 async def record_network_reference(

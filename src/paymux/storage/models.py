@@ -21,6 +21,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
@@ -282,7 +283,10 @@ class PaymentIntent(Base):
     # What the payer may pay with (Stripe's ``payment_method_types``); None: ["card"].
     payment_method_types: Mapped[list[str] | None] = mapped_column(JSON, default=None)
     automatic_payment_methods: Mapped[bool | None] = mapped_column(Boolean, default=None)
-    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    # jsonb on PostgreSQL (migration 0030): the dashboard's metadata search uses its GIN index.
+    metadata_: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", JSON().with_variant(JSONB(), "postgresql"), default=dict
+    )
     # What a browser holding a publishable key shows to confirm this intent (Stripe's shape:
     # ``pi_..._secret_...``).
     client_secret: Mapped[str | None] = mapped_column(String(100), default=None)
@@ -1211,6 +1215,25 @@ Index(
     WebhookInbox.received_us,
 )
 Index("ix_webhook_deliveries_status", WebhookDelivery.status, WebhookDelivery.created_us)
+
+
+# --- issue 15 (helper H5): migration 0030: the dashboard's inbox by account, metadata search ---
+Index(
+    "ix_webhook_inbox_account",
+    WebhookInbox.account_id,
+    WebhookInbox.status,
+    WebhookInbox.received_us,
+)
+Index("ix_webhook_inbox_account_received", WebhookInbox.account_id, WebhookInbox.received_us)
+# GIN (jsonb_path_ops) on PostgreSQL; on SQLite a partial index of no row (WHERE 0), so the
+# schema is the same on both engines and SQLite writes pay nothing for it.
+Index(
+    "ix_payment_intents_metadata",
+    PaymentIntent.metadata_,
+    postgresql_using="gin",
+    postgresql_ops={"metadata": "jsonb_path_ops"},
+    sqlite_where=text("0"),
+)
 
 
 # --- issue 10/13 (helper H1): migration 0024 ---

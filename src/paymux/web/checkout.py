@@ -56,6 +56,7 @@ __all__ = [
     "CSP_REPORT_PATH",
     "PAGE_SCRIPTS",
     "STATIC_PREFIX",
+    "ProviderSources",
     "checkout_csp",
     "router",
     "subresource_integrity",
@@ -89,19 +90,47 @@ def subresource_integrity(body: bytes) -> str:
 _INTEGRITY = {name: subresource_integrity(body) for name, body in _STATIC.items()}
 
 
-def checkout_csp(nonce: str, provider: str | None = None, *, styled: bool = False) -> str:
+@dataclass(frozen=True)
+class ProviderSources:
+    """The origins a provider's browser SDK needs, each only in the directives its CSP guide
+    names it in: ``script`` (the SDK), ``connect`` (its calls), ``frame`` (its card form,
+    buttons and 3-D Secure frames), ``img`` (its images). ``styled``: the SDK inserts style
+    elements, which carry the page's nonce (PayPal's ``data-csp-nonce``)."""
+
+    script: tuple[str, ...] = ()
+    connect: tuple[str, ...] = ()
+    frame: tuple[str, ...] = ()
+    img: tuple[str, ...] = ()
+    styled: bool = False
+
+    def replaced_by(self, origin: str) -> ProviderSources:
+        """A stand-in served from ``origin`` (a test's fake SDK on loopback, configured by
+        PAYMUX_*_JS_URL / PAYMUX_STRIPE_API_BASE): that origin alone, in the same directives."""
+        one = (origin,)
+        return ProviderSources(
+            script=one if self.script else (),
+            connect=one if self.connect else (),
+            frame=one if self.frame else (),
+            img=one if self.img else (),
+            styled=self.styled,
+        )
+
+
+def _sources(found: tuple[str, ...]) -> str:
+    return "".join(f" {source}" for source in found)
+
+
+def checkout_csp(nonce: str, provider: ProviderSources | None = None) -> str:
     """The page's policy: its own style sheet, scripts by nonce only, the gateway's card form
-    the only frame, never framed itself. ``provider``: the origins of the routed gateway's
-    browser SDK (Stripe.js, PayPal's, Square's), which the page loads and talks to; None for
-    the sandbox, whose form is served on this origin. ``styled``: the SDK inserts its own
-    style elements, which carry the page's nonce (PayPal's ``data-csp-nonce``), and shows
-    its images (PayPal's buttons)."""
-    extra = f" {provider}" if provider else ""
-    style = f" 'nonce-{nonce}'" if styled else ""
-    img = extra if styled else ""
+    the only frame, never framed itself. ``provider``: the routed gateway's browser SDK's
+    origins (Stripe.js, PayPal's, Square's), each in the directives it needs; None for the
+    sandbox, whose form is served on this origin."""
+    p = provider or ProviderSources()
+    style = f" 'nonce-{nonce}'" if p.styled else ""
     return (
-        f"default-src 'none'; script-src 'nonce-{nonce}'{extra}; style-src 'self'{style}; "
-        f"img-src 'self'{img}; connect-src 'self'{extra}; frame-src 'self'{extra}; "
+        f"default-src 'none'; script-src 'nonce-{nonce}'{_sources(p.script)}; "
+        f"style-src 'self'{style}; img-src 'self'{_sources(p.img)}; "
+        f"connect-src 'self'{_sources(p.connect)}; frame-src 'self'{_sources(p.frame)}; "
         "form-action 'self'; base-uri 'none'; "
         f"frame-ancestors 'none'; report-uri {CSP_REPORT_PATH}"
     )
@@ -113,7 +142,7 @@ class _Component:
 
     gateway: str
     script: str | None = None  # the provider's SDK (no SRI: the provider versions it)
-    origin: str | None = None  # its origin, named in the CSP
+    sources: ProviderSources | None = None  # its origins, named in the CSP
     publishable_key: str | None = None
     # What the provider's SDK is given (data-* attributes of its mount point): Square's
     # application and location ids, and verifyBuyer's amount and currency.
@@ -121,37 +150,72 @@ class _Component:
 
     @property
     def styled(self) -> bool:
-        return self.gateway == PAYPAL
+        return self.sources is not None and self.sources.styled
 
 
-def _stripe_js(settings: Settings) -> tuple[str, str]:
-    """Stripe.js and its origin: js.stripe.com, or the fake Stripe.js that a Stripe
+# Stripe's CSP guide (docs.stripe.com/security/guide#content-security-policy, Stripe.js and
+# Elements): Stripe.js from js.stripe.com and its subdomains; its frames from those and
+# hooks.stripe.com (the 3-D Secure challenge's frame, inside which the issuer's page runs);
+# its calls to api.stripe.com. No image or style of Stripe's on the page itself.
+STRIPE_SOURCES = ProviderSources(
+    script=("https://js.stripe.com", "https://*.js.stripe.com"),
+    connect=("https://api.stripe.com",),
+    frame=("https://js.stripe.com", "https://*.js.stripe.com", "https://hooks.stripe.com"),
+)
+
+
+def _stripe_js(settings: Settings) -> tuple[str, ProviderSources]:
+    """Stripe.js and its CSP sources: js.stripe.com, or the fake Stripe.js that a Stripe
     stand-in at ``PAYMUX_STRIPE_API_BASE`` serves at the same path (localstripe)."""
     base = (settings.stripe_api_base or "").rstrip("/")
     if not base:
-        # Stripe's CSP guide: Stripe.js and its frames (js.stripe.com and its subdomains),
-        # its API, and hooks.stripe.com (the 3-D Secure challenge's frame).
-        return "https://js.stripe.com/v3/", STRIPE_ORIGINS
-    parts = urlsplit(base)
-    return f"{base}/js.stripe.com/v3/", f"{parts.scheme}://{parts.netloc}"
+        return "https://js.stripe.com/v3/", STRIPE_SOURCES
+    return f"{base}/js.stripe.com/v3/", STRIPE_SOURCES.replaced_by(_origin_of(base))
 
 
-STRIPE_ORIGINS = (
-    "https://js.stripe.com https://*.js.stripe.com https://api.stripe.com https://hooks.stripe.com"
-)
-# PayPal's CSP guide (developer.paypal.com/sdk/js/best-practices, the nonce variant): the SDK
-# and its frames, calls and images from *.paypal.com and *.paypalobjects.com.
+# PayPal's CSP guide (developer.paypal.com/sdk/js/best-practices, the nonce variant): the SDK,
+# its frames (buttons, PayPal's window), its calls and its images from *.paypal.com and
+# *.paypalobjects.com; its style elements carry the page's nonce.
 PAYPAL_JS = "https://www.paypal.com/sdk/js"
-PAYPAL_ORIGINS = "https://www.paypal.com https://*.paypal.com https://*.paypalobjects.com"
+_PAYPAL = ("https://*.paypal.com", "https://*.paypalobjects.com")  # www.paypal.com included
+PAYPAL_SOURCES = ProviderSources(
+    script=_PAYPAL, connect=_PAYPAL, frame=_PAYPAL, img=_PAYPAL, styled=True
+)
 # Square's CSP guide (developer.squareup.com/docs/web-payments/content-security-policy): the
-# SDK and its card frame from web.squarecdn.com, the card sent to pci-connect.
+# SDK from web.squarecdn.com (script-src), its card form framed from there (frame-src), its
+# calls to it and to pci-connect (the card) and connect (verifyBuyer's verification) hosts
+# (connect-src). verifyBuyer's 3-D Secure frames are another matter: Square's SDK puts
+# Cardinal Commerce's device-data frame (*.cardinalcommerce.com) and then the ISSUER's
+# challenge page (its access control server, at an origin each issuer chooses, thousands of
+# them) in frames on this page. No list can name the issuers, so Square's page allows frames
+# from any https origin (``https:``, the scheme alone, which also covers web.squarecdn.com
+# and Cardinal's); a frame runs in its own origin and cannot read or script this page, and
+# PCI SSC's guidance on 6.4.3 leaves the 3-D Secure frames out of the payment page's script
+# inventory. Scripts stay nonce-only and named: no issuer's script runs on this page.
 SQUARE_JS = {
     "production": "https://web.squarecdn.com/v1/square.js",
     "sandbox": "https://sandbox.web.squarecdn.com/v1/square.js",
 }
-SQUARE_ORIGINS = {
-    "production": "https://web.squarecdn.com https://pci-connect.squareup.com",
-    "sandbox": "https://sandbox.web.squarecdn.com https://pci-connect.squareupsandbox.com",
+THREE_D_SECURE_FRAMES = ("https:",)
+SQUARE_SOURCES = {
+    "production": ProviderSources(
+        script=("https://web.squarecdn.com",),
+        connect=(
+            "https://web.squarecdn.com",
+            "https://pci-connect.squareup.com",
+            "https://connect.squareup.com",
+        ),
+        frame=THREE_D_SECURE_FRAMES,
+    ),
+    "sandbox": ProviderSources(
+        script=("https://sandbox.web.squarecdn.com",),
+        connect=(
+            "https://sandbox.web.squarecdn.com",
+            "https://pci-connect.squareupsandbox.com",
+            "https://connect.squareupsandbox.com",
+        ),
+        frame=THREE_D_SECURE_FRAMES,
+    ),
 }
 
 
@@ -160,9 +224,9 @@ def _origin_of(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def _paypal_js(settings: Settings, client: dict[str, Any]) -> tuple[str, str]:
+def _paypal_js(settings: Settings, client: dict[str, Any]) -> tuple[str, ProviderSources]:
     """PayPal's JS SDK URL for this payment (client id, currency and intent must match the
-    order's) and the CSP's origins; ``PAYMUX_PAYPAL_JS_URL`` replaces PayPal's (a test's
+    order's) and the CSP's sources; ``PAYMUX_PAYPAL_JS_URL`` replaces PayPal's (a test's
     fake SDK on loopback), and its origin alone is named."""
     base = settings.paypal_js_url or PAYPAL_JS
     query = urlencode(
@@ -173,17 +237,20 @@ def _paypal_js(settings: Settings, client: dict[str, Any]) -> tuple[str, str]:
             "components": "buttons",
         }
     )
-    origins = _origin_of(base) if settings.paypal_js_url else PAYPAL_ORIGINS
-    return f"{base}?{query}", origins
+    sources = (
+        PAYPAL_SOURCES.replaced_by(_origin_of(base)) if settings.paypal_js_url else PAYPAL_SOURCES
+    )
+    return f"{base}?{query}", sources
 
 
-def _square_js(settings: Settings, environment: str) -> tuple[str, str]:
-    """Square's Web Payments SDK and the CSP's origins; ``PAYMUX_SQUARE_JS_URL`` replaces
+def _square_js(settings: Settings, environment: str) -> tuple[str, ProviderSources]:
+    """Square's Web Payments SDK and the CSP's sources; ``PAYMUX_SQUARE_JS_URL`` replaces
     Square's, and its origin alone is named."""
     env = "production" if environment == "production" else "sandbox"
     if settings.square_js_url:
-        return settings.square_js_url, _origin_of(settings.square_js_url)
-    return SQUARE_JS[env], SQUARE_ORIGINS[env]
+        url = settings.square_js_url
+        return url, SQUARE_SOURCES[env].replaced_by(_origin_of(url))
+    return SQUARE_JS[env], SQUARE_SOURCES[env]
 
 
 router = APIRouter(include_in_schema=False)
@@ -194,10 +261,10 @@ def _app(request: Request) -> Paymux:
     return app
 
 
-def _headers(nonce: str, provider: str | None = None, styled: bool = False) -> dict[str, str]:
+def _headers(nonce: str, provider: ProviderSources | None = None) -> dict[str, str]:
     # nosniff, Referrer-Policy, no-store and HSTS over TLS: the guard middleware's.
     return {
-        "content-security-policy": checkout_csp(nonce, provider, styled=styled),
+        "content-security-policy": checkout_csp(nonce, provider),
         "x-frame-options": "DENY",
         "cache-control": "no-store",
     }
@@ -212,13 +279,13 @@ class _Line:
 
 
 def _render(
-    name: str, status: int, provider: str | None = None, styled: bool = False, **values: Any
+    name: str, status: int, provider: ProviderSources | None = None, **values: Any
 ) -> HTMLResponse:
     nonce = secrets.token_urlsafe(18)
     body = _TEMPLATES.get_template(name).render(
         static=STATIC_PREFIX, nonce=nonce, integrity=_INTEGRITY, **values
     )
-    return HTMLResponse(body, status_code=status, headers=_headers(nonce, provider, styled))
+    return HTMLResponse(body, status_code=status, headers=_headers(nonce, provider))
 
 
 def _locale(request: Request, row: CheckoutSession | None) -> str:
@@ -275,8 +342,8 @@ async def _component(app: Paymux, row: CheckoutSession) -> _Component | None:
         key = client.get("publishable_key")
         if not key:
             return None
-        script, origin = _stripe_js(settings)
-        return _Component(STRIPE, script, origin, str(key))
+        script, sources = _stripe_js(settings)
+        return _Component(STRIPE, script, sources, str(key))
     try:
         provider = await app.ctx.gateway_of(pi)
     except PaymuxError:  # its connection is gone or not configured here: no component
@@ -285,16 +352,16 @@ async def _component(app: Paymux, row: CheckoutSession) -> _Component | None:
     if gateway == PAYPAL:
         if not client.get("order_id") or not client.get("client_id"):
             return None  # no order opened: nothing for the buttons to approve
-        script, origin = _paypal_js(settings, client)
-        return _Component(PAYPAL, script, origin)  # the client id is in its URL
+        script, sources = _paypal_js(settings, client)
+        return _Component(PAYPAL, script, sources)  # the client id is in its URL
     if not client.get("application_id") or not client.get("location_id"):
         return None  # Square's SDK needs both (SQUARE_APPLICATION_ID, the location)
-    script, origin = _square_js(settings, str(client.get("environment") or "sandbox"))
+    script, sources = _square_js(settings, str(client.get("environment") or "sandbox"))
     amount = Money(int(pi.amount), pi.currency)
     return _Component(
         SQUARE,
         script,
-        origin,
+        sources,
         params=(
             ("application-id", str(client["application_id"])),
             ("location-id", str(client["location_id"])),
@@ -371,8 +438,7 @@ async def checkout_page(session_id: str, request: Request) -> Response:
     return _render(
         "checkout.html",
         200,
-        provider=component.origin if component else None,
-        styled=component.styled if component else False,
+        provider=component.sources if component else None,
         component=component,
         lang=lang,
         t=words,

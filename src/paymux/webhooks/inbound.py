@@ -53,6 +53,7 @@ from paymux.services.connections import ConnectionsService
 from paymux.services.context import Context, emit
 from paymux.services.payments import PaymentsService
 from paymux.services.refunds import RefundsService
+from paymux.services.three_d_secure import needs_charge_read
 from paymux.services.views import dispute_view
 from paymux.storage.models import (
     Dispute,
@@ -432,6 +433,15 @@ class InboundWebhooks:
             )
             return None
         moved = await self.payments.engine.apply_payment_report(s, pi, change.result)
+        if needs_charge_read(change, moved.moved, pi):
+            await enqueue(  # the charge's 3-D Secure result: read by the worker, no tx open
+                s,
+                "refresh_intent",
+                {"pi_id": pi.id},
+                now_us=self.ctx.now_us(),
+                dedupe_key=f"refresh:{pi.id}",
+                account_id=pi.account_id,
+            )
         if moved.moved and pi.status != "processing":
             for attempt in attempts:  # the webhook told us the outcome a call was waiting for
                 if attempt.status == "pending" and attempt.operation != Operation.REFUND:

@@ -265,11 +265,13 @@ def vault_order_request(request: AuthorizeRequest, kind: str, vault_id: str) -> 
     """An order charged at once with a saved (vaulted) payment method."""
     source: dict[str, Any] = {"vault_id": vault_id}
     if kind == "card":
-        # A stored card used again: merchant-initiated when off-session, referencing the
-        # card's first customer-initiated payment when PayPal returned its network id.
+        # A stored card used again: merchant-initiated when off-session (RECURRING for an
+        # invoice's, e.g. a renewal, else UNSCHEDULED), referencing the card's first
+        # customer-initiated payment when PayPal returned its network id.
+        merchant = request.off_session
         stored: dict[str, Any] = {
-            "payment_initiator": "MERCHANT" if request.off_session else "CUSTOMER",
-            "payment_type": "UNSCHEDULED",
+            "payment_initiator": "MERCHANT" if merchant else "CUSTOMER",
+            "payment_type": "RECURRING" if merchant and request.recurring else "UNSCHEDULED",
             "usage": "SUBSEQUENT",
         }
         previous = request.network_transaction_id

@@ -85,18 +85,10 @@ def charge_result(data: dict[str, Any]) -> GatewayResult:
 
 
 def three_d_secure(found: Any) -> ThreeDSecure | None:
-    """The sandbox's challenge outcome (Stripe's shape): an authenticated challenge shifts
-    liability to the issuer, a failed one doesn't; None when no challenge ran."""
-    if not isinstance(found, dict):
-        return None
-    result = found.get("result")
-    return ThreeDSecure(
-        result=result,
-        authentication_flow=found.get("authentication_flow"),
-        result_reason=found.get("result_reason"),
-        version=found.get("version"),
-        liability_shift=result == "authenticated",
-    )
+    """The sandbox's challenge outcome, in Stripe's shape (its charge's ``three_d_secure``):
+    read as Stripe's is (an authenticated challenge shifts liability to the issuer, a failed
+    one doesn't); None when no challenge ran."""
+    return ThreeDSecure.from_stripe_shape(found)
 
 
 def refund_result(data: dict[str, Any]) -> GatewayRefund:

@@ -198,7 +198,11 @@ def verification_missing(request: AuthorizeRequest) -> GatewayResult | None:
     verifyBuyer token: Square can only authenticate the buyer in the browser (its Web Payments
     SDK), so the payment is refused before any call, as authentication_required (the payer
     confirms again after verifyBuyer). None: go ahead."""
-    if request.request_three_d_secure not in _ASKS_VERIFICATION or request.verification_token:
+    if (
+        request.off_session  # merchant-initiated: no buyer there to verify, none asked
+        or request.request_three_d_secure not in _ASKS_VERIFICATION
+        or request.verification_token
+    ):
         return None
     return GatewayResult(
         status=GatewayStatus.FAILED,

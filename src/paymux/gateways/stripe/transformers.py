@@ -206,19 +206,6 @@ def decline_from_error(error: dict[str, Any]) -> Decline:
     return _decline(error)
 
 
-# Which of Stripe's 3-D Secure results move fraud liability to the issuer: an authenticated
-# payment, and an attempt the issuer acknowledged (the card's scheme rules); an exemption,
-# a failure or no support leaves it with the merchant.
-_LIABILITY_SHIFT = {
-    "authenticated": True,
-    "attempt_acknowledged": True,
-    "exempted": False,
-    "failed": False,
-    "not_supported": False,
-    "processing_error": False,
-}
-
-
 def _card_of_charge(pi: dict[str, Any]) -> dict[str, Any]:
     """``latest_charge.payment_method_details.card`` when the charge was expanded."""
     charge = pi.get("latest_charge")
@@ -230,19 +217,7 @@ def _card_of_charge(pi: dict[str, Any]) -> dict[str, Any]:
 
 def three_d_secure(card: dict[str, Any]) -> ThreeDSecure | None:
     """A charge's ``payment_method_details.card.three_d_secure``; None when none ran."""
-    found = card.get("three_d_secure")
-    if not isinstance(found, dict):
-        return None
-    result = found.get("result")
-    return ThreeDSecure(
-        result=result,
-        authentication_flow=found.get("authentication_flow"),
-        result_reason=found.get("result_reason"),
-        version=found.get("version"),
-        electronic_commerce_indicator=found.get("electronic_commerce_indicator"),
-        transaction_id=found.get("transaction_id"),
-        liability_shift=_LIABILITY_SHIFT.get(str(result)),
-    )
+    return ThreeDSecure.from_stripe_shape(card.get("three_d_secure"))
 
 
 # Stripe's code for a payment whose 3-D Secure authentication failed (the challenge refused,
@@ -400,7 +375,11 @@ def interpret_event(event: InboundEvent) -> PaymentUpdate | RefundUpdate | Dispu
     obj = (event.payload.get("data") or {}).get("object") or {}
     if event.type in _PAYMENT_EVENTS and obj.get("object") == "payment_intent":
         reference = (obj.get("metadata") or {}).get(METADATA_KEY)
-        return PaymentUpdate(reference=reference, result=payment_result(obj))
+        return PaymentUpdate(
+            reference=reference,
+            result=payment_result(obj),
+            charge_unread=not charge_is_expanded(obj),
+        )
     if event.type in _REFUND_EVENTS and obj.get("object") == "refund":
         return RefundUpdate(refund=refund_result(obj))
     if event.type == "charge.refunded" and obj.get("object") == "charge":

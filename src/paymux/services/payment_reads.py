@@ -1,6 +1,11 @@
-"""What the payments and customers pages show: a read-only service over the services'
-models (the payment service's own list filters by customer only; the dashboard's search
-filters by more, with the same cursor pagination, ``page_of``).
+"""Payments as the dashboard reads them: a search by more than the API's list filters by
+(status, a failed payment, currency, gateway, customer, amount, date, one metadata pair),
+with the same cursor pagination (``page_of``), and a payment's detail with its timeline.
+The dashboard calls this service; it never queries the database itself.
+
+A metadata search on PostgreSQL asks ``metadata @> '{"key": "value"}'`` (jsonb containment),
+which the GIN index ``ix_payment_intents_metadata`` (migration 0030) answers without reading
+the table; on SQLite it compares ``json_extract``.
 
 The rows and the timeline carry only what a page may show: ids, amounts, statuses, codes,
 times, request ids. Never a client secret, a gateway token, a request body or card data
@@ -9,12 +14,16 @@ beyond brand, last 4 and expiry.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Boolean, select
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql import ColumnElement, cast, literal
+from sqlalchemy.sql.compiler import SQLCompiler
 
-from paymux.dashboard.filters import FAILED, PaymentFilters
 from paymux.domain.clock import seconds
 from paymux.services.context import Context, CreatedRange, get_owned, page_of, scoped
 from paymux.storage.models import (
@@ -27,9 +36,57 @@ from paymux.storage.models import (
     WebhookDelivery,
 )
 
-__all__ = ["PaymentDetail", "PaymentReads", "TimelineEntry", "payment_row"]
+__all__ = [
+    "FAILED",
+    "PaymentDetail",
+    "PaymentReads",
+    "PaymentSearch",
+    "TimelineEntry",
+    "payment_row",
+]
 
+FAILED = "failed"  # a search status: waiting for a payment method after a decline
 _EVENT_LIMIT = 200
+
+
+@dataclass(frozen=True)
+class PaymentSearch:
+    """What to search by; every field optional. ``status`` is a payment intent status or
+    ``FAILED``; amounts are minor units; dates epoch seconds (both ends included)."""
+
+    status: str | None = None
+    currency: str | None = None
+    gateway: str | None = None
+    customer: str | None = None
+    amount_min: int | None = None
+    amount_max: int | None = None
+    created_gte: int | None = None
+    created_lte: int | None = None
+    metadata_key: str | None = None
+    metadata_value: str | None = None
+
+
+class MetadataHas(ColumnElement[bool]):
+    """``column`` (a JSON object) holds ``key`` with the text ``value``: on PostgreSQL jsonb
+    containment (which a GIN index answers), elsewhere ``json_extract(...) = value``."""
+
+    type = Boolean()
+    inherit_cache = False
+
+    def __init__(self, column: Any, key: str, value: str) -> None:
+        self.column, self.key, self.value = column, key, value
+
+
+@compiles(MetadataHas)
+def _metadata_has(element: MetadataHas, compiler: SQLCompiler, **kw: Any) -> str:
+    clause = element.column[element.key].as_string() == element.value
+    return str(compiler.process(clause, **kw))
+
+
+@compiles(MetadataHas, "postgresql")
+def _metadata_has_pg(element: MetadataHas, compiler: SQLCompiler, **kw: Any) -> str:
+    doc = cast(literal(json.dumps({element.key: element.value})), JSONB)
+    return str(compiler.process(element.column.op("@>")(doc), **kw))
 
 
 def payment_row(pi: PaymentIntent) -> dict[str, Any]:
@@ -106,7 +163,7 @@ class PaymentReads:
     async def search(
         self,
         account_id: str,
-        f: PaymentFilters,
+        f: PaymentSearch,
         *,
         limit: int,
         starting_after: str | None = None,
@@ -132,7 +189,7 @@ class PaymentReads:
         if f.amount_max is not None:
             clauses.append(pi.amount <= f.amount_max)
         if f.metadata_key:
-            clauses.append(pi.metadata_[f.metadata_key].as_string() == f.metadata_value)
+            clauses.append(MetadataHas(pi.metadata_, f.metadata_key, f.metadata_value or ""))
         created = (
             CreatedRange(gte=f.created_gte, lte=f.created_lte)
             if f.created_gte is not None or f.created_lte is not None
@@ -295,25 +352,3 @@ class PaymentReads:
             amount_refundable=max(0, pi.amount_received - pi.amount_refunded - pending),
             timeline=timeline,
         )
-
-    async def payment_methods(self, account_id: str, customer_id: str) -> list[dict[str, Any]]:
-        """A customer's saved cards: brand, last 4 and expiry, never more."""
-        async with self.ctx.db.read() as s:
-            rows = (
-                await s.scalars(
-                    scoped(PaymentMethod, account_id)
-                    .where(PaymentMethod.customer_id == customer_id)
-                    .order_by(PaymentMethod.created_us.desc())
-                )
-            ).all()
-        return [
-            {
-                "id": pm.id,
-                "type": pm.type,
-                "brand": pm.card_brand,
-                "last4": pm.card_last4,
-                "exp_month": pm.card_exp_month,
-                "exp_year": pm.card_exp_year,
-            }
-            for pm in rows
-        ]

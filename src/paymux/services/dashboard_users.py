@@ -1,4 +1,5 @@
-"""Dashboard users and their sessions: the service behind /dashboard's sign-in.
+"""Dashboard users and their sessions: the service behind /dashboard's sign-in (the pages and
+``paymux users`` call it; the dashboard package itself never queries the database).
 
 - A user: e-mail, argon2id password hash (argon2-cffi), a TOTP secret (pyotp) sealed with
   the envelope keyring of PAYMUX_ENCRYPTION_KEYS (context ``dashboard_user:<id>:totp``, so it
