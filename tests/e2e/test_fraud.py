@@ -327,9 +327,9 @@ def test_reject_or_approve_while_the_capture_is_in_flight_is_a_400(api: Api) -> 
     pi = _pi(api, 7000)
     assert _confirm(api, pi["id"]).json()["status"] == "requires_capture"
     review = api.ok("GET", "/v1/reviews", params={"open": "true"})["data"][0]
-    # the capture is rate limited for longer than paymux waits inline: it stays in flight
-    limit = server.settings.gateway_max_inline_retry_after
-    fault = {"operation": "capture", "mode": "rate_limit", "count": 1, "retry_after": limit + 2}
+    # the capture is rate limited for an hour, far longer than paymux waits inline: it stays
+    # in flight (its settlement job is due in an hour) however slowly the requests below run
+    fault = {"operation": "capture", "mode": "rate_limit", "count": 1, "retry_after": 3600}
     api.sandbox("POST", "/_control/faults", fault)
     api.post(f"/v1/reviews/{review['id']}/approve")
     assert api.ok("GET", f"/v1/payment_intents/{pi['id']}")["status"] == "processing"
@@ -338,6 +338,13 @@ def test_reject_or_approve_while_the_capture_is_in_flight_is_a_400(api: Api) -> 
         assert r.status_code == 400, r.text
         assert r.json()["error"]["code"] == "payment_intent_unexpected_state"
     assert api.ok("GET", f"/v1/reviews/{review['id']}")["open"] is True
+    # the hour passes: the settlement job is made due now, and the capture lands
+    due = server.sql(
+        "update jobs set run_at_us = 0 where account_id = :a and kind = 'settle_attempt' "
+        "and status = 'queued' returning id",
+        a=api.account_id,
+    )
+    assert len(due) == 1
     done = api.wait_for(f"/v1/payment_intents/{pi['id']}", "status", "succeeded", timeout=30)
     assert done["amount_received"] == 7000
     closed = api.wait_for(f"/v1/reviews/{review['id']}", "open", False)

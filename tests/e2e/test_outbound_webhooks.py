@@ -6,8 +6,9 @@ too (form-encoded, as a merchant's existing code would). Retry delays are 0.2 s 
 (PAYMUX_WEBHOOK_RETRY_SCHEDULE), so recovering takes a second, not hours; the schedule
 itself is shown in tests/integration/test_outbound_delivery.py with a moved clock.
 
-Last, kill -9 of the delivering server in the middle of a burst: after a restart every
-event arrives (at least once; duplicates carry their id).
+Last, kill -9 of the delivering server in the middle of a burst (its requests held by the
+receiver, so the kill cannot come too late): after a restart every event arrives (at least
+once; duplicates carry their id).
 """
 
 from __future__ import annotations
@@ -26,14 +27,16 @@ import httpx
 import pytest
 import standardwebhooks
 import stripe
+from sqlalchemy import text
 
 from conftest import RunningServer, database_url, free_port, make_settings
 from paymux.security.envelope import generate_key_entry
 from paymux.services import Paymux
+from paymux.storage.db import Database
 from paymux.storage.migrate import upgrade
 from support.pgcluster import PgCluster
 from support.processes import ServeProcess, wait_until
-from support.webhook_receiver import Receiver
+from support.webhook_receiver import Received, Receiver
 
 FAST = {
     "encryption_keys": generate_key_entry("k1"),
@@ -285,23 +288,48 @@ def test_one_slow_endpoint_does_not_delay_another(merchant: Merchant) -> None:
         assert stuck.most_open == 4  # its limit: never a fifth request while 4 were open
 
 
+def select_rows(url: str, statement: str, **params: Any) -> list[Any]:
+    """A read of the server's database from the test (a connection of its own)."""
+
+    async def run() -> list[Any]:
+        db = Database(url, pool_size=1)
+        try:
+            async with db.read() as s:
+                return list((await s.execute(text(statement), params)).all())
+        finally:
+            await db.dispose()
+
+    return asyncio.run(run())
+
+
+def complete(request: Received) -> bool:
+    """Whether the receiver read the whole body (a request cut by the kill is not)."""
+    return len(request.body) == int(request.headers.get("content-length", "-1"))
+
+
 def test_kill9_of_the_delivering_server_mid_burst_loses_nothing(
     tmp_path: Path, pg_cluster: PgCluster | None
 ) -> None:
-    """``paymux serve`` (API and worker) is killed with SIGKILL while deliveries to a slow
-    receiver are in flight and events are still undispatched; after a restart every event
-    arrives. Runs on PostgreSQL (the SQLite path is the same code, one writer)."""
+    """``paymux serve`` (API and worker) is killed with SIGKILL while deliveries are in
+    flight: the receiver holds every request (it answers none until released), and the kill
+    comes once requests are held and deliveries leased (read by SQL). So at the kill no
+    delivery has been answered or recorded delivered: a state the test forces, not a race
+    against the clock. After a restart every event arrives and is recorded delivered; the
+    ones received before the kill come again under the same id, with the same object.
+    Runs on PostgreSQL (the SQLite path is the same code, one writer)."""
     url = database_url("postgres", tmp_path, pg_cluster, f"outbound_kill_{uuid.uuid4().hex[:12]}")
     key = "sk_test_" + uuid.uuid4().hex
     env = {
         "PAYMUX_ENCRYPTION_KEYS": generate_key_entry("k1"),
-        "PAYMUX_WEBHOOK_RETRY_SCHEDULE": "0.2,0.2,0.2,0.2,0.2",
+        # Many short retries: the held requests time out (0.5 s) and are retried until the
+        # kill, however late a loaded machine makes it, and are never given up on.
+        "PAYMUX_WEBHOOK_RETRY_SCHEDULE": ",".join(["0.2"] * 200),
         "PAYMUX_WEBHOOK_RETRY_JITTER": "0",
         "PAYMUX_WEBHOOK_POLL_INTERVAL": "0.05",
         "PAYMUX_WEBHOOK_TIMEOUT": "0.5",  # the lease of a claimed delivery: 2 x 0.5 + 5 s
         "PAYMUX_WEBHOOK_ENDPOINT_CONCURRENCY": "2",
     }
-    with Receiver(delay=0.2) as rx:
+    with Receiver(hold=True) as rx:
         server = ServeProcess(tmp_path, url, key, **env)
         try:
             ep = server.ok(
@@ -309,21 +337,55 @@ def test_kill9_of_the_delivering_server_mid_burst_loses_nothing(
             )
             for i in range(40):
                 server.ok("POST", "/v1/customers", {"email": f"k{i}@example.com"})
-            wait_until("some deliveries", lambda: len(rx.requests()) >= 5, timeout=20)
+            leased = (
+                "select count(*) from webhook_deliveries"
+                " where status = 'pending' and lease_until_us is not null"
+            )
+            wait_until(
+                "deliveries in flight (leased, their requests held)",
+                lambda: len(rx.requests()) >= 2 and select_rows(url, leased)[0][0] >= 1,
+                timeout=30,
+            )
             server.kill9()
-            before = len(rx.delivered_ids())
+            # Held: nothing was answered, so nothing can have been recorded delivered.
+            assert rx.delivered_ids() == set()
+            delivered = "select count(*) from webhook_deliveries where status = 'delivered'"
+            assert select_rows(url, delivered)[0][0] == 0
+            before = len(rx.requests())
+            held = {r.event["id"] for r in rx.requests() if complete(r)}
+            rx.release()  # the held requests are answered to a dead socket
             server.start()
             rows = server.http.get("/v1/events?limit=100&type=customer.created").json()["data"]
             expected = {e["id"] for e in rows}
             assert len(expected) == 40
-            assert before < 40  # the kill came mid-burst
-            wait_until("every event after the restart", lambda: rx.delivered_ids() == expected,
-                       timeout=60)
-            bodies = [json.loads(r.body) for r in rx.requests()]
-            assert all(b["data"]["object"]["object"] == "customer" for b in bodies)
+            assert held and held <= expected
+
+            def after_restart() -> set[str]:
+                later = rx.requests()[before:]
+                return {r.event["id"] for r in later if complete(r) and r.status == 200}
+
+            wait_until(
+                "every event after the restart", lambda: after_restart() == expected, timeout=60
+            )
+            wait_until(
+                "every delivery recorded delivered",
+                lambda: select_rows(url, delivered)[0][0] == 40,
+            )
+            # Those in flight at the kill came again (their outcome was never recorded),
+            # each time under the same id and with the same object: a duplicate is
+            # recognisable by its id.
             verifier = standardwebhooks.Webhook(ep["secret"])
+            seen: dict[str, list[Received]] = {}
             for request in rx.requests():
-                verifier.verify(request.body, request.headers)
+                if complete(request):
+                    event = verifier.verify(request.body, request.headers)
+                    assert request.headers["webhook-id"] == event["id"]
+                    assert event["data"]["object"]["object"] == "customer"
+                    seen.setdefault(event["id"], []).append(request)
+            for event_id in held:
+                assert len(seen[event_id]) >= 2, event_id
+            for copies in seen.values():
+                assert len({json.dumps(c.event["data"]) for c in copies}) == 1
         finally:
             server.stop()
 

@@ -9,7 +9,9 @@ example (5 s, 5 min, 30 min, 2 h, 5 h, then 10 h) with 11 retries, about 3 days.
 
 Also: an answer holding a NUL (PostgreSQL's text refuses it) is stored replaced and costs no
 other endpoint its outcome; a batch the database refuses is recorded one outcome at a time;
-a hanging connect is reported as a connect timeout; signing secrets are never logged.
+a hanging connect is reported as a connect timeout; signing secrets are never logged; an
+answer past the size cap is cut, not waited for; a roll's grace period ends; events of one
+object arriving out of order carry their order (``Paymux-Object-Sequence``).
 """
 
 from __future__ import annotations
@@ -156,12 +158,54 @@ def test_a_receiver_that_recovers_gets_every_event_each_verified(db: str, tmp_pa
                     assert set(event) >= {"id", "created", "api_version", "request", "data"}
                     assert request.headers["webhook-id"] == event["id"]
                 assert {r.event["data"]["object"]["id"] for r in rx.requests()} == set(ids)
-                # A resend: the same event again, under the same id.
+                # A resend: the same event once more (exactly one request), under the same id.
                 first = sorted(expected)[0]
+                sent_before = [q.event["id"] for q in rx.requests()].count(first)
+                assert sent_before >= 1
                 r = await h.post(f"/v1/webhook_endpoints/{ep['id']}/resend", {"event": first})
                 assert r.status_code == 200, r.text
                 await runner.drain()
-                assert [q.event["id"] for q in rx.requests()].count(first) >= 2
+                sent = [q.event["id"] for q in rx.requests()].count(first)
+                assert sent == sent_before + 1
+                resent = rx.requests()[-1]
+                assert (resent.event["id"], resent.headers["webhook-id"]) == (first, first)
+                assert resent.status == 200
+                verifier.verify(resent.body, resent.headers)
+
+    run(main())
+
+
+def test_once_a_rolls_grace_period_ends_only_the_new_secret_signs(db: str, tmp_path: Path) -> None:
+    """Rolled with grace_period=60: 59 s later a delivery carries two signatures (either
+    secret verifies); 61 s after the roll it carries one, the new secret's: the old secret
+    no longer verifies with the official ``standardwebhooks`` verifier."""
+
+    async def main() -> None:
+        with Receiver() as rx:
+            async with paymux(db, tmp_path) as (h, runner):
+                ep = await endpoint(h, rx.url, enabled_events=["customer.created"])
+                old = str(ep["secret"])
+                r = await h.post(
+                    f"/v1/webhook_endpoints/{ep['id']}/roll_secret", {"grace_period": 60}
+                )
+                assert r.status_code == 200, r.text
+                new = str(h.body(r)["secret"])
+                h.advance(59)
+                await customer(h, "in-grace@example.com")
+                await runner.drain()
+                h.advance(2)
+                await customer(h, "after-grace@example.com")
+                await runner.drain()
+                within, after = rx.requests()
+                assert within.event["data"]["object"]["email"] == "in-grace@example.com"
+                assert len(within.headers["webhook-signature"].split(" ")) == 2
+                for secret in (old, new):
+                    standardwebhooks.Webhook(secret).verify(within.body, within.headers)
+                assert after.event["data"]["object"]["email"] == "after-grace@example.com"
+                assert len(after.headers["webhook-signature"].split(" ")) == 1
+                standardwebhooks.Webhook(new).verify(after.body, after.headers)
+                with pytest.raises(standardwebhooks.WebhookVerificationError):
+                    standardwebhooks.Webhook(old).verify(after.body, after.headers)
 
     run(main())
 
@@ -418,6 +462,83 @@ def test_a_time_range_replayed_to_one_endpoint_sends_those_events_again(
                 first = [q for q in rx1.requests()[:3] if q.event["data"]["object"]["id"] == ids[1]]
                 assert again[0].headers["webhook-id"] == first[0].headers["webhook-id"]
                 assert len(rx2.requests()) == 3
+
+    run(main())
+
+
+def test_events_of_one_object_carry_their_order_when_they_arrive_out_of_order(
+    db: str, tmp_path: Path
+) -> None:
+    """customer.created fails once (500), customer.updated then arrives first, the retried
+    created after it. Each request carries ``Paymux-Object-Sequence``: created 1 (on both
+    of its requests), updated 2, so a receiver can tell the later-arriving one is older."""
+
+    async def main() -> None:
+        with Receiver(lambda n: (500, "down") if n == 0 else (200, "ok")) as rx:
+            async with paymux(db, tmp_path) as (h, runner):
+                await endpoint(h, rx.url, enabled_events=["customer.created", "customer.updated"])
+                cus = await customer(h, "order@example.com")
+                await runner.drain()  # created: answered 500, retried 5 s later
+                r = await h.post(f"/v1/customers/{cus}", {"description": "changed"})
+                assert r.status_code == 200, r.text
+                await runner.drain()  # updated: delivered now
+                h.advance(5)
+                await runner.drain()  # created's retry: delivered after updated
+                arrived = [
+                    (q.event["type"], q.status, q.headers.get("paymux-object-sequence"))
+                    for q in rx.requests()
+                ]
+                assert arrived == [
+                    ("customer.created", 500, "1"),
+                    ("customer.updated", 200, "2"),
+                    ("customer.created", 200, "1"),
+                ]
+                assert {q.event["data"]["object"]["id"] for q in rx.requests()} == {cus}
+
+    run(main())
+
+
+def test_an_answer_longer_than_the_cap_is_cut_not_waited_for(db: str, tmp_path: Path) -> None:
+    """The endpoint answers 200 with ``content-length: 10 MiB``, sends 64 KiB of it and
+    then nothing more (the connection held open). The total timeout is 5 s: the attempt is
+    succeeded with status 200 (paymux read its 64 KiB cap and stopped), not a timeout; the
+    delivery is delivered and the stored body is the first 2000 characters."""
+    stop = asyncio.Event()
+    chunk = b"y" * (64 * 1024)
+
+    async def hanging(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        await reader.readexactly(length)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n"
+            + f"content-length: {10 * 1024 * 1024}\r\n\r\n".encode()
+            + chunk
+        )
+        await writer.drain()
+        await stop.wait()  # the rest never comes
+        writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(hanging, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            async with paymux(db, tmp_path, webhook_timeout=5.0) as (h, runner):
+                ep = await endpoint(
+                    h, f"http://127.0.0.1:{port}/hooks", enabled_events=["customer.created"]
+                )
+                await customer(h, "big@example.com")
+                await runner.drain()
+                assert await attempts(h, ep["id"]) == [("succeeded", 200, "y" * 2000, None)]
+                assert await deliveries(h, ep["id"]) == [("delivered", 1)]
+        finally:
+            stop.set()
+            server.close()
+            await server.wait_closed()
 
     run(main())
 

@@ -10,7 +10,7 @@ from sqlalchemy import text
 from support.fake_gateway import Outcome
 from support.harness import Harness
 
-__all__ = ["customer_and_price", "declined_invoice", "ok"]
+__all__ = ["customer_and_price", "declined_invoice", "declined_open_invoice", "ok"]
 
 
 async def ok(h: Harness, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -19,10 +19,10 @@ async def ok(h: Harness, path: str, body: dict[str, Any]) -> dict[str, Any]:
     return h.body(r)
 
 
-async def declined_invoice(h: Harness) -> tuple[dict[str, Any], str]:
-    """An open invoice of 2,000 whose first off-session try was declined (its intent waits
-    for a payment method), the customer's default card now a good one; (invoice, its token)."""
-    cus = await ok(h, "/v1/customers", {"email": "lease@example.com"})
+async def declined_open_invoice(h: Harness, customer: dict[str, Any]) -> dict[str, Any]:
+    """An open invoice of 2,000 for a new customer (``customer``: its create parameters)
+    whose first try was declined, the customer's default card now a good one."""
+    cus = await ok(h, "/v1/customers", customer)
     pm = await ok(h, "/v1/payment_methods/tok_visa/attach", {"customer": cus["id"]})
     await ok(
         h, f"/v1/customers/{cus['id']}", {"invoice_settings": {"default_payment_method": pm["id"]}}
@@ -35,6 +35,13 @@ async def declined_invoice(h: Harness) -> tuple[dict[str, Any], str]:
     h.gw.script("authorize", Outcome.decline("card_declined"))
     r = await h.post(f"/v1/invoices/{invoice['id']}/pay", {})
     assert r.status_code == 402, r.text
+    return invoice
+
+
+async def declined_invoice(h: Harness) -> tuple[dict[str, Any], str]:
+    """An open invoice of 2,000 whose first off-session try was declined (its intent waits
+    for a payment method), the customer's default card now a good one; (invoice, its token)."""
+    invoice = await declined_open_invoice(h, {"email": "lease@example.com"})
     rows = await h.sql(
         "select hosted_token, status, amount_remaining from invoices where id = :i", i=invoice["id"]
     )

@@ -12,17 +12,23 @@ it would have had in real time; then the clock is ``ready`` at the target.
 A dunning try due while another path holds the invoice's payment lease (a payer on the hosted
 page, on the wall clock) waits for it as it would in real time: the advance stops at that
 try's time, the clock still ``advancing``, and its job runs again shortly (``LEASE_POLL_S``)
-until the lease is over; the try then runs at its own time on the clock.
+until the lease is over; the try then runs at its own time on the clock. A try put off by a
+lease that ended before the advance looked at it (given back, or lapsed: its holder died) is
+still due at its time: it is run again then, at most ``LEASE_RERUNS`` times for one time in
+one run of the job, so a try that stays due without running (one beside a payment in flight,
+which answers for the invoice) is not run for ever: it is then left for the next advance.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from collections import Counter
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from paymux.billing.payment_lease import lease_live
 from paymux.billing.rules.states import SubscriptionTrigger as T
 from paymux.billing.subscription_views import move
 from paymux.domain.errors import PaymuxError
@@ -50,6 +56,14 @@ _MAX_STEPS = 20_000
 # How often a stopped advance looks again whether the lease it waits for is over (seconds):
 # a lease is given back as soon as its payment answered, long before it would lapse.
 LEASE_POLL_S = 2.0
+# How many times one run of the advance runs again a try still due after it ran (put off by a
+# lease that ended before the advance looked): once is enough unless a lease is taken again.
+LEASE_RERUNS = 3
+
+# Where an invoice's try due at a time stands after the advance ran it or before it does:
+# ``done`` (closed, or no longer due then), ``leased`` (a live lease of another path holds
+# it: the advance waits), ``due`` (still due, nothing holding it).
+TryState = Literal["done", "leased", "due"]
 
 
 def clock_view(clock: TestClock) -> dict[str, Any]:
@@ -239,9 +253,12 @@ class ClocksService:
                 return kind, account_id, object_id, at
         return None
 
-    async def _wait_for_lease(self, clock_id: str, invoice_id: str, at: int, target: int) -> bool:
-        """Whether the invoice's try due at ``at`` waits for a live lease of another path: if
-        so, the advance job is queued again (``LEASE_POLL_S``) and this run stops there."""
+    async def _wait_for_lease(
+        self, clock_id: str, account_id: str, invoice_id: str, at: int, target: int
+    ) -> TryState:
+        """Where the invoice's try due at ``at`` stands (``TryState``); when a live lease of
+        another path holds it, the advance job is queued again (``LEASE_POLL_S``) and this
+        run stops there."""
         wall = self.ctx.now_us()
         async with self.ctx.db.read() as s:
             invoice = await s.get(Invoice, invoice_id, populate_existing=True)
@@ -250,11 +267,11 @@ class ClocksService:
                 or invoice.status != "open"
                 or invoice.next_payment_attempt_us is None
                 or invoice.next_payment_attempt_us > at
-                or invoice.payment_lease_holder is None
-                or (invoice.payment_lease_until_us or 0) <= wall
             ):
-                return False
-            until, account_id = int(invoice.payment_lease_until_us or wall), invoice.account_id
+                return "done"
+            if not lease_live(invoice, wall):
+                return "due"
+            until = int(invoice.payment_lease_until_us or wall)
         async with self.ctx.db.write() as s:
             await enqueue(
                 s,
@@ -266,11 +283,12 @@ class ClocksService:
                 account_id=account_id,
             )
         log.info("test clock %s waits at %s for the payment lease of %s", clock_id, at, invoice_id)
-        return True
+        return "leased"
 
     async def run_advance(self, clock_id: str) -> None:
         """The ``advance_test_clock`` job (see the module docstring)."""
         seen: set[tuple[str, str, int]] = set()
+        reruns: Counter[tuple[str, str, int]] = Counter()
         for _ in range(_MAX_STEPS):
             async with self.ctx.db.read() as s:
                 clock = await s.get(TestClock, clock_id, populate_existing=True)
@@ -281,20 +299,37 @@ class ClocksService:
             if step is None:
                 break
             kind, account_id, object_id, at = step
-            seen.add((kind, object_id, at))
+            key = (kind, object_id, at)
+            seen.add(key)
             async with self.ctx.db.write() as s:
                 locked = await s.get(TestClock, clock_id, with_for_update=True)
                 assert locked is not None
                 locked.frozen_time_us = max(locked.frozen_time_us, at)
-            if kind == "inv" and await self._wait_for_lease(clock_id, object_id, at, target):
-                return
+            if kind == "inv":
+                state = await self._wait_for_lease(clock_id, account_id, object_id, at, target)
+                if state == "leased":
+                    return
             if kind == "sub":
                 await self.subscriptions.run_due(object_id, at)
             else:
                 await self.invoices.retry(account_id, object_id, at_us=at)
                 # Its try put off by a lease (``InvoicePayments._after_lease``): still due.
-                if await self._wait_for_lease(clock_id, object_id, at, target):
+                state = await self._wait_for_lease(clock_id, account_id, object_id, at, target)
+                if state == "leased":
                     return
+                if state == "due" and reruns[key] < LEASE_RERUNS:
+                    # The lease ended before this look (given back, or lapsed): nothing to
+                    # wait for, and the try is still due at ``at``: run it again (bounded).
+                    reruns[key] += 1
+                    seen.discard(key)
+                elif state == "due":
+                    log.warning(
+                        "test clock %s: the try of %s due at %s did not run; left for the next "
+                        "advance",
+                        clock_id,
+                        object_id,
+                        at,
+                    )
         else:
             log.error("test clock %s: more than %d steps; stopping here", clock_id, _MAX_STEPS)
         async with self.ctx.db.write() as s:

@@ -4,6 +4,12 @@ shape: a list has an ``alias`` rules name as ``@alias``, a ``name`` and an ``ite
 case-insensitively, but for ``case_sensitive_string`` lists (held as given).
 
 A list a rule names can't be deleted (as on Stripe); delete or edit the rule first.
+
+Built-in lists (``BUILT_IN_LISTS``) exist for every account, read-only: rules name them
+without creating them, and no account list can take their alias.
+``@disposable_email_domains`` holds the domains of the ``disposable-email-domains`` package
+(the same list as ``:is_disposable_email:``), e.g.
+``review if :email_domain: in @disposable_email_domains``.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final
 
+from disposable_email_domains import blocklist as _DISPOSABLE
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -32,6 +39,7 @@ from paymux.services.context import (
 from paymux.storage.models import FraudRule, RadarValueList, RadarValueListItem
 
 __all__ = [
+    "BUILT_IN_LISTS",
     "ITEM_TYPES",
     "ValueLists",
     "item_view",
@@ -54,6 +62,11 @@ ITEM_TYPES: Final = (
 )
 _ALIAS: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,99}")
 _MAX_ITEMS: Final = 100_000
+
+# Read-only lists every account has: alias -> values (case-folded, as rules compare them).
+BUILT_IN_LISTS: Final[Mapping[str, frozenset[str]]] = {
+    "disposable_email_domains": frozenset(d.casefold() for d in _DISPOSABLE),
+}
 
 
 def list_view(row: RadarValueList, items: list[RadarValueListItem] | None = None) -> dict[str, Any]:
@@ -91,6 +104,12 @@ def item_view(row: RadarValueListItem) -> dict[str, Any]:
 
 
 def _check_alias(alias: str) -> str:
+    if alias in BUILT_IN_LISTS:
+        raise PaymuxError.of(
+            "parameter_invalid",
+            f"@{alias} is a built-in read-only list; choose another alias.",
+            param="alias",
+        )
     if not _ALIAS.fullmatch(alias):
         raise PaymuxError.of(
             "parameter_invalid",
@@ -148,9 +167,12 @@ async def lists_matching(
 ) -> dict[str, frozenset[str]]:
     """The lists ``aliases`` as far as a payment needs them: alias -> which of ``values``
     (the payment's facts, as rules compare them) each holds. One indexed IN query, whatever
-    the lists' size."""
+    the lists' size; the built-in lists (``BUILT_IN_LISTS``) are looked up in memory."""
     if not aliases or not values:
         return {}
+    built_in = {
+        alias: BUILT_IN_LISTS[alias] & values for alias in aliases if alias in BUILT_IN_LISTS
+    }
     rows = await s.execute(
         select(RadarValueList.alias, RadarValueListItem.match_value)
         .join(RadarValueListItem, RadarValueListItem.value_list_id == RadarValueList.id)
@@ -161,7 +183,7 @@ async def lists_matching(
             RadarValueListItem.match_value.in_(sorted(values)),
         )
     )
-    out: dict[str, set[str]] = {}
+    out: dict[str, set[str]] = {alias: set(found) for alias, found in built_in.items() if found}
     for alias, value in rows:
         out.setdefault(alias, set()).add(value)
     return {alias: frozenset(found) for alias, found in out.items()}
@@ -175,7 +197,7 @@ async def load_lists(s: AsyncSession, account_id: str, livemode: bool) -> dict[s
         .join(RadarValueListItem, RadarValueListItem.value_list_id == RadarValueList.id)
         .where(RadarValueList.account_id == account_id, RadarValueList.livemode.is_(livemode))
     )
-    out: dict[str, set[str]] = {}
+    out: dict[str, set[str]] = {alias: set(values) for alias, values in BUILT_IN_LISTS.items()}
     for alias, item_type, value in rows:
         out.setdefault(alias, set()).add(
             value if item_type == "case_sensitive_string" else value.casefold()

@@ -31,7 +31,7 @@ from paymux.fraud.defaults import DEFAULT_RULES, default_rules
 from paymux.fraud.evaluate import CompiledRule, RuleSet, compile_rule
 from paymux.fraud.geo import open_geoip
 from paymux.fraud.language import Rule, RuleSyntaxError, parse_rule
-from paymux.fraud.lists import load_lists
+from paymux.fraud.lists import BUILT_IN_LISTS, load_lists
 from paymux.fraud.signals import parse_usd_rates
 from paymux.services.context import (
     Context,
@@ -124,7 +124,7 @@ async def _check_lists(s: AsyncSession, account_id: str, livemode: bool, rule: R
             )
         ).scalars()
     )
-    missing = sorted(rule.lists - found)
+    missing = sorted(rule.lists - found - set(BUILT_IN_LISTS))
     if missing:
         raise PaymuxError.of(
             "parameter_invalid",

@@ -32,8 +32,12 @@ MAX_RESPONSE_BYTES of the answer are read and RESPONSE_BODY_CHARS kept.
 A live endpoint is sent to over https only, checked at send time too (``post_signed``): one
 stored with an ``http://`` URL before registration refused them gets no request; its
 delivery fails at once (``Outcome.final``: no retry can succeed) with a reason that says to
-update the URL. Deliveries marked delivered are counted once their outcome is committed
-(``paymux_webhook_deliveries_delivered_total``, observability/metrics.py).
+update the URL. Each request carries ``Paymux-Object-Sequence``, the event's
+``events.object_seq`` (its place among its object's events): deliveries run concurrently
+and are retried, so they may arrive out of order, and this is what a receiver orders them
+by (docs/webhooks.md, "Delivery guarantees"). Deliveries marked delivered are counted once
+their outcome is committed (``paymux_webhook_deliveries_delivered_total``,
+observability/metrics.py).
 """
 
 from __future__ import annotations
@@ -65,13 +69,23 @@ from paymux.outbound.views import endpoint_view, event_payload
 from paymux.services.context import Context, emit
 from paymux.storage.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
-__all__ = ["PLAIN_HTTP_REFUSED", "DeliveryRunner", "Outcome", "Send", "post_signed", "storable"]
+__all__ = [
+    "OBJECT_SEQUENCE_HEADER",
+    "PLAIN_HTTP_REFUSED",
+    "DeliveryRunner",
+    "Outcome",
+    "Send",
+    "post_signed",
+    "storable",
+]
 
 log = logging.getLogger(__name__)
 
 MAX_RESPONSE_BYTES = 64 * 1024
 RESPONSE_BODY_CHARS = 2000
 USER_AGENT = "paymux-webhooks/1"
+# Not Stripe's: Stripe's event has no per-object sequence, so it is a header, not a field.
+OBJECT_SEQUENCE_HEADER = "paymux-object-sequence"
 SETTLE_SECONDS = 0.02
 CLAIM_ROUNDS = 2  # claim statements per claim: one more when another worker took rows first
 _ATTEMPTS = cast(Table, WebhookAttempt.__table__)
@@ -95,6 +109,10 @@ class Send:
     # The lease the claim set (``lease_until_us``): the outcome moves the delivery on only if
     # the lease is still this one (not run out and taken over by another claim since).
     lease_until: int
+    # The event's place among its object's events (``events.object_seq``), sent as the
+    # ``Paymux-Object-Sequence`` header so a receiver can order what arrives out of order;
+    # None for an event written before it was numbered (no header).
+    object_seq: int | None = None
 
 
 def storable(text: str) -> str:
@@ -149,6 +167,8 @@ async def post_signed(
         ("user-agent", USER_AGENT),
         *signed_headers(job.scheme, job.event_id, timestamp, job.body, job.secrets).items(),
     ]
+    if job.object_seq is not None:
+        headers.append((OBJECT_SEQUENCE_HEADER, str(job.object_seq)))
     try:
         async with asyncio.timeout(total_timeout):
             response = await client.post(
@@ -383,6 +403,7 @@ class DeliveryRunner:
                 Event.request_id,
                 Event.idempotency_key,
                 Event.previous_attributes,
+                Event.object_seq,
             )  # rows, not ORM objects: nothing here is changed, nothing to track
             events = {
                 ev.id: ev
@@ -429,6 +450,7 @@ class DeliveryRunner:
                         secrets=secrets[ep.id],
                         body=body,
                         lease_until=lease_until,
+                        object_seq=ev.object_seq,
                     )
                 )
             return jobs

@@ -7,6 +7,11 @@ A metadata search on PostgreSQL asks ``metadata @> '{"key": "value"}'`` (jsonb c
 which the GIN index ``ix_payment_intents_metadata`` (migration 0030) answers without reading
 the table; on SQLite it compares ``json_extract``.
 
+A payment's timeline lists the inbound webhooks applied to it (``webhook_inbox.object_id``,
+set by webhooks/inbound.py when an event is applied to the payment, its refund or its dispute),
+of its account or of a deployment gateway (rows without an account), read through the index
+``ix_webhook_inbox_account_object`` (migration 0031).
+
 The rows and the timeline carry only what a page may show: ids, amounts, statuses, codes,
 times, request ids. Never a client secret, a gateway token, a request body or card data
 beyond brand, last 4 and expiry.
@@ -18,7 +23,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Boolean, select
+from sqlalchemy import Boolean, or_, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import ColumnElement, cast, literal
@@ -34,6 +39,7 @@ from paymux.storage.models import (
     Refund,
     Review,
     WebhookDelivery,
+    WebhookInbox,
 )
 
 __all__ = [
@@ -111,7 +117,7 @@ def payment_row(pi: PaymentIntent) -> dict[str, Any]:
 @dataclass(frozen=True)
 class TimelineEntry:
     at_us: int
-    kind: str  # attempt | event | refund | webhook | fraud | review
+    kind: str  # gateway call | event | refund | webhook | inbound webhook | review
     title: str
     detail: str = ""
     request_id: str | None = None
@@ -258,6 +264,22 @@ class PaymentReads:
                 if events
                 else []
             )
+            inbox = list(
+                (
+                    await s.scalars(
+                        select(WebhookInbox)
+                        .where(
+                            WebhookInbox.object_id == pi.id,
+                            or_(
+                                WebhookInbox.account_id == account_id,
+                                WebhookInbox.account_id.is_(None),  # a deployment gateway's
+                            ),
+                        )
+                        .order_by(WebhookInbox.received_us)
+                        .limit(_EVENT_LIMIT)
+                    )
+                ).all()
+            )
             reviews = list(
                 (
                     await s.scalars(
@@ -324,6 +346,15 @@ class PaymentReads:
                     "webhook",
                     f"delivery to {d.endpoint_id}: {d.status}",
                     f"event {d.event_id}, {d.attempts} attempt(s)",
+                )
+            )
+        for w in inbox:
+            timeline.append(
+                TimelineEntry(
+                    w.received_us,
+                    "inbound webhook",
+                    f"{w.gateway} {w.type}: {w.status}",
+                    f"event {w.event_id}" + (f": {w.error[:200]}" if w.error else ""),
                 )
             )
         for r in refunds:

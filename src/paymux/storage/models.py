@@ -501,6 +501,8 @@ class WebhookInbox(Base):
     error: Mapped[str | None] = mapped_column(Text)
     received_us: Mapped[int]
     applied_us: Mapped[int | None]
+    # the payment intent the event was applied to (migration 0031; None: not applied to one)
+    object_id: Mapped[str | None] = mapped_column(String(40), default=None)
     __table_args__ = (UniqueConstraint("gateway", "event_id"),)
 
 
@@ -1225,6 +1227,8 @@ Index(
     WebhookInbox.received_us,
 )
 Index("ix_webhook_inbox_account_received", WebhookInbox.account_id, WebhookInbox.received_us)
+# migration 0031 (helper B15): a payment's page reads the inbound webhooks about it
+Index("ix_webhook_inbox_account_object", WebhookInbox.account_id, WebhookInbox.object_id)
 # GIN (jsonb_path_ops) on PostgreSQL; on SQLite a partial index of no row (WHERE 0), so the
 # schema is the same on both engines and SQLite writes pay nothing for it.
 Index(

@@ -8,7 +8,8 @@ If the database is unavailable the exception propagates and the endpoint answers
 provider delivers again: we never acknowledge an event we did not store.
 
 ``apply`` (the worker's job) applies one event in ONE transaction: the change to our objects,
-the events it emits, the inbox row's ``applied`` mark and the job's ``done`` commit together,
+the events it emits, the inbox row's ``applied`` mark (with the payment intent the event was
+about: ``object_id``, which a payment's timeline reads) and the job's ``done`` commit together,
 so a worker killed at any point leaves either nothing or everything, and a re-run finds the
 row applied. Rows are locked (``FOR UPDATE`` on PostgreSQL) so two applies (two workers, or
 one worker's concurrent applies) never interleave on one payment. ``apply_many`` is the
@@ -272,10 +273,10 @@ class InboundWebhooks:
             try:
                 if isolate:
                     async with s.begin_nested():
-                        stale = await self._apply_change(s, scope, change)
+                        stale, object_id = await self._apply_change(s, scope, change)
                         await s.flush()
                 else:
-                    stale = await self._apply_change(s, scope, change, batch)
+                    stale, object_id = await self._apply_change(s, scope, change, batch)
             except Exception as exc:
                 if _aborts_batch(exc):
                     raise
@@ -283,7 +284,8 @@ class InboundWebhooks:
                     raise BatchEventFailed(inbox_id) from exc
                 failed[inbox_id] = exc
             else:
-                marks.append(self._mark(inbox_id, "stale" if stale else "applied", stale))
+                status: InboxStatus = "stale" if stale else "applied"
+                marks.append(self._mark(inbox_id, status, stale, object_id))
             finally:
                 if isolate:
                     s.expunge_all()
@@ -309,30 +311,37 @@ class InboundWebhooks:
                     status=bindparam("b_status"),
                     error=bindparam("b_error"),
                     applied_us=bindparam("b_applied_us"),
+                    object_id=bindparam("b_object_id"),
                 ),
                 marks,
             )
         return failed
 
-    def _mark(self, inbox_id: str, status: InboxStatus, error: str | None) -> dict[str, Any]:
+    def _mark(
+        self, inbox_id: str, status: InboxStatus, error: str | None, object_id: str | None = None
+    ) -> dict[str, Any]:
         return {
             "b_id": inbox_id,
             "b_status": status,
             "b_error": error,
             "b_applied_us": self.ctx.now_us(),
+            "b_object_id": object_id,
         }
 
     async def _apply_row(self, s: AsyncSession, row: WebhookInbox) -> None:
         change = await self._interpret(
             row.gateway, row.account_id, row.connection_id, row.type, row.payload
         )
-        stale = None
+        stale: str | None = None
+        object_id: str | None = None
         if change is not None:
-            stale = await self._apply_change(s, _Scope(row.gateway, row.account_id), change)
+            scope = _Scope(row.gateway, row.account_id)
+            stale, object_id = await self._apply_change(s, scope, change)
         # "stale": verified and kept, but older than what we know, so it changed nothing.
         row.status = "ignored" if change is None else ("stale" if stale else "applied")
         row.error = stale
         row.applied_us = self.ctx.now_us()
+        row.object_id = object_id
 
     async def _interpret(
         self,
@@ -353,17 +362,16 @@ class InboundWebhooks:
 
     async def _apply_change(
         self, s: AsyncSession, scope: _Scope, change: _Change, batch: _Prefetched | None = None
-    ) -> str | None:
-        """Apply one event's change in ``s``. Returns why it was stale, or None."""
+    ) -> tuple[str | None, str | None]:
+        """Apply one event's change in ``s``. Returns why it was stale (or None), and the
+        payment intent it was about (a refund's or a dispute's payment; None for a setup)."""
         if isinstance(change, PaymentUpdate):
             return await self._apply_payment(s, scope, change, batch)
         if isinstance(change, SetupUpdate):
-            return await self._apply_setup(s, scope, change)
+            return await self._apply_setup(s, scope, change), None
         if isinstance(change, RefundUpdate):
-            await self._apply_refund(s, scope, change)
-        else:
-            await self._apply_dispute(s, scope, change)
-        return None
+            return None, await self._apply_refund(s, scope, change)
+        return None, await self._apply_dispute(s, scope, change)
 
     async def _payment_by_reference(
         self,
@@ -396,8 +404,9 @@ class InboundWebhooks:
 
     async def _apply_payment(
         self, s: AsyncSession, scope: _Scope, change: PaymentUpdate, batch: _Prefetched | None
-    ) -> str | None:
-        """Apply the provider's word. Returns why it was stale, or None when applied."""
+    ) -> tuple[str | None, str]:
+        """Apply the provider's word. Returns why it was stale (None when applied) and the
+        payment intent's id."""
         pi = await self._payment_by_reference(
             s, scope, change.reference, change.result.reference, batch
         )
@@ -419,7 +428,7 @@ class InboundWebhooks:
         stale = _stale(attempts, change.result)
         if stale:
             log.info("ignoring a late %s about %s: %s", change.result.status, pi.id, stale)
-            return stale
+            return stale, pi.id
         if change.result.status is GatewayStatus.OPEN and pi.status == "requires_action":
             # The payer acted and the provider waits for us (PayPal's CHECKOUT.ORDER.APPROVED
             # after PAYER_ACTION_REQUIRED): have the worker complete it now.
@@ -431,7 +440,7 @@ class InboundWebhooks:
                 dedupe_key=f"refresh:{pi.id}",
                 account_id=pi.account_id,
             )
-            return None
+            return None, pi.id
         moved = await self.payments.engine.apply_payment_report(s, pi, change.result)
         if needs_charge_read(change, moved.moved, pi):
             await enqueue(  # the charge's 3-D Secure result: read by the worker, no tx open
@@ -448,7 +457,7 @@ class InboundWebhooks:
                     attempt.status = "settled"
                     attempt.result = result_json(change.result)
                     attempt.updated_us = self.ctx.now_us()
-        return None
+        return None, pi.id
 
     async def _apply_setup(self, s: AsyncSession, scope: _Scope, change: SetupUpdate) -> str | None:
         """A SetupIntent ended at the gateway (the payer authenticated, or failed to): have the
@@ -493,7 +502,8 @@ class InboundWebhooks:
         )
         return None
 
-    async def _apply_refund(self, s: AsyncSession, scope: _Scope, change: RefundUpdate) -> None:
+    async def _apply_refund(self, s: AsyncSession, scope: _Scope, change: RefundUpdate) -> str:
+        """Returns the refund's payment intent."""
         outcome = change.refund
         refund = await self._find_refund(s, scope, outcome)
         if refund is None:
@@ -508,8 +518,9 @@ class InboundWebhooks:
             refund = await self._find_refund(s, scope, outcome)
             if refund is None:
                 await self.refunds.record_external(s, pi, outcome)
-                return
+                return pi.id
         await self.refunds.apply_in(s, refund, outcome)
+        return refund.payment_intent_id
 
     async def _find_refund(
         self, s: AsyncSession, scope: _Scope, outcome: GatewayRefund
@@ -526,7 +537,8 @@ class InboundWebhooks:
                 refund = None
         return refund
 
-    async def _apply_dispute(self, s: AsyncSession, scope: _Scope, change: DisputeUpdate) -> None:
+    async def _apply_dispute(self, s: AsyncSession, scope: _Scope, change: DisputeUpdate) -> str:
+        """Returns the disputed payment intent."""
         gateway = scope.gateway
         pi = await self._payment_by_reference(s, scope, None, change.payment_reference)
         if pi is None:
@@ -563,6 +575,7 @@ class InboundWebhooks:
             dispute.status = change.status
             dispute.updated_us = now
             await emit(s, pi.account_id, "charge.dispute.updated", dispute_view(dispute), now)
+        return pi.id
 
     # -- operations -------------------------------------------------------------------------
     async def mark_dead(self, s: AsyncSession, inbox_id: str, error: str) -> None:

@@ -102,6 +102,9 @@ def _as_dict(obj: Any) -> dict[str, Any]:
     return dict(obj)
 
 
+STRIPE_JS_URL = "https://js.stripe.com/v3/"
+
+
 class StripeGateway:
     name = "stripe"
     idempotency_retention_seconds = IDEMPOTENCY_RETENTION_SECONDS
@@ -127,6 +130,9 @@ class StripeGateway:
             http_client=http_client,
         )
         self.publishable_key = publishable_key
+        # Stripe.js, for the browser (paymux.js loads it): js.stripe.com, or the fake one a
+        # Stripe stand-in at ``api_base`` serves at the same path (localstripe).
+        self.js_url = f"{api_base.rstrip('/')}/js.stripe.com/v3/" if api_base else STRIPE_JS_URL
         self.webhook_secrets = webhook_secrets or []
         self.webhook_tolerance = webhook_tolerance
         self.livemode = secret_key.startswith(("sk_live_", "rk_live_"))
@@ -195,7 +201,11 @@ class StripeGateway:
         return not self.livemode and _TEST_SHORTCUT.fullmatch(token) is not None
 
     def browser_params(self, reference: str) -> dict[str, Any]:
-        return {"gateway": self.name, "publishable_key": self.publishable_key}
+        return {
+            "gateway": self.name,
+            "publishable_key": self.publishable_key,
+            "sdk_url": self.js_url,
+        }
 
     async def describe_payment_method(self, token: str) -> CardDetails | None:
         try:

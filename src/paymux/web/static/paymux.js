@@ -7,16 +7,22 @@
 //
 // mount() reads the intent with the publishable key and its client secret
 // (GET /v1/payment_intents/{id}?client_secret=), and mounts the card entry of the gateway
-// the payment is routed to: today the sandbox's hosted card form, framed from paymux's
-// /sandbox/elements with ?origin= this page's origin (the form tokenizes the card at the
-// sandbox, which stands in for a provider, and posts only the token to this page). paymux.js
-// then confirms with the publishable key, the client secret and that token
+// the payment is routed to, whose own code tokenizes the card:
+// - the sandbox: its hosted card form, framed from paymux's /sandbox/elements with ?origin=
+//   this page's origin (the sandbox stands in for a provider; the form posts only the token
+//   to this page);
+// - Stripe: Stripe.js (loaded from the intent's client.sdk_url, Stripe's origin) and its
+//   card Element, with the account's Stripe publishable key (client.publishable_key), and a
+//   Pay button; Stripe.js's createToken sends the card to Stripe, and only the token's card
+//   id comes back.
+// paymux.js then confirms with the publishable key, the client secret and that token
 // (POST /v1/payment_intents/{id}/confirm): CORS allows any origin on those two routes only,
 // without credentials (the key is the credential, as Stripe's API does). Then:
 // - succeeded (or authorized): onSuccess(intent);
 // - 3-D Secure: the browser goes to the challenge, which returns to this page (return_url);
+//   for Stripe (next_action use_stripe_sdk), Stripe.js's confirmCardPayment shows it;
 // - a decline: onError({message: the taxonomy's user_message, action, code}); the card form
-//   is reloaded empty for another card.
+//   is mounted again, empty, for another card.
 // No card number or CVC passes through this script or reaches paymux's API.
 'use strict';
 (function () {
@@ -60,60 +66,178 @@
         return null;
       }
       const intent = read.body;
-      if (intent.gateway !== 'sandbox') {
-        onError({message: 'paymux.js cannot take a card for this gateway yet.',
-                 code: 'gateway_not_supported', action: null});
-        return null;
+      const client = intent.client || {};
+      const finish = {secret: secret, path: path, options: options,
+                      onSuccess: onSuccess, onError: onError};
+      if (intent.gateway === 'sandbox') return mountSandbox(element, finish);
+      if (intent.gateway === 'stripe' && client.publishable_key && client.sdk_url) {
+        return mountStripe(element, client, finish);
       }
+      onError({message: 'paymux.js cannot take a card for this gateway yet.',
+               code: 'gateway_not_supported', action: null});
+      return null;
+    }
+
+    // Confirm with the publishable key, the client secret and the token the gateway's own
+    // code made (and, where the challenge is a page, the return_url); then onSuccess, the
+    // 3-D Secure step, or onError and again().
+    async function confirm(finish, paymentMethod, again, authenticate) {
+      const fields = Object.assign({client_secret: finish.secret}, paymentMethod);
+      try {
+        const answer = await api('POST', finish.path + '/confirm', fields);
+        const done = answer.body;
+        if (answer.ok && ['succeeded', 'requires_capture', 'processing'].includes(done.status)) {
+          finish.onSuccess(done);
+          return;
+        }
+        const next = (answer.ok && done.status === 'requires_action' && done.next_action) || {};
+        if (next.redirect_to_url && next.redirect_to_url.url) {
+          window.location.assign(next.redirect_to_url.url);  // 3-D Secure; back to return_url
+          return;
+        }
+        if (next.type === 'use_stripe_sdk' && authenticate) {
+          await authenticate(done);
+          return;
+        }
+        const error = done.error || {};
+        finish.onError({message: error.user_message || error.message ||
+                          'The payment did not go through.',
+                        code: error.code || null, action: error.action || null});
+        again();
+      } catch (e) {
+        finish.onError({message: 'The payment could not be sent. Try again.', code: null,
+                        action: 'retry'});
+      }
+    }
+
+    // The sandbox's hosted form (the provider's stand-in), framed from paymux's origin.
+    function mountSandbox(element, finish) {
       const frame = document.createElement('iframe');
       frame.src = base + '/sandbox/elements?origin=' + encodeURIComponent(window.location.origin);
-      frame.title = options.title || 'Card details';
+      frame.title = finish.options.title || 'Card details';
       frame.className = 'paymux-card-frame';
       frame.style.border = '0';
       frame.style.width = '100%';
       frame.style.minHeight = '260px';
       element.replaceChildren(frame);
       let busy = false;
-
-      async function confirm(token) {
-        if (busy) return;
-        busy = true;
-        try {
-          const answer = await api('POST', path + '/confirm', {
-            client_secret: secret,
-            'payment_method_data[type]': 'card',
-            'payment_method_data[card][token]': token,
-            return_url: options.returnUrl || window.location.href,
-          });
-          const done = answer.body;
-          if (answer.ok && ['succeeded', 'requires_capture', 'processing'].includes(done.status)) {
-            onSuccess(done);
-            return;
-          }
-          const redirect = done.next_action && done.next_action.redirect_to_url;
-          if (answer.ok && done.status === 'requires_action' && redirect && redirect.url) {
-            window.location.assign(redirect.url);  // 3-D Secure; back to return_url
-            return;
-          }
-          const error = done.error || {};
-          onError({message: error.user_message || error.message || 'The payment did not go through.',
-                   code: error.code || null, action: error.action || null});
-          frame.src = frame.src;  // an empty form for another card
-        } catch (e) {
-          onError({message: 'The payment could not be sent. Try again.', code: null,
-                   action: 'retry'});
-        } finally {
-          busy = false;
-        }
-      }
-
-      window.addEventListener('message', (event) => {
+      window.addEventListener('message', async (event) => {
         if (event.origin !== base || event.source !== frame.contentWindow) return;
         const data = event.data || {};
         if (data.type !== 'paymux.sandbox.token' || typeof data.token !== 'string') return;
-        confirm(data.token);
+        if (busy) return;
+        busy = true;
+        try {
+          await confirm(finish, {'payment_method_data[type]': 'card',
+                                 'payment_method_data[card][token]': data.token,
+                                 return_url: finish.options.returnUrl || window.location.href},
+                        () => { frame.src = frame.src; });  // an empty form for another card
+        } finally {
+          busy = false;
+        }
       });
-      return {gateway: intent.gateway, frame: frame};
+      return {gateway: 'sandbox', frame: frame};
+    }
+
+    // Stripe.js from Stripe's origin (the intent's client.sdk_url; no SRI: Stripe versions
+    // it), loaded once.
+    function loadStripe(url) {
+      if (typeof window.Stripe === 'function') return Promise.resolve(window.Stripe);
+      return new Promise((resolve, reject) => {
+        const tag = document.createElement('script');
+        tag.src = url;
+        tag.onload = () => (typeof window.Stripe === 'function'
+          ? resolve(window.Stripe) : reject(new Error('Stripe.js did not load')));
+        tag.onerror = () => reject(new Error('Stripe.js did not load'));
+        document.head.appendChild(tag);
+      });
+    }
+
+    // Stripe: Stripe.js's card Element, with the account's Stripe publishable key. The card
+    // is tokenized at Stripe (createToken); paymux confirms with the token's card only (no
+    // return_url: Stripe.js shows the challenge on this page). A 3-D Secure step: Stripe.js's
+    // confirmCardPayment with Stripe's client secret, then the intent as paymux reads it.
+    async function mountStripe(element, client, finish) {
+      let Stripe;
+      try {
+        Stripe = await loadStripe(client.sdk_url);
+      } catch (e) {
+        finish.onError({message: 'The card form could not be loaded. Try again.', code: null,
+                        action: 'retry'});
+        return null;
+      }
+      const stripe = Stripe(client.publishable_key);
+      const box = document.createElement('div');
+      box.className = 'paymux-stripe-card';
+      const pay = document.createElement('button');
+      pay.type = 'button';
+      pay.className = 'paymux-pay';
+      pay.textContent = finish.options.payLabel || 'Pay';
+      element.replaceChildren(box, pay);
+      let card = stripe.elements().create('card');
+      card.mount(box);
+      const again = () => {  // an empty card Element for another card
+        card.destroy();
+        card = stripe.elements().create('card');
+        card.mount(box);
+      };
+      // 3-D Secure: Stripe.js shows the challenge; paymux learns its outcome from Stripe's
+      // webhook, so the intent is read again (every second, for 2 minutes) until it moves on.
+      const failedAuthentication = () => {
+        finish.onError({message: "The card's authentication failed. Try again or use " +
+                          'another card.', code: 'payment_intent_authentication_failure',
+                        action: 'retry'});
+        again();
+      };
+      const authenticate = async () => {
+        const result = await stripe.confirmCardPayment(client.client_secret);
+        const back = result.paymentIntent || {};
+        if (result.error || back.status === 'requires_payment_method' ||
+            back.status === 'canceled') {  // Stripe's answer: not authenticated, not paid
+          failedAuthentication();
+          return;
+        }
+        for (let round = 0; round < 120; round++) {
+          const read = await api('GET', finish.path + '?client_secret=' +
+                                 encodeURIComponent(finish.secret));
+          const status = read.ok ? read.body.status : null;
+          if (['succeeded', 'requires_capture', 'processing'].includes(status)) {
+            finish.onSuccess(read.body);
+            return;
+          }
+          if (status === 'requires_payment_method') {
+            failedAuthentication();
+            return;
+          }
+          if (status === 'canceled') break;
+          await new Promise((resolve) => window.setTimeout(resolve, 1000));
+        }
+        finish.onError({message: 'The payment did not go through.', code: null,
+                        action: 'retry'});
+        again();
+      };
+      let busy = false;
+      pay.addEventListener('click', async () => {
+        if (busy) return;
+        busy = true;
+        pay.disabled = true;
+        try {
+          const result = await stripe.createToken(card);
+          if (result.error || !result.token || !result.token.card) {
+            const error = result.error || {};
+            finish.onError({message: error.message || 'The card was not accepted.',
+                            code: error.code || null, action: 'retry'});
+            return;
+          }
+          await confirm(finish, {'payment_method_data[type]': 'card',
+                                 'payment_method_data[card][token]': result.token.card.id},
+                        again, authenticate);
+        } finally {
+          busy = false;
+          pay.disabled = false;
+        }
+      });
+      return {gateway: 'stripe', element: card};
     }
 
     return {mount: mount};
