@@ -421,3 +421,84 @@ def test_sigterm_cuts_a_job_longer_than_the_shutdown_timeout_short_and_releases_
         if worker is not None:
             worker.stop()
         holder.close()
+
+
+def test_sigterm_cuts_a_request_longer_than_the_shutdown_timeout_and_its_retry_pays_once(
+    empty_db: str, tmp_path: Path
+) -> None:
+    """A confirm whose gateway call takes 60 s (the sandbox's latency, set once the intent
+    and its card exist) is in flight when ``paymux serve`` gets SIGTERM with
+    PAYMUX_SHUTDOWN_TIMEOUT=2: the process does not wait for it, it exits (uvicorn cancels
+    the request at the timeout), and no job is left claimed. The client lost its answer; it
+    retries with its Idempotency-Key against the restarted server (no latency, a short
+    idempotency lease so the dead request's claim can be taken over) and the order is paid,
+    once."""
+    assert paymux(empty_db, tmp_path, "migrate").returncode == 0
+    key = "sk_test_" + "c" * 32
+    slow = ServeProcess(
+        tmp_path, empty_db, key, PAYMUX_SHUTDOWN_TIMEOUT="2", PAYMUX_LOG_LEVEL="INFO"
+    )
+    results: dict[str, Any] = {}
+    try:
+        made = slow.http.post(
+            "/v1/payment_intents",
+            json={"amount": 4321, "currency": "usd", "payment_method": "pm_card_visa"},
+        )
+        assert made.status_code == 200, made.text
+        pi = made.json()["id"]
+        r = slow.http.post("/sandbox/_control/latency", json={"seconds": 60})
+        assert r.status_code == 200, r.text
+        confirm = f"/v1/payment_intents/{pi}/confirm"
+        payer = threading.Thread(
+            target=lambda: results.update(
+                first=_answer_of(
+                    lambda: slow.http.post(
+                        confirm, json={}, headers={"idempotency-key": "cut-confirm"}, timeout=90
+                    )
+                )
+            )
+        )
+        payer.start()
+        # The attempt is written before the gateway is called: from then on it is in flight.
+        wait_until(
+            "the confirm's gateway call",
+            lambda: sql(empty_db, "select count(*) from gateway_attempts") == [(1,)],
+            timeout=60,
+        )
+        assert slow.proc is not None
+        slow.proc.send_signal(signal.SIGTERM)
+        # Bound on the test, not a timing claim: waiting for the request would take 60 s of
+        # sandbox latency; the log below says the shutdown timeout cut it.
+        slow.proc.wait(timeout=45)
+        payer.join(timeout=60)
+        log = slow.output(1_000_000)
+        assert "timeout graceful shutdown exceeded" in log, slow.tail()
+        assert results["first"][0] != 200, results  # cut: the client has no answer
+        assert sql(empty_db, "select count(*) from jobs where status = 'running'") == [(0,)]
+    finally:
+        slow.stop()
+    again = ServeProcess(tmp_path, empty_db, key, PAYMUX_IDEMPOTENCY_LEASE_SECONDS="1")
+    try:
+        answers: list[httpx.Response] = []
+
+        def retried() -> bool:
+            r = again.http.post(confirm, json={}, headers={"idempotency-key": "cut-confirm"})
+            answers.append(r)
+            return r.status_code == 200 and r.json()["status"] == "succeeded"
+
+        wait_until("the retry to be answered", retried, timeout=60)
+        assert answers[-1].json()["id"] == pi
+        assert sql(empty_db, "select count(*) from payment_intents") == [(1,)]
+        charges = again.http.get("/sandbox/_control/charges", params={"reference": pi}).json()
+        assert len(charges["data"]) == 1, charges
+        assert charges["data"][0]["amount"] == 4321
+    finally:
+        again.stop()
+
+
+def _answer_of(call: Any) -> tuple[Any, Any]:
+    try:
+        r = call()
+        return r.status_code, r.text
+    except httpx.HTTPError as exc:  # refused or cut: the client does not know
+        return type(exc).__name__, None

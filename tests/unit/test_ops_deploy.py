@@ -252,8 +252,20 @@ def test_alert_rules_and_dashboard_name_real_metrics() -> None:
     assert 'outcome!="requires_action"' in rate
     assert rate.count('operation="authorize"') == 3
     # The database's figures are the same from every process: max, never sum.
-    for name in ("PaymuxDeadWebhooks", "PaymuxDeadJobs", "PaymuxNoWorker"):
+    for name in (
+        "PaymuxDeadWebhooks",
+        "PaymuxDeadJobs",
+        "PaymuxNoWorker",
+        "PaymuxOutboundDeliveriesStuck",
+    ):
         assert alerts[name]["expr"].startswith("max("), name
+    # One dead job or dead webhook is already worth a ticket; no live worker pages.
+    assert alerts["PaymuxDeadJobs"]["expr"] == "max(paymux_jobs_dead) > 0"
+    assert (
+        alerts["PaymuxDeadWebhooks"]["expr"]
+        == 'max(paymux_webhook_inbox_events{status="dead"}) > 0'
+    )
+    assert alerts["PaymuxNoWorker"]["expr"] == "max(paymux_workers_alive) == 0"
     for rule in alerts.values():
         assert _uses(rule["expr"]) and _uses(rule["expr"]) <= known, rule["alert"]
     dashboard = json.loads((DEPLOY / "grafana-dashboard.json").read_text())
