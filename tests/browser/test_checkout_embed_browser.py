@@ -224,3 +224,114 @@ def test_cors_is_on_the_publishable_routes_only_and_never_with_credentials(
     for path in ("/v1/customers", "/v1/payment_intents", "/v1/events"):
         r = api.get(path, headers={"origin": origin})
         assert r.status_code == 200 and "access-control-allow-origin" not in r.headers, path
+
+
+# -- SetupIntents: save a card for a customer ------------------------------------------------
+def open_shop_for_setup(tab: Page, api: Api, shop: MerchantSite) -> dict[str, Any]:
+    customer = api.ok("POST", "/v1/customers", {"email": "saver@example.com"})
+    seti = api.ok("POST", "/v1/setup_intents", {"customer": customer["id"]})
+    assert seti["client_secret"].startswith(f"{seti['id']}_secret_")
+    tab.goto(f"{shop.url}/?pk={publishable_key(api)}&secret={seti['client_secret']}")
+    return seti
+
+
+def test_a_merchant_page_saves_a_card_with_a_setup_intent(
+    tab: Page, api: Api, shop: MerchantSite, server: CapturingServer
+) -> None:
+    seti = open_shop_for_setup(tab, api, shop)
+    enter_card(tab, "4242424242424242")
+    expect(tab.locator("#result")).to_have_text("succeeded")
+    done = api.ok("GET", f"/v1/setup_intents/{seti['id']}")
+    assert done["status"] == "succeeded" and done["payment_method"].startswith("pm_")
+    # The saved card is the customer's, listed through the API.
+    listed = api.ok("GET", f"/v1/customers/{seti['customer']}/payment_methods")["data"]
+    assert [pm["id"] for pm in listed] == [done["payment_method"]]
+    assert (listed[0]["card"]["last4"], listed[0]["customer"]) == ("4242", seti["customer"])
+    confirms = [r for r in server.capture.requests
+                if r.method == "POST" and r.path == f"/v1/setup_intents/{seti['id']}/confirm"]
+    assert len(confirms) == 1
+    sent = dict(confirms[0].headers)
+    assert sent[b"origin"].decode() == shop.url
+    assert sent[b"authorization"].startswith(b"Bearer pk_test_")
+    for request in server.capture.requests:
+        if request.provider_side:
+            continue
+        assert b"4242424242424242" not in request.raw(), request.path
+        assert CVC.encode() not in request.raw(), request.path
+
+
+def test_a_setup_intent_follows_3ds_and_comes_back_to_the_merchant_page_saved(
+    tab: Page, api: Api, shop: MerchantSite
+) -> None:
+    seti = open_shop_for_setup(tab, api, shop)
+    enter_card(tab, "4000000000003220")  # the sandbox's challenge card
+    tab.wait_for_url(re.compile(r".*/sandbox/3ds/.*"))
+    tab.click("#complete")
+    # Back on the merchant's page (its return_url), paymux.js reads the SetupIntent: saved.
+    tab.wait_for_url(re.compile(re.escape(shop.url) + r"/.*"))
+    expect(tab.locator("#result")).to_have_text("succeeded")
+    done = api.ok("GET", f"/v1/setup_intents/{seti['id']}")
+    assert done["status"] == "succeeded"
+    listed = api.ok("GET", f"/v1/customers/{seti['customer']}/payment_methods")["data"]
+    assert [(pm["id"], pm["card"]["last4"]) for pm in listed] == [
+        (done["payment_method"], "3220")]
+
+
+def test_a_declined_card_is_not_saved_and_another_is(
+    tab: Page, api: Api, shop: MerchantSite
+) -> None:
+    seti = open_shop_for_setup(tab, api, shop)
+    enter_card(tab, "4000000000000002")
+    expect(tab.locator("#error")).to_have_text(DECLINE)
+    assert api.ok("GET", f"/v1/setup_intents/{seti['id']}")["status"] == \
+        "requires_payment_method"
+    assert api.ok("GET", f"/v1/customers/{seti['customer']}/payment_methods")["data"] == []
+    enter_card(tab, "4242424242424242")
+    expect(tab.locator("#result")).to_have_text("succeeded")
+    assert len(api.ok("GET", f"/v1/customers/{seti['customer']}/payment_methods")["data"]) == 1
+
+
+def test_a_publishable_key_sees_a_setup_intent_only_with_its_client_secret(
+    api: Api, server: CapturingServer
+) -> None:
+    """No browser: the publishable view hides the customer; a wrong or missing secret, or
+    a field beyond what a browser sends, is refused; CORS answers the two setup routes."""
+    customer = api.ok("POST", "/v1/customers", {"email": "peek@example.com"})
+    seti = api.ok("POST", "/v1/setup_intents", {"customer": customer["id"],
+                                                "metadata": {"order": "42"}})
+    pk = publishable_key(api)
+    path = f"{server.url}/v1/setup_intents/{seti['id']}"
+    auth = {"authorization": f"Bearer {pk}", "origin": "http://127.0.0.1:9"}
+    seen = httpx.get(path, params={"client_secret": seti["client_secret"]}, headers=auth,
+                     timeout=10)
+    assert seen.status_code == 200 and seen.headers["access-control-allow-origin"] == "*"
+    assert seen.json()["id"] == seti["id"] and seen.json()["status"] == "requires_payment_method"
+    assert "customer" not in seen.json() and "metadata" not in seen.json()
+    missing = httpx.get(path, headers=auth, timeout=10)
+    assert (missing.status_code, missing.json()["error"]["param"]) == (400, "client_secret")
+    wrong = httpx.get(path, params={"client_secret": seti["client_secret"][:-1] + "0"
+                                    if not seti["client_secret"].endswith("0")
+                                    else seti["client_secret"][:-1] + "1"},
+                      headers=auth, timeout=10)
+    assert (wrong.status_code, wrong.json()["error"]["param"]) == (400, "client_secret")
+    # A payment intent's secret does not open a setup intent.
+    pi = api.ok("POST", "/v1/payment_intents", {"amount": 1500, "currency": "eur"})
+    other = httpx.get(path, params={"client_secret": pi["client_secret"]}, headers=auth,
+                      timeout=10)
+    assert other.status_code == 400
+    r = httpx.post(f"{path}/confirm", data={"client_secret": seti["client_secret"],
+                                            "payment_method_data[type]": "card",
+                                            "payment_method_data[card][token]": "tok_visa",
+                                            "expand[0]": "customer"}, headers=auth,
+                   timeout=10)
+    assert (r.status_code, r.json()["error"]["code"], r.json()["error"]["param"]) == (
+        400, "parameter_not_allowed", "expand")
+    r = httpx.post(f"{path}/confirm", data={"payment_method_data[type]": "card",
+                                            "payment_method_data[card][token]": "tok_visa"},
+                   headers=auth, timeout=10)
+    assert (r.status_code, r.json()["error"]["param"]) == (400, "client_secret")
+    for method, route in (("GET", "/v1/setup_intents"), ("POST", "/v1/customers")):
+        refused = httpx.request(method, f"{server.url}{route}", headers=auth, timeout=10)
+        assert refused.json()["error"]["code"] == "publishable_key_not_allowed", route
+    assert api.ok("GET", f"/v1/setup_intents/{seti['id']}")["status"] == \
+        "requires_payment_method"

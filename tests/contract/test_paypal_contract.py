@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import os
 import re
@@ -23,7 +24,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from paymux.gateways.base import AuthorizeRequest, GatewayStatus
+from paymux.gateways.base import AuthorizeRequest, GatewayInvalidRequest, GatewayStatus
 from paymux.gateways.paypal import PayPalGateway, transformers
 from paymux.money import Money
 from support.sandboxes import Prism, violations
@@ -32,6 +33,8 @@ T = TypeVar("T")
 
 CLIENT_ID, CLIENT_SECRET = "AYpaymuxclient", "EPpaymuxsecret"
 ORDER_ID = "5O190127TN364715T"
+# What Prism fills a string field of an answer with (the payment an order was opened for).
+PLACEHOLDER = "string"
 AUTHORIZATION_ID = "0VF52814937998046"
 CAPTURE_ID = "2GG279541U471931P"
 SETUP_TOKEN = "5C991763VB2781612"
@@ -190,9 +193,12 @@ def test_an_approved_order_is_read_first_and_its_3ds_result_decides(
     which PayPal's recommended action says not to continue with, but the placeholder order
     is not an APPROVED one with no payment (status CREATED, holding payments): the refusal
     applies only to an approved, unpaid order, so the capture or authorize is sent and
-    PayPal's answer decides (an order already paid is reported as it stands)."""
+    PayPal's answer decides (an order already paid is reported as it stands). Prism's
+    placeholder order was opened (``custom_id``) for the payment "string": the request is
+    that payment's (an order opened for another payment is refused, below)."""
+    request = dataclasses.replace(_authorize(ORDER_ID, capture, ORDER_ID), reference=PLACEHOLDER)
     result, rec = run(prism, lambda g: g.authorize(
-        _authorize(ORDER_ID, capture, ORDER_ID), idempotency_key="pi_contract:authorize:1"))
+        request, idempotency_key="pi_contract:authorize:1"))
     rec.assert_all_valid()
     action = "capture" if capture else "authorize"
     get = json.loads(rec.exchanges[0][1].content)
@@ -205,6 +211,31 @@ def test_an_approved_order_is_read_first_and_its_3ds_result_decides(
     assert result.status is (
         GatewayStatus.SUCCEEDED if capture else GatewayStatus.REQUIRES_CAPTURE
     )
+
+
+def test_an_order_opened_for_another_payment_is_read_and_never_captured(prism: Prism) -> None:
+    """The same placeholder order named to pay the payment "pi_contract": its ``custom_id``
+    names another payment, so the connector refuses it after the GET (a 400 naming
+    ``payment_method`` at the API), and sends no capture."""
+    recorder = Recorder()
+
+    async def go() -> None:
+        gateway = PayPalGateway(CLIENT_ID, CLIENT_SECRET, api_base=prism.url, transport=recorder)
+        try:
+            await gateway.authorize(
+                _authorize(ORDER_ID, True, ORDER_ID), idempotency_key="pi_contract:authorize:1"
+            )
+        finally:
+            await gateway.aclose()
+
+    with pytest.raises(GatewayInvalidRequest) as refused:
+        asyncio.run(go())
+    recorder.assert_all_valid()
+    assert recorder.calls() == [f"GET /v2/checkout/orders/{ORDER_ID}"]
+    got = json.loads(recorder.exchanges[0][1].content)
+    assert got["purchase_units"][0]["custom_id"] == PLACEHOLDER
+    assert refused.value.param == "payment_method"
+    assert "another payment" in str(refused.value)
 
 
 def test_a_saved_card_order_asking_for_3ds_and_a_merchant_initiated_one_are_valid(

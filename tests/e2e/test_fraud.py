@@ -443,3 +443,61 @@ def test_approve_and_reject_at_once_move_the_money_one_way_only(api: Api) -> Non
             assert final["closed_reason"] == "canceled"
             assert (after["status"], after["amount_received"]) == ("canceled", 0)
         assert len(api.charges(pi["id"])) == 1
+
+
+# -- the sandbox's card signals and risk, over HTTP ----------------------------------------
+def _outcome(api: Api, token: str) -> str:
+    """``blocked`` (our block: the sandbox never saw it), ``declined`` (the sandbox's) or
+    ``succeeded``."""
+    pi = _pi(api)
+    r = _confirm(api, pi["id"], token)
+    if r.status_code == 200:
+        assert r.json()["status"] == "succeeded", r.text
+        return "succeeded"
+    assert r.status_code == 402, r.text
+    return "declined" if api.charges(pi["id"]) else "blocked"
+
+
+def test_the_sandbox_s_bin_and_checks_reach_the_rules(api: Api) -> None:
+    # the sandbox's card table (README "Test cards"): 4000 0000 0000 0101 fails the CVC
+    # check, 0010 the address line and postal code checks, 0028 the address line's; BINs
+    # are the numbers' first 6 digits
+    cases = [
+        ("block if :cvc_check: = 'fail'", "pm_card_cvcCheckFail", "pm_card_avsFail"),
+        ("block if :address_zip_check: = 'fail'", "pm_card_avsFail", "pm_card_avsLine1Fail"),
+        ("block if :address_line1_check: = 'fail'", "pm_card_avsLine1Fail", "pm_card_visa"),
+        ("block if :card_bin: = '555555'", "pm_card_mastercard", "pm_card_visa"),
+        ("block if :card_bin: in ('400000')", "pm_card_cvcCheckFail", "pm_card_visa_debit"),
+    ]
+    for rule, caught, passed in cases:
+        made = api.ok("POST", "/v1/fraud/rules", {"rule": rule})
+        assert (_outcome(api, caught), _outcome(api, passed)) == ("blocked", "succeeded"), rule
+        api.ok("DELETE", f"/v1/fraud/rules/{made['id']}")
+    pm = api.ok("POST", "/v1/payment_methods", {"type": "card", "card": {"token": "tok_avsFail"}})
+    assert pm["card"]["checks"] == {
+        "cvc_check": "pass",
+        "address_line1_check": "fail",
+        "address_postal_code_check": "fail",
+    }
+
+
+def test_the_card_s_earlier_gateway_risk_level_is_a_signal(api: Api) -> None:
+    api.ok("POST", "/v1/fraud/rules", {"rule": "block if :gateway_risk_level: = 'elevated'"})
+    api.ok("POST", "/v1/fraud/rules", {"rule": "review if :gateway_risk_level: = 'highest'"})
+    # the first payment with a card has no earlier risk: the sandbox answers "elevated"
+    assert _outcome(api, "pm_card_riskLevelElevated") == "succeeded"
+    # the same card (one fingerprint in the account) again: its risk was elevated
+    assert _outcome(api, "pm_card_riskLevelElevated") == "blocked"
+    assert _outcome(api, "pm_card_visa") == "succeeded"  # its risk was normal
+    assert _outcome(api, "pm_card_visa") == "succeeded"
+    # "highest": the sandbox declines it; the next payment with the card is reviewed
+    assert _outcome(api, "pm_card_riskLevelHighest") == "declined"
+    pi = _pi(api)
+    r = _confirm(api, pi["id"], "pm_card_riskLevelHighest")
+    assert r.status_code == 402 and api.charges(pi["id"]) != []  # held, then declined
+    charge = api.ok("GET", f"/v1/charges/ch_{pi['id'].removeprefix('pi_')}")
+    assert charge["outcome"]["rule"]["predicate"] == ":gateway_risk_level: = 'highest'"
+    out = api.ok(
+        "POST", "/v1/fraud/rules/test", {"rule": "review if :gateway_risk_level: = 'highest'"}
+    )
+    assert [m["payment_intent"] for m in out["matched"]] == [pi["id"]]

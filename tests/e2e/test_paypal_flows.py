@@ -212,6 +212,50 @@ def test_a_refusal_is_a_402_and_the_buyer_can_approve_again(
     assert done["status"] == "succeeded"
 
 
+def test_another_payments_approved_order_pays_nothing_and_stays_its_own(
+    papi: Api, fake: FakePayPal
+) -> None:
+    """A buyer holding two payments' client secrets approves the cheap one's order and names
+    it to confirm the other (same amount here, so only the order's ``custom_id`` tells):
+    refused before any capture; the order still pays its own payment, once."""
+    dear, cheap = create(papi), create(papi)
+    order_id = cheap["client"]["order_id"]
+    fake.approve(order_id)
+    r = papi.post(f"/v1/payment_intents/{dear['id']}/confirm", {"payment_method": order_id})
+    assert r.status_code == 400, r.text
+    assert "another payment" in r.json()["error"]["message"]
+    assert papi.ok("GET", f"/v1/payment_intents/{dear['id']}")["status"] != "succeeded"
+    assert fake.orders[order_id]["purchase_units"][0]["payments"] == {}  # nothing captured
+    done = papi.ok("POST", f"/v1/payment_intents/{cheap['id']}/confirm",
+                   {"payment_method": order_id})
+    assert done["status"] == "succeeded" and done["amount_received"] == 2000
+    assert len(fake.orders[order_id]["purchase_units"][0]["payments"]["captures"]) == 1
+
+
+def test_an_order_made_outside_paymux_must_be_for_the_payments_amount(
+    papi: Api, fake: FakePayPal
+) -> None:
+    """An order the merchant's own PayPal code made (no ``custom_id``) for 5.00 can't pay a
+    payment of 20.00: refused before any capture. One for 20.00 USD pays it."""
+    pi = create(papi)
+    with fake.lock:
+        _, small = fake._create_order(
+            {"intent": "CAPTURE",
+             "purchase_units": [{"amount": {"currency_code": "USD", "value": "5.00"}}]})
+        _, exact = fake._create_order(
+            {"intent": "CAPTURE",
+             "purchase_units": [{"amount": {"currency_code": "USD", "value": "20.00"}}]})
+    fake.approve(small["id"])
+    r = papi.post(f"/v1/payment_intents/{pi['id']}/confirm", {"payment_method": small["id"]})
+    assert r.status_code == 400, r.text
+    assert "amount or currency" in r.json()["error"]["message"]
+    assert fake.orders[small["id"]]["purchase_units"][0]["payments"] == {}
+    fake.approve(exact["id"])
+    done = papi.ok("POST", f"/v1/payment_intents/{pi['id']}/confirm",
+                   {"payment_method": exact["id"]})
+    assert done["status"] == "succeeded" and done["amount_received"] == 2000
+
+
 def test_a_saved_paypal_wallet_is_charged_off_session(papi: Api, fake: FakePayPal) -> None:
     customer = papi.ok("POST", "/v1/customers", {"email": "saver@example.com"})
     setup_token = fake.create_setup_token("paypal")

@@ -45,7 +45,8 @@ def run(db: str, tmp: Path, test: Callable[[Harness], Awaitable[None]], **kw: An
 
 
 async def until(check: Callable[[], bool]) -> None:
-    for _ in range(500):
+    """Polls (60 s at most: a loaded CI machine) for a state the request reaches on its own."""
+    for _ in range(6000):
         if check():
             return
         await asyncio.sleep(0.01)

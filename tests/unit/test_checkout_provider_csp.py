@@ -120,13 +120,17 @@ def test_the_sandbox_page_names_no_other_origin() -> None:
         assert policy[name] == "'self'", name
 
 
-def test_cors_routes_are_the_publishable_keys_two() -> None:
+def test_cors_routes_are_the_publishable_keys_four() -> None:
     assert cors_route("GET", "/v1/payment_intents/pi_123")
     assert cors_route("POST", "/v1/payment_intents/pi_123/confirm")
+    assert cors_route("GET", "/v1/setup_intents/seti_123")
+    assert cors_route("POST", "/v1/setup_intents/seti_123/confirm")
     for method, path in (("POST", "/v1/payment_intents/pi_123"),
                          ("GET", "/v1/payment_intents/pi_123/confirm"),
                          ("POST", "/v1/payment_intents/pi_123/capture"),
                          ("GET", "/v1/payment_intents"), ("GET", "/v1/customers/cus_1"),
                          ("GET", "/v1/payment_intents/pi_1/../../customers"),
-                         ("POST", "/v1/setup_intents/seti_1/confirm")):
+                         ("POST", "/v1/setup_intents/seti_1"),
+                         ("POST", "/v1/setup_intents/seti_1/cancel"),
+                         ("GET", "/v1/setup_intents")):
         assert not cors_route(method, path), (method, path)

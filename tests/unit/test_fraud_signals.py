@@ -49,7 +49,6 @@ def test_email_domain_and_disposable_domains() -> None:
         "ip_country": None,
         "velocity": {},
         "rates": {},
-        "gateway_risk_score": None,
         "now_us": 0,
     }
     throwaway = facts_of(customer_email="x@mailinator.com", **common)
@@ -80,7 +79,6 @@ def test_customer_age_is_whole_days() -> None:
         ip_country=None,
         velocity={"declines_per_ip_hourly": 2},
         rates={},
-        gateway_risk_score=None,
         now_us=3 * day + 5,
     )
     assert facts["customer_age_days"] == 3
@@ -151,7 +149,8 @@ def test_ip_country_from_a_maxmind_format_database(tmp_path: Path) -> None:
         ({"customer_age_days": 30, "distinct_cards_per_ip_hourly": 4}, 10),
         ({"customer_age_days": 30, "amount_in_usd": Decimal("1000.01")}, 10),
         ({"customer_age_days": 30, "amount_in_usd": Decimal("1000.00")}, 0),
-        ({"customer_age_days": 30, "gateway_risk_score": 80}, 80),  # the higher wins
+        # a gateway's risk output is not in the score (it comes after the decision)
+        ({"customer_age_days": 30, "gateway_risk_level": "highest"}, 0),
         (
             {
                 "cvc_check": "fail",

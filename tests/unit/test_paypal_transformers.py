@@ -1049,3 +1049,39 @@ def test_paypal_refusing_the_patch_is_an_invalid_request() -> None:
     with pytest.raises(GatewayInvalidRequest) as info:
         _run(seam, lambda g: g.update_payment(ORDER, Money(500, "USD"), True, idempotency_key="k"))
     assert info.value.code == "ORDER_ALREADY_COMPLETED"
+
+
+def _order_for(custom_id: object, amount: object) -> dict[str, object]:
+    unit: dict[str, object] = {"reference_id": "default", "amount": amount}
+    if custom_id is not ...:
+        unit["custom_id"] = custom_id
+    return {"id": "5O190127TN364715T", "status": "APPROVED", "purchase_units": [unit]}
+
+
+USD_20 = {"currency_code": "USD", "value": "20.00"}
+
+
+@pytest.mark.parametrize(
+    ("custom_id", "amount", "refused"),
+    [
+        ("pi_ours", USD_20, None),  # opened for this payment, same amount
+        (..., USD_20, None),  # made outside paymux, same amount and currency
+        ("", USD_20, None),  # an empty custom_id names no payment
+        ("pi_other", USD_20, "another payment"),  # another payment's order, even same amount
+        ("pi_other", {"currency_code": "USD", "value": "5.00"}, "another payment"),
+        (..., {"currency_code": "USD", "value": "5.00"}, "amount or currency"),
+        (..., {"currency_code": "USD", "value": "20.01"}, "amount or currency"),
+        (..., {"currency_code": "EUR", "value": "20.00"}, "amount or currency"),
+        ("pi_ours", {"currency_code": "USD", "value": "19.99"}, "amount or currency"),
+        (..., {"currency_code": "str", "value": "string"}, None),  # no figure: no reason
+        (..., None, None),
+    ],
+)
+def test_an_order_pays_only_the_payment_and_amount_it_was_made_for(
+    custom_id: object, amount: object, refused: str | None
+) -> None:
+    reason = transformers.foreign_order(_order_for(custom_id, amount), "pi_ours", Money(2000, "USD"))
+    if refused is None:
+        assert reason is None
+    else:
+        assert reason is not None and refused in reason

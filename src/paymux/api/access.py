@@ -2,8 +2,9 @@
 
 - A secret key: everything of its account.
 - A publishable key (for a checkout page): ``GET /v1/payment_intents/{id}`` and
-  ``POST /v1/payment_intents/{id}/confirm``, each with the intent's ``client_secret`` (the
-  query for the GET, the body for the confirm, checked by the router), and nothing else.
+  ``POST /v1/payment_intents/{id}/confirm`` (and the same two of a SetupIntent), each with
+  the intent's ``client_secret`` (the query for the GET, the body for the confirm, checked by
+  the router), and nothing else.
   Card details never reach /v1: the browser tokenizes with the gateway's own form.
 - A restricted key: per resource, ``read`` (GET) or ``write`` (anything else; implies read).
   The resource of a route is the last segment of its path that names one
@@ -23,6 +24,7 @@ __all__ = [
     "PUBLISHABLE_CONFIRM_FIELDS",
     "PUBLISHABLE_ROUTES",
     "enforce",
+    "publishable_setup_view",
     "publishable_view",
     "redacted_key",
     "required_permission",
@@ -34,11 +36,15 @@ PUBLISHABLE_ROUTES = frozenset(
     {
         ("GET", "/v1/payment_intents/{pi_id}"),
         ("POST", "/v1/payment_intents/{pi_id}/confirm"),
+        # paymux.js saving a card (a SetupIntent), as Stripe.js's confirmCardSetup does.
+        ("GET", "/v1/setup_intents/{seti_id}"),
+        ("POST", "/v1/setup_intents/{seti_id}/confirm"),
     }
 )
-# payment_method_data: a token the browser made (Stripe.js's confirmCardPayment sends it).
+# payment_method_data: a token the browser made (Stripe.js's confirmCardPayment sends it);
+# verification_token: Square's verifyBuyer token, made in the browser with the card's.
 PUBLISHABLE_CONFIRM_FIELDS = frozenset(
-    {"payment_method", "payment_method_data", "return_url", "client_secret"}
+    {"payment_method", "payment_method_data", "return_url", "client_secret", "verification_token"}
 )
 # What a publishable key sees of a PaymentIntent (Stripe answers a publishable key with a
 # subset too): what a checkout page needs, not the customer, metadata or references.
@@ -62,6 +68,27 @@ _PUBLISHABLE_INTENT_FIELDS = (
     "automatic_payment_methods",
     "receipt_email",
     "shipping",  # Stripe shows a publishable key the shipping (a checkout page shows it)
+    "gateway",
+    "client",
+    "created",
+    "livemode",
+)
+
+
+# What a publishable key sees of a SetupIntent: not the customer, metadata or references.
+_PUBLISHABLE_SETUP_FIELDS = (
+    "id",
+    "object",
+    "status",
+    "client_secret",
+    "payment_method",
+    "next_action",
+    "last_setup_error",
+    "cancellation_reason",
+    "canceled_at",
+    "return_url",
+    "usage",
+    "payment_method_types",
     "gateway",
     "client",
     "created",
@@ -117,3 +144,8 @@ def enforce(principal: Principal, request: Request) -> None:
 def publishable_view(view: dict[str, Any]) -> dict[str, Any]:
     """A PaymentIntent as a publishable key sees it."""
     return {k: view[k] for k in _PUBLISHABLE_INTENT_FIELDS if k in view}
+
+
+def publishable_setup_view(view: dict[str, Any]) -> dict[str, Any]:
+    """A SetupIntent as a publishable key sees it."""
+    return {k: view[k] for k in _PUBLISHABLE_SETUP_FIELDS if k in view}

@@ -146,7 +146,8 @@ async def caller(request: Request, authorization: Annotated[str | None, Header()
     enforce(found, request)
     check_query(request)  # after the key: a request without one is a 401 first
     if found.kind == "publishable" and request.method.upper() == "GET":
-        pi_id = str(request.path_params.get("pi_id", ""))
+        params = request.path_params
+        pi_id = str(params.get("pi_id") or params.get("seti_id") or "")
         await _check_client_secret(app, found.account_id, pi_id, request.query_params)
     current_livemode.set(found.livemode)
     payer_request.set(  # who pays, for the fraud rules (fraud/request.py)
@@ -206,7 +207,7 @@ async def _check_client_secret(
     if not secret:
         raise PaymuxError.of(
             "parameter_missing",
-            "A publishable key must send the PaymentIntent's client_secret.",
+            "A publishable key must send the intent's client_secret.",
             param="client_secret",
         )
     if not await app.keys.client_secret_matches(account_id, pi_id, str(secret)):

@@ -52,9 +52,12 @@ ATTRIBUTES: Final[dict[str, Kind]] = {
     "customer_age_days": Kind.NUMBER,
     "billing_address_country": Kind.STRING,
     "shipping_address_country": Kind.STRING,
-    # the gateway's own risk outputs, where it gives them
+    # paymux's risk score and level (score.py), computed before the rules
     "risk_level": Kind.STRING,
     "risk_score": Kind.NUMBER,
+    # the highest risk level a gateway gave a payment with this card (fingerprint) in the
+    # last day: normal, elevated, highest (velocity.py; missing if none did)
+    "gateway_risk_level": Kind.STRING,
 }
 for _what in _VELOCITY_WHAT:
     for _key in _VELOCITY_KEYS:

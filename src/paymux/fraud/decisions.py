@@ -171,6 +171,10 @@ class FraudEngine:
                 "funding": pm.card_funding,
                 "country": pm.card_country,
                 "fingerprint": pm.card_fingerprint,
+                "bin": pm.card_bin,
+                "cvc_check": pm.card_cvc_check,
+                "address_line1_check": pm.card_address_line1_check,
+                "address_zip_check": pm.card_address_zip_check,
             },
             billing_country=(billing.get("address") or {}).get("country"),
             shipping_country=((pi.shipping or {}).get("address") or {}).get("country"),
@@ -181,7 +185,6 @@ class FraudEngine:
             ip_country=ip_country,
             velocity={},
             rates=parse_usd_rates(settings.fraud_usd_rates),
-            gateway_risk_score=None,
             now_us=now,
         )
         secret = settings.fraud_velocity_key
@@ -315,7 +318,10 @@ def _counted_unsettled(obj: dict[str, Any], pi: Any) -> bool:
 async def on_settled(s: AsyncSession, account_id: str, obj: dict[str, Any], now_us: int) -> None:
     """A decided payment's answer is known (in the transaction applying it): settle its
     counted attempt, once per confirm; only an issuer's decline (``card_declined``) is a
-    decline (not a block, which counted nothing, nor a failed authentication)."""
+    decline (not a block, which counted nothing, nor a failed authentication). The gateway's
+    risk level for the payment (the intent's ``risk_level`` as emitted, set from the answer
+    being applied) is recorded with it: the next payments with the card see it as
+    ``:gateway_risk_level:``."""
     pi = await s.get(PaymentIntent, str(obj["id"]))
     record = pi.fraud_outcome if pi is not None else None
     if pi is None or not record or record.get("counted") or record.get("minute") is None:
@@ -331,5 +337,6 @@ async def on_settled(s: AsyncSession, account_id: str, obj: dict[str, Any], now_
         record.get("keys") or {},
         int(record["minute"]),
         declined=declined,
+        gateway_risk=obj.get("risk_level"),
     )
     pi.fraud_outcome = {**record, "counted": True}

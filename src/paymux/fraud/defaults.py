@@ -13,11 +13,11 @@ IP or over many cards. The thresholds (stated in docs/fraud.md):
   last hour blocks it (a slower attack spread over cards).
 - ``card_testing_card``: 10 or more declines on one card in the last day blocks that card.
 
-Known-bad lists: a card fingerprint, email, IP address or card country on the account's
-block list of that alias (``@blocked_card_fingerprints`` ...: create a value list with
-the alias to use one; until then it is empty) blocks. There is no BIN list rule: paymux's
-payment methods don't carry the card's BIN (``:card_bin:`` is missing for every payment),
-so such a rule could never match.
+Known-bad lists: a card fingerprint, email, IP address, card country or card BIN on the
+account's block list of that alias (``@blocked_card_fingerprints`` ...: create a value list
+with the alias to use one; until then it is empty) blocks. The BIN is known where the
+gateway says it (the sandbox, Square, PayPal; never Stripe): a payment with no BIN is never
+blocked by ``@blocked_bins``.
 
 Default rules run after the account's own rules of the same action, so an account's
 ``allow`` rule still wins over them (Radar's order: allow before block).
@@ -38,6 +38,7 @@ BLOCK_LISTS: Final = {
     "blocked_emails": "email",
     "blocked_ips": "ip_address",
     "blocked_countries": "country",
+    "blocked_bins": "card_bin",
 }
 
 DEFAULT_RULES: Final = {
@@ -50,6 +51,7 @@ DEFAULT_RULES: Final = {
     "blocked_emails": "block if :email: in @blocked_emails",
     "blocked_ips": "block if :ip_address: in @blocked_ips",
     "blocked_countries": "block if :card_country: in @blocked_countries",
+    "blocked_bins": "block if :card_bin: in @blocked_bins",
 }
 # After any account rule (priorities of account rules are 0..1_000_000).
 _DEFAULT_PRIORITY: Final = 10_000_000

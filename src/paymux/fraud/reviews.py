@@ -11,10 +11,12 @@ them apart:
 - reject (``POST /v1/reviews/{id}/reject``, paymux's; Stripe has you refund): cancels a held
   authorization (closed ``canceled``) or refunds a captured payment (closed ``refunded``).
 
-A review of a payment captured at once (a gateway that can't hold funds) is closed by
-approving it with no gateway call, and one whose payment is canceled by rejecting it. While
-money is moving (a capture or cancel in flight: ``processing``) approve and reject are a 400
-``payment_intent_unexpected_state``: the review closes when the movement lands.
+A payment a ``review`` rule matched that was captured at once (its gateway can't hold funds:
+``hold`` false in its decision) opens its review when it succeeds (``_on_succeeded``);
+approving it closes it with no gateway call, rejecting it refunds the money. One whose
+payment is canceled is closed by rejecting it. While money is moving (a capture or cancel
+in flight: ``processing``) approve and reject are a 400 ``payment_intent_unexpected_state``:
+the review closes when the movement lands.
 """
 
 from __future__ import annotations
@@ -71,6 +73,11 @@ async def _on_authorized(s: AsyncSession, account_id: str, obj: dict[str, Any], 
         return
     if await _open_review_of(s, pi.id) is not None:
         return
+    await _open(s, account_id, pi, now)
+
+
+async def _open(s: AsyncSession, account_id: str, pi: PaymentIntent, now: int) -> None:
+    outcome = (pi.fraud_outcome or {}).get("outcome") or {}
     payer = (pi.fraud_outcome or {}).get("payer") or {}
     facts = (pi.fraud_outcome or {}).get("facts") or {}
     row = Review(
@@ -110,7 +117,27 @@ def _closer(reason: str) -> Any:
     return close
 
 
-_ON_SUCCEEDED = _closer("approved")
+_ON_APPROVED = _closer("approved")
+
+
+async def _on_succeeded(s: AsyncSession, account_id: str, obj: dict[str, Any], now: int) -> None:
+    """A reviewed payment is captured: its open review closes ``approved``. One captured
+    at once, never authorized alone (``hold`` false: the gateway can't hold funds; or a
+    gateway that captured although asked to hold), has had no review yet: it opens now, on
+    the captured money (rejecting it refunds)."""
+    if await _open_review_of(s, str(obj["id"])) is not None:
+        await _ON_APPROVED(s, account_id, obj, now)
+        return
+    pi = await s.get(PaymentIntent, str(obj["id"]))
+    record = (pi.fraud_outcome or {}) if pi is not None else {}
+    if pi is None or (record.get("outcome") or {}).get("type") != "manual_review":
+        return
+    # One opened at the authorization (and closed since) is not opened again.
+    if await s.scalar(select(Review.id).where(Review.payment_intent_id == pi.id).limit(1)):
+        return
+    await _open(s, account_id, pi, now)
+
+
 _ON_CANCELED = _closer("canceled")
 _ON_REFUNDED = _closer("refunded")
 
@@ -133,7 +160,7 @@ class Reviews:
         self.payments = payments
         self.refunds = refunds
         react_to("payment_intent.amount_capturable_updated", _on_authorized, when=_was_reviewed)
-        react_to("payment_intent.succeeded", _ON_SUCCEEDED, when=_was_reviewed)
+        react_to("payment_intent.succeeded", _on_succeeded, when=_was_reviewed)
         react_to("payment_intent.canceled", _ON_CANCELED, when=_was_reviewed)
         react_to("charge.refunded", _ON_REFUNDED)
 

@@ -12,8 +12,9 @@ Points, each counted once, summed and capped at 100:
 - amount above 1,000 US dollars: 10
 - a customer made less than a day ago, or none: 5
 
-Where the gateway gives its own score (Stripe's ``outcome.risk_score``) the higher of the
-two wins. Levels as Stripe's: ``highest`` from 75, ``elevated`` from 65, else ``normal``.
+A gateway's own risk output for this payment comes after the decision, so it is not in the
+score; a rule can name the card's earlier one (``:gateway_risk_level:``). Levels as
+Stripe's: ``highest`` from 75, ``elevated`` from 65, else ``normal``.
 """
 
 from __future__ import annotations
@@ -53,11 +54,7 @@ def risk_score(facts: Mapping[str, Any]) -> int:
     age = facts.get("customer_age_days")
     if not isinstance(age, int) or age < 1:
         points += 5
-    ours = min(100, points)
-    theirs = facts.get("gateway_risk_score")
-    if isinstance(theirs, int) and not isinstance(theirs, bool):
-        return max(ours, min(100, max(0, theirs)))
-    return ours
+    return min(100, points)
 
 
 def risk_level(score: int) -> str:

@@ -77,9 +77,8 @@ def facts_of(
     customer_created_us: int | None,
     payer: PayerRequest,
     ip_country: str | None,
-    velocity: Mapping[str, int],
+    velocity: Mapping[str, int | str],
     rates: Mapping[str, Decimal],
-    gateway_risk_score: int | None,
     now_us: int,
 ) -> dict[str, Any]:
     """The facts for the rules; ``card`` holds brand, funding, country, fingerprint, bin,
@@ -108,6 +107,5 @@ def facts_of(
         facts["customer_age_days"] = max(0, (now_us - customer_created_us) // _DAY_US)
     _put(facts, "billing_address_country", (billing_country or "").upper() or None)
     _put(facts, "shipping_address_country", (shipping_country or "").upper() or None)
-    _put(facts, "gateway_risk_score", gateway_risk_score)
     facts.update(velocity)
     return facts

@@ -15,7 +15,10 @@ payment (bench/fraud.py prints the read's cost).
   tests from one address to the threshold (the first 5 reach the gateway, not 11). Only the
   address's: a server confirming many payments of one card or customer at once is not
   declined for answers that have not come yet.
-- ``settle``: the answer is known (``settled`` + 1); an issuer decline adds to ``declines``.
+- ``settle``: the answer is known (``settled`` + 1); an issuer decline adds to ``declines``;
+  the gateway's risk level for it, if it gave one, raises the minute's ``gateway_risk`` (the
+  highest of the minute), read back as ``:gateway_risk_level:`` (the card's highest in the
+  last day) by the same statement as the counts.
 - A block records nothing: a key stops being recorded past its block, and blocks are not
   declines (an address blocked once is not kept blocked by its own blocked attempts).
 
@@ -55,6 +58,7 @@ from paymux.storage.models import FraudVelocityBucket as B
 from paymux.storage.models import FraudVelocityCard as C
 
 __all__ = [
+    "GATEWAY_RISK_LEVELS",
     "KEY_KINDS",
     "PENDING_MINUTES",
     "counts",
@@ -73,6 +77,10 @@ PENDING_MINUTES: Final = 2
 _DAY_MINUTES: Final = 1440
 # The key kinds whose attempts in flight count as declines (``counts``).
 _PENDING_KINDS: Final = frozenset({"ip"})
+# A gateway's risk levels (Stripe's words; the connectors map theirs to them), lowest first:
+# stored as their rank (1..3), so the highest of a day is a MAX.
+GATEWAY_RISK_LEVELS: Final = ("normal", "elevated", "highest")
+_RISK_RANK: Final = {level: rank for rank, level in enumerate(GATEWAY_RISK_LEVELS, start=1)}
 
 
 def minute_of(now_us: int) -> int:
@@ -187,8 +195,20 @@ async def settle(
     minute: int,
     *,
     declined: bool,
+    gateway_risk: str | None = None,
 ) -> None:
-    """The answer to an attempt reserved in ``minute``: settled, and an issuer decline."""
+    """The answer to an attempt reserved in ``minute``: settled, an issuer decline, and the
+    gateway's risk level for it (``normal``, ``elevated``, ``highest``; another or None
+    records nothing)."""
+    rank = _RISK_RANK.get(gateway_risk or "")
+    values: dict[str, Any] = {
+        "settled": B.settled + 1,
+        "declines": B.declines + (1 if declined else 0),
+    }
+    if rank is not None:
+        values["gateway_risk"] = case(
+            (func.coalesce(B.gateway_risk, 0) < rank, rank), else_=B.gateway_risk
+        )
     # One row at a time in the keys' order (as ``reserve`` takes them): an UPDATE of several
     # rows locks them in whatever order its plan reads them, and two settling transactions
     # sharing keys deadlocked on PostgreSQL.
@@ -201,11 +221,11 @@ async def settle(
                 B.key == key,
                 B.minute == minute,
             )
-            .values(settled=B.settled + 1, declines=B.declines + (1 if declined else 0))
+            .values(values)
         )
 
 
-_WIDTH: Final = 1 + 2 * len(VELOCITY_WINDOWS)  # the widest part's figures (buckets')
+_WIDTH: Final = 2 + 2 * len(VELOCITY_WINDOWS)  # the widest part's figures (buckets')
 
 
 def _figures(columns: list[Any]) -> list[Any]:
@@ -215,8 +235,9 @@ def _figures(columns: list[Any]) -> list[Any]:
 
 
 def _buckets_part() -> Any:
-    """Per key: the attempts in flight (``pending``), then attempts and declines per window."""
-    columns = [
+    """Per key: the attempts in flight (``pending``), attempts and declines per window, then
+    the highest gateway risk of the day."""
+    columns: list[Any] = [
         func.sum(case((B.minute >= bindparam("pending_since"), B.attempts - B.settled), else_=0))
     ]
     for window in VELOCITY_WINDOWS:
@@ -225,6 +246,7 @@ def _buckets_part() -> Any:
             func.sum(case((recent, B.attempts), else_=0)),
             func.sum(case((recent, B.declines), else_=0)),
         ]
+    columns.append(func.max(B.gateway_risk))
     return (
         select(literal_column("'b'").label("part"), B.key.label("key"), *_figures(columns))
         .where(
@@ -284,7 +306,7 @@ def _params(account_id: str, livemode: bool, keys: Mapping[str, str], now_us: in
 
 async def counts(
     s: AsyncSession, account_id: str, livemode: bool, keys: Mapping[str, str], now_us: int
-) -> dict[str, int]:
+) -> dict[str, int | str]:
     """The velocity facts for ``keys`` (kind -> digest): ``payments_per_ip_hourly`` and so
     on, 0 where nothing was seen; a kind not in ``keys`` has no facts (missing).
     ``declines_per_ip_*`` include the address's attempts still waiting for their answer
@@ -297,7 +319,7 @@ async def counts(
 
 async def counts_and_version(
     s: AsyncSession, account_id: str, livemode: bool, keys: Mapping[str, str], now_us: int
-) -> tuple[dict[str, int], tuple[int, int]]:
+) -> tuple[dict[str, int | str], tuple[int, int]]:
     """``counts`` and the account's rules' version (``rules.rules_version``), in one
     statement."""
     params = _params(account_id, livemode, keys, now_us)
@@ -306,7 +328,7 @@ async def counts_and_version(
     return (_facts(keys, rows) if keys else {}), version
 
 
-def _facts(keys: Mapping[str, str], rows: Iterable[Any]) -> dict[str, int]:
+def _facts(keys: Mapping[str, str], rows: Iterable[Any]) -> dict[str, int | str]:
     buckets: dict[str, dict[str, int]] = {}
     cards: dict[str, dict[str, int]] = {}
     for row in rows:
@@ -316,14 +338,17 @@ def _facts(keys: Mapping[str, str], rows: Iterable[Any]) -> dict[str, int]:
             for i, window in enumerate(VELOCITY_WINDOWS):
                 named[f"payments_{window}"] = figures[1 + 2 * i]
                 named[f"declines_{window}"] = figures[2 + 2 * i]
+            named["gateway_risk"] = figures[1 + 2 * len(VELOCITY_WINDOWS)]
             buckets[key] = named
         elif part == "c":
             cards[key] = {
                 f"cards_{window}": figures[i] for i, window in enumerate(VELOCITY_WINDOWS)
             }
-    facts: dict[str, int] = {}
+    facts: dict[str, int | str] = {}
     for kind, key in keys.items():
         row, seen = buckets.get(key), cards.get(key)
+        if kind == "card_fingerprint" and row and 0 < row["gateway_risk"] <= len(_RISK_RANK):
+            facts["gateway_risk_level"] = GATEWAY_RISK_LEVELS[row["gateway_risk"] - 1]
         # Only an address's attempts in flight count as its declines: that holds a burst of
         # parallel card tests from one address to the threshold, while a merchant's server
         # confirming many payments of one card, email or customer at once (or one intent

@@ -48,6 +48,7 @@ __all__ = [
     "ThreeDSecure",
     "ThreeDSecureOption",
     "WebhookVerificationError",
+    "card_bin",
 ]
 
 
@@ -76,6 +77,21 @@ class CardDetails:
     fingerprint: str | None = None
     country: str | None = None
     funding: str | None = None
+    # The BIN (the number's first 6 digits; PCI DSS lets it be kept with the last 4) where
+    # the gateway says it (the sandbox, Square, PayPal; never Stripe).
+    bin: str | None = None
+    # The checks the gateway made when it tokenized or saved the card (Stripe's
+    # ``card.checks``): ``pass``, ``fail``, ``unavailable``, ``unchecked``; None: not said.
+    cvc_check: str | None = None
+    address_line1_check: str | None = None
+    address_zip_check: str | None = None
+
+
+def card_bin(value: Any) -> str | None:
+    """A gateway's BIN, kept only as the first 6 digits (never more of the number): None
+    for anything that isn't at least 6 digits."""
+    text = str(value).strip() if value is not None else ""
+    return text[:6] if len(text) >= 6 and text[:6].isdigit() else None
 
 
 # ``payment_method_options[card][request_three_d_secure]`` (Stripe's values): ``automatic``
@@ -322,11 +338,21 @@ class GatewayRateLimited(GatewayError):
 
 
 class GatewayInvalidRequest(GatewayError):
+    """The gateway (or the connector, before calling it) refused the request. ``param``:
+    the caller's parameter at fault (e.g. ``payment_method``, a PayPal order opened for
+    another payment), answered as a 400 naming it rather than as the gateway's error."""
+
     def __init__(
-        self, message: str, *, code: str = "gateway_invalid_request", request_id: str | None = None
+        self,
+        message: str,
+        *,
+        code: str = "gateway_invalid_request",
+        request_id: str | None = None,
+        param: str | None = None,
     ) -> None:
         super().__init__(message, request_id=request_id)
         self.code = code
+        self.param = param
 
 
 class WebhookVerificationError(GatewayError):

@@ -45,6 +45,7 @@ from paymux.gateways.base import (
     GatewayResult,
     GatewayUnavailable,
 )
+from paymux.gateways.browser_sdk import with_sdk_url
 from paymux.jobs.queue import enqueue
 from paymux.money import Money
 from paymux.services.context import Context, columns_of, emit, ref_key, row_of
@@ -176,7 +177,8 @@ def intent_view(ctx: Context, pi: PaymentIntent) -> dict[str, Any]:
     if pi.status in (S.REQUIRES_PAYMENT_METHOD, S.REQUIRES_CONFIRMATION):
         gateway = ctx.cached_gateway(pi)
         if gateway is not None:
-            extra = {"client": {**gateway.browser_params(pi.id), **(pi.gateway_client or {})}}
+            client = {**gateway.browser_params(pi.id), **(pi.gateway_client or {})}
+            extra = {"client": with_sdk_url(ctx.settings, client)}
     return payment_intent_view(pi, extra)
 
 
@@ -352,6 +354,14 @@ class AttemptEngine:
             return None
         except GatewayInvalidRequest as exc:
             await self.abandon(attempt.id, f"{exc.code}: {exc}")
+            if exc.param is not None:  # the caller's parameter, not the gateway's problem
+                raise PaymuxError.of(
+                    "parameter_invalid",
+                    str(exc),
+                    param=exc.param,
+                    gateway=attempt.gateway,
+                    gateway_code=exc.code,
+                ) from exc
             raise PaymuxError.of(
                 "gateway_invalid_request",
                 f"The gateway refused the request: {exc}",

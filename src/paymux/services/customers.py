@@ -216,6 +216,10 @@ async def resolve_payment_method(
             card_fingerprint=account_fingerprint(account_id, details.fingerprint),
             card_country=details.country,
             card_funding=details.funding,
+            card_bin=details.bin,
+            card_cvc_check=details.cvc_check,
+            card_address_line1_check=details.address_line1_check,
+            card_address_zip_check=details.address_zip_check,
             metadata_=dict(metadata or {}),
             billing_details=billing_details or None,
             created_us=now,
@@ -404,6 +408,10 @@ def take_card_details(row: PaymentMethod, details: CardDetails) -> None:
     )
     row.card_country = details.country or row.card_country
     row.card_funding = details.funding or row.card_funding
+    row.card_bin = details.bin or row.card_bin
+    row.card_cvc_check = details.cvc_check or row.card_cvc_check
+    row.card_address_line1_check = details.address_line1_check or row.card_address_line1_check
+    row.card_address_zip_check = details.address_zip_check or row.card_address_zip_check
 
 
 @dataclass

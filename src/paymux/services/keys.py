@@ -28,7 +28,7 @@ from paymux.domain.errors import PaymuxError
 from paymux.domain.ids import new_id
 from paymux.services.audit import audit_entry
 from paymux.services.context import Context
-from paymux.storage.models import Account, ApiKey, PaymentIntent
+from paymux.storage.models import Account, ApiKey, PaymentIntent, SetupIntent
 
 __all__ = [
     "MAX_ROLL_GRACE_SECONDS",
@@ -426,13 +426,17 @@ class KeysService:
 
     # -- publishable keys -------------------------------------------------------------------
     async def client_secret_matches(self, account_id: str, pi_id: str, secret: str) -> bool:
-        """The PaymentIntent is the account's and ``secret`` is its client secret (compared
-        in constant time). An unknown intent and a wrong secret are alike: False."""
+        """The PaymentIntent (or SetupIntent, ``seti_...``) is the account's and ``secret`` is
+        its client secret (compared in constant time). An unknown intent and a wrong secret
+        are alike: False."""
+        model: type[PaymentIntent] | type[SetupIntent] = (
+            SetupIntent if pi_id.startswith("seti_") else PaymentIntent
+        )
         async with self.ctx.db.read() as s:
             stored = (
                 await s.execute(
-                    select(PaymentIntent.client_secret).where(
-                        PaymentIntent.id == pi_id, PaymentIntent.account_id == account_id
+                    select(model.client_secret).where(
+                        model.id == pi_id, model.account_id == account_id
                     )
                 )
             ).scalar()

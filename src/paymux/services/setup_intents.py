@@ -668,6 +668,10 @@ class SetupIntentsService:
             card_fingerprint=account_fingerprint(si.account_id, card.fingerprint),
             card_country=card.country,
             card_funding=card.funding,
+            card_bin=card.bin,
+            card_cvc_check=card.cvc_check,
+            card_address_line1_check=card.address_line1_check,
+            card_address_zip_check=card.address_zip_check,
             metadata_={},
             created_us=now,
         )

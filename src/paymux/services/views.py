@@ -134,6 +134,12 @@ def payment_method_view(pm: PaymentMethod) -> dict[str, Any]:
             "fingerprint": pm.card_fingerprint,
             "country": pm.card_country,
             "funding": pm.card_funding,
+            # Stripe's: the checks the gateway made when the card was tokenized or saved.
+            "checks": {
+                "cvc_check": pm.card_cvc_check,
+                "address_line1_check": pm.card_address_line1_check,
+                "address_postal_code_check": pm.card_address_zip_check,
+            },
         },
         "billing_details": billing_details_view(pm.billing_details),
         "metadata": pm.metadata_ or {},

@@ -189,6 +189,12 @@ class PaymentMethod(Base):
     card_fingerprint: Mapped[str | None] = mapped_column(String(64))
     card_country: Mapped[str | None] = mapped_column(String(2))
     card_funding: Mapped[str | None] = mapped_column(String(16))
+    # Migration 0032: the BIN (first 6 digits, never more) and the checks the gateway made
+    # when it tokenized or saved the card (Stripe's ``card.checks``), where it says them.
+    card_bin: Mapped[str | None] = mapped_column(String(8), default=None)
+    card_cvc_check: Mapped[str | None] = mapped_column(String(16), default=None)
+    card_address_line1_check: Mapped[str | None] = mapped_column(String(16), default=None)
+    card_address_zip_check: Mapped[str | None] = mapped_column(String(16), default=None)
     livemode: Mapped[bool] = mapped_column(Boolean, default=False)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     # Stripe's ``billing_details`` {name, email, phone, address} as given when the payment
@@ -1184,6 +1190,9 @@ class FraudVelocityBucket(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     declines: Mapped[int] = mapped_column(Integer, default=0)
     settled: Mapped[int] = mapped_column(Integer, default=0)
+    # Migration 0032: the highest risk level a gateway gave the key's attempts settled in
+    # the minute (1 normal, 2 elevated, 3 highest; None: none given).
+    gateway_risk: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
 class FraudVelocityCard(Base):

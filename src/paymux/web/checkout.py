@@ -33,7 +33,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -47,6 +47,7 @@ from paymux.checkout.service import PAGE_PREFIX, PageOutcome
 from paymux.config import Settings
 from paymux.domain.errors import PaymuxError
 from paymux.fraud.request import set_browser_payer
+from paymux.gateways.browser_sdk import paypal_sdk_url, square_sdk_url
 from paymux.money import Money
 from paymux.services import Paymux
 from paymux.storage.models import Account, CheckoutSession, PaymentIntent
@@ -176,7 +177,6 @@ def _stripe_js(settings: Settings) -> tuple[str, ProviderSources]:
 # PayPal's CSP guide (developer.paypal.com/sdk/js/best-practices, the nonce variant): the SDK,
 # its frames (buttons, PayPal's window), its calls and its images from *.paypal.com and
 # *.paypalobjects.com; its style elements carry the page's nonce.
-PAYPAL_JS = "https://www.paypal.com/sdk/js"
 _PAYPAL = ("https://*.paypal.com", "https://*.paypalobjects.com")  # www.paypal.com included
 PAYPAL_SOURCES = ProviderSources(
     script=_PAYPAL, connect=_PAYPAL, frame=_PAYPAL, img=_PAYPAL, styled=True
@@ -192,10 +192,6 @@ PAYPAL_SOURCES = ProviderSources(
 # and Cardinal's); a frame runs in its own origin and cannot read or script this page, and
 # PCI SSC's guidance on 6.4.3 leaves the 3-D Secure frames out of the payment page's script
 # inventory. Scripts stay nonce-only and named: no issuer's script runs on this page.
-SQUARE_JS = {
-    "production": "https://web.squarecdn.com/v1/square.js",
-    "sandbox": "https://sandbox.web.squarecdn.com/v1/square.js",
-}
 THREE_D_SECURE_FRAMES = ("https:",)
 SQUARE_SOURCES = {
     "production": ProviderSources(
@@ -226,31 +222,23 @@ def _origin_of(url: str) -> str:
 
 def _paypal_js(settings: Settings, client: dict[str, Any]) -> tuple[str, ProviderSources]:
     """PayPal's JS SDK URL for this payment (client id, currency and intent must match the
-    order's) and the CSP's sources; ``PAYMUX_PAYPAL_JS_URL`` replaces PayPal's (a test's
-    fake SDK on loopback), and its origin alone is named."""
-    base = settings.paypal_js_url or PAYPAL_JS
-    query = urlencode(
-        {
-            "client-id": str(client.get("client_id") or ""),
-            "currency": str(client.get("currency") or "").upper(),
-            "intent": str(client.get("intent") or "capture"),
-            "components": "buttons",
-        }
-    )
-    sources = (
-        PAYPAL_SOURCES.replaced_by(_origin_of(base)) if settings.paypal_js_url else PAYPAL_SOURCES
-    )
-    return f"{base}?{query}", sources
+    order's; gateways/browser_sdk.py, as paymux.js gets it) and the CSP's sources;
+    ``PAYMUX_PAYPAL_JS_URL`` replaces PayPal's (a test's fake SDK on loopback), and its
+    origin alone is named."""
+    url = paypal_sdk_url(settings, client)
+    if settings.paypal_js_url:
+        return url, PAYPAL_SOURCES.replaced_by(_origin_of(settings.paypal_js_url))
+    return url, PAYPAL_SOURCES
 
 
 def _square_js(settings: Settings, environment: str) -> tuple[str, ProviderSources]:
     """Square's Web Payments SDK and the CSP's sources; ``PAYMUX_SQUARE_JS_URL`` replaces
     Square's, and its origin alone is named."""
     env = "production" if environment == "production" else "sandbox"
+    url = square_sdk_url(settings, env)
     if settings.square_js_url:
-        url = settings.square_js_url
         return url, SQUARE_SOURCES[env].replaced_by(_origin_of(url))
-    return SQUARE_JS[env], SQUARE_SOURCES[env]
+    return url, SQUARE_SOURCES[env]
 
 
 router = APIRouter(include_in_schema=False)

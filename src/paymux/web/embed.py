@@ -8,8 +8,9 @@ CORS, decided as Stripe's API does it: ``Access-Control-Allow-Origin: *`` and no
 holding the key and the intent's client secret can do what the key allows (read the
 intent's publishable view, confirm it with a token), and nothing more. Only the publishable
 key's routes (api/access.py's ``PUBLISHABLE_ROUTES``: ``GET /v1/payment_intents/{id}`` and
-``POST /v1/payment_intents/{id}/confirm``) answer CORS; every other route sends no CORS
-header, so a browser keeps other origins' scripts from reading them.
+``POST /v1/payment_intents/{id}/confirm``, and the same two of ``/v1/setup_intents``) answer
+CORS; every other route sends no CORS header, so a browser keeps other origins' scripts from
+reading them.
 """
 
 from __future__ import annotations
@@ -28,10 +29,13 @@ __all__ = ["PAYMUX_JS_INTEGRITY", "PAYMUX_JS_PATH", "PublishableCors", "cors_rou
 PAYMUX_JS_PATH = "/js/paymux.js"
 _BODY = (Path(__file__).parent / "static" / "paymux.js").read_bytes()
 PAYMUX_JS_INTEGRITY = subresource_integrity(_BODY)
-# The publishable key's routes (api/access.py), as paths: /v1/payment_intents/{id}[/confirm].
+# The publishable key's routes (api/access.py), as paths: /v1/payment_intents/{id}[/confirm]
+# and /v1/setup_intents/{id}[/confirm].
 _ROUTES = (
     (re.compile(r"/v1/payment_intents/[A-Za-z0-9_]{1,80}"), "GET"),
     (re.compile(r"/v1/payment_intents/[A-Za-z0-9_]{1,80}/confirm"), "POST"),
+    (re.compile(r"/v1/setup_intents/[A-Za-z0-9_]{1,80}"), "GET"),
+    (re.compile(r"/v1/setup_intents/[A-Za-z0-9_]{1,80}/confirm"), "POST"),
 )
 _ALLOW_HEADERS = b"authorization, content-type, idempotency-key, stripe-version"
 _EXPOSE_HEADERS = b"request-id, idempotent-replayed"

@@ -297,9 +297,11 @@ class InboundWebhooks:
                     raise
                 raise BatchEventFailed(None) from exc
         if marks:  # the batch's marks in one statement (executemany, on the connection)
-            # The lag of each applied event (in the caller's transaction: a batch rolled back
-            # after this and applied again is counted again, which a retry makes rare).
-            received = {inbox_id: (scope.gateway, at) for _, at, inbox_id, scope, _ in todo}
+            # The lag of each event marked (applied, stale or ignored, as ``apply`` counts
+            # it), in the caller's transaction: a batch rolled back after this and applied
+            # again is counted again, which a retry makes rare. From the rows read, not
+            # ``todo``: an ignored event is marked without a change to apply.
+            received = {row.id: (row.gateway, row.received_us) for row in rows}
             for mark in marks:
                 gateway, at = received[mark["b_id"]]
                 observe_apply_lag(gateway, (mark["b_applied_us"] - at) / 1_000_000)

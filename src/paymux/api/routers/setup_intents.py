@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 
+from paymux.api.access import publishable_setup_view
 from paymux.api.billing_schemas import (
     CancelSetupIntent,
     ConfirmSetupIntent,
@@ -14,6 +15,7 @@ from paymux.api.billing_schemas import (
     UpdateSetupIntent,
 )
 from paymux.api.deps import (
+    Caller,
     CallerDep,
     ExpandDep,
     ListDep,
@@ -21,8 +23,11 @@ from paymux.api.deps import (
     expanded,
     idempotent,
     list_expanded,
+    require_client_secret,
 )
 from paymux.api.wire import wire_body
+from paymux.domain.errors import PaymuxError
+from paymux.gateways.browser_sdk import with_sdk_url
 from paymux.services.setup_intents import SetupParams, UpdateSetupParams
 
 router = APIRouter(prefix="/v1/setup_intents", tags=["setup_intents"])
@@ -59,11 +64,36 @@ async def list_setup_intents(
 
 
 @router.get("/{seti_id}")
-async def retrieve_setup_intent(seti_id: str, c: CallerDep, expand: ExpandDep) -> JSONResponse:
-    """A SetupIntent waiting for the payer is settled here by asking its gateway."""
+async def retrieve_setup_intent(
+    seti_id: str,
+    c: CallerDep,
+    expand: ExpandDep,
+    client_secret: Annotated[str | None, Query(max_length=100)] = None,
+) -> JSONResponse:
+    """A SetupIntent waiting for the payer is settled here by asking its gateway. With a
+    publishable key (paymux.js), ``client_secret`` is required (checked before this runs),
+    and the answer is the publishable view, nothing expanded."""
+    if c.kind == "publishable":
+        view = await c.app.setup_intents.retrieve(c.account_id, seti_id)
+        return JSONResponse(await _with_client(c, publishable_setup_view(view), view))
     check_expand(KIND, expand, c)
     view = await c.app.setup_intents.retrieve(c.account_id, seti_id)
     return JSONResponse(await expanded(c, view, expand))
+
+
+async def _with_client(c: Caller, shown: dict[str, Any], view: dict[str, Any]) -> dict[str, Any]:
+    """``client``: what the gateway's browser component needs (as a PaymentIntent's view
+    has it) while the SetupIntent waits for a card: Stripe.js's URL and publishable key."""
+    if view["status"] not in ("requires_payment_method", "requires_confirmation"):
+        return shown
+    try:
+        gateway = await c.app.ctx.gateway(
+            view["gateway"], account_id=c.account_id, connection_id=view["connection"]
+        )
+    except PaymuxError:  # its connection is gone or not configured here: nothing to mount
+        return shown
+    client = with_sdk_url(c.app.ctx.settings, gateway.browser_params(str(view["id"])))
+    return {**shown, "client": client}
 
 
 @router.post("/{seti_id}")
@@ -86,6 +116,7 @@ async def confirm_setup_intent(
     c: CallerDep,
     b: ConfirmSetupIntent = wire_body(ConfirmSetupIntent, required=False),
 ) -> Response:
+    await require_client_secret(c, seti_id, b)
     check_expand(KIND, b.expand, c)
 
     async def confirm() -> dict[str, Any]:
@@ -98,6 +129,8 @@ async def confirm_setup_intent(
                 b.payment_method_data.model_dump() if b.payment_method_data else None
             ),
         )
+        if c.kind == "publishable":
+            return publishable_setup_view(view)
         return await expanded(c, view, b.expand)
 
     return await idempotent(c, b, confirm)

@@ -403,8 +403,16 @@ class PayPalGateway:
         except ValueError as exc:
             raise GatewayInvalidRequest(str(exc), code="invalid_payment_method") from exc
         if vault is None:
+            order_id = _path_id(token)
+            order = await self._get_order(order_id)
+            if order is not None:
+                foreign = transformers.foreign_order(order, request.reference, request.amount)
+                if foreign is not None:
+                    raise GatewayInvalidRequest(
+                        foreign, code="invalid_payment_method", param="payment_method"
+                    )
             return await self._complete_order(
-                _path_id(token), request.capture, idempotency_key, request.amount.amount
+                order_id, request.capture, idempotency_key, request.amount.amount, order
             )
         kind, vault_id = vault
         if request.gateway_reference:

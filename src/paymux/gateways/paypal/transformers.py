@@ -43,6 +43,7 @@ from paymux.gateways.base import (
     SetupRequest,
     SetupResult,
     ThreeDSecure,
+    card_bin,
 )
 from paymux.gateways.paypal.errors import ROWS
 from paymux.money import Money, MoneyError
@@ -664,6 +665,24 @@ def order_wants_capture(order: dict[str, Any]) -> bool:
     return order.get("intent") != "AUTHORIZE"
 
 
+def foreign_order(order: dict[str, Any], reference: str, amount: Money) -> str | None:
+    """Why an approved order named as a payment method can't pay our payment ``reference``
+    of ``amount``, or None. An order carries the payment it was opened for in ``custom_id``
+    (paymux opens its orders so: ``order_request``); another payment's order must not pay
+    this one, or one buyer's approval would pay two payments (or a cheap order a dear one).
+    An order made outside paymux (no ``custom_id``) must be for the same amount and
+    currency. A figure PayPal doesn't give (or a placeholder) is no reason."""
+    unit = _first_unit(order)
+    opened_for = unit.get("custom_id")
+    if isinstance(opened_for, str) and opened_for and opened_for != reference:
+        return "This PayPal order was opened for another payment."
+    paid = from_paypal(unit.get("amount"))
+    currency = order_currency(order)
+    if paid is not None and (paid != amount.amount or (currency or "") != amount.currency):
+        return "This PayPal order is for another amount or currency than the payment."
+    return None
+
+
 def order_currency(order: dict[str, Any]) -> str | None:
     amount = _first_unit(order).get("amount")
     currency = amount.get("currency_code") if isinstance(amount, dict) else None
@@ -823,6 +842,7 @@ def _card(token: str, card: dict[str, Any]) -> CardDetails:
     last4 = card.get("last_digits")
     brand = card.get("brand")
     funding = card.get("type")
+    details = card.get("bin_details")
     return CardDetails(  # type "card": the default
         token=token,
         brand=str(brand).lower() if brand else None,
@@ -830,6 +850,7 @@ def _card(token: str, card: dict[str, Any]) -> CardDetails:
         exp_month=month,
         exp_year=year,
         funding=str(funding).lower() if funding else None,
+        bin=card_bin(details.get("bin")) if isinstance(details, dict) else None,
     )
 
 

@@ -42,6 +42,12 @@ class TestCard:
     funding: str = "credit"
     country: str = "US"
     description: str = ""
+    # The checks made when the card is tokenized (Stripe's ``card.checks``): a failing CVC
+    # or address check, else ``pass`` (the postal code only when one was given; no address
+    # line is ever given to the sandbox, so its check is None but on the cards that fail it).
+    cvc_check: str = "pass"
+    address_line1_check: str | None = None
+    address_zip_check: str = "pass"
 
 
 _CARDS = [
@@ -88,14 +94,42 @@ _CARDS = [
         "4000000000000069", "visa", Scenario.DECLINE, "expired_card", description="expired_card"
     ),
     TestCard(
-        "4000000000000127", "visa", Scenario.DECLINE, "incorrect_cvc", description="incorrect_cvc"
+        "4000000000000127",
+        "visa",
+        Scenario.DECLINE,
+        "incorrect_cvc",
+        description="incorrect_cvc (cvc_check fails and is enforced)",
+        cvc_check="fail",
     ),
     TestCard(
         "4000000000000036",
         "visa",
         Scenario.DECLINE,
         "incorrect_zip",
-        description="incorrect_zip (postal code check fails and is enforced)",
+        description="incorrect_zip (address_zip_check fails and is enforced)",
+        address_zip_check="fail",
+    ),
+    TestCard(
+        "4000000000000101",
+        "visa",
+        Scenario.SUCCEED,
+        description="cvc_check fails, the payment succeeds",
+        cvc_check="fail",
+    ),
+    TestCard(
+        "4000000000000010",
+        "visa",
+        Scenario.SUCCEED,
+        description="address_line1_check and address_zip_check fail, the payment succeeds",
+        address_line1_check="fail",
+        address_zip_check="fail",
+    ),
+    TestCard(
+        "4000000000000028",
+        "visa",
+        Scenario.SUCCEED,
+        description="address_line1_check fails, the payment succeeds",
+        address_line1_check="fail",
     ),
     TestCard(
         "4000000000000119",
@@ -184,6 +218,10 @@ MAGIC_TOKENS: dict[str, str] = {
     "pm_card_chargeDeclinedExpiredCard": "4000000000000069",
     "pm_card_chargeDeclinedIncorrectCvc": "4000000000000127",
     "pm_card_chargeDeclinedIncorrectZip": "4000000000000036",
+    "pm_card_cvcCheckFail": "4000000000000101",
+    "pm_card_avsFail": "4000000000000010",
+    "pm_card_avsLine1Fail": "4000000000000028",
+    "pm_card_avsZipFail": "4000000000000036",
     "pm_card_chargeDeclinedProcessingError": "4000000000000119",
     "pm_card_chargeDeclinedFraudulent": "4100000000000019",
     "pm_card_chargeCustomerFail": "4000000000000341",
@@ -215,6 +253,10 @@ MAGIC_TOKENS: dict[str, str] = {
     "tok_radarBlock": "4100000000000019",
     "tok_riskLevelHighest": "4000000000004954",
     "tok_riskLevelElevated": "4000000000009235",
+    "tok_cvcCheckFail": "4000000000000101",
+    "tok_avsFail": "4000000000000010",
+    "tok_avsLine1Fail": "4000000000000028",
+    "tok_avsZipFail": "4000000000000036",
 }
 
 

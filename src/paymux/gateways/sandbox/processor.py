@@ -239,7 +239,7 @@ class SandboxProcessor:
         token = {
             "id": _new_id("pm"),
             "object": "token",
-            "card": self._card_json(card, exp_month, exp_year, fingerprint),
+            "card": self._card_json(card, exp_month, exp_year, fingerprint, bool(postal_code)),
             "postal_code_present": bool(postal_code),
             "customer": None,
             "off_session_ready": False,
@@ -278,10 +278,19 @@ class SandboxProcessor:
 
     @staticmethod
     def _card_json(
-        card: TestCard, exp_month: int, exp_year: int, fingerprint: str
+        card: TestCard, exp_month: int, exp_year: int, fingerprint: str, postal: bool = True
     ) -> dict[str, Any]:
+        """What the processor keeps of a card: never the number, but its BIN (the first 6
+        digits) and last 4, which PCI DSS allows, and the checks made now (``checks``, as
+        Stripe's: the postal code's only when one was given)."""
         return {
             "brand": card.brand,
+            "bin": card.number[:6],
+            "checks": {
+                "cvc_check": card.cvc_check,
+                "address_line1_check": card.address_line1_check,
+                "address_postal_code_check": card.address_zip_check if postal else None,
+            },
             "last4": card.number[-4:],
             "exp_month": exp_month,
             "exp_year": exp_year,

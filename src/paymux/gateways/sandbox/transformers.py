@@ -13,6 +13,7 @@ from paymux.gateways.base import (
     GatewayStatus,
     SetupResult,
     ThreeDSecure,
+    card_bin,
 )
 
 __all__ = [
@@ -105,6 +106,7 @@ def refund_result(data: dict[str, Any]) -> GatewayRefund:
 
 def card_details(data: dict[str, Any]) -> CardDetails:
     card = data.get("card") or {}
+    checks = card.get("checks") or {}
     return CardDetails(
         token=str(data["id"]),
         brand=card.get("brand"),
@@ -114,6 +116,10 @@ def card_details(data: dict[str, Any]) -> CardDetails:
         fingerprint=card.get("fingerprint"),
         country=card.get("country"),
         funding=card.get("funding"),
+        bin=card_bin(card.get("bin")),
+        cvc_check=checks.get("cvc_check"),
+        address_line1_check=checks.get("address_line1_check"),
+        address_zip_check=checks.get("address_postal_code_check"),
     )
 
 

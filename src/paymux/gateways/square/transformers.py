@@ -34,6 +34,7 @@ from paymux.gateways.base import (
     PaymentUpdate,
     RefundUpdate,
     ThreeDSecure,
+    card_bin,
 )
 from paymux.gateways.square.errors import ROWS
 from paymux.money import Money, get_currency
@@ -524,7 +525,9 @@ _FUNDING = {"CREDIT": "credit", "DEBIT": "debit", "UNKNOWN_CARD_TYPE": "unknown"
 
 
 def card_details(card: dict[str, Any]) -> CardDetails:
-    """A Square Card (card on file, ``ccof:...``)."""
+    """A Square Card (card on file, ``ccof:...``); its ``bin`` where Square gives it (the
+    Payments API's card does). Square's CVV and AVS results come only with a payment, after
+    paymux decides: not read here."""
     funding = _FUNDING.get(str(card.get("card_type")))
     if card.get("prepaid_type") == "PREPAID":
         funding = "prepaid"
@@ -536,6 +539,7 @@ def card_details(card: dict[str, Any]) -> CardDetails:
         exp_year=card.get("exp_year"),
         fingerprint=card.get("fingerprint"),
         funding=funding,  # type "card" and country None: CardDetails' defaults
+        bin=card_bin(card.get("bin")),
     )
 
 

@@ -341,7 +341,10 @@ def pick_refund(refunds: Iterable[dict[str, Any]], our_id: str) -> dict[str, Any
 
 
 def card_details(pm: dict[str, Any]) -> CardDetails:
+    """A Stripe PaymentMethod; its ``card.checks`` are the CVC and address checks made when
+    the card was tokenized. Stripe never gives the BIN."""
     card = pm.get("card") or {}
+    checks = card.get("checks") or {}
     return CardDetails(
         token=str(pm["id"]),
         type=str(pm.get("type") or "card"),
@@ -352,6 +355,9 @@ def card_details(pm: dict[str, Any]) -> CardDetails:
         fingerprint=card.get("fingerprint"),
         country=card.get("country"),
         funding=card.get("funding"),
+        cvc_check=checks.get("cvc_check"),
+        address_line1_check=checks.get("address_line1_check"),
+        address_zip_check=checks.get("address_postal_code_check"),
     )
 
 

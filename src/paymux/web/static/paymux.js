@@ -1,26 +1,39 @@
-// paymux.js: the card entry a merchant embeds on their own page, for a PaymentIntent their
-// server made. Load it from paymux with its Subresource Integrity hash (docs/checkout.md):
+// paymux.js: the card entry a merchant embeds on their own page, for a PaymentIntent or a
+// SetupIntent their server made. Load it from paymux with its Subresource Integrity hash
+// (docs/checkout.md):
 //
 //   <script src="https://pay.example/js/paymux.js" integrity="sha384-..." crossorigin="anonymous"></script>
 //   const paymux = Paymux('pk_test_...');
 //   paymux.mount('#card', {clientSecret, onSuccess(intent) {...}, onError(error) {...}});
 //
 // mount() reads the intent with the publishable key and its client secret
-// (GET /v1/payment_intents/{id}?client_secret=), and mounts the card entry of the gateway
-// the payment is routed to, whose own code tokenizes the card:
+// (GET /v1/payment_intents/{id}?client_secret=, or /v1/setup_intents/{id} for a seti_...
+// secret), and mounts the card entry of the gateway the intent is routed to, whose own code
+// tokenizes the card:
 // - the sandbox: its hosted card form, framed from paymux's /sandbox/elements with ?origin=
 //   this page's origin (the sandbox stands in for a provider; the form posts only the token
 //   to this page);
 // - Stripe: Stripe.js (loaded from the intent's client.sdk_url, Stripe's origin) and its
 //   card Element, with the account's Stripe publishable key (client.publishable_key), and a
 //   Pay button; Stripe.js's createToken sends the card to Stripe, and only the token's card
-//   id comes back.
+//   id comes back;
+// - PayPal: the JS SDK's buttons (client.sdk_url names the order's client id, currency and
+//   intent); createOrder hands PayPal the order paymux opened (client.order_id), the payer
+//   approves it in PayPal's window, and onApprove confirms with the order's id;
+// - Square: the Web Payments SDK's card form (client.sdk_url, client.application_id and
+//   location_id) tokenizes at Square; verifyBuyer (SCA) gives the verification token that
+//   goes with the card's token.
+// The SDK URLs are paymux's (PAYMUX_PAYPAL_JS_URL / PAYMUX_SQUARE_JS_URL / the Stripe API
+// base replace the providers' there). This script is one file on purpose: the merchant pins
+// it with one SRI hash; the hosted page's card-entry.js talks to the page's own endpoints.
 // paymux.js then confirms with the publishable key, the client secret and that token
-// (POST /v1/payment_intents/{id}/confirm): CORS allows any origin on those two routes only,
-// without credentials (the key is the credential, as Stripe's API does). Then:
-// - succeeded (or authorized): onSuccess(intent);
+// (POST /v1/{payment,setup}_intents/{id}/confirm): CORS allows any origin on those routes
+// only, without credentials (the key is the credential, as Stripe's API does). Then:
+// - succeeded (or authorized): onSuccess(intent); a SetupIntent's names the saved
+//   payment_method;
 // - 3-D Secure: the browser goes to the challenge, which returns to this page (return_url);
-//   for Stripe (next_action use_stripe_sdk), Stripe.js's confirmCardPayment shows it;
+//   for Stripe (next_action use_stripe_sdk), Stripe.js's confirmCardPayment (or
+//   confirmCardSetup) shows it;
 // - a decline: onError({message: the taxonomy's user_message, action, code}); the card form
 //   is mounted again, empty, for another card.
 // No card number or CVC passes through this script or reaches paymux's API.
@@ -57,7 +70,9 @@
       const onSuccess = options.onSuccess || function () {};
       const onError = options.onError || function () {};
       const id = secret.split('_secret_')[0];
-      const path = '/v1/payment_intents/' + encodeURIComponent(id);
+      const setup = id.startsWith('seti_');
+      const path = (setup ? '/v1/setup_intents/' : '/v1/payment_intents/') +
+        encodeURIComponent(id);
       const read = await api('GET', path + '?client_secret=' + encodeURIComponent(secret));
       if (!read.ok) {
         const error = read.body.error || {};
@@ -66,17 +81,30 @@
         return null;
       }
       const intent = read.body;
+      if (DONE.includes(intent.status)) {  // paid (or saved) already: back from 3-D Secure
+        onSuccess(intent);
+        return null;
+      }
       const client = intent.client || {};
-      const finish = {secret: secret, path: path, options: options,
+      const finish = {secret: secret, path: path, options: options, setup: setup,
                       onSuccess: onSuccess, onError: onError};
       if (intent.gateway === 'sandbox') return mountSandbox(element, finish);
       if (intent.gateway === 'stripe' && client.publishable_key && client.sdk_url) {
         return mountStripe(element, client, finish);
       }
+      if (intent.gateway === 'paypal' && !setup && client.order_id && client.sdk_url) {
+        return mountPayPal(element, client, finish);
+      }
+      if (intent.gateway === 'square' && !setup && client.application_id &&
+          client.location_id && client.sdk_url) {
+        return mountSquare(element, client, intent, finish);
+      }
       onError({message: 'paymux.js cannot take a card for this gateway yet.',
                code: 'gateway_not_supported', action: null});
       return null;
     }
+
+    const DONE = ['succeeded', 'requires_capture', 'processing'];
 
     // Confirm with the publishable key, the client secret and the token the gateway's own
     // code made (and, where the challenge is a page, the return_url); then onSuccess, the
@@ -86,7 +114,7 @@
       try {
         const answer = await api('POST', finish.path + '/confirm', fields);
         const done = answer.body;
-        if (answer.ok && ['succeeded', 'requires_capture', 'processing'].includes(done.status)) {
+        if (answer.ok && DONE.includes(done.status)) {
           finish.onSuccess(done);
           return;
         }
@@ -139,34 +167,42 @@
       return {gateway: 'sandbox', frame: frame};
     }
 
-    // Stripe.js from Stripe's origin (the intent's client.sdk_url; no SRI: Stripe versions
-    // it), loaded once.
-    function loadStripe(url) {
-      if (typeof window.Stripe === 'function') return Promise.resolve(window.Stripe);
+    // A provider's SDK from the provider's origin (the URL paymux gives; no SRI: the
+    // provider versions it), loaded once; ``ready()`` says whether it defined its API.
+    function loadSdk(url, ready, nonce) {
+      if (ready()) return Promise.resolve();
       return new Promise((resolve, reject) => {
         const tag = document.createElement('script');
         tag.src = url;
-        tag.onload = () => (typeof window.Stripe === 'function'
-          ? resolve(window.Stripe) : reject(new Error('Stripe.js did not load')));
-        tag.onerror = () => reject(new Error('Stripe.js did not load'));
+        if (nonce) {  // the merchant page's CSP nonce (PayPal's styles carry it too)
+          tag.nonce = nonce;
+          tag.dataset.cspNonce = nonce;
+        }
+        tag.onload = () => (ready() ? resolve() : reject(new Error('the SDK did not load')));
+        tag.onerror = () => reject(new Error('the SDK did not load'));
         document.head.appendChild(tag);
       });
+    }
+
+    function notLoaded(finish) {
+      finish.onError({message: 'The card form could not be loaded. Try again.', code: null,
+                      action: 'retry'});
+      return null;
     }
 
     // Stripe: Stripe.js's card Element, with the account's Stripe publishable key. The card
     // is tokenized at Stripe (createToken); paymux confirms with the token's card only (no
     // return_url: Stripe.js shows the challenge on this page). A 3-D Secure step: Stripe.js's
-    // confirmCardPayment with Stripe's client secret, then the intent as paymux reads it.
+    // confirmCardPayment (confirmCardSetup) with Stripe's client secret, then the intent as
+    // paymux reads it.
     async function mountStripe(element, client, finish) {
-      let Stripe;
       try {
-        Stripe = await loadStripe(client.sdk_url);
+        await loadSdk(client.sdk_url, () => typeof window.Stripe === 'function',
+                      finish.options.nonce);
       } catch (e) {
-        finish.onError({message: 'The card form could not be loaded. Try again.', code: null,
-                        action: 'retry'});
-        return null;
+        return notLoaded(finish);
       }
-      const stripe = Stripe(client.publishable_key);
+      const stripe = window.Stripe(client.publishable_key);
       const box = document.createElement('div');
       box.className = 'paymux-stripe-card';
       const pay = document.createElement('button');
@@ -189,9 +225,14 @@
                         action: 'retry'});
         again();
       };
-      const authenticate = async () => {
-        const result = await stripe.confirmCardPayment(client.client_secret);
-        const back = result.paymentIntent || {};
+      const authenticate = async (done) => {
+        // A SetupIntent's challenge: confirmCardSetup with Stripe's SetupIntent secret
+        // (next_action's), and the card Element (Stripe's fake Stripe.js confirms with it).
+        const result = finish.setup
+          ? await stripe.confirmCardSetup((done.next_action || {}).client_secret,
+                                          {payment_method: {card: card}})
+          : await stripe.confirmCardPayment(client.client_secret);
+        const back = result.paymentIntent || result.setupIntent || {};
         if (result.error || back.status === 'requires_payment_method' ||
             back.status === 'canceled') {  // Stripe's answer: not authenticated, not paid
           failedAuthentication();
@@ -201,7 +242,7 @@
           const read = await api('GET', finish.path + '?client_secret=' +
                                  encodeURIComponent(finish.secret));
           const status = read.ok ? read.body.status : null;
-          if (['succeeded', 'requires_capture', 'processing'].includes(status)) {
+          if (DONE.includes(status)) {
             finish.onSuccess(read.body);
             return;
           }
@@ -238,6 +279,114 @@
         }
       });
       return {gateway: 'stripe', element: card};
+    }
+
+    // PayPal: the JS SDK's buttons. createOrder hands PayPal the order paymux opened with the
+    // payment; the payer approves it in PayPal's window; onApprove confirms with its id (after
+    // a refusal, the payer approves the same order again with another funding source).
+    async function mountPayPal(element, client, finish) {
+      try {
+        await loadSdk(client.sdk_url, () => !!(window.paypal &&
+                      typeof window.paypal.Buttons === 'function'), finish.options.nonce);
+      } catch (e) {
+        return notLoaded(finish);
+      }
+      const box = document.createElement('div');
+      box.className = 'paymux-paypal-buttons';
+      element.replaceChildren(box);
+      let busy = false;
+      const buttons = window.paypal.Buttons({
+        createOrder: () => client.order_id,
+        onApprove: async (data) => {
+          if (busy) return;
+          busy = true;
+          try {
+            await confirm(finish, {payment_method: data.orderID}, () => {});
+          } finally {
+            busy = false;
+          }
+        },
+        onError: () => {
+          finish.onError({message: 'The payment did not go through.', code: null,
+                          action: 'retry'});
+        },
+      });
+      await buttons.render(box);
+      return {gateway: 'paypal', buttons: buttons};
+    }
+
+    // The amount in major units, as a decimal string ("25.00"; "1500" in JPY), for
+    // verifyBuyer: integer arithmetic on the minor units, the currency's digits from Intl.
+    function decimalAmount(amount, currency) {
+      const digits = new Intl.NumberFormat('en', {style: 'currency', currency: currency})
+        .resolvedOptions().maximumFractionDigits;
+      const text = String(amount).padStart(digits + 1, '0');
+      return digits ? text.slice(0, -digits) + '.' + text.slice(-digits) : text;
+    }
+
+    // Square: the Web Payments SDK's card form tokenizes at Square; verifyBuyer (SCA, 3-D
+    // Secure where the issuer asks) gives the verification token sent with the card's token.
+    async function mountSquare(element, client, intent, finish) {
+      try {
+        await loadSdk(client.sdk_url, () => !!(window.Square &&
+                      typeof window.Square.payments === 'function'), finish.options.nonce);
+      } catch (e) {
+        return notLoaded(finish);
+      }
+      const payments = window.Square.payments(client.application_id, client.location_id);
+      const box = document.createElement('div');
+      box.className = 'paymux-square-card';
+      box.id = 'paymux-square-card-' + Math.random().toString(36).slice(2);
+      const pay = document.createElement('button');
+      pay.type = 'button';
+      pay.className = 'paymux-pay';
+      pay.textContent = finish.options.payLabel || 'Pay';
+      element.replaceChildren(box, pay);
+      let card = await payments.card();
+      await card.attach('#' + box.id);
+      const again = async () => {  // an empty card form for another card
+        await card.destroy();
+        card = await payments.card();
+        await card.attach('#' + box.id);
+      };
+      const details = {amount: decimalAmount(intent.amount, intent.currency),
+                       currencyCode: String(intent.currency).toUpperCase(), intent: 'CHARGE',
+                       billingContact: {}};
+      const refused = () => finish.onError({message: 'The card was not accepted.',
+                                            code: null, action: 'retry'});
+      let busy = false;
+      pay.addEventListener('click', async () => {
+        if (busy) return;
+        busy = true;
+        pay.disabled = true;
+        try {
+          const result = await card.tokenize();
+          if (!result || result.status !== 'OK' || !result.token) {
+            refused();
+            return;
+          }
+          let verified = null;
+          try {
+            verified = await payments.verifyBuyer(result.token, details);
+          } catch (e) {
+            verified = null;
+          }
+          if (!verified || !verified.token) {
+            finish.onError({message: "The card's authentication failed. Try again or use " +
+                              'another card.', code: 'payment_intent_authentication_failure',
+                            action: 'retry'});
+            await again();
+            return;
+          }
+          await confirm(finish, {'payment_method_data[type]': 'card',
+                                 'payment_method_data[card][token]': result.token,
+                                 verification_token: verified.token}, again);
+        } finally {
+          busy = false;
+          pay.disabled = false;
+        }
+      });
+      return {gateway: 'square', element: card};
     }
 
     return {mount: mount};

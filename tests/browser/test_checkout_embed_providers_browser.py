@@ -1,0 +1,210 @@
+"""/js/paymux.js on a merchant's own page, routed to PayPal and to Square, in a real browser
+(Playwright, Debian's chromium; one browser for the module).
+
+The merchant's page (a loopback origin of its own) loads paymux.js with the SRI hash
+docs/checkout.md gives and mounts it with a publishable key and the intent's client secret.
+paymux.js loads the provider's SDK from the URL the intent's client view names
+(PAYMUX_PAYPAL_JS_URL / PAYMUX_SQUARE_JS_URL: small fakes of PayPal's JS SDK and Square's Web
+Payments SDK on a loopback origin, provider_js_fakes.py), and confirms through paymux's API
+cross-origin. The server side of each payment goes to the stateful fakes of PayPal's and
+Square's APIs at the HTTP seam. The script code is the real one."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from browser_timeouts import timed
+from playwright.sync_api import Browser, Page, expect
+from provider_js_fakes import ProviderScripts
+from test_checkout_embed_browser import ADMIN, MerchantSite, publishable_key
+
+from conftest import Api, make_settings, migrated_database_url
+from support.browser import CapturingServer, account_api, launched_chromium
+from support.fake_square import FakeSquare
+from support.paypal_fake import FakePayPal
+from support.processes import free_port
+
+pytestmark = pytest.mark.browser
+
+PAYPAL_CLIENT_ID = "AYfakeclientidEmbed"
+PAYPAL_SECRET = "EPfake-embed-secret-do-not-log-51ab"
+PAYPAL_WEBHOOK_ID = "5KH86294D6297924H"
+SQUARE_TOKEN = "EAAAl9fK2xQ8" + "vR3pT8mW1nZ6" * 5
+SQUARE_KEY = "sq-webhook-key-" + "YmFyYmF6" * 3
+SQUARE_APP = "sandbox-sq0idb-paymuxEmbed"
+DECLINE = "Your card was declined. Please try again or use another payment method."
+GOOD_CARD = "4242424242424242"
+DECLINED_CARD = "4000000000000002"
+CVV = "7391"
+
+
+@dataclass
+class Env:
+    server: CapturingServer
+    paypal: FakePayPal
+    square: FakeSquare
+    scripts: ProviderScripts
+    shop: MerchantSite
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    tmp = tmp_path_factory.mktemp("checkout-embed-providers-browser")
+    url = migrated_database_url("sqlite", tmp, None, "checkout_embed_providers_browser")
+    port = free_port()
+    paypal = FakePayPal(PAYPAL_CLIENT_ID, PAYPAL_SECRET, PAYPAL_WEBHOOK_ID).start()
+    paypal.webhook_url = f"http://127.0.0.1:{port}/webhooks/paypal"
+    square_hook = f"http://127.0.0.1:{port}/webhooks/square"
+    square = FakeSquare(access_token=SQUARE_TOKEN, signature_key=SQUARE_KEY,
+                        webhook_url=square_hook).start()
+    scripts = ProviderScripts(paypal).start()
+    settings = make_settings(
+        url, tmp, port, admin_key=ADMIN,
+        paypal_client_id=PAYPAL_CLIENT_ID, paypal_client_secret=PAYPAL_SECRET,
+        paypal_webhook_id=PAYPAL_WEBHOOK_ID, paypal_api_base=paypal.url,
+        square_access_token=SQUARE_TOKEN, square_location_id=square.location_id,
+        square_webhook_signature_key=SQUARE_KEY, square_webhook_url=square_hook,
+        square_api_base=square.url, square_application_id=SQUARE_APP,
+        paypal_js_url=f"{scripts.url}/sdk/js", square_js_url=f"{scripts.url}/v1/square.js",
+    )
+    server = CapturingServer(settings).start()
+    shop = MerchantSite(server.url)
+    try:
+        yield Env(server, paypal, square, scripts, shop)
+    finally:
+        shop.stop()
+        server.stop()
+        scripts.stop()
+        square.stop()
+        paypal.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(env: Env) -> Iterator[Browser]:
+    yield from launched_chromium()
+
+
+@pytest.fixture
+def api(env: Env) -> Iterator[Api]:
+    yield from account_api(env.server)
+
+
+@pytest.fixture
+def tab(browser: Browser) -> Iterator[Page]:
+    context = timed(browser.new_context())
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+def open_shop(tab: Page, api: Api, env: Env, gateway: str) -> dict[str, Any]:
+    pi = api.ok("POST", "/v1/payment_intents",
+                {"amount": 2500, "currency": "usd", "gateway": gateway})
+    tab.goto(f"{env.shop.url}/?pk={publishable_key(api)}&secret={pi['client_secret']}")
+    return pi
+
+
+def no_card_reached_paymux(env: Env, *secrets: str) -> None:
+    assert env.server.capture.requests
+    for request in env.server.capture.requests:
+        if request.provider_side:
+            continue
+        for secret in secrets:
+            assert secret.encode() not in request.raw(), request.path
+
+
+# -- PayPal ---------------------------------------------------------------------------------
+def test_paypal_buttons_on_the_merchant_page_pay_the_intent(
+    tab: Page, api: Api, env: Env
+) -> None:
+    pi = open_shop(tab, api, env, "paypal")
+    tab.click("#paypal-button")
+    window = tab.locator("#paypal-window")
+    expect(window).to_be_visible()
+    # The SDK came from the configured URL, for the order's client id, currency and intent.
+    src = tab.evaluate("[...document.scripts].map(s => s.src).find(s => s.includes('/sdk/js'))")
+    assert src.startswith(f"{env.scripts.url}/sdk/js?")
+    assert f"client-id={PAYPAL_CLIENT_ID}" in src and "currency=USD" in src
+    assert "intent=capture" in src
+    order_id = window.get_attribute("data-order-id")
+    assert order_id == api.ok("GET", f"/v1/payment_intents/{pi['id']}")["gateway_reference"]
+    window.get_by_text("Pay with PayPal").click()
+    expect(tab.locator("#result")).to_have_text("succeeded")
+    done = api.ok("GET", f"/v1/payment_intents/{pi['id']}")
+    assert (done["gateway"], done["status"], done["amount_received"]) == (
+        "paypal", "succeeded", 2500)
+    assert env.paypal.orders[str(order_id)]["status"] == "COMPLETED"
+    # The confirm came from the merchant's origin with the publishable key.
+    confirms = [r for r in env.server.capture.requests
+                if r.method == "POST" and r.path == f"/v1/payment_intents/{pi['id']}/confirm"]
+    assert len(confirms) == 1
+    sent = dict(confirms[0].headers)
+    assert sent[b"origin"].decode() == env.shop.url
+    assert sent[b"authorization"].startswith(b"Bearer pk_test_")
+
+
+def test_a_paypal_refusal_shows_the_message_and_the_payer_approves_again(
+    tab: Page, api: Api, env: Env
+) -> None:
+    pi = open_shop(tab, api, env, "paypal")
+    tab.click("#paypal-button")
+    tab.locator("#paypal-window").get_by_text("Pay with a refused card").click()
+    expect(tab.locator("#error")).to_have_text(DECLINE)
+    assert api.ok("GET", f"/v1/payment_intents/{pi['id']}")["status"] == \
+        "requires_payment_method"
+    tab.click("#paypal-button")
+    tab.locator("#paypal-window").get_by_text("Pay with PayPal").click()
+    expect(tab.locator("#result")).to_have_text("succeeded")
+    assert api.ok("GET", f"/v1/payment_intents/{pi['id']}")["amount_received"] == 2500
+
+
+# -- Square ---------------------------------------------------------------------------------
+def enter_square_card(tab: Page, number: str) -> None:
+    card = tab.locator("#card .paymux-square-card")
+    card.locator("input[name=number]").fill(number)
+    card.locator("input[name=expiry]").fill("12/34")
+    card.locator("input[name=cvv]").fill(CVV)
+    card.locator("input[name=postal]").fill("10001")
+    tab.click("#card .paymux-pay")
+
+
+def test_square_card_form_and_verify_buyer_on_the_merchant_page_pay_the_intent(
+    tab: Page, api: Api, env: Env
+) -> None:
+    pi = open_shop(tab, api, env, "square")
+    enter_square_card(tab, GOOD_CARD)
+    expect(tab.locator("#result")).to_have_text("succeeded")
+    done = api.ok("GET", f"/v1/payment_intents/{pi['id']}")
+    assert (done["gateway"], done["status"], done["amount_received"]) == (
+        "square", "succeeded", 2500)
+    # verifyBuyer was asked with the payment's amount, and its token reached Square's
+    # CreatePayment with the card's nonce.
+    sent = [c.body for c in env.square.calls_to("POST", "/v2/payments")
+            if c.body.get("verification_token") in env.scripts.verifications]
+    mine = [body for body in sent if body["amount_money"] == {"amount": 2500, "currency": "USD"}
+            and body["source_id"].startswith("cnon:")]
+    assert mine, sent
+    details = env.scripts.verifications[mine[-1]["verification_token"]]
+    assert (details["amount"], details["currencyCode"], details["intent"]) == (
+        "25.00", "USD", "CHARGE")
+    # The card went to "Square" (the fake SDK's tokenize), never to paymux.
+    assert any(GOOD_CARD.encode() in body for _, body in env.scripts.received)
+    no_card_reached_paymux(env, GOOD_CARD, CVV)
+
+
+def test_a_square_decline_shows_the_taxonomys_message_and_an_empty_form(
+    tab: Page, api: Api, env: Env
+) -> None:
+    pi = open_shop(tab, api, env, "square")
+    enter_square_card(tab, DECLINED_CARD)
+    expect(tab.locator("#error")).to_have_text(DECLINE)
+    assert api.ok("GET", f"/v1/payment_intents/{pi['id']}")["status"] == \
+        "requires_payment_method"
+    expect(tab.locator("#card .paymux-square-card input[name=number]")).to_have_value("")
+    enter_square_card(tab, GOOD_CARD)
+    expect(tab.locator("#result")).to_have_text("succeeded")
+    no_card_reached_paymux(env, DECLINED_CARD, GOOD_CARD, CVV)
