@@ -226,7 +226,7 @@ def test_create_card_is_valid_and_the_card_on_file_replaces_the_token(prism: Pri
         token="ccof:uIbfJXhXETSP197M3GB", type="card", brand="visa", last4="1111",
         exp_month=11, exp_year=2022,
         fingerprint="ex-p-cs80EK9Flz7LsCMv-szbptQ_ssAGrhemzSTsPFgt9nzyE6t7okiLIQc-qw_quqKX4Q",
-        funding="credit")
+        funding="credit", bin="411111")  # the spec's example Card carries its BIN
 
 
 def test_retrieve_card_is_valid(prism: Prism) -> None:
