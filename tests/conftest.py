@@ -30,6 +30,7 @@ from paymux.config import Settings
 from paymux.services import Paymux
 from paymux.storage.db import Database
 from support.dbtemplate import migrated_pg_database, migrated_sqlite_file
+from support.ordering import order_files
 from support.pgcluster import PgCluster, postgres_available, require_mode
 from support.processes import START_TIMEOUT, free_port  # free_port: imported from here too
 from support.sandboxes import LocalStripe
@@ -42,6 +43,10 @@ os.environ.setdefault("PAYMUX_ENVIRONMENT_CONNECTIONS", "all")
 
 BACKENDS = ["sqlite", "postgres"]
 T = TypeVar("T")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    order_files(items)  # the long files first: support/ordering.py
 
 
 def make_settings(database_url: str, tmp: Path, port: int, **overrides: Any) -> Settings:
