@@ -17,6 +17,11 @@ sequential scan) and its execution time, which the machine's load skews much les
 
 Run: ``python bench/dashboard.py [--payments 1000000] [--requests 200]``. Figures go to
 docs/benchmarks.md.
+
+``--request-log N`` measures the request log instead (services/request_log.py, on
+PostgreSQL): the cost on a request's path of noting N calls (a 300-byte JSON body each, no
+I/O), and of the background flushes that write them in batches of 200 (redaction, one
+batched INSERT per batch, the trim to the newest 10,000 of the account), per call.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from paymux.dashboard.auth import SESSION_COOKIE
 from paymux.security.envelope import generate_key_entry
 from paymux.services import Paymux
 from paymux.services.dashboard_users import DashboardUsers
+from paymux.services.request_log import ApiCall, RequestLog
 from paymux.storage.migrate import upgrade
 
 DAY_US = 86_400 * 1_000_000
@@ -164,12 +170,62 @@ async def explain_metadata_search(app: Paymux, account: str) -> None:
         print("   ", line)
 
 
+async def bench_request_log(url: str, calls: int) -> None:
+    app = Paymux(Settings(database_url=url, sandbox_enabled=False))
+    try:
+        account = (await app.accounts.create_key()).account_id
+        log = RequestLog(app.ctx, keep=10_000, interval=3600.0, batch=200)
+        body = (
+            b'{"amount":2000,"currency":"usd","metadata":{"order":"ord_123456",'
+            b'"note":"' + b"x" * 200 + b'"},"payment_method":"pm_card_visa"}'
+        )
+        noting = flushing = 0.0
+        for n in range(0, calls, 200):
+            started = time.perf_counter()
+            for i in range(n, min(n + 200, calls)):
+                log.note(
+                    ApiCall(
+                        account,
+                        False,
+                        "key_bench",
+                        "POST",
+                        "/v1/payment_intents",
+                        "/v1/payment_intents",
+                        200,
+                        1500,
+                        f"req_{i}",
+                        body,
+                        app.ctx.now_us(),
+                    )
+                )
+            noting += time.perf_counter() - started
+            started = time.perf_counter()
+            await log.flush()
+            flushing += time.perf_counter() - started
+        await log.close()
+        kept = await scalar(url, f"select count(*) from request_log where account_id = '{account}'")
+        print(
+            f"request log: {calls} calls; note {noting / calls * 1e6:.1f} us/call on the "
+            f"request path; flush {flushing / calls * 1e6:.1f} us/call in the background "
+            f"(batches of 200); {kept} rows kept; load {loadavg():.1f}"
+        )
+    finally:
+        await app.close()
+
+
 async def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--payments", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--request-log", type=int, default=0, metavar="N")
     args = parser.parse_args(argv)
     print(machine())
+    if args.request_log:
+        with databases(["postgres"], prefix="paymux-bench-request-log-") as dbs:
+            url = dbs.url("postgres", "request_log")
+            await asyncio.to_thread(upgrade, url)
+            await bench_request_log(url, args.request_log)
+        return
     with databases(["postgres"], prefix="paymux-bench-dashboard-") as dbs:
         url = dbs.url("postgres", "dashboard")
         await asyncio.to_thread(upgrade, url)

@@ -258,6 +258,12 @@ class Settings(BaseSettings):
         description="A worker silent this long is not alive: /health/ready fails when no "
         "worker that ever beat is alive.",
     )
+    request_log_keep: int = Field(
+        default=10_000,
+        ge=0,
+        description="API calls kept per account and mode in the dashboard's request log "
+        "(the newest; 0: none are kept).",
+    )
     shutdown_timeout: float = Field(
         default=30.0,
         description="On SIGTERM: seconds to finish requests in flight and the worker's jobs "

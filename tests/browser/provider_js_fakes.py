@@ -6,6 +6,8 @@ names this origin instead of the providers' (the page code is the real one).
 The provider's side of the buyer's steps is here too, at this origin (where the card goes):
 - ``POST /paypal/approve``  the buyer approves the order in "PayPal's window" (the fake
   PayPal API's ``approve``, optionally with the issue the funding source is refused with);
+- ``POST /paypal/approve-setup`` the buyer approves saving their wallet for the merchant's
+  setup token (the fake PayPal API's ``approve_setup_token``; the JS SDK's vault flow);
 - ``POST /square/tokenize`` the card's fields -> a card nonce the fake Square API takes
   (``cnon:card-nonce-declined`` for 4000000000000002, Square's sandbox decline nonce);
 - ``POST /square/verify``   verifyBuyer: a verification token, with the details recorded.
@@ -75,6 +77,9 @@ class ProviderScripts:
     def answer(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         if path == "/paypal/approve":
             self.paypal.approve(str(body["order_id"]), decline=body.get("decline"))
+            return {"ok": True}
+        if path == "/paypal/approve-setup":
+            self.paypal.approve_setup_token(str(body["setup_token"]))
             return {"ok": True}
         if path == "/square/tokenize":
             number = "".join(ch for ch in str(body.get("number") or "") if ch.isdigit())

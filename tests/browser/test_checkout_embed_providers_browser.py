@@ -208,3 +208,125 @@ def test_a_square_decline_shows_the_taxonomys_message_and_an_empty_form(
     enter_square_card(tab, GOOD_CARD)
     expect(tab.locator("#result")).to_have_text("succeeded")
     no_card_reached_paymux(env, DECLINED_CARD, GOOD_CARD, CVV)
+
+
+# -- saving a payment method (SetupIntents) -------------------------------------------------
+def open_shop_for_setup(tab: Page, api: Api, env: Env, gateway: str,
+                        **extra: Any) -> dict[str, Any]:
+    customer = api.ok("POST", "/v1/customers", {"email": "saver@example.com"})
+    seti = api.ok("POST", "/v1/setup_intents",
+                  {"customer": customer["id"], "gateway": gateway, **extra})
+    tab.goto(f"{env.shop.url}/?pk={publishable_key(api)}&secret={seti['client_secret']}")
+    return seti
+
+
+def square_customer(env: Env, customer_id: str) -> str:
+    """The Square customer paymux made for ``customer_id`` (its reference_id)."""
+    [found] = [sid for sid, c in env.square.state.customers.items()
+               if c.get("reference_id") == customer_id]
+    return found
+
+
+def test_square_saves_a_card_on_file_with_verify_buyer_store_from_the_merchant_page(
+    tab: Page, api: Api, env: Env
+) -> None:
+    seti = open_shop_for_setup(tab, api, env, "square")
+    enter_square_card(tab, GOOD_CARD)
+    expect(tab.locator("#result")).to_have_text("succeeded")
+    done = api.ok("GET", f"/v1/setup_intents/{seti['id']}")
+    assert (done["gateway"], done["status"]) == ("square", "succeeded")
+    # verifyBuyer was asked to STORE the card (no amount: nothing is charged), and its token
+    # reached Square's CreateCard with the card's nonce, for this customer's Square customer.
+    creates = [c.body for c in env.square.calls_to("POST", "/v2/cards")
+               if c.body["card"]["customer_id"] == square_customer(env, seti["customer"])]
+    assert len(creates) == 1, creates
+    details = env.scripts.verifications[creates[0]["verification_token"]]
+    assert details == {"intent": "STORE", "billingContact": {}}
+    assert creates[0]["source_id"].startswith("cnon:")
+    # The card on file Square made is the customer's saved payment method, listed by the API.
+    listed = api.ok("GET", f"/v1/customers/{seti['customer']}/payment_methods")["data"]
+    assert [pm["id"] for pm in listed] == [done["payment_method"]]
+    card_id = next(cid for cid, card in env.square.state.cards.items()
+                   if card["customer_id"] == creates[0]["card"]["customer_id"])
+    assert (listed[0]["customer"], listed[0]["card"]["last4"]) == (seti["customer"], "1111")
+    # Charged later off session: Square's CreatePayment takes the card on file.
+    pi = api.ok("POST", "/v1/payment_intents", {
+        "amount": 1800, "currency": "usd", "gateway": "square", "customer": seti["customer"],
+        "payment_method": done["payment_method"], "off_session": True, "confirm": True})
+    assert (pi["status"], pi["amount_received"]) == ("succeeded", 1800)
+    charged = [c.body for c in env.square.calls_to("POST", "/v2/payments")
+               if c.body.get("source_id") == card_id]
+    assert len(charged) == 1 and charged[0]["amount_money"] == {"amount": 1800,
+                                                                "currency": "USD"}
+    no_card_reached_paymux(env, GOOD_CARD, CVV)
+
+
+def test_a_square_card_declined_while_saving_is_not_saved_and_another_is(
+    tab: Page, api: Api, env: Env
+) -> None:
+    seti = open_shop_for_setup(tab, api, env, "square")
+    enter_square_card(tab, DECLINED_CARD)
+    expect(tab.locator("#error")).to_have_text(DECLINE)
+    assert api.ok("GET", f"/v1/setup_intents/{seti['id']}")["status"] == \
+        "requires_payment_method"
+    assert api.ok("GET", f"/v1/customers/{seti['customer']}/payment_methods")["data"] == []
+    expect(tab.locator("#card .paymux-square-card input[name=number]")).to_have_value("")
+    enter_square_card(tab, GOOD_CARD)
+    expect(tab.locator("#result")).to_have_text("succeeded")
+    assert len(api.ok("GET", f"/v1/customers/{seti['customer']}/payment_methods")["data"]) == 1
+
+
+def test_paypal_vault_on_the_merchant_page_saves_the_wallet_for_off_session_payments(
+    tab: Page, api: Api, env: Env
+) -> None:
+    seti = open_shop_for_setup(tab, api, env, "paypal", payment_method_types=["paypal"])
+    # The SDK for the client id alone (nothing charged: no currency, no intent).
+    tab.click("#paypal-button")
+    window = tab.locator("#paypal-window")
+    expect(window).to_be_visible()
+    src = tab.evaluate("[...document.scripts].map(s => s.src).find(s => s.includes('/sdk/js'))")
+    assert src == f"{env.scripts.url}/sdk/js?client-id={PAYPAL_CLIENT_ID}&components=buttons"
+    # createVaultSetupToken handed PayPal the setup token paymux made for this SetupIntent.
+    token = str(window.get_attribute("data-setup-token"))
+    assert api.ok("GET", f"/v1/setup_intents/{seti['id']}")["gateway_reference"] == token
+    made = env.paypal.setup_tokens[token]
+    assert made["payment_source"]["paypal"]["usage_type"] == "MERCHANT"
+    assert made["status"] == "PAYER_ACTION_REQUIRED"
+    window.get_by_text("Save PayPal").click()
+    expect(tab.locator("#result")).to_have_text("succeeded")
+    done = api.ok("GET", f"/v1/setup_intents/{seti['id']}")
+    assert (done["gateway"], done["status"]) == ("paypal", "succeeded")
+    listed = api.ok("GET", f"/v1/customers/{seti['customer']}/payment_methods")["data"]
+    assert [(pm["id"], pm["type"], pm["customer"]) for pm in listed] == [
+        (done["payment_method"], "paypal", seti["customer"])]
+    [vault_id] = [v for v, saved in env.paypal.payment_tokens.items()
+                  if saved["customer"] == made["customer"]]
+    # Charged later off session: a new order paid from the vaulted wallet.
+    pi = api.ok("POST", "/v1/payment_intents", {
+        "amount": 1500, "currency": "usd", "gateway": "paypal", "customer": seti["customer"],
+        "payment_method": done["payment_method"], "off_session": True, "confirm": True})
+    assert (pi["status"], pi["amount_received"]) == ("succeeded", 1500)
+    paid = [o for o in env.paypal.orders.values()
+            if o["purchase_units"][0].get("custom_id") == pi["id"] and o["status"] == "COMPLETED"]
+    assert [o.get("payment_source") for o in paid] == [
+        env.paypal.payment_tokens[vault_id]["payment_source"]]
+
+
+def test_a_paypal_vault_canceled_in_paypals_window_is_approved_on_the_next_try(
+    tab: Page, api: Api, env: Env
+) -> None:
+    seti = open_shop_for_setup(tab, api, env, "paypal", payment_method_types=["paypal"])
+    tab.click("#paypal-button")
+    first = str(tab.locator("#paypal-window").get_attribute("data-setup-token"))
+    tab.locator("#paypal-window").get_by_text("Cancel").click()
+    expect(tab.locator("#paypal-window")).to_have_count(0)
+    assert api.ok("GET", f"/v1/setup_intents/{seti['id']}")["status"] == "requires_action"
+    # The same setup token again (paymux made one for this SetupIntent), now approved.
+    tab.click("#paypal-button")
+    assert tab.locator("#paypal-window").get_attribute("data-setup-token") == first
+    tab.locator("#paypal-window").get_by_text("Save PayPal").click()
+    expect(tab.locator("#result")).to_have_text("succeeded")
+    setup_creates = [r for r in env.paypal.requests
+                     if r[:2] == ("POST", "/v3/vault/setup-tokens")
+                     and r[2].get("paypal-request-id") == f"{seti['id']}:setup:1"]
+    assert len(setup_creates) == 1

@@ -305,6 +305,105 @@ def test_the_paypal_order_and_confirm_endpoints_refuse_what_the_page_would_not_s
     assert (r.status_code, r.json()["code"]) == (400, "parameter_invalid")
 
 
+# -- setup mode: saving a payment method, nothing charged -----------------------------------
+def new_setup_session(api: Api, gateway: str, **extra: Any) -> dict[str, Any]:
+    return api.ok("POST", "/v1/checkout/sessions", {
+        "mode": "setup", "gateway": gateway, "customer_email": "page-saver@example.com",
+        "success_url": f"{SHOP}/saved?session={{CHECKOUT_SESSION_ID}}", **extra})
+
+
+def test_square_setup_mode_saves_a_card_on_file_with_verify_buyer_store(
+    page: tuple[Page, list[str]], api: Api, env: Env
+) -> None:
+    tab, csp = page
+    cs = new_setup_session(api, "square")
+    response = tab.goto(cs["url"])
+    assert response is not None
+    check_against_inventory(tab, response, SQUARE_PAGE, env, "/v1/square.js")
+    expect(tab.locator("#square-pay")).to_have_text("Save your card")
+    enter_square_card(tab, GOOD_CARD)
+    tab.wait_for_url(f"{SHOP}/saved?session={cs['id']}")
+    done = api.ok("GET", f"/v1/checkout/sessions/{cs['id']}")
+    assert (done["status"], done["payment_status"]) == ("complete", "no_payment_required")
+    si = api.ok("GET", f"/v1/setup_intents/{cs['setup_intent']}")
+    assert (si["gateway"], si["status"]) == ("square", "succeeded")
+    # verifyBuyer was asked to STORE the card, and its token reached Square's CreateCard.
+    [square_customer] = [sid for sid, c in env.square.state.customers.items()
+                         if c.get("reference_id") == cs["customer"]]
+    mine = [c.body for c in env.square.calls_to("POST", "/v2/cards")
+            if c.body["card"]["customer_id"] == square_customer]
+    assert len(mine) == 1, mine
+    details = env.scripts.verifications[mine[0]["verification_token"]]
+    assert details == {"intent": "STORE", "billingContact": {}}
+    listed = api.ok("GET", f"/v1/customers/{cs['customer']}/payment_methods")["data"]
+    assert [(pm["id"], pm["customer"], pm["card"]["last4"]) for pm in listed] == [
+        (si["payment_method"], cs["customer"], "1111")]
+    charged = [c for c in env.square.calls_to("POST", "/v2/payments")
+               if c.body.get("source_id") == mine[0]["source_id"]]
+    assert charged == []  # nothing charged
+    assert csp == []
+
+
+def test_paypal_setup_mode_saves_the_payers_wallet(
+    page: tuple[Page, list[str]], api: Api, env: Env
+) -> None:
+    tab, csp = page
+    cs = new_setup_session(api, "paypal", payment_method_types=["paypal"])
+    response = tab.goto(cs["url"])
+    assert response is not None
+    check_against_inventory(tab, response, PAYPAL_PAGE, env, "/sdk/js")
+    src = tab.evaluate("document.scripts[0].src")
+    assert src == f"{env.scripts.url}/sdk/js?client-id={PAYPAL_CLIENT_ID}&components=buttons"
+    tab.click("#paypal-button")
+    window = tab.locator("#paypal-window")
+    expect(window).to_be_visible()
+    token = str(window.get_attribute("data-setup-token"))
+    si = api.ok("GET", f"/v1/setup_intents/{cs['setup_intent']}")
+    assert (si["status"], si["gateway_reference"]) == ("requires_action", token)
+    window.get_by_text("Save PayPal").click()
+    tab.wait_for_url(f"{SHOP}/saved?session={cs['id']}")
+    assert api.ok("GET", f"/v1/checkout/sessions/{cs['id']}")["status"] == "complete"
+    si = api.ok("GET", f"/v1/setup_intents/{cs['setup_intent']}")
+    pm = api.ok("GET", f"/v1/payment_methods/{si['payment_method']}")
+    assert (si["status"], pm["type"], pm["customer"]) == ("succeeded", "paypal", cs["customer"])
+    saved = [t for t in env.paypal.payment_tokens.values()
+             if t["customer"] == env.paypal.setup_tokens[token]["customer"]]
+    assert len(saved) == 1
+    assert csp == []
+
+
+def test_the_paypal_setup_token_endpoint_answers_one_token_and_confirm_takes_only_it(
+    api: Api, env: Env
+) -> None:
+    """No browser: the setup-token endpoint as the page calls it (twice: the same token),
+    from another site, for a Square session; the confirm with another setup token."""
+    cs = new_setup_session(api, "paypal", payment_method_types=["paypal"])
+    url = f"{cs['url']}/paypal-setup-token"
+    foreign = httpx.post(url, json={}, headers={"origin": "https://evil.example"}, timeout=10)
+    assert foreign.status_code == 403
+    first = httpx.post(url, json={}, timeout=10)
+    again = httpx.post(url, json={}, timeout=10)
+    assert first.status_code == 200 and first.json() == again.json()
+    token = first.json()["setup_token"]
+    assert env.paypal.setup_tokens[token]["status"] == "PAYER_ACTION_REQUIRED"
+    square_cs = new_setup_session(api, "square")
+    not_paypal = httpx.post(f"{square_cs['url']}/paypal-setup-token", json={}, timeout=10)
+    assert (not_paypal.status_code, not_paypal.json()["code"]) == (
+        400, "checkout_session_unexpected_state")
+    other_cs = new_setup_session(api, "paypal", payment_method_types=["paypal"])
+    other = httpx.post(f"{other_cs['url']}/paypal-setup-token", json={},
+                       timeout=10).json()["setup_token"]
+    env.paypal.approve_setup_token(other)
+    r = httpx.post(f"{cs['url']}/confirm", json={"payment_method": other}, timeout=10)
+    assert (r.status_code, r.json()["code"]) == (400, "parameter_invalid")
+    assert env.paypal.setup_tokens[other]["status"] == "APPROVED"  # not saved for this one
+    # Its own token, not yet approved by the payer: nothing saved, the page may try again.
+    r = httpx.post(f"{cs['url']}/confirm", json={"payment_method": token}, timeout=10)
+    assert (r.status_code, r.json()["status"]) == (200, "open")
+    assert api.ok("GET", f"/v1/setup_intents/{cs['setup_intent']}")["status"] == \
+        "requires_action"
+
+
 def test_screenshots_for_the_docs(browser: Browser, api: Api, tmp_path: Path) -> None:
     """The PayPal and Square pages (with the fake SDKs' stand-in buttons and fields) and
     their decline, at desktop width. docs/img is rewritten only with

@@ -239,7 +239,7 @@ def dashboard_pages(server: RunningServer, seed: Seed) -> dict[str, str]:
     }
     for name, path in (("home", ""), ("billing", "/billing"), ("fraud", "/fraud"),
                        ("webhooks", "/webhooks"), ("keys", "/keys"), ("audit", "/audit"),
-                       ("connections", "/connections")):
+                       ("connections", "/connections"), ("requests", "/requests")):
         pages[name] = f"{base}{path}"
     return pages
 

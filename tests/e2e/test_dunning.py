@@ -38,6 +38,16 @@ def trialing_sub(api: Api, token: str, start: int) -> tuple[dict[str, Any], str,
     return sub, c["id"], customer
 
 
+def sub_moves(api: Api, sub_id: str) -> list[tuple[str, str]]:
+    """(event type, the subscription's status in it) of the latest events about ``sub_id``."""
+    data = api.ok("GET", "/v1/events", params={"limit": 100})["data"]
+    return [
+        (e["type"], e["data"]["object"]["status"])
+        for e in reversed(data)
+        if e["data"]["object"]["id"] == sub_id
+    ]
+
+
 def latest(api: Api, sub_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
     sub = api.ok("GET", f"/v1/subscriptions/{sub_id}")
     return sub, api.ok("GET", f"/v1/invoices/{sub['latest_invoice']}")
@@ -90,6 +100,7 @@ def test_retries_run_out_after_eight_tries_in_two_weeks_and_cancel(api: Api) -> 
     assert sub["cancellation_details"]["reason"] == "payment_failed"
     assert sub["ended_at"] == trial_end + 14 * DAY
     assert invoice["status"] == "open"  # Stripe leaves it open: it can still be paid
+    assert ("customer.subscription.deleted", "canceled") in sub_moves(api, sub["id"])
 
 
 def test_authentication_required_asks_for_action_and_is_not_retried(api: Api) -> None:
@@ -101,6 +112,13 @@ def test_authentication_required_asks_for_action_and_is_not_retried(api: Api) ->
     assert (invoice["status"], invoice["attempt_count"]) == ("open", 1)
     types = event_types(api, invoice["id"])
     assert "invoice.payment_action_required" in types
+    # (The trial's end and the failed renewal share their time: their order is not the claim.)
+    assert ("customer.subscription.updated", "past_due") in sub_moves(api, sub["id"])
+    # The event links the hosted page where the customer completes 3-D Secure.
+    data = api.ok("GET", "/v1/events", params={"type": "invoice.payment_action_required"})
+    [action] = [e for e in data["data"] if e["data"]["object"]["id"] == invoice["id"]]
+    assert action["data"]["object"]["hosted_invoice_url"] == invoice["hosted_invoice_url"]
+    assert invoice["hosted_invoice_url"].startswith(f"{api.server.url}/invoices/")
     # No retry is charged: the next look is the end of the retry window (day 14).
     assert invoice["next_payment_attempt"] == start + 7 * DAY + 14 * DAY
     advance(api, clock_id, start + 7 * DAY + 10 * DAY)
@@ -171,6 +189,20 @@ def test_the_configured_end_applies_when_retries_run_out(
             assert sub["status"] == status
             assert (invoice["status"], invoice["attempt_count"]) == ("open", 3)  # day 0, 1, 2
             assert invoice["next_payment_attempt"] is None
+            if end == "unpaid":
+                # Unpaid: the next period is still invoiced, and never charged.
+                await app.clocks.advance(account, clock["id"], start + 35 * DAY)
+                await app.clocks.run_advance(clock["id"])
+                sub = await app.subscriptions.retrieve(account, sub["id"])
+                renewal = await app.invoices.retrieve(account, sub["latest_invoice"])
+                assert renewal["id"] != invoice["id"] and sub["status"] == "unpaid"
+                assert renewal["period_start"] == start + 3 * DAY + 31 * DAY  # Feb 4
+                assert (
+                    renewal["status"],
+                    renewal["attempt_count"],
+                    renewal["payment_intent"],
+                    renewal["amount_due"],
+                ) == ("open", 0, None, 900)
             good = await app.customers.attach(account, "pm_card_visa", customer)
             paid = await app.invoices.pay(account, invoice["id"], payment_method=good["id"])
             assert paid["status"] == "paid"
@@ -245,3 +277,36 @@ def test_the_payers_own_tries_neither_use_up_retries_nor_move_the_subscription(a
     paid = api.ok("POST", f"/v1/invoices/{invoice['id']}/pay", {"payment_method": good})
     assert (paid["status"], paid["amount_paid"]) == ("paid", 2500)
     assert api.ok("GET", f"/v1/subscriptions/{sub['id']}")["status"] == "active"
+
+
+def test_three_d_secure_needed_off_session_moves_as_the_table_says(api: Api) -> None:
+    """The two requires-action rows of the state table, through the API: a first invoice
+    that needs 3-D Secure leaves the subscription incomplete (not retried, the customer asked
+    to act); a past_due subscription whose retry (a new default card) needs it stays past_due,
+    and the try, a hard decline, is not retried: the next look is the window's end."""
+    start = ts(2027, 3, 1)
+    c = clock(api, start)
+    first, _ = customer_with_card(api, c["id"], "pm_card_authenticationRequired")
+    sub = api.ok(
+        "POST", "/v1/subscriptions", {"customer": first, "items": [{"price": price(api, 1200)}]}
+    )
+    assert sub["status"] == "incomplete"
+    invoice = api.ok("GET", f"/v1/invoices/{sub['latest_invoice']}")
+    assert (invoice["status"], invoice["attempt_count"], invoice["next_payment_attempt"]) == (
+        "open",
+        1,
+        None,
+    )
+    assert "invoice.payment_action_required" in event_types(api, invoice["id"])
+
+    sub, clock_id, customer = trialing_sub(api, "pm_card_chargeCustomerFail", start)
+    trial_end = start + 7 * DAY
+    advance(api, clock_id, trial_end + 3600)
+    sub, invoice = latest(api, sub["id"])
+    assert (sub["status"], invoice["attempt_count"]) == ("past_due", 1)
+    threeds = attach(api, customer, "pm_card_authenticationRequired")
+    api.ok("POST", f"/v1/subscriptions/{sub['id']}", {"default_payment_method": threeds})
+    sub, invoice = latest(api, sub["id"])  # retried at once with the new card
+    assert (sub["status"], invoice["status"], invoice["attempt_count"]) == ("past_due", "open", 2)
+    assert invoice["next_payment_attempt"] == trial_end + 14 * DAY
+    assert event_types(api, invoice["id"]).count("invoice.payment_action_required") == 1

@@ -147,6 +147,12 @@ def test_void_and_uncollectible_and_the_moves_they_forbid(api: Api) -> None:
     assert err["code"] == "invoice_unexpected_state"
     err = error_of(api.http.delete(f"/v1/invoiceitems/{item['id']}"), 400)
     assert err["code"] == "invoice_unexpected_state"
+    err = error_of(api.post("/v1/invoiceitems", {"customer": cus, "invoice": draft_id,
+                                                 "amount": 1, "currency": "usd"}), 400)
+    assert (err["code"], err["param"]) == ("invoice_unexpected_state", "invoice")
+    frozen = api.ok("GET", f"/v1/invoices/{draft_id}")
+    assert ([line["amount"] for line in frozen["lines"]["data"]], frozen["total"]) == (
+        [1234], 1234)
     err = error_of(api.post(f"/v1/invoices/{draft_id}", {"description": "x"}), 400)
     assert err["code"] == "invoice_unexpected_state"
     assert api.ok("POST", f"/v1/invoices/{draft_id}", {"metadata": {"a": "b"}})[

@@ -236,7 +236,7 @@ def test_an_order_made_outside_paymux_must_be_for_the_payments_amount(
     papi: Api, fake: FakePayPal
 ) -> None:
     """An order the merchant's own PayPal code made (no ``custom_id``) for 5.00 can't pay a
-    payment of 20.00: refused before any capture. One for 20.00 USD pays it."""
+    payment of 20.00: refused before any capture. One for 20.00 USD pays it, and only it."""
     pi = create(papi)
     with fake.lock:
         _, small = fake._create_order(
@@ -254,6 +254,47 @@ def test_an_order_made_outside_paymux_must_be_for_the_payments_amount(
     done = papi.ok("POST", f"/v1/payment_intents/{pi['id']}/confirm",
                    {"payment_method": exact["id"]})
     assert done["status"] == "succeeded" and done["amount_received"] == 2000
+    # Paid once, it can't pay a second payment of the same amount (PayPal says "already
+    # captured" to the second capture: another request paid it, not this payment's).
+    second = create(papi)
+    r = papi.post(f"/v1/payment_intents/{second['id']}/confirm", {"payment_method": exact["id"]})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == "payment_method"
+    assert "already paid" in r.json()["error"]["message"]
+    assert papi.ok("GET", f"/v1/payment_intents/{second['id']}")["status"] != "succeeded"
+    assert len(fake.orders[exact["id"]]["purchase_units"][0]["payments"]["captures"]) == 1
+    # The first payment, confirmed again, is still answered with its own capture.
+    again = papi.ok("GET", f"/v1/payment_intents/{pi['id']}")
+    assert again["status"] == "succeeded" and again["amount_received"] == 2000
+
+
+def test_a_reviewed_paypal_order_is_captured_as_opened_and_rejecting_refunds_it(
+    papi: Api, fake: FakePayPal
+) -> None:
+    """A ``review`` rule can't hold a PayPal order the payer approved for capture (the JS
+    SDK approved an order of that intent; authorizing it is PayPal's
+    ACTION_DOES_NOT_MATCH_INTENT): the payment is captured as opened, its review opens on
+    the captured money, and rejecting it refunds the capture at PayPal."""
+    rule = papi.ok("POST", "/v1/fraud/rules", {"rule": "review if :amount: = 2345"})
+    try:
+        pi = create(papi, amount=2345)
+        order_id = pi["client"]["order_id"]
+        fake.approve(order_id)
+        done = papi.ok("POST", f"/v1/payment_intents/{pi['id']}/confirm",
+                       {"payment_method": order_id})
+        assert (done["status"], done["amount_received"]) == ("succeeded", 2345)
+        [capture] = fake.orders[order_id]["purchase_units"][0]["payments"]["captures"]
+        [review] = [r for r in papi.ok("GET", "/v1/reviews", params={"open": "true"})["data"]
+                    if r["payment_intent"] == pi["id"]]
+        rejected = papi.ok("POST", f"/v1/reviews/{review['id']}/reject")
+        assert (rejected["open"], rejected["closed_reason"]) == (False, "refunded")
+        refunds = papi.ok("GET", "/v1/refunds", params={"payment_intent": pi["id"]})["data"]
+        assert [(r["amount"], r["status"], r["reason"]) for r in refunds] == [
+            (2345, "succeeded", "fraudulent")]
+        at_paypal = [r for r in fake.refunds.values() if r["_capture"] == capture["id"]]
+        assert [r["amount"]["value"] for r in at_paypal] == ["23.45"]
+    finally:
+        papi.ok("DELETE", f"/v1/fraud/rules/{rule['id']}")
 
 
 def test_a_saved_paypal_wallet_is_charged_off_session(papi: Api, fake: FakePayPal) -> None:

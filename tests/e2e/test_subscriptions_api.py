@@ -20,6 +20,7 @@ from support.billing import (
     price,
     ts,
 )
+from support.sandbox_pages import answer_challenge
 
 
 def subscribe(api: Api, customer: str, price_id: str, **extra: Any) -> dict[str, Any]:
@@ -62,6 +63,8 @@ def test_first_invoice_is_paid_off_session_and_the_subscription_is_active(api: A
     )
     types = event_types(api, invoice["id"])
     assert {"invoice.created", "invoice.finalized", "invoice.paid"} <= set(types)
+    # Events of one transaction share their time: their order among them is not the claim.
+    assert event_types(api, sub["id"]).count("customer.subscription.created") == 1
 
 
 def test_jan_31_anchor_renews_on_feb_28_then_mar_31_on_a_clock(api: Api) -> None:
@@ -307,8 +310,13 @@ def test_list_filters(api: Api) -> None:
     assert len(found["data"]) == 2
 
 
-@pytest.mark.parametrize("behavior", ["void"])
-def test_pause_collection_voids_renewals_and_resume(api: Api, behavior: str) -> None:
+@pytest.mark.parametrize(
+    ("behavior", "left"),
+    [("void", "void"), ("keep_as_draft", "draft"), ("mark_uncollectible", "uncollectible")],
+)
+def test_pause_collection_voids_renewals_and_resume(api: Api, behavior: str, left: str) -> None:
+    """While collection is paused the renewal is made but not charged: voided, kept as a
+    draft, or marked uncollectible; once resumed, the next renewal is charged again."""
     c = clock(api, ts(2026, 4, 1))
     customer, _ = customer_with_card(api, c["id"])
     sub = subscribe(api, customer, price(api, 1000))
@@ -316,7 +324,9 @@ def test_pause_collection_voids_renewals_and_resume(api: Api, behavior: str) -> 
     advance(api, c["id"], ts(2026, 5, 1, 1))
     sub = api.ok("GET", f"/v1/subscriptions/{sub['id']}")
     assert sub["status"] == "active"
-    assert api.ok("GET", f"/v1/invoices/{sub['latest_invoice']}")["status"] == "void"
+    paused = api.ok("GET", f"/v1/invoices/{sub['latest_invoice']}")
+    assert (paused["status"], paused["amount_paid"], paused["attempt_count"]) == (left, 0, 0)
+    assert paused["period_start"] == ts(2026, 5, 1)
     api.ok("POST", f"/v1/subscriptions/{sub['id']}", {"pause_collection": ""})
     advance(api, c["id"], ts(2026, 6, 1, 1))
     sub = api.ok("GET", f"/v1/subscriptions/{sub['id']}")
@@ -415,6 +425,29 @@ def test_a_default_incomplete_subscription_waits_for_the_browser(api: Api) -> No
     api.ok("POST", f"/v1/payment_intents/{pi['id']}/confirm", {})
     assert api.ok("GET", f"/v1/invoices/{invoice['id']}")["status"] == "paid"
     assert api.ok("GET", f"/v1/subscriptions/{sub['id']}")["status"] == "active"
+
+
+def test_default_incomplete_with_3ds_the_browser_authenticates_then_it_is_active(
+    api: Api,
+) -> None:
+    """``default_incomplete``, 3-D Secure included: the browser confirms the first invoice's
+    intent, the card asks for a challenge (the sandbox's page), the payer completes it, and
+    the invoice is paid and the subscription active, with one charge."""
+    customer, _ = customer_with_card(api, None, "pm_card_threeDSecure2Required")
+    sub = subscribe(api, customer, price(api, 1800), payment_behavior="default_incomplete")
+    invoice = api.ok("GET", f"/v1/invoices/{sub['latest_invoice']}")
+    pi_id = invoice["payment_intent"]
+    asked = api.ok(
+        "POST", f"/v1/payment_intents/{pi_id}/confirm", {"return_url": "https://shop.example/ok"}
+    )
+    assert asked["status"] == "requires_action"
+    assert api.ok("GET", f"/v1/subscriptions/{sub['id']}")["status"] == "incomplete"
+    back = answer_challenge(asked["next_action"]["redirect_to_url"]["url"], "complete")
+    assert back.status_code == 303
+    paid = api.wait_for(f"/v1/invoices/{invoice['id']}", "status", "paid")
+    assert (paid["amount_paid"], paid["amount_remaining"]) == (1800, 0)
+    assert api.ok("GET", f"/v1/subscriptions/{sub['id']}")["status"] == "active"
+    assert len(api.charges(pi_id)) == 1
 
 
 def test_expand_latest_invoice_payment_intent(api: Api) -> None:
@@ -517,3 +550,33 @@ def test_the_sweep_bills_every_missed_period_in_order(api: Api) -> None:
     final = api.ok("GET", f"/v1/subscriptions/{sub['id']}")
     assert final["current_period_start"] == starts[-1]
     assert final["current_period_end"] > int(time.time())
+
+
+def test_a_coupons_duration_decides_which_renewals_it_discounts(api: Api) -> None:
+    """once: the first invoice only; repeating for 2 months: the invoices of the first two
+    months; forever: every invoice. Amounts worked out by hand on a price of 1,000."""
+    c = clock(api, ts(2026, 4, 1))
+    customer, _ = customer_with_card(api, c["id"])
+    once = api.ok("POST", "/v1/coupons", {"percent_off": 50, "duration": "once"})
+    two_months = api.ok(
+        "POST",
+        "/v1/coupons",
+        {"percent_off": 10, "duration": "repeating", "duration_in_months": 2},
+    )
+    forever = api.ok(
+        "POST", "/v1/coupons", {"amount_off": 300, "currency": "usd", "duration": "forever"}
+    )
+    subs = {
+        name: subscribe(api, customer, price(api, 1000), coupon=coupon["id"])["id"]
+        for name, coupon in (("once", once), ("two_months", two_months), ("forever", forever))
+    }
+    for month in (5, 6, 7):
+        advance(api, c["id"], ts(2026, month, 1, 1))
+    paid = {
+        name: [(i["total"], i["status"]) for i in invoices(api, sid)] for name, sid in subs.items()
+    }
+    assert paid == {
+        "once": [(500, "paid"), (1000, "paid"), (1000, "paid"), (1000, "paid")],
+        "two_months": [(900, "paid"), (900, "paid"), (1000, "paid"), (1000, "paid")],
+        "forever": [(700, "paid"), (700, "paid"), (700, "paid"), (700, "paid")],
+    }

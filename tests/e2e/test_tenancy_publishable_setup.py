@@ -113,3 +113,33 @@ def test_a_publishable_key_reaches_only_its_own_accounts_setup_intent_with_its_s
         assert other.ok("GET", "/v1/setup_intents")["data"] == []
     finally:
         other.close()
+
+
+def test_a_declined_setup_confirm_shows_a_publishable_key_only_the_publishable_view(
+    api: Api,
+) -> None:
+    """The decline's error carries the SetupIntent (as Stripe's does): with a publishable
+    key, only what any publishable read of it shows (no customer, metadata, gateway
+    reference or connection)."""
+    server = api.server
+    cus = api.ok("POST", "/v1/customers", {"email": "declined@example.com"})["id"]
+    seti = api.ok("POST", "/v1/setup_intents", {"customer": cus, "metadata": {"order": "d-7"}})
+    pk = publishable_key(server, api.account_id)
+    r = call(
+        server,
+        pk,
+        "POST",
+        f"/v1/setup_intents/{seti['id']}/confirm",
+        json={"payment_method": "pm_card_chargeDeclined", "client_secret": seti["client_secret"]},
+    )
+    assert r.status_code == 402, r.text
+    error = r.json()["error"]
+    assert error["code"] == "card_declined"
+    shown = error["setup_intent"]
+    assert shown["id"] == seti["id"]
+    for hidden in ("customer", "metadata", "gateway_reference", "connection"):
+        assert shown.get(hidden) in (None, {}), (hidden, shown)
+    assert cus not in r.text and "d-7" not in r.text
+    # The secret key still sees the whole SetupIntent.
+    full = api.ok("GET", f"/v1/setup_intents/{seti['id']}")
+    assert (full["customer"], full["metadata"]) == (cus, {"order": "d-7"})

@@ -104,13 +104,19 @@ async def incomplete_subscription(h: Harness) -> tuple[str, str, str]:
     return sub["id"], invoice_id, pi_id
 
 
-async def race(h: Harness, *, invoice_first: bool) -> list[BaseException | None]:
-    """Run A (the payment settles) and B (the expiry step), interleaved; their outcomes."""
+async def race(
+    h: Harness, *, invoice_first: bool, out_of_band: bool = False
+) -> list[BaseException | None]:
+    """Run A (the payment settles; or, ``out_of_band``, the merchant marks the invoice paid
+    out of band) and B (the expiry step), interleaved; their outcomes."""
     sub_id, invoice_id, pi_id = await incomplete_subscription(h)
     interleave: Interleave = h.interleave  # type: ignore[attr-defined]
 
     async def a() -> None:
         _IN_A.set(True)
+        if out_of_band:
+            await h.app.invoices.pay(h.account, invoice_id, paid_out_of_band=True)
+            return
         async with h.app.ctx.db.write() as s:
             pi = await s.get(PaymentIntent, pi_id, with_for_update=True)
             assert pi is not None
@@ -140,14 +146,14 @@ def deadlocked(error: BaseException | None) -> bool:
     return code == "40P01" or "deadlock" in str(error).lower()
 
 
-def run(pg: str, tmp: Path, monkeypatch: pytest.MonkeyPatch, *, invoice_first: bool
-        ) -> tuple[list[BaseException | None], list[str], list[Any]]:
+def run(pg: str, tmp: Path, monkeypatch: pytest.MonkeyPatch, *, invoice_first: bool,
+        out_of_band: bool = False) -> tuple[list[BaseException | None], list[str], list[Any]]:
     async def main() -> tuple[list[BaseException | None], list[str], list[Any]]:
         async with Harness.open(pg, tmp) as h:
             interleave = Interleave(h)
             h.interleave = interleave  # type: ignore[attr-defined]
             interleave.install(monkeypatch)
-            outcomes = await race(h, invoice_first=invoice_first)
+            outcomes = await race(h, invoice_first=invoice_first, out_of_band=out_of_band)
             monkeypatch.undo()
             sub_id, invoice_id = h.outcome_ids  # type: ignore[attr-defined]
             state = await h.sql(
@@ -177,3 +183,17 @@ def test_the_other_order_deadlocks_which_is_what_the_test_above_would_see(
     outcomes, locks, _ = run(pg, tmp_path, monkeypatch, invoice_first=True)
     assert locks[:2] == ["Invoice", "Subscription"]
     assert any(deadlocked(o) for o in outcomes), outcomes
+
+
+def test_paying_out_of_band_never_deadlocks_with_the_expiry_step(
+    pg: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same race with the merchant's ``POST /v1/invoices/{id}/pay`` (``paid_out_of_band``)
+    as A: it takes the subscription before the invoice too (``lock_invoice``). Before, it
+    locked the invoice, then the subscription to activate it, and PostgreSQL found the cycle
+    with the expiry step (as in the control case above)."""
+    outcomes, locks, state = run(pg, tmp_path, monkeypatch, invoice_first=False,
+                                 out_of_band=True)
+    assert outcomes == [None, None], outcomes
+    assert locks[:2] == ["Subscription", "Invoice"]
+    assert state[:2] == ["active", "paid"]  # paid out of band first: nothing expired

@@ -167,3 +167,56 @@ def test_approving_the_review_of_a_captured_payment_moves_no_money(
             assert h.gw.money_captured(pi_id) == 6000 and h.gw.money_refunded(pi_id) == 0
 
     asyncio.run(main())
+
+
+def test_a_partial_refund_leaves_the_review_open_and_the_rest_closes_it(
+    db: str, tmp_path: Path, cannot_hold: None
+) -> None:
+    """``charge.refunded`` follows a partial refund too: the review stays open (the rest
+    of the money is still the merchant's to decide on) until everything went back."""
+
+    async def main() -> None:
+        gw = ScriptedGateway(NAME)
+        async with Harness.open(db, tmp_path, gw=gw) as h:
+            pi_id, review = await reviewed_and_captured(h)
+            h.advance(1)
+            await ok(h, "/v1/refunds", {"payment_intent": pi_id, "amount": 100})
+            after_part = await h.get(f"/v1/reviews/{review['id']}")
+            assert (after_part["open"], after_part["closed_reason"]) == (True, None)
+            h.advance(1)
+            await ok(h, "/v1/refunds", {"payment_intent": pi_id})  # the other 5,900
+            assert h.gw.money_refunded(pi_id) == 6000
+            closed = await h.get(f"/v1/reviews/{review['id']}")
+            assert (closed["open"], closed["closed_reason"]) == (False, "refunded")
+            assert await h.events(review["id"]) == ["review.opened", "review.closed"]
+
+    asyncio.run(main())
+
+
+def test_approving_while_the_rejects_refund_is_in_flight_is_refused(
+    db: str, tmp_path: Path, cannot_hold: None
+) -> None:
+    """Reject, the refund's answer lost (money going back, not known yet): an approve is a
+    400 and the review stays open; the recovery closes it ``refunded``, one refund."""
+
+    async def main() -> None:
+        gw = ScriptedGateway(NAME)
+        async with Harness.open(db, tmp_path, gw=gw) as h:
+            pi_id, review = await reviewed_and_captured(h)
+            h.advance(1)
+            h.gw.script("refund", *[Outcome.lose_response()] * 4)
+            r = await h.post(f"/v1/reviews/{review['id']}/reject")
+            assert r.status_code == 200 and h.body(r)["open"] is True, r.text
+            approve = await h.post(f"/v1/reviews/{review['id']}/approve")
+            assert approve.status_code == 400, approve.text
+            assert h.body(approve)["error"]["code"] == "payment_intent_unexpected_state"
+            assert "money is moving" in h.body(approve)["error"]["message"]
+            still = await h.get(f"/v1/reviews/{review['id']}")
+            assert (still["open"], still["closed_reason"]) == (True, None)
+            h.advance(3600)
+            await h.drain()
+            closed = await h.get(f"/v1/reviews/{review['id']}")
+            assert (closed["open"], closed["closed_reason"]) == (False, "refunded")
+            assert len(h.gw.refunds_for(pi_id)) == 1 and h.gw.money_refunded(pi_id) == 6000
+
+    asyncio.run(main())

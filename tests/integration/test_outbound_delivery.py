@@ -49,9 +49,8 @@ REPLACEMENT = "\ufffd"  # what a NUL in an answer is stored as
 async def paymux(
     url: str, tmp: Path, **settings: Any
 ) -> AsyncIterator[tuple[Harness, DeliveryRunner]]:
-    async with Harness.open(
-        url, tmp, encryption_keys=generate_key_entry("k1"), webhook_retry_jitter=0.0, **settings
-    ) as h:
+    settings.setdefault("webhook_retry_jitter", 0.0)  # retries exactly on the schedule
+    async with Harness.open(url, tmp, encryption_keys=generate_key_entry("k1"), **settings) as h:
         runner = DeliveryRunner(h.app.ctx, h.app.webhook_endpoints)
         try:
             yield h, runner
@@ -126,6 +125,32 @@ def test_a_failing_endpoint_is_retried_on_the_schedule_then_given_up(
                 assert {r.headers["webhook-id"] for r in rx.requests()} == await event_ids(
                     h, "customer.created"
                 )
+
+    run(main())
+
+
+def test_failures_at_once_come_back_spread_by_the_jitter(db: str, tmp_path: Path) -> None:
+    """The worker applies PAYMUX_WEBHOOK_RETRY_JITTER (0.1, the default): ten deliveries
+    failing at the same moment are each due again 5 s later give or take 10 % (4.5-5.5 s),
+    and not all at the same moment."""
+
+    async def main() -> None:
+        with Receiver(always(500)) as rx:
+            async with paymux(db, tmp_path, webhook_retry_jitter=0.1) as (h, runner):
+                ep = await endpoint(h, rx.url)
+                for n in range(10):
+                    await customer(h, f"jitter{n}@example.com")
+                await runner.drain()
+                assert len(rx.requests()) == 10
+                now = h.app.ctx.now_us()
+                rows = await h.sql(
+                    "select next_attempt_us from webhook_deliveries where endpoint_id = :e",
+                    e=ep["id"],
+                )
+                delays = [(int(due) - now) / 1_000_000 for (due,) in rows]
+                assert len(delays) == 10
+                assert all(4.5 <= d <= 5.5 for d in delays), delays
+                assert len(set(delays)) > 1, delays  # spread, not one wave
 
     run(main())
 

@@ -2,7 +2,7 @@
 
 It implements the endpoints the contract tests validated against PayPal's specs with Prism
 (OAuth2 token; orders create/get/capture/authorize; authorizations get/capture/void;
-captures get/refund; vault setup-token get, payment-token create/get/delete;
+captures get/refund; vault setup-token create/get, payment-token create/get/delete;
 verify-webhook-signature), keeps what they create, replays a POST sent again with the same
 ``PayPal-Request-Id``, and honours ``PayPal-Mock-Response: {"mock_application_codes": ...}``
 (negative testing in PayPal's sandbox: the call fails with that issue). After each change it
@@ -12,7 +12,8 @@ signature its own key made over exactly that event.
 
 The buyer's part happens in PayPal's window, which a test can't open: ``approve(order_id)``
 does it (optionally with the issue the buyer's funding source will be refused with), and
-``create_setup_token`` stands for a buyer who approved saving a payment method.
+``create_setup_token`` stands for a buyer who approved saving a payment method (and
+``approve_setup_token`` for one who approves a setup token the merchant created).
 """
 
 from __future__ import annotations
@@ -150,6 +151,16 @@ class FakePayPal:
                                         "customer": {"id": _id(10)}, "payment_source": source}
         return token
 
+    def approve_setup_token(self, token: str) -> None:
+        """The buyer approves, in PayPal's window, saving their wallet for the setup token
+        the merchant created (``POST /v3/vault/setup-tokens``: the JS SDK's vault flow)."""
+        with self.lock:
+            setup = self.setup_tokens[token]
+            setup["status"] = "APPROVED"
+            setup["payment_source"] = {"paypal": {"email_address": "saver@example.com",
+                                                  "payer_id": "QYR5Z8XDVJNXQ"}}
+            setup.pop("links", None)
+
     # -- the API ---------------------------------------------------------------------------
     def handle(self, method: str, path: str, headers: dict[str, str],
                raw: bytes) -> tuple[int, dict[str, Any] | None]:
@@ -208,6 +219,8 @@ class FakePayPal:
                 return (200, capture) if capture else _not_found()
             case "POST", ["v2", "payments", "captures", capture_id, "refund"]:
                 return self._refund(capture_id, body)
+            case "POST", ["v3", "vault", "setup-tokens"]:
+                return self._create_setup_token(body)
             case "GET", ["v3", "vault", "setup-tokens", token]:
                 found = self.setup_tokens.get(token)
                 return (200, found) if found else _not_found()
@@ -331,6 +344,22 @@ class FakePayPal:
         view = {k: v for k, v in refund.items() if not k.startswith("_")}
         self._emit("PAYMENT.CAPTURE.REFUNDED", "refund", view)
         return 201, view
+
+    def _create_setup_token(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """A setup token for the payer's PayPal wallet, waiting for the payer's approval."""
+        source = body.get("payment_source") or {}
+        wallet = source.get("paypal")
+        context = (wallet or {}).get("experience_context") or {}
+        if not isinstance(wallet, dict) or not context.get("return_url"):
+            return _unprocessable("INVALID_PARAMETER_VALUE")
+        token = _id()
+        approve = f"https://www.sandbox.paypal.com/agreements/approve?approval_session_id={token}"
+        self.setup_tokens[token] = {
+            "id": token, "status": "PAYER_ACTION_REQUIRED",
+            "customer": {"id": (body.get("customer") or {}).get("id") or _id(10)},
+            "payment_source": {"paypal": {"usage_type": wallet.get("usage_type")}},
+            "links": [{"rel": "approve", "href": approve, "method": "GET"}]}
+        return 201, dict(self.setup_tokens[token])
 
     def _save_token(self, headers: dict[str, str], body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if not headers.get("paypal-request-id"):

@@ -375,7 +375,11 @@ def test_a_declined_instrument_is_a_decline_that_keeps_the_order() -> None:
     asyncio.run(run())
 
 
-def test_an_order_already_captured_is_read_back_instead_of_failing() -> None:
+def _already_captured(custom_id: str | None) -> Callable[[httpx.Request], httpx.Response]:
+    unit: dict[str, Any] = {"payments": {"captures": [{"id": "CAP9", "status": "COMPLETED"}]}}
+    if custom_id is not None:
+        unit["custom_id"] = custom_id
+
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/v1/oauth2/token":
             return _token(request)
@@ -383,16 +387,36 @@ def test_an_order_already_captured_is_read_back_instead_of_failing() -> None:
             return httpx.Response(422, json={"name": "UNPROCESSABLE_ENTITY",
                                              "details": [{"issue": "ORDER_ALREADY_CAPTURED"}]})
         return httpx.Response(200, json={"id": "5O190127TN364715T", "status": "COMPLETED",
-                                         "purchase_units": [{"payments": {"captures": [
-                                             {"id": "CAP9", "status": "COMPLETED"}]}}]})
+                                         "purchase_units": [unit]})
 
+    return handler
+
+
+def test_an_order_of_this_payment_already_captured_is_read_back_instead_of_failing() -> None:
     async def run() -> None:
-        gateway = _gateway(handler)
+        gateway = _gateway(_already_captured("pi_123"))
         result = await gateway.authorize(_request(), idempotency_key="pi_123:authorize:2")
         await gateway.aclose()
         assert (result.status, result.reference) == (GatewayStatus.SUCCEEDED, "CAP9")
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize("custom_id", [None, "pi_other"])
+def test_an_order_captured_by_another_request_is_not_this_payments(custom_id: str | None) -> None:
+    """"Already captured" to our capture means another request paid it (ours sent again
+    is replayed by PayPal-Request-Id): unless the order was opened for this payment, it is
+    refused, not reported as this payment's money."""
+    async def run() -> None:
+        gateway = _gateway(_already_captured(custom_id))
+        try:
+            await gateway.authorize(_request(), idempotency_key="pi_123:authorize:2")
+        finally:
+            await gateway.aclose()
+
+    with pytest.raises(GatewayInvalidRequest) as refused:
+        asyncio.run(run())
+    assert refused.value.param == "payment_method"
 
 
 def test_a_reference_that_is_not_a_paypal_id_never_reaches_a_url() -> None:

@@ -20,6 +20,7 @@ from paymux import __version__
 from paymux.api.docs import install_docs
 from paymux.api.middleware import GuardMiddleware
 from paymux.api.openapi import install_openapi
+from paymux.api.request_log import RequestLogMiddleware
 from paymux.api.routers import (
     admin,
     audit_log,
@@ -67,6 +68,7 @@ from paymux.observability.tracing import (
 from paymux.security import configure_logging, register_secret
 from paymux.services import Paymux
 from paymux.services.accounts import DEFAULT_ACCOUNT
+from paymux.services.request_log import RequestLog
 from paymux.web import checkout as web_checkout
 from paymux.web import embed as web_embed
 from paymux.web import invoices as web_invoices
@@ -153,6 +155,7 @@ def create_app(settings: Settings, paymux: Paymux | None = None) -> FastAPI:
             await core.accounts.register_key(DEFAULT_ACCOUNT, settings.api_key.get_secret_value())
         worker = Worker(core) if settings.run_worker else None
         app.state.worker_beat = worker.beat if worker else None  # /health/ready
+        app.state.request_log = RequestLog(core.ctx, keep=settings.request_log_keep)
         task = asyncio.create_task(worker.run()) if worker else None
         try:
             yield
@@ -164,6 +167,7 @@ def create_app(settings: Settings, paymux: Paymux | None = None) -> FastAPI:
                 except TimeoutError:
                     log.warning("worker cut short after %gs", settings.shutdown_timeout)
                 await worker.shut_down()
+            await app.state.request_log.close()  # the calls still buffered (issue 15)
             if owned:
                 await core.close()
             flush_tracing()  # the last spans, before the process goes
@@ -213,6 +217,7 @@ def create_app(settings: Settings, paymux: Paymux | None = None) -> FastAPI:
 
     if settings.sandbox_enabled:
         app.mount("/sandbox", _SandboxMount())
+    app.add_middleware(RequestLogMiddleware)  # inside the guard: the dashboard's request log
     app.add_middleware(GuardMiddleware)
     app.add_middleware(web_embed.PublishableCors)  # outside the guard: preflights (issue 12)
 

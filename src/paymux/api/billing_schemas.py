@@ -321,6 +321,8 @@ class ConfirmSetupIntent(Expandable):
     payment_method: Id | None = None
     payment_method_data: PaymentMethodData | None = None
     return_url: ReturnUrl | None = None
+    # Square's verifyBuyer token for storing the card (intent STORE), passed on as it is.
+    verification_token: Annotated[str, Field(max_length=2048)] | None = None
     # Required with a publishable key (paymux.js), checked as a PaymentIntent's.
     client_secret: Annotated[str, Field(max_length=100)] | None = None
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from paymux.api.access import (
     PUBLISHABLE_CONFIRM_FIELDS,
     enforce,
+    publishable_setup_view,
     publishable_view,
     redacted_key,
     route_of,
@@ -141,6 +142,8 @@ async def caller(request: Request, authorization: Annotated[str | None, Header()
         raise await unauthenticated(request, PaymuxError.of(
             "api_key_invalid", f"Invalid API Key provided: {masked_key(key)}"
         ))
+    # Whose call this is, for the request log (api/request_log.py): the key's id, never the key.
+    request.state.api_caller = (found.account_id, found.key_id, found.livemode)
     await app.rate_limiter.check(found.key_hash)
     _check_stripe_account(found, request.headers.get("stripe-account"))
     enforce(found, request)
@@ -323,11 +326,19 @@ async def _run(c: Caller, operation: Callable[[], Awaitable[dict[str, Any]]]) ->
             raise PaymuxError.of("publishable_key_not_allowed")
         result = await operation()
     except PaymuxError as exc:
-        intent = exc.extra.get("payment_intent")
-        if c.kind == "publishable" and isinstance(intent, dict):
-            # A decline's intent, as a publishable key sees any intent (never its customer,
-            # metadata or references).
-            exc.extra["payment_intent"] = publishable_view(intent)
+        if c.kind == "publishable":
+            # A decline's intent (payment or setup), as a publishable key sees any intent
+            # (never its customer, metadata or references); any other object an error
+            # carries is left out (fail closed).
+            for name, value in list(exc.extra.items()):
+                if not isinstance(value, dict):
+                    continue
+                if name == "payment_intent":
+                    exc.extra[name] = publishable_view(value)
+                elif name == "setup_intent":
+                    exc.extra[name] = publishable_setup_view(value)
+                else:
+                    del exc.extra[name]
         status, body = error_json(exc, c.request)
         return _json(status, body)
     except (GatewayUnavailable, GatewayRateLimited) as exc:

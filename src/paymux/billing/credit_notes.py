@@ -41,7 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.billing.balance import record_balance_change
 from paymux.billing.clock_time import now_for
-from paymux.billing.invoice_core import queue_release
+from paymux.billing.invoice_core import lock_invoice, queue_release
 from paymux.billing.rules.proration import round_half_even_div
 from paymux.domain.clock import seconds
 from paymux.domain.errors import PaymuxError
@@ -436,7 +436,13 @@ class CreditNotesService:
             raise _invalid(
                 f"reason must be one of {', '.join(sorted(CREDIT_NOTE_REASONS))}.", "reason"
             )
-        invoice = await get_owned(s, Invoice, p.invoice, account_id, param="invoice", lock=write)
+        # Written: locked after its subscription (``lock_invoice``), as a note that settles
+        # the invoice moves the subscription (``_issue``).
+        invoice = (
+            await lock_invoice(s, account_id, p.invoice, param="invoice")
+            if write
+            else await get_owned(s, Invoice, p.invoice, account_id, param="invoice")
+        )
         if invoice.status not in ("open", "paid"):
             raise PaymuxError.of(
                 "invoice_unexpected_state",
@@ -654,7 +660,7 @@ class CreditNotesService:
     async def _issue(self, s: AsyncSession, note: CreditNote) -> dict[str, Any]:
         """The note's effects, in the caller's transaction: the invoice asks for less (paid
         when nothing is left), the balance credit, the event."""
-        invoice = await get_owned(s, Invoice, note.invoice_id, note.account_id, lock=True)
+        invoice = await lock_invoice(s, note.account_id, note.invoice_id)
         now = note.created_us
         pre = note.amount - note.refund_amount - note.credit_amount - note.out_of_band_amount
         paid_now = False

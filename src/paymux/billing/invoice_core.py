@@ -46,10 +46,29 @@ from paymux.storage.models import (
     InvoiceItem,
     InvoiceLine,
     InvoiceSequence,
+    Subscription,
     TaxRate,
 )
 
-__all__ = ["DraftLine", "InvoicesCore", "invoice_prefix", "queue_release"]
+__all__ = ["DraftLine", "InvoicesCore", "invoice_prefix", "lock_invoice", "queue_release"]
+
+
+async def lock_invoice(
+    s: AsyncSession, account_id: str, invoice_id: str, *, param: str = "id"
+) -> Invoice:
+    """``invoice_id`` of the account (404 otherwise), locked, after its subscription's row
+    when it has one: the order the renewal steps and the payment hook take them in
+    (``InvoicePayments.on_intent_settled``). A path that locks the invoice and then reaches
+    the subscription (paying it, a failed try, the end of its retries, a credit note that
+    settles it) would otherwise deadlock on PostgreSQL with a renewal step holding the
+    subscription and waiting for the invoice. An invoice's subscription never changes, so
+    the unlocked first read names the right one."""
+    peek = await get_owned(s, Invoice, invoice_id, account_id, param=param)
+    if peek.subscription_id is not None:
+        await s.get(Subscription, peek.subscription_id, with_for_update=True)
+    invoice = await s.get(Invoice, invoice_id, with_for_update=True, populate_existing=True)
+    assert invoice is not None
+    return invoice
 
 
 async def queue_release(s: AsyncSession, ctx: Context, invoice: Invoice) -> None:
@@ -376,7 +395,7 @@ class InvoicesCore:
         """draft -> open in one transaction (see the module docstring). ``charge``: queue the
         payment of a charge_automatically invoice (False: the caller pays it at once)."""
         async with self.ctx.db.write() as s:
-            invoice = await get_owned(s, Invoice, invoice_id, account_id, lock=True)
+            invoice = await lock_invoice(s, account_id, invoice_id)
             await self.finalize_in(s, invoice, charge=charge)
             return await self.view_in(s, invoice)
 

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.billing.clock_time import clock_now
 from paymux.billing.dunning import exhaust, on_payment_failed
-from paymux.billing.invoice_core import InvoicesCore
+from paymux.billing.invoice_core import InvoicesCore, lock_invoice
 from paymux.billing.payment_lease import (
     check_start,
     lease_live,
@@ -52,7 +52,7 @@ from paymux.storage.models import (
     Subscription,
 )
 
-__all__ = ["InvoicePayments", "attempt_intent_id", "live_intent"]
+__all__ = ["InvoicePayments", "attempt_intent_id", "failure_code", "live_intent"]
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,15 @@ async def live_intent(s: AsyncSession, invoice: Invoice) -> PaymentIntent | None
 def never_started(pi: PaymentIntent) -> bool:
     """Whether ``pi`` was made and never confirmed: nothing of it reached a gateway."""
     return pi.status == "requires_confirmation" and pi.confirm_count == 0
+
+
+def failure_code(pi: PaymentIntent) -> str | None:
+    """What a failed try of ``pi`` is judged by for dunning (``rules.retries``): its last
+    error's decline code, else its code (a gateway's ``incorrect_number`` carries no decline
+    code, and is a hard decline all the same)."""
+    error = pi.last_payment_error or {}
+    code = error.get("decline_code") or error.get("code")
+    return str(code) if code else None
 
 
 def attempt_intent_id(invoice_id: str, n: int) -> str:
@@ -149,7 +158,7 @@ class InvoicePayments(InvoicesCore):
             await self.finalize(account_id, invoice_id, charge=False)
         if paid_out_of_band:
             async with self.ctx.db.write() as s:
-                invoice = await get_owned(s, Invoice, invoice_id, account_id, lock=True)
+                invoice = await lock_invoice(s, account_id, invoice_id)
                 waiting = invoice.payment_intent_id  # settle_paid lets go of it
                 now = await clock_now(s, self.ctx, invoice.test_clock_id)
                 await self.settle_paid(s, invoice, now, amount=0, out_of_band=True)
@@ -390,7 +399,7 @@ class InvoicePayments(InvoicesCore):
         from paymux.billing.balance import adjust_balance
 
         async with self.ctx.db.write() as s:
-            invoice = await get_owned(s, Invoice, invoice_id, account_id, lock=True)
+            invoice = await lock_invoice(s, account_id, invoice_id)
             if invoice.status not in _PAYABLE:
                 return
             now = await clock_now(s, self.ctx, invoice.test_clock_id)
@@ -455,7 +464,7 @@ class InvoicePayments(InvoicesCore):
         """Count a try that never reached the gateway (no payment method, a refused one),
         unless the hook counted it already (and as the hook does: ``_failed``)."""
         async with self.ctx.db.write() as s:
-            invoice = await get_owned(s, Invoice, invoice_id, account_id, lock=True)
+            invoice = await lock_invoice(s, account_id, invoice_id)
             if invoice.status != "open" or invoice.attempt_count != count:
                 return
             pi = (
@@ -514,9 +523,7 @@ class InvoicePayments(InvoicesCore):
         # Unmarked (made before the mark existed): automatic, so dunning never stalls.
         automatic = (pi.metadata_ or {}).get(TRY_KIND, "automatic") == "automatic"
         if "payment_intent.payment_failed" in events:
-            code = (pi.last_payment_error or {}).get("decline_code") or (
-                pi.last_payment_error or {}
-            ).get("code")
+            code = failure_code(pi)
             await self._failed(s, invoice, now, code, automatic=automatic)
         elif "payment_intent.requires_action" in events:
             await self._failed(s, invoice, now, "authentication_required", automatic=automatic)
@@ -676,7 +683,8 @@ class InvoicePayments(InvoicesCore):
     async def retry(self, account_id: str, invoice_id: str, *, at_us: int | None = None) -> None:
         """A dunning retry (job ``invoice_retry``, or a test clock's step at ``at_us``)."""
         async with self.ctx.db.write() as s:
-            invoice = await get_owned(s, Invoice, invoice_id, account_id, lock=True)
+            # The subscription first: the end of the retries (``exhaust``) moves it.
+            invoice = await lock_invoice(s, account_id, invoice_id)
             now = (
                 at_us if at_us is not None else await clock_now(s, self.ctx, invoice.test_clock_id)
             )
@@ -688,10 +696,12 @@ class InvoicePayments(InvoicesCore):
                 if invoice.payment_intent_id
                 else None
             )
-            code = ((pi.last_payment_error or {}).get("decline_code") if pi else None) or None
+            # The code the failed try was judged by (``on_intent_settled``): a hard decline
+            # carried as the error's code (``incorrect_number``) is one too.
+            code = failure_code(pi) if pi else None
             if code in HARD_DECLINES:
                 sub = (
-                    await s.get(Subscription, invoice.subscription_id, with_for_update=True)
+                    await s.get(Subscription, invoice.subscription_id)  # locked above
                     if invoice.subscription_id
                     else None
                 )

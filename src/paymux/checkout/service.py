@@ -606,7 +606,15 @@ class CheckoutService:
             own_order = await self._own_order(row.payment_intent_id, card_token)
         mode = current_livemode.set(bool(row.livemode))
         try:
-            if row.payment_intent_id is not None:
+            if gateway == "paypal" and row.setup_intent_id is not None:
+                # Setup mode: the setup token the payer approved in PayPal's window (only the
+                # one made for this session's SetupIntent); reading the SetupIntent settles
+                # it by asking PayPal, which makes the payment token once it is approved.
+                seti_id = await self._own_setup_token(row.setup_intent_id, card_token)
+                view = await self.setup_intents.retrieve(row.account_id, seti_id)
+                if not rules.completion_status(str(view.get("status"))):
+                    return PageOutcome("open")  # not approved: the payer tries again
+            elif row.payment_intent_id is not None:
                 view = await self.payments.confirm(
                     row.account_id,
                     row.payment_intent_id,
@@ -623,6 +631,7 @@ class CheckoutService:
                     row.setup_intent_id,
                     payment_method_data=_token_data(card_token),
                     return_url=return_url,
+                    verification_token=verification_token,
                 )
         finally:
             current_livemode.reset(mode)
@@ -641,6 +650,52 @@ class CheckoutService:
             back_to = f"{return_url}?{kind}={view.get('id')}"
             return PageOutcome("requires_action", None, str(secret) if secret else None, back_to)
         return PageOutcome("open")
+
+    async def paypal_setup_token(self, cs_id: str, return_url: str) -> str:
+        """Setup mode on PayPal: the setup token the payer approves in PayPal's window (the
+        buttons' ``createVaultSetupToken``). The first call confirms the session's
+        SetupIntent (PayPal makes the token, under the setup's own key); later calls, as
+        the payer opens PayPal's window again, answer the same token."""
+        row = await self.page_session(cs_id)
+        if row is None or row.setup_intent_id is None:
+            raise PaymuxError.of("resource_missing", "No such checkout session.", param="id")
+        if row.status != rules.OPEN or self.ctx.now_us() >= row.expires_us:
+            raise PaymuxError.of(
+                "checkout_session_unexpected_state",
+                "This checkout session is no longer open.",
+            )
+        async with self.ctx.db.read() as s:
+            si = await s.get(SetupIntent, row.setup_intent_id)
+        if si is None:
+            raise PaymuxError.of("resource_missing", "No such checkout session.", param="id")
+        if si.status == "requires_action" and si.gateway_reference:
+            return si.gateway_reference
+        await self._check_tries(row)
+        mode = current_livemode.set(bool(row.livemode))
+        try:
+            view = await self.setup_intents.confirm(
+                row.account_id, row.setup_intent_id, return_url=return_url
+            )
+        finally:
+            current_livemode.reset(mode)
+        token = (view.get("next_action") or {}).get("paypal_setup_token")
+        if not token:
+            raise PaymuxError.of(
+                "checkout_session_unexpected_state",
+                "PayPal did not ask the payer to approve saving the wallet.",
+            )
+        return str(token)
+
+    async def _own_setup_token(self, seti_id: str, token: str) -> str:
+        async with self.ctx.db.read() as s:
+            si = await s.get(SetupIntent, seti_id)
+        if si is None or not si.gateway_reference or token != si.gateway_reference:
+            raise PaymuxError.of(
+                "parameter_invalid",
+                "This page saves with its own PayPal setup token only.",
+                param="payment_method",
+            )
+        return si.id
 
     async def _own_order(self, pi_id: str, token: str) -> str:
         async with self.ctx.db.read() as s:

@@ -31,6 +31,7 @@ PAGE_MODULES = (
     "pages_keys",
     "pages_audit",
     "pages_connections",
+    "pages_requests",
 )
 
 

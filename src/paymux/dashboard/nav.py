@@ -35,6 +35,7 @@ NAV = (
     NavEntry("pages_keys", "/keys", "Developers", DEVELOPERS),
     NavEntry("pages_connections", "/connections", "Connections", DEVELOPERS),
     NavEntry("pages_audit", "/audit", "Audit log", DEVELOPERS),
+    NavEntry("pages_requests", "/requests", "Requests", DEVELOPERS),
 )
 
 

@@ -2,9 +2,8 @@
 dashboard action, with who did it and the request id), newest first, paged with cursors,
 filtered by action, actor and object id. Admins and developers only, as the keys page.
 
-There is no request-log page: the API does not store its requests (each is logged and traced,
-``observability/``, not written to the database), and the dashboard shows only what a service
-reads from the database.
+The account's recent API calls (status, latency, redacted bodies) are the request log's page
+(``pages_requests.py``).
 """
 
 from __future__ import annotations

@@ -181,7 +181,10 @@ EVENT_CATALOG: dict[str, EventType] = {
         _t(
             "webhook_endpoint.test",
             "webhook_endpoint",
-            "A test event, sent by POST /v1/webhook_endpoints/{id}/test (never recorded).",
+            (
+                "A test event, made by POST /v1/webhook_endpoints/{id}/test and sent to that "
+                "endpoint alone, whatever it listens to; listed in /v1/events like any other."
+            ),
         ),
     )
 }

@@ -247,8 +247,10 @@ class FraudEngine:
         # A review holds the money (authorization only) for this confirm alone: the
         # attempt's capture is derived from ``hold`` (services/attempts.captures_at_once),
         # and the merchant's capture_method stays as they set it.
-        record["hold"] = decision.action is Action.REVIEW and not missing_capabilities(
-            pi.gateway, frozenset({"manual_capture"})
+        record["hold"] = (
+            decision.action is Action.REVIEW
+            and not missing_capabilities(pi.gateway, frozenset({"manual_capture"}))
+            and not _pays_the_opened_payment(pi, pm)
         )
         count_fraud_decision(decision.action.value)
         return {"fraud_outcome": record}, None
@@ -303,6 +305,18 @@ class FraudEngine:
             )
             error.extra = {"payment_intent": view}
         return error
+
+
+def _pays_the_opened_payment(pi: PaymentIntent, pm: PaymentMethod) -> bool:
+    """Whether the confirm pays with the provider payment opened at create for the payer's
+    page (a PayPal order the payer approved): its capture was fixed when it was opened (the
+    PayPal JS SDK approves an order of one intent), so a review can't hold it; the payment
+    is captured as opened and its review opens on the captured money (reject refunds)."""
+    return (
+        pi.gateway_client is not None
+        and pi.gateway_reference is not None
+        and pm.token == pi.gateway_reference
+    )
 
 
 def _counted_unsettled(obj: dict[str, Any], pi: Any) -> bool:

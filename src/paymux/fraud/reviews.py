@@ -29,11 +29,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from paymux.domain.errors import PaymuxError
 from paymux.domain.ids import new_id
 from paymux.domain.states import PaymentIntentStatus as S
+from paymux.domain.states import RefundStatus
 from paymux.services.context import Context, CreatedRange, emit, get_owned, page_of, react_to
 from paymux.services.payments import PaymentsService
 from paymux.services.refunds import RefundsService
 from paymux.services.views import charge_id
-from paymux.storage.models import PaymentIntent, Review
+from paymux.storage.models import PaymentIntent, Refund, Review
 
 __all__ = ["Reviews", "review_view"]
 
@@ -142,6 +143,14 @@ _ON_CANCELED = _closer("canceled")
 _ON_REFUNDED = _closer("refunded")
 
 
+def _fully_refunded(obj: dict[str, Any], pi: Any) -> bool:
+    """The gate of the refund reaction: ``charge.refunded`` follows every refund that
+    succeeds, a part too (as Stripe's does); the payment's review closes ``refunded`` only
+    once all the money received went back (``obj``: the intent as emitted)."""
+    received = int(obj.get("amount_received") or 0)
+    return received > 0 and int(obj.get("amount_refunded") or 0) >= received
+
+
 def _was_reviewed(obj: dict[str, Any], pi: Any) -> bool:
     """The gate of the intent reactions (``react_to``'s ``when``): a review is opened only
     for an intent whose decision was ``manual_review`` (``_on_authorized``), and that
@@ -154,6 +163,18 @@ def _was_reviewed(obj: dict[str, Any], pi: Any) -> bool:
     return bool(outcome.get("type") == "manual_review")
 
 
+async def _refund_under_way(s: AsyncSession, pi_id: str) -> bool:
+    """Whether a refund of the payment waits for the gateway's answer (a reject's, whose
+    answer was lost): an approve meanwhile would close the review ``approved`` of money
+    that is going back."""
+    pending = await s.scalar(
+        select(Refund.id)
+        .where(Refund.payment_intent_id == pi_id, Refund.status == RefundStatus.PENDING)
+        .limit(1)
+    )
+    return pending is not None
+
+
 class Reviews:
     def __init__(self, ctx: Context, payments: PaymentsService, refunds: RefundsService) -> None:
         self.ctx = ctx
@@ -162,7 +183,7 @@ class Reviews:
         react_to("payment_intent.amount_capturable_updated", _on_authorized, when=_was_reviewed)
         react_to("payment_intent.succeeded", _on_succeeded, when=_was_reviewed)
         react_to("payment_intent.canceled", _ON_CANCELED, when=_was_reviewed)
-        react_to("charge.refunded", _ON_REFUNDED)
+        react_to("charge.refunded", _ON_REFUNDED, when=_fully_refunded)
 
     async def retrieve(self, account_id: str, review_id: str) -> dict[str, Any]:
         async with self.ctx.db.read() as s:
@@ -236,9 +257,10 @@ class Reviews:
             )
             pi = await get_owned(s, PaymentIntent, str(pi_id), account_id, lock=True)
             row = await get_owned(s, Review, review_id, account_id, lock=True)
-            if pi.status != needs:
+            refunding = verb == "approve" and await _refund_under_way(s, pi.id)
+            if pi.status != needs or refunding:
                 moving = " (money is moving: try again when it settles)" * (
-                    pi.status == S.PROCESSING
+                    pi.status == S.PROCESSING or refunding
                 )
                 raise PaymuxError.of(
                     "payment_intent_unexpected_state",

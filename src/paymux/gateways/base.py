@@ -232,6 +232,9 @@ class SetupRequest:
     reference: str  # our setup intent id, stored in the provider's metadata where it can be
     usage: str = "off_session"
     return_url: str | None = None
+    # A buyer-verification (SCA) token from the provider's browser SDK for storing the card
+    # (Square's verifyBuyer with intent STORE), sent with the card's token.
+    verification_token: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

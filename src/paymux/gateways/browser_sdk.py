@@ -29,16 +29,15 @@ SQUARE_JS = {
 
 
 def paypal_sdk_url(settings: Settings, client: dict[str, Any]) -> str:
-    """PayPal's JS SDK for this payment: client id, currency and intent as the order's."""
-    query = urlencode(
-        {
-            "client-id": str(client.get("client_id") or ""),
-            "currency": str(client.get("currency") or "").upper(),
-            "intent": str(client.get("intent") or "capture"),
-            "components": "buttons",
-        }
-    )
-    return f"{settings.paypal_js_url or PAYPAL_JS}?{query}"
+    """PayPal's JS SDK for this payment: client id, currency and intent as the order's. With
+    no currency (a SetupIntent's view: saving a PayPal wallet, nothing charged, the buttons'
+    ``createVaultSetupToken`` flow) the client id alone."""
+    query: dict[str, str] = {"client-id": str(client.get("client_id") or "")}
+    if client.get("currency"):
+        query["currency"] = str(client["currency"]).upper()
+        query["intent"] = str(client.get("intent") or "capture")
+    query["components"] = "buttons"
+    return f"{settings.paypal_js_url or PAYPAL_JS}?{urlencode(query)}"
 
 
 def square_environment(client: dict[str, Any]) -> str:

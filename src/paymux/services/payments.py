@@ -771,6 +771,9 @@ class PaymentsService:
             "last_payment_error": None,
             "next_action": None,
             "three_d_secure": None,  # this confirmation's, once its gateway answers
+            # The gateway's risk level is this confirmation's too (an earlier card's must
+            # not be recorded against this one when this gateway's answer carries none).
+            "risk_level": None,
         }
         if payment_method_options is not None:
             changes["payment_method_options"] = card_options(payment_method_options)

@@ -82,7 +82,6 @@ _CANCELABLE = (REQUIRES_PAYMENT_METHOD, REQUIRES_CONFIRMATION, REQUIRES_ACTION)
 CANCELLATION_REASONS = ("abandoned", "requested_by_customer", "duplicate")
 
 
-
 def setup_intent_view(si: SetupIntent) -> dict[str, Any]:
     """Stripe's SetupIntent object, plus the gateway and connection that ran it."""
     return {
@@ -352,7 +351,12 @@ class SetupIntentsService:
         payment_method: str | None = None,
         return_url: str | None = None,
         payment_method_data: dict[str, Any] | None = None,
+        verification_token: str | None = None,
     ) -> dict[str, Any]:
+        """``verification_token``: the payer's verification for storing the card, made in
+        the browser with the card's token (Square's verifyBuyer, intent STORE). It is sent
+        with this confirm's setup call, and again by this confirm's retry (the same
+        Idempotency-Key resends it); it is not stored."""
         async with self.ctx.db.read() as s:
             si = await get_owned(s, SetupIntent, seti_id, account_id)
         claim = current_claim.get()
@@ -364,7 +368,7 @@ class SetupIntentsService:
         ):
             return _answered(si)  # this key's confirm already ran (its answer was lost)
         if si.pending:  # a call of ours whose answer never came: ask again, same key
-            view, error = await self._settle(account_id, si)
+            view, error = await self._settle(account_id, si, verification_token)
             if error is not None:
                 raise error
             return view
@@ -431,7 +435,7 @@ class SetupIntentsService:
             si.last_setup_error = None
             si.updated_us = max(now, si.updated_us)
             await record_recovery_point(s, "setup_started", seti_id)
-        view, error = await self._settle(account_id, si)
+        view, error = await self._settle(account_id, si, verification_token)
         if error is not None:
             raise error
         return view
@@ -464,8 +468,15 @@ class SetupIntentsService:
             made_as=payment_method_id_of_request(step),
         )
 
-    async def _request(self, account_id: str, si: SetupIntent, gateway: Gateway) -> SetupRequest:
-        """The gateway request of the setup ``si`` records: the same on every retry."""
+    async def _request(
+        self,
+        account_id: str,
+        si: SetupIntent,
+        gateway: Gateway,
+        verification_token: str | None = None,
+    ) -> SetupRequest:
+        """The gateway request of the setup ``si`` records: the same on every retry (with
+        the payer's verification token where the confirm, or its retry, carries one)."""
         assert si.customer_id is not None
         async with self.ctx.db.read() as s:
             customer = await get_owned(s, Customer, si.customer_id, account_id)
@@ -484,17 +495,18 @@ class SetupIntentsService:
             reference=si.id,
             usage=si.usage,
             return_url=si.return_url,
+            verification_token=verification_token,
         )
 
     async def _settle(
-        self, account_id: str, si: SetupIntent
+        self, account_id: str, si: SetupIntent, verification_token: str | None = None
     ) -> tuple[dict[str, Any], PaymuxError | None]:
         """Ask the gateway (the setup call of a pending attempt, or how a setup waiting for
         the payer stands) and apply its answer: (the view, the error a confirm answers)."""
         gateway = await self.ctx.gateway_of(si)
         attempt = si.attempts
         if si.pending:
-            request = await self._request(account_id, si, gateway)
+            request = await self._request(account_id, si, gateway, verification_token)
             key = f"{si.id}:setup:{attempt}"
             call = lambda: gateway.setup(request, idempotency_key=key)  # noqa: E731
         else:
@@ -565,7 +577,7 @@ class SetupIntentsService:
                     case GatewayStatus.REQUIRES_ACTION:
                         if si.status != REQUIRES_ACTION:
                             si.status = REQUIRES_ACTION
-                            si.next_action = _next_action(result, si.return_url)
+                            si.next_action = _next_action(result, si.return_url, gateway_name)
                             view = setup_intent_view(si)
                             await emit(s, account_id, "setup_intent.requires_action", view, now)
                     case GatewayStatus.FAILED:
@@ -722,14 +734,20 @@ def _gateway_makes_method(si: SetupIntent) -> bool:
     return list(si.payment_method_types or []) == ["paypal"]
 
 
-def _next_action(result: SetupResult, return_url: str | None) -> dict[str, Any]:
-    """Stripe's ``next_action``: where to send the payer, and where they come back to."""
+def _next_action(result: SetupResult, return_url: str | None, gateway_name: str) -> dict[str, Any]:
+    """Stripe's ``next_action``: where to send the payer, and where they come back to. For
+    PayPal, also ``paypal_setup_token``: the setup token the payer approves, which PayPal's
+    JS SDK buttons take from ``createVaultSetupToken`` (paymux.js and the hosted page) to
+    approve it in PayPal's window, rather than by the redirect."""
     action = dict(result.next_action or {})
     redirect = dict(action.get("redirect_to_url") or {})
     if redirect:
         redirect.setdefault("return_url", return_url)
         if redirect.get("return_url") is None:
             redirect["return_url"] = return_url
-        return {"type": "redirect_to_url", "redirect_to_url": redirect}
+        shown: dict[str, Any] = {"type": "redirect_to_url", "redirect_to_url": redirect}
+        if gateway_name == "paypal" and result.reference:
+            shown["paypal_setup_token"] = result.reference
+        return shown
     action.setdefault("type", "use_stripe_sdk")
     return action

@@ -60,6 +60,7 @@ __all__ = [
     "RadarValueListItem",
     "RateLimitWindow",
     "Refund",
+    "RequestLogEntry",
     "Review",
     "SetupIntent",
     "Subscription",
@@ -1323,3 +1324,27 @@ class DashboardLoginAttempt(Base):
     failures: Mapped[int] = mapped_column(Integer, default=0)
     window_start_us: Mapped[int]
     locked_until_us: Mapped[int | None] = mapped_column(default=None)
+
+
+class RequestLogEntry(Base):
+    """A recent API call of an account (issue 15: the dashboard's request log), written in
+    batches by services/request_log.py and trimmed to the newest entries per account and
+    mode. The body is redacted as the logs are (security/redact.py) and capped; never a key
+    (``key_id`` names the key)."""
+
+    __tablename__ = "request_log"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(40))
+    livemode: Mapped[bool] = mapped_column(Boolean, default=False)
+    method: Mapped[str] = mapped_column(String(8))
+    route: Mapped[str] = mapped_column(String(200))  # the route template
+    path: Mapped[str] = mapped_column(String(500))
+    status: Mapped[int] = mapped_column(Integer)
+    duration_us: Mapped[int]
+    request_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    key_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    body: Mapped[str | None] = mapped_column(Text, default=None)
+    created_us: Mapped[int]
+    __table_args__ = (
+        Index("ix_request_log_account_created", "account_id", "livemode", "created_us", "id"),
+    )

@@ -11,6 +11,9 @@
   script (static/card-entry.js) pays with it (for PayPal the token is the approved order);
 - ``POST /c/pay/{session_id}/paypal-order`` the PayPal order the buttons' ``createOrder``
   hands PayPal (opened with the session's payment; JSON, the page's origin only);
+- ``POST /c/pay/{session_id}/paypal-setup-token`` in setup mode, the PayPal setup token the
+  buttons' ``createVaultSetupToken`` hands PayPal (made by confirming the session's
+  SetupIntent; ``onApprove`` then posts it to the confirm URL, which saves the wallet);
 - ``GET  /_checkout/{file}``            the page's script and style sheet.
 
 No API key: the session id in the URL (30 random characters, about 178 bits, after
@@ -50,7 +53,7 @@ from paymux.fraud.request import set_browser_payer
 from paymux.gateways.browser_sdk import paypal_sdk_url, square_sdk_url
 from paymux.money import Money
 from paymux.services import Paymux
-from paymux.storage.models import Account, CheckoutSession, PaymentIntent
+from paymux.storage.models import Account, CheckoutSession, PaymentIntent, SetupIntent
 from paymux.web.checkout_text import text_for
 
 __all__ = [
@@ -146,7 +149,8 @@ class _Component:
     sources: ProviderSources | None = None  # its origins, named in the CSP
     publishable_key: str | None = None
     # What the provider's SDK is given (data-* attributes of its mount point): Square's
-    # application and location ids, and verifyBuyer's amount and currency.
+    # application and location ids, and verifyBuyer's intent (CHARGE, with the amount and
+    # currency; STORE in setup mode, where nothing is charged).
     params: tuple[tuple[str, str], ...] = ()
 
     @property
@@ -308,17 +312,61 @@ async def _merchant(app: Paymux, row: CheckoutSession) -> str:
     return account.name if account is not None and account.name else "the merchant"
 
 
+def _square_component(
+    settings: Settings, client: dict[str, Any], verify: tuple[tuple[str, str], ...]
+) -> _Component | None:
+    """Square's card form: its SDK, the application and location ids, and what verifyBuyer
+    is asked (``verify``); None without both ids (SQUARE_APPLICATION_ID, the location)."""
+    if not client.get("application_id") or not client.get("location_id"):
+        return None
+    script, sources = _square_js(settings, str(client.get("environment") or "sandbox"))
+    ids = (
+        ("application-id", str(client["application_id"])),
+        ("location-id", str(client["location_id"])),
+    )
+    return _Component(SQUARE, script, sources, params=ids + verify)
+
+
+async def _setup_component(app: Paymux, row: CheckoutSession, gateway: str) -> _Component | None:
+    """Setup mode (save a payment method, nothing charged): Square's card form, whose
+    verifyBuyer asks for intent STORE (its verification token goes with the card's token to
+    CreateCard); PayPal's buttons saving the payer's wallet (a session for
+    ``payment_method_types`` ``[paypal]``: ``createVaultSetupToken`` asks the page's
+    ``paypal-setup-token`` URL). (Stripe's setup is not on the page yet: docs/checkout.md.)"""
+    if gateway not in (SQUARE, PAYPAL) or row.setup_intent_id is None:
+        return None
+    async with app.ctx.db.read() as s:
+        si = await s.get(SetupIntent, row.setup_intent_id)
+    if si is None:
+        return None
+    if gateway == PAYPAL and list(si.payment_method_types or []) != ["paypal"]:
+        return None  # PayPal's buttons save a wallet; a card saved at PayPal isn't on the page
+    try:
+        provider = await app.ctx.gateway_of(si)
+    except PaymuxError:  # its connection is gone or not configured here: no component
+        return None
+    client = provider.browser_params(si.id)
+    if gateway == PAYPAL:
+        if not client.get("client_id"):
+            return None
+        script, sources = _paypal_js(app.ctx.settings, client)  # the client id alone
+        return _Component(PAYPAL, script, sources)
+    return _square_component(app.ctx.settings, client, (("intent", "STORE"),))
+
+
 async def _component(app: Paymux, row: CheckoutSession) -> _Component | None:
     """The card-entry component for the session's gateway, None where the page has none:
     the sandbox's hosted form (test mode, on a deployment that serves it); for a payment,
-    Stripe.js's card Element, PayPal's buttons or Square's card form. (Setup mode with
-    Stripe, PayPal or Square is not on the page yet: docs/checkout.md.)"""
+    Stripe.js's card Element, PayPal's buttons or Square's card form; in setup mode,
+    Square's card form (``_setup_component``)."""
     gateway = await app.checkout.gateway_of(row)
     settings = app.ctx.settings
     if gateway == SANDBOX and not row.livemode and settings.sandbox_enabled:
         return _Component(SANDBOX)
     if gateway not in (STRIPE, PAYPAL, SQUARE):
         return None
+    if row.mode == "setup":
+        return await _setup_component(app, row, gateway)
     if row.mode != "payment" or row.payment_intent_id is None:
         return None
     async with app.ctx.db.read() as s:
@@ -342,17 +390,12 @@ async def _component(app: Paymux, row: CheckoutSession) -> _Component | None:
             return None  # no order opened: nothing for the buttons to approve
         script, sources = _paypal_js(settings, client)
         return _Component(PAYPAL, script, sources)  # the client id is in its URL
-    if not client.get("application_id") or not client.get("location_id"):
-        return None  # Square's SDK needs both (SQUARE_APPLICATION_ID, the location)
-    script, sources = _square_js(settings, str(client.get("environment") or "sandbox"))
     amount = Money(int(pi.amount), pi.currency)
-    return _Component(
-        SQUARE,
-        script,
-        sources,
-        params=(
-            ("application-id", str(client["application_id"])),
-            ("location-id", str(client["location_id"])),
+    return _square_component(
+        settings,
+        client,
+        (
+            ("intent", "CHARGE"),
             ("amount", amount.to_decimal_string()),
             ("currency", pi.currency.upper()),
         ),
@@ -438,6 +481,7 @@ async def checkout_page(session_id: str, request: Request) -> Response:
         pay=component is not None,
         pay_url=f"{PAGE_PREFIX}/{quote(row.id, safe='')}/confirm",
         order_url=f"{PAGE_PREFIX}/{quote(row.id, safe='')}/paypal-order",
+        setup_token_url=f"{PAGE_PREFIX}/{quote(row.id, safe='')}/paypal-setup-token",
         status_url=f"{PAGE_PREFIX}/{quote(row.id, safe='')}/status",
         card_form_url=CARD_FORM_PATH,
         back=back,
@@ -465,12 +509,11 @@ def _page_post_problem(app: Paymux, request: Request) -> JSONResponse | None:
     return None
 
 
-@router.post(PAGE_PREFIX + "/{session_id}/paypal-order")
-async def checkout_paypal_order(session_id: str, request: Request) -> JSONResponse:
-    """PayPal's buttons' ``createOrder``: the order opened with the session's payment (its
-    ``gateway_reference``; the payer approves it in PayPal's window, then ``onApprove``
-    confirms with its id). No gateway call: the order exists since the session's create."""
-    app = _app(request)
+async def _open_paypal_session(
+    app: Paymux, request: Request, session_id: str
+) -> CheckoutSession | JSONResponse:
+    """The open session of a page's PayPal call (from the page's own origin, as JSON), or
+    the refusal to answer: no such session, no longer open, not paid through PayPal."""
     problem = _page_post_problem(app, request)
     if problem is not None:
         return problem
@@ -482,7 +525,24 @@ async def checkout_paypal_order(session_id: str, request: Request) -> JSONRespon
             400, "checkout_session_unexpected_state", "This checkout session is no longer open."
         )
     component = await _component(app, row)
-    if component is None or component.gateway != PAYPAL or row.payment_intent_id is None:
+    if component is None or component.gateway != PAYPAL:
+        return _refusal(
+            400, "checkout_session_unexpected_state", "This checkout is not paid with PayPal."
+        )
+    return row
+
+
+@router.post(PAGE_PREFIX + "/{session_id}/paypal-order")
+async def checkout_paypal_order(session_id: str, request: Request) -> JSONResponse:
+    """PayPal's buttons' ``createOrder``: the order opened with the session's payment (its
+    ``gateway_reference``; the payer approves it in PayPal's window, then ``onApprove``
+    confirms with its id). No gateway call: the order exists since the session's create."""
+    app = _app(request)
+    found = await _open_paypal_session(app, request, session_id)
+    if isinstance(found, JSONResponse):
+        return found
+    row = found
+    if row.payment_intent_id is None:
         return _refusal(
             400, "checkout_session_unexpected_state", "This checkout is not paid with PayPal."
         )
@@ -494,6 +554,29 @@ async def checkout_paypal_order(session_id: str, request: Request) -> JSONRespon
             400, "checkout_session_unexpected_state", "This checkout is not paid with PayPal."
         )
     return JSONResponse({"order_id": str(order_id)}, headers={"cache-control": "no-store"})
+
+
+@router.post(PAGE_PREFIX + "/{session_id}/paypal-setup-token")
+async def checkout_paypal_setup_token(session_id: str, request: Request) -> JSONResponse:
+    """PayPal's buttons' ``createVaultSetupToken`` in setup mode: the setup token the payer
+    approves in PayPal's window (``onApprove`` then posts it to the confirm URL). The first
+    call confirms the session's SetupIntent, for which PayPal makes the token (a keyed call,
+    outside any transaction); later ones answer the same token."""
+    app = _app(request)
+    found = await _open_paypal_session(app, request, session_id)
+    if isinstance(found, JSONResponse):
+        return found
+    row = found
+    if row.setup_intent_id is None:
+        return _refusal(
+            400, "checkout_session_unexpected_state", "This checkout does not save PayPal."
+        )
+    _, words = text_for(_locale(request, row))
+    try:
+        token = await app.checkout.paypal_setup_token(session_id, app.checkout.page_url(row.id))
+    except PaymuxError as exc:
+        return _refusal(exc.http_status, exc.code, exc.user_message or words["failed"])
+    return JSONResponse({"setup_token": token}, headers={"cache-control": "no-store"})
 
 
 @router.post(PAGE_PREFIX + "/{session_id}/confirm")

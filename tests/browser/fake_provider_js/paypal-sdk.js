@@ -1,8 +1,11 @@
 // A small fake of PayPal's JS SDK (www.paypal.com/sdk/js) for the browser tests, served from
 // a loopback origin that PAYMUX_PAYPAL_JS_URL names: the API surface the checkout page uses,
-// paypal.Buttons({createOrder, onApprove, onError}).render(element). Its "PayPal window" is a
-// dialog in the page where the buyer approves the order (at the fake PayPal, through this
-// origin's /paypal/approve), optionally with a funding source PayPal will refuse. Like PayPal's
+// paypal.Buttons({createOrder, onApprove, onError}).render(element), and the vault flow
+// (saving the payer's wallet, nothing charged): paypal.Buttons({createVaultSetupToken,
+// onApprove, onCancel, onError}), whose onApprove gets {vaultSetupToken}. Its "PayPal window"
+// is a dialog in the page where the buyer approves the order (at the fake PayPal, through this
+// origin's /paypal/approve), optionally with a funding source PayPal will refuse, or approves
+// saving their wallet for the setup token (/paypal/approve-setup), or cancels. Like PayPal's
 // SDK it puts its own style element in the page, with the script's data-csp-nonce.
 'use strict';
 (function () {
@@ -23,6 +26,10 @@
     button.textContent = 'PayPal';
     element.appendChild(button);
     button.addEventListener('click', async () => {
+      if (options.createVaultSetupToken) {
+        await vault(options);
+        return;
+      }
       let orderID;
       try {
         orderID = await options.createOrder({}, {});
@@ -52,6 +59,40 @@
       document.body.appendChild(dialog);
     });
     return Promise.resolve();
+  }
+  // The vault flow: the merchant's setup token, approved (or not) in "PayPal's window".
+  async function vault(options) {
+    let token;
+    try {
+      token = await options.createVaultSetupToken();
+    } catch (error) {
+      if (options.onError) options.onError(error);
+      return;
+    }
+    const dialog = document.createElement('div');
+    dialog.id = 'paypal-window';
+    dialog.setAttribute('role', 'dialog');
+    dialog.setAttribute('aria-label', 'PayPal');
+    dialog.dataset.setupToken = token;
+    const save = document.createElement('button');
+    save.type = 'button';
+    save.textContent = 'Save PayPal';
+    save.addEventListener('click', async () => {
+      await fetch(base + '/paypal/approve-setup', {
+        method: 'POST', body: JSON.stringify({setup_token: token}),
+      });
+      dialog.remove();
+      await options.onApprove({vaultSetupToken: token}, {});
+    });
+    const cancel = document.createElement('button');
+    cancel.type = 'button';
+    cancel.textContent = 'Cancel';
+    cancel.addEventListener('click', () => {
+      dialog.remove();
+      if (options.onCancel) options.onCancel({});
+    });
+    dialog.append(save, cancel);
+    document.body.appendChild(dialog);
   }
   window.paypal = {Buttons: (options) => ({render: (target) => render(options, target)})};
 })();

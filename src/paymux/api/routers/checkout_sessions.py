@@ -81,8 +81,9 @@ class CreateCheckoutSession(Expandable):
     success_url: Url | None = None
     cancel_url: Url | None = None
     expires_at: StrictInt | None = None
+    # "paypal": in setup mode, PayPal's buttons save the payer's wallet (the hosted page).
     payment_method_types: (
-        Annotated[list[Literal["card"]], Field(min_length=1, max_length=5)] | None
+        Annotated[list[Literal["card", "paypal"]], Field(min_length=1, max_length=5)] | None
     ) = None
     metadata: Metadata = Field(default_factory=dict)
     client_reference_id: Annotated[str, Field(min_length=1, max_length=200)] | None = None

@@ -128,6 +128,7 @@ async def confirm_setup_intent(
             payment_method_data=(
                 b.payment_method_data.model_dump() if b.payment_method_data else None
             ),
+            verification_token=b.verification_token,
         )
         if c.kind == "publishable":
             return publishable_setup_view(view)

@@ -412,7 +412,12 @@ class PayPalGateway:
                         foreign, code="invalid_payment_method", param="payment_method"
                     )
             return await self._complete_order(
-                order_id, request.capture, idempotency_key, request.amount.amount, order
+                order_id,
+                request.capture,
+                idempotency_key,
+                request.amount.amount,
+                order,
+                paying=request.reference,
             )
         kind, vault_id = vault
         if request.gateway_reference:
@@ -487,11 +492,19 @@ class PayPalGateway:
         key: str,
         requested: int,
         known: dict[str, Any] | None = None,
+        *,
+        paying: str | None = None,
     ) -> GatewayResult:
         """Capture or authorize an approved order, once its card's 3-D Secure result (read
         first: ``known``, the order as just read, or a GET) allows it, as PayPal recommends
         (transformers.completion_refusal); a refused one stays uncaptured, declined. An order
-        no longer APPROVED-and-unpaid goes on to the call, whose already-done path reports it."""
+        no longer APPROVED-and-unpaid goes on to the call, whose already-done path reports it.
+
+        ``paying``: our payment, when the caller named the order (a payment method). Our own
+        call sent again is replayed by PayPal (``PayPal-Request-Id``); "already captured"
+        means another request paid it, so it is reported only when the order was opened for
+        this payment (``custom_id``): an order made outside paymux and paid once must not
+        pay a second payment of the same amount."""
         order_read = known if known is not None else await self._get_order(order_id)
         if order_read is not None:
             refusal = transformers.completion_refusal(order_read)
@@ -511,6 +524,12 @@ class PayPalGateway:
         except PayPalApiError as exc:
             if exc.error.issue in _ALREADY_DONE:
                 order = await self._call("GET", f"/v2/checkout/orders/{order_id}")
+                if paying is not None and transformers.opened_for_payment(order) != paying:
+                    raise GatewayInvalidRequest(
+                        "This PayPal order was already paid, and not by this payment.",
+                        code="invalid_payment_method",
+                        param="payment_method",
+                    ) from exc
                 return transformers.order_result(order, capture=capture, requested=requested)
             decline = transformers.decline_for(exc.error)
             if decline is None:

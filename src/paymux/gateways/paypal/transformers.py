@@ -665,6 +665,13 @@ def order_wants_capture(order: dict[str, Any]) -> bool:
     return order.get("intent") != "AUTHORIZE"
 
 
+def opened_for_payment(order: dict[str, Any]) -> str | None:
+    """The payment an order was opened for (its ``custom_id``), or None (made outside
+    paymux, or an empty one)."""
+    value = _first_unit(order).get("custom_id")
+    return value if isinstance(value, str) and value else None
+
+
 def foreign_order(order: dict[str, Any], reference: str, amount: Money) -> str | None:
     """Why an approved order named as a payment method can't pay our payment ``reference``
     of ``amount``, or None. An order carries the payment it was opened for in ``custom_id``
@@ -673,8 +680,8 @@ def foreign_order(order: dict[str, Any], reference: str, amount: Money) -> str |
     An order made outside paymux (no ``custom_id``) must be for the same amount and
     currency. A figure PayPal doesn't give (or a placeholder) is no reason."""
     unit = _first_unit(order)
-    opened_for = unit.get("custom_id")
-    if isinstance(opened_for, str) and opened_for and opened_for != reference:
+    opened_for = opened_for_payment(order)
+    if opened_for is not None and opened_for != reference:
         return "This PayPal order was opened for another payment."
     paid = from_paypal(unit.get("amount"))
     currency = order_currency(order)

@@ -554,6 +554,17 @@ class SquareGateway:
     async def attach_payment_method(
         self, token: str, customer_token: str, *, idempotency_key: str
     ) -> CardDetails | Decline:
+        return await self._save_card(token, customer_token, idempotency_key, None)
+
+    async def _save_card(
+        self,
+        token: str,
+        customer_token: str,
+        idempotency_key: str,
+        verification_token: str | None,
+    ) -> CardDetails | Decline:
+        """CreateCard from a Web Payments SDK token (with verifyBuyer's STORE verification
+        when the payer gave one); a card on file already the customer's is answered as is."""
         if token.startswith("ccof:"):
             card = await self._card(token)
             if card.get("customer_id") != customer_token or card.get("enabled") is False:
@@ -562,7 +573,12 @@ class SquareGateway:
                     code="card_on_file_not_movable",
                 )
             return transformers.card_details(card)
-        params = transformers.card_params(token, customer_token, idempotency_key=idempotency_key)
+        params = transformers.card_params(
+            token,
+            customer_token,
+            idempotency_key=idempotency_key,
+            verification_token=verification_token,
+        )
         try:
             response = await self._call(
                 lambda: self._client.cards.create(**params, request_options=_NO_RETRIES),
@@ -593,12 +609,27 @@ class SquareGateway:
 
     async def setup(self, request: SetupRequest, *, idempotency_key: str) -> SetupResult:
         """Square's card on file: CreateCard from the token for the customer (the same call
-        ``attach`` makes). Square's buyer verification (SCA) for a stored card runs in the
-        browser (``verifyBuyer`` with intent STORE) before the token reaches us, so there is
-        never an action left to take here: saved, or declined."""
-        outcome = await self.attach_payment_method(
-            request.payment_method_token, request.customer_token, idempotency_key=idempotency_key
-        )
+        ``attach`` makes), with the buyer's verification token. Square's buyer verification
+        (SCA) for a stored card runs in the browser (``verifyBuyer`` with intent STORE)
+        before the token reaches us, so there is never an action left to take here: saved,
+        or declined."""
+        try:
+            outcome = await self._save_card(
+                request.payment_method_token,
+                request.customer_token,
+                idempotency_key,
+                request.verification_token,
+            )
+        except GatewayInvalidRequest as exc:
+            if exc.code != "IDEMPOTENCY_KEY_REUSED" or request.verification_token:
+                raise
+            # The first call under this key carried the payer's verification token (paymux
+            # doesn't keep it) and this one has none: Square's answer to the first is
+            # unknown until a retry sends the token again (the confirm's retry does).
+            raise GatewayUnavailable(
+                "square: this setup's first CreateCard carried a verification token; "
+                "its outcome is read by the retry that sends it again"
+            ) from exc
         if isinstance(outcome, Decline):
             return SetupResult(status=GatewayStatus.FAILED, reference=None, decline=outcome)
         return SetupResult(status=GatewayStatus.SUCCEEDED, reference=outcome.token, card=outcome)

@@ -298,13 +298,23 @@ def customer_params(reference: str, email: str | None, *, idempotency_key: str) 
     return params
 
 
-def card_params(token: str, customer_token: str, *, idempotency_key: str) -> dict[str, Any]:
-    """Keyword arguments for ``cards.create``: a card on file from a Web Payments SDK token."""
-    return {
+def card_params(
+    token: str,
+    customer_token: str,
+    *,
+    idempotency_key: str,
+    verification_token: str | None = None,
+) -> dict[str, Any]:
+    """Keyword arguments for ``cards.create``: a card on file from a Web Payments SDK token,
+    with the buyer's verification for storing it (verifyBuyer, intent STORE) when given."""
+    params: dict[str, Any] = {
         "idempotency_key": square_idempotency_key(idempotency_key),
         "source_id": token,
         "card": {"customer_id": customer_token},
     }
+    if verification_token:
+        params["verification_token"] = verification_token
+    return params
 
 
 # -- payments ---------------------------------------------------------------------------------

@@ -5,7 +5,8 @@
 // (#stripe-card), whose createToken goes to Stripe; or PayPal's JS SDK buttons
 // (#paypal-buttons: createOrder asks this page's data-order-url for the payment's order, the
 // payer approves it in PayPal's window, onApprove pays with the order id); or Square's Web
-// Payments SDK card form (#square-card: tokenize at Square, then verifyBuyer for SCA). This
+// Payments SDK card form (#square-card: tokenize at Square, then verifyBuyer for SCA, with
+// intent STORE where the page saves the card). This
 // page sends only the token (its card's id, for Stripe; the order id, for PayPal; with
 // Square's verification token) to its own pay URL (the section's data-pay-url), then
 // follows what the answer says:
@@ -154,27 +155,36 @@
   }
   // PayPal: the JS SDK's buttons. createOrder hands PayPal the order paymux opened with the
   // payment; the payer approves it in PayPal's window; onApprove pays with the order's id.
+  // Saving the payer's wallet (setup mode, data-setup-token-url): createVaultSetupToken hands
+  // PayPal the setup token paymux made; onApprove sends it to the pay URL, which saves it.
   const paypalButtons = document.getElementById('paypal-buttons');
   if (paypalButtons && window.paypal && typeof window.paypal.Buttons === 'function') {
-    window.paypal.Buttons({
-      createOrder: async () => {
-        const response = await fetch(paypalButtons.dataset.orderUrl, {
-          method: 'POST', credentials: 'same-origin',
-          headers: {'content-type': 'application/json'}, body: '{}',
-        });
-        const answer = await response.json();
-        if (!response.ok || !answer.order_id) {
-          failed(answer.message || text('msgFailed', 'The payment did not go through.'),
-            answer.action);
-          throw new Error('no order');
-        }
-        return answer.order_id;
-      },
+    const ask = async (url, field) => {
+      const response = await fetch(url, {
+        method: 'POST', credentials: 'same-origin',
+        headers: {'content-type': 'application/json'}, body: '{}',
+      });
+      const answer = await response.json();
+      if (!response.ok || !answer[field]) {
+        failed(answer.message || text('msgFailed', 'The payment did not go through.'),
+          answer.action);
+        throw new Error('no ' + field);
+      }
+      return answer[field];
+    };
+    const setupUrl = paypalButtons.dataset.setupTokenUrl;
+    const flow = setupUrl ? {
+      createVaultSetupToken: () => ask(setupUrl, 'setup_token'),
+      onApprove: (data) => pay(data.vaultSetupToken),
+    } : {
+      createOrder: () => ask(paypalButtons.dataset.orderUrl, 'order_id'),
       onApprove: (data) => pay(data.orderID),
+    };
+    window.paypal.Buttons(Object.assign(flow, {
       onError: () => {
         if (!busy) failed(text('msgFailed', 'The payment did not go through.'), 'retry');
       },
-    }).render(paypalButtons);
+    })).render(paypalButtons);
   }
   // Square: the Web Payments SDK's card form tokenizes at Square; verifyBuyer (SCA, 3-D
   // Secure where the issuer asks) gives the verification token sent with the card's token.
@@ -198,11 +208,11 @@
           return;
         }
         let verification = null;
+        // Saving a card (setup mode): intent STORE, nothing charged, so no amount.
+        const details = d.intent === 'STORE' ? {intent: 'STORE', billingContact: {}}
+          : {amount: d.amount, currencyCode: d.currency, intent: 'CHARGE', billingContact: {}};
         try {
-          const verified = await payments.verifyBuyer(result.token, {
-            amount: d.amount, currencyCode: d.currency, intent: 'CHARGE',
-            billingContact: {},
-          });
+          const verified = await payments.verifyBuyer(result.token, details);
           verification = verified && verified.token;
         } catch (e) {
           failed(text('msgFailed', 'The payment did not go through.'), 'retry');

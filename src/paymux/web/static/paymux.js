@@ -19,10 +19,15 @@
 //   id comes back;
 // - PayPal: the JS SDK's buttons (client.sdk_url names the order's client id, currency and
 //   intent); createOrder hands PayPal the order paymux opened (client.order_id), the payer
-//   approves it in PayPal's window, and onApprove confirms with the order's id;
+//   approves it in PayPal's window, and onApprove confirms with the order's id; for a
+//   SetupIntent (saving the payer's PayPal wallet), createVaultSetupToken confirms it and
+//   hands PayPal the setup token paymux made (next_action.paypal_setup_token), the payer
+//   approves it in PayPal's window, and onApprove reads the SetupIntent, which paymux
+//   settles by asking PayPal (the approved token becomes the saved payment method);
 // - Square: the Web Payments SDK's card form (client.sdk_url, client.application_id and
 //   location_id) tokenizes at Square; verifyBuyer (SCA) gives the verification token that
-//   goes with the card's token.
+//   goes with the card's token (intent CHARGE with the amount; STORE for a SetupIntent,
+//   whose confirm has Square save the card on file with it).
 // The SDK URLs are paymux's (PAYMUX_PAYPAL_JS_URL / PAYMUX_SQUARE_JS_URL / the Stripe API
 // base replace the providers' there). This script is one file on purpose: the merchant pins
 // it with one SRI hash; the hosted page's card-entry.js talks to the page's own endpoints.
@@ -92,10 +97,13 @@
       if (intent.gateway === 'stripe' && client.publishable_key && client.sdk_url) {
         return mountStripe(element, client, finish);
       }
+      if (intent.gateway === 'paypal' && setup && client.client_id && client.sdk_url) {
+        return mountPayPalVault(element, client, finish);
+      }
       if (intent.gateway === 'paypal' && !setup && client.order_id && client.sdk_url) {
         return mountPayPal(element, client, finish);
       }
-      if (intent.gateway === 'square' && !setup && client.application_id &&
+      if (intent.gateway === 'square' && client.application_id &&
           client.location_id && client.sdk_url) {
         return mountSquare(element, client, intent, finish);
       }
@@ -208,7 +216,7 @@
       const pay = document.createElement('button');
       pay.type = 'button';
       pay.className = 'paymux-pay';
-      pay.textContent = finish.options.payLabel || 'Pay';
+      pay.textContent = finish.options.payLabel || (finish.setup ? 'Save card' : 'Pay');
       element.replaceChildren(box, pay);
       let card = stripe.elements().create('card');
       card.mount(box);
@@ -315,6 +323,55 @@
       return {gateway: 'paypal', buttons: buttons};
     }
 
+    // PayPal, saving the payer's wallet (a SetupIntent): the JS SDK's buttons, vault flow.
+    // createVaultSetupToken confirms the SetupIntent (with this page as the return_url PayPal
+    // requires), for which paymux has PayPal make a setup token; the payer approves it in
+    // PayPal's window (again, the same one, after a cancel); onApprove reads the SetupIntent,
+    // which paymux settles by asking PayPal: the approved setup token becomes a payment
+    // token, the customer's saved PayPal payment method.
+    async function mountPayPalVault(element, client, finish) {
+      try {
+        await loadSdk(client.sdk_url, () => !!(window.paypal &&
+                      typeof window.paypal.Buttons === 'function'), finish.options.nonce);
+      } catch (e) {
+        return notLoaded(finish);
+      }
+      const box = document.createElement('div');
+      box.className = 'paymux-paypal-buttons';
+      element.replaceChildren(box);
+      let setupToken = null;
+      const notSaved = (error) => finish.onError({
+        message: error.user_message || error.message || 'PayPal was not saved. Try again.',
+        code: error.code || null, action: error.action || 'retry'});
+      const buttons = window.paypal.Buttons({
+        createVaultSetupToken: async () => {
+          if (setupToken) return setupToken;
+          const answer = await api('POST', finish.path + '/confirm', {
+            client_secret: finish.secret,
+            return_url: finish.options.returnUrl || window.location.href});
+          const next = (answer.ok && answer.body.next_action) || {};
+          if (!next.paypal_setup_token) {
+            notSaved(answer.body.error || {});
+            throw new Error('no setup token');
+          }
+          setupToken = next.paypal_setup_token;
+          return setupToken;
+        },
+        onApprove: async () => {
+          const read = await api('GET', finish.path + '?client_secret=' +
+                                 encodeURIComponent(finish.secret));
+          if (read.ok && DONE.includes(read.body.status)) {
+            finish.onSuccess(read.body);
+            return;
+          }
+          notSaved(read.body.error || read.body.last_setup_error || {});
+        },
+        onError: () => notSaved({}),
+      });
+      await buttons.render(box);
+      return {gateway: 'paypal', buttons: buttons};
+    }
+
     // The amount in major units, as a decimal string ("25.00"; "1500" in JPY), for
     // verifyBuyer: integer arithmetic on the minor units, the currency's digits from Intl.
     function decimalAmount(amount, currency) {
@@ -340,7 +397,7 @@
       const pay = document.createElement('button');
       pay.type = 'button';
       pay.className = 'paymux-pay';
-      pay.textContent = finish.options.payLabel || 'Pay';
+      pay.textContent = finish.options.payLabel || (finish.setup ? 'Save card' : 'Pay');
       element.replaceChildren(box, pay);
       let card = await payments.card();
       await card.attach('#' + box.id);
@@ -349,9 +406,11 @@
         card = await payments.card();
         await card.attach('#' + box.id);
       };
-      const details = {amount: decimalAmount(intent.amount, intent.currency),
-                       currencyCode: String(intent.currency).toUpperCase(), intent: 'CHARGE',
-                       billingContact: {}};
+      // Saving a card (a SetupIntent): intent STORE, nothing charged, so no amount.
+      const details = finish.setup ? {intent: 'STORE', billingContact: {}}
+        : {amount: decimalAmount(intent.amount, intent.currency),
+           currencyCode: String(intent.currency).toUpperCase(), intent: 'CHARGE',
+           billingContact: {}};
       const refused = () => finish.onError({message: 'The card was not accepted.',
                                             code: null, action: 'retry'});
       let busy = false;
