@@ -11,13 +11,13 @@ touches live objects and a live key never test ones, whatever the object's type.
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import httpx
 
 from conftest import Api, RunningServer
 from paymux.services import Paymux
+from support.walks import ok, send
 
 
 class Key(Api):
@@ -38,27 +38,6 @@ class Key(Api):
         self.http = httpx.Client(
             base_url=server.url, timeout=30, headers={"authorization": f"Bearer {self.key}", **tls}
         )
-
-
-def send(
-    api: Api, method: str, path: str, body: dict[str, Any] | None = None, **kw: Any
-) -> httpx.Response:
-    """One request, sent again as told after a 429 (the key's rate is not what is checked)."""
-    for _ in range(5):
-        r = api.http.request(method, path, json=body, **kw)
-        if r.status_code != 429:
-            return r
-        time.sleep(float(r.headers.get("retry-after", "1")))
-    return r
-
-
-def ok(
-    api: Api, method: str, path: str, body: dict[str, Any] | None = None, **kw: Any
-) -> dict[str, Any]:
-    r = send(api, method, path, body, **kw)
-    assert r.status_code == 200, (path, r.text)
-    data: dict[str, Any] = r.json()
-    return data
 
 
 def tokenize(server: RunningServer) -> str:

@@ -8,7 +8,6 @@ rules decide nothing of B's. SQLite and PostgreSQL.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +15,7 @@ import httpx
 import pytest
 
 from conftest import Api, RunningServer
+from support.walks import ok, send
 
 ALIAS = "walk_blocked_emails_a"
 
@@ -27,27 +27,6 @@ def other(server: RunningServer) -> Iterator[Api]:
         yield client
     finally:
         client.close()
-
-
-def send(
-    api: Api, method: str, path: str, body: dict[str, Any] | None = None, **kw: Any
-) -> httpx.Response:
-    """One request, sent again as told after a 429 (the key's rate, not what is checked)."""
-    for _ in range(5):
-        r = api.http.request(method, path, json=body, **kw)
-        if r.status_code != 429:
-            return r
-        time.sleep(float(r.headers.get("retry-after", "1")))
-    return r
-
-
-def ok(
-    api: Api, method: str, path: str, body: dict[str, Any] | None = None, **kw: Any
-) -> dict[str, Any]:
-    r = send(api, method, path, body, **kw)
-    assert r.status_code == 200, (path, r.text)
-    data: dict[str, Any] = r.json()
-    return data
 
 
 def a_world(api: Api) -> dict[str, Any]:
