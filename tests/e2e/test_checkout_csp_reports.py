@@ -1,7 +1,7 @@
 """The CSP report endpoint (``POST /c/csp-reports``, no key) under a flood and over time
 (review r6, M5), on SQLite and PostgreSQL: reports are counted into aggregates by page,
 directive and blocked URL (count, first and last seen), never one row each; one client
-address gets a budget of ``MAX_PER_ADDRESS_PER_MINUTE`` (10) a minute; an aggregate not seen
+address gets a budget of ``MAX_PER_ADDRESS_PER_MINUTE`` (10) in any 60 seconds; an aggregate not seen
 for 90 days is deleted; no stored field keeps a checkout session's id or an invoice token."""
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def test_reports_are_aggregated_budgeted_masked_and_retained_by_age(api: Api) ->
     cs = session(api)
     page = cs["url"]
     # 12 reports of one violation from one address: 10 are counted (its budget this
-    # minute), into one aggregate.
+    # 60 seconds), into one aggregate.
     for _ in range(12):
         assert report(api, f"{page}?x=1", "https://evil.example/skim.js?c=1",
                       source=f"{page}") == 204

@@ -4,8 +4,8 @@
 Browsers post them to ``/c/csp-reports`` (the pages' ``report-uri``) as
 ``application/csp-report`` (``{"csp-report": {...}}``) or ``application/reports+json``
 (``[{"type": "csp-violation", "body": {...}}]``). ``parse_reports`` (pure) reads either;
-``CspReports.record`` counts at most ``MAX_PER_ADDRESS_PER_MINUTE`` a minute from one
-client address and ``MAX_PER_MINUTE`` from all, per process (the endpoint takes no key, so a
+``CspReports.record`` counts at most ``MAX_PER_ADDRESS_PER_MINUTE`` in any 60 seconds from
+one client address and ``MAX_PER_MINUTE`` from all, per process (the endpoint takes no key, so a
 flood cannot fill the database), into aggregates by page, directive, blocked URL, script
 and account, each with its count and first and last seen; an aggregate not seen for
 ``RETAIN_DAYS`` is deleted, and only the ``KEEP`` most recently seen are kept. What is
@@ -20,6 +20,8 @@ import hashlib
 import json
 import re
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -39,6 +41,7 @@ __all__ = [
     "MAX_PER_MINUTE",
     "RETAIN_DAYS",
     "CspReports",
+    "MinuteBudget",
     "Violation",
     "fingerprint",
     "masked",
@@ -156,31 +159,63 @@ def fingerprint(v: Violation, account_id: str | None) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
+class MinuteBudget:
+    """At most ``per_address`` admissions from one client address and ``total`` from all in
+    any 60 seconds (a sliding window: a fixed one lets twice the budget through across a
+    minute's edge). ``clock`` is monotonic seconds. At most ``max_addresses`` addresses are
+    remembered; past that an unseen address shares the budget of ``"unknown"``."""
+
+    WINDOW = 60.0
+
+    def __init__(
+        self,
+        per_address: int,
+        total: int,
+        clock: Callable[[], float] = time.monotonic,
+        max_addresses: int = 10_000,
+    ) -> None:
+        self.per_address, self.total, self.clock = per_address, total, clock
+        self.max_addresses = max_addresses
+        self._all: deque[float] = deque()
+        self._by_address: dict[str, deque[float]] = {}
+
+    def admit(self, n: int, address: str | None) -> int:
+        """How many of ``n`` reports from ``address`` are admitted now (and count them)."""
+        now = self.clock()
+        since = now - self.WINDOW
+        _forget(self._all, since)
+        name = address or "unknown"
+        if name not in self._by_address and len(self._by_address) >= self.max_addresses:
+            for other in [a for a, times in self._by_address.items() if not _forget(times, since)]:
+                del self._by_address[other]
+            if len(self._by_address) >= self.max_addresses:
+                name = "unknown"
+        mine = self._by_address.setdefault(name, deque())
+        _forget(mine, since)
+        taken = max(0, min(n, self.total - len(self._all), self.per_address - len(mine)))
+        self._all.extend([now] * taken)
+        mine.extend([now] * taken)
+        return taken
+
+
+def _forget(times: deque[float], since: float) -> int:
+    """Drop the times at or before ``since``; return how many are left."""
+    while times and times[0] <= since:
+        times.popleft()
+    return len(times)
+
+
 class CspReports:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self._minute = 0
-        self._count = 0
-        self._by_address: dict[str, int] = {}  # this minute's reports per client address
-
-    def _admit(self, n: int, address: str | None) -> int:
-        minute = int(time.monotonic() // 60)
-        if minute != self._minute:
-            self._minute, self._count, self._by_address = minute, 0, {}
-        mine = self._by_address.get(address or "unknown", 0)
-        room = max(0, min(MAX_PER_MINUTE - self._count, MAX_PER_ADDRESS_PER_MINUTE - mine))
-        taken = min(room, n)
-        self._count += taken
-        if len(self._by_address) < 10_000 or address in self._by_address:
-            self._by_address[address or "unknown"] = mine + taken
-        return taken
+        self.budget = MinuteBudget(MAX_PER_ADDRESS_PER_MINUTE, MAX_PER_MINUTE)
 
     async def record(self, violations: list[Violation], address: str | None = None) -> int:
         """Count what the budgets allow (``MAX_PER_ADDRESS_PER_MINUTE`` from one client
         address, ``MAX_PER_MINUTE`` from all, per process) into their aggregates (count,
         first and last seen); forget aggregates not seen for ``RETAIN_DAYS``, and all but the
         ``KEEP`` most recently seen. Returns how many were counted."""
-        kept = violations[: self._admit(len(violations), address)]
+        kept = violations[: self.budget.admit(len(violations), address)]
         if not kept:
             return 0
         now = self.ctx.now_us()
