@@ -158,26 +158,7 @@ async def resolve_payment_method(
         if pm is not None and gateway.reusable_test_token(ref):
             pm = None  # a shared test token: each use is a payment method of its own
     if pm is not None:
-        if pm.gateway != gateway_name:
-            raise PaymuxError.of(
-                "payment_method_unexpected_state",
-                f"The payment method belongs to the {pm.gateway} gateway, not {gateway_name}.",
-                param="payment_method",
-            )
-        if connection_id and pm.connection_id and pm.connection_id != connection_id:
-            raise PaymuxError.of(
-                "payment_method_unexpected_state",
-                f"The payment method was saved through connection {pm.connection_id}, not "
-                f"{connection_id}.",
-                param="payment_method",
-            )
-        if pm.customer_id is not None and pm.customer_id != customer_id:
-            raise PaymuxError.of(
-                "payment_method_unexpected_state",
-                "The payment method is attached to another customer.",
-                param="payment_method",
-            )
-        return pm
+        return _usable(pm, gateway_name, connection_id, customer_id)
     assert gateway is not None
     if not gateway.reusable_test_token(ref) and await _owned_elsewhere(
         ctx, account_id, gateway_name, ref
@@ -258,10 +239,39 @@ async def resolve_payment_method(
             .first()
         )
     if existing is not None:
-        return existing  # another request of the account recorded the token first
+        # The account already has the token (another request recorded it first, or ``ref``
+        # is another name the gateway gives a saved card): as usable as if named by its id.
+        return _usable(existing, gateway_name, connection_id, customer_id)
     # Only the id was taken (by something this request did not make): a random one.
     pm = made(new_id("pm"))
     await _record(ctx, pm, shared, now)
+    return pm
+
+
+def _usable(
+    pm: PaymentMethod, gateway_name: str, connection_id: str | None, customer_id: str | None
+) -> PaymentMethod:
+    """``pm`` if a payment of ``customer_id`` through ``gateway_name`` (and ``connection_id``)
+    may use it; else 400 ``payment_method_unexpected_state``."""
+    if pm.gateway != gateway_name:
+        raise PaymuxError.of(
+            "payment_method_unexpected_state",
+            f"The payment method belongs to the {pm.gateway} gateway, not {gateway_name}.",
+            param="payment_method",
+        )
+    if connection_id and pm.connection_id and pm.connection_id != connection_id:
+        raise PaymuxError.of(
+            "payment_method_unexpected_state",
+            f"The payment method was saved through connection {pm.connection_id}, not "
+            f"{connection_id}.",
+            param="payment_method",
+        )
+    if pm.customer_id is not None and pm.customer_id != customer_id:
+        raise PaymuxError.of(
+            "payment_method_unexpected_state",
+            "The payment method is attached to another customer.",
+            param="payment_method",
+        )
     return pm
 
 
