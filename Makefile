@@ -35,10 +35,14 @@ run: $(STAMP)
 	$(BIN)/paymux migrate
 	$(BIN)/paymux serve
 
+# pytest with bytecode caching on even where the environment sets PYTHONDONTWRITEBYTECODE:
+# otherwise each xdist process rewrites every test module's asserts (~13 s of CPU each) and
+# every `paymux serve`/CLI subprocess compiles src/ again (~0.5 s each, hundreds of them).
+# The caches are __pycache__/ directories (git-ignored), checked against each source's mtime.
 test: $(STAMP) sdk-node
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
-	$(BIN)/pytest -q -n $(TEST_PROCESSES) --dist loadfile --no-loadscope-reorder --durations=40 $(PYTEST_ARGS)
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest -q -n $(TEST_PROCESSES) --dist loadfile --no-loadscope-reorder --durations=40 $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

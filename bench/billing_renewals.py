@@ -21,6 +21,11 @@ Figures are printed, never asserted; the exit status is non-zero on a wrong outc
 
     .venv/bin/python bench/billing_renewals.py [--subscriptions 100000] [--workers 1,2]
         [--timeout 900] [--worker-batch-size N]
+
+``--in-process 1,8`` instead: for each value, a fresh copy renewed by ONE worker in this
+process (``Worker.run_once`` until nothing is left, the sandbox gateway in process too) with
+that many renewals side by side (``RENEWAL_CONCURRENCY``); prints wall, renewals/s and this
+process's CPU per renewal (an A/B of the side-by-side runner; no worker subprocess).
 """
 
 from __future__ import annotations
@@ -331,6 +336,26 @@ async def run(
         await db.dispose()
 
 
+async def in_process(url: str, sandbox_db: Path, concurrency: int) -> tuple[int, float, float]:
+    """(renewals, wall seconds, CPU seconds of this process) for one worker in process
+    running ``concurrency`` renewals side by side."""
+    import paymux.jobs.worker as worker_module
+    from paymux.config import Settings
+    from paymux.services import Paymux
+
+    worker_module.RENEWAL_CONCURRENCY = concurrency
+    app = Paymux(Settings(database_url=url, sandbox_db=str(sandbox_db), run_worker=False))
+    try:
+        worker = worker_module.Worker(app, worker_id=f"inproc{concurrency}")
+        await app.billing_scheduler.sweep()
+        cpu, began, done = time.process_time(), time.perf_counter(), 0
+        while ran := await worker.run_once():
+            done += ran
+        return done, time.perf_counter() - began, time.process_time() - cpu
+    finally:
+        await app.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--subscriptions", type=int, default=100_000, help="due at once (100000)")
@@ -348,6 +373,11 @@ def main() -> int:
         help="also time one scheduler sweep over all of them, in this process",
     )
     parser.add_argument("--timeout", type=float, default=900.0, help="per run, seconds (900)")
+    parser.add_argument(
+        "--in-process",
+        default="",
+        help="A/B of the side-by-side runner: renewals at once per run, e.g. 1,8 (no subprocess)",
+    )
     args = parser.parse_args()
     counts = [int(w) for w in args.workers.split(",") if w.strip()]
     results: list[Run] = []
@@ -375,6 +405,19 @@ def main() -> int:
                 f"one scheduler sweep: {offered} jobs queued in {first:.1f}s "
                 f"({offered / first:.0f}/s); a second sweep (all already queued): {again:.1f}s"
             )
+        for i, concurrency in enumerate(int(c) for c in args.in_process.split(",") if c.strip()):
+            work = dbs.tmp / f"inproc{i}"
+            work.mkdir()
+            shutil.copy(seed_dir / "sandbox.db", work / "sandbox.db")
+            url = copy_database("postgres", template, f"renewals_inproc{i}", dbs)
+            done, wall, cpu = asyncio.run(in_process(url, work / "sandbox.db", concurrency))
+            print(
+                f"in process, {concurrency} side by side: {done} renewals, wall {wall:.1f}s "
+                f"({done / wall:.1f}/s), worker CPU {cpu / max(done, 1) * 1000:.1f} ms/renewal "
+                f"(load {loadavg():.1f})"
+            )
+        if args.in_process:
+            counts = []
         for workers in counts:
             work = dbs.tmp / f"run{workers}"
             work.mkdir()

@@ -9,7 +9,9 @@ Prints:
    lock, one statement for the velocity counts and the rules' version, the rule set
    (cached), the list look-up, the facts, the score, the rules, and the attempt counted)
    on a SQLite file database with the paymux schema, and of the velocity settle that the
-   payment's settling transaction adds.
+   payment's settling transaction adds; with the decision's CPU time (this process's, the
+   SQLite calls included: a figure a loaded machine inflates less than wall time) and its
+   statements per payment, each with its mean time (counted by SQLAlchemy events).
 
 Run: ``python bench/fraud.py [--payments 20000] [--rules 50]``. Figures go to
 docs/benchmarks.md; on a shared machine they vary from run to run.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import statistics
 import tempfile
 import time
@@ -26,7 +29,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import event, insert
 
 from paymux.config import Settings
 from paymux.fraud import velocity
@@ -156,7 +159,21 @@ async def bench_screen(rules: int, payments: int) -> None:
             off_session=False,
         )
         screen_ms: list[float] = []
+        cpu_ms: list[float] = []
         write_ms: list[float] = []
+        statements: dict[str, list[float]] = collections.defaultdict(list)
+        counting = [False]
+
+        @event.listens_for(db.writer.sync_engine, "before_cursor_execute")
+        def _before(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
+            conn.info["bench_t0"] = time.perf_counter()
+
+        @event.listens_for(db.writer.sync_engine, "after_cursor_execute")
+        def _after(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
+            if counting[0]:
+                took = (time.perf_counter() - conn.info["bench_t0"]) * 1000
+                statements[" ".join(sql.split())[:72]].append(took)
+
         for i in range(payments):
             pm = PaymentMethod(
                 id=f"pm_{i}",
@@ -169,9 +186,12 @@ async def bench_screen(rules: int, payments: int) -> None:
             # As the confirm decides: in the write transaction that starts the attempt
             # (its BEGIN and COMMIT are the attempt's, paid with or without a decision).
             async with db.write() as s:
-                t0 = time.perf_counter()
+                await s.connection()  # the attempt's BEGIN (it locks the intent first)
+                counting[0] = True
+                t0, c0 = time.perf_counter(), time.process_time()
                 changes, blocked = await engine.screen_in(s, "acct_bench", pi, pm)
-                t1 = time.perf_counter()
+                t1, c1 = time.perf_counter(), time.process_time()
+                counting[0] = False
             assert blocked is None
             record = changes["fraud_outcome"]
             async with db.write() as s:
@@ -181,6 +201,7 @@ async def bench_screen(rules: int, payments: int) -> None:
                 )
                 t3 = time.perf_counter()
             screen_ms.append((t1 - t0) * 1000)
+            cpu_ms.append((c1 - c0) * 1000)
             write_ms.append((t3 - t2) * 1000)
         await db.dispose()
     print(f"confirm's fraud decision on SQLite ({rules} rules + defaults, {payments} payments)")
@@ -190,9 +211,17 @@ async def bench_screen(rules: int, payments: int) -> None:
         f"p99 {_pct(screen_ms, 99):.3f} ms"
     )
     print(
+        f"  the decision's CPU time (this process): mean {statistics.fmean(cpu_ms):.3f} ms, "
+        f"p50 {_pct(cpu_ms, 50):.3f} ms, p99 {_pct(cpu_ms, 99):.3f} ms"
+    )
+    print(
         f"  velocity write (in the settling transaction): p50 {_pct(write_ms, 50):.3f} ms, "
         f"p99 {_pct(write_ms, 99):.3f} ms"
     )
+    total = sum(len(took) for took in statements.values())
+    print(f"  statements per decision: {total / payments:.2f}")
+    for sql, took in sorted(statements.items(), key=lambda kv: -len(kv[1])):
+        print(f"    {len(took) / payments:.2f} x {statistics.fmean(took):.3f} ms  {sql}")
 
 
 async def bench_velocity_read(attempts: int) -> None:

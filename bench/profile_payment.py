@@ -5,7 +5,9 @@ over httpx's ASGI transport, no worker, the built-in sandbox gateway at zero lat
 up with a few payments, then profiles ``--n`` payments (``POST /v1/payment_intents`` with
 ``confirm=true`` and ``pm_card_visa``) and prints the top functions by cumulative and by own
 time, the statements per payment (SQLAlchemy's events), and this process's CPU per payment
-without the profiler (``--cpu-n``, client included: comparable only with itself).
+without the profiler (``--cpu-n``, client included: comparable only with itself), and the
+Python function calls per payment under the profiler (a deterministic count: on a loaded
+machine, where CPU time per payment varies by half, it still compares two versions).
 
     .venv/bin/python bench/profile_payment.py [--backends sqlite,postgres] [--n 300]
         [--top 40] [--no-fraud] [--save DIR]
@@ -26,7 +28,7 @@ import pstats
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from sqlalchemy import event
@@ -76,10 +78,13 @@ async def measure(url: str, tmp: Path, args: argparse.Namespace, backend: str) -
         for _ in range(args.n):
             await payment(client)
         profile.disable()
+    calls = cast(Any, pstats.Stats(profile)).total_calls / max(args.n, 1)
     print(
         f"{backend}: {sum(counts.values())} statements per payment "
         f"({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}); "
-        f"CPU of this process (client included) {cpu:.2f} ms per payment ({args.cpu_n})"
+        f"CPU of this process (client included) {cpu:.2f} ms per payment ({args.cpu_n}); "
+        f"{calls:,.0f} Python function calls per payment (profiled, client included: "
+        "a count that a loaded machine does not change)"
     )
     if args.save:
         profile.dump_stats(str(Path(args.save) / f"payment-{backend}.pstats"))

@@ -11,9 +11,11 @@ sharing data, which is also how account isolation is exercised everywhere.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import os
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Coroutine, Iterator
@@ -23,6 +25,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 import uvicorn
+from httpx._transports import default as httpx_transports
 from sqlalchemy import text
 
 from paymux.api.app import create_app
@@ -43,6 +46,31 @@ os.environ.setdefault("PAYMUX_ENVIRONMENT_CONNECTIONS", "all")
 
 BACKENDS = ["sqlite", "postgres"]
 T = TypeVar("T")
+
+# Every httpx client (``httpx.get`` makes one per call, each ``Api`` one, stripe-python its
+# own) built its own default SSL context, loading certifi's CA bundle: 10-60 ms of CPU each,
+# 2-3 per test, over 7,000 tests, for requests that all go to http://127.0.0.1. In this
+# process the default context (verify=True, no client certificate) is made once and shared,
+# as one client shares it between its connections; any other ``verify`` is built as asked.
+_create_ssl_context = httpx_transports.create_ssl_context
+
+
+@functools.cache
+def _default_ssl_context(
+    trust_env: bool, cert_file: str | None, cert_dir: str | None
+) -> ssl.SSLContext:
+    return _create_ssl_context(verify=True, cert=None, trust_env=trust_env)
+
+
+def _shared_ssl_context(verify: Any = True, cert: Any = None, trust_env: bool = True) -> Any:
+    if verify is True and cert is None:
+        return _default_ssl_context(
+            trust_env, os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")
+        )
+    return _create_ssl_context(verify=verify, cert=cert, trust_env=trust_env)
+
+
+httpx_transports.create_ssl_context = _shared_ssl_context
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -21,7 +21,7 @@ from paymux.config import get_settings
 __all__ = ["connections_cli"]
 
 connections_cli = typer.Typer(
-    help="Gateway connections per account: create, list, update, disable, delete, rewrap.",
+    help="Gateway connections per account: create, list, update, test, disable, delete, rewrap.",
     no_args_is_help=True,
 )
 console = Console(soft_wrap=True, markup=False)
@@ -200,6 +200,35 @@ def update(
             failover=failover,
         )
     )
+
+
+@connections_cli.command("test")
+def check(
+    connection_id: Annotated[str, typer.Argument(help="conn_... or conn_env_<gateway>")],
+    account: AccountOpt = DEFAULT_ACCOUNT,
+) -> None:
+    """Check that its stored credentials work: one read-only call to the gateway (nothing
+    moves). Exit 1, with the reason, when they don't."""
+
+    async def work(app: Any) -> dict[str, Any]:
+        result: dict[str, Any] = await app.connections.test(account, connection_id)
+        error = result["error"] or {}
+        await app.audit.record(
+            account_id=account,
+            actor="cli",
+            action="connection.test",
+            object_type="connection",
+            object_id=connection_id,
+            livemode=bool(result.get("livemode")),
+            details={"status": result["status"], **({"code": error["code"]} if error else {})},
+        )
+        return result
+
+    result = _run(work)
+    if not result["ok"]:
+        errors.print(f"error: {result['error']['message']} ({result['error']['code']})")
+        raise typer.Exit(1)
+    console.print(f"{connection_id}: ok, the {result['gateway']} gateway accepted its credentials")
 
 
 @connections_cli.command("disable")

@@ -10,7 +10,9 @@ The provider's side of the buyer's steps is here too, at this origin (where the 
   setup token (the fake PayPal API's ``approve_setup_token``; the JS SDK's vault flow);
 - ``POST /square/tokenize`` the card's fields -> a card nonce the fake Square API takes
   (``cnon:card-nonce-declined`` for 4000000000000002, Square's sandbox decline nonce);
-- ``POST /square/verify``   verifyBuyer: a verification token, with the details recorded.
+- ``POST /square/verify``   verifyBuyer: a verification token, with the details recorded;
+  for the challenge card's nonce, first ``{"challenge": true}`` (the SDK shows the issuer's
+  challenge), then, asked again with ``challenge: passed``, the token (``challenged``).
 Every request's body is kept (``received``), to show where the card number went.
 """
 
@@ -33,6 +35,7 @@ _SCRIPTS = {
     "/v1/square.js": (_HERE / "square.js").read_bytes(),
 }
 DECLINED_CARD = "4000000000000002"
+CHALLENGE_CARD = "4000002760003184"  # verifyBuyer shows the issuer's challenge first
 
 
 class ProviderScripts:
@@ -40,6 +43,7 @@ class ProviderScripts:
         self.paypal = paypal
         self.received: list[tuple[str, bytes]] = []
         self.verifications: dict[str, dict[str, Any]] = {}  # token -> verifyBuyer's details
+        self.challenged: set[str] = set()  # verification tokens given after a challenge
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -87,10 +91,17 @@ class ProviderScripts:
                 return {}
             if number == DECLINED_CARD:
                 return {"token": "cnon:card-nonce-declined"}
+            if number == CHALLENGE_CARD:
+                return {"token": "cnon:challenge-" + secrets.token_hex(12)}
             return {"token": "cnon:" + secrets.token_hex(12)}
         if path == "/square/verify":
+            challenge = str(body.get("token") or "").startswith("cnon:challenge-")
+            if challenge and body.get("challenge") != "passed":
+                return {"challenge": True}
             token = "verf:" + secrets.token_hex(12)
             self.verifications[token] = dict(body.get("details") or {})
+            if challenge:
+                self.challenged.add(token)
             return {"token": token}
         return {}
 

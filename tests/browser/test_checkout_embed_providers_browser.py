@@ -330,3 +330,32 @@ def test_a_paypal_vault_canceled_in_paypals_window_is_approved_on_the_next_try(
                      if r[:2] == ("POST", "/v3/vault/setup-tokens")
                      and r[2].get("paypal-request-id") == f"{seti['id']}:setup:1"]
     assert len(setup_creates) == 1
+
+
+def test_paypal_vault_buttons_mounted_again_after_a_reload_mid_setup(
+    tab: Page, api: Api, env: Env
+) -> None:
+    """The merchant's page reloaded after paymux made the setup token and before the payer
+    approved it: paymux.js reads the SetupIntent (requires_action), mounts the buttons
+    again, and they hand PayPal the same setup token (a confirm is refused now); approved,
+    the wallet is saved, with one setup token made at PayPal."""
+    seti = open_shop_for_setup(tab, api, env, "paypal", payment_method_types=["paypal"])
+    tab.click("#paypal-button")
+    first = str(tab.locator("#paypal-window").get_attribute("data-setup-token"))
+    assert api.ok("GET", f"/v1/setup_intents/{seti['id']}")["status"] == "requires_action"
+    tab.reload()
+    expect(tab.locator("#paypal-window")).to_have_count(0)
+    tab.click("#paypal-button")  # the buttons, mounted again
+    window = tab.locator("#paypal-window")
+    assert window.get_attribute("data-setup-token") == first
+    window.get_by_text("Save PayPal").click()
+    expect(tab.locator("#result")).to_have_text("succeeded")
+    assert tab.locator("#error").text_content() == ""
+    done = api.ok("GET", f"/v1/setup_intents/{seti['id']}")
+    assert (done["status"], done["gateway_reference"]) == ("succeeded", first)
+    listed = api.ok("GET", f"/v1/customers/{seti['customer']}/payment_methods")["data"]
+    assert [(pm["id"], pm["type"]) for pm in listed] == [(done["payment_method"], "paypal")]
+    setup_creates = [r for r in env.paypal.requests
+                     if r[:2] == ("POST", "/v3/vault/setup-tokens")
+                     and r[2].get("paypal-request-id") == f"{seti['id']}:setup:1"]
+    assert len(setup_creates) == 1

@@ -49,6 +49,7 @@ SQUARE_APP = "sandbox-sq0idb-paymuxBrowser"
 DECLINE = "Your card was declined. Please try again or use another payment method."
 GOOD_CARD = "4242424242424242"
 DECLINED_CARD = "4000000000000002"
+CHALLENGE_CARD = "4000002760003184"  # the fake SDK's verifyBuyer challenges it
 DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
 PAYPAL_PAGE = "/c/pay/{session} (checkout, routed to PayPal)"
 SQUARE_PAGE = "/c/pay/{session} (checkout, routed to Square)"
@@ -252,6 +253,39 @@ def test_a_square_decline_shows_the_taxonomys_message_and_an_empty_form(
     enter_square_card(tab, GOOD_CARD)
     tab.wait_for_url(thanks(cs))
     assert api.ok("GET", f"/v1/checkout/sessions/{cs['id']}")["status"] == "complete"
+
+
+def test_square_verify_buyer_challenge_failed_then_passed(
+    page: tuple[Page, list[str]], api: Api, env: Env
+) -> None:
+    """verifyBuyer with the issuer's challenge (the fake SDK shows it for its challenge
+    card): nothing reaches paymux while the buyer is challenged; a failed challenge (Square's
+    verifyBuyer throws) sends nothing, says so and leaves an empty form; a passed one pays
+    with the verification token Square gave after it."""
+    tab, csp = page
+    cs = new_session(api, "square")
+    tab.goto(cs["url"])
+    confirm_path = f"/c/pay/{cs['id']}/confirm"
+    enter_square_card(tab, CHALLENGE_CARD)
+    challenge = tab.locator("#square-challenge")
+    expect(challenge).to_be_visible()
+    assert not [r for r in env.server.capture.requests if r.path == confirm_path]
+    challenge.get_by_text("Fail verification").click()
+    expect(tab.locator("#pay-status[data-state=failed]")).to_have_text(
+        "The payment did not go through. Try another card.")
+    expect(tab.locator("#square-card input[name=number]")).to_have_value("")
+    assert not [r for r in env.server.capture.requests if r.path == confirm_path]
+    assert api.ok("GET", f"/v1/checkout/sessions/{cs['id']}")["status"] == "open"
+    enter_square_card(tab, CHALLENGE_CARD)
+    tab.locator("#square-challenge").get_by_text("Complete verification").click()
+    tab.wait_for_url(thanks(cs))
+    pi = api.ok("GET", f"/v1/payment_intents/{cs['payment_intent']}")
+    assert (pi["status"], pi["amount_received"]) == ("succeeded", 2500)
+    [sent] = [c.body for c in env.square.calls_to("POST", "/v2/payments")
+              if c.body.get("verification_token") in env.scripts.challenged]
+    assert sent["amount_money"] == {"amount": 2500, "currency": "USD"}
+    assert len([r for r in env.server.capture.requests if r.path == confirm_path]) == 1
+    assert csp == []
 
 
 def test_no_request_paymux_received_holds_the_card_number(

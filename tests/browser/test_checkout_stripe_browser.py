@@ -170,3 +170,61 @@ def test_stripe_3ds_failed_leaves_the_session_open_with_a_message(
     expect(tab.locator("#notice")).to_have_text(
         "The card's authentication failed. Try again or use another card.")
     assert api.ok("GET", f"/v1/checkout/sessions/{cs['id']}")["status"] == "open"
+
+
+# -- setup mode: the card saved through Stripe.js, with its 3-D Secure ----------------------
+def new_setup_session(api: Api) -> dict[str, Any]:
+    return api.ok("POST", "/v1/checkout/sessions", {
+        "mode": "setup", "gateway": "stripe", "customer_email": "stripe-saver@example.com",
+        "success_url": f"{SHOP}/saved?session={{CHECKOUT_SESSION_ID}}"})
+
+
+def test_stripe_setup_mode_saves_the_card_after_stripe_js_3ds(
+    page: tuple[Page, list[str]], api: Api, server: CapturingServer
+) -> None:
+    """Setup mode routed to Stripe: Stripe.js's card Element tokenizes, paymux confirms the
+    SetupIntent at Stripe, Stripe asks for 3-D Secure (use_stripe_sdk) and the page hands
+    Stripe.js's confirmCardSetup the SetupIntent's secret; back on the page, paymux asks
+    Stripe, the card is the customer's and the session completes. (A card saved without a
+    challenge is not shown: localstripe refuses to attach a token's card to a customer,
+    which Stripe does; docs/checkout.md.)"""
+    tab, csp = page
+    cs = new_setup_session(api)
+    assert cs["setup_intent"] and cs["payment_intent"] is None
+    tab.goto(cs["url"])
+    expect(tab.locator("#stripe-pay")).to_have_text("Save your card")
+    assert "<iframe" not in tab.content()
+    enter_card(tab, "4000000000003220")  # localstripe: requires_action, use_stripe_sdk
+    tab.get_by_text("Complete authentication").click()  # Stripe.js's confirmCardSetup
+    tab.wait_for_url(f"{SHOP}/saved?session={cs['id']}")
+    done = api.ok("GET", f"/v1/checkout/sessions/{cs['id']}")
+    assert (done["status"], done["payment_status"]) == ("complete", "no_payment_required")
+    si = api.ok("GET", f"/v1/setup_intents/{cs['setup_intent']}")
+    assert (si["gateway"], si["status"]) == ("stripe", "succeeded")
+    saved = api.ok("GET", f"/v1/customers/{si['customer']}/payment_methods")["data"]
+    assert [(pm["id"], pm["card"]["last4"]) for pm in saved] == [(si["payment_method"], "3220")]
+    # One confirm, with Stripe's token (its card id), never the card number.
+    confirms = [r for r in server.capture.requests
+                if r.method == "POST" and r.path == f"/c/pay/{cs['id']}/confirm"]
+    assert len(confirms) == 1 and b'"payment_method": "card_' in confirms[0].raw().replace(
+        b'":"', b'": "')
+    for request in server.capture.requests:
+        assert b"4000000000003220" not in request.raw(), request.path
+    assert csp == []
+
+
+def test_stripe_setup_mode_failed_3ds_saves_nothing_and_stays_open(
+    page: tuple[Page, list[str]], api: Api
+) -> None:
+    tab, _ = page
+    cs = new_setup_session(api)
+    tab.goto(cs["url"])
+    enter_card(tab, "4000000000003220")
+    tab.get_by_text("Fail authentication").click()
+    expect(tab.locator("#notice")).to_have_text(
+        "The card's authentication failed. Try again or use another card.")
+    assert api.ok("GET", f"/v1/checkout/sessions/{cs['id']}")["status"] == "open"
+    si = api.ok("GET", f"/v1/setup_intents/{cs['setup_intent']}")
+    # Stripe answers requires_payment_method; localstripe cancels its SetupIntent instead.
+    assert si["status"] in ("requires_payment_method", "canceled"), si["status"]
+    assert api.ok("GET", f"/v1/customers/{si['customer']}/payment_methods")["data"] == []

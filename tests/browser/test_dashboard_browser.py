@@ -43,6 +43,7 @@ class Seed:
     held: dict[str, Any]
     customer: dict[str, Any]
     webhook_secret: str
+    endpoint_id: str
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,7 @@ def seed(server: RunningServer) -> Iterator[Seed]:
     endpoint = api.ok("POST", "/v1/webhook_endpoints", {
         "url": "https://shop.example/hooks", "enabled_events": ["*"]})
     try:
-        yield Seed(api, paid, failed, held, customer, str(endpoint["secret"]))
+        yield Seed(api, paid, failed, held, customer, str(endpoint["secret"]), endpoint["id"])
     finally:
         api.close()
 
@@ -236,6 +237,7 @@ def dashboard_pages(server: RunningServer, seed: Seed) -> dict[str, str]:
         "capture-confirm": f"{base}/payments/{seed.held['id']}/capture",
         "customers": f"{base}/customers",
         "customer": f"{base}/customers/{seed.customer['id']}",
+        "webhook-endpoint": f"{base}/webhooks/endpoints/{seed.endpoint_id}",
     }
     for name, path in (("home", ""), ("billing", "/billing"), ("fraud", "/fraud"),
                        ("webhooks", "/webhooks"), ("keys", "/keys"), ("audit", "/audit"),

@@ -1,16 +1,17 @@
 """Subscriptions charge the saved payment method on whichever gateway holds it: Square (a
-card on file at the fake Square) and PayPal (a vault token at the fake PayPal), each replaced
-at the HTTP seam on 127.0.0.1; paymux runs unchanged, with the sandbox as its default
-gateway, so a charge that went anywhere but the method's own gateway shows. The first invoice
-and the renewal a month later on a test clock are both paid off-session through the payment
-services, and the provider holds each charge.
+card on file at the fake Square), PayPal (a vault token at the fake PayPal) and Stripe (a card
+saved at localstripe), each replaced at the HTTP seam on 127.0.0.1; paymux runs unchanged,
+with the sandbox as its default gateway, so a charge that went anywhere but the method's own
+gateway shows. The first invoice and the renewal a month later on a test clock are both paid
+off-session through the payment services, and the provider holds each charge.
 
-Stripe is not here yet: against localstripe the first invoice's payment failed
-(``gateway_unavailable``), and localstripe refuses a PaymentIntent's ``description``
-("Unexpected description"), which an invoice's payment carries (``Invoice <number>``) and real
-Stripe takes; to be looked into.
+Stripe: an invoice's payment carries ``description=Invoice <number>``, which real Stripe takes
+and localstripe refuses (400 "Unexpected description": its PaymentIntent takes a fixed list of
+arguments), so paymux talks to localstripe through a test-side proxy that drops the field on
+the way and records what paymux sent (``support/localstripe_proxy.py``); the test checks the
+description real Stripe would get.
 
-One server on SQLite for both (the claim is the routing, not the database: the billing paths
+One server on SQLite for all three (the claim is the routing, not the database: the billing paths
 on PostgreSQL are the e2e billing tests')."""
 
 from __future__ import annotations
@@ -20,12 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from conftest import Api, RunningServer, free_port, make_settings, migrated_database_url
 from support.billing import advance, clock, price, ts
 from support.fake_square import FakeSquare
+from support.localstripe_proxy import LocalStripeProxy
 from support.paypal_fake import FakePayPal
+from support.sandboxes import LocalStripe
 
 SQUARE_TOKEN = "EAAAl9fK2xQ7" + "bL4qR7sD2wX9" * 5
 SQUARE_KEY = "sq-webhook-key-" + "YmlsbGluZw" * 3
@@ -37,10 +41,11 @@ class Env:
     server: RunningServer
     square: FakeSquare
     paypal: FakePayPal
+    stripe: LocalStripeProxy
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+def env(tmp_path_factory: pytest.TempPathFactory, localstripe: LocalStripe) -> Iterator[Env]:
     tmp: Path = tmp_path_factory.mktemp("billing-gateways")
     url = migrated_database_url("sqlite", tmp, None, "billing_gateways")
     port = free_port()
@@ -50,6 +55,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     ).start()
     paypal = FakePayPal(PAYPAL_ID, PAYPAL_SECRET, PAYPAL_WEBHOOK).start()
     paypal.webhook_url = f"{base}/webhooks/paypal"
+    stripe = LocalStripeProxy(localstripe.url).start()
     settings = make_settings(
         url,
         tmp,
@@ -64,12 +70,15 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         paypal_client_secret=PAYPAL_SECRET,
         paypal_webhook_id=PAYPAL_WEBHOOK,
         paypal_api_base=paypal.url,
+        stripe_secret_key="sk_test_billing",
+        stripe_api_base=stripe.url,
     )
     running = RunningServer(settings).start()
     try:
-        yield Env(running, square, paypal)
+        yield Env(running, square, paypal, stripe)
     finally:
         running.stop()
+        stripe.stop()
         square.stop()
         paypal.stop()
 
@@ -87,6 +96,8 @@ def saved_token(env: Env, gateway: str) -> str:
     """What the gateway's browser component (or its published test token) hands paymux."""
     if gateway == "square":
         return "cnon:card-nonce-ok"
+    if gateway == "stripe":
+        return "pm_card_visa"
     return env.paypal.create_setup_token("card")
 
 
@@ -99,13 +110,36 @@ def held_by_provider(env: Env, gateway: str, pi: dict[str, Any]) -> bool:
             if c.body.get("reference_id") == pi["id"] and 200 <= c.status < 300
         ]
         return len(made) == 1
+    if gateway == "stripe":
+        return stripe_holds(env, pi)
     orders = [
         o for o in env.paypal.orders.values() if o["purchase_units"][0]["custom_id"] == pi["id"]
     ]
     return len(orders) == 1 and orders[0]["status"] == "COMPLETED"
 
 
-@pytest.mark.parametrize("gateway", ["square", "paypal"])
+def stripe_holds(env: Env, pi: dict[str, Any]) -> bool:
+    """localstripe holds one succeeded PaymentIntent for ``pi``, and paymux asked for it with
+    the invoice's description (which the proxy kept from localstripe)."""
+    asked = [c for c in env.stripe.created if c.get("metadata[paymux_id]") == pi["id"]]
+    found = httpx.get(
+        f"{env.stripe.target}/v1/payment_intents",
+        headers={"authorization": "Bearer sk_test_billing"},
+        params={"limit": 100},
+        timeout=10,
+    ).json()["data"]
+    held = [p for p in found if p["metadata"].get("paymux_id") == pi["id"]]
+    return (
+        len(asked) == 1
+        and asked[0].get("description", "").startswith("Invoice ")
+        and asked[0].get("off_session") == "true"
+        and len(held) == 1
+        and held[0]["status"] == "succeeded"
+        and held[0]["amount"] == pi["amount"]
+    )
+
+
+@pytest.mark.parametrize("gateway", ["square", "paypal", "stripe"])
 def test_the_first_invoice_and_the_renewal_are_charged_on_the_methods_gateway(
     api: Api, env: Env, gateway: str
 ) -> None:

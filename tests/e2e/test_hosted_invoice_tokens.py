@@ -70,3 +70,29 @@ def test_the_invoice_page_refuses_another_payers_payment_method_and_a_used_token
         assert r.status_code in (400, 404), (ref, r.text)
     assert charged(api, second["id"]) == 0
     assert api.ok("GET", f"/v1/invoices/{second['id']}")["status"] == "open"
+
+
+def test_a_pay_from_a_form_of_another_gateway_than_the_payments_is_refused_uncounted(
+    api: Api,
+) -> None:
+    """The page posts the gateway whose form it mounted (the sandbox's here, in its pay URL):
+    a payment routed elsewhere since (a dunning try waiting on another gateway) refuses the
+    token with "reload the page", before any try is counted or any gateway is called."""
+    cus = api.ok("POST", "/v1/customers", {"email": "moved@example.com"})["id"]
+    invoice = open_invoice(api, cus)
+    page = httpx.get(invoice["hosted_invoice_url"], timeout=10)
+    assert 'data-pay-url="/invoices/' in page.text and "/pay?gateway=sandbox" in page.text
+    url = invoice["hosted_invoice_url"] + "/pay?gateway=stripe"  # the form was Stripe's
+    for _ in range(12):  # more than the page's tries per hour: none of these counts as one
+        r = httpx.post(url, json={"payment_method": card_token(api)},
+                       headers={"origin": api.server.url}, timeout=30)
+        assert r.status_code == 400, r.text
+        assert (r.json()["code"], r.json()["message"]) == (
+            "invoice_unexpected_state",
+            "This invoice's payment has moved to another payment form: reload the page.")
+    assert charged(api, invoice["id"]) == 0
+    r = httpx.post(invoice["hosted_invoice_url"] + "/pay?gateway=sandbox",
+                   json={"payment_method": card_token(api)},
+                   headers={"origin": api.server.url}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert api.ok("GET", f"/v1/invoices/{invoice['id']}")["status"] == "paid"

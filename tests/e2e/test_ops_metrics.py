@@ -18,6 +18,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import BACKENDS, RunningServer, make_settings, migrated_database_url
+from paymux.observability import metrics as observability_metrics
+from paymux.observability import routes as observability_routes
 from support.pgcluster import PgCluster
 from support.processes import (
     PAYMUX,
@@ -425,9 +427,10 @@ def scrape_url(base: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 def test_a_process_whose_own_worker_stopped_beating_is_not_ready(tmp_path: Path) -> None:
-    """The worker beats once at start, then (interval: an hour) not again within the 20 s
-    timeout: the process goes unready, saying why. (Ready first: 20 s leaves a loaded host
-    time to see it, even when its first answer takes seconds.)"""
+    """The worker beats once at start, then (interval: an hour) not again: once that beat is
+    older than the 20 s timeout the process goes unready, saying why. Ready first (its own
+    beat is fresh); then the beat is made 25 s old in its row, as 25 s without a beat would
+    leave it, instead of waiting them out (the row is the process's own, keyed by it)."""
     url = migrated_database_url("sqlite", tmp_path, None, "ownworker")
     settings = make_settings(
         url,
@@ -440,8 +443,11 @@ def test_a_process_whose_own_worker_stopped_beating_is_not_ready(tmp_path: Path)
     server = RunningServer(settings).start()
     try:
         wait_until(
-            "ready", lambda: httpx.get(f"{server.url}/health/ready").status_code == 200, timeout=18
+            "ready", lambda: httpx.get(f"{server.url}/health/ready").status_code == 200, timeout=60
         )
+        [(beats,)] = server.sql("select count(*) from worker_heartbeats")
+        assert beats == 1
+        server.sql("update worker_heartbeats set beat_us = beat_us - 25000000")
         wait_until(
             "unready",
             lambda: httpx.get(f"{server.url}/health/ready").status_code == 503,
@@ -453,9 +459,29 @@ def test_a_process_whose_own_worker_stopped_beating_is_not_ready(tmp_path: Path)
         server.stop()
 
 
-def test_metrics_refusals_are_limited_and_figures_cached(tmp_path: Path) -> None:
+class _Monotonic:
+    """A ``time`` stand-in for the caching modules alone: ``monotonic()`` moves only when the
+    test moves it (the event loop and everything else keep the real clock)."""
+
+    perf_counter = staticmethod(time.perf_counter)
+
+    def __init__(self) -> None:
+        self.now = time.monotonic()
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_metrics_refusals_are_limited_and_figures_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Wrong tokens are rate limited; PAYMUX_METRICS_CACHE_SECONDS: scrapes within it answer
-    the figures read first; PAYMUX_READY_CACHE_SECONDS: the same for /health/ready."""
+    the figures read first; PAYMUX_READY_CACHE_SECONDS: the same for /health/ready. The
+    caches' clock is the test's (``_Monotonic``): 11.9 s on is within the 12 s period, 12.1 s
+    on is past it, however slow the machine."""
+    clock = _Monotonic()
+    monkeypatch.setattr(observability_routes, "time", clock)
+    monkeypatch.setattr(observability_metrics, "time", clock)
     url = migrated_database_url("sqlite", tmp_path, None, "metricscache")
     settings = make_settings(
         url,
@@ -463,8 +489,6 @@ def test_metrics_refusals_are_limited_and_figures_cached(tmp_path: Path) -> None
         free_port(),
         run_worker=False,
         metrics_token=TOKEN,
-        # Long enough that two consecutive requests fall in one period even on a starved
-        # machine (3 s once let the cache expire between them).
         metrics_cache_seconds=12,
         ready_cache_seconds=12,
         rate_limit_unauthenticated_requests=3,
@@ -486,8 +510,10 @@ def test_metrics_refusals_are_limited_and_figures_cached(tmp_path: Path) -> None
             "created_us, updated_us) values ('ops_cache', '{}', 'dead', :t, 5, 5, :t, :t)",
             t=now,
         )
+        clock.now += 11.9
         assert dead() == 0  # within the period: the first reading
-        wait_until("the next reading", lambda: dead() == 1, timeout=40, interval=0.2)
+        clock.now += 0.2
+        assert dead() == 1  # past it: read again
 
         # /health/ready likewise (PAYMUX_READY_CACHE_SECONDS).
         def ready() -> int:
@@ -497,8 +523,10 @@ def test_metrics_refusals_are_limited_and_figures_cached(tmp_path: Path) -> None
         [(current,)] = server.sql("select version_num from alembic_version")
         server.sql("update alembic_version set version_num = '0015'")
         try:
-            assert ready() == 200  # the answer of a moment ago
-            wait_until("the next readiness check", lambda: ready() == 503, timeout=40)
+            clock.now += 11.9
+            assert ready() == 200  # the answer of 11.9 s ago
+            clock.now += 0.2
+            assert ready() == 503  # past the period: checked again
         finally:
             server.sql("update alembic_version set version_num = :v", v=current)
     finally:

@@ -35,7 +35,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from conftest import BACKENDS, database_url
+from conftest import BACKENDS, database_url, migrated_database_url
 from support.pgcluster import PgCluster
 from support.processes import (
     PAYMUX,
@@ -54,6 +54,16 @@ def empty_db(request: pytest.FixtureRequest, tmp_path: Path, pg_cluster: PgClust
     return database_url(request.param, tmp_path, pg_cluster, f"shutdown_{next(_names)}")
 
 
+@pytest.fixture(params=BACKENDS)
+def migrated_db(
+    request: pytest.FixtureRequest, tmp_path: Path, pg_cluster: PgCluster | None
+) -> str:
+    """A database at the head revision (a copy of the migrated template): what ``paymux
+    migrate`` on an empty one gives, for the tests whose claim is the shutdown, not the
+    migrations (those are test_migrate_check_fails_while_migrations_are_pending's)."""
+    return migrated_database_url(request.param, tmp_path, pg_cluster, f"shutdown_{next(_names)}")
+
+
 def sql(url: str, statement: str, **params: Any) -> list[Any]:
     """One statement in its own transaction, on an engine of its own."""
 
@@ -67,6 +77,20 @@ def sql(url: str, statement: str, **params: Any) -> list[Any]:
             await engine.dispose()
 
     return asyncio.run(run())
+
+
+def sql_rows(url: str, statement: str, rows: list[dict[str, Any]]) -> None:
+    """One statement run for each of ``rows`` (its parameters), in one transaction."""
+
+    async def run() -> None:
+        engine = create_async_engine(url)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(text(statement), rows)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
 
 
 def paymux(url: str, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -153,9 +177,9 @@ HELD_BODY = json.dumps({"email": "held@example.com"}).encode()
 
 
 def test_sigterm_under_load_loses_nothing_and_leaves_no_job_claimed(
-    empty_db: str, tmp_path: Path
+    migrated_db: str, tmp_path: Path
 ) -> None:
-    assert paymux(empty_db, tmp_path, "migrate").returncode == 0
+    empty_db = migrated_db
     server = ServeProcess(
         tmp_path,
         empty_db,
@@ -220,8 +244,9 @@ def test_sigterm_under_load_loses_nothing_and_leaves_no_job_claimed(
             assert sql(empty_db, "select status from payment_intents where id = :i", i=pi) == [
                 ("succeeded",)
             ]
-        # After the restart every order is paid, once: the lost answers are retried.
-        server.start()
+        # After the restart every order is paid, once: the lost answers are retried (the
+        # gateway fast again: its latency was there to keep payments in flight at the signal).
+        server.restart(PAYMUX_SANDBOX_LATENCY=None)
         paid: dict[int, str] = {}
         for order in range(orders):
             r = server.http.post(
@@ -255,23 +280,26 @@ def test_sigterm_under_load_loses_nothing_and_leaves_no_job_claimed(
 
 
 def test_sigterm_to_a_worker_releases_its_jobs_and_its_heartbeat(
-    empty_db: str, tmp_path: Path
+    migrated_db: str, tmp_path: Path
 ) -> None:
-    assert paymux(empty_db, tmp_path, "migrate").returncode == 0
+    empty_db = migrated_db
     metrics_port = free_port()
     now = int(time.time() * 1_000_000)
     # Work that takes a while, one job at a time: settlements of attempts that don't exist
     # (each fails and backs off), plus purges.
-    for n in range(300):
-        kind = "purge_idempotency_keys" if n % 2 else "settle_attempt"
-        sql(
-            empty_db,
-            "insert into jobs (kind, payload, status, run_at_us, attempts, "
-            "max_attempts, created_us, updated_us) values (:k, :p, 'queued', :t, 0, 5, :t, :t)",
-            k=kind,
-            p='{"attempt_id": "att_missing"}',
-            t=now,
-        )
+    sql_rows(
+        empty_db,
+        "insert into jobs (kind, payload, status, run_at_us, attempts, "
+        "max_attempts, created_us, updated_us) values (:k, :p, 'queued', :t, 0, 5, :t, :t)",
+        [
+            {
+                "k": "purge_idempotency_keys" if n % 2 else "settle_attempt",
+                "p": '{"attempt_id": "att_missing"}',
+                "t": now,
+            }
+            for n in range(300)
+        ],
+    )
     worker = LoggedProcess(
         "paymux worker",
         [str(PAYMUX), "worker"],
@@ -369,8 +397,7 @@ def test_sigterm_cuts_a_job_longer_than_the_shutdown_timeout_short_and_releases_
     worker is told to stop, PAYMUX_SHUTDOWN_TIMEOUT=1: the worker cuts it short, queues it
     again (not left claimed until its lease runs out) and exits. PostgreSQL: a lock wait is
     what makes the job's length the test's to decide (and visible in pg_stat_activity)."""
-    url = database_url("postgres", tmp_path, pg_cluster, f"shutdown_cut_{next(_names)}")
-    assert paymux(url, tmp_path, "migrate").returncode == 0
+    url = migrated_database_url("postgres", tmp_path, pg_cluster, f"shutdown_cut_{next(_names)}")
     now = int(time.time() * 1_000_000)
     sql(
         url,
@@ -424,7 +451,7 @@ def test_sigterm_cuts_a_job_longer_than_the_shutdown_timeout_short_and_releases_
 
 
 def test_sigterm_cuts_a_request_longer_than_the_shutdown_timeout_and_its_retry_pays_once(
-    empty_db: str, tmp_path: Path
+    migrated_db: str, tmp_path: Path
 ) -> None:
     """A confirm whose gateway call takes 60 s (the sandbox's latency, set once the intent
     and its card exist) is in flight when ``paymux serve`` gets SIGTERM with
@@ -433,7 +460,7 @@ def test_sigterm_cuts_a_request_longer_than_the_shutdown_timeout_and_its_retry_p
     retries with its Idempotency-Key against the restarted server (no latency, a short
     idempotency lease so the dead request's claim can be taken over) and the order is paid,
     once."""
-    assert paymux(empty_db, tmp_path, "migrate").returncode == 0
+    empty_db = migrated_db
     key = "sk_test_" + "c" * 32
     slow = ServeProcess(
         tmp_path, empty_db, key, PAYMUX_SHUTDOWN_TIMEOUT="2", PAYMUX_LOG_LEVEL="INFO"

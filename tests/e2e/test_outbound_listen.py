@@ -15,14 +15,13 @@ from pathlib import Path
 import standardwebhooks
 
 from paymux.outbound.signing import new_secret
-from paymux.storage.migrate import upgrade
+from support.dbtemplate import migrated_sqlite_file
 from support.processes import ServeProcess
 from support.webhook_receiver import Receiver
 
 
 def test_listen_forwards_new_events_of_the_asked_types_signed(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'listen.db'}"
-    upgrade(url)
+    url = migrated_sqlite_file(tmp_path / "listen.db")  # a copy of the migrated template
     key = "sk_test_" + uuid.uuid4().hex
     secret = new_secret()
     # The first forwarded event is answered 200, the second 500: both statuses are printed.

@@ -18,6 +18,7 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import hypothesis
 import pytest
@@ -66,18 +67,16 @@ HYPOTHESIS = hypothesis.settings(
 )
 
 
-def _operations() -> list[tuple[str, str]]:
+def _operations(spec: dict[str, Any]) -> list[tuple[str, str]]:
     """(METHOD, path) of every operation in the document the app builds (no server needed):
     one test per operation; the live document is checked to hold exactly these."""
-    spec = create_app(Settings(database_url="sqlite+aiosqlite://")).openapi()
     return [(m.upper(), p) for p, ops in spec["paths"].items() for m in ops]
 
 
-def _negatable() -> set[tuple[str, str]]:
+def _negatable(spec: dict[str, Any]) -> set[tuple[str, str]]:
     """Operations with a body or a query parameter: the ones an invalid request can be built
     for. The others take only path segments and headers that accept any string (the key is
     fixed here), so negative generation has nothing to break: they run positive cases only."""
-    spec = create_app(Settings(database_url="sqlite+aiosqlite://")).openapi()
     return {
         (m.upper(), p)
         for p, ops in spec["paths"].items()
@@ -86,8 +85,10 @@ def _negatable() -> set[tuple[str, str]]:
     }
 
 
-OPERATIONS = _operations()
-NEGATABLE = _negatable()
+# Built once (each test process collects this file: the document takes ~0.5 s to build).
+_SPEC = create_app(Settings(database_url="sqlite+aiosqlite://")).openapi()
+OPERATIONS = _operations(_SPEC)
+NEGATABLE = _negatable(_SPEC)
 CASES = [
     pytest.param(m, p, mode, id=f"{m} {p}-{mode.value}")
     for m, p in OPERATIONS

@@ -70,18 +70,23 @@ def setup(
 ) -> Iterator[tuple[Path, str, str]]:
     if not PAYMUX.exists():
         pytest.fail(f"the paymux console script is missing at {PAYMUX}")
-    url = migrated_database_url(request.param, tmp_path, pg_cluster, f"crash_{uuid.uuid4().hex[:12]}")
+    url = migrated_database_url(
+        request.param, tmp_path, pg_cluster, f"crash_{uuid.uuid4().hex[:12]}"
+    )
     yield tmp_path, url, "sk_test_" + secrets.token_hex(16)
 
 
-def start_confirm(server: ServeProcess, pi_id: str) -> threading.Thread:
-    """POST confirm in the background; its connection dies with the server."""
+def start_confirm(
+    server: ServeProcess, pi_id: str, body: dict[str, Any] | None = None
+) -> threading.Thread:
+    """POST confirm (``body``: by default with pm_card_visa) in the background; its
+    connection dies with the server."""
 
     def run() -> None:
         try:
             httpx.post(
                 f"{server.url}/v1/payment_intents/{pi_id}/confirm",
-                json={"payment_method": "pm_card_visa"},
+                json={"payment_method": "pm_card_visa"} if body is None else body,
                 headers=dict(server.http.headers),
                 timeout=30,
             )
@@ -140,7 +145,8 @@ def test_kill_9_before_the_charge_then_restart_charges_once(
     try:
         # The card is recorded now, while the sandbox is fast; then the sandbox turns slow
         # (as PAYMUX_SANDBOX_LATENCY would, minus the wait on the card lookup), so the
-        # authorize call is still waiting when the process dies.
+        # authorize call is still waiting when the process dies. The confirm names no card:
+        # the intent's own is charged (naming it again would look it up, slowly).
         pi = server.ok(
             "POST",
             "/v1/payment_intents",
@@ -148,7 +154,7 @@ def test_kill_9_before_the_charge_then_restart_charges_once(
         )
         r = httpx.post(f"{server.url}/sandbox/_control/latency", json={"seconds": 3})
         assert r.status_code == 200, r.text
-        thread = start_confirm(server, pi["id"])
+        thread = start_confirm(server, pi["id"], {})
         wait_until(
             "the attempt to be recorded",
             lambda: attempt_rows(url, pi["id"]) == [("authorize", "pending")],

@@ -82,6 +82,7 @@ from paymux.domain.clock import Clock
 from paymux.gateways.base import (
     AuthorizeRequest,
     CardDetails,
+    CredentialsCheck,
     Decline,
     DisputeUpdate,
     GatewayInvalidRequest,
@@ -808,6 +809,11 @@ class ScriptedGateway:
     async def aclose(self) -> None:
         # Nothing to release; the provider outlives any one paymux (tests restart paymux).
         self.closed += 1
+
+    async def check_credentials(self) -> CredentialsCheck:
+        """The provider accepts the credentials (read-only: nothing scripted, nothing kept)."""
+        self.calls["check_credentials"] += 1
+        return CredentialsCheck(ok=True)
 
     def reusable_test_token(self, token: str) -> bool:
         return token in self.shared_tokens

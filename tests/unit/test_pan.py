@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 import unicodedata
 
 import pytest
@@ -221,11 +220,13 @@ def test_masking_leaves_text_without_pans_unchanged() -> None:
         "1" + " \t._/-" * 20_000 + "1",
     ],
 )
-def test_masking_a_huge_input_of_digits_and_separators_stays_fast(text: str) -> None:
-    started = time.perf_counter()
-    mask_pans(text)
-    looks_like_pan(text)
-    assert time.perf_counter() - started < 5
+def test_a_huge_input_of_digits_and_separators_is_masked_and_nothing_is_left(text: str) -> None:
+    """Inputs built to make a backtracking matcher explode: they finish (under the suite's
+    per-test timeout; their time is printed by ``bench/pan.py``, not asserted here) and
+    what is masked holds no card number any more."""
+    masked = mask_pans(text)
+    assert looks_like_pan(masked) is False
+    assert mask_pans(masked) == masked
 
 
 def test_masking_a_huge_input_of_grouped_pans_masks_them() -> None:

@@ -11,6 +11,7 @@ from types import MappingProxyType
 import pytest
 
 from paymux.security.pan import (
+    _scalar_text,
     body_plainly_clear,
     find_pan_param,
     looks_like_pan,
@@ -28,21 +29,45 @@ def test_invalid_utf8_in_an_escape_run_is_replaced_not_an_error() -> None:
     assert mask_pans("%C3%28 5555555555554444 %80") == "%C3%28 ************4444 %80"
 
 
-@pytest.mark.parametrize("number", [
-    4242424242424242, -4242424242424242, 4242424242424242.0, -4242424242424242.0,
-    Decimal("4242424242424242"), Decimal("-4242424242424242.9"),
-    4000000000000000006, 4222222222222,  # 19 and 13 digits, Luhn-valid
-])
+@pytest.mark.parametrize(
+    "number",
+    [
+        4242424242424242,
+        -4242424242424242,
+        4242424242424242.0,
+        -4242424242424242.0,
+        Decimal("4242424242424242"),
+        Decimal("-4242424242424242.9"),
+        4000000000000000006,
+        4222222222222,  # 19 and 13 digits, Luhn-valid
+    ],
+)
 def test_a_number_of_any_type_holding_a_pan_is_found(number: object) -> None:
     assert find_pan_param({"amount": number}) == "amount"
     assert find_pan_param([number]) == "0"
 
 
-@pytest.mark.parametrize("number", [
-    math.inf, -math.inf, math.nan, Decimal("Infinity"), Decimal("-Infinity"), Decimal("NaN"),
-    Decimal("sNaN"), 10**400, -(10**400), 4242424242424242 * 10**4, 424242424242, True, None,
-    1e300, Decimal("1e300"), 424242424242.99,
-])
+@pytest.mark.parametrize(
+    "number",
+    [
+        math.inf,
+        -math.inf,
+        math.nan,
+        Decimal("Infinity"),
+        Decimal("-Infinity"),
+        Decimal("NaN"),
+        Decimal("sNaN"),
+        10**400,
+        -(10**400),
+        4242424242424242 * 10**4,
+        424242424242,
+        True,
+        None,
+        1e300,
+        Decimal("1e300"),
+        424242424242.99,
+    ],
+)
 def test_a_number_that_cannot_be_a_pan_is_skipped_without_error(number: object) -> None:
     assert find_pan_param({"amount": number}) is None
 
@@ -100,27 +125,33 @@ def test_mask_pan_data_returns_clean_containers_themselves() -> None:
     assert mask_pan_data(1.5) == 1.5
 
 
-@pytest.mark.parametrize("body", [
-    b'{"amount": 1200, "currency": "usd", "description": "order 12345"}',
-    b"amount=1200&currency=usd",
-    b'{"note": "3e5 in a string", "events": [{"value": 1.5}]}',
-    b"",
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"amount": 1200, "currency": "usd", "description": "order 12345"}',
+        b"amount=1200&currency=usd",
+        b'{"note": "3e5 in a string", "events": [{"value": 1.5}]}',
+        b"",
+    ],
+)
 def test_a_plain_body_without_long_digit_groups_is_cleared_without_parsing(body: bytes) -> None:
     assert body_plainly_clear(body)
 
 
-@pytest.mark.parametrize("body", [
-    '{"name": "caf\u00e9"}'.encode(),  # not ASCII
-    b'{"note": "\\u0034"}',  # a JSON escape
-    b"note=%34",  # a percent-escape
-    '{"a": 1}'.encode("utf-16-le"),  # NUL bytes: UTF-16 JSON
-    b'{"card": "4242424242424242"}',  # a long digit group in a string
-    b'{"n": 4242 4242 4242 4242}',  # ... or outside one
-    b'{"amount": 4.242424242424242e15}',  # a number with an exponent
-    b'{"amount": 1E3}',
-    b'[1"s"e5]',  # strings are cut out before the exponent check: what is left is 1e5
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"name": "caf\u00e9"}'.encode(),  # not ASCII
+        b'{"note": "\\u0034"}',  # a JSON escape
+        b"note=%34",  # a percent-escape
+        '{"a": 1}'.encode("utf-16-le"),  # NUL bytes: UTF-16 JSON
+        b'{"card": "4242424242424242"}',  # a long digit group in a string
+        b'{"n": 4242 4242 4242 4242}',  # ... or outside one
+        b'{"amount": 4.242424242424242e15}',  # a number with an exponent
+        b'{"amount": 1E3}',
+        b'[1"s"e5]',  # strings are cut out before the exponent check: what is left is 1e5
+    ],
+)
 def test_a_body_that_may_hold_a_pan_is_not_cleared(body: bytes) -> None:
     assert not body_plainly_clear(body)
 
@@ -167,10 +198,60 @@ def test_only_four_digits_right_after_a_mask_are_taken_for_its_last_four() -> No
 def test_a_decimal_with_a_huge_exponent_is_skipped_without_building_it() -> None:
     """Decimal("1e999999999") is finite: int() of it would build a billion-digit integer.
     It is far past any card number, so it is skipped at once."""
-    from decimal import Decimal
-
-    from paymux.security.pan import _scalar_text
-
     assert _scalar_text(Decimal("1e999999999")) is None
     assert _scalar_text(Decimal("-1e999999999")) is None
     assert _scalar_text(Decimal("4242424242424242")) == "4242424242424242"
+
+
+@pytest.mark.parametrize(
+    ("number", "text"),
+    [
+        (10**12, "1000000000000"),  # the smallest number of 13 digits
+        (-(10**12), "1000000000000"),
+        (10**12 - 1, None),  # 12 digits
+        (10**19 - 1, "9999999999999999999"),  # the largest of 19 digits
+        (-(10**19 - 1), "9999999999999999999"),
+        (10**19, None),  # 20 digits
+        (-(10**19), None),
+        (Decimal("1E+19"), None),
+        (Decimal("-1E+19"), None),
+        (Decimal("9999999999999999999.9"), "9999999999999999999"),
+        (Decimal("-9999999999999999999.9"), "9999999999999999999"),
+        (Decimal("999999999999.9"), None),
+        (Decimal("1000000000000.5"), "1000000000000"),
+        (1e19, None),
+        (1e12, "1000000000000"),
+    ],
+)
+def test_a_number_is_checked_as_its_integer_part_of_13_to_19_digits(
+    number: object, text: str | None
+) -> None:
+    assert _scalar_text(number) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        # 4-5-4: a Luhn-valid 13-digit number, but no card is written so.
+        ("4222 22222 2222", "************2222"),
+        # 4-4-4-5: a Luhn-valid 17-digit number whose last group is too long.
+        ("4000 0000 0000 00006", "************0006"),
+        ("4000-0000-0000-00006", "************0006"),
+    ],
+)
+def test_groups_of_four_end_in_one_of_at_most_four_else_only_masked(text: str, masked: str) -> None:
+    assert not looks_like_pan(text)
+    assert find_pan_param({"note": text}) is None
+    assert mask_pans(text) == masked
+    assert looks_like_pan(text.replace(" ", "").replace("-", ""))  # the same digits, unbroken
+
+
+def test_a_number_after_an_escape_run_holding_two_pans_is_masked_too() -> None:
+    # One run of percent-escapes ("4242424242424242 5555555555554444" escaped) holds two
+    # card numbers: both come from the same original characters, so the run is masked once.
+    # The number after it is masked as well.
+    run = (
+        "%34%32%34%32%34%32%34%32%34%32%34%32%34%32%34%32%20"
+        "%35%35%35%35%35%35%35%35%35%35%35%35%34%34%34%34"
+    )
+    assert mask_pans(run + " and 4000056655665556") == "************4242 and ************5556"

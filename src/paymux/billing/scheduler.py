@@ -50,14 +50,28 @@ from paymux.billing.subscription_due import RENEWING, upcoming_lead_us
 from paymux.services.context import Context
 from paymux.storage.models import Job, Subscription, TestClock
 
-__all__ = ["BillingScheduler"]
+__all__ = ["RENEWAL_CONCURRENCY", "BillingScheduler", "runs_concurrently"]
 
 log = logging.getLogger(__name__)
 
 BATCH = 1000
 _KIND = "subscription_due"
+# How many of a worker's claimed ``subscription_due`` jobs run at once (the worker's
+# ``run_once``): each is one subscription's steps and its invoice's off-session payment,
+# every transaction short and every gateway call outside them, so one worker keeps its core
+# busy while others wait on PostgreSQL or the gateway. Exactly once does not rest on it:
+# each job is what it was (the subscription's row lock, the invoice's unique period_key, the
+# payment's reserved intent id), as with several workers. Kept well under the database
+# pool (10 + 10 overflow): a renewal holds one connection at a time.
+RENEWAL_CONCURRENCY = 8
 MAX_ATTEMPTS = 10  # queue.enqueue's default
 _LIVE_SQL = text("status IN ('queued', 'running')")  # ux_jobs_dedupe_key_live's predicate
+
+
+def runs_concurrently(kind: str) -> bool:
+    """Whether a worker runs claimed jobs of ``kind`` side by side (``RENEWAL_CONCURRENCY``
+    at a time) instead of one after another."""
+    return kind == _KIND
 
 
 class BillingScheduler:

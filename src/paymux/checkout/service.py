@@ -630,7 +630,8 @@ class CheckoutService:
                     row.account_id,
                     row.setup_intent_id,
                     payment_method_data=_token_data(card_token),
-                    return_url=return_url,
+                    # Stripe's challenge is Stripe.js's (confirmCardSetup), as for a payment.
+                    return_url=None if gateway == "stripe" else return_url,
                     verification_token=verification_token,
                 )
         finally:

@@ -1,6 +1,7 @@
 """Developers: the account's gateway connections of the session's mode (as
 ``GET /v1/connections`` lists them, with the environment's), with add, replace credentials,
-disable and enable, through ``services/connections.py``. Admins and developers only.
+disable and enable, through ``services/connections.py``. Admins and developers only; testing
+a connection's credentials (one read-only call to its gateway) is for admins.
 
 Credentials are write-only: the page shows the masked hints the service keeps (``••••`` and
 at most the last four characters), never a value; secret fields are password inputs; a blank
@@ -17,7 +18,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from paymux.dashboard.actions import record_action
-from paymux.dashboard.auth import DEVELOPERS, CurrentUser, core, require_role
+from paymux.dashboard.auth import ADMIN, DEVELOPERS, CurrentUser, core, require_role
 from paymux.dashboard.page_helpers import done, field, refused
 from paymux.dashboard.render import PREFIX, render
 from paymux.domain.errors import PaymuxError
@@ -28,6 +29,7 @@ __all__ = ["router"]
 
 router = APIRouter()
 Developer = Annotated[CurrentUser, Depends(require_role(*DEVELOPERS))]
+Admin = Annotated[CurrentUser, Depends(require_role(*ADMIN))]
 _BACK = f"{PREFIX}/connections"
 _NAME_MAX = 100
 
@@ -140,6 +142,26 @@ async def replace_credentials(request: Request, connection_id: str, user: Develo
         return refused(request, user, error)
     params = ConnectionParams(credentials=credentials)
     return await _update(request, user, connection_id, params, "connection.credentials")
+
+
+@router.post("/connections/{connection_id}/test")
+async def test_credentials(request: Request, connection_id: str, user: Admin) -> Response:
+    """Test the stored credentials (``services/connections.py``: never shows one); the
+    outcome is shown and audited with the user, whether they worked or not."""
+    try:
+        result = await core(request).connections.test(user.account_id, connection_id)
+    except PaymuxError as exc:
+        return refused(request, user, exc)
+    error = result["error"] or {}
+    await record_action(
+        request,
+        user,
+        "connection.test",
+        object_type="connection",
+        object_id=connection_id,
+        details={"status": result["status"], **({"code": error["code"]} if error else {})},
+    )
+    return render(request, "dashboard/connection_test.html", user=user, result=result)
 
 
 @router.post("/connections/{connection_id}/{change}")

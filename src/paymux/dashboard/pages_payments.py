@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from paymux.dashboard.actions import ActionResult, new_action_key, run_action
 from paymux.dashboard.auth import ANY, MONEY, CurrentUser, core, require_role
-from paymux.dashboard.filters import GATEWAYS, STATUSES, parse_filters
+from paymux.dashboard.filters import STATUSES, gateways, parse_filters
 from paymux.dashboard.page_helpers import pager
 from paymux.dashboard.render import PREFIX, render
 from paymux.domain.errors import PaymuxError
@@ -76,7 +76,7 @@ async def payments(
         rows=rows,
         f=filters,
         statuses=STATUSES,
-        gateways=GATEWAYS,
+        gateways=gateways(),
         older=f"?{filters.query(starting_after=older)}" if older else None,
         newer=f"?{filters.query(ending_before=newer)}" if newer else None,
     )

@@ -129,6 +129,7 @@ async def logout(
     request: Request, user: Annotated[CurrentUser, Depends(require_role(*ANY))]
 ) -> Response:
     await users_of(request).end(user.session_id)
+    await _audit_session(request, user, "dashboard_session.logout")
     response = RedirectResponse(f"{PREFIX}/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path=PREFIX)
     return response
@@ -149,3 +150,17 @@ async def switch_mode(
         request_id=getattr(request.state, "request_id", None),
     )
     return RedirectResponse(_safe_next(str(form.get("next") or "")), status_code=303)
+
+
+async def _audit_session(request: Request, user: CurrentUser, action: str) -> None:
+    """A sign-out in the audit log, with the user (never the session's token); a sign-in is
+    audited by the service (``dashboard_session.create``)."""
+    await core(request).audit.record(
+        account_id=user.account_id,
+        actor=user.actor,
+        action=action,
+        object_type="dashboard_user",
+        object_id=user.id,
+        livemode=user.livemode,
+        request_id=getattr(request.state, "request_id", None),
+    )

@@ -58,6 +58,9 @@ ATTRIBUTES: Final[dict[str, Kind]] = {
     # the highest risk level a gateway gave a payment with this card (fingerprint) in the
     # last day: normal, elevated, highest (velocity.py; missing if none did)
     "gateway_risk_level": Kind.STRING,
+    # the highest numeric risk score (0-100) a gateway gave a payment with this card in the
+    # last day (Stripe's ``outcome.risk_score``, Radar's ``:risk_score:``; missing if none did)
+    "gateway_risk_score": Kind.NUMBER,
 }
 for _what in _VELOCITY_WHAT:
     for _key in _VELOCITY_KEYS:

@@ -2,8 +2,8 @@
 in the write transaction that starts the attempt: services/payments.py
 ``_start_authorize``).
 
-``screen_in`` reads (the customer, velocity and the rules' version in one statement, lists),
-evaluates (pure), and then:
+``screen_in`` reads (the customer; then the velocity counts, the rules' version and the
+lists' matches in one statement: ``velocity.decision_read``), evaluates (pure), and then:
 
 - **block**: records the decline on the intent (``last_payment_error`` ``card_declined`` /
   ``fraudulent``, the ``outcome``) and its ``payment_intent.payment_failed`` event in that
@@ -32,7 +32,7 @@ from paymux.fraud import velocity
 from paymux.fraud.evaluate import Decision, Lists
 from paymux.fraud.geo import country_of_ip
 from paymux.fraud.language import Action
-from paymux.fraud.lists import lists_matching
+from paymux.fraud.lists import BUILT_IN_LISTS, lists_matching, with_built_in
 from paymux.fraud.request import PayerRequest, payer_request
 from paymux.fraud.rules import FraudRules, LoadedRules
 from paymux.fraud.score import risk_level, risk_score
@@ -109,8 +109,15 @@ def _fail_closed(decision: Decision, pi: PaymentIntent) -> Decision:
 
 
 def _list_candidates(facts: dict[str, Any]) -> frozenset[str]:
-    """The payment's string facts as rules compare them: what a list could hold."""
-    return frozenset(v.casefold() for v in facts.values() if isinstance(v, str) and v)
+    """The payment's string facts as rules compare them: what a list could hold; and the
+    risk levels (the facts ``risk_level`` and ``gateway_risk_level`` come later, from the
+    score and the velocity read; a list holding other levels than the payment's doesn't
+    match it, as the rules compare the payment's own value)."""
+    found = frozenset(v.casefold() for v in facts.values() if isinstance(v, str) and v)
+    return found | _RISK_LEVELS
+
+
+_RISK_LEVELS: Final = frozenset(velocity.GATEWAY_RISK_LEVELS)
 
 
 def _keys(facts: dict[str, Any], secret: bytes = b"") -> dict[str, str]:
@@ -224,13 +231,21 @@ class FraudEngine:
         now = self.ctx.now_us()
         if keys:
             await velocity.lock(s, keys.values(), is_sqlite=self.ctx.db.is_sqlite)
-        # The counts and the rules' version, one statement.
-        counted, version = await velocity.counts_and_version(s, account_id, livemode, keys, now)
-        facts.update(counted)
-        loaded = await self.rules.loaded(s, account_id, livemode, version)
-        lists = await lists_matching(
-            s, account_id, livemode, loaded.aliases, _list_candidates(facts)
+        # The counts, the rules' version and the payment's values in the lists the rules
+        # (as last loaded) name, one statement. The lists are read again only when the
+        # version shows the rules changed and the new ones name other lists.
+        cached = self.rules.cached(account_id, livemode)
+        aliases = cached.aliases if cached is not None else frozenset()
+        values = _list_candidates(facts)
+        read = await velocity.decision_read(
+            s, account_id, livemode, keys, now, aliases - BUILT_IN_LISTS.keys(), values
         )
+        facts.update(read.facts)
+        loaded = await self.rules.loaded(s, account_id, livemode, read.version)
+        if loaded.aliases == aliases:
+            lists = with_built_in(aliases, values, read.lists)
+        else:
+            lists = await lists_matching(s, account_id, livemode, loaded.aliases, values)
         decision, record = self._decide(pi, loaded, lists, facts, keys, payer)
         if decision.action is Action.BLOCK:
             return {}, await self._block(s, account_id, pi.id, pm.id, record)
@@ -243,6 +258,7 @@ class FraudEngine:
                 record.get("card"),
                 now_us=now,
                 is_sqlite=self.ctx.db.is_sqlite,
+                prune=read.stale,
             )
         # A review holds the money (authorization only) for this confirm alone: the
         # attempt's capture is derived from ``hold`` (services/attempts.captures_at_once),
@@ -319,6 +335,11 @@ def _pays_the_opened_payment(pi: PaymentIntent, pm: PaymentMethod) -> bool:
     )
 
 
+def _score(value: Any) -> int | None:
+    """A gateway risk score as emitted on the intent: a whole number 0-100, else None."""
+    return value if type(value) is int and 0 <= value <= 100 else None
+
+
 def _counted_unsettled(obj: dict[str, Any], pi: Any) -> bool:
     """``on_settled``'s gate (``react_to``'s ``when``): the emitter's intent row carries an
     attempt counted and not yet settled (what ``on_settled`` itself checks after reading
@@ -333,9 +354,10 @@ async def on_settled(s: AsyncSession, account_id: str, obj: dict[str, Any], now_
     """A decided payment's answer is known (in the transaction applying it): settle its
     counted attempt, once per confirm; only an issuer's decline (``card_declined``) is a
     decline (not a block, which counted nothing, nor a failed authentication). The gateway's
-    risk level for the payment (the intent's ``risk_level`` as emitted, set from the answer
-    being applied) is recorded with it: the next payments with the card see it as
-    ``:gateway_risk_level:``."""
+    risk level and numeric risk score for the payment (the intent's ``risk_level`` and
+    ``gateway_risk_score`` as emitted, set from the answer being applied; Stripe's
+    ``outcome``) are recorded with it: the next payments with the card see them
+    as ``:gateway_risk_level:`` and ``:gateway_risk_score:``."""
     pi = await s.get(PaymentIntent, str(obj["id"]))
     record = pi.fraud_outcome if pi is not None else None
     if pi is None or not record or record.get("counted") or record.get("minute") is None:
@@ -352,5 +374,6 @@ async def on_settled(s: AsyncSession, account_id: str, obj: dict[str, Any], now_
         int(record["minute"]),
         declined=declined,
         gateway_risk=obj.get("risk_level"),
+        gateway_risk_score=_score(obj.get("gateway_risk_score")),
     )
     pi.fraud_outcome = {**record, "counted": True}

@@ -46,6 +46,7 @@ __all__ = [
     "list_view",
     "lists_matching",
     "load_lists",
+    "with_built_in",
 ]
 
 ITEM_TYPES: Final = (
@@ -167,12 +168,11 @@ async def lists_matching(
 ) -> dict[str, frozenset[str]]:
     """The lists ``aliases`` as far as a payment needs them: alias -> which of ``values``
     (the payment's facts, as rules compare them) each holds. One indexed IN query, whatever
-    the lists' size; the built-in lists (``BUILT_IN_LISTS``) are looked up in memory."""
+    the lists' size; the built-in lists (``BUILT_IN_LISTS``) are looked up in memory. A
+    decision whose rules are already loaded reads the same rows in its velocity statement
+    (``velocity.decision_read``) and passes them to ``with_built_in``."""
     if not aliases or not values:
         return {}
-    built_in = {
-        alias: BUILT_IN_LISTS[alias] & values for alias in aliases if alias in BUILT_IN_LISTS
-    }
     rows = await s.execute(
         select(RadarValueList.alias, RadarValueListItem.match_value)
         .join(RadarValueListItem, RadarValueListItem.value_list_id == RadarValueList.id)
@@ -183,10 +183,27 @@ async def lists_matching(
             RadarValueListItem.match_value.in_(sorted(values)),
         )
     )
-    out: dict[str, set[str]] = {alias: set(found) for alias, found in built_in.items() if found}
+    found: dict[str, set[str]] = {}
     for alias, value in rows:
-        out.setdefault(alias, set()).add(value)
-    return {alias: frozenset(found) for alias, found in out.items()}
+        found.setdefault(alias, set()).add(value)
+    return with_built_in(aliases, values, found)
+
+
+def with_built_in(
+    aliases: frozenset[str], values: frozenset[str], found: Mapping[str, set[str]]
+) -> dict[str, frozenset[str]]:
+    """The matches of the account's lists (``found``: alias -> values its items hold), with
+    the built-in lists' matches among ``aliases`` added: alias -> which of ``values`` each
+    holds (no entry for a list holding none)."""
+    out: dict[str, frozenset[str]] = {
+        alias: frozenset(held) for alias, held in found.items() if alias in aliases and held
+    }
+    for alias in aliases:
+        if alias in BUILT_IN_LISTS:
+            held = BUILT_IN_LISTS[alias] & values
+            if held:
+                out[alias] = held | out.get(alias, frozenset())
+    return out
 
 
 async def load_lists(s: AsyncSession, account_id: str, livemode: bool) -> dict[str, frozenset[str]]:

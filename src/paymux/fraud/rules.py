@@ -216,6 +216,11 @@ class FraudRules:
         self._configured = rules_from_file(ctx.settings.fraud_rules_file)
         check_settings(ctx.settings)
 
+    def cached(self, account_id: str, livemode: bool) -> LoadedRules | None:
+        """The account's rule set as last loaded in this process (its version may be stale:
+        ``loaded`` checks it), or None."""
+        return self._cache.get((account_id, livemode))
+
     def forget(self, account_id: str) -> None:
         for key in [k for k in self._cache if k[0] == account_id]:
             self._cache.pop(key, None)

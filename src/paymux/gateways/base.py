@@ -27,6 +27,7 @@ __all__ = [
     "THREE_D_SECURE_OPTIONS",
     "AuthorizeRequest",
     "CardDetails",
+    "CredentialsCheck",
     "Decline",
     "DisputeUpdate",
     "Gateway",
@@ -212,6 +213,9 @@ class GatewayResult:
     decline: Decline | None = None
     next_action: dict[str, Any] | None = None
     risk_level: str | None = None
+    # The gateway's numeric risk score for the payment, 0-100 (Stripe's charge
+    # ``outcome.risk_score``), where it gives one.
+    risk_score: int | None = None
     raw: dict[str, Any] = field(default_factory=dict)
     # The 3-D Secure outcome when the gateway ran it (None: none ran, or it doesn't say).
     three_d_secure: ThreeDSecure | None = None
@@ -317,6 +321,25 @@ class InboundEvent:
     payload: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class CredentialsCheck:
+    """What ``Gateway.check_credentials`` found. ``ok``: the provider accepted the stored
+    credentials. Else ``code``: ``credentials_invalid`` (the provider refused them: 401) or
+    ``credentials_forbidden`` (accepted, but without a permission the check needs: 403);
+    ``http_status`` and ``request_id`` as the provider answered. Never the credential, nor
+    the provider's message (which may echo part of it)."""
+
+    ok: bool
+    code: str | None = None
+    http_status: int | None = None
+    request_id: str | None = None
+
+    @classmethod
+    def refused(cls, http_status: int | None, request_id: str | None = None) -> CredentialsCheck:
+        code = "credentials_forbidden" if http_status == 403 else "credentials_invalid"
+        return cls(ok=False, code=code, http_status=http_status, request_id=request_id)
+
+
 class GatewayError(Exception):
     def __init__(self, message: str, *, request_id: str | None = None) -> None:
         super().__init__(message)
@@ -386,6 +409,13 @@ class Gateway(Protocol):
 
     async def aclose(self) -> None:
         """Release connections; the gateway is not used afterwards."""
+        ...
+
+    async def check_credentials(self) -> CredentialsCheck:
+        """Prove the credentials work without moving money or changing anything: one
+        read-only call that needs them (Stripe's balance, PayPal's OAuth token, Square's
+        locations). A refusal is data (``CredentialsCheck.refused``); an outage raises
+        ``GatewayUnavailable`` or ``GatewayRateLimited`` as any call does."""
         ...
 
     def browser_params(self, reference: str) -> dict[str, Any]:

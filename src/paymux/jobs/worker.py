@@ -33,6 +33,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from paymux.billing.scheduler import RENEWAL_CONCURRENCY, runs_concurrently
 from paymux.jobs import queue
 from paymux.observability.health import WorkerBeat
 from paymux.observability.tracing import batch_job_spans, job_span
@@ -178,12 +179,25 @@ class Worker:
         # which run one at a time (gateway calls, each with transactions of its own).
         applies = [job for job in jobs if _inbox_id(job) is not None]
         others = [job for job in jobs if _inbox_id(job) is None]
+        # Renewals run side by side, a few at a time (billing.scheduler.RENEWAL_CONCURRENCY).
+        together = [job for job in others if runs_concurrently(job.kind)]
+        others = [job for job in others if not runs_concurrently(job.kind)]
 
         async def in_turn() -> None:
             for job in others:
                 if self._stop.is_set():
                     break  # shutting down: the rest are released (``shut_down``)
                 await self._run(job)
+
+        async def side_by_side() -> None:
+            slots = asyncio.Semaphore(RENEWAL_CONCURRENCY)
+
+            async def one(job: queue.ClaimedJob) -> None:
+                async with slots:
+                    if not self._stop.is_set():  # shutting down: released (``shut_down``)
+                        await self._run(job)
+
+            await asyncio.gather(*(one(job) for job in together))
 
         # One heartbeat over the whole batch, from the claim until each job is finished:
         # the jobs waiting their turn keep their leases too.
@@ -192,7 +206,9 @@ class Worker:
                 if spent:
                     await self._bury_spent(spent)
                 await asyncio.gather(
-                    in_turn(), *(self._apply_batch(group) for group in self._groups(applies))
+                    in_turn(),
+                    side_by_side(),
+                    *(self._apply_batch(group) for group in self._groups(applies)),
                 )
         finally:
             self._lost -= {job.id for job in jobs}

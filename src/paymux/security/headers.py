@@ -59,9 +59,9 @@ def secure_headers(
             return [*headers, _HSTS_HEADER]
         return headers
     present = {name.lower() for name, _ in headers}
-    content_type = next((v for n, v in headers if n.lower() == b"content-type"), b"").lower()
+    content_type = next((v for n, v in headers if n.lower() == b"content-type"), None)
     added = page_headers(scheme)
-    if content_type.startswith(b"text/html"):
+    if content_type is not None and content_type.lower().startswith(b"text/html"):
         added["cache-control"] = "no-store"
         if b"content-security-policy" not in present:
             added["content-security-policy"] = DEFAULT_PAGE_CSP
@@ -83,7 +83,8 @@ class PageSecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        scheme = str(scope.get("scheme", "http"))
+        # Only "https" counts: an absent scheme (ASGI's default is http) is no TLS either.
+        scheme = str(scope.get("scheme"))
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

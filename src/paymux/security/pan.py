@@ -138,8 +138,9 @@ _SPECIAL_RE = re.compile(r"[^\x00-\x7f]|(?:%[0-9A-Fa-f]{2})+")
 # Luhn: the value of a digit after doubling and summing the digits of the result.
 _DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
 
-# The integers with MIN_PAN_DIGITS to MAX_PAN_DIGITS digits (``in`` a range of ints is O(1)).
-_PAN_INTS = range(10 ** (MIN_PAN_DIGITS - 1), 10**MAX_PAN_DIGITS)
+# The integers with MIN_PAN_DIGITS to MAX_PAN_DIGITS digits: from _PAN_START, below _PAN_END.
+_PAN_START = 10 ** (MIN_PAN_DIGITS - 1)
+_PAN_END = 10**MAX_PAN_DIGITS
 
 
 def is_luhn_valid(digits: str) -> bool:
@@ -243,12 +244,14 @@ def _without_hex_ids(text: str) -> str:
 
 
 def _card_shaped(sizes: list[int]) -> bool:
-    """Whether chunks of these sizes are grouped the way card numbers are written."""
+    """Whether chunks of these sizes (13 or more digits in all) are grouped the way card
+    numbers are written. Every chunk holds a digit, and chunks of four with a last one of at
+    most four reach 13 digits only as four chunks or more: neither needs a check of its own."""
     if len(sizes) == 1:
         return True
     if sizes in ([4, 6, 5], [4, 6, 4]):
         return True
-    return len(sizes) >= 3 and all(s == 4 for s in sizes[:-1]) and 1 <= sizes[-1] <= 4
+    return all(s == 4 for s in sizes[:-1]) and sizes[-1] <= 4
 
 
 def _group_candidates(text: str, start: int, end: int, strict: bool) -> list[tuple[int, int]]:
@@ -314,8 +317,9 @@ def _group_candidates(text: str, start: int, end: int, strict: bool) -> list[tup
     return [(chunks[a][0], chunks[b][1]) for a, b in merged]
 
 
-def _candidates(text: str, strict: bool) -> Iterator[tuple[int, int, str]]:
-    """``(start, end, last four digits)`` of every candidate in ``text``, in order.
+def _candidates(text: str, strict: bool = False) -> Iterator[tuple[int, int, str]]:
+    """``(start, end, last four digits)`` of every candidate in ``text``, in order: only
+    card-shaped ones with ``strict``, else loosely grouped ones too.
 
     The offsets are those of the original ``text``.
     """
@@ -391,7 +395,7 @@ def mask_pans(text: str) -> str:
         return text
     out: list[str] = []
     pos = 0
-    for s, e, last4 in _candidates(text, strict=False):
+    for s, e, last4 in _candidates(text):
         if s < pos:  # two candidates from one original character (an escape run)
             continue
         out.append(text[pos:s])
@@ -414,13 +418,13 @@ def _scalar_text(value: object) -> str | None:
     if isinstance(value, Decimal) and not value.is_finite():
         return None
     if isinstance(value, (int, float, Decimal)):
-        # A Decimal's size first, from its exponent: int() of Decimal("1e999999999") would
-        # build a billion-digit integer. Then the integer part's bounds: str() of a huge int
+        # The bounds first, compared exactly and cheaply whatever the type: int() of
+        # Decimal("1e999999999") would build a billion-digit integer, and str() of a huge int
         # is slow (and may raise).
-        if isinstance(value, Decimal) and value.adjusted() >= MAX_PAN_DIGITS:
+        if not -_PAN_END < value < _PAN_END:
             return None
         number = abs(int(value))
-        return str(number) if number in _PAN_INTS else None
+        return str(number) if number >= _PAN_START else None
     return None
 
 

@@ -122,8 +122,28 @@ async def _store(s: AsyncSession, pi: PaymentIntent, before: dict[str, Any]) -> 
     changed = {_PI_COLUMN[key]: now[key] for key in _PI_COLUMN if now[key] != before[key]}
     if not changed:
         return
-    await s.execute(update(_PI_TABLE).where(_PI_TABLE.c.id == before["id"]).values(changed))
+    params = {f"v_{column}": value for column, value in changed.items()}
+    params["b_id"] = before["id"]
+    await s.execute(_store_statement(tuple(changed)), params)
     before.update({key: now[key] for key in _PI_COLUMN})
+
+
+# ``_store``'s UPDATE, by the columns it changes (built once per set: a settle changes the
+# same few columns every time, so its cache key is memoized, not computed per payment).
+_STORE: dict[tuple[str, ...], Any] = {}
+
+
+def _store_statement(columns: tuple[str, ...]) -> Any:
+    statement = _STORE.get(columns)
+    if statement is None:
+        c = _PI_TABLE.c
+        statement = (
+            update(_PI_TABLE)
+            .where(c.id == bindparam("b_id"))
+            .values({column: bindparam(f"v_{column}", type_=c[column].type) for column in columns})
+        )
+        _STORE[columns] = statement
+    return statement
 
 
 def _start_unchanged_statement(keys: tuple[str, ...]) -> Any:
@@ -412,9 +432,7 @@ class AttemptEngine:
                 # Core statements built once; the intent is a plain row object whose changes
                 # ``_store`` writes (an intent of an invoice is loaded by the ORM instead: the
                 # billing hook works on the session's objects).
-                found = (
-                    await s.execute(_LOCKED_INTENT, {"b_pi_id": object_id})
-                ).mappings().first()
+                found = (await s.execute(_LOCKED_INTENT, {"b_pi_id": object_id})).mappings().first()
                 assert found is not None
                 before: dict[str, Any] | None = None
                 if found["invoice_id"] is None:
@@ -426,16 +444,20 @@ class AttemptEngine:
                     assert locked is not None
                     pi = locked
                 settled = (
-                    await s.execute(
-                        _SETTLE_ATTEMPT,
-                        {
-                            "b_id": attempt_id,
-                            "b_object_id": object_id,
-                            "b_result": result_json(result),
-                            "b_now": self.ctx.now_us(),
-                        },
+                    (
+                        await s.execute(
+                            _SETTLE_ATTEMPT,
+                            {
+                                "b_id": attempt_id,
+                                "b_object_id": object_id,
+                                "b_result": result_json(result),
+                                "b_now": self.ctx.now_us(),
+                            },
+                        )
                     )
-                ).mappings().first()
+                    .mappings()
+                    .first()
+                )
                 pending = None if settled is None else cast(GatewayAttempt, _Row(settled))
                 if before is not None:
                     if pending is not None:
@@ -569,6 +591,8 @@ class AttemptEngine:
             pi.gateway_reference = result.reference
         if result.risk_level:
             pi.risk_level = result.risk_level
+        if result.risk_score is not None:  # Stripe's outcome.risk_score (fraud/velocity.py)
+            pi.gateway_risk_score = result.risk_score
         now = self.ctx.now_us()
         new = change.state.status
         if new != pi.status:

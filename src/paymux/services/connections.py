@@ -31,7 +31,13 @@ from sqlalchemy import select
 from paymux.config import Settings
 from paymux.domain.errors import PaymuxError
 from paymux.domain.ids import new_id
-from paymux.gateways.base import Gateway
+from paymux.gateways.base import (
+    CredentialsCheck,
+    Gateway,
+    GatewayInvalidRequest,
+    GatewayRateLimited,
+    GatewayUnavailable,
+)
 from paymux.gateways.connectors import Connector, ConnectorEnv, connectors
 from paymux.gateways.registry import GatewayRegistry
 from paymux.security.envelope import EnvelopeError, Keyring
@@ -54,6 +60,7 @@ __all__ = [
     "ConnectionsService",
     "Routed",
     "connection_view",
+    "credentials_test_view",
 ]
 
 log = logging.getLogger(__name__)
@@ -744,6 +751,42 @@ class ConnectionsService:
             )
         return views
 
+    async def test(self, account_id: str, connection_id: str) -> dict[str, Any]:
+        """Whether the connection's stored credentials work: its connector's read-only
+        ``check_credentials`` call (nothing moves, nothing is written; outside any
+        transaction). A disabled connection is tested too (before enabling it again). The
+        answer names the connection and, when it failed, why, with a stable code; never a
+        credential nor the provider's message."""
+        view = await self.retrieve(account_id, connection_id)  # 404: not this account's
+        name = str(view["gateway"])
+        if connection_id.startswith(ENVIRONMENT_PREFIX):
+            found = self.deployment.get(name)
+            if found is None:
+                raise _missing(connection_id, "id")
+            gateway = found
+        else:
+            gateway = (await self._stored(connection_id, account_id, param="id"))[1]
+        checker = getattr(gateway, "check_credentials", None)  # a plugin older than the check
+        try:
+            if checker is None:
+                check = CredentialsCheck(ok=False, code="credentials_check_unsupported")
+            else:
+                check = await checker()
+        except GatewayRateLimited:
+            check = CredentialsCheck(ok=False, code="gateway_rate_limited")
+        except GatewayUnavailable:
+            check = CredentialsCheck(ok=False, code="gateway_unavailable")
+        except GatewayInvalidRequest as exc:
+            check = CredentialsCheck(
+                ok=False, code="credentials_check_failed", request_id=exc.request_id
+            )
+            log.info(
+                "connection %s: the credentials check was refused: %s", connection_id, exc.code
+            )
+        outcome = "ok" if check.ok else check.code
+        log.info("connection %s (%s): credentials test: %s", connection_id, name, outcome)
+        return credentials_test_view(view, check, self.ctx.now_us())
+
     async def _owned(self, s: Any, account_id: str, connection_id: str) -> Connection:
         """The account's connection (of the request key's mode), else a 404."""
         found: Connection = await get_owned(s, Connection, connection_id, account_id)
@@ -776,6 +819,52 @@ class ConnectionsService:
         for _, gateway, _ in self._built.values():
             await _close_quietly(gateway)
         self._built.clear()
+
+
+_TEST_MESSAGES = {
+    "credentials_invalid": "the gateway refused its credentials{status}: they are wrong, "
+    "revoked or rolled. Replace them with the gateway's current ones.",
+    "credentials_forbidden": "the gateway accepted its credentials but refused the check"
+    "{status}: they lack a read permission the check needs.",
+    "credentials_check_failed": "the gateway refused the check request{status}; the "
+    "credentials may still work. See the server log.",
+    "gateway_unavailable": "the gateway could not be reached or did not answer, so the "
+    "credentials were not checked. Try again.",
+    "gateway_rate_limited": "the gateway is rate limiting this account, so the credentials "
+    "were not checked. Try again later.",
+    "credentials_check_unsupported": "its connector (a plugin older than this check) has "
+    "no credentials check, so the credentials were not checked.",
+}
+
+
+def credentials_test_view(
+    connection: dict[str, Any], check: CredentialsCheck, now_us: int
+) -> dict[str, Any]:
+    """A credentials test's answer (``connection_test``): which connection, ``ok``, and for a
+    failure the error's stable code and a message naming the connection and the reason."""
+    error = None
+    if not check.ok:
+        code = check.code or "credentials_check_failed"
+        status = f" (HTTP {check.http_status})" if check.http_status else ""
+        reason = _TEST_MESSAGES.get(code, _TEST_MESSAGES["credentials_check_failed"])
+        error = {
+            "code": code,
+            "message": f"Connection {connection['id']} ({connection['gateway']}): "
+            + reason.format(status=status),
+            "http_status": check.http_status,
+            "request_id": check.request_id,
+        }
+    return {
+        "id": connection["id"],
+        "object": "connection_test",
+        "connection": connection["id"],
+        "gateway": connection["gateway"],
+        "livemode": connection["livemode"],
+        "ok": check.ok,
+        "status": "succeeded" if check.ok else "failed",
+        "error": error,
+        "created": now_us // 1_000_000,
+    }
 
 
 def _snapshot(row: Connection) -> _Snapshot:

@@ -472,7 +472,7 @@ class PaymentsService:
             return await self._resume_create(account_id, pi_id, p)
         if p.confirm:
             return await self.confirm(
-                account_id, pi.id, off_session=p.off_session, recorded=resolved
+                account_id, pi.id, off_session=p.off_session, recorded=resolved, created=pi
             )
         return self._view(pi)
 
@@ -714,9 +714,13 @@ class PaymentsService:
         payment_method_data: dict[str, Any] | None = None,
         payment_method_options: dict[str, Any] | None = None,
         recorded: PaymentMethod | None = None,
+        created: PaymentIntent | None = None,
     ) -> dict[str, Any]:
         """``recorded``: the payment method this request's create just resolved and recorded
-        (create with ``confirm=true``): not read again."""
+        (create with ``confirm=true``): not read again. ``created``: the intent that create
+        just committed, as it wrote it: not read again either (no read transaction). The
+        start's UPDATE is conditional on the status and count read (here: written), so an
+        intent moved meanwhile is read again under the write lock, as after any read."""
         if payment_method_data is not None and payment_method is not None:
             raise _both_payment_methods()
         claim = current_claim.get()
@@ -726,17 +730,31 @@ class PaymentsService:
             and claim.recovery_point == f"{Operation.AUTHORIZE}_started"
         ):
             return await self.outcome(account_id, pi_id)  # this key's confirm already ran
-        async with self.ctx.db.read() as s:
-            pi = await _owned_intent(s, account_id, pi_id)
+        if created is not None and created.id == pi_id and payment_method is None:
+            pi = created
             check_operation("confirm", pi.status)
             customer_id = pi.customer_id
-            pm_ref = payment_method or pi.payment_method_id
+            pm_ref = pi.payment_method_id
+            known: PaymentMethod | None = None
             if recorded is not None and pm_ref == recorded.id:
-                known: PaymentMethod | None = recorded  # no second read of the same row
-            else:
-                known = (
-                    await find_payment_method(s, account_id, pi.gateway, pm_ref) if pm_ref else None
-                )
+                known = recorded
+            elif pm_ref:
+                async with self.ctx.db.read() as s:
+                    known = await find_payment_method(s, account_id, pi.gateway, pm_ref)
+        else:
+            async with self.ctx.db.read() as s:
+                pi = await _owned_intent(s, account_id, pi_id)
+                check_operation("confirm", pi.status)
+                customer_id = pi.customer_id
+                pm_ref = payment_method or pi.payment_method_id
+                if recorded is not None and pm_ref == recorded.id:
+                    known = recorded  # no second read of the same row
+                else:
+                    known = (
+                        await find_payment_method(s, account_id, pi.gateway, pm_ref)
+                        if pm_ref
+                        else None
+                    )
         if payment_method_data is not None:  # a payment method made from a token, used now
             made = await payment_method_from_token(
                 self.ctx,
@@ -767,13 +785,14 @@ class PaymentsService:
             defer_shared=True,
         )
         changes: dict[str, Any] = {
-            "confirm_count": PaymentIntent.confirm_count + 1,
+            "confirm_count": _CONFIRM_COUNT_NEXT,
             "last_payment_error": None,
             "next_action": None,
             "three_d_secure": None,  # this confirmation's, once its gateway answers
             # The gateway's risk level is this confirmation's too (an earlier card's must
             # not be recorded against this one when this gateway's answer carries none).
             "risk_level": None,
+            "gateway_risk_score": None,
         }
         if payment_method_options is not None:
             changes["payment_method_options"] = card_options(payment_method_options)
@@ -783,7 +802,7 @@ class PaymentsService:
             changes["return_url"] = return_url
         if setup_future_usage is not None:
             changes["setup_future_usage"] = setup_future_usage
-        read_status, read_count = pi.status, pi.confirm_count
+        read_status, read_count = str(pi.status), pi.confirm_count
         # A use of a shared test token, not recorded yet (the create's, ``recorded``, is).
         fresh = inspect(pm).transient and pm is not recorded
         try:
@@ -843,9 +862,7 @@ class PaymentsService:
             if self.screen is not None:
                 decided_on = read
                 if self.ctx.settings.fraud_enabled:  # (disabled: nothing read from it)
-                    decided_on = await get_owned(
-                        s, PaymentIntent, start.pi_id, start.account_id, lock=True
-                    )
+                    decided_on = await _owned_intent(s, start.account_id, start.pi_id, lock=True)
                     check_operation("confirm", decided_on.status)
                     start = replace(
                         start,
@@ -1143,11 +1160,17 @@ _OWNED_INTENT = {
 }
 
 
-async def _owned_intent(s: AsyncSession, account_id: str, pi_id: str) -> PaymentIntent:
+_OWNED_INTENT_LOCKED = {mode: row.with_for_update() for mode, row in _OWNED_INTENT.items()}
+
+
+async def _owned_intent(
+    s: AsyncSession, account_id: str, pi_id: str, *, lock: bool = False
+) -> PaymentIntent:
     """An account's intent as ``retrieve`` reads it (a Core SELECT built once, the request
     key's mode applied), in the caller's transaction; 404 as ``get_owned`` answers it. A row
-    to read, never to change."""
-    statement = _OWNED_INTENT[current_livemode.get()]
+    to read, never to change. ``lock``: FOR UPDATE on PostgreSQL (SQLite's writer holds the
+    database anyway), as ``get_owned(..., lock=True)``."""
+    statement = (_OWNED_INTENT_LOCKED if lock else _OWNED_INTENT)[current_livemode.get()]
     row = (await s.execute(statement, {"pi_id": pi_id, "account_id": account_id})).first()
     if row is None:
         raise PaymuxError.of("resource_missing", f"No such payment_intent: '{pi_id}'", param="id")
@@ -1155,6 +1178,9 @@ async def _owned_intent(s: AsyncSession, account_id: str, pi_id: str) -> Payment
 
 
 _PI_COLUMNS = columns_of(PaymentIntent)
+# A confirmation's count, as an UPDATE sets it when the intent is read again under the lock
+# (``start_on_intent``): built once (``start_if_unchanged`` takes the value read + 1).
+_CONFIRM_COUNT_NEXT = PaymentIntent.confirm_count + 1
 _PI_TABLE = cast(Table, PaymentIntent.__table__)
 _PI_INSERT = insert(_PI_TABLE)
 # A caller's reserved id (``CreateParams.id``): inserted unless an intent has that id already,
@@ -1174,6 +1200,19 @@ class _ReservedIdTaken(Exception):
 _PM_COLUMNS = columns_of(PaymentMethod)
 _PM_TABLE = cast(Table, PaymentMethod.__table__)
 _PM_UNIQUE = ("account_id", "gateway", "token")
+# Built once, by SQLite or not (the row's values are its parameters): inserted unless the
+# account has the token already, then no row comes back.
+_PM_INSERT_NEW = {
+    is_sqlite: dialect.insert(_PM_TABLE)
+    .on_conflict_do_nothing(index_elements=list(_PM_UNIQUE))
+    .returning(_PM_TABLE.c.id)
+    for is_sqlite, dialect in ((True, sqlite), (False, postgresql))
+}
+_PM_OF_TOKEN = select(PaymentMethod).where(
+    PaymentMethod.account_id == bindparam("account_id"),
+    PaymentMethod.gateway == bindparam("gateway"),
+    PaymentMethod.token == bindparam("token"),
+)
 
 
 async def _record_payment_method(
@@ -1182,25 +1221,14 @@ async def _record_payment_method(
     """Insert a new (transient) payment method in the caller's transaction; if the account
     has the token already (a gateway that answers a shared token with the same token every
     time), that row, as ``resolve_payment_method`` does. One statement, no savepoint."""
-    dialect_insert = sqlite.insert if is_sqlite else postgresql.insert
     row = row_of(pm, _PM_COLUMNS)
-    inserted = (
-        await s.execute(
-            dialect_insert(_PM_TABLE)
-            .values(row)
-            .on_conflict_do_nothing(index_elements=list(_PM_UNIQUE))
-            .returning(_PM_TABLE.c.id)
-        )
-    ).scalar_one_or_none()
+    inserted = (await s.execute(_PM_INSERT_NEW[is_sqlite], row)).scalar_one_or_none()
     if inserted is not None:
         return pm
     existing: PaymentMethod = (
         await s.execute(
-            select(PaymentMethod).where(
-                PaymentMethod.account_id == pm.account_id,
-                PaymentMethod.gateway == pm.gateway,
-                PaymentMethod.token == pm.token,
-            )
+            _PM_OF_TOKEN,
+            {"account_id": pm.account_id, "gateway": pm.gateway, "token": pm.token},
         )
     ).scalar_one()
     return existing

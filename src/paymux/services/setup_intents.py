@@ -20,6 +20,14 @@ any later read finds ``pending`` and asks the gateway again with the same key: t
 provider replays its first answer, so there is never a second vault entry. A setup waiting
 for the payer is settled when it is read: paymux asks the gateway (``retrieve_setup``, key
 ``<seti id>:attach:<attempt>`` where the provider needs a second step to save the card).
+
+The payer's verification token (Square's verifyBuyer, intent STORE) is part of the setup
+call, and Square replays a keyed call only when it is sent again identically; so it is kept
+with the pending attempt (in ``next_action``, under ``_PENDING_VERIFICATION``, never shown:
+``setup_intent_view`` leaves it out), and dropped when the attempt's answer is applied. A
+setup left pending by a crash is then settled by any read or the ``refresh_setup_intent``
+job, without the client's retry. It is no card data and no credential: a single-use proof
+of the buyer's verification, bound to the card's single-use nonce.
 """
 
 from __future__ import annotations
@@ -82,6 +90,29 @@ _CANCELABLE = (REQUIRES_PAYMENT_METHOD, REQUIRES_CONFIRMATION, REQUIRES_ACTION)
 CANCELLATION_REASONS = ("abandoned", "requested_by_customer", "duplicate")
 
 
+# ``next_action``'s key for the pending attempt's verification token (module docstring).
+_PENDING_VERIFICATION = "_pending_verification_token"
+
+
+def _public_next_action(next_action: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``next_action`` as shown: without the pending attempt's verification token."""
+    if not next_action or _PENDING_VERIFICATION not in next_action:
+        return next_action
+    shown = {k: v for k, v in next_action.items() if k != _PENDING_VERIFICATION}
+    return shown or None
+
+
+def _kept_verification(si: SetupIntent) -> str | None:
+    kept = (si.next_action or {}).get(_PENDING_VERIFICATION)
+    return str(kept) if kept else None
+
+
+def _drop_verification(si: SetupIntent) -> None:
+    """The attempt's answer is applied: its verification token is no longer needed."""
+    if si.next_action and _PENDING_VERIFICATION in si.next_action:
+        si.next_action = _public_next_action(si.next_action)
+
+
 def setup_intent_view(si: SetupIntent) -> dict[str, Any]:
     """Stripe's SetupIntent object, plus the gateway and connection that ran it."""
     return {
@@ -99,7 +130,7 @@ def setup_intent_view(si: SetupIntent) -> dict[str, Any]:
         "livemode": bool(si.livemode),
         "mandate": None,
         "metadata": si.metadata_ or {},
-        "next_action": si.next_action,
+        "next_action": _public_next_action(si.next_action),
         "on_behalf_of": None,
         "payment_method": si.payment_method_id,
         "payment_method_options": {},
@@ -355,8 +386,9 @@ class SetupIntentsService:
     ) -> dict[str, Any]:
         """``verification_token``: the payer's verification for storing the card, made in
         the browser with the card's token (Square's verifyBuyer, intent STORE). It is sent
-        with this confirm's setup call, and again by this confirm's retry (the same
-        Idempotency-Key resends it); it is not stored."""
+        with this confirm's setup call, kept with the pending attempt until its answer is
+        applied (so a read or the settle job can send it again after a crash), then
+        dropped."""
         async with self.ctx.db.read() as s:
             si = await get_owned(s, SetupIntent, seti_id, account_id)
         claim = current_claim.get()
@@ -433,6 +465,9 @@ class SetupIntentsService:
             si.attempts += 1
             si.pending = True
             si.last_setup_error = None
+            si.next_action = (
+                {_PENDING_VERIFICATION: verification_token} if verification_token else None
+            )
             si.updated_us = max(now, si.updated_us)
             await record_recovery_point(s, "setup_started", seti_id)
         view, error = await self._settle(account_id, si, verification_token)
@@ -506,6 +541,7 @@ class SetupIntentsService:
         gateway = await self.ctx.gateway_of(si)
         attempt = si.attempts
         if si.pending:
+            verification_token = verification_token or _kept_verification(si)
             request = await self._request(account_id, si, gateway, verification_token)
             key = f"{si.id}:setup:{attempt}"
             call = lambda: gateway.setup(request, idempotency_key=key)  # noqa: E731
@@ -536,6 +572,7 @@ class SetupIntentsService:
             si = await get_owned(s, SetupIntent, seti_id, account_id, lock=True)
             if si.pending and si.attempts == attempt:
                 si.pending = False
+                _drop_verification(si)
                 si.status = REQUIRES_PAYMENT_METHOD
                 si.last_setup_error = {
                     "type": "invalid_request_error",
@@ -569,6 +606,7 @@ class SetupIntentsService:
             current = si.attempts == attempt and (si.pending or si.status == REQUIRES_ACTION)
             if current:
                 si.pending = False
+                _drop_verification(si)
                 si.gateway_reference = result.reference or si.gateway_reference
                 si.updated_us = max(now, si.updated_us)
                 match result.status:

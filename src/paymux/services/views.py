@@ -106,6 +106,8 @@ def payment_intent_view(pi: PaymentIntent, extra: dict[str, Any] | None = None) 
         "statement_descriptor": pi.statement_descriptor,
         "metadata": pi.metadata_ or {},
         "risk_level": pi.risk_level,
+        # The gateway's numeric risk score for the payment (Stripe's outcome.risk_score).
+        "gateway_risk_score": pi.gateway_risk_score,
         "return_url": pi.return_url,
         "client_secret": pi.client_secret,
         "created": seconds(pi.created_us),

@@ -280,6 +280,9 @@ class PaymentIntent(Base):
     gateway_client: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     return_url: Mapped[str | None] = mapped_column(String(2048))
     risk_level: Mapped[str | None] = mapped_column(String(16))
+    # Migration 0034: the gateway's numeric risk score (0-100) for the payment, where it gives
+    # one (Stripe's ``outcome.risk_score`` of the payment's charge); None: none given.
+    gateway_risk_score: Mapped[int | None] = mapped_column(Integer, default=None)
     cancellation_reason: Mapped[str | None] = mapped_column(String(64))
     canceled_us: Mapped[int | None]
     authorized_us: Mapped[int | None]
@@ -1194,6 +1197,9 @@ class FraudVelocityBucket(Base):
     # Migration 0032: the highest risk level a gateway gave the key's attempts settled in
     # the minute (1 normal, 2 elevated, 3 highest; None: none given).
     gateway_risk: Mapped[int | None] = mapped_column(Integer, default=None)
+    # Migration 0034: the highest numeric risk score (0-100) a gateway gave the key's attempts
+    # settled in the minute (Stripe's ``outcome.risk_score``; None: none given).
+    gateway_risk_score: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
 class FraudVelocityCard(Base):

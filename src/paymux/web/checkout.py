@@ -60,8 +60,10 @@ __all__ = [
     "CSP_REPORT_PATH",
     "PAGE_SCRIPTS",
     "STATIC_PREFIX",
+    "Component",
     "ProviderSources",
     "checkout_csp",
+    "payment_component",
     "router",
     "subresource_integrity",
 ]
@@ -141,8 +143,9 @@ def checkout_csp(nonce: str, provider: ProviderSources | None = None) -> str:
 
 
 @dataclass(frozen=True)
-class _Component:
-    """The card-entry component the page loads for the session's gateway."""
+class Component:
+    """The card-entry component a page (checkout's, the hosted invoice's) loads for the
+    gateway its payment goes through (templates/card_entry.html mounts it)."""
 
     gateway: str
     script: str | None = None  # the provider's SDK (no SRI: the provider versions it)
@@ -314,7 +317,7 @@ async def _merchant(app: Paymux, row: CheckoutSession) -> str:
 
 def _square_component(
     settings: Settings, client: dict[str, Any], verify: tuple[tuple[str, str], ...]
-) -> _Component | None:
+) -> Component | None:
     """Square's card form: its SDK, the application and location ids, and what verifyBuyer
     is asked (``verify``); None without both ids (SQUARE_APPLICATION_ID, the location)."""
     if not client.get("application_id") or not client.get("location_id"):
@@ -324,16 +327,17 @@ def _square_component(
         ("application-id", str(client["application_id"])),
         ("location-id", str(client["location_id"])),
     )
-    return _Component(SQUARE, script, sources, params=ids + verify)
+    return Component(SQUARE, script, sources, params=ids + verify)
 
 
-async def _setup_component(app: Paymux, row: CheckoutSession, gateway: str) -> _Component | None:
-    """Setup mode (save a payment method, nothing charged): Square's card form, whose
-    verifyBuyer asks for intent STORE (its verification token goes with the card's token to
-    CreateCard); PayPal's buttons saving the payer's wallet (a session for
-    ``payment_method_types`` ``[paypal]``: ``createVaultSetupToken`` asks the page's
-    ``paypal-setup-token`` URL). (Stripe's setup is not on the page yet: docs/checkout.md.)"""
-    if gateway not in (SQUARE, PAYPAL) or row.setup_intent_id is None:
+async def _setup_component(app: Paymux, row: CheckoutSession, gateway: str) -> Component | None:
+    """Setup mode (save a payment method, nothing charged): Stripe.js's card Element (its
+    token confirms the SetupIntent; 3-D Secure is Stripe.js's ``confirmCardSetup``);
+    Square's card form, whose verifyBuyer asks for intent STORE (its verification token goes
+    with the card's token to CreateCard); PayPal's buttons saving the payer's wallet (a
+    session for ``payment_method_types`` ``[paypal]``: ``createVaultSetupToken`` asks the
+    page's ``paypal-setup-token`` URL)."""
+    if gateway not in (STRIPE, SQUARE, PAYPAL) or row.setup_intent_id is None:
         return None
     async with app.ctx.db.read() as s:
         si = await s.get(SetupIntent, row.setup_intent_id)
@@ -346,23 +350,63 @@ async def _setup_component(app: Paymux, row: CheckoutSession, gateway: str) -> _
     except PaymuxError:  # its connection is gone or not configured here: no component
         return None
     client = provider.browser_params(si.id)
+    if gateway == STRIPE:
+        key = client.get("publishable_key")
+        if not key:
+            return None
+        script, sources = _stripe_js(app.ctx.settings)
+        return Component(STRIPE, script, sources, str(key))
     if gateway == PAYPAL:
         if not client.get("client_id"):
             return None
         script, sources = _paypal_js(app.ctx.settings, client)  # the client id alone
-        return _Component(PAYPAL, script, sources)
+        return Component(PAYPAL, script, sources)
     return _square_component(app.ctx.settings, client, (("intent", "STORE"),))
 
 
-async def _component(app: Paymux, row: CheckoutSession) -> _Component | None:
+def payment_component(
+    settings: Settings, gateway: str | None, client: dict[str, Any], amount: Money, *, live: bool
+) -> Component | None:
+    """The card-entry component that takes a payment of ``amount`` through ``gateway``, on
+    any of paymux's pages (the checkout page, the hosted invoice page): the sandbox's hosted
+    form (test mode, on a deployment that serves it), Stripe.js's card Element (with the
+    publishable key), PayPal's buttons (for the order already opened: ``client``'s
+    ``order_id``) or Square's card form (verifyBuyer intent CHARGE, with the amount).
+    ``client``: what the payment's gateway gives the browser (``browser_params`` and the
+    intent's ``gateway_client``). None where no component can take it."""
+    if gateway == SANDBOX:
+        return Component(SANDBOX) if not live and settings.sandbox_enabled else None
+    if gateway == STRIPE:
+        key = client.get("publishable_key")
+        if not key:
+            return None
+        script, sources = _stripe_js(settings)
+        return Component(STRIPE, script, sources, str(key))
+    if gateway == PAYPAL:
+        if not client.get("order_id") or not client.get("client_id"):
+            return None  # no order opened: nothing for the buttons to approve
+        script, sources = _paypal_js(settings, client)
+        return Component(PAYPAL, script, sources)  # the client id is in its URL
+    if gateway == SQUARE:
+        return _square_component(
+            settings,
+            client,
+            (
+                ("intent", "CHARGE"),
+                ("amount", amount.to_decimal_string()),
+                ("currency", amount.currency.upper()),
+            ),
+        )
+    return None
+
+
+async def _component(app: Paymux, row: CheckoutSession) -> Component | None:
     """The card-entry component for the session's gateway, None where the page has none:
-    the sandbox's hosted form (test mode, on a deployment that serves it); for a payment,
-    Stripe.js's card Element, PayPal's buttons or Square's card form; in setup mode,
-    Square's card form (``_setup_component``)."""
+    for a payment, ``payment_component``; in setup mode, ``_setup_component``."""
     gateway = await app.checkout.gateway_of(row)
     settings = app.ctx.settings
-    if gateway == SANDBOX and not row.livemode and settings.sandbox_enabled:
-        return _Component(SANDBOX)
+    if gateway == SANDBOX:
+        return Component(SANDBOX) if not row.livemode and settings.sandbox_enabled else None
     if gateway not in (STRIPE, PAYPAL, SQUARE):
         return None
     if row.mode == "setup":
@@ -374,31 +418,14 @@ async def _component(app: Paymux, row: CheckoutSession) -> _Component | None:
     if pi is None:
         return None
     client = dict(pi.gateway_client or {})
-    if gateway == STRIPE:
-        key = client.get("publishable_key")
-        if not key:
+    if gateway != STRIPE:  # Stripe's key is on the intent; the others' from the connection
+        try:
+            provider = await app.ctx.gateway_of(pi)
+        except PaymuxError:  # its connection is gone or not configured here: no component
             return None
-        script, sources = _stripe_js(settings)
-        return _Component(STRIPE, script, sources, str(key))
-    try:
-        provider = await app.ctx.gateway_of(pi)
-    except PaymuxError:  # its connection is gone or not configured here: no component
-        return None
-    client = {**provider.browser_params(pi.id), **client}
-    if gateway == PAYPAL:
-        if not client.get("order_id") or not client.get("client_id"):
-            return None  # no order opened: nothing for the buttons to approve
-        script, sources = _paypal_js(settings, client)
-        return _Component(PAYPAL, script, sources)  # the client id is in its URL
-    amount = Money(int(pi.amount), pi.currency)
-    return _square_component(
-        settings,
-        client,
-        (
-            ("intent", "CHARGE"),
-            ("amount", amount.to_decimal_string()),
-            ("currency", pi.currency.upper()),
-        ),
+        client = {**provider.browser_params(pi.id), **client}
+    return payment_component(
+        settings, gateway, client, Money(int(pi.amount), pi.currency), live=row.livemode
     )
 
 

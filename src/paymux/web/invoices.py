@@ -3,18 +3,26 @@
 
 - ``GET  /invoices/{token}``       the invoice for people: the merchant, number, dates, lines,
   discounts, tax and totals in the reader's locale (billing/invoice_document.py), its status,
-  and for an open test-mode invoice a way to pay it: the gateway's own card form in a frame
-  (the sandbox's, the one gateway with a hosted form today), 3-D Secure included;
+  and for an open invoice a way to pay it through the card-entry component of the gateway
+  its payment goes to (``hosted_payments.page_gateway``), mounted as the checkout page mounts
+  it (web/checkout.py's ``payment_component``, templates/card_entry.html,
+  static/card-entry.js): the sandbox's form in a frame (test mode), Stripe.js's card
+  Element, Square's card form with verifyBuyer; 3-D Secure included. PayPal's buttons are
+  not on this page yet (they need the order opened first): it says to contact the merchant;
 - ``GET  /invoices/{token}/pdf``   the same as a PDF (billing/pdf.py);
-- ``POST /invoices/{token}/pay``   JSON ``{"payment_method": <token from the card form>}``:
-  the page's script pays with it (billing/hosted_payments.py);
+- ``POST /invoices/{token}/pay``   JSON ``{"payment_method": <token from the card form>,
+  "verification_token"?: <Square's verifyBuyer token>}``: the page's script pays with it
+  (billing/hosted_payments.py); an invoice paid already is refused (400
+  ``invoice_unexpected_state``), nothing charged again;
 - ``GET  /_invoice/{file}``        the page's script and style sheet.
 
 No API key: the token in the URL is the secret (40 random characters), and a draft has none
-to show. An unknown token is a 404 page. Every page carries a Content-Security-Policy without
-``unsafe-inline`` (the only frame it loads is the card form, from this origin), is never
-cached and never framed. The pay endpoint takes JSON only and checks ``Origin`` when the
-browser sends it, so another site cannot make a payer's browser post to it.
+to show. An unknown token is a 404 page. Every page carries the checkout page's strict
+Content-Security-Policy (``checkout_csp``: scripts by a per-response nonce, each of paymux's
+with Subresource Integrity, the routed provider's origins only where its SDK needs them), is
+never cached and never framed. The pay endpoint takes JSON only and checks ``Origin`` when
+the browser sends it, so another site cannot make a payer's browser post to it; a live
+invoice is paid over HTTPS only.
 
 The locale: ``?locale=`` (``de``, ``de-DE``), else the browser's Accept-Language, else en_US.
 """
@@ -25,6 +33,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import secrets
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -37,16 +46,20 @@ from sqlalchemy import select
 from paymux.billing.catalog_views import decimal_number
 from paymux.billing.hosted_payments import (
     invoice_by_token,
+    page_gateway,
     pay_from_page,
     refresh_on_return,
 )
 from paymux.billing.invoice_document import InvoiceDocument, invoice_document, pick_locale
 from paymux.domain.errors import PaymuxError
 from paymux.fraud.request import set_browser_payer
+from paymux.money import Money
 from paymux.services import Paymux
 from paymux.storage.models import Account, Customer, Invoice, TaxRate
+from paymux.web.checkout import PAYPAL, Component, checkout_csp, payment_component
+from paymux.web.checkout_text import text_for
 
-__all__ = ["INVOICE_PAGE_CSP", "router"]
+__all__ = ["invoice_csp", "router"]
 
 _HERE = Path(__file__).parent
 _TEMPLATES = Environment(
@@ -66,15 +79,20 @@ _INTEGRITY = {
     name: "sha384-" + base64.b64encode(hashlib.sha384(body).digest()).decode()
     for name, (body, _) in _STATIC.items()
 }
-INVOICE_PAGE_CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-    "connect-src 'self'; frame-src 'self'; base-uri 'none'; form-action 'self'; "
-    "frame-ancestors 'none'; report-uri /c/csp-reports"  # web/checkout.py's CSP_REPORT_PATH
-)
-# nosniff, Referrer-Policy, no-store and HSTS over TLS: the guard middleware's
-# (security/headers.py), as on every page.
-_PAGE_HEADERS = {"content-security-policy": INVOICE_PAGE_CSP, "x-frame-options": "DENY"}
 _TOKEN_MAX = 64
+
+
+def invoice_csp(nonce: str, component: Component | None) -> str:
+    """The page's policy: the checkout page's (web/checkout.py), with the routed provider's
+    origins where its component needs them."""
+    return checkout_csp(nonce, component.sources if component else None)
+
+
+def _page_headers(nonce: str, component: Component | None = None) -> dict[str, str]:
+    # nosniff, Referrer-Policy, no-store and HSTS over TLS: the guard middleware's
+    # (security/headers.py), as on every page.
+    return {"content-security-policy": invoice_csp(nonce, component), "x-frame-options": "DENY"}
+
 
 router = APIRouter(include_in_schema=False)
 
@@ -86,7 +104,7 @@ def _app(request: Request) -> Paymux:
 
 def _missing() -> HTMLResponse:
     body = _TEMPLATES.get_template("invoice_missing.html").render(static=STATIC_PREFIX)
-    return HTMLResponse(body, status_code=404, headers=_PAGE_HEADERS)
+    return HTMLResponse(body, status_code=404, headers=_page_headers(secrets.token_urlsafe(18)))
 
 
 async def _document(app: Paymux, invoice: Invoice, locale: str) -> InvoiceDocument:
@@ -116,10 +134,17 @@ def _page_url(app: Paymux, token: str) -> str:
     return f"{app.ctx.settings.base_url().rstrip('/')}/invoices/{quote(token, safe='')}"
 
 
-def _can_pay_here(app: Paymux, invoice: Invoice, doc: InvoiceDocument) -> bool:
-    """The page takes a card where the gateway's hosted form exists: the sandbox, so a test
-    mode invoice on a deployment that serves it."""
-    return doc.payable and not invoice.livemode and bool(app.ctx.settings.sandbox_enabled)
+async def _component(app: Paymux, invoice: Invoice) -> Component | None:
+    """The card-entry component that takes what the open invoice's payer owes, as the
+    checkout page's takes a payment; None where there is nothing to pay or no component can
+    take it (PayPal's buttons are not on this page yet)."""
+    if invoice.status != "open" or invoice.amount_remaining <= 0:
+        return None
+    found = await page_gateway(app, invoice)
+    if found is None or found.name == PAYPAL:
+        return None
+    due = Money(int(invoice.amount_remaining), invoice.currency)
+    return payment_component(app.ctx.settings, found.name, found.client, due, live=invoice.livemode)
 
 
 @router.get("/_invoice/{name}")
@@ -151,19 +176,28 @@ async def invoice_page(token: str, request: Request) -> HTMLResponse:
             message = "The card's authentication failed. Try again or use another card."
     locale = pick_locale(request.query_params.get("locale"), request.headers.get("accept-language"))
     doc = await _document(app, invoice, locale)
-    pay = _can_pay_here(app, invoice, doc)
+    component = await _component(app, invoice) if doc.payable else None
+    nonce = secrets.token_urlsafe(18)
     body = _TEMPLATES.get_template("invoice.html").render(
         doc=doc,
         lang=locale.split("_", 1)[0],
         static=STATIC_PREFIX,
         message=message,
-        pay=pay,
-        pay_url=f"/invoices/{quote(token, safe='')}/pay",
+        pay=component is not None,
+        component=component,
+        nonce=nonce,
+        t=text_for(locale)[1],
+        setup=False,
+        pay_label=f"Pay {doc.amount_due}",
+        # The gateway whose form the page mounts: a payment routed elsewhere meanwhile (a
+        # dunning try waiting on another gateway) is refused, never sent another's token.
+        pay_url=f"/invoices/{quote(token, safe='')}/pay"
+        + (f"?gateway={quote(component.gateway)}" if component is not None else ""),
         pdf_url=f"/invoices/{quote(token, safe='')}/pdf?locale={quote(locale)}",
         card_form_url="/sandbox/elements",
         integrity=_INTEGRITY,
     )
-    return HTMLResponse(body, headers=_PAGE_HEADERS)
+    return HTMLResponse(body, headers=_page_headers(nonce, component))
 
 
 @router.get("/invoices/{token}/pdf")
@@ -221,11 +255,17 @@ async def invoice_pay(token: str, request: Request) -> JSONResponse:
     card = raw.get("payment_method") if isinstance(raw, dict) else None
     if not isinstance(card, str) or not 1 <= len(card) <= 255:
         return _refusal(400, "parameter_missing", "A payment_method token is required.")
+    verification = raw.get("verification_token")  # Square's verifyBuyer token, if any
+    if verification is not None and (
+        not isinstance(verification, str) or not 1 <= len(verification) <= 2048
+    ):
+        return _refusal(400, "parameter_invalid", "The verification_token is not valid.")
     invoice = await invoice_by_token(app, token) if len(token) <= _TOKEN_MAX else None
     if invoice is None:
         return _refusal(404, "resource_missing", "No such invoice.")
-    doc_payable = invoice.status == "open" and invoice.amount_remaining > 0
-    if not doc_payable or invoice.livemode or not app.ctx.settings.sandbox_enabled:
+    if invoice.livemode and request.url.scheme != "https":  # proxy-told scheme: uvicorn's
+        return _refusal(403, "tls_required", "A live payment is made over HTTPS only.")
+    if await _component(app, invoice) is None:
         return _refusal(400, "invoice_unexpected_state", "This invoice cannot be paid here.")
     set_browser_payer(  # the payer's browser, for the fraud rules (fraud/request.py)
         request.headers,
@@ -233,13 +273,25 @@ async def invoice_pay(token: str, request: Request) -> JSONResponse:
         behind_trusted_proxy=bool(app.ctx.settings.trusted_proxy_list()),
     )
     try:
-        outcome = await pay_from_page(app, token, card, _page_url(app, token))
+        outcome = await pay_from_page(
+            app,
+            token,
+            card,
+            _page_url(app, token),
+            verification_token=verification,
+            form_gateway=request.query_params.get("gateway"),
+        )
     except PaymuxError as exc:
         message = exc.user_message or exc.message
         return _refusal(exc.http_status, exc.code, message)
     answer: dict[str, Any] = {"status": outcome.status}
     if outcome.redirect_url:
         answer["redirect_url"] = outcome.redirect_url
+    elif outcome.status == "requires_action" and outcome.return_url:
+        # Stripe's 3-D Secure: Stripe.js shows the challenge with the secret, then the page
+        # goes back to itself (``?payment_intent=``), which asks Stripe.
+        answer["client_secret"] = outcome.client_secret
+        answer["return_url"] = outcome.return_url
     if outcome.status == "open":
         answer["message"] = "The payment did not go through. Try another card."
     return JSONResponse(answer, headers={"cache-control": "no-store"})

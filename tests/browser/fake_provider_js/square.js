@@ -4,7 +4,10 @@
 // tokenize(), destroy(); and verifyBuyer(token, details). The card's fields are plain inputs
 // here (Square's are in its own frame); tokenize sends them to this origin (the provider's),
 // which answers a card nonce the fake Square API takes; verifyBuyer answers a verification
-// token (recorded with the details it was given).
+// token (recorded with the details it was given). For the challenge card (4000002760003184)
+// verifyBuyer first shows the issuer's challenge, as Square's SDK frames it
+// (#square-challenge: "Complete verification" answers the token, "Fail verification" makes
+// verifyBuyer throw, as Square's does when the buyer fails it).
 'use strict';
 (function () {
   const base = new URL(document.currentScript.src).origin;
@@ -45,7 +48,26 @@
       },
       async verifyBuyer(token, details) {
         const answer = await post('/square/verify', {token: token, details: details});
-        return {token: answer.token, userChallenged: false};
+        if (!answer.challenge) return {token: answer.token, userChallenged: false};
+        const passed = await new Promise((resolve) => {
+          const dialog = document.createElement('div');
+          dialog.id = 'square-challenge';
+          dialog.setAttribute('role', 'dialog');
+          dialog.setAttribute('aria-label', 'Card verification');
+          for (const [label, outcome] of [['Complete verification', true],
+                                          ['Fail verification', false]]) {
+            const choice = document.createElement('button');
+            choice.type = 'button';
+            choice.textContent = label;
+            choice.addEventListener('click', () => { dialog.remove(); resolve(outcome); });
+            dialog.appendChild(choice);
+          }
+          document.body.appendChild(dialog);
+        });
+        if (!passed) throw new Error('square: the buyer failed the verification');
+        const done = await post('/square/verify', {token: token, details: details,
+                                                   challenge: 'passed'});
+        return {token: done.token, userChallenged: true};
       },
     };
   }

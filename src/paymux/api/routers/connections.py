@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
 from paymux.api.deps import CallerDep, idempotent, list_response, run
-from paymux.api.schemas import CreateConnection, UpdateConnection
+from paymux.api.schemas import CreateConnection, NoParams, UpdateConnection
 from paymux.api.wire import wire_body
 from paymux.gateways.connectors import connectors
 from paymux.services.connections import ConnectionParams
@@ -67,6 +67,16 @@ async def update_connection(
     return await idempotent(
         c, body, lambda: c.app.connections.update(c.account_id, connection_id, params)
     )
+
+
+@router.post("/v1/connections/{connection_id}/test")
+async def test_connection(
+    connection_id: str, c: CallerDep, _: NoParams = wire_body(NoParams, required=False)
+) -> Response:
+    """Whether the connection's stored credentials work: one read-only call to its gateway
+    (nothing moves). 200 either way, with ``ok`` and, when not, the error's stable code and
+    a message naming the connection (never a credential); audited."""
+    return await run(c, lambda: c.app.connections.test(c.account_id, connection_id))
 
 
 @router.delete("/v1/connections/{connection_id}")

@@ -83,8 +83,13 @@ async def retrieve_setup_intent(
 
 async def _with_client(c: Caller, shown: dict[str, Any], view: dict[str, Any]) -> dict[str, Any]:
     """``client``: what the gateway's browser component needs (as a PaymentIntent's view
-    has it) while the SetupIntent waits for a card: Stripe.js's URL and publishable key."""
-    if view["status"] not in ("requires_payment_method", "requires_confirmation"):
+    has it) while the SetupIntent waits for a card: Stripe.js's URL and publishable key; and
+    while it waits for the payer's approval of PayPal's setup token (a page reloaded mid
+    setup mounts PayPal's buttons again, for that token)."""
+    approving = (view.get("next_action") or {}).get("paypal_setup_token")
+    if view["status"] not in ("requires_payment_method", "requires_confirmation") and not (
+        view["status"] == "requires_action" and approving
+    ):
         return shown
     try:
         gateway = await c.app.ctx.gateway(

@@ -65,6 +65,7 @@ import httpx
 from paymux.gateways.base import (
     AuthorizeRequest,
     CardDetails,
+    CredentialsCheck,
     Decline,
     DisputeUpdate,
     GatewayError,
@@ -150,6 +151,16 @@ def _body(response: httpx.Response) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+class _TokenRefused(GatewayInvalidRequest):
+    """PayPal answered the token request without a token (its HTTP status kept)."""
+
+    def __init__(
+        self, message: str, *, code: str, request_id: str | None, http_status: int
+    ) -> None:
+        super().__init__(message, code=code, request_id=request_id)
+        self.http_status = http_status
+
+
 class PayPalGateway:
     name = "paypal"
     idempotency_retention_seconds = IDEMPOTENCY_RETENTION_SECONDS
@@ -219,6 +230,19 @@ class PayPalGateway:
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    async def check_credentials(self) -> CredentialsCheck:
+        """A new OAuth2 client-credentials token (``POST /v1/oauth2/token``): it needs the
+        client id and secret and changes nothing. PayPal's 401 (``invalid_client``) is the
+        answer; an outage raises as any call does."""
+        try:
+            await self._access_token(refresh=True)
+        except GatewayInvalidRequest as exc:
+            status = exc.http_status if isinstance(exc, _TokenRefused) else None
+            if status in (401, 403):
+                return CredentialsCheck.refused(status, exc.request_id)
+            raise
+        return CredentialsCheck(ok=True)
+
     # -- the seam ---------------------------------------------------------------------------
     async def _access_token(self, *, refresh: bool = False) -> str:
         if self._token_lock is None:
@@ -239,10 +263,11 @@ class PayPalGateway:
             body = _body(response)
             token = body.get("access_token")
             if response.status_code != 200 or not isinstance(token, str) or not token:
-                raise GatewayInvalidRequest(
+                raise _TokenRefused(
                     f"paypal: could not get an access token (HTTP {response.status_code})",
                     code=str(body.get("error") or "authentication_failure"),
                     request_id=response.headers.get("paypal-debug-id"),
+                    http_status=response.status_code,
                 )
             try:
                 lifetime = float(body.get("expires_in") or 300)

@@ -17,6 +17,7 @@ from typing import Any
 from paymux.gateways.base import (
     AuthorizeRequest,
     CardDetails,
+    CredentialsCheck,
     Decline,
     GatewayInvalidRequest,
     GatewayRateLimited,
@@ -91,6 +92,10 @@ class SandboxGateway:
 
     async def aclose(self) -> None:
         await self.drain()
+
+    async def check_credentials(self) -> CredentialsCheck:
+        """The sandbox is built in: it has no credentials to refuse."""
+        return CredentialsCheck(ok=True)
 
     async def drain(self) -> None:
         """Wait for webhooks in flight (used on shutdown and by tests)."""

@@ -64,6 +64,7 @@ from paymux.config import Settings
 from paymux.gateways.base import (
     AuthorizeRequest,
     CardDetails,
+    CredentialsCheck,
     Decline,
     DisputeUpdate,
     GatewayError,
@@ -214,6 +215,20 @@ class SquareGateway:
     async def aclose(self) -> None:
         if self._owns_http:
             await self._http.aclose()
+
+    async def check_credentials(self) -> CredentialsCheck:
+        """ListLocations (``GET /v2/locations``): read-only and needs the access token.
+        Square's 401 (UNAUTHORIZED: a wrong or revoked token) and 403 (FORBIDDEN: a token
+        without MERCHANT_PROFILE_READ) are the answer; an outage raises as any call does."""
+        try:
+            await self._call(lambda: self._client.locations.list(request_options=_NO_RETRIES))
+        except GatewayInvalidRequest as exc:
+            cause = exc.__cause__
+            status = cause.status_code if isinstance(cause, ApiError) else None
+            if status in (401, 403):
+                return CredentialsCheck.refused(status)
+            raise
+        return CredentialsCheck(ok=True)
 
     # -- the seam ---------------------------------------------------------------------------
     async def _call(
@@ -623,9 +638,10 @@ class SquareGateway:
         except GatewayInvalidRequest as exc:
             if exc.code != "IDEMPOTENCY_KEY_REUSED" or request.verification_token:
                 raise
-            # The first call under this key carried the payer's verification token (paymux
-            # doesn't keep it) and this one has none: Square's answer to the first is
-            # unknown until a retry sends the token again (the confirm's retry does).
+            # The first call under this key carried the payer's verification token and this
+            # one has none: Square's answer to the first is unknown until a call sends the
+            # token again (the confirm's retry, or the settle from the token the pending
+            # attempt keeps: services/setup_intents.py).
             raise GatewayUnavailable(
                 "square: this setup's first CreateCard carried a verification token; "
                 "its outcome is read by the retry that sends it again"

@@ -35,6 +35,7 @@ import stripe
 from paymux.gateways.base import (
     AuthorizeRequest,
     CardDetails,
+    CredentialsCheck,
     Decline,
     DisputeUpdate,
     GatewayInvalidRequest,
@@ -141,6 +142,19 @@ class StripeGateway:
         """Close the HTTP connections (they belong to the event loop that opened them)."""
         await self._http.close_async()  # type: ignore[no-untyped-call]
         self._http.close()  # type: ignore[no-untyped-call]
+
+    async def check_credentials(self) -> CredentialsCheck:
+        """``GET /v1/balance``: read-only and needs the secret key. Stripe's 401 (a wrong or
+        rolled key) and 403 (a restricted key without balance read) are the answer; its
+        message, which echoes part of the key, is not kept."""
+        try:
+            await self._call(lambda: self._client.v1.balance.retrieve_async())
+        except GatewayInvalidRequest as exc:
+            cause = exc.__cause__
+            if isinstance(cause, stripe.AuthenticationError | stripe.PermissionError):
+                return CredentialsCheck.refused(cause.http_status, exc.request_id)
+            raise
+        return CredentialsCheck(ok=True)
 
     # -- the seam ---------------------------------------------------------------------------
     async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:

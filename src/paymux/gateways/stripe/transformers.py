@@ -4,7 +4,7 @@ Stripe's own JSON shapes (including what localstripe can't produce)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, assert_never
+from typing import Any, Final, assert_never
 
 from paymux.gateways.base import (
     AuthorizeRequest,
@@ -215,6 +215,27 @@ def _card_of_charge(pi: dict[str, Any]) -> dict[str, Any]:
     return details.get("card") or {}
 
 
+# Stripe's charge ``outcome.risk_level`` values that paymux records (fraud/velocity.py's
+# levels); ``not_assessed`` and ``unknown`` say nothing.
+_RISK_LEVELS: Final = frozenset({"normal", "elevated", "highest"})
+
+
+def risk_of_charge(pi: dict[str, Any]) -> tuple[str | None, int | None]:
+    """The expanded ``latest_charge.outcome``'s risk level and numeric score (0-100, Radar's
+    ``risk_score``); None for what is absent, another level, or a score that is not a whole
+    number from 0 to 100."""
+    charge = pi.get("latest_charge")
+    outcome = charge.get("outcome") if isinstance(charge, dict) else None
+    if not isinstance(outcome, dict):
+        return None, None
+    level = outcome.get("risk_level")
+    score = outcome.get("risk_score")
+    return (
+        level if level in _RISK_LEVELS else None,
+        score if type(score) is int and 0 <= score <= 100 else None,
+    )
+
+
 def three_d_secure(card: dict[str, Any]) -> ThreeDSecure | None:
     """A charge's ``payment_method_details.card.three_d_secure``; None when none ran."""
     return ThreeDSecure.from_stripe_shape(card.get("three_d_secure"))
@@ -271,6 +292,7 @@ def payment_result(pi: dict[str, Any]) -> GatewayResult:
         next_action = dict(next_action)
         next_action.setdefault("client_secret", pi.get("client_secret"))
     card = _card_of_charge(pi)
+    risk_level, risk_score = risk_of_charge(pi)
     return GatewayResult(
         status=status,
         reference=pi.get("id"),
@@ -282,6 +304,8 @@ def payment_result(pi: dict[str, Any]) -> GatewayResult:
         three_d_secure=three_d_secure(card)
         or (_failed_authentication(pi) if status is GatewayStatus.FAILED else None),
         network_transaction_id=card.get("network_transaction_id"),
+        risk_level=risk_level,
+        risk_score=risk_score,
     )
 
 

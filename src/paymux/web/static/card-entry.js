@@ -24,7 +24,9 @@
   const frame = document.getElementById('card-frame');
   const text = (name, fallback) => section.dataset[name] || fallback;
   let busy = false;
-  let stripe = null;  // Stripe.js, where the page pays through Stripe
+  // Stripe.js's 3-D Secure (where the page pays or saves through Stripe): the challenge
+  // for the secret paymux answers with, Stripe.js's answer back.
+  let authenticate = null;
   let onFailed = null;  // the Stripe variant clears its Element for another card
   function failed(message, action) {
     status.textContent = message;
@@ -65,9 +67,11 @@
         status.textContent = text('msgRedirecting', 'Redirecting…');
         status.dataset.state = 'authenticating';
         let back = answer.return_url;
-        if (stripe && answer.client_secret) {
-          const result = await stripe.confirmCardPayment(answer.client_secret);
-          if (result.error) back += '&outcome=failed';
+        if (authenticate && answer.client_secret) {
+          const result = await authenticate(answer.client_secret);
+          const intent = result.paymentIntent || result.setupIntent || {};
+          if (result.error || intent.status === 'requires_payment_method' ||
+              intent.status === 'canceled') back += '&outcome=failed';
         }
         window.location.assign(back);
         return;
@@ -132,9 +136,14 @@
   // Stripe: Stripe.js's card Element tokenizes at Stripe; the token is paid with as above.
   const stripeCard = document.getElementById('stripe-card');
   if (stripeCard && typeof window.Stripe === 'function') {
-    stripe = window.Stripe(stripeCard.dataset.publishableKey);
+    const stripe = window.Stripe(stripeCard.dataset.publishableKey);
     let card = stripe.elements().create('card');
     card.mount(stripeCard);
+    // Saving the card (setup mode): confirmCardSetup with Stripe's SetupIntent secret and the
+    // card Element; paying: confirmCardPayment with the PaymentIntent's.
+    authenticate = stripeCard.dataset.setup === '1'
+      ? (secret) => stripe.confirmCardSetup(secret, {payment_method: {card: card}})
+      : (secret) => stripe.confirmCardPayment(secret);
     onFailed = () => {
       card.destroy();
       card = stripe.elements().create('card');

@@ -98,7 +98,7 @@
         return mountStripe(element, client, finish);
       }
       if (intent.gateway === 'paypal' && setup && client.client_id && client.sdk_url) {
-        return mountPayPalVault(element, client, finish);
+        return mountPayPalVault(element, client, intent, finish);
       }
       if (intent.gateway === 'paypal' && !setup && client.order_id && client.sdk_url) {
         return mountPayPal(element, client, finish);
@@ -328,8 +328,11 @@
     // requires), for which paymux has PayPal make a setup token; the payer approves it in
     // PayPal's window (again, the same one, after a cancel); onApprove reads the SetupIntent,
     // which paymux settles by asking PayPal: the approved setup token becomes a payment
-    // token, the customer's saved PayPal payment method.
-    async function mountPayPalVault(element, client, finish) {
+    // token, the customer's saved PayPal payment method. Mounted again on a page reloaded
+    // mid setup (the SetupIntent waits for the payer's approval: requires_action), the
+    // buttons hand PayPal the setup token paymux already made (the intent's next_action), as
+    // a confirm would be refused now.
+    async function mountPayPalVault(element, client, intent, finish) {
       try {
         await loadSdk(client.sdk_url, () => !!(window.paypal &&
                       typeof window.paypal.Buttons === 'function'), finish.options.nonce);
@@ -339,7 +342,8 @@
       const box = document.createElement('div');
       box.className = 'paymux-paypal-buttons';
       element.replaceChildren(box);
-      let setupToken = null;
+      const waiting = intent.status === 'requires_action' && intent.next_action;
+      let setupToken = (waiting && intent.next_action.paypal_setup_token) || null;
       const notSaved = (error) => finish.onError({
         message: error.user_message || error.message || 'PayPal was not saved. Try again.',
         code: error.code || null, action: error.action || 'retry'});
