@@ -28,11 +28,11 @@ from playwright.sync_api import Browser, Page, expect
 
 from conftest import Api
 from support.browser import (
-    CARD_RUNS,
     CapturingServer,
     account_api,
     axe_source,
     capturing_server,
+    card_runs,
     launched_chromium,
 )
 
@@ -299,7 +299,7 @@ def test_no_request_paymux_received_holds_the_card_number_or_cvc(
         for number in numbers:
             assert number.encode() not in raw, request.path
         assert CVC.encode() not in raw, request.path
-        runs = [m.group(0) for m in CARD_RUNS.finditer(raw)]
+        runs = card_runs(raw)
         assert not [r for r in runs if _luhn(re.sub(rb"\D", b"", r))], (request.path, runs)
     assert tab.csp == []
     # And paymux's own records: nothing of the card but what the token describes.
@@ -384,9 +384,10 @@ def test_the_pages_scripts_and_headers_match_the_inventory(tab: Tab, api: Api) -
         "/c/pay/{session} (checkout, routed to PayPal)",
         "/c/pay/{session} (checkout, routed to Square)",
     }
-    invoices = {  # test_hosted_invoice_browser checks these two
+    invoices = {  # test_hosted_invoice_browser checks these three
         "/invoices/{token} (hosted invoice, routed to Stripe)",
         "/invoices/{token} (hosted invoice, routed to Square)",
+        "/invoices/{token} (hosted invoice, routed to PayPal)",
     }
     scriptless = {r["page"] for r in scripts if r["script"] == "none"}
     assert {r["page"] for r in scripts} == (

@@ -24,7 +24,7 @@ from browser_timeouts import timed
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from conftest import Api, RunningServer
-from support.browser import CARD_RUNS, axe_source, launched_chromium
+from support.browser import axe_source, card_runs, launched_chromium
 from support.dashboard import DashboardUser, dashboard_server, make_user
 
 pytestmark = pytest.mark.browser
@@ -317,8 +317,7 @@ def test_no_page_holds_a_card_number_cvc_secret_or_full_key(
             assert known not in text, (name, known[:7])
         for pattern in SECRET_PATTERNS:
             assert not pattern.search(text), (name, pattern.pattern)
-        runs = [re.sub(r"\D", "", m.group(0).decode())
-                for m in CARD_RUNS.finditer(text.encode())]
+        runs = [re.sub(r"\D", "", run.decode()) for run in card_runs(text.encode())]
         assert [r for r in runs if _luhn(r)] == [], name
 
 
