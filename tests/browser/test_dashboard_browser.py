@@ -235,6 +235,7 @@ def dashboard_pages(server: RunningServer, seed: Seed) -> dict[str, str]:
         "payment": f"{base}/payments/{seed.paid['id']}",
         "refund-confirm": f"{base}/payments/{seed.paid['id']}/refund",
         "capture-confirm": f"{base}/payments/{seed.held['id']}/capture",
+        "cancel-confirm": f"{base}/payments/{seed.held['id']}/cancel",
         "customers": f"{base}/customers",
         "customer": f"{base}/customers/{seed.customer['id']}",
         "webhook-endpoint": f"{base}/webhooks/endpoints/{seed.endpoint_id}",
