@@ -1,12 +1,13 @@
 """The subscription state-table rows that were tested only as rules (tests/unit/billing) and
 on the library, never through the HTTP API: how retries running out end under
-``PAYMUX_BILLING_DUNNING_END=unpaid`` and ``=past_due``, and what an unpaid subscription does
-next. Each through HTTP on a test clock, the expected statuses written here:
+``PAYMUX_BILLING_DUNNING_END=unpaid`` and ``=past_due``, what an unpaid subscription does
+next, and an incomplete one canceled. Each through HTTP on a test clock, the expected statuses written here:
 
 - (past_due, retries_exhausted_unpaid) -> unpaid
 - (past_due, retries_exhausted_past_due) -> past_due
 - (unpaid, invoice_paid) -> active
 - (unpaid, canceled) -> canceled
+- (incomplete, canceled) -> canceled
 
 A server per end (SQLite; the state moves are the services', the same on both databases), the
 retry schedule shortened to days 1 and 2 after the first failure: tries on days 0, 1 and 2,
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 
 from conftest import Api, RunningServer, free_port, make_settings, migrated_database_url
-from support.billing import advance, attach, clock, customer_with_card, price, ts
+from support.billing import advance, attach, clock, customer_with_card, event_types, price, ts
 
 DAY = 86_400
 START = ts(2027, 4, 1)
@@ -156,3 +157,37 @@ def test_an_unpaid_subscription_is_active_once_paid_or_canceled_by_delete(
     assert renewed["status"] == "past_due"
     gone = api.ok("GET", f"/v1/subscriptions/{second['sub']['id']}")
     assert (gone["status"], gone["latest_invoice"]) == ("canceled", second["invoice"]["id"])
+
+
+@pytest.mark.parametrize("ended", ["unpaid"], indirect=True)
+def test_an_incomplete_subscription_is_canceled_by_delete_or_by_error_if_incomplete(
+    api: Api, ended: tuple[str, RunningServer]
+) -> None:
+    """(incomplete, canceled) -> canceled, both ways the API fires it: DELETE of a subscription
+    whose first payment was declined, and ``payment_behavior=error_if_incomplete``, which
+    answers the card error (402) and leaves the subscription canceled, its invoice void."""
+    c = clock(api, START, name="incomplete-rows")
+    declined, _ = customer_with_card(api, c["id"], "pm_card_chargeCustomerFail")
+    sub = api.ok(
+        "POST", "/v1/subscriptions", {"customer": declined, "items": [{"price": price(api, 900)}]}
+    )
+    assert sub["status"] == "incomplete"
+    r = api.http.delete(f"/v1/subscriptions/{sub['id']}")
+    assert r.status_code == 200, r.text
+    assert (r.json()["status"], r.json()["ended_at"]) == ("canceled", START)
+    assert "customer.subscription.deleted" in event_types(api, sub["id"])
+
+    refused, _ = customer_with_card(api, c["id"], "pm_card_chargeCustomerFail")
+    r = api.post(
+        "/v1/subscriptions",
+        {
+            "customer": refused,
+            "items": [{"price": price(api, 900)}],
+            "payment_behavior": "error_if_incomplete",
+        },
+    )
+    assert r.status_code == 402, r.text
+    listed = api.ok("GET", "/v1/subscriptions", params={"customer": refused, "status": "all"})
+    [gone] = listed["data"]
+    assert (gone["status"], gone["ended_at"]) == ("canceled", START)
+    assert api.ok("GET", f"/v1/invoices/{gone['latest_invoice']}")["status"] == "void"

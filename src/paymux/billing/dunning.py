@@ -1,7 +1,8 @@
 """Dunning: what a subscription invoice's payment outcome does to the invoice's retries and
 to its subscription, in the transaction that settled the payment.
 
-- Paid: the subscription takes ``invoice_paid`` (incomplete / past_due / unpaid -> active).
+- Paid: the subscription takes ``invoice_paid`` (incomplete / past_due / unpaid -> active;
+  active, trialing and canceled stay).
 - Failed: ``attempt_count`` + 1, ``invoice.payment_failed``; the first invoice of an incomplete
   subscription is not retried (it expires after 23 h instead); a renewal moves the
   subscription to past_due and the next try is ``rules.retries.next_retry_us`` counted from
@@ -73,8 +74,10 @@ async def _sub(s: AsyncSession, invoice: Invoice) -> Subscription | None:
 
 async def on_invoice_paid(s: AsyncSession, ctx: Context, invoice: Invoice, now: int) -> None:
     sub = await _sub(s, invoice)
-    if sub is None or sub.status in ("trialing", "paused", "incomplete_expired", "canceled"):
-        return  # trialing: a 0 invoice; canceled: a leftover paid, the status stays
+    if sub is None or sub.status in ("paused", "incomplete_expired"):
+        return  # no invoice_paid row: a paused one bills nothing, an expired one's is void
+    # trialing (the 0 invoice opening a trial) and canceled (a leftover invoice paid) take it
+    # too: their rows keep the status, and no event is sent.
     was_incomplete = sub.status == "incomplete"
     await move(s, sub, T.INVOICE_PAID, now)
     if was_incomplete:

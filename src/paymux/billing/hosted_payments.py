@@ -16,8 +16,17 @@ back from the challenge.
   form resumes it, never a second charge), noted on the invoice under its lock BEFORE the
   payment service hears of it; one that waits for another 3-D Secure is canceled first. An
   intent in flight (processing) refuses the payment: it may yet succeed.
+- PayPal (``paypal_order``): the buttons' ``createOrder`` asks the page for the order; a new
+  intent is made for what is due (its id derived from the invoice, what is due and how many
+  intents it has had, so a lost answer or a crash reopens the same order under the same
+  idempotency key), noted on the invoice under its lock, and the payment service opens its
+  order at PayPal outside any transaction; asked again, the same order is answered. The
+  approved order pays through ``pay_from_page`` (the token: that order's id, only the one
+  opened for the invoice's intent; PayPal's own ``foreign_order`` check refuses an order
+  opened for another payment at the connector too).
 - A subscription's invoice is paid with ``setup_future_usage=off_session`` (not on Square,
-  whose card is saved only from a verifyBuyer of intent STORE): the card the payer
+  whose card is saved only from a verifyBuyer of intent STORE, nor on PayPal, whose page
+  order saves no wallet): the card the payer
   authenticated is saved to the customer. It does not become the subscription's default:
   renewals keep charging the default payment method, as Stripe's hosted invoice page does
   unless ``save_default_payment_method`` is set.
@@ -58,11 +67,13 @@ __all__ = [
     "hosted_intent_id",
     "page_gateway",
     "pay_from_page",
+    "paypal_order",
     "refresh_on_return",
 ]
 
 log = logging.getLogger(__name__)
 
+_PAYPAL = "paypal"  # its buttons pay the order the page opened (``paypal_order``)
 _CONFIRMABLE = ("requires_payment_method", "requires_confirmation")
 _IN_FLIGHT = ("processing", "requires_capture", "succeeded")
 # Payments one invoice may have made in an hour before its page refuses new cards.
@@ -74,6 +85,26 @@ def hosted_intent_id(invoice_id: str, token: str) -> str:
     form."""
     digest = hashlib.sha256(f"{invoice_id}:page:{token}".encode()).hexdigest()[:24]
     return f"pi_{digest}"
+
+
+def paypal_intent_id(invoice_id: str, amount: int, made: int) -> str:
+    """The intent whose PayPal order the page opens for ``amount`` due on ``invoice_id``,
+    which has had ``made`` intents so far: the same for a createOrder asked again (or after a
+    lost answer), a new one once that intent is gone (canceled, the amount changed)."""
+    seed = f"{invoice_id}:paypal-order:{amount}:{made}"
+    return f"pi_{hashlib.sha256(seed.encode()).hexdigest()[:24]}"
+
+
+@dataclass(frozen=True)
+class _Noted:
+    """What the invoice's lock gave a new page intent: what is due and whose, and the
+    never-started intent it replaced (canceled once the new one is made), if any."""
+
+    amount: int
+    currency: str
+    customer_id: str
+    number: str | None
+    abandoned: str | None
 
 
 @dataclass(frozen=True)
@@ -139,6 +170,25 @@ async def invoice_by_token(app: Paymux, token: str) -> Invoice | None:
         return None if row is None or row.status == "draft" else row
 
 
+async def _payable(app: Paymux, token: str) -> Invoice:
+    """The invoice of hosted ``token``, refused unless it is open with something to pay."""
+    invoice = await invoice_by_token(app, token)
+    if invoice is None:
+        raise PaymuxError.of("resource_missing", "No such invoice.", param="invoice")
+    return _open_to_pay(invoice)
+
+
+def _open_to_pay(invoice: Invoice) -> Invoice:
+    """``invoice``, refused unless it is open with something to pay."""
+    if invoice.status != "open" or invoice.amount_remaining <= 0:
+        raise PaymuxError.of(
+            "invoice_unexpected_state",
+            f"This invoice is {invoice.status}: there is nothing to pay.",
+            param="invoice",
+        )
+    return invoice
+
+
 def _outcome(view: dict[str, Any], return_url: str) -> PageOutcome:
     if view.get("status") == "succeeded":
         return PageOutcome("paid")
@@ -167,15 +217,7 @@ async def pay_from_page(
     verifyBuyer token; ``form_gateway``: the gateway whose form the page mounted (a payment
     routed to another since is refused: "reload the page", and no try is counted). A decline
     raises the card error (the invoice stays open, the try counted)."""
-    invoice = await invoice_by_token(app, token)
-    if invoice is None:
-        raise PaymuxError.of("resource_missing", "No such invoice.", param="invoice")
-    if invoice.status != "open" or invoice.amount_remaining <= 0:
-        raise PaymuxError.of(
-            "invoice_unexpected_state",
-            f"This invoice is {invoice.status}: there is nothing to pay.",
-            param="invoice",
-        )
+    invoice = await _payable(app, token)
     account_id, invoice_id = invoice.account_id, invoice.id
     found = await page_gateway(app, invoice)
     if found is None:
@@ -192,10 +234,14 @@ async def pay_from_page(
     await _check_page_tries(app, invoice_id)
     # The sandbox's challenge is a page that returns to the invoice's; Stripe's is Stripe.js's
     # on the page itself (next_action use_stripe_sdk), which takes no return_url.
-    back = None if gateway == "stripe" else return_url
+    paypal = gateway == _PAYPAL
+    back = None if gateway in ("stripe", _PAYPAL) else return_url
     # A subscription's invoice saves the card for the customer (Square saves a card only from
-    # a verifyBuyer of intent STORE, which this page does not ask for: not there).
-    future = "off_session" if invoice.subscription_id and gateway != "square" else None
+    # a verifyBuyer of intent STORE, which this page does not ask for: not there; PayPal's
+    # order opened by the page vaults no wallet: not there either).
+    future = (
+        "off_session" if invoice.subscription_id and gateway not in ("square", _PAYPAL) else None
+    )
     mode = current_livemode.set(bool(invoice.livemode))
     try:
         async with app.ctx.db.read() as s:
@@ -209,6 +255,14 @@ async def pay_from_page(
                 "invoice_unexpected_state",
                 "A payment of this invoice is already under way.",
                 param="invoice",
+            )
+        if paypal and _page_order(pi, invoice.amount_remaining) != card_token:
+            # Only the order opened with the invoice's intent (``paypal_order``), approved by
+            # the payer: never another payment's, nor one opened for another amount.
+            raise PaymuxError.of(
+                "parameter_invalid",
+                "This page pays with its invoice's own PayPal order only.",
+                param="payment_method",
             )
         # An intent made for another amount (a credit note changed what is due) is never
         # confirmed: it is canceled and a new one made for what is due now.
@@ -241,8 +295,10 @@ async def pay_from_page(
                 view = await app.payments.confirm(
                     account_id,
                     pi.id,
-                    # A fresh single-use token only, never a stored payment method (H1, r6).
-                    payment_method_data={"card": {"token": card_token}},
+                    # PayPal: the approved order (checked above). Else a fresh single-use
+                    # token only, never a stored payment method (H1, r6).
+                    payment_method=card_token if paypal else None,
+                    payment_method_data=None if paypal else {"card": {"token": card_token}},
                     off_session=False,
                     return_url=back,
                     setup_future_usage=future,
@@ -259,35 +315,10 @@ async def pay_from_page(
         ):
             await app.payments.cancel(account_id, pi.id, "abandoned")
         pi_id = hosted_intent_id(invoice_id, card_token)
-        async with app.ctx.db.write() as s:
-            locked = await _locked_open(s, invoice_id)
-            live = await live_intent(s, locked)
-            wall = app.ctx.now_us()
-            # A try's intent made and never confirmed, whose run died (its lease lapsed):
-            # nothing of it reached a gateway, it holds nothing. This payment replaces it (its
-            # start is refused from now on: ``payment_lease.check_start``); canceled below.
-            abandoned: str | None = None
-            if live is not None and never_started(live) and not lease_live(locked, wall):
-                abandoned, live = live.id, None
-            # A noted intent that was never made (its create refused the card before any
-            # gateway call, e.g. a token that is not a fresh one) holds nothing.
-            noted = locked.payment_intent_id
-            if noted not in (None, pi_id) and await s.get(PaymentIntent, noted) is None:
-                noted = None
-            if (
-                (noted not in (None, pi_id) and (pi is None or noted != pi.id))
-                or (live is not None and live.id != pi_id)
-                or held_by_other(locked, pi_id, wall)
-            ):
-                raise PaymuxError.of(
-                    "invoice_unexpected_state",
-                    "Another payment of this invoice started meanwhile.",
-                    param="invoice",
-                )
-            locked.payment_intent_id = pi_id  # noted before the payment service hears of it
-            take_lease(locked, pi_id, wall, lease_seconds(app.ctx))
-            amount, currency = locked.amount_remaining, locked.currency
-            customer_id, number = locked.customer_id, locked.number
+        noted = await _note_new(app, invoice_id, pi, pi_id)
+        abandoned = noted.abandoned
+        amount, currency = noted.amount, noted.currency
+        customer_id, number = noted.customer_id, noted.number
         try:
             # With Square's verification token, made then confirmed with it (a create takes
             # none); the lease covers both, and a crash between them leaves an intent that
@@ -332,6 +363,135 @@ async def pay_from_page(
         current_livemode.reset(mode)
 
 
+async def _note_new(
+    app: Paymux, invoice_id: str, pi: PaymentIntent | None, pi_id: str, due: int | None = None
+) -> _Noted:
+    """Note the new intent ``pi_id`` on the invoice under its lock, with its lease, BEFORE
+    the payment service hears of it; ``pi``: the invoice's intent read before (``due``: the
+    amount ``pi_id`` was derived from, which must still be what is due). Refused when
+    another payment of the invoice started meanwhile."""
+    async with app.ctx.db.write() as s:
+        locked = await _locked_open(s, invoice_id)
+        live = await live_intent(s, locked)
+        wall = app.ctx.now_us()
+        # A try's intent made and never confirmed, whose run died (its lease lapsed):
+        # nothing of it reached a gateway, it holds nothing. This payment replaces it (its
+        # start is refused from now on: ``payment_lease.check_start``); canceled after.
+        abandoned: str | None = None
+        if live is not None and never_started(live) and not lease_live(locked, wall):
+            abandoned, live = live.id, None
+        # A noted intent that was never made (its create refused the card before any
+        # gateway call, e.g. a token that is not a fresh one) holds nothing.
+        noted = locked.payment_intent_id
+        if noted not in (None, pi_id) and await s.get(PaymentIntent, noted) is None:
+            noted = None
+        if (
+            (noted not in (None, pi_id) and (pi is None or noted != pi.id))
+            or (live is not None and live.id != pi_id)
+            or held_by_other(locked, pi_id, wall)
+            or (due is not None and locked.amount_remaining != due)
+        ):
+            raise PaymuxError.of(
+                "invoice_unexpected_state",
+                "Another payment of this invoice started meanwhile.",
+                param="invoice",
+            )
+        locked.payment_intent_id = pi_id  # noted before the payment service hears of it
+        take_lease(locked, pi_id, wall, lease_seconds(app.ctx))
+        return _Noted(
+            locked.amount_remaining, locked.currency, locked.customer_id, locked.number, abandoned
+        )
+
+
+async def paypal_order(app: Paymux, token: str) -> str:
+    """The PayPal order the buttons of the invoice of hosted ``token`` hand PayPal (their
+    ``createOrder``): the one opened with the invoice's waiting PayPal intent for what is
+    due, else a new intent's (see the module docstring). Refused where the invoice is not
+    open, not paid through PayPal here, or a payment of it is under way."""
+    invoice = await _payable(app, token)
+    found = await page_gateway(app, invoice)
+    if found is None or found.name != _PAYPAL:
+        raise PaymuxError.of(
+            "invoice_unexpected_state", "This invoice is not paid with PayPal.", param="invoice"
+        )
+    account_id, invoice_id, due = invoice.account_id, invoice.id, invoice.amount_remaining
+    async with app.ctx.db.read() as s:
+        pi = (
+            await s.get(PaymentIntent, invoice.payment_intent_id)
+            if invoice.payment_intent_id
+            else None
+        )
+        made = (
+            await s.execute(
+                select(func.count())
+                .select_from(PaymentIntent)
+                .where(PaymentIntent.invoice_id == invoice_id)
+            )
+        ).scalar_one()
+    order = _page_order(pi, due)
+    if order is not None:
+        return order  # asked again (another click, after a refusal): the same order
+    if pi is not None and pi.status in _IN_FLIGHT and not replaceable(pi, invoice):
+        raise PaymuxError.of(
+            "invoice_unexpected_state",
+            "A payment of this invoice is already under way.",
+            param="invoice",
+        )
+    await _check_page_tries(app, invoice_id)
+    mode = current_livemode.set(bool(invoice.livemode))
+    try:
+        # One that waits (for a payment method, for 3-D Secure) has no order of this page's
+        # to approve: canceled, and a new one made whose order the payer approves.
+        if pi is not None and pi.status in ("requires_action", "requires_payment_method"):
+            await app.payments.cancel(account_id, pi.id, "abandoned")
+        pi_id = paypal_intent_id(invoice_id, due, int(made))
+        noted = await _note_new(app, invoice_id, pi, pi_id, due)
+        try:
+            await app.payments.create(
+                account_id,
+                CreateParams(
+                    id=pi_id,
+                    invoice_id=invoice_id,
+                    amount=noted.amount,
+                    currency=noted.currency,
+                    customer=noted.customer_id,
+                    gateway=_PAYPAL,
+                    confirm=False,  # the order is opened; the payer approves it, then pays
+                    off_session=False,
+                    description=f"Invoice {noted.number}" if noted.number else None,
+                    metadata={"invoice": invoice_id, TRY_KIND: "manual"},
+                ),
+            )
+        except PaymuxError as exc:
+            await _drop_if_overtaken(app, account_id, pi_id, exc)
+            raise
+        finally:
+            await release_lease(app.ctx, invoice_id, pi_id)
+            if noted.abandoned is not None:
+                await app.invoices.release(account_id, noted.abandoned)
+    finally:
+        current_livemode.reset(mode)
+    async with app.ctx.db.read() as s:
+        made_pi = await s.get(PaymentIntent, pi_id)
+    order = _page_order(made_pi, due)
+    if order is None:
+        raise PaymuxError.of(
+            "invoice_unexpected_state",
+            "This invoice's PayPal order could not be opened: reload the page.",
+            param="invoice",
+        )
+    return order
+
+
+def _page_order(pi: PaymentIntent | None, due: int) -> str | None:
+    """The PayPal order opened with ``pi`` if the page may have its payer approve it: a
+    PayPal intent that waits for its order's approval, for what is due."""
+    if pi is None or pi.gateway != _PAYPAL or pi.status not in _CONFIRMABLE or pi.amount != due:
+        return None
+    order = (pi.gateway_client or {}).get("order_id")
+    return str(order) if order else None
+
+
 async def _drop_if_overtaken(app: Paymux, account_id: str, pi_id: str, exc: PaymuxError) -> None:
     """The payment's start was refused because another path took the invoice meanwhile (the
     payment service's ``start_guard``): the intent made for it, never started, is canceled
@@ -373,13 +533,7 @@ async def _locked_open(s: AsyncSession, invoice_id: str) -> Invoice:
     """The invoice under its row lock, if it is still open with something to pay."""
     locked = await s.get(Invoice, invoice_id, with_for_update=True, populate_existing=True)
     assert locked is not None
-    if locked.status != "open" or locked.amount_remaining <= 0:
-        raise PaymuxError.of(
-            "invoice_unexpected_state",
-            f"This invoice is {locked.status}: there is nothing to pay.",
-            param="invoice",
-        )
-    return locked
+    return _open_to_pay(locked)
 
 
 async def refresh_on_return(app: Paymux, invoice: Invoice, pi_id: str) -> None:

@@ -365,15 +365,23 @@ async def _setup_component(app: Paymux, row: CheckoutSession, gateway: str) -> C
 
 
 def payment_component(
-    settings: Settings, gateway: str | None, client: dict[str, Any], amount: Money, *, live: bool
+    settings: Settings,
+    gateway: str | None,
+    client: dict[str, Any],
+    amount: Money,
+    *,
+    live: bool,
+    order_on_demand: bool = False,
 ) -> Component | None:
     """The card-entry component that takes a payment of ``amount`` through ``gateway``, on
     any of paymux's pages (the checkout page, the hosted invoice page): the sandbox's hosted
     form (test mode, on a deployment that serves it), Stripe.js's card Element (with the
     publishable key), PayPal's buttons (for the order already opened: ``client``'s
-    ``order_id``) or Square's card form (verifyBuyer intent CHARGE, with the amount).
-    ``client``: what the payment's gateway gives the browser (``browser_params`` and the
-    intent's ``gateway_client``). None where no component can take it."""
+    ``order_id``; with ``order_on_demand``, for the order the page's ``createOrder`` opens
+    when the payer clicks, a captured one for ``amount``, as the hosted invoice page does) or
+    Square's card form (verifyBuyer intent CHARGE, with the amount). ``client``: what the
+    payment's gateway gives the browser (``browser_params`` and the intent's
+    ``gateway_client``). None where no component can take it."""
     if gateway == SANDBOX:
         return Component(SANDBOX) if not live and settings.sandbox_enabled else None
     if gateway == STRIPE:
@@ -383,7 +391,10 @@ def payment_component(
         script, sources = _stripe_js(settings)
         return Component(STRIPE, script, sources, str(key))
     if gateway == PAYPAL:
-        if not client.get("order_id") or not client.get("client_id"):
+        if order_on_demand and client.get("client_id"):
+            # The SDK's currency and intent must be the order's that createOrder opens.
+            client = {**client, "currency": amount.currency, "intent": "capture"}
+        elif not client.get("order_id") or not client.get("client_id"):
             return None  # no order opened: nothing for the buttons to approve
         script, sources = _paypal_js(settings, client)
         return Component(PAYPAL, script, sources)  # the client id is in its URL

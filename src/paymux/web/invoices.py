@@ -7,20 +7,23 @@
   its payment goes to (``hosted_payments.page_gateway``), mounted as the checkout page mounts
   it (web/checkout.py's ``payment_component``, templates/card_entry.html,
   static/card-entry.js): the sandbox's form in a frame (test mode), Stripe.js's card
-  Element, Square's card form with verifyBuyer; 3-D Secure included. PayPal's buttons are
-  not on this page yet (they need the order opened first): it says to contact the merchant;
+  Element, PayPal's buttons, Square's card form with verifyBuyer; 3-D Secure included;
 - ``GET  /invoices/{token}/pdf``   the same as a PDF (billing/pdf.py);
 - ``POST /invoices/{token}/pay``   JSON ``{"payment_method": <token from the card form>,
   "verification_token"?: <Square's verifyBuyer token>}``: the page's script pays with it
   (billing/hosted_payments.py); an invoice paid already is refused (400
-  ``invoice_unexpected_state``), nothing charged again;
+  ``invoice_unexpected_state``), nothing charged again; for PayPal the token is the
+  approved order, only the one the next endpoint opened for the invoice;
+- ``POST /invoices/{token}/paypal-order`` the PayPal order the buttons' ``createOrder`` hands
+  PayPal, opened for what is due (``hosted_payments.paypal_order``; JSON, the page's origin
+  only): ``{"order_id": ...}``, the same one when asked again;
 - ``GET  /_invoice/{file}``        the page's script and style sheet.
 
 No API key: the token in the URL is the secret (40 random characters), and a draft has none
 to show. An unknown token is a 404 page. Every page carries the checkout page's strict
 Content-Security-Policy (``checkout_csp``: scripts by a per-response nonce, each of paymux's
 with Subresource Integrity, the routed provider's origins only where its SDK needs them), is
-never cached and never framed. The pay endpoint takes JSON only and checks ``Origin`` when
+never cached and never framed. The pay and order endpoints take JSON only and check ``Origin`` when
 the browser sends it, so another site cannot make a payer's browser post to it; a live
 invoice is paid over HTTPS only.
 
@@ -48,6 +51,7 @@ from paymux.billing.hosted_payments import (
     invoice_by_token,
     page_gateway,
     pay_from_page,
+    paypal_order,
     refresh_on_return,
 )
 from paymux.billing.invoice_document import InvoiceDocument, invoice_document, pick_locale
@@ -137,14 +141,21 @@ def _page_url(app: Paymux, token: str) -> str:
 async def _component(app: Paymux, invoice: Invoice) -> Component | None:
     """The card-entry component that takes what the open invoice's payer owes, as the
     checkout page's takes a payment; None where there is nothing to pay or no component can
-    take it (PayPal's buttons are not on this page yet)."""
+    take it. PayPal's buttons ask the page's order endpoint for their order when clicked."""
     if invoice.status != "open" or invoice.amount_remaining <= 0:
         return None
     found = await page_gateway(app, invoice)
-    if found is None or found.name == PAYPAL:
+    if found is None:
         return None
     due = Money(int(invoice.amount_remaining), invoice.currency)
-    return payment_component(app.ctx.settings, found.name, found.client, due, live=invoice.livemode)
+    return payment_component(
+        app.ctx.settings,
+        found.name,
+        found.client,
+        due,
+        live=invoice.livemode,
+        order_on_demand=found.name == PAYPAL,
+    )
 
 
 @router.get("/_invoice/{name}")
@@ -194,6 +205,7 @@ async def invoice_page(token: str, request: Request) -> HTMLResponse:
         pay_url=f"/invoices/{quote(token, safe='')}/pay"
         + (f"?gateway={quote(component.gateway)}" if component is not None else ""),
         pdf_url=f"/invoices/{quote(token, safe='')}/pdf?locale={quote(locale)}",
+        order_url=f"/invoices/{quote(token, safe='')}/paypal-order",
         card_form_url="/sandbox/elements",
         integrity=_INTEGRITY,
     )
@@ -239,15 +251,49 @@ def _refusal(status: int, code: str, message: str) -> JSONResponse:
     )
 
 
-@router.post("/invoices/{token}/pay")
-async def invoice_pay(token: str, request: Request) -> JSONResponse:
-    app = _app(request)
+def _post_problem(app: Paymux, request: Request) -> JSONResponse | None:
+    """The page's own posts: JSON (no form a foreign page could send without CORS) from the
+    page's own origin when the browser names one."""
     if not request.headers.get("content-type", "").startswith("application/json"):
         return _refusal(415, "parameter_invalid", "Send JSON.")
     origin = request.headers.get("origin")
     ours = urlsplit(app.ctx.settings.base_url())
     if origin is not None and origin != f"{ours.scheme}://{ours.netloc}":
         return _refusal(403, "parameter_invalid", "This page pays from its own origin only.")
+    return None
+
+
+@router.post("/invoices/{token}/paypal-order")
+async def invoice_paypal_order(token: str, request: Request) -> JSONResponse:
+    """PayPal's buttons' ``createOrder``: the order for what the invoice's payer owes (opened
+    at PayPal the first time, outside any transaction, under a key derived from the invoice
+    and its intent); the payer approves it in PayPal's window, then ``onApprove`` pays with
+    its id at ``/invoices/{token}/pay``."""
+    app = _app(request)
+    problem = _post_problem(app, request)
+    if problem is not None:
+        return problem
+    invoice = await invoice_by_token(app, token) if len(token) <= _TOKEN_MAX else None
+    if invoice is None:
+        return _refusal(404, "resource_missing", "No such invoice.")
+    if invoice.livemode and request.url.scheme != "https":
+        return _refusal(403, "tls_required", "A live payment is made over HTTPS only.")
+    component = await _component(app, invoice)
+    if component is None or component.gateway != PAYPAL:
+        return _refusal(400, "invoice_unexpected_state", "This invoice is not paid with PayPal.")
+    try:
+        order_id = await paypal_order(app, token)
+    except PaymuxError as exc:
+        return _refusal(exc.http_status, exc.code, exc.user_message or exc.message)
+    return JSONResponse({"order_id": order_id}, headers={"cache-control": "no-store"})
+
+
+@router.post("/invoices/{token}/pay")
+async def invoice_pay(token: str, request: Request) -> JSONResponse:
+    app = _app(request)
+    problem = _post_problem(app, request)
+    if problem is not None:
+        return problem
     try:
         raw: Any = json.loads(await request.body())
     except ValueError:

@@ -217,10 +217,10 @@ def test_an_unknown_end_policy_is_named(policy: str) -> None:
 
 def test_a_refused_subscription_move_names_the_status_param() -> None:
     with pytest.raises(PaymuxError) as info:
-        next_subscription_status("canceled", "renewal_paid")
+        next_subscription_status("canceled", "trial_ended")
     assert info.value.code == "subscription_unexpected_state"
     assert info.value.param == "status"
-    assert info.value.message == "A subscription in status 'canceled' cannot take 'renewal_paid'."
+    assert info.value.message == "A subscription in status 'canceled' cannot take 'trial_ended'."
 
 
 @pytest.mark.parametrize(("status", "action"), [("paid", "void"), ("draft", "refund")])

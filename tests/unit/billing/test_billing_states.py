@@ -20,8 +20,10 @@ from paymux.billing.rules.states import (
 from paymux.domain.errors import ERRORS, PaymuxError
 
 # (status, trigger, expected next status): Stripe's lifecycle, as documented in states.py.
+# Not rows (removed: nothing fires them, docs/billing.md "The subscription state table"): a
+# paid invoice is ``invoice_paid`` whichever it was (no first_invoice_paid / renewal_paid),
+# and an active subscription never becomes paused (Stripe: only a trial without a method).
 SUBSCRIPTION_ROWS = [
-    ("incomplete", "first_invoice_paid", "active"),
     ("incomplete", "invoice_paid", "active"),
     ("incomplete", "first_payment_failed", "incomplete"),
     ("incomplete", "first_payment_requires_action", "incomplete"),
@@ -33,13 +35,10 @@ SUBSCRIPTION_ROWS = [
     ("trialing", "trial_ended", "active"),
     ("trialing", "paused", "paused"),
     ("trialing", "canceled", "canceled"),
-    ("active", "renewal_paid", "active"),
     ("active", "invoice_paid", "active"),
     ("active", "renewal_failed", "past_due"),
     ("active", "renewal_requires_action", "past_due"),
-    ("active", "paused", "paused"),
     ("active", "canceled", "canceled"),
-    ("past_due", "renewal_paid", "active"),
     ("past_due", "invoice_paid", "active"),
     ("past_due", "renewal_failed", "past_due"),
     ("past_due", "renewal_requires_action", "past_due"),
@@ -59,10 +58,10 @@ ALL_STATUSES = [
     "paused",
 ]
 ALL_TRIGGERS = [
-    "first_invoice_paid", "first_payment_failed", "first_payment_requires_action",
-    "incomplete_expired", "trial_started", "trial_ended", "renewal_paid", "renewal_failed",
-    "renewal_requires_action", "invoice_paid", "retries_exhausted_cancel",
-    "retries_exhausted_unpaid", "retries_exhausted_past_due", "canceled", "paused", "resumed",
+    "first_payment_failed", "first_payment_requires_action", "incomplete_expired",
+    "trial_started", "trial_ended", "renewal_failed", "renewal_requires_action", "invoice_paid",
+    "retries_exhausted_cancel", "retries_exhausted_unpaid", "retries_exhausted_past_due",
+    "canceled", "paused", "resumed",
 ]
 
 

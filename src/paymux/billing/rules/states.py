@@ -13,9 +13,16 @@ Subscription statuses and moves follow Stripe's documented lifecycle:
   the retries run out the configured end applies: ``canceled``, ``unpaid`` or stay past_due.
 - ``unpaid``: retries exhausted; invoices are created but not attempted. Paying the open
   invoice brings it back to ``active``.
-- ``paused``: bills nothing until resumed. Not to be confused with ``pause_collection``, which
-  keeps creating invoices and leaves the status alone (no row here: it is not a status).
+- ``paused``: bills nothing until resumed. Stripe enters it only from a trial that ends without
+  a payment method, so ``trialing`` is its only way in. Not to be confused with
+  ``pause_collection``, which keeps creating invoices and leaves the status alone (no row
+  here: it is not a status).
 - ``canceled``: terminal. A leftover invoice may still be paid (the status stays canceled).
+
+A paid invoice is one trigger, ``invoice_paid``, whichever invoice it was (the first, a
+renewal, a retry, a proration): Stripe's statuses do not tell them apart, and neither does the
+paid hook (``dunning.on_invoice_paid``). Every row is fired by a service and tested through
+the HTTP API: tests/unit/billing/test_billing_state_rows_reached.py names the test per row.
 """
 
 from __future__ import annotations
@@ -49,13 +56,11 @@ class SubscriptionStatus(StrEnum):
 
 
 class SubscriptionTrigger(StrEnum):
-    FIRST_INVOICE_PAID = "first_invoice_paid"
     FIRST_PAYMENT_FAILED = "first_payment_failed"
     FIRST_PAYMENT_REQUIRES_ACTION = "first_payment_requires_action"
     INCOMPLETE_EXPIRED = "incomplete_expired"
     TRIAL_STARTED = "trial_started"
     TRIAL_ENDED = "trial_ended"
-    RENEWAL_PAID = "renewal_paid"
     RENEWAL_FAILED = "renewal_failed"
     RENEWAL_REQUIRES_ACTION = "renewal_requires_action"
     INVOICE_PAID = "invoice_paid"
@@ -74,8 +79,7 @@ _SubscriptionMove = tuple[SubscriptionStatus, SubscriptionTrigger]
 
 SUBSCRIPTION_TRANSITIONS: dict[_SubscriptionMove, SubscriptionStatus] = {
     # First invoice of a charge_automatically subscription.
-    (_S.INCOMPLETE, _T.FIRST_INVOICE_PAID): _S.ACTIVE,
-    (_S.INCOMPLETE, _T.INVOICE_PAID): _S.ACTIVE,  # the same event, named by the invoice
+    (_S.INCOMPLETE, _T.INVOICE_PAID): _S.ACTIVE,  # the first invoice paid, at once or in 23 h
     (_S.INCOMPLETE, _T.FIRST_PAYMENT_FAILED): _S.INCOMPLETE,  # may still be paid within 23 h
     (_S.INCOMPLETE, _T.FIRST_PAYMENT_REQUIRES_ACTION): _S.INCOMPLETE,  # awaiting 3-D Secure
     (_S.INCOMPLETE, _T.INCOMPLETE_EXPIRED): _S.INCOMPLETE_EXPIRED,  # 23 h passed unpaid
@@ -88,14 +92,11 @@ SUBSCRIPTION_TRANSITIONS: dict[_SubscriptionMove, SubscriptionStatus] = {
     (_S.TRIALING, _T.PAUSED): _S.PAUSED,  # no payment method, missing_payment_method=pause
     (_S.TRIALING, _T.CANCELED): _S.CANCELED,  # includes missing_payment_method=cancel
     # Renewals.
-    (_S.ACTIVE, _T.RENEWAL_PAID): _S.ACTIVE,
-    (_S.ACTIVE, _T.INVOICE_PAID): _S.ACTIVE,  # e.g. an always_invoice proration invoice
+    (_S.ACTIVE, _T.INVOICE_PAID): _S.ACTIVE,  # a renewal, or an always_invoice proration
     (_S.ACTIVE, _T.RENEWAL_FAILED): _S.PAST_DUE,
     (_S.ACTIVE, _T.RENEWAL_REQUIRES_ACTION): _S.PAST_DUE,  # invoice stays open for 3-D Secure
-    (_S.ACTIVE, _T.PAUSED): _S.PAUSED,  # paymux extension: a full pause requested by the merchant
     (_S.ACTIVE, _T.CANCELED): _S.CANCELED,
     # Dunning.
-    (_S.PAST_DUE, _T.RENEWAL_PAID): _S.ACTIVE,
     (_S.PAST_DUE, _T.INVOICE_PAID): _S.ACTIVE,  # a retry, or the customer on the hosted page
     (_S.PAST_DUE, _T.RENEWAL_FAILED): _S.PAST_DUE,  # a retry failed, or the next period's one
     (_S.PAST_DUE, _T.RENEWAL_REQUIRES_ACTION): _S.PAST_DUE,
