@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.domain.errors import PaymuxError
@@ -39,7 +40,7 @@ from paymux.fraud.score import risk_level, risk_score
 from paymux.fraud.signals import facts_of, parse_usd_rates
 from paymux.observability.metrics import count_fraud_decision
 from paymux.services.attempts import intent_view
-from paymux.services.context import Context, emit, get_owned, react_to
+from paymux.services.context import Context, emit, get_owned, react_to_row
 from paymux.services.routing import missing_capabilities
 from paymux.storage.models import Customer, PaymentIntent, PaymentMethod
 
@@ -144,7 +145,7 @@ class FraudEngine:
             "payment_intent.amount_capturable_updated",
         ):
             # A module function: registered once per process.
-            react_to(event, on_settled, when=_counted_unsettled)
+            react_to_row(event, on_settled, when=_counted_unsettled)
 
     async def facts(
         self,
@@ -340,6 +341,16 @@ def _score(value: Any) -> int | None:
     return value if type(value) is int and 0 <= value <= 100 else None
 
 
+def _plain_row_of(subject: Any, obj: dict[str, Any]) -> bool:
+    """``subject`` is a row of the event's intent that no session holds (not a mapped
+    object): the settle's plain row (services/attempts.py), written by its emitter."""
+    return (
+        subject is not None
+        and inspect(subject, raiseerr=False) is None
+        and getattr(subject, "id", None) == obj["id"]
+    )
+
+
 def _counted_unsettled(obj: dict[str, Any], pi: Any) -> bool:
     """``on_settled``'s gate (``react_to``'s ``when``): the emitter's intent row carries an
     attempt counted and not yet settled (what ``on_settled`` itself checks after reading
@@ -350,15 +361,23 @@ def _counted_unsettled(obj: dict[str, Any], pi: Any) -> bool:
     return bool(record) and not record.get("counted") and record.get("minute") is not None
 
 
-async def on_settled(s: AsyncSession, account_id: str, obj: dict[str, Any], now_us: int) -> None:
+async def on_settled(
+    s: AsyncSession, account_id: str, obj: dict[str, Any], now_us: int, subject: Any = None
+) -> None:
     """A decided payment's answer is known (in the transaction applying it): settle its
     counted attempt, once per confirm; only an issuer's decline (``card_declined``) is a
     decline (not a block, which counted nothing, nor a failed authentication). The gateway's
     risk level and numeric risk score for the payment (the intent's ``risk_level`` and
     ``gateway_risk_score`` as emitted, set from the answer being applied; Stripe's
     ``outcome``) are recorded with it: the next payments with the card see them
-    as ``:gateway_risk_level:`` and ``:gateway_risk_score:``."""
-    pi = await s.get(PaymentIntent, str(obj["id"]))
+    as ``:gateway_risk_level:`` and ``:gateway_risk_score:``.
+
+    ``subject``: the emitter's row of the intent (``react_to_row``). A plain row (the
+    settle's, which the session does not hold) is used as it is, not read again: its
+    emitter writes the ``counted`` mark set on it last here, with the settle's own changes.
+    Without one, or with one of the session's objects, the row is the session's (read
+    unless the session holds it)."""
+    pi = subject if _plain_row_of(subject, obj) else await s.get(PaymentIntent, str(obj["id"]))
     record = pi.fraud_outcome if pi is not None else None
     if pi is None or not record or record.get("counted") or record.get("minute") is None:
         return

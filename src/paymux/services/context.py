@@ -9,7 +9,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, cast
 
-from sqlalchemy import Select, Table, insert, inspect, select, tuple_
+from sqlalchemy import Select, Table, bindparam, func, insert, inspect, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.config import Settings
@@ -34,6 +34,7 @@ __all__ = [
     "page_of",
     "paginate",
     "react_to",
+    "react_to_row",
     "ref_key",
     "request_livemode",
     "row_of",
@@ -196,8 +197,22 @@ def row_of(obj: Any, columns: tuple[tuple[str, str], ...]) -> dict[str, Any]:
     return {column: given[key] for key, column in columns if key in given}
 
 
-# A Core statement built once: an event is only ever inserted here, so it needs no unit of work.
-_EVENT_INSERT = insert(cast(Table, Event.__table__))
+# Core statements built once: an event is only ever inserted here, so it needs no unit of work.
+_EVENTS = cast(Table, Event.__table__)
+_EVENT_INSERT = insert(_EVENTS)
+# An event that needs no previous snapshot (any but ``*.updated``) takes its place in its
+# object's sequence in its own INSERT: the sequence's top (the (object_id, object_seq)
+# index's last entry of the object) read by a scalar subquery, plus 1. One statement where
+# a SELECT of the top and the INSERT were two; the same read, under the same row lock.
+_EVENT_INSERT_NEXT = insert(_EVENTS).values(
+    object_seq=select(func.coalesce(func.max(_EVENTS.c.object_seq), 0) + 1)
+    .where(
+        _EVENTS.c.object_id == bindparam("seq_object_id"),
+        _EVENTS.c.account_id == bindparam("seq_account_id"),
+    )
+    .correlate(None)
+    .scalar_subquery()
+)
 
 # What reacts to an event in the transaction that emits it: (session, account id, the
 # event's object, now_us). Registered by the package that reacts (checkout completes its
@@ -208,7 +223,10 @@ Reaction = Callable[[AsyncSession, str, dict[str, Any], int], Awaitable[None]]
 # (the event's object, the emitter's row of it or None). A gate must be a necessary
 # condition of the reaction doing anything: it only saves the reaction's own queries.
 Gate = Callable[[dict[str, Any], Any], bool]
-_REACTIONS: dict[str, list[tuple[Reaction, Gate | None]]] = {}
+# A reaction that also takes the emitter's row of the object (``react_to_row``).
+RowReaction = Callable[[AsyncSession, str, dict[str, Any], int, Any], Awaitable[None]]
+# By event type, in registration order: (reaction, gate, whether it takes the row).
+_REACTIONS: dict[str, list[tuple[Reaction | RowReaction, Gate | None, bool]]] = {}
 _log = logging.getLogger(__name__)
 
 
@@ -218,11 +236,29 @@ def react_to(type_: str, reaction: Reaction, *, when: Gate | None = None) -> Non
     ``when``: run it only if ``when(obj, subject)`` holds, ``subject`` being the row the
     emitter passed to ``emit`` (None when it passed none: the gate must then decide from the
     object alone). A gate that raises is logged and the reaction runs."""
+    _register(type_, reaction, when, with_row=False)
+
+
+def react_to_row(type_: str, reaction: RowReaction, *, when: Gate | None = None) -> None:
+    """As ``react_to``, for a reaction that also takes the emitter's row of the object (the
+    ``subject`` passed to ``emit``, None when it passed none), so it need not read it.
+
+    A row the session does not hold (the settle's plain row object, services/attempts.py)
+    is written by its emitter after ``emit`` returns: what the reaction changes on it is
+    written with the emitter's own changes, outside the reaction's savepoint, so the
+    reaction changes it last, once nothing else of it can fail. A row the session holds
+    is flushed as any of the session's objects."""
+    _register(type_, reaction, when, with_row=True)
+
+
+def _register(
+    type_: str, reaction: Reaction | RowReaction, when: Gate | None, *, with_row: bool
+) -> None:
     if type_ not in EVENT_TYPES:
         raise ValueError(f"unknown event type {type_!r}: add it to paymux.domain.events")
     found = _REACTIONS.setdefault(type_, [])
-    if all(reaction is not known for known, _ in found):
-        found.append((reaction, when))
+    if all(reaction is not known for known, _, _ in found):
+        found.append((reaction, when, with_row))
 
 
 async def emit(
@@ -240,39 +276,38 @@ async def emit(
     events (``object_seq``: the last one's plus 1, read under the object's row lock, which
     its change took) and, on ``*.updated``, the changed fields' previous values against
     that last event (services/events.py). Only an ``*.updated`` event reads the last
-    event's snapshot; any other reads the sequence's top alone (one indexed aggregate).
+    event's snapshot first; any other is one INSERT, which reads the sequence's top itself
+    (an indexed aggregate in a scalar subquery).
 
     ``subject``: the emitter's row of the object (an intent being settled), for the
     reactions' gates (``react_to``'s ``when``)."""
     if type_ not in EVENT_TYPES:
         raise ValueError(f"unknown event type {type_!r}: add it to paymux.domain.events")
-    from paymux.services.events import last_event_of, last_seq_of, request_of_now  # a cycle
+    from paymux.services.events import last_event_of, request_of_now  # a cycle
 
     request_id, idempotency_key = request_of_now()
-    previous = None
+    object_id = str(obj["id"])
+    row: dict[str, Any] = {
+        "id": new_id("evt"),
+        "account_id": account_id,
+        "type": type_,
+        "object_id": object_id,
+        "livemode": bool(obj.get("livemode", False)),
+        "data": obj,
+        "created_us": now_us,
+        "request_id": request_id,
+        "idempotency_key": idempotency_key,
+    }
     if type_.endswith(".updated"):
-        last, last_seq = await last_event_of(session, account_id, str(obj["id"]))
-        if last is not None:
-            previous = changed_attributes(last, obj)
+        last, last_seq = await last_event_of(session, account_id, object_id)
+        row["previous_attributes"] = None if last is None else changed_attributes(last, obj)
+        row["object_seq"] = last_seq + 1
+        await session.execute(_EVENT_INSERT, row)
     else:
-        last_seq = await last_seq_of(session, account_id, str(obj["id"]))
-    await session.execute(
-        _EVENT_INSERT,
-        {
-            "id": new_id("evt"),
-            "account_id": account_id,
-            "type": type_,
-            "object_id": str(obj["id"]),
-            "livemode": bool(obj.get("livemode", False)),
-            "data": obj,
-            "created_us": now_us,
-            "request_id": request_id,
-            "idempotency_key": idempotency_key,
-            "previous_attributes": previous,
-            "object_seq": last_seq + 1,
-        },
-    )
-    for reaction, when in _REACTIONS.get(type_, ()):
+        row["previous_attributes"] = None
+        row["seq_object_id"], row["seq_account_id"] = object_id, account_id
+        await session.execute(_EVENT_INSERT_NEXT, row)
+    for reaction, when, with_row in _REACTIONS.get(type_, ()):
         if when is not None and not _gate_allows(when, obj, subject, type_):
             continue  # nothing for it to do (no query, no savepoint)
         # Each in a savepoint: a reaction that fails is undone alone and logged, never the
@@ -280,7 +315,10 @@ async def emit(
         # repairs a session its reaction left open).
         try:
             async with session.begin_nested():
-                await reaction(session, account_id, obj, now_us)
+                if with_row:
+                    await cast(RowReaction, reaction)(session, account_id, obj, now_us, subject)
+                else:
+                    await cast(Reaction, reaction)(session, account_id, obj, now_us)
         except Exception:
             _log.exception("reaction %s to %s failed", getattr(reaction, "__name__", "?"), type_)
 

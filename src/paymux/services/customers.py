@@ -17,7 +17,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, bindparam, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,6 +28,7 @@ from paymux.services.context import (
     Context,
     CreatedRange,
     Routed,
+    current_livemode,
     emit,
     get_owned,
     merge_metadata,
@@ -66,17 +67,58 @@ def account_fingerprint(account_id: str, gateway_fingerprint: str | None) -> str
     return hashlib.sha256(f"{account_id}:{gateway_fingerprint}".encode()).hexdigest()[:16]
 
 
+# The lookups of a payment method reference, built once (bound values, cache keys memoized):
+# ``find_payment_method``'s by the request key's mode (None: any mode, as ``scoped`` does).
+_FIND = select(PaymentMethod).where(
+    PaymentMethod.account_id == bindparam("account_id"),
+    or_(
+        PaymentMethod.id == bindparam("ref"),
+        and_(
+            PaymentMethod.gateway == bindparam("gateway"), PaymentMethod.token == bindparam("ref")
+        ),
+    ),
+)
+_FIND_IN_MODE: dict[bool | None, Any] = {
+    None: _FIND,
+    True: _FIND.where(PaymentMethod.livemode.is_(True)),
+    False: _FIND.where(PaymentMethod.livemode.is_(False)),
+}
+# Another account owns the token: its claim, or its payment method with it.
+_OWNED_ELSEWHERE = (
+    select(GatewayTokenOwner.account_id)
+    .where(
+        GatewayTokenOwner.gateway == bindparam("gateway"),
+        GatewayTokenOwner.token == bindparam("token"),
+        GatewayTokenOwner.account_id != bindparam("account_id"),
+    )
+    .union_all(
+        select(PaymentMethod.account_id).where(
+            PaymentMethod.gateway == bindparam("gateway"),
+            PaymentMethod.token == bindparam("token"),
+            PaymentMethod.account_id != bindparam("account_id"),
+        )
+    )
+    .limit(1)
+)
+_OWNER = select(GatewayTokenOwner.account_id).where(
+    GatewayTokenOwner.gateway == bindparam("gateway"), GatewayTokenOwner.token == bindparam("token")
+)
+
+
 async def find_payment_method(
     s: AsyncSession, account_id: str, gateway_name: str, ref: str
 ) -> PaymentMethod | None:
     """One of ours by id (preferred), else our record of the gateway token ``ref``: one query."""
-    query = scoped(PaymentMethod, account_id).where(
-        or_(
-            PaymentMethod.id == ref,
-            and_(PaymentMethod.gateway == gateway_name, PaymentMethod.token == ref),
+    found = (
+        (
+            await s.execute(
+                _FIND_IN_MODE[current_livemode.get()],
+                {"account_id": account_id, "ref": ref, "gateway": gateway_name},
+            )
         )
+        .scalars()
+        .all()
     )
-    found = (await s.execute(query)).scalars().all()
     return next((m for m in found if m.id == ref), found[0] if found else None)
 
 
@@ -84,18 +126,9 @@ async def _owned_elsewhere(ctx: Context, account_id: str, gateway: str, token: s
     """Another account owns the token: it claimed it (``gateway_token_owners``), or it has a
     payment method with it (a token recorded before owners were, or a vault token a gateway
     issued to that account). A fast refusal only: the claim itself is ``_claim``."""
-    claimed = select(GatewayTokenOwner.account_id).where(
-        GatewayTokenOwner.gateway == gateway,
-        GatewayTokenOwner.token == token,
-        GatewayTokenOwner.account_id != account_id,
-    )
-    recorded = select(PaymentMethod.account_id).where(
-        PaymentMethod.gateway == gateway,
-        PaymentMethod.token == token,
-        PaymentMethod.account_id != account_id,
-    )
+    params = {"gateway": gateway, "token": token, "account_id": account_id}
     async with ctx.db.read() as s:
-        row = (await s.execute(claimed.union_all(recorded).limit(1))).first()
+        row = (await s.execute(_OWNED_ELSEWHERE, params)).first()
     return row is not None
 
 
@@ -110,11 +143,7 @@ def _claim(pm: PaymentMethod, now: int) -> GatewayTokenOwner:
 async def _owner_of(ctx: Context, gateway: str, token: str) -> str | None:
     async with ctx.db.read() as s:
         owner: str | None = (
-            await s.execute(
-                select(GatewayTokenOwner.account_id).where(
-                    GatewayTokenOwner.gateway == gateway, GatewayTokenOwner.token == token
-                )
-            )
+            await s.execute(_OWNER, {"gateway": gateway, "token": token})
         ).scalar_one_or_none()
     return owner
 
@@ -133,6 +162,7 @@ async def resolve_payment_method(
     billing_details: dict[str, Any] | None = None,
     metadata: dict[str, str] | None = None,
     pm_id: str | None = None,
+    gateway: Gateway | None = None,
 ) -> PaymentMethod:
     """Our PaymentMethod for ``ref``: one of ours by id, or a gateway token we record now.
 
@@ -145,16 +175,20 @@ async def resolve_payment_method(
     write transaction.
     ``billing_details``, ``metadata``: what a payment method made now starts with.
     ``pm_id``: the id a payment method made now takes (else a new random one).
+    ``gateway``: the gateway of ``gateway_name`` at ``connection_id``, if the caller has it:
+    a shared test token is then known as one before any lookup, and none is made (such a
+    token is never one of our ids, and each use of it is a payment method of its own).
     """
-    pm = known
-    if pm is None and not looked_up:
+    shared_token = gateway is not None and gateway.reusable_test_token(ref)
+    pm = None if shared_token else known
+    if pm is None and not looked_up and not shared_token:
         async with ctx.db.read() as s:
             pm = await find_payment_method(s, account_id, gateway_name, ref)
-    gateway: Gateway | None = None
     if pm is None or pm.id != ref:
-        gateway = await ctx.gateway(
-            gateway_name, account_id=account_id, connection_id=connection_id
-        )
+        if gateway is None:
+            gateway = await ctx.gateway(
+                gateway_name, account_id=account_id, connection_id=connection_id
+            )
         if pm is not None and gateway.reusable_test_token(ref):
             pm = None  # a shared test token: each use is a payment method of its own
     if pm is not None:
@@ -749,7 +783,11 @@ class CustomersService:
             # The new token is the account's, as the first was; another account's is a 400
             # that rolls this back (the row keeps its token and customer) and names only ours.
             await claim_token_or_refuse(
-                s, gateway=row.gateway, token=outcome.token, account_id=account_id, now=now,
+                s,
+                gateway=row.gateway,
+                token=outcome.token,
+                account_id=account_id,
+                now=now,
                 named=row.id,
             )
             take_card_details(row, outcome)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.domain.events import changed_attributes
@@ -26,7 +26,6 @@ from paymux.storage.models import Dispute, Event
 __all__ = [
     "EventsService",
     "last_event_of",
-    "last_seq_of",
     "previous_attributes_of",
     "request_of_now",
 ]
@@ -118,20 +117,6 @@ def request_of_now() -> tuple[str | None, str | None]:
         return None, None
     claim = current_claim.get()
     return request_id, claim.key if claim is not None else None
-
-
-# The object's sequence's top: the (object_id, object_seq) index's last entry of the object.
-_TOP_SEQ = select(func.max(Event.object_seq)).where(
-    Event.object_id == bindparam("object_id"), Event.account_id == bindparam("account_id")
-)
-
-
-async def last_seq_of(session: AsyncSession, account_id: str, object_id: str) -> int:
-    """The object's last ``object_seq`` (0 if it has no numbered event): what
-    ``last_event_of`` returns second, without reading the snapshot (one aggregate, built
-    once), for an event that needs no ``previous_attributes``."""
-    top = await session.scalar(_TOP_SEQ, {"object_id": object_id, "account_id": account_id})
-    return int(top or 0)
 
 
 async def last_event_of(

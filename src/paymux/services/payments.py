@@ -368,6 +368,7 @@ class PaymentsService:
                 connection_id=routed.connection_id,
                 # A use of a shared test token is recorded with the intent (below).
                 defer_shared=True,
+                gateway=gateway,
             )
             pm_id = pm.id
             resolved = pm
@@ -747,8 +748,11 @@ class PaymentsService:
                 check_operation("confirm", pi.status)
                 customer_id = pi.customer_id
                 pm_ref = payment_method or pi.payment_method_id
+                at_hand = self.ctx.cached_gateway(pi)
                 if recorded is not None and pm_ref == recorded.id:
                     known = recorded  # no second read of the same row
+                elif pm_ref and at_hand is not None and at_hand.reusable_test_token(pm_ref):
+                    known = None  # a shared test token is never one of ours: no lookup
                 else:
                     known = (
                         await find_payment_method(s, account_id, pi.gateway, pm_ref)
@@ -783,6 +787,7 @@ class PaymentsService:
             looked_up=True,
             connection_id=pi.connection_id,
             defer_shared=True,
+            gateway=gateway,
         )
         changes: dict[str, Any] = {
             "confirm_count": _CONFIRM_COUNT_NEXT,
