@@ -15,9 +15,7 @@ ASGI, the scripted gateway, a clock the test moves; SQLite and PostgreSQL):
 
 from __future__ import annotations
 
-import asyncio
 import re
-from collections.abc import Awaitable, Callable
 from html import unescape
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
@@ -29,10 +27,10 @@ from paymux.dashboard.app import loaded_pages
 from paymux.dashboard.pages_billing import _SUB_VERBS
 from paymux.dashboard.pages_payments import ACTIONS
 from paymux.dashboard.render import PREFIX
-from paymux.security.envelope import generate_key_entry
 from paymux.services.dashboard_users import DashboardUsers
 from support.billing_harness import customer_and_price, ok
-from support.dashboard import PASSWORD, csrf_of, harness_client
+from support.dashboard import PASSWORD, csrf_of, harness_client, page
+from support.dashboard import run_in_harness as run
 from support.databases import migrated_database_fixture
 from support.harness import Harness
 
@@ -42,20 +40,6 @@ db = migrated_database_fixture("dash_actions")
 sqlite_db = migrated_database_fixture("dash_actions1", backends=["sqlite"])
 _KEY = re.compile(r'name="idempotency_key" value="([^"]+)"')
 DAY = 86400
-
-
-def run(db: str, tmp: Path, test: Callable[[Harness], Awaitable[None]]) -> None:
-    async def main() -> None:
-        async with Harness.open(db, tmp, encryption_keys=generate_key_entry("k1")) as h:
-            await test(h)
-
-    asyncio.run(main())
-
-
-async def page(client: httpx.AsyncClient, path: str) -> str:
-    r = await client.get(path)
-    assert r.status_code == 200, (path, r.status_code, r.text[:500])
-    return r.text
 
 
 def actor(h: Harness, role: str) -> str:

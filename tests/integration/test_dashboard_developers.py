@@ -6,16 +6,14 @@ SQL (an account whose events are older than every other account's still sees the
 
 from __future__ import annotations
 
-import asyncio
 import re
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
 
-from paymux.security.envelope import generate_key_entry
 from paymux.storage.models import WebhookInbox
-from support.dashboard import harness_client
+from support.dashboard import harness_client, page
+from support.dashboard import run_in_harness as run
 from support.databases import migrated_database_fixture
 from support.harness import START_US, Harness
 
@@ -23,20 +21,6 @@ db = migrated_database_fixture("dash_devs")
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 _NEW_KEY = re.compile(r'id="new-key"[^>]*value="([^"]+)"')
 _OLDER = re.compile(r'href="(\?[^"]*)" rel="next"')
-
-
-def run(db: str, tmp: Path, test: Callable[[Harness], Awaitable[None]]) -> None:
-    async def main() -> None:
-        async with Harness.open(db, tmp, encryption_keys=generate_key_entry("k1")) as h:
-            await test(h)
-
-    asyncio.run(main())
-
-
-async def page(client: httpx.AsyncClient, path: str) -> str:
-    r = await client.get(path)
-    assert r.status_code == 200, (path, r.status_code, r.text[:500])
-    return r.text
 
 
 def csrf(html: str) -> str:

@@ -12,17 +12,15 @@ clock the test moves; SQLite and PostgreSQL):
 
 from __future__ import annotations
 
-import asyncio
 import re
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
 from sqlalchemy import text
 
-from paymux.security.envelope import generate_key_entry
 from support.billing_harness import customer_and_price, ok
 from support.dashboard import harness_client
+from support.dashboard import run_in_harness as run
 from support.databases import migrated_database_fixture
 from support.fake_gateway import Outcome
 from support.harness import Harness
@@ -30,14 +28,6 @@ from support.harness import Harness
 db = migrated_database_fixture("dash_figures")
 DAY = 86400
 _ROW = re.compile(r'<td><a href="/dashboard/payments/(pi_\w+)">')
-
-
-def run(db: str, tmp: Path, test: Callable[[Harness], Awaitable[None]]) -> None:
-    async def main() -> None:
-        async with Harness.open(db, tmp, encryption_keys=generate_key_entry("k1")) as h:
-            await test(h)
-
-    asyncio.run(main())
 
 
 async def listed(client: httpx.AsyncClient, query: str) -> list[str]:

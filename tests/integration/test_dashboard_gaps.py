@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -33,26 +32,13 @@ from paymux.services import Paymux
 from paymux.services.dashboard_users import DashboardUsers
 from paymux.storage.models import PaymentIntent
 from support.billing_harness import customer_and_price, ok
-from support.dashboard import PASSWORD, csrf_of, harness_client
+from support.dashboard import PASSWORD, csrf_of, harness_client, page
+from support.dashboard import run_in_harness as run
 from support.databases import migrated_database_fixture
 from support.harness import Harness
 from support.processes import free_port
 
 db = migrated_database_fixture("dash_gaps")
-
-
-def run(db: str, tmp: Path, test: Callable[[Harness], Awaitable[None]]) -> None:
-    async def main() -> None:
-        async with Harness.open(db, tmp, encryption_keys=generate_key_entry("k1")) as h:
-            await test(h)
-
-    asyncio.run(main())
-
-
-async def page(client: httpx.AsyncClient, path: str) -> str:
-    r = await client.get(path)
-    assert r.status_code == 200, (path, r.status_code, r.text[:500])
-    return r.text
 
 
 async def post(client: httpx.AsyncClient, path: str, **fields: str) -> httpx.Response:

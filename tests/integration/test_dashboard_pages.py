@@ -20,6 +20,7 @@ from paymux.dashboard.auth import SESSION_COOKIE
 from paymux.outbound.delivery import DeliveryRunner
 from paymux.security.envelope import generate_key_entry
 from paymux.services.dashboard_users import DashboardUsers
+from support.dashboard import page
 from support.databases import migrated_database_fixture
 from support.fake_gateway import Outcome
 from support.harness import Harness
@@ -59,12 +60,6 @@ def csrf(html: str) -> str:
     found = _CSRF.search(html)
     assert found, "no CSRF field"
     return found.group(1)
-
-
-async def page(client: httpx.AsyncClient, path: str) -> str:
-    r = await client.get(path)
-    assert r.status_code == 200, (path, r.status_code, r.text[:500])
-    return r.text
 
 
 async def ok(h: Harness, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:

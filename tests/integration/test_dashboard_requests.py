@@ -16,13 +16,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 from sqlalchemy import event
 
 from paymux.security.envelope import generate_key_entry
 from paymux.services.context import current_livemode
 from paymux.services.request_log import WITHHELD, ApiCall, RequestLog
-from support.dashboard import harness_client
+from support.dashboard import harness_client, page
 from support.databases import migrated_database_fixture
 from support.harness import START_US, Harness
 
@@ -43,12 +42,6 @@ def run(db: str, tmp: Path, test: Callable[[Harness, RequestLog], Awaitable[None
             await test(h, log)
 
     asyncio.run(main())
-
-
-async def page(client: httpx.AsyncClient, path: str) -> str:
-    r = await client.get(path)
-    assert r.status_code == 200, (path, r.status_code, r.text[:500])
-    return r.text
 
 
 async def rows(h: Harness, account_id: str | None = None) -> list[Any]:

@@ -7,8 +7,9 @@ stored sealed), able to make users on its control loop."""
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ __all__ = [
     "encryption_keys",
     "harness_client",
     "make_user",
+    "page",
+    "run_in_harness",
     "signed_in",
 ]
 
@@ -135,3 +138,20 @@ async def harness_client(
         cookies={SESSION_COOKIE: token},
         timeout=30,
     )
+
+
+def run_in_harness(db: str, tmp: Path, test: Callable[[Harness], Awaitable[None]]) -> None:
+    """Run ``test`` against an in-process Harness on ``db`` whose keyring seals TOTP secrets."""
+
+    async def main() -> None:
+        async with Harness.open(db, tmp, encryption_keys=generate_key_entry("k1")) as h:
+            await test(h)
+
+    asyncio.run(main())
+
+
+async def page(client: httpx.AsyncClient, path: str) -> str:
+    """The HTML of a dashboard page that must answer 200."""
+    r = await client.get(path)
+    assert r.status_code == 200, (path, r.status_code, r.text[:500])
+    return r.text
