@@ -29,6 +29,7 @@ from conftest import Api, RunningServer, free_port, make_settings, migrated_data
 from paymux.security.envelope import generate_key_entry
 from paymux.services import Paymux
 from paymux.services.accounts import DEFAULT_ACCOUNT
+from support.keys import random_token
 from support.pgcluster import PgCluster
 from support.sandboxes import LocalStripe
 
@@ -388,7 +389,7 @@ def test_a_fallback_that_cant_take_the_currency_is_passed_over(
     providers.append(square)
     connection(api, refused_base(), 0, failover=True)
     api.ok("POST", "/v1/connections", {"gateway": "square", "priority": 1, "credentials": {
-        "access_token": "EAAA_fo_" + secrets.token_hex(8), "api_base": square.url}})
+        "access_token": random_token("EAAA_fo_"), "api_base": square.url}})
     third = connection(api, localstripe.url, 2)
     pi = api.ok("POST", "/v1/payment_intents", {"amount": 2000, "currency": "chf"})
     assert pi["connection"] == third["id"]

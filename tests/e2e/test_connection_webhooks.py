@@ -34,6 +34,7 @@ import pytest
 
 from conftest import Api, RunningServer, free_port, make_settings, migrated_database_url
 from paymux.security.envelope import generate_key_entry
+from support.keys import random_token
 from support.paypal import CERT_URL, sign_headers
 from support.paypal_fake import FakePayPal
 from support.pgcluster import PgCluster
@@ -75,9 +76,9 @@ def server(
     url = migrated_database_url(request.param, tmp, pg_cluster, f"conn_webhooks_{request.param}")
     settings = make_settings(
         url, tmp, free_port(), encryption_keys=generate_key_entry("k1"),
-        stripe_secret_key="sk_test_env_" + secrets.token_hex(8), stripe_api_base=DEAD,
+        stripe_secret_key=random_token("sk_test_env_"), stripe_api_base=DEAD,
         stripe_webhook_secrets=ENV_STRIPE_SECRET,
-        square_access_token="EAAA_env_" + secrets.token_hex(8), square_api_base=DEAD,
+        square_access_token=random_token("EAAA_env_"), square_api_base=DEAD,
         square_webhook_signature_key=ENV_SQUARE_KEY,
         paypal_client_id=PAYPAL_CLIENT, paypal_client_secret=PAYPAL_SECRET,
         paypal_webhook_id=ENV_PAYPAL_WEBHOOK, paypal_api_base=env_paypal.url,
@@ -133,10 +134,10 @@ def connections(api: Api, paypal: FakePayPal) -> dict[str, dict[str, Any]]:
     square_key = "sqkey_conn_" + secrets.token_hex(12)
     made = {
         "stripe": api.ok("POST", "/v1/connections", {"gateway": "stripe", "credentials": {
-            "secret_key": "sk_test_conn_" + secrets.token_hex(8), "api_base": DEAD,
+            "secret_key": random_token("sk_test_conn_"), "api_base": DEAD,
             "webhook_secrets": stripe_secret}}),
         "square": api.ok("POST", "/v1/connections", {"gateway": "square", "credentials": {
-            "access_token": "EAAA_conn_" + secrets.token_hex(8), "api_base": DEAD,
+            "access_token": random_token("EAAA_conn_"), "api_base": DEAD,
             "webhook_signature_key": square_key}}),
         "paypal": api.ok("POST", "/v1/connections", {"gateway": "paypal", "credentials": {
             "client_id": PAYPAL_CLIENT, "client_secret": PAYPAL_SECRET,
@@ -155,7 +156,7 @@ def square_event() -> dict[str, Any]:
 
 
 def paypal_event() -> dict[str, Any]:
-    return {"id": "WH-" + secrets.token_hex(8).upper(), "event_version": "1.0",
+    return {"id": random_token("WH-").upper(), "event_version": "1.0",
             "create_time": "2026-01-01T00:00:00Z", "resource_type": "capture",
             "resource_version": "2.0", "event_type": "PAYMENT.CAPTURE.COMPLETED",
             "summary": "Payment completed",
@@ -163,9 +164,9 @@ def paypal_event() -> dict[str, Any]:
 
 
 def stripe_event() -> dict[str, Any]:
-    return {"id": "evt_" + secrets.token_hex(8), "object": "event",
+    return {"id": random_token("evt_"), "object": "event",
             "type": "payment_intent.succeeded",
-            "data": {"object": {"id": "pi_" + secrets.token_hex(8), "object": "payment_intent"}}}
+            "data": {"object": {"id": random_token("pi_"), "object": "payment_intent"}}}
 
 
 def malformed(event: dict[str, Any]) -> dict[str, bytes]:
@@ -231,7 +232,7 @@ def test_paypal_and_square_webhooks_arrive_at_the_connection_s_url_verified_with
         # Another account's Square connection, with a key of its own.
         theirs_key = "sqkey_other_" + secrets.token_hex(12)
         theirs = other.ok("POST", "/v1/connections", {"gateway": "square", "credentials": {
-            "access_token": "EAAA_other_" + secrets.token_hex(8), "api_base": DEAD,
+            "access_token": random_token("EAAA_other_"), "api_base": DEAD,
             "webhook_signature_key": theirs_key}})
         # ... and a PayPal connection whose webhook is another one.
         other_paypal = other.ok("POST", "/v1/connections", {"gateway": "paypal", "credentials": {

@@ -24,6 +24,7 @@ from paymux.gateways.signing import sign_header
 from paymux.security.envelope import generate_key_entry
 from paymux.services import Paymux
 from support.errors import status_code_param
+from support.keys import random_token
 from support.pgcluster import PgCluster
 from support.sandboxes import LocalStripe
 
@@ -337,7 +338,7 @@ def test_a_live_key_uses_only_live_connections_and_sees_only_live_objects(
         assert status_code_param(pay(live_key)) == (400, "gateway_unknown", "gateway")
         live_conn = live_key.ok("POST", "/v1/connections", {
             "gateway": "stripe", "livemode": True,
-            "credentials": {"secret_key": "sk_live_" + secrets.token_hex(8)}})
+            "credentials": {"secret_key": random_token("sk_live_")}})
         assert live_conn["livemode"] is True
         test_paid = pay(test_key, gateway="stripe").json()
         assert test_paid["livemode"] is False and test_paid["connection"] == test_conn["id"]

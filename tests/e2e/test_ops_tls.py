@@ -23,6 +23,7 @@ import pytest
 
 from paymux.config import Settings
 from paymux.services import Paymux
+from support.keys import random_token
 from support.processes import PAYMUX, ServeProcess, paymux_env, wait_until
 from support.tls_certificates import make_certificate
 
@@ -208,7 +209,7 @@ def test_live_outbound_calls_go_over_https_only(deployment: Deployment) -> None:
                 "gateway": "stripe",
                 "livemode": True,
                 "credentials": {
-                    "secret_key": "sk_live_" + secrets.token_hex(8),
+                    "secret_key": random_token("sk_live_"),
                     "api_base": "http://api.stripe.com",
                 },
             },

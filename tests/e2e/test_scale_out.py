@@ -32,6 +32,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from support.keys import random_token
 from support.pgcluster import PgCluster
 from support.processes import (
     FAST_TEST_SETTINGS,
@@ -200,7 +201,7 @@ def test_one_idempotency_key_sent_to_every_process_at_once_pays_once(deployment:
     _, key = d.new_key()
     body = {"amount": 2000, "currency": "usd", "confirm": True, "payment_method": "pm_card_visa"}
     answers = fire(d, [("POST", PI, {"json": body})] * CONNECTIONS, key,
-                   **{"idempotency-key": "scale-" + secrets.token_hex(8)})
+                   **{"idempotency-key": random_token("scale-")})
     statuses = [r.status_code for r in answers]
     assert set(statuses) <= {200, 409}, [r.text for r in answers if r.status_code not in (200, 409)]
     ok = [r for r in answers if r.status_code == 200]

@@ -57,6 +57,7 @@ from paymux.gateways.signing import sign_header
 from paymux.storage.db import Database
 from paymux.storage.migrate import upgrade
 from paymux.storage.models import PaymentIntent
+from support.keys import random_token
 from support.pgcluster import _SERVER_SETTINGS, HOST, PgCluster, postgres_available
 
 THREE_DS = "pm_card_threeDSecure2Required"
@@ -512,7 +513,7 @@ def clone_intents(url: str, template_id: str, count: int) -> list[tuple[str, int
                 made, rows = [], []
                 for i in range(count):
                     pi_id, amount = new_id("pi"), 2000 + i
-                    charge_id = f"ch_sbx_{secrets.token_hex(10)}"
+                    charge_id = random_token("ch_sbx_", 20)
                     rows.append(
                         dict(
                             template,
