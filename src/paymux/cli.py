@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import uvicorn
     from sqlalchemy.ext.asyncio import AsyncSession
 
-    from paymux.services import Paymux
+    from paymux.root import Paymux
     from paymux.services.reconcile import ReconcileReport
 
 __all__ = ["main"]
@@ -112,7 +112,7 @@ def _safe_url(url: str) -> str:
 
 async def _bootstrap_key(settings: Settings) -> str | None:
     """A key to print at start-up when none exists yet (shown once, stored hashed)."""
-    from paymux.services import Paymux
+    from paymux.root import Paymux
     from paymux.services.accounts import DEFAULT_ACCOUNT
 
     app = Paymux(settings)
@@ -226,7 +226,7 @@ def serve(
     """Run the API server (with its worker, unless --no-worker or PAYMUX_RUN_WORKER=false)."""
     import uvicorn
 
-    from paymux.storage.migrate import upgrade
+    from paymux.storage.migrate import upgrade_if_behind
 
     overrides: dict[str, Any] = {} if worker is None else {"run_worker": worker}
     if host:
@@ -248,7 +248,9 @@ def serve(
     if problem:
         errors.print(problem, markup=False)
         raise typer.Exit(1)
-    upgrade(settings.database_url)
+    # Alembic runs only when the schema is behind (or ahead: a newer release's), not at every
+    # start of every API process: at head, the check is one SELECT of alembic_version.
+    upgrade_if_behind(settings.database_url)
     key = asyncio.run(_bootstrap_key(settings))
     base = settings.base_url()
     console.print(
@@ -351,7 +353,7 @@ def worker_command() -> None:
         flush_tracing,
         instrument_database,
     )
-    from paymux.services import Paymux
+    from paymux.root import Paymux
 
     settings = get_settings()
     _setup_logging(settings)
@@ -455,7 +457,7 @@ def keys_create(
 ) -> None:
     """Create an API key and print it once (last line)."""
     from paymux.domain.errors import PaymuxError
-    from paymux.services import Paymux
+    from paymux.root import Paymux
     from paymux.services.accounts import DEFAULT_ACCOUNT
 
     grants: dict[str, str] = {}
@@ -511,7 +513,7 @@ def keys_list(
 ) -> None:
     """List API keys: id, account, type, key (redacted), name, created, last used, expires,
     revoked."""
-    from paymux.services import Paymux
+    from paymux.root import Paymux
 
     async def run() -> list[dict[str, Any]]:
         app = Paymux(get_settings())
@@ -562,7 +564,7 @@ def keys_roll(
 ) -> None:
     """Make a new key like this one (printed once, last line); the old one expires."""
     from paymux.domain.errors import PaymuxError
-    from paymux.services import Paymux
+    from paymux.root import Paymux
 
     async def run() -> tuple[str, str, int | None]:
         app = Paymux(get_settings())
@@ -585,7 +587,7 @@ def keys_roll(
 @keys_cli.command("revoke")
 def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (key_...).")]) -> None:
     """Revoke a key at once: every API process refuses it within PAYMUX_KEY_CACHE_SECONDS."""
-    from paymux.services import Paymux
+    from paymux.root import Paymux
 
     async def run() -> bool:
         app = Paymux(get_settings())
@@ -609,7 +611,7 @@ def webhooks_list(
     limit: Annotated[int, typer.Option(help="At most this many rows.")] = 100,
 ) -> None:
     """List stored gateway events, newest first."""
-    from paymux.services import Paymux
+    from paymux.root import Paymux
     from paymux.webhooks.inbound import INBOX_STATUSES
 
     if status is not None and status not in INBOX_STATUSES:
@@ -647,7 +649,7 @@ def webhooks_replay(
     all_dead: Annotated[bool, typer.Option("--all-dead", help="Replay every dead event.")] = False,
 ) -> None:
     """Queue stored events to be applied again (they stay idempotent)."""
-    from paymux.services import Paymux
+    from paymux.root import Paymux
 
     if not event_id and not all_dead:
         raise typer.BadParameter("give an EVENT_ID or --all-dead")
@@ -787,7 +789,7 @@ def reconcile(
     Exit status: 0 nothing needs a person; 1 something needs attention; 2 bad usage;
     3 a provider could not be asked about something (the check is incomplete)."""
     from paymux.domain.clock import SystemClock
-    from paymux.services import Paymux
+    from paymux.root import Paymux
     from paymux.services.reconcile import Reconciler, parse_since
 
     try:
@@ -884,7 +886,7 @@ async def _demo() -> None:
     from paymux.domain.errors import PaymuxError
     from paymux.gateways.signing import sign_header
     from paymux.jobs.worker import Worker
-    from paymux.services import Paymux
+    from paymux.root import Paymux
     from paymux.services.payments import CreateParams
     from paymux.storage.migrate import upgrade
 

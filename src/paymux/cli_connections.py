@@ -67,7 +67,7 @@ def _run(work: Callable[[Any], Awaitable[T]], *, audit: str | None = None) -> T:
     """Run ``work(app)`` with a Paymux on the configured database; a PaymuxError is printed
     as its message (exit 1), never with a traceback that could carry a value."""
     from paymux.domain.errors import PaymuxError
-    from paymux.services import Paymux
+    from paymux.root import Paymux
 
     async def run() -> T:
         app = Paymux(get_settings())

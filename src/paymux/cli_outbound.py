@@ -64,7 +64,7 @@ def add_outbound_commands(app: typer.Typer) -> None:
         from paymux.domain.errors import PaymuxError
         from paymux.outbound.delivery import DeliveryRunner
         from paymux.outbound.endpoints import account_of
-        from paymux.services import Paymux
+        from paymux.root import Paymux
 
         async def run() -> dict[str, Any]:
             app = Paymux(get_settings())
@@ -109,7 +109,7 @@ def add_prune_command(app: typer.Typer) -> None:
         if older_than_days < 0:
             raise typer.BadParameter("must not be negative", param_hint="--older-than-days")
         from paymux.outbound.prune import prune_attempts
-        from paymux.services import Paymux
+        from paymux.root import Paymux
 
         async def run() -> int:
             app = Paymux(get_settings())

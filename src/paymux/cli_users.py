@@ -45,7 +45,7 @@ def users_create(
 ) -> None:
     """Create a dashboard user and print their TOTP provisioning URI once."""
     from paymux.domain.errors import PaymuxError
-    from paymux.services import Paymux
+    from paymux.root import Paymux
     from paymux.services.accounts import DEFAULT_ACCOUNT
     from paymux.services.dashboard_users import DashboardUsers
 
@@ -90,7 +90,7 @@ def users_create(
 @users_cli.command("list")
 def users_list() -> None:
     """E-mail, role and state of every dashboard user."""
-    from paymux.services import Paymux
+    from paymux.root import Paymux
     from paymux.services.dashboard_users import DashboardUsers
 
     async def run() -> list[tuple[str, str, str, bool]]:
@@ -108,7 +108,7 @@ def _change(email: str, reset: bool) -> str | None:
     """Disable the user of ``email`` (or give them a new TOTP secret: its URI is returned);
     exits 1 with the error when there is no such user."""
     from paymux.domain.errors import PaymuxError
-    from paymux.services import Paymux
+    from paymux.root import Paymux
     from paymux.services.dashboard_users import DashboardUsers
 
     async def run() -> str | None:
@@ -149,7 +149,7 @@ def users_reset_totp(email: Annotated[str, typer.Argument(help="The user's e-mai
 
 def login_hint(settings: Settings, base: str) -> str:
     """How to sign in to the dashboard (``paymux serve`` prints it)."""
-    from paymux.services import Paymux
+    from paymux.root import Paymux
     from paymux.services.dashboard_users import DashboardUsers
 
     async def count() -> int:

@@ -65,8 +65,8 @@ from paymux.observability.tracing import (
     flush_tracing,
     instrument_database,
 )
+from paymux.root import Paymux
 from paymux.security import configure_logging, register_secret
-from paymux.services import Paymux
 from paymux.services.accounts import DEFAULT_ACCOUNT
 from paymux.services.request_log import RequestLog
 from paymux.web import checkout as web_checkout

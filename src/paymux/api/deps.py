@@ -29,8 +29,8 @@ from paymux.api.wire import check_query, wire_query
 from paymux.domain.errors import PaymuxError
 from paymux.fraud.request import payer_from_headers, payer_request
 from paymux.gateways.base import GatewayRateLimited, GatewayUnavailable
+from paymux.root import Paymux
 from paymux.security import looks_like_pan
-from paymux.services import Paymux
 from paymux.services.audit import AuditRequest, pending_audit
 from paymux.services.context import CreatedRange, current_livemode
 from paymux.services.expand import Expander

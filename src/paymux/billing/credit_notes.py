@@ -66,7 +66,7 @@ from paymux.storage.models import (
 )
 
 if TYPE_CHECKING:
-    from paymux.services import Paymux
+    from paymux.root import Paymux
 
 __all__ = [
     "CREDIT_NOTE_REASONS",

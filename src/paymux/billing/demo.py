@@ -116,7 +116,7 @@ async def run_billing_demo(console: Console) -> None:
     from paymux.billing.subscriptions import SubscriptionParams, UpdateParams
     from paymux.config import Settings
     from paymux.jobs.worker import Worker
-    from paymux.services import Paymux
+    from paymux.root import Paymux
     from paymux.services.customers import CustomerParams
     from paymux.storage.migrate import upgrade
 

@@ -31,7 +31,7 @@ from paymux.services.context import Context, emit, get_owned, merge_metadata
 from paymux.storage.models import Customer, Invoice, InvoiceItem, InvoiceLine, PaymentMethod
 
 if TYPE_CHECKING:
-    from paymux.services import Paymux
+    from paymux.root import Paymux
 
 __all__ = ["InvoiceDraftUpdate", "ManualInvoiceParams", "ManualInvoices"]
 

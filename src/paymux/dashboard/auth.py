@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from fastapi import Request
 
-from paymux.services import Paymux
+from paymux.root import Paymux
 from paymux.services.context import current_livemode
 from paymux.services.dashboard_users import ROLES, DashboardUsers, SessionInfo
 

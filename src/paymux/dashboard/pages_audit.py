@@ -11,15 +11,13 @@ from __future__ import annotations
 import json
 import re
 from typing import Annotated, Any
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from paymux.dashboard.auth import DEVELOPERS, CurrentUser, core, require_role
-from paymux.dashboard.page_helpers import pager
+from paymux.dashboard.cursor_page import cursor_page
 from paymux.dashboard.render import render
-from paymux.domain.errors import PaymuxError
 
 __all__ = ["router"]
 
@@ -43,29 +41,25 @@ async def audit_page(request: Request, user: Developer) -> Response:
     raw = {name: (q.get(name) or "").strip()[:120] for name in FILTERS}
     errors = {n: _BAD_TEXT for n, v in raw.items() if v and not _TEXT.fullmatch(v)}
     wanted = {name: v for name, v in raw.items() if v and name not in errors}
-    after, before = q.get("starting_after") or None, q.get("ending_before") or None
-    try:
-        rows, more = await core(request).audit.list(
+    audit = core(request).audit
+    page = await cursor_page(
+        q,
+        lambda after, before: audit.list(
             user.account_id,
             limit=PAGE_SIZE,
             starting_after=after,
             ending_before=before,
             **wanted,
-        )
-    except PaymuxError:  # a cursor that is not an entry of this account
-        rows, more = [], False
-    older, newer = pager(rows, more, after, before)
-
-    def link(**cursor: str) -> str:
-        return "?" + urlencode({**wanted, **cursor})
-
+        ),
+        wanted,
+    )
     return render(
         request,
         "dashboard/audit.html",
         user=user,
-        rows=[{**r, "shown_details": _details(r)} for r in rows],
+        rows=[{**r, "shown_details": _details(r)} for r in page.rows],
         raw=raw,
         errors=errors,
-        older=link(starting_after=older) if older else None,
-        newer=link(ending_before=newer) if newer else None,
+        older=page.older,
+        newer=page.newer,
     )

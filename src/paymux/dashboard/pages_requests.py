@@ -9,15 +9,13 @@ A call shows once its process's log has flushed (every second, or every 200 call
 from __future__ import annotations
 
 from typing import Annotated
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from paymux.dashboard.auth import DEVELOPERS, CurrentUser, core, require_role
-from paymux.dashboard.page_helpers import pager
+from paymux.dashboard.cursor_page import cursor_page
 from paymux.dashboard.render import render
-from paymux.domain.errors import PaymuxError
 from paymux.services.request_log import STATUS_CLASSES, RequestLog
 
 __all__ = ["METHODS", "router"]
@@ -47,9 +45,10 @@ async def requests_page(request: Request, user: Developer) -> Response:
     if raw["path"] and not RequestLog.valid_path_filter(raw["path"]):
         errors["path"] = _BAD_PATH
     wanted = {n: v for n, v in raw.items() if v and n not in errors}
-    after, before = q.get("starting_after") or None, q.get("ending_before") or None
-    try:
-        rows, more = await _log_of(request).list(
+    calls = _log_of(request)
+    page = await cursor_page(
+        q,
+        lambda after, before: calls.list(
             user.account_id,
             limit=PAGE_SIZE,
             starting_after=after,
@@ -57,23 +56,18 @@ async def requests_page(request: Request, user: Developer) -> Response:
             status_class=wanted.get("status"),
             method=wanted.get("method"),
             path=wanted.get("path"),
-        )
-    except PaymuxError:  # a cursor that is not a call of this account
-        rows, more = [], False
-    older, newer = pager(rows, more, after, before)
-
-    def link(**cursor: str) -> str:
-        return "?" + urlencode({**wanted, **cursor})
-
+        ),
+        wanted,
+    )
     return render(
         request,
         "dashboard/requests.html",
         user=user,
-        rows=rows,
+        rows=page.rows,
         raw=raw,
         errors=errors,
         statuses=STATUS_CLASSES,
         methods=METHODS,
-        older=link(starting_after=older) if older else None,
-        newer=link(ending_before=newer) if newer else None,
+        older=page.older,
+        newer=page.newer,
     )

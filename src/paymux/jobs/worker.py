@@ -38,7 +38,7 @@ from paymux.jobs import queue
 from paymux.observability.health import WorkerBeat
 from paymux.observability.tracing import batch_job_spans, job_span
 from paymux.outbound.delivery import DeliveryRunner
-from paymux.services import Paymux
+from paymux.root import Paymux
 from paymux.services.gateway_calls import schedule_settlement
 from paymux.webhooks.inbound import BatchEventFailed, Finish, UnknownObjectYet
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -487,9 +488,18 @@ class CustomerParams:
 _ALREADY_DETACHED = frozenset({"payment_method_not_attached", "resource_missing"})
 
 
+# Billing's parts of a customer (billing imports services: the composition root, paymux.root,
+# hands them in): the check of the test clock a new customer is created on, and what a new
+# default payment method sets off (the retry of the customer's failed invoices).
+ClockCheck = Callable[[AsyncSession, str, str], Awaitable[object]]
+DefaultChanged = Callable[[AsyncSession, str, str, int], Awaitable[None]]
+
+
 class CustomersService:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        self.check_test_clock: ClockCheck | None = None
+        self.default_changed: DefaultChanged | None = None
 
     async def create(self, account_id: str, p: CustomerParams) -> dict[str, Any]:
         wanted = p.default_method()
@@ -517,21 +527,40 @@ class CustomersService:
         runs after, with no transaction open; if the gateway refuses it (a card declined
         when saved), the new customer is deleted (``customer.deleted`` follows its
         ``customer.created``) and the error is answered."""
-        assert p.payment_method is not None
-        async with self.ctx.db.read() as s:
-            known = await find_payment_method(s, account_id, "", p.payment_method)
-        if known is not None:
+        ref = p.payment_method
+        assert ref is not None
+        # One look-up: one of ours by id (whatever its gateway), else the account's default
+        # gateway's token (none for a shared test token: each use is a payment method of its
+        # own). A payment method named by its id goes through its own connection; anything
+        # else through the default one, which must then exist.
+        unrouted: PaymuxError | None = None
+        try:
+            fallback: Routed | None = await self.ctx.named(account_id, None)
+        except PaymuxError as exc:
+            fallback, unrouted = None, exc
+        known = None
+        if fallback is None or not fallback.gateway.reusable_test_token(ref):
+            async with self.ctx.db.read() as s:
+                known = await find_payment_method(
+                    s, account_id, fallback.gateway.name if fallback else "", ref
+                )
+        if known is not None and known.id == ref:
             routed = Routed(await self.ctx.gateway_of(known), known.connection_id or "")
+        elif fallback is not None:
+            routed = fallback
         else:
-            routed = await self.ctx.named(account_id, None)
+            assert unrouted is not None
+            raise unrouted
         pm = await resolve_payment_method(
             self.ctx,
             account_id,
             routed.gateway.name,
-            p.payment_method,
+            ref,
             customer_id=None,
             known=known,
+            looked_up=True,
             connection_id=routed.connection_id or None,
+            gateway=routed.gateway,
         )
         view = await self._insert(account_id, p)
         try:
@@ -551,9 +580,11 @@ class CustomersService:
         now = self.ctx.now_us()
         async with self.ctx.db.write() as s:
             if p.test_clock is not None:
-                from paymux.billing.clocks import clock_for_customer
-
-                await clock_for_customer(s, account_id, p.test_clock)
+                if self.check_test_clock is None:  # a CustomersService built without billing
+                    raise PaymuxError.of(
+                        "parameter_invalid", "Test clocks are not available.", param="test_clock"
+                    )
+                await self.check_test_clock(s, account_id, p.test_clock)
             customer = Customer(
                 id=new_id("cus"),
                 account_id=account_id,
@@ -615,10 +646,8 @@ class CustomersService:
                         "The default payment method must be attached to this customer.",
                         param=param,
                     )
-                if c.default_payment_method != pm.id:
-                    from paymux.billing.dunning import retry_with_new_method
-
-                    await retry_with_new_method(s, account_id, c.id, now)
+                if c.default_payment_method != pm.id and self.default_changed is not None:
+                    await self.default_changed(s, account_id, c.id, now)
                 c.default_payment_method = pm.id
             c.updated_us = now
             await emit(s, account_id, "customer.updated", customer_view(c), now)

@@ -9,7 +9,7 @@ is the caller's account's like any other read (a null stays null).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,7 +21,7 @@ from paymux.services.context import Context, get_owned
 from paymux.services.views import customer_view, payment_method_view
 from paymux.storage.models import Customer, PaymentIntent, PaymentMethod
 
-__all__ = ["EXPANDABLE", "MAX_DEPTH", "Expander"]
+__all__ = ["EXPANDABLE", "MAX_DEPTH", "Expander", "Loader"]
 
 MAX_DEPTH = 4
 
@@ -70,18 +70,23 @@ def _cannot(path: str) -> PaymuxError:
 
 
 class Expander:
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, loaders: Mapping[str, Loader]) -> None:
+        """``loaders``: what loads the objects of the packages above services (billing's
+        prices, products, subscriptions and invoices), handed in by the composition root
+        (``paymux.root``); services' own objects are loaded here."""
         self.ctx = ctx
         self._loaders: dict[str, Loader] = {
             "customer": self._customer,
             "payment_method": self._payment_method,
             "payment_intent": self._payment_intent,
             "charge": self._charge,
-            "product": self._catalog_row,
-            "price": self._catalog_row,
-            "invoice": self._billing_row,
-            "subscription": self._billing_row,
+            **loaders,
         }
+        missing = {t for fields in EXPANDABLE.values() for t in fields.values()} - set(
+            self._loaders
+        )
+        if missing:
+            raise ValueError(f"no loader for the expandable types {sorted(missing)}")
 
     @staticmethod
     def check(kind: str, paths: list[str], *, listed: bool = False) -> None:
@@ -168,32 +173,3 @@ class Expander:
 
     async def _charge(self, s: AsyncSession, account_id: str, object_id: str) -> dict[str, Any]:
         return await load_charge(s, account_id, object_id, param="expand")
-
-    async def _catalog_row(
-        self, s: AsyncSession, account_id: str, object_id: str
-    ) -> dict[str, Any]:
-        """A price's product or a product's default price (billing/catalog_views.py)."""
-        from paymux.billing.catalog_views import price_view, product_view
-        from paymux.storage.models import Price, Product
-
-        if object_id.startswith("price_"):
-            return price_view(await get_owned(s, Price, object_id, account_id, param="expand"))
-        product = await get_owned(
-            s, Product, object_id, account_id, param="expand", include_deleted=True
-        )
-        return product_view(product)
-
-
-    async def _billing_row(
-        self, s: AsyncSession, account_id: str, object_id: str
-    ) -> dict[str, Any]:
-        """A subscription's latest invoice, or an invoice's subscription (billing/)."""
-        from paymux.billing.invoice_core import InvoicesCore
-        from paymux.billing.subscription_views import view_in
-        from paymux.storage.models import Invoice, Subscription
-
-        if object_id.startswith("sub_"):
-            sub = await get_owned(s, Subscription, object_id, account_id, param="expand")
-            return await view_in(s, sub)
-        invoice = await get_owned(s, Invoice, object_id, account_id, param="expand")
-        return await InvoicesCore(self.ctx).view_in(s, invoice)

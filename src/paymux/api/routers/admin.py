@@ -18,7 +18,7 @@ from paymux.api.schemas import NoParams
 from paymux.api.wire import check_query, wire_body
 from paymux.domain.errors import PaymuxError
 from paymux.jobs import queue
-from paymux.services import Paymux
+from paymux.root import Paymux
 from paymux.webhooks.inbound import InboxStatus
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
