@@ -20,19 +20,29 @@ and timed until every subscription is renewed and paid.
 Figures are printed, never asserted; the exit status is non-zero on a wrong outcome.
 
     .venv/bin/python bench/billing_renewals.py [--subscriptions 100000] [--workers 1,2]
-        [--timeout 900] [--worker-batch-size N]
+        [--timeout 900] [--budget SECONDS] [--worker-batch-size N]
+
+``--budget SECONDS``: each run stops there (a 100,000 run that would take hours) and prints
+what it reached: renewals paid, renewals/s, worker and PostgreSQL CPU per renewal, each
+worker's peak RSS and its curve (every 30 s), and the time all of them would take at that
+rate; exactly once is checked on those renewed (one invoice per subscription, its period
+advanced with it, one sandbox charge per reference, every paid invoice charged once).
 
 ``--in-process 1,8`` instead: for each value, a fresh copy renewed by ONE worker in this
 process (``Worker.run_once`` until nothing is left, the sandbox gateway in process too) with
 that many renewals side by side (``RENEWAL_CONCURRENCY``); prints wall, renewals/s and this
 process's CPU per renewal (an A/B of the side-by-side runner; no worker subprocess).
+``--count`` adds the statements per renewal by kind and table (SQLAlchemy's cursor hook, as
+``bench/statements.py``), ``--profile FILE`` a cProfile of each run (``FILE.<run>``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
+import cProfile
 import json
 import shutil
 import sqlite3
@@ -51,11 +61,13 @@ from common import (
     databases,
     loadavg,
     machine,
+    paymux_engines,
     paymux_env,
     paymux_worker,
     rss_mb,
 )
 from drain import _cluster_cpu, copy_database
+from statements import Counter
 
 from paymux.domain.ids import new_id
 from paymux.storage.db import Database
@@ -216,6 +228,10 @@ class Run:
     db_cpu: float = float("nan")
     peak_rss: list[float] | None = None
     error: str | None = None
+    stopped: bool = False  # at --budget, before every subscription was renewed
+    invoiced: int = 0
+    # (seconds since the start, paid so far, each worker's RSS MiB then): every ~30 s
+    curve: list[tuple[float, int, list[float]]] | None = None
 
     @property
     def rate(self) -> float:
@@ -254,13 +270,17 @@ async def run(
             p.spawn()
         try:
             deadline = time.monotonic() + args.timeout
-            last_poll = 0.0
+            budget = time.monotonic() + args.budget if args.budget else None
+            last_poll = last_point = 0.0
+            result.curve = []
             while True:
                 await asyncio.sleep(0.2)
+                rss_now = []
                 for i, p in enumerate(procs):
                     if not p.alive():
                         raise RuntimeError(f"{p.name} exited:\n{p.tail()}")
-                    peaks[i] = max(peaks[i], rss_mb(p.pid))
+                    rss_now.append(rss_mb(p.pid))
+                    peaks[i] = max(peaks[i], rss_now[-1])
                 if time.monotonic() - last_poll < 1.0:
                     continue
                 last_poll = time.monotonic()
@@ -269,8 +289,18 @@ async def run(
                     "select count(*) from invoices where status = 'paid' and period_start_us = :d",
                     d=t.due_us,
                 )
+                if time.monotonic() - last_point >= 30.0:
+                    last_point = time.monotonic()
+                    result.curve.append((time.perf_counter() - began, int(paid), rss_now))
                 if paid >= result.n:
                     result.wall = time.perf_counter() - began
+                    break
+                if budget is not None and time.monotonic() > budget:
+                    # What was reached: CPU read before the workers stop; the outcome is
+                    # checked on what they renewed.
+                    result.wall = time.perf_counter() - began
+                    result.stopped = True
+                    result.paid = int(paid)
                     break
                 if time.monotonic() > deadline:
                     result.wall = time.perf_counter() - began
@@ -311,7 +341,11 @@ async def run(
             "and status = 'active' and next_due_us > :d",
             d=t.due_us,
         )
-        result.paid = int(paid)
+        if not result.stopped:
+            # Stopped at the budget: the count the rate was taken at (the workers' last
+            # moments before they stopped renew a few more, checked below, not counted).
+            result.paid = int(paid)
+        result.invoiced = int(invoices)
         if first is not None and last is not None:
             result.span = (last - first) / 1e6
         with contextlib.closing(sqlite3.connect(work / "sandbox.db")) as sandbox:
@@ -319,15 +353,39 @@ async def run(
                 "select count(*), count(distinct reference) from objects where kind = 'charge'"
             ).fetchone()
         charges -= charges_before
+        references -= charges_before
         n = result.n
         wrong = []
+        if result.stopped:
+            # Exactly once on the ones renewed so far: one invoice per subscription, each
+            # invoiced one with its period advanced (same transaction), one sandbox charge
+            # per reference, no paid invoice without its charge, nothing charged twice.
+            (advanced_any,) = await _one(
+                db,
+                "select count(*) from subscriptions where current_period_start_us = :d",
+                d=t.due_us,
+            )
+            if invoices != subs_invoiced:
+                wrong.append(f"{invoices} invoices for {subs_invoiced} subscriptions")
+            if advanced_any != invoices:
+                wrong.append(f"{advanced_any} periods advanced for {invoices} invoices")
+            if total != paid * PRICE:
+                wrong.append(f"{total} collected for {paid} paid (want {paid * PRICE})")
+            if charges != references or not paid <= charges <= invoices:
+                wrong.append(
+                    f"{charges} sandbox charges for {references} references, "
+                    f"{paid} paid of {invoices} invoices"
+                )
+            if wrong and result.error is None:
+                result.error = "; ".join(wrong)
+            return result
         if invoices != n or subs_invoiced != n:
             wrong.append(f"{invoices} invoices for {subs_invoiced} subscriptions (want {n})")
         if paid != n or total != n * PRICE:
             wrong.append(f"{paid} paid, {total} collected (want {n}, {n * PRICE})")
         if advanced != n:
             wrong.append(f"{advanced} subscriptions advanced (want {n})")
-        if charges != n or references - charges_before != n:
+        if charges != n or references != n:
             wrong.append(f"{charges} sandbox charges for {references} references (want {n})")
         if wrong and result.error is None:
             result.error = "; ".join(wrong)
@@ -336,9 +394,11 @@ async def run(
         await db.dispose()
 
 
-async def in_process(url: str, sandbox_db: Path, concurrency: int) -> tuple[int, float, float]:
+async def in_process(
+    url: str, sandbox_db: Path, concurrency: int, counter: Counter | None = None
+) -> tuple[int, float, float]:
     """(renewals, wall seconds, CPU seconds of this process) for one worker in process
-    running ``concurrency`` renewals side by side."""
+    running ``concurrency`` renewals side by side; ``counter``: every statement it sends."""
     import paymux.jobs.worker as worker_module
     from paymux.config import Settings
     from paymux.services import Paymux
@@ -348,12 +408,38 @@ async def in_process(url: str, sandbox_db: Path, concurrency: int) -> tuple[int,
     try:
         worker = worker_module.Worker(app, worker_id=f"inproc{concurrency}")
         await app.billing_scheduler.sweep()
+        if counter is not None:
+            for engine in paymux_engines(app):
+                counter.attach(engine)
+            counter.on = True
         cpu, began, done = time.process_time(), time.perf_counter(), 0
         while ran := await worker.run_once():
             done += ran
         return done, time.perf_counter() - began, time.process_time() - cpu
     finally:
         await app.close()
+
+
+def statement_key(sql: str) -> str:
+    """A statement's kind and table: ``SELECT invoices``, ``INSERT events``, ``BEGIN``."""
+    words = sql.split()
+    verb = words[0].upper() if words else "?"
+    upper = [w.upper() for w in words]
+    at = {"SELECT": "FROM", "INSERT": "INTO", "UPDATE": None, "DELETE": "FROM"}.get(verb, "")
+    if verb == "UPDATE" and len(words) > 1:
+        return f"UPDATE {words[1]}"
+    if at and at in upper:
+        following = words[upper.index(at) + 1]
+        return f"{verb} {following.strip('(')}"
+    return verb
+
+
+def print_counts(log: list[str], n: int) -> None:
+    kinds = collections.Counter(statement_key(sql) for sql in log)
+    total = sum(v for k, v in kinds.items() if k not in ("BEGIN", "COMMIT", "ROLLBACK"))
+    print(f"  {total / n:.1f} statements and {kinds['BEGIN'] / n:.1f} transactions per renewal:")
+    for key, count in kinds.most_common():
+        print(f"    {count / n:6.2f}  {key}")
 
 
 def main() -> int:
@@ -374,9 +460,24 @@ def main() -> int:
     )
     parser.add_argument("--timeout", type=float, default=900.0, help="per run, seconds (900)")
     parser.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="per run, seconds: stop there and print what was reached (renewals, rate, "
+        "CPU, RSS curve, the projection to all of them), checking exactly once on those",
+    )
+    parser.add_argument(
         "--in-process",
         default="",
         help="A/B of the side-by-side runner: renewals at once per run, e.g. 1,8 (no subprocess)",
+    )
+    parser.add_argument(
+        "--count",
+        action="store_true",
+        help="with --in-process: count the statements per renewal, by kind and table",
+    )
+    parser.add_argument(
+        "--profile", default="", help="with --in-process: write a cProfile of the runs here"
     )
     args = parser.parse_args()
     counts = [int(w) for w in args.workers.split(",") if w.strip()]
@@ -410,12 +511,23 @@ def main() -> int:
             work.mkdir()
             shutil.copy(seed_dir / "sandbox.db", work / "sandbox.db")
             url = copy_database("postgres", template, f"renewals_inproc{i}", dbs)
-            done, wall, cpu = asyncio.run(in_process(url, work / "sandbox.db", concurrency))
+            counter = Counter() if args.count else None
+            profiler = cProfile.Profile() if args.profile else None
+            if profiler is not None:
+                profiler.enable()
+            done, wall, cpu = asyncio.run(
+                in_process(url, work / "sandbox.db", concurrency, counter)
+            )
+            if profiler is not None:
+                profiler.disable()
+                profiler.dump_stats(f"{args.profile}.{i}")
             print(
                 f"in process, {concurrency} side by side: {done} renewals, wall {wall:.1f}s "
                 f"({done / wall:.1f}/s), worker CPU {cpu / max(done, 1) * 1000:.1f} ms/renewal "
                 f"(load {loadavg():.1f})"
             )
+            if counter is not None:
+                print_counts(counter.log, max(done, 1))
         if args.in_process:
             counts = []
         for workers in counts:
@@ -441,6 +553,21 @@ def main() -> int:
             f"{r.workers:>7} {r.paid:>7} {r.wall:>8.1f} {r.rate:>10.1f} {r.span:>8.1f} "
             f"{r.worker_cpu / n * 1000:>21.2f} {r.db_cpu / n * 1000:>17.2f} {rss:>14}"
         )
+    for r in results:
+        if r.stopped:
+            print(
+                f"{r.workers} worker(s): stopped at the budget ({r.wall:.0f}s) with {r.paid} of "
+                f"{r.n} paid ({r.invoiced} invoiced by the time the workers stopped); all "
+                f"{r.n} at this rate: {r.n / r.rate / 60:.1f} min"
+            )
+        if r.curve:
+            print(
+                f"{r.workers} worker(s), paid and RSS MiB over time: "
+                + "; ".join(
+                    f"{at:.0f}s {paid} " + "/".join(f"{x:.0f}" for x in rss)
+                    for at, paid, rss in r.curve
+                )
+            )
     if sweep_line:
         print(sweep_line)
     aim, goal = 120.0, 100_000  # issue 11: 100,000 renewals in under 2 minutes

@@ -580,3 +580,36 @@ def test_a_coupons_duration_decides_which_renewals_it_discounts(api: Api) -> Non
         "two_months": [(900, "paid"), (900, "paid"), (1000, "paid"), (1000, "paid")],
         "forever": [(700, "paid"), (700, "paid"), (700, "paid"), (700, "paid")],
     }
+
+
+# Which card a subscription's invoices are charged to (``InvoicePayments._payment_method``, one
+# query): its own default_payment_method before its customer's default, on the first invoice
+# and on a renewal made by the clock; the customer's when it names none.
+def charged_method(api: Api, invoice_id: str) -> tuple[str, str | None]:
+    """(the invoice's status, the payment method its intent charged)."""
+    invoice = api.ok("GET", f"/v1/invoices/{invoice_id}")
+    pi = api.ok("GET", f"/v1/payment_intents/{invoice['payment_intent']}")
+    return invoice["status"], pi["payment_method"]
+
+
+def test_the_subscriptions_own_card_is_charged_before_the_customers(api: Api) -> None:
+    c = clock(api, ts(2026, 3, 10, 12))
+    customer, customers_card = customer_with_card(api, c["id"])
+    own_card = attach(api, customer, "pm_card_mastercard")
+    assert own_card != customers_card
+    plan = price(api, 1500)
+    own = api.ok(
+        "POST",
+        "/v1/subscriptions",
+        {"customer": customer, "items": [{"price": plan}], "default_payment_method": own_card},
+    )
+    plain = api.ok("POST", "/v1/subscriptions", {"customer": customer, "items": [{"price": plan}]})
+    assert charged_method(api, own["latest_invoice"]) == ("paid", own_card)
+    assert charged_method(api, plain["latest_invoice"]) == ("paid", customers_card)
+
+    advance(api, c["id"], ts(2026, 4, 10, 13))  # each renews once, charged off-session
+    for sub, card in ((own, own_card), (plain, customers_card)):
+        renewed = api.ok("GET", f"/v1/subscriptions/{sub['id']}")
+        assert renewed["latest_invoice"] != sub["latest_invoice"]
+        assert renewed["current_period_start"] == ts(2026, 4, 10, 12)
+        assert charged_method(api, renewed["latest_invoice"]) == ("paid", card)

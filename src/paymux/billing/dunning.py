@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.billing.rules.retries import (
@@ -34,6 +35,7 @@ from paymux.billing.rules.retries import (
     retry_window_end_us,
 )
 from paymux.billing.rules.states import SubscriptionTrigger as T
+from paymux.billing.subscription_times import next_due, upcoming_lead_us
 from paymux.billing.subscription_views import move
 from paymux.jobs.queue import enqueue
 from paymux.services.context import Context, emit
@@ -81,8 +83,6 @@ async def on_invoice_paid(s: AsyncSession, ctx: Context, invoice: Invoice, now: 
     was_incomplete = sub.status == "incomplete"
     await move(s, sub, T.INVOICE_PAID, now)
     if was_incomplete:
-        from paymux.billing.subscription_due import next_due, upcoming_lead_us
-
         sub.next_due_us = next_due(sub, upcoming_us=upcoming_lead_us(ctx))
 
 
@@ -159,8 +159,6 @@ async def retry_with_new_method(
 ) -> None:
     """A new default payment method on the customer: its open invoices whose payment failed
     are retried at once (a job per invoice, queued in the caller's transaction)."""
-    from sqlalchemy import select
-
     found = await s.execute(
         select(Invoice.id).where(
             Invoice.account_id == account_id,

@@ -59,7 +59,7 @@ from paymux.services.routing import choose_gateway
 from paymux.storage.models import GatewayAttempt, Invoice, PaymentIntent
 
 if TYPE_CHECKING:
-    from paymux.services import Paymux
+    from paymux.root import Paymux
 
 __all__ = [
     "PageGateway",

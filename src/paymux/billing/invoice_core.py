@@ -19,13 +19,14 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from paymux.billing.balance import CUSTOMER_LOCK
+from paymux.billing.balance import CUSTOMER_LOCK, adjust_balance
 from paymux.billing.catalog_rows import coupon_terms, tax_terms
-from paymux.billing.clock_time import now_for
+from paymux.billing.clock_time import clock_now, now_for
+from paymux.billing.dunning import on_invoice_paid
 from paymux.billing.invoice_views import invoice_view
 from paymux.billing.rules.states import InvoiceAction, next_invoice_status
 from paymux.billing.rules.totals import LineInput, TaxTerms, Totals, invoice_totals
@@ -253,11 +254,15 @@ class InvoicesCore:
         description: str | None = None,
         metadata: dict[str, str] | None = None,
         include_pending_items: bool = True,
+        lines_out: list[InvoiceLine] | None = None,
     ) -> Invoice:
         """A draft in the caller's transaction; with ``period_key``, the invoice that already
         bills that period if there is one (never a second). Pending invoice items of the
         customer (in this currency) are pulled onto it. ``days_until_due`` is kept in the
-        metadata-free column ``due_date_us`` as an offset until finalization sets the date."""
+        metadata-free column ``due_date_us`` as an offset until finalization sets the date.
+        ``lines_out``: given, it receives the lines of a draft made now, in order (left empty
+        for an existing invoice), for a caller that finalizes it in the same transaction
+        (``finalize_in(lines=...)``) without reading them back."""
         if period_key is not None:
             existing = (
                 await s.execute(select(Invoice).where(Invoice.period_key == period_key))
@@ -288,19 +293,23 @@ class InvoicesCore:
         )
         s.add(invoice)
         defaults = tuple(default_tax_rate_ids or ())
-        position = 0
-        for line in lines:
-            s.add(self._line(invoice, position, line, defaults, subscription_id))
-            position += 1
+        made = [
+            self._line(invoice, position, line, defaults, subscription_id)
+            for position, line in enumerate(lines)
+        ]
         if include_pending_items:
             for item in await _pending_items(s, account_id, customer_id, currency, lock=True):
                 item.invoice_id = invoice.id
-                s.add(
-                    self._line(invoice, position, _item_line(item), defaults, item.subscription_id)
+                made.append(
+                    self._line(invoice, len(made), _item_line(item), defaults, item.subscription_id)
                 )
-                position += 1
+        s.add_all(made)
         await s.flush()
-        await emit(s, account_id, "invoice.created", await self.view_in(s, invoice), now_us)
+        # Its view from the lines just made (every column set here, in position order): not
+        # read back.
+        await emit(s, account_id, "invoice.created", self.view(invoice, made), now_us)
+        if lines_out is not None:
+            lines_out.extend(made)
         return invoice
 
     async def preview(
@@ -399,21 +408,29 @@ class InvoicesCore:
             await self.finalize_in(s, invoice, charge=charge)
             return await self.view_in(s, invoice)
 
-    async def finalize_in(self, s: AsyncSession, invoice: Invoice, *, charge: bool) -> None:
+    async def finalize_in(
+        self,
+        s: AsyncSession,
+        invoice: Invoice,
+        *,
+        charge: bool,
+        lines: list[InvoiceLine] | None = None,
+    ) -> None:
+        """``lines``: the draft's lines as ``draft_in`` made them in this transaction (its
+        ``lines_out``), not read again; None: read."""
         new_status = next_invoice_status(invoice.status, InvoiceAction.FINALIZE)
-        now = await now_for(s, self.ctx, invoice.account_id, invoice.customer_id)
-        lines = await self.lines_of(s, invoice.id)
         # FOR NO KEY UPDATE (``CUSTOMER_LOCK``): the renewal that got here inserted its
         # invoice first, whose foreign key holds the customer's row in KEY SHARE; FOR UPDATE
         # would wait for every other renewal's KEY SHARE on it while they wait for this one's
         # (CI: "deadlock detected" with ten subscriptions of one customer, two workers).
         customer = await s.get(Customer, invoice.customer_id, with_for_update=CUSTOMER_LOCK)
         assert customer is not None
+        now = await clock_now(s, self.ctx, customer.test_clock_id)  # ``now_for``, row in hand
+        if lines is None:
+            lines = await self.lines_of(s, invoice.id)
         totals = await self._set_totals(s, invoice, lines, customer)
         applied = totals.ending_balance - totals.starting_balance
         if applied:
-            from paymux.billing.balance import adjust_balance
-
             await adjust_balance(
                 s,
                 invoice.account_id,
@@ -518,26 +535,20 @@ class InvoicesCore:
         number back)."""
         table = InvoiceSequence.__table__
         dialect_insert = sqlite.insert if self.ctx.db.is_sqlite else postgresql.insert
-        await s.execute(
-            dialect_insert(table)  # type: ignore[arg-type]
-            .values(
-                account_id=account_id,
-                livemode=livemode,
-                prefix=invoice_prefix(account_id, livemode),
-                next_number=1,
-            )
-            .on_conflict_do_nothing(index_elements=["account_id", "livemode"])
+        # One statement: the account's first number makes the row (number 1, the next 2);
+        # any later one bumps it, under the row lock the upsert takes.
+        stmt = dialect_insert(table).values(  # type: ignore[arg-type]
+            account_id=account_id,
+            livemode=livemode,
+            prefix=invoice_prefix(account_id, livemode),
+            next_number=2,
         )
         row = (
             await s.execute(
-                update(InvoiceSequence)
-                .where(
-                    InvoiceSequence.account_id == account_id,
-                    InvoiceSequence.livemode.is_(livemode),
-                )
-                .values(next_number=InvoiceSequence.next_number + 1)
-                .returning(InvoiceSequence.prefix, InvoiceSequence.next_number)
-                .execution_options(synchronize_session=False)
+                stmt.on_conflict_do_update(
+                    index_elements=["account_id", "livemode"],
+                    set_={"next_number": table.c.next_number + 1},
+                ).returning(table.c.prefix, table.c.next_number)
             )
         ).one()
         prefix, following = str(row[0]), int(row[1])
@@ -574,8 +585,6 @@ class InvoicesCore:
         await emit(s, invoice.account_id, "invoice.paid", view, now)
         await emit(s, invoice.account_id, "invoice.payment_succeeded", view, now)
         if invoice.subscription_id is not None:
-            from paymux.billing.dunning import on_invoice_paid
-
             await on_invoice_paid(s, self.ctx, invoice, now)
 
     async def void(self, account_id: str, invoice_id: str) -> dict[str, Any]:

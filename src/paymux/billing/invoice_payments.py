@@ -21,7 +21,7 @@ import hashlib
 import logging
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.billing.clock_time import clock_now
@@ -191,15 +191,25 @@ class InvoicePayments(InvoicesCore):
         return view
 
     async def _payment_method(self, s: AsyncSession, invoice: Invoice) -> PaymentMethod | None:
-        """The invoice's, else its subscription's, else the customer's default."""
-        pm_id = invoice.default_payment_method_id
-        if pm_id is None and invoice.subscription_id is not None:
-            sub = await s.get(Subscription, invoice.subscription_id)
-            pm_id = sub.default_payment_method_id if sub is not None else None
-        if pm_id is None:
-            customer = await s.get(Customer, invoice.customer_id)
-            pm_id = customer.default_payment_method if customer is not None else None
-        return None if pm_id is None else await s.get(PaymentMethod, pm_id)
+        """The invoice's, else its subscription's, else the customer's default: one query
+        (the defaults in scalar subqueries) when the invoice names none."""
+        if invoice.default_payment_method_id is not None:
+            return await s.get(PaymentMethod, invoice.default_payment_method_id)
+        customer_pm = (
+            select(Customer.default_payment_method)
+            .where(Customer.id == invoice.customer_id)
+            .scalar_subquery()
+        )
+        pm_id: ColumnElement[str | None] = customer_pm
+        if invoice.subscription_id is not None:
+            sub_pm = (
+                select(Subscription.default_payment_method_id)
+                .where(Subscription.id == invoice.subscription_id)
+                .scalar_subquery()
+            )
+            pm_id = func.coalesce(sub_pm, customer_pm)
+        found = await s.execute(select(PaymentMethod).where(PaymentMethod.id == pm_id))
+        return found.scalar_one_or_none()
 
     async def attempt(
         self,

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.domain.errors import PaymuxError
@@ -138,15 +139,17 @@ async def release_lease(
     """Give the lease back if ``holder`` still holds it (one short transaction); with
     ``until``, only that taking of it (never the lease another run of the same try took after
     this one's lapsed). A failure is logged, not raised: the lease lapses by itself."""
+    held = [Invoice.id == invoice_id, Invoice.payment_lease_holder == holder]
+    if until is not None:
+        held.append(Invoice.payment_lease_until_us == until)
     try:
         async with ctx.db.write() as s:
-            invoice = await s.get(Invoice, invoice_id, with_for_update=True, populate_existing=True)
-            if (
-                invoice is not None
-                and invoice.payment_lease_holder == holder
-                and (until is None or invoice.payment_lease_until_us == until)
-            ):
-                invoice.payment_lease_holder = None
-                invoice.payment_lease_until_us = None
+            # One conditional UPDATE: its WHERE is checked under the row's lock.
+            await s.execute(
+                update(Invoice)
+                .where(*held)
+                .values(payment_lease_holder=None, payment_lease_until_us=None)
+                .execution_options(synchronize_session=False)
+            )
     except Exception as exc:  # the lease ends at its time anyway
         log.warning("payment lease of %s not released: %s", invoice_id, type(exc).__name__)

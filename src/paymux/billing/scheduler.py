@@ -11,6 +11,10 @@ A batch is ONE ``INSERT INTO jobs ... SELECT`` from the subscriptions (``ON CONF
 NOTHING`` on the live-dedupe index, ``NOT EXISTS`` skipping what a live job holds already),
 not a statement per subscription: the sweep runs every few seconds on every worker while a
 backlog is due, and used to offer each of those subscriptions again, one round trip each.
+And a sweep queues only while fewer than ``BACKLOG`` renewals wait in the queue (one
+bounded count first): with 100,000 due at once, every sweep of every worker walked all of
+them again, each found already queued, and that walk took most of PostgreSQL's CPU
+(docs/benchmarks.md, "Issue 11: 100,000 due at once, with a budget").
 
 A process's first sweep first brings ``next_due_us`` forward to the ``invoice.upcoming``
 notice wherever it is later than that notice (``catch_up_upcoming``): subscriptions made
@@ -50,11 +54,16 @@ from paymux.billing.subscription_due import RENEWING, upcoming_lead_us
 from paymux.services.context import Context
 from paymux.storage.models import Job, Subscription, TestClock
 
-__all__ = ["RENEWAL_CONCURRENCY", "BillingScheduler", "runs_concurrently"]
+__all__ = ["BACKLOG", "RENEWAL_CONCURRENCY", "BillingScheduler", "runs_concurrently"]
 
 log = logging.getLogger(__name__)
 
 BATCH = 1000
+# A sweep queues renewals only while fewer than this many wait in the queue (``sweep``): a
+# backlog of 100,000 due subscriptions is fed to the workers 10,000 at a time, instead of
+# every sweep (every few seconds, on every worker) walking all of them again to find each
+# one already queued.
+BACKLOG = 10_000
 _KIND = "subscription_due"
 # How many of a worker's claimed ``subscription_due`` jobs run at once (the worker's
 # ``run_once``): each is one subscription's steps and its invoice's off-session payment,
@@ -75,10 +84,13 @@ def runs_concurrently(kind: str) -> bool:
 
 
 class BillingScheduler:
-    def __init__(self, ctx: Context, *, batch: int = BATCH, max_batches: int = 100) -> None:
+    def __init__(
+        self, ctx: Context, *, batch: int = BATCH, max_batches: int = 100, backlog: int = BACKLOG
+    ) -> None:
         self.ctx = ctx
         self.batch = batch
         self.max_batches = max_batches
+        self.backlog = backlog
         self._caught_up = False
 
     async def catch_up_upcoming(self) -> int:
@@ -128,19 +140,29 @@ class BillingScheduler:
         return moved
 
     async def sweep(self) -> int:
-        """Queue the due subscriptions; returns how many jobs were queued (new ones)."""
+        """Queue the due subscriptions, earliest first, while fewer than ``backlog`` of their
+        jobs wait in the queue; returns how many jobs were queued (new ones). Those left
+        are queued by a later sweep, once the workers have taken some (each still due: a
+        subscription leaves the due set only when its step has run)."""
         if not self._caught_up:
             await self.catch_up_upcoming()
             self._caught_up = True
+        room = self.backlog - await self._waiting()
+        if room <= 0:
+            return 0
         now = self.ctx.now_us()
         key = tuple_(Subscription.next_due_us, Subscription.id)
         due = and_(Subscription.next_due_us <= now, Subscription.test_clock_id.is_(None))
         after: tuple[int, str] | None = None
         queued = 0
         for _ in range(self.max_batches):
+            if queued >= room:
+                break
             where: list[ColumnElement[bool]] = [due]
             if after is not None:
                 where.append(key > tuple_(literal(after[0]), literal(after[1])))
+            # No more rows than there is room for: never past the backlog.
+            size = min(self.batch, room - queued)
             async with self.ctx.db.write() as s:
                 # The batch's last key (None: fewer than a batch left, the last one).
                 last = (
@@ -148,7 +170,7 @@ class BillingScheduler:
                         select(Subscription.next_due_us, Subscription.id)
                         .where(*where)
                         .order_by(Subscription.next_due_us, Subscription.id)
-                        .offset(self.batch - 1)
+                        .offset(size - 1)
                         .limit(1)
                     )
                 ).one_or_none()
@@ -159,6 +181,19 @@ class BillingScheduler:
                 break
             after = (int(last[0] or 0), str(last[1]))
         return queued
+
+    async def _waiting(self) -> int:
+        """How many ``subscription_due`` jobs wait in the queue, counted up to ``backlog``
+        (a bounded count: a backlog of 100,000 is not walked to say it is full)."""
+        waiting = (
+            select(Job.id)
+            .where(Job.status == "queued", Job.kind == _KIND)
+            .limit(self.backlog)
+            .subquery()
+        )
+        async with self.ctx.db.read() as s:
+            count = (await s.execute(select(func.count()).select_from(waiting))).scalar_one()
+        return int(count)
 
     async def _queue(self, s: Any, where: list[ColumnElement[bool]], now: int) -> int:
         """One INSERT ... SELECT: a job for each subscription ``where`` selects that no

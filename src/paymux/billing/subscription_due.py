@@ -29,12 +29,21 @@ from paymux.billing.invoices import DraftLine, InvoicesService
 from paymux.billing.rules.states import SubscriptionTrigger as T
 from paymux.billing.subscription_items import planned_item, replace_items
 from paymux.billing.subscription_lines import UsageFn, period_after, period_lines
-from paymux.billing.subscription_views import move, view_in
+from paymux.billing.subscription_times import (
+    INCOMPLETE_EXPIRY_US,
+    RENEWING,
+    TRIAL_NOTICE_US,
+    next_due,
+    upcoming_lead_us,
+    upcoming_notice,
+)
+from paymux.billing.subscription_views import move, subscription_view, view_in
 from paymux.jobs.queue import enqueue
 from paymux.services.context import Context, emit
 from paymux.storage.models import (
     Customer,
     Invoice,
+    InvoiceLine,
     Job,
     Price,
     Product,
@@ -56,9 +65,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-INCOMPLETE_EXPIRY_US = 23 * 3600 * 1_000_000
-TRIAL_NOTICE_US = 3 * 86_400 * 1_000_000
-RENEWING = ("active", "past_due", "unpaid")
 # The safety-net job behind an inline charge (``queue_first_try``) waits this long: the inline
 # try normally ends well before, and drops it; it runs only if the process died meanwhile.
 SAFETY_JOB_DELAY_S = 60.0
@@ -69,60 +75,6 @@ def first_try_key(invoice_id: str) -> str:
     """The dedupe key of the job that makes an invoice's first try: the one
     ``finalize_in(charge=True)`` uses too, so that the two can never both be queued."""
     return f"pay:{invoice_id}:1"
-
-
-def upcoming_lead_us(ctx: Context) -> int:
-    """How long before a renewal its ``invoice.upcoming`` is sent (0: never)."""
-    return int(ctx.settings.billing_upcoming_invoice_days) * 86_400 * 1_000_000
-
-
-def upcoming_notice(sub: Subscription, lead_us: int) -> tuple[int, int] | None:
-    """(when, the renewal it announces) of the subscription's next ``invoice.upcoming``, or
-    None: none is due (sent already for that renewal, no renewal coming, a subscription
-    not charged automatically, or a period no longer than the lead: the notice would fall
-    before the period began). As Stripe: sent ``lead`` before a renewal that will make an
-    invoice charged automatically, a trial's end included."""
-    if lead_us <= 0 or sub.collection_method != "charge_automatically":
-        return None
-    if sub.status == "trialing" and sub.trial_end_us is not None:
-        renews, start = sub.trial_end_us, sub.trial_start_us or sub.current_period_start_us
-    elif sub.status in RENEWING:
-        renews, start = sub.current_period_end_us, sub.current_period_start_us
-    else:
-        return None
-    if sub.cancel_at_us is not None and sub.cancel_at_us <= renews:
-        return None  # it ends by then: no renewal, no invoice
-    if sub.upcoming_notice_for_us == renews:
-        return None  # sent for this renewal already
-    notice = renews - lead_us
-    return (notice, renews) if notice > start else None
-
-
-def next_due(sub: Subscription, now_us: int | None = None, *, upcoming_us: int = 0) -> int | None:
-    """The earliest time something is due on the subscription (None: nothing ever).
-    ``upcoming_us``: the lead of ``invoice.upcoming`` (``upcoming_lead_us``)."""
-    status = sub.status
-    if status in ("canceled", "incomplete_expired", "paused"):
-        return None
-    times: list[int] = []
-    if status == "incomplete":
-        return sub.created_us + INCOMPLETE_EXPIRY_US
-    if status == "trialing" and sub.trial_end_us is not None:
-        notice = sub.trial_end_us - TRIAL_NOTICE_US
-        if now_us is not None and now_us < notice:
-            times.append(notice)
-        times.append(sub.trial_end_us)
-    else:
-        times.append(sub.current_period_end_us)
-    if sub.cancel_at_us is not None:
-        times.append(sub.cancel_at_us)
-    resumes = (sub.pause_collection or {}).get("resumes_at")
-    if resumes:
-        times.append(int(resumes) * 1_000_000)
-    upcoming = upcoming_notice(sub, upcoming_us)
-    if upcoming is not None:
-        times.append(upcoming[0])
-    return min(times)
 
 
 # A subscription's items as ``_period_lines`` reads them: (item, its price, product name).
@@ -370,11 +322,13 @@ class DueWork:
         after the draft, so that they reach the database in one UPDATE (with the event's
         view); its items and their products' names are one query."""
         await self._apply_pending_update(s, sub, start)
-        built = await self._period_lines(s, sub, start)
+        rows = await self._item_rows(s, sub.id)
+        built = await self._period_lines(s, sub, start, rows)
         if built is None:
             return
         lines, end = built
         pause = sub.pause_collection or {}
+        made: list[InvoiceLine] = []
         invoice = await self.invoices.draft_in(
             s,
             sub.account_id,
@@ -392,18 +346,22 @@ class DueWork:
             days_until_due=sub.days_until_due,
             auto_advance=pause.get("behavior") != "keep_as_draft",
             now_us=start,
+            lines_out=made,
         )
         sub.current_period_start_us, sub.current_period_end_us = start, end
         sub.updated_us = start
         sub.latest_invoice_id = invoice.id
         # What the caller sets next (``_step``, ``resume``): set now, the same UPDATE.
         sub.next_due_us = next_due(sub, start + 1, upcoming_us=upcoming_lead_us(self.ctx))
-        await emit(s, sub.account_id, "customer.subscription.updated", await view_in(s, sub), start)
+        # Its view from the items read above (nothing changed them since): not read again.
+        view = subscription_view(sub, [(item, price) for item, price, _ in rows])
+        await emit(s, sub.account_id, "customer.subscription.updated", view, start)
         if invoice.status == "draft" and invoice.auto_advance:
             # Finalized in the same transaction (not one of its own after it): its number
             # and totals commit with the period. Its payment is tried after the commit
-            # (``advance_invoice``), never inside a transaction.
-            await self.invoices.finalize_in(s, invoice, charge=False)
+            # (``advance_invoice``), never inside a transaction. A draft made just now is
+            # finalized from its lines in hand (``made``; empty: an existing one, read).
+            await self.invoices.finalize_in(s, invoice, charge=False, lines=made or None)
 
     async def _period_lines(
         self, s: AsyncSession, sub: Subscription, start: int, rows: _Rows | None = None

@@ -13,7 +13,6 @@ from paymux.billing.rules.states import (
     InvoiceStatus,
     SubscriptionStatus,
     SubscriptionTrigger,
-    initial_subscription_status,
     next_invoice_status,
     next_subscription_status,
 )
@@ -114,19 +113,6 @@ def test_unknown_statuses_and_triggers_are_refused(status: str, trigger: str) ->
     with pytest.raises(PaymuxError) as caught:
         next_subscription_status(status, trigger)
     assert caught.value.code == "subscription_unexpected_state"
-
-
-@pytest.mark.parametrize(
-    ("trial", "paid", "expected"),
-    [
-        (True, False, "trialing"),
-        (True, True, "trialing"),
-        (False, True, "active"),
-        (False, False, "incomplete"),
-    ],
-)
-def test_initial_subscription_status(trial: bool, paid: bool, expected: str) -> None:
-    assert initial_subscription_status(trial=trial, first_invoice_paid=paid) == expected
 
 
 # -- invoices --------------------------------------------------------------------------------

@@ -38,7 +38,6 @@ __all__ = [
     "InvoiceStatus",
     "SubscriptionStatus",
     "SubscriptionTrigger",
-    "initial_subscription_status",
     "next_invoice_status",
     "next_subscription_status",
 ]
@@ -112,14 +111,6 @@ SUBSCRIPTION_TRANSITIONS: dict[_SubscriptionMove, SubscriptionStatus] = {
     # Terminal: a leftover invoice of a canceled subscription may be paid; status unchanged.
     (_S.CANCELED, _T.INVOICE_PAID): _S.CANCELED,
 }
-
-
-def initial_subscription_status(*, trial: bool, first_invoice_paid: bool) -> SubscriptionStatus:
-    """The status a new subscription is created in: ``trialing`` with a trial, ``active`` when
-    its first invoice was paid at creation (or needed no payment), else ``incomplete``."""
-    if trial:
-        return SubscriptionStatus.TRIALING
-    return SubscriptionStatus.ACTIVE if first_invoice_paid else SubscriptionStatus.INCOMPLETE
 
 
 def next_subscription_status(status: str, trigger: str) -> SubscriptionStatus:
