@@ -8,13 +8,18 @@ Prints:
    (``FraudEngine.screen_in``, in the write transaction that starts the attempt: the keys'
    lock, one statement for the velocity counts and the rules' version, the rule set
    (cached), the list look-up, the facts, the score, the rules, and the attempt counted)
-   on a SQLite file database with the paymux schema, and of the velocity settle that the
-   payment's settling transaction adds; with the decision's CPU time (this process's, the
-   SQLite calls included: a figure a loaded machine inflates less than wall time) and its
-   statements per payment, each with its mean time (counted by SQLAlchemy events).
+   on each database asked for (a SQLite file; PostgreSQL in a throwaway cluster) with the
+   paymux schema, and of the velocity settle that the payment's settling transaction adds;
+   with the decision's CPU time (this process's, the SQLite calls included: a figure a
+   loaded machine inflates less than wall time) and its statements per payment, each with
+   its mean time (counted by SQLAlchemy events);
+3. the velocity read of one key hammered with 10,000 and 100,000 distinct cards in a day
+   (p50/p99, its CPU, on PostgreSQL the server's execution time), and a decision's read and
+   write of that key.
 
-Run: ``python bench/fraud.py [--payments 20000] [--rules 50]``. Figures go to
-docs/benchmarks.md; on a shared machine they vary from run to run.
+Run: ``python bench/fraud.py [--payments 20000] [--rules 50] [--backends sqlite,postgres]
+[--skip-flood | --flood-only]``. Figures go to docs/benchmarks.md; on a shared machine they
+vary from run to run.
 """
 
 from __future__ import annotations
@@ -23,13 +28,16 @@ import argparse
 import asyncio
 import collections
 import statistics
-import tempfile
+import sys
 import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, insert
+from sqlalchemy import event, insert, text
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import databases, loadavg
 
 from paymux.config import Settings
 from paymux.fraud import velocity
@@ -120,91 +128,92 @@ def _pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else values[0]
 
 
-async def bench_screen(rules: int, payments: int) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
-        await asyncio.to_thread(upgrade, url)
-        settings = Settings(database_url=url, fraud_usd_rates="EUR=1.08")
-        db = Database(url)
-        ctx = Context(db=db, gateways=None, settings=settings)  # type: ignore[arg-type]
-        engine = FraudEngine(ctx, FraudRules(ctx))
-        async with db.write() as s:
-            s.add(Account(id="acct_bench", name="bench", created_us=ctx.now_us()))
-            for i in range(rules):  # the account's own rules, as stored
-                text = _TEMPLATES[i % len(_TEMPLATES)].format(n=i + 1)
-                if "@" in text:  # lists would need to exist: use a plain rule instead
-                    text = f"review if :amount: > {i + 1}0000000"
-                s.add(
-                    FraudRule(
-                        id=f"frr_{i}",
-                        account_id="acct_bench",
-                        livemode=False,
-                        action=parse_rule(text).action.value,
-                        predicate=text,
-                        priority=i,
-                        status="active",
-                        metadata_={},
-                        created_us=1,
-                        updated_us=1,
-                    )
+async def bench_screen(url: str, backend: str, rules: int, payments: int) -> None:
+    await asyncio.to_thread(upgrade, url)
+    settings = Settings(database_url=url, fraud_usd_rates="EUR=1.08")
+    db = Database(url)
+    ctx = Context(db=db, gateways=None, settings=settings)  # type: ignore[arg-type]
+    engine = FraudEngine(ctx, FraudRules(ctx))
+    async with db.write() as s:
+        s.add(Account(id="acct_bench", name="bench", created_us=ctx.now_us()))
+        for i in range(rules):  # the account's own rules, as stored
+            rule_text = _TEMPLATES[i % len(_TEMPLATES)].format(n=i + 1)
+            if "@" in rule_text:  # lists would need to exist: use a plain rule instead
+                rule_text = f"review if :amount: > {i + 1}0000000"
+            s.add(
+                FraudRule(
+                    id=f"frr_{i}",
+                    account_id="acct_bench",
+                    livemode=False,
+                    action=parse_rule(rule_text).action.value,
+                    predicate=rule_text,
+                    priority=i,
+                    status="active",
+                    metadata_={},
+                    created_us=1,
+                    updated_us=1,
                 )
-        pi = PaymentIntent(
-            id="pi_bench",
-            account_id="acct_bench",
-            amount=2500,
-            currency="eur",
-            capture_method="automatic",
-            gateway="sandbox",
-            livemode=False,
-            off_session=False,
-        )
-        screen_ms: list[float] = []
-        cpu_ms: list[float] = []
-        write_ms: list[float] = []
-        statements: dict[str, list[float]] = collections.defaultdict(list)
-        counting = [False]
-
-        @event.listens_for(db.writer.sync_engine, "before_cursor_execute")
-        def _before(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
-            conn.info["bench_t0"] = time.perf_counter()
-
-        @event.listens_for(db.writer.sync_engine, "after_cursor_execute")
-        def _after(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
-            if counting[0]:
-                took = (time.perf_counter() - conn.info["bench_t0"]) * 1000
-                statements[" ".join(sql.split())[:72]].append(took)
-
-        for i in range(payments):
-            pm = PaymentMethod(
-                id=f"pm_{i}",
-                card_brand="visa",
-                card_country="US",
-                card_funding="credit",
-                card_fingerprint=f"fp_{i % 500}",
             )
-            payer_request.set(PayerRequest(f"192.0.2.{i % 200}", "US", "bench"))
-            # As the confirm decides: in the write transaction that starts the attempt
-            # (its BEGIN and COMMIT are the attempt's, paid with or without a decision).
-            async with db.write() as s:
-                await s.connection()  # the attempt's BEGIN (it locks the intent first)
-                counting[0] = True
-                t0, c0 = time.perf_counter(), time.process_time()
-                changes, blocked = await engine.screen_in(s, "acct_bench", pi, pm)
-                t1, c1 = time.perf_counter(), time.process_time()
-                counting[0] = False
-            assert blocked is None
-            record = changes["fraud_outcome"]
-            async with db.write() as s:
-                t2 = time.perf_counter()
-                await velocity.settle(
-                    s, "acct_bench", False, record["keys"], record["minute"], declined=False
-                )
-                t3 = time.perf_counter()
-            screen_ms.append((t1 - t0) * 1000)
-            cpu_ms.append((c1 - c0) * 1000)
-            write_ms.append((t3 - t2) * 1000)
-        await db.dispose()
-    print(f"confirm's fraud decision on SQLite ({rules} rules + defaults, {payments} payments)")
+    pi = PaymentIntent(
+        id="pi_bench",
+        account_id="acct_bench",
+        amount=2500,
+        currency="eur",
+        capture_method="automatic",
+        gateway="sandbox",
+        livemode=False,
+        off_session=False,
+    )
+    screen_ms: list[float] = []
+    cpu_ms: list[float] = []
+    write_ms: list[float] = []
+    statements: dict[str, list[float]] = collections.defaultdict(list)
+    counting = [False]
+
+    @event.listens_for(db.writer.sync_engine, "before_cursor_execute")
+    def _before(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
+        conn.info["bench_t0"] = time.perf_counter()
+
+    @event.listens_for(db.writer.sync_engine, "after_cursor_execute")
+    def _after(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
+        if counting[0]:
+            took = (time.perf_counter() - conn.info["bench_t0"]) * 1000
+            statements[" ".join(sql.split())[:72]].append(took)
+
+    for i in range(payments):
+        pm = PaymentMethod(
+            id=f"pm_{i}",
+            card_brand="visa",
+            card_country="US",
+            card_funding="credit",
+            card_fingerprint=f"fp_{i % 500}",
+        )
+        payer_request.set(PayerRequest(f"192.0.2.{i % 200}", "US", "bench"))
+        # As the confirm decides: in the write transaction that starts the attempt
+        # (its BEGIN and COMMIT are the attempt's, paid with or without a decision).
+        async with db.write() as s:
+            await s.connection()  # the attempt's BEGIN (it locks the intent first)
+            counting[0] = True
+            t0, c0 = time.perf_counter(), time.process_time()
+            changes, blocked = await engine.screen_in(s, "acct_bench", pi, pm)
+            t1, c1 = time.perf_counter(), time.process_time()
+            counting[0] = False
+        assert blocked is None
+        record = changes["fraud_outcome"]
+        async with db.write() as s:
+            t2 = time.perf_counter()
+            await velocity.settle(
+                s, "acct_bench", False, record["keys"], record["minute"], declined=False
+            )
+            t3 = time.perf_counter()
+        screen_ms.append((t1 - t0) * 1000)
+        cpu_ms.append((c1 - c0) * 1000)
+        write_ms.append((t3 - t2) * 1000)
+    await db.dispose()
+    print(
+        f"confirm's fraud decision on {backend} ({rules} rules + defaults, {payments} payments,"
+        f" 1-min load {loadavg():.1f})"
+    )
     print(
         f"  decision in the attempt's transaction (reads + decide + the attempt counted): "
         f"p50 {_pct(screen_ms, 50):.3f} ms, "
@@ -224,55 +233,97 @@ async def bench_screen(rules: int, payments: int) -> None:
         print(f"    {len(took) / payments:.2f} x {statistics.fmean(took):.3f} ms  {sql}")
 
 
-async def bench_velocity_read(attempts: int) -> None:
+async def bench_velocity_read(url: str, backend: str, attempts: int) -> None:
     """The velocity read for one key an attacker has hammered with ``attempts`` attempts
-    over a day, each with a card of its own: a day of minute rows, and the cards."""
-    with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite+aiosqlite:///{Path(tmp) / 'velocity.db'}"
-        await asyncio.to_thread(upgrade, url)
-        db = Database(url)
-        now = 1_800_000_000_000_000
-        minute = velocity.minute_of(now)
-        key = velocity.digest("ip", "198.51.100.7")
-        per_minute = max(1, attempts // 1440)
-        async with db.write() as s:
-            await s.execute(
-                insert(FraudVelocityBucket),
-                [
-                    {
-                        "account_id": "a",
-                        "livemode": False,
-                        "key": key,
-                        "minute": minute - m,
-                        "attempts": per_minute,
-                        "declines": per_minute // 2,
-                        "settled": per_minute,
-                    }
-                    for m in range(1440)
-                ],
-            )
-            cards = [
+    over a day, each with a card of its own: a day of minute rows (with the distinct cards
+    last tried in each minute, ``cards``), and the card rows; then what a decision of that
+    key reads (``decision_read``: the counts, the rules' version, the new card's last
+    minutes) and writes (``reserve``: the attempt and the card counted), rolled back."""
+    await asyncio.to_thread(upgrade, url)
+    db = Database(url)
+    now = 1_800_000_000_000_000
+    minute = velocity.minute_of(now)
+    key = velocity.digest("ip", "198.51.100.7")
+    per_minute = max(1, attempts // 1440)
+    # Card i was last tried in minute ``minute - i % 1440``: each minute's distinct cards.
+    cards_in = collections.Counter(i % 1440 for i in range(attempts))
+    async with db.write() as s:
+        await s.execute(
+            insert(FraudVelocityBucket),
+            [
                 {
                     "account_id": "a",
                     "livemode": False,
                     "key": key,
-                    "card": f"{i:064x}",
-                    "minute": minute - i % 1440,
+                    "minute": minute - m,
+                    "attempts": per_minute,
+                    "declines": per_minute // 2,
+                    "settled": per_minute,
+                    "cards": cards_in[m],
                 }
-                for i in range(attempts)
-            ]
-            for i in range(0, len(cards), 5000):
-                await s.execute(insert(FraudVelocityCard), cards[i : i + 5000])
-        took = []
-        async with db.read() as s:
-            for _ in range(20):
-                t0 = time.perf_counter()
-                await velocity.counts(s, "a", False, {"ip": key}, now)
-                took.append((time.perf_counter() - t0) * 1000)
-        await db.dispose()
+                for m in range(1440)
+            ],
+        )
+        cards = [
+            {
+                "account_id": "a",
+                "livemode": False,
+                "key": key,
+                "card": f"{i:064x}",
+                "minute": minute - i % 1440,
+            }
+            for i in range(attempts)
+        ]
+        for i in range(0, len(cards), 5000):
+            await s.execute(insert(FraudVelocityCard), cards[i : i + 5000])
+    if backend == "postgres":
+        async with db.write() as s:
+            await s.execute(text("ANALYZE"))
+    took, took_cpu, decided, cpu, server = [], [], [], [], []
+    async with db.read() as s:
+        facts = await velocity.counts(s, "a", False, {"ip": key}, now)
+        assert facts["distinct_cards_per_ip_daily"] == attempts, facts
+        for _ in range(40):
+            t0, c0 = time.perf_counter(), time.process_time()
+            await velocity.counts(s, "a", False, {"ip": key}, now)
+            took.append((time.perf_counter() - t0) * 1000)
+            took_cpu.append((time.process_time() - c0) * 1000)
+        if backend == "postgres":  # the server's own time for the read (EXPLAIN ANALYZE)
+            read = velocity._read(1, 0, 0, parts=("b",))
+            params = velocity._params("a", False, [key], now)
+            for _ in range(10):
+                plan = await s.execute(text("EXPLAIN (ANALYZE, FORMAT JSON) " + read.text), params)
+                server.append(float(plan.scalar_one()[0]["Execution Time"]))
+    keys = {"card_fingerprint": "f" * 64, "ip": key}
+    for _ in range(40):
+        async with db.write() as s:
+            await s.connection()
+            t0, c0 = time.perf_counter(), time.process_time()
+            await velocity.lock(s, keys.values(), is_sqlite=db.is_sqlite)
+            read = await velocity.decision_read(s, "a", False, keys, now, (), ())
+            await velocity.reserve(
+                s,
+                "a",
+                False,
+                keys,
+                keys["card_fingerprint"],
+                now_us=now,
+                is_sqlite=db.is_sqlite,
+                prune=read.stale,
+                previous=read.cards,
+            )
+            decided.append((time.perf_counter() - t0) * 1000)
+            cpu.append((time.process_time() - c0) * 1000)
+            await s.rollback()
+    await db.dispose()
+    on_server = f", the server's execution p50 {_pct(server, 50):.3f} ms" if server else ""
     print(
-        f"velocity read of one key after {attempts:,} attempts with distinct cards in a day "
-        f"(1,440 minute rows): p50 {_pct(took, 50):.3f} ms"
+        f"velocity of one key after {attempts:,} attempts with distinct cards in a day "
+        f"(1,440 minute rows) on {backend}: the read p50 {_pct(took, 50):.3f} ms, "
+        f"p99 {_pct(took, 99):.3f} ms (CPU p50 {_pct(took_cpu, 50):.3f} ms{on_server}); "
+        f"a decision's read + write of that key p50 "
+        f"{_pct(decided, 50):.3f} ms, p99 {_pct(decided, 99):.3f} ms "
+        f"(CPU p50 {_pct(cpu, 50):.3f} ms)"
     )
 
 
@@ -281,11 +332,23 @@ def main() -> None:
     parser.add_argument("--payments", type=int, default=20000)
     parser.add_argument("--rules", type=int, default=50)
     parser.add_argument("--screen-payments", type=int, default=3000)
+    parser.add_argument("--backends", default="sqlite", help="sqlite,postgres")
+    parser.add_argument("--skip-flood", action="store_true", help="no 100,000-card read")
+    parser.add_argument("--flood-only", action="store_true", help="the 100,000-card read only")
     args = parser.parse_args()
-    bench_evaluator(args.rules, args.payments)
-    asyncio.run(bench_screen(args.rules, args.screen_payments))
-    for attempts in (10_000, 100_000):
-        asyncio.run(bench_velocity_read(attempts))
+    backends = args.backends.split(",")
+    if not args.flood_only:
+        bench_evaluator(args.rules, args.payments)
+    with databases(backends, prefix="paymux-fraud-") as dbs:
+        for backend in backends:
+            if not args.flood_only:
+                url = dbs.url(backend, "fraud_screen")
+                asyncio.run(bench_screen(url, backend, args.rules, args.screen_payments))
+            if args.skip_flood:
+                continue
+            for attempts in (10_000, 100_000):
+                url = dbs.url(backend, f"fraud_flood_{attempts}")
+                asyncio.run(bench_velocity_read(url, backend, attempts))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 """What a fraud decision reads and writes (issue 13's p99), on SQLite and PostgreSQL, with two
 Paymux instances on one database ("two API processes": their own engines and rule caches).
 
-A decision whose rules its process has loaded reads its velocity counts, the rules' version
-and the payment's values in the lists its rules name in ONE statement, then counts the
-attempt with two upserts (and, on PostgreSQL, first takes the keys' advisory locks in one
-statement); a key's rows older than a day are deleted only when that read found some. A
+A decision whose rules its process has loaded reads its velocity counts, the rules' version,
+the payment's values in the lists its rules name and the card's last minute with each key in
+ONE statement, then counts the attempt with two upserts (one statement on PostgreSQL), or
+one when the card is already counted in this minute (and, on PostgreSQL, first takes the
+keys' advisory locks in one statement); a key's rows older than a day are deleted only when that read found some. A
 list item added through the other process decides the next payment (the one statement reads
 the items); a rule naming another list, added through the other process, too (the version
 shows the change, and the lists are read again for the new rules).
@@ -96,14 +97,29 @@ def test_a_decision_reads_once_and_a_list_or_rule_changed_elsewhere_decides_the_
             assert (status, body["status"]) == (200, "succeeded")
 
             watch.on = True
+            b.advance(60)  # the next minute: the card moves to it (from the IP and email)
             status, body = await _pay(b, a.key)
             assert (status, body["status"]) == (200, "succeeded")
             # The keys (card, IP, email) are new this minute: no DELETE, as no row is old.
             assert watch.take() == [
                 *(["SELECT count(pg_advisory_xact_lock(k)) FROM"] if postgres else []),
-                "SELECT 'b' AS",  # counts, rules' version, lists: one statement
+                "SELECT 'b' AS",  # counts, rules' version, lists, card's minutes: one
+                # The attempt and the card counted: one statement on PostgreSQL (the card's
+                # upsert a data-modifying WITH), two on SQLite.
+                *(
+                    ["WITH moved AS"]
+                    if postgres
+                    else ["INSERT INTO fraud_velocity_buckets", "INSERT INTO fraud_velocity_cards"]
+                ),
+            ]
+            # Again in the same minute: the card is counted in this minute already, so
+            # nothing moves and the card rows are not written.
+            status, body = await _pay(b, a.key)
+            assert (status, body["status"]) == (200, "succeeded")
+            assert watch.take() == [
+                *(["SELECT count(pg_advisory_xact_lock(k)) FROM"] if postgres else []),
+                "SELECT 'b' AS",
                 "INSERT INTO fraud_velocity_buckets",
-                "INSERT INTO fraud_velocity_cards",
             ]
 
             # A day-old row of the payer's IP: the next decision's read finds it, and the
@@ -130,7 +146,6 @@ def test_a_decision_reads_once_and_a_list_or_rule_changed_elsewhere_decides_the_
                 *(["SELECT count(pg_advisory_xact_lock(k)) FROM"] if postgres else []),
                 "SELECT 'b' AS",
                 "INSERT INTO fraud_velocity_buckets",
-                "INSERT INTO fraud_velocity_cards",
                 "DELETE FROM fraud_velocity_buckets",
                 "DELETE FROM fraud_velocity_cards",
             ]

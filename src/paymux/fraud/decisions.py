@@ -2,8 +2,9 @@
 in the write transaction that starts the attempt: services/payments.py
 ``_start_authorize``).
 
-``screen_in`` reads (the customer; then the velocity counts, the rules' version and the
-lists' matches in one statement: ``velocity.decision_read``), evaluates (pure), and then:
+``screen_in`` reads (the customer; then the velocity counts, the rules' version, the
+lists' matches and the card's last minute with each key in one statement:
+``velocity.decision_read``), evaluates (pure), and then:
 
 - **block**: records the decline on the intent (``last_payment_error`` ``card_declined`` /
   ``fraudulent``, the ``outcome``) and its ``payment_intent.payment_failed`` event in that
@@ -260,6 +261,7 @@ class FraudEngine:
                 now_us=now,
                 is_sqlite=self.ctx.db.is_sqlite,
                 prune=read.stale,
+                previous=read.cards,
             )
         # A review holds the money (authorization only) for this confirm alone: the
         # attempt's capture is derived from ``hold`` (services/attempts.captures_at_once),

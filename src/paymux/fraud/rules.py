@@ -150,8 +150,8 @@ def rules_version(*leading: Any, shape: Callable[[list[Any]], list[Any]] = list)
     """The statement of an account's rules' version (bound ``account_id``, ``livemode``):
     how many rules, and the latest change; a change to any rule of the account (create,
     update, status, delete) changes this pair. ``leading`` columns come first and ``shape``
-    wraps the pair's two columns: velocity.py reads it as a part of its counts' union
-    (``velocity.counts_and_version``), the same statement."""
+    wraps the pair's two columns. A decision reads the same pair in its velocity statement
+    (``velocity._version_part``, SQL text: keep the two alike)."""
     figures = [func.count(), func.coalesce(func.max(FraudRule.updated_us), 0)]
     return select(*leading, *shape(figures)).where(
         FraudRule.account_id == bindparam("account_id"),

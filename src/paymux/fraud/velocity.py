@@ -2,11 +2,19 @@
 so every API process on a PostgreSQL database counts the same.
 
 Storage per key: one row per minute (``fraud_velocity_buckets``: attempts, issuer declines,
-attempts settled), at most a day of them however many attempts come, and one row per
-distinct card tried with the key (``fraud_velocity_cards``: the minute it was last tried),
-which grows with the cards until the key is blocked (``card_testing_cards``) and a
-blocked key records nothing more. Reading a key's counts reads those rows, not one row per
-payment (bench/fraud.py prints the read's cost).
+attempts settled, and the distinct cards last tried in the minute), at most a day of them
+however many attempts come, and one row per distinct card tried with the key
+(``fraud_velocity_cards``: the minute it was last tried). Reading a key's counts reads its
+minute rows only (at most 1,440), never one row per card or per payment: a card-testing flood
+of 100,000 cards on one address costs each decision of that address what a quiet key costs
+(bench/fraud.py prints the read).
+
+Distinct cards, exact: each card tried with a key counts once, in the bucket of the minute it
+was last tried (``cards``). When a card is tried again in a later minute it moves: -1 in the
+bucket of its last minute, +1 in the current one, in the attempt's own upsert (the card's last
+minute is read by the decision's statement, under the keys' lock). So the distinct cards of a
+window are the sum of its minutes' ``cards``: the same figure as counting the card rows
+tried since the window's start, at any size.
 
 - ``reserve``: an attempt allowed to reach the gateway counts at once (``attempts`` + 1), in
   the write transaction that decided it under a per-key lock (``lock``), so parallel
@@ -27,6 +35,11 @@ A key is a digest of its kind and value (``digest``): HMAC-SHA-256 under
 number, no raw email and no raw IP.
 Windows are counted in whole minutes (a 10-minute window is the current minute and the 9
 before it).
+
+The decision's statements are SQL text built once per shape (how many keys, list names,
+values, rows) and kept: the same SQL on SQLite and PostgreSQL, so SQLAlchemy compiles each
+once and a decision pays no statement building (bench/fraud.py: building the read as a Core
+union with expanding ``IN`` lists cost more CPU than the database spent running it).
 """
 
 from __future__ import annotations
@@ -39,27 +52,20 @@ from typing import Any, Final, NamedTuple
 
 from sqlalchemy import (
     Boolean,
-    String,
     Table,
+    TextClause,
     bindparam,
     case,
-    cast,
     delete,
     func,
-    literal_column,
-    null,
-    select,
     text,
-    union_all,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.fraud.attributes import VELOCITY_WINDOWS
-from paymux.fraud.rules import rules_version
 from paymux.storage.models import FraudVelocityBucket as B
 from paymux.storage.models import FraudVelocityCard as C
-from paymux.storage.models import RadarValueList, RadarValueListItem
 
 __all__ = [
     "GATEWAY_RISK_LEVELS",
@@ -102,57 +108,71 @@ def digest(kind: str, value: str, key: bytes = b"") -> str:
     return hashlib.sha256(message).hexdigest()
 
 
-# The decision's write statements, built once per (dialect, number of rows) and compiled once
-# (Core over the tables, bound parameters only): building them per attempt with the ORM cost
-# more CPU than the database spent running them (bench/fraud.py).
 _BT: Final = typing.cast(Table, B.__table__)
 _CT: Final = typing.cast(Table, C.__table__)
 _LOCK: Final = text(
     "SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:keys AS BIGINT[])) AS k"
 )
-_BUILT: dict[tuple[str, int], Any] = {}
+# The statements built per shape (see the module's docstring), by shape.
+_BUILT: dict[tuple[Any, ...], TextClause] = {}
 
 
-def _upsert(table: str, columns: str, row: str, rows: int, conflict: str, then: str) -> Any:
-    """``INSERT ... ON CONFLICT (conflict) DO UPDATE SET then`` of ``rows`` rows (``row``
-    with the keys ``v_k0``...), as text: one SQL for SQLite and PostgreSQL (both have the
-    clause and RETURNING). Text, not Core's dialect inserts: SQLAlchemy doesn't cache a
-    compiled ``on_conflict_do_update``, and compiling it at each attempt cost more CPU than
-    the database took to run it."""
-    values = ", ".join(row.format(k=f":v_k{i}") for i in range(rows))
-    # Every part is a constant of this module (table and column names, placeholders).
-    sql = f"INSERT INTO {table} ({columns}) VALUES {values} ON CONFLICT ({conflict}) "  # noqa: S608
-    return text(sql + f"DO UPDATE SET {then}").bindparams(bindparam("v_mode", type_=Boolean))
+def _placeholders(name: str, count: int) -> str:
+    return ", ".join(f":{name}{i}" for i in range(count))
 
 
-def _buckets_upsert(rows: int) -> Any:
-    """Count one attempt of ``rows`` keys (``v_k0``...) in a minute; RETURNING each key's
-    attempts."""
-    built = _BUILT.get(("b", rows))
+def _buckets_sql(rows: tuple[tuple[bool, int, int], ...]) -> str:
+    """Count an attempt in the current minute's bucket of each key (``v_k0``...), with the
+    distinct cards moved: ``rows`` are (in the current minute, attempts added, cards added)
+    per row, a key's row in another minute (``v_m<i>``) taking back the card that moved
+    from it. RETURNING each row's key, minute and attempts. The same SQL on SQLite and
+    PostgreSQL (both have the clause and RETURNING)."""
+    values = ", ".join(
+        f"(:v_account, :v_mode, :v_k{i}, {':v_minute' if now else f':v_m{i}'}, "
+        f"{attempts}, 0, 0, {cards})"
+        for i, (now, attempts, cards) in enumerate(rows)
+    )
+    # Every part is a constant of this module (names, placeholders, small integers).
+    return (
+        "INSERT INTO fraud_velocity_buckets "  # noqa: S608
+        '(account_id, livemode, "key", minute, attempts, declines, settled, cards) '
+        f"VALUES {values} "
+        'ON CONFLICT (account_id, livemode, "key", minute) DO UPDATE SET '
+        "attempts = fraud_velocity_buckets.attempts + excluded.attempts, "
+        "cards = fraud_velocity_buckets.cards + excluded.cards "
+        'RETURNING "key", minute, attempts'
+    )
+
+
+def _cards_sql(rows: int) -> str:
+    """The card (``v_card``) tried with ``rows`` keys (``v_c0``...) in a minute."""
+    values = ", ".join(f"(:v_account, :v_mode, :v_c{i}, :v_card, :v_minute)" for i in range(rows))
+    return (
+        "INSERT INTO fraud_velocity_cards "  # noqa: S608
+        f'(account_id, livemode, "key", card, minute) VALUES {values} '
+        'ON CONFLICT (account_id, livemode, "key", card) DO UPDATE SET '
+        "minute = excluded.minute"
+    )
+
+
+def _upserts(
+    buckets: tuple[tuple[bool, int, int], ...] | None, cards: int, *, one: bool
+) -> TextClause:
+    """The attempt's write as text built once per shape (SQLAlchemy doesn't cache a compiled
+    ``on_conflict_do_update``, and compiling it at each attempt cost more CPU than the
+    database took to run it): the buckets' upsert (``buckets``), or the cards' upsert of
+    ``cards`` keys, or (``one``, PostgreSQL) both in one statement, the cards' as a
+    data-modifying ``WITH`` (the two tables' rows are the keys' own, under their lock)."""
+    shape = ("w", buckets, cards, one)
+    built = _BUILT.get(shape)
     if built is None:
-        built = _BUILT[("b", rows)] = _upsert(
-            "fraud_velocity_buckets",
-            'account_id, livemode, "key", minute, attempts, declines, settled',
-            "(:v_account, :v_mode, {k}, :v_minute, 1, 0, 0)",
-            rows,
-            'account_id, livemode, "key", minute',
-            'attempts = fraud_velocity_buckets.attempts + 1 RETURNING "key", attempts',
-        )
-    return built
-
-
-def _cards_upsert(rows: int) -> Any:
-    """The card (``v_card``) tried with ``rows`` keys (``v_k0``...) in a minute."""
-    built = _BUILT.get(("c", rows))
-    if built is None:
-        built = _BUILT[("c", rows)] = _upsert(
-            "fraud_velocity_cards",
-            'account_id, livemode, "key", card, minute',
-            "(:v_account, :v_mode, {k}, :v_card, :v_minute)",
-            rows,
-            'account_id, livemode, "key", card',
-            "minute = excluded.minute",
-        )
+        if buckets is None:
+            sql = _cards_sql(cards)
+        elif one and cards:
+            sql = f"WITH moved AS ({_cards_sql(cards)}) {_buckets_sql(buckets)}"
+        else:
+            sql = _buckets_sql(buckets)
+        built = _BUILT[shape] = text(sql).bindparams(bindparam("v_mode", type_=Boolean))
     return built
 
 
@@ -207,6 +227,13 @@ async def lock(s: AsyncSession, keys: Iterable[str], *, is_sqlite: bool) -> None
         await s.execute(_LOCK, {"keys": ordered})
 
 
+def _card_keys(keys: Mapping[str, str], card: str | None) -> list[str]:
+    """The keys a card is recorded with: every key but the card's own."""
+    if not card:
+        return []
+    return sorted({key for kind, key in keys.items() if kind != "card_fingerprint"})
+
+
 async def reserve(
     s: AsyncSession,
     account_id: str,
@@ -217,47 +244,76 @@ async def reserve(
     now_us: int,
     is_sqlite: bool,
     prune: Iterable[str] | None = None,
+    previous: Mapping[str, int] | None = None,
 ) -> int:
     """Count one attempt for each key (kind -> digest) in the current minute, and the card
-    for each key but the card's own; returns the minute (for ``settle``). The keys' rows
-    older than a day are deleted: of ``prune``'s keys when given (the keys the decision's
-    read found such rows for: ``DecisionRead.stale``), else on each key's first attempt of a
-    minute."""
+    for each key but the card's own; returns the minute (for ``settle``). ``previous``: the
+    minute the card was last tried with each key (``DecisionRead.cards``, read under the
+    keys' lock; read here when not given). The keys' rows older than a day are deleted: of
+    ``prune``'s keys when given (the keys the decision's read found such rows for:
+    ``DecisionRead.stale``), else on each key's first attempt of a minute."""
     minute = minute_of(now_us)
     if not keys:
         return minute
     ordered = sorted(set(keys.values()))  # one row each (a statement upserts a row once)
-    # Row locks in one order, the keys' (as ``settle`` takes them; one statement inserts its
-    # rows in the order listed): no deadlock between a decider and a settling transaction
-    # sharing keys.
+    seen = _card_keys(keys, card)
+    if seen and previous is None:
+        previous = await _previous(s, account_id, livemode, seen, card or "")
+    last = previous or {}
+    moved = [key for key in seen if last.get(key) != minute]  # not yet counted this minute
+    since_day = minute - _DAY_MINUTES + 1
+    rows: list[tuple[str, int, bool, int, int]] = []  # key, minute, now, attempts, cards
+    for key in ordered:
+        new_card = key in moved
+        rows.append((key, minute, True, 1, 1 if new_card else 0))
+        old = last.get(key)
+        if new_card and old is not None and old >= since_day:
+            rows.append((key, old, False, 0, -1))  # the card leaves its last minute
+    # Row locks in one order, (key, minute) (``settle`` takes a minute's rows in the keys'
+    # order; one statement inserts its rows in the order listed): no deadlock between a
+    # decider and a settling transaction sharing keys.
+    rows.sort(key=lambda row: (row[0], row[1]))
     params: dict[str, Any] = {"v_account": account_id, "v_mode": livemode, "v_minute": minute}
-    params.update((f"v_k{i}", key) for i, key in enumerate(ordered))
-    counted = await s.execute(_buckets_upsert(len(ordered)), params)
+    for i, (key, at, now, _, _) in enumerate(rows):
+        params[f"v_k{i}"] = key
+        if not now:
+            params[f"v_m{i}"] = at
+    shape = tuple((now, attempts, cards) for _, _, now, attempts, cards in rows)
+    params.update((f"v_c{i}", key) for i, key in enumerate(moved))
+    params["v_card"] = card
+    # PostgreSQL: the card's upsert rides on the buckets' (one statement); SQLite has no
+    # data-modifying WITH: two.
+    together = not is_sqlite
+    counted = await s.execute(_upserts(shape, len(moved), one=together), params)
     # A key's first attempt of a minute prunes its rows older than a day (the counts ignore
     # them): once a minute per key at most, not on every attempt of a hammered key.
-    new_minute = sorted(key for key, attempts in counted.all() if attempts == 1)
+    new_minute = sorted(
+        key for key, at, attempts in counted.all() if at == minute and attempts == 1
+    )
     if prune is not None:
         new_minute = sorted(set(prune) & set(ordered))
-    seen = sorted({key for kind, key in keys.items() if kind != "card_fingerprint"}) if card else []
-    if seen:
-        card_params: dict[str, Any] = {
-            "v_account": account_id,
-            "v_mode": livemode,
-            "v_minute": minute,
-            "v_card": card,
-        }
-        card_params.update((f"v_k{i}", key) for i, key in enumerate(seen))
-        await s.execute(_cards_upsert(len(seen)), card_params)
+    if moved and not together:
+        await s.execute(_upserts(None, len(moved), one=False), params)
     if new_minute:
-        old = {
+        old_rows = {
             "v_account": account_id,
             "v_mode": livemode,
             "v_keys": new_minute,
             "v_older": minute - _DAY_MINUTES,
         }
         for pruning in _PRUNE:
-            await s.execute(pruning, old)
+            await s.execute(pruning, old_rows)
     return minute
+
+
+async def _previous(
+    s: AsyncSession, account_id: str, livemode: bool, keys: list[str], card: str
+) -> dict[str, int]:
+    """The minute ``card`` was last tried with each of ``keys`` (the keys it was tried with)."""
+    sql = _read(len(keys), 0, 0, parts=("p",))
+    params = {"account_id": account_id, "livemode": livemode, "card": card}
+    params.update((f"k{i}", key) for i, key in enumerate(keys))
+    return {row[1]: int(row[2]) for row in await s.execute(sql, params)}
 
 
 async def settle(
@@ -293,123 +349,106 @@ async def settle(
         )
 
 
-# The widest part's figures (buckets'): pending, attempts and declines per window, the highest
-# gateway risk level and score; then, last in every part, the key's oldest minute.
-_WIDTH: Final = 4 + 2 * len(VELOCITY_WINDOWS)
+# The read's columns, every part: part, key, f0..f<_WIDTH - 1>, item. The widest part's
+# figures (buckets'): pending; attempts, declines and distinct cards per window; the highest
+# gateway risk level and score of the day; the key's oldest minute.
+_WIDTH: Final = 1 + 3 * len(VELOCITY_WINDOWS) + 3
+_OLDEST: Final = 1 + _WIDTH  # the oldest minute's column
 
 
-def _figures(columns: list[Any], item: Any = None) -> list[Any]:
-    """A part's figures, padded with NULLs to the union's width, labelled ``f0``, ``f1``...,
-    then its ``item`` (a list item's value; NULL but in the lists' part)."""
-    padded = columns + [null()] * (_WIDTH - len(columns))
-    return [column.label(f"f{i}") for i, column in enumerate(padded)] + [
-        (cast(null(), String) if item is None else item).label("item")
-    ]
+def _part(name: str, key: str, figures: list[str], item: str = "NULL") -> str:
+    padded = figures + ["NULL"] * (_WIDTH - len(figures))
+    columns = ", ".join(f"{figure} AS f{i}" for i, figure in enumerate(padded))
+    return f"SELECT '{name}' AS part, {key} AS \"key\", {columns}, {item} AS item"
 
 
-def _oldest(columns: list[Any], minute: Any) -> list[Any]:
-    """``columns`` padded to the union's width, the key's oldest minute last: the rows older
-    than a day are read too (not counted), so that the decision knows which keys have some
-    to prune (``reserve``'s ``prune``) without a statement of its own."""
-    return columns + [null()] * (_WIDTH - 1 - len(columns)) + [func.min(minute)]
-
-
-def _buckets_part() -> Any:
-    """Per key: the attempts in flight (``pending``), attempts and declines per window, the
-    highest gateway risk level and score of the day, and the oldest minute."""
-    columns: list[Any] = [
-        func.sum(case((B.minute >= bindparam("pending_since"), B.attempts - B.settled), else_=0))
-    ]
+def _buckets_part(keys: int) -> str:
+    """Per key: the attempts in flight (``pending``), attempts, declines and distinct cards
+    per window, the highest gateway risk level and score of the day, and the oldest minute
+    (the rows older than a day are read too, not counted, so that the decision knows which
+    keys have some to prune, ``reserve``'s ``prune``, without a statement of its own)."""
+    figures = ["sum(CASE WHEN minute >= :pending_since THEN attempts - settled ELSE 0 END)"]
     for window in VELOCITY_WINDOWS:
-        recent = B.minute >= bindparam(f"since_{window}")
-        columns += [
-            func.sum(case((recent, B.attempts), else_=0)),
-            func.sum(case((recent, B.declines), else_=0)),
+        figures += [
+            f"sum(CASE WHEN minute >= :since_{window} THEN {column} ELSE 0 END)"
+            for column in ("attempts", "declines", "cards")
         ]
-    today = B.minute >= bindparam("since_day")
-    columns.append(func.max(case((today, B.gateway_risk), else_=None)))
-    columns.append(func.max(case((today, B.gateway_risk_score), else_=None)))
-    return (
-        select(
-            literal_column("'b'").label("part"),
-            B.key.label("key"),
-            *_figures(_oldest(columns, B.minute)),
-        )
-        .where(
-            B.account_id == bindparam("account_id"),
-            B.livemode == bindparam("livemode"),
-            B.key.in_(bindparam("keys", expanding=True)),
-        )
-        .group_by(B.key)
-    )
-
-
-def _cards_part() -> Any:
-    """Per key: the distinct cards tried with it per window, and the oldest minute."""
-    columns = [
-        func.sum(case((C.minute >= bindparam(f"since_{window}"), 1), else_=0))
-        for window in VELOCITY_WINDOWS
+    figures += [
+        "max(CASE WHEN minute >= :since_day THEN gateway_risk END)",
+        "max(CASE WHEN minute >= :since_day THEN gateway_risk_score END)",
+        "min(minute)",
     ]
     return (
-        select(
-            literal_column("'c'").label("part"),
-            C.key.label("key"),
-            *_figures(_oldest(columns, C.minute)),
-        )
-        .where(
-            C.account_id == bindparam("account_id"),
-            C.livemode == bindparam("livemode"),
-            C.key.in_(bindparam("keys", expanding=True)),
-        )
-        .group_by(C.key)
+        _part("b", '"key"', figures) + " FROM fraud_velocity_buckets"
+        " WHERE account_id = :account_id AND livemode = :livemode"
+        f' AND "key" IN ({_placeholders("k", keys)}) GROUP BY "key"'
     )
 
 
-def _version_part() -> Any:
-    """The account's rules' version (``rules.rules_version``, the statement
-    ``FraudRules.loaded`` checks): how many, the latest change; one row."""
-    return rules_version(literal_column("'v'").label("part"), null().label("key"), shape=_figures)
-
-
-def _lists_part() -> Any:
-    """Which of the payment's values (bound ``values``, as rules compare them) the account's
-    lists ``aliases`` hold: a row (alias, value) each; the indexed IN query of
-    ``lists.lists_matching``, whatever the lists' size."""
-    L, item = RadarValueList, RadarValueListItem
+def _version_part() -> str:
+    """The account's rules' version (``rules.rules_version``: how many, the latest change,
+    the pair ``FraudRules.loaded`` compares); one row."""
     return (
-        select(
-            literal_column("'l'").label("part"),
-            L.alias.label("key"),
-            *_figures([], item=item.match_value),
-        )
-        .join(item, item.value_list_id == L.id)
-        .where(
-            L.account_id == bindparam("account_id"),
-            L.livemode == bindparam("livemode"),
-            L.alias.in_(bindparam("aliases", expanding=True)),
-            item.match_value.in_(bindparam("values", expanding=True)),
-        )
+        _part("v", "NULL", ["count(*)", "coalesce(max(updated_us), 0)"])
+        + " FROM fraud_rules WHERE account_id = :account_id AND livemode = :livemode"
     )
 
 
-# The velocity read, one statement (both parts over the keys' rows); with the rules' version
-# as a third part, so a decision reads its counts and checks its rules in one round trip
-# (``counts_and_version``); and with the lists' matches as a fourth, for a decision whose
-# rules (the lists they name) are already known (``decision_read``). Built once.
-_COUNTS: Final = union_all(_buckets_part(), _cards_part())
-_COUNTS_AND_VERSION: Final = union_all(_buckets_part(), _cards_part(), _version_part())
-_DECISION_READ: Final = union_all(_buckets_part(), _cards_part(), _version_part(), _lists_part())
+def _lists_part(aliases: int, values: int) -> str:
+    """Which of the payment's values (``v0``..., as rules compare them) the account's lists
+    (``a0``...) hold: a row (alias, value) each; the indexed IN query of
+    ``lists.lists_matching``, whatever the lists' size."""
+    return (
+        _part("l", "l.alias", [], item="i.match_value")
+        + " FROM radar_value_lists l JOIN radar_value_list_items i ON i.value_list_id = l.id"
+        " WHERE l.account_id = :account_id AND l.livemode = :livemode"
+        f" AND l.alias IN ({_placeholders('a', aliases)})"
+        f" AND i.match_value IN ({_placeholders('v', values)})"
+    )
 
 
-def _params(account_id: str, livemode: bool, keys: Mapping[str, str], now_us: int) -> Any:
+def _cards_part(keys: int) -> str:
+    """The minute the payment's card (``card``) was last tried with each key: ``reserve``
+    moves it from there (primary-key look-ups)."""
+    return (
+        _part("p", '"key"', ["minute"]) + " FROM fraud_velocity_cards"
+        " WHERE account_id = :account_id AND livemode = :livemode AND card = :card"
+        f' AND "key" IN ({_placeholders("k", keys)})'
+    )
+
+
+def _read(keys: int, aliases: int, values: int, *, parts: tuple[str, ...]) -> TextClause:
+    """The read of ``parts`` (``b`` counts, ``v`` the rules' version, ``l`` the lists'
+    matches, ``p`` the card's last minutes) as one ``UNION ALL``, for that many keys,
+    list names and values; built once per shape."""
+    shape = ("r", keys, aliases, values, parts)
+    built = _BUILT.get(shape)
+    if built is None:
+        sql = []
+        for part in parts:
+            if part == "b" and keys:
+                sql.append(_buckets_part(keys))
+            elif part == "v":
+                sql.append(_version_part())
+            elif part == "l" and aliases and values:
+                sql.append(_lists_part(aliases, values))
+            elif part == "p" and keys:
+                sql.append(_cards_part(keys))
+        built = _BUILT[shape] = text(" UNION ALL ".join(sql)).bindparams(
+            bindparam("livemode", type_=Boolean)
+        )
+    return built
+
+
+def _params(account_id: str, livemode: bool, keys: Iterable[str], now_us: int) -> dict[str, Any]:
     minute = minute_of(now_us)
     params: dict[str, Any] = {
         "account_id": account_id,
         "livemode": livemode,
-        "keys": list(keys.values()),
         "since_day": minute - _DAY_MINUTES + 1,
         "pending_since": minute - PENDING_MINUTES + 1,
     }
+    params.update((f"k{i}", key) for i, key in enumerate(keys))
     for window, seconds in VELOCITY_WINDOWS.items():
         params[f"since_{window}"] = minute - seconds // 60 + 1
     return params
@@ -424,7 +463,9 @@ async def counts(
     (``PENDING_MINUTES``). One statement."""
     if not keys:
         return {}
-    rows = await s.execute(_COUNTS, _params(account_id, livemode, keys, now_us))
+    ordered = sorted(set(keys.values()))
+    read = _read(len(ordered), 0, 0, parts=("b",))
+    rows = await s.execute(read, _params(account_id, livemode, ordered, now_us))
     return _facts(keys, rows)
 
 
@@ -433,8 +474,9 @@ async def counts_and_version(
 ) -> tuple[dict[str, int | str], tuple[int, int]]:
     """``counts`` and the account's rules' version (``rules.rules_version``), in one
     statement."""
-    params = _params(account_id, livemode, keys, now_us)
-    rows = list(await s.execute(_COUNTS_AND_VERSION, params))
+    ordered = sorted(set(keys.values()))
+    read = _read(len(ordered), 0, 0, parts=("b", "v"))
+    rows = list(await s.execute(read, _params(account_id, livemode, ordered, now_us)))
     version = next((int(r[2]), int(r[3])) for r in rows if r[0] == "v")
     return (_facts(keys, rows) if keys else {}), version
 
@@ -446,6 +488,7 @@ class DecisionRead(NamedTuple):
     version: tuple[int, int]  # the account's rules' version (``rules.rules_version``)
     lists: dict[str, set[str]]  # alias -> which of the payment's values the list holds
     stale: frozenset[str]  # the keys with rows older than a day: ``reserve``'s ``prune``
+    cards: dict[str, int]  # key -> the minute the card was last tried with it: ``previous``
 
 
 async def decision_read(
@@ -458,48 +501,56 @@ async def decision_read(
     values: Iterable[str],
 ) -> DecisionRead:
     """``counts_and_version``, which of ``values`` the account's lists ``aliases`` hold
-    (built-in lists are not in the database: ``lists.py``), and which keys have rows older
-    than a day, in one statement: all a decision reads when its rules are already loaded."""
-    params = _params(account_id, livemode, keys, now_us)
-    params["aliases"], params["values"] = sorted(aliases), sorted(values)
-    rows = list(await s.execute(_DECISION_READ, params))
+    (built-in lists are not in the database: ``lists.py``), which keys have rows older
+    than a day, and the minute the payment's card (``keys["card_fingerprint"]``) was last
+    tried with each other key, in one statement: all a decision reads when its rules are
+    already loaded."""
+    ordered = sorted(set(keys.values()))
+    card = keys.get("card_fingerprint")
+    names, wanted = sorted(aliases), sorted(values)
+    parts = ("b", "v", "l", "p") if _card_keys(keys, card) else ("b", "v", "l")
+    read = _read(len(ordered), len(names), len(wanted), parts=parts)
+    params = _params(account_id, livemode, ordered, now_us)
+    params.update((f"a{i}", name) for i, name in enumerate(names))
+    params.update((f"v{i}", value) for i, value in enumerate(wanted))
+    params["card"] = card
+    rows = list(await s.execute(read, params))
     version = next((int(r[2]), int(r[3])) for r in rows if r[0] == "v")
     found: dict[str, set[str]] = {}
+    last: dict[str, int] = {}
     for row in rows:
         if row[0] == "l":
             found.setdefault(row[1], set()).add(row[-1])
+        elif row[0] == "p":
+            last[row[1]] = int(row[2])
     older = minute_of(now_us) - _DAY_MINUTES  # as ``reserve`` prunes
     stale = frozenset(
-        r[1]
-        for r in rows
-        if r[0] in ("b", "c") and r[1 + _WIDTH] is not None and r[1 + _WIDTH] < older
+        r[1] for r in rows if r[0] == "b" and r[_OLDEST] is not None and r[_OLDEST] < older
     )
-    return DecisionRead(_facts(keys, rows) if keys else {}, version, found, stale)
+    return DecisionRead(_facts(keys, rows) if keys else {}, version, found, stale, last)
 
 
 def _facts(keys: Mapping[str, str], rows: Iterable[Any]) -> dict[str, int | str]:
     buckets: dict[str, dict[str, int]] = {}
-    cards: dict[str, dict[str, int]] = {}
     scores: dict[str, int] = {}
+    windows = len(VELOCITY_WINDOWS)
     for row in rows:
-        part, key, figures = row[0], row[1], [int(v or 0) for v in row[2 : 2 + _WIDTH]]
-        if part == "b":
-            named = {"pending": figures[0]}
-            for i, window in enumerate(VELOCITY_WINDOWS):
-                named[f"payments_{window}"] = figures[1 + 2 * i]
-                named[f"declines_{window}"] = figures[2 + 2 * i]
-            named["gateway_risk"] = figures[1 + 2 * len(VELOCITY_WINDOWS)]
-            buckets[key] = named
-            score = row[4 + 2 * len(VELOCITY_WINDOWS)]  # 0 is a score: NULL is none
-            if score is not None:
-                scores[key] = int(score)
-        elif part == "c":
-            cards[key] = {
-                f"cards_{window}": figures[i] for i, window in enumerate(VELOCITY_WINDOWS)
-            }
+        if row[0] != "b":
+            continue
+        figures = [int(v or 0) for v in row[2 : 2 + _WIDTH]]
+        named = {"pending": figures[0]}
+        for i, window in enumerate(VELOCITY_WINDOWS):
+            named[f"payments_{window}"] = figures[1 + 3 * i]
+            named[f"declines_{window}"] = figures[2 + 3 * i]
+            named[f"cards_{window}"] = figures[3 + 3 * i]
+        named["gateway_risk"] = figures[1 + 3 * windows]
+        buckets[row[1]] = named
+        score = row[4 + 3 * windows]  # 0 is a score: NULL is none
+        if score is not None:
+            scores[row[1]] = int(score)
     facts: dict[str, int | str] = {}
     for kind, key in keys.items():
-        row, seen = buckets.get(key), cards.get(key)
+        row = buckets.get(key)
         if kind == "card_fingerprint" and row and 0 < row["gateway_risk"] <= len(_RISK_RANK):
             facts["gateway_risk_level"] = GATEWAY_RISK_LEVELS[row["gateway_risk"] - 1]
         if kind == "card_fingerprint" and key in scores:
@@ -508,16 +559,14 @@ def _facts(keys: Mapping[str, str], rows: Iterable[Any]) -> dict[str, int | str]
         # parallel card tests from one address to the threshold, while a merchant's server
         # confirming many payments of one card, email or customer at once (or one intent
         # confirmed twice) is never declined for answers that have not come yet.
-        pending = max(0, int(row["pending"] or 0)) if row and kind in _PENDING_KINDS else 0
+        pending = max(0, row["pending"]) if row and kind in _PENDING_KINDS else 0
         for window in VELOCITY_WINDOWS:
-            facts[f"payments_per_{kind}_{window}"] = (
-                int(row[f"payments_{window}"] or 0) if row else 0
-            )
+            facts[f"payments_per_{kind}_{window}"] = row[f"payments_{window}"] if row else 0
             facts[f"declines_per_{kind}_{window}"] = (
-                int(row[f"declines_{window}"] or 0) if row else 0
+                row[f"declines_{window}"] if row else 0
             ) + pending
             if kind != "card_fingerprint":
                 facts[f"distinct_cards_per_{kind}_{window}"] = (
-                    int(seen[f"cards_{window}"] or 0) if seen else 0
+                    max(0, row[f"cards_{window}"]) if row else 0
                 )
     return facts

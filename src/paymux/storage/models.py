@@ -1200,6 +1200,9 @@ class FraudVelocityBucket(Base):
     # Migration 0034: the highest numeric risk score (0-100) a gateway gave the key's attempts
     # settled in the minute (Stripe's ``outcome.risk_score``; None: none given).
     gateway_risk_score: Mapped[int | None] = mapped_column(Integer, default=None)
+    # Migration 0035: how many of the key's distinct cards were last tried in the minute (a
+    # card tried again moves to its new minute): the distinct_cards counts sum these.
+    cards: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
 
 
 class FraudVelocityCard(Base):
