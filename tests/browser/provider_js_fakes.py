@@ -8,6 +8,13 @@ The provider's side of the buyer's steps is here too, at this origin (where the 
   PayPal API's ``approve``, optionally with the issue the funding source is refused with);
 - ``POST /paypal/approve-setup`` the buyer approves saving their wallet for the merchant's
   setup token (the fake PayPal API's ``approve_setup_token``; the JS SDK's vault flow);
+- ``GET /paypal/card-field?name=`` one of PayPal's card fields (name, number, expiry, cvv):
+  a frame of this origin on the page, its input unreadable by the page; asked by the SDK
+  (postMessage), it posts its value here (``POST /paypal/card-fields/field``, under the
+  submit's id);
+- ``POST /paypal/card-fields/submit`` the card fields' submit: the fields' values for the
+  order go to the fake PayPal (support/paypal_card_fields.py: 3-D Secure per test card, the
+  challenge's outcome as the payer chose it);
 - ``POST /square/tokenize`` the card's fields -> a card nonce the fake Square API takes
   (``cnon:card-nonce-declined`` for 4000000000000002, Square's sandbox decline nonce);
 - ``POST /square/verify``   verifyBuyer: a verification token, with the details recorded;
@@ -25,6 +32,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from support.paypal_card_fields import submit_card
 from support.paypal_fake import FakePayPal
 
 __all__ = ["ProviderScripts"]
@@ -35,6 +43,24 @@ _SCRIPTS = {
     "/v1/square.js": (_HERE / "square.js").read_bytes(),
 }
 DECLINED_CARD = "4000000000000002"
+# One PayPal card field: its value goes from this frame to this origin, never to the page.
+_CARD_FIELD = b"""<!doctype html><html lang="en"><meta charset="utf-8"><title>card field</title>
+<style>body{margin:0}input{font:16px sans-serif;width:95%;padding:.4em}</style>
+<input id="field" aria-label="card field" autocomplete="off">
+<script>
+'use strict';
+const name = new URLSearchParams(location.search).get('name');
+const input = document.getElementById('field');
+input.name = name;
+window.addEventListener('message', async (event) => {
+  const data = event.data || {};
+  if (event.source !== window.parent || data.type !== 'paypal.card-fields.store') return;
+  await fetch('/paypal/card-fields/field', {method: 'POST',
+    body: JSON.stringify({submit_id: data.submitId, name: name, value: input.value})});
+  window.parent.postMessage({type: 'paypal.card-fields.stored', submitId: data.submitId,
+                             name: name}, event.origin);
+});
+</script></html>"""
 CHALLENGE_CARD = "4000002760003184"  # verifyBuyer shows the issuer's challenge first
 
 
@@ -44,6 +70,8 @@ class ProviderScripts:
         self.received: list[tuple[str, bytes]] = []
         self.verifications: dict[str, dict[str, Any]] = {}  # token -> verifyBuyer's details
         self.challenged: set[str] = set()  # verification tokens given after a challenge
+        self.card_fields: dict[str, dict[str, str]] = {}  # PayPal submit id -> its fields
+        self.lock = threading.Lock()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -62,6 +90,9 @@ class ProviderScripts:
             def do_GET(self) -> None:
                 path = self.path.split("?")[0]
                 fake.received.append((f"GET {self.path}", b""))
+                if path == "/paypal/card-field":
+                    self._send(200, _CARD_FIELD, "text/html; charset=utf-8")
+                    return
                 script = _SCRIPTS.get(path)
                 if script is None:
                     self._send(404, b"not found", "text/plain")
@@ -85,6 +116,16 @@ class ProviderScripts:
         if path == "/paypal/approve-setup":
             self.paypal.approve_setup_token(str(body["setup_token"]))
             return {"ok": True}
+        if path == "/paypal/card-fields/field":
+            with self.lock:
+                fields = self.card_fields.setdefault(str(body["submit_id"]), {})
+                fields[str(body["name"])] = str(body.get("value") or "")
+            return {"ok": True}
+        if path == "/paypal/card-fields/submit":
+            with self.lock:
+                fields = dict(self.card_fields.get(str(body["submit_id"])) or {})
+            return submit_card(self.paypal, str(body["order_id"]), fields,
+                               body.get("challenge"))
         if path == "/square/tokenize":
             number = "".join(ch for ch in str(body.get("number") or "") if ch.isdigit())
             if len(number) < 12:

@@ -199,41 +199,86 @@ def saved_cards(api: Api, customer: str) -> list[dict[str, Any]]:
     return list(api.ok("GET", f"/v1/customers/{customer}/payment_methods")["data"])
 
 
-def test_a_setup_intent_3ds_through_stripe_js_then_the_card_is_saved(
-    tab: Page, api: Api, shop: MerchantSite, server: CapturingServer
+def stripe_get(localstripe: LocalStripe, path: str) -> dict[str, Any]:
+    r = httpx.get(f"{localstripe.url}{path}",
+                  headers={"authorization": f"Bearer {STRIPE_SECRET}"}, timeout=10)
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def cards_at_stripe(localstripe: LocalStripe, seti: dict[str, Any]) -> list[str]:
+    """The PaymentMethods Stripe holds for the customer of the setup's Stripe SetupIntent."""
+    at = stripe_get(localstripe, f"/v1/setup_intents/{seti['gateway_reference']}")
+    listed = stripe_get(localstripe, f"/v1/payment_methods?customer={at['customer']}&type=card")
+    return [str(pm["id"]) for pm in listed["data"]]
+
+
+def assert_saved_once(
+    api: Api, localstripe: LocalStripe, server: CapturingServer, seti: dict[str, Any],
+    number: str,
 ) -> None:
-    """The card is saved through Stripe.js's confirmCardSetup after the challenge. (A card
-    saved without a challenge is not shown against localstripe: it refuses to attach a
-    token's card, card_..., to the customer, which Stripe does itself; docs/checkout.md.)"""
-    seti = open_shop_for_setup(tab, api, shop)
-    enter_card(tab, "4000000000003220")  # localstripe: requires_action, use_stripe_sdk
-    tab.get_by_text("Complete authentication").click()  # Stripe.js's challenge
-    expect(tab.locator("#result")).to_have_text("succeeded")
+    """Saved: the customer's one card here is the one PaymentMethod at Stripe (Stripe.js
+    made it with confirmCardSetup); paymux.js confirmed without a card (no token, no card
+    number) from the merchant's origin with the publishable key."""
     done = api.ok("GET", f"/v1/setup_intents/{seti['id']}")
     assert done["status"] == "succeeded"
     listed = saved_cards(api, seti["customer"])
     assert [pm["id"] for pm in listed] == [done["payment_method"]]
-    assert listed[0]["card"]["last4"] == "3220"
-    # paymux.js confirmed once, from the merchant's origin with the publishable key and
-    # Stripe's token; no request paymux received held the card number.
+    assert listed[0]["card"]["last4"] == number[-4:]
+    assert [listed[0]["gateway_token"]] == cards_at_stripe(localstripe, done)
     confirms = [r for r in server.capture.requests
                 if r.method == "POST" and r.path == f"/v1/setup_intents/{seti['id']}/confirm"]
-    assert len(confirms) == 1
-    assert dict(confirms[0].headers)[b"authorization"].startswith(b"Bearer pk_test_")
-    assert b"payment_method_data%5Bcard%5D%5Btoken%5D=card_" in confirms[0].raw()
+    assert confirms
+    for confirm in confirms:
+        assert dict(confirm.headers)[b"authorization"].startswith(b"Bearer pk_test_")
+        assert b"payment_method" not in confirm.raw()
     for request in server.capture.requests:
         if request.path == "/webhooks/stripe":
             continue
-        assert b"4000000000003220" not in request.raw(), request.path
+        assert number.encode() not in request.raw(), request.path
+
+
+def test_a_setup_intent_saves_a_card_without_a_challenge(
+    tab: Page, api: Api, shop: MerchantSite, server: CapturingServer, localstripe: LocalStripe
+) -> None:
+    seti = open_shop_for_setup(tab, api, shop)
+    enter_card(tab, "4242424242424242")  # Stripe.js's confirmCardSetup: no challenge
+    expect(tab.locator("#result")).to_have_text("succeeded")
+    assert_saved_once(api, localstripe, server, seti, "4242424242424242")
+
+
+def test_a_setup_intent_3ds_through_stripe_js_then_the_card_is_saved(
+    tab: Page, api: Api, shop: MerchantSite, server: CapturingServer, localstripe: LocalStripe
+) -> None:
+    seti = open_shop_for_setup(tab, api, shop)
+    enter_card(tab, "4000002760003184")  # localstripe: requires_action, use_stripe_sdk
+    tab.get_by_text("Complete authentication").click()  # Stripe.js's challenge
+    expect(tab.locator("#result")).to_have_text("succeeded")
+    assert_saved_once(api, localstripe, server, seti, "4000002760003184")
+
+
+def test_a_setup_intent_failed_3ds_saves_nothing(
+    tab: Page, api: Api, shop: MerchantSite, localstripe: LocalStripe
+) -> None:
+    seti = open_shop_for_setup(tab, api, shop)
+    enter_card(tab, "4000002760003184")
+    tab.get_by_text("Fail authentication").click()
+    expect(tab.locator("#error")).to_have_text(AUTH_FAILED)
+    assert tab.locator("#result").text_content() == ""
+    now = api.ok("GET", f"/v1/setup_intents/{seti['id']}")
+    assert (now["status"], now["payment_method"]) == ("requires_payment_method", None)
+    assert saved_cards(api, seti["customer"]) == []
+    assert cards_at_stripe(localstripe, now) == []
 
 
 def test_a_declined_card_is_not_saved_at_stripe(
-    tab: Page, api: Api, shop: MerchantSite
+    tab: Page, api: Api, shop: MerchantSite, localstripe: LocalStripe
 ) -> None:
     seti = open_shop_for_setup(tab, api, shop)
     enter_card(tab, "4000000000000002")
     expect(tab.locator("#error")).to_have_text(DECLINE)
     assert tab.locator("#result").text_content() == ""
-    assert api.ok("GET", f"/v1/setup_intents/{seti['id']}")["status"] == \
-        "requires_payment_method"
+    now = api.ok("GET", f"/v1/setup_intents/{seti['id']}")
+    assert now["status"] == "requires_payment_method"
     assert saved_cards(api, seti["customer"]) == []
+    assert cards_at_stripe(localstripe, now) == []

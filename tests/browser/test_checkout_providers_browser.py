@@ -9,7 +9,11 @@ is the real one. The server side of each payment goes to the provider at the HTT
 stateful fakes of PayPal's and Square's APIs (tests/support/paypal_fake.py, fake_square.py).
 
 PayPal: the buttons' createOrder gets the session's order from paymux, the payer approves it
-in "PayPal's window", onApprove confirms with the order id. Square: the card form tokenizes at
+in "PayPal's window", onApprove confirms with the order id. Beside them PayPal's card fields
+(frames of the provider's origin): their createOrder gets a card order of paymux's, submit()
+sends the card to "PayPal", which runs 3-D Secure (support/paypal_card_fields.py), and
+onApprove confirms with the order id; paymux reads the authentication result before it
+captures. Square: the card form tokenizes at
 "Square", verifyBuyer gives the verification token, both go to paymux's confirm, and on to
 Square's CreatePayment. Success and decline (the taxonomy's user_message) for each; the
 page's scripts and headers against docs/pci/script-inventory.md; no card number in any
@@ -32,8 +36,11 @@ from provider_js_fakes import ProviderScripts
 from test_checkout_browser import inventory_tables, nonce_free
 
 from conftest import Api, make_settings, migrated_database_url
-from support.browser import CapturingServer, account_api, launched_chromium, shop_tab
+from support.browser import CapturingServer, account_api, card_runs, launched_chromium, shop_tab
 from support.fake_square import FakeSquare
+from support.paypal_card_fields import CHALLENGE_CARD as PAYPAL_CHALLENGE_CARD
+from support.paypal_card_fields import DECLINED_CARD as PAYPAL_DECLINED_CARD
+from support.paypal_card_fields import submit_card
 from support.paypal_fake import FakePayPal
 from support.processes import free_port
 
@@ -47,6 +54,7 @@ SQUARE_TOKEN = "EAAAl9fK2xQ7" + "vR3pT8mW1nZ5" * 5
 SQUARE_KEY = "sq-webhook-key-" + "Zm9vYmFy" * 3
 SQUARE_APP = "sandbox-sq0idb-paymuxBrowser"
 DECLINE = "Your card was declined. Please try again or use another payment method."
+NOT_VERIFIED = "We could not verify your card. Please try again or use another payment method."
 GOOD_CARD = "4242424242424242"
 DECLINED_CARD = "4000000000000002"
 CHALLENGE_CARD = "4000002760003184"  # the fake SDK's verifyBuyer challenges it
@@ -161,8 +169,11 @@ def test_paypal_buttons_approve_the_order_and_the_session_completes(
     # The SDK's URL says the order's client id, currency and intent, as PayPal requires.
     src = tab.evaluate("document.scripts[0].src")
     assert f"client-id={PAYPAL_CLIENT_ID}" in src and "currency=USD" in src
-    assert "intent=capture" in src
-    assert "<iframe" not in tab.content()
+    assert "intent=capture" in src and "components=buttons%2Ccard-fields" in src
+    # The only frames: PayPal's card fields, from the provider's origin (no card field of
+    # paymux's own).
+    frames = tab.evaluate("[...document.querySelectorAll('iframe')].map(f => f.src)")
+    assert len(frames) == 4 and all(f.startswith(f"{origin}/paypal/card-field?") for f in frames)
     tab.click("#paypal-button")
     window = tab.locator("#paypal-window")
     expect(window).to_be_visible()
@@ -196,6 +207,159 @@ def test_a_paypal_refusal_shows_the_taxonomys_message_and_the_payer_approves_aga
     tab.locator("#paypal-window").get_by_text("Pay with PayPal").click()
     tab.wait_for_url(thanks(cs))
     assert api.ok("GET", f"/v1/checkout/sessions/{cs['id']}")["status"] == "complete"
+
+
+# -- PayPal's card fields, 3-D Secure ----------------------------------------------------------
+def enter_paypal_card(tab: Page, number: str, cvv: str = "739") -> None:
+    """The card, typed into PayPal's card fields (frames of the provider's origin)."""
+    for name, value in (("name", "Ada Payer"), ("number", number), ("expiry", "12/34"),
+                        ("cvv", cvv)):
+        tab.frame_locator(f"#paypal-card-{name} iframe").locator("input").fill(value)
+    tab.click("#paypal-card-pay")
+
+
+def card_orders(env: Env, pi_id: str) -> list[dict[str, Any]]:
+    """The card fields' orders at the fake PayPal opened for ``pi_id``, oldest first."""
+    with env.paypal.lock:
+        return [dict(o) for o in env.paypal.orders.values()
+                if o["purchase_units"][0]["custom_id"] == pi_id
+                and "card" in (o.get("payment_source") or {})]
+
+
+def luhn_valid(run: bytes) -> bool:
+    digits = [int(d) for d in re.sub(rb"\D", b"", run).decode()][::-1]
+    total = sum(d if i % 2 == 0 else (d * 2 - 9 if d > 4 else d * 2) for i, d in enumerate(digits))
+    return total % 10 == 0
+
+
+def captures(order: dict[str, Any]) -> list[Any]:
+    return list(order["purchase_units"][0]["payments"].get("captures") or [])
+
+
+def charge_card(api: Api, pi_id: str) -> dict[str, Any]:
+    charges = api.ok("GET", f"/v1/charges?payment_intent={pi_id}")["data"]
+    assert len(charges) == 1, charges
+    card: dict[str, Any] = charges[0]["payment_method_details"]["card"]
+    return card
+
+
+def test_paypal_card_fields_pay_with_3d_secure_passed_and_the_card_never_reaches_paymux(
+    page: tuple[Page, list[str]], api: Api, env: Env
+) -> None:
+    tab, csp = page
+    cs = new_session(api, "paypal")
+    tab.goto(cs["url"])
+    enter_paypal_card(tab, PAYPAL_CHALLENGE_CARD, cvv="7391")
+    challenge = tab.locator("#paypal-3ds")  # the issuer's challenge, shown by PayPal's SDK
+    expect(challenge).to_be_visible()
+    challenge.get_by_text("Complete authentication").click()
+    tab.wait_for_url(thanks(cs))
+    pi = api.ok("GET", f"/v1/payment_intents/{cs['payment_intent']}")
+    assert (pi["status"], pi["amount_received"]) == ("succeeded", 2500)
+    [order] = card_orders(env, pi["id"])
+    # paymux's card order (3-D Secure when required: the default), captured once at PayPal;
+    # the buttons' order untouched.
+    assert order["_verification"] == "SCA_WHEN_REQUIRED"
+    assert order["status"] == "COMPLETED" and len(captures(order)) == 1
+    card = charge_card(api, pi["id"])
+    assert card["last4"] == "1091"
+    three_ds = card["three_d_secure"]
+    assert (three_ds["result"], three_ds["liability_shift"]) == ("authenticated", True)
+    # The card went to the provider's origin (its fields), never to paymux.
+    assert any(PAYPAL_CHALLENGE_CARD.encode() in body for _, body in env.scripts.received)
+    assert env.server.capture.requests
+    for request in env.server.capture.requests:
+        raw = request.raw()
+        assert PAYPAL_CHALLENGE_CARD.encode() not in raw, request.path
+        assert b"7391" not in raw, request.path
+        assert not [r for r in card_runs(raw) if luhn_valid(r)], request.path
+    assert csp == []
+
+
+def test_paypal_card_fields_failed_3d_secure_captures_nothing_then_another_card_pays(
+    page: tuple[Page, list[str]], api: Api, env: Env
+) -> None:
+    tab, _ = page
+    cs = new_session(api, "paypal")
+    tab.goto(cs["url"])
+    enter_paypal_card(tab, PAYPAL_CHALLENGE_CARD)
+    tab.locator("#paypal-3ds").get_by_text("Fail authentication").click()
+    status = tab.locator("#pay-status[data-state=failed]")
+    expect(status).to_have_text(NOT_VERIFIED)
+    pi = api.ok("GET", f"/v1/payment_intents/{cs['payment_intent']}")
+    assert pi["status"] == "requires_payment_method"
+    assert pi["last_payment_error"]["code"] == "payment_intent_authentication_failure"
+    [failed] = card_orders(env, pi["id"])
+    assert failed["status"] == "APPROVED" and captures(failed) == []  # nothing captured
+    assert failed["payment_source"]["card"]["authentication_result"]["liability_shift"] == "NO"
+    assert api.ok("GET", f"/v1/checkout/sessions/{cs['id']}")["status"] == "open"
+    # Another card on the same page: a new order of paymux's, which pays.
+    enter_paypal_card(tab, "4111111111111111")
+    tab.wait_for_url(thanks(cs))
+    first, second = card_orders(env, pi["id"])
+    assert first["id"] == failed["id"] and captures(first) == []
+    assert second["status"] == "COMPLETED" and len(captures(second)) == 1
+    pi = api.ok("GET", f"/v1/payment_intents/{cs['payment_intent']}")
+    assert (pi["status"], pi["amount_received"]) == ("succeeded", 2500)
+
+
+def test_a_paypal_card_fields_decline_shows_the_taxonomys_message_and_captures_nothing(
+    page: tuple[Page, list[str]], api: Api, env: Env
+) -> None:
+    tab, _ = page
+    cs = new_session(api, "paypal")
+    tab.goto(cs["url"])
+    enter_paypal_card(tab, PAYPAL_DECLINED_CARD)
+    status = tab.locator("#pay-status[data-state=failed]")
+    expect(status).to_have_text(DECLINE)
+    expect(status).to_have_attribute("data-action", "retry")
+    pi = api.ok("GET", f"/v1/payment_intents/{cs['payment_intent']}")
+    assert (pi["status"], pi["last_payment_error"]["code"]) == (
+        "requires_payment_method", "card_declined")
+    [order] = card_orders(env, pi["id"])
+    assert order["status"] == "APPROVED" and captures(order) == []
+    assert api.ok("GET", f"/v1/checkout/sessions/{cs['id']}")["status"] == "open"
+
+
+def test_the_card_order_endpoint_and_confirm_pay_a_card_order_once_and_only_its_own(
+    api: Api, env: Env
+) -> None:
+    """No browser: the card fields' endpoints as the page calls them, twice, and with orders
+    the page would not send."""
+    cs = new_session(api, "paypal")
+    card_order_url = f"{cs['url']}/paypal-card-order"
+    first = httpx.post(card_order_url, json={}, timeout=10).json()["order_id"]
+    assert httpx.post(card_order_url, json={}, timeout=10).json()["order_id"] == first
+    assert httpx.post(card_order_url, json={}, headers={"origin": "https://evil.example"},
+                      timeout=10).status_code == 403
+    card = {"number": "4111111111111111", "expiry": "12/34", "cvv": "123"}
+    assert submit_card(env.paypal, first, card)["liability_shift"] == "NO"  # frictionless
+    # A double submit: both answers say complete; PayPal captured once.
+    answers = [httpx.post(f"{cs['url']}/confirm", json={"payment_method": first}, timeout=10)
+               for _ in range(2)]
+    assert [(a.status_code, a.json()["status"]) for a in answers] == [(200, "complete")] * 2
+    [order] = card_orders(env, cs["payment_intent"])
+    assert len(captures(order)) == 1
+    pi = api.ok("GET", f"/v1/payment_intents/{cs['payment_intent']}")
+    assert (pi["status"], pi["amount_received"]) == ("succeeded", 2500)
+    # Another payment's card order, and an order made outside paymux (no custom_id, same
+    # amount): refused, nothing captured.
+    mine, other = new_session(api, "paypal"), new_session(api, "paypal")
+    foreign = httpx.post(f"{other['url']}/paypal-card-order", json={}, timeout=10).json()[
+        "order_id"]
+    submit_card(env.paypal, foreign, card)
+    with env.paypal.lock:
+        _, outside = env.paypal._create_order({
+            "intent": "CAPTURE",
+            "purchase_units": [{"amount": {"currency_code": "USD", "value": "25.00"}}],
+            "payment_source": {"card": {}}})
+    submit_card(env.paypal, str(outside["id"]), card)
+    for order_id in (foreign, str(outside["id"])):
+        r = httpx.post(f"{mine['url']}/confirm", json={"payment_method": order_id}, timeout=10)
+        assert (r.status_code, r.json()["code"]) == (400, "parameter_invalid"), order_id
+        assert env.paypal.orders[order_id]["status"] == "APPROVED"  # not captured
+    assert api.ok("GET", f"/v1/payment_intents/{mine['payment_intent']}")["status"] == \
+        "requires_payment_method"
 
 
 # -- Square ---------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from browser_timeouts import timed
 from playwright.sync_api import Browser, Page, expect
@@ -172,59 +173,181 @@ def test_stripe_3ds_failed_leaves_the_session_open_with_a_message(
     assert api.ok("GET", f"/v1/checkout/sessions/{cs['id']}")["status"] == "open"
 
 
-# -- setup mode: the card saved through Stripe.js, with its 3-D Secure ----------------------
+# -- setup mode: Stripe.js confirms Stripe's SetupIntent itself (confirmCardSetup) ----------
+AUTH_FAILED = "The card's authentication failed. Try again or use another card."
+DECLINED = "Your card was declined. Please try again or use another payment method."
+
+
 def new_setup_session(api: Api) -> dict[str, Any]:
     return api.ok("POST", "/v1/checkout/sessions", {
         "mode": "setup", "gateway": "stripe", "customer_email": "stripe-saver@example.com",
         "success_url": f"{SHOP}/saved?session={{CHECKOUT_SESSION_ID}}"})
 
 
-def test_stripe_setup_mode_saves_the_card_after_stripe_js_3ds(
-    page: tuple[Page, list[str]], api: Api, server: CapturingServer
+def at_stripe(localstripe: LocalStripe, path: str) -> dict[str, Any]:
+    r = httpx.get(f"{localstripe.url}{path}",
+                  headers={"authorization": "Bearer sk_test_paymux"}, timeout=10)
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def stripe_customer(localstripe: LocalStripe, si: dict[str, Any]) -> str:
+    """The Stripe customer our SetupIntent's Stripe SetupIntent saves the card for."""
+    seti = at_stripe(localstripe, f"/v1/setup_intents/{si['gateway_reference']}")
+    return str(seti["customer"])
+
+
+def cards_at_stripe(localstripe: LocalStripe, customer: str) -> list[str]:
+    listed = at_stripe(localstripe, f"/v1/payment_methods?customer={customer}&type=card")
+    return [str(pm["id"]) for pm in listed["data"]]
+
+
+def assert_saved_once(
+    api: Api, localstripe: LocalStripe, server: CapturingServer, cs: dict[str, Any],
+    last4: str,
 ) -> None:
-    """Setup mode routed to Stripe: Stripe.js's card Element tokenizes, paymux confirms the
-    SetupIntent at Stripe, Stripe asks for 3-D Secure (use_stripe_sdk) and the page hands
-    Stripe.js's confirmCardSetup the SetupIntent's secret; back on the page, paymux asks
-    Stripe, the card is the customer's and the session completes. (A card saved without a
-    challenge is not shown: localstripe refuses to attach a token's card to a customer,
-    which Stripe does; docs/checkout.md.)"""
+    """The session is complete, the customer's one saved card is the one PaymentMethod at
+    Stripe for the setup (Stripe.js made it; paymux recorded it, never a second), and the
+    page never posted a card, a token or a confirm to paymux."""
+    done = api.ok("GET", f"/v1/checkout/sessions/{cs['id']}")
+    assert (done["status"], done["payment_status"]) == ("complete", "no_payment_required")
+    si = api.ok("GET", f"/v1/setup_intents/{cs['setup_intent']}")
+    assert (si["gateway"], si["status"]) == ("stripe", "succeeded")
+    saved = api.ok("GET", f"/v1/customers/{si['customer']}/payment_methods")["data"]
+    assert [(pm["id"], pm["card"]["last4"]) for pm in saved] == [(si["payment_method"], last4)]
+    at_stripe_now = cards_at_stripe(localstripe, stripe_customer(localstripe, si))
+    assert len(at_stripe_now) == 1 and at_stripe_now[0].startswith("pm_")
+    assert saved[0]["gateway_token"] == at_stripe_now[0]
+    paths = [r.path for r in server.capture.requests if r.method == "POST"]
+    assert f"/c/pay/{cs['id']}/confirm" not in paths
+    assert f"/c/pay/{cs['id']}/stripe-setup/outcome" in paths
+
+
+def test_stripe_setup_mode_saves_a_card_without_a_challenge(
+    page: tuple[Page, list[str]], api: Api, server: CapturingServer, localstripe: LocalStripe
+) -> None:
+    """Stripe.js's confirmCardSetup with the secret of the SetupIntent paymux made at
+    Stripe: the card saved with no challenge, the session complete."""
     tab, csp = page
     cs = new_setup_session(api)
     assert cs["setup_intent"] and cs["payment_intent"] is None
     tab.goto(cs["url"])
     expect(tab.locator("#stripe-pay")).to_have_text("Save your card")
     assert "<iframe" not in tab.content()
-    enter_card(tab, "4000000000003220")  # localstripe: requires_action, use_stripe_sdk
-    tab.get_by_text("Complete authentication").click()  # Stripe.js's confirmCardSetup
+    enter_card(tab, "4242424242424242", cvc="739")
     tab.wait_for_url(f"{SHOP}/saved?session={cs['id']}")
-    done = api.ok("GET", f"/v1/checkout/sessions/{cs['id']}")
-    assert (done["status"], done["payment_status"]) == ("complete", "no_payment_required")
-    si = api.ok("GET", f"/v1/setup_intents/{cs['setup_intent']}")
-    assert (si["gateway"], si["status"]) == ("stripe", "succeeded")
-    saved = api.ok("GET", f"/v1/customers/{si['customer']}/payment_methods")["data"]
-    assert [(pm["id"], pm["card"]["last4"]) for pm in saved] == [(si["payment_method"], "3220")]
-    # One confirm, with Stripe's token (its card id), never the card number.
-    confirms = [r for r in server.capture.requests
-                if r.method == "POST" and r.path == f"/c/pay/{cs['id']}/confirm"]
-    assert len(confirms) == 1 and b'"payment_method": "card_' in confirms[0].raw().replace(
-        b'":"', b'": "')
+    assert_saved_once(api, localstripe, server, cs, "4242")
     for request in server.capture.requests:
-        assert b"4000000000003220" not in request.raw(), request.path
+        raw = request.raw()
+        assert b"4242424242424242" not in raw, request.path
+        assert re.search(rb"(?<![0-9A-Za-z])739(?![0-9A-Za-z])", raw) is None, request.path
+    assert csp == []
+
+
+def test_stripe_setup_mode_saves_the_card_after_stripe_js_3ds(
+    page: tuple[Page, list[str]], api: Api, server: CapturingServer, localstripe: LocalStripe
+) -> None:
+    """A card that asks for 3-D Secure: Stripe.js shows the challenge, the payer passes it,
+    paymux reads the SetupIntent from Stripe and records the one PaymentMethod."""
+    tab, csp = page
+    cs = new_setup_session(api)
+    tab.goto(cs["url"])
+    enter_card(tab, "4000002760003184")  # localstripe: requires_action, use_stripe_sdk
+    tab.get_by_text("Complete authentication").click()  # Stripe.js's challenge
+    tab.wait_for_url(f"{SHOP}/saved?session={cs['id']}")
+    assert_saved_once(api, localstripe, server, cs, "3184")
     assert csp == []
 
 
 def test_stripe_setup_mode_failed_3ds_saves_nothing_and_stays_open(
-    page: tuple[Page, list[str]], api: Api
+    page: tuple[Page, list[str]], api: Api, localstripe: LocalStripe
 ) -> None:
     tab, _ = page
     cs = new_setup_session(api)
     tab.goto(cs["url"])
-    enter_card(tab, "4000000000003220")
+    enter_card(tab, "4000002760003184")
     tab.get_by_text("Fail authentication").click()
-    expect(tab.locator("#notice")).to_have_text(
-        "The card's authentication failed. Try again or use another card.")
+    expect(tab.locator("#pay-status[data-state=failed]")).to_have_text(AUTH_FAILED)
     assert api.ok("GET", f"/v1/checkout/sessions/{cs['id']}")["status"] == "open"
     si = api.ok("GET", f"/v1/setup_intents/{cs['setup_intent']}")
-    # Stripe answers requires_payment_method; localstripe cancels its SetupIntent instead.
-    assert si["status"] in ("requires_payment_method", "canceled"), si["status"]
+    # Read from Stripe: the attempt failed, the intent waits for another card.
+    assert (si["status"], si["payment_method"]) == ("requires_payment_method", None)
     assert api.ok("GET", f"/v1/customers/{si['customer']}/payment_methods")["data"] == []
+    assert cards_at_stripe(localstripe, stripe_customer(localstripe, si)) == []
+
+
+def test_stripe_setup_mode_declined_card_then_another_card_is_saved(
+    page: tuple[Page, list[str]], api: Api, server: CapturingServer, localstripe: LocalStripe
+) -> None:
+    """A declined card: the taxonomy's message, nothing saved at Stripe or here; the card
+    Element is mounted anew and another card is saved in the same page (a new SetupIntent
+    at Stripe, under the next attempt's key)."""
+    tab, _ = page
+    cs = new_setup_session(api)
+    tab.goto(cs["url"])
+    enter_card(tab, "4000000000000002")  # localstripe: declined when Stripe.js confirms
+    expect(tab.locator("#pay-status[data-state=failed]")).to_have_text(DECLINED)
+    si = api.ok("GET", f"/v1/setup_intents/{cs['setup_intent']}")
+    assert si["status"] == "requires_payment_method"
+    assert si["last_setup_error"]["code"] == "card_declined"
+    first = si["gateway_reference"]
+    assert cards_at_stripe(localstripe, stripe_customer(localstripe, si)) == []
+    expect(tab.locator("#stripe-card input[placeholder=number]")).to_have_value("")
+    enter_card(tab, "4242424242424242")
+    tab.wait_for_url(f"{SHOP}/saved?session={cs['id']}")
+    assert_saved_once(api, localstripe, server, cs, "4242")
+    again = api.ok("GET", f"/v1/setup_intents/{cs['setup_intent']}")
+    assert again["gateway_reference"] != first
+
+
+def page_post(server: CapturingServer, path: str, origin: str | None = None) -> httpx.Response:
+    """A post as the page's card-entry.js sends it (JSON), without a browser."""
+    headers = {"content-type": "application/json"}
+    if origin is not None:
+        headers["origin"] = origin
+    return httpx.post(f"{server.url}{path}", content=b"{}", headers=headers, timeout=10)
+
+
+def test_the_stripe_setup_secret_is_the_sessions_own_and_asked_again_the_same(
+    api: Api, server: CapturingServer
+) -> None:
+    """No browser: the page's stripe-setup URL answers the secret of the one Stripe
+    SetupIntent made for this session's attempt, the same again when asked again (a lost
+    answer, a second click), another session's for another session; Stripe still waiting
+    for the card, the outcome says so and nothing is saved."""
+    cs = new_setup_session(api)
+    first = page_post(server, f"/c/pay/{cs['id']}/stripe-setup")
+    assert first.status_code == 200, first.text
+    answer = first.json()
+    si = api.ok("GET", f"/v1/setup_intents/{cs['setup_intent']}")
+    assert (answer["status"], si["status"]) == ("requires_action", "requires_action")
+    assert si["gateway_reference"].startswith("seti_")
+    assert answer["client_secret"].startswith(f"{si['gateway_reference']}_secret_")
+    assert answer["return_url"].endswith(f"/c/pay/{cs['id']}?setup_intent={cs['setup_intent']}")
+    again = page_post(server, f"/c/pay/{cs['id']}/stripe-setup").json()
+    assert again["client_secret"] == answer["client_secret"]
+    assert api.ok("GET", f"/v1/setup_intents/{cs['setup_intent']}")["gateway_reference"] == \
+        si["gateway_reference"]
+    waiting = page_post(server, f"/c/pay/{cs['id']}/stripe-setup/outcome")
+    assert (waiting.status_code, waiting.json()) == (200, {"status": "requires_action"})
+    assert api.ok("GET", f"/v1/checkout/sessions/{cs['id']}")["status"] == "open"
+    other = new_setup_session(api)
+    theirs = page_post(server, f"/c/pay/{other['id']}/stripe-setup").json()
+    assert theirs["client_secret"] != answer["client_secret"]
+
+
+def test_the_stripe_setup_urls_refuse_another_origin_and_a_payment(
+    api: Api, server: CapturingServer
+) -> None:
+    cs = new_setup_session(api)
+    foreign = page_post(server, f"/c/pay/{cs['id']}/stripe-setup", origin="https://evil.example")
+    assert foreign.status_code == 403
+    si = api.ok("GET", f"/v1/setup_intents/{cs['setup_intent']}")
+    assert (si["status"], si["gateway_reference"]) == ("requires_payment_method", None)
+    paying = new_session(api)
+    for path in ("stripe-setup", "stripe-setup/outcome"):
+        refused = page_post(server, f"/c/pay/{paying['id']}/{path}")
+        assert refused.status_code == 400
+        assert refused.json()["code"] == "checkout_session_unexpected_state"
+    missing = page_post(server, "/c/pay/cs_test_nosuchsession/stripe-setup")
+    assert missing.status_code == 404

@@ -28,7 +28,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol, runtime_checkable
 from urllib.parse import quote
 
 from sqlalchemy import literal, select
@@ -36,8 +36,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.billing.catalog_views import price_view
 from paymux.checkout import rules
-from paymux.domain.errors import PaymuxError
+from paymux.domain.errors import PaymuxError, card_error
 from paymux.domain.ids import new_id
+from paymux.gateways.base import GatewayError, GatewayInvalidRequest
 from paymux.jobs import queue
 from paymux.money import Money
 from paymux.money.errors import MoneyError
@@ -55,6 +56,7 @@ from paymux.services.customers import CustomerParams, CustomersService
 from paymux.services.idempotency import current_claim, record_recovery_point
 from paymux.services.payments import CreateParams, PaymentsService
 from paymux.services.setup_intents import SetupIntentsService, SetupParams
+from paymux.services.three_d_secure import requested_option
 from paymux.storage.models import (
     CheckoutSession,
     Customer,
@@ -65,7 +67,7 @@ from paymux.storage.models import (
     SetupIntent,
 )
 
-__all__ = ["CheckoutService", "LineItemParams", "PageOutcome", "SessionParams"]
+__all__ = ["CardOrders", "CheckoutService", "LineItemParams", "PageOutcome", "SessionParams"]
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,27 @@ EXPIRE_JOB = "expire_checkout_session"
 EXPIRE_JOB_PREFIX = "cs-expire:"
 # Cards one session's page may try before it refuses more (card testing).
 PAGE_TRIES = 10
+# A payment waiting for the payer's card: the PayPal card fields' order may be opened for it.
+_WAITS_FOR_CARD = ("requires_payment_method", "requires_confirmation")
+
+
+@runtime_checkable
+class CardOrders(Protocol):
+    """A gateway whose browser SDK's card fields pay an order opened by the server (PayPal's
+    ``CardFields``): the order opened for our payment, and the payment an order was opened
+    for (read at the gateway)."""
+
+    async def open_card_order(
+        self,
+        amount: Money,
+        reference: str,
+        capture: bool,
+        three_d_secure: str | None,
+        *,
+        idempotency_key: str,
+    ) -> str: ...
+
+    async def order_opened_for(self, order_id: str) -> str | None: ...
 
 
 @dataclass
@@ -687,6 +710,86 @@ class CheckoutService:
             )
         return str(token)
 
+    async def stripe_setup_secret(self, cs_id: str, return_url: str) -> PageOutcome:
+        """Setup mode on Stripe: the client secret of Stripe's SetupIntent, which the page's
+        Stripe.js confirms with its card Element (``confirmCardSetup``: Stripe.js makes the
+        one PaymentMethod, confirms, runs 3-D Secure). The first call confirms the session's
+        SetupIntent without a card (paymux makes Stripe's, keyed by our intent and attempt,
+        no transaction open). An attempt still waiting (a reload, a second click) is asked
+        at Stripe first: still waiting, its secret again; ended, a new attempt's."""
+        row, si = await self._open_setup(cs_id)
+        if si.status == "requires_action" and si.gateway_reference:
+            await self._settle_setup(row, si.id)
+            row, si = await self._open_setup(cs_id)
+        if rules.completion_status(si.status):
+            return PageOutcome("complete", self.success_redirect(row))
+        back_to = f"{return_url}?setup_intent={si.id}"
+        secret = (si.next_action or {}).get("client_secret")
+        if si.status == "requires_action" and si.gateway_reference and secret:
+            return PageOutcome("requires_action", None, str(secret), back_to)
+        await self._check_tries(row)
+        mode = current_livemode.set(bool(row.livemode))
+        try:
+            view = await self.setup_intents.confirm(row.account_id, si.id)
+        finally:
+            current_livemode.reset(mode)
+        secret = (view.get("next_action") or {}).get("client_secret")
+        if view.get("status") != "requires_action" or not secret:
+            raise PaymuxError.of(
+                "checkout_session_unexpected_state",
+                "Stripe did not hand the card to Stripe.js.",
+            )
+        return PageOutcome("requires_action", None, str(secret), back_to)
+
+    async def stripe_setup_outcome(self, cs_id: str) -> PageOutcome:
+        """After Stripe.js's ``confirmCardSetup``: the outcome as Stripe has it (read now,
+        never the browser's word): complete (the card saved for the customer); a decline or
+        a failed challenge raises its card error (the session waits for another card);
+        requires_action while Stripe still waits for the payer."""
+        row = await self.page_session(cs_id)
+        if row is None or row.setup_intent_id is None:
+            raise PaymuxError.of("resource_missing", "No such checkout session.", param="id")
+        if row.status == rules.COMPLETE:
+            return PageOutcome("complete", self.success_redirect(row))
+        await self._settle_setup(row, row.setup_intent_id)
+        row = await self.page_session(cs_id)
+        assert row is not None and row.setup_intent_id is not None
+        async with self.ctx.db.read() as s:
+            si = await s.get(SetupIntent, row.setup_intent_id)
+        if si is None:
+            raise PaymuxError.of("resource_missing", "No such checkout session.", param="id")
+        if row.status == rules.COMPLETE or rules.completion_status(si.status):
+            return PageOutcome("complete", self.success_redirect(row))
+        failed = si.last_setup_error or {}
+        if si.status == "requires_payment_method" and failed.get("gateway_code"):
+            raise card_error(str(failed["gateway"]), str(failed["gateway_code"]))
+        if si.status == "requires_payment_method" and failed.get("code"):
+            raise PaymuxError.of(str(failed["code"]), str(failed.get("message") or ""))
+        return PageOutcome(si.status if si.status == "requires_action" else "open")
+
+    async def _open_setup(self, cs_id: str) -> tuple[CheckoutSession, SetupIntent]:
+        row = await self.page_session(cs_id)
+        if row is None or row.setup_intent_id is None:
+            raise PaymuxError.of("resource_missing", "No such checkout session.", param="id")
+        if row.status != rules.OPEN or self.ctx.now_us() >= row.expires_us:
+            raise PaymuxError.of(
+                "checkout_session_unexpected_state",
+                "This checkout session is no longer open.",
+            )
+        async with self.ctx.db.read() as s:
+            si = await s.get(SetupIntent, row.setup_intent_id)
+        if si is None:
+            raise PaymuxError.of("resource_missing", "No such checkout session.", param="id")
+        return row, si
+
+    async def _settle_setup(self, row: CheckoutSession, seti_id: str) -> None:
+        """Ask the gateway where the session's setup stands (no transaction open); a gateway
+        that cannot answer now leaves it as recorded (the webhook settles it)."""
+        try:
+            await self.setup_intents.settle_waiting(row.account_id, seti_id)
+        except GatewayError as exc:
+            log.warning("could not settle %s: %s", row.id, type(exc).__name__)
+
     async def _own_setup_token(self, seti_id: str, token: str) -> str:
         async with self.ctx.db.read() as s:
             si = await s.get(SetupIntent, seti_id)
@@ -699,16 +802,75 @@ class CheckoutService:
         return si.id
 
     async def _own_order(self, pi_id: str, token: str) -> str:
+        """The order the page may pay with: the one opened with the payment (the buttons'),
+        or one its card fields opened (``paypal_card_order``), which PayPal says was opened
+        for this payment (``custom_id``, read at PayPal: no call inside a transaction)."""
         async with self.ctx.db.read() as s:
             pi = await s.get(PaymentIntent, pi_id)
         order = (pi.gateway_client or {}).get("order_id") if pi is not None else None
-        if not order or token != order:
+        if order and token == order:
+            return token
+        if pi is not None and order and await self._card_order_of(pi, token):
+            return token
+        raise PaymuxError.of(
+            "parameter_invalid",
+            "This page pays with its payment's own PayPal order only.",
+            param="payment_method",
+        )
+
+    async def _card_order_of(self, pi: PaymentIntent, token: str) -> bool:
+        provider = await self.ctx.gateway_of(pi)
+        if not isinstance(provider, CardOrders):
+            return False
+        try:
+            return await provider.order_opened_for(token) == pi.id
+        except GatewayInvalidRequest:  # not an order id PayPal takes
+            return False
+        except GatewayError as exc:  # PayPal not reachable: nothing done, the payer retries
+            raise PaymuxError.of("gateway_unavailable") from exc
+
+    async def paypal_card_order(self, cs_id: str) -> str:
+        """PayPal's card fields on the page (``createOrder``): an order for the session's
+        payment, opened at PayPal for a card entered in PayPal's own fields (``custom_id``
+        our payment; 3-D Secure as the payment's ``request_three_d_secure`` asks, else
+        SCA_WHEN_REQUIRED). Keyed by the payment and its confirmation count: asked again
+        before a confirmation, the same order; after a refused one, a new order (the
+        authentication or the decline of the last one stands on it). No transaction open."""
+        row = await self.page_session(cs_id)
+        if row is None or row.payment_intent_id is None:
+            raise PaymuxError.of("resource_missing", "No such checkout session.", param="id")
+        if row.status != rules.OPEN or self.ctx.now_us() >= row.expires_us:
             raise PaymuxError.of(
-                "parameter_invalid",
-                "This page pays with its payment's own PayPal order only.",
-                param="payment_method",
+                "checkout_session_unexpected_state", "This checkout session is no longer open."
             )
-        return token
+        await self._check_tries(row)
+        async with self.ctx.db.read() as s:
+            pi = await s.get(PaymentIntent, row.payment_intent_id)
+        if pi is None or pi.status not in _WAITS_FOR_CARD:
+            raise PaymuxError.of(
+                "checkout_session_unexpected_state", "This checkout's payment is under way."
+            )
+        mode = current_livemode.set(bool(row.livemode))
+        try:
+            provider = await self.ctx.gateway_of(pi)
+            if not isinstance(provider, CardOrders):
+                raise PaymuxError.of(
+                    "checkout_session_unexpected_state", "This checkout takes no card here."
+                )
+            # The SDK on the page was loaded with the payment's intent: the order's the same.
+            capture = (pi.gateway_client or {}).get("intent") != "authorize"
+            return await provider.open_card_order(
+                Money(int(pi.amount), pi.currency),
+                pi.id,
+                capture,
+                requested_option(pi),
+                idempotency_key=f"{pi.id}:open-card:{pi.confirm_count}",
+            )
+        except GatewayError as exc:
+            log.warning("could not open a card order for %s: %s", pi.id, type(exc).__name__)
+            raise PaymuxError.of("gateway_unavailable") from exc
+        finally:
+            current_livemode.reset(mode)
 
     async def page_state(self, cs_id: str) -> PageOutcome | None:
         """Where the session of a page stands, for a page that lost its answer, a second

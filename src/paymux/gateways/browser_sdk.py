@@ -28,15 +28,16 @@ SQUARE_JS = {
 }
 
 
-def paypal_sdk_url(settings: Settings, client: dict[str, Any]) -> str:
+def paypal_sdk_url(settings: Settings, client: dict[str, Any], *, card_fields: bool = False) -> str:
     """PayPal's JS SDK for this payment: client id, currency and intent as the order's. With
     no currency (a SetupIntent's view: saving a PayPal wallet, nothing charged, the buttons'
-    ``createVaultSetupToken`` flow) the client id alone."""
+    ``createVaultSetupToken`` flow) the client id alone. ``card_fields``: the card fields
+    component too (``paypal.CardFields``, the checkout page's card entry)."""
     query: dict[str, str] = {"client-id": str(client.get("client_id") or "")}
     if client.get("currency"):
         query["currency"] = str(client["currency"]).upper()
         query["intent"] = str(client.get("intent") or "capture")
-    query["components"] = "buttons"
+    query["components"] = "buttons,card-fields" if card_fields else "buttons"
     return f"{settings.paypal_js_url or PAYPAL_JS}?{urlencode(query)}"
 
 

@@ -21,6 +21,15 @@ provider replays its first answer, so there is never a second vault entry. A set
 for the payer is settled when it is read: paymux asks the gateway (``retrieve_setup``, key
 ``<seti id>:attach:<attempt>`` where the provider needs a second step to save the card).
 
+Stripe's card setup in the browser (the hosted page and paymux.js): a confirm without a
+card makes Stripe's SetupIntent (the same keyed setup call, with no card) and answers
+``requires_action`` with ``next_action`` ``use_stripe_sdk`` and Stripe's client secret;
+Stripe.js's ``confirmCardSetup`` makes the PaymentMethod, confirms and authenticates; every
+read then asks Stripe (``retrieve_setup``), and the PaymentMethod Stripe made is recorded for
+the customer once it succeeded (attached at Stripe under ``<seti id>:attach:<attempt>``). A
+failed attempt (a decline, a failed challenge) leaves the intent waiting for another card:
+the next confirm makes a new Stripe SetupIntent under the next attempt's key.
+
 The payer's verification token (Square's verifyBuyer, intent STORE) is part of the setup
 call, and Square replays a keyed call only when it is sent again identically; so it is kept
 with the pending attempt (in ``next_action``, under ``_PENDING_VERIFICATION``, never shown:
@@ -431,7 +440,7 @@ class SetupIntentsService:
                 connection_id=si.connection_id,
             )
             pm_id = pm.id
-        if pm_id is None and not _gateway_makes_method(si):
+        if pm_id is None and not (_gateway_makes_method(si) or _browser_confirms(si)):
             raise PaymuxError.of(
                 "parameter_missing",
                 "Missing required param: payment_method.",
@@ -696,7 +705,8 @@ class SetupIntentsService:
     @staticmethod
     def _new_method(si: SetupIntent, result: SetupResult, now: int) -> PaymentMethod:
         """The payment method a gateway made with the payer (a PayPal wallet saved from a
-        setup token paymux created): recorded now, as the attach endpoint records one."""
+        setup token paymux created; the PaymentMethod Stripe.js made with the card):
+        recorded now, as the attach endpoint records one."""
         card = result.card
         if card is None:
             raise PaymuxError.of(
@@ -742,6 +752,8 @@ class SetupIntentsService:
             "code": error.code,
             "decline_code": error.decline_code,
             "message": error.message,
+            # The taxonomy's words for the payer (paymux.js shows them after Stripe.js).
+            "user_message": error.user_message,
             "param": error.param,
             "gateway": gateway_name,
             "gateway_code": code,
@@ -770,6 +782,15 @@ def _gateway_makes_method(si: SetupIntent) -> bool:
     """A SetupIntent for a PayPal wallet only: the gateway makes the payment method with the
     payer (a setup token the payer approves at PayPal), so none is needed to confirm."""
     return list(si.payment_method_types or []) == ["paypal"]
+
+
+def _browser_confirms(si: SetupIntent) -> bool:
+    """A card SetupIntent routed to Stripe: confirmed without a card, paymux makes Stripe's
+    SetupIntent and hands its secret to Stripe.js (``next_action`` ``use_stripe_sdk``),
+    which makes the one PaymentMethod with the card, confirms and runs 3-D Secure in the
+    payer's browser; paymux then reads the outcome from Stripe (``retrieve_setup``) and
+    records the PaymentMethod Stripe made, once (``_succeeded``)."""
+    return si.gateway == "stripe" and "card" in (si.payment_method_types or ["card"])
 
 
 def _next_action(result: SetupResult, return_url: str | None, gateway_name: str) -> dict[str, Any]:

@@ -11,6 +11,17 @@
   script (static/card-entry.js) pays with it (for PayPal the token is the approved order);
 - ``POST /c/pay/{session_id}/paypal-order`` the PayPal order the buttons' ``createOrder``
   hands PayPal (opened with the session's payment; JSON, the page's origin only);
+- ``POST /c/pay/{session_id}/paypal-card-order`` the PayPal order the card fields'
+  ``createOrder`` hands PayPal (``paypal.CardFields``, beside the buttons where the session
+  takes cards): ours (``custom_id``), 3-D Secure as the payment asks (SCA_WHEN_REQUIRED by
+  default); ``onApprove`` confirms with its id, and the authentication result is read
+  before the capture;
+- ``POST /c/pay/{session_id}/stripe-setup`` in setup mode on Stripe, the client secret of
+  Stripe's SetupIntent, for Stripe.js's ``confirmCardSetup`` with the card Element (made by
+  confirming the session's SetupIntent without a card); then
+  ``POST /c/pay/{session_id}/stripe-setup/outcome``: paymux reads the outcome from Stripe
+  and answers as the confirm URL does (the card is saved once, the PaymentMethod Stripe.js
+  made);
 - ``POST /c/pay/{session_id}/paypal-setup-token`` in setup mode, the PayPal setup token the
   buttons' ``createVaultSetupToken`` hands PayPal (made by confirming the session's
   SetupIntent; ``onApprove`` then posts it to the confirm URL, which saves the wallet);
@@ -52,7 +63,7 @@ from paymux.domain.errors import PaymuxError
 from paymux.fraud.request import set_browser_payer
 from paymux.gateways.browser_sdk import paypal_sdk_url, square_sdk_url
 from paymux.money import Money
-from paymux.services import Paymux
+from paymux.root import Paymux
 from paymux.storage.models import Account, CheckoutSession, PaymentIntent, SetupIntent
 from paymux.web.checkout_text import text_for
 
@@ -155,6 +166,8 @@ class Component:
     # application and location ids, and verifyBuyer's intent (CHARGE, with the amount and
     # currency; STORE in setup mode, where nothing is charged).
     params: tuple[tuple[str, str], ...] = ()
+    # PayPal: the JS SDK's card fields beside its buttons (the payment takes cards).
+    card_fields: bool = False
 
     @property
     def styled(self) -> bool:
@@ -227,12 +240,15 @@ def _origin_of(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def _paypal_js(settings: Settings, client: dict[str, Any]) -> tuple[str, ProviderSources]:
+def _paypal_js(
+    settings: Settings, client: dict[str, Any], *, card_fields: bool = False
+) -> tuple[str, ProviderSources]:
     """PayPal's JS SDK URL for this payment (client id, currency and intent must match the
-    order's; gateways/browser_sdk.py, as paymux.js gets it) and the CSP's sources;
-    ``PAYMUX_PAYPAL_JS_URL`` replaces PayPal's (a test's fake SDK on loopback), and its
-    origin alone is named."""
-    url = paypal_sdk_url(settings, client)
+    order's; gateways/browser_sdk.py, as paymux.js gets it; ``card_fields``: with the card
+    fields component) and the CSP's sources (the card fields' frames are PayPal's, already
+    in frame-src); ``PAYMUX_PAYPAL_JS_URL`` replaces PayPal's (a test's fake SDK on
+    loopback), and its origin alone is named."""
+    url = paypal_sdk_url(settings, client, card_fields=card_fields)
     if settings.paypal_js_url:
         return url, PAYPAL_SOURCES.replaced_by(_origin_of(settings.paypal_js_url))
     return url, PAYPAL_SOURCES
@@ -331,8 +347,9 @@ def _square_component(
 
 
 async def _setup_component(app: Paymux, row: CheckoutSession, gateway: str) -> Component | None:
-    """Setup mode (save a payment method, nothing charged): Stripe.js's card Element (its
-    token confirms the SetupIntent; 3-D Secure is Stripe.js's ``confirmCardSetup``);
+    """Setup mode (save a payment method, nothing charged): Stripe.js's card Element (the
+    page asks its ``stripe-setup`` URL for the secret of Stripe's SetupIntent, and Stripe.js's
+    ``confirmCardSetup`` makes the PaymentMethod, confirms and runs 3-D Secure);
     Square's card form, whose verifyBuyer asks for intent STORE (its verification token goes
     with the card's token to CreateCard); PayPal's buttons saving the payer's wallet (a
     session for ``payment_method_types`` ``[paypal]``: ``createVaultSetupToken`` asks the
@@ -372,6 +389,7 @@ def payment_component(
     *,
     live: bool,
     order_on_demand: bool = False,
+    card_fields: bool = False,
 ) -> Component | None:
     """The card-entry component that takes a payment of ``amount`` through ``gateway``, on
     any of paymux's pages (the checkout page, the hosted invoice page): the sandbox's hosted
@@ -379,7 +397,8 @@ def payment_component(
     publishable key), PayPal's buttons (for the order already opened: ``client``'s
     ``order_id``; with ``order_on_demand``, for the order the page's ``createOrder`` opens
     when the payer clicks, a captured one for ``amount``, as the hosted invoice page does) or
-    Square's card form (verifyBuyer intent CHARGE, with the amount). ``client``: what the
+    Square's card form (verifyBuyer intent CHARGE, with the amount). ``card_fields``: PayPal's
+    card fields too, beside its buttons (the checkout page's). ``client``: what the
     payment's gateway gives the browser (``browser_params`` and the intent's
     ``gateway_client``). None where no component can take it."""
     if gateway == SANDBOX:
@@ -396,8 +415,9 @@ def payment_component(
             client = {**client, "currency": amount.currency, "intent": "capture"}
         elif not client.get("order_id") or not client.get("client_id"):
             return None  # no order opened: nothing for the buttons to approve
-        script, sources = _paypal_js(settings, client)
-        return Component(PAYPAL, script, sources)  # the client id is in its URL
+        script, sources = _paypal_js(settings, client, card_fields=card_fields)
+        # the client id is in its URL
+        return Component(PAYPAL, script, sources, card_fields=card_fields)
     if gateway == SQUARE:
         return _square_component(
             settings,
@@ -436,7 +456,12 @@ async def _component(app: Paymux, row: CheckoutSession) -> Component | None:
             return None
         client = {**provider.browser_params(pi.id), **client}
     return payment_component(
-        settings, gateway, client, Money(int(pi.amount), pi.currency), live=row.livemode
+        settings,
+        gateway,
+        client,
+        Money(int(pi.amount), pi.currency),
+        live=row.livemode,
+        card_fields=gateway == PAYPAL and "card" in (row.payment_method_types or ["card"]),
     )
 
 
@@ -519,7 +544,9 @@ async def checkout_page(session_id: str, request: Request) -> Response:
         pay=component is not None,
         pay_url=f"{PAGE_PREFIX}/{quote(row.id, safe='')}/confirm",
         order_url=f"{PAGE_PREFIX}/{quote(row.id, safe='')}/paypal-order",
+        card_order_url=f"{PAGE_PREFIX}/{quote(row.id, safe='')}/paypal-card-order",
         setup_token_url=f"{PAGE_PREFIX}/{quote(row.id, safe='')}/paypal-setup-token",
+        stripe_setup_url=f"{PAGE_PREFIX}/{quote(row.id, safe='')}/stripe-setup",
         status_url=f"{PAGE_PREFIX}/{quote(row.id, safe='')}/status",
         card_form_url=CARD_FORM_PATH,
         back=back,
@@ -594,6 +621,37 @@ async def checkout_paypal_order(session_id: str, request: Request) -> JSONRespon
     return JSONResponse({"order_id": str(order_id)}, headers={"cache-control": "no-store"})
 
 
+@router.post(PAGE_PREFIX + "/{session_id}/paypal-card-order")
+async def checkout_paypal_card_order(session_id: str, request: Request) -> JSONResponse:
+    """PayPal's card fields' ``createOrder``: an order of ours for the session's payment, for
+    the card the payer enters in PayPal's fields (opened at PayPal, keyed by the payment and
+    its confirmation count: a second click answers the same order, a try after a refusal a
+    new one). Every order handed out is a card tried: the payer limits apply."""
+    app = _app(request)
+    found = await _open_paypal_session(app, request, session_id)
+    if isinstance(found, JSONResponse):
+        return found
+    row = found
+    component = await _component(app, row)
+    if component is None or not component.card_fields:
+        return _refusal(
+            400, "checkout_session_unexpected_state", "This checkout takes no card at PayPal."
+        )
+    _, words = text_for(_locale(request, row))
+    try:
+        await app.rate_limiter.check_payer(
+            request.client.host if request.client else None,
+            row.account_id,
+            per_address=app.ctx.settings.checkout_payer_address_limit,
+            per_account=app.ctx.settings.checkout_payer_account_limit,
+        )
+        order_id = await app.checkout.paypal_card_order(session_id)
+    except PaymuxError as exc:
+        generic = words["rate_limited" if exc.code == "rate_limited" else "failed"]
+        return _refusal(exc.http_status, exc.code, exc.user_message or generic, str(exc.action))
+    return JSONResponse({"order_id": order_id}, headers={"cache-control": "no-store"})
+
+
 @router.post(PAGE_PREFIX + "/{session_id}/paypal-setup-token")
 async def checkout_paypal_setup_token(session_id: str, request: Request) -> JSONResponse:
     """PayPal's buttons' ``createVaultSetupToken`` in setup mode: the setup token the payer
@@ -615,6 +673,90 @@ async def checkout_paypal_setup_token(session_id: str, request: Request) -> JSON
     except PaymuxError as exc:
         return _refusal(exc.http_status, exc.code, exc.user_message or words["failed"])
     return JSONResponse({"setup_token": token}, headers={"cache-control": "no-store"})
+
+
+async def _open_stripe_setup(
+    app: Paymux, request: Request, session_id: str
+) -> CheckoutSession | JSONResponse:
+    """The open setup-mode session routed to Stripe of a page's Stripe.js call (from the
+    page's own origin, as JSON, over HTTPS when live), or the refusal to answer."""
+    problem = _page_post_problem(app, request)
+    if problem is not None:
+        return problem
+    row = await app.checkout.page_session(session_id)
+    if row is None:
+        return _refusal(404, "resource_missing", "No such checkout session.")
+    if row.livemode and request.url.scheme != "https":
+        return _refusal(403, "tls_required", "A live card is saved over HTTPS only.")
+    if row.status == COMPLETE:
+        return row  # saved already (a second tab, a lost answer): the caller says so
+    if row.status != "open" or app.ctx.now_us() >= row.expires_us:
+        return _refusal(
+            400, "checkout_session_unexpected_state", "This checkout session is no longer open."
+        )
+    component = await _component(app, row)
+    if component is None or component.gateway != STRIPE or row.setup_intent_id is None:
+        return _refusal(
+            400, "checkout_session_unexpected_state", "This checkout does not save with Stripe."
+        )
+    return row
+
+
+@router.post(PAGE_PREFIX + "/{session_id}/stripe-setup")
+async def checkout_stripe_setup(session_id: str, request: Request) -> JSONResponse:
+    """Setup mode on Stripe, before Stripe.js's ``confirmCardSetup``: the client secret of
+    Stripe's SetupIntent for this session (made on the first call, by confirming the
+    session's SetupIntent without a card: a keyed call, outside any transaction) and the
+    page's return URL. Only this session's secret, only to this page's origin."""
+    app = _app(request)
+    found = await _open_stripe_setup(app, request, session_id)
+    if isinstance(found, JSONResponse):
+        return found
+    row = found
+    if row.status == COMPLETE:
+        return _outcome_answer(app.checkout.success_redirect(row), "complete")
+    _, words = text_for(_locale(request, row))
+    try:  # card testing: every Stripe SetupIntent handed out is a card tried
+        await app.rate_limiter.check_payer(
+            request.client.host if request.client else None,
+            row.account_id,
+            per_address=app.ctx.settings.checkout_payer_address_limit,
+            per_account=app.ctx.settings.checkout_payer_account_limit,
+        )
+        outcome = await app.checkout.stripe_setup_secret(session_id, app.checkout.page_url(row.id))
+    except PaymuxError as exc:
+        generic = words["rate_limited" if exc.code == "rate_limited" else "failed"]
+        return _refusal(exc.http_status, exc.code, exc.user_message or generic, str(exc.action))
+    if outcome.status != "requires_action":
+        return _outcome_answer(outcome.redirect_url, outcome.status)
+    return JSONResponse(
+        {
+            "status": "requires_action",
+            "client_secret": outcome.client_secret,
+            "return_url": outcome.return_url,
+        },
+        headers={"cache-control": "no-store"},
+    )
+
+
+@router.post(PAGE_PREFIX + "/{session_id}/stripe-setup/outcome")
+async def checkout_stripe_setup_outcome(session_id: str, request: Request) -> JSONResponse:
+    """After Stripe.js's ``confirmCardSetup``: paymux reads the outcome from Stripe (never
+    the browser's word) and answers as the confirm URL does: complete (with where to go),
+    a decline or failed challenge (the taxonomy's message and action), or requires_action
+    (Stripe still waits for the payer)."""
+    app = _app(request)
+    found = await _open_stripe_setup(app, request, session_id)
+    if isinstance(found, JSONResponse):
+        return found
+    _, words = text_for(_locale(request, found))
+    try:
+        outcome = await app.checkout.stripe_setup_outcome(session_id)
+    except PaymuxError as exc:
+        return _refusal(
+            exc.http_status, exc.code, exc.user_message or words["failed"], str(exc.action)
+        )
+    return _outcome_answer(outcome.redirect_url, outcome.status)
 
 
 @router.post(PAGE_PREFIX + "/{session_id}/confirm")

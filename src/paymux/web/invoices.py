@@ -57,8 +57,9 @@ from paymux.billing.hosted_payments import (
 from paymux.billing.invoice_document import InvoiceDocument, invoice_document, pick_locale
 from paymux.domain.errors import PaymuxError
 from paymux.fraud.request import set_browser_payer
+from paymux.gateways.base import GatewayRateLimited, GatewayUnavailable
 from paymux.money import Money
-from paymux.services import Paymux
+from paymux.root import Paymux
 from paymux.storage.models import Account, Customer, Invoice, TaxRate
 from paymux.web.checkout import PAYPAL, Component, checkout_csp, payment_component
 from paymux.web.checkout_text import text_for
@@ -251,6 +252,15 @@ def _refusal(status: int, code: str, message: str) -> JSONResponse:
     )
 
 
+def _gateway_down() -> JSONResponse:
+    """The gateway could not be reached before anything was recorded (opening the order,
+    describing the payment method): retryable, as the API answers it (api/deps.py)."""
+    down = PaymuxError.of("gateway_unavailable")
+    return _refusal(
+        down.http_status, down.code, "The payment provider could not be reached. Try again."
+    )
+
+
 def _post_problem(app: Paymux, request: Request) -> JSONResponse | None:
     """The page's own posts: JSON (no form a foreign page could send without CORS) from the
     page's own origin when the browser names one."""
@@ -285,6 +295,8 @@ async def invoice_paypal_order(token: str, request: Request) -> JSONResponse:
         order_id = await paypal_order(app, token)
     except PaymuxError as exc:
         return _refusal(exc.http_status, exc.code, exc.user_message or exc.message)
+    except (GatewayUnavailable, GatewayRateLimited):
+        return _gateway_down()
     return JSONResponse({"order_id": order_id}, headers={"cache-control": "no-store"})
 
 
@@ -330,6 +342,8 @@ async def invoice_pay(token: str, request: Request) -> JSONResponse:
     except PaymuxError as exc:
         message = exc.user_message or exc.message
         return _refusal(exc.http_status, exc.code, message)
+    except (GatewayUnavailable, GatewayRateLimited):
+        return _gateway_down()
     answer: dict[str, Any] = {"status": outcome.status}
     if outcome.redirect_url:
         answer["redirect_url"] = outcome.redirect_url

@@ -6,7 +6,8 @@
 // is a dialog in the page where the buyer approves the order (at the fake PayPal, through this
 // origin's /paypal/approve), optionally with a funding source PayPal will refuse, or approves
 // saving their wallet for the setup token (/paypal/approve-setup), or cancels. Like PayPal's
-// SDK it puts its own style element in the page, with the script's data-csp-nonce.
+// SDK it puts its own style element in the page, with the script's data-csp-nonce. With
+// components=card-fields, paypal.CardFields({createOrder, onApprove, onError}) too (below).
 'use strict';
 (function () {
   const script = document.currentScript;
@@ -94,5 +95,95 @@
     dialog.append(save, cancel);
     document.body.appendChild(dialog);
   }
+  // The card fields (components=card-fields): each field an iframe from this origin (the
+  // card never touches the merchant's page); submit() asks createOrder for the merchant's
+  // order, has each field post its own value to this origin, then submits the order's card
+  // here: "3-D Secure" runs (a challenge dialog for the challenge card, where the payer
+  // completes or fails it), and onApprove gets {orderID, liabilityShift}.
+  const LABELS = {name: 'Name on card', number: 'Card number', expiry: 'Expiry (MM/YY)',
+                  cvv: 'Security code'};
+  function CardFields(options) {
+    const frames = [];
+    const field = (name) => ({
+      render: (target) => {
+        const element = typeof target === 'string' ? document.querySelector(target) : target;
+        const frame = document.createElement('iframe');
+        frame.src = base + '/paypal/card-field?name=' + name;
+        frame.title = LABELS[name];
+        frame.className = 'fake-paypal-card-field';
+        frame.dataset.field = name;
+        frames.push(frame);
+        element.appendChild(frame);
+        return new Promise((resolve) => frame.addEventListener('load', () => resolve()));
+      },
+    });
+    const post = async (path, body) => {
+      const response = await fetch(base + path, {method: 'POST', body: JSON.stringify(body)});
+      return response.json();
+    };
+    // Each field posts its value to this origin under the submit's id, and says so.
+    function store(submitId) {
+      return Promise.all(frames.map((frame) => new Promise((resolve) => {
+        const done = (event) => {
+          const data = event.data || {};
+          if (event.origin !== base || data.type !== 'paypal.card-fields.stored' ||
+              data.submitId !== submitId || data.name !== frame.dataset.field) return;
+          window.removeEventListener('message', done);
+          resolve();
+        };
+        window.addEventListener('message', done);
+        frame.contentWindow.postMessage({type: 'paypal.card-fields.store', submitId}, base);
+      })));
+    }
+    function challenge() {
+      return new Promise((resolve) => {
+        const dialog = document.createElement('div');
+        dialog.id = 'paypal-3ds';
+        dialog.setAttribute('role', 'dialog');
+        dialog.setAttribute('aria-label', '3-D Secure');
+        for (const [label, outcome] of [['Complete authentication', 'passed'],
+                                        ['Fail authentication', 'failed']]) {
+          const choice = document.createElement('button');
+          choice.type = 'button';
+          choice.textContent = label;
+          choice.addEventListener('click', () => {
+            dialog.remove();
+            resolve(outcome);
+          });
+          dialog.appendChild(choice);
+        }
+        document.body.appendChild(dialog);
+      });
+    }
+    async function submit() {
+      let orderID;
+      try {
+        orderID = await options.createOrder();
+        const submitId = Math.random().toString(36).slice(2) + Date.now().toString(36);
+        await store(submitId);
+        let answer = await post('/paypal/card-fields/submit', {order_id: orderID, submit_id: submitId});
+        if (answer.challenge) {
+          const outcome = await challenge();
+          answer = await post('/paypal/card-fields/submit',
+            {order_id: orderID, submit_id: submitId, challenge: outcome});
+        }
+        if (answer.error) throw new Error(answer.error);
+        await options.onApprove({orderID: orderID, liabilityShift: answer.liability_shift});
+      } catch (error) {
+        if (options.onError) options.onError(error);
+        throw error;
+      }
+    }
+    return {
+      isEligible: () => true,
+      NameField: () => field('name'),
+      NumberField: () => field('number'),
+      ExpiryField: () => field('expiry'),
+      CVVField: () => field('cvv'),
+      submit: submit,
+    };
+  }
+  const components = (query.get('components') || 'buttons').split(',');
   window.paypal = {Buttons: (options) => ({render: (target) => render(options, target)})};
+  if (components.includes('card-fields')) window.paypal.CardFields = CardFields;
 })();

@@ -86,7 +86,9 @@ async def _with_client(c: Caller, shown: dict[str, Any], view: dict[str, Any]) -
     has it) while the SetupIntent waits for a card: Stripe.js's URL and publishable key; and
     while it waits for the payer's approval of PayPal's setup token (a page reloaded mid
     setup mounts PayPal's buttons again, for that token)."""
-    approving = (view.get("next_action") or {}).get("paypal_setup_token")
+    action = view.get("next_action") or {}
+    # PayPal's setup token, or Stripe's SetupIntent that Stripe.js confirms with the card.
+    approving = action.get("paypal_setup_token") or action.get("type") == "use_stripe_sdk"
     if view["status"] not in ("requires_payment_method", "requires_confirmation") and not (
         view["status"] == "requires_action" and approving
     ):

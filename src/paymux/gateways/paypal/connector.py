@@ -375,6 +375,37 @@ class PayPalGateway:
             },
         )
 
+    async def open_card_order(
+        self,
+        amount: Money,
+        reference: str,
+        capture: bool,
+        three_d_secure: str | None,
+        *,
+        idempotency_key: str,
+    ) -> str:
+        """The order the page's card fields (the JS SDK's ``CardFields``) pay: opened for our
+        payment ``reference`` (``custom_id``), its 3-D Secure verification as
+        ``three_d_secure`` asks (transformers.card_order_request). The card goes from PayPal's
+        fields to PayPal; ``authorize`` with this order's id then reads the authentication
+        result before it captures. Keyed: the same key answers the same order."""
+        order = await self._call(
+            "POST",
+            "/v2/checkout/orders",
+            body=transformers.card_order_request(amount, reference, capture, three_d_secure),
+            key=idempotency_key,
+        )
+        order_id = str(order.get("id") or "")
+        if not order_id:
+            raise GatewayUnavailable("paypal: the order has no id")
+        return order_id
+
+    async def order_opened_for(self, order_id: str) -> str | None:
+        """The payment an order was opened for (its ``custom_id``, read at PayPal); None
+        when PayPal knows no such order or it names none (made outside paymux)."""
+        order = await self._get_order(order_id)
+        return transformers.opened_for_payment(order) if order is not None else None
+
     async def describe_payment_method(self, token: str) -> CardDetails | None:
         """An approved order (token = order id), a setup token to attach, or a vault payment
         token (``<kind>:<id>``, or a bare vault id); None when PayPal knows none of them."""

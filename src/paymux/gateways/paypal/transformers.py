@@ -72,6 +72,7 @@ __all__ = [
     "captured_authorization_result",
     "card_details_from_order",
     "card_details_from_vault",
+    "card_order_request",
     "customer_reference",
     "decline_for",
     "dispute_update",
@@ -260,6 +261,22 @@ _NETWORK_ID_LENGTH = range(9, 37)
 def verification_method(option: str | None) -> str | None:
     """The verification method for a 3-D Secure option; None: PayPal's default."""
     return _VERIFICATION.get(option) if option else None
+
+
+def card_order_request(
+    amount: Money, reference: str, capture: bool, three_d_secure: str | None
+) -> dict[str, Any]:
+    """The order the JS SDK's card fields (``paypal.CardFields``) pay: ours (``custom_id``),
+    for a card entered in PayPal's fields, with 3-D Secure asked as the payment's option says
+    (SCA_WHEN_REQUIRED by default: where the region mandates it). PayPal runs the
+    authentication when the page submits the fields; its ``authentication_result`` is read
+    before the capture (``completion_refusal``)."""
+    method = verification_method(three_d_secure) or "SCA_WHEN_REQUIRED"
+    return {
+        "intent": "CAPTURE" if capture else "AUTHORIZE",
+        "purchase_units": [_purchase_unit(amount, reference, None, None)],
+        "payment_source": {"card": {"attributes": {"verification": {"method": method}}}},
+    }
 
 
 def vault_order_request(request: AuthorizeRequest, kind: str, vault_id: str) -> dict[str, Any]:

@@ -489,7 +489,13 @@ class StripeGateway:
         """A Stripe SetupIntent for the customer, then its confirmation with the card: two
         keyed steps (``<key>:create``, ``<key>``), as localstripe takes no payment method at
         creation. A card that needs 3-D Secure answers ``requires_action`` (Stripe.js, or the
-        return URL, completes it); a decline is Stripe's 402 card error."""
+        return URL, completes it); a decline is Stripe's 402 card error.
+
+        Without a card (``payment_method_token`` empty): the SetupIntent alone, confirmed in
+        the payer's browser by Stripe.js (``confirmCardSetup`` with its client secret and the
+        card Element: Stripe.js makes the one PaymentMethod, confirms, runs 3-D Secure). It
+        answers ``requires_action`` with ``next_action`` ``use_stripe_sdk`` and that secret;
+        the outcome is read from Stripe (``retrieve_setup``), never taken from the browser."""
         create = transformers.setup_create_params(request, idempotency_key)
         seti = await self._call(
             lambda: self._client.v1.setup_intents.create_async(
@@ -498,6 +504,8 @@ class StripeGateway:
             )
         )
         reference = str(seti.id)
+        if not request.payment_method_token:
+            return transformers.browser_setup_result(_as_dict(seti))
         confirm = transformers.setup_confirm_params(request)
         try:
             seti = await self._call(
@@ -529,6 +537,8 @@ class StripeGateway:
         """The SetupResult, with the saved card once it succeeded. Stripe attaches the card
         to the SetupIntent's customer itself; where it is not (localstripe doesn't), it is
         attached here, keyed, so the card is the customer's either way."""
+        if seti.get("status") == "canceled":
+            return transformers.canceled_setup_result(seti)
         if seti.get("status") != "succeeded" or not seti.get("payment_method"):
             return transformers.setup_result(seti)
         pm_id = seti["payment_method"]

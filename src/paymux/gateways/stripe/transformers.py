@@ -25,8 +25,11 @@ from paymux.money import Money
 
 __all__ = [
     "ATTEMPT_KEY",
+    "CANCELED_SETUP",
     "METADATA_KEY",
     "amount_problem",
+    "browser_setup_result",
+    "canceled_setup_result",
     "card_details",
     "confirm_params",
     "create_params",
@@ -459,6 +462,40 @@ def setup_confirm_params(request: SetupRequest) -> dict[str, Any]:
     if request.return_url:
         params["return_url"] = request.return_url
     return params
+
+
+def browser_setup_result(seti: dict[str, Any]) -> SetupResult:
+    """A SetupIntent made without a card, for Stripe.js to confirm in the payer's browser
+    (``confirmCardSetup``): waiting for the payer, with the secret Stripe.js needs."""
+    return SetupResult(
+        status=GatewayStatus.REQUIRES_ACTION,
+        reference=seti.get("id"),
+        next_action={
+            "type": "use_stripe_sdk",
+            "use_stripe_sdk": {"type": "confirm_card_setup"},
+            "client_secret": seti.get("client_secret"),
+        },
+        raw={"id": seti.get("id"), "status": seti.get("status")},
+    )
+
+
+# A SetupIntent canceled at Stripe: paymux never cancels one there (its own cancel is its
+# record's), so it is the attempt that ended (localstripe cancels the SetupIntent of a
+# declined card, or of a failed 3-D Secure, where Stripe answers requires_payment_method);
+# the payer may try another card, with a new SetupIntent.
+CANCELED_SETUP = Decline(
+    gateway_code="generic_decline", message="The card could not be set up: Stripe canceled it."
+)
+
+
+def canceled_setup_result(seti: dict[str, Any]) -> SetupResult:
+    error = seti.get("last_setup_error")
+    return SetupResult(
+        status=GatewayStatus.FAILED,
+        reference=seti.get("id"),
+        decline=_decline(error) if error else CANCELED_SETUP,
+        raw={"id": seti.get("id"), "status": seti.get("status")},
+    )
 
 
 def setup_result(seti: dict[str, Any], card: CardDetails | None = None) -> SetupResult:

@@ -2,9 +2,12 @@
 // checkout page). The card is tokenized by the gateway's own code: the sandbox's hosted form
 // in an iframe (served by paymux under /sandbox like a provider's origin), which posts the
 // token to this page at this page's exact origin; or Stripe.js's card Element
-// (#stripe-card), whose createToken goes to Stripe; or PayPal's JS SDK buttons
+// (#stripe-card), whose createToken goes to Stripe (in setup mode, confirmCardSetup with the
+// secret of Stripe's SetupIntent: Stripe.js saves the card itself); or PayPal's JS SDK buttons
 // (#paypal-buttons: createOrder asks this page's data-order-url for the payment's order, the
-// payer approves it in PayPal's window, onApprove pays with the order id); or Square's Web
+// payer approves it in PayPal's window, onApprove pays with the order id; beside them, on the
+// checkout page, PayPal's card fields #paypal-card-fields, whose createOrder asks
+// data-card-order-url for a card order and whose submit() runs 3-D Secure at PayPal); or Square's Web
 // Payments SDK card form (#square-card: tokenize at Square, then verifyBuyer for SCA, with
 // intent STORE where the page saves the card). This
 // page sends only the token (its card's id, for Stripe; the order id, for PayPal; with
@@ -139,20 +142,74 @@
     const stripe = window.Stripe(stripeCard.dataset.publishableKey);
     let card = stripe.elements().create('card');
     card.mount(stripeCard);
-    // Saving the card (setup mode): confirmCardSetup with Stripe's SetupIntent secret and the
-    // card Element; paying: confirmCardPayment with the PaymentIntent's.
-    authenticate = stripeCard.dataset.setup === '1'
-      ? (secret) => stripe.confirmCardSetup(secret, {payment_method: {card: card}})
-      : (secret) => stripe.confirmCardPayment(secret);
+    // Paying: 3-D Secure is confirmCardPayment with the PaymentIntent's secret.
+    authenticate = (secret) => stripe.confirmCardPayment(secret);
     onFailed = () => {
       card.destroy();
       card = stripe.elements().create('card');
       card.mount(stripeCard);
     };
-    // Stripe.js tokenizes at Stripe; the token's card (card_..., which Stripe takes as a
-    // payment method) is what paymux confirms with, as with the sandbox's token.
+    const setupUrl = stripeCard.dataset.setup === '1' && stripeCard.dataset.setupUrl;
+    const post = async (url) => {
+      const response = await fetch(url, {
+        method: 'POST', credentials: 'same-origin',
+        headers: {'content-type': 'application/json'}, body: '{}',
+      });
+      return {ok: response.ok, answer: await response.json()};
+    };
+    // Saving the card (setup mode): Stripe.js confirms Stripe's SetupIntent itself, once,
+    // with the card Element (confirmCardSetup makes the PaymentMethod, confirms, shows 3-D
+    // Secure); the page asks its stripe-setup URL for the secret, then its /outcome, where
+    // paymux reads what Stripe says. The message of a failure: the taxonomy's, from paymux's
+    // answer; Stripe.js's word only tells a failed challenge from a decline.
+    const save = async () => {
+      busy = true;
+      section.classList.remove('has-error');
+      status.textContent = '';
+      status.dataset.state = 'authenticating';
+      status.dataset.action = '';
+      try {
+        const asked = await post(setupUrl);
+        if (asked.answer.redirect_url) {
+          window.location.assign(asked.answer.redirect_url);
+          return;
+        }
+        if (!asked.ok || !asked.answer.client_secret) {
+          failed(asked.answer.message || text('msgFailed', 'The card was not saved.'),
+            asked.answer.action);
+          busy = false;
+          return;
+        }
+        const result = await stripe.confirmCardSetup(asked.answer.client_secret,
+          {payment_method: {card: card}});
+        const settled = await post(setupUrl + '/outcome');
+        if (settled.answer.redirect_url) {
+          window.location.assign(settled.answer.redirect_url);
+          return;
+        }
+        if (settled.ok && settled.answer.status === 'complete') {
+          window.location.reload();
+          return;
+        }
+        const error = result.error || {};
+        const declined = settled.answer.code && error.code &&
+          !/authentication/.test(error.code);
+        failed(declined || !result.error ? (settled.answer.message ||
+          text('msgFailed', 'The card was not saved.'))
+          : text('msgAuthFailed', "The card's authentication failed."), 'retry');
+      } catch (e) {
+        failed(text('msgNetwork', 'The card could not be sent. Try again.'), 'retry');
+      }
+      busy = false;
+    };
+    // Paying: Stripe.js tokenizes at Stripe; the token's card (card_..., which Stripe takes
+    // as a payment method) is what paymux confirms with, as with the sandbox's token.
     document.getElementById('stripe-pay').addEventListener('click', async () => {
       if (busy) return;
+      if (setupUrl) {
+        save();
+        return;
+      }
       const result = await stripe.createToken(card);
       if (result.error || !result.token || !result.token.card) {
         const error = result.error || {};
@@ -194,6 +251,46 @@
         if (!busy) failed(text('msgFailed', 'The payment did not go through.'), 'retry');
       },
     })).render(paypalButtons);
+    // A card, in PayPal's card fields (#paypal-card-fields, where the payment takes cards):
+    // PayPal's frames hold the card; createOrder asks this page's data-card-order-url for
+    // an order of paymux's (3-D Secure as the payment asks); submit() sends the card to
+    // PayPal, which runs 3-D Secure, then onApprove pays with the order's id (paymux reads
+    // the authentication result before it captures).
+    const cardBox = document.getElementById('paypal-card-fields');
+    if (cardBox && !setupUrl && typeof window.paypal.CardFields === 'function') {
+      const cardFields = window.paypal.CardFields({
+        createOrder: () => ask(cardBox.dataset.cardOrderUrl, 'order_id'),
+        onApprove: (data) => pay(data.orderID),
+        onError: () => {
+          if (!busy && status.dataset.state !== 'failed') {
+            failed(text('msgFailed', 'The payment did not go through.'), 'retry');
+          }
+        },
+      });
+      if (cardFields.isEligible()) {
+        cardFields.NameField().render('#paypal-card-name');
+        cardFields.NumberField().render('#paypal-card-number');
+        cardFields.ExpiryField().render('#paypal-card-expiry');
+        cardFields.CVVField().render('#paypal-card-cvv');
+        cardBox.hidden = false;
+        let submitting = false;  // one submit at a time (a double click sends one card)
+        document.getElementById('paypal-card-pay').addEventListener('click', async () => {
+          if (busy || submitting) return;
+          submitting = true;
+          section.classList.remove('has-error');
+          status.dataset.state = '';
+          try {
+            await cardFields.submit();
+          } catch (e) {
+            // A refusal paymux worded (createOrder's) stays; else the page's own words.
+            if (!busy && status.dataset.state !== 'failed') {
+              failed(text('msgFailed', 'The payment did not go through.'), 'retry');
+            }
+          }
+          submitting = false;
+        });
+      }
+    }
   }
   // Square: the Web Payments SDK's card form tokenizes at Square; verifyBuyer (SCA, 3-D
   // Secure where the issuer asks) gives the verification token sent with the card's token.

@@ -16,7 +16,9 @@
 // - Stripe: Stripe.js (loaded from the intent's client.sdk_url, Stripe's origin) and its
 //   card Element, with the account's Stripe publishable key (client.publishable_key), and a
 //   Pay button; Stripe.js's createToken sends the card to Stripe, and only the token's card
-//   id comes back;
+//   id comes back; for a SetupIntent, the confirm (without a card) answers the secret of
+//   Stripe's SetupIntent and Stripe.js's confirmCardSetup saves the card with it (one
+//   PaymentMethod, made by Stripe.js; its 3-D Secure on this page);
 // - PayPal: the JS SDK's buttons (client.sdk_url names the order's client id, currency and
 //   intent); createOrder hands PayPal the order paymux opened (client.order_id), the payer
 //   approves it in PayPal's window, and onApprove confirms with the order's id; for a
@@ -92,7 +94,7 @@
       }
       const client = intent.client || {};
       const finish = {secret: secret, path: path, options: options, setup: setup,
-                      onSuccess: onSuccess, onError: onError};
+                      intent: intent, onSuccess: onSuccess, onError: onError};
       if (intent.gateway === 'sandbox') return mountSandbox(element, finish);
       if (intent.gateway === 'stripe' && client.publishable_key && client.sdk_url) {
         return mountStripe(element, client, finish);
@@ -198,11 +200,11 @@
       return null;
     }
 
-    // Stripe: Stripe.js's card Element, with the account's Stripe publishable key. The card
-    // is tokenized at Stripe (createToken); paymux confirms with the token's card only (no
-    // return_url: Stripe.js shows the challenge on this page). A 3-D Secure step: Stripe.js's
-    // confirmCardPayment (confirmCardSetup) with Stripe's client secret, then the intent as
-    // paymux reads it.
+    // Stripe: Stripe.js's card Element, with the account's Stripe publishable key. Paying:
+    // the card is tokenized at Stripe (createToken); paymux confirms with the token's card
+    // only (no return_url: Stripe.js shows the challenge on this page); a 3-D Secure step is
+    // Stripe.js's confirmCardPayment with Stripe's client secret, then the intent as paymux
+    // reads it. Saving (a SetupIntent): Stripe.js's confirmCardSetup (saveCard below).
     async function mountStripe(element, client, finish) {
       try {
         await loadSdk(client.sdk_url, () => typeof window.Stripe === 'function',
@@ -233,14 +235,9 @@
                         action: 'retry'});
         again();
       };
-      const authenticate = async (done) => {
-        // A SetupIntent's challenge: confirmCardSetup with Stripe's SetupIntent secret
-        // (next_action's), and the card Element (Stripe's fake Stripe.js confirms with it).
-        const result = finish.setup
-          ? await stripe.confirmCardSetup((done.next_action || {}).client_secret,
-                                          {payment_method: {card: card}})
-          : await stripe.confirmCardPayment(client.client_secret);
-        const back = result.paymentIntent || result.setupIntent || {};
+      const authenticate = async () => {
+        const result = await stripe.confirmCardPayment(client.client_secret);
+        const back = result.paymentIntent || {};
         if (result.error || back.status === 'requires_payment_method' ||
             back.status === 'canceled') {  // Stripe's answer: not authenticated, not paid
           failedAuthentication();
@@ -265,12 +262,60 @@
                         action: 'retry'});
         again();
       };
+      // A SetupIntent: Stripe.js confirms Stripe's SetupIntent itself, once, with the card
+      // Element (confirmCardSetup makes the one PaymentMethod, confirms, shows 3-D Secure).
+      // paymux makes Stripe's SetupIntent when its own is confirmed without a card, and
+      // answers its secret (next_action use_stripe_sdk); after Stripe.js, the SetupIntent is
+      // read, and paymux asks Stripe how it ended (the browser's word is not taken).
+      let waiting = (finish.intent.status === 'requires_action' &&
+                     (finish.intent.next_action || {}).client_secret) || null;
+      const saveCard = async () => {
+        let stripeSecret = waiting;
+        if (!stripeSecret) {
+          const answer = await api('POST', finish.path + '/confirm',
+                                   {client_secret: finish.secret});
+          const done = answer.body;
+          stripeSecret = answer.ok && done.status === 'requires_action' &&
+            (done.next_action || {}).client_secret;
+          if (!stripeSecret) {
+            const error = done.error || {};
+            finish.onError({message: error.user_message || error.message ||
+                              'The card was not saved.',
+                            code: error.code || null, action: error.action || 'retry'});
+            return;
+          }
+        }
+        const result = await stripe.confirmCardSetup(stripeSecret,
+                                                     {payment_method: {card: card}});
+        const read = await api('GET', finish.path + '?client_secret=' +
+                               encodeURIComponent(finish.secret));
+        const now = read.ok ? read.body : {};
+        if (DONE.includes(now.status)) {
+          finish.onSuccess(now);
+          return;
+        }
+        waiting = now.status === 'requires_action' ? stripeSecret : null;
+        const failure = now.last_setup_error || {};
+        const error = result.error || {};
+        if (error.code && !/authentication/.test(error.code) && failure.code) {
+          finish.onError({message: failure.user_message || failure.message ||
+                            'The card was not saved.',
+                          code: failure.code, action: 'retry'});
+          again();
+          return;
+        }
+        failedAuthentication();
+      };
       let busy = false;
       pay.addEventListener('click', async () => {
         if (busy) return;
         busy = true;
         pay.disabled = true;
         try {
+          if (finish.setup) {
+            await saveCard();
+            return;
+          }
           const result = await stripe.createToken(card);
           if (result.error || !result.token || !result.token.card) {
             const error = result.error || {};
