@@ -264,9 +264,7 @@ class PaymentsService:
         built once, on a pooled connection (no ORM session, identity map or unit of work),
         its row viewed as it is. A single SELECT: its own snapshot, nothing to commit."""
         statement = _OWNED_INTENT[current_livemode.get()]
-        async with self.ctx.db.single_reader.connect() as conn:
-            params = {"pi_id": pi_id, "account_id": account_id}
-            row = (await conn.execute(statement, params)).first()
+        row = await self.ctx.db.first_row(statement, {"pi_id": pi_id, "account_id": account_id})
         if row is None:
             raise PaymuxError.of(
                 "resource_missing", f"No such payment_intent: '{pi_id}'", param="id"

@@ -13,11 +13,11 @@ another process's lock sleep on the loop instead of in SQLite's busy handler.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Engine, Row, event
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -26,6 +26,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.sql.base import Executable
+from sqlalchemy.util import greenlet_spawn
 
 from paymux.storage import sqlite_inline
 
@@ -33,6 +35,8 @@ __all__ = ["Database"]
 
 
 _AIOSQLITE = "sqlite+aiosqlite:"
+# An execution option: the connection's statements run without a BEGIN (one-statement reads).
+_ONE_STATEMENT = "paymux_one_statement"
 
 
 def inline_url(url: str) -> str:
@@ -62,9 +66,15 @@ def _sqlite_engine(url: str, begin: str, pool_size: int) -> AsyncEngine:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _begin(conn: Any) -> None:
-        conn.exec_driver_sql(begin)
+        if not conn.get_execution_options().get(_ONE_STATEMENT):
+            conn.exec_driver_sql(begin)
 
     return engine
+
+
+def _first_row(engine: Engine, statement: Executable, params: Mapping[str, Any]) -> Row[Any] | None:
+    with engine.connect() as conn:
+        return conn.execute(statement, params).first()
 
 
 class Database:
@@ -88,11 +98,13 @@ class Database:
                 url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
             )
             self.reader = self.writer
-        # One-statement reads (GET of one object): on PostgreSQL in autocommit, so the
-        # statement is its own snapshot without a BEGIN before it and a ROLLBACK after it (two
-        # round trips of three); the same pool. On SQLite the reader as it is.
+        # One-statement reads (GET of one object): the statement is its own snapshot, without
+        # a BEGIN before it and a ROLLBACK after it; the same pool. On PostgreSQL in autocommit
+        # (two round trips of three); on SQLite no BEGIN is sent (the connections are in
+        # sqlite3's autocommit mode, so a lone SELECT reads one snapshot of the WAL, and the
+        # ROLLBACK at check-in is a no-op without a transaction).
         self.single_reader: AsyncEngine = (
-            self.reader
+            self.reader.execution_options(**{_ONE_STATEMENT: True})
             if self.is_sqlite
             else self.reader.execution_options(isolation_level="AUTOCOMMIT")
         )
@@ -109,6 +121,12 @@ class Database:
     async def read(self) -> AsyncIterator[AsyncSession]:
         async with self._read_sessions() as session, session.begin():
             yield session
+
+    async def first_row(self, statement: Executable, params: Mapping[str, Any]) -> Row[Any] | None:
+        """The first row of a one-statement read on ``single_reader``, or None. Checkout,
+        statement, fetch and check-in run as sync code in ONE greenlet (``AsyncConnection``
+        would switch into one for each: connect, execute, close)."""
+        return await greenlet_spawn(_first_row, self.single_reader.sync_engine, statement, params)
 
     async def dispose(self) -> None:
         await self.writer.dispose()

@@ -55,6 +55,8 @@ __all__ = [
     "CHECKPOINT_EVERY",
     "DRIVER",
     "LOCK_TIMEOUT",
+    "TRUNCATE_WAIT",
+    "WAL_TRUNCATE_FRAMES",
     "InlineConnection",
     "InlineCursor",
     "SQLiteDialect_paymux",
@@ -68,6 +70,10 @@ LOCK_TIMEOUT = 30.0
 """Seconds a statement waits for another connection's lock before "database is locked"."""
 CHECKPOINT_EVERY = 200
 """Write commits between two background checkpoints (a few pages each: about 1,000 pages)."""
+WAL_TRUNCATE_FRAMES = 8192
+"""WAL frames (pages: 32 MiB at 4 KiB) past which a background checkpoint also empties the WAL."""
+TRUNCATE_WAIT = 0.05
+"""Seconds that emptying the WAL waits for readers to leave it (writers wait meanwhile)."""
 
 # sqlite3's own busy handler schedule (sqliteDefaultBusyCallback), in seconds.
 _DELAYS = (0.001, 0.002, 0.005, 0.010, 0.015, 0.020, 0.025, 0.025, 0.025, 0.050, 0.050, 0.100)
@@ -267,10 +273,20 @@ _checkpointing: set[str] = set()
 
 
 def _checkpoint(path: str, uri: bool) -> None:
-    """A PASSIVE checkpoint on a connection of its own (copies what no reader still needs)."""
+    """A PASSIVE checkpoint on a connection of its own (copies what no reader still needs).
+
+    SQLite rewinds the WAL only when a write begins with the WAL copied whole and no reader in
+    it, which steady load never offers: the WAL of ``paymux serve`` grew by 0.24 MiB a payment
+    (1.7 GiB after 11,000), and its index (``-shm``, mapped into the process) with it. Past
+    :data:`WAL_TRUNCATE_FRAMES`, a TRUNCATE checkpoint follows: it copies the rest, waits up to
+    :data:`TRUNCATE_WAIT` for readers to leave the WAL, and empties the file; when they
+    don't, the next checkpoint tries again (docs/benchmarks.md, issue 10 memory)."""
     conn = sqlite3.connect(path, uri=uri, timeout=0, isolation_level=None, check_same_thread=False)
     try:
-        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        _busy, frames, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if frames >= WAL_TRUNCATE_FRAMES:
+            conn.execute(f"PRAGMA busy_timeout={round(TRUNCATE_WAIT * 1000)}")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
     finally:
         conn.close()
 
