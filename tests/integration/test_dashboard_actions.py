@@ -21,15 +21,20 @@ from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 import httpx
-import pyotp
 
 from paymux.dashboard.app import loaded_pages
 from paymux.dashboard.pages_billing import _SUB_VERBS
 from paymux.dashboard.pages_payments import ACTIONS
 from paymux.dashboard.render import PREFIX
-from paymux.services.dashboard_users import DashboardUsers
 from support.billing_harness import customer_and_price, ok
-from support.dashboard import PASSWORD, csrf_of, harness_client, page
+from support.dashboard import (
+    PASSWORD,
+    csrf_of,
+    harness_browser,
+    harness_client,
+    harness_user,
+    page,
+)
 from support.dashboard import run_in_harness as run
 from support.databases import migrated_database_fixture
 from support.harness import Harness
@@ -317,13 +322,8 @@ def test_every_state_changing_dashboard_route_leaves_an_audit_entry_with_the_use
 
         # The session's own routes: a sign-in through the form (audited by the users
         # service), a switch of mode, a sign-out.
-        users = DashboardUsers(h.app.ctx, h.app.connections.keyring)
-        new = await users.create(email="walker@example.com", password=PASSWORD, role="view_only",
-                                 account_id=h.account)
-        code = pyotp.TOTP(pyotp.parse_uri(new.provisioning_uri).secret).at(
-            h.clock.now_us() // 1_000_000)
-        browser = httpx.AsyncClient(transport=httpx.ASGITransport(app=h._asgi),
-                                    base_url="https://paymux.test", timeout=30)
+        _, code = await harness_user(h, "view_only", email="walker@example.com")
+        browser = harness_browser(h)
         login_token = csrf_of(await page(browser, "/dashboard/login"))
         await walk.post(f"{P}/login", f"{P}/login", "dashboard_session.create", None,
                         client=browser, actor="dashboard:walker@example.com",
@@ -405,8 +405,7 @@ def test_no_dashboard_page_refers_to_another_origin(sqlite_db: str, tmp_path: Pa
             bad = [u for u in found if foreign(u, base, own)]
             assert bad == [], (path, bad)
             stylesheets |= {urljoin(base, u) for u in found if u.split("?")[0].endswith(".css")}
-        signed_out = httpx.AsyncClient(transport=httpx.ASGITransport(app=h._asgi),
-                                       base_url=ORIGIN, timeout=30)
+        signed_out = harness_browser(h)  # at ORIGIN
         login = await signed_out.get("/dashboard/login")
         assert [u for u in references(login.text) if foreign(u, ORIGIN, own)] == []
         assert stylesheets, "no stylesheet found on the pages"

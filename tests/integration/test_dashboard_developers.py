@@ -12,25 +12,18 @@ from pathlib import Path
 import httpx
 
 from paymux.storage.models import WebhookInbox
-from support.dashboard import harness_client, page
+from support.dashboard import csrf_of, harness_client, page
 from support.dashboard import run_in_harness as run
 from support.databases import migrated_database_fixture
 from support.harness import START_US, Harness
 
 db = migrated_database_fixture("dash_devs")
-_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 _NEW_KEY = re.compile(r'id="new-key"[^>]*value="([^"]+)"')
 _OLDER = re.compile(r'href="(\?[^"]*)" rel="next"')
 
 
-def csrf(html: str) -> str:
-    found = _CSRF.search(html)
-    assert found, "no CSRF field"
-    return found.group(1)
-
-
 async def create_key(client: httpx.AsyncClient, **fields: str) -> httpx.Response:
-    token = csrf(await page(client, "/dashboard/keys"))
+    token = csrf_of(await page(client, "/dashboard/keys"))
     return await client.post("/dashboard/keys/new", data={"csrf_token": token, **fields})
 
 
@@ -155,7 +148,7 @@ def test_the_inbox_shows_an_accounts_old_events_past_other_accounts_newer_ones(
         # Another account's dead event is not ours to replay.
         r = await dev.post(
             "/dashboard/webhooks/inbound/replay",
-            data={"csrf_token": csrf(dead), "inbox_id": "whin_acct_other_0001"},
+            data={"csrf_token": csrf_of(dead), "inbox_id": "whin_acct_other_0001"},
         )
         assert r.status_code == 400
         await dev.aclose()
@@ -171,7 +164,7 @@ def test_connections_are_added_replaced_and_disabled_with_credentials_never_show
 
     async def test(h: Harness) -> None:
         dev = await harness_client(h, "developer")
-        token = csrf(await page(dev, "/dashboard/connections"))
+        token = csrf_of(await page(dev, "/dashboard/connections"))
         form = {"csrf_token": token, "gateway": "stripe", "name": "EU Stripe"}
         r = await dev.post("/dashboard/connections/new", data=form)  # no secret key
         assert r.status_code == 400 and "(field: credentials[secret_key])" in r.text

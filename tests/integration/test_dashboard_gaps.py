@@ -32,7 +32,14 @@ from paymux.services import Paymux
 from paymux.services.dashboard_users import DashboardUsers
 from paymux.storage.models import PaymentIntent
 from support.billing_harness import customer_and_price, ok
-from support.dashboard import PASSWORD, csrf_of, harness_client, page
+from support.dashboard import (
+    PASSWORD,
+    csrf_of,
+    harness_browser,
+    harness_client,
+    harness_user,
+    page,
+)
 from support.dashboard import run_in_harness as run
 from support.databases import migrated_database_fixture
 from support.harness import Harness
@@ -204,18 +211,9 @@ def test_value_list_items_are_added_and_deleted_from_the_fraud_page(
 
 def test_the_session_cookie_is_secure_over_tls_only(db: str, tmp_path: Path) -> None:
     async def test(h: Harness) -> None:
-        users = DashboardUsers(h.app.ctx, h.app.connections.keyring)
         for scheme in ("https", "http"):
-            email = f"{scheme}@example.com"
-            new = await users.create(
-                email=email, password=PASSWORD, role="view_only", account_id=h.account
-            )
-            code = pyotp.TOTP(pyotp.parse_uri(new.provisioning_uri).secret).at(
-                h.clock.now_us() // 1_000_000
-            )
-            async with httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=h._asgi), base_url=f"{scheme}://paymux.test"
-            ) as client:
+            email, code = await harness_user(h, "view_only", email=f"{scheme}@example.com")
+            async with harness_browser(h, scheme=scheme) as client:
                 form = await client.get("/dashboard/login")
                 sent = [v for k, v in form.headers.multi_items() if k == "set-cookie"]
                 login_cookie = next(v for v in sent if v.startswith(f"{LOGIN_COOKIE}="))

@@ -14,21 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pyotp
 
-from paymux.dashboard.auth import SESSION_COOKIE
 from paymux.outbound.delivery import DeliveryRunner
 from paymux.security.envelope import generate_key_entry
-from paymux.services.dashboard_users import DashboardUsers
-from support.dashboard import page
+from support.dashboard import csrf_of, harness_client, page
 from support.databases import migrated_database_fixture
 from support.fake_gateway import Outcome
 from support.harness import Harness
 from support.webhook_receiver import Receiver
 
 db = migrated_database_fixture("dash_pages")
-PASSWORD = "correct horse battery staple"
-_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 _ACTION_KEY = re.compile(
     r'/fraud/reviews/(\w+)/approve".*?name="idempotency_key" value="([^"]+)"', re.S
 )
@@ -42,24 +37,7 @@ async def harness(url: str, tmp: Path) -> AsyncIterator[Harness]:
 
 async def sign_in(h: Harness, role: str) -> httpx.AsyncClient:
     """A client with a dashboard session of a new user of ``role`` on the harness's account."""
-    users = DashboardUsers(h.app.ctx, h.app.connections.keyring)
-    email = f"{role}@example.com"
-    new = await users.create(email=email, password=PASSWORD, role=role, account_id=h.account)
-    secret = pyotp.parse_uri(new.provisioning_uri).secret
-    code = pyotp.TOTP(secret).at(h.clock.now_us() // 1_000_000)
-    token = await users.login(email, PASSWORD, code, None)
-    return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=h._asgi),
-        base_url="https://paymux.test",
-        cookies={SESSION_COOKIE: token},
-        timeout=30,
-    )
-
-
-def csrf(html: str) -> str:
-    found = _CSRF.search(html)
-    assert found, "no CSRF field"
-    return found.group(1)
+    return await harness_client(h, role, email=f"{role}@example.com")
 
 
 async def ok(h: Harness, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -150,7 +128,7 @@ def test_a_support_user_cannot_see_or_roll_keys(db: str, tmp_path: Path) -> None
         assert (await support.get("/dashboard/keys")).status_code == 403
         key_id = (await h.app.keys.list(h.account))[0]["id"]
         r = await support.post(
-            f"/dashboard/keys/{key_id}/roll", data={"csrf_token": csrf(home), "expires_in": "0"}
+            f"/dashboard/keys/{key_id}/roll", data={"csrf_token": csrf_of(home), "expires_in": "0"}
         )
         assert r.status_code == 403
         assert h.key not in r.text
@@ -167,7 +145,7 @@ def test_rolling_a_key_shows_the_new_one_once_and_stops_the_old(db: str, tmp_pat
         keys = await page(admin, "/dashboard/keys")
         key_id = (await h.app.keys.list(h.account))[0]["id"]
         r = await admin.post(
-            f"/dashboard/keys/{key_id}/roll", data={"csrf_token": csrf(keys), "expires_in": "0"}
+            f"/dashboard/keys/{key_id}/roll", data={"csrf_token": csrf_of(keys), "expires_in": "0"}
         )
         assert r.status_code == 200, r.text
         assert r.headers["cache-control"] == "no-store"
@@ -209,7 +187,7 @@ def test_approving_a_review_twice_captures_once(db: str, tmp_path: Path) -> None
         fraud = await page(support, "/dashboard/fraud")
         found = _ACTION_KEY.search(fraud)
         assert found and found.group(1) == review_id
-        form = {"csrf_token": csrf(fraud), "idempotency_key": found.group(2)}
+        form = {"csrf_token": csrf_of(fraud), "idempotency_key": found.group(2)}
         first = await support.post(f"/dashboard/fraud/reviews/{review_id}/approve", data=form)
         second = await support.post(f"/dashboard/fraud/reviews/{review_id}/approve", data=form)
         assert (first.status_code, second.status_code) == (303, 303)
@@ -232,7 +210,7 @@ def test_a_view_only_user_cannot_decide_and_a_post_without_csrf_is_refused(
         assert "/approve" not in fraud  # no decision forms for this role
         r = await viewer.post(
             f"/dashboard/fraud/reviews/{review_id}/approve",
-            data={"csrf_token": csrf(fraud), "idempotency_key": "dash_x"},
+            data={"csrf_token": csrf_of(fraud), "idempotency_key": "dash_x"},
         )
         assert r.status_code == 403
         admin = await sign_in(h, "admin")
@@ -251,7 +229,7 @@ def test_a_bad_rule_is_refused_with_its_reason_and_a_dry_run_saves_nothing(
 ) -> None:
     async def test(h: Harness) -> None:
         admin = await sign_in(h, "admin")
-        token = csrf(await page(admin, "/dashboard/fraud"))
+        token = csrf_of(await page(admin, "/dashboard/fraud"))
         bad = await admin.post(
             "/dashboard/fraud/rules", data={"csrf_token": token, "rule": "block if :amount >"}
         )
@@ -297,7 +275,7 @@ def test_resending_a_webhook_from_the_page_delivers_the_same_event_again(
                 shown = await page(admin, path)
                 assert event_id in shown and "HTTP 200" in shown and "thanks" in shown
                 r = await admin.post(
-                    f"{path}/resend", data={"csrf_token": csrf(shown), "event": event_id}
+                    f"{path}/resend", data={"csrf_token": csrf_of(shown), "event": event_id}
                 )
                 assert r.status_code == 303
                 await runner.drain()

@@ -32,7 +32,9 @@ __all__ = [
     "csrf_of",
     "dashboard_server",
     "encryption_keys",
+    "harness_browser",
     "harness_client",
+    "harness_user",
     "make_user",
     "page",
     "run_in_harness",
@@ -118,26 +120,45 @@ def signed_in(server: RunningServer, user: DashboardUser, at: float | None = Non
     return client
 
 
-async def harness_client(
+async def harness_user(
     h: Harness, role: str, *, account_id: str | None = None, email: str | None = None
-) -> httpx.AsyncClient:
-    """A client of ``h``'s app (ASGI, over https) with a dashboard session of a new user of
-    ``role`` on ``account_id`` (default: the harness's account). The harness needs
-    ``encryption_keys``."""
+) -> tuple[str, str]:
+    """A new dashboard user of ``role`` on ``account_id`` (default: the harness's account),
+    made through the users service: its e-mail (default: ``<role>-<account>@example.com``)
+    and its TOTP code at the harness clock's now (its password is ``PASSWORD``). The harness
+    needs ``encryption_keys``."""
     users = DashboardUsers(h.app.ctx, h.app.connections.keyring)
     address = email or f"{role}-{account_id or h.account}@example.com".lower()
     new = await users.create(
         email=address, password=PASSWORD, role=role, account_id=account_id or h.account
     )
     secret = pyotp.parse_uri(new.provisioning_uri).secret
-    code = pyotp.TOTP(secret).at(h.clock.now_us() // 1_000_000)
-    token = await users.login(address, PASSWORD, code, None)
+    return address, pyotp.TOTP(secret).at(h.clock.now_us() // 1_000_000)
+
+
+def harness_browser(
+    h: Harness, *, scheme: str = "https", cookies: dict[str, str] | None = None
+) -> httpx.AsyncClient:
+    """A client of ``h``'s app through ASGI at ``<scheme>://paymux.test``: signed out unless
+    ``cookies`` hold a session."""
     return httpx.AsyncClient(
         transport=httpx.ASGITransport(app=h._asgi),
-        base_url="https://paymux.test",
-        cookies={SESSION_COOKIE: token},
+        base_url=f"{scheme}://paymux.test",
+        cookies=cookies,
         timeout=30,
     )
+
+
+async def harness_client(
+    h: Harness, role: str, *, account_id: str | None = None, email: str | None = None
+) -> httpx.AsyncClient:
+    """A client of ``h``'s app (ASGI, over https) with a dashboard session of a new user of
+    ``role`` on ``account_id`` (default: the harness's account). The harness needs
+    ``encryption_keys``."""
+    address, code = await harness_user(h, role, account_id=account_id, email=email)
+    users = DashboardUsers(h.app.ctx, h.app.connections.keyring)
+    token = await users.login(address, PASSWORD, code, None)
+    return harness_browser(h, cookies={SESSION_COOKIE: token})
 
 
 def run_in_harness(db: str, tmp: Path, test: Callable[[Harness], Awaitable[None]]) -> None:

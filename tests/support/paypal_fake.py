@@ -4,7 +4,8 @@ It implements the endpoints the contract tests validated against PayPal's specs 
 (OAuth2 token; orders create/get/capture/authorize; authorizations get/capture/void;
 captures get/refund; vault setup-token create/get, payment-token create/get/delete;
 verify-webhook-signature), keeps what they create, replays a POST sent again with the same
-``PayPal-Request-Id``, and honours ``PayPal-Mock-Response: {"mock_application_codes": ...}``
+``PayPal-Request-Id``, fails the next call(s) to a path on request (``fail_next``: a 503, or
+an answer lost after the call was done), and honours ``PayPal-Mock-Response: {"mock_application_codes": ...}``
 (negative testing in PayPal's sandbox: the call fails with that issue). After each change it
 sends the webhook PayPal would send, signed PayPal's way with a certificate from a test CA,
 to the registered URL; ``verify-webhook-signature`` answers SUCCESS only for deliveries whose
@@ -80,6 +81,7 @@ class FakePayPal:
         self.sent: dict[str, bytes] = {}  # transmission id -> body
         self.deliveries: list[tuple[str, int]] = []  # (event type, paymux's status)
         self.webhook_url: str | None = None
+        self.faults: list[tuple[str, str, str]] = []  # (method, path, kind): fail_next
         self._outbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
         fake = self
 
@@ -102,7 +104,16 @@ class FakePayPal:
                 length = int(self.headers.get("content-length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 headers = {k.lower(): v for k, v in self.headers.items()}
+                fault = fake._take_fault(method, self.path.split("?")[0])
+                if fault == "unavailable":  # refused before PayPal did anything
+                    fake.requests.append((method, self.path.split("?")[0], headers))
+                    self._answer(503, {"name": "SERVICE_UNAVAILABLE",
+                                       "message": "Service Unavailable."})
+                    return
                 status, body = fake.handle(method, self.path, headers, raw)
+                if fault == "lost":  # done at PayPal, the answer never reaches the caller
+                    self.close_connection = True
+                    return
                 self._answer(status, body)
 
             def do_GET(self) -> None:
@@ -118,6 +129,22 @@ class FakePayPal:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._threads = [threading.Thread(target=self.server.serve_forever, daemon=True),
                          threading.Thread(target=self._deliver_loop, daemon=True)]
+
+    def fail_next(self, method: str, path: str, kind: str, times: int = 1) -> None:
+        """The next ``times`` ``method`` calls to ``path`` fail: ``kind`` "unavailable"
+        answers 503 before anything is done; "lost" does the call (kept, and replayed for
+        its PayPal-Request-Id) then closes the connection without answering."""
+        assert kind in ("unavailable", "lost")
+        with self.lock:
+            self.faults.extend([(method, path, kind)] * times)
+
+    def _take_fault(self, method: str, path: str) -> str | None:
+        with self.lock:
+            for i, (m, p, kind) in enumerate(self.faults):
+                if (m, p) == (method, path):
+                    del self.faults[i]
+                    return kind
+        return None
 
     def start(self) -> FakePayPal:
         for thread in self._threads:
@@ -250,6 +277,13 @@ class FakePayPal:
         source = body.get("payment_source") or {}
         if source:
             [(kind, details)] = source.items()
+            if kind == "card" and "vault_id" not in details:
+                # The card fields' order: the card comes later, from PayPal's fields
+                # (support/paypal_card_fields.py's submit_card).
+                order["payment_source"] = {"card": {}}
+                order["_verification"] = (
+                    (details.get("attributes") or {}).get("verification") or {}).get("method")
+                return 201, self._order_view(order)
             saved = self.payment_tokens.get(details.get("vault_id", ""))
             if saved is None:
                 del self.orders[order_id]
