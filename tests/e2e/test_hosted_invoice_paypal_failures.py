@@ -270,7 +270,9 @@ def test_a_lost_capture_answer_settles_to_one_capture(api: Api, env: Env) -> Non
     env.paypal.fail_next("POST", f"{ORDERS}/{order_id}/capture", "lost", times=TRIES)
     first = pay(invoice, order_id)
     assert first.status_code == 200, first.text
-    assert first.json()["status"] == "open"  # not known paid yet
+    # Not known paid yet, and never "try another card": the page says it is processing.
+    assert first.json()["status"] == "processing", first.text
+    assert "do not pay again" in first.json()["message"]
     [(_, status, _)] = invoice_intents(api, invoice["id"])
     assert status == "processing"
     assert captures_of(env, order_id) == 1  # PayPal did capture, once

@@ -31,6 +31,10 @@ ALLOWED = {
         "the documented compatibility path: `from paymux.services import Paymux` (users' "
         "code, tests) loads the composition root on first use (PEP 562 __getattr__)"
     ),
+    ("__init__.py", "paymux.root"): (
+        "the library face `from paymux import Paymux` (ARCHITECTURE.md): the root on first "
+        "use, since importing it at `import paymux` would import every package"
+    ),
     ("web/invoices.py", "paymux.billing.pdf"): (
         "ReportLab (about 6 MiB of every API process) loaded only when a PDF is drawn"
     ),
@@ -134,3 +138,14 @@ def test_the_checker_sees_an_import_inside_a_method(tmp_path: Path) -> None:
     assert _offending(tmp_path) == {
         "services/thing.py": ["paymux.billing.invoices", "paymux.fraud.rules"]
     }
+
+
+def test_the_library_face_is_the_composition_root() -> None:
+    """ARCHITECTURE.md's `from paymux import Paymux`, and the older `paymux.services` path,
+    are both the root's class."""
+    import paymux
+    import paymux.services
+    from paymux.root import Paymux
+
+    assert paymux.Paymux is Paymux
+    assert paymux.services.Paymux is Paymux

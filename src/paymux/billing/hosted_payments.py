@@ -109,7 +109,7 @@ class _Noted:
 
 @dataclass(frozen=True)
 class PageOutcome:
-    status: str  # paid | requires_action | open
+    status: str  # paid | requires_action | processing | open
     redirect_url: str | None = None
     # Stripe's 3-D Secure (next_action use_stripe_sdk): Stripe.js shows the challenge with
     # the secret, then the page goes back to ``return_url`` (which asks Stripe).
@@ -200,6 +200,8 @@ def _outcome(view: dict[str, Any], return_url: str) -> PageOutcome:
         secret = action.get("client_secret")
         back = f"{return_url}?payment_intent={view.get('id')}"
         return PageOutcome("requires_action", None, str(secret) if secret else None, back)
+    if view.get("status") == "processing":  # sent, its answer not known yet (lost, slow)
+        return PageOutcome("processing")
     return PageOutcome("open")
 
 

@@ -354,4 +354,9 @@ async def invoice_pay(token: str, request: Request) -> JSONResponse:
         answer["return_url"] = outcome.return_url
     if outcome.status == "open":
         answer["message"] = "The payment did not go through. Try another card."
+    elif outcome.status == "processing":  # never "try another card": it may yet be paid
+        answer["message"] = (
+            "The payment is being processed. Reload this page in a minute to see whether "
+            "it went through; do not pay again."
+        )
     return JSONResponse(answer, headers={"cache-control": "no-store"})
