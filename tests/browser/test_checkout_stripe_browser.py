@@ -351,3 +351,38 @@ def test_the_stripe_setup_urls_refuse_another_origin_and_a_payment(
         assert refused.json()["code"] == "checkout_session_unexpected_state"
     missing = page_post(server, "/c/pay/cs_test_nosuchsession/stripe-setup")
     assert missing.status_code == 404
+
+
+def test_save_clicked_again_after_the_outcomes_answer_was_lost_says_complete(
+    api: Api, server: CapturingServer, localstripe: LocalStripe
+) -> None:
+    """No browser: Stripe.js saved the card (its confirm, as localstripe's Stripe.js posts
+    it), the page's outcome post never arrived (tab closed, network), and the payer clicks
+    Save again: the stripe-setup URL asks Stripe, records the card once and answers
+    complete with where to go, not a refusal of a session it has just completed."""
+    cs = new_setup_session(api)
+    secret = page_post(server, f"/c/pay/{cs['id']}/stripe-setup").json()["client_secret"]
+    seti = secret.split("_secret_")[0]
+    confirmed = httpx.post(
+        f"{localstripe.url}/v1/setup_intents/{seti}/confirm",
+        json={
+            "key": "pk_test_paymux", "use_stripe_sdk": True, "client_secret": secret,
+            "payment_method_data": {
+                "type": "card",
+                "card": {"number": "4242424242424242", "exp_month": "12", "exp_year": "34",
+                         "cvc": "123"},
+                "billing_details": {"address": {"postal_code": "10001"}},
+            },
+        },
+        timeout=10,
+    )
+    assert confirmed.status_code == 200, confirmed.text
+    again = page_post(server, f"/c/pay/{cs['id']}/stripe-setup")
+    assert again.status_code == 200, again.text
+    assert again.json()["status"] == "complete"
+    assert again.json()["redirect_url"].startswith(f"{SHOP}/saved?session={cs['id']}")
+    done = api.ok("GET", f"/v1/checkout/sessions/{cs['id']}")
+    assert done["status"] == "complete"
+    si = api.ok("GET", f"/v1/setup_intents/{cs['setup_intent']}")
+    saved = api.ok("GET", f"/v1/customers/{si['customer']}/payment_methods")["data"]
+    assert [pm["card"]["last4"] for pm in saved] == ["4242"]

@@ -55,6 +55,23 @@ def test_a_sweep_queues_no_more_than_its_backlog_and_the_rest_follow(
                 )
             assert await scheduler.sweep() == 1
             assert len(set(await waiting())) == 3
+            # A job waiting out a retry's delay (a failing renewal) is not counted: the
+            # sweep queues another subscription beside it (thousands failing must not stop
+            # the others being renewed).
+            async with b.app.ctx.db.write() as s:
+                await s.execute(
+                    text(
+                        "update jobs set run_at_us = run_at_us + 86400000000 where id = "
+                        "(select max(id) from jobs where kind = 'subscription_due' "
+                        "and status = 'queued')"
+                    )
+                )
+            assert await scheduler.sweep() == 1
+            assert len(set(await waiting())) == 4
+            async with b.app.ctx.db.write() as s:  # its delay over: the workers take it
+                await s.execute(
+                    text("update jobs set run_at_us = 0 where kind = 'subscription_due'")
+                )
 
             # The workers' own sweeps (the default backlog) queue the rest: each renewed once.
             await b.drain("w2")

@@ -985,3 +985,33 @@ def test_localstripe_s_signed_webhook_verifies_and_is_interpreted(
     assert update.reference == "pi_ours_webhook"
     assert update.result.status is GatewayStatus.SUCCEEDED
     assert all("stripe-signature" in headers for headers, _ in received)
+
+
+def test_a_failed_browser_setup_is_canceled_so_its_secret_cannot_try_more_cards() -> None:
+    """Real Stripe leaves a SetupIntent whose card was declined (or whose challenge failed)
+    at ``requires_payment_method``, confirmable again with its client secret, which the
+    payer's browser holds (Stripe.js setup mode): reading that outcome records the failure
+    AND cancels it at Stripe, keyed, so the secret cannot try card after card past paymux's
+    limits (localstripe cancels it itself, so only a Stripe-shaped server shows this)."""
+    declined = {
+        "id": "seti_failed1",
+        "object": "setup_intent",
+        "status": "requires_payment_method",
+        "customer": "cus_1",
+        "payment_method": None,
+        "last_setup_error": {
+            "type": "card_error",
+            "code": "card_declined",
+            "decline_code": "generic_decline",
+            "message": "Your card was declined.",
+        },
+    }
+    with fake_stripe(Answer(200, declined)) as (url, seen), session(url) as fake:
+        outcome = fake.run(fake.gateway.retrieve_setup("seti_failed1", idempotency_key="k-read"))
+    assert outcome.status == GatewayStatus.FAILED
+    assert seen == ["GET /v1/setup_intents/seti_failed1", "POST /v1/setup_intents/seti_failed1/cancel"]
+    # Still waiting for the payer (no error yet): nothing canceled.
+    waiting = dict(declined, last_setup_error=None)
+    with fake_stripe(Answer(200, waiting)) as (url, seen), session(url) as fake:
+        fake.run(fake.gateway.retrieve_setup("seti_failed1", idempotency_key="k-read"))
+    assert seen == ["GET /v1/setup_intents/seti_failed1"]

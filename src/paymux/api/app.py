@@ -57,6 +57,7 @@ from paymux.api.routers import (
 from paymux.config import Settings, get_settings
 from paymux.dashboard.app import install as install_dashboard
 from paymux.domain.errors import PaymuxError
+from paymux.gateways.base import GatewayRateLimited, GatewayUnavailable
 from paymux.gateways.sandbox.web import build_sandbox_app
 from paymux.jobs.worker import Worker
 from paymux.observability import routes as ops_routes
@@ -228,6 +229,15 @@ def create_app(settings: Settings, paymux: Paymux | None = None) -> FastAPI:
     @app.exception_handler(PaymuxError)
     async def paymux_error(request: Request, exc: PaymuxError) -> JSONResponse:
         return _error(request, exc)
+
+    @app.exception_handler(GatewayUnavailable)
+    @app.exception_handler(GatewayRateLimited)
+    async def gateway_down(request: Request, exc: Exception) -> JSONResponse:
+        """A gateway outage no route turned into its own answer (a page's post that asks a
+        gateway before anything is recorded: a setup secret, a PayPal token): 503
+        ``gateway_unavailable``, retryable, as the API answers it (api/deps.py), never a 500."""
+        log.warning("gateway unavailable: %s", type(exc).__name__)
+        return _error(request, PaymuxError.of("gateway_unavailable"))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

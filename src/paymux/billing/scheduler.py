@@ -147,10 +147,10 @@ class BillingScheduler:
         if not self._caught_up:
             await self.catch_up_upcoming()
             self._caught_up = True
-        room = self.backlog - await self._waiting()
+        now = self.ctx.now_us()
+        room = self.backlog - await self._waiting(now)
         if room <= 0:
             return 0
-        now = self.ctx.now_us()
         key = tuple_(Subscription.next_due_us, Subscription.id)
         due = and_(Subscription.next_due_us <= now, Subscription.test_clock_id.is_(None))
         after: tuple[int, str] | None = None
@@ -182,12 +182,15 @@ class BillingScheduler:
             after = (int(last[0] or 0), str(last[1]))
         return queued
 
-    async def _waiting(self) -> int:
-        """How many ``subscription_due`` jobs wait in the queue, counted up to ``backlog``
-        (a bounded count: a backlog of 100,000 is not walked to say it is full)."""
+    async def _waiting(self, now: int) -> int:
+        """How many ``subscription_due`` jobs wait in the queue ready to run, counted up to
+        ``backlog`` (a bounded count: a backlog of 100,000 is not walked to say it is full).
+        Jobs waiting out a retry's delay are not counted: renewals failing by the thousand
+        (a gateway or database outage) must not stop every other due subscription from
+        being queued."""
         waiting = (
             select(Job.id)
-            .where(Job.status == "queued", Job.kind == _KIND)
+            .where(Job.status == "queued", Job.kind == _KIND, Job.run_at_us <= now)
             .limit(self.backlog)
             .subquery()
         )

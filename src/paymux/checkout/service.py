@@ -720,6 +720,11 @@ class CheckoutService:
         row, si = await self._open_setup(cs_id)
         if si.status == "requires_action" and si.gateway_reference:
             await self._settle_setup(row, si.id)
+            # Saved meanwhile (Stripe.js confirmed, the outcome's post lost, Save clicked
+            # again): the session completed with that settle; where to go, not a refusal.
+            settled = await self.page_session(cs_id)
+            if settled is not None and settled.status == rules.COMPLETE:
+                return PageOutcome("complete", self.success_redirect(settled))
             row, si = await self._open_setup(cs_id)
         if rules.completion_status(si.status):
             return PageOutcome("complete", self.success_redirect(row))

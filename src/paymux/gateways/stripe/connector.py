@@ -38,6 +38,7 @@ from paymux.gateways.base import (
     CredentialsCheck,
     Decline,
     DisputeUpdate,
+    GatewayError,
     GatewayInvalidRequest,
     GatewayRateLimited,
     GatewayRefund,
@@ -539,6 +540,8 @@ class StripeGateway:
         attached here, keyed, so the card is the customer's either way."""
         if seti.get("status") == "canceled":
             return transformers.canceled_setup_result(seti)
+        if seti.get("status") == "requires_payment_method" and seti.get("last_setup_error"):
+            await self._cancel_failed_setup(str(seti.get("id")), f"{attach_key}:cancel")
         if seti.get("status") != "succeeded" or not seti.get("payment_method"):
             return transformers.setup_result(seti)
         pm_id = seti["payment_method"]
@@ -556,6 +559,22 @@ class StripeGateway:
                 )
             return transformers.setup_result(seti, outcome)
         return transformers.setup_result(seti, transformers.card_details(pm))
+
+    async def _cancel_failed_setup(self, reference: str, idempotency_key: str) -> None:
+        """A failed try (a decline, a failed challenge) leaves Stripe's SetupIntent open for
+        another card, and the payer's browser holds its client secret: canceled, so that
+        secret cannot try card after card at Stripe past paymux's limits on tries (the next
+        try gets a SetupIntent of its own). Not cancelable now: logged, the failure still
+        recorded."""
+        try:
+            await self._call(
+                lambda: self._client.v1.setup_intents.cancel_async(
+                    reference,
+                    options=self._options(idempotency_key),  # type: ignore[arg-type]
+                )
+            )
+        except GatewayError as exc:
+            log.warning("could not cancel the failed setup %s: %s", reference, type(exc).__name__)
 
     async def verify_webhook(self, headers: dict[str, str], body: bytes) -> InboundEvent:
         return self.verify(headers, body)

@@ -14,7 +14,10 @@ row gets one).
 ``ADD COLUMN ... NOT NULL DEFAULT 0`` is a catalog change on PostgreSQL 11+ (no rewrite), but
 ``ALTER TABLE`` takes an ACCESS EXCLUSIVE lock on a busy table: the migration waits at most
 ``lock_timeout`` for it (and fails, to be run again, rather than queue every payment behind a
-long transaction), as 0034.
+long transaction), as 0034. The fill then runs in the same transaction, still holding that
+lock (the count and the column must agree when decisions resume): one aggregate over the
+last day's card rows, so a day with a card-testing flood of many thousands of cards pauses
+screened confirms for the time of that aggregate. Run the upgrade at a quiet hour (docs/fraud.md).
 
 Revision ID: 0035
 Revises: 0034
