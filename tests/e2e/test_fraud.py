@@ -5,25 +5,39 @@ charge's ``outcome``, and the card-testing defence."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from conftest import Api
 from support.sandbox_pages import answer_challenge
 
 
-def _pi(api: Api, amount: int = 2000, **params: Any) -> dict[str, Any]:
-    return api.ok("POST", "/v1/payment_intents", {"amount": amount, "currency": "usd", **params})
-
-
-def _confirm(api: Api, pi_id: str, pm: str = "pm_card_visa", ip: str | None = None) -> Any:
-    headers = {"Paymux-Payer-Ip": ip} if ip else {}
-    for _ in range(5):  # past the key's request rate (100 a second): wait as told, again
-        r = api.post(f"/v1/payment_intents/{pi_id}/confirm", {"payment_method": pm},
-                     headers=headers)
+def _past_the_rate(send: Callable[[], Any]) -> Any:
+    """``send()``, again after the wait told while past the key's request rate (100 a
+    second: the blocked confirms of a card-testing run are that fast)."""
+    for _ in range(5):
+        r = send()
         if r.status_code != 429:
             break
         time.sleep(float(r.headers.get("retry-after", "1")))
     return r
+
+
+def _pi(api: Api, amount: int = 2000, **params: Any) -> dict[str, Any]:
+    body = {"amount": amount, "currency": "usd", **params}
+    r = _past_the_rate(lambda: api.post("/v1/payment_intents", body))
+    assert r.status_code == 200, r.text
+    made: dict[str, Any] = r.json()
+    return made
+
+
+def _confirm(api: Api, pi_id: str, pm: str = "pm_card_visa", ip: str | None = None) -> Any:
+    headers = {"Paymux-Payer-Ip": ip} if ip else {}
+    return _past_the_rate(
+        lambda: api.post(
+            f"/v1/payment_intents/{pi_id}/confirm", {"payment_method": pm}, headers=headers
+        )
+    )
 
 
 # -- rules ---------------------------------------------------------------------------------

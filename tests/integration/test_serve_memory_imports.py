@@ -56,7 +56,7 @@ def test_the_revisions_read_from_the_files_are_alembics() -> None:
     head, known = release_revisions()
     assert head == script.get_current_head()
     assert known == {rev.revision for rev in script.walk_revisions()}
-    assert len(known) >= 36  # 0001 .. 0036 at the time of writing
+    assert {"0001", "0034", "0035"} <= known  # the first, and two of this release's last
 
 
 def test_an_api_process_at_head_never_imports_alembic(tmp_path: Path) -> None:

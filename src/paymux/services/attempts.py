@@ -115,6 +115,20 @@ def _intent_of(mapping: Any) -> tuple[PaymentIntent, dict[str, Any]]:
     return cast(PaymentIntent, _Row(before)), dict(before)
 
 
+def _late_three_d_secure(pi: PaymentIntent, result: GatewayResult) -> None:
+    """Our call's answer arrived after the provider's webhook settled its attempt (PayPal's
+    capture webhook can beat the capture's own answer): the webhook's object carries no
+    3-D Secure result, the answer does. Kept when it is about the provider payment the intent
+    stands on (the same reference) and none is recorded: never another confirmation's."""
+    if (
+        result.three_d_secure is not None
+        and pi.three_d_secure is None
+        and result.reference is not None
+        and result.reference == pi.gateway_reference
+    ):
+        pi.three_d_secure = result.three_d_secure.as_dict()
+
+
 async def _store(s: AsyncSession, pi: PaymentIntent, before: dict[str, Any]) -> None:
     """Write what changed on a ``_Row`` intent since ``before`` (one UPDATE, none if nothing
     did), as the ORM's flush would, and take the new values as the next ``before``."""
@@ -459,16 +473,20 @@ class AttemptEngine:
                     .first()
                 )
                 pending = None if settled is None else cast(GatewayAttempt, _Row(settled))
+                if pending is None:
+                    _late_three_d_secure(pi, result)
                 if before is not None:
                     if pending is not None:
                         await self.apply_payment_report(s, pi, result, attempt=pending)
-                        await _store(s, pi, before)
+                    await _store(s, pi, before)
                     if then is not None:
                         await then(s, pi)
                         await _store(s, pi, before)
                     return pi
             if pending is not None:
                 await self.apply_payment_report(s, pi, result, attempt=pending)
+            else:
+                _late_three_d_secure(pi, result)
             if then is not None:
                 await then(s, pi)
             return pi
