@@ -11,7 +11,9 @@ three write transactions and this server commits the same three:
 
 ``POST /bare/payments``                 (paymux: create)
     1. INSERT payment_intents + INSERT events (payment_intent.created)
-``POST /bare/payments/{id}/confirm``    (paymux: confirm)
+``POST /bare/payments/{id}/confirm``    (paymux: confirm; or ``POST /bare/payments`` with
+                                        ``confirm: true``, as paymux's create with
+                                        ``confirm=true``: all three in one request)
     2. UPDATE payment_intents -> processing (conditional, RETURNING) + INSERT gateway_attempts
     3. UPDATE gateway_attempts -> settled + UPDATE payment_intents -> succeeded
        + INSERT events (payment_intent.succeeded)
@@ -113,6 +115,8 @@ FINISH_IDEM = (
 class CreateBody(BaseModel):
     amount: int
     currency: str
+    confirm: bool = False
+    payment_method: str | None = None
 
 
 class ConfirmBody(BaseModel):
@@ -276,6 +280,8 @@ def create_bare_app(database_url: str) -> FastAPI:
             async with db.write() as s:  # 1. the intent and its event
                 await s.execute(INSERT_PI, row)
                 await s.execute(INSERT_EVENT, event)
+            if body.confirm:  # paymux's create with confirm=true: the confirm's writes too
+                return await confirm_writes(db, row["id"], body.payment_method)
             return shown
 
         return await idempotent(request, body, work)
@@ -283,83 +289,86 @@ def create_bare_app(database_url: str) -> FastAPI:
     @app.post("/bare/payments/{pi_id}/confirm")
     async def confirm(pi_id: str, body: ConfirmBody, request: Request) -> Response:
         async def work(db: Database) -> dict[str, Any]:
-            now = now_us()
-            async with db.write() as s:  # 2. intent -> processing, the attempt recorded
-                started = (
-                    await s.execute(
-                        START_CONFIRM,
-                        {"b_id": pi_id, "b_account": ACCOUNT, "b_pm": PAYMENT_METHOD, "b_now": now},
-                    )
-                ).one()
-                attempt_id = new_id("att")
-                await s.execute(
-                    INSERT_ATTEMPT,
-                    {
-                        "id": attempt_id,
-                        "account_id": ACCOUNT,
-                        "gateway": GATEWAY,
-                        "operation": "authorize",
-                        "object_id": pi_id,
-                        "idempotency_key": f"{pi_id}:authorize:{started.confirm_count}",
-                        "status": "pending",
-                        "request": {"token": body.payment_method or TOKEN, "customer_token": None},
-                        "result": None,
-                        "error": None,
-                        "created_us": now,
-                        "updated_us": now,
-                    },
-                )
-            # (paymux calls the gateway here, with no transaction open)
-            reference = f"ch_sbx_{new_id('x', 20)[2:]}"
-            now = now_us()
-            row = {
-                "id": pi_id,
-                "amount": started.amount,
-                "currency": started.currency,
-                "status": "succeeded",
-                "amount_capturable": 0,
-                "amount_received": started.amount,
-                "payment_method_id": PAYMENT_METHOD,
-                "gateway_reference": reference,
-                "risk_level": "normal",
-                "created_us": started.created_us,
-                "updated_us": now,
-            }
-            shown = view(row)
-            result = {
-                "status": "succeeded",
-                "reference": reference,
-                "amount_authorized": started.amount,
-                "amount_captured": started.amount,
-                "decline": None,
-            }
-            event = {
-                "id": new_id("evt"),
-                "account_id": ACCOUNT,
-                "type": "payment_intent.succeeded",
-                "object_id": pi_id,
-                "data": shown,
-                "created_us": now,
-            }
-            async with db.write() as s:  # 3. attempt settled, intent succeeded, its event
-                await s.execute(
-                    SETTLE_ATTEMPT, {"b_id": attempt_id, "b_result": result, "b_now": now}
-                )
-                await s.execute(
-                    SUCCEED_PI,
-                    {
-                        "b_id": pi_id,
-                        "b_now": now,
-                        "b_reference": reference,
-                        "b_amount": started.amount,
-                    },
-                )
-                await s.execute(INSERT_EVENT, event)
-            return shown
+            return await confirm_writes(db, pi_id, body.payment_method)
 
         return await idempotent(request, body, work)
 
     return app
+
+
+async def confirm_writes(db: Database, pi_id: str, payment_method: str | None) -> dict[str, Any]:
+    """The confirm's two write transactions (2. and 3. of the module's docstring)."""
+    now = now_us()
+    async with db.write() as s:  # 2. intent -> processing, the attempt recorded
+        started = (
+            await s.execute(
+                START_CONFIRM,
+                {"b_id": pi_id, "b_account": ACCOUNT, "b_pm": PAYMENT_METHOD, "b_now": now},
+            )
+        ).one()
+        attempt_id = new_id("att")
+        await s.execute(
+            INSERT_ATTEMPT,
+            {
+                "id": attempt_id,
+                "account_id": ACCOUNT,
+                "gateway": GATEWAY,
+                "operation": "authorize",
+                "object_id": pi_id,
+                "idempotency_key": f"{pi_id}:authorize:{started.confirm_count}",
+                "status": "pending",
+                "request": {"token": payment_method or TOKEN, "customer_token": None},
+                "result": None,
+                "error": None,
+                "created_us": now,
+                "updated_us": now,
+            },
+        )
+    # (paymux calls the gateway here, with no transaction open)
+    reference = f"ch_sbx_{new_id('x', 20)[2:]}"
+    now = now_us()
+    row = {
+        "id": pi_id,
+        "amount": started.amount,
+        "currency": started.currency,
+        "status": "succeeded",
+        "amount_capturable": 0,
+        "amount_received": started.amount,
+        "payment_method_id": PAYMENT_METHOD,
+        "gateway_reference": reference,
+        "risk_level": "normal",
+        "created_us": started.created_us,
+        "updated_us": now,
+    }
+    shown = view(row)
+    result = {
+        "status": "succeeded",
+        "reference": reference,
+        "amount_authorized": started.amount,
+        "amount_captured": started.amount,
+        "decline": None,
+    }
+    event = {
+        "id": new_id("evt"),
+        "account_id": ACCOUNT,
+        "type": "payment_intent.succeeded",
+        "object_id": pi_id,
+        "data": shown,
+        "created_us": now,
+    }
+    async with db.write() as s:  # 3. attempt settled, intent succeeded, its event
+        await s.execute(SETTLE_ATTEMPT, {"b_id": attempt_id, "b_result": result, "b_now": now})
+        await s.execute(
+            SUCCEED_PI,
+            {
+                "b_id": pi_id,
+                "b_now": now,
+                "b_reference": reference,
+                "b_amount": started.amount,
+            },
+        )
+        await s.execute(INSERT_EVENT, event)
+    return shown
 
 
 def main() -> None:

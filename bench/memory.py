@@ -17,8 +17,9 @@ backend's run early (a loaded machine): the report then says how far it got.
     .venv/bin/python bench/memory.py [--payments 100000] [--step-seconds 15]
         [--backends sqlite,postgres] [--concurrency 16] [--every 10000] [--max-minutes 0]
 
-Needs wrk (Debian package ``wrk``). The issue's target: under 150 MB per process after
-100,000 payments, with no growth. Figures are printed, never asserted.
+The server's pool is ``PAYMUX_DB_POOL_SIZE`` (printed; default 5: on PostgreSQL 5 connections
+plus 5 in overflow, each with its prepared statements). Needs wrk (Debian package ``wrk``).
+The issue's target: under 150 MB per process after 100,000 payments, with no growth. Figures are printed, never asserted.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from common import (
     run_wrk,
 )
 
+from paymux.config import Settings
 from paymux.storage.migrate import upgrade
 
 
@@ -154,7 +156,12 @@ def report(curves: list[Curve], args: argparse.Namespace) -> None:
         f"resident memory of paymux serve over {args.payments} payments (create + confirm "
         f"pm_card_visa), wrk at {args.concurrency} connections, steps of {args.step_seconds:.0f} s"
     )
-    print(machine() + "; " + "; ".join(c.version for c in curves))
+    print(
+        machine()
+        + "; "
+        + "; ".join(c.version for c in curves)
+        + f"; PAYMUX_DB_POOL_SIZE {Settings().db_pool_size}"
+    )
     header = (
         f"{'backend':<9} {'payments':>9} {'first MiB':>10} {'max MiB':>8} {'last MiB':>9} "
         f"{'MiB/10k (2nd half)':>19} {'errors':>7}"

@@ -9,8 +9,8 @@ as subprocesses on 127.0.0.1 (so the load generator does not share their GIL):
   ``Database`` and tables) making only the write transactions and row writes a create +
   confirm makes, and nothing else (see that file for the list).
 
-Both are warmed up (``--warmup`` payments over httpx), then driven with payments (create, then
-confirm with ``pm_card_visa``) at ``--concurrency`` connections, taking turns (paymux, bare,
+Both are warmed up (``--warmup`` payments over httpx), then driven with payments (per
+``--mode``, see below) at ``--concurrency`` connections, taking turns (paymux, bare,
 bare, paymux, ...) so that other work on the machine slows both alike. The load generator
 (``--load``) is wrk when it is installed (Debian package ``wrk``; a Lua script keeps, per
 thread, a queue of created intents and confirms them, so a "request" is a create or a
@@ -26,9 +26,13 @@ bench/common.py has the shared helpers (servers, databases, CPU, wrk).
 
     .venv/bin/python bench/payments.py [--load wrk|httpx] [--seconds 20] [--n 2000]
         [--concurrency 16] [--backends sqlite,postgres] [--idempotency-keys]
-        [--get-seconds 10]
+        [--get-seconds 10] [--mode two|one|both] [--sequential-seconds 5]
 
-For the sequential figures: ``--concurrency 1 --load httpx --n 500`` (latency per payment).
+``--mode`` picks how a payment is driven: ``two`` requests (a create, then a confirm), ``one``
+(the create with ``confirm=true`` and the card: the issue's "create+confirm" row; the bare
+server makes the same three write transactions in its one request), or ``both`` (default),
+printed side by side with their mode. Then (``--sequential-seconds``, 0 to skip) one client
+drives one request per payment (wrk, 1 connection): the sequential p50/p99 per payment.
 
 PostgreSQL is a throwaway cluster (tests/support/pgcluster.py: fsync, synchronous_commit and
 full_page_writes off), started as the ``postgres`` OS user when run as root.
@@ -71,6 +75,35 @@ from paymux.storage.db import Database
 from paymux.storage.migrate import upgrade
 
 TABLES = ("payment_intents", "events", "gateway_attempts", "payment_methods", "idempotency_keys")
+
+# One request per payment: POST the create with ``confirm=true`` and the test card (bare: its
+# ``/bare/payments`` with the same body makes the three write transactions in one request).
+# args: create path, API key ("" for none), "1" to send an Idempotency-Key.
+ONE_LUA = r"""
+counters = {"succeeded", "bad"}
+succeeded, bad = 0, 0
+local create_path, key, idem, n = nil, nil, false, 0
+local body = '{"amount":2000,"currency":"usd","confirm":true,"payment_method":"pm_card_visa"}'
+function init(args)
+  create_path, key, idem = args[1], args[2], args[3] == "1"
+end
+function request()
+  local h = {["Content-Type"] = "application/json"}
+  if key ~= "" then h["Authorization"] = "Bearer " .. key end
+  if idem then
+    n = n + 1
+    h["Idempotency-Key"] = string.format("bench1_%d_%d_%d", tid, n, math.random(1, 1e9))
+  end
+  return wrk.format("POST", create_path, h, body)
+end
+function response(status, hdrs, body)
+  if status == 200 and body:find('"status":%s*"succeeded"') then
+    succeeded = succeeded + 1
+  else
+    bad = bad + 1
+  end
+end
+"""
 
 GET_LUA = r"""
 counters = {"bad"}
@@ -164,6 +197,8 @@ class Side:
             self.confirm_path = "/bare/payments/{id}/confirm"
         self.cpu = CpuMeter(server.pid)
         self.last_id: str | None = None
+        self.one = False  # True: one request per payment (create with confirm=true)
+        self.connections = args.concurrency
 
     def _headers(self) -> dict[str, str]:
         headers = {"authorization": f"Bearer {self.key}"} if self.key else {}
@@ -191,13 +226,32 @@ class Side:
         self.last_id = pi_id
         return 2
 
+    async def _one(self, http: httpx.AsyncClient) -> int:
+        created = await http.post(
+            self.create_path,
+            json={
+                "amount": 2000,
+                "currency": "usd",
+                "confirm": True,
+                "payment_method": "pm_card_visa",
+            },
+            headers=self._headers(),
+        )
+        if created.status_code != 200:
+            raise RuntimeError(f"create+confirm: HTTP {created.status_code} {created.text[:300]}")
+        body = created.json()
+        if body.get("status") != "succeeded":
+            raise RuntimeError(f"create+confirm: status {body.get('status')!r}")
+        self.last_id = body["id"]
+        return 1
+
     def httpx_run(self, count: int, result: Result) -> None:
         self.cpu.lap()
         load = asyncio.run(
             run_httpx(
                 self.server.url,
-                self._pair,
-                connections=self.args.concurrency,
+                self._one if self.one else self._pair,
+                connections=self.connections,
                 count=count,
                 seconds=self.args.max_seconds,
             )
@@ -206,6 +260,18 @@ class Side:
 
     def wrk_run(self, seconds: float, result: Result) -> None:
         self.cpu.lap()
+        if self.one:
+            load = run_wrk(
+                self.server.url,
+                ONE_LUA,
+                seconds=seconds,
+                connections=self.connections,
+                threads=min(2, self.connections),
+                args=[self.create_path, self.key, "1" if self.args.idempotency_keys else "0"],
+                tmp=self.tmp,
+            )
+            result.add(load, load.counters.get("succeeded", 0), self.cpu.lap())
+            return
         load = run_wrk(
             self.server.url,
             PAYMENTS_LUA,
@@ -223,22 +289,32 @@ class Side:
         result.add(load, load.counters.get("succeeded", 0), self.cpu.lap())
 
 
-def drive(sides: list[Side], args: argparse.Namespace) -> list[Result]:
-    """Warm both servers up, then run them in turns (A B B A A B ...), so both see the same
-    machine: a noisy neighbour slows both sides alike instead of one."""
-    results = [Result(s.name) for s in sides]
+def warm_up(sides: list[Side], args: argparse.Namespace) -> None:
     for side in sides:
         warm = Result(side.name)
         side.httpx_run(args.warmup, warm)
         if warm.errors:
-            raise RuntimeError(f"{side.name} warm-up failed: {warm.first_error}\n{side.server.tail()}")
+            raise RuntimeError(
+                f"{side.name} warm-up failed: {warm.first_error}\n{side.server.tail()}"
+            )
+
+
+def drive(
+    sides: list[Side], args: argparse.Namespace, *, one: bool, connections: int, seconds: float
+) -> list[Result]:
+    """Run both servers in turns (A B B A A B ...), so both see the same machine: a noisy
+    neighbour slows both sides alike instead of one. ``one``: a payment is one request (create
+    with ``confirm=true``), else a create then a confirm."""
+    for side in sides:
+        side.one, side.connections = one, connections
+    results = [Result(s.name) for s in sides]
     turn = 0
     if args.load == "wrk":
-        turns = max(1, round(args.seconds / args.chunk_seconds))
+        turns = max(1, round(seconds / args.chunk_seconds))
         for turn in range(turns):
             order = list(zip(sides, results, strict=True))
             for side, result in order if turn % 2 == 0 else reversed(order):
-                side.wrk_run(args.seconds / turns, result)
+                side.wrk_run(seconds / turns, result)
         return results
     chunk = max(1, min(args.chunk, args.n))
     while any(r.done + r.errors < args.n for r in results):
@@ -309,18 +385,41 @@ async def count_rows(db_url: str) -> dict[str, int]:
 
 # -- backends -----------------------------------------------------------------------------
 @dataclass
-class BackendRun:
-    backend: str
-    version: str
+class Mode:
+    """One way of driving payments: a label, the paymux and bare results side by side."""
+
+    label: str
     paymux: Result
     bare: Result
-    get: GetResult | None
-    load: tuple[float, float]
-    rss: float  # paymux's resident memory at the end, MiB
 
     @property
     def ratio(self) -> float:
         return self.paymux.rate / self.bare.rate if self.bare.rate else float("nan")
+
+
+@dataclass
+class BackendRun:
+    backend: str
+    version: str
+    modes: list[Mode]
+    get: GetResult | None
+    load: tuple[float, float]
+    rss: float  # paymux's resident memory at the end, MiB
+    rows: dict[str, dict[str, float]] = field(default_factory=dict)  # side -> table -> rows/pay
+    done: int = 0  # paymux payments measured, all modes
+
+
+def modes_of(args: argparse.Namespace) -> list[tuple[str, bool, int, float]]:
+    """(label, one request per payment, connections, seconds) for each mode asked for."""
+    out: list[tuple[str, bool, int, float]] = []
+    c = args.concurrency
+    if args.mode in ("two", "both"):
+        out.append((f"2 req, c={c}", False, c, args.seconds))
+    if args.mode in ("one", "both"):
+        out.append((f"1 req, c={c}", True, c, args.seconds))
+    if args.sequential_seconds > 0:
+        out.append(("1 req, c=1", True, 1, args.sequential_seconds))
+    return out
 
 
 def run_backend(backend: str, args: argparse.Namespace, dbs: Databases) -> BackendRun:
@@ -336,73 +435,97 @@ def run_backend(backend: str, args: argparse.Namespace, dbs: Databases) -> Backe
     ]
     load_before = loadavg()
     get = None
+    modes: list[Mode] = []
     try:
         for server in servers:
             server.start()
         sides = [Side(server, args, work) for server in servers]
-        paymux, bare = drive(sides, args)
+        warm_up(sides, args)
+        for label, one, connections, seconds in modes_of(args):
+            paymux, bare = drive(sides, args, one=one, connections=connections, seconds=seconds)
+            modes.append(Mode(label, paymux, bare))
         if args.get_seconds > 0:
             get = measure_get(sides[0], args)
         rss = rss_mb(servers[0].pid)
     finally:
         for server in servers:
             server.stop()
-    for result in (paymux, bare):
-        rows = asyncio.run(count_rows(urls[result.side]))
+    run = BackendRun(backend, version, modes, get, (load_before, loadavg()), rss)
+    run.done = sum(m.paymux.done for m in modes)
+    for side in ("paymux", "bare"):
+        rows = asyncio.run(count_rows(urls[side]))
         total = rows["events"] / 2 or 1  # two events per succeeded payment
-        result.rows = {t: rows[t] / total for t in TABLES}
-    return BackendRun(backend, version, paymux, bare, get, (load_before, loadavg()), rss)
+        run.rows[side] = {t: rows[t] / total for t in TABLES}
+    return run
 
 
 # -- report -------------------------------------------------------------------------------
 def report(runs: list[BackendRun], args: argparse.Namespace) -> None:
     print()
-    amount = f"{args.seconds:.0f} s per server" if args.load == "wrk" else f"N={args.n}"
+    amount = f"{args.seconds:.0f} s per server and mode" if args.load == "wrk" else f"N={args.n}"
     print(
-        f"{amount} of payments (create + confirm pm_card_visa), concurrency={args.concurrency}, "
+        f"{amount} of payments (pm_card_visa), concurrency={args.concurrency}, "
         f"warm-up={args.warmup}, idempotency keys={'on' if args.idempotency_keys else 'off'}, "
         f"load generator: {args.load}"
-        + (" (wrk is not installed: apt-get install wrk)" if args.load == "httpx" and not have_wrk() else "")
+        + (
+            " (wrk is not installed: apt-get install wrk)"
+            if args.load == "httpx" and not have_wrk()
+            else ""
+        )
     )
     print(machine() + "; " + "; ".join(run.version for run in runs))
     print()
     header = (
-        f"{'backend':<9} {'server':<7} {'done':>6} {'err':>4} {'payments/s':>11} "
+        f"{'backend':<9} {'mode':<12} {'server':<7} {'done':>6} {'err':>4} {'payments/s':>11} "
         f"{'p50 ms':>8} {'p99 ms':>8} {'CPU ms/pay':>11} {'ratio':>6} {'load':>10}"
     )
     print(header)
     print("-" * len(header))
     for run in runs:
-        for res in (run.paymux, run.bare):
-            last = res is run.bare
-            ratio = f"{run.ratio:6.2f}" if last and run.bare.rate else ""
-            load = f"{run.load[0]:.1f}->{run.load[1]:.1f}" if last else ""
-            print(
-                f"{run.backend:<9} {res.side:<7} {res.done:>6} {res.errors:>4} {res.rate:>11.1f} "
-                f"{res.p50:>8.2f} {res.p99:>8.2f} {res.cpu_ms:>11.2f} {ratio:>6} {load:>10}"
-            )
+        for i, mode in enumerate(run.modes):
+            for res in (mode.paymux, mode.bare):
+                last = res is mode.bare
+                ratio = f"{mode.ratio:6.2f}" if last and mode.bare.rate else ""
+                load = (
+                    f"{run.load[0]:.1f}->{run.load[1]:.1f}"
+                    if last and i == len(run.modes) - 1
+                    else ""
+                )
+                print(
+                    f"{run.backend:<9} {mode.label:<12} {res.side:<7} {res.done:>6} "
+                    f"{res.errors:>4} {res.rate:>11.1f} {res.p50:>8.2f} {res.p99:>8.2f} "
+                    f"{res.cpu_ms:>11.2f} {ratio:>6} {load:>10}"
+                )
     print()
+    print("modes: '2 req' = a create, then a confirm (two HTTP requests per payment); '1 req' =")
+    print("ONE request per payment, the create with confirm=true (the issue's first row); c=")
+    print("connections ('c=1': sequential, one client).")
     if args.load == "wrk":
-        print("p50/p99: per request (a create or a confirm), from wrk: the median of the turns'")
-        print("p50s and the largest of their p99s.")
+        print("p50/p99: per request, from wrk (the median of the turns' p50s and the largest of")
+        print("their p99s): with '1 req' a request is a whole payment; with '2 req' a create or")
+        print("a confirm.")
     else:
-        print("p50/p99: per payment (create + confirm), seen by the httpx client in this process.")
+        print("p50/p99: per payment, seen by the httpx client in this process.")
     print("ratio: paymux payments/s / bare payments/s. CPU ms/pay: the server process's CPU per")
     print("payment (all its threads; not the client, not PostgreSQL).")
     print("load: the 1-minute load average before -> after the backend's run.")
-    print("rows per payment at the end (warm-up included; rows / (events / 2)):")
+    print("rows per payment at the end (warm-up and all modes included; rows / (events / 2)):")
     for run in runs:
-        for res in (run.paymux, run.bare):
-            rows = " ".join(f"{t}={v:.2f}" for t, v in res.rows.items())
-            print(f"  {run.backend:<9} {res.side:<7} {rows}")
+        for side, table in run.rows.items():
+            rows = " ".join(f"{t}={v:.2f}" for t, v in table.items())
+            print(f"  {run.backend:<9} {side:<7} {rows}")
     for run in runs:
-        total = run.paymux.done + args.warmup
-        print(f"paymux's resident memory at the end, {run.backend}: {run.rss:.0f} MiB "
-              f"(after about {total} payments)")
+        total = run.done + args.warmup
+        print(
+            f"paymux's resident memory at the end, {run.backend}: {run.rss:.0f} MiB "
+            f"(after about {total} payments)"
+        )
     gets = [run for run in runs if run.get is not None]
     if gets:
         print()
-        print(f"GET /v1/payment_intents/{{id}} (one intent), paymux, {args.concurrency} connections, {args.load}")
+        print(
+            f"GET /v1/payment_intents/{{id}} (one intent), paymux, {args.concurrency} connections, {args.load}"
+        )
         header = f"{'backend':<9} {'requests':>9} {'err':>4} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/req':>11}"
         print(header)
         print("-" * len(header))
@@ -414,11 +537,13 @@ def report(runs: list[BackendRun], args: argparse.Namespace) -> None:
                 f"{g.load.p50:>8.2f} {g.load.p99:>8.2f} {g.cpu_ms:>11.3f}"
             )
     for run in runs:
-        for res in (run.paymux, run.bare):
-            if res.errors:
-                print(
-                    f"ERROR {run.backend} {res.side}: {res.errors} failed, first: {res.first_error}"
-                )
+        for mode in run.modes:
+            for res in (mode.paymux, mode.bare):
+                if res.errors:
+                    print(
+                        f"ERROR {run.backend} {mode.label} {res.side}: {res.errors} failed, "
+                        f"first: {res.first_error}"
+                    )
         if run.get is not None and run.get.load.errors:
             print(f"ERROR {run.backend} GET: {run.get.load.first_error}")
 
@@ -448,10 +573,21 @@ def main(argv: list[str] | None = None) -> int:
         default=False,
         help="send an Idempotency-Key with every POST",
     )
-    parser.add_argument("--warmup", type=int, default=100, help="unmeasured payments first (100)")
     parser.add_argument(
-        "--chunk", type=int, default=250, help="httpx: payments per turn (250)"
+        "--mode",
+        choices=("two", "one", "both"),
+        default="both",
+        help="a payment as two requests (create, confirm), one (create with confirm=true), or "
+        "both, each measured (default both)",
     )
+    parser.add_argument(
+        "--sequential-seconds",
+        type=float,
+        default=5.0,
+        help="then one client (1 connection), one request per payment, this long (5; 0: skip)",
+    )
+    parser.add_argument("--warmup", type=int, default=100, help="unmeasured payments first (100)")
+    parser.add_argument("--chunk", type=int, default=250, help="httpx: payments per turn (250)")
     parser.add_argument(
         "--max-seconds",
         type=float,
@@ -477,7 +613,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"running {backend} ...", file=sys.stderr, flush=True)
             runs.append(run_backend(backend, args, dbs))
     report(runs, args)
-    failed = sum(r.paymux.errors + r.bare.errors + (r.get.load.errors if r.get else 0) for r in runs)
+    failed = sum(
+        sum(m.paymux.errors + m.bare.errors for m in r.modes) + (r.get.load.errors if r.get else 0)
+        for r in runs
+    )
     return 1 if failed else 0
 
 

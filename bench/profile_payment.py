@@ -4,10 +4,11 @@ For each backend this migrates a fresh database, runs paymux in this process (th
 over httpx's ASGI transport, no worker, the built-in sandbox gateway at zero latency), warms
 up with a few payments, then profiles ``--n`` payments (``POST /v1/payment_intents`` with
 ``confirm=true`` and ``pm_card_visa``) and prints the top functions by cumulative and by own
-time, the statements per payment (SQLAlchemy's events), and this process's CPU per payment
-without the profiler (``--cpu-n``, client included: comparable only with itself), and the
-Python function calls per payment under the profiler (a deterministic count: on a loaded
-machine, where CPU time per payment varies by half, it still compares two versions).
+time, the statements per payment (SQLAlchemy's events and storage/driver.py's observer),
+and this process's CPU per payment without the profiler (``--cpu-n``, client included:
+comparable only with itself), and the Python function calls per payment under the profiler
+(a deterministic count: on a loaded machine, where CPU time per payment varies by half, it
+still compares two versions).
 
     .venv/bin/python bench/profile_payment.py [--backends sqlite,postgres] [--n 300]
         [--top 40] [--no-fraud] [--save DIR] [--get N]
@@ -46,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from common import databases, in_process_paymux, paymux_engines
 
+from paymux.storage import driver
 from paymux.storage.db import Database
 from paymux.storage.migrate import upgrade
 
@@ -63,6 +65,17 @@ def _count_statements(engine: Any, counts: collections.Counter[str], on: list[bo
             counts[sql.lstrip().split(" ", 1)[0].upper()] += 1
 
 
+def _count_driver_statements(counts: collections.Counter[str], on: list[bool]) -> None:
+    """Statements run on the database driver (storage/driver.py), which SQLAlchemy's events
+    do not see: counted the same way (its observer hook)."""
+
+    def _driver(sql: str, seconds: float) -> None:
+        if on[0]:
+            counts[sql.lstrip().split(" ", 1)[0].upper()] += 1
+
+    driver.observe(_driver)
+
+
 async def measure(url: str, tmp: Path, args: argparse.Namespace, backend: str) -> None:
     counts: collections.Counter[str] = collections.Counter()
     on = [False]
@@ -78,6 +91,7 @@ async def measure(url: str, tmp: Path, args: argparse.Namespace, backend: str) -
     ) as (core, client):
         for engine in paymux_engines(core):
             _count_statements(engine, counts, on)
+        _count_driver_statements(counts, on)
         for _ in range(10):
             await payment(client)
         if args.get:
@@ -208,6 +222,7 @@ def _print_profile(
     profile: cProfile.Profile, args: argparse.Namespace, name: str, what: str
 ) -> None:
     if args.save:
+        Path(args.save).mkdir(parents=True, exist_ok=True)
         profile.dump_stats(str(Path(args.save) / f"payment-{name}.pstats"))
     for order in ("cumulative", "tottime"):
         out = io.StringIO()

@@ -328,6 +328,9 @@ def _run_uvicorn(
         port=settings.port,
         loop=loop,
         http=http,
+        # No route is a WebSocket: uvicorn's default ("auto") would import websockets into
+        # every API process (~0.8 MiB) to answer upgrades nothing accepts.
+        ws="none",
         log_config=None,
         # Below INFO uvicorn would still format each request's access-log arguments (client
         # address, quoted path) for a record that is then dropped.

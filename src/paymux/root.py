@@ -127,7 +127,7 @@ class Paymux:
         self.settings = settings
         connectors()  # every connector registered, with its error-code rows
         self.ctx = Context(
-            db=database or Database(settings.database_url),
+            db=database or Database(settings.database_url, pool_size=settings.db_pool_size),
             gateways=gateways if gateways is not None else build_registry(settings),
             settings=settings,
             clock=clock or SystemClock(),

@@ -35,6 +35,7 @@ from conftest import Api, make_settings, migrated_database_url
 from support.billing import price
 from support.browser import CapturingServer, account_api, launched_chromium, shop_tab
 from support.fake_square import FakeSquare
+from support.invoices import open_invoice
 from support.localstripe_proxy import LocalStripeProxy
 from support.paypal_fake import FakePayPal
 from support.processes import free_port
@@ -118,26 +119,6 @@ def api(env: Env) -> Iterator[Api]:
 @pytest.fixture
 def page(browser: Browser) -> Iterator[tuple[Page, list[str]]]:
     yield from shop_tab(timed(browser.new_context()), SHOP)
-
-
-def open_invoice(api: Api, currency: str, amount: int) -> dict[str, Any]:
-    """An open invoice nobody charged yet (its payer pays it from the page)."""
-    cus = api.ok("POST", "/v1/customers", {"email": "payer@example.com", "name": "Payer"})
-    invoice = api.ok("POST", "/v1/invoices", {"customer": cus["id"], "currency": currency})
-    api.ok(
-        "POST",
-        "/v1/invoiceitems",
-        {
-            "customer": cus["id"],
-            "invoice": invoice["id"],
-            "amount": amount,
-            "currency": currency,
-            "description": "Workshop seat",
-        },
-    )
-    opened = api.ok("POST", f"/v1/invoices/{invoice['id']}/finalize")
-    assert opened["status"] == "open" and opened["payment_intent"] is None
-    return opened
 
 
 def check_against_inventory(

@@ -18,18 +18,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from conftest import Api, RunningServer, free_port, make_settings, migrated_database_url
+from conftest import Api, RunningServer, free_port
 from support.billing import advance, clock, price, ts
 from support.fake_square import FakeSquare
 from support.localstripe_proxy import LocalStripeProxy
 from support.paypal_fake import FakePayPal
 from support.sandboxes import LocalStripe
+from support.served import account_api, served
 
 SQUARE_TOKEN = "EAAAl9fK2xQ7" + "bL4qR7sD2wX9" * 5
 SQUARE_KEY = "sq-webhook-key-" + "YmlsbGluZw" * 3
@@ -46,8 +46,6 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, localstripe: LocalStripe) -> Iterator[Env]:
-    tmp: Path = tmp_path_factory.mktemp("billing-gateways")
-    url = migrated_database_url("sqlite", tmp, None, "billing_gateways")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     square = FakeSquare(
@@ -56,10 +54,11 @@ def env(tmp_path_factory: pytest.TempPathFactory, localstripe: LocalStripe) -> I
     paypal = FakePayPal(PAYPAL_ID, PAYPAL_SECRET, PAYPAL_WEBHOOK).start()
     paypal.webhook_url = f"{base}/webhooks/paypal"
     stripe = LocalStripeProxy(localstripe.url).start()
-    settings = make_settings(
-        url,
-        tmp,
-        port,
+    with served(
+        tmp_path_factory,
+        "billing-gateways",
+        port=port,
+        also_stop=[stripe, square, paypal],
         default_gateway="sandbox",
         square_access_token=SQUARE_TOKEN,
         square_location_id=square.location_id,
@@ -72,24 +71,13 @@ def env(tmp_path_factory: pytest.TempPathFactory, localstripe: LocalStripe) -> I
         paypal_api_base=paypal.url,
         stripe_secret_key="sk_test_billing",
         stripe_api_base=stripe.url,
-    )
-    running = RunningServer(settings).start()
-    try:
-        yield Env(running, square, paypal, stripe)
-    finally:
-        running.stop()
-        stripe.stop()
-        square.stop()
-        paypal.stop()
+    ) as server:
+        yield Env(server, square, paypal, stripe)
 
 
 @pytest.fixture
 def api(env: Env) -> Iterator[Api]:
-    client = Api(env.server)
-    try:
-        yield client
-    finally:
-        client.close()
+    yield from account_api(env.server)
 
 
 def saved_token(env: Env, gateway: str) -> str:

@@ -18,114 +18,24 @@ An approval sent twice at once is tested in tests/browser/test_hosted_invoice_br
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
-import httpx
-import pytest
-
-from conftest import Api, RunningServer, free_port, make_settings, migrated_database_url
+from conftest import Api
+from support.invoice_paypal import (
+    ORDERS,
+    TRIES,
+    Env,
+    ask_order,
+    capture_keys,
+    captures_of,
+    check_paid_once,
+    invoice_intents,
+    order_posts,
+    orders_for,
+    pay,
+    paypal_invoice_fixtures,
+)
 from support.invoices import open_invoice
-from support.paypal_fake import FakePayPal
-from support.pgcluster import PgCluster
 
-CLIENT_ID = "AYinvoicefailures"
-CLIENT_SECRET = "EPinvoice-failures-secret-0000"
-ORDERS = "/v2/checkout/orders"
-# Tries of one gateway call (settings.gateway_retries = 3, the default, plus the first).
-TRIES = 4
-
-
-@dataclass
-class Env:
-    paypal: FakePayPal
-    server: RunningServer
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def env(
-    request: pytest.FixtureRequest,
-    tmp_path_factory: pytest.TempPathFactory,
-    pg_cluster: PgCluster | None,
-) -> Iterator[Env]:
-    tmp: Path = tmp_path_factory.mktemp(f"invoice-paypal-{request.param}")
-    url = migrated_database_url(request.param, tmp, pg_cluster, f"inv_paypal_{request.param}")
-    paypal = FakePayPal(CLIENT_ID, CLIENT_SECRET, "WHinvoicefailures").start()
-    settings = make_settings(
-        url,
-        tmp,
-        free_port(),
-        routes="GBP=paypal",
-        paypal_client_id=CLIENT_ID,
-        paypal_client_secret=CLIENT_SECRET,
-        paypal_webhook_id="WHinvoicefailures",
-        paypal_api_base=paypal.url,
-    )
-    server = RunningServer(settings).start()
-    try:
-        yield Env(paypal, server)
-    finally:
-        server.stop()
-        paypal.stop()
-
-
-@pytest.fixture
-def api(env: Env) -> Iterator[Api]:
-    client = Api(env.server)
-    try:
-        yield client
-    finally:
-        client.close()
-
-
-def ask_order(invoice: dict[str, Any]) -> httpx.Response:
-    """The buttons' ``createOrder``: the page asks for its order."""
-    return httpx.post(invoice["hosted_invoice_url"] + "/paypal-order", json={}, timeout=30)
-
-
-def pay(invoice: dict[str, Any], order_id: str) -> httpx.Response:
-    """The buttons' ``onApprove``: the page pays with the approved order."""
-    return httpx.post(
-        invoice["hosted_invoice_url"] + "/pay", json={"payment_method": order_id}, timeout=30
-    )
-
-
-def order_posts(env: Env) -> list[dict[str, str]]:
-    """The headers of each create-order POST paymux sent PayPal (all of them, answered or
-    not)."""
-    return [h for m, p, h in env.paypal.requests if m == "POST" and p == ORDERS]
-
-
-def orders_for(env: Env, pi_id: str) -> list[str]:
-    """The orders PayPal holds that were opened for the intent ``pi_id``."""
-    return [
-        order_id
-        for order_id, order in list(env.paypal.orders.items())
-        if order["purchase_units"][0]["custom_id"] == pi_id
-    ]
-
-
-def captures_of(env: Env, order_id: str) -> int:
-    """The captures PayPal made of ``order_id`` (money taken from the payer)."""
-    return sum(
-        1
-        for capture in list(env.paypal.captures.values())
-        if capture["supplementary_data"]["related_ids"]["order_id"] == order_id
-    )
-
-
-def capture_keys(env: Env, order_id: str) -> list[str]:
-    """The PayPal-Request-Id of each capture POST paymux sent for ``order_id``."""
-    path = f"{ORDERS}/{order_id}/capture"
-    return [h["paypal-request-id"] for m, p, h in env.paypal.requests if m == "POST" and p == path]
-
-
-def invoice_intents(api: Api, invoice_id: str) -> list[Any]:
-    return api.server.sql(
-        "select id, status, amount from payment_intents where invoice_id = :i", i=invoice_id
-    )
+env, api = paypal_invoice_fixtures("inv_paypal")
 
 
 def authorize_attempts(api: Api, invoice_id: str) -> int:
@@ -136,19 +46,6 @@ def authorize_attempts(api: Api, invoice_id: str) -> int:
         i=invoice_id,
     )
     return int(rows[0][0])
-
-
-def check_paid_once(api: Api, env: Env, invoice: dict[str, Any], order_id: str) -> None:
-    paid = api.ok("GET", f"/v1/invoices/{invoice['id']}")
-    assert (paid["status"], paid["amount_paid"], paid["amount_remaining"]) == (
-        "paid",
-        invoice["amount_due"],
-        0,
-    )
-    [(pi_id, status, amount)] = invoice_intents(api, invoice["id"])
-    assert (pi_id, status, amount) == (paid["payment_intent"], "succeeded", invoice["amount_due"])
-    assert env.paypal.orders[order_id]["status"] == "COMPLETED"
-    assert captures_of(env, order_id) == 1
 
 
 def test_paypal_unavailable_gives_a_clear_error_and_a_later_click_pays_once(
@@ -273,8 +170,10 @@ def test_a_lost_capture_answer_settles_to_one_capture(api: Api, env: Env) -> Non
     # Not known paid yet, and never "try another card": the page says it is processing.
     assert first.json()["status"] == "processing", first.text
     assert "do not pay again" in first.json()["message"]
+    # In flight, never failed (no other card asked for); the settle job (0.3 s after, under
+    # load maybe before this read) may have asked PayPal already: then succeeded.
     [(_, status, _)] = invoice_intents(api, invoice["id"])
-    assert status == "processing"
+    assert status in ("processing", "succeeded")
     assert captures_of(env, order_id) == 1  # PayPal did capture, once
     again = pay(invoice, order_id)
     assert (again.status_code, again.json()["code"]) == (400, "invoice_unexpected_state")

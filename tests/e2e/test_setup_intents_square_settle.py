@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from conftest import Api, RunningServer, free_port, make_settings, migrated_database_url
+from conftest import Api, RunningServer, free_port
 from support.fake_square import FakeSquare
+from support.served import account_api, served
 
 ACCESS_TOKEN = "EAAAl9fK2xQ7" + "sEtTlEpEnD1x" * 5
 SIGNATURE_KEY = "sq-webhook-key-" + "c2V0dGxl" * 3
@@ -30,17 +30,16 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    tmp: Path = tmp_path_factory.mktemp("square-setup-settle")
-    url = migrated_database_url("sqlite", tmp, None, "square_setup_settle")
     port = free_port()
     hook = f"http://127.0.0.1:{port}/webhooks/square"
     fake = FakeSquare(
         access_token=ACCESS_TOKEN, signature_key=SIGNATURE_KEY, webhook_url=hook
     ).start()
-    settings = make_settings(
-        url,
-        tmp,
-        port,
+    with served(
+        tmp_path_factory,
+        "square-setup-settle",
+        port=port,
+        also_stop=[fake],
         square_access_token=ACCESS_TOKEN,
         square_location_id=fake.location_id,
         square_webhook_signature_key=SIGNATURE_KEY,
@@ -48,22 +47,13 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         square_api_base=fake.url,
         square_application_id="sandbox-sq0idb-settle",
         gateway_retries=0,
-    )
-    server = RunningServer(settings).start()
-    try:
+    ) as server:
         yield Env(server, fake)
-    finally:
-        server.stop()
-        fake.stop()
 
 
 @pytest.fixture
 def api(env: Env) -> Iterator[Api]:
-    client = Api(env.server)
-    try:
-        yield client
-    finally:
-        client.close()
+    yield from account_api(env.server)
 
 
 def lost_confirm(api: Api, env: Env) -> tuple[str, str]:

@@ -24,6 +24,7 @@ import pytest
 from sqlalchemy import event, insert
 
 from conftest import migrated_database_url
+from paymux.storage import driver
 from paymux.storage.models import FraudVelocityBucket, FraudVelocityCard
 from support.harness import Harness
 from support.pgcluster import PgCluster
@@ -61,6 +62,10 @@ class FraudStatements:
                 self.seen.append(" ".join(flat.split()[:3]))  # verb, table or first columns
 
         event.listen(h.app.ctx.db.writer.sync_engine, "before_cursor_execute", record)
+        # The decision's statements run on the driver (storage/driver.py), below SQLAlchemy's
+        # events; its observers see them (any app of this process: the other Harness sends
+        # no fraud statement while ``on``).
+        self.stop = driver.observe(lambda sql, _took: record(None, None, sql))
 
     def take(self) -> list[str]:
         seen, self.seen = self.seen, []
@@ -201,5 +206,6 @@ def test_a_decision_reads_once_and_a_list_or_rule_changed_elsewhere_decides_the_
                 "SELECT fraud_rules.id, fraud_rules.account_id,",  # the rules, loaded again
                 "SELECT radar_value_lists.alias, radar_value_list_items.match_value",
             ]
+            watch.stop()
 
     asyncio.run(main())

@@ -7,37 +7,19 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import pytest
 from alembic import command
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from conftest import migrated_database_url
 from paymux.fraud import velocity
 from paymux.storage.db import Database
 from paymux.storage.migrate import alembic_config, upgrade
 from support.pgcluster import PgCluster
+from support.served import run_sql
 
 M = 29_000_000
 IP = velocity.digest("ip", "198.51.100.31")
-
-
-def _run(url: str, *statements: str) -> list[list[Any]]:
-    async def main() -> list[list[Any]]:
-        engine = create_async_engine(url)
-        try:
-            results = []
-            async with engine.begin() as conn:
-                for sql in statements:
-                    result = await conn.execute(text(sql))
-                    results.append(list(result.all()) if result.returns_rows else [])
-            return results
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(main())
 
 
 def _bucket(minute: int, attempts: int) -> str:
@@ -85,10 +67,10 @@ def test_distinct_cards_counted_before_0035_keep_counting(
 ) -> None:
     url = migrated_database_url(backend, tmp_path, pg_cluster, f"migration_0035_{backend}")
     command.downgrade(alembic_config(url), "0034")  # the schema before 0035
-    _run(url, *_SEED)
+    run_sql(url, *_SEED)
     upgrade(url, "0035")
 
-    (rows,) = _run(
+    (rows,) = run_sql(
         url, "SELECT minute, attempts, cards FROM fraud_velocity_buckets ORDER BY minute"
     )
     assert [tuple(r) for r in rows] == [(M - 50, 1, 0), (M - 30, 2, 1), (M - 2, 0, 1), (M, 3, 2)]
@@ -101,7 +83,7 @@ def test_distinct_cards_counted_before_0035_keep_counting(
     ) == (3, 4, 4, 6)
 
     command.downgrade(alembic_config(url), "0034")
-    (cards,) = _run(url, "SELECT count(*) FROM fraud_velocity_cards")
+    (cards,) = run_sql(url, "SELECT count(*) FROM fraud_velocity_cards")
     assert cards[0][0] == 4
     upgrade(url, "0035")  # and forward again: the same counts
     assert _counts(url)["distinct_cards_per_ip_hourly"] == 4

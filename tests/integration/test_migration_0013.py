@@ -5,35 +5,15 @@ SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
-from typing import Any
 
 import pytest
 from alembic import command
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from conftest import database_url
 from paymux.storage.migrate import alembic_config, upgrade
 from support.pgcluster import PgCluster
-
-
-def _run(url: str, *statements: str) -> list[list[Any]]:
-    async def main() -> list[list[Any]]:
-        engine = create_async_engine(url)
-        try:
-            results = []
-            async with engine.begin() as conn:
-                for sql in statements:
-                    result = await conn.execute(text(sql))
-                    results.append(list(result.all()) if result.returns_rows else [])
-            return results
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(main())
-
+from support.served import run_sql
 
 _SEED = (
     "INSERT INTO accounts (id, name, created_us) VALUES ('acct_a', 'a', 1)",
@@ -62,17 +42,17 @@ def test_rows_made_before_0013_keep_their_values_and_read_without_contact_detail
 ) -> None:
     url = database_url(backend, tmp_path, pg_cluster, f"migration_0013_{backend}")
     upgrade(url, "0012")
-    _run(url, *_SEED)
+    run_sql(url, *_SEED)
     upgrade(url, "0013")
 
-    intents, customers, methods = _run(url, *_READ)
+    intents, customers, methods = run_sql(url, *_READ)
     assert [tuple(r) for r in intents] == [("pi_1", 2000, "succeeded", None)]
     assert [tuple(r) for r in customers] == [("cus_1", "jo@example.com", None, None, None)]
     assert [tuple(r) for r in methods] == [("pm_1", "4242", "cus_1", None)]
 
     command.downgrade(alembic_config(url), "0012")
-    (kept,) = _run(url, "SELECT id, amount FROM payment_intents")
+    (kept,) = run_sql(url, "SELECT id, amount FROM payment_intents")
     assert [tuple(r) for r in kept] == [("pi_1", 2000)]
     upgrade(url, "0013")  # and forward again
-    (customers,) = _run(url, "SELECT id, phone FROM customers")
+    (customers,) = run_sql(url, "SELECT id, phone FROM customers")
     assert [tuple(r) for r in customers] == [("cus_1", None)]

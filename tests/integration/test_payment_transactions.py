@@ -2,7 +2,9 @@
 PostgreSQL, in process.
 
 - GET of one intent is one statement: no BEGIN before it (SQLite, in sqlite3's autocommit
-  mode; PostgreSQL reads it in autocommit).
+  mode; PostgreSQL reads it in autocommit). Since issue 10's seventh step it runs on the
+  database driver (storage/driver.py ``first_row``): the trace sees SQLAlchemy's statements
+  and the driver's (``driver.observe``), so a BEGIN sent either way would show.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pytest
 from sqlalchemy import event
 
 from conftest import migrated_database_url
+from paymux.storage import driver
 from support.harness import Harness
 from support.pgcluster import PgCluster
 
@@ -43,6 +46,7 @@ class _Trace:
         for engine in {id(e): e for e in (db.writer, db.reader)}.values():
             event.listen(engine.sync_engine, "begin", self._begin)
             event.listen(engine.sync_engine, "before_cursor_execute", self._statement)
+        self.stop_observing = driver.observe(self._driver_statement)
         gw = h.gw
         original = gw.authorize
 
@@ -59,6 +63,10 @@ class _Trace:
     def _statement(self, conn: Any, cursor: Any, sql: str, *args: Any) -> None:
         if self.on:
             self.log.append((" ".join(sql.split())[:40], self._txn.get(id(conn))))
+
+    def _driver_statement(self, sql: str, seconds: float) -> None:
+        if self.on:
+            self.log.append((" ".join(sql.split())[:40], None))
 
     def where(self, prefix: str) -> tuple[int, int | None]:
         """(position, transaction) of the first statement starting with ``prefix``."""
@@ -78,6 +86,7 @@ def test_get_of_one_intent_is_one_statement_without_a_begin(db: str, tmp_path: P
             trace.on = True
             found = await h.app.payments.retrieve(h.account, pi_id)
             trace.on = False
+            trace.stop_observing()
             return trace, pi_id, found
 
     trace, pi_id, found = asyncio.run(scenario())

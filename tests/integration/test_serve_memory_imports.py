@@ -2,7 +2,9 @@
 with the Mako it imports, was about 10 MiB of ``paymux serve``'s resident memory (139 MiB
 ready, 143 MiB after its first payments, against 132 and 136 MiB without; docs/benchmarks.md).
 ``storage/migrate.py`` imports it where a migration runs, and the health check reads this
-release's revisions from the migration files (``release_revisions``).
+release's revisions from the migration files (``release_revisions``). Nor the ``stripe`` SDK,
+with the ``requests`` it probes for (4.8 MiB), while no Stripe connection is built: the
+connector's module is imported by ``spec.build`` (paymux.gateways.stripe).
 
 The import claim needs a fresh interpreter (this test process has imported Alembic already):
 one subprocess does what ``paymux serve`` does at head, then answers ``/health/ready``.
@@ -46,7 +48,9 @@ async def ready() -> int:
 
 
 status = asyncio.run(ready())
-loaded = sorted(m for m in sys.modules if m.split(".")[0] in {"alembic", "mako"})
+loaded = sorted(
+    m for m in sys.modules if m.split(".")[0] in {"alembic", "mako", "stripe", "requests"}
+)
 print(json.dumps({"ran": ran, "ready": status, "loaded": loaded}))
 """
 

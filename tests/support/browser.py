@@ -29,11 +29,12 @@ import uvicorn
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from conftest import Api, RunningServer, make_settings, migrated_database_url
+from conftest import RunningServer, make_settings, migrated_database_url
 from paymux.api.app import create_app
 from paymux.config import Settings
 from support.cdp import find_chromium
 from support.processes import free_port
+from support.served import account_api
 
 __all__ = [
     "CARD_RUNS",
@@ -174,15 +175,6 @@ def capturing_server(
         yield running
     finally:
         running.stop()
-
-
-def account_api(server: RunningServer) -> Iterator[Api]:
-    """A fixture's body: an ``Api`` client for a fresh account on ``server``, closed after."""
-    client = Api(server)
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 def shop_tab(context: BrowserContext, shop: str) -> Iterator[tuple[Page, list[str]]]:

@@ -424,6 +424,10 @@ class ScriptedGateway:
         self.latency = latency
         self.lookup_finds_all = True  # set False to play a provider without search (PayPal)
         self.shared_tokens: set[str] = set()  # published test shortcuts, usable by anyone
+        # Fields only an authorize call's answer carries, never its webhook's object (a card
+        # payment's 3-D Secure result, Stripe's outcome risk): ``GatewayResult`` fields set on
+        # each answer, e.g. {"three_d_secure": ThreeDSecure("authenticated"), "risk_score": 71}.
+        self.answer_fields: dict[str, Any] = {}
 
         self.payments: dict[str, ProviderPayment] = {}
         self.customers: dict[str, str] = {}  # customer id -> our reference
@@ -945,7 +949,7 @@ class ScriptedGateway:
             else:
                 self._approve(payment)
             self._emit_payment(payment)
-            return self._result(payment)
+            return replace(self._result(payment), **self.answer_fields)
 
         fingerprint = _fingerprint(
             request.amount.amount,

@@ -25,8 +25,9 @@ import queue
 import secrets
 import threading
 import uuid
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from cryptography.exceptions import InvalidSignature
@@ -36,9 +37,10 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from paymux.gateways.paypal.webhooks import signed_message
 from support.paypal import CERT_URL, TestCA, sign_headers
 
-__all__ = ["FakePayPal"]
+__all__ = ["FakePayPal", "Hold"]
 
 _ALPHABET = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"
+_T = TypeVar("_T")
 
 
 def _id(n: int = 17) -> str:
@@ -63,6 +65,30 @@ def _cents(value: dict[str, Any]) -> int:
     return int(whole) * 100 + int(frac.ljust(2, "0")[:2]) if frac else int(whole)
 
 
+def _take_first(entries: list[tuple[str, str, _T]], method: str, path: str) -> _T | None:
+    """Take the first of ``entries`` (method, path, what) for ``method`` ``path``: its what."""
+    for i, (m, p, what) in enumerate(entries):
+        if (m, p) == (method, path):
+            del entries[i]
+            return what
+    return None
+
+
+@dataclass
+class Hold:
+    """A call held by ``FakePayPal.hold_next``: ``arrived`` is set once it waits; it goes on
+    once ``released`` is set (``release()``), or after 60 s."""
+
+    arrived: threading.Event = field(default_factory=threading.Event)
+    released: threading.Event = field(default_factory=threading.Event)
+
+    def wait_arrived(self, timeout: float = 60.0) -> None:
+        assert self.arrived.wait(timeout), "the held PayPal call never came"
+
+    def release(self) -> None:
+        self.released.set()
+
+
 class FakePayPal:
     def __init__(self, client_id: str, client_secret: str, webhook_id: str) -> None:
         self.client_id, self.client_secret, self.webhook_id = client_id, client_secret, webhook_id
@@ -82,6 +108,7 @@ class FakePayPal:
         self.deliveries: list[tuple[str, int]] = []  # (event type, paymux's status)
         self.webhook_url: str | None = None
         self.faults: list[tuple[str, str, str]] = []  # (method, path, kind): fail_next
+        self.holds: list[tuple[str, str, Hold]] = []  # (method, path, gate): hold_next
         self._outbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
         fake = self
 
@@ -104,6 +131,10 @@ class FakePayPal:
                 length = int(self.headers.get("content-length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 headers = {k.lower(): v for k, v in self.headers.items()}
+                hold = fake._take_hold(method, self.path.split("?")[0])
+                if hold is not None:  # waits, PayPal having done nothing, until let go
+                    hold.arrived.set()
+                    hold.released.wait(timeout=60)
                 fault = fake._take_fault(method, self.path.split("?")[0])
                 if fault == "unavailable":  # refused before PayPal did anything
                     fake.requests.append((method, self.path.split("?")[0], headers))
@@ -138,13 +169,22 @@ class FakePayPal:
         with self.lock:
             self.faults.extend([(method, path, kind)] * times)
 
+    def hold_next(self, method: str, path: str) -> Hold:
+        """The next ``method`` call to ``path`` waits, before PayPal does anything (and before
+        a ``fail_next`` fault is taken), until the test lets it go: a gate that forces an
+        interleaving (the call is in flight while the test does something else)."""
+        hold = Hold()
+        with self.lock:
+            self.holds.append((method, path, hold))
+        return hold
+
+    def _take_hold(self, method: str, path: str) -> Hold | None:
+        with self.lock:
+            return _take_first(self.holds, method, path)
+
     def _take_fault(self, method: str, path: str) -> str | None:
         with self.lock:
-            for i, (m, p, kind) in enumerate(self.faults):
-                if (m, p) == (method, path):
-                    del self.faults[i]
-                    return kind
-        return None
+            return _take_first(self.faults, method, path)
 
     def start(self) -> FakePayPal:
         for thread in self._threads:

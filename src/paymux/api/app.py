@@ -218,6 +218,7 @@ def create_app(settings: Settings, paymux: Paymux | None = None) -> FastAPI:
 
     if settings.sandbox_enabled:
         app.mount("/sandbox", _SandboxMount())
+    app.add_middleware(webhooks.WebhookDispatch)  # innermost: deliveries skip the router
     app.add_middleware(RequestLogMiddleware)  # inside the guard: the dashboard's request log
     app.add_middleware(GuardMiddleware)
     app.add_middleware(web_embed.PublishableCors)  # outside the guard: preflights (issue 12)

@@ -14,8 +14,10 @@ back from the challenge.
   confirmed with the payer's card, ``return_url`` the invoice page.
 - Otherwise a new intent is made, its id derived from the invoice and the token (a resent
   form resumes it, never a second charge), noted on the invoice under its lock BEFORE the
-  payment service hears of it; one that waits for another 3-D Secure is canceled first. An
-  intent in flight (processing) refuses the payment: it may yet succeed.
+  payment service hears of it (and taken off again if its create fails before the intent is
+  made: the invoice never names an intent that does not exist); one that waits for another
+  3-D Secure is canceled first. An intent in flight (processing) refuses the payment: it
+  may yet succeed.
 - PayPal (``paypal_order``): the buttons' ``createOrder`` asks the page for the order; a new
   intent is made for what is due (its id derived from the invoice, what is due and how many
   intents it has had, so a lost answer or a crash reopens the same order under the same
@@ -353,13 +355,16 @@ async def pay_from_page(
                     return_url=back,
                     verification_token=verification_token,
                 )
-        except PaymuxError as exc:
-            await _drop_if_overtaken(app, account_id, pi_id, exc)
+        except Exception as exc:
+            if isinstance(exc, PaymuxError):
+                await _drop_if_overtaken(app, account_id, pi_id, exc)
+            await _unnote(app, invoice_id, pi_id)
             raise
         finally:
             await release_lease(app.ctx, invoice_id, pi_id)
             if abandoned is not None:
                 await app.invoices.release(account_id, abandoned)  # no longer the invoice's
+        await _renote(app, invoice_id, pi_id)
         return _outcome(view, return_url)
     finally:
         current_livemode.reset(mode)
@@ -403,6 +408,43 @@ async def _note_new(
         return _Noted(
             locked.amount_remaining, locked.currency, locked.customer_id, locked.number, abandoned
         )
+
+
+async def _unnote(app: Paymux, invoice_id: str, pi_id: str) -> None:
+    """The create of the noted intent ``pi_id`` failed: if it was never made (PayPal down
+    while its order opened, a card refused before any gateway call), the invoice names no
+    intent again, so no view shows one that does not exist. The one it named before, if
+    any, was canceled or abandoned for this one: not put back (a twin's start would be
+    refused, ``payment_lease.superseded``; ``release`` cancels an abandoned one). Under the
+    invoice's lock, after the intent's absence is read there: a twin click making the same
+    ``pi_id`` either committed it first (it is seen, the invoice keeps naming it) or names
+    it again after (``_renote``). A failure here is logged, not raised (the create's is the
+    error; the next try replaces a noted, never-made intent: ``_note_new``)."""
+    try:
+        async with app.ctx.db.read() as s:
+            if await s.get(PaymentIntent, pi_id) is not None:
+                return  # made (then declined, say): the invoice rightly names it
+        async with app.ctx.db.write() as s:
+            locked = await s.get(Invoice, invoice_id, with_for_update=True, populate_existing=True)
+            if (
+                locked is not None
+                and locked.payment_intent_id == pi_id
+                and await s.get(PaymentIntent, pi_id) is None
+            ):
+                locked.payment_intent_id = None
+    except Exception as exc:
+        log.warning("invoice %s still names %s: %s", invoice_id, pi_id, type(exc).__name__)
+
+
+async def _renote(app: Paymux, invoice_id: str, pi_id: str) -> None:
+    """The intent ``pi_id`` is made: if a twin click's failure (``_unnote``) took it off the
+    invoice meanwhile, the invoice names ``pi_id`` again, unless another intent was noted
+    since. Under the invoice's lock, always: a twin's ``_unnote`` that read the intent's
+    absence before it was made may commit after, and only the lock orders this after it."""
+    async with app.ctx.db.write() as s:
+        locked = await s.get(Invoice, invoice_id, with_for_update=True, populate_existing=True)
+        if locked is not None and locked.payment_intent_id is None:
+            locked.payment_intent_id = pi_id
 
 
 async def paypal_order(app: Paymux, token: str) -> str:
@@ -464,8 +506,10 @@ async def paypal_order(app: Paymux, token: str) -> str:
                     metadata={"invoice": invoice_id, TRY_KIND: "manual"},
                 ),
             )
-        except PaymuxError as exc:
-            await _drop_if_overtaken(app, account_id, pi_id, exc)
+        except Exception as exc:
+            if isinstance(exc, PaymuxError):
+                await _drop_if_overtaken(app, account_id, pi_id, exc)
+            await _unnote(app, invoice_id, pi_id)
             raise
         finally:
             await release_lease(app.ctx, invoice_id, pi_id)
@@ -473,6 +517,7 @@ async def paypal_order(app: Paymux, token: str) -> str:
                 await app.invoices.release(account_id, noted.abandoned)
     finally:
         current_livemode.reset(mode)
+    await _renote(app, invoice_id, pi_id)  # made: the create answered
     async with app.ctx.db.read() as s:
         made_pi = await s.get(PaymentIntent, pi_id)
     order = _page_order(made_pi, due)

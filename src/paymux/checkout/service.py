@@ -680,26 +680,13 @@ class CheckoutService:
         buttons' ``createVaultSetupToken``). The first call confirms the session's
         SetupIntent (PayPal makes the token, under the setup's own key); later calls, as
         the payer opens PayPal's window again, answer the same token."""
-        row = await self.page_session(cs_id)
-        if row is None or row.setup_intent_id is None:
-            raise PaymuxError.of("resource_missing", "No such checkout session.", param="id")
-        if row.status != rules.OPEN or self.ctx.now_us() >= row.expires_us:
-            raise PaymuxError.of(
-                "checkout_session_unexpected_state",
-                "This checkout session is no longer open.",
-            )
-        async with self.ctx.db.read() as s:
-            si = await s.get(SetupIntent, row.setup_intent_id)
-        if si is None:
-            raise PaymuxError.of("resource_missing", "No such checkout session.", param="id")
+        row, si = await self._open_setup(cs_id)
         if si.status == "requires_action" and si.gateway_reference:
             return si.gateway_reference
         await self._check_tries(row)
         mode = current_livemode.set(bool(row.livemode))
         try:
-            view = await self.setup_intents.confirm(
-                row.account_id, row.setup_intent_id, return_url=return_url
-            )
+            view = await self.setup_intents.confirm(row.account_id, si.id, return_url=return_url)
         finally:
             current_livemode.reset(mode)
         token = (view.get("next_action") or {}).get("paypal_setup_token")

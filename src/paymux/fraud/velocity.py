@@ -36,36 +36,24 @@ number, no raw email and no raw IP.
 Windows are counted in whole minutes (a 10-minute window is the current minute and the 9
 before it).
 
-The decision's statements are SQL text built once per shape (how many keys, list names,
-values, rows) and kept: the same SQL on SQLite and PostgreSQL, so SQLAlchemy compiles each
-once and a decision pays no statement building (bench/fraud.py: building the read as a Core
-union with expanding ``IN`` lists cost more CPU than the database spent running it).
+The statements are SQL text built once per shape (how many keys, list names, values, rows)
+and kept: the same SQL on SQLite and PostgreSQL, run on the driver connection of the caller's
+transaction (``storage/driver.py``: no SQLAlchemy execution layers, which were half of a
+decision's CPU; bench/fraud.py prints the figures). Every function here runs in the caller's
+``Database.write()``/``read()`` transaction.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import typing
 from collections.abc import Iterable, Mapping
 from typing import Any, Final, NamedTuple
 
-from sqlalchemy import (
-    Boolean,
-    Table,
-    TextClause,
-    bindparam,
-    case,
-    delete,
-    func,
-    text,
-    update,
-)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.fraud.attributes import VELOCITY_WINDOWS
-from paymux.storage.models import FraudVelocityBucket as B
-from paymux.storage.models import FraudVelocityCard as C
+from paymux.storage.driver import Statement, execute, fetch
 
 __all__ = [
     "GATEWAY_RISK_LEVELS",
@@ -108,13 +96,11 @@ def digest(kind: str, value: str, key: bytes = b"") -> str:
     return hashlib.sha256(message).hexdigest()
 
 
-_BT: Final = typing.cast(Table, B.__table__)
-_CT: Final = typing.cast(Table, C.__table__)
-_LOCK: Final = text(
+_LOCK: Final = Statement(
     "SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:keys AS BIGINT[])) AS k"
 )
 # The statements built per shape (see the module's docstring), by shape.
-_BUILT: dict[tuple[Any, ...], TextClause] = {}
+_BUILT: dict[tuple[Any, ...], Statement] = {}
 
 
 def _placeholders(name: str, count: int) -> str:
@@ -157,7 +143,7 @@ def _cards_sql(rows: int) -> str:
 
 def _upserts(
     buckets: tuple[tuple[bool, int, int], ...] | None, cards: int, *, one: bool
-) -> TextClause:
+) -> Statement:
     """The attempt's write as text built once per shape (SQLAlchemy doesn't cache a compiled
     ``on_conflict_do_update``, and compiling it at each attempt cost more CPU than the
     database took to run it): the buckets' upsert (``buckets``), or the cards' upsert of
@@ -172,46 +158,36 @@ def _upserts(
             sql = f"WITH moved AS ({_cards_sql(cards)}) {_buckets_sql(buckets)}"
         else:
             sql = _buckets_sql(buckets)
-        built = _BUILT[shape] = text(sql).bindparams(bindparam("v_mode", type_=Boolean))
+        built = _BUILT[shape] = Statement(sql)
     return built
 
 
-def _prune(table: Any) -> Any:
-    return delete(table).where(
-        table.c.account_id == bindparam("v_account"),
-        table.c.livemode == bindparam("v_mode"),
-        table.c.key.in_(bindparam("v_keys", expanding=True)),
-        table.c.minute < bindparam("v_older"),
-    )
+def _prune(table: str, keys: int) -> Statement:
+    """Delete ``keys`` keys' rows of ``table`` older than ``v_older``; built once per count."""
+    shape = ("d", table, keys)
+    built = _BUILT.get(shape)
+    if built is None:
+        built = _BUILT[shape] = Statement(
+            f"DELETE FROM {table} "  # noqa: S608 (a constant of this module)
+            "WHERE account_id = :v_account AND livemode = :v_mode"
+            f' AND "key" IN ({_placeholders("v_k", keys)}) AND minute < :v_older'
+        )
+    return built
 
 
-_PRUNE: Final = (_prune(_BT), _prune(_CT))
 # An attempt's answer: settled, an issuer decline (``declined`` 1 or 0), and the gateway's risk
 # rank for it raising the minute's highest (``rank`` NULL: records nothing, as NULL < x is
-# not true).
-_SETTLE: Final = (
-    update(_BT)
-    .where(
-        _BT.c.account_id == bindparam("v_account"),
-        _BT.c.livemode == bindparam("v_mode"),
-        _BT.c.key == bindparam("v_key"),
-        _BT.c.minute == bindparam("v_minute"),
-    )
-    .values(
-        settled=_BT.c.settled + 1,
-        declines=_BT.c.declines + bindparam("v_declined"),
-        gateway_risk=case(
-            (func.coalesce(_BT.c.gateway_risk, 0) < bindparam("v_rank"), bindparam("v_rank")),
-            else_=_BT.c.gateway_risk,
-        ),
-        gateway_risk_score=case(
-            (
-                func.coalesce(_BT.c.gateway_risk_score, -1) < bindparam("v_score"),
-                bindparam("v_score"),
-            ),
-            else_=_BT.c.gateway_risk_score,
-        ),
-    )
+# not true). The casts: asyncpg infers a parameter's type from its context, which a bare
+# ``CASE`` result does not give.
+_SETTLE: Final = Statement(
+    "UPDATE fraud_velocity_buckets SET settled = settled + 1,"
+    " declines = declines + :v_declined,"
+    " gateway_risk = CASE WHEN coalesce(gateway_risk, 0) < CAST(:v_rank AS INTEGER)"
+    " THEN CAST(:v_rank AS INTEGER) ELSE gateway_risk END,"
+    " gateway_risk_score = CASE WHEN coalesce(gateway_risk_score, -1) < CAST(:v_score AS INTEGER)"
+    " THEN CAST(:v_score AS INTEGER) ELSE gateway_risk_score END"
+    ' WHERE account_id = :v_account AND livemode = :v_mode AND "key" = :v_key'
+    " AND minute = :v_minute"
 )
 
 
@@ -224,7 +200,7 @@ async def lock(s: AsyncSession, keys: Iterable[str], *, is_sqlite: bool) -> None
         return
     ordered = sorted({int(key[:15], 16) for key in keys})
     if ordered:
-        await s.execute(_LOCK, {"keys": ordered})
+        await fetch(s, _LOCK, {"keys": ordered})
 
 
 def _card_keys(keys: Mapping[str, str], card: str | None) -> list[str]:
@@ -284,25 +260,23 @@ async def reserve(
     # PostgreSQL: the card's upsert rides on the buckets' (one statement); SQLite has no
     # data-modifying WITH: two.
     together = not is_sqlite
-    counted = await s.execute(_upserts(shape, len(moved), one=together), params)
+    counted = await fetch(s, _upserts(shape, len(moved), one=together), params)
     # A key's first attempt of a minute prunes its rows older than a day (the counts ignore
     # them): once a minute per key at most, not on every attempt of a hammered key.
-    new_minute = sorted(
-        key for key, at, attempts in counted.all() if at == minute and attempts == 1
-    )
+    new_minute = sorted(key for key, at, attempts in counted if at == minute and attempts == 1)
     if prune is not None:
         new_minute = sorted(set(prune) & set(ordered))
     if moved and not together:
-        await s.execute(_upserts(None, len(moved), one=False), params)
+        await execute(s, _upserts(None, len(moved), one=False), params)
     if new_minute:
-        old_rows = {
+        old_rows: dict[str, Any] = {
             "v_account": account_id,
             "v_mode": livemode,
-            "v_keys": new_minute,
             "v_older": minute - _DAY_MINUTES,
         }
-        for pruning in _PRUNE:
-            await s.execute(pruning, old_rows)
+        old_rows.update((f"v_k{i}", key) for i, key in enumerate(new_minute))
+        for table in ("fraud_velocity_buckets", "fraud_velocity_cards"):
+            await execute(s, _prune(table, len(new_minute)), old_rows)
     return minute
 
 
@@ -313,7 +287,7 @@ async def _previous(
     sql = _read(len(keys), 0, 0, parts=("p",))
     params = {"account_id": account_id, "livemode": livemode, "card": card}
     params.update((f"k{i}", key) for i, key in enumerate(keys))
-    return {row[1]: int(row[2]) for row in await s.execute(sql, params)}
+    return {row[1]: int(row[2]) for row in await fetch(s, sql, params)}
 
 
 async def settle(
@@ -335,7 +309,8 @@ async def settle(
     # rows locks them in whatever order its plan reads them, and two settling transactions
     # sharing keys deadlocked on PostgreSQL. One statement each, built once.
     for key in sorted(keys.values()):
-        await s.execute(
+        await execute(
+            s,
             _SETTLE,
             {
                 "v_account": account_id,
@@ -417,7 +392,7 @@ def _cards_part(keys: int) -> str:
     )
 
 
-def _read(keys: int, aliases: int, values: int, *, parts: tuple[str, ...]) -> TextClause:
+def _read(keys: int, aliases: int, values: int, *, parts: tuple[str, ...]) -> Statement:
     """The read of ``parts`` (``b`` counts, ``v`` the rules' version, ``l`` the lists'
     matches, ``p`` the card's last minutes) as one ``UNION ALL``, for that many keys,
     list names and values; built once per shape."""
@@ -434,9 +409,7 @@ def _read(keys: int, aliases: int, values: int, *, parts: tuple[str, ...]) -> Te
                 sql.append(_lists_part(aliases, values))
             elif part == "p" and keys:
                 sql.append(_cards_part(keys))
-        built = _BUILT[shape] = text(" UNION ALL ".join(sql)).bindparams(
-            bindparam("livemode", type_=Boolean)
-        )
+        built = _BUILT[shape] = Statement(" UNION ALL ".join(sql))
     return built
 
 
@@ -465,7 +438,7 @@ async def counts(
         return {}
     ordered = sorted(set(keys.values()))
     read = _read(len(ordered), 0, 0, parts=("b",))
-    rows = await s.execute(read, _params(account_id, livemode, ordered, now_us))
+    rows = await fetch(s, read, _params(account_id, livemode, ordered, now_us))
     return _facts(keys, rows)
 
 
@@ -476,7 +449,7 @@ async def counts_and_version(
     statement."""
     ordered = sorted(set(keys.values()))
     read = _read(len(ordered), 0, 0, parts=("b", "v"))
-    rows = list(await s.execute(read, _params(account_id, livemode, ordered, now_us)))
+    rows = await fetch(s, read, _params(account_id, livemode, ordered, now_us))
     version = next((int(r[2]), int(r[3])) for r in rows if r[0] == "v")
     return (_facts(keys, rows) if keys else {}), version
 
@@ -514,7 +487,7 @@ async def decision_read(
     params.update((f"a{i}", name) for i, name in enumerate(names))
     params.update((f"v{i}", value) for i, value in enumerate(wanted))
     params["card"] = card
-    rows = list(await s.execute(read, params))
+    rows = await fetch(s, read, params)
     version = next((int(r[2]), int(r[3])) for r in rows if r[0] == "v")
     found: dict[str, set[str]] = {}
     last: dict[str, int] = {}

@@ -115,18 +115,23 @@ def _intent_of(mapping: Any) -> tuple[PaymentIntent, dict[str, Any]]:
     return cast(PaymentIntent, _Row(before)), dict(before)
 
 
-def _late_three_d_secure(pi: PaymentIntent, result: GatewayResult) -> None:
+async def _late_three_d_secure(s: AsyncSession, pi: PaymentIntent, result: GatewayResult) -> None:
     """Our call's answer arrived after the provider's webhook settled its attempt (PayPal's
     capture webhook can beat the capture's own answer): the webhook's object carries no
-    3-D Secure result, the answer does. Kept when it is about the provider payment the intent
-    stands on (the same reference) and none is recorded: never another confirmation's."""
-    if (
-        result.three_d_secure is not None
-        and pi.three_d_secure is None
-        and result.reference is not None
-        and result.reference == pi.gateway_reference
-    ):
+    3-D Secure result, risk (Stripe's outcome) or network transaction id; the answer does.
+    Each kept when it is about the provider payment the intent stands on (the same
+    reference) and none is recorded: never another confirmation's (tests/integration/
+    test_late_three_d_secure.py)."""
+    if result.reference is None or result.reference != pi.gateway_reference:
+        return
+    if result.three_d_secure is not None and pi.three_d_secure is None:
         pi.three_d_secure = result.three_d_secure.as_dict()
+    if result.risk_level and pi.risk_level is None:
+        pi.risk_level = result.risk_level
+    if result.risk_score is not None and pi.gateway_risk_score is None:
+        pi.gateway_risk_score = result.risk_score
+    if result.network_transaction_id and pi.setup_future_usage:  # set once, never moved
+        await record_network_reference(s, pi, S(pi.status), result.network_transaction_id)
 
 
 async def _store(s: AsyncSession, pi: PaymentIntent, before: dict[str, Any]) -> None:
@@ -474,7 +479,7 @@ class AttemptEngine:
                 )
                 pending = None if settled is None else cast(GatewayAttempt, _Row(settled))
                 if pending is None:
-                    _late_three_d_secure(pi, result)
+                    await _late_three_d_secure(s, pi, result)
                 if before is not None:
                     if pending is not None:
                         await self.apply_payment_report(s, pi, result, attempt=pending)
@@ -486,7 +491,7 @@ class AttemptEngine:
             if pending is not None:
                 await self.apply_payment_report(s, pi, result, attempt=pending)
             else:
-                _late_three_d_secure(pi, result)
+                await _late_three_d_secure(s, pi, result)
             if then is not None:
                 await then(s, pi)
             return pi

@@ -123,6 +123,24 @@ async def find_payment_method(
     return next((m for m in found if m.id == ref), found[0] if found else None)
 
 
+async def _find_ref(
+    s: AsyncSession,
+    account_id: str,
+    ref: str,
+    gateway_name: str | None,
+    fallback: Routed | None,
+) -> PaymentMethod | None:
+    """``find_payment_method``'s one look-up of ``ref``: one of ours by id (whatever its
+    gateway), else a token of ``gateway_name``, or (none named) of the default connection's
+    gateway (``fallback``; with none, by id only). None without a look-up for the default
+    gateway's shared test token: each use of it is a payment method of its own."""
+    if gateway_name is None and fallback is not None:
+        if fallback.gateway.reusable_test_token(ref):
+            return None
+        gateway_name = fallback.gateway.name
+    return await find_payment_method(s, account_id, gateway_name or "", ref)
+
+
 async def _owned_elsewhere(ctx: Context, account_id: str, gateway: str, token: str) -> bool:
     """Another account owns the token: it claimed it (``gateway_token_owners``), or it has a
     payment method with it (a token recorded before owners were, or a vault token a gateway
@@ -515,6 +533,15 @@ class CustomersService:
             return await self._create_with_payment_method(account_id, p, default=bool(wanted))
         return await self._insert(account_id, p)
 
+    async def _default_connection(self, account_id: str) -> tuple[Routed | None, Exception | None]:
+        """The account's default connection, for a reference that may be its gateway's token;
+        else why there is none, raised only where the reference is not one of our ids (one
+        named by its id never needs the default: a broken default surfaces nowhere then)."""
+        try:
+            return await self.ctx.named(account_id, None), None
+        except Exception as exc:
+            return None, exc
+
     async def _create_with_payment_method(
         self, account_id: str, p: CustomerParams, *, default: bool
     ) -> dict[str, Any]:
@@ -533,17 +560,9 @@ class CustomersService:
         # gateway's token (none for a shared test token: each use is a payment method of its
         # own). A payment method named by its id goes through its own connection; anything
         # else through the default one, which must then exist.
-        unrouted: PaymuxError | None = None
-        try:
-            fallback: Routed | None = await self.ctx.named(account_id, None)
-        except PaymuxError as exc:
-            fallback, unrouted = None, exc
-        known = None
-        if fallback is None or not fallback.gateway.reusable_test_token(ref):
-            async with self.ctx.db.read() as s:
-                known = await find_payment_method(
-                    s, account_id, fallback.gateway.name if fallback else "", ref
-                )
+        fallback, unrouted = await self._default_connection(account_id)
+        async with self.ctx.db.read() as s:
+            known = await _find_ref(s, account_id, ref, None, fallback)
         if known is not None and known.id == ref:
             routed = Routed(await self.ctx.gateway_of(known), known.connection_id or "")
         elif fallback is not None:
@@ -748,12 +767,25 @@ class CustomersService:
         ``<pm>:attach:<customer>:undo``), and nothing is attached in paymux again. ``held``:
         the caller saw the customer hold it (the job's own check, which a detach may follow
         before this reads it again)."""
+        # One look-up (as the create's): one of ours by id, else the named gateway's token or,
+        # none named, the default connection's.
+        fallback, unrouted = (
+            (None, None) if gateway_name else await self._default_connection(account_id)
+        )
         async with self.ctx.db.read() as s:
             customer = await get_owned(s, Customer, customer_id, account_id, param="customer")
-            known = await find_payment_method(s, account_id, gateway_name or "", ref)
-        held = held or (known is not None and known.customer_id == customer_id)
-        if known is not None:  # a saved card stays with the connection that saved it
-            routed = Routed(await self.ctx.gateway_of(known), known.connection_id or "")
+            known = await _find_ref(s, account_id, ref, gateway_name, fallback)
+        # Found by our id (or as the named gateway's token): a saved card stays with the
+        # connection that saved it. The default gateway's token goes through the default
+        # connection, as it did when it was looked up there second.
+        own = known if known is not None and (known.id == ref or gateway_name) else None
+        held = held or (own is not None and own.customer_id == customer_id)
+        if own is not None:
+            routed = Routed(await self.ctx.gateway_of(own), own.connection_id or "")
+        elif fallback is not None:
+            routed = fallback
+        elif unrouted is not None:
+            raise unrouted
         else:
             routed = await self.ctx.named(account_id, gateway_name)
         gateway = routed.gateway
@@ -764,7 +796,9 @@ class CustomersService:
             ref,
             customer_id=customer_id,
             known=known,
+            looked_up=True,
             connection_id=routed.connection_id or None,
+            gateway=gateway,
         )
         customer_token = await self.gateway_customer(
             account_id, customer, gateway, pm.connection_id

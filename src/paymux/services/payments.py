@@ -67,6 +67,7 @@ from paymux.services.routing import (
     require_capability,
 )
 from paymux.services.three_d_secure import card_options
+from paymux.storage import driver
 from paymux.storage.models import Customer, GatewayAttempt, PaymentIntent, PaymentMethod
 
 __all__ = [
@@ -261,10 +262,13 @@ class PaymentsService:
     # -- reads ------------------------------------------------------------------------------
     async def retrieve(self, account_id: str, pi_id: str) -> dict[str, Any]:
         """One intent by id, of the account (and of the request key's mode): a Core SELECT
-        built once, on a pooled connection (no ORM session, identity map or unit of work),
-        its row viewed as it is. A single SELECT: its own snapshot, nothing to commit."""
-        statement = _OWNED_INTENT[current_livemode.get()]
-        row = await self.ctx.db.first_row(statement, {"pi_id": pi_id, "account_id": account_id})
+        rendered once, run on the database driver (``driver.first_row``) on a pooled
+        connection (no ORM session, no SQLAlchemy execution layers), its row viewed as it is.
+        A single SELECT: its own snapshot, no BEGIN, nothing to commit."""
+        statement = _OWNED_INTENT_DRIVER[current_livemode.get()]
+        row = await driver.first_row(
+            self.ctx.db.reader, statement, {"pi_id": pi_id, "account_id": account_id}
+        )
         if row is None:
             raise PaymuxError.of(
                 "resource_missing", f"No such payment_intent: '{pi_id}'", param="id"
@@ -1164,6 +1168,9 @@ _OWNED_INTENT = {
 
 
 _OWNED_INTENT_LOCKED = {mode: row.with_for_update() for mode, row in _OWNED_INTENT.items()}
+# The same SELECT on the database driver (storage/driver.py), for the GET of one intent: no
+# SQLAlchemy execution layers around its one statement (issue 10: they were 43 % of a GET).
+_OWNED_INTENT_DRIVER = {mode: driver.Statement.of(row) for mode, row in _OWNED_INTENT.items()}
 
 
 async def _owned_intent(

@@ -60,6 +60,7 @@ __all__ = [
     "InlineConnection",
     "InlineCursor",
     "SQLiteDialect_paymux",
+    "execute_async",
 ]
 
 _log = logging.getLogger(__name__)
@@ -136,6 +137,43 @@ def _wait_for_lock(error: sqlite3.OperationalError, attempt: Callable[[], _T]) -
         _sleep(delay)
         try:
             return attempt()
+        except sqlite3.OperationalError as again:
+            if not _is_busy(again):
+                raise
+            error = again
+    raise error
+
+
+async def execute_async(
+    conn: InlineConnection, sql: str, parameters: _Params = ()
+) -> sqlite3.Cursor:
+    """Run ``sql`` on ``conn`` from a coroutine (``storage/driver.py``: no SQLAlchemy greenlet)
+    with :class:`InlineCursor`'s lock rules, the waits awaited on the loop
+    (``asyncio.sleep``, SQLite's back-off schedule, up to :data:`LOCK_TIMEOUT`). A plain
+    sqlite3 cursor is returned with its rows unread (read them before the next await)."""
+    in_tx = conn.in_transaction
+    cursor = sqlite3.Cursor(conn)
+    try:
+        cursor.execute(sql, parameters)
+    except sqlite3.OperationalError as error:
+        if not (_is_busy(error) and (not in_tx or conn.lockless)):
+            raise
+        await _wait_async(error, partial(cursor.execute, sql, parameters))
+    conn.lockless = False  # the statement after a deferred BEGIN took its snapshot
+    return cursor
+
+
+async def _wait_async(error: sqlite3.OperationalError, attempt: Callable[[], object]) -> None:
+    """``_wait_for_lock`` from a coroutine: retry ``attempt`` until the lock is free."""
+    deadline = time.monotonic() + LOCK_TIMEOUT
+    for n in itertools.count():
+        delay = _DELAYS[min(n, len(_DELAYS) - 1)]
+        if time.monotonic() + delay > deadline:
+            break
+        await asyncio.sleep(delay)
+        try:
+            attempt()
+            return
         except sqlite3.OperationalError as again:
             if not _is_busy(again):
                 raise

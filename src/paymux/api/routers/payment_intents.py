@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from paymux.api.access import publishable_view
 from paymux.api.deps import (
     CallerDep,
+    DirectRoute,
     ExpandDep,
     ListDep,
     check_expand,
+    direct,
+    direct_caller,
+    direct_expand,
+    direct_query_str,
     expanded,
     idempotent,
     list_expanded,
@@ -26,14 +31,13 @@ from paymux.api.schemas import (
     UpdatePaymentIntent,
 )
 from paymux.api.stripe_shapes import shaped, shaping_errors
-from paymux.api.wire import wire_body
+from paymux.api.wire import WireBody, wire_body
 from paymux.services.payments import CreateParams, UpdateParams, amount_from, charge_amount
 
 router = APIRouter(prefix="/v1/payment_intents", tags=["payment_intents"])
 KIND = "payment_intent"
 
 
-@router.post("")
 async def create_payment_intent(
     c: CallerDep, body: CreatePaymentIntent = wire_body(CreatePaymentIntent)
 ) -> Response:
@@ -49,6 +53,20 @@ async def create_payment_intent(
         return await shaped(c, await expanded(c, view, body.expand))
 
     return await idempotent(c, body, shaping_errors(c, create))
+
+
+_CREATE_BODY = WireBody(CreatePaymentIntent)
+
+
+@direct(create_payment_intent)
+async def _create_payment_intent(request: Request) -> Response:
+    """What serves the create (api/deps.py ``DirectRoute``): the caller, then the body."""
+    c = await direct_caller(request)
+    body = cast(CreatePaymentIntent, await _CREATE_BODY(request))
+    return await create_payment_intent(c, body)
+
+
+router.add_api_route("", create_payment_intent, methods=["POST"], route_class_override=DirectRoute)
 
 
 @router.get("")
@@ -67,7 +85,6 @@ async def list_payment_intents(
     return await list_expanded(c, "/v1/payment_intents", KIND, data, more, page)
 
 
-@router.get("/{pi_id}")
 async def retrieve_payment_intent(
     pi_id: str,
     c: CallerDep,
@@ -81,6 +98,21 @@ async def retrieve_payment_intent(
     check_expand(KIND, expand, c)
     view = await c.app.payments.retrieve(c.account_id, pi_id)
     return JSONResponse(await shaped(c, await expanded(c, view, expand)))
+
+
+@direct(retrieve_payment_intent)
+async def _retrieve_payment_intent(request: Request) -> Response:
+    """What serves the GET (api/deps.py ``DirectRoute``): the same parameters read and checked
+    in FastAPI's order, without its dependency solving."""
+    c = await direct_caller(request)
+    expand = await direct_expand(request)
+    client_secret = direct_query_str(request, "client_secret", max_length=100)
+    return await retrieve_payment_intent(request.path_params["pi_id"], c, expand, client_secret)
+
+
+router.add_api_route(
+    "/{pi_id}", retrieve_payment_intent, methods=["GET"], route_class_override=DirectRoute
+)
 
 
 @router.post("/{pi_id}")
@@ -97,7 +129,6 @@ async def update_payment_intent(
     return await idempotent(c, body, update)
 
 
-@router.post("/{pi_id}/confirm")
 async def confirm_payment_intent(
     pi_id: str,
     c: CallerDep,
@@ -127,6 +158,25 @@ async def confirm_payment_intent(
         return await shaped(c, await expanded(c, view, b.expand))
 
     return await idempotent(c, b, shaping_errors(c, confirm))
+
+
+_CONFIRM_BODY = WireBody(ConfirmPaymentIntent, required=False)
+
+
+@direct(confirm_payment_intent)
+async def _confirm_payment_intent(request: Request) -> Response:
+    """What serves the confirm (api/deps.py ``DirectRoute``): the caller, then the body."""
+    c = await direct_caller(request)
+    b = cast(ConfirmPaymentIntent, await _CONFIRM_BODY(request))
+    return await confirm_payment_intent(request.path_params["pi_id"], c, b)
+
+
+router.add_api_route(
+    "/{pi_id}/confirm",
+    confirm_payment_intent,
+    methods=["POST"],
+    route_class_override=DirectRoute,
+)
 
 
 @router.post("/{pi_id}/capture")

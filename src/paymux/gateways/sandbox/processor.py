@@ -97,12 +97,14 @@ class ProcessorError(Exception):
 
 
 _ID_ALPHABET = string.ascii_letters + string.digits
+_RANDOM = secrets.SystemRandom()
 
 
 def _new_id(prefix: str) -> str:
     """Base62, as Stripe's ids are: hex ids held 13 digits in a row about once in 600, which
-    the card-number guard rightly takes for a card number glued to letters."""
-    return f"{prefix}_sbx_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(20))
+    the card-number guard rightly takes for a card number glued to letters. (One ``choices``
+    call of the OS's random source, not 20 ``secrets.choice``: two per payment, issue 10.)"""
+    return f"{prefix}_sbx_" + "".join(_RANDOM.choices(_ID_ALPHABET, k=20))
 
 
 def _token_hash(token: str) -> str:

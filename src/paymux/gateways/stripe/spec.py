@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from paymux.gateways.base import Gateway
 from paymux.gateways.connectors import Connector, ConnectorEnv
-from paymux.gateways.stripe.connector import StripeGateway
 from paymux.gateways.stripe.credentials import StripeCredentials, from_environment
 from paymux.gateways.stripe.errors import ROWS
 
@@ -12,6 +11,10 @@ __all__ = ["CONNECTOR", "build"]
 
 
 def build(credentials: StripeCredentials, env: ConnectorEnv) -> Gateway:
+    # The SDK is imported with the first Stripe connection built, not at discovery: a
+    # process without one does not carry it (4.8 MiB with requests; paymux.gateways.stripe).
+    from paymux.gateways.stripe.connector import StripeGateway
+
     return StripeGateway(
         credentials.secret_key.get_secret_value(),
         publishable_key=credentials.publishable_key,

@@ -1,0 +1,384 @@
+"""Statements on the database driver, inside our SQLAlchemy transactions.
+
+Why: a statement through ``await session.execute`` costs a greenlet switch and 100-180 Python
+calls of SQLAlchemy's execution layers (compiled cache look-up, execution context, cursor
+result metadata), about half of a fraud decision's CPU (docs/benchmarks.md, issue 13). A hot
+statement whose SQL never changes needs none of it: this module runs it directly on the DBAPI
+driver connection that the session's transaction already holds, so driver statements and ORM
+statements of one transaction are ONE transaction on ONE connection (they commit and roll
+back together).
+
+How::
+
+    _COUNT = Statement(
+        "SELECT count(*), max(created_us) FROM charges "
+        "WHERE account_id = :account AND livemode = :livemode",
+    )
+
+    async with db.write() as s:  # or db.read()
+        total, latest = await fetchrow(s, _COUNT, {"account": acct, "livemode": False})
+
+- :class:`Statement`: the SQL written once (module level) with ``:name`` parameters, rendered
+  to ``$1..$n`` for asyncpg and ``?1..?n`` for SQLite; a name used twice is one parameter.
+  ``binds`` (name -> SQLAlchemy type) and ``results`` (one type or None per column) convert
+  values as the ORM does on that dialect (the types' own bind and result processors: JSON
+  serialized in and parsed out, SQLite's booleans and datetimes); without them values go as
+  the driver takes and gives them (int, str, float, bytes, None; PostgreSQL's booleans).
+  Rows are plain tuples. Casts the driver needs are written in the SQL
+  (``CAST(:keys AS BIGINT[])``): asyncpg infers a parameter's type from its context.
+- :meth:`Statement.of`: a Core ``select`` (named ``bindparam``s) rendered once per dialect,
+  with its parameters' and columns' types; its rows are named tuples with the Core row's
+  names (``row.status``).
+- :func:`fetch` (all rows), :func:`fetchrow` (the first or None), :func:`execute` (the
+  row count), inside a transaction; :func:`first_row`: a one-statement read outside any
+  transaction (``Database.first_row`` on the driver: ``first_row(db.reader, ...)``).
+- The ORM does not see driver writes of rows it has loaded (its identity map keeps their
+  old values), and a driver statement does not autoflush the session: flush first when a
+  driver statement must see pending ORM changes.
+- Only inside a transaction opened by ``Database.write()``/``read()`` (a session with an
+  active transaction, not the autocommit ``single_reader``): anything else raises
+  ``RuntimeError``. On SQLite the transaction's BEGIN (``BEGIN IMMEDIATE`` in ``write()``)
+  is SQLAlchemy's, sent when the session takes its connection, which the first driver
+  statement makes it do; on PostgreSQL SQLAlchemy's asyncpg adapter begins lazily, at the
+  first statement: a driver statement that comes first begins the adapter's transaction
+  itself (so the ORM's later statements, its COMMIT and ROLLBACK are in it).
+- PostgreSQL: asyncpg's ``fetch``/``execute`` with asyncpg's own prepared-statement cache,
+  under the adapter's ``_execute_mutex`` (a connection never runs two statements at once).
+  The type codecs are the connection's, as SQLAlchemy set them on connect (JSON and JSONB
+  decoded with ``json.loads``; so a JSON parameter is bound as its text: ``binds``).
+- SQLite: the inline driver's sqlite3 connection (``sqlite_inline``), on the loop, with its
+  lock rules (``sqlite_inline.execute_async``): SQLITE_BUSY is waited out on the loop where
+  SQLite's busy handler would have retried (the first statement after a deferred BEGIN),
+  and raised at once elsewhere. Inside ``write()`` it cannot happen: ``BEGIN IMMEDIATE``
+  already waited for (and holds) the write lock.
+- Errors: the driver's exception wrapped as SQLAlchemy wraps it on the ORM path
+  (``sqlalchemy.exc.DBAPIError.instance``): a unique violation is
+  ``sqlalchemy.exc.IntegrityError`` on both databases, as the services catch it. The
+  statement's parameters are never in the message (``hide_parameters``). A connection the
+  server closed is not invalidated here: the session's rollback at the block's end finds it
+  closed and the pool replaces it.
+- Not here: ``executemany``, server-side cursors, SQLAlchemy's statement events (bench and
+  tests see driver statements through :func:`observe`).
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import time
+import weakref
+from collections import namedtuple
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final
+
+from sqlalchemy import exc
+from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import SessionTransaction
+from sqlalchemy.sql import Select
+from sqlalchemy.types import TypeEngine
+
+from paymux.storage import sqlite_inline
+
+__all__ = ["Row", "Statement", "execute", "fetch", "fetchrow", "first_row", "observe"]
+
+Row = tuple[Any, ...]
+_Processor = Callable[[Any], Any]
+
+# A string literal, a quoted name, a cast (``::``) or a ``:name`` parameter.
+_TOKENS: Final = re.compile(r"'(?:[^']|'')*'|\"[^\"]*\"|::|(?<![:\w]):([A-Za-z_]\w*)")
+# A command tag's row count: "INSERT 0 3", "UPDATE 2", "DELETE 1", "SELECT 4".
+_TAG_COUNT: Final = re.compile(r"(\d+)$")
+
+
+class _Dialected:
+    """A statement's processors on one dialect: (argument index, bind processor) pairs, and
+    one result processor or None per column (None: no column needs one)."""
+
+    __slots__ = ("binds", "results")
+
+    def __init__(self, statement: Statement, dialect: Dialect) -> None:
+        binds = []
+        for name, type_ in statement.binds.items():
+            process = type_.dialect_impl(dialect).bind_processor(dialect)
+            if process is not None:
+                binds.append((statement.names.index(name), process))
+        self.binds: tuple[tuple[int, _Processor], ...] = tuple(binds)
+        results = tuple(
+            None if type_ is None else type_.dialect_impl(dialect).result_processor(dialect, None)
+            for type_ in statement.results
+        )
+        self.results: tuple[_Processor | None, ...] | None = (
+            results if any(p is not None for p in results) else None
+        )
+
+
+class Statement:
+    """SQL with ``:name`` parameters, rendered once for asyncpg (``$n``) and SQLite (``?n``).
+
+    ``binds``: SQLAlchemy types of parameters that need the ORM's conversion (JSON,
+    booleans and datetimes on SQLite); ``results``: one SQLAlchemy type (or None) per
+    column, converted as the ORM reads it."""
+
+    __slots__ = ("_on", "binds", "names", "postgres", "results", "row", "sql", "sqlite")
+
+    def __init__(
+        self,
+        sql: str,
+        *,
+        binds: Mapping[str, TypeEngine[Any]] | None = None,
+        results: Sequence[TypeEngine[Any] | None] = (),
+        columns: Sequence[str] = (),
+        sqlite: str | None = None,
+    ) -> None:
+        names: list[str] = []
+
+        def number(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name is None:
+                return match.group(0)
+            if name not in names:
+                names.append(name)
+            return f"\0{names.index(name) + 1}"
+
+        self.sql = sql
+        self.postgres = _TOKENS.sub(number, sql).replace("\0", "$")
+        own = list(names)
+        self.sqlite = _TOKENS.sub(number, sql if sqlite is None else sqlite).replace("\0", "?")
+        if names != own:
+            raise ValueError(f"the SQLite text names other parameters: {names[len(own) :]}")
+        self.names: tuple[str, ...] = tuple(names)
+        self.binds: dict[str, TypeEngine[Any]] = dict(binds or {})
+        unknown = set(self.binds) - set(names)
+        if unknown:
+            raise ValueError(f"binds name no parameter of the statement: {sorted(unknown)}")
+        self.results = tuple(results)
+        # ``columns``: rows as named tuples (attribute access by column name).
+        named: Any = namedtuple("Row", columns, rename=True) if columns else None
+        self.row: Callable[..., Row] | None = None if named is None else named._make
+        self._on: dict[str, _Dialected] = {}
+
+    @classmethod
+    def of(cls, select: Select[Any]) -> Statement:
+        """A Core ``select`` (named ``bindparam``s) rendered once for each driver: its text
+        as each dialect compiles it, its bound parameters' and columns' types, and rows with
+        its columns' names."""
+        texts = [
+            str(select.compile(dialect=dialect))
+            for dialect in (
+                PGDialect_asyncpg(paramstyle="named"),  # type: ignore[no-untyped-call]
+                sqlite_inline.SQLiteDialect_paymux(paramstyle="named"),
+            )
+        ]
+        compiled = select.compile()
+        binds = {name: bind.type for name, bind in compiled.binds.items()}
+        columns = list(select.selected_columns)
+        return cls(
+            texts[0],
+            sqlite=texts[1],
+            binds=binds,
+            results=[column.type for column in columns],
+            columns=[str(column.key) for column in columns],
+        )
+
+    def args(self, params: Mapping[str, Any] | None, on: _Dialected) -> list[Any]:
+        """The parameters in the rendered order, converted for the dialect."""
+        if params is None:
+            params = {}
+        try:
+            values = [params[name] for name in self.names]
+        except KeyError as missing:
+            raise ValueError(f"statement parameter {missing} not given") from None
+        for index, process in on.binds:
+            values[index] = process(values[index])
+        return values
+
+    def on(self, dialect: Dialect) -> _Dialected:
+        found = self._on.get(dialect.name)
+        if found is None:
+            found = self._on[dialect.name] = _Dialected(self, dialect)
+        return found
+
+    def __repr__(self) -> str:
+        return f"Statement({self.sql!r})"
+
+
+class _Connection:
+    """The driver connection of one session transaction."""
+
+    __slots__ = ("adapter", "dialect", "driver", "postgres")
+
+    def __init__(self, adapter: Any, driver: Any, dialect: Dialect) -> None:
+        self.adapter = adapter  # asyncpg: SQLAlchemy's adapter (its mutex and transaction)
+        self.driver = driver  # the asyncpg Connection, or the sqlite_inline connection
+        self.dialect = dialect
+        self.postgres = dialect.name == "postgresql"
+
+
+_CONNECTIONS: Final[weakref.WeakKeyDictionary[SessionTransaction, _Connection]] = (
+    weakref.WeakKeyDictionary()
+)
+_OBSERVERS: list[Callable[[str, float], None]] = []
+
+
+def observe(callback: Callable[[str, float], None]) -> Callable[[], None]:
+    """Call ``callback(sql, seconds)`` after each driver statement (benches, tests); returns
+    the function that stops it."""
+    _OBSERVERS.append(callback)
+    return lambda: _OBSERVERS.remove(callback)
+
+
+async def _connection(session: AsyncSession) -> _Connection:
+    transaction = session.sync_session.get_transaction()
+    if transaction is None or not transaction.is_active:
+        raise RuntimeError(
+            "storage.driver runs inside a transaction of Database.write() or read() only"
+        )
+    found = _CONNECTIONS.get(transaction)
+    if found is not None:
+        return found
+    # The connection the transaction already holds (SQLAlchemy's ``_connections``: its
+    # checked-out connections, keyed by engine and by connection) costs no greenlet call;
+    # else the session takes one (the pool checkout, SQLite's BEGIN).
+    held = transaction._connections
+    connection: Connection | None
+    if held:
+        connection = next(iter(held.values()))[0]
+    else:
+        connection = (await session.connection()).sync_connection
+    assert connection is not None
+    options = connection.get_execution_options()
+    if options.get("isolation_level") == "AUTOCOMMIT" or options.get("paymux_one_statement"):
+        raise RuntimeError("storage.driver runs in a transaction, not on an autocommit reader")
+    pooled = connection.connection
+    found = _CONNECTIONS[transaction] = _Connection(
+        pooled.dbapi_connection, pooled.driver_connection, connection.dialect
+    )
+    return found
+
+
+def _wrapped(statement: Statement, error: Exception, dbapi_error: type[Exception]) -> Exception:
+    wrapped = exc.DBAPIError.instance(statement.sql, None, error, dbapi_error, hide_parameters=True)
+    assert isinstance(wrapped, Exception)
+    return wrapped
+
+
+async def _postgres(
+    c: _Connection, statement: Statement, args: list[Any], rows: bool, *, begin: bool = True
+) -> Any:
+    adapter = c.adapter
+    async with adapter._execute_mutex:
+        if begin and adapter._transaction is None:
+            await adapter._start_transaction()
+        try:
+            if rows:
+                return await c.driver.fetch(statement.postgres, *args)
+            return await c.driver.execute(statement.postgres, *args)
+        except Exception as error:
+            try:
+                adapter._handle_exception(error)  # asyncpg's error as the DBAPI's (raises)
+            except Exception as translated:
+                raise _wrapped(statement, translated, adapter.dbapi.Error) from error
+            raise  # pragma: no cover (_handle_exception always raises)
+
+
+async def _sqlite(c: _Connection, statement: Statement, args: list[Any]) -> sqlite3.Cursor:
+    try:
+        return await sqlite_inline.execute_async(c.driver, statement.sqlite, args)
+    except sqlite3.Error as error:
+        raise _wrapped(statement, error, sqlite3.Error) from error
+
+
+def _observed(statement: Statement, started: float) -> None:
+    took = time.perf_counter() - started
+    for callback in _OBSERVERS:
+        callback(statement.sql, took)
+
+
+async def fetch(
+    session: AsyncSession, statement: Statement, params: Mapping[str, Any] | None = None
+) -> list[Row]:
+    """All rows of ``statement`` in ``session``'s transaction, as tuples."""
+    c = await _connection(session)
+    on = statement.on(c.dialect)
+    args = statement.args(params, on)
+    started = time.perf_counter() if _OBSERVERS else 0.0
+    if c.postgres:
+        rows: list[Row] = [tuple(r) for r in await _postgres(c, statement, args, True)]
+    else:
+        rows = (await _sqlite(c, statement, args)).fetchall()
+    if _OBSERVERS:
+        _observed(statement, started)
+    return _typed(statement, on, rows)
+
+
+def _typed(statement: Statement, on: _Dialected, rows: list[Row]) -> list[Row]:
+    if on.results is not None:
+        processors = on.results
+        rows = [
+            tuple(v if p is None else p(v) for p, v in zip(processors, row, strict=False))
+            for row in rows
+        ]
+    make = statement.row
+    return rows if make is None else [make(row) for row in rows]
+
+
+async def fetchrow(
+    session: AsyncSession, statement: Statement, params: Mapping[str, Any] | None = None
+) -> Row | None:
+    """The first row of ``statement`` (the others are discarded), or None."""
+    rows = await fetch(session, statement, params)
+    return rows[0] if rows else None
+
+
+async def execute(
+    session: AsyncSession, statement: Statement, params: Mapping[str, Any] | None = None
+) -> int:
+    """Run ``statement`` (no rows wanted); returns the rows it changed (-1 when unknown)."""
+    c = await _connection(session)
+    args = statement.args(params, statement.on(c.dialect))
+    started = time.perf_counter() if _OBSERVERS else 0.0
+    if c.postgres:
+        tag = await _postgres(c, statement, args, False)
+        found = _TAG_COUNT.search(tag or "")
+        count = int(found.group(1)) if found else -1
+    else:
+        cursor = await _sqlite(c, statement, args)
+        if cursor.description is not None:
+            cursor.fetchall()  # a RETURNING's rows: no statement left half-read
+        count = cursor.rowcount
+    if _OBSERVERS:
+        _observed(statement, started)
+    return count
+
+
+async def first_row(
+    engine: AsyncEngine, statement: Statement, params: Mapping[str, Any] | None = None
+) -> Row | None:
+    """The first row of a one-statement read OUTSIDE any transaction (``Database.first_row``
+    on the driver): a connection of ``engine``'s pool (``db.reader``; checked out in one
+    greenlet call, with the pool's ping on PostgreSQL), the statement alone (PostgreSQL:
+    asyncpg without a transaction, the statement its own snapshot; SQLite: sqlite3's
+    autocommit, no BEGIN), the connection back to the pool. A connection whose statement
+    was cut off (an error, a cancellation) is invalidated, not pooled."""
+    pooled = await engine.raw_connection()
+    dialect = engine.dialect
+    c = _Connection(pooled.dbapi_connection, pooled.driver_connection, dialect)
+    on = statement.on(dialect)
+    try:
+        args = statement.args(params, on)
+        started = time.perf_counter() if _OBSERVERS else 0.0
+        if c.postgres:
+            rows: list[Row] = [
+                tuple(r) for r in await _postgres(c, statement, args, True, begin=False)
+            ]
+        else:
+            rows = (await _sqlite(c, statement, args)).fetchall()  # no half-read statement
+        if _OBSERVERS:
+            _observed(statement, started)
+    except BaseException:
+        pooled.invalidate()
+        raise
+    pooled.close()
+    return _typed(statement, on, rows[:1])[0] if rows else None
