@@ -440,11 +440,18 @@ async def _renote(app: Paymux, invoice_id: str, pi_id: str) -> None:
     """The intent ``pi_id`` is made: if a twin click's failure (``_unnote``) took it off the
     invoice meanwhile, the invoice names ``pi_id`` again, unless another intent was noted
     since. Under the invoice's lock, always: a twin's ``_unnote`` that read the intent's
-    absence before it was made may commit after, and only the lock orders this after it."""
-    async with app.ctx.db.write() as s:
-        locked = await s.get(Invoice, invoice_id, with_for_update=True, populate_existing=True)
-        if locked is not None and locked.payment_intent_id is None:
-            locked.payment_intent_id = pi_id
+    absence before it was made may commit after, and only the lock orders this after it.
+    Only while the invoice is open: one paid another way (a credit note for what is left)
+    names no intent either, and naming this one would make its later success look like the
+    invoice's payment, kept instead of returned. A failure is logged, not raised: the payment
+    is made (a card payment's start named it already: ``payment_lease.check_start``)."""
+    try:
+        async with app.ctx.db.write() as s:
+            locked = await s.get(Invoice, invoice_id, with_for_update=True, populate_existing=True)
+            if locked is not None and locked.payment_intent_id is None and locked.status == "open":
+                locked.payment_intent_id = pi_id
+    except Exception as exc:
+        log.warning("invoice %s not pointed at %s again: %s", invoice_id, pi_id, type(exc).__name__)
 
 
 async def paypal_order(app: Paymux, token: str) -> str:

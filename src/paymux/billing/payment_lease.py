@@ -104,7 +104,7 @@ async def check_start(s: AsyncSession, pi: PaymentIntent, now_us: int) -> None:
     ``pi``'s authorize (after the intent's row, before any gateway call), with the invoice's
     row locked (the intent, then its invoice: the order the settling hook takes them in).
     Raises ``invoice_unexpected_state`` if ``superseded``; the transaction is then rolled
-    back whole."""
+    back whole. An invoice that names no intent is made to name this one."""
     if pi.invoice_id is None:
         return
     invoice = await s.get(Invoice, pi.invoice_id, with_for_update=True, populate_existing=True)
@@ -114,6 +114,12 @@ async def check_start(s: AsyncSession, pi: PaymentIntent, now_us: int) -> None:
     if why is not None:
         log.warning("not starting %s for invoice %s: %s", pi.id, invoice.id, why)
         raise PaymuxError.of("invoice_unexpected_state", why, param="invoice")
+    if invoice.payment_intent_id is None:
+        # The invoice names the payment that starts, before any gateway call: a twin click
+        # whose create failed may have taken the noted id off (hosted_payments._unnote) and
+        # given back the lease both clicks shared; ``live_intent`` then still sees this
+        # payment, and a merchant's /pay or a retry does not start a second one beside it.
+        invoice.payment_intent_id = pi.id
 
 
 def take_lease(invoice: Invoice, holder: str, now_us: int, seconds: float) -> int:
