@@ -11,7 +11,7 @@ comparable only with itself), and the Python function calls per payment under th
 still compares two versions).
 
     .venv/bin/python bench/profile_payment.py [--backends sqlite,postgres] [--n 300]
-        [--top 40] [--no-fraud] [--save DIR] [--get N]
+        [--top 40] [--no-fraud] [--save DIR] [--get N] [--list]
 
 ``--bridge`` measures instead what SQLAlchemy's asyncio bridge costs a transaction of 6
 INSERTs (a settle's size), four ways: an AsyncSession awaiting each statement (as paymux
@@ -20,6 +20,10 @@ each, and ``AsyncConnection.run_sync``: Python function calls and CPU per transa
 
 ``--get N`` profiles ``N`` GETs of one intent (``GET /v1/payment_intents/{id}``) instead of
 payments: the same figures per request (statements, CPU, Python function calls).
+
+``--list`` prints instead the statements of one payment in order, each marked ``orm`` (through
+SQLAlchemy's execution layer) or ``driver`` (storage/driver.py): which of a payment's
+statements still pay for SQLAlchemy's layers, and in which transaction.
 
 ``--save DIR`` writes each backend's ``.pstats`` there (for snakeviz, flameprof...). To
 compare with an older commit: ``git archive <commit> | tar -x -C /tmp/snap`` and run this
@@ -74,6 +78,38 @@ def _count_driver_statements(counts: collections.Counter[str], on: list[bool]) -
             counts[sql.lstrip().split(" ", 1)[0].upper()] += 1
 
     driver.observe(_driver)
+
+
+async def list_statements(url: str, tmp: Path, args: argparse.Namespace, backend: str) -> None:
+    """``--list``: one payment's statements (after 10 to warm up), in order."""
+    seen: list[str] = []
+    on = [False]
+    body = {"amount": 2000, "currency": "usd", "confirm": "true", "payment_method": "pm_card_visa"}
+
+    def _orm(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
+        if on[0]:
+            seen.append("orm     " + " ".join(sql.split()))
+
+    def _driver(sql: str, seconds: float) -> None:
+        if on[0]:
+            seen.append("driver  " + " ".join(sql.split()))
+
+    async with in_process_paymux(
+        url, tmp, API_KEY, f"sandbox-{backend}.db", fraud_enabled=not args.no_fraud
+    ) as (core, client):
+        for engine in paymux_engines(core):
+            event.listen(engine.sync_engine, "before_cursor_execute", _orm)
+        stop = driver.observe(_driver)
+        try:
+            for i in range(11):
+                on[0] = i == 10
+                r = await client.post("/v1/payment_intents", data=body)
+                r.raise_for_status()
+        finally:
+            stop()
+    print(f"--- {backend}: the statements of one payment ({len(seen)}) ---")
+    for line in seen:
+        print(line[:160])
 
 
 async def measure(url: str, tmp: Path, args: argparse.Namespace, backend: str) -> None:
@@ -242,6 +278,7 @@ def main() -> None:
     parser.add_argument("--save", help="a directory for the .pstats files")
     parser.add_argument("--bridge", action="store_true", help="the asyncio bridge's cost")
     parser.add_argument("--get", type=int, default=0, help="profile N GETs of one intent")
+    parser.add_argument("--list", action="store_true", help="one payment's statements, in order")
     args = parser.parse_args()
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     with databases(backends, prefix="paymux-profile-") as dbs:
@@ -252,6 +289,9 @@ def main() -> None:
                 asyncio.run(measure_bridge(url))
                 continue
             upgrade(url)
+            if args.list:
+                asyncio.run(list_statements(url, dbs.tmp, args, backend))
+                continue
             asyncio.run(measure(url, dbs.tmp, args, backend))
 
 

@@ -35,6 +35,7 @@ from sqlalchemy import event
 from conftest import migrated_database_url
 from paymux.jobs.worker import Worker
 from paymux.services import Paymux
+from paymux.storage import driver
 from support.fake_gateway import Outcome, ProviderEvent
 from support.harness import Harness
 from support.pgcluster import PgCluster
@@ -201,6 +202,12 @@ def test_a_crash_mid_batch_leaves_nothing_half_applied(url: str, tmp_path: Path)
 
             engine = h.app.ctx.db.writer.sync_engine
             event.listen(engine, "before_cursor_execute", crash_at_the_fourth_event)
+            # The events' INSERTs run on the database driver (storage/driver.py), which fires
+            # no SQLAlchemy event: its observer sees each just after it ran, inside its
+            # transaction, so dying there rolls the transaction back all the same.
+            stop_observing = driver.observe(
+                lambda sql, _took: crash_at_the_fourth_event(None, None, sql)
+            )
             try:
                 with pytest.raises(Crash):
                     await h.worker.run_once()
@@ -209,6 +216,7 @@ def test_a_crash_mid_batch_leaves_nothing_half_applied(url: str, tmp_path: Path)
                         break
                     await asyncio.sleep(0.01)
             finally:
+                stop_observing()
                 event.remove(engine, "before_cursor_execute", crash_at_the_fourth_event)
 
             # Each event is applied whole (its intent, its event, its inbox mark, its job)

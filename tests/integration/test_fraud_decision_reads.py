@@ -3,9 +3,12 @@ Paymux instances on one database ("two API processes": their own engines and rul
 
 A decision whose rules its process has loaded reads its velocity counts, the rules' version,
 the payment's values in the lists its rules name and the card's last minute with each key in
-ONE statement, then counts the attempt with two upserts (one statement on PostgreSQL), or
-one when the card is already counted in this minute (and, on PostgreSQL, first takes the
-keys' advisory locks in one statement); a key's rows older than a day are deleted only when that read found some. A
+ONE statement. On SQLite the attempt is then counted with two upserts, or one when the card
+is already counted in this minute. On PostgreSQL the read's statement is the call of a
+function (migration 0036) that takes the keys' advisory locks first and counts the attempt
+after the read: one statement per allowed decision, and a block's call is followed by the
+one that takes the attempt back (every velocity row as it was). A key's rows older than a
+day are deleted only when that read found some. A
 list item added through the other process decides the next payment (the one statement reads
 the items); a rule naming another list, added through the other process, too (the version
 shows the change, and the lists are read again for the new rules).
@@ -31,6 +34,8 @@ from support.pgcluster import PgCluster
 
 _names = itertools.count()
 IP = "198.51.100.23"
+LOCKED_READ = "paymux_fraud_decision_start"
+UNDO = "paymux_fraud_decision_undo"
 EMAIL = "payer@example.org"
 
 
@@ -56,10 +61,19 @@ class FraudStatements:
                 and not flat.startswith("UPDATE")
                 and any(
                     name in flat
-                    for name in ("fraud_velocity", "fraud_rules", "radar_value", "pg_advisory")
+                    for name in (
+                        "fraud_velocity",
+                        "fraud_rules",
+                        "radar_value",
+                        "pg_advisory",
+                        "paymux_fraud",
+                    )
                 )
             ):
-                self.seen.append(" ".join(flat.split()[:3]))  # verb, table or first columns
+                # Verb, table or first columns; migration 0036's functions by their name.
+                named = [name for name in (LOCKED_READ, UNDO) if name in flat]
+                words = named[0] if named else " ".join(flat.split()[:3])
+                self.seen.append(words)
 
         event.listen(h.app.ctx.db.writer.sync_engine, "before_cursor_execute", record)
         # The decision's statements run on the driver (storage/driver.py), below SQLAlchemy's
@@ -70,6 +84,15 @@ class FraudStatements:
     def take(self) -> list[str]:
         seen, self.seen = self.seen, []
         return seen
+
+
+async def _velocity_rows(h: Harness) -> list[Any]:
+    buckets = await h.sql(
+        'select "key", minute, attempts, declines, settled, cards from fraud_velocity_buckets'
+        ' order by "key", minute'
+    )
+    cards = await h.sql('select "key", card, minute from fraud_velocity_cards order by 1, 2')
+    return [*map(tuple, buckets), "cards", *map(tuple, cards)]
 
 
 async def _pay(h: Harness, key: str) -> tuple[int, dict[str, Any]]:
@@ -98,6 +121,10 @@ def test_a_decision_reads_once_and_a_list_or_rule_changed_elsewhere_decides_the_
         ):
             postgres = not b.app.ctx.db.is_sqlite
             watch = FraudStatements(b)
+            # SQLite: the read, then the attempt's upserts after the rules allow it.
+            # PostgreSQL: one call (migration 0036) takes the keys' advisory locks, reads,
+            # and counts the attempt before the rules decide; a block takes it back.
+            read = ["SELECT 'b' AS"]
             status, body = await _pay(b, a.key)  # b loads the rules (defaults only)
             assert (status, body["status"]) == (200, "succeeded")
 
@@ -106,26 +133,26 @@ def test_a_decision_reads_once_and_a_list_or_rule_changed_elsewhere_decides_the_
             status, body = await _pay(b, a.key)
             assert (status, body["status"]) == (200, "succeeded")
             # The keys (card, IP, email) are new this minute: no DELETE, as no row is old.
-            assert watch.take() == [
-                *(["SELECT count(pg_advisory_xact_lock(k)) FROM"] if postgres else []),
-                "SELECT 'b' AS",  # counts, rules' version, lists, card's minutes: one
-                # The attempt and the card counted: one statement on PostgreSQL (the card's
-                # upsert a data-modifying WITH), two on SQLite.
-                *(
-                    ["WITH moved AS"]
-                    if postgres
-                    else ["INSERT INTO fraud_velocity_buckets", "INSERT INTO fraud_velocity_cards"]
-                ),
-            ]
+            # Statements per allowed decision: 1 on PostgreSQL (3 before migration 0036: the
+            # lock, the read, the write), 3 on SQLite.
+            seen = watch.take()
+            assert len(seen) == (1 if postgres else 3), seen
+            assert seen == (
+                [LOCKED_READ]
+                if postgres
+                else [
+                    *read,  # counts, rules' version, lists, card's minutes: one
+                    "INSERT INTO fraud_velocity_buckets",  # the attempt counted
+                    "INSERT INTO fraud_velocity_cards",  # the card moved
+                ]
+            )
             # Again in the same minute: the card is counted in this minute already, so
             # nothing moves and the card rows are not written.
             status, body = await _pay(b, a.key)
             assert (status, body["status"]) == (200, "succeeded")
-            assert watch.take() == [
-                *(["SELECT count(pg_advisory_xact_lock(k)) FROM"] if postgres else []),
-                "SELECT 'b' AS",
-                "INSERT INTO fraud_velocity_buckets",
-            ]
+            assert watch.take() == (
+                [LOCKED_READ] if postgres else [*read, "INSERT INTO fraud_velocity_buckets"]
+            )
 
             # A day-old row of the payer's IP: the next decision's read finds it, and the
             # attempt's write deletes it (and no other key's rows).
@@ -148,9 +175,7 @@ def test_a_decision_reads_once_and_a_list_or_rule_changed_elsewhere_decides_the_
             status, _ = await _pay(b, a.key)
             assert status == 200
             assert watch.take() == [
-                *(["SELECT count(pg_advisory_xact_lock(k)) FROM"] if postgres else []),
-                "SELECT 'b' AS",
-                "INSERT INTO fraud_velocity_buckets",
+                *([LOCKED_READ] if postgres else [*read, "INSERT INTO fraud_velocity_buckets"]),
                 "DELETE FROM fraud_velocity_buckets",
                 "DELETE FROM fraud_velocity_cards",
             ]
@@ -171,12 +196,13 @@ def test_a_decision_reads_once_and_a_list_or_rule_changed_elsewhere_decides_the_
                 "/v1/radar/value_list_items", {"value_list": r.json()["id"], "value": EMAIL}
             )
             assert item.status_code == 200, item.text
+            before = await _velocity_rows(a)
             status, body = await _pay(b, a.key)
             assert (status, body["error"]["decline_code"]) == (402, "fraudulent")
-            assert watch.take() == [
-                *(["SELECT count(pg_advisory_xact_lock(k)) FROM"] if postgres else []),
-                "SELECT 'b' AS",
-            ]  # a block counts nothing
+            # A block counts nothing: on PostgreSQL the attempt the call counted is taken
+            # back in the transaction; every velocity row is as it was.
+            assert watch.take() == ([LOCKED_READ, UNDO] if postgres else read)
+            assert await _velocity_rows(a) == before
             r = await a.http.delete(f"/v1/radar/value_list_items/{item.json()['id']}")
             assert r.status_code == 200, r.text
             status, _ = await _pay(b, a.key)
@@ -201,10 +227,10 @@ def test_a_decision_reads_once_and_a_list_or_rule_changed_elsewhere_decides_the_
             assert body["error"]["payment_intent"]["last_payment_error"]["code"] == "card_declined"
             seen = watch.take()
             assert seen == [
-                *(["SELECT count(pg_advisory_xact_lock(k)) FROM"] if postgres else []),
-                "SELECT 'b' AS",
+                LOCKED_READ if postgres else "SELECT 'b' AS",
                 "SELECT fraud_rules.id, fraud_rules.account_id,",  # the rules, loaded again
                 "SELECT radar_value_lists.alias, radar_value_list_items.match_value",
+                *([UNDO] if postgres else []),
             ]
             watch.stop()
 

@@ -45,12 +45,17 @@ def _keys(card: str) -> dict[str, str]:
 
 
 async def _attempt(db: Database, card: str, minute: int) -> None:
-    """An allowed attempt as the confirm decides it: the keys' lock, the one read, the
-    attempt counted with what the read found."""
+    """An allowed attempt as the confirm decides it: the keys' lock and the one read, the
+    attempt counted with what the read found (on PostgreSQL all in the read's one call,
+    migration 0036; on SQLite by ``reserve`` after it)."""
     keys = _keys(card)
     async with db.write() as s:
-        await velocity.lock(s, keys.values(), is_sqlite=db.is_sqlite)
-        read = await velocity.decision_read(s, ACCOUNT, False, keys, _us(minute), (), ())
+        read = await velocity.locked_decision_read(
+            s, ACCOUNT, False, keys, _us(minute), (), (), is_sqlite=db.is_sqlite, reserve=True
+        )
+        if read.reserved is not None:
+            await velocity.prune_old(s, ACCOUNT, False, read.stale, read.reserved)
+            return
         await velocity.reserve(
             s,
             ACCOUNT,

@@ -21,6 +21,7 @@ from paymux.domain.clock import FrozenClock
 from paymux.jobs.worker import Worker
 from paymux.services import Paymux
 from paymux.services.customers import CustomerParams
+from paymux.storage import driver
 from support.processes import free_port
 
 __all__ = ["FEB_1", "HOUR", "JAN_1", "MAR_1", "Billing", "Crash", "billing", "dying", "starts"]
@@ -137,9 +138,14 @@ async def dying(
     for engine in engines:
         event.listen(engine, "before_cursor_execute", on_statement)
         event.listen(engine, "commit", on_commit)
+    # Statements on the database driver (storage/driver.py) fire no SQLAlchemy event: its
+    # observer sees each one just after it ran, inside its transaction, so a Crash there
+    # still rolls that transaction back (as dying at the statement itself does).
+    stop_observing = driver.observe(lambda sql, _took: on_statement(None, None, sql))
     try:
         yield state
     finally:
+        stop_observing()
         for engine in engines:
             event.remove(engine, "before_cursor_execute", on_statement)
             event.remove(engine, "commit", on_commit)

@@ -181,9 +181,10 @@ def create_app(settings: Settings, paymux: Paymux | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-    install_docs(app)
     # Routes are matched in order, each included router's one by one (a regular expression
     # each): the webhooks' one route first, since deliveries come fastest, then the payments.
+    # The API docs' pages (install_docs) come after the API: no API path is theirs, and each
+    # API request went through their five routes first (issue 10).
     for module in (webhooks, payment_intents, refunds, customers, events, disputes, admin):
         app.include_router(module.router)
     for module in (keys, audit_log, connections, charges, webhook_endpoints):
@@ -213,6 +214,7 @@ def create_app(settings: Settings, paymux: Paymux | None = None) -> FastAPI:
     app.include_router(web_checkout.router)  # the hosted checkout page (issue 12)
     app.include_router(web_embed.router)  # /js/paymux.js (issue 12)
     app.include_router(ops_routes.router)  # /health/live, /health/ready, /metrics
+    install_docs(app)  # /docs, /redoc and their assets
     install_dashboard(app)  # /dashboard (issue 15)
     install_openapi(app)
 

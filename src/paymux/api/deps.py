@@ -160,12 +160,16 @@ async def caller(request: Request, authorization: Annotated[str | None, Header()
         pi_id = str(params.get("pi_id") or params.get("seti_id") or "")
         await _check_client_secret(app, found.account_id, pi_id, request.query_params)
     current_livemode.set(found.livemode)
-    payer_request.set(  # who pays, for the fraud rules (fraud/request.py)
+    # Who pays, for the fraud rules (fraud/request.py). The peer and the trusted proxies
+    # count only for a browser's key (a server names its payer in headers): not looked up
+    # for the others (issue 10).
+    browser = found.kind == "publishable"
+    payer_request.set(
         payer_from_headers(
             request.headers,
-            peer=client_address(request),
-            from_browser=found.kind == "publishable",
-            behind_trusted_proxy=bool(app.settings.trusted_proxy_list()),
+            peer=client_address(request) if browser else None,
+            from_browser=browser,
+            behind_trusted_proxy=browser and bool(app.settings.trusted_proxy_list()),
         )
     )
     return Caller(
@@ -484,7 +488,10 @@ async def direct_caller(request: Request) -> Caller:
 
 
 async def direct_expand(request: Request) -> list[str]:
-    """``ExpandDep`` for a direct twin (the same model, the same errors)."""
+    """``ExpandDep`` for a direct twin (the same model, the same errors). A request without
+    a query string expands nothing: no model to validate (issue 10)."""
+    if not request.scope.get("query_string"):
+        return []
     return await expand_params(cast(ExpandQuery, await _EXPAND_QUERY(request)))
 
 

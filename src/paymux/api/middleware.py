@@ -145,7 +145,7 @@ class GuardMiddleware:
         started = False
         status = 500
         clock = time.perf_counter()
-        version = _header(scope, b"stripe-version")
+        version, authorization = _version_and_authorization(scope)
         api = str(scope.get("path", "")).startswith("/v1/")
         scheme = str(scope.get("scheme", "http"))
 
@@ -170,13 +170,13 @@ class GuardMiddleware:
         parent = request_context(scope.get("headers", []))
         with span(f"HTTP {named}", opened, kind=SpanKind.SERVER, parent=parent) as current:
             try:
-                refused = _tls_refusal(scope) if scheme != "https" else None
+                refused = _tls_refusal(scope, authorization) if scheme != "https" else None
                 if refused is not None:
                     # The request line masked first: uvicorn's access log prints it.
                     _mask_request_line(scope, scope.get("query_string", b"").decode("latin-1"))
                     await _send_error(send_with_id, request_id, refused)
                     return
-                await self._guard(scope, receive, send_with_id, request_id)
+                await self._guard(scope, receive, send_with_id, request_id, version)
             except Exception:
                 # The one log record of an unexpected error, while the request id is current.
                 log.exception("unhandled error")
@@ -191,7 +191,11 @@ class GuardMiddleware:
                     current.set_attribute("http.route", route)
                     current.set_attribute("http.response.status_code", status)
 
-    async def _guard(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+    async def _guard(
+        self, scope: Scope, receive: Receive, send: Send, request_id: str, version: str | None
+    ) -> None:
+        """The checks of every request; ``version``: its Stripe-Version header (the guard's
+        masking never touches that header, so it is read once, with Authorization)."""
         path: str = scope.get("path", "")
         guarded = not path.startswith(_UNGUARDED_PREFIXES)
         query = scope.get("query_string", b"").decode("latin-1")
@@ -238,7 +242,6 @@ class GuardMiddleware:
             if guarded_body:
                 body = _mask_loose_numbers(scope, body)
             receive = _replay(body)
-        version = _header(scope, b"stripe-version")
         if path.startswith("/v1/") and version is not None and not valid_stripe_version(version):
             await _send_error(send, request_id, _version_error(version))
             return
@@ -273,7 +276,11 @@ def _route(scope: Scope) -> str:
 def _live_key_sent(scope: Scope) -> bool:
     """Whether the Authorization header carries a live-mode key (Bearer, or Basic with the
     key as the username), by its prefix alone."""
-    authorization = _header(scope, b"authorization")
+    return _live_key(_header(scope, b"authorization"))
+
+
+def _live_key(authorization: str | None) -> bool:
+    """``_live_key_sent`` of the Authorization header's value."""
     if not authorization:
         return False
     kind, _, credentials = authorization.partition(" ")
@@ -288,9 +295,10 @@ def _live_key_sent(scope: Scope) -> bool:
     return _LIVE_KEY.match(credentials.strip()) is not None
 
 
-def _tls_refusal(scope: Scope) -> PaymuxError | None:
-    """The ``tls_required`` error for a request that came over plain HTTP, or None."""
-    if _live_key_sent(scope):
+def _tls_refusal(scope: Scope, authorization: str | None) -> PaymuxError | None:
+    """The ``tls_required`` error for a request that came over plain HTTP (its Authorization
+    header's value: ``authorization``), or None."""
+    if _live_key(authorization):
         return PaymuxError.of("tls_required")
     if _remote_admin(scope):
         return PaymuxError.of(
@@ -323,6 +331,20 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key.lower() == name:
             return bytes(value).decode("latin-1").strip()
     return None
+
+
+def _version_and_authorization(scope: Scope) -> tuple[str | None, str | None]:
+    """``_header`` of Stripe-Version and of Authorization (the first of each), in one pass
+    over the headers: every request reads both (issue 10)."""
+    version = authorization = None
+    for key, value in scope.get("headers", []):
+        name = key.lower()
+        if name == b"stripe-version":
+            if version is None:
+                version = bytes(value).decode("latin-1").strip()
+        elif name == b"authorization" and authorization is None:
+            authorization = bytes(value).decode("latin-1").strip()
+    return version, authorization
 
 
 def valid_stripe_version(value: str) -> bool:
@@ -454,15 +476,19 @@ def _body_pan_param(body: bytes) -> str | None:
 def _mask_loose_head(scope: Scope, path: str, query: str) -> None:
     """Mask numbers that are masked rather than refused (the card-number rule) in the path,
     the query and the Idempotency-Key header, which are stored or logged."""
-    values = [path] + [v for pair in parse_qsl(query, keep_blank_values=True) for v in pair]
+    values = [path]
+    if query:
+        values += [v for pair in parse_qsl(query, keep_blank_values=True) for v in pair]
     if any(mask_pans(v) != v for v in values):
         _mask_request_line(scope, query)
-    scope["headers"] = [
-        (name, mask_pans(value.decode("latin-1")).encode("latin-1"))
-        if name.lower() == b"idempotency-key"
-        else (name, value)
-        for name, value in scope.get("headers", [])
-    ]
+    headers = scope.get("headers", [])
+    if any(name.lower() == b"idempotency-key" for name, _ in headers):
+        scope["headers"] = [
+            (name, mask_pans(value.decode("latin-1")).encode("latin-1"))
+            if name.lower() == b"idempotency-key"
+            else (name, value)
+            for name, value in headers
+        ]
 
 
 def _mask_loose_numbers(scope: Scope, body: bytes) -> bytes:

@@ -38,6 +38,7 @@ import re
 import types
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from inspect import isclass
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from urllib.parse import parse_qsl
@@ -289,8 +290,10 @@ class WireQuery:
 
     model: type[BaseModel]
 
-    @property
+    @cached_property
     def names(self) -> frozenset[str]:
+        """The parameters' names (the model's fields' aliases): once per model, not per
+        request (issue 10)."""
         return frozenset(info.alias or name for name, info in self.model.model_fields.items())
 
     async def __call__(self, request: Request) -> BaseModel:
@@ -343,6 +346,8 @@ def check_query(request: Request) -> None:
 
     The authentication dependencies (``deps.caller``, ``routers.admin.admin``) call it once the
     key is checked, so a request without a valid key is a 401 first, as at Stripe."""
+    if not request.scope.get("query_string"):
+        return  # no parameter at all (most requests: no query to parse)
     route = request.scope.get("route")
     if not isinstance(route, APIRoute) or not route.path.startswith("/v1/"):
         return

@@ -2,9 +2,9 @@
 in the write transaction that starts the attempt: services/payments.py
 ``_start_authorize``).
 
-``screen_in`` reads (the customer; then the velocity counts, the rules' version, the
-lists' matches and the card's last minute with each key in one statement:
-``velocity.decision_read``), evaluates (pure), and then:
+``screen_in`` reads (the customer; then the velocity keys' lock and the velocity counts,
+the rules' version, the lists' matches and the card's last minute with each key, one round
+trip on PostgreSQL: ``velocity.locked_decision_read``), evaluates (pure), and then:
 
 - **block**: records the decline on the intent (``last_payment_error`` ``card_declined`` /
   ``fraudulent``, the ``outcome``) and its ``payment_intent.payment_failed`` event in that
@@ -221,26 +221,40 @@ class FraudEngine:
         and None; or, for a block, nothing to change and the card error, the block recorded
         on the intent in ``s`` (the caller commits, starts no attempt, then raises it).
 
-        The velocity keys are locked first (``velocity.lock``), so the counts are read once,
-        as they are under the lock (parallel confirms from one address see each other: an
-        attempt with no answer yet counts as a decline), and an allowed attempt is counted
-        in the same transaction (``velocity.reserve``)."""
+        The velocity keys are locked first (``velocity.locked_decision_read``, with the
+        read), so the counts are read once, as they are under the lock (parallel confirms
+        from one address see each other: an attempt with no answer yet counts as a
+        decline), and an allowed attempt is counted
+        in the same transaction: on PostgreSQL by the read's own call, before the rules
+        decide, and taken back in the transaction if they block (``velocity.unreserve``),
+        so nothing of a block is ever committed; on SQLite after they allow it
+        (``velocity.reserve``)."""
         if not self.ctx.settings.fraud_enabled:
             return {"fraud_outcome": None}, None  # no earlier confirm's decision (or hold)
         payer = payer_request.get() or PayerRequest()
         livemode = bool(pi.livemode)
         facts, keys = await self.facts(s, pi, pm, payer, counted=False)
         now = self.ctx.now_us()
-        if keys:
-            await velocity.lock(s, keys.values(), is_sqlite=self.ctx.db.is_sqlite)
-        # The counts, the rules' version and the payment's values in the lists the rules
-        # (as last loaded) name, one statement. The lists are read again only when the
-        # version shows the rules changed and the new ones name other lists.
+        # The keys' lock, then the counts, the rules' version and the payment's values in
+        # the lists the rules (as last loaded) name, then the attempt counted: one round
+        # trip on PostgreSQL (a function: the read takes its snapshot once the locks are
+        # held; a block takes the attempt back, ``velocity.unreserve``); on SQLite the read
+        # alone (the attempt is counted once the rules allow it, ``velocity.reserve``).
+        # The lists are read again only when the version shows the rules changed and the
+        # new ones name other lists.
         cached = self.rules.cached(account_id, livemode)
         aliases = cached.aliases if cached is not None else frozenset()
         values = _list_candidates(facts)
-        read = await velocity.decision_read(
-            s, account_id, livemode, keys, now, aliases - BUILT_IN_LISTS.keys(), values
+        read = await velocity.locked_decision_read(
+            s,
+            account_id,
+            livemode,
+            keys,
+            now,
+            aliases - BUILT_IN_LISTS.keys(),
+            values,
+            is_sqlite=self.ctx.db.is_sqlite,
+            reserve=True,
         )
         facts.update(read.facts)
         loaded = await self.rules.loaded(s, account_id, livemode, read.version)
@@ -250,8 +264,12 @@ class FraudEngine:
             lists = await lists_matching(s, account_id, livemode, loaded.aliases, values)
         decision, record = self._decide(pi, loaded, lists, facts, keys, payer)
         if decision.action is Action.BLOCK:
+            await velocity.unreserve(s, account_id, livemode, keys, read)
             return {}, await self._block(s, account_id, pi.id, pm.id, record)
-        if keys:
+        if read.reserved is not None:
+            record["minute"] = read.reserved
+            await velocity.prune_old(s, pi.account_id, livemode, read.stale, read.reserved)
+        elif keys:
             record["minute"] = await velocity.reserve(
                 s,
                 pi.account_id,

@@ -30,6 +30,12 @@ tried since the window's start, at any size.
 - A block records nothing: a key stops being recorded past its block, and blocks are not
   declines (an address blocked once is not kept blocked by its own blocked attempts).
 
+On PostgreSQL a decision is one round trip (``locked_decision_read(reserve=True)``: the
+function of migration 0036): the keys' lock, then the read in a statement of its own (a
+fresh snapshot, taken with the lock held), then the attempt reserved as ``reserve`` would,
+before the rules decide; a block takes it back in its transaction (``unreserve``), so
+nothing of it is ever committed. SQLite reads, then ``reserve``s once the rules allow.
+
 A key is a digest of its kind and value (``digest``): HMAC-SHA-256 under
 ``PAYMUX_FRAUD_VELOCITY_KEY`` when set, else plain SHA-256, so the tables hold no card
 number, no raw email and no raw IP.
@@ -65,8 +71,11 @@ __all__ = [
     "decision_read",
     "digest",
     "lock",
+    "locked_decision_read",
+    "prune_old",
     "reserve",
     "settle",
+    "unreserve",
 ]
 
 KEY_KINDS: Final = ("card_fingerprint", "ip", "email", "customer")
@@ -268,15 +277,7 @@ async def reserve(
         new_minute = sorted(set(prune) & set(ordered))
     if moved and not together:
         await execute(s, _upserts(None, len(moved), one=False), params)
-    if new_minute:
-        old_rows: dict[str, Any] = {
-            "v_account": account_id,
-            "v_mode": livemode,
-            "v_older": minute - _DAY_MINUTES,
-        }
-        old_rows.update((f"v_k{i}", key) for i, key in enumerate(new_minute))
-        for table in ("fraud_velocity_buckets", "fraud_velocity_cards"):
-            await execute(s, _prune(table, len(new_minute)), old_rows)
+    await prune_old(s, account_id, livemode, new_minute, minute)
     return minute
 
 
@@ -462,6 +463,9 @@ class DecisionRead(NamedTuple):
     lists: dict[str, set[str]]  # alias -> which of the payment's values the list holds
     stale: frozenset[str]  # the keys with rows older than a day: ``reserve``'s ``prune``
     cards: dict[str, int]  # key -> the minute the card was last tried with it: ``previous``
+    # The minute the attempt was counted in by the read's own call (PostgreSQL,
+    # ``locked_decision_read(reserve=True)``), else None.
+    reserved: int | None = None
 
 
 async def decision_read(
@@ -487,7 +491,122 @@ async def decision_read(
     params.update((f"a{i}", name) for i, name in enumerate(names))
     params.update((f"v{i}", value) for i, value in enumerate(wanted))
     params["card"] = card
-    rows = await fetch(s, read, params)
+    return _decision_of(keys, await fetch(s, read, params), now_us)
+
+
+# The keys' advisory locks, the decision's read and (``reserve_minute`` not NULL) the attempt
+# counted, in one round trip on PostgreSQL: the function of migration 0036 (its windows are
+# VELOCITY_WINDOWS' three, in this order); and its undo, for a block.
+_LOCKED_READ: Final = Statement(
+    "SELECT * FROM paymux_fraud_decision_start(CAST(:lock_keys AS BIGINT[]), :account_id,"
+    " :livemode, CAST(:keys AS TEXT[]), :pending_since, :since_10m, :since_hourly,"
+    " :since_daily, :since_day, CAST(:aliases AS TEXT[]), CAST(:values AS TEXT[]), :card,"
+    " CAST(:reserve_minute AS BIGINT), CAST(:card_keys AS TEXT[]))"
+)
+_UNDO: Final = Statement(
+    "SELECT paymux_fraud_decision_undo(:account_id, :livemode, CAST(:keys AS TEXT[]), :card,"
+    " CAST(:card_keys AS TEXT[]), CAST(:reserve_minute AS BIGINT), :since_day,"
+    " CAST(:last_keys AS TEXT[]), CAST(:last_minutes AS BIGINT[]))"
+)
+_FUNCTION_WINDOWS: Final = ("10m", "hourly", "daily")
+
+
+async def locked_decision_read(
+    s: AsyncSession,
+    account_id: str,
+    livemode: bool,
+    keys: Mapping[str, str],
+    now_us: int,
+    aliases: Iterable[str],
+    values: Iterable[str],
+    *,
+    is_sqlite: bool,
+    reserve: bool = False,
+) -> DecisionRead:
+    """``lock`` then ``decision_read``, as a decision needs them: on PostgreSQL in ONE
+    round trip, a call of the ``VOLATILE`` PL/pgSQL function ``paymux_fraud_decision_start``
+    (migration 0036), which takes the keys' locks and then reads in a statement of its own.
+    The read must not share the lock's statement: a statement's snapshot (READ COMMITTED)
+    is taken when it starts, before it waits for the lock, and would miss the attempt the
+    lock's previous holder committed meanwhile; a volatile function's statements each take
+    a fresh one. On SQLite (its write transaction is the only writer), the read alone.
+
+    ``reserve`` (PostgreSQL; ignored on SQLite, where the caller ``reserve``s after
+    deciding): the same call also counts the attempt as ``reserve`` would, after the read
+    (which does not see it), before the rules decide; ``DecisionRead.reserved`` is then its
+    minute. A decision that blocks must take it back in its transaction (``unreserve``):
+    nothing of it is ever committed, and no one else sees it meanwhile (other deciders of
+    the keys wait for their lock; other readers see committed rows only)."""
+    if is_sqlite or tuple(VELOCITY_WINDOWS) != _FUNCTION_WINDOWS:
+        await lock(s, keys.values(), is_sqlite=is_sqlite)
+        return await decision_read(s, account_id, livemode, keys, now_us, aliases, values)
+    ordered = sorted(set(keys.values()))
+    card = keys.get("card_fingerprint")
+    minute = minute_of(now_us) if reserve and ordered else None
+    params = _params(account_id, livemode, (), now_us)
+    params["lock_keys"] = sorted({int(key[:15], 16) for key in ordered})
+    params["keys"] = ordered
+    params["aliases"] = sorted(aliases)
+    params["values"] = sorted(values)
+    params["card"] = card
+    params["reserve_minute"] = minute
+    params["card_keys"] = _card_keys(keys, card)
+    read = _decision_of(keys, await fetch(s, _LOCKED_READ, params), now_us)
+    return read._replace(reserved=minute)
+
+
+async def unreserve(
+    s: AsyncSession,
+    account_id: str,
+    livemode: bool,
+    keys: Mapping[str, str],
+    read: DecisionRead,
+) -> None:
+    """Take back the attempt ``locked_decision_read(reserve=True)`` counted (``read``: what
+    it returned), in the same transaction, still under the keys' lock: a block records
+    nothing. The bucket rows and card rows are as the read found them again (a bucket row
+    the reservation created, holding nothing then, is deleted)."""
+    if read.reserved is None:
+        return
+    card = keys.get("card_fingerprint")
+    last = sorted(read.cards.items())
+    await fetch(
+        s,
+        _UNDO,
+        {
+            "account_id": account_id,
+            "livemode": livemode,
+            "keys": sorted(set(keys.values())),
+            "card": card,
+            "card_keys": _card_keys(keys, card),
+            "reserve_minute": read.reserved,
+            "since_day": read.reserved - _DAY_MINUTES + 1,
+            "last_keys": [key for key, _ in last],
+            "last_minutes": [minute for _, minute in last],
+        },
+    )
+
+
+async def prune_old(
+    s: AsyncSession, account_id: str, livemode: bool, keys: Iterable[str], minute: int
+) -> None:
+    """Delete ``keys``' rows older than a day before ``minute`` (both tables): what
+    ``reserve`` does for its ``prune`` keys."""
+    ordered = sorted(set(keys))
+    if not ordered:
+        return
+    old_rows: dict[str, Any] = {
+        "v_account": account_id,
+        "v_mode": livemode,
+        "v_older": minute - _DAY_MINUTES,
+    }
+    old_rows.update((f"v_k{i}", key) for i, key in enumerate(ordered))
+    for table in ("fraud_velocity_buckets", "fraud_velocity_cards"):
+        await execute(s, _prune(table, len(ordered)), old_rows)
+
+
+def _decision_of(keys: Mapping[str, str], rows: list[Any], now_us: int) -> DecisionRead:
+    """A ``DecisionRead`` from the read's rows (part, key, figures..., item)."""
     version = next((int(r[2]), int(r[3])) for r in rows if r[0] == "v")
     found: dict[str, set[str]] = {}
     last: dict[str, int] = {}

@@ -40,6 +40,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
 from paymux.domain.clock import seconds
 from paymux.domain.errors import PaymuxError
@@ -185,9 +186,16 @@ async def enqueue(
 
 
 async def claim(
-    session: AsyncSession, worker_id: str, *, now_us: int, limit: int, lease: float = 60.0
+    session: AsyncSession,
+    worker_id: str,
+    *,
+    now_us: int,
+    limit: int,
+    lease: float = 60.0,
+    kind: str | None = None,
 ) -> list[ClaimedJob]:
-    """Claim up to ``limit`` due jobs (and jobs whose worker's lease ran out).
+    """Claim up to ``limit`` due jobs (and jobs whose worker's lease ran out); only jobs of
+    ``kind`` if given (the worker's top-up of a batch of webhook events).
 
     Jobs whose lease ran out come first, then queued jobs in ``run_at_us`` order. Each is one
     range scan of ix_jobs_status_run_at (``status = 'running'``, then ``status = 'queued'
@@ -197,8 +205,13 @@ async def claim(
     """
     if limit <= 0:
         return []
-    expired = (Job.status == RUNNING, Job.locked_until_us < now_us)
-    due = (Job.status == QUEUED, Job.run_at_us <= now_us)
+    expired: tuple[ColumnElement[bool], ...] = (
+        Job.status == RUNNING,
+        Job.locked_until_us < now_us,
+    )
+    due: tuple[ColumnElement[bool], ...] = (Job.status == QUEUED, Job.run_at_us <= now_us)
+    if kind is not None:
+        expired, due = (*expired, Job.kind == kind), (*due, Job.kind == kind)
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
     if dialect == "postgresql":
         # FOR UPDATE cannot lock through a UNION: one locking query per condition.

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ClauseElement
 
@@ -48,7 +48,7 @@ from paymux.gateways.base import (
 from paymux.gateways.browser_sdk import with_sdk_url
 from paymux.jobs.queue import enqueue
 from paymux.money import Money
-from paymux.services.context import Context, columns_of, emit, ref_key, row_of
+from paymux.services.context import Context, columns_of, emit, flush_pending, ref_key
 from paymux.services.gateway_calls import call_with_retries, schedule_settlement
 from paymux.services.idempotency import record_recovery_point
 from paymux.services.three_d_secure import (
@@ -57,6 +57,7 @@ from paymux.services.three_d_secure import (
     requested_option,
 )
 from paymux.services.views import payment_intent_view, payment_method_view, refund_view
+from paymux.storage.driver import Statement, execute, fetchrow
 from paymux.storage.models import Customer, GatewayAttempt, PaymentIntent, PaymentMethod, Refund
 
 __all__ = ["AttemptEngine", "intent_view", "state_of"]
@@ -66,38 +67,51 @@ R = TypeVar("R")
 
 PENDING, SETTLED, ABANDONED = "pending", "settled", "abandoned"
 
-# An attempt is started by a Core INSERT built once (no unit of work for a new row).
+# The start's and the settle's statements run on the database driver (storage/driver.py) in
+# the caller's transaction: their SQL is written once (an UPDATE per set of changed columns),
+# with no ORM load, identity map or unit of work, and none of SQLAlchemy's execution layers.
+# A row comes back as a ``_Row`` whose attributes are the model's, which the pure rules and
+# the views read as they read the model; what they change is written by one UPDATE
+# (``_store``). Columns are bound and read with the model's types (JSON, SQLite's booleans),
+# as the ORM binds and reads them. Each is preceded by ``flush_pending``: the autoflush that
+# ``session.execute`` did.
 _ATTEMPT_COLUMNS = columns_of(GatewayAttempt)
 _ATTEMPT_TABLE = cast(Table, GatewayAttempt.__table__)
-_ATTEMPT_INSERT = insert(_ATTEMPT_TABLE)
-
-# The confirm and settle paths read and write the intent and its attempt with Core statements
-# built once (their cache keys memoized, no ORM load, identity map or unit of work): the row
-# comes back as a ``_Row`` whose attributes are the model's, which the pure rules and the
-# views read as they read the model; what they change is written by one UPDATE (``_store``).
 _PI_TABLE = cast(Table, PaymentIntent.__table__)
 _PI_COLUMN = dict(columns_of(PaymentIntent))  # attribute -> column name
 _PI_LABELLED = tuple(_PI_TABLE.c[column].label(key) for key, column in _PI_COLUMN.items())
-_LOCKED_INTENT = (
+_LOCKED_INTENT = Statement.of(
     select(*_PI_LABELLED).where(_PI_TABLE.c.id == bindparam("b_pi_id")).with_for_update()
 )
-_ATTEMPT_LABELLED = tuple(_ATTEMPT_TABLE.c[column].label(key) for key, column in _ATTEMPT_COLUMNS)
-_SETTLE_ATTEMPT = (
-    update(_ATTEMPT_TABLE)
-    .where(
-        _ATTEMPT_TABLE.c.id == bindparam("b_id"),
-        _ATTEMPT_TABLE.c.object_id == bindparam("b_object_id"),
-        _ATTEMPT_TABLE.c.status == PENDING,
-    )
-    .values(
-        status=SETTLED,
-        result=bindparam("b_result", type_=_ATTEMPT_TABLE.c.result.type),
-        updated_us=bindparam("b_now", type_=_ATTEMPT_TABLE.c.updated_us.type),
-    )
-    .returning(*_ATTEMPT_LABELLED)
+
+
+def _returning(columns: tuple[tuple[str, str], ...]) -> str:
+    """A RETURNING clause of every column, named by its attribute."""
+    return "RETURNING " + ", ".join(f'{column} AS "{key}"' for key, column in columns)
+
+
+_ATTEMPT_RESULTS = tuple(_ATTEMPT_TABLE.c[column].type for _, column in _ATTEMPT_COLUMNS)
+_ATTEMPT_KEYS = tuple(key for key, _ in _ATTEMPT_COLUMNS)
+_ATTEMPT_INSERT = Statement(
+    "INSERT INTO gateway_attempts ("  # noqa: S608 (the model's column names)
+    + ", ".join(column for _, column in _ATTEMPT_COLUMNS)
+    + ") VALUES ("
+    + ", ".join(f":{key}" for key, _ in _ATTEMPT_COLUMNS)
+    + ")",
+    binds={key: _ATTEMPT_TABLE.c[column].type for key, column in _ATTEMPT_COLUMNS},
 )
+_SETTLE_ATTEMPT = Statement(
+    f"UPDATE gateway_attempts SET status = '{SETTLED}', result = :b_result, updated_us = :b_now "  # noqa: S608
+    f"WHERE id = :b_id AND object_id = :b_object_id AND status = '{PENDING}' "
+    + _returning(_ATTEMPT_COLUMNS),
+    binds={"b_result": _ATTEMPT_TABLE.c.result.type},
+    results=_ATTEMPT_RESULTS,
+    columns=_ATTEMPT_KEYS,
+)
+_PI_RESULTS = tuple(_PI_TABLE.c[column].type for column in _PI_COLUMN.values())
+_PI_KEYS = tuple(_PI_COLUMN)
 # start_if_unchanged's UPDATE ... RETURNING, by the attributes it also changes.
-_START_UNCHANGED: dict[tuple[str, ...], Any] = {}
+_START_UNCHANGED: dict[tuple[str, ...], Statement] = {}
 
 
 class _Row:
@@ -108,10 +122,10 @@ class _Row:
         self.__dict__.update(mapping)
 
 
-def _intent_of(mapping: Any) -> tuple[PaymentIntent, dict[str, Any]]:
-    """The intent of a row (a ``_Row`` typed as the model for the code that reads it) and a
-    copy of its values as read, for ``_store``."""
-    before = dict(mapping)
+def _intent_of(row: Any) -> tuple[PaymentIntent, dict[str, Any]]:
+    """The intent of a driver row (a ``_Row`` typed as the model for the code that reads it)
+    and a copy of its values as read, for ``_store``."""
+    before = row._asdict()
     return cast(PaymentIntent, _Row(before)), dict(before)
 
 
@@ -143,49 +157,43 @@ async def _store(s: AsyncSession, pi: PaymentIntent, before: dict[str, Any]) -> 
         return
     params = {f"v_{column}": value for column, value in changed.items()}
     params["b_id"] = before["id"]
-    await s.execute(_store_statement(tuple(changed)), params)
+    await flush_pending(s)
+    await execute(s, _store_statement(tuple(changed)), params)
     before.update({key: now[key] for key in _PI_COLUMN})
 
 
 # ``_store``'s UPDATE, by the columns it changes (built once per set: a settle changes the
-# same few columns every time, so its cache key is memoized, not computed per payment).
-_STORE: dict[tuple[str, ...], Any] = {}
+# same few columns every time).
+_STORE: dict[tuple[str, ...], Statement] = {}
 
 
-def _store_statement(columns: tuple[str, ...]) -> Any:
+def _store_statement(columns: tuple[str, ...]) -> Statement:
     statement = _STORE.get(columns)
     if statement is None:
         c = _PI_TABLE.c
-        statement = (
-            update(_PI_TABLE)
-            .where(c.id == bindparam("b_id"))
-            .values({column: bindparam(f"v_{column}", type_=c[column].type) for column in columns})
+        statement = Statement(
+            "UPDATE payment_intents SET "  # noqa: S608 (the model's column names)
+            + ", ".join(f"{column} = :v_{column}" for column in columns)
+            + " WHERE id = :b_id",
+            binds={f"v_{column}": c[column].type for column in columns},
         )
         _STORE[columns] = statement
     return statement
 
 
-def _start_unchanged_statement(keys: tuple[str, ...]) -> Any:
+def _start_unchanged_statement(keys: tuple[str, ...]) -> Statement:
     statement = _START_UNCHANGED.get(keys)
     if statement is None:
         c = _PI_TABLE.c
-        statement = (
-            update(_PI_TABLE)
-            .where(
-                c.id == bindparam("b_id"),
-                c.account_id == bindparam("b_account_id"),
-                c.status == bindparam("b_status"),
-                c.confirm_count == bindparam("b_confirm_count"),
-            )
-            .values(
-                status=S.PROCESSING,
-                updated_us=bindparam("b_now", type_=c.updated_us.type),
-                **{
-                    _PI_COLUMN[key]: bindparam(f"v_{key}", type_=c[_PI_COLUMN[key]].type)
-                    for key in keys
-                },
-            )
-            .returning(*_PI_LABELLED)
+        sets = "".join(f", {_PI_COLUMN[key]} = :v_{key}" for key in keys)
+        statement = Statement(
+            f"UPDATE payment_intents SET status = '{S.PROCESSING.value}', "  # noqa: S608
+            f"updated_us = :b_now{sets} "
+            "WHERE id = :b_id AND account_id = :b_account_id AND status = :b_status "
+            "AND confirm_count = :b_confirm_count " + _returning(tuple(_PI_COLUMN.items())),
+            binds={f"v_{key}": c[_PI_COLUMN[key]].type for key in keys},
+            results=_PI_RESULTS,
+            columns=_PI_KEYS,
         )
         _START_UNCHANGED[keys] = statement
     return statement
@@ -315,7 +323,8 @@ class AttemptEngine:
             b_confirm_count=confirm_count,
             b_now=now,
         )
-        found = (await s.execute(_start_unchanged_statement(keys), params)).mappings().first()
+        await flush_pending(s)
+        found = await fetchrow(s, _start_unchanged_statement(keys), params)
         if found is None:
             return None
         row, _ = _intent_of(found)
@@ -331,15 +340,30 @@ class AttemptEngine:
         idempotency_key: str,
         request: dict[str, Any],
     ) -> GatewayAttempt:
-        attempt = self._attempt(
-            pi.account_id, pi.gateway, operation, pi.id, idempotency_key, pi.connection_id
-        )
-        attempt.from_status = from_status
-        attempt.target = rules.target_of(operation, capture=captures_at_once(pi))
-        attempt.request = request
-        await s.execute(_ATTEMPT_INSERT, row_of(attempt, _ATTEMPT_COLUMNS))
+        """The started attempt's row (one INSERT), returned as a plain row object with the
+        model's attributes (never in the session: nothing of it is flushed)."""
+        now = self.ctx.now_us()
+        row = {
+            "id": new_id("att"),
+            "account_id": pi.account_id,
+            "gateway": pi.gateway,
+            "connection_id": pi.connection_id,
+            "operation": operation.value,
+            "object_id": pi.id,
+            "idempotency_key": idempotency_key,
+            "status": PENDING,
+            "from_status": from_status,
+            "target": rules.target_of(operation, capture=captures_at_once(pi)),
+            "request": request,
+            "result": None,
+            "error": None,
+            "created_us": now,
+            "updated_us": now,
+        }
+        await flush_pending(s)
+        await execute(s, _ATTEMPT_INSERT, row)
         await record_recovery_point(s, f"{operation.value}_started", pi.id)
-        return attempt
+        return cast(GatewayAttempt, _Row(row))
 
     def _attempt(
         self,
@@ -448,13 +472,14 @@ class AttemptEngine:
             else:
                 # The intent's lock first (as in ``_lock``), then the attempt is settled by one
                 # conditional UPDATE that returns it: None if it was settled already. Both are
-                # Core statements built once; the intent is a plain row object whose changes
+                # driver statements written once; the intent is a plain row object whose changes
                 # ``_store`` writes (an intent of an invoice is loaded by the ORM instead: the
                 # billing hook works on the session's objects).
-                found = (await s.execute(_LOCKED_INTENT, {"b_pi_id": object_id})).mappings().first()
+                await flush_pending(s)
+                found: Any = await fetchrow(s, _LOCKED_INTENT, {"b_pi_id": object_id})
                 assert found is not None
                 before: dict[str, Any] | None = None
-                if found["invoice_id"] is None:
+                if found.invoice_id is None:
                     pi, before = _intent_of(found)
                 else:
                     locked = await s.get(
@@ -462,22 +487,18 @@ class AttemptEngine:
                     )
                     assert locked is not None
                     pi = locked
-                settled = (
-                    (
-                        await s.execute(
-                            _SETTLE_ATTEMPT,
-                            {
-                                "b_id": attempt_id,
-                                "b_object_id": object_id,
-                                "b_result": result_json(result),
-                                "b_now": self.ctx.now_us(),
-                            },
-                        )
-                    )
-                    .mappings()
-                    .first()
+                await flush_pending(s)
+                settled: Any = await fetchrow(
+                    s,
+                    _SETTLE_ATTEMPT,
+                    {
+                        "b_id": attempt_id,
+                        "b_object_id": object_id,
+                        "b_result": result_json(result),
+                        "b_now": self.ctx.now_us(),
+                    },
                 )
-                pending = None if settled is None else cast(GatewayAttempt, _Row(settled))
+                pending = None if settled is None else cast(GatewayAttempt, _Row(settled._asdict()))
                 if pending is None:
                     await _late_three_d_secure(s, pi, result)
                 if before is not None:

@@ -9,8 +9,9 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, cast
 
-from sqlalchemy import Select, Table, bindparam, func, insert, inspect, select, tuple_
+from sqlalchemy import Select, inspect, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.types import TypeEngine
 
 from paymux.config import Settings
 from paymux.domain.clock import Clock, SystemClock
@@ -20,6 +21,7 @@ from paymux.domain.ids import new_id
 from paymux.gateways.base import Gateway
 from paymux.gateways.registry import GatewayRegistry
 from paymux.storage.db import Database
+from paymux.storage.driver import Statement, execute
 from paymux.storage.models import Event
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "columns_of",
     "current_livemode",
     "emit",
+    "flush_pending",
     "get_owned",
     "merge_metadata",
     "page_of",
@@ -197,22 +200,47 @@ def row_of(obj: Any, columns: tuple[tuple[str, str], ...]) -> dict[str, Any]:
     return {column: given[key] for key, column in columns if key in given}
 
 
-# Core statements built once: an event is only ever inserted here, so it needs no unit of work.
-_EVENTS = cast(Table, Event.__table__)
-_EVENT_INSERT = insert(_EVENTS)
+# The event's INSERT, on the database driver (storage/driver.py) in the caller's transaction:
+# an event is only ever inserted here, so it needs no unit of work, and a statement whose SQL
+# never changes needs none of SQLAlchemy's execution layers either (a payment emits two:
+# created, succeeded). JSON columns are bound as the ORM binds them (their types' bind
+# processors: None as JSON ``null``), and ``livemode`` as each database's boolean.
+_EVENT_COLUMNS = (
+    "id, account_id, type, object_id, livemode, data, created_us, request_id, "
+    "idempotency_key, previous_attributes, object_seq"
+)
+_EVENT_VALUES = (
+    ":id, :account_id, :type, :object_id, :livemode, :data, :created_us, :request_id, "
+    ":idempotency_key, :previous_attributes"
+)
+_EVENT_BINDS: dict[str, TypeEngine[Any]] = {
+    name: Event.__table__.c[name].type for name in ("livemode", "data", "previous_attributes")
+}
+_EVENT_INSERT = Statement(
+    f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES ({_EVENT_VALUES}, :object_seq)",  # noqa: S608
+    binds=_EVENT_BINDS,
+)
 # An event that needs no previous snapshot (any but ``*.updated``) takes its place in its
 # object's sequence in its own INSERT: the sequence's top (the (object_id, object_seq)
 # index's last entry of the object) read by a scalar subquery, plus 1. One statement where
 # a SELECT of the top and the INSERT were two; the same read, under the same row lock.
-_EVENT_INSERT_NEXT = insert(_EVENTS).values(
-    object_seq=select(func.coalesce(func.max(_EVENTS.c.object_seq), 0) + 1)
-    .where(
-        _EVENTS.c.object_id == bindparam("seq_object_id"),
-        _EVENTS.c.account_id == bindparam("seq_account_id"),
-    )
-    .correlate(None)
-    .scalar_subquery()
+_EVENT_INSERT_NEXT = Statement(
+    f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES ({_EVENT_VALUES}, "  # noqa: S608
+    "(SELECT coalesce(max(events.object_seq), 0) + 1 FROM events "
+    "WHERE events.object_id = :seq_object_id AND events.account_id = :seq_account_id))",
+    binds=_EVENT_BINDS,
 )
+
+
+async def flush_pending(session: AsyncSession) -> None:
+    """What the ORM's autoflush did before a statement through ``session.execute``, before a
+    driver statement (which never autoflushes): pending changes of the session's objects are
+    written first, so the transaction's writes (and PostgreSQL's row locks) come in the order
+    they did. Nothing to do (no I/O) when the session holds no change."""
+    sync = session.sync_session
+    if sync.autoflush and not sync._is_clean():
+        await session.flush()
+
 
 # What reacts to an event in the transaction that emits it: (session, account id, the
 # event's object, now_us). Registered by the package that reacts (checkout completes its
@@ -302,11 +330,13 @@ async def emit(
         last, last_seq = await last_event_of(session, account_id, object_id)
         row["previous_attributes"] = None if last is None else changed_attributes(last, obj)
         row["object_seq"] = last_seq + 1
-        await session.execute(_EVENT_INSERT, row)
+        await flush_pending(session)
+        await execute(session, _EVENT_INSERT, row)
     else:
         row["previous_attributes"] = None
         row["seq_object_id"], row["seq_account_id"] = object_id, account_id
-        await session.execute(_EVENT_INSERT_NEXT, row)
+        await flush_pending(session)
+        await execute(session, _EVENT_INSERT_NEXT, row)
     for reaction, when, with_row in _REACTIONS.get(type_, ()):
         if when is not None and not _gate_allows(when, obj, subject, type_):
             continue  # nothing for it to do (no query, no savepoint)

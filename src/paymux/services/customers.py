@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, bindparam, or_, select
+from sqlalchemy import Boolean, and_, bindparam, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -42,6 +42,7 @@ from paymux.services.gateway_calls import call_with_retries
 from paymux.services.idempotency import current_claim
 from paymux.services.token_owners import claim_token_or_refuse
 from paymux.services.views import customer_view, payment_method_view
+from paymux.storage import driver
 from paymux.storage.models import Customer, GatewayTokenOwner, PaymentMethod
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "find_payment_method",
     "payment_method_from_token",
     "payment_method_id_of_request",
+    "require_customer",
     "resolve_payment_method",
     "take_card_details",
 ]
@@ -66,6 +68,26 @@ def account_fingerprint(account_id: str, gateway_fingerprint: str | None) -> str
     if not gateway_fingerprint:
         return None
     return hashlib.sha256(f"{account_id}:{gateway_fingerprint}".encode()).hexdigest()[:16]
+
+
+# A customer's owner, mode and deletion: ``require_customer``'s one statement on the driver.
+_CUSTOMER_OWNER = driver.Statement(
+    "SELECT account_id, livemode, deleted FROM customers WHERE id = :id",
+    results=(None, Boolean(), Boolean()),
+)
+
+
+async def require_customer(
+    ctx: Context, account_id: str, customer_id: str, *, param: str = "customer"
+) -> None:
+    """404 unless the account has this customer, not deleted and of the request key's mode:
+    ``get_owned(s, Customer, ...)``'s rule, as one statement outside any transaction
+    (``driver.first_row``) where nothing else is read with it."""
+    row = await driver.first_row(ctx.db.reader, _CUSTOMER_OWNER, {"id": customer_id})
+    owner, livemode, deleted = row if row is not None else (None, None, None)
+    mode = current_livemode.get()
+    if owner != account_id or (mode is not None and bool(livemode) != mode) or deleted:
+        raise PaymuxError.of("resource_missing", f"No such customer: '{customer_id}'", param=param)
 
 
 # The lookups of a payment method reference, built once (bound values, cache keys memoized):

@@ -19,8 +19,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, inspect, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import bindparam, inspect, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.domain.attempts import CANCELLATION_REASONS, Operation
@@ -41,14 +41,12 @@ from paymux.services.context import (
     Context,
     CreatedRange,
     Routed,
-    columns_of,
     current_livemode,
     emit,
     get_owned,
     merge_metadata,
     page_of,
     request_livemode,
-    row_of,
 )
 from paymux.services.customers import (
     TokenData,
@@ -56,6 +54,7 @@ from paymux.services.customers import (
     find_payment_method,
     payment_method_from_token,
     payment_method_id_of_request,
+    require_customer,
     resolve_payment_method,
 )
 from paymux.services.gateway_calls import call_with_retries
@@ -68,7 +67,7 @@ from paymux.services.routing import (
 )
 from paymux.services.three_d_secure import card_options
 from paymux.storage import driver
-from paymux.storage.models import Customer, GatewayAttempt, PaymentIntent, PaymentMethod
+from paymux.storage.models import Base, Customer, GatewayAttempt, PaymentIntent, PaymentMethod
 
 __all__ = [
     "CreateParams",
@@ -265,6 +264,11 @@ class PaymentsService:
         rendered once, run on the database driver (``driver.first_row``) on a pooled
         connection (no ORM session, no SQLAlchemy execution layers), its row viewed as it is.
         A single SELECT: its own snapshot, no BEGIN, nothing to commit."""
+        return intent_view(self.ctx, await self._read_intent(account_id, pi_id))
+
+    async def _read_intent(self, account_id: str, pi_id: str) -> PaymentIntent:
+        """``retrieve``'s read: the intent's row (a named tuple of the model's attributes),
+        one statement outside any transaction; 404 as ``get_owned`` answers it."""
         statement = _OWNED_INTENT_DRIVER[current_livemode.get()]
         row = await driver.first_row(
             self.ctx.db.reader, statement, {"pi_id": pi_id, "account_id": account_id}
@@ -273,7 +277,7 @@ class PaymentsService:
             raise PaymuxError.of(
                 "resource_missing", f"No such payment_intent: '{pi_id}'", param="id"
             )
-        return intent_view(self.ctx, cast(PaymentIntent, row))
+        return cast(PaymentIntent, row)
 
     async def list_page(
         self,
@@ -322,18 +326,13 @@ class PaymentsService:
             )
         claim = current_claim.get()
         if p.id is not None:
-            async with self.ctx.db.read() as s:
-                reserved = await s.get(PaymentIntent, p.id)
-            if reserved is not None:
-                return await self._resume_create(account_id, reserved.id, p)
+            if await self._exists(p.id):
+                return await self._resume_create(account_id, p.id, p)
             pi_id = p.id
         else:
             pi_id = claim.object_id if claim is not None and claim.object_id else new_id("pi")
-        if p.id is None and claim is not None and claim.resumed:
-            async with self.ctx.db.read() as s:
-                made = await s.get(PaymentIntent, pi_id)
-            if made is not None:
-                return await self._resume_create(account_id, made.id, p)
+        if p.id is None and claim is not None and claim.resumed and await self._exists(pi_id):
+            return await self._resume_create(account_id, pi_id, p)
         # A retry of a create whose first run was about to open its payment at a connection
         # (and never recorded the intent): that connection again, whatever routes now.
         opening = claim.recovery_point if p.id is None and claim is not None else None
@@ -345,8 +344,7 @@ class PaymentsService:
             routed = await self._route_again(account_id, opening, money, p)
             gateway = routed.gateway
         if p.customer:  # before a payment method is made: bad input writes nothing
-            async with self.ctx.db.read() as s:
-                await get_owned(s, Customer, p.customer, account_id, param="customer")
+            await require_customer(self.ctx, account_id, p.customer)
         pm_id: str | None = None
         resolved: PaymentMethod | None = None  # the payment method, for the confirm below
         if p.payment_method_data is not None:
@@ -415,52 +413,54 @@ class PaymentsService:
                 if resolved is not None and inspect(resolved).transient:
                     resolved = await _record_payment_method(s, resolved, self.ctx.db.is_sqlite)
                     pm_id = resolved.id
-                pi = PaymentIntent(
-                    id=pi_id,
-                    client_secret=new_id(f"{pi_id}_secret", 24),  # {pi_id}_secret_{24 random}
-                    gateway_reference=opened.reference if opened else None,
-                    gateway_client=opened.client if opened else None,
-                    account_id=account_id,
-                    status=S.REQUIRES_CONFIRMATION if pm_id else S.REQUIRES_PAYMENT_METHOD,
-                    amount=money.amount,
-                    currency=money.currency,
-                    amount_capturable=0,
-                    amount_received=0,
-                    amount_refunded=0,
-                    amount_refund_pending=0,
-                    capture_method=p.capture_method,
-                    customer_id=p.customer,
-                    payment_method_id=pm_id,
-                    setup_future_usage=p.setup_future_usage,
-                    off_session=p.off_session,
-                    gateway=gateway.name,
-                    connection_id=routed.connection_id,
-                    livemode=request_livemode(),
-                    return_url=p.return_url,
-                    description=p.description,
-                    statement_descriptor=p.statement_descriptor,
-                    statement_descriptor_suffix=p.statement_descriptor_suffix,
-                    receipt_email=p.receipt_email,
-                    payment_method_types=_payment_method_types(
+                values: dict[str, Any] = {
+                    "id": pi_id,
+                    "client_secret": new_id(f"{pi_id}_secret", 24),  # {pi_id}_secret_{24 random}
+                    "gateway_reference": opened.reference if opened else None,
+                    "gateway_client": opened.client if opened else None,
+                    "account_id": account_id,
+                    "status": S.REQUIRES_CONFIRMATION if pm_id else S.REQUIRES_PAYMENT_METHOD,
+                    "amount": money.amount,
+                    "currency": money.currency,
+                    "amount_capturable": 0,
+                    "amount_received": 0,
+                    "amount_refunded": 0,
+                    "amount_refund_pending": 0,
+                    "capture_method": p.capture_method,
+                    "customer_id": p.customer,
+                    "payment_method_id": pm_id,
+                    "setup_future_usage": p.setup_future_usage,
+                    "off_session": p.off_session,
+                    "gateway": gateway.name,
+                    "connection_id": routed.connection_id,
+                    "livemode": request_livemode(),
+                    "return_url": p.return_url,
+                    "description": p.description,
+                    "statement_descriptor": p.statement_descriptor,
+                    "statement_descriptor_suffix": p.statement_descriptor_suffix,
+                    "receipt_email": p.receipt_email,
+                    "payment_method_types": _payment_method_types(
                         gateway.name, p.payment_method_types
                     ),
-                    automatic_payment_methods=(
+                    "automatic_payment_methods": (
                         bool(p.automatic_payment_methods.get("enabled"))
                         if p.automatic_payment_methods is not None
                         else None
                     ),
-                    metadata_=p.metadata,
-                    confirm_count=0,
-                    invoice_id=p.invoice_id,
-                    shipping=contact(p.shipping),
-                    payment_method_options=card_options(p.payment_method_options),
-                    created_us=now,
-                    updated_us=now,
-                )
-                row = row_of(pi, _PI_COLUMNS)
+                    "metadata_": p.metadata,
+                    "confirm_count": 0,
+                    "invoice_id": p.invoice_id,
+                    "shipping": contact(p.shipping),
+                    "payment_method_options": card_options(p.payment_method_options),
+                    "created_us": now,
+                    "updated_us": now,
+                }
+                # One INSERT on the database driver, and the intent as a row (as ``retrieve``
+                # reads it): no ORM object, no unit of work; nothing reads it back.
+                pi = _intent_row(values)
                 if p.id is None:
-                    await s.execute(_PI_INSERT, row)
-                elif (await s.execute(_PI_INSERT_NEW[self.ctx.db.is_sqlite], row)).first() is None:
+                    await driver.execute(s, _PI_CREATE, values)
+                elif await driver.fetchrow(s, _PI_CREATE_NEW, values) is None:
                     raise _ReservedIdTaken  # nothing of this create is kept (rolled back)
                 await record_recovery_point(s, "created", pi_id)
                 view = self._view(pi)
@@ -478,6 +478,11 @@ class PaymentsService:
                 account_id, pi.id, off_session=p.off_session, recorded=resolved, created=pi
             )
         return self._view(pi)
+
+    async def _exists(self, pi_id: str) -> bool:
+        """Whether an intent has this id (any account's: ``_resume_create`` answers another
+        account's with a 404): one statement on the driver, outside any transaction."""
+        return await driver.first_row(self.ctx.db.reader, _INTENT_ID, {"id": pi_id}) is not None
 
     async def _route_again(
         self, account_id: str, opening: str, money: Money, p: CreateParams
@@ -745,22 +750,22 @@ class PaymentsService:
                 async with self.ctx.db.read() as s:
                     known = await find_payment_method(s, account_id, pi.gateway, pm_ref)
         else:
-            async with self.ctx.db.read() as s:
-                pi = await _owned_intent(s, account_id, pi_id)
-                check_operation("confirm", pi.status)
-                customer_id = pi.customer_id
-                pm_ref = payment_method or pi.payment_method_id
-                at_hand = self.ctx.cached_gateway(pi)
-                if recorded is not None and pm_ref == recorded.id:
-                    known = recorded  # no second read of the same row
-                elif pm_ref and at_hand is not None and at_hand.reusable_test_token(pm_ref):
-                    known = None  # a shared test token is never one of ours: no lookup
-                else:
-                    known = (
-                        await find_payment_method(s, account_id, pi.gateway, pm_ref)
-                        if pm_ref
-                        else None
-                    )
+            # The intent: one statement on the driver, outside any transaction (as
+            # ``retrieve``); the payment method, if one of ours must be looked up, in a read
+            # of its own (the start's UPDATE is conditional on what was read here anyway).
+            pi = await self._read_intent(account_id, pi_id)
+            check_operation("confirm", pi.status)
+            customer_id = pi.customer_id
+            pm_ref = payment_method or pi.payment_method_id
+            at_hand = self.ctx.cached_gateway(pi)
+            known = None
+            if recorded is not None and pm_ref == recorded.id:
+                known = recorded  # no second read of the same row
+            elif pm_ref and at_hand is not None and at_hand.reusable_test_token(pm_ref):
+                known = None  # a shared test token is never one of ours: no lookup
+            elif pm_ref:
+                async with self.ctx.db.read() as s:
+                    known = await find_payment_method(s, account_id, pi.gateway, pm_ref)
         if payment_method_data is not None:  # a payment method made from a token, used now
             made = await payment_method_from_token(
                 self.ctx,
@@ -1167,57 +1172,131 @@ _OWNED_INTENT = {
 }
 
 
-_OWNED_INTENT_LOCKED = {mode: row.with_for_update() for mode, row in _OWNED_INTENT.items()}
-# The same SELECT on the database driver (storage/driver.py), for the GET of one intent: no
-# SQLAlchemy execution layers around its one statement (issue 10: they were 43 % of a GET).
+# The same SELECT on the database driver (storage/driver.py): for the GET of one intent (no
+# SQLAlchemy execution layers around its one statement: issue 10, they were 43 % of a GET),
+# and in a confirm's transactions (``_owned_intent``), with FOR UPDATE where it locks.
 _OWNED_INTENT_DRIVER = {mode: driver.Statement.of(row) for mode, row in _OWNED_INTENT.items()}
+_OWNED_INTENT_LOCKED_DRIVER = {
+    mode: driver.Statement.of(row.with_for_update()) for mode, row in _OWNED_INTENT.items()
+}
+
+
+_INTENT_ID = driver.Statement("SELECT id FROM payment_intents WHERE id = :id")
 
 
 async def _owned_intent(
     s: AsyncSession, account_id: str, pi_id: str, *, lock: bool = False
 ) -> PaymentIntent:
     """An account's intent as ``retrieve`` reads it (a Core SELECT built once, the request
-    key's mode applied), in the caller's transaction; 404 as ``get_owned`` answers it. A row
-    to read, never to change. ``lock``: FOR UPDATE on PostgreSQL (SQLite's writer holds the
-    database anyway), as ``get_owned(..., lock=True)``."""
-    statement = (_OWNED_INTENT_LOCKED if lock else _OWNED_INTENT)[current_livemode.get()]
-    row = (await s.execute(statement, {"pi_id": pi_id, "account_id": account_id})).first()
+    key's mode applied), in the caller's transaction, on the database driver (a named tuple
+    of the model's attributes, as ``retrieve``'s); 404 as ``get_owned`` answers it. A row to
+    read, never to change (the session does not know it). ``lock``: FOR UPDATE on
+    PostgreSQL (SQLite's writer holds the database anyway), as ``get_owned(..., lock=True)``."""
+    statement = (_OWNED_INTENT_LOCKED_DRIVER if lock else _OWNED_INTENT_DRIVER)[
+        current_livemode.get()
+    ]
+    row = await driver.fetchrow(s, statement, {"pi_id": pi_id, "account_id": account_id})
     if row is None:
         raise PaymuxError.of("resource_missing", f"No such payment_intent: '{pi_id}'", param="id")
     return cast(PaymentIntent, row)
 
 
-_PI_COLUMNS = columns_of(PaymentIntent)
 # A confirmation's count, as an UPDATE sets it when the intent is read again under the lock
 # (``start_on_intent``): built once (``start_if_unchanged`` takes the value read + 1).
 _CONFIRM_COUNT_NEXT = PaymentIntent.confirm_count + 1
-_PI_TABLE = cast(Table, PaymentIntent.__table__)
-_PI_INSERT = insert(_PI_TABLE)
+_QUOTE = postgresql.dialect().identifier_preparer.quote  # type: ignore[no-untyped-call]
+
+
+def _insert_of(
+    model: type[Base], keys: tuple[str, ...], *, conflict: str | None = None
+) -> driver.Statement:
+    """An INSERT of ``keys`` (the model's attribute names, as the statement's parameters)
+    on the database driver, with the columns' types' bind processors (JSON serialized as the
+    ORM serializes it, SQLite's booleans). A column not among ``keys`` is left out, as the
+    Core INSERT of ``row_of`` left an attribute not given (those have no Python default).
+    ``conflict``: ``ON CONFLICT (...) DO NOTHING RETURNING id`` (a row back only if it was
+    inserted)."""
+    columns = {attr.key: attr.columns[0] for attr in inspect(model).column_attrs}
+    names = ", ".join(_QUOTE(columns[key].name) for key in keys)
+    params = ", ".join(f":{key}" for key in keys)
+    sql = f"INSERT INTO {model.__tablename__} ({names}) VALUES ({params})"  # noqa: S608 (ours)
+    if conflict is not None:
+        sql += f" ON CONFLICT ({conflict}) DO NOTHING RETURNING id"
+    return driver.Statement(sql, binds={key: columns[key].type for key in keys})
+
+
+# What a create gives a new intent (``PaymentsService.create``'s ``values``); the others
+# (a decline, 3-D Secure, the fraud outcome, cancellation...) stay NULL until they happen.
+_PI_CREATED = (
+    "id",
+    "client_secret",
+    "gateway_reference",
+    "gateway_client",
+    "account_id",
+    "status",
+    "amount",
+    "currency",
+    "amount_capturable",
+    "amount_received",
+    "amount_refunded",
+    "amount_refund_pending",
+    "capture_method",
+    "customer_id",
+    "payment_method_id",
+    "setup_future_usage",
+    "off_session",
+    "gateway",
+    "connection_id",
+    "livemode",
+    "return_url",
+    "description",
+    "statement_descriptor",
+    "statement_descriptor_suffix",
+    "receipt_email",
+    "payment_method_types",
+    "automatic_payment_methods",
+    "metadata_",
+    "confirm_count",
+    "invoice_id",
+    "shipping",
+    "payment_method_options",
+    "created_us",
+    "updated_us",
+)
+_PI_CREATE = _insert_of(PaymentIntent, _PI_CREATED)
 # A caller's reserved id (``CreateParams.id``): inserted unless an intent has that id already,
-# then no row comes back (``ON CONFLICT (id) DO NOTHING``; by SQLite or not).
-_PI_INSERT_NEW = {
-    is_sqlite: dialect.insert(_PI_TABLE)
-    .on_conflict_do_nothing(index_elements=[_PI_TABLE.c.id])
-    .returning(_PI_TABLE.c.id)
-    for is_sqlite, dialect in ((True, sqlite), (False, postgresql))
-}
+# then no row comes back.
+_PI_CREATE_NEW = _insert_of(PaymentIntent, _PI_CREATED, conflict="id")
+# The intent's attributes, in the order of ``retrieve``'s row (``_OWNED_INTENT_DRIVER``).
+_PI_KEYS = tuple(attr.key for attr in inspect(PaymentIntent).column_attrs)
+_PI_ROW = _OWNED_INTENT_DRIVER[None].row
+assert _PI_ROW is not None
+
+
+def _intent_row(values: dict[str, Any]) -> PaymentIntent:
+    """A new intent as ``retrieve`` would read it back: its row (a named tuple of the model's
+    attributes, the ones not given None), to view and to confirm; never to change."""
+    assert _PI_ROW is not None
+    return cast(PaymentIntent, _PI_ROW([values.get(key) for key in _PI_KEYS]))
 
 
 class _ReservedIdTaken(Exception):
     """The create's reserved intent id was taken, after its read, by another request."""
 
 
-_PM_COLUMNS = columns_of(PaymentMethod)
-_PM_TABLE = cast(Table, PaymentMethod.__table__)
-_PM_UNIQUE = ("account_id", "gateway", "token")
-# Built once, by SQLite or not (the row's values are its parameters): inserted unless the
-# account has the token already, then no row comes back.
-_PM_INSERT_NEW = {
-    is_sqlite: dialect.insert(_PM_TABLE)
-    .on_conflict_do_nothing(index_elements=list(_PM_UNIQUE))
-    .returning(_PM_TABLE.c.id)
-    for is_sqlite, dialect in ((True, sqlite), (False, postgresql))
-}
+_PM_KEYS = tuple(attr.key for attr in inspect(PaymentMethod).column_attrs)
+# The Python defaults a Core INSERT would give a payment method's attributes not given
+# (``type``, ``livemode``, ``metadata_``): given here, as values of the driver's INSERT.
+_PM_DEFAULTS = tuple(
+    (attr.key, default)
+    for attr in inspect(PaymentMethod).column_attrs
+    if (default := attr.columns[0].default) is not None
+)
+# Driver INSERTs of a payment method, one per set of attributes given (a handful: each way a
+# payment method is made gives its own), built on first use: inserted unless the account has
+# the token already, then no row comes back.
+_PM_INSERTS: dict[tuple[str, ...], driver.Statement] = {}
+_PM_CONFLICT = "account_id, gateway, token"  # the UniqueConstraint of PaymentMethod
 _PM_OF_TOKEN = select(PaymentMethod).where(
     PaymentMethod.account_id == bindparam("account_id"),
     PaymentMethod.gateway == bindparam("gateway"),
@@ -1230,10 +1309,20 @@ async def _record_payment_method(
 ) -> PaymentMethod:
     """Insert a new (transient) payment method in the caller's transaction; if the account
     has the token already (a gateway that answers a shared token with the same token every
-    time), that row, as ``resolve_payment_method`` does. One statement, no savepoint."""
-    row = row_of(pm, _PM_COLUMNS)
-    inserted = (await s.execute(_PM_INSERT_NEW[is_sqlite], row)).scalar_one_or_none()
-    if inserted is not None:
+    time), that row, as ``resolve_payment_method`` does. One statement on the database
+    driver, no savepoint; the object stays transient (the session never sees it).
+    ``is_sqlite``: unused now (the driver renders for the session's database); kept for the
+    callers and tests that pass it."""
+    given = inspect(pm).dict
+    values = {key: given[key] for key in _PM_KEYS if key in given}
+    for key, default in _PM_DEFAULTS:
+        if key not in values:
+            values[key] = default.arg(None) if default.is_callable else default.arg
+    keys = tuple(values)
+    statement = _PM_INSERTS.get(keys)
+    if statement is None:
+        statement = _PM_INSERTS[keys] = _insert_of(PaymentMethod, keys, conflict=_PM_CONFLICT)
+    if await driver.fetchrow(s, statement, values) is not None:
         return pm
     existing: PaymentMethod = (
         await s.execute(

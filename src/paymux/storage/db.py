@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.sql.base import Executable
-from sqlalchemy.util import greenlet_spawn
+from sqlalchemy.util import await_only, greenlet_spawn
 
 from paymux.storage import sqlite_inline
 
@@ -72,9 +72,35 @@ def _sqlite_engine(url: str, begin: str, pool_size: int) -> AsyncEngine:
     return engine
 
 
+def _hand_writer_slot(writer: AsyncEngine) -> None:
+    """Give the writer's connections a way to hold the one writer connection: the background
+    WAL checkpoint copies its last pages holding it, so that this process's writers wait in
+    the pool's queue for that moment instead of polling SQLite's lock
+    (``sqlite_inline._checkpoint_in_turn``)."""
+    slot = writer.connect  # entered: the pool's one connection is checked out
+
+    @event.listens_for(writer.sync_engine, "connect")
+    def _slot(dbapi_conn: DBAPIConnection, record: ConnectionPoolEntry) -> None:
+        if isinstance(dbapi_conn, sqlite_inline.InlineConnection):
+            dbapi_conn.writer_slot = slot
+
+
 def _first_row(engine: Engine, statement: Executable, params: Mapping[str, Any]) -> Row[Any] | None:
     with engine.connect() as conn:
         return conn.execute(statement, params).first()
+
+
+def _ping_once(dbapi_connection: Any) -> bool:
+    """The pool's pre-ping of an asyncpg connection in one round trip: ``SELECT 1`` in the
+    simple query protocol (no statement to prepare). SQLAlchemy's own sends three (BEGIN,
+    ``;``, ROLLBACK) for PgBouncer's transaction pooling, which paymux does not support
+    (docs/operations.md); every checkout paid them: a GET of one object four round trips
+    instead of two (issue 10)."""
+    try:
+        await_only(dbapi_connection._connection.execute("SELECT 1"))
+    except Exception as error:
+        dbapi_connection._handle_exception(error)  # the DBAPI's error, for is_disconnect
+    return True
 
 
 class Database:
@@ -88,6 +114,7 @@ class Database:
             # open a write transaction inside another: it would wait for the one it holds.
             self.writer = _sqlite_engine(url, "BEGIN IMMEDIATE", 1)
             self.reader = _sqlite_engine(url, "BEGIN", pool_size)
+            _hand_writer_slot(self.writer)
         else:
             # pool_pre_ping: a connection the server closed while it sat in the pool (a
             # restart, pg_terminate_backend) is replaced before use. Checking it for free at
@@ -97,6 +124,8 @@ class Database:
             self.writer = create_async_engine(
                 url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
             )
+            # The ping in one round trip (``_ping_once``), not three.
+            self.writer.dialect.do_ping = _ping_once  # type: ignore[method-assign]
             self.reader = self.writer
         # One-statement reads (GET of one object): the statement is its own snapshot, without
         # a BEGIN before it and a ROLLBACK after it; the same pool. On PostgreSQL in autocommit

@@ -78,6 +78,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import SessionTransaction
 from sqlalchemy.sql import Select
 from sqlalchemy.types import TypeEngine
+from sqlalchemy.util import greenlet_spawn
 
 from paymux.storage import sqlite_inline
 
@@ -109,8 +110,9 @@ class _Dialected:
             None if type_ is None else type_.dialect_impl(dialect).result_processor(dialect, None)
             for type_ in statement.results
         )
-        self.results: tuple[_Processor | None, ...] | None = (
-            results if any(p is not None for p in results) else None
+        # The columns that need one, as (index, processor): a row converts only those.
+        self.results: tuple[tuple[int, _Processor], ...] | None = (
+            tuple((i, p) for i, p in enumerate(results) if p is not None) or None
         )
 
 
@@ -316,10 +318,14 @@ async def fetch(
 def _typed(statement: Statement, on: _Dialected, rows: list[Row]) -> list[Row]:
     if on.results is not None:
         processors = on.results
-        rows = [
-            tuple(v if p is None else p(v) for p, v in zip(processors, row, strict=False))
-            for row in rows
-        ]
+        converted = []
+        for row in rows:
+            values = list(row)
+            for index, process in processors:
+                if index < len(values):
+                    values[index] = process(values[index])
+            converted.append(tuple(values))
+        rows = converted
     make = statement.row
     return rows if make is None else [make(row) for row in rows]
 
@@ -380,5 +386,5 @@ async def first_row(
     except BaseException:
         pooled.invalidate()
         raise
-    pooled.close()
+    await greenlet_spawn(pooled.close)  # an overflow connection is closed: I/O
     return _typed(statement, on, rows[:1])[0] if rows else None

@@ -23,7 +23,10 @@ What could make the loop wait, and what happens instead:
   1,000 WAL pages and writes and fsyncs about 4 MB (about 15 ms here). It is turned off on
   these connections; every :data:`CHECKPOINT_EVERY` write commits a PASSIVE checkpoint runs
   in a thread on a connection of its own (passive: it never waits for, nor blocks, readers
-  or writers).
+  or writers); now and then a second one copies the last pages while this process's
+  writers wait in the pool for their one connection (the engine's ``writer_slot``), so
+  that the WAL rewinds: see :func:`_checkpoint_in_turn` for why (a 20 - 90 ms stall of the
+  API every few seconds otherwise).
 * Closing a connection can checkpoint and delete the WAL (the last one to close); that
   happens on pool disposal at shutdown, and is left inline.
 
@@ -43,6 +46,7 @@ import sqlite3
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Generator, Iterable
+from contextlib import AbstractAsyncContextManager
 from functools import partial
 from typing import Any, TypeVar
 
@@ -56,23 +60,33 @@ __all__ = [
     "DRIVER",
     "LOCK_TIMEOUT",
     "TRUNCATE_WAIT",
+    "WAL_REWIND_FRAMES",
     "WAL_TRUNCATE_FRAMES",
     "InlineConnection",
     "InlineCursor",
     "SQLiteDialect_paymux",
+    "WriterSlot",
     "execute_async",
 ]
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
+WriterSlot = Callable[[], AbstractAsyncContextManager[object]]
+"""Holds this process's one writer connection while entered (``db.py``: its pool's checkout)."""
+
 DRIVER = "paymux"
 LOCK_TIMEOUT = 30.0
 """Seconds a statement waits for another connection's lock before "database is locked"."""
 CHECKPOINT_EVERY = 200
 """Write commits between two background checkpoints (a few pages each: about 1,000 pages)."""
-WAL_TRUNCATE_FRAMES = 8192
-"""WAL frames (pages: 32 MiB at 4 KiB) past which a background checkpoint also empties the WAL."""
+WAL_REWIND_FRAMES = 8192
+"""WAL frames (pages: 32 MiB at 4 KiB) past which a background checkpoint, holding this
+process's writer connection, copies the rest so that the next write rewinds the WAL
+(:func:`_checkpoint_in_turn`)."""
+WAL_TRUNCATE_FRAMES = 32768
+"""WAL frames (128 MiB) past which a checkpoint also empties the WAL (a TRUNCATE checkpoint:
+the bound when rewinds keep failing, and the only one where no writer connection is known)."""
 TRUNCATE_WAIT = 0.05
 """Seconds that emptying the WAL waits for readers to leave it (writers wait meanwhile)."""
 
@@ -262,6 +276,8 @@ class InlineConnection(sqlite3.Connection):
         self.lockless = False
         self.greenlet_seen: object = None
         self.checkpoint_target: tuple[str, bool] | None = None
+        # Set by db.py on the writer engine's connections (None elsewhere).
+        self.writer_slot: WriterSlot | None = None
         self._changes_seen = 0
         self._write_commits = 0
 
@@ -293,7 +309,7 @@ class InlineConnection(sqlite3.Connection):
             self._write_commits += 1
             if self._write_commits >= CHECKPOINT_EVERY:
                 self._write_commits = 0
-                _checkpoint_soon(*self.checkpoint_target)
+                _checkpoint_soon(*self.checkpoint_target, self.writer_slot)
 
     def rollback(self) -> None:
         super().rollback()
@@ -308,29 +324,76 @@ class InlineConnection(sqlite3.Connection):
 
 
 _checkpointing: set[str] = set()
+_checkpoint_tasks: set[asyncio.Task[None]] = set()  # referenced until done
 
 
-def _checkpoint(path: str, uri: bool) -> None:
+def _passive(path: str, uri: bool) -> int:
     """A PASSIVE checkpoint on a connection of its own (copies what no reader still needs).
-
-    SQLite rewinds the WAL only when a write begins with the WAL copied whole and no reader in
-    it, which steady load never offers: the WAL of ``paymux serve`` grew by 0.24 MiB a payment
-    (1.7 GiB after 11,000), and its index (``-shm``, mapped into the process) with it. Past
-    :data:`WAL_TRUNCATE_FRAMES`, a TRUNCATE checkpoint follows: it copies the rest, waits up to
-    :data:`TRUNCATE_WAIT` for readers to leave the WAL, and empties the file; when they
-    don't, the next checkpoint tries again (docs/benchmarks.md, issue 10 memory)."""
+    Returns the WAL's length in frames (pages) since it was last rewound."""
     conn = sqlite3.connect(path, uri=uri, timeout=0, isolation_level=None, check_same_thread=False)
     try:
         _busy, frames, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        if frames >= WAL_TRUNCATE_FRAMES:
-            conn.execute(f"PRAGMA busy_timeout={round(TRUNCATE_WAIT * 1000)}")
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        return int(frames)
     finally:
         conn.close()
 
 
-def _checkpoint_soon(path: str, uri: bool) -> None:
-    """Checkpoint ``path``'s WAL in a thread, one at a time per file."""
+def _truncate(path: str, uri: bool) -> None:
+    """A TRUNCATE checkpoint: copies the rest, waits up to :data:`TRUNCATE_WAIT` for readers
+    to leave the WAL, and empties the file (when they don't, a later checkpoint tries again).
+    It holds the write lock meanwhile."""
+    conn = sqlite3.connect(path, uri=uri, timeout=0, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute(f"PRAGMA busy_timeout={round(TRUNCATE_WAIT * 1000)}")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    finally:
+        conn.close()
+
+
+def _checkpoint(path: str, uri: bool) -> None:
+    """A PASSIVE checkpoint; past :data:`WAL_TRUNCATE_FRAMES`, a TRUNCATE one after it.
+
+    SQLite rewinds the WAL only when a write begins with the WAL copied whole and no reader in
+    it, which steady load never offers to a checkpoint that runs beside the writers: the WAL
+    of ``paymux serve`` grew by 0.24 MiB a payment (1.7 GiB after 11,000), and its index
+    (``-shm``, mapped into the process) with it. The TRUNCATE checkpoint bounds it
+    (docs/benchmarks.md, issue 10 memory); :func:`_checkpoint_in_turn` makes it the exception."""
+    if _passive(path, uri) >= WAL_TRUNCATE_FRAMES:
+        _truncate(path, uri)
+
+
+async def _checkpoint_in_turn(path: str, uri: bool, slot: WriterSlot) -> None:
+    """The background checkpoint of a file this process writes through ``slot``.
+
+    A PASSIVE checkpoint beside the writers never finds the WAL copied whole (pages are
+    written while it copies), so SQLite never rewinds the WAL. The TRUNCATE checkpoint that
+    bounded it took the write lock for 20 - 90 ms every few seconds (copy the rest, fsync,
+    wait for readers, truncate), and the API's writers meanwhile met SQLITE_BUSY and slept
+    SQLite's back-off (1, 2, 5, 10, 15, 20 ... ms): the stalls behind the sequential p99 of
+    ``bench/payments.py`` on SQLite (issue 10, docs/operations.md).
+
+    Now the bulk is copied beside the writers, as before, and nothing else happens until the
+    WAL passes :data:`WAL_REWIND_FRAMES`. Then a second PASSIVE copies what was written
+    meanwhile holding this process's one writer connection (its writers wait in the pool, in
+    order, without polling): the WAL is whole when the next write begins, and that write
+    rewinds it (unless a reader is in it at that moment: then the next checkpoint tries
+    again). The hold is that short copy and its two fsyncs, not a truncate. Past
+    :data:`WAL_TRUNCATE_FRAMES` (rewinds kept failing) the WAL is emptied, still holding the
+    writer connection. Another process's writers (a ``paymux worker`` on the same file) are
+    not held: for them it is as before."""
+    loop = asyncio.get_running_loop()
+    frames = await loop.run_in_executor(None, _passive, path, uri)
+    if frames < WAL_REWIND_FRAMES:
+        return
+    async with slot():
+        frames = await loop.run_in_executor(None, _passive, path, uri)
+        if frames >= WAL_TRUNCATE_FRAMES:
+            await loop.run_in_executor(None, _truncate, path, uri)
+
+
+def _checkpoint_soon(path: str, uri: bool, slot: WriterSlot | None = None) -> None:
+    """Checkpoint ``path``'s WAL in the background, one at a time per file: in a thread, or,
+    given this process's writer ``slot``, as :func:`_checkpoint_in_turn`."""
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:  # sync use: nothing to keep responsive
@@ -349,7 +412,13 @@ def _checkpoint_soon(path: str, uri: bool) -> None:
             _log.warning("sqlite checkpoint failed: %r", future.exception())
 
     try:
-        loop.run_in_executor(None, _checkpoint, path, uri).add_done_callback(done)
+        if slot is None:
+            loop.run_in_executor(None, _checkpoint, path, uri).add_done_callback(done)
+        else:
+            task = loop.create_task(_checkpoint_in_turn(path, uri, slot))
+            _checkpoint_tasks.add(task)
+            task.add_done_callback(_checkpoint_tasks.discard)
+            task.add_done_callback(done)
     except RuntimeError as error:  # the loop is shutting down: the last close checkpoints
         _checkpointing.discard(path)
         _log.debug("sqlite checkpoint not started: %r", error)
