@@ -533,6 +533,18 @@ def sandbox_token(server: RunningServer, token: str) -> dict[str, Any]:
     return data
 
 
+def no_attach_job_pending(api: Api) -> None:
+    """Wait until no attach job of any test on this server is queued or running: an earlier
+    test's job (its success came by webhook, its attach is still queued) would otherwise take
+    the sandbox's injected attach faults, which are the server's, not an account's."""
+    deadline = time.monotonic() + 15
+    while api.server.sql(
+        "select id from jobs where kind = 'attach_payment_method' "
+        "and status in ('queued', 'running')"
+    ) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def test_a_card_saved_with_the_payment_is_the_customers_at_once_even_when_the_gateway_is_down(
     api: Api,
 ) -> None:
@@ -542,6 +554,7 @@ def test_a_card_saved_with_the_payment_is_the_customers_at_once_even_when_the_ga
     customer = api.ok("POST", "/v1/customers", {"email": "first@example.com"})
     other = api.ok("POST", "/v1/customers", {"email": "second@example.com"})
     # Each job run makes the call and its inline retries (gateway_retries = 3): 4 calls fail.
+    no_attach_job_pending(api)
     fail = {"operation": "attach", "mode": "server_error", "count": 4}
     assert api.sandbox("POST", "/_control/faults", fail)
     try:
@@ -602,6 +615,7 @@ def test_a_card_detached_before_the_gateway_side_of_its_saving_is_not_attached_a
     api: Api,
 ) -> None:
     customer = api.ok("POST", "/v1/customers", {})
+    no_attach_job_pending(api)
     fail = {"operation": "attach", "mode": "server_error", "count": 4}
     assert api.sandbox("POST", "/_control/faults", fail)
     try:

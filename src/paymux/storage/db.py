@@ -158,6 +158,8 @@ class Database:
         return await greenlet_spawn(_first_row, self.single_reader.sync_engine, statement, params)
 
     async def dispose(self) -> None:
+        if self.is_sqlite:
+            await sqlite_inline.finish_checkpoints()
         await self.writer.dispose()
         if self.reader is not self.writer:
             await self.reader.dispose()

@@ -363,11 +363,12 @@ async def first_row(
     engine: AsyncEngine, statement: Statement, params: Mapping[str, Any] | None = None
 ) -> Row | None:
     """The first row of a one-statement read OUTSIDE any transaction (``Database.first_row``
-    on the driver): a connection of ``engine``'s pool (``db.reader``; checked out in one
-    greenlet call, with the pool's ping on PostgreSQL), the statement alone (PostgreSQL:
-    asyncpg without a transaction, the statement its own snapshot; SQLite: sqlite3's
-    autocommit, no BEGIN), the connection back to the pool. A connection whose statement
-    was cut off (an error, a cancellation) is invalidated, not pooled."""
+    on the driver), or of one write that is atomic alone (an upsert ``RETURNING``, run on
+    ``db.writer``: services/ratelimit.py): a connection of ``engine``'s pool (``db.reader``;
+    checked out in one greenlet call, with the pool's ping on PostgreSQL), the statement
+    alone (PostgreSQL: asyncpg without a transaction, the statement its own snapshot;
+    SQLite: sqlite3's autocommit, no BEGIN), the connection back to the pool. A connection
+    whose statement was cut off (an error, a cancellation) is invalidated, not pooled."""
     pooled = await engine.raw_connection()
     dialect = engine.dialect
     c = _Connection(pooled.dbapi_connection, pooled.driver_connection, dialect)

@@ -46,9 +46,10 @@ import sqlite3
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Generator, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from greenlet import getcurrent  # type: ignore[import-untyped]
 from sqlalchemy.dialects import registry
@@ -325,6 +326,10 @@ class InlineConnection(sqlite3.Connection):
 
 _checkpointing: set[str] = set()
 _checkpoint_tasks: set[asyncio.Task[None]] = set()  # referenced until done
+# The checkpoints' own threads: :func:`_checkpoint_in_turn` holds the writer connection while
+# its step runs, so that step must never queue behind the application's work in the loop's
+# default executor (password hashing, PDF drawing): every write of the process would wait.
+_CHECKPOINT_THREADS: Final = ThreadPoolExecutor(max_workers=4, thread_name_prefix="checkpoint")
 
 
 def _passive(path: str, uri: bool) -> int:
@@ -382,13 +387,28 @@ async def _checkpoint_in_turn(path: str, uri: bool, slot: WriterSlot) -> None:
     writer connection. Another process's writers (a ``paymux worker`` on the same file) are
     not held: for them it is as before."""
     loop = asyncio.get_running_loop()
-    frames = await loop.run_in_executor(None, _passive, path, uri)
+    frames = await loop.run_in_executor(_CHECKPOINT_THREADS, _passive, path, uri)
     if frames < WAL_REWIND_FRAMES:
         return
     async with slot():
-        frames = await loop.run_in_executor(None, _passive, path, uri)
+        frames = await loop.run_in_executor(_CHECKPOINT_THREADS, _passive, path, uri)
         if frames >= WAL_TRUNCATE_FRAMES:
-            await loop.run_in_executor(None, _truncate, path, uri)
+            await loop.run_in_executor(_CHECKPOINT_THREADS, _truncate, path, uri)
+
+
+async def finish_checkpoints() -> None:
+    """Let this event loop's background checkpoints end (``Database.dispose``): one still
+    waiting for the writer connection would otherwise check one out of the disposed pool, a
+    connection nothing closes. One that doesn't end within 5 seconds is cancelled."""
+    loop = asyncio.get_running_loop()
+    pending = [t for t in _checkpoint_tasks if t.get_loop() is loop and not t.done()]
+    if not pending:
+        return
+    _done, late = await asyncio.wait(pending, timeout=5.0)
+    for task in late:
+        task.cancel()
+    if late:
+        await asyncio.wait(late)
 
 
 def _checkpoint_soon(path: str, uri: bool, slot: WriterSlot | None = None) -> None:
@@ -413,7 +433,8 @@ def _checkpoint_soon(path: str, uri: bool, slot: WriterSlot | None = None) -> No
 
     try:
         if slot is None:
-            loop.run_in_executor(None, _checkpoint, path, uri).add_done_callback(done)
+            future = loop.run_in_executor(_CHECKPOINT_THREADS, _checkpoint, path, uri)
+            future.add_done_callback(done)
         else:
             task = loop.create_task(_checkpoint_in_turn(path, uri, slot))
             _checkpoint_tasks.add(task)
