@@ -36,6 +36,7 @@ from conftest import migrated_database_url
 from paymux.jobs.worker import Worker
 from paymux.services import Paymux
 from paymux.storage import driver
+from support.backlog import stored_completions
 from support.fake_gateway import Outcome, ProviderEvent
 from support.harness import Harness
 from support.pgcluster import PgCluster
@@ -50,26 +51,6 @@ def url(request: pytest.FixtureRequest, tmp_path: Path, pg_cluster: PgCluster | 
     name = f"batched_{request.node.name.split('[')[0][-20:]}_{backend}".replace("-", "_")
     db_url = migrated_database_url(backend, tmp_path, pg_cluster, name)
     return db_url
-
-
-async def waiting_payments(h: Harness, n: int) -> list[str]:
-    """``n`` payments in requires_action (3-D Secure); then the payer completes each at the
-    provider, whose events are stored (not applied): a backlog of ``n`` completions."""
-    ids = []
-    for _ in range(n):
-        h.gw.script("authorize", Outcome.requires_action())
-        r = await h.post(
-            "/v1/payment_intents",
-            {"amount": 2500, "currency": "usd", "confirm": True, "payment_method": "tok_visa"},
-        )
-        assert h.body(r)["status"] == "requires_action", r.text
-        ids.append(h.body(r)["id"])
-    h.gw.take_webhooks()  # what the provider said before: not part of this backlog
-    for pi in ids:
-        h.gw.complete_action(pi)
-    for ev in h.gw.take_webhooks():
-        await h.gw.deliver_webhook(h.app.webhooks, ev, apply=False)
-    return ids
 
 
 async def store(h: Harness, type_: str, obj: dict[str, Any]) -> str:
@@ -117,7 +98,7 @@ def test_a_failing_event_is_rolled_back_alone_and_retried_later(url: str, tmp_pa
 
     async def main() -> None:
         async with Harness.open(url, tmp_path, worker_batch_size=50) as h:
-            ids = await waiting_payments(h, 5)
+            ids = await stored_completions(h, 5)
             payment = h.gw.payments_for(ids[0])[0].snapshot()
             unknown = await store(
                 h,
@@ -188,7 +169,7 @@ class Crash(BaseException):
 def test_a_crash_mid_batch_leaves_nothing_half_applied(url: str, tmp_path: Path) -> None:
     async def main() -> None:
         async with Harness.open(url, tmp_path, worker_batch_size=50) as h:
-            ids = await waiting_payments(h, 6)
+            ids = await stored_completions(h, 6)
             inserts = 0
             dead = False
 
@@ -250,7 +231,7 @@ def test_a_crash_mid_batch_leaves_nothing_half_applied(url: str, tmp_path: Path)
 def test_a_failed_batch_commit_falls_back_to_one_event_at_a_time(url: str, tmp_path: Path) -> None:
     async def main() -> None:
         async with Harness.open(url, tmp_path, worker_batch_size=50) as h:
-            ids = await waiting_payments(h, 4)
+            ids = await stored_completions(h, 4)
             commits = 0
 
             def fail_the_first_batch_commit(conn: Any) -> None:

@@ -21,7 +21,7 @@ import pytest
 
 from conftest import migrated_database_url
 from paymux.jobs import queue
-from support.fake_gateway import Outcome
+from support.backlog import stored_completions
 from support.harness import Harness
 from support.pgcluster import PgCluster
 
@@ -35,26 +35,6 @@ def url(request: pytest.FixtureRequest, tmp_path: Path, pg_cluster: PgCluster | 
     backend = str(request.param)
     name = f"topup_{request.node.name.split('[')[0][-20:]}_{backend}".replace("-", "_")
     return migrated_database_url(backend, tmp_path, pg_cluster, name)
-
-
-async def backlog_of_completions(h: Harness, n: int) -> list[str]:
-    """``n`` payments waiting for 3-D Secure, completed by the payer at the provider, whose
-    events are stored and not applied: ``n`` queued apply_webhook jobs."""
-    ids = []
-    for _ in range(n):
-        h.gw.script("authorize", Outcome.requires_action())
-        r = await h.post(
-            "/v1/payment_intents",
-            {"amount": 2500, "currency": "usd", "confirm": True, "payment_method": "tok_visa"},
-        )
-        assert h.body(r)["status"] == "requires_action", r.text
-        ids.append(h.body(r)["id"])
-    h.gw.take_webhooks()  # what the provider said before: not part of this backlog
-    for pi in ids:
-        h.gw.complete_action(pi)
-    for ev in h.gw.take_webhooks():
-        await h.gw.deliver_webhook(h.app.webhooks, ev, apply=False)
-    return ids
 
 
 async def apply_jobs(h: Harness) -> Counter[tuple[str, int]]:
@@ -73,7 +53,7 @@ def test_a_backlog_of_events_is_claimed_past_the_batch_size(url: str, tmp_path: 
 
     async def main() -> None:
         async with Harness.open(url, tmp_path, worker_batch_size=BATCH) as h:
-            ids = await backlog_of_completions(h, BACKLOG)
+            ids = await stored_completions(h, BACKLOG)
             assert await apply_jobs(h) == Counter({("queued", 0): BACKLOG})
             # PostgreSQL: the whole backlog in one round (23 < 2 x 100); SQLite: 5.
             first = await h.worker.run_once()
@@ -95,7 +75,7 @@ def test_a_claim_with_another_kind_of_job_is_not_topped_up(url: str, tmp_path: P
                 await queue.enqueue(
                     s, "purge_idempotency_keys", {}, now_us=h.app.ctx.now_us() - 1_000_000
                 )
-            await backlog_of_completions(h, BACKLOG)
+            await stored_completions(h, BACKLOG)
             assert await h.worker.run_once() == BATCH  # the purge and 4 events
             kinds = await h.sql("select kind, status from jobs where status = 'done'")
             assert Counter(k for k, _ in kinds) == Counter(

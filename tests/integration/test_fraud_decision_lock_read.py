@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 from alembic import command
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from conftest import migrated_database_url
 from paymux.fraud import velocity
@@ -52,21 +53,29 @@ async def _decide(database: Database, card: str, *, reserve: bool) -> velocity.D
     call (``reserve``, as the confirm does) or by ``velocity.reserve`` after it."""
     keys = _keys(card)
     async with database.write() as s:
-        read = await velocity.locked_decision_read(
-            s, ACCOUNT, False, keys, NOW_US, (), (), is_sqlite=False, reserve=reserve
-        )
-        if not reserve:
-            await velocity.reserve(
-                s,
-                ACCOUNT,
-                False,
-                keys,
-                keys["card_fingerprint"],
-                now_us=NOW_US,
-                is_sqlite=False,
-                prune=read.stale,
-                previous=read.cards,
+        if reserve:
+            return await velocity.locked_decision_read(
+                s, ACCOUNT, False, keys, NOW_US, (), (), is_sqlite=False, reserve=True
             )
+        return await _read_then_reserve(s, keys)
+
+
+async def _read_then_reserve(s: AsyncSession, keys: dict[str, str]) -> velocity.DecisionRead:
+    """The lock and the read alone, then the attempt counted by ``velocity.reserve``."""
+    read = await velocity.locked_decision_read(
+        s, ACCOUNT, False, keys, NOW_US, (), (), is_sqlite=False
+    )
+    await velocity.reserve(
+        s,
+        ACCOUNT,
+        False,
+        keys,
+        keys["card_fingerprint"],
+        now_us=NOW_US,
+        is_sqlite=False,
+        prune=read.stale,
+        previous=read.cards,
+    )
     return read
 
 
@@ -95,20 +104,7 @@ def test_the_second_decider_waits_and_counts_the_first_s_committed_attempt(
 
             async def first_decider() -> velocity.DecisionRead:
                 async with first.write() as s:
-                    read = await velocity.locked_decision_read(
-                        s, ACCOUNT, False, keys, NOW_US, (), (), is_sqlite=False
-                    )
-                    await velocity.reserve(
-                        s,
-                        ACCOUNT,
-                        False,
-                        keys,
-                        keys["card_fingerprint"],
-                        now_us=NOW_US,
-                        is_sqlite=False,
-                        prune=read.stale,
-                        previous=read.cards,
-                    )
+                    read = await _read_then_reserve(s, keys)
                     holding.set()
                     await release.wait()  # the locks held, the attempt not committed
                 return read

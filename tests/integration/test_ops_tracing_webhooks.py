@@ -32,7 +32,8 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from conftest import migrated_database_url
 from paymux.observability import tracing
-from support.fake_gateway import Outcome, ProviderEvent
+from support.backlog import completed_at_provider
+from support.fake_gateway import ProviderEvent
 from support.harness import Harness
 from support.pgcluster import PgCluster
 from support.spans import in_memory_spans
@@ -67,29 +68,6 @@ def named_in(header: str) -> str:
     version, trace_id, span_id, _flags = header.split("-")
     assert version == "00"
     return f"{trace_id}-{span_id}"
-
-
-async def waiting_payments(h: Harness, n: int) -> list[str]:
-    """``n`` payments in requires_action; the payer then completes each at the provider: the
-    provider's events about the completions are pending delivery (not delivered yet)."""
-    ids = []
-    for _ in range(n):
-        h.gw.script("authorize", Outcome.requires_action())
-        r = await h.post(
-            "/v1/payment_intents",
-            {
-                "amount": AMOUNT,
-                "currency": "usd",
-                "confirm": True,
-                "payment_method": "tok_visa",
-            },
-        )
-        assert h.body(r)["status"] == "requires_action", r.text
-        ids.append(h.body(r)["id"])
-    h.gw.take_webhooks()  # what the provider said before: not delivered here
-    for pi in ids:
-        h.gw.complete_action(pi)
-    return ids
 
 
 async def deliver_together(h: Harness, events: list[ProviderEvent]) -> list[str]:
@@ -130,7 +108,7 @@ def test_a_batch_of_deliveries_is_traced_per_delivery_from_ingest_to_apply(
 ) -> None:
     async def main() -> None:
         async with Harness.open(db, tmp_path, worker_batch_size=50) as h:
-            ids = await waiting_payments(h, 3)
+            ids = await completed_at_provider(h, amount=AMOUNT, n=3)
             events = h.gw.take_webhooks()
             assert len(events) == 3
             exported.clear()
@@ -205,7 +183,7 @@ def test_an_event_failing_in_a_batch_fails_its_own_span_only(
 ) -> None:
     async def main() -> None:
         async with Harness.open(db, tmp_path, worker_batch_size=50) as h:
-            ids = await waiting_payments(h, 2)
+            ids = await completed_at_provider(h, amount=AMOUNT, n=2)
             payment = h.gw.payments_for(ids[0])[0].snapshot()
             unknown = ProviderEvent(
                 f"evt_nowhere_{random.getrandbits(48):x}",
@@ -273,7 +251,7 @@ def test_deliveries_leave_jobs_without_trace_context_when_tracing_is_off(
 
     async def main() -> None:
         async with Harness.open(db, tmp_path) as h:
-            await waiting_payments(h, 2)
+            await completed_at_provider(h, amount=AMOUNT, n=2)
             await deliver_together(h, h.gw.take_webhooks())
             jobs = await apply_jobs(h)
             assert len(jobs) == 2

@@ -57,7 +57,7 @@ from paymux.services.three_d_secure import (
     requested_option,
 )
 from paymux.services.views import payment_intent_view, payment_method_view, refund_view
-from paymux.storage.driver import Statement, execute, fetchrow
+from paymux.storage.driver import Statement, execute, fetchrow, insert_of
 from paymux.storage.models import Customer, GatewayAttempt, PaymentIntent, PaymentMethod, Refund
 
 __all__ = ["AttemptEngine", "intent_view", "state_of"]
@@ -92,14 +92,7 @@ def _returning(columns: tuple[tuple[str, str], ...]) -> str:
 
 _ATTEMPT_RESULTS = tuple(_ATTEMPT_TABLE.c[column].type for _, column in _ATTEMPT_COLUMNS)
 _ATTEMPT_KEYS = tuple(key for key, _ in _ATTEMPT_COLUMNS)
-_ATTEMPT_INSERT = Statement(
-    "INSERT INTO gateway_attempts ("  # noqa: S608 (the model's column names)
-    + ", ".join(column for _, column in _ATTEMPT_COLUMNS)
-    + ") VALUES ("
-    + ", ".join(f":{key}" for key, _ in _ATTEMPT_COLUMNS)
-    + ")",
-    binds={key: _ATTEMPT_TABLE.c[column].type for key, column in _ATTEMPT_COLUMNS},
-)
+_ATTEMPT_INSERT = insert_of(GatewayAttempt, _ATTEMPT_KEYS)
 _SETTLE_ATTEMPT = Statement(
     f"UPDATE gateway_attempts SET status = '{SETTLED}', result = :b_result, updated_us = :b_now "  # noqa: S608
     f"WHERE id = :b_id AND object_id = :b_object_id AND status = '{PENDING}' "

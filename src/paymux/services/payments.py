@@ -20,7 +20,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 from sqlalchemy import bindparam, inspect, select
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.domain.attempts import CANCELLATION_REASONS, Operation
@@ -67,7 +66,7 @@ from paymux.services.routing import (
 )
 from paymux.services.three_d_secure import card_options
 from paymux.storage import driver
-from paymux.storage.models import Base, Customer, GatewayAttempt, PaymentIntent, PaymentMethod
+from paymux.storage.models import Customer, GatewayAttempt, PaymentIntent, PaymentMethod
 
 __all__ = [
     "CreateParams",
@@ -1204,27 +1203,6 @@ async def _owned_intent(
 # A confirmation's count, as an UPDATE sets it when the intent is read again under the lock
 # (``start_on_intent``): built once (``start_if_unchanged`` takes the value read + 1).
 _CONFIRM_COUNT_NEXT = PaymentIntent.confirm_count + 1
-_QUOTE = postgresql.dialect().identifier_preparer.quote  # type: ignore[no-untyped-call]
-
-
-def _insert_of(
-    model: type[Base], keys: tuple[str, ...], *, conflict: str | None = None
-) -> driver.Statement:
-    """An INSERT of ``keys`` (the model's attribute names, as the statement's parameters)
-    on the database driver, with the columns' types' bind processors (JSON serialized as the
-    ORM serializes it, SQLite's booleans). A column not among ``keys`` is left out, as the
-    Core INSERT of ``row_of`` left an attribute not given (those have no Python default).
-    ``conflict``: ``ON CONFLICT (...) DO NOTHING RETURNING id`` (a row back only if it was
-    inserted)."""
-    columns = {attr.key: attr.columns[0] for attr in inspect(model).column_attrs}
-    names = ", ".join(_QUOTE(columns[key].name) for key in keys)
-    params = ", ".join(f":{key}" for key in keys)
-    sql = f"INSERT INTO {model.__tablename__} ({names}) VALUES ({params})"  # noqa: S608 (ours)
-    if conflict is not None:
-        sql += f" ON CONFLICT ({conflict}) DO NOTHING RETURNING id"
-    return driver.Statement(sql, binds={key: columns[key].type for key in keys})
-
-
 # What a create gives a new intent (``PaymentsService.create``'s ``values``); the others
 # (a decline, 3-D Secure, the fraud outcome, cancellation...) stay NULL until they happen.
 _PI_CREATED = (
@@ -1263,10 +1241,10 @@ _PI_CREATED = (
     "created_us",
     "updated_us",
 )
-_PI_CREATE = _insert_of(PaymentIntent, _PI_CREATED)
+_PI_CREATE = driver.insert_of(PaymentIntent, _PI_CREATED)
 # A caller's reserved id (``CreateParams.id``): inserted unless an intent has that id already,
 # then no row comes back.
-_PI_CREATE_NEW = _insert_of(PaymentIntent, _PI_CREATED, conflict="id")
+_PI_CREATE_NEW = driver.insert_of(PaymentIntent, _PI_CREATED, conflict="id")
 # The intent's attributes, in the order of ``retrieve``'s row (``_OWNED_INTENT_DRIVER``).
 _PI_KEYS = tuple(attr.key for attr in inspect(PaymentIntent).column_attrs)
 _PI_ROW = _OWNED_INTENT_DRIVER[None].row
@@ -1321,7 +1299,7 @@ async def _record_payment_method(
     keys = tuple(values)
     statement = _PM_INSERTS.get(keys)
     if statement is None:
-        statement = _PM_INSERTS[keys] = _insert_of(PaymentMethod, keys, conflict=_PM_CONFLICT)
+        statement = _PM_INSERTS[keys] = driver.insert_of(PaymentMethod, keys, conflict=_PM_CONFLICT)
     if await driver.fetchrow(s, statement, values) is not None:
         return pm
     existing: PaymentMethod = (

@@ -71,7 +71,8 @@ from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
-from sqlalchemy import exc
+from sqlalchemy import exc, inspect
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -204,6 +205,26 @@ class Statement:
 
     def __repr__(self) -> str:
         return f"Statement({self.sql!r})"
+
+
+_QUOTE: Final = postgresql.dialect().identifier_preparer.quote  # type: ignore[no-untyped-call]
+
+
+def insert_of(model: Any, keys: Sequence[str], *, conflict: str | None = None) -> Statement:
+    """An INSERT into a mapped ``model``'s table of ``keys`` (its attribute names, which are
+    the statement's parameters: ``metadata_`` for the column ``metadata``), with the
+    columns' types' bind processors (JSON serialized as the ORM serializes it, SQLite's
+    booleans). A column not among ``keys`` is left out: it gets its column default, as the
+    ORM leaves it (pass Python-side defaults yourself). ``conflict``: ``ON CONFLICT (...)
+    DO NOTHING RETURNING id`` (a row back only if it was inserted). Built once per shape by
+    the caller; the same SQL on SQLite and PostgreSQL."""
+    columns = {attr.key: attr.columns[0] for attr in inspect(model).column_attrs}
+    names = ", ".join(_QUOTE(columns[key].name) for key in keys)
+    params = ", ".join(f":{key}" for key in keys)
+    sql = f"INSERT INTO {model.__tablename__} ({names}) VALUES ({params})"  # noqa: S608 (ours)
+    if conflict is not None:
+        sql += f" ON CONFLICT ({conflict}) DO NOTHING RETURNING id"
+    return Statement(sql, binds={key: columns[key].type for key in keys})
 
 
 class _Connection:
