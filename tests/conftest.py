@@ -94,6 +94,10 @@ def make_settings(database_url: str, tmp: Path, port: int, **overrides: Any) -> 
         # Connections may point at the test doubles on loopback (localstripe, Prism, fakes);
         # a deployment allows only each gateway's published hosts (security/gateway_hosts.py).
         "allowed_gateway_hosts": "127.0.0.1",
+        # A key's request rate: the default 100 a second is within reach of a test's
+        # sequential SDK calls on a fast machine (a 429 the test did not ask for). The limiter
+        # still runs on every request; the rate-limit tests set their own limits.
+        "rate_limit_requests": 1000,
     }
     values.update(overrides)
     return Settings(**values)
