@@ -8,13 +8,16 @@ Prints:
    (``FraudEngine.screen_in``, in the write transaction that starts the attempt: the keys'
    lock, the velocity counts and the rules' version in one statement, the rule set
    (cached), the list look-up, the facts, the score, the rules, and the attempt counted;
-   on PostgreSQL the lock, the read and the attempt counted are one call, migration 0036)
+   on PostgreSQL the lock, the read and the attempt counted are one call, migrations 0036
+   and 0037; the attempt's BEGIN is sent before it, as the confirm's intent lock is)
    on each database asked for (a SQLite file; PostgreSQL in a throwaway cluster) with the
    paymux schema, and of the velocity settle that the payment's settling transaction adds;
    with the decision's CPU time (this process's, the SQLite calls included: a figure a
    loaded machine inflates less than wall time) and its statements per payment, each with
    its mean time (counted by SQLAlchemy events and the driver layer's observers:
-   ``storage/driver.py``);
+   ``storage/driver.py``); on PostgreSQL, the call's own run inside the server and the
+   pages it touches (its last 500 calls replayed under ``EXPLAIN ANALYZE``, rolled back),
+   and the same of a block's undo after each of them;
 3. the velocity read of one key hammered with 10,000 and 100,000 distinct cards in a day
    (p50/p99, its CPU, on PostgreSQL the server's execution time), and a decision's read and
    write of that key.
@@ -29,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import json
 import statistics
 import sys
 import time
@@ -131,6 +135,11 @@ def _pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else values[0]
 
 
+# The attempt's first statement before the decision (the confirm's is the intent's locked
+# read): ``bench_screen``.
+_FIRST = driver.Statement("SELECT 1")
+
+
 async def bench_screen(url: str, backend: str, rules: int, payments: int) -> None:
     await asyncio.to_thread(upgrade, url)
     settings = Settings(database_url=url, fraud_usd_rates="EUR=1.08")
@@ -189,6 +198,15 @@ async def bench_screen(url: str, backend: str, rules: int, payments: int) -> Non
             statements[" ".join(sql.split())[:72]].append(took * 1000)
 
     stop_observing = driver.observe(_driver)
+    calls: list[dict[str, Any]] = []  # the decision's call's parameters (PostgreSQL)
+    real_fetch = velocity.fetch
+
+    async def _call(s: Any, statement: driver.Statement, params: dict[str, Any]) -> Any:
+        if statement is velocity._LOCKED_READ:
+            calls.append(dict(params))
+        return await real_fetch(s, statement, params)
+
+    velocity.fetch = _call  # type: ignore[assignment]
     for i in range(payments):
         pm = PaymentMethod(
             id=f"pm_{i}",
@@ -201,7 +219,12 @@ async def bench_screen(url: str, backend: str, rules: int, payments: int) -> Non
         # As the confirm decides: in the write transaction that starts the attempt
         # (its BEGIN and COMMIT are the attempt's, paid with or without a decision).
         async with db.write() as s:
-            await s.connection()  # the attempt's BEGIN (it locks the intent first)
+            # The attempt's BEGIN, and its first statement (the confirm locks the intent
+            # first): on SQLite the connection's BEGIN IMMEDIATE; on PostgreSQL SQLAlchemy's
+            # asyncpg adapter sends its BEGIN before the transaction's first statement, not
+            # when the connection is taken, so without one here the decision's figures would
+            # include the BEGIN's round trip.
+            await driver.fetch(s, _FIRST, {})
             counting[0] = True
             t0, c0, h0 = time.perf_counter(), time.process_time(), time.thread_time()
             changes, blocked = await engine.screen_in(s, "acct_bench", pi, pm)
@@ -220,6 +243,8 @@ async def bench_screen(url: str, backend: str, rules: int, payments: int) -> Non
         thread_ms.append((h1 - h0) * 1000)
         write_ms.append((t3 - t2) * 1000)
     stop_observing()
+    velocity.fetch = real_fetch  # type: ignore[assignment]
+    inside = await _inside_postgres(db, calls[-500:]) if calls else ""
     await db.dispose()
     print(
         f"confirm's fraud decision on {backend} ({rules} rules + defaults, {payments} payments,"
@@ -246,6 +271,88 @@ async def bench_screen(url: str, backend: str, rules: int, payments: int) -> Non
     print(f"  statements per decision: {total / payments:.2f}")
     for sql, took in sorted(statements.items(), key=lambda kv: -len(kv[1])):
         print(f"    {len(took) / payments:.2f} x {statistics.fmean(took):.3f} ms  {sql}")
+    if inside:
+        print(inside)
+
+
+class _Undone(Exception):
+    """Rolls back a replayed call's transaction."""
+
+
+def _explained(plan: Any) -> tuple[float, int]:
+    """An ``EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)``'s execution time and the pages its top
+    node touched (found in shared buffers or read; a function's nested statements
+    included)."""
+    top = json.loads(plan) if isinstance(plan, str) else plan
+    node = top[0]["Plan"]
+    touched = int(node["Shared Hit Blocks"] + node["Shared Read Blocks"])
+    return float(top[0]["Execution Time"]), touched
+
+
+def _figures(name: str, calls: int, took: list[float], pages: list[int]) -> str:
+    return (
+        f"  {name} inside PostgreSQL ({calls} calls replayed, EXPLAIN ANALYZE):"
+        f" mean {statistics.fmean(took):.3f} ms, p50 {_pct(took, 50):.3f} ms,"
+        f" p99 {_pct(took, 99):.3f} ms; pages touched per call {statistics.fmean(pages):.1f}"
+    )
+
+
+async def _inside_postgres(db: Database, calls: list[dict[str, Any]]) -> str:
+    """The decision's call (``paymux_fraud_decision_start``) replayed with the parameters of
+    the bench's last decisions, each under ``EXPLAIN (ANALYZE, BUFFERS)`` in a transaction
+    rolled back: its run inside PostgreSQL (no round trip, no client) and the pages it
+    touches, the nested statements' included (a count, which a loaded machine does not
+    change). Then each call again, as a block would follow it: the call, then its undo
+    (``paymux_fraud_decision_undo``, ``velocity.unreserve``'s arguments) explained, rolled
+    back."""
+    explain = driver.Statement(
+        "EXPLAIN (ANALYZE, BUFFERS, TIMING OFF, FORMAT JSON) " + velocity._LOCKED_READ.sql
+    )
+    explain_undo = driver.Statement(
+        "EXPLAIN (ANALYZE, BUFFERS, TIMING OFF, FORMAT JSON) " + velocity._UNDO.sql
+    )
+    took: list[float] = []
+    pages: list[int] = []
+    undo_took: list[float] = []
+    undo_pages: list[int] = []
+    for params in calls:
+        try:
+            async with db.write() as s:
+                plan = (await driver.fetch(s, explain, params))[0][0]
+                raise _Undone
+        except _Undone:
+            pass
+        run, touched = _explained(plan)
+        took.append(run)
+        pages.append(touched)
+        if params["reserve_minute"] is None:
+            continue
+        try:
+            async with db.write() as s:
+                rows = await driver.fetch(s, velocity._LOCKED_READ, params)
+                last = sorted((row[1], int(row[2])) for row in rows if row[0] == "p")
+                undo = {
+                    "account_id": params["account_id"],
+                    "livemode": params["livemode"],
+                    "keys": params["keys"],
+                    "card": params["card"],
+                    "card_keys": params["card_keys"],
+                    "reserve_minute": params["reserve_minute"],
+                    "since_day": params["reserve_minute"] - velocity._DAY_MINUTES + 1,
+                    "last_keys": [key for key, _ in last],
+                    "last_minutes": [minute for _, minute in last],
+                }
+                plan = (await driver.fetch(s, explain_undo, undo))[0][0]
+                raise _Undone
+        except _Undone:
+            pass
+        run, touched = _explained(plan)
+        undo_took.append(run)
+        undo_pages.append(touched)
+    figures = [_figures("the call's run", len(calls), took, pages)]
+    if undo_took:
+        figures.append(_figures("a block's undo", len(undo_took), undo_took, undo_pages))
+    return "\n".join(figures)
 
 
 async def bench_velocity_read(url: str, backend: str, attempts: int) -> None:
@@ -313,9 +420,9 @@ async def bench_velocity_read(url: str, backend: str, attempts: int) -> None:
     keys = {"card_fingerprint": "f" * 64, "ip": key}
     for _ in range(40):
         async with db.write() as s:
-            await s.connection()
+            await driver.fetch(s, _FIRST, {})  # the BEGIN before the decision, as above
             t0, c0 = time.perf_counter(), time.process_time()
-            # As the confirm: on PostgreSQL the call reserves too (migration 0036).
+            # As the confirm: on PostgreSQL the call reserves too (migrations 0036, 0037).
             read = await velocity.locked_decision_read(
                 s, "a", False, keys, now, (), (), is_sqlite=db.is_sqlite, reserve=True
             )

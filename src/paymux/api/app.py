@@ -54,6 +54,7 @@ from paymux.api.routers import (
     webhook_endpoints,
     webhooks,
 )
+from paymux.api.routing import match_once
 from paymux.config import Settings, get_settings
 from paymux.dashboard.app import install as install_dashboard
 from paymux.domain.errors import PaymuxError
@@ -312,6 +313,8 @@ def create_app(settings: Settings, paymux: Paymux | None = None) -> FastAPI:
     for exc_class in (DBAPIError, PoolTimeoutError, ConnectionError):
         app.add_exception_handler(exc_class, database_error)
 
+    # Once every router is in: each request's route matched once, not twice (api/routing.py).
+    match_once(app)
     return app
 
 

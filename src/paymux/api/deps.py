@@ -497,7 +497,10 @@ async def direct_expand(request: Request) -> list[str]:
 
 def direct_query_str(request: Request, name: str, *, max_length: int) -> str | None:
     """A ``str | None`` query parameter with ``Query(max_length=...)``, as FastAPI reads it
-    (the last value given) and refuses it (``RequestValidationError``: a 400 naming it)."""
+    (the last value given) and refuses it (``RequestValidationError``: a 400 naming it).
+    Without a query string there is none: no query parsed (issue 10)."""
+    if not request.scope.get("query_string"):
+        return None
     value = request.query_params.get(name)
     if value is not None and len(value) > max_length:
         raise RequestValidationError(

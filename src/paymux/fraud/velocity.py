@@ -31,8 +31,8 @@ tried since the window's start, at any size.
   declines (an address blocked once is not kept blocked by its own blocked attempts).
 
 On PostgreSQL a decision is one round trip (``locked_decision_read(reserve=True)``: the
-function of migration 0036): the keys' lock, then the read in a statement of its own (a
-fresh snapshot, taken with the lock held), then the attempt reserved as ``reserve`` would,
+function of migrations 0036 and 0037): the keys' lock, then the read in a statement of its
+own (a fresh snapshot, taken with the lock held), then the attempt reserved as ``reserve`` would,
 before the rules decide; a block takes it back in its transaction (``unreserve``), so
 nothing of it is ever committed. SQLite reads, then ``reserve``s once the rules allow.
 
@@ -495,8 +495,8 @@ async def decision_read(
 
 
 # The keys' advisory locks, the decision's read and (``reserve_minute`` not NULL) the attempt
-# counted, in one round trip on PostgreSQL: the function of migration 0036 (its windows are
-# VELOCITY_WINDOWS' three, in this order); and its undo, for a block.
+# counted, in one round trip on PostgreSQL: the function of migrations 0036 and 0037 (its
+# windows are VELOCITY_WINDOWS' three, in this order); and its undo, for a block.
 _LOCKED_READ: Final = Statement(
     "SELECT * FROM paymux_fraud_decision_start(CAST(:lock_keys AS BIGINT[]), :account_id,"
     " :livemode, CAST(:keys AS TEXT[]), :pending_since, :since_10m, :since_hourly,"
@@ -525,8 +525,8 @@ async def locked_decision_read(
 ) -> DecisionRead:
     """``lock`` then ``decision_read``, as a decision needs them: on PostgreSQL in ONE
     round trip, a call of the ``VOLATILE`` PL/pgSQL function ``paymux_fraud_decision_start``
-    (migration 0036), which takes the keys' locks and then reads in a statement of its own.
-    The read must not share the lock's statement: a statement's snapshot (READ COMMITTED)
+    (migrations 0036 and 0037), which takes the keys' locks and then reads in a statement of
+    its own. The read must not share the lock's statement: a statement's snapshot (READ COMMITTED)
     is taken when it starts, before it waits for the lock, and would miss the attempt the
     lock's previous holder committed meanwhile; a volatile function's statements each take
     a fresh one. On SQLite (its write transaction is the only writer), the read alone.

@@ -39,12 +39,13 @@ from sqlalchemy import delete, literal, select, text, tuple_, union_all, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from paymux.domain.clock import seconds
 from paymux.domain.errors import PaymuxError
 from paymux.observability.tracing import inject
+from paymux.storage import driver
 from paymux.storage.models import Job
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "STATUSES",
     "ClaimedJob",
     "LeaseLost",
+    "any_due",
     "backoff_seconds",
     "claim",
     "complete",
@@ -263,6 +265,26 @@ async def claim(
         ClaimedJob(r.id, r.kind, r.payload, r.attempts, r.max_attempts, worker_id, r.lease_id)
         for r in rows
     ]
+
+
+# Whether ``claim`` would find a job: a queued one that is due, or a running one whose lease
+# ran out (the same two index range scans, stopping at the first row).
+_ANY_DUE = driver.Statement(
+    "SELECT 1 WHERE EXISTS (SELECT 1 FROM jobs WHERE status = 'queued' AND run_at_us <= :now)"
+    " OR EXISTS (SELECT 1 FROM jobs WHERE status = 'running' AND locked_until_us < :now)"
+)
+
+
+async def any_due(reader: AsyncEngine, *, now_us: int) -> bool:
+    """Whether a claim at ``now_us`` would find a job, in one read outside any transaction
+    (``driver.first_row`` on ``reader``, ``Database.reader``).
+
+    Why: an idle worker polls every PAYMUX_WORKER_POLL_INTERVAL, and a claim is a write
+    transaction. On SQLite that takes the one write lock (the API's writes wait behind it,
+    five times a second); on PostgreSQL it is five round trips (the pool's ping, BEGIN, two
+    locking SELECTs, COMMIT) where this read is two. A job enqueued after the read is claimed
+    at the next poll, as one enqueued after an empty claim was."""
+    return await driver.first_row(reader, _ANY_DUE, {"now": now_us}) is not None
 
 
 async def extend(

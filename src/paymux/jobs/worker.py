@@ -170,6 +170,10 @@ class Worker:
     def stop(self) -> None:
         self._stop.set()
 
+    async def _any_due(self) -> bool:
+        ctx = self.app.ctx
+        return await queue.any_due(ctx.db.reader, now_us=ctx.now_us())
+
     async def run_once(self) -> int:
         """Claim and run one batch. Returns how many jobs ran."""
         ctx = self.app.ctx
@@ -570,14 +574,21 @@ class Worker:
         runner = DeliveryRunner(self.app.ctx, self.app.webhook_endpoints)
         outbound = asyncio.create_task(runner.run(self._stop))  # outbound webhooks
         self._outbound = outbound
+        ran = 1  # the first round claims without looking first
         try:
             while not self._stop.is_set():
                 try:
                     await self.beat.beat(self.app.ctx.now_us())
-                    if loop.time() - self._last_sweep >= settings.maintenance_interval:
+                    swept = loop.time() - self._last_sweep >= settings.maintenance_interval
+                    if swept:
                         self._last_sweep = loop.time()
                         await self.sweep()
-                    ran = await self.run_once()
+                    # Idle (the last round ran nothing, and no sweep may have enqueued work):
+                    # a read first, and the claim's write transaction only when it finds a
+                    # job (queue.any_due: no write lock taken five times a second on SQLite,
+                    # fewer round trips on PostgreSQL). A backlog is claimed straight away.
+                    if ran or swept or await self._any_due():
+                        ran = await self.run_once()
                 except Exception:
                     log.exception("worker loop error; backing off")
                     ran = 0

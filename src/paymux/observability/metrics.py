@@ -172,10 +172,25 @@ def _label(value: object, default: str) -> str:
     return text_value if _LABEL.fullmatch(text_value) else default
 
 
+_REQUEST_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"})
+# The two children a request is counted in, by (method, route, status): ``labels()`` looks its
+# child up under the metric's lock with its labels checked each time, twice per request (issue
+# 10). Bounded as the labels are: methods from a fixed set, route templates, status codes.
+_REQUEST_CHILDREN: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+
 def observe_request(method: str, route: str, status: int, seconds: float) -> None:
-    method = method if method in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD") else "OTHER"
-    REQUESTS.labels(method, route, str(status)).inc()
-    REQUEST_SECONDS.labels(method, route).observe(seconds)
+    method = method if method in _REQUEST_METHODS else "OTHER"
+    key = (method, route, status)
+    children = _REQUEST_CHILDREN.get(key)
+    if children is None:
+        children = (
+            REQUESTS.labels(method, route, str(status)),
+            REQUEST_SECONDS.labels(method, route),
+        )
+        _REQUEST_CHILDREN[key] = children
+    children[0].inc()
+    children[1].observe(seconds)
 
 
 def observe_apply_lag(gateway: str, seconds: float) -> None:

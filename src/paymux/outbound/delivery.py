@@ -59,7 +59,7 @@ from paymux.domain.ids import new_id
 from paymux.observability.metrics import count_delivered
 from paymux.outbound.batches import insert_rows, update_rows
 from paymux.outbound.claims import Head, claim_postgres, claim_sqlite
-from paymux.outbound.dispatch import dispatch_once
+from paymux.outbound.dispatch import DISPATCH_BATCH, dispatch_once
 from paymux.outbound.endpoints import WebhookEndpoints
 from paymux.outbound.http1 import ConnectionPool, ConnectTimeout, ProtocolError, request_target
 from paymux.outbound.schedule import parse_schedule, retry_delay
@@ -284,14 +284,18 @@ class DeliveryRunner:
     async def step(self, *, look: bool = False) -> bool:
         """One round: dispatch new events, record finished sends, start due sends. Whether
         anything happened. New events are looked for at most once a poll interval, unless
-        the last look found some (then at once: a backlog drains at full speed)."""
+        the last look found a full batch (then at once: a backlog drains at full speed)."""
         self.wake.clear()  # a send finishing from here on wakes the next wait at once
         dispatched = 0
         started_at = time.monotonic()
         if look or self._more_events or started_at - self._looked_at >= self.poll:
             self._looked_at = started_at
             dispatched = await dispatch_once(self.ctx)
-            self._more_events = dispatched > 0
+            # A full batch is a backlog: looked at again at once. Fewer (the events of the
+            # payments made since the last look) wait for the next poll interval, and are
+            # dispatched together: looking again at once after each commit's events cost
+            # every payment about four more round trips on PostgreSQL (issue 10).
+            self._more_events = dispatched >= DISPATCH_BATCH
         if started_at - self._swept_at >= 1.0:
             # Idle connections are closed on a clock, busy or not: under a steady backlog the
             # loop never waits, and hosts not sent to again would keep their sockets open.

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.domain.ids import new_id
-from paymux.services.context import Context, page_of
+from paymux.services.context import Context, flush_pending, page_of
+from paymux.storage.driver import execute, insert_of
 from paymux.storage.models import AuditEntry
 
 __all__ = [
@@ -97,8 +97,33 @@ class AuditRequest:
 # The API request being served, if any (None in workers, the CLI and library use).
 pending_audit: ContextVar[AuditRequest | None] = ContextVar("paymux_audit", default=None)
 
-# A Core statement built once: no unit of work for a row that is only ever inserted.
-_INSERT = insert(cast(Table, AuditEntry.__table__))
+# The entry's columns, as ``AuditRequest.values`` gives them (every column: none is left to
+# its default).
+_AUDIT_KEYS = (
+    "id",
+    "account_id",
+    "actor",
+    "action",
+    "object_type",
+    "object_id",
+    "livemode",
+    "request_id",
+    "details",
+    "created_us",
+)
+# The entry's INSERT on the database driver (storage/driver.py), written once: a row that is
+# only ever inserted needs no unit of work, and a statement whose SQL never changes none of
+# SQLAlchemy's execution layers (a confirmed payment's settle ran it through them: issue 10).
+# ``details`` is bound as the ORM binds JSON, ``livemode`` as each database's boolean.
+_INSERT = insert_of(AuditEntry, _AUDIT_KEYS)
+
+
+async def _insert(session: AsyncSession, values: dict[str, Any]) -> None:
+    """One entry's INSERT in ``session``'s transaction, after the autoflush that
+    ``session.execute`` of a Core statement did (``flush_pending``: the transaction's writes
+    in the order they were)."""
+    await flush_pending(session)
+    await execute(session, _INSERT, values)
 
 
 async def audit_in(session: AsyncSession, result: dict[str, Any], now_us: int) -> None:
@@ -110,7 +135,7 @@ async def audit_in(session: AsyncSession, result: dict[str, Any], now_us: int) -
     request = pending_audit.get()
     if request is None or request.written or not request.answers_with(result):
         return
-    await session.execute(_INSERT, request.values(result, now_us))
+    await _insert(session, request.values(result, now_us))
     request.written = True
 
 
@@ -189,7 +214,7 @@ class AuditLog:
     async def write(self, values: dict[str, Any]) -> None:
         """An entry (``AuditRequest.values``) in a transaction of its own."""
         async with self.ctx.db.write() as s:
-            await s.execute(_INSERT, values)
+            await _insert(s, values)
 
     async def list(
         self,

@@ -269,9 +269,7 @@ class PaymentsService:
         """``retrieve``'s read: the intent's row (a named tuple of the model's attributes),
         one statement outside any transaction; 404 as ``get_owned`` answers it."""
         statement = _OWNED_INTENT_DRIVER[current_livemode.get()]
-        row = await driver.first_row(
-            self.ctx.db.reader, statement, {"pi_id": pi_id, "account_id": account_id}
-        )
+        row = await self.ctx.db.one_row(statement, {"pi_id": pi_id, "account_id": account_id})
         if row is None:
             raise PaymuxError.of(
                 "resource_missing", f"No such payment_intent: '{pi_id}'", param="id"

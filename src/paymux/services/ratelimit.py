@@ -158,8 +158,11 @@ class RateLimiter:
             self._prune(now)
             self._memory[name] = (start, count)
             return count
-        # One statement, atomic alone: in autocommit, no BEGIN/COMMIT (driver.first_row).
-        row = await driver.first_row(self.ctx.db.writer, _COUNT, {"name": name, "start": start})
+        # One statement, atomic alone: in autocommit, no BEGIN/COMMIT, and no ping before it
+        # (``Database.one_row``: retried on a pinged connection if its connection was closed;
+        # a count retried after a connection lost mid-statement counts twice: it refuses
+        # early, never admits more).
+        row = await self.ctx.db.one_row(_COUNT, {"name": name, "start": start}, write=True)
         assert row is not None  # RETURNING gives the row inserted or updated
         return int(row[0])
 

@@ -4,7 +4,9 @@
 process's single writer connection, so concurrent writers queue for it (and wait for other
 processes' writers, see below) instead of failing mid-transaction with SQLITE_BUSY;
 ``db.read()`` opens a plain one. On PostgreSQL both are ordinary transactions, on pooled
-connections pinged at checkout (``pool_pre_ping``).
+connections pinged at checkout (``pool_pre_ping``). ``db.one_row()`` runs one statement that
+is its own transaction (GET of one object, the rate limit's count) on a connection checked
+out without the ping, and runs it again on a pinged one if that connection was closed.
 
 SQLite runs on the inline driver (``sqlite_inline``: sqlite3 calls on the event loop, no
 thread hop per cursor call); ``sqlite+aiosqlite://`` URLs are mapped to it, and waits for
@@ -13,11 +15,12 @@ another process's lock sleep on the loop instead of in SQLite's busy handler.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
-from typing import Any
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
+from typing import Any, cast
 
-from sqlalchemy import Engine, Row, event
+from sqlalchemy import Engine, Row, event, exc
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -25,11 +28,12 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.util import await_only, greenlet_spawn
+from sqlalchemy.util import queue as sqla_queue
 
-from paymux.storage import sqlite_inline
+from paymux.storage import driver, sqlite_inline
 
 __all__ = ["Database"]
 
@@ -90,12 +94,44 @@ def _first_row(engine: Engine, statement: Executable, params: Mapping[str, Any])
         return conn.execute(statement, params).first()
 
 
+# Set while ``Database.one_row`` checks a connection out for its first try: no ping (it
+# retries on a fresh, pinged connection if that one turns out closed).
+_UNPINGED: ContextVar[bool] = ContextVar("paymux_unpinged_checkout", default=False)
+# SQLSTATEs of a connection that is gone: connection exceptions (class 08) and the server
+# ending it (57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now).
+_GONE_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+
+
+@contextmanager
+def _unpinged() -> Iterator[None]:
+    token = _UNPINGED.set(True)
+    try:
+        yield
+    finally:
+        _UNPINGED.reset(token)
+
+
+def _connection_gone(engine: AsyncEngine, error: exc.DBAPIError) -> bool:
+    """Whether ``error`` says the connection was closed (by the server, or found closed by
+    the driver) rather than anything about the statement."""
+    orig: Any = error.orig
+    if error.connection_invalidated or engine.dialect.is_disconnect(orig, None, None):
+        return True
+    state = getattr(error.orig, "sqlstate", None)
+    if isinstance(state, str) and state.startswith(_GONE_SQLSTATES):
+        return True
+    # asyncpg's own "connection was closed in the middle of operation" (no SQLSTATE).
+    return isinstance(error, exc.InterfaceError)
+
+
 def _ping_once(dbapi_connection: Any) -> bool:
     """The pool's pre-ping of an asyncpg connection in one round trip: ``SELECT 1`` in the
     simple query protocol (no statement to prepare). SQLAlchemy's own sends three (BEGIN,
     ``;``, ROLLBACK) for PgBouncer's transaction pooling, which paymux does not support
     (docs/operations.md); every checkout paid them: a GET of one object four round trips
-    instead of two (issue 10)."""
+    instead of two (issue 10). None for ``Database.one_row``'s first try (``_UNPINGED``)."""
+    if _UNPINGED.get():
+        return True
     try:
         await_only(dbapi_connection._connection.execute("SELECT 1"))
     except Exception as error:
@@ -103,8 +139,41 @@ def _ping_once(dbapi_connection: Any) -> bool:
     return True
 
 
+# How long a PostgreSQL checkout that would open an overflow connection first waits for a
+# pooled one to come back (seconds): under a load of short statements one comes back well
+# within it; opening a connection costs more (about 1.4 ms of this process's CPU and 5-13 ms
+# of wall time on the 2-CPU bench host, and PostgreSQL starts a server process for it).
+OVERFLOW_WAIT = 0.02
+
+
+class _PatientPool(AsyncAdaptedQueuePool):
+    """The PostgreSQL pool: a checkout that finds every pooled connection out waits up to
+    ``overflow_wait`` for one to come back before it opens an overflow connection.
+
+    Why: an overflow connection is closed at check-in when the pool is full again. Under a
+    load of short statements with more requests in flight than the pool holds (GET of one
+    object at 16 connections, pool 5 + 5), every such checkout opened a connection that the
+    next check-in closed: 350-650 connects in 5 s of GETs (44-110 with the wait), each with
+    SQLAlchemy's set-up queries and every statement prepared again (issue 10;
+    tests/integration/test_get_pool_wait.py). A checkout that still finds none
+    opens the overflow connection as before (up to ``max_overflow``), so code that holds one
+    connection while it asks for another waits at most ``overflow_wait`` more."""
+
+    overflow_wait = OVERFLOW_WAIT
+
+    def _do_get(self) -> ConnectionPoolEntry:
+        if 0 <= self._overflow < self._max_overflow:
+            try:
+                return self._pool.get(True, self.overflow_wait)
+            except sqla_queue.Empty:
+                pass
+        return super()._do_get()
+
+
 class Database:
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(
+        self, url: str, *, pool_size: int = 10, overflow_wait: float = OVERFLOW_WAIT
+    ) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
@@ -121,9 +190,16 @@ class Database:
             # checkout (asyncpg's is_closed) was tried and let one through: the close had not
             # reached the client yet, and the next BEGIN failed (tests/integration/
             # test_db_checkout.py); the ping's round trips are the price of never failing there.
+            # (``one_row`` skips it: its statement alone is the check, retried if it finds the
+            # connection closed.)
             self.writer = create_async_engine(
-                url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+                url,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_pre_ping=True,
+                poolclass=_PatientPool,  # waits a moment before an overflow connection
             )
+            cast(_PatientPool, self.writer.pool).overflow_wait = overflow_wait
             # The ping in one round trip (``_ping_once``), not three.
             self.writer.dialect.do_ping = _ping_once  # type: ignore[method-assign]
             self.reader = self.writer
@@ -156,6 +232,33 @@ class Database:
         statement, fetch and check-in run as sync code in ONE greenlet (``AsyncConnection``
         would switch into one for each: connect, execute, close)."""
         return await greenlet_spawn(_first_row, self.single_reader.sync_engine, statement, params)
+
+    async def one_row(
+        self, statement: driver.Statement, params: Mapping[str, Any], *, write: bool = False
+    ) -> driver.Row | None:
+        """``driver.first_row`` of ``statement`` on the reader (``write``: the writer), a
+        statement that is its own transaction (a read, or one atomic write such as the rate
+        limit's upsert), in ONE round trip on PostgreSQL where a pinged checkout takes two.
+
+        Why it may skip the pool's ping: the ping is there so that a connection the server
+        closed while it sat in the pool is never used (tests/integration/
+        test_db_checkout.py). For a statement alone, the statement itself is the check: if
+        the connection turns out closed (nothing ran on it: the server had ended it), it is
+        invalidated (``driver.first_row``) and the statement runs again once, on a pinged
+        connection, so the caller never sees that failure. Any other error is the caller's.
+        A write retried after a connection lost MID-statement may have run twice: only for
+        statements where that errs on the safe side (a count that refuses early). SQLite's
+        pool has no ping: straight to ``driver.first_row``."""
+        engine = self.writer if write else self.reader
+        if self.is_sqlite:
+            return await driver.first_row(engine, statement, params)
+        try:
+            with _unpinged():
+                return await driver.first_row(engine, statement, params)
+        except exc.DBAPIError as error:
+            if not _connection_gone(engine, error):
+                raise
+        return await driver.first_row(engine, statement, params)
 
     async def dispose(self) -> None:
         if self.is_sqlite:

@@ -43,6 +43,7 @@ import asyncio
 import itertools
 import logging
 import sqlite3
+import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Generator, Iterable
@@ -67,6 +68,7 @@ __all__ = [
     "InlineCursor",
     "SQLiteDialect_paymux",
     "WriterSlot",
+    "checkpoint_in_background",
     "execute_async",
 ]
 
@@ -411,14 +413,18 @@ async def finish_checkpoints() -> None:
         await asyncio.wait(late)
 
 
-def _checkpoint_soon(path: str, uri: bool, slot: WriterSlot | None = None) -> None:
+def _checkpoint_soon(
+    path: str, uri: bool, slot: WriterSlot | None = None, *, hold: threading.Lock | None = None
+) -> None:
     """Checkpoint ``path``'s WAL in the background, one at a time per file: in a thread, or,
-    given this process's writer ``slot``, as :func:`_checkpoint_in_turn`."""
+    given this process's writer ``slot``, as :func:`_checkpoint_in_turn`, or given the lock
+    its writers ``hold``, as :func:`_checkpoint_held`."""
+    work = _checkpoint if hold is None else partial(_checkpoint_held, hold=hold)
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:  # sync use: nothing to keep responsive
         try:
-            _checkpoint(path, uri)
+            work(path, uri)
         except sqlite3.Error as error:  # the commit itself succeeded: never fail it
             _log.warning("sqlite checkpoint failed: %r", error)
         return
@@ -433,7 +439,7 @@ def _checkpoint_soon(path: str, uri: bool, slot: WriterSlot | None = None) -> No
 
     try:
         if slot is None:
-            future = loop.run_in_executor(_CHECKPOINT_THREADS, _checkpoint, path, uri)
+            future = loop.run_in_executor(_CHECKPOINT_THREADS, work, path, uri)
             future.add_done_callback(done)
         else:
             task = loop.create_task(_checkpoint_in_turn(path, uri, slot))
@@ -443,6 +449,27 @@ def _checkpoint_soon(path: str, uri: bool, slot: WriterSlot | None = None) -> No
     except RuntimeError as error:  # the loop is shutting down: the last close checkpoints
         _checkpointing.discard(path)
         _log.debug("sqlite checkpoint not started: %r", error)
+
+
+def _checkpoint_held(path: str, uri: bool, hold: threading.Lock) -> None:
+    """:func:`_checkpoint_in_turn` for a store whose writers take the threading lock ``hold``
+    (in a thread): the bulk PASSIVE beside them; past :data:`WAL_REWIND_FRAMES`, a second one
+    holding ``hold``, so that the WAL is whole when the next write begins and that write
+    rewinds it; past :data:`WAL_TRUNCATE_FRAMES`, a TRUNCATE, still holding it."""
+    if _passive(path, uri) < WAL_REWIND_FRAMES:
+        return
+    with hold:
+        if _passive(path, uri) >= WAL_TRUNCATE_FRAMES:
+            _truncate(path, uri)
+
+
+def checkpoint_in_background(path: str, hold: threading.Lock) -> None:
+    """Checkpoint the WAL of the SQLite file at ``path`` (a plain file name) in a thread, one
+    checkpoint at a time per file (inline when no event loop runs), for a store written
+    outside our engines whose writers all take ``hold`` (the sandbox processor's: it turns
+    SQLite's automatic checkpoint off, so that its commits on the event loop never copy and
+    fsync pages). Call it without holding ``hold``. See :func:`_checkpoint_held`."""
+    _checkpoint_soon(path, False, hold=hold)
 
 
 class _InlineDBAPI:

@@ -1,0 +1,134 @@
+"""``Database.one_row`` (GET of one object, the rate limit's count): a statement alone, on a
+pooled PostgreSQL connection checked out WITHOUT the pool's ping (one round trip, not two),
+and still never failing on a connection the server closed while it sat in the pool: the
+statement runs again, once, on a good connection. Any other error is raised after one run.
+Real PostgreSQL (the session's throwaway cluster), no mocks; the ping is counted by wrapping
+the ``SELECT 1`` of the pool's ping in asyncpg's query log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from paymux.storage import driver
+from paymux.storage.db import Database
+from support.pgcluster import PgCluster
+
+_PID = driver.Statement("SELECT pg_backend_pid()")
+
+
+@pytest.fixture
+def pg_url(pg_cluster: PgCluster | None, request: pytest.FixtureRequest) -> Iterator[str]:
+    if pg_cluster is None:
+        pytest.skip("PostgreSQL binaries not found (set PAYMUX_TEST_POSTGRES=required to fail)")
+    yield pg_cluster.create_database(f"onerow_{request.node.name[-40:].lower()}")
+
+
+async def _count_pings(db: Database) -> list[str]:
+    """A list that grows by one for each ping (``SELECT 1``) sent on the pool's one
+    connection, from asyncpg's query logger (which sees every query it sends)."""
+    raw = await db.writer.raw_connection()
+    connection = raw.driver_connection
+    raw.close()
+    sent: list[str] = []
+
+    def logged(query: Any) -> None:
+        if query.query == "SELECT 1":
+            sent.append(query.query)
+
+    connection.add_query_logger(logged)
+    return sent
+
+
+async def _terminate(url: str, pid: int) -> None:
+    """End server process ``pid`` from a connection of another engine; wait until it is
+    gone and the client's loop has read the closed socket."""
+    other = Database(url, pool_size=1)
+    try:
+        async with other.write() as s:
+            ended = await s.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+            assert ended.scalar_one()
+        for _ in range(200):
+            async with other.read() as s:
+                alive = (
+                    await s.execute(
+                        text("SELECT count(*) FROM pg_stat_activity WHERE pid = :p"), {"p": pid}
+                    )
+                ).scalar_one()
+            if not alive:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await other.dispose()
+    await asyncio.sleep(0.05)
+
+
+def test_one_row_sends_no_ping_where_a_session_read_pings(pg_url: str) -> None:
+    async def scenario() -> tuple[int, int, set[int]]:
+        db = Database(pg_url, pool_size=1)
+        try:
+            await db.one_row(_PID, {})  # the pool's one connection, made (a new one: no ping)
+            pings = await _count_pings(db)
+            pids = {int(row[0]) for row in [await db.one_row(_PID, {}) for _ in range(5)] if row}
+            by_one_row = len(pings)
+            for _ in range(5):
+                async with db.read() as s:
+                    await s.execute(text("SELECT 1"))
+            return by_one_row, len(pings) - by_one_row, pids
+        finally:
+            await db.dispose()
+
+    by_one_row, by_sessions, pids = asyncio.run(scenario())
+    assert by_one_row == 0
+    assert by_sessions == 5  # the pool does ping: the five session reads' checkouts
+    assert len(pids) == 1  # one pooled connection, used again each time
+
+
+def test_one_row_on_a_connection_the_server_closed_runs_on_a_new_one(pg_url: str) -> None:
+    async def scenario() -> tuple[int, int, int, int]:
+        db = Database(pg_url, pool_size=1)
+        try:
+            first = await db.one_row(_PID, {})
+            assert first is not None
+            await _terminate(pg_url, int(first[0]))
+            # The pool's one connection is the terminated one: checked out unpinged.
+            again = await db.one_row(_PID, {})
+            assert again is not None
+            write = await db.one_row(_PID, {}, write=True)
+            assert write is not None
+            return int(first[0]), int(again[0]), int(write[0]), db.writer.pool.checkedout()
+        finally:
+            await db.dispose()
+
+    first, again, write, checked_out = asyncio.run(scenario())
+    assert again != first  # a new server process, and no error
+    assert write == again  # the replacement is pooled and used again
+    assert checked_out == 0
+
+
+def test_one_row_runs_a_failing_statement_once(pg_url: str) -> None:
+    """An error of the statement itself (here a division by zero after a sequence's
+    ``nextval``) is raised, and the statement ran once: only a closed connection is retried."""
+
+    async def scenario() -> int:
+        db = Database(pg_url, pool_size=1)
+        try:
+            async with db.write() as s:
+                await s.execute(text("CREATE SEQUENCE one_row_runs"))
+            failing = driver.Statement("SELECT nextval('one_row_runs') / 0")
+            with pytest.raises(DBAPIError, match="division by zero"):
+                await db.one_row(failing, {}, write=True)
+            async with db.read() as s:
+                return int(
+                    (await s.execute(text("SELECT last_value FROM one_row_runs"))).scalar_one()
+                )
+        finally:
+            await db.dispose()
+
+    assert asyncio.run(scenario()) == 1
