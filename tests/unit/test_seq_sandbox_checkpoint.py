@@ -12,6 +12,7 @@ commit (it was rewound). A real file store, on a real event loop.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sqlite3
 import threading
 from pathlib import Path
@@ -43,9 +44,14 @@ def test_the_wal_is_checkpointed_in_threads_and_rewound(
     ran_on: list[int] = []
     checkpoint = sqlite_inline._passive
 
+    found: list[int] = []  # the WAL's frames each checkpoint found (-1: busy, not kept)
+
     def recorded(path: str, uri: bool) -> int:
         ran_on.append(threading.get_ident())
-        return checkpoint(path, uri)
+        frames = checkpoint(path, uri)
+        if frames >= 0:
+            found.append(frames)
+        return frames
 
     monkeypatch.setattr(sqlite_inline, "_passive", recorded)
     monkeypatch.setattr(sqlite_inline, "WAL_REWIND_FRAMES", REWIND_FRAMES)
@@ -66,10 +72,9 @@ def test_the_wal_is_checkpointed_in_threads_and_rewound(
     try:
         asyncio.run(write())
         # The frames now in the WAL (since it was last rewound), read while the processor
-        # still has the store open (the last connection to close empties the WAL): every
-        # commit appends at least one, so a WAL never rewound would hold at least WRITES of
-        # them (about 5,000 here); rewound past REWIND_FRAMES, it holds fewer than that
-        # and what the commits between two checkpoints (CHECKPOINT_EVERY) add (about 700).
+        # still has the store open (the last connection to close empties the WAL). A WAL
+        # never rewound would hold at least WRITES of them (about 5,000 here); rewound, it
+        # holds what was written since (some hundreds, depending on when the threads ran).
         with sqlite3.connect(path) as conn:
             for _ in range(100):  # another checkpointer at work: -1 frames, so ask again
                 busy, in_wal, _copied = conn.execute("pragma wal_checkpoint(passive)").fetchone()
@@ -81,4 +86,8 @@ def test_the_wal_is_checkpointed_in_threads_and_rewound(
     caller = threading.get_ident()
     assert ran_on, "no background checkpoint ran"
     assert caller not in ran_on
-    assert 0 < in_wal < WRITES
+    # Rewound: a checkpoint found fewer frames than the one before it (between two rewinds
+    # the WAL only grows), whenever the threads ran; how many frames are left at the end
+    # depends on when they ran, so it is not bounded here beyond holding some.
+    assert any(later < earlier for earlier, later in itertools.pairwise(found)), found
+    assert in_wal > 0

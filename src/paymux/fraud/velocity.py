@@ -200,6 +200,13 @@ _SETTLE: Final = Statement(
 )
 
 
+_SETTLE_CALL: Final = Statement(
+    "SELECT paymux_fraud_settle(:v_account, :v_mode, CAST(:v_keys AS TEXT[]),"
+    " CAST(:v_minute AS BIGINT), CAST(:v_declined AS INTEGER), CAST(:v_rank AS INTEGER),"
+    " CAST(:v_score AS INTEGER))"
+)
+
+
 async def lock(s: AsyncSession, keys: Iterable[str], *, is_sqlite: bool) -> None:
     """Serialize deciders of the same keys until the transaction ends: a PostgreSQL
     transaction-scoped advisory lock per key, taken in a fixed order (the keys sorted, one
@@ -308,8 +315,25 @@ async def settle(
     rank = _RISK_RANK.get(gateway_risk or "")
     # One row at a time in the keys' order (as ``reserve`` takes them): an UPDATE of several
     # rows locks them in whatever order its plan reads them, and two settling transactions
-    # sharing keys deadlocked on PostgreSQL. One statement each, built once.
-    for key in sorted(keys.values()):
+    # sharing keys deadlocked on PostgreSQL. There, the same UPDATEs in the same order in one
+    # round trip (``paymux_fraud_settle``, migration 0037); on SQLite one statement each.
+    ordered = sorted(keys.values())
+    if ordered and s.get_bind().dialect.name == "postgresql":
+        await execute(
+            s,
+            _SETTLE_CALL,
+            {
+                "v_account": account_id,
+                "v_mode": livemode,
+                "v_keys": ordered,
+                "v_minute": minute,
+                "v_declined": 1 if declined else 0,
+                "v_rank": rank,
+                "v_score": gateway_risk_score,
+            },
+        )
+        return
+    for key in ordered:
         await execute(
             s,
             _SETTLE,

@@ -260,9 +260,11 @@ class PaymentsService:
     # -- reads ------------------------------------------------------------------------------
     async def retrieve(self, account_id: str, pi_id: str) -> dict[str, Any]:
         """One intent by id, of the account (and of the request key's mode): a Core SELECT
-        rendered once, run on the database driver (``driver.first_row``) on a pooled
-        connection (no ORM session, no SQLAlchemy execution layers), its row viewed as it is.
-        A single SELECT: its own snapshot, no BEGIN, nothing to commit."""
+        rendered once, run on the database driver (``Database.one_row``: on PostgreSQL a
+        pooled connection taken without the pool's ping, the read run again once on a pinged
+        one if that connection was closed) with no ORM session and no SQLAlchemy execution
+        layers, its row viewed as it is. A single SELECT: its own snapshot, no BEGIN,
+        nothing to commit."""
         return intent_view(self.ctx, await self._read_intent(account_id, pi_id))
 
     async def _read_intent(self, account_id: str, pi_id: str) -> PaymentIntent:
