@@ -15,6 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from paymux.storage.db import Database
+from support.pgbackends import terminate_backend
 from support.pgcluster import PgCluster
 
 
@@ -30,26 +31,6 @@ async def _backend_pid(db: Database) -> int:
         return int((await s.execute(text("SELECT pg_backend_pid()"))).scalar_one())
 
 
-async def _terminate(db: Database, pid: int) -> bool:
-    """End server process ``pid`` from another pooled connection; wait until it is gone."""
-    async with db.write() as s:
-        ended = bool(
-            (await s.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})).scalar_one()
-        )
-    for _ in range(200):  # its FATAL and the closed socket reach the client asynchronously
-        async with db.read() as s:
-            alive = (
-                await s.execute(
-                    text("SELECT count(*) FROM pg_stat_activity WHERE pid = :p"), {"p": pid}
-                )
-            ).scalar_one()
-        if not alive:
-            break
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(0.05)  # and let the loop read the closed socket
-    return ended
-
-
 def test_a_pooled_connection_the_server_closed_is_replaced_before_use(pg_url: str) -> None:
     async def scenario() -> tuple[int, bool, int, int]:
         db = Database(pg_url, pool_size=2)
@@ -58,7 +39,7 @@ def test_a_pooled_connection_the_server_closed_is_replaced_before_use(pg_url: st
             async with db.read() as a, db.read() as b:
                 first = int((await a.execute(text("SELECT pg_backend_pid()"))).scalar_one())
                 await b.execute(text("SELECT 1"))
-            ended = await _terminate(db, first)
+            ended = await terminate_backend(db, first)
             # Every pooled connection is used again; none fails with "connection is closed".
             pids = []
             for _ in range(3):

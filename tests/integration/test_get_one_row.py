@@ -18,6 +18,7 @@ from sqlalchemy.exc import DBAPIError
 
 from paymux.storage import driver
 from paymux.storage.db import Database
+from support.pgbackends import terminate_backend
 from support.pgcluster import PgCluster
 
 _PID = driver.Statement("SELECT pg_backend_pid()")
@@ -47,26 +48,12 @@ async def _count_pings(db: Database) -> list[str]:
 
 
 async def _terminate(url: str, pid: int) -> None:
-    """End server process ``pid`` from a connection of another engine; wait until it is
-    gone and the client's loop has read the closed socket."""
+    """End server process ``pid`` from a connection of another engine."""
     other = Database(url, pool_size=1)
     try:
-        async with other.write() as s:
-            ended = await s.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
-            assert ended.scalar_one()
-        for _ in range(200):
-            async with other.read() as s:
-                alive = (
-                    await s.execute(
-                        text("SELECT count(*) FROM pg_stat_activity WHERE pid = :p"), {"p": pid}
-                    )
-                ).scalar_one()
-            if not alive:
-                break
-            await asyncio.sleep(0.01)
+        assert await terminate_backend(other, pid)
     finally:
         await other.dispose()
-    await asyncio.sleep(0.05)
 
 
 def test_one_row_sends_no_ping_where_a_session_read_pings(pg_url: str) -> None:
