@@ -303,6 +303,17 @@ def _figures(name: str, calls: int, took: list[float], pages: list[int]) -> str:
     )
 
 
+async def _rolled_back(db: Database, work: Any) -> Any:
+    """The EXPLAIN plan ``work(s)`` gives, in a write transaction rolled back (an explained
+    ANALYZE runs the call: nothing of it is kept)."""
+    try:
+        async with db.write() as s:
+            rows = await work(s)
+            raise _Undone(rows[0][0])
+    except _Undone as undone:
+        return undone.args[0]
+
+
 async def _inside_postgres(db: Database, calls: list[dict[str, Any]]) -> str:
     """The decision's call (``paymux_fraud_decision_start``) replayed with the parameters of
     the bench's last decisions, each under ``EXPLAIN (ANALYZE, BUFFERS)`` in a transaction
@@ -322,37 +333,27 @@ async def _inside_postgres(db: Database, calls: list[dict[str, Any]]) -> str:
     undo_took: list[float] = []
     undo_pages: list[int] = []
     for params in calls:
-        try:
-            async with db.write() as s:
-                plan = (await driver.fetch(s, explain, params))[0][0]
-                raise _Undone
-        except _Undone:
-            pass
+        plan = await _rolled_back(db, lambda s, p=params: driver.fetch(s, explain, p))
         run, touched = _explained(plan)
         took.append(run)
         pages.append(touched)
         if params["reserve_minute"] is None:
             continue
-        try:
-            async with db.write() as s:
-                rows = await driver.fetch(s, velocity._LOCKED_READ, params)
-                last = sorted((row[1], int(row[2])) for row in rows if row[0] == "p")
-                undo = {
-                    "account_id": params["account_id"],
-                    "livemode": params["livemode"],
-                    "keys": params["keys"],
-                    "card": params["card"],
-                    "card_keys": params["card_keys"],
-                    "reserve_minute": params["reserve_minute"],
-                    "since_day": params["reserve_minute"] - velocity._DAY_MINUTES + 1,
-                    "last_keys": [key for key, _ in last],
-                    "last_minutes": [minute for _, minute in last],
-                }
-                plan = (await driver.fetch(s, explain_undo, undo))[0][0]
-                raise _Undone
-        except _Undone:
-            pass
-        run, touched = _explained(plan)
+
+        async def undone(s: Any, p: dict[str, Any] = params) -> Any:
+            rows = await driver.fetch(s, velocity._LOCKED_READ, p)
+            undo = velocity.undo_params(
+                p["account_id"],
+                p["livemode"],
+                p["keys"],
+                p["card"],
+                p["card_keys"],
+                p["reserve_minute"],
+                {row[1]: int(row[2]) for row in rows if row[0] == "p"},
+            )
+            return await driver.fetch(s, explain_undo, undo)
+
+        run, touched = _explained(await _rolled_back(db, undone))
         undo_took.append(run)
         undo_pages.append(touched)
     figures = [_figures("the call's run", len(calls), took, pages)]

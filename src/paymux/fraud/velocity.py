@@ -593,22 +593,42 @@ async def unreserve(
     if read.reserved is None:
         return
     card = keys.get("card_fingerprint")
-    last = sorted(read.cards.items())
-    await fetch(
-        s,
-        _UNDO,
-        {
-            "account_id": account_id,
-            "livemode": livemode,
-            "keys": sorted(set(keys.values())),
-            "card": card,
-            "card_keys": _card_keys(keys, card),
-            "reserve_minute": read.reserved,
-            "since_day": read.reserved - _DAY_MINUTES + 1,
-            "last_keys": [key for key, _ in last],
-            "last_minutes": [minute for _, minute in last],
-        },
+    params = undo_params(
+        account_id,
+        livemode,
+        sorted(set(keys.values())),
+        card,
+        _card_keys(keys, card),
+        read.reserved,
+        read.cards,
     )
+    await fetch(s, _UNDO, params)
+
+
+def undo_params(
+    account_id: str,
+    livemode: bool,
+    keys: list[str],
+    card: str | None,
+    card_keys: list[str],
+    reserved: int,
+    cards: Mapping[str, int],
+) -> dict[str, Any]:
+    """``paymux_fraud_decision_undo``'s arguments (``unreserve``; bench/fraud.py replays
+    them): the decision's sorted keys, its card and card keys, the minute it reserved, and
+    the card's last minute per key the decision's read found (``DecisionRead.cards``)."""
+    last = sorted(cards.items())
+    return {
+        "account_id": account_id,
+        "livemode": livemode,
+        "keys": keys,
+        "card": card,
+        "card_keys": card_keys,
+        "reserve_minute": reserved,
+        "since_day": reserved - _DAY_MINUTES + 1,
+        "last_keys": [key for key, _ in last],
+        "last_minutes": [minute for _, minute in last],
+    }
 
 
 async def prune_old(
