@@ -8,16 +8,26 @@ Prints:
    (``FraudEngine.screen_in``, in the write transaction that starts the attempt: the keys'
    lock, the velocity counts and the rules' version in one statement, the rule set
    (cached), the list look-up, the facts, the score, the rules, and the attempt counted;
-   on PostgreSQL the lock, the read and the attempt counted are one call, migrations 0036
-   and 0037; the attempt's BEGIN is sent before it, as the confirm's intent lock is)
+   on PostgreSQL the intent's lock, the keys' lock, the read and the attempt counted are one
+   call, migrations 0036, 0037 and 0039, the first statement of the attempt's transaction:
+   its BEGIN is sent before it, and not timed)
    on each database asked for (a SQLite file; PostgreSQL in a throwaway cluster) with the
-   paymux schema, and of the velocity settle that the payment's settling transaction adds;
+   paymux schema, and of the velocity settle that the payment's settling transaction adds:
+   the settle has no statement of its own (migration 0038: the intent's UPDATE that marks
+   the attempt's record counted fires a trigger that settles its keys), so what fraud adds
+   there is that UPDATE with the counted record against the same UPDATE without fraud's
+   column (what a payment without fraud writes), both timed in each payment's settling
+   transaction (after its BEGIN and the intent's lock), in turn first; "added per payment"
+   is, payment by payment, the decision's wall time + (the UPDATE with the record - the
+   UPDATE without it), then its p50/p99;
    with the decision's CPU time (this process's, the SQLite calls included: a figure a
    loaded machine inflates less than wall time) and its statements per payment, each with
    its mean time (counted by SQLAlchemy events and the driver layer's observers:
    ``storage/driver.py``); on PostgreSQL, the call's own run inside the server and the
    pages it touches (its last 500 calls replayed under ``EXPLAIN ANALYZE``, rolled back),
-   and the same of a block's undo after each of them;
+   and the same of a block's undo after each of them; and the settle's UPDATE replayed
+   the same way, with the counted record (the trigger's own time from the plan's
+   ``Triggers``) and without fraud's column;
 3. the velocity read of one key hammered with 10,000 and 100,000 distinct cards in a day
    (p50/p99, its CPU, on PostgreSQL the server's execution time), and a decision's read and
    write of that key.
@@ -138,6 +148,42 @@ def _pct(values: list[float], q: float) -> float:
 # The attempt's first statement before the decision (the confirm's is the intent's locked
 # read): ``bench_screen``.
 _FIRST = driver.Statement("SELECT 1")
+# The settling transaction's statements (services/attempts.py ``settle_payment``): the
+# intent's lock, then its UPDATE (``_store``) of what a settle changes, with the attempt's
+# record marked counted (migration 0038's trigger settles its keys) or without it.
+_LOCK_INTENT = driver.Statement(
+    "SELECT id FROM payment_intents WHERE id = :b_id FOR UPDATE",
+    sqlite="SELECT id FROM payment_intents WHERE id = :b_id",  # its writer is the only one
+)
+_SETTLED = ("status", "amount_received", "updated_us")
+_REOPEN = driver.Statement(
+    "UPDATE payment_intents SET status = 'requires_confirmation' WHERE id = :b_id"
+)
+
+
+def _intent_update(columns: tuple[str, ...], prefix: str = "") -> driver.Statement:
+    c = PaymentIntent.__table__.c
+    return driver.Statement(
+        prefix
+        + "UPDATE payment_intents SET "
+        + ", ".join(f"{column} = :v_{column}" for column in columns)
+        + " WHERE id = :b_id",
+        binds={f"v_{column}": c[column].type for column in columns},
+    )
+
+
+_RECORD = _intent_update(("fraud_outcome",))
+_SETTLE_WITH = _intent_update((*_SETTLED, "fraud_outcome"))
+_SETTLE_WITHOUT = _intent_update(_SETTLED)
+
+
+def _settled_params(now_us: int) -> dict[str, Any]:
+    return {
+        "v_status": "succeeded",
+        "v_amount_received": 2500,
+        "v_updated_us": now_us,
+        "b_id": "pi_bench",
+    }
 
 
 async def bench_screen(url: str, backend: str, rules: int, payments: int) -> None:
@@ -175,11 +221,34 @@ async def bench_screen(url: str, backend: str, rules: int, payments: int) -> Non
         gateway="sandbox",
         livemode=False,
         off_session=False,
+        status="requires_confirmation",
+        confirm_count=0,
     )
+    async with db.write() as s:
+        # The intent's row, as a confirm finds it (the settle's UPDATE writes it).
+        s.add(
+            PaymentIntent(
+                id="pi_bench",
+                account_id="acct_bench",
+                status="requires_confirmation",
+                amount=2500,
+                currency="eur",
+                capture_method="automatic",
+                gateway="sandbox",
+                livemode=False,
+                off_session=False,
+                confirm_count=0,
+                metadata_={},
+                created_us=ctx.now_us(),
+                updated_us=ctx.now_us(),
+            )
+        )
     screen_ms: list[float] = []
     cpu_ms: list[float] = []
     thread_ms: list[float] = []
-    write_ms: list[float] = []
+    with_ms: list[float] = []  # the settle's UPDATE of the intent with the counted record
+    without_ms: list[float] = []  # the same UPDATE without fraud's column
+    settles: list[tuple[dict[str, Any], dict[str, Any]]] = []  # (uncounted, counted) records
     statements: dict[str, list[float]] = collections.defaultdict(list)
     counting = [False]
 
@@ -198,12 +267,13 @@ async def bench_screen(url: str, backend: str, rules: int, payments: int) -> Non
             statements[" ".join(sql.split())[:72]].append(took * 1000)
 
     stop_observing = driver.observe(_driver)
-    calls: list[dict[str, Any]] = []  # the decision's call's parameters (PostgreSQL)
+    # The decision's call and its parameters (PostgreSQL).
+    calls: list[tuple[driver.Statement, dict[str, Any]]] = []
     real_fetch = velocity.fetch
 
     async def _call(s: Any, statement: driver.Statement, params: dict[str, Any]) -> Any:
-        if statement is velocity._LOCKED_READ:
-            calls.append(dict(params))
+        if statement in (velocity._LOCKED_READ, velocity._GUARDED_READ):
+            calls.append((statement, dict(params)))
         return await real_fetch(s, statement, params)
 
     velocity.fetch = _call  # type: ignore[assignment]
@@ -219,33 +289,50 @@ async def bench_screen(url: str, backend: str, rules: int, payments: int) -> Non
         # As the confirm decides: in the write transaction that starts the attempt
         # (its BEGIN and COMMIT are the attempt's, paid with or without a decision).
         async with db.write() as s:
-            # The attempt's BEGIN, and its first statement (the confirm locks the intent
-            # first): on SQLite the connection's BEGIN IMMEDIATE; on PostgreSQL SQLAlchemy's
-            # asyncpg adapter sends its BEGIN before the transaction's first statement, not
-            # when the connection is taken, so without one here the decision's figures would
-            # include the BEGIN's round trip.
+            # The attempt's BEGIN (paid with or without a decision): on SQLite the
+            # connection's BEGIN IMMEDIATE; on PostgreSQL SQLAlchemy's asyncpg adapter sends
+            # its BEGIN before the transaction's first statement, not when the connection is
+            # taken, so without one here the decision's figures would include the BEGIN's
+            # round trip. The confirm's first statement is then, on PostgreSQL, the decision's
+            # call, which locks the intent (``as_read``, migration 0039); on SQLite the
+            # intent's read, then the decision.
             await driver.fetch(s, _FIRST, {})
             counting[0] = True
             t0, c0, h0 = time.perf_counter(), time.process_time(), time.thread_time()
-            changes, blocked = await engine.screen_in(s, "acct_bench", pi, pm)
+            changes, blocked = await engine.screen_in(
+                s, "acct_bench", pi, pm, as_read=not db.is_sqlite
+            )
             t1, c1, h1 = time.perf_counter(), time.process_time(), time.thread_time()
             counting[0] = False
-        assert blocked is None
-        record = changes["fraud_outcome"]
+            assert blocked is None
+            # The attempt's record, written with the attempt (as the confirm's start writes
+            # it; not timed).
+            record = changes["fraud_outcome"]
+            await driver.execute(s, _RECORD, {"v_fraud_outcome": record, "b_id": "pi_bench"})
+        counted = {**record, "counted": True, "settle": velocity.settle_record(declined=False)}
+        settles.append((record, counted))
+        # The settling transaction (its BEGIN and the intent's lock first, paid with or
+        # without fraud): the intent's UPDATE with the counted record (the trigger settles
+        # the keys) and the same UPDATE without fraud's column, in turn first.
         async with db.write() as s:
-            await driver.fetch(s, _FIRST, {})  # the settle's own BEGIN, as above
-            t2 = time.perf_counter()
-            await velocity.settle(
-                s, "acct_bench", False, record["keys"], record["minute"], declined=False
-            )
-            t3 = time.perf_counter()
+            await driver.fetch(s, _LOCK_INTENT, {"b_id": "pi_bench"})
+            for with_fraud in (i % 2 == 0, i % 2 == 1):
+                params = _settled_params(ctx.now_us())
+                if with_fraud:
+                    params["v_fraud_outcome"] = counted
+                t2 = time.perf_counter()
+                await driver.execute(s, _SETTLE_WITH if with_fraud else _SETTLE_WITHOUT, params)
+                (with_ms if with_fraud else without_ms).append((time.perf_counter() - t2) * 1000)
+            # Back as the next confirm finds it (not timed).
+            await driver.execute(s, _REOPEN, {"b_id": "pi_bench"})
         screen_ms.append((t1 - t0) * 1000)
         cpu_ms.append((c1 - c0) * 1000)
         thread_ms.append((h1 - h0) * 1000)
-        write_ms.append((t3 - t2) * 1000)
     stop_observing()
     velocity.fetch = real_fetch  # type: ignore[assignment]
     inside = await _inside_postgres(db, calls[-500:]) if calls else ""
+    if not db.is_sqlite:
+        inside += "\n" + await _settle_inside_postgres(db, settles[-500:])
     await db.dispose()
     print(
         f"confirm's fraud decision on {backend} ({rules} rules + defaults, {payments} payments,"
@@ -264,13 +351,19 @@ async def bench_screen(url: str, backend: str, rules: int, payments: int) -> Non
         f"  the decision's CPU time (its thread): mean {statistics.fmean(thread_ms):.3f} ms, "
         f"p50 {_pct(thread_ms, 50):.3f} ms, p99 {_pct(thread_ms, 99):.3f} ms"
     )
+    added_settle = [a - b for a, b in zip(with_ms, without_ms, strict=True)]
     print(
-        f"  velocity write (in the settling transaction): p50 {_pct(write_ms, 50):.3f} ms, "
-        f"p99 {_pct(write_ms, 99):.3f} ms"
+        f"  settle: the intent's UPDATE with the counted record (trigger): "
+        f"p50 {_pct(with_ms, 50):.3f} ms, p99 {_pct(with_ms, 99):.3f} ms; without fraud's "
+        f"column: p50 {_pct(without_ms, 50):.3f} ms, p99 {_pct(without_ms, 99):.3f} ms"
     )
-    added = [a + b for a, b in zip(screen_ms, write_ms, strict=True)]
-    print(  # what a payment waits for fraud in all: the decision, then the settle's write
-        f"  added per payment (decision + velocity write): p50 {_pct(added, 50):.3f} ms, "
+    print(  # per payment, both in its settling transaction
+        f"  settle's added time per payment (with - without): "
+        f"p50 {_pct(added_settle, 50):.3f} ms, p99 {_pct(added_settle, 99):.3f} ms"
+    )
+    added = [a + b for a, b in zip(screen_ms, added_settle, strict=True)]
+    print(  # what a payment waits for fraud in all: the decision, then the settle's part
+        f"  added per payment (decision + settle's added time): p50 {_pct(added, 50):.3f} ms, "
         f"p99 {_pct(added, 99):.3f} ms"
     )
     total = sum(len(took) for took in statements.values())
@@ -314,7 +407,9 @@ async def _rolled_back(db: Database, work: Any) -> Any:
         return undone.args[0]
 
 
-async def _inside_postgres(db: Database, calls: list[dict[str, Any]]) -> str:
+async def _inside_postgres(
+    db: Database, calls: list[tuple[driver.Statement, dict[str, Any]]]
+) -> str:
     """The decision's call (``paymux_fraud_decision_start``) replayed with the parameters of
     the bench's last decisions, each under ``EXPLAIN (ANALYZE, BUFFERS)`` in a transaction
     rolled back: its run inside PostgreSQL (no round trip, no client) and the pages it
@@ -322,9 +417,12 @@ async def _inside_postgres(db: Database, calls: list[dict[str, Any]]) -> str:
     change). Then each call again, as a block would follow it: the call, then its undo
     (``paymux_fraud_decision_undo``, ``velocity.unreserve``'s arguments) explained, rolled
     back."""
-    explain = driver.Statement(
-        "EXPLAIN (ANALYZE, BUFFERS, TIMING OFF, FORMAT JSON) " + velocity._LOCKED_READ.sql
-    )
+    explains = {
+        statement.sql: driver.Statement(
+            "EXPLAIN (ANALYZE, BUFFERS, TIMING OFF, FORMAT JSON) " + statement.sql
+        )
+        for statement in (velocity._LOCKED_READ, velocity._GUARDED_READ)
+    }
     explain_undo = driver.Statement(
         "EXPLAIN (ANALYZE, BUFFERS, TIMING OFF, FORMAT JSON) " + velocity._UNDO.sql
     )
@@ -332,16 +430,19 @@ async def _inside_postgres(db: Database, calls: list[dict[str, Any]]) -> str:
     pages: list[int] = []
     undo_took: list[float] = []
     undo_pages: list[int] = []
-    for params in calls:
-        plan = await _rolled_back(db, lambda s, p=params: driver.fetch(s, explain, p))
+    for statement, params in calls:
+        explain = explains[statement.sql]
+        plan = await _rolled_back(db, lambda s, p=params, e=explain: driver.fetch(s, e, p))
         run, touched = _explained(plan)
         took.append(run)
         pages.append(touched)
         if params["reserve_minute"] is None:
             continue
 
-        async def undone(s: Any, p: dict[str, Any] = params) -> Any:
-            rows = await driver.fetch(s, velocity._LOCKED_READ, p)
+        async def undone(
+            s: Any, p: dict[str, Any] = params, call: driver.Statement = statement
+        ) -> Any:
+            rows = await driver.fetch(s, call, p)
             undo = velocity.undo_params(
                 p["account_id"],
                 p["livemode"],
@@ -360,6 +461,50 @@ async def _inside_postgres(db: Database, calls: list[dict[str, Any]]) -> str:
     if undo_took:
         figures.append(_figures("a block's undo", len(undo_took), undo_took, undo_pages))
     return "\n".join(figures)
+
+
+async def _settle_inside_postgres(
+    db: Database, settles: list[tuple[dict[str, Any], dict[str, Any]]]
+) -> str:
+    """The settle's UPDATE of the intent replayed for the bench's last payments: the record
+    put back as the decision wrote it (not counted, committed), then, in a transaction
+    rolled back, the UPDATE with the counted record under ``EXPLAIN (ANALYZE, FORMAT JSON)``: its
+    run inside PostgreSQL, the trigger's included, and the trigger's own time (the plan's
+    ``Triggers`` entry); and the same UPDATE without fraud's column, explained the same
+    way."""
+    with_fraud = _intent_update((*_SETTLED, "fraud_outcome"), _EXPLAIN)
+    without = _intent_update(_SETTLED, _EXPLAIN)
+    runs: list[float] = []
+    triggers: list[float] = []
+    bare: list[float] = []
+    for uncounted, counted in settles:
+        # The record as the attempt's transaction committed it (a row version of an earlier
+        # transaction, as the settle finds it: else PostgreSQL checks the row's foreign
+        # keys again, which the settle does not pay).
+        async with db.write() as s:
+            await driver.execute(s, _RECORD, {"v_fraud_outcome": uncounted, "b_id": "pi_bench"})
+        params = _settled_params(1) | {"v_fraud_outcome": counted}
+        plan = await _rolled_back(db, lambda s, p=params: driver.fetch(s, with_fraud, p))
+        top = json.loads(plan) if isinstance(plan, str) else plan
+        runs.append(float(top[0]["Execution Time"]))
+        fired = [t for t in top[0].get("Triggers") or [] if t["Trigger Name"] == _TRIGGER]
+        assert [t["Calls"] for t in fired] == [1], top  # the record became counted: once
+        triggers.append(float(fired[0]["Time"]))
+        plan = await _rolled_back(db, lambda s: driver.fetch(s, without, _settled_params(1)))
+        top = json.loads(plan) if isinstance(plan, str) else plan
+        bare.append(float(top[0]["Execution Time"]))
+    return (
+        f"  the settle's UPDATE inside PostgreSQL ({len(settles)} replayed, EXPLAIN ANALYZE):"
+        f" with the counted record mean {statistics.fmean(runs):.3f} ms,"
+        f" p50 {_pct(runs, 50):.3f} ms, p99 {_pct(runs, 99):.3f} ms (the trigger's own"
+        f" p50 {_pct(triggers, 50):.3f} ms, p99 {_pct(triggers, 99):.3f} ms); without"
+        f" fraud's column mean {statistics.fmean(bare):.3f} ms, p50 {_pct(bare, 50):.3f} ms,"
+        f" p99 {_pct(bare, 99):.3f} ms"
+    )
+
+
+_EXPLAIN = "EXPLAIN (ANALYZE, FORMAT JSON) "
+_TRIGGER = "paymux_intent_fraud_settle"  # migration 0038's
 
 
 async def bench_velocity_read(url: str, backend: str, attempts: int) -> None:

@@ -25,7 +25,6 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from conftest import migrated_database_url
-from paymux.fraud import decisions
 from paymux.services import context
 from paymux.services.context import emit, react_to, react_to_row
 from paymux.storage.db import Database
@@ -123,21 +122,12 @@ def test_a_row_reaction_gets_the_emitters_row_in_registration_order(
     assert ran == [("row", "row-1"), ("plain", "cus_r"), ("row", None), ("plain", "cus_n")]
 
 
-def test_the_settles_plain_row_carries_the_counted_mark(
-    db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_settles_plain_row_carries_the_counted_mark(db: str, tmp_path: Path) -> None:
     """A manual-capture payment: its authorization settles the counted attempt once (the
-    mark stored), and its capture's ``payment_intent.succeeded`` settles nothing again."""
-    settled: list[str] = []
-    real = decisions.velocity.settle
+    mark stored, with its settle, which the intent's UPDATE applies to the velocity buckets:
+    migration 0038), and its capture's ``payment_intent.succeeded`` settles nothing again."""
 
-    async def settle(*a: Any, **k: Any) -> None:
-        settled.append("settle")
-        await real(*a, **k)
-
-    monkeypatch.setattr(decisions.velocity, "settle", settle)
-
-    async def main() -> tuple[Any, Any, list[str]]:
+    async def main() -> tuple[Any, Any, list[Any], list[Any]]:
         async with Harness.open(db, tmp_path) as h:
             r = await h.post(
                 "/v1/payment_intents",
@@ -155,17 +145,29 @@ def test_the_settles_plain_row_carries_the_counted_mark(
             (after_auth,) = await h.sql(
                 "select fraud_outcome from payment_intents where id = :i", i=pi_id
             )
+            buckets = "select attempts, settled, declines from fraud_velocity_buckets"
+            auth_rows = [tuple(row) for row in await h.sql(buckets)]
             c = await h.post(f"/v1/payment_intents/{pi_id}/capture")
             assert c.status_code == 200, c.text
             assert c.json()["status"] == "succeeded"
             (after_capture,) = await h.sql(
                 "select fraud_outcome from payment_intents where id = :i", i=pi_id
             )
-            return after_auth[0], after_capture[0], list(settled)
+            return (
+                after_auth[0],
+                after_capture[0],
+                auth_rows,
+                [tuple(row) for row in await h.sql(buckets)],
+            )
 
-    auth, captured, calls = asyncio.run(main())
+    auth, captured, auth_rows, capture_rows = asyncio.run(main())
     auth = json.loads(auth) if isinstance(auth, str) else auth
     captured = json.loads(captured) if isinstance(captured, str) else captured
     assert auth["counted"] is True and auth["minute"] is not None
+    # An authorization: no issuer decline; the fake gateway gives no risk level or score.
+    assert auth["settle"] == {"declined": 0, "rank": None, "score": None}
     assert captured["counted"] is True
-    assert calls == ["settle"]
+    # Each key's row (the card's and the address's, in one minute): the attempt, settled
+    # once by the authorization and not again by the capture.
+    assert auth_rows and set(auth_rows) == {(1, 1, 0)}, auth_rows
+    assert capture_rows == auth_rows

@@ -152,8 +152,13 @@ async def _functions(url: str) -> list[str]:
         await database.dispose()
 
 
-# At head: 0036's two (replaced by 0037) and 0037's settle.
-FUNCTIONS = ["paymux_fraud_decision_start", "paymux_fraud_decision_undo", "paymux_fraud_settle"]
+# At head: 0036's two (replaced by 0037), 0037's settle and 0039's confirm start.
+FUNCTIONS = [
+    "paymux_fraud_confirm_start",
+    "paymux_fraud_decision_start",
+    "paymux_fraud_decision_undo",
+    "paymux_fraud_settle",
+]
 
 
 def test_migration_0036_creates_the_functions_and_its_downgrade_drops_them(db: str) -> None:

@@ -34,7 +34,9 @@ from support.pgcluster import PgCluster
 
 _names = itertools.count()
 IP = "198.51.100.23"
-LOCKED_READ = "paymux_fraud_decision_start"
+# A confirm's call: migration 0039's, which locks the intent and runs 0036/0037's
+# ``paymux_fraud_decision_start`` in the same round trip.
+LOCKED_READ = "paymux_fraud_confirm_start"
 UNDO = "paymux_fraud_decision_undo"
 EMAIL = "payer@example.org"
 

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from conftest import migrated_database_url
-from paymux.fraud import velocity
+from paymux.fraud import decisions, velocity
+from paymux.services import context
 from paymux.services import payments as payments_module
 from support.harness import Harness
 from support.pgcluster import PgCluster
@@ -129,7 +130,7 @@ def test_a_double_confirm_decided_while_the_first_is_applied_is_refused(
             barrier = asyncio.Barrier(2)
             settling, reserved = asyncio.Event(), asyncio.Event()
             real_resolve, real_reserve = payments_module.resolve_payment_method, velocity.reserve
-            real_settle = velocity.settle
+            real_settle = decisions.on_settled
             reserves = 0
 
             async def resolve(*a: Any, **k: Any) -> Any:
@@ -165,7 +166,11 @@ def test_a_double_confirm_decided_while_the_first_is_applied_is_refused(
 
             monkeypatch.setattr(payments_module, "resolve_payment_method", resolve)
             monkeypatch.setattr(velocity, "reserve", reserve)
-            monkeypatch.setattr(velocity, "settle", settle)
+            # The settle's reaction held (the buckets are settled after it, by the intent's
+            # UPDATE: migration 0038's trigger), in the first's settling transaction.
+            for type_, reactions in list(context._REACTIONS.items()):
+                held = [(settle if r is real_settle else r, w, row) for r, w, row in reactions]
+                monkeypatch.setitem(context._REACTIONS, type_, held)
 
             async def confirm(name: str) -> Any:
                 role.set(name)  # this request's task (and the app's, which copy its context)

@@ -4,7 +4,9 @@ in the write transaction that starts the attempt: services/payments.py
 
 ``screen_in`` reads (the customer; then the velocity keys' lock and the velocity counts,
 the rules' version, the lists' matches and the card's last minute with each key, one round
-trip on PostgreSQL: ``velocity.locked_decision_read``), evaluates (pure), and then:
+trip on PostgreSQL: ``velocity.locked_decision_read``; a confirm's call there also locks the
+intent first, if it is still as the confirm read it: migration 0039), evaluates (pure), and
+then:
 
 - **block**: records the decline on the intent (``last_payment_error`` ``card_declined`` /
   ``fraudulent``, the ``outcome``) and its ``payment_intent.payment_failed`` event in that
@@ -42,10 +44,16 @@ from paymux.fraud.signals import facts_of, parse_usd_rates
 from paymux.observability.metrics import count_fraud_decision
 from paymux.services.attempts import intent_view
 from paymux.services.context import Context, emit, get_owned, react_to_row
+from paymux.services.payments import IntentMoved
 from paymux.services.routing import missing_capabilities
 from paymux.storage.models import Customer, PaymentIntent, PaymentMethod
 
-__all__ = ["ASKS_3DS_ON_REQUEST", "FraudEngine", "on_settled", "outcome_of"]
+__all__ = [
+    "ASKS_3DS_ON_REQUEST",
+    "FraudEngine",
+    "on_settled",
+    "outcome_of",
+]
 
 # The connectors whose authorize asks the issuer for 3-D Secure on a request_3ds rule
 # (AuthorizeRequest.request_three_d_secure).
@@ -136,6 +144,21 @@ def _keys(facts: dict[str, Any], secret: bytes = b"") -> dict[str, str]:
     return keys
 
 
+def _as_decided(pi: PaymentIntent) -> velocity.IntentAsDecided:
+    """The intent's values the decision is made on (``FraudEngine.facts`` reads them)."""
+    return velocity.IntentAsDecided(
+        pi.id,
+        str(pi.status),
+        pi.confirm_count,
+        pi.amount,
+        pi.currency,
+        pi.customer_id,
+        pi.receipt_email,
+        pi.off_session,
+        ((pi.shipping or {}).get("address") or {}).get("country"),
+    )
+
+
 class FraudEngine:
     def __init__(self, ctx: Context, rules: FraudRules) -> None:
         self.ctx = ctx
@@ -214,7 +237,13 @@ class FraudEngine:
         return changes
 
     async def screen_in(
-        self, s: AsyncSession, account_id: str, pi: PaymentIntent, pm: PaymentMethod
+        self,
+        s: AsyncSession,
+        account_id: str,
+        pi: PaymentIntent,
+        pm: PaymentMethod,
+        *,
+        as_read: bool = False,
     ) -> tuple[dict[str, Any], PaymuxError | None]:
         """Decide a confirm in the caller's write transaction, the one that starts its attempt
         (no transaction of its own). Returns the intent changes to commit with the attempt,
@@ -228,7 +257,12 @@ class FraudEngine:
         in the same transaction: on PostgreSQL by the read's own call, before the rules
         decide, and taken back in the transaction if they block (``velocity.unreserve``),
         so nothing of a block is ever committed; on SQLite after they allow it
-        (``velocity.reserve``)."""
+        (``velocity.reserve``).
+
+        ``as_read`` (PostgreSQL): ``pi`` is an earlier transaction's read, not locked yet;
+        the same call locks it first if it is still as read (``velocity.IntentAsDecided``),
+        and raises ``IntentMoved`` if not (the caller rolls back and decides again on the
+        intent read under its lock)."""
         if not self.ctx.settings.fraud_enabled:
             return {"fraud_outcome": None}, None  # no earlier confirm's decision (or hold)
         payer = payer_request.get() or PayerRequest()
@@ -255,7 +289,10 @@ class FraudEngine:
             values,
             is_sqlite=self.ctx.db.is_sqlite,
             reserve=True,
+            guard=_as_decided(pi) if as_read else None,
         )
+        if read is None:
+            raise IntentMoved(pi.id)
         facts.update(read.facts)
         loaded = await self.rules.loaded(s, account_id, livemode, read.version)
         if loaded.aliases == aliases:
@@ -310,7 +347,9 @@ class FraudEngine:
             "keys": keys,
             "card": keys.get("card_fingerprint"),
             "minute": None,  # set when the attempt is counted (velocity.reserve)
-            "counted": False,
+            "counted": False,  # True once its answer is known (on_settled), at once for a block
+            # "settle" (added by on_settled with "counted"): the answer, {declined, rank,
+            # score} (velocity.settle_record), which migration 0038's trigger applies.
             "payer": {"ip_address": payer.ip_address, "user_agent": payer.user_agent},
         }
         return decision, record
@@ -385,7 +424,9 @@ async def on_settled(
     s: AsyncSession, account_id: str, obj: dict[str, Any], now_us: int, subject: Any = None
 ) -> None:
     """A decided payment's answer is known (in the transaction applying it): settle its
-    counted attempt, once per confirm; only an issuer's decline (``card_declined``) is a
+    counted attempt, once per confirm (the record marked ``counted`` with its ``settle``,
+    which the database applies to the velocity buckets when the intent's UPDATE writes the
+    mark: migration 0038); only an issuer's decline (``card_declined``) is a
     decline (not a block, which counted nothing, nor a failed authentication). The gateway's
     risk level and numeric risk score for the payment (the intent's ``risk_level`` and
     ``gateway_risk_score`` as emitted, set from the answer being applied; Stripe's
@@ -405,14 +446,15 @@ async def on_settled(
     declined = (
         obj.get("status") == S.REQUIRES_PAYMENT_METHOD and error.get("code") == "card_declined"
     )
-    await velocity.settle(
-        s,
-        account_id,
-        bool(pi.livemode),
-        record.get("keys") or {},
-        int(record["minute"]),
-        declined=declined,
-        gateway_risk=obj.get("risk_level"),
-        gateway_risk_score=_score(obj.get("gateway_risk_score")),
-    )
-    pi.fraud_outcome = {**record, "counted": True}
+    # The settle rides on the intent's UPDATE that writes this record (migration 0038's
+    # trigger applies ``settle`` to the keys' buckets as the record becomes counted): no
+    # statement of its own in the settling transaction.
+    pi.fraud_outcome = {
+        **record,
+        "counted": True,
+        "settle": velocity.settle_record(
+            declined=declined,
+            gateway_risk=obj.get("risk_level"),
+            gateway_risk_score=_score(obj.get("gateway_risk_score")),
+        ),
+    }

@@ -23,10 +23,13 @@ tried since the window's start, at any size.
   tests from one address to the threshold (the first 5 reach the gateway, not 11). Only the
   address's: a server confirming many payments of one card or customer at once is not
   declined for answers that have not come yet.
-- ``settle``: the answer is known (``settled`` + 1); an issuer decline adds to ``declines``;
+- settle: the answer is known (``settled`` + 1); an issuer decline adds to ``declines``;
   the gateway's risk level for it, if it gave one, raises the minute's ``gateway_risk`` (the
   highest of the minute), read back as ``:gateway_risk_level:`` (the card's highest in the
-  last day) by the same statement as the counts.
+  last day) by the same statement as the counts. No statement of its own: the settling
+  transaction's UPDATE of the intent, which marks the attempt's ``fraud_outcome`` record
+  counted, carries it (``settle_record``), and a trigger (migration 0038) applies it to the
+  minute's row of each key, in the keys' order (as ``reserve`` takes them: no deadlock).
 - A block records nothing: a key stops being recorded past its block, and blocks are not
   declines (an address blocked once is not kept blocked by its own blocked attempts).
 
@@ -66,6 +69,7 @@ __all__ = [
     "KEY_KINDS",
     "PENDING_MINUTES",
     "DecisionRead",
+    "IntentAsDecided",
     "counts",
     "counts_and_version",
     "decision_read",
@@ -74,7 +78,7 @@ __all__ = [
     "locked_decision_read",
     "prune_old",
     "reserve",
-    "settle",
+    "settle_record",
     "unreserve",
 ]
 
@@ -184,29 +188,6 @@ def _prune(table: str, keys: int) -> Statement:
     return built
 
 
-# An attempt's answer: settled, an issuer decline (``declined`` 1 or 0), and the gateway's risk
-# rank for it raising the minute's highest (``rank`` NULL: records nothing, as NULL < x is
-# not true). The casts: asyncpg infers a parameter's type from its context, which a bare
-# ``CASE`` result does not give.
-_SETTLE: Final = Statement(
-    "UPDATE fraud_velocity_buckets SET settled = settled + 1,"
-    " declines = declines + :v_declined,"
-    " gateway_risk = CASE WHEN coalesce(gateway_risk, 0) < CAST(:v_rank AS INTEGER)"
-    " THEN CAST(:v_rank AS INTEGER) ELSE gateway_risk END,"
-    " gateway_risk_score = CASE WHEN coalesce(gateway_risk_score, -1) < CAST(:v_score AS INTEGER)"
-    " THEN CAST(:v_score AS INTEGER) ELSE gateway_risk_score END"
-    ' WHERE account_id = :v_account AND livemode = :v_mode AND "key" = :v_key'
-    " AND minute = :v_minute"
-)
-
-
-_SETTLE_CALL: Final = Statement(
-    "SELECT paymux_fraud_settle(:v_account, :v_mode, CAST(:v_keys AS TEXT[]),"
-    " CAST(:v_minute AS BIGINT), CAST(:v_declined AS INTEGER), CAST(:v_rank AS INTEGER),"
-    " CAST(:v_score AS INTEGER))"
-)
-
-
 async def lock(s: AsyncSession, keys: Iterable[str], *, is_sqlite: bool) -> None:
     """Serialize deciders of the same keys until the transaction ends: a PostgreSQL
     transaction-scoped advisory lock per key, taken in a fixed order (the keys sorted, one
@@ -239,9 +220,10 @@ async def reserve(
     previous: Mapping[str, int] | None = None,
 ) -> int:
     """Count one attempt for each key (kind -> digest) in the current minute, and the card
-    for each key but the card's own; returns the minute (for ``settle``). ``previous``: the
-    minute the card was last tried with each key (``DecisionRead.cards``, read under the
-    keys' lock; read here when not given). The keys' rows older than a day are deleted: of
+    for each key but the card's own; returns the minute (the record's ``minute``, which the
+    settle applies to: migration 0038). ``previous``: the minute the card was last tried
+    with each key (``DecisionRead.cards``, read under the keys' lock; read here when not
+    given). The keys' rows older than a day are deleted: of
     ``prune``'s keys when given (the keys the decision's read found such rows for:
     ``DecisionRead.stale``), else on each key's first attempt of a minute."""
     minute = minute_of(now_us)
@@ -261,8 +243,8 @@ async def reserve(
         old = last.get(key)
         if new_card and old is not None and old >= since_day:
             rows.append((key, old, False, 0, -1))  # the card leaves its last minute
-    # Row locks in one order, (key, minute) (``settle`` takes a minute's rows in the keys'
-    # order; one statement inserts its rows in the order listed): no deadlock between a
+    # Row locks in one order, (key, minute) (the settle's trigger takes a minute's rows in
+    # the keys' order; one statement inserts its rows in the order listed): no deadlock between a
     # decider and a settling transaction sharing keys.
     rows.sort(key=lambda row: (row[0], row[1]))
     params: dict[str, Any] = {"v_account": account_id, "v_mode": livemode, "v_minute": minute}
@@ -298,55 +280,19 @@ async def _previous(
     return {row[1]: int(row[2]) for row in await fetch(s, sql, params)}
 
 
-async def settle(
-    s: AsyncSession,
-    account_id: str,
-    livemode: bool,
-    keys: Mapping[str, str],
-    minute: int,
-    *,
-    declined: bool,
-    gateway_risk: str | None = None,
-    gateway_risk_score: int | None = None,
-) -> None:
-    """The answer to an attempt reserved in ``minute``: settled, an issuer decline, and the
-    gateway's risk level for it (``normal``, ``elevated``, ``highest``; another or None
-    records nothing) and its numeric risk score (0-100; None records nothing)."""
-    rank = _RISK_RANK.get(gateway_risk or "")
-    # One row at a time in the keys' order (as ``reserve`` takes them): an UPDATE of several
-    # rows locks them in whatever order its plan reads them, and two settling transactions
-    # sharing keys deadlocked on PostgreSQL. There, the same UPDATEs in the same order in one
-    # round trip (``paymux_fraud_settle``, migration 0037); on SQLite one statement each.
-    ordered = sorted(keys.values())
-    if ordered and s.get_bind().dialect.name == "postgresql":
-        await execute(
-            s,
-            _SETTLE_CALL,
-            {
-                "v_account": account_id,
-                "v_mode": livemode,
-                "v_keys": ordered,
-                "v_minute": minute,
-                "v_declined": 1 if declined else 0,
-                "v_rank": rank,
-                "v_score": gateway_risk_score,
-            },
-        )
-        return
-    for key in ordered:
-        await execute(
-            s,
-            _SETTLE,
-            {
-                "v_account": account_id,
-                "v_mode": livemode,
-                "v_key": key,
-                "v_minute": minute,
-                "v_declined": 1 if declined else 0,
-                "v_rank": rank,
-                "v_score": gateway_risk_score,
-            },
-        )
+def settle_record(
+    *, declined: bool, gateway_risk: str | None = None, gateway_risk_score: int | None = None
+) -> dict[str, int | None]:
+    """The answer to an attempt, as its ``fraud_outcome`` record carries it (``settle``):
+    ``declined`` 1 for an issuer decline else 0; ``rank`` the gateway's risk level for it
+    (``normal``, ``elevated``, ``highest``: 1-3; another or None: null, records nothing);
+    ``score`` its numeric risk score (0-100; null records nothing). The database applies it
+    when the intent's UPDATE marks the record counted (migration 0038's trigger)."""
+    return {
+        "declined": 1 if declined else 0,
+        "rank": _RISK_RANK.get(gateway_risk or ""),
+        "score": gateway_risk_score,
+    }
 
 
 # The read's columns, every part: part, key, f0..f<_WIDTH - 1>, item. The widest part's
@@ -533,6 +479,53 @@ _UNDO: Final = Statement(
     " CAST(:last_keys AS TEXT[]), CAST(:last_minutes AS BIGINT[]))"
 )
 _FUNCTION_WINDOWS: Final = ("10m", "hourly", "daily")
+# The same call behind the confirm's intent lock (migration 0039): the intent locked only if
+# it still holds what the decision was made on (``IntentAsDecided``), else one row, part
+# ``m``, and nothing else done.
+_GUARD_PARAMS: Final = (
+    "g_intent",
+    "g_status",
+    "g_confirm_count",
+    "g_amount",
+    "g_currency",
+    "g_customer",
+    "g_receipt_email",
+    "g_off_session",
+    "g_shipping_country",
+)
+_GUARDED_READ: Final = Statement(
+    "SELECT * FROM paymux_fraud_confirm_start(:g_intent, :g_status,"  # noqa: S608 (constants)
+    " CAST(:g_confirm_count AS INTEGER), CAST(:g_amount AS BIGINT), :g_currency, :g_customer,"
+    " :g_receipt_email, CAST(:g_off_session AS BOOLEAN), :g_shipping_country,"
+    + _LOCKED_READ.sql.removeprefix("SELECT * FROM paymux_fraud_decision_start(")
+)
+# The lock of the same intent as a statement of its own, where the call is not used.
+_GUARD: Final = Statement(
+    "SELECT 1 FROM payment_intents WHERE id = :g_intent AND status = :g_status"
+    " AND confirm_count = :g_confirm_count AND amount = :g_amount AND currency = :g_currency"
+    " AND customer_id IS NOT DISTINCT FROM :g_customer"
+    " AND receipt_email IS NOT DISTINCT FROM :g_receipt_email"
+    " AND off_session IS NOT DISTINCT FROM CAST(:g_off_session AS BOOLEAN)"
+    " AND (shipping -> 'address' ->> 'country') IS NOT DISTINCT FROM :g_shipping_country"
+    " FOR UPDATE"
+)
+
+
+class IntentAsDecided(NamedTuple):
+    """A confirm's intent as its decision saw it (an earlier transaction's read): what
+    ``locked_decision_read(guard=...)`` locks it on, unchanged, on PostgreSQL. The status
+    and confirmation count the attempt starts from, and every value of it the facts read
+    (fraud/decisions.py ``FraudEngine.facts``)."""
+
+    intent: str
+    status: str
+    confirm_count: int
+    amount: int
+    currency: str
+    customer: str | None
+    receipt_email: str | None
+    off_session: bool | None
+    shipping_country: str | None
 
 
 async def locked_decision_read(
@@ -546,7 +539,8 @@ async def locked_decision_read(
     *,
     is_sqlite: bool,
     reserve: bool = False,
-) -> DecisionRead:
+    guard: IntentAsDecided | None = None,
+) -> DecisionRead | None:
     """``lock`` then ``decision_read``, as a decision needs them: on PostgreSQL in ONE
     round trip, a call of the ``VOLATILE`` PL/pgSQL function ``paymux_fraud_decision_start``
     (migrations 0036 and 0037), which takes the keys' locks and then reads in a statement of
@@ -560,8 +554,15 @@ async def locked_decision_read(
     (which does not see it), before the rules decide; ``DecisionRead.reserved`` is then its
     minute. A decision that blocks must take it back in its transaction (``unreserve``):
     nothing of it is ever committed, and no one else sees it meanwhile (other deciders of
-    the keys wait for their lock; other readers see committed rows only)."""
+    the keys wait for their lock; other readers see committed rows only).
+
+    ``guard`` (PostgreSQL; a confirm that has not locked its intent yet): the intent is
+    locked first, in the same round trip (``paymux_fraud_confirm_start``, migration 0039),
+    if it still is as ``guard`` says; if not, None, and nothing else was done (the caller
+    rolls back, reads the intent again under its lock and decides on that)."""
     if is_sqlite or tuple(VELOCITY_WINDOWS) != _FUNCTION_WINDOWS:
+        if guard is not None and not is_sqlite and not await fetch(s, _GUARD, _guarded(guard)):
+            return None
         await lock(s, keys.values(), is_sqlite=is_sqlite)
         return await decision_read(s, account_id, livemode, keys, now_us, aliases, values)
     ordered = sorted(set(keys.values()))
@@ -575,8 +576,18 @@ async def locked_decision_read(
     params["card"] = card
     params["reserve_minute"] = minute
     params["card_keys"] = _card_keys(keys, card)
-    read = _decision_of(keys, await fetch(s, _LOCKED_READ, params), now_us)
-    return read._replace(reserved=minute)
+    if guard is None:
+        rows = await fetch(s, _LOCKED_READ, params)
+    else:
+        params.update(_guarded(guard))
+        rows = await fetch(s, _GUARDED_READ, params)
+        if rows and rows[0][0] == "m":
+            return None
+    return _decision_of(keys, rows, now_us)._replace(reserved=minute)
+
+
+def _guarded(guard: IntentAsDecided) -> dict[str, Any]:
+    return dict(zip(_GUARD_PARAMS, guard, strict=True))
 
 
 async def unreserve(

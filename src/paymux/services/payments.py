@@ -17,7 +17,7 @@ import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from sqlalchemy import bindparam, inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -70,7 +70,9 @@ from paymux.storage.models import Customer, GatewayAttempt, PaymentIntent, Payme
 
 __all__ = [
     "CreateParams",
+    "IntentMoved",
     "PaymentsService",
+    "Screen",
     "UpdateParams",
     "amount_from",
     "charge_amount",
@@ -79,13 +81,27 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+
 # The fraud decision, in the transaction that starts the attempt (fraud/decisions.py
 # ``FraudEngine.screen_in``): the intent changes to commit with the attempt and None, or a
 # block's card error (the block recorded in the session: commit it, start nothing, raise).
-Screen = Callable[
-    [AsyncSession, str, PaymentIntent, PaymentMethod],
-    Awaitable[tuple[dict[str, Any], PaymuxError | None]],
-]
+class IntentMoved(Exception):
+    """The confirm's intent changed after the read its decision was made on (``Screen``'s
+    ``as_read``): nothing of the decision may be kept."""
+
+
+# ``as_read``: the intent is the confirm's earlier read, not locked yet (PostgreSQL: the
+# decision's call locks it if it is still as read, else raises ``IntentMoved``).
+class Screen(Protocol):
+    def __call__(
+        self,
+        s: AsyncSession,
+        account_id: str,
+        pi: PaymentIntent,
+        pm: PaymentMethod,
+        *,
+        as_read: bool = False,
+    ) -> Awaitable[tuple[dict[str, Any], PaymuxError | None]]: ...
 
 
 # The recovery point of a create about to open its payment at a connection: ``open:{id}``.
@@ -867,12 +883,31 @@ class PaymentsService:
         PostgreSQL; SQLite's writer holds the database), so an amount changed meanwhile is
         the amount decided on and charged (with screening off nothing is decided on it, and
         the start's conditional UPDATE alone guards the race). Lock order: the intent row,
-        then the velocity keys' locks and buckets (``screen``)."""
+        then the velocity keys' locks and buckets (``screen``).
+
+        On PostgreSQL that lock is taken by the decision's own call (one round trip less),
+        if the intent is still as ``read`` saw it; if it is not, the transaction is rolled
+        back (nothing of the decision kept) and the decision is made again as above, on the
+        intent read under its lock."""
+        screened = self.screen is not None and self.ctx.settings.fraud_enabled
+        if screened and not self.ctx.db.is_sqlite:
+            try:
+                return await self._start_screened(start, read, as_read=True)
+            except IntentMoved:
+                pass
+        return await self._start_screened(start, read, as_read=False)
+
+    async def _start_screened(
+        self, start: _Start, read: PaymentIntent, *, as_read: bool
+    ) -> tuple[PaymentIntent, GatewayAttempt, AuthorizeRequest]:
+        """``_start_authorize``'s transaction: the decision on ``read`` itself (``as_read``,
+        locked by the decision's call) or on the intent read again under its lock."""
         blocked: PaymuxError | None = None
         async with self.ctx.db.write() as s:
             if self.screen is not None:
                 decided_on = read
-                if self.ctx.settings.fraud_enabled:  # (disabled: nothing read from it)
+                if self.ctx.settings.fraud_enabled and not as_read:
+                    # (disabled: nothing read from it)
                     decided_on = await _owned_intent(s, start.account_id, start.pi_id, lock=True)
                     check_operation("confirm", decided_on.status)
                     start = replace(
@@ -880,7 +915,9 @@ class PaymentsService:
                         read_status=decided_on.status,
                         read_count=decided_on.confirm_count,
                     )
-                decided, blocked = await self.screen(s, start.account_id, decided_on, start.pm)
+                decided, blocked = await self.screen(
+                    s, start.account_id, decided_on, start.pm, as_read=as_read
+                )
                 start.changes.update(decided)
             if blocked is None:
                 pi, attempt, request = await self._start_in(s, start)
