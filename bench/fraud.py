@@ -13,10 +13,10 @@ Prints:
    its BEGIN is sent before it, and not timed)
    on each database asked for (a SQLite file; PostgreSQL in a throwaway cluster) with the
    paymux schema, and of the velocity settle that the payment's settling transaction adds:
-   the settle has no statement of its own (migration 0038: the intent's UPDATE that marks
-   the attempt's record counted fires a trigger that settles its keys), so what fraud adds
-   there is that UPDATE with the counted record against the same UPDATE without fraud's
-   column (what a payment without fraud writes), both timed in each payment's settling
+   the settle has no statement of its own (migration 0038: the intent's UPDATE that sets its
+   small ``fraud_settle`` column fires a trigger that settles its keys), so what fraud adds
+   there is that UPDATE with the settle against the same UPDATE without fraud's column
+   (what a payment without fraud writes), both timed in each payment's settling
    transaction (after its BEGIN and the intent's lock), in turn first; "added per payment"
    is, payment by payment, the decision's wall time + (the UPDATE with the record - the
    UPDATE without it), then its p50/p99;
@@ -26,8 +26,9 @@ Prints:
    ``storage/driver.py``); on PostgreSQL, the call's own run inside the server and the
    pages it touches (its last 500 calls replayed under ``EXPLAIN ANALYZE``, rolled back),
    and the same of a block's undo after each of them; and the settle's UPDATE replayed
-   the same way, with the counted record (the trigger's own time from the plan's
-   ``Triggers``) and without fraud's column;
+   the same way, with the settle (the trigger's own time from the plan's ``Triggers``) and
+   without fraud's column; and the mean size of the decision's record and of the settle
+   (compact JSON text, bytes);
 3. the velocity read of one key hammered with 10,000 and 100,000 distinct cards in a day
    (p50/p99, its CPU, on PostgreSQL the server's execution time), and a decision's read and
    write of that key.
@@ -64,6 +65,7 @@ from paymux.fraud.request import PayerRequest, payer_request
 from paymux.fraud.rules import FraudRules
 from paymux.fraud.score import risk_score
 from paymux.services.context import Context
+from paymux.services.payments import PaymentsService
 from paymux.storage import driver
 from paymux.storage.db import Database
 from paymux.storage.migrate import upgrade
@@ -150,7 +152,7 @@ def _pct(values: list[float], q: float) -> float:
 _FIRST = driver.Statement("SELECT 1")
 # The settling transaction's statements (services/attempts.py ``settle_payment``): the
 # intent's lock, then its UPDATE (``_store``) of what a settle changes, with the attempt's
-# record marked counted (migration 0038's trigger settles its keys) or without it.
+# settle (``fraud_settle``: migration 0038's trigger settles its keys) or without it.
 _LOCK_INTENT = driver.Statement(
     "SELECT id FROM payment_intents WHERE id = :b_id FOR UPDATE",
     sqlite="SELECT id FROM payment_intents WHERE id = :b_id",  # its writer is the only one
@@ -172,8 +174,9 @@ def _intent_update(columns: tuple[str, ...], prefix: str = "") -> driver.Stateme
     )
 
 
-_RECORD = _intent_update(("fraud_outcome",))
-_SETTLE_WITH = _intent_update((*_SETTLED, "fraud_outcome"))
+# The decision's record and its settle reset, as the confirm's start writes them.
+_RECORD = _intent_update(("fraud_outcome", "fraud_settle"))
+_SETTLE_WITH = _intent_update((*_SETTLED, "fraud_settle"))
 _SETTLE_WITHOUT = _intent_update(_SETTLED)
 
 
@@ -212,18 +215,6 @@ async def bench_screen(url: str, backend: str, rules: int, payments: int) -> Non
                     updated_us=1,
                 )
             )
-    pi = PaymentIntent(
-        id="pi_bench",
-        account_id="acct_bench",
-        amount=2500,
-        currency="eur",
-        capture_method="automatic",
-        gateway="sandbox",
-        livemode=False,
-        off_session=False,
-        status="requires_confirmation",
-        confirm_count=0,
-    )
     async with db.write() as s:
         # The intent's row, as a confirm finds it (the settle's UPDATE writes it).
         s.add(
@@ -243,12 +234,16 @@ async def bench_screen(url: str, backend: str, rules: int, payments: int) -> Non
                 updated_us=ctx.now_us(),
             )
         )
+    # The intent as the confirm decides on it: its earlier read's row (``_read_intent``, a
+    # named tuple of the model's attributes, as ``retrieve`` reads it), not an ORM object.
+    pi = await PaymentsService(ctx)._read_intent("acct_bench", "pi_bench")
     screen_ms: list[float] = []
     cpu_ms: list[float] = []
     thread_ms: list[float] = []
-    with_ms: list[float] = []  # the settle's UPDATE of the intent with the counted record
+    with_ms: list[float] = []  # the settle's UPDATE of the intent with its fraud_settle
     without_ms: list[float] = []  # the same UPDATE without fraud's column
-    settles: list[tuple[dict[str, Any], dict[str, Any]]] = []  # (uncounted, counted) records
+    settles: list[tuple[dict[str, Any], dict[str, Any]]] = []  # (record, settle)
+    sizes: list[tuple[int, int]] = []  # (record, settle): bytes of compact JSON text
     statements: dict[str, list[float]] = collections.defaultdict(list)
     counting = [False]
 
@@ -308,18 +303,21 @@ async def bench_screen(url: str, backend: str, rules: int, payments: int) -> Non
             # The attempt's record, written with the attempt (as the confirm's start writes
             # it; not timed).
             record = changes["fraud_outcome"]
-            await driver.execute(s, _RECORD, {"v_fraud_outcome": record, "b_id": "pi_bench"})
-        counted = {**record, "counted": True, "settle": velocity.settle_record(declined=False)}
-        settles.append((record, counted))
+            await driver.execute(
+                s, _RECORD, {"v_fraud_outcome": record, "v_fraud_settle": None, "b_id": "pi_bench"}
+            )
+        settle = velocity.settle_record(record["keys"].values(), record["minute"], declined=False)
+        settles.append((record, settle))
+        sizes.append((len(_compact(record)), len(_compact(settle))))
         # The settling transaction (its BEGIN and the intent's lock first, paid with or
-        # without fraud): the intent's UPDATE with the counted record (the trigger settles
-        # the keys) and the same UPDATE without fraud's column, in turn first.
+        # without fraud): the intent's UPDATE with the settle (the trigger settles the keys)
+        # and the same UPDATE without fraud's column, in turn first.
         async with db.write() as s:
             await driver.fetch(s, _LOCK_INTENT, {"b_id": "pi_bench"})
             for with_fraud in (i % 2 == 0, i % 2 == 1):
                 params = _settled_params(ctx.now_us())
                 if with_fraud:
-                    params["v_fraud_outcome"] = counted
+                    params["v_fraud_settle"] = settle
                 t2 = time.perf_counter()
                 await driver.execute(s, _SETTLE_WITH if with_fraud else _SETTLE_WITHOUT, params)
                 (with_ms if with_fraud else without_ms).append((time.perf_counter() - t2) * 1000)
@@ -353,7 +351,7 @@ async def bench_screen(url: str, backend: str, rules: int, payments: int) -> Non
     )
     added_settle = [a - b for a, b in zip(with_ms, without_ms, strict=True)]
     print(
-        f"  settle: the intent's UPDATE with the counted record (trigger): "
+        f"  settle: the intent's UPDATE with fraud_settle (trigger): "
         f"p50 {_pct(with_ms, 50):.3f} ms, p99 {_pct(with_ms, 99):.3f} ms; without fraud's "
         f"column: p50 {_pct(without_ms, 50):.3f} ms, p99 {_pct(without_ms, 99):.3f} ms"
     )
@@ -365,6 +363,11 @@ async def bench_screen(url: str, backend: str, rules: int, payments: int) -> Non
     print(  # what a payment waits for fraud in all: the decision, then the settle's part
         f"  added per payment (decision + settle's added time): p50 {_pct(added, 50):.3f} ms, "
         f"p99 {_pct(added, 99):.3f} ms"
+    )
+    print(
+        f"  the decision's record (fraud_outcome): mean {statistics.fmean(r for r, _ in sizes):.0f}"
+        f" bytes; the settle (fraud_settle): mean {statistics.fmean(t for _, t in sizes):.0f}"
+        " bytes (compact JSON text)"
     )
     total = sum(len(took) for took in statements.values())
     print(f"  statements per decision: {total / payments:.2f}")
@@ -467,35 +470,37 @@ async def _settle_inside_postgres(
     db: Database, settles: list[tuple[dict[str, Any], dict[str, Any]]]
 ) -> str:
     """The settle's UPDATE of the intent replayed for the bench's last payments: the record
-    put back as the decision wrote it (not counted, committed), then, in a transaction
-    rolled back, the UPDATE with the counted record under ``EXPLAIN (ANALYZE, FORMAT JSON)``: its
+    put back as the decision wrote it (its settle reset, committed), then, in a transaction
+    rolled back, the UPDATE with the settle under ``EXPLAIN (ANALYZE, FORMAT JSON)``: its
     run inside PostgreSQL, the trigger's included, and the trigger's own time (the plan's
     ``Triggers`` entry); and the same UPDATE without fraud's column, explained the same
     way."""
-    with_fraud = _intent_update((*_SETTLED, "fraud_outcome"), _EXPLAIN)
+    with_fraud = _intent_update((*_SETTLED, "fraud_settle"), _EXPLAIN)
     without = _intent_update(_SETTLED, _EXPLAIN)
     runs: list[float] = []
     triggers: list[float] = []
     bare: list[float] = []
-    for uncounted, counted in settles:
+    for record, settle in settles:
         # The record as the attempt's transaction committed it (a row version of an earlier
         # transaction, as the settle finds it: else PostgreSQL checks the row's foreign
         # keys again, which the settle does not pay).
         async with db.write() as s:
-            await driver.execute(s, _RECORD, {"v_fraud_outcome": uncounted, "b_id": "pi_bench"})
-        params = _settled_params(1) | {"v_fraud_outcome": counted}
+            await driver.execute(
+                s, _RECORD, {"v_fraud_outcome": record, "v_fraud_settle": None, "b_id": "pi_bench"}
+            )
+        params = _settled_params(1) | {"v_fraud_settle": settle}
         plan = await _rolled_back(db, lambda s, p=params: driver.fetch(s, with_fraud, p))
         top = json.loads(plan) if isinstance(plan, str) else plan
         runs.append(float(top[0]["Execution Time"]))
         fired = [t for t in top[0].get("Triggers") or [] if t["Trigger Name"] == _TRIGGER]
-        assert [t["Calls"] for t in fired] == [1], top  # the record became counted: once
+        assert [t["Calls"] for t in fired] == [1], top  # the settle set: once
         triggers.append(float(fired[0]["Time"]))
         plan = await _rolled_back(db, lambda s: driver.fetch(s, without, _settled_params(1)))
         top = json.loads(plan) if isinstance(plan, str) else plan
         bare.append(float(top[0]["Execution Time"]))
     return (
         f"  the settle's UPDATE inside PostgreSQL ({len(settles)} replayed, EXPLAIN ANALYZE):"
-        f" with the counted record mean {statistics.fmean(runs):.3f} ms,"
+        f" with fraud_settle mean {statistics.fmean(runs):.3f} ms,"
         f" p50 {_pct(runs, 50):.3f} ms, p99 {_pct(runs, 99):.3f} ms (the trigger's own"
         f" p50 {_pct(triggers, 50):.3f} ms, p99 {_pct(triggers, 99):.3f} ms); without"
         f" fraud's column mean {statistics.fmean(bare):.3f} ms, p50 {_pct(bare, 50):.3f} ms,"
@@ -504,6 +509,13 @@ async def _settle_inside_postgres(
 
 
 _EXPLAIN = "EXPLAIN (ANALYZE, FORMAT JSON) "
+
+
+def _compact(value: Any) -> bytes:
+    """A JSON column's value as compact text (its size as stored, near enough)."""
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
 _TRIGGER = "paymux_intent_fraud_settle"  # migration 0038's
 
 

@@ -6,9 +6,9 @@
   ``*.updated`` event after them goes on from the same top (with its previous values).
 - ``react_to_row`` hands the reaction the row the emitter passed (``react_to`` does not),
   in registration order.
-- The fraud decision's settling reaction (``on_settled``) marks the settle's plain row
-  ``counted``, which the settle writes with its own changes: the stored mark is there after
-  a payment, and the next event of the intent (the capture) settles nothing again.
+- The fraud decision's settling reaction (``on_settled``) sets the settle's plain row's
+  ``fraud_settle``, which the settle writes with its own changes: the stored settle is there
+  after a payment, and the next event of the intent (the capture) settles nothing again.
 """
 
 from __future__ import annotations
@@ -122,9 +122,9 @@ def test_a_row_reaction_gets_the_emitters_row_in_registration_order(
     assert ran == [("row", "row-1"), ("plain", "cus_r"), ("row", None), ("plain", "cus_n")]
 
 
-def test_the_settles_plain_row_carries_the_counted_mark(db: str, tmp_path: Path) -> None:
-    """A manual-capture payment: its authorization settles the counted attempt once (the
-    mark stored, with its settle, which the intent's UPDATE applies to the velocity buckets:
+def test_the_settles_plain_row_carries_the_fraud_settle(db: str, tmp_path: Path) -> None:
+    """A manual-capture payment: its authorization settles the counted attempt once (its
+    ``fraud_settle`` stored, which the intent's UPDATE applies to the velocity buckets:
     migration 0038), and its capture's ``payment_intent.succeeded`` settles nothing again."""
 
     async def main() -> tuple[Any, Any, list[Any], list[Any]]:
@@ -143,7 +143,7 @@ def test_the_settles_plain_row_carries_the_counted_mark(db: str, tmp_path: Path)
             pi_id = r.json()["id"]
             assert r.json()["status"] == "requires_capture"
             (after_auth,) = await h.sql(
-                "select fraud_outcome from payment_intents where id = :i", i=pi_id
+                "select fraud_outcome, fraud_settle from payment_intents where id = :i", i=pi_id
             )
             buckets = "select attempts, settled, declines from fraud_velocity_buckets"
             auth_rows = [tuple(row) for row in await h.sql(buckets)]
@@ -151,22 +151,29 @@ def test_the_settles_plain_row_carries_the_counted_mark(db: str, tmp_path: Path)
             assert c.status_code == 200, c.text
             assert c.json()["status"] == "succeeded"
             (after_capture,) = await h.sql(
-                "select fraud_outcome from payment_intents where id = :i", i=pi_id
+                "select fraud_outcome, fraud_settle from payment_intents where id = :i", i=pi_id
             )
             return (
-                after_auth[0],
-                after_capture[0],
+                tuple(after_auth),
+                tuple(after_capture),
                 auth_rows,
                 [tuple(row) for row in await h.sql(buckets)],
             )
 
     auth, captured, auth_rows, capture_rows = asyncio.run(main())
-    auth = json.loads(auth) if isinstance(auth, str) else auth
-    captured = json.loads(captured) if isinstance(captured, str) else captured
-    assert auth["counted"] is True and auth["minute"] is not None
+    (record, settle), (record_after, settle_after) = (
+        [json.loads(v) if isinstance(v, str) else v for v in row] for row in (auth, captured)
+    )
+    assert record["counted"] is False and record["minute"] is not None  # as decided
     # An authorization: no issuer decline; the fake gateway gives no risk level or score.
-    assert auth["settle"] == {"declined": 0, "rank": None, "score": None}
-    assert captured["counted"] is True
+    assert {k: settle[k] for k in ("minute", "declined", "rank", "score")} == {
+        "minute": record["minute"],
+        "declined": 0,
+        "rank": None,
+        "score": None,
+    }
+    assert settle["keys"] == sorted(record["keys"].values())
+    assert (record_after, settle_after) == (record, settle)  # the capture: nothing again
     # Each key's row (the card's and the address's, in one minute): the attempt, settled
     # once by the authorization and not again by the capture.
     assert auth_rows and set(auth_rows) == {(1, 1, 0)}, auth_rows

@@ -1,18 +1,19 @@
 """An answered attempt's velocity settle rides on the intent's own UPDATE (issue 13's added
 latency per payment; migration 0038).
 
-``on_settled`` (fraud/decisions.py) marks the attempt's ``fraud_outcome`` record counted
-and writes the settle into it (``settle``: declined, the gateway's risk rank and score);
-the UPDATE of the intent that the settling transaction sends anyway (``attempts._store`` on
-the driver, or the ORM's flush for an invoice's intent) writes it, and a trigger applies it
-to the minute's bucket row of each of the record's keys. It was a statement of its own
-(``paymux_fraud_settle`` on PostgreSQL, one UPDATE per key on SQLite). What is checked, on
-both databases: the statements the settle sends (the intent's UPDATE only), the rows it
-leaves (numbers worked out by hand: settled and declines counted, the highest gateway risk
-rank and score kept, a lower or missing one changing neither, other minutes' and other
-keys' rows untouched), the UPDATEs that must count nothing (a block's record, which has no
-minute; a new confirm's uncounted record; the counted record written again; a record
-without its settle; another column), and the migration each way.
+``on_settled`` (fraud/decisions.py) sets the intent's small ``fraud_settle`` column (the
+attempt's keys, sorted, its minute, and the answer: declined, the gateway's risk rank and
+score) and leaves the decision's record (``fraud_outcome``) as it is; the UPDATE of the
+intent that the settling transaction sends anyway (``attempts._store`` on the driver, or the
+ORM's flush for an invoice's intent) writes it, and a trigger applies it to the minute's
+bucket row of each key as the column goes from NULL to a value. What is checked, on both
+databases: the statements the settle sends (the intent's UPDATE only, of that column only),
+the value it sets and the rows it leaves (numbers worked out by hand: settled and declines
+counted, the highest gateway risk rank and score kept, a lower or missing one changing
+neither, other minutes' and other keys' rows untouched), what must count nothing (the
+column written again, reset, or not written; a block's record; a settle already set; a
+record settled by code from before 0038) and that a reset lets the next confirm count, and
+the migration each way.
 """
 
 from __future__ import annotations
@@ -51,10 +52,22 @@ UNCOUNTED = {
     "counted": False,
     "hold": False,
 }
-# The intent's UPDATE of its record, as ``attempts._store`` writes a changed column.
+# The keys in byte order (hex digests: the order of their text).
+SORTED_KEYS = sorted([CARD, IP, EMAIL])
+_TYPES = PaymentIntent.__table__.c
+# The intent's UPDATE of its settle, as ``attempts._store`` writes a changed column.
 STORE = driver.Statement(
-    "UPDATE payment_intents SET fraud_outcome = :v_fraud_outcome WHERE id = :b_id",
-    binds={"v_fraud_outcome": PaymentIntent.__table__.c.fraud_outcome.type},
+    "UPDATE payment_intents SET fraud_settle = :v_fraud_settle WHERE id = :b_id",
+    binds={"v_fraud_settle": _TYPES.fraud_settle.type},
+)
+# A new confirm's write: its record, and the settle reset (``FraudEngine.screen_in``).
+DECIDE = driver.Statement(
+    "UPDATE payment_intents SET fraud_outcome = :v_fraud_outcome,"
+    " fraud_settle = :v_fraud_settle WHERE id = :b_id",
+    binds={
+        "v_fraud_outcome": _TYPES.fraud_outcome.type,
+        "v_fraud_settle": _TYPES.fraud_settle.type,
+    },
 )
 
 
@@ -111,9 +124,27 @@ async def _rows(database: Database) -> dict[tuple[str, int], tuple[Any, ...]]:
         return {(r[0], int(r[1])): tuple(r[2:]) for r in rows}
 
 
-async def _store(database: Database, record: dict[str, Any] | None) -> None:
+async def _store(database: Database, settle: dict[str, Any] | None) -> None:
     async with database.write() as s:
-        await driver.execute(s, STORE, {"v_fraud_outcome": record, "b_id": PI})
+        await driver.execute(s, STORE, {"v_fraud_settle": settle, "b_id": PI})
+
+
+async def _decide(database: Database, record: dict[str, Any] | None = UNCOUNTED) -> None:
+    """A new confirm's decision written: its record, the settle reset."""
+    async with database.write() as s:
+        await driver.execute(
+            s, DECIDE, {"v_fraud_outcome": record, "v_fraud_settle": None, "b_id": PI}
+        )
+
+
+def _settle(declined: int, rank: int | None, score: int | None) -> dict[str, Any]:
+    return {
+        "keys": SORTED_KEYS,
+        "minute": MINUTE,
+        "declined": declined,
+        "rank": rank,
+        "score": score,
+    }
 
 
 def _answer(status: str, code: str | None, level: str | None, score: int | None) -> dict[str, Any]:
@@ -157,6 +188,7 @@ ANSWERS = [
 # (attempts, settled, declines, gateway_risk, gateway_risk_score) after the three: 3
 # settled, 1 decline, rank 2 and 70 on each of the payment's keys; the card's other minute
 # and the other key as they were.
+SETTLES = [_settle(1, 2, 70), _settle(0, 1, 20), _settle(0, None, None)]
 AFTER_THREE = {
     (CARD, MINUTE): (3, 3, 1, 2, 70),
     (IP, MINUTE): (3, 3, 1, 2, 70),
@@ -170,29 +202,38 @@ def test_a_settle_of_a_plain_intent_row_is_its_update_alone(db: str) -> None:
     """The settle's path (``settle_payment``: a plain row, written by ``_store``): the
     reaction sends nothing, the intent's UPDATE settles every key."""
 
-    async def main() -> tuple[dict[tuple[str, int], tuple[Any, ...]], list[list[str]]]:
+    async def main() -> tuple[
+        dict[tuple[str, int], tuple[Any, ...]], list[list[str]], list[Any], list[Any]
+    ]:
         database = Database(db)
         sent: list[list[str]] = []
+        settles, records = [], []
         try:
             await _set_up(database)
             for n, answer in enumerate(ANSWERS):
                 if n:
-                    await _store(database, UNCOUNTED)  # the next confirm's record
-                row = SimpleNamespace(id=PI, livemode=False, fraud_outcome=dict(UNCOUNTED))
+                    await _decide(database)  # the next confirm's record, its settle reset
+                row = SimpleNamespace(
+                    id=PI, livemode=False, fraud_outcome=dict(UNCOUNTED), fraud_settle=None
+                )
                 watch = _Sent(database)
                 try:
                     async with database.write() as s:
                         await decisions.on_settled(s, ACCOUNT, answer, NOW_US, row)
                         await driver.execute(
-                            s, STORE, {"v_fraud_outcome": row.fraud_outcome, "b_id": PI}
+                            s, STORE, {"v_fraud_settle": row.fraud_settle, "b_id": PI}
                         )
                 finally:
                     sent.append(watch.stop())
-            return await _rows(database), sent
+                settles.append(row.fraud_settle)
+                records.append(row.fraud_outcome)
+            return await _rows(database), sent, settles, records
         finally:
             await database.dispose()
 
-    rows, sent = asyncio.run(main())
+    rows, sent, settles, records = asyncio.run(main())
+    assert settles == SETTLES
+    assert records == [UNCOUNTED] * 3  # the decision's record is not written again
     # each settle: the intent's UPDATE, nothing else (no BEGIN/COMMIT is a cursor statement
     # on PostgreSQL; SQLite's BEGIN IMMEDIATE is the transaction's own)
     for statements in sent:
@@ -214,7 +255,7 @@ def test_a_settle_of_an_orm_intent_is_the_flush_of_its_update(db: str) -> None:
             await _set_up(database)
             for n, answer in enumerate(ANSWERS):
                 if n:
-                    await _store(database, UNCOUNTED)
+                    await _decide(database)
                 watch = _Sent(database)
                 try:
                     async with database.write() as s:
@@ -231,14 +272,17 @@ def test_a_settle_of_an_orm_intent_is_the_flush_of_its_update(db: str) -> None:
         kept = [sql for sql in statements if not sql.upper().startswith(("BEGIN", "COMMIT"))]
         assert len(kept) == 2, statements
         assert kept[0].startswith("SELECT payment_intents.id"), kept
-        assert kept[1].startswith("UPDATE payment_intents SET fraud_outcome="), kept
+        # the settle alone: the decision's record is not written again
+        assert kept[1].startswith("UPDATE payment_intents SET fraud_settle="), kept
+        assert "fraud_outcome" not in kept[1], kept
     assert rows == AFTER_THREE
 
 
-def test_only_a_record_becoming_counted_with_a_minute_and_its_settle_counts(db: str) -> None:
-    """UPDATEs of the intent that count nothing, around the one that counts once."""
-    declined = {"declined": 1, "rank": 3, "score": 90}
-    counted = {**UNCOUNTED, "counted": True, "settle": declined}
+def test_only_the_settle_set_from_null_counts_and_a_new_confirm_resets_it(db: str) -> None:
+    """UPDATEs of the intent that count nothing, around the ones that count: the settle set
+    while NULL counts once; written again, or any other UPDATE, nothing; reset by a new
+    confirm's decision, the next settle counts again."""
+    declined = _settle(1, 3, 90)
     untouched = {
         (CARD, MINUTE): (3, 0, 0, None, None),
         (IP, MINUTE): (3, 0, 0, None, None),
@@ -252,105 +296,148 @@ def test_only_a_record_becoming_counted_with_a_minute_and_its_settle_counts(db: 
         (IP, MINUTE): (3, 1, 1, 3, 90),
         (EMAIL, MINUTE): (3, 1, 1, 3, 90),
     }
+    # Then a success with rank 1 and score 95 (higher): the score raised, the rank kept.
+    twice = {
+        **untouched,
+        (CARD, MINUTE): (3, 2, 1, 3, 95),
+        (IP, MINUTE): (3, 2, 1, 3, 95),
+        (EMAIL, MINUTE): (3, 2, 1, 3, 95),
+    }
 
     async def main() -> list[dict[tuple[str, int], tuple[Any, ...]]]:
         database = Database(db)
         seen = []
         try:
             await _set_up(database)
-            # A block's record: counted, no minute (it counted no attempt), even with a settle.
-            await _store(database, {**counted, "minute": None})
-            # A new confirm's record: not counted yet.
-            await _store(database, UNCOUNTED)
-            # Counted without its settle (code from before migration 0038 settled itself).
-            await _store(database, {**UNCOUNTED, "counted": True})
-            await _store(database, None)  # no decision at all
+            # The decision's record written again, even marked counted: not the settle.
+            await _decide(database, {**UNCOUNTED, "counted": True})
+            await _decide(database)
+            await _store(database, None)  # NULL written over NULL
             async with database.write() as s:  # another column of the intent
                 await s.execute(text("UPDATE payment_intents SET amount = 2000"))
             seen.append(await _rows(database))
-            await _store(database, UNCOUNTED)
-            await _store(database, counted)  # from not counted to counted: once
+            await _store(database, declined)  # from NULL to a value: once
             seen.append(await _rows(database))
-            # The counted record written again (a late webhook, another change of the intent).
-            await _store(database, {**counted, "settle": {**declined, "rank": 1}})
+            # Written again (another answer of the same confirm), the record rewritten,
+            # another column: nothing.
+            await _store(database, {**declined, "rank": 1, "score": 99})
             async with database.write() as s:
-                await s.execute(text("UPDATE payment_intents SET amount = 3000"))
+                await s.execute(
+                    text("UPDATE payment_intents SET amount = 3000, fraud_outcome = NULL")
+                )
+            seen.append(await _rows(database))
+            # A new confirm resets it (its decision's write); the next settle counts.
+            await _decide(database)
+            await _store(database, _settle(0, 1, 95))
             seen.append(await _rows(database))
             return seen
         finally:
             await database.dispose()
 
-    assert asyncio.run(main()) == [untouched, once, once]
+    assert asyncio.run(main()) == [untouched, once, once, twice]
 
 
-async def _trigger_count(url: str) -> int:
+def test_on_settled_sets_nothing_for_what_counted_nothing_or_is_settled(db: str) -> None:
+    """The reaction's own check (and its gate, ``_counted_unsettled``): a block's record (no
+    minute), a settle already set (a late or duplicated event of the same confirm), a record
+    settled by code from before migration 0038 (marked ``counted``), no record: nothing set
+    on the row, nothing sent."""
+    answer = ANSWERS[0]
+    already = _settle(0, None, None)
+    rows = [
+        SimpleNamespace(
+            id=PI, fraud_outcome={**UNCOUNTED, "minute": None, "counted": True}, fraud_settle=None
+        ),
+        SimpleNamespace(id=PI, fraud_outcome=dict(UNCOUNTED), fraud_settle=dict(already)),
+        SimpleNamespace(id=PI, fraud_outcome={**UNCOUNTED, "counted": True}, fraud_settle=None),
+        SimpleNamespace(id=PI, fraud_outcome=None, fraud_settle=None),
+    ]
+
+    async def main() -> list[str]:
+        database = Database(db)
+        try:
+            await _set_up(database)
+            watch = _Sent(database)
+            try:
+                async with database.write() as s:
+                    for row in rows:
+                        await decisions.on_settled(s, ACCOUNT, answer, NOW_US, row)
+            finally:
+                sent = watch.stop()
+            return [sql for sql in sent if not sql.upper().startswith(("BEGIN", "COMMIT"))]
+        finally:
+            await database.dispose()
+
+    assert asyncio.run(main()) == []
+    assert [row.fraud_settle for row in rows] == [None, already, None, None]
+    assert [decisions._counted_unsettled(answer, row) for row in rows] == [False] * 4
+    unsettled = SimpleNamespace(id=PI, fraud_outcome=dict(UNCOUNTED), fraud_settle=None)
+    assert decisions._counted_unsettled(answer, unsettled) is True
+
+
+async def _schema(url: str) -> tuple[int, list[str], bool]:
+    """Migration 0038's trigger (how many), the settle functions (PostgreSQL) and whether
+    the intents have the ``fraud_settle`` column."""
     database = Database(url)
     try:
         async with database.read() as s:
             if database.is_sqlite:
-                sql = (
+                triggers = (
                     "SELECT count(*) FROM sqlite_master WHERE type = 'trigger'"
                     " AND name = 'paymux_intent_fraud_settle'"
                 )
+                column = "SELECT count(*) FROM pragma_table_info('payment_intents')"
+                functions: list[str] = []
             else:
-                sql = (
+                triggers = (
                     "SELECT count(*) FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid"
                     " WHERE NOT t.tgisinternal AND p.proname = 'paymux_intent_fraud_settle'"
                 )
-            return int((await s.execute(text(sql))).scalar_one())
-    finally:
-        await database.dispose()
-
-
-async def _functions(url: str) -> list[str]:
-    database = Database(url)
-    try:
-        async with database.read() as s:
-            rows = await s.execute(
-                text(
-                    "SELECT proname FROM pg_proc WHERE proname IN"
-                    " ('paymux_intent_fraud_settle', 'paymux_fraud_settle') ORDER BY proname"
+                column = (
+                    "SELECT count(*) FROM information_schema.columns"
+                    " WHERE table_name = 'payment_intents'"
                 )
+                rows = await s.execute(
+                    text(
+                        "SELECT proname FROM pg_proc WHERE proname IN"
+                        " ('paymux_intent_fraud_settle', 'paymux_fraud_settle')"
+                        " ORDER BY proname"
+                    )
+                )
+                functions = [str(name) for (name,) in rows]
+            where = (
+                " WHERE name = 'fraud_settle'"
+                if database.is_sqlite
+                else " AND column_name = 'fraud_settle'"
             )
-            return [str(name) for (name,) in rows]
+            count = int((await s.execute(text(triggers))).scalar_one())
+            has_column = int((await s.execute(text(column + where))).scalar_one()) == 1
+            return count, functions, has_column
     finally:
         await database.dispose()
 
 
-def test_migration_0038_s_downgrade_drops_the_trigger_and_the_upgrade_puts_it_back(
+def test_migration_0038_s_downgrade_drops_the_trigger_and_column_and_the_upgrade_puts_them_back(
     db: str,
 ) -> None:
-    """Down to 0037: no trigger (and on PostgreSQL no trigger function; 0037's
-    ``paymux_fraud_settle`` stays), a record becoming counted counts nothing; up again: it
+    """Down to 0037: no trigger, no ``fraud_settle`` column (and on PostgreSQL no trigger
+    function; 0037's ``paymux_fraud_settle`` stays); up again: all back, and a settle set
     counts."""
-    counted = {**UNCOUNTED, "counted": True, "settle": {"declined": 0, "rank": None, "score": 5}}
     postgres = not db.startswith("sqlite")
-    assert asyncio.run(_trigger_count(db)) == 1
-    if postgres:
-        assert asyncio.run(_functions(db)) == ["paymux_fraud_settle", "paymux_intent_fraud_settle"]
+    both = ["paymux_fraud_settle", "paymux_intent_fraud_settle"] if postgres else []
+    assert asyncio.run(_schema(db)) == (1, both, True)
     command.downgrade(alembic_config(db), "0037")
-    assert asyncio.run(_trigger_count(db)) == 0
-    if postgres:
-        assert asyncio.run(_functions(db)) == ["paymux_fraud_settle"]
+    assert asyncio.run(_schema(db)) == (0, ["paymux_fraud_settle"] if postgres else [], False)
+    upgrade(db)
+    assert asyncio.run(_schema(db)) == (1, both, True)
 
-    async def flip() -> dict[tuple[str, int], tuple[Any, ...]]:
+    async def settle() -> dict[tuple[str, int], tuple[Any, ...]]:
         database = Database(db)
         try:
-            await _store(database, UNCOUNTED)
-            await _store(database, counted)
+            await _set_up(database)
+            await _store(database, _settle(0, None, 5))
             return await _rows(database)
         finally:
             await database.dispose()
 
-    async def set_up() -> None:
-        database = Database(db)
-        try:
-            await _set_up(database)
-        finally:
-            await database.dispose()
-
-    asyncio.run(set_up())
-    assert asyncio.run(flip())[(CARD, MINUTE)] == (3, 0, 0, None, None)
-    upgrade(db)
-    assert asyncio.run(_trigger_count(db)) == 1
-    assert asyncio.run(flip())[(CARD, MINUTE)] == (3, 1, 0, None, 5)
+    assert asyncio.run(settle())[(CARD, MINUTE)] == (3, 1, 0, None, 5)

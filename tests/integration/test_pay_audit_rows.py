@@ -9,7 +9,8 @@ real services and the scripted gateway at the connector seam:
 - a customer's create, in a transaction of its own after the answer (``AuditLog.write``).
 
 Each entry's every column is stated here as stored (its text, ``<null>`` for SQL NULL):
-``details`` as the JSON text SQLAlchemy's JSON type serializes, ``livemode`` as each
+``details`` as the JSON text paymux's JSON columns write (orjson's compact text:
+storage/db.py ``_json_dumps``), ``livemode`` as each
 database's boolean. The INSERT is a driver statement (``storage.driver.observe``), and
 SQLAlchemy's execution layer runs no statement on ``audit_log``.
 """
@@ -121,9 +122,9 @@ def test_audit_entries_are_stored_as_the_core_insert_stored_them(db: str, tmp_pa
                 "object_id": pi["id"],
                 "livemode": no,
                 "request_id": request_id,
-                "details": '{"method": "POST", "path": "/v1/payment_intents", '
-                '"status": "succeeded", "amount": 4200, "currency": "usd", '
-                '"amount_received": 4200, "amount_refunded": 0}',
+                "details": '{"method":"POST","path":"/v1/payment_intents",'
+                '"status":"succeeded","amount":4200,"currency":"usd",'
+                '"amount_received":4200,"amount_refunded":0}',
                 "created_us": str(START_US),
             }
             assert str(request_id).startswith("req_")
@@ -148,9 +149,9 @@ def test_audit_entries_are_stored_as_the_core_insert_stored_them(db: str, tmp_pa
                 "object_type": "payment_intent",
                 "object_id": made["id"],
                 "livemode": no,
-                "details": '{"method": "POST", "path": "/v1/payment_intents", '
-                '"status": "requires_payment_method", "amount": 1500, "currency": "eur", '
-                '"amount_received": 0, "amount_refunded": 0}',
+                "details": '{"method":"POST","path":"/v1/payment_intents",'
+                '"status":"requires_payment_method","amount":1500,"currency":"eur",'
+                '"amount_received":0,"amount_refunded":0}',
                 "created_us": str(START_US + 1_000_000),
             }
 
@@ -170,7 +171,7 @@ def test_audit_entries_are_stored_as_the_core_insert_stored_them(db: str, tmp_pa
                 "object_type": "customer",
                 "object_id": customer["id"],
                 "livemode": no,
-                "details": '{"method": "POST", "path": "/v1/customers"}',
+                "details": '{"method":"POST","path":"/v1/customers"}',
                 "created_us": str(START_US + 2_000_000),
             }
 

@@ -264,7 +264,8 @@ class FraudEngine:
         and raises ``IntentMoved`` if not (the caller rolls back and decides again on the
         intent read under its lock)."""
         if not self.ctx.settings.fraud_enabled:
-            return {"fraud_outcome": None}, None  # no earlier confirm's decision (or hold)
+            # No earlier confirm's decision (or hold), nor its settle.
+            return {"fraud_outcome": None, "fraud_settle": None}, None
         payer = payer_request.get() or PayerRequest()
         livemode = bool(pi.livemode)
         facts, keys = await self.facts(s, pi, pm, payer, counted=False)
@@ -327,7 +328,8 @@ class FraudEngine:
             and not _pays_the_opened_payment(pi, pm)
         )
         count_fraud_decision(decision.action.value)
-        return {"fraud_outcome": record}, None
+        # The settle is this confirm's once its answer is known (on_settled): unset until then.
+        return {"fraud_outcome": record, "fraud_settle": None}, None
 
     def _decide(
         self,
@@ -347,9 +349,10 @@ class FraudEngine:
             "keys": keys,
             "card": keys.get("card_fingerprint"),
             "minute": None,  # set when the attempt is counted (velocity.reserve)
-            "counted": False,  # True once its answer is known (on_settled), at once for a block
-            # "settle" (added by on_settled with "counted"): the answer, {declined, rank,
-            # score} (velocity.settle_record), which migration 0038's trigger applies.
+            # True at once for a block (it counted nothing; code from before migration 0038
+            # also set it once settled). The settle is the intent's ``fraud_settle`` (set by
+            # on_settled, applied by migration 0038's trigger), reset with this record.
+            "counted": False,
             "payer": {"ip_address": payer.ip_address, "user_agent": payer.user_agent},
         }
         return decision, record
@@ -414,19 +417,29 @@ def _counted_unsettled(obj: dict[str, Any], pi: Any) -> bool:
     """``on_settled``'s gate (``react_to``'s ``when``): the emitter's intent row carries an
     attempt counted and not yet settled (what ``on_settled`` itself checks after reading
     the row; without the emitter's row, it runs and reads it)."""
-    if pi is None:
-        return True
+    return pi is None or _unsettled(pi)
+
+
+def _unsettled(pi: Any) -> bool:
+    """The intent's latest confirm counted an attempt (its record has a minute) whose settle
+    is not set yet (``fraud_settle``, reset by each decision). A record marked ``counted``
+    was settled by code from before migration 0038 (or is a block's, with no minute)."""
     record = pi.fraud_outcome
-    return bool(record) and not record.get("counted") and record.get("minute") is not None
+    return (
+        bool(record)
+        and record.get("minute") is not None
+        and not record.get("counted")
+        and pi.fraud_settle is None
+    )
 
 
 async def on_settled(
     s: AsyncSession, account_id: str, obj: dict[str, Any], now_us: int, subject: Any = None
 ) -> None:
     """A decided payment's answer is known (in the transaction applying it): settle its
-    counted attempt, once per confirm (the record marked ``counted`` with its ``settle``,
-    which the database applies to the velocity buckets when the intent's UPDATE writes the
-    mark: migration 0038); only an issuer's decline (``card_declined``) is a
+    counted attempt, once per confirm (the intent's ``fraud_settle`` set while it is unset,
+    which the database applies to the velocity buckets when the intent's UPDATE writes it:
+    migration 0038); only an issuer's decline (``card_declined``) is a
     decline (not a block, which counted nothing, nor a failed authentication). The gateway's
     risk level and numeric risk score for the payment (the intent's ``risk_level`` and
     ``gateway_risk_score`` as emitted, set from the answer being applied; Stripe's
@@ -435,26 +448,24 @@ async def on_settled(
 
     ``subject``: the emitter's row of the intent (``react_to_row``). A plain row (the
     settle's, which the session does not hold) is used as it is, not read again: its
-    emitter writes the ``counted`` mark set on it last here, with the settle's own changes.
+    emitter writes the ``fraud_settle`` set on it last here, with the settle's own changes.
     Without one, or with one of the session's objects, the row is the session's (read
     unless the session holds it)."""
     pi = subject if _plain_row_of(subject, obj) else await s.get(PaymentIntent, str(obj["id"]))
-    record = pi.fraud_outcome if pi is not None else None
-    if pi is None or not record or record.get("counted") or record.get("minute") is None:
+    if pi is None or not _unsettled(pi):
         return
+    record: dict[str, Any] = pi.fraud_outcome or {}
     error = obj.get("last_payment_error") or {}
     declined = (
         obj.get("status") == S.REQUIRES_PAYMENT_METHOD and error.get("code") == "card_declined"
     )
-    # The settle rides on the intent's UPDATE that writes this record (migration 0038's
-    # trigger applies ``settle`` to the keys' buckets as the record becomes counted): no
-    # statement of its own in the settling transaction.
-    pi.fraud_outcome = {
-        **record,
-        "counted": True,
-        "settle": velocity.settle_record(
-            declined=declined,
-            gateway_risk=obj.get("risk_level"),
-            gateway_risk_score=_score(obj.get("gateway_risk_score")),
-        ),
-    }
+    # The settle rides on the intent's UPDATE that writes this small column (migration
+    # 0038's trigger applies it to the keys' buckets as it is set): no statement of its own
+    # in the settling transaction, and the decision's record is not written again.
+    pi.fraud_settle = velocity.settle_record(
+        (record.get("keys") or {}).values(),
+        record["minute"],
+        declined=declined,
+        gateway_risk=obj.get("risk_level"),
+        gateway_risk_score=_score(obj.get("gateway_risk_score")),
+    )

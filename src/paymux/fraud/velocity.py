@@ -27,9 +27,10 @@ tried since the window's start, at any size.
   the gateway's risk level for it, if it gave one, raises the minute's ``gateway_risk`` (the
   highest of the minute), read back as ``:gateway_risk_level:`` (the card's highest in the
   last day) by the same statement as the counts. No statement of its own: the settling
-  transaction's UPDATE of the intent, which marks the attempt's ``fraud_outcome`` record
-  counted, carries it (``settle_record``), and a trigger (migration 0038) applies it to the
-  minute's row of each key, in the keys' order (as ``reserve`` takes them: no deadlock).
+  transaction's UPDATE of the intent carries it in the intent's small ``fraud_settle``
+  column (``settle_record``: keys, minute, answer), and a trigger (migration 0038) applies
+  it, as the column is set, to the minute's row of each key, in the keys' order (as
+  ``reserve`` takes them: no deadlock).
 - A block records nothing: a key stops being recorded past its block, and blocks are not
   declines (an address blocked once is not kept blocked by its own blocked attempts).
 
@@ -281,14 +282,24 @@ async def _previous(
 
 
 def settle_record(
-    *, declined: bool, gateway_risk: str | None = None, gateway_risk_score: int | None = None
-) -> dict[str, int | None]:
-    """The answer to an attempt, as its ``fraud_outcome`` record carries it (``settle``):
-    ``declined`` 1 for an issuer decline else 0; ``rank`` the gateway's risk level for it
-    (``normal``, ``elevated``, ``highest``: 1-3; another or None: null, records nothing);
-    ``score`` its numeric risk score (0-100; null records nothing). The database applies it
-    when the intent's UPDATE marks the record counted (migration 0038's trigger)."""
+    keys: Iterable[str],
+    minute: int,
+    *,
+    declined: bool,
+    gateway_risk: str | None = None,
+    gateway_risk_score: int | None = None,
+) -> dict[str, Any]:
+    """An answered attempt's settle, as the intent's ``fraud_settle`` column carries it (the
+    database applies it when the intent's UPDATE sets the column: migration 0038's trigger):
+    ``keys`` the attempt's digests, sorted (the order its rows are settled in: no deadlock);
+    ``minute`` the minute it was counted in; ``declined`` 1 for an issuer decline else 0;
+    ``rank`` the gateway's risk level for it (``normal``, ``elevated``, ``highest``: 1-3;
+    another or None: null, records nothing); ``score`` its numeric risk score (0-100; null
+    records nothing). Small on purpose (about 300 bytes with four keys): the trigger reads
+    it, not the decision's 1-2 KB record."""
     return {
+        "keys": sorted(keys),
+        "minute": minute,
         "declined": 1 if declined else 0,
         "rank": _RISK_RANK.get(gateway_risk or ""),
         "score": gateway_risk_score,
@@ -454,7 +465,8 @@ async def decision_read(
     already loaded."""
     ordered = sorted(set(keys.values()))
     card = keys.get("card_fingerprint")
-    names, wanted = sorted(aliases), sorted(values)
+    names = sorted(aliases)
+    wanted = sorted(values) if names else []  # no list to look in: no value sent
     parts = ("b", "v", "l", "p") if _card_keys(keys, card) else ("b", "v", "l")
     read = _read(len(ordered), len(names), len(wanted), parts=parts)
     params = _params(account_id, livemode, ordered, now_us)
@@ -572,7 +584,7 @@ async def locked_decision_read(
     params["lock_keys"] = sorted({int(key[:15], 16) for key in ordered})
     params["keys"] = ordered
     params["aliases"] = sorted(aliases)
-    params["values"] = sorted(values)
+    params["values"] = sorted(values) if params["aliases"] else []  # no list to look in
     params["card"] = card
     params["reserve_minute"] = minute
     params["card_keys"] = _card_keys(keys, card)
@@ -677,43 +689,63 @@ def _decision_of(keys: Mapping[str, str], rows: list[Any], now_us: int) -> Decis
     return DecisionRead(_facts(keys, rows) if keys else {}, version, found, stale, last)
 
 
+def _window_names(kind: str) -> tuple[tuple[int, str, str, str | None], ...]:
+    """A key kind's velocity facts per window: the window's index, then its payments',
+    declines' and distinct cards' fact names (a card's own key has no distinct cards)."""
+    return tuple(
+        (
+            i,
+            f"payments_per_{kind}_{window}",
+            f"declines_per_{kind}_{window}",
+            None if kind == "card_fingerprint" else f"distinct_cards_per_{kind}_{window}",
+        )
+        for i, window in enumerate(VELOCITY_WINDOWS)
+    )
+
+
+# Built once: the names are the same at every decision.
+_WINDOW_NAMES: Final = {kind: _window_names(kind) for kind in KEY_KINDS}
+_RISK: Final = 1 + 3 * len(VELOCITY_WINDOWS)  # a bucket row's highest risk rank's figure
+# Its highest risk score: the next figure, as a column of the row (part and key first).
+_SCORE: Final = 2 + _RISK + 1
+
+
 def _facts(keys: Mapping[str, str], rows: Iterable[Any]) -> dict[str, int | str]:
-    buckets: dict[str, dict[str, int]] = {}
+    """The velocity facts of ``keys`` (kind -> digest) from the read's bucket rows (part
+    ``b``: key, then pending; attempts, declines and distinct cards per window; the day's
+    highest risk rank and score; see ``_buckets_part``)."""
+    figures_of: dict[str, list[int]] = {}
     scores: dict[str, int] = {}
-    windows = len(VELOCITY_WINDOWS)
     for row in rows:
         if row[0] != "b":
             continue
-        figures = [int(v or 0) for v in row[2 : 2 + _WIDTH]]
-        named = {"pending": figures[0]}
-        for i, window in enumerate(VELOCITY_WINDOWS):
-            named[f"payments_{window}"] = figures[1 + 3 * i]
-            named[f"declines_{window}"] = figures[2 + 3 * i]
-            named[f"cards_{window}"] = figures[3 + 3 * i]
-        named["gateway_risk"] = figures[1 + 3 * windows]
-        buckets[row[1]] = named
-        score = row[4 + 3 * windows]  # 0 is a score: NULL is none
+        figures_of[row[1]] = [int(v or 0) for v in row[2 : 2 + _WIDTH]]
+        score = row[_SCORE]  # 0 is a score: NULL is none
         if score is not None:
             scores[row[1]] = int(score)
     facts: dict[str, int | str] = {}
     for kind, key in keys.items():
-        row = buckets.get(key)
-        if kind == "card_fingerprint" and row and 0 < row["gateway_risk"] <= len(_RISK_RANK):
-            facts["gateway_risk_level"] = GATEWAY_RISK_LEVELS[row["gateway_risk"] - 1]
-        if kind == "card_fingerprint" and key in scores:
-            facts["gateway_risk_score"] = scores[key]
+        figures = figures_of.get(key)
+        if kind == "card_fingerprint":
+            if figures and 0 < figures[_RISK] <= len(_RISK_RANK):
+                facts["gateway_risk_level"] = GATEWAY_RISK_LEVELS[figures[_RISK] - 1]
+            if key in scores:
+                facts["gateway_risk_score"] = scores[key]
+        names = _WINDOW_NAMES.get(kind) or _window_names(kind)
+        if figures is None:
+            for _, payments, declines, cards in names:
+                facts[payments] = facts[declines] = 0
+                if cards is not None:
+                    facts[cards] = 0
+            continue
         # Only an address's attempts in flight count as its declines: that holds a burst of
         # parallel card tests from one address to the threshold, while a merchant's server
         # confirming many payments of one card, email or customer at once (or one intent
         # confirmed twice) is never declined for answers that have not come yet.
-        pending = max(0, row["pending"]) if row and kind in _PENDING_KINDS else 0
-        for window in VELOCITY_WINDOWS:
-            facts[f"payments_per_{kind}_{window}"] = row[f"payments_{window}"] if row else 0
-            facts[f"declines_per_{kind}_{window}"] = (
-                row[f"declines_{window}"] if row else 0
-            ) + pending
-            if kind != "card_fingerprint":
-                facts[f"distinct_cards_per_{kind}_{window}"] = (
-                    max(0, row[f"cards_{window}"]) if row else 0
-                )
+        pending = max(0, figures[0]) if kind in _PENDING_KINDS else 0
+        for i, payments, declines, cards in names:
+            facts[payments] = figures[1 + 3 * i]
+            facts[declines] = figures[2 + 3 * i] + pending
+            if cards is not None:
+                facts[cards] = max(0, figures[3 + 3 * i])
     return facts

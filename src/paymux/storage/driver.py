@@ -160,7 +160,10 @@ class Statement:
         # ``columns``: rows as named tuples (attribute access by column name).
         named: Any = namedtuple("Row", columns, rename=True) if columns else None
         self.row: Callable[..., Row] | None = None if named is None else named._make
-        self._on: dict[str, _Dialected] = {}
+        # By dialect name and the JSON codec its engine was made with (the bind and result
+        # processors serialize with it: storage/db.py's engines use orjson, another engine,
+        # e.g. a migration's, the standard library).
+        self._on: dict[tuple[str, Any, Any], _Dialected] = {}
 
     @classmethod
     def of(cls, select: Select[Any]) -> Statement:
@@ -198,9 +201,14 @@ class Statement:
         return values
 
     def on(self, dialect: Dialect) -> _Dialected:
-        found = self._on.get(dialect.name)
+        key = (
+            dialect.name,
+            getattr(dialect, "_json_serializer", None),
+            getattr(dialect, "_json_deserializer", None),
+        )
+        found = self._on.get(key)
         if found is None:
-            found = self._on[dialect.name] = _Dialected(self, dialect)
+            found = self._on[key] = _Dialected(self, dialect)
         return found
 
     def __repr__(self) -> str:

@@ -310,6 +310,14 @@ class PaymentIntent(Base):
     # The fraud decision of the latest confirm (fraud/, migration 0019): Stripe's charge
     # ``outcome`` fields {type, risk_level, risk_score, rule, reason}; None: none made.
     fraud_outcome: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # The latest confirm's velocity settle, internal (never shown): set once its answer is
+    # known (fraud/decisions.py ``on_settled``), reset with each new decision; a trigger
+    # applies it as it is set (migration 0038). Small on purpose: the trigger reads it, not
+    # the 1-2 KB ``fraud_outcome`` record. None is SQL NULL (not JSON ``null``): the trigger
+    # fires when it goes from NULL to a value.
+    fraud_settle: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON(none_as_null=True), default=None
+    )
     # 3-D Secure (migration 0026, see its marker below).
     payment_method_options: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     three_d_secure: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)

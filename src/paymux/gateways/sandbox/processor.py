@@ -39,13 +39,13 @@ import hmac
 import json
 import secrets
 import sqlite3
-import string
 import threading
 import time
 from dataclasses import asdict
 from typing import Any
 from urllib.parse import urlencode
 
+from paymux.domain.ids import new_id
 from paymux.gateways.sandbox.cards import MAGIC_TOKENS, Scenario, TestCard, card_for_number
 from paymux.storage.sqlite_inline import CHECKPOINT_EVERY, checkpoint_in_background
 
@@ -97,15 +97,12 @@ class ProcessorError(Exception):
         self.code = code
 
 
-_ID_ALPHABET = string.ascii_letters + string.digits
-_RANDOM = secrets.SystemRandom()
-
-
 def _new_id(prefix: str) -> str:
     """Base62, as Stripe's ids are: hex ids held 13 digits in a row about once in 600, which
-    the card-number guard rightly takes for a card number glued to letters. (One ``choices``
-    call of the OS's random source, not 20 ``secrets.choice``: two per payment, issue 10.)"""
-    return f"{prefix}_sbx_" + "".join(_RANDOM.choices(_ID_ALPHABET, k=20))
+    the card-number guard rightly takes for a card number glued to letters. (paymux's own
+    ids' maker, ``domain/ids.py``: one read of the OS's random source per id, where
+    ``SystemRandom.choices`` made 20: two ids per payment, issue 10.)"""
+    return new_id(f"{prefix}_sbx", 20)
 
 
 def _token_hash(token: str) -> str:
@@ -471,9 +468,7 @@ class SandboxProcessor:
             }
             needs_3ds = (
                 scenario in _THREEDS or request.get("request_three_d_secure") in _ASKS_3DS
-            ) and not (
-                scenario is Scenario.THREEDS_UNLESS_SETUP and token.get("off_session_ready")
-            )
+            ) and not (scenario is Scenario.THREEDS_UNLESS_SETUP and token.get("off_session_ready"))
             if scenario in (Scenario.DECLINE, Scenario.DECLINE_ON_CHARGE, Scenario.BLOCKED):
                 self._fail(charge, card["decline_code"])
             elif needs_3ds and request.get("off_session"):
