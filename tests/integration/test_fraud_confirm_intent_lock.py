@@ -11,8 +11,8 @@ lock. What is checked, on a real PostgreSQL cluster:
 - a confirm sends one statement that locks its intent (the settle's) where it sent two;
 - the call locks the intent as read, and refuses (no lock kept, nothing counted) an intent
   whose status, confirmation count or any value the facts read differs, each one alone;
-- an amount raised between the read and the start is the amount decided on, the first
-  decision rolled back (no attempt of it counted), on both paths of the call.
+- (an amount raised between the read and the start is the amount decided on, the first
+  decision rolled back: tests/integration/test_fraud_decision_start.py.)
 """
 
 from __future__ import annotations
@@ -24,17 +24,16 @@ from typing import Any
 
 import pytest
 from alembic import command
-from sqlalchemy import event, text
+from sqlalchemy import event
 
 from conftest import migrated_database_url
 from paymux.fraud import velocity
-from paymux.services import payments as payments_module
 from paymux.storage import driver
-from paymux.storage.db import Database
 from paymux.storage.migrate import alembic_config, upgrade
 from paymux.storage.models import PaymentIntent
 from support.harness import Harness
 from support.pgcluster import PgCluster
+from support.pgfunctions import function_names
 
 _names = itertools.count()
 CARD_KEY = velocity.digest("card_fingerprint", "fp-lock")
@@ -183,58 +182,8 @@ def test_the_call_locks_the_intent_as_read_and_refuses_any_other(
     asyncio.run(main())
 
 
-def test_an_amount_raised_after_the_read_is_decided_on_and_the_first_decision_undone(
-    db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    async def main() -> None:
-        async with Harness.open(db, tmp_path) as h:
-            r = await h.http.post("/v1/fraud/rules", json={"rule": "review if :amount: > 5000"})
-            assert r.status_code == 200, r.text
-            r = await h.http.post("/v1/payment_intents", json={"amount": 1000, "currency": "usd"})
-            pi_id = r.json()["id"]
-            real = payments_module.resolve_payment_method
-
-            async def resolve(*a: Any, **k: Any) -> Any:
-                out = await real(*a, **k)
-                # between the confirm's read and its start: the merchant raises the amount
-                u = await h.http.post(f"/v1/payment_intents/{pi_id}", json={"amount": 9000})
-                assert u.status_code == 200, u.text
-                return out
-
-            monkeypatch.setattr(payments_module, "resolve_payment_method", resolve)
-            sent = Sent(h)
-            c = await h.http.post(
-                f"/v1/payment_intents/{pi_id}/confirm",
-                json={"payment_method": "tok_visa"},
-            )
-            sent.stop()
-            assert c.status_code == 200, c.text
-            # Reviewed on 9,000 (held: authorized, not captured); 1,000 would be allowed.
-            assert (c.json()["status"], c.json()["amount"]) == ("requires_capture", 9000)
-            calls = [sql.split("(")[0] for sql in sent.seen if "paymux_fraud_" in sql]
-            assert calls == [
-                "SELECT * FROM paymux_fraud_confirm_start",  # refused: the amount moved
-                "SELECT * FROM paymux_fraud_decision_start",  # after the intent's own lock
-            ]
-            # One attempt counted on its one key (the card's: no email, customer or payer's
-            # address), and settled: the refused call's was rolled back.
-            buckets = await h.sql("SELECT attempts, settled FROM fraud_velocity_buckets")
-            assert [tuple(b) for b in buckets] == [(1, 1)]
-            assert h.gw.calls["authorize"] == 1
-
-    asyncio.run(main())
-
-
 async def _function_names(url: str) -> list[str]:
-    database = Database(url)
-    try:
-        async with database.read() as s:
-            rows = await s.execute(
-                text("SELECT proname FROM pg_proc WHERE proname LIKE 'paymux_fraud_%' ORDER BY 1")
-            )
-            return [str(name) for (name,) in rows]
-    finally:
-        await database.dispose()
+    return await function_names(url, "paymux_fraud_")
 
 
 def test_migration_0039_s_downgrade_drops_the_call_alone(db: str) -> None:

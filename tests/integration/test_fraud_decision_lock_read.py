@@ -31,6 +31,7 @@ from paymux.fraud import velocity
 from paymux.storage.db import Database
 from paymux.storage.migrate import alembic_config, upgrade
 from support.pgcluster import PgCluster
+from support.pgfunctions import function_names
 
 _names = itertools.count()
 ACCOUNT = "acct_lockread"
@@ -141,15 +142,7 @@ def test_the_second_decider_waits_and_counts_the_first_s_committed_attempt(
 
 
 async def _functions(url: str) -> list[str]:
-    database = Database(url)
-    try:
-        async with database.read() as s:
-            rows = await s.execute(
-                text("SELECT proname FROM pg_proc WHERE proname LIKE 'paymux_fraud%'")
-            )
-            return [str(name) for (name,) in rows]
-    finally:
-        await database.dispose()
+    return await function_names(url, "paymux_fraud")
 
 
 # At head: 0036's two (replaced by 0037), 0037's settle and 0039's confirm start.

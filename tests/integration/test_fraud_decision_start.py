@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 from collections.abc import Iterator
 from contextvars import ContextVar
 from pathlib import Path
@@ -19,6 +20,7 @@ from conftest import migrated_database_url
 from paymux.fraud import decisions, velocity
 from paymux.services import context
 from paymux.services import payments as payments_module
+from paymux.storage import driver
 from support.harness import Harness
 from support.pgcluster import PgCluster
 
@@ -54,12 +56,30 @@ def test_an_amount_raised_during_the_confirm_is_the_amount_decided_on(
                 return out
 
             monkeypatch.setattr(payments_module, "resolve_payment_method", resolve)
-            c = await h.http.post(
-                f"/v1/payment_intents/{pi_id}/confirm", json={"payment_method": "tok_visa"}
+            calls: list[str] = []  # the fraud functions called (PostgreSQL), in order
+            stop = driver.observe(
+                lambda sql, _took: calls.extend(re.findall(r"(paymux_fraud_\w+)\(", sql))
             )
+            try:
+                c = await h.http.post(
+                    f"/v1/payment_intents/{pi_id}/confirm", json={"payment_method": "tok_visa"}
+                )
+            finally:
+                stop()
             assert c.status_code == 402, c.text
             assert c.json()["error"]["decline_code"] == "fraudulent"
             assert h.gw.calls["authorize"] == 0
+            if not h.app.ctx.db.is_sqlite:
+                # The decision's call locks the intent only as the confirm read it (migration
+                # 0039): refused, the transaction rolled back, then decided again under the
+                # intent's own lock (0037's call), and the block's undo.
+                assert calls == [
+                    "paymux_fraud_confirm_start",
+                    "paymux_fraud_decision_start",
+                    "paymux_fraud_decision_undo",
+                ]
+            # Nothing of either decision is kept: the first rolled back, the block undone.
+            assert await h.sql("SELECT attempts FROM fraud_velocity_buckets") == []
             got = (await h.http.get(f"/v1/payment_intents/{pi_id}")).json()
             assert (got["status"], got["amount"], got["amount_received"]) == (
                 "requires_payment_method",
