@@ -74,3 +74,22 @@ def test_a_json_column_round_trips_through_both_databases(db: str) -> None:
     orm, raw = asyncio.run(main())
     assert repr(orm) == repr(WIDE_READ)
     assert repr(raw) == repr(WIDE_READ)
+
+
+def test_a_driver_statement_serializes_with_each_engine_s_own_codec() -> None:
+    """``storage/driver.py`` keeps a statement's processors per dialect name AND JSON codec:
+    one engine's (the standard library's, e.g. a migration's) never serializes for
+    another's (paymux's, orjson), whichever ran the statement first."""
+    from sqlalchemy.dialects import sqlite
+
+    statement = driver.Statement(
+        "UPDATE fraud_rules SET metadata = :v WHERE id = :id", binds={"v": FraudRule.metadata_.type}
+    )
+    plain = sqlite.dialect()  # no codec given: the standard library's json.dumps
+    ours = sqlite.dialect(
+        json_serializer=db_module._json_dumps, json_deserializer=db_module._json_loads
+    )
+    value = {"a": [1, 2]}
+    assert statement.args({"v": value, "id": "x"}, statement.on(plain)) == ['{"a": [1, 2]}', "x"]
+    assert statement.args({"v": value, "id": "x"}, statement.on(ours)) == ['{"a":[1,2]}', "x"]
+    assert statement.args({"v": value, "id": "x"}, statement.on(plain)) == ['{"a": [1, 2]}', "x"]

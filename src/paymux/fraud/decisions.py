@@ -48,12 +48,7 @@ from paymux.services.payments import IntentMoved
 from paymux.services.routing import missing_capabilities
 from paymux.storage.models import Customer, PaymentIntent, PaymentMethod
 
-__all__ = [
-    "ASKS_3DS_ON_REQUEST",
-    "FraudEngine",
-    "on_settled",
-    "outcome_of",
-]
+__all__ = ["ASKS_3DS_ON_REQUEST", "FraudEngine", "on_settled", "outcome_of"]
 
 # The connectors whose authorize asks the issuer for 3-D Secure on a request_3ds rule
 # (AuthorizeRequest.request_three_d_secure).

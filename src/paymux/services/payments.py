@@ -82,14 +82,14 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-# The fraud decision, in the transaction that starts the attempt (fraud/decisions.py
-# ``FraudEngine.screen_in``): the intent changes to commit with the attempt and None, or a
-# block's card error (the block recorded in the session: commit it, start nothing, raise).
 class IntentMoved(Exception):
     """The confirm's intent changed after the read its decision was made on (``Screen``'s
     ``as_read``): nothing of the decision may be kept."""
 
 
+# The fraud decision, in the transaction that starts the attempt (fraud/decisions.py
+# ``FraudEngine.screen_in``): the intent changes to commit with the attempt and None, or a
+# block's card error (the block recorded in the session: commit it, start nothing, raise).
 # ``as_read``: the intent is the confirm's earlier read, not locked yet (PostgreSQL: the
 # decision's call locks it if it is still as read, else raises ``IntentMoved``).
 class Screen(Protocol):
