@@ -2,7 +2,8 @@
 payment logic, only the database writes a create + confirm makes.
 
 Stack: FastAPI + uvicorn (started like ``paymux serve``: ``configure_logging`` then
-``uvicorn.run(..., log_config=None, access_log=True)``), ``paymux.storage.db.Database`` with
+``uvicorn.run(..., log_config=None, access_log=True)``, the heap settled once started:
+``paymux/heap.py``), ``paymux.storage.db.Database`` with
 its default pool and engine settings (SQLite WAL, ``BEGIN IMMEDIATE`` writers), and the
 paymux tables, written with SQLAlchemy Core statements of the same shape and width.
 
@@ -42,6 +43,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 from sqlalchemy import bindparam, insert, select, update
 
+from paymux import heap
 from paymux.domain.ids import new_id
 from paymux.security import configure_logging
 from paymux.storage.db import Database
@@ -188,6 +190,7 @@ def create_bare_app(database_url: str) -> FastAPI:
                         created_us=now_us(),
                     )
                 )
+        heap.settle()  # as paymux serve, once started (paymux/heap.py)
         try:
             yield
         finally:

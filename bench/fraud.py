@@ -56,6 +56,7 @@ from sqlalchemy import event, insert, text
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import databases, loadavg
 
+from paymux import heap
 from paymux.config import Settings
 from paymux.fraud import velocity
 from paymux.fraud.decisions import FraudEngine
@@ -272,6 +273,9 @@ async def bench_screen(url: str, backend: str, rules: int, payments: int) -> Non
         return await real_fetch(s, statement, params)
 
     velocity.fetch = _call  # type: ignore[assignment]
+    # Set up: the heap settled as an API process settles it once started (paymux/heap.py),
+    # so the collector's passes are the size they are there.
+    heap.settle()
     for i in range(payments):
         pm = PaymentMethod(
             id=f"pm_{i}",

@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from paymux import heap
 from paymux.cli_connections import connections_cli
 from paymux.cli_outbound import add_listen_command, add_outbound_commands
 from paymux.cli_users import login_hint, users_cli
@@ -318,7 +319,11 @@ def _run_uvicorn(
     from paymux.api.app import create_app
 
     uvicorn.run(
-        create_app(settings) if workers == 1 else "paymux.api.app:create_app_from_environment",
+        (
+            create_app(settings, settle_heap=True)
+            if workers == 1
+            else "paymux.api.app:create_app_from_environment"
+        ),
         factory=workers > 1,
         workers=workers if workers > 1 else None,
         # How long the parent waits for a process to answer its health ping before killing
@@ -375,6 +380,7 @@ def worker_command() -> None:
         instrument_database(app.ctx.db)
         metrics = await _worker_metrics(app, metrics_port) if metrics_port else None
         worker = Worker(app)
+        heap.settle()  # start-up's objects out of the collector's passes
         task = asyncio.create_task(worker.run())
         loop = asyncio.get_running_loop()
 

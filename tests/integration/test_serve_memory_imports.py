@@ -12,10 +12,7 @@ one subprocess does what ``paymux serve`` does at head, then answers ``/health/r
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 from alembic.script import ScriptDirectory
@@ -23,6 +20,7 @@ from alembic.script import ScriptDirectory
 from conftest import migrated_database_url
 from paymux.storage.migrate import alembic_config, release_revisions
 from support.keys import random_token
+from support.processes import python_answer
 
 _SERVE_AT_HEAD = """
 import asyncio, json, sys
@@ -66,22 +64,6 @@ def test_the_revisions_read_from_the_files_are_alembics() -> None:
 def test_an_api_process_at_head_never_imports_alembic(tmp_path: Path) -> None:
     url = migrated_database_url("sqlite", tmp_path, None, "serve_imports")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAYMUX_")}
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            _SERVE_AT_HEAD,
-            url,
-            str(tmp_path / "sandbox.db"),
-            random_token("sk_test_", 24),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    args = [url, str(tmp_path / "sandbox.db"), random_token("sk_test_", 24)]
+    answer = python_answer(_SERVE_AT_HEAD, args, env, tmp_path)
     assert answer == {"ran": False, "ready": 200, "loaded": []}

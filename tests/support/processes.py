@@ -19,6 +19,8 @@ benchmarks (bench/*.py) and the PostgreSQL cluster helper (support/pgcluster.py)
   PAYMUX_* variables (``paymux_env``: the caller's PAYMUX_*, STRIPE_* and proxy variables
   are dropped), with test-speed settings unless told otherwise, an httpx client holding the
   API key, and ``restart()``.
+- ``python_answer(code, args, env, cwd)``: ``code`` run in a fresh interpreter, its last
+  output line read as JSON.
 - ``run_as(user, cmd)``: the command through ``runuser`` when we are root (PostgreSQL
   refuses to run as root); unchanged otherwise.
 - ``cpu_seconds(pid)``: a process's user + system CPU time; ``child_pids(pid)``; and
@@ -32,6 +34,7 @@ reports them as failures.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -150,7 +153,9 @@ def wait_for_port(
     )
 
 
-def wait_for_http(url: str, timeout: float = START_TIMEOUT, proc: LoggedProcess | None = None) -> None:
+def wait_for_http(
+    url: str, timeout: float = START_TIMEOUT, proc: LoggedProcess | None = None
+) -> None:
     """Until ``GET url`` answers 200; ``ProcessExited`` if ``proc`` dies first."""
     wait_until(f"{url} to answer 200", _alive_check(proc, lambda: http_ok(url)), timeout, 0.05)
 
@@ -174,9 +179,24 @@ def clean_env(
 def paymux_env(db_url: str, tmp: Path, **extra: str) -> dict[str, str]:
     """The environment of a paymux subprocess: only PAYMUX_* (and STRIPE_*) variables given
     here configure it. Its sandbox keeps its own database in ``tmp/sandbox.db``."""
-    return clean_env(
-        PAYMUX_DATABASE_URL=db_url, PAYMUX_SANDBOX_DB=str(tmp / "sandbox.db"), **extra
+    return clean_env(PAYMUX_DATABASE_URL=db_url, PAYMUX_SANDBOX_DB=str(tmp / "sandbox.db"), **extra)
+
+
+def python_answer(code: str, args: Sequence[str], env: Mapping[str, str], cwd: Path) -> Any:
+    """Run ``code`` in a fresh interpreter (``python -c code args...``; what this test process
+    has imported or changed does not reach it) and return its last line of output, read as
+    JSON; its exit must be 0 (else its stderr's tail is the failure)."""
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        env=dict(env),
+        cwd=cwd,
+        timeout=300,
+        check=False,
     )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def run_as(user: str, cmd: Sequence[str]) -> list[str]:

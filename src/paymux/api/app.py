@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from paymux import __version__
+from paymux import __version__, heap
 from paymux.api.docs import install_docs
 from paymux.api.middleware import GuardMiddleware
 from paymux.api.openapi import install_openapi
@@ -139,8 +139,12 @@ def _error(request: Request, error: PaymuxError) -> JSONResponse:
     return JSONResponse({"error": error.to_dict()}, status_code=error.http_status, headers=headers)
 
 
-def create_app(settings: Settings, paymux: Paymux | None = None) -> FastAPI:
-    """The ASGI app. With ``paymux`` given, the caller owns its lifecycle (tests, benchmarks)."""
+def create_app(
+    settings: Settings, paymux: Paymux | None = None, *, settle_heap: bool = False
+) -> FastAPI:
+    """The ASGI app. With ``paymux`` given, the caller owns its lifecycle (tests, benchmarks).
+    ``settle_heap``: the app is its process's (``paymux serve``): once started, start-up's
+    objects are taken out of the garbage collector's passes (``heap.settle``)."""
     for secret in (settings.admin_key, settings.api_key, settings.metrics_token):
         if secret is not None:  # masked in every log line, whatever its form
             register_secret(secret.get_secret_value())
@@ -159,6 +163,8 @@ def create_app(settings: Settings, paymux: Paymux | None = None) -> FastAPI:
         app.state.worker_beat = worker.beat if worker else None  # /health/ready
         app.state.request_log = RequestLog(core.ctx, keep=settings.request_log_keep)
         task = asyncio.create_task(worker.run()) if worker else None
+        if settle_heap:
+            heap.settle()
         try:
             yield
         finally:
@@ -324,7 +330,7 @@ def create_app_from_environment() -> FastAPI:
     ``serve`` put its flags) and sets up logging itself."""
     settings = get_settings()
     configure_logging(settings.log_level, json_output=settings.log_json)
-    return create_app(settings)
+    return create_app(settings, settle_heap=True)
 
 
 class _SandboxMount:
