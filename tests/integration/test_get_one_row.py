@@ -1,5 +1,6 @@
 """``Database.one_row`` (GET of one object, the rate limit's count): a statement alone, on a
-pooled PostgreSQL connection checked out WITHOUT the pool's ping (one round trip, not two),
+pooled PostgreSQL connection checked out WITHOUT the pool's ping (one round trip, not two;
+a session's checkout sends its BEGIN as the check instead of a ping),
 and still never failing on a connection the server closed while it sat in the pool: the
 statement runs again, once, on a good connection. Any other error is raised after one run.
 Real PostgreSQL (the session's throwaway cluster), no mocks; the ping is counted by wrapping
@@ -32,16 +33,17 @@ def pg_url(pg_cluster: PgCluster | None, request: pytest.FixtureRequest) -> Iter
 
 
 async def _count_pings(db: Database) -> list[str]:
-    """A list that grows by one for each ping (``SELECT 1``) sent on the pool's one
-    connection, from asyncpg's query logger (which sees every query it sends)."""
+    """A list that grows by one for each ping (``SELECT 1``) and each BEGIN sent on the
+    pool's one connection, from asyncpg's query logger (which sees every query it sends in
+    the simple protocol: those two, COMMIT and ROLLBACK)."""
     raw = await db.writer.raw_connection()
     connection = raw.driver_connection
     raw.close()
     sent: list[str] = []
 
     def logged(query: Any) -> None:
-        if query.query == "SELECT 1":
-            sent.append(query.query)
+        if query.query == "SELECT 1" or query.query.startswith("BEGIN"):
+            sent.append(query.query.split()[0].rstrip(";"))
 
     connection.add_query_logger(logged)
     return sent
@@ -56,24 +58,31 @@ async def _terminate(url: str, pid: int) -> None:
         await other.dispose()
 
 
-def test_one_row_sends_no_ping_where_a_session_read_pings(pg_url: str) -> None:
-    async def scenario() -> tuple[int, int, set[int]]:
+def test_one_row_sends_no_ping_and_a_session_checks_with_its_begin(pg_url: str) -> None:
+    """``one_row``: its statement alone. A session's checkout (``db.read()``, ``write()``):
+    its BEGIN is the pool's check, no ``SELECT 1`` before it (``_ping_once``)."""
+
+    async def scenario() -> tuple[list[str], list[str], set[int]]:
         db = Database(pg_url, pool_size=1)
         try:
             await db.one_row(_PID, {})  # the pool's one connection, made (a new one: no ping)
-            pings = await _count_pings(db)
+            sent = await _count_pings(db)
             pids = {int(row[0]) for row in [await db.one_row(_PID, {}) for _ in range(5)] if row}
-            by_one_row = len(pings)
-            for _ in range(5):
+            by_one_row = list(sent)
+            for _ in range(3):
                 async with db.read() as s:
                     await s.execute(text("SELECT 1"))
-            return by_one_row, len(pings) - by_one_row, pids
+            async with db.write() as s:
+                await s.execute(text("SELECT 2"))
+            async with db.write() as s:
+                await driver.fetch(s, _PID, {})
+            return by_one_row, sent[len(by_one_row) :], pids
         finally:
             await db.dispose()
 
     by_one_row, by_sessions, pids = asyncio.run(scenario())
-    assert by_one_row == 0
-    assert by_sessions == 5  # the pool does ping: the five session reads' checkouts
+    assert by_one_row == []
+    assert by_sessions == ["BEGIN"] * 5  # one each, and no ping
     assert len(pids) == 1  # one pooled connection, used again each time
 
 

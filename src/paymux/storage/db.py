@@ -19,7 +19,7 @@ import json
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from typing import Any, Final, cast
 
@@ -151,13 +151,22 @@ _UNPINGED: ContextVar[bool] = ContextVar("paymux_unpinged_checkout", default=Fal
 _GONE_SQLSTATES = ("08", "57P01", "57P02", "57P03")
 
 
+# Set while ``Database.write`` / ``read`` check their session's connection out on
+# PostgreSQL: the pool's ping is the transaction's BEGIN (``_ping_once``).
+_BEGIN_AS_PING: ContextVar[bool] = ContextVar("paymux_begin_as_ping", default=False)
+
+
 @contextmanager
-def _unpinged() -> Iterator[None]:
-    token = _UNPINGED.set(True)
+def _set(flag: ContextVar[bool]) -> Iterator[None]:
+    token = flag.set(True)
     try:
         yield
     finally:
-        _UNPINGED.reset(token)
+        flag.reset(token)
+
+
+def _unpinged() -> AbstractContextManager[None]:
+    return _set(_UNPINGED)
 
 
 def _connection_gone(engine: AsyncEngine, error: exc.DBAPIError) -> bool:
@@ -178,8 +187,17 @@ def _ping_once(dbapi_connection: Any) -> bool:
     simple query protocol (no statement to prepare). SQLAlchemy's own sends three (BEGIN,
     ``;``, ROLLBACK) for PgBouncer's transaction pooling, which paymux does not support
     (docs/operations.md); every checkout paid them: a GET of one object four round trips
-    instead of two (issue 10). None for ``Database.one_row``'s first try (``_UNPINGED``)."""
+    instead of two (issue 10). None for ``Database.one_row``'s first try (``_UNPINGED``).
+
+    A session's checkout (``Database.write`` / ``read``, ``_BEGIN_AS_PING``) sends its
+    transaction's BEGIN instead, which the session would send before its first statement
+    anyway: it checks the connection as well (a closed one fails it, as it fails the
+    ``SELECT 1``: the pool replaces the connection and the session's first statement sends
+    the BEGIN on the new one), in one round trip where the ping and the BEGIN took two."""
     if _UNPINGED.get():
+        return True
+    if _BEGIN_AS_PING.get():
+        await_only(dbapi_connection._start_transaction())  # raises the DBAPI's error itself
         return True
     try:
         await_only(dbapi_connection._connection.execute("SELECT 1"))
@@ -217,6 +235,14 @@ class _PatientPool(AsyncAdaptedQueuePool):
             except sqla_queue.Empty:
                 pass
         return super()._do_get()
+
+
+async def _checked_out(session: AsyncSession) -> None:
+    """The session's PostgreSQL connection, checked out now with its transaction's BEGIN as
+    the pool's ping (``_ping_once``): one round trip where the ping, then the BEGIN sent
+    before the first statement, took two (three per payment; issue 10)."""
+    with _set(_BEGIN_AS_PING):
+        await session.connection()
 
 
 class Database:
@@ -270,11 +296,15 @@ class Database:
     async def write(self) -> AsyncIterator[AsyncSession]:
         """One write transaction: committed when the block ends, rolled back on error."""
         async with self._write_sessions() as session, session.begin():
+            if not self.is_sqlite:
+                await _checked_out(session)
             yield session
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
         async with self._read_sessions() as session, session.begin():
+            if not self.is_sqlite:
+                await _checked_out(session)
             yield session
 
     async def first_row(self, statement: Executable, params: Mapping[str, Any]) -> Row[Any] | None:
