@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
+from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, PoolProxiedConnection
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.util import await_only, greenlet_spawn
 from sqlalchemy.util import queue as sqla_queue
@@ -289,6 +289,7 @@ class Database:
             if self.is_sqlite
             else self.reader.execution_options(isolation_level="AUTOCOMMIT")
         )
+        self._held: PoolProxiedConnection | None = None  # SQLite: ``_held_read``
         self._write_sessions = async_sessionmaker(self.writer, expire_on_commit=False)
         self._read_sessions = async_sessionmaker(self.reader, expire_on_commit=False)
 
@@ -328,10 +329,13 @@ class Database:
         connection, so the caller never sees that failure. Any other error is the caller's.
         A write retried after a connection lost MID-statement may have run twice: only for
         statements where that errs on the safe side (a count that refuses early). SQLite's
-        pool has no ping: straight to ``driver.first_row``."""
+        pool has no ping: a read runs on the held reader connection (``_held_read``), a
+        write on the writer's pool (``driver.first_row``)."""
         engine = self.writer if write else self.reader
         if self.is_sqlite:
-            return await driver.first_row(engine, statement, params)
+            if write:
+                return await driver.first_row(engine, statement, params)
+            return await self._held_read(statement, params)
         try:
             with _unpinged():
                 return await driver.first_row(engine, statement, params)
@@ -340,7 +344,38 @@ class Database:
                 raise
         return await driver.first_row(engine, statement, params)
 
+    async def _held_read(
+        self, statement: driver.Statement, params: Mapping[str, Any]
+    ) -> driver.Row | None:
+        """SQLite: ``one_row``'s read on this process's held reader connection, one of the
+        reader pool's taken once and kept (``_held``), not checked out and in again for each
+        read: two greenlet calls and the pool's bookkeeping, about a tenth of a GET's CPU
+        (issue 10). In autocommit, each statement is its own snapshot of the WAL, and no
+        transaction is left open between reads (all rows are read before the next await), so
+        the connection holds no read lock while idle. Reads on it never overlap but while one
+        waits out a lock (``sqlite_inline``'s waits are awaited): then they share it, each on
+        its own cursor, as sqlite3 allows. If a read raises (its statement may have been cut
+        off), the connection is invalidated and the next read takes another."""
+        held = self._held
+        if held is None:
+            held = await self.reader.raw_connection()
+            if self._held is None:
+                self._held = held
+            else:  # another read took one meanwhile: keep that one
+                await greenlet_spawn(held.close)
+                held = self._held
+        try:
+            return await driver.first_row_on(held, self.reader.dialect, statement, params)
+        except BaseException:
+            if self._held is held:
+                self._held = None
+            held.invalidate()
+            raise
+
     async def dispose(self) -> None:
+        if self._held is not None:
+            held, self._held = self._held, None
+            await greenlet_spawn(held.close)
         if self.is_sqlite:
             await sqlite_inline.finish_checkpoints()
         await self.writer.dispose()

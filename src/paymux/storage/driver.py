@@ -77,6 +77,7 @@ from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import SessionTransaction
+from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql import Select
 from sqlalchemy.types import TypeEngine
 from sqlalchemy.util import greenlet_spawn
@@ -399,22 +400,31 @@ async def first_row(
     SQLite: sqlite3's autocommit, no BEGIN), the connection back to the pool. A connection
     whose statement was cut off (an error, a cancellation) is invalidated, not pooled."""
     pooled = await engine.raw_connection()
-    dialect = engine.dialect
-    c = _Connection(pooled.dbapi_connection, pooled.driver_connection, dialect)
-    on = statement.on(dialect)
     try:
-        args = statement.args(params, on)
-        started = time.perf_counter() if _OBSERVERS else 0.0
-        if c.postgres:
-            rows: list[Row] = [
-                tuple(r) for r in await _postgres(c, statement, args, True, begin=False)
-            ]
-        else:
-            rows = (await _sqlite(c, statement, args)).fetchall()  # no half-read statement
-        if _OBSERVERS:
-            _observed(statement, started)
+        row = await first_row_on(pooled, engine.dialect, statement, params)
     except BaseException:
         pooled.invalidate()
         raise
     await greenlet_spawn(pooled.close)  # an overflow connection is closed: I/O
+    return row
+
+
+async def first_row_on(
+    pooled: PoolProxiedConnection,
+    dialect: Dialect,
+    statement: Statement,
+    params: Mapping[str, Any] | None = None,
+) -> Row | None:
+    """``first_row`` on a connection the caller holds, outside any transaction (the caller
+    invalidates it if this raises: its statement may have been cut off)."""
+    c = _Connection(pooled.dbapi_connection, pooled.driver_connection, dialect)
+    on = statement.on(dialect)
+    args = statement.args(params, on)
+    started = time.perf_counter() if _OBSERVERS else 0.0
+    if c.postgres:
+        rows: list[Row] = [tuple(r) for r in await _postgres(c, statement, args, True, begin=False)]
+    else:
+        rows = (await _sqlite(c, statement, args)).fetchall()  # no half-read statement
+    if _OBSERVERS:
+        _observed(statement, started)
     return _typed(statement, on, rows[:1])[0] if rows else None
