@@ -15,7 +15,11 @@ collector").
   among them is kept for the life of the process, which start-up's are anyway;
 - raises the youngest generation's threshold from 700 to ``YOUNG_THRESHOLD`` allocations:
   a payment allocates thousands of container objects, nearly all freed by reference counting
-  before any collection, so fewer passes find as much garbage.
+  before any collection, so fewer passes find as much garbage. Not higher: every tenth young
+  pass is also a pass over what the last ten kept, and at 10,000 those pauses reached the
+  p99 of one client's payments (bench/payments.py, sequential: 8.3-9.2 ms at
+  10,000, 7.1-8.5 ms at 3,000 and at 700; 16 clients: 385-390 payments/s at 10,000 and at
+  3,000, 375-378 at 700; docs/benchmarks.md).
 
 Not done in tests and the library (``create_app`` without ``settle_heap``): a process that
 builds many apps would keep each one's cycles.
@@ -28,7 +32,7 @@ from typing import Final
 
 __all__ = ["YOUNG_THRESHOLD", "settle"]
 
-YOUNG_THRESHOLD: Final = 10_000
+YOUNG_THRESHOLD: Final = 3_000
 
 
 def settle() -> None:

@@ -88,7 +88,7 @@ def test_a_served_app_freezes_start_up_out_of_the_collectors_passes(
     # ... so a full collection walks a small part of what it would: what the first request
     # made after the freeze (its routes' and statements' caches, mostly).
     assert isinstance(tracked, int) and tracked * 4 < frozen
-    assert started["young_threshold"] == 10_000
+    assert started["young_threshold"] == 3_000
 
 
 def test_the_librarys_app_leaves_the_collector_alone(tmp_path: Path) -> None:
