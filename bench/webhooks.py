@@ -100,6 +100,7 @@ from common import (
 )
 from drain import RECORDED_3DS
 
+from paymux import heap
 from paymux.domain.ids import new_id
 from paymux.gateways.signing import sign_header
 from paymux.security import configure_logging
@@ -178,6 +179,7 @@ def serve_bare(database_url: str, port: int, log_level: str = "WARNING") -> None
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.db = Database(database_url)
+        heap.settle()  # as paymux serve, once started (paymux/heap.py)
         try:
             yield
         finally:
