@@ -1,5 +1,5 @@
-"""An API process of ``paymux serve`` takes its start-up's objects out of the garbage
-collector's passes once started (``paymux/heap.py``): a full collection walked about 240,000
+"""An API process of ``paymux serve``, and ``paymux worker``, take their start-up's objects
+out of the garbage collector's passes once started (``paymux/heap.py``): a full collection walked about 240,000
 of them, 55-70 ms with the event loop stopped (issue 10: the p99 of 16 concurrent clients).
 
 Each case runs in a fresh interpreter: freezing this test process's heap would reach every
@@ -97,3 +97,27 @@ def test_the_librarys_app_leaves_the_collector_alone(tmp_path: Path) -> None:
     assert started["frozen"] == 0
     assert isinstance(started["tracked"], int) and started["tracked"] > 100_000
     assert started["young_threshold"] == 700  # Python's default
+
+
+_WORKER = """
+import gc, json, os, signal, threading
+
+from paymux.cli import cli
+
+before = gc.get_freeze_count()
+# SIGTERM once the worker runs: it stops as an operator's stop would (the job in hand done).
+threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
+cli(["worker"], standalone_mode=False)
+print(json.dumps({"before": before, "frozen": gc.get_freeze_count(),
+                  "young_threshold": gc.get_threshold()[0]}))
+"""
+
+
+def test_paymux_worker_freezes_start_up_out_of_the_collectors_passes(tmp_path: Path) -> None:
+    url = migrated_database_url("sqlite", tmp_path, None, "worker_heap")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAYMUX_")}
+    env.update(PAYMUX_DATABASE_URL=url, PAYMUX_SANDBOX_DB=str(tmp_path / "sandbox.db"))
+    answer = python_answer(_WORKER, [], env, tmp_path)
+    assert answer["before"] == 0
+    assert answer["frozen"] > 50_000  # the worker's start-up: modules, mappers, settings
+    assert answer["young_threshold"] == 3_000
