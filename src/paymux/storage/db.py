@@ -4,9 +4,11 @@
 process's single writer connection, so concurrent writers queue for it (and wait for other
 processes' writers, see below) instead of failing mid-transaction with SQLITE_BUSY;
 ``db.read()`` opens a plain one. On PostgreSQL both are ordinary transactions, on pooled
-connections pinged at checkout (``pool_pre_ping``). ``db.one_row()`` runs one statement that
-is its own transaction (GET of one object, the rate limit's count) on a connection checked
-out without the ping, and runs it again on a pinged one if that connection was closed.
+connections checked at checkout (``pool_pre_ping``), the transaction's BEGIN serving as the
+check (``_ping_once``). ``db.one_row()`` runs one statement that is its own transaction (GET
+of one object, the rate limit's count): on PostgreSQL on a connection checked out without the
+ping, run again on a pinged one if that connection was closed; on SQLite a read runs on one
+reader connection the process holds (``_held_read``).
 
 SQLite runs on the inline driver (``sqlite_inline``: sqlite3 calls on the event loop, no
 thread hop per cursor call); ``sqlite+aiosqlite://`` URLs are mapped to it, and waits for
