@@ -289,9 +289,10 @@ async def bench_screen(url: str, backend: str, rules: int, payments: int) -> Non
         # (its BEGIN and COMMIT are the attempt's, paid with or without a decision).
         async with db.write() as s:
             # The attempt's BEGIN (paid with or without a decision): on SQLite the
-            # connection's BEGIN IMMEDIATE; on PostgreSQL SQLAlchemy's asyncpg adapter sends
-            # its BEGIN before the transaction's first statement, not when the connection is
-            # taken, so without one here the decision's figures would include the BEGIN's
+            # connection's BEGIN IMMEDIATE; on PostgreSQL sent at the checkout of a pooled
+            # connection (storage/db.py: the BEGIN is the pool's ping), but by SQLAlchemy's
+            # asyncpg adapter before the transaction's first statement on a new one, so
+            # without a statement here the decision's figures could include the BEGIN's
             # round trip. The confirm's first statement is then, on PostgreSQL, the decision's
             # call, which locks the intent (``as_read``, migration 0039); on SQLite the
             # intent's read, then the decision.
@@ -385,11 +386,16 @@ class _Undone(Exception):
     """Rolls back a replayed call's transaction."""
 
 
+def _plan(plan: Any) -> Any:
+    """An ``EXPLAIN (FORMAT JSON)``'s plan, parsed (asyncpg gives it as text)."""
+    return json.loads(plan) if isinstance(plan, str) else plan
+
+
 def _explained(plan: Any) -> tuple[float, int]:
     """An ``EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)``'s execution time and the pages its top
     node touched (found in shared buffers or read; a function's nested statements
     included)."""
-    top = json.loads(plan) if isinstance(plan, str) else plan
+    top = _plan(plan)
     node = top[0]["Plan"]
     touched = int(node["Shared Hit Blocks"] + node["Shared Read Blocks"])
     return float(top[0]["Execution Time"]), touched
@@ -494,13 +500,13 @@ async def _settle_inside_postgres(
             )
         params = _settled_params(1) | {"v_fraud_settle": settle}
         plan = await _rolled_back(db, lambda s, p=params: driver.fetch(s, with_fraud, p))
-        top = json.loads(plan) if isinstance(plan, str) else plan
+        top = _plan(plan)
         runs.append(float(top[0]["Execution Time"]))
         fired = [t for t in top[0].get("Triggers") or [] if t["Trigger Name"] == _TRIGGER]
         assert [t["Calls"] for t in fired] == [1], top  # the settle set: once
         triggers.append(float(fired[0]["Time"]))
         plan = await _rolled_back(db, lambda s: driver.fetch(s, without, _settled_params(1)))
-        top = json.loads(plan) if isinstance(plan, str) else plan
+        top = _plan(plan)
         bare.append(float(top[0]["Execution Time"]))
     return (
         f"  the settle's UPDATE inside PostgreSQL ({len(settles)} replayed, EXPLAIN ANALYZE):"

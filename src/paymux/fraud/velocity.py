@@ -731,7 +731,7 @@ def _facts(keys: Mapping[str, str], rows: Iterable[Any]) -> dict[str, int | str]
                 facts["gateway_risk_level"] = GATEWAY_RISK_LEVELS[figures[_RISK] - 1]
             if key in scores:
                 facts["gateway_risk_score"] = scores[key]
-        names = _WINDOW_NAMES.get(kind) or _window_names(kind)
+        names = _WINDOW_NAMES[kind]
         if figures is None:
             for _, payments, declines, cards in names:
                 facts[payments] = facts[declines] = 0

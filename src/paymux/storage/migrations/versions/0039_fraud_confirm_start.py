@@ -8,8 +8,8 @@ locks the intent only if it still holds what the decision was made on (its statu
 confirmation count, and the values the facts read: amount, currency, customer, receipt
 email, off_session, the shipping country), then does what ``paymux_fraud_decision_start``
 (migration 0037) does with the remaining arguments (its body, the same text). Otherwise
-it locks nothing and returns one row, part ``m`` (moved): the caller rolls its transaction back (nothing of it is kept: no
-key locked, no attempt counted) and decides again on the intent read under its lock
+it locks nothing and returns one row, part ``m`` (moved): the caller rolls its transaction
+back (nothing of it is kept: no key locked, no attempt counted) and decides again on the intent read under its lock
 (services/payments.py ``_start_authorize``). Lock order as before: the intent row, then the
 velocity keys.
 
@@ -36,9 +36,8 @@ depends_on = None
 # the same body with the intent's lock first. Not a call of it: a PL/pgSQL function calling
 # another and returning its rows (``RETURN QUERY SELECT * FROM ...``) costs a second
 # function call and a copy of every row (measured: 0.02 ms a decision).
-_DECISION: str = importlib.import_module(
-    "paymux.storage.migrations.versions.0037_fraud_decision_lookups"
-)._FUNCTION
+_0037 = importlib.import_module("paymux.storage.migrations.versions.0037_fraud_decision_lookups")
+_DECISION: str = _0037._FUNCTION
 _GUARD_ARGUMENTS = (
     "p_intent TEXT, p_status TEXT, p_confirm_count INTEGER, p_amount BIGINT, p_currency TEXT,"
     " p_customer TEXT, p_receipt_email TEXT, p_off_session BOOLEAN, p_shipping_country TEXT"
@@ -62,7 +61,7 @@ _GUARD = """BEGIN
         RETURN;
     END IF;
     -- The keys' locks one at a time"""
-_NULLS = ", ".join("CAST(NULL AS BIGINT)" for _ in range(13))  # f0..f12 (0037's _FIGURES)
+_NULLS = ", ".join("CAST(NULL AS BIGINT)" for _ in range(_0037._FIGURES))  # f0.. as 0037's
 
 
 def _function() -> str:
