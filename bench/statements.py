@@ -1,4 +1,5 @@
-"""Statements and transactions per payment, counted with SQLAlchemy events.
+"""Statements and transactions per payment, counted with SQLAlchemy events and
+``storage.driver.observe`` (the statements sent on the driver, one per round trip).
 
 For each backend this migrates a fresh database, runs paymux in this process (the ASGI app
 over httpx's ASGI transport, no worker, the built-in sandbox gateway at zero latency), warms
@@ -36,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from common import databases, in_process_paymux, paymux_engines
 
+from paymux.storage import driver
 from paymux.storage.migrate import upgrade
 
 API_KEY = "sk_test_statements" + "0" * 16
@@ -71,6 +73,11 @@ class Counter:
             if self.on and not sql.lstrip().upper().startswith("BEGIN"):
                 self.log.append(" ".join(sql.split()))
 
+    def driver_statement(self, sql: str, seconds: float) -> None:
+        """A statement sent on the driver (storage.driver), past SQLAlchemy's events."""
+        if self.on:
+            self.log.append(" ".join(sql.split()))
+
 
 def kind(sql: str) -> str:
     return sql.split(" ", 1)[0].upper()
@@ -103,6 +110,7 @@ async def measure(url: str, tmp: Path, n: int, idempotency: bool, show: bool, cp
     async with in_process_paymux(url, tmp, API_KEY, sandbox) as (core, client):
         for engine in paymux_engines(core):
             counter.attach(engine)
+        stop_observing = driver.observe(counter.driver_statement)
         for _ in range(5):
             pi = await payment(client)
         counter.on = True
@@ -132,6 +140,7 @@ async def measure(url: str, tmp: Path, n: int, idempotency: bool, show: bool, cp
             print("  one payment:")
             for sql in counter.log:
                 print("    " + (sql if len(sql) < 140 else sql[:137] + "..."))
+        stop_observing()
     for name, entries in (("payment (create + confirm)", pay_log), ("GET one intent", get_log)):
         kinds = collections.Counter(kind(s) for s in entries)
         total = len(entries)

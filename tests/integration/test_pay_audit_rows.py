@@ -25,6 +25,7 @@ from sqlalchemy import event
 
 from paymux.storage import driver
 from support.databases import migrated_database_fixture
+from support.driver_sql import parts
 from support.harness import START_US, Harness
 
 db = migrated_database_fixture("pay_audit_rows")
@@ -72,7 +73,9 @@ async def _post_watched(
     for engine in engines:
         event.listen(engine.sync_engine, "before_cursor_execute", orm)
     stop = driver.observe(
-        lambda sql, _: on_driver.append(" ".join(sql.split())) if "audit_log" in sql else None
+        lambda sql, _: on_driver.extend(
+            part for part in parts(" ".join(sql.split())) if "audit_log" in part
+        )
     )
     try:
         r = await h.post(path, body, key=key)

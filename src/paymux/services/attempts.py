@@ -57,7 +57,7 @@ from paymux.services.three_d_secure import (
     requested_option,
 )
 from paymux.services.views import payment_intent_view, payment_method_view, refund_view
-from paymux.storage.driver import Statement, execute, fetchrow, insert_of
+from paymux.storage.driver import Statement, execute, fetchrow, insert_of, later
 from paymux.storage.models import Customer, GatewayAttempt, PaymentIntent, PaymentMethod, Refund
 
 __all__ = ["AttemptEngine", "intent_view", "state_of"]
@@ -151,7 +151,7 @@ async def _store(s: AsyncSession, pi: PaymentIntent, before: dict[str, Any]) -> 
     params = {f"v_{column}": value for column, value in changed.items()}
     params["b_id"] = before["id"]
     await flush_pending(s)
-    await execute(s, _store_statement(tuple(changed)), params)
+    await later(s, _store_statement(tuple(changed)), params)
     before.update({key: now[key] for key in _PI_COLUMN})
 
 

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.domain.ids import new_id
 from paymux.services.context import Context, flush_pending, page_of
-from paymux.storage.driver import execute, insert_of
+from paymux.storage.driver import insert_of, later
 from paymux.storage.models import AuditEntry
 
 __all__ = [
@@ -123,7 +123,7 @@ async def _insert(session: AsyncSession, values: dict[str, Any]) -> None:
     ``session.execute`` of a Core statement did (``flush_pending``: the transaction's writes
     in the order they were)."""
     await flush_pending(session)
-    await execute(session, _INSERT, values)
+    await later(session, _INSERT, values)
 
 
 async def audit_in(session: AsyncSession, result: dict[str, Any], now_us: int) -> None:

@@ -21,7 +21,7 @@ from paymux.domain.ids import new_id
 from paymux.gateways.base import Gateway
 from paymux.gateways.registry import GatewayRegistry
 from paymux.storage.db import Database
-from paymux.storage.driver import Statement, execute
+from paymux.storage.driver import Statement, later
 from paymux.storage.models import Event
 
 __all__ = [
@@ -331,12 +331,12 @@ async def emit(
         row["previous_attributes"] = None if last is None else changed_attributes(last, obj)
         row["object_seq"] = last_seq + 1
         await flush_pending(session)
-        await execute(session, _EVENT_INSERT, row)
+        await later(session, _EVENT_INSERT, row)
     else:
         row["previous_attributes"] = None
         row["seq_object_id"], row["seq_account_id"] = object_id, account_id
         await flush_pending(session)
-        await execute(session, _EVENT_INSERT_NEXT, row)
+        await later(session, _EVENT_INSERT_NEXT, row)
     for reaction, when, with_row in _REACTIONS.get(type_, ()):
         if when is not None and not _gate_allows(when, obj, subject, type_):
             continue  # nothing for it to do (no query, no savepoint)

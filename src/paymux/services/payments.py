@@ -474,7 +474,7 @@ class PaymentsService:
                 # reads it): no ORM object, no unit of work; nothing reads it back.
                 pi = _intent_row(values)
                 if p.id is None:
-                    await driver.execute(s, _PI_CREATE, values)
+                    await driver.later(s, _PI_CREATE, values)
                 elif await driver.fetchrow(s, _PI_CREATE_NEW, values) is None:
                     raise _ReservedIdTaken  # nothing of this create is kept (rolled back)
                 await record_recovery_point(s, "created", pi_id)

@@ -276,6 +276,9 @@ class Database:
             cast(_PatientPool, self.writer.pool).overflow_wait = overflow_wait
             # The ping in one round trip (``_ping_once``), not three.
             self.writer.dialect.do_ping = _ping_once  # type: ignore[method-assign]
+            # ``driver.later``'s writes held and sent together (one round trip for the event,
+            # the audit entry and the intent's UPDATE of a settle).
+            driver.send_writes_together(self.writer)
             self.reader = self.writer
         # One-statement reads (GET of one object): the statement is its own snapshot, without
         # a BEGIN before it and a ROLLBACK after it; the same pool. On PostgreSQL in autocommit

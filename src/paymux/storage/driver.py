@@ -32,6 +32,12 @@ How::
 - :func:`fetch` (all rows), :func:`fetchrow` (the first or None), :func:`execute` (the
   row count), inside a transaction; :func:`first_row`: a one-statement read outside any
   transaction (``Database.first_row`` on the driver: ``first_row(db.reader, ...)``).
+- :func:`later`: a write whose result nobody reads, held on PostgreSQL and sent with the
+  writes held after it as one statement (data-modifying WITHs) before the transaction's next
+  statement or its COMMIT (``send_writes_together``, which ``Database`` sets up): a settle's
+  event, intent UPDATE and audit entry in one round trip, not three. At once on SQLite.
+- A ``begin_nested()`` block's driver statements are inside its SAVEPOINT: the driver sends
+  the SAVEPOINT if SQLAlchemy has not yet (it waits for the block's first ORM statement).
 - The ORM does not see driver writes of rows it has loaded (its identity map keeps their
   old values), and a driver statement does not autoflush the session: flush first when a
   driver statement must see pending ORM changes.
@@ -71,20 +77,30 @@ from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
-from sqlalchemy import exc, inspect
+from sqlalchemy import event, exc, inspect
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import SessionTransaction
-from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.pool import Pool, PoolProxiedConnection
 from sqlalchemy.sql import Select
 from sqlalchemy.types import TypeEngine
-from sqlalchemy.util import greenlet_spawn
+from sqlalchemy.util import await_only, greenlet_spawn
 
 from paymux.storage import sqlite_inline
 
-__all__ = ["Row", "Statement", "execute", "fetch", "fetchrow", "first_row", "observe"]
+__all__ = [
+    "Row",
+    "Statement",
+    "execute",
+    "fetch",
+    "fetchrow",
+    "first_row",
+    "later",
+    "observe",
+    "send_writes_together",
+]
 
 Row = tuple[Any, ...]
 _Processor = Callable[[Any], Any]
@@ -93,6 +109,8 @@ _Processor = Callable[[Any], Any]
 _TOKENS: Final = re.compile(r"'(?:[^']|'')*'|\"[^\"]*\"|::|(?<![:\w]):([A-Za-z_]\w*)")
 # A command tag's row count: "INSERT 0 3", "UPDATE 2", "DELETE 1", "SELECT 4".
 _TAG_COUNT: Final = re.compile(r"(\d+)$")
+# The table a plain write writes (``later``): none for anything else (a WITH, a SELECT).
+_WRITTEN: Final = re.compile(r"\s*(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+(\"[^\"]+\"|\w+)", re.I)
 
 
 class _Dialected:
@@ -125,7 +143,7 @@ class Statement:
     booleans and datetimes on SQLite); ``results``: one SQLAlchemy type (or None) per
     column, converted as the ORM reads it."""
 
-    __slots__ = ("_on", "binds", "names", "postgres", "results", "row", "sql", "sqlite")
+    __slots__ = ("_on", "binds", "names", "postgres", "results", "row", "sql", "sqlite", "writes")
 
     def __init__(
         self,
@@ -147,6 +165,9 @@ class Statement:
             return f"\0{names.index(name) + 1}"
 
         self.sql = sql
+        written = _WRITTEN.match(sql)
+        # The table of a plain INSERT, UPDATE or DELETE (``later``), else None.
+        self.writes: str | None = written.group(1).strip('"').lower() if written else None
         self.postgres = _TOKENS.sub(number, sql).replace("\0", "$")
         own = list(names)
         self.sqlite = _TOKENS.sub(number, sql if sqlite is None else sqlite).replace("\0", "?")
@@ -239,19 +260,28 @@ def insert_of(model: Any, keys: Sequence[str], *, conflict: str | None = None) -
 class _Connection:
     """The driver connection of one session transaction."""
 
-    __slots__ = ("adapter", "dialect", "driver", "postgres")
+    __slots__ = ("adapter", "dialect", "driver", "held", "postgres")
 
-    def __init__(self, adapter: Any, driver: Any, dialect: Dialect) -> None:
+    def __init__(
+        self, adapter: Any, driver: Any, dialect: Dialect, *, holds_writes: bool = False
+    ) -> None:
         self.adapter = adapter  # asyncpg: SQLAlchemy's adapter (its mutex and transaction)
         self.driver = driver  # the asyncpg Connection, or the sqlite_inline connection
         self.dialect = dialect
         self.postgres = dialect.name == "postgresql"
+        # ``later``'s writes not sent yet, in order; None: ``later`` runs each at once.
+        self.held: list[tuple[Statement, list[Any]]] | None = [] if holds_writes else None
 
 
 _CONNECTIONS: Final[weakref.WeakKeyDictionary[SessionTransaction, _Connection]] = (
     weakref.WeakKeyDictionary()
 )
 _OBSERVERS: list[Callable[[str, float], None]] = []
+# ``later``: the pools whose engines send held writes before their statements and COMMIT
+# (``send_writes_together``), and each transaction's held writes by its SQLAlchemy
+# connection (the one the engine's events name).
+_TOGETHER: Final[weakref.WeakSet[Pool]] = weakref.WeakSet()
+_HOLDING: Final[weakref.WeakKeyDictionary[Connection, _Connection]] = weakref.WeakKeyDictionary()
 
 
 def observe(callback: Callable[[str, float], None]) -> Callable[[], None]:
@@ -267,6 +297,12 @@ async def _connection(session: AsyncSession) -> _Connection:
         raise RuntimeError(
             "storage.driver runs inside a transaction of Database.write() or read() only"
         )
+    current = session.sync_session._transaction
+    if current is not None and current.nested and not current._connections:
+        # In a ``begin_nested()`` block whose SAVEPOINT SQLAlchemy has not sent yet (it
+        # sends it lazily, at the block's first ORM statement): sent now, so the block's
+        # rollback undoes this statement too.
+        await session.connection()
     found = _CONNECTIONS.get(transaction)
     if found is not None:
         return found
@@ -284,9 +320,12 @@ async def _connection(session: AsyncSession) -> _Connection:
     if options.get("isolation_level") == "AUTOCOMMIT" or options.get("paymux_one_statement"):
         raise RuntimeError("storage.driver runs in a transaction, not on an autocommit reader")
     pooled = connection.connection
+    holds = connection.dialect.name == "postgresql" and connection.engine.pool in _TOGETHER
     found = _CONNECTIONS[transaction] = _Connection(
-        pooled.dbapi_connection, pooled.driver_connection, connection.dialect
+        pooled.dbapi_connection, pooled.driver_connection, connection.dialect, holds_writes=holds
     )
+    if holds:
+        _HOLDING[connection] = found
     return found
 
 
@@ -333,6 +372,8 @@ async def fetch(
 ) -> list[Row]:
     """All rows of ``statement`` in ``session``'s transaction, as tuples."""
     c = await _connection(session)
+    if c.held:
+        await _send_held(c)
     on = statement.on(c.dialect)
     args = statement.args(params, on)
     started = time.perf_counter() if _OBSERVERS else 0.0
@@ -373,6 +414,8 @@ async def execute(
 ) -> int:
     """Run ``statement`` (no rows wanted); returns the rows it changed (-1 when unknown)."""
     c = await _connection(session)
+    if c.held:
+        await _send_held(c)
     args = statement.args(params, statement.on(c.dialect))
     started = time.perf_counter() if _OBSERVERS else 0.0
     if c.postgres:
@@ -387,6 +430,112 @@ async def execute(
     if _OBSERVERS:
         _observed(statement, started)
     return count
+
+
+async def later(
+    session: AsyncSession, statement: Statement, params: Mapping[str, Any] | None = None
+) -> None:
+    """A write of ``session``'s transaction whose result nobody reads (an event's or an audit
+    entry's INSERT, the UPDATE of a row the transaction has locked), sent with the writes
+    after it: on an engine set up by ``send_writes_together`` (PostgreSQL), it is held, and
+    the writes held are sent as ONE statement (each but the last a data-modifying WITH) just
+    before the transaction's next statement of any kind (driver, ORM, SAVEPOINT) or its
+    COMMIT. Two writes or more cost one round trip (issue 10); a ROLLBACK drops them.
+    Anywhere else (SQLite, which has no round trip to save) it runs at once, as ``execute``.
+
+    - ``statement``: one plain INSERT, UPDATE or DELETE (no WITH of its own: PostgreSQL
+      takes a data-modifying WITH at the top level only).
+    - Its parameters are converted now: a dict the caller changes afterwards changes
+      nothing.
+    - The writes sent together see the same snapshot, not one another's effects (PostgreSQL's
+      data-modifying WITH): a write to a table already held sends the held ones first, so
+      no two of one statement write one table. A write whose triggers read a table that
+      another held write changes must use ``execute``.
+    - An error of a held write (a constraint) is raised where the writes are sent: at the
+      next statement or at the COMMIT (``Database.write()``'s block end), not at this call.
+      A write whose error the caller catches must use ``execute``."""
+    c = await _connection(session)
+    if c.held is None:
+        await execute(session, statement, params)
+        return
+    table = statement.writes
+    if table is None:
+        raise ValueError(f"later() takes one INSERT, UPDATE or DELETE, not {statement!r}")
+    if any(held.writes == table for held, _ in c.held):
+        await _send_held(c)
+    c.held.append((statement, statement.args(params, statement.on(c.dialect))))
+
+
+# Held writes sent together, by their statements: one Statement whose SQL names each part's
+# parameters apart (``w0_id``), so its arguments are the parts' converted arguments in order.
+_TOGETHER_SQL: dict[tuple[Statement, ...], Statement] = {}
+
+
+def _together(parts: tuple[Statement, ...]) -> Statement:
+    found = _TOGETHER_SQL.get(parts)
+    if found is None:
+        texts = []
+        for i, part in enumerate(parts):
+
+            def named(match: re.Match[str], i: int = i) -> str:
+                name = match.group(1)
+                return match.group(0) if name is None else f":w{i}_{name}"
+
+            texts.append(_TOKENS.sub(named, part.sql))
+        *withs, last = texts
+        sql = "WITH " + ", ".join(f"w{i} AS ({text})" for i, text in enumerate(withs))
+        found = _TOGETHER_SQL[parts] = Statement(f"{sql} {last}")
+        if len(found.names) != sum(len(part.names) for part in parts):  # pragma: no cover
+            raise AssertionError("a part's parameters were not all renamed")
+    return found
+
+
+async def _send_held(c: _Connection) -> None:
+    """Send ``c``'s held writes (one statement), emptied first: a write that fails is not
+    sent again (its error aborts the transaction)."""
+    held = c.held
+    if not held:
+        return
+    c.held = []
+    if len(held) == 1:
+        statement, args = held[0]
+    else:
+        statement = _together(tuple(part for part, _ in held))
+        args = [value for _, part_args in held for value in part_args]
+    started = time.perf_counter() if _OBSERVERS else 0.0
+    await _postgres(c, statement, args, False)
+    if _OBSERVERS:
+        _observed(statement, started)
+
+
+def _before_statement(conn: Connection, *args: Any) -> None:
+    """An ORM or Core statement (a SAVEPOINT too) on a connection holding writes: they go
+    first, in the greenlet SQLAlchemy's asyncio layer runs the statement in."""
+    c = _HOLDING.get(conn)
+    if c is not None and c.held:
+        await_only(_send_held(c))
+
+
+def _drop_held(conn: Connection, *args: Any) -> None:
+    """A ROLLBACK (or one to a savepoint): the held writes were made after the last
+    statement, so after any savepoint it undoes; they are dropped, never sent."""
+    c = _HOLDING.get(conn)
+    if c is not None and c.held:
+        c.held = []
+
+
+def send_writes_together(engine: AsyncEngine) -> None:
+    """Make ``later`` hold writes on ``engine`` (PostgreSQL): its connections send them before
+    each statement (``before_cursor_execute``, SAVEPOINTs included) and before COMMIT, and
+    drop them at ROLLBACK and ROLLBACK TO SAVEPOINT."""
+    sync = engine.sync_engine
+    if sync.dialect.name != "postgresql" or sync.pool in _TOGETHER:
+        return
+    event.listen(sync, "before_cursor_execute", _before_statement)
+    event.listen(sync, "commit", _before_statement)
+    event.listen(sync, "rollback", _drop_held)
+    event.listen(sync, "rollback_savepoint", _drop_held)
+    _TOGETHER.add(sync.pool)
 
 
 async def first_row(
