@@ -28,6 +28,14 @@ class Settings(BaseSettings):
         "PostgreSQL connection keeps its prepared statements (~0.25 MiB): 10 + 10 made a "
         "process ~2.6 MiB larger than 5 + 5 for no more payments/s (docs/operations.md).",
     )
+    db_read_connections: int = Field(
+        default=5,
+        ge=0,
+        description="PostgreSQL: connections per process kept outside the pool for reads "
+        "of one statement (GET of one object), opened as concurrent reads need them; 0: "
+        "none, every read checks a pooled connection out. A process opens at most "
+        "2 x PAYMUX_DB_POOL_SIZE + this many (docs/operations.md).",
+    )
     api_key: SecretStr | None = Field(
         default=None, description="A bootstrap API key for the default account (PAYMUX_API_KEY)."
     )

@@ -127,7 +127,12 @@ class Paymux:
         self.settings = settings
         connectors()  # every connector registered, with its error-code rows
         self.ctx = Context(
-            db=database or Database(settings.database_url, pool_size=settings.db_pool_size),
+            db=database
+            or Database(
+                settings.database_url,
+                pool_size=settings.db_pool_size,
+                read_connections=settings.db_read_connections,
+            ),
             gateways=gateways if gateways is not None else build_registry(settings),
             settings=settings,
             clock=clock or SystemClock(),

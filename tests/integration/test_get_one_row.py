@@ -4,7 +4,8 @@ a session's checkout sends its BEGIN as the check instead of a ping),
 and still never failing on a connection the server closed while it sat in the pool: the
 statement runs again, once, on a good connection. Any other error is raised after one run.
 Real PostgreSQL (the session's throwaway cluster), no mocks; the ping is counted by wrapping
-the ``SELECT 1`` of the pool's ping in asyncpg's query log.
+the ``SELECT 1`` of the pool's ping in asyncpg's query log. The pool's path, with no
+connections kept for reads (``read_connections=0``; those: test_db_kept_readers.py).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def test_one_row_sends_no_ping_and_a_session_checks_with_its_begin(pg_url: str) 
     its BEGIN is the pool's check, no ``SELECT 1`` before it (``_ping_once``)."""
 
     async def scenario() -> tuple[list[str], list[str], set[int]]:
-        db = Database(pg_url, pool_size=1)
+        db = Database(pg_url, pool_size=1, read_connections=0)
         try:
             await db.one_row(_PID, {})  # the pool's one connection, made (a new one: no ping)
             sent = await _count_pings(db)
@@ -88,7 +89,7 @@ def test_one_row_sends_no_ping_and_a_session_checks_with_its_begin(pg_url: str) 
 
 def test_one_row_on_a_connection_the_server_closed_runs_on_a_new_one(pg_url: str) -> None:
     async def scenario() -> tuple[int, int, int, int]:
-        db = Database(pg_url, pool_size=1)
+        db = Database(pg_url, pool_size=1, read_connections=0)
         try:
             first = await db.one_row(_PID, {})
             assert first is not None
@@ -113,7 +114,7 @@ def test_one_row_runs_a_failing_statement_once(pg_url: str) -> None:
     ``nextval``) is raised, and the statement ran once: only a closed connection is retried."""
 
     async def scenario() -> int:
-        db = Database(pg_url, pool_size=1)
+        db = Database(pg_url, pool_size=1, read_connections=0)
         try:
             async with db.write() as s:
                 await s.execute(text("CREATE SEQUENCE one_row_runs"))

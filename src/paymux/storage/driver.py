@@ -75,7 +75,7 @@ import time
 import weakref
 from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from sqlalchemy import event, exc, inspect
 from sqlalchemy.dialects import postgresql
@@ -83,7 +83,7 @@ from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import SessionTransaction
-from sqlalchemy.pool import Pool, PoolProxiedConnection
+from sqlalchemy.pool import Pool
 from sqlalchemy.sql import Select
 from sqlalchemy.types import TypeEngine
 from sqlalchemy.util import await_only, greenlet_spawn
@@ -558,8 +558,18 @@ async def first_row(
     return row
 
 
+class Held(Protocol):
+    """A connection ``first_row_on`` runs on: a pooled one, or one the caller keeps."""
+
+    @property
+    def dbapi_connection(self) -> Any: ...
+
+    @property
+    def driver_connection(self) -> Any: ...
+
+
 async def first_row_on(
-    pooled: PoolProxiedConnection,
+    pooled: Held,
     dialect: Dialect,
     statement: Statement,
     params: Mapping[str, Any] | None = None,
