@@ -5,7 +5,8 @@ than the pool holds, every such checkout opened a new connection (a server proce
 set-up queries, its statements prepared again): hundreds a second (issue 10). When none
 comes back in time, the overflow connection is still opened, so code that holds one
 connection while it asks for another goes on. Real PostgreSQL (the session's throwaway
-cluster), no mocks; connections counted by the pool's ``connect`` event.
+cluster), no mocks; connections counted by the pool's ``connect`` event. The reads here
+use the pool: no connections kept for reads (``read_connections=0``; test_db_kept_readers.py).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def test_a_checkout_waits_for_the_pooled_connection_instead_of_opening_another(
 ) -> None:
     async def scenario() -> tuple[int, int, bool, int]:
         # One pooled connection (and one overflow allowed); a wait far longer than the test.
-        db = Database(pg_url, pool_size=1, overflow_wait=600.0)
+        db = Database(pg_url, pool_size=1, overflow_wait=600.0, read_connections=0)
         try:
             first = await db.one_row(_PID, {})
             assert first is not None
@@ -75,7 +76,7 @@ def test_a_checkout_waits_for_the_pooled_connection_instead_of_opening_another(
 
 def test_when_none_comes_back_the_overflow_connection_is_opened(pg_url: str) -> None:
     async def scenario() -> tuple[int, int, int]:
-        db = Database(pg_url, pool_size=1, overflow_wait=0.05)
+        db = Database(pg_url, pool_size=1, overflow_wait=0.05, read_connections=0)
         try:
             connects = _count_connects(db)
             async with db.read() as s:
