@@ -262,6 +262,10 @@ class _Start:
     verification_token: str | None
 
 
+# ``_start_created``: the attempt and its request, or a block's card error.
+_Started = tuple[GatewayAttempt | None, AuthorizeRequest | None, PaymuxError | None]
+
+
 class PaymentsService:
     def __init__(self, ctx: Context, engine: AttemptEngine | None = None) -> None:
         self.ctx = ctx
@@ -423,6 +427,7 @@ class PaymentsService:
             )
             gateway = routed.gateway
         now = self.ctx.now_us()
+        started: _Started | None = None
         try:
             async with self.ctx.db.write() as s:
                 if resolved is not None and inspect(resolved).transient:
@@ -482,17 +487,76 @@ class PaymentsService:
                 await emit(s, account_id, "payment_intent.created", view, now)
                 if not p.confirm:  # the answer: audited with it (a confirm audits its own)
                     await audit_in(s, view, now)
+                elif resolved is not None and p.id is None and p.invoice_id is None:
+                    started = await self._start_created(s, pi, resolved, gateway, p.off_session)
         except _ReservedIdTaken:
             # A caller's reserved id (an invoice's try) that another request made first,
             # after the read above: that request's intent (of this account, else a 404),
             # resumed, never a 500. Only that id's clash: any other unique violation in the
             # transaction is raised as it is, never taken for it.
             return await self._resume_create(account_id, pi_id, p)
+        if started is not None:
+            attempt, request, blocked = started
+            if blocked is not None:
+                raise blocked  # its decision committed with the intent
+            assert attempt is not None and request is not None
+            return await self._authorize(account_id, pi_id, gateway, attempt, request)
         if p.confirm:
             return await self.confirm(
                 account_id, pi.id, off_session=p.off_session, recorded=resolved, created=pi
             )
         return self._view(pi)
+
+    async def _start_created(
+        self,
+        s: AsyncSession,
+        pi: PaymentIntent,
+        recorded: PaymentMethod,
+        gateway: Gateway,
+        off_session: bool | None,
+    ) -> _Started | None:
+        """A create with ``confirm=true`` and the payment method it resolved: the
+        confirmation's start (the fraud decision, the intent to ``processing``, the attempt)
+        in the create's own transaction ``s``, as ``confirm`` would start it right after
+        the create's commit: one transaction less per payment (issue 10). None, with
+        nothing written, if the payment method is not usable for this intent: the create
+        commits alone and ``confirm`` raises that error, as before. A block's card error
+        is returned, its decision written in ``s``: the caller commits, then raises it.
+        Any other error rolls the create back with it: none is expected of an intent this
+        transaction made (its status and count are the ones just written)."""
+        check_operation("confirm", pi.status)
+        try:  # known: no statement, only the checks of its use (``_usable``)
+            pm = await resolve_payment_method(
+                self.ctx,
+                pi.account_id,
+                gateway.name,
+                recorded.id,
+                customer_id=pi.customer_id,
+                known=recorded,
+                looked_up=True,
+                connection_id=pi.connection_id,
+                defer_shared=True,
+                gateway=gateway,
+            )
+        except PaymuxError:
+            return None
+        start = _Start(
+            pi.account_id,
+            pi.id,
+            pm,
+            False,
+            str(pi.status),
+            pi.confirm_count,
+            _confirm_changes(None, off_session, None, None),
+            None,
+        )
+        screened = self.screen is not None and self.ctx.settings.fraud_enabled
+        as_read = screened and not self.ctx.db.is_sqlite
+        begun, blocked = await self._start_screened_in(s, start, pi, as_read=as_read)
+        if begun is None:
+            return None, None, blocked
+        _, attempt, request = begun
+        return attempt, request, None
 
     async def _exists(self, pi_id: str) -> bool:
         """Whether an intent has this id (any account's: ``_resume_create`` answers another
@@ -811,24 +875,9 @@ class PaymentsService:
             defer_shared=True,
             gateway=gateway,
         )
-        changes: dict[str, Any] = {
-            "confirm_count": _CONFIRM_COUNT_NEXT,
-            "last_payment_error": None,
-            "next_action": None,
-            "three_d_secure": None,  # this confirmation's, once its gateway answers
-            # The gateway's risk level is this confirmation's too (an earlier card's must
-            # not be recorded against this one when this gateway's answer carries none).
-            "risk_level": None,
-            "gateway_risk_score": None,
-        }
-        if payment_method_options is not None:
-            changes["payment_method_options"] = card_options(payment_method_options)
-        if off_session is not None:
-            changes["off_session"] = off_session
-        if return_url is not None:
-            changes["return_url"] = return_url
-        if setup_future_usage is not None:
-            changes["setup_future_usage"] = setup_future_usage
+        changes = _confirm_changes(
+            payment_method_options, off_session, return_url, setup_future_usage
+        )
         read_status, read_count = str(pi.status), pi.confirm_count
         # A use of a shared test token, not recorded yet (the create's, ``recorded``, is).
         fresh = inspect(pm).transient and pm is not recorded
@@ -851,6 +900,18 @@ class PaymentsService:
                 async with self.ctx.db.write() as s:
                     await _record_payment_method(s, pm, self.ctx.db.is_sqlite)
             raise
+        return await self._authorize(account_id, pi_id, gateway, attempt, request)
+
+    async def _authorize(
+        self,
+        account_id: str,
+        pi_id: str,
+        gateway: Gateway,
+        attempt: GatewayAttempt,
+        request: AuthorizeRequest,
+    ) -> dict[str, Any]:
+        """A confirm's gateway call, its attempt committed (``_start_authorize``), and the
+        settle of its answer; the answer (a decline raised as its card error)."""
         key = attempt.idempotency_key
         result = await self.engine.execute(
             attempt, lambda: gateway.authorize(request, idempotency_key=key)
@@ -902,28 +963,36 @@ class PaymentsService:
     ) -> tuple[PaymentIntent, GatewayAttempt, AuthorizeRequest]:
         """``_start_authorize``'s transaction: the decision on ``read`` itself (``as_read``,
         locked by the decision's call) or on the intent read again under its lock."""
-        blocked: PaymuxError | None = None
         async with self.ctx.db.write() as s:
-            if self.screen is not None:
-                decided_on = read
-                if self.ctx.settings.fraud_enabled and not as_read:
-                    # (disabled: nothing read from it)
-                    decided_on = await _owned_intent(s, start.account_id, start.pi_id, lock=True)
-                    check_operation("confirm", decided_on.status)
-                    start = replace(
-                        start,
-                        read_status=decided_on.status,
-                        read_count=decided_on.confirm_count,
-                    )
-                decided, blocked = await self.screen(
-                    s, start.account_id, decided_on, start.pm, as_read=as_read
-                )
-                start.changes.update(decided)
-            if blocked is None:
-                pi, attempt, request = await self._start_in(s, start)
+            started, blocked = await self._start_screened_in(s, start, read, as_read=as_read)
         if blocked is not None:
             raise blocked
-        return pi, attempt, request
+        assert started is not None
+        return started
+
+    async def _start_screened_in(
+        self, s: AsyncSession, start: _Start, read: PaymentIntent, *, as_read: bool
+    ) -> tuple[tuple[PaymentIntent, GatewayAttempt, AuthorizeRequest] | None, PaymuxError | None]:
+        """``_start_screened``'s work in ``s``: the attempt started, or a block's card error
+        (its decision recorded in ``s``; the caller commits it, then raises it)."""
+        if self.screen is not None:
+            decided_on = read
+            if self.ctx.settings.fraud_enabled and not as_read:
+                # (disabled: nothing read from it)
+                decided_on = await _owned_intent(s, start.account_id, start.pi_id, lock=True)
+                check_operation("confirm", decided_on.status)
+                start = replace(
+                    start,
+                    read_status=decided_on.status,
+                    read_count=decided_on.confirm_count,
+                )
+            decided, blocked = await self.screen(
+                s, start.account_id, decided_on, start.pm, as_read=as_read
+            )
+            start.changes.update(decided)
+            if blocked is not None:
+                return None, blocked
+        return await self._start_in(s, start), None
 
     async def _start_in(
         self, s: AsyncSession, start: _Start
@@ -1407,3 +1476,31 @@ def _payment_method_types(gateway: str, wanted: list[str] | None) -> list[str] |
                 param="payment_method_types",
             )
     return list(dict.fromkeys(wanted))
+
+
+def _confirm_changes(
+    payment_method_options: dict[str, Any] | None,
+    off_session: bool | None,
+    return_url: str | None,
+    setup_future_usage: str | None,
+) -> dict[str, Any]:
+    """What a confirmation changes on its intent, committed with its attempt."""
+    changes: dict[str, Any] = {
+        "confirm_count": _CONFIRM_COUNT_NEXT,
+        "last_payment_error": None,
+        "next_action": None,
+        "three_d_secure": None,  # this confirmation's, once its gateway answers
+        # The gateway's risk level is this confirmation's too (an earlier card's must
+        # not be recorded against this one when this gateway's answer carries none).
+        "risk_level": None,
+        "gateway_risk_score": None,
+    }
+    if payment_method_options is not None:
+        changes["payment_method_options"] = card_options(payment_method_options)
+    if off_session is not None:
+        changes["off_session"] = off_session
+    if return_url is not None:
+        changes["return_url"] = return_url
+    if setup_future_usage is not None:
+        changes["setup_future_usage"] = setup_future_usage
+    return changes

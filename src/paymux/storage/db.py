@@ -47,8 +47,8 @@ __all__ = ["Database"]
 _AIOSQLITE = "sqlite+aiosqlite:"
 # An execution option: the connection's statements run without a BEGIN (one-statement reads).
 _ONE_STATEMENT = "paymux_one_statement"
-# PostgreSQL: reader connections ``one_row`` keeps outside the pool (``_keep_reader``), by
-# default (``PAYMUX_DB_READ_CONNECTIONS``).
+# PostgreSQL: reader connections ``one_row`` keeps outside the pool (``_kept_read``), at most
+# this many by default (``PAYMUX_DB_READ_CONNECTIONS``).
 READ_CONNECTIONS = 5
 _GONE: Final = object()  # ``_kept_read``: its connection was found closed
 
@@ -437,7 +437,7 @@ class Database:
     async def dispose(self) -> None:
         while self._idle:
             self._kept -= 1
-            await self._idle.pop().driver_connection.close()
+            await self._idle.pop().driver_connection.close(timeout=2)
         if self._held is not None:
             held, self._held = self._held, None
             await greenlet_spawn(held.close)

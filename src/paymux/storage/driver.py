@@ -444,7 +444,9 @@ async def later(
     Anywhere else (SQLite, which has no round trip to save) it runs at once, as ``execute``.
 
     - ``statement``: one plain INSERT, UPDATE or DELETE (no WITH of its own: PostgreSQL
-      takes a data-modifying WITH at the top level only).
+      takes a data-modifying WITH at the top level only), built once (module level, or
+      cached by shape) as every driver statement is: the statements sent together are
+      built once per sequence of them and kept.
     - Its parameters are converted now: a dict the caller changes afterwards changes
       nothing.
     - The writes sent together see the same snapshot, not one another's effects (PostgreSQL's

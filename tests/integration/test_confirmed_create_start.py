@@ -1,0 +1,132 @@
+"""A create with ``confirm=true`` (issue 10): the confirmation's attempt starts in the
+create's own write transaction, so a payment is two write transactions (the create with
+its start, then the settle), one on each side of the gateway call, where it was three. A
+payment method the create recorded but the confirmation may not use (a token the account
+had already, attached to a customer) still leaves the created intent committed, and the
+confirmation's error is raised, as before. SQLite and PostgreSQL, in process."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event, text
+
+from conftest import migrated_database_url
+from support.fake_gateway import ScriptedGateway
+from support.harness import Harness
+from support.pgcluster import PgCluster
+
+_names = itertools.count()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(
+    request: pytest.FixtureRequest, tmp_path: Path, pg_cluster: PgCluster | None
+) -> Iterator[str]:
+    yield migrated_database_url(request.param, tmp_path, pg_cluster, f"ccs_{next(_names)}")
+
+
+def test_a_confirmed_create_is_two_write_transactions_around_the_gateway_call(
+    db: str, tmp_path: Path
+) -> None:
+    async def scenario() -> tuple[list[str], dict[str, Any], list[Any]]:
+        gw = ScriptedGateway()
+        gw.shared_tokens.add("tok_shared_visa")  # as the sandbox's pm_card_visa
+        async with Harness.open(db, tmp_path, gw=gw) as h:
+            log: list[str] = []
+            writer = h.app.ctx.db.writer.sync_engine
+
+            def begun(conn: Any) -> None:
+                log.append("BEGIN")
+
+            original = h.gw.authorize
+
+            async def authorize(*args: Any, **kwargs: Any) -> Any:
+                log.append("CALL")
+                return await original(*args, **kwargs)
+
+            h.gw.authorize = authorize  # type: ignore[method-assign]
+            body = {
+                "amount": 2000,
+                "currency": "usd",
+                "payment_method": "tok_shared_visa",
+                "confirm": True,
+            }
+            # The first request's once-only work (the key's last use, the rules' cache).
+            assert (await h.post("/v1/payment_intents", body)).status_code == 200
+            log.clear()
+            event.listen(writer, "begin", begun)
+            try:
+                r = await h.post("/v1/payment_intents", body)
+            finally:
+                event.remove(writer, "begin", begun)
+            assert r.status_code == 200, r.text
+            pi = h.body(r)
+            attempts = await h.sql(
+                "select operation, status from gateway_attempts where object_id = :o",
+                o=pi["id"],
+            )
+            return log, pi, attempts
+
+    log, pi, attempts = asyncio.run(scenario())
+    assert pi["status"] == "succeeded" and pi["amount_received"] == 2000
+    assert log == ["BEGIN", "CALL", "BEGIN"]  # create + start, the call, the settle
+    assert attempts == [("authorize", "settled")]
+
+
+def test_a_payment_method_the_confirmation_may_not_use_leaves_the_intent_created(
+    db: str, tmp_path: Path
+) -> None:
+    """A gateway that answers a shared test token with the same token every time: the
+    account's earlier payment method of that token, now attached to a customer, is what
+    the create records. The confirmation may not use it for a payment without that
+    customer: the intent stays created (``requires_confirmation``), no attempt, and the
+    answer is the confirmation's error."""
+
+    async def scenario() -> tuple[int, dict[str, Any], list[Any], list[Any]]:
+        gw = ScriptedGateway()
+        gw.shared_tokens.add("tok_shared_visa")
+        async with Harness.open(db, tmp_path, gw=gw) as h:
+            customer = h.body(await h.post("/v1/customers", {"email": "a@example.com"}))
+            first = h.body(
+                await h.post(
+                    "/v1/payment_intents",
+                    {"amount": 1000, "currency": "usd", "payment_method": "tok_shared_visa"},
+                )
+            )
+            pm_id = first["payment_method"]
+            async with h.app.ctx.db.write() as s:
+                await s.execute(
+                    text("update payment_methods set customer_id = :c where id = :p"),
+                    {"c": customer["id"], "p": pm_id},
+                )
+            r = await h.post(
+                "/v1/payment_intents",
+                {
+                    "amount": 2500,
+                    "currency": "usd",
+                    "payment_method": "tok_shared_visa",
+                    "confirm": True,
+                },
+            )
+            intents = await h.sql(
+                "select status, payment_method_id from payment_intents "
+                "where amount = 2500 and account_id = :a",
+                a=h.account,
+            )
+            attempts = await h.sql(
+                "select a.id from gateway_attempts a join payment_intents p "
+                "on p.id = a.object_id where p.amount = 2500"
+            )
+            return r.status_code, h.body(r), intents, attempts
+
+    status, body, intents, attempts = asyncio.run(scenario())
+    assert status == 400, body
+    assert body["error"]["code"] == "payment_method_unexpected_state"
+    assert intents == [("requires_confirmation", intents[0][1])] and intents[0][1]
+    assert attempts == []
