@@ -8,16 +8,19 @@ its default pool and engine settings (SQLite WAL, ``BEGIN IMMEDIATE`` writers), 
 paymux tables, written with SQLAlchemy Core statements of the same shape and width.
 
 Per payment, with the sandbox card ``pm_card_visa`` and no Idempotency-Key, paymux commits
-three write transactions and this server commits the same three:
+three write transactions for a create and then a confirm, and this server commits the same
+three:
 
 ``POST /bare/payments``                 (paymux: create)
     1. INSERT payment_intents + INSERT events (payment_intent.created)
-``POST /bare/payments/{id}/confirm``    (paymux: confirm; or ``POST /bare/payments`` with
-                                        ``confirm: true``, as paymux's create with
-                                        ``confirm=true``: all three in one request)
+``POST /bare/payments/{id}/confirm``    (paymux: confirm)
     2. UPDATE payment_intents -> processing (conditional, RETURNING) + INSERT gateway_attempts
     3. UPDATE gateway_attempts -> settled + UPDATE payment_intents -> succeeded
        + INSERT events (payment_intent.succeeded)
+
+``POST /bare/payments`` with ``confirm: true``, as paymux's create with ``confirm=true``:
+the same writes in one request and two transactions, 1. and 2. in one (paymux starts the
+confirmation's attempt in the create's transaction), then 3.
 
 With an ``Idempotency-Key`` header, each POST also commits one transaction that INSERTs an
 ``idempotency_keys`` row before the work and one that UPDATEs it with the response after, as
@@ -42,6 +45,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux import heap
 from paymux.domain.ids import new_id
@@ -283,8 +287,10 @@ def create_bare_app(database_url: str) -> FastAPI:
             async with db.write() as s:  # 1. the intent and its event
                 await s.execute(INSERT_PI, row)
                 await s.execute(INSERT_EVENT, event)
-            if body.confirm:  # paymux's create with confirm=true: the confirm's writes too
-                return await confirm_writes(db, row["id"], body.payment_method)
+                if body.confirm:  # paymux's create with confirm=true: 2. in the same one
+                    started = await start_writes(s, row["id"], body.payment_method)
+            if body.confirm:  # and 3.
+                return await settle_writes(db, row["id"], *started)
             return shown
 
         return await idempotent(request, body, work)
@@ -301,33 +307,45 @@ def create_bare_app(database_url: str) -> FastAPI:
 
 async def confirm_writes(db: Database, pi_id: str, payment_method: str | None) -> dict[str, Any]:
     """The confirm's two write transactions (2. and 3. of the module's docstring)."""
-    now = now_us()
     async with db.write() as s:  # 2. intent -> processing, the attempt recorded
-        started = (
-            await s.execute(
-                START_CONFIRM,
-                {"b_id": pi_id, "b_account": ACCOUNT, "b_pm": PAYMENT_METHOD, "b_now": now},
-            )
-        ).one()
-        attempt_id = new_id("att")
-        await s.execute(
-            INSERT_ATTEMPT,
-            {
-                "id": attempt_id,
-                "account_id": ACCOUNT,
-                "gateway": GATEWAY,
-                "operation": "authorize",
-                "object_id": pi_id,
-                "idempotency_key": f"{pi_id}:authorize:{started.confirm_count}",
-                "status": "pending",
-                "request": {"token": payment_method or TOKEN, "customer_token": None},
-                "result": None,
-                "error": None,
-                "created_us": now,
-                "updated_us": now,
-            },
-        )
+        started = await start_writes(s, pi_id, payment_method)
     # (paymux calls the gateway here, with no transaction open)
+    return await settle_writes(db, pi_id, *started)
+
+
+async def start_writes(s: AsyncSession, pi_id: str, payment_method: str | None) -> tuple[Any, str]:
+    """2. in ``s``: the intent to processing, the attempt recorded; (the intent's row as
+    the UPDATE returned it, the attempt's id)."""
+    now = now_us()
+    started = (
+        await s.execute(
+            START_CONFIRM,
+            {"b_id": pi_id, "b_account": ACCOUNT, "b_pm": PAYMENT_METHOD, "b_now": now},
+        )
+    ).one()
+    attempt_id = new_id("att")
+    await s.execute(
+        INSERT_ATTEMPT,
+        {
+            "id": attempt_id,
+            "account_id": ACCOUNT,
+            "gateway": GATEWAY,
+            "operation": "authorize",
+            "object_id": pi_id,
+            "idempotency_key": f"{pi_id}:authorize:{started.confirm_count}",
+            "status": "pending",
+            "request": {"token": payment_method or TOKEN, "customer_token": None},
+            "result": None,
+            "error": None,
+            "created_us": now,
+            "updated_us": now,
+        },
+    )
+    return started, attempt_id
+
+
+async def settle_writes(db: Database, pi_id: str, started: Any, attempt_id: str) -> dict[str, Any]:
+    """3.: the attempt settled, the intent succeeded, its event."""
     reference = f"ch_sbx_{new_id('x', 20)[2:]}"
     now = now_us()
     row = {
