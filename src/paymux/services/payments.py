@@ -262,8 +262,10 @@ class _Start:
     verification_token: str | None
 
 
-# ``_start_created``: the attempt and its request, or a block's card error.
-_Started = tuple[GatewayAttempt | None, AuthorizeRequest | None, PaymuxError | None]
+# A confirmation's attempt started: the intent, the attempt, the gateway call's request.
+_Begun = tuple[PaymentIntent, GatewayAttempt, AuthorizeRequest]
+# ``_start_screened_in``'s outcome: the attempt started, or a block's card error.
+_Started = tuple[_Begun | None, PaymuxError | None]
 
 
 class PaymentsService:
@@ -496,10 +498,11 @@ class PaymentsService:
             # transaction is raised as it is, never taken for it.
             return await self._resume_create(account_id, pi_id, p)
         if started is not None:
-            attempt, request, blocked = started
+            begun, blocked = started
             if blocked is not None:
                 raise blocked  # its decision committed with the intent
-            assert attempt is not None and request is not None
+            assert begun is not None
+            _, attempt, request = begun
             return await self._authorize(account_id, pi_id, gateway, attempt, request)
         if p.confirm:
             return await self.confirm(
@@ -551,12 +554,8 @@ class PaymentsService:
             None,
         )
         screened = self.screen is not None and self.ctx.settings.fraud_enabled
-        as_read = screened and not self.ctx.db.is_sqlite
-        begun, blocked = await self._start_screened_in(s, start, pi, as_read=as_read)
-        if begun is None:
-            return None, None, blocked
-        _, attempt, request = begun
-        return attempt, request, None
+        as_read = screened and not self.ctx.db.is_sqlite  # as ``_start_authorize`` first tries
+        return await self._start_screened_in(s, start, pi, as_read=as_read)
 
     async def _exists(self, pi_id: str) -> bool:
         """Whether an intent has this id (any account's: ``_resume_create`` answers another
@@ -931,9 +930,7 @@ class PaymentsService:
         self._raise_if_declined(pi, attempt)
         return answer or self._view(pi)
 
-    async def _start_authorize(
-        self, start: _Start, *, read: PaymentIntent
-    ) -> tuple[PaymentIntent, GatewayAttempt, AuthorizeRequest]:
+    async def _start_authorize(self, start: _Start, *, read: PaymentIntent) -> _Begun:
         """The confirmation's attempt, committed before the call: the fraud decision
         (``screen``), the intent to ``processing``, the attempt, and a fresh payment method
         (``fresh``) in one write transaction. A block commits its record alone (no attempt,
@@ -958,9 +955,7 @@ class PaymentsService:
                 pass
         return await self._start_screened(start, read, as_read=False)
 
-    async def _start_screened(
-        self, start: _Start, read: PaymentIntent, *, as_read: bool
-    ) -> tuple[PaymentIntent, GatewayAttempt, AuthorizeRequest]:
+    async def _start_screened(self, start: _Start, read: PaymentIntent, *, as_read: bool) -> _Begun:
         """``_start_authorize``'s transaction: the decision on ``read`` itself (``as_read``,
         locked by the decision's call) or on the intent read again under its lock."""
         async with self.ctx.db.write() as s:
@@ -972,7 +967,7 @@ class PaymentsService:
 
     async def _start_screened_in(
         self, s: AsyncSession, start: _Start, read: PaymentIntent, *, as_read: bool
-    ) -> tuple[tuple[PaymentIntent, GatewayAttempt, AuthorizeRequest] | None, PaymuxError | None]:
+    ) -> _Started:
         """``_start_screened``'s work in ``s``: the attempt started, or a block's card error
         (its decision recorded in ``s``; the caller commits it, then raises it)."""
         if self.screen is not None:
@@ -994,9 +989,7 @@ class PaymentsService:
                 return None, blocked
         return await self._start_in(s, start), None
 
-    async def _start_in(
-        self, s: AsyncSession, start: _Start
-    ) -> tuple[PaymentIntent, GatewayAttempt, AuthorizeRequest]:
+    async def _start_in(self, s: AsyncSession, start: _Start) -> _Begun:
         """``_start_authorize``'s writes once the decision allows the attempt (in ``s``)."""
         account_id, pi_id, pm, changes = start.account_id, start.pi_id, start.pm, start.changes
         read_status, read_count = start.read_status, start.read_count
