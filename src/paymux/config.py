@@ -21,13 +21,12 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite+aiosqlite:///./paymux.db"
     db_pool_size: int = Field(
-        default=10,
+        default=5,
         ge=1,
         description="Pooled database connections per process: on PostgreSQL this many plus "
         "as many again in overflow, on SQLite the readers (one writer besides). Each "
-        "PostgreSQL connection keeps its prepared statements (~0.25 MiB): 10 + 10 make a "
-        "process ~2.6 MiB larger than 5 + 5, and keep a payment's p99 under 100 ms at 16 "
-        "concurrent requests where 5 + 5 made it 125-147 ms (docs/operations.md).",
+        "PostgreSQL connection keeps its prepared statements (~0.25 MiB): 10 + 10 made a "
+        "process ~2.6 MiB larger than 5 + 5 for no more payments/s (docs/operations.md).",
     )
     db_read_connections: int = Field(
         default=5,

@@ -1,9 +1,7 @@
 """PAYMUX_DB_POOL_SIZE sizes each process's database pool (issue 10, memory): on PostgreSQL
 that many connections kept plus as many in overflow, on SQLite the readers beside the one
 writer. Each PostgreSQL connection keeps its prepared statements, so 10 + 10 made a process
-~2.6 MiB larger than 5 + 5 (docs/benchmarks.md), but 5 + 5 made a payment's p99 at 16
-concurrent requests 125-147 ms on PostgreSQL where 10 + 10 made it 89-106 ms (the waits for
-a connection when all were out): the default is 10."""
+~2.6 MiB larger than 5 + 5 (docs/benchmarks.md); the default is 5."""
 
 from __future__ import annotations
 
@@ -16,8 +14,8 @@ from paymux.config import Settings
 from paymux.root import Paymux
 
 
-def test_the_default_pool_is_ten() -> None:
-    assert Settings().db_pool_size == 10
+def test_the_default_pool_is_five() -> None:
+    assert Settings().db_pool_size == 5
 
 
 def test_the_setting_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
