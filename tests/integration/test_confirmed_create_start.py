@@ -3,12 +3,18 @@ create's own write transaction, so a payment is two write transactions (the crea
 its start, then the settle), one on each side of the gateway call, where it was three. A
 payment method the create recorded but the confirmation may not use (a token the account
 had already, attached to a customer) still leaves the created intent committed, and the
-confirmation's error is raised, as before. SQLite and PostgreSQL, in process."""
+confirmation's error is raised, as before. The start's failures on this path: a fraud
+block commits the created intent with its decision and calls no gateway; a decline settles
+the attempt; a lost answer leaves one payment, which its late, duplicated webhooks settle.
+(A crash during the call and the retry after the key's lease: test_money_regressions.py
+``test_3_a_create_taken_over_after_a_crash``, which takes this path.) SQLite and
+PostgreSQL, in process."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +23,7 @@ import pytest
 from sqlalchemy import event, text
 
 from conftest import migrated_database_url
-from support.fake_gateway import ScriptedGateway
+from support.fake_gateway import Outcome, ScriptedGateway
 from support.harness import Harness
 from support.pgcluster import PgCluster
 
@@ -130,3 +136,75 @@ def test_a_payment_method_the_confirmation_may_not_use_leaves_the_intent_created
     assert body["error"]["code"] == "payment_method_unexpected_state"
     assert intents == [("requires_confirmation", intents[0][1])] and intents[0][1]
     assert attempts == []
+
+
+# -- its failures: a block, a decline, a lost answer (the start is the create's) --------------
+_PAY = {"amount": 5000, "currency": "usd", "payment_method": "tok_visa", "confirm": True}
+
+
+async def _attempts(h: Harness, pi_id: str) -> list[Any]:
+    return await h.sql(
+        "select operation, status from gateway_attempts where object_id = :o", o=pi_id
+    )
+
+
+def test_a_block_commits_the_created_intent_and_its_decision_and_calls_nothing(
+    db: str, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        async with Harness.open(db, tmp_path) as h:
+            ruled = await h.post("/v1/fraud/rules", {"rule": "block if :amount: >= 5000"})
+            assert ruled.status_code == 200, ruled.text
+            r = await h.post("/v1/payment_intents", _PAY)
+            assert r.status_code == 402, r.text
+            error = h.body(r)["error"]
+            assert (error["code"], error["decline_code"]) == ("card_declined", "fraudulent")
+            [intent] = await h.intents()
+            assert intent["status"] == "requires_payment_method"
+            assert h.gw.calls["authorize"] == 0
+            assert await _attempts(h, intent["id"]) == []
+            assert sorted(await h.events(intent["id"])) == [
+                "payment_intent.created",
+                "payment_intent.payment_failed",
+            ]
+            [(stored,)] = await h.sql(
+                "select fraud_outcome from payment_intents where id = :o", o=intent["id"]
+            )
+            decision = json.loads(stored) if isinstance(stored, str) else stored
+            assert decision["outcome"]["type"] == "blocked"  # committed with the intent
+
+    asyncio.run(scenario())
+
+
+def test_a_decline_settles_the_attempt_the_create_started(db: str, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with Harness.open(db, tmp_path) as h:
+            h.gw.script("authorize", Outcome.decline("insufficient_funds"))
+            r = await h.post("/v1/payment_intents", _PAY)
+            assert r.status_code == 402, r.text
+            assert h.body(r)["error"]["code"] == "card_declined"
+            [intent] = await h.intents()
+            assert (intent["status"], intent["received"]) == ("requires_payment_method", 0)
+            assert await _attempts(h, intent["id"]) == [("authorize", "settled")]
+            assert h.gw.calls["authorize"] == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_lost_answer_leaves_one_payment_that_its_webhooks_settle(db: str, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with Harness.open(db, tmp_path) as h:
+            h.gw.script("authorize", Outcome.lose_response())
+            r = await h.post("/v1/payment_intents", _PAY)
+            assert r.status_code == 200, r.text  # never a 500: the payment is in flight
+            pi_id = h.body(r)["id"]
+            h.advance(120)
+            await h.drain()
+            await h.deliver_all(twice=True)  # late and duplicated
+            await h.drain()
+            got = await h.get(f"/v1/payment_intents/{pi_id}")
+            assert (got["status"], got["amount_received"]) == ("succeeded", 5000)
+            assert len(h.gw.payments_for(pi_id)) == 1 and h.gw.charged_twice() == []
+            assert await _attempts(h, pi_id) == [("authorize", "settled")]
+
+    asyncio.run(scenario())

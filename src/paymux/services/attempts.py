@@ -143,7 +143,8 @@ async def _late_three_d_secure(s: AsyncSession, pi: PaymentIntent, result: Gatew
 
 async def _store(s: AsyncSession, pi: PaymentIntent, before: dict[str, Any]) -> None:
     """Write what changed on a ``_Row`` intent since ``before`` (one UPDATE, none if nothing
-    did), as the ORM's flush would, and take the new values as the next ``before``."""
+    did; held on PostgreSQL until the next statement or the COMMIT: ``driver.later``), as
+    the ORM's flush would, and take the new values as the next ``before``."""
     now = vars(pi)
     changed = {_PI_COLUMN[key]: now[key] for key in _PI_COLUMN if now[key] != before[key]}
     if not changed:

@@ -119,9 +119,10 @@ _INSERT = insert_of(AuditEntry, _AUDIT_KEYS)
 
 
 async def _insert(session: AsyncSession, values: dict[str, Any]) -> None:
-    """One entry's INSERT in ``session``'s transaction, after the autoflush that
-    ``session.execute`` of a Core statement did (``flush_pending``: the transaction's writes
-    in the order they were)."""
+    """One entry's INSERT in ``session``'s transaction (held on PostgreSQL until the next
+    statement or the COMMIT: ``driver.later``), after the autoflush that ``session.execute``
+    of a Core statement did (``flush_pending``: the transaction's writes in the order they
+    were)."""
     await flush_pending(session)
     await later(session, _INSERT, values)
 

@@ -298,8 +298,9 @@ async def emit(
     *,
     subject: Any = None,
 ) -> None:
-    """Write an event in the caller's transaction (the outbox): inserted at once, with the
-    object as it is now (a snapshot). The type must be in the catalog (domain/events.py).
+    """Write an event in the caller's transaction (the outbox), with the object as it is now
+    (a snapshot): one INSERT, held on PostgreSQL and sent with the transaction's next
+    statement or its COMMIT (``driver.later``). The type must be in the catalog (domain/events.py).
     Also recorded: the API request that caused it, the event's place among its object's
     events (``object_seq``: the last one's plus 1, read under the object's row lock, which
     its change took) and, on ``*.updated``, the changed fields' previous values against

@@ -529,18 +529,7 @@ class PaymentsService:
         transaction made (its status and count are the ones just written)."""
         check_operation("confirm", pi.status)
         try:  # known: no statement, only the checks of its use (``_usable``)
-            pm = await resolve_payment_method(
-                self.ctx,
-                pi.account_id,
-                gateway.name,
-                recorded.id,
-                customer_id=pi.customer_id,
-                known=recorded,
-                looked_up=True,
-                connection_id=pi.connection_id,
-                defer_shared=True,
-                gateway=gateway,
-            )
+            pm = await self._confirmed_with(pi, recorded.id, recorded, gateway)
         except PaymuxError:
             return None
         start = _Start(
@@ -553,9 +542,31 @@ class PaymentsService:
             _confirm_changes(None, off_session, None, None),
             None,
         )
+        return await self._start_screened_in(s, start, pi, as_read=self._decides_on_read())
+
+    async def _confirmed_with(
+        self, pi: PaymentIntent, pm_ref: str, known: PaymentMethod | None, gateway: Gateway
+    ) -> PaymentMethod:
+        """The payment method a confirmation of ``pi`` uses: ``pm_ref``, of which ``known``
+        is what a look-up found (None: nothing; ``resolve_payment_method``)."""
+        return await resolve_payment_method(
+            self.ctx,
+            pi.account_id,
+            gateway.name,
+            pm_ref,
+            customer_id=pi.customer_id,
+            known=known,
+            looked_up=True,
+            connection_id=pi.connection_id,
+            defer_shared=True,
+            gateway=gateway,
+        )
+
+    def _decides_on_read(self) -> bool:
+        """Whether a confirmation's fraud decision is first made on the intent as read, its
+        lock taken by the decision's own call (PostgreSQL with screening on)."""
         screened = self.screen is not None and self.ctx.settings.fraud_enabled
-        as_read = screened and not self.ctx.db.is_sqlite  # as ``_start_authorize`` first tries
-        return await self._start_screened_in(s, start, pi, as_read=as_read)
+        return screened and not self.ctx.db.is_sqlite
 
     async def _exists(self, pi_id: str) -> bool:
         """Whether an intent has this id (any account's: ``_resume_create`` answers another
@@ -819,7 +830,6 @@ class PaymentsService:
         if created is not None and created.id == pi_id and payment_method is None:
             pi = created
             check_operation("confirm", pi.status)
-            customer_id = pi.customer_id
             pm_ref = pi.payment_method_id
             known: PaymentMethod | None = None
             if recorded is not None and pm_ref == recorded.id:
@@ -833,7 +843,6 @@ class PaymentsService:
             # of its own (the start's UPDATE is conditional on what was read here anyway).
             pi = await self._read_intent(account_id, pi_id)
             check_operation("confirm", pi.status)
-            customer_id = pi.customer_id
             pm_ref = payment_method or pi.payment_method_id
             at_hand = self.ctx.cached_gateway(pi)
             known = None
@@ -862,18 +871,7 @@ class PaymentsService:
                 "You must provide a payment_method to confirm this PaymentIntent.",
                 param="payment_method",
             )
-        pm = await resolve_payment_method(
-            self.ctx,
-            account_id,
-            gateway.name,
-            pm_ref,
-            customer_id=customer_id,
-            known=known,
-            looked_up=True,
-            connection_id=pi.connection_id,
-            defer_shared=True,
-            gateway=gateway,
-        )
+        pm = await self._confirmed_with(pi, pm_ref, known, gateway)
         changes = _confirm_changes(
             payment_method_options, off_session, return_url, setup_future_usage
         )
@@ -947,8 +945,7 @@ class PaymentsService:
         if the intent is still as ``read`` saw it; if it is not, the transaction is rolled
         back (nothing of the decision kept) and the decision is made again as above, on the
         intent read under its lock."""
-        screened = self.screen is not None and self.ctx.settings.fraud_enabled
-        if screened and not self.ctx.db.is_sqlite:
+        if self._decides_on_read():
             try:
                 return await self._start_screened(start, read, as_read=True)
             except IntentMoved:

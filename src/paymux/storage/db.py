@@ -50,7 +50,10 @@ _ONE_STATEMENT = "paymux_one_statement"
 # PostgreSQL: reader connections ``one_row`` keeps outside the pool (``_kept_read``), at most
 # this many by default (``PAYMUX_DB_READ_CONNECTIONS``).
 READ_CONNECTIONS = 5
-_GONE: Final = object()  # ``_kept_read``: its connection was found closed
+
+
+class _KeptGone(Exception):
+    """``_kept_read``'s connection was found closed: nothing ran on it."""
 
 
 def inline_url(url: str) -> str:
@@ -362,9 +365,10 @@ class Database:
                 return await driver.first_row(engine, statement, params)
             return await self._held_read(statement, params)
         if not write and (self._idle or self._kept < self._read_connections):
-            row = await self._kept_read(statement, params)
-            if row is not _GONE:
-                return cast(driver.Row | None, row)
+            try:
+                return await self._kept_read(statement, params)
+            except _KeptGone:
+                pass  # read on the pool instead
         try:
             with _set(_UNPINGED):
                 return await driver.first_row(engine, statement, params)
@@ -375,14 +379,14 @@ class Database:
 
     async def _kept_read(
         self, statement: driver.Statement, params: Mapping[str, Any]
-    ) -> driver.Row | object | None:
+    ) -> driver.Row | None:
         """PostgreSQL: ``one_row``'s read on a connection kept for reads, outside the pool
         (``read_connections`` of them at most, opened as concurrent reads need them):
         no checkout, no check-in, no ping (GET of one intent 2,500-2,600 -> 2,900-3,000
         requests/s at 16 connections, CPU per GET 0.38 -> 0.33 ms; issue 10). Between reads
         a kept connection is idle in no transaction (asyncpg's autocommit). A read that
-        raises ends its connection (its statement may have been cut off); ``_GONE`` if the
-        server had closed it (nothing ran: ``one_row`` reads on the pool instead)."""
+        raises ends its connection (its statement may have been cut off); ``_KeptGone`` if
+        the server had closed it (nothing ran: ``one_row`` reads on the pool instead)."""
         if self._idle:
             held = self._idle.pop()
         else:
@@ -401,7 +405,7 @@ class Database:
             self._kept -= 1
             held.driver_connection.terminate()
             if isinstance(error, exc.DBAPIError) and _connection_gone(self.reader, error):
-                return _GONE
+                raise _KeptGone from error
             raise
         self._idle.append(held)
         return row

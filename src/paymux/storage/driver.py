@@ -487,8 +487,6 @@ def _together(parts: tuple[Statement, ...]) -> Statement:
         *withs, last = texts
         sql = "WITH " + ", ".join(f"w{i} AS ({text})" for i, text in enumerate(withs))
         found = _TOGETHER_SQL[parts] = Statement(f"{sql} {last}")
-        if len(found.names) != sum(len(part.names) for part in parts):  # pragma: no cover
-            raise AssertionError("a part's parameters were not all renamed")
     return found
 
 
@@ -519,8 +517,10 @@ def _before_statement(conn: Connection, *args: Any) -> None:
 
 
 def _drop_held(conn: Connection, *args: Any) -> None:
-    """A ROLLBACK (or one to a savepoint): the held writes were made after the last
-    statement, so after any savepoint it undoes; they are dropped, never sent."""
+    """A ROLLBACK TO SAVEPOINT: the held writes were made after the last statement, so after
+    any savepoint it undoes; they are dropped, never sent. (A whole ROLLBACK too: the next
+    transaction has writes of its own, ``_connection``'s per transaction, but a connection
+    SQLAlchemy went on using must not keep them.)"""
     c = _HOLDING.get(conn)
     if c is not None and c.held:
         c.held = []
@@ -560,7 +560,7 @@ async def first_row(
     return row
 
 
-class Held(Protocol):
+class DriverConnection(Protocol):
     """A connection ``first_row_on`` runs on: a pooled one, or one the caller keeps."""
 
     @property
@@ -571,7 +571,7 @@ class Held(Protocol):
 
 
 async def first_row_on(
-    pooled: Held,
+    pooled: DriverConnection,
     dialect: Dialect,
     statement: Statement,
     params: Mapping[str, Any] | None = None,
