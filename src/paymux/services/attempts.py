@@ -57,7 +57,7 @@ from paymux.services.three_d_secure import (
     requested_option,
 )
 from paymux.services.views import payment_intent_view, payment_method_view, refund_view
-from paymux.storage.driver import Statement, execute, fetchrow, insert_of, later
+from paymux.storage.driver import Statement, fetchrow, insert_of, later
 from paymux.storage.models import Customer, GatewayAttempt, PaymentIntent, PaymentMethod, Refund
 
 __all__ = ["AttemptEngine", "intent_view", "state_of"]
@@ -103,6 +103,27 @@ _SETTLE_ATTEMPT = Statement(
 )
 _PI_RESULTS = tuple(_PI_TABLE.c[column].type for column in _PI_COLUMN.values())
 _PI_KEYS = tuple(_PI_COLUMN)
+# PostgreSQL: ``_LOCKED_INTENT`` and ``_SETTLE_ATTEMPT`` in one statement (one round trip
+# where they took two; issue 10). The lock order stays the intent's row, then the attempt's:
+# the attempt's UPDATE is gated on the locked intent (``EXISTS (SELECT 1 FROM i)``, an
+# InitPlan run before its scan), so it touches the attempt only once the intent is locked.
+# Its snapshot is taken before any wait for the intent's lock, but an UPDATE (as a FOR
+# UPDATE) re-checks its condition on a row's latest committed version (READ COMMITTED): an
+# attempt that another transaction settled meanwhile no longer matches ``status =
+# 'pending'`` and is left alone, and the intent read is its latest version.
+# (tests/integration/test_settle_one_statement.py). The attempt's columns are ``a_``-named.
+_LOCKED_COLUMNS = ", ".join(f'{column} AS "{key}"' for key, column in _PI_COLUMN.items())
+_SETTLED_COLUMNS = ", ".join(f'{column} AS "a_{key}"' for key, column in _ATTEMPT_COLUMNS)
+_LOCK_AND_SETTLE = Statement(
+    f"WITH i AS MATERIALIZED (SELECT {_LOCKED_COLUMNS} FROM payment_intents "  # noqa: S608
+    f"WHERE id = :b_pi_id FOR UPDATE), a AS (UPDATE gateway_attempts SET status = "
+    f"'{SETTLED}', result = :b_result, updated_us = :b_now WHERE id = :b_id AND object_id = "
+    f":b_object_id AND status = '{PENDING}' AND EXISTS (SELECT 1 FROM i) RETURNING "
+    f"{_SETTLED_COLUMNS}) SELECT * FROM i LEFT JOIN a ON true",
+    binds={"b_result": _ATTEMPT_TABLE.c.result.type},
+    results=_PI_RESULTS + _ATTEMPT_RESULTS,
+    columns=_PI_KEYS + tuple(f"a_{key}" for key in _ATTEMPT_KEYS),
+)
 # start_if_unchanged's UPDATE ... RETURNING, by the attributes it also changes.
 _START_UNCHANGED: dict[tuple[str, ...], Statement] = {}
 
@@ -325,6 +346,32 @@ class AttemptEngine:
         attempt = await self._record_start(s, row, operation, status, idempotency_key, request)
         return row, attempt
 
+    async def start_made(
+        self,
+        s: AsyncSession,
+        pi: PaymentIntent,
+        operation: Operation,
+        *,
+        idempotency_key: str,
+        request: dict[str, Any],
+        changes: dict[str, Any],
+    ) -> tuple[PaymentIntent, GatewayAttempt]:
+        """``start_if_unchanged`` for an intent that ``s`` itself made (a create with
+        ``confirm=true``; ``pi`` is its row as written): no other transaction can see it, so
+        it is as ``pi`` shows it, and nothing needs reading back. Its move to ``processing``
+        (``changes`` are values) and the attempt's INSERT are both held (``driver.later``)
+        and sent together with the transaction's next statement or its COMMIT: one round
+        trip on PostgreSQL where the UPDATE ... RETURNING and the INSERT took two (issue
+        10)."""
+        if any(isinstance(value, ClauseElement) for value in changes.values()):
+            raise TypeError("start_made takes values, not SQL expressions")
+        row, before = _intent_of(pi)
+        from_status = str(pi.status)
+        vars(row).update(changes, status=S.PROCESSING.value, updated_us=self.ctx.now_us())
+        await _store(s, row, before)
+        attempt = await self._record_start(s, row, operation, from_status, idempotency_key, request)
+        return row, attempt
+
     async def _record_start(
         self,
         s: AsyncSession,
@@ -334,8 +381,10 @@ class AttemptEngine:
         idempotency_key: str,
         request: dict[str, Any],
     ) -> GatewayAttempt:
-        """The started attempt's row (one INSERT), returned as a plain row object with the
-        model's attributes (never in the session: nothing of it is flushed)."""
+        """The started attempt's row (one INSERT, held on PostgreSQL until the transaction's
+        next statement or its COMMIT: ``driver.later``; nothing catches its error), returned
+        as a plain row object with the model's attributes (never in the session: nothing of
+        it is flushed)."""
         now = self.ctx.now_us()
         row = {
             "id": new_id("att"),
@@ -355,7 +404,7 @@ class AttemptEngine:
             "updated_us": now,
         }
         await flush_pending(s)
-        await execute(s, _ATTEMPT_INSERT, row)
+        await later(s, _ATTEMPT_INSERT, row)
         await record_recovery_point(s, f"{operation.value}_started", pi.id)
         return cast(GatewayAttempt, _Row(row))
 
@@ -470,29 +519,18 @@ class AttemptEngine:
                 # ``_store`` writes (an intent of an invoice is loaded by the ORM instead: the
                 # billing hook works on the session's objects).
                 await flush_pending(s)
-                found: Any = await fetchrow(s, _LOCKED_INTENT, {"b_pi_id": object_id})
-                assert found is not None
+                found, settled = await self._lock_and_settle(s, object_id, attempt_id, result)
                 before: dict[str, Any] | None = None
-                if found.invoice_id is None:
-                    pi, before = _intent_of(found)
+                if found["invoice_id"] is None:
+                    pi = cast(PaymentIntent, _Row(found))
+                    before = dict(found)
                 else:
                     locked = await s.get(
                         PaymentIntent, object_id, with_for_update=True, populate_existing=True
                     )
                     assert locked is not None
                     pi = locked
-                await flush_pending(s)
-                settled: Any = await fetchrow(
-                    s,
-                    _SETTLE_ATTEMPT,
-                    {
-                        "b_id": attempt_id,
-                        "b_object_id": object_id,
-                        "b_result": result_json(result),
-                        "b_now": self.ctx.now_us(),
-                    },
-                )
-                pending = None if settled is None else cast(GatewayAttempt, _Row(settled._asdict()))
+                pending = None if settled is None else cast(GatewayAttempt, _Row(settled))
                 if pending is None:
                     await _late_three_d_secure(s, pi, result)
                 if before is not None:
@@ -510,6 +548,32 @@ class AttemptEngine:
             if then is not None:
                 await then(s, pi)
             return pi
+
+    async def _lock_and_settle(
+        self, s: AsyncSession, object_id: str, attempt_id: str, result: GatewayResult
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """The intent's row locked, then the attempt settled if it is still pending: the
+        intent's values, and the attempt's (None if it was settled already). One statement
+        on PostgreSQL (``_LOCK_AND_SETTLE``); two on SQLite, whose writer holds the whole
+        database (no round trip to save)."""
+        settle = {
+            "b_id": attempt_id,
+            "b_object_id": object_id,
+            "b_result": result_json(result),
+            "b_now": self.ctx.now_us(),
+        }
+        if self.ctx.db.is_sqlite:
+            found: Any = await fetchrow(s, _LOCKED_INTENT, {"b_pi_id": object_id})
+            assert found is not None
+            settled: Any = await fetchrow(s, _SETTLE_ATTEMPT, settle)
+            return found._asdict(), None if settled is None else settled._asdict()
+        both: Any = await fetchrow(s, _LOCK_AND_SETTLE, {"b_pi_id": object_id, **settle})
+        assert both is not None
+        values = both._asdict()
+        intent = {key: values[key] for key in _PI_KEYS}
+        if values["a_id"] is None:
+            return intent, None
+        return intent, {key: values[f"a_{key}"] for key in _ATTEMPT_KEYS}
 
     async def settle_refund(
         self,

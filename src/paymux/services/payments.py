@@ -260,6 +260,8 @@ class _Start:
     read_count: int
     changes: dict[str, Any]
     verification_token: str | None
+    # The intent as this transaction made it (a create with ``confirm=true``), else None.
+    made: PaymentIntent | None = None
 
 
 # A confirmation's attempt started: the intent, the attempt, the gateway call's request.
@@ -541,6 +543,7 @@ class PaymentsService:
             pi.confirm_count,
             _confirm_changes(None, off_session, None, None),
             None,
+            made=pi,
         )
         return await self._start_screened_in(s, start, pi, as_read=self._decides_on_read())
 
@@ -1000,6 +1003,18 @@ class PaymentsService:
             "verification_token": start.verification_token,
             "network_transaction_id": pm.network_transaction_id,
         }
+        if start.made is not None:  # made in ``s``: nobody else can have moved it
+            made = await self.engine.start_made(
+                s,
+                start.made,
+                Operation.AUTHORIZE,
+                idempotency_key=f"{pi_id}:authorize:{read_count + 1}",
+                request=call,
+                changes={**changes, "confirm_count": read_count + 1},
+            )
+            request = await self.engine.authorize_request(s, *made)
+            assert request is not None
+            return (*made, request)
         # The intent as the read above saw it, if nobody moved it since: one UPDATE.
         started = await self.engine.start_if_unchanged(
             s,
