@@ -112,8 +112,7 @@ def test_the_settle_waits_for_the_intent_holding_no_lock_on_the_attempt(
                 r, pi_id, took = await _held_settle(
                     h,
                     other,
-                    "update gateway_attempts set updated_us = updated_us + 1 "
-                    "where object_id = $1",
+                    "update gateway_attempts set updated_us = updated_us + 1 where object_id = $1",
                 )
             finally:
                 stop()
