@@ -274,3 +274,126 @@ def test_driver_writes_in_a_savepoint_block_are_undone_with_it(url: str) -> None
             await db.dispose()
 
     _run(main())
+
+
+# ``fetch_with_held``: a SELECT that carries the held writes (PostgreSQL: one round trip).
+_JSON_OF_B = Statement(
+    "SELECT note, CAST(:doc AS JSON) AS doc FROM later_b WHERE id = :id",
+    binds={"doc": JSON()},
+    results=(None, JSON()),
+    columns=("note", "doc"),
+)
+
+
+def test_a_select_carries_the_held_writes_in_one_statement(pg_url: str) -> None:
+    """The held writes are the SELECT's WITHs: one statement, the SELECT's rows typed as
+    its own; the SELECT does not see them (one snapshot), and they are kept at the COMMIT."""
+
+    async def main() -> None:
+        db = await _database(pg_url)
+        async with db.write() as s:
+            await driver.execute(s, _INSERT_B, {"id": 7, "note": "there before"})
+        sent = _Sent()
+        try:
+            async with db.write() as s:
+                await driver.later(s, _INSERT_A, {"id": 1, "name": "held", "doc": {"n": 1}})
+                await driver.later(s, _INSERT_B, {"id": 8, "note": "held too"})
+                rows = await driver.fetch_with_held(
+                    s, _JSON_OF_B, {"id": 8, "doc": {"k": [1, 2]}}, reads=frozenset({"later_c"})
+                )
+                assert rows == []  # the INSERT of row 8 is not seen by its own statement
+                rows = await driver.fetch_with_held(
+                    s, _JSON_OF_B, {"id": 7, "doc": {"k": [1, 2]}}, reads=frozenset({"later_c"})
+                )
+                assert [(r.note, r.doc) for r in rows] == [("there before", {"k": [1, 2]})]
+            assert len(sent.sql) == 2, sent.sql  # the first carried both writes; the second alone
+            assert parts(sent.sql[0]) == [_INSERT_A.sql, _INSERT_B.sql, _JSON_OF_B.sql]
+            assert sent.sql[1] == " ".join(_JSON_OF_B.sql.split())
+            a, b = await _rows(db)
+            assert a == {1: ("held", {"n": 1})}
+            assert b == {7: "there before", 8: "held too"}
+        finally:
+            sent.stop()
+            await db.dispose()
+
+    _run(main())
+
+
+def test_a_held_write_to_a_table_the_select_reads_is_sent_before_it(pg_url: str) -> None:
+    """``reads`` names later_b: the held INSERT into it goes first, alone, so the SELECT
+    sees its row."""
+
+    async def main() -> None:
+        db = await _database(pg_url)
+        sent = _Sent()
+        try:
+            async with db.write() as s:
+                await driver.later(s, _INSERT_A, {"id": 1, "name": "held", "doc": None})
+                await driver.later(s, _INSERT_B, {"id": 8, "note": "held too"})
+                rows = await driver.fetch_with_held(
+                    s, _JSON_OF_B, {"id": 8, "doc": None}, reads=frozenset({"later_b"})
+                )
+                assert [r.note for r in rows] == ["held too"]
+            assert len(sent.sql) == 2, sent.sql
+            assert parts(sent.sql[0]) == [_INSERT_A.sql, _INSERT_B.sql]
+            assert parts(sent.sql[1]) == [" ".join(_JSON_OF_B.sql.split())]
+        finally:
+            sent.stop()
+            await db.dispose()
+
+    _run(main())
+
+
+def test_a_held_write_carried_by_a_select_raises_there_and_keeps_nothing(pg_url: str) -> None:
+    async def main() -> None:
+        db = await _database(pg_url)
+        async with db.write() as s:
+            await driver.execute(s, _INSERT_B, {"id": 7, "note": "there before"})
+        try:
+            with pytest.raises(IntegrityError):
+                async with db.write() as s:
+                    await driver.later(s, _INSERT_A, {"id": 1, "name": "held", "doc": None})
+                    await driver.later(s, _INSERT_B, {"id": 7, "note": "a duplicate"})
+                    await driver.fetch_with_held(
+                        s, _JSON_OF_B, {"id": 7, "doc": None}, reads=frozenset()
+                    )
+            a, b = await _rows(db)
+            assert a == {} and b == {7: "there before"}
+        finally:
+            await db.dispose()
+
+    _run(main())
+
+
+def test_fetch_with_held_is_fetch_without_held_writes_and_takes_a_select_only(url: str) -> None:
+    """SQLite (nothing is ever held) and PostgreSQL with nothing held: a plain fetch. A
+    statement other than a SELECT, with writes held, is refused before anything is sent."""
+
+    async def main() -> None:
+        db = await _database(url)
+        try:
+            async with db.write() as s:
+                await driver.later(s, _INSERT_B, {"id": 7, "note": "there"})
+                if db.is_sqlite:  # run at once: nothing held
+                    rows = await driver.fetch_with_held(
+                        s, _JSON_OF_B, {"id": 7, "doc": None}, reads=frozenset()
+                    )
+                    assert [r.note for r in rows] == ["there"]
+                else:
+                    with pytest.raises(ValueError, match="one SELECT"):
+                        await driver.fetch_with_held(
+                            s, _RENAME_A, {"id": 1, "name": "x"}, reads=frozenset()
+                        )
+                    rows = await driver.fetch_with_held(
+                        s, _JSON_OF_B, {"id": 7, "doc": None}, reads=frozenset({"later_b"})
+                    )
+                    assert [r.note for r in rows] == ["there"]
+            async with db.write() as s:
+                rows = await driver.fetch_with_held(
+                    s, _JSON_OF_B, {"id": 7, "doc": None}, reads=frozenset()
+                )
+                assert [r.note for r in rows] == ["there"]
+        finally:
+            await db.dispose()
+
+    _run(main())

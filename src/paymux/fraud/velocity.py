@@ -63,7 +63,7 @@ from typing import Any, Final, NamedTuple
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.fraud.attributes import VELOCITY_WINDOWS
-from paymux.storage.driver import Statement, execute, fetch
+from paymux.storage.driver import Statement, execute, fetch, fetch_with_held
 
 __all__ = [
     "GATEWAY_RISK_LEVELS",
@@ -479,6 +479,16 @@ async def decision_read(
 # The keys' advisory locks, the decision's read and (``reserve_minute`` not NULL) the attempt
 # counted, in one round trip on PostgreSQL: the function of migrations 0036 and 0037 (its
 # windows are VELOCITY_WINDOWS' three, in this order); and its undo, for a block.
+# The tables ``paymux_fraud_decision_start`` reads or writes (migration 0037's function).
+DECISION_TABLES: Final = frozenset(
+    {
+        "fraud_rules",
+        "fraud_velocity_buckets",
+        "fraud_velocity_cards",
+        "radar_value_lists",
+        "radar_value_list_items",
+    }
+)
 _LOCKED_READ: Final = Statement(
     "SELECT * FROM paymux_fraud_decision_start(CAST(:lock_keys AS BIGINT[]), :account_id,"
     " :livemode, CAST(:keys AS TEXT[]), :pending_since, :since_10m, :since_hourly,"
@@ -589,7 +599,10 @@ async def locked_decision_read(
     params["reserve_minute"] = minute
     params["card_keys"] = _card_keys(keys, card)
     if guard is None:
-        rows = await fetch(s, _LOCKED_READ, params)
+        # The writes the transaction holds (a create's intent and event, when the create
+        # with confirm=true decides in its own transaction) ride on this call: none of them
+        # is to a table it reads (storage/driver.py ``fetch_with_held``).
+        rows = await fetch_with_held(s, _LOCKED_READ, params, reads=DECISION_TABLES)
     else:
         params.update(_guarded(guard))
         rows = await fetch(s, _GUARDED_READ, params)

@@ -545,7 +545,9 @@ class PaymentsService:
             None,
             made=pi,
         )
-        return await self._start_screened_in(s, start, pi, as_read=self._decides_on_read())
+        # Decided on the intent as made: no lock to take (``as_read`` would take it in the
+        # decision's call, whose writes of the intent then could not ride on it).
+        return await self._start_screened_in(s, start, pi, as_read=False)
 
     async def _confirmed_with(
         self, pi: PaymentIntent, pm_ref: str, known: PaymentMethod | None, gateway: Gateway
@@ -972,8 +974,9 @@ class PaymentsService:
         (its decision recorded in ``s``; the caller commits it, then raises it)."""
         if self.screen is not None:
             decided_on = read
-            if self.ctx.settings.fraud_enabled and not as_read:
-                # (disabled: nothing read from it)
+            if self.ctx.settings.fraud_enabled and not as_read and start.made is None:
+                # (disabled: nothing read from it; an intent this transaction made is as
+                # ``read`` holds it, and no one else can lock it)
                 decided_on = await _owned_intent(s, start.account_id, start.pi_id, lock=True)
                 check_operation("confirm", decided_on.status)
                 start = replace(

@@ -110,6 +110,8 @@ _TOKENS: Final = re.compile(r"'(?:[^']|'')*'|\"[^\"]*\"|::|(?<![:\w]):([A-Za-z_]
 # A command tag's row count: "INSERT 0 3", "UPDATE 2", "DELETE 1", "SELECT 4".
 _TAG_COUNT: Final = re.compile(r"(\d+)$")
 # The table a plain write writes (``later``): none for anything else (a WITH, a SELECT).
+# ``fetch_with_held``'s statement: a plain SELECT (a WITH of its own could not take more).
+_SELECT: Final = re.compile(r"\s*SELECT\s", re.I)
 _WRITTEN: Final = re.compile(r"\s*(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+(\"[^\"]+\"|\w+)", re.I)
 
 
@@ -383,6 +385,37 @@ async def fetch(
         rows = (await _sqlite(c, statement, args)).fetchall()
     if _OBSERVERS:
         _observed(statement, started)
+    return _typed(statement, on, rows)
+
+
+async def fetch_with_held(
+    session: AsyncSession,
+    statement: Statement,
+    params: Mapping[str, Any] | None = None,
+    *,
+    reads: frozenset[str],
+) -> list[Row]:
+    """``fetch`` of one SELECT that carries the writes ``later`` holds: on PostgreSQL they
+    are its data-modifying WITHs, one round trip for them and the SELECT (issue 10). The
+    SELECT sees none of their effects (one snapshot for all of a statement's parts), so
+    ``reads`` names every table it reads or writes (through its functions too): a held
+    write to one of them is sent first, on its own, and the SELECT then runs alone. Without
+    held writes (SQLite, or nothing held), ``fetch``."""
+    c = await _connection(session)
+    held = c.held
+    if not held or any(part.writes in reads for part, _ in held):
+        return await fetch(session, statement, params)
+    if _SELECT.match(statement.sql) is None:
+        raise ValueError(f"fetch_with_held takes one SELECT, not {statement!r}")
+    c.held = []
+    on = statement.on(c.dialect)
+    args = statement.args(params, on)
+    together = _together((*(part for part, _ in held), statement))
+    held_args = [value for _, part_args in held for value in part_args]
+    started = time.perf_counter() if _OBSERVERS else 0.0
+    rows: list[Row] = [tuple(r) for r in await _postgres(c, together, held_args + args, True)]
+    if _OBSERVERS:
+        _observed(together, started)
     return _typed(statement, on, rows)
 
 
