@@ -150,18 +150,20 @@ def test_the_decision_s_call_touches_the_payment_s_rows_not_the_account_s(
     db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     captured: list[dict[str, Any]] = []
-    real_fetch = driver.fetch
+    real_fetch = driver.fetch_with_held  # the call's (it carries any held writes)
 
-    async def spy(s: Any, statement: driver.Statement, params: dict[str, Any]) -> Any:
+    async def spy(
+        s: Any, statement: driver.Statement, params: dict[str, Any], *, reads: frozenset[str]
+    ) -> Any:
         if statement is velocity._LOCKED_READ:
             captured.append(dict(params))
-        return await real_fetch(s, statement, params)
+        return await real_fetch(s, statement, params, reads=reads)
 
     async def main() -> None:
         database = Database(db)
         try:
             await _fill(database)
-            monkeypatch.setattr(velocity, "fetch", spy)
+            monkeypatch.setattr(velocity, "fetch_with_held", spy)
             async with database.write() as s:
                 read = await velocity.locked_decision_read(
                     s,
