@@ -367,13 +367,17 @@ def test_a_held_write_carried_by_a_select_raises_there_and_keeps_nothing(pg_url:
 
 def test_fetch_with_held_is_fetch_without_held_writes_and_takes_a_select_only(url: str) -> None:
     """SQLite (nothing is ever held) and PostgreSQL with nothing held: a plain fetch. A
-    statement other than a SELECT, with writes held, is refused before anything is sent."""
+    statement other than a SELECT is refused before anything is sent."""
 
     async def main() -> None:
         db = await _database(url)
         try:
             async with db.write() as s:
                 await driver.later(s, _INSERT_B, {"id": 7, "note": "there"})
+                with pytest.raises(ValueError, match="one SELECT"):
+                    await driver.fetch_with_held(
+                        s, _RENAME_A, {"id": 1, "name": "x"}, reads=frozenset()
+                    )
                 if db.is_sqlite:  # run at once: nothing held
                     rows = await driver.fetch_with_held(
                         s, _JSON_OF_B, {"id": 7, "doc": None}, reads=frozenset()

@@ -476,11 +476,8 @@ async def decision_read(
     return _decision_of(keys, await fetch(s, read, params), now_us)
 
 
-# The keys' advisory locks, the decision's read and (``reserve_minute`` not NULL) the attempt
-# counted, in one round trip on PostgreSQL: the function of migrations 0036 and 0037 (its
-# windows are VELOCITY_WINDOWS' three, in this order); and its undo, for a block.
 # The tables ``paymux_fraud_decision_start`` reads or writes (migration 0037's function).
-DECISION_TABLES: Final = frozenset(
+_DECISION_TABLES: Final = frozenset(
     {
         "fraud_rules",
         "fraud_velocity_buckets",
@@ -489,6 +486,9 @@ DECISION_TABLES: Final = frozenset(
         "radar_value_list_items",
     }
 )
+# The keys' advisory locks, the decision's read and (``reserve_minute`` not NULL) the attempt
+# counted, in one round trip on PostgreSQL: the function of migrations 0036 and 0037 (its
+# windows are VELOCITY_WINDOWS' three, in this order); and its undo, for a block.
 _LOCKED_READ: Final = Statement(
     "SELECT * FROM paymux_fraud_decision_start(CAST(:lock_keys AS BIGINT[]), :account_id,"
     " :livemode, CAST(:keys AS TEXT[]), :pending_since, :since_10m, :since_hourly,"
@@ -602,7 +602,7 @@ async def locked_decision_read(
         # The writes the transaction holds (a create's intent and event, when the create
         # with confirm=true decides in its own transaction) ride on this call: none of them
         # is to a table it reads (storage/driver.py ``fetch_with_held``).
-        rows = await fetch_with_held(s, _LOCKED_READ, params, reads=DECISION_TABLES)
+        rows = await fetch_with_held(s, _LOCKED_READ, params, reads=_DECISION_TABLES)
     else:
         params.update(_guarded(guard))
         rows = await fetch(s, _GUARDED_READ, params)

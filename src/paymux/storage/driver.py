@@ -109,9 +109,9 @@ _Processor = Callable[[Any], Any]
 _TOKENS: Final = re.compile(r"'(?:[^']|'')*'|\"[^\"]*\"|::|(?<![:\w]):([A-Za-z_]\w*)")
 # A command tag's row count: "INSERT 0 3", "UPDATE 2", "DELETE 1", "SELECT 4".
 _TAG_COUNT: Final = re.compile(r"(\d+)$")
-# The table a plain write writes (``later``): none for anything else (a WITH, a SELECT).
 # ``fetch_with_held``'s statement: a plain SELECT (a WITH of its own could not take more).
 _SELECT: Final = re.compile(r"\s*SELECT\s", re.I)
+# The table a plain write writes (``later``): none for anything else (a WITH, a SELECT).
 _WRITTEN: Final = re.compile(r"\s*(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+(\"[^\"]+\"|\w+)", re.I)
 
 
@@ -401,12 +401,12 @@ async def fetch_with_held(
     ``reads`` names every table it reads or writes (through its functions too): a held
     write to one of them is sent first, on its own, and the SELECT then runs alone. Without
     held writes (SQLite, or nothing held), ``fetch``."""
+    if _SELECT.match(statement.sql) is None:
+        raise ValueError(f"fetch_with_held takes one SELECT, not {statement!r}")
     c = await _connection(session)
     held = c.held
     if not held or any(part.writes in reads for part, _ in held):
         return await fetch(session, statement, params)
-    if _SELECT.match(statement.sql) is None:
-        raise ValueError(f"fetch_with_held takes one SELECT, not {statement!r}")
     c.held = []
     on = statement.on(c.dialect)
     args = statement.args(params, on)
