@@ -22,7 +22,7 @@ idempotency key; past that it abandons the attempt rather than risk a second cha
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from typing import Any, TypeVar, cast
 
@@ -136,11 +136,10 @@ class _Row:
         self.__dict__.update(mapping)
 
 
-def _intent_of(row: Any) -> tuple[PaymentIntent, dict[str, Any]]:
-    """The intent of a driver row (a ``_Row`` typed as the model for the code that reads it)
-    and a copy of its values as read, for ``_store``."""
-    before = row._asdict()
-    return cast(PaymentIntent, _Row(before)), dict(before)
+def _intent_of(values: Mapping[str, Any]) -> tuple[PaymentIntent, dict[str, Any]]:
+    """The intent of a driver row's values (a ``_Row`` typed as the model for the code that
+    reads it) and a copy of its values as read, for ``_store``."""
+    return cast(PaymentIntent, _Row(values)), dict(values)
 
 
 async def _late_three_d_secure(s: AsyncSession, pi: PaymentIntent, result: GatewayResult) -> None:
@@ -342,7 +341,7 @@ class AttemptEngine:
         found = await fetchrow(s, _start_unchanged_statement(keys), params)
         if found is None:
             return None
-        row, _ = _intent_of(found)
+        row, _ = _intent_of(cast(Any, found)._asdict())
         attempt = await self._record_start(s, row, operation, status, idempotency_key, request)
         return row, attempt
 
@@ -365,7 +364,7 @@ class AttemptEngine:
         10)."""
         if any(isinstance(value, ClauseElement) for value in changes.values()):
             raise TypeError("start_made takes values, not SQL expressions")
-        row, before = _intent_of(pi)
+        row, before = _intent_of(cast(Any, pi)._asdict())
         from_status = str(pi.status)
         vars(row).update(changes, status=S.PROCESSING.value, updated_us=self.ctx.now_us())
         await _store(s, row, before)
@@ -522,8 +521,7 @@ class AttemptEngine:
                 found, settled = await self._lock_and_settle(s, object_id, attempt_id, result)
                 before: dict[str, Any] | None = None
                 if found["invoice_id"] is None:
-                    pi = cast(PaymentIntent, _Row(found))
-                    before = dict(found)
+                    pi, before = _intent_of(found)
                 else:
                     locked = await s.get(
                         PaymentIntent, object_id, with_for_update=True, populate_existing=True

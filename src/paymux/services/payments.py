@@ -1006,31 +1006,26 @@ class PaymentsService:
             "verification_token": start.verification_token,
             "network_transaction_id": pm.network_transaction_id,
         }
+        key = f"{pi_id}:authorize:{read_count + 1}"
+        # The count it is moved from is the one read (the UPDATE's condition).
+        moved = {**changes, "confirm_count": read_count + 1}
+        started: tuple[PaymentIntent, GatewayAttempt] | None
         if start.made is not None:  # made in ``s``: nobody else can have moved it
-            made = await self.engine.start_made(
-                s,
-                start.made,
-                Operation.AUTHORIZE,
-                idempotency_key=f"{pi_id}:authorize:{read_count + 1}",
-                request=call,
-                changes={**changes, "confirm_count": read_count + 1},
+            started = await self.engine.start_made(
+                s, start.made, Operation.AUTHORIZE, idempotency_key=key, request=call, changes=moved
             )
-            request = await self.engine.authorize_request(s, *made)
-            assert request is not None
-            return (*made, request)
-        # The intent as the read above saw it, if nobody moved it since: one UPDATE.
-        started = await self.engine.start_if_unchanged(
-            s,
-            pi_id,
-            account_id,
-            Operation.AUTHORIZE,
-            status=read_status,
-            confirm_count=read_count,
-            idempotency_key=f"{pi_id}:authorize:{read_count + 1}",
-            request=call,
-            # The count it is moved from is the one read (the UPDATE's condition).
-            changes={**changes, "confirm_count": read_count + 1},
-        )
+        else:  # the intent as the read above saw it, if nobody moved it since: one UPDATE
+            started = await self.engine.start_if_unchanged(
+                s,
+                pi_id,
+                account_id,
+                Operation.AUTHORIZE,
+                status=read_status,
+                confirm_count=read_count,
+                idempotency_key=key,
+                request=call,
+                changes=moved,
+            )
         if started is None:  # it moved: read it again under the write lock
             pi = await get_owned(s, PaymentIntent, pi_id, account_id)
             started = await self.engine.start_on_intent(

@@ -409,11 +409,9 @@ async def fetch_with_held(
         return await fetch(session, statement, params)
     c.held = []
     on = statement.on(c.dialect)
-    args = statement.args(params, on)
-    together = _together((*(part for part, _ in held), statement))
-    held_args = [value for _, part_args in held for value in part_args]
+    together, args = _joined([*held, (statement, statement.args(params, on))])
     started = time.perf_counter() if _OBSERVERS else 0.0
-    rows: list[Row] = [tuple(r) for r in await _postgres(c, together, held_args + args, True)]
+    rows: list[Row] = [tuple(r) for r in await _postgres(c, together, args, True)]
     if _OBSERVERS:
         _observed(together, started)
     return _typed(statement, on, rows)
@@ -523,6 +521,14 @@ def _together(parts: tuple[Statement, ...]) -> Statement:
     return found
 
 
+def _joined(parts: list[tuple[Statement, list[Any]]]) -> tuple[Statement, list[Any]]:
+    """Statements and their converted arguments as one statement (``_together``) and its
+    arguments; one alone as it is."""
+    if len(parts) == 1:
+        return parts[0]
+    return _together(tuple(part for part, _ in parts)), [v for _, args in parts for v in args]
+
+
 async def _send_held(c: _Connection) -> None:
     """Send ``c``'s held writes (one statement), emptied first: a write that fails is not
     sent again (its error aborts the transaction)."""
@@ -530,11 +536,7 @@ async def _send_held(c: _Connection) -> None:
     if not held:
         return
     c.held = []
-    if len(held) == 1:
-        statement, args = held[0]
-    else:
-        statement = _together(tuple(part for part, _ in held))
-        args = [value for _, part_args in held for value in part_args]
+    statement, args = _joined(held)
     started = time.perf_counter() if _OBSERVERS else 0.0
     await _postgres(c, statement, args, False)
     if _OBSERVERS:
