@@ -71,6 +71,7 @@ from common import (
     run_wrk,
 )
 
+from paymux.gateways.sandbox.cards import Scenario, card_for_number
 from paymux.storage.db import Database
 from paymux.storage.migrate import upgrade
 
@@ -84,8 +85,13 @@ counters = {"succeeded", "bad"}
 succeeded, bad = 0, 0
 local create_path, key, idem, n = nil, nil, false, 0
 local body = '{"amount":2000,"currency":"usd","confirm":true,"payment_method":"pm_card_visa"}'
+local cards, next_card = {}, 0
 function init(args)
   create_path, key, idem = args[1], args[2], args[3] == "1"
+  if args[4] and args[4] ~= "" then  -- a file of card tokens, one per line: one each in turn
+    for token in io.lines(args[4]) do cards[#cards + 1] = token end
+    next_card = math.floor(#cards * tid / nthreads)  -- the threads start apart
+  end
 end
 function request()
   local h = {["Content-Type"] = "application/json"}
@@ -93,6 +99,11 @@ function request()
   if idem then
     n = n + 1
     h["Idempotency-Key"] = string.format("bench1_%d_%d_%d", tid, n, math.random(1, 1e9))
+  end
+  if #cards > 0 then
+    next_card = next_card % #cards + 1
+    body = '{"amount":2000,"currency":"usd","confirm":true,"payment_method":"' ..
+      cards[next_card] .. '"}'
   end
   return wrk.format("POST", create_path, h, body)
 end
@@ -199,6 +210,17 @@ class Side:
         self.last_id: str | None = None
         self.one = False  # True: one request per payment (create with confirm=true)
         self.connections = args.concurrency
+        self.cards: list[str] = []  # --cards: tokens of distinct cards, used in turn
+        self.cards_file = ""
+        self._next_card = 0
+
+    def card(self) -> str:
+        """The payment method of the next one-request payment: ``pm_card_visa``, or with
+        ``--cards`` the next of the distinct cards' tokens."""
+        if not self.cards:
+            return "pm_card_visa"
+        self._next_card = (self._next_card + 1) % len(self.cards)
+        return self.cards[self._next_card]
 
     def _headers(self) -> dict[str, str]:
         headers = {"authorization": f"Bearer {self.key}"} if self.key else {}
@@ -233,7 +255,7 @@ class Side:
                 "amount": 2000,
                 "currency": "usd",
                 "confirm": True,
-                "payment_method": "pm_card_visa",
+                "payment_method": self.card(),
             },
             headers=self._headers(),
         )
@@ -267,7 +289,12 @@ class Side:
                 seconds=seconds,
                 connections=self.connections,
                 threads=min(2, self.connections),
-                args=[self.create_path, self.key, "1" if self.args.idempotency_keys else "0"],
+                args=[
+                    self.create_path,
+                    self.key,
+                    "1" if self.args.idempotency_keys else "0",
+                    self.cards_file,
+                ],
                 tmp=self.tmp,
             )
             result.add(load, load.counters.get("succeeded", 0), self.cpu.lap())
@@ -371,6 +398,45 @@ def measure_get(side: Side, args: argparse.Namespace) -> GetResult:
     return GetResult(load, side.cpu.lap())
 
 
+def card_numbers(count: int) -> list[str]:
+    """``count`` distinct Luhn-valid Visa numbers that the sandbox charges successfully (none
+    of its test cards' scenarios): 41 and a 13-digit serial, then the check digit."""
+    out: list[str] = []
+    serial = 0
+    while len(out) < count:
+        serial += 1
+        body = f"41{serial:013d}"
+        total = 0
+        for i, ch in enumerate(reversed(body)):  # the check digit goes right of these
+            d = int(ch) * (2 if i % 2 == 0 else 1)
+            total += d - 9 if d > 9 else d
+        number = body + str((10 - total % 10) % 10)
+        if card_for_number(number).scenario is Scenario.SUCCEED:
+            out.append(number)
+    return out
+
+
+async def tokenize(url: str, count: int) -> list[str]:
+    """``--cards``: tokens of ``count`` distinct cards, made at paymux's built-in sandbox as
+    its card form makes them (``POST /sandbox/v1/tokens``), before the warm-up."""
+    numbers = card_numbers(count)
+    tokens: list[str] = [""] * count
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+
+        async def one(start: int) -> None:
+            for i in range(start, count, 8):
+                r = await http.post(
+                    "/sandbox/v1/tokens",
+                    json={"number": numbers[i], "exp_month": 12, "exp_year": 2040, "cvc": "123"},
+                )
+                if r.status_code != 200:
+                    raise RuntimeError(f"tokenize: HTTP {r.status_code} {r.text[:300]}")
+                tokens[i] = r.json()["id"]
+
+        await asyncio.gather(*(one(k) for k in range(8)))
+    return tokens
+
+
 async def count_rows(db_url: str) -> dict[str, int]:
     db = Database(db_url, pool_size=1)
     try:
@@ -440,6 +506,12 @@ def run_backend(backend: str, args: argparse.Namespace, dbs: Databases) -> Backe
         for server in servers:
             server.start()
         sides = [Side(server, args, work) for server in servers]
+        if args.cards:
+            tokens = asyncio.run(tokenize(servers[0].url, args.cards))
+            path = work / "cards.txt"
+            path.write_text("".join(t + "\n" for t in tokens))
+            for side in sides:  # the bare server stores the token as it stores pm_card_visa
+                side.cards, side.cards_file = tokens, str(path)
         warm_up(sides, args)
         for label, one, connections, seconds in modes_of(args):
             paymux, bare = drive(sides, args, one=one, connections=connections, seconds=seconds)
@@ -463,8 +535,13 @@ def run_backend(backend: str, args: argparse.Namespace, dbs: Databases) -> Backe
 def report(runs: list[BackendRun], args: argparse.Namespace) -> None:
     print()
     amount = f"{args.seconds:.0f} s per server and mode" if args.load == "wrk" else f"N={args.n}"
+    cards = (
+        f"1 request: {args.cards} distinct cards in turn, 2 requests: pm_card_visa"
+        if args.cards
+        else "pm_card_visa"
+    )
     print(
-        f"{amount} of payments (pm_card_visa), concurrency={args.concurrency}, "
+        f"{amount} of payments ({cards}), concurrency={args.concurrency}, "
         f"warm-up={args.warmup}, idempotency keys={'on' if args.idempotency_keys else 'off'}, "
         f"load generator: {args.load}"
         + (
@@ -585,6 +662,13 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=5.0,
         help="then one client (1 connection), one request per payment, this long (5; 0: skip)",
+    )
+    parser.add_argument(
+        "--cards",
+        type=int,
+        default=0,
+        help="one-request payments: this many distinct cards, tokenized at the sandbox "
+        "first and used in turn (0, default: every payment pm_card_visa, one card)",
     )
     parser.add_argument("--warmup", type=int, default=100, help="unmeasured payments first (100)")
     parser.add_argument("--chunk", type=int, default=250, help="httpx: payments per turn (250)")

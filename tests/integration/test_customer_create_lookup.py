@@ -42,12 +42,12 @@ class Lookups:
         self, conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool
     ) -> None:
         flat = " ".join(statement.split()).lower()
+        # One statement: by id and by token, each a look-up by key, as one UNION ALL.
         if (
-            flat.startswith("select")
+            flat.startswith("select payment_methods.id")
             and "from payment_methods" in flat
             and "payment_methods.id =" in flat
             and "payment_methods.token =" in flat
-            and "union" not in flat
         ):
             values = params.values() if isinstance(params, dict) else params or ()
             self.seen.append({v for v in values if isinstance(v, str)})

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
-from sqlalchemy import Boolean, and_, bindparam, or_, select
+from sqlalchemy import Boolean, bindparam, select, union_all
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -53,6 +54,7 @@ __all__ = [
     "account_fingerprint",
     "contact",
     "find_payment_method",
+    "look_up",
     "payment_method_from_token",
     "payment_method_id_of_request",
     "require_customer",
@@ -93,20 +95,28 @@ async def require_customer(
 
 # The lookups of a payment method reference, built once (bound values, cache keys memoized):
 # ``find_payment_method``'s by the request key's mode (None: any mode, as ``scoped`` does).
-_FIND = select(PaymentMethod).where(
-    PaymentMethod.account_id == bindparam("account_id"),
-    or_(
+# Two look-ups, by the primary key and by the (account, gateway, token) unique key, each its
+# own branch of a UNION ALL: one condition ``id = :ref OR (gateway, token) = ...`` with the
+# account was run by PostgreSQL, on a table not yet analyzed (a new database, a table grown
+# since), as a walk of every payment method of the account, the OR kept as a filter (1,154
+# pages for an account of 1,129 payment methods: issue 10's bench with distinct cards).
+def _find_in(mode: bool | None) -> Any:
+    by_id = select(PaymentMethod).where(
         PaymentMethod.id == bindparam("ref"),
-        and_(
-            PaymentMethod.gateway == bindparam("gateway"), PaymentMethod.token == bindparam("ref")
-        ),
-    ),
-)
-_FIND_IN_MODE: dict[bool | None, Any] = {
-    None: _FIND,
-    True: _FIND.where(PaymentMethod.livemode.is_(True)),
-    False: _FIND.where(PaymentMethod.livemode.is_(False)),
-}
+        PaymentMethod.account_id == bindparam("account_id"),
+    )
+    by_token = select(PaymentMethod).where(
+        PaymentMethod.account_id == bindparam("account_id"),
+        PaymentMethod.gateway == bindparam("gateway"),
+        PaymentMethod.token == bindparam("ref"),
+    )
+    if mode is not None:
+        by_id = by_id.where(PaymentMethod.livemode.is_(mode))
+        by_token = by_token.where(PaymentMethod.livemode.is_(mode))
+    return select(PaymentMethod).from_statement(union_all(by_id, by_token))
+
+
+_FIND_IN_MODE: dict[bool | None, Any] = {mode: _find_in(mode) for mode in (None, True, False)}
 # Another account owns the token: its claim, or its payment method with it.
 _OWNED_ELSEWHERE = (
     select(GatewayTokenOwner.account_id)
@@ -164,14 +174,29 @@ async def _find_ref(
     return await find_payment_method(s, account_id, gateway_name or "", ref)
 
 
+async def look_up(
+    s: AsyncSession, account_id: str, gateway_name: str, ref: str
+) -> tuple[PaymentMethod | None, bool | None]:
+    """``find_payment_method`` in the caller's read ``s``, and if it finds nothing, whether
+    another account owns ``ref`` (None: not asked), in the same read: what
+    ``resolve_payment_method`` takes as ``known`` and ``elsewhere``."""
+    pm = await find_payment_method(s, account_id, gateway_name, ref)
+    if pm is not None:
+        return pm, None
+    return None, await _owned_elsewhere_in(s, account_id, gateway_name, ref)
+
+
 async def _owned_elsewhere(ctx: Context, account_id: str, gateway: str, token: str) -> bool:
     """Another account owns the token: it claimed it (``gateway_token_owners``), or it has a
     payment method with it (a token recorded before owners were, or a vault token a gateway
     issued to that account). A fast refusal only: the claim itself is ``_claim``."""
-    params = {"gateway": gateway, "token": token, "account_id": account_id}
     async with ctx.db.read() as s:
-        row = (await s.execute(_OWNED_ELSEWHERE, params)).first()
-    return row is not None
+        return await _owned_elsewhere_in(s, account_id, gateway, token)
+
+
+async def _owned_elsewhere_in(s: AsyncSession, account_id: str, gateway: str, token: str) -> bool:
+    params = {"gateway": gateway, "token": token, "account_id": account_id}
+    return (await s.execute(_OWNED_ELSEWHERE, params)).first() is not None
 
 
 def _claim(pm: PaymentMethod, now: int) -> GatewayTokenOwner:
@@ -199,8 +224,9 @@ async def resolve_payment_method(
     customer_id: str | None,
     known: PaymentMethod | None = None,
     looked_up: bool = False,
+    elsewhere: bool | None = None,
     connection_id: str | None = None,
-    defer_shared: bool = False,
+    defer_new: bool = False,
     billing_details: dict[str, Any] | None = None,
     metadata: dict[str, str] | None = None,
     pm_id: str | None = None,
@@ -209,12 +235,18 @@ async def resolve_payment_method(
     """Our PaymentMethod for ``ref``: one of ours by id, or a gateway token we record now.
 
     ``known``: what ``find_payment_method`` already found in the caller's transaction
-    (``looked_up``: it looked, and ``known`` None means it found nothing).
+    (``looked_up``: it looked, and ``known`` None means it found nothing); ``elsewhere``:
+    whether another account owns ``ref``, if the caller asked in the same read
+    (``look_up``), else None (asked here when it matters).
     ``connection_id``: the connection the payment goes through; a new token is described by,
     and recorded as, that connection's.
-    ``defer_shared``: a use of a shared test token (a fresh token of its own, which no other
-    request can record) is returned unsaved (transient), for the caller to add in its own
-    write transaction.
+    ``defer_new``: a payment method made now is returned unsaved (transient), for the caller
+    to record in its own write transaction (services/payments.py ``_record_payment_method``,
+    with the token's claim, ``claim_deferred``): a use of a shared test token (a fresh token
+    of its own, which no other request can record), or a token new to this account (the
+    ownership check is then a read before the gateway call, and the claim that decides is
+    made in the caller's transaction: one write transaction less per payment with a new
+    token, and nothing recorded if that transaction rolls back).
     ``billing_details``, ``metadata``: what a payment method made now starts with.
     ``pm_id``: the id a payment method made now takes (else a new random one).
     ``gateway``: the gateway of ``gateway_name`` at ``connection_id``, if the caller has it:
@@ -225,7 +257,10 @@ async def resolve_payment_method(
     pm = None if shared_token else known
     if pm is None and not looked_up and not shared_token:
         async with ctx.db.read() as s:
-            pm = await find_payment_method(s, account_id, gateway_name, ref)
+            if gateway is None:
+                pm = await find_payment_method(s, account_id, gateway_name, ref)
+            else:  # no shared test token: whether another account owns it, in the same read
+                pm, elsewhere = await look_up(s, account_id, gateway_name, ref)
     if pm is None or pm.id != ref:
         if gateway is None:
             gateway = await ctx.gateway(
@@ -236,8 +271,10 @@ async def resolve_payment_method(
     if pm is not None:
         return _usable(pm, gateway_name, connection_id, customer_id)
     assert gateway is not None
-    if not gateway.reusable_test_token(ref) and await _owned_elsewhere(
-        ctx, account_id, gateway_name, ref
+    if not gateway.reusable_test_token(ref) and (
+        elsewhere
+        if elsewhere is not None
+        else await _owned_elsewhere(ctx, account_id, gateway_name, ref)
     ):
         # A token belongs to the account that first used it: another account's saved card
         # is as unknown here as a token that never existed.
@@ -283,8 +320,11 @@ async def resolve_payment_method(
         )
 
     shared = gateway.reusable_test_token(ref)
-    if defer_shared and shared:
-        return made(pm_id or new_id("pm"), deferred=True)
+    if defer_new:
+        deferred = made(pm_id or new_id("pm"), deferred=True)
+        if not shared:
+            _UNCLAIMED[deferred] = _NewToken(ref, customer_id, connection_id)
+        return deferred
     pm = made(pm_id or new_id("pm"))
     try:
         await _record(ctx, pm, shared, now)
@@ -371,6 +411,66 @@ def _deferred_payment_method(**values: Any) -> PaymentMethod:
     pm: PaymentMethod = _PM_MANAGER.new_instance()
     pm.__dict__.update(values)
     return pm
+
+
+@dataclass(frozen=True, slots=True)
+class _NewToken:
+    """What a payment method made from a token new to the account needs when it is recorded:
+    the reference the request named (a refusal names it), and the payment's customer and
+    connection (if the account turns out to have the token already, that row must be usable
+    for them: ``existing_usable``)."""
+
+    named: str
+    customer_id: str | None
+    connection_id: str | None
+
+
+# Payment methods ``resolve_payment_method`` deferred (``defer_new``) that were made from a
+# token new to the account, not a shared test token: their token is claimed when they are
+# recorded (``claim_deferred``).
+_UNCLAIMED: weakref.WeakKeyDictionary[PaymentMethod, _NewToken] = weakref.WeakKeyDictionary()
+_CLAIM: Final = driver.Statement(
+    "INSERT INTO gateway_token_owners (gateway, token, account_id, created_us) "
+    "VALUES (:gateway, :token, :account_id, :created_us) "
+    "ON CONFLICT (gateway, token) DO NOTHING RETURNING account_id"
+)
+_OWNER_ROW: Final = driver.Statement(
+    "SELECT account_id FROM gateway_token_owners WHERE gateway = :gateway AND token = :token"
+)
+
+
+async def claim_deferred(s: AsyncSession, pm: PaymentMethod) -> None:
+    """In the write transaction ``s`` that records ``pm``: if ``resolve_payment_method``
+    deferred it with a token new to the account, make the account the token's owner, or
+    refuse (404 ``resource_missing`` on ``payment_method``, naming what the request named,
+    as the ownership check does) if another account owns it: the transaction then records
+    nothing. Of two accounts racing for one token, the second's claim waits for the first's
+    transaction (the owner row's primary key) and then finds it. A payment method of any
+    other kind: nothing (a shared test token is no one's; one made by ``_record`` claimed
+    its token already)."""
+    new = _UNCLAIMED.get(pm)
+    if new is None:
+        return
+    params = {"gateway": pm.gateway, "token": pm.token, "account_id": pm.account_id}
+    claimed = await driver.fetchrow(s, _CLAIM, {**params, "created_us": pm.created_us})
+    if claimed is None:
+        owner = await driver.fetchrow(s, _OWNER_ROW, params)
+        if owner is None or owner[0] != pm.account_id:
+            raise PaymuxError.of(
+                "resource_missing", f"No such payment_method: '{new.named}'", param="payment_method"
+            )
+
+
+def existing_usable(made: PaymentMethod, existing: PaymentMethod) -> PaymentMethod:
+    """The account's own payment method ``existing`` with the token of ``made``, which was not
+    recorded because of it. Made from a token new to the account (another request of the
+    account recorded it meanwhile, or the gateway's other name for a saved card): usable
+    only as if named by its id, for the payment's customer and connection (``_usable``,
+    400 ``payment_method_unexpected_state`` otherwise), as ``resolve_payment_method`` finds it."""
+    new = _UNCLAIMED.get(made)
+    if new is None:
+        return existing
+    return _usable(existing, made.gateway, new.connection_id, new.customer_id)
 
 
 async def _record(ctx: Context, pm: PaymentMethod, shared: bool, now: int) -> None:

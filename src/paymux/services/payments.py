@@ -49,8 +49,10 @@ from paymux.services.context import (
 )
 from paymux.services.customers import (
     TokenData,
+    claim_deferred,
     contact,
-    find_payment_method,
+    existing_usable,
+    look_up,
     payment_method_from_token,
     payment_method_id_of_request,
     require_customer,
@@ -389,8 +391,9 @@ class PaymentsService:
                 p.payment_method,
                 customer_id=p.customer,
                 connection_id=routed.connection_id,
-                # A use of a shared test token is recorded with the intent (below).
-                defer_shared=True,
+                # A payment method made now (a shared test token's use, a token new to the
+                # account, with its claim) is recorded with the intent (below).
+                defer_new=True,
                 gateway=gateway,
             )
             pm_id = pm.id
@@ -550,10 +553,16 @@ class PaymentsService:
         return await self._start_screened_in(s, start, pi, as_read=False)
 
     async def _confirmed_with(
-        self, pi: PaymentIntent, pm_ref: str, known: PaymentMethod | None, gateway: Gateway
+        self,
+        pi: PaymentIntent,
+        pm_ref: str,
+        known: PaymentMethod | None,
+        gateway: Gateway,
+        elsewhere: bool | None = None,
     ) -> PaymentMethod:
         """The payment method a confirmation of ``pi`` uses: ``pm_ref``, of which ``known``
-        is what a look-up found (None: nothing; ``resolve_payment_method``)."""
+        is what a look-up found (None: nothing) and ``elsewhere`` whether another account
+        owns it, if the look-up asked (``look_up``; ``resolve_payment_method``)."""
         return await resolve_payment_method(
             self.ctx,
             pi.account_id,
@@ -562,8 +571,9 @@ class PaymentsService:
             customer_id=pi.customer_id,
             known=known,
             looked_up=True,
+            elsewhere=elsewhere,
             connection_id=pi.connection_id,
-            defer_shared=True,
+            defer_new=True,
             gateway=gateway,
         )
 
@@ -832,6 +842,7 @@ class PaymentsService:
             and claim.recovery_point == f"{Operation.AUTHORIZE}_started"
         ):
             return await self.outcome(account_id, pi_id)  # this key's confirm already ran
+        elsewhere: bool | None = None  # another account owns ``pm_ref`` (None: not asked)
         if created is not None and created.id == pi_id and payment_method is None:
             pi = created
             check_operation("confirm", pi.status)
@@ -841,7 +852,7 @@ class PaymentsService:
                 known = recorded
             elif pm_ref:
                 async with self.ctx.db.read() as s:
-                    known = await find_payment_method(s, account_id, pi.gateway, pm_ref)
+                    known, elsewhere = await look_up(s, account_id, pi.gateway, pm_ref)
         else:
             # The intent: one statement on the driver, outside any transaction (as
             # ``retrieve``); the payment method, if one of ours must be looked up, in a read
@@ -857,7 +868,7 @@ class PaymentsService:
                 known = None  # a shared test token is never one of ours: no lookup
             elif pm_ref:
                 async with self.ctx.db.read() as s:
-                    known = await find_payment_method(s, account_id, pi.gateway, pm_ref)
+                    known, elsewhere = await look_up(s, account_id, pi.gateway, pm_ref)
         if payment_method_data is not None:  # a payment method made from a token, used now
             made = await payment_method_from_token(
                 self.ctx,
@@ -876,12 +887,13 @@ class PaymentsService:
                 "You must provide a payment_method to confirm this PaymentIntent.",
                 param="payment_method",
             )
-        pm = await self._confirmed_with(pi, pm_ref, known, gateway)
+        pm = await self._confirmed_with(pi, pm_ref, known, gateway, elsewhere)
         changes = _confirm_changes(
             payment_method_options, off_session, return_url, setup_future_usage
         )
         read_status, read_count = str(pi.status), pi.confirm_count
-        # A use of a shared test token, not recorded yet (the create's, ``recorded``, is).
+        # A payment method made now (a shared test token's use, a token new to the account),
+        # recorded with the start (the create's, ``recorded``, is recorded already).
         fresh = inspect(pm).transient and pm is not recorded
         try:
             pi, attempt, request = await self._start_authorize(
@@ -1394,12 +1406,16 @@ _PM_OF_TOKEN = select(PaymentMethod).where(
 async def _record_payment_method(
     s: AsyncSession, pm: PaymentMethod, is_sqlite: bool
 ) -> PaymentMethod:
-    """Insert a new (transient) payment method in the caller's transaction; if the account
-    has the token already (a gateway that answers a shared token with the same token every
-    time), that row, as ``resolve_payment_method`` does. One statement on the database
-    driver, no savepoint; the object stays transient (the session never sees it).
+    """Insert a new (transient) payment method in the caller's transaction, its token
+    claimed first if it is new to the account (``claim_deferred``: refused if another
+    account owns it); if the account has the token already (a gateway that answers a shared
+    token with the same token every time, another request of the account that recorded the
+    same new token meanwhile), that row, as ``resolve_payment_method`` does. One statement on
+    the database driver (two with a claim), no savepoint; the object stays transient (the
+    session never sees it).
     ``is_sqlite``: unused now (the driver renders for the session's database); kept for the
     callers and tests that pass it."""
+    await claim_deferred(s, pm)
     given = inspect(pm).dict
     values = {key: given[key] for key in _PM_KEYS if key in given}
     for key, default in _PM_DEFAULTS:
@@ -1417,7 +1433,7 @@ async def _record_payment_method(
             {"account_id": pm.account_id, "gateway": pm.gateway, "token": pm.token},
         )
     ).scalar_one()
-    return existing
+    return existing_usable(pm, existing)
 
 
 def _both_payment_methods() -> PaymuxError:
