@@ -95,16 +95,16 @@ async def require_customer(
 
 # The lookups of a payment method reference, built once (bound values, cache keys memoized):
 # ``find_payment_method``'s by the request key's mode (None: any mode, as ``scoped`` does).
-# Two look-ups, by the primary key and by the (account, gateway, token) unique key, each its
-# own branch of a UNION ALL: one condition ``id = :ref OR (gateway, token) = ...`` with the
-# account was run by PostgreSQL, on a table not yet analyzed (a new database, a table grown
-# since), as a walk of every payment method of the account, the OR kept as a filter (1,154
-# pages for an account of 1,129 payment methods: issue 10's bench with distinct cards).
+# Two look-ups by key in one UNION ALL: by the primary key alone (the account is checked on
+# the row, in ``find_payment_method``), and by the gateway's token. A condition the planner
+# can use as an index's first column makes it walk every payment method of the account
+# through that index: ``account_id = :a AND (id = :ref OR ...)`` was run so, the OR kept as
+# a filter, and so was ``id = :ref AND account_id = :a`` in the generic plan PostgreSQL
+# keeps for a prepared statement (asyncpg's) while the table has no statistics yet, through
+# the (account, gateway, token) unique index: 574 pages for an account of 600 payment
+# methods, where the primary key's look-up takes 3 (issue 10's bench with distinct cards).
 def _find_in(mode: bool | None) -> Any:
-    by_id = select(PaymentMethod).where(
-        PaymentMethod.id == bindparam("ref"),
-        PaymentMethod.account_id == bindparam("account_id"),
-    )
+    by_id = select(PaymentMethod).where(PaymentMethod.id == bindparam("ref"))
     by_token = select(PaymentMethod).where(
         PaymentMethod.account_id == bindparam("account_id"),
         PaymentMethod.gateway == bindparam("gateway"),
@@ -142,17 +142,19 @@ _OWNER = select(GatewayTokenOwner.account_id).where(
 async def find_payment_method(
     s: AsyncSession, account_id: str, gateway_name: str, ref: str
 ) -> PaymentMethod | None:
-    """One of ours by id (preferred), else our record of the gateway token ``ref``: one query."""
-    found = (
-        (
+    """One of ours by id (preferred), else our record of the gateway token ``ref``: one query.
+    Another account's payment method of that id is none of ours (the statement's look-up by
+    id does not name the account: see ``_find_in``)."""
+    found = [
+        pm
+        for pm in (
             await s.execute(
                 _FIND_IN_MODE[current_livemode.get()],
                 {"account_id": account_id, "ref": ref, "gateway": gateway_name},
             )
-        )
-        .scalars()
-        .all()
-    )
+        ).scalars()
+        if pm.account_id == account_id
+    ]
     return next((m for m in found if m.id == ref), found[0] if found else None)
 
 
