@@ -217,7 +217,7 @@ def test_a_confirmed_create_writes_its_rows_on_the_driver(db: str, tmp_path: Pat
             def count(statements: list[str], start: str, *having: str) -> int:
                 return sum(s.startswith(start) and all(x in s for x in having) for s in statements)
 
-            locked = ("SELECT payment_intents.id AS id", "FOR UPDATE", "account_id = :account_id")
+            locked = ("SELECT payment_intents.id AS id", "payment_intents.id = :pi_id", "FOR UPDATE")
             # The create's intent and event (driver.later) ride on the fraud decision's call
             # on PostgreSQL: one statement (driver.fetch_with_held).
             carried = (

@@ -297,12 +297,9 @@ class PaymentsService:
         """``retrieve``'s read: the intent's row (a named tuple of the model's attributes),
         one statement outside any transaction; 404 as ``get_owned`` answers it."""
         statement = _OWNED_INTENT_DRIVER[current_livemode.get()]
-        row = await self.ctx.db.one_row(statement, {"pi_id": pi_id, "account_id": account_id})
-        if row is None:
-            raise PaymuxError.of(
-                "resource_missing", f"No such payment_intent: '{pi_id}'", param="id"
-            )
-        return cast(PaymentIntent, row)
+        return _of_account(
+            await self.ctx.db.one_row(statement, {"pi_id": pi_id}), account_id, pi_id
+        )
 
     async def list_page(
         self,
@@ -1280,11 +1277,18 @@ class PaymentsService:
             return [(str(a), str(b)) for a, b in rows.all()]
 
 
-# An account's intent by id, as a row whose names are PaymentIntent's attributes (so the view
-# reads it as it reads the model), for each request mode (None: any, outside a request).
+# An intent by id, as a row whose names are PaymentIntent's attributes (so the view reads it
+# as it reads the model), for each request mode (None: any, outside a request). By the
+# primary key alone: the account is checked on the row (``_of_account``), as ``get_owned``
+# checks it. With ``account_id = :a`` in the statement, the generic plan PostgreSQL keeps for
+# the prepared statement (asyncpg's, after five runs) on a table without statistics (a new
+# deployment's, until autovacuum's first ANALYZE) used the (account, created) index on the
+# account alone, the id as a filter: a walk of every intent of the account per GET (885
+# pages a GET after 4,000 payments in issue 10's bench; tests/integration/
+# test_intent_read_plan.py).
 _INTENT_ROW = select(
     *(attr.columns[0].label(attr.key) for attr in inspect(PaymentIntent).column_attrs)
-).where(PaymentIntent.id == bindparam("pi_id"), PaymentIntent.account_id == bindparam("account_id"))
+).where(PaymentIntent.id == bindparam("pi_id"))
 _OWNED_INTENT = {
     None: _INTENT_ROW,
     True: _INTENT_ROW.where(PaymentIntent.livemode.is_(True)),
@@ -1315,10 +1319,16 @@ async def _owned_intent(
     statement = (_OWNED_INTENT_LOCKED_DRIVER if lock else _OWNED_INTENT_DRIVER)[
         current_livemode.get()
     ]
-    row = await driver.fetchrow(s, statement, {"pi_id": pi_id, "account_id": account_id})
-    if row is None:
+    return _of_account(await driver.fetchrow(s, statement, {"pi_id": pi_id}), account_id, pi_id)
+
+
+def _of_account(row: driver.Row | None, account_id: str, pi_id: str) -> PaymentIntent:
+    """The intent read by id if it is the account's; else 404 as ``get_owned`` answers it
+    (another account's intent is as unknown as one that never existed)."""
+    intent = cast(PaymentIntent | None, row)
+    if intent is None or intent.account_id != account_id:
         raise PaymuxError.of("resource_missing", f"No such payment_intent: '{pi_id}'", param="id")
-    return cast(PaymentIntent, row)
+    return intent
 
 
 # A confirmation's count, as an UPDATE sets it when the intent is read again under the lock
