@@ -26,7 +26,14 @@ bench/common.py has the shared helpers (servers, databases, CPU, wrk).
 
     .venv/bin/python bench/payments.py [--load wrk|httpx] [--seconds 20] [--n 2000]
         [--concurrency 16] [--backends sqlite,postgres] [--idempotency-keys]
-        [--get-seconds 10] [--mode two|one|both] [--sequential-seconds 5]
+        [--get-seconds 10] [--mode two|one|both] [--sequential-seconds 5] [--cards N]
+
+``--cards N`` makes the one-request payments name N distinct cards in turn (tokens the
+sandbox's card form makes before the warm-up, ``POST /sandbox/v1/tokens``) instead of
+``pm_card_visa`` every time: with N at least the payments made, each payment's card is new
+to the account (a one-off checkout: the payment records and claims it); fewer, and cards
+come back (a saved card's look-up). One card for every payment is one fraud velocity key for
+every payment, whose decisions PostgreSQL runs one after another (docs/fraud.md).
 
 ``--mode`` picks how a payment is driven: ``two`` requests (a create, then a confirm), ``one``
 (the create with ``confirm=true`` and the card: the issue's "create+confirm" row; the bare
