@@ -57,6 +57,31 @@ def _sent(h: Harness) -> tuple[list[str], Any]:
     return log, stop
 
 
+# How a new token's statements start: the look-up of the reference, the ownership check,
+# the claim, the payment method's INSERT.
+_RESOLVED = (
+    "SELECT payment_methods.id",
+    "SELECT gateway_token_owners.account_id",
+    "INSERT INTO gateway_token_owners ",
+    "INSERT INTO payment_methods ",
+)
+
+
+def _resolved_then(log: list[str], write: str) -> None:
+    """In ``log``, each once and in this order: one read (the look-up of the reference among
+    the account's payment methods, then the ownership check, no COMMIT between them), then
+    one transaction (no COMMIT from the claim to ``write``, the write the payment method is
+    recorded with: the intent's, or the attempt's)."""
+    places = []
+    for start in (*_RESOLVED, write):
+        [place] = [i for i, sql in enumerate(log) if sql.startswith(start)]
+        places.append(place)
+    looked_up, checked, claim, made, written = places
+    assert looked_up < checked < claim < made < written, log
+    assert "COMMIT" not in log[looked_up:checked], log
+    assert "COMMIT" not in log[claim:written], log
+
+
 def test_a_new_token_is_recorded_and_claimed_with_the_intent(db: str, tmp_path: Path) -> None:
     """The claim's INSERT, the payment method's and the intent's in one transaction (no
     COMMIT between them), each once; the look-ups before them in one read; the rows they
@@ -73,20 +98,7 @@ def test_a_new_token_is_recorded_and_claimed_with_the_intent(db: str, tmp_path: 
             pi = h.body(r)
             assert pi["status"] == "succeeded"
 
-            def at(start: str) -> list[int]:
-                return [i for i, sql in enumerate(log) if sql.startswith(start)]
-
-            [claim] = at("INSERT INTO gateway_token_owners ")
-            [made] = at("INSERT INTO payment_methods ")
-            [intent] = at("INSERT INTO payment_intents ")
-            assert claim < made < intent, log
-            assert "COMMIT" not in log[claim:intent], log
-            # Before it, one read: the look-up of the reference among the account's payment
-            # methods and the ownership check, with no COMMIT between them.
-            [looked_up] = at("SELECT payment_methods.id")
-            [checked] = at("SELECT gateway_token_owners.account_id")
-            assert looked_up < checked < claim, log
-            assert "COMMIT" not in log[looked_up:checked], log
+            _resolved_then(log, "INSERT INTO payment_intents ")
 
             owners = await h.sql(
                 "select account_id from gateway_token_owners where token = 'tok_new_card'"
@@ -220,17 +232,7 @@ def test_a_confirm_with_a_new_token_records_it_with_the_attempt(db: str, tmp_pat
             done = h.body(r)
             assert done["status"] == "succeeded"
 
-            def at(start: str) -> list[int]:
-                return [i for i, sql in enumerate(log) if sql.startswith(start)]
-
-            [looked_up] = at("SELECT payment_methods.id")
-            [checked] = at("SELECT gateway_token_owners.account_id")
-            [claim] = at("INSERT INTO gateway_token_owners ")
-            [made] = at("INSERT INTO payment_methods ")
-            [attempt] = at("INSERT INTO gateway_attempts ")
-            assert looked_up < checked < claim < made < attempt, log
-            assert "COMMIT" not in log[looked_up:checked], log
-            assert "COMMIT" not in log[claim:attempt], log
+            _resolved_then(log, "INSERT INTO gateway_attempts ")
             owners = await h.sql(
                 "select account_id from gateway_token_owners where token = 'tok_page'"
             )

@@ -102,7 +102,8 @@ async def require_customer(
 # a filter, and so was ``id = :ref AND account_id = :a`` in the generic plan PostgreSQL
 # keeps for a prepared statement (asyncpg's) while the table has no statistics yet, through
 # the (account, gateway, token) unique index: 574 pages for an account of 600 payment
-# methods, where the primary key's look-up takes 3 (issue 10's bench with distinct cards).
+# methods, where the primary key's look-up takes 3 (issue 10's bench with distinct cards;
+# tests/integration/test_key_lookup_plans.py).
 def _find_in(mode: bool | None) -> Any:
     by_id = select(PaymentMethod).where(PaymentMethod.id == bindparam("ref"))
     by_token = select(PaymentMethod).where(

@@ -1285,7 +1285,7 @@ class PaymentsService:
 # deployment's, until autovacuum's first ANALYZE) used the (account, created) index on the
 # account alone, the id as a filter: a walk of every intent of the account per GET (885
 # pages a GET after 4,000 payments in issue 10's bench; tests/integration/
-# test_intent_read_plan.py).
+# test_key_lookup_plans.py).
 _INTENT_ROW = select(
     *(attr.columns[0].label(attr.key) for attr in inspect(PaymentIntent).column_attrs)
 ).where(PaymentIntent.id == bindparam("pi_id"))

@@ -1,0 +1,191 @@
+"""Reads by id on the payment path touch the row they find, not every row of the account,
+whatever statistics PostgreSQL has (real server):
+
+- the read of one payment intent (services/payments.py ``_INTENT_ROW``: GET of an intent, a
+  confirm's read and its locked read);
+- the look-up of a payment method reference (services/customers.py ``find_payment_method``,
+  made by every payment that names a saved card or a new gateway token).
+
+asyncpg prepares each statement once per connection, and after five runs PostgreSQL keeps a
+generic plan for it (no values known). On a table without statistics (a new deployment's,
+until autovacuum's first ANALYZE), the plan kept for ``id = :id AND account_id = :a`` used an
+index that starts with the account (``(account_id, created_us)`` for intents, ``(account_id,
+gateway, token)`` for payment methods) on the account alone, the id as a filter: a walk of
+every row of the account (885 pages a GET after 4,000 payments, and 574 a look-up for 600
+payment methods, in issue 10's bench). Both read by primary key alone now and check the
+account on the row. The measure is the pages the statement touches (``EXPLAIN (ANALYZE,
+BUFFERS)``): a count, not a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.dialects import postgresql
+
+from conftest import migrated_database_url
+from paymux.services import customers, payments
+from paymux.storage.db import Database
+from support.pgcluster import PgCluster
+
+_names = itertools.count()
+ACCOUNT = "acct_key_reads"
+OTHER = "acct_key_other"
+ROWS = 3000  # the account's intents, and its payment methods
+# A look-up by key: an index page or three and a heap page (two look-ups for a payment
+# method). A walk of the account's rows touches a page per few rows.
+MOST_PAGES = 12
+
+
+@pytest.fixture
+def db(tmp_path: Path, pg_cluster: PgCluster | None) -> Iterator[str]:
+    yield migrated_database_url("postgres", tmp_path, pg_cluster, f"keyreads_{next(_names)}")
+
+
+def _pages(plan: Any) -> int:
+    top = json.loads(plan)[0]["Plan"] if isinstance(plan, str) else plan[0]["Plan"]
+    return int(top["Shared Hit Blocks"]) + int(top["Shared Read Blocks"])
+
+
+def _prepared(statement: Any, values: dict[str, str]) -> tuple[str, Callable[[str], str]]:
+    """PREPARE of ``statement`` as asyncpg prepares it (``$n`` parameters, typed varchar as
+    the ORM binds them), and the EXECUTE of it for a value of ``values``' first name (the
+    others as given). EXECUTE takes no parameters of its own: the values are literals, the
+    test's own plain texts."""
+    compiled = statement.compile(dialect=postgresql.dialect(paramstyle="numeric_dollar"))
+    order = compiled.positiontup or []
+    prepare = f"PREPARE lookup({', '.join('varchar' for _ in order)}) AS {compiled}"
+    first = next(iter(values))
+
+    def execute(value: str) -> str:
+        given = {**values, first: value}
+        return f"EXECUTE lookup({', '.join(repr(given[name]) for name in order)})"
+
+    return prepare, execute
+
+
+async def _plans_kept(
+    database: Database,
+    statement: Any,
+    values: dict[str, str],
+    warm: Sequence[str],
+    asked: Sequence[str],
+) -> tuple[list[int], list[list[tuple[str, str]]]]:
+    """On one connection (a prepared statement is its connection's), no ANALYZE since the
+    rows came: ``statement`` prepared and run for each of ``warm`` (five runs with their
+    values, then the plan PostgreSQL keeps), then, for each of ``asked``, the pages its run
+    touched and the (id, account) of the rows it returned."""
+    prepare, execute = _prepared(statement, values)
+    pages: list[int] = []
+    found: list[list[tuple[str, str]]] = []
+    async with database.writer.connect() as conn:
+        await conn.execute(text(prepare))
+        for value in warm:
+            await conn.execute(text(execute(value)))
+        for value in asked:
+            explain = "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + execute(value)
+            pages.append(_pages((await conn.execute(text(explain))).scalar_one()))
+            rows = await conn.execute(text(execute(value)))
+            found.append([(row.id, row.account_id) for row in rows])
+        await conn.execute(text("DEALLOCATE lookup"))
+        await conn.commit()
+    return pages, found
+
+
+async def _accounts(database: Database) -> None:
+    async with database.write() as s:
+        await s.execute(
+            text("INSERT INTO accounts (id, name, created_us) VALUES (:a, 'l', 1), (:o, 'o', 1)"),
+            {"a": ACCOUNT, "o": OTHER},
+        )
+
+
+def test_an_intent_is_read_by_its_key_not_among_the_account_s(db: str) -> None:
+    async def main() -> tuple[list[int], list[list[tuple[str, str]]]]:
+        database = Database(db)
+        try:
+            await _accounts(database)
+            async with database.write() as s:
+                insert = text(
+                    "INSERT INTO payment_intents (id, account_id, status, amount, currency,"
+                    " amount_capturable, amount_received, amount_refunded,"
+                    " amount_refund_pending, capture_method, off_session, gateway, metadata,"
+                    " confirm_count, livemode, created_us, updated_us)"
+                    " SELECT :prefix || g, :a, 'succeeded', 2000, 'usd', 0, 2000, 0, 0,"
+                    " 'automatic', false, 'sandbox', '{}', 1, false, g, g"
+                    " FROM generate_series(1, CAST(:n AS INTEGER)) AS g"
+                )
+                await s.execute(insert, {"prefix": "pi_own_", "a": ACCOUNT, "n": ROWS})
+                await s.execute(insert, {"prefix": "pi_theirs_", "a": OTHER, "n": 1})
+            return await _plans_kept(
+                database,
+                payments._OWNED_INTENT[False],
+                {"pi_id": "", "account_id": ACCOUNT},
+                [f"pi_own_{i}" for i in range(1, 7)],
+                ["pi_own_2000", "pi_own_1", "pi_nobody", "pi_theirs_1"],
+            )
+        finally:
+            await database.dispose()
+
+    pages, found = asyncio.run(main())
+    assert max(pages) <= MOST_PAGES, pages
+    # By id, whoever's: the account is the caller's check (``_of_account``, 404 otherwise:
+    # tests/e2e/test_invalid_requests.py, another account's objects).
+    assert found == [
+        [("pi_own_2000", ACCOUNT)],
+        [("pi_own_1", ACCOUNT)],
+        [],
+        [("pi_theirs_1", OTHER)],
+    ]
+
+
+def test_a_reference_is_looked_up_by_key_not_among_the_account_s_rows(db: str) -> None:
+    async def main() -> tuple[list[int], list[list[tuple[str, str]]], list[str | None]]:
+        database = Database(db)
+        try:
+            await _accounts(database)
+            async with database.write() as s:
+                insert = text(
+                    "INSERT INTO payment_methods (id, account_id, gateway, token, type,"
+                    " card_brand, card_last4, livemode, metadata, created_us)"
+                    " SELECT :prefix || 'pm_' || g, :a, 'sandbox', :prefix || 'tok_' || g,"
+                    " 'card', 'visa', '4242', false, '{}', g"
+                    " FROM generate_series(1, CAST(:n AS INTEGER)) AS g"
+                )
+                await s.execute(insert, {"prefix": "own_", "a": ACCOUNT, "n": ROWS})
+                await s.execute(insert, {"prefix": "theirs_", "a": OTHER, "n": 1})
+            pages, found = await _plans_kept(
+                database,
+                customers._FIND_IN_MODE[False],
+                {"ref": "", "account_id": ACCOUNT, "gateway": "sandbox"},
+                [f"own_tok_{i}" for i in range(1, 7)],
+                ["own_pm_2000", "own_tok_2500", "tok_nobody", "theirs_pm_1"],
+            )
+            # The account's own only, through the service's function.
+            ours: list[str | None] = []
+            async with database.read() as s:
+                for ref in ("own_pm_7", "own_tok_8", "theirs_pm_1", "theirs_tok_1"):
+                    pm = await customers.find_payment_method(s, ACCOUNT, "sandbox", ref)
+                    ours.append(pm.id if pm is not None else None)
+            return pages, found, ours
+        finally:
+            await database.dispose()
+
+    pages, found, ours = asyncio.run(main())
+    assert max(pages) <= MOST_PAGES, pages
+    # By our id, by the gateway's token, a token no one has; another account's payment method
+    # by its id comes back from the statement, and is none of the account's.
+    assert found == [
+        [("own_pm_2000", ACCOUNT)],
+        [("own_pm_2500", ACCOUNT)],
+        [],
+        [("theirs_pm_1", OTHER)],
+    ]
+    assert ours == ["own_pm_7", "own_pm_8", None, None]
