@@ -27,6 +27,7 @@ bench/common.py has the shared helpers (servers, databases, CPU, wrk).
     .venv/bin/python bench/payments.py [--load wrk|httpx] [--seconds 20] [--n 2000]
         [--concurrency 16] [--backends sqlite,postgres] [--idempotency-keys]
         [--get-seconds 10] [--mode two|one|both] [--sequential-seconds 5] [--cards N]
+        [--analyze]
 
 ``--cards N`` makes the one-request payments name N distinct cards in turn (tokens the
 sandbox's card form makes before the warm-up, ``POST /sandbox/v1/tokens``) instead of
@@ -34,6 +35,12 @@ sandbox's card form makes before the warm-up, ``POST /sandbox/v1/tokens``) inste
 to the account (a one-off checkout: the payment records and claims it); fewer, and cards
 come back (a saved card's look-up). One card for every payment is one fraud velocity key for
 every payment, whose decisions PostgreSQL runs one after another (docs/fraud.md).
+
+``--analyze`` takes PostgreSQL's statistics of both databases after the warm-up: a deployment
+running for more than a minute has them (autovacuum's first ANALYZE of a table comes after its
+first 50 rows), the bench's fresh databases otherwise have none during a run, and a plan made
+without them can walk an index on the account where the primary key was meant
+(docs/operations.md).
 
 ``--mode`` picks how a payment is driven: ``two`` requests (a create, then a confirm), ``one``
 (the create with ``confirm=true`` and the card: the issue's "create+confirm" row; the bare
@@ -405,6 +412,17 @@ def measure_get(side: Side, args: argparse.Namespace) -> GetResult:
     return GetResult(load, side.cpu.lap())
 
 
+async def analyze(db_url: str) -> None:
+    """``--analyze``: the statistics of every table, as autovacuum's first ANALYZE of a table
+    takes them in a running deployment (a minute or so after its first 50 rows)."""
+    db = Database(db_url, pool_size=1)
+    try:
+        async with db.write() as s:
+            await s.execute(text("ANALYZE"))
+    finally:
+        await db.dispose()
+
+
 def card_numbers(count: int) -> list[str]:
     """``count`` distinct Luhn-valid Visa numbers that the sandbox charges successfully (none
     of its test cards' scenarios): 41 and a 13-digit serial, then the check digit."""
@@ -520,6 +538,9 @@ def run_backend(backend: str, args: argparse.Namespace, dbs: Databases) -> Backe
             for side in sides:  # the bare server stores the token as it stores pm_card_visa
                 side.cards, side.cards_file = tokens, str(path)
         warm_up(sides, args)
+        if args.analyze and backend == "postgres":
+            for url in urls.values():
+                asyncio.run(analyze(url))
         for label, one, connections, seconds in modes_of(args):
             paymux, bare = drive(sides, args, one=one, connections=connections, seconds=seconds)
             modes.append(Mode(label, paymux, bare))
@@ -676,6 +697,13 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="one-request payments: this many distinct cards, tokenized at the sandbox "
         "first and used in turn (0, default: every payment pm_card_visa, one card)",
+    )
+    parser.add_argument(
+        "--analyze",
+        action="store_true",
+        help="PostgreSQL: ANALYZE both databases after the warm-up, as autovacuum would have "
+        "in a deployment running for a minute (default: off; the bench's tables then have no "
+        "statistics during the run)",
     )
     parser.add_argument("--warmup", type=int, default=100, help="unmeasured payments first (100)")
     parser.add_argument("--chunk", type=int, default=250, help="httpx: payments per turn (250)")
