@@ -203,7 +203,7 @@ def _start_unchanged_statement(keys: tuple[str, ...]) -> Statement:
         statement = Statement(
             f"UPDATE payment_intents SET status = '{S.PROCESSING.value}', "  # noqa: S608
             f"updated_us = :b_now{sets} "
-            "WHERE id = :b_id AND account_id = :b_account_id AND status = :b_status "
+            "WHERE id = :b_id AND status = :b_status "
             "AND confirm_count = :b_confirm_count " + _returning(tuple(_PI_COLUMN.items())),
             binds={f"v_{key}": c[_PI_COLUMN[key]].type for key in keys},
             results=_PI_RESULTS,
@@ -323,7 +323,13 @@ class AttemptEngine:
         None: it moved meanwhile (or is not there); the caller reads it again and uses
         ``start_on_intent``. ``changes`` are values (``confirm_count`` is known from the
         condition): the statement is built once per set of changed attributes, and the intent
-        returned is a plain row object, not in the session (nothing to flush)."""
+        returned is a plain row object, not in the session (nothing to flush).
+        ``account_id``: the account the caller read the intent as (its read checked it). The
+        UPDATE names the row by its primary key, status and count, not the account: with
+        ``account_id = :a`` in it, a plan made without statistics walked the account's intents
+        through the (account, created) index (436 pages an UPDATE in issue 10's bench,
+        docs/benchmarks.md); the row's account is checked after it (the transaction rolls
+        back if it is not the caller's, which its read rules out)."""
         now = self.ctx.now_us()
         changes = changes or {}
         if any(isinstance(value, ClauseElement) for value in changes.values()):
@@ -332,7 +338,6 @@ class AttemptEngine:
         params = {f"v_{key}": changes[key] for key in keys}
         params.update(
             b_id=pi_id,
-            b_account_id=account_id,
             b_status=status,
             b_confirm_count=confirm_count,
             b_now=now,
@@ -342,6 +347,8 @@ class AttemptEngine:
         if found is None:
             return None
         row, _ = _intent_of(cast(Any, found)._asdict())
+        if row.account_id != account_id:  # the caller read it as the account's: never here
+            raise RuntimeError("start_if_unchanged: the intent is another account's")
         attempt = await self._record_start(s, row, operation, status, idempotency_key, request)
         return row, attempt
 
