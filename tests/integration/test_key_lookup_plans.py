@@ -31,9 +31,10 @@ from sqlalchemy import text
 from sqlalchemy.dialects import postgresql
 
 from conftest import migrated_database_url
-from paymux.services import attempts, customers, payments
+from paymux.services import attempts, customers, keys, payments
 from paymux.storage import driver
 from paymux.storage.db import Database
+from paymux.storage.models import PaymentIntent
 from support.pgcluster import PgCluster
 
 _names = itertools.count()
@@ -85,10 +86,10 @@ async def _plans_kept(
     """On one connection (a prepared statement is its connection's), no ANALYZE since the
     rows came: ``statement`` prepared and run for each of ``warm`` (five runs with their
     values, then the plan PostgreSQL keeps), then, for each of ``asked``, the pages its run
-    touched and the (id, account) of the rows it returned."""
+    touched and the (id if it returns one, account) of the rows it returned."""
     prepare, execute = _prepared(statement, values)
     pages: list[int] = []
-    found: list[list[tuple[str, str]]] = []
+    found: list[list[tuple[str | None, str]]] = []
     async with database.writer.connect() as conn:
         await conn.execute(text(prepare))
         for value in warm:
@@ -97,7 +98,7 @@ async def _plans_kept(
             explain = "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + execute(value)
             pages.append(_pages((await conn.execute(text(explain))).scalar_one()))
             rows = await conn.execute(text(execute(value)))
-            found.append([(row.id, row.account_id) for row in rows])
+            found.append([(row._mapping.get("id"), row._mapping["account_id"]) for row in rows])
         await conn.execute(text("DEALLOCATE lookup"))
         await conn.commit()
     return pages, found
@@ -244,3 +245,30 @@ def test_a_confirm_s_start_updates_the_intent_by_its_key(db: str) -> None:
     # EXPLAIN ANALYZE ran the start (the intent moved), so the run after it found nothing.
     assert found == [[], []]
     assert statuses == {"pi_waiting_1": "processing", "pi_waiting_2": "requires_confirmation"}
+
+
+def test_a_browser_s_client_secret_is_read_by_the_intent_s_key(db: str) -> None:
+    """A publishable key's check of a client secret (``keys.client_secret_matches``) reads the
+    intent's secret and account by id, and compares the account on the row (another account's
+    intent with its own secret is refused: tests/e2e/test_keys.py)."""
+
+    async def main() -> tuple[list[int], list[list[tuple[str | None, str]]]]:
+        database = Database(db)
+        try:
+            await _accounts(database)
+            async with database.write() as s:
+                await s.execute(_INTENTS, {"prefix": "pi_own_", "a": ACCOUNT, "n": ROWS})
+                await s.execute(_INTENTS, {"prefix": "pi_theirs_", "a": OTHER, "n": 1})
+            return await _plans_kept(
+                database,
+                keys._SECRET_OF[PaymentIntent],
+                {"id": ""},
+                [f"pi_own_{i}" for i in range(1, 7)],
+                ["pi_own_2000", "pi_nobody", "pi_theirs_1"],
+            )
+        finally:
+            await database.dispose()
+
+    pages, found = asyncio.run(main())
+    assert max(pages) <= MOST_PAGES, pages
+    assert found == [[(None, ACCOUNT)], [], [(None, OTHER)]]
