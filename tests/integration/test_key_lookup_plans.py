@@ -124,25 +124,32 @@ async def _accounts(database: Database) -> None:
         )
 
 
-def test_an_intent_is_read_by_its_key_not_among_the_account_s(db: str) -> None:
-    async def main() -> tuple[list[int], list[list[tuple[str, str]]]]:
-        database = Database(db)
-        try:
-            await _accounts(database)
-            async with database.write() as s:
-                await s.execute(_INTENTS, {"prefix": "pi_own_", "a": ACCOUNT, "n": ROWS})
-                await s.execute(_INTENTS, {"prefix": "pi_theirs_", "a": OTHER, "n": 1})
-            return await _plans_kept(
-                database,
-                payments._OWNED_INTENT[False],
-                {"pi_id": "", "account_id": ACCOUNT},
-                [f"pi_own_{i}" for i in range(1, 7)],
-                ["pi_own_2000", "pi_own_1", "pi_nobody", "pi_theirs_1"],
-            )
-        finally:
-            await database.dispose()
+async def _intent_plans(
+    db: str, statement: Any, values: dict[str, Any], asked: Sequence[str]
+) -> tuple[list[int], list[list[tuple[str | None, str]]]]:
+    """``_plans_kept`` of a read of one intent by id: ``ROWS`` intents of the account
+    (``pi_own_1`` ...) and one of another account (``pi_theirs_1``)."""
+    database = Database(db)
+    try:
+        await _accounts(database)
+        async with database.write() as s:
+            await s.execute(_INTENTS, {"prefix": "pi_own_", "a": ACCOUNT, "n": ROWS})
+            await s.execute(_INTENTS, {"prefix": "pi_theirs_", "a": OTHER, "n": 1})
+        warm = [f"pi_own_{i}" for i in range(1, 7)]
+        return await _plans_kept(database, statement, values, warm, asked)
+    finally:
+        await database.dispose()
 
-    pages, found = asyncio.run(main())
+
+def test_an_intent_is_read_by_its_key_not_among_the_account_s(db: str) -> None:
+    pages, found = asyncio.run(
+        _intent_plans(
+            db,
+            payments._OWNED_INTENT[False],
+            {"pi_id": "", "account_id": ACCOUNT},
+            ["pi_own_2000", "pi_own_1", "pi_nobody", "pi_theirs_1"],
+        )
+    )
     assert max(pages) <= MOST_PAGES, pages
     # By id, whoever's: the account is the caller's check (``_of_account``, 404 otherwise:
     # tests/e2e/test_invalid_requests.py, another account's objects).
@@ -252,23 +259,13 @@ def test_a_browser_s_client_secret_is_read_by_the_intent_s_key(db: str) -> None:
     intent's secret and account by id, and compares the account on the row (another account's
     intent with its own secret is refused: tests/e2e/test_keys.py)."""
 
-    async def main() -> tuple[list[int], list[list[tuple[str | None, str]]]]:
-        database = Database(db)
-        try:
-            await _accounts(database)
-            async with database.write() as s:
-                await s.execute(_INTENTS, {"prefix": "pi_own_", "a": ACCOUNT, "n": ROWS})
-                await s.execute(_INTENTS, {"prefix": "pi_theirs_", "a": OTHER, "n": 1})
-            return await _plans_kept(
-                database,
-                keys._SECRET_OF[PaymentIntent],
-                {"id": ""},
-                [f"pi_own_{i}" for i in range(1, 7)],
-                ["pi_own_2000", "pi_nobody", "pi_theirs_1"],
-            )
-        finally:
-            await database.dispose()
-
-    pages, found = asyncio.run(main())
+    pages, found = asyncio.run(
+        _intent_plans(
+            db,
+            keys._SECRET_OF[PaymentIntent],
+            {"id": ""},
+            ["pi_own_2000", "pi_nobody", "pi_theirs_1"],
+        )
+    )
     assert max(pages) <= MOST_PAGES, pages
     assert found == [[(None, ACCOUNT)], [], [(None, OTHER)]]

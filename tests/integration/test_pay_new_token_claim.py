@@ -67,6 +67,12 @@ _RESOLVED = (
 )
 
 
+async def _owners(h: Harness, token: str) -> list[tuple[str, ...]]:
+    """The accounts that own ``token`` (``gateway_token_owners``), as rows."""
+    rows = await h.sql("select account_id from gateway_token_owners where token = :t", t=token)
+    return [tuple(row) for row in rows]
+
+
 def _resolved_then(log: list[str], write: str) -> None:
     """In ``log``, each once and in this order: one read (the look-up of the reference among
     the account's payment methods, then the ownership check, no COMMIT between them), then
@@ -100,14 +106,12 @@ def test_a_new_token_is_recorded_and_claimed_with_the_intent(db: str, tmp_path: 
 
             _resolved_then(log, "INSERT INTO payment_intents ")
 
-            owners = await h.sql(
-                "select account_id from gateway_token_owners where token = 'tok_new_card'"
-            )
+            owners = await _owners(h, "tok_new_card")
             pms = await h.sql(
                 "select id, account_id from payment_methods where token = 'tok_new_card'"
             )
             account = h.account
-        assert [tuple(row) for row in owners] == [(account,)]
+        assert owners == [(account,)]
         assert [tuple(row) for row in pms] == [(pi["payment_method"], account)]
 
     asyncio.run(main())
@@ -148,9 +152,7 @@ def test_a_token_claimed_meanwhile_by_another_account_records_nothing(
                 )
                 for table in ("payment_intents", "payment_methods", "events")
             }
-            owners = await h.sql(
-                "select account_id from gateway_token_owners where token = 'tok_contested'"
-            )
+            owners = await _owners(h, "tok_contested")
             a_pms = await h.sql(
                 "select id from payment_methods where token = 'tok_contested' and account_id = :a",
                 a=h.account,
@@ -168,7 +170,7 @@ def test_a_token_claimed_meanwhile_by_another_account_records_nothing(
             "payment_methods": 0,
             "events": 0,
         }
-        assert [tuple(row) for row in owners] == [(account,)]
+        assert owners == [(account,)]
         assert a_again.status_code == 200, a_again.text
         assert a_again.json()["status"] == "succeeded"
         assert [row[0] for row in a_pms] == [a_first.json()["payment_method"]]
@@ -199,16 +201,14 @@ def test_two_payments_of_one_account_racing_with_a_new_token_share_one_payment_m
             second_gate.release()
             two = await second
             pms = await h.sql("select id from payment_methods where token = 'tok_twice'")
-            owners = await h.sql(
-                "select account_id from gateway_token_owners where token = 'tok_twice'"
-            )
+            owners = await _owners(h, "tok_twice")
             account = h.account
 
         assert (one.status_code, two.status_code) == (200, 200), (one.text, two.text)
         assert one.json()["status"] == two.json()["status"] == "succeeded"
         assert [row[0] for row in pms] == [one.json()["payment_method"]]
         assert two.json()["payment_method"] == one.json()["payment_method"]
-        assert [tuple(row) for row in owners] == [(account,)]
+        assert owners == [(account,)]
 
     asyncio.run(main())
 
@@ -233,11 +233,9 @@ def test_a_confirm_with_a_new_token_records_it_with_the_attempt(db: str, tmp_pat
             assert done["status"] == "succeeded"
 
             _resolved_then(log, "INSERT INTO gateway_attempts ")
-            owners = await h.sql(
-                "select account_id from gateway_token_owners where token = 'tok_page'"
-            )
+            owners = await _owners(h, "tok_page")
             account = h.account
-        assert [tuple(row) for row in owners] == [(account,)]
+        assert owners == [(account,)]
         assert done["payment_method"].startswith("pm_")
 
     asyncio.run(main())
