@@ -55,11 +55,15 @@ CARD_RUNS = re.compile(rb"(?<!\d)(?:\d[ -]?){11,18}\d(?!\d)")
 # A digest in hex (a webhook's HMAC signature, a SHA-256): 64 hex characters hold 15 digits in
 # a row, a Luhn-valid run of them, about once in a few hundred signatures. Never a card.
 _HEX_DIGEST = re.compile(rb"(?<![0-9A-Za-z])[0-9a-f]{32,}(?![0-9A-Za-z])")
+# A UUID (a PayPal webhook's transmission id): its groups can join into a Luhn-valid run across
+# a dash ("...-c477-251510798f2e" holds "477-251510798"). Never a card either.
+_UUID = re.compile(rb"(?<![0-9A-Za-z])[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}(?![0-9A-Za-z])")
 
 
 def card_runs(raw: bytes) -> list[bytes]:
-    """The runs of ``raw`` that could be a card number (``CARD_RUNS``), hex digests left out."""
-    return [m.group(0) for m in CARD_RUNS.finditer(_HEX_DIGEST.sub(b"-", raw))]
+    """The runs of ``raw`` that could be a card number (``CARD_RUNS``), hex digests and UUIDs
+    left out."""
+    return [m.group(0) for m in CARD_RUNS.finditer(_UUID.sub(b"-", _HEX_DIGEST.sub(b"-", raw)))]
 
 
 def _in_ci() -> bool:
