@@ -26,6 +26,7 @@ from conftest import BACKENDS, Api, database_url
 from paymux.gateways.sandbox.processor import SandboxProcessor
 from paymux.gateways.signing import sign_header
 from paymux.services.events import EventsService
+from support.keys import random_token
 from support.pgcluster import PgCluster
 from support.processes import ServeProcess
 from support.server_logs import Logs, capture_server_logs
@@ -158,7 +159,7 @@ def test_an_unexpected_error_is_a_500_with_the_request_id_logged_once(
 
 def credential_cases(api: Api) -> list[tuple[str, str, str]]:
     """(path, query key, value): every one must be refused and never logged."""
-    secret = "adm_" + secrets.token_hex(16)
+    secret = random_token("adm_", 32)
     return [
         (PI, "api_key", api.key),
         (PI, "key", api.key),
@@ -166,10 +167,10 @@ def credential_cases(api: Api) -> list[tuple[str, str, str]]:
         (PI, "authorization", f"Bearer {api.key}"),
         (PI, "customer", api.key),  # a key by its look, whatever the name
         ("/v1/admin/webhooks", "admin_key", secret),
-        ("/v1/events", "type", "rk_live_" + secrets.token_hex(12)),
-        ("/v1/events", "type", "sk_live_" + secrets.token_hex(12)),
-        ("/v1/events", "object_id", "whsec_" + secrets.token_hex(16)),
-        ("/sandbox/v1/tokens", "secret", secrets.token_hex(16)),
+        ("/v1/events", "type", random_token("rk_live_", 24)),
+        ("/v1/events", "type", random_token("sk_live_", 24)),
+        ("/v1/events", "object_id", random_token("whsec_", 32)),
+        ("/sandbox/v1/tokens", "secret", random_token(length=32)),
         ("/webhooks/sandbox", "api_key", api.key),
     ]
 

@@ -21,7 +21,6 @@ PostgreSQL only: ``serve --workers N`` refuses SQLite (tests/unit/test_serve_run
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -53,7 +52,7 @@ SPREAD_TRIES = 20
 LIMIT = 40  # requests per key for the whole module (above what one test sends per key)
 WINDOW_SECONDS = "1000000000"  # one window (until 2033) for every request of the module
 KEY_CACHE_SECONDS = 1.0
-ADMIN_KEY = "admin_" + secrets.token_hex(16)
+ADMIN_KEY = random_token("admin_", 32)
 PI = "/v1/payment_intents"
 
 
@@ -107,7 +106,7 @@ def deployment(
     serve = ServeProcess(
         tmp,
         url,
-        "sk_test_scale" + secrets.token_hex(12),
+        random_token("sk_test_scale", 24),
         command=[str(PAYMUX), "serve", "--workers", str(API_PROCESSES), "--no-worker"],
         settings={
             **FAST_TEST_SETTINGS,

@@ -13,7 +13,6 @@ dispute object shows and a ``charge.dispute.updated`` event records, as Stripe's
 from __future__ import annotations
 
 import json
-import secrets
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -23,11 +22,12 @@ import pytest
 import stripe
 
 from conftest import RunningServer
+from support.keys import random_token
 from support.pgcluster import PgCluster
 from support.sandboxes import LocalStripe
 from support.stripe_server import localstripe_server
 
-WEBHOOK_SECRET = "whsec_" + secrets.token_hex(16)
+WEBHOOK_SECRET = random_token("whsec_", 32)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
