@@ -97,10 +97,10 @@ def test_the_wal_is_rewound_while_the_writers_go_on(
     # 1,600 commits of a 4 KiB row write about 3,600 frames (some 20 MiB of WAL when it is
     # never rewound, as before). Now the WAL starts over again and again: 70 - 110 rewinds in
     # runs on a quiet and on a loaded machine, the file never past 1.3 MiB. How many rewinds
-    # depends on when the checkpoint's thread runs, so the bound is loose; the file's size is
-    # what a WAL that is not rewound cannot meet.
+    # depends on when the checkpoint's thread runs, so the bounds are loose (a run beside a
+    # busy suite once peaked at 2.1 MiB): a WAL that is not rewound meets neither.
     assert rewinds >= 4
-    assert 0 < largest < 2 * 2**20
+    assert 0 < largest < 6 * 2**20
     _check_rows(path)
 
 
