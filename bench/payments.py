@@ -24,7 +24,7 @@ of one intent on paymux alone: requests/s, latency and CPU per request. It exits
 only when a request fails or a server does not start; figures are reported, never asserted.
 bench/common.py has the shared helpers (servers, databases, CPU, wrk).
 
-    .venv/bin/python bench/payments.py [--load wrk|httpx] [--seconds 20] [--n 2000]
+    .venv/bin/python bench/payments.py [--load wrk|httpx] [--seconds 24] [--n 2000]
         [--concurrency 16] [--backends sqlite,postgres] [--idempotency-keys]
         [--get-seconds 10] [--mode two|one|both] [--sequential-seconds 5] [--cards N]
         [--analyze]
@@ -47,6 +47,14 @@ without them can walk an index on the account where the primary key was meant
 server makes the same three write transactions in its one request), or ``both`` (default),
 printed side by side with their mode. Then (``--sequential-seconds``, 0 to skip) one client
 drives one request per payment (wrk, 1 connection): the sequential p50/p99 per payment.
+
+Turns of at least 12 s (``--chunk-seconds``, the default): each turn is a wrk run of its own,
+on 16 new connections, and the start of a run costs its first requests 100 - 170 ms more,
+outside the server (paymux's own time per request, from its headers parsed to its response
+written, stayed under 57 ms in the same runs; docs/benchmarks.md, "the session of 2026-12-04
+night"). A turn of 4 s at 16 connections makes about 1,500 payments, so those 16 requests
+are more than 1 % of them, and the largest of the turns' p99s was that start (141 - 212 ms);
+turns of 12 s put it under 1 % (p99 64 - 79 ms).
 
 PostgreSQL is a throwaway cluster (tests/support/pgcluster.py: fsync, synchronous_commit and
 full_page_writes off), started as the ``postgres`` OS user when run as root.
@@ -661,9 +669,12 @@ def main(argv: list[str] | None = None) -> int:
         default="wrk" if have_wrk() else "httpx",
         help="load generator (default wrk when installed, else httpx)",
     )
-    parser.add_argument("--seconds", type=float, default=20.0, help="wrk: seconds per server (20)")
+    parser.add_argument("--seconds", type=float, default=24.0, help="wrk: seconds per server (24)")
     parser.add_argument(
-        "--chunk-seconds", type=float, default=5.0, help="wrk: seconds per turn (5)"
+        "--chunk-seconds",
+        type=float,
+        default=12.0,
+        help="wrk: seconds per turn (12; shorter turns put each run's start in the p99)",
     )
     parser.add_argument("--n", type=int, default=2000, help="httpx: payments per server (2000)")
     parser.add_argument("--concurrency", type=int, default=16, help="connections (16)")
