@@ -4,7 +4,9 @@ whatever statistics PostgreSQL has (real server):
 - the read of one payment intent (services/payments.py ``_INTENT_ROW``: GET of an intent, a
   confirm's read and its locked read);
 - the look-up of a payment method reference (services/customers.py ``find_payment_method``,
-  made by every payment that names a saved card or a new gateway token).
+  made by every payment that names a saved card or a new gateway token);
+- the read of a customer's test clock (billing/clock_time.py ``now_for``: every billing step
+  of a customer, each renewal's invoice among them).
 
 asyncpg prepares each statement once per connection, and after five runs PostgreSQL keeps a
 generic plan for it (no values known). On a table without statistics (a new deployment's,
@@ -31,7 +33,10 @@ from sqlalchemy import text
 from sqlalchemy.dialects import postgresql
 
 from conftest import migrated_database_url
+from paymux.billing import clock_time
+from paymux.config import Settings
 from paymux.services import attempts, customers, keys, payments
+from paymux.services.context import Context
 from paymux.storage import driver
 from paymux.storage.db import Database
 from paymux.storage.models import PaymentIntent
@@ -269,3 +274,62 @@ def test_a_browser_s_client_secret_is_read_by_the_intent_s_key(db: str) -> None:
     )
     assert max(pages) <= MOST_PAGES, pages
     assert found == [[(None, ACCOUNT)], [], [(None, OTHER)]]
+
+
+def test_a_customer_s_clock_is_read_by_the_customer_s_key(db: str) -> None:
+    """``clock_time.now_for`` reads the customer's clock by the customer's id and compares the
+    account on the row: the account's customer on a clock is at the clock's time; another
+    account's customer, asked for with this account, is not (the wall clock)."""
+    frozen = 1_000_000  # 1970: no wall clock reads it
+
+    async def main() -> tuple[list[int], list[list[tuple[str, str]]], list[int]]:
+        database = Database(db)
+        try:
+            await _accounts(database)
+            async with database.write() as s:
+                await s.execute(
+                    text(
+                        "INSERT INTO test_clocks (id, account_id, frozen_time_us, status,"
+                        " deletes_after_us, deleted, created_us) VALUES"
+                        " ('clock_own', :a, :t, 'ready', 9e15, false, 1),"
+                        " ('clock_theirs', :o, :t, 'ready', 9e15, false, 1)"
+                    ),
+                    {"a": ACCOUNT, "o": OTHER, "t": frozen},
+                )
+                insert = text(
+                    "INSERT INTO customers (id, account_id, metadata, gateway_refs, deleted,"
+                    " created_us, updated_us, livemode, balance, test_clock_id)"
+                    " SELECT :prefix || g, :a, '{}', '{}', false, g, g, false, 0, :clock"
+                    " FROM generate_series(1, CAST(:n AS INTEGER)) AS g"
+                )
+                for prefix, account, n, clock in (
+                    ("cus_own_", ACCOUNT, ROWS, None),
+                    ("cus_clocked_", ACCOUNT, 1, "clock_own"),
+                    ("cus_theirs_", OTHER, 1, "clock_theirs"),
+                ):
+                    await s.execute(
+                        insert, {"prefix": prefix, "a": account, "n": n, "clock": clock}
+                    )
+            pages, found = await _plans_kept(
+                database,
+                clock_time._CUSTOMER_CLOCK,
+                {"customer_id": ""},
+                [f"cus_own_{i}" for i in range(1, 7)],
+                ["cus_own_2000", "cus_nobody", "cus_theirs_1"],
+            )
+            ctx = Context(db=database, gateways=None, settings=Settings())  # type: ignore[arg-type]
+            async with database.read() as s:
+                times = [
+                    await clock_time.now_for(s, ctx, ACCOUNT, customer)
+                    for customer in ("cus_clocked_1", "cus_theirs_1", "cus_own_5", "cus_nobody")
+                ]
+            return pages, found, times
+        finally:
+            await database.dispose()
+
+    pages, found, times = asyncio.run(main())
+    assert max(pages) <= MOST_PAGES, pages
+    assert found == [[(None, ACCOUNT)], [], [(None, OTHER)]]
+    clocked, theirs, unclocked, nobody = times
+    assert clocked == frozen
+    assert min(theirs, unclocked, nobody) > frozen * 1_000_000  # the wall clock: after 2001
