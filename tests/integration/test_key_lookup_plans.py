@@ -6,7 +6,8 @@ whatever statistics PostgreSQL has (real server):
 - the look-up of a payment method reference (services/customers.py ``find_payment_method``,
   made by every payment that names a saved card or a new gateway token);
 - the read of a customer's test clock (billing/clock_time.py ``now_for``: every billing step
-  of a customer, each renewal's invoice among them).
+  of a customer, each renewal's invoice among them);
+- the customers of a batch of meter events (billing/meter_ingest.py: every usage report).
 
 asyncpg prepares each statement once per connection, and after five runs PostgreSQL keeps a
 generic plan for it (no values known). On a table without statistics (a new deployment's,
@@ -33,7 +34,7 @@ from sqlalchemy import text
 from sqlalchemy.dialects import postgresql
 
 from conftest import migrated_database_url
-from paymux.billing import clock_time
+from paymux.billing import clock_time, meter_ingest
 from paymux.config import Settings
 from paymux.services import attempts, customers, keys, payments
 from paymux.services.context import Context
@@ -69,7 +70,10 @@ def _prepared(statement: Any, values: dict[str, Any]) -> tuple[str, Callable[[st
     if isinstance(statement, driver.Statement):
         sql, order = statement.postgres, list(statement.names)
     else:
-        compiled = statement.compile(dialect=postgresql.dialect(paramstyle="numeric_dollar"))
+        compiled = statement.compile(  # a list (``IN``) as its values given to ``params``
+            dialect=postgresql.dialect(paramstyle="numeric_dollar"),
+            compile_kwargs={"render_postcompile": True},
+        )
         sql, order = str(compiled), list(compiled.positiontup or [])
     prepare = f"PREPARE lookup AS {sql}"
     first = next(iter(values))
@@ -276,6 +280,34 @@ def test_a_browser_s_client_secret_is_read_by_the_intent_s_key(db: str) -> None:
     assert found == [[(None, ACCOUNT)], [], [(None, OTHER)]]
 
 
+async def _customers(database: Database, frozen: int) -> None:
+    """``ROWS`` customers of the account (``cus_own_1`` ...), one of it on a test clock
+    (``cus_clocked_1``), one of another account on a clock of its own (``cus_theirs_1``)."""
+    await _accounts(database)
+    async with database.write() as s:
+        await s.execute(
+            text(
+                "INSERT INTO test_clocks (id, account_id, frozen_time_us, status,"
+                " deletes_after_us, deleted, created_us) VALUES"
+                " ('clock_own', :a, :t, 'ready', 9e15, false, 1),"
+                " ('clock_theirs', :o, :t, 'ready', 9e15, false, 1)"
+            ),
+            {"a": ACCOUNT, "o": OTHER, "t": frozen},
+        )
+        insert = text(
+            "INSERT INTO customers (id, account_id, metadata, gateway_refs, deleted,"
+            " created_us, updated_us, livemode, balance, test_clock_id)"
+            " SELECT :prefix || g, :a, '{}', '{}', false, g, g, false, 0, :clock"
+            " FROM generate_series(1, CAST(:n AS INTEGER)) AS g"
+        )
+        for prefix, account, n, clock in (
+            ("cus_own_", ACCOUNT, ROWS, None),
+            ("cus_clocked_", ACCOUNT, 1, "clock_own"),
+            ("cus_theirs_", OTHER, 1, "clock_theirs"),
+        ):
+            await s.execute(insert, {"prefix": prefix, "a": account, "n": n, "clock": clock})
+
+
 def test_a_customer_s_clock_is_read_by_the_customer_s_key(db: str) -> None:
     """``clock_time.now_for`` reads the customer's clock by the customer's id and compares the
     account on the row: the account's customer on a clock is at the clock's time; another
@@ -285,31 +317,7 @@ def test_a_customer_s_clock_is_read_by_the_customer_s_key(db: str) -> None:
     async def main() -> tuple[list[int], list[list[tuple[str, str]]], list[int]]:
         database = Database(db)
         try:
-            await _accounts(database)
-            async with database.write() as s:
-                await s.execute(
-                    text(
-                        "INSERT INTO test_clocks (id, account_id, frozen_time_us, status,"
-                        " deletes_after_us, deleted, created_us) VALUES"
-                        " ('clock_own', :a, :t, 'ready', 9e15, false, 1),"
-                        " ('clock_theirs', :o, :t, 'ready', 9e15, false, 1)"
-                    ),
-                    {"a": ACCOUNT, "o": OTHER, "t": frozen},
-                )
-                insert = text(
-                    "INSERT INTO customers (id, account_id, metadata, gateway_refs, deleted,"
-                    " created_us, updated_us, livemode, balance, test_clock_id)"
-                    " SELECT :prefix || g, :a, '{}', '{}', false, g, g, false, 0, :clock"
-                    " FROM generate_series(1, CAST(:n AS INTEGER)) AS g"
-                )
-                for prefix, account, n, clock in (
-                    ("cus_own_", ACCOUNT, ROWS, None),
-                    ("cus_clocked_", ACCOUNT, 1, "clock_own"),
-                    ("cus_theirs_", OTHER, 1, "clock_theirs"),
-                ):
-                    await s.execute(
-                        insert, {"prefix": prefix, "a": account, "n": n, "clock": clock}
-                    )
+            await _customers(database, frozen)
             pages, found = await _plans_kept(
                 database,
                 clock_time._CUSTOMER_CLOCK,
@@ -333,3 +341,55 @@ def test_a_customer_s_clock_is_read_by_the_customer_s_key(db: str) -> None:
     clocked, theirs, unclocked, nobody = times
     assert clocked == frozen
     assert min(theirs, unclocked, nobody) > frozen * 1_000_000  # the wall clock: after 2001
+
+
+def test_a_batch_of_meter_events_reads_its_customers_by_their_keys(db: str) -> None:
+    """The customers of a batch of usage reports (``MeterIngest``'s one ``id IN (...)``) are
+    read by their ids and checked on the rows: the account's are found (a clock's customer at
+    its time), another account's customer is no customer of the batch."""
+    frozen = 1_000_000
+
+    async def main() -> tuple[list[int], list[list[tuple[str, str]]], dict[str, Any]]:
+        database = Database(db)
+        try:
+            await _customers(database, frozen)
+            _meters, customers, _insert = meter_ingest._statements(False)
+            two = customers.params(ids=["", ""])  # batches of two customers
+            pages, found = await _plans_kept(
+                database,
+                two,
+                {"ids_1": "", "ids_2": "cus_own_3"},
+                [f"cus_own_{i}" for i in range(4, 10)],
+                ["cus_own_2000", "cus_nobody", "cus_theirs_1", "cus_clocked_1"],
+            )
+            batch = {"ids": ["cus_own_7", "cus_clocked_1", "cus_theirs_1"]}
+            clocks: dict[str, Any] = {}
+            async with database.read() as s:
+                rows = (await s.execute(customers, batch)).all()
+            clocks["test"] = meter_ingest._clocks_of(rows, ACCOUNT, False)
+            clocks["live"] = meter_ingest._clocks_of(rows, ACCOUNT, True)  # the other mode
+            async with database.write() as s:
+                await s.execute(text("UPDATE customers SET deleted = true WHERE id = 'cus_own_7'"))
+            async with database.read() as s:
+                rows = (await s.execute(customers, batch)).all()
+            clocks["deleted"] = meter_ingest._clocks_of(rows, ACCOUNT, False)
+            return pages, found, clocks
+        finally:
+            await database.dispose()
+
+    pages, found, clocks = asyncio.run(main())
+    # Two look-ups by key (and a clock's, for a customer on one): 6-7 pages (measured); with
+    # the account, mode and deletion in the statement, 58-60.
+    assert max(pages) <= 2 * MOST_PAGES, pages
+    own = ("cus_own_3", ACCOUNT)
+    assert [sorted(rows) for rows in found] == [
+        sorted([("cus_own_2000", ACCOUNT), own]),
+        [own],
+        sorted([("cus_theirs_1", OTHER), own]),
+        sorted([("cus_clocked_1", ACCOUNT), own]),
+    ]
+    assert clocks == {
+        "test": {"cus_own_7": None, "cus_clocked_1": frozen},
+        "live": {},
+        "deleted": {"cus_clocked_1": frozen},
+    }

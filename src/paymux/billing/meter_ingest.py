@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -253,16 +253,22 @@ def _statements(is_sqlite: bool) -> tuple[Select[Any], Select[Any], Insert]:
         _METERS.c.event_name.in_(bindparam("names", expanding=True)),
     )
     # Each customer with the frozen time of its test clock, if it has one: its events are
-    # timed by that clock (one query either way).
+    # timed by that clock (one query either way). By the customers' ids alone (their primary
+    # key), the account, mode and deletion checked on the rows (``_clocks_of``): PostgreSQL
+    # keeps a generic plan for a statement asyncpg prepared once it has run five times, and
+    # the plan kept without statistics for ``account_id = $1 AND ... AND id IN (...)`` walked
+    # every customer of the account through (account_id, created_us)
+    # (tests/integration/test_key_lookup_plans.py).
     customers = (
-        select(_CUSTOMERS.c.id, _CLOCKS.c.frozen_time_us)
-        .select_from(_CUSTOMERS.outerjoin(_CLOCKS, _CLOCKS.c.id == _CUSTOMERS.c.test_clock_id))
-        .where(
-            _CUSTOMERS.c.account_id == bindparam("account_id"),
-            _CUSTOMERS.c.livemode == bindparam("livemode", type_=Boolean),
-            _CUSTOMERS.c.deleted.is_(False),
-            _CUSTOMERS.c.id.in_(bindparam("ids", expanding=True)),
+        select(
+            _CUSTOMERS.c.id,
+            _CUSTOMERS.c.account_id,
+            _CUSTOMERS.c.livemode,
+            _CUSTOMERS.c.deleted,
+            _CLOCKS.c.frozen_time_us,
         )
+        .select_from(_CUSTOMERS.outerjoin(_CLOCKS, _CLOCKS.c.id == _CUSTOMERS.c.test_clock_id))
+        .where(_CUSTOMERS.c.id.in_(bindparam("ids", expanding=True)))
     )
     dialect_insert = sqlite_insert if is_sqlite else pg_insert
     insert = (
@@ -271,6 +277,17 @@ def _statements(is_sqlite: bool) -> tuple[Select[Any], Select[Any], Insert]:
         .returning(_EVENTS.c.identifier)
     )
     return meters, customers, insert
+
+
+def _clocks_of(rows: Iterable[Any], account_id: str, livemode: bool) -> dict[str, int | None]:
+    """Customer id -> its test clock's frozen time (µs), if any, of the rows (``_statements``'
+    customers) that are the account's, in the mode, and not deleted: another account's
+    customer, or a deleted one, is no customer here."""
+    return {
+        row.id: row.frozen_time_us
+        for row in rows
+        if row.account_id == account_id and bool(row.livemode) == bool(livemode) and not row.deleted
+    }
 
 
 class MeterIngest:
@@ -323,10 +340,8 @@ class MeterIngest:
         ids = sorted({row["customer_id"] for row in rows})
         clock_of: dict[str, int | None] = {}  # customer -> its test clock's time (µs), if any
         if ids:
-            found_ids = await s.execute(
-                self._customers, {"account_id": account_id, "livemode": livemode, "ids": ids}
-            )
-            clock_of = {row[0]: row[1] for row in found_ids}
+            found = await s.execute(self._customers, {"ids": ids})
+            clock_of = _clocks_of(found, account_id, livemode)
         for event, row in zip(events, rows, strict=False):
             if row["customer_id"] not in clock_of:
                 rule = rules[event.event_name]
