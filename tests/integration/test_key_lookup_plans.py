@@ -26,11 +26,12 @@ import asyncio
 import itertools
 import json
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.dialects import postgresql
 
 from conftest import migrated_database_url
@@ -41,6 +42,7 @@ from paymux.services.context import Context
 from paymux.storage import driver
 from paymux.storage.db import Database
 from paymux.storage.models import PaymentIntent
+from support.harness import Harness
 from support.pgcluster import PgCluster
 
 _names = itertools.count()
@@ -62,6 +64,21 @@ def _pages(plan: Any) -> int:
     return int(top["Shared Hit Blocks"]) + int(top["Shared Read Blocks"])
 
 
+@dataclass(frozen=True)
+class Sent:
+    """A statement as the application sent it (its text in asyncpg's ``$n`` form, and its
+    parameters), caught on the engine: for a statement built where it is sent."""
+
+    sql: str
+    parameters: tuple[Any, ...]
+
+    def values(self, first: int) -> dict[str, Any]:
+        """The parameters by name (``p1`` ...), the ``first``-th (from 1) first: the one a
+        ``_plans_kept`` run varies."""
+        named = {f"p{i}": v for i, v in enumerate(self.parameters, start=1)}
+        return {f"p{first}": named.pop(f"p{first}"), **named}
+
+
 def _prepared(statement: Any, values: dict[str, Any]) -> tuple[str, Callable[[str], str]]:
     """PREPARE of ``statement`` (a Core statement, or a driver Statement) as asyncpg prepares
     it (``$n`` parameters, their types taken from where they are used), and the EXECUTE of it
@@ -69,6 +86,8 @@ def _prepared(statement: Any, values: dict[str, Any]) -> tuple[str, Callable[[st
     of its own: the values are literals, the test's own plain texts and numbers."""
     if isinstance(statement, driver.Statement):
         sql, order = statement.postgres, list(statement.names)
+    elif isinstance(statement, Sent):
+        sql, order = statement.sql, [f"p{i}" for i in range(1, len(statement.parameters) + 1)]
     else:
         compiled = statement.compile(  # a list (``IN``) as its values given to ``params``
             dialect=postgresql.dialect(paramstyle="numeric_dollar"),
@@ -107,7 +126,7 @@ async def _plans_kept(
             explain = "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + execute(value)
             pages.append(_pages((await conn.execute(text(explain))).scalar_one()))
             rows = await conn.execute(text(execute(value)))
-            found.append([(row._mapping.get("id"), row._mapping["account_id"]) for row in rows])
+            found.append([(row._mapping.get("id"), row._mapping.get("account_id")) for row in rows])
         await conn.execute(text("DEALLOCATE lookup"))
         await conn.commit()
     return pages, found
@@ -218,9 +237,9 @@ def test_a_reference_is_looked_up_by_key_not_among_the_account_s_rows(db: str) -
 def test_a_confirm_s_start_updates_the_intent_by_its_key(db: str) -> None:
     """The start of a confirm of an intent read in an earlier transaction (``attempts.
     start_if_unchanged``: by id, status and count) touches the intent (and the indexes its
-    new version goes into), not the account's intents. Not covered: an account with many
-    intents waiting in the one status (abandoned checkouts), which a plan made without
-    statistics may walk through the (status, authorized) index."""
+    new version goes into), not the account's intents, nor the (status, authorized) index's
+    intents in the status (the account has as many waiting for their confirm: abandoned
+    checkouts)."""
 
     async def main() -> tuple[list[int], list[list[tuple[str, str]]], dict[str, str]]:
         database = Database(db)
@@ -228,8 +247,8 @@ def test_a_confirm_s_start_updates_the_intent_by_its_key(db: str) -> None:
             await _accounts(database)
             async with database.write() as s:
                 await s.execute(_INTENTS, {"prefix": "pi_own_", "a": ACCOUNT, "n": ROWS})
-                await s.execute(_INTENTS, {"prefix": "pi_waiting_", "a": ACCOUNT, "n": 2})
-                # The account's earlier payments went through; two wait for their confirm.
+                await s.execute(_INTENTS, {"prefix": "pi_waiting_", "a": ACCOUNT, "n": ROWS})
+                # The account's earlier payments went through; as many wait for their confirm.
                 await s.execute(
                     text(
                         "UPDATE payment_intents SET status = 'succeeded', confirm_count = 1"
@@ -260,7 +279,8 @@ def test_a_confirm_s_start_updates_the_intent_by_its_key(db: str) -> None:
     assert (updated <= 40, missed <= MOST_PAGES) == (True, True), pages
     # EXPLAIN ANALYZE ran the start (the intent moved), so the run after it found nothing.
     assert found == [[], []]
-    assert statuses == {"pi_waiting_1": "processing", "pi_waiting_2": "requires_confirmation"}
+    assert statuses.pop("pi_waiting_1") == "processing"
+    assert set(statuses.values()) == {"requires_confirmation"} and len(statuses) == ROWS - 1
 
 
 def test_a_browser_s_client_secret_is_read_by_the_intent_s_key(db: str) -> None:
@@ -393,3 +413,56 @@ def test_a_batch_of_meter_events_reads_its_customers_by_their_keys(db: str) -> N
         "live": {},
         "deleted": {"cus_clocked_1": frozen},
     }
+
+
+def test_a_capture_s_start_updates_the_intent_by_its_key(db: str, tmp_path: Path) -> None:
+    """The start of a capture (``attempts.start_on_intent``: the conditional UPDATE that moves
+    the intent, already read, to ``processing`` if it still is in a status the operation
+    starts from) touches the intent, not the account's intents awaiting capture (a merchant
+    that captures at shipping has thousands). The statement is caught as the capture sends
+    it, then prepared and run as asyncpg runs it."""
+
+    async def main() -> tuple[list[int], str]:
+        async with Harness.open(db, tmp_path) as h:
+            async with h.app.ctx.db.write() as s:
+                await s.execute(_INTENTS, {"prefix": "pi_held_", "a": h.account, "n": ROWS})
+                await s.execute(
+                    text(
+                        "UPDATE payment_intents SET status = 'requires_capture',"
+                        " capture_method = 'manual', amount_capturable = amount"
+                        " WHERE id LIKE 'pi_held_%'"
+                    )
+                )
+            body = {"amount": 2000, "currency": "usd", "capture_method": "manual"}
+            held = h.body(
+                await h.post(
+                    "/v1/payment_intents", {**body, "payment_method": "tok_visa", "confirm": True}
+                )
+            )
+            assert held["status"] == "requires_capture", held
+            sent: list[Sent] = []
+            engine = h.app.ctx.db.writer.sync_engine
+
+            def caught(_c: Any, _k: Any, sql: str, parameters: Any, *_: Any) -> None:
+                if sql.startswith("UPDATE payment_intents SET status") and held["id"] in parameters:
+                    sent.append(Sent(sql, tuple(getattr(v, "value", v) for v in parameters)))
+
+            event.listen(engine, "before_cursor_execute", caught)
+            try:
+                r = await h.post(f"/v1/payment_intents/{held['id']}/capture", {})
+            finally:
+                event.remove(engine, "before_cursor_execute", caught)
+            assert r.status_code == 200, r.text
+            start = sent[0]  # the move to processing; the settle's UPDATE comes after
+            assert "processing" in start.parameters, start
+            pages, _found = await _plans_kept(
+                h.app.ctx.db,
+                start,
+                start.values(start.parameters.index(held["id"]) + 1),
+                [f"pi_held_{i}" for i in range(1, 7)],
+                ["pi_held_2000"],
+            )
+            return pages, start.sql
+
+    pages, sql = asyncio.run(main())
+    assert max(pages) <= 40, (pages, sql)
