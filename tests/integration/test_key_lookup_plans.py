@@ -7,7 +7,10 @@ whatever statistics PostgreSQL has (real server):
   made by every payment that names a saved card or a new gateway token);
 - the read of a customer's test clock (billing/clock_time.py ``now_for``: every billing step
   of a customer, each renewal's invoice among them);
-- the customers of a batch of meter events (billing/meter_ingest.py: every usage report).
+- the customers of a batch of meter events (billing/meter_ingest.py: every usage report);
+- the starts of a capture or cancel and of a confirm, and every payment's settle
+  (services/attempts.py), with many intents or attempts in the status they look for;
+- the outbound dispatcher's mark of a batch of events (outbound/dispatch.py).
 
 asyncpg prepares each statement once per connection, and after five runs PostgreSQL keeps a
 generic plan for it (no values known). On a table without statistics (a new deployment's,
@@ -37,6 +40,7 @@ from sqlalchemy.dialects import postgresql
 from conftest import migrated_database_url
 from paymux.billing import clock_time, meter_ingest
 from paymux.config import Settings
+from paymux.outbound.dispatch import dispatch_once
 from paymux.services import attempts, customers, keys, payments
 from paymux.services.context import Context
 from paymux.storage import driver
@@ -521,3 +525,81 @@ def test_a_settle_touches_its_attempt_not_the_pending_ones(db: str) -> None:
     # warm-up's attempts were other intents': never theirs to settle).
     assert found == [[("pi_own_1", ACCOUNT)], [("pi_own_1", ACCOUNT)]]
     assert counts == {"settled": 1, "pending": ROWS - 1}
+
+
+def _sql_literal(value: Any) -> str:
+    """A parameter as a literal of EXECUTE: a list as an ARRAY, else the test's own plain texts
+    and numbers as written."""
+    if isinstance(value, list):
+        return "ARRAY[" + ", ".join(repr(v) for v in value) + "]"
+    return repr(value)
+
+
+def _nodes(plan: Any) -> list[str]:
+    """Every node of an ``EXPLAIN (FORMAT JSON)`` plan: its type and relation."""
+    found: list[str] = []
+    stack = [json.loads(plan)[0]["Plan"] if isinstance(plan, str) else plan[0]["Plan"]]
+    while stack:
+        node = stack.pop()
+        found.append(f"{node['Node Type']} {node.get('Relation Name', '')}".strip())
+        stack.extend(node.get("Plans", []))
+    return found
+
+
+def test_the_dispatcher_marks_its_events_by_their_keys(db: str) -> None:
+    """The outbound dispatcher's mark of the events it took (``outbound/dispatch.py``, one
+    UPDATE per batch of up to 500 events) looks them up by key; it never reads the events
+    table through, which holds every event ever emitted. Caught as ``dispatch_once`` sends
+    it, then prepared and run as asyncpg runs it (the plan PostgreSQL keeps after five runs),
+    on a table without statistics: ``id IN ($2, ... $201)`` was a Seq Scan there."""
+    batch = 200
+
+    async def main() -> tuple[list[str], list[str], int]:
+        database = Database(db)
+        try:
+            await _accounts(database)
+            async with database.write() as s:
+                await s.execute(
+                    text(
+                        "INSERT INTO events (id, account_id, type, object_id, data, created_us,"
+                        " livemode, dispatched_us)"
+                        " SELECT 'evt_' || g, :a, 'payment_intent.created', 'pi_' || g, '{}', g,"
+                        " false, CASE WHEN g > :waiting THEN 1 END"
+                        " FROM generate_series(1, 20000) AS g"
+                    ),
+                    {"a": ACCOUNT, "waiting": batch},
+                )
+            sent: list[Sent] = []
+            engine = database.writer.sync_engine
+
+            def caught(_c: Any, _k: Any, sql: str, parameters: Any, *_: Any) -> None:
+                if sql.startswith("UPDATE events"):
+                    sent.append(Sent(sql, tuple(parameters)))
+
+            ctx = Context(db=database, gateways=None, settings=Settings())  # type: ignore[arg-type]
+            event.listen(engine, "before_cursor_execute", caught)
+            try:
+                taken = await dispatch_once(ctx, limit=batch)
+            finally:
+                event.remove(engine, "before_cursor_execute", caught)
+            [mark] = sent
+            execute = "EXECUTE mark(" + ", ".join(_sql_literal(v) for v in mark.parameters) + ")"
+            async with database.writer.connect() as conn:
+                await conn.execute(text(f"PREPARE mark AS {mark.sql}"))
+                for _ in range(6):
+                    await conn.execute(text(execute))
+                plan = (await conn.execute(text("EXPLAIN (FORMAT JSON) " + execute))).scalar_one()
+                await conn.rollback()
+            async with database.read() as s:
+                rows = await s.execute(text("SELECT id FROM events WHERE dispatched_us IS NULL"))
+                undispatched = [str(row[0]) for row in rows]
+            return _nodes(plan), undispatched, taken
+        finally:
+            await database.dispose()
+
+    nodes, undispatched, taken = asyncio.run(main())
+    assert (taken, undispatched) == (batch, [])
+    # The events are read through the primary key (a Bitmap Heap Scan of its matches, or an
+    # Index Scan), never scanned through.
+    scans = [node for node in nodes if "Scan" in node and node.endswith(" events")]
+    assert scans and set(scans) <= {"Bitmap Heap Scan events", "Index Scan events"}, nodes

@@ -17,7 +17,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, cast
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import String, Table, any_, bindparam, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from paymux.domain.ids import new_id
 from paymux.outbound.batches import insert_rows
@@ -83,9 +84,20 @@ async def dispatch_once(ctx: Context, limit: int = DISPATCH_BATCH) -> int:
             if matches(enabled, e.type)
         ]
         await insert_rows(s, _DELIVERIES, rows)  # Core, one statement (batches.py)
+        ids = [e.id for e in events]
+        # PostgreSQL: the ids as one array (``id = ANY($2)``), not ``id IN ($2, ... $n)``.
+        # Without statistics (a new deployment's first minutes) the plan for a list of the
+        # batch's size read the whole events table (a Seq Scan); for the array, PostgreSQL's
+        # plan, custom or kept, looks the ids up in the primary key
+        # (tests/integration/test_key_lookup_plans.py).
+        taken = (
+            Event.id.in_(ids)
+            if ctx.db.is_sqlite
+            else Event.id == any_(bindparam("ids", ids, type_=ARRAY(String)))
+        )
         await s.execute(
             update(Event)
-            .where(Event.id.in_([e.id for e in events]))
+            .where(taken)
             .values(dispatched_us=now)
             .execution_options(synchronize_session=False)
         )
