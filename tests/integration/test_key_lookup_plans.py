@@ -53,6 +53,9 @@ _names = itertools.count()
 ACCOUNT = "acct_key_reads"
 OTHER = "acct_key_other"
 ROWS = 3000  # the account's intents, and its payment methods
+# The account's customers: enough that reading the table through costs more than a hundred
+# look-ups by key (a batch of meter events' customers), so a plan that does is one to refuse.
+CUSTOMERS = 20_000
 # A look-up by key: an index page or three and a heap page (two look-ups for a payment
 # method). A walk of the account's rows touches a page per few rows.
 MOST_PAGES = 12
@@ -83,7 +86,15 @@ class Sent:
         return {f"p{first}": named.pop(f"p{first}"), **named}
 
 
-def _prepared(statement: Any, values: dict[str, Any]) -> tuple[str, Callable[[str], str]]:
+def _sql_literal(value: Any) -> str:
+    """A parameter as a literal of EXECUTE: a list as an ARRAY, else the test's own plain texts
+    and numbers as written."""
+    if isinstance(value, list):
+        return "ARRAY[" + ", ".join(repr(v) for v in value) + "]"
+    return repr(value)
+
+
+def _prepared(statement: Any, values: dict[str, Any]) -> tuple[str, Callable[[Any], str]]:
     """PREPARE of ``statement`` (a Core statement, or a driver Statement) as asyncpg prepares
     it (``$n`` parameters, their types taken from where they are used), and the EXECUTE of it
     for a value of ``values``' first name (the others as given). EXECUTE takes no parameters
@@ -101,9 +112,9 @@ def _prepared(statement: Any, values: dict[str, Any]) -> tuple[str, Callable[[st
     prepare = f"PREPARE lookup AS {sql}"
     first = next(iter(values))
 
-    def execute(value: str) -> str:
+    def execute(value: Any) -> str:
         given = {**values, first: value}
-        return f"EXECUTE lookup({', '.join(repr(given[name]) for name in order)})"
+        return f"EXECUTE lookup({', '.join(_sql_literal(given[name]) for name in order)})"
 
     return prepare, execute
 
@@ -111,9 +122,9 @@ def _prepared(statement: Any, values: dict[str, Any]) -> tuple[str, Callable[[st
 async def _plans_kept(
     database: Database,
     statement: Any,
-    values: dict[str, str],
-    warm: Sequence[str],
-    asked: Sequence[str],
+    values: dict[str, Any],
+    warm: Sequence[Any],
+    asked: Sequence[Any],
 ) -> tuple[list[int], list[list[tuple[str, str]]]]:
     """On one connection (a prepared statement is its connection's), no ANALYZE since the
     rows came: ``statement`` prepared and run for each of ``warm`` (five runs with their
@@ -305,7 +316,7 @@ def test_a_browser_s_client_secret_is_read_by_the_intent_s_key(db: str) -> None:
 
 
 async def _customers(database: Database, frozen: int) -> None:
-    """``ROWS`` customers of the account (``cus_own_1`` ...), one of it on a test clock
+    """``CUSTOMERS`` customers of the account (``cus_own_1`` ...), one of it on a test clock
     (``cus_clocked_1``), one of another account on a clock of its own (``cus_theirs_1``)."""
     await _accounts(database)
     async with database.write() as s:
@@ -325,7 +336,7 @@ async def _customers(database: Database, frozen: int) -> None:
             " FROM generate_series(1, CAST(:n AS INTEGER)) AS g"
         )
         for prefix, account, n, clock in (
-            ("cus_own_", ACCOUNT, ROWS, None),
+            ("cus_own_", ACCOUNT, CUSTOMERS, None),
             ("cus_clocked_", ACCOUNT, 1, "clock_own"),
             ("cus_theirs_", OTHER, 1, "clock_theirs"),
         ):
@@ -373,19 +384,25 @@ def test_a_batch_of_meter_events_reads_its_customers_by_their_keys(db: str) -> N
     its time), another account's customer is no customer of the batch."""
     frozen = 1_000_000
 
-    async def main() -> tuple[list[int], list[list[tuple[str, str]]], dict[str, Any]]:
+    async def main() -> tuple[list[int], list[list[tuple[str, str]]], dict[str, Any], list[str]]:
         database = Database(db)
         try:
             await _customers(database, frozen)
             _meters, customers, _insert = meter_ingest._statements(False)
-            two = customers.params(ids=["", ""])  # batches of two customers
+            # Batches of two customers, the second cus_own_3.
             pages, found = await _plans_kept(
                 database,
-                two,
-                {"ids_1": "", "ids_2": "cus_own_3"},
-                [f"cus_own_{i}" for i in range(4, 10)],
-                ["cus_own_2000", "cus_nobody", "cus_theirs_1", "cus_clocked_1"],
+                customers,
+                {"ids": []},
+                [[f"cus_own_{i}", "cus_own_3"] for i in range(4, 10)],
+                [
+                    [f"cus_{c}", "cus_own_3"]
+                    for c in ("own_2000", "nobody", "theirs_1", "clocked_1")
+                ],
             )
+            # A batch of a hundred customers: looked up by key, never the table read through.
+            hundred = [f"cus_own_{i}" for i in range(1, 101)]
+            nodes = await _kept_plan(database, customers, {"ids": hundred})
             batch = {"ids": ["cus_own_7", "cus_clocked_1", "cus_theirs_1"]}
             clocks: dict[str, Any] = {}
             async with database.read() as s:
@@ -397,13 +414,15 @@ def test_a_batch_of_meter_events_reads_its_customers_by_their_keys(db: str) -> N
             async with database.read() as s:
                 rows = (await s.execute(customers, batch)).all()
             clocks["deleted"] = meter_ingest._clocks_of(rows, ACCOUNT, False)
-            return pages, found, clocks
+            return pages, found, clocks, nodes
         finally:
             await database.dispose()
 
-    pages, found, clocks = asyncio.run(main())
+    pages, found, clocks, nodes = asyncio.run(main())
+    scans = [node for node in nodes if "Scan" in node and node.endswith(" customers")]
+    assert scans and "Seq Scan customers" not in scans, nodes
     # Two look-ups by key (and a clock's, for a customer on one): 6-7 pages (measured); with
-    # the account, mode and deletion in the statement, 58-60.
+    # the account, mode and deletion in the statement, 58-60 (measured with 3,000 customers).
     assert max(pages) <= 2 * MOST_PAGES, pages
     own = ("cus_own_3", ACCOUNT)
     assert [sorted(rows) for rows in found] == [
@@ -527,14 +546,6 @@ def test_a_settle_touches_its_attempt_not_the_pending_ones(db: str) -> None:
     assert counts == {"settled": 1, "pending": ROWS - 1}
 
 
-def _sql_literal(value: Any) -> str:
-    """A parameter as a literal of EXECUTE: a list as an ARRAY, else the test's own plain texts
-    and numbers as written."""
-    if isinstance(value, list):
-        return "ARRAY[" + ", ".join(repr(v) for v in value) + "]"
-    return repr(value)
-
-
 def _nodes(plan: Any) -> list[str]:
     """Every node of an ``EXPLAIN (FORMAT JSON)`` plan: its type and relation."""
     found: list[str] = []
@@ -544,6 +555,20 @@ def _nodes(plan: Any) -> list[str]:
         found.append(f"{node['Node Type']} {node.get('Relation Name', '')}".strip())
         stack.extend(node.get("Plans", []))
     return found
+
+
+async def _kept_plan(database: Database, statement: Any, values: dict[str, Any]) -> list[str]:
+    """The nodes of the plan PostgreSQL keeps for ``statement`` (``_prepared``) run with
+    ``values`` six times on one connection (rolled back after)."""
+    prepare, execute = _prepared(statement, values)
+    run = execute(next(iter(values.values())))
+    async with database.writer.connect() as conn:
+        await conn.execute(text(prepare))
+        for _ in range(6):
+            await conn.execute(text(run))
+        plan = (await conn.execute(text("EXPLAIN (FORMAT JSON) " + run))).scalar_one()
+        await conn.rollback()
+    return _nodes(plan)
 
 
 def test_the_dispatcher_marks_its_events_by_their_keys(db: str) -> None:
@@ -583,17 +608,11 @@ def test_the_dispatcher_marks_its_events_by_their_keys(db: str) -> None:
             finally:
                 event.remove(engine, "before_cursor_execute", caught)
             [mark] = sent
-            execute = "EXECUTE mark(" + ", ".join(_sql_literal(v) for v in mark.parameters) + ")"
-            async with database.writer.connect() as conn:
-                await conn.execute(text(f"PREPARE mark AS {mark.sql}"))
-                for _ in range(6):
-                    await conn.execute(text(execute))
-                plan = (await conn.execute(text("EXPLAIN (FORMAT JSON) " + execute))).scalar_one()
-                await conn.rollback()
+            nodes = await _kept_plan(database, mark, mark.values(1))
             async with database.read() as s:
                 rows = await s.execute(text("SELECT id FROM events WHERE dispatched_us IS NULL"))
                 undispatched = [str(row[0]) for row in rows]
-            return _nodes(plan), undispatched, taken
+            return nodes, undispatched, taken
         finally:
             await database.dispose()
 
