@@ -54,7 +54,7 @@ outside the server (paymux's own time per request, from its headers parsed to it
 written, stayed under 57 ms in the same runs; docs/benchmarks.md, "the session of 2026-12-04
 night"). A turn of 4 s at 16 connections makes about 1,500 payments, so those 16 requests
 are more than 1 % of them, and the largest of the turns' p99s was that start (141 - 212 ms);
-turns of 12 s put it under 1 % (p99 64 - 79 ms).
+turns of 12 s put it under 1 % (p99 64 - 89 ms).
 
 PostgreSQL is a throwaway cluster (tests/support/pgcluster.py: fsync, synchronous_commit and
 full_page_writes off), started as the ``postgres`` OS user when run as root.

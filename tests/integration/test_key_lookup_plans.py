@@ -28,7 +28,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,39 @@ class Sent:
         ``_plans_kept`` run varies."""
         named = {f"p{i}": v for i, v in enumerate(self.parameters, start=1)}
         return {f"p{first}": named.pop(f"p{first}"), **named}
+
+
+@asynccontextmanager
+async def _opened(db: str) -> AsyncIterator[Database]:
+    database = Database(db)
+    try:
+        yield database
+    finally:
+        await database.dispose()
+
+
+async def _rows(database: Database, sql: str) -> list[Any]:
+    """The rows of ``sql`` (the test's own text), read after the statement under test ran."""
+    async with database.read() as s:
+        return list((await s.execute(text(sql))).all())
+
+
+@contextmanager
+def _catching(database: Database, start: str) -> Iterator[list[Sent]]:
+    """The statements starting with ``start`` that ``database``'s writer sends meanwhile, as
+    sent (an enum parameter as its value)."""
+    sent: list[Sent] = []
+    engine = database.writer.sync_engine
+
+    def caught(_c: Any, _k: Any, sql: str, parameters: Any, *_: Any) -> None:
+        if sql.startswith(start):
+            sent.append(Sent(sql, tuple(getattr(v, "value", v) for v in parameters)))
+
+    event.listen(engine, "before_cursor_execute", caught)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "before_cursor_execute", caught)
 
 
 def _sql_literal(value: Any) -> str:
@@ -172,16 +206,13 @@ async def _intent_plans(
 ) -> tuple[list[int], list[list[tuple[str | None, str]]]]:
     """``_plans_kept`` of a read of one intent by id: ``ROWS`` intents of the account
     (``pi_own_1`` ...) and one of another account (``pi_theirs_1``)."""
-    database = Database(db)
-    try:
+    async with _opened(db) as database:
         await _accounts(database)
         async with database.write() as s:
             await s.execute(_INTENTS, {"prefix": "pi_own_", "a": ACCOUNT, "n": ROWS})
             await s.execute(_INTENTS, {"prefix": "pi_theirs_", "a": OTHER, "n": 1})
         warm = [f"pi_own_{i}" for i in range(1, 7)]
         return await _plans_kept(database, statement, values, warm, asked)
-    finally:
-        await database.dispose()
 
 
 def test_an_intent_is_read_by_its_key_not_among_the_account_s(db: str) -> None:
@@ -206,8 +237,7 @@ def test_an_intent_is_read_by_its_key_not_among_the_account_s(db: str) -> None:
 
 def test_a_reference_is_looked_up_by_key_not_among_the_account_s_rows(db: str) -> None:
     async def main() -> tuple[list[int], list[list[tuple[str, str]]], list[str | None]]:
-        database = Database(db)
-        try:
+        async with _opened(db) as database:
             await _accounts(database)
             async with database.write() as s:
                 insert = text(
@@ -233,8 +263,6 @@ def test_a_reference_is_looked_up_by_key_not_among_the_account_s_rows(db: str) -
                     pm = await customers.find_payment_method(s, ACCOUNT, "sandbox", ref)
                     ours.append(pm.id if pm is not None else None)
             return pages, found, ours
-        finally:
-            await database.dispose()
 
     pages, found, ours = asyncio.run(main())
     assert max(pages) <= MOST_PAGES, pages
@@ -257,8 +285,7 @@ def test_a_confirm_s_start_updates_the_intent_by_its_key(db: str) -> None:
     checkouts)."""
 
     async def main() -> tuple[list[int], list[list[tuple[str, str]]], dict[str, str]]:
-        database = Database(db)
-        try:
+        async with _opened(db) as database:
             await _accounts(database)
             async with database.write() as s:
                 await s.execute(_INTENTS, {"prefix": "pi_own_", "a": ACCOUNT, "n": ROWS})
@@ -277,14 +304,9 @@ def test_a_confirm_s_start_updates_the_intent_by_its_key(db: str) -> None:
                 [f"pi_own_{i}" for i in range(1, 7)],  # succeeded: nothing to start
                 ["pi_waiting_1", "pi_nobody"],
             )
-            async with database.read() as s:
-                rows = await s.execute(
-                    text("SELECT id, status FROM payment_intents WHERE id LIKE 'pi_waiting_%'")
-                )
-                statuses = {str(row[0]): str(row[1]) for row in rows}
+            sql = "SELECT id, status FROM payment_intents WHERE id LIKE 'pi_waiting_%'"
+            statuses = {str(i): str(status) for i, status in await _rows(database, sql)}
             return pages, found, statuses
-        finally:
-            await database.dispose()
 
     pages, found, statuses = asyncio.run(main())
     # The start writes the intent's new version into the table and each of its indexes (23-28
@@ -350,8 +372,7 @@ def test_a_customer_s_clock_is_read_by_the_customer_s_key(db: str) -> None:
     frozen = 1_000_000  # 1970: no wall clock reads it
 
     async def main() -> tuple[list[int], list[list[tuple[str, str]]], list[int]]:
-        database = Database(db)
-        try:
+        async with _opened(db) as database:
             await _customers(database, frozen)
             pages, found = await _plans_kept(
                 database,
@@ -367,8 +388,6 @@ def test_a_customer_s_clock_is_read_by_the_customer_s_key(db: str) -> None:
                     for customer in ("cus_clocked_1", "cus_theirs_1", "cus_own_5", "cus_nobody")
                 ]
             return pages, found, times
-        finally:
-            await database.dispose()
 
     pages, found, times = asyncio.run(main())
     assert max(pages) <= MOST_PAGES, pages
@@ -385,8 +404,7 @@ def test_a_batch_of_meter_events_reads_its_customers_by_their_keys(db: str) -> N
     frozen = 1_000_000
 
     async def main() -> tuple[list[int], list[list[tuple[str, str]]], dict[str, Any], list[str]]:
-        database = Database(db)
-        try:
+        async with _opened(db) as database:
             await _customers(database, frozen)
             _meters, customers, _insert = meter_ingest._statements(False)
             # Batches of two customers, the second cus_own_3.
@@ -415,8 +433,6 @@ def test_a_batch_of_meter_events_reads_its_customers_by_their_keys(db: str) -> N
                 rows = (await s.execute(customers, batch)).all()
             clocks["deleted"] = meter_ingest._clocks_of(rows, ACCOUNT, False)
             return pages, found, clocks, nodes
-        finally:
-            await database.dispose()
 
     pages, found, clocks, nodes = asyncio.run(main())
     scans = [node for node in nodes if "Scan" in node and node.endswith(" customers")]
@@ -463,20 +479,11 @@ def test_a_capture_s_start_updates_the_intent_by_its_key(db: str, tmp_path: Path
                 )
             )
             assert held["status"] == "requires_capture", held
-            sent: list[Sent] = []
-            engine = h.app.ctx.db.writer.sync_engine
-
-            def caught(_c: Any, _k: Any, sql: str, parameters: Any, *_: Any) -> None:
-                if sql.startswith("UPDATE payment_intents SET status") and held["id"] in parameters:
-                    sent.append(Sent(sql, tuple(getattr(v, "value", v) for v in parameters)))
-
-            event.listen(engine, "before_cursor_execute", caught)
-            try:
+            with _catching(h.app.ctx.db, "UPDATE payment_intents SET status") as sent:
                 r = await h.post(f"/v1/payment_intents/{held['id']}/capture", {})
-            finally:
-                event.remove(engine, "before_cursor_execute", caught)
             assert r.status_code == 200, r.text
-            start = sent[0]  # the move to processing; the settle's UPDATE comes after
+            # The move to processing; the settle's UPDATE comes after.
+            start = next(x for x in sent if held["id"] in x.parameters)
             assert "processing" in start.parameters, start
             pages, _found = await _plans_kept(
                 h.app.ctx.db,
@@ -498,8 +505,7 @@ def test_a_settle_touches_its_attempt_not_the_pending_ones(db: str) -> None:
     a gateway outage, thousands wait for their answer) through the (status, updated) index."""
 
     async def main() -> tuple[list[int], list[list[tuple[str, str]]], dict[str, int]]:
-        database = Database(db)
-        try:
+        async with _opened(db) as database:
             await _accounts(database)
             async with database.write() as s:
                 await s.execute(_INTENTS, {"prefix": "pi_own_", "a": ACCOUNT, "n": ROWS})
@@ -527,14 +533,9 @@ def test_a_settle_touches_its_attempt_not_the_pending_ones(db: str) -> None:
                 [f"att_own_{i}" for i in range(2, 8)],
                 ["att_own_1", "att_own_2000"],
             )
-            async with database.read() as s:
-                rows = await s.execute(
-                    text("SELECT status, count(*) FROM gateway_attempts GROUP BY status")
-                )
-                counts = {str(row[0]): int(row[1]) for row in rows}
+            sql = "SELECT status, count(*) FROM gateway_attempts GROUP BY status"
+            counts = {str(status): int(n) for status, n in await _rows(database, sql)}
             return pages, found, counts
-        finally:
-            await database.dispose()
 
     pages, found, counts = asyncio.run(main())
     settled, other = pages
@@ -580,8 +581,7 @@ def test_the_dispatcher_marks_its_events_by_their_keys(db: str) -> None:
     batch = 200
 
     async def main() -> tuple[list[str], list[str], int]:
-        database = Database(db)
-        try:
+        async with _opened(db) as database:
             await _accounts(database)
             async with database.write() as s:
                 await s.execute(
@@ -594,27 +594,14 @@ def test_the_dispatcher_marks_its_events_by_their_keys(db: str) -> None:
                     ),
                     {"a": ACCOUNT, "waiting": batch},
                 )
-            sent: list[Sent] = []
-            engine = database.writer.sync_engine
-
-            def caught(_c: Any, _k: Any, sql: str, parameters: Any, *_: Any) -> None:
-                if sql.startswith("UPDATE events"):
-                    sent.append(Sent(sql, tuple(parameters)))
-
             ctx = Context(db=database, gateways=None, settings=Settings())  # type: ignore[arg-type]
-            event.listen(engine, "before_cursor_execute", caught)
-            try:
+            with _catching(database, "UPDATE events") as sent:
                 taken = await dispatch_once(ctx, limit=batch)
-            finally:
-                event.remove(engine, "before_cursor_execute", caught)
             [mark] = sent
             nodes = await _kept_plan(database, mark, mark.values(1))
-            async with database.read() as s:
-                rows = await s.execute(text("SELECT id FROM events WHERE dispatched_us IS NULL"))
-                undispatched = [str(row[0]) for row in rows]
+            sql = "SELECT id FROM events WHERE dispatched_us IS NULL"
+            undispatched = [str(row[0]) for row in await _rows(database, sql)]
             return nodes, undispatched, taken
-        finally:
-            await database.dispose()
 
     nodes, undispatched, taken = asyncio.run(main())
     assert (taken, undispatched) == (batch, [])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 
 from paymux.security.pan import is_luhn_valid
-from support.browser import card_runs
+from support.browser import CARD_RUNS, card_runs
 
 # A transmission id of the kind the fake PayPal sends: "c477-251510798f2e" holds the
 # Luhn-valid run "477-251510798" (a CI failure of 2026-12-04 came from one like it).
@@ -28,15 +28,16 @@ def test_a_uuid_in_a_header_is_not_a_card_run() -> None:
 
 
 def test_a_hex_digest_is_not_a_card_run() -> None:
-    digest = b"a" + b"4242424242424242" * 3 + b"bcdefabcdefabcde"  # 65 hex characters
+    # 40 hex characters holding a Luhn-valid run of 16 digits between letters: a card-shaped
+    # run when read alone (the first assertion), none inside a digest.
+    digest = b"abcdefab" + b"4242424242424242" + b"cdefabcdefabcdef"
+    assert CARD_RUNS.findall(b"v1=" + digest) == [b"4242424242424242"]
     assert card_runs(b"v1=" + digest) == []
 
 
 def test_card_numbers_are_found_plain_spaced_and_dashed() -> None:
-    raw = (b'{"n":"4242424242424242","s":"4000 0000 0000 0002",'
-           b'"d":"5555-5555-5555-4444"}')
-    assert card_runs(raw) == [b"4242424242424242", b"4000 0000 0000 0002",
-                              b"5555-5555-5555-4444"]
+    raw = b'{"n":"4242424242424242","s":"4000 0000 0000 0002","d":"5555-5555-5555-4444"}'
+    assert card_runs(raw) == [b"4242424242424242", b"4000 0000 0000 0002", b"5555-5555-5555-4444"]
 
 
 def test_a_card_number_next_to_a_uuid_is_still_found() -> None:

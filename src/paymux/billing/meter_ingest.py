@@ -33,8 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Boolean, Insert, Select, String, Table, any_, bindparam, select, text
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Boolean, Insert, Select, Table, bindparam, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -42,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from paymux.domain.errors import PaymuxError
 from paymux.services.audit import audit_in
 from paymux.storage.db import Database
+from paymux.storage.keyed import among
 from paymux.storage.models import Customer, Meter, MeterEvent, TestClock
 
 __all__ = [
@@ -259,10 +259,8 @@ def _statements(is_sqlite: bool) -> tuple[Select[Any], Select[Any], Insert]:
     # keeps a generic plan for a statement asyncpg prepared once it has run five times, and
     # the plan kept without statistics for ``account_id = $1 AND ... AND id IN (...)`` walked
     # every customer of the account through (account_id, created_us)
-    # (tests/integration/test_key_lookup_plans.py). On PostgreSQL the ids go as one array
-    # (``id = ANY($1)``): the plan for an ``IN`` list of a batch's size read the whole table
-    # without statistics (a Seq Scan), the array's looks them up in the primary key.
-    ids = bindparam("ids", expanding=True) if is_sqlite else bindparam("ids", type_=ARRAY(String))
+    # (tests/integration/test_key_lookup_plans.py). The ids as one array on PostgreSQL
+    # (``among``): as an IN list of a batch's size, that plan read the whole table.
     customers = (
         select(
             _CUSTOMERS.c.id,
@@ -272,7 +270,7 @@ def _statements(is_sqlite: bool) -> tuple[Select[Any], Select[Any], Insert]:
             _CLOCKS.c.frozen_time_us,
         )
         .select_from(_CUSTOMERS.outerjoin(_CLOCKS, _CLOCKS.c.id == _CUSTOMERS.c.test_clock_id))
-        .where(_CUSTOMERS.c.id.in_(ids) if is_sqlite else _CUSTOMERS.c.id == any_(ids))
+        .where(among(_CUSTOMERS.c.id, "ids", is_sqlite=is_sqlite))
     )
     dialect_insert = sqlite_insert if is_sqlite else pg_insert
     insert = (

@@ -17,13 +17,13 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, cast
 
-from sqlalchemy import String, Table, any_, bindparam, select, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Table, select, update
 
 from paymux.domain.ids import new_id
 from paymux.outbound.batches import insert_rows
 from paymux.outbound.endpoints import matches
 from paymux.services.context import Context
+from paymux.storage.keyed import among
 from paymux.storage.models import Event, WebhookDelivery, WebhookEndpoint
 
 __all__ = ["DISPATCH_BATCH", "dispatch_once"]
@@ -84,21 +84,13 @@ async def dispatch_once(ctx: Context, limit: int = DISPATCH_BATCH) -> int:
             if matches(enabled, e.type)
         ]
         await insert_rows(s, _DELIVERIES, rows)  # Core, one statement (batches.py)
-        ids = [e.id for e in events]
-        # PostgreSQL: the ids as one array (``id = ANY($2)``), not ``id IN ($2, ... $n)``.
-        # Without statistics (a new deployment's first minutes) the plan for a list of the
-        # batch's size read the whole events table (a Seq Scan); for the array, PostgreSQL's
-        # plan, custom or kept, looks the ids up in the primary key
-        # (tests/integration/test_key_lookup_plans.py).
-        taken = (
-            Event.id.in_(ids)
-            if ctx.db.is_sqlite
-            else Event.id == any_(bindparam("ids", ids, type_=ARRAY(String)))
-        )
+        # The batch's ids as one array on PostgreSQL (``among``): as an IN list of the batch's
+        # size, a plan made without statistics read the whole events table.
         await s.execute(
             update(Event)
-            .where(taken)
+            .where(among(Event.id, "ids", is_sqlite=ctx.db.is_sqlite))
             .values(dispatched_us=now)
-            .execution_options(synchronize_session=False)
+            .execution_options(synchronize_session=False),
+            {"ids": [e.id for e in events]},
         )
         return len(events)

@@ -58,6 +58,7 @@ from paymux.services.three_d_secure import (
 )
 from paymux.services.views import payment_intent_view, payment_method_view, refund_view
 from paymux.storage.driver import Statement, fetchrow, insert_of, later
+from paymux.storage.keyed import UNINDEXED_SQL, unindexed
 from paymux.storage.models import Customer, GatewayAttempt, PaymentIntent, PaymentMethod, Refund
 
 __all__ = ["AttemptEngine", "intent_view", "state_of"]
@@ -93,10 +94,10 @@ def _returning(columns: tuple[tuple[str, str], ...]) -> str:
 _ATTEMPT_RESULTS = tuple(_ATTEMPT_TABLE.c[column].type for _, column in _ATTEMPT_COLUMNS)
 _ATTEMPT_KEYS = tuple(key for key, _ in _ATTEMPT_COLUMNS)
 _ATTEMPT_INSERT = insert_of(GatewayAttempt, _ATTEMPT_KEYS)
-# The attempt's status compared on the row its key found (an expression no index serves): a
-# plan PostgreSQL kept without statistics walked the (status, updated_us) index, every attempt
-# still pending (67-81 pages a settle among 3,000 pending after an outage; ``_on_the_row``).
-_PENDING_ON_THE_ROW = f"status || '' = '{PENDING}'"
+# The attempt's status compared on the row its key found (``keyed.unindexed``): a plan
+# PostgreSQL kept without statistics walked the (status, updated_us) index, every attempt
+# still pending (67-81 pages a settle among 3,000 pending after an outage).
+_PENDING_ON_THE_ROW = f"{UNINDEXED_SQL.format(column='status')} = '{PENDING}'"
 _SETTLE_ATTEMPT = Statement(
     f"UPDATE gateway_attempts SET status = '{SETTLED}', result = :b_result, updated_us = :b_now "  # noqa: S608
     f"WHERE id = :b_id AND object_id = :b_object_id AND {_PENDING_ON_THE_ROW} "
@@ -199,16 +200,6 @@ def _store_statement(columns: tuple[str, ...]) -> Statement:
     return statement
 
 
-def _on_the_row(status: Any) -> Any:
-    """``status`` as an expression no index serves (``status || ''``), for a condition on a
-    row found by its key. PostgreSQL keeps a generic plan for a statement asyncpg prepared
-    once it has run five times, and without statistics the plan kept for ``id = $1 AND status
-    IN (...)`` walked the (status, authorized) index: every intent of every account in that
-    status (291 pages for a capture among 3,000 intents awaiting capture, with the account in
-    the statement too; tests/integration/test_key_lookup_plans.py)."""
-    return status.concat("")
-
-
 def _start_unchanged_statement(keys: tuple[str, ...]) -> Statement:
     statement = _START_UNCHANGED.get(keys)
     if statement is None:
@@ -302,8 +293,11 @@ class AttemptEngine:
         from_status = pi.status
         started = await s.execute(
             update(PaymentIntent)
-            # By key; the status is checked on the row the key found (``_ON_THE_ROW``).
-            .where(PaymentIntent.id == pi.id, _on_the_row(PaymentIntent.status).in_(allowed_from))
+            # By key, the status checked on the row the key found (``keyed.unindexed``): as
+            # ``status IN (...)``, a plan kept without statistics walked the (status,
+            # authorized) index, every intent in the status (291 pages a capture among 3,000
+            # awaiting capture; tests/integration/test_key_lookup_plans.py).
+            .where(PaymentIntent.id == pi.id, unindexed(PaymentIntent.status).in_(allowed_from))
             .values(status=S.PROCESSING, updated_us=now, **(changes or {}))
             .returning(PaymentIntent.status)
         )
