@@ -10,6 +10,8 @@ import asyncio
 import json
 from typing import Any
 
+import orjson
+import pytest
 from sqlalchemy import select
 
 from paymux.storage import db as db_module
@@ -36,6 +38,39 @@ def test_the_codec_writes_what_json_writes_and_reads_it_back() -> None:
         assert repr(read) == repr(json.loads(json.dumps(value)))  # ints stay ints
     # Text the standard library wrote (ASCII escapes, a 70-bit integer) reads the same.
     assert repr(db_module._json_loads(json.dumps(WIDE))) == repr(WIDE_READ)
+
+
+def test_integers_orjson_would_read_as_floats_are_read_exactly() -> None:
+    # orjson reads -9999999999999999999 (19 digits, past the smallest 64-bit integer) as
+    # -1e+19 and 10**20 as 1e+20: a run of 19 digits in the text sends it to the standard
+    # library, so both are integers here, in str and in bytes, wherever they stand.
+    assert repr(orjson.loads("-9999999999999999999")) == "-1e+19"
+    for text in (
+        '{"a": -9999999999999999999}',
+        '[1, "x", 100000000000000000000]',
+        '{"nested": {"k": [true, -12345678901234567890]}}',
+    ):
+        expected = json.loads(text)
+        for given in (text, text.encode()):
+            read = db_module._json_loads(given)
+            assert read == expected and repr(read) == repr(expected)
+    assert db_module._json_loads(b'{"n": -9999999999999999999}')["n"] == -9999999999999999999
+    # 18 digits fit in 64 bits either way; non-ASCII text and a long run inside a string read
+    # the same as the standard library reads them.
+    for text in ('{"n": -999999999999999999}', '{"é": "ü 12345678901234567890123 ok"}'):
+        assert db_module._json_loads(text) == json.loads(text)
+        assert db_module._json_loads(text.encode()) == json.loads(text)
+    # Text neither reads is an error, not a value; a number SQLite returned as a number is
+    # the standard library's TypeError (SQLAlchemy's SQLite JSON type catches that one and
+    # gives the number back).
+    with pytest.raises(ValueError):
+        db_module._json_loads('{"a": 1')
+    for number in (0, 7, 1.5):
+        with pytest.raises(TypeError):
+            db_module._json_loads(number)  # type: ignore[arg-type]
+    assert db_module._json_loads(bytearray(b'{"n": -9999999999999999999}')) == {
+        "n": -9999999999999999999
+    }
 
 
 _READ = driver.Statement(

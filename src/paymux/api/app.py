@@ -11,7 +11,6 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -21,6 +20,7 @@ from paymux.api.docs import install_docs
 from paymux.api.middleware import GuardMiddleware
 from paymux.api.openapi import install_openapi
 from paymux.api.request_log import RequestLogMiddleware
+from paymux.api.responses import JSONResponse
 from paymux.api.routers import (
     admin,
     audit_log,

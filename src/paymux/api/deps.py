@@ -14,7 +14,7 @@ from typing import Annotated, Any, cast
 
 from fastapi import Depends, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
@@ -26,6 +26,7 @@ from paymux.api.access import (
     redacted_key,
     route_of,
 )
+from paymux.api.responses import JSONResponse
 from paymux.api.schemas import ExpandQuery, ListQuery
 from paymux.api.wire import WireQuery, check_query, wire_query
 from paymux.domain.errors import PaymuxError

@@ -17,10 +17,11 @@ import time
 from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from paymux.api.responses import JSONResponse
 from paymux.config import Settings
 from paymux.domain.errors import PaymuxError
 from paymux.observability.health import Readiness, WorkerBeat, readiness

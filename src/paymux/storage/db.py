@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import sqlite3
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
@@ -75,19 +74,25 @@ def _json_dumps(value: Any) -> str:
         return json.dumps(value)
 
 
-# A run of 19 digits or more: an integer that may not fit in 64 bits, which orjson would read
-# as a float (the standard library keeps it an integer).
-_LONG_DIGITS: Final = re.compile(r"\d{19}")
+# A run of 19 ASCII digits or more: an integer that may not fit in 64 bits, which orjson would
+# read as a float (the standard library keeps it an integer). 19 digits, not 20: a negative
+# one of 19 digits can be past the smallest 64-bit integer. Found by mapping the digits to NUL
+# (JSON text holds no raw NUL) and looking for 19 of them in a row: a byte search, where a
+# regular expression tried a match at every position (14 us for a decision's 1.3 KB record,
+# read with every intent; 0.8 us this way).
+_DIGITS_AS_NUL: Final = bytes.maketrans(b"0123456789", bytes(10))
+_LONG_RUN: Final = bytes(19)
 
 
 def _json_loads(text: str | bytes) -> Any:
     """A JSON column's value: orjson, but the standard library for text holding a long run of
     digits (orjson reads an integer past 64 bits as a float) or text orjson refuses."""
-    if isinstance(text, bytes):
-        text = text.decode()
-    if _LONG_DIGITS.search(text) is None:
+    raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    # (Not text: the standard library's TypeError, which SQLAlchemy's SQLite JSON type
+    # catches to give back a number SQLite returned as one.)
+    if isinstance(raw, bytes | bytearray) and _LONG_RUN not in raw.translate(_DIGITS_AS_NUL):
         try:
-            return orjson.loads(text)
+            return orjson.loads(raw)
         except orjson.JSONDecodeError:
             pass
     return json.loads(text)

@@ -50,9 +50,10 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from paymux.api.responses import JSONResponse
 from paymux.billing.invoice_document import pick_locale
 from paymux.checkout import rules
 from paymux.checkout.csp_reports import parse_reports

@@ -42,10 +42,11 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy import select
 
+from paymux.api.responses import JSONResponse
 from paymux.billing.catalog_views import decimal_number
 from paymux.billing.hosted_payments import (
     invoice_by_token,

@@ -11,9 +11,9 @@ import hmac
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request
-from fastapi.responses import JSONResponse
 
 from paymux.api.deps import api_key_from, get_app, unauthenticated
+from paymux.api.responses import JSONResponse
 from paymux.api.schemas import NoParams
 from paymux.api.wire import check_query, wire_body
 from paymux.domain.errors import PaymuxError

@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse
 
 from paymux.api.deps import CallerDep, ListDep, list_response
+from paymux.api.responses import JSONResponse
 
 router = APIRouter(prefix="/v1/audit_log", tags=["audit_log"])
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from paymux.api.deps import (
     CallerDep,
@@ -17,6 +17,7 @@ from paymux.api.deps import (
     idempotent,
     list_expanded,
 )
+from paymux.api.responses import JSONResponse
 from paymux.api.schemas import Email, Expandable, Metadata, Shipping, Text
 from paymux.api.stripe_shapes import shaped
 from paymux.api.wire import wire_body

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from paymux.api.deps import (
@@ -20,6 +20,7 @@ from paymux.api.deps import (
     idempotent,
     list_response,
 )
+from paymux.api.responses import JSONResponse
 from paymux.api.schemas import (
     Body,
     CaptureMethod,

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from paymux.api.deps import CallerDep, idempotent, list_response, run
+from paymux.api.responses import JSONResponse
 from paymux.api.schemas import CreateConnection, NoParams, UpdateConnection
 from paymux.api.wire import wire_body
 from paymux.gateways.connectors import connectors

@@ -7,7 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from paymux.api.billing_schemas import CreateCoupon, UpdateCoupon
 from paymux.api.deps import (
@@ -20,6 +20,7 @@ from paymux.api.deps import (
     list_expanded,
     run,
 )
+from paymux.api.responses import JSONResponse
 from paymux.api.wire import wire_body
 
 router = APIRouter(prefix="/v1/coupons", tags=["coupons"])

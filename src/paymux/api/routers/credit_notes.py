@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from paymux.api.billing_schemas import (
     CreateCreditNote,
@@ -16,6 +16,7 @@ from paymux.api.billing_schemas import (
     UpdateCreditNote,
 )
 from paymux.api.deps import CallerDep, ExpandDep, ListDep, check_expand, idempotent, list_response
+from paymux.api.responses import JSONResponse
 from paymux.api.wire import wire_body, wire_query
 from paymux.billing.credit_notes import CreditNoteLineParams, CreditNoteParams
 

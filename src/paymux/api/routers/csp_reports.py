@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse
 
+from paymux.api.responses import JSONResponse
 from paymux.api.routers.admin import AdminDep
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])

@@ -6,10 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from paymux.api.billing_schemas import CreateBalanceTransaction
 from paymux.api.deps import CallerDep, ListDep, idempotent, list_response
+from paymux.api.responses import JSONResponse
 from paymux.api.wire import wire_body
 
 router = APIRouter(tags=["customers"])

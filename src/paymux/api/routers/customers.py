@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from paymux.api.deps import (
     CallerDep,
@@ -17,6 +17,7 @@ from paymux.api.deps import (
     list_expanded,
     run,
 )
+from paymux.api.responses import JSONResponse
 from paymux.api.schemas import (
     AttachPaymentMethod,
     CreateCustomer,

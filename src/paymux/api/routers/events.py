@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
-from fastapi.responses import JSONResponse
 
 from paymux.api.deps import CallerDep, ListParams, list_params, list_response
+from paymux.api.responses import JSONResponse
 from paymux.api.schemas import EventsQuery
 from paymux.api.wire import wire_query
 from paymux.services.expand import Expander

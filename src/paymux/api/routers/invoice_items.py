@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from paymux.api.billing_schemas import CreateInvoiceItem, UpdateInvoiceItem
 from paymux.api.deps import (
@@ -18,6 +18,7 @@ from paymux.api.deps import (
     list_response,
     run,
 )
+from paymux.api.responses import JSONResponse
 from paymux.api.wire import wire_body
 from paymux.billing.invoice_items import InvoiceItemParams, InvoiceItemUpdate
 

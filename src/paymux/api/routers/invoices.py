@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from paymux.api.billing_schemas import (
     CreateInvoice,
@@ -29,6 +29,7 @@ from paymux.api.deps import (
     list_response,
     run,
 )
+from paymux.api.responses import JSONResponse
 from paymux.api.wire import wire_body
 from paymux.billing.invoice_manual import InvoiceDraftUpdate, ManualInvoiceParams
 from paymux.domain.errors import PaymuxError

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse
 
+from paymux.api.responses import JSONResponse
 from paymux.api.routers.admin import AdminDep
 from paymux.api.schemas import CreateKey, NoParams, RollKey
 from paymux.api.wire import wire_body

@@ -15,7 +15,7 @@ import json
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from paymux.api.billing_schemas import CreateMeter, CreateMeterEvent, UpdateMeter
 from paymux.api.deps import (
@@ -28,6 +28,7 @@ from paymux.api.deps import (
     list_expanded,
     list_response,
 )
+from paymux.api.responses import JSONResponse
 from paymux.api.schemas import Expandable
 from paymux.api.wire import wire_body
 from paymux.billing.meter_ingest import MAX_BATCH, parse_stream, single_event

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from paymux.api.access import publishable_view
 from paymux.api.deps import (
@@ -23,6 +23,7 @@ from paymux.api.deps import (
     list_expanded,
     require_client_secret,
 )
+from paymux.api.responses import JSONResponse
 from paymux.api.schemas import (
     CancelPaymentIntent,
     CapturePaymentIntent,

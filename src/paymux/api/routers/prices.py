@@ -7,7 +7,7 @@ from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from paymux.api.billing_schemas import CreatePrice, PriceListQuery, UpdatePrice
 from paymux.api.deps import (
@@ -19,6 +19,7 @@ from paymux.api.deps import (
     idempotent,
     list_expanded,
 )
+from paymux.api.responses import JSONResponse
 from paymux.api.wire import wire_body, wire_query
 
 router = APIRouter(prefix="/v1/prices", tags=["prices"])

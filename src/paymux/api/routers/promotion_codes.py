@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from paymux.api.billing_schemas import CreatePromotionCode, UpdatePromotionCode
 from paymux.api.deps import (
@@ -23,6 +23,7 @@ from paymux.api.deps import (
     idempotent,
     list_expanded,
 )
+from paymux.api.responses import JSONResponse
 from paymux.api.wire import wire_body
 
 router = APIRouter(prefix="/v1/promotion_codes", tags=["promotion_codes"])

@@ -6,10 +6,11 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import Field
 
 from paymux.api.deps import CallerDep, ListDep, idempotent, list_response, run
+from paymux.api.responses import JSONResponse
 from paymux.api.schemas import Body, Metadata
 from paymux.api.wire import wire_body
 

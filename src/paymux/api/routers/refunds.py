@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from paymux.api.deps import (
     CallerDep,
@@ -16,6 +16,7 @@ from paymux.api.deps import (
     idempotent,
     list_expanded,
 )
+from paymux.api.responses import JSONResponse
 from paymux.api.schemas import CreateRefund, UpdateMetadata
 from paymux.api.wire import wire_body
 from paymux.domain.errors import PaymuxError

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from paymux.api.access import publishable_setup_view
 from paymux.api.billing_schemas import (
@@ -25,6 +25,7 @@ from paymux.api.deps import (
     list_expanded,
     require_client_secret,
 )
+from paymux.api.responses import JSONResponse
 from paymux.api.wire import wire_body
 from paymux.domain.errors import PaymuxError
 from paymux.gateways.browser_sdk import with_sdk_url

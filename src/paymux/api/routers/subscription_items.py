@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from paymux.api.billing_schemas import (
     CreateSubscriptionItem,
@@ -13,6 +13,7 @@ from paymux.api.billing_schemas import (
     UpdateSubscriptionItem,
 )
 from paymux.api.deps import CallerDep, ExpandDep, ListDep, idempotent, list_response, run
+from paymux.api.responses import JSONResponse
 from paymux.api.wire import wire_body, wire_query
 from paymux.billing.subscriptions import UpdateParams
 from paymux.domain.errors import PaymuxError

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from paymux.api.billing_schemas import (
     CancelSubscription,
@@ -23,6 +23,7 @@ from paymux.api.deps import (
     list_expanded,
     run,
 )
+from paymux.api.responses import JSONResponse
 from paymux.api.wire import wire_body, wire_query
 from paymux.billing.subscriptions import SubscriptionParams, UpdateParams
 from paymux.domain.errors import PaymuxError

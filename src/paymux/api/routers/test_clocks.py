@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from paymux.api.billing_schemas import AdvanceTestClock, CreateTestClock
 from paymux.api.deps import CallerDep, ExpandDep, ListDep, idempotent, list_response, run
+from paymux.api.responses import JSONResponse
 from paymux.api.wire import wire_body
 
 router = APIRouter(prefix="/v1/test_helpers/test_clocks", tags=["test_clocks"])

@@ -7,9 +7,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from paymux.api.deps import CallerDep, ListDep, idempotent, list_response, run
+from paymux.api.responses import JSONResponse
 from paymux.api.schemas import NoParams
 from paymux.api.webhook_schemas import (
     CreateWebhookEndpoint,

@@ -23,11 +23,12 @@ import logging
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from paymux.api.deps import get_app
+from paymux.api.responses import JSONResponse
 from paymux.gateways.base import WebhookVerificationError
 from paymux.root import Paymux
 
