@@ -34,8 +34,9 @@ Prints:
    write of that key.
 
 Run: ``python bench/fraud.py [--payments 20000] [--rules 50] [--backends sqlite,postgres]
-[--skip-flood | --flood-only]``. Figures go to docs/benchmarks.md; on a shared machine they
-vary from run to run.
+[--skip-flood | --flood-only]``. The decisions run on the event loop ``paymux serve`` runs on
+(uvloop where it can be imported, cli.py), which it prints. Figures go to docs/benchmarks.md;
+on a shared machine they vary from run to run.
 """
 
 from __future__ import annotations
@@ -627,6 +628,16 @@ async def bench_velocity_read(url: str, backend: str, attempts: int) -> None:
     )
 
 
+def _event_loop() -> tuple[str, Any]:
+    """The event loop ``paymux serve`` runs on (cli.py: uvloop where it can be imported), and
+    the function that runs a coroutine on it: a decision is timed on the loop that makes it."""
+    try:
+        import uvloop
+    except ImportError:
+        return "asyncio", asyncio.run
+    return "uvloop", uvloop.run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--payments", type=int, default=20000)
@@ -637,18 +648,20 @@ def main() -> None:
     parser.add_argument("--flood-only", action="store_true", help="the 100,000-card read only")
     args = parser.parse_args()
     backends = args.backends.split(",")
+    loop, run = _event_loop()
+    print(f"event loop: {loop} (as paymux serve's)")
     if not args.flood_only:
         bench_evaluator(args.rules, args.payments)
     with databases(backends, prefix="paymux-fraud-") as dbs:
         for backend in backends:
             if not args.flood_only:
                 url = dbs.url(backend, "fraud_screen")
-                asyncio.run(bench_screen(url, backend, args.rules, args.screen_payments))
+                run(bench_screen(url, backend, args.rules, args.screen_payments))
             if args.skip_flood:
                 continue
             for attempts in (10_000, 100_000):
                 url = dbs.url(backend, f"fraud_flood_{attempts}")
-                asyncio.run(bench_velocity_read(url, backend, attempts))
+                run(bench_velocity_read(url, backend, attempts))
 
 
 if __name__ == "__main__":
