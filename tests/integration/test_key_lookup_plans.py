@@ -41,6 +41,7 @@ from sqlalchemy.dialects import postgresql
 from conftest import migrated_database_url
 from paymux.billing import clock_time, meter_ingest
 from paymux.config import Settings
+from paymux.fraud import reviews
 from paymux.outbound.dispatch import dispatch_once
 from paymux.services import attempts, customers, keys, payments
 from paymux.services.context import Context
@@ -334,6 +335,43 @@ def test_a_browser_s_client_secret_is_read_by_the_intent_s_key(db: str) -> None:
         )
     )
     assert max(pages) <= MOST_PAGES, pages
+    assert found == [[(None, ACCOUNT)], [], [(None, OTHER)]]
+
+
+_REVIEWS = text(
+    "INSERT INTO reviews (id, account_id, livemode, payment_intent_id, open, opened_reason,"
+    " reason, created_us)"
+    " SELECT :prefix || g, :a, false, :intents || g, true, 'rule', 'rule', g"
+    " FROM generate_series(1, CAST(:n AS INTEGER)) AS g"
+)
+
+
+def test_a_review_s_close_reads_its_intent_by_the_review_s_key(db: str) -> None:
+    """Approving or rejecting a review (``fraud/reviews.py`` ``_close_now``) reads the review's
+    intent by the review's key, the account compared on the row: ``ROWS`` open reviews of the
+    account, as a queue after a fraud wave holds them (with the account in the statement, the
+    plan kept walked them all: 53 pages a look-up here, measured)."""
+
+    async def main() -> tuple[list[int], list[list[tuple[str | None, str]]]]:
+        async with _opened(db) as database:
+            await _accounts(database)
+            async with database.write() as s:
+                await s.execute(_INTENTS, {"prefix": "pi_own_", "a": ACCOUNT, "n": ROWS})
+                await s.execute(_INTENTS, {"prefix": "pi_theirs_", "a": OTHER, "n": 1})
+                for prefix, account, n in (("own", ACCOUNT, ROWS), ("theirs", OTHER, 1)):
+                    await s.execute(
+                        _REVIEWS,
+                        {"prefix": f"prv_{prefix}_", "a": account, "intents": f"pi_{prefix}_", "n": n},
+                    )
+            warm = [f"prv_own_{i}" for i in range(1, 7)]
+            asked = ["prv_own_2000", "prv_nobody", "prv_theirs_1"]
+            return await _plans_kept(database, reviews._INTENT_OF_REVIEW, {"id": ""}, warm, asked)
+
+    pages, found = asyncio.run(main())
+    assert max(pages) <= MOST_PAGES, pages
+    # Another account's review is found by its key, and _close_now compares the account on
+    # the row (approve and reject read the review as the caller's first: another account's
+    # is a 404, tests/e2e/test_tenancy_walk_fraud.py).
     assert found == [[(None, ACCOUNT)], [], [(None, OTHER)]]
 
 

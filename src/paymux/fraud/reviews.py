@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.domain.errors import PaymuxError
@@ -37,6 +37,14 @@ from paymux.services.views import charge_id
 from paymux.storage.models import PaymentIntent, Refund, Review
 
 __all__ = ["Reviews", "review_view"]
+
+# A review's intent, by the review's key: the account is compared on the row. With
+# ``account_id = :a`` in the statement, a plan PostgreSQL keeps without statistics may walk
+# the account's reviews through (account_id, created_us) (tests/integration/
+# test_key_lookup_plans.py; docs/operations.md, "Statistics and kept plans").
+_INTENT_OF_REVIEW = select(Review.payment_intent_id, Review.account_id).where(
+    Review.id == bindparam("id")
+)
 
 
 def review_view(row: Review) -> dict[str, Any]:
@@ -250,11 +258,8 @@ class Reviews:
         async with self.ctx.db.write() as s:
             # The intent first, then the review: the order the transactions that move the
             # money take them in (they close the review), so the two never deadlock.
-            pi_id = await s.scalar(
-                select(Review.payment_intent_id).where(
-                    Review.id == review_id, Review.account_id == account_id
-                )
-            )
+            found = (await s.execute(_INTENT_OF_REVIEW, {"id": review_id})).first()
+            pi_id = found.payment_intent_id if found and found.account_id == account_id else None
             pi = await get_owned(s, PaymentIntent, str(pi_id), account_id, lock=True)
             row = await get_owned(s, Review, review_id, account_id, lock=True)
             refunding = verb == "approve" and await _refund_under_way(s, pi.id)
