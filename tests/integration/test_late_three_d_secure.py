@@ -46,11 +46,13 @@ def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-async def _confirmed(h: Harness, *, webhook_first: bool) -> dict[str, Any]:
+async def _confirmed(
+    h: Harness, *, webhook_first: bool, answer: dict[str, Any] = ANSWER_ONLY
+) -> dict[str, Any]:
     """A customer's card payment that saves the card (``setup_future_usage``), confirmed
-    with the authorize's answer held until the provider's webhook was applied
-    (``webhook_first``) or not; the intent's and its payment method's rows after."""
-    h.gw.answer_fields = dict(ANSWER_ONLY)
+    with the authorize's answer (carrying ``answer``) held until the provider's webhook was
+    applied (``webhook_first``) or not; the intent's and its payment method's rows after."""
+    h.gw.answer_fields = dict(answer)
     r = await h.post("/v1/customers", {"email": "payer@example.com"})
     assert r.status_code == 200, r.text
     r = await h.post(
@@ -114,3 +116,63 @@ def test_the_answer_only_fields_are_kept_whichever_settles_the_attempt_first(
         "risk_score": 67,
         "network_transaction_id": NETWORK_ID,
     }
+
+
+# The risk in the answer; the card's bucket row (risk rank: normal 1, elevated 2, highest 3;
+# score) and the next payment's facts (level, score) that it makes.
+RISKS = {
+    "level-and-score": ({"risk_level": "elevated", "risk_score": 67}, (2, 67), ("elevated", 67)),
+    "score-only": ({"risk_score": 81}, (None, 81), (None, 81)),
+    "level-only": ({"risk_level": "highest"}, (3, None), ("highest", None)),
+}
+
+
+@pytest.mark.parametrize("risk", list(RISKS))
+@pytest.mark.parametrize("webhook_first", [True, False], ids=["webhook-first", "answer-first"])
+def test_the_answer_s_risk_reaches_the_card_s_velocity_whichever_settles_first(
+    db: str, tmp_path: Path, webhook_first: bool, risk: str
+) -> None:
+    """The risk only the answer carries is recorded with the card's velocity counts when the
+    webhook settled them first (``velocity.raise_risk``), as the settle records it when the
+    answer comes first: the card's next payment decides with it (``:gateway_risk_level:``,
+    ``:gateway_risk_score:``) either way."""
+    answer, bucket, seen = RISKS[risk]
+
+    async def main() -> tuple[Any, ...]:
+        async with Harness.open(db, tmp_path) as h:
+            await _confirmed(h, webhook_first=webhook_first, answer=answer)
+            [(record_text, customer, pm)] = await h.sql(
+                "select fraud_outcome, customer_id, payment_method_id from payment_intents"
+                " where status = 'succeeded'"
+            )
+            record = _json(record_text)
+            card, minute = record["keys"]["card_fingerprint"], record["minute"]
+            buckets = await h.sql(
+                "select gateway_risk, gateway_risk_score, attempts, settled"
+                ' from fraud_velocity_buckets where "key" = :k and minute = :m',
+                k=card,
+                m=minute,
+            )
+            h.gw.answer_fields = {}
+            r = await h.post(
+                "/v1/payment_intents",
+                {
+                    "amount": 1200,
+                    "currency": "usd",
+                    "customer": customer,
+                    "payment_method": pm,  # the card the first payment saved
+                    "confirm": True,
+                },
+            )
+            assert r.status_code == 200, r.text
+            [(next_text,)] = await h.sql(
+                "select fraud_outcome from payment_intents where id = :i", i=h.body(r)["id"]
+            )
+            following = _json(next_text)
+            return buckets, card, following["keys"]["card_fingerprint"], following["facts"]
+
+    buckets, card, next_card, facts = asyncio.run(main())
+    # The card's row of the minute: one attempt, settled, with the answer's risk.
+    assert [tuple(row) for row in buckets] == [(*bucket, 1, 1)]
+    assert next_card == card  # the same card, so its next payment reads the row
+    assert (facts.get("gateway_risk_level"), facts.get("gateway_risk_score")) == seen

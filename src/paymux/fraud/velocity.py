@@ -667,6 +667,52 @@ def undo_params(
     }
 
 
+# A settled attempt's risk, raised on one key's row of its minute (``raise_risk``): as the
+# settle records a risk level and score (migrations 0037 and 0038), the higher one kept.
+_RAISE_RISK: Final = Statement(
+    "UPDATE fraud_velocity_buckets SET"
+    " gateway_risk = CASE WHEN coalesce(gateway_risk, 0) < :v_rank"
+    " THEN :v_rank ELSE gateway_risk END,"
+    " gateway_risk_score = CASE WHEN coalesce(gateway_risk_score, -1) < :v_score"
+    " THEN :v_score ELSE gateway_risk_score END"
+    ' WHERE account_id = :v_account AND livemode = :v_mode AND "key" = :v_key'
+    " AND minute = :v_minute"
+)
+
+
+async def raise_risk(
+    s: AsyncSession,
+    account_id: str,
+    livemode: bool,
+    settled: Mapping[str, Any],
+    *,
+    gateway_risk: str | None,
+    gateway_risk_score: int | None,
+) -> None:
+    """The gateway's risk for an attempt already settled without it (``settled``: its
+    ``settle_record``, as the intent's ``fraud_settle`` holds it): recorded on its keys' rows
+    of its minute as the settle records it, the higher level and score kept. A provider's
+    webhook can settle a payment before our call's answer, which alone carries the risk
+    (Stripe's ``payment_intent.succeeded`` has no charge ``outcome``). One row at a time, the
+    keys sorted, as the settle takes them: no deadlock."""
+    rank = _RISK_RANK.get(gateway_risk or "")
+    if rank is None and gateway_risk_score is None:
+        return
+    for key in sorted(settled.get("keys") or ()):
+        await execute(
+            s,
+            _RAISE_RISK,
+            {
+                "v_rank": rank,
+                "v_score": gateway_risk_score,
+                "v_account": account_id,
+                "v_mode": livemode,
+                "v_key": key,
+                "v_minute": settled["minute"],
+            },
+        )
+
+
 async def prune_old(
     s: AsyncSession, account_id: str, livemode: bool, keys: Iterable[str], minute: int
 ) -> None:

@@ -36,6 +36,7 @@ from paymux.domain.errors import PaymuxError, card_error
 from paymux.domain.ids import new_id
 from paymux.domain.states import PaymentIntentStatus as S
 from paymux.domain.states import RefundStatus, check_operation
+from paymux.fraud import velocity
 from paymux.gateways.base import (
     AuthorizeRequest,
     Gateway,
@@ -158,10 +159,23 @@ async def _late_three_d_secure(s: AsyncSession, pi: PaymentIntent, result: Gatew
         return
     if result.three_d_secure is not None and pi.three_d_secure is None:
         pi.three_d_secure = result.three_d_secure.as_dict()
-    if result.risk_level and pi.risk_level is None:
-        pi.risk_level = result.risk_level
-    if result.risk_score is not None and pi.gateway_risk_score is None:
-        pi.gateway_risk_score = result.risk_score
+    risk_level = result.risk_level if pi.risk_level is None else None
+    risk_score = result.risk_score if pi.gateway_risk_score is None else None
+    if risk_level:
+        pi.risk_level = risk_level
+    if risk_score is not None:
+        pi.gateway_risk_score = risk_score
+    if (risk_level or risk_score is not None) and pi.fraud_settle:
+        # The webhook settled the card's velocity counts without the risk: raised now, so
+        # the card's next payments see it (:gateway_risk_level:, :gateway_risk_score:).
+        await velocity.raise_risk(
+            s,
+            pi.account_id,
+            bool(pi.livemode),
+            pi.fraud_settle,
+            gateway_risk=risk_level or None,
+            gateway_risk_score=risk_score,
+        )
     if result.network_transaction_id and pi.setup_future_usage:  # set once, never moved
         await record_network_reference(s, pi, S(pi.status), result.network_transaction_id)
 
