@@ -58,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import databases, loadavg
 
 from paymux import heap
+from paymux.cli import _event_loop_and_parser
 from paymux.config import Settings
 from paymux.fraud import velocity
 from paymux.fraud.decisions import FraudEngine
@@ -629,13 +630,14 @@ async def bench_velocity_read(url: str, backend: str, attempts: int) -> None:
 
 
 def _event_loop() -> tuple[str, Any]:
-    """The event loop ``paymux serve`` runs on (cli.py: uvloop where it can be imported), and
-    the function that runs a coroutine on it: a decision is timed on the loop that makes it."""
-    try:
+    """The event loop ``paymux serve`` runs on (its own choice: cli.py), and the function that
+    runs a coroutine on it: a decision is timed on the loop that makes it."""
+    loop, _ = _event_loop_and_parser()
+    if loop == "uvloop":
         import uvloop
-    except ImportError:
-        return "asyncio", asyncio.run
-    return "uvloop", uvloop.run
+
+        return loop, uvloop.run
+    return loop, asyncio.run
 
 
 def main() -> None:

@@ -337,6 +337,58 @@ def test_only_the_settle_set_from_null_counts_and_a_new_confirm_resets_it(db: st
     assert asyncio.run(main()) == [untouched, once, once, twice]
 
 
+def test_a_late_risk_raises_the_settled_rows_and_keeps_the_higher(db: str) -> None:
+    """``velocity.raise_risk``: the risk of an answer that came after the webhook settled the
+    attempt without any, recorded on the settle's keys' rows of its minute as the settle
+    records it (services/attempts.py ``_late_three_d_secure``;
+    tests/integration/test_late_three_d_secure.py): a higher rank or score raises it, a lower
+    or missing one changes nothing, and nothing is counted; other minutes' and keys' rows
+    untouched."""
+    settled = _settle(0, None, None)  # the webhook's settle: no risk
+    untouched = {
+        (CARD, MINUTE - 1): (1, 0, 0, None, None),
+        (OTHER, MINUTE): (1, 0, 0, None, None),
+    }
+
+    def mine(rank: int | None, score: int | None) -> dict[tuple[str, int], tuple[Any, ...]]:
+        return {
+            **untouched,
+            **{(key, MINUTE): (3, 1, 0, rank, score) for key in (CARD, IP, EMAIL)},
+        }
+
+    async def main() -> list[dict[tuple[str, int], tuple[Any, ...]]]:
+        database = Database(db)
+        seen = []
+        try:
+            await _set_up(database)
+            await _store(database, settled)
+            seen.append(await _rows(database))
+            for level, score in (
+                ("elevated", 70),  # raised
+                ("normal", 20),  # lower: nothing
+                (None, 90),  # a score alone: the score
+                ("highest", None),  # a level alone: the level
+                ("not_assessed", None),  # no rank, no score: nothing
+            ):
+                async with database.write() as s:
+                    await velocity.raise_risk(
+                        s, ACCOUNT, False, settled, gateway_risk=level, gateway_risk_score=score
+                    )
+                seen.append(await _rows(database))
+            return seen
+        finally:
+            await database.dispose()
+
+    assert asyncio.run(main()) == [
+        mine(None, None),
+        mine(2, 70),
+        mine(2, 70),
+        mine(2, 90),
+        mine(3, 90),
+        mine(3, 90),
+    ]
+
+
 def test_on_settled_sets_nothing_for_what_counted_nothing_or_is_settled(db: str) -> None:
     """The reaction's own check (and its gate, ``_counted_unsettled``): a block's record (no
     minute), a settle already set (a late or duplicated event of the same confirm), a record

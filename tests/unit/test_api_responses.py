@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 from starlette.responses import JSONResponse as StarletteJSONResponse
 
+from paymux.api import responses
 from paymux.api.responses import JSONResponse
 
 SAMPLES: list[Any] = [
@@ -33,16 +35,35 @@ SAMPLES: list[Any] = [
 ]
 
 
+@pytest.fixture
+def rendered_by_orjson(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """What orjson rendered for the responses (its own ``dumps``, recorded)."""
+    seen: list[bytes] = []
+    real = orjson.dumps
+
+    def dumps(content: Any, option: int = 0) -> bytes:
+        body = real(content, option=option)
+        seen.append(body)
+        return body
+
+    monkeypatch.setattr(responses.orjson, "dumps", dumps)
+    return seen
+
+
 @pytest.mark.parametrize("content", SAMPLES)
-def test_the_same_bytes_as_starlette_renders(content: Any) -> None:
+def test_the_same_bytes_as_starlette_renders(content: Any, rendered_by_orjson: list[bytes]) -> None:
     expected = StarletteJSONResponse(content).body
     assert JSONResponse(content).body == expected
+    assert rendered_by_orjson == [expected]  # orjson's bytes, not Starlette's code
 
 
-def test_what_orjson_refuses_is_rendered_as_starlette_renders_it() -> None:
+def test_what_orjson_refuses_is_rendered_as_starlette_renders_it(
+    rendered_by_orjson: list[bytes],
+) -> None:
     # An integer past 64 bits: orjson refuses it, the standard library writes it.
     content = {"big": 2**70 + 1, "negative": -(2**64) - 1}
     response = JSONResponse(content)
+    assert rendered_by_orjson == []  # refused: nothing of orjson's
     assert response.body == b'{"big":1180591620717411303425,"negative":-18446744073709551617}'
     assert response.body == StarletteJSONResponse(content).body
     assert response.headers["content-type"] == "application/json"

@@ -154,7 +154,8 @@ async def _late_three_d_secure(s: AsyncSession, pi: PaymentIntent, result: Gatew
     3-D Secure result, risk (Stripe's outcome) or network transaction id; the answer does.
     Each kept when it is about the provider payment the intent stands on (the same
     reference) and none is recorded: never another confirmation's (tests/integration/
-    test_late_three_d_secure.py)."""
+    test_late_three_d_secure.py). A risk kept so, the webhook having settled the fraud
+    counts without it, is recorded with them too (``velocity.raise_risk``)."""
     if result.reference is None or result.reference != pi.gateway_reference:
         return
     if result.three_d_secure is not None and pi.three_d_secure is None:
