@@ -187,6 +187,10 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # FastAPI's own OpenTelemetry (0.16x) is off: paymux makes its spans and metrics itself
+        # (api/middleware.py, observability/), with the request line masked first; FastAPI's
+        # would record the raw URL, and asked the global providers on every request (2.4 us).
+        telemetry={"tracing": False, "metrics": False, "logs": False, "auto_configure": False},
     )
     # Routes are matched in order, each included router's one by one (a regular expression
     # each): the webhooks' one route first, since deliveries come fastest, then the payments.
