@@ -21,6 +21,7 @@ from sqlalchemy import event
 from paymux.security.envelope import generate_key_entry
 from paymux.services.context import current_livemode
 from paymux.services.request_log import WITHHELD, ApiCall, RequestLog
+from paymux.storage.driver import observe
 from support.dashboard import harness_client, page
 from support.databases import migrated_database_fixture
 from support.harness import START_US, Harness
@@ -308,8 +309,12 @@ def test_many_calls_are_written_with_one_batched_insert_per_batch(db: str, tmp_p
             if statement.lstrip().upper().startswith("INSERT INTO REQUEST_LOG"):
                 inserts.append(statement)
 
+        def driven(sql: str, _: float) -> None:  # PostgreSQL's: a driver statement
+            count(None, None, sql)
+
         engine = h.app.ctx.db.writer.sync_engine
         event.listen(engine, "before_cursor_execute", count)
+        stop_driven = observe(driven)
         try:
             for n in range(30):
                 r = await h.http.get(f"/v1/customers?limit={n % 5 + 1}")
@@ -329,7 +334,53 @@ def test_many_calls_are_written_with_one_batched_insert_per_batch(db: str, tmp_p
             await small.close()
         finally:
             event.remove(engine, "before_cursor_execute", count)
+            stop_driven()
         assert len(await rows(h, "acct_batch")) == 25
+
+    run(db, tmp_path, test)
+
+
+def test_a_batch_keeps_each_calls_values_nulls_and_modes_included(db: str, tmp_path: Path) -> None:
+    """The batch's columns (arrays on PostgreSQL) land in their own rows: no value of one call
+    in another's row, None kept as NULL, both modes, quotes and non-ASCII text as sent."""
+
+    async def test(h: Harness, _: RequestLog) -> None:
+        log = RequestLog(h.app.ctx, interval=3600.0)
+        log.note(call("acct_vals", 1, key_id=None, request_id=None, status=402))
+        log.note(
+            call(
+                "acct_vals", 2, livemode=True, method="POST", body=b'{"name": "O\'Brien \xc3\xa9"}'
+            )
+        )
+        log.note(call("acct_vals", 3, route="/v1/refunds", path="/v1/refunds/re_1", duration_us=-5))
+        assert await log.flush() == 3
+        found = await rows(h, "acct_vals")
+        assert [tuple(r) for r in found] == [
+            ("GET", "/v1/customers", "/v1/customers/n1", 402, 1501, None, None, None, False),
+            (
+                "POST",
+                "/v1/customers",
+                "/v1/customers/n2",
+                200,
+                1502,
+                "req_noted002",
+                "key_noted",
+                '{"name": "O\'Brien \u00e9"}',
+                True,
+            ),
+            (
+                "GET",
+                "/v1/refunds",
+                "/v1/refunds/re_1",
+                200,
+                0,
+                "req_noted003",
+                "key_noted",
+                None,
+                False,
+            ),
+        ]
+        await log.close()
 
     run(db, tmp_path, test)
 
