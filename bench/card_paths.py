@@ -52,6 +52,7 @@ async def measure(url: str, tmp: Path, n: int, show: bool) -> None:
         for engine in paymux_engines(core):
             counter.attach(engine)
         stop_observing = driver.observe(counter.driver_statement)
+        stop_boundaries = driver.observe_transactions(counter.boundary)
 
         async def tokenize(number: str) -> str:
             r = await client.post(
@@ -105,6 +106,7 @@ async def measure(url: str, tmp: Path, n: int, show: bool) -> None:
                 for sql in one:
                     print("      " + (sql if len(sql) < 140 else sql[:137] + "..."))
         stop_observing()
+        stop_boundaries()
 
 
 def main() -> None:

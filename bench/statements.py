@@ -52,26 +52,35 @@ class Counter:
 
     def attach(self, engine: Any) -> None:
         sync = engine.sync_engine
+        # PostgreSQL's transactions are lean (storage/db.py ``_LeanSession``): their BEGIN and
+        # COMMIT come from ``driver.observe_transactions`` (``boundary``); SQLAlchemy's
+        # connection shows them too once one is made an ORM session, so not counted twice.
+        lean = sync.dialect.name == "postgresql"
 
         @event.listens_for(sync, "begin")
         def _begin(conn: Any) -> None:
-            if self.on:
+            if self.on and not lean:
                 self.log.append("BEGIN")
 
         @event.listens_for(sync, "commit")
         def _commit(conn: Any) -> None:
-            if self.on:
+            if self.on and not lean:
                 self.log.append("COMMIT")
 
         @event.listens_for(sync, "rollback")
         def _rollback(conn: Any) -> None:
-            if self.on:
+            if self.on and not lean:
                 self.log.append("ROLLBACK")
 
         @event.listens_for(sync, "before_cursor_execute")
         def _execute(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
             if self.on and not sql.lstrip().upper().startswith("BEGIN"):
                 self.log.append(" ".join(sql.split()))
+
+    def boundary(self, name: str) -> None:
+        """A lean transaction's BEGIN, COMMIT or ROLLBACK (``driver.observe_transactions``)."""
+        if self.on:
+            self.log.append(name)
 
     def driver_statement(self, sql: str, seconds: float) -> None:
         """A statement sent on the driver (storage.driver), past SQLAlchemy's events."""
@@ -111,6 +120,7 @@ async def measure(url: str, tmp: Path, n: int, idempotency: bool, show: bool, cp
         for engine in paymux_engines(core):
             counter.attach(engine)
         stop_observing = driver.observe(counter.driver_statement)
+        stop_boundaries = driver.observe_transactions(counter.boundary)
         for _ in range(5):
             pi = await payment(client)
         counter.on = True
@@ -141,6 +151,7 @@ async def measure(url: str, tmp: Path, n: int, idempotency: bool, show: bool, cp
             for sql in counter.log:
                 print("    " + (sql if len(sql) < 140 else sql[:137] + "..."))
         stop_observing()
+        stop_boundaries()
     for name, entries in (("payment (create + confirm)", pay_log), ("GET one intent", get_log)):
         kinds = collections.Counter(kind(s) for s in entries)
         total = len(entries)

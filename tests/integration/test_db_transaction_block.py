@@ -55,11 +55,21 @@ def test_a_block_commits_once_and_gives_its_connection_back(db_url: str) -> None
             def checkin(dbapi_connection: Any, record: Any) -> None:
                 seen.append("checkin")
 
+            real_commit = driver.commit_lean
+
+            async def lean_commit(c: Any) -> None:  # PostgreSQL's (storage/db.py _LeanSession)
+                seen.append("commit")
+                await real_commit(c)
+
             event.listen(db.writer.sync_engine, "commit", commit)
             event.listen(db.writer.sync_engine.pool, "checkin", checkin)
-            async with db.write() as s:
-                await driver.execute(s, _INSERT, {"id": "a"})
-                await driver.later(s, _INSERT, {"id": "b"})  # held: sent before the COMMIT
+            driver.commit_lean = lean_commit  # type: ignore[assignment]
+            try:
+                async with db.write() as s:
+                    await driver.execute(s, _INSERT, {"id": "a"})
+                    await driver.later(s, _INSERT, {"id": "b"})  # held: sent before the COMMIT
+            finally:
+                driver.commit_lean = real_commit  # type: ignore[assignment]
             event.remove(db.writer.sync_engine, "commit", commit)
             event.remove(db.writer.sync_engine.pool, "checkin", checkin)
             return await _rows(db), seen, _out(db)

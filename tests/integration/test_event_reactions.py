@@ -70,3 +70,63 @@ def test_a_failing_reaction_never_undoes_the_change_that_emitted_the_event(
     assert asyncio.run(scenario()) == (1, "Shop", 3)
     assert seen == ["cus_r"]
     assert "reaction breaks to customer.created failed" in caplog.text
+
+
+class _Plain:
+    """The emitter's plain row (as services/attempts.py's settle row): no session holds it."""
+
+    def __init__(self, id: str) -> None:
+        self.id = id
+        self.note: str | None = None
+
+
+def test_a_reaction_without_statements_runs_outside_a_savepoint_and_its_error_is_logged(
+    db: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``react_to_row``'s ``without_statements``: when it holds, the reaction runs without a
+    savepoint (on PostgreSQL the transaction is not made an ORM session: storage/db.py
+    ``_LeanSession``); an error is logged and the emitter's change stands. When it does not
+    hold, or raises, the reaction runs in its savepoint as any other."""
+    calls: list[tuple[str, bool]] = []
+
+    async def marks(
+        s: AsyncSession, account_id: str, obj: dict[str, Any], now: int, row: Any
+    ) -> None:
+        in_savepoint = s.in_nested_transaction()
+        calls.append((str(obj["id"]), in_savepoint))
+        if isinstance(row, _Plain):
+            row.note = "set"
+        if obj.get("breaks"):
+            raise RuntimeError("plain reaction broke")
+
+    def plain(obj: dict[str, Any], row: Any) -> bool:
+        if obj.get("gate_breaks"):
+            raise ValueError("gate broke")
+        return isinstance(row, _Plain)
+
+    monkeypatch.setattr(context, "_REACTIONS", {})  # this test's reactions only
+    context.react_to_row(TYPE, marks, without_statements=plain)
+
+    async def scenario() -> tuple[int, list[bool]]:
+        database = Database(db, pool_size=1)
+        rows = [_Plain("cus_a"), _Plain("cus_b")]
+        try:
+            async with database.write() as s:
+                await s.execute(text(
+                    "insert into accounts (id, name, created_us) values ('acct_p', 'Shop', 1)"))
+                await emit(s, "acct_p", TYPE, {"id": "cus_a"}, 2, subject=rows[0])
+                await emit(s, "acct_p", TYPE, {"id": "cus_b", "breaks": True}, 2, subject=rows[1])
+                await emit(s, "acct_p", TYPE, {"id": "cus_c"}, 2, subject=None)
+                await emit(s, "acct_p", TYPE, {"id": "cus_d", "gate_breaks": True}, 2)
+            async with database.read() as s:
+                events = (await s.execute(text(
+                    "select count(*) from events where account_id = 'acct_p'"))).scalar_one()
+            return int(events), [r.note == "set" for r in rows]
+        finally:
+            await database.dispose()
+
+    assert asyncio.run(scenario()) == (4, [True, True])
+    # Plain rows: no savepoint; no row, or a gate that broke: in a savepoint.
+    assert calls == [("cus_a", False), ("cus_b", False), ("cus_c", True), ("cus_d", True)]
+    assert "reaction marks to customer.created failed" in caplog.text
+    assert "gate plain of a reaction to customer.created failed" in caplog.text

@@ -189,7 +189,7 @@ def test_a_double_confirm_decided_while_the_first_is_applied_is_refused(
             # The settle's reaction held (the buckets are settled after it, by the intent's
             # UPDATE: migration 0038's trigger), in the first's settling transaction.
             for type_, reactions in list(context._REACTIONS.items()):
-                held = [(settle if r is real_settle else r, w, row) for r, w, row in reactions]
+                held = [(settle if r is real_settle else r, *rest) for r, *rest in reactions]
                 monkeypatch.setitem(context._REACTIONS, type_, held)
 
             async def confirm(name: str) -> Any:

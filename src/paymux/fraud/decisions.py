@@ -164,7 +164,9 @@ class FraudEngine:
             "payment_intent.amount_capturable_updated",
         ):
             # A module function: registered once per process.
-            react_to_row(event, on_settled, when=_counted_unsettled)
+            react_to_row(
+                event, on_settled, when=_counted_unsettled, without_statements=_given_plain_row
+            )
 
     async def facts(
         self,
@@ -406,6 +408,12 @@ def _plain_row_of(subject: Any, obj: dict[str, Any]) -> bool:
         and inspect(subject, raiseerr=False) is None
         and getattr(subject, "id", None) == obj["id"]
     )
+
+
+def _given_plain_row(obj: dict[str, Any], pi: Any) -> bool:
+    """``on_settled`` runs no statement (``react_to_row``'s ``without_statements``): it was
+    given the emitter's plain row, which it changes and its emitter writes."""
+    return _plain_row_of(pi, obj)
 
 
 def _counted_unsettled(obj: dict[str, Any], pi: Any) -> bool:

@@ -5,10 +5,12 @@ process's single writer connection, so concurrent writers queue for it (and wait
 processes' writers, see below) instead of failing mid-transaction with SQLITE_BUSY;
 ``db.read()`` opens a plain one. On PostgreSQL both are ordinary transactions, on pooled
 connections checked at checkout (``pool_pre_ping``), the transaction's BEGIN serving as the
-check (``_ping_once``). ``db.one_row()`` runs one statement that is its own transaction (GET
-of one object, the rate limit's count): on PostgreSQL on a connection checked out without the
-ping, run again on a pinged one if that connection was closed; on SQLite a read runs on one
-reader connection the process holds (``_held_read``).
+check (``_ping_once``), and lean: the block gets a session that is only the pooled connection
+until code uses it as an ORM session (``_LeanSession``; the driver's statements never do).
+``db.one_row()`` runs one statement that is its own transaction (GET of one object, the rate
+limit's count): on PostgreSQL on a connection checked out without the ping, run again on a
+pinged one if that connection was closed; on SQLite a read runs on one reader connection the
+process holds (``_held_read``).
 
 SQLite runs on the inline driver (``sqlite_inline``: sqlite3 calls on the event loop, no
 thread hop per cursor call); ``sqlite+aiosqlite://`` URLs are mapped to it, and waits for
@@ -27,8 +29,10 @@ from typing import Any, Final, NamedTuple, cast
 
 import orjson
 from sqlalchemy import Engine, Row, event, exc
+from sqlalchemy.engine import Connection
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -257,14 +261,6 @@ class _Kept(NamedTuple):
     driver_connection: Any
 
 
-async def _checked_out(session: AsyncSession) -> None:
-    """The session's PostgreSQL connection, checked out now with its transaction's BEGIN as
-    the pool's ping (``_ping_once``): one round trip where the ping, then the BEGIN sent
-    before the first statement, took two (three per payment; issue 10)."""
-    with _set(_BEGIN_AS_PING):
-        await session.connection()
-
-
 def _commit_and_close(session: Session) -> None:
     try:
         session.commit()
@@ -278,26 +274,155 @@ def _commit_and_close(session: Session) -> None:
 
 
 @asynccontextmanager
-async def _transaction(session: AsyncSession, is_sqlite: bool) -> AsyncIterator[AsyncSession]:
-    """``session``'s transaction: committed and its connection returned to the pool when the
-    block ends, in ONE greenlet call (``async with session, session.begin()`` made four: the
-    begin, the checkout, the commit, the close, and a task for the close; 0.08-0.1 ms of
-    CPU per transaction, two per payment; issue 10). On error (a cancellation included) the
-    session is closed, which rolls the transaction back, in a task shielded from the
+async def _transaction(session: AsyncSession) -> AsyncIterator[AsyncSession]:
+    """SQLite: ``session``'s transaction, committed and its connection returned to the pool
+    when the block ends, in ONE greenlet call (``async with session, session.begin()`` made
+    four: the begin, the checkout, the commit, the close, and a task for the close; 0.08-0.1
+    ms of CPU per transaction, two per payment; issue 10). On error (a cancellation included)
+    the session is closed, which rolls the transaction back, in a task shielded from the
     cancellation, as ``AsyncSession.__aexit__`` closes it: the connection always goes back.
-    On PostgreSQL the connection is checked out first, its BEGIN as the ping
-    (``_checked_out``); on SQLite the session's transaction is begun (no statement: its
-    connection and BEGIN IMMEDIATE come with the first statement)."""
+    The session's transaction is begun without a statement: its connection and BEGIN
+    IMMEDIATE come with the first statement. (PostgreSQL's: ``_lean_transaction``.)"""
     try:
-        if is_sqlite:
-            session.sync_session.begin()
-        else:
-            await _checked_out(session)
+        session.sync_session.begin()
         yield session
         await session.run_sync(_commit_and_close)
     except BaseException:
         await asyncio.shield(asyncio.create_task(session.close()))
         raise
+
+
+class _LeanSession(AsyncSession):
+    """PostgreSQL: the session of a ``Database.write()`` / ``read()`` transaction, which is an
+    ORM session only once code uses it as one.
+
+    Why: SQLAlchemy's session, its transaction and connection objects, their events and
+    state machines cost about 190 us of CPU a transaction around the checkout, the BEGIN and
+    the COMMIT (a transaction of one driver statement: 390 us, against 206 us for the pool's
+    checkout and check-in and asyncpg's own transaction; bench/transactions.py), two
+    transactions a payment (issue 10). The payment's statements are the driver's
+    (storage/driver.py), which need only the pooled connection.
+
+    So the transaction starts as the pooled connection checked out (the BEGIN its ping,
+    ``_ping_once``), the driver's statements run on it (``driver.LEAN_DRIVEN``), and the
+    COMMIT (``driver.commit_lean``) and the check-in end it. The first use of anything of
+    ``AsyncSession`` (``execute``, ``add``, ``flush``, ``begin_nested``, ``info``...) reaches
+    ``sync_session``, which makes the ORM session then, bound to a SQLAlchemy connection
+    on the SAME pooled connection, inside the same transaction: the ORM's statements, the
+    driver's and their held writes (``driver.adopt``) are one transaction; the session's
+    COMMIT (or ROLLBACK) ends it."""
+
+    def __init__(self, engine: AsyncEngine, pooled: PoolProxiedConnection) -> None:
+        # Not AsyncSession.__init__: that is ``_orm``'s, at the first use as a session.
+        self.__dict__[driver.LEAN_DRIVEN] = driver.lean_connection(
+            pooled.dbapi_connection, pooled.driver_connection, engine.dialect, None
+        )
+        self.__dict__[driver.LEAN_ORM] = None
+        self.__dict__["_lean_engine"] = engine
+        self.__dict__["_lean_pooled"] = pooled
+        self.__dict__["_lean_connection"] = None
+
+    def _orm(self) -> Session:
+        made: Session | None = self.__dict__[driver.LEAN_ORM]
+        if made is None:
+            engine: AsyncEngine = self.__dict__["_lean_engine"]
+            pooled: PoolProxiedConnection = self.__dict__["_lean_pooled"]
+            # The pooled connection's transaction is open (its BEGIN sent, or sent by the
+            # adapter before the next statement); SQLAlchemy's connection "begins" it
+            # without a statement (the dialect's do_begin sends nothing).
+            connection = Connection(engine.sync_engine, connection=pooled)
+            self.__dict__["_lean_connection"] = connection
+            driver.adopt(self.__dict__[driver.LEAN_DRIVEN], connection)
+            AsyncSession.__init__(
+                self, bind=AsyncConnection(engine, connection), expire_on_commit=False
+            )
+            made = self.__dict__[driver.LEAN_ORM]
+            assert made is not None
+            # The session's transaction begun and holding the connection now (no I/O: the
+            # dialect's do_begin sends nothing), so that its COMMIT commits what the driver's
+            # statements wrote even if the ORM runs no statement of its own.
+            made.begin()
+            made.connection()
+        return made
+
+    def _set_orm(self, session: Session) -> None:
+        self.__dict__[driver.LEAN_ORM] = session
+
+    sync_session = property(_orm, _set_orm)
+    _proxied = property(_orm, _set_orm)
+
+    @property
+    def used_as_session(self) -> bool:
+        return self.__dict__[driver.LEAN_ORM] is not None
+
+
+def orm_untouched(session: AsyncSession) -> bool:
+    """``session`` is a lean transaction's not yet used as an ORM session: it holds no ORM
+    object, no pending change (nothing to flush)."""
+    return isinstance(session, _LeanSession) and not session.used_as_session
+
+
+def _end_lean_orm(session: Session, connection: Connection, commit: bool) -> None:
+    """The ORM session's end (in a greenlet): COMMIT (its pending changes flushed, the held
+    writes sent by the connection's ``commit`` event) or ROLLBACK, then the connection back
+    to the pool."""
+    try:
+        if commit:
+            try:
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+        session.close()
+    finally:
+        connection.close()  # the pooled connection checked in (reset: ROLLBACK if open)
+
+
+@asynccontextmanager
+async def _lean_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
+    """A PostgreSQL transaction of ``Database.write()`` / ``read()`` (``_LeanSession``)."""
+    with _set(_BEGIN_AS_PING):
+        pooled = await engine.raw_connection()
+    lean = _LeanSession(engine, pooled)
+    driver.boundary("BEGIN")
+    try:
+        yield lean
+        driven = lean.__dict__[driver.LEAN_DRIVEN]
+        if lean.used_as_session:
+            # The session's COMMIT (its changes flushed, the held writes sent before it by
+            # the connection's event); the connection back to the pool.
+            await greenlet_spawn(
+                _end_lean_orm, lean.sync_session, lean.__dict__["_lean_connection"], True
+            )
+        else:
+            await driver.send_held(driven)  # an error here: rolled back below
+            try:
+                await driver.commit_lean(driven)
+            except BaseException:
+                pooled.invalidate()  # a failed COMMIT: the connection is not used again
+                raise
+            await greenlet_spawn(pooled.close)
+        driver.boundary("COMMIT")
+    except BaseException:
+        # As the ORM's ``_transaction``: the transaction rolled back and the connection
+        # returned, shielded from a cancellation (the pool's reset sends the ROLLBACK; a
+        # connection it fails on is invalidated).
+        await asyncio.shield(asyncio.create_task(_abandon_lean(lean)))
+        raise
+
+
+async def _abandon_lean(lean: _LeanSession) -> None:
+    driver.boundary("ROLLBACK")
+    pooled: PoolProxiedConnection = lean.__dict__["_lean_pooled"]
+    if pooled.dbapi_connection is None:
+        return  # invalidated (a failed COMMIT), or already checked in
+    lean.__dict__[driver.LEAN_DRIVEN].held = []  # never sent
+    if lean.used_as_session:
+        await greenlet_spawn(
+            _end_lean_orm, lean.sync_session, lean.__dict__["_lean_connection"], False
+        )
+    else:
+        await greenlet_spawn(pooled.close)
 
 
 class Database:
@@ -364,12 +489,20 @@ class Database:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
         """One write transaction: committed when the block ends, rolled back on error."""
-        async with _transaction(self._write_sessions(), self.is_sqlite) as session:
+        if not self.is_sqlite:
+            async with _lean_transaction(self.writer) as lean:
+                yield lean
+            return
+        async with _transaction(self._write_sessions()) as session:
             yield session
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
-        async with _transaction(self._read_sessions(), self.is_sqlite) as session:
+        if not self.is_sqlite:
+            async with _lean_transaction(self.reader) as lean:
+                yield lean
+            return
+        async with _transaction(self._read_sessions()) as session:
             yield session
 
     async def first_row(self, statement: Executable, params: Mapping[str, Any]) -> Row[Any] | None:

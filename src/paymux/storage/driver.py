@@ -286,6 +286,25 @@ _TOGETHER: Final[weakref.WeakSet[Pool]] = weakref.WeakSet()
 _HOLDING: Final[weakref.WeakKeyDictionary[Connection, _Connection]] = weakref.WeakKeyDictionary()
 
 
+_BOUNDARY_OBSERVERS: list[Callable[[str], None]] = []
+
+
+def observe_transactions(callback: Callable[[str], None]) -> Callable[[], None]:
+    """Call ``callback("BEGIN" | "COMMIT" | "ROLLBACK")`` at the boundaries of each lean
+    transaction (PostgreSQL's ``Database.write()`` / ``read()``, storage/db.py
+    ``_LeanSession``), which SQLAlchemy's engine events do not see (benches, tests); returns
+    the function that stops it. A lean transaction made an ORM session also shows its
+    SQLAlchemy connection's ``begin`` and ``commit`` events, from the moment it was made one."""
+    _BOUNDARY_OBSERVERS.append(callback)
+    return lambda: _BOUNDARY_OBSERVERS.remove(callback)
+
+
+def boundary(name: str) -> None:
+    """A lean transaction's boundary, for ``observe_transactions``'s callbacks."""
+    for callback in _BOUNDARY_OBSERVERS:
+        callback(name)
+
+
 def observe(callback: Callable[[str, float], None]) -> Callable[[], None]:
     """Call ``callback(sql, seconds)`` after each driver statement (benches, tests); returns
     the function that stops it."""
@@ -293,7 +312,64 @@ def observe(callback: Callable[[str, float], None]) -> Callable[[], None]:
     return lambda: _OBSERVERS.remove(callback)
 
 
+# The attribute of a lean transaction's session (storage/db.py ``_LeanSession``) holding its
+# driver connection; its ORM session, once made, is ``_LEAN_ORM``'s.
+LEAN_DRIVEN: Final = "_paymux_driven"
+LEAN_ORM: Final = "_paymux_orm"
+_COMMIT: Final = Statement("COMMIT")  # named in a failed COMMIT's error
+
+
+def lean_connection(
+    adapter: Any, driver_connection: Any, dialect: Dialect, sync_connection: Connection | None
+) -> _Connection:
+    """The driver connection of a lean transaction (PostgreSQL, storage/db.py): its held
+    writes go before the ORM's statements and COMMIT on ``sync_connection`` once the
+    transaction is used as an ORM session (``adopt``)."""
+    found = _Connection(adapter, driver_connection, dialect, holds_writes=True)
+    if sync_connection is not None:
+        adopt(found, sync_connection)
+    return found
+
+
+def adopt(c: _Connection, sync_connection: Connection) -> None:
+    """``sync_connection`` (the SQLAlchemy connection a lean transaction's ORM session runs
+    on) sends ``c``'s held writes before its statements and COMMIT, and drops them at its
+    ROLLBACK (``send_writes_together``'s events)."""
+    _HOLDING[sync_connection] = c
+
+
+async def send_held(c: _Connection) -> None:
+    """``c``'s held writes sent now (a lean transaction's, before its COMMIT)."""
+    if c.held:
+        await _send_held(c)
+
+
+async def commit_lean(c: _Connection) -> None:
+    """A lean transaction's COMMIT (nothing when nothing began; its held writes sent first
+    by ``send_held``). An error is SQLAlchemy's, as the ORM's COMMIT raises it
+    (``DBAPIError``)."""
+    adapter = c.adapter
+    if adapter._transaction is None:
+        return
+    try:
+        await adapter._call_and_discard(adapter._transaction.commit)
+    except Exception as error:
+        try:
+            adapter._handle_exception(error)
+        except Exception as translated:
+            raise _wrapped(_COMMIT, translated, adapter.dbapi.Error) from error
+        raise  # pragma: no cover (_handle_exception always raises)
+
+
 async def _connection(session: AsyncSession) -> _Connection:
+    lean: _Connection | None = session.__dict__.get(LEAN_DRIVEN)
+    if lean is not None:
+        if session.__dict__.get(LEAN_ORM) is not None:
+            # Used as an ORM session: a ``begin_nested()`` block's SAVEPOINT, if not sent.
+            current = session.sync_session._transaction
+            if current is not None and current.nested and not current._connections:
+                await session.connection()
+        return lean
     transaction = session.sync_session.get_transaction()
     if transaction is None or not transaction.is_active:
         raise RuntimeError(
