@@ -297,11 +297,11 @@ class _LeanSession(AsyncSession):
     ORM session only once code uses it as one.
 
     Why: SQLAlchemy's session, its transaction and connection objects, their events and
-    state machines cost about 190 us of CPU a transaction around the checkout, the BEGIN and
-    the COMMIT (a transaction of one driver statement: 390 us, against 206 us for the pool's
-    checkout and check-in and asyncpg's own transaction; bench/transactions.py), two
-    transactions a payment (issue 10). The payment's statements are the driver's
-    (storage/driver.py), which need only the pooled connection.
+    state machines cost about 160 us of CPU a transaction around the checkout, the BEGIN and
+    the COMMIT (a transaction of one driver statement: 380 us as an ORM session, 223 us lean,
+    191 us for the pool's checkout and check-in around asyncpg's own transaction;
+    bench/transactions.py), two transactions a payment (issue 10). The payment's statements
+    are the driver's (storage/driver.py), which need only the pooled connection.
 
     So the transaction starts as the pooled connection checked out (the BEGIN its ping,
     ``_ping_once``), the driver's statements run on it (``driver.LEAN_DRIVEN``), and the
