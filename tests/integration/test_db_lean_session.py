@@ -8,7 +8,8 @@ PostgreSQL:
 - a block that touches the ORM without a statement of its own still commits the driver's
   writes (its session's COMMIT is the connection's);
 - an error after the ORM took over keeps nothing; a savepoint undoes its own writes only;
-- a cancelled block keeps nothing and gives its connection back;
+- a cancelled block keeps nothing and gives its connection back (test_db_transaction_block.py,
+  with and without the ORM);
 - a COMMIT that fails (a deferred constraint) raises SQLAlchemy's IntegrityError, keeps
   nothing, and the connection is not reused (the pool holds none checked out; the next block
   works);
@@ -23,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,25 +67,37 @@ def _out(db: Database) -> int:
     return int(db.writer.pool.checkedout())  # type: ignore[attr-defined]
 
 
-def test_driver_held_and_orm_statements_are_one_transaction(pg_url: str) -> None:
-    async def main() -> tuple[list[Any], bool, bool, list[str], int]:
-        db = Database(pg_url)
+def _run(
+    url: str, block: Callable[[Database], Awaitable[Any]], *, deferred: bool = False
+) -> tuple[Any, list[str], int]:
+    """``block(db)`` on a fresh ``Database`` with an empty ``lean_t``; then (its result, the
+    rows committed, the connections still checked out)."""
+
+    async def main() -> tuple[Any, list[str], int]:
+        db = Database(url, pool_size=1)
         try:
-            await _table(db)
-            async with db.write() as s:
-                await driver.execute(s, _INSERT, {"id": "a"})
-                [(before,)] = await driver.fetch(s, _TXID, {})
-                untouched = orm_untouched(s)
-                await driver.later(s, _INSERT, {"id": "b"})  # held: sent before the ORM's
-                orm = (await s.execute(text("SELECT txid_current()"))).scalar_one()
-                await s.execute(text("INSERT INTO lean_t (id) VALUES ('c')"))
-                [(after,)] = await driver.fetch(s, _TXID, {})
-                touched = not orm_untouched(s)
-            return [before, orm, after], untouched, touched, await _rows(db), _out(db)
+            await _table(db, deferred=deferred)
+            found = await block(db)
+            return found, await _rows(db), _out(db)
         finally:
             await db.dispose()
 
-    txids, untouched, touched, rows, out = asyncio.run(main())
+    return asyncio.run(main())
+
+
+def test_driver_held_and_orm_statements_are_one_transaction(pg_url: str) -> None:
+    async def block(db: Database) -> tuple[list[Any], bool, bool]:
+        async with db.write() as s:
+            await driver.execute(s, _INSERT, {"id": "a"})
+            [(before,)] = await driver.fetch(s, _TXID, {})
+            untouched = orm_untouched(s)
+            await driver.later(s, _INSERT, {"id": "b"})  # held: sent before the ORM's
+            orm = (await s.execute(text("SELECT txid_current()"))).scalar_one()
+            await s.execute(text("INSERT INTO lean_t (id) VALUES ('c')"))
+            [(after,)] = await driver.fetch(s, _TXID, {})
+            return [before, orm, after], untouched, not orm_untouched(s)
+
+    (txids, untouched, touched), rows, out = _run(pg_url, block)
     assert txids[0] == txids[1] == txids[2]
     assert untouched and touched
     assert rows == ["a", "b", "c"]
@@ -94,119 +107,61 @@ def test_driver_held_and_orm_statements_are_one_transaction(pg_url: str) -> None
 def test_a_touch_of_the_orm_without_a_statement_still_commits_the_driver_writes(
     pg_url: str,
 ) -> None:
-    async def main() -> tuple[list[str], int]:
-        db = Database(pg_url)
-        try:
-            await _table(db)
-            async with db.write() as s:
-                await driver.execute(s, _INSERT, {"id": "a"})
-                await driver.later(s, _INSERT, {"id": "b"})
-                s.info["touched"] = True  # the ORM session is made here; no statement of its own
-                assert not orm_untouched(s)
-            return await _rows(db), _out(db)
-        finally:
-            await db.dispose()
+    async def block(db: Database) -> bool:
+        async with db.write() as s:
+            await driver.execute(s, _INSERT, {"id": "a"})
+            await driver.later(s, _INSERT, {"id": "b"})
+            s.info["touched"] = True  # the ORM session is made here; no statement of its own
+            return orm_untouched(s)
 
-    assert asyncio.run(main()) == (["a", "b"], 0)
+    assert _run(pg_url, block) == (False, ["a", "b"], 0)
 
 
 def test_an_error_after_the_orm_took_over_keeps_nothing(pg_url: str) -> None:
-    async def main() -> tuple[list[str], int]:
-        db = Database(pg_url)
-        try:
-            await _table(db)
-            with pytest.raises(ValueError, match="the block's own"):
-                async with db.write() as s:
-                    await driver.execute(s, _INSERT, {"id": "a"})
-                    await s.execute(text("INSERT INTO lean_t (id) VALUES ('b')"))
-                    await driver.later(s, _INSERT, {"id": "c"})
-                    raise ValueError("the block's own")
-            return await _rows(db), _out(db)
-        finally:
-            await db.dispose()
+    async def block(db: Database) -> None:
+        with pytest.raises(ValueError, match="the block's own"):
+            async with db.write() as s:
+                await driver.execute(s, _INSERT, {"id": "a"})
+                await s.execute(text("INSERT INTO lean_t (id) VALUES ('b')"))
+                await driver.later(s, _INSERT, {"id": "c"})
+                raise ValueError("the block's own")
 
-    assert asyncio.run(main()) == ([], 0)
+    assert _run(pg_url, block) == (None, [], 0)
 
 
 def test_a_savepoint_undoes_its_own_writes_only(pg_url: str) -> None:
-    async def main() -> tuple[list[str], int]:
-        db = Database(pg_url)
-        try:
-            await _table(db)
-            async with db.write() as s:
-                await driver.execute(s, _INSERT, {"id": "a"})
-                await driver.later(s, _INSERT, {"id": "b"})  # before the savepoint: kept
-                with pytest.raises(RuntimeError):
-                    async with s.begin_nested():
-                        await driver.execute(s, _INSERT, {"id": "x"})
-                        await driver.later(s, _INSERT, {"id": "y"})
-                        raise RuntimeError("undo the savepoint")
-                await driver.execute(s, _INSERT, {"id": "c"})
-            return await _rows(db), _out(db)
-        finally:
-            await db.dispose()
+    async def block(db: Database) -> None:
+        async with db.write() as s:
+            await driver.execute(s, _INSERT, {"id": "a"})
+            await driver.later(s, _INSERT, {"id": "b"})  # before the savepoint: kept
+            with pytest.raises(RuntimeError):
+                async with s.begin_nested():
+                    await driver.execute(s, _INSERT, {"id": "x"})
+                    await driver.later(s, _INSERT, {"id": "y"})
+                    raise RuntimeError("undo the savepoint")
+            await driver.execute(s, _INSERT, {"id": "c"})
 
-    assert asyncio.run(main()) == (["a", "b", "c"], 0)
-
-
-@pytest.mark.parametrize("orm", [False, True], ids=["driver-only", "orm-too"])
-def test_a_cancelled_block_keeps_nothing_and_gives_its_connection_back(
-    pg_url: str, orm: bool
-) -> None:
-    async def main() -> tuple[list[str], int]:
-        db = Database(pg_url)
-        try:
-            await _table(db)
-            inside = asyncio.Event()
-
-            async def block() -> None:
-                async with db.write() as s:
-                    await driver.execute(s, _INSERT, {"id": "a"})
-                    if orm:
-                        await s.execute(text("INSERT INTO lean_t (id) VALUES ('b')"))
-                    await driver.later(s, _INSERT, {"id": "c"})
-                    inside.set()
-                    await asyncio.sleep(30)
-
-            task = asyncio.create_task(block())
-            await inside.wait()
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
-            out = _out(db)
-            async with db.write() as s:  # the pool's connection works
-                await driver.execute(s, _INSERT, {"id": "z"})
-            assert out == 0
-            return await _rows(db), _out(db)
-        finally:
-            await db.dispose()
-
-    assert asyncio.run(main()) == (["z"], 0)
+    assert _run(pg_url, block) == (None, ["a", "b", "c"], 0)
 
 
 def test_a_failed_commit_raises_sqlalchemys_error_and_the_connection_is_not_reused(
     pg_url: str,
 ) -> None:
-    async def main() -> tuple[list[str], int, int]:
-        db = Database(pg_url, pool_size=1)
-        try:
-            await _table(db, deferred=True)
+    async def block(db: Database) -> tuple[bool, int]:
+        async with db.write() as s:
+            [(first_pid,)] = await driver.fetch(s, _PID, {})
+        with pytest.raises(exc.IntegrityError, match=r"(?i)duplicate|unique"):
             async with db.write() as s:
-                [(first_pid,)] = await driver.fetch(s, _PID, {})
-            with pytest.raises(exc.IntegrityError, match=r"(?i)duplicate|unique"):
-                async with db.write() as s:
-                    await driver.execute(s, _INSERT, {"id": "d"})
-                    await driver.execute(s, _INSERT, {"id": "d"})  # checked at the COMMIT
-            out = _out(db)
-            async with db.write() as s:
-                [(next_pid,)] = await driver.fetch(s, _PID, {})
-                await driver.execute(s, _INSERT, {"id": "e"})
-            assert next_pid != first_pid  # a new connection: the failed one was invalidated
-            return await _rows(db), out, _out(db)
-        finally:
-            await db.dispose()
+                await driver.execute(s, _INSERT, {"id": "d"})
+                await driver.execute(s, _INSERT, {"id": "d"})  # checked at the COMMIT
+        out = _out(db)
+        async with db.write() as s:
+            [(next_pid,)] = await driver.fetch(s, _PID, {})
+            await driver.execute(s, _INSERT, {"id": "e"})
+        # A new connection (pool of one): the failed one was invalidated, not reused.
+        return next_pid != first_pid, out
 
-    assert asyncio.run(main()) == (["e"], 0, 0)
+    assert _run(pg_url, block, deferred=True) == ((True, 0), ["e"], 0)
 
 
 def test_a_payments_transactions_are_never_made_orm_sessions(

@@ -110,7 +110,13 @@ def test_an_error_in_the_block_keeps_nothing_and_gives_the_connection_back(
     assert out == 0 and after == 0
 
 
-def test_a_cancelled_block_keeps_nothing_and_gives_the_connection_back(db_url: str) -> None:
+@pytest.mark.parametrize("orm", [False, True], ids=["driver-only", "orm-too"])
+def test_a_cancelled_block_keeps_nothing_and_gives_the_connection_back(
+    db_url: str, orm: bool
+) -> None:
+    """``orm``: the block also runs an ORM statement and holds a write (on PostgreSQL its
+    lean transaction is made an ORM session: storage/db.py ``_LeanSession``)."""
+
     async def main() -> tuple[list[str], int, bool]:
         db = Database(db_url)
         try:
@@ -121,6 +127,9 @@ def test_a_cancelled_block_keeps_nothing_and_gives_the_connection_back(db_url: s
             async def block() -> None:
                 async with db.write() as s:
                     await driver.execute(s, _INSERT, {"id": "a"})
+                    if orm:
+                        await s.execute(text("INSERT INTO tx_block (id) VALUES ('b')"))
+                        await driver.later(s, _INSERT, {"id": "c"})
                     inside.set()
                     await asyncio.sleep(30)
 

@@ -368,12 +368,9 @@ def _end_lean_orm(session: Session, connection: Connection, commit: bool) -> Non
     to the pool."""
     try:
         if commit:
-            try:
-                session.commit()
-            except BaseException:
-                session.rollback()
-                raise
-        session.close()
+            _commit_and_close(session)
+        else:
+            session.close()
     finally:
         connection.close()  # the pooled connection checked in (reset: ROLLBACK if open)
 
