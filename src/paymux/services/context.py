@@ -255,9 +255,8 @@ Reaction = Callable[[AsyncSession, str, dict[str, Any], int], Awaitable[None]]
 Gate = Callable[[dict[str, Any], Any], bool]
 # A reaction that also takes the emitter's row of the object (``react_to_row``).
 RowReaction = Callable[[AsyncSession, str, dict[str, Any], int, Any], Awaitable[None]]
-# By event type, in registration order: (reaction, gate, whether it takes the row).
-# (reaction, gate, whether it takes the row, when it runs no statement: ``react_to_row``'s
-# ``without_statements``).
+# By event type, in registration order: (reaction, gate, whether it takes the row, when it
+# runs no statement: ``react_to_row``'s ``without_statements``).
 _REACTIONS: dict[str, list[tuple[Reaction | RowReaction, Gate | None, bool, Gate | None]]] = {}
 _log = logging.getLogger(__name__)
 

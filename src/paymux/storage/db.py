@@ -315,7 +315,7 @@ class _LeanSession(AsyncSession):
     def __init__(self, engine: AsyncEngine, pooled: PoolProxiedConnection) -> None:
         # Not AsyncSession.__init__: that is ``_orm``'s, at the first use as a session.
         self.__dict__[driver.LEAN_DRIVEN] = driver.lean_connection(
-            pooled.dbapi_connection, pooled.driver_connection, engine.dialect, None
+            pooled.dbapi_connection, pooled.driver_connection, engine.dialect
         )
         self.__dict__[driver.LEAN_ORM] = None
         self.__dict__["_lean_engine"] = engine

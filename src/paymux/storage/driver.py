@@ -313,22 +313,17 @@ def observe(callback: Callable[[str, float], None]) -> Callable[[], None]:
 
 
 # The attribute of a lean transaction's session (storage/db.py ``_LeanSession``) holding its
-# driver connection; its ORM session, once made, is ``_LEAN_ORM``'s.
+# driver connection; its ORM session, once made, is ``LEAN_ORM``'s.
 LEAN_DRIVEN: Final = "_paymux_driven"
 LEAN_ORM: Final = "_paymux_orm"
 _COMMIT: Final = Statement("COMMIT")  # named in a failed COMMIT's error
 
 
-def lean_connection(
-    adapter: Any, driver_connection: Any, dialect: Dialect, sync_connection: Connection | None
-) -> _Connection:
-    """The driver connection of a lean transaction (PostgreSQL, storage/db.py): its held
-    writes go before the ORM's statements and COMMIT on ``sync_connection`` once the
-    transaction is used as an ORM session (``adopt``)."""
-    found = _Connection(adapter, driver_connection, dialect, holds_writes=True)
-    if sync_connection is not None:
-        adopt(found, sync_connection)
-    return found
+def lean_connection(adapter: Any, driver_connection: Any, dialect: Dialect) -> _Connection:
+    """The driver connection of a lean transaction (PostgreSQL, storage/db.py): its writes
+    held (``later``) until its next statement or COMMIT, and, once the transaction is used as
+    an ORM session, its SQLAlchemy connection's (``adopt``)."""
+    return _Connection(adapter, driver_connection, dialect, holds_writes=True)
 
 
 def adopt(c: _Connection, sync_connection: Connection) -> None:
