@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
+from sqlalchemy.util import greenlet_spawn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import databases, loadavg
@@ -61,7 +62,7 @@ async def measure(url: str, n: int, rounds: int) -> dict[str, list[tuple[float, 
             async with connection.transaction():
                 await connection.fetchrow("SELECT CAST($1 AS integer)", 1)
         finally:
-            pooled.close()
+            await greenlet_spawn(pooled.close)  # the check-in, as storage/db.py makes it
 
     async def bare() -> None:
         async with plain.transaction():

@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from sqlalchemy import exc, text
 
@@ -164,6 +165,36 @@ def test_a_failed_commit_raises_sqlalchemys_error_and_the_connection_is_not_reus
     assert _run(pg_url, block, deferred=True) == ((True, 0), ["e"], 0)
 
 
+@pytest.mark.parametrize("held", [False, True], ids=["at-commit", "at-held-writes"])
+def test_a_connection_lost_before_the_commit_keeps_nothing_and_is_not_reused(
+    pg_url: str, held: bool
+) -> None:
+    """The server ends the connection mid-transaction (a restart, a failover): the block's
+    end fails with SQLAlchemy's error (at the held writes sent before the COMMIT, or at the
+    COMMIT), nothing of the block is kept, no connection stays checked out, and the next
+    block runs on a new one."""
+
+    async def block(db: Database) -> tuple[bool, int]:
+        other = await asyncpg.connect(pg_url.replace("postgresql+asyncpg", "postgresql"))
+        try:
+            with pytest.raises(exc.DBAPIError):
+                async with db.write() as s:
+                    [(pid,)] = await driver.fetch(s, _PID, {})
+                    await driver.execute(s, _INSERT, {"id": "a"})
+                    if held:
+                        await driver.later(s, _INSERT, {"id": "b"})
+                    await other.execute("SELECT pg_terminate_backend($1)", pid)
+        finally:
+            await other.close()
+        out = _out(db)
+        async with db.write() as s:
+            [(next_pid,)] = await driver.fetch(s, _PID, {})
+            await driver.execute(s, _INSERT, {"id": "z"})
+        return next_pid != pid, out
+
+    assert _run(pg_url, block) == ((True, 0), ["z"], 0)
+
+
 def test_a_payments_transactions_are_never_made_orm_sessions(
     pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -203,9 +234,19 @@ def test_a_payments_transactions_are_never_made_orm_sessions(
             first = await h.post("/v1/payment_intents", body)  # caches warmed (key, rules)
             assert h.body(first)["status"] == "succeeded"
             made.clear()
-            for _ in range(3):
-                r = await h.post("/v1/payment_intents", body)
-                assert h.body(r)["status"] == "succeeded"
-            return list(made)
+            begun: list[str] = []
+            stop = driver.observe_transactions(
+                lambda name: begun.append(name) if name == "BEGIN" else None
+            )
+            try:
+                for _ in range(3):
+                    r = await h.post("/v1/payment_intents", body)
+                    assert h.body(r)["status"] == "succeeded"
+            finally:
+                stop()
+            return list(made), len(begun)
 
-    assert asyncio.run(main()) == []
+    made_sessions, lean_begun = asyncio.run(main())
+    assert made_sessions == []
+    # ... and they were lean ones: the create's and the settle's of each payment at least.
+    assert lean_begun >= 6

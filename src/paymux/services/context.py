@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, cast
@@ -361,21 +362,15 @@ async def emit(
     for reaction, when, with_row, without_statements in _REACTIONS.get(type_, ()):
         if when is not None and not _gate_allows(when, obj, subject, type_):
             continue  # nothing for it to do (no query, no savepoint)
-        if without_statements is not None and _gate_allows(
-            without_statements, obj, subject, type_, default=False
-        ):
-            try:  # no statement: no savepoint (react_to_row)
-                await cast(RowReaction, reaction)(session, account_id, obj, now_us, subject)
-            except Exception:
-                _log.exception(
-                    "reaction %s to %s failed", getattr(reaction, "__name__", "?"), type_
-                )
-            continue
         # Each in a savepoint: a reaction that fails is undone alone and logged, never the
         # change that emitted the event (a settled payment stays settled; checkout's sweep
-        # repairs a session its reaction left open).
+        # repairs a session its reaction left open). One that runs no statement needs none
+        # (``react_to_row``'s ``without_statements``).
+        plain = without_statements is not None and _gate_allows(
+            without_statements, obj, subject, type_, default=False
+        )
         try:
-            async with session.begin_nested():
+            async with nullcontext() if plain else session.begin_nested():
                 if with_row:
                     await cast(RowReaction, reaction)(session, account_id, obj, now_us, subject)
                 else:

@@ -64,6 +64,12 @@ _PATH_KEPT = 500
 _ROUTE_KEPT = 200
 _TABLE = cast(Table, RequestLogEntry.__table__)
 _INSERT = insert(_TABLE)  # built once (cached compiled); rows as one executemany (SQLite)
+# PostgreSQL: a batch is ONE execution, each column one array (asyncpg encodes them in C).
+# executemany ran the INSERT once per row, each with its own bind and execute, and
+# SQLAlchemy's executemany converted every row's parameters in Python: about 1.5 % of a GET's
+# CPU at 3,000 GETs/s (issue 10). The arrays' types are the table's as migration 0033 made it
+# (the model says ``Mapped[int]`` for the BIGINT columns); VARCHAR without a length, so that a
+# value too long fails as the INSERT's own would (a cast to VARCHAR(n) would cut it).
 _COLUMNS = (
     ("id", "VARCHAR"),
     ("account_id", "VARCHAR"),
@@ -78,10 +84,12 @@ _COLUMNS = (
     ("body", "TEXT"),
     ("created_us", "BIGINT"),
 )
-# PostgreSQL: a batch is ONE execution, each column one array (asyncpg encodes them in C).
-# executemany ran the INSERT once per row, each with its own bind and execute, and
-# SQLAlchemy's executemany converted every row's parameters in Python: about 1.5 % of a GET's
-# CPU at 3,000 GETs/s (issue 10).
+_INSERT_ARRAYS = Statement(
+    f"INSERT INTO request_log ({', '.join(name for name, _ in _COLUMNS)}) "  # noqa: S608 (ours)
+    "SELECT * FROM unnest("
+    + ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _COLUMNS)
+    + ")"
+)
 # The trim (driver statements: the flush's transaction is never made an ORM session,
 # storage/db.py ``_LeanSession``): the newest row past ``keep``, then it and older ones.
 _MINE = "account_id = :account AND livemode = :livemode"
@@ -94,12 +102,6 @@ _TRIM = Statement(
     f"DELETE FROM request_log WHERE {_MINE} "  # noqa: S608 (ours)
     "AND (created_us, id) <= (:created_us, :id)",
     binds={"livemode": Boolean()},
-)
-_INSERT_ARRAYS = Statement(
-    f"INSERT INTO request_log ({', '.join(name for name, _ in _COLUMNS)}) "  # noqa: S608 (ours)
-    "SELECT * FROM unnest("
-    + ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _COLUMNS)
-    + ")"
 )
 _PATH_TEXT = re.compile(r"/[A-Za-z0-9_/.{}\-]{0,199}")
 

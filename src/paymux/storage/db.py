@@ -384,7 +384,6 @@ async def _lean_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
     driver.boundary("BEGIN")
     try:
         yield lean
-        driven = lean.__dict__[driver.LEAN_DRIVEN]
         if lean.used_as_session:
             # The session's COMMIT (its changes flushed, the held writes sent before it by
             # the connection's event); the connection back to the pool.
@@ -392,6 +391,7 @@ async def _lean_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
                 _end_lean_orm, lean.sync_session, lean.__dict__["_lean_connection"], True
             )
         else:
+            driven = lean.__dict__[driver.LEAN_DRIVEN]
             await driver.send_held(driven)  # an error here: rolled back below
             try:
                 await driver.commit_lean(driven)

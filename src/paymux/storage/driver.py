@@ -335,8 +335,7 @@ def adopt(c: _Connection, sync_connection: Connection) -> None:
 
 async def send_held(c: _Connection) -> None:
     """``c``'s held writes sent now (a lean transaction's, before its COMMIT)."""
-    if c.held:
-        await _send_held(c)
+    await _send_held(c)
 
 
 async def commit_lean(c: _Connection) -> None:
