@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 from browser_timeouts import timed
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Page, Route, expect
 
 from conftest import Api
 from support.browser import CapturingServer, account_api, capturing_server, launched_chromium
@@ -194,6 +194,34 @@ def test_a_decline_on_the_merchant_page_shows_the_message_and_another_card_pays(
     expect(tab.frame_locator("#card iframe").locator("#number")).to_have_value("")
     enter_card(tab, "4242424242424242")
     expect(tab.locator("#result")).to_have_text("succeeded")
+
+
+def test_a_card_typed_before_the_form_is_ready_is_never_sent_by_the_page_itself(
+    tab: Page, api: Api, shop: MerchantSite, server: CapturingServer
+) -> None:
+    """A slow network: the sandbox form's script is held back while the payer types. The
+    button is disabled and Enter submits nothing (the browser's own submission would reload
+    the form, losing the card, and send its fields in the URL); once the script runs, the
+    same card pays. The card number went in one request only: the tokenization."""
+    held: list[Route] = []
+    tab.route("**/sandbox/static/elements.js", lambda route: held.append(route))
+    before = len(server.capture.requests)
+    pi = open_shop(tab, api, shop)
+    form = tab.frame_locator("#card iframe")
+    form.locator("#number").fill("4242424242424242")
+    form.locator("#cvc").fill(CVC)
+    form.locator("#postal_code").fill("75001")
+    expect(form.locator("#submit")).to_be_disabled()
+    form.locator("#cvc").press("Enter")
+    assert len(held) == 1
+    held[0].continue_()
+    form.locator("#submit").click()  # waits for the script to enable it
+    expect(tab.locator("#result")).to_have_text("succeeded")
+    assert api.ok("GET", f"/v1/payment_intents/{pi['id']}")["status"] == "succeeded"
+    seen = server.capture.requests[before:]
+    assert [r.method for r in seen if r.path == "/sandbox/elements"] == ["GET"]  # no reload
+    assert [(r.method, r.path) for r in seen if b"4242424242424242" in r.raw()] == [
+        ("POST", "/sandbox/v1/tokens")]
 
 
 def test_cors_is_on_the_publishable_routes_only_and_never_with_credentials(

@@ -46,7 +46,8 @@ def page(browser: Browser) -> Iterator[Page]:
 
 
 def fill_card_form(page: Page, number: str, cvc: str = "123", postal_code: str = "10001") -> None:
-    page.wait_for("document.querySelector('#submit') !== null")
+    # The form's script enables the button once it handles the submit.
+    page.wait_for("document.querySelector('#submit')?.disabled === false")
     page.type_into("#number", number)
     page.type_into("#cvc", cvc)
     page.type_into("#postal_code", postal_code)

@@ -60,7 +60,7 @@ def open_invoice(api: Api, amount: int) -> dict[str, Any]:
 
 def pay_in_frame(page: Page, number: str) -> None:
     page.wait_for(f"{FRAME}.contentDocument && "
-                  f"{FRAME}.contentDocument.querySelector('#submit') !== null")
+                  f"{FRAME}.contentDocument.querySelector('#submit')?.disabled === false")
     fields = json.dumps([["number", number], ["cvc", "123"], ["postal_code", "10001"]])
     page.evaluate(f"""(() => {{ const doc = {FRAME}.contentDocument;
         for (const [f, v] of {fields}) doc.getElementById(f).value = v;

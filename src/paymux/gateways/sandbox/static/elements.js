@@ -28,4 +28,7 @@
     }
     for (const f of ['number', 'cvc']) document.getElementById(f).value = '';
   });
+  // Handled from here on: until now the button was disabled (the form, submitted by the
+  // browser itself, would have reloaded this page and lost the card).
+  document.getElementById('submit').disabled = false;
 })();
