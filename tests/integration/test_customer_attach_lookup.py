@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from test_customer_create_lookup import Lookups
+from test_customer_create_lookup import Lookups, lookups_fixture  # noqa: F401 (the fixture)
 
 from support.databases import migrated_database_fixture
 from support.fake_gateway import ScriptedGateway
@@ -21,13 +21,12 @@ from support.harness import Harness
 db = migrated_database_fixture("cus_attach_lookup")
 
 
-def test_an_attach_looks_its_reference_up_once(db: str, tmp_path: Path) -> None:
+def test_an_attach_looks_its_reference_up_once(db: str, tmp_path: Path, lookups: Lookups) -> None:
     gw = ScriptedGateway()  # describes any tok_... token as a card of its own
     gw.shared_tokens.add("tok_shared")
 
     async def main() -> None:
         async with Harness.open(db, tmp_path, gw=gw) as h:
-            lookups = Lookups(h)
             cus = h.body(await h.post("/v1/customers", {"email": "a@example.com"}))["id"]
 
             async def attach(ref: str, **more: str) -> tuple[int, dict[str, str]]:

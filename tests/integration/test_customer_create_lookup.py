@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import inspect
 
 from conftest import migrated_database_url
+from paymux.services.customers import find_payment_method
+from paymux.storage import driver
+from paymux.storage.models import PaymentMethod
 from support.fake_gateway import ScriptedGateway
 from support.harness import Harness
 from support.pgcluster import PgCluster
@@ -30,17 +35,13 @@ def db(request: pytest.FixtureRequest, tmp_path: Path, pg_cluster: PgCluster | N
 
 class Lookups:
     """The look-ups of a payment method by reference (``find_payment_method``'s statement: by
-    our id or by gateway token) naming ``ref``, as the database received them."""
+    our id or by gateway token, on the database driver) naming ``ref``, as they were sent."""
 
-    def __init__(self, h: Harness) -> None:
+    def __init__(self) -> None:
         self.seen: list[set[str]] = []
-        engines = {id(e): e for e in (h.app.ctx.db.reader, h.app.ctx.db.writer)}
-        for engine in engines.values():
-            event.listen(engine.sync_engine, "before_cursor_execute", self._record)
+        self.stop = driver.observe_arguments(self._record)
 
-    def _record(
-        self, conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool
-    ) -> None:
+    def _record(self, statement: str, seconds: float, arguments: Sequence[Any]) -> None:
         flat = " ".join(statement.split()).lower()
         # One statement: by id and by token, each a look-up by key, as one UNION ALL.
         if (
@@ -49,8 +50,7 @@ class Lookups:
             and "payment_methods.id =" in flat
             and "payment_methods.token =" in flat
         ):
-            values = params.values() if isinstance(params, dict) else params or ()
-            self.seen.append({v for v in values if isinstance(v, str)})
+            self.seen.append({v for v in arguments if isinstance(v, str)})
 
     def of(self, ref: str) -> int:
         count = sum(1 for values in self.seen if ref in values)
@@ -58,13 +58,23 @@ class Lookups:
         return count
 
 
-def test_a_customer_created_with_a_token_looks_it_up_once(db: str, tmp_path: Path) -> None:
+@pytest.fixture(name="lookups")
+def lookups_fixture() -> Iterator[Lookups]:
+    """``Lookups`` for the test's time (the driver's observers are the process's)."""
+    watching = Lookups()
+    try:
+        yield watching
+    finally:
+        watching.stop()
+
+
+def test_a_customer_created_with_a_token_looks_it_up_once(
+    db: str, tmp_path: Path, lookups: Lookups
+) -> None:
     async def main() -> None:
         gw = ScriptedGateway()  # describes any tok_... token as a card of its own
         gw.shared_tokens.add("tok_shared")
         async with Harness.open(db, tmp_path, gw=gw) as h:
-            lookups = Lookups(h)
-
             r = await h.post("/v1/customers", {"payment_method": "tok_new"})
             assert r.status_code == 200, r.text
             assert lookups.of("tok_new") == 1
@@ -112,5 +122,58 @@ def test_a_customer_created_with_a_token_looks_it_up_once(db: str, tmp_path: Pat
             assert r.status_code == 404, r.text
             assert r.json()["error"]["code"] == "resource_missing"
             assert (await h.sql("select count(*) from customers"))[0][0] == before
+
+    asyncio.run(main())
+
+
+def test_a_payment_method_found_is_as_a_read_session_loads_it(db: str, tmp_path: Path) -> None:
+    """``find_payment_method`` reads on the database driver and makes the model's object
+    itself: it is what the ORM's read leaves (detached, no change pending, so a write that
+    adds it back updates it and never inserts it again), each attribute of the Python type
+    the ORM gives (JSON as dicts, SQLite's 0/1 as booleans), by id and by token alike, and
+    another account's is none of ours."""
+
+    async def main() -> None:
+        async with Harness.open(db, tmp_path, gw=ScriptedGateway()) as h:
+            made = h.body(
+                await h.post(
+                    "/v1/payment_methods",
+                    {
+                        "type": "card",
+                        "card": {"token": "tok_loaded"},
+                        "billing_details": {"name": "Ada Lovelace"},
+                        "metadata": {"order": "42"},
+                    },
+                )
+            )
+            db_ = h.app.ctx.db
+            async with db_.read() as s:
+                by_id = await find_payment_method(s, h.account, "fake", made["id"])
+                by_token = await find_payment_method(s, h.account, "fake", "tok_loaded")
+                elsewhere = await find_payment_method(s, "acct_other", "fake", made["id"])
+            async with db_.read() as s:
+                orm = await s.get(PaymentMethod, made["id"])
+            assert orm is not None and by_id is not None and by_token is not None
+            assert elsewhere is None
+            assert orm.metadata_ == {"order": "42"} and orm.livemode is False
+            assert orm.billing_details is not None
+            assert orm.billing_details["name"] == "Ada Lovelace"
+            attributes = [a.key for a in inspect(PaymentMethod).column_attrs]
+            for found in (by_id, by_token):
+                state = inspect(found)
+                assert state.detached and not state.modified
+                for key in attributes:
+                    value, expected = getattr(found, key), getattr(orm, key)
+                    assert (value, type(value)) == (expected, type(expected)), key
+            # Added back to a write and changed: one UPDATE of the row, nothing inserted.
+            async with db_.write() as s:
+                s.add(by_id)
+                by_id.metadata_ = {"order": "43"}
+            rows = await h.sql(
+                "select id, metadata from payment_methods where token = 'tok_loaded'"
+            )
+            assert [(r[0], json.loads(r[1]) if isinstance(r[1], str) else r[1]) for r in rows] == [
+                (made["id"], {"order": "43"})
+            ]
 
     asyncio.run(main())

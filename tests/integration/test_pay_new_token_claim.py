@@ -40,8 +40,8 @@ def _pay(token: str) -> dict[str, Any]:
 
 def _sent(h: Harness) -> tuple[list[str], Any]:
     """Every statement sent from now on (SQLAlchemy's and the driver's, each part of a
-    statement of held writes on its own) and ``COMMIT`` at each commit, in order; and the
-    function that stops watching the driver."""
+    statement of held writes on its own) and ``COMMIT`` at each commit (a lean transaction's
+    too: storage/db.py), in order; and the function that stops watching the driver."""
     log: list[str] = []
     for engine in {id(e): e for e in (h.app.ctx.db.writer, h.app.ctx.db.reader)}.values():
 
@@ -53,8 +53,11 @@ def _sent(h: Harness) -> tuple[list[str], Any]:
         def _commit(conn: Any) -> None:
             log.append("COMMIT")
 
-    stop = driver.observe(lambda sql, seconds: log.extend(all_parts([" ".join(sql.split())])))
-    return log, stop
+    unwatch = [
+        driver.observe(lambda sql, seconds: log.extend(all_parts([" ".join(sql.split())]))),
+        driver.observe_transactions(lambda name: log.append(name) if name == "COMMIT" else None),
+    ]
+    return log, lambda: [stop() for stop in unwatch]
 
 
 # How a new token's statements start: the look-up of the reference, the ownership check,

@@ -23,6 +23,7 @@ from sqlalchemy import Boolean, bindparam, select, union_all
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import make_transient_to_detached
 
 from paymux.domain.errors import PaymuxError, card_error
 from paymux.domain.ids import new_id
@@ -104,9 +105,16 @@ async def require_customer(
 # the (account, gateway, token) unique index: 574 pages for an account of 600 payment
 # methods, where the primary key's look-up takes 3 (issue 10's bench with distinct cards;
 # tests/integration/test_key_lookup_plans.py).
-def _find_in(mode: bool | None) -> Any:
-    by_id = select(PaymentMethod).where(PaymentMethod.id == bindparam("ref"))
-    by_token = select(PaymentMethod).where(
+# The model's columns, each labelled with its attribute's name (``metadata_`` for the column
+# ``metadata``): a row of them is the ``__dict__`` of a loaded payment method (``_loaded``).
+_PM_ATTRIBUTES: Final = tuple(
+    attr.columns[0].label(attr.key) for attr in sa_inspect(PaymentMethod).column_attrs
+)
+
+
+def _find_in(mode: bool | None) -> driver.Statement:
+    by_id = select(*_PM_ATTRIBUTES).where(PaymentMethod.id == bindparam("ref"))
+    by_token = select(*_PM_ATTRIBUTES).where(
         PaymentMethod.account_id == bindparam("account_id"),
         PaymentMethod.gateway == bindparam("gateway"),
         PaymentMethod.token == bindparam("ref"),
@@ -114,48 +122,47 @@ def _find_in(mode: bool | None) -> Any:
     if mode is not None:
         by_id = by_id.where(PaymentMethod.livemode.is_(mode))
         by_token = by_token.where(PaymentMethod.livemode.is_(mode))
-    return select(PaymentMethod).from_statement(union_all(by_id, by_token))
+    return driver.Statement.of(union_all(by_id, by_token))  # type: ignore[arg-type]
 
 
-_FIND_IN_MODE: dict[bool | None, Any] = {mode: _find_in(mode) for mode in (None, True, False)}
+_FIND_IN_MODE: dict[bool | None, driver.Statement] = {
+    mode: _find_in(mode) for mode in (None, True, False)
+}
 # Another account owns the token: its claim, or its payment method with it.
-_OWNED_ELSEWHERE = (
-    select(GatewayTokenOwner.account_id)
-    .where(
-        GatewayTokenOwner.gateway == bindparam("gateway"),
-        GatewayTokenOwner.token == bindparam("token"),
-        GatewayTokenOwner.account_id != bindparam("account_id"),
-    )
-    .union_all(
-        select(PaymentMethod.account_id).where(
-            PaymentMethod.gateway == bindparam("gateway"),
-            PaymentMethod.token == bindparam("token"),
-            PaymentMethod.account_id != bindparam("account_id"),
-        )
-    )
-    .limit(1)
+_OWNED_ELSEWHERE: Final = driver.Statement(
+    "SELECT gateway_token_owners.account_id FROM gateway_token_owners "
+    "WHERE gateway_token_owners.gateway = :gateway AND gateway_token_owners.token = :token "
+    "AND gateway_token_owners.account_id != :account_id "
+    "UNION ALL SELECT payment_methods.account_id FROM payment_methods "
+    "WHERE payment_methods.gateway = :gateway AND payment_methods.token = :token "
+    "AND payment_methods.account_id != :account_id LIMIT 1"
 )
-_OWNER = select(GatewayTokenOwner.account_id).where(
-    GatewayTokenOwner.gateway == bindparam("gateway"), GatewayTokenOwner.token == bindparam("token")
-)
+
+
+def _loaded(row: driver.Row) -> PaymentMethod:
+    """The payment method of ``row`` (all its columns), as a read session leaves one it
+    loaded: detached (persistent once added to a session, never inserted again), its
+    attributes as read, no change pending."""
+    pm: PaymentMethod = _PM_MANAGER.new_instance()
+    pm.__dict__.update(row._asdict())  # type: ignore[attr-defined]
+    make_transient_to_detached(pm)
+    return pm
 
 
 async def find_payment_method(
     s: AsyncSession, account_id: str, gateway_name: str, ref: str
 ) -> PaymentMethod | None:
-    """One of ours by id (preferred), else our record of the gateway token ``ref``: one query.
-    Another account's payment method of that id is none of ours (the statement's look-up by
-    id does not name the account: see ``_find_in``)."""
-    found = [
-        pm
-        for pm in (
-            await s.execute(
-                _FIND_IN_MODE[current_livemode.get()],
-                {"account_id": account_id, "ref": ref, "gateway": gateway_name},
-            )
-        ).scalars()
-        if pm.account_id == account_id
-    ]
+    """One of ours by id (preferred), else our record of the gateway token ``ref``: one
+    statement, on the database driver (as a read session loads it and leaves it detached:
+    ``_loaded``, without the ORM's execution layers). Another account's payment method of
+    that id is none of ours (the statement's look-up by id does not name the account: see
+    ``_find_in``)."""
+    rows = await driver.fetch(
+        s,
+        _FIND_IN_MODE[current_livemode.get()],
+        {"account_id": account_id, "ref": ref, "gateway": gateway_name},
+    )
+    found = [pm for pm in map(_loaded, rows) if pm.account_id == account_id]
     return next((m for m in found if m.id == ref), found[0] if found else None)
 
 
@@ -199,7 +206,7 @@ async def _owned_elsewhere(ctx: Context, account_id: str, gateway: str, token: s
 
 async def _owned_elsewhere_in(s: AsyncSession, account_id: str, gateway: str, token: str) -> bool:
     params = {"gateway": gateway, "token": token, "account_id": account_id}
-    return (await s.execute(_OWNED_ELSEWHERE, params)).first() is not None
+    return await driver.fetchrow(s, _OWNED_ELSEWHERE, params) is not None
 
 
 def _claim(pm: PaymentMethod, now: int) -> GatewayTokenOwner:
@@ -212,10 +219,8 @@ def _claim(pm: PaymentMethod, now: int) -> GatewayTokenOwner:
 
 async def _owner_of(ctx: Context, gateway: str, token: str) -> str | None:
     async with ctx.db.read() as s:
-        owner: str | None = (
-            await s.execute(_OWNER, {"gateway": gateway, "token": token})
-        ).scalar_one_or_none()
-    return owner
+        row = await driver.fetchrow(s, _OWNER_ROW, {"gateway": gateway, "token": token})
+    return None if row is None else str(row[0])
 
 
 async def resolve_payment_method(

@@ -278,7 +278,8 @@ class _Connection:
 _CONNECTIONS: Final[weakref.WeakKeyDictionary[SessionTransaction, _Connection]] = (
     weakref.WeakKeyDictionary()
 )
-_OBSERVERS: list[Callable[[str, float], None]] = []
+# ``observe``'s callbacks, each called with the statement's SQL, its seconds and its arguments.
+_OBSERVERS: list[Callable[[str, float, Sequence[Any]], None]] = []
 # ``later``: the pools whose engines send held writes before their statements and COMMIT
 # (``send_writes_together``), and each transaction's held writes by its SQLAlchemy
 # connection (the one the engine's events name).
@@ -308,6 +309,13 @@ def boundary(name: str) -> None:
 def observe(callback: Callable[[str, float], None]) -> Callable[[], None]:
     """Call ``callback(sql, seconds)`` after each driver statement (benches, tests); returns
     the function that stops it."""
+    return observe_arguments(lambda sql, seconds, arguments: callback(sql, seconds))
+
+
+def observe_arguments(callback: Callable[[str, float, Sequence[Any]], None]) -> Callable[[], None]:
+    """``observe``, the callback also given the arguments the statement was sent with (in
+    the order of its parameters, converted for the database): ``callback(sql, seconds,
+    arguments)`` (tests that count the statements naming a value)."""
     _OBSERVERS.append(callback)
     return lambda: _OBSERVERS.remove(callback)
 
@@ -433,10 +441,10 @@ async def _sqlite(c: _Connection, statement: Statement, args: list[Any]) -> sqli
         raise _wrapped(statement, error, sqlite3.Error) from error
 
 
-def _observed(statement: Statement, started: float) -> None:
+def _observed(statement: Statement, started: float, args: Sequence[Any]) -> None:
     took = time.perf_counter() - started
     for callback in _OBSERVERS:
-        callback(statement.sql, took)
+        callback(statement.sql, took, args)
 
 
 async def fetch(
@@ -454,7 +462,7 @@ async def fetch(
     else:
         rows = (await _sqlite(c, statement, args)).fetchall()
     if _OBSERVERS:
-        _observed(statement, started)
+        _observed(statement, started, args)
     return _typed(statement, on, rows)
 
 
@@ -483,7 +491,7 @@ async def fetch_with_held(
     started = time.perf_counter() if _OBSERVERS else 0.0
     rows: list[Row] = [tuple(r) for r in await _postgres(c, together, args, True)]
     if _OBSERVERS:
-        _observed(together, started)
+        _observed(together, started, args)
     return _typed(statement, on, rows)
 
 
@@ -529,7 +537,7 @@ async def execute(
             cursor.fetchall()  # a RETURNING's rows: no statement left half-read
         count = cursor.rowcount
     if _OBSERVERS:
-        _observed(statement, started)
+        _observed(statement, started, args)
     return count
 
 
@@ -610,7 +618,7 @@ async def _send_held(c: _Connection) -> None:
     started = time.perf_counter() if _OBSERVERS else 0.0
     await _postgres(c, statement, args, False)
     if _OBSERVERS:
-        _observed(statement, started)
+        _observed(statement, started, args)
 
 
 def _before_statement(conn: Connection, *args: Any) -> None:
@@ -692,5 +700,5 @@ async def first_row_on(
     else:
         rows = (await _sqlite(c, statement, args)).fetchall()  # no half-read statement
     if _OBSERVERS:
-        _observed(statement, started)
+        _observed(statement, started, args)
     return _typed(statement, on, rows[:1])[0] if rows else None
