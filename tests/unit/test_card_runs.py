@@ -48,3 +48,25 @@ def test_a_card_number_next_to_a_uuid_is_still_found() -> None:
 def test_a_card_grouped_like_a_uuid_tail_is_still_found() -> None:
     # Four groups of four digits is not a UUID's shape (8-4-4-4-12): it stays a run.
     assert card_runs(b"x 4111-1111-1111-1111 y") == [b"4111-1111-1111-1111"]
+
+
+# A derived intent id (services' sha256 hex digests: checkout/rules.py) holding the
+# Luhn-valid run of the CI failure of 2026-12-05 between two letters.
+DERIVED_ID = b"pi_a426302446139848e3f9c0d1"
+
+
+def test_an_object_id_is_not_a_card_run() -> None:
+    assert len(DERIVED_ID) == len("pi_") + 24
+    assert is_luhn_valid("426302446139848")
+    assert CARD_RUNS.findall(DERIVED_ID) == [b"426302446139848"]
+    for raw in (
+        b'"custom_id": "' + DERIVED_ID + b'"',
+        b"secret=" + DERIVED_ID + b"_secret_a4263024461398480000bcde",
+        b"/v1/checkout/sessions/cs_test_a426302446139848e3f9",
+    ):
+        assert card_runs(raw) == [], raw
+
+
+def test_a_card_number_beside_an_object_id_is_still_found() -> None:
+    raw = b'{"id": "' + DERIVED_ID + b'", "number": "4242424242424242", "n": "4000 0000 0000 0002"}'
+    assert card_runs(raw) == [b"4242424242424242", b"4000 0000 0000 0002"]
