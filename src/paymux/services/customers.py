@@ -105,11 +105,8 @@ async def require_customer(
 # the (account, gateway, token) unique index: 574 pages for an account of 600 payment
 # methods, where the primary key's look-up takes 3 (issue 10's bench with distinct cards;
 # tests/integration/test_key_lookup_plans.py).
-# The model's columns, each labelled with its attribute's name (``metadata_`` for the column
-# ``metadata``): a row of them is the ``__dict__`` of a loaded payment method (``_loaded``).
-_PM_ATTRIBUTES: Final = tuple(
-    attr.columns[0].label(attr.key) for attr in sa_inspect(PaymentMethod).column_attrs
-)
+# A row of them is the ``__dict__`` of a loaded payment method (``_loaded``).
+_PM_ATTRIBUTES: Final = driver.attribute_columns(PaymentMethod)
 
 
 def _find_in(mode: bool | None) -> driver.Statement:
@@ -143,8 +140,7 @@ def _loaded(row: driver.Row) -> PaymentMethod:
     """The payment method of ``row`` (all its columns), as a read session leaves one it
     loaded: detached (persistent once added to a session, never inserted again), its
     attributes as read, no change pending."""
-    pm: PaymentMethod = _PM_MANAGER.new_instance()
-    pm.__dict__.update(row._asdict())  # type: ignore[attr-defined]
+    pm = _deferred_payment_method(**row._asdict())  # type: ignore[attr-defined]
     make_transient_to_detached(pm)
     return pm
 

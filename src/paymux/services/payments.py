@@ -1286,9 +1286,9 @@ class PaymentsService:
 # account alone, the id as a filter: a walk of every intent of the account per GET (885
 # pages a GET after 4,000 payments in issue 10's bench; tests/integration/
 # test_key_lookup_plans.py).
-_INTENT_ROW = select(
-    *(attr.columns[0].label(attr.key) for attr in inspect(PaymentIntent).column_attrs)
-).where(PaymentIntent.id == bindparam("pi_id"))
+_INTENT_ROW = select(*driver.attribute_columns(PaymentIntent)).where(
+    PaymentIntent.id == bindparam("pi_id")
+)
 _OWNED_INTENT = {
     None: _INTENT_ROW,
     True: _INTENT_ROW.where(PaymentIntent.livemode.is_(True)),

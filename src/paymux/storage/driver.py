@@ -242,6 +242,13 @@ class Statement:
 _QUOTE: Final = postgresql.dialect().identifier_preparer.quote  # type: ignore[no-untyped-call]
 
 
+def attribute_columns(model: Any) -> tuple[Any, ...]:
+    """A mapped ``model``'s columns, each labelled with its attribute's name (``metadata_``
+    for the column ``metadata``): a ``select`` of them (``Statement.of``) gives rows whose
+    names are the model's attributes, read as the model is read."""
+    return tuple(attr.columns[0].label(attr.key) for attr in inspect(model).column_attrs)
+
+
 def insert_of(model: Any, keys: Sequence[str], *, conflict: str | None = None) -> Statement:
     """An INSERT into a mapped ``model``'s table of ``keys`` (its attribute names, which are
     the statement's parameters: ``metadata_`` for the column ``metadata``), with the
