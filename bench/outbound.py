@@ -4,9 +4,10 @@ events to fast loopback receivers.
 For each backend it migrates a fresh database, registers ``--endpoints`` endpoints (each
 listening to every event, Standard Webhooks signatures) pointing at one receiver
 subprocess (a minimal asyncio HTTP/1.1 server answering 200 at once), writes events straight
-into the events table (undispatched, as ``emit`` leaves them: ``--deliveries`` deliveries
-owed in all, whatever the number of endpoints), then starts ``--workers`` ``paymux worker``
-processes (they share the work) and waits until every delivery is ``delivered``. It prints
+into the events table and the outbox (undispatched, as ``emit`` leaves them: ``--deliveries``
+deliveries owed in all, whatever the number of endpoints), then starts ``--workers``
+``paymux worker`` processes (they share the work) and waits until every delivery is
+``delivered``. It prints
 deliveries/s (from the first to the last attempt recorded: start-up excluded), the drain's
 wall time (from the workers' start: it includes dispatching the events), the CPU per
 delivery of the workers, the receiver and PostgreSQL (postmaster and backends; SQLite's is
@@ -42,7 +43,7 @@ from paymux.outbound.endpoints import EndpointParams
 from paymux.security.envelope import generate_key_entry
 from paymux.services import Paymux
 from paymux.storage.migrate import upgrade
-from paymux.storage.models import Event
+from paymux.storage.models import Event, EventOutbox
 from support.processes import child_pids, free_port
 
 RECEIVER = textwrap.dedent(
@@ -160,7 +161,9 @@ async def seed(url: str, keys: str, receiver: str, endpoints: int, deliveries: i
             ]
         async with app.ctx.db.write() as s:
             for start in range(0, len(rows), 1000):
-                await s.execute(insert(Event), rows[start : start + 1000])
+                chunk = rows[start : start + 1000]
+                await s.execute(insert(Event), chunk)
+                await s.execute(insert(EventOutbox), [{"event_id": r["id"]} for r in chunk])
         return owed
     finally:
         await app.close()

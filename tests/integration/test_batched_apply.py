@@ -176,7 +176,7 @@ def test_a_crash_mid_batch_leaves_nothing_half_applied(url: str, tmp_path: Path)
             def crash_at_the_fourth_event(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
                 """From the fourth event's INSERT on, every statement dies with the process."""
                 nonlocal inserts, dead
-                inserts += statement.startswith("INSERT INTO events")
+                inserts += statement.count("INSERT INTO events ")  # alone or held with others
                 dead = dead or inserts == 4
                 if dead:
                     raise Crash

@@ -607,43 +607,60 @@ async def _kept_plan(database: Database, statement: Any, values: dict[str, Any])
             await conn.execute(text(run))
         plan = (await conn.execute(text("EXPLAIN (FORMAT JSON) " + run))).scalar_one()
         await conn.rollback()
+        await conn.execute(text("DEALLOCATE lookup"))  # the connection goes back to the pool
+        await conn.commit()
     return _nodes(plan)
 
 
-def test_the_dispatcher_marks_its_events_by_their_keys(db: str) -> None:
-    """The outbound dispatcher's mark of the events it took (``outbound/dispatch.py``, one
-    UPDATE per batch of up to 500 events) looks them up by key; it never reads the events
-    table through, which holds every event ever emitted. Caught as ``dispatch_once`` sends
-    it, then prepared and run as asyncpg runs it (the plan PostgreSQL keeps after five runs),
-    on a table without statistics: ``id IN ($2, ... $201)`` was a Seq Scan there."""
+def test_the_dispatcher_takes_its_events_and_clears_the_outbox_by_their_keys(db: str) -> None:
+    """The outbound dispatcher (``outbound/dispatch.py``, a batch of up to 500 events of a
+    backlog) reads the events it takes by key and deletes its rows of the outbox by key: it
+    never reads the events table through (it holds every event ever emitted), nor the outbox
+    (a backlog's rows, and on PostgreSQL the dead ones vacuum has not cleared yet). Both
+    statements caught as ``dispatch_once`` sends them, then prepared and run as asyncpg runs
+    them (the plan PostgreSQL keeps after five runs), on tables without statistics: a batch's
+    keys as ``IN ($2, ... $201)`` was a Seq Scan there."""
     batch = 200
 
-    async def main() -> tuple[list[str], list[str], int]:
+    async def main() -> tuple[list[str], list[str], list[str], int]:
         async with _opened(db) as database:
             await _accounts(database)
             async with database.write() as s:
                 await s.execute(
                     text(
                         "INSERT INTO events (id, account_id, type, object_id, data, created_us,"
-                        " livemode, dispatched_us)"
+                        " livemode)"
                         " SELECT 'evt_' || g, :a, 'payment_intent.created', 'pi_' || g, '{}', g,"
-                        " false, CASE WHEN g > :waiting THEN 1 END"
-                        " FROM generate_series(1, 20000) AS g"
+                        " false FROM generate_series(1, 20000) AS g"
                     ),
-                    {"a": ACCOUNT, "waiting": batch},
+                    {"a": ACCOUNT},
+                )
+                await s.execute(
+                    text(
+                        "INSERT INTO event_outbox (event_id)"
+                        " SELECT 'evt_' || g FROM generate_series(1, 20000) AS g ORDER BY g"
+                    )
                 )
             ctx = Context(db=database, gateways=None, settings=Settings())  # type: ignore[arg-type]
-            with _catching(database, "UPDATE events") as sent:
-                taken = await dispatch_once(ctx, limit=batch)
-            [mark] = sent
-            nodes = await _kept_plan(database, mark, mark.values(1))
-            sql = "SELECT id FROM events WHERE dispatched_us IS NULL"
-            undispatched = [str(row[0]) for row in await _rows(database, sql)]
-            return nodes, undispatched, taken
+            with _catching(database, "SELECT event_outbox.seq") as read:
+                with _catching(database, "DELETE FROM event_outbox") as cleared:
+                    taken = await dispatch_once(ctx, limit=batch)
+            [select] = [r for r in read if "FOR UPDATE" in r.sql]  # not the look first
+            [delete] = cleared
+            reading = await _kept_plan(database, select, select.values(1))
+            deleting = await _kept_plan(database, delete, delete.values(1))
+            sql = "SELECT event_id FROM event_outbox ORDER BY seq"
+            left = [str(row[0]) for row in await _rows(database, sql)]
+            return reading, deleting, left, taken
 
-    nodes, undispatched, taken = asyncio.run(main())
-    assert (taken, undispatched) == (batch, [])
-    # The events are read through the primary key (a Bitmap Heap Scan of its matches, or an
-    # Index Scan), never scanned through.
-    scans = [node for node in nodes if "Scan" in node and node.endswith(" events")]
-    assert scans and set(scans) <= {"Bitmap Heap Scan events", "Index Scan events"}, nodes
+    reading, deleting, left, taken = asyncio.run(main())
+    assert taken == batch
+    assert left == [f"evt_{g}" for g in range(batch + 1, 20001)]  # the oldest 200 taken
+    # The events are read through the primary key (an Index Scan of each, or a Bitmap Heap
+    # Scan of the matches), never scanned through; the outbox through its own.
+    by_key = {"Bitmap Heap Scan events", "Index Scan events"}
+    scans = [node for node in reading if "Scan" in node and node.endswith(" events")]
+    assert scans and set(scans) <= by_key, reading
+    assert "Seq Scan event_outbox" not in reading, reading
+    outbox = [node for node in deleting if "Scan" in node and node.endswith(" event_outbox")]
+    assert outbox and set(outbox) <= {"Bitmap Heap Scan event_outbox", "Index Scan event_outbox"}

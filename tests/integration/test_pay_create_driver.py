@@ -218,22 +218,23 @@ def test_a_confirmed_create_writes_its_rows_on_the_driver(db: str, tmp_path: Pat
                 return sum(s.startswith(start) and all(x in s for x in having) for s in statements)
 
             locked = ("SELECT payment_intents.id AS id", "payment_intents.id = :pi_id", "FOR UPDATE")
-            # The create's intent and event (driver.later) ride on the fraud decision's call
-            # on PostgreSQL: one statement (driver.fetch_with_held).
+            # The create's intent, event and the event's row of the outbox (driver.later) ride
+            # on the fraud decision's call on PostgreSQL: one statement (driver.fetch_with_held).
             carried = (
                 "INSERT INTO payment_intents ",
                 "INSERT INTO events ",
+                "INSERT INTO event_outbox ",
                 "SELECT * FROM paymux_fraud_decision_start(",
             )
             assert any(
-                len(parts(sql)) == 3
+                len(parts(sql)) == 4
                 and all(p.startswith(x) for p, x in zip(parts(sql), carried, strict=True))
                 for sql in on_driver
             ) == (not sqlite), on_driver
             on_driver = all_parts(on_driver)  # the writes held and sent together, each
             for start in ("INSERT INTO payment_methods ", "INSERT INTO payment_intents "):
                 assert count(on_driver, start) == 1, (start, on_driver)
-            assert count(on_driver, carried[2]) == (0 if sqlite else 1), on_driver
+            assert count(on_driver, carried[3]) == (0 if sqlite else 1), on_driver
             # Decided on the intent as made: never read again, nor locked (no one else can
             # see it), on either database.
             assert count(on_driver, *locked) == 0, on_driver

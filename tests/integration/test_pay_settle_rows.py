@@ -95,13 +95,18 @@ def test_a_confirmed_payment_stores_its_attempt_and_events_as_the_orm_did(
                 for sql in all_parts(on_driver)
                 if _table_of(sql) is not None
             ]
-            # On PostgreSQL the settle's event, intent UPDATE and audit entry (driver.later)
-            # are one statement, one round trip (on SQLite three); so are the start's
+            # On PostgreSQL the settle's event, its row of the outbox, the intent's UPDATE and
+            # the audit entry (driver.later) are one statement, one round trip (on SQLite four); so are the start's
             # intent UPDATE and its attempt's INSERT (a create with confirm=true).
             together = [
                 [p.split(" (")[0].split(" SET")[0] for p in parts(sql)] for sql in on_driver
             ]
-            settle = ["INSERT INTO events", "UPDATE payment_intents", "INSERT INTO audit_log"]
+            settle = [
+                "INSERT INTO events",
+                "INSERT INTO event_outbox",
+                "UPDATE payment_intents",
+                "INSERT INTO audit_log",
+            ]
             assert (settle in together) == postgres, together
             start = ["UPDATE payment_intents", "INSERT INTO gateway_attempts"]
             assert (start in together) == postgres, together

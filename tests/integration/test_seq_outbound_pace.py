@@ -31,7 +31,7 @@ BATCH = 3  # events per look here (DISPATCH_BATCH: 500)
 
 
 async def undispatched(h: Harness) -> int:
-    rows = await h.sql("select count(*) from events where dispatched_us is null")
+    rows = await h.sql("select count(*) from event_outbox")
     return int(rows[0][0])
 
 

@@ -374,9 +374,8 @@ class WebhookEndpoints:
                     "livemode": ep.livemode,
                     "data": endpoint_view(ep),
                     "created_us": now,
-                    "dispatched_us": now,  # to this endpoint only: not for the dispatcher
                 },
-            )
+            )  # no row in the outbox: to this endpoint only, not for the dispatcher
             await self._enqueue(s, ep, [event_id])
         return {
             "object": "webhook_endpoint.test",

@@ -232,6 +232,10 @@ _EVENT_INSERT_NEXT = Statement(
     binds=_EVENT_BINDS,
 )
 
+# The event's row of the outbox (models.EventOutbox): held with the event's INSERT on
+# PostgreSQL and sent with it, so it costs no round trip of its own.
+_OUTBOX_INSERT = Statement("INSERT INTO event_outbox (event_id) VALUES (:event_id)")
+
 
 async def flush_pending(session: AsyncSession) -> None:
     """What the ORM's autoflush did before a statement through ``session.execute``, before a
@@ -319,8 +323,9 @@ async def emit(
     *,
     subject: Any = None,
 ) -> None:
-    """Write an event in the caller's transaction (the outbox), with the object as it is now
-    (a snapshot): one INSERT, held on PostgreSQL and sent with the transaction's next
+    """Write an event in the caller's transaction, with the object as it is now (a
+    snapshot), and its row of the outbox (``event_outbox``, for the outbound dispatcher): two
+    INSERTs, held on PostgreSQL and sent as one statement with the transaction's next
     statement or its COMMIT (``driver.later``). The type must be in the catalog (domain/events.py).
     Also recorded: the API request that caused it, the event's place among its object's
     events (``object_seq``: the last one's plus 1, read under the object's row lock, which
@@ -359,6 +364,7 @@ async def emit(
         row["seq_object_id"], row["seq_account_id"] = object_id, account_id
         await flush_pending(session)
         await later(session, _EVENT_INSERT_NEXT, row)
+    await later(session, _OUTBOX_INSERT, {"event_id": row["id"]})
     for reaction, when, with_row, without_statements in _REACTIONS.get(type_, ()):
         if when is not None and not _gate_allows(when, obj, subject, type_):
             continue  # nothing for it to do (no query, no savepoint)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import String, any_, bindparam
+from sqlalchemy import any_, bindparam
 from sqlalchemy.dialects.postgresql import ARRAY
 
 __all__ = ["UNINDEXED_SQL", "among", "unindexed"]
@@ -37,8 +37,8 @@ def unindexed(column: Any) -> Any:
 
 
 def among(column: Any, name: str, *, is_sqlite: bool) -> Any:
-    """``column`` is one of the keys bound as ``name`` (a list of texts, given at execution):
-    ``column = ANY(:name)`` on PostgreSQL, ``column IN (...)`` on SQLite."""
+    """``column`` is one of the keys bound as ``name`` (a list of values of the column's type,
+    given at execution): ``column = ANY(:name)`` on PostgreSQL, ``column IN (...)`` on SQLite."""
     if is_sqlite:
         return column.in_(bindparam(name, expanding=True))
-    return column == any_(bindparam(name, type_=ARRAY(String)))
+    return column == any_(bindparam(name, type_=ARRAY(column.type)))

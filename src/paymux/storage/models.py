@@ -408,10 +408,6 @@ class GatewayAttempt(Base):
     __table_args__ = (Index("ix_gateway_attempts_status_updated", "status", "updated_us"),)
 
 
-# The events the outbound dispatcher has yet to see: the predicate of a partial index.
-_UNDISPATCHED = text("dispatched_us IS NULL")
-
-
 class Event(Base):
     __tablename__ = "events"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -421,9 +417,6 @@ class Event(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
     livemode: Mapped[bool] = mapped_column(Boolean, default=False)
     created_us: Mapped[int]
-    # The outbox mark: NULL until the outbound dispatcher has made this event's webhook
-    # deliveries (paymux/outbound/dispatch.py); emit never writes it.
-    dispatched_us: Mapped[int | None] = mapped_column(default=None)
     # Stripe's event.request (the API request that caused it; NULL when a worker did) and
     # data.previous_attributes of *.updated events (migration 0014; services/events.py).
     request_id: Mapped[str | None] = mapped_column(String(40), default=None)
@@ -437,13 +430,20 @@ class Event(Base):
     __table_args__ = (
         Index("ix_events_account_created", "account_id", "created_us"),
         Index("ix_events_object_seq", "object_id", "object_seq"),
-        Index(
-            "ix_events_undispatched",
-            "created_us",
-            sqlite_where=_UNDISPATCHED,
-            postgresql_where=_UNDISPATCHED,
-        ),
     )
+
+
+class EventOutbox(Base):
+    """The outbox: one row per event whose webhook deliveries the outbound dispatcher has yet
+    to make, written by ``emit`` with the event, deleted by the dispatcher in the transaction
+    that makes them (paymux/outbound/dispatch.py; migration 0040). ``seq``: the order written.
+    The events table itself is only ever inserted into."""
+
+    __tablename__ = "event_outbox"
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    event_id: Mapped[str] = mapped_column(String(40))
 
 
 class IdempotencyKey(Base):
