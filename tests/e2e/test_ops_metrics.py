@@ -273,6 +273,8 @@ def test_queue_inbox_and_delivery_figures_are_read_from_the_database(ops: Runnin
             n=attempts,
             t=now - age * minute,
         )
+    for n in range(3):  # events whose deliveries the (absent) worker has not made
+        ops.sql("insert into event_outbox (event_id) values (:e)", e=f"evt_ops{n}{account}")
     try:
         samples = scrape(ops)
         assert value(samples, "paymux_jobs", kind="ops_probe", status="queued") == 2
@@ -299,7 +301,10 @@ def test_queue_inbox_and_delivery_figures_are_read_from_the_database(ops: Runnin
             was = value(before, "paymux_webhook_deliveries", status=status)
             assert now_value - was == added, (status, was, now_value)
         assert value(samples, "paymux_webhook_deliveries_oldest_pending_age_seconds") >= 300
+        undispatched = "paymux_webhook_events_undispatched"
+        assert value(samples, undispatched) - value(before, undispatched) == 3
     finally:
+        ops.sql("delete from event_outbox where event_id like :e", e=f"evt_ops%{account}")
         ops.sql("delete from webhook_deliveries where account_id = :a", a=account)
         ops.sql("delete from webhook_endpoints where account_id = :a", a=account)
         ops.sql("delete from webhook_inbox where gateway = 'opsprobe'")

@@ -257,6 +257,7 @@ def test_alert_rules_and_dashboard_name_real_metrics() -> None:
         "PaymuxDeadJobs",
         "PaymuxNoWorker",
         "PaymuxOutboundDeliveriesStuck",
+        "PaymuxOutboundDispatchBehind",
     ):
         assert alerts[name]["expr"].startswith("max("), name
     # One dead job or dead webhook is already worth a ticket; no live worker pages.

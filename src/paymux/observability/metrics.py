@@ -27,10 +27,11 @@ Read from the database when ``/metrics`` is scraped (``database_metrics``: one i
 query each, the answering process alone, under a statement timeout, and at most once per
 ``PAYMUX_METRICS_CACHE_SECONDS`` per process): job queue depth and oldest age by kind, dead
 jobs, the webhook inbox's waiting and dead events and the age of its oldest unapplied one
-(the apply lag), the outbound deliveries pending, failing and the oldest pending, renewals
-due and the dunning backlog, and workers with a fresh heartbeat. These gauges are the same
-whichever process answers: aggregate them across instances with ``max``, never ``sum``
-(deploy/prometheus-alerts.yaml); the counters above are per process: ``sum`` those.
+(the apply lag), the outbound deliveries pending, failing and the oldest pending, the events
+not dispatched yet (the outbox), renewals due and the dunning backlog, and workers with a
+fresh heartbeat. These gauges are the same whichever process answers: aggregate them across
+instances with ``max``, never ``sum`` (deploy/prometheus-alerts.yaml); the counters above
+are per process: ``sum`` those.
 
 Labels are bounded: route templates, gateway names, operation names from a fixed list,
 outcomes, decline codes (a catalogued set), never an id, an amount or an email.
@@ -310,6 +311,8 @@ _QUERIES: dict[str, str] = {
     "WHERE status = 'pending'",
     # ix_webhook_deliveries_status (status, created_us) serves these two.
     "deliveries_failed": "SELECT count(*) FROM webhook_deliveries WHERE status = 'failed'",
+    # The outbox holds only the events not dispatched yet (the dispatcher deletes its rows).
+    "undispatched": "SELECT count(*) FROM event_outbox",
     "renewals_due": "SELECT count(*) FROM subscriptions WHERE next_due_us <= :now",
     "dunning": "SELECT count(*) FROM invoices WHERE status = 'open' AND attempt_count > 0 "
     "AND next_payment_attempt_us IS NOT NULL",
@@ -407,6 +410,11 @@ async def database_metrics(db: Database, now_us: int, heartbeat_after_us: int) -
         "Age of the oldest pending outbound delivery (0: none pending).",
     )
     oldest_pending.add_metric([], age(first_pending))
+    undispatched = _gauge(
+        "paymux_webhook_events_undispatched",
+        "Events whose outbound deliveries the dispatcher has not made yet (the outbox).",
+    )
+    undispatched.add_metric([], int(rows["undispatched"][0][0] or 0))
     renewals = _gauge("paymux_billing_renewals_due", "Subscriptions due for the scheduler now.")
     renewals.add_metric([], int(rows["renewals_due"][0][0] or 0))
     dunning = _gauge(
@@ -416,7 +424,19 @@ async def database_metrics(db: Database, now_us: int, heartbeat_after_us: int) -
     dunning.add_metric([], int(rows["dunning"][0][0] or 0))
     workers = _gauge("paymux_workers_alive", "Job workers with a fresh heartbeat.")
     workers.add_metric([], fresh_workers)
-    return [depth, oldest, dead, inbox, lag, deliveries, oldest_pending, renewals, dunning, workers]
+    return [
+        depth,
+        oldest,
+        dead,
+        inbox,
+        lag,
+        deliveries,
+        oldest_pending,
+        undispatched,
+        renewals,
+        dunning,
+        workers,
+    ]
 
 
 class _Fixed(Collector):
