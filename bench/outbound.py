@@ -156,6 +156,7 @@ async def seed(url: str, keys: str, receiver: str, endpoints: int, deliveries: i
                     "livemode": False,
                     "data": {"id": f"cus_bench{i}", "object": "customer", "email": "a@example.com"},
                     "created_us": now + len(rows) + i,
+                    "dispatched_us": 0,  # as emit writes it: the outbox row below
                 }
                 for i in range(share)
             ]

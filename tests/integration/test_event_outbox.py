@@ -67,9 +67,12 @@ def test_an_event_is_written_with_its_outbox_row_and_never_written_again(
                 "select id from events where object_id = :c and type = 'customer.created'",
                 c=customer,
             )
-            # Written with its row of the outbox, in the customer's transaction.
+            # Written with its row of the outbox, in the customer's transaction, and marked
+            # so the previous release's dispatcher takes it not (migration 0040).
             outbox = await h.sql("select event_id from event_outbox")
             assert [r[0] for r in outbox] == [event]
+            marks = await h.sql("select dispatched_us from events where id = :e", e=event)
+            assert [r[0] for r in marks] == [0]
             before = await version_of(h, event, sqlite)
 
             assert await dispatch_once(h.app.ctx) == 1

@@ -629,9 +629,9 @@ def test_the_dispatcher_takes_its_events_and_clears_the_outbox_by_their_keys(db:
                 await s.execute(
                     text(
                         "INSERT INTO events (id, account_id, type, object_id, data, created_us,"
-                        " livemode)"
+                        " livemode, dispatched_us)"
                         " SELECT 'evt_' || g, :a, 'payment_intent.created', 'pi_' || g, '{}', g,"
-                        " false FROM generate_series(1, 20000) AS g"
+                        " false, 0 FROM generate_series(1, 20000) AS g"
                     ),
                     {"a": ACCOUNT},
                 )

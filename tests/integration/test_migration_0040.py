@@ -1,7 +1,11 @@
-"""Migration 0040 on a database that already holds events: those the outbound dispatcher had
-not made deliveries of yet (``events.dispatched_us`` NULL) move into the outbox, oldest
-first, and are dispatched once; those it had are not in it. Down again, the mark is back:
-NULL on exactly the events still in the outbox. SQLite and PostgreSQL."""
+"""Migration 0040 on a database that already holds events, run while the previous release
+still serves (docs/operations.md, "Upgrades"): the events its dispatcher had not made
+deliveries of yet (``events.dispatched_us`` NULL) move into the outbox, oldest first; none
+is left for the previous release's dispatcher to take a second time (no mark NULL); an
+event the previous release inserts meanwhile gets its row of the outbox (a trigger) and
+none for the previous dispatcher either, while an event inserted as this release's ``emit``
+inserts it gets no second row. Down again, the mark is NULL on exactly the events still in
+the outbox. SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -26,10 +30,22 @@ _SEED = (
     _EVENT.format(id="evt_late", created=20, dispatched="NULL"),
     _EVENT.format(id="evt_early", created=10, dispatched="NULL"),
 )
+# The previous release's emit: no mark (NULL), no row of the outbox.
+_PREVIOUS_EMIT = (
+    "INSERT INTO events (id, account_id, type, object_id, data, livemode, created_us)"
+    " VALUES ('evt_previous', 'acct_a', 'customer.created', 'cus_1', '{}', false, 30)"
+)
+# This release's emit: the mark 0 and its row of the outbox (services/context.py).
+_THIS_EMIT = (
+    _EVENT.format(id="evt_this", created=40, dispatched=0),
+    "INSERT INTO event_outbox (event_id) VALUES ('evt_this')",
+)
+_OUTBOX = "SELECT event_id FROM event_outbox ORDER BY seq"
+_PREVIOUS_LOOK = "SELECT id FROM events WHERE dispatched_us IS NULL"  # its dispatcher's
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-def test_events_not_dispatched_yet_move_into_the_outbox_oldest_first(
+def test_events_not_dispatched_move_into_the_outbox_and_the_previous_release_takes_none(
     backend: str, tmp_path: Path, pg_cluster: PgCluster | None
 ) -> None:
     url = database_url(backend, tmp_path, pg_cluster, f"migration_0040_{backend}")
@@ -37,18 +53,36 @@ def test_events_not_dispatched_yet_move_into_the_outbox_oldest_first(
     run_sql(url, *_SEED)
     upgrade(url, "0040")
 
-    (outbox,) = run_sql(url, "SELECT event_id FROM event_outbox ORDER BY seq")
+    outbox, previous_look = run_sql(url, _OUTBOX, _PREVIOUS_LOOK)
     assert [r[0] for r in outbox] == ["evt_early", "evt_late"]
-    (events,) = run_sql(url, "SELECT * FROM events ORDER BY id")
-    assert len(events) == 3
-    assert "dispatched_us" not in events[0]._mapping  # the mark is gone
+    assert previous_look == []
 
-    # The dispatcher took one of them before going down: the other is still owed.
-    run_sql(url, "DELETE FROM event_outbox WHERE event_id = 'evt_early'")
+    run_sql(url, _PREVIOUS_EMIT, *_THIS_EMIT)
+    outbox, previous_look, marks = run_sql(
+        url, _OUTBOX, _PREVIOUS_LOOK, "SELECT id, dispatched_us FROM events ORDER BY id"
+    )
+    assert [r[0] for r in outbox] == ["evt_early", "evt_late", "evt_previous", "evt_this"]
+    assert previous_look == []
+    assert [tuple(r) for r in marks] == [
+        ("evt_done", 7),
+        ("evt_early", 0),
+        ("evt_late", 0),
+        ("evt_previous", 0),
+        ("evt_this", 0),
+    ]
+
+    # This release's dispatcher took two of them before going down: the others are owed.
+    run_sql(url, "DELETE FROM event_outbox WHERE event_id IN ('evt_early', 'evt_this')")
     command.downgrade(alembic_config(url), "0039")
     (marks,) = run_sql(url, "SELECT id, dispatched_us FROM events ORDER BY id")
-    assert [tuple(r) for r in marks] == [("evt_done", 0), ("evt_early", 0), ("evt_late", None)]
+    assert [tuple(r) for r in marks] == [
+        ("evt_done", 7),
+        ("evt_early", 0),
+        ("evt_late", None),
+        ("evt_previous", None),
+        ("evt_this", 0),
+    ]
 
     upgrade(url, "0040")  # and forward again
-    (outbox,) = run_sql(url, "SELECT event_id FROM event_outbox ORDER BY seq")
-    assert [r[0] for r in outbox] == ["evt_late"]
+    (outbox,) = run_sql(url, _OUTBOX)
+    assert [r[0] for r in outbox] == ["evt_late", "evt_previous"]

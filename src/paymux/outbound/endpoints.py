@@ -374,8 +374,11 @@ class WebhookEndpoints:
                     "livemode": ep.livemode,
                     "data": endpoint_view(ep),
                     "created_us": now,
+                    # No row in the outbox: to this endpoint only, not for the dispatcher.
+                    # Marked, so the previous release's dispatcher skips it too (0040).
+                    "dispatched_us": now,
                 },
-            )  # no row in the outbox: to this endpoint only, not for the dispatcher
+            )
             await self._enqueue(s, ep, [event_id])
         return {
             "object": "webhook_endpoint.test",

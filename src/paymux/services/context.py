@@ -206,13 +206,15 @@ def row_of(obj: Any, columns: tuple[tuple[str, str], ...]) -> dict[str, Any]:
 # never changes needs none of SQLAlchemy's execution layers either (a payment emits two:
 # created, succeeded). JSON columns are bound as the ORM binds them (their types' bind
 # processors: None as JSON ``null``), and ``livemode`` as each database's boolean.
+# ``dispatched_us`` 0: the event has its row in the outbox (``_OUTBOX_INSERT``); the
+# previous release's dispatcher, during a rolling upgrade, takes none (migration 0040).
 _EVENT_COLUMNS = (
     "id, account_id, type, object_id, livemode, data, created_us, request_id, "
-    "idempotency_key, previous_attributes, object_seq"
+    "idempotency_key, previous_attributes, dispatched_us, object_seq"
 )
 _EVENT_VALUES = (
     ":id, :account_id, :type, :object_id, :livemode, :data, :created_us, :request_id, "
-    ":idempotency_key, :previous_attributes"
+    ":idempotency_key, :previous_attributes, 0"
 )
 _EVENT_BINDS: dict[str, TypeEngine[Any]] = {
     name: Event.__table__.c[name].type for name in ("livemode", "data", "previous_attributes")

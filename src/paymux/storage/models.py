@@ -408,6 +408,10 @@ class GatewayAttempt(Base):
     __table_args__ = (Index("ix_gateway_attempts_status_updated", "status", "updated_us"),)
 
 
+# The events the previous release's dispatcher looked for: the predicate of a partial index.
+_UNDISPATCHED = text("dispatched_us IS NULL")
+
+
 class Event(Base):
     __tablename__ = "events"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -417,6 +421,11 @@ class Event(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
     livemode: Mapped[bool] = mapped_column(Boolean, default=False)
     created_us: Mapped[int]
+    # The previous outbox mark (migration 0011), kept while a rolling upgrade may still run
+    # the release that reads it (migration 0040): 0 on every event since, so that release's
+    # dispatcher takes none (this release's dispatches the outbox, ``EventOutbox``). ``emit``
+    # writes 0; a webhook endpoint's test event its time (it has no row in the outbox).
+    dispatched_us: Mapped[int | None] = mapped_column(default=None)
     # Stripe's event.request (the API request that caused it; NULL when a worker did) and
     # data.previous_attributes of *.updated events (migration 0014; services/events.py).
     request_id: Mapped[str | None] = mapped_column(String(40), default=None)
@@ -430,6 +439,13 @@ class Event(Base):
     __table_args__ = (
         Index("ix_events_account_created", "account_id", "created_us"),
         Index("ix_events_object_seq", "object_id", "object_seq"),
+        # The previous release's look for unmarked events (empty since migration 0040).
+        Index(
+            "ix_events_undispatched",
+            "created_us",
+            sqlite_where=_UNDISPATCHED,
+            postgresql_where=_UNDISPATCHED,
+        ),
     )
 
 
