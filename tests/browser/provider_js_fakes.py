@@ -32,10 +32,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from playwright.sync_api import Page, Route
+
 from support.paypal_card_fields import submit_card
 from support.paypal_fake import FakePayPal
 
-__all__ = ["ProviderScripts"]
+__all__ = ["ProviderScripts", "hold_square_attach"]
 
 _HERE = Path(__file__).parent / "fake_provider_js"
 _SCRIPTS = {
@@ -153,3 +155,22 @@ class ProviderScripts:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+# The fake Square SDK's attach, held once its fields are in the page until the page calls
+# ``window.releaseAttach()``: Square's real attach resolves only once its frame has loaded,
+# after the fields show, and the pay button's handler comes after it.
+_ATTACH_LOOP_END = "fields[name] = input;\n            }\n"
+_HELD_ATTACH = "await new Promise((resolve) => { window.releaseAttach = resolve; });\n"
+
+
+def hold_square_attach(page: Page, scripts_url: str) -> None:
+    """Serve ``page`` the fake Square SDK (at ``scripts_url``) with its attach held."""
+
+    def held(route: Route) -> None:
+        body = route.fetch().text()
+        assert _ATTACH_LOOP_END in body  # the fake's text this patches
+        route.fulfill(body=body.replace(_ATTACH_LOOP_END, _ATTACH_LOOP_END + _HELD_ATTACH),
+                      content_type="application/javascript")
+
+    page.route(f"{scripts_url}/v1/square.js", held)

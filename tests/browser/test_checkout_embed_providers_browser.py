@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from browser_timeouts import timed
 from playwright.sync_api import Browser, Page, expect
-from provider_js_fakes import ProviderScripts
+from provider_js_fakes import ProviderScripts, hold_square_attach
 from test_checkout_embed_browser import ADMIN, MerchantSite, publishable_key
 
 from conftest import Api, make_settings, migrated_database_url
@@ -163,12 +163,16 @@ def test_a_paypal_refusal_shows_the_message_and_the_payer_approves_again(
 
 
 # -- Square ---------------------------------------------------------------------------------
-def enter_square_card(tab: Page, number: str) -> None:
+def fill_square_card(tab: Page, number: str) -> None:
     card = tab.locator("#card .paymux-square-card")
     card.locator("input[name=number]").fill(number)
     card.locator("input[name=expiry]").fill("12/34")
     card.locator("input[name=cvv]").fill(CVV)
     card.locator("input[name=postal]").fill("10001")
+
+
+def enter_square_card(tab: Page, number: str) -> None:
+    fill_square_card(tab, number)
     tab.click("#card .paymux-pay")
 
 
@@ -194,6 +198,23 @@ def test_square_card_form_and_verify_buyer_on_the_merchant_page_pay_the_intent(
     # The card went to "Square" (the fake SDK's tokenize), never to paymux.
     assert any(GOOD_CARD.encode() in body for _, body in env.scripts.received)
     no_card_reached_paymux(env, GOOD_CARD, CVV)
+
+
+def test_the_square_pay_button_is_disabled_until_the_card_form_is_attached(
+    tab: Page, api: Api, env: Env
+) -> None:
+    """paymux.js's Pay button for Square is disabled until its handler is in place, which
+    comes after the card form's attach (a click before did nothing)."""
+    hold_square_attach(tab, env.scripts.url)
+    pi = open_shop(tab, api, env, "square")
+    tab.wait_for_function("typeof window.releaseAttach === 'function'")
+    fill_square_card(tab, GOOD_CARD)
+    expect(tab.locator("#card .paymux-pay")).to_be_disabled()
+    tab.evaluate("window.releaseAttach()")
+    expect(tab.locator("#card .paymux-pay")).to_be_enabled()
+    tab.click("#card .paymux-pay")
+    expect(tab.locator("#result")).to_have_text("succeeded")
+    assert api.ok("GET", f"/v1/payment_intents/{pi['id']}")["status"] == "succeeded"
 
 
 def test_a_square_decline_shows_the_taxonomys_message_and_an_empty_form(

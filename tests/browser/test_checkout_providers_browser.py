@@ -32,7 +32,7 @@ import httpx
 import pytest
 from browser_timeouts import timed
 from playwright.sync_api import Browser, Page, expect
-from provider_js_fakes import ProviderScripts
+from provider_js_fakes import ProviderScripts, hold_square_attach
 from test_checkout_browser import inventory_tables, nonce_free
 
 from conftest import Api, make_settings, migrated_database_url
@@ -363,12 +363,16 @@ def test_the_card_order_endpoint_and_confirm_pay_a_card_order_once_and_only_its_
 
 
 # -- Square ---------------------------------------------------------------------------------
-def enter_square_card(tab: Page, number: str, cvv: str = "739") -> None:
+def fill_square_card(tab: Page, number: str, cvv: str = "739") -> None:
     card = tab.locator("#square-card")
     card.locator("input[name=number]").fill(number)
     card.locator("input[name=expiry]").fill("12/34")
     card.locator("input[name=cvv]").fill(cvv)
     card.locator("input[name=postal]").fill("10001")
+
+
+def enter_square_card(tab: Page, number: str, cvv: str = "739") -> None:
+    fill_square_card(tab, number, cvv)
     tab.click("#square-pay")
 
 
@@ -400,6 +404,26 @@ def test_square_card_form_and_verify_buyer_complete_the_session(
     assert sent[0]["amount_money"] == {"amount": 2500, "currency": "USD"}
     assert sent[0]["source_id"].startswith("cnon:")
     assert csp == []
+
+
+def test_the_square_pay_button_is_disabled_until_the_card_form_is_attached(
+    page: tuple[Page, list[str]], api: Api, env: Env
+) -> None:
+    """A click while Square's card form is still attaching did nothing (the handler came
+    after the attach). The button is disabled until the handler is in place."""
+    tab, _ = page
+    hold_square_attach(tab, env.scripts.url)
+    cs = new_session(api, "square")
+    tab.goto(cs["url"])
+    tab.wait_for_function("typeof window.releaseAttach === 'function'")
+    fill_square_card(tab, GOOD_CARD)
+    expect(tab.locator("#square-pay")).to_be_disabled()
+    tab.evaluate("window.releaseAttach()")
+    expect(tab.locator("#square-pay")).to_be_enabled()
+    tab.click("#square-pay")
+    tab.wait_for_url(thanks(cs))
+    done = api.ok("GET", f"/v1/checkout/sessions/{cs['id']}")
+    assert (done["status"], done["payment_status"]) == ("complete", "paid")
 
 
 def test_a_square_decline_shows_the_taxonomys_message_and_an_empty_form(

@@ -204,7 +204,8 @@
     };
     // Paying: Stripe.js tokenizes at Stripe; the token's card (card_..., which Stripe takes
     // as a payment method) is what paymux confirms with, as with the sandbox's token.
-    document.getElementById('stripe-pay').addEventListener('click', async () => {
+    const stripePay = document.getElementById('stripe-pay');
+    stripePay.addEventListener('click', async () => {
       if (busy) return;
       if (setupUrl) {
         save();
@@ -218,6 +219,7 @@
       }
       pay(result.token.card.id);
     });
+    stripePay.disabled = false;  // the page's button: disabled until this handler is in place
   }
   // PayPal: the JS SDK's buttons. createOrder hands PayPal the order paymux opened with the
   // payment; the payer approves it in PayPal's window; onApprove pays with the order's id.
@@ -274,7 +276,8 @@
         cardFields.CVVField().render('#paypal-card-cvv');
         cardBox.hidden = false;
         let submitting = false;  // one submit at a time (a double click sends one card)
-        document.getElementById('paypal-card-pay').addEventListener('click', async () => {
+        const cardPay = document.getElementById('paypal-card-pay');
+        cardPay.addEventListener('click', async () => {
           if (busy || submitting) return;
           submitting = true;
           section.classList.remove('has-error');
@@ -289,6 +292,7 @@
           }
           submitting = false;
         });
+        cardPay.disabled = false;
       }
     }
   }
@@ -306,7 +310,10 @@
         card = await payments.card();
         await card.attach('#square-card');
       };
-      document.getElementById('square-pay').addEventListener('click', async () => {
+      // The button stays disabled until the card form is attached and this handler is in
+      // place: a click while Square's frame loads did nothing.
+      const squarePay = document.getElementById('square-pay');
+      squarePay.addEventListener('click', async () => {
         if (busy) return;
         const result = await card.tokenize();
         if (!result || result.status !== 'OK' || !result.token) {
@@ -330,6 +337,7 @@
         }
         pay(result.token, verification);
       });
+      squarePay.disabled = false;
     })();
   }
 })();

@@ -447,6 +447,7 @@
       pay.type = 'button';
       pay.className = 'paymux-pay';
       pay.textContent = finish.options.payLabel || (finish.setup ? 'Save card' : 'Pay');
+      pay.disabled = true;  // until the card form is attached and the handler is in place
       element.replaceChildren(box, pay);
       let card = await payments.card();
       await card.attach('#' + box.id);
@@ -494,6 +495,7 @@
           pay.disabled = false;
         }
       });
+      pay.disabled = false;
       return {gateway: 'square', element: card};
     }
 
