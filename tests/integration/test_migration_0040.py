@@ -9,8 +9,10 @@ the outbox. SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+import asyncpg
 import pytest
 from alembic import command
 
@@ -86,3 +88,60 @@ def test_events_not_dispatched_move_into_the_outbox_and_the_previous_release_tak
     upgrade(url, "0040")  # and forward again
     (outbox,) = run_sql(url, _OUTBOX)
     assert [r[0] for r in outbox] == ["evt_late", "evt_previous"]
+
+
+def test_the_migration_waits_for_the_previous_releases_transactions_on_events(
+    tmp_path: Path, pg_cluster: PgCluster | None
+) -> None:
+    """PostgreSQL, 0040 run while the previous release serves: its dispatcher has taken an
+    event (``FOR UPDATE``, its mark not written yet) and its ``emit`` has inserted one (not
+    committed yet). The migration waits for both: the event taken is left to that dispatcher
+    (moved too, it would be dispatched twice), and the one inserted meanwhile is moved
+    (missed, it would have neither the old mark's dispatcher nor a row in the outbox)."""
+    url = database_url("postgres", tmp_path, pg_cluster, "migration_0040_concurrent")
+    assert pg_cluster is not None
+    dsn = pg_cluster.dsn(url.rsplit("/", 1)[1])
+    upgrade(url, "0039")
+    run_sql(url, *_SEED)
+
+    async def main() -> None:
+        dispatcher, emitter, watcher = [await asyncpg.connect(dsn) for _ in range(3)]
+        try:
+            taking = dispatcher.transaction()
+            await taking.start()
+            taken = await dispatcher.fetch(
+                "SELECT id FROM events WHERE dispatched_us IS NULL ORDER BY created_us"
+                " LIMIT 1 FOR UPDATE SKIP LOCKED"
+            )
+            assert [r["id"] for r in taken] == ["evt_early"]
+            emitting = emitter.transaction()
+            await emitting.start()
+            await emitter.execute(_PREVIOUS_EMIT)
+            migrating = asyncio.create_task(asyncio.to_thread(upgrade, url, "0040"))
+            mine = [c.get_server_pid() for c in (dispatcher, emitter, watcher)]
+            for _ in range(200):  # until the migration waits for a lock (or has finished)
+                waiting = await watcher.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND NOT pid = ANY($1::int[])",
+                    mine,
+                )
+                if waiting or migrating.done():
+                    break
+                await asyncio.sleep(0.05)
+            await dispatcher.execute("UPDATE events SET dispatched_us = 5 WHERE id = 'evt_early'")
+            await taking.commit()
+            await emitting.commit()
+            await asyncio.wait_for(migrating, 60)
+        finally:
+            for connection in (dispatcher, emitter, watcher):
+                await connection.close()
+
+    asyncio.run(main())
+    outbox, marks = run_sql(url, _OUTBOX, "SELECT id, dispatched_us FROM events ORDER BY id")
+    assert [r[0] for r in outbox] == ["evt_late", "evt_previous"]
+    assert [tuple(r) for r in marks] == [
+        ("evt_done", 7),
+        ("evt_early", 5),  # the previous release's dispatcher's: dispatched once, by it
+        ("evt_late", 0),
+        ("evt_previous", 0),
+    ]

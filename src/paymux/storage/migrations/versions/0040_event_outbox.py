@@ -91,7 +91,15 @@ def upgrade() -> None:
         sa.Column("event_id", sa.String(length=40), nullable=False),
         sa.PrimaryKeyConstraint("seq"),
     )
-    # The partial index (0011) finds them, oldest first.
+    if _postgres():
+        # No event written or marked meanwhile: the transactions that insert events or hold
+        # some (a previous release's dispatcher, between its FOR UPDATE and its mark) finish
+        # first, and new ones wait until this one commits (plain reads go on). Without it an
+        # event taken by that dispatcher could be moved too (dispatched twice), and one
+        # inserted while this ran (before the trigger) be left with neither (never).
+        op.execute("LOCK TABLE events IN EXCLUSIVE MODE")
+    # (SQLite: the migration holds the one writer already.)
+    # The events not dispatched yet (the partial index of 0011 finds them), oldest first.
     op.execute(
         "INSERT INTO event_outbox (event_id) SELECT id FROM events"
         " WHERE dispatched_us IS NULL ORDER BY created_us, id"
