@@ -47,30 +47,36 @@ async def _until_waiting(db: Database, waiters: int) -> None:
     raise AssertionError(f"{waiters} checkouts never waited")
 
 
+async def _write(db: Database, order: list[str], name: str) -> None:
+    """A write transaction that notes ``name`` in ``order`` once it has the connection."""
+    async with db.write() as s:
+        await s.execute(text("SELECT 1"))
+        order.append(name)
+
+
+async def _two_waiting(db: Database, order: list[str], *names: str) -> list[asyncio.Future[None]]:
+    """With the pool's one connection out (held here, then checked in), two transactions
+    that wait for it, in the order of ``names``: both waiting before it is checked in."""
+    waiting = []
+    async with db.write() as s:
+        await s.execute(text("SELECT 1"))
+        for count, name in enumerate(names, start=1):
+            waiting.append(asyncio.ensure_future(_write(db, order, name)))
+            await _until_waiting(db, count)
+    return waiting
+
+
 def test_a_transaction_started_right_after_a_check_in_waits_behind_those_already_waiting(
     db_url: str,
 ) -> None:
     async def scenario() -> list[str]:
         db = _open(db_url)
         order: list[str] = []
-
-        async def waiting(name: str) -> None:
-            async with db.write() as s:
-                await s.execute(text("SELECT 1"))
-                order.append(name)
-
         try:
-            async with db.write() as s:  # the connection is out
-                await s.execute(text("SELECT 1"))
-                first = asyncio.ensure_future(waiting("first waiter"))
-                await _until_waiting(db, 1)
-                second = asyncio.ensure_future(waiting("second waiter"))
-                await _until_waiting(db, 2)
+            waiting = await _two_waiting(db, order, "first waiter", "second waiter")
             # Checked in; this task asks again at once, before the waiters have run.
-            async with db.write() as s:
-                await s.execute(text("SELECT 1"))
-                order.append("the task that checked it in")
-            await asyncio.gather(first, second)
+            await _write(db, order, "the task that checked it in")
+            await asyncio.gather(*waiting)
         finally:
             await db.dispose()
         return order
@@ -86,28 +92,15 @@ def test_a_waiter_cancelled_after_it_was_handed_the_connection_passes_it_on(db_u
     async def scenario() -> tuple[list[str], int]:
         db = _open(db_url)
         order: list[str] = []
-
-        async def waiting(name: str) -> None:
-            async with db.write() as s:
-                await s.execute(text("SELECT 1"))
-                order.append(name)
-
         try:
-            async with db.write() as s:
-                await s.execute(text("SELECT 1"))
-                cancelled = asyncio.ensure_future(waiting("cancelled"))
-                await _until_waiting(db, 1)
-                after = asyncio.ensure_future(waiting("after"))
-                await _until_waiting(db, 2)
+            cancelled, after = await _two_waiting(db, order, "cancelled", "after")
             # Handed to the first waiter at the check-in above; cancelled before it ran.
             cancelled.cancel()
             await asyncio.wait_for(after, 30)
             with pytest.raises(asyncio.CancelledError):
                 await cancelled
             # Nothing lost: the connection is back in the pool, free for the next.
-            async with db.write() as s:
-                await s.execute(text("SELECT 1"))
-                order.append("next")
+            await _write(db, order, "next")
             checked_out = db.writer.sync_engine.pool.checkedout()  # type: ignore[attr-defined]
         finally:
             await db.dispose()
