@@ -17,8 +17,10 @@ gateway webhook, the recovery job, or the payer completing 3-D Secure on the hos
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+import time
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, select
@@ -40,11 +42,13 @@ from paymux.billing.rules.retries import HARD_DECLINES
 from paymux.domain.errors import PaymuxError
 from paymux.jobs.queue import enqueue
 from paymux.money import min_charge_amount
+from paymux.services.attempts import PENDING
 from paymux.services.context import current_livemode, emit, get_owned, ref_key
 from paymux.services.payments import CreateParams, PaymentsService
 from paymux.services.refunds import RefundsService, derived_refund_id
 from paymux.storage.models import (
     Customer,
+    GatewayAttempt,
     Invoice,
     PaymentIntent,
     PaymentMethod,
@@ -68,8 +72,27 @@ WAITING = ("requires_payment_method", "requires_confirmation", "requires_action"
 # The metadata key naming who made an invoice's payment: "automatic" (a renewal, a dunning
 # retry, a new default card: jobs) or "manual" (POST /pay, the hosted page). See ``_failed``.
 TRY_KIND = "paymux_try"
+# How long ``release`` waits for a cancel of the intent that another release started (its
+# gateway call in flight) to be answered, and how often it looks (seconds).
+RELEASE_WAIT = 10.0
+RELEASE_LOOK = 0.02
 # Why paymux gives back money that reached an invoice it was not needed for (refund metadata).
 RETURNED = "invoice_overpaid"
+
+
+async def _canceling(s: AsyncSession, pi_id: str) -> bool:
+    """Whether a cancel of the intent is in flight (its attempt pending: the gateway's void
+    called, its answer not recorded yet)."""
+    found = await s.scalar(
+        select(GatewayAttempt.id)
+        .where(
+            GatewayAttempt.object_id == pi_id,
+            GatewayAttempt.operation == "cancel",
+            GatewayAttempt.status == PENDING,
+        )
+        .limit(1)
+    )
+    return found is not None
 
 
 def replaceable(pi: PaymentIntent, invoice: Invoice) -> bool:
@@ -669,8 +692,11 @@ class InvoicePayments(InvoicesCore):
             pi = await s.get(PaymentIntent, pi_id)
             if pi is None or pi.account_id != account_id or pi.invoice_id is None:
                 return
-            if pi.status not in WAITING:
-                return  # charged, charging, or over: the hook answers for its money
+            # Charged, charging, or over: the hook answers for its money. Unless it is being
+            # canceled by the other release of the same change (the job and the call right
+            # after the change both run, either first): answered once that cancel is.
+            other = pi.status == "processing" and await _canceling(s, pi_id)
+            waiting = pi.status in WAITING
             invoice = await s.get(Invoice, pi.invoice_id)
             wanted = (
                 invoice is not None
@@ -681,14 +707,35 @@ class InvoicePayments(InvoicesCore):
             if wanted:
                 return
             livemode = pi.livemode
+        if not waiting:
+            if other:
+                await self._until_answered(pi_id)
+            return
         token = current_livemode.set(bool(livemode))
         try:
             await self.payments.cancel(account_id, pi_id, "abandoned")
         except PaymuxError as exc:
+            async with self.ctx.db.read() as s:
+                canceling = await _canceling(s, pi_id)
+            if exc.code == "payment_intent_unexpected_state" and canceling:
+                await self._until_answered(pi_id)  # the other release's cancel, started first
+                return
             # It moved on meanwhile (the payer finished): if money came, the hook returns it.
             log.warning("could not cancel %s, no longer wanted: %s", pi_id, exc.code)
         finally:
             current_livemode.reset(token)
+
+    async def _until_answered(self, pi_id: str) -> None:
+        """Until the intent's cancel in flight is answered (no cancel attempt pending), at
+        most ``RELEASE_WAIT``: the caller of a void or a credit note then finds the intent as
+        that cancel left it, whichever release started it. Past the wait (a gateway slow to
+        answer) the job's attempt, or recovery, finishes it."""
+        deadline = time.monotonic() + RELEASE_WAIT
+        while time.monotonic() < deadline:
+            await asyncio.sleep(RELEASE_LOOK)
+            async with self.ctx.db.read() as s:
+                if not await _canceling(s, pi_id):
+                    return
 
     async def retry(self, account_id: str, invoice_id: str, *, at_us: int | None = None) -> None:
         """A dunning retry (job ``invoice_retry``, or a test clock's step at ``at_us``)."""
