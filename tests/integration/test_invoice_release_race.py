@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from support.billing_harness import ok
+from support.billing_harness import finalized_invoice, ok
 from support.databases import migrated_database_fixture
 from support.fake_gateway import Outcome
 from support.harness import Harness
@@ -25,16 +25,7 @@ db_url = migrated_database_fixture("release_race")
 async def _waiting_invoice(h: Harness) -> tuple[str, str]:
     """An open invoice of 2,000 whose payment waits for the payer's 3-D Secure: (invoice,
     its intent)."""
-    cus = await ok(h, "/v1/customers", {"email": "payer@example.com"})
-    pm = await ok(h, "/v1/payment_methods/tok_visa/attach", {"customer": cus["id"]})
-    await ok(
-        h, f"/v1/customers/{cus['id']}", {"invoice_settings": {"default_payment_method": pm["id"]}}
-    )
-    await ok(h, "/v1/invoiceitems", {"customer": cus["id"], "amount": 2000, "currency": "usd"})
-    invoice = await ok(
-        h, "/v1/invoices", {"customer": cus["id"], "pending_invoice_items_behavior": "include"}
-    )
-    await ok(h, f"/v1/invoices/{invoice['id']}/finalize", {})
+    invoice = await finalized_invoice(h, {"email": "payer@example.com"})
     h.gw.script("authorize", Outcome.requires_action())
     tried = await ok(h, f"/v1/invoices/{invoice['id']}/pay", {})
     pi = await h.get(f"/v1/payment_intents/{tried['payment_intent']}")

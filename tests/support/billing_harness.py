@@ -10,7 +10,13 @@ from sqlalchemy import text
 from support.fake_gateway import Outcome
 from support.harness import Harness
 
-__all__ = ["customer_and_price", "declined_invoice", "declined_open_invoice", "ok"]
+__all__ = [
+    "customer_and_price",
+    "declined_invoice",
+    "declined_open_invoice",
+    "finalized_invoice",
+    "ok",
+]
 
 
 async def ok(h: Harness, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -19,9 +25,9 @@ async def ok(h: Harness, path: str, body: dict[str, Any]) -> dict[str, Any]:
     return h.body(r)
 
 
-async def declined_open_invoice(h: Harness, customer: dict[str, Any]) -> dict[str, Any]:
+async def finalized_invoice(h: Harness, customer: dict[str, Any]) -> dict[str, Any]:
     """An open invoice of 2,000 for a new customer (``customer``: its create parameters)
-    whose first try was declined, the customer's default card now a good one."""
+    whose default card is a good one, nothing tried yet."""
     cus = await ok(h, "/v1/customers", customer)
     pm = await ok(h, "/v1/payment_methods/tok_visa/attach", {"customer": cus["id"]})
     await ok(
@@ -32,6 +38,13 @@ async def declined_open_invoice(h: Harness, customer: dict[str, Any]) -> dict[st
         h, "/v1/invoices", {"customer": cus["id"], "pending_invoice_items_behavior": "include"}
     )
     await ok(h, f"/v1/invoices/{invoice['id']}/finalize", {})
+    return invoice
+
+
+async def declined_open_invoice(h: Harness, customer: dict[str, Any]) -> dict[str, Any]:
+    """An open invoice of 2,000 for a new customer (``customer``: its create parameters)
+    whose first try was declined, the customer's default card now a good one."""
+    invoice = await finalized_invoice(h, customer)
     h.gw.script("authorize", Outcome.decline("card_declined"))
     r = await h.post(f"/v1/invoices/{invoice['id']}/pay", {})
     assert r.status_code == 402, r.text
