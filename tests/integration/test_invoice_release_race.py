@@ -2,7 +2,7 @@
 with the change (``release_invoice_intent``) and the call right after it (``void``, a credit
 note) both run ``InvoicePayments.release``, either first. The one that finds the other's
 cancel in flight returns once that cancel is answered, so the caller of the void finds the
-intent canceled whichever ran first. (The CI run of 8f81a13 failed on it: the job's cancel
+intent canceled whichever ran first. (A rehearsal of 8f81a13 failed on it: the job's cancel
 was first, and the void answered while the intent was still ``processing``:
 tests/e2e/test_invoice_money_safety.py.) Both databases; the scripted fake provider at the
 connector seam holds the cancel's call."""

@@ -39,6 +39,7 @@ from paymux.billing.payment_lease import (
     taken_over,
 )
 from paymux.billing.rules.retries import HARD_DECLINES
+from paymux.domain.attempts import Operation
 from paymux.domain.errors import PaymuxError
 from paymux.jobs.queue import enqueue
 from paymux.money import min_charge_amount
@@ -87,7 +88,7 @@ async def _canceling(s: AsyncSession, pi_id: str) -> bool:
         select(GatewayAttempt.id)
         .where(
             GatewayAttempt.object_id == pi_id,
-            GatewayAttempt.operation == "cancel",
+            GatewayAttempt.operation == Operation.CANCEL,
             GatewayAttempt.status == PENDING,
         )
         .limit(1)
@@ -715,15 +716,17 @@ class InvoicePayments(InvoicesCore):
         try:
             await self.payments.cancel(account_id, pi_id, "abandoned")
         except PaymuxError as exc:
-            async with self.ctx.db.read() as s:
-                canceling = await _canceling(s, pi_id)
-            if exc.code == "payment_intent_unexpected_state" and canceling:
+            if exc.code == "payment_intent_unexpected_state" and await self._canceling(pi_id):
                 await self._until_answered(pi_id)  # the other release's cancel, started first
                 return
             # It moved on meanwhile (the payer finished): if money came, the hook returns it.
             log.warning("could not cancel %s, no longer wanted: %s", pi_id, exc.code)
         finally:
             current_livemode.reset(token)
+
+    async def _canceling(self, pi_id: str) -> bool:
+        async with self.ctx.db.read() as s:
+            return await _canceling(s, pi_id)
 
     async def _until_answered(self, pi_id: str) -> None:
         """Until the intent's cancel in flight is answered (no cancel attempt pending), at
@@ -733,9 +736,8 @@ class InvoicePayments(InvoicesCore):
         deadline = time.monotonic() + RELEASE_WAIT
         while time.monotonic() < deadline:
             await asyncio.sleep(RELEASE_LOOK)
-            async with self.ctx.db.read() as s:
-                if not await _canceling(s, pi_id):
-                    return
+            if not await self._canceling(pi_id):
+                return
 
     async def retry(self, account_id: str, invoice_id: str, *, at_us: int | None = None) -> None:
         """A dunning retry (job ``invoice_retry``, or a test clock's step at ``at_us``)."""

@@ -239,7 +239,7 @@ class _HandOff(asyncio.Queue[Any]):
     (one that has just checked its connection in and starts its next transaction, say) finds
     it there and takes it; the waiter finds the queue empty and waits again, at the back. At
     16 clients and 10 connections some requests waited their turn several times over: the
-    p99 of PostgreSQL's payments was 115-121 ms, 98 ms of it before the first BEGIN
+    p99 of PostgreSQL's payments was 108-121 ms, 98 ms of it before the first BEGIN
     (issue 10; docs/benchmarks.md). Items are queued only while nobody waits."""
 
     def put_nowait(self, item: Any) -> None:
