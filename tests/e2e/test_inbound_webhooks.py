@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import httpx
 
 from conftest import Api
 from paymux.gateways.sandbox.processor import SandboxProcessor
 from paymux.gateways.signing import sign_header
+
+T = TypeVar("T")
 
 
 def secret(api: Api) -> str:
@@ -18,6 +22,20 @@ def secret(api: Api) -> str:
         return processor.webhook_secret()
     finally:
         processor.close()
+
+
+def until(found: Callable[[], T], seconds: float = 20.0) -> T:
+    """``found()`` once it is truthy (polled), failing after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not (value := found()):
+        assert time.monotonic() < deadline, "never came"
+        time.sleep(0.05)
+    return value
+
+
+def inbox_status(api: Api, event_id: str) -> str | None:
+    rows = api.server.sql("select status from webhook_inbox where event_id = :e", e=event_id)
+    return str(rows[0][0]) if rows else None
 
 
 def post_event(api: Api, event: dict, *, key: str | None = None, header: str | None = None
@@ -91,9 +109,11 @@ def test_a_late_event_never_moves_a_succeeded_intent_back(api: Api) -> None:
     charge = api.charges(pi["id"])[0]
     late = dict(charge, status="requires_action",
                 next_action={"type": "redirect_to_url", "redirect_to_url": {"url": "x"}})
-    post_event(api, {"id": f"evt_late_{pi['id']}", "type": "charge.updated",
-                     "data": {"object": late}})
-    time.sleep(0.5)
+    event_id = f"evt_late_{pi['id']}"
+    post_event(api, {"id": event_id, "type": "charge.updated", "data": {"object": late}})
+    # Once the worker has handled it (the inbox row no longer just received), not before.
+    handled = until(lambda: (st := inbox_status(api, event_id)) not in (None, "received") and st)
+    assert handled == "applied"
     after = api.ok("GET", f"/v1/payment_intents/{pi['id']}")
     assert after["status"] == "succeeded" and after["next_action"] is None
 
@@ -103,14 +123,16 @@ def test_an_event_about_an_unknown_payment_is_kept_and_retried_not_dropped(api: 
              "data": {"object": {"id": "ch_sbx_nope", "object": "charge", "status": "succeeded",
                                  "reference": "pi_does_not_exist_yet", "amount_captured": 1}}}
     assert post_event(api, event).status_code == 200
-    time.sleep(0.5)
-    inbox = api.server.sql("select id, status from webhook_inbox where event_id = :e",
-                           e=event["id"])
-    assert inbox[0][1] == "received"
-    jobs = api.server.sql(
-        "select status, attempts, last_error from jobs where kind = 'apply_webhook'")
-    waiting = [j for j in jobs if j[2] and "pi_does_not_exist_yet" in j[2]]
-    assert waiting and waiting[0][0] in ("queued", "running") and waiting[0][1] >= 1
+
+    def tried() -> list[tuple[str, int]]:
+        """The apply job's (status, attempts) once an attempt failed on the unknown payment."""
+        jobs = api.server.sql(
+            "select status, attempts, last_error from jobs where kind = 'apply_webhook'")
+        return [(j[0], j[1]) for j in jobs if j[2] and "pi_does_not_exist_yet" in j[2]]
+
+    waiting = until(tried)  # the worker tried it (a state, not a time)
+    assert waiting[0][0] in ("queued", "running") and waiting[0][1] >= 1
+    assert inbox_status(api, event["id"]) == "received"  # kept, to be retried
 
 
 def test_unknown_event_types_are_stored_and_acknowledged(api: Api) -> None:
