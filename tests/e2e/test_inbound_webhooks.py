@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from typing import TypeVar
 
 import httpx
 
 from conftest import Api
 from paymux.gateways.sandbox.processor import SandboxProcessor
 from paymux.gateways.signing import sign_header
-
-T = TypeVar("T")
+from support.processes import wait_until
 
 
 def secret(api: Api) -> str:
@@ -22,15 +19,6 @@ def secret(api: Api) -> str:
         return processor.webhook_secret()
     finally:
         processor.close()
-
-
-def until(found: Callable[[], T], seconds: float = 20.0) -> T:
-    """``found()`` once it is truthy (polled), failing after ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while not (value := found()):
-        assert time.monotonic() < deadline, "never came"
-        time.sleep(0.05)
-    return value
 
 
 def inbox_status(api: Api, event_id: str) -> str | None:
@@ -112,8 +100,9 @@ def test_a_late_event_never_moves_a_succeeded_intent_back(api: Api) -> None:
     event_id = f"evt_late_{pi['id']}"
     post_event(api, {"id": event_id, "type": "charge.updated", "data": {"object": late}})
     # Once the worker has handled it (the inbox row no longer just received), not before.
-    handled = until(lambda: (st := inbox_status(api, event_id)) not in (None, "received") and st)
-    assert handled == "applied"
+    wait_until("the late event handled",
+               lambda: inbox_status(api, event_id) not in (None, "received"), timeout=20)
+    assert inbox_status(api, event_id) == "applied"
     after = api.ok("GET", f"/v1/payment_intents/{pi['id']}")
     assert after["status"] == "succeeded" and after["next_action"] is None
 
@@ -130,7 +119,8 @@ def test_an_event_about_an_unknown_payment_is_kept_and_retried_not_dropped(api: 
             "select status, attempts, last_error from jobs where kind = 'apply_webhook'")
         return [(j[0], j[1]) for j in jobs if j[2] and "pi_does_not_exist_yet" in j[2]]
 
-    waiting = until(tried)  # the worker tried it (a state, not a time)
+    wait_until("the apply job tried", lambda: bool(tried()), timeout=20)  # a state, not a time
+    waiting = tried()
     assert waiting[0][0] in ("queued", "running") and waiting[0][1] >= 1
     assert inbox_status(api, event["id"]) == "received"  # kept, to be retried
 

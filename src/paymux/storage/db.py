@@ -240,7 +240,10 @@ class _HandOff(asyncio.Queue[Any]):
     it there and takes it; the waiter finds the queue empty and waits again, at the back. At
     16 clients and 10 connections some requests waited their turn several times over: the
     p99 of PostgreSQL's payments was 108-121 ms, 98 ms of it before the first BEGIN
-    (issue 10; docs/benchmarks.md). Items are queued only while nobody waits."""
+    (issue 10; docs/benchmarks.md). Items are queued only while nobody waits.
+
+    It uses ``asyncio.Queue``'s own waiters (``_getters``, ``_get_loop``), unchanged from
+    Python 3.10 to 3.13; tests/integration/test_pool_fairness.py fails if they change."""
 
     def put_nowait(self, item: Any) -> None:
         while self._getters:  # type: ignore[attr-defined]
