@@ -18,6 +18,7 @@ import httpx
 from conftest import Api
 from paymux.gateways.sandbox.processor import SandboxProcessor
 from paymux.gateways.signing import sign_header
+from support.processes import wait_until
 from support.sandbox_pages import answer_challenge
 
 
@@ -68,6 +69,39 @@ def inbox_status(api: Api, event_id: str, timeout: float = 10) -> str:
         if time.monotonic() > deadline:
             raise AssertionError(f"event {event_id} still {rows!r}")
         time.sleep(0.05)
+
+
+def sandbox_event_handled(api: Api, seti_id: str, timeout: float = 30) -> tuple[str, list[str]]:
+    """The status of the sandbox's own ``setup_attempt.updated`` about ``seti_id`` (sent when
+    its challenge was answered; its event ids start ``evt_sbx_``) and of the
+    ``refresh_setup_intent`` jobs about the setup, once the worker is done with them: the
+    event handled (its row no longer just received) and every such job finished. Applying
+    the event queues at most that job (deduplicated by the setup), and the mark commits
+    with the job, so after this nothing the webhook set off is still to run."""
+
+    def state() -> tuple[list[str], list[str]]:
+        inbox = api.server.sql(
+            "select status from webhook_inbox where event_id like 'evt_sbx_%' "
+            "and type = 'setup_attempt.updated' and payload like :p",
+            p=f'%"{seti_id}"%',
+        )
+        jobs = api.server.sql(
+            "select status from jobs where kind = 'refresh_setup_intent' and dedupe_key = :k",
+            k=f"refresh_setup:{seti_id}",
+        )
+        return [str(r[0]) for r in inbox], [str(j[0]) for j in jobs]
+
+    def done() -> bool:
+        inbox, jobs = state()
+        return bool(inbox) and "received" not in inbox and all(
+            j in ("done", "dead") for j in jobs
+        )
+
+    wait_until(f"the sandbox's webhook about {seti_id} and its job handled", done,
+               timeout=timeout, interval=0.05)
+    inbox, jobs = state()
+    assert len(inbox) == 1, inbox  # one event per answered challenge, stored once
+    return inbox[0], jobs
 
 
 def setup_row(api: Api, seti_id: str) -> tuple[str, str | None]:
@@ -128,7 +162,9 @@ def test_the_webhook_settles_a_setup_the_payer_authenticated_without_any_read(ap
     done = api.ok("GET", f"/v1/setup_intents/{seti_id}")
     assert done["status"] == "succeeded"
     assert done["payment_method"] == methods[0]["id"]
-    time.sleep(0.3)  # anything else queued by the webhook has run by now
+    # Everything the webhook set off has run: the event applied (the setup was waiting) and
+    # the one job it queued done.
+    assert sandbox_event_handled(api, seti_id) == ("applied", ["done"])
     assert len(events_of(api, "setup_intent.succeeded", seti_id)) == 1
     assert len(events_of(api, "payment_method.attached", methods[0]["id"])) == 1
     # The saved card now pays off-session with no action (authenticated at setup).
@@ -172,7 +208,10 @@ def test_duplicated_late_and_out_of_order_events_change_nothing(api: Api) -> Non
     # The very same delivery twice is stored once.
     duplicate = post_event(api, again)
     assert duplicate.status_code == 200 and duplicate.json()["duplicate"] is True
-    time.sleep(0.3)
+    rows = api.server.sql("select status from webhook_inbox where event_id = :e", e=again["id"])
+    assert [r[0] for r in rows] == ["stale"]  # still the one row, as it was
+    # The sandbox's own webhook (what settled it) and the job it queued are done too.
+    assert sandbox_event_handled(api, seti_id) == ("applied", ["done"])
     assert setup_row(api, seti_id)[0] == "succeeded"
     assert len(events_of(api, "setup_intent.succeeded", seti_id)) == 1
     assert len(api.ok("GET", f"/v1/customers/{cus}/payment_methods")["data"]) == 1
@@ -198,7 +237,10 @@ def test_the_payers_return_and_the_webhook_racing_settle_it_once(api: Api) -> No
         t.join(30)
     assert [v["status"] for v in views] == ["succeeded"] * 4
     wait_for_event(api, "setup_intent.succeeded", seti_id)
-    time.sleep(0.5)  # the webhook's job, queued or not, has run
+    # The webhook handled: stale if a read had settled the setup first, else applied, and
+    # then the job it queued has run (and found the setup settled).
+    status, jobs = sandbox_event_handled(api, seti_id)
+    assert (status, jobs) in (("stale", []), ("applied", ["done"])), (status, jobs)
     assert len(events_of(api, "setup_intent.succeeded", seti_id)) == 1
     methods = api.ok("GET", f"/v1/customers/{cus}/payment_methods")["data"]
     assert len(methods) == 1

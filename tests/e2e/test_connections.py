@@ -26,6 +26,7 @@ from paymux.services import Paymux
 from support.errors import status_code_param
 from support.keys import random_token
 from support.pgcluster import PgCluster
+from support.processes import wait_until
 from support.sandboxes import LocalStripe
 
 ENV_WEBHOOK_SECRET = "whsec_env_" + secrets.token_hex(12)
@@ -306,12 +307,18 @@ def test_webhooks_arrive_at_the_connection_s_url_verified_with_its_secret(
                                                         "gateway": "stripe"})
     foreign = _event(theirs["gateway_reference"])
     assert _post_webhook(server, conn["id"], foreign, B_WEBHOOK_SECRET).status_code == 200
-    time.sleep(1.0)  # the worker polls every 50 ms and retries an unknown object with backoff
+    foreign_id = json.loads(foreign)["id"]
+
+    def tried() -> bool:
+        """The worker has tried to apply it (a failed attempt notes its error on the row)."""
+        rows = server.sql("select error from webhook_inbox where event_id = :e", e=foreign_id)
+        return bool(rows and rows[0][0])
+
+    wait_until("the foreign event tried", tried, timeout=30, interval=0.05)
     after = default.ok("GET", f"/v1/payment_intents/{theirs['id']}")
     assert after["status"] == "requires_payment_method" and after["amount_received"] == 0
     [(status, error)] = server.sql(
-        "select status, error from webhook_inbox where event_id = :e",
-        e=json.loads(foreign)["id"])
+        "select status, error from webhook_inbox where event_id = :e", e=foreign_id)
     assert status in ("received", "dead") and "not stored yet" in (error or "")
 
 

@@ -59,7 +59,10 @@ def test_a_duplicate_delivery_is_acknowledged_and_applied_once(api: Api) -> None
     assert first.status_code == second.status_code == 200
     assert first.json()["duplicate"] is False and second.json()["duplicate"] is True
     api.wait_for(f"/v1/payment_intents/{pi['id']}", "status", "succeeded")
-    time.sleep(0.3)
+    # The event's one row handled by the worker (its mark commits with its job's done), so
+    # whatever the deliveries led to has happened before the counts below.
+    wait_until("the event handled",
+               lambda: inbox_status(api, event["id"]) not in (None, "received"), timeout=30)
     rows = api.server.sql("select status from webhook_inbox where event_id = :e",
                           e=event["id"])
     assert [r[0] for r in rows] == ["applied"]
@@ -159,6 +162,7 @@ def test_a_late_decline_of_an_earlier_attempt_does_not_undo_the_attempt_in_fligh
     assert declined.status_code == 402
     first_charge = api.charges(pi["id"])[0]
     assert first_charge["status"] == "failed"
+    late_id = f"evt_old_{pi['id']}"
     api.sandbox("POST", "/_control/latency", {"seconds": 1.0})
     answers: list[dict] = []
     try:
@@ -166,14 +170,17 @@ def test_a_late_decline_of_an_earlier_attempt_does_not_undo_the_attempt_in_fligh
             "POST", f"/v1/payment_intents/{pi['id']}/confirm", {"payment_method": "pm_card_visa"})))
         confirm.start()
         api.wait_for(f"/v1/payment_intents/{pi['id']}", "status", "processing")
-        late = post_event(api, {"id": f"evt_old_{pi['id']}", "type": "charge.updated",
+        late = post_event(api, {"id": late_id, "type": "charge.updated",
                                 "data": {"object": first_charge}})
         assert late.status_code == 200
         confirm.join()
     finally:
         api.sandbox("POST", "/_control/latency", {"seconds": 0.0})
     assert answers and answers[0]["status"] == "succeeded"
-    time.sleep(0.5)
+    # The late event handled (not just stored) before we look: found stale, it changed nothing.
+    wait_until("the late event handled",
+               lambda: inbox_status(api, late_id) not in (None, "received"), timeout=30)
+    assert inbox_status(api, late_id) == "stale"
     after = api.ok("GET", f"/v1/payment_intents/{pi['id']}")
     assert after["status"] == "succeeded" and after["last_payment_error"] is None
     failed = api.ok("GET", "/v1/events", params={"object_id": pi["id"],

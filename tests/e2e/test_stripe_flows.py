@@ -11,6 +11,7 @@ import pytest
 
 from conftest import Api, RunningServer
 from support.pgcluster import PgCluster
+from support.processes import wait_until
 from support.sandboxes import LocalStripe
 from support.stripe_server import localstripe_server
 
@@ -42,6 +43,25 @@ def sapi(stripe_server: RunningServer) -> Iterator[Api]:
 def create(api: Api, **params: object) -> dict:
     return api.ok("POST", "/v1/payment_intents",
                   {"amount": 2000, "currency": "usd", "gateway": "stripe", **params})
+
+
+def handled_events(api: Api, gateway_reference: str, *types: str) -> list[tuple[str, str]]:
+    """(type, status) of the Stripe events stored about a payment (its Stripe id in the
+    payload), once each of ``types`` has arrived and the worker has handled every one of
+    them (none still just received; an event's mark commits with its job's done)."""
+
+    def rows() -> list[tuple[str, str]]:
+        return [(str(r[0]), str(r[1])) for r in api.server.sql(
+            "select type, status from webhook_inbox where gateway = 'stripe' and payload like :p",
+            p=f"%{gateway_reference}%")]
+
+    def handled() -> bool:
+        found = rows()
+        return {t for t, _ in found} >= set(types) and all(s != "received" for _, s in found)
+
+    wait_until(f"{', '.join(types)} about {gateway_reference} handled", handled, timeout=30,
+               interval=0.05)
+    return rows()
 
 
 def test_create_answers_what_stripe_js_needs(sapi: Api) -> None:
@@ -120,7 +140,11 @@ def test_manual_capture_then_partial_and_full_refunds(sapi: Api) -> None:
     assert rest["amount"] == 3500
     after = sapi.wait_for(f"/v1/payment_intents/{pi['id']}", "amount_refunded", 5000)
     assert after["amount_refunded"] == 5000
-    time.sleep(1.5)  # Stripe's refund webhooks arrive: they must not count the refunds twice
+    # Stripe's webhooks about the payment (localstripe sends payment_intent.succeeded a second
+    # after the capture, and nothing for refunds) handled: they must not count the refunds
+    # twice.
+    handled = handled_events(sapi, pi["gateway_reference"], "payment_intent.succeeded")
+    assert {s for _, s in handled} <= {"applied", "stale"}, handled
     assert sapi.ok("GET", f"/v1/payment_intents/{pi['id']}")["amount_refunded"] == 5000
     refunds = sapi.ok("GET", "/v1/refunds", params={"payment_intent": pi["id"]})["data"]
     assert sorted(r["amount"] for r in refunds) == [1500, 3500]
@@ -184,7 +208,11 @@ def test_a_refund_made_in_stripe_s_dashboard_updates_our_records(
         (1500, "succeeded", outside.id)]
     assert after["status"] == "succeeded"
     assert _post_stripe_event(sapi.server, event) == 200  # redelivered: counted once
-    time.sleep(0.5)
+    # The redelivery stored nothing new, and every event about the payment (this one, and
+    # localstripe's payment_intent.succeeded from the confirm) is handled.
+    handled = handled_events(sapi, pi["gateway_reference"], "refund.created",
+                             "payment_intent.succeeded")
+    assert [s for t, s in handled if t == "refund.created"] == ["applied"], handled
     assert sapi.ok("GET", f"/v1/payment_intents/{pi['id']}")["amount_refunded"] == 1500
 
 

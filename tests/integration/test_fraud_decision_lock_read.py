@@ -115,9 +115,13 @@ def test_the_second_decider_waits_and_counts_the_first_s_committed_attempt(
             # Same address and email, another card.
             two = asyncio.create_task(_decide(second, "card-B", reserve=reserve))
             # The second decider is blocked on the keys' locks while the first holds them.
-            while await _waiting_on_advisory_locks(watcher) == 0:
+            for _ in range(3000):  # 30 s at most
+                if await _waiting_on_advisory_locks(watcher):
+                    break
                 assert not two.done(), "the second decider did not wait for the keys' locks"
                 await asyncio.sleep(0.01)
+            else:
+                raise AssertionError("the second decider never waited for the keys' locks")
             assert not two.done()
             release.set()  # the first commits
             first_read, second_read = await one, await two

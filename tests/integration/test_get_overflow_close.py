@@ -52,7 +52,8 @@ def test_an_overflow_connection_of_a_one_statement_read_is_closed(
                     asyncio.ensure_future(driver.first_row(db.reader, _WAIT, {"k": LOCK}))
                     for _ in range(2)
                 ]
-                while True:  # both are waiting on the server (not a timing: a state)
+                # Both are waiting on the server (not a timing: a state); 30 s at most.
+                for _ in range(3000):
                     waiting = (
                         await s.execute(
                             text(
@@ -64,6 +65,8 @@ def test_an_overflow_connection_of_a_one_statement_read_is_closed(
                     if waiting == 2:
                         break
                     await asyncio.sleep(0.01)
+                else:
+                    raise AssertionError(f"the two reads never both waited: {waiting} did")
                 await s.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK})
             await asyncio.gather(*reads)
             async with holder.read() as s:

@@ -148,8 +148,23 @@ def test_two_workers_and_a_kill9_bill_each_period_once(setup: tuple[Path, str, s
             return int(rows[0][0]) >= N_SUBS
 
         wait_until("every renewal paid", all_paid, timeout=90)  # a bound, not a wait: a loaded CI took over 30 s
-        # Let anything still queued run: nothing more may happen.
-        time.sleep(1.0)
+
+        def all_run() -> bool:
+            """Nothing left to run: every job a held has finished (b takes each over once its
+            lease runs out, which may be after the last invoice is paid), and no job is
+            running or due."""
+            status = dict(query(url, "select id, status from jobs where kind = 'subscription_due'"))
+            held = [j for j in orphaned if status.get(j) not in ("done", "dead")]
+            live = query(
+                url,
+                "select count(*) from jobs where status = 'running' "
+                "or (status = 'queued' and run_at_us <= :now)",
+                now=int(time.time() * 1_000_000),
+            )
+            return not held and int(live[0][0]) == 0
+
+        # Then whatever a job run again could have done is done: nothing more may happen.
+        wait_until("the jobs a held taken over and finished", all_run, timeout=60, interval=0.2)
         renewals = query(
             url,
             "select id, subscription_id, status, amount_paid, payment_intent_id "
