@@ -426,6 +426,9 @@ class LoadResult:
     counters: dict[str, int] = field(default_factory=dict)
     first_error: str | None = None
     latencies: list[float] = field(default_factory=list)  # httpx only: ms per call
+    # wrk with one connection per thread and ``per_request``: each request's latency as the
+    # client saw it (ms; LUA_PER_REQUEST), without wrk's correction for coordinated omission
+    per_request: list[float] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
@@ -468,6 +471,44 @@ end
 
 _WRK_LINE = re.compile(r"^WRK (.*)$", re.M)
 
+# Appended to a script run with one connection per thread (``run_wrk(..., per_request=...)``):
+# each request's latency as the client saw it, from the script's request() (just before
+# wrk notes the request's start) to its response() (just after wrk notes the response's end),
+# on the monotonic clock (LuaJIT's ffi), one line of microseconds per request in a file per
+# thread (``<prefix>.<tid>``; C's stdio flushes it when wrk exits). wrk's own percentiles are
+# corrected for coordinated omission (wrk 4: for every latency of at least twice the mean
+# interval between a connection's requests it adds samples at that latency minus one, two, ...
+# intervals), which models requests arriving at a fixed rate; a sequential client's requests
+# do not, and these are their latencies as they were.
+LUA_PER_REQUEST = r"""
+local _ffi = require("ffi")
+_ffi.cdef[[
+typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+int clock_gettime(int clk, bench_timespec *tp);
+]]
+local _ts = _ffi.new("bench_timespec")
+local function _now_us()
+  _ffi.C.clock_gettime(1, _ts)
+  return tonumber(_ts.tv_sec) * 1000000 + tonumber(_ts.tv_nsec) / 1000
+end
+local _request, _response, _init = request, response, init
+local _out, _sent = nil, 0
+function init(args)
+  _out = io.open(string.format("%s.%d", os.getenv("BENCH_WRK_PER_REQUEST"), tid), "w")
+  _out:setvbuf("full")
+  if _init then _init(args) end
+end
+function request()
+  local r = _request()
+  _sent = _now_us()
+  return r
+end
+function response(status, headers, body)
+  _out:write(string.format("%.1f\n", _now_us() - _sent))
+  if _response then _response(status, headers, body) end
+end
+"""
+
 
 def run_wrk(
     url: str,
@@ -479,13 +520,23 @@ def run_wrk(
     args: Sequence[str] = (),
     tmp: Path | None = None,
     timeout_s: int = 10,
+    per_request: bool = False,
 ) -> LoadResult:
     """``wrk -t threads -c connections -d seconds -s <LUA_COMMON + script> url -- args``.
 
     Errors are wrk's socket errors plus non-2xx/3xx answers; a script may count more of its
-    own (a counter named ``bad`` is added to ``errors``)."""
+    own (a counter named ``bad`` is added to ``errors``). ``per_request`` (one connection per
+    thread, a script with a request() function): also each request's latency as the client
+    saw it (``LoadResult.per_request``, LUA_PER_REQUEST)."""
     directory = Path(tmp or tempfile.gettempdir())
-    path = directory / f"wrk-{secrets.token_hex(4)}.lua"
+    name = f"wrk-{secrets.token_hex(4)}"
+    path = directory / f"{name}.lua"
+    env = None
+    if per_request:
+        if connections != max(1, threads) or "function request" not in script:
+            raise ValueError("per_request: one connection per thread, a script with request()")
+        env = {**os.environ, "BENCH_WRK_PER_REQUEST": str(directory / name)}
+        script += LUA_PER_REQUEST
     path.write_text(LUA_COMMON + script)
     cmd = [
         "wrk",
@@ -501,10 +552,14 @@ def run_wrk(
     ]
     try:
         done = subprocess.run(
-            cmd, capture_output=True, text=True, check=False, timeout=seconds + 60
+            cmd, capture_output=True, text=True, check=False, timeout=seconds + 60, env=env
         )
     finally:
         path.unlink(missing_ok=True)
+    sent: list[float] = []
+    for recorded in sorted(directory.glob(f"{name}.[0-9]*")):
+        sent += [float(line) / 1000 for line in recorded.read_text().split()]
+        recorded.unlink()
     match = _WRK_LINE.search(done.stdout)
     if done.returncode != 0 or match is None:
         raise RuntimeError(
@@ -529,6 +584,7 @@ def run_wrk(
         p99=fields["p99_us"] / 1000,
         counters=counters,
         first_error=None if not errors else f"wrk: {errors} errors {fields}",
+        per_request=sent,
     )
 
 

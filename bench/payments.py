@@ -88,6 +88,7 @@ from common import (
     loadavg,
     machine,
     paymux_server,
+    percentile,
     rss_mb,
     run_httpx,
     run_wrk,
@@ -211,6 +212,12 @@ class Result:
         return max(r.p99 for r in self.runs) if self.runs else float("nan")
 
     @property
+    def sent(self) -> list[float]:
+        """wrk with one connection: every request's latency as the client saw it (ms),
+        without wrk's correction for coordinated omission (common.LUA_PER_REQUEST)."""
+        return sorted(x for r in self.runs for x in r.per_request)
+
+    @property
     def cpu_ms(self) -> float:
         return self.server_cpu / self.done * 1000 if self.done else float("nan")
 
@@ -318,6 +325,7 @@ class Side:
                     self.cards_file,
                 ],
                 tmp=self.tmp,
+                per_request=self.connections == 1,
             )
             result.add(load, load.counters.get("succeeded", 0), self.cpu.lap())
             return
@@ -334,6 +342,7 @@ class Side:
                 "1" if self.args.idempotency_keys else "0",
             ],
             tmp=self.tmp,
+            per_request=self.args.concurrency == 1,
         )
         result.add(load, load.counters.get("succeeded", 0), self.cpu.lap())
 
@@ -609,6 +618,27 @@ def report(runs: list[BackendRun], args: argparse.Namespace) -> None:
                     f"{res.errors:>4} {res.rate:>11.1f} {res.p50:>8.2f} {res.p99:>8.2f} "
                     f"{res.cpu_ms:>11.2f} {ratio:>6} {load:>10}"
                 )
+    one_client = [
+        (run.backend, mode, res)
+        for run in runs
+        for mode in run.modes
+        for res in (mode.paymux, mode.bare)
+        if res.sent
+    ]
+    if one_client:
+        print()
+        print("one connection, every request as the client saw it (no correction, ms):")
+        for backend, mode, res in one_client:
+            sent = res.sent
+            print(
+                f"  {backend:<9} {mode.label:<12} {res.side:<7} {len(sent):>6} requests: "
+                f"p50 {percentile(sent, 0.50):.2f}, p99 {percentile(sent, 0.99):.2f}, "
+                f"max {sent[-1]:.2f}"
+            )
+        print("  (wrk's p99 in the table adds, for each request slower than twice the mean")
+        print("  interval between requests, samples at its latency minus one, two, ... intervals:")
+        print("  wrk's correction for coordinated omission, which models requests arriving at a")
+        print("  fixed rate, not one client sending each after the last; common.LUA_PER_REQUEST)")
     print()
     print("modes: '2 req' = a create, then a confirm (two HTTP requests per payment); '1 req' =")
     print("ONE request per payment, the create with confirm=true (the issue's first row); c=")

@@ -12,7 +12,15 @@ probe the servers load at start-up; nothing of paymux's own code), per request:
   with other work: paymux's in-process worker, say);
 - **outside**: wrk's p50/p99 minus the server's (the kernel's loopback, wrk, and the
   scheduling of both processes on the machine's cores): not a per-request difference (the
-  two are measured by different processes), the difference of the percentiles.
+  two are measured by different processes), the difference of the percentiles;
+- **gap**: from one response sent to the next request's first bytes parsed (one connection:
+  the way back to wrk, wrk, and the way to the server again);
+- **req**: each request's latency as wrk's client saw it (bench/common.py
+  ``LUA_PER_REQUEST``). wrk's own p99 is corrected for coordinated omission: for every
+  request slower than twice the mean interval it adds samples at that latency minus one,
+  two, ... intervals, requests a sequential client never made; that correction, not time
+  outside the servers, is most of "outside" at p99 (docs/benchmarks.md, the session of
+  2026-12-05, 10:35-13:35).
 
 Prints, per backend and server, wrk's p50/p99 and the server's, the wait's p99, and the
 server's share of wrk's p99. ``--no-worker`` starts paymux with ``PAYMUX_RUN_WORKER=false``
@@ -53,18 +61,26 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def server_times(folder: Path, pid: int, since: float, until: float) -> tuple[list[float], ...]:
-    """(server, wait) in ms of the payment requests process ``pid`` began in the window."""
+    """(server, wait, between) in ms of the payment requests process ``pid`` began in the
+    window; ``between``: from one response sent to the next request's first bytes parsed
+    (one connection: the requests follow each other), the time the request spent outside
+    the server's timing, on its way back and forth and before the server read it."""
     path = folder / f"{pid}.jsonl"
     server: list[float] = []
     wait: list[float] = []
+    between: list[float] = []
     if not path.exists():
-        return server, wait
+        return server, wait, between
+    last_end = None
     for line in path.read_text().splitlines():
         begin, started, ended, route = json.loads(line)
         if since <= begin <= until and route.startswith(PAYMENT_PATHS):
             server.append((ended - begin) * 1000)
             wait.append((started - begin) * 1000)
-    return server, wait
+            if last_end is not None:
+                between.append((begin - last_end) * 1000)
+            last_end = ended
+    return server, wait, between
 
 
 def run_backend(backend: str, args: argparse.Namespace, dbs: Databases) -> list[str]:
@@ -100,15 +116,19 @@ def run_backend(backend: str, args: argparse.Namespace, dbs: Databases) -> list[
             until = time.monotonic()
             if result.errors:
                 raise RuntimeError(f"{side.name}: {result.errors} failed ({result.first_error})")
-            server, wait = server_times(timing, side.server.pid, since, until)
+            time.sleep(1.5)  # the probe appends its records every second: all of this turn's
+            server, wait, between = server_times(timing, side.server.pid, since, until)
             if not server:
                 raise RuntimeError(f"{side.name}: no request timed (is httptools installed?)")
             wrk = result.runs[-1]
+            sent = wrk.per_request
             s50, s99 = percentile(server, 0.50), percentile(server, 0.99)
             lines.append(
                 f"{backend:<9} {side.name:<7} {result.done:>6} {wrk.p50:>8.2f} {wrk.p99:>8.2f} "
                 f"{s50:>8.2f} {s99:>8.2f} {percentile(wait, 0.99):>8.2f} "
-                f"{wrk.p50 - s50:>8.2f} {wrk.p99 - s99:>8.2f} {100 * s99 / wrk.p99:>7.0f}%"
+                f"{wrk.p50 - s50:>8.2f} {wrk.p99 - s99:>8.2f} {100 * s99 / wrk.p99:>7.0f}% "
+                f"{percentile(between, 0.50):>8.2f} {percentile(between, 0.99):>8.2f} "
+                f"{max(between):>8.2f} {percentile(sent, 0.50):>8.2f} {percentile(sent, 0.99):>8.2f}"
             )
     finally:
         for server in servers:
@@ -146,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     header = (
         f"{'backend':<9} {'server':<7} {'done':>6} {'wrk p50':>8} {'wrk p99':>8} "
         f"{'srv p50':>8} {'srv p99':>8} {'wait p99':>8} {'out p50':>8} {'out p99':>8} "
-        f"{'srv/wrk':>8}"
+        f"{'srv/wrk':>8} {'gap p50':>8} {'gap p99':>8} {'gap max':>8} {'req p50':>8} "
+        f"{'req p99':>8}"
     )
     lines: list[str] = []
     with databases(backends, prefix="paymux-split-") as dbs:
@@ -164,7 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average after: {loadavg()}")
     print(
         "srv: first bytes parsed -> response sent, in the server process; wait: of that, "
-        "before the app's task started; out: wrk's percentile minus the server's."
+        "before the app's task started; out: wrk's percentile minus the server's; gap: "
+        "from a response sent to the next request's first bytes parsed; req: each request as "
+        "wrk's client saw it, without wrk's correction for coordinated omission (its p99 "
+        "adds samples for every request slower than twice the mean interval; "
+        "common.LUA_PER_REQUEST)."
     )
     return 0
 
