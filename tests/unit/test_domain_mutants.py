@@ -132,6 +132,17 @@ def test_when_too_many_bytes_are_dropped_it_asks_again_for_what_is_missing(
     assert source.requests == [11, 10]
 
 
+def test_a_first_draw_that_keeps_exactly_enough_bytes_is_the_only_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 3 needed + 8 asked for: 8 dropped, exactly 3 kept. No second request (the loop stops
+    # at the length, not past it).
+    source = ScriptedBytes(bytes([0, 250, 250, 1, 250, 250, 250, 2, 250, 250, 250]) + bytes(20))
+    monkeypatch.setattr(ids_module, "random_bytes", source)
+    assert new_id("re", 3) == "re_abc"
+    assert source.requests == [11]
+
+
 # --- clock ----------------------------------------------------------------------------
 
 
