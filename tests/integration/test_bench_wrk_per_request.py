@@ -7,7 +7,7 @@ client sending each request after the last answer, those samples are requests th
 made. ``run_wrk(..., per_request=True)`` records each request's latency as the client saw it
 (bench/common.py ``LUA_PER_REQUEST``), which is what the sequential figures of issue 10 are
 then read from (docs/benchmarks.md). Here a loopback server answers every request at once
-except every 250th, which it holds 50 ms."""
+except every 200th, which it holds 50 ms."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
 from common import run_wrk  # noqa: E402
 
-HOLD_EVERY = 250
+HOLD_EVERY = 200
 HOLD_S = 0.050
 
 SCRIPT = r"""
@@ -113,7 +113,7 @@ def test_per_request_latencies_are_the_requests_and_wrk_adds_corrected_samples(
     server: _Server, tmp_path: Path
 ) -> None:
     url = f"http://127.0.0.1:{server.server_address[1]}"
-    load = run_wrk(url, SCRIPT, seconds=2, connections=1, threads=1, tmp=tmp_path, per_request=True)
+    load = run_wrk(url, SCRIPT, seconds=3, connections=1, threads=1, tmp=tmp_path, per_request=True)
     assert load.errors == 0
     sent = sorted(load.per_request)
     # one latency per answered request (the last one sent may be unanswered when wrk stops)
@@ -124,10 +124,11 @@ def test_per_request_latencies_are_the_requests_and_wrk_adds_corrected_samples(
     assert sum(x >= HOLD_S * 1000 for x in sent) >= server.held - 1
     # the requests' own p99 is an unheld request's: fewer than 1 % were held
     p99 = sent[int(len(sent) * 0.99)]
-    assert p99 < 10.0
+    assert p99 < HOLD_S * 1000
     # wrk's p99 is the same requests with its correction's samples: one held request of 50
-    # ms at an interval well under 1 ms adds dozens of samples between it and the interval
-    assert load.p99 > 10.0
+    # ms at an interval of a millisecond or so adds dozens of samples between it and the
+    # interval, a few percent of the histogram, so wrk's p99 is far above the requests' own
+    assert load.p99 > max(p99, 10.0)
     expected = _wrk_corrected_p99(load.per_request, load.seconds, load.requests)
     assert load.p99 == pytest.approx(expected, rel=0.05, abs=0.2)
     # no file left behind
