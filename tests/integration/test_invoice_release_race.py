@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import asyncpg
 from sqlalchemy import text
 
 from support.billing_harness import finalized_invoice, ok
@@ -75,5 +76,66 @@ def test_a_release_for_an_intent_charging_for_another_reason_does_not_wait(
                     {"i": pi_id},
                 )
             await asyncio.wait_for(h.app.invoices.release(h.account, pi_id), 1.0)
+
+    asyncio.run(scenario())
+
+
+pg_url = migrated_database_fixture("release_race_pg", backends=["postgres"])
+
+
+def test_a_release_whose_cancel_is_refused_because_the_other_started_first_waits_for_it(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """Both releases read the intent still waiting for the payer; the second one's cancel is
+    refused (the first's moved it to ``processing`` meanwhile): it too returns only once the
+    first's cancel is answered, and finds the intent canceled. PostgreSQL: another
+    connection holds the intent's row until both releases wait on it."""
+
+    async def scenario() -> None:
+        async with Harness.open(pg_url, tmp_path) as h:
+            invoice_id, pi_id = await _waiting_invoice(h)
+            # The invoice closed without its releases (they run here, by hand).
+            async with h.app.ctx.db.write() as s:
+                await s.execute(
+                    text("update invoices set status = 'void' where id = :i"), {"i": invoice_id}
+                )
+            dsn = pg_url.replace("postgresql+asyncpg", "postgresql")
+            locker, watcher = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+            try:
+                await locker.execute("BEGIN")
+                await locker.execute(
+                    "select id from payment_intents where id = $1 for update", pi_id
+                )
+                gate = h.gw.hold("void")
+
+                async def release_then_status() -> str:
+                    await h.app.invoices.release(h.account, pi_id)
+                    return str((await h.get(f"/v1/payment_intents/{pi_id}"))["status"])
+
+                both = [asyncio.ensure_future(release_then_status()) for _ in range(2)]
+                for _ in range(1000):  # both past their read, waiting for the row: 20 s at most
+                    # (another connection: the locker's own reads of pg_stat_activity keep the
+                    # snapshot its transaction took first)
+                    waiting = await watcher.fetchval(
+                        "select count(*) from pg_stat_activity where wait_event_type = 'Lock' "
+                        "and datname = current_database()"
+                    )
+                    if waiting == 2:
+                        break
+                    assert not any(task.done() for task in both)
+                    await asyncio.sleep(0.02)
+                else:
+                    raise AssertionError(f"the two releases never both waited: {waiting}")
+                await locker.execute("COMMIT")
+                await gate.wait_reached()  # the first one's cancel at the provider
+                await asyncio.sleep(0.3)
+                assert not any(task.done() for task in both)  # the second waits for it too
+                gate.release()
+                statuses = await asyncio.wait_for(asyncio.gather(*both), 10)
+            finally:
+                await locker.close()
+                await watcher.close()
+            assert statuses == ["canceled", "canceled"]
+            assert h.gw.calls["void"] == 1  # one cancel at the provider, not two
 
     asyncio.run(scenario())
