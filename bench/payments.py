@@ -46,7 +46,9 @@ without them can walk an index on the account where the primary key was meant
 (the create with ``confirm=true`` and the card: the issue's "create+confirm" row; the bare
 server makes the same three write transactions in its one request), or ``both`` (default),
 printed side by side with their mode. Then (``--sequential-seconds``, 0 to skip) one client
-drives one request per payment (wrk, 1 connection): the sequential p50/p99 per payment.
+drives one request per payment (wrk, 1 connection): the sequential p50/p99 per payment,
+in the table as wrk reports them (corrected for coordinated omission) and under it as each
+request took (``common.LUA_PER_REQUEST``; the issue's sequential targets are read there).
 
 Turns of at least 12 s (``--chunk-seconds``, the default): each turn is a wrk run of its own,
 on 16 new connections, and the start of a run costs its first requests 100 - 170 ms more,
