@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from paymux.domain.attempts import Operation
+from paymux.storage.models import GatewayAttempt, PaymentIntent
 from support.databases import migrated_database_fixture
 from support.harness import Harness
 
@@ -36,13 +37,12 @@ def test_another_account_s_intent_is_refused_and_nothing_is_written(
                 )
                 return str(status), int(count)
 
-            assert await row() == ("requires_confirmation", 0)
-            with pytest.raises(RuntimeError, match="another account's"):
+            async def start(as_account: str) -> tuple[PaymentIntent, GatewayAttempt] | None:
                 async with h.app.ctx.db.write() as s:
-                    await h.app.engine.start_if_unchanged(
+                    return await h.app.engine.start_if_unchanged(
                         s,
                         pi["id"],
-                        "acct_someone_else",
+                        as_account,
                         Operation.AUTHORIZE,
                         status="requires_confirmation",
                         confirm_count=0,
@@ -50,6 +50,10 @@ def test_another_account_s_intent_is_refused_and_nothing_is_written(
                         request={"token": "tok_x"},
                         changes={"confirm_count": 1},
                     )
+
+            assert await row() == ("requires_confirmation", 0)
+            with pytest.raises(RuntimeError, match="another account's"):
+                await start("acct_someone_else")
             assert await row() == ("requires_confirmation", 0)
             attempts = await h.sql(
                 "select count(*) from gateway_attempts where object_id = :i", i=pi["id"]
@@ -57,18 +61,7 @@ def test_another_account_s_intent_is_refused_and_nothing_is_written(
             assert attempts[0][0] == 0
             assert h.gw.calls.get("authorize", 0) == 0
             # The account's own start of the same intent goes through.
-            async with h.app.ctx.db.write() as s:
-                started = await h.app.engine.start_if_unchanged(
-                    s,
-                    pi["id"],
-                    h.account,
-                    Operation.AUTHORIZE,
-                    status="requires_confirmation",
-                    confirm_count=0,
-                    idempotency_key=f"{pi['id']}:authorize:1",
-                    request={"token": "tok_x"},
-                    changes={"confirm_count": 1},
-                )
+            started = await start(h.account)
             assert started is not None
             moved, attempt = started
             assert (moved.status, moved.confirm_count) == ("processing", 1)
