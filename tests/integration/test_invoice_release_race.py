@@ -10,11 +10,14 @@ connector seam holds the cancel's call."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import asyncpg
+import pytest
 from sqlalchemy import text
 
+from paymux.billing import invoice_payments
 from support.billing_harness import finalized_invoice, ok
 from support.databases import migrated_database_fixture
 from support.fake_gateway import Outcome
@@ -57,6 +60,36 @@ def test_a_release_that_finds_the_other_ones_cancel_in_flight_returns_once_it_is
             assert h.gw.calls["void"] == 1  # one cancel at the provider, not two
             invoice = await h.get(f"/v1/invoices/{invoice_id}")
             assert invoice["status"] == "void"
+
+    asyncio.run(scenario())
+
+
+def test_a_release_waits_for_the_other_cancel_no_longer_than_its_bound(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A provider slower than ``RELEASE_WAIT`` to answer the other release's cancel: the
+    waiting release gives up at the bound (and says so) instead of hanging; the cancel in
+    flight still ends the intent once answered, with one void at the provider."""
+    monkeypatch.setattr(invoice_payments, "RELEASE_WAIT", 0.3)
+
+    async def scenario() -> None:
+        async with Harness.open(db_url, tmp_path) as h:
+            invoice_id, pi_id = await _waiting_invoice(h)
+            gate = h.gw.hold("void")
+            void = asyncio.ensure_future(h.post(f"/v1/invoices/{invoice_id}/void", {}))
+            await gate.wait_reached()
+            with caplog.at_level(logging.WARNING, logger=invoice_payments.__name__):
+                await asyncio.wait_for(h.app.invoices.release(h.account, pi_id), 5)
+            assert "still unanswered" in caplog.text
+            # It gave up with the provider's answer still pending.
+            assert not void.done()
+            assert (await h.get(f"/v1/payment_intents/{pi_id}"))["status"] == "processing"
+            gate.release()
+            answered = await void
+            assert answered.status_code == 200, answered.text
+            pi = await h.get(f"/v1/payment_intents/{pi_id}")
+            assert (pi["status"], pi["amount_received"]) == ("canceled", 0)
+            assert h.gw.calls["void"] == 1
 
     asyncio.run(scenario())
 

@@ -716,7 +716,8 @@ class InvoicePayments(InvoicesCore):
         try:
             await self.payments.cancel(account_id, pi_id, "abandoned")
         except PaymuxError as exc:
-            if exc.code == "payment_intent_unexpected_state" and await self._canceling(pi_id):
+            refused = exc.code == "payment_intent_unexpected_state"
+            if refused and await self._cancel_in_flight(pi_id):
                 await self._until_answered(pi_id)  # the other release's cancel, started first
                 return
             # It moved on meanwhile (the payer finished): if money came, the hook returns it.
@@ -724,7 +725,7 @@ class InvoicePayments(InvoicesCore):
         finally:
             current_livemode.reset(token)
 
-    async def _canceling(self, pi_id: str) -> bool:
+    async def _cancel_in_flight(self, pi_id: str) -> bool:
         async with self.ctx.db.read() as s:
             return await _canceling(s, pi_id)
 
@@ -736,8 +737,9 @@ class InvoicePayments(InvoicesCore):
         deadline = time.monotonic() + RELEASE_WAIT
         while time.monotonic() < deadline:
             await asyncio.sleep(RELEASE_LOOK)
-            if not await self._canceling(pi_id):
+            if not await self._cancel_in_flight(pi_id):
                 return
+        log.warning("the cancel of %s is still unanswered after %.0f s", pi_id, RELEASE_WAIT)
 
     async def retry(self, account_id: str, invoice_id: str, *, at_us: int | None = None) -> None:
         """A dunning retry (job ``invoice_retry``, or a test clock's step at ``at_us``)."""
