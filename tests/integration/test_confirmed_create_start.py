@@ -23,6 +23,7 @@ import pytest
 from sqlalchemy import event, text
 
 from conftest import migrated_database_url
+from paymux.gateways.base import CardDetails
 from paymux.storage import driver
 from support.fake_gateway import Outcome, ScriptedGateway
 from support.harness import Harness
@@ -224,3 +225,141 @@ def test_a_lost_answer_leaves_one_payment_that_its_webhooks_settle(db: str, tmp_
             assert await _attempts(h, pi_id) == [("authorize", "settled")]
 
     asyncio.run(scenario())
+
+
+# -- a shared test token's payment method, held on PostgreSQL ---------------------------------
+class _MintingGateway(ScriptedGateway):
+    """Answers a shared test token with a fresh token at each use, as the sandbox's
+    ``pm_card_visa`` (its processor mints one): each use is a payment method of its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.minted = itertools.count(1)
+
+    async def describe_payment_method(self, token: str) -> Any:
+        if token in self.shared_tokens:
+            token = f"tok_minted_{next(self.minted)}"
+        return await super().describe_payment_method(token)
+
+
+def test_a_shared_tokens_new_payment_method_rides_on_the_decision_statement(
+    tmp_path: Path, pg_cluster: PgCluster | None
+) -> None:
+    """PostgreSQL: the payment method a create records for a shared test token's use is not a
+    statement of its own: its INSERT goes with the intent's, in the fraud decision's call."""
+    if pg_cluster is None:
+        pytest.skip("PostgreSQL is not available")
+    url = migrated_database_url("postgres", tmp_path, pg_cluster, f"ccs_{next(_names)}")
+
+    async def scenario() -> tuple[list[str], dict[str, Any], list[Any]]:
+        gw = _MintingGateway()
+        gw.shared_tokens.add("tok_shared_visa")
+        async with Harness.open(url, tmp_path, gw=gw) as h:
+            body = {
+                "amount": 2000,
+                "currency": "usd",
+                "payment_method": "tok_shared_visa",
+                "confirm": True,
+            }
+            assert (await h.post("/v1/payment_intents", body)).status_code == 200
+            sent: list[str] = []
+            stop = driver.observe(lambda sql, seconds: sent.append(sql))
+            try:
+                r = await h.post("/v1/payment_intents", body)
+            finally:
+                stop()
+            assert r.status_code == 200, r.text
+            pi = h.body(r)
+            rows = await h.sql(
+                "select token from payment_methods where id = :p", p=pi["payment_method"]
+            )
+            return sent, pi, rows
+
+    sent, pi, rows = asyncio.run(scenario())
+    assert pi["status"] == "succeeded"
+    assert rows == [("tok_minted_2",)]
+    inserting = [sql for sql in sent if "INSERT INTO payment_methods" in sql]
+    assert len(inserting) == 1, inserting
+    assert "paymux_fraud_decision_start" in inserting[0]  # one round trip with the decision
+
+
+def test_a_held_payment_method_whose_token_the_account_had_is_its_row(
+    db: str, tmp_path: Path
+) -> None:
+    """A gateway that answers a shared test token with one token of its own, the same each
+    time: the second use finds the account's row of that token. On PostgreSQL the held
+    INSERT inserts nothing, the intent's foreign key fails the statement, and the create's
+    transaction is made again with the row (two BEGINs before the call); the process then
+    knows the token and the third create is one transaction before the call again. Every
+    payment succeeds, with the one payment method."""
+
+    async def scenario() -> tuple[list[list[str]], list[dict[str, Any]], list[Any]]:
+        gw = ScriptedGateway()
+        gw.shared_tokens.add("tok_shared_visa")
+        gw.cards["tok_shared_visa"] = gw.cards["card_fixed_1"] = CardDetails(
+            token="card_fixed_1",
+            brand="visa",
+            last4="4242",
+            exp_month=12,
+            exp_year=2034,
+            fingerprint="fp_fixed_1",
+            country="US",
+            funding="credit",
+        )
+        async with Harness.open(db, tmp_path, gw=gw) as h:
+            postgres = not h.app.ctx.db.is_sqlite
+            writer = h.app.ctx.db.writer.sync_engine
+            body = {
+                "amount": 2000,
+                "currency": "usd",
+                "payment_method": "tok_shared_visa",
+                "confirm": True,
+            }
+            logs: list[list[str]] = []
+            answers: list[dict[str, Any]] = []
+            original = h.gw.authorize
+            log: list[str] = []
+
+            async def authorize(*args: Any, **kwargs: Any) -> Any:
+                log.append("CALL")
+                return await original(*args, **kwargs)
+
+            h.gw.authorize = authorize  # type: ignore[method-assign]
+
+            def boundary(name: str) -> None:
+                if name == "BEGIN":
+                    log.append("BEGIN")
+
+            def begun(conn: Any) -> None:
+                log.append("BEGIN")
+
+            for _ in range(3):
+                log.clear()
+                if postgres:
+                    stop = driver.observe_transactions(boundary)
+                else:
+                    event.listen(writer, "begin", begun)
+                try:
+                    r = await h.post("/v1/payment_intents", body)
+                finally:
+                    if postgres:
+                        stop()
+                    else:
+                        event.remove(writer, "begin", begun)
+                assert r.status_code == 200, r.text
+                logs.append(list(log))
+                answers.append(h.body(r))
+            rows = await h.sql(
+                "select id from payment_methods where token = 'card_fixed_1' and account_id = :a",
+                a=h.account,
+            )
+            return logs, answers, rows
+
+    logs, answers, rows = asyncio.run(scenario())
+    assert [a["status"] for a in answers] == ["succeeded"] * 3
+    assert [a["amount_received"] for a in answers] == [2000] * 3
+    [(pm_id,)] = rows
+    assert [a["payment_method"] for a in answers] == [pm_id] * 3
+    once = ["BEGIN", "CALL", "BEGIN"]
+    again = ["BEGIN", "BEGIN", "CALL", "BEGIN"] if "postgres" in db else once
+    assert logs[1:] == [again, once], logs

@@ -20,6 +20,7 @@ from paymux.gateways.base import (
     GatewayResult,
     GatewayStatus,
     SetupResult,
+    ThreeDSecure,
 )
 from paymux.gateways.sandbox import transformers
 from paymux.money import Money
@@ -170,6 +171,58 @@ def test_a_decline_without_code_or_message_is_generic() -> None:
     )
 
 
+# The challenge's outcome as the processor writes it on a challenged charge
+# (processor._complete_3ds: Stripe's payment_method_details.card.three_d_secure shape).
+AUTHENTICATED = {
+    "authentication_flow": "challenge",
+    "result": "authenticated",
+    "result_reason": None,
+    "version": "2.2.0",
+}
+REJECTED = {
+    "authentication_flow": "challenge",
+    "result": "failed",
+    "result_reason": "rejected",
+    "version": "2.2.0",
+}
+
+
+def test_a_challenged_and_approved_charge_carries_its_3ds_outcome_and_network_id() -> None:
+    # the processor's _approve sets network_transaction_id "ntx_" + the charge id's tail
+    data = charge("requires_capture", three_d_secure=AUTHENTICATED, network_transaction_id="ntx_1")
+    assert transformers.charge_result(data) == GatewayResult(
+        status=GatewayStatus.REQUIRES_CAPTURE,
+        reference="ch_1",
+        amount_authorized=1000,
+        amount_captured=0,
+        risk_level="normal",
+        raw=data,
+        three_d_secure=ThreeDSecure(
+            result="authenticated",
+            authentication_flow="challenge",
+            version="2.2.0",
+            liability_shift=True,  # an authenticated challenge moves liability to the issuer
+        ),
+        network_transaction_id="ntx_1",
+    )
+
+
+def test_a_charge_without_a_challenge_or_network_id_has_neither() -> None:
+    got = transformers.charge_result(charge("succeeded", three_d_secure=None))
+    assert (got.three_d_secure, got.network_transaction_id) == (None, None)
+
+
+def test_three_d_secure_reads_a_failed_challenge_and_nothing_as_none() -> None:
+    assert transformers.three_d_secure(REJECTED) == ThreeDSecure(
+        result="failed",
+        authentication_flow="challenge",
+        result_reason="rejected",
+        version="2.2.0",
+        liability_shift=False,  # a failed challenge leaves liability with the merchant
+    )
+    assert transformers.three_d_secure(None) is None
+
+
 def test_refund_result_reads_every_field() -> None:
     data = {
         "id": "re_1",
@@ -198,6 +251,46 @@ def test_card_details_reads_every_field() -> None:
         CARD_DETAILS
     )
     assert transformers.card_details({"id": "tok_2", "card": None}) == CardDetails(token="tok_2")
+
+
+def test_card_details_reads_the_bin_and_the_checks_made_at_tokenization() -> None:
+    # processor._card_json of test card 4000000000000010 (address line 1 and postal code
+    # checks fail, the CVC passes), tokenized with a postal code
+    card = dict(
+        CARD,
+        last4="0010",
+        bin="400000",
+        checks={
+            "cvc_check": "pass",
+            "address_line1_check": "fail",
+            "address_postal_code_check": "fail",
+        },
+    )
+    assert transformers.card_details({"id": "tok_1", "card": card}) == CardDetails(
+        token="tok_1",
+        brand="visa",
+        last4="0010",
+        exp_month=12,
+        exp_year=2034,
+        fingerprint="fp_9f2c",
+        country="US",
+        funding="credit",
+        bin="400000",
+        cvc_check="pass",
+        address_line1_check="fail",
+        address_zip_check="fail",
+    )
+
+
+def test_card_details_without_checks_has_none() -> None:
+    # a token whose card has no checks at all (written before checks were recorded)
+    got = transformers.card_details({"id": "tok_1", "card": dict(CARD, bin="424242")})
+    assert (got.bin, got.cvc_check, got.address_line1_check, got.address_zip_check) == (
+        "424242",
+        None,
+        None,
+        None,
+    )
 
 
 def setup(status: str, **fields: Any) -> dict[str, Any]:

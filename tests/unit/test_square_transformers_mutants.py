@@ -25,6 +25,7 @@ from paymux.gateways.base import (
     GatewayResult,
     GatewayStatus,
     InboundEvent,
+    ThreeDSecure,
 )
 from paymux.gateways.square import transformers as sq
 from paymux.money import Money
@@ -77,6 +78,137 @@ def test_create_payment_cuts_reference_and_note_to_square_s_limits() -> None:
     params = sq.create_payment_params(request, location_id=None, idempotency_key="k1")
     assert params["reference_id"] == "r" * 40
     assert params["note"] == "n" * 500
+
+
+def test_an_off_session_charge_is_flagged_merchant_initiated() -> None:
+    # CreatePayment's customer_details (CustomerDetails.customer_initiated: false) for a card
+    # on file charged without the payer; an on-session payment sends no customer_details
+    request = AuthorizeRequest(
+        amount=Money(1500, "USD"),
+        payment_method_token="ccof:uIbfJXhXETSP197M3GB",
+        capture=True,
+        reference="in_ours_1",
+        customer_token="VDKXEEKPJN48QDG3BGGFAK05P8",
+        off_session=True,
+    )
+    assert sq.create_payment_params(request, location_id=None, idempotency_key="in_1:pay") == {
+        "source_id": "ccof:uIbfJXhXETSP197M3GB",
+        "idempotency_key": "in_1:pay",
+        "amount_money": {"amount": 1500, "currency": "USD"},
+        "autocomplete": True,
+        "reference_id": "in_ours_1",
+        "customer_id": "VDKXEEKPJN48QDG3BGGFAK05P8",
+        "customer_details": {"customer_initiated": False},
+    }
+
+
+# -- buyer verification (Web Payments SDK verifyBuyer) ----------------------------------------
+VERIFICATION_TOKEN = "verf:CA4SEK2NCXhvJTdoSRWfqmBm0y8gAQ"
+
+
+def on_session(**fields: Any) -> AuthorizeRequest:
+    values: dict[str, Any] = {
+        "amount": Money(2000, "USD"),
+        "payment_method_token": "cnon:card-nonce-ok",
+        "capture": False,
+        "reference": "pi_ours_1",
+    }
+    values.update(fields)
+    return AuthorizeRequest(**values)
+
+
+@pytest.mark.parametrize("option", ["any", "challenge"])
+def test_3ds_asked_without_a_verification_token_is_refused_before_any_call(option: str) -> None:
+    assert sq.verification_missing(on_session(request_three_d_secure=option)) == GatewayResult(
+        status=GatewayStatus.FAILED,
+        reference=None,
+        decline=Decline(
+            "CARD_DECLINED_VERIFICATION_REQUIRED",
+            "3-D Secure was requested: confirm with a verifyBuyer verification_token.",
+        ),
+        raw={"id": None, "status": "FAILED"},
+    )
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        # verifyBuyer ran: its token goes with CreatePayment
+        on_session(request_three_d_secure="challenge", verification_token=VERIFICATION_TOKEN),
+        on_session(request_three_d_secure="any", verification_token=VERIFICATION_TOKEN),
+        # merchant-initiated: no buyer to verify, even if an option slipped through
+        on_session(request_three_d_secure="any", off_session=True),
+        # not asked (the gateway's default, or only where required): Square decides
+        on_session(request_three_d_secure="automatic"),
+        on_session(),
+    ],
+)
+def test_verification_is_not_missing(request_: AuthorizeRequest) -> None:
+    assert sq.verification_missing(request_) is None
+
+
+HELD = GatewayResult(
+    status=GatewayStatus.REQUIRES_CAPTURE,
+    reference="pay_1",
+    amount_authorized=2000,
+    raw={"id": "pay_1", "status": "APPROVED"},
+)
+
+
+@pytest.mark.parametrize(
+    ("status", "square_status", "captured"),
+    [(GatewayStatus.REQUIRES_CAPTURE, "APPROVED", 0), (GatewayStatus.SUCCEEDED, "COMPLETED", 2000)],
+)
+def test_a_verified_approved_payment_says_3ds_ran_with_an_unknown_result(
+    status: GatewayStatus, square_status: str, captured: int
+) -> None:
+    # Square's Payment says nothing of the 3-D Secure result (CardPaymentDetails'
+    # verification_results are EMV's, in person): it ran, the outcome is unknown
+    result = GatewayResult(
+        status=status,
+        reference="pay_1",
+        amount_authorized=2000,
+        amount_captured=captured,
+        raw={"id": "pay_1", "status": square_status},
+    )
+    got = sq.with_buyer_verification(on_session(verification_token=VERIFICATION_TOKEN), result)
+    assert got == GatewayResult(
+        status=status,
+        reference="pay_1",
+        amount_authorized=2000,
+        amount_captured=captured,
+        raw={"id": "pay_1", "status": square_status},
+        three_d_secure=ThreeDSecure(result=None),
+    )
+
+
+def test_without_a_token_or_an_approval_there_is_no_3ds_outcome() -> None:
+    assert sq.with_buyer_verification(on_session(), HELD) == HELD  # no verifyBuyer token
+    failed = GatewayResult(
+        status=GatewayStatus.FAILED,
+        reference="pay_2",
+        decline=Decline("CVV_FAILURE", "CVV wrong."),
+        raw={"id": "pay_2", "status": "FAILED"},
+    )
+    verified = on_session(verification_token=VERIFICATION_TOKEN)
+    assert sq.with_buyer_verification(verified, failed).three_d_secure is None
+    pending = GatewayResult(status=GatewayStatus.PROCESSING, reference="pay_3")
+    assert sq.with_buyer_verification(verified, pending).three_d_secure is None
+
+
+def test_a_card_is_stored_with_the_store_intent_verification_token() -> None:
+    # CreateCardRequest.verification_token: verifyBuyer's token (intent STORE), top level
+    assert sq.card_params(
+        "cnon:card-nonce-ok",
+        "VDKXEEKPJN48QDG3BGGFAK05P8",
+        idempotency_key="cus_1:card",
+        verification_token=VERIFICATION_TOKEN,
+    ) == {
+        "idempotency_key": "cus_1:card",
+        "source_id": "cnon:card-nonce-ok",
+        "card": {"customer_id": "VDKXEEKPJN48QDG3BGGFAK05P8"},
+        "verification_token": VERIFICATION_TOKEN,
+    }
 
 
 def test_update_and_restore_name_the_step_and_the_version_read() -> None:
@@ -272,6 +404,47 @@ def test_card_details_of_an_unknown_brand_and_of_no_brand() -> None:
         token="ccof:1", type="card", brand="unknown", last4="1111", funding="debit"
     )
     assert sq.card_details({"id": "ccof:2"}) == CardDetails(token="ccof:2", type="card")
+
+
+def test_card_details_keeps_square_s_bin() -> None:
+    # api.json's card.created example (CardCreatedEvent data.object.card)
+    card = {
+        "billing_address": {
+            "address_line_1": "500 Electric Ave",
+            "address_line_2": "Suite 600",
+            "administrative_district_level_1": "NY",
+            "country": "US",
+            "locality": "New York",
+            "postal_code": "10003",
+        },
+        "bin": "411111",
+        "card_brand": "VISA",
+        "card_type": "CREDIT",
+        "cardholder_name": "Amelia Earhart",
+        "customer_id": "VDKXEEKPJN48QDG3BGGFAK05P8",
+        "enabled": True,
+        "exp_month": 11,
+        "exp_year": 2022,
+        "fingerprint": "ex-p-cs80EK9Flz7LsCMv-szbptQ_ssAGrhemzSTsPFgt9nzyE6t7okiLIQc-qw_quqKX4Q",
+        "hsa_fsa": False,
+        "id": "ccof:uIbfJXhXETSP197M3GB",
+        "last_4": "1111",
+        "merchant_id": "6SSW7HV8K2ST5",
+        "prepaid_type": "NOT_PREPAID",
+        "reference_id": "user-id-1",
+        "version": 1,
+    }
+    assert sq.card_details(card) == CardDetails(
+        token="ccof:uIbfJXhXETSP197M3GB",
+        type="card",
+        brand="visa",
+        last4="1111",
+        exp_month=11,
+        exp_year=2022,
+        fingerprint="ex-p-cs80EK9Flz7LsCMv-szbptQ_ssAGrhemzSTsPFgt9nzyE6t7okiLIQc-qw_quqKX4Q",
+        funding="credit",
+        bin="411111",
+    )
 
 
 # -- errors -----------------------------------------------------------------------------------

@@ -443,6 +443,12 @@ _OWNER_ROW: Final = driver.Statement(
 )
 
 
+def needs_claim(pm: PaymentMethod) -> bool:
+    """Whether recording ``pm`` claims its token first (``claim_deferred``): a payment method
+    ``resolve_payment_method`` deferred, made from a token new to the account."""
+    return pm in _UNCLAIMED
+
+
 async def claim_deferred(s: AsyncSession, pm: PaymentMethod) -> None:
     """In the write transaction ``s`` that records ``pm``: if ``resolve_payment_method``
     deferred it with a token new to the account, make the account the token's owner, or

@@ -17,9 +17,10 @@ import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol, cast
+from typing import Any, Final, Protocol, cast
 
 from sqlalchemy import bindparam, inspect, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.domain.attempts import CANCELLATION_REASONS, Operation
@@ -53,6 +54,7 @@ from paymux.services.customers import (
     contact,
     existing_usable,
     look_up,
+    needs_claim,
     payment_method_from_token,
     payment_method_id_of_request,
     require_customer,
@@ -432,73 +434,99 @@ class PaymentsService:
             gateway = routed.gateway
         now = self.ctx.now_us()
         started: _Started | None = None
-        try:
-            async with self.ctx.db.write() as s:
-                if resolved is not None and inspect(resolved).transient:
-                    resolved = await _record_payment_method(s, resolved, self.ctx.db.is_sqlite)
-                    pm_id = resolved.id
-                values: dict[str, Any] = {
-                    "id": pi_id,
-                    "client_secret": new_id(f"{pi_id}_secret", 24),  # {pi_id}_secret_{24 random}
-                    "gateway_reference": opened.reference if opened else None,
-                    "gateway_client": opened.client if opened else None,
-                    "account_id": account_id,
-                    "status": S.REQUIRES_CONFIRMATION if pm_id else S.REQUIRES_PAYMENT_METHOD,
-                    "amount": money.amount,
-                    "currency": money.currency,
-                    "amount_capturable": 0,
-                    "amount_received": 0,
-                    "amount_refunded": 0,
-                    "amount_refund_pending": 0,
-                    "capture_method": p.capture_method,
-                    "customer_id": p.customer,
-                    "payment_method_id": pm_id,
-                    "setup_future_usage": p.setup_future_usage,
-                    "off_session": p.off_session,
-                    "gateway": gateway.name,
-                    "connection_id": routed.connection_id,
-                    "livemode": request_livemode(),
-                    "return_url": p.return_url,
-                    "description": p.description,
-                    "statement_descriptor": p.statement_descriptor,
-                    "statement_descriptor_suffix": p.statement_descriptor_suffix,
-                    "receipt_email": p.receipt_email,
-                    "payment_method_types": _payment_method_types(
-                        gateway.name, p.payment_method_types
-                    ),
-                    "automatic_payment_methods": (
-                        bool(p.automatic_payment_methods.get("enabled"))
-                        if p.automatic_payment_methods is not None
-                        else None
-                    ),
-                    "metadata_": p.metadata,
-                    "confirm_count": 0,
-                    "invoice_id": p.invoice_id,
-                    "shipping": contact(p.shipping),
-                    "payment_method_options": card_options(p.payment_method_options),
-                    "created_us": now,
-                    "updated_us": now,
-                }
-                # One INSERT on the database driver, and the intent as a row (as ``retrieve``
-                # reads it): no ORM object, no unit of work; nothing reads it back.
-                pi = _intent_row(values)
-                if p.id is None:
-                    await driver.later(s, _PI_CREATE, values)
-                elif await driver.fetchrow(s, _PI_CREATE_NEW, values) is None:
-                    raise _ReservedIdTaken  # nothing of this create is kept (rolled back)
-                await record_recovery_point(s, "created", pi_id)
-                view = self._view(pi)
-                await emit(s, account_id, "payment_intent.created", view, now)
-                if not p.confirm:  # the answer: audited with it (a confirm audits its own)
-                    await audit_in(s, view, now)
-                elif resolved is not None and p.id is None and p.invoice_id is None:
-                    started = await self._start_created(s, pi, resolved, gateway, p.off_session)
-        except _ReservedIdTaken:
-            # A caller's reserved id (an invoice's try) that another request made first,
-            # after the read above: that request's intent (of this account, else a 404),
-            # resumed, never a 500. Only that id's clash: any other unique violation in the
-            # transaction is raised as it is, never taken for it.
-            return await self._resume_create(account_id, pi_id, p)
+        # A shared test token's new use, on PostgreSQL: its payment method's INSERT is held
+        # (``driver.later``) and rides on the transaction's next statement, one round trip
+        # fewer (issue 10). If the account had that token already, nothing is inserted and
+        # the intent's reference to it fails the statement (its foreign key): the whole
+        # transaction is rolled back and made again, the payment method recorded as it is
+        # otherwise (``_record_payment_method``: the account's row of that token).
+        hold = (
+            resolved is not None
+            and not self.ctx.db.is_sqlite
+            and _may_hold(resolved, p.payment_method)
+        )
+        while True:
+            try:
+                async with self.ctx.db.write() as s:
+                    if resolved is not None and inspect(resolved).transient:
+                        if hold:
+                            await _hold_payment_method(s, resolved)
+                        else:
+                            resolved = await _record_payment_method(
+                                s, resolved, self.ctx.db.is_sqlite
+                            )
+                        pm_id = resolved.id
+                    values: dict[str, Any] = {
+                        "id": pi_id,
+                        # {pi_id}_secret_{24 random}
+                        "client_secret": new_id(f"{pi_id}_secret", 24),
+                        "gateway_reference": opened.reference if opened else None,
+                        "gateway_client": opened.client if opened else None,
+                        "account_id": account_id,
+                        "status": S.REQUIRES_CONFIRMATION if pm_id else S.REQUIRES_PAYMENT_METHOD,
+                        "amount": money.amount,
+                        "currency": money.currency,
+                        "amount_capturable": 0,
+                        "amount_received": 0,
+                        "amount_refunded": 0,
+                        "amount_refund_pending": 0,
+                        "capture_method": p.capture_method,
+                        "customer_id": p.customer,
+                        "payment_method_id": pm_id,
+                        "setup_future_usage": p.setup_future_usage,
+                        "off_session": p.off_session,
+                        "gateway": gateway.name,
+                        "connection_id": routed.connection_id,
+                        "livemode": request_livemode(),
+                        "return_url": p.return_url,
+                        "description": p.description,
+                        "statement_descriptor": p.statement_descriptor,
+                        "statement_descriptor_suffix": p.statement_descriptor_suffix,
+                        "receipt_email": p.receipt_email,
+                        "payment_method_types": _payment_method_types(
+                            gateway.name, p.payment_method_types
+                        ),
+                        "automatic_payment_methods": (
+                            bool(p.automatic_payment_methods.get("enabled"))
+                            if p.automatic_payment_methods is not None
+                            else None
+                        ),
+                        "metadata_": p.metadata,
+                        "confirm_count": 0,
+                        "invoice_id": p.invoice_id,
+                        "shipping": contact(p.shipping),
+                        "payment_method_options": card_options(p.payment_method_options),
+                        "created_us": now,
+                        "updated_us": now,
+                    }
+                    # One INSERT on the database driver, and the intent as a row (as ``retrieve``
+                    # reads it): no ORM object, no unit of work; nothing reads it back.
+                    pi = _intent_row(values)
+                    if p.id is None:
+                        await driver.later(s, _PI_CREATE, values)
+                    elif await driver.fetchrow(s, _PI_CREATE_NEW, values) is None:
+                        raise _ReservedIdTaken  # nothing of this create is kept (rolled back)
+                    await record_recovery_point(s, "created", pi_id)
+                    view = self._view(pi)
+                    await emit(s, account_id, "payment_intent.created", view, now)
+                    if not p.confirm:  # the answer: audited with it (a confirm audits its own)
+                        await audit_in(s, view, now)
+                    elif resolved is not None and p.id is None and p.invoice_id is None:
+                        started = await self._start_created(s, pi, resolved, gateway, p.off_session)
+            except _ReservedIdTaken:
+                # A caller's reserved id (an invoice's try) that another request made first,
+                # after the read above: that request's intent (of this account, else a 404),
+                # resumed, never a 500. Only that id's clash: any other unique violation in the
+                # transaction is raised as it is, never taken for it.
+                return await self._resume_create(account_id, pi_id, p)
+            except IntegrityError as error:
+                if not (hold and _names_constraint(error, _PI_PAYMENT_METHOD_FK)):
+                    raise
+                assert resolved is not None
+                _TOKENS_RECORDED.add((resolved.gateway, resolved.token))
+                hold, started = False, None
+                continue
+            break
         if started is not None:
             begun, blocked = started
             if blocked is not None:
@@ -1413,6 +1441,59 @@ _PM_OF_TOKEN = select(PaymentMethod).where(
 )
 
 
+# The foreign key from an intent to its payment method (migration 0001).
+_PI_PAYMENT_METHOD_FK: Final = "payment_intents_payment_method_id_fkey"
+# Tokens a shared test token's use was answered with that an account had recorded already
+# (a gateway that answers one with the same token every time, under another name than the
+# shared one): never held again in this process (``_may_hold``). A handful at most: the
+# gateways' shared test tokens are a short published list.
+_TOKENS_RECORDED: set[tuple[str, str | None]] = set()
+
+
+def _may_hold(pm: PaymentMethod, named: str | None) -> bool:
+    """Whether ``pm``, a payment method the create is to record, may be inserted held: a
+    new use of a shared test token (no token to claim: ``needs_claim``) that its gateway
+    answered with a token of its own, not the shared one the request named (Square's test
+    nonces are their own token: a second use finds the first's row), nor one an account
+    was found to have already."""
+    return (
+        inspect(pm).transient
+        and not needs_claim(pm)
+        and pm.token != named
+        and (pm.gateway, pm.token) not in _TOKENS_RECORDED
+    )
+
+
+def _names_constraint(error: IntegrityError, name: str) -> bool:
+    """Whether ``error`` is PostgreSQL's violation of the constraint ``name`` (asyncpg's
+    error, under the DBAPI's and SQLAlchemy's)."""
+    cause = getattr(error.orig, "__cause__", None)
+    return getattr(cause, "constraint_name", None) == name
+
+
+def _payment_method_insert(pm: PaymentMethod) -> tuple[driver.Statement, dict[str, Any]]:
+    """The driver INSERT of a new (transient) payment method and its values: inserted unless
+    the account has the token already (then no row comes back)."""
+    given = inspect(pm).dict
+    values = {key: given[key] for key in _PM_KEYS if key in given}
+    for key, default in _PM_DEFAULTS:
+        if key not in values:
+            values[key] = default.arg(None) if default.is_callable else default.arg
+    keys = tuple(values)
+    statement = _PM_INSERTS.get(keys)
+    if statement is None:
+        statement = _PM_INSERTS[keys] = driver.insert_of(PaymentMethod, keys, conflict=_PM_CONFLICT)
+    return statement, values
+
+
+async def _hold_payment_method(s: AsyncSession, pm: PaymentMethod) -> None:
+    """``pm``'s INSERT held in the caller's transaction (``driver.later``), sent with its
+    next statement; if the account has the token already nothing is inserted, and the
+    intent that names ``pm`` fails on its foreign key (the caller's ``create``)."""
+    statement, values = _payment_method_insert(pm)
+    await driver.later(s, statement, values)
+
+
 async def _record_payment_method(
     s: AsyncSession, pm: PaymentMethod, is_sqlite: bool
 ) -> PaymentMethod:
@@ -1426,15 +1507,7 @@ async def _record_payment_method(
     ``is_sqlite``: unused now (the driver renders for the session's database); kept for the
     callers and tests that pass it."""
     await claim_deferred(s, pm)
-    given = inspect(pm).dict
-    values = {key: given[key] for key in _PM_KEYS if key in given}
-    for key, default in _PM_DEFAULTS:
-        if key not in values:
-            values[key] = default.arg(None) if default.is_callable else default.arg
-    keys = tuple(values)
-    statement = _PM_INSERTS.get(keys)
-    if statement is None:
-        statement = _PM_INSERTS[keys] = driver.insert_of(PaymentMethod, keys, conflict=_PM_CONFLICT)
+    statement, values = _payment_method_insert(pm)
     if await driver.fetchrow(s, statement, values) is not None:
         return pm
     existing: PaymentMethod = (
