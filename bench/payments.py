@@ -231,7 +231,7 @@ class Side:
         self.server, self.args, self.tmp = server, args, tmp
         self.name = server.name
         self.key = server.env.get("PAYMUX_API_KEY", "")
-        if self.name == "paymux":
+        if self.name.startswith("paymux"):  # "paymux", or a version of it (ab_sequential.py)
             self.create_path = "/v1/payment_intents"
             self.confirm_path = "/v1/payment_intents/{id}/confirm"
         else:
