@@ -13,7 +13,7 @@ the throwaway PostgreSQL cluster is tests/support/pgcluster.py. This module adds
   cluster started only if ``postgres`` is asked for) and each backend's version string.
 - ``paymux_env(db_url, tmp, **env)`` and ``paymux_worker(name, env, log)``: ``paymux worker``.
 - ``rss_mb(pid)``: resident memory; ``CpuMeter(pid)``: CPU seconds (user + system, all threads) a process used since the last
-  ``lap()``; ``loadavg()``; ``machine()`` (CPUs, model, RAM, Python).
+  ``lap()``; ``loadavg()``; ``machine()`` (CPUs, model, RAM, Python, the CPU idle driver).
 - ``percentile(values, q)``.
 - ``in_process_paymux(url, tmp, api_key, ...)``: paymux in this process behind an httpx
   client (ASGI transport, no worker, sandbox gateway); ``paymux_engines(core)``.
@@ -400,7 +400,26 @@ def machine() -> str:
     with contextlib.suppress(OSError, ValueError, IndexError):
         kb = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0])
         memory = f", {kb / 1024 / 1024:.1f} GiB RAM"
-    return f"{os.cpu_count()} CPUs ({cpu}){memory}, Python {platform.python_version()}"
+    return f"{os.cpu_count()} CPUs ({cpu}){memory}, Python {platform.python_version()}" + cpu_idle()
+
+
+_CPUIDLE = Path("/sys/devices/system/cpu/cpuidle")
+_HALT_POLL = Path("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
+
+
+def cpu_idle() -> str:
+    """``, idle: <cpuidle driver>`` and, in a KVM guest on the ``haltpoll`` driver, how long
+    an idle vCPU polls before it halts (``guest_halt_poll_ns``; the kernel's default 200000,
+    0 = halt at once: every wake-up of an idle core then goes through the host, which this
+    machine's round-trip tails show: docs/benchmarks.md, the session of 2026-12-05,
+    12:59-15:59). Empty where the kernel says nothing."""
+    try:
+        driver = (_CPUIDLE / "current_driver").read_text().strip()
+    except OSError:
+        return ""
+    with contextlib.suppress(OSError):
+        return f", idle: {driver} (guest_halt_poll_ns {_HALT_POLL.read_text().strip()})"
+    return f", idle: {driver}"
 
 
 def percentile(values: Sequence[float], q: float) -> float:
