@@ -39,6 +39,52 @@ def db(
     yield migrated_database_url(request.param, tmp_path, pg_cluster, f"ccs_{next(_names)}")
 
 
+# A confirmed create paying with a shared test token (as the sandbox's pm_card_visa).
+_SHARED: dict[str, Any] = {
+    "amount": 2000,
+    "currency": "usd",
+    "payment_method": "tok_shared_visa",
+    "confirm": True,
+}
+
+
+async def _post_logged(h: Harness, body: dict[str, Any]) -> tuple[Any, list[str]]:
+    """A create posted, and in order each write transaction's BEGIN and the gateway's
+    authorize CALL. A BEGIN as its database's layer reports it: SQLAlchemy's connection on
+    SQLite; on PostgreSQL the lean transaction's (storage/db.py), one made an ORM session
+    showing SQLAlchemy's as well, not listened to here."""
+    log: list[str] = []
+    original = h.gw.authorize
+
+    async def authorize(*args: Any, **kwargs: Any) -> Any:
+        log.append("CALL")
+        return await original(*args, **kwargs)
+
+    def boundary(name: str) -> None:  # PostgreSQL's lean transactions
+        if name == "BEGIN":
+            log.append("BEGIN")
+
+    def begun(conn: Any) -> None:
+        log.append("BEGIN")
+
+    h.gw.authorize = authorize  # type: ignore[method-assign]
+    writer = h.app.ctx.db.writer.sync_engine
+    postgres = not h.app.ctx.db.is_sqlite
+    if postgres:
+        stop = driver.observe_transactions(boundary)
+    else:
+        event.listen(writer, "begin", begun)
+    try:
+        r = await h.post("/v1/payment_intents", body)
+    finally:
+        del h.gw.authorize  # the class's again
+        if postgres:
+            stop()
+        else:
+            event.remove(writer, "begin", begun)
+    return r, log
+
+
 def test_a_confirmed_create_is_two_write_transactions_around_the_gateway_call(
     db: str, tmp_path: Path
 ) -> None:
@@ -46,48 +92,9 @@ def test_a_confirmed_create_is_two_write_transactions_around_the_gateway_call(
         gw = ScriptedGateway()
         gw.shared_tokens.add("tok_shared_visa")  # as the sandbox's pm_card_visa
         async with Harness.open(db, tmp_path, gw=gw) as h:
-            log: list[str] = []
-            writer = h.app.ctx.db.writer.sync_engine
-
-            def begun(conn: Any) -> None:
-                log.append("BEGIN")
-
-            original = h.gw.authorize
-
-            async def authorize(*args: Any, **kwargs: Any) -> Any:
-                log.append("CALL")
-                return await original(*args, **kwargs)
-
-            h.gw.authorize = authorize  # type: ignore[method-assign]
-            body = {
-                "amount": 2000,
-                "currency": "usd",
-                "payment_method": "tok_shared_visa",
-                "confirm": True,
-            }
             # The first request's once-only work (the key's last use, the rules' cache).
-            assert (await h.post("/v1/payment_intents", body)).status_code == 200
-            log.clear()
-
-            def boundary(name: str) -> None:  # PostgreSQL's lean transactions
-                if name == "BEGIN":
-                    log.append("BEGIN")
-
-            # Each transaction's BEGIN as its database's layer reports it: SQLAlchemy's
-            # connection on SQLite; on PostgreSQL the lean transaction's (storage/db.py), one
-            # made an ORM session showing SQLAlchemy's as well, not listened to here.
-            postgres = not h.app.ctx.db.is_sqlite
-            if postgres:
-                stop = driver.observe_transactions(boundary)
-            else:
-                event.listen(writer, "begin", begun)
-            try:
-                r = await h.post("/v1/payment_intents", body)
-            finally:
-                if postgres:
-                    stop()
-                else:
-                    event.remove(writer, "begin", begun)
+            assert (await h.post("/v1/payment_intents", _SHARED)).status_code == 200
+            r, log = await _post_logged(h, _SHARED)
             assert r.status_code == 200, r.text
             pi = h.body(r)
             attempts = await h.sql(
@@ -255,17 +262,11 @@ def test_a_shared_tokens_new_payment_method_rides_on_the_decision_statement(
         gw = _MintingGateway()
         gw.shared_tokens.add("tok_shared_visa")
         async with Harness.open(url, tmp_path, gw=gw) as h:
-            body = {
-                "amount": 2000,
-                "currency": "usd",
-                "payment_method": "tok_shared_visa",
-                "confirm": True,
-            }
-            assert (await h.post("/v1/payment_intents", body)).status_code == 200
+            assert (await h.post("/v1/payment_intents", _SHARED)).status_code == 200
             sent: list[str] = []
             stop = driver.observe(lambda sql, seconds: sent.append(sql))
             try:
-                r = await h.post("/v1/payment_intents", body)
+                r = await h.post("/v1/payment_intents", _SHARED)
             finally:
                 stop()
             assert r.status_code == 200, r.text
@@ -307,47 +308,12 @@ def test_a_held_payment_method_whose_token_the_account_had_is_its_row(
             funding="credit",
         )
         async with Harness.open(db, tmp_path, gw=gw) as h:
-            postgres = not h.app.ctx.db.is_sqlite
-            writer = h.app.ctx.db.writer.sync_engine
-            body = {
-                "amount": 2000,
-                "currency": "usd",
-                "payment_method": "tok_shared_visa",
-                "confirm": True,
-            }
             logs: list[list[str]] = []
             answers: list[dict[str, Any]] = []
-            original = h.gw.authorize
-            log: list[str] = []
-
-            async def authorize(*args: Any, **kwargs: Any) -> Any:
-                log.append("CALL")
-                return await original(*args, **kwargs)
-
-            h.gw.authorize = authorize  # type: ignore[method-assign]
-
-            def boundary(name: str) -> None:
-                if name == "BEGIN":
-                    log.append("BEGIN")
-
-            def begun(conn: Any) -> None:
-                log.append("BEGIN")
-
             for _ in range(3):
-                log.clear()
-                if postgres:
-                    stop = driver.observe_transactions(boundary)
-                else:
-                    event.listen(writer, "begin", begun)
-                try:
-                    r = await h.post("/v1/payment_intents", body)
-                finally:
-                    if postgres:
-                        stop()
-                    else:
-                        event.remove(writer, "begin", begun)
+                r, log = await _post_logged(h, _SHARED)
                 assert r.status_code == 200, r.text
-                logs.append(list(log))
+                logs.append(log)
                 answers.append(h.body(r))
             rows = await h.sql(
                 "select id from payment_methods where token = 'card_fixed_1' and account_id = :a",
