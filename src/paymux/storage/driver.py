@@ -571,7 +571,9 @@ async def later(
       another held write changes must use ``execute``.
     - An error of a held write (a constraint) is raised where the writes are sent: at the
       next statement or at the COMMIT (``Database.write()``'s block end), not at this call.
-      A write whose error the caller catches must use ``execute``."""
+      A write whose error the caller catches must use ``execute``, unless the caller lets
+      the whole transaction roll back and makes it again (services/payments.py ``create``:
+      a held payment method's token the account had already)."""
     c = await _connection(session)
     if c.held is None:
         await execute(session, statement, params)
