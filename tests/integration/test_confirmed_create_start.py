@@ -172,11 +172,32 @@ async def _attempts(h: Harness, pi_id: str) -> list[Any]:
     )
 
 
+@pytest.fixture(params=["own_token", "shared_token"])
+def paying(request: pytest.FixtureRequest) -> tuple[ScriptedGateway, str]:
+    """The failure tests' gateway, and the token the payment's payment method records:
+    ``tok_visa`` a token of the account's own (claimed, recorded by its own statement), or a
+    shared test token that its gateway answers with a fresh token at each use (on
+    PostgreSQL its payment method's INSERT rides on the decision's statement)."""
+    if request.param == "own_token":
+        return ScriptedGateway(), "tok_visa"
+    gw = _MintingGateway()
+    gw.shared_tokens.add("tok_visa")
+    return gw, "tok_minted_1"
+
+
+async def _tokens_recorded(h: Harness) -> list[Any]:
+    """The tokens of the account's payment methods (a failed payment's intent names none:
+    Stripe's shape, ``last_payment_error.payment_method``)."""
+    return await h.sql("select token from payment_methods where account_id = :a", a=h.account)
+
+
 def test_a_block_commits_the_created_intent_and_its_decision_and_calls_nothing(
-    db: str, tmp_path: Path
+    db: str, tmp_path: Path, paying: tuple[ScriptedGateway, str]
 ) -> None:
+    gw, token = paying
+
     async def scenario() -> None:
-        async with Harness.open(db, tmp_path) as h:
+        async with Harness.open(db, tmp_path, gw=gw) as h:
             ruled = await h.post("/v1/fraud/rules", {"rule": "block if :amount: >= 5000"})
             assert ruled.status_code == 200, ruled.text
             r = await h.post("/v1/payment_intents", _PAY)
@@ -196,13 +217,18 @@ def test_a_block_commits_the_created_intent_and_its_decision_and_calls_nothing(
             )
             decision = json.loads(stored) if isinstance(stored, str) else stored
             assert decision["outcome"]["type"] == "blocked"  # committed with the intent
+            assert await _tokens_recorded(h) == [(token,)]
 
     asyncio.run(scenario())
 
 
-def test_a_decline_settles_the_attempt_the_create_started(db: str, tmp_path: Path) -> None:
+def test_a_decline_settles_the_attempt_the_create_started(
+    db: str, tmp_path: Path, paying: tuple[ScriptedGateway, str]
+) -> None:
+    gw, token = paying
+
     async def scenario() -> None:
-        async with Harness.open(db, tmp_path) as h:
+        async with Harness.open(db, tmp_path, gw=gw) as h:
             h.gw.script("authorize", Outcome.decline("insufficient_funds"))
             r = await h.post("/v1/payment_intents", _PAY)
             assert r.status_code == 402, r.text
@@ -211,13 +237,18 @@ def test_a_decline_settles_the_attempt_the_create_started(db: str, tmp_path: Pat
             assert (intent["status"], intent["received"]) == ("requires_payment_method", 0)
             assert await _attempts(h, intent["id"]) == [("authorize", "settled")]
             assert h.gw.calls["authorize"] == 1
+            assert await _tokens_recorded(h) == [(token,)]
 
     asyncio.run(scenario())
 
 
-def test_a_lost_answer_leaves_one_payment_that_its_webhooks_settle(db: str, tmp_path: Path) -> None:
+def test_a_lost_answer_leaves_one_payment_that_its_webhooks_settle(
+    db: str, tmp_path: Path, paying: tuple[ScriptedGateway, str]
+) -> None:
+    gw, token = paying
+
     async def scenario() -> None:
-        async with Harness.open(db, tmp_path) as h:
+        async with Harness.open(db, tmp_path, gw=gw) as h:
             h.gw.script("authorize", Outcome.lose_response())
             r = await h.post("/v1/payment_intents", _PAY)
             assert r.status_code == 200, r.text  # never a 500: the payment is in flight
@@ -230,6 +261,7 @@ def test_a_lost_answer_leaves_one_payment_that_its_webhooks_settle(db: str, tmp_
             assert (got["status"], got["amount_received"]) == ("succeeded", 5000)
             assert len(h.gw.payments_for(pi_id)) == 1 and h.gw.charged_twice() == []
             assert await _attempts(h, pi_id) == [("authorize", "settled")]
+            assert await _tokens_recorded(h) == [(token,)]
 
     asyncio.run(scenario())
 
