@@ -361,3 +361,39 @@ def test_a_held_payment_method_whose_token_the_account_had_is_its_row(
     once = ["BEGIN", "CALL", "BEGIN"]
     again = ["BEGIN", "BEGIN", "CALL", "BEGIN"] if "postgres" in db else once
     assert logs[1:] == [again, once], logs
+
+
+def test_a_held_payment_method_of_a_create_without_confirm_whose_token_the_account_had(
+    db: str, tmp_path: Path
+) -> None:
+    """The same without ``confirm``: the held INSERT goes with the intent's at the COMMIT,
+    whose statement fails on the foreign key; the create is made again with the account's
+    row. Every create answers 200 with that one payment method, nothing half-written."""
+
+    async def scenario() -> tuple[list[dict[str, Any]], list[Any], list[Any]]:
+        gw = ScriptedGateway()
+        gw.shared_tokens.add("tok_shared_visa")
+        gw.cards["tok_shared_visa"] = gw.cards["card_fixed_1"] = CardDetails(
+            token="card_fixed_1", brand="visa", last4="4242", fingerprint="fp_fixed_1"
+        )
+        async with Harness.open(db, tmp_path, gw=gw) as h:
+            answers = []
+            for _ in range(3):
+                r = await h.post("/v1/payment_intents", {**_SHARED, "confirm": False})
+                assert r.status_code == 200, r.text
+                answers.append(h.body(r))
+            methods = await h.sql(
+                "select id from payment_methods where account_id = :a", a=h.account
+            )
+            intents = await h.sql(
+                "select status, payment_method_id from payment_intents where account_id = :a",
+                a=h.account,
+            )
+            return answers, methods, intents
+
+    answers, methods, intents = asyncio.run(scenario())
+    [(pm_id,)] = methods
+    assert [(a["status"], a["payment_method"]) for a in answers] == [
+        ("requires_confirmation", pm_id)
+    ] * 3
+    assert sorted(intents) == [("requires_confirmation", pm_id)] * 3
