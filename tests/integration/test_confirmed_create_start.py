@@ -316,6 +316,24 @@ def test_a_shared_tokens_new_payment_method_rides_on_the_decision_statement(
     assert "paymux_fraud_decision_start" in inserting[0]  # one round trip with the decision
 
 
+def _fixed_token_gateway() -> ScriptedGateway:
+    """A gateway that answers the shared test token ``tok_shared_visa`` with one token of its
+    own (``card_fixed_1``), the same at every use: a second use is a token the account has."""
+    gw = ScriptedGateway()
+    gw.shared_tokens.add("tok_shared_visa")
+    gw.cards["tok_shared_visa"] = gw.cards["card_fixed_1"] = CardDetails(
+        token="card_fixed_1",
+        brand="visa",
+        last4="4242",
+        exp_month=12,
+        exp_year=2034,
+        fingerprint="fp_fixed_1",
+        country="US",
+        funding="credit",
+    )
+    return gw
+
+
 def test_a_held_payment_method_whose_token_the_account_had_is_its_row(
     db: str, tmp_path: Path
 ) -> None:
@@ -327,19 +345,7 @@ def test_a_held_payment_method_whose_token_the_account_had_is_its_row(
     payment succeeds, with the one payment method."""
 
     async def scenario() -> tuple[list[list[str]], list[dict[str, Any]], list[Any]]:
-        gw = ScriptedGateway()
-        gw.shared_tokens.add("tok_shared_visa")
-        gw.cards["tok_shared_visa"] = gw.cards["card_fixed_1"] = CardDetails(
-            token="card_fixed_1",
-            brand="visa",
-            last4="4242",
-            exp_month=12,
-            exp_year=2034,
-            fingerprint="fp_fixed_1",
-            country="US",
-            funding="credit",
-        )
-        async with Harness.open(db, tmp_path, gw=gw) as h:
+        async with Harness.open(db, tmp_path, gw=_fixed_token_gateway()) as h:
             logs: list[list[str]] = []
             answers: list[dict[str, Any]] = []
             for _ in range(3):
@@ -371,12 +377,7 @@ def test_a_held_payment_method_of_a_create_without_confirm_whose_token_the_accou
     row. Every create answers 200 with that one payment method, nothing half-written."""
 
     async def scenario() -> tuple[list[dict[str, Any]], list[Any], list[Any]]:
-        gw = ScriptedGateway()
-        gw.shared_tokens.add("tok_shared_visa")
-        gw.cards["tok_shared_visa"] = gw.cards["card_fixed_1"] = CardDetails(
-            token="card_fixed_1", brand="visa", last4="4242", fingerprint="fp_fixed_1"
-        )
-        async with Harness.open(db, tmp_path, gw=gw) as h:
+        async with Harness.open(db, tmp_path, gw=_fixed_token_gateway()) as h:
             answers = []
             for _ in range(3):
                 r = await h.post("/v1/payment_intents", {**_SHARED, "confirm": False})
