@@ -458,15 +458,19 @@ def have_wrk() -> bool:
     return shutil.which("wrk") is not None
 
 
-# Prepended to every wrk script. Threads are numbered in setup() (globals ``tid`` from 0 and
-# ``nthreads`` in each thread's Lua state); done() sums the counters the script names.
+# Prepended to every wrk script, after ``local _nthreads = <threads>`` (``run_wrk``). Threads
+# are numbered in setup() (globals ``tid`` from 0 and ``nthreads`` in each thread's Lua state);
+# done() sums the counters the script names. setup() writes to the new thread's state only:
+# wrk starts each thread as soon as it is set up, so a write into an earlier thread's state
+# (as setup once did, to count the threads) races with that thread's own request() and
+# response() in it, and once crashed wrk (``PANIC: unprotected error in call to Lua API``).
 LUA_COMMON = r"""
 local _threads = {}
 counters = counters or {}
 function setup(thread)
   thread:set("tid", #_threads)
+  thread:set("nthreads", _nthreads)
   table.insert(_threads, thread)
-  for _, t in ipairs(_threads) do t:set("nthreads", #_threads) end
 end
 function done(summary, latency, requests)
   local e = summary.errors
@@ -556,10 +560,11 @@ def run_wrk(
             raise ValueError("per_request: one connection per thread, a script with request()")
         env = {**os.environ, "BENCH_WRK_PER_REQUEST": str(directory / name)}
         script += LUA_PER_REQUEST
-    path.write_text(LUA_COMMON + script)
+    threads = max(1, min(threads, connections))
+    path.write_text(f"local _nthreads = {threads}\n" + LUA_COMMON + script)
     cmd = [
         "wrk",
-        f"-t{max(1, min(threads, connections))}",
+        f"-t{threads}",
         f"-c{connections}",
         f"-d{max(1, round(seconds))}s",
         f"--timeout={timeout_s}s",

@@ -133,3 +133,34 @@ def test_per_request_latencies_are_the_requests_and_wrk_adds_corrected_samples(
     assert load.p99 == pytest.approx(expected, rel=0.05, abs=0.2)
     # no file left behind
     assert not list(tmp_path.glob("wrk-*"))
+
+
+NUMBERED = r"""
+counters = {"tid_plus_one", "nthreads_at_init"}
+tid_plus_one, nthreads_at_init = 0, 0
+function init(args)
+  tid_plus_one, nthreads_at_init = tid + 1, nthreads
+end
+function request()
+  return wrk.format("POST", "/pay", {["Content-Type"] = "application/json"}, "{}")
+end
+"""
+
+
+def test_threads_are_numbered_and_know_their_count_from_their_start(
+    server: _Server, tmp_path: Path
+) -> None:
+    """``LUA_COMMON``'s setup(): each thread's ``tid`` (0, 1, ...) and the number of threads,
+    both in that thread's own Lua state before its init() runs. wrk starts each thread as
+    soon as it is set up, so the count cannot be written into the earlier threads' states as
+    later threads are set up (it once was: thread i saw i + 1 at its start, and the write
+    raced with the running thread's own Lua calls, a PANIC of wrk's seen once)."""
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    load = run_wrk(url, NUMBERED, seconds=1, connections=4, threads=4, tmp=tmp_path)
+    assert load.errors == 0
+    # tids 0-3: 1 + 2 + 3 + 4, the largest 4
+    assert load.counters["tid_plus_one"] == 10
+    assert load.counters["tid_plus_one_max"] == 4
+    # every thread saw 4 at its init (with the count written as threads were set up: 1+2+3+4)
+    assert load.counters["nthreads_at_init"] == 16
+    assert load.counters["nthreads_at_init_max"] == 4
