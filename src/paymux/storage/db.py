@@ -29,7 +29,7 @@ from contextvars import ContextVar
 from typing import Any, Final, NamedTuple, cast
 
 import orjson
-from sqlalchemy import Engine, Row, event, exc
+from sqlalchemy import Engine, Row, event, exc, make_url
 from sqlalchemy.engine import Connection
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import (
@@ -106,6 +106,19 @@ def _json_loads(text: str | bytes) -> Any:
 # Both engines' JSON columns (SQLAlchemy's JSON type on SQLite, asyncpg's json codec that
 # SQLAlchemy installs on PostgreSQL; storage/driver.py binds with the same types).
 _JSON_CODEC: Final = {"json_serializer": _json_dumps, "json_deserializer": _json_loads}
+
+
+def _refuse_in_memory(url: str) -> None:
+    """An in-memory SQLite database cannot hold paymux's data: each connection (the writer,
+    the readers, the migrations') would open an empty database of its own. Refused with what
+    to give instead, where SQLAlchemy's pool for it raised a TypeError about pool arguments."""
+    database = make_url(url).database or ""
+    if database in ("", ":memory:") or "mode=memory" in url:
+        raise ValueError(
+            f"database URL {url!r}: an in-memory SQLite database is not supported (each of "
+            "paymux's connections would see an empty database of its own); give a file, "
+            "e.g. sqlite+aiosqlite:///./paymux.db"
+        )
 
 
 def _sqlite_engine(url: str, begin: str, pool_size: int) -> AsyncEngine:
@@ -485,6 +498,7 @@ class Database:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
+            _refuse_in_memory(url)
             # SQLite has one writer at a time: one connection, so this process's writers
             # queue in the pool (FIFO) instead of sleeping in SQLite's busy handler, which
             # polls with backoff and made tail latency balloon under concurrency. So never
