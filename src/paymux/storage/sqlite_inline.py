@@ -176,7 +176,7 @@ async def execute_async(
     # from it and drops the dead ones only in ``cursor()`` (every 200th call, CPython's
     # ``_pysqlite_drop_unused_cursor_references``), so a cursor constructed directly left
     # one dead reference behind per statement for the life of the connection: the SQLite
-    # server's memory grew by about 0.85 MiB per 10,000 payments (issue 10, bench/memory.py).
+    # server's memory grew by about 1 MiB per 10,000 payments (issue 10, bench/memory.py).
     cursor = _PLAIN_CURSOR(conn, sqlite3.Cursor)
     try:
         cursor.execute(sql, parameters)
