@@ -434,6 +434,46 @@ class PaymentsService:
             gateway = routed.gateway
         now = self.ctx.now_us()
         started: _Started | None = None
+        # The intent's values but its payment method and status (set in the transaction,
+        # below: a retry may record the payment method as another row).
+        fields: dict[str, Any] = {
+            "id": pi_id,
+            "client_secret": new_id(f"{pi_id}_secret", 24),  # {pi_id}_secret_{24 random}
+            "gateway_reference": opened.reference if opened else None,
+            "gateway_client": opened.client if opened else None,
+            "account_id": account_id,
+            "amount": money.amount,
+            "currency": money.currency,
+            "amount_capturable": 0,
+            "amount_received": 0,
+            "amount_refunded": 0,
+            "amount_refund_pending": 0,
+            "capture_method": p.capture_method,
+            "customer_id": p.customer,
+            "setup_future_usage": p.setup_future_usage,
+            "off_session": p.off_session,
+            "gateway": gateway.name,
+            "connection_id": routed.connection_id,
+            "livemode": request_livemode(),
+            "return_url": p.return_url,
+            "description": p.description,
+            "statement_descriptor": p.statement_descriptor,
+            "statement_descriptor_suffix": p.statement_descriptor_suffix,
+            "receipt_email": p.receipt_email,
+            "payment_method_types": _payment_method_types(gateway.name, p.payment_method_types),
+            "automatic_payment_methods": (
+                bool(p.automatic_payment_methods.get("enabled"))
+                if p.automatic_payment_methods is not None
+                else None
+            ),
+            "metadata_": p.metadata,
+            "confirm_count": 0,
+            "invoice_id": p.invoice_id,
+            "shipping": contact(p.shipping),
+            "payment_method_options": card_options(p.payment_method_options),
+            "created_us": now,
+            "updated_us": now,
+        }
         # A shared test token's new use, on PostgreSQL: its payment method's INSERT is held
         # (``driver.later``) and rides on the transaction's next statement, one round trip
         # fewer (issue 10). If the account had that token already, nothing is inserted and
@@ -456,48 +496,10 @@ class PaymentsService:
                                 s, resolved, self.ctx.db.is_sqlite
                             )
                         pm_id = resolved.id
-                    values: dict[str, Any] = {
-                        "id": pi_id,
-                        # {pi_id}_secret_{24 random}
-                        "client_secret": new_id(f"{pi_id}_secret", 24),
-                        "gateway_reference": opened.reference if opened else None,
-                        "gateway_client": opened.client if opened else None,
-                        "account_id": account_id,
+                    values = {
+                        **fields,
                         "status": S.REQUIRES_CONFIRMATION if pm_id else S.REQUIRES_PAYMENT_METHOD,
-                        "amount": money.amount,
-                        "currency": money.currency,
-                        "amount_capturable": 0,
-                        "amount_received": 0,
-                        "amount_refunded": 0,
-                        "amount_refund_pending": 0,
-                        "capture_method": p.capture_method,
-                        "customer_id": p.customer,
                         "payment_method_id": pm_id,
-                        "setup_future_usage": p.setup_future_usage,
-                        "off_session": p.off_session,
-                        "gateway": gateway.name,
-                        "connection_id": routed.connection_id,
-                        "livemode": request_livemode(),
-                        "return_url": p.return_url,
-                        "description": p.description,
-                        "statement_descriptor": p.statement_descriptor,
-                        "statement_descriptor_suffix": p.statement_descriptor_suffix,
-                        "receipt_email": p.receipt_email,
-                        "payment_method_types": _payment_method_types(
-                            gateway.name, p.payment_method_types
-                        ),
-                        "automatic_payment_methods": (
-                            bool(p.automatic_payment_methods.get("enabled"))
-                            if p.automatic_payment_methods is not None
-                            else None
-                        ),
-                        "metadata_": p.metadata,
-                        "confirm_count": 0,
-                        "invoice_id": p.invoice_id,
-                        "shipping": contact(p.shipping),
-                        "payment_method_options": card_options(p.payment_method_options),
-                        "created_us": now,
-                        "updated_us": now,
                     }
                     # One INSERT on the database driver, and the intent as a row (as ``retrieve``
                     # reads it): no ORM object, no unit of work; nothing reads it back.
